@@ -1,0 +1,195 @@
+"""The exception tree: each error knows its HTTP status, a stable code and its public message.
+
+Messages here are shown to users as they are; they never carry a secret, a token or a trace.
+"""
+
+from __future__ import annotations
+
+
+class MeetgateError(Exception):
+    """Base of every error Meetgate shows to a user or an API client."""
+
+    status: int = 500
+    code: str = "internal_error"
+    title: str = "Something went wrong"
+    message: str = "Meetgate could not complete this request. Please try again in a moment."
+
+    def __init__(self, message: str | None = None) -> None:
+        if message is not None:
+            self.message = message
+        super().__init__(self.message)
+
+
+class BadRequest(MeetgateError):
+    status = 400
+    code = "bad_request"
+    title = "This request is not valid"
+    message = "The request could not be understood."
+
+
+class DuplicateParameter(BadRequest):
+    code = "duplicate_parameter"
+    message = "A parameter appears more than once in this request."
+
+
+class RequestTooLarge(MeetgateError):
+    status = 413
+    code = "request_too_large"
+    title = "Request too large"
+    message = "This request is larger than Meetgate accepts."
+
+
+class HeadersTooLarge(MeetgateError):
+    status = 431
+    code = "headers_too_large"
+    title = "Request headers too large"
+    message = "The request headers are larger than Meetgate accepts."
+
+
+class InvalidRoomName(BadRequest):
+    code = "invalid_room_name"
+    title = "Invalid room name"
+    message = (
+        "Room names use lowercase letters, digits, '-' and '_', start with a letter or a digit,"
+        " and are at most 64 characters long."
+    )
+
+
+class InvalidInput(BadRequest):
+    code = "invalid_input"
+
+
+class NotFound(MeetgateError):
+    status = 404
+    code = "not_found"
+    title = "Not found"
+    message = "There is nothing here."
+
+
+class RoomNotFound(NotFound):
+    code = "room_not_found"
+    title = "Unknown room"
+    message = "This room does not exist."
+
+
+class RoomExists(MeetgateError):
+    status = 409
+    code = "room_exists"
+    title = "Room exists"
+    message = "A room with this name already exists."
+
+
+class InviteError(MeetgateError):
+    """A join link that cannot be used; every subclass renders the invite page."""
+
+    status = 404
+    code = "invite_invalid"
+    title = "This join link does not work"
+
+
+class InviteUnknown(InviteError):
+    code = "invite_unknown"
+    title = "Unknown join link"
+    message = (
+        "This join link is not valid. Check that you copied all of it, or ask the host for a new one."
+    )
+
+
+class InviteMalformed(InviteUnknown):
+    code = "invite_malformed"
+
+
+class InviteExpired(InviteError):
+    status = 410
+    code = "invite_expired"
+    title = "This join link has expired"
+    message = "This join link has expired. Ask the host for a new one."
+
+
+class InviteUsedUp(InviteError):
+    status = 410
+    code = "invite_used_up"
+    title = "This join link has been used"
+    message = "This join link has already been used as often as it allows. Ask the host for a new one."
+
+
+class InviteRevoked(InviteError):
+    status = 410
+    code = "invite_revoked"
+    title = "This join link was withdrawn"
+    message = "The host has withdrawn this join link."
+
+
+class NotAdmitted(MeetgateError):
+    status = 403
+    code = "not_admitted"
+    title = "You are not admitted to this meeting"
+    message = (
+        "This meeting is only open to invited participants. Open your personal join link to enter."
+    )
+
+
+class AdmissionRevoked(NotAdmitted):
+    code = "admission_revoked"
+    title = "You were removed from this meeting"
+    message = "A host removed you from this meeting. You cannot rejoin with this link."
+
+
+class TicketInvalid(MeetgateError):
+    status = 401
+    code = "ticket_invalid"
+    title = "Meeting ticket not valid"
+    message = "The meeting ticket is missing, expired or not valid. Reload the meeting page."
+
+
+class CrossSiteRequest(MeetgateError):
+    status = 403
+    code = "cross_site_request"
+    title = "Request refused"
+    message = "This form was sent from another site. Open your join link directly."
+
+
+class AdminAuthFailed(MeetgateError):
+    status = 401
+    code = "admin_auth_failed"
+    title = "Not authorised"
+    message = "A valid admin token is required."
+
+
+class RateLimited(MeetgateError):
+    status = 429
+    code = "rate_limited"
+    title = "Too many attempts"
+    message = "Too many attempts from your network. Please wait a moment and try again."
+
+    def __init__(self, retry_after: float, message: str | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, int(retry_after + 0.999))
+
+
+class UpstreamUnreachable(MeetgateError):
+    status = 502
+    code = "upstream_unreachable"
+    title = "The meeting server is unreachable"
+    message = (
+        "Meetgate admitted you, but the meeting server behind it does not answer."
+        " Please try again in a minute; if it persists, tell the organisers."
+    )
+
+
+class StoreUnavailable(MeetgateError):
+    status = 503
+    code = "store_unavailable"
+    title = "Temporarily unavailable"
+    message = (
+        "Meetgate cannot check admissions right now, so it lets nobody new in."
+        " Please try again in a minute."
+    )
+
+
+class ConfigError(Exception):
+    """Settings that cannot be used; carries every problem found, named as the user writes it."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))

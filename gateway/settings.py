@@ -1,0 +1,277 @@
+"""One validated settings tree: a TOML file, overridden by `MEETGATE_*` environment variables.
+
+Loaded once at start-up by `load_settings` and passed in; nothing else reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import model_validator
+
+from gateway.errors import ConfigError
+
+ENV_PREFIX = "MEETGATE_"
+DEFAULT_CONFIG_PATHS = (Path("meetgate.toml"), Path("/etc/meetgate/meetgate.toml"))
+MIN_SECRET_BYTES = 32
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ListenSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+
+
+class AdminSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8001, ge=1, le=65535)
+    token: SecretStr
+
+    @field_validator("token")
+    @classmethod
+    def _strong_token(cls, value: SecretStr) -> SecretStr:
+        if len(value.get_secret_value()) < MIN_SECRET_BYTES:
+            raise ValueError(f"must be at least {MIN_SECRET_BYTES} characters (use `meetgate init`)")
+        return value
+
+
+class StoreSettings(_Section):
+    url: str = "memory://"
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        scheme = urlsplit(value).scheme
+        if scheme not in ("memory", "redis", "rediss", "unix"):
+            raise ValueError("must start with memory://, redis://, rediss:// or unix://")
+        return value
+
+
+class JitsiSettings(_Section):
+    upstream: str = "http://127.0.0.1:8080"
+    xmpp_domain: str = "meet.jitsi"
+    app_id: str = "meetgate"
+    audience: str = "jitsi"
+    connect_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+
+    @field_validator("upstream")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL of Jitsi's web server")
+        if parts.query or parts.fragment:
+            raise ValueError("must not have a query or fragment")
+        return value.rstrip("/")
+
+    @field_validator("app_id")
+    @classmethod
+    def _not_jaas(cls, value: str) -> str:
+        if value.startswith("vpaas-magic-cookie"):
+            raise ValueError("must not be a JaaS (8x8) app id: it switches Jitsi to 8x8's services")
+        return value
+
+
+class TicketKey(_Section):
+    kid: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+    secret: SecretStr
+
+    @field_validator("secret")
+    @classmethod
+    def _strong_secret(cls, value: SecretStr) -> SecretStr:
+        if len(value.get_secret_value()) < MIN_SECRET_BYTES:
+            raise ValueError(f"must be at least {MIN_SECRET_BYTES} characters")
+        return value
+
+
+class TicketSettings(_Section):
+    algorithm: Literal["HS256"] = "HS256"
+    ttl_seconds: int = Field(default=120, ge=10, le=3600)
+    keys: list[TicketKey] = Field(min_length=1)
+    active_kid: str | None = None
+
+    @model_validator(mode="after")
+    def _active_key_known(self) -> TicketSettings:
+        kids = [key.kid for key in self.keys]
+        if len(set(kids)) != len(kids):
+            raise ValueError("every key needs its own kid")
+        if self.active_kid is not None and self.active_kid not in kids:
+            raise ValueError(f"active_kid {self.active_kid!r} is not one of the keys")
+        return self
+
+    @property
+    def signing_kid(self) -> str:
+        return self.active_kid or self.keys[0].kid
+
+
+class AdmissionSettings(_Section):
+    ttl_seconds: int = Field(default=12 * 3600, ge=60, le=7 * 24 * 3600)
+    pseudonym_key: SecretStr
+
+    @field_validator("pseudonym_key")
+    @classmethod
+    def _strong_key(cls, value: SecretStr) -> SecretStr:
+        if len(value.get_secret_value()) < MIN_SECRET_BYTES:
+            raise ValueError(f"must be at least {MIN_SECRET_BYTES} characters")
+        return value
+
+
+class LimitSettings(_Section):
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024)
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    max_websocket_message_bytes: int = Field(default=1024 * 1024, ge=1024)
+
+
+class Settings(_Section):
+    public_url: str = "http://127.0.0.1:8000"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    ephemeral: bool = False
+    listen: ListenSettings = ListenSettings()
+    admin: AdminSettings
+    store: StoreSettings = StoreSettings()
+    jitsi: JitsiSettings = JitsiSettings()
+    tickets: TicketSettings
+    admission: AdmissionSettings
+    limits: LimitSettings = LimitSettings()
+
+    @field_validator("public_url")
+    @classmethod
+    def _origin_only(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be the http:// or https:// address attendees use")
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise ValueError("must be an origin (scheme, host, port) without a path")
+        return value.rstrip("/")
+
+    @property
+    def secure(self) -> bool:
+        return self.public_url.startswith("https://")
+
+    @property
+    def public_host(self) -> str:
+        return urlsplit(self.public_url).netloc
+
+
+def _env_tree(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Turn `MEETGATE_TICKETS__TTL_SECONDS=60` into {"tickets": {"ttl_seconds": "60"}}."""
+    tree: dict[str, Any] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == "MEETGATE_CONFIG":
+            continue
+        path = name[len(ENV_PREFIX) :].lower().split("__")
+        node = tree
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                break
+            node = child
+        else:
+            node[path[-1]] = _parse_env_value(value)
+    return tree
+
+
+def _parse_env_value(value: str) -> Any:
+    # Lists of tables (tickets.keys) are given as JSON; everything else stays a string for pydantic.
+    if value.startswith(("[", "{")):
+        import json
+
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _describe(loc: tuple[int | str, ...]) -> str:
+    names = [str(part) for part in loc if isinstance(part, str)]
+    env = ENV_PREFIX + "__".join(name.upper() for name in names)
+    if len(names) > 1:
+        toml = f"[{'.'.join(names[:-1])}] {names[-1]}"
+    else:
+        toml = names[0] if names else "(settings)"
+    indexes = "".join(f"[{part}]" for part in loc if isinstance(part, int))
+    return f"{toml}{indexes} ({env})"
+
+
+def ephemeral_secrets() -> dict[str, Any]:
+    """Fresh secrets for a run without a config file; gone when the process stops."""
+    return {
+        "ephemeral": True,
+        "admin": {"token": secrets.token_urlsafe(32)},
+        "tickets": {"keys": [{"kid": "ephemeral", "secret": secrets.token_urlsafe(48)}]},
+        "admission": {"pseudonym_key": secrets.token_urlsafe(32)},
+    }
+
+
+def find_config(explicit: Path | None, environ: Mapping[str, str]) -> Path | None:
+    if explicit is not None:
+        return explicit
+    if environ.get("MEETGATE_CONFIG"):
+        return Path(environ["MEETGATE_CONFIG"])
+    for candidate in DEFAULT_CONFIG_PATHS:
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_settings(
+    path: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    allow_ephemeral: bool = True,
+) -> Settings:
+    """Read the TOML file (if any), apply `MEETGATE_*` overrides and validate everything at once.
+
+    Without a config file, and with `allow_ephemeral`, secrets are generated for this run only.
+    Raises ConfigError listing every bad key.
+    """
+    env = os.environ if environ is None else environ
+    config_path = find_config(path, env)
+    data: dict[str, Any] = {}
+    if config_path is not None:
+        try:
+            with config_path.open("rb") as handle:
+                data = tomllib.load(handle)
+        except FileNotFoundError as exc:
+            raise ConfigError([f"config file {config_path} does not exist"]) from exc
+        except PermissionError as exc:
+            raise ConfigError([f"config file {config_path} cannot be read"]) from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError([f"config file {config_path} is not valid TOML: {exc}"]) from exc
+    elif allow_ephemeral:
+        data = ephemeral_secrets()
+    data = _merge(data, _env_tree(env))
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors(include_url=False, include_input=False):
+            message = error["msg"].removeprefix("Value error, ")
+            if error["type"] == "extra_forbidden":
+                message = "unknown setting"
+            elif error["type"] == "missing":
+                message = "required, but not set"
+            problems.append(f"{_describe(tuple(error['loc']))}: {message}")
+        where = f" in {config_path}" if config_path else ""
+        raise ConfigError([f"invalid settings{where}:", *problems]) from exc

@@ -1,0 +1,101 @@
+"""The `Store` protocol every stateful operation goes through, and `open_store(url)`.
+
+Two backends implement it: `memory` (one process) and `redis` (any number of replicas). Both pass
+the same contract suite in `tests/contract/`. Backends translate their own failures into
+`StoreUnavailable`; domain failures are the `errors.py` classes named on each method.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Protocol
+from urllib.parse import urlsplit
+
+from gateway.store.records import Admission, Invite, RateDecision, Role, Room, RoomPolicy
+
+__all__ = [
+    "Admission",
+    "Invite",
+    "RateDecision",
+    "Role",
+    "Room",
+    "RoomPolicy",
+    "Store",
+    "open_store",
+]
+
+
+class Store(Protocol):
+    async def ping(self) -> None:
+        """Raise StoreUnavailable if the backend cannot answer."""
+
+    async def close(self) -> None: ...
+
+    # Rooms
+    async def create_room(self, room: Room) -> None:
+        """Raise RoomExists if a room of that name exists."""
+
+    async def get_room(self, name: str) -> Room | None: ...
+
+    async def list_rooms(self) -> list[Room]: ...
+
+    async def delete_room(self, name: str, now: float) -> bool:
+        """Delete the room and its invites and revoke its admissions. False if it did not exist."""
+
+    # Invites
+    async def add_invite(self, invite: Invite) -> None:
+        """Store a new invite for an existing room (RoomNotFound otherwise)."""
+
+    async def get_invite(self, invite_id: str) -> Invite | None: ...
+
+    async def find_invite(self, token_hash: str) -> Invite | None: ...
+
+    async def list_invites(self, room: str) -> list[Invite]: ...
+
+    async def revoke_invite(self, invite_id: str) -> bool: ...
+
+    async def redeem_invite(self, token_hash: str, now: float) -> Invite:
+        """Atomically count one use and return the invite as it is after that use.
+
+        Raise InviteUnknown, InviteRevoked, InviteExpired or InviteUsedUp and change nothing.
+        Two racing redemptions of the last use: exactly one wins.
+        """
+
+    # Admissions
+    async def add_admission(self, admission: Admission) -> None:
+        """Keep the admission until its `expires_at`."""
+
+    async def get_admission(self, admission_id: str) -> Admission | None: ...
+
+    async def list_admissions(self, room: str) -> list[Admission]: ...
+
+    async def revoke_admission(self, admission_id: str) -> bool:
+        """Mark it revoked (kept until it would have expired). False if unknown."""
+
+    # Bans
+    async def ban_identity(self, room: str, identity: str, until: float | None) -> None: ...
+
+    async def is_banned(self, room: str, identity: str, now: float) -> bool: ...
+
+    # Rate limits
+    async def rate_limit(self, key: str, rate_per_second: float, burst: int) -> RateDecision:
+        """Charge one request against a GCRA limit; the backend's clock decides."""
+
+    # Pub/sub: revocations reach every replica
+    async def publish(self, channel: str, message: str) -> None: ...
+
+    def subscribe(self, channel: str) -> AsyncIterator[str]:
+        """Yield every message published on `channel` after the subscription starts."""
+        ...
+
+
+async def open_store(url: str) -> Store:
+    """Open the backend the URL names: `memory://` or `redis://…` (also `rediss://`, `unix://`)."""
+    scheme = urlsplit(url).scheme
+    if scheme == "memory":
+        from gateway.store.memory import MemoryStore
+
+        return MemoryStore()
+    from gateway.store.redis import RedisStore
+
+    return await RedisStore.connect(url)

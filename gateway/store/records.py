@@ -1,0 +1,71 @@
+"""The domain records every store keeps: rooms, invites, admissions. Plain frozen values."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Role(StrEnum):
+    HOST = "host"
+    ATTENDEE = "attendee"
+
+
+@dataclass(frozen=True, slots=True)
+class RoomPolicy:
+    """Which admission paths a room accepts. For now a room is invite-only."""
+
+    invite: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Room:
+    name: str
+    title: str
+    created_at: float
+    hosts: tuple[str, ...] = ()
+    policy: RoomPolicy = field(default_factory=RoomPolicy)
+
+
+@dataclass(frozen=True, slots=True)
+class Invite:
+    """A personal join link. The capability itself is never stored, only `token_hash`."""
+
+    id: str
+    token_hash: str
+    room: str
+    name: str
+    role: Role
+    max_uses: int
+    uses: int
+    expires_at: float
+    created_at: float
+    revoked: bool = False
+
+    def is_usable(self, now: float) -> bool:
+        return not self.revoked and self.uses < self.max_uses and now < self.expires_at
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """A server-side record of who was let into which room. `id` is the hash of the cookie secret."""
+
+    id: str
+    room: str
+    identity: str
+    name: str
+    role: Role
+    via: str
+    client_addr: str
+    created_at: float
+    expires_at: float
+    revoked: bool = False
+
+    def is_live(self, now: float) -> bool:
+        return not self.revoked and now < self.expires_at
+
+
+@dataclass(frozen=True, slots=True)
+class RateDecision:
+    allowed: bool
+    retry_after: float

@@ -1,0 +1,1 @@
+"""Meetgate's jinja2 pages and static assets, shipped inside the wheel."""

@@ -1,0 +1,9 @@
+"""Shared test set-up: fixtures that start real processes live in tests/fixtures/."""
+
+pytest_plugins = [
+    "tests.fixtures.processes",
+    "tests.fixtures.redis_server",
+    "tests.fixtures.prosody",
+    "tests.fixtures.jitsi_web",
+    "tests.fixtures.gateway_server",
+]
