@@ -91,7 +91,8 @@ class InviteUnknown(InviteError):
     code = "invite_unknown"
     title = "Unknown join link"
     message = (
-        "This join link is not valid. Check that you copied all of it, or ask the host for a new one."
+        "This join link is not valid. Check that you copied all of it,"
+        " or ask the host for a new one."
     )
 
 
@@ -110,7 +111,9 @@ class InviteUsedUp(InviteError):
     status = 410
     code = "invite_used_up"
     title = "This join link has been used"
-    message = "This join link has already been used as often as it allows. Ask the host for a new one."
+    message = (
+        "This join link has already been used as often as it allows. Ask the host for a new one."
+    )
 
 
 class InviteRevoked(InviteError):

@@ -13,8 +13,15 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
-from pydantic import model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from gateway.errors import ConfigError
 
@@ -41,7 +48,9 @@ class AdminSettings(_Section):
     @classmethod
     def _strong_token(cls, value: SecretStr) -> SecretStr:
         if len(value.get_secret_value()) < MIN_SECRET_BYTES:
-            raise ValueError(f"must be at least {MIN_SECRET_BYTES} characters (use `meetgate init`)")
+            raise ValueError(
+                f"must be at least {MIN_SECRET_BYTES} characters (use `meetgate init`)"
+            )
         return value
 
 
@@ -59,14 +68,19 @@ class StoreSettings(_Section):
 
 class JitsiSettings(_Section):
     upstream: str = "http://127.0.0.1:8080"
+    # Where /xmpp-websocket and /http-bind go; defaults to `upstream` (Jitsi's web server
+    # forwards them to prosody). Point it at prosody's HTTP port to skip that hop.
+    signalling_upstream: str | None = None
     xmpp_domain: str = "meet.jitsi"
     app_id: str = "meetgate"
     audience: str = "jitsi"
     connect_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
 
-    @field_validator("upstream")
+    @field_validator("upstream", "signalling_upstream")
     @classmethod
-    def _http_url(cls, value: str) -> str:
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("must be an http:// or https:// URL of Jitsi's web server")
@@ -80,6 +94,10 @@ class JitsiSettings(_Section):
         if value.startswith("vpaas-magic-cookie"):
             raise ValueError("must not be a JaaS (8x8) app id: it switches Jitsi to 8x8's services")
         return value
+
+    @property
+    def signalling(self) -> str:
+        return self.signalling_upstream or self.upstream
 
 
 class TicketKey(_Section):

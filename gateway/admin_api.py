@@ -1,0 +1,187 @@
+"""The admin HTTP API (the CLI's server side), on its own listener, behind the admin token."""
+
+from __future__ import annotations
+
+import hmac
+import time
+
+from fastapi import Depends, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from gateway.admission.invites import make_invite
+from gateway.admission.rooms import validate_room_name, validate_title
+from gateway.errors import AdminAuthFailed, MeetgateError, NotFound, RoomNotFound
+from gateway.proxy.gate import request_id
+from gateway.settings import Settings
+from gateway.store import Store
+from gateway.store.records import Invite, Role, Room
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RoomIn(_Body):
+    name: str = Field(max_length=64, description="Jitsi room name: a-z, 0-9, '-', '_'")
+    title: str = Field(default="", max_length=200, description="Shown on the join page")
+
+
+class RoomOut(BaseModel):
+    name: str
+    title: str
+    created_at: float
+    policy: list[str]
+
+
+class InviteIn(_Body):
+    name: str = Field(max_length=200, description="The verified display name of the invitee")
+    role: Role = Role.ATTENDEE
+    max_uses: int = Field(default=1, ge=1, le=10_000)
+    expires_in_seconds: int = Field(default=7 * 24 * 3600, ge=60, le=366 * 24 * 3600)
+
+
+class InviteOut(BaseModel):
+    id: str
+    room: str
+    name: str
+    role: Role
+    max_uses: int
+    uses: int
+    expires_at: float
+    created_at: float
+    revoked: bool
+
+
+class NewInviteOut(InviteOut):
+    link: str = Field(description="The personal join link; shown only once")
+
+
+class Problem(BaseModel):
+    error: str
+    message: str
+    request_id: str
+
+
+def _room_out(room: Room) -> RoomOut:
+    policy = ["invite"] if room.policy.invite else []
+    return RoomOut(name=room.name, title=room.title, created_at=room.created_at, policy=policy)
+
+
+def _invite_out(invite: Invite) -> InviteOut:
+    return InviteOut(
+        id=invite.id,
+        room=invite.room,
+        name=invite.name,
+        role=invite.role,
+        max_uses=invite.max_uses,
+        uses=invite.uses,
+        expires_at=invite.expires_at,
+        created_at=invite.created_at,
+        revoked=invite.revoked,
+    )
+
+
+class AdminAuth:
+    """Pure ASGI guard: every API call needs the admin token, checked before the body is read."""
+
+    OPEN_PATHS = frozenset({"/docs", "/openapi.json"})
+
+    def __init__(self, app: ASGIApp, token: bytes) -> None:
+        self._app = app
+        self._expected = b"Bearer " + token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] not in self.OPEN_PATHS:
+            given = b""
+            for name, value in scope["headers"]:
+                if name == b"authorization":
+                    given = value
+            if not hmac.compare_digest(given, self._expected):
+                rid = request_id(scope)
+                error = AdminAuthFailed()
+                body = Problem(error=error.code, message=error.message, request_id=rid)
+                await JSONResponse(
+                    body.model_dump(), status_code=401, headers={"www-authenticate": "Bearer"}
+                )(scope, receive, send)
+                return
+        await self._app(scope, receive, send)
+
+
+def create_admin_app(settings: Settings, store: Store) -> AdminAuth:
+    app = FastAPI(
+        title="Meetgate admin API",
+        version="1",
+        description="Manage rooms and invites. Every call needs `Authorization: Bearer <token>`.",
+        responses={401: {"model": Problem}, 400: {"model": Problem}},
+    )
+    # Declared for the OpenAPI document; the check itself is AdminAuth, before any parsing.
+    guarded = [Depends(HTTPBearer(auto_error=False))]
+
+    @app.exception_handler(MeetgateError)
+    async def _error(request: Request, error: MeetgateError) -> Response:
+        body = Problem(
+            error=error.code, message=error.message, request_id=request_id(request.scope)
+        )
+        return Response(body.model_dump_json(), error.status, media_type="application/json")
+
+    @app.get("/api/v1/health", dependencies=guarded)
+    async def health() -> dict[str, str]:
+        await store.ping()
+        return {"status": "ok"}
+
+    @app.post("/api/v1/rooms", status_code=201, dependencies=guarded)
+    async def create_room(body: RoomIn) -> RoomOut:
+        name = validate_room_name(body.name)
+        room = Room(name=name, title=validate_title(body.title or name), created_at=time.time())
+        await store.create_room(room)
+        return _room_out(room)
+
+    @app.get("/api/v1/rooms", dependencies=guarded)
+    async def list_rooms() -> list[RoomOut]:
+        return [_room_out(room) for room in await store.list_rooms()]
+
+    @app.get("/api/v1/rooms/{name}", dependencies=guarded)
+    async def get_room(name: str) -> RoomOut:
+        room = await store.get_room(name)
+        if room is None:
+            raise RoomNotFound()
+        return _room_out(room)
+
+    @app.delete("/api/v1/rooms/{name}", status_code=204, dependencies=guarded)
+    async def delete_room(name: str) -> Response:
+        if not await store.delete_room(name, time.time()):
+            raise RoomNotFound()
+        return Response(status_code=204)
+
+    @app.post("/api/v1/rooms/{name}/invites", status_code=201, dependencies=guarded)
+    async def create_invite(name: str, body: InviteIn) -> NewInviteOut:
+        if await store.get_room(name) is None:
+            raise RoomNotFound()
+        made = make_invite(
+            room=name,
+            name=body.name,
+            role=body.role,
+            max_uses=body.max_uses,
+            lifetime_seconds=body.expires_in_seconds,
+            now=time.time(),
+        )
+        await store.add_invite(made.invite)
+        link = f"{settings.public_url}/j/{made.token}"
+        return NewInviteOut(**_invite_out(made.invite).model_dump(), link=link)
+
+    @app.get("/api/v1/rooms/{name}/invites", dependencies=guarded)
+    async def list_invites(name: str) -> list[InviteOut]:
+        if await store.get_room(name) is None:
+            raise RoomNotFound()
+        return [_invite_out(invite) for invite in await store.list_invites(name)]
+
+    @app.delete("/api/v1/invites/{invite_id}", status_code=204, dependencies=guarded)
+    async def revoke_invite(invite_id: str) -> Response:
+        if not await store.revoke_invite(invite_id):
+            raise NotFound("No invite has this id.")
+        return Response(status_code=204)
+
+    return AdminAuth(app, settings.admin.token.get_secret_value().encode())

@@ -1,0 +1,1 @@
+"""Who may enter: room names, invites and the admission pipeline. No HTTP here."""

@@ -1,0 +1,93 @@
+"""The admission pipeline: redeem an invite into an admission; find the one a browser holds.
+
+An admission's id is the SHA-256 of the secret in the browser's cookie, so the store (and a ticket,
+which names the admission) never holds anything a thief could replay as a cookie.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+
+from gateway.admission.invites import hash_token, parse_token
+from gateway.errors import (
+    AdmissionRevoked,
+    InviteExpired,
+    InviteRevoked,
+    InviteUnknown,
+    InviteUsedUp,
+    NotAdmitted,
+)
+from gateway.store import Store
+from gateway.store.records import Admission, Invite
+
+COOKIE_SECRET_SHAPE = re.compile(r"[A-Za-z0-9_-]{43}")
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    cookie_secret: str
+    admission: Admission
+
+
+def admission_id_for(cookie_secret: str) -> str:
+    return hashlib.sha256(cookie_secret.encode("ascii")).hexdigest()
+
+
+class AdmissionPipeline:
+    def __init__(self, store: Store, *, pseudonym_key: bytes, admission_ttl_seconds: int) -> None:
+        self._store = store
+        self._pseudonym_key = pseudonym_key
+        self._ttl = admission_ttl_seconds
+
+    def pseudonym(self, kind: str, subject: str) -> str:
+        """A stable identity that names nobody outside this deployment (keyed hash)."""
+        digest = hmac.new(self._pseudonym_key, f"{kind}:{subject}".encode(), hashlib.sha256)
+        return digest.hexdigest()[:32]
+
+    async def preview(self, raw_token: str, now: float) -> Invite:
+        """The invite behind a join link, if it can still be used; changes nothing."""
+        invite = await self._store.find_invite(hash_token(parse_token(raw_token)))
+        if invite is None:
+            raise InviteUnknown()
+        if invite.revoked:
+            raise InviteRevoked()
+        if invite.uses >= invite.max_uses or now >= invite.expires_at:
+            raise InviteExpired() if now >= invite.expires_at else InviteUsedUp()
+        return invite
+
+    async def redeem(self, raw_token: str, client_addr: str, now: float) -> Admitted:
+        invite = await self._store.redeem_invite(hash_token(parse_token(raw_token)), now)
+        if await self._store.get_room(invite.room) is None:
+            raise InviteUnknown()
+        cookie_secret = secrets.token_urlsafe(32)
+        admission = Admission(
+            id=admission_id_for(cookie_secret),
+            room=invite.room,
+            identity=self.pseudonym("invite", invite.id),
+            name=invite.name,
+            role=invite.role,
+            via=f"invite:{invite.id}",
+            client_addr=client_addr,
+            created_at=now,
+            expires_at=now + self._ttl,
+        )
+        await self._store.add_admission(admission)
+        return Admitted(cookie_secret=cookie_secret, admission=admission)
+
+    async def from_cookie(self, cookie_secret: str | None, now: float) -> Admission:
+        """The live admission a cookie names; NotAdmitted or AdmissionRevoked otherwise."""
+        if not cookie_secret or COOKIE_SECRET_SHAPE.fullmatch(cookie_secret) is None:
+            raise NotAdmitted()
+        return await self.live(admission_id_for(cookie_secret), now)
+
+    async def live(self, admission_id: str, now: float) -> Admission:
+        admission = await self._store.get_admission(admission_id)
+        if admission is None or now >= admission.expires_at:
+            raise NotAdmitted()
+        if admission.revoked:
+            raise AdmissionRevoked()
+        return admission

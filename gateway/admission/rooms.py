@@ -1,0 +1,68 @@
+"""Room names and titles: the grammar a Jitsi room name must follow at the gate."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+from gateway.errors import InvalidInput, InvalidRoomName
+
+ROOM_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+MAX_TITLE_CHARS = 120
+
+# Top-level paths of a Jitsi web deployment and of Meetgate itself: a room of that name would
+# shadow them, or they would shadow the room.
+RESERVED_NAMES = frozenset(
+    {
+        "j",
+        "api",
+        "libs",
+        "css",
+        "static",
+        "images",
+        "fonts",
+        "lang",
+        "sounds",
+        "xmpp-websocket",
+        "http-bind",
+        "colibri-ws",
+        "conference-request",
+        "_api",
+        "_unlock",
+        "_meetgate",
+        "external_api",
+        "favicon",
+        "robots",
+    }
+)
+
+
+def is_room_name(value: str) -> bool:
+    return ROOM_NAME.fullmatch(value) is not None
+
+
+def validate_room_name(value: str) -> str:
+    """Return the name if it is a valid, unreserved room name; raise InvalidRoomName otherwise."""
+    if not is_room_name(value):
+        raise InvalidRoomName()
+    if value in RESERVED_NAMES:
+        raise InvalidRoomName(f"'{value}' is reserved for Jitsi's or Meetgate's own paths.")
+    return value
+
+
+def clean_text(value: str, *, field: str, max_chars: int, required: bool = True) -> str:
+    """Normalise a human-readable label (NFKC) and refuse control and bidi-override characters."""
+    text = unicodedata.normalize("NFKC", value).strip()
+    if required and not text:
+        raise InvalidInput(f"The {field} must not be empty.")
+    if len(text) > max_chars:
+        raise InvalidInput(f"The {field} must be at most {max_chars} characters long.")
+    for char in text:
+        # Cc: control characters; Cf: format characters such as RIGHT-TO-LEFT OVERRIDE.
+        if unicodedata.category(char) in ("Cc", "Cf", "Cs", "Co", "Cn"):
+            raise InvalidInput(f"The {field} contains a character that is not allowed.")
+    return text
+
+
+def validate_title(value: str) -> str:
+    return clean_text(value, field="room title", max_chars=MAX_TITLE_CHARS)

@@ -1,0 +1,47 @@
+"""Wiring only: build the public gate and the admin API from settings and a store."""
+
+from __future__ import annotations
+
+import httpx
+
+from gateway.admin_api import AdminAuth, create_admin_app
+from gateway.admission.pipeline import AdmissionPipeline
+from gateway.proxy.gate import Gate
+from gateway.proxy.http import HttpRelay
+from gateway.proxy.registry import ConnectionRegistry
+from gateway.settings import Settings
+from gateway.store import Store
+from gateway.tickets import TicketAuthority
+from gateway.web.pages import create_pages_app
+
+
+def create_app(settings: Settings, store: Store) -> Gate:
+    """The public ASGI app: Meetgate's pages plus the gated proxy to Jitsi.
+
+    Call `await gate.aclose()` when done (the lifespan shutdown does it under a server).
+    """
+    pipeline = AdmissionPipeline(
+        store,
+        pseudonym_key=settings.admission.pseudonym_key.get_secret_value().encode(),
+        admission_ttl_seconds=settings.admission.ttl_seconds,
+    )
+    tickets = TicketAuthority.from_settings(settings)
+    client = httpx.AsyncClient(
+        timeout=httpx.Timeout(30.0, connect=settings.jitsi.connect_timeout_seconds),
+        limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100),
+        follow_redirects=False,
+        trust_env=False,
+    )
+    return Gate(
+        settings=settings,
+        pipeline=pipeline,
+        tickets=tickets,
+        http=HttpRelay(client, max_body_bytes=settings.limits.max_body_bytes),
+        http_client=client,
+        registry=ConnectionRegistry(),
+        pages=create_pages_app(settings, store, pipeline, tickets),
+    )
+
+
+def create_admin(settings: Settings, store: Store) -> AdminAuth:
+    return create_admin_app(settings, store)

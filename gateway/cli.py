@@ -1,0 +1,393 @@
+"""`meetgate …`: `serve` and `init` run locally; `room` and `invite` call the admin API."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import re
+import secrets
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from gateway.errors import ConfigError
+from gateway.settings import Settings, find_config, load_settings
+
+log = logging.getLogger("meetgate")
+
+DURATION = re.compile(r"(\d+)([smhdw])")
+UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+class CliError(Exception):
+    """A problem to tell the user in one line, then exit non-zero."""
+
+
+def parse_duration(text: str) -> int:
+    """`90s`, `30m`, `2h`, `7d`, `1w`, or combinations like `1h30m`."""
+    text = text.strip().lower()
+    if not text or DURATION.sub("", text):
+        raise CliError(f"cannot read the duration {text!r}: use e.g. 30m, 2h, 7d")
+    return sum(int(n) * UNIT_SECONDS[unit] for n, unit in DURATION.findall(text))
+
+
+def ephemeral_token_file() -> Path:
+    base = os.environ.get("XDG_RUNTIME_DIR") or str(Path.home() / ".cache")
+    return Path(base) / "meetgate" / "ephemeral-admin.json"
+
+
+def write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.chmod(path, 0o600)
+
+
+# ---------------------------------------------------------------- init
+
+
+CONFIG_TEMPLATE = """\
+# Meetgate configuration, written by `meetgate init`. Keep this file private (mode 0600).
+# Every key can be overridden by an environment variable: [tickets] ttl_seconds is
+# MEETGATE_TICKETS__TTL_SECONDS. See docs/configuration.md.
+
+# The address attendees use. With https://, cookies are __Host- prefixed and Secure.
+public_url = "{public_url}"
+log_level = "info"
+
+[listen]
+host = "127.0.0.1"
+port = 8000
+
+[admin]
+# The admin API listens here; keep it on loopback or a private network.
+host = "127.0.0.1"
+port = 8001
+token = "{admin_token}"
+
+[store]
+# memory:// (one process) or redis://host:6379/0 (production, any number of replicas)
+url = "{store_url}"
+
+[jitsi]
+# Jitsi's web server, reachable only by Meetgate.
+upstream = "{upstream}"
+# Must match prosody's XMPP domain, app_id and accepted audience (docs/jitsi.md).
+xmpp_domain = "meet.jitsi"
+app_id = "meetgate"
+audience = "jitsi"
+
+[tickets]
+algorithm = "HS256"
+ttl_seconds = 120
+active_kid = "{kid}"
+
+[[tickets.keys]]
+kid = "{kid}"
+# The same secret is prosody's app_secret (JWT_APP_SECRET in docker-jitsi-meet).
+secret = "{ticket_secret}"
+
+[admission]
+ttl_seconds = 43200
+# Keyed hash for pseudonymous identities; changing it changes every identity.
+pseudonym_key = "{pseudonym_key}"
+"""
+
+
+def command_init(args: argparse.Namespace) -> int:
+    path = Path(args.path)
+    if path.exists() and not args.force:
+        raise CliError(f"{path} exists; pass --force to overwrite it (its secrets are lost)")
+    text = CONFIG_TEMPLATE.format(
+        public_url=args.public_url.rstrip("/"),
+        admin_token=secrets.token_urlsafe(32),
+        store_url=args.store,
+        upstream=args.upstream.rstrip("/"),
+        kid=f"k{time.strftime('%Y%m%d')}",
+        ticket_secret=secrets.token_urlsafe(48),
+        pseudonym_key=secrets.token_urlsafe(32),
+    )
+    write_private(path, text)
+    try:
+        load_settings(path, environ={}, allow_ephemeral=False)
+    except ConfigError as exc:
+        path.unlink()
+        raise CliError("the values given do not make a valid config:\n" + str(exc)) from exc
+    print(f"wrote {path} (mode 0600) with fresh secrets")
+    print(f"start the gateway with: meetgate serve --config {path}")
+    return 0
+
+
+# ---------------------------------------------------------------- serve
+
+
+async def _serve(settings: Settings) -> None:
+    import uvicorn
+
+    from gateway.access_log import AccessLog
+    from gateway.app import create_admin, create_app
+    from gateway.store import open_store
+
+    store = await open_store(settings.store.url)
+    gate = create_app(settings, store)
+    admin = create_admin(settings, store)
+    common: dict[str, Any] = {
+        "log_config": None,
+        "access_log": False,
+        "server_header": False,
+        "proxy_headers": False,
+        "ws_max_size": settings.limits.max_websocket_message_bytes,
+        "h11_max_incomplete_event_size": settings.limits.max_header_bytes,
+    }
+    public = uvicorn.Server(
+        uvicorn.Config(
+            AccessLog(gate), host=settings.listen.host, port=settings.listen.port, **common
+        )
+    )
+    admin_server = uvicorn.Server(
+        uvicorn.Config(
+            AccessLog(admin), host=settings.admin.host, port=settings.admin.port, **common
+        )
+    )
+    token_file: Path | None = None
+    if settings.ephemeral:
+        token_file = ephemeral_token_file()
+        admin_url = f"http://{settings.admin.host}:{settings.admin.port}"
+        write_private(
+            token_file,
+            json.dumps({"url": admin_url, "token": settings.admin.token.get_secret_value()}),
+        )
+    try:
+        await asyncio.gather(public.serve(), admin_server.serve())
+    finally:
+        if token_file is not None:
+            with contextlib.suppress(FileNotFoundError):
+                token_file.unlink()
+        await gate.aclose()
+        await store.close()
+
+
+def command_serve(args: argparse.Namespace) -> int:
+    settings = load_settings(Path(args.config) if args.config else None)
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if settings.ephemeral:
+        banner = "!" * 72
+        log.warning(
+            "\n%s\nNO CONFIG FILE: running on the in-memory store with EPHEMERAL secrets.\n"
+            "Rooms, invites and admissions vanish when this process stops, and tickets\n"
+            "are signed with a key no Jitsi knows. For a real deployment run\n"
+            "`meetgate init` and then `meetgate serve --config meetgate.toml`.\n"
+            "The admin token for this run is in %s (mode 0600);\n"
+            "`meetgate room …` and `meetgate invite …` find it there.\n%s",
+            banner,
+            ephemeral_token_file(),
+            banner,
+        )
+    log.info(
+        "gate on http://%s:%d (public URL %s), admin API on http://%s:%d, store %s",
+        settings.listen.host,
+        settings.listen.port,
+        settings.public_url,
+        settings.admin.host,
+        settings.admin.port,
+        settings.store.url.split("@")[-1],
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(settings))
+    return 0
+
+
+# ---------------------------------------------------------------- admin API client
+
+
+class AdminClient:
+    def __init__(self, url: str, token: str) -> None:
+        self._client = httpx.Client(
+            base_url=url, headers={"authorization": f"Bearer {token}"}, timeout=10, trust_env=False
+        )
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        try:
+            response = self._client.request(method, path, json=body)
+        except httpx.HTTPError as exc:
+            raise CliError(
+                f"cannot reach the admin API at {self._client.base_url}: is `meetgate serve`"
+                " running?"
+            ) from exc
+        if response.status_code == 204:
+            return None
+        try:
+            payload = response.json()
+        except ValueError as exc:
+            raise CliError(f"the admin API answered {response.status_code} without JSON") from exc
+        if response.is_error:
+            if isinstance(payload, dict) and "message" in payload:
+                raise CliError(payload["message"])
+            if isinstance(payload, dict) and isinstance(payload.get("detail"), list):
+                details = "; ".join(
+                    f"{'.'.join(str(p) for p in d.get('loc', [])[1:])}: {d.get('msg')}"
+                    for d in payload["detail"]
+                )
+                raise CliError(f"invalid request: {details}")
+            raise CliError(f"the admin API answered {response.status_code}")
+        return payload
+
+
+def admin_client(args: argparse.Namespace) -> AdminClient:
+    """Find the admin API: flags, then the config file, then a running ephemeral server."""
+    url: str | None = args.admin_url
+    token: str | None = args.admin_token or os.environ.get("MEETGATE_ADMIN__TOKEN")
+    config = find_config(Path(args.config) if args.config else None, os.environ)
+    if config is not None and (url is None or token is None):
+        try:
+            settings = load_settings(config, allow_ephemeral=False)
+        except ConfigError as exc:
+            raise CliError(str(exc)) from exc
+        url = url or f"http://{settings.admin.host}:{settings.admin.port}"
+        token = token or settings.admin.token.get_secret_value()
+    if url is None or token is None:
+        try:
+            saved = json.loads(ephemeral_token_file().read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            saved = {}
+        url = url or saved.get("url")
+        token = token or saved.get("token")
+    if not url or not token:
+        raise CliError(
+            "no admin API found: start `meetgate serve`, or pass --config, or"
+            " --admin-url and --admin-token"
+        )
+    return AdminClient(url, token)
+
+
+def _when(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp))
+
+
+def command_room(args: argparse.Namespace) -> int:
+    client = admin_client(args)
+    if args.action == "create":
+        room = client.call("POST", "/api/v1/rooms", {"name": args.name, "title": args.title or ""})
+        print(f"created room {room['name']} ({room['title']})")
+    elif args.action == "list":
+        rooms = client.call("GET", "/api/v1/rooms")
+        if not rooms:
+            print("no rooms")
+        for room in rooms:
+            print(f"{room['name']:<32} {room['title']}  (created {_when(room['created_at'])})")
+    elif args.action == "delete":
+        client.call("DELETE", f"/api/v1/rooms/{args.name}")
+        print(f"deleted room {args.name}; its invites and admissions are gone")
+    return 0
+
+
+def command_invite(args: argparse.Namespace) -> int:
+    client = admin_client(args)
+    if args.action == "create":
+        body = {
+            "name": args.name,
+            "role": "host" if args.host else "attendee",
+            "max_uses": args.uses,
+            "expires_in_seconds": parse_duration(args.expires),
+        }
+        invite = client.call("POST", f"/api/v1/rooms/{args.room}/invites", body)
+        role = "host" if invite["role"] == "host" else "attendee"
+        print(
+            f"invite {invite['id']} for {invite['name']} ({role}) in {invite['room']},"
+            f" {invite['max_uses']} use(s), expires {_when(invite['expires_at'])}"
+        )
+        print(invite["link"])
+    elif args.action == "list":
+        invites = client.call("GET", f"/api/v1/rooms/{args.room}/invites")
+        if not invites:
+            print("no invites")
+        for invite in invites:
+            state = "revoked" if invite["revoked"] else f"{invite['uses']}/{invite['max_uses']}"
+            print(
+                f"{invite['id']}  {invite['role']:<8} {state:<9} "
+                f"expires {_when(invite['expires_at'])}  {invite['name']}"
+            )
+    elif args.action == "revoke":
+        client.call("DELETE", f"/api/v1/invites/{args.id}")
+        print(f"revoked invite {args.id}")
+    return 0
+
+
+# ---------------------------------------------------------------- argument parsing
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="meetgate", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the gateway and its admin API")
+    serve.add_argument("--config", help="TOML config file (default: ./meetgate.toml if present)")
+    serve.set_defaults(func=command_serve)
+
+    init = sub.add_parser("init", help="write a config file with fresh secrets (mode 0600)")
+    init.add_argument("--path", default="meetgate.toml")
+    init.add_argument("--force", action="store_true", help="overwrite an existing file")
+    init.add_argument("--public-url", default="http://127.0.0.1:8000")
+    init.add_argument("--upstream", default="http://127.0.0.1:8080", help="Jitsi web server")
+    init.add_argument("--store", default="memory://", help="memory:// or redis://host:6379/0")
+    init.set_defaults(func=command_init)
+
+    client_options = argparse.ArgumentParser(add_help=False)
+    client_options.add_argument("--config", help="config file to read the admin API address from")
+    client_options.add_argument("--admin-url", help="e.g. http://127.0.0.1:8001")
+    client_options.add_argument("--admin-token", help="default: from the config file")
+
+    room = sub.add_parser("room", help="create, list and delete rooms")
+    room_sub = room.add_subparsers(dest="action", required=True)
+    create = room_sub.add_parser("create", parents=[client_options])
+    create.add_argument("name", help="room name: a-z, 0-9, '-', '_'")
+    create.add_argument("--title", help="shown on the join page")
+    room_sub.add_parser("list", parents=[client_options])
+    delete = room_sub.add_parser("delete", parents=[client_options])
+    delete.add_argument("name")
+    room.set_defaults(func=command_room)
+
+    invite = sub.add_parser("invite", help="create, list and revoke personal join links")
+    invite_sub = invite.add_subparsers(dest="action", required=True)
+    create = invite_sub.add_parser("create", parents=[client_options])
+    create.add_argument("--room", required=True)
+    create.add_argument("--name", required=True, help="the name everyone will see")
+    create.add_argument("--host", action="store_true", help="make the invitee a host")
+    create.add_argument("--uses", type=int, default=1, help="how often the link works (1)")
+    create.add_argument("--expires", default="7d", help="lifetime, e.g. 2h, 7d (7d)")
+    listing = invite_sub.add_parser("list", parents=[client_options])
+    listing.add_argument("--room", required=True)
+    revoke = invite_sub.add_parser("revoke", parents=[client_options])
+    revoke.add_argument("id")
+    invite.set_defaults(func=command_invite)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except CliError as exc:
+        print(f"meetgate: {exc}", file=sys.stderr)
+        return 2
+    except ConfigError as exc:
+        print(f"meetgate: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    sys.exit(main())

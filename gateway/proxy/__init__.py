@@ -1,0 +1,1 @@
+"""The reverse proxy to Jitsi: path rules, HTTP and WebSocket relays, live-connection registry."""

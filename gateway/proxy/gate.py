@@ -1,0 +1,205 @@
+"""The gate: a pure ASGI app in front of everything, for `http` and `websocket` scopes alike.
+
+Meetgate's own routes go to the pages app. Every other path is Jitsi's and is relayed only for a
+live admission: a cookie for pages and assets (the room page only for the admission's own room),
+a valid ticket plus its live admission for the signalling paths. Nothing is proxied otherwise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+import time
+from http.cookies import CookieError, SimpleCookie
+
+import httpx
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from gateway.admission.pipeline import AdmissionPipeline
+from gateway.errors import (
+    HeadersTooLarge,
+    MeetgateError,
+    NotAdmitted,
+    TicketInvalid,
+)
+from gateway.proxy.headers import upstream_request_headers
+from gateway.proxy.http import HttpRelay
+from gateway.proxy.paths import (
+    PathKind,
+    classify,
+    parse_signalling_query,
+    upstream_signalling_query,
+)
+from gateway.proxy.registry import ConnectionRegistry
+from gateway.proxy.websocket import RelayedSocket, open_upstream, relay
+from gateway.settings import Settings
+from gateway.store.records import Admission
+from gateway.tickets import TicketAuthority
+from gateway.web.rendering import send_error
+
+log = logging.getLogger("meetgate.gate")
+
+MEETGATE_PREFIXES = ("/_meetgate/", "/j/")
+
+
+def cookie_name(settings: Settings) -> str:
+    # `__Host-` cookies must be Secure, so the prefix is only used over TLS.
+    return "__Host-meetgate" if settings.secure else "meetgate"
+
+
+def read_cookie(scope: Scope, name: str) -> str | None:
+    for header, value in scope["headers"]:
+        if header == b"cookie":
+            jar: SimpleCookie = SimpleCookie()
+            with contextlib.suppress(CookieError):
+                jar.load(value.decode("latin-1"))
+            if name in jar:
+                return jar[name].value
+    return None
+
+
+def request_id(scope: Scope) -> str:
+    state = scope.setdefault("state", {})
+    if "request_id" not in state:
+        state["request_id"] = secrets.token_hex(8)
+    return str(state["request_id"])
+
+
+class Gate:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        pipeline: AdmissionPipeline,
+        tickets: TicketAuthority,
+        http: HttpRelay,
+        http_client: httpx.AsyncClient,
+        registry: ConnectionRegistry,
+        pages: ASGIApp,
+    ) -> None:
+        self._settings = settings
+        self._pipeline = pipeline
+        self._tickets = tickets
+        self._http = http
+        self._http_client = http_client
+        self.registry = registry
+        self._pages = pages
+        self._cookie = cookie_name(settings)
+        self._public_host = settings.public_host.encode()
+        self._scheme = b"https" if settings.secure else b"http"
+        self._max_headers = settings.limits.max_header_bytes
+
+    async def aclose(self) -> None:
+        await self._http_client.aclose()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        rid = request_id(scope)
+        try:
+            if sum(len(n) + len(v) for n, v in scope["headers"]) > self._max_headers:
+                raise HeadersTooLarge()
+            path: str = scope["path"]
+            if path == "/" or path.startswith(MEETGATE_PREFIXES):
+                await self._pages(scope, receive, send)
+                return
+            await self._proxy(scope, receive, send)
+        except MeetgateError as error:
+            if not isinstance(error, NotAdmitted | TicketInvalid):
+                log.info("refused %s: %s [%s]", scope["type"], error.code, rid)
+            await send_error(scope, send, error, rid, secure=self._settings.secure)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _proxy(self, scope: Scope, receive: Receive, send: Send) -> None:
+        now = time.time()
+        target = classify(scope["path"], scope.get("raw_path"))
+        if target.kind is PathKind.SIGNALLING:
+            admission, query = await self._signalling_access(scope, now)
+            base = self._settings.jitsi.signalling
+        else:
+            admission = await self._cookie_access(scope, now)
+            if target.kind is PathKind.ROOM and admission.room != target.room:
+                raise NotAdmitted()
+            query = scope.get("query_string", b"").decode("latin-1")
+            base = self._settings.jitsi.upstream
+        raw_path = scope.get("raw_path") or scope["path"].encode()
+        url = base + raw_path.decode("ascii") + (f"?{query}" if query else "")
+        headers = upstream_request_headers(
+            scope["headers"],
+            cookie_name=self._cookie.encode(),
+            public_host=self._public_host,
+            public_scheme=self._scheme,
+            client_addr=(scope.get("client") or ("unknown", 0))[0].encode(),
+            websocket=scope["type"] == "websocket",
+        )
+        if scope["type"] == "websocket":
+            await self._websocket(
+                scope,
+                receive,
+                send,
+                url,
+                headers,
+                admission,
+                signalling=target.kind is PathKind.SIGNALLING,
+            )
+        else:
+            await self._http.relay(scope, receive, send, url, headers)
+
+    async def _cookie_access(self, scope: Scope, now: float) -> Admission:
+        return await self._pipeline.from_cookie(read_cookie(scope, self._cookie), now)
+
+    async def _signalling_access(self, scope: Scope, now: float) -> tuple[Admission, str]:
+        """The ticket alone admits here (mobile apps carry no cookie), but only while its admission
+        is live and for the ticket's own room. The upstream sees only verified values."""
+        query = parse_signalling_query(scope.get("query_string", b""))
+        claims = self._tickets.verify(query.token, now)
+        if query.room is not None and query.room != claims.room:
+            raise TicketInvalid()
+        admission = await self._pipeline.live(claims.admission_id, now)
+        if admission.room != claims.room:
+            raise TicketInvalid()
+        return admission, upstream_signalling_query(claims.room, query.token, query.previd)
+
+    async def _websocket(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        url: str,
+        headers: list[tuple[bytes, bytes]],
+        admission: Admission,
+        *,
+        signalling: bool,
+    ) -> None:
+        connect_message = await receive()
+        if connect_message["type"] != "websocket.connect":
+            return
+        ws_url = "ws" + url.removeprefix("http")
+        upstream = await open_upstream(
+            ws_url,
+            scope,
+            headers,
+            max_message_bytes=self._settings.limits.max_websocket_message_bytes,
+            open_timeout=self._settings.jitsi.connect_timeout_seconds,
+        )
+        socket = RelayedSocket(upstream, send, signalling=signalling)
+        try:
+            await send({"type": "websocket.accept", "subprotocol": upstream.subprotocol})
+            for old in self.registry.register(admission.id, socket):
+                await old.close("replaced by a newer connection")
+            await relay(socket, upstream, receive, send)
+        finally:
+            self.registry.unregister(admission.id, socket)
+            with contextlib.suppress(Exception):
+                await upstream.close()

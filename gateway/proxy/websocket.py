@@ -1,0 +1,129 @@
+"""Relays one WebSocket between the browser and the upstream, both ways, until either side ends.
+
+A relayed signalling socket can be cut by the gate (revocation, or a newer session of the same
+admission): it first ends the XMPP stream toward prosody with an RFC 7395 `<close/>`, so prosody
+drops the session at once instead of keeping it for stream resumption.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from starlette.types import Receive, Scope, Send
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.typing import Subprotocol
+
+from gateway.errors import UpstreamUnreachable
+
+log = logging.getLogger("meetgate.proxy")
+
+XMPP_CLOSE = '<close xmlns="urn:ietf:params:xml:ns:xmpp-framing"/>'
+# 4000-4999 are free for applications; the browser sees why it was cut.
+CLOSE_REVOKED = 4403
+
+
+def requested_subprotocols(scope: Scope) -> list[Subprotocol]:
+    return [Subprotocol(p) for p in scope.get("subprotocols", [])]
+
+
+class RelayedSocket:
+    """One browser socket and its upstream twin; registered in the ConnectionRegistry."""
+
+    def __init__(self, upstream: ClientConnection, send: Send, *, signalling: bool) -> None:
+        self._upstream = upstream
+        self._send = send
+        self._signalling = signalling
+        self._closing = False
+        self.done = asyncio.Event()
+
+    @property
+    def signalling(self) -> bool:
+        return self._signalling
+
+    async def close(self, reason: str) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        if self._signalling:
+            with contextlib.suppress(ConnectionClosed, OSError):
+                await asyncio.wait_for(self._upstream.send(XMPP_CLOSE), timeout=2)
+        with contextlib.suppress(ConnectionClosed, OSError, asyncio.TimeoutError):
+            await asyncio.wait_for(self._upstream.close(), timeout=2)
+        with contextlib.suppress(Exception):
+            await self._send({"type": "websocket.close", "code": CLOSE_REVOKED, "reason": reason})
+        self.done.set()
+
+
+async def open_upstream(
+    url: str,
+    scope: Scope,
+    headers: list[tuple[bytes, bytes]],
+    *,
+    max_message_bytes: int,
+    open_timeout: float,
+) -> ClientConnection:
+    try:
+        return await connect(
+            url,
+            subprotocols=requested_subprotocols(scope) or None,
+            additional_headers=[(n.decode("latin-1"), v.decode("latin-1")) for n, v in headers],
+            max_size=max_message_bytes,
+            open_timeout=open_timeout,
+            compression=None,
+            user_agent_header=None,
+            proxy=None,
+        )
+    except (TimeoutError, OSError, InvalidHandshake, InvalidStatus) as exc:
+        raise UpstreamUnreachable() from exc
+
+
+async def relay(
+    socket: RelayedSocket, upstream: ClientConnection, receive: Receive, send: Send
+) -> None:
+    """Pump frames both ways; return when either side has gone."""
+
+    async def browser_to_upstream() -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            if message["type"] != "websocket.receive":
+                continue
+            if message.get("text") is not None:
+                await upstream.send(message["text"])
+            elif message.get("bytes") is not None:
+                await upstream.send(message["bytes"])
+
+    async def upstream_to_browser() -> None:
+        async for frame in upstream:
+            if isinstance(frame, str):
+                await send({"type": "websocket.send", "text": frame})
+            else:
+                await send({"type": "websocket.send", "bytes": frame})
+
+    tasks = [
+        asyncio.create_task(browser_to_upstream()),
+        asyncio.create_task(upstream_to_browser()),
+        asyncio.create_task(socket.done.wait()),
+    ]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed, OSError, Exception):
+                await task
+    if socket.done.is_set():
+        return
+    code = upstream.close_code or 1000
+    if code in (1005, 1006, 1015):
+        # Reserved codes that may not be sent on the wire: the upstream went away abnormally.
+        code = 1011
+    with contextlib.suppress(ConnectionClosed, OSError, asyncio.TimeoutError):
+        await asyncio.wait_for(upstream.close(), timeout=2)
+    with contextlib.suppress(Exception):
+        await send({"type": "websocket.close", "code": code if 1000 <= code < 5000 else 1011})

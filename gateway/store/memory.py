@@ -1,0 +1,263 @@
+"""The in-process `Store`: plain dictionaries, for a single replica and for development.
+
+asyncio runs one coroutine at a time, so a method that does not await between its read and its
+write is atomic; every method here is written that way, which is what the Redis Lua scripts buy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+import weakref
+from collections.abc import AsyncIterator
+from typing import Final
+
+from gateway.errors import (
+    InviteExpired,
+    InviteRevoked,
+    InviteUnknown,
+    InviteUsedUp,
+    RoomExists,
+    RoomNotFound,
+    StoreUnavailable,
+)
+from gateway.store.records import Admission, Invite, RateDecision, Room
+
+# Rate-limit entries whose theoretical arrival time has passed carry no state (a fresh key behaves
+# the same), so they are swept every so often to keep the table from growing without bound.
+_RATE_SWEEP_EVERY: Final = 1024
+
+
+class _End:
+    """Marks the end of a subscription in its queue."""
+
+
+_END: Final = _End()
+
+
+class MemorySubscription(AsyncIterator[str]):
+    """Messages published on one channel of a `MemoryStore`, from the moment it was created.
+
+    End it with `aclose()`; one that is dropped without closing stops receiving once collected.
+    """
+
+    def __init__(
+        self, channel: str, registry: weakref.WeakSet[MemorySubscription] | None
+    ) -> None:
+        self.channel = channel
+        self._registry = registry
+        self._queue: asyncio.Queue[str | _End] = asyncio.Queue()
+        self._ended = False
+        if registry is None:
+            self._deliver(_END)
+        else:
+            registry.add(self)
+
+    async def ready(self) -> None:
+        """Return once the subscription receives messages; in memory that is at creation."""
+
+    def _deliver(self, message: str | _End) -> None:
+        self._queue.put_nowait(message)
+
+    async def __anext__(self) -> str:
+        if self._ended:
+            raise StopAsyncIteration
+        item = await self._queue.get()
+        if isinstance(item, _End):
+            self._ended = True
+            raise StopAsyncIteration
+        return item
+
+    async def aclose(self) -> None:
+        if self._registry is not None:
+            self._registry.discard(self)
+            self._registry = None
+            self._deliver(_END)
+
+
+class MemoryStore:
+    """Every record in dictionaries of this process; lost when it exits."""
+
+    def __init__(self) -> None:
+        self._closed = False
+        self._rooms: dict[str, Room] = {}
+        self._invites: dict[str, Invite] = {}
+        self._invite_by_token: dict[str, str] = {}
+        self._room_invites: dict[str, set[str]] = {}
+        self._admissions: dict[str, Admission] = {}
+        self._room_admissions: dict[str, set[str]] = {}
+        self._bans: dict[tuple[str, str], float | None] = {}
+        self._rate_tat: dict[str, float] = {}
+        self._rate_calls = 0
+        self._subscriptions: dict[str, weakref.WeakSet[MemorySubscription]] = {}
+
+    async def ping(self) -> None:
+        if self._closed:
+            raise StoreUnavailable()
+
+    async def close(self) -> None:
+        self._closed = True
+        for subscriptions in self._subscriptions.values():
+            for subscription in list(subscriptions):
+                await subscription.aclose()
+        self._subscriptions.clear()
+
+    # Rooms
+
+    async def create_room(self, room: Room) -> None:
+        if room.name in self._rooms:
+            raise RoomExists()
+        self._rooms[room.name] = room
+
+    async def get_room(self, name: str) -> Room | None:
+        return self._rooms.get(name)
+
+    async def list_rooms(self) -> list[Room]:
+        return sorted(self._rooms.values(), key=lambda room: (room.created_at, room.name))
+
+    async def delete_room(self, name: str, now: float) -> bool:
+        if self._rooms.pop(name, None) is None:
+            return False
+        for invite_id in self._room_invites.pop(name, set()):
+            invite = self._invites.pop(invite_id, None)
+            if invite is not None:
+                self._invite_by_token.pop(invite.token_hash, None)
+        # Revoked admissions outlive the room so that a browser still holding the cookie is told
+        # it was removed; they leave the room's listing, as the room no longer exists.
+        for admission_id in self._room_admissions.pop(name, set()):
+            admission = self._admissions.get(admission_id)
+            if admission is None:
+                continue
+            if now >= admission.expires_at:
+                del self._admissions[admission_id]
+            else:
+                self._admissions[admission_id] = dataclasses.replace(admission, revoked=True)
+        return True
+
+    # Invites
+
+    async def add_invite(self, invite: Invite) -> None:
+        if invite.room not in self._rooms:
+            raise RoomNotFound()
+        self._invites[invite.id] = invite
+        self._invite_by_token[invite.token_hash] = invite.id
+        self._room_invites.setdefault(invite.room, set()).add(invite.id)
+
+    async def get_invite(self, invite_id: str) -> Invite | None:
+        return self._invites.get(invite_id)
+
+    async def find_invite(self, token_hash: str) -> Invite | None:
+        invite_id = self._invite_by_token.get(token_hash)
+        return None if invite_id is None else self._invites.get(invite_id)
+
+    async def list_invites(self, room: str) -> list[Invite]:
+        invites = (self._invites[i] for i in self._room_invites.get(room, ()) if i in self._invites)
+        return sorted(invites, key=lambda invite: (invite.created_at, invite.id))
+
+    async def revoke_invite(self, invite_id: str) -> bool:
+        invite = self._invites.get(invite_id)
+        if invite is None:
+            return False
+        self._invites[invite_id] = dataclasses.replace(invite, revoked=True)
+        return True
+
+    async def redeem_invite(self, token_hash: str, now: float) -> Invite:
+        invite = await self.find_invite(token_hash)
+        if invite is None:
+            raise InviteUnknown()
+        if invite.revoked:
+            raise InviteRevoked()
+        if now >= invite.expires_at:
+            raise InviteExpired()
+        if invite.uses >= invite.max_uses:
+            raise InviteUsedUp()
+        redeemed = dataclasses.replace(invite, uses=invite.uses + 1)
+        self._invites[invite.id] = redeemed
+        return redeemed
+
+    # Admissions
+
+    async def add_admission(self, admission: Admission) -> None:
+        self._admissions[admission.id] = admission
+        self._room_admissions.setdefault(admission.room, set()).add(admission.id)
+
+    async def get_admission(self, admission_id: str) -> Admission | None:
+        return self._unexpired_admission(admission_id, time.time())
+
+    async def list_admissions(self, room: str) -> list[Admission]:
+        now = time.time()
+        ids = self._room_admissions.get(room, set())
+        admissions = [a for i in list(ids) if (a := self._unexpired_admission(i, now)) is not None]
+        return sorted(admissions, key=lambda admission: (admission.created_at, admission.id))
+
+    async def revoke_admission(self, admission_id: str) -> bool:
+        admission = self._unexpired_admission(admission_id, time.time())
+        if admission is None:
+            return False
+        self._admissions[admission_id] = dataclasses.replace(admission, revoked=True)
+        return True
+
+    def _unexpired_admission(self, admission_id: str, now: float) -> Admission | None:
+        """The admission, or None once it has expired (it is dropped then, revoked or not)."""
+        admission = self._admissions.get(admission_id)
+        if admission is None or now < admission.expires_at:
+            return admission
+        del self._admissions[admission_id]
+        room_ids = self._room_admissions.get(admission.room)
+        if room_ids is not None:
+            room_ids.discard(admission_id)
+            if not room_ids:
+                del self._room_admissions[admission.room]
+        return None
+
+    # Bans
+
+    async def ban_identity(self, room: str, identity: str, until: float | None) -> None:
+        self._bans[(room, identity)] = until
+
+    async def is_banned(self, room: str, identity: str, now: float) -> bool:
+        key = (room, identity)
+        if key not in self._bans:
+            return False
+        until = self._bans[key]
+        if until is None or now < until:
+            return True
+        del self._bans[key]
+        return False
+
+    # Rate limits
+
+    async def rate_limit(self, key: str, rate_per_second: float, burst: int) -> RateDecision:
+        if rate_per_second <= 0 or burst < 1:
+            raise ValueError("rate_per_second must be positive and burst at least 1")
+        now = time.monotonic()
+        self._sweep_rate_limits(now)
+        interval = 1.0 / rate_per_second
+        # GCRA: `tat` is when the key would be idle again; a request fits while the backlog it
+        # adds stays within `burst` intervals of now.
+        tat = max(self._rate_tat.get(key, now), now)
+        allow_at = tat + interval - burst * interval
+        if now < allow_at:
+            return RateDecision(allowed=False, retry_after=allow_at - now)
+        self._rate_tat[key] = tat + interval
+        return RateDecision(allowed=True, retry_after=0.0)
+
+    def _sweep_rate_limits(self, now: float) -> None:
+        self._rate_calls += 1
+        if self._rate_calls % _RATE_SWEEP_EVERY:
+            return
+        for key in [key for key, tat in self._rate_tat.items() if tat <= now]:
+            del self._rate_tat[key]
+
+    # Pub/sub
+
+    async def publish(self, channel: str, message: str) -> None:
+        for subscription in list(self._subscriptions.get(channel, ())):
+            subscription._deliver(message)
+
+    def subscribe(self, channel: str) -> MemorySubscription:
+        """Receive every message published on `channel` from this call on."""
+        if self._closed:
+            return MemorySubscription(channel, None)
+        return MemorySubscription(channel, self._subscriptions.setdefault(channel, weakref.WeakSet()))

@@ -1,0 +1,205 @@
+"""Meeting tickets: short-lived JWTs in the form Jitsi's prosody token auth verifies.
+
+Pure: keys, claims and `now` go in, a token or `TicketClaims` come out; rotation is by `kid`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+from gateway.admission.rooms import is_room_name
+from gateway.errors import InvalidRoomName, TicketInvalid
+from gateway.settings import JitsiSettings, Settings, TicketSettings
+from gateway.store.records import Admission, Role
+
+# Three non-empty base64url segments. Our tickets are well under 1 KB; anything far larger is
+# not ours and is refused before any parsing.
+_COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+MAX_TOKEN_CHARS = 8192
+HEADER_TYP = "JWT"
+_HEADER_FIELDS = frozenset({"alg", "typ", "kid"})
+_REQUIRED_CLAIMS = ["exp", "nbf", "iat", "iss", "aud", "sub", "room", "jti", "adm"]
+
+
+@dataclass(frozen=True, slots=True)
+class TicketClaims:
+    """What a verified ticket says: who may be in which room, until when."""
+
+    room: str
+    admission_id: str
+    jti: str
+    user_id: str
+    name: str
+    moderator: bool
+    expires_at: float
+    not_before: float
+
+
+class TicketAuthority:
+    """Signs tickets with the active key and verifies them with any configured key."""
+
+    def __init__(self, tickets: TicketSettings, jitsi: JitsiSettings) -> None:
+        self._algorithm: str = tickets.algorithm
+        self._ttl = tickets.ttl_seconds
+        self._keys: dict[str, bytes] = {
+            key.kid: key.secret.get_secret_value().encode("utf-8") for key in tickets.keys
+        }
+        self._signing_kid = tickets.signing_kid
+        self._issuer = jitsi.app_id
+        self._audience = jitsi.audience
+        self._subject = jitsi.xmpp_domain
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TicketAuthority:
+        return cls(settings.tickets, settings.jitsi)
+
+    @property
+    def ttl_seconds(self) -> int:
+        return self._ttl
+
+    def issue(self, admission: Admission, now: float) -> str:
+        """A ticket for `admission`'s room, valid from `now` for `ttl_seconds`."""
+        if not is_room_name(admission.room):
+            # Prosody would treat "*" or a pattern as a wildcard; never sign one.
+            raise InvalidRoomName()
+        issued_at = int(now)
+        claims: dict[str, Any] = {
+            "iss": self._issuer,
+            "aud": self._audience,
+            "sub": self._subject,
+            "room": admission.room,
+            "iat": issued_at,
+            "nbf": issued_at,
+            "exp": issued_at + self._ttl,
+            "jti": secrets.token_urlsafe(16),
+            "adm": admission.id,
+            "context": {
+                "user": {
+                    "id": admission.identity,
+                    "name": admission.name,
+                    "moderator": admission.role == Role.HOST,
+                },
+                "features": {"name-readonly": True},
+            },
+        }
+        return jwt.encode(
+            claims,
+            self._keys[self._signing_kid],
+            algorithm=self._algorithm,
+            headers={"typ": HEADER_TYP, "kid": self._signing_kid},
+        )
+
+    def verify(self, token: str, now: float) -> TicketClaims:
+        """The claims of a ticket this authority issued and that is valid at `now`.
+
+        Raises TicketInvalid, with a generic message, for anything else.
+        """
+        if (
+            not isinstance(token, str)
+            or len(token) > MAX_TOKEN_CHARS
+            or _COMPACT_JWS.fullmatch(token) is None
+            or not _canonical_signature(token)
+        ):
+            raise TicketInvalid()
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise TicketInvalid() from exc
+        kid = header.get("kid")
+        if (
+            set(header) != _HEADER_FIELDS
+            or header.get("alg") != self._algorithm
+            or header.get("typ") != HEADER_TYP
+            or not isinstance(kid, str)
+            or kid not in self._keys
+        ):
+            raise TicketInvalid()
+        try:
+            payload = jwt.decode(
+                token,
+                self._keys[kid],
+                algorithms=[self._algorithm],
+                audience=self._audience,
+                issuer=self._issuer,
+                subject=self._subject,
+                leeway=0,
+                options={
+                    "verify_signature": True,
+                    "require": _REQUIRED_CLAIMS,
+                    "verify_iss": True,
+                    "verify_aud": True,
+                    "strict_aud": True,
+                    "verify_sub": True,
+                    "verify_jti": True,
+                    # PyJWT compares times with its own clock; they are checked against `now` below.
+                    "verify_exp": False,
+                    "verify_nbf": False,
+                    "verify_iat": False,
+                    "enforce_minimum_key_length": True,
+                },
+            )
+        except jwt.PyJWTError as exc:
+            raise TicketInvalid() from exc
+        return _claims_at(payload, now)
+
+
+def _canonical_signature(token: str) -> bool:
+    """Refuse a signature segment whose unused low bits are set.
+
+    Such a token carries the same signature bytes as the one we issued, and PyJWT releases we
+    allow (>= 2.8) do not all refuse it, yet as a string it differs from the ticket we issued.
+    """
+    segment = token.rsplit(".", 1)[1]
+    try:
+        raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    except (binascii.Error, ValueError):
+        return False
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") == segment
+
+
+def _claims_at(payload: dict[str, Any], now: float) -> TicketClaims:
+    expires_at = payload["exp"]
+    not_before = payload["nbf"]
+    issued_at = payload["iat"]
+    if not all(_is_int(value) for value in (expires_at, not_before, issued_at)):
+        raise TicketInvalid()
+    # No leeway: Meetgate issued the ticket itself, with this clock.
+    if now >= expires_at or now < not_before or now < issued_at:
+        raise TicketInvalid()
+    room = payload["room"]
+    if not isinstance(room, str) or not is_room_name(room):
+        raise TicketInvalid()
+    jti = payload["jti"]
+    admission_id = payload["adm"]
+    if not isinstance(admission_id, str) or not admission_id or not jti:
+        raise TicketInvalid()
+    context = payload.get("context")
+    user = context.get("user") if isinstance(context, dict) else None
+    if not isinstance(user, dict):
+        raise TicketInvalid()
+    user_id = user.get("id")
+    name = user.get("name")
+    moderator = user.get("moderator")
+    if not isinstance(user_id, str) or not isinstance(name, str) or not isinstance(moderator, bool):
+        raise TicketInvalid()
+    return TicketClaims(
+        room=room,
+        admission_id=admission_id,
+        jti=jti,
+        user_id=user_id,
+        name=name,
+        moderator=moderator,
+        expires_at=float(expires_at),
+        not_before=float(not_before),
+    )
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -1,0 +1,1 @@
+"""Meetgate's own pages: routes, template set-up, error rendering and security headers."""

@@ -1,0 +1,143 @@
+"""Meetgate's page routes: the join link, the home page, the ticket refresh, static assets.
+
+Routes are thin: parse, call the admission pipeline or the ticket authority, render.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+from urllib.parse import urlsplit
+
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+
+from gateway.admission.pipeline import AdmissionPipeline
+from gateway.admission.rooms import is_room_name
+from gateway.errors import CrossSiteRequest, MeetgateError, NotAdmitted, NotFound
+from gateway.proxy.gate import cookie_name, read_cookie, request_id
+from gateway.settings import Settings
+from gateway.store import Store
+from gateway.store.records import Admission, Role
+from gateway.tickets import TicketAuthority
+from gateway.web.headers import SecurityHeaders
+from gateway.web.rendering import error_body, error_headers
+from gateway.web.templating import render, static_asset
+
+
+def _html(page: str, status: int = 200) -> HTMLResponse:
+    return HTMLResponse(page, status_code=status)
+
+
+def meeting_url(admission: Admission, ticket: str) -> str:
+    # The fragment never reaches a server log or a Referer header.
+    return f"/{admission.room}#jwt={ticket}"
+
+
+def same_origin(request: Request, public_url: str) -> bool:
+    """A form post must come from Meetgate's own pages: Origin (or Sec-Fetch-Site) says so."""
+    if request.headers.get("sec-fetch-site") in ("cross-site", "same-site"):
+        return False
+    origin = request.headers.get("origin")
+    if origin is None or origin == "null":
+        return origin is None
+    expected = urlsplit(public_url)
+    given = urlsplit(origin)
+    return (given.scheme, given.netloc) == (expected.scheme, expected.netloc)
+
+
+def create_pages_app(
+    settings: Settings, store: Store, pipeline: AdmissionPipeline, tickets: TicketAuthority
+) -> SecurityHeaders:
+    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    cookie = cookie_name(settings)
+
+    @app.exception_handler(MeetgateError)
+    async def _meetgate_error(request: Request, error: MeetgateError) -> Response:
+        rid = request_id(request.scope)
+        accept = request.headers.get("accept", "")
+        body, content_type = error_body(error, rid, as_json="application/json" in accept)
+        headers = error_headers(error, rid, content_type, secure=settings.secure)
+        return Response(
+            body,
+            status_code=error.status,
+            headers={k.decode(): v.decode() for k, v in headers},
+        )
+
+    @app.exception_handler(404)
+    async def _not_found(request: Request, _: Exception) -> Response:
+        return await _meetgate_error(request, NotFound())
+
+    @app.exception_handler(405)
+    async def _bad_method(request: Request, _: Exception) -> Response:
+        return await _meetgate_error(request, NotFound())
+
+    @app.get("/", response_class=HTMLResponse)
+    async def home(request: Request) -> HTMLResponse:
+        return _html(render("home.html", request_id=request_id(request.scope)))
+
+    @app.get("/j/{token}", response_class=HTMLResponse)
+    async def join_landing(request: Request, token: str) -> HTMLResponse:
+        # Showing the page changes nothing: link previewers in chat apps must not burn an invite.
+        invite = await pipeline.preview(token, time.time())
+        room = await store.get_room(invite.room)
+        if room is None:
+            raise NotFound()
+        page = render(
+            "join.html",
+            room_title=room.title,
+            invitee=invite.name,
+            is_host=invite.role is Role.HOST,
+            token=token,
+            uses_left=invite.max_uses - invite.uses,
+            request_id=request_id(request.scope),
+        )
+        return _html(page)
+
+    @app.post("/j/{token}")
+    async def join(request: Request, token: str) -> Response:
+        if not same_origin(request, settings.public_url):
+            raise CrossSiteRequest()
+        now = time.time()
+        client = request.client.host if request.client else "unknown"
+        admitted = await pipeline.redeem(token, client, now)
+        ticket = tickets.issue(admitted.admission, now)
+        response = RedirectResponse(meeting_url(admitted.admission, ticket), status_code=303)
+        response.set_cookie(
+            cookie,
+            admitted.cookie_secret,
+            max_age=int(admitted.admission.expires_at - now),
+            path="/",
+            secure=settings.secure,
+            httponly=True,
+            samesite="lax",
+        )
+        return response
+
+    @app.get("/_meetgate/ticket")
+    async def fresh_ticket(
+        request: Request, room: Annotated[str, Query(max_length=64)] = ""
+    ) -> Response:
+        """Jitsi's `tokenAuthUrl`: a fresh ticket, only while the browser's admission is live."""
+        now = time.time()
+        admission = await pipeline.from_cookie(read_cookie(request.scope, cookie), now)
+        if room and (not is_room_name(room) or room != admission.room):
+            raise NotAdmitted()
+        return RedirectResponse(meeting_url(admission, tickets.issue(admission, now)), 303)
+
+    @app.get("/_meetgate/health")
+    async def health() -> PlainTextResponse:
+        await store.ping()
+        return PlainTextResponse("ok")
+
+    @app.get("/_meetgate/static/{name}")
+    async def static(name: str) -> Response:
+        asset = static_asset(name)
+        if asset is None:
+            raise NotFound()
+        body, content_type = asset
+        return Response(
+            body, media_type=content_type, headers={"cache-control": "public, max-age=3600"}
+        )
+
+    return SecurityHeaders(app, secure=settings.secure)

@@ -1,0 +1,78 @@
+"""The one renderer that turns a MeetgateError into an HTML page, JSON, or a refused WebSocket."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from starlette.types import Scope, Send
+
+from gateway.errors import MeetgateError, RateLimited
+from gateway.web.headers import security_headers
+from gateway.web.templating import render
+
+log = logging.getLogger("meetgate.errors")
+
+
+def wants_json(scope: Scope) -> bool:
+    for name, value in scope.get("headers", []):
+        if name == b"accept":
+            accept = value.decode("latin-1")
+            return "application/json" in accept and "text/html" not in accept
+    return False
+
+
+def error_body(error: MeetgateError, request_id: str, *, as_json: bool) -> tuple[bytes, bytes]:
+    retry_after = error.retry_after if isinstance(error, RateLimited) else None
+    if as_json:
+        payload = {"error": error.code, "message": error.message, "request_id": request_id}
+        if retry_after is not None:
+            payload["retry_after"] = str(retry_after)
+        return json.dumps(payload).encode(), b"application/json"
+    page = render(
+        "error.html",
+        title=error.title,
+        message=error.message,
+        code=error.code,
+        request_id=request_id,
+        retry_after=retry_after,
+    )
+    return page.encode(), b"text/html; charset=utf-8"
+
+
+def error_headers(
+    error: MeetgateError, request_id: str, content_type: bytes, *, secure: bool
+) -> list[tuple[bytes, bytes]]:
+    headers = [(b"content-type", content_type), (b"x-request-id", request_id.encode())]
+    if isinstance(error, RateLimited):
+        headers.append((b"retry-after", str(error.retry_after).encode()))
+    return headers + security_headers(secure=secure)
+
+
+async def send_error(
+    scope: Scope, send: Send, error: MeetgateError, request_id: str, *, secure: bool
+) -> None:
+    """Answer an HTTP request or refuse a WebSocket upgrade with `error`.
+
+    A WebSocket is refused before it is accepted: with the error's HTTP status where the server
+    supports the ASGI denial-response extension, else with a plain 403 from the server.
+    """
+    if scope["type"] == "websocket":
+        if "websocket.http.response" in scope.get("extensions", {}):
+            body, content_type = error_body(error, request_id, as_json=True)
+            await send(
+                {
+                    "type": "websocket.http.response.start",
+                    "status": error.status,
+                    "headers": error_headers(error, request_id, content_type, secure=secure),
+                }
+            )
+            await send({"type": "websocket.http.response.body", "body": body})
+        else:
+            await send({"type": "websocket.close", "code": 1008, "reason": error.code})
+        return
+    body, content_type = error_body(error, request_id, as_json=wants_json(scope))
+    headers = error_headers(error, request_id, content_type, secure=secure)
+    headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body if scope["method"] != "HEAD" else b""})

@@ -1,0 +1,90 @@
+"""Settings: one TOML file plus MEETGATE_* overrides, every bad key reported at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.errors import ConfigError
+from gateway.settings import load_settings
+
+GOOD = """
+public_url = "https://meet.example.org"
+[admin]
+token = "{token}"
+[tickets]
+[[tickets.keys]]
+kid = "k1"
+secret = "{secret}"
+[admission]
+pseudonym_key = "{secret}"
+""".format(token="t" * 40, secret="s" * 48)
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "meetgate.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_no_config_runs_ephemeral_with_fresh_secrets() -> None:
+    first = load_settings(environ={})
+    second = load_settings(environ={})
+    assert first.ephemeral
+    assert first.store.url == "memory://"
+    assert first.admin.token.get_secret_value() != second.admin.token.get_secret_value()
+
+
+def test_toml_file_and_env_override(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, GOOD), environ={"MEETGATE_TICKETS__TTL_SECONDS": "60"})
+    assert not settings.ephemeral
+    assert settings.secure
+    assert settings.tickets.ttl_seconds == 60
+    assert settings.tickets.signing_kid == "k1"
+
+
+def test_every_bad_key_is_named(tmp_path: Path) -> None:
+    text = GOOD.replace('public_url = "https://meet.example.org"', 'public_url = "ftp://x"')
+    text += "\n[listen]\nport = 70000\nbogus = 1\n"
+    with pytest.raises(ConfigError) as caught:
+        load_settings(
+            write(tmp_path, text),
+            environ={"MEETGATE_JITSI__APP_ID": "vpaas-magic-cookie-123"},
+        )
+    report = str(caught.value)
+    assert "public_url (MEETGATE_PUBLIC_URL)" in report
+    assert "[listen] port (MEETGATE_LISTEN__PORT)" in report
+    assert "[listen] bogus" in report and "unknown setting" in report
+    assert "[jitsi] app_id (MEETGATE_JITSI__APP_ID)" in report
+
+
+def test_weak_secrets_refused_and_never_echoed(tmp_path: Path) -> None:
+    text = GOOD.replace("t" * 40, "short-token-1234")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, text), environ={})
+    assert "[admin] token" in str(caught.value)
+    assert "short-token-1234" not in str(caught.value)
+
+
+def test_secrets_hidden_in_repr(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, GOOD), environ={})
+    assert "s" * 48 not in repr(settings)
+    assert "t" * 40 not in repr(settings)
+
+
+def test_bad_toml_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(write(tmp_path, "public_url = "), environ={})
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "nope.toml", environ={})
+
+
+def test_config_without_secrets_is_not_ephemeral(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, 'public_url = "http://127.0.0.1:8000"\n'), environ={})
+    assert "admin (MEETGATE_ADMIN): required" in str(caught.value)
+    assert "tickets (MEETGATE_TICKETS): required" in str(caught.value)

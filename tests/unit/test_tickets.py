@@ -1,0 +1,484 @@
+"""Meeting tickets: the exact form prosody expects, key rotation, and every bad ticket refused."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway.errors import InvalidRoomName, TicketInvalid
+from gateway.settings import JitsiSettings, TicketKey, TicketSettings, load_settings
+from gateway.store.records import Admission, Role
+from gateway.tickets import TicketAuthority, TicketClaims
+
+NOW = 1_800_000_000.0
+TTL = 120
+SECRET = secrets.token_urlsafe(48)
+OLD_SECRET = secrets.token_urlsafe(48)
+JITSI = JitsiSettings(app_id="meetgate-test", audience="jitsi-test", xmpp_domain="meet.example")
+
+
+def make_authority(
+    keys: dict[str, str] | None = None, active_kid: str | None = None
+) -> TicketAuthority:
+    keys = {"k1": SECRET} if keys is None else keys
+    tickets = TicketSettings(
+        keys=[TicketKey.model_validate({"kid": kid, "secret": s}) for kid, s in keys.items()],
+        active_kid=active_kid,
+        ttl_seconds=TTL,
+    )
+    return TicketAuthority(tickets, JITSI)
+
+
+def make_admission(role: Role = Role.ATTENDEE, room: str = "team-call") -> Admission:
+    return Admission(
+        id="adm-" + secrets.token_hex(8),
+        room=room,
+        identity="user-7f3a",
+        name="Ada Lovelace",
+        role=role,
+        via="invite",
+        client_addr="192.0.2.10",
+        created_at=NOW - 60,
+        expires_at=NOW + 3600,
+    )
+
+
+@pytest.fixture
+def authority() -> TicketAuthority:
+    return make_authority()
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def b64json(value: Any) -> str:
+    return b64url(json.dumps(value, separators=(",", ":")).encode("utf-8"))
+
+
+def craft(
+    header: dict[str, Any],
+    claims: dict[str, Any],
+    key: bytes = SECRET.encode(),
+    digest: Any = hashlib.sha256,
+) -> str:
+    """Sign by hand, so a test can build tokens PyJWT itself refuses to make."""
+    signing_input = f"{b64json(header)}.{b64json(claims)}"
+    signature = hmac.new(key, signing_input.encode("ascii"), digest).digest()
+    return f"{signing_input}.{b64url(signature)}"
+
+
+def good_header(**changes: Any) -> dict[str, Any]:
+    return {"alg": "HS256", "typ": "JWT", "kid": "k1", **changes}
+
+
+def good_claims(**changes: Any) -> dict[str, Any]:
+    now = int(NOW)
+    claims: dict[str, Any] = {
+        "iss": "meetgate-test",
+        "aud": "jitsi-test",
+        "sub": "meet.example",
+        "room": "team-call",
+        "iat": now,
+        "nbf": now,
+        "exp": now + TTL,
+        "jti": "j-" + secrets.token_urlsafe(8),
+        "adm": "adm-1",
+        "context": {
+            "user": {"id": "user-7f3a", "name": "Ada Lovelace", "moderator": False},
+            "features": {"name-readonly": True},
+        },
+    }
+    claims.update(changes)
+    return claims
+
+
+def assert_refused(authority: TicketAuthority, token: str, now: float = NOW) -> TicketInvalid:
+    with pytest.raises(TicketInvalid) as caught:
+        authority.verify(token, now)
+    error = caught.value
+    # The generic public message, never anything from the token.
+    assert str(error) == TicketInvalid.message
+    return error
+
+
+@pytest.fixture(scope="module")
+def rsa_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+# --- issuing -----------------------------------------------------------------------------------
+
+
+def test_round_trip(authority: TicketAuthority) -> None:
+    admission = make_admission()
+    token = authority.issue(admission, NOW)
+
+    claims = authority.verify(token, NOW + 1)
+
+    assert isinstance(claims, TicketClaims)
+    assert claims.room == "team-call"
+    assert claims.admission_id == admission.id
+    assert claims.user_id == "user-7f3a"
+    assert claims.name == "Ada Lovelace"
+    assert claims.moderator is False
+    assert claims.not_before == int(NOW)
+    assert claims.expires_at == int(NOW) + TTL
+    assert claims.jti
+
+
+def test_claims_form_is_what_prosody_expects(authority: TicketAuthority) -> None:
+    admission = make_admission()
+    token = authority.issue(admission, NOW + 0.75)
+
+    header = jwt.get_unverified_header(token)
+    claims = jwt.decode(token, options={"verify_signature": False})
+
+    assert header == {"alg": "HS256", "typ": "JWT", "kid": "k1"}
+    assert set(claims) == {
+        "iss",
+        "aud",
+        "sub",
+        "room",
+        "iat",
+        "nbf",
+        "exp",
+        "jti",
+        "adm",
+        "context",
+    }
+    assert claims["iss"] == "meetgate-test"
+    assert isinstance(claims["aud"], str)
+    assert claims["aud"] == "jitsi-test"
+    assert claims["sub"] == "meet.example"
+    assert claims["room"] == "team-call"
+    assert claims["adm"] == admission.id
+    for name in ("iat", "nbf", "exp"):
+        assert type(claims[name]) is int
+    assert claims["iat"] == claims["nbf"] == int(NOW)
+    assert claims["exp"] - claims["nbf"] == TTL == authority.ttl_seconds
+    assert isinstance(claims["jti"], str)
+    assert len(claims["jti"]) >= 20
+    assert claims["context"] == {
+        "user": {"id": "user-7f3a", "name": "Ada Lovelace", "moderator": False},
+        "features": {"name-readonly": True},
+    }
+
+
+@pytest.mark.parametrize(("role", "moderator"), [(Role.HOST, True), (Role.ATTENDEE, False)])
+def test_only_hosts_are_moderators(authority: TicketAuthority, role: Role, moderator: bool) -> None:
+    token = authority.issue(make_admission(role=role), NOW)
+
+    raw = jwt.decode(token, options={"verify_signature": False})
+    assert raw["context"]["user"]["moderator"] is moderator
+    assert raw["context"]["features"]["name-readonly"] is True
+    assert authority.verify(token, NOW).moderator is moderator
+
+
+def test_every_ticket_has_its_own_jti(authority: TicketAuthority) -> None:
+    admission = make_admission()
+    jtis = {authority.verify(authority.issue(admission, NOW), NOW).jti for _ in range(50)}
+    assert len(jtis) == 50
+
+
+def test_tickets_stay_small(authority: TicketAuthority) -> None:
+    assert len(authority.issue(make_admission(), NOW)) < 600
+
+
+@pytest.mark.parametrize("room", ["*", "Team-Call", ".*", "team call", "-team", "a" * 65, ""])
+def test_never_issues_a_wildcard_or_invalid_room(authority: TicketAuthority, room: str) -> None:
+    with pytest.raises(InvalidRoomName):
+        authority.issue(make_admission(room=room), NOW)
+
+
+def test_from_settings_with_ephemeral_secrets() -> None:
+    settings = load_settings(environ={})
+    authority = TicketAuthority.from_settings(settings)
+
+    token = authority.issue(make_admission(), NOW)
+
+    assert jwt.get_unverified_header(token)["kid"] == settings.tickets.signing_kid
+    raw = jwt.decode(token, options={"verify_signature": False})
+    assert raw["iss"] == settings.jitsi.app_id
+    assert raw["aud"] == settings.jitsi.audience
+    assert raw["sub"] == settings.jitsi.xmpp_domain
+    assert authority.ttl_seconds == settings.tickets.ttl_seconds
+    assert authority.verify(token, NOW).room == "team-call"
+
+
+# --- key rotation ------------------------------------------------------------------------------
+
+
+def test_old_key_verifies_while_configured_and_only_active_key_signs() -> None:
+    before = make_authority({"old": OLD_SECRET})
+    old_token = before.issue(make_admission(), NOW)
+
+    during = make_authority({"old": OLD_SECRET, "new": SECRET}, active_kid="new")
+    new_token = during.issue(make_admission(), NOW)
+
+    assert during.verify(old_token, NOW).room == "team-call"
+    assert jwt.get_unverified_header(new_token)["kid"] == "new"
+    assert during.verify(new_token, NOW).room == "team-call"
+    assert_refused(before, new_token)
+
+
+def test_removed_key_is_refused() -> None:
+    old_token = make_authority({"old": OLD_SECRET}).issue(make_admission(), NOW)
+    after = make_authority({"new": SECRET})
+
+    assert_refused(after, old_token)
+
+
+def test_kid_selects_the_key(authority: TicketAuthority) -> None:
+    both = make_authority({"old": OLD_SECRET, "k1": SECRET}, active_kid="k1")
+    # Signed with the old secret but labelled with the active kid.
+    assert_refused(both, craft(good_header(), good_claims(), OLD_SECRET.encode()))
+    # And the right secret under the wrong label.
+    assert_refused(both, craft(good_header(kid="old"), good_claims(), SECRET.encode()))
+
+
+# --- refused tickets: every test starts from a crafted token that verifies ----------------------
+
+
+def test_crafted_baseline_verifies(authority: TicketAuthority) -> None:
+    claims = authority.verify(craft(good_header(), good_claims()), NOW)
+    assert claims.admission_id == "adm-1"
+
+
+def test_alg_none_is_refused(authority: TicketAuthority) -> None:
+    unsigned = f"{b64json(good_header(alg='none'))}.{b64json(good_claims())}."
+    assert_refused(authority, unsigned)
+    assert_refused(authority, unsigned + b64url(b"x" * 32))
+    assert_refused(authority, craft(good_header(alg="none"), good_claims()))
+
+
+@pytest.mark.parametrize("alg", ["None", "NONE", "hs256", "HS384", "HS512", "RS256", "ES256", ""])
+def test_other_algorithms_are_refused(authority: TicketAuthority, alg: str) -> None:
+    digest = {"HS384": hashlib.sha384, "HS512": hashlib.sha512}.get(alg, hashlib.sha256)
+    assert_refused(authority, craft(good_header(alg=alg), good_claims(), digest=digest))
+
+
+def test_rs256_token_is_refused(authority: TicketAuthority, rsa_key: rsa.RSAPrivateKey) -> None:
+    token = jwt.encode(good_claims(), rsa_key, algorithm="RS256", headers={"kid": "k1"})
+    assert jwt.get_unverified_header(token)["alg"] == "RS256"
+
+    assert_refused(authority, token)
+
+
+def test_hmac_with_rsa_public_key_is_refused(rsa_key: rsa.RSAPrivateKey) -> None:
+    public_pem = rsa_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    authority = make_authority()
+
+    assert_refused(authority, craft(good_header(alg="RS256"), good_claims(), public_pem))
+    assert_refused(authority, craft(good_header(), good_claims(), public_pem))
+
+
+@pytest.mark.parametrize("kid", ["k2", "", "K1", "k1 ", "../k1", 1, None, ["k1"]])
+def test_unknown_kid_is_refused(authority: TicketAuthority, kid: Any) -> None:
+    assert_refused(authority, craft(good_header(kid=kid), good_claims()))
+
+
+def test_missing_kid_is_refused(authority: TicketAuthority) -> None:
+    header = good_header()
+    del header["kid"]
+    assert_refused(authority, craft(header, good_claims()))
+
+
+@pytest.mark.parametrize("typ", ["JWS", "jwt", "at+jwt", "", None, 1])
+def test_typ_other_than_jwt_is_refused(authority: TicketAuthority, typ: Any) -> None:
+    assert_refused(authority, craft(good_header(typ=typ), good_claims()))
+
+
+def test_missing_typ_is_refused(authority: TicketAuthority) -> None:
+    header = good_header()
+    del header["typ"]
+    assert_refused(authority, craft(header, good_claims()))
+
+
+@pytest.mark.parametrize(
+    "extra", [{"jku": "https://evil.example/keys"}, {"crit": ["exp"]}, {"b64": False}]
+)
+def test_unexpected_header_fields_are_refused(
+    authority: TicketAuthority, extra: dict[str, Any]
+) -> None:
+    assert_refused(authority, craft(good_header(**extra), good_claims()))
+
+
+def test_expired_ticket_is_refused(authority: TicketAuthority) -> None:
+    token = authority.issue(make_admission(), NOW)
+    exp = int(NOW) + TTL
+
+    assert authority.verify(token, exp - 0.001).room == "team-call"
+    assert_refused(authority, token, now=exp)
+    assert_refused(authority, token, now=exp + 3600)
+
+
+def test_ticket_before_nbf_is_refused(authority: TicketAuthority) -> None:
+    token = authority.issue(make_admission(), NOW)
+
+    assert_refused(authority, token, now=NOW - 1)
+    later = craft(good_header(), good_claims(nbf=int(NOW) + 30))
+    assert_refused(authority, later, now=NOW)
+    assert authority.verify(later, NOW + 30).room == "team-call"
+
+
+def test_ticket_issued_in_the_future_is_refused(authority: TicketAuthority) -> None:
+    assert_refused(authority, craft(good_header(), good_claims(iat=int(NOW) + 30)))
+
+
+@pytest.mark.parametrize("claim", ["exp", "nbf", "iat"])
+@pytest.mark.parametrize("value", ["1800000060", 1.8e9 + 60.5, True, None, [1]])
+def test_non_integer_times_are_refused(authority: TicketAuthority, claim: str, value: Any) -> None:
+    assert_refused(authority, craft(good_header(), good_claims(**{claim: value})))
+
+
+@pytest.mark.parametrize("iss", ["meetgate", "meetgate-test ", "", ["meetgate-test"], None])
+def test_wrong_iss_is_refused(authority: TicketAuthority, iss: Any) -> None:
+    assert_refused(authority, craft(good_header(), good_claims(iss=iss)))
+
+
+@pytest.mark.parametrize("aud", ["jitsi", "*", "", None, 1])
+def test_wrong_aud_is_refused(authority: TicketAuthority, aud: Any) -> None:
+    assert_refused(authority, craft(good_header(), good_claims(aud=aud)))
+
+
+@pytest.mark.parametrize("aud", [["jitsi-test"], ["jitsi-test", "other"]])
+def test_aud_as_a_list_is_refused(authority: TicketAuthority, aud: list[str]) -> None:
+    assert_refused(authority, craft(good_header(), good_claims(aud=aud)))
+
+
+@pytest.mark.parametrize("sub", ["meet.jitsi", "*", "", None, ["meet.example"]])
+def test_wrong_sub_is_refused(authority: TicketAuthority, sub: Any) -> None:
+    assert_refused(authority, craft(good_header(), good_claims(sub=sub)))
+
+
+@pytest.mark.parametrize(
+    "claim", ["room", "jti", "adm", "exp", "nbf", "iat", "iss", "aud", "sub", "context"]
+)
+def test_missing_claim_is_refused(authority: TicketAuthority, claim: str) -> None:
+    claims = good_claims()
+    del claims[claim]
+    assert_refused(authority, craft(good_header(), claims))
+
+
+@pytest.mark.parametrize(
+    "room",
+    ["*", ".*", "team.*", "Team-Call", "team-call\n", "-team", "a" * 65, "", "tëam", 7, None],
+)
+def test_wildcard_or_invalid_room_is_refused(authority: TicketAuthority, room: Any) -> None:
+    assert_refused(authority, craft(good_header(), good_claims(room=room)))
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"jti": ""},
+        {"jti": 5},
+        {"adm": ""},
+        {"adm": 5},
+        {"context": "user"},
+        {"context": {"features": {}}},
+        {"context": {"user": {"id": "u", "name": "n", "moderator": "true"}}},
+        {"context": {"user": {"id": "u", "moderator": False}}},
+        {"context": {"user": {"id": 1, "name": "n", "moderator": False}}},
+    ],
+)
+def test_malformed_claims_are_refused(authority: TicketAuthority, changes: dict[str, Any]) -> None:
+    assert_refused(authority, craft(good_header(), good_claims(**changes)))
+
+
+def test_signature_with_another_secret_is_refused(authority: TicketAuthority) -> None:
+    assert_refused(authority, craft(good_header(), good_claims(), secrets.token_bytes(48)))
+
+
+def test_any_changed_character_is_refused(authority: TicketAuthority) -> None:
+    token = authority.issue(make_admission(), NOW)
+    for index, char in enumerate(token):
+        if char == ".":
+            continue
+        for replacement in {"A", "B", "f", "_"} - {char}:
+            forged = token[:index] + replacement + token[index + 1 :]
+            with pytest.raises(TicketInvalid):
+                authority.verify(forged, NOW)
+
+
+def test_non_canonical_signature_encoding_is_refused(authority: TicketAuthority) -> None:
+    # A 32-byte signature is 43 base64url characters; the last one carries 2 unused bits.
+    # Setting them decodes to the same bytes; older PyJWT releases accepted the altered string.
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    token = authority.issue(make_admission(), NOW)
+    last = alphabet.index(token[-1])
+    assert last % 4 == 0
+    for low_bits in (1, 2, 3):
+        twin = token[:-1] + alphabet[last + low_bits]
+        assert base64.urlsafe_b64decode(twin.rsplit(".", 1)[1] + "=") == base64.urlsafe_b64decode(
+            token.rsplit(".", 1)[1] + "="
+        )
+        assert_refused(authority, twin)
+
+
+def test_tampered_payload_is_refused(authority: TicketAuthority) -> None:
+    header, _, signature = authority.issue(make_admission(), NOW).split(".")
+    raised = b64json(good_claims(room="other-room"))
+    assert_refused(authority, f"{header}.{raised}.{signature}")
+
+
+def test_jwt_errors_are_translated_once(authority: TicketAuthority) -> None:
+    error = assert_refused(authority, craft(good_header(), good_claims(), b"x" * 48))
+    assert isinstance(error.__cause__, jwt.InvalidSignatureError)
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "",
+        "a",
+        "a.b",
+        "a.b.c",
+        "..",
+        "a.b.c.d",
+        "x" * 10_240,
+        ".".join(["A" * 3400] * 3),
+        "ä.ö.ü",
+        "тикет.тикет.тикет",
+        "\x00\x00.\x00.\x00",
+        "eyJ.eyJ.eyJ",
+        " " * 20,
+    ],
+)
+def test_garbage_is_refused(authority: TicketAuthority, token: str) -> None:
+    assert_refused(authority, token)
+
+
+def test_whitespace_around_a_valid_ticket_is_refused(authority: TicketAuthority) -> None:
+    token = authority.issue(make_admission(), NOW)
+    for padded in (f" {token}", f"{token}\n", f"{token}=", token.replace(".", ". ", 1)):
+        assert_refused(authority, padded)
+
+
+@given(st.text(max_size=300))
+def test_arbitrary_text_raises_only_ticket_invalid(text: str) -> None:
+    with pytest.raises(TicketInvalid):
+        make_authority().verify(text, NOW)
+
+
+@given(st.binary(max_size=200), st.binary(max_size=200), st.binary(max_size=64))
+def test_arbitrary_segments_raise_only_ticket_invalid(
+    header: bytes, payload: bytes, signature: bytes
+) -> None:
+    token = ".".join(b64url(part) for part in (header, payload, signature))
+    with pytest.raises(TicketInvalid):
+        make_authority().verify(token, NOW)
