@@ -42,9 +42,7 @@ class MemorySubscription(AsyncIterator[str]):
     End it with `aclose()`; one that is dropped without closing stops receiving once collected.
     """
 
-    def __init__(
-        self, channel: str, registry: weakref.WeakSet[MemorySubscription] | None
-    ) -> None:
+    def __init__(self, channel: str, registry: weakref.WeakSet[MemorySubscription] | None) -> None:
         self.channel = channel
         self._registry = registry
         self._queue: asyncio.Queue[str | _End] = asyncio.Queue()
@@ -260,4 +258,6 @@ class MemoryStore:
         """Receive every message published on `channel` from this call on."""
         if self._closed:
             return MemorySubscription(channel, None)
-        return MemorySubscription(channel, self._subscriptions.setdefault(channel, weakref.WeakSet()))
+        return MemorySubscription(
+            channel, self._subscriptions.setdefault(channel, weakref.WeakSet())
+        )

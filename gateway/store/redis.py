@@ -1,0 +1,416 @@
+"""The Redis `Store`: state shared by any number of replicas. The only module that imports redis.
+
+Records are JSON in hashes under `meetgate:`; every change that must not be seen half-done or be
+interleaved with another replica's is one Lua script from `scripts/`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import math
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager, suppress
+from importlib import resources
+from typing import Any, Final
+
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.asyncio.retry import Retry
+from redis.backoff import EqualJitterBackoff
+from redis.commands.core import AsyncScript
+from redis.exceptions import RedisError
+
+from gateway.errors import (
+    InviteExpired,
+    InviteRevoked,
+    InviteUnknown,
+    InviteUsedUp,
+    RoomExists,
+    RoomNotFound,
+    StoreUnavailable,
+)
+from gateway.store.records import Admission, Invite, RateDecision, Role, Room, RoomPolicy
+
+# Key layout. Ban keys join room and identity with ':', unambiguous because room names cannot
+# contain it.
+_ROOMS: Final = "meetgate:rooms"  # hash: room name -> Room JSON
+_INVITE: Final = "meetgate:invite:"  # + id: hash record (JSON), uses, revoked
+_INVITE_INDEX: Final = "meetgate:invite-token:"  # + token hash: invite id
+_ROOM_INVITES: Final = "meetgate:room-invites:"  # + room: set of invite ids
+_ADMISSION: Final = "meetgate:admission:"  # + id: hash record (JSON), revoked; expires with it
+_ROOM_ADMISSIONS: Final = "meetgate:room-admissions:"  # + room: sorted set id -> expires_at
+_BAN: Final = "meetgate:ban:"  # + room:identity: until, or "" for ever
+_RATE: Final = "meetgate:rate:"  # + limit key: GCRA theoretical arrival time (microseconds)
+_CHANNEL: Final = "meetgate:channel:"  # + channel: pub/sub channel
+
+# A few quick retries ride out a failover blip; beyond that a join fails closed at once instead
+# of hanging while Redis is away.
+_RETRIES: Final = 3
+_RETRY_BACKOFF_CAP: Final = 0.25
+_CONNECT_TIMEOUT: Final = 2.0
+_COMMAND_TIMEOUT: Final = 5.0
+
+_INVITE_FIELDS: Final = ("record", "uses", "revoked")
+_ADMISSION_FIELDS: Final = ("record", "revoked")
+
+
+@contextmanager
+def _translate_errors() -> Iterator[None]:
+    """The one place where the client's failures become `StoreUnavailable`."""
+    try:
+        yield
+    except (RedisError, OSError) as exc:
+        raise StoreUnavailable() from exc
+
+
+def _script_text(name: str) -> str:
+    return resources.files("gateway.store").joinpath("scripts", f"{name}.lua").read_text("utf-8")
+
+
+def _encode(record: Room | Invite | Admission, *, without: tuple[str, ...] = ()) -> str:
+    data = dataclasses.asdict(record)
+    for name in without:
+        del data[name]
+    return json.dumps(data, separators=(",", ":"))
+
+
+def _decode_room(text: str) -> Room:
+    data = json.loads(text)
+    data["hosts"] = tuple(data["hosts"])
+    data["policy"] = RoomPolicy(**data["policy"])
+    return Room(**data)
+
+
+def _decode_invite(record: str, uses: str | int, revoked: str) -> Invite:
+    data = json.loads(record)
+    data["role"] = Role(data["role"])
+    return Invite(**data, uses=int(uses), revoked=revoked == "1")
+
+
+def _decode_admission(record: str, revoked: str) -> Admission:
+    data = json.loads(record)
+    data["role"] = Role(data["role"])
+    return Admission(**data, revoked=revoked == "1")
+
+
+def _milliseconds(timestamp: float) -> int:
+    # Rounded up: a record must not vanish (and a revocation with it) before its time.
+    return math.ceil(timestamp * 1000)
+
+
+class _End:
+    """Marks the end of a subscription in its queue."""
+
+
+_END: Final = _End()
+
+
+class RedisSubscription(AsyncIterator[str]):
+    """Messages published on one channel by any replica, read over a connection of its own.
+
+    SUBSCRIBE is sent as soon as this object is made. `ready()` returns once Redis has confirmed
+    it; a publish through the same store waits for that first, so it is never missed. A publish
+    from another replica is delivered if it reaches Redis after the confirmation. A connection
+    that cannot be re-established ends the iteration with StoreUnavailable (messages published
+    meanwhile are lost): subscribe again. End it with `aclose()`.
+    """
+
+    def __init__(self, pubsub: PubSub, channel: str, registry: set[RedisSubscription]) -> None:
+        self.channel = channel
+        self._pubsub = pubsub
+        self._registry = registry
+        self._queue: asyncio.Queue[str | StoreUnavailable | _End] = asyncio.Queue()
+        self._settled = asyncio.Event()
+        self._failure: StoreUnavailable | None = None
+        self._finished = False
+        registry.add(self)
+        self._reader = asyncio.get_running_loop().create_task(
+            self._read(), name=f"meetgate subscription {channel}"
+        )
+
+    async def _read(self) -> None:
+        try:
+            with _translate_errors():
+                await self._pubsub.subscribe(_CHANNEL + self.channel)
+                async for message in self._pubsub.listen():
+                    if message["type"] == "subscribe":
+                        self._settled.set()
+                    elif message["type"] == "message":
+                        self._queue.put_nowait(str(message["data"]))
+        except StoreUnavailable as exc:
+            self._failure = exc
+            self._queue.put_nowait(exc)
+        finally:
+            self._settled.set()
+            self._queue.put_nowait(_END)
+
+    async def ready(self) -> None:
+        """Return once Redis confirmed the subscription; raise StoreUnavailable if it failed."""
+        await self._settled.wait()
+        if self._failure is not None:
+            raise self._failure
+
+    async def __anext__(self) -> str:
+        if self._finished:
+            raise StopAsyncIteration
+        item = await self._queue.get()
+        if isinstance(item, str):
+            return item
+        self._finished = True
+        if isinstance(item, StoreUnavailable):
+            raise item
+        raise StopAsyncIteration
+
+    async def aclose(self) -> None:
+        self._registry.discard(self)
+        self._reader.cancel()
+        # asyncio.wait, unlike awaiting the task, leaves a cancellation of aclose() itself intact.
+        await asyncio.wait([self._reader])
+        # Closing is best effort: the connection is dropped either way.
+        with suppress(RedisError, OSError):
+            await self._pubsub.aclose()  # type: ignore[attr-defined]  # types-redis predates aclose
+        # A reader cancelled before it ever ran has not marked the end itself.
+        self._settled.set()
+        self._queue.put_nowait(_END)
+
+
+class RedisStore:
+    """Rooms, invites, admissions, bans, rate limits and pub/sub in one Redis database."""
+
+    def __init__(self, client: Redis[str]) -> None:
+        self._client = client
+        self._subscriptions: set[RedisSubscription] = set()
+        self._add_invite: AsyncScript = client.register_script(_script_text("add_invite"))
+        self._redeem_invite: AsyncScript = client.register_script(_script_text("redeem_invite"))
+        self._revoke: AsyncScript = client.register_script(_script_text("revoke"))
+        self._delete_room: AsyncScript = client.register_script(_script_text("delete_room"))
+        self._gcra: AsyncScript = client.register_script(_script_text("gcra"))
+
+    @classmethod
+    async def connect(cls, url: str) -> RedisStore:
+        """Make a client for `url`; no I/O yet, so a Redis that is down shows on first use.
+
+        Timeouts and retries can be overridden in the URL's query (`?socket_timeout=…`).
+        """
+        client = Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_connect_timeout=_CONNECT_TIMEOUT,
+            socket_timeout=_COMMAND_TIMEOUT,
+            retry=Retry(EqualJitterBackoff(cap=_RETRY_BACKOFF_CAP), _RETRIES),
+        )
+        return cls(client)
+
+    async def ping(self) -> None:
+        with _translate_errors():
+            await self._client.ping()
+
+    async def close(self) -> None:
+        for subscription in list(self._subscriptions):
+            await subscription.aclose()
+        with _translate_errors():
+            await self._client.aclose()  # type: ignore[attr-defined]  # types-redis predates aclose
+
+    # Rooms
+
+    async def create_room(self, room: Room) -> None:
+        with _translate_errors():
+            created = await self._client.hsetnx(_ROOMS, room.name, _encode(room))
+        if not created:
+            raise RoomExists()
+
+    async def get_room(self, name: str) -> Room | None:
+        with _translate_errors():
+            text: str | None = await self._client.hget(_ROOMS, name)
+        return None if text is None else _decode_room(text)
+
+    async def list_rooms(self) -> list[Room]:
+        with _translate_errors():
+            texts: list[str] = await self._client.hvals(_ROOMS)
+        rooms = [_decode_room(text) for text in texts]
+        return sorted(rooms, key=lambda room: (room.created_at, room.name))
+
+    async def delete_room(self, name: str, now: float) -> bool:
+        with _translate_errors():
+            deleted = await self._delete_room(
+                keys=[_ROOMS, _ROOM_INVITES + name, _ROOM_ADMISSIONS + name],
+                args=[name, repr(now), _INVITE, _INVITE_INDEX, _ADMISSION],
+            )
+        return bool(deleted)
+
+    # Invites
+
+    async def add_invite(self, invite: Invite) -> None:
+        with _translate_errors():
+            added = await self._add_invite(
+                keys=[
+                    _ROOMS,
+                    _INVITE + invite.id,
+                    _INVITE_INDEX + invite.token_hash,
+                    _ROOM_INVITES + invite.room,
+                ],
+                args=[
+                    invite.room,
+                    invite.id,
+                    _encode(invite, without=("uses", "revoked")),
+                    invite.uses,
+                    int(invite.revoked),
+                ],
+            )
+        if not added:
+            raise RoomNotFound()
+
+    async def get_invite(self, invite_id: str) -> Invite | None:
+        with _translate_errors():
+            fields: list[str | None] = await self._client.hmget(_INVITE + invite_id, _INVITE_FIELDS)
+        return self._invite_from_fields(fields)
+
+    async def find_invite(self, token_hash: str) -> Invite | None:
+        with _translate_errors():
+            invite_id: str | None = await self._client.get(_INVITE_INDEX + token_hash)
+        if invite_id is None:
+            return None
+        invite = await self.get_invite(invite_id)
+        # The index is read apart from the invite, which may have been replaced in between.
+        return invite if invite is not None and invite.token_hash == token_hash else None
+
+    async def list_invites(self, room: str) -> list[Invite]:
+        with _translate_errors():
+            invite_ids: set[str] = await self._client.smembers(_ROOM_INVITES + room)
+            pipe = self._client.pipeline(transaction=False)
+            for invite_id in invite_ids:
+                pipe.hmget(_INVITE + invite_id, _INVITE_FIELDS)
+            rows: list[list[str | None]] = await pipe.execute()
+        invites = [i for fields in rows if (i := self._invite_from_fields(fields)) is not None]
+        return sorted(invites, key=lambda invite: (invite.created_at, invite.id))
+
+    async def revoke_invite(self, invite_id: str) -> bool:
+        with _translate_errors():
+            return bool(await self._revoke(keys=[_INVITE + invite_id]))
+
+    async def redeem_invite(self, token_hash: str, now: float) -> Invite:
+        with _translate_errors():
+            invite_id: str | None = await self._client.get(_INVITE_INDEX + token_hash)
+            if invite_id is None:
+                raise InviteUnknown()
+            result: list[Any] = await self._redeem_invite(
+                keys=[_INVITE + invite_id], args=[token_hash, repr(now)]
+            )
+        match result:
+            case ["ok", str(record), int(uses)]:
+                return _decode_invite(record, uses, "0")
+            case ["revoked"]:
+                raise InviteRevoked()
+            case ["expired"]:
+                raise InviteExpired()
+            case ["used_up"]:
+                raise InviteUsedUp()
+            case _:
+                raise InviteUnknown()
+
+    @staticmethod
+    def _invite_from_fields(fields: list[str | None]) -> Invite | None:
+        record, uses, revoked = fields
+        if record is None:
+            return None
+        return _decode_invite(record, uses or "0", revoked or "0")
+
+    # Admissions
+
+    async def add_admission(self, admission: Admission) -> None:
+        key = _ADMISSION + admission.id
+        room_key = _ROOM_ADMISSIONS + admission.room
+        with _translate_errors():
+            pipe = self._client.pipeline(transaction=True)
+            pipe.delete(key)
+            pipe.hset(
+                key, mapping={"record": _encode(admission, without=("revoked",)), "revoked": "0"}
+            )
+            if admission.revoked:
+                pipe.hset(key, "revoked", "1")
+            # An expiry already past deletes the key at once, which is what an expired record is.
+            pipe.pexpireat(key, _milliseconds(admission.expires_at))
+            pipe.zadd(room_key, {admission.id: admission.expires_at})
+            pipe.zremrangebyscore(room_key, "-inf", time.time())
+            await pipe.execute()
+
+    async def get_admission(self, admission_id: str) -> Admission | None:
+        with _translate_errors():
+            fields: list[str | None] = await self._client.hmget(
+                _ADMISSION + admission_id, _ADMISSION_FIELDS
+            )
+        return self._admission_from_fields(fields)
+
+    async def list_admissions(self, room: str) -> list[Admission]:
+        room_key = _ROOM_ADMISSIONS + room
+        with _translate_errors():
+            # Ids of expired admissions are pruned here, as their keys expire by themselves.
+            await self._client.zremrangebyscore(room_key, "-inf", time.time())
+            admission_ids: list[str] = await self._client.zrange(room_key, 0, -1)
+            pipe = self._client.pipeline(transaction=False)
+            for admission_id in admission_ids:
+                pipe.hmget(_ADMISSION + admission_id, _ADMISSION_FIELDS)
+            rows: list[list[str | None]] = await pipe.execute()
+        admissions = [
+            a for fields in rows if (a := self._admission_from_fields(fields)) is not None
+        ]
+        return sorted(admissions, key=lambda admission: (admission.created_at, admission.id))
+
+    async def revoke_admission(self, admission_id: str) -> bool:
+        with _translate_errors():
+            return bool(await self._revoke(keys=[_ADMISSION + admission_id]))
+
+    @staticmethod
+    def _admission_from_fields(fields: list[str | None]) -> Admission | None:
+        record, revoked = fields
+        if record is None:
+            return None
+        return _decode_admission(record, revoked or "0")
+
+    # Bans
+
+    async def ban_identity(self, room: str, identity: str, until: float | None) -> None:
+        key = f"{_BAN}{room}:{identity}"
+        with _translate_errors():
+            if until is None:
+                await self._client.set(key, "")
+            elif until <= time.time():
+                await self._client.delete(key)
+            else:
+                # The TTL only clears the key away; is_banned compares `until` with its `now`.
+                await self._client.set(key, repr(until), pxat=_milliseconds(until))
+
+    async def is_banned(self, room: str, identity: str, now: float) -> bool:
+        with _translate_errors():
+            until: str | None = await self._client.get(f"{_BAN}{room}:{identity}")
+        if until is None:
+            return False
+        return until == "" or now < float(until)
+
+    # Rate limits
+
+    async def rate_limit(self, key: str, rate_per_second: float, burst: int) -> RateDecision:
+        if rate_per_second <= 0 or burst < 1:
+            raise ValueError("rate_per_second must be positive and burst at least 1")
+        with _translate_errors():
+            allowed, retry_after_us = await self._gcra(
+                keys=[_RATE + key], args=[repr(1_000_000 / rate_per_second), burst]
+            )
+        return RateDecision(allowed=bool(allowed), retry_after=int(retry_after_us) / 1_000_000)
+
+    # Pub/sub
+
+    async def publish(self, channel: str, message: str) -> None:
+        # This replica's own subscriptions to the channel must see the message.
+        for subscription in [s for s in self._subscriptions if s.channel == channel]:
+            with suppress(StoreUnavailable):
+                await subscription.ready()
+        with _translate_errors():
+            await self._client.publish(_CHANNEL + channel, message)
+
+    def subscribe(self, channel: str) -> RedisSubscription:
+        """Subscribe to `channel` at once; see `RedisSubscription` for what is delivered."""
+        return RedisSubscription(self._client.pubsub(), channel, self._subscriptions)

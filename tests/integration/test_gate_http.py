@@ -1,0 +1,317 @@
+"""The gate over HTTP, end to end: join link → admission → ticket → proxied Jitsi paths.
+
+Runs against the real `meetgate serve` (memory and Redis stores) in front of a real web server
+playing Jitsi's web files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import secrets
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.fixtures.gateway_server import GatewayServer, start_gateway
+from tests.fixtures.processes import free_port, stop_process
+
+pytestmark = pytest.mark.slow
+
+
+def new_room(gateway: GatewayServer) -> str:
+    name = f"room-{secrets.token_hex(4)}"
+    gateway.create_room(name, title="Weekly sync")
+    return name
+
+
+def browser(gateway: GatewayServer) -> httpx.Client:
+    return httpx.Client(base_url=gateway.url, trust_env=False, timeout=30)
+
+
+def join(
+    client: httpx.Client, gateway: GatewayServer, room: str, name: str = "Ada", **body: Any
+) -> httpx.Response:
+    invite = gateway.create_invite(room, name, **body)
+    return client.post(f"/j/{gateway.invite_token(invite)}", headers={"origin": gateway.url})
+
+
+def jwt_claims(location: str) -> dict[str, Any]:
+    token = location.split("#jwt=", 1)[1]
+    payload = token.split(".")[1]
+    return dict(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))))
+
+
+def test_join_link_admits_and_proxies_the_meeting(
+    any_gateway: GatewayServer, jitsi_web: Any
+) -> None:
+    room = new_room(any_gateway)
+    invite = any_gateway.create_invite(room, "Ada Lovelace", role="host")
+    token = any_gateway.invite_token(invite)
+    with browser(any_gateway) as client:
+        landing = client.get(f"/j/{token}")
+        assert landing.status_code == 200
+        assert "Ada Lovelace" in landing.text and "Weekly sync" in landing.text
+        assert "default-src 'none'" in landing.headers["content-security-policy"]
+
+        joined = client.post(f"/j/{token}", headers={"origin": any_gateway.url})
+        assert joined.status_code == 303
+        location = joined.headers["location"]
+        assert location.startswith(f"/{room}#jwt=")
+        claims = jwt_claims(location)
+        assert claims["room"] == room
+        assert claims["context"]["user"]["name"] == "Ada Lovelace"
+        assert claims["context"]["user"]["moderator"] is True
+        cookie = joined.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=lax" in cookie and "path=/" in cookie
+
+        page = client.get(f"/{room}")
+        assert page.status_code == 200
+        assert "Jitsi Meet test page" in page.text
+
+        bundle = client.get("/libs/app.bundle.min.js")
+        assert bundle.status_code == 200
+        assert len(bundle.content) == 3 * 1024 * 1024
+        assert hashlib.sha256(bundle.content).hexdigest() == jitsi_web.bundle_sha256
+        assert len(client.get("/libs/small.js").content) == 2048
+
+
+def test_large_file_is_streamed_intact(gateway: GatewayServer, jitsi_web: Any) -> None:
+    room = new_room(gateway)
+    with browser(gateway) as client:
+        assert join(client, gateway, room).status_code == 303
+        digest = hashlib.sha256()
+        with client.stream("GET", "/libs/app.bundle.min.js") as response:
+            assert response.status_code == 200
+            chunks = 0
+            for chunk in response.iter_raw():
+                digest.update(chunk)
+                chunks += 1
+        assert digest.hexdigest() == jitsi_web.bundle_sha256
+        assert chunks > 1
+
+
+@pytest.mark.parametrize(
+    "path", ["/", "/some-room", "/config.js", "/libs/app.bundle.min.js", "/_test/headers"]
+)
+def test_nothing_is_proxied_without_admission(gateway: GatewayServer, path: str) -> None:
+    with browser(gateway) as client:
+        response = client.get(path)
+    assert "Jitsi Meet test page" not in response.text
+    assert "x-test-upstream" not in response.headers
+    if path != "/":
+        assert response.status_code == 403
+        assert "not admitted" in response.text
+
+
+def test_admission_is_for_its_own_room_only(gateway: GatewayServer) -> None:
+    room, other = new_room(gateway), new_room(gateway)
+    with browser(gateway) as client:
+        join(client, gateway, room)
+        assert client.get(f"/{room}").status_code == 200
+        assert client.get(f"/{other}").status_code == 403
+
+
+@pytest.mark.parametrize(
+    "cookie",
+    [
+        "A" * 43,
+        "not-a-cookie",
+        "",
+        "x" * 5000,
+        "'; DROP TABLE admissions; --",
+    ],
+)
+def test_forged_cookie_is_refused(gateway: GatewayServer, cookie: str) -> None:
+    room = new_room(gateway)
+    with browser(gateway) as client:
+        response = client.get(f"/{room}", headers={"cookie": f"meetgate={cookie}"})
+    assert response.status_code in (403, 431)
+
+
+def test_deleted_room_kills_its_admissions(gateway: GatewayServer) -> None:
+    room = new_room(gateway)
+    with browser(gateway) as client:
+        join(client, gateway, room)
+        assert client.get(f"/{room}").status_code == 200
+        with gateway.admin() as admin:
+            assert admin.delete(f"/api/v1/rooms/{room}").status_code == 204
+        response = client.get(f"/{room}")
+        assert response.status_code == 403
+        assert client.get("/config.js").status_code == 403
+
+
+def invite_uses(gateway: GatewayServer, room: str) -> list[int]:
+    with gateway.admin() as admin:
+        return [i["uses"] for i in admin.get(f"/api/v1/rooms/{room}/invites").json()]
+
+
+def test_used_up_invite_says_so_and_changes_nothing(any_gateway: GatewayServer) -> None:
+    room = new_room(any_gateway)
+    invite = any_gateway.create_invite(room, "Ada")
+    token = any_gateway.invite_token(invite)
+    with browser(any_gateway) as client:
+        assert client.post(f"/j/{token}", headers={"origin": any_gateway.url}).status_code == 303
+        again = client.post(f"/j/{token}", headers={"origin": any_gateway.url})
+        assert again.status_code == 410
+        assert "already been used" in again.text
+        assert client.get(f"/j/{token}").status_code == 410
+    assert invite_uses(any_gateway, room) == [1]
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "A" * 32,  # well-formed but unknown
+        "short",
+        "A" * 200,
+        "%2e%2e%2f%2e%2e",
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA%00",
+    ],
+)
+def test_unknown_and_malformed_invites(any_gateway: GatewayServer, token: str) -> None:
+    with browser(any_gateway) as client:
+        for response in (
+            client.get(f"/j/{token}"),
+            client.post(f"/j/{token}", headers={"origin": any_gateway.url}),
+        ):
+            assert response.status_code in (400, 404)
+            assert "set-cookie" not in response.headers
+            assert "Traceback" not in response.text
+
+
+def test_revoked_invite(gateway: GatewayServer) -> None:
+    room = new_room(gateway)
+    invite = gateway.create_invite(room, "Ada")
+    with gateway.admin() as admin:
+        assert admin.delete(f"/api/v1/invites/{invite['id']}").status_code == 204
+    with browser(gateway) as client:
+        response = client.post(
+            f"/j/{gateway.invite_token(invite)}", headers={"origin": gateway.url}
+        )
+    assert response.status_code == 410
+    assert "withdrawn" in response.text
+
+
+def test_cross_site_post_is_refused_and_the_invite_kept(gateway: GatewayServer) -> None:
+    room = new_room(gateway)
+    invite = gateway.create_invite(room, "Ada")
+    token = gateway.invite_token(invite)
+    with browser(gateway) as client:
+        response = client.post(f"/j/{token}", headers={"origin": "https://evil.example"})
+        assert response.status_code == 403
+        response = client.post(f"/j/{token}", headers={"sec-fetch-site": "cross-site"})
+        assert response.status_code == 403
+    assert invite_uses(gateway, room) == [0]
+
+
+async def test_racing_browsers_on_a_single_use_link(any_gateway: GatewayServer) -> None:
+    room = new_room(any_gateway)
+    token = any_gateway.invite_token(any_gateway.create_invite(room, "Ada"))
+    async with httpx.AsyncClient(base_url=any_gateway.url, trust_env=False) as client:
+        responses = await asyncio.gather(
+            *(client.post(f"/j/{token}", headers={"origin": any_gateway.url}) for _ in range(12))
+        )
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses.count(303) == 1
+    assert statuses.count(410) == 11
+
+
+def test_forwarded_headers_are_set_by_the_gate(gateway: GatewayServer) -> None:
+    room = new_room(gateway)
+    with browser(gateway) as client:
+        join(client, gateway, room)
+        response = client.get(
+            "/_test/headers",
+            headers={
+                "x-forwarded-for": "6.6.6.6",
+                "forwarded": "for=6.6.6.6",
+                "x-real-ip": "6.6.6.6",
+                "authorization": "Bearer stolen",
+                "connection": "x-secret-hop",
+                "x-secret-hop": "1",
+                "cookie": "other=1",
+            },
+        )
+    seen = {k.lower(): v for k, v in response.json()["headers"].items()}
+    assert seen["x-forwarded-for"] == "127.0.0.1"
+    assert seen["host"] == gateway.url.removeprefix("http://")
+    assert seen["x-forwarded-proto"] == "http"
+    assert "forwarded" not in seen and "x-real-ip" not in seen
+    assert "authorization" not in seen and "x-secret-hop" not in seen
+    assert "meetgate=" not in seen.get("cookie", "")
+    assert "other=1" in seen.get("cookie", "")
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/..%2f..%2fetc/passwd", "/libs/%2e%2e/config.js", "/room%2fx", "/libs/..%5cx"],
+)
+def test_path_tricks_are_refused(gateway: GatewayServer, path: str) -> None:
+    room = new_room(gateway)
+    with browser(gateway) as client:
+        join(client, gateway, room)
+        response = client.get(path)
+    assert response.status_code in (400, 404)
+    assert "Jitsi Meet test page" not in response.text
+
+
+def test_oversized_headers_and_body(gateway: GatewayServer) -> None:
+    room = new_room(gateway)
+    with browser(gateway) as client:
+        join(client, gateway, room)
+        huge_header = client.get(f"/{room}", headers={"x-filler": "a" * 40_000})
+        assert huge_header.status_code in (400, 431)
+        huge_body = client.post("/_test/headers", content=b"x" * (2 * 1024 * 1024))
+        assert huge_body.status_code == 413
+
+
+def test_upstream_down_shows_a_clear_page(tmp_path: Any) -> None:
+    server, proc = start_gateway(tmp_path, upstream=f"http://127.0.0.1:{free_port()}")
+    try:
+        room = new_room(server)
+        with browser(server) as client:
+            join(client, server, room)
+            response = client.get(f"/{room}")
+        assert response.status_code == 502
+        assert "meeting server is unreachable" in response.text
+    finally:
+        stop_process(proc)
+
+
+@pytest.mark.parametrize("auth", [None, "Bearer wrong-token", "Basic YWRtaW46YWRtaW4=", "Bearer"])
+def test_admin_api_needs_the_token(gateway: GatewayServer, auth: str | None) -> None:
+    headers = {"authorization": auth} if auth else {}
+    with httpx.Client(base_url=gateway.admin_url, trust_env=False) as client:
+        created = client.post("/api/v1/rooms", json={"name": "intruder"}, headers=headers)
+        listed = client.get("/api/v1/rooms", headers=headers)
+    assert created.status_code == 401 and listed.status_code == 401
+    assert created.json()["error"] == "admin_auth_failed"
+    with gateway.admin() as admin:
+        assert "intruder" not in [r["name"] for r in admin.get("/api/v1/rooms").json()]
+
+
+def test_admin_api_refuses_bad_room_names(gateway: GatewayServer) -> None:
+    with gateway.admin() as admin:
+        for name in ["../x", "Weekly", "a/b", "r\u00e4um", "", "libs", "x" * 65]:
+            response = admin.post("/api/v1/rooms", json={"name": name})
+            assert response.status_code in (400, 422), name
+        assert admin.post("/api/v1/rooms", json={"name": "ok", "extra": 1}).status_code == 422
+
+
+def test_secrets_never_reach_the_log(gateway: GatewayServer) -> None:
+    room = new_room(gateway)
+    invite = gateway.create_invite(room, "Ada")
+    token = gateway.invite_token(invite)
+    with browser(gateway) as client:
+        joined = client.post(f"/j/{token}", headers={"origin": gateway.url})
+        ticket = joined.headers["location"].split("#jwt=")[1]
+        client.get(f"/http-bind?room={room}&token={ticket}")
+    log = gateway.log_text()
+    assert token not in log
+    assert ticket not in log
+    assert gateway.admin_token not in log
+    assert gateway.ticket_secret not in log
