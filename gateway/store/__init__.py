@@ -21,8 +21,22 @@ __all__ = [
     "Room",
     "RoomPolicy",
     "Store",
+    "Subscription",
     "open_store",
 ]
+
+
+class Subscription(Protocol):
+    """Messages of one channel, from the moment `subscribe()` returned (Redis: once `ready()`)."""
+
+    def __aiter__(self) -> AsyncIterator[str]: ...
+
+    async def __anext__(self) -> str: ...
+
+    async def ready(self) -> None:
+        """Wait until the backend confirms the subscription."""
+
+    async def aclose(self) -> None: ...
 
 
 class Store(Protocol):
@@ -84,8 +98,8 @@ class Store(Protocol):
     # Pub/sub: revocations reach every replica
     async def publish(self, channel: str, message: str) -> None: ...
 
-    def subscribe(self, channel: str) -> AsyncIterator[str]:
-        """Yield every message published on `channel` after the subscription starts."""
+    def subscribe(self, channel: str) -> Subscription:
+        """Subscribe now; iterate the result for every message published on `channel`."""
         ...
 
 

@@ -146,8 +146,13 @@ class MemoryStore:
         return self._invites.get(invite_id)
 
     async def find_invite(self, token_hash: str) -> Invite | None:
+        return self._find_invite(token_hash)
+
+    def _find_invite(self, token_hash: str) -> Invite | None:
         invite_id = self._invite_by_token.get(token_hash)
-        return None if invite_id is None else self._invites.get(invite_id)
+        invite = None if invite_id is None else self._invites.get(invite_id)
+        # An invite re-added under its id with another token leaves the old index entry behind.
+        return invite if invite is not None and invite.token_hash == token_hash else None
 
     async def list_invites(self, room: str) -> list[Invite]:
         invites = (self._invites[i] for i in self._room_invites.get(room, ()) if i in self._invites)
@@ -161,7 +166,7 @@ class MemoryStore:
         return True
 
     async def redeem_invite(self, token_hash: str, now: float) -> Invite:
-        invite = await self.find_invite(token_hash)
+        invite = self._find_invite(token_hash)
         if invite is None:
             raise InviteUnknown()
         if invite.revoked:

@@ -1,0 +1,1 @@
+"""Meetgate's benchmarks: `python bench/run.py` starts everything, measures, prints ratios."""

@@ -1,0 +1,107 @@
+"""The load generator: wrk, driven with one thread and a Lua script that reports in JSON.
+
+Both sides of every ratio go through `run_wrk` with the same connections, duration and script,
+so the client's own cost is the same on both sides.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+GET_SCRIPT = BENCH_DIR / "get.lua"
+REDEEM_SCRIPT = BENCH_DIR / "redeem.lua"
+RESULT_PREFIX = "BENCH-RESULT "
+
+
+class LoadError(RuntimeError):
+    """wrk is missing and cannot be installed, or a run did not report."""
+
+
+@dataclass(frozen=True, slots=True)
+class LoadResult:
+    seconds: float
+    requests: int
+    bytes_read: int
+    refused: int
+    socket_errors: int
+    p50_ms: float
+    p99_ms: float
+
+    @property
+    def succeeded(self) -> int:
+        return self.requests - self.refused
+
+    @property
+    def per_second(self) -> float:
+        """Successful (status < 400) responses per second."""
+        return self.succeeded / self.seconds
+
+    @property
+    def mib_per_second(self) -> float:
+        """Bytes read per second, headers included (negligible beside a 3 MiB body)."""
+        return self.bytes_read / self.seconds / 2**20
+
+
+def ensure_wrk() -> str:
+    """The path of wrk, installing Debian's package first if it is missing."""
+    found = shutil.which("wrk")
+    if found:
+        return found
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        raise LoadError("wrk is not installed: run `apt-get install -y wrk` as root")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "-qq", "wrk"]
+    if subprocess.run(install, env=env, capture_output=True, check=False).returncode != 0:
+        subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True, check=True)
+        subprocess.run(install, env=env, capture_output=True, check=True)
+    found = shutil.which("wrk")
+    if not found:
+        raise LoadError("apt-get installed wrk but it is not on PATH")
+    return found
+
+
+def wrk_version(wrk: str) -> str:
+    done = subprocess.run([wrk, "-v"], capture_output=True, text=True, check=False)
+    first = (done.stdout or done.stderr).splitlines()
+    return first[0].split(" Copyright")[0] if first else "wrk"
+
+
+def run_wrk(
+    wrk: str,
+    url: str,
+    *,
+    seconds: int,
+    connections: int,
+    script: Path = GET_SCRIPT,
+    script_args: tuple[str, ...] = (),
+    headers: tuple[str, ...] = (),
+) -> LoadResult:
+    command = [wrk, "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s"]
+    command += ["-s", str(script)]
+    for header in headers:
+        command += ["-H", header]
+    command.append(url)
+    if script_args:
+        command += ["--", *script_args]
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=seconds + 60, check=False
+    )
+    for line in done.stdout.splitlines():
+        if line.startswith(RESULT_PREFIX):
+            raw = json.loads(line.removeprefix(RESULT_PREFIX))
+            return LoadResult(
+                seconds=raw["duration_us"] / 1e6,
+                requests=raw["requests"],
+                bytes_read=raw["bytes"],
+                refused=raw["status"],
+                socket_errors=raw["connect"] + raw["read"] + raw["write"] + raw["timeout"],
+                p50_ms=raw["p50_us"] / 1000,
+                p99_ms=raw["p99_us"] / 1000,
+            )
+    raise LoadError(f"wrk reported nothing for {url}:\n{done.stdout}\n{done.stderr}")

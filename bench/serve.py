@@ -1,0 +1,51 @@
+"""Serves one of the benchmark's ASGI apps on the same uvicorn stack as `meetgate serve`.
+
+`python -m bench.serve {bare,upstream} PORT`: one process, one worker, uvicorn's access log off
+and the rest of the options `gateway.cli` passes, so a baseline differs from Meetgate only in
+the app it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import uvicorn
+from starlette.types import ASGIApp
+
+from bench import bare, upstream
+from gateway.settings import LimitSettings
+
+APPS: dict[str, ASGIApp] = {"bare": bare.app, "upstream": upstream.app}
+
+
+def meetgate_server_options() -> dict[str, Any]:
+    """The options `meetgate serve` gives uvicorn (gateway/cli.py), with default limits."""
+    limits = LimitSettings()
+    return {
+        "log_config": None,
+        "access_log": False,
+        "server_header": False,
+        "proxy_headers": False,
+        "ws_max_size": limits.max_websocket_message_bytes,
+        "h11_max_incomplete_event_size": limits.max_header_bytes,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("app", choices=sorted(APPS))
+    parser.add_argument("port", type=int)
+    args = parser.parse_args()
+    config = uvicorn.Config(
+        APPS[args.app],
+        host="127.0.0.1",
+        port=args.port,
+        lifespan="off",
+        **meetgate_server_options(),
+    )
+    uvicorn.Server(config).run()
+
+
+if __name__ == "__main__":
+    main()

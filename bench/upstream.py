@@ -1,0 +1,67 @@
+"""The benchmark's stand-in for Jitsi's web server: two fixed bodies and a WebSocket echo.
+
+A pure ASGI app, so the upstream costs as little as an ASGI server can; the bodies are
+deterministic so that a run can check it received every byte.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from starlette.types import Receive, Scope, Send
+
+SMALL_PATH = "/libs/bench-2k.bin"
+LARGE_PATH = "/libs/bench-3m.bin"
+ECHO_PATH = "/libs/bench-echo"
+
+
+def body_of(size: int) -> bytes:
+    """`size` deterministic bytes: a SHA-256 chain, so no two 32-byte blocks repeat."""
+    blocks = []
+    block = b"meetgate-bench"
+    for _ in range(size // 32 + 1):
+        block = hashlib.sha256(block).digest()
+        blocks.append(block)
+    return b"".join(blocks)[:size]
+
+
+BODIES = {SMALL_PATH: body_of(2 * 1024), LARGE_PATH: body_of(3 * 1024 * 1024)}
+
+
+async def _http(scope: Scope, send: Send) -> None:
+    body = BODIES.get(scope["path"])
+    if body is None:
+        await send({"type": "http.response.start", "status": 404, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+        return
+    headers = [
+        (b"content-type", b"application/octet-stream"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _echo(receive: Receive, send: Send) -> None:
+    message = await receive()
+    if message["type"] != "websocket.connect":
+        return
+    await send({"type": "websocket.accept"})
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        if message.get("text") is not None:
+            await send({"type": "websocket.send", "text": message["text"]})
+        elif message.get("bytes") is not None:
+            await send({"type": "websocket.send", "bytes": message["bytes"]})
+
+
+async def app(scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["type"] == "http":
+        await _http(scope, send)
+    elif scope["type"] == "websocket":
+        if scope["path"] != ECHO_PATH:
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        await _echo(receive, send)

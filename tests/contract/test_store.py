@@ -1,0 +1,577 @@
+"""The `Store` contract: every backend behaves the same, checked through the protocol alone.
+
+Each test runs against `memory` and against `redis` (a real redis-server the fixtures start); the
+tests at the end cover what only Redis has: several clients on one database, and an outage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gateway.errors import (
+    InviteError,
+    InviteExpired,
+    InviteRevoked,
+    InviteUnknown,
+    InviteUsedUp,
+    RoomExists,
+    RoomNotFound,
+    StoreUnavailable,
+)
+from gateway.store import (
+    Admission,
+    Invite,
+    RateDecision,
+    Role,
+    Room,
+    RoomPolicy,
+    Store,
+    Subscription,
+)
+from gateway.store.redis import RedisStore
+from tests.fixtures.processes import free_port
+
+HOUR = 3600.0
+
+
+def subscribe(store: Store, channel: str) -> Subscription:
+    return store.subscribe(channel)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(6)}"
+
+
+def make_room(name: str | None = None, created_at: float | None = None) -> Room:
+    return Room(
+        name=name or unique("room"),
+        title="Strategy meeting",
+        created_at=time.time() if created_at is None else created_at,
+        hosts=("host-a", "host-b"),
+        policy=RoomPolicy(invite=True),
+    )
+
+
+def make_invite(room: str, **changes: Any) -> Invite:
+    now = time.time()
+    invite = Invite(
+        id=unique("inv"),
+        token_hash=secrets.token_hex(32),
+        room=room,
+        name="Ada Lovelace",
+        role=Role.ATTENDEE,
+        max_uses=1,
+        uses=0,
+        expires_at=now + HOUR,
+        created_at=now,
+    )
+    return dataclasses.replace(invite, **changes)
+
+
+def make_admission(room: str, **changes: Any) -> Admission:
+    now = time.time()
+    admission = Admission(
+        id=secrets.token_hex(32),
+        room=room,
+        identity=unique("who"),
+        name="Grace Hopper",
+        role=Role.ATTENDEE,
+        via="invite",
+        client_addr="192.0.2.7",
+        created_at=now,
+        expires_at=now + HOUR,
+    )
+    return dataclasses.replace(admission, **changes)
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"condition not met within {timeout}s")
+        await asyncio.sleep(0.02)
+
+
+async def next_message(subscription: Subscription, timeout: float = 5.0) -> str:
+    return await asyncio.wait_for(anext(subscription), timeout)
+
+
+# Rooms
+
+
+async def test_created_room_reads_back_equal(store: Store) -> None:
+    room = make_room()
+    await store.create_room(room)
+    assert await store.get_room(room.name) == room
+    assert await store.get_room(unique("nowhere")) is None
+
+
+async def test_creating_a_room_twice_raises_and_keeps_the_first(store: Store) -> None:
+    room = make_room()
+    await store.create_room(room)
+    with pytest.raises(RoomExists):
+        await store.create_room(Room(name=room.name, title="Impostor", created_at=time.time()))
+    assert await store.get_room(room.name) == room
+
+
+async def test_rooms_are_listed_oldest_first(store: Store) -> None:
+    rooms = [make_room("b", 30.0), make_room("a", 10.0), make_room("c", 20.0)]
+    for room in rooms:
+        await store.create_room(room)
+    assert [room.name for room in await store.list_rooms()] == ["a", "c", "b"]
+
+
+async def test_deleting_a_room(store: Store) -> None:
+    room = make_room()
+    await store.create_room(room)
+    assert await store.delete_room(room.name, time.time()) is True
+    assert await store.get_room(room.name) is None
+    assert await store.list_rooms() == []
+    assert await store.delete_room(room.name, time.time()) is False
+    await store.create_room(room)
+    assert await store.get_room(room.name) == room
+
+
+async def test_deleting_a_room_removes_its_invites_and_revokes_its_admissions(
+    store: Store,
+) -> None:
+    doomed, other = make_room(), make_room()
+    await store.create_room(doomed)
+    await store.create_room(other)
+    invites = [make_invite(doomed.name), make_invite(doomed.name, max_uses=5)]
+    admissions = [make_admission(doomed.name), make_admission(doomed.name)]
+    kept_invite, kept_admission = make_invite(other.name), make_admission(other.name)
+    for invite in [*invites, kept_invite]:
+        await store.add_invite(invite)
+    for admission in [*admissions, kept_admission]:
+        await store.add_admission(admission)
+
+    assert await store.delete_room(doomed.name, time.time())
+
+    assert await store.list_invites(doomed.name) == []
+    for invite in invites:
+        assert await store.get_invite(invite.id) is None
+        assert await store.find_invite(invite.token_hash) is None
+        with pytest.raises(InviteUnknown):
+            await store.redeem_invite(invite.token_hash, time.time())
+    assert await store.list_admissions(doomed.name) == []
+    for admission in admissions:
+        assert await store.get_admission(admission.id) == dataclasses.replace(
+            admission, revoked=True
+        )
+    assert await store.get_invite(kept_invite.id) == kept_invite
+    assert await store.get_admission(kept_admission.id) == kept_admission
+    # A room of the same name starts empty.
+    await store.create_room(doomed)
+    assert await store.list_invites(doomed.name) == []
+
+
+# Invites
+
+
+async def test_an_invite_needs_an_existing_room(store: Store) -> None:
+    invite = make_invite(unique("nowhere"))
+    with pytest.raises(RoomNotFound):
+        await store.add_invite(invite)
+    assert await store.get_invite(invite.id) is None
+    assert await store.find_invite(invite.token_hash) is None
+
+
+async def test_invites_read_back_by_id_token_hash_and_room(store: Store) -> None:
+    room, other = make_room(), make_room()
+    await store.create_room(room)
+    await store.create_room(other)
+    later = make_invite(room.name, created_at=200.0, role=Role.HOST, max_uses=3)
+    earlier = make_invite(room.name, created_at=100.0, name="Émilie du Châtelet ✓")
+    elsewhere = make_invite(other.name)
+    for invite in (later, earlier, elsewhere):
+        await store.add_invite(invite)
+
+    assert await store.get_invite(later.id) == later
+    assert await store.find_invite(earlier.token_hash) == earlier
+    assert await store.get_invite(unique("inv")) is None
+    assert await store.find_invite(secrets.token_hex(32)) is None
+    assert await store.list_invites(room.name) == [earlier, later]
+    assert await store.list_invites(other.name) == [elsewhere]
+    assert await store.list_invites(unique("nowhere")) == []
+
+
+async def test_revoking_an_invite(store: Store) -> None:
+    room = make_room()
+    await store.create_room(room)
+    invite = make_invite(room.name)
+    await store.add_invite(invite)
+    assert await store.revoke_invite(invite.id) is True
+    revoked = dataclasses.replace(invite, revoked=True)
+    assert await store.get_invite(invite.id) == revoked
+    assert await store.find_invite(invite.token_hash) == revoked
+    assert await store.revoke_invite(unique("inv")) is False
+
+
+# Redeeming invites
+
+
+async def test_redeeming_counts_each_use_until_used_up(store: Store) -> None:
+    room = make_room()
+    await store.create_room(room)
+    invite = make_invite(room.name, max_uses=3)
+    await store.add_invite(invite)
+    for expected_uses in (1, 2, 3):
+        redeemed = await store.redeem_invite(invite.token_hash, time.time())
+        assert (redeemed.id, redeemed.uses, redeemed.revoked) == (invite.id, expected_uses, False)
+        assert await store.get_invite(invite.id) == redeemed
+    with pytest.raises(InviteUsedUp):
+        await store.redeem_invite(invite.token_hash, time.time())
+    stored = await store.get_invite(invite.id)
+    assert stored is not None and stored.uses == 3
+
+
+@pytest.mark.parametrize(
+    ("changes", "revoke", "error"),
+    [
+        ({"expires_at": 1000.0}, False, InviteExpired),
+        ({"max_uses": 2, "uses": 2}, False, InviteUsedUp),
+        ({}, True, InviteRevoked),
+        # When several reasons apply, the checks run in this order.
+        ({"expires_at": 1000.0}, True, InviteRevoked),
+        ({"expires_at": 1000.0, "uses": 1}, False, InviteExpired),
+    ],
+)
+async def test_an_unusable_invite_is_refused_and_left_unchanged(
+    store: Store, changes: dict[str, object], revoke: bool, error: type[InviteError]
+) -> None:
+    room = make_room()
+    await store.create_room(room)
+    invite = make_invite(room.name, **changes)
+    await store.add_invite(invite)
+    if revoke:
+        await store.revoke_invite(invite.id)
+    before = await store.get_invite(invite.id)
+    with pytest.raises(error):
+        await store.redeem_invite(invite.token_hash, time.time())
+    assert await store.get_invite(invite.id) == before
+
+
+async def test_an_unknown_invite_is_refused(store: Store) -> None:
+    with pytest.raises(InviteUnknown):
+        await store.redeem_invite(secrets.token_hex(32), time.time())
+
+
+async def test_an_invite_expires_at_its_expiry_time(store: Store) -> None:
+    room = make_room()
+    await store.create_room(room)
+    invite = make_invite(room.name, expires_at=5000.0, max_uses=2)
+    await store.add_invite(invite)
+    assert (await store.redeem_invite(invite.token_hash, 4999.999)).uses == 1
+    with pytest.raises(InviteExpired):
+        await store.redeem_invite(invite.token_hash, 5000.0)
+
+
+async def _race(redeem: Callable[[], Awaitable[Invite]], racers: int) -> list[Invite]:
+    results = await asyncio.gather(*(redeem() for _ in range(racers)), return_exceptions=True)
+    losers = [r for r in results if not isinstance(r, Invite)]
+    assert all(isinstance(r, InviteUsedUp) for r in losers), losers
+    return [r for r in results if isinstance(r, Invite)]
+
+
+async def test_racing_redemptions_of_a_single_use_invite_have_one_winner(store: Store) -> None:
+    room = make_room()
+    await store.create_room(room)
+    invite = make_invite(room.name, max_uses=1)
+    await store.add_invite(invite)
+    winners = await _race(lambda: store.redeem_invite(invite.token_hash, time.time()), 20)
+    assert [w.uses for w in winners] == [1]
+    stored = await store.get_invite(invite.id)
+    assert stored is not None and stored.uses == 1
+
+
+async def test_racing_redemptions_never_exceed_max_uses(store: Store) -> None:
+    room = make_room()
+    await store.create_room(room)
+    invite = make_invite(room.name, max_uses=5)
+    await store.add_invite(invite)
+    winners = await _race(lambda: store.redeem_invite(invite.token_hash, time.time()), 20)
+    assert sorted(w.uses for w in winners) == [1, 2, 3, 4, 5]
+
+
+# Admissions
+
+
+async def test_admissions_read_back_by_id_and_room(store: Store) -> None:
+    room = unique("room")
+    later = make_admission(room, created_at=200.0, role=Role.HOST)
+    earlier = make_admission(room, created_at=100.0)
+    elsewhere = make_admission(unique("room"))
+    for admission in (later, earlier, elsewhere):
+        await store.add_admission(admission)
+    assert await store.get_admission(later.id) == later
+    assert await store.get_admission(secrets.token_hex(32)) is None
+    assert await store.list_admissions(room) == [earlier, later]
+    assert await store.list_admissions(elsewhere.room) == [elsewhere]
+    assert await store.list_admissions(unique("room")) == []
+
+
+async def test_revoking_an_admission_keeps_it_marked(store: Store) -> None:
+    admission = make_admission(unique("room"))
+    await store.add_admission(admission)
+    assert await store.revoke_admission(admission.id) is True
+    revoked = dataclasses.replace(admission, revoked=True)
+    assert await store.get_admission(admission.id) == revoked
+    assert await store.list_admissions(admission.room) == [revoked]
+    assert await store.revoke_admission(secrets.token_hex(32)) is False
+
+
+async def test_an_expired_admission_is_gone(store: Store) -> None:
+    room = unique("room")
+    expired = make_admission(room, expires_at=time.time() - 1)
+    await store.add_admission(expired)
+    assert await store.get_admission(expired.id) is None
+    assert await store.list_admissions(room) == []
+    assert await store.revoke_admission(expired.id) is False
+
+
+async def test_admissions_expire_at_their_time_revoked_or_not(store: Store) -> None:
+    room = unique("room")
+    soon = time.time() + 0.3
+    live, revoked = make_admission(room, expires_at=soon), make_admission(room, expires_at=soon)
+    lasting = make_admission(room)
+    for admission in (live, revoked, lasting):
+        await store.add_admission(admission)
+    await store.revoke_admission(revoked.id)
+    assert len(await store.list_admissions(room)) == 3
+
+    async def both_gone() -> bool:
+        return (
+            await store.get_admission(live.id) is None
+            and await store.get_admission(revoked.id) is None
+        )
+
+    await eventually(both_gone)
+    assert time.time() >= soon
+    assert await store.list_admissions(room) == [lasting]
+
+
+# Bans
+
+
+async def test_a_ban_without_end_lasts(store: Store) -> None:
+    room, identity = unique("room"), unique("who")
+    now = time.time()
+    await store.ban_identity(room, identity, None)
+    assert await store.is_banned(room, identity, now)
+    assert await store.is_banned(room, identity, now + 10 * 365 * 24 * HOUR)
+    assert not await store.is_banned(room, unique("who"), now)
+    assert not await store.is_banned(unique("room"), identity, now)
+
+
+async def test_a_ban_with_end_lasts_until_then(store: Store) -> None:
+    room, identity = unique("room"), unique("who")
+    until = time.time() + HOUR
+    await store.ban_identity(room, identity, until)
+    assert await store.is_banned(room, identity, until - 1)
+    assert not await store.is_banned(room, identity, until)
+    assert not await store.is_banned(room, identity, until + 1)
+
+
+async def test_a_ban_that_already_ended_bans_nobody(store: Store) -> None:
+    room, identity = unique("room"), unique("who")
+    await store.ban_identity(room, identity, time.time() - 1)
+    assert not await store.is_banned(room, identity, time.time())
+
+
+async def test_the_latest_ban_decides(store: Store) -> None:
+    room, identity = unique("room"), unique("who")
+    until = time.time() + HOUR
+    await store.ban_identity(room, identity, until)
+    await store.ban_identity(room, identity, None)
+    assert await store.is_banned(room, identity, until + HOUR)
+    await store.ban_identity(room, identity, until)
+    assert not await store.is_banned(room, identity, until + HOUR)
+
+
+# Rate limits
+
+
+async def test_a_burst_is_allowed_then_refused_with_a_retry_after(store: Store) -> None:
+    key, other = unique("ip"), unique("ip")
+    decisions = [await store.rate_limit(key, 1.0, 3) for _ in range(5)]
+    assert [d.allowed for d in decisions] == [True, True, True, False, False]
+    assert all(d.retry_after == 0 for d in decisions[:3])
+    assert all(0 < d.retry_after <= 1.0 for d in decisions[3:])
+    assert (await store.rate_limit(other, 1.0, 3)).allowed
+
+
+async def test_a_refused_request_succeeds_after_its_retry_after(store: Store) -> None:
+    key = unique("ip")
+    assert (await store.rate_limit(key, 20.0, 1)).allowed
+    refused = await store.rate_limit(key, 20.0, 1)
+    assert not refused.allowed and 0 < refused.retry_after <= 0.05
+    started = time.monotonic()
+    decision = refused
+    # The event loop's timer may wake a hair early, hence a second short wait at most.
+    for _ in range(3):
+        await asyncio.sleep(decision.retry_after)
+        decision = await store.rate_limit(key, 20.0, 1)
+        if decision.allowed:
+            break
+    assert decision.allowed
+    assert time.monotonic() - started < refused.retry_after + 0.1
+
+
+async def test_rate_limit_parameters_are_checked(store: Store) -> None:
+    with pytest.raises(ValueError):
+        await store.rate_limit(unique("ip"), 0.0, 1)
+    with pytest.raises(ValueError):
+        await store.rate_limit(unique("ip"), 1.0, 0)
+
+
+limits = st.lists(
+    st.tuples(st.floats(min_value=0.5, max_value=500.0), st.integers(min_value=1, max_value=10)),
+    min_size=1,
+    max_size=3,
+)
+
+
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(limits=limits, data=st.data())
+async def test_the_limiter_admits_at_most_rate_times_elapsed_plus_burst(
+    store: Store, limits: list[tuple[float, int]], data: st.DataObject
+) -> None:
+    arrivals = data.draw(st.lists(st.integers(0, len(limits) - 1), min_size=1, max_size=60))
+    concurrent = data.draw(st.booleans())
+    keys = [unique("key") for _ in limits]
+
+    def charge(limit: int) -> Awaitable[RateDecision]:
+        rate, burst = limits[limit]
+        return store.rate_limit(keys[limit], rate, burst)
+
+    started = time.monotonic()
+    if concurrent:
+        decisions = await asyncio.gather(*(charge(limit) for limit in arrivals))
+    else:
+        decisions = [await charge(limit) for limit in arrivals]
+    # Both clocks tick at the same pace; the backend's may count at most a microsecond more.
+    elapsed = time.monotonic() - started + 1e-6
+
+    for limit, (rate, burst) in enumerate(limits):
+        mine = [d for a, d in zip(arrivals, decisions, strict=True) if a == limit]
+        admitted = sum(1 for d in mine if d.allowed)
+        assert admitted <= burst + rate * elapsed
+        assert admitted >= min(len(mine), burst)
+
+
+# Pub/sub
+
+
+async def test_subscribers_receive_what_is_published_after_they_subscribed(store: Store) -> None:
+    channel = unique("revocations")
+    await store.publish(channel, "too early")
+    first, second = subscribe(store, channel), subscribe(store, channel)
+    try:
+        await store.publish(unique("elsewhere"), "not for us")
+        await store.publish(channel, "revoke:1")
+        await store.publish(channel, "revoke:2 ✓")
+        for subscription in (first, second):
+            assert await next_message(subscription) == "revoke:1"
+            assert await next_message(subscription) == "revoke:2 ✓"
+    finally:
+        await first.aclose()
+        await second.aclose()
+
+
+async def test_a_closed_subscription_ends_and_receives_nothing(store: Store) -> None:
+    channel = unique("revocations")
+    closed, open_ = subscribe(store, channel), subscribe(store, channel)
+    await closed.ready()
+    await closed.aclose()
+    await store.publish(channel, "after close")
+    with pytest.raises(StopAsyncIteration):
+        await next_message(closed)
+    assert await next_message(open_) == "after close"
+    await open_.aclose()
+
+
+async def test_closing_the_store_ends_its_subscriptions(store: Store) -> None:
+    subscription = subscribe(store, unique("revocations"))
+    await subscription.ready()
+    await store.close()
+    with pytest.raises(StopAsyncIteration):
+        await next_message(subscription)
+
+
+# Redis only: several clients on one database, and an outage
+
+
+async def test_racing_redemptions_from_separate_clients_have_one_winner(
+    contract_redis_url: str,
+) -> None:
+    stores = [await RedisStore.connect(contract_redis_url) for _ in range(4)]
+    try:
+        room = make_room()
+        await stores[0].create_room(room)
+        invite = make_invite(room.name, max_uses=1)
+        await stores[1].add_invite(invite)
+        results = await asyncio.gather(
+            *(stores[i % 4].redeem_invite(invite.token_hash, time.time()) for i in range(20)),
+            return_exceptions=True,
+        )
+        winners = [r for r in results if isinstance(r, Invite)]
+        assert len(winners) == 1 and winners[0].uses == 1
+        assert all(isinstance(r, InviteUsedUp) for r in results if r not in winners)
+    finally:
+        for store in stores:
+            await store.close()
+
+
+async def test_messages_reach_subscribers_on_another_client(contract_redis_url: str) -> None:
+    publisher = await RedisStore.connect(contract_redis_url)
+    listener = await RedisStore.connect(contract_redis_url)
+    channel = unique("revocations")
+    subscription = listener.subscribe(channel)
+    try:
+        await subscription.ready()
+        await publisher.publish(channel, "revoke:1")
+        await publisher.publish(channel, "revoke:2")
+        assert await next_message(subscription) == "revoke:1"
+        assert await next_message(subscription) == "revoke:2"
+    finally:
+        await publisher.close()
+        await listener.close()
+
+
+async def test_an_unreachable_redis_raises_store_unavailable() -> None:
+    store = await RedisStore.connect(f"redis://127.0.0.1:{free_port()}/0")
+    room = make_room()
+    operations: list[Callable[[], Awaitable[object]]] = [
+        store.ping,
+        lambda: store.create_room(room),
+        lambda: store.get_room(room.name),
+        lambda: store.redeem_invite(secrets.token_hex(32), time.time()),
+        lambda: store.add_admission(make_admission(room.name)),
+        lambda: store.is_banned(room.name, "who", time.time()),
+        lambda: store.rate_limit("ip", 1.0, 1),
+        lambda: store.publish("revocations", "revoke:1"),
+    ]
+    try:
+        for operation in operations:
+            with pytest.raises(StoreUnavailable) as caught:
+                await operation()
+            assert caught.value.__cause__ is not None
+        subscription = store.subscribe("revocations")
+        with pytest.raises(StoreUnavailable):
+            await subscription.ready()
+        with pytest.raises(StoreUnavailable):
+            await next_message(subscription)
+    finally:
+        await store.close()
