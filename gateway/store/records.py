@@ -48,7 +48,7 @@ class Invite:
 
 @dataclass(frozen=True, slots=True)
 class Admission:
-    """A server-side record of who was let into which room. `id` is the hash of the cookie secret."""
+    """Who was let into which room; `id` is the hash of the secret in the browser's cookie."""
 
     id: str
     room: str
