@@ -14,7 +14,7 @@ import time
 from http.cookies import CookieError, SimpleCookie
 
 import httpx
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.admission.pipeline import AdmissionPipeline
 from gateway.errors import (
@@ -98,18 +98,31 @@ class Gate:
             await self._lifespan(receive, send)
             return
         rid = request_id(scope)
+        started = False
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
         try:
             if sum(len(n) + len(v) for n, v in scope["headers"]) > self._max_headers:
                 raise HeadersTooLarge()
             path: str = scope["path"]
             if path == "/" or path.startswith(MEETGATE_PREFIXES):
-                await self._pages(scope, receive, send)
+                await self._pages(scope, receive, tracked_send)
                 return
-            await self._proxy(scope, receive, send)
+            await self._proxy(scope, receive, tracked_send)
         except MeetgateError as error:
             if not isinstance(error, NotAdmitted | TicketInvalid):
                 log.info("refused %s: %s [%s]", scope["type"], error.code, rid)
-            await send_error(scope, send, error, rid, secure=self._settings.secure)
+            if not started:
+                await send_error(scope, send, error, rid, secure=self._settings.secure)
+        except Exception:
+            # A bug: the server log gets the trace, the user a plain page with the request id.
+            log.exception("unexpected error [%s]", rid)
+            if not started:
+                await send_error(scope, send, MeetgateError(), rid, secure=self._settings.secure)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
