@@ -183,6 +183,9 @@ def command_serve(args: argparse.Namespace) -> int:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # Client libraries log full upstream URLs, tickets in their query strings included.
+    for noisy in ("httpx", "httpcore", "websockets", "hpack"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     if settings.ephemeral:
         banner = "!" * 72
         log.warning(

@@ -224,6 +224,7 @@ def test_forwarded_headers_are_set_by_the_gate(gateway: GatewayServer) -> None:
     room = new_room(gateway)
     with browser(gateway) as client:
         join(client, gateway, room)
+        admission_cookie = client.cookies["meetgate"]
         response = client.get(
             "/_test/headers",
             headers={
@@ -233,10 +234,10 @@ def test_forwarded_headers_are_set_by_the_gate(gateway: GatewayServer) -> None:
                 "authorization": "Bearer stolen",
                 "connection": "x-secret-hop",
                 "x-secret-hop": "1",
-                "cookie": "other=1",
+                "cookie": f"other=1; meetgate={admission_cookie}",
             },
         )
-    seen = {k.lower(): v for k, v in response.json()["headers"].items()}
+    seen = {k.lower(): v for k, v in response.json()["headers"]}
     assert seen["x-forwarded-for"] == "127.0.0.1"
     assert seen["host"] == gateway.url.removeprefix("http://")
     assert seen["x-forwarded-proto"] == "http"
