@@ -27,7 +27,10 @@ def create_app(settings: Settings, store: Store) -> Gate:
     )
     tickets = TicketAuthority.from_settings(settings)
     client = httpx.AsyncClient(
-        timeout=httpx.Timeout(30.0, connect=settings.jitsi.connect_timeout_seconds),
+        # BOSH long-polls are held by prosody for up to `bosh_max_wait` (120 s by default).
+        timeout=httpx.Timeout(
+            connect=settings.jitsi.connect_timeout_seconds, read=180.0, write=30.0, pool=10.0
+        ),
         limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100),
         follow_redirects=False,
         trust_env=False,

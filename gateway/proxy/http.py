@@ -58,6 +58,10 @@ class HttpRelay:
         if declared is not None and declared > self._max_body:
             raise RequestTooLarge()
         has_body = scope["method"] not in ("GET", "HEAD", "OPTIONS") or declared
+        if declared is not None:
+            # Forward the length the server has already framed the body by: some upstreams
+            # (prosody's BOSH among them) do not read chunked request bodies.
+            headers = [*headers, (b"content-length", str(declared).encode())]
         request = self._client.build_request(
             scope["method"],
             url,
