@@ -37,6 +37,7 @@ def create_app(settings: Settings, store: Store) -> Gate:
     )
     return Gate(
         settings=settings,
+        store=store,
         pipeline=pipeline,
         tickets=tickets,
         http=HttpRelay(client, max_body_bytes=settings.limits.max_body_bytes),

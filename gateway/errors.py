@@ -138,6 +138,43 @@ class AdmissionRevoked(NotAdmitted):
     message = "A host removed you from this meeting. You cannot rejoin with this link."
 
 
+class AdmissionBanned(NotAdmitted):
+    code = "admission_banned"
+    title = "You cannot join this meeting"
+    message = "A host has barred you from this meeting."
+
+
+class RoomLocked(MeetgateError):
+    status = 423
+    code = "room_locked"
+    title = "This meeting is locked"
+    message = "The hosts have locked this meeting: nobody new can join right now. Try again later."
+
+
+class ApprovalRequired(MeetgateError):
+    status = 403
+    code = "approval_required"
+    title = "A host must let you in"
+    message = (
+        "The hosts have closed this meeting to everyone they have not approved."
+        " Please contact the organisers."
+    )
+
+
+class NotHost(MeetgateError):
+    status = 403
+    code = "not_host"
+    title = "Hosts only"
+    message = "Only a host of this meeting can do this. Open your host invite link first."
+
+
+class CsrfFailed(MeetgateError):
+    status = 403
+    code = "csrf_failed"
+    title = "Request refused"
+    message = "This form has expired or was not sent from this page. Reload the page and try again."
+
+
 class TicketInvalid(MeetgateError):
     status = 401
     code = "ticket_invalid"

@@ -13,16 +13,20 @@ import secrets
 from dataclasses import dataclass
 
 from gateway.admission.invites import hash_token, parse_token
+from gateway.admission.rooms import current_room
 from gateway.errors import (
+    AdmissionBanned,
     AdmissionRevoked,
+    ApprovalRequired,
     InviteExpired,
     InviteRevoked,
     InviteUnknown,
     InviteUsedUp,
     NotAdmitted,
+    RoomLocked,
 )
 from gateway.store import Store
-from gateway.store.records import Admission, Invite
+from gateway.store.records import Admission, Invite, Role, Room
 
 COOKIE_SECRET_SHAPE = re.compile(r"[A-Za-z0-9_-]{43}")
 
@@ -60,14 +64,26 @@ class AdmissionPipeline:
         return invite
 
     async def redeem(self, raw_token: str, client_addr: str, now: float) -> Admitted:
-        invite = await self._store.redeem_invite(hash_token(parse_token(raw_token)), now)
-        if await self._store.get_room(invite.room) is None:
+        """Count one use of the invite and admit its holder to the room the meeting is in now.
+
+        The room's state is checked before the use is counted, so a locked room or a banned
+        identity does not burn the invite.
+        """
+        token_hash = hash_token(parse_token(raw_token))
+        found = await self._store.find_invite(token_hash)
+        if found is None:
             raise InviteUnknown()
+        identity = self.pseudonym("invite", found.id)
+        room = await current_room(self._store, found.room)
+        if room is None:
+            raise InviteUnknown()
+        await self._check_entry(room, identity, found.role, now)
+        invite = await self._store.redeem_invite(token_hash, now)
         cookie_secret = secrets.token_urlsafe(32)
         admission = Admission(
             id=admission_id_for(cookie_secret),
-            room=invite.room,
-            identity=self.pseudonym("invite", invite.id),
+            room=room.name,
+            identity=identity,
             name=invite.name,
             role=invite.role,
             via=f"invite:{invite.id}",
@@ -77,6 +93,16 @@ class AdmissionPipeline:
         )
         await self._store.add_admission(admission)
         return Admitted(cookie_secret=cookie_secret, admission=admission)
+
+    async def _check_entry(self, room: Room, identity: str, role: Role, now: float) -> None:
+        if await self._store.is_banned(room.ban_scope, identity, now):
+            raise AdmissionBanned()
+        if role is Role.HOST:
+            return
+        if room.approval_required:
+            raise ApprovalRequired()
+        if room.locked:
+            raise RoomLocked()
 
     async def from_cookie(self, cookie_secret: str | None, now: float) -> Admission:
         """The live admission a cookie names; NotAdmitted or AdmissionRevoked otherwise."""

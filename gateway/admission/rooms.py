@@ -1,4 +1,4 @@
-"""Room names and titles: the grammar a Jitsi room name must follow at the gate."""
+"""Room names and titles (the grammar a Jitsi room name must follow), and where a meeting is now."""
 
 from __future__ import annotations
 
@@ -6,9 +6,12 @@ import re
 import unicodedata
 
 from gateway.errors import InvalidInput, InvalidRoomName
+from gateway.store import Store
+from gateway.store.records import Room
 
 ROOM_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 MAX_TITLE_CHARS = 120
+MAX_MOVES = 16
 
 # Top-level paths of a Jitsi web deployment and of Meetgate itself: a room of that name would
 # shadow them, or they would shadow the room.
@@ -66,3 +69,13 @@ def clean_text(value: str, *, field: str, max_chars: int, required: bool = True)
 
 def validate_title(value: str) -> str:
     return clean_text(value, field="room title", max_chars=MAX_TITLE_CHARS)
+
+
+async def current_room(store: Store, name: str) -> Room | None:
+    """The room a meeting is in now, following moves from `name`."""
+    room = await store.get_room(name)
+    for _ in range(MAX_MOVES):
+        if room is None or room.moved_to is None:
+            return room
+        room = await store.get_room(room.moved_to)
+    return room

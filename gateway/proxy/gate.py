@@ -7,24 +7,31 @@ a valid ticket plus its live admission for the signalling paths. Nothing is prox
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import secrets
 import time
+from collections.abc import Coroutine
 from http.cookies import CookieError, SimpleCookie
+from typing import Any
 
 import httpx
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.admission.pipeline import AdmissionPipeline
+from gateway.admission.rooms import current_room
+from gateway.cuts import CUTS, Cut
 from gateway.errors import (
     HeadersTooLarge,
     MeetgateError,
     NotAdmitted,
+    StoreUnavailable,
     TicketInvalid,
 )
+from gateway.proxy.bosh import SID_SHAPE, BoshSession, read_body_attributes
 from gateway.proxy.headers import upstream_request_headers
-from gateway.proxy.http import HttpRelay
+from gateway.proxy.http import HttpRelay, read_body
 from gateway.proxy.paths import (
     PathKind,
     classify,
@@ -34,6 +41,7 @@ from gateway.proxy.paths import (
 from gateway.proxy.registry import ConnectionRegistry
 from gateway.proxy.websocket import RelayedSocket, open_upstream, relay
 from gateway.settings import Settings
+from gateway.store import Store
 from gateway.store.records import Admission
 from gateway.tickets import TicketAuthority
 from gateway.web.rendering import send_error
@@ -71,6 +79,7 @@ class Gate:
         self,
         *,
         settings: Settings,
+        store: Store,
         pipeline: AdmissionPipeline,
         tickets: TicketAuthority,
         http: HttpRelay,
@@ -79,6 +88,9 @@ class Gate:
         pages: ASGIApp,
     ) -> None:
         self._settings = settings
+        self._store = store
+        self._follower: asyncio.Task[None] | None = None
+        self._closing: set[asyncio.Task[Any]] = set()
         self._pipeline = pipeline
         self._tickets = tickets
         self._http = http
@@ -90,8 +102,54 @@ class Gate:
         self._scheme = b"https" if settings.secure else b"http"
         self._max_headers = settings.limits.max_header_bytes
 
+    async def start(self) -> None:
+        """Begin following cuts published by any replica (revocations, bans, moves)."""
+        if self._follower is None:
+            self._follower = asyncio.create_task(self._follow_cuts())
+
     async def aclose(self) -> None:
+        if self._follower is not None:
+            self._follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._follower
+            self._follower = None
         await self._http_client.aclose()
+
+    async def _follow_cuts(self) -> None:
+        backoff = 0.2
+        while True:
+            subscription = self._store.subscribe(CUTS)
+            try:
+                await subscription.ready()
+                backoff = 0.2
+                # Cuts published while this replica was not listening: catch up.
+                await self._sweep()
+                async for raw in subscription:
+                    cut = Cut.decode(raw)
+                    if cut is not None:
+                        self._in_background(
+                            self.registry.close_admission(cut.admission_id, cut.reason)
+                        )
+            except StoreUnavailable:
+                log.warning("lost the store's cut channel; resubscribing in %.1fs", backoff)
+            finally:
+                with contextlib.suppress(Exception):
+                    await subscription.aclose()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+
+    def _in_background(self, work: Coroutine[Any, Any, Any]) -> None:
+        # Each close waits on two peers; one slow peer must not delay the next cut.
+        task = asyncio.create_task(work)
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def _sweep(self) -> None:
+        now = time.time()
+        for admission_id in self.registry.admission_ids():
+            admission = await self._store.get_admission(admission_id)
+            if admission is None or not admission.is_live(now):
+                self._in_background(self.registry.close_admission(admission_id, "revoked"))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -128,6 +186,7 @@ class Gate:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                await self.start()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.aclose()
@@ -143,7 +202,8 @@ class Gate:
         else:
             admission = await self._cookie_access(scope, now)
             if target.kind is PathKind.ROOM and admission.room != target.room:
-                raise NotAdmitted()
+                await self._follow_move(send, admission, target.room)
+                return
             query = scope.get("query_string", b"").decode("latin-1")
             base = self._settings.jitsi.upstream
         raw_path = scope.get("raw_path") or scope["path"].encode()
@@ -166,8 +226,56 @@ class Gate:
                 admission,
                 signalling=target.kind is PathKind.SIGNALLING,
             )
+        elif target.kind is PathKind.SIGNALLING and scope["method"] == "POST":
+            await self._bosh(scope, receive, send, url, headers, admission)
         else:
             await self._http.relay(scope, receive, send, url, headers)
+
+    async def _follow_move(self, send: Send, admission: Admission, room_name: str | None) -> None:
+        """A browser reloading a room its meeting has moved out of is sent to the new room."""
+        room = await current_room(self._store, room_name) if room_name else None
+        if room is None or room.name != admission.room:
+            raise NotAdmitted()
+        location = f"/_meetgate/ticket?room={admission.room}".encode()
+        await send(
+            {"type": "http.response.start", "status": 303, "headers": [(b"location", location)]}
+        )
+        await send({"type": "http.response.body", "body": b""})
+
+    async def _bosh(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        url: str,
+        headers: list[tuple[bytes, bytes]],
+        admission: Admission,
+    ) -> None:
+        """Relay one BOSH request, noting which session (sid) this admission uses."""
+        body = await read_body(receive, self._settings.limits.max_body_bytes)
+        attributes = read_body_attributes(body)
+        sid = attributes.get("sid", "")
+        if SID_SHAPE.fullmatch(sid):
+            rid = int(attributes["rid"]) if attributes.get("rid", "").isdigit() else 0
+            self._track_bosh(admission.id, url, sid, rid, attributes.get("type") == "terminate")
+
+        async def replay() -> Message:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self._http.relay(scope, replay, send, url, headers)
+
+    def _track_bosh(self, admission_id: str, url: str, sid: str, rid: int, ending: bool) -> None:
+        for connection in self.registry.connections(admission_id):
+            if isinstance(connection, BoshSession) and connection.sid == sid:
+                connection.saw(rid)
+                if ending:
+                    self.registry.unregister(admission_id, connection)
+                return
+        if ending:
+            return
+        session = BoshSession(self._http_client, url, sid, rid)
+        for old in self.registry.register(admission_id, session):
+            self._in_background(old.close("replaced by a newer connection"))
 
     async def _cookie_access(self, scope: Scope, now: float) -> Admission:
         return await self._pipeline.from_cookie(read_cookie(scope, self._cookie), now)

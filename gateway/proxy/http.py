@@ -13,6 +13,24 @@ from gateway.proxy.headers import downstream_response_headers
 CHUNK = 64 * 1024
 
 
+async def read_body(receive: Receive, limit: int) -> bytes:
+    """A whole request body, for the small ones the gate must look into (BOSH)."""
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        total += len(chunk)
+        if total > limit:
+            raise RequestTooLarge()
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
 class HttpRelay:
     def __init__(self, client: httpx.AsyncClient, *, max_body_bytes: int) -> None:
         self._client = client

@@ -38,6 +38,12 @@ class ConnectionRegistry:
         if not live:
             del self._by_admission[admission_id]
 
+    def connections(self, admission_id: str) -> list[LiveConnection]:
+        return list(self._by_admission.get(admission_id, ()))
+
+    def admission_ids(self) -> list[str]:
+        return list(self._by_admission)
+
     def count(self, admission_id: str) -> int:
         return len(self._by_admission.get(admission_id, ()))
 

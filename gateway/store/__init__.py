@@ -11,10 +11,19 @@ from collections.abc import AsyncIterator
 from typing import Protocol
 from urllib.parse import urlsplit
 
-from gateway.store.records import Admission, Invite, RateDecision, Role, Room, RoomPolicy
+from gateway.store.records import (
+    Admission,
+    AuditEntry,
+    Invite,
+    RateDecision,
+    Role,
+    Room,
+    RoomPolicy,
+)
 
 __all__ = [
     "Admission",
+    "AuditEntry",
     "Invite",
     "RateDecision",
     "Role",
@@ -53,6 +62,9 @@ class Store(Protocol):
 
     async def list_rooms(self) -> list[Room]: ...
 
+    async def update_room(self, room: Room) -> None:
+        """Replace the stored record of an existing room (RoomNotFound otherwise)."""
+
     async def delete_room(self, name: str, now: float) -> bool:
         """Delete the room and its invites and revoke its admissions. False if it did not exist."""
 
@@ -86,10 +98,20 @@ class Store(Protocol):
     async def revoke_admission(self, admission_id: str) -> bool:
         """Mark it revoked (kept until it would have expired). False if unknown."""
 
+    async def move_admission(self, admission_id: str, room: str) -> Admission | None:
+        """Carry a live admission over to `room` (same id, same expiry); None if it is unknown,
+        expired or revoked. It is listed under `room` from then on, no longer under the old."""
+
     # Bans
     async def ban_identity(self, room: str, identity: str, until: float | None) -> None: ...
 
     async def is_banned(self, room: str, identity: str, now: float) -> bool: ...
+
+    # Audit trail of host actions (read by the evidence log)
+    async def append_audit(self, entry: AuditEntry) -> None: ...
+
+    async def list_audit(self, room: str, limit: int = 100) -> list[AuditEntry]:
+        """The room's most recent entries, newest first."""
 
     # Rate limits
     async def rate_limit(self, key: str, rate_per_second: float, burst: int) -> RateDecision:

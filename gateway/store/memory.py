@@ -10,7 +10,9 @@ import asyncio
 import dataclasses
 import time
 import weakref
+from collections import deque
 from collections.abc import AsyncIterator
+from itertools import islice
 from typing import Final
 
 from gateway.errors import (
@@ -22,11 +24,14 @@ from gateway.errors import (
     RoomNotFound,
     StoreUnavailable,
 )
-from gateway.store.records import Admission, Invite, RateDecision, Room
+from gateway.store.records import Admission, AuditEntry, Invite, RateDecision, Room
 
 # Rate-limit entries whose theoretical arrival time has passed carry no state (a fresh key behaves
 # the same), so they are swept every so often to keep the table from growing without bound.
 _RATE_SWEEP_EVERY: Final = 1024
+
+# The most recent audit entries kept per room; older ones are dropped as new ones arrive.
+_AUDIT_KEEP: Final = 10_000
 
 
 class _End:
@@ -86,6 +91,7 @@ class MemoryStore:
         self._admissions: dict[str, Admission] = {}
         self._room_admissions: dict[str, set[str]] = {}
         self._bans: dict[tuple[str, str], float | None] = {}
+        self._audit: dict[str, deque[AuditEntry]] = {}
         self._rate_tat: dict[str, float] = {}
         self._rate_calls = 0
         self._subscriptions: dict[str, weakref.WeakSet[MemorySubscription]] = {}
@@ -113,6 +119,11 @@ class MemoryStore:
 
     async def list_rooms(self) -> list[Room]:
         return sorted(self._rooms.values(), key=lambda room: (room.created_at, room.name))
+
+    async def update_room(self, room: Room) -> None:
+        if room.name not in self._rooms:
+            raise RoomNotFound()
+        self._rooms[room.name] = room
 
     async def delete_room(self, name: str, now: float) -> bool:
         if self._rooms.pop(name, None) is None:
@@ -201,18 +212,31 @@ class MemoryStore:
         self._admissions[admission_id] = dataclasses.replace(admission, revoked=True)
         return True
 
+    async def move_admission(self, admission_id: str, room: str) -> Admission | None:
+        admission = self._unexpired_admission(admission_id, time.time())
+        if admission is None or admission.revoked:
+            return None
+        self._unlist_admission(admission)
+        moved = dataclasses.replace(admission, room=room)
+        self._admissions[admission_id] = moved
+        self._room_admissions.setdefault(room, set()).add(admission_id)
+        return moved
+
     def _unexpired_admission(self, admission_id: str, now: float) -> Admission | None:
         """The admission, or None once it has expired (it is dropped then, revoked or not)."""
         admission = self._admissions.get(admission_id)
         if admission is None or now < admission.expires_at:
             return admission
         del self._admissions[admission_id]
+        self._unlist_admission(admission)
+        return None
+
+    def _unlist_admission(self, admission: Admission) -> None:
         room_ids = self._room_admissions.get(admission.room)
         if room_ids is not None:
-            room_ids.discard(admission_id)
+            room_ids.discard(admission.id)
             if not room_ids:
                 del self._room_admissions[admission.room]
-        return None
 
     # Bans
 
@@ -228,6 +252,17 @@ class MemoryStore:
             return True
         del self._bans[key]
         return False
+
+    # Audit trail
+
+    async def append_audit(self, entry: AuditEntry) -> None:
+        entries = self._audit.setdefault(entry.room, deque(maxlen=_AUDIT_KEEP))
+        entries.append(entry)
+
+    async def list_audit(self, room: str, limit: int = 100) -> list[AuditEntry]:
+        if limit <= 0:
+            return []
+        return list(islice(reversed(self._audit.get(room, ())), limit))
 
     # Rate limits
 

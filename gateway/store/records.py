@@ -20,11 +20,24 @@ class RoomPolicy:
 
 @dataclass(frozen=True, slots=True)
 class Room:
+    """A room and its live state. `locked`: no new admissions. `approval_required`: only hosts
+    enter on their own (set by an emergency lockdown). `moved_to`: the meeting continues in that
+    room, and joins for this one are sent there."""
+
     name: str
     title: str
     created_at: float
     hosts: tuple[str, ...] = ()
     policy: RoomPolicy = field(default_factory=RoomPolicy)
+    locked: bool = False
+    approval_required: bool = False
+    moved_to: str | None = None
+    lineage: str = ""
+
+    @property
+    def ban_scope(self) -> str:
+        """Bans hold for the meeting, not the room name: a moved meeting keeps its first name."""
+        return self.lineage or self.name
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,3 +82,16 @@ class Admission:
 class RateDecision:
     allowed: bool
     retry_after: float
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One host action: who (pseudonymous identity and shown name), what, to whom, when."""
+
+    at: float
+    room: str
+    actor: str
+    actor_name: str
+    action: str
+    target: str = ""
+    detail: str = ""

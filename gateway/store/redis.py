@@ -32,7 +32,15 @@ from gateway.errors import (
     RoomNotFound,
     StoreUnavailable,
 )
-from gateway.store.records import Admission, Invite, RateDecision, Role, Room, RoomPolicy
+from gateway.store.records import (
+    Admission,
+    AuditEntry,
+    Invite,
+    RateDecision,
+    Role,
+    Room,
+    RoomPolicy,
+)
 
 # Key layout. Ban keys join room and identity with ':', unambiguous because room names cannot
 # contain it.
@@ -43,6 +51,7 @@ _ROOM_INVITES: Final = "meetgate:room-invites:"  # + room: set of invite ids
 _ADMISSION: Final = "meetgate:admission:"  # + id: hash record (JSON), revoked; expires with it
 _ROOM_ADMISSIONS: Final = "meetgate:room-admissions:"  # + room: sorted set id -> expires_at
 _BAN: Final = "meetgate:ban:"  # + room:identity: until, or "" for ever
+_AUDIT: Final = "meetgate:audit:"  # + room: list of AuditEntry JSON, newest first
 _RATE: Final = "meetgate:rate:"  # + limit key: GCRA theoretical arrival time (microseconds)
 _CHANNEL: Final = "meetgate:channel:"  # + channel: pub/sub channel
 
@@ -52,6 +61,9 @@ _RETRIES: Final = 3
 _RETRY_BACKOFF_CAP: Final = 0.25
 _CONNECT_TIMEOUT: Final = 2.0
 _COMMAND_TIMEOUT: Final = 5.0
+
+# The most recent audit entries kept per room; older ones are trimmed as new ones arrive.
+_AUDIT_KEEP: Final = 10_000
 
 _INVITE_FIELDS: Final = ("record", "uses", "revoked")
 _ADMISSION_FIELDS: Final = ("record", "revoked")
@@ -70,7 +82,9 @@ def _script_text(name: str) -> str:
     return resources.files("gateway.store").joinpath("scripts", f"{name}.lua").read_text("utf-8")
 
 
-def _encode(record: Room | Invite | Admission, *, without: tuple[str, ...] = ()) -> str:
+def _encode(
+    record: Room | Invite | Admission | AuditEntry, *, without: tuple[str, ...] = ()
+) -> str:
     data = dataclasses.asdict(record)
     for name in without:
         del data[name]
@@ -78,6 +92,7 @@ def _encode(record: Room | Invite | Admission, *, without: tuple[str, ...] = ())
 
 
 def _decode_room(text: str) -> Room:
+    # Fields added since a record was written are absent from it and take their defaults.
     data = json.loads(text)
     data["hosts"] = tuple(data["hosts"])
     data["policy"] = RoomPolicy(**data["policy"])
@@ -94,6 +109,10 @@ def _decode_admission(record: str, revoked: str) -> Admission:
     data = json.loads(record)
     data["role"] = Role(data["role"])
     return Admission(**data, revoked=revoked == "1")
+
+
+def _decode_audit(text: str) -> AuditEntry:
+    return AuditEntry(**json.loads(text))
 
 
 def _milliseconds(timestamp: float) -> int:
@@ -178,7 +197,8 @@ class RedisSubscription(AsyncIterator[str]):
 
 
 class RedisStore:
-    """Rooms, invites, admissions, bans, rate limits and pub/sub in one Redis database."""
+    """Rooms, invites, admissions, bans, audit trails, rate limits and pub/sub in one Redis
+    database."""
 
     def __init__(self, client: Redis[str]) -> None:
         self._client = client
@@ -186,7 +206,9 @@ class RedisStore:
         self._add_invite: AsyncScript = client.register_script(_script_text("add_invite"))
         self._redeem_invite: AsyncScript = client.register_script(_script_text("redeem_invite"))
         self._revoke: AsyncScript = client.register_script(_script_text("revoke"))
+        self._update_room: AsyncScript = client.register_script(_script_text("update_room"))
         self._delete_room: AsyncScript = client.register_script(_script_text("delete_room"))
+        self._move_admission: AsyncScript = client.register_script(_script_text("move_admission"))
         self._gcra: AsyncScript = client.register_script(_script_text("gcra"))
 
     @classmethod
@@ -232,6 +254,12 @@ class RedisStore:
             texts: list[str] = await self._client.hvals(_ROOMS)
         rooms = [_decode_room(text) for text in texts]
         return sorted(rooms, key=lambda room: (room.created_at, room.name))
+
+    async def update_room(self, room: Room) -> None:
+        with _translate_errors():
+            updated = await self._update_room(keys=[_ROOMS], args=[room.name, _encode(room)])
+        if not updated:
+            raise RoomNotFound()
 
     async def delete_room(self, name: str, now: float) -> bool:
         with _translate_errors():
@@ -363,6 +391,34 @@ class RedisStore:
         with _translate_errors():
             return bool(await self._revoke(keys=[_ADMISSION + admission_id]))
 
+    async def move_admission(self, admission_id: str, room: str) -> Admission | None:
+        key = _ADMISSION + admission_id
+        while True:
+            with _translate_errors():
+                fields: list[str | None] = await self._client.hmget(key, _ADMISSION_FIELDS)
+            record, revoked = fields
+            if record is None:
+                return None
+            admission = _decode_admission(record, revoked or "0")
+            if not admission.is_live(time.time()):
+                return None
+            moved = dataclasses.replace(admission, room=room)
+            with _translate_errors():
+                outcome: str = await self._move_admission(
+                    keys=[key, _ROOM_ADMISSIONS + admission.room, _ROOM_ADMISSIONS + room],
+                    args=[
+                        record,
+                        _encode(moved, without=("revoked",)),
+                        admission_id,
+                        repr(admission.expires_at),
+                    ],
+                )
+            if outcome == "moved":
+                return moved
+            if outcome != "changed":
+                return None
+            # The record changed between the read and the script (another move): read it again.
+
     @staticmethod
     def _admission_from_fields(fields: list[str | None]) -> Admission | None:
         record, revoked = fields
@@ -389,6 +445,24 @@ class RedisStore:
         if until is None:
             return False
         return until == "" or now < float(until)
+
+    # Audit trail
+
+    async def append_audit(self, entry: AuditEntry) -> None:
+        key = _AUDIT + entry.room
+        with _translate_errors():
+            pipe = self._client.pipeline(transaction=True)
+            pipe.lpush(key, _encode(entry))
+            pipe.ltrim(key, 0, _AUDIT_KEEP - 1)
+            await pipe.execute()
+
+    async def list_audit(self, room: str, limit: int = 100) -> list[AuditEntry]:
+        # LRANGE counts a negative stop from the end: a limit of 0 would read the whole list.
+        if limit <= 0:
+            return []
+        with _translate_errors():
+            texts: list[str] = await self._client.lrange(_AUDIT + room, 0, limit - 1)
+        return [_decode_audit(text) for text in texts]
 
     # Rate limits
 

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import secrets
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+import redis.asyncio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -29,6 +31,7 @@ from gateway.errors import (
 )
 from gateway.store import (
     Admission,
+    AuditEntry,
     Invite,
     RateDecision,
     Role,
@@ -91,6 +94,19 @@ def make_admission(room: str, **changes: Any) -> Admission:
         expires_at=now + HOUR,
     )
     return dataclasses.replace(admission, **changes)
+
+
+def make_audit(room: str, at: float, **changes: Any) -> AuditEntry:
+    entry = AuditEntry(
+        at=at,
+        room=room,
+        actor=unique("host"),
+        actor_name="Ada Lovelace",
+        action="revoke",
+        target=unique("who"),
+        detail="left the meeting",
+    )
+    return dataclasses.replace(entry, **changes)
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 5.0) -> None:
@@ -173,6 +189,57 @@ async def test_deleting_a_room_removes_its_invites_and_revokes_its_admissions(
     # A room of the same name starts empty.
     await store.create_room(doomed)
     assert await store.list_invites(doomed.name) == []
+
+
+async def test_updating_a_room_replaces_its_record(store: Store) -> None:
+    room, other = make_room(created_at=10.0), make_room(created_at=20.0)
+    await store.create_room(room)
+    await store.create_room(other)
+    updated = dataclasses.replace(
+        room,
+        title="Strategy meeting (moved) ✓",
+        hosts=("host-c",),
+        locked=True,
+        approval_required=True,
+        moved_to=other.name,
+        lineage=unique("room"),
+    )
+    await store.update_room(updated)
+    assert await store.get_room(room.name) == updated
+    assert await store.list_rooms() == [updated, other]
+    reopened = dataclasses.replace(
+        updated, locked=False, approval_required=False, moved_to=None, lineage=""
+    )
+    await store.update_room(reopened)
+    assert await store.get_room(room.name) == reopened
+    assert await store.get_room(other.name) == other
+
+
+async def test_updating_a_missing_room_raises_and_creates_nothing(store: Store) -> None:
+    room = dataclasses.replace(make_room(), locked=True)
+    with pytest.raises(RoomNotFound):
+        await store.update_room(room)
+    assert await store.get_room(room.name) is None
+    await store.create_room(room)
+    assert await store.delete_room(room.name, time.time())
+    with pytest.raises(RoomNotFound):
+        await store.update_room(room)
+    assert await store.list_rooms() == []
+
+
+async def test_deleting_a_locked_and_moved_room(store: Store) -> None:
+    room = dataclasses.replace(
+        make_room(),
+        locked=True,
+        approval_required=True,
+        moved_to=unique("room"),
+        lineage=unique("room"),
+    )
+    await store.create_room(room)
+    assert await store.get_room(room.name) == room
+    assert await store.delete_room(room.name, time.time()) is True
+    assert await store.get_room(room.name) is None
+    assert await store.delete_room(room.name, time.time()) is False
 
 
 # Invites
@@ -360,6 +427,84 @@ async def test_admissions_expire_at_their_time_revoked_or_not(store: Store) -> N
     assert await store.list_admissions(room) == [lasting]
 
 
+async def test_moving_an_admission_lists_it_under_the_new_room(store: Store) -> None:
+    old, new = unique("room"), unique("room")
+    moving = make_admission(old, created_at=200.0)
+    staying = make_admission(old, created_at=100.0)
+    already = make_admission(new, created_at=100.0)
+    for admission in (moving, staying, already):
+        await store.add_admission(admission)
+
+    moved = await store.move_admission(moving.id, new)
+
+    assert moved == dataclasses.replace(moving, room=new)
+    assert await store.get_admission(moving.id) == moved
+    assert await store.list_admissions(old) == [staying]
+    assert await store.list_admissions(new) == [already, moved]
+    # Moved on again, it leaves the room it was moved to.
+    back = await store.move_admission(moving.id, old)
+    assert back == moving
+    assert await store.list_admissions(old) == [staying, moving]
+    assert await store.list_admissions(new) == [already]
+
+
+async def test_a_moved_admission_can_be_revoked_and_goes_with_its_new_room(store: Store) -> None:
+    old, new, third = make_room(), make_room(), make_room()
+    for room in (old, new, third):
+        await store.create_room(room)
+    revoked_later, deleted_with_room = make_admission(old.name), make_admission(old.name)
+    for admission in (revoked_later, deleted_with_room):
+        await store.add_admission(admission)
+
+    await store.move_admission(revoked_later.id, new.name)
+    assert await store.revoke_admission(revoked_later.id) is True
+    revoked = dataclasses.replace(revoked_later, room=new.name, revoked=True)
+    assert await store.get_admission(revoked_later.id) == revoked
+    assert await store.list_admissions(new.name) == [revoked]
+
+    await store.move_admission(deleted_with_room.id, third.name)
+    assert await store.delete_room(old.name, time.time())
+    moved = dataclasses.replace(deleted_with_room, room=third.name)
+    assert await store.get_admission(deleted_with_room.id) == moved
+    assert await store.delete_room(third.name, time.time())
+    assert await store.get_admission(deleted_with_room.id) == dataclasses.replace(
+        moved, revoked=True
+    )
+
+
+async def test_only_a_live_admission_can_be_moved(store: Store) -> None:
+    old, new = unique("room"), unique("room")
+    revoked, expired = make_admission(old), make_admission(old, expires_at=time.time() - 1)
+    for admission in (revoked, expired):
+        await store.add_admission(admission)
+    await store.revoke_admission(revoked.id)
+
+    assert await store.move_admission(revoked.id, new) is None
+    assert await store.move_admission(expired.id, new) is None
+    assert await store.move_admission(secrets.token_hex(32), new) is None
+
+    assert await store.get_admission(revoked.id) == dataclasses.replace(revoked, revoked=True)
+    assert await store.list_admissions(old) == [dataclasses.replace(revoked, revoked=True)]
+    assert await store.list_admissions(new) == []
+
+
+async def test_a_moved_admission_still_expires_at_its_time(store: Store) -> None:
+    old, new = unique("room"), unique("room")
+    soon = time.time() + 0.3
+    admission = make_admission(old, expires_at=soon)
+    await store.add_admission(admission)
+    moved = await store.move_admission(admission.id, new)
+    assert moved is not None and moved.expires_at == soon
+
+    async def gone() -> bool:
+        return await store.get_admission(admission.id) is None
+
+    await eventually(gone)
+    assert time.time() >= soon
+    assert await store.list_admissions(new) == []
+    assert await store.move_admission(admission.id, old) is None
+
+
 # Bans
 
 
@@ -396,6 +541,38 @@ async def test_the_latest_ban_decides(store: Store) -> None:
     assert await store.is_banned(room, identity, until + HOUR)
     await store.ban_identity(room, identity, until)
     assert not await store.is_banned(room, identity, until + HOUR)
+
+
+# Audit trail
+
+
+async def test_audit_entries_are_listed_newest_first(store: Store) -> None:
+    room = unique("room")
+    entries = [
+        make_audit(room, 100.0, action="lock"),
+        make_audit(room, 200.5, action="ban", actor_name="Émilie du Châtelet ✓", detail=""),
+        make_audit(room, 300.25, action="move", target="", detail=unique("room")),
+    ]
+    for entry in entries:
+        await store.append_audit(entry)
+    assert await store.list_audit(room) == entries[::-1]
+    assert await store.list_audit(room, limit=2) == entries[:0:-1]
+    assert await store.list_audit(room, limit=1) == [entries[-1]]
+    assert await store.list_audit(room, limit=0) == []
+    assert await store.list_audit(unique("room")) == []
+
+
+async def test_audit_trails_of_rooms_are_kept_apart(store: Store) -> None:
+    room, other = unique("room"), unique("room")
+    mine = [make_audit(room, float(at)) for at in range(5)]
+    theirs = [make_audit(other, float(at), action="lockdown") for at in range(3)]
+    for entry, other_entry in zip(mine, theirs, strict=False):
+        await store.append_audit(entry)
+        await store.append_audit(other_entry)
+    for entry in mine[len(theirs) :]:
+        await store.append_audit(entry)
+    assert await store.list_audit(room) == mine[::-1]
+    assert await store.list_audit(other, limit=100) == theirs[::-1]
 
 
 # Rate limits
@@ -550,6 +727,33 @@ async def test_messages_reach_subscribers_on_another_client(contract_redis_url: 
         await listener.close()
 
 
+async def test_a_room_stored_before_its_newer_fields_reads_with_their_defaults(
+    contract_redis_url: str,
+) -> None:
+    # A record as written before rooms could be locked, put into lockdown or moved.
+    name = unique("legacy")
+    record = {"name": name, "title": "Old", "created_at": 12.5, "hosts": ["h"]}
+    client = redis.asyncio.Redis.from_url(contract_redis_url)
+    try:
+        await client.hset(
+            "meetgate:rooms", name, json.dumps({**record, "policy": {"invite": True}})
+        )
+    finally:
+        await client.aclose()
+    store = await RedisStore.connect(contract_redis_url)
+    try:
+        expected = Room(name=name, title="Old", created_at=12.5, hosts=("h",))
+        assert await store.get_room(name) == expected
+        assert expected in await store.list_rooms()
+        locked = dataclasses.replace(expected, locked=True)
+        await store.update_room(locked)
+        assert await store.get_room(name) == locked
+        assert await store.delete_room(name, time.time()) is True
+        assert await store.get_room(name) is None
+    finally:
+        await store.close()
+
+
 async def test_an_unreachable_redis_raises_store_unavailable() -> None:
     store = await RedisStore.connect(f"redis://127.0.0.1:{free_port()}/0")
     room = make_room()
@@ -557,8 +761,12 @@ async def test_an_unreachable_redis_raises_store_unavailable() -> None:
         store.ping,
         lambda: store.create_room(room),
         lambda: store.get_room(room.name),
+        lambda: store.update_room(room),
         lambda: store.redeem_invite(secrets.token_hex(32), time.time()),
         lambda: store.add_admission(make_admission(room.name)),
+        lambda: store.move_admission(secrets.token_hex(32), room.name),
+        lambda: store.append_audit(make_audit(room.name, time.time())),
+        lambda: store.list_audit(room.name),
         lambda: store.is_banned(room.name, "who", time.time()),
         lambda: store.rate_limit("ip", 1.0, 1),
         lambda: store.publish("revocations", "revoke:1"),

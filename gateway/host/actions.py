@@ -1,0 +1,168 @@
+"""Host actions on a room. Each checks that the actor is a live host of that room, changes the
+store, tells every replica which admissions to cut (pub/sub), and leaves an audit entry.
+
+No HTTP here: the dashboard routes and the tests call these with plain values.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+from dataclasses import replace
+
+from gateway.cuts import CUTS, Cut
+from gateway.errors import InvalidInput, NotHost, RoomNotFound
+from gateway.store import Store
+from gateway.store.records import Admission, AuditEntry, Role, Room
+
+
+def address_prefix(address: str) -> str:
+    """What a host may see of an address: the /24 (IPv4) or /64 (IPv6) it comes from."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return "unknown"
+    bits = 24 if ip.version == 4 else 64
+    return str(ipaddress.ip_network(f"{ip}/{bits}", strict=False))
+
+
+def fresh_room_name(previous: str) -> str:
+    # 96 random bits; the readable start helps hosts, the rest makes it unguessable.
+    base = (previous.split("--")[0])[:30].rstrip("-_") or "room"
+    return f"{base}--{secrets.token_hex(12)}"
+
+
+class HostDesk:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def _authorise(self, host: Admission, room_name: str, now: float) -> Room:
+        if host.role is not Role.HOST or host.room != room_name or not host.is_live(now):
+            raise NotHost()
+        room = await self._store.get_room(room_name)
+        if room is None:
+            raise RoomNotFound()
+        return room
+
+    async def _audit(
+        self, host: Admission, action: str, now: float, target: str = "", detail: str = ""
+    ) -> None:
+        await self._store.append_audit(
+            AuditEntry(
+                at=now,
+                room=host.room,
+                actor=host.identity,
+                actor_name=host.name,
+                action=action,
+                target=target,
+                detail=detail,
+            )
+        )
+
+    async def _cut(self, admission_id: str, reason: str) -> None:
+        await self._store.publish(CUTS, Cut(admission_id, reason).encode())
+
+    async def roster(self, host: Admission, room_name: str, now: float) -> list[Admission]:
+        await self._authorise(host, room_name, now)
+        admissions = await self._store.list_admissions(room_name)
+        return sorted(
+            (a for a in admissions if a.is_live(now)),
+            key=lambda a: (a.role != Role.HOST, a.created_at),
+        )
+
+    async def room(self, host: Admission, room_name: str, now: float) -> Room:
+        return await self._authorise(host, room_name, now)
+
+    async def revoke(self, host: Admission, room_name: str, admission_id: str, now: float) -> bool:
+        """Revoke one admission of this room. False (and nothing done) if it is unknown, of
+        another room, or already gone; revoking twice is harmless."""
+        await self._authorise(host, room_name, now)
+        if admission_id == host.id:
+            raise InvalidInput("You cannot remove yourself; leave the meeting instead.")
+        target = await self._store.get_admission(admission_id)
+        if target is None or target.room != room_name or not target.is_live(now):
+            return False
+        await self._store.revoke_admission(admission_id)
+        await self._cut(admission_id, "revoked")
+        await self._audit(host, "revoke", now, target=target.identity, detail=target.name)
+        return True
+
+    async def ban(
+        self,
+        host: Admission,
+        room_name: str,
+        admission_id: str,
+        until: float | None,
+        now: float,
+    ) -> bool:
+        """Revoke every admission of the target's identity in this room and bar it from coming
+        back until `until` (None: for good). False if the admission is unknown to this room."""
+        room = await self._authorise(host, room_name, now)
+        if admission_id == host.id:
+            raise InvalidInput("You cannot ban yourself.")
+        if until is not None and until <= now:
+            raise InvalidInput("A ban must end in the future.")
+        target = await self._store.get_admission(admission_id)
+        if target is None or target.room != room_name:
+            return False
+        await self._store.ban_identity(room.ban_scope, target.identity, until)
+        for admission in await self._store.list_admissions(room_name):
+            if admission.identity == target.identity and not admission.revoked:
+                await self._store.revoke_admission(admission.id)
+                await self._cut(admission.id, "banned")
+        detail = target.name if until is None else f"{target.name} until {int(until)}"
+        await self._audit(host, "ban", now, target=target.identity, detail=detail)
+        return True
+
+    async def set_locked(self, host: Admission, room_name: str, locked: bool, now: float) -> Room:
+        """Lock: nobody new is admitted. Unlock also lifts a lockdown's approval requirement."""
+        room = await self._authorise(host, room_name, now)
+        updated = replace(room, locked=locked, approval_required=room.approval_required and locked)
+        await self._store.update_room(updated)
+        await self._audit(host, "lock" if locked else "unlock", now)
+        return updated
+
+    async def lockdown(self, host: Admission, room_name: str, now: float) -> int:
+        """Lock the room, revoke every non-host admission, require approval to come back."""
+        room = await self._authorise(host, room_name, now)
+        await self._store.update_room(replace(room, locked=True, approval_required=True))
+        removed = 0
+        for admission in await self._store.list_admissions(room_name):
+            if admission.role is Role.HOST or not admission.is_live(now):
+                continue
+            await self._store.revoke_admission(admission.id)
+            await self._cut(admission.id, "lockdown")
+            removed += 1
+        await self._audit(host, "lockdown", now, detail=f"{removed} removed")
+        return removed
+
+    async def move(self, host: Admission, room_name: str, now: float) -> Room:
+        """Continue the meeting in a fresh, unguessable room. Every live admission is carried
+        over (revoked and banned ones are not live) and its connections are cut, so each
+        browser reconnects, is refused its old ticket and fetches a fresh one for the new room."""
+        room = await self._authorise(host, room_name, now)
+        successor = Room(
+            name=fresh_room_name(room.name),
+            title=room.title,
+            created_at=now,
+            hosts=room.hosts,
+            policy=room.policy,
+            locked=room.locked,
+            approval_required=room.approval_required,
+            lineage=room.ban_scope,
+        )
+        await self._store.create_room(successor)
+        await self._store.update_room(replace(room, locked=True, moved_to=successor.name))
+        moved = 0
+        for admission in await self._store.list_admissions(room_name):
+            if not admission.is_live(now):
+                continue
+            if await self._store.move_admission(admission.id, successor.name) is not None:
+                await self._cut(admission.id, "moved")
+                moved += 1
+        await self._audit(host, "move", now, target=successor.name, detail=f"{moved} moved")
+        return successor
+
+    async def audit(self, host: Admission, room_name: str, now: float) -> list[AuditEntry]:
+        await self._authorise(host, room_name, now)
+        return await self._store.list_audit(room_name)

@@ -1,0 +1,60 @@
+"""BOSH sessions seen through the gate: which `sid` an admission uses, and how to end it.
+
+prosody keeps a BOSH session alive between requests, so cutting an admission must end the
+session on the server: a `type='terminate'` request for that sid, as a client leaving would send.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+
+import httpx
+
+BODY_TAG = re.compile(rb"<body\b[^>]*>", re.IGNORECASE)
+ATTRIBUTE = re.compile(rb"""\b(sid|rid|type)\s*=\s*(?:'([^']*)'|"([^"]*)")""")
+SID_SHAPE = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+
+
+def read_body_attributes(body: bytes) -> dict[str, str]:
+    """`sid`, `rid` and `type` of a BOSH `<body>` wrapper, when well-formed."""
+    match = BODY_TAG.search(body[:4096])
+    if match is None:
+        return {}
+    found: dict[str, str] = {}
+    for name, single, double in ATTRIBUTE.findall(match.group(0)):
+        found[name.decode()] = (single or double).decode("ascii", "replace")
+    return found
+
+
+class BoshSession:
+    def __init__(self, client: httpx.AsyncClient, url: str, sid: str, rid: int) -> None:
+        self._client = client
+        self._url = url
+        self.sid = sid
+        self.rid = rid
+        self._closed = False
+
+    @property
+    def signalling(self) -> bool:
+        return True
+
+    def saw(self, rid: int) -> None:
+        self.rid = max(self.rid, rid)
+
+    async def close(self, reason: str) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        body = (
+            f"<body rid='{self.rid + 1}' sid='{self.sid}' type='terminate'"
+            " xmlns='http://jabber.org/protocol/httpbind'>"
+            "<presence type='unavailable' xmlns='jabber:client'/></body>"
+        )
+        with contextlib.suppress(httpx.HTTPError):
+            await self._client.post(
+                self._url,
+                content=body.encode(),
+                headers={"content-type": "text/xml; charset=utf-8"},
+                timeout=5,
+            )
