@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import json
-import secrets
 import time
 from typing import Any
 
@@ -17,27 +16,9 @@ import pytest
 from tests.fixtures.gateway_server import GatewayServer, start_gateway
 from tests.fixtures.processes import stop_process
 from tests.fixtures.xmpp_client import XmppClient, XmppConnectFailed
+from tests.integration.journeys import admit, bosh_url, new_room, ws_url
 
 pytestmark = pytest.mark.slow
-
-
-def new_room(gateway: GatewayServer) -> str:
-    name = f"room-{secrets.token_hex(4)}"
-    gateway.create_room(name)
-    return name
-
-
-def admit(
-    gateway: GatewayServer, room: str, name: str = "Ada", role: str = "attendee"
-) -> tuple[str, httpx.Cookies]:
-    """Redeem a fresh invite like a browser; return the ticket and the admission cookie."""
-    invite = gateway.create_invite(room, name, role=role)
-    with httpx.Client(base_url=gateway.url, trust_env=False) as client:
-        response = client.post(
-            f"/j/{gateway.invite_token(invite)}", headers={"origin": gateway.url}
-        )
-        assert response.status_code == 303
-        return response.headers["location"].split("#jwt=", 1)[1], client.cookies
 
 
 def claims_of(ticket: str) -> dict[str, Any]:
@@ -58,18 +39,10 @@ def forge(
     )
 
 
-def ws_url(gateway: GatewayServer, query: str) -> str:
-    return gateway.url.replace("http://", "ws://") + f"/xmpp-websocket?{query}"
-
-
-def bosh_url(gateway: GatewayServer, query: str) -> str:
-    return f"{gateway.url}/http-bind?{query}"
-
-
 async def test_two_clients_meet_through_the_gate(any_gateway: GatewayServer, prosody: Any) -> None:
     room = new_room(any_gateway)
-    ada_ticket, _ = admit(any_gateway, room, "Ada", role="host")
-    bob_ticket, _ = admit(any_gateway, room, "Bob")
+    ada_ticket = admit(any_gateway, room, "Ada", role="host").ticket
+    bob_ticket = admit(any_gateway, room, "Bob").ticket
     room_jid = prosody.room_jid(room)
     async with (
         XmppClient.open(ws_url(any_gateway, f"room={room}&token={ada_ticket}")) as ada,
@@ -86,7 +59,7 @@ async def test_two_clients_meet_through_the_gate(any_gateway: GatewayServer, pro
 
 async def test_bosh_client_joins_through_the_gate(gateway: GatewayServer, prosody: Any) -> None:
     room = new_room(gateway)
-    ticket, _ = admit(gateway, room)
+    ticket = admit(gateway, room).ticket
     async with XmppClient.open(bosh_url(gateway, f"room={room}&token={ticket}")) as client:
         presence = await client.join(prosody.room_jid(room), "ada")
         assert presence.is_self
@@ -100,7 +73,7 @@ def bad_tickets(gateway: GatewayServer, room: str, ticket: str) -> dict[str, tup
     expired = {**claims, "iat": now - 600, "nbf": now - 600, "exp": now - 300}
     future = {**claims, "iat": now, "nbf": now + 300, "exp": now + 600}
     other_room = new_room(gateway)
-    other_ticket, _ = admit(gateway, other_room)
+    other_ticket = admit(gateway, other_room).ticket
     unsigned = (
         base64.urlsafe_b64encode(b'{"alg":"none","typ":"JWT","kid":"k1"}').rstrip(b"=").decode()
         + "."
@@ -133,7 +106,7 @@ def bad_tickets(gateway: GatewayServer, room: str, ticket: str) -> dict[str, tup
 
 async def test_bad_tickets_are_refused_at_the_upgrade(any_gateway: GatewayServer) -> None:
     room = new_room(any_gateway)
-    ticket, _ = admit(any_gateway, room)
+    ticket = admit(any_gateway, room).ticket
     for name, (query, status) in bad_tickets(any_gateway, room, ticket).items():
         with pytest.raises(XmppConnectFailed) as caught:
             await XmppClient.connect(ws_url(any_gateway, query), timeout=10)
@@ -142,7 +115,7 @@ async def test_bad_tickets_are_refused_at_the_upgrade(any_gateway: GatewayServer
 
 async def test_bad_tickets_are_refused_over_bosh_and_keepalive(gateway: GatewayServer) -> None:
     room = new_room(gateway)
-    ticket, _ = admit(gateway, room)
+    ticket = admit(gateway, room).ticket
     cases = bad_tickets(gateway, room, ticket)
     async with httpx.AsyncClient(base_url=gateway.url, trust_env=False) as client:
         for name, (query, status) in cases.items():
@@ -158,7 +131,7 @@ async def test_bad_tickets_are_refused_over_bosh_and_keepalive(gateway: GatewayS
 
 async def test_keepalive_get_passes_with_a_valid_ticket(gateway: GatewayServer) -> None:
     room = new_room(gateway)
-    ticket, _ = admit(gateway, room)
+    ticket = admit(gateway, room).ticket
     async with httpx.AsyncClient(base_url=gateway.url, trust_env=False) as client:
         response = await client.get(f"/xmpp-websocket?room={room}&token={ticket}")
     assert response.status_code == 200
@@ -166,7 +139,7 @@ async def test_keepalive_get_passes_with_a_valid_ticket(gateway: GatewayServer) 
 
 async def test_a_revoked_admission_cannot_signal(gateway: GatewayServer) -> None:
     room = new_room(gateway)
-    ticket, _ = admit(gateway, room)
+    ticket = admit(gateway, room).ticket
     with gateway.admin() as admin:
         assert admin.delete(f"/api/v1/rooms/{room}").status_code == 204
     with pytest.raises(XmppConnectFailed) as caught:
@@ -178,7 +151,7 @@ async def test_a_new_signalling_session_replaces_the_old(
     gateway: GatewayServer, prosody: Any
 ) -> None:
     room = new_room(gateway)
-    ticket, _ = admit(gateway, room)
+    ticket = admit(gateway, room).ticket
     url = ws_url(gateway, f"room={room}&token={ticket}")
     first = await XmppClient.connect(url)
     try:
@@ -196,7 +169,7 @@ def test_upstream_receives_only_verified_query_values(tmp_path: Any, jitsi_web: 
     server, proc = start_gateway(tmp_path, upstream=jitsi_web.url)
     try:
         room = new_room(server)
-        ticket, _ = admit(server, room)
+        ticket = admit(server, room).ticket
         with httpx.Client(base_url=server.url, trust_env=False) as client:
             response = client.get(
                 f"/http-bind?token={ticket}&prefix=evil&x=1&previd=sess-1",
