@@ -150,6 +150,51 @@ class LimitSettings(_Section):
     max_websocket_message_bytes: int = Field(default=1024 * 1024, ge=1024)
 
 
+class Rate(_Section):
+    """A GCRA limit: a steady `per_minute` rate, with `burst` requests allowed at once."""
+
+    per_minute: float = Field(gt=0, le=10_000_000)
+    burst: int = Field(ge=1, le=1_000_000)
+
+    @property
+    def per_second(self) -> float:
+        return self.per_minute / 60
+
+
+class RoomRates(_Section):
+    """Per-room overrides; unset keys keep the gate-wide value."""
+
+    address: Rate | None = None
+    network: Rate | None = None
+    room: Rate | None = None
+    identity: Rate | None = None
+    invite: Rate | None = None
+
+
+class RateSettings(_Section):
+    """Limits charged on every admission route before any other work (see docs/limits.md)."""
+
+    address: Rate = Rate(per_minute=30, burst=10)
+    network: Rate = Rate(per_minute=120, burst=40)
+    room: Rate = Rate(per_minute=600, burst=120)
+    identity: Rate = Rate(per_minute=20, burst=6)
+    invite: Rate = Rate(per_minute=20, burst=6)
+    gate: Rate = Rate(per_minute=6000, burst=600)
+    rooms: dict[str, RoomRates] = Field(default_factory=dict)
+
+
+class ChallengeSettings(_Section):
+    """The self-hosted proof-of-work a flooded room (or the whole gate) demands."""
+
+    mode: Literal["off", "auto", "on"] = "auto"
+    # Rejections per 10 s in one room (ten times this for the whole gate) that switch it on.
+    pressure_threshold: int = Field(default=50, ge=1)
+    base_difficulty: int = Field(default=16, ge=4, le=28)
+    max_difficulty: int = Field(default=22, ge=4, le=30)
+    difficulty_step: int = Field(default=100, ge=1)
+    max_age_seconds: int = Field(default=120, ge=10, le=3600)
+
+
 class Settings(_Section):
     public_url: str = "http://127.0.0.1:8000"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -161,6 +206,23 @@ class Settings(_Section):
     tickets: TicketSettings
     admission: AdmissionSettings
     limits: LimitSettings = LimitSettings()
+    rates: RateSettings = RateSettings()
+    challenge: ChallengeSettings = ChallengeSettings()
+    # Peers whose X-Forwarded-For / Forwarded headers are believed (the TLS front, a load
+    # balancer). Everyone else is limited by their socket address.
+    trusted_proxies: list[str] = Field(default_factory=list)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for cidr in value:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{cidr!r} is not an address or CIDR network") from exc
+        return value
 
     @field_validator("public_url")
     @classmethod

@@ -6,10 +6,10 @@ No HTTP here: the dashboard routes and the tests call these with plain values.
 
 from __future__ import annotations
 
-import ipaddress
 import secrets
 from dataclasses import replace
 
+from gateway.client_address import network_of
 from gateway.cuts import CUTS, Cut
 from gateway.errors import InvalidInput, NotHost, RoomNotFound
 from gateway.store import Store
@@ -17,13 +17,8 @@ from gateway.store.records import Admission, AuditEntry, Role, Room
 
 
 def address_prefix(address: str) -> str:
-    """What a host may see of an address: the /24 (IPv4) or /64 (IPv6) it comes from."""
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return "unknown"
-    bits = 24 if ip.version == 4 else 64
-    return str(ipaddress.ip_network(f"{ip}/{bits}", strict=False))
+    """What a host may see of an attendee's address: only the network it comes from."""
+    return network_of(address)
 
 
 def fresh_room_name(previous: str) -> str:

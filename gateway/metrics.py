@@ -1,0 +1,104 @@
+"""Prometheus metrics, kept in-process and served as text on the admin listener.
+
+A deliberately small registry: counters and gauges with labels, no client library, nothing
+about individual attendees (labels are reasons, limits and room names, never addresses).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+MAX_SERIES = 5000
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+class _Family:
+    kind = "untyped"
+
+    def __init__(self, name: str, help_text: str) -> None:
+        self.name = name
+        self.help = help_text
+        self._values: dict[tuple[tuple[str, str], ...], float] = {}
+
+    def _key(self, labels: dict[str, str]) -> tuple[tuple[str, str], ...]:
+        return tuple(sorted(labels.items()))
+
+    def _slot(self, labels: dict[str, str]) -> tuple[tuple[str, str], ...] | None:
+        key = self._key(labels)
+        if key not in self._values and len(self._values) >= MAX_SERIES:
+            return None  # a flood of distinct room names must not grow memory without bound
+        return key
+
+    def value(self, **labels: str) -> float:
+        return self._values.get(self._key(labels), 0.0)
+
+    def render(self) -> Iterator[str]:
+        yield f"# HELP {self.name} {self.help}"
+        yield f"# TYPE {self.name} {self.kind}"
+        for key, value in sorted(self._values.items()):
+            if key:
+                inner = ",".join(f'{k}="{_escape(v)}"' for k, v in key)
+                yield f"{self.name}{{{inner}}} {value:g}"
+            else:
+                yield f"{self.name} {value:g}"
+
+
+class Counter(_Family):
+    kind = "counter"
+
+    def inc(self, amount: float = 1.0, **labels: str) -> None:
+        key = self._slot(labels)
+        if key is not None:
+            self._values[key] = self._values.get(key, 0.0) + amount
+
+
+class Gauge(_Family):
+    kind = "gauge"
+
+    def set(self, value: float, **labels: str) -> None:
+        key = self._slot(labels)
+        if key is not None:
+            self._values[key] = value
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.admissions = Counter("meetgate_admissions_total", "Admissions granted, by path.")
+        self.rejections = Counter("meetgate_rejections_total", "Join attempts refused, by reason.")
+        self.challenges_issued = Counter(
+            "meetgate_pow_issued_total", "Proof-of-work challenges handed out."
+        )
+        self.challenges_solved = Counter(
+            "meetgate_pow_solved_total", "Proof-of-work answers accepted."
+        )
+        self.challenges_failed = Counter(
+            "meetgate_pow_failed_total", "Proof-of-work answers refused (wrong, stale, replayed)."
+        )
+        self.pressure = Gauge(
+            "meetgate_pressure", "Rejected join attempts in the current 10 s window, by room."
+        )
+        self.revocations = Counter(
+            "meetgate_cuts_total", "Admissions whose connections were cut, by reason."
+        )
+        self.open_connections = Gauge(
+            "meetgate_open_connections",
+            "Proxied WebSockets and BOSH sessions open on this replica.",
+        )
+
+    def families(self) -> list[_Family]:
+        return [
+            self.admissions,
+            self.rejections,
+            self.challenges_issued,
+            self.challenges_solved,
+            self.challenges_failed,
+            self.pressure,
+            self.revocations,
+            self.open_connections,
+        ]
+
+    def render(self) -> str:
+        return "\n".join(line for family in self.families() for line in family.render()) + "\n"

@@ -1,0 +1,69 @@
+"""The address a request is limited by: spoofed forwarding headers never count."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.client_address import client_address, network_of, parse_networks
+
+TRUSTED = parse_networks(["10.0.0.0/8", "fd00::/8"])
+
+
+def h(**headers: str) -> list[tuple[bytes, bytes]]:
+    return [(k.replace("_", "-").encode(), v.encode()) for k, v in headers.items()]
+
+
+def test_untrusted_peer_headers_are_ignored() -> None:
+    headers = h(x_forwarded_for="1.2.3.4", forwarded="for=5.6.7.8")
+    assert client_address("203.0.113.9", headers, TRUSTED) == "203.0.113.9"
+    assert client_address("203.0.113.9", headers, ()) == "203.0.113.9"
+
+
+def test_trusted_proxy_gives_rightmost_untrusted_hop() -> None:
+    headers = h(x_forwarded_for="6.6.6.6, 198.51.100.7, 10.1.1.1")
+    assert client_address("10.0.0.2", headers, TRUSTED) == "198.51.100.7"
+
+
+def test_forwarded_header_with_ipv6_and_ports() -> None:
+    headers = h(forwarded='for=6.6.6.6, for="[2001:db8::1]:4711";proto=https')
+    assert client_address("fd00::5", headers, TRUSTED) == "2001:db8::1"
+    headers = h(x_forwarded_for="198.51.100.7:5555")
+    assert client_address("10.0.0.2", headers, TRUSTED) == "198.51.100.7"
+
+
+def test_multiple_xff_headers_are_joined_in_order() -> None:
+    headers = [(b"x-forwarded-for", b"6.6.6.6"), (b"x-forwarded-for", b"198.51.100.7")]
+    assert client_address("10.0.0.2", headers, TRUSTED) == "198.51.100.7"
+
+
+@pytest.mark.parametrize("garbage", ["", "unknown", "not-an-ip", "1.2.3", "[::1", "999.1.1.1"])
+def test_garbage_hop_falls_back_to_the_trusted_peer(garbage: str) -> None:
+    headers = h(x_forwarded_for=f"6.6.6.6, {garbage}")
+    assert client_address("10.0.0.2", headers, TRUSTED) == "10.0.0.2"
+
+
+def test_all_hops_trusted_gives_the_leftmost() -> None:
+    headers = h(x_forwarded_for="10.9.9.9, 10.1.1.1")
+    assert client_address("10.0.0.2", headers, TRUSTED) == "10.9.9.9"
+
+
+def test_ipv4_mapped_ipv6_is_ipv4() -> None:
+    assert client_address("::ffff:198.51.100.7", [], ()) == "198.51.100.7"
+
+
+def test_networks() -> None:
+    assert network_of("198.51.100.7") == "198.51.100.0/24"
+    assert network_of("2001:db8:1:2:3:4:5:6") == "2001:db8:1:2::/64"
+    assert network_of("nonsense") == "unknown"
+
+
+@settings(max_examples=200)
+@given(st.text(max_size=300), st.text(max_size=300))
+def test_no_header_makes_an_untrusted_peer_someone_else(xff: str, forwarded: str) -> None:
+    headers = [(b"x-forwarded-for", xff.encode("utf-8")), (b"forwarded", forwarded.encode())]
+    assert client_address("203.0.113.9", headers, TRUSTED) == "203.0.113.9"
+    # Behind a trusted proxy, whatever the headers say, the answer is an address or the peer.
+    answer = client_address("10.0.0.2", headers, TRUSTED)
+    assert answer == "10.0.0.2" or network_of(answer) != "unknown"
