@@ -7,7 +7,7 @@ the same contract suite in `tests/contract/`. Backends translate their own failu
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 from urllib.parse import urlsplit
 
@@ -15,6 +15,7 @@ from gateway.store.records import (
     Admission,
     AuditEntry,
     Invite,
+    LimitCharge,
     RateDecision,
     Role,
     Room,
@@ -25,6 +26,7 @@ __all__ = [
     "Admission",
     "AuditEntry",
     "Invite",
+    "LimitCharge",
     "RateDecision",
     "Role",
     "Room",
@@ -113,9 +115,31 @@ class Store(Protocol):
     async def list_audit(self, room: str, limit: int = 100) -> list[AuditEntry]:
         """The room's most recent entries, newest first."""
 
-    # Rate limits
+    # Rate limits and pressure
     async def rate_limit(self, key: str, rate_per_second: float, burst: int) -> RateDecision:
-        """Charge one request against a GCRA limit; the backend's clock decides."""
+        """Charge one request against a GCRA limit; the backend's clock decides.
+
+        The same as `charge_limits` with one charge (ValueError for a bad rate or burst).
+        """
+
+    async def charge_limits(self, charges: Sequence[LimitCharge]) -> RateDecision:
+        """Charge one request against every limit at once, all or nothing, atomically.
+
+        If each limit has room, each is charged and the decision allows. Otherwise none is
+        charged and `retry_after` is the longest wait among the limits that refused. A key named
+        twice is charged twice. No charges: allowed. The backend's clock decides.
+        """
+
+    async def count_recent(self, key: str, window_seconds: int) -> int:
+        """Count one event in the current fixed window of `window_seconds`; return the window's
+        count so far, this event included. ValueError if `window_seconds` is below 1."""
+
+    async def read_recent(self, key: str, window_seconds: int) -> int:
+        """The current window's count, as `count_recent` keeps it, without counting."""
+
+    async def claim_once(self, key: str, ttl_seconds: float) -> bool:
+        """True for the first claim of `key` within `ttl_seconds`, False for any other claim
+        before that time has passed. ValueError if the TTL is not positive."""
 
     # Pub/sub: revocations reach every replica
     async def publish(self, channel: str, message: str) -> None: ...

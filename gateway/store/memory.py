@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 import time
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from itertools import islice
 from typing import Final
 
@@ -24,11 +25,19 @@ from gateway.errors import (
     RoomNotFound,
     StoreUnavailable,
 )
-from gateway.store.records import Admission, AuditEntry, Invite, RateDecision, Room
+from gateway.store.records import (
+    Admission,
+    AuditEntry,
+    Invite,
+    LimitCharge,
+    RateDecision,
+    Room,
+)
 
 # Rate-limit entries whose theoretical arrival time has passed carry no state (a fresh key behaves
-# the same), so they are swept every so often to keep the table from growing without bound.
-_RATE_SWEEP_EVERY: Final = 1024
+# the same), nor do counters of past windows or claims past their TTL, so they are swept every so
+# often to keep the tables from growing without bound.
+_SWEEP_EVERY: Final = 1024
 
 # The most recent audit entries kept per room; older ones are dropped as new ones arrive.
 _AUDIT_KEEP: Final = 10_000
@@ -94,6 +103,10 @@ class MemoryStore:
         self._audit: dict[str, deque[AuditEntry]] = {}
         self._rate_tat: dict[str, float] = {}
         self._rate_calls = 0
+        self._recent: dict[tuple[str, int], tuple[int, int]] = {}  # -> (window index, count)
+        self._recent_calls = 0
+        self._claims: dict[str, float] = {}  # key -> when the claim lapses (monotonic)
+        self._claim_calls = 0
         self._subscriptions: dict[str, weakref.WeakSet[MemorySubscription]] = {}
 
     async def ping(self) -> None:
@@ -264,29 +277,69 @@ class MemoryStore:
             return []
         return list(islice(reversed(self._audit.get(room, ())), limit))
 
-    # Rate limits
+    # Rate limits and pressure
 
     async def rate_limit(self, key: str, rate_per_second: float, burst: int) -> RateDecision:
-        if rate_per_second <= 0 or burst < 1:
-            raise ValueError("rate_per_second must be positive and burst at least 1")
+        return await self.charge_limits([LimitCharge(key, rate_per_second, burst)])
+
+    async def charge_limits(self, charges: Sequence[LimitCharge]) -> RateDecision:
         now = time.monotonic()
-        self._sweep_rate_limits(now)
-        interval = 1.0 / rate_per_second
-        # GCRA: `tat` is when the key would be idle again; a request fits while the backlog it
-        # adds stays within `burst` intervals of now.
-        tat = max(self._rate_tat.get(key, now), now)
-        allow_at = tat + interval - burst * interval
-        if now < allow_at:
-            return RateDecision(allowed=False, retry_after=allow_at - now)
-        self._rate_tat[key] = tat + interval
+        self._rate_calls += 1
+        if self._rate_calls % _SWEEP_EVERY == 0:
+            self._rate_tat = {key: tat for key, tat in self._rate_tat.items() if tat > now}
+        # GCRA: a key's `tat` is when it would be idle again; a request fits while the backlog it
+        # adds stays within `burst` intervals of now. Every charge is checked before any is kept;
+        # a key named twice sees its earlier charge in `charged`.
+        charged: dict[str, float] = {}
+        wait = 0.0
+        for charge in charges:
+            interval = 1.0 / charge.rate_per_second
+            tat = max(charged.get(charge.key, self._rate_tat.get(charge.key, now)), now)
+            allow_at = tat + interval - charge.burst * interval
+            if now < allow_at:
+                wait = max(wait, allow_at - now)
+            charged[charge.key] = tat + interval
+        if wait > 0:
+            return RateDecision(allowed=False, retry_after=wait)
+        self._rate_tat.update(charged)
         return RateDecision(allowed=True, retry_after=0.0)
 
-    def _sweep_rate_limits(self, now: float) -> None:
-        self._rate_calls += 1
-        if self._rate_calls % _RATE_SWEEP_EVERY:
-            return
-        for key in [key for key, tat in self._rate_tat.items() if tat <= now]:
-            del self._rate_tat[key]
+    async def count_recent(self, key: str, window_seconds: int) -> int:
+        window = self._recent_window(window_seconds)
+        self._recent_calls += 1
+        if self._recent_calls % _SWEEP_EVERY == 0:
+            self._recent = {
+                (k, seconds): (index, count)
+                for (k, seconds), (index, count) in self._recent.items()
+                if index == self._recent_window(seconds)
+            }
+        index, count = self._recent.get((key, window_seconds), (window, 0))
+        count = count + 1 if index == window else 1
+        self._recent[(key, window_seconds)] = (window, count)
+        return count
+
+    async def read_recent(self, key: str, window_seconds: int) -> int:
+        window = self._recent_window(window_seconds)
+        index, count = self._recent.get((key, window_seconds), (window, 0))
+        return count if index == window else 0
+
+    @staticmethod
+    def _recent_window(window_seconds: int) -> int:
+        if window_seconds < 1:
+            raise ValueError("window_seconds must be at least 1")
+        return int(time.monotonic() // window_seconds)
+
+    async def claim_once(self, key: str, ttl_seconds: float) -> bool:
+        if not 0 < ttl_seconds < math.inf:
+            raise ValueError("ttl_seconds must be positive and finite")
+        now = time.monotonic()
+        self._claim_calls += 1
+        if self._claim_calls % _SWEEP_EVERY == 0:
+            self._claims = {k: until for k, until in self._claims.items() if until > now}
+        if self._claims.get(key, now) > now:
+            return False
+        self._claims[key] = now + ttl_seconds
+        return True
 
     # Pub/sub
 

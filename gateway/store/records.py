@@ -1,7 +1,9 @@
-"""The domain records every store keeps: rooms, invites, admissions. Plain frozen values."""
+"""The domain records every store keeps: rooms, invites, admissions, limit charges. Plain frozen
+values."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -76,6 +78,21 @@ class Admission:
 
     def is_live(self, now: float) -> bool:
         return not self.revoked and now < self.expires_at
+
+
+@dataclass(frozen=True, slots=True)
+class LimitCharge:
+    """One request charged against the GCRA limit named `key`: `rate_per_second` on average,
+    up to `burst` at once. A bad rate or burst is refused here, before any store sees it."""
+
+    key: str
+    rate_per_second: float
+    burst: int
+
+    def __post_init__(self) -> None:
+        # Written so that NaN fails too; an infinite rate would be no limit at all.
+        if not 0 < self.rate_per_second < math.inf or self.burst < 1:
+            raise ValueError("rate_per_second must be positive and finite, and burst at least 1")
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ import dataclasses
 import json
 import math
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from importlib import resources
 from typing import Any, Final
@@ -36,6 +36,7 @@ from gateway.store.records import (
     Admission,
     AuditEntry,
     Invite,
+    LimitCharge,
     RateDecision,
     Role,
     Room,
@@ -53,6 +54,8 @@ _ROOM_ADMISSIONS: Final = "meetgate:room-admissions:"  # + room: sorted set id -
 _BAN: Final = "meetgate:ban:"  # + room:identity: until, or "" for ever
 _AUDIT: Final = "meetgate:audit:"  # + room: list of AuditEntry JSON, newest first
 _RATE: Final = "meetgate:rate:"  # + limit key: GCRA theoretical arrival time (microseconds)
+_RECENT: Final = "meetgate:recent:"  # + window seconds:key: hash of window index and count
+_ONCE: Final = "meetgate:once:"  # + key: present while the claim holds
 _CHANNEL: Final = "meetgate:channel:"  # + channel: pub/sub channel
 
 # A few quick retries ride out a failover blip; beyond that a join fails closed at once instead
@@ -197,8 +200,8 @@ class RedisSubscription(AsyncIterator[str]):
 
 
 class RedisStore:
-    """Rooms, invites, admissions, bans, audit trails, rate limits and pub/sub in one Redis
-    database."""
+    """Rooms, invites, admissions, bans, audit trails, rate limits, pressure counters, one-time
+    claims and pub/sub in one Redis database."""
 
     def __init__(self, client: Redis[str]) -> None:
         self._client = client
@@ -209,7 +212,8 @@ class RedisStore:
         self._update_room: AsyncScript = client.register_script(_script_text("update_room"))
         self._delete_room: AsyncScript = client.register_script(_script_text("delete_room"))
         self._move_admission: AsyncScript = client.register_script(_script_text("move_admission"))
-        self._gcra: AsyncScript = client.register_script(_script_text("gcra"))
+        self._charge_limits: AsyncScript = client.register_script(_script_text("charge_limits"))
+        self._count_recent: AsyncScript = client.register_script(_script_text("count_recent"))
 
     @classmethod
     async def connect(cls, url: str) -> RedisStore:
@@ -464,16 +468,46 @@ class RedisStore:
             texts: list[str] = await self._client.lrange(_AUDIT + room, 0, limit - 1)
         return [_decode_audit(text) for text in texts]
 
-    # Rate limits
+    # Rate limits and pressure
 
     async def rate_limit(self, key: str, rate_per_second: float, burst: int) -> RateDecision:
-        if rate_per_second <= 0 or burst < 1:
-            raise ValueError("rate_per_second must be positive and burst at least 1")
+        return await self.charge_limits([LimitCharge(key, rate_per_second, burst)])
+
+    async def charge_limits(self, charges: Sequence[LimitCharge]) -> RateDecision:
+        if not charges:
+            return RateDecision(allowed=True, retry_after=0.0)
+        args: list[str | int] = []
+        for charge in charges:
+            args += [repr(1_000_000 / charge.rate_per_second), charge.burst]
         with _translate_errors():
-            allowed, retry_after_us = await self._gcra(
-                keys=[_RATE + key], args=[repr(1_000_000 / rate_per_second), burst]
+            allowed, retry_after_us = await self._charge_limits(
+                keys=[_RATE + charge.key for charge in charges], args=args
             )
         return RateDecision(allowed=bool(allowed), retry_after=int(retry_after_us) / 1_000_000)
+
+    async def count_recent(self, key: str, window_seconds: int) -> int:
+        return await self._recent(key, window_seconds, add=1)
+
+    async def read_recent(self, key: str, window_seconds: int) -> int:
+        return await self._recent(key, window_seconds, add=0)
+
+    async def _recent(self, key: str, window_seconds: int, *, add: int) -> int:
+        if window_seconds < 1:
+            raise ValueError("window_seconds must be at least 1")
+        with _translate_errors():
+            count = await self._count_recent(
+                keys=[f"{_RECENT}{window_seconds}:{key}"], args=[window_seconds, add]
+            )
+        return int(count)
+
+    async def claim_once(self, key: str, ttl_seconds: float) -> bool:
+        if not 0 < ttl_seconds < math.inf:
+            raise ValueError("ttl_seconds must be positive and finite")
+        with _translate_errors():
+            claimed = await self._client.set(
+                _ONCE + key, "1", nx=True, px=max(1, _milliseconds(ttl_seconds))
+            )
+        return bool(claimed)
 
     # Pub/sub
 

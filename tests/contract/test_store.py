@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import math
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -33,6 +34,7 @@ from gateway.store import (
     Admission,
     AuditEntry,
     Invite,
+    LimitCharge,
     RateDecision,
     Role,
     Room,
@@ -648,6 +650,198 @@ async def test_the_limiter_admits_at_most_rate_times_elapsed_plus_burst(
         assert admitted >= min(len(mine), burst)
 
 
+async def test_several_limits_are_charged_together(store: Store) -> None:
+    room, address = unique("room"), unique("ip")
+    charges = [LimitCharge(room, 1.0, 3), LimitCharge(address, 1.0, 5)]
+    decisions = [await store.charge_limits(charges) for _ in range(5)]
+    assert [d.allowed for d in decisions] == [True, True, True, False, False]
+    assert all(d.retry_after == 0 for d in decisions[:3])
+    assert all(0 < d.retry_after <= 1.0 for d in decisions[3:])
+    # The address was charged with the room three times, so two of its five are left.
+    alone = [await store.charge_limits([LimitCharge(address, 1.0, 5)]) for _ in range(3)]
+    assert [d.allowed for d in alone] == [True, True, False]
+
+
+async def test_a_refusing_limit_leaves_the_others_uncharged(store: Store) -> None:
+    full, first, second = unique("room"), unique("ip"), unique("net")
+    assert (await store.charge_limits([LimitCharge(full, 1.0, 1)])).allowed
+    refused = [
+        await store.charge_limits(
+            [LimitCharge(first, 1.0, 3), LimitCharge(full, 1.0, 1), LimitCharge(second, 1.0, 3)]
+        )
+        for _ in range(4)
+    ]
+    assert not any(d.allowed for d in refused)
+    for key in (first, second):
+        alone = [await store.charge_limits([LimitCharge(key, 1.0, 3)]) for _ in range(4)]
+        assert [d.allowed for d in alone] == [True, True, True, False]
+
+
+async def test_the_longest_wait_among_the_refusing_limits_is_given(store: Store) -> None:
+    slow, fast, roomy = unique("room"), unique("ip"), unique("global")
+    assert (await store.charge_limits([LimitCharge(slow, 1.0, 1)])).allowed
+    assert (await store.charge_limits([LimitCharge(fast, 10.0, 1)])).allowed
+    for charges in (
+        [LimitCharge(fast, 10.0, 1), LimitCharge(slow, 1.0, 1), LimitCharge(roomy, 1.0, 5)],
+        [LimitCharge(roomy, 1.0, 5), LimitCharge(slow, 1.0, 1), LimitCharge(fast, 10.0, 1)],
+    ):
+        both = await store.charge_limits(charges)
+        # Asked later, the slow limit alone can only have less to wait.
+        slow_alone = await store.charge_limits([LimitCharge(slow, 1.0, 1)])
+        assert not both.allowed and not slow_alone.allowed
+        assert 0.5 < slow_alone.retry_after <= both.retry_after <= 1.0
+    fast_alone = await store.charge_limits([LimitCharge(fast, 10.0, 1)])
+    assert not fast_alone.allowed and 0 < fast_alone.retry_after <= 0.1
+
+
+async def test_limits_of_different_keys_are_independent(store: Store) -> None:
+    busy, quiet = unique("ip"), unique("ip")
+    for _ in range(3):
+        await store.charge_limits([LimitCharge(busy, 1.0, 2)])
+    assert not (await store.charge_limits([LimitCharge(busy, 1.0, 2)])).allowed
+    decisions = [await store.charge_limits([LimitCharge(quiet, 1.0, 2)]) for _ in range(3)]
+    assert [d.allowed for d in decisions] == [True, True, False]
+
+
+async def test_a_key_named_twice_is_charged_twice(store: Store) -> None:
+    key = unique("ip")
+    assert (await store.charge_limits([LimitCharge(key, 1.0, 2)] * 2)).allowed
+    assert not (await store.charge_limits([LimitCharge(key, 1.0, 2)])).allowed
+    # Twice does not fit into a burst of one, and refused means not charged at all.
+    other = unique("ip")
+    assert not (await store.charge_limits([LimitCharge(other, 1.0, 1)] * 2)).allowed
+    assert (await store.charge_limits([LimitCharge(other, 1.0, 1)])).allowed
+
+
+async def test_rate_limit_and_charge_limits_share_a_key(store: Store) -> None:
+    key = unique("ip")
+    assert (await store.rate_limit(key, 1.0, 2)).allowed
+    assert (await store.charge_limits([LimitCharge(key, 1.0, 2)])).allowed
+    assert not (await store.rate_limit(key, 1.0, 2)).allowed
+    assert not (await store.charge_limits([LimitCharge(key, 1.0, 2)])).allowed
+
+
+async def test_no_charges_are_allowed(store: Store) -> None:
+    assert await store.charge_limits([]) == RateDecision(allowed=True, retry_after=0.0)
+
+
+@pytest.mark.parametrize(
+    ("rate", "burst"), [(0.0, 1), (-1.0, 1), (math.nan, 1), (math.inf, 1), (1.0, 0), (1.0, -3)]
+)
+async def test_limit_charges_are_checked(store: Store, rate: float, burst: int) -> None:
+    with pytest.raises(ValueError):
+        await store.charge_limits([LimitCharge(unique("ip"), rate, burst)])
+
+
+# Small bursts and rates that a few milliseconds refill, so that refusals, and refills, are common.
+tight_limits = st.lists(
+    st.tuples(st.floats(min_value=1.0, max_value=100.0), st.integers(min_value=1, max_value=4)),
+    min_size=1,
+    max_size=3,
+)
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(limits=tight_limits, data=st.data())
+async def test_charging_several_limits_admits_at_most_rate_times_elapsed_plus_burst(
+    store: Store, limits: list[tuple[float, int]], data: st.DataObject
+) -> None:
+    # Each request charges some of the limits, after a pause of up to 10 ms or none.
+    arrival = st.tuples(
+        st.sets(st.integers(0, len(limits) - 1), min_size=1).map(sorted),
+        st.one_of(st.just(0.0), st.floats(min_value=0.0, max_value=0.01)),
+    )
+    arrivals = data.draw(st.lists(arrival, min_size=1, max_size=30))
+    keys = [unique("key") for _ in limits]
+    admitted = [0 for _ in limits]
+    decisions: list[RateDecision] = []
+    started = time.monotonic()
+    for n, (chosen, pause) in enumerate(arrivals):
+        if n and pause:
+            await asyncio.sleep(pause)
+        decision = await store.charge_limits([LimitCharge(keys[i], *limits[i]) for i in chosen])
+        if decision.allowed:
+            for i in chosen:
+                admitted[i] += 1
+        else:
+            # A limit charged fewer than `burst` times has room whatever the time; one that
+            # refused the request must have used its burst (a refused request charges nothing).
+            assert any(admitted[i] >= limits[i][1] for i in chosen)
+            assert decision.retry_after > 0
+        decisions.append(decision)
+    # Both clocks tick at the same pace; the backend's may count at most a microsecond more.
+    elapsed = time.monotonic() - started + 1e-6
+
+    assert decisions[0].allowed
+    for (rate, burst), count in zip(limits, admitted, strict=True):
+        assert count <= burst + rate * elapsed
+
+
+# Pressure counters
+
+
+async def test_recent_events_are_counted_in_their_window(store: Store) -> None:
+    key, other = unique("room"), unique("room")
+    assert await store.read_recent(key, 3600) == 0
+    assert [await store.count_recent(key, 3600) for _ in range(3)] == [1, 2, 3]
+    assert await store.read_recent(key, 3600) == 3
+    assert await store.read_recent(key, 3600) == 3
+    assert await store.read_recent(other, 3600) == 0
+    assert await store.count_recent(other, 3600) == 1
+    assert await store.read_recent(key, 3600) == 3
+
+
+async def test_a_new_window_counts_from_zero(store: Store) -> None:
+    key = unique("room")
+    assert await store.count_recent(key, 1) >= 1
+
+    async def window_passed() -> bool:
+        return await store.read_recent(key, 1) == 0
+
+    await eventually(window_passed, timeout=3.0)
+    assert await store.count_recent(key, 1) == 1
+
+
+async def test_a_window_is_at_least_a_second(store: Store) -> None:
+    with pytest.raises(ValueError):
+        await store.count_recent(unique("room"), 0)
+    with pytest.raises(ValueError):
+        await store.read_recent(unique("room"), -1)
+
+
+# One-time claims
+
+
+async def test_a_key_is_claimed_once_within_its_ttl(store: Store) -> None:
+    key = unique("answer")
+    assert await store.claim_once(key, HOUR) is True
+    assert await store.claim_once(key, HOUR) is False
+    assert await store.claim_once(key, HOUR) is False
+    assert await store.claim_once(unique("answer"), HOUR) is True
+
+
+async def test_a_claim_lapses_after_its_ttl(store: Store) -> None:
+    key = unique("answer")
+    started = time.monotonic()
+    assert await store.claim_once(key, 0.2) is True
+    assert await store.claim_once(key, 0.2) is False
+
+    async def claimed_again() -> bool:
+        return await store.claim_once(key, 0.2)
+
+    await eventually(claimed_again, timeout=3.0)
+    assert time.monotonic() - started >= 0.19
+    assert await store.claim_once(key, 0.2) is False
+
+
+@pytest.mark.parametrize("ttl", [0.0, -1.0, math.nan, math.inf])
+async def test_a_claim_needs_a_positive_ttl(store: Store, ttl: float) -> None:
+    with pytest.raises(ValueError):
+        await store.claim_once(unique("answer"), ttl)
+
+
 # Pub/sub
 
 
@@ -769,6 +963,10 @@ async def test_an_unreachable_redis_raises_store_unavailable() -> None:
         lambda: store.list_audit(room.name),
         lambda: store.is_banned(room.name, "who", time.time()),
         lambda: store.rate_limit("ip", 1.0, 1),
+        lambda: store.charge_limits([LimitCharge("ip", 1.0, 1), LimitCharge("room", 5.0, 10)]),
+        lambda: store.count_recent("room", 10),
+        lambda: store.read_recent("room", 10),
+        lambda: store.claim_once("answer", 60.0),
         lambda: store.publish("revocations", "revoke:1"),
     ]
     try:

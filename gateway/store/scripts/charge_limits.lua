@@ -1,0 +1,40 @@
+-- Charge one request against several GCRA limits (generic cell rate algorithm), all or nothing.
+-- KEYS[i] limit i's state: its theoretical arrival time (TAT) in microseconds.
+-- ARGV[2i-1] limit i's emission interval in microseconds (1e6 / rate); ARGV[2i] its burst.
+-- Returns {1, 0} when every limit had room and each was charged, else {0, retry_after_us}: the
+-- longest wait among the limits that refused, and nothing charged.
+-- The server's clock decides, so replicas with skewed clocks share one consistent limit.
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
+-- A key named twice sees its first charge when the second is checked.
+local charged = {}
+local order = {}
+local wait = 0
+for i, key in ipairs(KEYS) do
+  local interval = tonumber(ARGV[2 * i - 1])
+  local burst = tonumber(ARGV[2 * i])
+  local tat = charged[key]
+  if tat == nil then
+    tat = tonumber(redis.call('GET', key) or now)
+    order[#order + 1] = key
+  end
+  if tat < now then
+    tat = now
+  end
+  local new_tat = tat + interval
+  local allow_at = new_tat - burst * interval
+  if now < allow_at and allow_at - now > wait then
+    wait = allow_at - now
+  end
+  charged[key] = new_tat
+end
+if wait > 0 then
+  return {0, math.ceil(wait)}
+end
+for _, key in ipairs(order) do
+  -- Rounded up so that storing it never makes the limit more lenient. The key lives until its
+  -- bucket is full again, when a missing key means the same as the stored one.
+  local new_tat = math.ceil(charged[key])
+  redis.call('SET', key, string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000))
+end
+return {1, 0}
