@@ -6,6 +6,8 @@ import httpx
 
 from gateway.admin_api import AdminAuth, create_admin_app
 from gateway.admission.pipeline import AdmissionPipeline
+from gateway.host.actions import HostDesk
+from gateway.host.dashboard import create_dashboard_router
 from gateway.proxy.gate import Gate
 from gateway.proxy.http import HttpRelay
 from gateway.proxy.registry import ConnectionRegistry
@@ -35,6 +37,9 @@ def create_app(settings: Settings, store: Store) -> Gate:
         follow_redirects=False,
         trust_env=False,
     )
+    # One registry for the gate (files sockets) and the dashboard (counts them).
+    registry = ConnectionRegistry()
+    dashboard = create_dashboard_router(settings, pipeline, HostDesk(store), registry.count)
     return Gate(
         settings=settings,
         store=store,
@@ -42,8 +47,8 @@ def create_app(settings: Settings, store: Store) -> Gate:
         tickets=tickets,
         http=HttpRelay(client, max_body_bytes=settings.limits.max_body_bytes),
         http_client=client,
-        registry=ConnectionRegistry(),
-        pages=create_pages_app(settings, store, pipeline, tickets),
+        registry=registry,
+        pages=create_pages_app(settings, store, pipeline, tickets, routers=[dashboard]),
     )
 
 

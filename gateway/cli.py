@@ -1,4 +1,5 @@
-"""`meetgate …`: `serve` and `init` run locally; `room` and `invite` call the admin API."""
+"""`meetgate …`: `serve`, `init` and `doctor` run locally; `room` and `invite` call the admin
+API."""
 
 from __future__ import annotations
 
@@ -329,6 +330,23 @@ def command_invite(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- doctor
+
+
+def command_doctor(args: argparse.Namespace) -> int:
+    from gateway import doctor
+
+    options = doctor.DoctorOptions(
+        public_url=args.public_url,
+        jitsi_config_url=args.jitsi_config_url,
+        cafile=args.cafile,
+        timeout=args.timeout,
+    )
+    findings = doctor.run(Path(args.config) if args.config else None, options)
+    print(doctor.render(findings))
+    return doctor.exit_status(findings)
+
+
 # ---------------------------------------------------------------- argument parsing
 
 
@@ -347,6 +365,14 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--upstream", default="http://127.0.0.1:8080", help="Jitsi web server")
     init.add_argument("--store", default="memory://", help="memory:// or redis://host:6379/0")
     init.set_defaults(func=command_init)
+
+    doctor = sub.add_parser("doctor", help="check a live deployment; exit 1 if anything FAILs")
+    doctor.add_argument("--config", help="TOML config file (found as `serve` finds it)")
+    doctor.add_argument("--public-url", help="check TLS and headers here (default: public_url)")
+    doctor.add_argument("--jitsi-config-url", help="default: <jitsi upstream>/config.js")
+    doctor.add_argument("--cafile", help="CA certificates to trust for the public URL")
+    doctor.add_argument("--timeout", type=float, default=5.0, help="seconds per request (5)")
+    doctor.set_defaults(func=command_doctor)
 
     client_options = argparse.ArgumentParser(add_help=False)
     client_options.add_argument("--config", help="config file to read the admin API address from")

@@ -6,20 +6,22 @@ Routes are thin: parse, call the admission pipeline or the ticket authority, ren
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from fastapi import FastAPI, Query, Request
+from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 
 from gateway.admission.pipeline import AdmissionPipeline
-from gateway.admission.rooms import is_room_name
+from gateway.admission.rooms import current_room, is_room_name
 from gateway.errors import CrossSiteRequest, MeetgateError, NotAdmitted, NotFound
 from gateway.proxy.gate import cookie_name, read_cookie, request_id
 from gateway.settings import Settings
 from gateway.store import Store
 from gateway.store.records import Admission, Role
 from gateway.tickets import TicketAuthority
+from gateway.web.forms import read_form
 from gateway.web.headers import SecurityHeaders
 from gateway.web.rendering import error_body, error_headers
 from gateway.web.templating import render, static_asset
@@ -36,20 +38,32 @@ def meeting_url(admission: Admission, ticket: str) -> str:
 
 def same_origin(request: Request, public_url: str) -> bool:
     """A form post must come from Meetgate's own pages: Origin (or Sec-Fetch-Site) says so."""
-    if request.headers.get("sec-fetch-site") in ("cross-site", "same-site"):
+    site = request.headers.get("sec-fetch-site")
+    if site in ("cross-site", "same-site"):
         return False
     origin = request.headers.get("origin")
-    if origin is None or origin == "null":
-        return origin is None
+    if origin == "null":
+        # Our pages' `Referrer-Policy: no-referrer` makes browsers send `Origin: null` on their
+        # own posts; then only the browser-set Sec-Fetch-Site can vouch for them.
+        return site == "same-origin"
+    if origin is None:
+        return True
     expected = urlsplit(public_url)
     given = urlsplit(origin)
     return (given.scheme, given.netloc) == (expected.scheme, expected.netloc)
 
 
 def create_pages_app(
-    settings: Settings, store: Store, pipeline: AdmissionPipeline, tickets: TicketAuthority
+    settings: Settings,
+    store: Store,
+    pipeline: AdmissionPipeline,
+    tickets: TicketAuthority,
+    routers: Sequence[APIRouter] = (),
 ) -> SecurityHeaders:
+    """The pages app; `routers` (the host dashboard) share its error pages and headers."""
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    for router in routers:
+        app.include_router(router)
     cookie = cookie_name(settings)
 
     @app.exception_handler(MeetgateError)
@@ -98,11 +112,16 @@ def create_pages_app(
     async def join(request: Request, token: str) -> Response:
         if not same_origin(request, settings.public_url):
             raise CrossSiteRequest()
+        # `next=dashboard`: the host invite page's second button, straight to the dashboard.
+        wants_dashboard = (await read_form(request)).get("next") == "dashboard"
         now = time.time()
         client = request.client.host if request.client else "unknown"
         admitted = await pipeline.redeem(token, client, now)
-        ticket = tickets.issue(admitted.admission, now)
-        response = RedirectResponse(meeting_url(admitted.admission, ticket), status_code=303)
+        if wants_dashboard and admitted.admission.role is Role.HOST:
+            location = f"/_meetgate/host/{admitted.admission.room}"
+        else:
+            location = meeting_url(admitted.admission, tickets.issue(admitted.admission, now))
+        response = RedirectResponse(location, status_code=303)
         response.set_cookie(
             cookie,
             admitted.cookie_secret,
@@ -121,8 +140,13 @@ def create_pages_app(
         """Jitsi's `tokenAuthUrl`: a fresh ticket, only while the browser's admission is live."""
         now = time.time()
         admission = await pipeline.from_cookie(read_cookie(request.scope, cookie), now)
-        if room and (not is_room_name(room) or room != admission.room):
+        if room and not is_room_name(room):
             raise NotAdmitted()
+        if room and room != admission.room:
+            # The meeting moved: a browser asking for the old room follows its admission.
+            current = await current_room(store, room)
+            if current is None or current.name != admission.room:
+                raise NotAdmitted()
         return RedirectResponse(meeting_url(admission, tickets.issue(admission, now)), 303)
 
     @app.get("/_meetgate/health")

@@ -1,0 +1,842 @@
+"""`meetgate doctor`: checks a live deployment against the settings Meetgate runs with and reports
+one verdict per line (PASS, WARN or FAIL, with the reason), so an admin sees at once what is wrong.
+
+Every network check is bounded by a timeout. The checks only read: the one write-like step is a
+short XMPP login attempt against Jitsi's signalling, closed again at once. Redis is read (PING,
+CONFIG GET) through `redis_persistence` here rather than through the `Store` protocol, which has no
+reason to expose server configuration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import math
+import os
+import re
+import secrets
+import ssl
+import stat
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from urllib.parse import urlencode, urlsplit
+
+import httpx
+import redis.asyncio
+from pydantic import SecretStr
+from redis.exceptions import RedisError, ResponseError
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.typing import Subprotocol
+
+from gateway.errors import ConfigError
+from gateway.settings import Settings, TicketKey, TicketSettings, find_config, load_settings
+from gateway.store.records import Admission, Role
+from gateway.tickets import TicketAuthority
+
+
+class Verdict(StrEnum):
+    PASS = "PASS"  # noqa: S105 (a verdict, not a password)
+    WARN = "WARN"
+    FAIL = "FAIL"
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One line of the report: what was checked, the verdict, and why."""
+
+    check: str
+    verdict: Verdict
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class DoctorOptions:
+    """`public_url`: where to test TLS and headers from outside (default: the configured one).
+    `jitsi_config_url`: where to fetch Jitsi's config.js (default: `<upstream>/config.js`).
+    `cafile`: extra CA certificates to trust for the public URL (a private CA).
+    `timeout`: seconds for each network operation."""
+
+    public_url: str | None = None
+    jitsi_config_url: str | None = None
+    cafile: str | None = None
+    timeout: float = 5.0
+
+
+# ---------------------------------------------------------------- secrets
+
+MIN_SECRET_BITS = 128
+# Words that only a hand-written or copied example value contains (long enough that a random
+# value contains one by chance about once in a billion).
+EXAMPLE_MARKERS = ("change", "example", "placeholder", "secret", "password")
+
+
+def estimated_bits(value: str) -> float:
+    """A rough strength estimate: the string's Shannon entropy per character times its length.
+
+    It under-rates nothing random (a `secrets.token_urlsafe(32)` scores about 220 bits) and
+    catches what people type: repeated characters, words, short values.
+    """
+    if not value:
+        return 0.0
+    counts = Counter(value)
+    per_char = -sum(n / len(value) * math.log2(n / len(value)) for n in counts.values())
+    return per_char * len(value)
+
+
+def _named_secrets(settings: Settings) -> list[tuple[str, str]]:
+    named = [("[admin] token", settings.admin.token.get_secret_value())]
+    named += [
+        (f"[[tickets.keys]] {key.kid} secret", key.secret.get_secret_value())
+        for key in settings.tickets.keys
+    ]
+    named.append(("[admission] pseudonym_key", settings.admission.pseudonym_key.get_secret_value()))
+    return named
+
+
+def check_secrets(settings: Settings) -> Finding:
+    """Every secret long, random-looking, not an example value, and used for one thing only."""
+    problems: list[str] = []
+    seen: dict[str, str] = {}
+    for name, value in _named_secrets(settings):
+        lowered = value.lower()
+        marker = next((m for m in EXAMPLE_MARKERS if m in lowered), None)
+        if marker is not None:
+            problems.append(f"{name} looks like an example value (contains {marker!r})")
+        elif (bits := estimated_bits(value)) < MIN_SECRET_BITS:
+            problems.append(f"{name} is weak (about {bits:.0f} bits, want {MIN_SECRET_BITS})")
+        if value in seen:
+            problems.append(f"{name} is the same as {seen[value]}")
+        seen.setdefault(value, name)
+    if problems:
+        return Finding(
+            "secrets",
+            Verdict.FAIL,
+            "; ".join(problems) + ": generate new ones (`meetgate init`, deploy/compose/setup)",
+        )
+    return Finding(
+        "secrets", Verdict.PASS, f"{len(seen)} secrets, each long, random-looking and distinct"
+    )
+
+
+def check_settings(settings: Settings, config_path: Path) -> list[Finding]:
+    """Pure checks of the loaded settings (beyond what validation already refuses)."""
+    findings = [Finding("config", Verdict.PASS, f"{config_path} is valid"), check_secrets(settings)]
+    try:
+        mode = stat.S_IMODE(config_path.stat().st_mode)
+    except OSError:
+        mode = 0
+    if mode & 0o077:
+        findings.append(
+            Finding(
+                "config mode",
+                Verdict.WARN,
+                f"{config_path} has mode {mode:04o} and holds secrets: chmod 600 it",
+            )
+        )
+    if not settings.secure:
+        host = urlsplit(settings.public_url).hostname or ""
+        local = host in ("127.0.0.1", "localhost", "::1")
+        findings.append(
+            Finding(
+                "public_url",
+                Verdict.WARN if local else Verdict.FAIL,
+                f"{settings.public_url} is not https://: cookies are not Secure and pages send no"
+                " HSTS" + (" (fine on loopback for a first look)" if local else ""),
+            )
+        )
+    if settings.tickets.ttl_seconds > 600:
+        findings.append(
+            Finding(
+                "ticket lifetime",
+                Verdict.WARN,
+                f"[tickets] ttl_seconds = {settings.tickets.ttl_seconds}: a copied ticket opens new"
+                " connections that long; 120 s is the default",
+            )
+        )
+    return findings
+
+
+# ---------------------------------------------------------------- Jitsi's config.js
+
+# Hosts (and their subdomains) a Jitsi client must never be told about: each is a request to a
+# third party, or a trust in one (JaaS).
+THIRD_PARTY_HOSTS = (
+    "meet-jit-si-turnrelay.jitsi.net",  # the default public STUN server for p2p and the bridge
+    "jitsi.net",  # Jitsi's hosted APIs: dial-in, JaaS keys, whiteboard, rtcstats
+    "8x8.vc",
+    "8x8.com",
+    "gravatar.com",
+    "google-analytics.com",
+    "googletagmanager.com",
+    "amplitude.com",
+    "giphy.com",
+    "dropbox.com",
+    "dropboxapi.com",
+    "callstats.io",
+    "googleapis.com",
+    "google.com",
+    "microsoftonline.com",
+    "graph.microsoft.com",
+    "youtube.com",
+    "youtube-nocookie.com",
+    "matomo.cloud",
+    "sentry.io",
+)
+# Settings that switch on a third-party service when given a value.
+THIRD_PARTY_KEYS = (
+    "amplitudeAPPKey",
+    "googleAnalyticsTrackingId",
+    "matomoEndpoint",
+    "rtcstatsEndpoint",
+    "callStatsID",
+    "googleApiApplicationClientID",
+    "microsoftApiApplicationClientID",
+    "dialInNumbersUrl",
+    "dialInConfCodeUrl",
+    "inviteServiceUrl",
+    "peopleSearchUrl",
+)
+_HOSTNAME = re.compile(r"(?<![A-Za-z0-9.-])((?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,63})(?![A-Za-z0-9-])")
+_KEY_WITH_VALUE = re.compile(
+    r"\b(" + "|".join(THIRD_PARTY_KEYS) + r")['\"]?\s*[:=]\s*(['\"`])[^'\"`]+\2"
+)
+_ANONYMOUS_DOMAIN = re.compile(r"\banonymousdomain['\"]?\s*[:=]\s*(['\"`])([^'\"`]+)\1")
+_NO_THIRD_PARTY = re.compile(r"\bdisableThirdPartyRequests['\"]?\s*[:=]\s*true\b")
+
+
+def strip_js_comments(source: str) -> str:
+    """`source` without `//` and `/* */` comments; string literals are kept as they are.
+
+    Jitsi's stock config.js documents third-party hosts in comments; only code counts.
+    """
+    out: list[str] = []
+    i, n = 0, len(source)
+    quote: str | None = None
+    while i < n:
+        char = source[i]
+        if quote is not None:
+            out.append(char)
+            if char == "\\" and i + 1 < n:
+                out.append(source[i + 1])
+                i += 2
+                continue
+            if char == quote or (char == "\n" and quote != "`"):
+                quote = None
+            i += 1
+        elif char in "'\"`":
+            quote = char
+            out.append(char)
+            i += 1
+        elif source.startswith("//", i):
+            end = source.find("\n", i)
+            i = n if end < 0 else end
+        elif source.startswith("/*", i):
+            end = source.find("*/", i + 2)
+            i = n if end < 0 else end + 2
+            out.append(" ")
+        else:
+            out.append(char)
+            i += 1
+    return "".join(out)
+
+
+def third_party_hosts(text: str) -> list[str]:
+    """The third-party hostnames named in `text` (no comment stripping), sorted, each once."""
+    found = set()
+    for match in _HOSTNAME.finditer(text):
+        host = match.group(1).lower()
+        if any(host == bad or host.endswith("." + bad) for bad in THIRD_PARTY_HOSTS):
+            found.add(host)
+    return sorted(found)
+
+
+def scan_jitsi_config(source: str, public_url: str) -> list[Finding]:
+    """Verdicts on Jitsi's config.js: third parties, a guest domain, where expired tickets go."""
+    code = strip_js_comments(source)
+    findings: list[Finding] = []
+    hosts = third_party_hosts(code)
+    keys = sorted({match.group(1) for match in _KEY_WITH_VALUE.finditer(code)})
+    if hosts or keys:
+        named = [*hosts, *(f"{key} (set)" for key in keys)]
+        findings.append(
+            Finding(
+                "third parties",
+                Verdict.FAIL,
+                "config.js sends browsers to third parties: " + ", ".join(named),
+            )
+        )
+    else:
+        findings.append(Finding("third parties", Verdict.PASS, "config.js names no third party"))
+    if not _NO_THIRD_PARTY.search(code):
+        findings.append(
+            Finding(
+                "third-party switch",
+                Verdict.WARN,
+                "config.js does not set disableThirdPartyRequests: true (gravatar, callstats and"
+                " others stay possible)",
+            )
+        )
+    if "stunServers" not in code:
+        findings.append(
+            Finding(
+                "p2p STUN",
+                Verdict.WARN,
+                "config.js sets no p2p.stunServers: the client then falls back to Jitsi's public"
+                " STUN server for two-person calls; point it at your own TURN/STUN",
+            )
+        )
+    guest = _ANONYMOUS_DOMAIN.search(code)
+    if guest is not None:
+        findings.append(
+            Finding(
+                "guest domain",
+                Verdict.FAIL,
+                f"config.js names a guest domain ({guest.group(2)}): anyone can join without a"
+                " ticket; set ENABLE_GUESTS=0 and remove hosts.anonymousdomain",
+            )
+        )
+    else:
+        findings.append(Finding("guest domain", Verdict.PASS, "config.js has no anonymousdomain"))
+    ticket_url = f"{public_url}/_meetgate/ticket"
+    if ticket_url in code:
+        findings.append(Finding("tokenAuthUrl", Verdict.PASS, f"points at {ticket_url}"))
+    else:
+        findings.append(
+            Finding(
+                "tokenAuthUrl",
+                Verdict.WARN,
+                f"config.js does not point tokenAuthUrl at {ticket_url}?room={{room}}: an expired"
+                " ticket cannot be renewed",
+            )
+        )
+    return findings
+
+
+# ---------------------------------------------------------------- Redis
+
+
+@dataclass(frozen=True, slots=True)
+class RedisPersistence:
+    appendonly: str | None  # "yes" / "no", or None when CONFIG is not allowed
+    save: str | None
+
+
+async def redis_persistence(url: str, seconds: float) -> RedisPersistence:
+    """PING the store's Redis and read its persistence settings; writes nothing.
+
+    The one place doctor talks to Redis (the `Store` protocol has no reason to expose server
+    configuration). Raises RedisError or OSError when Redis cannot be reached.
+    """
+    client = redis.asyncio.Redis.from_url(
+        url, socket_timeout=seconds, socket_connect_timeout=seconds, decode_responses=True
+    )
+    try:
+        await client.ping()
+        try:
+            appendonly = await client.config_get("appendonly")
+            save = await client.config_get("save")
+        except ResponseError:
+            # Managed Redis services often rename or forbid CONFIG.
+            return RedisPersistence(appendonly=None, save=None)
+        return RedisPersistence(appendonly=appendonly.get("appendonly"), save=save.get("save"))
+    finally:
+        await client.aclose()  # type: ignore[attr-defined]  # types-redis predates aclose
+
+
+async def check_store(settings: Settings, seconds: float) -> list[Finding]:
+    url = settings.store.url
+    if urlsplit(url).scheme == "memory":
+        return [
+            Finding(
+                "store",
+                Verdict.WARN,
+                "memory:// store: one process only, and every room, invite, admission and"
+                " revocation is lost on restart; use redis:// in production",
+            )
+        ]
+    where = url.split("@")[-1]
+    try:
+        persistence = await redis_persistence(url, seconds)
+    except (RedisError, OSError) as exc:
+        return [Finding("store", Verdict.FAIL, f"Redis at {where} does not answer: {exc}")]
+    findings = [Finding("store", Verdict.PASS, f"Redis at {where} answers")]
+    if persistence.appendonly is None:
+        findings.append(
+            Finding(
+                "persistence",
+                Verdict.WARN,
+                "cannot read Redis's CONFIG (not allowed here): make sure AOF is on, or"
+                " revocations are lost when Redis restarts",
+            )
+        )
+    elif persistence.appendonly == "yes":
+        findings.append(Finding("persistence", Verdict.PASS, "Redis writes an append-only file"))
+    else:
+        snapshots = f" (RDB snapshots only: save {persistence.save!r})" if persistence.save else ""
+        findings.append(
+            Finding(
+                "persistence",
+                Verdict.FAIL,
+                f"Redis has appendonly {persistence.appendonly}{snapshots}: revocations and bans"
+                " since the last snapshot are lost on restart; set appendonly yes",
+            )
+        )
+    return findings
+
+
+# ---------------------------------------------------------------- Jitsi upstream
+
+
+async def check_upstream(
+    client: httpx.AsyncClient, settings: Settings, config_url: str
+) -> list[Finding]:
+    upstream = settings.jitsi.upstream
+    try:
+        response = await client.get(upstream + "/")
+    except httpx.HTTPError as exc:
+        return [Finding("jitsi web", Verdict.FAIL, f"{upstream} does not answer: {_reason(exc)}")]
+    findings = [Finding("jitsi web", Verdict.PASS, f"{upstream} answers ({response.status_code})")]
+    try:
+        config = await client.get(config_url)
+    except httpx.HTTPError as exc:
+        findings.append(
+            Finding("config.js", Verdict.FAIL, f"cannot fetch {config_url}: {_reason(exc)}")
+        )
+        return findings
+    if config.status_code != 200:
+        findings.append(
+            Finding("config.js", Verdict.FAIL, f"{config_url} answered {config.status_code}")
+        )
+        return findings
+    return findings + scan_jitsi_config(config.text, settings.public_url)
+
+
+# ---------------------------------------------------------------- signalling bypass
+
+DOCTOR_ROOM = "meetgate-doctor"
+_SUCCESS = re.compile(r"<(?:\w+:)?success\b")
+_FAILURE = re.compile(r"<(?:\w+:)?failure\b[^>]*>(.*?)</(?:\w+:)?failure>|<(?:\w+:)?failure\b")
+_FEATURES = re.compile(r"<(?:\w+:)?features\b")
+_TERMINATE = re.compile(r"\btype=['\"]terminate['\"]")
+_CONDITION = re.compile(r"<([a-z-]+)\b")
+_SID = re.compile(r"\bsid=['\"]([^'\"]+)['\"]")
+
+
+class LoginResult(StrEnum):
+    ACCEPTED = "accepted"
+    REFUSED = "refused"
+    UNREACHABLE = "unreachable"
+
+
+@dataclass(frozen=True, slots=True)
+class Login:
+    result: LoginResult
+    how: str
+
+
+def _failure_reason(text: str) -> str:
+    match = _FAILURE.search(text)
+    inner = match.group(1) if match and match.group(1) else ""
+    condition = _CONDITION.search(inner)
+    return f"SASL failure <{condition.group(1)}/>" if condition else "SASL failure"
+
+
+def _websocket_url(base: str) -> str:
+    parts = urlsplit(base)
+    scheme = "wss" if parts.scheme == "https" else "ws"
+    return f"{scheme}://{parts.netloc}{parts.path}"
+
+
+def _signalling_query(token: str | None) -> str:
+    query = {"room": DOCTOR_ROOM}
+    if token is not None:
+        query["token"] = token
+    return urlencode(query)
+
+
+async def websocket_login(base: str, domain: str, token: str | None, seconds: float) -> Login:
+    """Try an XMPP-over-WebSocket (RFC 7395) SASL ANONYMOUS login, the way Jitsi's client does,
+    with `token` in the query string; close the stream again at once."""
+    url = f"{_websocket_url(base)}/xmpp-websocket?{_signalling_query(token)}"
+    try:
+        async with asyncio.timeout(seconds):
+            async with connect(
+                url,
+                subprotocols=[Subprotocol("xmpp")],
+                open_timeout=seconds,
+                compression=None,
+                user_agent_header="meetgate-doctor",
+                proxy=None,
+                max_size=1 << 20,
+            ) as socket:
+                await socket.send(
+                    '<open xmlns="urn:ietf:params:xml:ns:xmpp-framing"'
+                    f' to="{domain}" version="1.0"/>'
+                )
+                while not _FEATURES.search(str(await socket.recv())):
+                    pass
+                await socket.send(
+                    '<auth xmlns="urn:ietf:params:xml:ns:xmpp-sasl" mechanism="ANONYMOUS"/>'
+                )
+                while True:
+                    reply = str(await socket.recv())
+                    if _SUCCESS.search(reply):
+                        await socket.send('<close xmlns="urn:ietf:params:xml:ns:xmpp-framing"/>')
+                        return Login(LoginResult.ACCEPTED, "SASL success")
+                    if _FAILURE.search(reply):
+                        return Login(LoginResult.REFUSED, _failure_reason(reply))
+    except InvalidStatus as exc:
+        status = exc.response.status_code
+        return Login(LoginResult.REFUSED, f"HTTP {status} at the WebSocket handshake")
+    except ConnectionClosed:
+        return Login(LoginResult.REFUSED, "closed the connection before authentication")
+    except TimeoutError:
+        return Login(LoginResult.UNREACHABLE, f"no answer within {seconds:g} s")
+    except (OSError, InvalidHandshake) as exc:
+        return Login(LoginResult.UNREACHABLE, f"cannot connect: {exc}")
+
+
+def _bosh_body(rid: int, sid: str, inner: str = "", extra: str = "") -> str:
+    return (
+        f"<body xmlns='http://jabber.org/protocol/httpbind' rid='{rid}' sid='{sid}'{extra}>"
+        f"{inner}</body>"
+    )
+
+
+async def bosh_login(
+    client: httpx.AsyncClient, base: str, domain: str, token: str | None, seconds: float
+) -> Login:
+    """Try a BOSH (XEP-0124/0206) SASL ANONYMOUS login with `token` in the query string, then
+    terminate the session."""
+    url = f"{base}/http-bind?{_signalling_query(token)}"
+    headers = {"content-type": "text/xml; charset=utf-8"}
+    rid = secrets.randbelow(1 << 40) + 1
+    try:
+        async with asyncio.timeout(seconds):
+            opened = await client.post(
+                url,
+                headers=headers,
+                content=(
+                    "<body xmlns='http://jabber.org/protocol/httpbind'"
+                    " xmlns:xmpp='urn:xmpp:xbosh' content='text/xml; charset=utf-8'"
+                    f" rid='{rid}' to='{domain}' xml:lang='en' wait='2' hold='1' ver='1.6'"
+                    " xmpp:version='1.0'/>"
+                ),
+            )
+            if opened.status_code != 200:
+                return Login(LoginResult.REFUSED, f"HTTP {opened.status_code} on session creation")
+            if _TERMINATE.search(opened.text):
+                return Login(LoginResult.REFUSED, "terminated the session at once")
+            sid_match = _SID.search(opened.text)
+            if sid_match is None:
+                return Login(LoginResult.REFUSED, "created no session")
+            sid = sid_match.group(1)
+            text = opened.text
+            while not _FEATURES.search(text):
+                rid += 1
+                text = (await client.post(url, headers=headers, content=_bosh_body(rid, sid))).text
+                if _TERMINATE.search(text):
+                    return Login(LoginResult.REFUSED, "terminated the session")
+            rid += 1
+            auth = "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='ANONYMOUS'/>"
+            reply = await client.post(url, headers=headers, content=_bosh_body(rid, sid, auth))
+            text = reply.text
+            while True:
+                if reply.status_code != 200:
+                    return Login(LoginResult.REFUSED, f"HTTP {reply.status_code} on login")
+                if _SUCCESS.search(text):
+                    rid += 1
+                    await client.post(
+                        url,
+                        headers=headers,
+                        content=_bosh_body(rid, sid, extra=" type='terminate'"),
+                    )
+                    return Login(LoginResult.ACCEPTED, "SASL success")
+                if _FAILURE.search(text):
+                    return Login(LoginResult.REFUSED, _failure_reason(text))
+                if _TERMINATE.search(text):
+                    return Login(LoginResult.REFUSED, "terminated the session")
+                rid += 1
+                reply = await client.post(url, headers=headers, content=_bosh_body(rid, sid))
+                text = reply.text
+    except TimeoutError:
+        return Login(LoginResult.UNREACHABLE, f"no answer within {seconds:g} s")
+    except httpx.HTTPError as exc:
+        return Login(LoginResult.UNREACHABLE, f"cannot connect: {_reason(exc)}")
+
+
+def doctor_tickets(settings: Settings, now: float) -> tuple[str, str]:
+    """A genuine ticket (the active key) and a forged one: the same claims, signed with a random
+    secret under the same kid, as an attacker who guessed everything but the key would."""
+    admission = Admission(
+        id="meetgate-doctor",
+        room=DOCTOR_ROOM,
+        identity="meetgate-doctor",
+        name="meetgate doctor",
+        role=Role.ATTENDEE,
+        via="doctor",
+        client_addr="127.0.0.1",
+        created_at=now,
+        expires_at=now + 60,
+    )
+    genuine = TicketAuthority.from_settings(settings).issue(admission, now)
+    forged_settings = TicketSettings(
+        ttl_seconds=settings.tickets.ttl_seconds,
+        keys=[
+            TicketKey(kid=settings.tickets.signing_kid, secret=SecretStr(secrets.token_urlsafe(48)))
+        ],
+    )
+    forged = TicketAuthority(forged_settings, settings.jitsi).issue(admission, now)
+    return genuine, forged
+
+
+def _refusal_finding(check: str, base: str, login: Login) -> Finding:
+    if login.result is LoginResult.REFUSED:
+        return Finding(check, Verdict.PASS, f"{base} refused it ({login.how})")
+    if login.result is LoginResult.ACCEPTED:
+        return Finding(
+            check,
+            Verdict.FAIL,
+            f"{base} ACCEPTED it ({login.how}): anyone who reaches it joins without Meetgate;"
+            " use JWT auth with allow_empty_token off and no guest domain (docs/jitsi.md)",
+        )
+    return Finding(check, Verdict.FAIL, f"could not check {base}: {login.how}")
+
+
+async def check_signalling(
+    client: httpx.AsyncClient, settings: Settings, seconds: float
+) -> list[Finding]:
+    """Connect straight to the signalling upstream, as someone who got past the gate would."""
+    base = settings.jitsi.signalling
+    domain = settings.jitsi.xmpp_domain
+    genuine, forged = doctor_tickets(settings, time.time())
+    logins = await asyncio.gather(
+        websocket_login(base, domain, None, seconds),
+        websocket_login(base, domain, forged, seconds),
+        bosh_login(client, base, domain, None, seconds),
+        bosh_login(client, base, domain, forged, seconds),
+        websocket_login(base, domain, genuine, seconds),
+    )
+    findings = [
+        _refusal_finding("websocket, no ticket", base, logins[0]),
+        _refusal_finding("websocket, forged", base, logins[1]),
+        _refusal_finding("bosh, no ticket", base, logins[2]),
+        _refusal_finding("bosh, forged", base, logins[3]),
+    ]
+    genuine_login = logins[4]
+    if genuine_login.result is LoginResult.ACCEPTED:
+        findings.append(
+            Finding("genuine ticket", Verdict.PASS, f"{base} accepts a ticket Meetgate signs")
+        )
+    else:
+        findings.append(
+            Finding(
+                "genuine ticket",
+                Verdict.FAIL,
+                f"{base} refused a ticket signed with the active key ({genuine_login.how}):"
+                " nobody can join; check JWT_APP_SECRET, app_id, audience and xmpp_domain"
+                " against docs/jitsi.md",
+            )
+        )
+    return findings
+
+
+# ---------------------------------------------------------------- clocks
+
+CLOCK_WARN_SECONDS = 5.0
+CLOCK_FAIL_SECONDS = 30.0
+
+
+async def check_clock(client: httpx.AsyncClient, settings: Settings) -> Finding:
+    """Compare the upstreams' HTTP Date with ours: prosody checks nbf and exp with no leeway."""
+    urls = dict.fromkeys([settings.jitsi.signalling + "/", settings.jitsi.upstream + "/"])
+    for url in urls:
+        started = time.time()
+        try:
+            response = await client.get(url)
+        except httpx.HTTPError:
+            continue
+        local = (started + time.time()) / 2
+        header = response.headers.get("date")
+        if header is None:
+            continue
+        try:
+            remote = email.utils.parsedate_to_datetime(header).timestamp()
+        except (TypeError, ValueError):
+            continue
+        # The Date header has one-second resolution.
+        skew = max(0.0, abs(remote - local) - 1.0)
+        where = url.rstrip("/")
+        if skew > CLOCK_FAIL_SECONDS:
+            return Finding(
+                "clock",
+                Verdict.FAIL,
+                f"{where} is {remote - local:+.0f} s off this machine: fresh tickets are refused"
+                " or expire early; run NTP on both hosts",
+            )
+        if skew > CLOCK_WARN_SECONDS:
+            return Finding(
+                "clock", Verdict.WARN, f"{where} is {remote - local:+.0f} s off: run NTP on both"
+            )
+        return Finding("clock", Verdict.PASS, f"{where} agrees with this machine within 5 s")
+    return Finding("clock", Verdict.WARN, "no upstream sent a Date header to compare clocks with")
+
+
+# ---------------------------------------------------------------- from outside
+
+MIN_HSTS_SECONDS = 180 * 24 * 3600
+_MAX_AGE = re.compile(r"max-age\s*=\s*\"?(\d+)")
+
+
+async def check_public(public_url: str, cafile: str | None, seconds: float) -> list[Finding]:
+    """What a browser sees: HTTPS, HSTS and a Content-Security-Policy on Meetgate's own pages."""
+    url = public_url.rstrip("/") + "/_meetgate/health"
+    if urlsplit(public_url).scheme != "https":
+        return [
+            Finding(
+                "https",
+                Verdict.FAIL,
+                f"{public_url} is not HTTPS: browsers refuse camera and microphone, and every"
+                " cookie and ticket crosses the network in clear",
+            )
+        ]
+    verify: ssl.SSLContext | bool = True
+    if cafile is not None:
+        verify = ssl.create_default_context(cafile=cafile)
+    try:
+        async with httpx.AsyncClient(
+            verify=verify, timeout=seconds, trust_env=False, follow_redirects=False
+        ) as client:
+            response = await client.get(url)
+    except httpx.ConnectError as exc:
+        return [Finding("https", Verdict.FAIL, f"cannot connect to {url}: {_reason(exc)}")]
+    except httpx.HTTPError as exc:
+        return [Finding("https", Verdict.FAIL, f"{url}: {_reason(exc)}")]
+    findings = [Finding("https", Verdict.PASS, f"{public_url} serves a valid certificate")]
+    if response.status_code == 200 and response.text.strip() == "ok":
+        findings.append(Finding("gate", Verdict.PASS, "Meetgate answers through the TLS front"))
+    else:
+        findings.append(
+            Finding(
+                "gate",
+                Verdict.FAIL,
+                f"{url} answered {response.status_code}, not Meetgate's health page: is the TLS"
+                " front proxying to Meetgate, and is its store up?",
+            )
+        )
+    hsts = response.headers.get("strict-transport-security")
+    max_age = _MAX_AGE.search(hsts or "")
+    if hsts is None or max_age is None:
+        findings.append(Finding("hsts", Verdict.FAIL, "no Strict-Transport-Security header"))
+    elif int(max_age.group(1)) < MIN_HSTS_SECONDS:
+        findings.append(
+            Finding("hsts", Verdict.WARN, f"Strict-Transport-Security is short: {hsts}")
+        )
+    else:
+        findings.append(Finding("hsts", Verdict.PASS, hsts))
+    csp = response.headers.get("content-security-policy")
+    if csp and "default-src" in csp:
+        findings.append(Finding("csp", Verdict.PASS, "Content-Security-Policy present"))
+    else:
+        findings.append(
+            Finding(
+                "csp",
+                Verdict.FAIL,
+                "no Content-Security-Policy with a default-src: is something in front rewriting"
+                " Meetgate's headers?",
+            )
+        )
+    return findings
+
+
+# ---------------------------------------------------------------- running it all
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text or type(exc).__name__
+
+
+async def _bounded(
+    check: str, seconds: float, make: Callable[[], Awaitable[list[Finding]]]
+) -> list[Finding]:
+    """Run one group of checks with a hard deadline, so doctor always finishes."""
+    try:
+        async with asyncio.timeout(seconds):
+            return await make()
+    except TimeoutError:
+        return [Finding(check, Verdict.FAIL, f"did not finish within {seconds:g} s")]
+
+
+async def diagnose(settings: Settings, config_path: Path, options: DoctorOptions) -> list[Finding]:
+    """Every check, in report order; the network ones run concurrently."""
+    public_url = (options.public_url or settings.public_url).rstrip("/")
+    config_url = options.jitsi_config_url or settings.jitsi.upstream + "/config.js"
+    # Each group makes a few round trips at most; give it room beyond the per-request timeout.
+    group = options.timeout * 4
+    async with httpx.AsyncClient(
+        timeout=options.timeout, trust_env=False, follow_redirects=False
+    ) as client:
+
+        async def clock() -> list[Finding]:
+            return [await check_clock(client, settings)]
+
+        groups = await asyncio.gather(
+            _bounded("store", group, lambda: check_store(settings, options.timeout)),
+            _bounded("jitsi web", group, lambda: check_upstream(client, settings, config_url)),
+            _bounded(
+                "signalling", group, lambda: check_signalling(client, settings, options.timeout)
+            ),
+            _bounded("clock", group, clock),
+            _bounded(
+                "https", group, lambda: check_public(public_url, options.cafile, options.timeout)
+            ),
+        )
+    findings = check_settings(settings, config_path)
+    for found in groups:
+        findings += found
+    return findings
+
+
+def run(config: Path | None, options: DoctorOptions) -> list[Finding]:
+    """Load the settings as `meetgate serve` would, then check the deployment they describe."""
+    path = find_config(config, os.environ)
+    if path is None:
+        return [
+            Finding(
+                "config",
+                Verdict.FAIL,
+                "no config file (--config, $MEETGATE_CONFIG, ./meetgate.toml,"
+                " /etc/meetgate/meetgate.toml): write one with `meetgate init`",
+            )
+        ]
+    try:
+        settings = load_settings(path, allow_ephemeral=False)
+    except ConfigError as exc:
+        return [Finding("config", Verdict.FAIL, "; ".join(exc.problems))]
+    return asyncio.run(diagnose(settings, path, options))
+
+
+def render(findings: list[Finding]) -> str:
+    """The report: one line per finding, then a summary line."""
+    width = max((len(f.check) for f in findings), default=0)
+    lines = [f"{f.verdict.value}  {f.check.ljust(width)}  {f.detail}" for f in findings]
+    counts = Counter(f.verdict for f in findings)
+    summary = ", ".join(f"{counts[v]} {v.value}" for v in Verdict)
+    if counts[Verdict.FAIL]:
+        lines.append(f"{summary}: fix every FAIL before people meet here.")
+    elif counts[Verdict.WARN]:
+        lines.append(f"{summary}: no failure; read the warnings.")
+    else:
+        lines.append(f"{summary}: all good.")
+    return "\n".join(lines)
+
+
+def exit_status(findings: list[Finding]) -> int:
+    """0 when nothing failed (warnings allowed), 1 otherwise."""
+    return 1 if any(f.verdict is Verdict.FAIL for f in findings) else 0

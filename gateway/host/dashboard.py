@@ -1,0 +1,368 @@
+"""The host dashboard: a room's live roster and the host actions on it, as pages and as JSON.
+
+Routes only parse, check the request (same origin, host admission, CSRF token), call HostDesk and
+render; every decision about who may do what lives in gateway/host/actions.py. Each action works
+without script: a form without `confirmed=1` gets a confirmation page repeating it with that field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+
+from gateway.admission.pipeline import AdmissionPipeline
+from gateway.errors import CrossSiteRequest, CsrfFailed, InvalidInput, NotFound, NotHost
+from gateway.host.actions import HostDesk, address_prefix
+from gateway.proxy.gate import cookie_name, read_cookie, request_id
+from gateway.settings import Settings
+from gateway.store.records import Admission, AuditEntry, Role, Room
+from gateway.web.forms import read_form
+from gateway.web.pages import same_origin
+from gateway.web.rendering import wants_json
+from gateway.web.templating import render
+
+HOST_PREFIX = "/_meetgate/host"
+ADMISSION_ID_SHAPE = re.compile(r"[0-9a-f]{64}")
+# How long a ban lasts, as the form offers it (seconds, None for good; choice; phrase).
+BAN_DURATIONS: dict[str, tuple[float | None, str, str]] = {
+    "1h": (3600.0, "1 hour", "for 1 hour"),
+    "1d": (86400.0, "1 day", "for 1 day"),
+    "7d": (7 * 86400.0, "7 days", "for 7 days"),
+    "forever": (None, "for good", "for good"),
+}
+AUDIT_SHOWN = 50
+
+RegistryCounts = Callable[[str], int]
+
+
+def dashboard_path(room: str) -> str:
+    return f"{HOST_PREFIX}/{room}"
+
+
+class CsrfTokens:
+    """Stateless CSRF tokens: a keyed hash over the host's admission id and the room, so a token
+    is good only for that host's session and that room (and dies with the admission)."""
+
+    def __init__(self, secret: bytes) -> None:
+        self._key = hmac.new(secret, b"meetgate host dashboard csrf v1", hashlib.sha256).digest()
+
+    def issue(self, admission_id: str, room: str) -> str:
+        message = f"{admission_id}\n{room}".encode()
+        return hmac.new(self._key, message, hashlib.sha256).hexdigest()
+
+    def check(self, token: str | None, admission_id: str, room: str) -> None:
+        expected = self.issue(admission_id, room).encode()
+        given = (token or "").encode("utf-8", "replace")
+        if not hmac.compare_digest(given, expected):
+            raise CsrfFailed()
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What an action did: `room` is the dashboard to show next (a move changes it)."""
+
+    done: bool
+    message: str
+    room: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Confirmation:
+    question: str
+    explanation: str
+    button: str
+    danger: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ActionRequest:
+    """A parsed, checked action request: the acting host, the room, the form's fields."""
+
+    host: Admission
+    room: str
+    fields: dict[str, str]
+    target: Admission | None
+    now: float
+
+    @property
+    def target_name(self) -> str:
+        return self.target.name if self.target is not None else "this participant"
+
+
+def participant_view(admission: Admission, connections: int) -> dict[str, Any]:
+    return {
+        "id": admission.id,
+        "name": admission.name,
+        "role": admission.role.value,
+        "via": admission.via,
+        "since": admission.created_at,
+        "connections": connections,
+        "address": address_prefix(admission.client_addr),
+    }
+
+
+def audit_view(entry: AuditEntry) -> dict[str, Any]:
+    return {
+        "at": entry.at,
+        "actor_name": entry.actor_name,
+        "action": entry.action,
+        "target": entry.target,
+        "detail": entry.detail,
+    }
+
+
+def room_view(room: Room) -> dict[str, Any]:
+    return {
+        "name": room.name,
+        "title": room.title,
+        "locked": room.locked,
+        "approval_required": room.approval_required,
+        "moved_to": room.moved_to,
+    }
+
+
+def clock(at: float) -> str:
+    """A time for the page before its script shows it in the viewer's own time zone."""
+    return datetime.fromtimestamp(at, UTC).strftime("%H:%M UTC")
+
+
+def iso_time(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).isoformat(timespec="seconds")
+
+
+def _ban_duration(fields: dict[str, str]) -> tuple[float | None, str]:
+    choice = BAN_DURATIONS.get(fields.get("duration", ""))
+    if choice is None:
+        raise InvalidInput("Choose how long the ban lasts: 1h, 1d, 7d or forever.")
+    seconds, _, phrase = choice
+    return seconds, phrase
+
+
+def _confirmation(action: str, request: ActionRequest) -> Confirmation:
+    name = request.target_name
+    if action == "revoke":
+        return Confirmation(
+            f"Remove {name} from the meeting?",
+            "They drop out at once. Their invite cannot bring them back with this admission.",
+            "Remove",
+            danger=True,
+        )
+    if action == "ban":
+        _, label = _ban_duration(request.fields)
+        return Confirmation(
+            f"Remove and ban {name} {label}?",
+            "They drop out at once and cannot come back into this meeting, even if it moves,"
+            " while the ban lasts.",
+            "Remove and ban",
+            danger=True,
+        )
+    if action == "lock":
+        return Confirmation(
+            "Lock the room?",
+            "Nobody new can join. Everyone already in the meeting stays.",
+            "Lock",
+        )
+    if action == "unlock":
+        return Confirmation(
+            "Unlock the room?",
+            "People with a valid invite can join again; this also ends a lockdown.",
+            "Unlock",
+        )
+    if action == "lockdown":
+        return Confirmation(
+            "Declare an emergency lockdown?",
+            "The room is locked and every attendee is removed at once. Hosts stay. Attendees"
+            " cannot come back on their own until a host unlocks the room.",
+            "Lockdown now",
+            danger=True,
+        )
+    return Confirmation(
+        "Move the meeting to a fresh room?",
+        "Everyone still admitted is carried over to a new room with an unguessable name; their"
+        " browsers reconnect by themselves. Removed and banned people stay behind.",
+        "Move the meeting",
+    )
+
+
+def create_dashboard_router(
+    settings: Settings,
+    pipeline: AdmissionPipeline,
+    desk: HostDesk,
+    registry_counts: RegistryCounts,
+) -> APIRouter:
+    """The dashboard's routes under /_meetgate/host/…; `registry_counts(admission_id)` is the
+    number of connections that admission has open on this replica."""
+    router = APIRouter()
+    cookie = cookie_name(settings)
+    csrf = CsrfTokens(settings.admission.pseudonym_key.get_secret_value().encode())
+
+    async def host_of(request: Request, room: str, now: float) -> tuple[Admission, Room]:
+        host = await pipeline.from_cookie(read_cookie(request.scope, cookie), now)
+        return host, await desk.room(host, room, now)
+
+    async def roster_of(host: Admission, room: Room, now: float) -> dict[str, Any]:
+        admissions = await desk.roster(host, room.name, now)
+        audit = await desk.audit(host, room.name, now)
+        return {
+            "room": room_view(room),
+            "participants": [participant_view(a, registry_counts(a.id)) for a in admissions],
+            "audit": [audit_view(entry) for entry in audit[:AUDIT_SHOWN]],
+        }
+
+    async def revoke(request: ActionRequest) -> Outcome:
+        admission_id = request.fields.get("admission", "")
+        done = ADMISSION_ID_SHAPE.fullmatch(admission_id) is not None and await desk.revoke(
+            request.host, request.room, admission_id, request.now
+        )
+        message = (
+            f"{request.target_name} was removed from the meeting."
+            if done
+            else "Nothing to do: this participant is no longer in the meeting."
+        )
+        return Outcome(done, message, request.room)
+
+    async def ban(request: ActionRequest) -> Outcome:
+        admission_id = request.fields.get("admission", "")
+        seconds, label = _ban_duration(request.fields)
+        until = None if seconds is None else request.now + seconds
+        done = ADMISSION_ID_SHAPE.fullmatch(admission_id) is not None and await desk.ban(
+            request.host, request.room, admission_id, until, request.now
+        )
+        message = (
+            f"{request.target_name} was removed and banned {label}."
+            if done
+            else "Nothing to do: this participant is not known in this meeting."
+        )
+        return Outcome(done, message, request.room, {"until": until})
+
+    async def lock(request: ActionRequest) -> Outcome:
+        room = await desk.set_locked(request.host, request.room, True, request.now)
+        return Outcome(
+            True, "The room is locked: nobody new can join.", room.name, {"locked": True}
+        )
+
+    async def unlock(request: ActionRequest) -> Outcome:
+        room = await desk.set_locked(request.host, request.room, False, request.now)
+        return Outcome(True, "The room is open again.", room.name, {"locked": False})
+
+    async def lockdown(request: ActionRequest) -> Outcome:
+        removed = await desk.lockdown(request.host, request.room, request.now)
+        removed_text = "1 attendee was" if removed == 1 else f"{removed} attendees were"
+        message = f"Lockdown: the room is locked and {removed_text} removed."
+        return Outcome(True, message, request.room, {"removed": removed})
+
+    async def move(request: ActionRequest) -> Outcome:
+        successor = await desk.move(request.host, request.room, request.now)
+        message = f"The meeting moved to the room {successor.name}."
+        return Outcome(True, message, successor.name, {"room": successor.name})
+
+    actions: dict[str, Callable[[ActionRequest], Awaitable[Outcome]]] = {
+        "revoke": revoke,
+        "ban": ban,
+        "lock": lock,
+        "unlock": unlock,
+        "lockdown": lockdown,
+        "move": move,
+    }
+
+    @router.get(HOST_PREFIX)
+    async def own_dashboard(request: Request) -> Response:
+        """Where a host's admission is now (after a co-host moved the meeting, for instance)."""
+        host = await pipeline.from_cookie(read_cookie(request.scope, cookie), time.time())
+        if host.role is not Role.HOST:
+            raise NotHost()
+        return RedirectResponse(dashboard_path(host.room), status_code=303)
+
+    @router.get(HOST_PREFIX + "/{room}", response_class=HTMLResponse)
+    async def dashboard(request: Request, room: str) -> HTMLResponse:
+        now = time.time()
+        host, current = await host_of(request, room, now)
+        view = await roster_of(host, current, now)
+        page = render(
+            "host.html",
+            room=view["room"],
+            participants=view["participants"],
+            audit=view["audit"],
+            you=host.id,
+            csrf=csrf.issue(host.id, current.name),
+            prefix=HOST_PREFIX,
+            ban_durations=[(key, *labels) for key, (_, *labels) in BAN_DURATIONS.items()],
+            clock=clock,
+            iso_time=iso_time,
+            request_id=request_id(request.scope),
+        )
+        return HTMLResponse(page)
+
+    @router.get(HOST_PREFIX + "/{room}/roster")
+    async def roster(request: Request, room: str) -> JSONResponse:
+        now = time.time()
+        host, current = await host_of(request, room, now)
+        return JSONResponse(await roster_of(host, current, now))
+
+    @router.post(HOST_PREFIX + "/{room}/{action}")
+    async def act(request: Request, room: str, action: str) -> Response:
+        perform = actions.get(action)
+        if perform is None:
+            raise NotFound()
+        if not same_origin(request, settings.public_url):
+            raise CrossSiteRequest()
+        now = time.time()
+        # Hosts first, then the token: someone who is not a host learns only that.
+        host, current = await host_of(request, room, now)
+        fields = await read_form(request)
+        csrf.check(fields.get("csrf"), host.id, current.name)
+        target = None
+        if action in ("revoke", "ban"):
+            if "admission" not in fields:
+                raise InvalidInput("Say whose admission this is about (field 'admission').")
+            wanted = fields["admission"]
+            target = next(
+                (a for a in await desk.roster(host, room, now) if a.id == wanted),
+                None,
+            )
+        parsed = ActionRequest(host=host, room=current.name, fields=fields, target=target, now=now)
+        as_json = wants_json(request.scope)
+        if fields.get("confirmed") != "1":
+            confirmation = _confirmation(action, parsed)
+            if as_json:
+                return JSONResponse({"ok": True, "done": False, "confirm": confirmation.question})
+            page = render(
+                "host_confirm.html",
+                room=room_view(current),
+                action=action,
+                confirmation=confirmation,
+                fields={k: v for k, v in fields.items() if k in ("admission", "duration")},
+                csrf=fields["csrf"],
+                prefix=HOST_PREFIX,
+                request_id=request_id(request.scope),
+            )
+            return HTMLResponse(page)
+        outcome = await perform(parsed)
+        if as_json:
+            return JSONResponse(
+                {"ok": True, "done": outcome.done, "message": outcome.message, **outcome.extra}
+            )
+        if outcome.done:
+            return RedirectResponse(dashboard_path(outcome.room), status_code=303)
+        page = render(
+            "host_confirm.html",
+            room=room_view(current),
+            action=action,
+            confirmation=None,
+            message=outcome.message,
+            prefix=HOST_PREFIX,
+            request_id=request_id(request.scope),
+        )
+        return HTMLResponse(page)
+
+    return router

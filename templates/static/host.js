@@ -1,0 +1,272 @@
+// Meetgate's host dashboard script: keeps the roster live (polls its JSON every 2 s) and asks
+// before each action, then posts it with fetch. Without this script the page still works: every
+// button posts a plain form that leads to a confirmation page. Text is only ever set with
+// textContent, never parsed as HTML.
+"use strict";
+
+(function () {
+  const root = document.getElementById("dashboard");
+  if (!root) {
+    return;
+  }
+  const POLL_MS = 2000;
+  const prefix = root.dataset.prefix;
+  const room = root.dataset.room;
+  const you = root.dataset.you;
+  const rosterUrl = prefix + "/" + room + "/roster";
+  const list = document.getElementById("participants");
+  const template = document.getElementById("participant-template");
+  const notice = document.getElementById("notice");
+  let timer = null;
+  let stopped = false;
+  let inFlight = false;
+  let troubled = false;
+
+  function say(text, kind) {
+    notice.textContent = text || "";
+    notice.dataset.kind = kind || "info";
+    notice.hidden = !text;
+  }
+
+  function clock(seconds) {
+    return new Date(seconds * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  }
+
+  function setTime(element, seconds) {
+    element.dateTime = new Date(seconds * 1000).toISOString();
+    element.textContent = clock(seconds);
+  }
+
+  function slot(element, name) {
+    return element.querySelector('[data-slot="' + name + '"]');
+  }
+
+  function fillParticipant(item, p) {
+    item.dataset.id = p.id;
+    slot(item, "name").textContent = p.name;
+    const role = slot(item, "role");
+    role.textContent = p.role;
+    role.dataset.role = p.role;
+    slot(item, "you").hidden = p.id !== you;
+    slot(item, "via").textContent = String(p.via).split(":")[0];
+    setTime(slot(item, "since"), p.since);
+    slot(item, "connections").textContent = String(p.connections);
+    slot(item, "address").textContent = p.address;
+    slot(item, "actions").hidden = p.id === you;
+    for (const form of item.querySelectorAll("form")) {
+      form.querySelector('input[name="admission"]').value = p.id;
+      form.dataset.name = p.name;
+    }
+  }
+
+  function newParticipant(p) {
+    const item = template.content.firstElementChild.cloneNode(true);
+    fillParticipant(item, p);
+    return item;
+  }
+
+  function showRoster(participants) {
+    const existing = new Map();
+    for (const item of list.children) {
+      existing.set(item.dataset.id, item);
+    }
+    let previous = null;
+    for (const p of participants) {
+      let item = existing.get(p.id);
+      if (item) {
+        existing.delete(p.id);
+        fillParticipant(item, p);
+      } else {
+        item = newParticipant(p);
+      }
+      // Keep the server's order (hosts first, then by arrival) without rebuilding rows, so an
+      // open ban-duration menu is not reset under the host's finger.
+      const wanted = previous ? previous.nextElementSibling : list.firstElementChild;
+      if (wanted !== item) {
+        list.insertBefore(item, wanted);
+      }
+      previous = item;
+    }
+    for (const gone of existing.values()) {
+      gone.remove();
+    }
+    document.getElementById("participant-count").textContent = String(participants.length);
+    document.getElementById("roster-empty").hidden = participants.length > 0;
+  }
+
+  function showRoom(state) {
+    let name = "open";
+    if (state.moved_to) {
+      name = "moved";
+    } else if (state.approval_required) {
+      name = "lockdown";
+    } else if (state.locked) {
+      name = "locked";
+    }
+    const banner = document.getElementById("room-state");
+    banner.dataset.state = name;
+    for (const label of banner.querySelectorAll(".state-label")) {
+      label.hidden = label.dataset.slot !== name;
+    }
+    document.getElementById("moved-to").textContent = state.moved_to || "";
+    document.getElementById("room-title").textContent = state.title || state.name;
+    root.querySelector('form[data-action="lock"]').hidden = state.locked;
+    root.querySelector('form[data-action="unlock"]').hidden = !state.locked;
+  }
+
+  function showAudit(entries) {
+    const audit = document.getElementById("audit");
+    const items = entries.map(function (entry) {
+      const item = document.createElement("li");
+      const time = document.createElement("time");
+      setTime(time, entry.at);
+      const actor = document.createElement("strong");
+      actor.textContent = entry.actor_name;
+      item.append(time, " ", actor, " " + entry.action + (entry.detail ? ": " + entry.detail : ""));
+      return item;
+    });
+    audit.replaceChildren(...items);
+    document.getElementById("audit-empty").hidden = entries.length > 0;
+  }
+
+  function stop(message) {
+    stopped = true;
+    clearTimeout(timer);
+    say(message, "error");
+  }
+
+  async function refresh() {
+    if (inFlight) {
+      return;
+    }
+    inFlight = true;
+    try {
+      const response = await fetch(rosterUrl, {
+        headers: { accept: "application/json" },
+        credentials: "same-origin",
+        cache: "no-store",
+      });
+      const data = await response.json().catch(function () {
+        return null;
+      });
+      if (response.status === 403 && data && data.error === "not_host") {
+        // A co-host may have moved the meeting: the admission now belongs to another room.
+        window.location.assign(prefix);
+        stopped = true;
+        return;
+      }
+      if (!response.ok || !data) {
+        if (response.status === 403 || response.status === 404) {
+          stop((data && data.message) || "You are no longer a host of this room.");
+        } else {
+          say("Could not update the roster (" + response.status + "); retrying.", "error");
+          troubled = true;
+        }
+        return;
+      }
+      if (troubled) {
+        troubled = false;
+        say("");
+      }
+      showRoom(data.room);
+      showRoster(data.participants);
+      showAudit(data.audit);
+      document.getElementById("roster-updated").textContent = "Updated " + clock(Date.now() / 1000);
+    } catch (error) {
+      say("Lost contact with Meetgate; retrying.", "error");
+      troubled = true;
+    } finally {
+      inFlight = false;
+    }
+  }
+
+  function schedule() {
+    clearTimeout(timer);
+    if (!stopped && document.visibilityState !== "hidden") {
+      timer = setTimeout(tick, POLL_MS);
+    }
+  }
+
+  async function tick() {
+    await refresh();
+    schedule();
+  }
+
+  function question(form) {
+    const action = form.dataset.action;
+    const name = form.dataset.name;
+    if (action === "revoke") {
+      return "Remove " + name + " from the meeting?";
+    }
+    if (action === "ban") {
+      const select = form.querySelector("select");
+      const label = select ? select.selectedOptions[0].dataset.phrase : "";
+      return "Remove and ban " + name + " " + label + "?";
+    }
+    return form.dataset.confirm;
+  }
+
+  async function submitAction(form) {
+    const body = new URLSearchParams(new FormData(form));
+    body.set("confirmed", "1");
+    const buttons = form.querySelectorAll("button");
+    buttons.forEach(function (button) {
+      button.disabled = true;
+    });
+    try {
+      const response = await fetch(form.action, {
+        method: "POST",
+        body: body,
+        headers: { accept: "application/json" },
+        credentials: "same-origin",
+      });
+      const data = await response.json().catch(function () {
+        return null;
+      });
+      if (!response.ok || !data) {
+        say((data && data.message) || "The action failed (" + response.status + ").", "error");
+        return;
+      }
+      if (form.dataset.action === "move" && data.room) {
+        window.location.assign(prefix + "/" + data.room);
+        return;
+      }
+      troubled = false;
+      say(data.message, data.done ? "ok" : "info");
+      await refresh();
+    } catch (error) {
+      say("Lost contact with Meetgate: the action may not have happened. Check the roster.", "error");
+    } finally {
+      buttons.forEach(function (button) {
+        button.disabled = false;
+      });
+    }
+  }
+
+  root.addEventListener("submit", function (event) {
+    const form = event.target;
+    if (!(form instanceof HTMLFormElement) || !form.dataset.action) {
+      return;
+    }
+    event.preventDefault();
+    if (window.confirm(question(form))) {
+      submitAction(form);
+    }
+  });
+
+  document.addEventListener("visibilitychange", function () {
+    if (document.visibilityState === "visible" && !stopped) {
+      tick();
+    }
+  });
+
+  for (const item of list.children) {
+    for (const form of item.querySelectorAll("form")) {
+      form.dataset.name = item.querySelector('[data-slot="name"]').textContent;
+    }
+  }
+  for (const time of document.querySelectorAll("time[datetime]")) {
+    time.textContent = clock(Date.parse(time.dateTime) / 1000);
+  }
+  tick();
+})();

@@ -1,0 +1,237 @@
+"""`meetgate doctor` against real local stand-ins: the real CLI in a subprocess, a real Redis, a
+real prosody that allows anonymous logins, static config.js files, a token-checking signalling
+stand-in and a TLS front."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway.doctor import (
+    THIRD_PARTY_HOSTS,
+    estimated_bits,
+    scan_jitsi_config,
+    strip_js_comments,
+    third_party_hosts,
+)
+from tests.deploy.conftest import APP_ID, AUDIENCE, Signalling, StaticSite, TlsFront
+from tests.fixtures.prosody import ProsodyServer
+
+pytestmark = pytest.mark.slow
+
+LEAKY_CONFIG_JS = """// A stock-looking config.js with the third parties left in.
+var config = {
+    hosts: { domain: 'meet.test', anonymousdomain: 'guest.meet.test', muc: 'muc.meet.test' },
+    p2p: { enabled: true, stunServers: [ { urls: 'stun:meet-jit-si-turnrelay.jitsi.net:443' } ] },
+    gravatar: { baseUrl: 'https://www.gravatar.com/avatar/' },
+    analytics: { amplitudeAPPKey: 'abc123' },
+};
+"""
+
+
+def clean_config_js(public_url: str) -> str:
+    return f"""// Comments may name anything: // meet-jit-si-turnrelay.jitsi.net, gravatar.com
+var config = {{ hosts: {{ domain: 'meet.test', muc: 'muc.meet.test' }} }};
+/* The hardening deploy/compose/jitsi/custom-config.js appends: www.gravatar.com */
+config.disableThirdPartyRequests = true;
+config.p2p = {{ stunServers: [ {{ urls: 'stun:' + location.hostname + ':3478' }} ] }};
+config.tokenAuthUrl = '{public_url}/_meetgate/ticket?room={{room}}';
+"""
+
+
+def write_config(
+    path: Path,
+    *,
+    public_url: str,
+    upstream: str,
+    signalling: str,
+    store: str,
+    ticket_secret: str,
+) -> Path:
+    path.write_text(
+        f"""public_url = "{public_url}"
+[admin]
+token = "{secrets.token_urlsafe(32)}"
+[store]
+url = "{store}"
+[jitsi]
+upstream = "{upstream}"
+signalling_upstream = "{signalling}"
+xmpp_domain = "meet.test"
+app_id = "{APP_ID}"
+audience = "{AUDIENCE}"
+[tickets]
+[[tickets.keys]]
+kid = "k1"
+secret = "{ticket_secret}"
+[admission]
+pseudonym_key = "{secrets.token_urlsafe(32)}"
+""",
+        encoding="utf-8",
+    )
+    path.chmod(0o600)
+    return path
+
+
+def doctor(config: Path, *extra: str) -> tuple[int, str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "doctor", "--config", str(config), *extra],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    return result.returncode, result.stdout + result.stderr
+
+
+def verdicts(report: str) -> dict[str, str]:
+    """{check: verdict} from the report's lines."""
+    found = {}
+    for line in report.splitlines():
+        match = re.match(r"(PASS|WARN|FAIL)  (\S.*?)\s{2,}", line)
+        if match:
+            found[match.group(2).strip()] = match.group(1)
+    return found
+
+
+def test_correct_setup_passes(
+    tmp_path: Path,
+    aof_redis: str,
+    static_site: StaticSite,
+    token_signalling: Signalling,
+    tls_front: TlsFront,
+) -> None:
+    (static_site.root / "config.js").write_text(clean_config_js(tls_front.url))
+    config = write_config(
+        tmp_path / "meetgate.toml",
+        public_url=tls_front.url,
+        upstream=static_site.url,
+        signalling=token_signalling.url,
+        store=aof_redis,
+        ticket_secret=token_signalling.ticket_secret,
+    )
+    status, report = doctor(config, "--cafile", str(tls_front.cafile))
+    print(report)
+    found = verdicts(report)
+    assert status == 0, report
+    assert set(found.values()) == {"PASS"}, report
+    for check in (
+        "config",
+        "secrets",
+        "store",
+        "persistence",
+        "jitsi web",
+        "third parties",
+        "guest domain",
+        "tokenAuthUrl",
+        "websocket, no ticket",
+        "websocket, forged",
+        "bosh, no ticket",
+        "bosh, forged",
+        "genuine ticket",
+        "clock",
+        "https",
+        "gate",
+        "hsts",
+        "csp",
+    ):
+        assert found.get(check) == "PASS", f"{check} missing or not PASS:\n{report}"
+
+
+def test_anonymous_prosody_and_leaky_config_are_flagged(
+    tmp_path: Path, redis_server: str, static_site: StaticSite, prosody: ProsodyServer
+) -> None:
+    (static_site.root / "config.js").write_text(LEAKY_CONFIG_JS)
+    config = write_config(
+        tmp_path / "meetgate.toml",
+        public_url="http://127.0.0.1:9",
+        upstream=static_site.url,
+        signalling=prosody.http_url,
+        store=redis_server,
+        ticket_secret="test-ticket-secret-" + "x" * 40,
+    )
+    config.chmod(0o644)
+    status, report = doctor(config, "--timeout", "3")
+    print(report)
+    found = verdicts(report)
+    assert status == 1, report
+    # The tests' prosody lets anyone log in anonymously: every bypass check must catch it.
+    for check in ("websocket, no ticket", "websocket, forged", "bosh, no ticket", "bosh, forged"):
+        assert found.get(check) == "FAIL", f"{check}:\n{report}"
+        assert "ACCEPTED" in next(line for line in report.splitlines() if check in line)
+    assert found["third parties"] == "FAIL"
+    for named in ("meet-jit-si-turnrelay.jitsi.net", "www.gravatar.com", "amplitudeAPPKey"):
+        assert named in report
+    assert found["guest domain"] == "FAIL" and "guest.meet.test" in report
+    assert found["third-party switch"] == "WARN"
+    assert found["tokenAuthUrl"] == "WARN"
+    assert found["persistence"] == "FAIL"  # the tests' redis-server runs without AOF
+    assert found["secrets"] == "FAIL" and "example value" in report
+    assert found["config mode"] == "WARN"
+    assert found["https"] == "FAIL"
+    # Never a secret in the report.
+    assert "x" * 40 not in report
+
+
+def test_unreachable_everything_fails_within_the_time_limit(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path / "meetgate.toml",
+        public_url="https://127.0.0.1:9",
+        upstream="http://127.0.0.1:9",
+        signalling="http://127.0.0.1:9",
+        store="redis://127.0.0.1:9/0",
+        ticket_secret=secrets.token_urlsafe(48),
+    )
+    status, report = doctor(config, "--timeout", "2")
+    found = verdicts(report)
+    assert status == 1
+    for check in ("store", "jitsi web", "websocket, no ticket", "bosh, no ticket", "https"):
+        assert found.get(check) == "FAIL", f"{check}:\n{report}"
+
+
+def test_invalid_or_missing_config_fails(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[listen]\nport = 70000\n")
+    status, report = doctor(bad)
+    assert status == 1
+    assert report.startswith("FAIL  config")
+    assert "[listen] port (MEETGATE_LISTEN__PORT)" in report
+    status, report = doctor(tmp_path / "missing.toml")
+    assert status == 1 and "does not exist" in report
+
+
+# ---------------------------------------------------------------- the pure parts
+
+
+def test_comments_are_ignored_but_strings_are_not() -> None:
+    source = "a = 'http://x//y'; // gravatar.com\n/* giphy.com */ b = \"8x8.vc\";"
+    code = strip_js_comments(source)
+    assert "http://x//y" in code
+    assert third_party_hosts(code) == ["8x8.vc"]
+
+
+def test_subdomains_count_but_lookalikes_do_not() -> None:
+    assert third_party_hosts("'api.jitsi.net' 'notjitsi.net' 'jitsi.net.example.org'") == [
+        "api.jitsi.net"
+    ]
+    assert "jitsi.net" in THIRD_PARTY_HOSTS
+
+
+def test_scan_flags_a_guest_domain_in_either_syntax() -> None:
+    for source in (
+        "config.hosts.anonymousdomain = 'guest.meet.jitsi';",
+        "var config = { hosts: { 'anonymousdomain': \"guest.meet.jitsi\" } };",
+    ):
+        findings = {f.check: f.verdict for f in scan_jitsi_config(source, "https://m.example")}
+        assert findings["guest domain"] == "FAIL", source
+
+
+def test_secret_strength_estimate() -> None:
+    assert estimated_bits(secrets.token_urlsafe(32)) > 160
+    assert estimated_bits("x" * 64) == 0
+    assert estimated_bits("correct-horse-battery-staple-00") < 128

@@ -1,0 +1,627 @@
+"""The host dashboard over HTTP against the real `meetgate serve`: the roster, each host action
+with and without script (confirmation page, JSON), and every way a request must be refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.fixtures.gateway_server import GatewayServer
+from tests.fixtures.processes import wait_until
+from tests.fixtures.xmpp_client import XmppClient
+from tests.integration.journeys import (
+    Admitted,
+    admission_id,
+    admit,
+    admit_refused,
+    csrf_token,
+    fresh_ticket,
+    new_room,
+    signalling_query,
+    ws_url,
+)
+
+pytestmark = pytest.mark.slow
+
+ACTIONS = ["revoke", "ban", "lock", "unlock", "lockdown", "move"]
+
+
+def as_browser(gateway: GatewayServer, who: Admitted | None = None) -> httpx.Client:
+    cookies = who.cookies if who is not None else None
+    return httpx.Client(base_url=gateway.url, trust_env=False, timeout=30, cookies=cookies)
+
+
+def dashboard(gateway: GatewayServer, room: str) -> str:
+    return f"/_meetgate/host/{room}"
+
+
+def post_action(
+    gateway: GatewayServer,
+    who: Admitted | None,
+    room: str,
+    action: str,
+    *,
+    json: bool = True,
+    origin: str | None = None,
+    **fields: str,
+) -> httpx.Response:
+    headers = {"origin": origin or gateway.url}
+    if json:
+        headers["accept"] = "application/json"
+    with as_browser(gateway, who) as client:
+        return client.post(f"{dashboard(gateway, room)}/{action}", data=fields, headers=headers)
+
+
+def roster(gateway: GatewayServer, host: Admitted, room: str | None = None) -> dict[str, Any]:
+    with as_browser(gateway, host) as client:
+        response = client.get(f"{dashboard(gateway, room or host.room)}/roster")
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def names(gateway: GatewayServer, host: Admitted) -> list[str]:
+    return [p["name"] for p in roster(gateway, host)["participants"]]
+
+
+def error_code(response: httpx.Response) -> str:
+    return str(response.json()["error"])
+
+
+def invite_uses(gateway: GatewayServer, room: str) -> dict[str, int]:
+    with gateway.admin() as admin:
+        return {i["name"]: i["uses"] for i in admin.get(f"/api/v1/rooms/{room}/invites").json()}
+
+
+@pytest.fixture
+def meeting(gateway: GatewayServer) -> Iterator[tuple[str, Admitted, Admitted]]:
+    """A fresh room with a host and one attendee in it."""
+    room = new_room(gateway)
+    yield room, admit(gateway, room, "Hilde Host", role="host"), admit(gateway, room, "Ada")
+
+
+# The roster and the page
+
+
+def test_roster_shows_who_is_in_with_an_address_prefix_only(
+    gateway: GatewayServer, meeting: tuple[str, Admitted, Admitted]
+) -> None:
+    room, host, ada = meeting
+    started = time.time()
+    data = roster(gateway, host)
+    assert set(data) == {"room", "participants", "audit"}
+    assert data["room"] == {
+        "name": room,
+        "title": room,  # a room without a title is called by its name
+        "locked": False,
+        "approval_required": False,
+        "moved_to": None,
+    }
+    people = data["participants"]
+    assert [p["name"] for p in people] == ["Hilde Host", "Ada"]  # hosts first
+    for person in people:
+        assert set(person) == {"id", "name", "role", "via", "since", "connections", "address"}
+        assert person["address"] == "127.0.0.0/24"
+        assert "127.0.0.1" not in str(person)
+        assert person["via"].startswith("invite:")
+        assert person["connections"] == 0
+        assert started - 120 < person["since"] <= started + 1
+    assert [p["role"] for p in people] == ["host", "attendee"]
+    # The id is the hash of the cookie's secret, never the secret itself.
+    assert people[1]["id"] == hashlib.sha256(ada.cookie.encode()).hexdigest()
+    assert ada.cookie not in str(data)
+    assert data["audit"] == []
+
+
+async def test_roster_counts_open_connections(
+    gateway: GatewayServer, meeting: tuple[str, Admitted, Admitted], prosody: Any
+) -> None:
+    room, host, ada = meeting
+
+    def ada_connections() -> int:
+        people = roster(gateway, host)["participants"]
+        return int(next(p["connections"] for p in people if p["name"] == "Ada"))
+
+    assert await asyncio.to_thread(ada_connections) == 0
+    async with XmppClient.open(ws_url(gateway, signalling_query(ada))) as client:
+        await client.join(prosody.room_jid(room), "ada")
+        await asyncio.to_thread(wait_until, lambda: ada_connections() == 1, 10, "1 connection")
+        await client.close()
+    await asyncio.to_thread(wait_until, lambda: ada_connections() == 0, 10, "no connection")
+
+
+def test_dashboard_page_carries_the_csrf_token_and_only_own_script(
+    gateway: GatewayServer, meeting: tuple[str, Admitted, Admitted]
+) -> None:
+    room, host, _ = meeting
+    with as_browser(gateway, host) as client:
+        page = client.get(dashboard(gateway, room))
+        script = client.get("/_meetgate/static/host.js")
+        style = client.get("/_meetgate/static/host.css")
+    assert page.status_code == 200
+    assert "Hilde Host" in page.text and "Ada" in page.text and "127.0.0.0/24" in page.text
+    token = csrf_token(gateway, host)
+    forms = page.text.count("<form ")
+    assert forms >= 4 + 2 * 2  # room actions, and remove/ban for each participant (and template)
+    assert page.text.count(f'name="csrf" value="{token}"') == forms
+    scripts = re.findall(r"<script[^>]*>", page.text)
+    assert scripts == ['<script src="/_meetgate/static/host.js" defer>']
+    assert "http://" not in page.text and "https://" not in page.text
+    policy = page.headers["content-security-policy"]
+    assert "script-src 'self'" in policy and "connect-src 'self'" in policy
+    assert "unsafe-inline" not in policy and "default-src 'none'" in policy
+    assert script.status_code == 200 and script.headers["content-type"].startswith(
+        "text/javascript"
+    )
+    assert "setTimeout" in script.text
+    assert style.status_code == 200 and style.headers["content-type"].startswith("text/css")
+
+
+def test_join_page_offers_hosts_the_dashboard(gateway: GatewayServer) -> None:
+    room = new_room(gateway)
+    host_invite = gateway.invite_token(gateway.create_invite(room, "Hilde", role="host"))
+    guest_invite = gateway.invite_token(gateway.create_invite(room, "Ada"))
+    with as_browser(gateway) as client:
+        assert 'value="dashboard"' in client.get(f"/j/{host_invite}").text
+        assert 'value="dashboard"' not in client.get(f"/j/{guest_invite}").text
+        joined = client.post(
+            f"/j/{host_invite}", data={"next": "dashboard"}, headers={"origin": gateway.url}
+        )
+        assert joined.status_code == 303
+        assert joined.headers["location"] == dashboard(gateway, room)
+        assert client.get(joined.headers["location"]).status_code == 200
+    with as_browser(gateway) as client:
+        # An attendee asking for the dashboard just goes to the meeting.
+        joined = client.post(
+            f"/j/{guest_invite}", data={"next": "dashboard"}, headers={"origin": gateway.url}
+        )
+        assert joined.status_code == 303
+        assert joined.headers["location"].startswith(f"/{room}#jwt=")
+
+
+# Refusals
+
+
+@pytest.mark.parametrize("action", ACTIONS)
+def test_host_actions_need_a_host_admission_for_that_room(
+    gateway: GatewayServer, meeting: tuple[str, Admitted, Admitted], action: str
+) -> None:
+    room, host, ada = meeting
+    other_room = new_room(gateway)
+    other_host = admit(gateway, other_room, "Other Host", role="host")
+    target = admission_id(gateway, host, "Ada")
+    fields = {"admission": target, "duration": "forever", "confirmed": "1"}
+    token = csrf_token(gateway, host)
+
+    nobody = post_action(gateway, None, room, action, csrf=token, **fields)
+    assert nobody.status_code == 403 and error_code(nobody) == "not_admitted"
+    attendee = post_action(gateway, ada, room, action, csrf=token, **fields)
+    assert attendee.status_code == 403 and error_code(attendee) == "not_host"
+    stranger = post_action(
+        gateway, other_host, room, action, csrf=csrf_token(gateway, other_host), **fields
+    )
+    assert stranger.status_code == 403 and error_code(stranger) == "not_host"
+    # As an HTML page too, for the browser without script.
+    page = post_action(gateway, ada, room, action, json=False, csrf=token, **fields)
+    assert page.status_code == 403 and "Hosts only" in page.text
+
+    data = roster(gateway, host)
+    assert names(gateway, host) == ["Hilde Host", "Ada"]
+    assert data["room"]["locked"] is False and data["room"]["moved_to"] is None
+
+
+def test_dashboard_and_roster_are_for_hosts_of_that_room_only(
+    gateway: GatewayServer, meeting: tuple[str, Admitted, Admitted]
+) -> None:
+    room, _, ada = meeting
+    other_host = admit(gateway, new_room(gateway), "Other Host", role="host")
+    for path in (dashboard(gateway, room), f"{dashboard(gateway, room)}/roster"):
+        for who, status, text in (
+            (None, 403, "not admitted"),
+            (ada, 403, "Hosts only"),
+            (other_host, 403, "Hosts only"),
+        ):
+            with as_browser(gateway, who) as client:
+                response = client.get(path)
+            assert response.status_code == status, (path, who)
+            assert text in response.text
+            assert "Ada" not in response.text
+
+
+@pytest.mark.parametrize("action", ACTIONS)
+def test_host_actions_need_the_csrf_token_of_this_session(
+    gateway: GatewayServer, meeting: tuple[str, Admitted, Admitted], action: str
+) -> None:
+    room, host, _ = meeting
+    co_host = admit(gateway, room, "Co Host", role="host")
+    fields = {"admission": admission_id(gateway, host, "Ada"), "duration": "1h", "confirmed": "1"}
+    own = csrf_token(gateway, host)
+    for csrf in (None, "", "0" * 64, own[:-1] + ("0" if own[-1] != "0" else "1"), own.upper()):
+        sent = fields if csrf is None else {**fields, "csrf": csrf}
+        response = post_action(gateway, host, room, action, **sent)
+        assert response.status_code == 403, csrf
+        assert error_code(response) == "csrf_failed"
+    # A co-host's token is good for the co-host only.
+    borrowed = post_action(gateway, host, room, action, csrf=csrf_token(gateway, co_host), **fields)
+    assert borrowed.status_code == 403 and error_code(borrowed) == "csrf_failed"
+    page = post_action(gateway, host, room, action, json=False, csrf="forged", **fields)
+    assert page.status_code == 403 and "Reload the page" in page.text
+    assert names(gateway, host) == ["Hilde Host", "Co Host", "Ada"]
+    assert roster(gateway, host)["room"]["locked"] is False
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"origin": "https://evil.example"},
+        {"origin": "null"},
+        {"sec-fetch-site": "cross-site"},
+        {"sec-fetch-site": "same-site"},
+    ],
+)
+def test_cross_site_posts_are_refused(
+    gateway: GatewayServer, meeting: tuple[str, Admitted, Admitted], headers: dict[str, str]
+) -> None:
+    room, host, _ = meeting
+    target = admission_id(gateway, host, "Ada")
+    with as_browser(gateway, host) as client:
+        response = client.post(
+            f"{dashboard(gateway, room)}/revoke",
+            data={"csrf": csrf_token(gateway, host), "admission": target, "confirmed": "1"},
+            headers={"accept": "application/json", **headers},
+        )
+    assert response.status_code == 403
+    assert error_code(response) == "cross_site_request"
+    assert "Ada" in names(gateway, host)
+
+
+def test_our_own_pages_posts_pass_with_origin_null(
+    gateway: GatewayServer, meeting: tuple[str, Admitted, Admitted]
+) -> None:
+    """`Referrer-Policy: no-referrer` makes browsers send `Origin: null` on a page's own posts;
+    Sec-Fetch-Site, which a page cannot forge, vouches for them."""
+    room, host, _ = meeting
+    same_origin = {"origin": "null", "sec-fetch-site": "same-origin"}
+    response = post_action(
+        gateway, host, room, "lock", origin="null", csrf=csrf_token(gateway, host), confirmed="1"
+    )
+    assert response.status_code == 403  # no Sec-Fetch-Site: nothing vouches for it
+    with as_browser(gateway, host) as client:
+        response = client.post(
+            f"{dashboard(gateway, room)}/lock",
+            data={"csrf": csrf_token(gateway, host), "confirmed": "1"},
+            headers={"accept": "application/json", **same_origin},
+        )
+    assert response.status_code == 200 and response.json()["done"] is True
+    link = gateway.invite_token(gateway.create_invite(room, "Second Host", role="host"))
+    with as_browser(gateway) as client:
+        assert client.post(f"/j/{link}", headers=same_origin).status_code == 303
+
+
+def test_malformed_action_requests(
+    gateway: GatewayServer, meeting: tuple[str, Admitted, Admitted]
+) -> None:
+    room, host, _ = meeting
+    token = csrf_token(gateway, host)
+    target = admission_id(gateway, host, "Ada")
+    with as_browser(gateway, host) as client:
+        url = f"{dashboard(gateway, room)}/revoke"
+        headers = {"origin": gateway.url, "accept": "application/json"}
+        twice = client.post(
+            url,
+            content=f"csrf={token}&csrf={token}&admission={target}&confirmed=1",
+            headers={**headers, "content-type": "application/x-www-form-urlencoded"},
+        )
+        assert twice.status_code == 400 and error_code(twice) == "duplicate_parameter"
+        huge = client.post(url, data={"csrf": token, "filler": "x" * 20_000}, headers=headers)
+        assert huge.status_code == 413
+        as_json = client.post(url, json={"csrf": token, "admission": target}, headers=headers)
+        assert as_json.status_code == 400
+        unknown = client.post(f"{dashboard(gateway, room)}/nuke", data={"csrf": token})
+        assert unknown.status_code == 404
+        missing = client.post(url, data={"csrf": token, "confirmed": "1"}, headers=headers)
+        assert missing.status_code == 400 and error_code(missing) == "invalid_input"
+        bad_ban = client.post(
+            f"{dashboard(gateway, room)}/ban",
+            data={"csrf": token, "admission": target, "duration": "2y", "confirmed": "1"},
+            headers=headers,
+        )
+        assert bad_ban.status_code == 400 and "how long" in bad_ban.json()["message"]
+        own = admission_id(gateway, host, "Hilde Host")
+        yourself = client.post(
+            url, data={"csrf": token, "admission": own, "confirmed": "1"}, headers=headers
+        )
+        assert yourself.status_code == 400 and "yourself" in yourself.json()["message"]
+    assert names(gateway, host) == ["Hilde Host", "Ada"]
+
+
+# Actions
+
+
+def test_revoking_twice_or_an_unknown_admission_is_harmless(
+    gateway: GatewayServer, meeting: tuple[str, Admitted, Admitted]
+) -> None:
+    room, host, ada = meeting
+    token = csrf_token(gateway, host)
+    target = admission_id(gateway, host, "Ada")
+    first = post_action(gateway, host, room, "revoke", csrf=token, admission=target, confirmed="1")
+    assert first.status_code == 200
+    assert first.json()["ok"] is True and first.json()["done"] is True
+    assert "Ada" in first.json()["message"]
+    for admission in (target, "f" * 64, "not-an-admission-id"):
+        again = post_action(
+            gateway, host, room, "revoke", csrf=token, admission=admission, confirmed="1"
+        )
+        assert again.status_code == 200
+        assert again.json()["done"] is False
+        assert "no longer in the meeting" in again.json()["message"]
+        page = post_action(
+            gateway,
+            host,
+            room,
+            "revoke",
+            json=False,
+            csrf=token,
+            admission=admission,
+            confirmed="1",
+        )
+        assert page.status_code == 200 and "no longer in the meeting" in page.text
+    unknown_ban = post_action(
+        gateway, host, room, "ban", csrf=token, admission="e" * 64, duration="1d", confirmed="1"
+    )
+    assert unknown_ban.status_code == 200 and unknown_ban.json()["done"] is False
+    assert names(gateway, host) == ["Hilde Host"]
+    audit = roster(gateway, host)["audit"]
+    assert [(e["action"], e["actor_name"], e["detail"]) for e in audit] == [
+        ("revoke", "Hilde Host", "Ada")
+    ]
+    assert set(audit[0]) == {"at", "actor_name", "action", "target", "detail"}
+    # The removed browser is told so, everywhere it turns.
+    with as_browser(gateway, ada) as client:
+        page = client.get(f"/{room}")
+    assert page.status_code == 403 and "A host removed you" in page.text
+    refresh = fresh_ticket(gateway, ada, room)
+    assert refresh.status_code == 403 and "removed" in refresh.text
+
+
+def test_without_confirmation_nothing_happens_but_a_question(
+    gateway: GatewayServer, meeting: tuple[str, Admitted, Admitted]
+) -> None:
+    room, host, _ = meeting
+    token = csrf_token(gateway, host)
+    target = admission_id(gateway, host, "Ada")
+    page = post_action(gateway, host, room, "ban", json=False, csrf=token, admission=target)
+    assert page.status_code == 400  # a ban needs its duration, even to ask
+    page = post_action(
+        gateway, host, room, "ban", json=False, csrf=token, admission=target, duration="7d"
+    )
+    assert page.status_code == 200
+    assert "Remove and ban Ada for 7 days?" in page.text
+    for hidden in (
+        f'name="csrf" value="{token}"',
+        f'name="admission" value="{target}"',
+        'name="duration" value="7d"',
+        'name="confirmed" value="1"',
+    ):
+        assert hidden in page.text
+    assert f'action="{dashboard(gateway, room)}/ban"' in page.text
+    for action in ACTIONS:
+        asked = post_action(
+            gateway, host, room, action, csrf=token, admission=target, duration="1h"
+        )
+        assert asked.status_code == 200
+        assert asked.json()["done"] is False and asked.json()["confirm"].endswith("?")
+        page = post_action(
+            gateway, host, room, action, json=False, csrf=token, admission=target, duration="1h"
+        )
+        assert page.status_code == 200 and 'name="confirmed" value="1"' in page.text
+    data = roster(gateway, host)
+    assert [p["name"] for p in data["participants"]] == ["Hilde Host", "Ada"]
+    assert data["room"]["locked"] is False and data["audit"] == []
+
+
+def test_the_confirmed_form_does_it_and_returns_to_the_dashboard(
+    gateway: GatewayServer, meeting: tuple[str, Admitted, Admitted]
+) -> None:
+    room, host, _ = meeting
+    response = post_action(
+        gateway,
+        host,
+        room,
+        "revoke",
+        json=False,
+        csrf=csrf_token(gateway, host),
+        admission=admission_id(gateway, host, "Ada"),
+        confirmed="1",
+    )
+    assert response.status_code == 303
+    assert response.headers["location"] == dashboard(gateway, room)
+    assert names(gateway, host) == ["Hilde Host"]
+
+
+def test_lock_keeps_newcomers_out_without_burning_their_invite(
+    gateway: GatewayServer, meeting: tuple[str, Admitted, Admitted]
+) -> None:
+    room, host, ada = meeting
+    token = csrf_token(gateway, host)
+    locked = post_action(gateway, host, room, "lock", json=False, csrf=token, confirmed="1")
+    assert locked.status_code == 303 and locked.headers["location"] == dashboard(gateway, room)
+    assert roster(gateway, host)["room"]["locked"] is True
+    with as_browser(gateway, host) as client:
+        assert "Locked" in client.get(dashboard(gateway, room)).text
+
+    late = gateway.invite_token(gateway.create_invite(room, "Latecomer"))
+    with as_browser(gateway) as client:
+        refused = client.post(f"/j/{late}", headers={"origin": gateway.url})
+    assert refused.status_code == 423 and "locked" in refused.text
+    assert invite_uses(gateway, room)["Latecomer"] == 0
+    with as_browser(gateway, ada) as client:
+        assert client.get(f"/{room}").status_code == 200  # who is in stays in
+
+    unlocked = post_action(gateway, host, room, "unlock", csrf=token, confirmed="1")
+    assert unlocked.json() == {
+        "ok": True,
+        "done": True,
+        "message": "The room is open again.",
+        "locked": False,
+    }
+    with as_browser(gateway) as client:
+        assert client.post(f"/j/{late}", headers={"origin": gateway.url}).status_code == 303
+    assert [e["action"] for e in roster(gateway, host)["audit"]] == ["unlock", "lock"]
+
+
+def test_lockdown_removes_every_attendee_and_keeps_the_hosts(
+    gateway: GatewayServer, meeting: tuple[str, Admitted, Admitted]
+) -> None:
+    room, host, ada = meeting
+    bob = admit(gateway, room, "Bob")
+    co_host = admit(gateway, room, "Co Host", role="host")
+    answer = post_action(
+        gateway, host, room, "lockdown", csrf=csrf_token(gateway, host), confirmed="1"
+    )
+    assert answer.status_code == 200
+    assert answer.json()["done"] is True and answer.json()["removed"] == 2
+    data = roster(gateway, host)
+    assert [p["name"] for p in data["participants"]] == ["Hilde Host", "Co Host"]
+    assert data["room"]["locked"] is True and data["room"]["approval_required"] is True
+    for removed in (ada, bob):
+        with as_browser(gateway, removed) as client:
+            page = client.get(f"/{room}")
+        assert page.status_code == 403 and "A host removed you" in page.text
+    for kept in (host, co_host):
+        with as_browser(gateway, kept) as client:
+            assert client.get(f"/{room}").status_code == 200
+    assert admit_refused(gateway, room) == 403
+    with as_browser(gateway, host) as client:
+        assert "Lockdown" in client.get(dashboard(gateway, room)).text
+
+    post_action(gateway, host, room, "unlock", csrf=csrf_token(gateway, host), confirmed="1")
+    assert roster(gateway, host)["room"]["approval_required"] is False
+    assert admit_refused(gateway, room) == 303
+
+
+def test_ban_bars_the_identity_from_coming_back(gateway: GatewayServer) -> None:
+    room = new_room(gateway)
+    host = admit(gateway, room, "Hilde Host", role="host")
+    link = gateway.invite_token(gateway.create_invite(room, "Troll", max_uses=2))
+
+    def redeem() -> httpx.Response:
+        with as_browser(gateway) as client:
+            return client.post(f"/j/{link}", headers={"origin": gateway.url})
+
+    first = redeem()
+    assert first.status_code == 303
+    troll = Admitted(room=room, ticket="", cookie=first.cookies["meetgate"])
+    answer = post_action(
+        gateway,
+        host,
+        room,
+        "ban",
+        csrf=csrf_token(gateway, host),
+        admission=admission_id(gateway, host, "Troll"),
+        duration="forever",
+        confirmed="1",
+    )
+    assert answer.status_code == 200
+    assert answer.json()["done"] is True and answer.json()["until"] is None
+    assert "for good" in answer.json()["message"]
+    assert names(gateway, host) == ["Hilde Host"]
+    with as_browser(gateway, troll) as client:
+        assert client.get(f"/{room}").status_code == 403
+    again = redeem()
+    assert again.status_code == 403 and "barred" in again.text
+    assert invite_uses(gateway, room)["Troll"] == 1  # refused before the use was counted
+    audit = roster(gateway, host)["audit"]
+    assert audit[0]["action"] == "ban" and audit[0]["detail"] == "Troll"
+
+
+def test_ban_for_a_while_says_until_when(
+    gateway: GatewayServer, meeting: tuple[str, Admitted, Admitted]
+) -> None:
+    room, host, _ = meeting
+    before = time.time()
+    answer = post_action(
+        gateway,
+        host,
+        room,
+        "ban",
+        csrf=csrf_token(gateway, host),
+        admission=admission_id(gateway, host, "Ada"),
+        duration="1h",
+        confirmed="1",
+    ).json()
+    assert answer["done"] is True and "for 1 hour" in answer["message"]
+    assert before + 3600 - 1 < answer["until"] < time.time() + 3600 + 1
+
+
+def test_move_continues_on_the_new_dashboard(
+    gateway: GatewayServer, meeting: tuple[str, Admitted, Admitted]
+) -> None:
+    room, host, ada = meeting
+    old_token = csrf_token(gateway, host)
+    moved = post_action(gateway, host, room, "move", json=False, csrf=old_token, confirmed="1")
+    assert moved.status_code == 303
+    location = moved.headers["location"]
+    assert location.startswith(dashboard(gateway, f"{room}--"))
+    new = location.rsplit("/", 1)[1]
+
+    data = roster(gateway, host, new)
+    assert data["room"]["name"] == new and data["room"]["moved_to"] is None
+    assert [p["name"] for p in data["participants"]] == ["Hilde Host", "Ada"]
+    with as_browser(gateway, host) as client:
+        assert client.get(location).status_code == 200
+        # The old dashboard is not this host's any more; the bare path finds the new one.
+        assert client.get(dashboard(gateway, room)).status_code == 403
+        found = client.get("/_meetgate/host")
+        assert found.status_code == 303 and found.headers["location"] == location
+    # A token is bound to its room: the old one does not work for the new room.
+    stale = post_action(gateway, host, new, "lock", csrf=old_token, confirmed="1")
+    assert stale.status_code == 403 and error_code(stale) == "csrf_failed"
+
+    with as_browser(gateway, ada) as client:
+        old_page = client.get(f"/{room}")
+        assert old_page.status_code == 303
+        assert old_page.headers["location"] == f"/_meetgate/ticket?room={new}"
+        ticket = client.get(old_page.headers["location"])
+        assert ticket.status_code == 303
+        assert ticket.headers["location"].startswith(f"/{new}#jwt=")
+        assert client.get(f"/{new}").status_code == 200
+
+    again = post_action(gateway, host, new, "move", csrf=csrf_token_for(gateway, host, new))
+    assert again.status_code == 200 and again.json()["done"] is False  # asked, not done
+    answer = post_action(
+        gateway, host, new, "move", csrf=csrf_token_for(gateway, host, new), confirmed="1"
+    )
+    assert answer.json()["done"] is True and answer.json()["room"].startswith(f"{room}--")
+    assert answer.json()["room"] != new
+
+
+def csrf_token_for(gateway: GatewayServer, host: Admitted, room: str) -> str:
+    return csrf_token(gateway, Admitted(room=room, ticket=host.ticket, cookie=host.cookie))
+
+
+def test_the_ticket_endpoint_refuses_a_revoked_admission(
+    gateway: GatewayServer, meeting: tuple[str, Admitted, Admitted]
+) -> None:
+    room, host, ada = meeting
+    before = fresh_ticket(gateway, ada, room)
+    assert before.status_code == 303 and before.headers["location"].startswith(f"/{room}#jwt=")
+    post_action(
+        gateway,
+        host,
+        room,
+        "revoke",
+        csrf=csrf_token(gateway, host),
+        admission=admission_id(gateway, host, "Ada"),
+        confirmed="1",
+    )
+    after = fresh_ticket(gateway, ada, room)
+    assert after.status_code == 403
+    assert "removed" in after.text and "#jwt=" not in after.headers.get("location", "")
