@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import hmac
 import time
+from dataclasses import replace
 
 from fastapi import Depends, FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.admission.invites import make_invite
 from gateway.admission.rooms import validate_room_name, validate_title
+from gateway.cuts import CUTS, Cut
 from gateway.errors import AdminAuthFailed, MeetgateError, NotFound, RoomNotFound
+from gateway.metrics import Metrics
 from gateway.proxy.gate import request_id
 from gateway.settings import Settings
 from gateway.store import Store
@@ -34,6 +37,17 @@ class RoomOut(BaseModel):
     title: str
     created_at: float
     policy: list[str]
+    locked: bool
+    approval_required: bool
+    pow_required: bool
+    moved_to: str | None
+
+
+class RoomChange(_Body):
+    locked: bool | None = Field(default=None, description="No new admissions (hosts excepted)")
+    pow_required: bool | None = Field(
+        default=None, description="Every join attempt must carry a proof-of-work"
+    )
 
 
 class InviteIn(_Body):
@@ -67,7 +81,16 @@ class Problem(BaseModel):
 
 def _room_out(room: Room) -> RoomOut:
     policy = ["invite"] if room.policy.invite else []
-    return RoomOut(name=room.name, title=room.title, created_at=room.created_at, policy=policy)
+    return RoomOut(
+        name=room.name,
+        title=room.title,
+        created_at=room.created_at,
+        policy=policy,
+        locked=room.locked,
+        approval_required=room.approval_required,
+        pow_required=room.pow_required,
+        moved_to=room.moved_to,
+    )
 
 
 def _invite_out(invite: Invite) -> InviteOut:
@@ -110,7 +133,7 @@ class AdminAuth:
         await self._app(scope, receive, send)
 
 
-def create_admin_app(settings: Settings, store: Store) -> AdminAuth:
+def create_admin_app(settings: Settings, store: Store, metrics: Metrics) -> AdminAuth:
     app = FastAPI(
         title="Meetgate admin API",
         version="1",
@@ -150,10 +173,34 @@ def create_admin_app(settings: Settings, store: Store) -> AdminAuth:
             raise RoomNotFound()
         return _room_out(room)
 
+    @app.patch("/api/v1/rooms/{name}", dependencies=guarded)
+    async def change_room(name: str, body: RoomChange) -> RoomOut:
+        room = await store.get_room(name)
+        if room is None:
+            raise RoomNotFound()
+        changed = replace(
+            room,
+            locked=room.locked if body.locked is None else body.locked,
+            # Unlocking also lifts a lockdown's approval requirement, as on the dashboard.
+            approval_required=room.approval_required and body.locked is not False,
+            pow_required=room.pow_required if body.pow_required is None else body.pow_required,
+        )
+        await store.update_room(changed)
+        return _room_out(changed)
+
+    @app.get("/metrics", response_class=PlainTextResponse, dependencies=guarded)
+    async def prometheus() -> PlainTextResponse:
+        """Prometheus text format. Scrape with `authorization: {credentials: <admin token>}`."""
+        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
+
     @app.delete("/api/v1/rooms/{name}", status_code=204, dependencies=guarded)
     async def delete_room(name: str) -> Response:
+        admissions = await store.list_admissions(name)
         if not await store.delete_room(name, time.time()):
             raise RoomNotFound()
+        for admission in admissions:
+            # Every replica cuts the deleted room's open connections at once.
+            await store.publish(CUTS, Cut(admission.id, "room deleted").encode())
         return Response(status_code=204)
 
     @app.post("/api/v1/rooms/{name}/invites", status_code=201, dependencies=guarded)

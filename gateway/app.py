@@ -5,9 +5,12 @@ from __future__ import annotations
 import httpx
 
 from gateway.admin_api import AdminAuth, create_admin_app
+from gateway.admission.flood import FloodGuard
+from gateway.admission.limits import RateLimiter
 from gateway.admission.pipeline import AdmissionPipeline
 from gateway.host.actions import HostDesk
 from gateway.host.dashboard import create_dashboard_router
+from gateway.metrics import Metrics
 from gateway.proxy.gate import Gate
 from gateway.proxy.http import HttpRelay
 from gateway.proxy.registry import ConnectionRegistry
@@ -17,15 +20,21 @@ from gateway.tickets import TicketAuthority
 from gateway.web.pages import create_pages_app
 
 
-def create_app(settings: Settings, store: Store) -> Gate:
+def create_app(settings: Settings, store: Store, metrics: Metrics | None = None) -> Gate:
     """The public ASGI app: Meetgate's pages plus the gated proxy to Jitsi.
 
     Call `await gate.aclose()` when done (the lifespan shutdown does it under a server).
     """
+    metrics = metrics or Metrics()
+    secret = settings.admission.pseudonym_key.get_secret_value().encode()
+    limiter = RateLimiter(store, settings.rates, metrics)
     pipeline = AdmissionPipeline(
         store,
-        pseudonym_key=settings.admission.pseudonym_key.get_secret_value().encode(),
+        pseudonym_key=secret,
         admission_ttl_seconds=settings.admission.ttl_seconds,
+        limiter=limiter,
+        flood=FloodGuard(store, limiter, settings.challenge, secret, metrics),
+        metrics=metrics,
     )
     tickets = TicketAuthority.from_settings(settings)
     client = httpx.AsyncClient(
@@ -48,9 +57,10 @@ def create_app(settings: Settings, store: Store) -> Gate:
         http=HttpRelay(client, max_body_bytes=settings.limits.max_body_bytes),
         http_client=client,
         registry=registry,
+        metrics=metrics,
         pages=create_pages_app(settings, store, pipeline, tickets, routers=[dashboard]),
     )
 
 
-def create_admin(settings: Settings, store: Store) -> AdminAuth:
-    return create_admin_app(settings, store)
+def create_admin(settings: Settings, store: Store, metrics: Metrics) -> AdminAuth:
+    return create_admin_app(settings, store, metrics)

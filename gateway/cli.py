@@ -137,11 +137,13 @@ async def _serve(settings: Settings) -> None:
 
     from gateway.access_log import AccessLog
     from gateway.app import create_admin, create_app
+    from gateway.metrics import Metrics
     from gateway.store import open_store
 
     store = await open_store(settings.store.url)
-    gate = create_app(settings, store)
-    admin = create_admin(settings, store)
+    metrics = Metrics()
+    gate = create_app(settings, store, metrics)
+    admin = create_admin(settings, store, metrics)
     common: dict[str, Any] = {
         "log_config": None,
         "access_log": False,
@@ -292,6 +294,20 @@ def command_room(args: argparse.Namespace) -> int:
             print("no rooms")
         for room in rooms:
             print(f"{room['name']:<32} {room['title']}  (created {_when(room['created_at'])})")
+    elif args.action == "set":
+        change: dict[str, Any] = {}
+        if args.lock is not None:
+            change["locked"] = args.lock
+        if args.challenge is not None:
+            change["pow_required"] = args.challenge == "on"
+        if not change:
+            raise CliError("nothing to change: give --lock, --unlock or --challenge on|off")
+        room = client.call("PATCH", f"/api/v1/rooms/{args.name}", change)
+        state = [
+            "locked" if room["locked"] else "open",
+            "proof-of-work on" if room["pow_required"] else "proof-of-work automatic",
+        ]
+        print(f"room {room['name']}: {', '.join(state)}")
     elif args.action == "delete":
         client.call("DELETE", f"/api/v1/rooms/{args.name}")
         print(f"deleted room {args.name}; its invites and admissions are gone")
@@ -385,6 +401,14 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("name", help="room name: a-z, 0-9, '-', '_'")
     create.add_argument("--title", help="shown on the join page")
     room_sub.add_parser("list", parents=[client_options])
+    change = room_sub.add_parser("set", parents=[client_options], help="lock, unlock, challenge")
+    change.add_argument("name")
+    locking = change.add_mutually_exclusive_group()
+    locking.add_argument("--lock", dest="lock", action="store_const", const=True)
+    locking.add_argument("--unlock", dest="lock", action="store_const", const=False)
+    change.add_argument(
+        "--challenge", choices=["on", "off"], help="demand proof-of-work for every join attempt"
+    )
     delete = room_sub.add_parser("delete", parents=[client_options])
     delete.add_argument("name")
     room.set_defaults(func=command_room)

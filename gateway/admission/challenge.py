@@ -54,6 +54,7 @@ RefusalReason = Literal[
     "wrong_room",  # issued for another room
     "bad_answer",  # not a decimal string of at most 20 digits
     "insufficient_work",  # the hash does not start with enough zero bits
+    "replayed",  # a right answer used before (the caller's claim-once says so)
 ]
 
 

@@ -77,11 +77,16 @@ class RateLimiter:
         decision = await self._store.charge_limits(self.charges(attempt))
         if decision.allowed:
             return
-        self._metrics.rejections.inc(reason="rate_limit")
-        await self._store.count_recent(f"reject:{GATE}", PRESSURE_WINDOW_SECONDS)
-        if attempt.room is not None:
-            await self._store.count_recent(f"reject:room:{attempt.room}", PRESSURE_WINDOW_SECONDS)
+        await self.note_rejection(attempt.room, "rate_limited")
         raise RateLimited(decision.retry_after)
+
+    async def note_rejection(self, room: str | None, reason: str) -> None:
+        """Count a refused attempt: in the metrics, and in the pressure that switches on
+        proof-of-work for its room and, in numbers, for the whole gate."""
+        self._metrics.rejections.inc(reason=reason)
+        await self._store.count_recent(f"reject:{GATE}", PRESSURE_WINDOW_SECONDS)
+        if room is not None:
+            await self._store.count_recent(f"reject:room:{room}", PRESSURE_WINDOW_SECONDS)
 
     async def pressure(self, room: str | None) -> int:
         """Rejections in the current 10-second window: the room's, or the whole gate's."""

@@ -1,4 +1,7 @@
-"""The admission pipeline: redeem an invite into an admission; find the one a browser holds.
+"""The admission pipeline: limit → identify → policy → admit; and the admission a browser holds.
+
+Every join attempt is charged against the rate limits before any work beyond one keyed read
+that tells which room it is for; a flooded room first asks for proof-of-work.
 
 An admission's id is the SHA-256 of the secret in the browser's cookie, so the store (and a ticket,
 which names the admission) never holds anything a thief could replay as a cookie.
@@ -12,7 +15,9 @@ import re
 import secrets
 from dataclasses import dataclass
 
+from gateway.admission.flood import FloodGuard, Proof
 from gateway.admission.invites import hash_token, parse_token
+from gateway.admission.limits import Attempt, RateLimiter
 from gateway.admission.rooms import current_room
 from gateway.errors import (
     AdmissionBanned,
@@ -22,9 +27,11 @@ from gateway.errors import (
     InviteRevoked,
     InviteUnknown,
     InviteUsedUp,
+    MeetgateError,
     NotAdmitted,
     RoomLocked,
 )
+from gateway.metrics import Metrics
 from gateway.store import Store
 from gateway.store.records import Admission, Invite, Role, Room
 
@@ -42,42 +49,72 @@ def admission_id_for(cookie_secret: str) -> str:
 
 
 class AdmissionPipeline:
-    def __init__(self, store: Store, *, pseudonym_key: bytes, admission_ttl_seconds: int) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        pseudonym_key: bytes,
+        admission_ttl_seconds: int,
+        limiter: RateLimiter,
+        flood: FloodGuard,
+        metrics: Metrics,
+    ) -> None:
         self._store = store
         self._pseudonym_key = pseudonym_key
         self._ttl = admission_ttl_seconds
+        self._limiter = limiter
+        self._flood = flood
+        self._metrics = metrics
+
+    async def _locate(self, raw_token: str, client_addr: str) -> tuple[str, Invite, Room]:
+        """Find the invite and the room its meeting is in now. A token that leads nowhere is
+        charged against the address, network and gate limits before it is refused."""
+        try:
+            token_hash = hash_token(parse_token(raw_token))
+            invite = await self._store.find_invite(token_hash)
+            room = await current_room(self._store, invite.room) if invite else None
+            if invite is None or room is None:
+                raise InviteUnknown()
+        except InviteUnknown as refused:
+            await self._limiter.charge(Attempt(client_addr))
+            await self._limiter.note_rejection(None, refused.code)
+            raise
+        return token_hash, invite, room
 
     def pseudonym(self, kind: str, subject: str) -> str:
         """A stable identity that names nobody outside this deployment (keyed hash)."""
         digest = hmac.new(self._pseudonym_key, f"{kind}:{subject}".encode(), hashlib.sha256)
         return digest.hexdigest()[:32]
 
-    async def preview(self, raw_token: str, now: float) -> Invite:
-        """The invite behind a join link, if it can still be used; changes nothing."""
-        invite = await self._store.find_invite(hash_token(parse_token(raw_token)))
-        if invite is None:
-            raise InviteUnknown()
+    async def preview(self, raw_token: str, client_addr: str, now: float) -> tuple[Invite, Room]:
+        """The invite behind a join link and its room, if it can still be used; counts no use."""
+        _, invite, room = await self._locate(raw_token, client_addr)
+        await self._limiter.charge(Attempt(client_addr, room=room.name, invite=invite.id))
         if invite.revoked:
             raise InviteRevoked()
         if invite.uses >= invite.max_uses or now >= invite.expires_at:
             raise InviteExpired() if now >= invite.expires_at else InviteUsedUp()
-        return invite
+        return invite, room
 
-    async def redeem(self, raw_token: str, client_addr: str, now: float) -> Admitted:
+    async def redeem(
+        self, raw_token: str, client_addr: str, now: float, proof: Proof | None = None
+    ) -> Admitted:
         """Count one use of the invite and admit its holder to the room the meeting is in now.
 
-        The room's state is checked before the use is counted, so a locked room or a banned
-        identity does not burn the invite.
+        Proof-of-work (when demanded) is checked before the attempt is charged; the room's state
+        before the use is counted, so a locked room or a banned identity does not burn the invite.
         """
-        token_hash = hash_token(parse_token(raw_token))
-        found = await self._store.find_invite(token_hash)
-        if found is None:
-            raise InviteUnknown()
+        token_hash, found, room = await self._locate(raw_token, client_addr)
+        await self._flood.check(proof, client_addr=client_addr, room=room, now=now)
         identity = self.pseudonym("invite", found.id)
-        room = await current_room(self._store, found.room)
-        if room is None:
-            raise InviteUnknown()
-        await self._check_entry(room, identity, found.role, now)
+        await self._limiter.charge(
+            Attempt(client_addr, room=room.name, identity=identity, invite=found.id)
+        )
+        try:
+            await self._check_entry(room, identity, found.role, now)
+        except MeetgateError as refused:
+            await self._limiter.note_rejection(room.name, refused.code)
+            raise
         invite = await self._store.redeem_invite(token_hash, now)
         cookie_secret = secrets.token_urlsafe(32)
         admission = Admission(
@@ -92,6 +129,7 @@ class AdmissionPipeline:
             expires_at=now + self._ttl,
         )
         await self._store.add_admission(admission)
+        self._metrics.admissions.inc(via="invite")
         return Admitted(cookie_secret=cookie_secret, admission=admission)
 
     async def _check_entry(self, room: Room, identity: str, role: Role, now: float) -> None:

@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.admission.pipeline import AdmissionPipeline
 from gateway.admission.rooms import current_room
+from gateway.client_address import client_address, parse_networks
 from gateway.cuts import CUTS, Cut
 from gateway.errors import (
     HeadersTooLarge,
@@ -29,6 +30,7 @@ from gateway.errors import (
     StoreUnavailable,
     TicketInvalid,
 )
+from gateway.metrics import Metrics
 from gateway.proxy.bosh import SID_SHAPE, BoshSession, read_body_attributes
 from gateway.proxy.headers import upstream_request_headers
 from gateway.proxy.http import HttpRelay, read_body
@@ -85,10 +87,13 @@ class Gate:
         http: HttpRelay,
         http_client: httpx.AsyncClient,
         registry: ConnectionRegistry,
+        metrics: Metrics,
         pages: ASGIApp,
     ) -> None:
         self._settings = settings
         self._store = store
+        self._metrics = metrics
+        self._trusted = parse_networks(settings.trusted_proxies)
         self._follower: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Task[Any]] = set()
         self._pipeline = pipeline
@@ -127,6 +132,7 @@ class Gate:
                 async for raw in subscription:
                     cut = Cut.decode(raw)
                     if cut is not None:
+                        self._metrics.revocations.inc(reason=cut.reason)
                         self._in_background(
                             self.registry.close_admission(cut.admission_id, cut.reason)
                         )
@@ -156,6 +162,8 @@ class Gate:
             await self._lifespan(receive, send)
             return
         rid = request_id(scope)
+        peer = (scope.get("client") or (None, 0))[0]
+        scope["state"]["client_addr"] = client_address(peer, scope["headers"], self._trusted)
         started = False
 
         async def tracked_send(message: Message) -> None:
@@ -213,7 +221,7 @@ class Gate:
             cookie_name=self._cookie.encode(),
             public_host=self._public_host,
             public_scheme=self._scheme,
-            client_addr=(scope.get("client") or ("unknown", 0))[0].encode(),
+            client_addr=scope["state"]["client_addr"].encode(),
             websocket=scope["type"] == "websocket",
         )
         if scope["type"] == "websocket":

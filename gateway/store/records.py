@@ -35,6 +35,8 @@ class Room:
     approval_required: bool = False
     moved_to: str | None = None
     lineage: str = ""
+    # Switched on by a host or an admin: every join attempt must carry a proof-of-work.
+    pow_required: bool = False
 
     @property
     def ban_scope(self) -> str:

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 
+from gateway.admission.flood import ChallengeRequired, Proof
 from gateway.admission.pipeline import AdmissionPipeline
 from gateway.admission.rooms import current_room, is_room_name
 from gateway.errors import CrossSiteRequest, MeetgateError, NotAdmitted, NotFound
@@ -25,6 +26,11 @@ from gateway.web.forms import read_form
 from gateway.web.headers import SecurityHeaders
 from gateway.web.rendering import error_body, error_headers
 from gateway.web.templating import render, static_asset
+
+
+def client_addr(request: Request) -> str:
+    """The address the gate resolved for this request (trusted proxies considered)."""
+    return str(request.scope.get("state", {}).get("client_addr", "unknown"))
 
 
 def _html(page: str, status: int = 200) -> HTMLResponse:
@@ -93,10 +99,7 @@ def create_pages_app(
     @app.get("/j/{token}", response_class=HTMLResponse)
     async def join_landing(request: Request, token: str) -> HTMLResponse:
         # Showing the page changes nothing: link previewers in chat apps must not burn an invite.
-        invite = await pipeline.preview(token, time.time())
-        room = await store.get_room(invite.room)
-        if room is None:
-            raise NotFound()
+        invite, room = await pipeline.preview(token, client_addr(request), time.time())
         page = render(
             "join.html",
             room_title=room.title,
@@ -113,10 +116,22 @@ def create_pages_app(
         if not same_origin(request, settings.public_url):
             raise CrossSiteRequest()
         # `next=dashboard`: the host invite page's second button, straight to the dashboard.
-        wants_dashboard = (await read_form(request)).get("next") == "dashboard"
+        form = await read_form(request)
+        wants_dashboard = form.get("next") == "dashboard"
         now = time.time()
-        client = request.client.host if request.client else "unknown"
-        admitted = await pipeline.redeem(token, client, now)
+        proof = Proof(form["pow_token"], form.get("answer", "")) if "pow_token" in form else None
+        try:
+            admitted = await pipeline.redeem(token, client_addr(request), now, proof)
+        except ChallengeRequired as demand:
+            fields = {"next": "dashboard"} if wants_dashboard else {}
+            page = render(
+                "challenge.html",
+                action=f"/j/{token}",
+                challenge=demand.challenge,
+                fields=fields,
+                request_id=request_id(request.scope),
+            )
+            return _html(page)
         if wants_dashboard and admitted.admission.role is Role.HOST:
             location = f"/_meetgate/host/{admitted.admission.room}"
         else:
