@@ -652,6 +652,22 @@ CLOCK_WARN_SECONDS = 5.0
 CLOCK_FAIL_SECONDS = 30.0
 
 
+def clock_finding(offset: float, where: str) -> Finding:
+    """The verdict on `where`'s clock being `offset` seconds ahead of ours (negative: behind)."""
+    # The Date header has one-second resolution.
+    skew = max(0.0, abs(offset) - 1.0)
+    if skew > CLOCK_FAIL_SECONDS:
+        return Finding(
+            "clock",
+            Verdict.FAIL,
+            f"{where} is {offset:+.0f} s off this machine: fresh tickets are refused or expire"
+            " early; run NTP on both hosts",
+        )
+    if skew > CLOCK_WARN_SECONDS:
+        return Finding("clock", Verdict.WARN, f"{where} is {offset:+.0f} s off: run NTP on both")
+    return Finding("clock", Verdict.PASS, f"{where} agrees with this machine within 5 s")
+
+
 async def check_clock(client: httpx.AsyncClient, settings: Settings) -> Finding:
     """Compare the upstreams' HTTP Date with ours: prosody checks nbf and exp with no leeway."""
     urls = dict.fromkeys([settings.jitsi.signalling + "/", settings.jitsi.upstream + "/"])
@@ -669,21 +685,7 @@ async def check_clock(client: httpx.AsyncClient, settings: Settings) -> Finding:
             remote = email.utils.parsedate_to_datetime(header).timestamp()
         except (TypeError, ValueError):
             continue
-        # The Date header has one-second resolution.
-        skew = max(0.0, abs(remote - local) - 1.0)
-        where = url.rstrip("/")
-        if skew > CLOCK_FAIL_SECONDS:
-            return Finding(
-                "clock",
-                Verdict.FAIL,
-                f"{where} is {remote - local:+.0f} s off this machine: fresh tickets are refused"
-                " or expire early; run NTP on both hosts",
-            )
-        if skew > CLOCK_WARN_SECONDS:
-            return Finding(
-                "clock", Verdict.WARN, f"{where} is {remote - local:+.0f} s off: run NTP on both"
-            )
-        return Finding("clock", Verdict.PASS, f"{where} agrees with this machine within 5 s")
+        return clock_finding(remote - local, url.rstrip("/"))
     return Finding("clock", Verdict.WARN, "no upstream sent a Date header to compare clocks with")
 
 

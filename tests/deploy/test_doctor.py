@@ -14,6 +14,7 @@ import pytest
 
 from gateway.doctor import (
     THIRD_PARTY_HOSTS,
+    clock_finding,
     estimated_bits,
     scan_jitsi_config,
     strip_js_comments,
@@ -235,3 +236,12 @@ def test_secret_strength_estimate() -> None:
     assert estimated_bits(secrets.token_urlsafe(32)) > 160
     assert estimated_bits("x" * 64) == 0
     assert estimated_bits("correct-horse-battery-staple-00") < 128
+
+
+def test_clock_thresholds() -> None:
+    assert clock_finding(0.4, "x").verdict == "PASS"
+    assert clock_finding(-5.9, "x").verdict == "PASS"
+    assert clock_finding(7, "x").verdict == "WARN"
+    assert clock_finding(-20, "x").verdict == "WARN"
+    assert clock_finding(32, "x").verdict == "FAIL"
+    assert "-45 s" in clock_finding(-45, "prosody").detail

