@@ -28,12 +28,13 @@ def create_app(settings: Settings, store: Store, metrics: Metrics | None = None)
     metrics = metrics or Metrics()
     secret = settings.admission.pseudonym_key.get_secret_value().encode()
     limiter = RateLimiter(store, settings.rates, metrics)
+    flood = FloodGuard(store, limiter, settings.challenge, secret, metrics)
     pipeline = AdmissionPipeline(
         store,
         pseudonym_key=secret,
         admission_ttl_seconds=settings.admission.ttl_seconds,
         limiter=limiter,
-        flood=FloodGuard(store, limiter, settings.challenge, secret, metrics),
+        flood=flood,
         metrics=metrics,
     )
     tickets = TicketAuthority.from_settings(settings)
@@ -48,7 +49,9 @@ def create_app(settings: Settings, store: Store, metrics: Metrics | None = None)
     )
     # One registry for the gate (files sockets) and the dashboard (counts them).
     registry = ConnectionRegistry()
-    dashboard = create_dashboard_router(settings, pipeline, HostDesk(store), registry.count)
+    dashboard = create_dashboard_router(
+        settings, pipeline, HostDesk(store), registry.count, flood.status
+    )
     return Gate(
         settings=settings,
         store=store,

@@ -130,12 +130,14 @@ def check_settings(settings: Settings, config_path: Path) -> list[Finding]:
         mode = stat.S_IMODE(config_path.stat().st_mode)
     except OSError:
         mode = 0
-    if mode & 0o077:
+    # Group-readable is how Kubernetes hands a Secret to a non-root pod (fsGroup); others not.
+    if mode & 0o007:
         findings.append(
             Finding(
                 "config mode",
                 Verdict.WARN,
-                f"{config_path} has mode {mode:04o} and holds secrets: chmod 600 it",
+                f"{config_path} has mode {mode:04o}: anyone on the host can read its secrets;"
+                " chmod 600 it",
             )
         )
     if not settings.secure:

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from gateway.admission.challenge import (
     Challenge,
@@ -85,6 +86,19 @@ class FloodGuard:
             step=self._settings.difficulty_step,
             maximum=self._settings.max_difficulty,
         )
+
+    async def status(self, room: Room) -> dict[str, Any]:
+        """What a host sees about pressure on their room: refusals and the proof demanded."""
+        room_pressure = await self._limiter.pressure(room.name)
+        gate_pressure = await self._limiter.pressure(None)
+        difficulty = await self.demanded(room)
+        return {
+            "under_attack": room_pressure >= self._settings.pressure_threshold
+            or difficulty is not None,
+            "refused_10s": room_pressure,
+            "gate_refused_10s": gate_pressure,
+            "proof_of_work": difficulty,
+        }
 
     def challenge(self, *, client_addr: str, room: str, now: float, difficulty: int) -> Challenge:
         self._metrics.challenges_issued.inc()

@@ -199,6 +199,7 @@ def create_dashboard_router(
     pipeline: AdmissionPipeline,
     desk: HostDesk,
     registry_counts: RegistryCounts,
+    attack_status: Callable[[Room], Awaitable[dict[str, Any]]],
 ) -> APIRouter:
     """The dashboard's routes under /_meetgate/host/…; `registry_counts(admission_id)` is the
     number of connections that admission has open on this replica."""
@@ -217,6 +218,7 @@ def create_dashboard_router(
             "room": room_view(room),
             "participants": [participant_view(a, registry_counts(a.id)) for a in admissions],
             "audit": [audit_view(entry) for entry in audit[:AUDIT_SHOWN]],
+            "attack": await attack_status(room),
         }
 
     async def revoke(request: ActionRequest) -> Outcome:
@@ -293,6 +295,7 @@ def create_dashboard_router(
             room=view["room"],
             participants=view["participants"],
             audit=view["audit"],
+            attack=view["attack"],
             you=host.id,
             csrf=csrf.issue(host.id, current.name),
             prefix=HOST_PREFIX,

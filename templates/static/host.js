@@ -114,6 +114,19 @@
     root.querySelector('form[data-action="unlock"]').hidden = !state.locked;
   }
 
+  function showAttack(attack) {
+    const banner = document.getElementById("attack");
+    if (!attack) {
+      return;
+    }
+    banner.hidden = !attack.under_attack;
+    document.getElementById("attack-refused").textContent = String(attack.refused_10s);
+    document.getElementById("attack-gate-refused").textContent = String(attack.gate_refused_10s);
+    document.getElementById("attack-pow").textContent = attack.proof_of_work
+      ? "Browsers must solve a proof-of-work (difficulty " + attack.proof_of_work + ") before they are counted."
+      : "";
+  }
+
   function showAudit(entries) {
     const audit = document.getElementById("audit");
     const items = entries.map(function (entry) {
@@ -171,6 +184,7 @@
       showRoom(data.room);
       showRoster(data.participants);
       showAudit(data.audit);
+      showAttack(data.attack);
       document.getElementById("roster-updated").textContent = "Updated " + clock(Date.now() / 1000);
     } catch (error) {
       say("Lost contact with Meetgate; retrying.", "error");

@@ -96,7 +96,7 @@ def test_roster_shows_who_is_in_with_an_address_prefix_only(
     room, host, ada = meeting
     started = time.time()
     data = roster(gateway, host)
-    assert set(data) == {"room", "participants", "audit"}
+    assert set(data) == {"room", "participants", "audit", "attack"}
     assert data["room"] == {
         "name": room,
         "title": room,  # a room without a title is called by its name

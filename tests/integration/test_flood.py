@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -254,3 +255,25 @@ def test_metrics_count_rejections_and_proofs(pow_gateway: GatewayServer) -> None
     assert re.search(r"meetgate_pow_failed_total \d+", text)
     with httpx.Client(base_url=pow_gateway.admin_url, trust_env=False) as anonymous:
         assert anonymous.get("/metrics").status_code == 401
+
+
+def test_host_dashboard_shows_the_attack(tight_gateway: GatewayServer) -> None:
+    name = room(tight_gateway)
+    host_invite = tight_gateway.create_invite(name, "Host", role="host")
+    with client(tight_gateway, fresh_address()) as host:
+        assert host.post(f"/j/{tight_gateway.invite_token(host_invite)}").status_code == 303
+        quiet = host.get(f"/_meetgate/host/{name}/roster").json()["attack"]
+        assert quiet["under_attack"] is False
+        path = invite_path(tight_gateway, name, max_uses=100)
+        with client(tight_gateway, fresh_address()) as flooder:
+            for _ in range(12):
+                flooder.get(path)
+        # Pressure is cached for a second per replica; poll briefly.
+        deadline = time.monotonic() + 5
+        attack = quiet
+        while time.monotonic() < deadline and not attack["under_attack"]:
+            attack = host.get(f"/_meetgate/host/{name}/roster").json()["attack"]
+        assert attack["under_attack"] is True
+        assert attack["refused_10s"] >= 5
+        assert attack["proof_of_work"] is not None
+        assert "Under attack" in host.get(f"/_meetgate/host/{name}").text
