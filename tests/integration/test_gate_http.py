@@ -316,3 +316,17 @@ def test_secrets_never_reach_the_log(gateway: GatewayServer) -> None:
     assert ticket not in log
     assert gateway.admin_token not in log
     assert gateway.ticket_secret not in log
+
+
+def test_forward_auth_for_static_offload(gateway: GatewayServer) -> None:
+    room = new_room(gateway)
+    with browser(gateway) as client:
+        assert client.get("/_meetgate/forward-auth").status_code == 401
+        join(client, gateway, room)
+        assert client.get("/_meetgate/forward-auth").status_code == 204
+        with gateway.admin() as admin:
+            admin.delete(f"/api/v1/rooms/{room}")
+        assert client.get("/_meetgate/forward-auth").status_code == 401
+    with browser(gateway) as stranger:
+        forged = stranger.get("/_meetgate/forward-auth", headers={"cookie": "meetgate=" + "A" * 43})
+        assert forged.status_code == 401
