@@ -144,6 +144,15 @@ class AdmissionBanned(NotAdmitted):
     message = "A host has barred you from this meeting."
 
 
+class NotAllowed(NotAdmitted):
+    code = "not_allowed"
+    title = "This meeting is not open to you"
+    message = (
+        "You were identified, but this meeting's hosts have not opened it to you."
+        " If you think this is wrong, contact the organisers."
+    )
+
+
 class RoomLocked(MeetgateError):
     status = 423
     code = "room_locked"

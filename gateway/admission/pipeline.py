@@ -16,19 +16,21 @@ import secrets
 from dataclasses import dataclass
 
 from gateway.admission.flood import FloodGuard, Proof
+from gateway.admission.identity import Path, VerifiedIdentity
 from gateway.admission.invites import hash_token, parse_token
 from gateway.admission.limits import Attempt, RateLimiter
+from gateway.admission.policy import Verdict, decide
 from gateway.admission.rooms import current_room
 from gateway.errors import (
     AdmissionBanned,
     AdmissionRevoked,
-    ApprovalRequired,
     InviteExpired,
     InviteRevoked,
     InviteUnknown,
     InviteUsedUp,
     MeetgateError,
     NotAdmitted,
+    NotAllowed,
     RoomLocked,
 )
 from gateway.metrics import Metrics
@@ -46,6 +48,20 @@ class Admitted:
 
 def admission_id_for(cookie_secret: str) -> str:
     return hashlib.sha256(cookie_secret.encode("ascii")).hexdigest()
+
+
+class LobbyRequired(MeetgateError):
+    """Not shown as an error: the pages answer it by queueing the person in the room's lobby."""
+
+    status = 202
+    code = "lobby_required"
+    title = "Waiting for a host"
+    message = "A host of this meeting lets people in. Your request is waiting."
+
+    def __init__(self, verified: VerifiedIdentity, room: str) -> None:
+        super().__init__()
+        self.verified = verified
+        self.room = room
 
 
 class AdmissionPipeline:
@@ -106,41 +122,88 @@ class AdmissionPipeline:
         """
         token_hash, found, room = await self._locate(raw_token, client_addr)
         await self._flood.check(proof, client_addr=client_addr, room=room, now=now)
-        identity = self.pseudonym("invite", found.id)
-        await self._limiter.charge(
-            Attempt(client_addr, room=room.name, identity=identity, invite=found.id)
+        verified = VerifiedIdentity(
+            path=Path.INVITE, subject=found.id, name=found.name, role=found.role
         )
+        await self._limiter.charge(
+            Attempt(
+                client_addr,
+                room=room.name,
+                identity=self.identity_of(verified),
+                invite=found.id,
+            )
+        )
+        role = await self.admissible(verified, room, client_addr, now)
+        await self._store.redeem_invite(token_hash, now)
+        return await self._admit(verified, role, room, client_addr, now)
+
+    def identity_of(self, verified: VerifiedIdentity) -> str:
+        return self.pseudonym(verified.path.value, verified.subject)
+
+    async def admissible(
+        self,
+        verified: VerifiedIdentity,
+        room: Room,
+        client_addr: str,
+        now: float,
+        *,
+        approved: bool = False,
+    ) -> Role:
+        """May `verified` enter `room` now, and as which role? Raises the refusal: NotAllowed,
+        AdmissionBanned, RoomLocked, or LobbyRequired when a host must approve first (not when
+        a host already `approved`). Refusals count toward the room's pressure."""
         try:
-            await self._check_entry(room, identity, found.role, now)
+            decision = decide(room.policy, verified)
+            if decision.verdict is Verdict.REFUSE:
+                raise NotAllowed()
+            if await self._store.is_banned(room.ban_scope, self.identity_of(verified), now):
+                raise AdmissionBanned()
+            if decision.role is Role.HOST or approved:
+                return decision.role
+            # A lockdown sends everyone but hosts through the lobby; a lock queues them there
+            # when the room has one, and turns them away when it has not.
+            if room.approval_required or decision.verdict is Verdict.LOBBY:
+                raise LobbyRequired(verified, room.name)
+            if room.locked:
+                raise LobbyRequired(verified, room.name) if room.policy.lobby else RoomLocked()
+            return decision.role
+        except LobbyRequired:
+            raise
         except MeetgateError as refused:
             await self._limiter.note_rejection(room.name, refused.code)
             raise
-        invite = await self._store.redeem_invite(token_hash, now)
+
+    async def enter(
+        self,
+        verified: VerifiedIdentity,
+        room: Room,
+        client_addr: str,
+        now: float,
+        *,
+        approved: bool = False,
+    ) -> Admitted:
+        """The end every admission path shares: policy, ban, lock and lobby, then admission."""
+        role = await self.admissible(verified, room, client_addr, now, approved=approved)
+        return await self._admit(verified, role, room, client_addr, now)
+
+    async def _admit(
+        self, verified: VerifiedIdentity, role: Role, room: Room, client_addr: str, now: float
+    ) -> Admitted:
         cookie_secret = secrets.token_urlsafe(32)
         admission = Admission(
             id=admission_id_for(cookie_secret),
             room=room.name,
-            identity=identity,
-            name=invite.name,
-            role=invite.role,
-            via=f"invite:{invite.id}",
+            identity=self.identity_of(verified),
+            name=verified.name,
+            role=role,
+            via=f"{verified.path.value}:{verified.provider or verified.subject[:16]}",
             client_addr=client_addr,
             created_at=now,
             expires_at=now + self._ttl,
         )
         await self._store.add_admission(admission)
-        self._metrics.admissions.inc(via="invite")
+        self._metrics.admissions.inc(via=verified.path.value)
         return Admitted(cookie_secret=cookie_secret, admission=admission)
-
-    async def _check_entry(self, room: Room, identity: str, role: Role, now: float) -> None:
-        if await self._store.is_banned(room.ban_scope, identity, now):
-            raise AdmissionBanned()
-        if role is Role.HOST:
-            return
-        if room.approval_required:
-            raise ApprovalRequired()
-        if room.locked:
-            raise RoomLocked()
 
     async def from_cookie(self, cookie_secret: str | None, now: float) -> Admission:
         """The live admission a cookie names; NotAdmitted or AdmissionRevoked otherwise."""

@@ -15,9 +15,25 @@ class Role(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class RoomPolicy:
-    """Which admission paths a room accepts. For now a room is invite-only."""
+    """Who may enter a room, and how (see docs/policies.md).
+
+    Paths: a personal `invite`; `oidc` sign-in with one of `oidc_providers` (configured names;
+    empty: any configured provider); an `email_code` to an allowed address. `allowed_emails`,
+    `allowed_domains` (and for sign-in `allowed_groups`) restrict the last two; empty lists
+    allow anyone the path verifies. `lobby`: a host approves every attendee who is not invited,
+    on top of sign-in or code, or alone for an open-but-moderated room. `host_emails`: signed-in
+    or code-verified addresses that enter as hosts.
+    """
 
     invite: bool = True
+    oidc: bool = False
+    oidc_providers: tuple[str, ...] = ()
+    email_code: bool = False
+    allowed_emails: tuple[str, ...] = ()
+    allowed_domains: tuple[str, ...] = ()
+    allowed_groups: tuple[str, ...] = ()
+    lobby: bool = False
+    host_emails: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -92,8 +92,9 @@ def admission_id(gateway: GatewayServer, host: Admitted, name: str) -> str:
     return next(p["id"] for p in roster["participants"] if p["name"] == name)
 
 
-def admit_refused(gateway: GatewayServer, room: str) -> int:
+def latecomer_lands_in_meeting(gateway: GatewayServer, room: str) -> bool:
+    """Does a fresh invite for `room` get straight into the meeting (a ticket and a cookie)?"""
     made = gateway.create_invite(room, "Latecomer")
     with httpx.Client(base_url=gateway.url, trust_env=False) as client:
         response = client.post(f"/j/{gateway.invite_token(made)}", headers={"origin": gateway.url})
-    return response.status_code
+    return "#jwt=" in response.headers.get("location", "")
