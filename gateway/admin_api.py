@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hmac
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -15,12 +15,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from gateway.admission.invites import make_invite
 from gateway.admission.rooms import validate_room_name, validate_title
 from gateway.cuts import CUTS, Cut
-from gateway.errors import AdminAuthFailed, MeetgateError, NotFound, RoomNotFound
+from gateway.errors import AdminAuthFailed, InvalidInput, MeetgateError, NotFound, RoomNotFound
 from gateway.metrics import Metrics
 from gateway.proxy.gate import request_id
 from gateway.settings import Settings
 from gateway.store import Store
-from gateway.store.records import Invite, Role, Room
+from gateway.store.records import Invite, Role, Room, RoomPolicy
 
 
 class _Body(BaseModel):
@@ -41,6 +41,22 @@ class RoomOut(BaseModel):
     approval_required: bool
     pow_required: bool
     moved_to: str | None
+    rules: PolicyIn
+
+
+class PolicyIn(_Body):
+    """A room's policy; see docs/policies.md. Lists are lower-cased e-mail addresses, domains
+    and group names; empty lists do not restrict."""
+
+    invite: bool = True
+    oidc: bool = False
+    oidc_providers: list[str] = Field(default_factory=list, max_length=20)
+    email_code: bool = False
+    allowed_emails: list[str] = Field(default_factory=list, max_length=10_000)
+    allowed_domains: list[str] = Field(default_factory=list, max_length=1000)
+    allowed_groups: list[str] = Field(default_factory=list, max_length=1000)
+    lobby: bool = False
+    host_emails: list[str] = Field(default_factory=list, max_length=1000)
 
 
 class RoomChange(_Body):
@@ -90,6 +106,7 @@ def _room_out(room: Room) -> RoomOut:
         approval_required=room.approval_required,
         pow_required=room.pow_required,
         moved_to=room.moved_to,
+        rules=PolicyIn.model_validate(asdict(room.policy)),
     )
 
 
@@ -185,6 +202,38 @@ def create_admin_app(settings: Settings, store: Store, metrics: Metrics) -> Admi
             approval_required=room.approval_required and body.locked is not False,
             pow_required=room.pow_required if body.pow_required is None else body.pow_required,
         )
+        await store.update_room(changed)
+        return _room_out(changed)
+
+    @app.put("/api/v1/rooms/{name}/policy", dependencies=guarded)
+    async def set_policy(name: str, body: PolicyIn) -> RoomOut:
+        """Takes effect for the next join attempt, on every replica, without a restart."""
+        room = await store.get_room(name)
+        if room is None:
+            raise RoomNotFound()
+        known = {provider.name for provider in settings.oidc}
+        unknown = [p for p in body.oidc_providers if p not in known]
+        if unknown:
+            raise InvalidInput(f"No OpenID Connect provider is configured as {', '.join(unknown)}.")
+        if not (body.invite or body.oidc or body.email_code or body.lobby):
+            raise InvalidInput("A room needs at least one way in.")
+        if body.oidc and not known:
+            raise InvalidInput("Sign-in needs an OpenID Connect provider in the configuration.")
+        lowered = {
+            "allowed_emails": body.allowed_emails,
+            "allowed_domains": [d.lstrip("@") for d in body.allowed_domains],
+            "host_emails": body.host_emails,
+        }
+        policy = RoomPolicy(
+            invite=body.invite,
+            oidc=body.oidc,
+            oidc_providers=tuple(body.oidc_providers),
+            email_code=body.email_code,
+            allowed_groups=tuple(body.allowed_groups),
+            lobby=body.lobby,
+            **{key: tuple(v.strip().lower() for v in values) for key, values in lowered.items()},
+        )
+        changed = replace(room, policy=policy)
         await store.update_room(changed)
         return _room_out(changed)
 

@@ -17,6 +17,7 @@ from gateway.proxy.registry import ConnectionRegistry
 from gateway.settings import Settings
 from gateway.store import Store
 from gateway.tickets import TicketAuthority
+from gateway.web.entry import Entrance, create_entry_router
 from gateway.web.pages import create_pages_app
 
 
@@ -49,6 +50,7 @@ def create_app(settings: Settings, store: Store, metrics: Metrics | None = None)
     )
     # One registry for the gate (files sockets) and the dashboard (counts them).
     registry = ConnectionRegistry()
+    entrance = Entrance(settings, store, pipeline, tickets)
     dashboard = create_dashboard_router(
         settings, pipeline, HostDesk(store), registry.count, flood.status
     )
@@ -61,7 +63,14 @@ def create_app(settings: Settings, store: Store, metrics: Metrics | None = None)
         http_client=client,
         registry=registry,
         metrics=metrics,
-        pages=create_pages_app(settings, store, pipeline, tickets, routers=[dashboard]),
+        pages=create_pages_app(
+            settings,
+            store,
+            pipeline,
+            tickets,
+            entrance,
+            routers=[dashboard, create_entry_router(settings, entrance)],
+        ),
     )
 
 

@@ -308,6 +308,22 @@ def command_room(args: argparse.Namespace) -> int:
             "proof-of-work on" if room["pow_required"] else "proof-of-work automatic",
         ]
         print(f"room {room['name']}: {', '.join(state)}")
+    elif args.action == "policy":
+        body = {
+            "invite": not args.no_invite,
+            "oidc": bool(args.oidc),
+            "oidc_providers": [p for p in (args.oidc or []) if p != "any"],
+            "email_code": args.email_code,
+            "allowed_emails": args.allow_email,
+            "allowed_domains": args.allow_domain,
+            "allowed_groups": args.allow_group,
+            "lobby": args.lobby,
+            "host_emails": args.host_email,
+        }
+        room = client.call("PUT", f"/api/v1/rooms/{args.name}/policy", body)
+        rules = room["rules"]
+        ways = [way for way in ("invite", "oidc", "email_code", "lobby") if rules[way]]
+        print(f"room {room['name']}: ways in: {', '.join(ways)}")
     elif args.action == "delete":
         client.call("DELETE", f"/api/v1/rooms/{args.name}")
         print(f"deleted room {args.name}; its invites and admissions are gone")
@@ -409,6 +425,20 @@ def build_parser() -> argparse.ArgumentParser:
     change.add_argument(
         "--challenge", choices=["on", "off"], help="demand proof-of-work for every join attempt"
     )
+    policy = room_sub.add_parser(
+        "policy", parents=[client_options], help="who may enter, and how (replaces the policy)"
+    )
+    policy.add_argument("name")
+    policy.add_argument("--no-invite", action="store_true", help="personal invites do not work")
+    policy.add_argument(
+        "--oidc", nargs="+", metavar="PROVIDER", help="sign-in with these providers ('any')"
+    )
+    policy.add_argument("--email-code", action="store_true", help="one-time codes by e-mail")
+    policy.add_argument("--allow-email", action="append", default=[], metavar="ADDRESS")
+    policy.add_argument("--allow-domain", action="append", default=[], metavar="DOMAIN")
+    policy.add_argument("--allow-group", action="append", default=[], metavar="GROUP")
+    policy.add_argument("--lobby", action="store_true", help="a host approves who comes in")
+    policy.add_argument("--host-email", action="append", default=[], metavar="ADDRESS")
     delete = room_sub.add_parser("delete", parents=[client_options])
     delete.add_argument("name")
     room.set_defaults(func=command_room)

@@ -195,6 +195,56 @@ class ChallengeSettings(_Section):
     max_age_seconds: int = Field(default=120, ge=10, le=3600)
 
 
+class OidcProvider(_Section):
+    """An OpenID Connect provider attendees may sign in with (Keycloak, Authentik, …)."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$", description="used in URLs and policies")
+    label: str = Field(min_length=1, max_length=60, description="shown on the sign-in button")
+    issuer: str
+    client_id: str = Field(min_length=1)
+    client_secret: SecretStr
+    scopes: list[str] = Field(default_factory=lambda: ["openid", "email", "profile"])
+    name_claim: str = "name"
+    groups_claim: str = "groups"
+
+    @field_validator("issuer")
+    @classmethod
+    def _issuer_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        local = parts.hostname in ("127.0.0.1", "localhost", "::1")
+        if parts.scheme != "https" and not (parts.scheme == "http" and local):
+            raise ValueError("must be an https:// URL (http:// only on loopback, for tests)")
+        return value.rstrip("/")
+
+
+class SmtpSettings(_Section):
+    """Where e-mail one-time codes are sent from."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=25, ge=1, le=65535)
+    security: Literal["none", "starttls", "tls"] = "starttls"
+    username: str | None = None
+    password: SecretStr | None = None
+    sender: str = "meetgate@localhost"
+    timeout_seconds: float = Field(default=10, gt=0, le=120)
+
+
+class EmailCodeSettings(_Section):
+    digits: int = Field(default=6, ge=6, le=8)
+    ttl_seconds: int = Field(default=600, ge=60, le=3600)
+    max_attempts: int = Field(default=5, ge=1, le=20)
+    # Codes sent to one address per hour, whatever the room.
+    max_sends_per_address: int = Field(default=5, ge=1, le=100)
+
+
+class LobbySettings(_Section):
+    # A waiting request nobody answered expires after this long.
+    ttl_seconds: int = Field(default=900, ge=60, le=86400)
+    max_waiting_per_room: int = Field(default=200, ge=1, le=100_000)
+    max_waiting_per_address: int = Field(default=3, ge=1, le=1000)
+    max_message_chars: int = Field(default=200, ge=0, le=1000)
+
+
 class Settings(_Section):
     public_url: str = "http://127.0.0.1:8000"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -207,6 +257,10 @@ class Settings(_Section):
     admission: AdmissionSettings
     limits: LimitSettings = LimitSettings()
     rates: RateSettings = RateSettings()
+    oidc: list[OidcProvider] = Field(default_factory=list)
+    smtp: SmtpSettings = SmtpSettings()
+    email_codes: EmailCodeSettings = EmailCodeSettings()
+    lobby: LobbySettings = LobbySettings()
     challenge: ChallengeSettings = ChallengeSettings()
     # Peers whose X-Forwarded-For / Forwarded headers are believed (the TLS front, a load
     # balancer). Everyone else is limited by their socket address.

@@ -20,10 +20,12 @@ import httpx
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.admission.pipeline import AdmissionPipeline
+from gateway.admission.policy import offered_paths
 from gateway.admission.rooms import current_room
 from gateway.client_address import client_address, parse_networks
 from gateway.cuts import CUTS, Cut
 from gateway.errors import (
+    AdmissionRevoked,
     HeadersTooLarge,
     MeetgateError,
     NotAdmitted,
@@ -208,7 +210,15 @@ class Gate:
             admission, query = await self._signalling_access(scope, now)
             base = self._settings.jitsi.signalling
         else:
-            admission = await self._cookie_access(scope, now)
+            try:
+                admission = await self._cookie_access(scope, now)
+            except AdmissionRevoked:
+                raise
+            except NotAdmitted:
+                if target.kind is PathKind.ROOM and target.room and scope["type"] == "http":
+                    await self._offer_entry(send, target.room)
+                    return
+                raise
             if target.kind is PathKind.ROOM and admission.room != target.room:
                 await self._follow_move(send, admission, target.room)
                 return
@@ -238,6 +248,17 @@ class Gate:
             await self._bosh(scope, receive, send, url, headers, admission)
         else:
             await self._http.relay(scope, receive, send, url, headers)
+
+    async def _offer_entry(self, send: Send, room_name: str) -> None:
+        """A room link opened without an admission: the room's way in, if its policy has one."""
+        room = await current_room(self._store, room_name)
+        if room is None or not offered_paths(room.policy):
+            raise NotAdmitted()
+        location = f"/_meetgate/enter/{room.name}".encode()
+        await send(
+            {"type": "http.response.start", "status": 303, "headers": [(b"location", location)]}
+        )
+        await send({"type": "http.response.body", "body": b""})
 
     async def _follow_move(self, send: Send, admission: Admission, room_name: str | None) -> None:
         """A browser reloading a room its meeting has moved out of is sent to the new room."""

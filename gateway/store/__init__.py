@@ -141,6 +141,41 @@ class Store(Protocol):
         """True for the first claim of `key` within `ttl_seconds`, False for any other claim
         before that time has passed. ValueError if the TTL is not positive."""
 
+    # Short-lived values (e-mail codes, lobby requests). Every TTL below must be positive and
+    # finite (ValueError otherwise); a value, counter or member is gone once its TTL has passed.
+    async def put_value(self, key: str, value: str, ttl_seconds: float) -> None:
+        """Set `key` to `value` for `ttl_seconds`, replacing any value and expiry it had."""
+
+    async def get_value(self, key: str) -> str | None: ...
+
+    async def take_value(self, key: str) -> str | None:
+        """Read and delete the value at once: of racing takers, exactly one gets it."""
+
+    async def delete_value(self, key: str) -> bool:
+        """Delete the value; False if there was none."""
+
+    async def bump_value(self, key: str, ttl_seconds: float) -> int:
+        """Add one to the counter `key` and return its count, this bump included.
+
+        A missing counter starts at 1 and lasts `ttl_seconds` from then; later bumps do not
+        extend it. Counters are kept apart from the values above: `get_value`, `take_value` and
+        `delete_value` neither see nor touch a counter of the same key.
+        """
+
+    # Expiring indexes (a room's waiting lobby requests)
+    async def index_add(self, index: str, member: str, ttl_seconds: float) -> None:
+        """Put `member` in `index` for `ttl_seconds`; a member added again starts its TTL anew."""
+
+    async def index_members(self, index: str) -> list[str]:
+        """The live members, soonest to expire first: with one TTL for all, oldest first.
+        Members expiring at the same time come in the order of their names."""
+
+    async def index_remove(self, index: str, member: str) -> bool:
+        """Take `member` out of `index`; False if it was not a live member."""
+
+    async def index_size(self, index: str) -> int:
+        """How many live members `index` has."""
+
     # Pub/sub: revocations reach every replica
     async def publish(self, channel: str, message: str) -> None: ...
 

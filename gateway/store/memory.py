@@ -35,8 +35,8 @@ from gateway.store.records import (
 )
 
 # Rate-limit entries whose theoretical arrival time has passed carry no state (a fresh key behaves
-# the same), nor do counters of past windows or claims past their TTL, so they are swept every so
-# often to keep the tables from growing without bound.
+# the same), nor do counters of past windows, nor claims, values, counters or index members past
+# their TTL, so they are swept every so often to keep the tables from growing without bound.
 _SWEEP_EVERY: Final = 1024
 
 # The most recent audit entries kept per room; older ones are dropped as new ones arrive.
@@ -107,6 +107,11 @@ class MemoryStore:
         self._recent_calls = 0
         self._claims: dict[str, float] = {}  # key -> when the claim lapses (monotonic)
         self._claim_calls = 0
+        # The short-lived values, counters and indexes: each entry with when it lapses (monotonic).
+        self._values: dict[str, tuple[str, float]] = {}
+        self._counters: dict[str, tuple[int, float]] = {}
+        self._indexes: dict[str, dict[str, float]] = {}  # index -> member -> when it lapses
+        self._short_lived_calls = 0
         self._subscriptions: dict[str, weakref.WeakSet[MemorySubscription]] = {}
 
     async def ping(self) -> None:
@@ -330,8 +335,7 @@ class MemoryStore:
         return int(time.monotonic() // window_seconds)
 
     async def claim_once(self, key: str, ttl_seconds: float) -> bool:
-        if not 0 < ttl_seconds < math.inf:
-            raise ValueError("ttl_seconds must be positive and finite")
+        _check_ttl(ttl_seconds)
         now = time.monotonic()
         self._claim_calls += 1
         if self._claim_calls % _SWEEP_EVERY == 0:
@@ -340,6 +344,92 @@ class MemoryStore:
             return False
         self._claims[key] = now + ttl_seconds
         return True
+
+    # Short-lived values
+
+    async def put_value(self, key: str, value: str, ttl_seconds: float) -> None:
+        _check_ttl(ttl_seconds)
+        now = self._short_lived_now()
+        self._values[key] = (value, now + ttl_seconds)
+
+    async def get_value(self, key: str) -> str | None:
+        return self._live_value(key, self._short_lived_now())
+
+    async def take_value(self, key: str) -> str | None:
+        value = self._live_value(key, self._short_lived_now())
+        if value is not None:
+            del self._values[key]
+        return value
+
+    async def delete_value(self, key: str) -> bool:
+        return await self.take_value(key) is not None
+
+    async def bump_value(self, key: str, ttl_seconds: float) -> int:
+        _check_ttl(ttl_seconds)
+        now = self._short_lived_now()
+        count, until = self._counters.get(key, (0, now))
+        if until <= now:
+            count, until = 0, now + ttl_seconds
+        self._counters[key] = (count + 1, until)
+        return count + 1
+
+    def _live_value(self, key: str, now: float) -> str | None:
+        """The value, or None once it has lapsed (it is dropped then)."""
+        entry = self._values.get(key)
+        if entry is None:
+            return None
+        value, until = entry
+        if until > now:
+            return value
+        del self._values[key]
+        return None
+
+    # Expiring indexes
+
+    async def index_add(self, index: str, member: str, ttl_seconds: float) -> None:
+        _check_ttl(ttl_seconds)
+        now = self._short_lived_now()
+        members = self._live_members(index, now)
+        members[member] = now + ttl_seconds
+        self._indexes[index] = members
+
+    async def index_members(self, index: str) -> list[str]:
+        members = self._live_members(index, self._short_lived_now())
+        return sorted(members, key=lambda member: (members[member], member))
+
+    async def index_remove(self, index: str, member: str) -> bool:
+        members = self._live_members(index, self._short_lived_now())
+        if members.pop(member, None) is None:
+            return False
+        if not members:
+            del self._indexes[index]
+        return True
+
+    async def index_size(self, index: str) -> int:
+        return len(self._live_members(index, self._short_lived_now()))
+
+    def _live_members(self, index: str, now: float) -> dict[str, float]:
+        """The index's live members (lapsed ones are dropped here), or a new empty index."""
+        members = self._indexes.get(index)
+        if members is None:
+            return {}
+        live = {member: until for member, until in members.items() if until > now}
+        if live:
+            self._indexes[index] = live
+        else:
+            del self._indexes[index]
+        return live
+
+    def _short_lived_now(self) -> float:
+        """The clock of values, counters and indexes; every so often it sweeps what has lapsed."""
+        now = time.monotonic()
+        self._short_lived_calls += 1
+        if self._short_lived_calls % _SWEEP_EVERY == 0:
+            self._values = {k: entry for k, entry in self._values.items() if entry[1] > now}
+            self._counters = {k: entry for k, entry in self._counters.items() if entry[1] > now}
+            for index in list(self._indexes):
+                self._live_members(index, now)
+        return now
 
     # Pub/sub
 
@@ -354,3 +444,8 @@ class MemoryStore:
         return MemorySubscription(
             channel, self._subscriptions.setdefault(channel, weakref.WeakSet())
         )
+
+
+def _check_ttl(ttl_seconds: float) -> None:
+    if not 0 < ttl_seconds < math.inf:
+        raise ValueError("ttl_seconds must be positive and finite")

@@ -56,6 +56,9 @@ _AUDIT: Final = "meetgate:audit:"  # + room: list of AuditEntry JSON, newest fir
 _RATE: Final = "meetgate:rate:"  # + limit key: GCRA theoretical arrival time (microseconds)
 _RECENT: Final = "meetgate:recent:"  # + window seconds:key: hash of window index and count
 _ONCE: Final = "meetgate:once:"  # + key: present while the claim holds
+_VALUE: Final = "meetgate:value:"  # + key: a short-lived value; expires with it
+_COUNTER: Final = "meetgate:counter:"  # + key: a count; expires a TTL after its first bump
+_INDEX: Final = "meetgate:index:"  # + index: sorted set member -> expiry (microseconds)
 _CHANNEL: Final = "meetgate:channel:"  # + channel: pub/sub channel
 
 # A few quick retries ride out a failover blip; beyond that a join fails closed at once instead
@@ -98,7 +101,12 @@ def _decode_room(text: str) -> Room:
     # Fields added since a record was written are absent from it and take their defaults.
     data = json.loads(text)
     data["hosts"] = tuple(data["hosts"])
-    data["policy"] = RoomPolicy(**data["policy"])
+    # JSON has no tuples: the policy's address and group lists come back as lists.
+    policy: dict[str, Any] = {
+        name: tuple(value) if isinstance(value, list) else value
+        for name, value in data["policy"].items()
+    }
+    data["policy"] = RoomPolicy(**policy)
     return Room(**data)
 
 
@@ -121,6 +129,17 @@ def _decode_audit(text: str) -> AuditEntry:
 def _milliseconds(timestamp: float) -> int:
     # Rounded up: a record must not vanish (and a revocation with it) before its time.
     return math.ceil(timestamp * 1000)
+
+
+def _check_ttl(ttl_seconds: float) -> None:
+    if not 0 < ttl_seconds < math.inf:
+        raise ValueError("ttl_seconds must be positive and finite")
+
+
+def _ttl_milliseconds(ttl_seconds: float) -> int:
+    """A checked TTL in milliseconds for PX; at least 1, as Redis refuses 0."""
+    _check_ttl(ttl_seconds)
+    return max(1, _milliseconds(ttl_seconds))
 
 
 class _End:
@@ -201,7 +220,7 @@ class RedisSubscription(AsyncIterator[str]):
 
 class RedisStore:
     """Rooms, invites, admissions, bans, audit trails, rate limits, pressure counters, one-time
-    claims and pub/sub in one Redis database."""
+    claims, short-lived values and indexes, and pub/sub in one Redis database."""
 
     def __init__(self, client: Redis[str]) -> None:
         self._client = client
@@ -214,6 +233,8 @@ class RedisStore:
         self._move_admission: AsyncScript = client.register_script(_script_text("move_admission"))
         self._charge_limits: AsyncScript = client.register_script(_script_text("charge_limits"))
         self._count_recent: AsyncScript = client.register_script(_script_text("count_recent"))
+        self._bump_value: AsyncScript = client.register_script(_script_text("bump_value"))
+        self._index: AsyncScript = client.register_script(_script_text("index"))
 
     @classmethod
     async def connect(cls, url: str) -> RedisStore:
@@ -501,13 +522,60 @@ class RedisStore:
         return int(count)
 
     async def claim_once(self, key: str, ttl_seconds: float) -> bool:
-        if not 0 < ttl_seconds < math.inf:
-            raise ValueError("ttl_seconds must be positive and finite")
         with _translate_errors():
             claimed = await self._client.set(
-                _ONCE + key, "1", nx=True, px=max(1, _milliseconds(ttl_seconds))
+                _ONCE + key, "1", nx=True, px=_ttl_milliseconds(ttl_seconds)
             )
         return bool(claimed)
+
+    # Short-lived values
+
+    async def put_value(self, key: str, value: str, ttl_seconds: float) -> None:
+        px = _ttl_milliseconds(ttl_seconds)
+        with _translate_errors():
+            await self._client.set(_VALUE + key, value, px=px)
+
+    async def get_value(self, key: str) -> str | None:
+        with _translate_errors():
+            value: str | None = await self._client.get(_VALUE + key)
+        return value
+
+    async def take_value(self, key: str) -> str | None:
+        with _translate_errors():
+            value: str | None = await self._client.getdel(_VALUE + key)
+        return value
+
+    async def delete_value(self, key: str) -> bool:
+        with _translate_errors():
+            return bool(await self._client.delete(_VALUE + key))
+
+    async def bump_value(self, key: str, ttl_seconds: float) -> int:
+        px = _ttl_milliseconds(ttl_seconds)
+        with _translate_errors():
+            count = await self._bump_value(keys=[_COUNTER + key], args=[px])
+        return int(count)
+
+    # Expiring indexes
+
+    async def index_add(self, index: str, member: str, ttl_seconds: float) -> None:
+        _check_ttl(ttl_seconds)
+        ttl_us = max(1, math.ceil(ttl_seconds * 1_000_000))
+        with _translate_errors():
+            await self._index(keys=[_INDEX + index], args=["add", member, ttl_us])
+
+    async def index_members(self, index: str) -> list[str]:
+        with _translate_errors():
+            members: list[str] = await self._index(keys=[_INDEX + index], args=["members"])
+        return members
+
+    async def index_remove(self, index: str, member: str) -> bool:
+        with _translate_errors():
+            return bool(await self._index(keys=[_INDEX + index], args=["remove", member]))
+
+    async def index_size(self, index: str) -> int:
+        with _translate_errors():
+            size = await self._index(keys=[_INDEX + index], args=["size"])
+        return int(size)
 
     # Pub/sub
 

@@ -14,32 +14,23 @@ from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 
 from gateway.admission.flood import ChallengeRequired, Proof
-from gateway.admission.pipeline import AdmissionPipeline
+from gateway.admission.pipeline import AdmissionPipeline, LobbyRequired
 from gateway.admission.rooms import current_room, is_room_name
 from gateway.errors import CrossSiteRequest, MeetgateError, NotAdmitted, NotFound
 from gateway.proxy.gate import cookie_name, read_cookie, request_id
 from gateway.settings import Settings
 from gateway.store import Store
-from gateway.store.records import Admission, Role
+from gateway.store.records import Role
 from gateway.tickets import TicketAuthority
+from gateway.web.entry import Entrance, client_addr, meeting_url
 from gateway.web.forms import read_form
 from gateway.web.headers import SecurityHeaders
 from gateway.web.rendering import error_body, error_headers
 from gateway.web.templating import render, static_asset
 
 
-def client_addr(request: Request) -> str:
-    """The address the gate resolved for this request (trusted proxies considered)."""
-    return str(request.scope.get("state", {}).get("client_addr", "unknown"))
-
-
 def _html(page: str, status: int = 200) -> HTMLResponse:
     return HTMLResponse(page, status_code=status)
-
-
-def meeting_url(admission: Admission, ticket: str) -> str:
-    # The fragment never reaches a server log or a Referer header.
-    return f"/{admission.room}#jwt={ticket}"
 
 
 def same_origin(request: Request, public_url: str) -> bool:
@@ -64,6 +55,7 @@ def create_pages_app(
     store: Store,
     pipeline: AdmissionPipeline,
     tickets: TicketAuthority,
+    entrance: Entrance,
     routers: Sequence[APIRouter] = (),
 ) -> SecurityHeaders:
     """The pages app; `routers` (the host dashboard) share its error pages and headers."""
@@ -122,6 +114,8 @@ def create_pages_app(
         proof = Proof(form["pow_token"], form.get("answer", "")) if "pow_token" in form else None
         try:
             admitted = await pipeline.redeem(token, client_addr(request), now, proof)
+        except LobbyRequired as demand:
+            return await entrance.waiting_room(request, demand)
         except ChallengeRequired as demand:
             fields = {"next": "dashboard"} if wants_dashboard else {}
             page = render(
@@ -132,21 +126,7 @@ def create_pages_app(
                 request_id=request_id(request.scope),
             )
             return _html(page)
-        if wants_dashboard and admitted.admission.role is Role.HOST:
-            location = f"/_meetgate/host/{admitted.admission.room}"
-        else:
-            location = meeting_url(admitted.admission, tickets.issue(admitted.admission, now))
-        response = RedirectResponse(location, status_code=303)
-        response.set_cookie(
-            cookie,
-            admitted.cookie_secret,
-            max_age=int(admitted.admission.expires_at - now),
-            path="/",
-            secure=settings.secure,
-            httponly=True,
-            samesite="lax",
-        )
-        return response
+        return entrance.admitted(admitted, to_dashboard=wants_dashboard)
 
     @app.get("/_meetgate/ticket")
     async def fresh_ticket(
@@ -162,7 +142,7 @@ def create_pages_app(
             current = await current_room(store, room)
             if current is None or current.name != admission.room:
                 raise NotAdmitted()
-        return RedirectResponse(meeting_url(admission, tickets.issue(admission, now)), 303)
+        return RedirectResponse(meeting_url(admission.room, tickets.issue(admission, now)), 303)
 
     @app.get("/_meetgate/forward-auth")
     async def forward_auth(request: Request) -> Response:

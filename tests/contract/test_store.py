@@ -842,6 +842,228 @@ async def test_a_claim_needs_a_positive_ttl(store: Store, ttl: float) -> None:
         await store.claim_once(unique("answer"), ttl)
 
 
+# Short-lived values
+
+
+async def lapsed(store: Store, ttl: float) -> None:
+    """Return once a probe value put now with `ttl` is gone: so has anything put before it."""
+    probe = unique("probe")
+    await store.put_value(probe, "x", ttl)
+
+    async def gone() -> bool:
+        return await store.get_value(probe) is None
+
+    await eventually(gone, timeout=3.0)
+
+
+async def test_a_value_reads_back_until_replaced(store: Store) -> None:
+    key, other = unique("code"), unique("code")
+    assert await store.get_value(key) is None
+    await store.put_value(key, "123456", HOUR)
+    await store.put_value(other, "654321 ✓", HOUR)
+    assert await store.get_value(key) == "123456"
+    assert await store.get_value(key) == "123456"
+    await store.put_value(key, "999999", HOUR)
+    assert await store.get_value(key) == "999999"
+    assert await store.get_value(other) == "654321 ✓"
+
+
+async def test_a_value_lapses_after_its_ttl(store: Store) -> None:
+    key = unique("code")
+    started = time.monotonic()
+    await store.put_value(key, "123456", 0.2)
+
+    async def gone() -> bool:
+        return await store.get_value(key) is None
+
+    await eventually(gone, timeout=3.0)
+    assert time.monotonic() - started >= 0.19
+    assert await store.take_value(key) is None
+    assert await store.delete_value(key) is False
+
+
+async def test_replacing_a_value_replaces_its_ttl(store: Store) -> None:
+    longer, shorter = unique("code"), unique("code")
+    await store.put_value(longer, "first", 0.2)
+    await store.put_value(longer, "second", HOUR)
+    await store.put_value(shorter, "first", HOUR)
+    await store.put_value(shorter, "second", 0.2)
+    await lapsed(store, 0.2)
+    assert await store.get_value(longer) == "second"
+    assert await store.get_value(shorter) is None
+
+
+async def test_taking_a_value_reads_and_deletes_it(store: Store) -> None:
+    key = unique("code")
+    assert await store.take_value(key) is None
+    await store.put_value(key, "123456", HOUR)
+    assert await store.take_value(key) == "123456"
+    assert await store.take_value(key) is None
+    assert await store.get_value(key) is None
+
+
+async def test_of_racing_takers_exactly_one_gets_the_value(store: Store) -> None:
+    for _ in range(10):
+        key = unique("lobby")
+        await store.put_value(key, "admit", HOUR)
+        results = await asyncio.gather(store.take_value(key), store.take_value(key))
+        assert set(results) == {"admit", None}  # two results: one of each
+
+
+async def test_deleting_a_value(store: Store) -> None:
+    key, other = unique("code"), unique("code")
+    await store.put_value(key, "123456", HOUR)
+    await store.put_value(other, "654321", HOUR)
+    assert await store.delete_value(key) is True
+    assert await store.delete_value(key) is False
+    assert await store.get_value(key) is None
+    assert await store.get_value(other) == "654321"
+
+
+async def test_bumping_counts_from_one(store: Store) -> None:
+    key, other = unique("attempts"), unique("attempts")
+    assert [await store.bump_value(key, HOUR) for _ in range(3)] == [1, 2, 3]
+    assert await store.bump_value(other, HOUR) == 1
+    assert await store.bump_value(key, HOUR) == 4
+
+
+async def test_racing_bumps_each_count_once(store: Store) -> None:
+    key = unique("attempts")
+    counts = await asyncio.gather(*(store.bump_value(key, HOUR) for _ in range(20)))
+    assert sorted(counts) == list(range(1, 21))
+
+
+async def test_a_counter_lapses_a_ttl_after_its_first_bump(store: Store) -> None:
+    key = unique("attempts")
+    started = time.monotonic()
+    assert await store.bump_value(key, 0.2) == 1
+    assert await store.bump_value(key, HOUR) == 2
+
+    # Were later bumps to extend or replace the first TTL, the count would never start over.
+    async def started_over() -> bool:
+        return await store.bump_value(key, HOUR) == 1
+
+    await eventually(started_over, timeout=3.0)
+    assert time.monotonic() - started >= 0.19
+    assert await store.bump_value(key, 0.2) == 2
+
+
+async def test_counters_are_kept_apart_from_values(store: Store) -> None:
+    key = unique("code")
+    await store.put_value(key, "123456", HOUR)
+    assert await store.bump_value(key, HOUR) == 1
+    assert await store.get_value(key) == "123456"
+    assert await store.take_value(key) == "123456"
+    assert await store.delete_value(key) is False
+    assert await store.bump_value(key, HOUR) == 2
+
+
+# Expiring indexes
+
+
+async def test_index_members_are_listed_oldest_first(store: Store) -> None:
+    index, other = unique("lobby"), unique("lobby")
+    # Names out of alphabetical order, so that the order cannot come from sorting them.
+    members = ["carol", "alice", "dave", "bob"]
+    for member in members:
+        await store.index_add(index, member, HOUR)
+    await store.index_add(other, "erin", HOUR)
+    assert await store.index_members(index) == members
+    assert await store.index_size(index) == 4
+    assert await store.index_members(other) == ["erin"]
+    assert await store.index_members(unique("lobby")) == []
+    assert await store.index_size(unique("lobby")) == 0
+
+
+async def test_index_members_are_listed_soonest_to_expire_first(store: Store) -> None:
+    index = unique("lobby")
+    await store.index_add(index, "alice", HOUR)
+    await store.index_add(index, "bob", HOUR / 2)
+    await store.index_add(index, "carol", 2 * HOUR)
+    assert await store.index_members(index) == ["bob", "alice", "carol"]
+
+
+async def test_adding_a_member_again_renews_it(store: Store) -> None:
+    index = unique("lobby")
+    await store.index_add(index, "alice", 0.2)
+    await store.index_add(index, "bob", HOUR)
+    await store.index_add(index, "alice", HOUR)
+    assert await store.index_members(index) == ["bob", "alice"]
+    assert await store.index_size(index) == 2
+    await lapsed(store, 0.2)
+    assert await store.index_members(index) == ["bob", "alice"]
+
+
+async def test_removing_an_index_member(store: Store) -> None:
+    index, other = unique("lobby"), unique("lobby")
+    for member in ("alice", "bob", "carol"):
+        await store.index_add(index, member, HOUR)
+    await store.index_add(other, "bob", HOUR)
+    assert await store.index_remove(index, "bob") is True
+    assert await store.index_remove(index, "bob") is False
+    assert await store.index_remove(index, "nobody") is False
+    assert await store.index_remove(unique("lobby"), "bob") is False
+    assert await store.index_members(index) == ["alice", "carol"]
+    assert await store.index_size(index) == 2
+    assert await store.index_members(other) == ["bob"]
+    assert await store.index_remove(index, "alice") is True
+    assert await store.index_remove(index, "carol") is True
+    assert await store.index_members(index) == []
+    assert await store.index_size(index) == 0
+    await store.index_add(index, "bob", HOUR)
+    assert await store.index_members(index) == ["bob"]
+
+
+async def test_index_members_lapse_one_by_one(store: Store) -> None:
+    index = unique("lobby")
+    started = time.monotonic()
+    await store.index_add(index, "alice", HOUR)
+    await store.index_add(index, "bob", 0.2)
+    await store.index_add(index, "carol", HOUR)
+    assert await store.index_size(index) == 3
+
+    async def bob_lapsed() -> bool:
+        return await store.index_size(index) == 2
+
+    await eventually(bob_lapsed, timeout=3.0)
+    assert time.monotonic() - started >= 0.19
+    assert await store.index_members(index) == ["alice", "carol"]
+    assert await store.index_remove(index, "bob") is False
+
+
+async def test_an_index_whose_members_all_lapsed_is_empty(store: Store) -> None:
+    index = unique("lobby")
+    await store.index_add(index, "alice", 0.2)
+    await store.index_add(index, "bob", 0.2)
+    await lapsed(store, 0.2)
+    assert await store.index_members(index) == []
+    assert await store.index_size(index) == 0
+    await store.index_add(index, "carol", HOUR)
+    assert await store.index_members(index) == ["carol"]
+
+
+async def test_racing_index_additions_are_all_kept(store: Store) -> None:
+    index = unique("lobby")
+    members = [unique("request") for _ in range(20)]
+    await asyncio.gather(*(store.index_add(index, member, HOUR) for member in members))
+    assert sorted(await store.index_members(index)) == sorted(members)
+    assert await store.index_size(index) == 20
+
+
+@pytest.mark.parametrize("ttl", [0.0, -1.0, math.nan, math.inf])
+async def test_short_lived_values_need_a_positive_ttl(store: Store, ttl: float) -> None:
+    key = unique("code")
+    with pytest.raises(ValueError):
+        await store.put_value(key, "123456", ttl)
+    with pytest.raises(ValueError):
+        await store.bump_value(key, ttl)
+    with pytest.raises(ValueError):
+        await store.index_add(key, "alice", ttl)
+    assert await store.get_value(key) is None
+    assert await store.bump_value(key, HOUR) == 1
+    assert await store.index_size(key) == 0
+
+
 # Pub/sub
 
 
@@ -903,6 +1125,51 @@ async def test_racing_redemptions_from_separate_clients_have_one_winner(
     finally:
         for store in stores:
             await store.close()
+
+
+async def test_of_takers_on_separate_clients_exactly_one_gets_the_value(
+    contract_redis_url: str,
+) -> None:
+    first = await RedisStore.connect(contract_redis_url)
+    second = await RedisStore.connect(contract_redis_url)
+    try:
+        for _ in range(20):
+            key = unique("lobby")
+            await first.put_value(key, "admit", HOUR)
+            results = await asyncio.gather(first.take_value(key), second.take_value(key))
+            assert set(results) == {"admit", None}  # two results: one of each
+        key = unique("attempts")
+        counts = await asyncio.gather(
+            *(store.bump_value(key, HOUR) for store in [first, second] * 10)
+        )
+        assert sorted(counts) == list(range(1, 21))
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_short_lived_keys_carry_their_ttl_in_redis(contract_redis_url: str) -> None:
+    store = await RedisStore.connect(contract_redis_url)
+    client = redis.asyncio.Redis.from_url(contract_redis_url)
+    key, index = unique("code"), unique("lobby")
+    try:
+        await store.put_value(key, "123456", 60.0)
+        await store.bump_value(key, 30.0)
+        await store.bump_value(key, HOUR)
+        assert 59_000 < await client.pttl(f"meetgate:value:{key}") <= 60_000
+        assert 29_000 < await client.pttl(f"meetgate:counter:{key}") <= 30_000
+        # An index key lasts as long as its last member, whatever order they came in.
+        index_key = f"meetgate:index:{index}"
+        await store.index_add(index, "alice", 60.0)
+        assert 59_000 < await client.pttl(index_key) <= 60_001
+        await store.index_add(index, "bob", 120.0)
+        await store.index_add(index, "carol", 30.0)
+        assert 119_000 < await client.pttl(index_key) <= 120_001
+        await store.index_add(index, "bob", 30.0)
+        assert 59_000 < await client.pttl(index_key) <= 60_001
+    finally:
+        await client.aclose()
+        await store.close()
 
 
 async def test_messages_reach_subscribers_on_another_client(contract_redis_url: str) -> None:
@@ -967,6 +1234,15 @@ async def test_an_unreachable_redis_raises_store_unavailable() -> None:
         lambda: store.count_recent("room", 10),
         lambda: store.read_recent("room", 10),
         lambda: store.claim_once("answer", 60.0),
+        lambda: store.put_value("code", "123456", 60.0),
+        lambda: store.get_value("code"),
+        lambda: store.take_value("code"),
+        lambda: store.delete_value("code"),
+        lambda: store.bump_value("attempts", 60.0),
+        lambda: store.index_add("lobby", "alice", 60.0),
+        lambda: store.index_members("lobby"),
+        lambda: store.index_remove("lobby", "alice"),
+        lambda: store.index_size("lobby"),
         lambda: store.publish("revocations", "revoke:1"),
     ]
     try:
