@@ -211,6 +211,12 @@ def command_serve(args: argparse.Namespace) -> int:
         settings.admin.port,
         settings.store.url.split("@")[-1],
     )
+    try:
+        import uvloop
+    except ImportError:
+        pass
+    else:
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(settings))
     return 0
@@ -461,6 +467,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command != "serve":
+        # `meetgate invite list | head` should end quietly; a server must never die of a
+        # client hanging up, so it keeps Python's default (SIGPIPE ignored).
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     try:
         return int(args.func(args))
     except CliError as exc:
@@ -472,5 +482,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     sys.exit(main())
