@@ -1,14 +1,14 @@
-"""Set-up traffic before any timing: a room and single-use invites through the admin API, and
-one redemption to get an admission cookie, over the raw keep-alive client."""
+"""Set-up traffic before any timing: rooms and single-use invites through the admin API, and one
+redemption to get an admission cookie, over the raw keep-alive client."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
 from http.cookies import SimpleCookie
-from urllib.parse import urlsplit
 
-from bench.rawhttp import Connection
+from bench.rawhttp import Connection, host_port
 
 INVITE_LIFETIME_SECONDS = 3600
 
@@ -17,16 +17,9 @@ class SetupError(RuntimeError):
     """The gateway refused a set-up call: the benchmark cannot measure anything."""
 
 
-def _host_port(url: str) -> tuple[str, int]:
-    parts = urlsplit(url)
-    if parts.hostname is None or parts.port is None:
-        raise ValueError(f"{url!r} needs an explicit host and port")
-    return parts.hostname, parts.port
-
-
 class AdminApi:
     def __init__(self, url: str, token: str) -> None:
-        self._host, self._port = _host_port(url)
+        self._host, self._port = host_port(url)
         self._headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}
 
     async def _call(self, connection: Connection, method: str, path: str, body: object) -> object:
@@ -36,34 +29,42 @@ class AdminApi:
             raise SetupError(f"{method} {path}: {response.status} {response.body[:300]!r}")
         return json.loads(response.body) if response.body else None
 
-    async def create_room(self, name: str) -> None:
-        connection = await Connection.open(self._host, self._port)
-        try:
-            await self._call(
-                connection, "POST", "/api/v1/rooms", {"name": name, "title": "Benchmark"}
-            )
-        finally:
-            await connection.close()
+    async def create_rooms(self, names: Sequence[str], connections: int = 4) -> None:
+        pending = iter(names)
 
-    async def delete_room(self, name: str) -> None:
-        connection = await Connection.open(self._host, self._port)
-        try:
-            await self._call(connection, "DELETE", f"/api/v1/rooms/{name}", None)
-        finally:
-            await connection.close()
-
-    async def create_invites(self, room: str, count: int, connections: int = 16) -> list[str]:
-        """`count` single-use invites, made over `connections` concurrent connections; their
-        tokens (the last segment of each join link)."""
-        tokens: list[str] = []
-        shares = [count // connections + (i < count % connections) for i in range(connections)]
-
-        async def create(share: int, worker: int) -> None:
+        async def create() -> None:
             connection = await Connection.open(self._host, self._port)
             try:
-                for n in range(share):
+                for name in pending:
+                    body = {"name": name, "title": "Benchmark"}
+                    await self._call(connection, "POST", "/api/v1/rooms", body)
+            finally:
+                await connection.close()
+
+        await asyncio.gather(*(create() for _ in range(connections)))
+
+    async def delete_rooms(self, names: Sequence[str]) -> None:
+        connection = await Connection.open(self._host, self._port)
+        try:
+            for name in names:
+                await self._call(connection, "DELETE", f"/api/v1/rooms/{name}", None)
+        finally:
+            await connection.close()
+
+    async def create_invites(
+        self, rooms: Sequence[str], per_room: int, connections: int = 16
+    ) -> list[str]:
+        """`per_room` single-use invites in each of `rooms`, made over `connections` concurrent
+        connections; their tokens (the last segment of each join link)."""
+        tokens: list[str] = []
+        pending = iter(enumerate(room for room in rooms for _ in range(per_room)))
+
+        async def create() -> None:
+            connection = await Connection.open(self._host, self._port)
+            try:
+                for number, room in pending:
                     body = {
-                        "name": f"Bench {worker}-{n}",
+                        "name": f"Bench {number}",
                         "role": "attendee",
                         "max_uses": 1,
                         "expires_in_seconds": INVITE_LIFETIME_SECONDS,
@@ -77,13 +78,36 @@ class AdminApi:
             finally:
                 await connection.close()
 
-        await asyncio.gather(*(create(share, i) for i, share in enumerate(shares) if share))
+        await asyncio.gather(*(create() for _ in range(connections)))
         return tokens
+
+
+class Invites:
+    """Invites for a run, spread over rooms of `room_size` each, made as they are needed.
+
+    Meetgate checks a new admission's name against every live one in its room, so the rooms
+    are kept meeting-sized: one room of every redemption would time that check, not a join.
+    """
+
+    def __init__(self, api: AdminApi, prefix: str, room_size: int) -> None:
+        self._api = api
+        self._prefix = prefix
+        self._room_size = room_size
+        self.rooms: list[str] = []
+
+    async def make(self, count: int) -> list[str]:
+        """At least `count` fresh invites' tokens (whole rooms' worth), in fresh rooms."""
+        needed = -(-count // self._room_size)
+        first = len(self.rooms)
+        names = [f"{self._prefix}-{first + n}" for n in range(needed)]
+        await self._api.create_rooms(names)
+        self.rooms += names
+        return await self._api.create_invites(names, self._room_size)
 
 
 async def redeem(gate_url: str, token: str, cookie_name: str = "meetgate") -> str:
     """Redeem one invite as a browser would; the admission cookie's value."""
-    host, port = _host_port(gate_url)
+    host, port = host_port(gate_url)
     connection = await Connection.open(host, port)
     try:
         response = await connection.request("POST", f"/j/{token}", {"origin": gate_url})

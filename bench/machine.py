@@ -52,3 +52,20 @@ def this_machine(wrk: str) -> Machine:
         kernel=platform.release(),
         stack=f"{stack}; {wrk}",
     )
+
+
+def busy_cpu_seconds() -> float:
+    """CPU time processes have spent since boot, all of them on all CPUs.
+
+    Interrupt time is left out: the kernel may account loopback traffic's softirq work there
+    rather than to the processes that caused it, which would count this run's own traffic.
+    """
+    fields = Path("/proc/stat").read_text(encoding="ascii").splitlines()[0].split()[1:]
+    user, nice, system = (int(f) for f in fields[:3])
+    return (user + nice + system) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    """CPU time of this process and of every child it has waited for (servers, wrk)."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system

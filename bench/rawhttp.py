@@ -8,6 +8,14 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+
+def host_port(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    if parts.hostname is None or parts.port is None:
+        raise ValueError(f"{url!r} needs an explicit host and port")
+    return parts.hostname, parts.port
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,6 +35,8 @@ class Report:
     machine: Machine
     method: list[str]
     figures: list[Figure]
+    runs: list[str]
+    profiles: list[str]
     warnings: list[str]
 
     def table(self) -> str:
@@ -51,27 +53,34 @@ class Report:
 
     def text(self) -> str:
         parts = [
-            f"Command: `{self.command}`",
-            f"Date: {self.date}",
-            f"Machine: {self.machine.describe()}",
+            f"- Command: `{self.command}`",
+            f"- Date: {self.date}",
+            f"- Machine: {self.machine.describe()}",
             "",
             self.table(),
             "",
             *(f"- {line}" for line in self.method),
+            "",
+            "Timed runs (wrk's own latency figures are under load, not round trips):",
+            "",
+            *(f"- {line}" for line in self.runs),
         ]
+        if self.profiles:
+            parts += ["", "Where the gateway's time went (py-spy samples):", ""]
+            parts += [f"- {line}" for line in self.profiles]
         if self.warnings:
             parts += ["", *(f"- WARNING: {line}" for line in self.warnings)]
         return "\n".join(parts)
 
 
 def ratio(part: float, whole: float) -> str:
-    return f"{100 * part / whole:.0f} %" if whole else "n/a"
+    return f"{part / whole:.0%}" if whole else "n/a"
 
 
 DOCS_TEMPLATE = """# Performance
 
 How fast Meetgate admits people and relays Jitsi's traffic, measured against baselines on the
-same machine in the same run. Reproduce with `python bench/run.py` (about three minutes;
+same machine in the same run. Reproduce with `python bench/run.py` (about two minutes;
 `--quick` takes about forty seconds; `--redis-server` adds the Redis store).
 
 {begin}

@@ -1,22 +1,24 @@
 """Serves one of the benchmark's ASGI apps on the same uvicorn stack as `meetgate serve`.
 
-`python -m bench.serve {bare,upstream} PORT`: one process, one worker, uvicorn's access log off
-and the rest of the options `gateway.cli` passes, so a baseline differs from Meetgate only in
-the app it runs.
+`python -m bench.serve {bare,framework,upstream} PORT`: one process, one worker, uvicorn's
+access log off and the rest of the options `gateway.cli` passes, served the way `gateway.cli`
+serves (awaiting `Server.serve()` under `asyncio.run`, hence asyncio's own event loop, not
+uvloop), so a baseline differs from Meetgate only in the app it runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp
 
-from bench import bare, upstream
+from bench import bare, framework, upstream
 from gateway.settings import LimitSettings
 
-APPS: dict[str, ASGIApp] = {"bare": bare.app, "upstream": upstream.app}
+APPS: dict[str, ASGIApp] = {"bare": bare.app, "framework": framework.app, "upstream": upstream.app}
 
 
 def meetgate_server_options() -> dict[str, Any]:
@@ -44,7 +46,7 @@ def main() -> None:
         lifespan="off",
         **meetgate_server_options(),
     )
-    uvicorn.Server(config).run()
+    asyncio.run(uvicorn.Server(config).serve())
 
 
 if __name__ == "__main__":

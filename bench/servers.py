@@ -1,13 +1,13 @@
-"""The processes under test: upstream, bare baseline, redis-server and `meetgate serve`, each on
-free loopback ports, pinned to the server cores, and stopped by PID when the run ends."""
+"""The processes under test: upstream, baselines, redis-server and `meetgate serve`, each on free
+loopback ports, pinned to the server CPUs, and stopped by PID when the run ends."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import shutil
-import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +15,18 @@ from tests.fixtures.gateway_server import write_config
 from tests.fixtures.processes import free_port, port_open, start_process, stop_process, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
+RATE_KEYS = ("address", "network", "room", "identity", "invite", "gate")
+GATEWAY_ENV = {
+    # Admissions live 30 minutes instead of 12 hours: a Redis this run did not start keeps the
+    # revoked admissions of the run's deleted room only that long (delete_room keeps their TTL).
+    "MEETGATE_ADMISSION__TTL_SECONDS": "1800",
+    # All the load comes from one address into one room: the limits go to their maximum and
+    # proof-of-work off, so that the run measures the work of a join, not a 429. The limiter
+    # still charges every attempt, so its cost is in the figures.
+    **{f"MEETGATE_RATES__{key.upper()}__PER_MINUTE": "10000000" for key in RATE_KEYS},
+    **{f"MEETGATE_RATES__{key.upper()}__BURST": "1000000" for key in RATE_KEYS},
+    "MEETGATE_CHALLENGE__MODE": "off",
+}
 
 
 def pin(pid: int, cpus: set[int]) -> None:
@@ -29,15 +41,21 @@ class Gateway:
     url: str
     admin_url: str
     admin_token: str
+    pid: int
 
 
 class Servers:
-    """Starts processes into `workdir`; `close()` (or leaving the `with`) stops them all."""
+    """Starts processes into `workdir`; `close()` (or leaving the `with`) stops them all.
+
+    Starting returns at once, so that several servers boot side by side; `wait_ready()` waits
+    until every one started so far listens on its ports.
+    """
 
     def __init__(self, workdir: Path, cpus: set[int] | None) -> None:
         self._workdir = workdir
         self._cpus = cpus
         self._stack = contextlib.ExitStack()
+        self._starting: list[tuple[str, Callable[[], bool]]] = []
 
     def __enter__(self) -> Servers:
         return self
@@ -48,9 +66,15 @@ class Servers:
     def close(self) -> None:
         self._stack.close()
 
-    def _start(self, name: str, args: list[str], ports: tuple[int, ...]) -> None:
+    def _start(
+        self,
+        name: str,
+        args: list[str],
+        ports: tuple[int, ...],
+        env: dict[str, str] | None = None,
+    ) -> int:
         log = self._workdir / f"{name}.log"
-        proc = start_process(args, log, cwd=ROOT)
+        proc = start_process(args, log, env=env, cwd=ROOT)
         self._stack.callback(stop_process, proc)
         if self._cpus is not None:
             pin(proc.pid, self._cpus)
@@ -60,10 +84,16 @@ class Servers:
                 raise RuntimeError(f"{name} exited early:\n{log.read_text(errors='replace')}")
             return all(port_open(port) for port in ports)
 
-        wait_until(ready, timeout=30, what=name)
+        self._starting.append((name, ready))
+        return proc.pid
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        while self._starting:
+            name, ready = self._starting.pop(0)
+            wait_until(ready, timeout=timeout, what=name)
 
     def bench_app(self, app: str) -> str:
-        """`bench.serve`'s `app` ("bare" or "upstream"); its base URL."""
+        """`bench.serve`'s `app` ("bare", "framework" or "upstream"); its base URL."""
         port = free_port()
         self._start(app, [sys.executable, "-m", "bench.serve", app, str(port)], (port,))
         return f"http://127.0.0.1:{port}"
@@ -92,13 +122,10 @@ class Servers:
             store_url=store_url,
         )
         args = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config)]
-        self._start(name, args, (port, admin_port))
+        pid = self._start(name, args, (port, admin_port), env=GATEWAY_ENV)
         return Gateway(
             url=f"http://127.0.0.1:{port}",
             admin_url=f"http://127.0.0.1:{admin_port}",
             admin_token=token,
+            pid=pid,
         )
-
-
-def run_quietly(args: list[str]) -> str:
-    return subprocess.run(args, capture_output=True, text=True, check=False).stdout

@@ -1,0 +1,103 @@
+"""Meetgate's benchmark, one command: `python bench/run.py [--quick] [--seconds N]`.
+
+Starts everything it needs on loopback (an upstream, the baselines, `meetgate serve`, with
+`--redis-server` also a redis-server and a gateway on it), measures each figure against its
+baseline in the same run, prints a markdown table (`--write-docs`: also into
+docs/performance.md), and stops every process it started, also on Ctrl-C or an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+
+# `python bench/run.py` puts bench/ first on sys.path, where its modules would shadow any
+# top-level module of the same name; they are imported as `bench.*` (with `gateway.*` and
+# `tests.fixtures.*`) from the repository root instead.
+sys.path.remove(str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.suite import Options, run
+
+
+def parse_options(argv: list[str]) -> Options:
+    parser = argparse.ArgumentParser(prog="python bench/run.py", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="short runs (about 40 s in all)")
+    parser.add_argument("--seconds", type=int, help="timed seconds per side (10; --quick 3)")
+    redis = parser.add_mutually_exclusive_group()
+    redis.add_argument(
+        "--redis-server",
+        action="store_true",
+        help="also measure the Redis store, on a redis-server this run starts and stops",
+    )
+    redis.add_argument(
+        "--redis",
+        metavar="URL",
+        help="also measure the Redis store on this server (never flushed: the run uses a room "
+        "of its own and deletes it)",
+    )
+    parser.add_argument(
+        "--write-docs", action="store_true", help="rewrite docs/performance.md's figures"
+    )
+    parser.add_argument(
+        "--room-size",
+        type=int,
+        default=100,
+        help="redemptions per room (100, a large meeting): each new name is checked against "
+        "the room's, so this sets how much of that check a redemption pays",
+    )
+    parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="sample the gateway with py-spy during its timed runs and say where the time goes "
+        "(the sampling itself lowers the figures a little)",
+    )
+    args = parser.parse_args(argv)
+    seconds = args.seconds or (3 if args.quick else 10)
+    if seconds < 1:
+        parser.error("--seconds must be at least 1")
+    if args.room_size < 1:
+        parser.error("--room-size must be at least 1")
+    return Options(
+        seconds=seconds,
+        warm_up=1 if args.quick else 2,
+        round_trips=1000 if args.quick else 2000,
+        redis_url=args.redis,
+        start_redis=args.redis_server,
+        write_docs=args.write_docs,
+        pin=not args.no_pin,
+        profile=args.profile,
+        room_size=args.room_size,
+        command=shlex.join(["python", "bench/run.py", *argv]),
+    )
+
+
+def _terminate(signum: int, _frame: FrameType | None) -> None:
+    # Unwinds like Ctrl-C, so every started process is stopped on the way out.
+    raise SystemExit(128 + signum)
+
+
+def main() -> int:
+    options = parse_options(sys.argv[1:])
+    # Set even where the shell started this run with SIGINT ignored (a background job), so
+    # that Ctrl-C or `kill -INT` always unwinds through the code that stops the servers.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGHUP, _terminate)
+    try:
+        report = run(options)
+    except KeyboardInterrupt:
+        print("interrupted: every process this run started has been stopped", file=sys.stderr)
+        return 130
+    print()
+    print(report.text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
