@@ -1,0 +1,140 @@
+"""Sending e-mail over SMTP (plain, STARTTLS or implicit TLS), the only module that speaks SMTP.
+
+`smtplib` blocks, so each message is sent in a worker thread; every failure it can raise is
+translated here, once, into `MailFailed`, whose description never carries an address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import smtplib
+import ssl
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+
+from gateway.errors import MeetgateError
+from gateway.settings import SmtpSettings
+
+
+class MailFailed(MeetgateError):
+    """The SMTP server could not be reached, refused us, or refused the message."""
+
+    status = 502
+    code = "mail_failed"
+    title = "The e-mail could not be sent"
+    message = "Meetgate could not send the e-mail. Please try again in a few minutes."
+
+    def __init__(self, reason: str) -> None:
+        super().__init__()
+        # For the log: a kind of failure and an SMTP status, never an address or the text of
+        # the server's reply (which often quotes the recipient).
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionPlan:
+    """How one delivery talks to the server, as `[smtp]` asks."""
+
+    implicit_tls: bool
+    starttls: bool
+    login: bool
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def connection_plan(settings: SmtpSettings) -> ConnectionPlan:
+    """Pure: the transport `settings` call for. Credentials never cross the network in clear:
+    with `security = "none"` a login is allowed only to a server on this machine."""
+    login = settings.username is not None
+    if settings.security == "none" and login and not _is_loopback(settings.host):
+        raise MailFailed("refusing to send SMTP credentials without TLS")
+    return ConnectionPlan(
+        implicit_tls=settings.security == "tls",
+        starttls=settings.security == "starttls",
+        login=login,
+    )
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return f"{type(exc).__name__} ({exc.smtp_code})"
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        codes = sorted({code for code, _ in exc.recipients.values()})
+        return f"recipient refused ({', '.join(str(code) for code in codes)})"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS failed ({exc.reason or type(exc).__name__})"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return type(exc).__name__
+
+
+class SmtpMailer:
+    """Sends plain-text messages from `[smtp] sender` through the configured server."""
+
+    def __init__(
+        self, settings: SmtpSettings, *, tls_context: ssl.SSLContext | None = None
+    ) -> None:
+        self._settings = settings
+        # The system's trust store, hostname checked; tests pass one that trusts their own CA.
+        self._tls = tls_context or ssl.create_default_context()
+        domain = settings.sender.rsplit("@", 1)[-1].strip("<> ") or "localhost"
+        self._domain = domain
+
+    def compose(self, to: str, subject: str, body: str) -> EmailMessage:
+        message = EmailMessage()
+        message["From"] = self._settings.sender
+        message["To"] = to
+        message["Subject"] = subject
+        message["Date"] = formatdate(localtime=False, usegmt=True)
+        message["Message-ID"] = make_msgid(domain=self._domain)
+        message["Auto-Submitted"] = "auto-generated"
+        message.set_content(body)
+        return message
+
+    async def send(self, to: str, subject: str, body: str) -> None:
+        """Deliver one message; MailFailed if the server cannot be reached or refuses it."""
+        plan = connection_plan(self._settings)
+        try:
+            message = self.compose(to, subject, body)
+        except ValueError as exc:
+            # A header that would not survive (a line break in the sender or the subject).
+            raise MailFailed("message could not be composed") from exc
+        await asyncio.to_thread(self._deliver, plan, message)
+
+    def _deliver(self, plan: ConnectionPlan, message: EmailMessage) -> None:
+        settings = self._settings
+        try:
+            client: smtplib.SMTP
+            if plan.implicit_tls:
+                client = smtplib.SMTP_SSL(
+                    settings.host,
+                    settings.port,
+                    timeout=settings.timeout_seconds,
+                    context=self._tls,
+                )
+            else:
+                client = smtplib.SMTP(
+                    settings.host, settings.port, timeout=settings.timeout_seconds
+                )
+            with client:
+                client.ehlo()
+                if plan.starttls:
+                    # Raises SMTPNotSupportedError when the server does not offer STARTTLS: we
+                    # never fall back to plain text.
+                    client.starttls(context=self._tls)
+                    client.ehlo()
+                if plan.login:
+                    password = settings.password.get_secret_value() if settings.password else ""
+                    client.login(settings.username or "", password)
+                client.send_message(message)
+        except (smtplib.SMTPException, OSError) as exc:
+            raise MailFailed(_reason(exc)) from exc
