@@ -1,0 +1,413 @@
+"""OpenID Connect sign-in, the protocol half: what a provider's discovery document, its answer
+on the redirect back and its ID token must say before Meetgate believes them, and the verified
+identity they prove.
+
+Pure apart from `PendingSignIns` (the store behind authlib's state): values in, values out.
+The HTTP half — authlib's Starlette client and the two routes — is `gateway/web/signin.py`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import unicodedata
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+from gateway.admission.identity import Path, VerifiedIdentity
+from gateway.errors import MeetgateError, NotAdmitted
+from gateway.settings import OidcProvider
+from gateway.store import Store
+from gateway.store.records import RoomPolicy
+
+SIGNIN_PREFIX = "/_meetgate/oidc"
+# From the click on "Sign in with …" to the provider's redirect back.
+SIGNIN_TTL_SECONDS = 600
+# Clock difference tolerated between Meetgate and a provider.
+CLOCK_LEEWAY_SECONDS = 60
+# Signatures a provider proves with its published keys. Symmetric ones (HS256: signed with the
+# client secret) and `none` are refused: an ID token must be signed by the provider alone.
+SIGNING_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+MAX_ID_TOKEN_CHARS = 16_384
+MAX_NAME_CHARS = 64
+MAX_SUBJECT_CHARS = 255
+MAX_EMAIL_CHARS = 254
+MAX_GROUPS = 256
+MAX_GROUP_CHARS = 256
+
+
+class SignInFailed(MeetgateError):
+    status = 400
+    code = "signin_failed"
+    title = "Sign-in did not work"
+    message = "The sign-in could not be completed. Go back to the meeting's page and sign in again."
+
+
+class SignInExpired(SignInFailed):
+    """Login CSRF, a replayed or a stale callback: no sign-in of this browser is waiting."""
+
+    code = "signin_expired"
+    title = "This sign-in is not valid here"
+    message = (
+        "This sign-in was not started in this browser, has already been used, or took too long."
+        " Go back to the meeting's page and sign in again."
+    )
+
+
+class SignInDenied(SignInFailed):
+    status = 403
+    code = "signin_denied"
+    title = "Sign-in cancelled"
+    message = (
+        "The identity provider did not confirm who you are: the sign-in was cancelled or"
+        " refused there. Go back to the meeting's page to try again."
+    )
+
+
+class SignInRejected(SignInFailed):
+    """The provider's answer does not hold up: wrong issuer, audience, signature, expiry…"""
+
+    status = 403
+    code = "signin_rejected"
+    title = "Sign-in could not be verified"
+    message = (
+        "Meetgate could not verify the identity provider's answer, so it cannot let you in"
+        " with it. Go back to the meeting's page and sign in again."
+    )
+
+
+class UnknownSigningKey(SignInRejected):
+    """Signed with a key the provider's published key set lacks (perhaps just rotated)."""
+
+
+class IdentityIncomplete(SignInFailed):
+    status = 403
+    code = "identity_incomplete"
+    title = "Your account has no name"
+    message = (
+        "Your account at the identity provider has no name Meetgate could show to the other"
+        " participants. Set a name there and sign in again."
+    )
+
+
+class SignInNotOffered(NotAdmitted):
+    code = "signin_not_offered"
+    title = "Sign-in is not a way into this meeting"
+    message = "This meeting does not offer sign-in with this provider."
+
+
+class ProviderUnavailable(MeetgateError):
+    status = 502
+    code = "provider_unavailable"
+    title = "The identity provider does not answer"
+    message = (
+        "Meetgate cannot reach the identity provider right now. Please try again in a minute;"
+        " if it persists, tell the organisers."
+    )
+
+
+class ProviderUntrusted(ProviderUnavailable):
+    """The discovery document does not describe the issuer Meetgate is configured for."""
+
+    code = "provider_untrusted"
+    title = "The identity provider is not configured correctly"
+    message = (
+        "The identity provider's configuration does not match Meetgate's, so Meetgate does not"
+        " use it. Please tell the organisers."
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderMetadata:
+    """The parts of a provider's discovery document Meetgate relies on, checked."""
+
+    issuer: str
+    authorization_endpoint: str
+    token_endpoint: str
+    jwks_uri: str
+    userinfo_endpoint: str | None
+    signing_algorithms: frozenset[str]
+    # RFC 9207: the provider names itself (`iss`) on the redirect back.
+    iss_parameter: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Expected:
+    """What the ID token of one sign-in must say."""
+
+    issuer: str
+    client_id: str
+    nonce: str
+    algorithms: frozenset[str]
+
+
+def redirect_uri(public_url: str, provider: str) -> str:
+    """The exact redirect URI registered at the provider: from the configured public address,
+    never from a request's Host header."""
+    return f"{public_url.rstrip('/')}{SIGNIN_PREFIX}/{provider}/callback"
+
+
+def discovery_url(issuer: str) -> str:
+    return f"{issuer.rstrip('/')}/.well-known/openid-configuration"
+
+
+def offers(policy: RoomPolicy, provider: str) -> bool:
+    """Does a room's policy let people in by signing in with this provider?"""
+    return policy.oidc and (not policy.oidc_providers or provider in policy.oidc_providers)
+
+
+def _endpoint(metadata: Mapping[str, Any], key: str) -> str:
+    value = metadata.get(key)
+    if not isinstance(value, str) or not value.startswith(("https://", "http://")):
+        raise ProviderUntrusted()
+    return value
+
+
+def check_discovery(metadata: Mapping[str, Any], issuer: str) -> ProviderMetadata:
+    """The discovery document must name the configured issuer (OpenID Connect Discovery §4.3)
+    and the endpoints a sign-in uses; ProviderUntrusted otherwise.
+
+    Settings keep an issuer without its trailing slash, while some providers' issuers end in
+    one (Authentik's do): the document may add exactly that slash, and from then on its string
+    is the issuer that ID tokens and redirects back must name exactly.
+    """
+    named = metadata.get("issuer")
+    if not isinstance(named, str) or named not in (issuer, issuer + "/"):
+        raise ProviderUntrusted()
+    advertised = metadata.get("id_token_signing_alg_values_supported") or ["RS256"]
+    if not isinstance(advertised, list):
+        raise ProviderUntrusted()
+    algorithms = frozenset(a for a in advertised if isinstance(a, str)) & SIGNING_ALGORITHMS
+    if not algorithms:
+        raise ProviderUntrusted()
+    userinfo = metadata.get("userinfo_endpoint")
+    return ProviderMetadata(
+        issuer=named,
+        authorization_endpoint=_endpoint(metadata, "authorization_endpoint"),
+        token_endpoint=_endpoint(metadata, "token_endpoint"),
+        jwks_uri=_endpoint(metadata, "jwks_uri"),
+        userinfo_endpoint=None if userinfo is None else _endpoint(metadata, "userinfo_endpoint"),
+        signing_algorithms=algorithms,
+        iss_parameter=metadata.get("authorization_response_iss_parameter_supported") is True,
+    )
+
+
+def check_response_issuer(iss: str | None, metadata: ProviderMetadata) -> None:
+    """Mix-up defence (RFC 9207): the redirect back must come from the provider this sign-in
+    went to. A provider that announces the `iss` parameter must send it."""
+    if iss is None:
+        if metadata.iss_parameter:
+            raise SignInRejected()
+        return
+    if not hmac.compare_digest(iss.encode(), metadata.issuer.encode()):
+        raise SignInRejected()
+
+
+def _signing_key(alg: str, kid: object, jwks: Mapping[str, Any]) -> jwt.PyJWK:
+    keys = jwks.get("keys")
+    if not isinstance(keys, list):
+        raise SignInRejected()
+    candidates = [
+        key
+        for key in keys
+        if isinstance(key, dict)
+        and key.get("use", "sig") == "sig"
+        and key.get("alg", alg) == alg
+        and (kid is None or key.get("kid") == kid)
+    ]
+    if len(candidates) != 1:
+        # None: an unknown kid (a key rotated since the set was fetched). Several: without a
+        # kid, guessing which key was meant is how signature checks get confused.
+        raise UnknownSigningKey()
+    try:
+        return jwt.PyJWK(candidates[0], algorithm=alg)
+    except jwt.PyJWTError as exc:
+        raise SignInRejected() from exc
+
+
+def _number(claims: Mapping[str, Any], name: str) -> float:
+    value = claims.get(name)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise SignInRejected()
+    return float(value)
+
+
+def verify_id_token(
+    raw: str,
+    jwks: Mapping[str, Any],
+    expected: Expected,
+    now: float,
+    leeway: float = CLOCK_LEEWAY_SECONDS,
+) -> dict[str, Any]:
+    """Check an ID token (OpenID Connect Core §3.1.3.7) and return its claims.
+
+    Signature by one of the provider's published keys with an allowed asymmetric algorithm
+    (never `none`, never a symmetric one); `iss` exactly the configured issuer; `aud` this
+    client (and `azp` this client where present); `exp`, `iat` and `nbf` against `now` with
+    `leeway`; `nonce` this sign-in's, compared in constant time; a non-empty `sub`.
+    Raises SignInRejected (UnknownSigningKey when no published key matches).
+    """
+    if not isinstance(raw, str) or len(raw) > MAX_ID_TOKEN_CHARS:
+        raise SignInRejected()
+    try:
+        header = jwt.get_unverified_header(raw)
+    except jwt.PyJWTError as exc:
+        raise SignInRejected() from exc
+    alg = header.get("alg")
+    if not isinstance(alg, str) or alg not in expected.algorithms & SIGNING_ALGORITHMS:
+        raise SignInRejected()
+    key = _signing_key(alg, header.get("kid"), jwks)
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            raw,
+            key=key,
+            algorithms=[alg],
+            # Signature only: the claims are checked below, against the `now` passed in.
+            options={
+                "verify_signature": True,
+                "verify_exp": False,
+                "verify_nbf": False,
+                "verify_iat": False,
+                "verify_aud": False,
+                "verify_iss": False,
+            },
+        )
+    except jwt.PyJWTError as exc:
+        raise SignInRejected() from exc
+    if claims.get("iss") != expected.issuer:
+        raise SignInRejected()
+    audience = claims.get("aud")
+    audiences = [audience] if isinstance(audience, str) else audience
+    if not isinstance(audiences, list) or expected.client_id not in audiences:
+        raise SignInRejected()
+    azp = claims.get("azp")
+    if (len(audiences) > 1 or azp is not None) and azp != expected.client_id:
+        raise SignInRejected()
+    if now >= _number(claims, "exp") + leeway:
+        raise SignInRejected()
+    if _number(claims, "iat") > now + leeway:
+        raise SignInRejected()
+    if "nbf" in claims and _number(claims, "nbf") > now + leeway:
+        raise SignInRejected()
+    nonce = claims.get("nonce")
+    if not isinstance(nonce, str) or not hmac.compare_digest(
+        nonce.encode(), expected.nonce.encode()
+    ):
+        raise SignInRejected()
+    sub = claims.get("sub")
+    if not isinstance(sub, str) or not sub or len(sub) > MAX_SUBJECT_CHARS:
+        raise SignInRejected()
+    return claims
+
+
+def display_name(value: object) -> str | None:
+    """A provider's name claim as a one-line label: NFKC, without control, format (bidi
+    override) or unassigned characters, whitespace collapsed, at most MAX_NAME_CHARS."""
+    if not isinstance(value, str):
+        return None
+    text = unicodedata.normalize("NFKC", value)
+    kept = "".join(
+        " " if char.isspace() else char
+        for char in text
+        if char.isspace() or unicodedata.category(char) not in ("Cc", "Cf", "Cs", "Co", "Cn")
+    )
+    name = " ".join(kept.split())[:MAX_NAME_CHARS].strip()
+    return name or None
+
+
+def _email(value: object) -> str | None:
+    if not isinstance(value, str):
+        return None
+    address = value.strip()
+    if len(address) > MAX_EMAIL_CHARS or address.count("@") != 1:
+        return None
+    local, domain = address.split("@")
+    if not local or not domain or any(c.isspace() or ord(c) < 0x20 for c in address):
+        return None
+    return address
+
+
+def _verified(value: object) -> bool:
+    # Some providers send the JSON string "true"; anything else is not a yes.
+    return value is True or (isinstance(value, str) and value.lower() == "true")
+
+
+def _groups(value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list):
+        return ()
+    groups = [g for g in value if isinstance(g, str) and 0 < len(g) <= MAX_GROUP_CHARS]
+    return tuple(dict.fromkeys(groups))[:MAX_GROUPS]
+
+
+def wants_userinfo(provider: OidcProvider, claims: Mapping[str, Any]) -> bool:
+    """Many providers put profile claims only in the userinfo response, not in the ID token."""
+    return any(name not in claims for name in ("email", provider.name_claim, provider.groups_claim))
+
+
+def identity_from_claims(
+    provider: OidcProvider,
+    id_claims: Mapping[str, Any],
+    userinfo: Mapping[str, Any] | None = None,
+) -> VerifiedIdentity:
+    """The identity a verified ID token (and the userinfo response, for claims it lacks) proves.
+
+    The subject is `<issuer> <sub>`: stable for one account at one provider. The name is the
+    configured `name_claim`, else `preferred_username`, else the e-mail address's local part.
+    """
+    sub = id_claims["sub"]
+    claims = dict(id_claims)
+    if userinfo is not None:
+        # OpenID Connect Core §5.3.2: a userinfo response for another subject is not used.
+        if userinfo.get("sub") != sub:
+            raise SignInRejected()
+        for claim, value in userinfo.items():
+            claims.setdefault(claim, value)
+    email = _email(claims.get("email"))
+    name = (
+        display_name(claims.get(provider.name_claim))
+        or display_name(claims.get("preferred_username"))
+        or (display_name(email.split("@")[0]) if email else None)
+    )
+    if name is None:
+        raise IdentityIncomplete()
+    return VerifiedIdentity(
+        path=Path.OIDC,
+        subject=f"{provider.issuer} {sub}",
+        name=name,
+        email=email,
+        email_verified=email is not None and _verified(claims.get("email_verified")),
+        issuer=provider.issuer,
+        provider=provider.name,
+        groups=_groups(claims.get(provider.groups_claim)),
+    )
+
+
+class PendingSignIns:
+    """authlib's cache for sign-ins between the two redirects (PKCE verifier, nonce, redirect
+    URI), kept in the Store rather than in the browser's cookie, so that it holds across
+    replicas. A pending sign-in is read once: `get` takes it, so a callback replayed — even
+    with the cookie from before, even racing the first — finds nothing."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    @staticmethod
+    def _key(key: str) -> str:
+        # authlib's key holds the `state`; the store keeps only its hash.
+        return "signin:" + hashlib.sha256(key.encode()).hexdigest()
+
+    async def get(self, key: str) -> str | None:
+        return await self._store.take_value(self._key(key))
+
+    async def set(self, key: str, value: str, expires_in: float) -> None:
+        await self._store.put_value(self._key(key), value, min(expires_in, SIGNIN_TTL_SECONDS))
+
+    async def delete(self, key: str) -> None:
+        await self._store.delete_value(self._key(key))
