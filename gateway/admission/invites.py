@@ -7,6 +7,7 @@ import re
 import secrets
 from dataclasses import dataclass
 
+from gateway.admission.names import normalise
 from gateway.admission.rooms import clean_text
 from gateway.errors import InvalidInput, InviteMalformed
 from gateway.store.records import Invite, Role
@@ -39,7 +40,9 @@ def parse_token(raw: str) -> str:
 
 
 def validate_display_name(value: str) -> str:
-    return clean_text(value, field="display name", max_chars=MAX_NAME_CHARS)
+    # The same rule admission applies, so a bad name is refused when the invite is made,
+    # not when it is redeemed.
+    return normalise(clean_text(value, field="display name", max_chars=MAX_NAME_CHARS))
 
 
 def make_invite(

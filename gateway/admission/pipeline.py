@@ -19,6 +19,7 @@ from gateway.admission.flood import FloodGuard, Proof
 from gateway.admission.identity import Path, VerifiedIdentity
 from gateway.admission.invites import hash_token, parse_token
 from gateway.admission.limits import Attempt, RateLimiter
+from gateway.admission.names import assign_name
 from gateway.admission.policy import Verdict, decide
 from gateway.admission.rooms import current_room
 from gateway.errors import (
@@ -48,6 +49,15 @@ class Admitted:
 
 def admission_id_for(cookie_secret: str) -> str:
     return hashlib.sha256(cookie_secret.encode("ascii")).hexdigest()
+
+
+def via_of(verified: VerifiedIdentity) -> str:
+    """How someone was admitted, as hosts see it: never an address or a personal detail."""
+    if verified.path is Path.INVITE:
+        return f"invite:{verified.subject}"
+    if verified.path is Path.OIDC:
+        return f"oidc:{verified.provider or 'unknown'}"
+    return verified.path.value
 
 
 class LobbyRequired(MeetgateError):
@@ -189,14 +199,15 @@ class AdmissionPipeline:
     async def _admit(
         self, verified: VerifiedIdentity, role: Role, room: Room, client_addr: str, now: float
     ) -> Admitted:
+        name = await self._shown_name(verified, role, room, now)
         cookie_secret = secrets.token_urlsafe(32)
         admission = Admission(
             id=admission_id_for(cookie_secret),
             room=room.name,
             identity=self.identity_of(verified),
-            name=verified.name,
+            name=name,
             role=role,
-            via=f"{verified.path.value}:{verified.provider or verified.subject[:16]}",
+            via=via_of(verified),
             client_addr=client_addr,
             created_at=now,
             expires_at=now + self._ttl,
@@ -204,6 +215,18 @@ class AdmissionPipeline:
         await self._store.add_admission(admission)
         self._metrics.admissions.inc(via=verified.path.value)
         return Admitted(cookie_secret=cookie_secret, admission=admission)
+
+    async def _shown_name(
+        self, verified: VerifiedIdentity, role: Role, room: Room, now: float
+    ) -> str:
+        """The verified name as the room will see it: unique up to look-alikes, guests marked.
+
+        Read, then written by `add_admission`: two admissions racing in with look-alike names
+        can both pass. Accepted for now; closing it needs an atomic name claim in the store.
+        """
+        admissions = await self._store.list_admissions(room.name)
+        taken = [(other.name, other.role) for other in admissions if other.is_live(now)]
+        return assign_name(verified.name, role=role, guest=verified.guest, taken=taken)
 
     async def from_cookie(self, cookie_secret: str | None, now: float) -> Admission:
         """The live admission a cookie names; NotAdmitted or AdmissionRevoked otherwise."""
