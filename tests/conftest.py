@@ -6,4 +6,6 @@ pytest_plugins = [
     "tests.fixtures.prosody",
     "tests.fixtures.jitsi_web",
     "tests.fixtures.gateway_server",
+    "tests.fixtures.smtp",
+    "tests.fixtures.oidc",
 ]

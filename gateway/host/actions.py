@@ -9,6 +9,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import replace
 
+from gateway.admission.lobby import Lobby, LobbyRequest, LobbyState
 from gateway.client_address import network_of
 from gateway.cuts import CUTS, Cut
 from gateway.errors import InvalidInput, NotHost, RoomNotFound
@@ -28,8 +29,9 @@ def fresh_room_name(previous: str) -> str:
 
 
 class HostDesk:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, lobby: Lobby | None = None) -> None:
         self._store = store
+        self._lobby = lobby
 
     async def _authorise(self, host: Admission, room_name: str, now: float) -> Room:
         if host.role is not Role.HOST or host.room != room_name or not host.is_live(now):
@@ -157,6 +159,30 @@ class HostDesk:
                 moved += 1
         await self._audit(host, "move", now, target=successor.name, detail=f"{moved} moved")
         return successor
+
+    async def waiting(self, host: Admission, room_name: str, now: float) -> list[LobbyRequest]:
+        """The room's lobby: who asks to be let in, oldest first."""
+        await self._authorise(host, room_name, now)
+        return [] if self._lobby is None else await self._lobby.waiting(room_name, now)
+
+    async def answer_lobby(
+        self, host: Admission, room_name: str, request_id: str, answer: LobbyState, now: float
+    ) -> LobbyRequest | None:
+        """Let a waiting person in (APPROVED), turn them away (DENIED), or turn them away and
+        bar their identity from the meeting for good (BANNED). None if the request is unknown
+        to this room, expired or already answered."""
+        room = await self._authorise(host, room_name, now)
+        if self._lobby is None:
+            return None
+        answered = await self._lobby.answer(room, request_id, answer, host.name, now)
+        if answered is not None:
+            action = {
+                LobbyState.APPROVED: "approve",
+                LobbyState.DENIED: "deny",
+                LobbyState.BANNED: "deny and ban",
+            }[answer]
+            await self._audit(host, action, now, target=answered.identity, detail=answered.name)
+        return answered
 
     async def audit(self, host: Admission, room_name: str, now: float) -> list[AuditEntry]:
         await self._authorise(host, room_name, now)

@@ -19,6 +19,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
+from gateway.admission.lobby import REQUEST_ID_SHAPE, LobbyRequest, LobbyState
 from gateway.admission.pipeline import AdmissionPipeline
 from gateway.errors import CrossSiteRequest, CsrfFailed, InvalidInput, NotFound, NotHost
 from gateway.host.actions import HostDesk, address_prefix
@@ -40,6 +41,12 @@ BAN_DURATIONS: dict[str, tuple[float | None, str, str]] = {
     "forever": (None, "for good", "for good"),
 }
 AUDIT_SHOWN = 50
+# The lobby's answers, by the action that gives them.
+LOBBY_ANSWERS = {
+    "approve": LobbyState.APPROVED,
+    "deny": LobbyState.DENIED,
+    "deny-ban": LobbyState.BANNED,
+}
 
 RegistryCounts = Callable[[str], int]
 
@@ -93,9 +100,12 @@ class ActionRequest:
     fields: dict[str, str]
     target: Admission | None
     now: float
+    waiting: LobbyRequest | None = None
 
     @property
     def target_name(self) -> str:
+        if self.waiting is not None:
+            return self.waiting.name
         return self.target.name if self.target is not None else "this participant"
 
 
@@ -108,6 +118,17 @@ def participant_view(admission: Admission, connections: int) -> dict[str, Any]:
         "since": admission.created_at,
         "connections": connections,
         "address": address_prefix(admission.client_addr),
+    }
+
+
+def lobby_view(request: LobbyRequest) -> dict[str, Any]:
+    return {
+        "id": request.id,
+        "name": request.name,
+        "message": request.message,
+        "via": request.via,
+        "since": request.created_at,
+        "guest": request.guest,
     }
 
 
@@ -166,6 +187,27 @@ def _confirmation(action: str, request: ActionRequest) -> Confirmation:
             "Remove and ban",
             danger=True,
         )
+    if action == "approve":
+        return Confirmation(
+            f"Let {name} in?",
+            "They go straight into the meeting under the name shown here.",
+            "Let in",
+        )
+    if action == "deny":
+        return Confirmation(
+            f"Turn {name} away?",
+            "They see that a host did not let them in. They may ask again.",
+            "Turn away",
+            danger=True,
+        )
+    if action == "deny-ban":
+        return Confirmation(
+            f"Turn {name} away and ban them?",
+            "They see that a host did not let them in, and cannot ask again or come in by any"
+            " other way while the meeting lasts, even if it moves.",
+            "Turn away and ban",
+            danger=True,
+        )
     if action == "lock":
         return Confirmation(
             "Lock the room?",
@@ -219,6 +261,7 @@ def create_dashboard_router(
             "participants": [participant_view(a, registry_counts(a.id)) for a in admissions],
             "audit": [audit_view(entry) for entry in audit[:AUDIT_SHOWN]],
             "attack": await attack_status(room),
+            "lobby": [lobby_view(r) for r in await desk.waiting(host, room.name, now)],
         }
 
     async def revoke(request: ActionRequest) -> Outcome:
@@ -268,6 +311,35 @@ def create_dashboard_router(
         message = f"The meeting moved to the room {successor.name}."
         return Outcome(True, message, successor.name, {"room": successor.name})
 
+    async def answer(request: ActionRequest, action: str) -> Outcome:
+        request_id = request.fields.get("request", "")
+        answer = LOBBY_ANSWERS[action]
+        answered = None
+        if REQUEST_ID_SHAPE.fullmatch(request_id) is not None:
+            answered = await desk.answer_lobby(
+                request.host, request.room, request_id, answer, request.now
+            )
+        if answered is None:
+            return Outcome(
+                False, "Nothing to do: this request was already answered or expired.", request.room
+            )
+        if answer is LobbyState.APPROVED:
+            message = f"{answered.name} was let in."
+        elif answer is LobbyState.DENIED:
+            message = f"{answered.name} was turned away."
+        else:
+            message = f"{answered.name} was turned away and banned."
+        return Outcome(True, message, request.room)
+
+    async def approve(request: ActionRequest) -> Outcome:
+        return await answer(request, "approve")
+
+    async def deny(request: ActionRequest) -> Outcome:
+        return await answer(request, "deny")
+
+    async def deny_ban(request: ActionRequest) -> Outcome:
+        return await answer(request, "deny-ban")
+
     actions: dict[str, Callable[[ActionRequest], Awaitable[Outcome]]] = {
         "revoke": revoke,
         "ban": ban,
@@ -275,6 +347,9 @@ def create_dashboard_router(
         "unlock": unlock,
         "lockdown": lockdown,
         "move": move,
+        "approve": approve,
+        "deny": deny,
+        "deny-ban": deny_ban,
     }
 
     @router.get(HOST_PREFIX)
@@ -294,6 +369,7 @@ def create_dashboard_router(
             "host.html",
             room=view["room"],
             participants=view["participants"],
+            lobby=view["lobby"],
             audit=view["audit"],
             attack=view["attack"],
             you=host.id,
@@ -333,7 +409,18 @@ def create_dashboard_router(
                 (a for a in await desk.roster(host, room, now) if a.id == wanted),
                 None,
             )
-        parsed = ActionRequest(host=host, room=current.name, fields=fields, target=target, now=now)
+        waiting = None
+        if action in LOBBY_ANSWERS:
+            if "request" not in fields:
+                raise InvalidInput("Say which request this is about (field 'request').")
+            wanted = fields["request"]
+            waiting = next(
+                (r for r in await desk.waiting(host, room, now) if r.id == wanted),
+                None,
+            )
+        parsed = ActionRequest(
+            host=host, room=current.name, fields=fields, target=target, now=now, waiting=waiting
+        )
         as_json = wants_json(request.scope)
         if fields.get("confirmed") != "1":
             confirmation = _confirmation(action, parsed)
@@ -344,7 +431,9 @@ def create_dashboard_router(
                 room=room_view(current),
                 action=action,
                 confirmation=confirmation,
-                fields={k: v for k, v in fields.items() if k in ("admission", "duration")},
+                fields={
+                    k: v for k, v in fields.items() if k in ("admission", "duration", "request")
+                },
                 csrf=fields["csrf"],
                 prefix=HOST_PREFIX,
                 request_id=request_id(request.scope),

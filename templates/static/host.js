@@ -1,5 +1,5 @@
-// Meetgate's host dashboard script: keeps the roster live (polls its JSON every 2 s) and asks
-// before each action, then posts it with fetch. Without this script the page still works: every
+// Meetgate's host dashboard script: keeps the roster and the lobby live (polls their JSON every
+// 2 s) and asks before each action, then posts it with fetch. Without this script the page still works: every
 // button posts a plain form that leads to a confirmation page. Text is only ever set with
 // textContent, never parsed as HTML.
 "use strict";
@@ -16,6 +16,8 @@
   const rosterUrl = prefix + "/" + room + "/roster";
   const list = document.getElementById("participants");
   const template = document.getElementById("participant-template");
+  const lobbyList = document.getElementById("lobby");
+  const lobbyTemplate = document.getElementById("lobby-template");
   const notice = document.getElementById("notice");
   let timer = null;
   let stopped = false;
@@ -57,6 +59,51 @@
       form.querySelector('input[name="admission"]').value = p.id;
       form.dataset.name = p.name;
     }
+  }
+
+  function fillWaiting(item, w) {
+    item.dataset.id = w.id;
+    slot(item, "name").textContent = w.name;
+    slot(item, "guest").hidden = !w.guest;
+    const message = slot(item, "message");
+    message.textContent = w.message || "";
+    message.hidden = !w.message;
+    slot(item, "via").textContent = w.via;
+    setTime(slot(item, "since"), w.since);
+    for (const form of item.querySelectorAll("form")) {
+      form.querySelector('input[name="request"]').value = w.id;
+      form.dataset.name = w.name;
+    }
+  }
+
+  function showLobby(waiting) {
+    if (!waiting || !lobbyList) {
+      return;
+    }
+    const existing = new Map();
+    for (const item of lobbyList.children) {
+      existing.set(item.dataset.id, item);
+    }
+    let previous = null;
+    for (const w of waiting) {
+      let item = existing.get(w.id);
+      if (item) {
+        existing.delete(w.id);
+      } else {
+        item = lobbyTemplate.content.firstElementChild.cloneNode(true);
+      }
+      fillWaiting(item, w);
+      const wanted = previous ? previous.nextElementSibling : lobbyList.firstElementChild;
+      if (wanted !== item) {
+        lobbyList.insertBefore(item, wanted);
+      }
+      previous = item;
+    }
+    for (const gone of existing.values()) {
+      gone.remove();
+    }
+    document.getElementById("lobby-count").textContent = String(waiting.length);
+    document.getElementById("lobby-empty").hidden = waiting.length > 0;
   }
 
   function newParticipant(p) {
@@ -183,6 +230,7 @@
       }
       showRoom(data.room);
       showRoster(data.participants);
+      showLobby(data.lobby);
       showAudit(data.audit);
       showAttack(data.attack);
       document.getElementById("roster-updated").textContent = "Updated " + clock(Date.now() / 1000);
@@ -216,6 +264,15 @@
       const select = form.querySelector("select");
       const label = select ? select.selectedOptions[0].dataset.phrase : "";
       return "Remove and ban " + name + " " + label + "?";
+    }
+    if (action === "approve") {
+      return "Let " + name + " in?";
+    }
+    if (action === "deny") {
+      return "Turn " + name + " away?";
+    }
+    if (action === "deny-ban") {
+      return "Turn " + name + " away and ban them from this meeting?";
     }
     return form.dataset.confirm;
   }
@@ -274,7 +331,7 @@
     }
   });
 
-  for (const item of list.children) {
+  for (const item of [...list.children, ...(lobbyList ? lobbyList.children : [])]) {
     for (const form of item.querySelectorAll("form")) {
       form.dataset.name = item.querySelector('[data-slot="name"]').textContent;
     }

@@ -96,7 +96,8 @@ def test_roster_shows_who_is_in_with_an_address_prefix_only(
     room, host, ada = meeting
     started = time.time()
     data = roster(gateway, host)
-    assert set(data) == {"room", "participants", "audit", "attack"}
+    assert set(data) == {"room", "participants", "audit", "attack", "lobby"}
+    assert data["lobby"] == []
     assert data["room"] == {
         "name": room,
         "title": room,  # a room without a title is called by its name
@@ -499,6 +500,8 @@ def test_lockdown_removes_every_attendee_and_keeps_the_hosts(
         with as_browser(gateway, kept) as client:
             assert client.get(f"/{room}").status_code == 200
     assert not latecomer_lands_in_meeting(gateway, room)
+    # The latecomer waits in the lobby for a host instead.
+    assert [w["name"] for w in roster(gateway, host)["lobby"]] == ["Latecomer"]
     with as_browser(gateway, host) as client:
         assert "Lockdown" in client.get(dashboard(gateway, room)).text
 

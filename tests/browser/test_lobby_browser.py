@@ -1,0 +1,192 @@
+"""The lobby in a real browser (Debian's chromium driven by playwright): one browser asks to be
+let in and waits, a second (the host) answers on the dashboard by clicking, and the first lands
+in the meeting, or on a clear page, without anyone reloading by hand; with the page's event
+stream, with its polling fallback, and without script through "Check again".
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Dialog, Page, expect, sync_playwright
+
+from tests.browser.test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS, PHONE, BrowserLog
+from tests.fixtures.gateway_server import GatewayServer
+from tests.integration.test_lobby import LOBBY_ONLY
+
+pytestmark = pytest.mark.slow
+
+MEETING_MARKER = "Jitsi Meet test page"
+
+
+@dataclass
+class Visitor:
+    page: Page
+    log: BrowserLog
+
+
+@pytest.fixture
+def chromium() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def visitor(context: BrowserContext) -> Visitor:
+    """A page in its own browser context (its own cookies), with what it requested and logged."""
+    log = BrowserLog()
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    page.on("request", lambda request: log.requests.append(request.url))
+    page.on("console", log.console)
+
+    def page_error(error: Exception) -> None:
+        # The test meeting page loads random bytes as a script: its errors are not the lobby's.
+        if "/_meetgate/" in page.url:
+            log.errors.append(f"{error} ({page.url})")
+
+    page.on("pageerror", page_error)
+    return Visitor(page, log)
+
+
+def lobby_room(gateway: GatewayServer) -> str:
+    room = f"assembly-{secrets.token_hex(4)}"
+    gateway.create_room(room, title="Open assembly")
+    with gateway.admin() as admin:
+        admin.put(f"/api/v1/rooms/{room}/policy", json=LOBBY_ONLY).raise_for_status()
+    return room
+
+
+def open_dashboard(host: Visitor, gateway: GatewayServer, room: str) -> None:
+    link = gateway.invite_token(gateway.create_invite(room, "Hilde Host", role="host"))
+    host.page.goto(f"{gateway.url}/j/{link}")
+    host.page.get_by_role("button", name="Open the host dashboard").click()
+    host.page.wait_for_url(f"{gateway.url}/_meetgate/host/{room}")
+
+
+def ask_to_join(guest: Visitor, gateway: GatewayServer, room: str, name: str) -> None:
+    page = guest.page
+    page.goto(f"{gateway.url}/_meetgate/enter/{room}")
+    page.get_by_label("Your name").fill(name)
+    page.get_by_label("A short message for the hosts (optional)").fill("From the tenants' union")
+    page.get_by_role("button", name="Ask to join").click()
+    page.wait_for_url(f"{gateway.url}/_meetgate/lobby/{room}/wait")
+    expect(page.get_by_role("heading", name="Waiting for a host")).to_be_visible()
+    expect(page.locator("#lobby-name")).to_have_text(f"{name} (guest)")
+
+
+def answer(host: Visitor, name: str, button: str) -> list[str]:
+    """Click `button` on the waiting person's card and accept the question; return it."""
+    asked: list[str] = []
+
+    def accept(dialog: Dialog) -> None:
+        asked.append(dialog.message)
+        dialog.accept()
+
+    card = host.page.locator("#lobby > li").filter(has_text=name)
+    expect(card).to_have_count(1)
+    host.page.once("dialog", accept)
+    card.get_by_role("button", name=button, exact=True).click()
+    expect(card).to_have_count(0)
+    return asked
+
+
+def only_own_requests(gateway: GatewayServer, *visitors: Visitor) -> None:
+    for seen in visitors:
+        foreign = [url for url in seen.log.requests if not url.startswith(gateway.url + "/")]
+        assert foreign == []
+        assert seen.log.errors == []
+
+
+@pytest.mark.parametrize("live", ["stream", "polling"])
+def test_a_host_lets_a_waiting_guest_in_and_the_guest_lands_in_the_meeting(
+    gateway: GatewayServer, chromium: Browser, live: str
+) -> None:
+    room = lobby_room(gateway)
+    host = visitor(chromium.new_context(viewport=PHONE, is_mobile=True, has_touch=True))
+    guest_context = chromium.new_context()
+    if live == "polling":
+        # A browser without EventSource falls back to polling the JSON status.
+        guest_context.add_init_script("delete window.EventSource;")
+    guest = visitor(guest_context)
+    open_dashboard(host, gateway, room)
+    expect(host.page.locator("#lobby-empty")).to_be_visible()
+
+    ask_to_join(guest, gateway, room, "Gina Guest")
+    expect(guest.page.locator("#lobby-live")).to_contain_text("updates by itself")
+
+    # The request shows up on the host's dashboard by itself, with what was verified.
+    card = host.page.locator("#lobby > li").filter(has_text="Gina Guest (guest)")
+    expect(card).to_have_count(1)
+    expect(card.locator('[data-slot="message"]')).to_have_text("From the tenants' union")
+    expect(card.locator('[data-slot="via"]')).to_have_text("lobby")
+    expect(card.locator('[data-slot="guest"]')).to_be_visible()
+    expect(host.page.locator("#lobby-count")).to_have_text("1")
+
+    asked = answer(host, "Gina Guest (guest)", "Let in")
+    assert asked == ["Let Gina Guest (guest) in?"]
+    expect(host.page.locator("#notice")).to_contain_text("Gina Guest (guest) was let in")
+
+    # The guest's page goes into the meeting by itself.
+    guest.page.wait_for_url(re.compile(rf"^{re.escape(gateway.url)}/{room}#jwt=[\w.-]+$"))
+    expect(guest.page.get_by_role("heading", name=MEETING_MARKER)).to_be_visible()
+    participants = host.page.locator("#participants > li")
+    expect(participants.filter(has_text="Gina Guest (guest)")).to_have_count(1)
+    expect(host.page.locator("#audit")).to_contain_text("Hilde Host approve: Gina Guest (guest)")
+
+    status_path = f"/_meetgate/lobby/{room}/status"
+    events_path = f"/_meetgate/lobby/{room}/events"
+    if live == "stream":
+        assert any(url.endswith(events_path) for url in guest.log.requests)
+        assert not any(url.endswith(status_path) for url in guest.log.requests)
+    else:
+        assert any(url.endswith(status_path) for url in guest.log.requests)
+        assert not any(url.endswith(events_path) for url in guest.log.requests)
+    # Nobody reloaded by hand: the wait page was loaded once by the form, once by the script.
+    waits = [url for url in guest.log.requests if url.endswith(f"/_meetgate/lobby/{room}/wait")]
+    assert len(waits) == 2
+    only_own_requests(gateway, host, guest)
+
+
+def test_a_turned_away_guest_sees_it_at_once(gateway: GatewayServer, chromium: Browser) -> None:
+    room = lobby_room(gateway)
+    host = visitor(chromium.new_context())
+    guest = visitor(chromium.new_context())
+    open_dashboard(host, gateway, room)
+    ask_to_join(guest, gateway, room, "Troll Toll")
+    asked = answer(host, "Troll Toll (guest)", "Turn away and ban")
+    assert asked == ["Turn Troll Toll (guest) away and ban them from this meeting?"]
+    expect(guest.page.get_by_role("heading", name="You cannot join this meeting")).to_be_visible()
+    expect(guest.page.get_by_text("barred you")).to_be_visible()
+    wait_url = f"{gateway.url}/_meetgate/lobby/{room}/wait"
+    assert guest.page.url == wait_url
+    # The answer page says 403, which the browser notes in its console; nothing else may.
+    refused = f"the server responded with a status of 403 (Forbidden) ({wait_url})"
+    assert [e for e in guest.log.errors if e.endswith(refused)] != []
+    guest.log.errors = [e for e in guest.log.errors if not e.endswith(refused)]
+    only_own_requests(gateway, host, guest)
+
+
+def test_without_script_check_again_leads_into_the_meeting(
+    gateway: GatewayServer, chromium: Browser
+) -> None:
+    room = lobby_room(gateway)
+    host = visitor(chromium.new_context())
+    guest = visitor(chromium.new_context(java_script_enabled=False))
+    open_dashboard(host, gateway, room)
+    ask_to_join(guest, gateway, room, "Nora Noscript")
+    guest.page.get_by_role("button", name="Check again").click()
+    expect(guest.page.get_by_role("heading", name="Waiting for a host")).to_be_visible()
+    answer(host, "Nora Noscript (guest)", "Let in")
+    guest.page.get_by_role("button", name="Check again").click()
+    guest.page.wait_for_url(re.compile(rf"/{room}#jwt="))
+    expect(guest.page.get_by_role("heading", name=MEETING_MARKER)).to_be_visible()
+    assert not any("/events" in url or "/status" in url for url in guest.log.requests)
+    only_own_requests(gateway, host, guest)
