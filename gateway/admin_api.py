@@ -45,7 +45,7 @@ class RoomOut(BaseModel):
 
 
 class PolicyIn(_Body):
-    """A room's policy; see docs/policies.md. Lists are lower-cased e-mail addresses, domains
+    """A room's policy; see docs/identity-providers.md, "Room policies". Lists are lower-cased e-mail addresses, domains
     and group names; empty lists do not restrict."""
 
     invite: bool = True

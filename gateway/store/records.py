@@ -15,7 +15,7 @@ class Role(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class RoomPolicy:
-    """Who may enter a room, and how (see docs/policies.md).
+    """Who may enter a room, and how (docs/identity-providers.md, "Room policies").
 
     Paths: a personal `invite`; `oidc` sign-in with one of `oidc_providers` (configured names;
     empty: any configured provider); an `email_code` to an allowed address. `allowed_emails`,
