@@ -45,8 +45,8 @@ class RoomOut(BaseModel):
 
 
 class PolicyIn(_Body):
-    """A room's policy; see docs/identity-providers.md, "Room policies". Lists are lower-cased e-mail addresses, domains
-    and group names; empty lists do not restrict."""
+    """A room's policy (docs/identity-providers.md, "Room policies"). Lists are lower-cased
+    e-mail addresses, domains and group names; empty lists do not restrict."""
 
     invite: bool = True
     oidc: bool = False
