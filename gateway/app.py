@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
-import httpx
-
 from gateway.admin_api import AdminAuth, create_admin_app
+from gateway.admission.email_codes import EmailCodes
 from gateway.admission.flood import FloodGuard
 from gateway.admission.limits import RateLimiter
+from gateway.admission.lobby import Lobby
 from gateway.admission.pipeline import AdmissionPipeline
 from gateway.host.actions import HostDesk
 from gateway.host.dashboard import create_dashboard_router
+from gateway.mail import SmtpMailer
 from gateway.metrics import Metrics
 from gateway.proxy.gate import Gate
 from gateway.proxy.http import HttpRelay
 from gateway.proxy.registry import ConnectionRegistry
+from gateway.proxy.upstream import UpstreamClient, UpstreamLimits
 from gateway.settings import Settings
 from gateway.store import Store
 from gateway.tickets import TicketAuthority
+from gateway.web.email_signin import create_email_router
 from gateway.web.entry import Entrance, create_entry_router
+from gateway.web.lobby import LobbyPages, create_lobby_router
 from gateway.web.pages import create_pages_app
+from gateway.web.signin import create_signin_router, with_signin_session
 
 
 def create_app(settings: Settings, store: Store, metrics: Metrics | None = None) -> Gate:
@@ -39,20 +44,27 @@ def create_app(settings: Settings, store: Store, metrics: Metrics | None = None)
         metrics=metrics,
     )
     tickets = TicketAuthority.from_settings(settings)
-    client = httpx.AsyncClient(
-        # BOSH long-polls are held by prosody for up to `bosh_max_wait` (120 s by default).
-        timeout=httpx.Timeout(
-            connect=settings.jitsi.connect_timeout_seconds, read=180.0, write=30.0, pool=10.0
-        ),
-        limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100),
-        follow_redirects=False,
-        trust_env=False,
-    )
+    # The other limits (a 180 s wait for BOSH long-polls among them) are UpstreamLimits' defaults.
+    client = UpstreamClient(UpstreamLimits(connect_timeout=settings.jitsi.connect_timeout_seconds))
     # One registry for the gate (files sockets) and the dashboard (counts them).
     registry = ConnectionRegistry()
     entrance = Entrance(settings, store, pipeline, tickets)
+    lobby = Lobby(store, settings.lobby)
+    lobby_door = LobbyPages(settings, store, pipeline, lobby)
+    entrance.lobby = lobby_door
+    email_codes = EmailCodes(
+        store,
+        settings.email_codes,
+        key=secret,
+        limiter=limiter,
+        mailer=SmtpMailer(settings.smtp),
+        flood=flood,
+    )
     dashboard = create_dashboard_router(
-        settings, pipeline, HostDesk(store), registry.count, flood.status
+        settings, pipeline, HostDesk(store, lobby), registry.count, flood.status
+    )
+    lobby_router = create_lobby_router(
+        settings, entrance, lobby, door=lobby_door, store=store, limiter=limiter, flood=flood
     )
     return Gate(
         settings=settings,
@@ -63,13 +75,22 @@ def create_app(settings: Settings, store: Store, metrics: Metrics | None = None)
         http_client=client,
         registry=registry,
         metrics=metrics,
-        pages=create_pages_app(
+        pages=with_signin_session(
+            create_pages_app(
+                settings,
+                store,
+                pipeline,
+                tickets,
+                entrance,
+                routers=[
+                    dashboard,
+                    create_entry_router(settings, entrance),
+                    lobby_router,
+                    create_email_router(settings, entrance, email_codes),
+                    create_signin_router(settings, entrance, store, limiter),
+                ],
+            ),
             settings,
-            store,
-            pipeline,
-            tickets,
-            entrance,
-            routers=[dashboard, create_entry_router(settings, entrance)],
         ),
     )
 

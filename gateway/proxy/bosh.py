@@ -6,10 +6,12 @@ session on the server: a `type='terminate'` request for that sid, as a client le
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 
-import httpx
+from gateway.errors import UpstreamUnreachable
+from gateway.proxy.upstream import UpstreamClient
 
 BODY_TAG = re.compile(rb"<body\b[^>]*>", re.IGNORECASE)
 ATTRIBUTE = re.compile(rb"""\b(sid|rid|type)\s*=\s*(?:'([^']*)'|"([^"]*)")""")
@@ -28,7 +30,7 @@ def read_body_attributes(body: bytes) -> dict[str, str]:
 
 
 class BoshSession:
-    def __init__(self, client: httpx.AsyncClient, url: str, sid: str, rid: int) -> None:
+    def __init__(self, client: UpstreamClient, url: str, sid: str, rid: int) -> None:
         self._client = client
         self._url = url
         self.sid = sid
@@ -51,10 +53,11 @@ class BoshSession:
             " xmlns='http://jabber.org/protocol/httpbind'>"
             "<presence type='unavailable' xmlns='jabber:client'/></body>"
         )
-        with contextlib.suppress(httpx.HTTPError):
-            await self._client.post(
-                self._url,
-                content=body.encode(),
-                headers={"content-type": "text/xml; charset=utf-8"},
-                timeout=5,
-            )
+        with contextlib.suppress(UpstreamUnreachable, TimeoutError):
+            async with asyncio.timeout(5):
+                await self._client.submit(
+                    "POST",
+                    self._url,
+                    [(b"content-type", b"text/xml; charset=utf-8")],
+                    body.encode(),
+                )

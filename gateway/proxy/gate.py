@@ -16,7 +16,6 @@ from collections.abc import Coroutine
 from http.cookies import CookieError, SimpleCookie
 from typing import Any
 
-import httpx
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.admission.pipeline import AdmissionPipeline
@@ -43,6 +42,7 @@ from gateway.proxy.paths import (
     upstream_signalling_query,
 )
 from gateway.proxy.registry import ConnectionRegistry
+from gateway.proxy.upstream import UpstreamClient
 from gateway.proxy.websocket import RelayedSocket, open_upstream, relay
 from gateway.settings import Settings
 from gateway.store import Store
@@ -87,7 +87,7 @@ class Gate:
         pipeline: AdmissionPipeline,
         tickets: TicketAuthority,
         http: HttpRelay,
-        http_client: httpx.AsyncClient,
+        http_client: UpstreamClient,
         registry: ConnectionRegistry,
         metrics: Metrics,
         pages: ASGIApp,

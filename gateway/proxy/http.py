@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import httpx
 from starlette.types import Receive, Scope, Send
 
-from gateway.errors import BadRequest, RequestTooLarge, UpstreamUnreachable
+from gateway.errors import BadRequest, RequestTooLarge
 from gateway.proxy.headers import downstream_response_headers
-
-CHUNK = 64 * 1024
+from gateway.proxy.upstream import ResponseCut, UpstreamClient
 
 
 async def read_body(receive: Receive, limit: int) -> bytes:
@@ -32,7 +30,7 @@ async def read_body(receive: Receive, limit: int) -> bytes:
 
 
 class HttpRelay:
-    def __init__(self, client: httpx.AsyncClient, *, max_body_bytes: int) -> None:
+    def __init__(self, client: UpstreamClient, *, max_body_bytes: int) -> None:
         self._client = client
         self._max_body = max_body_bytes
 
@@ -80,31 +78,28 @@ class HttpRelay:
             # Forward the length the server has already framed the body by: some upstreams
             # (prosody's BOSH among them) do not read chunked request bodies.
             headers = [*headers, (b"content-length", str(declared).encode())]
-        request = self._client.build_request(
-            scope["method"],
-            url,
-            headers=headers,
-            content=self._body(receive) if has_body else None,
+        response = await self._client.send(
+            scope["method"], url, headers, self._body(receive) if has_body else None
         )
-        try:
-            response = await self._client.send(request, stream=True)
-        except httpx.HTTPError as exc:
-            raise UpstreamUnreachable() from exc
         try:
             await send(
                 {
                     "type": "http.response.start",
-                    "status": response.status_code,
-                    "headers": downstream_response_headers(response.headers.raw),
+                    "status": response.status,
+                    "headers": downstream_response_headers(response.headers),
                 }
             )
-            try:
-                async for chunk in response.aiter_raw(CHUNK):
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            except httpx.HTTPError:
-                # The response has started: all that is left is to end it short, which the
-                # browser sees as a failed download rather than a truncated success.
-                return
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            # Each piece goes on as it arrives; the last message (more_body False) waits for
+            # the upstream's end of body, so a body cut short never looks complete.
+            more = True
+            while more:
+                try:
+                    chunk = await response.read()
+                except ResponseCut:
+                    # The response has started: all that is left is to end it short, which the
+                    # browser sees as a failed download rather than a truncated success.
+                    return
+                more = not response.finished
+                await send({"type": "http.response.body", "body": chunk, "more_body": more})
         finally:
-            await response.aclose()
+            response.close()
