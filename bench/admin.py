@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from http.cookies import SimpleCookie
 
 from bench.rawhttp import Connection, host_port
@@ -52,10 +53,18 @@ class AdminApi:
             await connection.close()
 
     async def create_invites(
-        self, rooms: Sequence[str], per_room: int, connections: int = 16
+        self,
+        rooms: Sequence[str],
+        per_room: int,
+        connections: int = 16,
+        *,
+        name: str = "Bench",
+        role: str = "attendee",
+        max_uses: int = 1,
     ) -> list[str]:
-        """`per_room` single-use invites in each of `rooms`, made over `connections` concurrent
-        connections; their tokens (the last segment of each join link)."""
+        """`per_room` invites (single-use unless `max_uses` says otherwise) in each of `rooms`,
+        made over `connections` concurrent connections; their tokens (the last segment of each
+        join link). Each is for "`name` N", N counting from 0 in the order of `rooms`."""
         tokens: list[str] = []
         pending = iter(enumerate(room for room in rooms for _ in range(per_room)))
 
@@ -64,9 +73,9 @@ class AdminApi:
             try:
                 for number, room in pending:
                     body = {
-                        "name": f"Bench {number}",
-                        "role": "attendee",
-                        "max_uses": 1,
+                        "name": f"{name} {number}",
+                        "role": role,
+                        "max_uses": max_uses,
                         "expires_in_seconds": INVITE_LIFETIME_SECONDS,
                     }
                     invite = await self._call(
@@ -105,18 +114,41 @@ class Invites:
         return await self._api.create_invites(names, self._room_size)
 
 
-async def redeem(gate_url: str, token: str, cookie_name: str = "meetgate") -> str:
-    """Redeem one invite as a browser would; the admission cookie's value."""
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """A browser that redeemed an invite: its admission cookie and its first ticket."""
+
+    cookie: str
+    ticket: str
+    room: str
+
+
+async def admit(
+    gate_url: str,
+    token: str,
+    cookie_name: str = "meetgate",
+    headers: dict[str, str] | None = None,
+) -> Admitted:
+    """Redeem one invite as a browser would (`headers` added, e.g. `x-forwarded-for`)."""
     host, port = host_port(gate_url)
     connection = await Connection.open(host, port)
     try:
-        response = await connection.request("POST", f"/j/{token}", {"origin": gate_url})
+        response = await connection.request(
+            "POST", f"/j/{token}", {"origin": gate_url, **(headers or {})}
+        )
     finally:
         await connection.close()
-    if response.status != 303 or "#jwt=" not in response.headers.get("location", ""):
+    location = response.headers.get("location", "")
+    if response.status != 303 or "#jwt=" not in location:
         raise SetupError(f"redeeming an invite gave {response.status}: {response.body[:300]!r}")
     jar: SimpleCookie = SimpleCookie()
     jar.load(response.headers.get("set-cookie", ""))
     if cookie_name not in jar:
         raise SetupError("redeeming an invite set no admission cookie")
-    return jar[cookie_name].value
+    room, _, ticket = location.removeprefix("/").partition("#jwt=")
+    return Admitted(cookie=jar[cookie_name].value, ticket=ticket, room=room)
+
+
+async def redeem(gate_url: str, token: str, cookie_name: str = "meetgate") -> str:
+    """Redeem one invite as a browser would; the admission cookie's value."""
+    return (await admit(gate_url, token, cookie_name)).cookie

@@ -11,14 +11,16 @@ from pathlib import Path
 # Each sample is charged to the innermost frame that names one of these parts (first match in
 # this order within a frame); samples naming none are the server's own loop and parsing.
 PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("ticket signing (PyJWT)", ("TicketAuthority.issue",)),
+    ("ticket signing", ("TicketAuthority.issue",)),
     ("random secrets", ("token_urlsafe", "token_hex")),
     ("httpx pool: choosing and expiring connections", ("_assign_requests_to_connections",)),
     ("httpx: streaming the upstream body", ("Response.aiter_raw",)),
     ("httpx: request, response head, release", ("AsyncClient.send", "Response.aclose")),
+    ("the gate's upstream client (gateway/proxy/upstream.py)", ("(gateway/proxy/upstream",)),
     ("redis-py client", ("(redis/",)),
-    ("logging (access log, httpx's request log)", ("Logger.info", "Logger._log")),
+    ("logging (the access log line)", ("Logger.info", "Logger._log")),
     ("admission pipeline and store", ("AdmissionPipeline.", "MemoryStore.", "RedisStore.")),
+    ("rendering pages and error pages (jinja2)", ("(jinja2/", "(gateway/web/rendering")),
     ("writing the response (uvicorn, socket)", ("RequestResponseCycle.send",)),
     ("FastAPI and Starlette", ("(fastapi/", "(starlette/")),
     (

@@ -36,6 +36,7 @@ class Report:
     method: list[str]
     figures: list[Figure]
     runs: list[str]
+    details: list[str]
     profiles: list[str]
     warnings: list[str]
 
@@ -60,11 +61,12 @@ class Report:
             self.table(),
             "",
             *(f"- {line}" for line in self.method),
-            "",
-            "Timed runs (wrk's own latency figures are under load, not round trips):",
-            "",
-            *(f"- {line}" for line in self.runs),
         ]
+        if self.runs:
+            parts += ["", "Timed runs (wrk's own latency figures are under load, not round trips):"]
+            parts += ["", *(f"- {line}" for line in self.runs)]
+        if self.details:
+            parts += ["", "Details:", "", *(f"- {line}" for line in self.details)]
         if self.profiles:
             parts += ["", "Where the gateway's time went (py-spy samples):", ""]
             parts += [f"- {line}" for line in self.profiles]

@@ -1,8 +1,9 @@
-"""Meetgate's benchmark, one command: `python bench/run.py [--quick] [--seconds N]`.
+"""Meetgate's benchmark, one command: `python bench/run.py [--quick] [--only SECTION,…]`.
 
-Starts everything it needs on loopback (an upstream, the baselines, `meetgate serve`, with
-`--redis-server` also a redis-server and a gateway on it), measures each figure against its
-baseline in the same run, prints a markdown table (`--write-docs`: also into
+Starts everything it needs on loopback (an upstream, the baselines, `meetgate serve` in the
+configurations the sections need, a redis-server and a prosody for the revocation section, with
+`--redis-server` also a gateway on Redis for redemptions), measures each figure against its
+baseline or target in the same run, prints a markdown table (`--write-docs`: also into
 docs/performance.md), and stops every process it started, also on Ctrl-C or an error.
 """
 
@@ -21,12 +22,12 @@ from types import FrameType
 sys.path.remove(str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.suite import Options, run
+from bench.suite import SECTIONS, Options, run
 
 
 def parse_options(argv: list[str]) -> Options:
     parser = argparse.ArgumentParser(prog="python bench/run.py", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="short runs (about 40 s in all)")
+    parser.add_argument("--quick", action="store_true", help="short runs (about 75 s in all)")
     parser.add_argument("--seconds", type=int, help="timed seconds per side (10; --quick 3)")
     redis = parser.add_mutually_exclusive_group()
     redis.add_argument(
@@ -50,6 +51,21 @@ def parse_options(argv: list[str]) -> Options:
         help="redemptions per room (100, a large meeting): each new name is checked against "
         "the room's, so this sets how much of that check a redemption pays",
     )
+    parser.add_argument(
+        "--only",
+        metavar="SECTION[,SECTION…]",
+        help=f"run only these parts: {', '.join(SECTIONS)} (default: all)",
+    )
+    parser.add_argument(
+        "--revocations",
+        type=int,
+        help="timed revocations per set-up in the revocation section (200; --quick 50)",
+    )
+    parser.add_argument(
+        "--idle-sockets",
+        type=int,
+        help="idle proxied WebSockets held open in the revocation section (2000; --quick 500)",
+    )
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     parser.add_argument(
         "--profile",
@@ -63,6 +79,18 @@ def parse_options(argv: list[str]) -> Options:
         parser.error("--seconds must be at least 1")
     if args.room_size < 1:
         parser.error("--room-size must be at least 1")
+    sections = frozenset(SECTIONS)
+    if args.only:
+        sections = frozenset(part.strip() for part in args.only.split(",") if part.strip())
+        unknown = sorted(sections - set(SECTIONS))
+        if unknown or not sections:
+            parser.error(f"--only takes some of: {', '.join(SECTIONS)} (not {unknown})")
+        if args.write_docs:
+            parser.error("--write-docs needs every section: the page shows one whole run")
+    revocations = args.revocations or (50 if args.quick else 200)
+    idle_sockets = args.idle_sockets or (500 if args.quick else 2000)
+    if revocations < 1 or idle_sockets < 100:
+        parser.error("--revocations must be at least 1 and --idle-sockets at least 100")
     return Options(
         seconds=seconds,
         warm_up=1 if args.quick else 2,
@@ -74,6 +102,9 @@ def parse_options(argv: list[str]) -> Options:
         profile=args.profile,
         room_size=args.room_size,
         command=shlex.join(["python", "bench/run.py", *argv]),
+        sections=sections,
+        revocations=revocations,
+        idle_sockets=idle_sockets,
     )
 
 

@@ -2,8 +2,8 @@
 
 `python -m bench.serve {bare,framework,upstream} PORT`: one process, one worker, uvicorn's
 access log off and the rest of the options `gateway.cli` passes, served the way `gateway.cli`
-serves (awaiting `Server.serve()` under `asyncio.run`, hence asyncio's own event loop, not
-uvloop), so a baseline differs from Meetgate only in the app it runs.
+serves (awaiting `Server.serve()` under `asyncio.run`, on uvloop's event loop when uvloop is
+installed), so a baseline differs from Meetgate only in the app it runs.
 """
 
 from __future__ import annotations
@@ -34,6 +34,16 @@ def meetgate_server_options() -> dict[str, Any]:
     }
 
 
+def use_meetgates_event_loop() -> str:
+    """Choose the event loop `meetgate serve` chooses (gateway/cli.py); its name."""
+    try:
+        import uvloop
+    except ImportError:
+        return "asyncio's"
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return "uvloop's"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("app", choices=sorted(APPS))
@@ -46,6 +56,7 @@ def main() -> None:
         lifespan="off",
         **meetgate_server_options(),
     )
+    use_meetgates_event_loop()
     asyncio.run(uvicorn.Server(config).serve())
 
 

@@ -1,18 +1,21 @@
-"""The processes under test: upstream, baselines, redis-server and `meetgate serve`, each on free
-loopback ports, pinned to the server CPUs, and stopped by PID when the run ends."""
+"""The processes under test: upstream, baselines, redis-server, prosody and `meetgate serve`, each
+on free loopback ports, pinned to the server CPUs, and stopped by PID when the run ends."""
 
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
+import resource
 import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.fixtures.gateway_server import write_config
+from tests.fixtures.gateway_server import GENEROUS_LIMITS, write_config
 from tests.fixtures.processes import free_port, port_open, start_process, stop_process, wait_until
+from tests.fixtures.prosody import DOMAIN, MUC_DOMAIN, prosody_config
 
 ROOT = Path(__file__).resolve().parent.parent
 RATE_KEYS = ("address", "network", "room", "identity", "invite", "gate")
@@ -29,6 +32,20 @@ GATEWAY_ENV = {
 }
 
 
+def raise_open_files(needed: int) -> int:
+    """Raise this process's soft limit on open files to at least `needed` (processes started
+    afterwards inherit it); the limit now in force. RuntimeError if the hard limit is lower."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        if hard != resource.RLIM_INFINITY and hard < needed:
+            raise RuntimeError(
+                f"this needs {needed} open files but the hard limit is {hard} (ulimit -Hn)"
+            )
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+        soft = needed
+    return soft
+
+
 def pin(pid: int, cpus: set[int]) -> None:
     """Pin every thread a process has; threads it starts later inherit the mask."""
     for task in Path(f"/proc/{pid}/task").iterdir():
@@ -42,6 +59,33 @@ class Gateway:
     admin_url: str
     admin_token: str
     pid: int
+
+
+@dataclass(frozen=True, slots=True)
+class Prosody:
+    http_url: str
+    domain: str
+    muc_domain: str
+    pid: int
+
+    def room_jid(self, room: str) -> str:
+        return f"{room}@{self.muc_domain}"
+
+
+def _prosody_serving(port: int) -> bool:
+    """Whether prosody's WebSocket and BOSH endpoints answer: its HTTP port opens before
+    mod_websocket and mod_bosh have registered their paths."""
+    for path in ("/xmpp-websocket", "/http-bind"):
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+        try:
+            connection.request("GET", path)
+            if connection.getresponse().status != 200:
+                return False
+        except OSError:
+            return False
+        finally:
+            connection.close()
+    return True
 
 
 class Servers:
@@ -72,9 +116,11 @@ class Servers:
         args: list[str],
         ports: tuple[int, ...],
         env: dict[str, str] | None = None,
+        serving: Callable[[], bool] | None = None,
+        cwd: Path = ROOT,
     ) -> int:
         log = self._workdir / f"{name}.log"
-        proc = start_process(args, log, env=env, cwd=ROOT)
+        proc = start_process(args, log, env=env, cwd=cwd)
         self._stack.callback(stop_process, proc)
         if self._cpus is not None:
             pin(proc.pid, self._cpus)
@@ -82,7 +128,7 @@ class Servers:
         def ready() -> bool:
             if proc.poll() is not None:
                 raise RuntimeError(f"{name} exited early:\n{log.read_text(errors='replace')}")
-            return all(port_open(port) for port in ports)
+            return all(port_open(port) for port in ports) and (serving is None or serving())
 
         self._starting.append((name, ready))
         return proc.pid
@@ -109,8 +155,46 @@ class Servers:
         self._start("redis-server", args, (port,))
         return f"redis://127.0.0.1:{port}/0"
 
-    def gateway(self, name: str, *, upstream: str, store_url: str) -> Gateway:
-        """`meetgate serve` with a minimal config on `store_url` in front of `upstream`."""
+    def prosody(self) -> Prosody:
+        """A prosody of this run's own, configured as the tests' (tests/fixtures/prosody.py:
+        WebSocket and BOSH, stream management with a 60 s hibernation, a MUC, anonymous
+        logins), but logging warnings only: its debug log would cost it a write per stanza."""
+        binary = shutil.which("prosody")
+        if binary is None:
+            raise RuntimeError("prosody is not installed (apt-get install -y prosody)")
+        workdir = self._workdir / "prosody"
+        for sub in ("data", "certs"):
+            (workdir / sub).mkdir(parents=True, exist_ok=True)
+        port = free_port()
+        text = prosody_config(workdir, port).replace('min = "debug"', 'min = "warn"')
+        config = workdir / "prosody.cfg.lua"
+        config.write_text(text, encoding="utf-8")
+        pid = self._start(
+            "prosody",
+            [binary, "--config", str(config), "-F"],
+            (port,),
+            serving=lambda: _prosody_serving(port),
+            cwd=workdir,
+        )
+        return Prosody(
+            http_url=f"http://127.0.0.1:{port}", domain=DOMAIN, muc_domain=MUC_DOMAIN, pid=pid
+        )
+
+    def gateway(
+        self,
+        name: str,
+        *,
+        upstream: str,
+        store_url: str,
+        signalling: str | None = None,
+        env: dict[str, str] | None = None,
+        top: str = "",
+        rates: str = "",
+    ) -> Gateway:
+        """`meetgate serve` with a minimal config on `store_url` in front of `upstream` (and of
+        prosody at `signalling`, if given). `env` (GATEWAY_ENV unless given) overrides the
+        file; `top` is TOML before any table (`trusted_proxies`), `rates` replaces the tests'
+        generous `[rates]` and `[challenge]` tables."""
         port, admin_port = free_port(), free_port()
         config = self._workdir / f"{name}.toml"
         token = write_config(
@@ -118,11 +202,14 @@ class Servers:
             port=port,
             admin_port=admin_port,
             upstream=upstream,
-            signalling_upstream=None,
+            signalling_upstream=signalling,
             store_url=store_url,
+            xmpp_domain=DOMAIN,
+            extra=rates or GENEROUS_LIMITS,
+            top=top,
         )
         args = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config)]
-        pid = self._start(name, args, (port, admin_port), env=GATEWAY_ENV)
+        pid = self._start(name, args, (port, admin_port), env=GATEWAY_ENV if env is None else env)
         return Gateway(
             url=f"http://127.0.0.1:{port}",
             admin_url=f"http://127.0.0.1:{admin_port}",

@@ -5,24 +5,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import os
 import secrets
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import profiling, upstream
+from bench import flood, profiling, revocation, upstream
 from bench.admin import AdminApi, Invites, redeem
-from bench.load import REDEEM_SCRIPT, LoadResult, ensure_wrk, run_wrk, wrk_version
+from bench.flood import Flood
+from bench.load import (
+    REDEEM_SCRIPT,
+    LoadResult,
+    ensure_tools,
+    ensure_wrk,
+    run_wrk,
+    wrk_version,
+)
 from bench.machine import busy_cpu_seconds, own_cpu_seconds, this_machine
 from bench.rawhttp import Connection, host_port
 from bench.report import Figure, Report, ratio, write_docs
+from bench.revocation import IdleSockets, Revocations
 from bench.roundtrip import MESSAGE_BYTES, Latency, measure
-from bench.servers import ROOT, Gateway, Servers
+from bench.servers import ROOT, Gateway, Prosody, Servers, raise_open_files
 
 REDEEM_CONNECTIONS = 32
 SMALL_CONNECTIONS = 32
@@ -37,7 +47,17 @@ REDEMPTION_TARGET = 0.30
 WS_P50_TARGET_MS = 1.0
 # Above this share of one core used by processes outside the run, the figures are suspect.
 OTHER_LOAD_WARNING = 0.10
+# A flooded gateway should be using a whole core; below this share, something else took it.
+SATURATED_SHARE = 0.85
 COOKIE = "meetgate"
+FORWARD_AUTH_PATH = "/_meetgate/forward-auth"
+FORWARD_AUTH_CONNECTIONS = 32
+FORWARD_AUTH_TARGET = 0.70
+IDLE_CUTS = 20
+# What `meetgate serve` runs on, and so every server here (bench/serve.py).
+EVENT_LOOP = "uvloop's" if importlib.util.find_spec("uvloop") else "asyncio's"
+# The parts of a run, in the order they run (`--only` picks some).
+SECTIONS = ("redemption", "proxy", "websocket", "forward-auth", "revocation", "flood")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +72,9 @@ class Options:
     profile: bool
     room_size: int
     command: str
+    sections: frozenset[str] = frozenset(SECTIONS)
+    revocations: int = 200
+    idle_sockets: int = 2000
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +111,14 @@ class Measurements:
     redemptions: list[Redemptions] = field(default_factory=list)
     latency: dict[str, Latency] = field(default_factory=dict)
     profiles: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
+    revocations: list[Revocations] = field(default_factory=list)
+    idle: IdleSockets | None = None
+    flood: Flood | None = None
+    # Seconds each section took, for keeping the whole run within its budget.
+    took: dict[str, float] = field(default_factory=dict)
+
+    def has(self, name: str) -> bool:
+        return any(run_name == name for run_name, _ in self.runs)
 
     def timed(self, name: str, result: LoadResult) -> LoadResult:
         self.runs.append((name, result))
@@ -116,10 +147,17 @@ def write_tokens(path: Path, tokens: list[str]) -> Path:
 
 @contextlib.contextmanager
 def profiled(
-    name: str, gateway: Gateway, workdir: Path, options: Options, measurements: Measurements
+    name: str,
+    gateway: Gateway,
+    workdir: Path,
+    options: Options,
+    measurements: Measurements,
+    *,
+    sampled: bool = True,
 ) -> Iterator[None]:
-    """With --profile, sample the gateway with py-spy while the body runs a timed run."""
-    if not options.profile:
+    """With --profile, sample the gateway with py-spy while the body runs a timed run (unless
+    the run is not the gateway's: `sampled` false)."""
+    if not options.profile or not sampled:
         yield
         return
     raw = workdir / f"profile-{name}.txt"
@@ -227,29 +265,84 @@ def measure_proxy(
     measurements.timed(f"gate-{size}", result)
 
 
-def measure_everything(
-    servers: Servers, wrk: str, workdir: Path, options: Options, measurements: Measurements
-) -> None:
-    redis_url = options.redis_url
-    if options.start_redis:
-        redis_url = servers.redis()
-        servers.wait_ready()  # the Redis gateway connects to it as it starts
+@dataclass(frozen=True, slots=True)
+class Lab:
+    """The servers a run's sections need, started side by side before any is measured."""
+
+    upstream: str
+    bare: str | None
+    framework: str | None
+    gateways: dict[str, Gateway]
+    prosody: Prosody | None
+
+
+def start_lab(servers: Servers, options: Options) -> Lab:
+    wanted = options.sections
+    # One redis-server of the run's own: the two replicas of the revocation section share it,
+    # and the Redis store's redemptions use it when --redis-server asked for it.
+    own_redis = (options.start_redis and "redemption" in wanted) or "revocation" in wanted
+    started = servers.redis() if own_redis else None
+    redis_url = started if options.start_redis else options.redis_url
+    servers.wait_ready()  # Redis gateways connect to it as they start
+    prosody = servers.prosody() if "revocation" in wanted else None
     upstream_url = servers.bench_app("upstream")
-    bare_url = servers.bench_app("bare")
-    framework_url = servers.bench_app("framework")
-    gateways = {
-        "memory": servers.gateway("gate-memory", upstream=upstream_url, store_url="memory://")
-    }
-    if redis_url is not None:
+    bare_url = servers.bench_app("bare") if wanted & {"redemption", "forward-auth"} else None
+    framework_url = servers.bench_app("framework") if "redemption" in wanted else None
+    gateways: dict[str, Gateway] = {}
+    if wanted & {"redemption", "proxy", "websocket", "forward-auth"}:
+        gateways["memory"] = servers.gateway(
+            "gate-memory", upstream=upstream_url, store_url="memory://"
+        )
+    if "redemption" in wanted and redis_url is not None:
         gateways["redis"] = servers.gateway(
             "gate-redis", upstream=upstream_url, store_url=redis_url
         )
+    if prosody is not None and started is not None:
+        for name, store_url in (
+            ("revoke-one", "memory://"),
+            ("revoke-a", started),
+            ("revoke-b", started),
+        ):
+            gateways[name] = servers.gateway(
+                f"gate-{name}",
+                upstream=upstream_url,
+                store_url=store_url,
+                signalling=prosody.http_url,
+            )
+        gateways["sockets"] = servers.gateway(
+            "gate-sockets", upstream=upstream_url, store_url="memory://"
+        )
+    if "flood" in wanted:
+        gateways["flood"] = servers.gateway(
+            "gate-flood",
+            upstream=upstream_url,
+            store_url="memory://",
+            env=flood.ENV,
+            top=flood.TRUSTED_PROXIES,
+            rates=flood.RATES,
+        )
     servers.wait_ready()
-    say("servers up; measuring redemptions")
-    for name, url in (("bare", bare_url), ("framework", framework_url)):
+    return Lab(
+        upstream=upstream_url,
+        bare=bare_url,
+        framework=framework_url,
+        gateways=gateways,
+        prosody=prosody,
+    )
+
+
+def measure_redemption_section(
+    lab: Lab, wrk: str, workdir: Path, options: Options, measurements: Measurements
+) -> None:
+    say("measuring redemptions")
+    assert lab.bare is not None and lab.framework is not None
+    for name, url in (("bare", lab.bare), ("framework", lab.framework)):
         result = measurements.timed(name, measure_baseline(wrk, url, workdir, options))
         say(f"  {name}: {result.per_second:,.0f}/s")
-    for store, gateway in gateways.items():
+    for store in ("memory", "redis"):
+        gateway = lab.gateways.get(store)
+        if gateway is None:
+            continue
         api = AdminApi(gateway.admin_url, gateway.admin_token)
         # On a Redis this run did not start, rooms of their own names keep the run's records
         # apart from whatever else is there, and deleting them at the end removes them.
@@ -267,12 +360,20 @@ def measure_everything(
         measurements.timed(f"redeem-{store}", measured.result)
         say(f"  {store}: {measured.result.per_second:,.0f}/s")
 
-    gate = gateways["memory"]
-    gate_api = AdminApi(gate.admin_url, gate.admin_token)
-    asyncio.run(gate_api.create_rooms(["proxy"]))
-    [token] = asyncio.run(gate_api.create_invites(["proxy"], 1, connections=1))
-    cookie = asyncio.run(redeem(gate.url, token, COOKIE))
-    asyncio.run(check_bodies(gate.url, upstream_url, cookie))
+
+def admitted_cookie(gate: Gateway, room: str) -> str:
+    """An admission cookie for the proxy's and the forward-auth check's requests."""
+    api = AdminApi(gate.admin_url, gate.admin_token)
+    asyncio.run(api.create_rooms([room]))
+    [token] = asyncio.run(api.create_invites([room], 1, connections=1))
+    return asyncio.run(redeem(gate.url, token, COOKIE))
+
+
+def measure_proxy_section(
+    lab: Lab, wrk: str, cookie: str, workdir: Path, options: Options, measurements: Measurements
+) -> None:
+    gate = lab.gateways["memory"]
+    asyncio.run(check_bodies(gate.url, lab.upstream, cookie))
     say("measuring the proxy")
     for size, path, connections in (
         ("2k", upstream.SMALL_PATH, SMALL_CONNECTIONS),
@@ -284,24 +385,141 @@ def measure_everything(
             path,
             connections,
             gate,
-            upstream_url,
+            lab.upstream,
             cookie,
             workdir,
             options,
             measurements,
         )
+
+
+def measure_websocket_section(
+    lab: Lab, cookie: str, options: Options, measurements: Measurements
+) -> None:
+    gate = lab.gateways["memory"]
     say("measuring WebSocket round trips")
     measurements.latency = asyncio.run(
         measure(
             {
                 "gate": "ws" + gate.url.removeprefix("http") + upstream.ECHO_PATH,
-                "direct": "ws" + upstream_url.removeprefix("http") + upstream.ECHO_PATH,
+                "direct": "ws" + lab.upstream.removeprefix("http") + upstream.ECHO_PATH,
             },
             cookie=f"{COOKIE}={cookie}",
             round_trips=options.round_trips,
             warm_up=WS_WARM_UP,
         )
     )
+
+
+async def check_forward_auth(gate_url: str, bare_url: str, cookie: str) -> None:
+    """Both sides answer the check's request with 204; the gate refuses it without a cookie."""
+    for base, headers, expected in (
+        (gate_url, {"cookie": f"{COOKIE}={cookie}"}, 204),
+        (bare_url, {"cookie": f"{COOKIE}={cookie}"}, 204),
+        (gate_url, {}, 401),
+    ):
+        connection = await Connection.open(*host_port(base))
+        try:
+            response = await connection.request("GET", FORWARD_AUTH_PATH, headers)
+        finally:
+            await connection.close()
+        if response.status != expected:
+            raise RuntimeError(f"GET {base}{FORWARD_AUTH_PATH} gave {response.status}")
+
+
+def measure_forward_auth_section(
+    lab: Lab, wrk: str, cookie: str, workdir: Path, options: Options, measurements: Measurements
+) -> None:
+    gate = lab.gateways["memory"]
+    assert lab.bare is not None
+    asyncio.run(check_forward_auth(gate.url, lab.bare, cookie))
+    say("measuring the forward-auth check")
+    headers = (f"Cookie: {COOKIE}={cookie}",)
+    gated, bare = gate.url + FORWARD_AUTH_PATH, lab.bare + FORWARD_AUTH_PATH
+    for name, url in (("bare-204", bare), ("forward-auth", gated)):
+        run_wrk(
+            wrk,
+            url,
+            seconds=options.warm_up,
+            connections=FORWARD_AUTH_CONNECTIONS,
+            headers=headers,
+        )
+        sampled = name == "forward-auth"
+        with profiled(name, gate, workdir, options, measurements, sampled=sampled):
+            result = run_wrk(
+                wrk,
+                url,
+                seconds=options.seconds,
+                connections=FORWARD_AUTH_CONNECTIONS,
+                headers=headers,
+            )
+        measurements.timed(name, result)
+        say(f"  {name}: {result.per_second:,.0f}/s")
+
+
+def measure_revocation_section(lab: Lab, options: Options, measurements: Measurements) -> None:
+    assert lab.prosody is not None
+    gates = lab.gateways
+    for setup, host_gate, socket_gate in (
+        (revocation.ONE_REPLICA, gates["revoke-one"], gates["revoke-one"]),
+        (revocation.TWO_REPLICAS, gates["revoke-a"], gates["revoke-b"]),
+    ):
+        say(f"measuring {options.revocations} revocations, {setup}")
+        measured = asyncio.run(
+            revocation.measure_revocations(
+                setup, host_gate, socket_gate, lab.prosody, options.revocations
+            )
+        )
+        measurements.revocations.append(measured)
+        p50, p99 = revocation.quantiles(measured.closed_ms)
+        say(f"  socket closed p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+    say(f"measuring {options.idle_sockets:,} idle WebSockets")
+    measurements.idle = asyncio.run(
+        revocation.measure_idle_sockets(gates["sockets"], options.idle_sockets, IDLE_CUTS)
+    )
+    say(f"  {measurements.idle.bytes_per_connection / 1024:,.1f} KiB per connection")
+
+
+def measure_flood_section(
+    lab: Lab, wrk: str, workdir: Path, options: Options, measurements: Measurements
+) -> None:
+    say("measuring joins under a flood")
+    gate = lab.gateways["flood"]
+    profiler = profiled("flood", gate, workdir, options, measurements)
+    measured = asyncio.run(flood.measure_flood(wrk, gate, options.seconds, profiler))
+    measurements.flood = measured
+    say(
+        f"  {measured.attack.requests / measured.attack.seconds:,.0f} attack requests/s; "
+        f"{measured.flooded.succeeded}/{measured.flooded.attempted} joins"
+    )
+
+
+def measure_everything(
+    servers: Servers, wrk: str, workdir: Path, options: Options, measurements: Measurements
+) -> None:
+    lab = start_lab(servers, options)
+    say("servers up")
+    wanted = options.sections
+    cookie = (
+        admitted_cookie(lab.gateways["memory"], "proxy")
+        if wanted & {"proxy", "websocket", "forward-auth"}
+        else ""
+    )
+    steps: dict[str, Callable[[], None]] = {
+        "redemption": lambda: measure_redemption_section(lab, wrk, workdir, options, measurements),
+        "proxy": lambda: measure_proxy_section(lab, wrk, cookie, workdir, options, measurements),
+        "websocket": lambda: measure_websocket_section(lab, cookie, options, measurements),
+        "forward-auth": lambda: measure_forward_auth_section(
+            lab, wrk, cookie, workdir, options, measurements
+        ),
+        "revocation": lambda: measure_revocation_section(lab, options, measurements),
+        "flood": lambda: measure_flood_section(lab, wrk, workdir, options, measurements),
+    }
+    for section in SECTIONS:
+        if section in wanted:
+            began = time.monotonic()
+            steps[section]()
+            measurements.took[section] = time.monotonic() - began
 
 
 def redemption_figures(measured: Redemptions, bare: LoadResult, floor: LoadResult) -> list[Figure]:
@@ -367,6 +585,9 @@ def websocket_figures(gate: Latency, direct: Latency) -> list[Figure]:
 
 RUN_LABELS = {
     "bare": "bare ASGI 303",
+    "bare-204": "bare ASGI 204 (the forward-auth baseline)",
+    "forward-auth": "forward-auth check, through the gate",
+    "flood": "the gateway under the join flood",
     "framework": "empty FastAPI join route",
     "redeem-memory": "Meetgate redemptions, memory store",
     "redeem-redis": "Meetgate redemptions, Redis store",
@@ -401,32 +622,56 @@ def run_details(m: Measurements) -> list[str]:
 def method_notes(options: Options, pinned: bool, m: Measurements) -> list[str]:
     placement = (
         "the load generator runs on CPU 0 and every server under test (gate, upstream, "
-        "baselines, redis-server) on the other CPUs, so a ratio compares server CPU per request"
+        "baselines, redis-server, prosody) on the other CPUs, so a ratio compares server CPU "
+        "per request"
         if pinned
         else "processes are not pinned to CPUs"
     )
     made = ", ".join(f"{r.invites:,} for {r.store}" for r in m.redemptions)
-    return [
+    notes = [
         f"Client: wrk, 1 thread, the same connections and script for both sides of a ratio; "
         f"{options.warm_up} s warm-up, then {options.seconds} s timed, per side; {placement}.",
-        "Redemptions: `POST /j/<token>` with `Origin`, each with a fresh single-use invite made "
-        f"through the admin API before timing ({made}), in rooms of {options.room_size} invites "
-        "each: "
-        "rate-limit charge, invite lookup, atomic redeem, room policy and name checks, "
-        "admission write, ticket signing, 303 with Set-Cookie; rate limits raised to their "
-        "maximum (one client address makes all the load) and proof-of-work off; Meetgate's "
-        "access log on (log level info). "
-        f"{REDEEM_CONNECTIONS} connections. Baselines: a bare ASGI app answering 303 with "
-        "Location and Set-Cookie, and an empty FastAPI route of the join route's shape, both on "
-        "the same uvicorn options (one worker, uvicorn's access log off, asyncio's event loop) "
-        "and driven by the same wrk script.",
-        "Proxy: the same GET (deterministic body, checked byte for byte first) with an "
-        "admission cookie, through the gate vs straight to the upstream (a pure ASGI app on "
-        "the same uvicorn options); through the gate, gate and upstream share the server CPU.",
-        f"WebSocket: {options.round_trips} sequential echoes of a {MESSAGE_BYTES}-byte text "
-        f"message per target after {WS_WARM_UP} warm-up, alternating in blocks of 100, one "
-        "`websockets` client connection per target.",
     ]
+    if m.redemptions:
+        notes.append(
+            "Redemptions: `POST /j/<token>` with `Origin`, each with a fresh single-use invite "
+            f"made through the admin API before timing ({made}), in rooms of "
+            f"{options.room_size} invites each: "
+            "rate-limit charge, invite lookup, atomic redeem, room policy and name checks, "
+            "admission write, ticket signing, 303 with Set-Cookie; rate limits raised to their "
+            "maximum (one client address makes all the load) and proof-of-work off; Meetgate's "
+            "access log on (log level info). "
+            f"{REDEEM_CONNECTIONS} connections. Baselines: a bare ASGI app answering 303 with "
+            "Location and Set-Cookie, and an empty FastAPI route of the join route's shape, "
+            "both on the same uvicorn options and event loop as `meetgate serve` (one worker, "
+            f"uvicorn's access log off, {EVENT_LOOP} event loop) and driven by the same wrk "
+            "script."
+        )
+    if m.has("gate-2k"):
+        notes.append(
+            "Proxy: the same GET (deterministic body, checked byte for byte first) with an "
+            "admission cookie, through the gate vs straight to the upstream (a pure ASGI app on "
+            "the same uvicorn options); through the gate, gate and upstream share the server CPU."
+        )
+    if m.latency:
+        notes.append(
+            f"WebSocket: {options.round_trips} sequential echoes of a {MESSAGE_BYTES}-byte text "
+            f"message per target after {WS_WARM_UP} warm-up, alternating in blocks of 100, one "
+            "`websockets` client connection per target."
+        )
+    if m.has("forward-auth"):
+        notes.append(
+            f"Forward-auth: `GET {FORWARD_AUTH_PATH}` with a live admission's cookie, as Caddy's "
+            "`forward_auth` or nginx's `auth_request` sends it (checked first: 204, and 401 "
+            "without the cookie), vs the bare ASGI app answering the same request with 204 and "
+            f"`Cache-Control: no-store`; {FORWARD_AUTH_CONNECTIONS} connections, the same "
+            "wrk script for both."
+        )
+    if m.revocations or m.idle is not None:
+        notes.append(revocation.METHOD)
+    if m.flood is not None:
+        notes.append(flood.METHOD)
+    return notes
 
 
 def warnings_of(m: Measurements, other: OtherLoad) -> list[str]:
@@ -441,6 +686,12 @@ def warnings_of(m: Measurements, other: OtherLoad) -> list[str]:
             f"{other.describe()} They competed with the servers and the client: expect lower "
             "and noisier figures than on an idle machine."
         )
+    if m.flood is not None and m.flood.gateway_core_share < SATURATED_SHARE:
+        warnings.append(
+            f"The flooded gateway used only {m.flood.gateway_core_share:.0%} of a core: other "
+            "processes took the rest of its CPU, so the flood's latencies and rate are worse "
+            "than the code's own."
+        )
     for name, r in m.runs:
         if r.refused or r.socket_errors:
             warnings.append(
@@ -451,8 +702,58 @@ def warnings_of(m: Measurements, other: OtherLoad) -> list[str]:
     return warnings
 
 
+def all_figures(m: Measurements) -> list[Figure]:
+    figures = []
+    if m.redemptions:
+        bare, floor = m.result("bare"), m.result("framework")
+        figures += [f for r in m.redemptions for f in redemption_figures(r, bare, floor)]
+    if m.has("gate-2k"):
+        figures += proxy_figures(m)
+    if m.latency:
+        figures += websocket_figures(m.latency["gate"], m.latency["direct"])
+    if m.has("forward-auth"):
+        figures += forward_auth_figures(m)
+    figures += revocation.revocation_figures(m.revocations)
+    if m.idle is not None:
+        figures += revocation.idle_figures(m.idle)
+    if m.flood is not None:
+        figures += flood.flood_figures(m.flood)
+    return figures
+
+
+def forward_auth_figures(m: Measurements) -> list[Figure]:
+    gated, bare = m.result("forward-auth"), m.result("bare-204")
+    return [
+        Figure(
+            what=f"forward-auth checks/s (`GET {FORWARD_AUTH_PATH}`, live admission → 204), "
+            f"{FORWARD_AUTH_CONNECTIONS} connections",
+            meetgate=f"{gated.per_second:,.0f}/s",
+            baseline=f"{bare.per_second:,.0f}/s bare ASGI 204",
+            comparison=ratio(gated.per_second, bare.per_second),
+            target=f"≥ {FORWARD_AUTH_TARGET:.0%} of bare",
+            met=gated.per_second >= FORWARD_AUTH_TARGET * bare.per_second,
+        )
+    ]
+
+
+def detail_lines(m: Measurements) -> list[str]:
+    lines = revocation.details(m.revocations, m.idle)
+    if m.flood is not None:
+        lines += flood.details(m.flood)
+    if m.took:
+        lines.append(
+            "Sections took: "
+            + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in m.took.items())
+        )
+    return lines
+
+
 def run(options: Options) -> Report:
     wrk = ensure_wrk()
+    if "revocation" in options.sections:
+        ensure_tools("redis-server", "prosody")
+    elif options.start_redis:
+        ensure_tools("redis-server")
     if options.profile:
         profiling.py_spy()  # fail now, not after the servers have started
     machine = this_machine(wrk_version(wrk))
@@ -460,6 +761,10 @@ def run(options: Options) -> Report:
     if client_cpus is not None:
         os.sched_setaffinity(0, client_cpus)
     say(f"machine: {machine.describe()}")
+    if "revocation" in options.sections:
+        # Each idle WebSocket is a socket here, two in the gateway (the browser's and the
+        # upstream's) and one in the upstream; the servers inherit this process's limit.
+        raise_open_files(2 * options.idle_sockets + 1024)
     workdir = Path(tempfile.mkdtemp(prefix="meetgate-bench-"))
     measurements = Measurements()
     started, busy, own = time.monotonic(), busy_cpu_seconds(), own_cpu_seconds()
@@ -478,10 +783,7 @@ def run(options: Options) -> Report:
     else:
         with contextlib.suppress(OSError):
             shutil.rmtree(workdir)
-    bare, floor = measurements.result("bare"), measurements.result("framework")
-    figures = [f for r in measurements.redemptions for f in redemption_figures(r, bare, floor)]
-    figures += proxy_figures(measurements)
-    figures += websocket_figures(measurements.latency["gate"], measurements.latency["direct"])
+    figures = all_figures(measurements)
     report = Report(
         command=options.command,
         date=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -489,6 +791,7 @@ def run(options: Options) -> Report:
         method=[*method_notes(options, client_cpus is not None, measurements), other.describe()],
         figures=figures,
         runs=run_details(measurements),
+        details=detail_lines(measurements),
         profiles=profile_lines(measurements),
         warnings=warnings_of(measurements, other),
     )

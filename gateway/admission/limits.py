@@ -58,9 +58,11 @@ class RateLimiter:
         wanted: list[tuple[str, str]] = [
             ("address", f"addr:{attempt.client_addr}"),
             ("network", f"net:{network_of(attempt.client_addr)}"),
-            ("gate", GATE),
         ]
         if room is not None:
+            # Only attempts that lead to a room share the gate-wide budget: a flood of bogus
+            # links from many networks must not use up the real attendees' share of it.
+            wanted.append(("gate", GATE))
             wanted.append(("room", f"room:{room}"))
         if attempt.identity is not None:
             wanted.append(("identity", f"id:{attempt.identity}"))

@@ -1,0 +1,212 @@
+"""A minimal XMPP client over WebSocket (RFC 7395), for timing revocations.
+
+Only what the revocation benchmark needs: anonymous SASL, resource binding, stream management
+(XEP-0198, resumable, as Jitsi's client asks for it, so that an unclean cut would leave prosody
+holding the session), joining a MUC room and noting, with the arrival time, every presence and
+the moment the socket closes. It runs in the benchmark's own event loop, so those times are on
+the same clock as the host's revoke request, and a client starts in milliseconds where the
+tests' strophe.js client needs a Node process each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from xml.sax.saxutils import quoteattr
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+from websockets.typing import Subprotocol
+
+FRAMING = "urn:ietf:params:xml:ns:xmpp-framing"
+SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
+BIND = "urn:ietf:params:xml:ns:xmpp-bind"
+SM = "urn:xmpp:sm:3"
+CLIENT = "jabber:client"
+MUC = "http://jabber.org/protocol/muc"
+MUC_USER = "http://jabber.org/protocol/muc#user"
+# Stanzas counted for stream management's acknowledgements.
+STANZAS = {f"{{{CLIENT}}}{kind}" for kind in ("message", "presence", "iq")}
+
+
+class XmppFailed(RuntimeError):
+    """The server refused a step of the session set-up, or the connection ended during it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """A presence as it arrived: the occupant's nick, its type and when (perf_counter)."""
+
+    nick: str
+    type: str
+    at: float
+
+
+class XmppClient:
+    """One anonymous session. `presences` and `closed_at` fill in as events arrive."""
+
+    def __init__(self, connection: ClientConnection, domain: str) -> None:
+        self._connection = connection
+        self._domain = domain
+        self._ids = itertools.count(1)
+        self._inbox: asyncio.Queue[ET.Element] = asyncio.Queue()
+        self._changed = asyncio.Condition()
+        self._handled = 0
+        self._counting = False
+        self.presences: list[Seen] = []
+        self.closed_at: float | None = None
+        self.close_code: int | None = None
+        self.jid = ""
+        self._reader = asyncio.create_task(self._read())
+
+    @classmethod
+    async def connect(
+        cls, url: str, *, domain: str, stream_management: bool, timeout: float = 10.0
+    ) -> XmppClient:
+        """Open the WebSocket and set up a bound session (resumable if `stream_management`)."""
+        connection = await connect(
+            url,
+            subprotocols=[Subprotocol("xmpp")],
+            compression=None,
+            open_timeout=timeout,
+            proxy=None,
+        )
+        client = cls(connection, domain)
+        try:
+            await asyncio.wait_for(client._set_up(stream_management), timeout)
+        except BaseException:
+            await client.abort()
+            raise
+        return client
+
+    async def _set_up(self, stream_management: bool) -> None:
+        await self._open_stream()
+        await self._send(f'<auth xmlns="{SASL}" mechanism="ANONYMOUS"/>')
+        answer = await self._next()
+        if answer.tag != f"{{{SASL}}}success":
+            raise XmppFailed(f"anonymous login refused: {ET.tostring(answer)!r}")
+        features = await self._open_stream()
+        iq_id = f"bind{next(self._ids)}"
+        await self._send(
+            f'<iq xmlns="{CLIENT}" type="set" id="{iq_id}"><bind xmlns="{BIND}"/></iq>'
+        )
+        bound = await self._next()
+        jid = bound.find(f"{{{BIND}}}bind/{{{BIND}}}jid")
+        if bound.get("type") != "result" or jid is None or not jid.text:
+            raise XmppFailed(f"resource binding failed: {ET.tostring(bound)!r}")
+        self.jid = jid.text
+        if stream_management:
+            if features.find(f"{{{SM}}}sm") is None:
+                raise XmppFailed("the server offers no stream management")
+            await self._send(f'<enable xmlns="{SM}" resume="true"/>')
+            enabled = await self._next()
+            if enabled.tag != f"{{{SM}}}enabled":
+                raise XmppFailed(f"stream management refused: {ET.tostring(enabled)!r}")
+            self._counting = True
+
+    async def _open_stream(self) -> ET.Element:
+        """Send `<open/>`; the server's features (after its own `<open/>`)."""
+        await self._send(f'<open xmlns="{FRAMING}" to={quoteattr(self._domain)} version="1.0"/>')
+        opened = await self._next()
+        if opened.tag != f"{{{FRAMING}}}open":
+            raise XmppFailed(f"no stream opened: {ET.tostring(opened)!r}")
+        return await self._next()
+
+    async def join(self, room_jid: str, nick: str, timeout: float = 10.0) -> None:
+        """Enter a MUC room; return once the room answered with our presence as `nick`, or
+        raise XmppFailed if it answered with an error."""
+        occupant = f"{room_jid}/{nick}"
+        await self._send(
+            f'<presence xmlns="{CLIENT}" to={quoteattr(occupant)}><x xmlns="{MUC}"/></presence>'
+        )
+        answer = await self._first(nick, {"available", "error"}, timeout)
+        if answer.type == "error":
+            raise XmppFailed(f"the room refused {occupant}")
+
+    async def wait_for(self, nick: str, kind: str, timeout: float) -> float:
+        """When a presence of `nick` of type `kind` ("available", "unavailable") arrived,
+        before or after the call; TimeoutError after `timeout` seconds."""
+        return (await self._first(nick, {kind}, timeout)).at
+
+    async def _first(self, nick: str, kinds: set[str], timeout: float) -> Seen:
+        def found() -> Seen | None:
+            return next((p for p in self.presences if p.nick == nick and p.type in kinds), None)
+
+        async def until() -> Seen:
+            async with self._changed:
+                while (seen := found()) is None:
+                    if self.closed_at is not None:
+                        raise XmppFailed(f"closed while waiting for {nick} {sorted(kinds)}")
+                    await self._changed.wait()
+                return seen
+
+        return await asyncio.wait_for(until(), timeout)
+
+    async def wait_closed(self, timeout: float) -> float:
+        """When the connection ended (the close frame or the socket's end arrived)."""
+        await asyncio.wait_for(asyncio.shield(self._reader), timeout)
+        assert self.closed_at is not None
+        return self.closed_at
+
+    async def close(self) -> None:
+        """End the session cleanly (RFC 7395 `<close/>`), then the socket."""
+        if self.closed_at is None:
+            with contextlib.suppress(ConnectionClosed):
+                await self._send(f'<close xmlns="{FRAMING}"/>')
+        await self.abort()
+
+    async def abort(self) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._connection.close(), 2.0)
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self._reader
+
+    async def _send(self, text: str) -> None:
+        await self._connection.send(text)
+
+    async def _next(self) -> ET.Element:
+        """The next top-level element during set-up (before the reader routes presences)."""
+        get = asyncio.create_task(self._inbox.get())
+        try:
+            # asyncio.wait leaves the reader running: it only watches for its end.
+            await asyncio.wait({get, self._reader}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not get.done():
+                get.cancel()
+        if get.cancelled():
+            raise XmppFailed(f"the connection ended during set-up (code {self.close_code})")
+        return get.result()
+
+    async def _read(self) -> None:
+        try:
+            async for frame in self._connection:
+                # The benchmark's own prosody, on loopback: nothing untrusted is parsed.
+                element = ET.fromstring(frame)  # noqa: S314
+                if self._counting and element.tag in STANZAS:
+                    self._handled += 1
+                if element.tag == f"{{{SM}}}r":
+                    await self._send(f'<a xmlns="{SM}" h="{self._handled}"/>')
+                elif element.tag == f"{{{CLIENT}}}presence":
+                    await self._note_presence(element)
+                else:
+                    self._inbox.put_nowait(element)
+        except ConnectionClosed:
+            pass
+        finally:
+            self.closed_at = time.perf_counter()
+            self.close_code = self._connection.close_code
+            async with self._changed:
+                self._changed.notify_all()
+
+    async def _note_presence(self, element: ET.Element) -> None:
+        at = time.perf_counter()
+        kind = element.get("type", "available")
+        nick = element.get("from", "").partition("/")[2]
+        async with self._changed:
+            self.presences.append(Seen(nick=nick, type=kind, at=at))
+            self._changed.notify_all()
