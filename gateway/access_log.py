@@ -17,6 +17,8 @@ SECRET_PARAMETERS = re.compile(
     r"(?i)(^|&)(jwt|token|previd|code|state|session_state|id_token|access_token)=[^&]*"
 )
 SECRET_PATHS = re.compile(r"^/j/[^/]+")
+# Asked once per static file by a TLS front doing static offload: a line each would be noise.
+QUIET_PATHS = frozenset({"/_meetgate/forward-auth"})
 
 
 def redact(path: str, query: str) -> str:
@@ -31,7 +33,7 @@ class AccessLog:
         self._app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
+        if scope["type"] not in ("http", "websocket") or scope["path"] in QUIET_PATHS:
             await self._app(scope, receive, send)
             return
         started = time.perf_counter()

@@ -13,7 +13,6 @@ import logging
 import secrets
 import time
 from collections.abc import Coroutine
-from http.cookies import CookieError, SimpleCookie
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -53,6 +52,8 @@ from gateway.web.rendering import send_error
 log = logging.getLogger("meetgate.gate")
 
 MEETGATE_PREFIXES = ("/_meetgate/", "/j/")
+FORWARD_AUTH = "/_meetgate/forward-auth"
+FORWARD_AUTH_HEADERS = [(b"cache-control", b"no-store"), (b"content-length", b"0")]
 
 
 def cookie_name(settings: Settings) -> str:
@@ -61,13 +62,16 @@ def cookie_name(settings: Settings) -> str:
 
 
 def read_cookie(scope: Scope, name: str) -> str | None:
+    """The value of one cookie. Meetgate's own values are URL-safe tokens, so a plain split is
+    exact for them; anything odd is left for the callers' shape checks to refuse."""
+    wanted = name.encode()
     for header, value in scope["headers"]:
         if header == b"cookie":
-            jar: SimpleCookie = SimpleCookie()
-            with contextlib.suppress(CookieError):
-                jar.load(value.decode("latin-1"))
-            if name in jar:
-                return jar[name].value
+            cookies: bytes = value
+            for part in cookies.split(b";"):
+                key, _, found = part.strip().partition(b"=")
+                if key == wanted:
+                    return found.decode("latin-1")
     return None
 
 
@@ -163,6 +167,10 @@ class Gate:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
             return
+        if scope["type"] == "http" and scope["path"] == FORWARD_AUTH:
+            # Before the request id and address work: a front asks this once per static file.
+            await self._forward_auth(scope, send)
+            return
         rid = request_id(scope)
         peer = (scope.get("client") or (None, 0))[0]
         scope["state"]["client_addr"] = client_address(peer, scope["headers"], self._trusted)
@@ -191,6 +199,20 @@ class Gate:
             log.exception("unexpected error [%s]", rid)
             if not started:
                 await send_error(scope, send, MeetgateError(), rid, secure=self._settings.secure)
+
+    async def _forward_auth(self, scope: Scope, send: Send) -> None:
+        """For a TLS front serving Jitsi's static files itself (Caddy `forward_auth`, nginx
+        `auth_request`): 204 while the browser's admission is live, 401 otherwise. Answered
+        here, not by the pages app: the front asks once per static file."""
+        try:
+            await self._cookie_access(scope, time.time())
+            status = 204
+        except NotAdmitted:
+            status = 401
+        await send(
+            {"type": "http.response.start", "status": status, "headers": FORWARD_AUTH_HEADERS}
+        )
+        await send({"type": "http.response.body", "body": b""})
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

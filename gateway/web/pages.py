@@ -144,16 +144,6 @@ def create_pages_app(
                 raise NotAdmitted()
         return RedirectResponse(meeting_url(admission.room, tickets.issue(admission, now)), 303)
 
-    @app.get("/_meetgate/forward-auth")
-    async def forward_auth(request: Request) -> Response:
-        """For a TLS front serving Jitsi's static files itself (Caddy `forward_auth`, nginx
-        `auth_request`): 204 while the browser's admission is live, 401 otherwise."""
-        try:
-            await pipeline.from_cookie(read_cookie(request.scope, cookie), time.time())
-        except NotAdmitted:
-            return Response(status_code=401, headers={"cache-control": "no-store"})
-        return Response(status_code=204, headers={"cache-control": "no-store"})
-
     @app.get("/_meetgate/health")
     async def health() -> PlainTextResponse:
         await store.ping()
