@@ -67,6 +67,16 @@ class HostDesk:
             key=lambda a: (a.role != Role.HOST, a.created_at),
         )
 
+    async def participant(
+        self, host: Admission, room_name: str, admission_id: str, now: float
+    ) -> Admission | None:
+        """One live admission of this room, looked up by id (not by listing the room)."""
+        await self._authorise(host, room_name, now)
+        admission = await self._store.get_admission(admission_id)
+        if admission is None or admission.room != room_name or not admission.is_live(now):
+            return None
+        return admission
+
     async def room(self, host: Admission, room_name: str, now: float) -> Room:
         return await self._authorise(host, room_name, now)
 

@@ -405,10 +405,7 @@ def create_dashboard_router(
             if "admission" not in fields:
                 raise InvalidInput("Say whose admission this is about (field 'admission').")
             wanted = fields["admission"]
-            target = next(
-                (a for a in await desk.roster(host, room, now) if a.id == wanted),
-                None,
-            )
+            target = await desk.participant(host, room, wanted, now)
         waiting = None
         if action in LOBBY_ANSWERS:
             if "request" not in fields:

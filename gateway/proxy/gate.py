@@ -75,6 +75,17 @@ def read_cookie(scope: Scope, name: str) -> str | None:
     return None
 
 
+async def see_other(send: Send, location: str) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 303,
+            "headers": [(b"location", location.encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": b""})
+
+
 def request_id(scope: Scope) -> str:
     state = scope.setdefault("state", {})
     if "request_id" not in state:
@@ -276,22 +287,14 @@ class Gate:
         room = await current_room(self._store, room_name)
         if room is None or not offered_paths(room.policy):
             raise NotAdmitted()
-        location = f"/_meetgate/enter/{room.name}".encode()
-        await send(
-            {"type": "http.response.start", "status": 303, "headers": [(b"location", location)]}
-        )
-        await send({"type": "http.response.body", "body": b""})
+        await see_other(send, f"/_meetgate/enter/{room.name}")
 
     async def _follow_move(self, send: Send, admission: Admission, room_name: str | None) -> None:
         """A browser reloading a room its meeting has moved out of is sent to the new room."""
         room = await current_room(self._store, room_name) if room_name else None
         if room is None or room.name != admission.room:
             raise NotAdmitted()
-        location = f"/_meetgate/ticket?room={admission.room}".encode()
-        await send(
-            {"type": "http.response.start", "status": 303, "headers": [(b"location", location)]}
-        )
-        await send({"type": "http.response.body", "body": b""})
+        await see_other(send, f"/_meetgate/ticket?room={admission.room}")
 
     async def _bosh(
         self,

@@ -539,3 +539,11 @@ def test_provided_jitsi_env_closes_every_way_around_the_gate() -> None:
     for index, line in enumerate(lines):
         if line and not line.startswith("#") and (index == 0 or not lines[index - 1]):
             pytest.fail(f"jitsi.env line {index + 1} has no comment saying why: {line}")
+
+
+@pytest.mark.parametrize("name", ["custom-config.js", "custom-interface_config.js"])
+def test_hardened_jitsi_config_is_the_same_for_compose_and_kubernetes(name: str) -> None:
+    # Two copies because kustomize may not read files outside its own tree; they must not drift.
+    compose = (COMPOSE / "jitsi" / name).read_text(encoding="utf-8")
+    kubernetes = (KUBERNETES / "base" / "jitsi" / name).read_text(encoding="utf-8")
+    assert compose == kubernetes
