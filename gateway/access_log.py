@@ -53,7 +53,9 @@ class AccessLog:
         try:
             await self._app(scope, receive, observe)
         finally:
-            if log.isEnabledFor(logging.INFO):
+            # The gate marks the join attempts it refused before any other work: in a flood,
+            # a line each would cost more than the refusal and bury everything else.
+            if log.isEnabledFor(logging.INFO) and not scope.get("state", {}).get("quiet"):
                 target = redact(scope["path"], scope.get("query_string", b"").decode("latin-1"))
                 method = scope.get("method", "WS")
                 elapsed_ms = (time.perf_counter() - started) * 1000

@@ -70,6 +70,7 @@ def create_app(settings: Settings, store: Store, metrics: Metrics | None = None)
         settings=settings,
         store=store,
         pipeline=pipeline,
+        limiter=limiter,
         tickets=tickets,
         http=HttpRelay(client, max_body_bytes=settings.limits.max_body_bytes),
         http_client=client,

@@ -7,11 +7,14 @@ gate). Rejections are counted per room and gate-wide; that pressure switches on 
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
 from dataclasses import dataclass
 
+from gateway.admission.local_limits import KnownRefusals, KnownWait
 from gateway.client_address import network_of
-from gateway.errors import RateLimited
+from gateway.errors import RateLimited, StoreUnavailable
 from gateway.metrics import Metrics
 from gateway.settings import Rate, RateSettings
 from gateway.store import Store
@@ -20,7 +23,18 @@ from gateway.store.records import LimitCharge
 PRESSURE_WINDOW_SECONDS = 10
 # A replica re-reads pressure at most this often: a flood must not double its own cost.
 PRESSURE_CACHE_SECONDS = 1.0
+# Refusals this replica answered on its own reach the shared pressure at most this often.
+LOCAL_FLUSH_SECONDS = 1.0
+# ... and the log a line on them at most this often, instead of a line each.
+LOCAL_LOG_SECONDS = 60.0
 GATE = "gate"
+
+log = logging.getLogger("meetgate.limits")
+
+
+def _tolerance(rate: Rate) -> float:
+    """GCRA's burst tolerance: how far ahead of now a key's backlog may run, in seconds."""
+    return (rate.burst - 1) / rate.per_second
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +53,9 @@ class RateLimiter:
         self._rates = rates
         self._metrics = metrics
         self._pressure: dict[str, tuple[float, int]] = {}
+        self._unflushed: dict[str | None, int] = {}
+        self._unlogged = 0
+        self._flushed_at = self._logged_at = 0.0
         self._defaults: dict[str, Rate] = {
             "address": rates.address,
             "network": rates.network,
@@ -47,11 +64,28 @@ class RateLimiter:
             "identity": rates.identity,
             "invite": rates.invite,
         }
+        self.known = KnownRefusals()
+        self._most_tolerance = {
+            name: max(
+                _tolerance(rate)
+                for rate in [
+                    self._defaults[name],
+                    *(getattr(room, name) or self._defaults[name] for room in rates.rooms.values()),
+                ]
+            )
+            for name in ("address", "network")
+        }
 
     def _rate(self, name: str, room: str | None) -> Rate:
         override = self._rates.rooms.get(room) if room else None
         chosen: Rate | None = getattr(override, name, None)
         return chosen or self._defaults[name]
+
+    def _slack(self, name: str, room: str | None) -> float:
+        """How much sooner the most lenient `name` limit of any room would let an attempt
+        through than `room`'s does, for a key refused by `room`'s: the gate answers on its own
+        only while no room's limit would allow the attempt (it does not know the room yet)."""
+        return self._most_tolerance[name] - _tolerance(self._rate(name, room))
 
     def charges(self, attempt: Attempt) -> list[LimitCharge]:
         room = attempt.room
@@ -79,8 +113,51 @@ class RateLimiter:
         decision = await self._store.charge_limits(self.charges(attempt))
         if decision.allowed:
             return
+        # `charges` puts the address first and its network second.
+        now = time.monotonic()
+        address_wait, network_wait = (*decision.waits, 0.0, 0.0)[:2]
+        address_wait -= self._slack("address", attempt.room)
+        network_wait -= self._slack("network", attempt.room)
+        if address_wait > 0:
+            self.known.address_refused(attempt.client_addr, address_wait, attempt.room, now)
+        if network_wait > 0:
+            self.known.network_refused(attempt.client_addr, network_wait, attempt.room, now)
         await self.note_rejection(attempt.room, "rate_limited")
         raise RateLimited(decision.retry_after)
+
+    def known_wait(self, client_addr: str) -> KnownWait:
+        """How long `client_addr`'s address or network limit is known to stay exhausted, from
+        this replica's own refusals: the gate answers such attempts itself."""
+        return self.known.wait(client_addr, time.monotonic())
+
+    async def note_local_refusal(self, room: str | None) -> None:
+        """Count an attempt the gate refused on `known_wait`: in the metrics at once, and in the
+        pressure (the gate's, and `room`'s) in a store call a second at most, so a flood's
+        refusals cost no store round trip each."""
+        self._metrics.rejections.inc(reason="rate_limited")
+        self._unflushed[room] = self._unflushed.get(room, 0) + 1
+        if time.monotonic() - self._flushed_at >= LOCAL_FLUSH_SECONDS:
+            await self._flush_local_refusals()
+
+    async def _flush_local_refusals(self) -> None:
+        now = time.monotonic()
+        counts, self._unflushed, self._flushed_at = self._unflushed, {}, now
+        total = sum(counts.values())
+        self._unlogged += total
+        if now - self._logged_at >= LOCAL_LOG_SECONDS:
+            log.warning(
+                "refused %d join attempts over their address or network limit since %.0f s ago",
+                self._unlogged,
+                now - self._logged_at if self._logged_at else 0,
+            )
+            self._unlogged, self._logged_at = 0, now
+        # A store that is down does not undo the refusals; the pressure only reads the lower.
+        with contextlib.suppress(StoreUnavailable):
+            await self._store.count_recent(f"reject:{GATE}", PRESSURE_WINDOW_SECONDS, total)
+            for name, count in counts.items():
+                if name is not None:
+                    key = f"reject:room:{name}"
+                    await self._store.count_recent(key, PRESSURE_WINDOW_SECONDS, count)
 
     async def note_rejection(self, room: str | None, reason: str) -> None:
         """Count a refused attempt: in the metrics, and in the pressure that switches on
@@ -97,6 +174,9 @@ class RateLimiter:
         cached = self._pressure.get(key)
         if cached is not None and now - cached[0] < PRESSURE_CACHE_SECONDS:
             return cached[1]
+        if self._unflushed:
+            # The gate's own refusals since the last flush are part of the pressure.
+            await self._flush_local_refusals()
         value = await self._store.read_recent(key, PRESSURE_WINDOW_SECONDS)
         if len(self._pressure) > 10_000:
             self._pressure.clear()

@@ -17,6 +17,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.admission.limits import RateLimiter
+from gateway.admission.oidc import SIGNIN_PREFIX
 from gateway.admission.pipeline import AdmissionPipeline
 from gateway.admission.policy import offered_paths
 from gateway.admission.rooms import current_room
@@ -47,13 +49,32 @@ from gateway.settings import Settings
 from gateway.store import Store
 from gateway.store.records import Admission
 from gateway.tickets import TicketAuthority
-from gateway.web.rendering import send_error
+from gateway.web.rendering import send_error, send_rate_limited
 
 log = logging.getLogger("meetgate.gate")
 
 MEETGATE_PREFIXES = ("/_meetgate/", "/j/")
 FORWARD_AUTH = "/_meetgate/forward-auth"
+# The pages' own prefixes (gateway.web.lobby, gateway.web.email_signin import the gate's
+# request ids, so they are spelled out here; a test keeps them equal).
+LOBBY_PREFIX = "/_meetgate/lobby"
+EMAIL_PREFIX = "/_meetgate/email"
 FORWARD_AUTH_HEADERS = [(b"cache-control", b"no-store"), (b"content-length", b"0")]
+
+
+def is_join_attempt(method: str, path: str) -> bool:
+    """The requests the admission routes charge against the rate limits: the gate answers them
+    itself while their address or network is known to have no budget left."""
+    if path.startswith("/j/"):
+        return True
+    if path.startswith(SIGNIN_PREFIX + "/"):
+        return path.endswith(("/login", "/callback"))
+    if method != "POST":
+        return False
+    if path.startswith(LOBBY_PREFIX + "/"):
+        # The request itself, not leaving the lobby: /_meetgate/lobby/<room>
+        return path.count("/") == 3
+    return path.startswith(EMAIL_PREFIX + "/") and path.endswith(("/send", "/verify"))
 
 
 def cookie_name(settings: Settings) -> str:
@@ -100,6 +121,7 @@ class Gate:
         settings: Settings,
         store: Store,
         pipeline: AdmissionPipeline,
+        limiter: RateLimiter,
         tickets: TicketAuthority,
         http: HttpRelay,
         http_client: UpstreamClient,
@@ -114,6 +136,7 @@ class Gate:
         self._follower: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Task[Any]] = set()
         self._pipeline = pipeline
+        self._limiter = limiter
         self._tickets = tickets
         self._http = http
         self._http_client = http_client
@@ -182,9 +205,18 @@ class Gate:
             # Before the request id and address work: a front asks this once per static file.
             await self._forward_auth(scope, send)
             return
-        rid = request_id(scope)
         peer = (scope.get("client") or (None, 0))[0]
-        scope["state"]["client_addr"] = client_address(peer, scope["headers"], self._trusted)
+        client_addr = client_address(peer, scope["headers"], self._trusted)
+        if scope["type"] == "http" and is_join_attempt(scope["method"], scope["path"]):
+            known = self._limiter.known_wait(client_addr)
+            if known.seconds > 0:
+                # Refused before any other work: no request id, no log line, a kept answer.
+                scope.setdefault("state", {})["quiet"] = True
+                await self._limiter.note_local_refusal(known.room)
+                await send_rate_limited(scope, send, known.seconds, secure=self._settings.secure)
+                return
+        rid = request_id(scope)
+        scope["state"]["client_addr"] = client_addr
         started = False
 
         async def tracked_send(message: Message) -> None:

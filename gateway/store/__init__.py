@@ -130,9 +130,10 @@ class Store(Protocol):
         twice is charged twice. No charges: allowed. The backend's clock decides.
         """
 
-    async def count_recent(self, key: str, window_seconds: int) -> int:
-        """Count one event in the current fixed window of `window_seconds`; return the window's
-        count so far, this event included. ValueError if `window_seconds` is below 1."""
+    async def count_recent(self, key: str, window_seconds: int, amount: int = 1) -> int:
+        """Count `amount` events (at least 1) in the current fixed window of `window_seconds`;
+        return the window's count so far, these included. ValueError if `window_seconds` is
+        below 1."""
 
     async def read_recent(self, key: str, window_seconds: int) -> int:
         """The current window's count, as `count_recent` keeps it, without counting."""

@@ -296,20 +296,22 @@ class MemoryStore:
         # adds stays within `burst` intervals of now. Every charge is checked before any is kept;
         # a key named twice sees its earlier charge in `charged`.
         charged: dict[str, float] = {}
-        wait = 0.0
+        waits = []
         for charge in charges:
             interval = 1.0 / charge.rate_per_second
             tat = max(charged.get(charge.key, self._rate_tat.get(charge.key, now)), now)
             allow_at = tat + interval - charge.burst * interval
-            if now < allow_at:
-                wait = max(wait, allow_at - now)
+            waits.append(max(0.0, allow_at - now))
             charged[charge.key] = tat + interval
+        wait = max(waits, default=0.0)
         if wait > 0:
-            return RateDecision(allowed=False, retry_after=wait)
+            return RateDecision(allowed=False, retry_after=wait, waits=tuple(waits))
         self._rate_tat.update(charged)
         return RateDecision(allowed=True, retry_after=0.0)
 
-    async def count_recent(self, key: str, window_seconds: int) -> int:
+    async def count_recent(self, key: str, window_seconds: int, amount: int = 1) -> int:
+        if amount < 1:
+            raise ValueError("amount must be at least 1")
         window = self._recent_window(window_seconds)
         self._recent_calls += 1
         if self._recent_calls % _SWEEP_EVERY == 0:
@@ -319,7 +321,7 @@ class MemoryStore:
                 if index == self._recent_window(seconds)
             }
         index, count = self._recent.get((key, window_seconds), (window, 0))
-        count = count + 1 if index == window else 1
+        count = count + amount if index == window else amount
         self._recent[(key, window_seconds)] = (window, count)
         return count
 

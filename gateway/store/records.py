@@ -117,6 +117,8 @@ class LimitCharge:
 class RateDecision:
     allowed: bool
     retry_after: float
+    # When refused: each charge's own wait, in the order charged (0 where it had room).
+    waits: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -501,13 +501,19 @@ class RedisStore:
         for charge in charges:
             args += [repr(1_000_000 / charge.rate_per_second), charge.burst]
         with _translate_errors():
-            allowed, retry_after_us = await self._charge_limits(
+            allowed, retry_after_us, *waits_us = await self._charge_limits(
                 keys=[_RATE + charge.key for charge in charges], args=args
             )
-        return RateDecision(allowed=bool(allowed), retry_after=int(retry_after_us) / 1_000_000)
+        return RateDecision(
+            allowed=bool(allowed),
+            retry_after=int(retry_after_us) / 1_000_000,
+            waits=tuple(int(wait) / 1_000_000 for wait in waits_us),
+        )
 
-    async def count_recent(self, key: str, window_seconds: int) -> int:
-        return await self._recent(key, window_seconds, add=1)
+    async def count_recent(self, key: str, window_seconds: int, amount: int = 1) -> int:
+        if amount < 1:
+            raise ValueError("amount must be at least 1")
+        return await self._recent(key, window_seconds, add=amount)
 
     async def read_recent(self, key: str, window_seconds: int) -> int:
         return await self._recent(key, window_seconds, add=0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 
@@ -75,4 +76,27 @@ async def send_error(
     headers = error_headers(error, request_id, content_type, secure=secure)
     headers.append((b"content-length", str(len(body)).encode()))
     await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body if scope["method"] != "HEAD" else b""})
+
+
+@functools.lru_cache(maxsize=512)
+def _rate_limited_answer(
+    retry_after: int, as_json: bool, secure: bool
+) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    error = RateLimited(retry_after)
+    body, content_type = error_body(error, "", as_json=as_json)
+    headers = [
+        (b"content-type", content_type),
+        (b"retry-after", str(error.retry_after).encode()),
+        (b"content-length", str(len(body)).encode()),
+        *security_headers(secure=secure),
+    ]
+    return headers, body
+
+
+async def send_rate_limited(scope: Scope, send: Send, wait: float, *, secure: bool) -> None:
+    """The 429 for an attempt a replica refused before any other work: rendered once per
+    distinct wait and kept, and without a request id, as no log line is written for it."""
+    headers, body = _rate_limited_answer(RateLimited(wait).retry_after, wants_json(scope), secure)
+    await send({"type": "http.response.start", "status": 429, "headers": headers})
     await send({"type": "http.response.body", "body": body if scope["method"] != "HEAD" else b""})

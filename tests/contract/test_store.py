@@ -694,6 +694,21 @@ async def test_the_longest_wait_among_the_refusing_limits_is_given(store: Store)
     assert not fast_alone.allowed and 0 < fast_alone.retry_after <= 0.1
 
 
+async def test_a_refusal_tells_each_limits_own_wait(store: Store) -> None:
+    # The gate remembers which of an attempt's limits refused it, and for how long.
+    slow, fast, roomy = unique("net"), unique("ip"), unique("room")
+    assert (await store.charge_limits([LimitCharge(slow, 1.0, 1)])).allowed
+    assert (await store.charge_limits([LimitCharge(fast, 10.0, 1)])).allowed
+    refused = await store.charge_limits(
+        [LimitCharge(fast, 10.0, 1), LimitCharge(roomy, 1.0, 5), LimitCharge(slow, 1.0, 1)]
+    )
+    assert not refused.allowed and len(refused.waits) == 3
+    fast_wait, roomy_wait, slow_wait = refused.waits
+    assert 0 < fast_wait <= 0.1 and roomy_wait == 0 and 0.5 < slow_wait <= 1.0
+    assert refused.retry_after == max(refused.waits)
+    assert (await store.charge_limits([LimitCharge(unique("ip"), 1.0, 1)])).waits == ()
+
+
 async def test_limits_of_different_keys_are_independent(store: Store) -> None:
     busy, quiet = unique("ip"), unique("ip")
     for _ in range(3):
@@ -791,6 +806,18 @@ async def test_recent_events_are_counted_in_their_window(store: Store) -> None:
     assert await store.read_recent(other, 3600) == 0
     assert await store.count_recent(other, 3600) == 1
     assert await store.read_recent(key, 3600) == 3
+
+
+async def test_events_can_be_counted_in_batches(store: Store) -> None:
+    # A replica counts the refusals it answered itself in one call a second.
+    key = unique("room")
+    assert await store.count_recent(key, 3600, amount=40) == 40
+    assert await store.count_recent(key, 3600) == 41
+    assert await store.read_recent(key, 3600) == 41
+    for nothing in (0, -5):
+        with pytest.raises(ValueError):
+            await store.count_recent(key, 3600, amount=nothing)
+    assert await store.read_recent(key, 3600) == 41
 
 
 async def test_a_new_window_counts_from_zero(store: Store) -> None:

@@ -111,6 +111,40 @@ def test_address_limit_answers_429_with_retry_after(tight_gateway: GatewayServer
     assert uses == [1]
 
 
+def test_repeat_attempts_are_answered_by_the_gate_itself(tight_gateway: GatewayServer) -> None:
+    # Once the limits refused an address, its next attempts are answered before the pages app:
+    # the same 429 and wait, but no request id and no access-log line each.
+    name = room(tight_gateway)
+    path = invite_path(tight_gateway, name, max_uses=10)
+    address = fresh_address()
+    with client(tight_gateway, address) as browser:
+        assert [browser.get(path).status_code for _ in range(3)] == [200, 200, 200]
+        first = browser.get(path)
+        assert first.status_code == 429 and "x-request-id" in first.headers
+        repeats = [browser.post(path) for _ in range(20)]
+        as_json = browser.get(path, headers={"accept": "application/json"})
+        head = browser.head(path)
+    for repeat in repeats:
+        assert repeat.status_code == 429
+        assert "x-request-id" not in repeat.headers
+        assert 1 <= int(repeat.headers["retry-after"]) <= int(first.headers["retry-after"])
+        assert "Too many attempts" in repeat.text and "try again in" in repeat.text
+        assert "default-src 'none'" in repeat.headers["content-security-policy"]
+    assert as_json.status_code == 429 and as_json.json()["error"] == "rate_limited"
+    assert head.status_code == 429 and head.content == b""
+    log = tight_gateway.log_path.read_text()
+    assert log.count(" 429 ") < 5, "one access-log line per refused repeat"
+    assert address not in log
+    # Other addresses, even next door, are not affected.
+    neighbour = address.rsplit(".", 1)[0] + ".250"
+    with client(tight_gateway, neighbour) as other:
+        assert other.get(path).status_code == 200
+    with client(tight_gateway, fresh_address()) as other:
+        # The repeats count toward the room's pressure: a newcomer is asked for proof-of-work.
+        page = other.post(path)
+        assert page.status_code == 200 and "data-pow-token" in page.text
+
+
 def test_unknown_tokens_are_limited_too(tight_gateway: GatewayServer) -> None:
     with client(tight_gateway, fresh_address()) as browser:
         statuses = [browser.get(f"/j/{'A' * 31}{i}").status_code for i in range(5)]

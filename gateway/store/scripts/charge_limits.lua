@@ -1,8 +1,9 @@
 -- Charge one request against several GCRA limits (generic cell rate algorithm), all or nothing.
 -- KEYS[i] limit i's state: its theoretical arrival time (TAT) in microseconds.
 -- ARGV[2i-1] limit i's emission interval in microseconds (1e6 / rate); ARGV[2i] its burst.
--- Returns {1, 0} when every limit had room and each was charged, else {0, retry_after_us}: the
--- longest wait among the limits that refused, and nothing charged.
+-- Returns {1, 0} when every limit had room and each was charged, else {0, retry_after_us,
+-- wait_1_us, ..., wait_n_us}: the longest wait among the limits that refused, then each limit's
+-- own wait (0 where it had room), and nothing charged.
 -- The server's clock decides, so replicas with skewed clocks share one consistent limit.
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
@@ -10,6 +11,7 @@ local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
 local charged = {}
 local order = {}
 local wait = 0
+local waits = {}
 for i, key in ipairs(KEYS) do
   local interval = tonumber(ARGV[2 * i - 1])
   local burst = tonumber(ARGV[2 * i])
@@ -23,13 +25,21 @@ for i, key in ipairs(KEYS) do
   end
   local new_tat = tat + interval
   local allow_at = new_tat - burst * interval
-  if now < allow_at and allow_at - now > wait then
-    wait = allow_at - now
+  waits[i] = 0
+  if now < allow_at then
+    waits[i] = math.ceil(allow_at - now)
+    if allow_at - now > wait then
+      wait = allow_at - now
+    end
   end
   charged[key] = new_tat
 end
 if wait > 0 then
-  return {0, math.ceil(wait)}
+  local refused = {0, math.ceil(wait)}
+  for i = 1, #waits do
+    refused[#refused + 1] = waits[i]
+  end
+  return refused
 end
 for _, key in ipairs(order) do
   -- Rounded up so that storing it never makes the limit more lenient. The key lives until its

@@ -1,0 +1,87 @@
+"""What this replica knows of client addresses and networks that have used up their limit.
+
+A join flood must cost the gate less than it costs the attacker. When the shared limits refuse an
+attempt because its address or its /24 or /64 has no budget left, the replica remembers until
+when; the gate then answers that address's or network's next attempts itself, before the
+framework, the store or a log line sees them. It never refuses what the shared limits would
+allow: a refused attempt charges nothing, so the budget is exactly as empty until the wait is
+over (other replicas can only have made it emptier). Attempts that are not charged, such as
+those answered with a proof-of-work challenge, never land here.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+# Past waits are swept once the table grows past this; if it is still this full afterwards (a
+# flood from a vast number of addresses), it starts over: the shared limits still hold.
+MAX_ENTRIES = 200_000
+
+
+def network_key(address: str) -> str:
+    """The /24 or /64 of an address as `client_address` writes it (normalised), cheaply."""
+    if ":" not in address:
+        head, dot, _ = address.rpartition(".")
+        return f"{head}.0/24" if dot else address
+    try:
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    except ValueError:
+        return address
+
+
+@dataclass(frozen=True, slots=True)
+class KnownWait:
+    """How long an address's attempts are known to be refused, and the room the refused
+    attempt was for (its later refusals count toward that room's pressure)."""
+
+    seconds: float
+    room: str | None = None
+
+
+NO_WAIT = KnownWait(0.0)
+
+
+class _Waits:
+    __slots__ = ("until",)
+
+    def __init__(self) -> None:
+        self.until: dict[str, tuple[float, str | None]] = {}
+
+    def remember(self, key: str, until: float, room: str | None, now: float) -> None:
+        if len(self.until) >= MAX_ENTRIES:
+            self.until = {k: v for k, v in self.until.items() if v[0] > now}
+            if len(self.until) >= MAX_ENTRIES:
+                self.until = {}
+        known = self.until.get(key)
+        self.until[key] = (max(until, known[0]) if known else until, room)
+
+    def wait(self, key: str, now: float) -> KnownWait:
+        known = self.until.get(key)
+        if known is None:
+            return NO_WAIT
+        if known[0] <= now:
+            del self.until[key]
+            return NO_WAIT
+        return KnownWait(known[0] - now, known[1])
+
+
+class KnownRefusals:
+    def __init__(self) -> None:
+        self._addresses = _Waits()
+        self._networks = _Waits()
+
+    def address_refused(self, client_addr: str, wait: float, room: str | None, now: float) -> None:
+        self._addresses.remember(client_addr, now + wait, room, now)
+
+    def network_refused(self, client_addr: str, wait: float, room: str | None, now: float) -> None:
+        self._networks.remember(network_key(client_addr), now + wait, room, now)
+
+    def wait(self, client_addr: str, now: float) -> KnownWait:
+        """How long an attempt from `client_addr` is known not to fit its address or network
+        limit, as far as this replica knows; `NO_WAIT` when it may."""
+        address = self._addresses.wait(client_addr, now) if self._addresses.until else NO_WAIT
+        if not self._networks.until:
+            return address
+        network = self._networks.wait(network_key(client_addr), now)
+        return network if network.seconds > address.seconds else address
