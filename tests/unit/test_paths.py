@@ -5,12 +5,14 @@ from __future__ import annotations
 import pytest
 
 from gateway.errors import BadRequest, DuplicateParameter, TicketInvalid
+from gateway.proxy import gate
 from gateway.proxy.paths import (
     PathKind,
     classify,
     parse_signalling_query,
     upstream_signalling_query,
 )
+from gateway.web import email_signin, lobby
 
 
 @pytest.mark.parametrize(
@@ -85,3 +87,31 @@ def test_non_ascii_query_refused() -> None:
 def test_upstream_query_has_only_verified_values() -> None:
     assert upstream_signalling_query("weekly", "t.o.k", None) == "room=weekly&token=t.o.k"
     assert upstream_signalling_query("w", "t", "p1") == "room=w&token=t&previd=p1"
+
+
+def test_the_gate_knows_which_requests_are_join_attempts() -> None:
+    # Spelled out in the gate (the pages import it); they must stay the pages' own prefixes.
+    assert gate.LOBBY_PREFIX == lobby.LOBBY_PREFIX
+    assert gate.EMAIL_PREFIX == email_signin.EMAIL_PREFIX
+    attempts = [
+        ("GET", "/j/abc"),
+        ("POST", "/j/abc"),
+        ("GET", "/_meetgate/oidc/keycloak/login"),
+        ("GET", "/_meetgate/oidc/keycloak/callback"),
+        ("POST", "/_meetgate/lobby/agora"),
+        ("POST", "/_meetgate/email/agora/send"),
+        ("POST", "/_meetgate/email/agora/verify"),
+    ]
+    others = [
+        ("GET", "/"),
+        ("GET", "/agora"),
+        ("GET", "/_meetgate/lobby/agora/status"),
+        ("GET", "/_meetgate/lobby/agora/events"),
+        ("POST", "/_meetgate/lobby/agora/leave"),
+        ("GET", "/_meetgate/email/agora/send"),
+        ("GET", "/_meetgate/enter/agora"),
+        ("GET", "/_meetgate/ticket"),
+        ("POST", "/_meetgate/host/agora/revoke"),
+    ]
+    assert all(gate.is_join_attempt(method, path) for method, path in attempts)
+    assert not any(gate.is_join_attempt(method, path) for method, path in others)
