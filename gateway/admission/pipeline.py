@@ -47,6 +47,16 @@ class Admitted:
     admission: Admission
 
 
+@dataclass(frozen=True, slots=True)
+class Located:
+    """Where a join link leads: its invite and the room the meeting is in now."""
+
+    token: str
+    token_hash: str
+    invite: Invite
+    room: Room
+
+
 def admission_id_for(cookie_secret: str) -> str:
     return hashlib.sha256(cookie_secret.encode("ascii")).hexdigest()
 
@@ -92,9 +102,10 @@ class AdmissionPipeline:
         self._flood = flood
         self._metrics = metrics
 
-    async def _locate(self, raw_token: str, client_addr: str) -> tuple[str, Invite, Room]:
+    async def locate(self, raw_token: str, client_addr: str) -> Located:
         """Find the invite and the room its meeting is in now. A token that leads nowhere is
-        charged against the address, network and gate limits before it is refused."""
+        charged against the address and network limits before it is refused. The gate asks this
+        before the pages app sees a join link, so an unknown token costs no more than that."""
         try:
             token_hash = hash_token(parse_token(raw_token))
             invite = await self._store.find_invite(token_hash)
@@ -105,16 +116,26 @@ class AdmissionPipeline:
             await self._limiter.charge(Attempt(client_addr))
             await self._limiter.note_rejection(None, refused.code)
             raise
-        return token_hash, invite, room
+        return Located(raw_token, token_hash, invite, room)
+
+    async def _locate(
+        self, raw_token: str, client_addr: str, located: Located | None
+    ) -> tuple[str, Invite, Room]:
+        if located is None or located.token != raw_token:
+            located = await self.locate(raw_token, client_addr)
+        return located.token_hash, located.invite, located.room
 
     def pseudonym(self, kind: str, subject: str) -> str:
         """A stable identity that names nobody outside this deployment (keyed hash)."""
         digest = hmac.new(self._pseudonym_key, f"{kind}:{subject}".encode(), hashlib.sha256)
         return digest.hexdigest()[:32]
 
-    async def preview(self, raw_token: str, client_addr: str, now: float) -> tuple[Invite, Room]:
-        """The invite behind a join link and its room, if it can still be used; counts no use."""
-        _, invite, room = await self._locate(raw_token, client_addr)
+    async def preview(
+        self, raw_token: str, client_addr: str, now: float, located: Located | None = None
+    ) -> tuple[Invite, Room]:
+        """The invite behind a join link and its room, if it can still be used; counts no use.
+        `located`: what `locate` found for this request already."""
+        _, invite, room = await self._locate(raw_token, client_addr, located)
         await self._limiter.charge(Attempt(client_addr, room=room.name, invite=invite.id))
         if invite.revoked:
             raise InviteRevoked()
@@ -123,14 +144,19 @@ class AdmissionPipeline:
         return invite, room
 
     async def redeem(
-        self, raw_token: str, client_addr: str, now: float, proof: Proof | None = None
+        self,
+        raw_token: str,
+        client_addr: str,
+        now: float,
+        proof: Proof | None = None,
+        located: Located | None = None,
     ) -> Admitted:
         """Count one use of the invite and admit its holder to the room the meeting is in now.
 
         Proof-of-work (when demanded) is checked before the attempt is charged; the room's state
         before the use is counted, so a locked room or a banned identity does not burn the invite.
         """
-        token_hash, found, room = await self._locate(raw_token, client_addr)
+        token_hash, found, room = await self._locate(raw_token, client_addr, located)
         await self._flood.check(proof, client_addr=client_addr, room=room, now=now)
         verified = VerifiedIdentity(
             path=Path.INVITE, subject=found.id, name=found.name, role=found.role

@@ -27,6 +27,7 @@ from gateway.cuts import CUTS, Cut
 from gateway.errors import (
     AdmissionRevoked,
     HeadersTooLarge,
+    InviteUnknown,
     MeetgateError,
     NotAdmitted,
     StoreUnavailable,
@@ -59,6 +60,8 @@ FORWARD_AUTH = "/_meetgate/forward-auth"
 # request ids, so they are spelled out here; a test keeps them equal).
 LOBBY_PREFIX = "/_meetgate/lobby"
 EMAIL_PREFIX = "/_meetgate/email"
+# Where the gate leaves the invite it found for a join link, for the pages app.
+LOCATED_INVITE = "located_invite"
 FORWARD_AUTH_HEADERS = [(b"cache-control", b"no-store"), (b"content-length", b"0")]
 
 
@@ -143,6 +146,7 @@ class Gate:
         self.registry = registry
         self._pages = pages
         self._cookie = cookie_name(settings)
+        self._secure = settings.secure
         self._public_host = settings.public_host.encode()
         self._scheme = b"https" if settings.secure else b"http"
         self._max_headers = settings.limits.max_header_bytes
@@ -213,7 +217,7 @@ class Gate:
                 # Refused before any other work: no request id, no log line, a kept answer.
                 scope.setdefault("state", {})["quiet"] = True
                 await self._limiter.note_local_refusal(known.room)
-                await send_rate_limited(scope, send, known.seconds, secure=self._settings.secure)
+                await send_rate_limited(scope, send, known.seconds, secure=self._secure)
                 return
         rid = request_id(scope)
         scope["state"]["client_addr"] = client_addr
@@ -229,19 +233,30 @@ class Gate:
                 raise HeadersTooLarge()
             path: str = scope["path"]
             if path == "/" or path.startswith(MEETGATE_PREFIXES):
+                if path.startswith("/j/") and scope["type"] == "http":
+                    await self._locate_invite(scope, path.removeprefix("/j/"), client_addr)
                 await self._pages(scope, receive, tracked_send)
                 return
             await self._proxy(scope, receive, tracked_send)
         except MeetgateError as error:
-            if not isinstance(error, NotAdmitted | TicketInvalid):
+            # The access log has a line for each of these already; unknown links come in floods.
+            if not isinstance(error, NotAdmitted | TicketInvalid | InviteUnknown):
                 log.info("refused %s: %s [%s]", scope["type"], error.code, rid)
             if not started:
-                await send_error(scope, send, error, rid, secure=self._settings.secure)
+                await send_error(scope, send, error, rid, secure=self._secure)
         except Exception:
             # A bug: the server log gets the trace, the user a plain page with the request id.
             log.exception("unexpected error [%s]", rid)
             if not started:
-                await send_error(scope, send, MeetgateError(), rid, secure=self._settings.secure)
+                await send_error(scope, send, MeetgateError(), rid, secure=self._secure)
+
+    async def _locate_invite(self, scope: Scope, token: str, client_addr: str) -> None:
+        """A join link's invite is looked up here, before the pages app: a flood of made-up
+        links is refused (and charged) for the price of one store read each. The pages reuse
+        what was found."""
+        if "/" in token or scope["method"] not in ("GET", "HEAD", "POST"):
+            return
+        scope["state"][LOCATED_INVITE] = await self._pipeline.locate(token, client_addr)
 
     async def _forward_auth(self, scope: Scope, send: Send) -> None:
         """For a TLS front serving Jitsi's static files itself (Caddy `forward_auth`, nginx

@@ -14,10 +14,10 @@ from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 
 from gateway.admission.flood import ChallengeRequired, Proof
-from gateway.admission.pipeline import AdmissionPipeline, LobbyRequired
+from gateway.admission.pipeline import AdmissionPipeline, LobbyRequired, Located
 from gateway.admission.rooms import current_room, is_room_name
 from gateway.errors import CrossSiteRequest, MeetgateError, NotAdmitted, NotFound
-from gateway.proxy.gate import cookie_name, read_cookie, request_id
+from gateway.proxy.gate import LOCATED_INVITE, cookie_name, read_cookie, request_id
 from gateway.settings import Settings
 from gateway.store import Store
 from gateway.store.records import Role
@@ -31,6 +31,12 @@ from gateway.web.templating import render, static_asset
 
 def _html(page: str, status: int = 200) -> HTMLResponse:
     return HTMLResponse(page, status_code=status)
+
+
+def located_by_gate(request: Request) -> Located | None:
+    """The invite the gate found for this join link before passing the request on."""
+    located = request.scope.get("state", {}).get(LOCATED_INVITE)
+    return located if isinstance(located, Located) else None
 
 
 def same_origin(request: Request, public_url: str) -> bool:
@@ -91,7 +97,9 @@ def create_pages_app(
     @app.get("/j/{token}", response_class=HTMLResponse)
     async def join_landing(request: Request, token: str) -> HTMLResponse:
         # Showing the page changes nothing: link previewers in chat apps must not burn an invite.
-        invite, room = await pipeline.preview(token, client_addr(request), time.time())
+        invite, room = await pipeline.preview(
+            token, client_addr(request), time.time(), located=located_by_gate(request)
+        )
         page = render(
             "join.html",
             room_title=room.title,
@@ -113,7 +121,9 @@ def create_pages_app(
         now = time.time()
         proof = Proof(form["pow_token"], form.get("answer", "")) if "pow_token" in form else None
         try:
-            admitted = await pipeline.redeem(token, client_addr(request), now, proof)
+            admitted = await pipeline.redeem(
+                token, client_addr(request), now, proof, located=located_by_gate(request)
+            )
         except LobbyRequired as demand:
             return await entrance.waiting_room(request, demand)
         except ChallengeRequired as demand:

@@ -30,15 +30,30 @@ def error_body(error: MeetgateError, request_id: str, *, as_json: bool) -> tuple
         if retry_after is not None:
             payload["retry_after"] = str(retry_after)
         return json.dumps(payload).encode(), b"application/json"
+    page = _error_page(error.title, error.message, error.code, retry_after, bool(request_id))
+    return page.replace(_REQUEST_ID_MARK, request_id.encode()), HTML
+
+
+HTML = b"text/html; charset=utf-8"
+
+
+_REQUEST_ID_MARK = b"meetgate-request-id-here"
+
+
+@functools.lru_cache(maxsize=128)
+def _error_page(
+    title: str, message: str, code: str, retry_after: int | None, with_id: bool
+) -> bytes:
+    # Rendered once per kind of error; each request's id goes in where the mark is.
     page = render(
         "error.html",
-        title=error.title,
-        message=error.message,
-        code=error.code,
-        request_id=request_id,
+        title=title,
+        message=message,
+        code=code,
         retry_after=retry_after,
+        request_id=_REQUEST_ID_MARK.decode() if with_id else "",
     )
-    return page.encode(), b"text/html; charset=utf-8"
+    return page.encode()
 
 
 def error_headers(
@@ -97,6 +112,7 @@ def _rate_limited_answer(
 async def send_rate_limited(scope: Scope, send: Send, wait: float, *, secure: bool) -> None:
     """The 429 for an attempt a replica refused before any other work: rendered once per
     distinct wait and kept, and without a request id, as no log line is written for it."""
-    headers, body = _rate_limited_answer(RateLimited(wait).retry_after, wants_json(scope), secure)
+    seconds = max(1, int(wait + 0.999))  # as RateLimited rounds it
+    headers, body = _rate_limited_answer(seconds, wants_json(scope), secure)
     await send({"type": "http.response.start", "status": 429, "headers": headers})
     await send({"type": "http.response.body", "body": body if scope["method"] != "HEAD" else b""})

@@ -181,6 +181,8 @@ def test_unknown_and_malformed_invites(any_gateway: GatewayServer, token: str) -
             assert response.status_code in (400, 404)
             assert "set-cookie" not in response.headers
             assert "Traceback" not in response.text
+            # Refused by the gate itself, with a page that names this request, not another.
+            assert f"request {response.headers['x-request-id']}" in response.text
 
 
 def test_revoked_invite(gateway: GatewayServer) -> None:
