@@ -68,6 +68,10 @@ class Metrics:
     def __init__(self) -> None:
         self.admissions = Counter("meetgate_admissions_total", "Admissions granted, by path.")
         self.rejections = Counter("meetgate_rejections_total", "Join attempts refused, by reason.")
+        self.rate_limited = Counter(
+            "meetgate_rate_limited_total",
+            "Join attempts refused by a rate limit, by the limit that refused them.",
+        )
         self.challenges_issued = Counter(
             "meetgate_pow_issued_total", "Proof-of-work challenges handed out."
         )
@@ -92,6 +96,7 @@ class Metrics:
         return [
             self.admissions,
             self.rejections,
+            self.rate_limited,
             self.challenges_issued,
             self.challenges_solved,
             self.challenges_failed,

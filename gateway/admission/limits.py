@@ -87,25 +87,35 @@ class RateLimiter:
         only while no room's limit would allow the attempt (it does not know the room yet)."""
         return self._most_tolerance[name] - _tolerance(self._rate(name, room))
 
-    def charges(self, attempt: Attempt) -> list[LimitCharge]:
-        room = attempt.room
-        wanted: list[tuple[str, str]] = [
-            ("address", f"addr:{attempt.client_addr}"),
-            ("network", f"net:{network_of(attempt.client_addr)}"),
-        ]
-        if room is not None:
+    @staticmethod
+    def _names(attempt: Attempt) -> list[str]:
+        """The limits an attempt is charged against, in the order `charges` charges them."""
+        names = ["address", "network"]
+        if attempt.room is not None:
             # Only attempts that lead to a room share the gate-wide budget: a flood of bogus
             # links from many networks must not use up the real attendees' share of it.
-            wanted.append(("gate", GATE))
-            wanted.append(("room", f"room:{room}"))
+            names += ["gate", "room"]
         if attempt.identity is not None:
-            wanted.append(("identity", f"id:{attempt.identity}"))
+            names.append("identity")
         if attempt.invite is not None:
-            wanted.append(("invite", f"invite:{attempt.invite}"))
+            names.append("invite")
+        return names
+
+    def charges(self, attempt: Attempt) -> list[LimitCharge]:
+        keys = {
+            "address": f"addr:{attempt.client_addr}",
+            "network": f"net:{network_of(attempt.client_addr)}",
+            "gate": GATE,
+            "room": f"room:{attempt.room}",
+            "identity": f"id:{attempt.identity}",
+            "invite": f"invite:{attempt.invite}",
+        }
         charges = []
-        for name, key in wanted:
-            rate = self._rate(name, room)
-            charges.append(LimitCharge(key=key, rate_per_second=rate.per_second, burst=rate.burst))
+        for name in self._names(attempt):
+            rate = self._rate(name, attempt.room)
+            charges.append(
+                LimitCharge(key=keys[name], rate_per_second=rate.per_second, burst=rate.burst)
+            )
         return charges
 
     async def charge(self, attempt: Attempt) -> None:
@@ -113,6 +123,9 @@ class RateLimiter:
         decision = await self._store.charge_limits(self.charges(attempt))
         if decision.allowed:
             return
+        waits = decision.waits or (decision.retry_after,)
+        longest = max(range(len(waits)), key=waits.__getitem__)
+        self._metrics.rate_limited.inc(limit=self._names(attempt)[longest])
         # `charges` puts the address first and its network second.
         now = time.monotonic()
         address_wait, network_wait = (*decision.waits, 0.0, 0.0)[:2]
@@ -130,12 +143,13 @@ class RateLimiter:
         this replica's own refusals: the gate answers such attempts itself."""
         return self.known.wait(client_addr, time.monotonic())
 
-    async def note_local_refusal(self, room: str | None) -> None:
+    async def note_local_refusal(self, known: KnownWait) -> None:
         """Count an attempt the gate refused on `known_wait`: in the metrics at once, and in the
-        pressure (the gate's, and `room`'s) in a store call a second at most, so a flood's
-        refusals cost no store round trip each."""
+        pressure (the gate's, and the room of the refusal it knew) in a store call a second at
+        most, so a flood's refusals cost no store round trip each."""
         self._metrics.rejections.inc(reason="rate_limited")
-        self._unflushed[room] = self._unflushed.get(room, 0) + 1
+        self._metrics.rate_limited.inc(limit=known.limit)
+        self._unflushed[known.room] = self._unflushed.get(known.room, 0) + 1
         if time.monotonic() - self._flushed_at >= LOCAL_FLUSH_SECONDS:
             await self._flush_local_refusals()
 

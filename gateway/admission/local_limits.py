@@ -37,6 +37,7 @@ class KnownWait:
 
     seconds: float
     room: str | None = None
+    limit: str = "address"
 
 
 NO_WAIT = KnownWait(0.0)
@@ -84,4 +85,6 @@ class KnownRefusals:
         if not self._networks.until:
             return address
         network = self._networks.wait(network_key(client_addr), now)
-        return network if network.seconds > address.seconds else address
+        if network.seconds > address.seconds:
+            return KnownWait(network.seconds, network.room, "network")
+        return address

@@ -216,7 +216,7 @@ class Gate:
             if known.seconds > 0:
                 # Refused before any other work: no request id, no log line, a kept answer.
                 scope.setdefault("state", {})["quiet"] = True
-                await self._limiter.note_local_refusal(known.room)
+                await self._limiter.note_local_refusal(known)
                 await send_rate_limited(scope, send, known.seconds, secure=self._secure)
                 return
         rid = request_id(scope)

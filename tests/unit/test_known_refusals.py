@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.admission.limits import Attempt, RateLimiter
-from gateway.admission.local_limits import MAX_ENTRIES, KnownRefusals, network_key
+from gateway.admission.local_limits import MAX_ENTRIES, KnownRefusals, KnownWait, network_key
 from gateway.errors import RateLimited
 from gateway.metrics import Metrics
 from gateway.settings import Rate, RateSettings, RoomRates
@@ -37,13 +37,15 @@ async def refuse(limiter: RateLimiter, attempt: Attempt) -> None:
 
 
 async def test_an_address_refused_for_its_own_limit_is_remembered_with_its_room() -> None:
-    limiter = RateLimiter(MemoryStore(), rates(), Metrics())
+    metrics = Metrics()
+    limiter = RateLimiter(MemoryStore(), rates(), metrics)
     for _ in range(2):
         await limiter.charge(Attempt("198.51.100.7", room="agora"))
     assert limiter.known_wait("198.51.100.7").seconds == 0
     await refuse(limiter, Attempt("198.51.100.7", room="agora"))
     known = limiter.known_wait("198.51.100.7")
-    assert 0 < known.seconds <= 1.0 and known.room == "agora"
+    assert 0 < known.seconds <= 1.0 and known.room == "agora" and known.limit == "address"
+    assert 'meetgate_rate_limited_total{limit="address"} 1' in metrics.render()
     # Its neighbours are not: the address was out of budget, not the network.
     assert limiter.known_wait("198.51.100.8").seconds == 0
 
@@ -55,18 +57,21 @@ async def test_a_network_refusal_covers_every_address_in_it() -> None:
     for host in (1, 2):
         await limiter.charge(Attempt(f"203.0.113.{host}"))
     await refuse(limiter, Attempt("203.0.113.3"))
+    assert limiter.known_wait("203.0.113.200").limit == "network"
     assert limiter.known_wait("203.0.113.200").seconds > 0
     assert limiter.known_wait("203.0.114.1").seconds == 0
 
 
 async def test_a_refusal_by_another_limit_is_not_remembered() -> None:
     # The room was full, not the address: the same address may try another room at once.
+    metrics = Metrics()
     limiter = RateLimiter(
-        MemoryStore(), rates(address=WIDE, room=Rate(per_minute=60, burst=1)), Metrics()
+        MemoryStore(), rates(address=WIDE, room=Rate(per_minute=60, burst=1)), metrics
     )
     await limiter.charge(Attempt("198.51.100.9", room="small"))
     await refuse(limiter, Attempt("198.51.100.9", room="small"))
     assert limiter.known_wait("198.51.100.9").seconds == 0
+    assert 'meetgate_rate_limited_total{limit="room"} 1' in metrics.render()
 
 
 async def test_never_longer_than_the_most_lenient_rooms_limit_would_refuse() -> None:
@@ -91,11 +96,14 @@ async def test_refusals_answered_by_the_gate_count_toward_the_pressure() -> None
     metrics = Metrics()
     limiter = RateLimiter(store, rates(), metrics)
     for _ in range(5):
-        await limiter.note_local_refusal("agora")
-    await limiter.note_local_refusal(None)
+        await limiter.note_local_refusal(KnownWait(1.0, "agora"))
+    await limiter.note_local_refusal(KnownWait(1.0, None, "network"))
     assert await limiter.pressure("agora") == 5
     assert await limiter.pressure(None) == 6
-    assert "meetgate_rejections_total" in metrics.render()
+    text = metrics.render()
+    assert 'meetgate_rejections_total{reason="rate_limited"} 6' in text
+    assert 'meetgate_rate_limited_total{limit="address"} 5' in text
+    assert 'meetgate_rate_limited_total{limit="network"} 1' in text
 
 
 @settings(max_examples=60, deadline=None)
@@ -106,9 +114,7 @@ async def test_refusals_answered_by_the_gate_count_toward_the_pressure() -> None
     ),
     now=st.floats(min_value=0, max_value=1e6),
 )
-def test_a_remembered_wait_ends_when_it_should(
-    steps: list[tuple[str, float]], now: float
-) -> None:
+def test_a_remembered_wait_ends_when_it_should(steps: list[tuple[str, float]], now: float) -> None:
     known = KnownRefusals()
     longest: dict[str, float] = {}
     addresses = {"a": "192.0.2.1", "b": "192.0.2.2", "n": "192.0.2.3"}
