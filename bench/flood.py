@@ -305,7 +305,12 @@ def details(f: Flood) -> list[str]:
         f"{f.cpu_per_join_ms:.2f} ms per join, i.e. {f.cpu_per_join_ms / 2:.2f} ms per admitted "
         "request (a join is two: the landing page and the join POST)"
         + (f"; failures: {quiet_failures}" if quiet_failures else ""),
+        f"Slowest five joins: under the flood {_slowest(f.flooded)}; quiet {_slowest(f.quiet)}.",
     ] + ([f"Failed joins under the flood: {failures}"] if failures else [])
+
+
+def _slowest(joins: Joins) -> str:
+    return ", ".join(f"{ms:.1f}" for ms in sorted(joins.latencies_ms)[-5:]) + " ms"
 
 
 METHOD = (
