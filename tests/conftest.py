@@ -3,6 +3,7 @@
 pytest_plugins = [
     "tests.fixtures.processes",
     "tests.fixtures.redis_server",
+    "tests.fixtures.redis_sentinel",
     "tests.fixtures.prosody",
     "tests.fixtures.jitsi_web",
     "tests.fixtures.gateway_server",

@@ -16,6 +16,7 @@ from gateway.store.records import (
     AuditEntry,
     Invite,
     LimitCharge,
+    NameClaim,
     RateDecision,
     Role,
     Room,
@@ -27,6 +28,7 @@ __all__ = [
     "AuditEntry",
     "Invite",
     "LimitCharge",
+    "NameClaim",
     "RateDecision",
     "Role",
     "Room",
@@ -103,6 +105,19 @@ class Store(Protocol):
     async def move_admission(self, admission_id: str, room: str) -> Admission | None:
         """Carry a live admission over to `room` (same id, same expiry); None if it is unknown,
         expired or revoked. It is listed under `room` from then on, no longer under the old."""
+
+    # Names shown in a room
+    async def claim_name(self, room: str, claim: NameClaim) -> int | None:
+        """Claim for `claim.holder` the first of `claim.shapes` that no live claim of another
+        holder in `room` holds (the holder's own claims do not stand in its way); return its
+        index, or None when every shape is held. With `first_yields_to_host`, the first shape is
+        also passed over while a live host claim of another holder marks `claim.host_shape`;
+        a `host` claim marks `host_shape` (several hosts can mark one shape).
+
+        A claim lives until its `expires_at`, or until its holder's admission is revoked (also
+        when its room is deleted); one made before its admission is stored holds meanwhile.
+        Atomic: of racing claims on one shape, exactly one wins.
+        """
 
     # Bans
     async def ban_identity(self, room: str, identity: str, until: float | None) -> None: ...
@@ -186,7 +201,8 @@ class Store(Protocol):
 
 
 async def open_store(url: str) -> Store:
-    """Open the backend the URL names: `memory://` or `redis://…` (also `rediss://`, `unix://`)."""
+    """Open the backend the URL names: `memory://` or `redis://…` (also `rediss://`, `unix://`,
+    and `redis+sentinel://` for a Redis whose master Sentinels name)."""
     scheme = urlsplit(url).scheme
     if scheme == "memory":
         from gateway.store.memory import MemoryStore

@@ -30,6 +30,7 @@ from gateway.store.records import (
     AuditEntry,
     Invite,
     LimitCharge,
+    NameClaim,
     RateDecision,
     Room,
 )
@@ -99,6 +100,9 @@ class MemoryStore:
         self._room_invites: dict[str, set[str]] = {}
         self._admissions: dict[str, Admission] = {}
         self._room_admissions: dict[str, set[str]] = {}
+        # room -> ("n", shape) or ("h", host shape) -> [(expires_at, holder admission id)]
+        self._names: dict[str, dict[tuple[str, str], list[tuple[float, str]]]] = {}
+        self._name_calls = 0
         self._bans: dict[tuple[str, str], float | None] = {}
         self._audit: dict[str, deque[AuditEntry]] = {}
         self._rate_tat: dict[str, float] = {}
@@ -255,6 +259,59 @@ class MemoryStore:
             room_ids.discard(admission.id)
             if not room_ids:
                 del self._room_admissions[admission.room]
+
+    # Names shown in a room
+
+    async def claim_name(self, room: str, claim: NameClaim) -> int | None:
+        now = time.time()
+        self._name_calls += 1
+        if self._name_calls % _SWEEP_EVERY == 0:
+            self._sweep_names(now)
+        fields = self._names.setdefault(room, {})
+
+        def held(field: tuple[str, str]) -> bool:
+            return any(who != claim.holder for _, who in self._live_claims(fields, field, now))
+
+        chosen = None
+        for index, shape in enumerate(claim.shapes):
+            yields = index == 0 and claim.first_yields_to_host
+            if not held(("n", shape)) and not (yields and held(("h", claim.host_shape))):
+                chosen = index
+                break
+        if chosen is None:
+            if not fields:
+                del self._names[room]
+            return None
+        fields[("n", claim.shapes[chosen])] = [(claim.expires_at, claim.holder)]
+        if claim.host:
+            mark = ("h", claim.host_shape)
+            others = [e for e in self._live_claims(fields, mark, now) if e[1] != claim.holder]
+            fields[mark] = [*others, (claim.expires_at, claim.holder)]
+        return chosen
+
+    def _live_claims(
+        self,
+        fields: dict[tuple[str, str], list[tuple[float, str]]],
+        field: tuple[str, str],
+        now: float,
+    ) -> list[tuple[float, str]]:
+        """A field's live claims: not expired, and their admission not revoked (or not stored
+        yet)."""
+        live = []
+        for until, holder in fields.get(field, ()):
+            admission = self._admissions.get(holder)
+            if until > now and (admission is None or not admission.revoked):
+                live.append((until, holder))
+        return live
+
+    def _sweep_names(self, now: float) -> None:
+        for room in list(self._names):
+            fields = self._names[room]
+            for field in list(fields):
+                if not self._live_claims(fields, field, now):
+                    del fields[field]
+            if not fields:
+                del self._names[room]
 
     # Bans
 

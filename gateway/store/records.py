@@ -99,6 +99,25 @@ class Admission:
 
 
 @dataclass(frozen=True, slots=True)
+class NameClaim:
+    """An admission's claim on a name in a room: the first of `shapes` (name skeletons, best
+    first) that no live claim of another admission holds there.
+
+    `holder` is the admission's id; the claim lasts until `expires_at` or until that admission is
+    revoked. `host_shape` is the name's skeleton without Meetgate's markers: a `host`'s claim
+    marks it as a host's name; with `first_yields_to_host`, the first shape is passed over while
+    a live host claim marks `host_shape`.
+    """
+
+    holder: str
+    shapes: tuple[str, ...]
+    expires_at: float
+    host_shape: str
+    host: bool = False
+    first_yields_to_host: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class LimitCharge:
     """One request charged against the GCRA limit named `key`: `rate_per_second` on average,
     up to `burst` at once. A bad rate or burst is refused here, before any store sees it."""

@@ -19,6 +19,7 @@ from typing import Any, Final
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import EqualJitterBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
@@ -37,11 +38,13 @@ from gateway.store.records import (
     AuditEntry,
     Invite,
     LimitCharge,
+    NameClaim,
     RateDecision,
     Role,
     Room,
     RoomPolicy,
 )
+from gateway.store.sentinel_url import is_sentinel_url, parse_sentinel_url
 
 # Key layout. Ban keys join room and identity with ':', unambiguous because room names cannot
 # contain it.
@@ -51,6 +54,7 @@ _INVITE_INDEX: Final = "meetgate:invite-token:"  # + token hash: invite id
 _ROOM_INVITES: Final = "meetgate:room-invites:"  # + room: set of invite ids
 _ADMISSION: Final = "meetgate:admission:"  # + id: hash record (JSON), revoked; expires with it
 _ROOM_ADMISSIONS: Final = "meetgate:room-admissions:"  # + room: sorted set id -> expires_at
+_NAMES: Final = "meetgate:names:"  # + room: hash of name claims (scripts/claim_name.lua)
 _BAN: Final = "meetgate:ban:"  # + room:identity: until, or "" for ever
 _AUDIT: Final = "meetgate:audit:"  # + room: list of AuditEntry JSON, newest first
 _RATE: Final = "meetgate:rate:"  # + limit key: GCRA theoretical arrival time (microseconds)
@@ -142,6 +146,41 @@ def _ttl_milliseconds(ttl_seconds: float) -> int:
     return max(1, _milliseconds(ttl_seconds))
 
 
+def client_for(url: str, **options: Any) -> tuple[Redis[str], Sentinel | None]:
+    """A client for a store URL, and the Sentinels behind it for `redis+sentinel://`; no I/O yet.
+
+    `options` (timeouts, retry) apply to every connection, to the Sentinels' too. With Sentinel,
+    each new connection asks the Sentinels where the master is, so a failover is followed.
+    """
+    if not is_sentinel_url(url):
+        return Redis.from_url(url, decode_responses=True, **options), None
+    where = parse_sentinel_url(url)
+    sentinel_options = {**options}
+    if where.sentinel_password is not None:
+        sentinel_options["password"] = where.sentinel_password
+        if where.sentinel_username is not None:
+            sentinel_options["username"] = where.sentinel_username
+    sentinel = Sentinel(list(where.sentinels), sentinel_kwargs=sentinel_options)
+    client: Redis[str] = sentinel.master_for(
+        where.master_name,
+        db=where.db,
+        username=where.username,
+        password=where.password,
+        decode_responses=True,
+        **options,
+    )
+    return client, sentinel
+
+
+async def close_client(client: Redis[str], sentinel: Sentinel | None) -> None:
+    """Close what `client_for` made (raises RedisError or OSError like any command)."""
+    try:
+        await client.aclose()  # type: ignore[attr-defined]  # types-redis predates aclose
+    finally:
+        for node in sentinel.sentinels if sentinel is not None else []:
+            await node.aclose()  # type: ignore[attr-defined]  # types-redis predates aclose
+
+
 class _End:
     """Marks the end of a subscription in its queue."""
 
@@ -222,8 +261,9 @@ class RedisStore:
     """Rooms, invites, admissions, bans, audit trails, rate limits, pressure counters, one-time
     claims, short-lived values and indexes, and pub/sub in one Redis database."""
 
-    def __init__(self, client: Redis[str]) -> None:
+    def __init__(self, client: Redis[str], sentinel: Sentinel | None = None) -> None:
         self._client = client
+        self._sentinel = sentinel
         self._subscriptions: set[RedisSubscription] = set()
         self._add_invite: AsyncScript = client.register_script(_script_text("add_invite"))
         self._redeem_invite: AsyncScript = client.register_script(_script_text("redeem_invite"))
@@ -235,21 +275,22 @@ class RedisStore:
         self._count_recent: AsyncScript = client.register_script(_script_text("count_recent"))
         self._bump_value: AsyncScript = client.register_script(_script_text("bump_value"))
         self._index: AsyncScript = client.register_script(_script_text("index"))
+        self._claim_name: AsyncScript = client.register_script(_script_text("claim_name"))
 
     @classmethod
     async def connect(cls, url: str) -> RedisStore:
         """Make a client for `url`; no I/O yet, so a Redis that is down shows on first use.
 
-        Timeouts and retries can be overridden in the URL's query (`?socket_timeout=…`).
+        `redis://`, `rediss://`, `unix://`, or `redis+sentinel://` (gateway/store/sentinel_url.py).
+        Timeouts and retries can be overridden in a plain URL's query (`?socket_timeout=…`).
         """
-        client = Redis.from_url(
+        client, sentinel = client_for(
             url,
-            decode_responses=True,
             socket_connect_timeout=_CONNECT_TIMEOUT,
             socket_timeout=_COMMAND_TIMEOUT,
             retry=Retry(EqualJitterBackoff(cap=_RETRY_BACKOFF_CAP), _RETRIES),
         )
-        return cls(client)
+        return cls(client, sentinel)
 
     async def ping(self) -> None:
         with _translate_errors():
@@ -259,7 +300,7 @@ class RedisStore:
         for subscription in list(self._subscriptions):
             await subscription.aclose()
         with _translate_errors():
-            await self._client.aclose()  # type: ignore[attr-defined]  # types-redis predates aclose
+            await close_client(self._client, self._sentinel)
 
     # Rooms
 
@@ -450,6 +491,24 @@ class RedisStore:
         if record is None:
             return None
         return _decode_admission(record, revoked or "0")
+
+    # Names shown in a room
+
+    async def claim_name(self, room: str, claim: NameClaim) -> int | None:
+        with _translate_errors():
+            index = await self._claim_name(
+                keys=[_NAMES + room],
+                args=[
+                    claim.holder,
+                    _milliseconds(claim.expires_at),
+                    _ADMISSION,
+                    claim.host_shape,
+                    int(claim.host),
+                    int(claim.first_yields_to_host),
+                    *claim.shapes,
+                ],
+            )
+        return None if int(index) < 0 else int(index)
 
     # Bans
 

@@ -20,6 +20,7 @@ import redis.asyncio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gateway.admission.names import name_choices, skeleton
 from gateway.errors import (
     InviteError,
     InviteExpired,
@@ -35,6 +36,7 @@ from gateway.store import (
     AuditEntry,
     Invite,
     LimitCharge,
+    NameClaim,
     RateDecision,
     Role,
     Room,
@@ -46,6 +48,7 @@ from gateway.store.redis import RedisStore
 from tests.fixtures.processes import free_port
 
 HOUR = 3600.0
+CYRILLIC_A = "\N{CYRILLIC SMALL LETTER A}"
 
 
 def subscribe(store: Store, channel: str) -> Subscription:
@@ -505,6 +508,149 @@ async def test_a_moved_admission_still_expires_at_its_time(store: Store) -> None
     assert time.time() >= soon
     assert await store.list_admissions(new) == []
     assert await store.move_admission(admission.id, old) is None
+
+
+# Names shown in a room
+
+
+def name_claim(*shapes: str, **changes: Any) -> NameClaim:
+    claim = NameClaim(
+        holder=secrets.token_hex(32),
+        shapes=shapes,
+        expires_at=time.time() + HOUR,
+        host_shape=shapes[0] if shapes else "",
+    )
+    return dataclasses.replace(claim, **changes)
+
+
+async def test_a_name_claim_takes_the_first_free_shape(store: Store) -> None:
+    room = unique("room")
+    first, second, third = name_claim("ada", "ada2"), name_claim("ada", "ada2"), name_claim("ada")
+    assert await store.claim_name(room, first) == 0
+    assert await store.claim_name(room, second) == 1
+    assert await store.claim_name(room, third) is None
+    # Other rooms are not concerned, and a holder is not in its own way.
+    assert await store.claim_name(unique("room"), name_claim("ada")) == 0
+    assert await store.claim_name(room, first) == 0
+    assert await store.claim_name(room, name_claim()) is None
+
+
+async def test_a_name_claim_lapses_at_its_expiry(store: Store) -> None:
+    room = unique("room")
+    soon = time.time() + 0.3
+    assert await store.claim_name(room, name_claim("ada", expires_at=soon)) == 0
+    assert await store.claim_name(room, name_claim("ada")) is None
+
+    async def free() -> bool:
+        return await store.claim_name(room, name_claim("ada", "ada2")) == 0
+
+    await eventually(free)
+    assert time.time() >= soon
+    assert await store.claim_name(room, name_claim("ada", expires_at=time.time() - 1)) is None
+
+
+async def test_a_name_claim_ends_with_its_admissions_revocation(store: Store) -> None:
+    room = unique("room")
+    admission = make_admission(room)
+    claim = name_claim("ada", holder=admission.id)
+    # Claimed before its admission is stored, the name is held meanwhile.
+    assert await store.claim_name(room, claim) == 0
+    assert await store.claim_name(room, name_claim("ada", "ada2")) == 1
+    await store.add_admission(admission)
+    assert await store.claim_name(room, name_claim("ada", "ada3")) == 1
+    await store.revoke_admission(admission.id)
+    assert await store.claim_name(room, name_claim("ada")) == 0
+
+
+async def test_deleting_a_room_frees_its_admissions_names(store: Store) -> None:
+    room = make_room()
+    await store.create_room(room)
+    admission = make_admission(room.name)
+    assert await store.claim_name(room.name, name_claim("ada", holder=admission.id)) == 0
+    await store.add_admission(admission)
+    assert await store.delete_room(room.name, time.time())
+    await store.create_room(room)
+    assert await store.claim_name(room.name, name_claim("ada")) == 0
+
+
+async def test_a_name_like_a_hosts_yields_only_its_first_shape(store: Store) -> None:
+    room = unique("room")
+    host = make_admission(room, role=Role.HOST)
+    await store.add_admission(host)
+    assert await store.claim_name(room, name_claim("hilde", holder=host.id, host=True)) == 0
+    # "Hilde (7)" typed by an attendee: its own shape is free, but it looks like the host's.
+    typed = name_claim("hilde7", "hilde2", host_shape="hilde", first_yields_to_host=True)
+    assert await store.claim_name(room, typed) == 1
+    # Without the flag (a number Meetgate chose), or not like a host's name, the first is taken.
+    assert await store.claim_name(room, name_claim("hilde8", host_shape="hilde")) == 0
+    other = name_claim("ada", "ada2", host_shape="ada", first_yields_to_host=True)
+    assert await store.claim_name(room, other) == 0
+    # A host is not in the way of another host.
+    second_host = name_claim("hilde9", host_shape="hilde", host=True)
+    assert await store.claim_name(room, second_host) == 0
+    # Once the host is gone, a claim of its holder no longer marks the name, but the second
+    # host's still does; with both gone the name is anybody's.
+    await store.revoke_admission(host.id)
+    again = name_claim("hilde10", "hilde11", host_shape="hilde", first_yields_to_host=True)
+    assert await store.claim_name(room, again) == 1
+    second = make_admission(room, id=second_host.holder, role=Role.HOST)
+    await store.add_admission(second)
+    await store.revoke_admission(second.id)
+    last = name_claim("hilde12", "hilde13", host_shape="hilde", first_yields_to_host=True)
+    assert await store.claim_name(room, last) == 0
+
+
+async def test_a_hosts_mark_lapses_with_the_host(store: Store) -> None:
+    room = unique("room")
+    soon = time.time() + 0.3
+    host = name_claim("hilde", host=True, expires_at=soon)
+    assert await store.claim_name(room, host) == 0
+    look_alike = name_claim("hilde2", "hilde3", host_shape="hilde", first_yields_to_host=True)
+    assert await store.claim_name(room, look_alike) == 1
+
+    async def free() -> bool:
+        claim = name_claim("hilde4", "hilde5", host_shape="hilde", first_yields_to_host=True)
+        return await store.claim_name(room, claim) == 0
+
+    await eventually(free)
+
+
+async def test_racing_look_alikes_get_one_plain_name_and_distinct_numbers(store: Store) -> None:
+    room = unique("room")
+    looks = [
+        "Wang Dan",
+        f"Wang D{CYRILLIC_A}n",
+        "WANG DAN",
+        "Wang  Dan",
+        f"W{CYRILLIC_A}ng D{CYRILLIC_A}n",
+    ]
+    racers = [looks[i % len(looks)] for i in range(40)]
+    batches = [next(name_choices(name, role=Role.ATTENDEE, guest=False)) for name in racers]
+    claims = [batch.claim(secrets.token_hex(32), time.time() + HOUR) for batch in batches]
+    results = await asyncio.gather(*(store.claim_name(room, claim) for claim in claims))
+    shown = [batch.names[i] for batch, i in zip(batches, results, strict=True) if i is not None]
+    # A batch holds 16 numbers: the first 16 racers get a name from it, the others try the next.
+    assert len(shown) == 16
+    assert results.count(0) == 1
+    assert len({skeleton(name) for name in shown}) == 16
+    assert sum(1 for name in shown if not name.endswith(")")) == 1
+
+
+async def test_racing_hosts_and_attendees_named_alike(store: Store) -> None:
+    # However they interleave, no attendee ends up with the plain name once a host is there.
+    room = unique("room")
+    host = next(name_choices("Hilde Host", role=Role.HOST, guest=False))
+    attendee = next(name_choices("Hilde Host", role=Role.ATTENDEE, guest=False))
+    host_claim = host.claim(secrets.token_hex(32), time.time() + HOUR)
+    attendee_claims = [attendee.claim(secrets.token_hex(32), time.time() + HOUR) for _ in range(9)]
+    results = await asyncio.gather(
+        *(store.claim_name(room, claim) for claim in [*attendee_claims[:5], host_claim])
+    )
+    results += await asyncio.gather(
+        *(store.claim_name(room, claim) for claim in attendee_claims[5:])
+    )
+    assert results.count(0) == 1
+    assert all(i is not None for i in results)
 
 
 # Bans
@@ -1152,6 +1298,46 @@ async def test_racing_redemptions_from_separate_clients_have_one_winner(
     finally:
         for store in stores:
             await store.close()
+
+
+async def test_look_alikes_claimed_from_separate_clients_get_one_plain_name(
+    contract_redis_url: str,
+) -> None:
+    stores = [await RedisStore.connect(contract_redis_url) for _ in range(4)]
+    try:
+        room = unique("room")
+        looks = ["Wang Dan", f"Wang D{CYRILLIC_A}n", "wang dan", "Wang-Dan"]
+        batches = [
+            next(name_choices(looks[i % 4], role=Role.ATTENDEE, guest=False)) for i in range(12)
+        ]
+        results = await asyncio.gather(
+            *(
+                stores[i % 4].claim_name(
+                    room, batch.claim(secrets.token_hex(32), time.time() + HOUR)
+                )
+                for i, batch in enumerate(batches)
+            )
+        )
+        assert results.count(0) == 1
+        shown = [batch.names[i] for batch, i in zip(batches, results, strict=True) if i is not None]
+        assert len(shown) == 12 and len({skeleton(name) for name in shown}) == 12
+    finally:
+        for store in stores:
+            await store.close()
+
+
+async def test_name_claims_go_with_their_room_when_nobody_is_left(contract_redis_url: str) -> None:
+    store = await RedisStore.connect(contract_redis_url)
+    client = redis.asyncio.Redis.from_url(contract_redis_url)
+    try:
+        room = unique("room")
+        await store.claim_name(room, name_claim("ada", expires_at=time.time() + 60))
+        await store.claim_name(room, name_claim("bob", expires_at=time.time() + 30))
+        # The hash lasts as long as its longest claim, so an abandoned room leaves nothing.
+        assert 30_000 < await client.pttl(f"meetgate:names:{room}") <= 60_000
+    finally:
+        await client.aclose()
+        await store.close()
 
 
 async def test_of_takers_on_separate_clients_exactly_one_gets_the_value(

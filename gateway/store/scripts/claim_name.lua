@@ -1,0 +1,85 @@
+-- Claim a name in a room for an admission: the first of several shapes (name skeletons) that no
+-- live claim of another admission holds, in one atomic step.
+-- The room's claims are one hash: 'n:' .. shape -> '<expires ms> <holder>', and 'h:' .. host
+-- shape -> such pairs, space-separated, for every host admission marking it. A claim is live
+-- until its expiry (the server's clock), or until its holder's admission is revoked; one whose
+-- admission is not stored yet holds meanwhile.
+-- KEYS[1] the room's claims. ARGV[1] holder (admission id), ARGV[2] expiry (ms since the epoch),
+-- ARGV[3] admission key prefix, ARGV[4] host shape, ARGV[5] '1' for a host's claim, ARGV[6] '1'
+-- when the first shape yields to a host's, ARGV[7..] the shapes, best first.
+-- Returns the (0-based) index of the shape claimed, or -1 when every one is held.
+-- The admission keys are derived here, so this script needs a single Redis node (or Sentinel),
+-- not Cluster.
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local holder = ARGV[1]
+local expires = tonumber(ARGV[2])
+
+local function live(ends, who)
+  return tonumber(ends) > now and redis.call('HGET', ARGV[3] .. who, 'revoked') ~= '1'
+end
+
+-- The live {expiry, holder} pairs of a field.
+local function entries(field)
+  local found = {}
+  local value = redis.call('HGET', KEYS[1], field)
+  if value then
+    for ends, who in string.gmatch(value, '(%d+) (%S+)') do
+      if live(ends, who) then
+        found[#found + 1] = {ends, who}
+      end
+    end
+  end
+  return found
+end
+
+local function held(field)
+  for _, entry in ipairs(entries(field)) do
+    if entry[2] ~= holder then
+      return true
+    end
+  end
+  return false
+end
+
+local chosen = -1
+for i = 7, #ARGV do
+  if not held('n:' .. ARGV[i]) and not (i == 7 and ARGV[6] == '1' and held('h:' .. ARGV[4])) then
+    chosen = i
+    break
+  end
+end
+if chosen < 0 then
+  return -1
+end
+redis.call('HSET', KEYS[1], 'n:' .. ARGV[chosen], ARGV[2] .. ' ' .. holder)
+if ARGV[5] == '1' then
+  local marks = {}
+  for _, entry in ipairs(entries('h:' .. ARGV[4])) do
+    if entry[2] ~= holder then
+      marks[#marks + 1] = entry[1] .. ' ' .. entry[2]
+    end
+  end
+  marks[#marks + 1] = ARGV[2] .. ' ' .. holder
+  redis.call('HSET', KEYS[1], 'h:' .. ARGV[4], table.concat(marks, ' '))
+end
+-- The hash lasts as long as its longest claim (an expiry in the past would delete it at once).
+local ttl = redis.call('PTTL', KEYS[1])
+if expires > now and (ttl < 0 or now + ttl < expires) then
+  redis.call('PEXPIREAT', KEYS[1], ARGV[2])
+end
+-- Two fields picked at random go if nothing in them is live any more, so that a room in use for
+-- days does not keep every name it ever saw.
+local sample = redis.call('HRANDFIELD', KEYS[1], 2, 'WITHVALUES')
+for j = 1, #sample, 2 do
+  local lapsed = true
+  for ends, who in string.gmatch(sample[j + 1], '(%d+) (%S+)') do
+    if live(ends, who) then
+      lapsed = false
+    end
+  end
+  if lapsed then
+    redis.call('HDEL', KEYS[1], sample[j])
+  end
+end
+return chosen - 7
