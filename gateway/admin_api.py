@@ -13,14 +13,22 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.admission.invites import make_invite
+from gateway.admission.policy import (
+    MAX_DOMAINS,
+    MAX_EMAILS,
+    MAX_GROUPS,
+    MAX_HOST_EMAILS,
+    MAX_PROVIDERS,
+    make_policy,
+)
 from gateway.admission.rooms import validate_room_name, validate_title
 from gateway.cuts import CUTS, Cut
-from gateway.errors import AdminAuthFailed, InvalidInput, MeetgateError, NotFound, RoomNotFound
+from gateway.errors import AdminAuthFailed, MeetgateError, NotFound, RoomNotFound
 from gateway.metrics import Metrics
 from gateway.proxy.gate import request_id
 from gateway.settings import Settings
 from gateway.store import Store
-from gateway.store.records import Invite, Role, Room, RoomPolicy
+from gateway.store.records import Invite, Role, Room
 
 
 class _Body(BaseModel):
@@ -50,13 +58,13 @@ class PolicyIn(_Body):
 
     invite: bool = True
     oidc: bool = False
-    oidc_providers: list[str] = Field(default_factory=list, max_length=20)
+    oidc_providers: list[str] = Field(default_factory=list, max_length=MAX_PROVIDERS)
     email_code: bool = False
-    allowed_emails: list[str] = Field(default_factory=list, max_length=10_000)
-    allowed_domains: list[str] = Field(default_factory=list, max_length=1000)
-    allowed_groups: list[str] = Field(default_factory=list, max_length=1000)
+    allowed_emails: list[str] = Field(default_factory=list, max_length=MAX_EMAILS)
+    allowed_domains: list[str] = Field(default_factory=list, max_length=MAX_DOMAINS)
+    allowed_groups: list[str] = Field(default_factory=list, max_length=MAX_GROUPS)
     lobby: bool = False
-    host_emails: list[str] = Field(default_factory=list, max_length=1000)
+    host_emails: list[str] = Field(default_factory=list, max_length=MAX_HOST_EMAILS)
 
 
 class RoomChange(_Body):
@@ -211,27 +219,8 @@ def create_admin_app(settings: Settings, store: Store, metrics: Metrics) -> Admi
         room = await store.get_room(name)
         if room is None:
             raise RoomNotFound()
-        known = {provider.name for provider in settings.oidc}
-        unknown = [p for p in body.oidc_providers if p not in known]
-        if unknown:
-            raise InvalidInput(f"No OpenID Connect provider is configured as {', '.join(unknown)}.")
-        if not (body.invite or body.oidc or body.email_code or body.lobby):
-            raise InvalidInput("A room needs at least one way in.")
-        if body.oidc and not known:
-            raise InvalidInput("Sign-in needs an OpenID Connect provider in the configuration.")
-        lowered = {
-            "allowed_emails": body.allowed_emails,
-            "allowed_domains": [d.lstrip("@") for d in body.allowed_domains],
-            "host_emails": body.host_emails,
-        }
-        policy = RoomPolicy(
-            invite=body.invite,
-            oidc=body.oidc,
-            oidc_providers=tuple(body.oidc_providers),
-            email_code=body.email_code,
-            allowed_groups=tuple(body.allowed_groups),
-            lobby=body.lobby,
-            **{key: tuple(v.strip().lower() for v in values) for key, values in lowered.items()},
+        policy = make_policy(
+            **body.model_dump(), known_providers={provider.name for provider in settings.oidc}
         )
         changed = replace(room, policy=policy)
         await store.update_room(changed)

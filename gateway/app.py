@@ -88,7 +88,7 @@ def create_app(settings: Settings, store: Store, metrics: Metrics | None = None)
                     create_entry_router(settings, entrance),
                     lobby_router,
                     create_email_router(settings, entrance, email_codes),
-                    create_signin_router(settings, entrance, store, limiter),
+                    create_signin_router(settings, entrance, store, limiter, flood),
                 ],
             ),
             settings,

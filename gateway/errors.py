@@ -184,6 +184,16 @@ class CsrfFailed(MeetgateError):
     message = "This form has expired or was not sent from this page. Reload the page and try again."
 
 
+class PolicyChanged(MeetgateError):
+    status = 409
+    code = "policy_changed"
+    title = "Changed meanwhile"
+    message = (
+        "Someone changed this room's policy after you opened the page, so yours was not saved."
+        " Reload the dashboard to see the policy as it is now, then make your change again."
+    )
+
+
 class TicketInvalid(MeetgateError):
     status = 401
     code = "ticket_invalid"

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
+from itertools import islice
 
 from gateway.errors import InvalidInput
-from gateway.store.records import Role
+from gateway.store.records import NameClaim, Role
 
 MAX_NAME_CHARS = 64
 # Refused before any work: no name this long can shrink to MAX_NAME_CHARS under NFKC and
@@ -23,6 +25,10 @@ MAX_RAW_CHARS = 16 * MAX_NAME_CHARS
 # the names around it).
 MAX_MARKS_PER_LETTER = 4
 GUEST_MARKER = "guest"
+# A look-alike gets the first free number up to this; the store is asked about a first batch of
+# numbers, then batches twice as large, so a crowd of namesakes costs a few round trips.
+MAX_NUMBER = 999
+FIRST_BATCH = 16
 
 # Cc control, Cf format (bidi overrides and isolates, zero-width joiners and spaces, tags),
 # Cs surrogates, Co private use, Cn unassigned.
@@ -240,8 +246,85 @@ def strip_markers(name: str) -> str:
     return name
 
 
-def assign_name(wanted: str, *, role: Role, guest: bool, taken: Sequence[tuple[str, Role]]) -> str:
-    """The name a new admission shows in a room where the live admissions show `taken`.
+@dataclass(frozen=True, slots=True)
+class NameChoices:
+    """One batch of the names a new admission may show in a room, best first, each with the
+    shape (skeleton) it would claim there.
+
+    `host_shape` is what the name looks like without Meetgate's markers: a host's claim marks it
+    as a host's name; for anyone else, `yields_to_host` says the first choice is the name as
+    given, which is passed over while a host whose name looks like it is in the room.
+    """
+
+    names: tuple[str, ...]
+    shapes: tuple[str, ...]
+    host_shape: str
+    host: bool
+    yields_to_host: bool
+
+    def claim(self, holder: str, expires_at: float) -> NameClaim:
+        return NameClaim(
+            holder=holder,
+            shapes=self.shapes,
+            expires_at=expires_at,
+            host_shape=self.host_shape,
+            host=self.host,
+            first_yields_to_host=self.yields_to_host,
+        )
+
+
+def host_shape(name: str) -> str:
+    """What a name is compared with hosts' names by: its skeleton without Meetgate's markers, so
+    "Hilde Host (2)" and "H1lde Host (guest)" look like "Hilde Host"."""
+    return skeleton(strip_markers(name))
+
+
+def name_choices(
+    wanted: str, *, role: Role, guest: bool, reserved: Collection[str] = ()
+) -> Iterator[NameChoices]:
+    """The names a new admission may show, in batches: `wanted` normalised (a guest's marked
+    " (guest)"), then with " (2)", " (3)", … in place of any marker it carried.
+
+    Only a host may show a name that looks like one in `reserved` (the shapes of names kept for
+    the room's hosts, `host_shape`) without a number Meetgate chose: for anyone else the name
+    as given is left out. Raises InvalidInput for a name `normalise` refuses.
+    """
+    name = normalise(wanted)
+    if guest:
+        name = f"{strip_markers(name)} ({GUEST_MARKER})"
+    base = strip_markers(name)
+    if guest:
+        base = f"{base} ({GUEST_MARKER})"
+    shape = host_shape(name)
+    host = role is Role.HOST
+    first = [] if not host and shape in reserved else [name]
+    numbers = iter(range(2, MAX_NUMBER + 1))
+    size = FIRST_BATCH
+    while True:
+        names = [*first, *(f"{base} ({n})" for n in islice(numbers, size - len(first)))]
+        if not names:
+            return
+        yield NameChoices(
+            names=tuple(names),
+            shapes=tuple(skeleton(choice) for choice in names),
+            host_shape=shape,
+            host=host,
+            yields_to_host=bool(first) and not host,
+        )
+        first = []
+        size *= 2
+
+
+def assign_name(
+    wanted: str,
+    *,
+    role: Role,
+    guest: bool,
+    taken: Sequence[tuple[str, Role]],
+    reserved: Collection[str] = (),
+) -> str:
+    """The name a new admission shows in a room where the live admissions show `taken`: what a
+    store's `claim_name` picks from `name_choices`, worked out without a store.
 
     It is `wanted`, normalised; a guest's carries " (guest)". When it looks like a name already
     in the room it gets the first free " (2)", " (3)", … in place of any marker it carried.
@@ -249,25 +332,13 @@ def assign_name(wanted: str, *, role: Role, guest: bool, taken: Sequence[tuple[s
     unless the newcomer is a host: "Host Name (2)" typed by an attendee is renumbered by
     Meetgate, so a look-alike of a host never shows without a number Meetgate chose.
     """
-    name = normalise(wanted)
-    if guest:
-        name = f"{strip_markers(name)} ({GUEST_MARKER})"
-    shapes = {skeleton(other) for other, _ in taken}
-    like_a_host = role is not Role.HOST and _host_base(name) in {
-        _host_base(other) for other, other_role in taken if other_role is Role.HOST
-    }
-    if not like_a_host and skeleton(name) not in shapes:
-        return name
-    base = strip_markers(name)
-    if guest:
-        base = f"{base} ({GUEST_MARKER})"
-    # k -> skeleton(f"{base} ({k})") is one-to-one, so among len(taken) + 1 numbers one is free.
-    for number in range(2, len(taken) + 3):
-        candidate = f"{base} ({number})"
-        if skeleton(candidate) not in shapes:
-            return candidate
+    held = {skeleton(other) for other, _ in taken}
+    hosts = {host_shape(other) for other, other_role in taken if other_role is Role.HOST}
+    for choices in name_choices(wanted, role=role, guest=guest, reserved=reserved):
+        for index, (name, shape) in enumerate(zip(choices.names, choices.shapes, strict=True)):
+            if shape in held:
+                continue
+            if index == 0 and choices.yields_to_host and choices.host_shape in hosts:
+                continue
+            return name
     raise InvalidInput("This name cannot be used in this room right now.")
-
-
-def _host_base(name: str) -> str:
-    return skeleton(strip_markers(name))

@@ -16,15 +16,17 @@ import secrets
 from dataclasses import dataclass
 
 from gateway.admission.flood import FloodGuard, Proof
+from gateway.admission.host_names import HostNames
 from gateway.admission.identity import Path, VerifiedIdentity
 from gateway.admission.invites import hash_token, parse_token
 from gateway.admission.limits import Attempt, RateLimiter
-from gateway.admission.names import assign_name
+from gateway.admission.names import name_choices
 from gateway.admission.policy import Verdict, decide
 from gateway.admission.rooms import current_room
 from gateway.errors import (
     AdmissionBanned,
     AdmissionRevoked,
+    InvalidInput,
     InviteExpired,
     InviteRevoked,
     InviteUnknown,
@@ -101,6 +103,7 @@ class AdmissionPipeline:
         self._limiter = limiter
         self._flood = flood
         self._metrics = metrics
+        self._host_names = HostNames(store)
 
     async def locate(self, raw_token: str, client_addr: str) -> Located:
         """Find the invite and the room its meeting is in now. A token that leads nowhere is
@@ -225,10 +228,12 @@ class AdmissionPipeline:
     async def _admit(
         self, verified: VerifiedIdentity, role: Role, room: Room, client_addr: str, now: float
     ) -> Admitted:
-        name = await self._shown_name(verified, role, room, now)
         cookie_secret = secrets.token_urlsafe(32)
+        admission_id = admission_id_for(cookie_secret)
+        expires_at = now + self._ttl
+        name = await self._shown_name(verified, role, room, admission_id, expires_at, now)
         admission = Admission(
-            id=admission_id_for(cookie_secret),
+            id=admission_id,
             room=room.name,
             identity=self.identity_of(verified),
             name=name,
@@ -236,23 +241,35 @@ class AdmissionPipeline:
             via=via_of(verified),
             client_addr=client_addr,
             created_at=now,
-            expires_at=now + self._ttl,
+            expires_at=expires_at,
         )
         await self._store.add_admission(admission)
         self._metrics.admissions.inc(via=verified.path.value)
         return Admitted(cookie_secret=cookie_secret, admission=admission)
 
     async def _shown_name(
-        self, verified: VerifiedIdentity, role: Role, room: Room, now: float
+        self,
+        verified: VerifiedIdentity,
+        role: Role,
+        room: Room,
+        admission_id: str,
+        expires_at: float,
+        now: float,
     ) -> str:
-        """The verified name as the room will see it: unique up to look-alikes, guests marked.
-
-        Read, then written by `add_admission`: two admissions racing in with look-alike names
-        can both pass. Accepted for now; closing it needs an atomic name claim in the store.
+        """The verified name as the room will see it, claimed in the store for the admission
+        `admission_id`: unique up to look-alikes, guests marked, and a look-alike of a host's
+        name (a host in the room, or one holding a host invite to it) only with a number
+        Meetgate chose. One atomic claim decides, so look-alikes racing in cannot both win.
         """
-        admissions = await self._store.list_admissions(room.name)
-        taken = [(other.name, other.role) for other in admissions if other.is_live(now)]
-        return assign_name(verified.name, role=role, guest=verified.guest, taken=taken)
+        reserved = (
+            frozenset() if role is Role.HOST else await self._host_names.reserved(room.name, now)
+        )
+        choices = name_choices(verified.name, role=role, guest=verified.guest, reserved=reserved)
+        for batch in choices:
+            index = await self._store.claim_name(room.name, batch.claim(admission_id, expires_at))
+            if index is not None:
+                return batch.names[index]
+        raise InvalidInput("This name cannot be used in this room right now.")
 
     async def from_cookie(self, cookie_secret: str | None, now: float) -> Admission:
         """The live admission a cookie names; NotAdmitted or AdmissionRevoked otherwise."""

@@ -6,15 +6,18 @@ No HTTP here: the dashboard routes and the tests call these with plain values.
 
 from __future__ import annotations
 
+import hmac
 import secrets
 from dataclasses import replace
 
 from gateway.admission.lobby import Lobby, LobbyRequest, LobbyState
+from gateway.admission.names import host_shape, skeleton
+from gateway.admission.policy import describe_policy, policy_version
 from gateway.client_address import network_of
 from gateway.cuts import CUTS, Cut
-from gateway.errors import InvalidInput, NotHost, RoomNotFound
+from gateway.errors import InvalidInput, NotHost, PolicyChanged, RoomNotFound
 from gateway.store import Store
-from gateway.store.records import Admission, AuditEntry, Role, Room
+from gateway.store.records import Admission, AuditEntry, NameClaim, Role, Room, RoomPolicy
 
 
 def address_prefix(address: str) -> str:
@@ -164,11 +167,39 @@ class HostDesk:
         for admission in await self._store.list_admissions(room_name):
             if not admission.is_live(now):
                 continue
+            # The name comes along: claimed in the new room before anyone can arrive there under
+            # a look-alike (names were unique in the old room, so the claim finds it free).
+            await self._store.claim_name(
+                successor.name,
+                NameClaim(
+                    holder=admission.id,
+                    shapes=(skeleton(admission.name),),
+                    expires_at=admission.expires_at,
+                    host_shape=host_shape(admission.name),
+                    host=admission.role is Role.HOST,
+                ),
+            )
             if await self._store.move_admission(admission.id, successor.name) is not None:
                 await self._cut(admission.id, "moved")
                 moved += 1
         await self._audit(host, "move", now, target=successor.name, detail=f"{moved} moved")
         return successor
+
+    async def set_policy(
+        self, host: Admission, room_name: str, policy: RoomPolicy, was: str, now: float
+    ) -> Room | None:
+        """Replace the room's policy; it decides the next join attempt, on every replica. `was`
+        is the version (`policy_version`) of the policy the host changed: PolicyChanged if the
+        room's is another by now. None (and nothing done) if the room already has `policy`."""
+        room = await self._authorise(host, room_name, now)
+        if not hmac.compare_digest(was.encode(), policy_version(room.policy).encode()):
+            raise PolicyChanged()
+        if policy == room.policy:
+            return None
+        updated = replace(room, policy=policy)
+        await self._store.update_room(updated)
+        await self._audit(host, "change policy", now, detail=describe_policy(policy))
+        return updated
 
     async def waiting(self, host: Admission, room_name: str, now: float) -> list[LobbyRequest]:
         """The room's lobby: who asks to be let in, oldest first."""

@@ -14,19 +14,27 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from gateway.admission.lobby import REQUEST_ID_SHAPE, LobbyRequest, LobbyState
 from gateway.admission.pipeline import AdmissionPipeline
+from gateway.admission.policy import describe_policy
 from gateway.errors import CrossSiteRequest, CsrfFailed, InvalidInput, NotFound, NotHost
 from gateway.host.actions import HostDesk, address_prefix
+from gateway.host.policy_form import (
+    POLICY_FORM_BYTES,
+    max_policy_fields,
+    passed_on,
+    policy_from_form,
+    policy_view,
+)
 from gateway.proxy.gate import cookie_name, read_cookie, request_id
 from gateway.settings import Settings
-from gateway.store.records import Admission, AuditEntry, Role, Room
-from gateway.web.forms import read_form
+from gateway.store.records import Admission, AuditEntry, Role, Room, RoomPolicy
+from gateway.web.forms import MAX_FORM_BYTES, MAX_FORM_FIELDS, read_form
 from gateway.web.pages import same_origin
 from gateway.web.rendering import wants_json
 from gateway.web.templating import render
@@ -46,6 +54,13 @@ LOBBY_ANSWERS = {
     "approve": LobbyState.APPROVED,
     "deny": LobbyState.DENIED,
     "deny-ban": LobbyState.BANNED,
+}
+
+# What the dashboard says after a form without script led back to it (`?done=<key>`): fixed
+# texts only, so a link cannot make the page say anything else.
+NOTICES = {
+    "policy": "The new policy is saved: it decides every join attempt from now on."
+    " People already in the meeting stay.",
 }
 
 RegistryCounts = Callable[[str], int]
@@ -101,6 +116,7 @@ class ActionRequest:
     target: Admission | None
     now: float
     waiting: LobbyRequest | None = None
+    policy: RoomPolicy | None = None
 
     @property
     def target_name(self) -> str:
@@ -220,6 +236,13 @@ def _confirmation(action: str, request: ActionRequest) -> Confirmation:
             "People with a valid invite can join again; this also ends a lockdown.",
             "Unlock",
         )
+    if action == "policy" and request.policy is not None:
+        return Confirmation(
+            "Change who may enter this room?",
+            f"From the next join attempt on: {describe_policy(request.policy)}."
+            " People already in the meeting stay.",
+            "Save the policy",
+        )
     if action == "lockdown":
         return Confirmation(
             "Declare an emergency lockdown?",
@@ -248,6 +271,8 @@ def create_dashboard_router(
     router = APIRouter()
     cookie = cookie_name(settings)
     csrf = CsrfTokens(settings.admission.pseudonym_key.get_secret_value().encode())
+    providers = [(provider.name, provider.label) for provider in settings.oidc]
+    provider_names = [name for name, _ in providers]
 
     async def host_of(request: Request, room: str, now: float) -> tuple[Admission, Room]:
         host = await pipeline.from_cookie(read_cookie(request.scope, cookie), now)
@@ -311,6 +336,19 @@ def create_dashboard_router(
         message = f"The meeting moved to the room {successor.name}."
         return Outcome(True, message, successor.name, {"room": successor.name})
 
+    async def change_policy(request: ActionRequest) -> Outcome:
+        if request.policy is None:
+            raise InvalidInput("The policy form could not be read.")
+        changed = await desk.set_policy(
+            request.host, request.room, request.policy, request.fields["was"], request.now
+        )
+        view = policy_view(request.policy, providers)
+        if changed is None:
+            message = "Nothing to do: the room already has this policy."
+            return Outcome(False, message, request.room, {"policy": view})
+        message = f"The new policy is saved ({view['summary']})."
+        return Outcome(True, message, request.room, {"policy": view})
+
     async def answer(request: ActionRequest, action: str) -> Outcome:
         request_id = request.fields.get("request", "")
         answer = LOBBY_ANSWERS[action]
@@ -350,6 +388,7 @@ def create_dashboard_router(
         "approve": approve,
         "deny": deny,
         "deny-ban": deny_ban,
+        "policy": change_policy,
     }
 
     @router.get(HOST_PREFIX)
@@ -361,12 +400,16 @@ def create_dashboard_router(
         return RedirectResponse(dashboard_path(host.room), status_code=303)
 
     @router.get(HOST_PREFIX + "/{room}", response_class=HTMLResponse)
-    async def dashboard(request: Request, room: str) -> HTMLResponse:
+    async def dashboard(
+        request: Request, room: str, done: Annotated[str, Query()] = ""
+    ) -> HTMLResponse:
         now = time.time()
         host, current = await host_of(request, room, now)
         view = await roster_of(host, current, now)
         page = render(
             "host.html",
+            notice=NOTICES.get(done, ""),
+            policy=policy_view(current.policy, providers),
             room=view["room"],
             participants=view["participants"],
             lobby=view["lobby"],
@@ -398,8 +441,14 @@ def create_dashboard_router(
         now = time.time()
         # Hosts first, then the token: someone who is not a host learns only that.
         host, current = await host_of(request, room, now)
-        fields = await read_form(request)
+        if action == "policy":
+            fields = await read_form(
+                request, limit=POLICY_FORM_BYTES, max_fields=max_policy_fields(len(providers))
+            )
+        else:
+            fields = await read_form(request, limit=MAX_FORM_BYTES, max_fields=MAX_FORM_FIELDS)
         csrf.check(fields.get("csrf"), host.id, current.name)
+        policy = policy_from_form(fields, provider_names) if action == "policy" else None
         target = None
         if action in ("revoke", "ban"):
             if "admission" not in fields:
@@ -416,7 +465,13 @@ def create_dashboard_router(
                 None,
             )
         parsed = ActionRequest(
-            host=host, room=current.name, fields=fields, target=target, now=now, waiting=waiting
+            host=host,
+            room=current.name,
+            fields=fields,
+            target=target,
+            now=now,
+            waiting=waiting,
+            policy=policy,
         )
         as_json = wants_json(request.scope)
         if fields.get("confirmed") != "1":
@@ -428,9 +483,9 @@ def create_dashboard_router(
                 room=room_view(current),
                 action=action,
                 confirmation=confirmation,
-                fields={
-                    k: v for k, v in fields.items() if k in ("admission", "duration", "request")
-                },
+                fields=passed_on(fields)
+                if action == "policy"
+                else {k: v for k, v in fields.items() if k in ("admission", "duration", "request")},
                 csrf=fields["csrf"],
                 prefix=HOST_PREFIX,
                 request_id=request_id(request.scope),
@@ -442,7 +497,8 @@ def create_dashboard_router(
                 {"ok": True, "done": outcome.done, "message": outcome.message, **outcome.extra}
             )
         if outcome.done:
-            return RedirectResponse(dashboard_path(outcome.room), status_code=303)
+            after = "?done=policy" if action == "policy" else ""
+            return RedirectResponse(dashboard_path(outcome.room) + after, status_code=303)
         page = render(
             "host_confirm.html",
             room=room_view(current),

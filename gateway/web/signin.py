@@ -1,6 +1,8 @@
 """Sign-in with OpenID Connect, the HTTP half: `/_meetgate/oidc/<provider>/login` sends the
 browser to the provider, `/_meetgate/oidc/<provider>/callback` takes its answer, checks it and
-lets the person in (or into the lobby) through `Entrance.finish`.
+lets the person in (or into the lobby) through `Entrance.finish`. When the room's flood guard
+demands proof-of-work, the login answers with the solver page, which posts the solved proof back
+to the same login URL.
 
 authlib's Starlette client runs the protocol (discovery, PKCE, state, nonce, code exchange, its
 own ID token check); the stricter checks in `gateway/admission/oidc.py` run on top. authlib's
@@ -27,11 +29,12 @@ from authlib.common.errors import AuthlibBaseError
 from authlib.integrations.base_client import MismatchingStateError
 from authlib.integrations.starlette_client import OAuth
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import Response
+from fastapi.responses import HTMLResponse, Response
 from joserfc.errors import JoseError
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp
 
+from gateway.admission.flood import ChallengeRequired, FloodGuard, Proof
 from gateway.admission.identity import VerifiedIdentity
 from gateway.admission.limits import Attempt, RateLimiter
 from gateway.admission.oidc import (
@@ -58,10 +61,20 @@ from gateway.admission.oidc import (
     verify_id_token,
     wants_userinfo,
 )
-from gateway.errors import DuplicateParameter, MeetgateError, NotFound, RoomNotFound
+from gateway.errors import (
+    CrossSiteRequest,
+    DuplicateParameter,
+    MeetgateError,
+    NotFound,
+    RoomNotFound,
+)
+from gateway.proxy.gate import request_id
 from gateway.settings import OidcProvider, Settings
 from gateway.store import Store
 from gateway.web.entry import Entrance, client_addr
+from gateway.web.forms import read_form
+from gateway.web.pages import same_origin
+from gateway.web.templating import render
 
 SESSION_KEY = "meetgate_signin"
 # A provider's discovery document (and with it its key set) is fetched again after this long.
@@ -245,7 +258,7 @@ def _callback_parameters(request: Request) -> dict[str, str]:
 
 
 def create_signin_router(
-    settings: Settings, entrance: Entrance, store: Store, limiter: RateLimiter
+    settings: Settings, entrance: Entrance, store: Store, limiter: RateLimiter, flood: FloodGuard
 ) -> APIRouter:
     """The sign-in routes for every configured provider. Needs `with_signin_session` around
     the app they are part of."""
@@ -264,10 +277,9 @@ def create_signin_router(
             raise NotFound()
         return client
 
-    @router.get(SIGNIN_PREFIX + "/{provider}/login")
-    async def login(
-        request: Request, provider: str, room: Annotated[str, Query(max_length=64)] = ""
-    ) -> Response:
+    async def start(request: Request, provider: str, room: str, proof: Proof | None) -> Response:
+        """Proof-of-work when the room's flood guard demands it (answered with the solver page,
+        which posts back here), then the rate limits, then off to the provider."""
         client = client_for(provider)
         address = client_addr(request)
         try:
@@ -275,10 +287,36 @@ def create_signin_router(
         except RoomNotFound:
             await limiter.charge(Attempt(address))
             raise
+        try:
+            await flood.check(proof, client_addr=address, room=current, now=time.time())
+        except ChallengeRequired as demand:
+            page = render(
+                "challenge.html",
+                action=f"{SIGNIN_PREFIX}/{provider}/login",
+                challenge=demand.challenge,
+                fields={"room": current.name},
+                request_id=request_id(request.scope),
+            )
+            return HTMLResponse(page, headers={"cache-control": "no-store"})
         await limiter.charge(Attempt(address, room=current.name))
         if not offers(current.policy, provider):
             raise SignInNotOffered()
         return await client.start(request, current.name)
+
+    @router.get(SIGNIN_PREFIX + "/{provider}/login")
+    async def login(
+        request: Request, provider: str, room: Annotated[str, Query(max_length=64)] = ""
+    ) -> Response:
+        return await start(request, provider, room, None)
+
+    @router.post(SIGNIN_PREFIX + "/{provider}/login")
+    async def login_with_proof(request: Request, provider: str) -> Response:
+        """The challenge page's answer: the same start, with the proof-of-work it solved."""
+        if not same_origin(request, settings.public_url):
+            raise CrossSiteRequest()
+        form = await read_form(request)
+        proof = Proof(form["pow_token"], form.get("answer", "")) if "pow_token" in form else None
+        return await start(request, provider, form.get("room", ""), proof)
 
     @router.get(SIGNIN_PREFIX + "/{provider}/callback")
     async def callback(request: Request, provider: str) -> Response:

@@ -1,5 +1,5 @@
 // Meetgate's host dashboard script: keeps the roster and the lobby live (polls their JSON every
-// 2 s) and asks before each action, then posts it with fetch. Without this script the page still works: every
+// 2 s) and asks before each action (a change of the room's policy too), then posts it with fetch. Without this script the page still works: every
 // button posts a plain form that leads to a confirmation page. Text is only ever set with
 // textContent, never parsed as HTML.
 "use strict";
@@ -189,6 +189,32 @@
     document.getElementById("audit-empty").hidden = entries.length > 0;
   }
 
+  // The policy form as the server saved it (addresses lower-cased, repeats dropped), with the
+  // version it now carries, so that the next change is checked against this one.
+  function showPolicy(policy) {
+    const form = document.getElementById("policy-form");
+    if (!form || !policy) {
+      return;
+    }
+    form.elements.namedItem("was").value = policy.version;
+    for (const name of ["invite", "oidc", "email_code", "lobby"]) {
+      form.elements.namedItem(name).checked = Boolean(policy[name]);
+    }
+    for (const provider of policy.providers || []) {
+      const box = form.elements.namedItem("provider." + provider.name);
+      if (box) {
+        box.checked = Boolean(provider.chosen);
+      }
+    }
+    for (const name of ["allowed_emails", "allowed_domains", "allowed_groups", "host_emails"]) {
+      const field = form.elements.namedItem(name);
+      if (field) {
+        field.value = policy[name] || "";
+      }
+    }
+    document.getElementById("policy-summary").textContent = policy.summary;
+  }
+
   function stop(message) {
     stopped = true;
     clearTimeout(timer);
@@ -301,6 +327,9 @@
       if (form.dataset.action === "move" && data.room) {
         window.location.assign(prefix + "/" + data.room);
         return;
+      }
+      if (form.dataset.action === "policy") {
+        showPolicy(data.policy);
       }
       troubled = false;
       say(data.message, data.done ? "ok" : "info");

@@ -176,6 +176,65 @@ def test_without_script_every_action_goes_through_a_confirmation_page(
         assert client.get(f"/{room}").status_code == 403
 
 
+def test_host_changes_who_may_enter_from_the_dashboard(
+    gateway: GatewayServer, phone: tuple[Page, BrowserLog]
+) -> None:
+    page, log = phone
+    room = new_room(gateway)
+    open_dashboard(page, gateway, room)
+    page.get_by_text("Change who may enter").click()
+    policy = page.locator("#policy-form")
+    policy.get_by_label("A host approves").check()
+    policy.get_by_label("Allowed e-mail domains").fill("@Uni.Example, staff.example")
+    page.once("dialog", lambda dialog: _answer(dialog, log, accept=True))
+    policy.get_by_role("button", name="Save who may enter").click()
+    expect(page.locator("#notice")).to_contain_text("The new policy is saved")
+    expect(policy.get_by_label("Allowed e-mail domains")).to_have_value(
+        "uni.example\nstaff.example"
+    )
+    expect(page.locator("#policy-summary")).to_have_text(
+        "ways in: invite, host approves; lists: 2 domains"
+    )
+    expect(page.locator("#audit")).to_contain_text("Hilde Host change policy")
+    # The form now carries the saved version: a second change goes through as well.
+    policy.get_by_label("A host approves").uncheck()
+    page.once("dialog", lambda dialog: _answer(dialog, log, accept=True))
+    policy.get_by_role("button", name="Save who may enter").click()
+    expect(page.locator("#policy-summary")).to_have_text("ways in: invite; lists: 2 domains")
+    assert log.dialogs[0].startswith("Change who may enter this room?")
+    with gateway.admin() as admin:
+        rules = admin.get(f"/api/v1/rooms/{room}").json()["rules"]
+    assert rules["lobby"] is False and rules["allowed_domains"] == ["uni.example", "staff.example"]
+    assert log.errors == []
+
+
+@pytest.mark.parametrize("phone", [False], indirect=True)
+def test_without_script_the_policy_is_changed_through_a_confirmation_page(
+    gateway: GatewayServer, phone: tuple[Page, BrowserLog]
+) -> None:
+    page, _ = phone
+    room = new_room(gateway)
+    open_dashboard(page, gateway, room)
+    page.get_by_text("Change who may enter").click()
+    policy = page.locator("#policy-form")
+    policy.get_by_label("A host approves").check()
+    policy.get_by_label("Addresses that come in as hosts").fill(
+        "Chair@Uni.Example\nvice@uni.example"
+    )
+    policy.get_by_role("button", name="Save who may enter").click()
+    expect(page.get_by_role("heading")).to_have_text("Change who may enter this room?")
+    page.get_by_role("button", name="Save the policy").click()
+    page.wait_for_url(f"{gateway.url}/_meetgate/host/{room}?done=policy")
+    expect(page.locator("#notice")).to_contain_text("The new policy is saved")
+    expect(page.locator("#policy-summary")).to_have_text(
+        "ways in: invite, host approves; lists: 2 host addresses"
+    )
+    with gateway.admin() as admin:
+        rules = admin.get(f"/api/v1/rooms/{room}").json()["rules"]
+    assert rules["lobby"] is True
+    assert rules["host_emails"] == ["chair@uni.example", "vice@uni.example"]
+
+
 def _answer(dialog: Dialog, log: BrowserLog, *, accept: bool) -> None:
     log.dialogs.append(dialog.message)
     if accept:

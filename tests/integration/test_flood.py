@@ -15,7 +15,15 @@ import httpx
 import pytest
 
 from tests.fixtures.gateway_server import GatewayServer, start_gateway
-from tests.fixtures.processes import stop_process
+from tests.fixtures.oidc import (
+    OidcProviderServer,
+    authorize,
+    callback_path,
+    clients_for,
+    oidc_table,
+    start_oidc_provider,
+)
+from tests.fixtures.processes import free_port, stop_process
 
 pytestmark = pytest.mark.slow
 
@@ -64,6 +72,31 @@ def pow_gateway(
     )
     yield server
     stop_process(proc)
+
+
+@pytest.fixture(scope="module")
+def pow_signin(
+    tmp_path_factory: pytest.TempPathFactory, jitsi_web: Any
+) -> Iterator[tuple[GatewayServer, OidcProviderServer]]:
+    """A gateway that always demands proof-of-work, with one real OpenID provider."""
+    port = free_port()
+    server, proc = start_gateway(
+        tmp_path_factory.mktemp("pow-signin"),
+        upstream=jitsi_web.url,
+        extra=TIGHT.format(mode="on")
+        + oidc_table("idp", "University Login", f"http://127.0.0.1:{port}"),
+        top=TRUST_LOCAL_PROXY,
+    )
+    try:
+        provider, provider_proc = start_oidc_provider(
+            tmp_path_factory.mktemp("pow-signin-idp"), port, clients=clients_for(server.url, "idp")
+        )
+        try:
+            yield server, provider
+        finally:
+            stop_process(provider_proc)
+    finally:
+        stop_process(proc)
 
 
 counter = iter(range(1, 1_000_000))
@@ -312,3 +345,76 @@ def test_host_dashboard_shows_the_attack(tight_gateway: GatewayServer) -> None:
         assert attack["refused_10s"] >= 5
         assert attack["proof_of_work"] is not None
         assert "Under attack" in host.get(f"/_meetgate/host/{name}").text
+
+
+def test_sign_in_asks_for_proof_of_work_first(
+    pow_signin: tuple[GatewayServer, OidcProviderServer],
+) -> None:
+    gateway, provider = pow_signin
+    name = room(gateway)
+    with gateway.admin() as admin:
+        admin.put(
+            f"/api/v1/rooms/{name}/policy", json={"invite": True, "oidc": True}
+        ).raise_for_status()
+    login = "/_meetgate/oidc/idp/login"
+    address = fresh_address()
+    with client(gateway, address) as browser:
+        # Without proof, the sign-in does not start: the solver page, posting back to the login.
+        page = browser.get(login, params={"room": name})
+        assert page.status_code == 200, page.text
+        assert 'src="/_meetgate/static/pow.js"' in page.text
+        assert f'action="{login}"' in page.text and 'method="post"' in page.text
+        assert f'name="room" value="{name}"' in page.text
+        assert "meetgate_signin" not in page.headers.get("set-cookie", "")
+        token, difficulty = challenge_of(page.text)
+
+        wrong = browser.post(login, data={"room": name, "pow_token": token, "answer": "x"})
+        assert wrong.status_code == 403 and "challenge_failed" in wrong.text
+        answer = solve(token, difficulty)
+        forged = client(gateway, address)
+        with forged:
+            crossed = forged.post(
+                login,
+                data={"room": name, "pow_token": token, "answer": answer},
+                headers={"origin": "https://evil.example"},
+            )
+        assert crossed.status_code == 403 and "cross_site_request" in crossed.text
+
+        started = browser.post(login, data={"room": name, "pow_token": token, "answer": answer})
+        assert started.status_code in (302, 303), started.text
+        location = started.headers["location"]
+        assert location.startswith(provider.discovery()["authorization_endpoint"])
+
+        # The proof is spent: the same answer again, or on the GET, starts nothing.
+        replay = browser.post(login, data={"room": name, "pow_token": token, "answer": answer})
+        assert replay.status_code == 403 and "challenge_failed" in replay.text
+        again = browser.get(login, params={"room": name, "pow_token": token, "answer": answer})
+        assert again.status_code == 200 and "data-pow-token" in again.text
+
+        # The sign-in the proof started ends in the meeting.
+        back = authorize(browser, location, "ada")
+        assert back.startswith(gateway.url + callback_path("idp")), back
+        finished = browser.get(back)
+        assert finished.status_code == 303, finished.text
+        assert finished.headers["location"].startswith(f"/{name}#jwt=")
+
+    # A proof is bound to its address and its room.
+    with client(gateway, address) as browser:
+        token, difficulty = challenge_of(browser.get(login, params={"room": name}).text)
+    answer = solve(token, difficulty)
+    with client(gateway, fresh_address()) as elsewhere:
+        moved = elsewhere.post(login, data={"room": name, "pow_token": token, "answer": answer})
+        assert moved.status_code == 403 and "challenge_failed" in moved.text
+    other_room = room(gateway)
+    with gateway.admin() as admin:
+        admin.put(
+            f"/api/v1/rooms/{other_room}/policy", json={"invite": True, "oidc": True}
+        ).raise_for_status()
+    with client(gateway, address) as browser:
+        foreign = browser.post(
+            login, data={"room": other_room, "pow_token": token, "answer": answer}
+        )
+        assert foreign.status_code == 403 and "challenge_failed" in foreign.text
+        # Where it was issued, it still works.
+        own = browser.post(login, data={"room": name, "pow_token": token, "answer": answer})
+        assert own.status_code in (302, 303), own.text

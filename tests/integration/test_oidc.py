@@ -41,6 +41,8 @@ from tests.fixtures.oidc import (
     tokens_directly,
 )
 from tests.fixtures.processes import wait_until
+from tests.integration.journeys import admit
+from tests.integration.test_names import ticket_name
 
 pytestmark = pytest.mark.slow
 
@@ -100,6 +102,20 @@ def test_signed_in_attendees_land_in_the_meeting_under_their_verified_names(
     set_policy(gateway, room, oidc_providers=["other"])
     again = ticket_user(ticket_of(sign_in(gateway, "other", room, "bob"), room))
     assert again["name"].startswith("Bob Marley")
+
+
+def test_a_signed_in_hosts_name_is_theirs_while_they_are_in(oidc: OidcSetup) -> None:
+    # A host by address is known by name only once signed in; from then on, look-alikes are
+    # numbered by Meetgate (docs/hosts.md, "Names").
+    gateway = oidc.gateway
+    room = room_with(gateway, oidc_providers=["idp"], host_emails=["ada@uni.example"])
+    host = ticket_user(ticket_of(sign_in(gateway, "idp", room, "ada"), room))
+    assert host["name"] == "Ada Lovelace" and host["moderator"] is True
+    for typed, shown in [
+        ("Ada Lovelace", "Ada Lovelace (2)"),
+        ("Ada Lovelace (2)", "Ada Lovelace (3)"),
+    ]:
+        assert ticket_name(admit(gateway, room, typed)) == shown
 
 
 def test_the_gate_page_offers_the_rooms_providers(oidc: OidcSetup) -> None:

@@ -7,8 +7,12 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from gateway.admission.names import (
+    FIRST_BATCH,
     MAX_NAME_CHARS,
+    MAX_NUMBER,
     assign_name,
+    host_shape,
+    name_choices,
     normalise,
     skeleton,
     strip_markers,
@@ -292,6 +296,55 @@ def test_a_host_arriving_after_a_namesake_is_numbered_too() -> None:
     assert assign_name("Hilde Host", role=HOST, guest=False, taken=taken) == "Hilde Host (2)"
 
 
+# Names kept for hosts who have not arrived yet
+
+
+def test_a_name_kept_for_a_host_is_numbered_for_anyone_else() -> None:
+    kept = {host_shape("Hilde Host")}
+    for look_alike in ["Hilde Host", "H1lde Host", "Hilde Host (2)", "HILDE HOST (guest)"]:
+        shown = assign_name(look_alike, role=ATTENDEE, guest=False, taken=[], reserved=kept)
+        assert shown == f"{strip_markers(normalise(look_alike))} (2)", look_alike
+    guest = assign_name("Hilde Host", role=ATTENDEE, guest=True, taken=[], reserved=kept)
+    assert guest == "Hilde Host (guest) (2)"
+    assert assign_name("Hilde Hostess", role=ATTENDEE, guest=False, taken=[], reserved=kept) == (
+        "Hilde Hostess"
+    )
+
+
+def test_the_host_gets_the_name_kept_for_them() -> None:
+    kept = {host_shape("Hilde Host")}
+    taken = [("Hilde Host (2)", ATTENDEE)]
+    assert assign_name("Hilde Host", role=HOST, guest=False, taken=taken, reserved=kept) == (
+        "Hilde Host"
+    )
+
+
+def test_choices_come_in_growing_batches_of_distinct_names() -> None:
+    batches = list(name_choices("Ada", role=ATTENDEE, guest=False))
+    assert [len(b.names) for b in batches[:3]] == [FIRST_BATCH, 2 * FIRST_BATCH, 4 * FIRST_BATCH]
+    names = [name for batch in batches for name in batch.names]
+    assert names[:3] == ["Ada", "Ada (2)", "Ada (3)"]
+    assert names[-1] == f"Ada ({MAX_NUMBER})"
+    assert len({skeleton(name) for name in names}) == len(names)
+    assert batches[0].yields_to_host and not batches[1].yields_to_host
+    # Kept for a host, the name as given is not among the choices at all.
+    kept = next(name_choices("Ada", role=ATTENDEE, guest=False, reserved={host_shape("Ada")}))
+    assert kept.names[0] == "Ada (2)" and not kept.yields_to_host
+    host = next(name_choices("Ada", role=HOST, guest=False, reserved={host_shape("Ada")}))
+    assert host.names[0] == "Ada" and host.host and not host.yields_to_host
+
+
+def test_a_crowd_of_namesakes_is_numbered_past_the_first_batch() -> None:
+    taken = [("Ada", ATTENDEE), *((f"Ada ({n})", ATTENDEE) for n in range(2, 40))]
+    assert assign_name("Ada", role=ATTENDEE, guest=False, taken=taken) == "Ada (40)"
+
+
+def test_past_the_last_number_a_name_is_refused() -> None:
+    taken = [("Ada", ATTENDEE), *((f"Ada ({n})", ATTENDEE) for n in range(2, MAX_NUMBER + 1))]
+    with pytest.raises(InvalidInput):
+        assign_name("Ada", role=ATTENDEE, guest=False, taken=taken)
+
+
 # Properties
 
 # Few letters, many of them look-alikes of each other, so collisions are common.
@@ -362,3 +415,20 @@ def test_assigning_again_into_the_grown_room_stays_unique(
     first = assign_name(wanted, role=role, guest=guest, taken=taken)
     second = assign_name(wanted, role=role, guest=guest, taken=[*taken, (first, role)])
     assert skeleton(second) != skeleton(first)
+
+
+@given(
+    wanted=names,
+    kept=st.lists(names.filter(valid), min_size=1, max_size=4),
+    guest=st.booleans(),
+    taken=st.lists(st.tuples(names.filter(valid), roles), max_size=6),
+)
+def test_a_look_alike_of_a_kept_name_never_shows_without_a_number(
+    wanted: str, kept: list[str], guest: bool, taken: list[tuple[str, Role]]
+) -> None:
+    assume(valid(wanted))
+    reserved = {host_shape(name) for name in kept}
+    shown = assign_name(wanted, role=ATTENDEE, guest=guest, taken=taken, reserved=reserved)
+    if host_shape(normalise(wanted)) in reserved:
+        assert shown.endswith(")") and shown[shown.rindex("(") + 1 : -1].isdigit()
+    assert skeleton(shown) not in {skeleton(name) for name, _ in taken}

@@ -1,0 +1,109 @@
+"""Building a room policy from what an admin or a host asked for: the rules the admin API, the
+CLI and the host dashboard share (`policy.make_policy`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from gateway.admission.policy import describe_policy, make_policy, policy_version
+from gateway.errors import InvalidInput
+from gateway.store.records import RoomPolicy
+
+
+def ask(**changes: Any) -> RoomPolicy:
+    values: dict[str, Any] = {
+        "invite": True,
+        "oidc": False,
+        "oidc_providers": [],
+        "email_code": False,
+        "allowed_emails": [],
+        "allowed_domains": [],
+        "allowed_groups": [],
+        "lobby": False,
+        "host_emails": [],
+        "known_providers": ["uni", "authentik"],
+    }
+    values.update(changes)
+    return make_policy(**values)
+
+
+def refusal(**changes: Any) -> str:
+    with pytest.raises(InvalidInput) as caught:
+        ask(**changes)
+    return caught.value.message
+
+
+def test_lists_are_trimmed_lower_cased_and_kept_once() -> None:
+    policy = ask(
+        oidc=True,
+        oidc_providers=["uni", "uni"],
+        allowed_emails=[" Ada@Uni.Example", "ada@uni.example", ""],
+        allowed_domains=["@Staff.Example ", "staff.example"],
+        allowed_groups=[" Team A ", "team a", "Team A"],
+        host_emails=["Chair@Uni.Example"],
+    )
+    assert policy.oidc_providers == ("uni",)
+    assert policy.allowed_emails == ("ada@uni.example",)
+    assert policy.allowed_domains == ("staff.example",)
+    assert policy.allowed_groups == ("Team A", "team a")  # groups are compared as they are
+    assert policy.host_emails == ("chair@uni.example",)
+
+
+def test_every_problem_is_named_at_once() -> None:
+    message = refusal(
+        invite=False, oidc_providers=["nope"], allowed_emails=["x"], allowed_domains=["a b"]
+    )
+    for part in (
+        "configured as nope",
+        "at least one way in",
+        "not a valid address: x",
+        "not a valid domain",
+    ):
+        assert part in message
+
+
+@pytest.mark.parametrize(
+    ("changes", "says"),
+    [
+        ({"oidc": True, "known_providers": []}, "needs an OpenID Connect provider"),
+        ({"allowed_emails": ["ada@"]}, "not a valid address"),
+        ({"allowed_emails": ["@uni.example"]}, "not a valid address"),
+        ({"allowed_emails": ["a da@uni.example"]}, "not a valid address"),
+        ({"host_emails": ["ada@uni.example\u200b"]}, "invisible"),
+        ({"allowed_domains": ["uni\nexample"]}, "line-break"),
+        ({"allowed_domains": ["x" * 254]}, "at most 253"),
+        ({"allowed_groups": ["g" * 257]}, "at most 256"),
+        ({"allowed_groups": ["staff\u202e"]}, "control, invisible"),
+        ({"allowed_domains": [f"d{i}.example" for i in range(1001)]}, "At most 1000"),
+        ({"oidc_providers": [f"p{i}" for i in range(21)], "known_providers": []}, "At most 20"),
+    ],
+)
+def test_bad_values_are_refused(changes: dict[str, Any], says: str) -> None:
+    assert says in refusal(**changes)
+
+
+def test_a_version_changes_with_the_policy_and_only_then() -> None:
+    one, same = ask(lobby=True), ask(lobby=True)
+    assert policy_version(one) == policy_version(same)
+    assert policy_version(one) != policy_version(ask(lobby=False))
+    assert policy_version(one) != policy_version(ask(lobby=True, allowed_domains=["x.example"]))
+
+
+def test_a_policy_in_one_line_names_no_address() -> None:
+    policy = ask(
+        oidc=True,
+        oidc_providers=["uni"],
+        email_code=True,
+        lobby=True,
+        allowed_emails=["ada@uni.example"],
+        allowed_domains=["a.example", "b.example"],
+        host_emails=["chair@uni.example"],
+    )
+    line = describe_policy(policy)
+    assert line == (
+        "ways in: invite, sign-in (uni), e-mail code, host approves;"
+        " lists: 1 address, 2 domains, 1 host address"
+    )
+    assert "@" not in line
