@@ -90,15 +90,7 @@ app_id = "meetgate"
 audience = "jitsi"
 
 [tickets]
-algorithm = "HS256"
-ttl_seconds = 120
-active_kid = "{kid}"
-
-[[tickets.keys]]
-kid = "{kid}"
-# The same secret is prosody's app_secret (JWT_APP_SECRET in docker-jitsi-meet).
-secret = "{ticket_secret}"
-
+{tickets}
 [admission]
 ttl_seconds = 43200
 # Keyed hash for pseudonymous identities; changing it changes every identity.
@@ -106,17 +98,52 @@ pseudonym_key = "{pseudonym_key}"
 """
 
 
+RS256_TICKETS = """\
+# RS256: Meetgate signs with the private key below. Prosody fetches its public half from
+# Meetgate's key endpoint (asap_key_server = "<Meetgate's address>/_meetgate/keys", docker:
+# JWT_ASAP_KEYSERVER) and holds no secret. Rotating keys: docs/jitsi.md.
+algorithm = "RS256"
+ttl_seconds = 120
+active_kid = "{kid}"
+
+[[tickets.keys]]
+kid = "{kid}"
+# Inline, so this one private file is the whole config (a systemd credential, for one); or
+# private_key_file = "<path>", relative to this file. Never reuse a kid for another key.
+private_key = \"\"\"
+{private_pem}\"\"\"
+"""
+
+HS256_TICKETS = """\
+algorithm = "HS256"
+ttl_seconds = 120
+active_kid = "{kid}"
+
+[[tickets.keys]]
+kid = "{kid}"
+# The same secret is prosody's app_secret (JWT_APP_SECRET in docker-jitsi-meet).
+secret = "{secret}"
+"""
+
+
 def command_init(args: argparse.Namespace) -> int:
+    from gateway.ticket_keys import generate_private_pem
+
     path = Path(args.path)
     if path.exists() and not args.force:
         raise CliError(f"{path} exists; pass --force to overwrite it (its secrets are lost)")
+    kid = f"k{time.strftime('%Y%m%d')}"
+    if args.algorithm == "RS256":
+        # PEM is base64 lines between dashes: nothing a TOML multi-line string would escape.
+        tickets = RS256_TICKETS.format(kid=kid, private_pem=generate_private_pem().decode("ascii"))
+    else:
+        tickets = HS256_TICKETS.format(kid=kid, secret=secrets.token_urlsafe(48))
     text = CONFIG_TEMPLATE.format(
         public_url=args.public_url.rstrip("/"),
         admin_token=secrets.token_urlsafe(32),
         store_url=args.store,
         upstream=args.upstream.rstrip("/"),
-        kid=f"k{time.strftime('%Y%m%d')}",
-        ticket_secret=secrets.token_urlsafe(48),
+        tickets=tickets,
         pseudonym_key=secrets.token_urlsafe(32),
     )
     write_private(path, text)
@@ -125,8 +152,14 @@ def command_init(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         path.unlink()
         raise CliError("the values given do not make a valid config:\n" + str(exc)) from exc
-    print(f"wrote {path} (mode 0600) with fresh secrets")
+    what = "and an RS256 key pair" if args.algorithm == "RS256" else "and an HS256 ticket secret"
+    print(f"wrote {path} (mode 0600) with fresh secrets {what}")
     print(f"start the gateway with: meetgate serve --config {path}")
+    if args.algorithm == "RS256":
+        print(
+            "point prosody's asap_key_server (docker: JWT_ASAP_KEYSERVER) at"
+            " http://<this host as prosody reaches it>:<listen port>/_meetgate/keys"
+        )
     return 0
 
 
@@ -383,6 +416,7 @@ def command_doctor(args: argparse.Namespace) -> int:
         public_url=args.public_url,
         jitsi_config_url=args.jitsi_config_url,
         cafile=args.cafile,
+        key_server=args.key_server,
         timeout=args.timeout,
     )
     findings = doctor.run(Path(args.config) if args.config else None, options)
@@ -407,6 +441,13 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--public-url", default="http://127.0.0.1:8000")
     init.add_argument("--upstream", default="http://127.0.0.1:8080", help="Jitsi web server")
     init.add_argument("--store", default="memory://", help="memory:// or redis://host:6379/0")
+    init.add_argument(
+        "--algorithm",
+        choices=["RS256", "HS256"],
+        default="RS256",
+        help="RS256 (default): a key pair, prosody fetches the public key from Meetgate;"
+        " HS256: a secret prosody must hold too",
+    )
     init.set_defaults(func=command_init)
 
     doctor = sub.add_parser("doctor", help="check a live deployment; exit 1 if anything FAILs")
@@ -414,6 +455,10 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--public-url", help="check TLS and headers here (default: public_url)")
     doctor.add_argument("--jitsi-config-url", help="default: <jitsi upstream>/config.js")
     doctor.add_argument("--cafile", help="CA certificates to trust for the public URL")
+    doctor.add_argument(
+        "--key-server",
+        help="RS256: prosody's asap_key_server (default: /_meetgate/keys on the listen address)",
+    )
     doctor.add_argument("--timeout", type=float, default=5.0, help="seconds per request (5)")
     doctor.set_defaults(func=command_doctor)
 

@@ -4,7 +4,7 @@ one verdict per line (PASS, WARN or FAIL, with the reason), so an admin sees at 
 Every network check is bounded by a timeout. The checks only read: the one write-like step is a
 short XMPP login attempt against Jitsi's signalling, closed again at once. Redis is read (PING,
 CONFIG GET) through `redis_persistence` here rather than through the `Store` protocol, which has no
-reason to expose server configuration.
+reason to expose server configuration; the client comes from `store/redis.py` (Sentinel included).
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
 import httpx
-import redis.asyncio
 from pydantic import SecretStr
 from redis.exceptions import RedisError, ResponseError
 from websockets.asyncio.client import connect
@@ -36,6 +35,13 @@ from websockets.typing import Subprotocol
 from gateway.errors import ConfigError
 from gateway.settings import Settings, TicketKey, TicketSettings, find_config, load_settings
 from gateway.store.records import Admission, Role
+from gateway.store.redis import client_for, close_client
+from gateway.ticket_keys import (
+    generate_private_pem,
+    key_file_name,
+    load_rsa_private_key,
+    public_pem,
+)
 from gateway.tickets import TicketAuthority
 
 
@@ -59,11 +65,14 @@ class DoctorOptions:
     """`public_url`: where to test TLS and headers from outside (default: the configured one).
     `jitsi_config_url`: where to fetch Jitsi's config.js (default: `<upstream>/config.js`).
     `cafile`: extra CA certificates to trust for the public URL (a private CA).
+    `key_server`: RS256: where prosody fetches the public keys (its `asap_key_server`; default:
+    `/_meetgate/keys` on the listen address).
     `timeout`: seconds for each network operation."""
 
     public_url: str | None = None
     jitsi_config_url: str | None = None
     cafile: str | None = None
+    key_server: str | None = None
     timeout: float = 5.0
 
 
@@ -93,6 +102,7 @@ def _named_secrets(settings: Settings) -> list[tuple[str, str]]:
     named += [
         (f"[[tickets.keys]] {key.kid} secret", key.secret.get_secret_value())
         for key in settings.tickets.keys
+        if key.secret is not None
     ]
     named.append(("[admission] pseudonym_key", settings.admission.pseudonym_key.get_secret_value()))
     return named
@@ -140,6 +150,22 @@ def check_settings(settings: Settings, config_path: Path) -> list[Finding]:
                 " chmod 600 it",
             )
         )
+    for key in settings.tickets.keys:
+        if key.private_key_file is None:
+            continue
+        try:
+            key_mode = stat.S_IMODE(key.private_key_file.path.stat().st_mode)
+        except OSError:
+            key_mode = 0
+        if key_mode & 0o007:
+            findings.append(
+                Finding(
+                    "key file mode",
+                    Verdict.WARN,
+                    f"{key.private_key_file.path} has mode {key_mode:04o}: anyone on the host can"
+                    " read the private key that signs tickets; chmod 600 it",
+                )
+            )
     if not settings.secure:
         host = urlsplit(settings.public_url).hostname or ""
         local = host in ("127.0.0.1", "localhost", "::1")
@@ -334,9 +360,7 @@ async def redis_persistence(url: str, seconds: float) -> RedisPersistence:
     The one place doctor talks to Redis (the `Store` protocol has no reason to expose server
     configuration). Raises RedisError or OSError when Redis cannot be reached.
     """
-    client = redis.asyncio.Redis.from_url(
-        url, socket_timeout=seconds, socket_connect_timeout=seconds, decode_responses=True
-    )
+    client, sentinel = client_for(url, socket_timeout=seconds, socket_connect_timeout=seconds)
     try:
         await client.ping()
         try:
@@ -347,7 +371,7 @@ async def redis_persistence(url: str, seconds: float) -> RedisPersistence:
             return RedisPersistence(appendonly=None, save=None)
         return RedisPersistence(appendonly=appendonly.get("appendonly"), save=save.get("save"))
     finally:
-        await client.aclose()  # type: ignore[attr-defined]  # types-redis predates aclose
+        await close_client(client, sentinel)
 
 
 async def check_store(settings: Settings, seconds: float) -> list[Finding]:
@@ -574,7 +598,8 @@ async def bosh_login(
 
 def doctor_tickets(settings: Settings, now: float) -> tuple[str, str]:
     """A genuine ticket (the active key) and a forged one: the same claims, signed with a random
-    secret under the same kid, as an attacker who guessed everything but the key would."""
+    key (a secret, or an RSA key) under the same kid, as an attacker who guessed everything but
+    the key would."""
     admission = Admission(
         id="meetgate-doctor",
         room=DOCTOR_ROOM,
@@ -587,11 +612,16 @@ def doctor_tickets(settings: Settings, now: float) -> tuple[str, str]:
         expires_at=now + 60,
     )
     genuine = TicketAuthority.from_settings(settings).issue(admission, now)
+    kid = settings.tickets.signing_kid
+    if settings.tickets.algorithm == "RS256":
+        private_pem = SecretStr(generate_private_pem().decode("ascii"))
+        forged_key = TicketKey(kid=kid, private_key=private_pem)
+    else:
+        forged_key = TicketKey(kid=kid, secret=SecretStr(secrets.token_urlsafe(48)))
     forged_settings = TicketSettings(
+        algorithm=settings.tickets.algorithm,
         ttl_seconds=settings.tickets.ttl_seconds,
-        keys=[
-            TicketKey(kid=settings.tickets.signing_kid, secret=SecretStr(secrets.token_urlsafe(48)))
-        ],
+        keys=[forged_key],
     )
     forged = TicketAuthority(forged_settings, settings.jitsi).issue(admission, now)
     return genuine, forged
@@ -636,16 +666,89 @@ async def check_signalling(
             Finding("genuine ticket", Verdict.PASS, f"{base} accepts a ticket Meetgate signs")
         )
     else:
+        key = (
+            "that prosody's JWT_ASAP_KEYSERVER reaches the key endpoint"
+            if settings.tickets.algorithm == "RS256"
+            else "JWT_APP_SECRET"
+        )
         findings.append(
             Finding(
                 "genuine ticket",
                 Verdict.FAIL,
                 f"{base} refused a ticket signed with the active key ({genuine_login.how}):"
-                " nobody can join; check JWT_APP_SECRET, app_id, audience and xmpp_domain"
+                f" nobody can join; check {key}, app_id, audience and xmpp_domain"
                 " against docs/jitsi.md",
             )
         )
     return findings
+
+
+# ---------------------------------------------------------------- ticket keys
+
+
+def default_key_server(settings: Settings) -> str:
+    """Meetgate's own key endpoint on its listen address, as seen from this host."""
+    host = settings.listen.host
+    if host in ("0.0.0.0", ""):  # noqa: S104 (a comparison, not a bind)
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{settings.listen.port}/_meetgate/keys"
+
+
+async def check_key_server(
+    client: httpx.AsyncClient, settings: Settings, key_server: str
+) -> list[Finding]:
+    """RS256: the key endpoint serves the active key's public half, as prosody will fetch it."""
+    tickets = settings.tickets
+    if tickets.algorithm != "RS256":
+        return [
+            Finding(
+                "ticket keys",
+                Verdict.PASS,
+                "HS256: prosody holds the active key's secret too (JWT_APP_SECRET); keep it as"
+                " private as meetgate.toml, or switch to RS256 (docs/jitsi.md)",
+            )
+        ]
+    kid = tickets.signing_kid
+    private_pem = next(key.private_pem for key in tickets.keys if key.kid == kid)
+    if private_pem is None:
+        return [Finding("key endpoint", Verdict.FAIL, f"key {kid!r} has no private key")]
+    expected = public_pem(load_rsa_private_key(private_pem))
+    url = f"{key_server.rstrip('/')}/{key_file_name(kid)}"
+    try:
+        response = await client.get(url)
+    except httpx.HTTPError as exc:
+        return [
+            Finding(
+                "key endpoint",
+                Verdict.FAIL,
+                f"{url} does not answer ({_reason(exc)}): prosody cannot fetch the public key and"
+                " refuses every ticket (pass --key-server to check another address)",
+            )
+        ]
+    if response.status_code != 200:
+        return [
+            Finding(
+                "key endpoint",
+                Verdict.FAIL,
+                f"{url} answered {response.status_code}: is Meetgate running with this config?",
+            )
+        ]
+    if response.content.strip() != expected.strip():
+        return [
+            Finding(
+                "key endpoint",
+                Verdict.FAIL,
+                f"{url} serves another public key than the active key {kid!r}: restart Meetgate"
+                " with this config (and never reuse a kid for a new key)",
+            )
+        ]
+    return [
+        Finding("key endpoint", Verdict.PASS, f"serves the public key of the active key {kid!r}")
+    ]
 
 
 # ---------------------------------------------------------------- clocks
@@ -781,6 +884,7 @@ async def diagnose(settings: Settings, config_path: Path, options: DoctorOptions
     """Every check, in report order; the network ones run concurrently."""
     public_url = (options.public_url or settings.public_url).rstrip("/")
     config_url = options.jitsi_config_url or settings.jitsi.upstream + "/config.js"
+    key_server = options.key_server or default_key_server(settings)
     # Each group makes a few round trips at most; give it room beyond the per-request timeout.
     group = options.timeout * 4
     async with httpx.AsyncClient(
@@ -797,6 +901,7 @@ async def diagnose(settings: Settings, config_path: Path, options: DoctorOptions
                 "signalling", group, lambda: check_signalling(client, settings, options.timeout)
             ),
             _bounded("clock", group, clock),
+            _bounded("key endpoint", group, lambda: check_key_server(client, settings, key_server)),
             _bounded(
                 "https", group, lambda: check_public(public_url, options.cafile, options.timeout)
             ),

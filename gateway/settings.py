@@ -9,6 +9,7 @@ import os
 import secrets
 import tomllib
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -17,17 +18,24 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    GetCoreSchemaHandler,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
+from pydantic_core import core_schema
 
 from gateway.errors import ConfigError
+from gateway.store.sentinel_url import is_sentinel_url, parse_sentinel_url
+from gateway.ticket_keys import load_rsa_private_key
 
 ENV_PREFIX = "MEETGATE_"
 DEFAULT_CONFIG_PATHS = (Path("meetgate.toml"), Path("/etc/meetgate/meetgate.toml"))
 MIN_SECRET_BYTES = 32
+# A PEM private key is a few KiB; a larger file is not one (and is not read whole).
+MAX_KEY_FILE_BYTES = 64 * 1024
 
 
 class _Section(BaseModel):
@@ -60,9 +68,14 @@ class StoreSettings(_Section):
     @field_validator("url")
     @classmethod
     def _known_scheme(cls, value: str) -> str:
+        if is_sentinel_url(value):
+            parse_sentinel_url(value)
+            return value
         scheme = urlsplit(value).scheme
         if scheme not in ("memory", "redis", "rediss", "unix"):
-            raise ValueError("must start with memory://, redis://, rediss:// or unix://")
+            raise ValueError(
+                "must start with memory://, redis://, rediss://, unix:// or redis+sentinel://"
+            )
         return value
 
 
@@ -100,20 +113,108 @@ class JitsiSettings(_Section):
         return self.signalling_upstream or self.upstream
 
 
+@dataclass(frozen=True, slots=True)
+class PrivateKeyFile:
+    """A `private_key_file` setting: the file's path and the PEM read from it at load time, so
+    the key is checked with the rest of the settings and signing never touches the disk.
+
+    A relative path is taken from the config file's directory.
+    """
+
+    path: Path
+    pem: bytes = field(repr=False)
+
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.with_info_plain_validator_function(
+            cls._read,
+            serialization=core_schema.plain_serializer_function_ser_schema(
+                lambda value: str(value.path)
+            ),
+        )
+
+    @classmethod
+    def _read(cls, value: object, info: ValidationInfo) -> PrivateKeyFile:
+        if isinstance(value, PrivateKeyFile):
+            return value
+        if not isinstance(value, str | Path) or not str(value):
+            raise ValueError("must be the path of a PEM file")
+        path = Path(value)
+        config_dir = (info.context or {}).get("config_dir")
+        if not path.is_absolute() and isinstance(config_dir, Path):
+            path = config_dir / path
+        try:
+            with path.open("rb") as handle:
+                pem = handle.read(MAX_KEY_FILE_BYTES + 1)
+        except FileNotFoundError as exc:
+            raise ValueError(f"{path} does not exist") from exc
+        except PermissionError as exc:
+            raise ValueError(f"{path} cannot be read by this user (check its owner)") from exc
+        except OSError as exc:
+            raise ValueError(f"{path} cannot be read: {exc.strerror or exc}") from exc
+        if len(pem) > MAX_KEY_FILE_BYTES:
+            raise ValueError(f"{path} is too large for a PEM key")
+        try:
+            load_rsa_private_key(pem)
+        except ValueError as exc:
+            raise ValueError(f"{path} {exc}") from exc
+        return cls(path=path, pem=pem)
+
+
 class TicketKey(_Section):
+    """One signing key, named by `kid`: an HS256 `secret` shared with prosody, or an RS256
+    private key (`private_key_file`, or `private_key` inline) whose public half prosody fetches
+    from Meetgate's key endpoint."""
+
     kid: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
-    secret: SecretStr
+    secret: SecretStr | None = None
+    private_key_file: PrivateKeyFile | None = None
+    private_key: SecretStr | None = None
 
     @field_validator("secret")
     @classmethod
-    def _strong_secret(cls, value: SecretStr) -> SecretStr:
-        if len(value.get_secret_value()) < MIN_SECRET_BYTES:
+    def _strong_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_SECRET_BYTES:
             raise ValueError(f"must be at least {MIN_SECRET_BYTES} characters")
         return value
 
+    @field_validator("private_key")
+    @classmethod
+    def _rsa_private_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            load_rsa_private_key(value.get_secret_value().encode("utf-8"))
+        return value
+
+    @model_validator(mode="after")
+    def _one_key(self) -> TicketKey:
+        given = [
+            name
+            for name in ("secret", "private_key_file", "private_key")
+            if getattr(self, name) is not None
+        ]
+        if len(given) != 1:
+            raise ValueError(
+                f"key {self.kid!r} needs exactly one of secret (HS256), private_key_file or"
+                f" private_key (RS256); it has {', '.join(given) or 'none'}"
+            )
+        return self
+
+    @property
+    def private_pem(self) -> bytes | None:
+        """The RS256 private key's PEM, or None for an HS256 key."""
+        if self.private_key_file is not None:
+            return self.private_key_file.pem
+        if self.private_key is not None:
+            return self.private_key.get_secret_value().encode("utf-8")
+        return None
+
 
 class TicketSettings(_Section):
-    algorithm: Literal["HS256"] = "HS256"
+    # One algorithm at a time, as prosody accepts one: HS256 with `secret`s, or RS256 with
+    # private keys whose public halves Meetgate serves at /_meetgate/keys/.
+    algorithm: Literal["HS256", "RS256"] = "HS256"
     ttl_seconds: int = Field(default=120, ge=10, le=3600)
     keys: list[TicketKey] = Field(min_length=1)
     active_kid: str | None = None
@@ -125,6 +226,17 @@ class TicketSettings(_Section):
             raise ValueError("every key needs its own kid")
         if self.active_kid is not None and self.active_kid not in kids:
             raise ValueError(f"active_kid {self.active_kid!r} is not one of the keys")
+        for index, key in enumerate(self.keys):
+            if self.algorithm == "HS256" and key.secret is None:
+                raise ValueError(
+                    f"keys[{index}] ({key.kid!r}) has a private key, but algorithm is HS256:"
+                    ' give it a secret, or set algorithm = "RS256"'
+                )
+            if self.algorithm == "RS256" and key.secret is not None:
+                raise ValueError(
+                    f"keys[{index}] ({key.kid!r}) has a secret, but algorithm is RS256:"
+                    " give it a private_key_file (prosody accepts one algorithm at a time)"
+                )
         return self
 
     @property
@@ -338,14 +450,29 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 
 
 def _describe(loc: tuple[int | str, ...]) -> str:
-    names = [str(part) for part in loc if isinstance(part, str)]
+    """A setting as the user writes it: `[listen] port (MEETGATE_LISTEN__PORT)`, or for an item
+    of a list `[tickets] keys[0].private_key_file (MEETGATE_TICKETS__KEYS)`."""
+    if any(isinstance(part, int) for part in loc):
+        # A list is one TOML array and one JSON-valued environment variable.
+        first_index = next(i for i, part in enumerate(loc) if isinstance(part, int))
+        env = ENV_PREFIX + "__".join(str(part).upper() for part in loc[:first_index])
+        path = ""
+        for part in loc:
+            if isinstance(part, int):
+                path += f"[{part}]"
+            else:
+                path += f".{part}" if path else part
+        if len(loc) > 1 and isinstance(loc[1], str):
+            table, _, rest = path.partition(".")
+            path = f"[{table}] {rest}"
+        return f"{path} ({env})"
+    names = [str(part) for part in loc]
     env = ENV_PREFIX + "__".join(name.upper() for name in names)
     if len(names) > 1:
         toml = f"[{'.'.join(names[:-1])}] {names[-1]}"
     else:
         toml = names[0] if names else "(settings)"
-    indexes = "".join(f"[{part}]" for part in loc if isinstance(part, int))
-    return f"{toml}{indexes} ({env})"
+    return f"{toml} ({env})"
 
 
 def ephemeral_secrets() -> dict[str, Any]:
@@ -396,8 +523,10 @@ def load_settings(
     elif allow_ephemeral:
         data = ephemeral_secrets()
     data = _merge(data, _env_tree(env))
+    # Key files named by a relative path are found next to the config file.
+    config_dir = config_path.parent if config_path is not None else Path.cwd()
     try:
-        return Settings.model_validate(data)
+        return Settings.model_validate(data, context={"config_dir": config_dir})
     except ValidationError as exc:
         problems = []
         for error in exc.errors(include_url=False, include_input=False):

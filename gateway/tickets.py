@@ -1,6 +1,8 @@
 """Meeting tickets: short-lived JWTs in the form Jitsi's prosody token auth verifies.
 
 Pure: keys, claims and `now` go in, a token or `TicketClaims` come out; rotation is by `kid`.
+HS256 signs with a secret prosody shares; RS256 with a private key whose public half prosody
+fetches from `/_meetgate/keys/<hex(sha256(kid))>.pem` (`public_key`), so it holds no secret.
 """
 
 from __future__ import annotations
@@ -16,11 +18,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import jwt
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from gateway.admission.rooms import is_room_name
 from gateway.errors import InvalidRoomName, TicketInvalid
 from gateway.settings import JitsiSettings, Settings, TicketSettings
 from gateway.store.records import Admission, Role
+from gateway.ticket_keys import KEY_FILE_NAME, key_file_name, load_rsa_private_key, public_pem
 
 # Three non-empty base64url segments. Our tickets are well under 1 KB; anything far larger is
 # not ours and is refused before any parsing.
@@ -55,11 +60,26 @@ class TicketAuthority:
     def __init__(self, tickets: TicketSettings, jitsi: JitsiSettings) -> None:
         self._algorithm: str = tickets.algorithm
         self._ttl = tickets.ttl_seconds
-        self._keys: dict[str, bytes] = {
-            key.kid: key.secret.get_secret_value().encode("utf-8") for key in tickets.keys
-        }
         self._signing_kid = tickets.signing_kid
-        self._signing_key = self._keys[self._signing_kid]
+        # kid -> what verifies its tickets: the HS256 secret, or the RS256 public key.
+        self._keys: dict[str, bytes | rsa.RSAPublicKey] = {}
+        self._hmac_key: bytes | None = None
+        self._rsa_key: rsa.RSAPrivateKey | None = None
+        # hex(sha256(kid)).pem -> public key PEM, for every configured RS256 key.
+        self._public_pems: dict[str, bytes] = {}
+        for key in tickets.keys:
+            private_pem = key.private_pem
+            if private_pem is None:
+                secret = key.secret.get_secret_value().encode("utf-8") if key.secret else b""
+                self._keys[key.kid] = secret
+                if key.kid == self._signing_kid:
+                    self._hmac_key = secret
+                continue
+            private = load_rsa_private_key(private_pem)
+            self._keys[key.kid] = private.public_key()
+            self._public_pems[key_file_name(key.kid)] = public_pem(private)
+            if key.kid == self._signing_kid:
+                self._rsa_key = private
         header = {"alg": self._algorithm, "typ": HEADER_TYP, "kid": self._signing_kid}
         self._header_segment = _segment(json.dumps(header, separators=(",", ":")).encode())
         self._issuer = jitsi.app_id
@@ -73,6 +93,21 @@ class TicketAuthority:
     @property
     def ttl_seconds(self) -> int:
         return self._ttl
+
+    @property
+    def algorithm(self) -> str:
+        return self._algorithm
+
+    @property
+    def signing_kid(self) -> str:
+        return self._signing_kid
+
+    def public_key(self, file_name: str) -> bytes | None:
+        """The PEM prosody fetches as `<asap_key_server>/<file_name>`: a configured RS256 key's
+        public half, or None (HS256, an unknown key, or a name of any other shape)."""
+        if KEY_FILE_NAME.fullmatch(file_name) is None:
+            return None
+        return self._public_pems.get(file_name)
 
     def issue(self, admission: Admission, now: float) -> str:
         """A ticket for `admission`'s room, valid from `now` for `ttl_seconds`."""
@@ -99,12 +134,18 @@ class TicketAuthority:
                 "features": {"name-readonly": True},
             },
         }
-        # HS256 by hand: the header is fixed per key, and PyJWT would re-check the key on
-        # every call, a fifth of a redemption's cost. Verification stays on PyJWT.
+        # Signed by hand: the header is fixed per key, and PyJWT would re-check the key on
+        # every call, a fifth of a redemption's cost (HS256). Verification stays on PyJWT.
         payload = _segment(json.dumps(claims, separators=(",", ":")).encode())
         signing_input = f"{self._header_segment}.{payload}".encode("ascii")
-        signature = hmac.new(self._signing_key, signing_input, hashlib.sha256).digest()
-        return f"{self._header_segment}.{payload}.{_segment(signature)}"
+        return f"{self._header_segment}.{payload}.{_segment(self._sign(signing_input))}"
+
+    def _sign(self, signing_input: bytes) -> bytes:
+        if self._rsa_key is not None:
+            return self._rsa_key.sign(signing_input, padding.PKCS1v15(), hashes.SHA256())
+        if self._hmac_key is None:
+            raise RuntimeError("no signing key")  # settings validation makes this unreachable
+        return hmac.new(self._hmac_key, signing_input, hashlib.sha256).digest()
 
     def verify(self, token: str, now: float) -> TicketClaims:
         """The claims of a ticket this authority issued and that is valid at `now`.

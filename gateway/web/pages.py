@@ -1,4 +1,5 @@
-"""Meetgate's page routes: the join link, the home page, the ticket refresh, static assets.
+"""Meetgate's page routes: the join link, the home page, the ticket refresh, static assets, and
+the public keys of RS256 tickets.
 
 Routes are thin: parse, call the admission pipeline or the ticket authority, render.
 """
@@ -158,6 +159,20 @@ def create_pages_app(
     async def health() -> PlainTextResponse:
         await store.ping()
         return PlainTextResponse("ok")
+
+    @app.get("/_meetgate/keys/{name}")
+    async def public_key(name: str) -> Response:
+        """RS256: a ticket key's public half, where prosody's `asap_key_server` points
+        (`<public or internal URL>/_meetgate/keys`). Public data; 404 for any other name."""
+        pem = tickets.public_key(name)
+        if pem is None:
+            raise NotFound()
+        # A kid names one key for good (rotation adds a kid), so the answer never changes.
+        return Response(
+            pem,
+            media_type="application/x-pem-file",
+            headers={"cache-control": "public, max-age=3600"},
+        )
 
     @app.get("/_meetgate/static/{name}")
     async def static(name: str) -> Response:

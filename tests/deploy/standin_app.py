@@ -1,18 +1,22 @@
 """Stand-ins for a correctly set-up deployment, run as a real uvicorn process by the doctor tests.
 
 `--role signalling` plays prosody with JWT auth as deploy/ configures it: XMPP over WebSocket
-(RFC 7395) and BOSH, SASL ANONYMOUS that succeeds only with a valid HS256 ticket in `?token=`
-(no empty tokens, no guest domain). `--role front` plays the TLS front with Meetgate behind it:
+(RFC 7395) and BOSH, SASL ANONYMOUS that succeeds only with a valid ticket in `?token=` (no empty
+tokens, no guest domain): HS256 with STANDIN_TICKET_SECRET, or with STANDIN_KEY_SERVER set,
+RS256 with the public key fetched from `<key server>/<hex(sha256(kid))>.pem` as mod_auth_token
+does with `asap_key_server`. `--role front` plays the TLS front with Meetgate behind it:
 `/_meetgate/health` with Meetgate's HSTS and Content-Security-Policy headers.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import re
 import secrets
 
+import httpx
 import jwt
 import uvicorn
 from starlette.applications import Starlette
@@ -31,15 +35,38 @@ SUCCESS = f"<success xmlns='{SASL}'/>"
 FAILURE = f"<failure xmlns='{SASL}'><not-authorized/></failure>"
 
 
-def ticket_valid(token: str | None) -> bool:
+async def verification_key(token: str) -> tuple[str | bytes, str] | None:
+    """The key and the one algorithm prosody would check `token` with."""
+    key_server = os.environ.get("STANDIN_KEY_SERVER")
+    if not key_server:
+        return os.environ["STANDIN_TICKET_SECRET"], "HS256"
+    try:
+        kid = jwt.get_unverified_header(token).get("kid")
+    except jwt.PyJWTError:
+        return None
+    if not isinstance(kid, str):
+        return None
+    name = hashlib.sha256(kid.encode()).hexdigest() + ".pem"
+    async with httpx.AsyncClient(trust_env=False, timeout=5) as client:
+        response = await client.get(f"{key_server}/{name}")
+    if response.status_code != 200:
+        return None
+    return response.content, "RS256"
+
+
+async def ticket_valid(token: str | None) -> bool:
     """mod_auth_token's decision, as deploy/ configures it: one key, one algorithm, iss and aud."""
     if not token:
         return False
+    found = await verification_key(token)
+    if found is None:
+        return False
+    key, algorithm = found
     try:
         jwt.decode(
             token,
-            os.environ["STANDIN_TICKET_SECRET"],
-            algorithms=["HS256"],
+            key,
+            algorithms=[algorithm],
             issuer=os.environ["STANDIN_APP_ID"],
             audience=os.environ["STANDIN_AUDIENCE"],
             options={"require": ["exp", "nbf", "iss", "aud", "sub", "room"]},
@@ -62,7 +89,7 @@ async def xmpp_websocket(socket: WebSocket) -> None:
                 )
                 await socket.send_text(FEATURES)
             elif message.startswith("<auth"):
-                if ticket_valid(token):
+                if await ticket_valid(token):
                     await socket.send_text(SUCCESS)
                 else:
                     await socket.send_text(FAILURE)
@@ -93,7 +120,7 @@ async def http_bind(request: Request) -> Response:
     found = _SID.search(text)
     if found is None:
         sid = secrets.token_hex(8)
-        BOSH_SESSIONS[sid] = ticket_valid(request.query_params.get("token"))
+        BOSH_SESSIONS[sid] = await ticket_valid(request.query_params.get("token"))
         return bosh_body(sid, FEATURES, " wait='2' requests='2' ver='1.6'")
     sid = found.group(1)
     if sid not in BOSH_SESSIONS:

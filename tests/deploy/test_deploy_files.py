@@ -22,7 +22,9 @@ import pytest
 import yaml
 
 from gateway.doctor import check_secrets, scan_jitsi_config, third_party_hosts
-from gateway.settings import load_settings
+from gateway.settings import Settings, load_settings
+from gateway.store.sentinel_url import parse_sentinel_url
+from gateway.ticket_keys import load_rsa_private_key
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -92,22 +94,43 @@ def test_setup_writes_every_secret_privately_and_consistently(tmp_path: Path) ->
     assert set(env) == set(example), "setup and .env.example must name the same settings"
     settings = load_settings(toml_file, environ={}, allow_ephemeral=False)
     assert settings.public_url == "https://meet.example.org"
-    assert settings.tickets.keys[0].secret.get_secret_value() == env["JWT_APP_SECRET"]
+    assert_rs256_key_file(settings, tmp_path)
+    # Prosody holds no ticket secret: it fetches the public key (JWT_ASAP_KEYSERVER).
+    assert "JWT_APP_SECRET" not in env and "JWT_APP_SECRET" not in example
     assert f":{env['REDIS_PASSWORD']}@redis:6379/" in settings.store.url
     assert settings.jitsi.app_id == env["JWT_APP_ID"]
     assert settings.jitsi.audience == env["JWT_AUDIENCE"]
     assert settings.jitsi.xmpp_domain == env["XMPP_DOMAIN"]
     assert check_secrets(settings).verdict == "PASS"
     secrets = [env[k] for k in env if k.endswith(("_SECRET", "_PASSWORD"))]
-    assert len(set(secrets)) == len(secrets) == 5
+    assert len(set(secrets)) == len(secrets) == 4
     assert all(len(s) == 64 for s in secrets)
     # The example's placeholders are what doctor calls example values.
-    for key in ("JWT_APP_SECRET", "TURN_SECRET", "REDIS_PASSWORD"):
+    for key in ("JICOFO_AUTH_PASSWORD", "TURN_SECRET", "REDIS_PASSWORD"):
         assert "CHANGE_ME" in example[key]
-    # Never overwritten by accident.
+    # Never overwritten by accident, the key included.
+    key = next((tmp_path / "tickets").iterdir()).read_bytes()
     again = run_setup(tmp_path, "--email", "admin@example.org")
     assert again.returncode == 2 and "--force" in again.stderr
     assert parse_env(env_file) == env
+    (env_file).unlink()
+    (toml_file).unlink()
+    third = run_setup(tmp_path, "--email", "admin@example.org")
+    assert third.returncode == 2 and "tickets/" in third.stderr
+    assert next((tmp_path / "tickets").iterdir()).read_bytes() == key
+
+
+def assert_rs256_key_file(settings: Settings, directory: Path) -> None:
+    """RS256 with one fresh 2048-bit key in tickets/ next to the config, mode 0600."""
+    tickets = settings.tickets
+    assert tickets.algorithm == "RS256"
+    assert [key.kid for key in tickets.keys] == [tickets.signing_kid]
+    key_file = tickets.keys[0].private_key_file
+    assert key_file is not None
+    assert key_file.path == directory / "tickets" / f"{tickets.signing_kid}.pem"
+    assert key_file.path.stat().st_mode & 0o777 == 0o600
+    assert (directory / "tickets").stat().st_mode & 0o777 == 0o700
+    assert load_rsa_private_key(key_file.pem).key_size >= 2048
 
 
 def test_setup_for_kubernetes_and_own_certificates(tmp_path: Path) -> None:
@@ -115,9 +138,20 @@ def test_setup_for_kubernetes_and_own_certificates(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     settings = load_settings(tmp_path / "k8s" / "meetgate.toml", environ={}, allow_ephemeral=False)
     assert settings.jitsi.signalling == "http://prosody:5280"
+    assert_rs256_key_file(settings, tmp_path / "k8s")
     secrets = parse_env(tmp_path / "k8s" / "jitsi-secrets.env")
-    assert secrets["JWT_APP_SECRET"] == settings.tickets.keys[0].secret.get_secret_value()
+    assert set(secrets) == {"JICOFO_AUTH_PASSWORD", "JVB_AUTH_PASSWORD"}
+    password = (tmp_path / "k8s" / "redis-password").read_text()
     assert (tmp_path / "k8s" / "redis-password").stat().st_mode & 0o777 == 0o600
+    # The store is found through the three Sentinels of deploy/kubernetes/base/redis.yaml.
+    where = parse_sentinel_url(settings.store.url)
+    assert where.sentinels == tuple((f"redis-{n}.redis", 26379) for n in range(3))
+    assert (where.master_name, where.password, where.sentinel_password) == (
+        "meetgate",
+        password,
+        password,
+    )
+    assert "meetgate-ticket-keys" in result.stdout
 
     certs = tmp_path / "certs"
     certs.mkdir()
@@ -216,6 +250,13 @@ def test_compose_validates_and_only_the_front_and_media_are_published(tmp_path: 
     assert prosody["JWT_ALLOW_EMPTY"] == "0" and prosody["ENABLE_GUESTS"] == "0"
     assert prosody["JWT_ENABLE_DOMAIN_VERIFICATION"] == "1"
     assert prosody["JWT_ACCEPTED_ISSUERS"] == "meetgate"
+    # RS256: prosody fetches Meetgate's public keys over the gate network, holds no secret.
+    assert prosody["JWT_ASAP_KEYSERVER"] == "http://meetgate:8000/_meetgate/keys"
+    assert "JWT_APP_SECRET" not in prosody
+    assert "meetgate" in services and "gate" in services["meetgate"]["networks"]
+    mounts = {v["target"]: v for v in services["meetgate"]["volumes"]}
+    assert mounts["/etc/meetgate/tickets"]["read_only"] is True
+    assert mounts["/etc/meetgate/tickets"]["source"].endswith("/tickets")
     assert "token_affiliation" in prosody["XMPP_MUC_MODULES"].split(",")
     web = services["web"]["environment"]
     assert web["TOKEN_AUTH_URL"] == "https://meet.example.org/_meetgate/ticket?room={room}"
@@ -295,8 +336,30 @@ def test_kubernetes_overlays_build_and_validate(overlay: str) -> None:
     assert {"readinessProbe", "livenessProbe", "startupProbe"} <= set(container)
     assert container["resources"]["requests"]
     assert "meetgate" in by_kind["PodDisruptionBudget"]
-    redis = by_kind["StatefulSet"]["redis"]["spec"]["template"]["spec"]["containers"][0]
+    redis_set = by_kind["StatefulSet"]["redis"]["spec"]
+    assert redis_set["replicas"] == 3
+    containers = {c["name"]: c for c in redis_set["template"]["spec"]["containers"]}
+    redis = containers["redis"]
     assert redis["args"][redis["args"].index("--appendonly") + 1] == "yes"
+    assert redis["args"][redis["args"].index("--min-replicas-to-write") + 1] == "1"
+    sentinel = containers["sentinel"]["command"][-1]
+    assert "sentinel monitor meetgate $master 6379 2" in sentinel
+    assert "requirepass $REDIS_PASSWORD" in sentinel
+    assert "redis" in by_kind["PodDisruptionBudget"]
+    redis_service = by_kind["Service"]["redis"]["spec"]
+    assert redis_service["clusterIP"] == "None"
+    assert {p["port"] for p in redis_service["ports"]} == {6379, 26379}
+    # Meetgate reads its config and, beside it, the RS256 keys prosody fetches the public halves
+    # of from http://meetgate:8000/_meetgate/keys.
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    assert mounts["/etc/meetgate/meetgate.toml"]["subPath"] == "meetgate.toml"
+    assert mounts["/etc/meetgate/tickets"]["readOnly"] is True
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes[mounts["/etc/meetgate/tickets"]["name"]]["secret"]["secretName"] == (
+        "meetgate-ticket-keys"
+    )
+    service = by_kind["Service"]["meetgate"]["spec"]["ports"][0]
+    assert service["port"] == 8000
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -323,7 +386,8 @@ def test_only_meetgate_reaches_jitsi_web_and_prosody_http(overlay: str) -> None:
     assert allowed("jitsi-web", 80) == {"meetgate"} | front
     assert allowed("prosody", 5280) == {"meetgate", "jitsi-web"}
     assert allowed("prosody", 5222) == {"jicofo", "jvb"}
-    assert allowed("redis", 6379) == {"meetgate"}
+    assert allowed("redis", 6379) == {"meetgate", "redis"}
+    assert allowed("redis", 26379) == {"meetgate", "redis"}
 
 
 def test_kubernetes_copies_match_compose() -> None:
@@ -532,7 +596,9 @@ def test_provided_jitsi_env_closes_every_way_around_the_gate() -> None:
     for key, value in expected.items():
         assert env.get(key) == value, key
     assert set(env["XMPP_MUC_MODULES"].split(",")) >= {"token_affiliation", "muc_displayname"}
-    for unset in ("JWT_ASAP_KEYSERVER", "AMPLITUDE_ID", "GOOGLE_ANALYTICS_ID", "XMPP_GUEST_DOMAIN"):
+    # RS256 by default: prosody fetches public keys from Meetgate and holds no signing secret.
+    assert env["JWT_ASAP_KEYSERVER"] == "http://meetgate:8000/_meetgate/keys"
+    for unset in ("JWT_APP_SECRET", "AMPLITUDE_ID", "GOOGLE_ANALYTICS_ID", "XMPP_GUEST_DOMAIN"):
         assert unset not in env, unset
     # Each setting is explained: a comment above every block of settings.
     lines = (COMPOSE / "jitsi.env").read_text().splitlines()

@@ -8,7 +8,10 @@ import re
 import secrets
 import subprocess
 import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,7 +23,18 @@ from gateway.doctor import (
     strip_js_comments,
     third_party_hosts,
 )
-from tests.deploy.conftest import APP_ID, AUDIENCE, Signalling, StaticSite, TlsFront
+from gateway.ticket_keys import generate_private_pem
+from tests.deploy.conftest import (
+    APP_ID,
+    AUDIENCE,
+    STANDIN_APP,
+    Signalling,
+    StaticSite,
+    TlsFront,
+    _start,
+)
+from tests.fixtures.gateway_server import GatewayServer, start_gateway
+from tests.fixtures.processes import free_port, stop_process
 from tests.fixtures.prosody import ProsodyServer
 
 pytestmark = pytest.mark.slow
@@ -53,7 +67,16 @@ def write_config(
     signalling: str,
     store: str,
     ticket_secret: str,
+    tickets: str | None = None,
 ) -> Path:
+    tickets = (
+        tickets
+        or f"""[tickets]
+[[tickets.keys]]
+kid = "k1"
+secret = "{ticket_secret}"
+"""
+    )
     path.write_text(
         f"""public_url = "{public_url}"
 [admin]
@@ -66,10 +89,7 @@ signalling_upstream = "{signalling}"
 xmpp_domain = "meet.test"
 app_id = "{APP_ID}"
 audience = "{AUDIENCE}"
-[tickets]
-[[tickets.keys]]
-kid = "k1"
-secret = "{ticket_secret}"
+{tickets}
 [admission]
 pseudonym_key = "{secrets.token_urlsafe(32)}"
 """,
@@ -204,6 +224,128 @@ def test_invalid_or_missing_config_fails(tmp_path: Path) -> None:
     assert "[listen] port (MEETGATE_LISTEN__PORT)" in report
     status, report = doctor(tmp_path / "missing.toml")
     assert status == 1 and "does not exist" in report
+
+
+# ---------------------------------------------------------------- RS256 through the key endpoint
+
+RS256_TICKETS = """[tickets]
+algorithm = "RS256"
+[[tickets.keys]]
+kid = "r1"
+private_key_file = "{path}"
+"""
+
+
+@dataclass(frozen=True)
+class Rs256Deployment:
+    gateway: GatewayServer
+    key_server: str
+    signalling: str
+    key_file: Path
+
+
+@pytest.fixture(scope="module")
+def rs256_deployment(
+    tmp_path_factory: pytest.TempPathFactory, jitsi_web: Any
+) -> Iterator[Rs256Deployment]:
+    """A real RS256 Meetgate serving its key, and a signalling stand-in that fetches it from there
+    (as prosody with JWT_ASAP_KEYSERVER does) and holds no secret."""
+    workdir = tmp_path_factory.mktemp("rs256")
+    key_file = workdir / "r1.pem"
+    key_file.write_bytes(generate_private_pem())
+    key_file.chmod(0o600)
+    gateway, gateway_proc = start_gateway(
+        workdir / "gateway",
+        upstream=jitsi_web.url,
+        tickets=RS256_TICKETS.format(path=key_file),
+    )
+    key_server = f"{gateway.url}/_meetgate/keys"
+    port = free_port()
+    env = {"STANDIN_KEY_SERVER": key_server, "STANDIN_APP_ID": APP_ID}
+    env["STANDIN_AUDIENCE"] = AUDIENCE
+    args = [sys.executable, str(STANDIN_APP), "--role", "signalling", "--port", str(port)]
+    try:
+        signalling_proc = _start(args, port, workdir / "signalling.log", env=env)
+    except BaseException:
+        stop_process(gateway_proc)
+        raise
+    yield Rs256Deployment(gateway, key_server, f"http://127.0.0.1:{port}", key_file)
+    stop_process(signalling_proc)
+    stop_process(gateway_proc)
+
+
+def test_rs256_key_endpoint_and_genuine_ticket_pass(
+    tmp_path: Path,
+    aof_redis: str,
+    static_site: StaticSite,
+    tls_front: TlsFront,
+    rs256_deployment: Rs256Deployment,
+) -> None:
+    (static_site.root / "config.js").write_text(clean_config_js(tls_front.url))
+    config = write_config(
+        tmp_path / "meetgate.toml",
+        public_url=tls_front.url,
+        upstream=static_site.url,
+        signalling=rs256_deployment.signalling,
+        store=aof_redis,
+        ticket_secret="",
+        tickets=RS256_TICKETS.format(path=rs256_deployment.key_file),
+    )
+    key_server = rs256_deployment.key_server
+    status, report = doctor(
+        config, "--key-server", key_server, "--cafile", str(tls_front.cafile), "--timeout", "3"
+    )
+    print(report)
+    found = verdicts(report)
+    assert status == 0, report
+    assert set(found.values()) == {"PASS"}, report
+    assert "'r1'" in next(line for line in report.splitlines() if "key endpoint" in line)
+    for check in (
+        "key endpoint",
+        "websocket, no ticket",
+        "websocket, forged",
+        "bosh, no ticket",
+        "bosh, forged",
+        "genuine ticket",
+        "secrets",
+    ):
+        assert found.get(check) == "PASS", f"{check}:\n{report}"
+    assert "PRIVATE KEY" not in report and "MII" not in report
+
+
+def test_rs256_wrong_or_unreachable_key_endpoint_fails(
+    tmp_path: Path,
+    aof_redis: str,
+    static_site: StaticSite,
+    rs256_deployment: Rs256Deployment,
+) -> None:
+    """Doctor holds another key under the same kid than the running gateway serves: prosody
+    would refuse its tickets, and both the key check and the genuine ticket say so."""
+    (static_site.root / "config.js").write_text(clean_config_js("http://127.0.0.1:9"))
+    other = tmp_path / "other.pem"
+    other.write_bytes(generate_private_pem())
+    other.chmod(0o644)
+    config = write_config(
+        tmp_path / "meetgate.toml",
+        public_url="http://127.0.0.1:9",
+        upstream=static_site.url,
+        signalling=rs256_deployment.signalling,
+        store=aof_redis,
+        ticket_secret="",
+        tickets=RS256_TICKETS.format(path=other),
+    )
+    key_server = rs256_deployment.key_server
+    status, report = doctor(config, "--key-server", key_server, "--timeout", "3")
+    print(report)
+    found = verdicts(report)
+    assert status == 1
+    assert found["key endpoint"] == "FAIL" and "another public key" in report
+    assert found["genuine ticket"] == "FAIL" and "JWT_ASAP_KEYSERVER" in report
+    assert found["key file mode"] == "WARN"
+    # Nothing listens there: the default key server (the listen address) does not answer.
+    status, report = doctor(config, "--timeout", "2")
+    found = verdicts(report)
+    assert found["key endpoint"] == "FAIL" and "does not answer" in report
 
 
 # ---------------------------------------------------------------- the pure parts

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from gateway.settings import load_settings
+from gateway.ticket_keys import load_rsa_private_key
 from tests.fixtures.gateway_server import GatewayServer
 from tests.fixtures.processes import free_port
 
@@ -46,9 +47,32 @@ def test_init_writes_a_private_valid_config(tmp_path: Path) -> None:
     assert "--force" in again.stderr
     other = tmp_path / "other.toml"
     assert meetgate("init", "--path", str(other)).returncode == 0
-    first = load_settings(path, environ={}).tickets.keys[0].secret.get_secret_value()
-    second = load_settings(other, environ={}).tickets.keys[0].secret.get_secret_value()
-    assert first != second
+    first = load_settings(path, environ={}).tickets.keys[0].private_pem
+    second = load_settings(other, environ={}).tickets.keys[0].private_pem
+    assert first and second and first != second
+
+
+def test_init_makes_an_rs256_key_pair_by_default(tmp_path: Path) -> None:
+    path = tmp_path / "meetgate.toml"
+    result = meetgate("init", "--path", str(path))
+    assert result.returncode == 0, result.stderr
+    tickets = load_settings(path, environ={}).tickets
+    assert tickets.algorithm == "RS256"
+    key = tickets.keys[0]
+    assert key.kid == tickets.signing_kid and key.secret is None
+    # Inline: the one private file is the whole config (systemd hands it over as a credential).
+    assert key.private_key is not None and key.private_key_file is None
+    assert load_rsa_private_key(key.private_key.get_secret_value().encode()).key_size >= 2048
+    assert list(tmp_path.iterdir()) == [path]
+    assert "PRIVATE KEY" not in result.stdout
+    assert "/_meetgate/keys" in result.stdout
+
+    hs = tmp_path / "hs.toml"
+    result = meetgate("init", "--path", str(hs), "--algorithm", "HS256")
+    assert result.returncode == 0, result.stderr
+    tickets = load_settings(hs, environ={}).tickets
+    assert tickets.algorithm == "HS256"
+    assert tickets.keys[0].secret is not None and tickets.keys[0].private_pem is None
 
 
 def test_init_refuses_bad_values(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import secrets
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -16,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.errors import InvalidRoomName, TicketInvalid
+from gateway.errors import ConfigError, InvalidRoomName, TicketInvalid
 from gateway.settings import JitsiSettings, TicketKey, TicketSettings, load_settings
 from gateway.store.records import Admission, Role
 from gateway.tickets import TicketAuthority, TicketClaims
@@ -482,3 +483,394 @@ def test_arbitrary_segments_raise_only_ticket_invalid(
     token = ".".join(b64url(part) for part in (header, payload, signature))
     with pytest.raises(TicketInvalid):
         make_authority().verify(token, NOW)
+
+
+# --- RS256: prosody fetches the public key from Meetgate and holds no secret ----------------------
+
+
+def pem_of(key: rsa.RSAPrivateKey) -> str:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode("ascii")
+
+
+def public_pem_of(key: rsa.RSAPrivateKey) -> bytes:
+    return key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def make_rs_authority(
+    keys: dict[str, rsa.RSAPrivateKey], active_kid: str | None = None
+) -> TicketAuthority:
+    tickets = TicketSettings(
+        algorithm="RS256",
+        keys=[
+            TicketKey.model_validate({"kid": kid, "private_key": pem_of(key)})
+            for kid, key in keys.items()
+        ],
+        active_kid=active_kid,
+        ttl_seconds=TTL,
+    )
+    return TicketAuthority(tickets, JITSI)
+
+
+@pytest.fixture(scope="module")
+def other_rsa_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+@pytest.fixture
+def rs_authority(rsa_key: rsa.RSAPrivateKey) -> TicketAuthority:
+    return make_rs_authority({"r1": rsa_key})
+
+
+def rs_craft(key: rsa.RSAPrivateKey, claims: dict[str, Any] | None = None, **header: Any) -> str:
+    """An RS256 token as PyJWT makes it: header {alg, typ, kid}."""
+    return jwt.encode(
+        good_claims() if claims is None else claims,
+        key,
+        algorithm="RS256",
+        headers={"kid": "r1", **header},
+    )
+
+
+def prosody_path(token: str) -> str:
+    """What prosody's mod_auth_token asks the key server for: hex(sha256(kid)).pem."""
+    kid = jwt.get_unverified_header(token)["kid"]
+    return hashlib.sha256(kid.encode()).hexdigest() + ".pem"
+
+
+def test_rs256_round_trip_verifies_as_prosody_would(
+    rs_authority: TicketAuthority, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    token = rs_authority.issue(make_admission(role=Role.HOST), NOW)
+
+    assert jwt.get_unverified_header(token) == {"alg": "RS256", "typ": "JWT", "kid": "r1"}
+    assert rs_authority.verify(token, NOW + 1).moderator is True
+    served = rs_authority.public_key(prosody_path(token))
+    assert served == public_pem_of(rsa_key)
+    assert served is not None and served.startswith(b"-----BEGIN PUBLIC KEY-----")
+    # Prosody checks the signature with that PEM alone.
+    claims = jwt.decode(
+        token,
+        served,
+        algorithms=["RS256"],
+        audience="jitsi-test",
+        issuer="meetgate-test",
+        options={"verify_exp": False, "verify_nbf": False, "verify_iat": False},
+    )
+    assert claims["room"] == "team-call" and claims["sub"] == "meet.example"
+
+
+def test_rs256_crafted_baseline_verifies(
+    rs_authority: TicketAuthority, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    assert rs_authority.verify(rs_craft(rsa_key), NOW).admission_id == "adm-1"
+
+
+def test_public_key_names_are_checked_strictly(
+    rs_authority: TicketAuthority, authority: TicketAuthority
+) -> None:
+    name = hashlib.sha256(b"r1").hexdigest() + ".pem"
+    assert rs_authority.public_key(name) is not None
+    for bad in (
+        name.upper(),
+        name[:-4].upper() + ".pem",
+        name[1:],
+        "0" + name,
+        name[:-4],
+        name + "\n",
+        name[:-4] + ".PEM",
+        "../" + name,
+        hashlib.sha256(b"r2").hexdigest() + ".pem",
+        hashlib.sha256(b"").hexdigest() + ".pem",
+        "r1",
+        "",
+    ):
+        assert rs_authority.public_key(bad) is None, bad
+    # HS256 has no public key: the endpoint serves nothing.
+    assert authority.public_key(hashlib.sha256(b"k1").hexdigest() + ".pem") is None
+
+
+def test_rs256_rotation_serves_and_verifies_every_configured_key(
+    rsa_key: rsa.RSAPrivateKey, other_rsa_key: rsa.RSAPrivateKey
+) -> None:
+    before = make_rs_authority({"r1": rsa_key})
+    old_token = before.issue(make_admission(), NOW)
+
+    during = make_rs_authority({"r1": rsa_key, "r2": other_rsa_key}, active_kid="r2")
+    new_token = during.issue(make_admission(), NOW)
+
+    assert jwt.get_unverified_header(new_token)["kid"] == "r2"
+    assert during.verify(old_token, NOW).room == "team-call"
+    assert during.verify(new_token, NOW).room == "team-call"
+    assert during.public_key(prosody_path(old_token)) == public_pem_of(rsa_key)
+    assert during.public_key(prosody_path(new_token)) == public_pem_of(other_rsa_key)
+    assert_refused(before, new_token)
+    after = make_rs_authority({"r2": other_rsa_key})
+    assert_refused(after, old_token)
+    assert after.public_key(prosody_path(old_token)) is None
+
+
+def test_rs256_alg_none_is_refused(rs_authority: TicketAuthority) -> None:
+    header = {"alg": "none", "typ": "JWT", "kid": "r1"}
+    unsigned = f"{b64json(header)}.{b64json(good_claims())}."
+    assert_refused(rs_authority, unsigned)
+    assert_refused(rs_authority, unsigned + b64url(b"x" * 256))
+
+
+def test_hs256_signed_with_the_public_key_is_refused(
+    rs_authority: TicketAuthority, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    """The classic confusion: HMAC keyed with the public PEM anyone can fetch."""
+    public_pem = rs_authority.public_key(hashlib.sha256(b"r1").hexdigest() + ".pem")
+    assert public_pem is not None
+    hs_header = {"alg": "HS256", "typ": "JWT", "kid": "r1"}
+    assert_refused(rs_authority, craft(hs_header, good_claims(), public_pem))
+    assert_refused(rs_authority, craft(hs_header, good_claims(), public_pem.strip()))
+    # Labelled RS256 but an HMAC underneath.
+    rs_header = {"alg": "RS256", "typ": "JWT", "kid": "r1"}
+    assert_refused(rs_authority, craft(rs_header, good_claims(), public_pem))
+
+
+@pytest.mark.parametrize("alg", ["HS256", "RS384", "RS512", "PS256", "ES256", "rs256", ""])
+def test_rs256_refuses_other_algorithms(
+    rs_authority: TicketAuthority, rsa_key: rsa.RSAPrivateKey, alg: str
+) -> None:
+    _, payload, signature = rs_craft(rsa_key).split(".")
+    relabelled = b64json({"alg": alg, "typ": "JWT", "kid": "r1"})
+    assert_refused(rs_authority, f"{relabelled}.{payload}.{signature}")
+    if alg in ("RS384", "RS512", "PS256"):
+        assert_refused(
+            rs_authority,
+            jwt.encode(good_claims(), rsa_key, algorithm=alg, headers={"kid": "r1"}),
+        )
+
+
+def test_hs256_authority_refuses_rs256_tickets(
+    authority: TicketAuthority, rs_authority: TicketAuthority
+) -> None:
+    assert_refused(authority, rs_authority.issue(make_admission(), NOW))
+    assert_refused(rs_authority, authority.issue(make_admission(), NOW))
+
+
+@pytest.mark.parametrize("kid", ["r2", "k1", "R1", "", None, 1])
+def test_rs256_unknown_kid_is_refused(
+    rs_authority: TicketAuthority, rsa_key: rsa.RSAPrivateKey, kid: Any
+) -> None:
+    header = {"alg": "RS256", "typ": "JWT", "kid": kid}
+    _, payload, signature = rs_craft(rsa_key).split(".")
+    assert_refused(rs_authority, f"{b64json(header)}.{payload}.{signature}")
+
+
+def test_rs256_kid_selects_the_key(
+    rsa_key: rsa.RSAPrivateKey, other_rsa_key: rsa.RSAPrivateKey
+) -> None:
+    both = make_rs_authority({"r1": rsa_key, "r2": other_rsa_key})
+    assert both.verify(rs_craft(other_rsa_key, kid="r2"), NOW).room == "team-call"
+    # Signed with r2's key, labelled r1; and a stranger's key under a known kid.
+    assert_refused(both, rs_craft(other_rsa_key, kid="r1"))
+    stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    assert_refused(both, rs_craft(stranger, kid="r1"))
+
+
+def test_rs256_expired_or_early_ticket_is_refused(rs_authority: TicketAuthority) -> None:
+    token = rs_authority.issue(make_admission(), NOW)
+    exp = int(NOW) + TTL
+    assert rs_authority.verify(token, exp - 0.001).room == "team-call"
+    assert_refused(rs_authority, token, now=exp)
+    assert_refused(rs_authority, token, now=NOW - 1)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"aud": "jitsi"},
+        {"aud": ["jitsi-test"]},
+        {"iss": "meetgate"},
+        {"sub": "*"},
+        {"room": "*"},
+        {"room": "Team-Call"},
+        {"exp": int(NOW)},
+    ],
+)
+def test_rs256_wrong_claims_are_refused(
+    rs_authority: TicketAuthority, rsa_key: rsa.RSAPrivateKey, changes: dict[str, Any]
+) -> None:
+    assert_refused(rs_authority, rs_craft(rsa_key, good_claims(**changes)))
+
+
+def test_rs256_tampered_ticket_is_refused(rs_authority: TicketAuthority) -> None:
+    token = rs_authority.issue(make_admission(), NOW)
+    header, _, signature = token.split(".")
+    assert_refused(rs_authority, f"{header}.{b64json(good_claims(room='other'))}.{signature}")
+    for index, char in enumerate(token):
+        if char == ".":
+            continue
+        replacement = "A" if char != "A" else "B"
+        forged = token[:index] + replacement + token[index + 1 :]
+        with pytest.raises(TicketInvalid):
+            rs_authority.verify(forged, NOW)
+
+
+def test_rs256_non_canonical_signature_encoding_is_refused(
+    rs_authority: TicketAuthority,
+) -> None:
+    # 256 signature bytes are 342 base64url characters; the last carries 4 unused bits.
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    token = rs_authority.issue(make_admission(), NOW)
+    last = alphabet.index(token[-1])
+    assert last % 16 == 0
+    for low_bits in (1, 7, 15):
+        assert_refused(rs_authority, token[:-1] + alphabet[last + low_bits])
+
+
+def test_rs256_from_a_key_file(tmp_path: Path, rsa_key: rsa.RSAPrivateKey) -> None:
+    (tmp_path / "tickets").mkdir()
+    (tmp_path / "tickets" / "r1.pem").write_text(pem_of(rsa_key))
+    config = tmp_path / "meetgate.toml"
+    config.write_text(
+        f"""[admin]
+token = "{"a" * 40}"
+[tickets]
+algorithm = "RS256"
+[[tickets.keys]]
+kid = "r1"
+private_key_file = "tickets/r1.pem"
+[admission]
+pseudonym_key = "{"p" * 40}"
+""",
+        encoding="utf-8",
+    )
+    # A relative path is found next to the config file, wherever the process runs.
+    settings = load_settings(config, environ={})
+    key = settings.tickets.keys[0]
+    assert key.private_key_file is not None
+    assert key.private_key_file.path == tmp_path / "tickets" / "r1.pem"
+    assert "BEGIN" not in repr(settings)
+    authority = TicketAuthority.from_settings(settings)
+    token = authority.issue(make_admission(), NOW)
+    assert authority.public_key(prosody_path(token)) == public_pem_of(rsa_key)
+
+
+# --- RS256 keys are checked when the settings load ------------------------------------------------
+
+
+def rs_config(tmp_path: Path, keys: str, algorithm: str = "RS256") -> Path:
+    config = tmp_path / "meetgate.toml"
+    config.write_text(
+        f"""[admin]
+token = "{"a" * 40}"
+[tickets]
+algorithm = "{algorithm}"
+{keys}
+[admission]
+pseudonym_key = "{"p" * 40}"
+""",
+        encoding="utf-8",
+    )
+    return config
+
+
+def settings_problems(config: Path) -> str:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config, environ={})
+    return str(caught.value)
+
+
+FILE_KEY = "[tickets] keys[0].private_key_file (MEETGATE_TICKETS__KEYS)"
+
+
+def test_missing_key_file_is_a_clear_settings_error(tmp_path: Path) -> None:
+    config = rs_config(tmp_path, '[[tickets.keys]]\nkid = "r1"\nprivate_key_file = "nope.pem"')
+    report = settings_problems(config)
+    assert f"{FILE_KEY}: {tmp_path / 'nope.pem'} does not exist" in report
+    assert "Traceback" not in report
+
+
+def test_unreadable_key_file_is_a_clear_settings_error(tmp_path: Path) -> None:
+    (tmp_path / "dir.pem").mkdir()
+    config = rs_config(tmp_path, '[[tickets.keys]]\nkid = "r1"\nprivate_key_file = "dir.pem"')
+    assert f"{FILE_KEY}: {tmp_path / 'dir.pem'} cannot be read" in settings_problems(config)
+
+
+def key_file(tmp_path: Path, name: str, text: str | bytes) -> str:
+    path = tmp_path / name
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text)
+    return f'[[tickets.keys]]\nkid = "r1"\nprivate_key_file = "{path}"'
+
+
+def test_small_rsa_key_is_refused_at_load(tmp_path: Path) -> None:
+    small = rsa.generate_private_key(public_exponent=65537, key_size=1024)  # noqa: S505 (the point)
+    report = settings_problems(rs_config(tmp_path, key_file(tmp_path, "small.pem", pem_of(small))))
+    assert FILE_KEY in report and "1024-bit RSA key: use at least 2048 bits" in report
+    inline = f'[[tickets.keys]]\nkid = "r1"\nprivate_key = """{pem_of(small)}"""'
+    report = settings_problems(rs_config(tmp_path, inline))
+    assert "[tickets] keys[0].private_key (MEETGATE_TICKETS__KEYS): is a 1024-bit" in report
+
+
+def test_keys_that_are_not_rsa_private_keys_are_refused(
+    tmp_path: Path, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    ec_pem = (
+        ec.generate_private_key(ec.SECP256R1())
+        .private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        .decode()
+    )
+    encrypted = rsa_key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"passphrase"),
+    )
+    cases = {
+        "ec.pem": (ec_pem, "is not an RSA key"),
+        "public.pem": (public_pem_of(rsa_key), "is not a PEM private key"),
+        "garbage.pem": ("not a key", "is not a PEM private key"),
+        "encrypted.pem": (encrypted, "is encrypted with a passphrase"),
+        "huge.pem": ("x" * 100_000, "is too large"),
+    }
+    for name, (text, message) in cases.items():
+        report = settings_problems(rs_config(tmp_path, key_file(tmp_path, name, text)))
+        assert FILE_KEY in report and message in report, (name, report)
+        # Never the key itself in the report (PEM bodies of keys start with "MII").
+        assert "MII" not in report
+
+
+def test_one_algorithm_and_one_kind_of_key(tmp_path: Path, rsa_key: rsa.RSAPrivateKey) -> None:
+    rs_key = key_file(tmp_path, "r1.pem", pem_of(rsa_key))
+    hs_key = f'[[tickets.keys]]\nkid = "h1"\nsecret = "{SECRET}"'
+    mixed = settings_problems(rs_config(tmp_path, f"{rs_key}\n{hs_key}"))
+    assert "keys[1] ('h1') has a secret, but algorithm is RS256" in mixed
+    as_hs = settings_problems(rs_config(tmp_path, rs_key, algorithm="HS256"))
+    assert "keys[0] ('r1') has a private key, but algorithm is HS256" in as_hs
+    both = settings_problems(rs_config(tmp_path, f'{rs_key}\nsecret = "{SECRET}"'))
+    assert "[tickets] keys[0] (MEETGATE_TICKETS__KEYS)" in both
+    assert "exactly one of secret" in both
+    neither = settings_problems(rs_config(tmp_path, '[[tickets.keys]]\nkid = "r1"'))
+    assert "it has none" in neither
+    unknown = settings_problems(rs_config(tmp_path, rs_key, algorithm="RS512"))
+    assert "[tickets] algorithm (MEETGATE_TICKETS__ALGORITHM)" in unknown
+
+
+def test_key_file_from_the_environment(tmp_path: Path, rsa_key: rsa.RSAPrivateKey) -> None:
+    path = tmp_path / "r9.pem"
+    path.write_text(pem_of(rsa_key))
+    keys = json.dumps([{"kid": "r9", "private_key_file": str(path)}])
+    settings = load_settings(
+        rs_config(tmp_path, '[[tickets.keys]]\nkid = "h1"\nsecret = "' + SECRET + '"'),
+        environ={"MEETGATE_TICKETS__KEYS": keys},
+    )
+    assert settings.tickets.algorithm == "RS256"
+    assert settings.tickets.signing_kid == "r9"
