@@ -45,6 +45,14 @@ class Attempt:
     room: str | None = None
     identity: str | None = None
     invite: str | None = None
+    # The join link's token hash, when the attempt came through one: a refusal by the limits
+    # every attempt through that link shares (LINK_LIMITS) is remembered by it.
+    link: str | None = None
+
+
+# The limits every attempt through one join link is charged against alike, whether it opens the
+# landing page or joins (the identity limit only counts joins).
+LINK_LIMITS = frozenset({"gate", "room", "invite"})
 
 
 class RateLimiter:
@@ -135,8 +143,24 @@ class RateLimiter:
             self.known.address_refused(attempt.client_addr, address_wait, attempt.room, now)
         if network_wait > 0:
             self.known.network_refused(attempt.client_addr, network_wait, attempt.room, now)
+        if attempt.link is not None:
+            link_wait = max(
+                (
+                    wait
+                    for name, wait in zip(self._names(attempt), decision.waits, strict=False)
+                    if name in LINK_LIMITS
+                ),
+                default=0.0,
+            )
+            if link_wait > 0:
+                self.known.link_refused(attempt.link, link_wait, attempt.room, now)
         await self.note_rejection(attempt.room, "rate_limited")
         raise RateLimited(decision.retry_after)
+
+    def known_link_wait(self, token_hash: str) -> KnownWait:
+        """How long attempts through the join link with this token hash are known to stay
+        refused by a limit they all share (its invite's, its room's, the gate's)."""
+        return self.known.link_wait(token_hash, time.monotonic())
 
     def known_wait(self, client_addr: str) -> KnownWait:
         """How long `client_addr`'s address or network limit is known to stay exhausted, from

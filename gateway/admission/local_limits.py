@@ -1,12 +1,13 @@
-"""What this replica knows of client addresses and networks that have used up their limit.
+"""What this replica knows of client addresses, networks and join links that have used up a limit.
 
 A join flood must cost the gate less than it costs the attacker. When the shared limits refuse an
-attempt because its address or its /24 or /64 has no budget left, the replica remembers until
-when; the gate then answers that address's or network's next attempts itself, before the
-framework, the store or a log line sees them. It never refuses what the shared limits would
-allow: a refused attempt charges nothing, so the budget is exactly as empty until the wait is
-over (other replicas can only have made it emptier). Attempts that are not charged, such as
-those answered with a proof-of-work challenge, never land here.
+attempt because its address or its /24 or /64 has no budget left, or because a limit every
+attempt through its join link shares has none (the link's invite, its room, the gate), the
+replica remembers until when; the gate then answers that address's, network's or link's next
+attempts itself, before the framework, the store or a log line sees them. It never refuses what
+the shared limits would allow: a refused attempt charges nothing, so the budget is exactly as
+empty until the wait is over (other replicas can only have made it emptier). Attempts that are
+not charged, such as those answered with a proof-of-work challenge, never land here.
 """
 
 from __future__ import annotations
@@ -71,12 +72,22 @@ class KnownRefusals:
     def __init__(self) -> None:
         self._addresses = _Waits()
         self._networks = _Waits()
+        self._links = _Waits()
 
     def address_refused(self, client_addr: str, wait: float, room: str | None, now: float) -> None:
         self._addresses.remember(client_addr, now + wait, room, now)
 
     def network_refused(self, client_addr: str, wait: float, room: str | None, now: float) -> None:
         self._networks.remember(network_key(client_addr), now + wait, room, now)
+
+    def link_refused(self, token_hash: str, wait: float, room: str | None, now: float) -> None:
+        self._links.remember(token_hash, now + wait, room, now)
+
+    def link_wait(self, token_hash: str, now: float) -> KnownWait:
+        if not self._links.until:
+            return NO_WAIT
+        known = self._links.wait(token_hash, now)
+        return KnownWait(known.seconds, known.room, "link") if known.seconds > 0 else NO_WAIT
 
     def wait(self, client_addr: str, now: float) -> KnownWait:
         """How long an attempt from `client_addr` is known not to fit its address or network

@@ -138,8 +138,10 @@ class AdmissionPipeline:
     ) -> tuple[Invite, Room]:
         """The invite behind a join link and its room, if it can still be used; counts no use.
         `located`: what `locate` found for this request already."""
-        _, invite, room = await self._locate(raw_token, client_addr, located)
-        await self._limiter.charge(Attempt(client_addr, room=room.name, invite=invite.id))
+        token_hash, invite, room = await self._locate(raw_token, client_addr, located)
+        await self._limiter.charge(
+            Attempt(client_addr, room=room.name, invite=invite.id, link=token_hash)
+        )
         if invite.revoked:
             raise InviteRevoked()
         if invite.uses >= invite.max_uses or now >= invite.expires_at:
@@ -170,6 +172,7 @@ class AdmissionPipeline:
                 room=room.name,
                 identity=self.identity_of(verified),
                 invite=found.id,
+                link=token_hash,
             )
         )
         role = await self.admissible(verified, room, client_addr, now)

@@ -17,6 +17,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.admission.invites import hash_token
 from gateway.admission.limits import RateLimiter
 from gateway.admission.oidc import SIGNIN_PREFIX
 from gateway.admission.pipeline import AdmissionPipeline
@@ -213,6 +214,10 @@ class Gate:
         client_addr = client_address(peer, scope["headers"], self._trusted)
         if scope["type"] == "http" and is_join_attempt(scope["method"], scope["path"]):
             known = self._limiter.known_wait(client_addr)
+            token = scope["path"].removeprefix("/j/")
+            if not known.seconds and len(token) < len(scope["path"]) and token.isascii():
+                # A join link whose invite, room or the gate is known to be out of budget.
+                known = self._limiter.known_link_wait(hash_token(token))
             if known.seconds > 0:
                 # Refused before any other work: no request id, no log line, a kept answer.
                 scope.setdefault("state", {})["quiet"] = True

@@ -74,6 +74,33 @@ async def test_a_refusal_by_another_limit_is_not_remembered() -> None:
     assert 'meetgate_rate_limited_total{limit="room"} 1' in metrics.render()
 
 
+async def test_a_link_out_of_its_shared_budget_is_remembered_by_its_token_hash() -> None:
+    # A leaked link flooded from many addresses: refused by the invite's limit, whatever the
+    # address; the link's later attempts are known refused, other links are not.
+    limiter = RateLimiter(
+        MemoryStore(), rates(address=WIDE, invite=Rate(per_minute=60, burst=2)), Metrics()
+    )
+    for host in (1, 2):
+        await limiter.charge(Attempt(f"198.51.{host}.1", room="agora", invite="i1", link="h1"))
+    await refuse(limiter, Attempt("198.51.3.1", room="agora", invite="i1", link="h1"))
+    known = limiter.known_link_wait("h1")
+    assert 0 < known.seconds <= 1.0 and known.room == "agora" and known.limit == "link"
+    assert limiter.known_link_wait("h2").seconds == 0
+    assert limiter.known_wait("198.51.3.1").seconds == 0
+
+
+async def test_a_joins_own_identity_limit_does_not_close_the_link() -> None:
+    # Only joins are charged against the identity limit: its refusal must not refuse the
+    # landing page, which the shared limits would still show.
+    limiter = RateLimiter(
+        MemoryStore(), rates(address=WIDE, identity=Rate(per_minute=60, burst=1)), Metrics()
+    )
+    join = Attempt("198.51.100.1", room="agora", identity="p1", invite="i1", link="h1")
+    await limiter.charge(join)
+    await refuse(limiter, join)
+    assert limiter.known_link_wait("h1").seconds == 0
+
+
 async def test_never_longer_than_the_most_lenient_rooms_limit_would_refuse() -> None:
     # The gate does not know an attempt's room before it answers; a room whose address limit
     # allows a burst of 5 must still get the attempts the default burst of 2 refuses.
