@@ -261,7 +261,7 @@ def test_network_limit_groups_a_slash_24(tight_gateway: GatewayServer) -> None:
     # The /24's burst of 30, plus at most what refills (1/s) while the test runs (on a busy
     # machine, a refill can land on the last request).
     assert 30 <= statuses.count(200) <= 32
-    assert statuses[:30] == [200] * 30 and statuses[30] == 429
+    assert statuses[:30] == [200] * 30 and 429 in statuses[30:]
 
 
 def test_per_room_override(tight_gateway: GatewayServer) -> None:
