@@ -2,8 +2,10 @@
 
 Proof is demanded for a room when a host or admin switched it on, when the room's rejection
 pressure crosses the threshold, or when the whole gate's does; the difficulty rises with the
-pressure. A proof is checked before the attempt is charged against any rate limit, costs one
-hash and one HMAC, and can be used once.
+pressure. A proof is checked before the attempt is charged against the room's, the invite's and
+the gate's limits, costs one hash and one HMAC, and can be used once. Asking for a challenge and
+answering one wrongly are charged against the asker's own address and network limits, so a
+flood cannot have challenges made for it without limit.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from gateway.admission.challenge import (
     issue_challenge,
     verify_solution,
 )
-from gateway.admission.limits import RateLimiter
+from gateway.admission.limits import Attempt, RateLimiter
 from gateway.errors import MeetgateError
 from gateway.metrics import Metrics
 from gateway.settings import ChallengeSettings
@@ -118,6 +120,9 @@ class FloodGuard:
         if difficulty is None:
             return
         if proof is None or not proof.token:
+            # A challenge is not counted against the room's, the invite's or the gate's limits,
+            # but against the asker's own address and network: challenges are not free to farm.
+            await self._limiter.charge(Attempt(client_addr))
             raise ChallengeRequired(
                 self.challenge(
                     client_addr=client_addr, room=room.name, now=now, difficulty=difficulty
@@ -139,5 +144,7 @@ class FloodGuard:
         except ChallengeFailed:
             self._metrics.challenges_failed.inc()
             self._metrics.rejections.inc(reason="challenge")
+            # Nor are wrong, stale or replayed answers free to send.
+            await self._limiter.charge(Attempt(client_addr))
             raise
         self._metrics.challenges_solved.inc()

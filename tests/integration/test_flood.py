@@ -46,6 +46,13 @@ max_difficulty = 10
 """
 
 
+# Proof-of-work always on. Asking for a challenge and answering one wrongly count against the
+# address, so an attendee who asks, gets it wrong and tries again needs a few more than 3.
+POW_ON = TIGHT.format(mode="on").replace(
+    "address = { per_minute = 60, burst = 3 }", "address = { per_minute = 60, burst = 10 }"
+)
+
+
 @pytest.fixture(scope="module")
 def tight_gateway(
     tmp_path_factory: pytest.TempPathFactory, jitsi_web: Any
@@ -83,7 +90,7 @@ def pow_gateway(
     server, proc = start_gateway(
         tmp_path_factory.mktemp("pow"),
         upstream=jitsi_web.url,
-        extra=TIGHT.format(mode="on"),
+        extra=POW_ON,
         top=TRUST_LOCAL_PROXY,
     )
     yield server
@@ -99,8 +106,7 @@ def pow_signin(
     server, proc = start_gateway(
         tmp_path_factory.mktemp("pow-signin"),
         upstream=jitsi_web.url,
-        extra=TIGHT.format(mode="on")
-        + oidc_table("idp", "University Login", f"http://127.0.0.1:{port}"),
+        extra=POW_ON + oidc_table("idp", "University Login", f"http://127.0.0.1:{port}"),
         top=TRUST_LOCAL_PROXY,
     )
     try:
@@ -327,6 +333,27 @@ def test_proof_of_work_is_demanded_and_checked(pow_gateway: GatewayServer) -> No
             == 403
         )
         assert browser.post(other, data={"pow_token": token, "answer": answer}).status_code == 303
+
+
+def test_challenges_and_wrong_answers_count_against_the_address(
+    pow_gateway: GatewayServer,
+) -> None:
+    # Proof-of-work is asked before the room's and the invite's limits count an attempt, but a
+    # flood cannot have challenges made (or answers checked) for it without limit.
+    path = invite_path(pow_gateway, room(pow_gateway))
+    with client(pow_gateway, fresh_address()) as farmer:
+        token, _ = challenge_of(farmer.post(path).text)
+        wrong = [farmer.post(path, data={"pow_token": token, "answer": "x"}) for _ in range(4)]
+        asked = [farmer.post(path) for _ in range(8)]
+    assert all(answer.status_code == 403 for answer in wrong)
+    statuses = [answer.status_code for answer in asked]
+    # The address's burst of 10: the first challenge, four wrong answers, five more challenges
+    # (then 1/s, which a busy machine may give one of the last three).
+    assert statuses[:5] == [200] * 5 and statuses[5:].count(429) >= 2
+    assert any(a.status_code == 429 and "x-request-id" not in a.headers for a in asked[5:])
+    # Another address still gets its challenge.
+    with client(pow_gateway, fresh_address()) as other:
+        assert "data-pow-token" in other.post(path).text
 
 
 def test_pressure_switches_proof_of_work_on(tight_gateway: GatewayServer) -> None:
