@@ -230,6 +230,63 @@ async def measure_flood(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Attack:
+    """An attack alone (no attendees): what wrk was answered, and the gateway's CPU for it."""
+
+    what: str
+    result: LoadResult
+    cpu_seconds: float
+
+    @property
+    def cpu_per_request_ms(self) -> float:
+        return self.cpu_seconds / max(1, self.result.requests) * 1000
+
+
+# The attack variants measured after the flood, each against a fresh meeting: every request
+# through the meeting's real link (unused, so the first attempts get in), from the same 8,192
+# addresses; on the flooded gateway, and on one that always demands proof-of-work.
+LEAKED_LINK = "leaked link only"
+POW_ON = "leaked link only, proof-of-work on"
+POW_RATES = RATES.replace('mode = "off"', 'mode = "on"')
+
+
+async def measure_attack(wrk: str, gate: Gateway, seconds: int, what: str) -> Attack:
+    api = AdminApi(gate.admin_url, gate.admin_token)
+    meeting = f"leaked-{secrets.token_hex(4)}"
+    await api.create_rooms([meeting])
+    [link] = await api.create_invites([meeting], 1, name="Leaked")
+    command = wrk_command(
+        wrk,
+        gate.url,
+        seconds=seconds,
+        connections=FLOOD_CONNECTIONS,
+        script=FLOOD_SCRIPT,
+        script_args=(gate.url, link, str(ATTACK_ADDRESSES), str(ATTACK_PER_NETWORK), "1"),
+        nice=WRK_NICE,
+    )
+    cpu_before = process_cpu_seconds(gate.pid)
+    result = await run_wrk_async(command, gate.url, seconds)
+    return Attack(what, result, process_cpu_seconds(gate.pid) - cpu_before)
+
+
+def attack_figures(f: Flood, attacks: list[Attack]) -> list[Figure]:
+    per_request_ms = f.cpu_per_join_ms / 2
+    return [
+        Figure(
+            what=f"attack alone, {attack.what}: requests answered, CPU per request",
+            meetgate=f"{attack.result.requests / attack.result.seconds:,.0f}/s, "
+            f"{attack.cpu_per_request_ms:.2f} ms",
+            baseline=f"{per_request_ms:.2f} ms per admitted request",
+            comparison=f"{attack.cpu_per_request_ms / per_request_ms:.0%}; "
+            + _statuses(attack.result),
+            target=f"≤ {COST_RATIO_TARGET:.0%} of an admitted one",
+            met=attack.cpu_per_request_ms <= COST_RATIO_TARGET * per_request_ms,
+        )
+        for attack in attacks
+    ]
+
+
 P99_RATIO_TARGET = 3.0
 COST_RATIO_TARGET = 0.10
 
@@ -312,6 +369,15 @@ def details(f: Flood) -> list[str]:
 def _slowest(joins: Joins) -> str:
     return ", ".join(f"{ms:.1f}" for ms in sorted(joins.latencies_ms)[-5:]) + " ms"
 
+
+ATTACK_METHOD = (
+    "Attack variants (after the flood, no attendees, each for the flood's length on a fresh "
+    "meeting): every request carries the meeting's real link (unused before, so its first "
+    "attempts pass the limits; 303s are counted as answered, not refused), from the same "
+    "addresses; once on the flooded gateway, once on a gateway configured alike but with "
+    '`[challenge] mode = "on"`, where a request without proof is answered with a challenge '
+    "page (200). CPU per request is the gateway's CPU over all the variant's requests."
+)
 
 METHOD = (
     f"Flood: attendees join at {JOINS_PER_SECOND}/s (each with its own single-use invite and "

@@ -114,6 +114,7 @@ class Measurements:
     revocations: list[Revocations] = field(default_factory=list)
     idle: IdleSockets | None = None
     flood: Flood | None = None
+    attacks: list[flood.Attack] = field(default_factory=list)
     # Seconds each section took, for keeping the whole run within its budget.
     took: dict[str, float] = field(default_factory=dict)
 
@@ -321,6 +322,14 @@ def start_lab(servers: Servers, options: Options) -> Lab:
             top=flood.TRUSTED_PROXIES,
             rates=flood.RATES,
         )
+        gateways["flood-pow"] = servers.gateway(
+            "gate-flood-pow",
+            upstream=upstream_url,
+            store_url="memory://",
+            env=flood.ENV,
+            top=flood.TRUSTED_PROXIES,
+            rates=flood.POW_RATES,
+        )
     servers.wait_ready()
     return Lab(
         upstream=upstream_url,
@@ -492,6 +501,11 @@ def measure_flood_section(
         f"  {measured.attack.requests / measured.attack.seconds:,.0f} attack requests/s; "
         f"{measured.flooded.succeeded}/{measured.flooded.attempted} joins"
     )
+    for name, what in (("flood", flood.LEAKED_LINK), ("flood-pow", flood.POW_ON)):
+        say(f"measuring an attack alone: {what}")
+        attack = asyncio.run(flood.measure_attack(wrk, lab.gateways[name], options.seconds, what))
+        measurements.attacks.append(attack)
+        say(f"  {attack.result.requests / attack.result.seconds:,.0f}/s")
 
 
 def measure_everything(
@@ -671,6 +685,7 @@ def method_notes(options: Options, pinned: bool, m: Measurements) -> list[str]:
         notes.append(revocation.METHOD)
     if m.flood is not None:
         notes.append(flood.METHOD)
+        notes.append(flood.ATTACK_METHOD)
     return notes
 
 
@@ -718,6 +733,7 @@ def all_figures(m: Measurements) -> list[Figure]:
         figures += revocation.idle_figures(m.idle)
     if m.flood is not None:
         figures += flood.flood_figures(m.flood)
+        figures += flood.attack_figures(m.flood, m.attacks)
     return figures
 
 
