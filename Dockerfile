@@ -1,10 +1,14 @@
 # Meetgate's container image: two stages, so the final one holds the installed package and
 # Python, and no compiler, pip or source tree. Runs as an unprivileged user and needs nothing
-# writable but /tmp, so it runs with a read-only root filesystem (deploy/compose does).
+# writable but /tmp, so it runs with a read-only root filesystem (deploy/compose and
+# deploy/kubernetes run it so).
 #
 #   docker build -t meetgate .
 #   docker run --read-only --tmpfs /tmp -v ./meetgate.toml:/etc/meetgate/meetgate.toml:ro \
-#       -p 127.0.0.1:8000:8000 meetgate
+#       -v ./tickets:/etc/meetgate/tickets:ro -p 127.0.0.1:8000:8000 meetgate
+#
+# The config and the RS256 ticket keys it names (private_key_file = "tickets/<kid>.pem", next to
+# it) must be readable by user 10001: deploy/compose/setup writes both that way.
 #
 # Pin the base by digest in production (`python:3.12-slim-bookworm@sha256:…`).
 ARG PYTHON_IMAGE=python:3.12-slim-bookworm
@@ -27,6 +31,8 @@ LABEL org.opencontainers.image.title="Meetgate" \
       org.opencontainers.image.description="A self-hosted, hardened front door for Jitsi Meet" \
       org.opencontainers.image.licenses="AGPL-3.0-or-later"
 COPY --from=build /opt/meetgate /opt/meetgate
+# The base image's own pip goes too: nothing in the running image can fetch or build packages.
+RUN python -m pip uninstall -y -q pip
 # The read-only root filesystem: no .pyc written at run time (they were compiled above), HOME on
 # the /tmp tmpfs. The public listener on all container interfaces (override in meetgate.toml
 # loses to this: MEETGATE_* variables win); the admin API stays on the container's loopback,

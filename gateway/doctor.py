@@ -196,6 +196,7 @@ def check_settings(settings: Settings, config_path: Path) -> list[Finding]:
 THIRD_PARTY_HOSTS = (
     "meet-jit-si-turnrelay.jitsi.net",  # the default public STUN server for p2p and the bridge
     "jitsi.net",  # Jitsi's hosted APIs: dial-in, JaaS keys, whiteboard, rtcstats
+    "jit.si",  # Jitsi's public meeting service
     "8x8.vc",
     "8x8.com",
     "gravatar.com",
@@ -212,6 +213,7 @@ THIRD_PARTY_HOSTS = (
     "graph.microsoft.com",
     "youtube.com",
     "youtube-nocookie.com",
+    "youtu.be",
     "matomo.cloud",
     "sentry.io",
 )
@@ -664,6 +666,10 @@ async def check_signalling(
     if genuine_login.result is LoginResult.ACCEPTED:
         findings.append(
             Finding("genuine ticket", Verdict.PASS, f"{base} accepts a ticket Meetgate signs")
+        )
+    elif genuine_login.result is LoginResult.UNREACHABLE:
+        findings.append(
+            Finding("genuine ticket", Verdict.FAIL, f"could not check {base}: {genuine_login.how}")
         )
     else:
         key = (

@@ -390,6 +390,71 @@ def test_only_meetgate_reaches_jitsi_web_and_prosody_http(overlay: str) -> None:
     assert allowed("redis", 26379) == {"meetgate", "redis"}
 
 
+def secret_references(documents: list[dict[str, Any]]) -> dict[str, set[str]]:
+    """{Secret name: keys used} for every Secret a workload needs (optional ones left out; an
+    empty set means the whole Secret, as envFrom and an unfiltered volume take it)."""
+    needed: dict[str, set[str]] = {}
+    for document in documents:
+        pod = document.get("spec", {}).get("template", {}).get("spec")
+        if pod is None:
+            continue
+        volumes = {v["name"]: v["secret"] for v in pod.get("volumes", []) if "secret" in v}
+        for volume in volumes.values():
+            if not volume.get("optional"):
+                needed.setdefault(volume["secretName"], set())
+        for container in pod.get("containers", []) + pod.get("initContainers", []):
+            for source in container.get("envFrom", []):
+                if "secretRef" in source:
+                    needed.setdefault(source["secretRef"]["name"], set())
+            for variable in container.get("env", []):
+                ref = variable.get("valueFrom", {}).get("secretKeyRef")
+                if ref is not None:
+                    needed.setdefault(ref["name"], set()).add(ref["key"])
+            for mount in container.get("volumeMounts", []):
+                secret = volumes.get(mount["name"])
+                if secret is not None and "subPath" in mount:
+                    needed.setdefault(secret["secretName"], set()).add(mount["subPath"])
+    return needed
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_setups_secret_commands_make_every_secret_the_manifests_need(
+    overlay: str, tmp_path: Path
+) -> None:
+    """The `kubectl create secret` commands that `setup --kubernetes` prints (and docs/deploy.md
+    repeats), run with --dry-run=client: each Secret validates, and together they hold every
+    Secret and key the overlay's workloads refer to; the ticket key is where the config says."""
+    documents = kustomize(overlay)
+    out = tmp_path / "k8s"
+    result = run_setup(out, "--kubernetes")
+    assert result.returncode == 0, result.stderr
+    commands = [line.split() for line in result.stdout.splitlines() if line.startswith("  kubectl")]
+    assert len(commands) == 4
+    created: dict[str, set[str]] = {}
+    kubectl = shutil.which("kubectl")
+    assert kubectl is not None
+    for command in commands:
+        secret = run([kubectl, *command[1:], "--dry-run=client", "-o", "json"])
+        assert secret.returncode == 0, secret.stderr
+        document = json.loads(secret.stdout)
+        validate(document)
+        assert document["metadata"]["namespace"] == "meetgate"
+        created[document["metadata"]["name"]] = set(document["data"])
+    for name, keys in secret_references(documents).items():
+        assert name in created, f"{name} is needed but setup does not say how to make it"
+        assert keys <= created[name], (name, keys - created[name])
+    settings = load_settings(out / "meetgate.toml", environ={}, allow_ephemeral=False)
+    key_file = settings.tickets.keys[0].private_key_file
+    assert key_file is not None
+    assert created["meetgate-ticket-keys"] == {key_file.path.name}
+    assert key_file.path.parent.name == "tickets"
+    # docs/deploy.md gives the same four commands (with its own output directory).
+    doc = (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
+    for command in commands:
+        documented = " ".join(command).replace(str(out), "$HOME/meetgate-k8s")
+        assert documented in doc, documented
+
+
 def test_kubernetes_copies_match_compose() -> None:
     pairs = [
         (COMPOSE / "jitsi.env", KUBERNETES / "base" / "jitsi" / "jitsi.env"),
@@ -532,7 +597,10 @@ def test_dockerfile_is_multi_stage_non_root_and_lints_clean() -> None:
     assert re.search(r"^USER 10001:10001$", final, re.M)
     assert "HEALTHCHECK" in final and "/_meetgate/health" in final
     assert 'ENTRYPOINT ["meetgate", "serve"]' in final
+    # No build tools in the final stage: nothing is installed there, and the base's pip is removed.
     assert "pip install" not in final
+    assert "pip uninstall -y -q pip" in final
+    assert "apt-get" not in final
     ignore = (ROOT / ".dockerignore").read_text().split()
     assert ignore[ignore.index("*") :][:1] == ["*"]
     hadolint = shutil.which("hadolint")
@@ -545,21 +613,132 @@ def test_dockerfile_is_multi_stage_non_root_and_lints_clean() -> None:
 # ---------------------------------------------------------------- no third party, no way around
 
 
-JITSI_FILES = [
-    COMPOSE / "jitsi.env",
-    COMPOSE / "jitsi" / "custom-config.js",
-    COMPOSE / "jitsi" / "custom-interface_config.js",
-    COMPOSE / "docker-compose.yml",
-    COMPOSE / ".env.example",
-    *sorted((KUBERNETES / "base").rglob("*")),
-]
+def test_nothing_in_deploy_names_a_third_party_host() -> None:
+    """Every file in deploy/ and the Dockerfile, comments included: the provided configuration
+    does not even mention a third-party host (the ACME CA is Caddy's default, named nowhere)."""
+    files = [p for p in DEPLOY.rglob("*") if p.is_file()] + [ROOT / "Dockerfile"]
+    assert len(files) >= 30
+    for path in files:
+        assert third_party_hosts(path.read_text(encoding="utf-8")) == [], path
 
 
-def test_provided_jitsi_configuration_names_no_third_party_host() -> None:
-    """Comments included: the provided files do not even mention a third-party host."""
-    for path in JITSI_FILES:
-        if path.is_file():
-            assert third_party_hosts(path.read_text(encoding="utf-8")) == [], path
+# A config.js as a stock deployment generates it, with every third party of ../shared/JITSI.md
+# switched on: the provided custom-config.js, appended after it, must switch each one off.
+STOCK_CONFIG_JS = """
+var config = {
+    hosts: { domain: 'meet.jitsi', anonymousdomain: 'guest.meet.jitsi', muc: 'muc.meet.jitsi' },
+    p2p: { enabled: true, stunServers: [ { urls: 'stun:meet-jit-si-turnrelay.jitsi.net:443' } ] },
+    gravatar: { baseUrl: 'https://www.gravatar.com/avatar/' },
+    analytics: { amplitudeAPPKey: 'k', matomoEndpoint: 'https://x.matomo.cloud/',
+                 rtcstatsEnabled: true, rtcstatsEndpoint: 'wss://rtcstats-server.jitsi.net/',
+                 scriptURLs: [ 'https://www.googletagmanager.com/gtag.js' ] },
+    callStatsID: 'id',
+    giphy: { enabled: true, sdkKey: 'k' },
+    dropbox: { appKey: 'k' },
+    enableCalendarIntegration: true,
+    googleApiApplicationClientID: 'id.apps.googleusercontent.com',
+    microsoftApiApplicationClientID: 'id',
+    whiteboard: { enabled: true, collabServerBaseUrl: 'https://excalidraw-backend.jitsi.net' },
+    dialInNumbersUrl: 'https://conference-mapper.jitsi.net/v1/access/dids',
+    dialInConfCodeUrl: 'https://conference-mapper.jitsi.net/v1/access',
+    salesforceUrl: 'https://example.my.salesforce.com',
+    etherpad_base: 'https://pad.example.net/p/',
+    liveStreaming: { enabled: true },
+    transcription: { enabled: true },
+    disableThirdPartyRequests: false,
+    readOnlyName: false,
+};
+"""
+# Toolbar buttons that reach a third party, or bypass Meetgate (invite, profile).
+THIRD_PARTY_BUTTONS = {
+    "sharedvideo",
+    "livestreaming",
+    "recording",
+    "closedcaptions",
+    "etherpad",
+    "whiteboard",
+    "feedback",
+    "help",
+    "download",
+    "linktosalesforce",
+    "embedmeeting",
+    "invite",
+    "profile",
+}
+
+
+def evaluate_js(source: str, name: str) -> dict[str, Any]:
+    """Run `source` in node as the browser would (one script, `window.location` set) and return
+    the global object `name` it leaves (`config`, `interfaceConfig`)."""
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed (scripts/test installs nodejs)")
+    script = (
+        "const vm = require('vm'); const fs = require('fs');"
+        "const sandbox = { window: { location: { hostname: 'meet.example.org' } } };"
+        "vm.runInNewContext(fs.readFileSync(0, 'utf8'), sandbox);"
+        f"process.stdout.write(JSON.stringify(sandbox.{name}));"
+    )
+    result = run([node, "-e", script], input=source)
+    assert result.returncode == 0, result.stderr
+    value: dict[str, Any] = json.loads(result.stdout)
+    return value
+
+
+def test_custom_config_switches_off_every_third_party_of_a_stock_config() -> None:
+    """../shared/JITSI.md, item by item: what the browser ends up with after the provided
+    custom-config.js has run on a config.js that reaches every third party it lists."""
+    custom = (COMPOSE / "jitsi" / "custom-config.js").read_text(encoding="utf-8")
+    stock = evaluate_js(STOCK_CONFIG_JS, "config")
+    assert third_party_hosts(json.dumps(stock))  # the stand-in does reach them
+    config = evaluate_js(STOCK_CONFIG_JS + custom, "config")
+    # Ways around the gate: no guest domain.
+    assert "anonymousdomain" not in config["hosts"]
+    # Third parties: nothing left that names one, and each switch explicitly off.
+    assert third_party_hosts(json.dumps(config)) == []
+    assert config["disableThirdPartyRequests"] is True
+    assert config["p2p"]["stunServers"] == [{"urls": "stun:meet.example.org:3478"}]
+    assert config["gravatar"] == {"disabled": True}
+    assert config["analytics"]["disabled"] is True
+    assert config["analytics"]["rtcstatsEnabled"] is False
+    assert not {"amplitudeAPPKey", "matomoEndpoint", "rtcstatsEndpoint"} & set(config["analytics"])
+    assert config["analytics"]["scriptURLs"] == []
+    assert not config["callStatsID"]
+    assert config["giphy"] == {"enabled": False}
+    assert config["enableCalendarIntegration"] is False
+    assert config["whiteboard"] == {"enabled": False}
+    assert config["liveStreaming"] == {"enabled": False}
+    assert config["transcription"] == {"enabled": False}
+    for gone in (
+        "dropbox",
+        "googleApiApplicationClientID",
+        "microsoftApiApplicationClientID",
+        "dialInNumbersUrl",
+        "dialInConfCodeUrl",
+        "salesforceUrl",
+        "etherpad_base",
+    ):
+        assert gone not in config, gone
+    buttons = set(config["toolbarButtons"])
+    assert not buttons & THIRD_PARTY_BUTTONS, buttons & THIRD_PARTY_BUTTONS
+    assert {"microphone", "camera", "desktop", "chat", "hangup", "security"} <= buttons
+    # Names come from the ticket; the interface does not offer to edit them.
+    assert config["readOnlyName"] is True and config["disableProfile"] is True
+
+
+def test_custom_interface_config_links_to_no_third_party() -> None:
+    stock = """var interfaceConfig = {
+        JITSI_WATERMARK_LINK: 'https://meet.jit.si',
+        SUPPORT_URL: 'https://community.jit.si/',
+        MOBILE_DOWNLOAD_LINK_ANDROID: 'https://play.google.com/store/apps/details?id=org.jitsi',
+        SHOW_JITSI_WATERMARK: true,
+    };
+    """
+    custom = (COMPOSE / "jitsi" / "custom-interface_config.js").read_text(encoding="utf-8")
+    assert third_party_hosts(json.dumps(evaluate_js(stock, "interfaceConfig")))
+    interface = evaluate_js(stock + custom, "interfaceConfig")
+    assert third_party_hosts(json.dumps(interface)) == []
+    assert interface["SHOW_JITSI_WATERMARK"] is False
 
 
 def test_provided_config_js_hardening_passes_doctor() -> None:
@@ -582,6 +761,7 @@ def test_provided_jitsi_env_closes_every_way_around_the_gate() -> None:
         "JWT_TOKEN_AUTH_MODULE": "token_verification",
         "JWT_ENABLE_DOMAIN_VERIFICATION": "1",
         "ENABLE_JAAS_COMPONENTS": "0",
+        "ENABLE_VISITORS": "0",
         "ENABLE_AUTO_OWNER": "0",
         "JICOFO_ENABLE_AUTO_OWNER": "0",
         "PROSODY_ENABLE_RATE_LIMITS": "1",

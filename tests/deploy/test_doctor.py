@@ -213,6 +213,9 @@ def test_unreachable_everything_fails_within_the_time_limit(tmp_path: Path) -> N
     assert status == 1
     for check in ("store", "jitsi web", "websocket, no ticket", "bosh, no ticket", "https"):
         assert found.get(check) == "FAIL", f"{check}:\n{report}"
+    # Unreachable is not "refused": no advice about keys for a server that never answered.
+    genuine = next(line for line in report.splitlines() if "genuine ticket" in line)
+    assert "could not check" in genuine and "JWT_ASAP_KEYSERVER" not in genuine
 
 
 def test_invalid_or_missing_config_fails(tmp_path: Path) -> None:

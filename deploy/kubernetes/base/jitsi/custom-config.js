@@ -41,11 +41,46 @@ delete config.peopleSearchUrl;
 delete config.brandingDataUrl;
 delete config.dynamicBrandingUrl;
 delete config.chromeExtensionBanner;
+delete config.salesforceUrl;
+delete config.etherpad_base;
 config.fileRecordingsEnabled = false;
+config.recordingService = { enabled: false, sharingEnabled: false };
 config.liveStreamingEnabled = false;
 config.liveStreaming = { enabled: false };
 config.transcription = { enabled: false };
 config.transcribingEnabled = false;
+
+// The toolbar offers only what stays on this server. Shared video has no off switch: a shared
+// YouTube link makes every participant's browser load YouTube's player, so its button is not
+// listed. Also left out: recording and live streaming (Jibri, YouTube, Dropbox), subtitles
+// (transcription services), the shared document (etherpad), the whiteboard, feedback, help and
+// app downloads (outside pages), Salesforce, embedding and Jitsi's invite dialog (Meetgate
+// invites people), and the profile (the name comes from the ticket). A button a newer Jitsi
+// adds stays hidden until it is added here.
+config.toolbarButtons = [
+    'camera',
+    'chat',
+    'desktop',
+    'filmstrip',
+    'fullscreen',
+    'hangup',
+    'microphone',
+    'mute-everyone',
+    'mute-video-everyone',
+    'noisesuppression',
+    'participants-pane',
+    'raisehand',
+    'reactions',
+    'security',
+    'select-background',
+    'settings',
+    'shareaudio',
+    'shortcuts',
+    'stats',
+    'tileview',
+    'toggle-camera',
+    'videoquality'
+];
 // Links to outside help, app downloads and legal pages: none.
 config.deploymentUrls = {};
 config.legalUrls = {};
