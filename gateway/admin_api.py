@@ -44,7 +44,7 @@ class RoomOut(BaseModel):
     name: str
     title: str
     created_at: float
-    policy: list[str]
+    policy: list[str] = Field(description="The ways in: invite, oidc, email_code, lobby")
     locked: bool
     approval_required: bool
     pow_required: bool
@@ -53,8 +53,8 @@ class RoomOut(BaseModel):
 
 
 class PolicyIn(_Body):
-    """A room's policy (docs/identity-providers.md, "Room policies"). Lists are lower-cased
-    e-mail addresses, domains and group names; empty lists do not restrict."""
+    """A room's policy (docs/identity-providers.md, "Room policies"). Addresses and domains are
+    stored lower-cased, group names as given (compared exactly); empty lists do not restrict."""
 
     invite: bool = True
     oidc: bool = False
@@ -103,13 +103,16 @@ class Problem(BaseModel):
     request_id: str
 
 
+# The ways into a room, in the order `RoomOut.policy` lists those its policy allows.
+WAYS_IN = ("invite", "oidc", "email_code", "lobby")
+
+
 def _room_out(room: Room) -> RoomOut:
-    policy = ["invite"] if room.policy.invite else []
     return RoomOut(
         name=room.name,
         title=room.title,
         created_at=room.created_at,
-        policy=policy,
+        policy=[way for way in WAYS_IN if getattr(room.policy, way)],
         locked=room.locked,
         approval_required=room.approval_required,
         pow_required=room.pow_required,

@@ -274,12 +274,16 @@ class EmailCodes:
         # Single use: of two racing right answers exactly one takes the code.
         if await self._store.take_value(key) != raw:
             raise await self._reject(room, CodeExpired())
+        # The address is proven, the name is whatever the person typed (or the address's local
+        # part): no host has seen it, so the room sees it marked as a guest's (a host's, named
+        # by host_emails, is not).
         return VerifiedIdentity(
             path=Path.EMAIL,
             subject=address,
             name=display_name,
             email=address,
             email_verified=True,
+            guest=True,
         )
 
     def display_name(self, address: str, given: str) -> str:

@@ -29,5 +29,6 @@ class VerifiedIdentity:
     issuer: str | None = None
     provider: str | None = None
     groups: tuple[str, ...] = ()
-    # Admitted by a host through the lobby without any other proof: marked in the name.
+    # A name nobody vouched for (typed in the lobby or on the e-mail code page): marked in the
+    # name the room sees, unless the person enters as a host.
     guest: bool = False

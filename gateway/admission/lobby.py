@@ -78,6 +78,14 @@ class LobbyRoomFull(LobbyFull):
     )
 
 
+def request_lifetime(settings: LobbySettings) -> int:
+    """How long after it was made a request's record may still be read: its wait, then its
+    answer (or the news that it expired) kept for its browser. The waiting browser's cookie
+    lives as long, so that it always learns how its request ended, even one answered at the
+    last moment."""
+    return settings.ttl_seconds + max(ANSWER_KEPT_SECONDS, EXPIRED_KEPT_SECONDS)
+
+
 def clean_name(value: str) -> str:
     """The name a guest typed, as a host will see it; InvalidInput if it cannot be shown."""
     return clean_text(value, field="name", max_chars=MAX_NAME_CHARS)

@@ -267,7 +267,8 @@ class AdmissionPipeline:
         reserved = (
             frozenset() if role is Role.HOST else await self._host_names.reserved(room.name, now)
         )
-        choices = name_choices(verified.name, role=role, guest=verified.guest, reserved=reserved)
+        guest = verified.guest and role is not Role.HOST
+        choices = name_choices(verified.name, role=role, guest=guest, reserved=reserved)
         for batch in choices:
             index = await self._store.claim_name(room.name, batch.claim(admission_id, expires_at))
             if index is not None:

@@ -30,6 +30,7 @@ from gateway.admission.lobby import (
     LobbyState,
     clean_name,
     new_request_id,
+    request_lifetime,
     shown_name,
 )
 from gateway.admission.pipeline import AdmissionPipeline
@@ -103,7 +104,7 @@ class LobbyPages:
         response.set_cookie(
             self.cookie,
             queued.token,
-            max_age=self._settings.lobby.ttl_seconds,
+            max_age=request_lifetime(self._settings.lobby),
             path="/",
             secure=self._settings.secure,
             httponly=True,

@@ -1,7 +1,8 @@
 """The lobby in a real browser (Debian's chromium driven by playwright): one browser asks to be
 let in and waits, a second (the host) answers on the dashboard by clicking, and the first lands
 in the meeting, or on a clear page, without anyone reloading by hand; with the page's event
-stream, with its polling fallback, and without script through "Check again".
+stream, with its polling fallback, and without script through "Check again". A request nobody
+answers expires, and both pages show it by themselves.
 """
 
 from __future__ import annotations
@@ -10,13 +11,17 @@ import re
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Dialog, Page, expect, sync_playwright
 
 from tests.browser.test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS, PHONE, BrowserLog
-from tests.fixtures.gateway_server import GatewayServer
-from tests.integration.test_lobby import LOBBY_ONLY
+from tests.fixtures.gateway_server import GENEROUS_LIMITS, GatewayServer, start_gateway
+from tests.fixtures.processes import stop_process
+from tests.integration.journeys import admit, host_action
+from tests.integration.test_lobby import LOBBY_ONLY, waiting
 
 pytestmark = pytest.mark.slow
 
@@ -190,3 +195,52 @@ def test_without_script_check_again_leads_into_the_meeting(
     expect(guest.page.get_by_role("heading", name=MEETING_MARKER)).to_be_visible()
     assert not any("/events" in url or "/status" in url for url in guest.log.requests)
     only_own_requests(gateway, host, guest)
+
+
+# The shortest wait the settings allow: this test takes a minute, idle.
+LOBBY_TTL_SECONDS = 60
+
+
+def test_a_request_nobody_answers_expires_on_both_pages(
+    tmp_path: Path, jitsi_web: Any, chromium: Browser
+) -> None:
+    server, proc = start_gateway(
+        tmp_path,
+        upstream=jitsi_web.url,
+        extra=GENEROUS_LIMITS + f"\n[lobby]\nttl_seconds = {LOBBY_TTL_SECONDS}\n",
+    )
+    try:
+        room = lobby_room(server)
+        host = visitor(chromium.new_context())
+        guest = visitor(chromium.new_context())
+        open_dashboard(host, server, room)
+        ask_to_join(guest, server, room, "Paula Patient")
+        card = host.page.locator("#lobby > li").filter(has_text="Paula Patient (guest)")
+        expect(card).to_have_count(1)
+        co_host = admit(server, room, "Co Host", role="host")
+        [request] = waiting(server, co_host)
+
+        # Nobody answers. The guest's page follows the request to its end by itself...
+        expired = guest.page.get_by_role("heading", name="Your request expired")
+        expect(expired).to_be_visible(timeout=(LOBBY_TTL_SECONDS + 60) * 1000)
+        wait_url = f"{server.url}/_meetgate/lobby/{room}/wait"
+        assert guest.page.url == wait_url
+        # ...and it leaves the host's list by itself; a late answer changes nothing.
+        expect(card).to_have_count(0)
+        expect(host.page.locator("#lobby-empty")).to_be_visible()
+        late = host_action(server, co_host, "approve", request=request["id"])
+        assert late["done"] is False
+        assert waiting(server, co_host) == []
+
+        # The page's link asks again, from the gate page.
+        guest.page.get_by_role("link", name="Ask again").click()
+        guest.page.wait_for_url(f"{server.url}/_meetgate/enter/{room}")
+        ask_to_join(guest, server, room, "Paula Patient")
+        expect(card).to_have_count(1)
+        # The expired page says 410, which the browser notes in its console; nothing else may.
+        gone = f"the server responded with a status of 410 (Gone) ({wait_url})"
+        assert [e for e in guest.log.errors if e.endswith(gone)] != []
+        guest.log.errors = [e for e in guest.log.errors if not e.endswith(gone)]
+        only_own_requests(server, host, guest)
+    finally:
+        stop_process(proc)

@@ -1,12 +1,15 @@
-"""The CLI against the real admin API: `meetgate init`, `room …` and `invite …`."""
+"""The CLI against the real admin API: `meetgate init`, `room …` (its policy too) and
+`invite …`."""
 
 from __future__ import annotations
 
+import secrets
 import stat
 import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from gateway.settings import load_settings
@@ -158,3 +161,76 @@ def test_wrong_admin_token_is_a_clear_error(gateway: GatewayServer) -> None:
     result = meetgate("room", "list", "--admin-url", gateway.admin_url, "--admin-token", "y" * 40)
     assert result.returncode == 2
     assert "admin token" in result.stderr
+
+
+def test_room_policy_changes_who_may_enter_at_the_next_join(gateway: GatewayServer) -> None:
+    args = admin_args(gateway)
+    room = f"cli-policy-{secrets.token_hex(4)}"
+    assert meetgate("room", "create", room, *args).returncode == 0
+    link = gateway.invite_token(gateway.create_invite(room, "Ada Invited"))
+    with httpx.Client(base_url=gateway.url, trust_env=False, timeout=30) as browser:
+        # Invites only, the default: the gate page offers nobody else a way in.
+        assert browser.get(f"/_meetgate/enter/{room}").status_code == 403
+
+        lobby = meetgate("room", "policy", room, "--lobby", "--no-invite", *args)
+        assert lobby.returncode == 0, lobby.stderr
+        assert lobby.stdout.strip() == f"room {room}: ways in: lobby"
+        page = browser.get(f"/_meetgate/enter/{room}")
+        assert page.status_code == 200 and f'action="/_meetgate/lobby/{room}"' in page.text
+        assert "/_meetgate/email/" not in page.text
+        # The invite made before no longer opens the room, and is not used up by trying.
+        refused = browser.post(f"/j/{link}", headers={"origin": gateway.url})
+        assert refused.status_code == 403 and "<code>not_allowed</code>" in refused.text
+
+        codes = meetgate(
+            "room",
+            "policy",
+            room,
+            "--email-code",
+            "--allow-domain",
+            "@Uni.Example",
+            "--allow-email",
+            "Guest@Elsewhere.Example",
+            "--host-email",
+            "Chair@Uni.Example",
+            *args,
+        )
+        assert codes.returncode == 0, codes.stderr
+        assert codes.stdout.strip() == f"room {room}: ways in: invite, email_code"
+        page = browser.get(f"/_meetgate/enter/{room}")
+        assert f'action="/_meetgate/email/{room}/send"' in page.text
+        assert f'action="/_meetgate/lobby/{room}"' not in page.text
+        assert browser.post(f"/j/{link}", headers={"origin": gateway.url}).status_code == 303
+    with gateway.admin() as admin:
+        saved = admin.get(f"/api/v1/rooms/{room}").json()
+    assert saved["policy"] == ["invite", "email_code"]
+    assert saved["rules"]["allowed_domains"] == ["uni.example"]
+    assert saved["rules"]["allowed_emails"] == ["guest@elsewhere.example"]
+    assert saved["rules"]["host_emails"] == ["chair@uni.example"]
+    assert saved["rules"]["lobby"] is False
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--no-invite"], "A room needs at least one way in."),
+        (["--oidc", "any"], "Sign-in needs an OpenID Connect provider in the configuration."),
+        (["--oidc", "keycloak"], "No OpenID Connect provider is configured as keycloak."),
+        (["--allow-email", "not-an-address"], "This is not a valid address: not-an-address"),
+        (["--allow-domain", "uni.example/evil"], "This is not a valid domain"),
+        (["--host-email", "chair@uni.example\u202e"], "control, invisible"),
+    ],
+)
+def test_room_policy_refuses_a_bad_policy_and_keeps_the_old_one(
+    gateway: GatewayServer, flags: list[str], message: str
+) -> None:
+    args = admin_args(gateway)
+    room = f"cli-policy-{secrets.token_hex(4)}"
+    assert meetgate("room", "create", room, *args).returncode == 0
+    assert meetgate("room", "policy", room, "--lobby", *args).returncode == 0
+    result = meetgate("room", "policy", room, *flags, *args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    with gateway.admin() as admin:
+        assert admin.get(f"/api/v1/rooms/{room}").json()["policy"] == ["invite", "lobby"]

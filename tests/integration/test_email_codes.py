@@ -21,6 +21,8 @@ from gateway.settings import SmtpSettings
 from tests.fixtures.gateway_server import GatewayServer, start_gateway
 from tests.fixtures.processes import free_port, stop_process
 from tests.fixtures.smtp import SelfSignedCertificate, SmtpServer, start_smtp
+from tests.integration.journeys import admit, host_action
+from tests.integration.test_lobby import waiting
 
 pytestmark = pytest.mark.slow
 
@@ -183,7 +185,8 @@ def test_sign_in_with_a_code_from_a_real_mail_server(
         assert joined.headers["location"].startswith(f"/{room}#jwt=")
         assert "meetgate" in client.cookies
         user = ticket_user(joined)
-        assert user["name"] == "Ada Lovelace" and user["moderator"] is False
+        # The address is proven, the typed name is not: the room sees it marked.
+        assert user["name"] == "Ada Lovelace (guest)" and user["moderator"] is False
         # The admission is live: Jitsi's ticket refresh works for this browser.
         refreshed = client.get("/_meetgate/ticket", params={"room": room})
         assert refreshed.status_code == 303
@@ -199,7 +202,7 @@ def test_without_a_name_the_local_part_is_shown(
         code = smtp_server.mailbox.wait_for(email)[0].code()
         joined = answer(client, room, email, code)
     assert joined.status_code == 303
-    assert ticket_user(joined)["name"] == email.split("@")[0]
+    assert ticket_user(joined)["name"] == f"{email.split('@')[0]} (guest)"
 
 
 def test_wrong_code(email_gateway: GatewayServer, smtp_server: SmtpServer) -> None:
@@ -238,6 +241,79 @@ def test_guessing_past_the_attempt_limit(
         late = answer(client, room, email, code)
         assert late.status_code in (403, 410)
         assert "location" not in late.headers and "meetgate" not in client.cookies
+
+
+def test_guessing_is_bounded_per_code_and_per_address_from_any_client_address(
+    email_gateway: GatewayServer, smtp_server: SmtpServer
+) -> None:
+    """An attacker with many client addresses: each code still dies after MAX_ATTEMPTS wrong
+    guesses, and the address gets no more than MAX_SENDS codes an hour, so MAX_SENDS times
+    MAX_ATTEMPTS guesses is all there is."""
+    room = email_room(email_gateway)
+    victim = fresh_email()
+    for sent in range(1, MAX_SENDS + 1):
+        with browser(email_gateway) as client:
+            assert ask(client, room, victim).status_code == 200
+        code = smtp_server.mailbox.wait_for(victim, count=sent)[-1].code()
+        statuses = []
+        for n in range(1, MAX_ATTEMPTS + 1):
+            with browser(email_gateway) as client:  # every guess from an address of its own
+                statuses.append(answer(client, room, victim, other_code(code, n)).status_code)
+        assert statuses == [400] * (MAX_ATTEMPTS - 1) + [403]
+        with browser(email_gateway) as client:
+            assert answer(client, room, victim, code).status_code == 410
+    with browser(email_gateway) as client:
+        assert ask(client, room, victim).status_code == 429
+        assert answer(client, room, victim, code).status_code == 410
+    assert len(smtp_server.mailbox.to(victim)) == MAX_SENDS
+
+
+def test_a_typed_name_is_checked_and_cannot_pass_for_a_hosts(
+    email_gateway: GatewayServer, smtp_server: SmtpServer
+) -> None:
+    room = email_room(email_gateway)
+    # The name on a host invite is kept for its host, before they arrive.
+    email_gateway.create_invite(room, "Hilde Host", role="host")
+    shown = []
+    for typed in ("Hilde Host", "H\N{CYRILLIC SMALL LETTER BYELORUSSIAN-UKRAINIAN I}lde Host"):
+        email = fresh_email()
+        with browser(email_gateway) as client:
+            ask(client, room, email)
+            code = smtp_server.mailbox.wait_for(email)[0].code()
+            # A name that cannot be shown is refused, and burns nothing: the code still works.
+            for bad in ("Hilde\u202eHost", "\u2067Hilde Host", "Hilde\u200bHost", "x" * 65):
+                refused = answer(client, room, email, code, name=bad)
+                assert refused.status_code == 400, bad
+                assert "<code>invalid_input</code>" in refused.text
+            joined = answer(client, room, email, code, name=typed)
+            assert joined.status_code == 303, joined.text
+            shown.append(ticket_user(joined)["name"])
+    assert shown == [
+        "Hilde Host (guest) (2)",
+        "H\N{CYRILLIC SMALL LETTER BYELORUSSIAN-UKRAINIAN I}lde Host (guest) (3)",
+    ]
+
+
+def test_with_a_lobby_the_host_sees_the_proven_address_and_lets_them_in(
+    email_gateway: GatewayServer, smtp_server: SmtpServer
+) -> None:
+    room = email_room(email_gateway, lobby=True)
+    host = admit(email_gateway, room, "Hilde Host", role="host")
+    email = fresh_email()
+    with browser(email_gateway) as client:
+        ask(client, room, email)
+        code = smtp_server.mailbox.wait_for(email)[0].code()
+        queued = answer(client, room, email, code, name="Ada Lovelace")
+        assert queued.status_code == 303
+        wait = f"/_meetgate/lobby/{room}/wait"
+        assert queued.headers["location"] == wait
+        [request] = waiting(email_gateway, host)
+        assert request["name"] == "Ada Lovelace (guest)" and request["guest"] is True
+        assert request["via"] == f"email <{email}>"
+        assert host_action(email_gateway, host, "approve", request=request["id"])["done"]
+        landed = client.get(wait)
+        assert landed.status_code == 303, landed.text
+        assert ticket_user(landed)["name"] == "Ada Lovelace (guest)"
 
 
 def test_a_used_code_cannot_be_replayed(
@@ -304,6 +380,8 @@ def test_a_host_address_enters_as_host(
         joined = answer(client, room, chair, code, name="The Chair")
         assert joined.status_code == 303
         assert ticket_user(joined)["moderator"] is True
+        # A host's address was named by whoever set the policy: the name is shown unmarked.
+        assert ticket_user(joined)["name"] == "The Chair"
         assert client.get(f"/_meetgate/host/{room}").status_code == 200
 
 

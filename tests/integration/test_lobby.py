@@ -495,6 +495,33 @@ def test_names_that_cannot_be_shown_are_refused(
     assert waiting(gateway, host) == []
 
 
+def test_a_guest_cannot_pass_for_a_host(
+    gateway: GatewayServer, assembly: tuple[str, Admitted]
+) -> None:
+    room, host = assembly
+    look_alikes = [
+        "Hilde Host",
+        "H\N{CYRILLIC SMALL LETTER BYELORUSSIAN-UKRAINIAN I}lde Host",
+        "HILDE HOST (2)",
+    ]
+    shown = []
+    for typed in look_alikes:
+        with browser(gateway) as guest:
+            assert knock(guest, gateway, room, typed).status_code == 303
+            [request] = waiting(gateway, host)
+            # What the host is asked about already says that nobody vouched for the name.
+            assert request["name"].endswith(" (guest)") and request["guest"] is True
+            host_action(gateway, host, "approve", request=request["id"])
+            landed = guest.get(f"/_meetgate/lobby/{room}/wait")
+            assert landed.status_code == 303, landed.text
+            shown.append(ticket_claims(landed.headers["location"])["context"]["user"]["name"])
+    assert shown == [
+        "Hilde Host (guest) (2)",
+        "H\N{CYRILLIC SMALL LETTER BYELORUSSIAN-UKRAINIAN I}lde Host (guest) (3)",
+        "HILDE HOST (guest) (4)",
+    ]
+
+
 def test_messages_are_short_and_clean(
     gateway: GatewayServer, assembly: tuple[str, Admitted]
 ) -> None:

@@ -2,9 +2,10 @@
 the meeting under the verified name, policies by domain, group and provider, and every forged,
 replayed, mixed-up, expired or foreign answer refused with a clear page.
 
-Cases a real provider cannot be made to produce (an unsigned ID token, key confusion, a
-tampered token) are in tests/unit/test_oidc_claims.py; here the same validator is also fed real
-tokens that are not Meetgate's: another client's, another issuer's.
+Cases a real provider cannot be made to produce (an unsigned ID token: oidc-provider cannot sign
+with `none`; key confusion; a tampered token) are in tests/unit/test_oidc_claims.py; here the same
+validator is also fed real tokens that are not Meetgate's: another client's, another issuer's,
+and a real provider's HS256 tokens signed with the client secret go through a whole sign-in.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from tests.fixtures.jitsi_web import INDEX_MARKER
 from tests.fixtures.oidc import (
     CLIENT_ID,
     OTHER_CLIENT_ID,
+    OTHER_CLIENT_SECRET,
     OidcSetup,
     authorize,
     begin,
@@ -41,7 +43,7 @@ from tests.fixtures.oidc import (
     tokens_directly,
 )
 from tests.fixtures.processes import wait_until
-from tests.integration.journeys import admit
+from tests.integration.journeys import Admitted, admit, host_action
 from tests.integration.test_names import ticket_name
 
 pytestmark = pytest.mark.slow
@@ -197,6 +199,55 @@ def test_a_lobby_room_queues_the_signed_in_attendee(oidc: OidcSetup) -> None:
     answer = sign_in(oidc.gateway, "idp", room, "bob")
     assert answer.status_code == 303, answer.text
     assert answer.headers["location"].startswith("/_meetgate/lobby"), answer.headers["location"]
+
+
+def lobby_of(gateway: GatewayServer, host: Admitted) -> list[dict[str, Any]]:
+    with httpx.Client(base_url=gateway.url, trust_env=False, cookies=host.cookies) as client:
+        response = client.get(f"/_meetgate/host/{host.room}/roster")
+    assert response.status_code == 200, response.text
+    return list(response.json()["lobby"])
+
+
+def test_in_a_lobby_hosts_see_who_signed_in_and_their_answer_holds(oidc: OidcSetup) -> None:
+    gateway = oidc.gateway
+    room = room_with(gateway, lobby=True, oidc_providers=["idp"])
+    host = admit(gateway, room, "Hilde Host", role="host")
+    wait = f"/_meetgate/lobby/{room}/wait"
+    with browser(gateway) as bob:
+        queued = sign_in(gateway, "idp", room, "bob", client=bob)
+        assert queued.status_code == 303 and queued.headers["location"] == wait
+        # The host sees the identity the provider verified, not a typed name.
+        [request] = lobby_of(gateway, host)
+        assert request["name"] == "Bob Marley" and request["guest"] is False
+        assert request["via"] == "oidc:idp <bob@uni.example>"
+        assert host_action(gateway, host, "approve", request=request["id"])["done"] is True
+        landed = ticket_user(ticket_of(bob.get(wait), room))
+        assert landed["name"] == "Bob Marley" and landed["moderator"] is False
+    # Denied and banned while waiting: that account stays out, whichever browser it comes from.
+    with browser(gateway) as eve:
+        assert sign_in(gateway, "idp", room, "eve", client=eve).status_code == 303
+        [request] = lobby_of(gateway, host)
+        assert request["via"] == "oidc:idp <eve@evil.example>"
+        assert host_action(gateway, host, "deny-ban", request=request["id"])["done"] is True
+        barred = eve.get(wait)
+        assert barred.status_code == 403 and "barred you" in barred.text
+    refused(sign_in(gateway, "idp", room, "eve"), 403, "admission_banned")
+    assert lobby_of(gateway, host) == []
+    # A host by address walks past the lobby.
+    set_policy(gateway, room, lobby=True, host_emails=["ada@uni.example"])
+    assert ticket_user(ticket_of(sign_in(gateway, "idp", room, "ada"), room))["moderator"]
+
+
+def test_a_name_a_provider_vouches_for_cannot_pass_for_a_hosts(oidc: OidcSetup) -> None:
+    gateway = oidc.gateway
+    room = room_with(gateway, oidc_providers=["idp"], host_emails=["ada@uni.example"])
+    host = ticket_user(ticket_of(sign_in(gateway, "idp", room, "ada"), room))
+    assert host["name"] == "Ada Lovelace" and host["moderator"] is True
+    impostor = ticket_user(ticket_of(sign_in(gateway, "idp", room, "impostor"), room))
+    assert impostor["name"] == "\N{CYRILLIC CAPITAL LETTER A}da Lovelace (2)"
+    # Direction overrides and zero-width characters are dropped; what is left is Ada's name.
+    overrider = ticket_user(ticket_of(sign_in(gateway, "idp", room, "overrider"), room))
+    assert overrider["name"] == "Ada Lovelace (3)"
 
 
 def test_login_refuses_unknown_providers_rooms_and_rooms_without_sign_in(oidc: OidcSetup) -> None:
@@ -356,6 +407,24 @@ def test_an_expired_id_token_is_refused(oidc: OidcSetup) -> None:
     assert jwt.decode(real.id_token, options={"verify_signature": False})["exp"] < time.time() - 300
     room = room_with(oidc.gateway, oidc_providers=["skewed"])
     refused(sign_in(oidc.gateway, "skewed", room, "ada"), 403, "signin_rejected")
+
+
+def test_an_id_token_signed_with_the_client_secret_is_refused(oidc: OidcSetup) -> None:
+    symmetric = oidc.providers["symmetric"]
+    # The premise: this provider lists HS256 and signs real ID tokens with the client secret,
+    # good ones by that measure (which is all authlib's own check would ask).
+    assert "HS256" in symmetric.discovery()["id_token_signing_alg_values_supported"]
+    real = tokens_directly(symmetric, "ada")
+    assert jwt.get_unverified_header(real.id_token)["alg"] == "HS256"
+    claims = jwt.decode(
+        real.id_token, OTHER_CLIENT_SECRET, algorithms=["HS256"], audience=OTHER_CLIENT_ID
+    )
+    assert claims["sub"] == "ada" and claims["iss"] == symmetric.issuer
+    room = room_with(oidc.gateway, oidc_providers=["symmetric"])
+    exchanges = symmetric.requests("POST", "/token")
+    refused(sign_in(oidc.gateway, "symmetric", room, "ada"), 403, "signin_rejected")
+    # Refused for the token itself, after a real code exchange.
+    assert symmetric.requests("POST", "/token") == exchanges + 1
 
 
 def test_a_provider_whose_discovery_names_another_issuer_is_not_used(oidc: OidcSetup) -> None:
