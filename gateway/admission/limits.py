@@ -12,8 +12,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from gateway.admission.local_limits import KnownRefusals, KnownWait
-from gateway.client_address import network_of
+from gateway.admission.local_limits import KnownRefusals, KnownWait, network_key
 from gateway.errors import RateLimited, StoreUnavailable
 from gateway.metrics import Metrics
 from gateway.settings import Rate, RateSettings
@@ -112,7 +111,7 @@ class RateLimiter:
     def charges(self, attempt: Attempt) -> list[LimitCharge]:
         keys = {
             "address": f"addr:{attempt.client_addr}",
-            "network": f"net:{network_of(attempt.client_addr)}",
+            "network": f"net:{network_key(attempt.client_addr)}",
             "gate": GATE,
             "room": f"room:{attempt.room}",
             "identity": f"id:{attempt.identity}",

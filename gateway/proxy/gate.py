@@ -61,6 +61,10 @@ FORWARD_AUTH = "/_meetgate/forward-auth"
 # request ids, so they are spelled out here; a test keeps them equal).
 LOBBY_PREFIX = "/_meetgate/lobby"
 EMAIL_PREFIX = "/_meetgate/email"
+# Marks a join attempt the gate refused, for the access log (which samples them in a flood)...
+REFUSED_ATTEMPT = "refused_attempt"
+# ... and one it refused before any other work (which the access log leaves out).
+QUIET = "quiet"
 # Where the gate leaves the invite it found for a join link, for the pages app.
 LOCATED_INVITE = "located_invite"
 FORWARD_AUTH_HEADERS = [(b"cache-control", b"no-store"), (b"content-length", b"0")]
@@ -220,7 +224,7 @@ class Gate:
                 known = self._limiter.known_link_wait(hash_token(token))
             if known.seconds > 0:
                 # Refused before any other work: no request id, no log line, a kept answer.
-                scope.setdefault("state", {})["quiet"] = True
+                scope.setdefault("state", {})[QUIET] = True
                 await self._limiter.note_local_refusal(known)
                 await send_rate_limited(scope, send, known.seconds, secure=self._secure)
                 return
@@ -247,6 +251,8 @@ class Gate:
             # The access log has a line for each of these already; unknown links come in floods.
             if not isinstance(error, NotAdmitted | TicketInvalid | InviteUnknown):
                 log.info("refused %s: %s [%s]", scope["type"], error.code, rid)
+            if scope["type"] == "http" and is_join_attempt(scope["method"], scope["path"]):
+                scope["state"][REFUSED_ATTEMPT] = True
             if not started:
                 await send_error(scope, send, error, rid, secure=self._secure)
         except Exception:

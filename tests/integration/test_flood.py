@@ -229,6 +229,40 @@ def test_a_leaked_link_flooded_from_many_addresses_is_answered_by_the_gate(
         assert other.get(invite_path(door_gateway, room(door_gateway))).status_code == 200
 
 
+def test_refused_join_attempts_are_sampled_in_the_access_log(
+    door_gateway: GatewayServer,
+) -> None:
+    # Made-up links from many networks: each is refused (404) after its own charge; the log
+    # keeps at most 20 lines a second of them and counts the rest.
+    made_up = [f"/j/{secrets.token_urlsafe(24)}" for _ in range(120)]
+    started = time.monotonic()
+    for path in made_up:
+        with client(door_gateway, fresh_network_address()) as browser:
+            assert browser.get(path).status_code == 404
+    elapsed = time.monotonic() - started
+
+    def accounted() -> int:
+        # Lines written, plus those a summary line counted (written when the next second's
+        # first refused attempt comes in).
+        log = read_log(door_gateway)
+        unlogged = re.findall(r"(\d+) more refused join attempts not logged", log)
+        return log.count("GET /j/[invite] 404") + sum(int(n) for n in unlogged)
+
+    deadline = time.monotonic() + 10
+    while accounted() < len(made_up) and time.monotonic() < deadline:
+        with client(door_gateway, fresh_network_address()) as browser:
+            browser.get(f"/j/{secrets.token_urlsafe(24)}")
+    assert accounted() >= len(made_up)
+    log = read_log(door_gateway)
+    assert log.count("GET /j/[invite] 404") <= 20 * (int(elapsed) + 2)
+    assert "more refused join attempts not logged" in log
+    assert not any(path.removeprefix("/j/") in log for path in made_up)
+
+
+def read_log(gateway: GatewayServer) -> str:
+    return gateway.log_path.read_text(errors="replace")
+
+
 def test_unknown_tokens_are_limited_too(tight_gateway: GatewayServer) -> None:
     with client(tight_gateway, fresh_address()) as browser:
         statuses = [browser.get(f"/j/{'A' * 31}{i}").status_code for i in range(5)]
