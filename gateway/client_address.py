@@ -86,3 +86,38 @@ def network_of(address: str) -> str:
         return "unknown"
     bits = 24 if parsed.version == 4 else 64
     return str(ipaddress.ip_network(f"{parsed}/{bits}", strict=False))
+
+
+# How many distinct (peer, forwarding headers) answers a replica keeps; past that it starts over.
+# Only answers for forwarding headers of at most MAX_REMEMBERED_HOPS_BYTES are kept.
+MAX_REMEMBERED = 65_536
+MAX_REMEMBERED_HOPS_BYTES = 256
+
+
+class ClientAddresses:
+    """`client_address` with the answers kept: a flood repeats its addresses, and parsing them
+    is a fifth of what refusing one of its requests costs."""
+
+    def __init__(self, trusted: Sequence[IPNetwork]) -> None:
+        self._trusted = trusted
+        self._known: dict[tuple[str | None, tuple[tuple[bytes, bytes], ...]], str] = {}
+
+    def resolve(self, peer: str | None, headers: Iterable[tuple[bytes, bytes]]) -> str:
+        """What `client_address` answers for `peer` and `headers`."""
+        hops: tuple[tuple[bytes, bytes], ...] = ()
+        if self._trusted:
+            hops = tuple((name, value) for name, value in headers if name in _FORWARDING_HEADERS)
+        if sum(len(value) for _, value in hops) > MAX_REMEMBERED_HOPS_BYTES:
+            # Long chains are rare and would make the kept answers a memory sink.
+            return client_address(peer, hops, self._trusted)
+        key = (peer, hops)
+        known = self._known.get(key)
+        if known is None:
+            known = client_address(peer, hops, self._trusted)
+            if len(self._known) >= MAX_REMEMBERED:
+                self._known.clear()
+            self._known[key] = known
+        return known
+
+
+_FORWARDING_HEADERS = frozenset({b"x-forwarded-for", b"forwarded"})

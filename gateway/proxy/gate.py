@@ -23,7 +23,7 @@ from gateway.admission.oidc import SIGNIN_PREFIX
 from gateway.admission.pipeline import AdmissionPipeline
 from gateway.admission.policy import offered_paths
 from gateway.admission.rooms import current_room
-from gateway.client_address import client_address, parse_networks
+from gateway.client_address import ClientAddresses, parse_networks
 from gateway.cuts import CUTS, Cut
 from gateway.errors import (
     AdmissionRevoked,
@@ -140,7 +140,7 @@ class Gate:
         self._settings = settings
         self._store = store
         self._metrics = metrics
-        self._trusted = parse_networks(settings.trusted_proxies)
+        self._addresses = ClientAddresses(parse_networks(settings.trusted_proxies))
         self._follower: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Task[Any]] = set()
         self._pipeline = pipeline
@@ -215,7 +215,7 @@ class Gate:
             await self._forward_auth(scope, send)
             return
         peer = (scope.get("client") or (None, 0))[0]
-        client_addr = client_address(peer, scope["headers"], self._trusted)
+        client_addr = self._addresses.resolve(peer, scope["headers"])
         if scope["type"] == "http" and is_join_attempt(scope["method"], scope["path"]):
             known = self._limiter.known_wait(client_addr)
             token = scope["path"].removeprefix("/j/")

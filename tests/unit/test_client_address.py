@@ -6,7 +6,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.client_address import client_address, network_of, parse_networks
+from gateway.client_address import (
+    MAX_REMEMBERED,
+    ClientAddresses,
+    client_address,
+    network_of,
+    parse_networks,
+)
 
 TRUSTED = parse_networks(["10.0.0.0/8", "fd00::/8"])
 
@@ -67,3 +73,49 @@ def test_no_header_makes_an_untrusted_peer_someone_else(xff: str, forwarded: str
     # Behind a trusted proxy, whatever the headers say, the answer is an address or the peer.
     answer = client_address("10.0.0.2", headers, TRUSTED)
     assert answer == "10.0.0.2" or network_of(answer) != "unknown"
+
+
+hops = st.sampled_from(
+    ["203.0.113.9", "10.0.0.3", "fd00::1", "[2001:db8::7]:443", "garbage", "198.51.100.7:80", ""]
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    peer=st.sampled_from([None, "10.0.0.2", "203.0.113.5", "fd00::2", "not an address"]),
+    xff=st.lists(hops, max_size=4),
+    forwarded=st.lists(hops, max_size=3),
+    trusted=st.booleans(),
+)
+def test_kept_answers_are_the_same_as_fresh_ones(
+    peer: str | None, xff: list[str], forwarded: list[str], trusted: bool
+) -> None:
+    headers = [(b"user-agent", b"x")]
+    if xff:
+        headers.append((b"x-forwarded-for", ", ".join(xff).encode()))
+    if forwarded:
+        headers.append((b"forwarded", ", ".join(f"for={h}" for h in forwarded).encode()))
+    networks = TRUSTED if trusted else ()
+    addresses = ClientAddresses(networks)
+    expected = client_address(peer, headers, networks)
+    assert addresses.resolve(peer, headers) == expected
+    assert addresses.resolve(peer, headers) == expected
+    # A header a client could vary does not change what is kept for another peer's request.
+    assert addresses.resolve("192.0.2.44", headers) == client_address(
+        "192.0.2.44", headers, networks
+    )
+
+
+def test_kept_answers_are_bounded() -> None:
+    addresses = ClientAddresses(TRUSTED)
+    for n in range(MAX_REMEMBERED + 5):
+        xff = f"198.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}".encode()
+        assert addresses.resolve("10.0.0.2", [(b"x-forwarded-for", xff)]) == xff.decode()
+    assert len(addresses._known) <= MAX_REMEMBERED
+
+
+def test_long_forwarding_chains_are_answered_but_not_kept() -> None:
+    addresses = ClientAddresses(TRUSTED)
+    chain = ", ".join(["10.0.0.9"] * 100 + ["198.51.100.7"]).encode()
+    assert addresses.resolve("10.0.0.2", [(b"x-forwarded-for", chain)]) == "198.51.100.7"
+    assert len(addresses._known) == 0
