@@ -203,30 +203,25 @@ def create_admin_app(settings: Settings, store: Store, metrics: Metrics) -> Admi
 
     @app.patch("/api/v1/rooms/{name}", dependencies=guarded)
     async def change_room(name: str, body: RoomChange) -> RoomOut:
-        room = await store.get_room(name)
-        if room is None:
-            raise RoomNotFound()
-        changed = replace(
-            room,
-            locked=room.locked if body.locked is None else body.locked,
-            # Unlocking also lifts a lockdown's approval requirement, as on the dashboard.
-            approval_required=room.approval_required and body.locked is not False,
-            pow_required=room.pow_required if body.pow_required is None else body.pow_required,
+        changed = await store.change_room(
+            name,
+            lambda room: replace(
+                room,
+                locked=room.locked if body.locked is None else body.locked,
+                # Unlocking also lifts a lockdown's approval requirement, as on the dashboard.
+                approval_required=room.approval_required and body.locked is not False,
+                pow_required=room.pow_required if body.pow_required is None else body.pow_required,
+            ),
         )
-        await store.update_room(changed)
         return _room_out(changed)
 
     @app.put("/api/v1/rooms/{name}/policy", dependencies=guarded)
     async def set_policy(name: str, body: PolicyIn) -> RoomOut:
         """Takes effect for the next join attempt, on every replica, without a restart."""
-        room = await store.get_room(name)
-        if room is None:
-            raise RoomNotFound()
         policy = make_policy(
             **body.model_dump(), known_providers={provider.name for provider in settings.oidc}
         )
-        changed = replace(room, policy=policy)
-        await store.update_room(changed)
+        changed = await store.change_room(name, lambda room: replace(room, policy=policy))
         return _room_out(changed)
 
     @app.get("/metrics", response_class=PlainTextResponse, dependencies=guarded)

@@ -6,7 +6,6 @@ No HTTP here: the dashboard routes and the tests call these with plain values.
 
 from __future__ import annotations
 
-import hmac
 import secrets
 from dataclasses import replace
 
@@ -126,16 +125,22 @@ class HostDesk:
 
     async def set_locked(self, host: Admission, room_name: str, locked: bool, now: float) -> Room:
         """Lock: nobody new is admitted. Unlock also lifts a lockdown's approval requirement."""
-        room = await self._authorise(host, room_name, now)
-        updated = replace(room, locked=locked, approval_required=room.approval_required and locked)
-        await self._store.update_room(updated)
+        await self._authorise(host, room_name, now)
+        updated = await self._store.change_room(
+            room_name,
+            lambda room: replace(
+                room, locked=locked, approval_required=room.approval_required and locked
+            ),
+        )
         await self._audit(host, "lock" if locked else "unlock", now)
         return updated
 
     async def lockdown(self, host: Admission, room_name: str, now: float) -> int:
         """Lock the room, revoke every non-host admission, require approval to come back."""
-        room = await self._authorise(host, room_name, now)
-        await self._store.update_room(replace(room, locked=True, approval_required=True))
+        await self._authorise(host, room_name, now)
+        await self._store.change_room(
+            room_name, lambda room: replace(room, locked=True, approval_required=True)
+        )
         removed = 0
         for admission in await self._store.list_admissions(room_name):
             if admission.role is Role.HOST or not admission.is_live(now):
@@ -162,7 +167,9 @@ class HostDesk:
             lineage=room.ban_scope,
         )
         await self._store.create_room(successor)
-        await self._store.update_room(replace(room, locked=True, moved_to=successor.name))
+        await self._store.change_room(
+            room_name, lambda current: replace(current, locked=True, moved_to=successor.name)
+        )
         moved = 0
         for admission in await self._store.list_admissions(room_name):
             if not admission.is_live(now):
@@ -192,12 +199,16 @@ class HostDesk:
         is the version (`policy_version`) of the policy the host changed: PolicyChanged if the
         room's is another by now. None (and nothing done) if the room already has `policy`."""
         room = await self._authorise(host, room_name, now)
-        if not hmac.compare_digest(was.encode(), policy_version(room.policy).encode()):
-            raise PolicyChanged()
         if policy == room.policy:
             return None
-        updated = replace(room, policy=policy)
-        await self._store.update_room(updated)
+
+        def change(current: Room) -> Room:
+            # Checked on the record being replaced: two hosts saving at once cannot both pass.
+            if was != policy_version(current.policy):
+                raise PolicyChanged()
+            return replace(current, policy=policy)
+
+        updated = await self._store.change_room(room_name, change)
         await self._audit(host, "change policy", now, detail=describe_policy(policy))
         return updated
 

@@ -7,7 +7,7 @@ the same contract suite in `tests/contract/`. Backends translate their own failu
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Protocol
 from urllib.parse import urlsplit
 
@@ -68,6 +68,12 @@ class Store(Protocol):
 
     async def update_room(self, room: Room) -> None:
         """Replace the stored record of an existing room (RoomNotFound otherwise)."""
+
+    async def change_room(self, name: str, change: Callable[[Room], Room]) -> Room:
+        """Replace room `name`'s record with `change(record)`, atomically: a change made by
+        anyone meanwhile is never overwritten (on a conflict, `change` is applied again to the
+        newer record). Return the new record. RoomNotFound if there is no such room; whatever
+        `change` raises propagates, and nothing is written then."""
 
     async def delete_room(self, name: str, now: float) -> bool:
         """Delete the room and its invites and revoke its admissions. False if it did not exist."""

@@ -12,7 +12,7 @@ import math
 import time
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from itertools import islice
 from typing import Final
 
@@ -146,6 +146,15 @@ class MemoryStore:
         if room.name not in self._rooms:
             raise RoomNotFound()
         self._rooms[room.name] = room
+
+    async def change_room(self, name: str, change: Callable[[Room], Room]) -> Room:
+        # Nothing awaits between the read and the write: no other change can come between.
+        room = self._rooms.get(name)
+        if room is None:
+            raise RoomNotFound()
+        changed = change(room)
+        self._rooms[name] = changed
+        return changed
 
     async def delete_room(self, name: str, now: float) -> bool:
         if self._rooms.pop(name, None) is None:

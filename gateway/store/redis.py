@@ -11,7 +11,7 @@ import dataclasses
 import json
 import math
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from importlib import resources
 from typing import Any, Final
@@ -22,7 +22,7 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import EqualJitterBackoff
 from redis.commands.core import AsyncScript
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, WatchError
 
 from gateway.errors import (
     InviteExpired,
@@ -57,6 +57,8 @@ _ROOM_ADMISSIONS: Final = "meetgate:room-admissions:"  # + room: sorted set id -
 _NAMES: Final = "meetgate:names:"  # + room: hash of name claims (scripts/claim_name.lua)
 _BAN: Final = "meetgate:ban:"  # + room:identity: until, or "" for ever
 _AUDIT: Final = "meetgate:audit:"  # + room: list of AuditEntry JSON, newest first
+# How often `change_room` tries again when another change came between its read and its write.
+_CHANGE_ATTEMPTS: Final = 20
 _RATE: Final = "meetgate:rate:"  # + limit key: GCRA theoretical arrival time (microseconds)
 _RECENT: Final = "meetgate:recent:"  # + window seconds:key: hash of window index and count
 _ONCE: Final = "meetgate:once:"  # + key: present while the claim holds
@@ -326,6 +328,28 @@ class RedisStore:
             updated = await self._update_room(keys=[_ROOMS], args=[room.name, _encode(room)])
         if not updated:
             raise RoomNotFound()
+
+    async def change_room(self, name: str, change: Callable[[Room], Room]) -> Room:
+        # Optimistic: watch the rooms hash, apply `change`, write in a transaction that fails
+        # if any room changed meanwhile; then try again on the newer record.
+        with _translate_errors():
+            async with self._client.pipeline(transaction=True) as pipe:
+                for _ in range(_CHANGE_ATTEMPTS):
+                    try:
+                        await pipe.watch(_ROOMS)
+                        text: str | None = await pipe.hget(_ROOMS, name)
+                        if text is None:
+                            raise RoomNotFound()
+                        changed = change(_decode_room(text))
+                        pipe.multi()
+                        pipe.hset(_ROOMS, name, _encode(changed))
+                        await pipe.execute()
+                        return changed
+                    except WatchError:
+                        continue
+                    finally:
+                        await pipe.reset()
+        raise StoreUnavailable()
 
     async def delete_room(self, name: str, now: float) -> bool:
         with _translate_errors():

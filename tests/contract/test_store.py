@@ -220,6 +220,39 @@ async def test_updating_a_room_replaces_its_record(store: Store) -> None:
     assert await store.get_room(other.name) == other
 
 
+async def test_racing_room_changes_are_all_kept(store: Store) -> None:
+    # Hosts locking, moving and changing the policy at once: no change undoes another.
+    room = make_room()
+    await store.create_room(room)
+
+    def add_host(n: int) -> Callable[[Room], Room]:
+        return lambda current: dataclasses.replace(current, hosts=(*current.hosts, f"h{n}"))
+
+    changed = await asyncio.gather(*(store.change_room(room.name, add_host(n)) for n in range(10)))
+    final = await store.get_room(room.name)
+    assert final is not None
+    assert sorted(final.hosts) == sorted([*room.hosts, *(f"h{n}" for n in range(10))])
+    assert final in changed
+    assert final.title == room.title and final.created_at == room.created_at
+
+
+async def test_a_refused_room_change_writes_nothing(store: Store) -> None:
+    room = make_room()
+    await store.create_room(room)
+
+    def refuse(current: Room) -> Room:
+        raise RoomNotFound()
+
+    with pytest.raises(RoomNotFound):
+        await store.change_room(room.name, refuse)
+    assert await store.get_room(room.name) == room
+    with pytest.raises(RoomNotFound):
+        await store.change_room(unique("room"), lambda current: current)
+    # The store still answers afterwards (the refused change left no transaction open).
+    locked = await store.change_room(room.name, lambda r: dataclasses.replace(r, locked=True))
+    assert locked.locked and await store.get_room(room.name) == locked
+
+
 async def test_updating_a_missing_room_raises_and_creates_nothing(store: Store) -> None:
     room = dataclasses.replace(make_room(), locked=True)
     with pytest.raises(RoomNotFound):
