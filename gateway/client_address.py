@@ -81,6 +81,10 @@ def client_address(
 
 def network_of(address: str) -> str:
     """The /24 (IPv4) or /64 (IPv6) an address belongs to; limits and hosts see this."""
+    head, dot, last = address.rpartition(".")
+    if dot and last.isdigit() and head.count(".") == 2 and head.replace(".", "").isdigit():
+        # A dotted quad as `client_address` writes it, on every join attempt: no parsing.
+        return f"{head}.0/24"
     parsed = parse_address(address)
     if parsed is None:
         return "unknown"

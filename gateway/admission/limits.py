@@ -12,7 +12,8 @@ import logging
 import time
 from dataclasses import dataclass
 
-from gateway.admission.local_limits import KnownRefusals, KnownWait, network_key
+from gateway.admission.local_limits import KnownRefusals, KnownWait
+from gateway.client_address import network_of
 from gateway.errors import RateLimited, StoreUnavailable
 from gateway.metrics import Metrics
 from gateway.settings import Rate, RateSettings
@@ -111,7 +112,7 @@ class RateLimiter:
     def charges(self, attempt: Attempt) -> list[LimitCharge]:
         keys = {
             "address": f"addr:{attempt.client_addr}",
-            "network": f"net:{network_key(attempt.client_addr)}",
+            "network": f"net:{network_of(attempt.client_addr)}",
             "gate": GATE,
             "room": f"room:{attempt.room}",
             "identity": f"id:{attempt.identity}",
@@ -130,31 +131,27 @@ class RateLimiter:
         decision = await self._store.charge_limits(self.charges(attempt))
         if decision.allowed:
             return
-        waits = decision.waits or (decision.retry_after,)
-        longest = max(range(len(waits)), key=waits.__getitem__)
-        self._metrics.rate_limited.inc(limit=self._names(attempt)[longest])
-        # `charges` puts the address first and its network second.
+        # Each limit's own wait, by name (a limit named twice keeps its longer wait).
+        waits: dict[str, float] = {}
+        for name, wait in zip(self._names(attempt), decision.waits, strict=True):
+            waits[name] = max(wait, waits.get(name, 0.0))
+        self._metrics.rate_limited.inc(limit=max(waits, key=waits.__getitem__))
         now = time.monotonic()
-        address_wait, network_wait = (*decision.waits, 0.0, 0.0)[:2]
-        address_wait -= self._slack("address", attempt.room)
-        network_wait -= self._slack("network", attempt.room)
+        address_wait = waits["address"] - self._slack("address", attempt.room)
+        network_wait = waits["network"] - self._slack("network", attempt.room)
         if address_wait > 0:
             self.known.address_refused(attempt.client_addr, address_wait, attempt.room, now)
         if network_wait > 0:
             self.known.network_refused(attempt.client_addr, network_wait, attempt.room, now)
-        if attempt.link is not None:
-            link_wait = max(
-                (
-                    wait
-                    for name, wait in zip(self._names(attempt), decision.waits, strict=False)
-                    if name in LINK_LIMITS
-                ),
-                default=0.0,
-            )
-            if link_wait > 0:
-                self.known.link_refused(attempt.link, link_wait, attempt.room, now)
+        link_wait = max((waits.get(name, 0.0) for name in LINK_LIMITS), default=0.0)
+        if attempt.link is not None and link_wait > 0:
+            self.known.link_refused(attempt.link, link_wait, attempt.room, now)
         await self.note_rejection(attempt.room, "rate_limited")
         raise RateLimited(decision.retry_after)
+
+    def knows_links(self) -> bool:
+        """Whether any join link is known to be refused (else there is nothing to look up)."""
+        return self.known.knows_links()
 
     def known_link_wait(self, token_hash: str) -> KnownWait:
         """How long attempts through the join link with this token hash are known to stay

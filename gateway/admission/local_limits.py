@@ -12,23 +12,13 @@ not charged, such as those answered with a proof-of-work challenge, never land h
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 
-# Past waits are swept once the table grows past this; if it is still this full afterwards (a
+from gateway.client_address import network_of
+
+# Past waits are swept once the table grows past this; if it is still half full afterwards (a
 # flood from a vast number of addresses), it starts over: the shared limits still hold.
 MAX_ENTRIES = 200_000
-
-
-def network_key(address: str) -> str:
-    """The /24 or /64 of an address as `client_address` writes it (normalised), cheaply."""
-    if ":" not in address:
-        head, dot, _ = address.rpartition(".")
-        return f"{head}.0/24" if dot else address
-    try:
-        return str(ipaddress.ip_network(f"{address}/64", strict=False))
-    except ValueError:
-        return address
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +43,8 @@ class _Waits:
     def remember(self, key: str, until: float, room: str | None, now: float) -> None:
         if len(self.until) >= MAX_ENTRIES:
             self.until = {k: v for k, v in self.until.items() if v[0] > now}
-            if len(self.until) >= MAX_ENTRIES:
+            if len(self.until) >= MAX_ENTRIES // 2:
+                # Mostly live: sweeping again at the next insert would cost a whole table each.
                 self.until = {}
         known = self.until.get(key)
         self.until[key] = (max(until, known[0]) if known else until, room)
@@ -78,10 +69,13 @@ class KnownRefusals:
         self._addresses.remember(client_addr, now + wait, room, now)
 
     def network_refused(self, client_addr: str, wait: float, room: str | None, now: float) -> None:
-        self._networks.remember(network_key(client_addr), now + wait, room, now)
+        self._networks.remember(network_of(client_addr), now + wait, room, now)
 
     def link_refused(self, token_hash: str, wait: float, room: str | None, now: float) -> None:
         self._links.remember(token_hash, now + wait, room, now)
+
+    def knows_links(self) -> bool:
+        return bool(self._links.until)
 
     def link_wait(self, token_hash: str, now: float) -> KnownWait:
         if not self._links.until:
@@ -95,7 +89,7 @@ class KnownRefusals:
         address = self._addresses.wait(client_addr, now) if self._addresses.until else NO_WAIT
         if not self._networks.until:
             return address
-        network = self._networks.wait(network_key(client_addr), now)
+        network = self._networks.wait(network_of(client_addr), now)
         if network.seconds > address.seconds:
             return KnownWait(network.seconds, network.room, "network")
         return address

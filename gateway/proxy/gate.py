@@ -216,12 +216,14 @@ class Gate:
             return
         peer = (scope.get("client") or (None, 0))[0]
         client_addr = self._addresses.resolve(peer, scope["headers"])
-        if scope["type"] == "http" and is_join_attempt(scope["method"], scope["path"]):
+        path: str = scope["path"]
+        if scope["type"] == "http" and is_join_attempt(scope["method"], path):
             known = self._limiter.known_wait(client_addr)
-            token = scope["path"].removeprefix("/j/")
-            if not known.seconds and len(token) < len(scope["path"]) and token.isascii():
+            if not known.seconds and path.startswith("/j/") and self._limiter.knows_links():
                 # A join link whose invite, room or the gate is known to be out of budget.
-                known = self._limiter.known_link_wait(hash_token(token))
+                token = path.removeprefix("/j/")
+                if token.isascii():
+                    known = self._limiter.known_link_wait(hash_token(token))
             if known.seconds > 0:
                 # Refused before any other work: no request id, no log line, a kept answer.
                 scope.setdefault("state", {})[QUIET] = True
@@ -240,7 +242,6 @@ class Gate:
         try:
             if sum(len(n) + len(v) for n, v in scope["headers"]) > self._max_headers:
                 raise HeadersTooLarge()
-            path: str = scope["path"]
             if path == "/" or path.startswith(MEETGATE_PREFIXES):
                 if path.startswith("/j/") and scope["type"] == "http":
                     await self._locate_invite(scope, path.removeprefix("/j/"), client_addr)

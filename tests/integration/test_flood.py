@@ -195,7 +195,6 @@ def test_repeat_attempts_are_answered_by_the_gate_itself(door_gateway: GatewaySe
     assert head.status_code == 429 and head.content == b""
     log = door_gateway.log_path.read_text()
     assert log.count(" 429 ") < 5, "one access-log line per refused repeat"
-    assert address not in log
     # Other addresses, even next door, are not affected.
     neighbour = address.rsplit(".", 1)[0] + ".250"
     with client(door_gateway, neighbour) as other:

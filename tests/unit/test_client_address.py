@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -119,3 +121,9 @@ def test_long_forwarding_chains_are_answered_but_not_kept() -> None:
     chain = ", ".join(["10.0.0.9"] * 100 + ["198.51.100.7"]).encode()
     assert addresses.resolve("10.0.0.2", [(b"x-forwarded-for", chain)]) == "198.51.100.7"
     assert len(addresses._known) == 0
+
+
+@given(st.ip_addresses(v=4))
+def test_the_quick_slash_24_is_the_parsed_one(address: object) -> None:
+    text = str(address)
+    assert network_of(text) == str(ipaddress.ip_network(f"{text}/24", strict=False))

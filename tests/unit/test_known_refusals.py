@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.admission.limits import Attempt, RateLimiter
-from gateway.admission.local_limits import MAX_ENTRIES, KnownRefusals, KnownWait, network_key
+from gateway.admission.local_limits import MAX_ENTRIES, KnownRefusals, KnownWait
+from gateway.client_address import network_of
 from gateway.errors import RateLimited
 from gateway.metrics import Metrics
 from gateway.settings import Rate, RateSettings, RoomRates
@@ -148,13 +149,13 @@ def test_a_remembered_wait_ends_when_it_should(steps: list[tuple[str, float]], n
     for which, wait in steps:
         if which == "n":
             known.network_refused(addresses[which], wait, None, now)
-            key = network_key(addresses[which])
+            key = network_of(addresses[which])
         else:
             known.address_refused(addresses[which], wait, None, now)
             key = addresses[which]
         longest[key] = max(longest.get(key, 0.0), wait)
     expected = {
-        address: max(longest.get(address, 0.0), longest.get(network_key(address), 0.0))
+        address: max(longest.get(address, 0.0), longest.get(network_of(address), 0.0))
         for address in addresses.values()
     }
     for address, wait in expected.items():
@@ -172,6 +173,6 @@ def test_the_table_is_bounded() -> None:
 
 
 def test_network_keys() -> None:
-    assert network_key("198.51.100.7") == "198.51.100.0/24"
-    assert network_key("2001:db8:1:2:3::4") == "2001:db8:1:2::/64"
-    assert network_key("unknown") == "unknown"
+    assert network_of("198.51.100.7") == "198.51.100.0/24"
+    assert network_of("2001:db8:1:2:3::4") == "2001:db8:1:2::/64"
+    assert network_of("unknown") == "unknown"
