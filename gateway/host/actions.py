@@ -167,6 +167,14 @@ class HostDesk:
             lineage=room.ban_scope,
         )
         await self._store.create_room(successor)
+        # Names come along, claimed in the new room before it is reachable (names were unique
+        # in the old room, so each claim finds its name free): nobody arriving through an old
+        # link once the meeting has moved can take a look-alike first.
+        claimed = set()
+        for admission in await self._store.list_admissions(room_name):
+            if admission.is_live(now):
+                await self._claim_name_in(successor.name, admission)
+                claimed.add(admission.id)
         await self._store.change_room(
             room_name, lambda current: replace(current, locked=True, moved_to=successor.name)
         )
@@ -174,23 +182,25 @@ class HostDesk:
         for admission in await self._store.list_admissions(room_name):
             if not admission.is_live(now):
                 continue
-            # The name comes along: claimed in the new room before anyone can arrive there under
-            # a look-alike (names were unique in the old room, so the claim finds it free).
-            await self._store.claim_name(
-                successor.name,
-                NameClaim(
-                    holder=admission.id,
-                    shapes=(skeleton(admission.name),),
-                    expires_at=admission.expires_at,
-                    host_shape=host_shape(admission.name),
-                    host=admission.role is Role.HOST,
-                ),
-            )
+            if admission.id not in claimed:  # admitted between the first listing and the move
+                await self._claim_name_in(successor.name, admission)
             if await self._store.move_admission(admission.id, successor.name) is not None:
                 await self._cut(admission.id, "moved")
                 moved += 1
         await self._audit(host, "move", now, target=successor.name, detail=f"{moved} moved")
         return successor
+
+    async def _claim_name_in(self, room_name: str, admission: Admission) -> None:
+        await self._store.claim_name(
+            room_name,
+            NameClaim(
+                holder=admission.id,
+                shapes=(skeleton(admission.name),),
+                expires_at=admission.expires_at,
+                host_shape=host_shape(admission.name),
+                host=admission.role is Role.HOST,
+            ),
+        )
 
     async def set_policy(
         self, host: Admission, room_name: str, policy: RoomPolicy, was: str, now: float
