@@ -59,7 +59,9 @@ def _error_page(
 def error_headers(
     error: MeetgateError, request_id: str, content_type: bytes, *, secure: bool
 ) -> list[tuple[bytes, bytes]]:
-    headers = [(b"content-type", content_type), (b"x-request-id", request_id.encode())]
+    headers = [(b"content-type", content_type)]
+    if request_id:
+        headers.append((b"x-request-id", request_id.encode()))
     if isinstance(error, RateLimited):
         headers.append((b"retry-after", str(error.retry_after).encode()))
     return headers + security_headers(secure=secure)
@@ -100,19 +102,15 @@ def _rate_limited_answer(
 ) -> tuple[list[tuple[bytes, bytes]], bytes]:
     error = RateLimited(retry_after)
     body, content_type = error_body(error, "", as_json=as_json)
-    headers = [
-        (b"content-type", content_type),
-        (b"retry-after", str(error.retry_after).encode()),
-        (b"content-length", str(len(body)).encode()),
-        *security_headers(secure=secure),
-    ]
+    headers = error_headers(error, "", content_type, secure=secure)
+    headers.append((b"content-length", str(len(body)).encode()))
     return headers, body
 
 
 async def send_rate_limited(scope: Scope, send: Send, wait: float, *, secure: bool) -> None:
     """The 429 for an attempt a replica refused before any other work: rendered once per
     distinct wait and kept, and without a request id, as no log line is written for it."""
-    seconds = max(1, int(wait + 0.999))  # as RateLimited rounds it
-    headers, body = _rate_limited_answer(seconds, wants_json(scope), secure)
+    retry_after = RateLimited(wait).retry_after
+    headers, body = _rate_limited_answer(retry_after, wants_json(scope), secure)
     await send({"type": "http.response.start", "status": 429, "headers": headers})
     await send({"type": "http.response.body", "body": body if scope["method"] != "HEAD" else b""})
