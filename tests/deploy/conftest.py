@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import secrets
-import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,30 +17,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.fixtures.processes import free_port, port_open, start_process, stop_process, wait_until
+from tests.fixtures.processes import free_port, start_listening, stop_process
 from tests.fixtures.redis_server import REDIS_SERVER
 
 STANDIN_APP = Path(__file__).with_name("standin_app.py")
 APP_ID = "meetgate"
 AUDIENCE = "jitsi"
-
-
-def _serving(proc: subprocess.Popen[bytes], port: int, log: Path) -> bool:
-    if proc.poll() is not None:
-        raise RuntimeError(f"stand-in exited with {proc.returncode}:\n{log.read_text()}")
-    return port_open(port)
-
-
-def _start(
-    args: list[str], port: int, log: Path, env: dict[str, str] | None = None
-) -> subprocess.Popen[bytes]:
-    proc = start_process(args, log, env=env)
-    try:
-        wait_until(lambda: _serving(proc, port, log), timeout=20, what=f"{args[0]} on {port}")
-    except BaseException:
-        stop_process(proc)
-        raise
-    return proc
 
 
 @pytest.fixture(scope="session")
@@ -51,7 +32,7 @@ def aof_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     args = [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
     args += ["--appendonly", "yes", "--dir", str(workdir)]
-    proc = _start(args, port, workdir / "redis.log")
+    proc = start_listening(args, port, workdir / "redis.log")
     yield f"redis://127.0.0.1:{port}/0"
     stop_process(proc)
 
@@ -70,7 +51,7 @@ def static_site(tmp_path: Path) -> Iterator[StaticSite]:
     (root / "index.html").write_text("<!DOCTYPE html><title>Jitsi Meet</title>\n")
     port = free_port()
     args = [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory", str(root)]
-    proc = _start([*args, str(port)], port, tmp_path / "http-server.log")
+    proc = start_listening([*args, str(port)], port, tmp_path / "http-server.log")
     yield StaticSite(url=f"http://127.0.0.1:{port}", root=root)
     stop_process(proc)
 
@@ -93,7 +74,7 @@ def token_signalling(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Signa
         "STANDIN_AUDIENCE": AUDIENCE,
     }
     args = [sys.executable, str(STANDIN_APP), "--role", "signalling", "--port", str(port)]
-    proc = _start(args, port, workdir / "signalling.log", env=env)
+    proc = start_listening(args, port, workdir / "signalling.log", env=env)
     yield Signalling(url=f"http://127.0.0.1:{port}", ticket_secret=secret)
     stop_process(proc)
 
@@ -178,6 +159,6 @@ def tls_front(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsFront]:
     port = free_port()
     args = [sys.executable, str(STANDIN_APP), "--role", "front", "--port", str(port)]
     args += ["--certfile", str(cert), "--keyfile", str(key)]
-    proc = _start(args, port, workdir / "front.log")
+    proc = start_listening(args, port, workdir / "front.log")
     yield TlsFront(url=f"https://127.0.0.1:{port}", cafile=ca)
     stop_process(proc)

@@ -31,9 +31,9 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.sync.client import connect
 from websockets.typing import Subprotocol
 
-from tests.deploy.conftest import STANDIN_APP, _certificates, _start
+from tests.deploy.conftest import STANDIN_APP, _certificates
 from tests.deploy.test_deploy_files import COMPOSE, parse_env, run_setup
-from tests.fixtures.processes import free_port, stop_process
+from tests.fixtures.processes import free_port, start_listening, stop_process
 from tests.fixtures.redis_server import REDIS_SERVER
 
 pytestmark = pytest.mark.slow
@@ -96,7 +96,7 @@ def compose_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComposeSi
         redis_dir.mkdir()
         args = [*redis_command(dotenv), "--port", str(ports["redis"]), "--bind", "127.0.0.1"]
         processes.append(
-            _start([*args, "--dir", str(redis_dir)], ports["redis"], work / "redis.log")
+            start_listening([*args, "--dir", str(redis_dir)], ports["redis"], work / "redis.log")
         )
 
         # Jitsi's web server, serving the config.js the web image builds with custom-config.js.
@@ -105,7 +105,9 @@ def compose_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComposeSi
         (root / "index.html").write_text("<!DOCTYPE html><title>Jitsi Meet</title>\n")
         (root / "config.js").write_text(config_js(public_url, dotenv["XMPP_DOMAIN"]))
         args = [sys.executable, str(JITSI_WEB_APP), "--root", str(root)]
-        processes.append(_start([*args, "--port", str(ports["web"])], ports["web"], work / "w.log"))
+        processes.append(
+            start_listening([*args, "--port", str(ports["web"])], ports["web"], work / "w.log")
+        )
 
         # Meetgate with setup's meetgate.toml and key; the containers' addresses become ports.
         env = {
@@ -129,7 +131,7 @@ def compose_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComposeSi
             "--config",
             str(site / "meetgate.toml"),
         ]
-        processes.append(_start(args, ports["meetgate"], work / "meetgate.log", env=env))
+        processes.append(start_listening(args, ports["meetgate"], work / "meetgate.log", env=env))
 
         # Prosody's stand-in fetches the public key where jitsi.env's JWT_ASAP_KEYSERVER points.
         key_server = parse_env(COMPOSE / "jitsi.env")["JWT_ASAP_KEYSERVER"].replace(
@@ -142,7 +144,9 @@ def compose_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComposeSi
         }
         args = [sys.executable, str(STANDIN_APP), "--role", "signalling"]
         args += ["--port", str(ports["xmpp"])]
-        processes.append(_start(args, ports["xmpp"], work / "xmpp.log", env=signalling_env))
+        processes.append(
+            start_listening(args, ports["xmpp"], work / "xmpp.log", env=signalling_env)
+        )
 
         # The Compose Caddyfile, with your own certificate (CADDY_TLS as setup --cert-dir sets it).
         ca, cert, key = _certificates(work)
@@ -168,7 +172,7 @@ def compose_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComposeSi
             "CADDY_TLS": f"{cert} {key}",
         }
         args = [caddy, "run", "--config", str(caddyfile), "--adapter", "caddyfile"]
-        processes.append(_start(args, ports["caddy"], work / "caddy.log", env=caddy_env))
+        processes.append(start_listening(args, ports["caddy"], work / "caddy.log", env=caddy_env))
 
         yield ComposeSite(
             public_url=public_url,

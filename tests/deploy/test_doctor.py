@@ -31,10 +31,9 @@ from tests.deploy.conftest import (
     Signalling,
     StaticSite,
     TlsFront,
-    _start,
 )
 from tests.fixtures.gateway_server import GatewayServer, start_gateway
-from tests.fixtures.processes import free_port, stop_process
+from tests.fixtures.processes import free_port, start_listening, stop_process
 from tests.fixtures.prosody import ProsodyServer
 
 pytestmark = pytest.mark.slow
@@ -268,7 +267,7 @@ def rs256_deployment(
     env["STANDIN_AUDIENCE"] = AUDIENCE
     args = [sys.executable, str(STANDIN_APP), "--role", "signalling", "--port", str(port)]
     try:
-        signalling_proc = _start(args, port, workdir / "signalling.log", env=env)
+        signalling_proc = start_listening(args, port, workdir / "signalling.log", env=env)
     except BaseException:
         stop_process(gateway_proc)
         raise
