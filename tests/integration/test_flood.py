@@ -53,18 +53,22 @@ POW_ON = TIGHT.format(mode="on").replace(
 )
 
 
+def flood_gateway(
+    tmp_path_factory: pytest.TempPathFactory, jitsi_web: Any, name: str, extra: str
+) -> Iterator[GatewayServer]:
+    """A gateway that believes X-Forwarded-For from this machine, with `extra` as its limits."""
+    server, proc = start_gateway(
+        tmp_path_factory.mktemp(name), upstream=jitsi_web.url, extra=extra, top=TRUST_LOCAL_PROXY
+    )
+    yield server
+    stop_process(proc)
+
+
 @pytest.fixture(scope="module")
 def tight_gateway(
     tmp_path_factory: pytest.TempPathFactory, jitsi_web: Any
 ) -> Iterator[GatewayServer]:
-    server, proc = start_gateway(
-        tmp_path_factory.mktemp("tight"),
-        upstream=jitsi_web.url,
-        extra=TIGHT.format(mode="auto"),
-        top=TRUST_LOCAL_PROXY,
-    )
-    yield server
-    stop_process(proc)
+    yield from flood_gateway(tmp_path_factory, jitsi_web, "tight", TIGHT.format(mode="auto"))
 
 
 @pytest.fixture(scope="module")
@@ -73,28 +77,14 @@ def door_gateway(
 ) -> Iterator[GatewayServer]:
     """For the gate's own answers to repeat attempts: their refusals add to the pressure, which
     would switch proof-of-work on for the other tests' gateway."""
-    server, proc = start_gateway(
-        tmp_path_factory.mktemp("door"),
-        upstream=jitsi_web.url,
-        extra=TIGHT.format(mode="auto"),
-        top=TRUST_LOCAL_PROXY,
-    )
-    yield server
-    stop_process(proc)
+    yield from flood_gateway(tmp_path_factory, jitsi_web, "door", TIGHT.format(mode="auto"))
 
 
 @pytest.fixture(scope="module")
 def pow_gateway(
     tmp_path_factory: pytest.TempPathFactory, jitsi_web: Any
 ) -> Iterator[GatewayServer]:
-    server, proc = start_gateway(
-        tmp_path_factory.mktemp("pow"),
-        upstream=jitsi_web.url,
-        extra=POW_ON,
-        top=TRUST_LOCAL_PROXY,
-    )
-    yield server
-    stop_process(proc)
+    yield from flood_gateway(tmp_path_factory, jitsi_web, "pow", POW_ON)
 
 
 @pytest.fixture(scope="module")
