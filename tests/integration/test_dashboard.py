@@ -23,6 +23,7 @@ from tests.integration.journeys import (
     admit,
     csrf_token,
     fresh_ticket,
+    host_action,
     latecomer_lands_in_meeting,
     new_room,
     signalling_query,
@@ -484,11 +485,8 @@ def test_lockdown_removes_every_attendee_and_keeps_the_hosts(
     room, host, ada = meeting
     bob = admit(gateway, room, "Bob")
     co_host = admit(gateway, room, "Co Host", role="host")
-    answer = post_action(
-        gateway, host, room, "lockdown", csrf=csrf_token(gateway, host), confirmed="1"
-    )
-    assert answer.status_code == 200
-    assert answer.json()["done"] is True and answer.json()["removed"] == 2
+    answer = host_action(gateway, host, "lockdown")
+    assert answer["done"] is True and answer["removed"] == 2
     data = roster(gateway, host)
     assert [p["name"] for p in data["participants"]] == ["Hilde Host", "Co Host"]
     assert data["room"]["locked"] is True and data["room"]["approval_required"] is True
@@ -505,7 +503,7 @@ def test_lockdown_removes_every_attendee_and_keeps_the_hosts(
     with as_browser(gateway, host) as client:
         assert "Lockdown" in client.get(dashboard(gateway, room)).text
 
-    post_action(gateway, host, room, "unlock", csrf=csrf_token(gateway, host), confirmed="1")
+    host_action(gateway, host, "unlock")
     assert roster(gateway, host)["room"]["approval_required"] is False
     assert latecomer_lands_in_meeting(gateway, room)
 
@@ -522,19 +520,11 @@ def test_ban_bars_the_identity_from_coming_back(gateway: GatewayServer) -> None:
     first = redeem()
     assert first.status_code == 303
     troll = Admitted(room=room, ticket="", cookie=first.cookies["meetgate"])
-    answer = post_action(
-        gateway,
-        host,
-        room,
-        "ban",
-        csrf=csrf_token(gateway, host),
-        admission=admission_id(gateway, host, "Troll"),
-        duration="forever",
-        confirmed="1",
+    answer = host_action(
+        gateway, host, "ban", admission=admission_id(gateway, host, "Troll"), duration="forever"
     )
-    assert answer.status_code == 200
-    assert answer.json()["done"] is True and answer.json()["until"] is None
-    assert "for good" in answer.json()["message"]
+    assert answer["done"] is True and answer["until"] is None
+    assert "for good" in answer["message"]
     assert names(gateway, host) == ["Hilde Host"]
     with as_browser(gateway, troll) as client:
         assert client.get(f"/{room}").status_code == 403
@@ -548,18 +538,11 @@ def test_ban_bars_the_identity_from_coming_back(gateway: GatewayServer) -> None:
 def test_ban_for_a_while_says_until_when(
     gateway: GatewayServer, meeting: tuple[str, Admitted, Admitted]
 ) -> None:
-    room, host, _ = meeting
+    _, host, _ = meeting
     before = time.time()
-    answer = post_action(
-        gateway,
-        host,
-        room,
-        "ban",
-        csrf=csrf_token(gateway, host),
-        admission=admission_id(gateway, host, "Ada"),
-        duration="1h",
-        confirmed="1",
-    ).json()
+    answer = host_action(
+        gateway, host, "ban", admission=admission_id(gateway, host, "Ada"), duration="1h"
+    )
     assert answer["done"] is True and "for 1 hour" in answer["message"]
     assert before + 3600 - 1 < answer["until"] < time.time() + 3600 + 1
 
@@ -616,15 +599,7 @@ def test_the_ticket_endpoint_refuses_a_revoked_admission(
     room, host, ada = meeting
     before = fresh_ticket(gateway, ada, room)
     assert before.status_code == 303 and before.headers["location"].startswith(f"/{room}#jwt=")
-    post_action(
-        gateway,
-        host,
-        room,
-        "revoke",
-        csrf=csrf_token(gateway, host),
-        admission=admission_id(gateway, host, "Ada"),
-        confirmed="1",
-    )
+    host_action(gateway, host, "revoke", admission=admission_id(gateway, host, "Ada"))
     after = fresh_ticket(gateway, ada, room)
     assert after.status_code == 403
     assert "removed" in after.text and "#jwt=" not in after.headers.get("location", "")

@@ -129,6 +129,13 @@ def ask(client: httpx.Client, room: str, email: str) -> httpx.Response:
     return client.post(f"/_meetgate/email/{room}/send", data={"email": email})
 
 
+def code_for(client: httpx.Client, room: str, email: str, smtp_server: SmtpServer) -> str:
+    """Ask for a code on the page, as an attendee does, and read it from the real mailbox."""
+    ask(client, room, email)
+    code: str = smtp_server.mailbox.wait_for(email)[0].code()
+    return code
+
+
 def answer(
     client: httpx.Client, room: str, email: str, code: str, name: str = ""
 ) -> httpx.Response:
@@ -198,8 +205,7 @@ def test_without_a_name_the_local_part_is_shown(
     room = email_room(email_gateway)
     email = fresh_email()
     with browser(email_gateway) as client:
-        ask(client, room, email)
-        code = smtp_server.mailbox.wait_for(email)[0].code()
+        code = code_for(client, room, email, smtp_server)
         joined = answer(client, room, email, code)
     assert joined.status_code == 303
     assert ticket_user(joined)["name"] == f"{email.split('@')[0]} (guest)"
@@ -209,8 +215,7 @@ def test_wrong_code(email_gateway: GatewayServer, smtp_server: SmtpServer) -> No
     room = email_room(email_gateway)
     email = fresh_email()
     with browser(email_gateway) as client:
-        ask(client, room, email)
-        code = smtp_server.mailbox.wait_for(email)[0].code()
+        code = code_for(client, room, email, smtp_server)
         wrong = answer(client, room, email, other_code(code), name="Ada")
         assert wrong.status_code == 400
         assert "That code is not right." in wrong.text
@@ -226,8 +231,7 @@ def test_guessing_past_the_attempt_limit(
     room = email_room(email_gateway)
     email = fresh_email()
     with browser(email_gateway) as client:
-        ask(client, room, email)
-        code = smtp_server.mailbox.wait_for(email)[0].code()
+        code = code_for(client, room, email, smtp_server)
         statuses = [
             answer(client, room, email, other_code(code, n)).status_code
             for n in range(1, MAX_ATTEMPTS)
@@ -278,8 +282,7 @@ def test_a_typed_name_is_checked_and_cannot_pass_for_a_hosts(
     for typed in ("Hilde Host", "H\N{CYRILLIC SMALL LETTER BYELORUSSIAN-UKRAINIAN I}lde Host"):
         email = fresh_email()
         with browser(email_gateway) as client:
-            ask(client, room, email)
-            code = smtp_server.mailbox.wait_for(email)[0].code()
+            code = code_for(client, room, email, smtp_server)
             # A name that cannot be shown is refused, and burns nothing: the code still works.
             for bad in ("Hilde\u202eHost", "\u2067Hilde Host", "Hilde\u200bHost", "x" * 65):
                 refused = answer(client, room, email, code, name=bad)
@@ -301,8 +304,7 @@ def test_with_a_lobby_the_host_sees_the_proven_address_and_lets_them_in(
     host = admit(email_gateway, room, "Hilde Host", role="host")
     email = fresh_email()
     with browser(email_gateway) as client:
-        ask(client, room, email)
-        code = smtp_server.mailbox.wait_for(email)[0].code()
+        code = code_for(client, room, email, smtp_server)
         queued = answer(client, room, email, code, name="Ada Lovelace")
         assert queued.status_code == 303
         wait = f"/_meetgate/lobby/{room}/wait"
@@ -322,8 +324,7 @@ def test_a_used_code_cannot_be_replayed(
     room = email_room(email_gateway)
     email = fresh_email()
     with browser(email_gateway) as client:
-        ask(client, room, email)
-        code = smtp_server.mailbox.wait_for(email)[0].code()
+        code = code_for(client, room, email, smtp_server)
         assert answer(client, room, email, code).status_code == 303
     with browser(email_gateway) as thief:
         replay = answer(thief, room, email, code)
@@ -359,8 +360,7 @@ def test_the_code_and_the_address_never_reach_the_log(
     room = email_room(email_gateway)
     email = fresh_email()
     with browser(email_gateway) as client:
-        ask(client, room, email)
-        code = smtp_server.mailbox.wait_for(email)[0].code()
+        code = code_for(client, room, email, smtp_server)
         answer(client, room, email, other_code(code))
         assert answer(client, room, email, code).status_code == 303
     log = email_gateway.log_text()
@@ -375,8 +375,7 @@ def test_a_host_address_enters_as_host(
     chair = fresh_email("board.test")
     room = email_room(email_gateway, allowed_domains=["example.org"], host_emails=[chair])
     with browser(email_gateway) as client:
-        ask(client, room, chair)
-        code = smtp_server.mailbox.wait_for(chair)[0].code()
+        code = code_for(client, room, chair, smtp_server)
         joined = answer(client, room, chair, code, name="The Chair")
         assert joined.status_code == 303
         assert ticket_user(joined)["moderator"] is True
