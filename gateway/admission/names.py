@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import islice
 
 from gateway.errors import InvalidInput
+from gateway.store import Store
 from gateway.store.records import NameClaim, Role
 
 MAX_NAME_CHARS = 64
@@ -315,30 +316,26 @@ def name_choices(
         size *= 2
 
 
-def assign_name(
-    wanted: str,
-    *,
-    role: Role,
-    guest: bool,
-    taken: Sequence[tuple[str, Role]],
-    reserved: Collection[str] = (),
-) -> str:
-    """The name a new admission shows in a room where the live admissions show `taken`: what a
-    store's `claim_name` picks from `name_choices`, worked out without a store.
+def shown_claim(name: str, role: Role, holder: str, expires_at: float) -> NameClaim:
+    """The claim of a name already shown (carried into another room, say): its own shape, and
+    a host's mark when it is a host's."""
+    return NameClaim(
+        holder=holder,
+        shapes=(skeleton(name),),
+        expires_at=expires_at,
+        host_shape=host_shape(name),
+        host=role is Role.HOST,
+    )
 
-    It is `wanted`, normalised; a guest's carries " (guest)". When it looks like a name already
-    in the room it gets the first free " (2)", " (3)", … in place of any marker it carried.
-    A name that looks like a host's, once those markers are taken off both, always gets a number
-    unless the newcomer is a host: "Host Name (2)" typed by an attendee is renumbered by
-    Meetgate, so a look-alike of a host never shows without a number Meetgate chose.
-    """
-    held = {skeleton(other) for other, _ in taken}
-    hosts = {host_shape(other) for other, other_role in taken if other_role is Role.HOST}
-    for choices in name_choices(wanted, role=role, guest=guest, reserved=reserved):
-        for index, (name, shape) in enumerate(zip(choices.names, choices.shapes, strict=True)):
-            if shape in held:
-                continue
-            if index == 0 and choices.yields_to_host and choices.host_shape in hosts:
-                continue
-            return name
+
+async def claim_shown_name(
+    store: Store, room: str, choices: Iterable[NameChoices], holder: str, expires_at: float
+) -> str:
+    """The first of `choices` the store lets `holder` claim in `room`, batch by batch: one
+    atomic claim decides each, so look-alikes racing in cannot both win. InvalidInput when
+    every number is taken."""
+    for batch in choices:
+        index = await store.claim_name(room, batch.claim(holder, expires_at))
+        if index is not None:
+            return batch.names[index]
     raise InvalidInput("This name cannot be used in this room right now.")

@@ -20,13 +20,12 @@ from gateway.admission.host_names import HostNames
 from gateway.admission.identity import Path, VerifiedIdentity
 from gateway.admission.invites import hash_token, parse_token
 from gateway.admission.limits import Attempt, RateLimiter
-from gateway.admission.names import name_choices
+from gateway.admission.names import claim_shown_name, name_choices
 from gateway.admission.policy import Verdict, decide
 from gateway.admission.rooms import current_room
 from gateway.errors import (
     AdmissionBanned,
     AdmissionRevoked,
-    InvalidInput,
     InviteExpired,
     InviteRevoked,
     InviteUnknown,
@@ -269,11 +268,7 @@ class AdmissionPipeline:
         )
         guest = verified.guest and role is not Role.HOST
         choices = name_choices(verified.name, role=role, guest=guest, reserved=reserved)
-        for batch in choices:
-            index = await self._store.claim_name(room.name, batch.claim(admission_id, expires_at))
-            if index is not None:
-                return batch.names[index]
-        raise InvalidInput("This name cannot be used in this room right now.")
+        return await claim_shown_name(self._store, room.name, choices, admission_id, expires_at)
 
     async def from_cookie(self, cookie_secret: str | None, now: float) -> Admission:
         """The live admission a cookie names; NotAdmitted or AdmissionRevoked otherwise."""

@@ -10,13 +10,13 @@ import secrets
 from dataclasses import replace
 
 from gateway.admission.lobby import Lobby, LobbyRequest, LobbyState
-from gateway.admission.names import host_shape, skeleton
+from gateway.admission.names import shown_claim
 from gateway.admission.policy import describe_policy, policy_version
 from gateway.client_address import network_of
 from gateway.cuts import CUTS, Cut
 from gateway.errors import InvalidInput, NotHost, PolicyChanged, RoomNotFound
 from gateway.store import Store
-from gateway.store.records import Admission, AuditEntry, NameClaim, Role, Room, RoomPolicy
+from gateway.store.records import Admission, AuditEntry, Role, Room, RoomPolicy
 
 
 def address_prefix(address: str) -> str:
@@ -191,16 +191,8 @@ class HostDesk:
         return successor
 
     async def _claim_name_in(self, room_name: str, admission: Admission) -> None:
-        await self._store.claim_name(
-            room_name,
-            NameClaim(
-                holder=admission.id,
-                shapes=(skeleton(admission.name),),
-                expires_at=admission.expires_at,
-                host_shape=host_shape(admission.name),
-                host=admission.role is Role.HOST,
-            ),
-        )
+        claim = shown_claim(admission.name, admission.role, admission.id, admission.expires_at)
+        await self._store.claim_name(room_name, claim)
 
     async def set_policy(
         self, host: Admission, room_name: str, policy: RoomPolicy, was: str, now: float

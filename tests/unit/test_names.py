@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Collection, Sequence
+
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
@@ -10,18 +14,45 @@ from gateway.admission.names import (
     FIRST_BATCH,
     MAX_NAME_CHARS,
     MAX_NUMBER,
-    assign_name,
+    claim_shown_name,
     host_shape,
     name_choices,
     normalise,
+    shown_claim,
     skeleton,
     strip_markers,
 )
 from gateway.errors import InvalidInput
+from gateway.store.memory import MemoryStore
 from gateway.store.records import Role
 
 HOST, ATTENDEE = Role.HOST, Role.ATTENDEE
 CYRILLIC_A = "\N{CYRILLIC SMALL LETTER A}"
+
+
+def assign_name(
+    wanted: str,
+    *,
+    role: Role,
+    guest: bool,
+    taken: Sequence[tuple[str, Role]],
+    reserved: Collection[str] = (),
+) -> str:
+    """The name a newcomer is shown under in a room whose live admissions show `taken`, as the
+    pipeline claims it: `taken` claimed first (as a move carries names over), then the
+    newcomer's choices, in a store of its own."""
+
+    async def claim() -> str:
+        store, until = MemoryStore(), time.time() + 3600
+        # Hosts first: where the drawn room holds one shape twice (no real room does), the
+        # host's claim and its mark stand.
+        in_order = sorted(taken, key=lambda shown: shown[1] is not HOST)
+        for n, (name, other_role) in enumerate(in_order):
+            await store.claim_name("room", shown_claim(name, other_role, f"taken-{n}", until))
+        choices = name_choices(wanted, role=role, guest=guest, reserved=reserved)
+        return await claim_shown_name(store, "room", choices, "newcomer", until)
+
+    return asyncio.run(claim())
 
 
 def refused(name: str) -> str:
