@@ -39,8 +39,6 @@ from gateway.store.redis import client_for, close_client
 from gateway.ticket_keys import (
     generate_private_pem,
     key_file_name,
-    load_rsa_private_key,
-    public_pem,
 )
 from gateway.tickets import TicketAuthority
 
@@ -719,10 +717,10 @@ async def check_key_server(
             )
         ]
     kid = tickets.signing_kid
-    private_pem = next(key.private_pem for key in tickets.keys if key.kid == kid)
-    if private_pem is None:
+    # What Meetgate itself serves for the active key, as the key endpoint would.
+    expected = TicketAuthority.from_settings(settings).public_key(key_file_name(kid))
+    if expected is None:
         return [Finding("key endpoint", Verdict.FAIL, f"key {kid!r} has no private key")]
-    expected = public_pem(load_rsa_private_key(private_pem))
     url = f"{key_server.rstrip('/')}/{key_file_name(kid)}"
     try:
         response = await client.get(url)
