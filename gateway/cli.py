@@ -172,6 +172,7 @@ async def _serve(settings: Settings) -> None:
     from gateway.access_log import AccessLog
     from gateway.app import create_admin, create_app
     from gateway.metrics import Metrics
+    from gateway.proxy.early_refusal import early_refusal_protocol
     from gateway.store import open_store
 
     store = await open_store(settings.store.url)
@@ -192,7 +193,12 @@ async def _serve(settings: Settings) -> None:
     }
     public = uvicorn.Server(
         uvicorn.Config(
-            AccessLog(gate), host=settings.listen.host, port=settings.listen.port, **common
+            AccessLog(gate),
+            host=settings.listen.host,
+            port=settings.listen.port,
+            # Join attempts this replica knows to refuse are answered as they are parsed.
+            http=early_refusal_protocol(gate.refuse_early, secure=settings.secure),
+            **common,
         )
     )
     admin_server = uvicorn.Server(

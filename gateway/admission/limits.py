@@ -7,6 +7,7 @@ gate). Rejections are counted per room and gate-wide; that pressure switches on 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -64,6 +65,7 @@ class RateLimiter:
         self._unflushed: dict[str | None, int] = {}
         self._unlogged = 0
         self._flushed_at = self._logged_at = 0.0
+        self._flushing: asyncio.Task[None] | None = None
         self._defaults: dict[str, Rate] = {
             "address": rates.address,
             "network": rates.network,
@@ -163,20 +165,29 @@ class RateLimiter:
         this replica's own refusals: the gate answers such attempts itself."""
         return self.known.wait(client_addr, time.monotonic())
 
-    async def note_local_refusal(self, known: KnownWait) -> None:
+    def note_local_refusal(self, known: KnownWait) -> None:
         """Count an attempt the gate refused on `known_wait`: in the metrics at once, and in the
-        pressure (the gate's, and the room of the refusal it knew) in a store call a second at
-        most, so a flood's refusals cost no store round trip each."""
+        pressure (the gate's, and the room of the refusal it knew) by a background store call
+        a second at most, so a flood's refusals cost no store round trip each and wait for
+        none."""
         self._metrics.rejections.inc(reason="rate_limited")
         self._metrics.rate_limited.inc(limit=known.limit)
         self._unflushed[known.room] = self._unflushed.get(known.room, 0) + 1
-        if time.monotonic() - self._flushed_at >= LOCAL_FLUSH_SECONDS:
-            await self._flush_local_refusals()
+        if self._flushing is None and time.monotonic() - self._flushed_at >= LOCAL_FLUSH_SECONDS:
+            self._flushing = asyncio.get_running_loop().create_task(self._flush_local_refusals())
 
     async def _flush_local_refusals(self) -> None:
+        try:
+            await self._flush_counts()
+        finally:
+            self._flushing = None
+
+    async def _flush_counts(self) -> None:
         now = time.monotonic()
         counts, self._unflushed, self._flushed_at = self._unflushed, {}, now
         total = sum(counts.values())
+        if not total:
+            return
         self._unlogged += total
         if now - self._logged_at >= LOCAL_LOG_SECONDS:
             log.warning(
@@ -210,7 +221,7 @@ class RateLimiter:
             return cached[1]
         if self._unflushed:
             # The gate's own refusals since the last flush are part of the pressure.
-            await self._flush_local_refusals()
+            await self._flush_counts()
         value = await self._store.read_recent(key, PRESSURE_WINDOW_SECONDS)
         if len(self._pressure) > 10_000:
             self._pressure.clear()

@@ -214,21 +214,16 @@ class Gate:
             # Before the request id and address work: a front asks this once per static file.
             await self._forward_auth(scope, send)
             return
-        peer = (scope.get("client") or (None, 0))[0]
-        client_addr = self._addresses.resolve(peer, scope["headers"])
+        client_addr = self._addresses.resolve(
+            (scope.get("client") or (None, 0))[0], scope["headers"]
+        )
         path: str = scope["path"]
-        if scope["type"] == "http" and is_join_attempt(scope["method"], path):
-            known = self._limiter.known_wait(client_addr)
-            if not known.seconds and path.startswith("/j/") and self._limiter.knows_links():
-                # A join link whose invite, room or the gate is known to be out of budget.
-                token = path.removeprefix("/j/")
-                if token.isascii():
-                    known = self._limiter.known_link_wait(hash_token(token))
-            if known.seconds > 0:
+        if scope["type"] == "http":
+            wait = self._known_refusal(scope["method"], path, client_addr)
+            if wait > 0:
                 # Refused before any other work: no request id, no log line, a kept answer.
                 scope.setdefault("state", {})[QUIET] = True
-                await self._limiter.note_local_refusal(known)
-                await send_rate_limited(scope, send, known.seconds, secure=self._secure)
+                await send_rate_limited(scope, send, wait, secure=self._secure)
                 return
         rid = request_id(scope)
         scope["state"]["client_addr"] = client_addr
@@ -261,6 +256,30 @@ class Gate:
             log.exception("unexpected error [%s]", rid)
             if not started:
                 await send_error(scope, send, MeetgateError(), rid, secure=self._secure)
+
+    def refuse_early(self, scope: Scope) -> float:
+        """For the server, as it parses a request, before the request becomes an ASGI call:
+        the seconds to tell a join attempt this replica knows to be refused (counted as
+        refused), or 0 for anything to be answered by the app."""
+        if not is_join_attempt(scope["method"], scope["path"]):
+            return 0.0
+        client_addr = self._addresses.resolve(
+            (scope.get("client") or (None, 0))[0], scope["headers"]
+        )
+        return self._known_refusal(scope["method"], scope["path"], client_addr)
+
+    def _known_refusal(self, method: str, path: str, client_addr: str) -> float:
+        if not is_join_attempt(method, path):
+            return 0.0
+        known = self._limiter.known_wait(client_addr)
+        if not known.seconds and path.startswith("/j/") and self._limiter.knows_links():
+            # A join link whose invite, room or the gate is known to be out of budget.
+            token = path.removeprefix("/j/")
+            if token.isascii():
+                known = self._limiter.known_link_wait(hash_token(token))
+        if known.seconds > 0:
+            self._limiter.note_local_refusal(known)
+        return known.seconds
 
     async def _locate_invite(self, scope: Scope, token: str, client_addr: str) -> None:
         """A join link's invite is looked up here, before the pages app: a flood of made-up

@@ -107,10 +107,18 @@ def _rate_limited_answer(
     return headers, body
 
 
-async def send_rate_limited(scope: Scope, send: Send, wait: float, *, secure: bool) -> None:
-    """The 429 for an attempt a replica refused before any other work: rendered once per
-    distinct wait and kept, and without a request id, as no log line is written for it."""
+def rate_limited_answer(
+    wait: float, as_json: bool, secure: bool
+) -> tuple[list[tuple[bytes, bytes]], bytes, int]:
+    """The headers and body of the 429 for an attempt a replica refused before any other work
+    (rendered once per distinct wait and kept; no request id, as no log line is written for
+    it), and its Retry-After in seconds."""
     retry_after = RateLimited(wait).retry_after
-    headers, body = _rate_limited_answer(retry_after, wants_json(scope), secure)
+    headers, body = _rate_limited_answer(retry_after, as_json, secure)
+    return headers, body, retry_after
+
+
+async def send_rate_limited(scope: Scope, send: Send, wait: float, *, secure: bool) -> None:
+    headers, body, _ = rate_limited_answer(wait, wants_json(scope), secure)
     await send({"type": "http.response.start", "status": 429, "headers": headers})
     await send({"type": "http.response.body", "body": body if scope["method"] != "HEAD" else b""})

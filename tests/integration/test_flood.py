@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -193,6 +194,97 @@ def test_repeat_attempts_are_answered_by_the_gate_itself(door_gateway: GatewaySe
         # The repeats count toward the room's pressure: a newcomer is asked for proof-of-work.
         page = other.post(path)
         assert page.status_code == 200 and "data-pow-token" in page.text
+
+
+def refused_address(gateway: GatewayServer, path: str) -> str:
+    """An address the gateway already answers itself: its limit refused it once."""
+    address = fresh_address()
+    with client(gateway, address) as browser:
+        for _ in range(10):
+            if browser.get(path).status_code == 429:
+                return address
+    raise AssertionError("the address limit never refused")
+
+
+def read_answers(
+    sock: socket.socket, methods: list[str]
+) -> list[tuple[bytes, dict[bytes, bytes], bytes]]:
+    """The answers to requests of `methods` (status line, headers, body) from `sock`."""
+    pending = b""
+    answers = []
+    while len(answers) < len(methods):
+        while b"\r\n\r\n" not in pending:
+            chunk = sock.recv(65536)
+            assert chunk, f"closed after {len(answers)} answers"
+            pending += chunk
+        head, pending = pending.split(b"\r\n\r\n", 1)
+        status, *lines = head.split(b"\r\n")
+        headers = dict(line.lower().split(b": ", 1) for line in lines)
+        length = int(headers.get(b"content-length", b"0"))
+        if methods[len(answers)] == "HEAD":
+            length = 0
+        while len(pending) < length:
+            chunk = sock.recv(65536)
+            assert chunk, "closed inside a body"
+            pending += chunk
+        answers.append((status, headers, pending[:length]))
+        pending = pending[length:]
+    assert pending == b""
+    return answers
+
+
+def raw(gateway: GatewayServer) -> socket.socket:
+    host, port = gateway.url.removeprefix("http://").rsplit(":", 1)
+    return socket.create_connection((host, int(port)), timeout=10)
+
+
+def test_the_gates_own_answers_keep_http_intact(door_gateway: GatewayServer) -> None:
+    # Answered while the request is parsed (gateway/proxy/early_refusal.py): a refused POST's
+    # body is skipped, not read as a request; pipelined requests get their answers in order;
+    # the connection serves what comes next.
+    name = room(door_gateway)
+    path = invite_path(door_gateway, name, max_uses=10)
+    address = refused_address(door_gateway, path)
+    body = b"name=" + b"x" * 3000
+    post = (
+        f"POST {path} HTTP/1.1\r\nhost: gate\r\nx-forwarded-for: {address}\r\n"
+        f"content-type: application/x-www-form-urlencoded\r\n"
+        f"content-length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    head = f"HEAD {path} HTTP/1.1\r\nhost: gate\r\nx-forwarded-for: {address}\r\n\r\n".encode()
+    health = b"GET /_meetgate/health HTTP/1.1\r\nhost: gate\r\n\r\n"
+    with raw(door_gateway) as sock:
+        # The POST's headers and body in separate writes, then three requests in one.
+        sock.sendall(post[: post.index(b"\r\n\r\n") + 4])
+        [(status, headers, page)] = read_answers(sock, ["POST"])
+        assert status.startswith(b"HTTP/1.1 429") and b"Too many attempts" in page
+        assert b"date" in headers and b"retry-after" in headers
+        assert b"x-request-id" not in headers
+        sock.sendall(body[:1000])
+        sock.sendall(body[1000:] + post + head + health)
+        answers = read_answers(sock, ["POST", "HEAD", "GET"])
+    assert [status.split(b" ")[1] for status, _, _ in answers] == [b"429", b"429", b"200"]
+    assert answers[1][2] == b"" and int(answers[1][1][b"content-length"]) > 0
+    assert b"content-security-policy" in answers[1][1]
+
+
+def test_the_gates_own_answers_close_what_cannot_go_on(door_gateway: GatewayServer) -> None:
+    name = room(door_gateway)
+    path = invite_path(door_gateway, name, max_uses=10)
+    address = refused_address(door_gateway, path)
+    # HTTP/1.0 without keep-alive, and a client waiting for "100 Continue" before its body:
+    # answered, then closed (the body it holds back must not be read as the next request).
+    for request in (
+        f"GET {path} HTTP/1.0\r\nx-forwarded-for: {address}\r\n\r\n",
+        f"POST {path} HTTP/1.1\r\nhost: gate\r\nx-forwarded-for: {address}\r\n"
+        "expect: 100-continue\r\ncontent-length: 10\r\n\r\n",
+    ):
+        with raw(door_gateway) as sock:
+            sock.sendall(request.encode())
+            [(status, headers, _)] = read_answers(sock, [request.split(" ")[0]])
+            assert status.split(b" ")[1] == b"429"
+            assert headers[b"connection"] == b"close"
+            assert sock.recv(100) == b""
 
 
 def test_a_leaked_link_flooded_from_many_addresses_is_answered_by_the_gate(

@@ -124,8 +124,8 @@ async def test_refusals_answered_by_the_gate_count_toward_the_pressure() -> None
     metrics = Metrics()
     limiter = RateLimiter(store, rates(), metrics)
     for _ in range(5):
-        await limiter.note_local_refusal(KnownWait(1.0, "agora"))
-    await limiter.note_local_refusal(KnownWait(1.0, None, "network"))
+        limiter.note_local_refusal(KnownWait(1.0, "agora"))
+    limiter.note_local_refusal(KnownWait(1.0, None, "network"))
     assert await limiter.pressure("agora") == 5
     assert await limiter.pressure(None) == 6
     text = metrics.render()

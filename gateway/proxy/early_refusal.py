@@ -1,0 +1,107 @@
+"""uvicorn's HTTP protocol with one addition: a join attempt this replica already knows to refuse
+is answered as soon as its headers are parsed, with one write of a kept 429, without an ASGI
+call, a task or an event-loop turn of its own.
+
+Under a flood nearly every request is such an attempt. Answered through the app, each costs a
+task, a scope walk through the middleware and two writes, and waits a loop turn behind every
+other: the attendees' requests queue behind all of them. Answered here they cost the gate a
+fraction of that, and an attendee's request waits only for the refusals read in the same turn.
+
+What is refused here is exactly what `Gate.__call__` would refuse (the same `Gate.refuse_early`),
+so a server without this protocol (a test client, another ASGI server) behaves alike, only
+slower. It leans on uvicorn's httptools protocol (`_start_asgi_task`, the request cycle's
+flags); a uvicorn without them is told in the log at start-up, and then the app answers
+everything. tests/integration/test_early_refusal.py runs it under the real server.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from starlette.types import Scope
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from gateway.web.rendering import rate_limited_answer, wants_json
+
+log = logging.getLogger("meetgate.server")
+
+STATUS_LINE = b"HTTP/1.1 429 Too Many Requests\r\n"
+
+
+class _KeptAnswers:
+    """Whole 429 responses, kept until the server's Date header changes (once a second)."""
+
+    __slots__ = ("answers", "date_headers", "secure")
+
+    def __init__(self, *, secure: bool) -> None:
+        self.secure = secure
+        self.date_headers: list[tuple[bytes, bytes]] | None = None
+        self.answers: dict[tuple[int, bool, bool, bool], bytes] = {}
+
+    def answer(
+        self,
+        default_headers: list[tuple[bytes, bytes]],
+        wait: float,
+        *,
+        as_json: bool,
+        head: bool,
+        keep_alive: bool,
+    ) -> bytes:
+        if default_headers is not self.date_headers:
+            # uvicorn makes a new list each second; holding it keeps its identity meaningful.
+            self.date_headers, self.answers = default_headers, {}
+        headers, body, retry_after = rate_limited_answer(wait, as_json, self.secure)
+        key = (retry_after, as_json, head, keep_alive)
+        kept = self.answers.get(key)
+        if kept is None:
+            lines = [STATUS_LINE]
+            for name, value in [*default_headers, *headers]:
+                lines += (name, b": ", value, b"\r\n")
+            if not keep_alive:
+                lines.append(b"connection: close\r\n")
+            lines.append(b"\r\n")
+            if not head:
+                lines.append(body)
+            kept = self.answers[key] = b"".join(lines)
+        return kept
+
+
+def early_refusal_protocol(
+    refuse_early: Callable[[Scope], float], *, secure: bool
+) -> type[HttpToolsProtocol]:
+    """The protocol class for `uvicorn.Config(http=…)`: `refuse_early(scope)` gives the seconds
+    to refuse a request for, or 0 to hand it to the app as usual."""
+    if not hasattr(HttpToolsProtocol, "_start_asgi_task"):
+        log.warning("this uvicorn cannot answer refused join attempts early; the app will")
+    kept = _KeptAnswers(secure=secure)
+
+    class EarlyRefusalProtocol(HttpToolsProtocol):
+        def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+            scope = cycle.scope
+            wait = refuse_early(scope)
+            if wait <= 0:
+                super()._start_asgi_task(cycle, app)
+                return
+            # A client waiting for "100 Continue" would never send the body this refusal
+            # skips: the connection cannot be reused.
+            keep_alive = cycle.keep_alive and not self.expect_100_continue
+            self.transport.write(
+                kept.answer(
+                    self.server_state.default_headers,
+                    wait,
+                    as_json=wants_json(scope),
+                    head=scope["method"] == "HEAD",
+                    keep_alive=keep_alive,
+                )
+            )
+            # What the cycle's last `send` would have done: the body still arriving is
+            # discarded, and the connection goes on to its next request (or closes).
+            cycle.response_started = cycle.response_complete = True
+            if not keep_alive:
+                cycle.keep_alive = False
+                self.transport.close()
+            cycle.on_response()
+
+    return EarlyRefusalProtocol
