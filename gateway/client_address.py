@@ -110,8 +110,8 @@ class ClientAddresses:
         """What `client_address` answers for `peer` and `headers`."""
         hops: tuple[tuple[bytes, bytes], ...] = ()
         if self._trusted:
-            hops = tuple((name, value) for name, value in headers if name in _FORWARDING_HEADERS)
-        if sum(len(value) for _, value in hops) > MAX_REMEMBERED_HOPS_BYTES:
+            hops = tuple([header for header in headers if header[0] in _FORWARDING_HEADERS])
+        if hops and sum([len(value) for _, value in hops]) > MAX_REMEMBERED_HOPS_BYTES:
             # Long chains are rare and would make the kept answers a memory sink.
             return client_address(peer, hops, self._trusted)
         key = (peer, hops)

@@ -223,7 +223,12 @@ class RateLimited(MeetgateError):
 
     def __init__(self, retry_after: float, message: str | None = None) -> None:
         super().__init__(message)
-        self.retry_after = max(1, int(retry_after + 0.999))
+        self.retry_after = retry_after_seconds(retry_after)
+
+
+def retry_after_seconds(wait: float) -> int:
+    """A wait as the whole seconds of a Retry-After header: rounded up, at least 1."""
+    return max(1, int(wait + 0.999))
 
 
 class UpstreamUnreachable(MeetgateError):

@@ -6,7 +6,7 @@ about individual attendees (labels are reasons, limits and room names, never add
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 MAX_SERIES = 5000
 
@@ -66,6 +66,9 @@ class Gauge(_Family):
 
 class Metrics:
     def __init__(self) -> None:
+        # Called before each rendering: counts kept elsewhere, cheaper to keep than to add here
+        # one by one (a flood's refusals), are added then.
+        self.collectors: list[Callable[[], None]] = []
         self.admissions = Counter("meetgate_admissions_total", "Admissions granted, by path.")
         self.rejections = Counter("meetgate_rejections_total", "Join attempts refused, by reason.")
         self.rate_limited = Counter(
@@ -106,4 +109,6 @@ class Metrics:
         ]
 
     def render(self) -> str:
+        for collect in self.collectors:
+            collect()
         return "\n".join(line for family in self.families() for line in family.render()) + "\n"

@@ -63,6 +63,9 @@ class RateLimiter:
         self._metrics = metrics
         self._pressure: dict[str, tuple[float, int]] = {}
         self._unflushed: dict[str | None, int] = {}
+        # The gate's own refusals by limit, added to the metrics when they are read.
+        self._uncounted: dict[str, int] = {}
+        metrics.collectors.append(self._count_local_refusals)
         self._unlogged = 0
         self._flushed_at = self._logged_at = 0.0
         self._flushing: asyncio.Task[None] | None = None
@@ -166,15 +169,20 @@ class RateLimiter:
         return self.known.wait(client_addr, time.monotonic())
 
     def note_local_refusal(self, known: KnownWait) -> None:
-        """Count an attempt the gate refused on `known_wait`: in the metrics at once, and in the
-        pressure (the gate's, and the room of the refusal it knew) by a background store call
-        a second at most, so a flood's refusals cost no store round trip each and wait for
-        none."""
-        self._metrics.rejections.inc(reason="rate_limited")
-        self._metrics.rate_limited.inc(limit=known.limit)
+        """Count an attempt the gate refused on `known_wait`: in the metrics (added when they are
+        read), and in the pressure (the gate's, and the room of the refusal it knew) by a
+        background store call a second at most, so a flood's refusals cost no store round trip
+        each and wait for none."""
+        self._uncounted[known.limit] = self._uncounted.get(known.limit, 0) + 1
         self._unflushed[known.room] = self._unflushed.get(known.room, 0) + 1
         if self._flushing is None and time.monotonic() - self._flushed_at >= LOCAL_FLUSH_SECONDS:
             self._flushing = asyncio.get_running_loop().create_task(self._flush_local_refusals())
+
+    def _count_local_refusals(self) -> None:
+        uncounted, self._uncounted = self._uncounted, {}
+        for limit, count in uncounted.items():
+            self._metrics.rejections.inc(count, reason="rate_limited")
+            self._metrics.rate_limited.inc(count, limit=limit)
 
     async def _flush_local_refusals(self) -> None:
         try:

@@ -23,6 +23,7 @@ from typing import Any
 from starlette.types import Scope
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from gateway.errors import retry_after_seconds
 from gateway.web.rendering import rate_limited_answer, wants_json
 
 log = logging.getLogger("meetgate.server")
@@ -52,10 +53,10 @@ class _KeptAnswers:
         if default_headers is not self.date_headers:
             # uvicorn makes a new list each second; holding it keeps its identity meaningful.
             self.date_headers, self.answers = default_headers, {}
-        headers, body, retry_after = rate_limited_answer(wait, as_json, self.secure)
-        key = (retry_after, as_json, head, keep_alive)
+        key = (retry_after_seconds(wait), as_json, head, keep_alive)
         kept = self.answers.get(key)
         if kept is None:
+            headers, body, _ = rate_limited_answer(wait, as_json, self.secure)
             lines = [STATUS_LINE]
             for name, value in [*default_headers, *headers]:
                 lines += (name, b": ", value, b"\r\n")

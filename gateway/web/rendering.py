@@ -8,7 +8,7 @@ import logging
 
 from starlette.types import Scope, Send
 
-from gateway.errors import MeetgateError, RateLimited
+from gateway.errors import MeetgateError, RateLimited, retry_after_seconds
 from gateway.web.headers import security_headers
 from gateway.web.templating import render
 
@@ -113,7 +113,7 @@ def rate_limited_answer(
     """The headers and body of the 429 for an attempt a replica refused before any other work
     (rendered once per distinct wait and kept; no request id, as no log line is written for
     it), and its Retry-After in seconds."""
-    retry_after = RateLimited(wait).retry_after
+    retry_after = retry_after_seconds(wait)
     headers, body = _rate_limited_answer(retry_after, as_json, secure)
     return headers, body, retry_after
 
