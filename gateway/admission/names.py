@@ -26,8 +26,9 @@ MAX_RAW_CHARS = 16 * MAX_NAME_CHARS
 # the names around it).
 MAX_MARKS_PER_LETTER = 4
 GUEST_MARKER = "guest"
-# A look-alike gets the first free number up to this; the store is asked about a first batch of
-# numbers, then batches twice as large, so a crowd of namesakes costs a few round trips.
+# A look-alike gets the first free number up to this; the store is asked about the name as given,
+# then a first batch of numbers, then batches twice as large, so a crowd of namesakes costs a
+# few round trips.
 MAX_NUMBER = 999
 FIRST_BATCH = 16
 
@@ -202,14 +203,24 @@ def skeleton(name: str) -> str:
     return text
 
 
-def _without_ignored(text: str) -> str:
-    return "".join(
-        char
-        for char in unicodedata.normalize("NFD", text)
-        if char not in _BLANK_LETTERS
-        and not unicodedata.category(char).startswith(_IGNORED_CATEGORY_PREFIXES)
-        and unicodedata.category(char) not in _IGNORED_CATEGORIES
+def _ignored(char: str) -> bool:
+    category = unicodedata.category(char)
+    return (
+        char in _BLANK_LETTERS
+        or category.startswith(_IGNORED_CATEGORY_PREFIXES)
+        or category in _IGNORED_CATEGORIES
     )
+
+
+# ASCII text is its own NFD form; its ignored characters (spaces, punctuation, controls, `^`)
+# are dropped by one translation.
+_ASCII_IGNORED = {code: None for code in range(128) if _ignored(chr(code))}
+
+
+def _without_ignored(text: str) -> str:
+    if text.isascii():
+        return text.translate(_ASCII_IGNORED)
+    return "".join(char for char in unicodedata.normalize("NFD", text) if not _ignored(char))
 
 
 def _split_marker(name: str) -> str | None:
@@ -298,21 +309,26 @@ def name_choices(
         base = f"{base} ({GUEST_MARKER})"
     shape = host_shape(name)
     host = role is Role.HOST
-    first = [] if not host and shape in reserved else [name]
+    if host or shape not in reserved:
+        # The name as given comes on its own: most names are free, and every shape in a batch
+        # is worked out before the store is asked.
+        yield NameChoices(
+            names=(name,),
+            shapes=(skeleton(name),),
+            host_shape=shape,
+            host=host,
+            yields_to_host=not host,
+        )
     numbers = iter(range(2, MAX_NUMBER + 1))
     size = FIRST_BATCH
-    while True:
-        names = [*first, *(f"{base} ({n})" for n in islice(numbers, size - len(first)))]
-        if not names:
-            return
+    while names := tuple(f"{base} ({n})" for n in islice(numbers, size)):
         yield NameChoices(
-            names=tuple(names),
+            names=names,
             shapes=tuple(skeleton(choice) for choice in names),
             host_shape=shape,
             host=host,
-            yields_to_host=bool(first) and not host,
+            yields_to_host=False,
         )
-        first = []
         size *= 2
 
 
