@@ -79,15 +79,37 @@ def early_refusal_protocol(
     kept = _KeptAnswers(secure=secure)
 
     class EarlyRefusalProtocol(HttpToolsProtocol):
+        # The next pipelined request, handed over by `on_response` while a refusal finishes.
+        _handed_on: tuple[Any, Any] | None = None
+        _finishing = False
+
         def _start_asgi_task(self, cycle: Any, app: Any) -> None:
-            scope = cycle.scope
-            wait = refuse_early(scope)
-            if wait <= 0:
-                super()._start_asgi_task(cycle, app)
+            if self._finishing:
+                # Taken by the loop below, not one call deeper per pipelined request.
+                self._handed_on = (cycle, app)
                 return
+            request: tuple[Any, Any] | None = (cycle, app)
+            while request is not None:
+                cycle, app = request
+                wait = refuse_early(cycle.scope)
+                if wait <= 0:
+                    super()._start_asgi_task(cycle, app)
+                    return
+                self._refuse(cycle, wait)
+                # What the cycle's last `send` would have done: the connection goes on to its
+                # next request (a pipelined one is handed over here), or closes.
+                self._finishing = True
+                try:
+                    cycle.on_response()
+                finally:
+                    self._finishing = False
+                request, self._handed_on = self._handed_on, None
+
+        def _refuse(self, cycle: Any, wait: float) -> None:
+            scope = cycle.scope
             # A client waiting for "100 Continue" would never send the body this refusal
             # skips: the connection cannot be reused.
-            keep_alive = cycle.keep_alive and not self.expect_100_continue
+            keep_alive = cycle.keep_alive and not cycle.waiting_for_100_continue
             self.transport.write(
                 kept.answer(
                     self.server_state.default_headers,
@@ -97,12 +119,11 @@ def early_refusal_protocol(
                     keep_alive=keep_alive,
                 )
             )
-            # What the cycle's last `send` would have done: the body still arriving is
-            # discarded, and the connection goes on to its next request (or closes).
+            # The body still arriving is discarded, as after any complete response.
             cycle.response_started = cycle.response_complete = True
+            cycle.waiting_for_100_continue = False
             if not keep_alive:
                 cycle.keep_alive = False
                 self.transport.close()
-            cycle.on_response()
 
     return EarlyRefusalProtocol

@@ -117,3 +117,16 @@ def test_a_refused_attempt_in_http_1_0_closes_the_connection(server: tuple[App, 
         while chunk := sock.recv(65536):
             received += chunk
     assert received.startswith(b"HTTP/1.1 429 ") and b"\r\nconnection: close\r\n" in received
+
+
+def test_many_refused_attempts_pipelined_behind_a_served_one(server: tuple[App, int]) -> None:
+    # Queued behind a request the app serves, each refused one finishes as it is answered and
+    # hands the connection to the next: hundreds of them must not nest one call per request.
+    app, port = server
+    before = len(app.calls)
+    served = b"GET /served HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n"
+    refused = b"GET /j/refused HTTP/1.1\r\nhost: x\r\n\r\n"
+    answers = exchange(port, served + refused * 1500 + served, 1502)
+    statuses = [answer.split(b" ", 2)[1] for answer in answers]
+    assert statuses == [b"200"] + [b"429"] * 1500 + [b"200"]
+    assert app.calls[before:] == ["/served", "/served"]
