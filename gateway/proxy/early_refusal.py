@@ -10,18 +10,24 @@ fraction of that, and an attendee's request waits only for the refusals read in 
 What is refused here is exactly what `Gate.__call__` would refuse (the same `Gate.refuse_early`),
 so a server without this protocol (a test client, another ASGI server) behaves alike, only
 slower. It leans on uvicorn's httptools protocol (`_start_asgi_task`, the request cycle's
-flags); a uvicorn without them is told in the log at start-up, and then the app answers
-everything. tests/integration/test_early_refusal.py runs it under the real server.
+flags; pyproject pins the uvicorn release it was checked against); a uvicorn without them is
+told in the log at start-up, and then the app answers everything.
+tests/integration/test_early_refusal.py runs it under the real server.
+
+Kept as uvicorn keeps them: a client that does not read its answers is answered by the app,
+which waits for it; requests read together with one whose refusal closed the connection are
+not started; an error in the early check is logged and the app answers.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable
 from typing import Any
 
 from starlette.types import Scope
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from gateway.errors import retry_after_seconds
 from gateway.web.rendering import rate_limited_answer, wants_json
@@ -69,13 +75,26 @@ class _KeptAnswers:
         return kept
 
 
+def _supported() -> bool:
+    """Whether this uvicorn's httptools protocol has what the early answers lean on: the hook a
+    request is started by, the one a finished response calls, and a request cycle made with
+    its `on_response`, `keep_alive` and `expect_100_continue`."""
+    cycle_arguments = inspect.signature(RequestResponseCycle.__init__).parameters
+    return (
+        callable(getattr(HttpToolsProtocol, "_start_asgi_task", None))
+        and callable(getattr(HttpToolsProtocol, "on_response_complete", None))
+        and {"on_response", "keep_alive", "expect_100_continue"} <= cycle_arguments.keys()
+    )
+
+
 def early_refusal_protocol(
     refuse_early: Callable[[Scope], float], *, secure: bool
 ) -> type[HttpToolsProtocol]:
     """The protocol class for `uvicorn.Config(http=…)`: `refuse_early(scope)` gives the seconds
     to refuse a request for, or 0 to hand it to the app as usual."""
-    if not hasattr(HttpToolsProtocol, "_start_asgi_task"):
+    if not _supported():
         log.warning("this uvicorn cannot answer refused join attempts early; the app will")
+        return HttpToolsProtocol
     kept = _KeptAnswers(secure=secure)
 
     class EarlyRefusalProtocol(HttpToolsProtocol):
@@ -91,7 +110,13 @@ def early_refusal_protocol(
             request: tuple[Any, Any] | None = (cycle, app)
             while request is not None:
                 cycle, app = request
-                wait = refuse_early(cycle.scope)
+                if self.transport.is_closing():
+                    # A refusal closed the connection: requests read with it are not started
+                    # (uvicorn would leave them queued, never run).
+                    return
+                # A client that does not read its answers gets the app's, which wait for it
+                # (uvicorn's flow control): a kept answer written regardless would pile up.
+                wait = 0.0 if self.flow.write_paused else self._wait(cycle)
                 if wait <= 0:
                     super()._start_asgi_task(cycle, app)
                     return
@@ -104,6 +129,14 @@ def early_refusal_protocol(
                 finally:
                     self._finishing = False
                 request, self._handed_on = self._handed_on, None
+
+        def _wait(self, cycle: Any) -> float:
+            try:
+                return refuse_early(cycle.scope)
+            except Exception:
+                # Inside the parser a raised error would become a bare 400: let the app answer.
+                log.exception("answering a join attempt early failed; the app answers it")
+                return 0.0
 
         def _refuse(self, cycle: Any, wait: float) -> None:
             scope = cycle.scope

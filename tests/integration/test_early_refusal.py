@@ -5,6 +5,7 @@ does, intact, on the same connection."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 import time
@@ -41,7 +42,12 @@ class App:
 
 
 def refuse_early(scope: Scope) -> float:
+    if scope["path"] == "/j/broken":
+        raise RuntimeError("a bug in the early check")
     return 7.5 if scope["path"].startswith("/j/refused") else 0.0
+
+
+SERVERS: list[uvicorn.Server] = []
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +62,7 @@ def server() -> Iterator[tuple[App, int]]:
         lifespan="off",
     )
     served = uvicorn.Server(config)
+    SERVERS.append(served)
     thread = threading.Thread(target=lambda: asyncio.run(served.serve()), daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
@@ -130,3 +137,69 @@ def test_many_refused_attempts_pipelined_behind_a_served_one(server: tuple[App, 
     statuses = [answer.split(b" ", 2)[1] for answer in answers]
     assert statuses == [b"200"] + [b"429"] * 1500 + [b"200"]
     assert app.calls[before:] == ["/served", "/served"]
+
+
+def test_a_client_that_does_not_read_is_not_answered_without_limit(
+    server: tuple[App, int],
+) -> None:
+    # Pipelined refused attempts from a client that never reads: the kept answers must not
+    # pile up in the server's write buffer (each 25-byte request would buy 1.2 KB of it).
+    _, port = server
+    refused = b"GET /j/refused HTTP/1.1\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sent = 0
+        deadline = time.monotonic() + 3
+        with contextlib.suppress(TimeoutError):
+            while sent < 8_000_000 and time.monotonic() < deadline:
+                sent += sock.send(refused * 4000)
+        time.sleep(0.5)
+        buffered = [
+            protocol.transport.get_write_buffer_size()
+            for protocol in SERVERS[-1].server_state.connections
+        ]
+    assert sent > 1_000_000, "the server stopped reading at once"
+    assert max(buffered) < 2_000_000, f"answers piled up: {max(buffered):,} bytes"
+
+
+def test_requests_read_with_a_closing_refusal_are_not_started(server: tuple[App, int]) -> None:
+    app, port = server
+    before = len(app.calls)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        # Refused before its body was asked for, so closed; the body and the next request
+        # came in the same write anyway.
+        sock.sendall(
+            b"POST /j/refused HTTP/1.1\r\nhost: x\r\nexpect: 100-continue\r\n"
+            b"content-length: 5\r\n\r\nhello"
+            b"GET /after HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n"
+        )
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    assert received.startswith(b"HTTP/1.1 429 ") and received.count(b"HTTP/1.1 ") == 1
+    time.sleep(0.2)
+    assert app.calls[before:] == []
+
+
+def test_a_pipelined_request_waiting_for_continue_closes_only_after_its_answer(
+    server: tuple[App, int],
+) -> None:
+    _, port = server
+    answers = exchange(
+        port,
+        b"GET /j/refused HTTP/1.1\r\nhost: x\r\n\r\n"
+        b"POST /j/refused HTTP/1.1\r\nhost: x\r\nexpect: 100-continue\r\n"
+        b"content-length: 5\r\n\r\n",
+        2,
+    )
+    assert b"connection: close" not in answers[0].lower()
+    assert b"\r\nconnection: close\r\n" in answers[1].lower()
+
+
+def test_an_error_in_the_early_check_leaves_the_answer_to_the_app(
+    server: tuple[App, int],
+) -> None:
+    app, port = server
+    before = len(app.calls)
+    [answer] = exchange(port, b"GET /j/broken HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n", 1)
+    assert answer.startswith(b"HTTP/1.1 200 ") and app.calls[before:] == ["/j/broken"]
