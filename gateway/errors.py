@@ -227,7 +227,8 @@ class RateLimited(MeetgateError):
 
 
 def retry_after_seconds(wait: float) -> int:
-    """A wait as the whole seconds of a Retry-After header: rounded up, at least 1."""
+    """A wait as the whole seconds of a Retry-After header: rounded up (less than a millisecond
+    past a whole second does not count), at least 1."""
     return max(1, int(wait + 0.999))
 
 

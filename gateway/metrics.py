@@ -67,7 +67,8 @@ class Gauge(_Family):
 class Metrics:
     def __init__(self) -> None:
         # Called before each rendering: counts kept elsewhere, cheaper to keep than to add here
-        # one by one (a flood's refusals), are added then.
+        # one by one (a flood's refusals), are added then. Until then `value()` does not see
+        # them. Each is added once, by a long-lived owner (the app's one RateLimiter).
         self.collectors: list[Callable[[], None]] = []
         self.admissions = Counter("meetgate_admissions_total", "Admissions granted, by path.")
         self.rejections = Counter("meetgate_rejections_total", "Join attempts refused, by reason.")

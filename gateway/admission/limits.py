@@ -187,8 +187,16 @@ class RateLimiter:
     async def _flush_local_refusals(self) -> None:
         try:
             await self._flush_counts()
+        except Exception:
+            # No request waits on this task to see it fail: the log is where it shows.
+            log.exception("counting the gate's own refusals toward the pressure failed")
         finally:
             self._flushing = None
+
+    async def aclose(self) -> None:
+        """Wait for a pressure flush under way (at shutdown)."""
+        if self._flushing is not None:
+            await asyncio.wait([self._flushing])
 
     async def _flush_counts(self) -> None:
         now = time.monotonic()

@@ -212,8 +212,8 @@ def _ignored(char: str) -> bool:
     )
 
 
-# ASCII text is its own NFD form; its ignored characters (spaces, punctuation, controls, `^`)
-# are dropped by one translation.
+# ASCII text is its own NFD form; its ignored characters (spaces, punctuation, controls, and
+# the modifier symbols `^` and `` ` ``) are dropped by one translation.
 _ASCII_IGNORED = {code: None for code in range(128) if _ignored(chr(code))}
 
 

@@ -62,7 +62,7 @@ class _KeptAnswers:
         key = (retry_after_seconds(wait), as_json, head, keep_alive)
         kept = self.answers.get(key)
         if kept is None:
-            headers, body, _ = rate_limited_answer(wait, as_json, self.secure)
+            headers, body = rate_limited_answer(wait, as_json, self.secure)
             lines = [STATUS_LINE]
             for name, value in [*default_headers, *headers]:
                 lines += (name, b": ", value, b"\r\n")

@@ -167,6 +167,7 @@ class Gate:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._follower
             self._follower = None
+        await self._limiter.aclose()
         await self._http_client.aclose()
 
     async def _follow_cuts(self) -> None:
@@ -218,8 +219,8 @@ class Gate:
             (scope.get("client") or (None, 0))[0], scope["headers"]
         )
         path: str = scope["path"]
-        if scope["type"] == "http":
-            wait = self._known_refusal(scope["method"], path, client_addr)
+        if scope["type"] == "http" and is_join_attempt(scope["method"], path):
+            wait = self._known_refusal(path, client_addr)
             if wait > 0:
                 # Refused before any other work: no request id, no log line, a kept answer.
                 scope.setdefault("state", {})[QUIET] = True
@@ -262,15 +263,15 @@ class Gate:
         the seconds to tell a join attempt this replica knows to be refused (counted as
         refused), or 0 for anything to be answered by the app."""
         if not is_join_attempt(scope["method"], scope["path"]):
-            return 0.0
+            return 0.0  # before the address is resolved: most requests are not join attempts
         client_addr = self._addresses.resolve(
             (scope.get("client") or (None, 0))[0], scope["headers"]
         )
-        return self._known_refusal(scope["method"], scope["path"], client_addr)
+        return self._known_refusal(scope["path"], client_addr)
 
-    def _known_refusal(self, method: str, path: str, client_addr: str) -> float:
-        if not is_join_attempt(method, path):
-            return 0.0
+    def _known_refusal(self, path: str, client_addr: str) -> float:
+        """For a join attempt: the seconds it is known to be refused for (counted as refused),
+        or 0."""
         known = self._limiter.known_wait(client_addr)
         if not known.seconds and path.startswith("/j/") and self._limiter.knows_links():
             # A join link whose invite, room or the gate is known to be out of budget.

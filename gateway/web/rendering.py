@@ -99,26 +99,25 @@ async def send_error(
 @functools.lru_cache(maxsize=512)
 def _rate_limited_answer(
     retry_after: int, as_json: bool, secure: bool
-) -> tuple[list[tuple[bytes, bytes]], bytes]:
+) -> tuple[tuple[tuple[bytes, bytes], ...], bytes]:
     error = RateLimited(retry_after)
     body, content_type = error_body(error, "", as_json=as_json)
     headers = error_headers(error, "", content_type, secure=secure)
     headers.append((b"content-length", str(len(body)).encode()))
-    return headers, body
+    return tuple(headers), body
 
 
 def rate_limited_answer(
     wait: float, as_json: bool, secure: bool
-) -> tuple[list[tuple[bytes, bytes]], bytes, int]:
-    """The headers and body of the 429 for an attempt a replica refused before any other work
-    (rendered once per distinct wait and kept; no request id, as no log line is written for
-    it), and its Retry-After in seconds."""
-    retry_after = retry_after_seconds(wait)
-    headers, body = _rate_limited_answer(retry_after, as_json, secure)
-    return headers, body, retry_after
+) -> tuple[tuple[tuple[bytes, bytes], ...], bytes]:
+    """The headers and body of the 429 for an attempt a replica refused before any other work:
+    rendered once per distinct Retry-After and kept (shared: not to be changed), without a
+    request id, as no log line is written for it."""
+    return _rate_limited_answer(retry_after_seconds(wait), as_json, secure)
 
 
 async def send_rate_limited(scope: Scope, send: Send, wait: float, *, secure: bool) -> None:
-    headers, body, _ = rate_limited_answer(wait, wants_json(scope), secure)
+    """Answer an attempt a replica refused before any other work with the kept 429."""
+    headers, body = rate_limited_answer(wait, wants_json(scope), secure)
     await send({"type": "http.response.start", "status": 429, "headers": headers})
     await send({"type": "http.response.body", "body": body if scope["method"] != "HEAD" else b""})

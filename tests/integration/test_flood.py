@@ -264,7 +264,8 @@ def test_the_gates_own_answers_keep_http_intact(door_gateway: GatewayServer) -> 
         sock.sendall(body[1000:] + post + head + health)
         answers = read_answers(sock, ["POST", "HEAD", "GET"])
     assert [status.split(b" ")[1] for status, _, _ in answers] == [b"429", b"429", b"200"]
-    assert answers[1][2] == b"" and int(answers[1][1][b"content-length"]) > 0
+    # The HEAD's answer carries its length but no body: the next answer parsed right after it.
+    assert int(answers[1][1][b"content-length"]) > 0
     assert b"content-security-policy" in answers[1][1]
 
 

@@ -4,11 +4,13 @@ refuse, and counted toward the pressure all the same."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.admission.limits import Attempt, RateLimiter
+from gateway.admission.limits import GATE, Attempt, RateLimiter
 from gateway.admission.local_limits import MAX_ENTRIES, KnownRefusals, KnownWait
 from gateway.client_address import network_of
 from gateway.errors import RateLimited
@@ -132,6 +134,26 @@ async def test_refusals_answered_by_the_gate_count_toward_the_pressure() -> None
     assert 'meetgate_rejections_total{reason="rate_limited"} 6' in text
     assert 'meetgate_rate_limited_total{limit="address"} 5' in text
     assert 'meetgate_rate_limited_total{limit="network"} 1' in text
+
+
+async def test_refusals_answered_by_the_gate_reach_the_store_in_the_background() -> None:
+    store = MemoryStore()
+    limiter = RateLimiter(store, rates(), Metrics())
+    limiter.note_local_refusal(KnownWait(1.0, "agora"))
+    # No pressure read (which flushes itself): the background flush alone stores the first.
+    for _ in range(100):
+        if await store.read_recent("reject:room:agora", 10):
+            break
+        await asyncio.sleep(0.01)
+    assert await store.read_recent("reject:room:agora", 10) == 1
+    assert await store.read_recent(f"reject:{GATE}", 10) == 1
+    # Those within the next second wait for a later flush, or for the pressure to be read.
+    limiter.note_local_refusal(KnownWait(1.0, "agora"))
+    limiter.note_local_refusal(KnownWait(1.0, "agora"))
+    await asyncio.sleep(0.05)
+    assert await store.read_recent("reject:room:agora", 10) == 1
+    assert await limiter.pressure("agora") == 3
+    await limiter.aclose()
 
 
 @settings(max_examples=60, deadline=None)
