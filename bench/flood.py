@@ -279,13 +279,13 @@ async def measure_attack(wrk: str, gate: Gateway, seconds: int, what: str) -> At
     return Attack(what, result, process_cpu_seconds(gate.pid) - cpu_before)
 
 
-def attack_figures(f: Flood, attacks: list[Attack]) -> list[Figure]:
-    per_request_ms = f.cpu_per_join_ms / 2
+def attack_figures(floods: list[Flood], attacks: list[Attack]) -> list[Figure]:
+    per_request_ms = pooled_cpu_per_join_ms(floods) / 2
     return [
         Figure(
             what=f"attack alone, {attack.what}: requests answered, CPU per request",
             meetgate=f"{attack.result.requests / attack.result.seconds:,.0f}/s, "
-            f"{attack.cpu_per_request_ms:.2f} ms",
+            f"{attack.cpu_per_request_ms:.3f} ms",
             baseline=f"{per_request_ms:.2f} ms per admitted request",
             comparison=f"{attack.cpu_per_request_ms / per_request_ms:.0%}; "
             + _statuses(attack.result),
@@ -305,13 +305,30 @@ def _statuses(result: LoadResult) -> str:
     return ", ".join(f"{n / total:.0%} {status}" for status, n in sorted(result.statuses.items()))
 
 
+def pooled_cpu_per_rejection_ms(floods: list[Flood]) -> float:
+    """CPU per refused request over all repeats: their flood CPU less their attendees' joins
+    (each at its own quiet phase's cost), over all their refusals."""
+    cpu = sum(
+        max(0.0, f.flood_cpu_seconds - f.flooded.succeeded * f.cpu_per_join_ms / 1000)
+        for f in floods
+    )
+    return cpu / max(1, sum(f.rejected for f in floods)) * 1000
+
+
+def pooled_cpu_per_join_ms(floods: list[Flood]) -> float:
+    """CPU per join over all repeats' quiet phases."""
+    cpu = sum(f.quiet.cpu_seconds for f in floods)
+    return cpu / max(1, sum(f.quiet.succeeded for f in floods)) * 1000
+
+
 def flood_figures(f: Flood, repeats: list[Flood] | None = None) -> list[Figure]:
-    """The figures of `f`, the median repeat; whether every attendee got in and no attack
-    request did is counted over all `repeats`."""
+    """The latency figures of `f`, the median repeat; whether every attendee got in and no
+    attack request did, and what a refusal and an admission cost, over all `repeats`."""
     every = repeats or [f]
     attack = f.attack
     quiet, flooded = f.quiet, f.flooded
-    per_request_ms = f.cpu_per_join_ms / 2
+    per_request_ms = pooled_cpu_per_join_ms(every) / 2
+    per_rejection_ms = pooled_cpu_per_rejection_ms(every)
     succeeded = sum(r.flooded.succeeded for r in every)
     attempted = sum(r.flooded.attempted for r in every)
     quiet_succeeded = sum(r.quiet.succeeded for r in every)
@@ -349,12 +366,12 @@ def flood_figures(f: Flood, repeats: list[Flood] | None = None) -> list[Figure]:
             met=flooded.quantile(0.99) <= P99_RATIO_TARGET * quiet.quantile(0.99),
         ),
         Figure(
-            what="gateway CPU per refused attack request",
-            meetgate=f"{f.cpu_per_rejection_ms:.2f} ms",
+            what="gateway CPU per refused attack request (all repeats)",
+            meetgate=f"{per_rejection_ms:.3f} ms",
             baseline=f"{per_request_ms:.2f} ms per admitted request",
-            comparison=f"{f.cpu_per_rejection_ms / per_request_ms:.0%}",
+            comparison=f"{per_rejection_ms / per_request_ms:.0%}",
             target=f"≤ {COST_RATIO_TARGET:.0%} of an admitted one",
-            met=f.cpu_per_rejection_ms <= COST_RATIO_TARGET * per_request_ms,
+            met=per_rejection_ms <= COST_RATIO_TARGET * per_request_ms,
         ),
     ]
 
@@ -374,9 +391,12 @@ def details(f: Flood, repeats: list[Flood] | None = None) -> list[str]:
     failures = ", ".join(f"{n} x {why}" for why, n in sorted(f.flooded.failures.items()))
     quiet_failures = ", ".join(f"{n} x {why}" for why, n in sorted(f.quiet.failures.items()))
     every = repeats or [f]
-    ratios = ", ".join(
-        f"p99 {r.p99_ratio:.1f}x (p50 {r.flooded.quantile(0.5) / r.quiet.quantile(0.5):.1f}x, "
-        f"{r.attack.requests / r.attack.seconds:,.0f} attack requests/s)"
+    ratios = "; ".join(
+        f"p99 {r.p99_ratio:.1f}x ({r.flooded.quantile(0.99):.1f} vs "
+        f"{r.quiet.quantile(0.99):.1f} ms), p50 "
+        f"{r.flooded.quantile(0.5) / r.quiet.quantile(0.5):.1f}x ({r.flooded.quantile(0.5):.1f} "
+        f"vs {r.quiet.quantile(0.5):.1f} ms), {r.attack.requests / r.attack.seconds:,.0f} "
+        f"attack requests/s, {r.gateway_core_share:.0%} of a core"
         for r in every
     )
     return [
