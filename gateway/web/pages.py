@@ -67,8 +67,6 @@ def create_pages_app(
 ) -> SecurityHeaders:
     """The pages app; `routers` (the host dashboard) share its error pages and headers."""
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
-    for router in routers:
-        app.include_router(router)
     cookie = cookie_name(settings)
 
     @app.exception_handler(MeetgateError)
@@ -184,4 +182,8 @@ def create_pages_app(
             body, media_type=content_type, headers={"cache-control": "public, max-age=3600"}
         )
 
+    # After the pages' own routes: a join link, the route a flood and every attendee take, is
+    # matched first. No router's path has the shape of one of these.
+    for router in routers:
+        app.include_router(router)
     return SecurityHeaders(app, secure=settings.secure)
