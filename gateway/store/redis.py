@@ -51,6 +51,9 @@ from gateway.store.sentinel_url import is_sentinel_url, parse_sentinel_url
 _ROOMS: Final = "meetgate:rooms"  # hash: room name -> Room JSON
 _INVITE: Final = "meetgate:invite:"  # + id: hash record (JSON), uses, revoked
 _INVITE_INDEX: Final = "meetgate:invite-token:"  # + token hash: invite id
+# Token hash → invite id answers a replica keeps (RedisStore._invite_ids); past that it starts
+# over.
+MAX_KNOWN_INVITE_IDS: Final = 10_000
 _ROOM_INVITES: Final = "meetgate:room-invites:"  # + room: set of invite ids
 _ADMISSION: Final = "meetgate:admission:"  # + id: hash record (JSON), revoked; expires with it
 _ROOM_ADMISSIONS: Final = "meetgate:room-admissions:"  # + room: sorted set id -> expires_at
@@ -267,6 +270,11 @@ class RedisStore:
         self._client = client
         self._sentinel = sentinel
         self._subscriptions: set[RedisSubscription] = set()
+        # Which invite a token hash names: fixed for the invite's life (a token is made for one
+        # invite and never moves), so a lookup here saves the index read. Whatever is read by
+        # it is checked against the token hash, as after an index read, so a deleted or
+        # replaced invite is still "unknown".
+        self._invite_ids: dict[str, str] = {}
         self._add_invite: AsyncScript = client.register_script(_script_text("add_invite"))
         self._redeem_invite: AsyncScript = client.register_script(_script_text("redeem_invite"))
         self._revoke: AsyncScript = client.register_script(_script_text("revoke"))
@@ -387,13 +395,23 @@ class RedisStore:
         return self._invite_from_fields(fields)
 
     async def find_invite(self, token_hash: str) -> Invite | None:
-        with _translate_errors():
-            invite_id: str | None = await self._client.get(_INVITE_INDEX + token_hash)
+        invite_id = await self._invite_id(token_hash)
         if invite_id is None:
             return None
         invite = await self.get_invite(invite_id)
         # The index is read apart from the invite, which may have been replaced in between.
         return invite if invite is not None and invite.token_hash == token_hash else None
+
+    async def _invite_id(self, token_hash: str) -> str | None:
+        invite_id = self._invite_ids.get(token_hash)
+        if invite_id is None:
+            with _translate_errors():
+                invite_id = await self._client.get(_INVITE_INDEX + token_hash)
+            if invite_id is not None:
+                if len(self._invite_ids) >= MAX_KNOWN_INVITE_IDS:
+                    self._invite_ids.clear()
+                self._invite_ids[token_hash] = invite_id
+        return invite_id
 
     async def list_invites(self, room: str) -> list[Invite]:
         with _translate_errors():
@@ -410,10 +428,10 @@ class RedisStore:
             return bool(await self._revoke(keys=[_INVITE + invite_id]))
 
     async def redeem_invite(self, token_hash: str, now: float) -> Invite:
+        invite_id = await self._invite_id(token_hash)
+        if invite_id is None:
+            raise InviteUnknown()
         with _translate_errors():
-            invite_id: str | None = await self._client.get(_INVITE_INDEX + token_hash)
-            if invite_id is None:
-                raise InviteUnknown()
             result: list[Any] = await self._redeem_invite(
                 keys=[_INVITE + invite_id], args=[token_hash, repr(now)]
             )

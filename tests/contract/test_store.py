@@ -175,6 +175,9 @@ async def test_deleting_a_room_removes_its_invites_and_revokes_its_admissions(
         await store.add_invite(invite)
     for admission in [*admissions, kept_admission]:
         await store.add_admission(admission)
+    # Looked up before: a store that remembers which invite a token names must not revive them.
+    for invite in invites:
+        assert await store.find_invite(invite.token_hash) == invite
 
     assert await store.delete_room(doomed.name, time.time())
 
