@@ -108,20 +108,7 @@ def browser(gateway: GatewayServer, address: str | None = None) -> httpx.Client:
 def email_room(gateway: GatewayServer, **rules: Any) -> str:
     name = f"mail-{secrets.token_hex(4)}"
     gateway.create_room(name, title="Planning")
-    policy = {
-        "invite": True,
-        "oidc": False,
-        "oidc_providers": [],
-        "email_code": True,
-        "allowed_emails": [],
-        "allowed_domains": ["example.org"],
-        "allowed_groups": [],
-        "lobby": False,
-        "host_emails": [],
-        **rules,
-    }
-    with gateway.admin() as admin:
-        admin.put(f"/api/v1/rooms/{name}/policy", json=policy).raise_for_status()
+    gateway.set_policy(name, **{"email_code": True, "allowed_domains": ["example.org"], **rules})
     return name
 
 

@@ -13,22 +13,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.fixtures.gateway_server import GatewayServer
 from tests.fixtures.oidc import UNREACHABLE, OidcSetup, browser
 
 pytestmark = pytest.mark.slow
 
-POLICY = {
-    "invite": False,
-    "oidc": False,
-    "oidc_providers": [],
-    "email_code": False,
-    "allowed_emails": [],
-    "allowed_domains": [],
-    "allowed_groups": [],
-    "lobby": False,
-    "host_emails": [],
-}
 LOBBY_HINT = "A host sees your request and lets you in."
 
 
@@ -98,12 +86,6 @@ CASES: list[tuple[str, dict[str, Any], Offer | None]] = [
 ]
 
 
-def set_policy(gateway: GatewayServer, room: str, rules: dict[str, Any]) -> None:
-    with gateway.admin() as admin:
-        response = admin.put(f"/api/v1/rooms/{room}/policy", json={**POLICY, **rules})
-        assert response.status_code == 200, response.text
-
-
 def refused(response: httpx.Response, code: str) -> bool:
     return response.status_code == 403 and f"<code>{code}</code>" in response.text
 
@@ -116,7 +98,7 @@ def test_the_gate_page_offers_exactly_the_ways_in_the_policy_allows(oidc: OidcSe
     with browser(gateway) as client:
         # One room, its policy changed case after case: each visit sees the policy of now.
         for label, rules, expected in CASES:
-            set_policy(gateway, room, rules)
+            gateway.set_policy(room, **{"invite": False, **rules})
             page = client.get(f"/_meetgate/enter/{room}")
             if expected is None:
                 assert refused(page, "not_admitted"), label

@@ -27,17 +27,6 @@ pytestmark = pytest.mark.slow
 
 MAX_PER_ADDRESS = 2
 MAX_PER_ROOM = 5
-LOBBY_ONLY = {
-    "invite": True,
-    "oidc": False,
-    "oidc_providers": [],
-    "email_code": False,
-    "allowed_emails": [],
-    "allowed_domains": [],
-    "allowed_groups": [],
-    "lobby": True,
-    "host_emails": [],
-}
 WAITING_KEYS = {"id", "name", "message", "via", "since", "guest"}
 _addresses = itertools.count(1)
 
@@ -78,8 +67,7 @@ def browser(gateway: GatewayServer, address: str | None = None) -> httpx.Client:
 def lobby_room(gateway: GatewayServer, **policy: Any) -> str:
     name = f"lobby-{secrets.token_hex(4)}"
     gateway.create_room(name, title="Open assembly")
-    with gateway.admin() as admin:
-        admin.put(f"/api/v1/rooms/{name}/policy", json={**LOBBY_ONLY, **policy}).raise_for_status()
+    gateway.set_policy(name, **{"lobby": True, **policy})
     return name
 
 

@@ -57,21 +57,7 @@ def room_with(gateway: GatewayServer, **policy: Any) -> str:
 
 
 def set_policy(gateway: GatewayServer, room: str, **policy: Any) -> None:
-    body = {
-        "invite": True,
-        "oidc": True,
-        "oidc_providers": [],
-        "allowed_domains": [],
-        "allowed_groups": [],
-        "host_emails": [],
-        "lobby": False,
-        "email_code": False,
-        "allowed_emails": [],
-        **policy,
-    }
-    with gateway.admin() as admin:
-        response = admin.put(f"/api/v1/rooms/{room}/policy", json=body)
-        assert response.status_code == 200, response.text
+    gateway.set_policy(room, **{"oidc": True, **policy})
 
 
 def ticket_user(ticket: str) -> dict[str, Any]:

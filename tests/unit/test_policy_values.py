@@ -10,21 +10,11 @@ import pytest
 from gateway.admission.policy import describe_policy, make_policy, policy_version
 from gateway.errors import InvalidInput
 from gateway.store.records import RoomPolicy
+from tests.fixtures.gateway_server import INVITES_ONLY
 
 
 def ask(**changes: Any) -> RoomPolicy:
-    values: dict[str, Any] = {
-        "invite": True,
-        "oidc": False,
-        "oidc_providers": [],
-        "email_code": False,
-        "allowed_emails": [],
-        "allowed_domains": [],
-        "allowed_groups": [],
-        "lobby": False,
-        "host_emails": [],
-        "known_providers": ["uni", "authentik"],
-    }
+    values: dict[str, Any] = {**INVITES_ONLY, "known_providers": ["uni", "authentik"]}
     values.update(changes)
     return make_policy(**values)
 
