@@ -113,10 +113,13 @@ class Flood:
         return sum(n for status, n in self.attack.statuses.items() if status < 400)
 
     @property
-    def cpu_per_rejection_ms(self) -> float:
-        """The flood's CPU less the attendees' joins (at the quiet phase's cost), per rejection."""
-        attendees = self.flooded.succeeded * self.cpu_per_join_ms / 1000
-        return max(0.0, self.flood_cpu_seconds - attendees) / max(1, self.rejected) * 1000
+    def refusals_cpu_seconds(self) -> float:
+        """The flood's CPU less the attendees' joins (at the quiet phase's cost)."""
+        return max(0.0, self.flood_cpu_seconds - self.attendees_cpu_seconds)
+
+    @property
+    def attendees_cpu_seconds(self) -> float:
+        return self.flooded.succeeded * self.cpu_per_join_ms / 1000
 
 
 async def join(gate: Gateway, token: str, address: str) -> float:
@@ -306,12 +309,8 @@ def _statuses(result: LoadResult) -> str:
 
 
 def pooled_cpu_per_rejection_ms(floods: list[Flood]) -> float:
-    """CPU per refused request over all repeats: their flood CPU less their attendees' joins
-    (each at its own quiet phase's cost), over all their refusals."""
-    cpu = sum(
-        max(0.0, f.flood_cpu_seconds - f.flooded.succeeded * f.cpu_per_join_ms / 1000)
-        for f in floods
-    )
+    """CPU per refused request over all repeats: their refusals' CPU over all their refusals."""
+    cpu = sum(f.refusals_cpu_seconds for f in floods)
     return cpu / max(1, sum(f.rejected for f in floods)) * 1000
 
 
@@ -405,7 +404,7 @@ def details(f: Flood, repeats: list[Flood] | None = None) -> list[str]:
         f"({_counts(f.attack)}), wrk's latency p50 {f.attack.p50_ms:.1f} ms, "
         f"p99 {f.attack.p99_ms:.1f} ms; the gateway used {f.flood_cpu_seconds:.2f} CPU-s in "
         f"{f.flood_wall_seconds:.1f} s ({f.gateway_core_share:.0%} of a core), of which about "
-        f"{f.flooded.succeeded * f.cpu_per_join_ms / 1000:.2f} s for the attendees' joins (at "
+        f"{f.attendees_cpu_seconds:.2f} s for the attendees' joins (at "
         f"the quiet phase's cost), the rest over {f.rejected:,} refusals.",
         f"Quiet: {f.quiet.succeeded} joins used {f.quiet.cpu_seconds:.2f} CPU-s of the gateway, "
         f"{f.cpu_per_join_ms:.2f} ms per join, i.e. {f.cpu_per_join_ms / 2:.2f} ms per admitted "

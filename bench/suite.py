@@ -316,22 +316,15 @@ def start_lab(servers: Servers, options: Options) -> Lab:
             "gate-sockets", upstream=upstream_url, store_url="memory://"
         )
     if "flood" in wanted:
-        gateways["flood"] = servers.gateway(
-            "gate-flood",
-            upstream=upstream_url,
-            store_url="memory://",
-            env=flood.ENV,
-            top=flood.TRUSTED_PROXIES,
-            rates=flood.RATES,
-        )
-        gateways["flood-pow"] = servers.gateway(
-            "gate-flood-pow",
-            upstream=upstream_url,
-            store_url="memory://",
-            env=flood.ENV,
-            top=flood.TRUSTED_PROXIES,
-            rates=flood.POW_RATES,
-        )
+        for name, rates in (("flood", flood.RATES), ("flood-pow", flood.POW_RATES)):
+            gateways[name] = servers.gateway(
+                f"gate-{name}",
+                upstream=upstream_url,
+                store_url="memory://",
+                env=flood.ENV,
+                top=flood.TRUSTED_PROXIES,
+                rates=rates,
+            )
     servers.wait_ready()
     return Lab(
         upstream=upstream_url,
