@@ -21,7 +21,7 @@ from tests.browser.test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS, PHONE,
 from tests.fixtures.gateway_server import GENEROUS_LIMITS, GatewayServer, start_gateway
 from tests.fixtures.processes import stop_process
 from tests.integration.journeys import admit, host_action
-from tests.integration.test_lobby import LOBBY_ONLY, waiting
+from tests.integration.test_lobby import waiting
 
 pytestmark = pytest.mark.slow
 
@@ -64,8 +64,7 @@ def visitor(context: BrowserContext) -> Visitor:
 def lobby_room(gateway: GatewayServer) -> str:
     room = f"assembly-{secrets.token_hex(4)}"
     gateway.create_room(room, title="Open assembly")
-    with gateway.admin() as admin:
-        admin.put(f"/api/v1/rooms/{room}/policy", json=LOBBY_ONLY).raise_for_status()
+    gateway.set_policy(room, lobby=True)
     return room
 
 
