@@ -17,12 +17,13 @@ FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 RUN python -m venv /opt/meetgate
-COPY pyproject.toml README.md ./
+COPY pyproject.toml requirements.lock README.md ./
 COPY gateway ./gateway
 COPY templates ./templates
 # Wheels only: a dependency that would need compiling fails the build instead of pulling in a
-# toolchain. Then byte-compile, and drop the installers from the environment.
-RUN /opt/meetgate/bin/pip install --only-binary=:all: --no-compile . \
+# toolchain; the versions the tests ran with (requirements.lock). Then byte-compile, and drop the
+# installers from the environment. tests/deploy/test_clean_install.py does this same install.
+RUN /opt/meetgate/bin/pip install --only-binary=:all: --no-compile -c requirements.lock . \
     && /opt/meetgate/bin/python -m compileall -q -j 0 /opt/meetgate \
     && /opt/meetgate/bin/pip uninstall -y -q pip setuptools
 
