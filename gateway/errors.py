@@ -66,6 +66,13 @@ class NotFound(MeetgateError):
     message = "There is nothing here."
 
 
+class PathRefused(NotFound):
+    """A path no rule of the gate's allowlist names: refused, never forwarded to Jitsi."""
+
+    code = "path_refused"
+    message = "Meetgate does not pass this address on to the meeting server."
+
+
 class RoomNotFound(NotFound):
     code = "room_not_found"
     title = "Unknown room"

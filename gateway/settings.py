@@ -6,6 +6,7 @@ Loaded once at start-up by `load_settings` and passed in; nothing else reads the
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import tomllib
 from collections.abc import Mapping
@@ -36,6 +37,8 @@ DEFAULT_CONFIG_PATHS = (Path("meetgate.toml"), Path("/etc/meetgate/meetgate.toml
 MIN_SECRET_BYTES = 32
 # A PEM private key is a few KiB; a larger file is not one (and is not read whole).
 MAX_KEY_FILE_BYTES = 64 * 1024
+# A relayed Jitsi endpoint: one or more lowercase path segments, a trailing "/" for a prefix.
+RELAYED_ENDPOINT = re.compile(r"(?:/[a-z0-9._~-]+)+/?")
 
 
 class _Section(BaseModel):
@@ -88,6 +91,32 @@ class JitsiSettings(_Section):
     app_id: str = "meetgate"
     audience: str = "jitsi"
     connect_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+
+    # Jitsi endpoints beyond signalling the gate relays to `upstream` (none by default), such
+    # as "/colibri-ws/" (ending in "/": every path below it) or "/conference-request/v1" (that
+    # path alone). Each passes like signalling: a live admission, its connections cut on
+    # revocation.
+    relayed_endpoints: tuple[str, ...] = ()
+
+    @field_validator("relayed_endpoints")
+    @classmethod
+    def _endpoint_paths(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for endpoint in value:
+            segments = endpoint.strip("/").split("/")
+            if RELAYED_ENDPOINT.fullmatch(endpoint) is None or any(
+                set(segment) == {"."} for segment in segments
+            ):
+                raise ValueError(
+                    f"{endpoint!r} must be a lowercase path such as '/colibri-ws/' or"
+                    " '/conference-request/v1'"
+                )
+            if any(name in endpoint for name in ("http-bind", "xmpp-websocket")):
+                raise ValueError(f"{endpoint!r}: signalling is always relayed, by its own rules")
+            if segments[0] in ("_meetgate", "j"):
+                raise ValueError(f"{endpoint!r} is one of Meetgate's own paths")
+        if len(set(value)) != len(value):
+            raise ValueError("names an endpoint twice")
+        return value
 
     @field_validator("upstream", "signalling_upstream")
     @classmethod

@@ -2,6 +2,7 @@
 
 prosody keeps a BOSH session alive between requests, so cutting an admission must end the
 session on the server: a `type='terminate'` request for that sid, as a client leaving would send.
+Which sid a request names is read by gateway.proxy.bosh_body, as prosody reads it.
 """
 
 from __future__ import annotations
@@ -13,20 +14,9 @@ import re
 from gateway.errors import UpstreamUnreachable
 from gateway.proxy.upstream import UpstreamClient
 
-BODY_TAG = re.compile(rb"<body\b[^>]*>", re.IGNORECASE)
-ATTRIBUTE = re.compile(rb"""\b(sid|rid|type)\s*=\s*(?:'([^']*)'|"([^"]*)")""")
+# What a sid may look like to be tracked (and written back into a terminate body): prosody's are
+# UUIDs.
 SID_SHAPE = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
-
-
-def read_body_attributes(body: bytes) -> dict[str, str]:
-    """`sid`, `rid` and `type` of a BOSH `<body>` wrapper, when well-formed."""
-    match = BODY_TAG.search(body[:4096])
-    if match is None:
-        return {}
-    found: dict[str, str] = {}
-    for name, single, double in ATTRIBUTE.findall(match.group(0)):
-        found[name.decode()] = (single or double).decode("ascii", "replace")
-    return found
 
 
 class BoshSession:

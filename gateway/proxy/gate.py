@@ -31,6 +31,7 @@ from gateway.errors import (
     InviteUnknown,
     MeetgateError,
     NotAdmitted,
+    PathRefused,
     StoreUnavailable,
     TicketInvalid,
 )
@@ -42,9 +43,11 @@ from gateway.proxy.paths import (
     PathKind,
     classify,
     parse_signalling_query,
+    query_rooms,
     upstream_signalling_query,
 )
 from gateway.proxy.registry import ConnectionRegistry
+from gateway.proxy.relayed import RelayedRequest
 from gateway.proxy.upstream import UpstreamClient
 from gateway.proxy.websocket import RelayedSocket, open_upstream, relay
 from gateway.settings import Settings
@@ -155,6 +158,7 @@ class Gate:
         self._public_host = settings.public_host.encode()
         self._scheme = b"https" if settings.secure else b"http"
         self._max_headers = settings.limits.max_header_bytes
+        self._relayed = settings.jitsi.relayed_endpoints
 
     async def start(self) -> None:
         """Begin following cuts published by any replica (revocations, bans, moves)."""
@@ -292,17 +296,32 @@ class Gate:
 
     async def _forward_auth(self, scope: Scope, send: Send) -> None:
         """For a TLS front serving Jitsi's static files itself (Caddy `forward_auth`, nginx
-        `auth_request`): 204 while the browser's admission is live, 401 otherwise. Answered
-        here, not by the pages app: the front asks once per static file."""
+        `auth_request`): 204 while the browser's admission is live, 401 otherwise, 404 when the
+        front names a path (X-Forwarded-Uri) that is not a static file. Answered here, not by the
+        pages app: the front asks once per static file."""
         try:
             await self._cookie_access(scope, time.time())
-            status = 204
+            status = 204 if self._static_for_front(scope) else 404
         except NotAdmitted:
             status = 401
         await send(
             {"type": "http.response.start", "status": status, "headers": FORWARD_AUTH_HEADERS}
         )
         await send({"type": "http.response.body", "body": b""})
+
+    @staticmethod
+    def _static_for_front(scope: Scope) -> bool:
+        """Whether the URI the front says it is about to serve is one of Jitsi's static files:
+        a front matching more than it should (case, encodings) still offloads nothing else."""
+        for name, value in scope["headers"]:
+            if name == b"x-forwarded-uri":
+                raw = value.split(b"?", 1)[0]
+                try:
+                    target = classify(raw.decode("latin-1"), raw)
+                except MeetgateError:
+                    return False
+                return target.kind is PathKind.STATIC
+        return True
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -316,18 +335,28 @@ class Gate:
                 return
 
     async def _proxy(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Relay a path the allowlist names (paths.classify refuses every other): signalling on a
+        ticket, relayed endpoints on a live admission, pages and static files on the cookie."""
         now = time.time()
-        target = classify(scope["path"], scope.get("raw_path"))
+        target = classify(scope["path"], scope.get("raw_path"), self._relayed)
+        websocket = scope["type"] == "websocket"
         if target.kind is PathKind.SIGNALLING:
             admission, query = await self._signalling_access(scope, now)
             base = self._settings.jitsi.signalling
+        elif target.kind is PathKind.RELAYED:
+            admission = await self._relayed_access(scope, now)
+            query = scope.get("query_string", b"").decode("latin-1")
+            base = self._settings.jitsi.upstream
         else:
+            if websocket:
+                # Pages and static files are plain HTTP; only the relayed kinds are sockets.
+                raise PathRefused()
             try:
                 admission = await self._cookie_access(scope, now)
             except AdmissionRevoked:
                 raise
             except NotAdmitted:
-                if target.kind is PathKind.ROOM and target.room and scope["type"] == "http":
+                if target.kind is PathKind.ROOM and target.room:
                     await self._offer_entry(send, target.room)
                     return
                 raise
@@ -336,17 +365,17 @@ class Gate:
                 return
             query = scope.get("query_string", b"").decode("latin-1")
             base = self._settings.jitsi.upstream
-        raw_path = scope.get("raw_path") or scope["path"].encode()
-        url = base + raw_path.decode("ascii") + (f"?{query}" if query else "")
+        # classify() has checked that the path as sent is plain ASCII, equal to the decoded one.
+        url = base + scope["path"] + (f"?{query}" if query else "")
         headers = upstream_request_headers(
             scope["headers"],
             cookie_name=self._cookie.encode(),
             public_host=self._public_host,
             public_scheme=self._scheme,
             client_addr=scope["state"]["client_addr"].encode(),
-            websocket=scope["type"] == "websocket",
+            websocket=websocket,
         )
-        if scope["type"] == "websocket":
+        if websocket:
             await self._websocket(
                 scope,
                 receive,
@@ -358,8 +387,49 @@ class Gate:
             )
         elif target.kind is PathKind.SIGNALLING and scope["method"] == "POST":
             await self._bosh(scope, receive, send, url, headers, admission)
+        elif target.kind is PathKind.RELAYED:
+            await self._relay_registered(scope, receive, send, url, headers, admission)
         else:
             await self._http.relay(scope, receive, send, url, headers)
+
+    async def _relayed_access(self, scope: Scope, now: float) -> Admission:
+        """A relayed endpoint passes for the browser's live admission (its cookie) or, with no
+        cookie (the mobile apps), a ticket as on signalling; a `room` in the query must be the
+        admission's own."""
+        if read_cookie(scope, self._cookie) is not None:
+            admission = await self._cookie_access(scope, now)
+        else:
+            admission, _ = await self._signalling_access(scope, now)
+        if any(room != admission.room for room in query_rooms(scope.get("query_string", b""))):
+            raise NotAdmitted()
+        return admission
+
+    async def _relay_registered(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        url: str,
+        headers: list[tuple[bytes, bytes]],
+        admission: Admission,
+    ) -> None:
+        """Relay one request to a relayed endpoint, filed under its admission while it lasts, so
+        a revocation ends a long poll as it ends a socket."""
+        started = False
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
+        request = RelayedRequest()
+        self.registry.register(admission.id, request)
+        try:
+            await request.run(self._http.relay(scope, receive, tracked_send, url, headers))
+        finally:
+            self.registry.unregister(admission.id, request)
+        if request.cut and not started:
+            raise AdmissionRevoked()
 
     async def _offer_entry(self, send: Send, room_name: str) -> None:
         """A room link opened without an admission: the room's way in, if its policy has one."""

@@ -1,4 +1,10 @@
-"""Streams one HTTP request to the upstream and its response back, never buffering a whole body."""
+"""Streams one HTTP request to the upstream and its response back, never buffering a whole body.
+
+Relayed exactly or not at all: a request body the client cuts off is aborted upstream (the
+connection dropped mid-body, never completed short), and a response the upstream cuts off is
+never ended as if whole. Trailer fields (RFC 9110 §6.5) are dropped both ways; see
+gateway.proxy.trailers and gateway.proxy.upstream.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +12,21 @@ from collections.abc import AsyncIterator
 
 from starlette.types import Receive, Scope, Send
 
-from gateway.errors import BadRequest, RequestTooLarge
+from gateway.errors import BadRequest, RequestAborted, RequestTooLarge
 from gateway.proxy.headers import downstream_response_headers
 from gateway.proxy.upstream import ResponseCut, UpstreamClient
 
 
 async def read_body(receive: Receive, limit: int) -> bytes:
-    """A whole request body, for the small ones the gate must look into (BOSH)."""
+    """A whole request body, for the small ones the gate must look into (BOSH).
+
+    RequestAborted if the client goes away first: a part of a body is never passed on."""
     chunks: list[bytes] = []
     total = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            break
+            raise RequestAborted()
         chunk = message.get("body", b"")
         total += len(chunk)
         if total > limit:
@@ -51,7 +59,10 @@ class HttpRelay:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                return
+                # Raised inside the upstream client's write: it drops the connection without the
+                # last chunk (or the rest of the length), so the upstream never sees a whole
+                # request. Returning here would end a chunked body as if it were complete.
+                raise RequestAborted()
             chunk = message.get("body", b"")
             total += len(chunk)
             if total > self._max_body:
@@ -68,19 +79,23 @@ class HttpRelay:
         send: Send,
         url: str,
         headers: list[tuple[bytes, bytes]],
+        *,
+        body: bytes | None = None,
     ) -> None:
-        """Raise UpstreamUnreachable or RequestTooLarge only before the response has started."""
-        declared = self._declared_length(scope)
-        if declared is not None and declared > self._max_body:
-            raise RequestTooLarge()
-        has_body = scope["method"] not in ("GET", "HEAD", "OPTIONS") or declared
-        if declared is not None:
-            # Forward the length the server has already framed the body by: some upstreams
-            # (prosody's BOSH among them) do not read chunked request bodies.
-            headers = [*headers, (b"content-length", str(declared).encode())]
-        response = await self._client.send(
-            scope["method"], url, headers, self._body(receive) if has_body else None
-        )
+        """Raise UpstreamUnreachable, RequestTooLarge or RequestAborted only before the response
+        has started. `body`: the request body, already read whole (BOSH), sent with its length."""
+        upstream_body: bytes | AsyncIterator[bytes] | None = body
+        if body is None:
+            declared = self._declared_length(scope)
+            if declared is not None and declared > self._max_body:
+                raise RequestTooLarge()
+            if declared is not None:
+                # Forward the length the server has already framed the body by: some upstreams
+                # (prosody's BOSH among them) do not read chunked request bodies.
+                headers = [*headers, (b"content-length", str(declared).encode())]
+            if scope["method"] not in ("GET", "HEAD", "OPTIONS") or declared:
+                upstream_body = self._body(receive)
+        response = await self._client.send(scope["method"], url, headers, upstream_body)
         try:
             await send(
                 {

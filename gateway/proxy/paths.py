@@ -1,37 +1,84 @@
-"""Which kind of Jitsi path a request is for, and the signalling query string Meetgate owns.
+"""Which Jitsi path a request is for, decided by an allowlist, and the signalling query string
+Meetgate owns.
 
-Pure functions: no I/O, so the rules that decide what reaches prosody are tested without a server.
+Pure functions: no I/O, so the rules that decide what reaches Jitsi are tested without a server.
+A path passes only because a rule below names it; everything else is refused, never forwarded.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
 from urllib.parse import parse_qsl, urlencode
 
 from gateway.admission.rooms import is_room_name
-from gateway.errors import BadRequest, DuplicateParameter, TicketInvalid
+from gateway.errors import BadRequest, DuplicateParameter, PathRefused, TicketInvalid
 
+# The only spellings of signalling: lowercase, exact, at the root or under one tenant segment.
 SIGNALLING_PATH = re.compile(
     r"/(?:(?P<tenant>[a-z0-9][a-z0-9_-]{0,63})/)?(?P<endpoint>xmpp-websocket|http-bind)"
 )
-# Jitsi's static top-level folders: never a room, whatever their name looks like.
+# Jitsi's web server reaches prosody by more spellings than these two: docker-jitsi-meet's
+# meet.conf sends `^/([^/?&:'"]+)/http-bind` (unanchored at the end) there, and its catch-all
+# rewrite `/<a>/<rest>` -> `/<rest>` brings any depth to it; Debian's site does the same. So a
+# path naming either endpoint in any case, anywhere, is canonical signalling or refused.
+SIGNALLING_NAMES = ("http-bind", "xmpp-websocket")
+# Jitsi's public static folders (the jitsi-meet-web package's tree, served by its web server's
+# `^/(libs|css|static|…)/` location). Left out: `connection_optimization` (a legacy pre-connect
+# script no current index.html loads) and `transcripts` (Jigasi output, off in deploy/).
 STATIC_DIRS = frozenset(
-    {"libs", "css", "static", "images", "fonts", "lang", "sounds", ".well-known", "_unlock"}
+    {"libs", "css", "static", "images", "fonts", "lang", "sounds", ".well-known"}
 )
+# Files at the root the web app fetches itself, also under a tenant segment (`/<tenant>/config.js`).
+# The SSI fragments index.html includes (base.html, head.html, body.html, title.html,
+# plugin.head.html, fonts.html) are read by Jitsi's web server, never by the browser, and
+# browsers do not ask for /favicon.ico (index.html names images/favicon.svg): not listed.
+STATIC_FILES = frozenset(
+    {"config.js", "interface_config.js", "external_api.js", "pwa-worker.js", "manifest.json"}
+)
+# `/_unlock`: the plain GET many deployments set as `websocketKeepAliveUrl`.
+ROOT_ONLY_FILES = frozenset({"_unlock"})
+# Top-level names Jitsi's web servers route to a service (bridge, focus, pads, statistics,
+# prosody's HTTP APIs): never a tenant, so `/<name>/<room>` cannot reach one as a room page.
+JITSI_SERVICE_NAMES = frozenset(
+    {
+        "colibri-ws",
+        "colibri-relay-ws",
+        "conference-request",
+        "etherpad",
+        "socket.io",
+        "rtcstats-ws",
+        "rtc-visualizer",
+        "_api",
+        "_load-test",
+        "load-test",
+        "room-info",
+        "kick-participant",
+        "end-meeting",
+        "subdomain",
+        "transcripts",
+        "connection_optimization",
+    }
+)
+# A path as sent may hold RFC 3986 unreserved characters between single slashes, nothing else:
+# no percent-encoding, `;` parameters, empty segments or trailing slash, so the path Meetgate
+# decides on is byte for byte the path the upstream decodes.
+SAFE_PATH = re.compile(r"(?:/[A-Za-z0-9._~-]+)+")
 # prosody takes the last of duplicate keys, so a second copy could smuggle an unverified value.
 OWNED_PARAMETERS = ("token", "room", "prefix", "previd")
 PREVID_SHAPE = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 MAX_QUERY_BYTES = 8192
 MAX_TOKEN_CHARS = 4096
-_BAD_RAW = re.compile(rb"%(?:2[fF]|5[cC]|00|2[eE])")
+INVALID_PATH = "This address is not valid."
 
 
 class PathKind(Enum):
     SIGNALLING = "signalling"
+    RELAYED = "relayed"
     ROOM = "room"
-    OTHER = "other"
+    STATIC = "static"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,45 +94,79 @@ class SignallingQuery:
     previd: str | None
 
 
-def classify(path: str, raw_path: bytes | None = None) -> PathTarget:
-    """Classify a decoded request path; BadRequest for anything that could mean another path.
+def mentions_signalling(text: str) -> bool:
+    lowered = text.lower()
+    return any(name in lowered for name in SIGNALLING_NAMES)
 
-    Encoded slashes, backslashes, NULs and dots, dot segments, empty segments and non-ASCII are
-    refused, so that Meetgate and the upstream can never disagree about which path this is.
+
+def is_relayed(path: str, endpoints: Iterable[str]) -> bool:
+    """An endpoint ending in `/` names the paths below it; any other names itself alone."""
+    for endpoint in endpoints:
+        if path == endpoint or (endpoint.endswith("/") and path.startswith(endpoint)):
+            return True
+    return False
+
+
+def classify(path: str, raw_path: bytes | None = None, relayed: Iterable[str] = ()) -> PathTarget:
+    """What a Jitsi path is for; BadRequest for a path that could mean another, PathRefused for
+    one no rule names.
+
+    `path` is the server's decoded path and `raw_path` the path as sent; they must be the same
+    safe text (see SAFE_PATH). `relayed` are the Jitsi endpoints the config relays.
     """
-    if raw_path is not None and _BAD_RAW.search(raw_path):
-        raise BadRequest("This address contains encoded characters Meetgate does not accept.")
-    if not path.startswith("/") or not path.isascii() or "\\" in path or "\x00" in path:
-        raise BadRequest("This address is not valid.")
+    raw = path.encode("utf-8", "surrogateescape") if raw_path is None else raw_path
+    try:
+        sent = raw.decode("ascii")
+    except UnicodeDecodeError as exc:
+        raise BadRequest(INVALID_PATH) from exc
+    if SAFE_PATH.fullmatch(sent) is None or sent != path:
+        raise BadRequest(INVALID_PATH)
     segments = path[1:].split("/")
-    if any(segment in (".", "..") for segment in segments) or "//" in path:
-        raise BadRequest("This address is not valid.")
-    if any(ord(char) < 0x21 or ord(char) == 0x7F for char in path):
-        raise BadRequest("This address is not valid.")
-    if SIGNALLING_PATH.fullmatch(path):
-        return PathTarget(PathKind.SIGNALLING)
-    if segments[0] in STATIC_DIRS:
-        return PathTarget(PathKind.OTHER)
+    if any(set(segment) == {"."} for segment in segments):
+        raise BadRequest(INVALID_PATH)
+    if mentions_signalling(path):
+        canonical = SIGNALLING_PATH.fullmatch(path)
+        tenant = canonical.group("tenant") if canonical else None
+        if canonical and tenant not in STATIC_DIRS and tenant not in JITSI_SERVICE_NAMES:
+            return PathTarget(PathKind.SIGNALLING)
+        raise PathRefused()
+    if is_relayed(path, relayed):
+        return PathTarget(PathKind.RELAYED)
+    first, last = segments[0], segments[-1]
+    if first in STATIC_DIRS:
+        if len(segments) > 1:
+            return PathTarget(PathKind.STATIC)
+        raise PathRefused()
+    if len(segments) == 1 and (first in STATIC_FILES or first in ROOT_ONLY_FILES):
+        return PathTarget(PathKind.STATIC)
+    if len(segments) == 2 and (first in JITSI_SERVICE_NAMES or not is_room_name(first)):
+        raise PathRefused()
+    if len(segments) == 2 and last in STATIC_FILES:
+        return PathTarget(PathKind.STATIC)
     # `/<room>` and `/<tenant>/<room>` are room pages (Jitsi rewrites them to index.html).
-    if len(segments) == 1 and is_room_name(segments[0]):
-        return PathTarget(PathKind.ROOM, segments[0])
-    if len(segments) == 2 and is_room_name(segments[0]) and is_room_name(segments[1]):
-        return PathTarget(PathKind.ROOM, segments[1])
-    return PathTarget(PathKind.OTHER)
+    if len(segments) <= 2 and is_room_name(last) and last not in JITSI_SERVICE_NAMES:
+        return PathTarget(PathKind.ROOM, last)
+    raise PathRefused()
+
+
+def query_rooms(query_string: bytes) -> list[str]:
+    """Every `room` value of a query string (a relayed endpoint's room must be the admission's)."""
+    return [value for key, value in _query_pairs(query_string) if key == "room"]
+
+
+def _query_pairs(query_string: bytes) -> list[tuple[str, str]]:
+    if len(query_string) > MAX_QUERY_BYTES:
+        raise BadRequest("The query string is too long.")
+    try:
+        return parse_qsl(query_string.decode("ascii"), keep_blank_values=True, strict_parsing=False)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BadRequest("The query string is not valid.") from exc
 
 
 def parse_signalling_query(query_string: bytes) -> SignallingQuery:
     """Read `token`, `room` and `previd`; refuse duplicates and a missing or oversized token."""
-    if len(query_string) > MAX_QUERY_BYTES:
-        raise BadRequest("The query string is too long.")
-    try:
-        pairs = parse_qsl(
-            query_string.decode("ascii"), keep_blank_values=True, strict_parsing=False
-        )
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise BadRequest("The query string is not valid.") from exc
     seen: dict[str, str] = {}
-    for key, value in pairs:
+    for key, value in _query_pairs(query_string):
         if key in OWNED_PARAMETERS:
             if key in seen:
                 raise DuplicateParameter(f"The parameter '{key}' appears more than once.")

@@ -117,10 +117,18 @@ async def test_jitsi_web_serves_the_bundle_rooms_and_echoes(jitsi_web: JitsiWeb)
         assert "var config" in (await client.get("/config.js")).text
         assert (await client.get("/libs/missing.js")).status_code == 404
 
-        echoed = await client.get("/_test/headers?room=r&token=a&token=b", headers={"X-Probe": "1"})
+        echoed = await client.get(
+            "/static/_test/headers?room=r&token=a&token=b", headers={"X-Probe": "1"}
+        )
         seen = echoed.json()
         assert seen["query"] == "room=r&token=a&token=b"
         assert ["x-probe", "1"] in seen["headers"]
+        # Every request is written down, as sent.
+        marker = secrets.token_hex(8)
+        await client.get(f"/libs/missing.js?probe={marker}")
+        assert [(r["raw_path"], r["query"]) for r in jitsi_web.saw(marker)] == [
+            ("/libs/missing.js", f"probe={marker}")
+        ]
 
     async with websockets.connect(jitsi_web.echo_ws_url) as socket:
         await socket.send("ping")

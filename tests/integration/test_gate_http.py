@@ -95,7 +95,7 @@ def test_large_file_is_streamed_intact(gateway: GatewayServer, jitsi_web: Any) -
 
 
 @pytest.mark.parametrize(
-    "path", ["/", "/some-room", "/config.js", "/libs/app.bundle.min.js", "/_test/headers"]
+    "path", ["/", "/some-room", "/config.js", "/libs/app.bundle.min.js", "/static/_test/headers"]
 )
 def test_nothing_is_proxied_without_admission(gateway: GatewayServer, path: str) -> None:
     with browser(gateway) as client:
@@ -228,7 +228,7 @@ def test_forwarded_headers_are_set_by_the_gate(gateway: GatewayServer) -> None:
         join(client, gateway, room)
         admission_cookie = client.cookies["meetgate"]
         response = client.get(
-            "/_test/headers",
+            "/static/_test/headers",
             headers={
                 "x-forwarded-for": "6.6.6.6",
                 "forwarded": "for=6.6.6.6",
@@ -268,7 +268,7 @@ def test_oversized_headers_and_body(gateway: GatewayServer) -> None:
         join(client, gateway, room)
         huge_header = client.get(f"/{room}", headers={"x-filler": "a" * 40_000})
         assert huge_header.status_code in (400, 431)
-        huge_body = client.post("/_test/headers", content=b"x" * (2 * 1024 * 1024))
+        huge_body = client.post("/static/_test/headers", content=b"x" * (2 * 1024 * 1024))
         assert huge_body.status_code == 413
 
 

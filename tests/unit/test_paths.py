@@ -1,38 +1,287 @@
-"""The path and signalling-query rules, tested without a server."""
+"""The path allowlist and the signalling-query rules, tested without a server.
+
+The spelling corpus is generated (hypothesis): every way a path can name a signalling endpoint
+that Jitsi's web server might route to prosody (case, depth, suffix, percent-encoding, doubled
+slash, dot segment, `;` parameter, trailing slash, tenant and static prefixes). Only the four
+canonical spellings are signalling; every other one is refused.
+"""
 
 from __future__ import annotations
 
-import pytest
+import re
+from urllib.parse import unquote
 
-from gateway.errors import BadRequest, DuplicateParameter, TicketInvalid
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from gateway.admission.rooms import is_room_name
+from gateway.errors import BadRequest, DuplicateParameter, MeetgateError, PathRefused, TicketInvalid
 from gateway.proxy import gate
 from gateway.proxy.paths import (
+    JITSI_SERVICE_NAMES,
+    STATIC_DIRS,
     PathKind,
+    PathTarget,
     classify,
     parse_signalling_query,
+    query_rooms,
     upstream_signalling_query,
 )
 from gateway.web import email_signin, lobby
 
+ENDPOINTS = ("http-bind", "xmpp-websocket")
+RELAYED = ("/colibri-ws/", "/conference-request/v1")
+
+
+def classify_as_sent(raw: str, relayed: tuple[str, ...] = ()) -> PathTarget:
+    """classify() as the gate calls it: uvicorn's decoded path and the path as sent."""
+    return classify(unquote(raw), raw.encode("latin-1"), relayed)
+
+
+def is_canonical_signalling(raw: str) -> bool:
+    """The oracle, written apart from the code: `/<endpoint>` or `/<tenant>/<endpoint>`, exactly,
+    lowercase, the tenant a room-shaped name that is not one of Jitsi's own folders."""
+    segments = raw.split("/")[1:]
+    if len(segments) == 1:
+        return segments[0] in ENDPOINTS
+    return (
+        len(segments) == 2
+        and segments[1] in ENDPOINTS
+        and is_room_name(segments[0])
+        and segments[0] not in STATIC_DIRS | JITSI_SERVICE_NAMES
+    )
+
+
+def mentions_signalling(raw: str) -> bool:
+    decoded = raw
+    for _ in range(3):  # doubly encoded too
+        decoded = unquote(decoded)
+    return any(name in decoded.lower() for name in ENDPOINTS)
+
+
+@st.composite
+def endpoint_spellings(draw: st.DrawFn) -> str:
+    """One signalling endpoint's name, respelled: case, percent-encoding, suffix."""
+    name = draw(st.sampled_from(ENDPOINTS))
+    chars = []
+    for char in name:
+        how = draw(st.sampled_from(["keep", "keep", "keep", "upper", "encode", "encode-lower"]))
+        if how == "upper":
+            chars.append(char.upper())
+        elif how == "encode":
+            chars.append(f"%{ord(char):02X}")
+        elif how == "encode-lower":
+            chars.append(f"%{ord(char):02x}")
+        else:
+            chars.append(char)
+    suffix = draw(
+        st.sampled_from(["", "", "", "X", "x", "-", ".js", "/", "/y", "/y/z", ";x", "%20"])
+    )
+    return "".join(chars) + suffix
+
+
+PREFIX_SEGMENTS = st.sampled_from(
+    [
+        "tenant1",
+        "rally",
+        "Rally",
+        "a",
+        "libs",
+        "LIBS",
+        "Libs",
+        "static",
+        "css",
+        ".well-known",
+        "etherpad",
+        "colibri-ws",
+        "_api",
+        ".",
+        "..",
+        "",
+        "x;y",
+        "%2e%2e",
+        "%2E",
+        "a%2fb",
+        "foo",
+        "http-bind",
+        "j",
+        "config.js",
+    ]
+)
+
+
+@st.composite
+def signalling_spellings(draw: st.DrawFn) -> str:
+    prefix = draw(st.lists(PREFIX_SEGMENTS, max_size=3))
+    separator = draw(st.sampled_from(["/", "/", "/", "//", "/./", "/%2F"]))
+    path = "".join("/" + segment for segment in prefix)
+    path += separator + draw(endpoint_spellings())
+    if draw(st.booleans()):
+        path += draw(st.sampled_from(["/", ";jsessionid=1", "/.", "/..", "%2F", "?"]))
+    return path
+
+
+@settings(max_examples=3000, deadline=None)
+@given(signalling_spellings())
+@example("/http-bind")
+@example("/xmpp-websocket")
+@example("/tenant1/http-bind")
+@example("/tenant1/xmpp-websocket")
+@example("/libs/http-bind")
+@example("/LIBS/http-bind")
+@example("/libs/../http-bind")
+@example("/static/x/xmpp-websocket")
+@example("/http%2Dbind")
+@example("/%68ttp-bind")
+@example("//http-bind")
+@example("/./http-bind")
+@example("/http-bind;x")
+@example("/http-bind/")
+def test_signalling_is_canonical_or_refused(raw: str) -> None:
+    assert mentions_signalling(raw)
+    if is_canonical_signalling(raw):
+        assert classify_as_sent(raw, RELAYED).kind is PathKind.SIGNALLING
+        return
+    with pytest.raises((BadRequest, PathRefused)):
+        target = classify_as_sent(raw, RELAYED)
+        pytest.fail(f"{raw!r} classified as {target}")
+
+
+# The spellings issue 12 found forwarded on any admission's cookie, and their static-prefix kin.
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "/Rally/http-bind",
+        "/HTTP-BIND",
+        "/foo/http-bindX",
+        "/a/b/http-bind",
+        "/foo/http-bind/x",
+        "/foo/xmpp-websocket/x",
+        "/libs/http-bind",
+        "/LIBS/http-bind",
+        "/static/x/xmpp-websocket",
+        "/Xmpp-Websocket",
+        "/tenant1/HTTP-BIND",
+        "/colibri-ws/http-bind",
+    ],
+)
+def test_the_spellings_issue_12_found_are_refused_as_not_found(raw: str) -> None:
+    with pytest.raises(PathRefused) as caught:
+        classify_as_sent(raw, RELAYED)
+    assert caught.value.status == 404
+
 
 @pytest.mark.parametrize(
-    ("path", "kind", "room"),
+    ("raw", "kind", "room"),
     [
         ("/xmpp-websocket", PathKind.SIGNALLING, None),
         ("/http-bind", PathKind.SIGNALLING, None),
         ("/tenant1/xmpp-websocket", PathKind.SIGNALLING, None),
+        ("/tenant1/http-bind", PathKind.SIGNALLING, None),
         ("/weekly-sync", PathKind.ROOM, "weekly-sync"),
         ("/tenant1/weekly-sync", PathKind.ROOM, "weekly-sync"),
-        ("/libs/app.bundle.min.js", PathKind.OTHER, None),
-        ("/config.js", PathKind.OTHER, None),
-        ("/libs", PathKind.OTHER, None),
-        ("/Weekly", PathKind.OTHER, None),
+        ("/libs/app.bundle.min.js", PathKind.STATIC, None),
+        ("/css/all.css", PathKind.STATIC, None),
+        ("/static/close.html", PathKind.STATIC, None),
+        ("/images/favicon.svg", PathKind.STATIC, None),
+        ("/fonts/a.woff2", PathKind.STATIC, None),
+        ("/lang/main-de.json", PathKind.STATIC, None),
+        ("/sounds/joined.mp3", PathKind.STATIC, None),
+        ("/.well-known/assetlinks.json", PathKind.STATIC, None),
+        ("/libs/dir/deeper/file.wasm", PathKind.STATIC, None),
+        ("/config.js", PathKind.STATIC, None),
+        ("/interface_config.js", PathKind.STATIC, None),
+        ("/external_api.js", PathKind.STATIC, None),
+        ("/pwa-worker.js", PathKind.STATIC, None),
+        ("/manifest.json", PathKind.STATIC, None),
+        ("/tenant1/config.js", PathKind.STATIC, None),
+        ("/tenant1/interface_config.js", PathKind.STATIC, None),
+        ("/tenant1/external_api.js", PathKind.STATIC, None),
+        ("/tenant1/pwa-worker.js", PathKind.STATIC, None),
+        ("/tenant1/manifest.json", PathKind.STATIC, None),
+        ("/_unlock", PathKind.STATIC, None),
+        ("/colibri-ws/jvb1/abc", PathKind.RELAYED, None),
+        ("/conference-request/v1", PathKind.RELAYED, None),
     ],
 )
-def test_classify(path: str, kind: PathKind, room: str | None) -> None:
-    target = classify(path, path.encode())
+def test_the_allowlist(raw: str, kind: PathKind, room: str | None) -> None:
+    target = classify_as_sent(raw, RELAYED)
     assert target.kind is kind
     assert target.room == room
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        # Jitsi endpoints the gate does not relay unless the config names them.
+        "/etherpad/p/x",
+        "/socket.io/x",
+        "/rtcstats-ws/x",
+        "/_api/room-info",
+        "/_load-test/x",
+        "/colibri-ws/jvb1/abc",
+        "/colibri-relay-ws/jvb1/abc",
+        "/conference-request/v1",
+        "/conference-request/v1/x",
+        "/room-info",
+        "/kick-participant",
+        "/end-meeting",
+        "/subdomain/x",
+        "/tenant1/conference-request/v1",
+        "/transcripts/x",
+        "/connection_optimization/x",
+        # Not static, not a room page.
+        "/libs",
+        "/Weekly",
+        "/CONFIG.JS",
+        "/Libs/app.js",
+        "/favicon.ico",
+        "/robots.txt",
+        "/base.html",
+        "/a/b/c",
+        "/tenant1/libs/app.js",
+        "/_meetgate",
+        "/libs/x/../../etherpad",
+    ],
+)
+def test_everything_else_is_refused(raw: str) -> None:
+    with pytest.raises((PathRefused, BadRequest)):
+        classify_as_sent(raw)
+
+
+def test_a_relayed_endpoint_is_exact_unless_it_ends_in_a_slash() -> None:
+    assert classify_as_sent("/conference-request/v1", RELAYED).kind is PathKind.RELAYED
+    assert classify_as_sent("/colibri-ws/jvb1/x", RELAYED).kind is PathKind.RELAYED
+    for raw in ("/conference-request/v1/x", "/colibri-ws", "/COLIBRI-WS/jvb1/x"):
+        with pytest.raises(PathRefused):
+            classify_as_sent(raw, RELAYED)
+
+
+@st.composite
+def allowed_paths(draw: st.DrawFn) -> str:
+    names = st.from_regex(re.compile(r"[a-z0-9][a-z0-9._-]{0,20}"), fullmatch=True)
+    kind = draw(st.sampled_from(["static", "file", "room"]))
+    if kind == "static":
+        folder = draw(st.sampled_from(sorted(STATIC_DIRS)))
+        return f"/{folder}/" + "/".join(draw(st.lists(names, min_size=1, max_size=3)))
+    if kind == "file":
+        return "/" + draw(st.sampled_from(["config.js", "manifest.json", "external_api.js"]))
+    return "/" + draw(st.from_regex(re.compile(r"[a-z0-9][a-z0-9_-]{0,20}"), fullmatch=True))
+
+
+@settings(max_examples=500, deadline=None)
+@given(allowed_paths())
+def test_what_the_allowlist_names_passes_unless_it_mentions_signalling(raw: str) -> None:
+    if mentions_signalling(raw) or raw.split("/")[1] in JITSI_SERVICE_NAMES:
+        with pytest.raises(MeetgateError):
+            classify_as_sent(raw)
+        return
+    if any(set(segment) == {"."} for segment in raw.split("/")[1:]):
+        with pytest.raises(BadRequest):
+            classify_as_sent(raw)
+        return
+    assert classify_as_sent(raw).kind in (PathKind.STATIC, PathKind.ROOM)
 
 
 @pytest.mark.parametrize(
@@ -50,11 +299,22 @@ def test_classify(path: str, kind: PathKind, room: str | None) -> None:
         ("/r\u0430om", b"/r%D0%B0om"),
         ("/..", b"/%2e%2e"),
         ("/a b", b"/a%20b"),
+        ("/libs/a.js", b"/libs/a%2ejs"),
+        ("/weekly", b"/week%6cy"),
+        ("/libs/a.js", b"/libs/b.js"),
+        ("/weekly;x", b"/weekly;x"),
+        ("/weekly/", b"/weekly/"),
+        ("/libs/x/", b"/libs/x/"),
     ],
 )
 def test_path_tricks_refused(path: str, raw: bytes) -> None:
     with pytest.raises(BadRequest):
         classify(path, raw)
+
+
+def test_query_rooms_are_every_room_value() -> None:
+    assert query_rooms(b"room=a&x=1&room=b") == ["a", "b"]
+    assert query_rooms(b"pwd=x") == []
 
 
 def test_signalling_query_reads_owned_parameters() -> None:

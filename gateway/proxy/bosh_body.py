@@ -1,0 +1,148 @@
+"""A BOSH request body (XEP-0124, XEP-0206) read as an XML parser reads it, as prosody will.
+
+The gate decides from a body which session it belongs to, so it must see the attributes prosody
+sees: a real parser (the standard library's expat, which prosody's own parser also wraps), never
+a pattern that a decoy attribute value can fool. Only what an XMPP body may hold is accepted
+(RFC 6120 §11.1): no DTD, so no entity declared or expanded and nothing external fetched; no
+comment or processing instruction; a bounded depth. Anything else is refused, not forwarded.
+
+The root's attributes are read now; each child element's exact bytes are kept as a span so the
+stanzas can be read one by one later without a second parse.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import NoReturn
+from xml.parsers import expat
+
+from gateway.errors import BoshBodyInvalid, RequestTooLarge
+
+HTTPBIND = "http://jabber.org/protocol/httpbind"
+# expat's namespace mode names an element or attribute "<namespace> <local name>"; a space never
+# occurs in a name, so an attribute without a namespace (`sid`) is told from one with (`xmpp:…`).
+NAMESPACE_SEPARATOR = " "
+ROOT = HTTPBIND + NAMESPACE_SEPARATOR + "body"
+# The deepest Jitsi stanza (a Jingle source's parameter) sits at 7 counting the body; room to
+# spare, but no stack of a million open elements.
+MAX_DEPTH = 32
+# XEP-0124 §14.1: a rid is a positive integer below 2^53.
+RID_SHAPE = re.compile(r"[0-9]{1,16}")
+XML_WHITESPACE = " \t\r\n"
+
+
+@dataclass(frozen=True, slots=True)
+class Child:
+    """One element directly inside the body: its expanded name and where its bytes lie."""
+
+    name: str
+    start: int
+    end: int
+
+
+@dataclass(frozen=True, slots=True)
+class BoshBody:
+    # Keyed as expat names them: `sid` for an attribute without a namespace, `urn:xmpp:xbosh
+    # restart` for `xmpp:restart`.
+    attributes: Mapping[str, str]
+    children: tuple[Child, ...]
+
+    @property
+    def sid(self) -> str | None:
+        return self.attributes.get("sid")
+
+    @property
+    def rid(self) -> int | None:
+        value = self.attributes.get("rid")
+        if value is None or not RID_SHAPE.fullmatch(value):
+            return None
+        return int(value)
+
+    @property
+    def terminates(self) -> bool:
+        return self.attributes.get("type") == "terminate"
+
+
+def _refuse(*_: object) -> NoReturn:
+    raise BoshBodyInvalid()
+
+
+class _Reader:
+    """expat's callbacks for one body; `parse` drives it."""
+
+    def __init__(self, parser: expat.XMLParserType) -> None:
+        self._parser = parser
+        self.depth = 0
+        self.attributes: dict[str, str] | None = None
+        self.children: list[Child] = []
+        # A child just ended: its span ends where the next event begins (expat reports an
+        # empty element's end after it, and another's end at the start of its end tag).
+        self._open_child: tuple[str, int] | None = None
+        self._ended_child: tuple[str, int] | None = None
+
+    def _close_ended_child(self) -> None:
+        if self._ended_child is not None:
+            name, start = self._ended_child
+            self.children.append(Child(name, start, self._parser.CurrentByteIndex))
+            self._ended_child = None
+
+    def start(self, name: str, attributes: dict[str, str]) -> None:
+        self._close_ended_child()
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise BoshBodyInvalid()
+        if self.depth == 1:
+            if name != ROOT:
+                raise BoshBodyInvalid()
+            self.attributes = attributes
+        elif self.depth == 2:
+            self._open_child = (name, self._parser.CurrentByteIndex)
+
+    def end(self, _name: str) -> None:
+        self._close_ended_child()
+        if self.depth == 2:
+            self._ended_child = self._open_child
+            self._open_child = None
+        self.depth -= 1
+
+    def text(self, data: str) -> None:
+        self._close_ended_child()
+        # Between the stanzas only whitespace: the body carries elements, not text.
+        if self.depth == 1 and data.strip(XML_WHITESPACE):
+            raise BoshBodyInvalid()
+
+    def cdata(self) -> None:
+        self._close_ended_child()
+
+
+def parse_body(data: bytes, *, max_bytes: int) -> BoshBody:
+    """The body's root attributes and child spans; BoshBodyInvalid unless `data` is one
+    well-formed `<body xmlns='http://jabber.org/protocol/httpbind'>` and nothing else."""
+    if len(data) > max_bytes:
+        raise RequestTooLarge()
+    # The encoding given here overrides any the document declares: BOSH is UTF-8 only.
+    parser = expat.ParserCreate(encoding="UTF-8", namespace_separator=NAMESPACE_SEPARATOR)
+    parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
+    reader = _Reader(parser)
+    parser.StartElementHandler = reader.start
+    parser.EndElementHandler = reader.end
+    parser.CharacterDataHandler = reader.text
+    parser.StartCdataSectionHandler = reader.cdata
+    # A DOCTYPE is refused where it starts, so no entity can be declared, let alone expanded;
+    # the other declaration handlers cannot fire without one and refuse all the same.
+    parser.StartDoctypeDeclHandler = _refuse
+    parser.EntityDeclHandler = _refuse
+    parser.UnparsedEntityDeclHandler = _refuse
+    parser.NotationDeclHandler = _refuse
+    parser.ExternalEntityRefHandler = _refuse
+    parser.CommentHandler = _refuse
+    parser.ProcessingInstructionHandler = _refuse
+    try:
+        parser.Parse(data, True)
+    except expat.ExpatError as exc:
+        raise BoshBodyInvalid() from exc
+    if reader.attributes is None:
+        raise BoshBodyInvalid()
+    return BoshBody(attributes=reader.attributes, children=tuple(reader.children))
