@@ -46,6 +46,23 @@ class HeadersTooLarge(MeetgateError):
     message = "The request headers are larger than Meetgate accepts."
 
 
+class BoshBodyInvalid(BadRequest):
+    code = "bosh_body_invalid"
+    title = "Not a signalling request"
+    message = (
+        "This signalling request's body is not a single well-formed BOSH <body> element,"
+        " so it was not passed on."
+    )
+
+
+class RequestAborted(BadRequest):
+    """The client went away before its request body ended: nothing of it is completed upstream.
+    (Nobody is left to read this; the status is for the access log.)"""
+
+    code = "request_aborted"
+    message = "The request body was cut off before its end."
+
+
 class InvalidRoomName(BadRequest):
     code = "invalid_room_name"
     title = "Invalid room name"

@@ -27,6 +27,7 @@ from gateway.client_address import ClientAddresses, parse_networks
 from gateway.cuts import CUTS, Cut
 from gateway.errors import (
     AdmissionRevoked,
+    BoshBodyInvalid,
     HeadersTooLarge,
     InviteUnknown,
     MeetgateError,
@@ -36,7 +37,8 @@ from gateway.errors import (
     TicketInvalid,
 )
 from gateway.metrics import Metrics
-from gateway.proxy.bosh import SID_SHAPE, BoshSession, read_body_attributes
+from gateway.proxy.bosh import SID_SHAPE, BoshSession
+from gateway.proxy.bosh_body import parse_body
 from gateway.proxy.headers import upstream_request_headers
 from gateway.proxy.http import HttpRelay, read_body
 from gateway.proxy.paths import (
@@ -454,18 +456,18 @@ class Gate:
         headers: list[tuple[bytes, bytes]],
         admission: Admission,
     ) -> None:
-        """Relay one BOSH request, noting which session (sid) this admission uses."""
-        body = await read_body(receive, self._settings.limits.max_body_bytes)
-        attributes = read_body_attributes(body)
-        sid = attributes.get("sid", "")
-        if SID_SHAPE.fullmatch(sid):
-            rid = int(attributes["rid"]) if attributes.get("rid", "").isdigit() else 0
-            self._track_bosh(admission.id, url, sid, rid, attributes.get("type") == "terminate")
-
-        async def replay() -> Message:
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        await self._http.relay(scope, replay, send, url, headers)
+        """Relay one BOSH request, noting which session (sid) this admission uses. A body that
+        is not one well-formed `<body>` with a rid, and a sid if any of prosody's shape, is
+        refused (BoshBodyInvalid), so every session the upstream sees is one the gate can end."""
+        limit = self._settings.limits.max_body_bytes
+        body = await read_body(receive, limit)
+        parsed = parse_body(body, max_bytes=limit)
+        sid, rid = parsed.sid, parsed.rid
+        if rid is None or (sid is not None and not SID_SHAPE.fullmatch(sid)):
+            raise BoshBodyInvalid()
+        if sid is not None:
+            self._track_bosh(admission.id, url, sid, rid, parsed.terminates)
+        await self._http.relay(scope, receive, send, url, headers, body=body)
 
     def _track_bosh(self, admission_id: str, url: str, sid: str, rid: int, ending: bool) -> None:
         for connection in self.registry.connections(admission_id):
