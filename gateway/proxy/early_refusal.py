@@ -30,6 +30,7 @@ from starlette.types import Scope
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from gateway.errors import retry_after_seconds
+from gateway.proxy.request_trailers import TrailerDroppingProtocol
 from gateway.web.rendering import rate_limited_answer, wants_json
 
 log = logging.getLogger("meetgate.server")
@@ -94,10 +95,10 @@ def early_refusal_protocol(
     to refuse a request for, or 0 to hand it to the app as usual."""
     if not _supported():
         log.warning("this uvicorn cannot answer refused join attempts early; the app will")
-        return HttpToolsProtocol
+        return TrailerDroppingProtocol
     kept = _KeptAnswers(secure=secure)
 
-    class EarlyRefusalProtocol(HttpToolsProtocol):
+    class EarlyRefusalProtocol(TrailerDroppingProtocol):
         # The next pipelined request, handed over by `on_response` while a refusal finishes.
         _handed_on: tuple[Any, Any] | None = None
         _finishing = False

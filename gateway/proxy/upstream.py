@@ -196,6 +196,12 @@ class _Connection(asyncio.Protocol):
             raise _Unsolicited()
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self.head_done:
+            # A trailer field (llhttp reports them like headers, after the body). Dropped, as
+            # RFC 9110 §6.5.1 lets a proxy do with fields it does not understand: the server
+            # under the gate cannot send trailers downstream (ASGI's `http.response.trailers`
+            # extension is not offered), and a trailer must never become a header (§6.5).
+            return
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:

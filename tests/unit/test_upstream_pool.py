@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from gateway.errors import BadRequest, RequestTooLarge, UpstreamUnreachable
-from gateway.proxy.http import HttpRelay
+from gateway.errors import BadRequest, RequestAborted, RequestTooLarge, UpstreamUnreachable
+from gateway.proxy.http import HttpRelay, read_body
 from gateway.proxy.upstream import ResponseCut, UpstreamClient, UpstreamLimits
 
 DEADLINE = 5.0
@@ -723,3 +723,77 @@ async def test_relay_refuses_before_the_response_starts(client: UpstreamClient) 
             dead.scope, dead.receive, dead.send, f"http://127.0.0.1:{free_port()}/", []
         )
     assert too_big.sent == [] and dead.sent == []
+
+
+# Relayed exactly: trailers dropped, a request cut by the client aborted
+
+
+async def test_response_trailers_are_dropped_never_made_headers(
+    serve: Callable[[Handler], Awaitable[Upstream]], client: UpstreamClient
+) -> None:
+    async def trailed(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, up: Upstream
+    ) -> None:
+        while await up.next_request(reader) is not None:
+            # One write: llhttp reads the trailers in the same call as the head.
+            writer.write(
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntrailer: x-checksum\r\n\r\n"
+                b"5\r\nhello\r\n0\r\nx-checksum: 1234\r\nset-cookie: evil=1\r\n\r\n"
+            )
+            await writer.drain()
+
+    up = await serve(trailed)
+    async with asyncio.timeout(DEADLINE):
+        answer = await client.send("GET", up.url + "/", [])
+        try:
+            body = await answer.read()
+            while not answer.finished:
+                body += await answer.read()
+        finally:
+            answer.close()
+    assert body == b"hello"
+    assert [name.lower() for name, _ in answer.headers] == [b"transfer-encoding", b"trailer"]
+    # The connection is whole after the trailers and serves the next request.
+    assert await fetch(client, up.url + "/") == (200, b"hello")
+    assert up.connections == 1
+
+
+class CutDownstream(Downstream):
+    """A client that sends the first part of a body, then goes away."""
+
+    def __init__(self, headers: list[tuple[bytes, bytes]]) -> None:
+        super().__init__("POST")
+        self.scope["headers"] = headers
+        self._messages: list[dict[str, Any]] = [
+            {"type": "http.request", "body": b"first half", "more_body": True},
+            {"type": "http.disconnect"},
+        ]
+
+    async def receive(self) -> dict[str, Any]:
+        return self._messages.pop(0)
+
+
+@pytest.mark.parametrize("headers", [[], [(b"content-length", b"100")]])
+async def test_relay_aborts_an_upload_the_client_cuts(
+    serve: Callable[[Handler], Awaitable[Upstream]],
+    client: UpstreamClient,
+    headers: list[tuple[bytes, bytes]],
+) -> None:
+    up = await serve(keep_alive)
+    downstream = CutDownstream(headers)
+    relay = HttpRelay(client, max_body_bytes=1024)
+    with pytest.raises(RequestAborted):
+        async with asyncio.timeout(DEADLINE):
+            await relay.relay(
+                downstream.scope, downstream.receive, downstream.send, up.url + "/up", []
+            )
+    await eventually(lambda: up.open == 0, "the upstream connection dropped")
+    # Never read as a whole request: no final chunk, not the announced length.
+    assert up.requests == []
+    assert downstream.sent == []
+
+
+async def test_read_body_refuses_a_body_the_client_cuts() -> None:
+    downstream = CutDownstream([])
+    with pytest.raises(RequestAborted):
+        await read_body(downstream.receive, 1024)
