@@ -571,10 +571,13 @@ def test_nginx_sites_pass_nginx_t(site: Path, tmp_path: Path) -> None:
 
 
 def test_nginx_static_offload_asks_meetgate_first() -> None:
+    """The one static location: Jitsi's folders, case-sensitive (`~`), behind auth_request.
+    What it matches is probed in tests/deploy/test_front_offload.py."""
     text = (SYSTEMD / "meetgate-static-offload.nginx.conf").read_text()
-    static = re.search(r"location ~ \^/\((.*?)\)/ \{(.*?)\n    \}", text, re.S)
+    static = re.search(r'location (~\*?) "\^/\((.*?)\)/(.*?)" \{(.*?)\n    \}', text, re.S)
     assert static is not None
-    assert set(static.group(1).split("|")) == {
+    assert static.group(1) == "~"
+    assert set(static.group(2).split("|")) == {
         "libs",
         "css",
         "images",
@@ -583,8 +586,11 @@ def test_nginx_static_offload_asks_meetgate_first() -> None:
         "fonts",
         "static",
     }
-    assert "auth_request /_meetgate_forward_auth;" in static.group(2)
+    assert "(?i:http-bind|xmpp-websocket)" in static.group(3)
+    assert "auth_request /_meetgate_forward_auth;" in static.group(4)
     assert "proxy_pass http://meetgate/_meetgate/forward-auth;" in text
+    assert "proxy_set_header X-Forwarded-Uri $request_uri;" in text
+    assert len(re.findall(r"^\s*location ", text, re.M)) == 5
 
 
 # ---------------------------------------------------------------- the image
@@ -770,6 +776,8 @@ def test_provided_jitsi_env_closes_every_way_around_the_gate() -> None:
         "JVB_DISABLE_STUN": "true",
         "JVB_STUN_SERVERS": "",
         "ENABLE_COLIBRI_WEBSOCKET": "0",
+        # Tenant paths off: /<anything>/http-bind would otherwise reach prosody (issue 12).
+        "ENABLE_SUBDOMAINS": "false",
         "ENABLE_CALENDAR": "0",
         "WHITEBOARD_ENABLED": "0",
     }

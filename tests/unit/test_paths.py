@@ -15,7 +15,6 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from gateway.admission.rooms import is_room_name
 from gateway.errors import BadRequest, DuplicateParameter, MeetgateError, PathRefused, TicketInvalid
 from gateway.proxy import gate
 from gateway.proxy.paths import (
@@ -29,97 +28,22 @@ from gateway.proxy.paths import (
     upstream_signalling_query,
 )
 from gateway.web import email_signin, lobby
+from tests.spellings import (
+    ISSUE_SPELLINGS,
+    MALFORMED_SPELLINGS,
+    NOT_TENANTS,
+    WELL_FORMED_SPELLINGS,
+    is_canonical_signalling,
+    mentions_signalling,
+    signalling_spellings,
+)
 
-ENDPOINTS = ("http-bind", "xmpp-websocket")
 RELAYED = ("/colibri-ws/", "/conference-request/v1")
 
 
 def classify_as_sent(raw: str, relayed: tuple[str, ...] = ()) -> PathTarget:
     """classify() as the gate calls it: uvicorn's decoded path and the path as sent."""
     return classify(unquote(raw), raw.encode("latin-1"), relayed)
-
-
-def is_canonical_signalling(raw: str) -> bool:
-    """The oracle, written apart from the code: `/<endpoint>` or `/<tenant>/<endpoint>`, exactly,
-    lowercase, the tenant a room-shaped name that is not one of Jitsi's own folders."""
-    segments = raw.split("/")[1:]
-    if len(segments) == 1:
-        return segments[0] in ENDPOINTS
-    return (
-        len(segments) == 2
-        and segments[1] in ENDPOINTS
-        and is_room_name(segments[0])
-        and segments[0] not in STATIC_DIRS | JITSI_SERVICE_NAMES
-    )
-
-
-def mentions_signalling(raw: str) -> bool:
-    decoded = raw
-    for _ in range(3):  # doubly encoded too
-        decoded = unquote(decoded)
-    return any(name in decoded.lower() for name in ENDPOINTS)
-
-
-@st.composite
-def endpoint_spellings(draw: st.DrawFn) -> str:
-    """One signalling endpoint's name, respelled: case, percent-encoding, suffix."""
-    name = draw(st.sampled_from(ENDPOINTS))
-    chars = []
-    for char in name:
-        how = draw(st.sampled_from(["keep", "keep", "keep", "upper", "encode", "encode-lower"]))
-        if how == "upper":
-            chars.append(char.upper())
-        elif how == "encode":
-            chars.append(f"%{ord(char):02X}")
-        elif how == "encode-lower":
-            chars.append(f"%{ord(char):02x}")
-        else:
-            chars.append(char)
-    suffix = draw(
-        st.sampled_from(["", "", "", "X", "x", "-", ".js", "/", "/y", "/y/z", ";x", "%20"])
-    )
-    return "".join(chars) + suffix
-
-
-PREFIX_SEGMENTS = st.sampled_from(
-    [
-        "tenant1",
-        "rally",
-        "Rally",
-        "a",
-        "libs",
-        "LIBS",
-        "Libs",
-        "static",
-        "css",
-        ".well-known",
-        "etherpad",
-        "colibri-ws",
-        "_api",
-        ".",
-        "..",
-        "",
-        "x;y",
-        "%2e%2e",
-        "%2E",
-        "a%2fb",
-        "foo",
-        "http-bind",
-        "j",
-        "config.js",
-    ]
-)
-
-
-@st.composite
-def signalling_spellings(draw: st.DrawFn) -> str:
-    prefix = draw(st.lists(PREFIX_SEGMENTS, max_size=3))
-    separator = draw(st.sampled_from(["/", "/", "/", "//", "/./", "/%2F"]))
-    path = "".join("/" + segment for segment in prefix)
-    path += separator + draw(endpoint_spellings())
-    if draw(st.booleans()):
-        path += draw(st.sampled_from(["/", ";jsessionid=1", "/.", "/..", "%2F", "?"]))
-    return path
 
 
 @settings(max_examples=3000, deadline=None)
@@ -148,28 +72,26 @@ def test_signalling_is_canonical_or_refused(raw: str) -> None:
         pytest.fail(f"{raw!r} classified as {target}")
 
 
-# The spellings issue 12 found forwarded on any admission's cookie, and their static-prefix kin.
-@pytest.mark.parametrize(
-    "raw",
-    [
-        "/Rally/http-bind",
-        "/HTTP-BIND",
-        "/foo/http-bindX",
-        "/a/b/http-bind",
-        "/foo/http-bind/x",
-        "/foo/xmpp-websocket/x",
-        "/libs/http-bind",
-        "/LIBS/http-bind",
-        "/static/x/xmpp-websocket",
-        "/Xmpp-Websocket",
-        "/tenant1/HTTP-BIND",
-        "/colibri-ws/http-bind",
-    ],
-)
+@pytest.mark.parametrize("raw", WELL_FORMED_SPELLINGS)
 def test_the_spellings_issue_12_found_are_refused_as_not_found(raw: str) -> None:
     with pytest.raises(PathRefused) as caught:
         classify_as_sent(raw, RELAYED)
     assert caught.value.status == 404
+
+
+def test_the_six_spellings_of_the_issue_are_in_the_table() -> None:
+    assert set(ISSUE_SPELLINGS) <= set(WELL_FORMED_SPELLINGS)
+    assert len(ISSUE_SPELLINGS) == 6
+
+
+@pytest.mark.parametrize("raw", MALFORMED_SPELLINGS)
+def test_malformed_spellings_are_refused_as_not_valid(raw: str) -> None:
+    with pytest.raises(BadRequest):
+        classify_as_sent(raw, RELAYED)
+
+
+def test_the_oracle_knows_the_same_folders_and_services() -> None:
+    assert NOT_TENANTS == STATIC_DIRS | JITSI_SERVICE_NAMES
 
 
 @pytest.mark.parametrize(
