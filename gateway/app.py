@@ -32,6 +32,7 @@ def create_app(settings: Settings, store: Store, metrics: Metrics | None = None)
     Call `await gate.aclose()` when done (the lifespan shutdown does it under a server).
     """
     metrics = metrics or Metrics()
+    metrics.watch_store(store.health)
     secret = settings.admission.pseudonym_key.get_secret_value().encode()
     limiter = RateLimiter(store, settings.rates, metrics)
     flood = FloodGuard(store, limiter, settings.challenge, secret, metrics)

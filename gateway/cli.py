@@ -175,7 +175,7 @@ async def _serve(settings: Settings) -> None:
     from gateway.proxy.early_refusal import early_refusal_protocol
     from gateway.store import open_store
 
-    store = await open_store(settings.store.url)
+    store = await open_store(settings.store.url, settings.store.options())
     metrics = Metrics()
     gate = create_app(settings, store, metrics)
     admin = create_admin(settings, store, metrics)

@@ -13,6 +13,8 @@ class MeetgateError(Exception):
     code: str = "internal_error"
     title: str = "Something went wrong"
     message: str = "Meetgate could not complete this request. Please try again in a moment."
+    # Seconds for a Retry-After header (and the page's "try again" hint), for errors that pass.
+    retry_after: int | None = None
 
     def __init__(self, message: str | None = None) -> None:
         if message is not None:
@@ -274,6 +276,8 @@ class StoreUnavailable(MeetgateError):
         "Meetgate cannot check admissions right now, so it lets nobody new in."
         " Please try again in a minute."
     )
+    # A stall or a restart usually passes within seconds; a retry sooner only adds load.
+    retry_after = 5
 
 
 class ConfigError(Exception):

@@ -7,6 +7,7 @@ about individual attendees (labels are reasons, limits and room names, never add
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Protocol
 
 MAX_SERIES = 5000
 
@@ -64,6 +65,15 @@ class Gauge(_Family):
             self._values[key] = value
 
 
+class StoreHealthReadings(Protocol):
+    """What the metrics read of a store's health (gateway.store.health.StoreHealth)."""
+
+    @property
+    def up(self) -> bool: ...
+
+    def take_corrupt_counts(self) -> dict[str, int]: ...
+
+
 class Metrics:
     def __init__(self) -> None:
         # Called before each rendering: counts kept elsewhere, cheaper to keep than to add here
@@ -95,6 +105,14 @@ class Metrics:
             "meetgate_open_connections",
             "Proxied WebSockets and BOSH sessions open on this replica.",
         )
+        self.store_up = Gauge(
+            "meetgate_store_up",
+            "1 while the store answers this replica's calls within their deadline, else 0.",
+        )
+        self.store_corrupt_records = Counter(
+            "meetgate_store_corrupt_records_total",
+            "Stored records that did not parse and were read as a refusal, by kind.",
+        )
 
     def families(self) -> list[_Family]:
         return [
@@ -107,7 +125,21 @@ class Metrics:
             self.pressure,
             self.revocations,
             self.open_connections,
+            self.store_up,
+            self.store_corrupt_records,
         ]
+
+    def watch_store(self, health: StoreHealthReadings) -> None:
+        """Read the store's health into `meetgate_store_up` and the corrupt-record counts
+        before each rendering."""
+
+        def collect() -> None:
+            self.store_up.set(1.0 if health.up else 0.0)
+            for kind, count in health.take_corrupt_counts().items():
+                self.store_corrupt_records.inc(count, kind=kind)
+
+        collect()
+        self.collectors.append(collect)
 
     def render(self) -> str:
         for collect in self.collectors:

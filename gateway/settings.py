@@ -29,6 +29,7 @@ from pydantic import (
 from pydantic_core import core_schema
 
 from gateway.errors import ConfigError
+from gateway.store.deadline import StoreOptions
 from gateway.store.sentinel_url import is_sentinel_url, parse_sentinel_url
 from gateway.ticket_keys import load_rsa_private_key
 
@@ -67,6 +68,30 @@ class AdminSettings(_Section):
 
 class StoreSettings(_Section):
     url: str = "memory://"
+    # A stalled store costs a request a bounded wait, then a 503 (docs/operations.md): each call
+    # at most `deadline_seconds`, all the calls of one join or refresh together at most
+    # `request_seconds`. The pool holds `pool_size` connections per replica; a call that finds
+    # them all busy waits up to `pool_wait_seconds` (within its deadline) for one.
+    deadline_seconds: float = Field(default=0.5, gt=0, le=30)
+    request_seconds: float = Field(default=1.0, gt=0, le=60)
+    pool_size: int = Field(default=64, ge=1, le=10_000)
+    pool_wait_seconds: float = Field(default=0.5, gt=0, le=30)
+
+    @model_validator(mode="after")
+    def _waits_within_deadlines(self) -> StoreSettings:
+        if self.pool_wait_seconds > self.deadline_seconds:
+            raise ValueError("pool_wait_seconds must not exceed deadline_seconds")
+        if self.deadline_seconds > self.request_seconds:
+            raise ValueError("deadline_seconds must not exceed request_seconds")
+        return self
+
+    def options(self) -> StoreOptions:
+        return StoreOptions(
+            deadline_seconds=self.deadline_seconds,
+            request_seconds=self.request_seconds,
+            pool_size=self.pool_size,
+            pool_wait_seconds=self.pool_wait_seconds,
+        )
 
     @field_validator("url")
     @classmethod

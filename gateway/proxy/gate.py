@@ -53,7 +53,7 @@ from gateway.proxy.relayed import RelayedRequest
 from gateway.proxy.upstream import UpstreamClient
 from gateway.proxy.websocket import RelayedSocket, open_upstream, relay
 from gateway.settings import Settings
-from gateway.store import Store
+from gateway.store import Store, begin_request
 from gateway.store.records import Admission
 from gateway.tickets import TicketAuthority
 from gateway.web.rendering import send_error, send_rate_limited
@@ -217,6 +217,8 @@ class Gate:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
             return
+        # Every store call this request makes shares one budget (gateway/store/deadline.py).
+        begin_request(self._settings.store.request_seconds)
         if scope["type"] == "http" and scope["path"] == FORWARD_AUTH:
             # Before the request id and address work: a front asks this once per static file.
             await self._forward_auth(scope, send)
@@ -306,6 +308,8 @@ class Gate:
             status = 204 if self._static_for_front(scope) else 404
         except NotAdmitted:
             status = 401
+        except StoreUnavailable:
+            status = 503  # fails closed: nothing is served on a cookie the store cannot check
         await send(
             {"type": "http.response.start", "status": status, "headers": FORWARD_AUTH_HEADERS}
         )

@@ -3,6 +3,11 @@
 Two backends implement it: `memory` (one process) and `redis` (any number of replicas). Both pass
 the same contract suite in `tests/contract/`. Backends translate their own failures into
 `StoreUnavailable`; domain failures are the `errors.py` classes named on each method.
+
+Every call runs within a deadline, and the calls of one request within a shared budget
+(`deadline.py`). A stored record that does not parse (`records.py` reads them, for both backends)
+is counted in `health` and read as a refusal: an admission, invite or room as absent (nobody
+enters by it), a ban as holding, a rate limit as spent, a name claim as held by someone else.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Protocol
 from urllib.parse import urlsplit
 
+from gateway.store.deadline import StoreOptions, begin_request
+from gateway.store.health import StoreHealth
 from gateway.store.records import (
     Admission,
     AuditEntry,
@@ -34,7 +41,10 @@ __all__ = [
     "Room",
     "RoomPolicy",
     "Store",
+    "StoreHealth",
+    "StoreOptions",
     "Subscription",
+    "begin_request",
     "open_store",
 ]
 
@@ -53,6 +63,9 @@ class Subscription(Protocol):
 
 
 class Store(Protocol):
+    # Whether the store answers, and the corrupt records it found (for logs and metrics).
+    health: StoreHealth
+
     async def ping(self) -> None:
         """Raise StoreUnavailable if the backend cannot answer."""
 
@@ -206,9 +219,10 @@ class Store(Protocol):
         ...
 
 
-async def open_store(url: str) -> Store:
+async def open_store(url: str, options: StoreOptions | None = None) -> Store:
     """Open the backend the URL names: `memory://` or `redis://…` (also `rediss://`, `unix://`,
-    and `redis+sentinel://` for a Redis whose master Sentinels name)."""
+    and `redis+sentinel://` for a Redis whose master Sentinels name). `options`: deadlines and
+    the connection pool (defaults when None); the memory store never waits, so it needs none."""
     scheme = urlsplit(url).scheme
     if scheme == "memory":
         from gateway.store.memory import MemoryStore
@@ -216,4 +230,4 @@ async def open_store(url: str) -> Store:
         return MemoryStore()
     from gateway.store.redis import RedisStore
 
-    return await RedisStore.connect(url)
+    return await RedisStore.connect(url, options)

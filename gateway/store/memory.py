@@ -2,6 +2,11 @@
 
 asyncio runs one coroutine at a time, so a method that does not await between its read and its
 write is atomic; every method here is written that way, which is what the Redis Lua scripts buy.
+
+Records are kept as objects, which cannot be corrupt. So that the contract suite can show both
+backends refuse alike on a record that does not parse, `write_raw` (a test seam, used by no
+production code) replaces a record by a stored form as Redis would hold it; such a record is read
+back through the same parsers (gateway/store/records.py) as Redis's.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import math
 import time
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from itertools import islice
 from typing import Final
 
@@ -25,14 +30,25 @@ from gateway.errors import (
     RoomNotFound,
     StoreUnavailable,
 )
+from gateway.store.health import StoreHealth
 from gateway.store.records import (
     Admission,
     AuditEntry,
+    CorruptRecord,
     Invite,
     LimitCharge,
     NameClaim,
     RateDecision,
+    RecordKind,
     Room,
+    admission_fields,
+    encode_record,
+    invite_fields,
+    parse_admission,
+    parse_ban,
+    parse_invite,
+    parse_rate_state,
+    parse_room,
 )
 
 # Rate-limit entries whose theoretical arrival time has passed carry no state (a fresh key behaves
@@ -117,6 +133,72 @@ class MemoryStore:
         self._indexes: dict[str, dict[str, float]] = {}  # index -> member -> when it lapses
         self._short_lived_calls = 0
         self._subscriptions: dict[str, weakref.WeakSet[MemorySubscription]] = {}
+        self.health = StoreHealth("memory")
+        # Records replaced by a stored form (`write_raw`): read back through the parsers.
+        self._raw: dict[tuple[RecordKind, str], dict[str, str]] = {}
+
+    def write_raw(self, kind: RecordKind, name: str, fields: Mapping[str, str]) -> None:
+        """Test seam: replace the stored form of a record by `fields`, merged over its stored
+        form as Redis keeps it (fields `record`, `revoked`, and `uses` for an invite; `record`
+        for a room; `value` for a ban, named `<room>:<identity>`, and for a rate limit's state,
+        in microseconds of this store's clock). ValueError for a kind kept in no such form."""
+        base: dict[str, str] = {}
+        if kind is RecordKind.ADMISSION and name in self._admissions:
+            base = admission_fields(self._admissions[name])
+        elif kind is RecordKind.INVITE and name in self._invites:
+            base = invite_fields(self._invites[name])
+        elif kind is RecordKind.ROOM and name in self._rooms:
+            base = {"record": encode_record(self._rooms[name])}
+        elif kind not in (
+            RecordKind.ADMISSION,
+            RecordKind.INVITE,
+            RecordKind.ROOM,
+            RecordKind.BAN,
+            RecordKind.RATE,
+        ):
+            raise ValueError(f"the memory store keeps no stored form of {kind} records")
+        self._raw[(kind, name)] = {**base, **self._raw.get((kind, name), {}), **fields}
+
+    def _raw_form(self, kind: RecordKind, name: str) -> dict[str, str] | None:
+        return self._raw.get((kind, name)) if self._raw else None
+
+    def _room(self, name: str) -> Room | None:
+        raw = self._raw_form(RecordKind.ROOM, name)
+        if raw is None:
+            return self._rooms.get(name)
+        try:
+            return parse_room(raw.get("record"))
+        except CorruptRecord as corrupt:
+            self.health.corrupt(corrupt.kind)
+            return None
+
+    def _invite(self, invite_id: str) -> Invite | None:
+        raw = self._raw_form(RecordKind.INVITE, invite_id)
+        if raw is None:
+            return self._invites.get(invite_id)
+        try:
+            return parse_invite(raw.get("record"), raw.get("uses"), raw.get("revoked"))
+        except CorruptRecord as corrupt:
+            self.health.corrupt(corrupt.kind)
+            return None
+
+    def _admission(self, admission_id: str) -> Admission | None:
+        raw = self._raw_form(RecordKind.ADMISSION, admission_id)
+        if raw is None:
+            return self._admissions.get(admission_id)
+        try:
+            return parse_admission(raw.get("record"), raw.get("revoked"))
+        except CorruptRecord as corrupt:
+            self.health.corrupt(corrupt.kind)
+            return None
+
+    def _revoke_raw(self, kind: RecordKind, name: str) -> bool:
+        """Mark a replaced record revoked, as Redis does (its other fields as they are)."""
+        raw = self._raw_form(kind, name)
+        if raw is None:
+            return False
+        raw["revoked"] = "1"
+        return True
 
     async def ping(self) -> None:
         if self._closed:
@@ -132,34 +214,40 @@ class MemoryStore:
     # Rooms
 
     async def create_room(self, room: Room) -> None:
-        if room.name in self._rooms:
+        if room.name in self._rooms or self._raw_form(RecordKind.ROOM, room.name) is not None:
             raise RoomExists()
         self._rooms[room.name] = room
 
     async def get_room(self, name: str) -> Room | None:
-        return self._rooms.get(name)
+        return self._room(name)
 
     async def list_rooms(self) -> list[Room]:
-        return sorted(self._rooms.values(), key=lambda room: (room.created_at, room.name))
+        names = set(self._rooms) | {n for kind, n in self._raw if kind is RecordKind.ROOM}
+        rooms = [room for name in names if (room := self._room(name)) is not None]
+        return sorted(rooms, key=lambda room: (room.created_at, room.name))
 
     async def update_room(self, room: Room) -> None:
-        if room.name not in self._rooms:
+        if room.name not in self._rooms and self._raw_form(RecordKind.ROOM, room.name) is None:
             raise RoomNotFound()
+        self._raw.pop((RecordKind.ROOM, room.name), None)
         self._rooms[room.name] = room
 
     async def change_room(self, name: str, change: Callable[[Room], Room]) -> Room:
         # Nothing awaits between the read and the write: no other change can come between.
-        room = self._rooms.get(name)
+        room = self._room(name)
         if room is None:
             raise RoomNotFound()
         changed = change(room)
+        self._raw.pop((RecordKind.ROOM, name), None)
         self._rooms[name] = changed
         return changed
 
     async def delete_room(self, name: str, now: float) -> bool:
-        if self._rooms.pop(name, None) is None:
+        replaced = self._raw.pop((RecordKind.ROOM, name), None)
+        if self._rooms.pop(name, None) is None and replaced is None:
             return False
         for invite_id in self._room_invites.pop(name, set()):
+            self._raw.pop((RecordKind.INVITE, invite_id), None)
             invite = self._invites.pop(invite_id, None)
             if invite is not None:
                 self._invite_by_token.pop(invite.token_hash, None)
@@ -167,7 +255,7 @@ class MemoryStore:
         # it was removed; they leave the room's listing, as the room no longer exists.
         for admission_id in self._room_admissions.pop(name, set()):
             admission = self._admissions.get(admission_id)
-            if admission is None:
+            if self._revoke_raw(RecordKind.ADMISSION, admission_id) or admission is None:
                 continue
             if now >= admission.expires_at:
                 del self._admissions[admission_id]
@@ -180,27 +268,31 @@ class MemoryStore:
     async def add_invite(self, invite: Invite) -> None:
         if invite.room not in self._rooms:
             raise RoomNotFound()
+        self._raw.pop((RecordKind.INVITE, invite.id), None)
         self._invites[invite.id] = invite
         self._invite_by_token[invite.token_hash] = invite.id
         self._room_invites.setdefault(invite.room, set()).add(invite.id)
 
     async def get_invite(self, invite_id: str) -> Invite | None:
-        return self._invites.get(invite_id)
+        return self._invite(invite_id)
 
     async def find_invite(self, token_hash: str) -> Invite | None:
         return self._find_invite(token_hash)
 
     def _find_invite(self, token_hash: str) -> Invite | None:
         invite_id = self._invite_by_token.get(token_hash)
-        invite = None if invite_id is None else self._invites.get(invite_id)
+        invite = None if invite_id is None else self._invite(invite_id)
         # An invite re-added under its id with another token leaves the old index entry behind.
         return invite if invite is not None and invite.token_hash == token_hash else None
 
     async def list_invites(self, room: str) -> list[Invite]:
-        invites = (self._invites[i] for i in self._room_invites.get(room, ()) if i in self._invites)
+        found = (self._invite(i) for i in self._room_invites.get(room, ()))
+        invites = [invite for invite in found if invite is not None]
         return sorted(invites, key=lambda invite: (invite.created_at, invite.id))
 
     async def revoke_invite(self, invite_id: str) -> bool:
+        if self._revoke_raw(RecordKind.INVITE, invite_id):
+            return True
         invite = self._invites.get(invite_id)
         if invite is None:
             return False
@@ -218,12 +310,14 @@ class MemoryStore:
         if invite.uses >= invite.max_uses:
             raise InviteUsedUp()
         redeemed = dataclasses.replace(invite, uses=invite.uses + 1)
+        self._raw.pop((RecordKind.INVITE, invite.id), None)
         self._invites[invite.id] = redeemed
         return redeemed
 
     # Admissions
 
     async def add_admission(self, admission: Admission) -> None:
+        self._raw.pop((RecordKind.ADMISSION, admission.id), None)
         self._admissions[admission.id] = admission
         self._room_admissions.setdefault(admission.room, set()).add(admission.id)
 
@@ -237,6 +331,8 @@ class MemoryStore:
         return sorted(admissions, key=lambda admission: (admission.created_at, admission.id))
 
     async def revoke_admission(self, admission_id: str) -> bool:
+        if self._revoke_raw(RecordKind.ADMISSION, admission_id):
+            return True
         admission = self._unexpired_admission(admission_id, time.time())
         if admission is None:
             return False
@@ -249,16 +345,19 @@ class MemoryStore:
             return None
         self._unlist_admission(admission)
         moved = dataclasses.replace(admission, room=room)
+        self._raw.pop((RecordKind.ADMISSION, admission_id), None)
         self._admissions[admission_id] = moved
         self._room_admissions.setdefault(room, set()).add(admission_id)
         return moved
 
     def _unexpired_admission(self, admission_id: str, now: float) -> Admission | None:
-        """The admission, or None once it has expired (it is dropped then, revoked or not)."""
-        admission = self._admissions.get(admission_id)
+        """The admission, or None once it has expired (it is dropped then, revoked or not) or
+        when its stored form does not parse."""
+        admission = self._admission(admission_id)
         if admission is None or now < admission.expires_at:
             return admission
-        del self._admissions[admission_id]
+        self._raw.pop((RecordKind.ADMISSION, admission_id), None)
+        self._admissions.pop(admission_id, None)
         self._unlist_admission(admission)
         return None
 
@@ -325,9 +424,18 @@ class MemoryStore:
     # Bans
 
     async def ban_identity(self, room: str, identity: str, until: float | None) -> None:
+        self._raw.pop((RecordKind.BAN, f"{room}:{identity}"), None)
         self._bans[(room, identity)] = until
 
     async def is_banned(self, room: str, identity: str, now: float) -> bool:
+        raw = self._raw_form(RecordKind.BAN, f"{room}:{identity}")
+        if raw is not None:
+            try:
+                return parse_ban(raw.get("value", ""), now)
+            except CorruptRecord as corrupt:
+                # A ban that does not parse still bans: a refusal, never a way in.
+                self.health.corrupt(corrupt.kind)
+                return True
         key = (room, identity)
         if key not in self._bans:
             return False
@@ -365,7 +473,10 @@ class MemoryStore:
         waits = []
         for charge in charges:
             interval = 1.0 / charge.rate_per_second
-            tat = max(charged.get(charge.key, self._rate_tat.get(charge.key, now)), now)
+            stored = charged.get(charge.key)
+            if stored is None:
+                stored = self._rate_state(charge.key, now, charge.burst * interval)
+            tat = max(stored, now)
             allow_at = tat + interval - charge.burst * interval
             waits.append(max(0.0, allow_at - now))
             charged[charge.key] = tat + interval
@@ -373,7 +484,21 @@ class MemoryStore:
         if wait > 0:
             return RateDecision(allowed=False, retry_after=wait, waits=tuple(waits))
         self._rate_tat.update(charged)
+        for key in charged if self._raw else ():
+            self._raw.pop((RecordKind.RATE, key), None)
         return RateDecision(allowed=True, retry_after=0.0)
+
+    def _rate_state(self, key: str, now: float, full: float) -> float:
+        """A limit's theoretical arrival time; one whose stored form does not parse is a full
+        bucket's time (`full`) ahead: garbage never lets a request through."""
+        raw = self._raw_form(RecordKind.RATE, key)
+        if raw is None:
+            return self._rate_tat.get(key, now)
+        try:
+            return parse_rate_state(raw.get("value", "")) / 1_000_000
+        except CorruptRecord as corrupt:
+            self.health.corrupt(corrupt.kind)
+            return now + full
 
     async def count_recent(self, key: str, window_seconds: int, amount: int = 1) -> int:
         if amount < 1:

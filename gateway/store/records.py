@@ -1,11 +1,18 @@
 """The domain records every store keeps: rooms, invites, admissions, limit charges. Plain frozen
-values."""
+values, and their stored forms: how each is written and, in one place for both backends, how it is
+read back. A stored form that does not parse raises `CorruptRecord`; the stores read it as a
+refusal (see `gateway.store`)."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any, Final
 
 
 class Role(StrEnum):
@@ -151,3 +158,237 @@ class AuditEntry:
     action: str
     target: str = ""
     detail: str = ""
+
+
+# Stored forms
+
+
+class RecordKind(StrEnum):
+    """The kinds of stored record, as logs and the corrupt-record metric name them."""
+
+    ADMISSION = "admission"
+    INVITE = "invite"
+    ROOM = "room"
+    BAN = "ban"
+    RATE = "rate"
+    NAME = "name"
+    AUDIT = "audit"
+    PRESSURE = "pressure"
+
+
+class CorruptRecord(ValueError):
+    """A stored record that does not parse. Never shown to anyone: the store counts it and reads
+    it as a refusal."""
+
+    def __init__(self, kind: RecordKind) -> None:
+        super().__init__(f"a stored {kind} record does not parse")
+        self.kind = kind
+
+
+# A GCRA state as both backends write it: a whole number (microseconds in Redis), digits only.
+RATE_STATE: Final = re.compile(r"[0-9]{1,20}")
+
+
+def encode_record(
+    record: Room | Invite | Admission | AuditEntry, *, without: tuple[str, ...] = ()
+) -> str:
+    data = dataclasses.asdict(record)
+    for name in without:
+        del data[name]
+    return json.dumps(data, separators=(",", ":"))
+
+
+def flag(value: bool) -> str:
+    return "1" if value else "0"
+
+
+def admission_fields(admission: Admission) -> dict[str, str]:
+    """An admission's stored form: its record, and its revocation flag apart (set on its own)."""
+    return {
+        "record": encode_record(admission, without=("revoked",)),
+        "revoked": flag(admission.revoked),
+    }
+
+
+def invite_fields(invite: Invite) -> dict[str, str]:
+    """An invite's stored form: its record, and its use count and revocation flag apart."""
+    return {
+        "record": encode_record(invite, without=("uses", "revoked")),
+        "uses": str(invite.uses),
+        "revoked": flag(invite.revoked),
+    }
+
+
+def ban_value(until: float | None) -> str:
+    """A ban's stored form: when it ends, or "" for a ban without end."""
+    return "" if until is None else repr(until)
+
+
+def _text(value: object) -> bool:
+    return isinstance(value, str)
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _truth(value: object) -> bool:
+    return isinstance(value, bool)
+
+
+def _role(value: object) -> bool:
+    return value in (Role.HOST.value, Role.ATTENDEE.value)
+
+
+def _texts(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
+def _text_or_none(value: object) -> bool:
+    return value is None or isinstance(value, str)
+
+
+_Check = Callable[[object], bool]
+
+# Each stored JSON record's fields: (required, check). Fields added since a record was written
+# are absent from it and take their defaults, so only the first ones of each are required.
+_ADMISSION_JSON: Final[Mapping[str, tuple[bool, _Check]]] = {
+    "id": (True, _text),
+    "room": (True, _text),
+    "identity": (True, _text),
+    "name": (True, _text),
+    "role": (True, _role),
+    "via": (True, _text),
+    "client_addr": (True, _text),
+    "created_at": (True, _number),
+    "expires_at": (True, _number),
+}
+_INVITE_JSON: Final[Mapping[str, tuple[bool, _Check]]] = {
+    "id": (True, _text),
+    "token_hash": (True, _text),
+    "room": (True, _text),
+    "name": (True, _text),
+    "role": (True, _role),
+    "max_uses": (True, _count),
+    "expires_at": (True, _number),
+    "created_at": (True, _number),
+}
+_ROOM_JSON: Final[Mapping[str, tuple[bool, _Check]]] = {
+    "name": (True, _text),
+    "title": (True, _text),
+    "created_at": (True, _number),
+    "hosts": (True, _texts),
+    "policy": (True, lambda value: isinstance(value, dict)),
+    "locked": (False, _truth),
+    "approval_required": (False, _truth),
+    "moved_to": (False, _text_or_none),
+    "lineage": (False, _text),
+    "pow_required": (False, _truth),
+}
+_POLICY_JSON: Final[Mapping[str, tuple[bool, _Check]]] = {
+    "invite": (False, _truth),
+    "oidc": (False, _truth),
+    "oidc_providers": (False, _texts),
+    "email_code": (False, _truth),
+    "allowed_emails": (False, _texts),
+    "allowed_domains": (False, _texts),
+    "allowed_groups": (False, _texts),
+    "lobby": (False, _truth),
+    "host_emails": (False, _texts),
+}
+_AUDIT_JSON: Final[Mapping[str, tuple[bool, _Check]]] = {
+    "at": (True, _number),
+    "room": (True, _text),
+    "actor": (True, _text),
+    "actor_name": (True, _text),
+    "action": (True, _text),
+    "target": (False, _text),
+    "detail": (False, _text),
+}
+
+
+def _checked(
+    data: object, shape: Mapping[str, tuple[bool, _Check]], kind: RecordKind
+) -> dict[str, Any]:
+    """`data` if it is an object with exactly the fields `shape` allows, each of its type."""
+    if not isinstance(data, dict):
+        raise CorruptRecord(kind)
+    for name, value in data.items():
+        rule = shape.get(name)
+        if rule is None or not rule[1](value):
+            raise CorruptRecord(kind)
+    if any(required and name not in data for name, (required, _) in shape.items()):
+        raise CorruptRecord(kind)
+    return {
+        name: tuple(value) if isinstance(value, list) else value for name, value in data.items()
+    }
+
+
+def _json(text: str | None, kind: RecordKind) -> object:
+    if text is None:
+        raise CorruptRecord(kind)
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise CorruptRecord(kind) from exc
+
+
+def _flag(value: str | None, kind: RecordKind) -> bool:
+    # Writers store exactly "0" or "1"; anything else (or nothing) is not read as either.
+    if value == "0":
+        return False
+    if value == "1":
+        return True
+    raise CorruptRecord(kind)
+
+
+def parse_admission(record: str | None, revoked: str | None) -> Admission:
+    kind = RecordKind.ADMISSION
+    data = _checked(_json(record, kind), _ADMISSION_JSON, kind)
+    data["role"] = Role(data["role"])
+    return Admission(**data, revoked=_flag(revoked, kind))
+
+
+def parse_invite(record: str | None, uses: str | None, revoked: str | None) -> Invite:
+    kind = RecordKind.INVITE
+    data = _checked(_json(record, kind), _INVITE_JSON, kind)
+    data["role"] = Role(data["role"])
+    if uses is None or not uses.isascii() or not uses.isdigit() or len(uses) > 18:
+        raise CorruptRecord(kind)
+    return Invite(**data, uses=int(uses), revoked=_flag(revoked, kind))
+
+
+def parse_room(record: str | None) -> Room:
+    kind = RecordKind.ROOM
+    data = _checked(_json(record, kind), _ROOM_JSON, kind)
+    data["policy"] = RoomPolicy(**_checked(data["policy"], _POLICY_JSON, kind))
+    return Room(**data)
+
+
+def parse_audit(record: str | None) -> AuditEntry:
+    kind = RecordKind.AUDIT
+    return AuditEntry(**_checked(_json(record, kind), _AUDIT_JSON, kind))
+
+
+def parse_ban(value: str, now: float) -> bool:
+    """Whether a stored ban holds at `now`: "" holds for ever, a time until then."""
+    if value == "":
+        return True
+    try:
+        until = float(value)
+    except ValueError as exc:
+        raise CorruptRecord(RecordKind.BAN) from exc
+    if not math.isfinite(until):
+        raise CorruptRecord(RecordKind.BAN)
+    return now < until
+
+
+def parse_rate_state(value: str) -> int:
+    """A GCRA limit's stored state (its theoretical arrival time): a whole number."""
+    if RATE_STATE.fullmatch(value) is None:
+        raise CorruptRecord(RecordKind.RATE)
+    return int(value)

@@ -1,28 +1,32 @@
 """The Redis `Store`: state shared by any number of replicas. The only module that imports redis.
 
 Records are JSON in hashes under `meetgate:`; every change that must not be seen half-done or be
-interleaved with another replica's is one Lua script from `scripts/`.
+interleaved with another replica's is one Lua script from `scripts/`. Every call runs within a
+deadline (gateway/store/deadline.py) on a pool that makes a call wait for a free connection rather
+than fail; a record that does not parse is read as a refusal (gateway/store/records.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
-import json
 import math
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import asynccontextmanager, contextmanager, suppress
 from importlib import resources
 from typing import Any, Final
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import EqualJitterBackoff
 from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, WatchError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.errors import (
     InviteExpired,
@@ -33,16 +37,27 @@ from gateway.errors import (
     RoomNotFound,
     StoreUnavailable,
 )
+from gateway.store.deadline import StoreOptions, store_deadline
+from gateway.store.health import StoreHealth, store_address
 from gateway.store.records import (
     Admission,
     AuditEntry,
+    CorruptRecord,
     Invite,
     LimitCharge,
     NameClaim,
     RateDecision,
-    Role,
+    RecordKind,
     Room,
-    RoomPolicy,
+    admission_fields,
+    ban_value,
+    encode_record,
+    invite_fields,
+    parse_admission,
+    parse_audit,
+    parse_ban,
+    parse_invite,
+    parse_room,
 )
 from gateway.store.sentinel_url import is_sentinel_url, parse_sentinel_url
 
@@ -76,6 +91,9 @@ _RETRIES: Final = 3
 _RETRY_BACKOFF_CAP: Final = 0.25
 _CONNECT_TIMEOUT: Final = 2.0
 _COMMAND_TIMEOUT: Final = 5.0
+# While the store is down, how often a replica asks whether it is back (to log and to tell the
+# metrics when it is, even with no request to notice).
+RECOVERY_PROBE_SECONDS: Final = 1.0
 
 # The most recent audit entries kept per room; older ones are trimmed as new ones arrive.
 _AUDIT_KEEP: Final = 10_000
@@ -97,44 +115,6 @@ def _script_text(name: str) -> str:
     return resources.files("gateway.store").joinpath("scripts", f"{name}.lua").read_text("utf-8")
 
 
-def _encode(
-    record: Room | Invite | Admission | AuditEntry, *, without: tuple[str, ...] = ()
-) -> str:
-    data = dataclasses.asdict(record)
-    for name in without:
-        del data[name]
-    return json.dumps(data, separators=(",", ":"))
-
-
-def _decode_room(text: str) -> Room:
-    # Fields added since a record was written are absent from it and take their defaults.
-    data = json.loads(text)
-    data["hosts"] = tuple(data["hosts"])
-    # JSON has no tuples: the policy's address and group lists come back as lists.
-    policy: dict[str, Any] = {
-        name: tuple(value) if isinstance(value, list) else value
-        for name, value in data["policy"].items()
-    }
-    data["policy"] = RoomPolicy(**policy)
-    return Room(**data)
-
-
-def _decode_invite(record: str, uses: str | int, revoked: str) -> Invite:
-    data = json.loads(record)
-    data["role"] = Role(data["role"])
-    return Invite(**data, uses=int(uses), revoked=revoked == "1")
-
-
-def _decode_admission(record: str, revoked: str) -> Admission:
-    data = json.loads(record)
-    data["role"] = Role(data["role"])
-    return Admission(**data, revoked=revoked == "1")
-
-
-def _decode_audit(text: str) -> AuditEntry:
-    return AuditEntry(**json.loads(text))
-
-
 def _milliseconds(timestamp: float) -> int:
     # Rounded up: a record must not vanish (and a revocation with it) before its time.
     return math.ceil(timestamp * 1000)
@@ -151,14 +131,33 @@ def _ttl_milliseconds(ttl_seconds: float) -> int:
     return max(1, _milliseconds(ttl_seconds))
 
 
-def client_for(url: str, **options: Any) -> tuple[Redis[str], Sentinel | None]:
+# types-redis declares these pools generic; the runtime classes are not subscriptable.
+class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):  # type: ignore[type-arg]
+    """Connections to the master the Sentinels name, waited for (like BlockingConnectionPool)
+    when they are all in use."""
+
+
+def client_for(
+    url: str, pool: StoreOptions | None = None, **options: Any
+) -> tuple[Redis[str], Sentinel | None]:
     """A client for a store URL, and the Sentinels behind it for `redis+sentinel://`; no I/O yet.
 
     `options` (timeouts, retry) apply to every connection, to the Sentinels' too. With Sentinel,
     each new connection asks the Sentinels where the master is, so a failover is followed.
+    With `pool`, at most `pool.pool_size` connections are opened; a command that finds them all
+    in use waits up to `pool.pool_wait_seconds` for one.
     """
+    pooling: dict[str, Any] = {}
+    if pool is not None:
+        pooling = {"max_connections": pool.pool_size, "timeout": pool.pool_wait_seconds}
     if not is_sentinel_url(url):
-        return Redis.from_url(url, decode_responses=True, **options), None
+        if pool is None:
+            return Redis.from_url(url, decode_responses=True, **options), None
+        connections: BlockingConnectionPool[Any] = BlockingConnectionPool.from_url(
+            url, decode_responses=True, **pooling, **options
+        )
+        pooled: Redis[str] = Redis.from_pool(connections)  # type: ignore[attr-defined]  # types-redis predates from_pool
+        return pooled, None
     where = parse_sentinel_url(url)
     sentinel_options = {**options}
     if where.sentinel_password is not None:
@@ -166,12 +165,15 @@ def client_for(url: str, **options: Any) -> tuple[Redis[str], Sentinel | None]:
         if where.sentinel_username is not None:
             sentinel_options["username"] = where.sentinel_username
     sentinel = Sentinel(list(where.sentinels), sentinel_kwargs=sentinel_options)
+    if pool is not None:
+        pooling["connection_pool_class"] = _BlockingSentinelPool
     client: Redis[str] = sentinel.master_for(
         where.master_name,
         db=where.db,
         username=where.username,
         password=where.password,
         decode_responses=True,
+        **pooling,
         **options,
     )
     return client, sentinel
@@ -266,9 +268,18 @@ class RedisStore:
     """Rooms, invites, admissions, bans, audit trails, rate limits, pressure counters, one-time
     claims, short-lived values and indexes, and pub/sub in one Redis database."""
 
-    def __init__(self, client: Redis[str], sentinel: Sentinel | None = None) -> None:
+    def __init__(
+        self,
+        client: Redis[str],
+        sentinel: Sentinel | None = None,
+        options: StoreOptions | None = None,
+        address: str = "redis",
+    ) -> None:
         self._client = client
         self._sentinel = sentinel
+        self._options = options or StoreOptions()
+        self.health = StoreHealth(address)
+        self._probe: asyncio.Task[None] | None = None
         self._subscriptions: set[RedisSubscription] = set()
         # Which invite a token hash names: fixed for the invite's life (a token is made for one
         # invite and never moves), so a lookup here saves the index read. Whatever is read by
@@ -288,25 +299,66 @@ class RedisStore:
         self._claim_name: AsyncScript = client.register_script(_script_text("claim_name"))
 
     @classmethod
-    async def connect(cls, url: str) -> RedisStore:
+    async def connect(cls, url: str, options: StoreOptions | None = None) -> RedisStore:
         """Make a client for `url`; no I/O yet, so a Redis that is down shows on first use.
 
         `redis://`, `rediss://`, `unix://`, or `redis+sentinel://` (gateway/store/sentinel_url.py).
-        Timeouts and retries can be overridden in a plain URL's query (`?socket_timeout=…`).
+        Timeouts and retries can be overridden in a plain URL's query (`?socket_timeout=…`);
+        `options` bound every call and size the pool.
         """
+        options = options or StoreOptions()
         client, sentinel = client_for(
             url,
+            options,
             socket_connect_timeout=_CONNECT_TIMEOUT,
             socket_timeout=_COMMAND_TIMEOUT,
             retry=Retry(EqualJitterBackoff(cap=_RETRY_BACKOFF_CAP), _RETRIES),
         )
-        return cls(client, sentinel)
+        return cls(client, sentinel, options, store_address(url))
+
+    @asynccontextmanager
+    async def _call(self) -> AsyncIterator[None]:
+        """One store call: within its deadline, the client's failures translated into
+        StoreUnavailable (the one place), the store's health noted."""
+        try:
+            async with store_deadline(self._options.deadline_seconds):
+                yield
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            self._unreachable()
+            raise StoreUnavailable() from exc
+        except RedisError as exc:
+            raise StoreUnavailable() from exc
+        except StoreUnavailable:
+            # The deadline or the request's budget ran out.
+            self._unreachable()
+            raise
+        self.health.answered()
+
+    def _unreachable(self) -> None:
+        self.health.failed()
+        if self._probe is None or self._probe.done():
+            # A context of its own: not the request's budget, which may be spent.
+            self._probe = asyncio.get_running_loop().create_task(
+                self._watch_recovery(), name="meetgate store probe", context=contextvars.Context()
+            )
+
+    async def _watch_recovery(self) -> None:
+        while not self.health.up:
+            await asyncio.sleep(RECOVERY_PROBE_SECONDS)
+            with suppress(StoreUnavailable):
+                await self.ping()
+
+    def _corrupt(self, error: CorruptRecord) -> None:
+        self.health.corrupt(error.kind)
 
     async def ping(self) -> None:
-        with _translate_errors():
+        async with self._call():
             await self._client.ping()
 
     async def close(self) -> None:
+        if self._probe is not None:
+            self._probe.cancel()
+            await asyncio.wait([self._probe])
         for subscription in list(self._subscriptions):
             await subscription.aclose()
         with _translate_errors():
@@ -315,52 +367,62 @@ class RedisStore:
     # Rooms
 
     async def create_room(self, room: Room) -> None:
-        with _translate_errors():
-            created = await self._client.hsetnx(_ROOMS, room.name, _encode(room))
+        async with self._call():
+            created = await self._client.hsetnx(_ROOMS, room.name, encode_record(room))
         if not created:
             raise RoomExists()
 
     async def get_room(self, name: str) -> Room | None:
-        with _translate_errors():
+        async with self._call():
             text: str | None = await self._client.hget(_ROOMS, name)
-        return None if text is None else _decode_room(text)
+        return None if text is None else self._room(text)
 
     async def list_rooms(self) -> list[Room]:
-        with _translate_errors():
+        async with self._call():
             texts: list[str] = await self._client.hvals(_ROOMS)
-        rooms = [_decode_room(text) for text in texts]
+        rooms = [room for text in texts if (room := self._room(text)) is not None]
         return sorted(rooms, key=lambda room: (room.created_at, room.name))
 
     async def update_room(self, room: Room) -> None:
-        with _translate_errors():
-            updated = await self._update_room(keys=[_ROOMS], args=[room.name, _encode(room)])
+        async with self._call():
+            updated = await self._update_room(keys=[_ROOMS], args=[room.name, encode_record(room)])
         if not updated:
             raise RoomNotFound()
 
     async def change_room(self, name: str, change: Callable[[Room], Room]) -> Room:
         # Optimistic: watch the rooms hash, apply `change`, write in a transaction that fails
         # if any room changed meanwhile; then try again on the newer record.
-        with _translate_errors():
-            async with self._client.pipeline(transaction=True) as pipe:
-                for _ in range(_CHANGE_ATTEMPTS):
-                    try:
-                        await pipe.watch(_ROOMS)
-                        text: str | None = await pipe.hget(_ROOMS, name)
-                        if text is None:
-                            raise RoomNotFound()
-                        changed = change(_decode_room(text))
-                        pipe.multi()
-                        pipe.hset(_ROOMS, name, _encode(changed))
-                        await pipe.execute()
-                        return changed
-                    except WatchError:
-                        continue
-                    finally:
-                        await pipe.reset()
+        async with self._call(), self._client.pipeline(transaction=True) as pipe:
+            for _ in range(_CHANGE_ATTEMPTS):
+                try:
+                    await pipe.watch(_ROOMS)
+                    text: str | None = await pipe.hget(_ROOMS, name)
+                    if text is None:
+                        raise RoomNotFound()
+                    current = self._room(text)
+                    if current is None:
+                        raise RoomNotFound()
+                    changed = change(current)
+                    pipe.multi()
+                    pipe.hset(_ROOMS, name, encode_record(changed))
+                    await pipe.execute()
+                    return changed
+                except WatchError:
+                    continue
+                finally:
+                    await pipe.reset()
         raise StoreUnavailable()
 
+    def _room(self, text: str) -> Room | None:
+        """A stored room; one that does not parse is as good as none (nobody joins it)."""
+        try:
+            return parse_room(text)
+        except CorruptRecord as corrupt:
+            self._corrupt(corrupt)
+            return None
+
     async def delete_room(self, name: str, now: float) -> bool:
-        with _translate_errors():
+        async with self._call():
             deleted = await self._delete_room(
                 keys=[_ROOMS, _ROOM_INVITES + name, _ROOM_ADMISSIONS + name],
                 args=[name, repr(now), _INVITE, _INVITE_INDEX, _ADMISSION],
@@ -370,7 +432,7 @@ class RedisStore:
     # Invites
 
     async def add_invite(self, invite: Invite) -> None:
-        with _translate_errors():
+        async with self._call():
             added = await self._add_invite(
                 keys=[
                     _ROOMS,
@@ -378,19 +440,13 @@ class RedisStore:
                     _INVITE_INDEX + invite.token_hash,
                     _ROOM_INVITES + invite.room,
                 ],
-                args=[
-                    invite.room,
-                    invite.id,
-                    _encode(invite, without=("uses", "revoked")),
-                    invite.uses,
-                    int(invite.revoked),
-                ],
+                args=[invite.room, invite.id, *invite_fields(invite).values()],
             )
         if not added:
             raise RoomNotFound()
 
     async def get_invite(self, invite_id: str) -> Invite | None:
-        with _translate_errors():
+        async with self._call():
             fields: list[str | None] = await self._client.hmget(_INVITE + invite_id, _INVITE_FIELDS)
         return self._invite_from_fields(fields)
 
@@ -405,7 +461,7 @@ class RedisStore:
     async def _invite_id(self, token_hash: str) -> str | None:
         invite_id = self._invite_ids.get(token_hash)
         if invite_id is None:
-            with _translate_errors():
+            async with self._call():
                 invite_id = await self._client.get(_INVITE_INDEX + token_hash)
             if invite_id is not None:
                 if len(self._invite_ids) >= MAX_KNOWN_INVITE_IDS:
@@ -414,7 +470,7 @@ class RedisStore:
         return invite_id
 
     async def list_invites(self, room: str) -> list[Invite]:
-        with _translate_errors():
+        async with self._call():
             invite_ids: set[str] = await self._client.smembers(_ROOM_INVITES + room)
             pipe = self._client.pipeline(transaction=False)
             for invite_id in invite_ids:
@@ -424,20 +480,27 @@ class RedisStore:
         return sorted(invites, key=lambda invite: (invite.created_at, invite.id))
 
     async def revoke_invite(self, invite_id: str) -> bool:
-        with _translate_errors():
+        async with self._call():
             return bool(await self._revoke(keys=[_INVITE + invite_id]))
 
     async def redeem_invite(self, token_hash: str, now: float) -> Invite:
         invite_id = await self._invite_id(token_hash)
         if invite_id is None:
             raise InviteUnknown()
-        with _translate_errors():
+        async with self._call():
             result: list[Any] = await self._redeem_invite(
                 keys=[_INVITE + invite_id], args=[token_hash, repr(now)]
             )
         match result:
             case ["ok", str(record), int(uses)]:
-                return _decode_invite(record, uses, "0")
+                try:
+                    return parse_invite(record, str(uses), "0")
+                except CorruptRecord as corrupt:
+                    self._corrupt(corrupt)
+                    raise InviteUnknown() from corrupt
+            case ["corrupt"]:
+                self._corrupt(CorruptRecord(RecordKind.INVITE))
+                raise InviteUnknown()
             case ["revoked"]:
                 raise InviteRevoked()
             case ["expired"]:
@@ -447,26 +510,29 @@ class RedisStore:
             case _:
                 raise InviteUnknown()
 
-    @staticmethod
-    def _invite_from_fields(fields: list[str | None]) -> Invite | None:
+    def _invite_from_fields(self, fields: list[str | None]) -> Invite | None:
+        """A stored invite; one that does not parse is as good as none (its link is unknown)."""
         record, uses, revoked = fields
         if record is None:
             return None
-        return _decode_invite(record, uses or "0", revoked or "0")
+        try:
+            return parse_invite(record, uses, revoked)
+        except CorruptRecord as corrupt:
+            self._corrupt(corrupt)
+            return None
 
     # Admissions
 
     async def add_admission(self, admission: Admission) -> None:
         key = _ADMISSION + admission.id
         room_key = _ROOM_ADMISSIONS + admission.room
-        with _translate_errors():
+        async with self._call():
             pipe = self._client.pipeline(transaction=True)
             pipe.delete(key)
-            pipe.hset(
-                key, mapping={"record": _encode(admission, without=("revoked",)), "revoked": "0"}
+            stored: dict[str | bytes, bytes | float | int | str] = dict(
+                admission_fields(admission).items()
             )
-            if admission.revoked:
-                pipe.hset(key, "revoked", "1")
+            pipe.hset(key, mapping=stored)
             # An expiry already past deletes the key at once, which is what an expired record is.
             pipe.pexpireat(key, _milliseconds(admission.expires_at))
             pipe.zadd(room_key, {admission.id: admission.expires_at})
@@ -474,7 +540,7 @@ class RedisStore:
             await pipe.execute()
 
     async def get_admission(self, admission_id: str) -> Admission | None:
-        with _translate_errors():
+        async with self._call():
             fields: list[str | None] = await self._client.hmget(
                 _ADMISSION + admission_id, _ADMISSION_FIELDS
             )
@@ -482,7 +548,7 @@ class RedisStore:
 
     async def list_admissions(self, room: str) -> list[Admission]:
         room_key = _ROOM_ADMISSIONS + room
-        with _translate_errors():
+        async with self._call():
             # Ids of expired admissions are pruned here, as their keys expire by themselves.
             await self._client.zremrangebyscore(room_key, "-inf", time.time())
             admission_ids: list[str] = await self._client.zrange(room_key, 0, -1)
@@ -496,27 +562,25 @@ class RedisStore:
         return sorted(admissions, key=lambda admission: (admission.created_at, admission.id))
 
     async def revoke_admission(self, admission_id: str) -> bool:
-        with _translate_errors():
+        async with self._call():
             return bool(await self._revoke(keys=[_ADMISSION + admission_id]))
 
     async def move_admission(self, admission_id: str, room: str) -> Admission | None:
         key = _ADMISSION + admission_id
         while True:
-            with _translate_errors():
+            async with self._call():
                 fields: list[str | None] = await self._client.hmget(key, _ADMISSION_FIELDS)
-            record, revoked = fields
-            if record is None:
-                return None
-            admission = _decode_admission(record, revoked or "0")
-            if not admission.is_live(time.time()):
+            record = fields[0]
+            admission = self._admission_from_fields(fields)
+            if record is None or admission is None or not admission.is_live(time.time()):
                 return None
             moved = dataclasses.replace(admission, room=room)
-            with _translate_errors():
+            async with self._call():
                 outcome: str = await self._move_admission(
                     keys=[key, _ROOM_ADMISSIONS + admission.room, _ROOM_ADMISSIONS + room],
                     args=[
                         record,
-                        _encode(moved, without=("revoked",)),
+                        admission_fields(moved)["record"],
                         admission_id,
                         repr(admission.expires_at),
                     ],
@@ -527,18 +591,23 @@ class RedisStore:
                 return None
             # The record changed between the read and the script (another move): read it again.
 
-    @staticmethod
-    def _admission_from_fields(fields: list[str | None]) -> Admission | None:
+    def _admission_from_fields(self, fields: list[str | None]) -> Admission | None:
+        """A stored admission; one that does not parse is as good as none: nobody is admitted
+        by it, and its sockets are cut."""
         record, revoked = fields
         if record is None:
             return None
-        return _decode_admission(record, revoked or "0")
+        try:
+            return parse_admission(record, revoked)
+        except CorruptRecord as corrupt:
+            self._corrupt(corrupt)
+            return None
 
     # Names shown in a room
 
     async def claim_name(self, room: str, claim: NameClaim) -> int | None:
-        with _translate_errors():
-            index = await self._claim_name(
+        async with self._call():
+            index, corrupt = await self._claim_name(
                 keys=[_NAMES + room],
                 args=[
                     claim.holder,
@@ -550,35 +619,42 @@ class RedisStore:
                     *claim.shapes,
                 ],
             )
+        for _ in range(int(corrupt)):
+            self._corrupt(CorruptRecord(RecordKind.NAME))
         return None if int(index) < 0 else int(index)
 
     # Bans
 
     async def ban_identity(self, room: str, identity: str, until: float | None) -> None:
         key = f"{_BAN}{room}:{identity}"
-        with _translate_errors():
+        async with self._call():
             if until is None:
-                await self._client.set(key, "")
+                await self._client.set(key, ban_value(None))
             elif until <= time.time():
                 await self._client.delete(key)
             else:
                 # The TTL only clears the key away; is_banned compares `until` with its `now`.
-                await self._client.set(key, repr(until), pxat=_milliseconds(until))
+                await self._client.set(key, ban_value(until), pxat=_milliseconds(until))
 
     async def is_banned(self, room: str, identity: str, now: float) -> bool:
-        with _translate_errors():
+        async with self._call():
             until: str | None = await self._client.get(f"{_BAN}{room}:{identity}")
         if until is None:
             return False
-        return until == "" or now < float(until)
+        try:
+            return parse_ban(until, now)
+        except CorruptRecord as corrupt:
+            # A ban that does not parse still bans: a refusal, never a way in.
+            self._corrupt(corrupt)
+            return True
 
     # Audit trail
 
     async def append_audit(self, entry: AuditEntry) -> None:
         key = _AUDIT + entry.room
-        with _translate_errors():
+        async with self._call():
             pipe = self._client.pipeline(transaction=True)
-            pipe.lpush(key, _encode(entry))
+            pipe.lpush(key, encode_record(entry))
             pipe.ltrim(key, 0, _AUDIT_KEEP - 1)
             await pipe.execute()
 
@@ -586,9 +662,15 @@ class RedisStore:
         # LRANGE counts a negative stop from the end: a limit of 0 would read the whole list.
         if limit <= 0:
             return []
-        with _translate_errors():
+        async with self._call():
             texts: list[str] = await self._client.lrange(_AUDIT + room, 0, limit - 1)
-        return [_decode_audit(text) for text in texts]
+        entries = []
+        for text in texts:
+            try:
+                entries.append(parse_audit(text))
+            except CorruptRecord as corrupt:
+                self._corrupt(corrupt)
+        return entries
 
     # Rate limits and pressure
 
@@ -601,10 +683,12 @@ class RedisStore:
         args: list[str | int] = []
         for charge in charges:
             args += [repr(1_000_000 / charge.rate_per_second), charge.burst]
-        with _translate_errors():
-            allowed, retry_after_us, *waits_us = await self._charge_limits(
+        async with self._call():
+            allowed, retry_after_us, corrupt, *waits_us = await self._charge_limits(
                 keys=[_RATE + charge.key for charge in charges], args=args
             )
+        for _ in range(int(corrupt)):
+            self._corrupt(CorruptRecord(RecordKind.RATE))
         return RateDecision(
             allowed=bool(allowed),
             retry_after=int(retry_after_us) / 1_000_000,
@@ -622,14 +706,16 @@ class RedisStore:
     async def _recent(self, key: str, window_seconds: int, *, add: int) -> int:
         if window_seconds < 1:
             raise ValueError("window_seconds must be at least 1")
-        with _translate_errors():
-            count = await self._count_recent(
+        async with self._call():
+            count, corrupt = await self._count_recent(
                 keys=[f"{_RECENT}{window_seconds}:{key}"], args=[window_seconds, add]
             )
+        if corrupt:
+            self._corrupt(CorruptRecord(RecordKind.PRESSURE))
         return int(count)
 
     async def claim_once(self, key: str, ttl_seconds: float) -> bool:
-        with _translate_errors():
+        async with self._call():
             claimed = await self._client.set(
                 _ONCE + key, "1", nx=True, px=_ttl_milliseconds(ttl_seconds)
             )
@@ -639,26 +725,26 @@ class RedisStore:
 
     async def put_value(self, key: str, value: str, ttl_seconds: float) -> None:
         px = _ttl_milliseconds(ttl_seconds)
-        with _translate_errors():
+        async with self._call():
             await self._client.set(_VALUE + key, value, px=px)
 
     async def get_value(self, key: str) -> str | None:
-        with _translate_errors():
+        async with self._call():
             value: str | None = await self._client.get(_VALUE + key)
         return value
 
     async def take_value(self, key: str) -> str | None:
-        with _translate_errors():
+        async with self._call():
             value: str | None = await self._client.getdel(_VALUE + key)
         return value
 
     async def delete_value(self, key: str) -> bool:
-        with _translate_errors():
+        async with self._call():
             return bool(await self._client.delete(_VALUE + key))
 
     async def bump_value(self, key: str, ttl_seconds: float) -> int:
         px = _ttl_milliseconds(ttl_seconds)
-        with _translate_errors():
+        async with self._call():
             count = await self._bump_value(keys=[_COUNTER + key], args=[px])
         return int(count)
 
@@ -667,20 +753,20 @@ class RedisStore:
     async def index_add(self, index: str, member: str, ttl_seconds: float) -> None:
         _check_ttl(ttl_seconds)
         ttl_us = max(1, math.ceil(ttl_seconds * 1_000_000))
-        with _translate_errors():
+        async with self._call():
             await self._index(keys=[_INDEX + index], args=["add", member, ttl_us])
 
     async def index_members(self, index: str) -> list[str]:
-        with _translate_errors():
+        async with self._call():
             members: list[str] = await self._index(keys=[_INDEX + index], args=["members"])
         return members
 
     async def index_remove(self, index: str, member: str) -> bool:
-        with _translate_errors():
+        async with self._call():
             return bool(await self._index(keys=[_INDEX + index], args=["remove", member]))
 
     async def index_size(self, index: str) -> int:
-        with _translate_errors():
+        async with self._call():
             size = await self._index(keys=[_INDEX + index], args=["size"])
         return int(size)
 
@@ -691,7 +777,7 @@ class RedisStore:
         for subscription in [s for s in self._subscriptions if s.channel == channel]:
             with suppress(StoreUnavailable):
                 await subscription.ready()
-        with _translate_errors():
+        async with self._call():
             await self._client.publish(_CHANNEL + channel, message)
 
     def subscribe(self, channel: str) -> RedisSubscription:

@@ -24,7 +24,7 @@ def wants_json(scope: Scope) -> bool:
 
 
 def error_body(error: MeetgateError, request_id: str, *, as_json: bool) -> tuple[bytes, bytes]:
-    retry_after = error.retry_after if isinstance(error, RateLimited) else None
+    retry_after = error.retry_after
     if as_json:
         payload = {"error": error.code, "message": error.message, "request_id": request_id}
         if retry_after is not None:
@@ -62,7 +62,7 @@ def error_headers(
     headers = [(b"content-type", content_type)]
     if request_id:
         headers.append((b"x-request-id", request_id.encode()))
-    if isinstance(error, RateLimited):
+    if error.retry_after is not None:
         headers.append((b"retry-after", str(error.retry_after).encode()))
     return headers + security_headers(secure=secure)
 

@@ -1,9 +1,11 @@
 -- Charge one request against several GCRA limits (generic cell rate algorithm), all or nothing.
 -- KEYS[i] limit i's state: its theoretical arrival time (TAT) in microseconds.
 -- ARGV[2i-1] limit i's emission interval in microseconds (1e6 / rate); ARGV[2i] its burst.
--- Returns {1, 0} when every limit had room and each was charged, else {0, retry_after_us,
--- wait_1_us, ..., wait_n_us}: the longest wait among the limits that refused, then each limit's
--- own wait (0 where it had room), and nothing charged.
+-- Returns {1, 0, 0} when every limit had room and each was charged, else {0, retry_after_us,
+-- corrupt, wait_1_us, ..., wait_n_us}: the longest wait among the limits that refused, how many
+-- states did not parse, then each limit's own wait (0 where it had room), and nothing charged.
+-- A state that does not parse (not a whole number, or not a string) refuses, as a full bucket
+-- would, and is left as it is: garbage never lets a request through.
 -- The server's clock decides, so replicas with skewed clocks share one consistent limit.
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
@@ -12,12 +14,21 @@ local charged = {}
 local order = {}
 local wait = 0
 local waits = {}
+local corrupt = 0
 for i, key in ipairs(KEYS) do
   local interval = tonumber(ARGV[2 * i - 1])
   local burst = tonumber(ARGV[2 * i])
   local tat = charged[key]
   if tat == nil then
-    tat = tonumber(redis.call('GET', key) or now)
+    local stored = redis.pcall('GET', key)
+    if stored == false then
+      tat = now
+    elseif type(stored) == 'string' and string.match(stored, '^%d+$') then
+      tat = tonumber(stored)
+    else
+      corrupt = corrupt + 1
+      tat = now + burst * interval
+    end
     order[#order + 1] = key
   end
   if tat < now then
@@ -35,7 +46,7 @@ for i, key in ipairs(KEYS) do
   charged[key] = new_tat
 end
 if wait > 0 then
-  local refused = {0, math.ceil(wait)}
+  local refused = {0, math.ceil(wait), corrupt}
   for i = 1, #waits do
     refused[#refused + 1] = waits[i]
   end
@@ -47,4 +58,4 @@ for _, key in ipairs(order) do
   local new_tat = math.ceil(charged[key])
   redis.call('SET', key, string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000))
 end
-return {1, 0}
+return {1, 0, 0}

@@ -7,34 +7,67 @@
 -- KEYS[1] the room's claims. ARGV[1] holder (admission id), ARGV[2] expiry (ms since the epoch),
 -- ARGV[3] admission key prefix, ARGV[4] host shape, ARGV[5] '1' for a host's claim, ARGV[6] '1'
 -- when the first shape yields to a host's, ARGV[7..] the shapes, best first.
--- Returns the (0-based) index of the shape claimed, or -1 when every one is held.
+-- Returns {the (0-based) index of the shape claimed, or -1 when every one is held; how many
+-- fields read did not parse}. A field that does not parse is held by someone else: a corrupt
+-- claim never frees a name for a look-alike. It is left in place (only a host's claim rewrites
+-- the host marks it reads).
 -- The admission keys are derived here, so this script needs a single Redis node (or Sentinel),
 -- not Cluster.
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local holder = ARGV[1]
 local expires = tonumber(ARGV[2])
+local corrupt = 0
+
+-- A field's {expiry, holder} pairs, or nil when it does not parse: "<digits> <holder>", repeated
+-- with single spaces.
+local function pairs_of(value)
+  local found = {}
+  local words = {}
+  for word in string.gmatch(value, '%S+') do
+    words[#words + 1] = word
+  end
+  if #words == 0 or #words % 2 == 1 or table.concat(words, ' ') ~= value then
+    return nil
+  end
+  for j = 1, #words, 2 do
+    if not string.match(words[j], '^%d+$') then
+      return nil
+    end
+    found[#found + 1] = {words[j], words[j + 1]}
+  end
+  return found
+end
 
 local function live(ends, who)
   return tonumber(ends) > now and redis.call('HGET', ARGV[3] .. who, 'revoked') ~= '1'
 end
 
--- The live {expiry, holder} pairs of a field.
+-- The live {expiry, holder} pairs of a field, and whether it did not parse.
 local function entries(field)
   local found = {}
   local value = redis.call('HGET', KEYS[1], field)
   if value then
-    for ends, who in string.gmatch(value, '(%d+) (%S+)') do
-      if live(ends, who) then
-        found[#found + 1] = {ends, who}
+    local stored = pairs_of(value)
+    if stored == nil then
+      corrupt = corrupt + 1
+      return found, true
+    end
+    for _, entry in ipairs(stored) do
+      if live(entry[1], entry[2]) then
+        found[#found + 1] = entry
       end
     end
   end
-  return found
+  return found, false
 end
 
 local function held(field)
-  for _, entry in ipairs(entries(field)) do
+  local found, unreadable = entries(field)
+  if unreadable then
+    return true
+  end
+  for _, entry in ipairs(found) do
     if entry[2] ~= holder then
       return true
     end
@@ -50,7 +83,7 @@ for i = 7, #ARGV do
   end
 end
 if chosen < 0 then
-  return -1
+  return {-1, corrupt}
 end
 redis.call('HSET', KEYS[1], 'n:' .. ARGV[chosen], ARGV[2] .. ' ' .. holder)
 if ARGV[5] == '1' then
@@ -72,9 +105,10 @@ end
 -- days does not keep every name it ever saw.
 local sample = redis.call('HRANDFIELD', KEYS[1], 2, 'WITHVALUES')
 for j = 1, #sample, 2 do
-  local lapsed = true
-  for ends, who in string.gmatch(sample[j + 1], '(%d+) (%S+)') do
-    if live(ends, who) then
+  local stored = pairs_of(sample[j + 1])
+  local lapsed = stored ~= nil
+  for _, entry in ipairs(stored or {}) do
+    if live(entry[1], entry[2]) then
       lapsed = false
     end
   end
@@ -82,4 +116,4 @@ for j = 1, #sample, 2 do
     redis.call('HDEL', KEYS[1], sample[j])
   end
 end
-return chosen - 7
+return {chosen - 7, corrupt}

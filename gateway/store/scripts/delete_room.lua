@@ -11,7 +11,11 @@ for _, invite_id in ipairs(redis.call('SMEMBERS', KEYS[2])) do
   local invite_key = ARGV[3] .. invite_id
   local record = redis.call('HGET', invite_key, 'record')
   if record then
-    redis.call('DEL', ARGV[4] .. cjson.decode(record).token_hash)
+    -- An invite that does not parse goes too; its token's index entry then leads nowhere.
+    local parsed, invite = pcall(cjson.decode, record)
+    if parsed and type(invite) == 'table' and type(invite.token_hash) == 'string' then
+      redis.call('DEL', ARGV[4] .. invite.token_hash)
+    end
     redis.call('DEL', invite_key)
   end
 end
