@@ -6,6 +6,7 @@ pytest_plugins = [
     "tests.fixtures.redis_sentinel",
     "tests.fixtures.prosody",
     "tests.fixtures.jitsi_web",
+    "tests.fixtures.jitsi_nginx",
     "tests.fixtures.gateway_server",
     "tests.fixtures.smtp",
     "tests.fixtures.oidc",

@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from starlette.types import Receive, Scope, Send
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 from websockets.typing import Subprotocol
 
 from gateway.errors import UpstreamUnreachable
@@ -57,6 +59,51 @@ class RelayedSocket:
         self.done.set()
 
 
+@dataclass(frozen=True, slots=True)
+class UpstreamHandshake:
+    """How to open one upstream socket with the websockets client.
+
+    The client writes the `Host` header itself, from the URI's authority, and adds any `host`
+    passed as an extra header beside it: two Host headers, which nginx refuses with 400. So the
+    URI carries the authority the gate means the upstream to see, and `host`/`port` (the
+    library's documented override of the TCP destination only) name the upstream itself.
+    """
+
+    uri: str
+    host: str
+    port: int
+    server_hostname: str | None
+    headers: list[tuple[str, str]]
+
+
+def upstream_handshake(url: str, headers: list[tuple[bytes, bytes]]) -> UpstreamHandshake:
+    """`url` is the upstream's ws:// or wss:// URL; a `host` among `headers` becomes the
+    handshake's one Host header (the upstream's own authority when there is none)."""
+    target = urlsplit(url)
+    secure = target.scheme == "wss"
+    if target.scheme not in ("ws", "wss") or not target.hostname:
+        raise UpstreamUnreachable()
+    authorities = [value for name, value in headers if name.lower() == b"host"]
+    if len(authorities) > 1:
+        raise UpstreamUnreachable()
+    authority = authorities[0].decode("latin-1") if authorities else target.netloc
+    given = urlsplit("//" + authority)
+    if not given.hostname or given.username is not None or given.path or given.query:
+        raise UpstreamUnreachable()
+    resource = (target.path or "/") + (f"?{target.query}" if target.query else "")
+    return UpstreamHandshake(
+        uri=f"{target.scheme}://{authority}{resource}",
+        host=target.hostname,
+        port=target.port or (443 if secure else 80),
+        server_hostname=target.hostname if secure else None,
+        headers=[
+            (name.decode("latin-1"), value.decode("latin-1"))
+            for name, value in headers
+            if name.lower() != b"host"
+        ],
+    )
+
+
 async def open_upstream(
     url: str,
     scope: Scope,
@@ -65,18 +112,25 @@ async def open_upstream(
     max_message_bytes: int,
     open_timeout: float,
 ) -> ClientConnection:
+    handshake = upstream_handshake(url, headers)
     try:
         return await connect(
-            url,
+            handshake.uri,
+            host=handshake.host,
+            port=handshake.port,
             subprotocols=requested_subprotocols(scope) or None,
-            additional_headers=[(n.decode("latin-1"), v.decode("latin-1")) for n, v in headers],
+            additional_headers=handshake.headers,
             max_size=max_message_bytes,
             open_timeout=open_timeout,
             compression=None,
             user_agent_header=None,
             proxy=None,
+            # None over plain ws:// (asyncio refuses a TLS name without TLS).
+            server_hostname=handshake.server_hostname,
         )
-    except (TimeoutError, OSError, InvalidHandshake, InvalidStatus) as exc:
+    # ValueError: a redirect to another origin, which the client will not follow to an
+    # explicit host and port.
+    except (TimeoutError, OSError, InvalidHandshake, InvalidStatus, InvalidURI, ValueError) as exc:
         raise UpstreamUnreachable() from exc
 
 

@@ -1,0 +1,209 @@
+"""Meetgate in front of Jitsi's own web server: Debian's nginx with the routes of
+docker-jitsi-meet's meet.conf and of the Debian jitsi-meet site (tests/fixtures/jitsi_nginx.py),
+a real prosody behind it, `jitsi.upstream` and `jitsi.signalling_upstream` both at nginx.
+
+nginx's access log is the witness of what reached prosody: a request it proxied there carries
+prosody's address. Tests send their requests byte for byte (raw sockets), since an HTTP client
+would normalise the very spellings under test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.fixtures.gateway_server import GatewayServer, start_gateway
+from tests.fixtures.jitsi_nginx import INDEX_MARKER, LAYOUTS, JitsiNginx
+from tests.fixtures.processes import stop_process
+from tests.fixtures.xmpp_client import XmppClient
+from tests.integration.journeys import admit, new_room, signalling_query
+
+pytestmark = pytest.mark.slow
+
+BOSH_SESSION_REQUEST = (
+    b"<body rid='1000' to='meet.test' xml:lang='en' wait='60' hold='1' ver='1.6'"
+    b" content='text/xml; charset=utf-8' xmpp:version='1.0'"
+    b" xmlns='http://jabber.org/protocol/httpbind' xmlns:xmpp='urn:xmpp:xbosh'/>"
+)
+# Spellings nginx (either site) routes to prosody, and a few it does not: the fixture's check.
+NGINX_TO_PROSODY = (
+    "/http-bind",
+    "/xmpp-websocket",
+    "/Rally/http-bind",
+    "/foo/http-bindX",
+    "/a/b/http-bind",
+    "/a/b/c/xmpp-websocket",
+    "/foo/http-bind/x",
+    "/foo/xmpp-websocket/x",
+    "/%68ttp-bind",
+    "//http-bind",
+    "/x/../http-bind",
+    "/foo/http-bind;x",
+    "/LIBS/http-bind",
+)
+NGINX_ELSEWHERE = ("/HTTP-BIND", "/libs/http-bind", "/http-bind;x", "/http-bind/")
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    status: int
+    body: bytes
+
+
+def gate_port(gateway: GatewayServer) -> int:
+    return int(urlsplit(gateway.url).port or 80)
+
+
+def exchange(port: int, request: bytes, *, upgrade: bool = False, timeout: float = 10) -> Answer:
+    """Send one request as given on a new connection and read the answer (status 0: none).
+    An upgraded connection is cut at once; any other answer is read to its end."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(request)
+        received = b""
+        while b"\r\n\r\n" not in received:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            received += chunk
+        if not received.startswith(b"HTTP/1.1 "):
+            return Answer(0, b"")
+        status = int(received.split(b" ", 2)[1])
+        if not upgrade or status != 101:
+            with contextlib.suppress(TimeoutError):
+                while chunk := sock.recv(65536):
+                    received += chunk
+        return Answer(status, received.partition(b"\r\n\r\n")[2])
+
+
+def http_request(
+    port: int, method: str, target: str, *, cookie: str | None = None, body: bytes = b""
+) -> bytes:
+    lines = [f"{method} {target} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Connection: close"]
+    if cookie:
+        lines.append(f"Cookie: meetgate={cookie}")
+    if method == "POST":
+        lines += ["Content-Type: text/xml; charset=utf-8", f"Content-Length: {len(body)}"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+def upgrade_request(port: int, target: str, *, cookie: str | None = None) -> bytes:
+    lines = [
+        f"GET {target} HTTP/1.1",
+        f"Host: 127.0.0.1:{port}",
+        "Connection: Upgrade",
+        "Upgrade: websocket",
+        "Sec-WebSocket-Version: 13",
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        "Sec-WebSocket-Protocol: xmpp",
+        f"Origin: http://127.0.0.1:{port}",
+    ]
+    if cookie:
+        lines.append(f"Cookie: meetgate={cookie}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def probe_all_ways(port: int, target: str, cookie: str | None) -> dict[str, int]:
+    """GET, POST with a BOSH session request, and a WebSocket upgrade, of one target."""
+    get = http_request(port, "GET", target, cookie=cookie)
+    post = http_request(port, "POST", target, cookie=cookie, body=BOSH_SESSION_REQUEST)
+    return {
+        "GET": exchange(port, get).status,
+        "POST": exchange(port, post).status,
+        "WebSocket": exchange(
+            port, upgrade_request(port, target, cookie=cookie), upgrade=True
+        ).status,
+    }
+
+
+@pytest.fixture(scope="module")
+def routed_gateways(
+    tmp_path_factory: pytest.TempPathFactory, jitsi_nginx: JitsiNginx
+) -> Iterator[dict[str, GatewayServer]]:
+    """One `meetgate serve` per nginx site, both its upstreams at that site."""
+    gateways: dict[str, GatewayServer] = {}
+    processes = []
+    try:
+        for layout in LAYOUTS:
+            server, proc = start_gateway(
+                tmp_path_factory.mktemp(f"gate-{layout}"),
+                upstream=jitsi_nginx.url(layout),
+                signalling_upstream=jitsi_nginx.url(layout),
+            )
+            gateways[layout] = server
+            processes.append(proc)
+        yield gateways
+    finally:
+        for proc in processes:
+            stop_process(proc)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("path", NGINX_TO_PROSODY)
+def test_nginx_routes_these_spellings_to_prosody(
+    jitsi_nginx: JitsiNginx, layout: str, path: str
+) -> None:
+    # The witness is only worth what its routing is: straight to nginx, these reach prosody.
+    offset = jitsi_nginx.log_offset()
+    port = jitsi_nginx.ports[layout]
+    exchange(port, http_request(port, "GET", path))
+    jitsi_nginx.wait_idle()
+    assert [r.request_uri for r in jitsi_nginx.reached_prosody(offset)] == [path]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("path", NGINX_ELSEWHERE)
+def test_nginx_serves_these_itself(jitsi_nginx: JitsiNginx, layout: str, path: str) -> None:
+    offset = jitsi_nginx.log_offset()
+    port = jitsi_nginx.ports[layout]
+    exchange(port, http_request(port, "GET", path))
+    jitsi_nginx.wait_idle()
+    assert jitsi_nginx.reached_prosody(offset) == []
+    assert [r.request_uri for r in jitsi_nginx.requests_since(offset)] == [path]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("transport", ["websocket", "bosh"])
+async def test_an_attendee_signals_through_jitsis_web_server(
+    routed_gateways: dict[str, GatewayServer],
+    jitsi_nginx: JitsiNginx,
+    prosody: Any,
+    layout: str,
+    transport: str,
+) -> None:
+    # Finding 4: with two Host headers on the upstream handshake nginx answered 400, and every
+    # WebSocket through Jitsi's web server failed with 502.
+    gateway = routed_gateways[layout]
+    room = new_room(gateway)
+    ada = admit(gateway, room, "Ada")
+    offset = jitsi_nginx.log_offset()
+    base = gateway.url.replace("http://", "ws://") if transport == "websocket" else gateway.url
+    endpoint = "/xmpp-websocket" if transport == "websocket" else "/http-bind"
+    async with XmppClient.open(f"{base}{endpoint}?{signalling_query(ada)}") as client:
+        presence = await client.join(prosody.room_jid(room), "ada")
+        assert presence.is_self
+        await client.close()
+    jitsi_nginx.wait_idle()
+    reached = jitsi_nginx.reached_prosody(offset)
+    assert reached and {r.path for r in reached} == {endpoint}
+    assert {r.args for r in reached} == {signalling_query(ada)}
+
+
+def test_a_room_page_passes_through_jitsis_web_server(
+    routed_gateways: dict[str, GatewayServer], jitsi_nginx: JitsiNginx
+) -> None:
+    gateway = routed_gateways["docker"]
+    room = new_room(gateway)
+    ada = admit(gateway, room, "Ada")
+    port = gate_port(gateway)
+    offset = jitsi_nginx.log_offset()
+    page = exchange(port, http_request(port, "GET", f"/{room}", cookie=ada.cookie))
+    assert page.status == 200
+    assert INDEX_MARKER.encode() in page.body
+    jitsi_nginx.wait_idle()
+    assert [(r.path, r.upstream) for r in jitsi_nginx.requests_since(offset)] == [(f"/{room}", "")]
