@@ -784,6 +784,7 @@ def test_provided_jitsi_env_closes_every_way_around_the_gate() -> None:
     for key, value in expected.items():
         assert env.get(key) == value, key
     assert set(env["XMPP_MUC_MODULES"].split(",")) >= {"token_affiliation", "muc_displayname"}
+    assert "presence_identity" in env["XMPP_MODULES"].split(",")
     # RS256 by default: prosody fetches public keys from Meetgate and holds no signing secret.
     assert env["JWT_ASAP_KEYSERVER"] == "http://meetgate:8000/_meetgate/keys"
     for unset in ("JWT_APP_SECRET", "AMPLITUDE_ID", "GOOGLE_ANALYTICS_ID", "XMPP_GUEST_DOMAIN"):
