@@ -78,7 +78,7 @@ class StoreHealth:
         if now - self._corrupt_logged.get(kind, -CORRUPT_LOG_INTERVAL) >= CORRUPT_LOG_INTERVAL:
             self._corrupt_logged[kind] = now
             log.error(
-                "store %s holds a %s record that does not parse: it counts as a refusal"
+                "store %s holds a record of kind %s that does not parse: it counts as a refusal"
                 " (counted in meetgate_store_corrupt_records_total; logged once a minute)",
                 self.address,
                 kind,

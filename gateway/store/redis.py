@@ -13,7 +13,7 @@ import contextvars
 import dataclasses
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager, suppress
 from importlib import resources
 from typing import Any, Final
@@ -354,6 +354,28 @@ class RedisStore:
     async def ping(self) -> None:
         async with self._call():
             await self._client.ping()
+
+    async def write_raw(self, kind: RecordKind, name: str, fields: Mapping[str, str]) -> None:
+        """Test seam (as MemoryStore.write_raw): overwrite fields of a record's stored form, to
+        show what a record that does not parse does. `name` is the id (admission, invite), the
+        room (room, name claims: fields are the claim hash's), `<room>:<identity>` (ban) or the
+        limit key (rate); `value` is the field of a plain value (ban, rate)."""
+        mapping: dict[str | bytes, bytes | float | int | str] = dict(fields.items())
+        async with self._call():
+            if kind is RecordKind.ADMISSION:
+                await self._client.hset(_ADMISSION + name, mapping=mapping)
+            elif kind is RecordKind.INVITE:
+                await self._client.hset(_INVITE + name, mapping=mapping)
+            elif kind is RecordKind.ROOM:
+                await self._client.hset(_ROOMS, name, fields["record"])
+            elif kind is RecordKind.NAME:
+                await self._client.hset(_NAMES + name, mapping=mapping)
+            elif kind is RecordKind.BAN:
+                await self._client.set(_BAN + name, fields["value"])
+            elif kind is RecordKind.RATE:
+                await self._client.set(_RATE + name, fields["value"])
+            else:
+                raise ValueError(f"no stored form of {kind} records to write")
 
     async def close(self) -> None:
         if self._probe is not None:
