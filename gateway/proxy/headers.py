@@ -29,7 +29,8 @@ CLIENT_CONTROLLED = frozenset(
         b"content-length",
     }
 )
-# The WebSocket handshake is redone by the client library toward the upstream.
+# The WebSocket handshake is redone by the client library toward the upstream, which writes these
+# (and Host, from the `host` given here: see websocket.upstream_handshake) once, itself.
 WEBSOCKET_HANDSHAKE = frozenset(
     {
         b"sec-websocket-key",

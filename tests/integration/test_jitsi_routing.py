@@ -63,6 +63,8 @@ NGINX_TO_PROSODY = (
     "/LIBS/http-bind",
 )
 NGINX_ELSEWHERE = ("/HTTP-BIND", "/libs/http-bind", "/http-bind;x", "/http-bind/")
+# Debian's site also sends `/_api/room-info` and `/<tenant>/_api/room-info…` to prosody.
+ROOM_INFO_SPELLINGS = ("/_api/room-info", "/tenant1/_api/room-info", "/a/b/_api/room-infoX")
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +173,18 @@ def test_nginx_routes_these_spellings_to_prosody(
     assert [r.request_uri for r in jitsi_nginx.reached_prosody(offset)] == [path]
 
 
+@pytest.mark.parametrize("path", ROOM_INFO_SPELLINGS)
+def test_debians_site_sends_room_info_to_prosody(jitsi_nginx: JitsiNginx, path: str) -> None:
+    reached = {}
+    for layout in LAYOUTS:
+        offset = jitsi_nginx.log_offset()
+        port = jitsi_nginx.ports[layout]
+        exchange(port, http_request(port, "GET", path))
+        jitsi_nginx.wait_idle()
+        reached[layout] = [r.request_uri for r in jitsi_nginx.reached_prosody(offset)]
+    assert reached == {"debian": [path], "docker": []}
+
+
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("path", NGINX_ELSEWHERE)
 def test_nginx_serves_these_itself(jitsi_nginx: JitsiNginx, layout: str, path: str) -> None:
@@ -229,7 +243,7 @@ def test_a_room_page_passes_through_jitsis_web_server(
 # Every spelling the issue and the shared corpus name, and the four canonical forms (the witness
 # must see those reach prosody, or it proves nothing).
 CANONICAL = ("/http-bind", "/xmpp-websocket", "/tenant1/http-bind", "/tenant1/xmpp-websocket")
-NAMED_SPELLINGS = (*CANONICAL, *WELL_FORMED_SPELLINGS, *MALFORMED_SPELLINGS, "/_api/room-info")
+NAMED_SPELLINGS = (*CANONICAL, *WELL_FORMED_SPELLINGS, *MALFORMED_SPELLINGS, *ROOM_INFO_SPELLINGS)
 # A parameter no rule names: the gate's own signalling query never carries it, so a request
 # reaching prosody with it was forwarded as something else, on the cookie alone.
 UNVERIFIED = "probe=1"
