@@ -104,12 +104,15 @@ RS256_TICKETS = """\
 # JWT_ASAP_KEYSERVER) and holds no secret. Rotating keys: docs/jitsi.md.
 algorithm = "RS256"
 ttl_seconds = 120
-active_kid = "{kid}"
+# A ticket's nbf lies this far in the past: prosody's clock may be a little behind (keep it in
+# sync all the same).
+clock_skew_seconds = 30
 
+# The first key signs; list the next key first to rotate (docs/jitsi.md). Each key's id (kid)
+# is derived from the key itself, so a new key always gets a new id.
 [[tickets.keys]]
-kid = "{kid}"
 # Inline, so this one private file is the whole config (a systemd credential, for one); or
-# private_key_file = "<path>", relative to this file. Never reuse a kid for another key.
+# private_key_file = "<path>", relative to this file.
 private_key = \"\"\"
 {private_pem}\"\"\"
 """
@@ -117,10 +120,12 @@ private_key = \"\"\"
 HS256_TICKETS = """\
 algorithm = "HS256"
 ttl_seconds = 120
-active_kid = "{kid}"
+# A ticket's nbf lies this far in the past: prosody's clock may be a little behind (keep it in
+# sync all the same).
+clock_skew_seconds = 30
 
+# The first key signs; list the next key first to rotate (docs/jitsi.md).
 [[tickets.keys]]
-kid = "{kid}"
 # The same secret is prosody's app_secret (JWT_APP_SECRET in docker-jitsi-meet).
 secret = "{secret}"
 """
@@ -132,12 +137,11 @@ def command_init(args: argparse.Namespace) -> int:
     path = Path(args.path)
     if path.exists() and not args.force:
         raise CliError(f"{path} exists; pass --force to overwrite it (its secrets are lost)")
-    kid = f"k{time.strftime('%Y%m%d')}"
     if args.algorithm == "RS256":
         # PEM is base64 lines between dashes: nothing a TOML multi-line string would escape.
-        tickets = RS256_TICKETS.format(kid=kid, private_pem=generate_private_pem().decode("ascii"))
+        tickets = RS256_TICKETS.format(private_pem=generate_private_pem().decode("ascii"))
     else:
-        tickets = HS256_TICKETS.format(kid=kid, secret=secrets.token_urlsafe(48))
+        tickets = HS256_TICKETS.format(secret=secrets.token_urlsafe(48))
     text = CONFIG_TEMPLATE.format(
         public_url=args.public_url.rstrip("/"),
         admin_token=secrets.token_urlsafe(32),
@@ -148,12 +152,13 @@ def command_init(args: argparse.Namespace) -> int:
     )
     write_private(path, text)
     try:
-        load_settings(path, environ={}, allow_ephemeral=False)
+        settings = load_settings(path, environ={}, allow_ephemeral=False)
     except ConfigError as exc:
         path.unlink()
         raise CliError("the values given do not make a valid config:\n" + str(exc)) from exc
     what = "and an RS256 key pair" if args.algorithm == "RS256" else "and an HS256 ticket secret"
     print(f"wrote {path} (mode 0600) with fresh secrets {what}")
+    print(f"ticket key id (kid): {settings.tickets.signing_kid}")
     print(f"start the gateway with: meetgate serve --config {path}")
     if args.algorithm == "RS256":
         print(

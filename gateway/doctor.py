@@ -10,7 +10,10 @@ reason to expose server configuration; the client comes from `store/redis.py` (S
 from __future__ import annotations
 
 import asyncio
+import base64
 import email.utils
+import hashlib
+import hmac
 import math
 import os
 import re
@@ -26,19 +29,22 @@ from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
 import httpx
-from pydantic import SecretStr
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding
 from redis.exceptions import RedisError, ResponseError
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.typing import Subprotocol
 
 from gateway.errors import ConfigError
-from gateway.settings import Settings, TicketKey, TicketSettings, find_config, load_settings
+from gateway.settings import Settings, find_config, load_settings
 from gateway.store.records import Admission, Role
 from gateway.store.redis import client_for, close_client
 from gateway.ticket_keys import (
     generate_private_pem,
     key_file_name,
+    load_rsa_private_key,
+    prosody_key_url,
 )
 from gateway.tickets import TicketAuthority
 
@@ -597,9 +603,9 @@ async def bosh_login(
 
 
 def doctor_tickets(settings: Settings, now: float) -> tuple[str, str]:
-    """A genuine ticket (the active key) and a forged one: the same claims, signed with a random
-    key (a secret, or an RSA key) under the same kid, as an attacker who guessed everything but
-    the key would."""
+    """A genuine ticket (the active key) and a forged one: the same header (kid included) and
+    claims, signed with a random key (a secret, or an RSA key), as an attacker who guessed
+    everything but the key would."""
     admission = Admission(
         id="meetgate-doctor",
         room=DOCTOR_ROOM,
@@ -612,19 +618,18 @@ def doctor_tickets(settings: Settings, now: float) -> tuple[str, str]:
         expires_at=now + 60,
     )
     genuine = TicketAuthority.from_settings(settings).issue(admission, now)
-    kid = settings.tickets.signing_kid
+    signing_input = genuine.rsplit(".", 1)[0].encode("ascii")
     if settings.tickets.algorithm == "RS256":
-        private_pem = SecretStr(generate_private_pem().decode("ascii"))
-        forged_key = TicketKey(kid=kid, private_key=private_pem)
+        stranger = load_rsa_private_key(generate_private_pem())
+        signature = stranger.sign(signing_input, padding.PKCS1v15(), hashes.SHA256())
     else:
-        forged_key = TicketKey(kid=kid, secret=SecretStr(secrets.token_urlsafe(48)))
-    forged_settings = TicketSettings(
-        algorithm=settings.tickets.algorithm,
-        ttl_seconds=settings.tickets.ttl_seconds,
-        keys=[forged_key],
-    )
-    forged = TicketAuthority(forged_settings, settings.jitsi).issue(admission, now)
+        signature = hmac.new(secrets.token_bytes(48), signing_input, hashlib.sha256).digest()
+    forged = signing_input.decode("ascii") + "." + _base64url(signature)
     return genuine, forged
+
+
+def _base64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
 def _refusal_finding(check: str, base: str, login: Login) -> Finding:
@@ -690,6 +695,9 @@ async def check_signalling(
 # ---------------------------------------------------------------- ticket keys
 
 
+KEY_ENDPOINT_PATH = "/_meetgate/keys"
+
+
 def default_key_server(settings: Settings) -> str:
     """Meetgate's own key endpoint on its listen address, as seen from this host."""
     host = settings.listen.host
@@ -699,13 +707,14 @@ def default_key_server(settings: Settings) -> str:
         host = "::1"
     if ":" in host:
         host = f"[{host}]"
-    return f"http://{host}:{settings.listen.port}/_meetgate/keys"
+    return f"http://{host}:{settings.listen.port}{KEY_ENDPOINT_PATH}"
 
 
 async def check_key_server(
     client: httpx.AsyncClient, settings: Settings, key_server: str
 ) -> list[Finding]:
-    """RS256: the key endpoint serves the active key's public half, as prosody will fetch it."""
+    """RS256: the key endpoint serves the active key's public half at the URL prosody builds
+    from `key_server` (its `asap_key_server`, as written: `prosody_key_url`)."""
     tickets = settings.tickets
     if tickets.algorithm != "RS256":
         return [
@@ -721,7 +730,8 @@ async def check_key_server(
     expected = TicketAuthority.from_settings(settings).public_key(key_file_name(kid))
     if expected is None:
         return [Finding("key endpoint", Verdict.FAIL, f"key {kid!r} has no private key")]
-    url = f"{key_server.rstrip('/')}/{key_file_name(kid)}"
+    url = prosody_key_url(key_server, kid)
+    hint = _key_server_hint(key_server)
     try:
         response = await client.get(url)
     except httpx.HTTPError as exc:
@@ -730,7 +740,7 @@ async def check_key_server(
                 "key endpoint",
                 Verdict.FAIL,
                 f"{url} does not answer ({_reason(exc)}): prosody cannot fetch the public key and"
-                " refuses every ticket (pass --key-server to check another address)",
+                " refuses every ticket (pass --key-server to check another address)" + hint,
             )
         ]
     if response.status_code != 200:
@@ -738,7 +748,8 @@ async def check_key_server(
             Finding(
                 "key endpoint",
                 Verdict.FAIL,
-                f"{url} answered {response.status_code}: is Meetgate running with this config?",
+                f"{url} answered {response.status_code}: is Meetgate running with this config?"
+                + hint,
             )
         ]
     if response.content.strip() != expected.strip():
@@ -747,12 +758,28 @@ async def check_key_server(
                 "key endpoint",
                 Verdict.FAIL,
                 f"{url} serves another public key than the active key {kid!r}: restart Meetgate"
-                " with this config (and never reuse a kid for a new key)",
+                " with this config",
             )
         ]
     return [
         Finding("key endpoint", Verdict.PASS, f"serves the public key of the active key {kid!r}")
     ]
+
+
+def _key_server_hint(key_server: str) -> str:
+    """Why prosody's key URL may miss the key endpoint: what `asap_key_server` must look like."""
+    if key_server.endswith("/"):
+        return (
+            f"; {key_server!r} ends with '/': prosody appends '/<name>' as written, giving '//',"
+            " which the key endpoint does not serve: remove the trailing slash from"
+            " asap_key_server (JWT_ASAP_KEYSERVER) and from --key-server"
+        )
+    if not urlsplit(key_server).path.endswith(KEY_ENDPOINT_PATH):
+        return (
+            f"; Meetgate's key endpoint is <its address>{KEY_ENDPOINT_PATH}: is"
+            " asap_key_server (JWT_ASAP_KEYSERVER) exactly that, without a trailing slash?"
+        )
+    return ""
 
 
 # ---------------------------------------------------------------- clocks
@@ -761,10 +788,22 @@ CLOCK_WARN_SECONDS = 5.0
 CLOCK_FAIL_SECONDS = 30.0
 
 
-def clock_finding(offset: float, where: str) -> Finding:
-    """The verdict on `where`'s clock being `offset` seconds ahead of ours (negative: behind)."""
+def clock_finding(offset: float, where: str, allowance: float = CLOCK_FAIL_SECONDS) -> Finding:
+    """The verdict on `where`'s clock being `offset` seconds ahead of ours (negative: behind).
+
+    `allowance` is how far tickets' nbf lies in the past (`[tickets] clock_skew_seconds`): a
+    prosody further behind than that refuses fresh tickets.
+    """
     # The Date header has one-second resolution.
     skew = max(0.0, abs(offset) - 1.0)
+    if offset < 0 and skew > allowance:
+        return Finding(
+            "clock",
+            Verdict.FAIL,
+            f"{where} is {offset:+.0f} s off this machine, more than tickets allow"
+            f" ([tickets] clock_skew_seconds = {allowance:g}): fresh tickets are refused;"
+            " run NTP on both hosts",
+        )
     if skew > CLOCK_FAIL_SECONDS:
         return Finding(
             "clock",
@@ -778,7 +817,8 @@ def clock_finding(offset: float, where: str) -> Finding:
 
 
 async def check_clock(client: httpx.AsyncClient, settings: Settings) -> Finding:
-    """Compare the upstreams' HTTP Date with ours: prosody checks nbf and exp with no leeway."""
+    """Compare the upstreams' HTTP Date with ours: prosody checks nbf and exp with no leeway
+    (tickets' nbf lies `clock_skew_seconds` back)."""
     urls = dict.fromkeys([settings.jitsi.signalling + "/", settings.jitsi.upstream + "/"])
     for url in urls:
         started = time.time()
@@ -794,7 +834,8 @@ async def check_clock(client: httpx.AsyncClient, settings: Settings) -> Finding:
             remote = email.utils.parsedate_to_datetime(header).timestamp()
         except (TypeError, ValueError):
             continue
-        return clock_finding(remote - local, url.rstrip("/"))
+        allowance = settings.tickets.clock_skew_seconds
+        return clock_finding(remote - local, url.rstrip("/"), allowance)
     return Finding("clock", Verdict.WARN, "no upstream sent a Date header to compare clocks with")
 
 

@@ -20,6 +20,7 @@ from pydantic import (
     ConfigDict,
     Field,
     GetCoreSchemaHandler,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     ValidationInfo,
@@ -31,7 +32,7 @@ from pydantic_core import core_schema
 from gateway.errors import ConfigError
 from gateway.store.deadline import StoreOptions
 from gateway.store.sentinel_url import is_sentinel_url, parse_sentinel_url
-from gateway.ticket_keys import load_rsa_private_key
+from gateway.ticket_keys import hmac_key_id, load_rsa_private_key, rsa_key_id
 
 ENV_PREFIX = "MEETGATE_"
 DEFAULT_CONFIG_PATHS = (Path("meetgate.toml"), Path("/etc/meetgate/meetgate.toml"))
@@ -218,14 +219,20 @@ class PrivateKeyFile:
 
 
 class TicketKey(_Section):
-    """One signing key, named by `kid`: an HS256 `secret` shared with prosody, or an RS256
-    private key (`private_key_file`, or `private_key` inline) whose public half prosody fetches
-    from Meetgate's key endpoint."""
+    """One signing key: an HS256 `secret` shared with prosody, or an RS256 private key
+    (`private_key_file`, or `private_key` inline) whose public half prosody fetches from
+    Meetgate's key endpoint.
 
-    kid: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+    Its id (`kid`, in every ticket's header) is derived from the key (`key_id`): prosody caches
+    public keys by kid until it restarts, so an id reused for a new key would have it check every
+    new ticket with the old key. A `kid` written in the config must be that derived id.
+    """
+
+    kid: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
     secret: SecretStr | None = None
     private_key_file: PrivateKeyFile | None = None
     private_key: SecretStr | None = None
+    _key_id: str = PrivateAttr(default="")
 
     @field_validator("secret")
     @classmethod
@@ -249,11 +256,33 @@ class TicketKey(_Section):
             if getattr(self, name) is not None
         ]
         if len(given) != 1:
+            named = f"key {self.kid!r}" if self.kid else "a key"
             raise ValueError(
-                f"key {self.kid!r} needs exactly one of secret (HS256), private_key_file or"
+                f"{named} needs exactly one of secret (HS256), private_key_file or"
                 f" private_key (RS256); it has {', '.join(given) or 'none'}"
             )
+        pem = self.private_pem
+        if pem is None:
+            secret = self.secret.get_secret_value() if self.secret else ""
+            key_id = hmac_key_id(secret.encode("utf-8"))
+        else:
+            key_id = rsa_key_id(load_rsa_private_key(pem).public_key())
+        if self.kid is not None and self.kid != key_id:
+            where = f" ({self.private_key_file.path})" if self.private_key_file else ""
+            raise ValueError(
+                f"kid {self.kid!r} is not the id of its key{where}, which is {key_id!r}: Meetgate"
+                " derives each key's id from the key, so that prosody's key cache never serves"
+                " another key under it; delete the kid line (and an active_kid naming it: the"
+                " first key listed signs)"
+            )
+        self._key_id = key_id
         return self
+
+    @property
+    def key_id(self) -> str:
+        """The kid of this key, derived from it: an RFC 7638 thumbprint of an RSA public key,
+        `hs-` and a hash of an HS256 secret."""
+        return self._key_id
 
     @property
     def private_pem(self) -> bytes | None:
@@ -270,32 +299,42 @@ class TicketSettings(_Section):
     # private keys whose public halves Meetgate serves at /_meetgate/keys/.
     algorithm: Literal["HS256", "RS256"] = "HS256"
     ttl_seconds: int = Field(default=120, ge=10, le=3600)
+    # Prosody checks `nbf` with no leeway: a ticket's nbf lies this far before its iat, so a
+    # prosody (or another replica) whose clock is behind by up to this much still accepts it.
+    clock_skew_seconds: int = Field(default=30, ge=0, le=300)
     keys: list[TicketKey] = Field(min_length=1)
     active_kid: str | None = None
 
     @model_validator(mode="after")
     def _active_key_known(self) -> TicketSettings:
-        kids = [key.kid for key in self.keys]
-        if len(set(kids)) != len(kids):
-            raise ValueError("every key needs its own kid")
+        kids = [key.key_id for key in self.keys]
+        for index, kid in enumerate(kids):
+            if kid in kids[:index]:
+                raise ValueError(
+                    f"keys[{index}] is the same key as keys[{kids.index(kid)}] ({kid!r})"
+                )
         if self.active_kid is not None and self.active_kid not in kids:
-            raise ValueError(f"active_kid {self.active_kid!r} is not one of the keys")
+            raise ValueError(
+                f"active_kid {self.active_kid!r} is not the id of any key (they are"
+                f" {', '.join(map(repr, kids))}; Meetgate derives them from the keys): set it to"
+                " one of them, or delete it and list the signing key first"
+            )
         for index, key in enumerate(self.keys):
             if self.algorithm == "HS256" and key.secret is None:
                 raise ValueError(
-                    f"keys[{index}] ({key.kid!r}) has a private key, but algorithm is HS256:"
+                    f"keys[{index}] ({key.key_id!r}) has a private key, but algorithm is HS256:"
                     ' give it a secret, or set algorithm = "RS256"'
                 )
             if self.algorithm == "RS256" and key.secret is not None:
                 raise ValueError(
-                    f"keys[{index}] ({key.kid!r}) has a secret, but algorithm is RS256:"
+                    f"keys[{index}] ({key.key_id!r}) has a secret, but algorithm is RS256:"
                     " give it a private_key_file (prosody accepts one algorithm at a time)"
                 )
         return self
 
     @property
     def signing_kid(self) -> str:
-        return self.active_kid or self.keys[0].kid
+        return self.active_kid or self.keys[0].key_id
 
 
 class AdmissionSettings(_Section):
@@ -534,7 +573,7 @@ def ephemeral_secrets() -> dict[str, Any]:
     return {
         "ephemeral": True,
         "admin": {"token": secrets.token_urlsafe(32)},
-        "tickets": {"keys": [{"kid": "ephemeral", "secret": secrets.token_urlsafe(48)}]},
+        "tickets": {"keys": [{"secret": secrets.token_urlsafe(48)}]},
         "admission": {"pseudonym_key": secrets.token_urlsafe(32)},
     }
 

@@ -1,12 +1,14 @@
-"""RSA key material for RS256 tickets: reading and checking a private key's PEM, the public PEM
-prosody fetches, and the file name it asks for (`hex(sha256(kid)).pem`).
+"""Ticket key material: reading and checking an RS256 private key's PEM, the public PEM prosody
+fetches and the URL it fetches it from, and each key's id (`kid`), derived from the key itself.
 
 Pure functions over bytes; settings read the files, `tickets.py` signs and verifies with the keys.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import re
 
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -63,3 +65,46 @@ def public_pem(key: rsa.RSAPrivateKey) -> bytes:
 def key_file_name(kid: str) -> str:
     """The name prosody fetches the public key of `kid` under, below `asap_key_server`."""
     return hashlib.sha256(kid.encode("utf-8")).hexdigest() + ".pem"
+
+
+def prosody_key_url(key_server: str, kid: str) -> str:
+    """The URL prosody's token auth fetches `kid`'s public key from: `asap_key_server` as written,
+    "/", then the file name. It joins with prosody's `util.paths.join`, which only concatenates
+    with "/": a trailing slash in `asap_key_server` is kept, and gives "//"."""
+    return f"{key_server}/{key_file_name(kid)}"
+
+
+def _base64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unsigned_bytes(value: int) -> bytes:
+    return value.to_bytes(max(1, (value.bit_length() + 7) // 8), "big")
+
+
+def rsa_key_id(key: rsa.RSAPublicKey) -> str:
+    """The RFC 7638 JWK thumbprint of `key` (SHA-256, base64url): its kid.
+
+    Prosody caches public keys by kid for as long as it runs, so a kid must never name two keys;
+    one computed from the key cannot.
+    """
+    numbers = key.public_numbers()
+    # RFC 7638 section 3.2: the required members only, in lexicographic order, no whitespace.
+    jwk = {
+        "e": _base64url(_unsigned_bytes(numbers.e)),
+        "kty": "RSA",
+        "n": _base64url(_unsigned_bytes(numbers.n)),
+    }
+    canonical = json.dumps(jwk, separators=(",", ":"), sort_keys=True).encode("ascii")
+    return _base64url(hashlib.sha256(canonical).digest())
+
+
+def hmac_key_id(secret: bytes) -> str:
+    """The kid of an HS256 secret: a domain-separated SHA-256 of it, prefixed `hs-`.
+
+    Every ticket shows its kid. That reveals nothing a ticket does not already: its HMAC-SHA256
+    signature over a known header and payload lets anyone holding one test guesses of the secret
+    just as well, so the secret's strength (high-entropy, at least 32 characters; `meetgate init`
+    makes 384 random bits) is what protects it in either case.
+    """
+    return "hs-" + _base64url(hashlib.sha256(b"meetgate ticket kid\x00" + secret).digest())

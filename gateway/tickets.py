@@ -1,8 +1,9 @@
 """Meeting tickets: short-lived JWTs in the form Jitsi's prosody token auth verifies.
 
-Pure: keys, claims and `now` go in, a token or `TicketClaims` come out; rotation is by `kid`.
-HS256 signs with a secret prosody shares; RS256 with a private key whose public half prosody
-fetches from `/_meetgate/keys/<hex(sha256(kid))>.pem` (`public_key`), so it holds no secret.
+Pure: keys, claims and `now` go in, a token or `TicketClaims` come out; rotation is by `kid`,
+each key's id derived from the key (`TicketKey.key_id`). HS256 signs with a secret prosody
+shares; RS256 with a private key whose public half prosody fetches from
+`/_meetgate/keys/<hex(sha256(kid))>.pem` (`public_key`), so it holds no secret.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ class TicketAuthority:
     def __init__(self, tickets: TicketSettings, jitsi: JitsiSettings) -> None:
         self._algorithm: str = tickets.algorithm
         self._ttl = tickets.ttl_seconds
+        self._clock_skew = tickets.clock_skew_seconds
         self._signing_kid = tickets.signing_kid
         # kid -> what verifies its tickets: the HS256 secret, or the RS256 public key.
         self._keys: dict[str, bytes | rsa.RSAPublicKey] = {}
@@ -68,17 +70,18 @@ class TicketAuthority:
         # hex(sha256(kid)).pem -> public key PEM, for every configured RS256 key.
         self._public_pems: dict[str, bytes] = {}
         for key in tickets.keys:
+            kid = key.key_id
             private_pem = key.private_pem
             if private_pem is None:
                 secret = key.secret.get_secret_value().encode("utf-8") if key.secret else b""
-                self._keys[key.kid] = secret
-                if key.kid == self._signing_kid:
+                self._keys[kid] = secret
+                if kid == self._signing_kid:
                     self._hmac_key = secret
                 continue
             private = load_rsa_private_key(private_pem)
-            self._keys[key.kid] = private.public_key()
-            self._public_pems[key_file_name(key.kid)] = public_pem(private)
-            if key.kid == self._signing_kid:
+            self._keys[kid] = private.public_key()
+            self._public_pems[key_file_name(kid)] = public_pem(private)
+            if kid == self._signing_kid:
                 self._rsa_key = private
         header = {"alg": self._algorithm, "typ": HEADER_TYP, "kid": self._signing_kid}
         self._header_segment = _segment(json.dumps(header, separators=(",", ":")).encode())
@@ -102,6 +105,10 @@ class TicketAuthority:
     def signing_kid(self) -> str:
         return self._signing_kid
 
+    @property
+    def clock_skew_seconds(self) -> int:
+        return self._clock_skew
+
     def public_key(self, file_name: str) -> bytes | None:
         """The PEM prosody fetches as `<asap_key_server>/<file_name>`: a configured RS256 key's
         public half, or None (HS256, an unknown key, or a name of any other shape)."""
@@ -110,7 +117,11 @@ class TicketAuthority:
         return self._public_pems.get(file_name)
 
     def issue(self, admission: Admission, now: float) -> str:
-        """A ticket for `admission`'s room, valid from `now` for `ttl_seconds`."""
+        """A ticket for `admission`'s room, issued at `now` and valid for `ttl_seconds`.
+
+        Its `nbf` is `clock_skew_seconds` before `now`: prosody checks it with no leeway, so a
+        prosody whose clock is a little behind ours would otherwise refuse a fresh ticket.
+        """
         if not is_room_name(admission.room):
             # Prosody would treat "*" or a pattern as a wildcard; never sign one.
             raise InvalidRoomName()
@@ -121,7 +132,7 @@ class TicketAuthority:
             "sub": self._subject,
             "room": admission.room,
             "iat": issued_at,
-            "nbf": issued_at,
+            "nbf": issued_at - self._clock_skew,
             "exp": issued_at + self._ttl,
             "jti": secrets.token_urlsafe(16),
             "adm": admission.id,
@@ -198,7 +209,7 @@ class TicketAuthority:
             )
         except jwt.PyJWTError as exc:
             raise TicketInvalid() from exc
-        return _claims_at(payload, now)
+        return _claims_at(payload, now, self._clock_skew)
 
 
 def _canonical_signature(token: str) -> bool:
@@ -215,14 +226,15 @@ def _canonical_signature(token: str) -> bool:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") == segment
 
 
-def _claims_at(payload: dict[str, Any], now: float) -> TicketClaims:
+def _claims_at(payload: dict[str, Any], now: float, clock_skew: int) -> TicketClaims:
     expires_at = payload["exp"]
     not_before = payload["nbf"]
     issued_at = payload["iat"]
     if not all(_is_int(value) for value in (expires_at, not_before, issued_at)):
         raise TicketInvalid()
-    # No leeway: Meetgate issued the ticket itself, with this clock.
-    if now >= expires_at or now < not_before or now < issued_at:
+    # `nbf` already carries the clock-skew allowance. Another replica may have issued the ticket,
+    # with a clock up to that allowance ahead of this one; a later `iat` is not one of ours.
+    if now >= expires_at or now < not_before or now < issued_at - clock_skew:
         raise TicketInvalid()
     room = payload["room"]
     if not isinstance(room, str) or not is_room_name(room):

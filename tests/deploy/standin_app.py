@@ -4,8 +4,9 @@
 (RFC 7395) and BOSH, SASL ANONYMOUS that succeeds only with a valid ticket in `?token=` (no empty
 tokens, no guest domain): HS256 with STANDIN_TICKET_SECRET, or with STANDIN_KEY_SERVER set,
 RS256 with the public key fetched from `<key server>/<hex(sha256(kid))>.pem` as mod_auth_token
-does with `asap_key_server`. `--role front` plays the TLS front with Meetgate behind it:
-`/_meetgate/health` with Meetgate's HSTS and Content-Security-Policy headers.
+does with `asap_key_server` (the key server as written, "/", the name), and cached by kid for as
+long as the process runs, as mod_auth_token caches it. `--role front` plays the TLS front with
+Meetgate behind it: `/_meetgate/health` with Meetgate's HSTS and Content-Security-Policy headers.
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ SUCCESS = f"<success xmlns='{SASL}'/>"
 FAILURE = f"<failure xmlns='{SASL}'><not-authorized/></failure>"
 
 
+# kid -> public key PEM: like mod_auth_token, a kid once fetched is never fetched again.
+PUBLIC_KEYS: dict[str, bytes] = {}
+
+
 async def verification_key(token: str) -> tuple[str | bytes, str] | None:
     """The key and the one algorithm prosody would check `token` with."""
     key_server = os.environ.get("STANDIN_KEY_SERVER")
@@ -46,11 +51,14 @@ async def verification_key(token: str) -> tuple[str | bytes, str] | None:
         return None
     if not isinstance(kid, str):
         return None
+    if kid in PUBLIC_KEYS:
+        return PUBLIC_KEYS[kid], "RS256"
     name = hashlib.sha256(kid.encode()).hexdigest() + ".pem"
     async with httpx.AsyncClient(trust_env=False, timeout=5) as client:
         response = await client.get(f"{key_server}/{name}")
     if response.status_code != 200:
         return None
+    PUBLIC_KEYS[kid] = response.content
     return response.content, "RS256"
 
 
@@ -69,7 +77,9 @@ async def ticket_valid(token: str | None) -> bool:
             algorithms=[algorithm],
             issuer=os.environ["STANDIN_APP_ID"],
             audience=os.environ["STANDIN_AUDIENCE"],
-            options={"require": ["exp", "nbf", "iss", "aud", "sub", "room"]},
+            # Prosody's JWT library (luajwtjitsi) checks exp and nbf with no leeway, and not iat.
+            leeway=0,
+            options={"require": ["exp", "nbf", "iss", "aud", "sub", "room"], "verify_iat": False},
         )
     except jwt.PyJWTError:
         return False

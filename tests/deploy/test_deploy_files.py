@@ -124,10 +124,12 @@ def assert_rs256_key_file(settings: Settings, directory: Path) -> None:
     """RS256 with one fresh 2048-bit key in tickets/ next to the config, mode 0600."""
     tickets = settings.tickets
     assert tickets.algorithm == "RS256"
-    assert [key.kid for key in tickets.keys] == [tickets.signing_kid]
+    assert [key.key_id for key in tickets.keys] == [tickets.signing_kid]
+    # No kid written: Meetgate derives it from the key.
+    assert [key.kid for key in tickets.keys] == [None]
     key_file = tickets.keys[0].private_key_file
     assert key_file is not None
-    assert key_file.path == directory / "tickets" / f"{tickets.signing_kid}.pem"
+    assert key_file.path.parent == directory / "tickets" and key_file.path.suffix == ".pem"
     assert key_file.path.stat().st_mode & 0o777 == 0o600
     assert (directory / "tickets").stat().st_mode & 0o777 == 0o700
     assert load_rsa_private_key(key_file.pem).key_size >= 2048

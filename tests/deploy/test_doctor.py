@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -23,7 +24,13 @@ from gateway.doctor import (
     strip_js_comments,
     third_party_hosts,
 )
-from gateway.ticket_keys import generate_private_pem
+from gateway.ticket_keys import (
+    generate_private_pem,
+    key_file_name,
+    load_rsa_private_key,
+    prosody_key_url,
+    rsa_key_id,
+)
 from tests.deploy.conftest import (
     APP_ID,
     AUDIENCE,
@@ -72,7 +79,6 @@ def write_config(
         tickets
         or f"""[tickets]
 [[tickets.keys]]
-kid = "k1"
 secret = "{ticket_secret}"
 """
     )
@@ -233,7 +239,6 @@ def test_invalid_or_missing_config_fails(tmp_path: Path) -> None:
 RS256_TICKETS = """[tickets]
 algorithm = "RS256"
 [[tickets.keys]]
-kid = "r1"
 private_key_file = "{path}"
 """
 
@@ -301,7 +306,8 @@ def test_rs256_key_endpoint_and_genuine_ticket_pass(
     found = verdicts(report)
     assert status == 0, report
     assert set(found.values()) == {"PASS"}, report
-    assert "'r1'" in next(line for line in report.splitlines() if "key endpoint" in line)
+    kid = rsa_key_id(load_rsa_private_key(rs256_deployment.key_file.read_bytes()).public_key())
+    assert repr(kid) in next(line for line in report.splitlines() if "key endpoint" in line)
     for check in (
         "key endpoint",
         "websocket, no ticket",
@@ -321,7 +327,7 @@ def test_rs256_wrong_or_unreachable_key_endpoint_fails(
     static_site: StaticSite,
     rs256_deployment: Rs256Deployment,
 ) -> None:
-    """Doctor holds another key under the same kid than the running gateway serves: prosody
+    """Doctor holds another key than the running gateway serves (so another kid): prosody
     would refuse its tickets, and both the key check and the genuine ticket say so."""
     (static_site.root / "config.js").write_text(clean_config_js("http://127.0.0.1:9"))
     other = tmp_path / "other.pem"
@@ -341,13 +347,47 @@ def test_rs256_wrong_or_unreachable_key_endpoint_fails(
     print(report)
     found = verdicts(report)
     assert status == 1
-    assert found["key endpoint"] == "FAIL" and "another public key" in report
+    assert found["key endpoint"] == "FAIL" and "answered 404" in report
     assert found["genuine ticket"] == "FAIL" and "JWT_ASAP_KEYSERVER" in report
     assert found["key file mode"] == "WARN"
     # Nothing listens there: the default key server (the listen address) does not answer.
     status, report = doctor(config, "--timeout", "2")
     found = verdicts(report)
     assert found["key endpoint"] == "FAIL" and "does not answer" in report
+
+
+def test_rs256_key_server_is_fetched_as_prosody_writes_it(
+    tmp_path: Path,
+    aof_redis: str,
+    static_site: StaticSite,
+    rs256_deployment: Rs256Deployment,
+) -> None:
+    """Prosody appends "/<name>" to asap_key_server as written: with a trailing slash it asks for
+    ".../keys//<name>", which the key endpoint does not serve. Doctor asks for that same URL (it
+    used to strip the slash and pass) and says what to change."""
+    (static_site.root / "config.js").write_text(clean_config_js("http://127.0.0.1:9"))
+    config = write_config(
+        tmp_path / "meetgate.toml",
+        public_url="http://127.0.0.1:9",
+        upstream=static_site.url,
+        signalling=rs256_deployment.signalling,
+        store=aof_redis,
+        ticket_secret="",
+        tickets=RS256_TICKETS.format(path=rs256_deployment.key_file),
+    )
+    key_server = rs256_deployment.key_server
+    kid = rsa_key_id(load_rsa_private_key(rs256_deployment.key_file.read_bytes()).public_key())
+    status, report = doctor(config, "--key-server", key_server + "/", "--timeout", "3")
+    line = next(line for line in report.splitlines() if "key endpoint" in line)
+    assert status == 1 and verdicts(report)["key endpoint"] == "FAIL", report
+    assert f"{key_server}//{key_file_name(kid)} answered 404" in line
+    assert "ends with '/'" in line and "remove the trailing slash" in line
+    # Without the key endpoint's path, the hint names it.
+    _, report = doctor(config, "--key-server", rs256_deployment.gateway.url, "--timeout", "3")
+    line = next(line for line in report.splitlines() if "key endpoint" in line)
+    assert verdicts(report)["key endpoint"] == "FAIL" and "/_meetgate/keys" in line
+    _, report = doctor(config, "--key-server", key_server, "--timeout", "3")
+    assert verdicts(report)["key endpoint"] == "PASS", report
 
 
 # ---------------------------------------------------------------- the pure parts
@@ -389,3 +429,47 @@ def test_clock_thresholds() -> None:
     assert clock_finding(-20, "x").verdict == "WARN"
     assert clock_finding(32, "x").verdict == "FAIL"
     assert "-45 s" in clock_finding(-45, "prosody").detail
+
+
+def test_clock_allowance_decides_when_prosody_is_behind() -> None:
+    # Behind by more than the allowance: prosody refuses fresh tickets (nbf is in its future).
+    assert clock_finding(-12, "prosody", allowance=10).verdict == "FAIL"
+    assert "clock_skew_seconds = 10" in clock_finding(-12, "prosody", allowance=10).detail
+    assert clock_finding(-10.5, "prosody", allowance=10).verdict == "WARN"
+    assert clock_finding(-3, "prosody", allowance=0).verdict == "FAIL"
+    # Ahead: tickets only expire early; the allowance does not help or hurt.
+    assert clock_finding(12, "prosody", allowance=0).verdict == "WARN"
+
+
+LUA = shutil.which("lua5.4") or shutil.which("lua")
+PROSODY_LIB = Path("/usr/lib/prosody")
+
+
+@pytest.mark.parametrize(
+    "key_server",
+    [
+        "http://meetgate:8000/_meetgate/keys",
+        "http://meetgate:8000/_meetgate/keys/",
+        "https://meet.example.org/_meetgate/keys//",
+        "http://[::1]:8000",
+    ],
+)
+def test_key_url_is_the_one_prosody_builds(key_server: str) -> None:
+    """mod_auth_token builds the key URL with prosody's own util.paths.join: run that code (from
+    Debian's prosody) on the same inputs."""
+    if LUA is None or not (PROSODY_LIB / "util" / "paths.lua").is_file():
+        pytest.skip("needs Debian's prosody and its Lua")
+    kid = rsa_key_id(load_rsa_private_key(generate_private_pem()).public_key())
+    script = (
+        f"package.path = '{PROSODY_LIB}/?.lua;' .. package.path; io.write(require('util.paths')"
+        ".join(os.getenv('KEY_SERVER'), os.getenv('KEY_NAME')))"
+    )
+    joined = subprocess.run(
+        [LUA, "-e", script],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+        env={"KEY_SERVER": key_server, "KEY_NAME": key_file_name(kid)},
+    ).stdout
+    assert prosody_key_url(key_server, kid) == joined

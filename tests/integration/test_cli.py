@@ -62,7 +62,7 @@ def test_init_makes_an_rs256_key_pair_by_default(tmp_path: Path) -> None:
     tickets = load_settings(path, environ={}).tickets
     assert tickets.algorithm == "RS256"
     key = tickets.keys[0]
-    assert key.kid == tickets.signing_kid and key.secret is None
+    assert key.key_id == tickets.signing_kid and key.secret is None
     # Inline: the one private file is the whole config (systemd hands it over as a credential).
     assert key.private_key is not None and key.private_key_file is None
     assert load_rsa_private_key(key.private_key.get_secret_value().encode()).key_size >= 2048

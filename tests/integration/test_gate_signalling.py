@@ -13,6 +13,7 @@ import httpx
 import jwt
 import pytest
 
+from gateway.ticket_keys import hmac_key_id
 from tests.fixtures.gateway_server import GatewayServer, start_gateway
 from tests.fixtures.processes import stop_process
 from tests.fixtures.xmpp_client import XmppClient, XmppConnectFailed
@@ -31,9 +32,12 @@ def forge(
     claims: dict[str, Any],
     *,
     key: str | None = None,
-    kid: str = "k1",
+    kid: str | None = None,
     alg: str = "HS256",
 ) -> str:
+    """A ticket signed with `key` (default: the gateway's own secret), labelled with `kid`
+    (default: the gateway's key's id, so that only what is changed makes it wrong)."""
+    kid = kid or hmac_key_id(gateway.ticket_secret.encode())
     return jwt.encode(
         claims, key or gateway.ticket_secret, algorithm=alg, headers={"kid": kid, "typ": "JWT"}
     )
@@ -74,8 +78,9 @@ def bad_tickets(gateway: GatewayServer, room: str, ticket: str) -> dict[str, tup
     future = {**claims, "iat": now, "nbf": now + 300, "exp": now + 600}
     other_room = new_room(gateway)
     other_ticket = admit(gateway, other_room).ticket
+    none_header = {"alg": "none", "typ": "JWT", "kid": hmac_key_id(gateway.ticket_secret.encode())}
     unsigned = (
-        base64.urlsafe_b64encode(b'{"alg":"none","typ":"JWT","kid":"k1"}').rstrip(b"=").decode()
+        base64.urlsafe_b64encode(json.dumps(none_header).encode()).rstrip(b"=").decode()
         + "."
         + ticket.split(".")[1]
         + "."
