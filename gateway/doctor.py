@@ -104,7 +104,7 @@ def estimated_bits(value: str) -> float:
 def _named_secrets(settings: Settings) -> list[tuple[str, str]]:
     named = [("[admin] token", settings.admin.token.get_secret_value())]
     named += [
-        (f"[[tickets.keys]] {key.kid} secret", key.secret.get_secret_value())
+        (f"[[tickets.keys]] {key.key_id} secret", key.secret.get_secret_value())
         for key in settings.tickets.keys
         if key.secret is not None
     ]

@@ -18,7 +18,6 @@ token = "{token}"
 relayed_endpoints = {endpoints}
 [tickets]
 [[tickets.keys]]
-kid = "k1"
 secret = "{secret}"
 [admission]
 pseudonym_key = "{secret}"

@@ -70,7 +70,6 @@ token = "{"a" * 40}"
 url = "{store_url}"
 [tickets]
 [[tickets.keys]]
-kid = "k1"
 secret = "{"s" * 40}"
 [admission]
 pseudonym_key = "{"p" * 40}"

@@ -8,6 +8,7 @@ import pytest
 
 from gateway.errors import ConfigError
 from gateway.settings import load_settings
+from gateway.ticket_keys import hmac_key_id
 
 GOOD = """
 public_url = "https://meet.example.org"
@@ -15,7 +16,6 @@ public_url = "https://meet.example.org"
 token = "{token}"
 [tickets]
 [[tickets.keys]]
-kid = "k1"
 secret = "{secret}"
 [admission]
 pseudonym_key = "{secret}"
@@ -41,7 +41,7 @@ def test_toml_file_and_env_override(tmp_path: Path) -> None:
     assert not settings.ephemeral
     assert settings.secure
     assert settings.tickets.ttl_seconds == 60
-    assert settings.tickets.signing_kid == "k1"
+    assert settings.tickets.signing_kid == hmac_key_id(b"s" * 48)
 
 
 def test_every_bad_key_is_named(tmp_path: Path) -> None:
