@@ -1,40 +1,52 @@
-"""How long the store may keep a request waiting: a deadline for each call, and a budget that all
-the calls of one request share.
+"""How long the store may keep a request waiting: a stall is cut short, a busy store is not.
 
-A stalled store must cost a join or a ticket refresh a bounded wait, then a 503, not a hang. Each
-call gets at most `StoreOptions.deadline_seconds`. The gate opens a budget when a request starts
-(`begin_request`); every call that request makes (in its task, or in tasks it starts) draws on it,
-and one that finds it spent fails at once. The budget counts time spent waiting on the store only,
-not the request's own work, so a busy replica does not refuse joins the store answers promptly.
-Calls outside a request (background work, the admin API) have their per-call deadline alone.
+A call fails with StoreUnavailable once the store has answered *nothing* (no call of this
+replica) for `deadline_seconds` while it waits: that is a stall (a paused, partitioned or dead
+Redis), and every call waiting on it fails together. A store that keeps answering other calls is
+busy, not stalled (500 joins at once on a loaded replica wait on the event loop, not on Redis),
+so a call waits on it up to `LONGEST_CALL` seconds. Once a call has found the store stalled, the
+store fails further calls at once until it answers again (gateway/store/redis.py), so a join or
+refresh making several calls is answered within one deadline, not one per call.
+
+The calls of one request share a budget of such silent waiting (`begin_request`, set by the gate
+when a request starts): `request_seconds` in all, so no request waits on a silent store longer
+than that however its calls fall. Calls outside a request have their own deadline alone.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Final
 
 from gateway.errors import StoreUnavailable
+
+# The longest one call waits on a store that keeps answering other calls (a busy, not a stalled,
+# store); past it the call fails all the same.
+LONGEST_CALL: Final = 30.0
+# A deadline check the event loop runs later than this is not trusted: the loop was busy, and
+# answers may wait unread.
+LATE: Final = 0.05
 
 
 @dataclass(frozen=True, slots=True)
 class StoreOptions:
     """How a store is driven (the `[store]` settings but its URL).
 
-    `deadline_seconds`: the longest one call may take, waiting for a pooled connection included.
-    `request_seconds`: the longest all store calls of one request may take together.
+    `deadline_seconds`: how long a call waits on a store that answers nothing (a stall).
+    `request_seconds`: how long all calls of one request may wait on such a store together.
     `pool_size`: connections per replica; a call that finds them all busy waits for one up to
-    `pool_wait_seconds` (never beyond its deadline) instead of failing.
+    `pool_wait_seconds` instead of failing (a stall ends that wait at its deadline too).
     """
 
     deadline_seconds: float = 0.5
     request_seconds: float = 1.0
     pool_size: int = 64
-    pool_wait_seconds: float = 0.5
+    pool_wait_seconds: float = 10.0
 
     def __post_init__(self) -> None:
         for name in ("deadline_seconds", "request_seconds", "pool_wait_seconds"):
@@ -67,20 +79,47 @@ def begin_request(seconds: float) -> None:
 
 
 @asynccontextmanager
-async def store_deadline(deadline_seconds: float) -> AsyncIterator[None]:
-    """Run one store call within its deadline and the request's remaining budget;
-    StoreUnavailable when either runs out (the call is cancelled then)."""
+async def store_deadline(
+    deadline_seconds: float, last_answer: Callable[[], float]
+) -> AsyncIterator[None]:
+    """Run one store call until it is answered, or until the store has answered nothing
+    (`last_answer()`: when it last answered any call, on the event loop's clock) for the
+    deadline or the rest of the request's budget, or for `LONGEST_CALL` in all: then cancel it
+    and raise StoreUnavailable."""
     budget = _request_budget.get()
-    limit = deadline_seconds if budget is None else min(deadline_seconds, budget.remaining)
-    if limit <= 0:
+    silence = deadline_seconds if budget is None else min(deadline_seconds, budget.remaining)
+    if silence <= 0:
         raise StoreUnavailable()
     loop = asyncio.get_running_loop()
     started = loop.time()
+    give_up = started + LONGEST_CALL
+
+    def quiet_since() -> float:
+        return max(started, last_answer())
+
     try:
-        async with asyncio.timeout(limit):
-            yield
+        async with asyncio.timeout(None) as timeout:
+            watch: list[asyncio.TimerHandle] = []
+
+            def check(due: float) -> None:
+                now = loop.time()
+                if now - due > LATE and now < give_up:
+                    # The loop itself was held up (load, not the store): the answers that came
+                    # meanwhile are read before the store is judged silent.
+                    watch[0] = loop.call_at(now + LATE, check, now + LATE)
+                elif now >= give_up or now - quiet_since() >= silence:
+                    timeout.reschedule(now)
+                else:
+                    due = min(give_up, quiet_since() + silence)
+                    watch[0] = loop.call_at(due, check, due)
+
+            watch.append(loop.call_at(started + silence, check, started + silence))
+            try:
+                yield
+            finally:
+                watch[0].cancel()
     except TimeoutError as exc:
         raise StoreUnavailable() from exc
     finally:
         if budget is not None:
-            budget.remaining -= loop.time() - started
+            budget.remaining -= max(0.0, loop.time() - quiet_since())

@@ -46,6 +46,8 @@ class StoreHealth:
     def __init__(self, address: str) -> None:
         self.address = address
         self.up = True
+        # When a call was last answered (time.monotonic, the event loop's clock).
+        self.last_answer = time.monotonic()
         self._down_since = 0.0
         self._corrupt_logged: dict[str, float] = {}
         self._uncounted: dict[str, int] = {}
@@ -63,6 +65,7 @@ class StoreHealth:
 
     def answered(self) -> None:
         """A call got its answer."""
+        self.last_answer = time.monotonic()
         if not self.up:
             self.up = True
             log.warning(

@@ -317,11 +317,15 @@ class RedisStore:
         return cls(client, sentinel, options, store_address(url))
 
     @asynccontextmanager
-    async def _call(self) -> AsyncIterator[None]:
+    async def _call(self, *, probe: bool = False) -> AsyncIterator[None]:
         """One store call: within its deadline, the client's failures translated into
-        StoreUnavailable (the one place), the store's health noted."""
+        StoreUnavailable (the one place), the store's health noted. While the store is known
+        to be down, a call fails at once (the probe alone asks) instead of waiting its deadline
+        again."""
+        if not self.health.up and not probe:
+            raise StoreUnavailable()
         try:
-            async with store_deadline(self._options.deadline_seconds):
+            async with store_deadline(self._options.deadline_seconds, self._last_answer):
                 yield
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             self._unreachable()
@@ -333,6 +337,9 @@ class RedisStore:
             self._unreachable()
             raise
         self.health.answered()
+
+    def _last_answer(self) -> float:
+        return self.health.last_answer
 
     def _unreachable(self) -> None:
         self.health.failed()
@@ -346,7 +353,8 @@ class RedisStore:
         while not self.health.up:
             await asyncio.sleep(RECOVERY_PROBE_SECONDS)
             with suppress(StoreUnavailable):
-                await self.ping()
+                async with self._call(probe=True):
+                    await self._client.ping()
 
     def _corrupt(self, error: CorruptRecord) -> None:
         self.health.corrupt(error.kind)

@@ -1487,9 +1487,16 @@ async def test_an_unreachable_redis_raises_store_unavailable() -> None:
     ]
     try:
         for operation in operations:
+            # Each operation's own failure is translated; while the store is known down a call
+            # fails at once, without asking (and so without a cause): taken for up before each.
+            store.health.answered()
             with pytest.raises(StoreUnavailable) as caught:
                 await operation()
             assert caught.value.__cause__ is not None
+            assert not store.health.up
+            with pytest.raises(StoreUnavailable) as caught:
+                await operation()
+            assert caught.value.__cause__ is None
         subscription = store.subscribe("revocations")
         with pytest.raises(StoreUnavailable):
             await subscription.ready()

@@ -104,8 +104,31 @@ async def test_the_calls_of_one_request_share_one_budget(
         assert await asyncio.create_task(request()) == 10
         # Ten calls of 0.3 s each would take 3 s; the budget ends them after about 0.6 s.
         assert time.monotonic() - started < OPTIONS.request_seconds + ALLOWANCE
-    # Another request (and anything outside one) has its own budget.
+    # Once the store answers again (its probe finds out), another request has its own budget.
+    await until(lambda: store.health.up)
     assert await asyncio.create_task(store.get_admission("x")) is None
+
+
+async def test_a_busy_store_is_waited_for_a_stalled_one_is_not(
+    store: Store, own_redis: RedisProcess
+) -> None:
+    # The event loop held for twice the deadline while calls are in flight (a loaded replica):
+    # the store answered them meanwhile, so none fails.
+    room = unique("room")
+    calls = [asyncio.create_task(store.add_admission(make_admission(room))) for _ in range(50)]
+    await asyncio.sleep(0)
+    time.sleep(2 * OPTIONS.deadline_seconds)  # blocks the loop on purpose: the load
+    await asyncio.gather(*calls)
+    assert len(await store.list_admissions(room)) == 50
+    assert store.health.up
+    # While the store is known to be down, calls fail at once rather than wait again.
+    with paused(own_redis):
+        with pytest.raises(StoreUnavailable):
+            await store.ping()
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable):
+            await store.get_admission("x")
+        assert time.monotonic() - started < OPTIONS.deadline_seconds
 
 
 async def test_outage_and_recovery_are_logged_with_the_address_only(

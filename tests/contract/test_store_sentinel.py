@@ -5,6 +5,7 @@ failover the same store writes to the new master."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 
@@ -117,7 +118,8 @@ async def test_the_store_follows_a_failover(redis_sentinel: SentinelRedis) -> No
         after = room("after")
         # The store's pooled connection still points at the old master: its READONLY answer
         # makes the client ask the Sentinel again and retry on the new master. If the retries
-        # run out first, the store fails closed (StoreUnavailable) and the next call succeeds.
+        # run out first, the store fails closed (StoreUnavailable) until its probe finds the
+        # master (within a second or so), and the next call succeeds.
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -125,6 +127,7 @@ async def test_the_store_follows_a_failover(redis_sentinel: SentinelRedis) -> No
                 break
             except StoreUnavailable:
                 assert time.monotonic() < deadline, "the store never followed the failover"
+                await asyncio.sleep(0.1)  # polling: the probe runs on this loop
         assert await store.get_room(before.name) == before
     finally:
         await store.close()
