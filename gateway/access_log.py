@@ -1,6 +1,9 @@
-"""One access-log line per request, with every secret in the path or query replaced.
+"""One access-log line per request, with every secret in the path or query left out.
 
-uvicorn's own access log is off: it would print `?token=…` and `/j/<invite>` as they came.
+uvicorn's own access log is off: it would print `?token=…` and `/j/<invite>` as they came. A
+query's values are written only for the parameters named here (an allowlist: a misspelt or
+percent-encoded `token` is left out like the real one), and the client's address only as its
+network, and only when the admin asks for it (`[logging] client_addresses = "truncated"`).
 """
 
 from __future__ import annotations
@@ -8,26 +11,42 @@ from __future__ import annotations
 import logging
 import re
 import time
+from urllib.parse import quote, unquote_plus
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.log_privacy import ClientAddresses, client_network
 from gateway.proxy.gate import QUIET, REFUSED_ATTEMPT
 
 log = logging.getLogger("meetgate.access")
 
-SECRET_PARAMETERS = re.compile(
-    r"(?i)(^|&)(jwt|token|previd|code|state|session_state|id_token|access_token)=[^&]*"
-)
 SECRET_PATHS = re.compile(r"^/j/[^/]+")
+# Query parameters whose values are written: the room, which the paths show anyway.
+SHOWN_PARAMETERS = frozenset({"room"})
+# What stays as it is in a logged path or query; anything else (control characters, spaces,
+# quotes, non-ASCII) is percent-encoded, so a request cannot write a line of its own.
+SAFE_CHARACTERS = "/-._~!$'()*+,;:@[]"
 # Asked once per static file by a TLS front doing static offload: a line each would be noise.
 QUIET_PATHS = frozenset({"/_meetgate/forward-auth"})
 
 
+def _parameter(pair: str) -> str:
+    name, has_value, value = pair.partition("=")
+    shown = quote(unquote_plus(name), safe="")
+    if not has_value:
+        return shown
+    if unquote_plus(name).lower() in SHOWN_PARAMETERS:
+        return f"{shown}={quote(unquote_plus(value), safe=SAFE_CHARACTERS)}"
+    return f"{shown}=[redacted]"
+
+
 def redact(path: str, query: str) -> str:
-    path = SECRET_PATHS.sub("/j/[invite]", path)
+    """The request target as logged: `/j/[invite]` for a join link, the query's values but the
+    room's replaced."""
+    path = quote(SECRET_PATHS.sub("/j/[invite]", path), safe=SAFE_CHARACTERS)
     if not query:
         return path
-    return f"{path}?{SECRET_PARAMETERS.sub(lambda m: f'{m[1]}{m[2]}=[redacted]', query)}"
+    return f"{path}?{'&'.join(_parameter(pair) for pair in query.split('&'))}"
 
 
 # Refused join attempts logged in one second, at most; the rest are counted in one line.
@@ -35,8 +54,9 @@ REFUSED_LINES_PER_SECOND = 20
 
 
 class AccessLog:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, client_addresses: ClientAddresses = "off") -> None:
         self._app = app
+        self._networks = client_addresses == "truncated"
         self._second = 0
         self._refused_lines = 0
         self._unlogged = 0
@@ -86,5 +106,12 @@ class AccessLog:
                 target = redact(scope["path"], scope.get("query_string", b"").decode("latin-1"))
                 method = scope.get("method", "WS")
                 elapsed_ms = (time.perf_counter() - started) * 1000
-                rid = scope.get("state", {}).get("request_id", "-")
-                log.info("%s %s %d %.1fms [%s]", method, target, status, elapsed_ms, rid)
+                rid = state.get("request_id", "-")
+                where = f" from {self._network(scope, state)}" if self._networks else ""
+                log.info("%s %s %d %.1fms [%s]%s", method, target, status, elapsed_ms, rid, where)
+
+    @staticmethod
+    def _network(scope: Scope, state: dict[str, object]) -> str:
+        # The gate's resolved address (behind a trusted proxy, the client's), else the peer's.
+        address = state.get("client_addr") or (scope.get("client") or ("",))[0]
+        return client_network(str(address)) or "unknown"

@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 
+from gateway import log_privacy
 from gateway.errors import ConfigError
 from gateway.settings import Settings, find_config, load_settings
 
@@ -196,9 +197,10 @@ async def _serve(settings: Settings) -> None:
         "ws_max_size": settings.limits.max_websocket_message_bytes,
         "h11_max_incomplete_event_size": settings.limits.max_header_bytes,
     }
+    addresses = settings.logging.client_addresses
     public = uvicorn.Server(
         uvicorn.Config(
-            AccessLog(gate),
+            AccessLog(gate, client_addresses=addresses),
             host=settings.listen.host,
             port=settings.listen.port,
             # Join attempts this replica knows to refuse are answered as they are parsed.
@@ -208,7 +210,10 @@ async def _serve(settings: Settings) -> None:
     )
     admin_server = uvicorn.Server(
         uvicorn.Config(
-            AccessLog(admin), host=settings.admin.host, port=settings.admin.port, **common
+            AccessLog(admin, client_addresses=addresses),
+            host=settings.admin.host,
+            port=settings.admin.port,
+            **common,
         )
     )
     token_file: Path | None = None
@@ -229,15 +234,20 @@ async def _serve(settings: Settings) -> None:
         await store.close()
 
 
+def store_for_log(url: str) -> str:
+    """The store's URL as logged: without a user, a password or a query (a Sentinel URL may
+    carry `sentinel_password=` there)."""
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{rest.rpartition('@')[2].partition('?')[0]}"
+
+
 def command_serve(args: argparse.Namespace) -> int:
     settings = load_settings(Path(args.config) if args.config else None)
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # Client libraries log full upstream URLs, tickets in their query strings included.
-    for noisy in ("httpx", "httpcore", "websockets", "hpack"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    level = logging.getLevelNamesMapping()[settings.log_level.upper()]
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # uvicorn's per-connection lines (a WebSocket's path with its ticket, the peer's address)
+    # and the client libraries' request lines never reach the log; see gateway/log_privacy.py.
+    log_privacy.install(logging.getLogger().handlers, level)
     if settings.ephemeral:
         banner = "!" * 72
         log.warning(
@@ -258,7 +268,7 @@ def command_serve(args: argparse.Namespace) -> int:
         settings.public_url,
         settings.admin.host,
         settings.admin.port,
-        settings.store.url.split("@")[-1],
+        store_for_log(settings.store.url),
     )
     try:
         import uvloop

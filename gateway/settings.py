@@ -449,9 +449,16 @@ class LobbySettings(_Section):
     max_message_chars: int = Field(default=200, ge=0, le=1000)
 
 
+class LoggingSettings(_Section):
+    # Off: no log line carries a client's address. Truncated: the access log names the /24
+    # (IPv4) or /48 (IPv6) network a request came from, never the address itself.
+    client_addresses: Literal["off", "truncated"] = "off"
+
+
 class Settings(_Section):
     public_url: str = "http://127.0.0.1:8000"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    logging: LoggingSettings = LoggingSettings()
     ephemeral: bool = False
     listen: ListenSettings = ListenSettings()
     admin: AdminSettings

@@ -1,0 +1,147 @@
+"""What may be written to the log: a filter `meetgate serve` puts on its log handlers, and how a
+client's address is shown when the admin asks for addresses at all.
+
+The sources are closed first: below WARNING only Meetgate's own loggers and uvicorn's start and
+stop lines pass. Everything else a library says at INFO or DEBUG is per request or per frame
+(uvicorn's `"WebSocket /xmpp-websocket?…&token=…" [accepted]` with the peer's address, the
+WebSocket library's request lines and headers, the HTTP clients' upstream URLs) and is dropped.
+What does pass, warnings and tracebacks included, is scrubbed of anything shaped like a ticket,
+an invite link, a cookie, a credential or an e-mail address as a last resort.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import re
+from collections.abc import Iterable
+from typing import Literal
+
+ClientAddresses = Literal["off", "truncated"]
+
+OWN_LOGGER = "meetgate"
+SERVER_LOGGER = "uvicorn.error"
+# uvicorn's lines about the server itself; every other line it writes below WARNING is about one
+# connection. Matched on the message template, which holds no request data.
+SERVER_LIFECYCLE = (
+    "Started server process",
+    "Finished server process",
+    "Uvicorn running on",
+    "Waiting for application",
+    "Application startup complete",
+    "Application shutdown complete",
+    "ASGI 'lifespan' protocol appears unsupported",
+    "Shutting down",
+    "Waiting for connections to close",
+    "Waiting for background tasks",
+)
+# Libraries that write request URLs, headers or frames at INFO and DEBUG: not asked to at all.
+QUIET_LIBRARIES = (
+    "httpx",
+    "httpcore",
+    "hpack",
+    "websockets",
+    "authlib",
+    "redis",
+    "multipart",
+    "python_multipart",
+)
+
+# Networks an address is shown as with `client_addresses = "truncated"`.
+IPV4_PREFIX = 24
+IPV6_PREFIX = 48
+
+# Query parameters whose values are secrets in some request Meetgate sees or makes.
+SCRUBBED_PARAMETERS = (
+    "token|jwt|previd|code|state|session_state|id_token|access_token|refresh_token|nonce"
+    "|code_verifier|code_challenge|password|sentinel_password|email|login_hint"
+)
+_SECRETS = re.compile(
+    r"(?P<jwt>eyJ[\w-]*\.[\w-]*\.[\w-]*)"
+    rf"|(?P<parameter>(?<![\w-])(?:{SCRUBBED_PARAMETERS})=)[^&\s\"'#<>]+"
+    r"|(?P<invite>/j/)[^/\s?#\"'<>\[]+"
+    r"|(?P<header>(?:set-)?cookie:|authorization:)[^\r\n]*"
+    r"|(?P<cookie>(?:__Host-|__Secure-)?meetgate[\w-]*=)[^;\s\"'&]+"
+    r"|(?P<bearer>bearer\s+)[\w.~+/=-]+"
+    r"|[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+",
+    re.IGNORECASE,
+)
+REPLACEMENTS = {
+    "jwt": "[jwt]",
+    "parameter": "{}[redacted]",
+    "invite": "{}[invite]",
+    "header": "{} [redacted]",
+    "cookie": "{}[redacted]",
+    "bearer": "{}[redacted]",
+}
+
+
+def _replace(match: re.Match[str]) -> str:
+    kind = match.lastgroup
+    if kind is None:
+        return "[e-mail]"
+    return REPLACEMENTS[kind].format(match[kind])
+
+
+def scrub(text: str) -> str:
+    """`text` with every ticket, invite path, secret query value, cookie, credential and e-mail
+    address replaced by a placeholder."""
+    return _SECRETS.sub(_replace, text)
+
+
+def client_network(address: str) -> str | None:
+    """The network an address is shown as: its /24 (IPv4) or /48 (IPv6), e.g. `127.0.0.0/24`;
+    None for what is not an address (`unknown`)."""
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped is not None:
+        parsed = parsed.ipv4_mapped
+    prefix = IPV4_PREFIX if parsed.version == 4 else IPV6_PREFIX
+    return str(ipaddress.ip_network(f"{parsed}/{prefix}", strict=False))
+
+
+def _may_inform(record: logging.LogRecord) -> bool:
+    """Whether a line below WARNING may be written: Meetgate's own, or uvicorn's about the
+    server itself."""
+    name = record.name
+    if name == OWN_LOGGER or name.startswith(OWN_LOGGER + "."):
+        return True
+    return name == SERVER_LOGGER and str(record.msg).startswith(SERVER_LIFECYCLE)
+
+
+class PrivateLog(logging.Filter):
+    """Drops what no line may carry (see the module's doc) and scrubs what is left, the
+    traceback included. Put on handlers, so it sees every logger's records."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._tracebacks = logging.Formatter()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING and not _may_inform(record):
+            return False
+        message = record.getMessage()
+        record.msg, record.args = scrub(message), None
+        if record.exc_info and not record.exc_text:
+            # Formatters use `exc_text` when it is set: the traceback is written scrubbed.
+            record.exc_text = self._tracebacks.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = scrub(record.exc_text)
+        if record.stack_info:
+            record.stack_info = scrub(record.stack_info)
+        return True
+
+
+def install(handlers: Iterable[logging.Handler], level: int) -> None:
+    """Guard `handlers` (the root logger's) with PrivateLog and quiet the libraries whose INFO
+    and DEBUG lines would be dropped anyway, so they are not made at all."""
+    for handler in handlers:
+        if not any(isinstance(f, PrivateLog) for f in handler.filters):
+            handler.addFilter(PrivateLog())
+    quiet = max(level, logging.WARNING)
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(quiet)
+    # Its lines below INFO are all per connection (each frame, each header at DEBUG).
+    logging.getLogger(SERVER_LOGGER).setLevel(max(level, logging.INFO))
