@@ -26,24 +26,35 @@ SHOWN_PARAMETERS = frozenset({"room"})
 # What stays as it is in a logged path or query; anything else (control characters, spaces,
 # quotes, non-ASCII) is percent-encoded, so a request cannot write a line of its own.
 SAFE_CHARACTERS = "/-._~!$'()*+,;:@[]"
+_PLAIN = re.compile(r"[A-Za-z0-9/\-._~!$'()*+,;:@\[\]]*")
 # Asked once per static file by a TLS front doing static offload: a line each would be noise.
 QUIET_PATHS = frozenset({"/_meetgate/forward-auth"})
 
 
+def _shown(text: str) -> str:
+    return text if _PLAIN.fullmatch(text) else quote(text, safe=SAFE_CHARACTERS)
+
+
+def _decoded(text: str) -> str:
+    return unquote_plus(text) if "%" in text or "+" in text else text
+
+
 def _parameter(pair: str) -> str:
     name, has_value, value = pair.partition("=")
-    shown = quote(unquote_plus(name), safe="")
+    name = _decoded(name)
     if not has_value:
-        return shown
-    if unquote_plus(name).lower() in SHOWN_PARAMETERS:
-        return f"{shown}={quote(unquote_plus(value), safe=SAFE_CHARACTERS)}"
-    return f"{shown}=[redacted]"
+        return _shown(name)
+    if name.lower() in SHOWN_PARAMETERS:
+        return f"{_shown(name)}={_shown(_decoded(value))}"
+    return f"{_shown(name)}=[redacted]"
 
 
 def redact(path: str, query: str) -> str:
     """The request target as logged: `/j/[invite]` for a join link, the query's values but the
     room's replaced."""
-    path = quote(SECRET_PATHS.sub("/j/[invite]", path), safe=SAFE_CHARACTERS)
+    if path.startswith("/j/"):
+        path = SECRET_PATHS.sub("/j/[invite]", path)
+    path = _shown(path)
     if not query:
         return path
     return f"{path}?{'&'.join(_parameter(pair) for pair in query.split('&'))}"

@@ -51,42 +51,85 @@ QUIET_LIBRARIES = (
 IPV4_PREFIX = 24
 IPV6_PREFIX = 48
 
-# Query parameters whose values are secrets in some request Meetgate sees or makes.
-SCRUBBED_PARAMETERS = (
-    "token|jwt|previd|code|state|session_state|id_token|access_token|refresh_token|nonce"
-    "|code_verifier|code_challenge|password|sentinel_password|email|login_hint"
+# Query parameters (and cookies) whose values are secrets in some request Meetgate sees or
+# makes; so is any cookie whose name starts with "meetgate".
+SCRUBBED_NAMES = frozenset(
+    {
+        "token",
+        "jwt",
+        "previd",
+        "code",
+        "state",
+        "session_state",
+        "id_token",
+        "access_token",
+        "refresh_token",
+        "nonce",
+        "code_verifier",
+        "code_challenge",
+        "password",
+        "sentinel_password",
+        "email",
+        "login_hint",
+    }
 )
-_SECRETS = re.compile(
-    r"(?P<jwt>eyJ[\w-]*\.[\w-]*\.[\w-]*)"
-    rf"|(?P<parameter>(?<![\w-])(?:{SCRUBBED_PARAMETERS})=)[^&\s\"'#<>]+"
-    r"|(?P<invite>/j/)[^/\s?#\"'<>\[]+"
-    r"|(?P<header>(?:set-)?cookie:|authorization:)[^\r\n]*"
-    r"|(?P<cookie>(?:__Host-|__Secure-)?meetgate[\w-]*=)[^;\s\"'&]+"
-    r"|(?P<bearer>bearer\s+)[\w.~+/=-]+"
-    r"|[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+",
-    re.IGNORECASE,
+_NAME_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_-")
+_VALUE = re.compile(r"[^&;,\s\"'#<>]+")
+# Each rule: a literal (lower case) a text must hold for the pattern to match at all, so that
+# a line without it costs a substring check, not a regex pass; the pattern; its replacement.
+_RULES: tuple[tuple[str, re.Pattern[str], str], ...] = (
+    ("eyj", re.compile(r"eyJ[\w-]*\.[\w-]*\.[\w-]*"), "[jwt]"),
+    ("/j/", re.compile(r"(/j/)[^/\s?#\"'<>\[]+"), r"\1[invite]"),
+    ("cookie:", re.compile(r"(?i)((?:set-)?cookie:)[^\r\n]*"), r"\1 [redacted]"),
+    ("authorization:", re.compile(r"(?i)(authorization:)[^\r\n]*"), r"\1 [redacted]"),
+    ("bearer", re.compile(r"(?i)(bearer\s+)[\w.~+/=-]+"), r"\1[redacted]"),
+    ("@", re.compile(r"[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+"), "[e-mail]"),
 )
-REPLACEMENTS = {
-    "jwt": "[jwt]",
-    "parameter": "{}[redacted]",
-    "invite": "{}[invite]",
-    "header": "{} [redacted]",
-    "cookie": "{}[redacted]",
-    "bearer": "{}[redacted]",
-}
 
 
-def _replace(match: re.Match[str]) -> str:
-    kind = match.lastgroup
-    if kind is None:
-        return "[e-mail]"
-    return REPLACEMENTS[kind].format(match[kind])
+def _ascii_lower(text: str) -> str:
+    # Same length as `text` (each other character becomes one "?"), so positions carry over.
+    return text.encode("ascii", "replace").lower().decode("ascii")
+
+
+def _secret_name(name: str) -> bool:
+    """A secret's parameter name, or one of Meetgate's cookies (`__Host-` or `__Secure-` too)."""
+    cookie = name.lstrip("_").removeprefix("host-").removeprefix("secure-")
+    return name in SCRUBBED_NAMES or cookie.startswith("meetgate")
+
+
+def _scrub_values(text: str) -> str:
+    """Every `name=value` whose name is a secret's, with the value replaced (found by each "="
+    and the name before it: one regex alternation tried at every position costs far more)."""
+    lowered = _ascii_lower(text)
+    pieces: list[str] = []
+    done = 0
+    at = lowered.find("=")
+    while at != -1:
+        start = at
+        while start and lowered[start - 1] in _NAME_CHARACTERS:
+            start -= 1
+        value = _VALUE.match(text, at + 1)
+        if value is not None and _secret_name(lowered[start:at]):
+            pieces += (text[done : at + 1], "[redacted]")
+            done = value.end()
+        at = lowered.find("=", at + 1)
+    if not pieces:
+        return text
+    pieces.append(text[done:])
+    return "".join(pieces)
 
 
 def scrub(text: str) -> str:
     """`text` with every ticket, invite path, secret query value, cookie, credential and e-mail
     address replaced by a placeholder."""
-    return _SECRETS.sub(_replace, text)
+    lowered = text.lower()
+    for literal, pattern, replacement in _RULES:
+        if literal in lowered:
+            text = pattern.sub(replacement, text)
+    if "=" in text:
+        text = _scrub_values(text)
+    return text
 
 
 def client_network(address: str) -> str | None:

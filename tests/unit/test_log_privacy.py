@@ -119,6 +119,9 @@ def test_warnings_and_tracebacks_are_scrubbed() -> None:
         ("meetgate-lobby=lobbyvalue; meetgate_signin=signinvalue", "lobbyvalue"),
         ("meetgate-lobby=lobbyvalue; meetgate_signin=signinvalue", "signinvalue"),
         ("Authorization: Bearer admin-token", "admin-token"),
+        ("retrying with TOKEN=upper-case-value", "upper-case-value"),
+        ("__Secure-meetgate_signin=signed.value; Path=/", "signed.value"),
+        ("redis+sentinel://s:26379/m?sentinel_password=hunter2", "hunter2"),
         ("mail for ada.lovelace+x@uni.example failed", "ada.lovelace"),
     ],
 )
