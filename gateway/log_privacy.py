@@ -35,6 +35,11 @@ SERVER_LIFECYCLE = (
     "Waiting for connections to close",
     "Waiting for background tasks",
 )
+# uvicorn 0.54's default WebSocket protocol (websockets-sansio) says this at ERROR after every
+# refusal sent as a denial response, as the gate refuses WebSockets (Kludex/uvicorn#3138): one
+# error line per refused attempt, which anyone could send by the thousand. A WebSocket the app
+# really left unanswered shows as status 0 in the access log.
+DENIAL_MISREPORTED = "ASGI callable returned without completing handshake."
 # Libraries that write request URLs, headers or frames at INFO and DEBUG: not asked to at all.
 QUIET_LIBRARIES = (
     "httpx",
@@ -164,6 +169,8 @@ class PrivateLog(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.WARNING and not _may_inform(record):
+            return False
+        if record.name == SERVER_LOGGER and record.msg == DENIAL_MISREPORTED:
             return False
         message = record.getMessage()
         record.msg, record.args = scrub(message), None

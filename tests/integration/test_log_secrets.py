@@ -317,6 +317,8 @@ async def test_no_log_line_of_a_whole_journey_carries_a_secret_or_an_address(
     assert not leaks, "\n".join(leaks)
     for address in CLIENT_ADDRESSES:
         assert not [line for line in lines if address in line], address
+    # Nothing went wrong, and a refused WebSocket is not reported as an error.
+    assert not [line for line in lines if " ERROR " in line]
     # The bug this guards against: uvicorn's INFO line for every WebSocket, with the peer's
     # address and the whole ticket (`… - "WebSocket /xmpp-websocket?room=…&token=…" [accepted]`).
     assert not any('"WebSocket ' in line for line in lines)

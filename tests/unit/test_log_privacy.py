@@ -70,6 +70,12 @@ def test_uvicorns_lines_about_the_server_itself_are_kept(template: str) -> None:
     assert written(record("uvicorn.error", logging.INFO, template, *args)) is not None
 
 
+def test_uvicorns_misreported_websocket_refusal_is_dropped() -> None:
+    message = "ASGI callable returned without completing handshake."
+    assert written(record("uvicorn.error", logging.ERROR, message)) is None
+    assert written(record("uvicorn.error", logging.ERROR, "Exception in ASGI application\n"))
+
+
 @pytest.mark.parametrize(
     "name", ["httpx", "httpcore.http11", "websockets.client", "authlib", "redis", "asyncio", "x"]
 )
