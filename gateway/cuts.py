@@ -1,5 +1,6 @@
 """The message every replica receives when an admission's connections must be cut at once
-(revoked, banned, swept out by a lockdown, or carried over to a moved meeting)."""
+(revoked, banned, swept out by a lockdown, or carried over to a moved meeting), or when a newer
+signalling session of the admission replaces the one another replica holds."""
 
 from __future__ import annotations
 
@@ -11,18 +12,31 @@ CUTS = "cuts"
 
 @dataclass(frozen=True, slots=True)
 class Cut:
-    """A message to every replica: close this admission's connections, for this reason."""
+    """A message to every replica: close this admission's connections, for this reason.
+
+    With `keep`, only the admission's signalling connection is closed, and only where it is not
+    the lease holder `keep` names (gateway/proxy/leases.py): the newer session stays.
+    """
 
     admission_id: str
     reason: str
+    keep: str | None = None
 
     def encode(self) -> str:
-        return json.dumps({"admission": self.admission_id, "reason": self.reason})
+        data = {"admission": self.admission_id, "reason": self.reason}
+        if self.keep is not None:
+            data["keep"] = self.keep
+        return json.dumps(data)
 
     @classmethod
     def decode(cls, raw: str) -> Cut | None:
         try:
             data = json.loads(raw)
-            return cls(admission_id=str(data["admission"]), reason=str(data["reason"]))
-        except (ValueError, KeyError, TypeError):
+            keep = data.get("keep")
+            return cls(
+                admission_id=str(data["admission"]),
+                reason=str(data["reason"]),
+                keep=None if keep is None else str(keep),
+            )
+        except (ValueError, KeyError, TypeError, AttributeError):
             return None

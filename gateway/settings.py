@@ -107,6 +107,13 @@ class StoreSettings(_Section):
         return value
 
 
+class RevocationSettings(_Section):
+    # How often each replica checks its open connections against the store, besides each
+    # (re)subscription to the cut channel: a revocation whose message was lost, an admission
+    # that expired or a ban are applied within this many seconds (docs/operations.md).
+    reconcile_seconds: float = Field(default=5.0, ge=0.5, le=60)
+
+
 class JitsiSettings(_Section):
     upstream: str = "http://127.0.0.1:8080"
     # Where /xmpp-websocket and /http-bind go; defaults to `upstream` (Jitsi's web server
@@ -463,6 +470,7 @@ class Settings(_Section):
     listen: ListenSettings = ListenSettings()
     admin: AdminSettings
     store: StoreSettings = StoreSettings()
+    revocation: RevocationSettings = RevocationSettings()
     jitsi: JitsiSettings = JitsiSettings()
     tickets: TicketSettings
     admission: AdmissionSettings

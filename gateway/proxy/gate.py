@@ -41,6 +41,7 @@ from gateway.proxy.bosh import SID_SHAPE, BoshSession
 from gateway.proxy.bosh_body import parse_body
 from gateway.proxy.headers import upstream_request_headers
 from gateway.proxy.http import HttpRelay, read_body
+from gateway.proxy.leases import REPLACED
 from gateway.proxy.paths import (
     PathKind,
     classify,
@@ -48,6 +49,7 @@ from gateway.proxy.paths import (
     query_rooms,
     upstream_signalling_query,
 )
+from gateway.proxy.reconcile import Reconciler
 from gateway.proxy.registry import ConnectionRegistry
 from gateway.proxy.relayed import RelayedRequest
 from gateway.proxy.upstream import UpstreamClient
@@ -147,6 +149,7 @@ class Gate:
         self._metrics = metrics
         self._addresses = ClientAddresses(parse_networks(settings.trusted_proxies))
         self._follower: asyncio.Task[None] | None = None
+        self._reconciling: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Task[Any]] = set()
         self._pipeline = pipeline
         self._limiter = limiter
@@ -154,6 +157,13 @@ class Gate:
         self._http = http
         self._http_client = http_client
         self.registry = registry
+        self.reconciler = Reconciler(
+            store,
+            registry,
+            metrics,
+            self._in_background,
+            interval_seconds=settings.revocation.reconcile_seconds,
+        )
         self._pages = pages
         self._cookie = cookie_name(settings)
         self._secure = settings.secure
@@ -163,16 +173,20 @@ class Gate:
         self._relayed = settings.jitsi.relayed_endpoints
 
     async def start(self) -> None:
-        """Begin following cuts published by any replica (revocations, bans, moves)."""
+        """Begin following cuts published by any replica (revocations, bans, moves), and
+        reconciling this replica's connections with the store every few seconds."""
         if self._follower is None:
             self._follower = asyncio.create_task(self._follow_cuts())
+        if self._reconciling is None:
+            self._reconciling = asyncio.create_task(self.reconciler.run_periodically())
 
     async def aclose(self) -> None:
-        if self._follower is not None:
-            self._follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._follower
-            self._follower = None
+        for task in (self._follower, self._reconciling):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._follower = self._reconciling = None
         await self._limiter.aclose()
         await self._http_client.aclose()
 
@@ -183,15 +197,16 @@ class Gate:
             try:
                 await subscription.ready()
                 backoff = 0.2
-                # Cuts published while this replica was not listening: catch up.
-                await self._sweep()
+                # Cuts published while this replica was not listening: caught up from the
+                # store now that Redis has confirmed the subscription, before its first message
+                # is read. A cut published from the confirmation on is queued for the loop
+                # below, one published before is in the store: none falls in between. What the
+                # store cannot answer now, the periodic sweep retries within a second.
+                await self.reconciler.sweep()
                 async for raw in subscription:
                     cut = Cut.decode(raw)
                     if cut is not None:
-                        self._metrics.revocations.inc(reason=cut.reason)
-                        self._in_background(
-                            self.registry.close_admission(cut.admission_id, cut.reason)
-                        )
+                        self._apply(cut)
             except StoreUnavailable:
                 log.warning("lost the store's cut channel; resubscribing in %.1fs", backoff)
             finally:
@@ -206,12 +221,17 @@ class Gate:
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
-    async def _sweep(self) -> None:
-        now = time.time()
-        for admission_id in self.registry.admission_ids():
-            admission = await self._store.get_admission(admission_id)
-            if admission is None or not admission.is_live(now):
-                self._in_background(self.registry.close_admission(admission_id, "revoked"))
+    def _apply(self, cut: Cut) -> None:
+        if cut.keep is None:
+            self._metrics.revocations.inc(reason=cut.reason)
+            self._in_background(self.registry.close_admission(cut.admission_id, cut.reason))
+            return
+        # A newer signalling session of the admission opened on some replica: this replica's
+        # goes, unless it is that one.
+        replaced = self.registry.drop_signalling(cut.admission_id, keep=cut.keep)
+        if replaced is not None:
+            self._metrics.revocations.inc(reason="replaced")
+            self._in_background(replaced.close(cut.reason))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -470,21 +490,28 @@ class Gate:
         if rid is None or (sid is not None and not SID_SHAPE.fullmatch(sid)):
             raise BoshBodyInvalid()
         if sid is not None:
-            self._track_bosh(admission.id, url, sid, rid, parsed.terminates)
+            self._track_bosh(admission, url, sid, rid, parsed.terminates)
         await self._http.relay(scope, receive, send, url, headers, body=body)
 
-    def _track_bosh(self, admission_id: str, url: str, sid: str, rid: int, ending: bool) -> None:
-        for connection in self.registry.connections(admission_id):
+    def _track_bosh(self, admission: Admission, url: str, sid: str, rid: int, ending: bool) -> None:
+        for connection in self.registry.connections(admission.id):
             if isinstance(connection, BoshSession) and connection.sid == sid:
                 connection.saw(rid)
                 if ending:
-                    self.registry.unregister(admission_id, connection)
+                    self.registry.unregister(admission.id, connection)
                 return
         if ending:
             return
         session = BoshSession(self._http_client, url, sid, rid)
-        for old in self.registry.register(admission_id, session):
-            self._in_background(old.close("replaced by a newer connection"))
+        # The sid names the session's lease: its requests may reach any replica.
+        for old in self.registry.register(admission.id, session, holder=f"bosh:{sid}"):
+            self._in_background(old.close(REPLACED))
+        self._claim_lease(admission)
+
+    def _claim_lease(self, admission: Admission) -> None:
+        slot = self.registry.signalling(admission.id)
+        if slot is not None:
+            self._in_background(self.reconciler.claim(admission, slot))
 
     async def _cookie_access(self, scope: Scope, now: float) -> Admission:
         return await self._pipeline.from_cookie(read_cookie(scope, self._cookie), now)
@@ -527,7 +554,9 @@ class Gate:
         try:
             await send({"type": "websocket.accept", "subprotocol": upstream.subprotocol})
             for old in self.registry.register(admission.id, socket):
-                await old.close("replaced by a newer connection")
+                await old.close(REPLACED)
+            if signalling:
+                self._claim_lease(admission)
             await relay(socket, upstream, receive, send)
         finally:
             self.registry.unregister(admission.id, socket)
