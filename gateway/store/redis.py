@@ -200,9 +200,10 @@ class RedisSubscription(AsyncIterator[str]):
 
     SUBSCRIBE is sent as soon as this object is made. `ready()` returns once Redis has confirmed
     it; a publish through the same store waits for that first, so it is never missed. A publish
-    from another replica is delivered if it reaches Redis after the confirmation. A connection
-    that cannot be re-established ends the iteration with StoreUnavailable (messages published
-    meanwhile are lost): subscribe again. End it with `aclose()`.
+    from another replica is delivered if it reaches Redis after the confirmation. A dropped
+    connection ends the iteration with StoreUnavailable, also when the client re-established it
+    and subscribed again by itself (a second confirmation), as messages published meanwhile
+    are lost: subscribe again, and catch up. End it with `aclose()`.
     """
 
     def __init__(self, pubsub: PubSub, channel: str, registry: set[RedisSubscription]) -> None:
@@ -224,6 +225,10 @@ class RedisSubscription(AsyncIterator[str]):
                 await self._pubsub.subscribe(_CHANNEL + self.channel)
                 async for message in self._pubsub.listen():
                     if message["type"] == "subscribe":
+                        if self._settled.is_set():
+                            # Subscribed again by the client after a drop: what was published
+                            # in between never reached this subscription.
+                            raise StoreUnavailable()
                         self._settled.set()
                     elif message["type"] == "message":
                         self._queue.put_nowait(str(message["data"]))

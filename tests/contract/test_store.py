@@ -1428,6 +1428,25 @@ async def test_messages_reach_subscribers_on_another_client(contract_redis_url: 
         await listener.close()
 
 
+async def test_a_dropped_subscription_ends_even_when_the_client_resubscribes(
+    contract_redis_url: str,
+) -> None:
+    """redis-py re-establishes a killed pub/sub connection and subscribes again by itself; what
+    was published in between is lost, so the subscription ends and its owner catches up."""
+    store = await RedisStore.connect(contract_redis_url)
+    subscription = store.subscribe(unique("revocations"))
+    client = redis.asyncio.Redis.from_url(contract_redis_url)
+    try:
+        await subscription.ready()
+        assert await client.execute_command("CLIENT", "KILL", "TYPE", "pubsub") >= 1
+        with pytest.raises(StoreUnavailable):
+            await next_message(subscription)
+    finally:
+        await client.aclose()
+        await subscription.aclose()
+        await store.close()
+
+
 async def test_a_room_stored_before_its_newer_fields_reads_with_their_defaults(
     contract_redis_url: str,
 ) -> None:
