@@ -124,6 +124,7 @@ async def _one_revocation(
     prosody: Prosody,
     victim: Admitted,
     nick: str,
+    close_wait: float = CLOSE_WAIT_SECONDS,
 ) -> Timing:
     """Join `victim` to its room as `nick`, wait until the watcher sees it, revoke it."""
     client = await XmppClient.connect(
@@ -140,7 +141,7 @@ async def _one_revocation(
             raise SetupError(f"the revoke was not done: {answer.status} {answer.body[:300]!r}")
         closed = gone = None
         with contextlib.suppress(TimeoutError):
-            closed = await client.wait_closed(CLOSE_WAIT_SECONDS)
+            closed = await client.wait_closed(close_wait)
         with contextlib.suppress(TimeoutError, XmppFailed):
             gone = await watcher.wait_for(nick, "unavailable", PRESENCE_WAIT_SECONDS)
         return Timing(
@@ -159,10 +160,12 @@ async def measure_revocations(
     socket_gate: Gateway,
     prosody: Prosody,
     count: int,
+    close_wait: float = CLOSE_WAIT_SECONDS,
 ) -> Revocations:
     """`count` revocations one after the other (after a few untimed ones). The host revokes on
     `host_gate`, where the watching occupant is connected too; each revoked client is redeemed
-    on and connected through `socket_gate` (another replica, or the same)."""
+    on and connected through `socket_gate` (another replica, or the same). A socket not closed
+    within `close_wait` seconds counts as never closed."""
     api = AdminApi(host_gate.admin_url, host_gate.admin_token)
     room = f"revoke-{secrets.token_hex(4)}"
     await api.create_rooms([room])
@@ -190,7 +193,7 @@ async def measure_revocations(
                 if admission_id_for(victim.cookie) not in ids:
                     raise SetupError("a victim's admission is not on the host's roster")
             timing = await _one_revocation(
-                desk, watcher, socket_gate, prosody, victim, f"victim-{number}"
+                desk, watcher, socket_gate, prosody, victim, f"victim-{number}", close_wait
             )
             if number < WARM_UP_REVOCATIONS:
                 continue

@@ -5,6 +5,7 @@ configurations the sections need, a redis-server and a prosody for the revocatio
 `--redis-server` also a gateway on Redis for redemptions), measures each figure against its
 baseline or target in the same run, prints a markdown table (`--write-docs`: also into
 docs/performance.md), and stops every process it started, also on Ctrl-C or an error.
+`--faults` runs the revocation fault report instead (bench/revocation_faults.py).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from types import FrameType
 sys.path.remove(str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.revocation_faults import faults_options, run_faults
 from bench.suite import SECTIONS, Options, run
 
 
@@ -67,6 +69,12 @@ def parse_options(argv: list[str]) -> Options:
         help="idle proxied WebSockets held open in the revocation section (2000; --quick 500)",
     )
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
+    parser.add_argument(
+        "--faults",
+        action="store_true",
+        help="instead, the revocation fault report (bench/revocation_faults.py): revoke → "
+        "socket closed across two replicas, pub/sub healthy and every message lost",
+    )
     parser.add_argument(
         "--profile",
         action="store_true",
@@ -121,7 +129,12 @@ def main() -> int:
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGHUP, _terminate)
     try:
-        report = run(options)
+        if "--faults" in sys.argv[1:]:
+            report = run_faults(
+                faults_options(options.revocations, command=options.command, pin=options.pin)
+            )
+        else:
+            report = run(options)
     except KeyboardInterrupt:
         print("interrupted: every process this run started has been stopped", file=sys.stderr)
         return 130
