@@ -14,7 +14,8 @@ from __future__ import annotations
 import ipaddress
 import logging
 import re
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from typing import Literal
 
 ClientAddresses = Literal["off", "truncated"]
@@ -40,6 +41,15 @@ SERVER_LIFECYCLE = (
 # error line per refused attempt, which anyone could send by the thousand. A WebSocket the app
 # really left unanswered shows as status 0 in the access log.
 DENIAL_MISREPORTED = "ASGI callable returned without completing handshake."
+# uvicorn's warnings about a malformed request: any client can cause one per request, so each is
+# written at most once a second, with the count of those left out since.
+CLIENT_CAUSED = frozenset(
+    {
+        "Invalid HTTP request received.",
+        "Unsupported upgrade request.",
+    }
+)
+CLIENT_CAUSED_INTERVAL = 1.0
 # Libraries that write request URLs, headers or frames at INFO and DEBUG: not asked to at all.
 QUIET_LIBRARIES = (
     "httpx",
@@ -163,9 +173,22 @@ class PrivateLog(logging.Filter):
     """Drops what no line may carry (see the module's doc) and scrubs what is left, the
     traceback included. Put on handlers, so it sees every logger's records."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__()
         self._tracebacks = logging.Formatter()
+        self._clock = clock
+        # message template -> (when last written, how many left out since)
+        self._client_caused: dict[str, tuple[float, int]] = {}
+
+    def _sampled(self, template: str) -> int | None:
+        """None to leave this line out, else how many like it were left out before it."""
+        now = self._clock()
+        last, left_out = self._client_caused.get(template, (float("-inf"), 0))
+        if now - last < CLIENT_CAUSED_INTERVAL:
+            self._client_caused[template] = (last, left_out + 1)
+            return None
+        self._client_caused[template] = (now, 0)
+        return left_out
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.WARNING and not _may_inform(record):
@@ -173,6 +196,12 @@ class PrivateLog(logging.Filter):
         if record.name == SERVER_LOGGER and record.msg == DENIAL_MISREPORTED:
             return False
         message = record.getMessage()
+        if record.name == SERVER_LOGGER and record.msg in CLIENT_CAUSED:
+            left_out = self._sampled(str(record.msg))
+            if left_out is None:
+                return False
+            if left_out:
+                message += f" ({left_out} more like it since the last one written)"
         record.msg, record.args = scrub(message), None
         if record.exc_info and not record.exc_text:
             # Formatters use `exc_text` when it is set: the traceback is written scrubbed.

@@ -12,6 +12,7 @@ server) are on 127.0.0.1 as well; no line of a journey that goes well names them
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import secrets
 import socket
@@ -347,3 +348,21 @@ async def test_a_websocket_leaves_neither_its_ticket_nor_its_peer_in_the_log(
     assert ada.ticket not in log
     assert not re.search(r'\d+ - "WebSocket ', log)
     assert not re.search(r"127\.0\.0\.1:\d+ - ", log)
+
+
+def test_malformed_requests_cannot_flood_the_log(gateway: GatewayServer) -> None:
+    """Each malformed request made uvicorn write one WARNING: a flood of them, one line each.
+    Now at most one a second, carrying the count of those left out."""
+    port = urlsplit(gateway.url).port
+    for _ in range(200):
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(b"GET /libs/\xe9.js HTTP/1.1\r\nHost: x\r\n\r\n")
+            with contextlib.suppress(OSError):
+                sock.recv(1024)  # the 400, or the close
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"GET /_meetgate/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert b" 200 " in sock.recv(1024)
+    marker = "GET /_meetgate/health 200"
+    wait_until(lambda: marker in gateway.log_text(), timeout=10, what="the health line")
+    warnings = [line for line in gateway.log_text().splitlines() if "Invalid HTTP request" in line]
+    assert 1 <= len(warnings) < 50, warnings[:5]

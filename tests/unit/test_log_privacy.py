@@ -230,3 +230,30 @@ def test_client_addresses_take_off_or_truncated_only(tmp_path: Path) -> None:
             load_settings(environ=environ)
         named = "[logging] client_addresses (MEETGATE_LOGGING__CLIENT_ADDRESSES)"
         assert (named in str(refused.value)) is (value == "full")
+
+
+def test_client_caused_server_warnings_are_sampled_with_a_count() -> None:
+    now = [100.0]
+    guard = PrivateLog(clock=lambda: now[0])
+
+    def warning() -> logging.LogRecord:
+        return logging.LogRecord(
+            "uvicorn.error",
+            logging.WARNING,
+            __file__,
+            1,
+            "Invalid HTTP request received.",
+            None,
+            None,
+        )
+
+    first = warning()
+    assert guard.filter(first)
+    assert [guard.filter(warning()) for _ in range(5)] == [False] * 5
+    now[0] += 1.5
+    later = warning()
+    assert guard.filter(later)
+    assert "5 more like it" in later.getMessage()
+    # Another warning of uvicorn's is not sampled.
+    other = logging.LogRecord("uvicorn.error", logging.WARNING, __file__, 1, "x", None, None)
+    assert guard.filter(other) and guard.filter(other)
