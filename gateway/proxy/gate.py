@@ -337,17 +337,23 @@ class Gate:
 
     @staticmethod
     def _static_for_front(scope: Scope) -> bool:
-        """Whether the URI the front says it is about to serve is one of Jitsi's static files:
-        a front matching more than it should (case, encodings) still offloads nothing else."""
+        """Whether the request the front says it is about to serve is a GET or HEAD of one of
+        Jitsi's static files: a front matching more than it should (case, encodings) still
+        offloads nothing else, and a front that does not say what it serves offloads nothing."""
+        uri = method = None
         for name, value in scope["headers"]:
             if name == b"x-forwarded-uri":
-                raw = value.split(b"?", 1)[0]
-                try:
-                    target = classify(raw.decode("latin-1"), raw)
-                except MeetgateError:
-                    return False
-                return target.kind is PathKind.STATIC
-        return True
+                uri = value
+            elif name == b"x-forwarded-method":
+                method = value
+        if uri is None or method not in (b"GET", b"HEAD"):
+            return False
+        raw = uri.split(b"?", 1)[0]
+        try:
+            target = classify(raw.decode("latin-1"), raw)
+        except MeetgateError:
+            return False
+        return target.kind is PathKind.STATIC
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

@@ -320,15 +320,30 @@ def test_secrets_never_reach_the_log(gateway: GatewayServer) -> None:
     assert gateway.ticket_secret not in log
 
 
+STATIC_ASKED = {"x-forwarded-uri": "/libs/app.js", "x-forwarded-method": "GET"}
+
+
 def test_forward_auth_for_static_offload(gateway: GatewayServer) -> None:
     room = new_room(gateway)
     with browser(gateway) as client:
-        assert client.get("/_meetgate/forward-auth").status_code == 401
+        assert client.get("/_meetgate/forward-auth", headers=STATIC_ASKED).status_code == 401
         join(client, gateway, room)
-        assert client.get("/_meetgate/forward-auth").status_code == 204
+        assert client.get("/_meetgate/forward-auth", headers=STATIC_ASKED).status_code == 204
+        # A front that does not say what it serves, or serves anything but a GET or HEAD of a
+        # static file, is told no even on a live cookie.
+        assert client.get("/_meetgate/forward-auth").status_code == 404
+        no_method = {"x-forwarded-uri": "/libs/app.js"}
+        assert client.get("/_meetgate/forward-auth", headers=no_method).status_code == 404
+        post = {**STATIC_ASKED, "x-forwarded-method": "POST"}
+        assert client.get("/_meetgate/forward-auth", headers=post).status_code == 404
+        head = {**STATIC_ASKED, "x-forwarded-method": "HEAD"}
+        assert client.get("/_meetgate/forward-auth", headers=head).status_code == 204
         with gateway.admin() as admin:
             admin.delete(f"/api/v1/rooms/{room}")
-        assert client.get("/_meetgate/forward-auth").status_code == 401
+        assert client.get("/_meetgate/forward-auth", headers=STATIC_ASKED).status_code == 401
     with browser(gateway) as stranger:
-        forged = stranger.get("/_meetgate/forward-auth", headers={"cookie": "meetgate=" + "A" * 43})
+        forged = stranger.get(
+            "/_meetgate/forward-auth",
+            headers={**STATIC_ASKED, "cookie": "meetgate=" + "A" * 43},
+        )
         assert forged.status_code == 401
