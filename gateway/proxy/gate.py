@@ -202,7 +202,7 @@ class Gate:
                 # is read. A cut published from the confirmation on is queued for the loop
                 # below, one published before is in the store: none falls in between. What the
                 # store cannot answer now, the periodic sweep retries within a second.
-                await self.reconciler.sweep()
+                await self._catch_up()
                 async for raw in subscription:
                     cut = Cut.decode(raw)
                     if cut is not None:
@@ -220,6 +220,13 @@ class Gate:
         task = asyncio.create_task(work)
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
+
+    async def _catch_up(self) -> None:
+        try:
+            await self.reconciler.sweep()
+        except Exception:
+            # A bug in a sweep must not stop this replica from following cuts.
+            log.exception("reconciliation failed")
 
     def _apply(self, cut: Cut) -> None:
         if cut.keep is None:

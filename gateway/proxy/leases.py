@@ -23,6 +23,10 @@ LEASE_PREFIX = "signalling-lease:"
 REPLACED = "replaced by a newer connection"
 
 
+def lease_key(admission_id: str) -> str:
+    return LEASE_PREFIX + admission_id
+
+
 @dataclass(frozen=True, slots=True)
 class Lease:
     holder: str
@@ -57,7 +61,11 @@ class SignallingLeases:
         self._store = store
 
     async def current(self, admission_id: str) -> Stored:
-        raw = await self._store.get_value(LEASE_PREFIX + admission_id)
+        return self.read(await self._store.get_value(lease_key(admission_id)))
+
+    @staticmethod
+    def read(raw: str | None) -> Stored:
+        """A lease's stored value (`get_value` of its `lease_key`) as a Stored."""
         if raw is None:
             return Stored(None)
         lease = Lease.decode(raw)
@@ -75,7 +83,7 @@ class SignallingLeases:
         other = stored.lease is not None and stored.lease.holder != mine.holder
         if other and stored.lease is not None and stored.lease.opened_at > mine.opened_at:
             return False
-        await self._store.put_value(LEASE_PREFIX + admission.id, mine.encode(), ttl)
+        await self._store.put_value(lease_key(admission.id), mine.encode(), ttl)
         if other or stored.corrupt:
             await self._store.publish(CUTS, Cut(admission.id, REPLACED, keep=mine.holder).encode())
         return True

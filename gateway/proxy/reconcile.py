@@ -16,24 +16,25 @@ sweep is tried again after `retry_seconds` instead of a whole interval.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
 from gateway.errors import StoreUnavailable
 from gateway.metrics import Metrics
-from gateway.proxy.leases import REPLACED, SignallingLeases
+from gateway.proxy.leases import REPLACED, SignallingLeases, lease_key
 from gateway.proxy.registry import ConnectionRegistry, SignallingSlot
 from gateway.store import Store
 from gateway.store.records import Admission, Room
 
 log = logging.getLogger("meetgate.reconcile")
 
-# Store calls a sweep has in flight at once: a replica with thousands of connections is swept
-# in a few round trips' time without taking the whole connection pool from the joins.
-CONCURRENCY = 16
+# Admissions judged per batch: a few pipelined round trips each, small enough that a replica
+# with thousands of connections never holds the event loop long on one reply.
+BATCH = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,56 +103,69 @@ class Reconciler:
 
     async def _sweep(self, now: float) -> Sweep:
         ids = self._registry.admission_ids()
-        slots = {admission_id: self._registry.signalling(admission_id) for admission_id in ids}
-        rooms: dict[str, asyncio.Task[Room | None]] = {}
-        limit = asyncio.Semaphore(CONCURRENCY)
-
-        def room(name: str) -> asyncio.Task[Room | None]:
-            # One read per room, shared by its admissions.
-            if name not in rooms:
-                rooms[name] = asyncio.ensure_future(self._store.get_room(name))
-            return rooms[name]
-
-        async def verdict(admission_id: str) -> str | None:
-            async with limit:
-                admission = await self._store.get_admission(admission_id)
-                reason = await self._reason(admission, now, room)
-                slot = slots[admission_id]
-                if reason is None and admission is not None and slot is not None:
-                    await self._keep_lease(admission, slot, now)
-                return reason
-
-        verdicts = await asyncio.gather(*(verdict(i) for i in ids), return_exceptions=True)
+        rooms: dict[str, Room | None] = {}
         cut = unanswered = 0
-        for admission_id, outcome in zip(ids, verdicts, strict=True):
-            if isinstance(outcome, StoreUnavailable):
-                unanswered += 1
-            elif isinstance(outcome, BaseException):
-                raise outcome
-            elif outcome is not None:
-                cut += 1
-                self._metrics.revocations.inc(reason=f"reconciled: {outcome}")
-                self._spawn(self._registry.close_admission(admission_id, outcome))
+        for start in range(0, len(ids), BATCH):
+            batch = ids[start : start + BATCH]
+            try:
+                reasons = await self._judge(batch, rooms, now)
+            except StoreUnavailable:
+                unanswered += len(batch)
+                continue
+            for admission_id, reason in reasons.items():
+                if reason is not None:
+                    cut += 1
+                    self._metrics.revocations.inc(reason=f"reconciled: {reason}")
+                    self._spawn(self._registry.close_admission(admission_id, reason))
         return Sweep(checked=len(ids), cut=cut, unanswered=unanswered)
 
-    async def _reason(
-        self,
-        admission: Admission | None,
-        now: float,
-        room: Callable[[str], Awaitable[Room | None]],
-    ) -> str | None:
-        """Why this admission's connections must be cut, or None while it is live."""
+    async def _judge(
+        self, ids: list[str], rooms: dict[str, Room | None], now: float
+    ) -> dict[str, str | None]:
+        """Why each admission's connections must be cut (None: it is live), in a few round
+        trips for the whole batch; a live admission's signalling lease is checked on the way.
+        StoreUnavailable if the store did not answer: nothing is judged then."""
+        admissions = await self._store.get_admissions(ids)
+        reasons = {i: self._record_reason(a, now) for i, a in zip(ids, admissions, strict=True)}
+        # Paired with the ids the registry files them under, whatever a record says.
+        live = [(i, a) for i, a in zip(ids, admissions, strict=True) if a and not reasons[i]]
+        unread = sorted({a.room for _, a in live} - rooms.keys())
+        found = await asyncio.gather(*(self._store.get_room(name) for name in unread))
+        rooms.update(zip(unread, found, strict=True))
+        scopes: list[tuple[str, Admission, str]] = []
+        for admission_id, admission in live:
+            room = rooms[admission.room]
+            if room is None:
+                reasons[admission_id] = "room deleted"
+            else:
+                scopes.append((admission_id, admission, room.ban_scope))
+        bans = [(scope, admission.identity) for _, admission, scope in scopes]
+        banned = await self._store.are_banned(bans, now)
+        kept: list[tuple[str, Admission, SignallingSlot]] = []
+        for (admission_id, admission, _), is_banned in zip(scopes, banned, strict=True):
+            if is_banned:
+                reasons[admission_id] = "banned"
+            elif (slot := self._registry.signalling(admission_id)) is not None:
+                kept.append((admission_id, admission, slot))
+        claimed = [(i, slot) for i, _, slot in kept if slot.claimed]
+        stored = await self._store.get_values([lease_key(i) for i, _ in claimed])
+        for (admission_id, slot), raw in zip(claimed, stored, strict=True):
+            self._keep_lease(admission_id, slot, raw)
+        for _, admission, slot in kept:
+            if not slot.claimed:
+                # Its claim failed when it opened: written now (or at the next sweep).
+                with contextlib.suppress(StoreUnavailable):
+                    await self._claim(admission, slot, now)
+        return reasons
+
+    @staticmethod
+    def _record_reason(admission: Admission | None, now: float) -> str | None:
         if admission is None:
-            return "ended"
+            return "ended"  # deleted, expired with its key, or a record that does not parse
         if admission.revoked:
             return "revoked"
         if now >= admission.expires_at:
             return "expired"
-        found = await room(admission.room)
-        if found is None:
-            return "room deleted"
-        if await self._store.is_banned(found.ban_scope, admission.identity, now):
-            return "banned"
         return None
 
     async def claim(self, admission: Admission, slot: SignallingSlot) -> None:
@@ -169,15 +183,12 @@ class Reconciler:
         elif self._registry.signalling(admission.id) is slot:
             self._drop(admission.id, slot)
 
-    async def _keep_lease(self, admission: Admission, slot: SignallingSlot, now: float) -> None:
-        if not slot.claimed:
-            await self._claim(admission, slot, now)
-            return
-        stored = await self.leases.current(admission.id)
+    def _keep_lease(self, admission_id: str, slot: SignallingSlot, raw: str | None) -> None:
+        stored = SignallingLeases.read(raw)
         # No lease at all (the store lost it): nobody newer has claimed it, so this one stays.
         other = stored.corrupt or (stored.lease is not None and stored.lease.holder != slot.holder)
-        if other and self._registry.signalling(admission.id) is slot:
-            self._drop(admission.id, slot)
+        if other and self._registry.signalling(admission_id) is slot:
+            self._drop(admission_id, slot)
 
     def _drop(self, admission_id: str, slot: SignallingSlot) -> None:
         self._registry.unregister(admission_id, slot.connection)

@@ -116,6 +116,10 @@ class Store(Protocol):
 
     async def get_admission(self, admission_id: str) -> Admission | None: ...
 
+    async def get_admissions(self, admission_ids: Sequence[str]) -> list[Admission | None]:
+        """`get_admission` of each id, in order, in one round trip (a replica's reconciliation
+        reads every admission with a connection on it)."""
+
     async def list_admissions(self, room: str) -> list[Admission]: ...
 
     async def revoke_admission(self, admission_id: str) -> bool:
@@ -142,6 +146,10 @@ class Store(Protocol):
     async def ban_identity(self, room: str, identity: str, until: float | None) -> None: ...
 
     async def is_banned(self, room: str, identity: str, now: float) -> bool: ...
+
+    async def are_banned(self, bans: Sequence[tuple[str, str]], now: float) -> list[bool]:
+        """`is_banned(room, identity, now)` of each (room, identity), in order, in one round
+        trip."""
 
     # Audit trail of host actions (read by the evidence log)
     async def append_audit(self, entry: AuditEntry) -> None: ...
@@ -182,6 +190,9 @@ class Store(Protocol):
         """Set `key` to `value` for `ttl_seconds`, replacing any value and expiry it had."""
 
     async def get_value(self, key: str) -> str | None: ...
+
+    async def get_values(self, keys: Sequence[str]) -> list[str | None]:
+        """`get_value` of each key, in order, in one round trip."""
 
     async def take_value(self, key: str) -> str | None:
         """Read and delete the value at once: of racing takers, exactly one gets it."""

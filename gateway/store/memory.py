@@ -324,6 +324,9 @@ class MemoryStore:
     async def get_admission(self, admission_id: str) -> Admission | None:
         return self._unexpired_admission(admission_id, time.time())
 
+    async def get_admissions(self, admission_ids: Sequence[str]) -> list[Admission | None]:
+        return [await self.get_admission(admission_id) for admission_id in admission_ids]
+
     async def list_admissions(self, room: str) -> list[Admission]:
         now = time.time()
         ids = self._room_admissions.get(room, set())
@@ -426,6 +429,9 @@ class MemoryStore:
     async def ban_identity(self, room: str, identity: str, until: float | None) -> None:
         self._raw.pop((RecordKind.BAN, f"{room}:{identity}"), None)
         self._bans[(room, identity)] = until
+
+    async def are_banned(self, bans: Sequence[tuple[str, str]], now: float) -> list[bool]:
+        return [await self.is_banned(room, identity, now) for room, identity in bans]
 
     async def is_banned(self, room: str, identity: str, now: float) -> bool:
         raw = self._raw_form(RecordKind.BAN, f"{room}:{identity}")
@@ -547,6 +553,10 @@ class MemoryStore:
 
     async def get_value(self, key: str) -> str | None:
         return self._live_value(key, self._short_lived_now())
+
+    async def get_values(self, keys: Sequence[str]) -> list[str | None]:
+        now = self._short_lived_now()
+        return [self._live_value(key, now) for key in keys]
 
     async def take_value(self, key: str) -> str | None:
         value = self._live_value(key, self._short_lived_now())

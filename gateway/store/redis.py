@@ -581,6 +581,16 @@ class RedisStore:
             )
         return self._admission_from_fields(fields)
 
+    async def get_admissions(self, admission_ids: Sequence[str]) -> list[Admission | None]:
+        if not admission_ids:
+            return []
+        async with self._call():
+            pipe = self._client.pipeline(transaction=False)
+            for admission_id in admission_ids:
+                pipe.hmget(_ADMISSION + admission_id, _ADMISSION_FIELDS)
+            rows: list[list[str | None]] = await pipe.execute()
+        return [self._admission_from_fields(fields) for fields in rows]
+
     async def list_admissions(self, room: str) -> list[Admission]:
         room_key = _ROOM_ADMISSIONS + room
         async with self._call():
@@ -674,6 +684,19 @@ class RedisStore:
     async def is_banned(self, room: str, identity: str, now: float) -> bool:
         async with self._call():
             until: str | None = await self._client.get(f"{_BAN}{room}:{identity}")
+        return self._ban_holds(until, now)
+
+    async def are_banned(self, bans: Sequence[tuple[str, str]], now: float) -> list[bool]:
+        if not bans:
+            return []
+        async with self._call():
+            pipe = self._client.pipeline(transaction=False)
+            for room, identity in bans:
+                pipe.get(f"{_BAN}{room}:{identity}")
+            values: list[str | None] = await pipe.execute()
+        return [self._ban_holds(until, now) for until in values]
+
+    def _ban_holds(self, until: str | None, now: float) -> bool:
         if until is None:
             return False
         try:
@@ -767,6 +790,16 @@ class RedisStore:
         async with self._call():
             value: str | None = await self._client.get(_VALUE + key)
         return value
+
+    async def get_values(self, keys: Sequence[str]) -> list[str | None]:
+        if not keys:
+            return []
+        async with self._call():
+            pipe = self._client.pipeline(transaction=False)
+            for key in keys:
+                pipe.get(_VALUE + key)
+            values: list[str | None] = await pipe.execute()
+        return values
 
     async def take_value(self, key: str) -> str | None:
         async with self._call():

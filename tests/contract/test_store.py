@@ -44,6 +44,8 @@ from gateway.store import (
     Store,
     Subscription,
 )
+from gateway.store.memory import MemoryStore
+from gateway.store.records import RecordKind
 from gateway.store.redis import RedisStore
 from tests.fixtures.processes import free_port
 
@@ -725,6 +727,57 @@ async def test_the_latest_ban_decides(store: Store) -> None:
     assert await store.is_banned(room, identity, until + HOUR)
     await store.ban_identity(room, identity, until)
     assert not await store.is_banned(room, identity, until + HOUR)
+
+
+# Batch reads (a replica's reconciliation reads every admission with a connection on it)
+
+
+async def test_batch_reads_equal_the_single_reads_in_order(store: Store) -> None:
+    async def write_raw(kind: RecordKind, name: str, fields: dict[str, str]) -> None:
+        if isinstance(store, RedisStore):
+            await store.write_raw(kind, name, fields)
+        else:
+            assert isinstance(store, MemoryStore)
+            store.write_raw(kind, name, fields)
+
+    room = make_room()
+    await store.create_room(room)
+    live, revoked, corrupt = (make_admission(room.name) for _ in range(3))
+    for admission in (live, revoked, corrupt):
+        await store.add_admission(admission)
+    await store.revoke_admission(revoked.id)
+    await write_raw(RecordKind.ADMISSION, corrupt.id, {"revoked": "maybe"})
+    ids = [corrupt.id, unique("missing"), revoked.id, live.id, live.id]
+    assert await store.get_admissions(ids) == [await store.get_admission(i) for i in ids]
+    marked = dataclasses.replace(revoked, revoked=True)
+    assert await store.get_admissions(ids[2:4]) == [marked, live]
+    assert await store.get_admissions([]) == []
+
+    now = time.time()
+    scope = unique("room")
+    forever, lapsed, later, garbled, never = (unique("who") for _ in range(5))
+    await store.ban_identity(scope, forever, None)
+    await store.ban_identity(scope, lapsed, now - 1)
+    await store.ban_identity(scope, later, now + HOUR)
+    await store.ban_identity(scope, garbled, None)
+    await write_raw(RecordKind.BAN, f"{scope}:{garbled}", {"value": "not a time"})
+    pairs = [(scope, who) for who in (forever, lapsed, later, garbled, never)]
+    pairs.append((unique("room"), forever))
+    assert await store.are_banned(pairs, now) == [True, False, True, True, False, False]
+    assert await store.are_banned(pairs, now + 2 * HOUR) == [True, False, False, True, False, False]
+    assert await store.are_banned([], now) == []
+
+    kept, lapsing = unique("lease"), unique("lease")
+    await store.put_value(kept, "1.5 holder", 60.0)
+    await store.put_value(lapsing, "x", 0.05)
+
+    async def lapsed_value() -> bool:
+        return await store.get_value(lapsing) is None
+
+    await eventually(lapsed_value)
+    keys = [kept, lapsing, unique("missing"), kept]
+    assert await store.get_values(keys) == ["1.5 holder", None, None, "1.5 holder"]
+    assert await store.get_values([]) == []
 
 
 # Audit trail

@@ -191,7 +191,7 @@ class Unanswering:
         return getattr(self._store, name)
 
 
-@pytest.mark.parametrize("failing", ["get_admission", "get_room", "is_banned", "get_value"])
+@pytest.mark.parametrize("failing", ["get_admissions", "get_room", "are_banned", "get_values"])
 async def test_a_store_that_cannot_answer_cuts_nobody_and_is_asked_again_soon(
     store: Store, failing: str
 ) -> None:
