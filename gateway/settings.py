@@ -114,6 +114,11 @@ class RevocationSettings(_Section):
     reconcile_seconds: float = Field(default=5.0, ge=0.5, le=60)
 
 
+# prosody's HTTP APIs for Jitsi's own services (kick a participant, end a meeting, list a room):
+# never reachable from a browser, whatever the config says.
+PROSODY_INTERNAL_APIS = frozenset({"room-info", "kick-participant", "end-meeting", "invite-jigasi"})
+
+
 class JitsiSettings(_Section):
     upstream: str = "http://127.0.0.1:8080"
     # Where /xmpp-websocket and /http-bind go; defaults to `upstream` (Jitsi's web server
@@ -123,7 +128,6 @@ class JitsiSettings(_Section):
     app_id: str = "meetgate"
     audience: str = "jitsi"
     connect_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
-
     # Jitsi endpoints beyond signalling the gate relays to `upstream` (none by default), such
     # as "/colibri-ws/" (ending in "/": every path below it) or "/conference-request/v1" (that
     # path alone). Each passes like signalling: a live admission, its connections cut on
@@ -146,6 +150,8 @@ class JitsiSettings(_Section):
                 raise ValueError(f"{endpoint!r}: signalling is always relayed, by its own rules")
             if segments[0] in ("_meetgate", "j"):
                 raise ValueError(f"{endpoint!r} is one of Meetgate's own paths")
+            if segments[0] in PROSODY_INTERNAL_APIS:
+                raise ValueError(f"{endpoint!r} is prosody's internal API: never relayed")
         if len(set(value)) != len(value):
             raise ValueError("names an endpoint twice")
         return value

@@ -8,7 +8,7 @@ A path passes only because a rule below names it; everything else is refused, ne
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from enum import Enum
 from urllib.parse import parse_qsl, urlencode
@@ -107,7 +107,7 @@ def is_relayed(path: str, endpoints: Iterable[str]) -> bool:
     return False
 
 
-def classify(path: str, raw_path: bytes | None = None, relayed: Iterable[str] = ()) -> PathTarget:
+def classify(path: str, raw_path: bytes | None = None, relayed: Collection[str] = ()) -> PathTarget:
     """What a Jitsi path is for; BadRequest for a path that could mean another, PathRefused for
     one no rule names.
 
@@ -119,7 +119,19 @@ def classify(path: str, raw_path: bytes | None = None, relayed: Iterable[str] = 
         sent = raw.decode("ascii")
     except UnicodeDecodeError as exc:
         raise BadRequest(INVALID_PATH) from exc
-    if SAFE_PATH.fullmatch(sent) is None or sent != path:
+    if sent != path:
+        raise BadRequest(INVALID_PATH)
+    if SAFE_PATH.fullmatch(sent) is None:
+        # Jitsi serves some endpoints at a folder's own path (`location = /socket.io/`): a
+        # trailing slash passes only where the config names that exact path.
+        folder = sent[:-1]
+        if (
+            sent.endswith("/")
+            and SAFE_PATH.fullmatch(folder)
+            and not mentions_signalling(folder)
+            and sent in relayed
+        ):
+            return PathTarget(PathKind.RELAYED)
         raise BadRequest(INVALID_PATH)
     segments = path[1:].split("/")
     if any(set(segment) == {"."} for segment in segments):

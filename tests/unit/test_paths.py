@@ -180,6 +180,20 @@ def test_a_relayed_endpoint_is_exact_unless_it_ends_in_a_slash() -> None:
             classify_as_sent(raw, RELAYED)
 
 
+def test_a_folders_own_path_passes_only_where_the_config_names_it() -> None:
+    """Jitsi serves `location = /socket.io/` and `= /rtcstats-ws/` at the folder's own path."""
+    named = ("/socket.io/", "/rtcstats-ws/")
+    assert classify_as_sent("/socket.io/", named).kind is PathKind.RELAYED
+    assert classify_as_sent("/socket.io/x", named).kind is PathKind.RELAYED
+    for raw in ("/socket.io/", "/rtcstats-ws/"):
+        with pytest.raises(BadRequest):
+            classify_as_sent(raw)
+    # Only the exact path as configured: no other trailing slash, spelling or encoding.
+    for raw in ("/socket.io//", "/Socket.io/", "/socket%2eio/", "/socket.io/x/", "/libs/"):
+        with pytest.raises((BadRequest, PathRefused)):
+            classify_as_sent(raw, named)
+
+
 @st.composite
 def allowed_paths(draw: st.DrawFn) -> str:
     names = st.from_regex(re.compile(r"[a-z0-9][a-z0-9._-]{0,20}"), fullmatch=True)

@@ -54,6 +54,9 @@ def test_prefixes_and_exact_paths(tmp_path: Path) -> None:
         ('["/_meetgate/keys/"]', "Meetgate's own"),
         ('["/j/"]', "Meetgate's own"),
         ('["/colibri-ws/", "/colibri-ws/"]', "twice"),
+        ('["/room-info"]', "prosody's internal API"),
+        ('["/kick-participant"]', "prosody's internal API"),
+        ('["/end-meeting/"]', "prosody's internal API"),
     ],
 )
 def test_bad_endpoints_are_named(tmp_path: Path, endpoints: str, why: str) -> None:
