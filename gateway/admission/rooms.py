@@ -36,8 +36,24 @@ RESERVED_NAMES = frozenset(
         "external_api",
         "favicon",
         "robots",
+        # Jitsi's services (gateway.proxy.paths.JITSI_SERVICE_NAMES): never a room page.
+        "colibri-relay-ws",
+        "etherpad",
+        "rtcstats-ws",
+        "rtc-visualizer",
+        "_load-test",
+        "load-test",
+        "room-info",
+        "kick-participant",
+        "end-meeting",
+        "subdomain",
+        "transcripts",
+        "connection_optimization",
     }
 )
+# A path naming a signalling endpoint anywhere is signalling or refused (gateway.proxy.paths),
+# so a room whose name holds one could never be opened.
+SIGNALLING_NAMES = ("http-bind", "xmpp-websocket")
 
 
 def is_room_name(value: str) -> bool:
@@ -48,7 +64,7 @@ def validate_room_name(value: str) -> str:
     """Return the name if it is a valid, unreserved room name; raise InvalidRoomName otherwise."""
     if not is_room_name(value):
         raise InvalidRoomName()
-    if value in RESERVED_NAMES:
+    if value in RESERVED_NAMES or any(name in value for name in SIGNALLING_NAMES):
         raise InvalidRoomName(f"'{value}' is reserved for Jitsi's or Meetgate's own paths.")
     return value
 

@@ -6,8 +6,9 @@ import pytest
 
 from gateway.access_log import redact
 from gateway.admission.invites import hash_token, make_invite, parse_token
-from gateway.admission.rooms import validate_room_name, validate_title
+from gateway.admission.rooms import is_room_name, validate_room_name, validate_title
 from gateway.errors import InvalidInput, InvalidRoomName, InviteMalformed
+from gateway.proxy.paths import JITSI_SERVICE_NAMES, PathKind, classify
 from gateway.store.records import Role
 
 
@@ -40,6 +41,18 @@ def test_good_room_names(name: str) -> None:
 def test_bad_room_names(name: str) -> None:
     with pytest.raises(InvalidRoomName):
         validate_room_name(name)
+
+
+def test_no_valid_room_name_is_a_page_the_gate_refuses() -> None:
+    """A room the gate would refuse to open (a Jitsi service's name, a name holding a signalling
+    endpoint's) cannot be created."""
+    shaped = [name for name in JITSI_SERVICE_NAMES if is_room_name(name)]
+    assert shaped
+    for name in [*shaped, "my-http-binder", "xmpp-websocket2"]:
+        with pytest.raises(InvalidRoomName):
+            validate_room_name(name)
+    for name in ("weekly", "team-2026_q4", "binder"):
+        assert classify(f"/{name}").kind is PathKind.ROOM
 
 
 @pytest.mark.parametrize(
