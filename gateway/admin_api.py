@@ -1,16 +1,26 @@
-"""The admin HTTP API (the CLI's server side), on its own listener, behind the admin token."""
+"""The admin HTTP API (the CLI's server side), on its own listener, behind the admin token.
+
+Every answer that is not a success is a `Problem` (JSON), whatever went wrong: a refused token,
+a body too large or not JSON, values the call does not take, an unknown path or method.
+"""
 
 from __future__ import annotations
 
 import hmac
+import logging
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, replace
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request, Response
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import PlainTextResponse
 from fastapi.security import HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field
-from starlette.types import ASGIApp, Receive, Scope, Send
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from starlette.exceptions import HTTPException
+from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.admission.invites import make_invite
 from gateway.admission.policy import (
@@ -21,9 +31,26 @@ from gateway.admission.policy import (
     MAX_PROVIDERS,
     make_policy,
 )
-from gateway.admission.rooms import validate_room_name, validate_title
+from gateway.admission.rooms import (
+    MAX_TITLE_CHARS,
+    RESERVED_NAMES,
+    ROOM_NAME,
+    validate_room_name,
+    validate_title,
+)
 from gateway.cuts import CUTS, Cut
-from gateway.errors import AdminAuthFailed, MeetgateError, NotFound, RoomNotFound
+from gateway.errors import (
+    AdminAuthFailed,
+    BadRequest,
+    MalformedJson,
+    MeetgateError,
+    MethodNotAllowed,
+    NotFound,
+    RequestInvalid,
+    RequestTooLarge,
+    RoomNotFound,
+    UnsupportedMediaType,
+)
 from gateway.metrics import Metrics
 from gateway.proxy.gate import request_id
 from gateway.settings import Settings
@@ -31,13 +58,33 @@ from gateway.store import Store
 from gateway.store.records import Invite, Role, Room
 
 
+def _json_number(value: object) -> object:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("Input should be a valid integer")
+    return value
+
+
+# JSON Schema's integer: 60 and 60.0 (a number without a fraction), never "60" or true.
+JsonInt = Annotated[int, BeforeValidator(_json_number), Field(strict=False)]
+
+
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Strict: the schema says boolean and integer, so "false", 0 or "5" are refused (422), not
+    # read as what they might mean.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class RoomIn(_Body):
-    name: str = Field(max_length=64, description="Jitsi room name: a-z, 0-9, '-', '_'")
-    title: str = Field(default="", max_length=200, description="Shown on the join page")
+    # The route checks the name (InvalidRoomName, 400, says the rule); the schema states it too.
+    name: str = Field(
+        max_length=64,
+        description="Jitsi room name: a-z, 0-9, '-', '_'; not one of Jitsi's own paths",
+        json_schema_extra={
+            "pattern": f"^{ROOM_NAME.pattern}$",
+            "not": {"enum": [name for name in sorted(RESERVED_NAMES)]},
+        },
+    )
+    title: str = Field(default="", max_length=MAX_TITLE_CHARS, description="Shown on the join page")
 
 
 class RoomOut(BaseModel):
@@ -76,9 +123,10 @@ class RoomChange(_Body):
 
 class InviteIn(_Body):
     name: str = Field(max_length=200, description="The verified display name of the invitee")
-    role: Role = Role.ATTENDEE
-    max_uses: int = Field(default=1, ge=1, le=10_000)
-    expires_in_seconds: int = Field(default=7 * 24 * 3600, ge=60, le=366 * 24 * 3600)
+    # Lax for this one: a role is sent as its JSON string.
+    role: Role = Field(default=Role.ATTENDEE, strict=False)
+    max_uses: JsonInt = Field(default=1, ge=1, le=10_000)
+    expires_in_seconds: JsonInt = Field(default=7 * 24 * 3600, ge=60, le=366 * 24 * 3600)
 
 
 class InviteOut(BaseModel):
@@ -97,10 +145,54 @@ class NewInviteOut(InviteOut):
     link: str = Field(description="The personal join link; shown only once")
 
 
+class FieldProblem(BaseModel):
+    where: str = Field(description="The value at fault: body.name, body, path.name, query.x")
+    problem: str
+
+
 class Problem(BaseModel):
-    error: str
-    message: str
-    request_id: str
+    """What every error of the admin API answers."""
+
+    error: str = Field(description="A stable code, e.g. room_not_found or request_invalid")
+    message: str = Field(description="For a person: what is wrong (each field's problem too)")
+    request_id: str = Field(description="The same id is in the server's log line")
+    fields: list[FieldProblem] = Field(
+        default_factory=list, description="request_invalid: each value that was refused"
+    )
+
+
+# Every operation can answer these; routes add what only they can (404, 409).
+COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
+    # 422: what the schema states; 400: Meetgate's rules it cannot (an address's syntax, a
+    # title's characters, the providers this config names), and bodies that are not JSON.
+    400: {
+        "model": Problem,
+        "description": "Not valid JSON, or a value one of Meetgate's rules refuses",
+    },
+    401: {"model": Problem, "description": "The admin token is missing or wrong"},
+    413: {"model": Problem, "description": "The body is larger than [limits] max_admin_body_bytes"},
+    415: {"model": Problem, "description": "A body that is not application/json"},
+    422: {"model": Problem, "description": "A value not of the type or range the call takes"},
+    503: {"model": Problem, "description": "The store cannot answer; try again (Retry-After)"},
+}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": Problem, "description": "No such room or invite"}
+}
+CONFLICT: dict[int | str, dict[str, Any]] = {
+    409: {"model": Problem, "description": "A room with this name exists"}
+}
+PROMETHEUS_TEXT: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Every metric, in Prometheus' text format",
+        "content": {"text/plain": {"schema": {"type": "string"}}},
+    }
+}
+# Reported per value, each capped: a 422 says what was refused, never echoes what was sent.
+MAX_FIELD_PROBLEMS = 20
+MAX_KEY_CHARS = 64
+JSON_TYPES = ("application/json",)
+
+log = logging.getLogger("meetgate.admin")
 
 
 # The ways into a room, in the order `RoomOut.policy` lists those its policy allows.
@@ -117,7 +209,7 @@ def _room_out(room: Room) -> RoomOut:
         approval_required=room.approval_required,
         pow_required=room.pow_required,
         moved_to=room.moved_to,
-        rules=PolicyIn.model_validate(asdict(room.policy)),
+        rules=PolicyIn.model_validate(asdict(room.policy), strict=False),
     )
 
 
@@ -133,6 +225,39 @@ def _invite_out(invite: Invite) -> InviteOut:
         created_at=invite.created_at,
         revoked=invite.revoked,
     )
+
+
+def problem_response(
+    error: MeetgateError,
+    rid: str,
+    fields: Sequence[FieldProblem] = (),
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """The admin API's answer to `error`: a Problem, with the headers its status calls for."""
+    body = Problem(error=error.code, message=error.message, request_id=rid, fields=list(fields))
+    all_headers = {"x-request-id": rid, **(headers or {})}
+    if error.retry_after is not None:
+        all_headers["retry-after"] = str(error.retry_after)
+    if isinstance(error, AdminAuthFailed):
+        all_headers["www-authenticate"] = "Bearer"
+    return Response(
+        body.model_dump_json(), error.status, headers=all_headers, media_type="application/json"
+    )
+
+
+def field_problems(errors: Iterable[Any]) -> list[FieldProblem]:
+    """pydantic's errors as `where: problem`, without the values sent (they may be anything)."""
+    problems = []
+    for error in errors:
+        # An unknown key is named as sent, so it is cut short.
+        where = ".".join(str(part)[:MAX_KEY_CHARS] for part in error.get("loc", ()))
+        problems.append(FieldProblem(where=where or "request", problem=str(error.get("msg", ""))))
+    return problems[:MAX_FIELD_PROBLEMS]
+
+
+def invalid_request(problems: Sequence[FieldProblem]) -> RequestInvalid:
+    listed = "; ".join(f"{p.where}: {p.problem}" for p in problems)
+    return RequestInvalid(f"The request's values are not what this call takes: {listed}.")
 
 
 class AdminAuth:
@@ -151,39 +276,128 @@ class AdminAuth:
                 if name == b"authorization":
                     given = value
             if not hmac.compare_digest(given, self._expected):
-                rid = request_id(scope)
-                error = AdminAuthFailed()
-                body = Problem(error=error.code, message=error.message, request_id=rid)
-                await JSONResponse(
-                    body.model_dump(), status_code=401, headers={"www-authenticate": "Bearer"}
-                )(scope, receive, send)
+                answer = problem_response(AdminAuthFailed(), request_id(scope))
+                await answer(scope, receive, send)
                 return
         await self._app(scope, receive, send)
+
+
+class JsonBodies:
+    """Pure ASGI: a request body is at most `max_bytes` of application/json, or it is answered
+    413 (as soon as it is known to be larger: from Content-Length, else while it arrives, never
+    read to its end) or 415, before any route parses it."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self._app = app
+        self._max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        declared = b""
+        content_type = b""
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                declared = value
+            elif name == b"content-type":
+                content_type = value
+        if declared.isdigit() and int(declared) > self._max_bytes:
+            await self._refuse(scope, receive, send, RequestTooLarge())
+            return
+        body = bytearray()
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            if len(body) > self._max_bytes:
+                await self._refuse(scope, receive, send, RequestTooLarge())
+                return
+            more = message.get("more_body", False)
+        media_type = content_type.split(b";", 1)[0].strip().decode("latin-1").lower()
+        if body and media_type not in JSON_TYPES:
+            await self._refuse(scope, receive, send, UnsupportedMediaType())
+            return
+        whole: Message | None = {"type": "http.request", "body": bytes(body), "more_body": False}
+
+        async def replay() -> Message:
+            nonlocal whole
+            if whole is None:
+                return await receive()
+            message, whole = whole, None
+            return message
+
+        await self._app(scope, replay, send)
+
+    @staticmethod
+    async def _refuse(scope: Scope, receive: Receive, send: Send, error: MeetgateError) -> None:
+        await problem_response(error, request_id(scope))(scope, receive, send)
+
+
+def allowed_methods(app: FastAPI, scope: Scope) -> list[str]:
+    """Every method some route takes at this path (Starlette's 405 names the first route's)."""
+    methods: set[str] = set()
+    for route in app.router.routes:
+        match, _ = route.matches({**scope, "method": "GET"})
+        if match is not Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return sorted(methods)
 
 
 def create_admin_app(settings: Settings, store: Store, metrics: Metrics) -> AdminAuth:
     app = FastAPI(
         title="Meetgate admin API",
         version="1",
-        description="Manage rooms and invites. Every call needs `Authorization: Bearer <token>`.",
-        responses={401: {"model": Problem}, 400: {"model": Problem}},
+        description=(
+            "Manage rooms and invites. Every call needs `Authorization: Bearer <token>`. Every"
+            " error is a `Problem`: a stable `error` code, a `message` for a person and the"
+            " `request_id` of the server's log line."
+        ),
+        responses=COMMON_ERRORS,
     )
     # Declared for the OpenAPI document; the check itself is AdminAuth, before any parsing.
     guarded = [Depends(HTTPBearer(auto_error=False))]
 
     @app.exception_handler(MeetgateError)
     async def _error(request: Request, error: MeetgateError) -> Response:
-        body = Problem(
-            error=error.code, message=error.message, request_id=request_id(request.scope)
-        )
-        return Response(body.model_dump_json(), error.status, media_type="application/json")
+        return problem_response(error, request_id(request.scope))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, error: RequestValidationError) -> Response:
+        rid = request_id(request.scope)
+        if any(detail.get("type") == "json_invalid" for detail in error.errors()):
+            return problem_response(MalformedJson(), rid)
+        problems = field_problems(error.errors())
+        return problem_response(invalid_request(problems), rid, problems)
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, error: HTTPException) -> Response:
+        rid = request_id(request.scope)
+        if error.status_code == 404:
+            return problem_response(NotFound("The admin API has no such address."), rid)
+        if error.status_code == 405:
+            allow = ", ".join(allowed_methods(app, request.scope))
+            return problem_response(MethodNotAllowed(), rid, headers={"allow": allow})
+        if error.status_code == 400:
+            # FastAPI's answer to a body its JSON parser gave up on (nesting too deep, a number
+            # too long) other than by a decode error.
+            return problem_response(MalformedJson(), rid)
+        return problem_response(BadRequest(), rid)
+
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, error: Exception) -> Response:
+        rid = request_id(request.scope)
+        log.error("unexpected error [%s]: %s", rid, type(error).__name__)
+        return problem_response(MeetgateError(), rid)
 
     @app.get("/api/v1/health", dependencies=guarded)
     async def health() -> dict[str, str]:
         await store.ping()
         return {"status": "ok"}
 
-    @app.post("/api/v1/rooms", status_code=201, dependencies=guarded)
+    @app.post("/api/v1/rooms", status_code=201, dependencies=guarded, responses=CONFLICT)
     async def create_room(body: RoomIn) -> RoomOut:
         name = validate_room_name(body.name)
         room = Room(name=name, title=validate_title(body.title or name), created_at=time.time())
@@ -194,14 +408,14 @@ def create_admin_app(settings: Settings, store: Store, metrics: Metrics) -> Admi
     async def list_rooms() -> list[RoomOut]:
         return [_room_out(room) for room in await store.list_rooms()]
 
-    @app.get("/api/v1/rooms/{name}", dependencies=guarded)
+    @app.get("/api/v1/rooms/{name}", dependencies=guarded, responses=NOT_FOUND)
     async def get_room(name: str) -> RoomOut:
         room = await store.get_room(name)
         if room is None:
             raise RoomNotFound()
         return _room_out(room)
 
-    @app.patch("/api/v1/rooms/{name}", dependencies=guarded)
+    @app.patch("/api/v1/rooms/{name}", dependencies=guarded, responses=NOT_FOUND)
     async def change_room(name: str, body: RoomChange) -> RoomOut:
         changed = await store.change_room(
             name,
@@ -215,7 +429,7 @@ def create_admin_app(settings: Settings, store: Store, metrics: Metrics) -> Admi
         )
         return _room_out(changed)
 
-    @app.put("/api/v1/rooms/{name}/policy", dependencies=guarded)
+    @app.put("/api/v1/rooms/{name}/policy", dependencies=guarded, responses=NOT_FOUND)
     async def set_policy(name: str, body: PolicyIn) -> RoomOut:
         """Takes effect for the next join attempt, on every replica, without a restart."""
         policy = make_policy(
@@ -224,12 +438,20 @@ def create_admin_app(settings: Settings, store: Store, metrics: Metrics) -> Admi
         changed = await store.change_room(name, lambda room: replace(room, policy=policy))
         return _room_out(changed)
 
-    @app.get("/metrics", response_class=PlainTextResponse, dependencies=guarded)
+    # A response class without a media type: the schema says text/plain for the metrics (as
+    # PROMETHEUS_TEXT declares) and JSON for the errors.
+    @app.get(
+        "/metrics",
+        dependencies=guarded,
+        response_class=Response,
+        responses=PROMETHEUS_TEXT,
+        response_model=None,
+    )
     async def prometheus() -> PlainTextResponse:
         """Prometheus text format. Scrape with `authorization: {credentials: <admin token>}`."""
         return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
 
-    @app.delete("/api/v1/rooms/{name}", status_code=204, dependencies=guarded)
+    @app.delete("/api/v1/rooms/{name}", status_code=204, dependencies=guarded, responses=NOT_FOUND)
     async def delete_room(name: str) -> Response:
         admissions = await store.list_admissions(name)
         if not await store.delete_room(name, time.time()):
@@ -239,7 +461,9 @@ def create_admin_app(settings: Settings, store: Store, metrics: Metrics) -> Admi
             await store.publish(CUTS, Cut(admission.id, "room deleted").encode())
         return Response(status_code=204)
 
-    @app.post("/api/v1/rooms/{name}/invites", status_code=201, dependencies=guarded)
+    @app.post(
+        "/api/v1/rooms/{name}/invites", status_code=201, dependencies=guarded, responses=NOT_FOUND
+    )
     async def create_invite(name: str, body: InviteIn) -> NewInviteOut:
         if await store.get_room(name) is None:
             raise RoomNotFound()
@@ -255,16 +479,21 @@ def create_admin_app(settings: Settings, store: Store, metrics: Metrics) -> Admi
         link = f"{settings.public_url}/j/{made.token}"
         return NewInviteOut(**_invite_out(made.invite).model_dump(), link=link)
 
-    @app.get("/api/v1/rooms/{name}/invites", dependencies=guarded)
+    @app.get("/api/v1/rooms/{name}/invites", dependencies=guarded, responses=NOT_FOUND)
     async def list_invites(name: str) -> list[InviteOut]:
         if await store.get_room(name) is None:
             raise RoomNotFound()
         return [_invite_out(invite) for invite in await store.list_invites(name)]
 
-    @app.delete("/api/v1/invites/{invite_id}", status_code=204, dependencies=guarded)
+    @app.delete(
+        "/api/v1/invites/{invite_id}", status_code=204, dependencies=guarded, responses=NOT_FOUND
+    )
     async def revoke_invite(invite_id: str) -> Response:
         if not await store.revoke_invite(invite_id):
             raise NotFound("No invite has this id.")
         return Response(status_code=204)
 
-    return AdminAuth(app, settings.admin.token.get_secret_value().encode())
+    return AdminAuth(
+        JsonBodies(app, settings.limits.max_admin_body_bytes),
+        settings.admin.token.get_secret_value().encode(),
+    )

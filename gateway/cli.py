@@ -305,14 +305,9 @@ class AdminClient:
         except ValueError as exc:
             raise CliError(f"the admin API answered {response.status_code} without JSON") from exc
         if response.is_error:
+            # Every error of the admin API is a Problem; its message names each refused value.
             if isinstance(payload, dict) and "message" in payload:
                 raise CliError(payload["message"])
-            if isinstance(payload, dict) and isinstance(payload.get("detail"), list):
-                details = "; ".join(
-                    f"{'.'.join(str(p) for p in d.get('loc', [])[1:])}: {d.get('msg')}"
-                    for d in payload["detail"]
-                )
-                raise CliError(f"invalid request: {details}")
             raise CliError(f"the admin API answered {response.status_code}")
         return payload
 

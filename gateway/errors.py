@@ -41,6 +41,34 @@ class RequestTooLarge(MeetgateError):
     message = "This request is larger than Meetgate accepts."
 
 
+class MalformedJson(BadRequest):
+    code = "malformed_json"
+    message = "The request body is not valid JSON."
+
+
+class UnsupportedMediaType(MeetgateError):
+    status = 415
+    code = "unsupported_media_type"
+    title = "Unsupported request body"
+    message = "This request's body must be JSON, sent with Content-Type: application/json."
+
+
+class RequestInvalid(MeetgateError):
+    """A well-formed request whose values are not what the call takes (the admin API's 422)."""
+
+    status = 422
+    code = "request_invalid"
+    title = "This request is not valid"
+    message = "The request's values are not what this call takes."
+
+
+class MethodNotAllowed(MeetgateError):
+    status = 405
+    code = "method_not_allowed"
+    title = "Method not allowed"
+    message = "This address does not take this method."
+
+
 class HeadersTooLarge(MeetgateError):
     status = 431
     code = "headers_too_large"

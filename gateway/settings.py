@@ -50,6 +50,9 @@ class _Section(BaseModel):
 class ListenSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
+    # On SIGTERM the process hands its relayed sessions back to their browsers, lets what is in
+    # flight finish, and exits within this many seconds (docs/operations.md).
+    shutdown_seconds: float = Field(default=10.0, gt=0, le=600)
 
 
 class AdminSettings(_Section):
@@ -78,6 +81,9 @@ class StoreSettings(_Section):
     request_seconds: float = Field(default=1.0, gt=0, le=60)
     pool_size: int = Field(default=64, ge=1, le=10_000)
     pool_wait_seconds: float = Field(default=10.0, gt=0, le=60)
+    # Refuse to start while the store does not answer (else the gate starts and answers 503
+    # until it does).
+    require_at_start: bool = False
 
     @model_validator(mode="after")
     def _waits_within_deadlines(self) -> StoreSettings:
@@ -365,6 +371,8 @@ class LimitSettings(_Section):
     max_header_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     max_websocket_message_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # A room policy at its largest lists 10,000 addresses: about 3 MiB of JSON.
+    max_admin_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
 
 
 class Rate(_Section):
