@@ -12,12 +12,13 @@ from typing import Annotated
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 
 from gateway.admission.flood import ChallengeRequired, Proof
 from gateway.admission.pipeline import AdmissionPipeline, LobbyRequired, Located
 from gateway.admission.rooms import current_room, is_room_name
-from gateway.errors import CrossSiteRequest, MeetgateError, NotAdmitted, NotFound
+from gateway.errors import CrossSiteRequest, InvalidInput, MeetgateError, NotAdmitted, NotFound
 from gateway.proxy.gate import LOCATED_INVITE, cookie_name, read_cookie, request_id
 from gateway.settings import Settings
 from gateway.store import Store
@@ -89,6 +90,13 @@ def create_pages_app(
     async def _bad_method(request: Request, _: Exception) -> Response:
         return await _meetgate_error(request, NotFound())
 
+    @app.exception_handler(RequestValidationError)
+    async def _unreadable(request: Request, _: Exception) -> Response:
+        # A query value a route cannot take (a room name too long): the error page, not
+        # FastAPI's JSON echoing what was sent.
+        unreadable = InvalidInput("This address carries a value Meetgate cannot read.")
+        return await _meetgate_error(request, unreadable)
+
     @app.get("/", response_class=HTMLResponse)
     async def home(request: Request) -> HTMLResponse:
         return _html(render("home.html", request_id=request_id(request.scope)))
@@ -143,7 +151,7 @@ def create_pages_app(
     ) -> Response:
         """Jitsi's `tokenAuthUrl`: a fresh ticket, only while the browser's admission is live."""
         now = time.time()
-        admission = await pipeline.from_cookie(read_cookie(request.scope, cookie), now)
+        admission = await pipeline.for_new_ticket(read_cookie(request.scope, cookie), now)
         if room and not is_room_name(room):
             raise NotAdmitted()
         if room and room != admission.room:
