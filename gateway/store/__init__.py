@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Protocol
 from urllib.parse import urlsplit
 
+from gateway.store.continuity import Continuity
 from gateway.store.deadline import StoreOptions, begin_request
 from gateway.store.health import StoreHealth
 from gateway.store.records import (
@@ -33,6 +34,7 @@ from gateway.store.records import (
 __all__ = [
     "Admission",
     "AuditEntry",
+    "Continuity",
     "Invite",
     "LimitCharge",
     "NameClaim",
@@ -65,11 +67,25 @@ class Subscription(Protocol):
 class Store(Protocol):
     # Whether the store answers, and the corrupt records it found (for logs and metrics).
     health: StoreHealth
+    # Whether the store still remembers what this replica saw it hold (continuity.py).
+    continuity: Continuity
 
     async def ping(self) -> None:
         """Raise StoreUnavailable if the backend cannot answer."""
 
     async def close(self) -> None: ...
+
+    # The memory marker: one short string, `<epoch>:<generation>:<ok|lost>` (continuity.py).
+    async def advance_marker(self, if_absent: str) -> tuple[str, bool]:
+        """Atomically: with no marker, write `if_absent`; with a marker that parses, raise its
+        generation by one; leave any other as it is. Return the marker as it is now, and whether
+        it was written from `if_absent`."""
+
+    async def read_marker(self) -> str | None: ...
+
+    async def replace_marker(self, expected: str | None, new: str) -> bool:
+        """Write `new` if the marker is still `expected` (None: there is none), atomically;
+        False, and nothing written, if it changed meanwhile."""
 
     # Rooms
     async def create_room(self, room: Room) -> None:

@@ -30,6 +30,7 @@ from gateway.errors import (
     RoomNotFound,
     StoreUnavailable,
 )
+from gateway.store.continuity import Continuity, parse_marker
 from gateway.store.health import StoreHealth
 from gateway.store.records import (
     Admission,
@@ -134,6 +135,9 @@ class MemoryStore:
         self._short_lived_calls = 0
         self._subscriptions: dict[str, weakref.WeakSet[MemorySubscription]] = {}
         self.health = StoreHealth("memory")
+        # This process is the store: its memory is lost only with the process itself.
+        self.continuity = Continuity("memory")
+        self._marker: str | None = None
         # Records replaced by a stored form (`write_raw`): read back through the parsers.
         self._raw: dict[tuple[RecordKind, str], dict[str, str]] = {}
 
@@ -210,6 +214,26 @@ class MemoryStore:
             for subscription in list(subscriptions):
                 await subscription.aclose()
         self._subscriptions.clear()
+
+    # The memory marker (gateway/store/continuity.py)
+
+    async def advance_marker(self, if_absent: str) -> tuple[str, bool]:
+        if self._marker is None:
+            self._marker = if_absent
+            return if_absent, True
+        marker = parse_marker(self._marker)
+        if marker is not None:
+            self._marker = dataclasses.replace(marker, generation=marker.generation + 1).encode()
+        return self._marker, False
+
+    async def read_marker(self) -> str | None:
+        return self._marker
+
+    async def replace_marker(self, expected: str | None, new: str) -> bool:
+        if self._marker != expected:
+            return False
+        self._marker = new
+        return True
 
     # Rooms
 

@@ -37,6 +37,7 @@ from gateway.errors import (
     RoomNotFound,
     StoreUnavailable,
 )
+from gateway.store.continuity import Continuity
 from gateway.store.deadline import StoreOptions, store_deadline
 from gateway.store.health import StoreHealth, store_address
 from gateway.store.records import (
@@ -84,6 +85,7 @@ _VALUE: Final = "meetgate:value:"  # + key: a short-lived value; expires with it
 _COUNTER: Final = "meetgate:counter:"  # + key: a count; expires a TTL after its first bump
 _INDEX: Final = "meetgate:index:"  # + index: sorted set member -> expiry (microseconds)
 _CHANNEL: Final = "meetgate:channel:"  # + channel: pub/sub channel
+_MARKER: Final = "meetgate:memory"  # the memory marker (gateway/store/continuity.py); no TTL
 
 # A few quick retries ride out a failover blip; beyond that a join fails closed at once instead
 # of hanging while Redis is away.
@@ -284,6 +286,7 @@ class RedisStore:
         self._sentinel = sentinel
         self._options = options or StoreOptions()
         self.health = StoreHealth(address)
+        self.continuity = Continuity(address)
         self._probe: asyncio.Task[None] | None = None
         self._subscriptions: set[RedisSubscription] = set()
         # Which invite a token hash names: fixed for the invite's life (a token is made for one
@@ -302,6 +305,8 @@ class RedisStore:
         self._bump_value: AsyncScript = client.register_script(_script_text("bump_value"))
         self._index: AsyncScript = client.register_script(_script_text("index"))
         self._claim_name: AsyncScript = client.register_script(_script_text("claim_name"))
+        self._advance_marker: AsyncScript = client.register_script(_script_text("advance_marker"))
+        self._replace_marker: AsyncScript = client.register_script(_script_text("replace_marker"))
 
     @classmethod
     async def connect(cls, url: str, options: StoreOptions | None = None) -> RedisStore:
@@ -367,6 +372,24 @@ class RedisStore:
     async def ping(self) -> None:
         async with self._call():
             await self._client.ping()
+
+    # The memory marker (gateway/store/continuity.py)
+
+    async def advance_marker(self, if_absent: str) -> tuple[str, bool]:
+        async with self._call():
+            marker, created = await self._advance_marker(keys=[_MARKER], args=[if_absent])
+        return str(marker), bool(created)
+
+    async def read_marker(self) -> str | None:
+        async with self._call():
+            marker: str | None = await self._client.get(_MARKER)
+        return marker
+
+    async def replace_marker(self, expected: str | None, new: str) -> bool:
+        read = "0" if expected is None else "1"
+        async with self._call():
+            written = await self._replace_marker(keys=[_MARKER], args=[read, expected or "", new])
+        return bool(written)
 
     async def write_raw(self, kind: RecordKind, name: str, fields: Mapping[str, str]) -> None:
         """Test seam (as MemoryStore.write_raw): overwrite fields of a record's stored form, to

@@ -1365,6 +1365,71 @@ async def test_closing_the_store_ends_its_subscriptions(store: Store) -> None:
         await next_message(subscription)
 
 
+# The memory marker (gateway/store/continuity.py)
+
+MARKER = "0123456789abcdef0123456789abcdef:0:ok"
+
+
+async def test_the_first_advance_writes_the_marker_given_and_later_ones_count(
+    store: Store,
+) -> None:
+    assert await store.read_marker() is None
+    assert await store.advance_marker(MARKER) == (MARKER, True)
+    assert await store.advance_marker("ffffffffffffffffffffffffffffffff:0:lost") == (
+        "0123456789abcdef0123456789abcdef:1:ok",
+        False,
+    )
+    assert await store.advance_marker(MARKER) == ("0123456789abcdef0123456789abcdef:2:ok", False)
+    assert await store.read_marker() == "0123456789abcdef0123456789abcdef:2:ok"
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        "not a marker",
+        "0123456789ABCDEF0123456789ABCDEF:1:ok",  # upper-case epoch
+        "0123456789abcdef0123456789abcdef:01:ok",  # a leading zero
+        "0123456789abcdef0123456789abcdef:1:gone",
+        "0123456789abcdef0123456789abcde:1:ok",  # 31 digits
+        "0123456789abcdef0123456789abcdef:1:ok ",
+        "0123456789abcdef0123456789abcdef:-1:ok",
+    ],
+)
+async def test_a_marker_that_does_not_parse_is_left_as_it_is(store: Store, stored: str) -> None:
+    assert await store.replace_marker(None, stored)
+    assert await store.advance_marker(MARKER) == (stored, False)
+    assert await store.read_marker() == stored
+
+
+async def test_a_lost_marker_counts_too(store: Store) -> None:
+    assert await store.replace_marker(None, "0123456789abcdef0123456789abcdef:41:lost")
+    assert await store.advance_marker(MARKER) == (
+        "0123456789abcdef0123456789abcdef:42:lost",
+        False,
+    )
+
+
+async def test_a_marker_is_replaced_only_if_it_is_still_what_was_read(store: Store) -> None:
+    assert not await store.replace_marker(MARKER, "x")  # there is none
+    assert await store.replace_marker(None, MARKER)
+    assert not await store.replace_marker(None, "x")  # there is one
+    await store.advance_marker(MARKER)
+    assert not await store.replace_marker(MARKER, "x")  # it changed
+    advanced = "0123456789abcdef0123456789abcdef:1:ok"
+    assert await store.replace_marker(advanced, "0123456789abcdef0123456789abcdef:2:lost")
+    assert await store.read_marker() == "0123456789abcdef0123456789abcdef:2:lost"
+
+
+async def test_racing_first_advances_agree_on_one_marker(store: Store) -> None:
+    candidates = [f"{secrets.token_hex(16)}:0:ok" for _ in range(20)]
+    results = await asyncio.gather(*(store.advance_marker(c) for c in candidates))
+    assert sum(created for _, created in results) == 1
+    (winner,) = [marker for marker, created in results if created]
+    epoch = winner.split(":")[0]
+    assert all(marker.startswith(epoch + ":") for marker, _ in results)
+    assert await store.read_marker() == f"{epoch}:19:ok"
+
+
 # Redis only: several clients on one database, and an outage
 
 
@@ -1556,6 +1621,9 @@ async def test_an_unreachable_redis_raises_store_unavailable() -> None:
         lambda: store.index_remove("lobby", "alice"),
         lambda: store.index_size("lobby"),
         lambda: store.publish("revocations", "revoke:1"),
+        lambda: store.advance_marker(MARKER),
+        store.read_marker,
+        lambda: store.replace_marker(None, MARKER),
     ]
     try:
         for operation in operations:
