@@ -9,10 +9,12 @@ import contextlib
 import gc
 import json
 import logging
+import math
 import os
 import re
 import secrets
 import signal
+import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -173,8 +175,28 @@ def command_init(args: argparse.Namespace) -> int:
 
 
 async def _serve(settings: Settings) -> None:
+    from gateway import serving
+
+    # Every listening socket is bound first: a taken port ends the start before anything
+    # listens (gateway/serving.py).
+    gate_sockets = serving.bind(settings.listen.host, settings.listen.port, "[listen] host, port")
+    try:
+        admin_sockets = serving.bind(settings.admin.host, settings.admin.port, "[admin] host, port")
+    except serving.StartFailure:
+        serving.close(gate_sockets)
+        raise
+    try:
+        await _serve_on(settings, gate_sockets, admin_sockets)
+    finally:
+        serving.close([*gate_sockets, *admin_sockets])
+
+
+async def _serve_on(
+    settings: Settings, gate_sockets: list[socket.socket], admin_sockets: list[socket.socket]
+) -> None:
     import uvicorn
 
+    from gateway import serving
     from gateway.access_log import AccessLog
     from gateway.app import create_admin, create_app
     from gateway.metrics import Metrics
@@ -182,9 +204,15 @@ async def _serve(settings: Settings) -> None:
     from gateway.store import open_store
 
     store = await open_store(settings.store.url, settings.store.options())
-    metrics = Metrics()
-    gate = create_app(settings, store, metrics)
-    admin = create_admin(settings, store, metrics)
+    try:
+        if settings.store.require_at_start:
+            await serving.require_store(store, settings.store.url)
+        metrics = Metrics()
+        gate = create_app(settings, store, metrics)
+        admin = create_admin(settings, store, metrics)
+    except BaseException:
+        await store.close()
+        raise
     # What start-up made (modules, templates, the apps) lives as long as the process: kept out
     # of the collector's full passes, which a flood's garbage would otherwise make long.
     gc.collect()
@@ -196,36 +224,43 @@ async def _serve(settings: Settings) -> None:
         "proxy_headers": False,
         "ws_max_size": settings.limits.max_websocket_message_bytes,
         "h11_max_incomplete_event_size": settings.limits.max_header_bytes,
+        # The stop ends what is in flight itself, before this (gateway/serving.py).
+        "timeout_graceful_shutdown": math.ceil(settings.listen.shutdown_seconds) + 1,
     }
     addresses = settings.logging.client_addresses
-    public = uvicorn.Server(
-        uvicorn.Config(
-            AccessLog(gate, client_addresses=addresses),
-            host=settings.listen.host,
-            port=settings.listen.port,
-            # Join attempts this replica knows to refuse are answered as they are parsed.
-            http=early_refusal_protocol(gate.refuse_early, secure=settings.secure),
-            **common,
-        )
+    gate_config = uvicorn.Config(
+        AccessLog(gate, client_addresses=addresses),
+        # Join attempts this replica knows to refuse are answered as they are parsed.
+        http=early_refusal_protocol(gate.refuse_early, secure=settings.secure),
+        **common,
     )
-    admin_server = uvicorn.Server(
-        uvicorn.Config(
-            AccessLog(admin, client_addresses=addresses),
-            host=settings.admin.host,
-            port=settings.admin.port,
-            **common,
-        )
-    )
+    admin_config = uvicorn.Config(AccessLog(admin, client_addresses=addresses), **common)
     token_file: Path | None = None
-    if settings.ephemeral:
-        token_file = ephemeral_token_file()
-        admin_url = f"http://{settings.admin.host}:{settings.admin.port}"
-        write_private(
-            token_file,
-            json.dumps({"url": admin_url, "token": settings.admin.token.get_secret_value()}),
-        )
     try:
-        await asyncio.gather(public.serve(), admin_server.serve())
+        serving.listen(gate_sockets, "[listen] host, port")
+        serving.listen(admin_sockets, "[admin] host, port")
+        log.info(
+            "gate on http://%s (public URL %s), admin API on http://%s, store %s",
+            serving.show_address(settings.listen.host, settings.listen.port),
+            settings.public_url,
+            serving.show_address(settings.admin.host, settings.admin.port),
+            store_for_log(settings.store.url),
+        )
+        if settings.ephemeral:
+            token_file = ephemeral_token_file()
+            admin_url = f"http://{settings.admin.host}:{settings.admin.port}"
+            write_private(
+                token_file,
+                json.dumps({"url": admin_url, "token": settings.admin.token.get_secret_value()}),
+            )
+        await serving.run(
+            gate,
+            gate_config,
+            gate_sockets,
+            admin_config,
+            admin_sockets,
+            shutdown_seconds=settings.listen.shutdown_seconds,
+        )
     finally:
         if token_file is not None:
             with contextlib.suppress(FileNotFoundError):
@@ -261,23 +296,19 @@ def command_serve(args: argparse.Namespace) -> int:
             ephemeral_token_file(),
             banner,
         )
-    log.info(
-        "gate on http://%s:%d (public URL %s), admin API on http://%s:%d, store %s",
-        settings.listen.host,
-        settings.listen.port,
-        settings.public_url,
-        settings.admin.host,
-        settings.admin.port,
-        store_for_log(settings.store.url),
-    )
     try:
         import uvloop
     except ImportError:
         pass
     else:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(settings))
+    from gateway.serving import StartFailure
+
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(_serve(settings))
+    except StartFailure as exc:
+        raise CliError(str(exc)) from exc
     return 0
 
 

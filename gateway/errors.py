@@ -308,6 +308,17 @@ class StoreUnavailable(MeetgateError):
     retry_after = 5
 
 
+class GateStopping(MeetgateError):
+    """This replica is shutting down (SIGTERM): a front with another replica sends the request
+    there; a browser retrying reaches another one."""
+
+    status = 503
+    code = "stopping"
+    title = "Temporarily unavailable"
+    message = "This Meetgate server is restarting. Please try again in a moment."
+    retry_after = 1
+
+
 class ConfigError(Exception):
     """Settings that cannot be used; carries every problem found, named as the user writes it."""
 

@@ -28,6 +28,7 @@ from gateway.cuts import CUTS, Cut
 from gateway.errors import (
     AdmissionRevoked,
     BoshBodyInvalid,
+    GateStopping,
     HeadersTooLarge,
     InviteUnknown,
     MeetgateError,
@@ -171,6 +172,11 @@ class Gate:
         self._scheme = b"https" if settings.secure else b"http"
         self._max_headers = settings.limits.max_header_bytes
         self._relayed = settings.jitsi.relayed_endpoints
+        # Set by `stop_accepting`; the HTTP requests being answered, and those `cut_in_flight`
+        # ended (each by the task uvicorn runs it in).
+        self._stopping = False
+        self._in_flight: set[asyncio.Task[Any]] = set()
+        self._cut: set[asyncio.Task[Any]] = set()
 
     async def start(self) -> None:
         """Begin following cuts published by any replica (revocations, bans, moves), and
@@ -189,6 +195,32 @@ class Gate:
         self._follower = self._reconciling = None
         await self._limiter.aclose()
         await self._http_client.aclose()
+
+    def stop_accepting(self) -> None:
+        """This replica is stopping: every request from now on is answered 503 (GateStopping),
+        a WebSocket refused with it, until the server has closed its listener."""
+        self._stopping = True
+
+    async def hand_over(self) -> int:
+        """End every relayed WebSocket for its browser to go on through another replica
+        (RelayedSocket.hand_over: prosody's sessions stay resumable); returns how many.
+
+        BOSH sessions are left as they are: their requests reach any replica, and each in flight
+        here ends as prosody answers it (or by `cut_in_flight`)."""
+        sockets = [c for c in self.registry.every() if isinstance(c, RelayedSocket)]
+        await asyncio.gather(*(s.hand_over() for s in sockets), return_exceptions=True)
+        return len(sockets)
+
+    def cut_in_flight(self) -> int:
+        """End the HTTP requests still being answered (the stop's deadline): each is answered
+        503 if its response has not started, or ended short (never as if whole); returns how
+        many. Done by the gate rather than left to the server's own deadline, which cancels them
+        as failures: a 500 and a traceback each."""
+        cut = self._in_flight - self._cut
+        for task in cut:
+            self._cut.add(task)
+            task.cancel()
+        return len(cut)
 
     async def _follow_cuts(self) -> None:
         backoff = 0.2
@@ -244,6 +276,38 @@ class Gate:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
             return
+        if self._stopping:
+            await send_error(scope, send, GateStopping(), request_id(scope), secure=self._secure)
+            return
+        if scope["type"] != "http":
+            await self._answer(scope, receive, send)
+            return
+        task = asyncio.current_task()
+        assert task is not None  # an ASGI call always runs in a task
+        self._in_flight.add(task)
+        started = False
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
+        try:
+            await self._answer(scope, receive, tracked_send)
+        except asyncio.CancelledError:
+            if task not in self._cut:
+                raise
+            # Cancelled by cut_in_flight, which answers for it.
+            task.uncancel()
+            if not started:
+                await send_error(
+                    scope, send, GateStopping(), request_id(scope), secure=self._secure
+                )
+        finally:
+            self._in_flight.discard(task)
+            self._cut.discard(task)
+
+    async def _answer(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Every store call this request makes shares one budget (gateway/store/deadline.py).
         begin_request(self._settings.store.request_seconds)
         if scope["type"] == "http" and scope["path"] == FORWARD_AUTH:

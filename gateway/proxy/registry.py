@@ -84,6 +84,10 @@ class ConnectionRegistry:
     def admission_ids(self) -> list[str]:
         return list(self._by_admission)
 
+    def every(self) -> list[LiveConnection]:
+        """Every connection filed here, of every admission."""
+        return [c for live in self._by_admission.values() for c in live]
+
     def count(self, admission_id: str) -> int:
         return len(self._by_admission.get(admission_id, ()))
 

@@ -3,6 +3,10 @@
 A relayed signalling socket can be cut by the gate (revocation, or a newer session of the same
 admission): it first ends the XMPP stream toward prosody with an RFC 7395 `<close/>`, so prosody
 drops the session at once instead of keeping it for stream resumption.
+
+A replica that stops hands its sockets over instead (`hand_over`): the browser's stream is ended
+with a `<close/>`, prosody's only with a WebSocket close, so prosody keeps the session for
+resumption and the browser resumes it through another replica at once.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ log = logging.getLogger("meetgate.proxy")
 XMPP_CLOSE = '<close xmlns="urn:ietf:params:xml:ns:xmpp-framing"/>'
 # 4000-4999 are free for applications; the browser sees why it was cut.
 CLOSE_REVOKED = 4403
+# RFC 6455 "going away": the server is stopping.
+CLOSE_GOING_AWAY = 1001
 
 
 def requested_subprotocols(scope: Scope) -> list[Subprotocol]:
@@ -45,6 +51,11 @@ class RelayedSocket:
     def signalling(self) -> bool:
         return self._signalling
 
+    @property
+    def closing(self) -> bool:
+        """Cut or handed over: the relay passes nothing more to the browser."""
+        return self._closing
+
     async def close(self, reason: str) -> None:
         if self._closing:
             return
@@ -56,6 +67,30 @@ class RelayedSocket:
             await asyncio.wait_for(self._upstream.close(), timeout=2)
         with contextlib.suppress(Exception):
             await self._send({"type": "websocket.close", "code": CLOSE_REVOKED, "reason": reason})
+        self.done.set()
+
+    async def hand_over(self) -> None:
+        """This replica is stopping: end the browser's side, leave prosody's session resumable.
+
+        The browser gets an RFC 7395 `<close/>` and a WebSocket close 1001, so its client ends
+        the connection at once, keeps its XEP-0198 resume token and resumes through another
+        replica (whose gate checks the ticket again). Prosody gets no `<close/>`, only the
+        WebSocket close: to prosody that is a dropped connection, and it keeps the session (its
+        room presence, its unacknowledged stanzas) hibernating for that resumption. A `<close/>`
+        toward prosody would end the session and make every attendee rejoin the meeting instead.
+        """
+        if self._closing:
+            return
+        self._closing = True
+        if self._signalling:
+            with contextlib.suppress(Exception):
+                await self._send({"type": "websocket.send", "text": XMPP_CLOSE})
+        with contextlib.suppress(Exception):
+            await self._send(
+                {"type": "websocket.close", "code": CLOSE_GOING_AWAY, "reason": "server stopping"}
+            )
+        with contextlib.suppress(ConnectionClosed, OSError, asyncio.TimeoutError):
+            await asyncio.wait_for(self._upstream.close(), timeout=2)
         self.done.set()
 
 
@@ -153,6 +188,9 @@ async def relay(
 
     async def upstream_to_browser() -> None:
         async for frame in upstream:
+            if socket.closing:
+                # Nothing may reach the browser after the end of its stream.
+                return
             if isinstance(frame, str):
                 await send({"type": "websocket.send", "text": frame})
             else:
