@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import (
     BaseModel,
@@ -39,6 +39,21 @@ DEFAULT_CONFIG_PATHS = (Path("meetgate.toml"), Path("/etc/meetgate/meetgate.toml
 MIN_SECRET_BYTES = 32
 # A PEM private key is a few KiB; a larger file is not one (and is not read whole).
 MAX_KEY_FILE_BYTES = 64 * 1024
+# Options of a redis:// URL's query that the Redis client reads as numbers (a value that is not
+# one would stop `meetgate serve` only when it opens the store).
+NUMERIC_STORE_OPTIONS = frozenset(
+    {
+        "db",
+        "socket_timeout",
+        "socket_connect_timeout",
+        "socket_read_size",
+        "max_connections",
+        "health_check_interval",
+        "timeout",
+        "protocol",
+        "ssl_min_version",
+    }
+)
 # A relayed Jitsi endpoint: one or more lowercase path segments, a trailing "/" for a prefix.
 RELAYED_ENDPOINT = re.compile(r"(?:/[a-z0-9._~-]+)+/?")
 
@@ -105,12 +120,32 @@ class StoreSettings(_Section):
         if is_sentinel_url(value):
             parse_sentinel_url(value)
             return value
-        scheme = urlsplit(value).scheme
-        if scheme not in ("memory", "redis", "rediss", "unix"):
+        parts = urlsplit(value)
+        if parts.scheme not in ("memory", "redis", "rediss", "unix"):
             raise ValueError(
                 "must start with memory://, redis://, rediss://, unix:// or redis+sentinel://"
             )
+        if parts.scheme in ("redis", "rediss"):
+            try:
+                parts.port  # noqa: B018 (urlsplit checks the port only when it is read)
+            except ValueError as exc:
+                raise ValueError("the port must be a number from 1 to 65535") from exc
+            if parts.path.strip("/") and not parts.path.strip("/").isdigit():
+                raise ValueError("the database after the host must be a number, as in /0")
+        if parts.scheme == "unix" and not parts.path:
+            raise ValueError("must name the socket's path: unix:///run/redis/redis.sock")
+        for name, given in parse_qsl(parts.query, keep_blank_values=True):
+            if name in NUMERIC_STORE_OPTIONS and not _is_number(given):
+                raise ValueError(f"?{name}= must be a number")
         return value
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 class RevocationSettings(_Section):
@@ -530,13 +565,19 @@ class Settings(_Section):
         return urlsplit(self.public_url).netloc
 
 
-def _env_tree(environ: Mapping[str, str]) -> dict[str, Any]:
-    """Turn `MEETGATE_TICKETS__TTL_SECONDS=60` into {"tickets": {"ttl_seconds": "60"}}."""
+def _env_tree(environ: Mapping[str, str], problems: list[str]) -> dict[str, Any]:
+    """Turn `MEETGATE_TICKETS__TTL_SECONDS=60` into {"tickets": {"ttl_seconds": "60"}}; a value
+    that cannot be read is added to `problems`, named."""
     tree: dict[str, Any] = {}
     for name, value in environ.items():
         if not name.startswith(ENV_PREFIX) or name == "MEETGATE_CONFIG":
             continue
         path = name[len(ENV_PREFIX) :].lower().split("__")
+        try:
+            parsed = _parse_env_value(value)
+        except ValueError as exc:
+            problems.append(f"{_describe(tuple(path))}: {exc}")
+            continue
         node = tree
         for part in path[:-1]:
             child = node.setdefault(part, {})
@@ -544,7 +585,7 @@ def _env_tree(environ: Mapping[str, str]) -> dict[str, Any]:
                 break
             node = child
         else:
-            node[path[-1]] = _parse_env_value(value)
+            node[path[-1]] = parsed
     return tree
 
 
@@ -555,8 +596,16 @@ def _parse_env_value(value: str) -> Any:
 
         try:
             return json.loads(value)
-        except ValueError:
-            return value
+        except json.JSONDecodeError as exc:
+            # The parser's words and the position only: the value may hold a secret.
+            raise ValueError(
+                f"starts with '{value[0]}', so it is read as JSON, but it is not valid JSON:"
+                f" {exc.msg} at line {exc.lineno}, column {exc.colno}"
+            ) from exc
+        except ValueError as exc:
+            raise ValueError(
+                f"starts with '{value[0]}', so it is read as JSON, but it is not valid JSON"
+            ) from exc
     return value
 
 
@@ -632,24 +681,17 @@ def load_settings(
     config_path = find_config(path, env)
     data: dict[str, Any] = {}
     if config_path is not None:
-        try:
-            with config_path.open("rb") as handle:
-                data = tomllib.load(handle)
-        except FileNotFoundError as exc:
-            raise ConfigError([f"config file {config_path} does not exist"]) from exc
-        except PermissionError as exc:
-            raise ConfigError([f"config file {config_path} cannot be read"]) from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError([f"config file {config_path} is not valid TOML: {exc}"]) from exc
+        data = _read_config(config_path)
     elif allow_ephemeral:
         data = ephemeral_secrets()
-    data = _merge(data, _env_tree(env))
+    problems: list[str] = []
+    data = _merge(data, _env_tree(env, problems))
     # Key files named by a relative path are found next to the config file.
     config_dir = config_path.parent if config_path is not None else Path.cwd()
+    settings: Settings | None = None
     try:
-        return Settings.model_validate(data, context={"config_dir": config_dir})
+        settings = Settings.model_validate(data, context={"config_dir": config_dir})
     except ValidationError as exc:
-        problems = []
         for error in exc.errors(include_url=False, include_input=False):
             message = error["msg"].removeprefix("Value error, ")
             if error["type"] == "extra_forbidden":
@@ -657,5 +699,28 @@ def load_settings(
             elif error["type"] == "missing":
                 message = "required, but not set"
             problems.append(f"{_describe(tuple(error['loc']))}: {message}")
+    if problems or settings is None:
         where = f" in {config_path}" if config_path else ""
-        raise ConfigError([f"invalid settings{where}:", *problems]) from exc
+        raise ConfigError([f"invalid settings{where}:", *problems])
+    return settings
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    """The TOML file's tables; ConfigError, naming the file, for anything that stops it."""
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError as exc:
+        raise ConfigError([f"config file {path} does not exist"]) from exc
+    except PermissionError as exc:
+        raise ConfigError([f"config file {path} cannot be read by this user"]) from exc
+    except IsADirectoryError as exc:
+        raise ConfigError([f"config file {path} is a directory, not a file"]) from exc
+    except OSError as exc:
+        raise ConfigError([f"config file {path} cannot be read: {exc.strerror or exc}"]) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            [f"config file {path} is not UTF-8 text (byte {exc.start} cannot be read)"]
+        ) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"config file {path} is not valid TOML: {exc}"]) from exc
