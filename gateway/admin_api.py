@@ -55,6 +55,7 @@ from gateway.metrics import Metrics
 from gateway.proxy.gate import request_id
 from gateway.settings import Settings
 from gateway.store import Store
+from gateway.store.continuity import acknowledge_loss, check_memory
 from gateway.store.records import Invite, Role, Room
 
 
@@ -143,6 +144,17 @@ class InviteOut(BaseModel):
 
 class NewInviteOut(InviteOut):
     link: str = Field(description="The personal join link; shown only once")
+
+
+class StoreMemoryOut(BaseModel):
+    lost: bool = Field(
+        description="The store lost its memory and no admin has acknowledged it yet: joins and"
+        " ticket refreshes are refused (docs/operations.md)"
+    )
+    reason: str = Field(description="How the loss was found; empty when nothing is lost")
+    acknowledged: bool = Field(
+        default=False, description="This call acknowledged a loss (acknowledge-loss only)"
+    )
 
 
 class FieldProblem(BaseModel):
@@ -492,6 +504,31 @@ def create_admin_app(settings: Settings, store: Store, metrics: Metrics) -> Admi
         if not await store.revoke_invite(invite_id):
             raise NotFound("No invite has this id.")
         return Response(status_code=204)
+
+    @app.get("/api/v1/store/memory", dependencies=guarded)
+    async def store_memory() -> StoreMemoryOut:
+        """Whether the store is known to have lost its memory (checked now)."""
+        lost = await check_memory(store)
+        return StoreMemoryOut(lost=lost, reason=store.continuity.reason)
+
+    @app.post("/api/v1/store/memory/acknowledge-loss", dependencies=guarded)
+    async def acknowledge_store_loss(request: Request) -> StoreMemoryOut:
+        """An admin's word that the store's lost memory has been dealt with (bans and locks
+        checked, set again where needed): every replica admits again within a second or two."""
+        reason = await acknowledge_loss(store)
+        if reason is not None:
+            log.warning(
+                "an admin acknowledged that store %s lost its memory (%s); joins are admitted"
+                " again [%s]",
+                store.continuity.address,
+                reason,
+                request_id(request.scope),
+            )
+        return StoreMemoryOut(
+            lost=store.continuity.lost,
+            reason=store.continuity.reason,
+            acknowledged=reason is not None,
+        )
 
     return AdminAuth(
         JsonBodies(app, settings.limits.max_admin_body_bytes),

@@ -33,6 +33,7 @@ def create_app(settings: Settings, store: Store, metrics: Metrics | None = None)
     """
     metrics = metrics or Metrics()
     metrics.watch_store(store.health)
+    metrics.watch_memory(store.continuity)
     secret = settings.admission.pseudonym_key.get_secret_value().encode()
     limiter = RateLimiter(store, settings.rates, metrics)
     flood = FloodGuard(store, limiter, settings.challenge, secret, metrics)

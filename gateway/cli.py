@@ -453,6 +453,36 @@ def command_invite(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_store(args: argparse.Namespace) -> int:
+    client = admin_client(args)
+    memory = client.call("GET", "/api/v1/store/memory")
+    if not memory["lost"]:
+        print("the store's memory is intact: nothing to acknowledge")
+        return 0
+    print(
+        f"The store lost its memory ({memory['reason']}).\n"
+        "Bans, revocations and locks made before the loss may be forgotten; joins and ticket"
+        " refreshes are refused until you acknowledge it. Check the rooms, their locks and the"
+        " bans you know of (docs/operations.md) first. Once acknowledged, connections whose"
+        " admission the store no longer holds are cut."
+    )
+    if not args.yes:
+        try:
+            answer = input("Acknowledge the loss and admit people again? [y/N] ")
+        except EOFError:
+            answer = ""
+        if answer.strip().lower() not in ("y", "yes"):
+            raise CliError("not acknowledged (pass --yes to acknowledge without asking)")
+    done = client.call("POST", "/api/v1/store/memory/acknowledge-loss")
+    if done["acknowledged"]:
+        print("acknowledged: every replica admits people again within a few seconds")
+    elif done["lost"]:
+        raise CliError(f"still lost ({done['reason']}): run `meetgate doctor`")
+    else:
+        print("the store's memory is intact: nothing to acknowledge")
+    return 0
+
+
 # ---------------------------------------------------------------- doctor
 
 
@@ -559,6 +589,16 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = invite_sub.add_parser("revoke", parents=[client_options])
     revoke.add_argument("id")
     invite.set_defaults(func=command_invite)
+
+    store = sub.add_parser("store", help="the store's memory: acknowledge a loss")
+    store_sub = store.add_subparsers(dest="action", required=True)
+    acknowledge = store_sub.add_parser(
+        "acknowledge-loss",
+        parents=[client_options],
+        help="admit people again after the store lost its memory (docs/operations.md)",
+    )
+    acknowledge.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    store.set_defaults(func=command_store)
     return parser
 
 

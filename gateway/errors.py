@@ -319,6 +319,21 @@ class GateStopping(MeetgateError):
     retry_after = 1
 
 
+class StoreMemoryLost(MeetgateError):
+    """The store came back without what it held (gateway/store/continuity.py): a ban or a
+    revocation may be forgotten, so nobody is let in until an admin acknowledges the loss."""
+
+    status = 503
+    code = "store_memory_lost"
+    title = "The meeting's memory was lost"
+    message = (
+        "Meetgate's store lost what it remembered, and with it perhaps who was removed from this"
+        " meeting, so it lets nobody in until an admin has checked and confirmed. Meetings"
+        " already running go on. Please try again later."
+    )
+    retry_after = 60
+
+
 class ConfigError(Exception):
     """Settings that cannot be used; carries every problem found, named as the user writes it."""
 

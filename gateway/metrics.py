@@ -74,6 +74,13 @@ class StoreHealthReadings(Protocol):
     def take_corrupt_counts(self) -> dict[str, int]: ...
 
 
+class StoreMemoryReadings(Protocol):
+    """What the metrics read of the store's memory (gateway.store.continuity.Continuity)."""
+
+    @property
+    def lost(self) -> bool: ...
+
+
 class Metrics:
     def __init__(self) -> None:
         # Called before each rendering: counts kept elsewhere, cheaper to keep than to add here
@@ -109,6 +116,11 @@ class Metrics:
             "meetgate_store_up",
             "1 while the store answers this replica's calls within their deadline, else 0.",
         )
+        self.store_memory_lost = Gauge(
+            "meetgate_store_memory_lost",
+            "1 while the store is known to have lost its memory (bans, revocations) and no admin"
+            " has acknowledged it: joins and ticket refreshes are refused; else 0.",
+        )
         self.store_corrupt_records = Counter(
             "meetgate_store_corrupt_records_total",
             "Stored records that did not parse and were read as a refusal, by kind.",
@@ -126,6 +138,7 @@ class Metrics:
             self.revocations,
             self.open_connections,
             self.store_up,
+            self.store_memory_lost,
             self.store_corrupt_records,
         ]
 
@@ -137,6 +150,16 @@ class Metrics:
             self.store_up.set(1.0 if health.up else 0.0)
             for kind, count in health.take_corrupt_counts().items():
                 self.store_corrupt_records.inc(count, kind=kind)
+
+        collect()
+        self.collectors.append(collect)
+
+    def watch_memory(self, continuity: StoreMemoryReadings) -> None:
+        """Read whether the store lost its memory into `meetgate_store_memory_lost` before each
+        rendering."""
+
+        def collect() -> None:
+            self.store_memory_lost.set(1.0 if continuity.lost else 0.0)
 
         collect()
         self.collectors.append(collect)

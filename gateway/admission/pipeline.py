@@ -34,6 +34,7 @@ from gateway.errors import (
     NotAdmitted,
     NotAllowed,
     RoomLocked,
+    StoreMemoryLost,
 )
 from gateway.metrics import Metrics
 from gateway.store import Store
@@ -107,7 +108,10 @@ class AdmissionPipeline:
     async def locate(self, raw_token: str, client_addr: str) -> Located:
         """Find the invite and the room its meeting is in now. A token that leads nowhere is
         charged against the address and network limits before it is refused. The gate asks this
-        before the pages app sees a join link, so an unknown token costs no more than that."""
+        before the pages app sees a join link, so an unknown token costs no more than that.
+        While the store's memory is lost, every link is refused alike (it may have forgotten
+        the link as well as a ban)."""
+        self.ensure_memory()
         try:
             token_hash = hash_token(parse_token(raw_token))
             invite = await self._store.find_invite(token_hash)
@@ -193,6 +197,7 @@ class AdmissionPipeline:
         """May `verified` enter `room` now, and as which role? Raises the refusal: NotAllowed,
         AdmissionBanned, RoomLocked, or LobbyRequired when a host must approve first (not when
         a host already `approved`). Refusals count toward the room's pressure."""
+        self.ensure_memory()
         try:
             decision = decide(room.policy, verified)
             if decision.verdict is Verdict.REFUSE:
@@ -269,6 +274,18 @@ class AdmissionPipeline:
         guest = verified.guest and role is not Role.HOST
         choices = name_choices(verified.name, role=role, guest=guest, reserved=reserved)
         return await claim_shown_name(self._store, room.name, choices, admission_id, expires_at)
+
+    def ensure_memory(self) -> None:
+        """Refuse (StoreMemoryLost) while the store is known to have lost its memory: a ban or
+        a revocation it forgot would let someone in. Running meetings are not asked this; new
+        joins, ticket refreshes and new signalling sessions are."""
+        if self._store.continuity.lost:
+            raise StoreMemoryLost()
+
+    async def for_new_ticket(self, cookie_secret: str | None, now: float) -> Admission:
+        """`from_cookie` for a ticket refresh: refused too while the store's memory is lost."""
+        self.ensure_memory()
+        return await self.from_cookie(cookie_secret, now)
 
     async def from_cookie(self, cookie_secret: str | None, now: float) -> Admission:
         """The live admission a cookie names; NotAdmitted or AdmissionRevoked otherwise."""

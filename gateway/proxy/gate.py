@@ -57,6 +57,7 @@ from gateway.proxy.upstream import UpstreamClient
 from gateway.proxy.websocket import RelayedSocket, open_upstream, relay
 from gateway.settings import Settings
 from gateway.store import Store, begin_request
+from gateway.store.continuity import watch_memory
 from gateway.store.records import Admission
 from gateway.tickets import TicketAuthority
 from gateway.web.rendering import send_error, send_rate_limited
@@ -151,6 +152,7 @@ class Gate:
         self._addresses = ClientAddresses(parse_networks(settings.trusted_proxies))
         self._follower: asyncio.Task[None] | None = None
         self._reconciling: asyncio.Task[None] | None = None
+        self._memory_watch: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Task[Any]] = set()
         self._pipeline = pipeline
         self._limiter = limiter
@@ -185,14 +187,16 @@ class Gate:
             self._follower = asyncio.create_task(self._follow_cuts())
         if self._reconciling is None:
             self._reconciling = asyncio.create_task(self.reconciler.run_periodically())
+        if self._memory_watch is None:
+            self._memory_watch = asyncio.create_task(watch_memory(self._store))
 
     async def aclose(self) -> None:
-        for task in (self._follower, self._reconciling):
+        for task in (self._follower, self._reconciling, self._memory_watch):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        self._follower = self._reconciling = None
+        self._follower = self._reconciling = self._memory_watch = None
         await self._limiter.aclose()
         await self._http_client.aclose()
 
@@ -479,6 +483,8 @@ class Gate:
             websocket=websocket,
         )
         if websocket:
+            # A new session: not while the store may have forgotten a ban or a revocation.
+            self._pipeline.ensure_memory()
             await self._websocket(
                 scope,
                 receive,
@@ -568,6 +574,9 @@ class Gate:
             raise BoshBodyInvalid()
         if sid is not None:
             self._track_bosh(admission, url, sid, rid, parsed.terminates)
+        else:
+            # A new session (a running one's requests carry its sid): see `_proxy`.
+            self._pipeline.ensure_memory()
         await self._http.relay(scope, receive, send, url, headers, body=body)
 
     def _track_bosh(self, admission: Admission, url: str, sid: str, rid: int, ending: bool) -> None:

@@ -28,10 +28,13 @@ from gateway.metrics import Metrics
 from gateway.proxy.leases import REPLACED, SignallingLeases, lease_key
 from gateway.proxy.registry import ConnectionRegistry, SignallingSlot
 from gateway.store import Store
+from gateway.store.continuity import check_memory
 from gateway.store.records import Admission, Room
 
 log = logging.getLogger("meetgate.reconcile")
 
+# Reasons a store that lost its memory would give for what it forgot.
+FORGETTABLE = frozenset({"ended", "room deleted"})
 # Admissions judged per batch: a few pipelined round trips each, small enough that a replica
 # with thousands of connections never holds the event loop long on one reply.
 BATCH = 200
@@ -156,6 +159,10 @@ class Reconciler:
                 # Its claim failed when it opened: written now (or at the next sweep).
                 with contextlib.suppress(StoreUnavailable):
                     await self._claim(admission, slot, now)
+        # Asked after the reads: a store that lost its memory may have forgotten an admission
+        # or a room, not ended it; their connections stay up (docs/operations.md).
+        if FORGETTABLE & set(reasons.values()) and await check_memory(self._store):
+            return {i: None if r in FORGETTABLE else r for i, r in reasons.items()}
         return reasons
 
     @staticmethod
