@@ -3,8 +3,10 @@ one verdict per line (PASS, WARN or FAIL, with the reason), so an admin sees at 
 
 Every network check is bounded by a timeout. The checks only read: the one write-like step is a
 short XMPP login attempt against Jitsi's signalling, closed again at once. Redis is read (PING,
-CONFIG GET) through `redis_persistence` here rather than through the `Store` protocol, which has no
-reason to expose server configuration; the client comes from `store/redis.py` (Sentinel included).
+CONFIG GET, or INFO persistence where CONFIG is not allowed) through `redis_persistence` here
+rather than through the `Store` protocol, which has no reason to expose server configuration; the
+client comes from `store/redis.py` (Sentinel included). The store's memory marker is read through
+the `Store` (gateway/store/continuity.py).
 """
 
 from __future__ import annotations
@@ -36,8 +38,10 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.typing import Subprotocol
 
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, StoreUnavailable
 from gateway.settings import Settings, find_config, load_settings
+from gateway.store import StoreOptions, open_store
+from gateway.store.continuity import parse_marker
 from gateway.store.records import Admission, Role
 from gateway.store.redis import client_for, close_client
 from gateway.ticket_keys import (
@@ -356,8 +360,11 @@ def scan_jitsi_config(source: str, public_url: str) -> list[Finding]:
 
 @dataclass(frozen=True, slots=True)
 class RedisPersistence:
-    appendonly: str | None  # "yes" / "no", or None when CONFIG is not allowed
+    appendonly: str | None  # "yes" / "no", or None when neither CONFIG nor INFO tells
     save: str | None
+    appendfsync: str | None = None
+    # Where it was read: "CONFIG", or "INFO" when CONFIG is not allowed (managed services).
+    source: str = "CONFIG"
 
 
 async def redis_persistence(url: str, seconds: float) -> RedisPersistence:
@@ -372,12 +379,105 @@ async def redis_persistence(url: str, seconds: float) -> RedisPersistence:
         try:
             appendonly = await client.config_get("appendonly")
             save = await client.config_get("save")
+            fsync = await client.config_get("appendfsync")
         except ResponseError:
-            # Managed Redis services often rename or forbid CONFIG.
-            return RedisPersistence(appendonly=None, save=None)
-        return RedisPersistence(appendonly=appendonly.get("appendonly"), save=save.get("save"))
+            # Managed Redis services often rename or forbid CONFIG; INFO still says whether
+            # the append-only file is on.
+            try:
+                info = await client.info("persistence")
+            except ResponseError:
+                return RedisPersistence(appendonly=None, save=None, source="")
+            enabled = info.get("aof_enabled")
+            if enabled is None:
+                return RedisPersistence(appendonly=None, save=None, source="")
+            return RedisPersistence(
+                appendonly="yes" if str(enabled) == "1" else "no", save=None, source="INFO"
+            )
+        return RedisPersistence(
+            appendonly=appendonly.get("appendonly"),
+            save=save.get("save"),
+            appendfsync=fsync.get("appendfsync"),
+        )
     finally:
         await close_client(client, sentinel)
+
+
+def persistence_finding(persistence: RedisPersistence) -> Finding:
+    """The verdict on Redis's persistence: bans and revocations must survive a restart."""
+    if persistence.appendonly is None:
+        return Finding(
+            "persistence",
+            Verdict.WARN,
+            "cannot read Redis's CONFIG or INFO (not allowed here): make sure AOF is on, or"
+            " bans and revocations are lost when Redis restarts",
+        )
+    if persistence.appendonly != "yes":
+        snapshots = f" (RDB snapshots only: save {persistence.save!r})" if persistence.save else ""
+        return Finding(
+            "persistence",
+            Verdict.FAIL,
+            f"Redis has appendonly {persistence.appendonly}{snapshots}: revocations and bans"
+            " since the last snapshot are lost on restart; set appendonly yes",
+        )
+    if persistence.source == "INFO":
+        return Finding(
+            "persistence",
+            Verdict.PASS,
+            "Redis writes an append-only file (read from INFO: CONFIG is not allowed here, so"
+            " appendfsync is unknown; everysec or always is what deploy/ sets)",
+        )
+    if persistence.appendfsync == "no":
+        return Finding(
+            "persistence",
+            Verdict.WARN,
+            "Redis writes an append-only file but with appendfsync no: the system flushes it"
+            " when it likes, so a power cut can lose half a minute of bans and revocations;"
+            " set appendfsync everysec",
+        )
+    fsync = f" (appendfsync {persistence.appendfsync})" if persistence.appendfsync else ""
+    return Finding("persistence", Verdict.PASS, f"Redis writes an append-only file{fsync}")
+
+
+async def memory_finding(url: str, seconds: float) -> Finding:
+    """The store's memory marker (gateway/store/continuity.py), as `meetgate serve` judges it."""
+    options = StoreOptions(
+        deadline_seconds=seconds, request_seconds=seconds, pool_size=1, pool_wait_seconds=seconds
+    )
+    store = await open_store(url, options)
+    try:
+        raw = await store.read_marker()
+    except StoreUnavailable:
+        return Finding("store memory", Verdict.FAIL, "could not read the store's memory marker")
+    finally:
+        await store.close()
+    if raw is None:
+        return Finding(
+            "store memory",
+            Verdict.PASS,
+            "no memory marker yet: the first `meetgate serve` on this store writes one",
+        )
+    marker = parse_marker(raw)
+    if marker is None:
+        return Finding(
+            "store memory",
+            Verdict.FAIL,
+            "the store's memory marker does not parse: replicas take it for a lost memory and"
+            " refuse joins; see docs/operations.md, then `meetgate store acknowledge-loss`",
+        )
+    if marker.lost:
+        return Finding(
+            "store memory",
+            Verdict.FAIL,
+            "the store LOST ITS MEMORY (it restarted without its data, was emptied or restored"
+            " from an older copy) and no admin has acknowledged it: bans and revocations may be"
+            " forgotten, so joins and ticket refreshes are refused. Check rooms, locks and bans"
+            " (docs/operations.md), then run `meetgate store acknowledge-loss`",
+        )
+    return Finding(
+        "store memory",
+        Verdict.PASS,
+        f"intact: marker {marker.epoch[:8]}… seen by {marker.generation} checks",
+    )
 
 
 async def check_store(settings: Settings, seconds: float) -> list[Finding]:
@@ -387,7 +487,7 @@ async def check_store(settings: Settings, seconds: float) -> list[Finding]:
             Finding(
                 "store",
                 Verdict.WARN,
-                "memory:// store: one process only, and every room, invite, admission and"
+                "memory:// store: one process only, and every room, invite, admission, ban and"
                 " revocation is lost on restart; use redis:// in production",
             )
         ]
@@ -396,29 +496,11 @@ async def check_store(settings: Settings, seconds: float) -> list[Finding]:
         persistence = await redis_persistence(url, seconds)
     except (RedisError, OSError) as exc:
         return [Finding("store", Verdict.FAIL, f"Redis at {where} does not answer: {exc}")]
-    findings = [Finding("store", Verdict.PASS, f"Redis at {where} answers")]
-    if persistence.appendonly is None:
-        findings.append(
-            Finding(
-                "persistence",
-                Verdict.WARN,
-                "cannot read Redis's CONFIG (not allowed here): make sure AOF is on, or"
-                " revocations are lost when Redis restarts",
-            )
-        )
-    elif persistence.appendonly == "yes":
-        findings.append(Finding("persistence", Verdict.PASS, "Redis writes an append-only file"))
-    else:
-        snapshots = f" (RDB snapshots only: save {persistence.save!r})" if persistence.save else ""
-        findings.append(
-            Finding(
-                "persistence",
-                Verdict.FAIL,
-                f"Redis has appendonly {persistence.appendonly}{snapshots}: revocations and bans"
-                " since the last snapshot are lost on restart; set appendonly yes",
-            )
-        )
-    return findings
+    return [
+        Finding("store", Verdict.PASS, f"Redis at {where} answers"),
+        persistence_finding(persistence),
+        await memory_finding(url, seconds),
+    ]
 
 
 # ---------------------------------------------------------------- Jitsi upstream

@@ -151,6 +151,7 @@ def test_correct_setup_passes(
         "secrets",
         "store",
         "persistence",
+        "store memory",
         "jitsi web",
         "third parties",
         "guest domain",
