@@ -15,6 +15,7 @@ import schemathesis
 from starlette.types import Message
 
 from gateway.admin_api import create_admin_app
+from gateway.errors import StoreUnavailable
 from gateway.metrics import Metrics
 from gateway.settings import load_settings
 from gateway.store.memory import MemoryStore
@@ -193,6 +194,39 @@ async def test_no_token_gets_the_same_shape(admin: httpx.AsyncClient) -> None:
     )
     assert_problem(response, 401, "admin_auth_failed")
     assert response.headers["www-authenticate"] == "Bearer"
+
+
+class FailingStore(MemoryStore):
+    """The memory store, but listing rooms fails: as a store that is away, or as a bug."""
+
+    def __init__(self, failure: Exception) -> None:
+        super().__init__()
+        self.failure = failure
+
+    async def list_rooms(self) -> Any:
+        raise self.failure
+
+
+@pytest.mark.parametrize(
+    ("failure", "status", "code"),
+    [
+        (StoreUnavailable(), 503, "store_unavailable"),
+        (RuntimeError("a bug"), 500, "internal_error"),
+    ],
+)
+async def test_a_store_outage_or_a_bug_gets_the_same_shape(
+    failure: Exception, status: int, code: str
+) -> None:
+    app = create_admin_app(SETTINGS, FailingStore(failure), Metrics())
+    transport = httpx.ASGITransport(app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://admin", headers={"authorization": f"Bearer {TOKEN}"}
+    ) as client:
+        response = await client.get("/api/v1/rooms")
+    assert_problem(response, status, code)
+    assert "a bug" not in response.text
+    if status == 503:
+        assert response.headers["retry-after"] == "5"
 
 
 async def test_a_body_over_the_cap_is_refused_before_it_is_read() -> None:
