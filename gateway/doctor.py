@@ -476,7 +476,8 @@ async def memory_finding(url: str, seconds: float) -> Finding:
     return Finding(
         "store memory",
         Verdict.PASS,
-        f"intact: marker {marker.epoch[:8]}… seen by {marker.generation} checks",
+        f"intact: marker {marker.epoch[:8]}…, {marker.generation} replica"
+        f" check{'' if marker.generation == 1 else 's'} since it was written",
     )
 
 
