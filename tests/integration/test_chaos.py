@@ -118,10 +118,13 @@ def answered_promptly(answers: list[tuple[int, float]]) -> None:
         assert seconds < ANSWER_WITHIN, answers
 
 
-def revoke_until_done(gateway: GatewayServer, host: Admitted, admission: str) -> list[int]:
-    """Revoke as the dashboard does, again after each 503 (a host clicks again); each answer
-    within the budget. Returns the statuses, the last one 200."""
-    csrf = csrf_token(gateway, host)
+def revoke_until_done(
+    gateway: GatewayServer, host: Admitted, admission: str, csrf: str | None = None
+) -> list[int]:
+    """Revoke as the dashboard does (from a dashboard loaded before, when `csrf` is given),
+    again after each 503 (a host clicks again); each answer within the budget. Returns the
+    statuses, the last one 200."""
+    csrf = csrf or csrf_token(gateway, host)
     statuses: list[int] = []
     deadline = time.monotonic() + FAILOVER_BOUND
     with httpx.Client(
@@ -166,15 +169,18 @@ def sentinel_replicas(
         stop_replicas(replicas)
 
 
-@pytest.mark.parametrize("moment", ["failover-requested", "replica-promoted"])
+@pytest.mark.parametrize(
+    "moment", ["failover-requested", "replica-promoted", "replica-promoted-min-replicas"]
+)
 async def test_a_sentinel_failover_during_a_revoke(
     sentinel_replicas: Replicas, redis_sentinel: SentinelRedis, prosody: Any, moment: str
 ) -> None:
     """The host revokes on A the moment `SENTINEL FAILOVER` is asked for, or once the replica is
-    promoted (the old master still taking writes until the Sentinel demotes it); the troll's
-    socket is on B. B closes it within FAILOVER_BOUND, Ada keeps hers, joins meanwhile are
-    answered promptly, and the troll cannot come back: the revocation is in the new master, or
-    its loss with the old master's last writes is found and fails the gate closed."""
+    promoted (the old master still taking writes until the Sentinel demotes it), or so with
+    `min-replicas-to-write 1`; the troll's socket is on B. B closes it within FAILOVER_BOUND,
+    Ada keeps hers, joins meanwhile are answered promptly, and the troll cannot come back: the
+    revocation is in the new master, or its loss with the old master's last writes is found
+    and fails the gate closed. With min-replicas-to-write nothing is lost at all."""
     a, b = sentinel_replicas.a, sentinel_replicas.b
     # An earlier failover's loss, acknowledged as an admin would.
     await asyncio.to_thread(acknowledge_loss, a)
@@ -192,6 +198,11 @@ async def test_a_sentinel_failover_during_a_revoke(
             "the Sentinel to discover the replica",
         )
     old_master = redis_sentinel.master_port_now()
+    # As deploy/kubernetes runs Redis: a master with no replica in touch takes no writes.
+    guarded = moment.endswith("min-replicas")
+    for port in (redis_sentinel.master_port, redis_sentinel.replica_port):
+        with redis_sentinel.direct(port) as node:
+            node.config_set("min-replicas-to-write", 1 if guarded else 0)
     written = await asyncio.to_thread(replication_offsets, redis_sentinel)
     await asyncio.to_thread(
         wait_until,
@@ -207,21 +218,24 @@ async def test_a_sentinel_failover_during_a_revoke(
         with redis_sentinel.direct(old_master) as old:
             return bool(old.info("replication")["role"] == "slave")
 
+    # The host's dashboard is open before the fault.
+    dashboard = await asyncio.to_thread(csrf_token, a, host)
     async with connected(b, ada) as ada_client, connected(b, troll) as troll_client:
         await ada_client.join(room_jid, "ada")
         await troll_client.join(room_jid, "troll")
 
         with redis_sentinel.sentinel() as sentinel:
             assert sentinel.execute_command("SENTINEL FAILOVER", MASTER_NAME)
-        if moment == "replica-promoted":
+        if moment.startswith("replica-promoted"):
             await asyncio.to_thread(
                 wait_until,
                 lambda: redis_sentinel.master_port_now() != old_master,
                 FAILOVER_SECONDS,
                 "the promotion",
             )
-        revoked = asyncio.to_thread(revoke_until_done, a, host, admission_id_for(troll.cookie))
-        statuses = await revoked
+        statuses = await asyncio.to_thread(
+            revoke_until_done, a, host, admission_id_for(troll.cookie), dashboard
+        )
         await closed_by_the_gate(troll_client, timeout=FAILOVER_BOUND)
 
         # Joins tried on both replicas until the failover is over all got a prompt answer.
@@ -245,6 +259,10 @@ async def test_a_sentinel_failover_during_a_revoke(
                 break
             assert time.monotonic() < deadline, statuses
             await asyncio.sleep(0.2)  # polling the store and the replicas, with a deadline
+        if guarded:
+            # The old master refused every write once its replica had left (NOREPLICAS: the
+            # host's revoke got 503 until the replicas reached the new master): nothing lost.
+            assert not lost and await revocation_in_store(redis_sentinel, troll), statuses
         for gateway in (a, b):
             with pytest.raises(XmppConnectFailed) as refused:
                 await XmppClient.connect(ws_url(gateway, signalling_query(troll)), timeout=10)
