@@ -13,9 +13,32 @@ ROOM_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 MAX_TITLE_CHARS = 120
 MAX_MOVES = 16
 
+# Top-level names Jitsi's web servers route to a service (bridge, focus, pads, statistics,
+# prosody's HTTP APIs): never a room, and never a tenant (gateway.proxy.paths), so
+# `/<name>/<room>` cannot reach one as a room page.
+JITSI_SERVICE_NAMES = frozenset(
+    {
+        "colibri-ws",
+        "colibri-relay-ws",
+        "conference-request",
+        "etherpad",
+        "socket.io",
+        "rtcstats-ws",
+        "rtc-visualizer",
+        "_api",
+        "_load-test",
+        "load-test",
+        "room-info",
+        "kick-participant",
+        "end-meeting",
+        "subdomain",
+        "transcripts",
+        "connection_optimization",
+    }
+)
 # Top-level paths of a Jitsi web deployment and of Meetgate itself: a room of that name would
 # shadow them, or they would shadow the room.
-RESERVED_NAMES = frozenset(
+RESERVED_NAMES = JITSI_SERVICE_NAMES | frozenset(
     {
         "j",
         "api",
@@ -28,27 +51,11 @@ RESERVED_NAMES = frozenset(
         "sounds",
         "xmpp-websocket",
         "http-bind",
-        "colibri-ws",
-        "conference-request",
-        "_api",
         "_unlock",
         "_meetgate",
         "external_api",
         "favicon",
         "robots",
-        # Jitsi's services (gateway.proxy.paths.JITSI_SERVICE_NAMES): never a room page.
-        "colibri-relay-ws",
-        "etherpad",
-        "rtcstats-ws",
-        "rtc-visualizer",
-        "_load-test",
-        "load-test",
-        "room-info",
-        "kick-participant",
-        "end-meeting",
-        "subdomain",
-        "transcripts",
-        "connection_optimization",
     }
 )
 # A path naming a signalling endpoint anywhere is signalling or refused (gateway.proxy.paths),

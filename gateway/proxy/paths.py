@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import Enum
 from urllib.parse import parse_qsl, urlencode
 
-from gateway.admission.rooms import is_room_name
+from gateway.admission.rooms import JITSI_SERVICE_NAMES, SIGNALLING_NAMES, is_room_name
 from gateway.errors import BadRequest, DuplicateParameter, PathRefused, TicketInvalid
 
 # The only spellings of signalling: lowercase, exact, at the root or under one tenant segment.
@@ -23,8 +23,9 @@ SIGNALLING_PATH = re.compile(
 # Jitsi's web server reaches prosody by more spellings than these two: docker-jitsi-meet's
 # meet.conf sends `^/([^/?&:'"]+)/http-bind` (unanchored at the end) there, and its catch-all
 # rewrite `/<a>/<rest>` -> `/<rest>` brings any depth to it; Debian's site does the same. So a
-# path naming either endpoint in any case, anywhere, is canonical signalling or refused.
-SIGNALLING_NAMES = ("http-bind", "xmpp-websocket")
+# path naming either endpoint (SIGNALLING_NAMES, which room names may not hold either) in any
+# case, anywhere, is canonical signalling or refused.
+
 # Jitsi's public static folders (the jitsi-meet-web package's tree, served by its web server's
 # `^/(libs|css|static|…)/` location). Left out: `connection_optimization` (a legacy pre-connect
 # script no current index.html loads) and `transcripts` (Jigasi output, off in deploy/).
@@ -40,28 +41,6 @@ STATIC_FILES = frozenset(
 )
 # `/_unlock`: the plain GET many deployments set as `websocketKeepAliveUrl`.
 ROOT_ONLY_FILES = frozenset({"_unlock"})
-# Top-level names Jitsi's web servers route to a service (bridge, focus, pads, statistics,
-# prosody's HTTP APIs): never a tenant, so `/<name>/<room>` cannot reach one as a room page.
-JITSI_SERVICE_NAMES = frozenset(
-    {
-        "colibri-ws",
-        "colibri-relay-ws",
-        "conference-request",
-        "etherpad",
-        "socket.io",
-        "rtcstats-ws",
-        "rtc-visualizer",
-        "_api",
-        "_load-test",
-        "load-test",
-        "room-info",
-        "kick-participant",
-        "end-meeting",
-        "subdomain",
-        "transcripts",
-        "connection_optimization",
-    }
-)
 # A path as sent may hold RFC 3986 unreserved characters between single slashes, nothing else:
 # no percent-encoding, `;` parameters, empty segments or trailing slash, so the path Meetgate
 # decides on is byte for byte the path the upstream decodes.
