@@ -200,7 +200,6 @@ async def _serve_on(
     from gateway.access_log import AccessLog
     from gateway.app import create_admin, create_app
     from gateway.metrics import Metrics
-    from gateway.proxy.early_refusal import early_refusal_protocol
     from gateway.store import open_store
 
     store = await open_store(settings.store.url, settings.store.options())
@@ -222,18 +221,17 @@ async def _serve_on(
         "access_log": False,
         "server_header": False,
         "proxy_headers": False,
+        # h11, through uvicorn's public option: it caps the request head at
+        # h11_max_incomplete_event_size and keeps a chunked body's trailers out of the headers
+        # (RFC 9110 section 6.5); uvicorn's httptools protocol does neither.
+        "http": "h11",
         "ws_max_size": settings.limits.max_websocket_message_bytes,
         "h11_max_incomplete_event_size": settings.limits.max_header_bytes,
         # The stop ends what is in flight itself, before this (gateway/serving.py).
         "timeout_graceful_shutdown": math.ceil(settings.listen.shutdown_seconds) + 1,
     }
     addresses = settings.logging.client_addresses
-    gate_config = uvicorn.Config(
-        AccessLog(gate, client_addresses=addresses),
-        # Join attempts this replica knows to refuse are answered as they are parsed.
-        http=early_refusal_protocol(gate.refuse_early, secure=settings.secure),
-        **common,
-    )
+    gate_config = uvicorn.Config(AccessLog(gate, client_addresses=addresses), **common)
     admin_config = uvicorn.Config(AccessLog(admin, client_addresses=addresses), **common)
     token_file: Path | None = None
     try:

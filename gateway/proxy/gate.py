@@ -361,17 +361,6 @@ class Gate:
             if not started:
                 await send_error(scope, send, MeetgateError(), rid, secure=self._secure)
 
-    def refuse_early(self, scope: Scope) -> float:
-        """For the server, as it parses a request, before the request becomes an ASGI call:
-        the seconds to tell a join attempt this replica knows to be refused (counted as
-        refused), or 0 for anything to be answered by the app."""
-        if not is_join_attempt(scope["method"], scope["path"]):
-            return 0.0  # before the address is resolved: most requests are not join attempts
-        client_addr = self._addresses.resolve(
-            (scope.get("client") or (None, 0))[0], scope["headers"]
-        )
-        return self._known_refusal(scope["path"], client_addr)
-
     def _known_refusal(self, path: str, client_addr: str) -> float:
         """For a join attempt: the seconds it is known to be refused for (counted as refused),
         or 0."""

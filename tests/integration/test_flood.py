@@ -239,7 +239,7 @@ def raw(gateway: GatewayServer) -> socket.socket:
 
 
 def test_the_gates_own_answers_keep_http_intact(door_gateway: GatewayServer) -> None:
-    # Answered while the request is parsed (gateway/proxy/early_refusal.py): a refused POST's
+    # Answered by the gate before any other work (Gate._known_refusal): a refused POST's
     # body is skipped, not read as a request; pipelined requests get their answers in order;
     # the connection serves what comes next.
     name = room(door_gateway)
@@ -284,7 +284,9 @@ def test_the_gates_own_answers_close_what_cannot_go_on(door_gateway: GatewayServ
             sock.sendall(request.encode())
             [(status, headers, _)] = read_answers(sock, [request.split(" ")[0]])
             assert status.split(b" ")[1] == b"429"
-            assert headers[b"connection"] == b"close"
+            # Closed after the answer (uvicorn's h11 protocol closes without a Connection
+            # header when the request's unread body makes the connection unusable).
+            assert headers.get(b"connection", b"close") == b"close"
             assert sock.recv(100) == b""
 
 
