@@ -124,6 +124,21 @@ async def see_other(send: Send, location: str) -> None:
     await send({"type": "http.response.body", "body": b""})
 
 
+class TrackedSend:
+    """A request's `send` that remembers whether the answer has begun (then an error can no
+    longer be shown as a page)."""
+
+    __slots__ = ("send", "started")
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.started = False
+
+    async def __call__(self, message: Message) -> None:
+        self.started = True
+        await self.send(message)
+
+
 def request_id(scope: Scope) -> str:
     state = scope.setdefault("state", {})
     if "request_id" not in state:
@@ -289,21 +304,15 @@ class Gate:
         task = asyncio.current_task()
         assert task is not None  # an ASGI call always runs in a task
         self._in_flight.add(task)
-        started = False
-
-        async def tracked_send(message: Message) -> None:
-            nonlocal started
-            started = True
-            await send(message)
-
+        tracked = TrackedSend(send)
         try:
-            await self._answer(scope, receive, tracked_send)
+            await self._answer(scope, receive, tracked)
         except asyncio.CancelledError:
             if task not in self._cut:
                 raise
             # Cancelled by cut_in_flight, which answers for it.
             task.uncancel()
-            if not started:
+            if not tracked.started:
                 await send_error(
                     scope, send, GateStopping(), request_id(scope), secure=self._secure
                 )
@@ -331,34 +340,29 @@ class Gate:
                 return
         rid = request_id(scope)
         scope["state"]["client_addr"] = client_addr
-        started = False
-
-        async def tracked_send(message: Message) -> None:
-            nonlocal started
-            started = True
-            await send(message)
-
+        # One tracker a request: __call__'s, for HTTP.
+        tracked = send if isinstance(send, TrackedSend) else TrackedSend(send)
         try:
             if sum(len(n) + len(v) for n, v in scope["headers"]) > self._max_headers:
                 raise HeadersTooLarge()
             if path == "/" or path.startswith(MEETGATE_PREFIXES):
                 if path.startswith("/j/") and scope["type"] == "http":
                     await self._locate_invite(scope, path.removeprefix("/j/"), client_addr)
-                await self._pages(scope, receive, tracked_send)
+                await self._pages(scope, receive, tracked)
                 return
-            await self._proxy(scope, receive, tracked_send)
+            await self._proxy(scope, receive, tracked)
         except MeetgateError as error:
             # The access log has a line for each of these already; unknown links come in floods.
             if not isinstance(error, NotAdmitted | TicketInvalid | InviteUnknown):
                 log.info("refused %s: %s [%s]", scope["type"], error.code, rid)
             if scope["type"] == "http" and is_join_attempt(scope["method"], scope["path"]):
                 scope["state"][REFUSED_ATTEMPT] = True
-            if not started:
+            if not tracked.started:
                 await send_error(scope, send, error, rid, secure=self._secure)
         except Exception:
             # A bug: the server log gets the trace, the user a plain page with the request id.
             log.exception("unexpected error [%s]", rid)
-            if not started:
+            if not tracked.started:
                 await send_error(scope, send, MeetgateError(), rid, secure=self._secure)
 
     def _known_refusal(self, path: str, client_addr: str) -> float:
@@ -513,20 +517,14 @@ class Gate:
     ) -> None:
         """Relay one request to a relayed endpoint, filed under its admission while it lasts, so
         a revocation ends a long poll as it ends a socket."""
-        started = False
-
-        async def tracked_send(message: Message) -> None:
-            nonlocal started
-            started = True
-            await send(message)
-
+        tracked = send if isinstance(send, TrackedSend) else TrackedSend(send)
         request = RelayedRequest()
         self.registry.register(admission.id, request)
         try:
-            await request.run(self._http.relay(scope, receive, tracked_send, url, headers))
+            await request.run(self._http.relay(scope, receive, tracked, url, headers))
         finally:
             self.registry.unregister(admission.id, request)
-        if request.cut and not started:
+        if request.cut and not tracked.started:
             raise AdmissionRevoked()
 
     async def _offer_entry(self, send: Send, room_name: str) -> None:
