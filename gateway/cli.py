@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import re
+import resource
 import secrets
 import signal
 import socket
@@ -19,13 +20,16 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from gateway import log_privacy
 from gateway.errors import ConfigError
 from gateway.settings import Settings, find_config, load_settings
+
+if TYPE_CHECKING:
+    from gateway.edge.guard import Guarding
 
 log = logging.getLogger("meetgate")
 
@@ -195,10 +199,12 @@ async def _serve_on(
     settings: Settings, gate_sockets: list[socket.socket], admin_sockets: list[socket.socket]
 ) -> None:
     import uvicorn
+    from uvicorn.protocols.http.h11_impl import H11Protocol
 
     from gateway import serving
     from gateway.access_log import AccessLog
     from gateway.app import create_admin, create_app
+    from gateway.edge.guard import guarded
     from gateway.metrics import Metrics
     from gateway.store import open_store
 
@@ -231,7 +237,12 @@ async def _serve_on(
         "timeout_graceful_shutdown": math.ceil(settings.listen.shutdown_seconds) + 1,
     }
     addresses = settings.logging.client_addresses
-    gate_config = uvicorn.Config(AccessLog(gate, client_addresses=addresses), **common)
+    guarding = connection_guard(settings)
+    metrics.watch_connections(guarding)
+    gate_config = uvicorn.Config(
+        AccessLog(gate, client_addresses=addresses),
+        **{**common, "http": guarded(H11Protocol, guarding)},
+    )
     admin_config = uvicorn.Config(AccessLog(admin, client_addresses=addresses), **common)
     token_file: Path | None = None
     try:
@@ -265,6 +276,41 @@ async def _serve_on(
                 token_file.unlink()
         await gate.aclose()
         await store.close()
+
+
+def connection_guard(settings: Settings) -> Guarding:
+    """The gate listener's slow-client rules (gateway/edge/guard.py), with the file descriptors
+    they need: the soft limit is raised toward the hard one if `max_connections` (and the
+    upstream connection each may hold) would not fit, and a warning says so if it still does not."""
+    from gateway.client_address import parse_networks
+    from gateway.edge.guard import Guarding, Rules
+
+    limits = settings.limits
+    needed = 2 * limits.max_connections + 256
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        wanted = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        if soft < needed:
+            log.warning(
+                "[limits] max_connections=%d needs about %d open files, and this process may"
+                " open %d: lower it, or raise the limit (LimitNOFILE= in systemd, ulimit -n)",
+                limits.max_connections,
+                needed,
+                soft,
+            )
+    return Guarding(
+        Rules(
+            header_read_seconds=limits.header_read_seconds,
+            body_read_seconds=limits.body_read_seconds,
+            max_header_bytes=limits.max_header_bytes,
+            max_connections=limits.max_connections,
+            max_connections_per_address=limits.max_connections_per_address,
+            trusted_proxies=parse_networks(settings.trusted_proxies),
+        )
+    )
 
 
 def store_for_log(url: str) -> str:

@@ -55,6 +55,12 @@ class Counter(_Family):
         if key is not None:
             self._values[key] = self._values.get(key, 0.0) + amount
 
+    def set_total(self, total: float, **labels: str) -> None:
+        """Take a count kept elsewhere, which only grows, as this counter's value."""
+        key = self._slot(labels)
+        if key is not None:
+            self._values[key] = total
+
 
 class Gauge(_Family):
     kind = "gauge"
@@ -79,6 +85,16 @@ class StoreMemoryReadings(Protocol):
 
     @property
     def lost(self) -> bool: ...
+
+
+class ConnectionReadings(Protocol):
+    """What the metrics read of the connection guard (gateway.edge.guard.Guarding)."""
+
+    @property
+    def connections(self) -> int: ...
+
+    @property
+    def ended(self) -> dict[str, int]: ...
 
 
 class Metrics:
@@ -126,6 +142,18 @@ class Metrics:
             "Stored records that did not parse and were read as a refusal, by kind.",
         )
 
+        self.client_connections = Gauge(
+            "meetgate_client_connections",
+            "Client connections open on this replica's gate listener (WebSockets included).",
+        )
+        self.client_connections_ended = Counter(
+            "meetgate_client_connections_ended_total",
+            "Client connections the gate ended itself, by reason: refused at accept over a"
+            " connection cap (replica_full, address_full), a head or body not sent in time"
+            " (header_timeout, body_timeout), a head over the size cap, a request that does not"
+            " parse.",
+        )
+
     def families(self) -> list[_Family]:
         return [
             self.admissions,
@@ -140,6 +168,8 @@ class Metrics:
             self.store_up,
             self.store_memory_lost,
             self.store_corrupt_records,
+            self.client_connections,
+            self.client_connections_ended,
         ]
 
     def watch_store(self, health: StoreHealthReadings) -> None:
@@ -160,6 +190,18 @@ class Metrics:
 
         def collect() -> None:
             self.store_memory_lost.set(1.0 if continuity.lost else 0.0)
+
+        collect()
+        self.collectors.append(collect)
+
+    def watch_connections(self, guarding: ConnectionReadings) -> None:
+        """Read the connection guard's counts before each rendering."""
+
+        def collect() -> None:
+            self.client_connections.set(guarding.connections)
+            for reason, count in guarding.ended.items():
+                # The guard's counts only grow: the counter takes them as they are.
+                self.client_connections_ended.set_total(count, reason=reason)
 
         collect()
         self.collectors.append(collect)

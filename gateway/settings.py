@@ -408,6 +408,21 @@ class LimitSettings(_Section):
     max_websocket_message_bytes: int = Field(default=1024 * 1024, ge=1024)
     # A room policy at its largest lists 10,000 addresses: about 3 MiB of JSON.
     max_admin_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    # Slow and greedy clients (gateway/edge/guard.py, docs/operations.md): a request's head must
+    # arrive within header_read_seconds (of the connection's opening, or of its first byte
+    # after the last request), its body within body_read_seconds of the head; a replica holds
+    # at most max_connections client connections (WebSockets included), at most
+    # max_connections_per_address from one address (an IPv6 /64; trusted_proxies exempt).
+    header_read_seconds: float = Field(default=10.0, gt=0, le=300)
+    body_read_seconds: float = Field(default=30.0, gt=0, le=3600)
+    max_connections: int = Field(default=4096, ge=16, le=1_000_000)
+    max_connections_per_address: int = Field(default=256, ge=1, le=1_000_000)
+
+    @model_validator(mode="after")
+    def _address_within_replica(self) -> LimitSettings:
+        if self.max_connections_per_address > self.max_connections:
+            raise ValueError("max_connections_per_address must not exceed max_connections")
+        return self
 
 
 class Rate(_Section):

@@ -1,0 +1,1 @@
+"""The request edge: what stands between a client's socket and the gate's application."""
