@@ -15,9 +15,11 @@ from typing import Any
 
 import httpx
 import pytest
+import websockets
 
 from tests.fixtures.gateway_server import GENEROUS_LIMITS, GatewayServer, start_gateway
 from tests.fixtures.processes import stop_process, wait_until
+from tests.integration.journeys import admit, new_room, signalling_query, ws_url
 
 QUICK = (
     GENEROUS_LIMITS
@@ -377,3 +379,46 @@ def test_a_legitimate_join_goes_through_2000_slow_connections(
         assert ended(server, "header_timeout") >= 1000
     finally:
         stop_process(proc)
+
+
+# ---------------------------------------------------------------- WebSockets
+
+
+@pytest.fixture(scope="module")
+def signalling(
+    tmp_path_factory: pytest.TempPathFactory, jitsi_web: Any, prosody: Any
+) -> Iterator[GatewayServer]:
+    server, proc = start_gateway(
+        tmp_path_factory.mktemp("signalling"),
+        upstream=jitsi_web.url,
+        signalling_upstream=f"http://127.0.0.1:{prosody.http_port}",
+        extra=CAPPED,
+    )
+    yield server
+    stop_process(proc)
+
+
+async def test_open_websockets_count_toward_the_replica_not_the_address(
+    signalling: GatewayServer,
+) -> None:
+    """Ten attendees behind one address (a NAT) hold ten signalling WebSockets, over that
+    address's cap of 8: an admitted WebSocket is not counted per address. Each is counted toward
+    the replica while open, and no longer once closed."""
+    settle(signalling)
+    room = new_room(signalling)
+    sockets = []
+    try:
+        for n in range(10):
+            attendee = admit(signalling, room, name=f"Attendee {n}")
+            sockets.append(
+                await websockets.connect(
+                    ws_url(signalling, signalling_query(attendee)), subprotocols=["xmpp"]
+                )
+            )
+        assert metric(signalling, "meetgate_client_connections") == 10
+        # Still room for the address's HTTP requests.
+        assert served(signalling, "127.0.0.1")
+    finally:
+        for ws in sockets:
+            await ws.close()
+    settle(signalling)
