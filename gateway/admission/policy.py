@@ -210,8 +210,11 @@ def _is_host(policy: RoomPolicy, identity: VerifiedIdentity) -> bool:
 def decide(policy: RoomPolicy, identity: VerifiedIdentity) -> Decision:
     """May this identity enter this room, as which role, and straight away or via the lobby?"""
     if identity.path is Path.INVITE:
-        # The invite itself is the policy: a host chose this person and this name.
-        return Decision(Verdict.ADMIT, identity.role) if policy.invite else _refuse("invite")
+        # The invite itself is the policy: a host chose this person and this name. A host's
+        # invite admits where invites are off too: the policy governs attendees, not hosts.
+        if policy.invite or identity.role is Role.HOST:
+            return Decision(Verdict.ADMIT, identity.role)
+        return _refuse("invite")
     if identity.path is Path.OIDC:
         if not policy.oidc:
             return _refuse("sign-in is not a way into this room")

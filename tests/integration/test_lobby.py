@@ -129,6 +129,24 @@ def assembly(gateway: GatewayServer) -> tuple[str, Admitted]:
     return room, admit(gateway, room, "Hilde Host", role="host")
 
 
+def test_a_lobby_only_rooms_host_enters_with_their_invite(gateway: GatewayServer) -> None:
+    # `meetgate room create … --no-invite`: the lobby is the attendees' only way in, yet the
+    # host's own link admits the host (the policy governs attendees, not hosts).
+    room = lobby_room(gateway, invite=False)
+    host_link = f"/j/{gateway.invite_token(gateway.create_invite(room, 'Hilde', role='host'))}"
+    with browser(gateway) as client:
+        assert client.get(host_link).status_code == 200
+        entered = client.post(host_link, headers={"origin": gateway.url})
+        assert entered.status_code == 303, entered.text
+        assert ticket_claims(entered.headers["location"])["context"]["user"]["moderator"] is True
+        assert client.get(f"/_meetgate/host/{room}").status_code == 200
+    # An attendee's invite still does not pass a room whose policy turned invites off.
+    guest_link = f"/j/{gateway.invite_token(gateway.create_invite(room, 'Ada'))}"
+    with browser(gateway) as client:
+        refused = client.post(guest_link, headers={"origin": gateway.url})
+    assert refused.status_code == 403 and "<code>not_allowed</code>" in refused.text
+
+
 # The journey
 
 

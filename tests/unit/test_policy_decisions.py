@@ -95,9 +95,15 @@ def test_an_invite_is_its_own_permission_and_skips_the_lobby() -> None:
     assert verdict(room, invitee(Role.HOST)) == AS_HOST
 
 
-def test_an_invite_does_not_work_where_invites_are_off() -> None:
+def test_an_attendee_invite_does_not_work_where_invites_are_off() -> None:
     assert verdict(policy(oidc=True, email_code=True, lobby=True), invitee()) == REFUSE
-    assert verdict(policy(lobby=True), invitee(Role.HOST)) == REFUSE
+    assert verdict(policy(lobby=True), invitee()) == REFUSE
+
+
+def test_a_host_invite_admits_its_host_whatever_the_attendee_policy() -> None:
+    # The policy governs attendees: a lobby-only room's host still enters with their link.
+    for rules in ({"lobby": True}, {"oidc": True}, {"email_code": True, "lobby": True}):
+        assert verdict(policy(**rules), invitee(Role.HOST)) == AS_HOST
 
 
 # Sign-in
