@@ -571,6 +571,19 @@ class Settings(_Section):
             raise ValueError("must be an origin (scheme, host, port) without a path")
         return value.rstrip("/")
 
+    @model_validator(mode="after")
+    def _codes_have_a_mail_server(self) -> Settings:
+        # Without a server named, every code would go to 127.0.0.1:25 and, where nothing
+        # listens there, be lost with only a log line: the attendee waits for a mail that never
+        # comes. Naming 127.0.0.1 in [smtp] host is how a local mail server is chosen.
+        if "email_codes" in self.model_fields_set and "host" not in self.smtp.model_fields_set:
+            raise ValueError(
+                f"{_describe(('smtp', 'host'))}: required, because [email_codes] is set: codes"
+                " are sent by e-mail and no SMTP server is configured (add an [smtp] table with"
+                " host and sender, docs/configuration.md), or remove [email_codes]"
+            )
+        return self
+
     @property
     def secure(self) -> bool:
         return self.public_url.startswith("https://")
@@ -713,7 +726,9 @@ def load_settings(
                 message = "unknown setting"
             elif error["type"] == "missing":
                 message = "required, but not set"
-            problems.append(f"{_describe(tuple(error['loc']))}: {message}")
+            loc = tuple(error["loc"])
+            # A check across tables (on Settings itself) names its keys in its message.
+            problems.append(f"{_describe(loc)}: {message}" if loc else message)
     if problems or settings is None:
         where = f" in {config_path}" if config_path else ""
         raise ConfigError([f"invalid settings{where}:", *problems])

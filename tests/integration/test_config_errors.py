@@ -154,6 +154,10 @@ CASES: dict[str, Callable[[], Case]] = {
         },
         "k.pem is a 1024-bit RSA key",
     ),
+    "email codes without smtp": lambda: Case(
+        {"meetgate.toml": text(valid_config(top="[email_codes]\nttl_seconds = 300"))},
+        "[smtp] host (MEETGATE_SMTP__HOST): required, because [email_codes] is set",
+    ),
     "env wrong type": lambda: Case(
         {"meetgate.toml": text(valid_config())},
         "[listen] port (MEETGATE_LISTEN__PORT): Input should be a valid integer",

@@ -88,3 +88,22 @@ def test_config_without_secrets_is_not_ephemeral(tmp_path: Path) -> None:
         load_settings(write(tmp_path, 'public_url = "http://127.0.0.1:8000"\n'), environ={})
     assert "admin (MEETGATE_ADMIN): required" in str(caught.value)
     assert "tickets (MEETGATE_TICKETS): required" in str(caught.value)
+
+
+def test_email_codes_without_an_smtp_server_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, GOOD + "[email_codes]\ndigits = 8\n"), environ={})
+    assert "[smtp] host (MEETGATE_SMTP__HOST): required, because [email_codes] is set" in str(
+        caught.value
+    )
+    # An [smtp] table without a host names no server either; from the environment, as in a file.
+    with pytest.raises(ConfigError, match=r"\[smtp\] host"):
+        load_settings(
+            write(tmp_path, GOOD + '[smtp]\nsender = "meet@example.org"\n'),
+            environ={"MEETGATE_EMAIL_CODES__TTL_SECONDS": "300"},
+        )
+    served = load_settings(
+        write(tmp_path, GOOD),
+        environ={"MEETGATE_EMAIL_CODES__TTL_SECONDS": "300", "MEETGATE_SMTP__HOST": "127.0.0.1"},
+    )
+    assert served.smtp.host == "127.0.0.1" and served.email_codes.ttl_seconds == 300
