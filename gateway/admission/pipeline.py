@@ -182,6 +182,32 @@ class AdmissionPipeline:
         await self._store.redeem_invite(token_hash, now)
         return await self._admit(verified, role, room, client_addr, now)
 
+    async def held_through(
+        self,
+        raw_token: str,
+        cookie_secret: str | None,
+        client_addr: str,
+        now: float,
+        located: Located | None = None,
+    ) -> Admission | None:
+        """The live admission this browser's cookie names, if it came in through this join
+        link's invite and is for the room the meeting is in now: the holder re-opening their
+        own link once it is used up or expired goes back in (as a ticket refresh would let
+        them), where another browser is refused. None otherwise."""
+        if not cookie_secret or COOKIE_SECRET_SHAPE.fullmatch(cookie_secret) is None:
+            return None
+        _, invite, room = await self._locate(raw_token, client_addr, located)
+        if invite.revoked:
+            return None
+        self.ensure_memory()
+        admission = await self._store.get_admission(admission_id_for(cookie_secret))
+        if admission is None or not admission.is_live(now):
+            return None
+        verified = VerifiedIdentity(path=Path.INVITE, subject=invite.id, name=invite.name)
+        if admission.room != room.name or admission.via != via_of(verified):
+            return None
+        return admission
+
     def identity_of(self, verified: VerifiedIdentity) -> str:
         return self.pseudonym(verified.path.value, verified.subject)
 

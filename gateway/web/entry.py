@@ -21,7 +21,7 @@ from gateway.errors import ApprovalRequired, NotAdmitted, RoomNotFound
 from gateway.proxy.gate import cookie_name, request_id
 from gateway.settings import Settings
 from gateway.store import Store
-from gateway.store.records import Role, Room
+from gateway.store.records import Admission, Role, Room
 from gateway.tickets import TicketAuthority
 from gateway.web.templating import render
 
@@ -64,11 +64,7 @@ class Entrance:
         ticket, or (a host who asked for it) to the host dashboard."""
         now = time.time()
         admission = admitted.admission
-        if to_dashboard and admission.role is Role.HOST:
-            location = f"/_meetgate/host/{admission.room}"
-        else:
-            location = meeting_url(admission.room, self._tickets.issue(admission, now))
-        response = RedirectResponse(location, status_code=303)
+        response = self.back_in(admission, to_dashboard=to_dashboard)
         response.set_cookie(
             self._cookie,
             admitted.cookie_secret,
@@ -79,6 +75,15 @@ class Entrance:
             samesite="lax",
         )
         return response
+
+    def back_in(self, admission: Admission, *, to_dashboard: bool = False) -> RedirectResponse:
+        """Send a browser holding the live `admission` on: to the meeting with a fresh ticket,
+        or (a host who asked for it) to the host dashboard."""
+        if to_dashboard and admission.role is Role.HOST:
+            location = f"/_meetgate/host/{admission.room}"
+        else:
+            location = meeting_url(admission.room, self._tickets.issue(admission, time.time()))
+        return RedirectResponse(location, status_code=303)
 
     async def waiting_room(self, request: Request, demand: LobbyRequired) -> Response:
         """Where a LobbyRequired from any path ends: a place in the room's lobby."""

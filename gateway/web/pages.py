@@ -18,11 +18,19 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse,
 from gateway.admission.flood import ChallengeRequired, Proof
 from gateway.admission.pipeline import AdmissionPipeline, LobbyRequired, Located
 from gateway.admission.rooms import current_room, is_room_name
-from gateway.errors import CrossSiteRequest, InvalidInput, MeetgateError, NotAdmitted, NotFound
+from gateway.errors import (
+    CrossSiteRequest,
+    InvalidInput,
+    InviteExpired,
+    InviteUsedUp,
+    MeetgateError,
+    NotAdmitted,
+    NotFound,
+)
 from gateway.proxy.gate import LOCATED_INVITE, cookie_name, read_cookie, request_id
 from gateway.settings import Settings
 from gateway.store import Store
-from gateway.store.records import Role
+from gateway.store.records import Admission, Role
 from gateway.tickets import TicketAuthority
 from gateway.web.entry import Entrance, client_addr, meeting_url
 from gateway.web.forms import read_form
@@ -97,16 +105,33 @@ def create_pages_app(
         unreadable = InvalidInput("This address carries a value Meetgate cannot read.")
         return await _meetgate_error(request, unreadable)
 
+    async def held_through_link(request: Request, token: str, now: float) -> Admission | None:
+        """This browser's own live admission through the join link `token`, if it holds one."""
+        return await pipeline.held_through(
+            token,
+            read_cookie(request.scope, cookie),
+            client_addr(request),
+            now,
+            located=located_by_gate(request),
+        )
+
     @app.get("/", response_class=HTMLResponse)
     async def home(request: Request) -> HTMLResponse:
         return _html(render("home.html", request_id=request_id(request.scope)))
 
     @app.get("/j/{token}", response_class=HTMLResponse)
-    async def join_landing(request: Request, token: str) -> HTMLResponse:
+    async def join_landing(request: Request, token: str) -> Response:
         # Showing the page changes nothing: link previewers in chat apps must not burn an invite.
-        invite, room = await pipeline.preview(
-            token, client_addr(request), time.time(), located=located_by_gate(request)
-        )
+        now = time.time()
+        try:
+            invite, room = await pipeline.preview(
+                token, client_addr(request), now, located=located_by_gate(request)
+            )
+        except (InviteUsedUp, InviteExpired):
+            held = await held_through_link(request, token, now)
+            if held is None:
+                raise
+            return entrance.back_in(held)
         page = render(
             "join.html",
             room_title=room.title,
@@ -133,6 +158,11 @@ def create_pages_app(
             )
         except LobbyRequired as demand:
             return await entrance.waiting_room(request, demand)
+        except (InviteUsedUp, InviteExpired):
+            held = await held_through_link(request, token, now)
+            if held is None:
+                raise
+            return entrance.back_in(held, to_dashboard=wants_dashboard)
         except ChallengeRequired as demand:
             fields = {"next": "dashboard"} if wants_dashboard else {}
             page = render(

@@ -18,6 +18,7 @@ import pytest
 
 from tests.fixtures.gateway_server import GatewayServer, start_gateway
 from tests.fixtures.processes import free_port, stop_process
+from tests.integration.journeys import admission_id, admit, host_action
 
 pytestmark = pytest.mark.slow
 
@@ -155,11 +156,42 @@ def test_used_up_invite_says_so_and_changes_nothing(any_gateway: GatewayServer) 
     token = any_gateway.invite_token(invite)
     with browser(any_gateway) as client:
         assert client.post(f"/j/{token}", headers={"origin": any_gateway.url}).status_code == 303
-        again = client.post(f"/j/{token}", headers={"origin": any_gateway.url})
+    with browser(any_gateway) as another:
+        again = another.post(f"/j/{token}", headers={"origin": any_gateway.url})
         assert again.status_code == 410
         assert "already been used" in again.text
-        assert client.get(f"/j/{token}").status_code == 410
+        assert another.get(f"/j/{token}").status_code == 410
     assert invite_uses(any_gateway, room) == [1]
+
+
+def test_reopening_ones_own_used_link_goes_back_into_the_meeting(
+    any_gateway: GatewayServer,
+) -> None:
+    # The browser still admitted through the link is sent back in with a fresh ticket, as the
+    # ticket refresh would; any other browser, and this one once removed, gets the 410.
+    room = new_room(any_gateway)
+    host = admit(any_gateway, room, "Hilde", role="host")
+    token = any_gateway.invite_token(any_gateway.create_invite(room, "Ada"))
+    with browser(any_gateway) as ada:
+        first = ada.post(f"/j/{token}", headers={"origin": any_gateway.url})
+        assert first.status_code == 303
+        admitted_as = jwt_claims(first.headers["location"])["adm"]
+        for again in (ada.get(f"/j/{token}"), ada.post(f"/j/{token}", headers=origin(any_gateway))):
+            assert again.status_code == 303, again.text
+            assert again.headers["location"].startswith(f"/{room}#jwt=")
+            assert jwt_claims(again.headers["location"])["adm"] == admitted_as
+            assert "set-cookie" not in again.headers
+        with browser(any_gateway) as another:
+            assert another.get(f"/j/{token}").status_code == 410
+            assert another.post(f"/j/{token}", headers=origin(any_gateway)).status_code == 410
+        host_action(any_gateway, host, "revoke", admission=admission_id(any_gateway, host, "Ada"))
+        assert ada.get(f"/j/{token}").status_code == 410
+        assert ada.post(f"/j/{token}", headers=origin(any_gateway)).status_code == 410
+    assert sorted(invite_uses(any_gateway, room)) == [1, 1]
+
+
+def origin(gateway: GatewayServer) -> dict[str, str]:
+    return {"origin": gateway.url}
 
 
 @pytest.mark.parametrize(
