@@ -335,9 +335,11 @@ def command_serve(args: argparse.Namespace) -> int:
             "are signed with a key no Jitsi knows. For a real deployment run\n"
             "`meetgate init` and then `meetgate serve --config meetgate.toml`.\n"
             "The admin token for this run is in %s (mode 0600);\n"
-            "`meetgate room …` and `meetgate invite …` find it there.\n%s",
+            "`meetgate room …` and `meetgate invite …` find it there.\n"
+            "Join links start with %s (MEETGATE_PUBLIC_URL to change it).\n%s",
             banner,
             ephemeral_token_file(),
+            settings.public_url,
             banner,
         )
     try:

@@ -54,6 +54,8 @@ NUMERIC_STORE_OPTIONS = frozenset(
         "ssl_min_version",
     }
 )
+# A gate listening on every address is reached from its own machine on loopback.
+WILDCARD_LOOPBACK = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}  # noqa: S104 (not bound)
 # A relayed Jitsi endpoint: one or more lowercase path segments, a trailing "/" for a prefix.
 RELAYED_ENDPOINT = re.compile(r"(?:/[a-z0-9._~-]+)+/?")
 
@@ -732,7 +734,19 @@ def load_settings(
     if problems or settings is None:
         where = f" in {config_path}" if config_path else ""
         raise ConfigError([f"invalid settings{where}:", *problems])
+    if settings.ephemeral and "public_url" not in settings.model_fields_set:
+        # A run without a config file is reached where it listens: join links and the pages'
+        # same-origin checks follow MEETGATE_LISTEN__PORT (and __HOST) unless
+        # MEETGATE_PUBLIC_URL says otherwise.
+        settings = settings.model_copy(update={"public_url": listen_url(settings.listen)})
     return settings
+
+
+def listen_url(listen: ListenSettings) -> str:
+    """The gate's own address as a browser on this machine reaches it: a wildcard host is
+    reached on loopback."""
+    host = WILDCARD_LOOPBACK.get(listen.host, listen.host)
+    return f"http://[{host}]:{listen.port}" if ":" in host else f"http://{host}:{listen.port}"
 
 
 def _read_config(path: Path) -> dict[str, Any]:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import secrets
 import stat
 import subprocess
@@ -15,20 +17,29 @@ import pytest
 from gateway.settings import load_settings
 from gateway.ticket_keys import load_rsa_private_key
 from tests.fixtures.gateway_server import GatewayServer
-from tests.fixtures.processes import free_port
+from tests.fixtures.processes import free_port, port_open, start_process, stop_process, wait_until
 
 pytestmark = pytest.mark.slow
 
 
-def meetgate(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def meetgate(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "gateway.cli", *args],
         capture_output=True,
         text=True,
         timeout=60,
         cwd=cwd,
+        env=env,
         check=False,
     )
+
+
+def without_config(tmp_path: Path) -> dict[str, str]:
+    """An environment with no MEETGATE_* setting, whose ephemeral token file is under tmp_path."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("MEETGATE_")}
+    return {**env, "XDG_RUNTIME_DIR": str(tmp_path), "HOME": str(tmp_path)}
 
 
 def admin_args(gateway: GatewayServer) -> list[str]:
@@ -130,6 +141,47 @@ def test_rooms_and_invites_round_trip(gateway: GatewayServer) -> None:
     assert "revoked" in meetgate("invite", "list", "--room", "cli-room", *args).stdout
     assert meetgate("room", "delete", "cli-room", *args).returncode == 0
     assert "cli-room" not in meetgate("room", "list", *args).stdout
+
+
+def test_ephemeral_join_links_use_the_port_the_gate_listens_on(tmp_path: Path) -> None:
+    gate_port, admin_port = free_port(), free_port()
+    env = {
+        **without_config(tmp_path),
+        "MEETGATE_LISTEN__PORT": str(gate_port),
+        "MEETGATE_ADMIN__PORT": str(admin_port),
+    }
+    client_env = without_config(tmp_path)
+    token_file = tmp_path / "meetgate" / "ephemeral-admin.json"
+    log = tmp_path / "serve.log"
+    server = start_process([sys.executable, "-m", "gateway.cli", "serve"], log, env, tmp_path)
+
+    def started() -> bool:
+        assert server.poll() is None, log.read_text()
+        return token_file.exists() and port_open(gate_port)
+
+    try:
+        wait_until(started, timeout=30, what="an ephemeral `meetgate serve`")
+        assert json.loads(token_file.read_text())["url"].endswith(f":{admin_port}")
+        made = meetgate("room", "create", "ephemeral-room", cwd=tmp_path, env=client_env)
+        assert made.returncode == 0, made.stderr
+        invite = meetgate(
+            "invite",
+            "create",
+            "--room",
+            "ephemeral-room",
+            "--name",
+            "Ada",
+            cwd=tmp_path,
+            env=client_env,
+        )
+        assert invite.returncode == 0, invite.stderr
+        link = invite.stdout.strip().splitlines()[-1]
+        assert link.startswith(f"http://127.0.0.1:{gate_port}/j/"), link
+        with httpx.Client(trust_env=False, timeout=10) as browser:
+            assert browser.get(link).status_code == 200
+    finally:
+        stop_process(server)
+    assert f"Join links start with http://127.0.0.1:{gate_port}" in log.read_text()
 
 
 @pytest.mark.parametrize(

@@ -107,3 +107,30 @@ def test_email_codes_without_an_smtp_server_are_refused(tmp_path: Path) -> None:
         environ={"MEETGATE_EMAIL_CODES__TTL_SECONDS": "300", "MEETGATE_SMTP__HOST": "127.0.0.1"},
     )
     assert served.smtp.host == "127.0.0.1" and served.email_codes.ttl_seconds == 300
+
+
+@pytest.mark.parametrize(
+    ("listen", "public_url"),
+    [
+        ({}, "http://127.0.0.1:8000"),
+        ({"MEETGATE_LISTEN__PORT": "9123"}, "http://127.0.0.1:9123"),
+        (
+            {"MEETGATE_LISTEN__HOST": "0.0.0.0", "MEETGATE_LISTEN__PORT": "9123"},
+            "http://127.0.0.1:9123",
+        ),
+        ({"MEETGATE_LISTEN__HOST": "::", "MEETGATE_LISTEN__PORT": "9123"}, "http://[::1]:9123"),
+        (
+            {"MEETGATE_LISTEN__PORT": "9123", "MEETGATE_PUBLIC_URL": "https://meet.example.org"},
+            "https://meet.example.org",
+        ),
+    ],
+)
+def test_a_run_without_config_is_reached_where_it_listens(
+    listen: dict[str, str], public_url: str
+) -> None:
+    assert load_settings(environ=listen).public_url == public_url
+
+
+def test_a_config_file_keeps_its_public_url_whatever_the_port(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, GOOD), environ={"MEETGATE_LISTEN__PORT": "9123"})
+    assert settings.public_url == "https://meet.example.org"
