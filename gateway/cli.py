@@ -16,6 +16,7 @@ import resource
 import secrets
 import signal
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -54,8 +55,19 @@ def ephemeral_token_file() -> Path:
     return Path(base) / "meetgate" / "ephemeral-admin.json"
 
 
+# What a folder made for secrets holds is never committed by mistake.
+SECRETS_GITIGNORE = "# Written by meetgate: everything in this folder is secret.\n*\n"
+
+
 def write_private(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    """Write `text` to `path`, readable by this user only. A folder made for it is private too,
+    with a .gitignore that keeps all it holds out of git."""
+    try:
+        path.parent.mkdir(parents=True, mode=0o700)
+    except FileExistsError:
+        pass
+    else:
+        (path.parent / ".gitignore").write_text(SECRETS_GITIGNORE, encoding="utf-8")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(text)
@@ -165,6 +177,13 @@ def command_init(args: argparse.Namespace) -> int:
         raise CliError("the values given do not make a valid config:\n" + str(exc)) from exc
     what = "and an RS256 key pair" if args.algorithm == "RS256" else "and an HS256 ticket secret"
     print(f"wrote {path} (mode 0600) with fresh secrets {what}")
+    work_tree = git_work_tree(path.parent)
+    if work_tree is not None and not git_ignores(path):
+        print(
+            f"{path} holds secrets and lies in the git work tree {work_tree}: keep it out of"
+            f" commits (add its name to {work_tree / '.gitignore'}), or write it to a folder of"
+            " its own with --path secrets/meetgate.toml (init then git-ignores that folder)"
+        )
     print(f"ticket key id (kid): {settings.tickets.signing_kid}")
     print(f"start the gateway with: meetgate serve --config {path}")
     if args.algorithm == "RS256":
@@ -173,6 +192,29 @@ def command_init(args: argparse.Namespace) -> int:
             " http://<this host as prosody reaches it>:<listen port>/_meetgate/keys"
         )
     return 0
+
+
+def git_work_tree(folder: Path) -> Path | None:
+    """The git work tree `folder` lies in, if any."""
+    for candidate in (folder.resolve(), *folder.resolve().parents):
+        if (candidate / ".git").exists():
+            return candidate
+    return None
+
+
+def git_ignores(path: Path) -> bool:
+    """Does git ignore `path`? False when git cannot say (not installed, say)."""
+    try:
+        found = subprocess.run(
+            ["git", "check-ignore", "--quiet", "--", path.name],
+            cwd=path.parent,
+            capture_output=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return found.returncode == 0
 
 
 # ---------------------------------------------------------------- serve

@@ -89,6 +89,36 @@ def test_init_makes_an_rs256_key_pair_by_default(tmp_path: Path) -> None:
     assert tickets.keys[0].secret is not None and tickets.keys[0].private_pem is None
 
 
+def git(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=30, check=False
+    )
+
+
+def test_init_keeps_its_secrets_out_of_git(tmp_path: Path) -> None:
+    assert git("init", "--quiet", cwd=tmp_path).returncode == 0
+    # A folder init makes for the config is private and ignored as a whole.
+    path = tmp_path / "secrets" / "meetgate.toml"
+    result = meetgate("init", "--path", str(path))
+    assert result.returncode == 0, result.stderr
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert "*" in (path.parent / ".gitignore").read_text().splitlines()
+    assert git("check-ignore", "--quiet", "secrets/meetgate.toml", cwd=tmp_path).returncode == 0
+    assert git("status", "--porcelain", "--untracked-files=all", cwd=tmp_path).stdout == ""
+    assert "git work tree" not in result.stdout
+
+    # A config written into a folder of the work tree that exists is not ignored: init says so.
+    exposed = tmp_path / "meetgate.toml"
+    told = meetgate("init", "--path", str(exposed))
+    assert told.returncode == 0, told.stderr
+    assert f"{exposed} holds secrets and lies in the git work tree" in told.stdout
+    assert not (tmp_path / ".gitignore").exists()
+    (tmp_path / ".gitignore").write_text("meetgate.toml\n")
+    quiet = meetgate("init", "--path", str(exposed), "--force")
+    assert quiet.returncode == 0, quiet.stderr
+    assert "git work tree" not in quiet.stdout
+
+
 def test_init_refuses_bad_values(tmp_path: Path) -> None:
     path = tmp_path / "meetgate.toml"
     result = meetgate("init", "--path", str(path), "--public-url", "ftp://nope")
