@@ -20,14 +20,15 @@ import hmac
 import logging
 import secrets
 import time
+import warnings
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
 import httpx
 from authlib.common.errors import AuthlibBaseError
+from authlib.deprecate import AuthlibDeprecationWarning
 from authlib.integrations.base_client import MismatchingStateError
-from authlib.integrations.starlette_client import OAuth
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from joserfc.errors import JoseError
@@ -75,6 +76,15 @@ from gateway.web.entry import Entrance, client_addr
 from gateway.web.forms import read_form
 from gateway.web.pages import same_origin
 from gateway.web.templating import render
+
+with warnings.catch_warnings():
+    # Authlib 1.9 warns at import, on every start, that it falls back to httpx because httpx2
+    # is not installed; requirements.lock has httpx (our client's too) and no httpx2, so there
+    # is nothing to do until the lock moves. Only that warning, only during this import.
+    warnings.filterwarnings(
+        "ignore", message="The httpx module is deprecated", category=AuthlibDeprecationWarning
+    )
+    from authlib.integrations.starlette_client import OAuth
 
 SESSION_KEY = "meetgate_signin"
 # A provider's discovery document (and with it its key set) is fetched again after this long.
