@@ -73,7 +73,8 @@ def parse_options(argv: list[str]) -> Options:
         "--faults",
         action="store_true",
         help="instead, the revocation fault report (bench/revocation_faults.py): revoke → "
-        "socket closed across two replicas, pub/sub healthy and every message lost",
+        "socket closed across two replicas, pub/sub healthy, subscriptions dropped, Redis "
+        "paused, Redis killed and restarted, a Sentinel failover, every message lost",
     )
     parser.add_argument(
         "--profile",
