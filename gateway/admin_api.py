@@ -246,7 +246,7 @@ def problem_response(
     headers: dict[str, str] | None = None,
 ) -> Response:
     """The admin API's answer to `error`: a Problem, with the headers its status calls for."""
-    body = Problem(error=error.code, message=error.message, request_id=rid, fields=list(fields))
+    body = Problem(error=error.code, message=error.shown(), request_id=rid, fields=list(fields))
     all_headers = {"x-request-id": rid, **(headers or {})}
     if error.retry_after is not None:
         all_headers["retry-after"] = str(error.retry_after)

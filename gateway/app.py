@@ -21,6 +21,7 @@ from gateway.store import Store
 from gateway.tickets import TicketAuthority
 from gateway.web.email_signin import create_email_router
 from gateway.web.entry import Entrance, create_entry_router
+from gateway.web.languages import LanguageChoice
 from gateway.web.lobby import LobbyPages, create_lobby_router
 from gateway.web.pages import create_pages_app
 from gateway.web.signin import create_signin_router, with_signin_session
@@ -78,22 +79,25 @@ def create_app(settings: Settings, store: Store, metrics: Metrics | None = None)
         http_client=client,
         registry=registry,
         metrics=metrics,
-        pages=with_signin_session(
-            create_pages_app(
+        pages=LanguageChoice(
+            with_signin_session(
+                create_pages_app(
+                    settings,
+                    store,
+                    pipeline,
+                    tickets,
+                    entrance,
+                    routers=[
+                        dashboard,
+                        create_entry_router(settings, entrance),
+                        lobby_router,
+                        create_email_router(settings, entrance, email_codes),
+                        create_signin_router(settings, entrance, store, limiter, flood),
+                    ],
+                ),
                 settings,
-                store,
-                pipeline,
-                tickets,
-                entrance,
-                routers=[
-                    dashboard,
-                    create_entry_router(settings, entrance),
-                    lobby_router,
-                    create_email_router(settings, entrance, email_codes),
-                    create_signin_router(settings, entrance, store, limiter, flood),
-                ],
             ),
-            settings,
+            secure=settings.secure,
         ),
     )
 

@@ -1,9 +1,15 @@
 """The exception tree: each error knows its HTTP status, a stable code and its public message.
 
-Messages here are shown to users as they are; they never carry a secret, a token or a trace.
+Messages here are shown to users, in the request's language (each is marked with `N_` for the
+catalogs and translated where it is rendered); they never carry a secret, a token or a trace. A
+message with `{named}` values takes them as keyword arguments, filled in after translation.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+
+from gateway.i18n import N_
 
 
 class MeetgateError(Exception):
@@ -11,46 +17,53 @@ class MeetgateError(Exception):
 
     status: int = 500
     code: str = "internal_error"
-    title: str = "Something went wrong"
-    message: str = "Meetgate could not complete this request. Please try again in a moment."
+    title: str = N_("Something went wrong")
+    message: str = N_("Meetgate could not complete this request. Please try again in a moment.")
     # Seconds for a Retry-After header (and the page's "try again" hint), for errors that pass.
     retry_after: int | None = None
 
-    def __init__(self, message: str | None = None) -> None:
+    def __init__(self, message: str | None = None, **values: object) -> None:
         if message is not None:
             self.message = message
-        super().__init__(self.message)
+        self.values = values
+        super().__init__(self.shown())
+
+    def shown(self, translate: Callable[[str], str] | None = None) -> str:
+        """The message as a user reads it: translated by `translate` (English without), with its
+        values filled in."""
+        message = translate(self.message) if translate is not None else self.message
+        return message.format(**self.values) if self.values else message
 
 
 class BadRequest(MeetgateError):
     status = 400
     code = "bad_request"
-    title = "This request is not valid"
-    message = "The request could not be understood."
+    title = N_("This request is not valid")
+    message = N_("The request could not be understood.")
 
 
 class DuplicateParameter(BadRequest):
     code = "duplicate_parameter"
-    message = "A parameter appears more than once in this request."
+    message = N_("A parameter appears more than once in this request.")
 
 
 class RequestTooLarge(MeetgateError):
     status = 413
     code = "request_too_large"
-    title = "Request too large"
-    message = "This request is larger than Meetgate accepts."
+    title = N_("Request too large")
+    message = N_("This request is larger than Meetgate accepts.")
 
 
 class MalformedJson(BadRequest):
     code = "malformed_json"
-    message = "The request body is not valid JSON."
+    message = N_("The request body is not valid JSON.")
 
 
 class UnsupportedMediaType(MeetgateError):
     status = 415
     code = "unsupported_media_type"
-    title = "Unsupported request body"
-    message = "This request's body must be JSON, sent with Content-Type: application/json."
+    title = N_("Unsupported request body")
+    message = N_("This request's body must be JSON, sent with Content-Type: application/json.")
 
 
 class RequestInvalid(MeetgateError):
@@ -58,28 +71,28 @@ class RequestInvalid(MeetgateError):
 
     status = 422
     code = "request_invalid"
-    title = "This request is not valid"
-    message = "The request's values are not what this call takes."
+    title = N_("This request is not valid")
+    message = N_("The request's values are not what this call takes.")
 
 
 class MethodNotAllowed(MeetgateError):
     status = 405
     code = "method_not_allowed"
-    title = "Method not allowed"
-    message = "This address does not take this method."
+    title = N_("Method not allowed")
+    message = N_("This address does not take this method.")
 
 
 class HeadersTooLarge(MeetgateError):
     status = 431
     code = "headers_too_large"
-    title = "Request headers too large"
-    message = "The request headers are larger than Meetgate accepts."
+    title = N_("Request headers too large")
+    message = N_("The request headers are larger than Meetgate accepts.")
 
 
 class BoshBodyInvalid(BadRequest):
     code = "bosh_body_invalid"
-    title = "Not a signalling request"
-    message = (
+    title = N_("Not a signalling request")
+    message = N_(
         "This signalling request's body is not a single well-formed BOSH <body> element,"
         " so it was not passed on."
     )
@@ -90,13 +103,13 @@ class RequestAborted(BadRequest):
     (Nobody is left to read this; the status is for the access log.)"""
 
     code = "request_aborted"
-    message = "The request body was cut off before its end."
+    message = N_("The request body was cut off before its end.")
 
 
 class InvalidRoomName(BadRequest):
     code = "invalid_room_name"
-    title = "Invalid room name"
-    message = (
+    title = N_("Invalid room name")
+    message = N_(
         "Room names use lowercase letters, digits, '-' and '_', start with a letter or a digit,"
         " and are at most 64 characters long."
     )
@@ -109,28 +122,28 @@ class InvalidInput(BadRequest):
 class NotFound(MeetgateError):
     status = 404
     code = "not_found"
-    title = "Not found"
-    message = "There is nothing here."
+    title = N_("Not found")
+    message = N_("There is nothing here.")
 
 
 class PathRefused(NotFound):
     """A path no rule of the gate's allowlist names: refused, never forwarded to Jitsi."""
 
     code = "path_refused"
-    message = "Meetgate does not pass this address on to the meeting server."
+    message = N_("Meetgate does not pass this address on to the meeting server.")
 
 
 class RoomNotFound(NotFound):
     code = "room_not_found"
-    title = "Unknown room"
-    message = "This room does not exist."
+    title = N_("Unknown room")
+    message = N_("This room does not exist.")
 
 
 class RoomExists(MeetgateError):
     status = 409
     code = "room_exists"
-    title = "Room exists"
-    message = "A room with this name already exists."
+    title = N_("Room exists")
+    message = N_("A room with this name already exists.")
 
 
 class InviteError(MeetgateError):
@@ -138,13 +151,13 @@ class InviteError(MeetgateError):
 
     status = 404
     code = "invite_invalid"
-    title = "This join link does not work"
+    title = N_("This join link does not work")
 
 
 class InviteUnknown(InviteError):
     code = "invite_unknown"
-    title = "Unknown join link"
-    message = (
+    title = N_("Unknown join link")
+    message = N_(
         "This join link is not valid. Check that you copied all of it,"
         " or ask the host for a new one."
     )
@@ -157,15 +170,15 @@ class InviteMalformed(InviteUnknown):
 class InviteExpired(InviteError):
     status = 410
     code = "invite_expired"
-    title = "This join link has expired"
-    message = "This join link has expired. Ask the host for a new one."
+    title = N_("This join link has expired")
+    message = N_("This join link has expired. Ask the host for a new one.")
 
 
 class InviteUsedUp(InviteError):
     status = 410
     code = "invite_used_up"
-    title = "This join link has been used"
-    message = (
+    title = N_("This join link has been used")
+    message = N_(
         "This join link has already been used as often as it allows. Ask the host for a new one."
     )
 
@@ -173,35 +186,35 @@ class InviteUsedUp(InviteError):
 class InviteRevoked(InviteError):
     status = 410
     code = "invite_revoked"
-    title = "This join link was withdrawn"
-    message = "The host has withdrawn this join link."
+    title = N_("This join link was withdrawn")
+    message = N_("The host has withdrawn this join link.")
 
 
 class NotAdmitted(MeetgateError):
     status = 403
     code = "not_admitted"
-    title = "You are not admitted to this meeting"
-    message = (
+    title = N_("You are not admitted to this meeting")
+    message = N_(
         "This meeting is only open to invited participants. Open your personal join link to enter."
     )
 
 
 class AdmissionRevoked(NotAdmitted):
     code = "admission_revoked"
-    title = "You were removed from this meeting"
-    message = "A host removed you from this meeting. You cannot rejoin with this link."
+    title = N_("You were removed from this meeting")
+    message = N_("A host removed you from this meeting. You cannot rejoin with this link.")
 
 
 class AdmissionBanned(NotAdmitted):
     code = "admission_banned"
-    title = "You cannot join this meeting"
-    message = "A host has barred you from this meeting."
+    title = N_("You cannot join this meeting")
+    message = N_("A host has barred you from this meeting.")
 
 
 class NotAllowed(NotAdmitted):
     code = "not_allowed"
-    title = "This meeting is not open to you"
-    message = (
+    title = N_("This meeting is not open to you")
+    message = N_(
         "You were identified, but this meeting's hosts have not opened it to you."
         " If you think this is wrong, contact the organisers."
     )
@@ -210,15 +223,17 @@ class NotAllowed(NotAdmitted):
 class RoomLocked(MeetgateError):
     status = 423
     code = "room_locked"
-    title = "This meeting is locked"
-    message = "The hosts have locked this meeting: nobody new can join right now. Try again later."
+    title = N_("This meeting is locked")
+    message = N_(
+        "The hosts have locked this meeting: nobody new can join right now. Try again later."
+    )
 
 
 class ApprovalRequired(MeetgateError):
     status = 403
     code = "approval_required"
-    title = "A host must let you in"
-    message = (
+    title = N_("A host must let you in")
+    message = N_(
         "The hosts have closed this meeting to everyone they have not approved."
         " Please contact the organisers."
     )
@@ -227,22 +242,24 @@ class ApprovalRequired(MeetgateError):
 class NotHost(MeetgateError):
     status = 403
     code = "not_host"
-    title = "Hosts only"
-    message = "Only a host of this meeting can do this. Open your host invite link first."
+    title = N_("Hosts only")
+    message = N_("Only a host of this meeting can do this. Open your host invite link first.")
 
 
 class CsrfFailed(MeetgateError):
     status = 403
     code = "csrf_failed"
-    title = "Request refused"
-    message = "This form has expired or was not sent from this page. Reload the page and try again."
+    title = N_("Request refused")
+    message = N_(
+        "This form has expired or was not sent from this page. Reload the page and try again."
+    )
 
 
 class PolicyChanged(MeetgateError):
     status = 409
     code = "policy_changed"
-    title = "Changed meanwhile"
-    message = (
+    title = N_("Changed meanwhile")
+    message = N_(
         "Someone changed this room's policy after you opened the page, so yours was not saved."
         " Reload the dashboard to see the policy as it is now, then make your change again."
     )
@@ -251,33 +268,64 @@ class PolicyChanged(MeetgateError):
 class TicketInvalid(MeetgateError):
     status = 401
     code = "ticket_invalid"
-    title = "Meeting ticket not valid"
-    message = "The meeting ticket is missing, expired or not valid. Reload the meeting page."
+    title = N_("Meeting ticket not valid")
+    message = N_("The meeting ticket is missing, expired or not valid. Reload the meeting page.")
 
 
 class CrossSiteRequest(MeetgateError):
     status = 403
     code = "cross_site_request"
-    title = "Request refused"
-    message = "This form was sent from another site. Open your join link directly."
+    title = N_("Request refused")
+    message = N_("This form was sent from another site. Open your join link directly.")
 
 
 class AdminAuthFailed(MeetgateError):
     status = 401
     code = "admin_auth_failed"
-    title = "Not authorised"
-    message = "A valid admin token is required."
+    title = N_("Not authorised")
+    message = N_("A valid admin token is required.")
+
+
+# Which limit refused a join attempt (as `[rates]` names them), in words an attendee understands;
+# the page adds when to try again.
+RATE_LIMIT_MESSAGES: dict[str, str] = {
+    "address": N_(
+        "Too many attempts from your internet address in a short time. Please wait, then try again."
+    ),
+    "network": N_(
+        "Too many attempts from your network (your address and those near it) in a short time."
+        " Please wait, then try again."
+    ),
+    "room": N_(
+        "Too many people are trying to join this meeting at the same moment."
+        " Please wait, then try again."
+    ),
+    "invite": N_(
+        "This join link was tried too many times in a short time. Please wait, then try again."
+    ),
+    "identity": N_(
+        "Too many attempts to join as you in a short time. Please wait, then try again."
+    ),
+    "gate": N_(
+        "Too many people are trying to join meetings on this server at the same moment."
+        " Please wait, then try again."
+    ),
+}
 
 
 class RateLimited(MeetgateError):
     status = 429
     code = "rate_limited"
-    title = "Too many attempts"
-    message = "Too many attempts from your network. Please wait a moment and try again."
+    title = N_("Too many attempts")
+    message = N_("Too many attempts in a short time. Please wait, then try again.")
 
-    def __init__(self, retry_after: float, message: str | None = None) -> None:
-        super().__init__(message)
+    def __init__(
+        self, retry_after: float, message: str | None = None, *, limit: str | None = None
+    ) -> None:
+        """`limit`: the limit that refused (a key of RATE_LIMIT_MESSAGES), named on the page."""
+        super().__init__(message or RATE_LIMIT_MESSAGES.get(limit or ""))
         self.retry_after = retry_after_seconds(retry_after)
+        self.limit = limit
 
 
 def retry_after_seconds(wait: float) -> int:
@@ -289,8 +337,8 @@ def retry_after_seconds(wait: float) -> int:
 class UpstreamUnreachable(MeetgateError):
     status = 502
     code = "upstream_unreachable"
-    title = "The meeting server is unreachable"
-    message = (
+    title = N_("The meeting server is unreachable")
+    message = N_(
         "Meetgate admitted you, but the meeting server behind it does not answer."
         " Please try again in a minute; if it persists, tell the organisers."
     )
@@ -299,8 +347,8 @@ class UpstreamUnreachable(MeetgateError):
 class StoreUnavailable(MeetgateError):
     status = 503
     code = "store_unavailable"
-    title = "Temporarily unavailable"
-    message = (
+    title = N_("Temporarily unavailable")
+    message = N_(
         "Meetgate cannot check admissions right now, so it lets nobody new in."
         " Please try again in a minute."
     )
@@ -314,8 +362,8 @@ class GateStopping(MeetgateError):
 
     status = 503
     code = "stopping"
-    title = "Temporarily unavailable"
-    message = "This Meetgate server is restarting. Please try again in a moment."
+    title = N_("Temporarily unavailable")
+    message = N_("This Meetgate server is restarting. Please try again in a moment.")
     retry_after = 1
 
 
@@ -325,8 +373,8 @@ class StoreMemoryLost(MeetgateError):
 
     status = 503
     code = "store_memory_lost"
-    title = "The meeting's memory was lost"
-    message = (
+    title = N_("The meeting's memory was lost")
+    message = N_(
         "Meetgate's store lost what it remembered, and with it perhaps who was removed from this"
         " meeting, so it lets nobody in until an admin has checked and confirmed. Meetings"
         " already running go on. Please try again later."

@@ -9,7 +9,9 @@ import logging
 from starlette.types import Scope, Send
 
 from gateway.errors import MeetgateError, RateLimited, retry_after_seconds
+from gateway.i18n import DEFAULT, Language, gettext
 from gateway.web.headers import security_headers
+from gateway.web.languages import current, language_of
 from gateway.web.templating import render
 
 log = logging.getLogger("meetgate.errors")
@@ -23,36 +25,53 @@ def wants_json(scope: Scope) -> bool:
     return False
 
 
-def error_body(error: MeetgateError, request_id: str, *, as_json: bool) -> tuple[bytes, bytes]:
+def error_body(
+    error: MeetgateError, request_id: str, *, as_json: bool, language: Language | None = None
+) -> tuple[bytes, bytes]:
+    """The page or JSON for `error`, in `language` (by default the current request's)."""
+    language = language or current.get()
     retry_after = error.retry_after
+    message = error.shown(functools.partial(gettext, language))
     if as_json:
-        payload = {"error": error.code, "message": error.message, "request_id": request_id}
+        payload = {"error": error.code, "message": message, "request_id": request_id}
         if retry_after is not None:
             payload["retry_after"] = str(retry_after)
-        return json.dumps(payload).encode(), b"application/json"
-    page = _error_page(error.title, error.message, error.code, retry_after, bool(request_id))
+        return json.dumps(payload, ensure_ascii=False).encode(), JSON
+    page = _error_page(
+        language, gettext(language, error.title), message, error.code, retry_after, bool(request_id)
+    )
     return page.replace(_REQUEST_ID_MARK, request_id.encode()), HTML
 
 
 HTML = b"text/html; charset=utf-8"
+JSON = b"application/json"
 
 
 _REQUEST_ID_MARK = b"meetgate-request-id-here"
 
 
-@functools.lru_cache(maxsize=128)
+@functools.lru_cache(maxsize=256)
 def _error_page(
-    title: str, message: str, code: str, retry_after: int | None, with_id: bool
+    language: Language,
+    title: str,
+    message: str,
+    code: str,
+    retry_after: int | None,
+    with_id: bool,
 ) -> bytes:
-    # Rendered once per kind of error; each request's id goes in where the mark is.
-    page = render(
-        "error.html",
-        title=title,
-        message=message,
-        code=code,
-        retry_after=retry_after,
-        request_id=_REQUEST_ID_MARK.decode() if with_id else "",
-    )
+    # Rendered once per kind of error and language; each request's id goes in where the mark is.
+    token = current.set(language)
+    try:
+        page = render(
+            "error.html",
+            title=title,
+            message=message,
+            code=code,
+            retry_after=retry_after,
+            request_id=_REQUEST_ID_MARK.decode() if with_id else "",
+        )
+    finally:
+        current.reset(token)
     return page.encode()
 
 
@@ -75,9 +94,10 @@ async def send_error(
     A WebSocket is refused before it is accepted: with the error's HTTP status where the server
     supports the ASGI denial-response extension, else with a plain 403 from the server.
     """
+    language = language_of(scope)
     if scope["type"] == "websocket":
         if "websocket.http.response" in scope.get("extensions", {}):
-            body, content_type = error_body(error, request_id, as_json=True)
+            body, content_type = error_body(error, request_id, as_json=True, language=language)
             await send(
                 {
                     "type": "websocket.http.response.start",
@@ -89,35 +109,35 @@ async def send_error(
         else:
             await send({"type": "websocket.close", "code": 1008, "reason": error.code})
         return
-    body, content_type = error_body(error, request_id, as_json=wants_json(scope))
+    body, content_type = error_body(error, request_id, as_json=wants_json(scope), language=language)
     headers = error_headers(error, request_id, content_type, secure=secure)
     headers.append((b"content-length", str(len(body)).encode()))
     await send({"type": "http.response.start", "status": error.status, "headers": headers})
     await send({"type": "http.response.body", "body": body if scope["method"] != "HEAD" else b""})
 
 
-@functools.lru_cache(maxsize=512)
+@functools.lru_cache(maxsize=1024)
 def _rate_limited_answer(
-    retry_after: int, as_json: bool, secure: bool
+    retry_after: int, as_json: bool, secure: bool, language: Language
 ) -> tuple[tuple[tuple[bytes, bytes], ...], bytes]:
     error = RateLimited(retry_after)
-    body, content_type = error_body(error, "", as_json=as_json)
+    body, content_type = error_body(error, "", as_json=as_json, language=language)
     headers = error_headers(error, "", content_type, secure=secure)
     headers.append((b"content-length", str(len(body)).encode()))
     return tuple(headers), body
 
 
 def rate_limited_answer(
-    wait: float, as_json: bool, secure: bool
+    wait: float, as_json: bool, secure: bool, language: Language = DEFAULT
 ) -> tuple[tuple[tuple[bytes, bytes], ...], bytes]:
     """The headers and body of the 429 for an attempt a replica refused before any other work:
     rendered once per distinct Retry-After and kept (shared: not to be changed), without a
     request id, as no log line is written for it."""
-    return _rate_limited_answer(retry_after_seconds(wait), as_json, secure)
+    return _rate_limited_answer(retry_after_seconds(wait), as_json, secure, language)
 
 
 async def send_rate_limited(scope: Scope, send: Send, wait: float, *, secure: bool) -> None:
     """Answer an attempt a replica refused before any other work with the kept 429."""
-    headers, body = rate_limited_answer(wait, wants_json(scope), secure)
+    headers, body = rate_limited_answer(wait, wants_json(scope), secure, language_of(scope))
     await send({"type": "http.response.start", "status": 429, "headers": headers})
     await send({"type": "http.response.body", "body": body if scope["method"] != "HEAD" else b""})

@@ -1,4 +1,6 @@
-"""The jinja2 environment for Meetgate's pages, loaded from the `meetgate_templates` package."""
+"""The jinja2 environments for Meetgate's pages, one a language, loaded from the
+`meetgate_templates` package. A page is rendered in the language current for its request
+(gateway/web/languages.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,9 @@ from importlib.resources import files
 from typing import Any
 
 from jinja2 import Environment, FunctionLoader, select_autoescape
+
+from gateway.i18n import LANGUAGES, Language, translations
+from gateway.web.languages import current
 
 STATIC_TYPES = {
     ".css": "text/css; charset=utf-8",
@@ -22,17 +27,24 @@ def _load(name: str) -> str | None:
     return resource.read_text(encoding="utf-8")
 
 
-@lru_cache(maxsize=1)
-def environment() -> Environment:
-    return Environment(
+@lru_cache(maxsize=len(LANGUAGES))
+def environment(language: Language) -> Environment:
+    env = Environment(
         loader=FunctionLoader(_load),
         autoescape=select_autoescape(default=True, default_for_string=True),
         auto_reload=False,
+        extensions=["jinja2.ext.i18n"],
     )
+    # New-style gettext: `_("…")` and `{% trans %}` escape what they insert and take named
+    # values (`_("%(name)s joined", name=…)`), and `{% trans count=n %}` picks the plural form.
+    env.install_gettext_translations(translations(language), newstyle=True)  # type: ignore[attr-defined]  # added by the i18n extension
+    env.globals.update(language=language, languages=LANGUAGES)
+    return env
 
 
 def render(name: str, **context: Any) -> str:
-    return environment().get_template(name).render(**context)
+    """`name` rendered in the current request's language."""
+    return environment(current.get()).get_template(name).render(**context)
 
 
 @lru_cache(maxsize=16)

@@ -1,0 +1,99 @@
+"""Which language a request's pages are in, and the switcher that changes it.
+
+`language_of(scope)` reads, in this order: `?lang=` (the switcher's links on every page), the
+`meetgate_lang` cookie (set by following such a link; it holds the language and nothing else),
+`Accept-Language`. `LanguageChoice` is the pure ASGI layer around the pages: it makes the
+request's language the current one for the templates and sets the cookie when a link chose one.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from http.cookies import CookieError, SimpleCookie
+from urllib.parse import parse_qsl
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.i18n import DEFAULT, Language, chosen, negotiate
+
+COOKIE = "meetgate_lang"
+# A year: the choice is a preference, not a session.
+COOKIE_SECONDS = 365 * 24 * 3600
+
+# The language of the page being rendered (the templates and error pages read it).
+current: ContextVar[Language] = ContextVar("meetgate_language", default=DEFAULT)
+
+
+def _header(scope: Scope, wanted: bytes) -> str | None:
+    for name, value in scope.get("headers", ()):
+        if name == wanted:
+            return str(value.decode("latin-1"))
+    return None
+
+
+def linked_choice(scope: Scope) -> Language | None:
+    """The language a `?lang=` link chose, if it names one of ours."""
+    query = scope.get("query_string", b"")
+    if b"lang=" not in query:
+        return None
+    for key, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+        if key == "lang":
+            return chosen(value)
+    return None
+
+
+def cookie_choice(scope: Scope) -> str | None:
+    header = _header(scope, b"cookie")
+    if header is None or COOKIE not in header:
+        return None
+    cookie: SimpleCookie = SimpleCookie()
+    try:
+        cookie.load(header)
+    except CookieError:  # a cookie header that does not parse chooses nothing
+        return None
+    morsel = cookie.get(COOKIE)
+    return morsel.value if morsel is not None else None
+
+
+def language_of(scope: Scope, room_default: str | None = None) -> Language:
+    link = linked_choice(scope)
+    if link is not None:
+        return link
+    return negotiate(cookie_choice(scope), _header(scope, b"accept-language"), room_default)
+
+
+def choice_cookie(language: Language, *, secure: bool) -> bytes:
+    flags = "; Secure" if secure else ""
+    return (
+        f"{COOKIE}={language.tag}; Max-Age={COOKIE_SECONDS}; Path=/; SameSite=Lax{flags}"
+    ).encode()
+
+
+class LanguageChoice:
+    """Around the pages: the request's language made current, the switcher's choice kept."""
+
+    def __init__(self, app: ASGIApp, *, secure: bool) -> None:
+        self.app = app
+        self.secure = secure
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        token = current.set(language_of(scope))
+        try:
+            link = linked_choice(scope) if scope["type"] == "http" else None
+            if link is None:
+                await self.app(scope, receive, send)
+                return
+            cookie = choice_cookie(link, secure=self.secure)
+
+            async def send_with_cookie(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    headers = [*message.get("headers", []), (b"set-cookie", cookie)]
+                    message = {**message, "headers": headers}
+                await send(message)
+
+            await self.app(scope, receive, send_with_cookie)
+        finally:
+            current.reset(token)
