@@ -51,8 +51,9 @@ class Attempt:
     link: str | None = None
 
 
-# The limits every attempt through one join link is charged against alike, whether it opens the
-# landing page or joins (the identity limit only counts joins).
+# The limits that close one join link to everyone when they refuse it: the gate's and the room's
+# (charged for a look at the landing page and a join alike) and the invite's (charged for joins
+# only: looking at the page is not a use; the identity limit, a join's own, closes no link).
 LINK_LIMITS = frozenset({"gate", "room", "invite"})
 
 
@@ -140,7 +141,9 @@ class RateLimiter:
         waits: dict[str, float] = {}
         for name, wait in zip(self._names(attempt), decision.waits, strict=True):
             waits[name] = max(wait, waits.get(name, 0.0))
-        self._metrics.rate_limited.inc(limit=max(waits, key=waits.__getitem__))
+        # The limit the attempt waits longest for is the one that refused it.
+        refused_by = max(waits, key=waits.__getitem__)
+        self._metrics.rate_limited.inc(limit=refused_by)
         now = time.monotonic()
         address_wait = waits["address"] - self._slack("address", attempt.room)
         network_wait = waits["network"] - self._slack("network", attempt.room)
@@ -148,11 +151,12 @@ class RateLimiter:
             self.known.address_refused(attempt.client_addr, address_wait, attempt.room, now)
         if network_wait > 0:
             self.known.network_refused(attempt.client_addr, network_wait, attempt.room, now)
-        link_wait = max((waits.get(name, 0.0) for name in LINK_LIMITS), default=0.0)
+        link_limit = max(LINK_LIMITS, key=lambda name: waits.get(name, 0.0))
+        link_wait = waits.get(link_limit, 0.0)
         if attempt.link is not None and link_wait > 0:
-            self.known.link_refused(attempt.link, link_wait, attempt.room, now)
+            self.known.link_refused(attempt.link, link_wait, attempt.room, link_limit, now)
         await self.note_rejection(attempt.room, "rate_limited")
-        raise RateLimited(decision.retry_after)
+        raise RateLimited(decision.retry_after, limit=refused_by)
 
     def knows_links(self) -> bool:
         """Whether any join link is known to be refused (else there is nothing to look up)."""

@@ -23,8 +23,9 @@ MAX_ENTRIES = 200_000
 
 @dataclass(frozen=True, slots=True)
 class KnownWait:
-    """How long an address's attempts are known to be refused, and the room the refused
-    attempt was for (its later refusals count toward that room's pressure)."""
+    """How long an address's attempts are known to be refused, the room the refused attempt
+    was for (its later refusals count toward that room's pressure), and the limit that refused
+    it (as `[rates]` names it)."""
 
     seconds: float
     room: str | None = None
@@ -38,16 +39,18 @@ class _Waits:
     __slots__ = ("until",)
 
     def __init__(self) -> None:
-        self.until: dict[str, tuple[float, str | None]] = {}
+        self.until: dict[str, tuple[float, str | None, str]] = {}
 
-    def remember(self, key: str, until: float, room: str | None, now: float) -> None:
+    def remember(self, key: str, until: float, room: str | None, limit: str, now: float) -> None:
         if len(self.until) >= MAX_ENTRIES:
             self.until = {k: v for k, v in self.until.items() if v[0] > now}
             if len(self.until) >= MAX_ENTRIES // 2:
                 # Mostly live: sweeping again at the next insert would cost a whole table each.
                 self.until = {}
         known = self.until.get(key)
-        self.until[key] = (max(until, known[0]) if known else until, room)
+        if known is not None and known[0] > until:
+            until, limit = known[0], known[2]
+        self.until[key] = (until, room, limit)
 
     def wait(self, key: str, now: float) -> KnownWait:
         known = self.until.get(key)
@@ -56,7 +59,7 @@ class _Waits:
         if known[0] <= now:
             del self.until[key]
             return NO_WAIT
-        return KnownWait(known[0] - now, known[1])
+        return KnownWait(known[0] - now, known[1], known[2])
 
 
 class KnownRefusals:
@@ -66,13 +69,16 @@ class KnownRefusals:
         self._links = _Waits()
 
     def address_refused(self, client_addr: str, wait: float, room: str | None, now: float) -> None:
-        self._addresses.remember(client_addr, now + wait, room, now)
+        self._addresses.remember(client_addr, now + wait, room, "address", now)
 
     def network_refused(self, client_addr: str, wait: float, room: str | None, now: float) -> None:
-        self._networks.remember(network_of(client_addr), now + wait, room, now)
+        self._networks.remember(network_of(client_addr), now + wait, room, "network", now)
 
-    def link_refused(self, token_hash: str, wait: float, room: str | None, now: float) -> None:
-        self._links.remember(token_hash, now + wait, room, now)
+    def link_refused(
+        self, token_hash: str, wait: float, room: str | None, limit: str, now: float
+    ) -> None:
+        """`limit`: which of the limits every attempt through the link shares refused it."""
+        self._links.remember(token_hash, now + wait, room, limit, now)
 
     def knows_links(self) -> bool:
         return bool(self._links.until)
@@ -80,8 +86,7 @@ class KnownRefusals:
     def link_wait(self, token_hash: str, now: float) -> KnownWait:
         if not self._links.until:
             return NO_WAIT
-        known = self._links.wait(token_hash, now)
-        return KnownWait(known.seconds, known.room, "link") if known.seconds > 0 else NO_WAIT
+        return self._links.wait(token_hash, now)
 
     def wait(self, client_addr: str, now: float) -> KnownWait:
         """How long an attempt from `client_addr` is known not to fit its address or network
@@ -90,6 +95,4 @@ class KnownRefusals:
         if not self._networks.until:
             return address
         network = self._networks.wait(network_of(client_addr), now)
-        if network.seconds > address.seconds:
-            return KnownWait(network.seconds, network.room, "network")
-        return address
+        return network if network.seconds > address.seconds else address

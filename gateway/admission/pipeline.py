@@ -139,12 +139,13 @@ class AdmissionPipeline:
     async def preview(
         self, raw_token: str, client_addr: str, now: float, located: Located | None = None
     ) -> tuple[Invite, Room]:
-        """The invite behind a join link and its room, if it can still be used; counts no use.
-        `located`: what `locate` found for this request already."""
+        """The invite behind a join link and its room, if it can still be used; counts no use,
+        and is not charged against the invite's limit either (a look is not a use: link
+        previewers and reloads must not close the link to its holder), only against the
+        address's, the network's, the room's and the gate's. `located`: what `locate` found
+        for this request already."""
         token_hash, invite, room = await self._locate(raw_token, client_addr, located)
-        await self._limiter.charge(
-            Attempt(client_addr, room=room.name, invite=invite.id, link=token_hash)
-        )
+        await self._limiter.charge(Attempt(client_addr, room=room.name, link=token_hash))
         if invite.revoked:
             raise InviteRevoked()
         if invite.uses >= invite.max_uses or now >= invite.expires_at:

@@ -332,7 +332,7 @@ class Gate:
         )
         path: str = scope["path"]
         if scope["type"] == "http" and is_join_attempt(scope["method"], path):
-            wait = self._known_refusal(path, client_addr)
+            wait = self._known_refusal(scope["method"], path, client_addr)
             if wait > 0:
                 # Refused before any other work: no request id, no log line, a kept answer.
                 scope.setdefault("state", {})[QUIET] = True
@@ -365,15 +365,19 @@ class Gate:
             if not tracked.started:
                 await send_error(scope, send, MeetgateError(), rid, secure=self._secure)
 
-    def _known_refusal(self, path: str, client_addr: str) -> float:
+    def _known_refusal(self, method: str, path: str, client_addr: str) -> float:
         """For a join attempt: the seconds it is known to be refused for (counted as refused),
         or 0."""
         known = self._limiter.known_wait(client_addr)
         if not known.seconds and path.startswith("/j/") and self._limiter.knows_links():
-            # A join link whose invite, room or the gate is known to be out of budget.
+            # A join link whose invite, room or the gate is known to be out of budget; a look at
+            # its landing page is not charged against the invite's limit, so only a join is
+            # refused for that one.
             token = path.removeprefix("/j/")
             if token.isascii():
-                known = self._limiter.known_link_wait(hash_token(token))
+                link = self._limiter.known_link_wait(hash_token(token))
+                if link.limit != "invite" or method == "POST":
+                    known = link
         if known.seconds > 0:
             self._limiter.note_local_refusal(known)
         return known.seconds

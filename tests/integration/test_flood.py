@@ -39,6 +39,8 @@ invite = {{ per_minute = 600, burst = 60 }}
 gate = {{ per_minute = 60000, burst = 3000 }}
 [rates.rooms.quiet]
 room = {{ per_minute = 60, burst = 2 }}
+[rates.rooms.looked-at]
+invite = {{ per_minute = 60, burst = 2 }}
 [challenge]
 mode = "{mode}"
 pressure_threshold = 5
@@ -154,6 +156,7 @@ def test_address_limit_answers_429_with_retry_after(tight_gateway: GatewayServer
         assert refused.status_code == 429
         assert int(refused.headers["retry-after"]) >= 1
         assert "Too many attempts" in refused.text and "try again in" in refused.text
+        assert "from your internet address" in refused.text
         assert browser.post(path).status_code == 429
     # Another address is not affected, and the refused attempts burned no use of the invite.
     with client(tight_gateway, fresh_address()) as other:
@@ -378,26 +381,55 @@ def test_network_limit_groups_a_slash_24(tight_gateway: GatewayServer) -> None:
     path = invite_path(tight_gateway, room(tight_gateway), max_uses=100)
     n = next(counter)
     net = f"203.{n % 256}.{n // 256 % 256}"
-    statuses = []
+    answers = []
     for host in range(1, 41):
         with client(tight_gateway, f"{net}.{host}") as browser:
-            statuses.append(browser.get(path).status_code)
+            answers.append(browser.get(path))
+    statuses = [answer.status_code for answer in answers]
     # The /24's burst of 30, plus at most what refills (1/s) while the test runs (on a busy
     # machine, a refill can land on the last request).
     assert 30 <= statuses.count(200) <= 32
     assert statuses[:30] == [200] * 30 and 429 in statuses[30:]
+    refused = answers[statuses.index(429)]
+    assert "from your network" in refused.text and "try again in" in refused.text
 
 
 def test_per_room_override(tight_gateway: GatewayServer) -> None:
     with tight_gateway.admin() as admin:
         admin.post("/api/v1/rooms", json={"name": "quiet"})
     path = invite_path(tight_gateway, "quiet", max_uses=10)
-    statuses = []
+    answers = []
     for _ in range(4):
         with client(tight_gateway, fresh_address()) as browser:
-            statuses.append(browser.get(path).status_code)
-    assert statuses[:2] == [200, 200]
-    assert statuses[2:] == [429, 429]
+            answers.append(browser.get(path))
+    assert [answer.status_code for answer in answers] == [200, 200, 429, 429]
+    # The page says it is the meeting that is busy, not this browser's address or network.
+    assert "trying to join this meeting" in answers[2].text
+    assert "from your" not in answers[2].text
+
+
+def test_looking_at_a_join_link_is_not_a_use(tight_gateway: GatewayServer) -> None:
+    # The invite's limit (2 at once in the room "looked-at") counts joins only: link previewers
+    # in chat apps, reloads and second looks do not close the link to the person it is for.
+    name = room(tight_gateway, "looked-at")
+    path = invite_path(tight_gateway, name, max_uses=10)
+    for _ in range(5):
+        with client(tight_gateway, fresh_address()) as browser:
+            assert browser.get(path).status_code == 200
+    for _ in range(2):
+        with client(tight_gateway, fresh_address()) as browser:
+            assert browser.post(path).status_code == 303
+    # Joins do count: the third at once waits, and the page says it is the link's limit.
+    with client(tight_gateway, fresh_address()) as browser:
+        refused = browser.post(path)
+        assert refused.status_code == 429
+        assert "join link was tried too many times" in refused.text
+        # The gate knows the link is out of joins for now, yet still shows its landing page.
+        assert browser.get(path).status_code == 200
+        assert browser.post(path).status_code == 429
+    with tight_gateway.admin() as admin:
+        uses = [i["uses"] for i in admin.get(f"/api/v1/rooms/{name}/invites").json()]
+    assert uses == [2]
 
 
 def solve(token: str, difficulty: int) -> str:

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from gateway.admission.limits import GATE, Attempt, RateLimiter
 from gateway.admission.local_limits import MAX_ENTRIES, KnownRefusals, KnownWait
 from gateway.client_address import network_of
-from gateway.errors import RateLimited
+from gateway.errors import RATE_LIMIT_MESSAGES, RateLimited
 from gateway.metrics import Metrics
 from gateway.settings import Rate, RateSettings, RoomRates
 from gateway.store.memory import MemoryStore
@@ -87,7 +87,7 @@ async def test_a_link_out_of_its_shared_budget_is_remembered_by_its_token_hash()
         await limiter.charge(Attempt(f"198.51.{host}.1", room="agora", invite="i1", link="h1"))
     await refuse(limiter, Attempt("198.51.3.1", room="agora", invite="i1", link="h1"))
     known = limiter.known_link_wait("h1")
-    assert 0 < known.seconds <= 1.0 and known.room == "agora" and known.limit == "link"
+    assert 0 < known.seconds <= 1.0 and known.room == "agora" and known.limit == "invite"
     assert limiter.known_link_wait("h2").seconds == 0
     assert limiter.known_wait("198.51.3.1").seconds == 0
 
@@ -102,6 +102,25 @@ async def test_a_joins_own_identity_limit_does_not_close_the_link() -> None:
     await limiter.charge(join)
     await refuse(limiter, join)
     assert limiter.known_link_wait("h1").seconds == 0
+
+
+@pytest.mark.parametrize("limit", ["address", "network", "room", "identity", "invite", "gate"])
+async def test_a_refusal_names_the_limit_that_refused_it(limit: str) -> None:
+    # The 429 page says which limit refused, in words of its own for each; the metrics agree.
+    metrics = Metrics()
+    wide = {name: WIDE for name in ("address", "network", "room", "identity", "invite", "gate")}
+    limiter = RateLimiter(
+        MemoryStore(), rates(**{**wide, limit: Rate(per_minute=60, burst=1)}), metrics
+    )
+    join = Attempt("198.51.100.1", room="agora", identity="p1", invite="i1", link="h1")
+    await limiter.charge(join)
+    with pytest.raises(RateLimited) as refused:
+        await limiter.charge(join)
+    assert refused.value.limit == limit
+    assert refused.value.message == RATE_LIMIT_MESSAGES[limit]
+    assert 1 <= (refused.value.retry_after or 0) <= 2
+    assert f'meetgate_rate_limited_total{{limit="{limit}"}} 1' in metrics.render()
+    assert len(set(RATE_LIMIT_MESSAGES.values())) == len(RATE_LIMIT_MESSAGES)
 
 
 async def test_never_longer_than_the_most_lenient_rooms_limit_would_refuse() -> None:
