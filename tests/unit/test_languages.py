@@ -1,0 +1,86 @@
+"""Which language a page is in: the visitor's choice, their browser's, the room's, English
+(gateway/i18n.py, gateway/web/languages.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.i18n import ENGLISH, SIMPLIFIED, TRADITIONAL, from_accept_language, negotiate
+from gateway.web.languages import COOKIE, choice_cookie, language_of
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("zh-CN", SIMPLIFIED),
+        ("zh-SG", SIMPLIFIED),
+        ("zh", SIMPLIFIED),
+        ("zh-Hans", SIMPLIFIED),
+        ("zh-Hans-HK", SIMPLIFIED),  # the script says so, whatever the region
+        ("zh-TW", TRADITIONAL),
+        ("zh-HK", TRADITIONAL),
+        ("zh-MO", TRADITIONAL),
+        ("zh-Hant", TRADITIONAL),
+        ("zh-Hant-CN", TRADITIONAL),
+        ("zh_TW", TRADITIONAL),
+        ("ZH-tw", TRADITIONAL),
+        ("en-US,en;q=0.9", ENGLISH),
+        ("de-DE,zh-TW;q=0.5", TRADITIONAL),
+        ("en;q=0.4,zh-HK;q=0.8", TRADITIONAL),
+        ("zh-CN;q=0.8,zh-TW;q=0.8", SIMPLIFIED),  # equal weights: the first named
+        ("fr-FR,de;q=0.9", None),
+        ("zh-TW;q=0,en", ENGLISH),  # q=0 means "not this one"
+        ("", None),
+        ("*", None),
+        ("zh-TW;q=abc,zh-CN", SIMPLIFIED),
+        (",,,;;;===", None),
+        ("x" * 10_000, None),
+    ],
+)
+def test_accept_language(header: str, expected: object) -> None:
+    assert from_accept_language(header) is expected
+
+
+def test_the_visitors_choice_beats_the_browser_and_the_room() -> None:
+    assert negotiate("zh-Hant", "zh-CN", "en") is TRADITIONAL
+    assert negotiate(None, "zh-CN", "zh-Hant") is SIMPLIFIED
+    # A browser asking for none of ours gets the room's language, then English.
+    assert negotiate(None, "ja", "zh-Hant") is TRADITIONAL
+    assert negotiate(None, "ja", None) is ENGLISH
+    # A cookie or room value that is not one of ours is ignored.
+    assert negotiate("klingon", "zh-TW", "<script>") is TRADITIONAL
+
+
+def scope(query: bytes = b"", **headers: str) -> dict[str, object]:
+    return {
+        "type": "http",
+        "query_string": query,
+        "headers": [(k.replace("_", "-").encode(), v.encode()) for k, v in headers.items()],
+    }
+
+
+def test_a_link_beats_the_cookie_which_beats_the_browser() -> None:
+    both = {"cookie": f"{COOKIE}=zh-Hans", "accept_language": "zh-TW"}
+    assert language_of(scope(b"lang=en", **both)) is ENGLISH
+    assert language_of(scope(**both)) is SIMPLIFIED
+    assert language_of(scope(accept_language="zh-TW")) is TRADITIONAL
+    assert language_of(scope()) is ENGLISH
+
+
+@pytest.mark.parametrize(
+    "cookie",
+    [f"{COOKIE}=", f"{COOKIE}=fr", f'{COOKIE}="\\x00"', "garbage;;;=", f"a=b; {COOKIE}"],
+)
+def test_a_cookie_that_chooses_nothing_of_ours_is_ignored(cookie: str) -> None:
+    assert language_of(scope(cookie=cookie, accept_language="zh-HK")) is TRADITIONAL
+
+
+@pytest.mark.parametrize("query", [b"lang=fr", b"lang=", b"lang=%00", b"lang=zh-Hant%0d%0aX: y"])
+def test_a_link_that_names_no_language_of_ours_is_ignored(query: bytes) -> None:
+    assert language_of(scope(query, accept_language="zh-CN")) is SIMPLIFIED
+
+
+def test_the_choice_cookie_holds_the_language_only() -> None:
+    assert choice_cookie(TRADITIONAL, secure=True) == (
+        b"meetgate_lang=zh-Hant; Max-Age=31536000; Path=/; SameSite=Lax; Secure"
+    )
