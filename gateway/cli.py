@@ -1,5 +1,5 @@
-"""`meetgate …`: `serve`, `init` and `doctor` run locally; `room` and `invite` call the admin
-API."""
+"""`meetgate …`: `serve`, `init` and `doctor` run locally; `room`, `invite` and `store` call the
+admin API."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 import httpx
 
@@ -403,30 +403,54 @@ def command_serve(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- admin API client
 
 
+# What to do next, after the admin API's refusal (its `error` code); a call may add its own.
+NEXT_STEPS = {
+    "admin_auth_failed": "Give the token the server runs with: --admin-token, MEETGATE_ADMIN__TOKEN"
+    " or --config with its [admin] token.",
+    "room_not_found": "`meetgate room list` shows the rooms; `meetgate room create NAME` makes"
+    " one.",
+    "room_exists": "Choose another name; `meetgate room list` shows those taken.",
+    "store_unavailable": "The store does not answer: `meetgate doctor` says why; try again then.",
+}
+
+
 class AdminClient:
     def __init__(self, url: str, token: str) -> None:
         self._client = httpx.Client(
             base_url=url, headers={"authorization": f"Bearer {token}"}, timeout=10, trust_env=False
         )
 
-    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        *,
+        next_steps: dict[str, str] | None = None,
+    ) -> Any:
+        """The admin API's answer; CliError with its message and what to do next if it refused.
+        `next_steps`: this call's own advice by error code."""
         try:
             response = self._client.request(method, path, json=body)
         except httpx.HTTPError as exc:
             raise CliError(
                 f"cannot reach the admin API at {self._client.base_url}: is `meetgate serve`"
-                " running?"
+                " running? (else pass --config, or --admin-url and --admin-token)"
             ) from exc
         if response.status_code == 204:
             return None
         try:
             payload = response.json()
         except ValueError as exc:
-            raise CliError(f"the admin API answered {response.status_code} without JSON") from exc
+            raise CliError(
+                f"{self._client.base_url} answered {response.status_code} without JSON: is it"
+                " the admin API ([admin] host and port), not the gate?"
+            ) from exc
         if response.is_error:
             # Every error of the admin API is a Problem; its message names each refused value.
             if isinstance(payload, dict) and "message" in payload:
-                raise CliError(payload["message"])
+                step = {**NEXT_STEPS, **(next_steps or {})}.get(str(payload.get("error")))
+                raise CliError(f"{payload['message']}\n{step}" if step else payload["message"])
             raise CliError(f"the admin API answered {response.status_code}")
         return payload
 
@@ -536,7 +560,11 @@ def command_invite(args: argparse.Namespace) -> int:
                 f"expires {_when(invite['expires_at'])}  {invite['name']}"
             )
     elif args.action == "revoke":
-        client.call("DELETE", f"/api/v1/invites/{args.id}")
+        client.call(
+            "DELETE",
+            f"/api/v1/invites/{args.id}",
+            next_steps={"not_found": "`meetgate invite list --room ROOM` shows the ids."},
+        )
         print(f"revoked invite {args.id}")
     return 0
 
@@ -592,19 +620,88 @@ def command_doctor(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- argument parsing
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="meetgate", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+class Parser(argparse.ArgumentParser):
+    """argparse, with a pointer to the command's help (and its examples) after a usage error."""
 
-    serve = sub.add_parser("serve", help="run the gateway and its admin API")
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {message}\n(see `{self.prog} --help` for examples)\n")
+
+
+class Commands(Protocol):
+    """What `add_subparsers` returns, as far as `command` uses it."""
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser: ...
+
+
+def command(
+    commands: Commands,
+    name: str,
+    summary: str,
+    examples: Sequence[str],
+    parents: Sequence[argparse.ArgumentParser] = (),
+) -> argparse.ArgumentParser:
+    """A subcommand whose `--help` gives its one-line summary and, at the end, its examples."""
+    return commands.add_parser(
+        name,
+        parents=list(parents),
+        help=summary,
+        description=summary,
+        epilog="Example:\n" + "\n".join(f"  {line}" for line in examples),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(
+        prog="meetgate",
+        description=__doc__,
+        epilog="Example:\n  meetgate init --public-url https://meet.example.org\n"
+        "  meetgate serve --config meetgate.toml\n"
+        "  meetgate room create board --title 'Board meeting'\n"
+        "  meetgate invite create --room board --name 'Grace Hopper' --host\n"
+        "Each command's --help shows its options and examples.\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", help="what to do")
+
+    serve = command(
+        sub,
+        "serve",
+        "run the gateway and its admin API",
+        [
+            "meetgate serve --config /etc/meetgate/meetgate.toml",
+            "meetgate serve    # no config file: a trial run with secrets that die with it",
+        ],
+    )
     serve.add_argument("--config", help="TOML config file (default: ./meetgate.toml if present)")
     serve.set_defaults(func=command_serve)
 
-    init = sub.add_parser("init", help="write a config file with fresh secrets (mode 0600)")
-    init.add_argument("--path", default="meetgate.toml")
+    init = command(
+        sub,
+        "init",
+        "write a config file with fresh secrets (mode 0600)",
+        [
+            "meetgate init --path secrets/meetgate.toml --public-url https://meet.example.org \\",
+            "    --upstream http://jitsi-web:80 --store redis://redis:6379/0",
+        ],
+    )
+    init.add_argument(
+        "--path",
+        default="meetgate.toml",
+        help="where to write it (meetgate.toml); a new folder for it is git-ignored",
+    )
     init.add_argument("--force", action="store_true", help="overwrite an existing file")
-    init.add_argument("--public-url", default="http://127.0.0.1:8000")
-    init.add_argument("--upstream", default="http://127.0.0.1:8080", help="Jitsi web server")
+    init.add_argument(
+        "--public-url",
+        default="http://127.0.0.1:8000",
+        help="the address attendees use, e.g. https://meet.example.org",
+    )
+    init.add_argument(
+        "--upstream",
+        default="http://127.0.0.1:8080",
+        help="Jitsi's web server, as Meetgate reaches it",
+    )
     init.add_argument("--store", default="memory://", help="memory:// or redis://host:6379/0")
     init.add_argument(
         "--algorithm",
@@ -615,7 +712,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     init.set_defaults(func=command_init)
 
-    doctor = sub.add_parser("doctor", help="check a live deployment; exit 1 if anything FAILs")
+    doctor = command(
+        sub,
+        "doctor",
+        "check a live deployment; exit 1 if anything FAILs",
+        [
+            "meetgate doctor --config /etc/meetgate/meetgate.toml --public-url https://meet.example.org"
+        ],
+    )
     doctor.add_argument("--config", help="TOML config file (found as `serve` finds it)")
     doctor.add_argument("--public-url", help="check TLS and headers here (default: public_url)")
     doctor.add_argument("--jitsi-config-url", help="default: <jitsi upstream>/config.js")
@@ -629,61 +733,175 @@ def build_parser() -> argparse.ArgumentParser:
 
     client_options = argparse.ArgumentParser(add_help=False)
     client_options.add_argument("--config", help="config file to read the admin API address from")
-    client_options.add_argument("--admin-url", help="e.g. http://127.0.0.1:8001")
-    client_options.add_argument("--admin-token", help="default: from the config file")
+    client_options.add_argument(
+        "--admin-url", help="the admin API, e.g. http://127.0.0.1:8001 (default: from the config)"
+    )
+    client_options.add_argument(
+        "--admin-token",
+        help="the admin token (default: MEETGATE_ADMIN__TOKEN, else the config file's)",
+    )
+    client = [client_options]
 
-    room = sub.add_parser("room", help="create, list and delete rooms")
-    room_sub = room.add_subparsers(dest="action", required=True)
-    create = room_sub.add_parser("create", parents=[client_options])
+    room = command(
+        sub,
+        "room",
+        "create, list, change and delete rooms",
+        ["meetgate room create board --title 'Board meeting'", "meetgate room list"],
+    )
+    room_sub = room.add_subparsers(
+        dest="action", required=True, metavar="ACTION", help="what to do"
+    )
+    create = command(
+        room_sub,
+        "create",
+        "create a room",
+        ["meetgate room create board --title 'Board meeting'"],
+        client,
+    )
     create.add_argument("name", help="room name: a-z, 0-9, '-', '_'")
     create.add_argument("--title", help="shown on the join page")
-    room_sub.add_parser("list", parents=[client_options])
-    change = room_sub.add_parser("set", parents=[client_options], help="lock, unlock, challenge")
-    change.add_argument("name")
+    command(
+        room_sub, "list", "list the rooms", ["meetgate room list --config meetgate.toml"], client
+    )
+    change = command(
+        room_sub,
+        "set",
+        "lock or unlock a room, or demand proof-of-work",
+        ["meetgate room set board --lock", "meetgate room set board --unlock --challenge off"],
+        client,
+    )
+    change.add_argument("name", help="the room")
     locking = change.add_mutually_exclusive_group()
-    locking.add_argument("--lock", dest="lock", action="store_const", const=True)
-    locking.add_argument("--unlock", dest="lock", action="store_const", const=False)
+    locking.add_argument(
+        "--lock",
+        dest="lock",
+        action="store_const",
+        const=True,
+        help="no new joins (hosts excepted)",
+    )
+    locking.add_argument(
+        "--unlock", dest="lock", action="store_const", const=False, help="let people join again"
+    )
     change.add_argument(
         "--challenge", choices=["on", "off"], help="demand proof-of-work for every join attempt"
     )
-    policy = room_sub.add_parser(
-        "policy", parents=[client_options], help="who may enter, and how (replaces the policy)"
+    policy = command(
+        room_sub,
+        "policy",
+        "who may enter, and how (replaces the policy)",
+        [
+            "meetgate room policy board --oidc uni --allow-domain uni.example",
+            "meetgate room policy board --no-invite --lobby",
+            "meetgate room policy board --email-code --allow-domain uni.example \\",
+            "    --host-email chair@uni.example",
+        ],
+        client,
     )
-    policy.add_argument("name")
+    policy.add_argument("name", help="the room")
     policy.add_argument("--no-invite", action="store_true", help="personal invites do not work")
     policy.add_argument(
         "--oidc", nargs="+", metavar="PROVIDER", help="sign-in with these providers ('any')"
     )
     policy.add_argument("--email-code", action="store_true", help="one-time codes by e-mail")
-    policy.add_argument("--allow-email", action="append", default=[], metavar="ADDRESS")
-    policy.add_argument("--allow-domain", action="append", default=[], metavar="DOMAIN")
-    policy.add_argument("--allow-group", action="append", default=[], metavar="GROUP")
+    policy.add_argument(
+        "--allow-email",
+        action="append",
+        default=[],
+        metavar="ADDRESS",
+        help="only this address gets in by sign-in or code (repeatable)",
+    )
+    policy.add_argument(
+        "--allow-domain",
+        action="append",
+        default=[],
+        metavar="DOMAIN",
+        help="only addresses at this domain get in by sign-in or code (repeatable)",
+    )
+    policy.add_argument(
+        "--allow-group",
+        action="append",
+        default=[],
+        metavar="GROUP",
+        help="sign-in only: members of this group get in (repeatable)",
+    )
     policy.add_argument("--lobby", action="store_true", help="a host approves who comes in")
-    policy.add_argument("--host-email", action="append", default=[], metavar="ADDRESS")
-    delete = room_sub.add_parser("delete", parents=[client_options])
-    delete.add_argument("name")
+    policy.add_argument(
+        "--host-email",
+        action="append",
+        default=[],
+        metavar="ADDRESS",
+        help="this address, once proven, enters as host (repeatable)",
+    )
+    delete = command(
+        room_sub,
+        "delete",
+        "delete a room with its invites and admissions",
+        ["meetgate room delete board"],
+        client,
+    )
+    delete.add_argument("name", help="the room")
     room.set_defaults(func=command_room)
 
-    invite = sub.add_parser("invite", help="create, list and revoke personal join links")
-    invite_sub = invite.add_subparsers(dest="action", required=True)
-    create = invite_sub.add_parser("create", parents=[client_options])
-    create.add_argument("--room", required=True)
+    invite = command(
+        sub,
+        "invite",
+        "create, list and revoke personal join links",
+        [
+            "meetgate invite create --room board --name 'Grace Hopper' --host",
+            "meetgate invite list --room board",
+        ],
+    )
+    invite_sub = invite.add_subparsers(
+        dest="action", required=True, metavar="ACTION", help="what to do"
+    )
+    create = command(
+        invite_sub,
+        "create",
+        "make a personal join link and print it (it is shown only this once)",
+        [
+            "meetgate invite create --room board --name 'Grace Hopper' --host   # a host link",
+            "meetgate invite create --room board --name 'Ada Lovelace' --uses 3 --expires 2h",
+        ],
+        client,
+    )
+    create.add_argument("--room", required=True, help="the room the link opens")
     create.add_argument("--name", required=True, help="the name everyone will see")
     create.add_argument("--host", action="store_true", help="make the invitee a host")
     create.add_argument("--uses", type=int, default=1, help="how often the link works (1)")
     create.add_argument("--expires", default="7d", help="lifetime, e.g. 2h, 7d (7d)")
-    listing = invite_sub.add_parser("list", parents=[client_options])
-    listing.add_argument("--room", required=True)
-    revoke = invite_sub.add_parser("revoke", parents=[client_options])
-    revoke.add_argument("id")
+    listing = command(
+        invite_sub,
+        "list",
+        "list a room's invites: id, role, uses, expiry, name",
+        ["meetgate invite list --room board"],
+        client,
+    )
+    listing.add_argument("--room", required=True, help="the room")
+    revoke = command(
+        invite_sub,
+        "revoke",
+        "make a join link stop working",
+        ["meetgate invite revoke 3f9c2a1b7d4e5f60   # the id from `meetgate invite list`"],
+        client,
+    )
+    revoke.add_argument("id", help="the invite's id, as `meetgate invite list` shows it")
     invite.set_defaults(func=command_invite)
 
-    store = sub.add_parser("store", help="the store's memory: acknowledge a loss")
-    store_sub = store.add_subparsers(dest="action", required=True)
-    acknowledge = store_sub.add_parser(
+    store = command(
+        sub,
+        "store",
+        "the store's memory: acknowledge a loss",
+        ["meetgate store acknowledge-loss"],
+    )
+    store_sub = store.add_subparsers(
+        dest="action", required=True, metavar="ACTION", help="what to do"
+    )
+    acknowledge = command(
+        store_sub,
         "acknowledge-loss",
-        parents=[client_options],
-        help="admit people again after the store lost its memory (docs/operations.md)",
+        "admit people again after the store lost its memory (docs/operations.md)",
+        ["meetgate store acknowledge-loss --config /etc/meetgate/meetgate.toml --yes"],
+        client,
     )
     acknowledge.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     store.set_defaults(func=command_store)

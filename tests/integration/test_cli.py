@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
+import re
 import secrets
 import stat
 import subprocess
@@ -14,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from gateway.cli import build_parser
 from gateway.settings import load_settings
 from gateway.ticket_keys import load_rsa_private_key
 from tests.fixtures.gateway_server import GatewayServer
@@ -44,6 +48,64 @@ def without_config(tmp_path: Path) -> dict[str, str]:
 
 def admin_args(gateway: GatewayServer) -> list[str]:
     return ["--config", str(gateway.config_path)]
+
+
+def help_text(*command: str) -> str:
+    """What `meetgate <command> --help` prints (in-process: the parser is the whole answer)."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as done:
+        build_parser().parse_args([*command, "--help"])
+    assert done.value.code == 0
+    return out.getvalue()
+
+
+def help_entries(text: str) -> dict[str, str]:
+    """Each argument, option and subcommand the help lists, with its help text (empty if none)."""
+    entries: dict[str, str] = {}
+    current = ""
+    for line in text.splitlines():
+        if line.endswith(":") and not line.startswith(" "):
+            current = ""  # a section heading: "options:", "Example:"
+            continue
+        match = re.fullmatch(r"( {2,4})(\S.*?)(?: {2,}(\S.*))?", line)
+        if match and len(match[1]) in (2, 4) and not line.startswith("  meetgate"):
+            current = match[2].split(",")[-1].split()[0]
+            entries[current] = match[3] or ""
+        elif current and line.startswith(" " * 6):
+            entries[current] += " " + line.strip()
+    return entries
+
+
+def every_command(*command: str) -> list[tuple[str, ...]]:
+    text = help_text(*command)
+    found = [command]
+    listed = text.partition("positional arguments:")[2].partition("options:")[0]
+    for name in re.findall(r"^    (\S+)", listed, flags=re.MULTILINE):
+        found += every_command(*command, name)
+    return found
+
+
+def test_every_command_and_option_has_a_help_line_and_an_example() -> None:
+    commands = every_command()
+    assert ("invite", "create") in commands and ("store", "acknowledge-loss") in commands
+    assert len(commands) >= 15
+    for command in commands:
+        text = help_text(*command)
+        entries = help_entries(text.partition("\nExample:")[0])
+        assert entries, command
+        for name, described in entries.items():
+            assert described, f"meetgate {' '.join(command)}: {name} has no help"
+        examples = text.partition("\nExample:\n")[2].splitlines()
+        assert examples and examples[0].startswith("  meetgate"), f"meetgate {command}: no example"
+    host_link = help_text("invite", "create").partition("Example:")[2]
+    assert "--host" in host_link and "a host link" in host_link
+
+
+def test_a_usage_error_points_at_the_examples() -> None:
+    result = meetgate("invite", "create", "--room", "board")
+    assert result.returncode == 2
+    assert "required: --name" in result.stderr
+    assert "see `meetgate invite create --help` for examples" in result.stderr
 
 
 def test_init_writes_a_private_valid_config(tmp_path: Path) -> None:
@@ -221,10 +283,16 @@ def test_ephemeral_join_links_use_the_port_the_gate_listens_on(tmp_path: Path) -
     ("argv", "message"),
     [
         (["room", "create", "Bad/Name"], "Room names use lowercase"),
-        (["room", "delete", "no-such-room"], "does not exist"),
-        (["invite", "create", "--room", "no-such-room", "--name", "A"], "does not exist"),
-        (["invite", "create", "--room", "x", "--name", "A", "--expires", "soon"], "duration"),
-        (["invite", "revoke", "0000000000000000"], "No invite"),
+        (["room", "delete", "no-such-room"], "does not exist.\n`meetgate room list` shows"),
+        (
+            ["invite", "create", "--room", "no-such-room", "--name", "A"],
+            "does not exist.\n`meetgate room list` shows the rooms",
+        ),
+        (["invite", "create", "--room", "x", "--name", "A", "--expires", "soon"], "use e.g. 30m"),
+        (
+            ["invite", "revoke", "0000000000000000"],
+            "No invite has this id.\n`meetgate invite list --room ROOM` shows the ids.",
+        ),
     ],
 )
 def test_clear_errors(gateway: GatewayServer, argv: list[str], message: str) -> None:
@@ -246,6 +314,7 @@ def test_wrong_admin_token_is_a_clear_error(gateway: GatewayServer) -> None:
     result = meetgate("room", "list", "--admin-url", gateway.admin_url, "--admin-token", "y" * 40)
     assert result.returncode == 2
     assert "admin token" in result.stderr
+    assert "--admin-token, MEETGATE_ADMIN__TOKEN or --config" in result.stderr
 
 
 def test_room_policy_changes_who_may_enter_at_the_next_join(gateway: GatewayServer) -> None:
