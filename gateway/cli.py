@@ -426,10 +426,12 @@ class AdminClient:
         path: str,
         body: dict[str, Any] | None = None,
         *,
+        options: dict[str, str] | None = None,
         next_steps: dict[str, str] | None = None,
     ) -> Any:
         """The admin API's answer; CliError with its message and what to do next if it refused.
-        `next_steps`: this call's own advice by error code."""
+        `options`: the command-line option each key of `body` came from, to name a refused value
+        as the user wrote it; `next_steps`: this call's own advice by error code."""
         try:
             response = self._client.request(method, path, json=body)
         except httpx.HTTPError as exc:
@@ -449,10 +451,23 @@ class AdminClient:
         if response.is_error:
             # Every error of the admin API is a Problem; its message names each refused value.
             if isinstance(payload, dict) and "message" in payload:
+                message = str(payload["message"])
+                fields = payload.get("fields")
+                if payload.get("error") == "request_invalid" and fields and options is not None:
+                    message = "; ".join(refused_option(field, options) for field in fields)
                 step = {**NEXT_STEPS, **(next_steps or {})}.get(str(payload.get("error")))
-                raise CliError(f"{payload['message']}\n{step}" if step else payload["message"])
+                raise CliError(f"{message}\n{step}" if step else message)
             raise CliError(f"the admin API answered {response.status_code}")
         return payload
+
+
+def refused_option(field: Any, options: dict[str, str]) -> str:
+    """One value the admin API refused, named as the user gave it: `--uses: Input should be
+    greater than or equal to 1`, not `body.max_uses: …`."""
+    where = str(field.get("where", "")) if isinstance(field, dict) else ""
+    problem = str(field.get("problem", "")) if isinstance(field, dict) else ""
+    key = where.removeprefix("body.").partition(".")[0]
+    return f"{options.get(key, key)}: {problem}" if key and key != "body" else problem
 
 
 def admin_client(args: argparse.Namespace) -> AdminClient:
@@ -486,10 +501,29 @@ def _when(timestamp: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp))
 
 
+# The options of `meetgate room policy` that each key of the admin API's policy comes from.
+POLICY_OPTIONS = {
+    "invite": "--no-invite",
+    "oidc": "--oidc",
+    "oidc_providers": "--oidc",
+    "email_code": "--email-code",
+    "allowed_emails": "--allow-email",
+    "allowed_domains": "--allow-domain",
+    "allowed_groups": "--allow-group",
+    "lobby": "--lobby",
+    "host_emails": "--host-email",
+}
+
+
 def command_room(args: argparse.Namespace) -> int:
     client = admin_client(args)
     if args.action == "create":
-        room = client.call("POST", "/api/v1/rooms", {"name": args.name, "title": args.title or ""})
+        room = client.call(
+            "POST",
+            "/api/v1/rooms",
+            {"name": args.name, "title": args.title or ""},
+            options={"name": "the room's name", "title": "--title"},
+        )
         print(f"created room {room['name']} ({room['title']})")
     elif args.action == "list":
         rooms = client.call("GET", "/api/v1/rooms")
@@ -505,7 +539,12 @@ def command_room(args: argparse.Namespace) -> int:
             change["pow_required"] = args.challenge == "on"
         if not change:
             raise CliError("nothing to change: give --lock, --unlock or --challenge on|off")
-        room = client.call("PATCH", f"/api/v1/rooms/{args.name}", change)
+        room = client.call(
+            "PATCH",
+            f"/api/v1/rooms/{args.name}",
+            change,
+            options={"locked": "--lock/--unlock", "pow_required": "--challenge"},
+        )
         state = [
             "locked" if room["locked"] else "open",
             "proof-of-work on" if room["pow_required"] else "proof-of-work automatic",
@@ -523,7 +562,7 @@ def command_room(args: argparse.Namespace) -> int:
             "lobby": args.lobby,
             "host_emails": args.host_email,
         }
-        room = client.call("PUT", f"/api/v1/rooms/{args.name}/policy", body)
+        room = client.call("PUT", f"/api/v1/rooms/{args.name}/policy", body, options=POLICY_OPTIONS)
         rules = room["rules"]
         ways = [way for way in ("invite", "oidc", "email_code", "lobby") if rules[way]]
         print(f"room {room['name']}: ways in: {', '.join(ways)}")
@@ -542,7 +581,17 @@ def command_invite(args: argparse.Namespace) -> int:
             "max_uses": args.uses,
             "expires_in_seconds": parse_duration(args.expires),
         }
-        invite = client.call("POST", f"/api/v1/rooms/{args.room}/invites", body)
+        invite = client.call(
+            "POST",
+            f"/api/v1/rooms/{args.room}/invites",
+            body,
+            options={
+                "name": "--name",
+                "role": "--host",
+                "max_uses": "--uses",
+                "expires_in_seconds": "--expires (in seconds)",
+            },
+        )
         role = "host" if invite["role"] == "host" else "attendee"
         print(
             f"invite {invite['id']} for {invite['name']} ({role}) in {invite['room']},"

@@ -668,11 +668,21 @@ def _describe(loc: tuple[int | str, ...]) -> str:
         return f"{path} ({env})"
     names = [str(part) for part in loc]
     env = ENV_PREFIX + "__".join(name.upper() for name in names)
+    if len(names) == 1 and _is_table(names[0]):
+        # A check across a table's keys, or a table left out: its keys are set one by one.
+        return f"[{names[0]}] ({env}__…)"
     if len(names) > 1:
         toml = f"[{'.'.join(names[:-1])}] {names[-1]}"
     else:
         toml = names[0] if names else "(settings)"
     return f"{toml} ({env})"
+
+
+def _is_table(name: str) -> bool:
+    """Is `name` a table of the TOML file ([store], [tickets]), rather than a key?"""
+    field_info = Settings.model_fields.get(name)
+    kind = field_info.annotation if field_info is not None else None
+    return isinstance(kind, type) and issubclass(kind, BaseModel)
 
 
 def ephemeral_secrets() -> dict[str, Any]:

@@ -302,6 +302,33 @@ def test_clear_errors(gateway: GatewayServer, argv: list[str], message: str) -> 
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["invite", "create", "--room", "x", "--name", "A", "--uses", "0"],
+            "meetgate: --uses: Input should be greater than or equal to 1\n",
+        ),
+        (
+            ["invite", "create", "--room", "x", "--name", "A", "--expires", "30s"],
+            "meetgate: --expires (in seconds): Input should be greater than or equal to 60\n",
+        ),
+        (
+            ["room", "create", "long-title", "--title", "T" * 500],
+            "meetgate: --title: String should have at most",
+        ),
+    ],
+)
+def test_a_refused_value_is_named_by_its_option(
+    gateway: GatewayServer, argv: list[str], message: str
+) -> None:
+    result = meetgate(*argv, *admin_args(gateway))
+    assert result.returncode == 2
+    assert message in result.stderr
+    # Not the admin API's names for them.
+    assert "body." not in result.stderr and "max_uses" not in result.stderr
+
+
 def test_unreachable_admin_api_is_a_clear_error() -> None:
     result = meetgate(
         "room", "list", "--admin-url", f"http://127.0.0.1:{free_port()}", "--admin-token", "x" * 40

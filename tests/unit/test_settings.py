@@ -86,8 +86,18 @@ def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
 def test_config_without_secrets_is_not_ephemeral(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_settings(write(tmp_path, 'public_url = "http://127.0.0.1:8000"\n'), environ={})
-    assert "admin (MEETGATE_ADMIN): required" in str(caught.value)
-    assert "tickets (MEETGATE_TICKETS): required" in str(caught.value)
+    # A table is named as the file writes it.
+    assert "[admin] (MEETGATE_ADMIN__…): required" in str(caught.value)
+    assert "[tickets] (MEETGATE_TICKETS__…): required" in str(caught.value)
+
+
+def test_a_check_across_a_table_names_the_table(tmp_path: Path) -> None:
+    text = GOOD + "[store]\ndeadline_seconds = 5\nrequest_seconds = 1\n"
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, text), environ={})
+    assert "[store] (MEETGATE_STORE__…): deadline_seconds must not exceed request_seconds" in str(
+        caught.value
+    )
 
 
 def test_email_codes_without_an_smtp_server_are_refused(tmp_path: Path) -> None:

@@ -316,7 +316,7 @@ def test_a_written_kid_must_be_the_derived_one(tmp_path: Path, rsa_key: rsa.RSAP
 def test_active_kid_names_a_derived_id(tmp_path: Path) -> None:
     keys = f'active_kid = "k1"\n[[tickets.keys]]\nsecret = "{SECRET}"'
     report = settings_problems(rs_config(tmp_path, keys, "HS256"))
-    assert "tickets (MEETGATE_TICKETS): active_kid 'k1'" in report
+    assert "[tickets] (MEETGATE_TICKETS__…): active_kid 'k1'" in report
     assert f"active_kid 'k1' is not the id of any key (they are {K1!r}" in report
     assert make_authority({"a": SECRET, "b": OLD_SECRET}, active="b").signing_kid == OLD_KID
     assert make_authority({"a": SECRET, "b": OLD_SECRET}).signing_kid == K1
