@@ -209,6 +209,11 @@ class AdmissionPipeline:
             return None
         return admission
 
+    async def charge_address(self, client_addr: str) -> None:
+        """Charge a look that leads to no invite yet (a room's gate page) against the address's
+        and the network's limits; RateLimited when they are out."""
+        await self._limiter.charge(Attempt(client_addr))
+
     def identity_of(self, verified: VerifiedIdentity) -> str:
         return self.pseudonym(verified.path.value, verified.subject)
 

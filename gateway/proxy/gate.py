@@ -69,6 +69,7 @@ FORWARD_AUTH = "/_meetgate/forward-auth"
 # The pages' own prefixes (gateway.web.lobby, gateway.web.email_signin import the gate's
 # request ids, so they are spelled out here; a test keeps them equal).
 LOBBY_PREFIX = "/_meetgate/lobby"
+ENTER_PREFIX = "/_meetgate/enter"
 EMAIL_PREFIX = "/_meetgate/email"
 # Marks a join attempt the gate refused, for the access log (which samples them in a flood)...
 REFUSED_ATTEMPT = "refused_attempt"
@@ -86,6 +87,9 @@ def is_join_attempt(method: str, path: str) -> bool:
         return True
     if path.startswith(SIGNIN_PREFIX + "/"):
         return path.endswith(("/login", "/callback"))
+    if path.startswith(ENTER_PREFIX + "/"):
+        # A room's gate page: a look, charged so that nobody can probe for rooms for free.
+        return method == "GET"
     if method != "POST":
         return False
     if path.startswith(LOBBY_PREFIX + "/"):

@@ -18,14 +18,12 @@ from gateway.admission.pipeline import AdmissionPipeline, Admitted, LobbyRequire
 from gateway.admission.policy import offered_paths
 from gateway.admission.rooms import current_room, is_room_name
 from gateway.errors import ApprovalRequired, NotAdmitted, RoomNotFound
-from gateway.proxy.gate import cookie_name, request_id
+from gateway.proxy.gate import ENTER_PREFIX, cookie_name, request_id
 from gateway.settings import Settings
 from gateway.store import Store
 from gateway.store.records import Admission, Role, Room
 from gateway.tickets import TicketAuthority
 from gateway.web.templating import render
-
-ENTER_PREFIX = "/_meetgate/enter"
 
 
 def client_addr(request: Request) -> str:
@@ -115,6 +113,20 @@ class Entrance:
             raise RoomNotFound()
         return room
 
+    async def room_with_gate_page(self, name: str, client_addr: str) -> Room:
+        """The room whose gate page `/_meetgate/enter/<name>` shows. Each look is charged
+        against the address's and network's limits, and a room that does not exist is refused
+        exactly as one open to invitees only (NotAdmitted): the page is no free oracle for which
+        rooms exist."""
+        await self._pipeline.charge_address(client_addr)
+        try:
+            room = await self.room_for_entry(name)
+        except RoomNotFound:
+            raise NotAdmitted() from None
+        if not offered_paths(room.policy):
+            raise NotAdmitted()
+        return room
+
 
 def create_entry_router(settings: Settings, entrance: Entrance) -> APIRouter:
     router = APIRouter()
@@ -122,10 +134,8 @@ def create_entry_router(settings: Settings, entrance: Entrance) -> APIRouter:
 
     @router.get(ENTER_PREFIX + "/{room}", response_class=HTMLResponse)
     async def enter(request: Request, room: str) -> HTMLResponse:
-        current = await entrance.room_for_entry(room)
+        current = await entrance.room_with_gate_page(room, client_addr(request))
         paths = offered_paths(current.policy)
-        if not paths:
-            raise NotAdmitted()
         allowed = current.policy.oidc_providers or tuple(providers)
         page = render(
             "enter.html",

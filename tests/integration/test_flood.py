@@ -357,6 +357,23 @@ def test_unknown_tokens_are_limited_too(tight_gateway: GatewayServer) -> None:
     assert statuses[3:] == [429, 429]
 
 
+def test_the_gate_page_tells_nobody_which_rooms_exist(tight_gateway: GatewayServer) -> None:
+    # An unknown room's gate page and an invitees-only room's answer alike, and every look is
+    # charged against the address: no free oracle for room names.
+    invitees_only = room(tight_gateway)
+    with client(tight_gateway, fresh_address()) as browser:
+        answers = [
+            browser.get(f"/_meetgate/enter/{name}")
+            for name in (invitees_only, f"no-such-{secrets.token_hex(4)}", "Not_A_Name")
+        ]
+        assert [answer.status_code for answer in answers] == [403, 403, 403]
+        pages = {a.text.replace(a.headers["x-request-id"], "") for a in answers}
+        assert len(pages) == 1 and "<code>not_admitted</code>" in pages.pop()
+        # Its address had a burst of 3: the next look waits, whichever room it names.
+        assert browser.get(f"/_meetgate/enter/{invitees_only}").status_code == 429
+        assert browser.get("/_meetgate/enter/another-one").status_code == 429
+
+
 def test_spoofed_forwarded_for_from_an_untrusted_peer_is_ignored(
     gateway: GatewayServer, tmp_path: Path, jitsi_web: Any
 ) -> None:
