@@ -19,6 +19,7 @@ from enum import StrEnum
 from typing import Any
 
 from gateway.admission.identity import Path, VerifiedIdentity
+from gateway.admission.names import normalise
 from gateway.admission.rooms import clean_text
 from gateway.errors import AdmissionBanned, NotFound, RateLimited
 from gateway.settings import LobbySettings
@@ -87,8 +88,10 @@ def request_lifetime(settings: LobbySettings) -> int:
 
 
 def clean_name(value: str) -> str:
-    """The name a guest typed, as a host will see it; InvalidInput if it cannot be shown."""
-    return clean_text(value, field="name", max_chars=MAX_NAME_CHARS)
+    """The name a guest typed, as a host will see it; InvalidInput if it cannot be shown. The
+    display-name rules every name passes (`normalise`: no stacked marks, blank look-alikes,
+    runs of space), checked at the knock: a host must not approve a name the meeting refuses."""
+    return normalise(clean_text(value, field="name", max_chars=MAX_NAME_CHARS))
 
 
 def shown_name(verified: VerifiedIdentity) -> str:

@@ -72,7 +72,22 @@ def test_guest_names_carry_a_visible_marker_once() -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", ["", "   ", "x" * 65, "Ada\x00", "Ad\na", "Ada\u202eevil", "\u200fAda", "Ad\u200ba"]
+    "bad",
+    [
+        "",
+        "   ",
+        "x" * 65,
+        "Ada\x00",
+        "Ad\na",
+        "Ada\u202eevil",
+        "\u200fAda",
+        "Ad\u200ba",
+        # The display-name rules (names.normalise) as for an invite's name: stacked marks
+        # ("Zalgo"), a name of blank letters or of marks alone.
+        "Ada" + "\u0301" * 6,
+        "\u3164\u3164",
+        "\u0301\u0302",
+    ],
 )
 def test_names_that_cannot_be_shown_are_refused(bad: str) -> None:
     with pytest.raises(InvalidInput):
@@ -82,6 +97,8 @@ def test_names_that_cannot_be_shown_are_refused(bad: str) -> None:
 def test_names_are_normalised() -> None:
     assert clean_name("  \uff27\uff49\uff4e\uff41  ") == "Gina"  # NFKC folds full-width letters
     assert clean_name("x" * 64) == "x" * 64
+    assert clean_name("Gina   de la  Cruz") == "Gina de la Cruz"
+    assert clean_name("Zoe\u0308") == "Zo\u00eb"
 
 
 def test_one_waiting_address_is_an_ipv4_address_or_an_ipv6_64() -> None:
