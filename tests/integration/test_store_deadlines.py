@@ -153,13 +153,29 @@ def test_500_concurrent_joins_succeed_at_the_default_settings(deployment: Deploy
             tokens.append(gateway.invite_token(made.json()))
 
     async def crowd() -> list[int]:
+        # 500 attendees, from eight loopback addresses (the gate caps connections per address
+        # at 256 by default: one address is not a crowd).
         limits = httpx.Limits(max_connections=500, max_keepalive_connections=0)
-        async with httpx.AsyncClient(
-            base_url=gateway.url, trust_env=False, timeout=120, limits=limits
-        ) as client:
-            answers = await asyncio.gather(
-                *(client.post(f"/j/{token}", headers={"origin": gateway.url}) for token in tokens)
+        clients = [
+            httpx.AsyncClient(
+                base_url=gateway.url,
+                trust_env=False,
+                timeout=120,
+                limits=limits,
+                transport=httpx.AsyncHTTPTransport(local_address=f"127.0.1.{n + 1}", limits=limits),
             )
+            for n in range(8)
+        ]
+        try:
+            answers = await asyncio.gather(
+                *(
+                    clients[n % 8].post(f"/j/{token}", headers={"origin": gateway.url})
+                    for n, token in enumerate(tokens)
+                )
+            )
+        finally:
+            for client in clients:
+                await client.aclose()
         return [answer.status_code for answer in answers]
 
     statuses = asyncio.run(crowd())
