@@ -23,6 +23,7 @@ from gateway.settings import Settings
 from gateway.store import Store
 from gateway.store.records import Admission, Role, Room
 from gateway.tickets import TicketAuthority
+from gateway.web.languages import jitsi_query
 from gateway.web.templating import render
 
 
@@ -32,8 +33,9 @@ def client_addr(request: Request) -> str:
 
 
 def meeting_url(room: str, ticket: str) -> str:
-    # The fragment never reaches a server log or a Referer header.
-    return f"/{room}#jwt={ticket}"
+    # The fragment never reaches a server log or a Referer header. Jitsi opens in the language
+    # the visitor chose here, if they chose one.
+    return f"/{room}{jitsi_query()}#jwt={ticket}"
 
 
 class LobbyDoor(Protocol):

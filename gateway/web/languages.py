@@ -14,14 +14,16 @@ from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.i18n import DEFAULT, Language, chosen, negotiate
+from gateway.i18n import DEFAULT, Language, chosen, from_accept_language, negotiate
 
 COOKIE = "meetgate_lang"
 # A year: the choice is a preference, not a session.
 COOKIE_SECONDS = 365 * 24 * 3600
 
-# The language of the page being rendered (the templates and error pages read it).
+# The language of the page being rendered (the templates and error pages read it), and whether
+# the visitor asked for it (a link, the cookie, their browser) rather than getting the default.
 current: ContextVar[Language] = ContextVar("meetgate_language", default=DEFAULT)
+asked: ContextVar[bool] = ContextVar("meetgate_language_asked", default=False)
 
 
 def _header(scope: Scope, wanted: bytes) -> str | None:
@@ -62,6 +64,21 @@ def language_of(scope: Scope, room_default: str | None = None) -> Language:
     return negotiate(cookie_choice(scope), _header(scope, b"accept-language"), room_default)
 
 
+def asked_for(scope: Scope) -> bool:
+    """Whether the visitor named a language of ours (a link, the cookie or their browser)."""
+    return (
+        linked_choice(scope) is not None
+        or chosen(cookie_choice(scope)) is not None
+        or from_accept_language(_header(scope, b"accept-language") or "") is not None
+    )
+
+
+def jitsi_query() -> str:
+    """The query that opens Jitsi Meet's own interface in the current page's language (its
+    `?lang=`, which it reads before its stored choice), when the visitor asked for one."""
+    return f"?lang={current.get().jitsi}" if asked.get() else ""
+
+
 def choice_cookie(language: Language, *, secure: bool) -> bytes:
     flags = "; Secure" if secure else ""
     return (
@@ -81,6 +98,7 @@ class LanguageChoice:
             await self.app(scope, receive, send)
             return
         token = current.set(language_of(scope))
+        asked_token = asked.set(asked_for(scope))
         try:
             link = linked_choice(scope) if scope["type"] == "http" else None
             if link is None:
@@ -97,3 +115,4 @@ class LanguageChoice:
             await self.app(scope, receive, send_with_cookie)
         finally:
             current.reset(token)
+            asked.reset(asked_token)
