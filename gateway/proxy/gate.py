@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.admission.invites import hash_token
 from gateway.admission.limits import RateLimiter
+from gateway.admission.local_limits import KnownWait
 from gateway.admission.oidc import SIGNIN_PREFIX
 from gateway.admission.pipeline import AdmissionPipeline
 from gateway.admission.policy import offered_paths
@@ -336,11 +337,13 @@ class Gate:
         )
         path: str = scope["path"]
         if scope["type"] == "http" and is_join_attempt(scope["method"], path):
-            wait = self._known_refusal(scope["method"], path, client_addr)
-            if wait > 0:
+            known = self._known_refusal(scope["method"], path, client_addr)
+            if known.seconds > 0:
                 # Refused before any other work: no request id, no log line, a kept answer.
                 scope.setdefault("state", {})[QUIET] = True
-                await send_rate_limited(scope, send, wait, secure=self._secure)
+                await send_rate_limited(
+                    scope, send, known.seconds, secure=self._secure, limit=known.limit
+                )
                 return
         rid = request_id(scope)
         scope["state"]["client_addr"] = client_addr
@@ -369,9 +372,9 @@ class Gate:
             if not tracked.started:
                 await send_error(scope, send, MeetgateError(), rid, secure=self._secure)
 
-    def _known_refusal(self, method: str, path: str, client_addr: str) -> float:
-        """For a join attempt: the seconds it is known to be refused for (counted as refused),
-        or 0."""
+    def _known_refusal(self, method: str, path: str, client_addr: str) -> KnownWait:
+        """For a join attempt: how long it is known to be refused for (counted as refused), and
+        by which limit; no seconds if it is not."""
         known = self._limiter.known_wait(client_addr)
         if not known.seconds and path.startswith("/j/") and self._limiter.knows_links():
             # A join link whose invite, room or the gate is known to be out of budget; a look at
@@ -384,7 +387,7 @@ class Gate:
                     known = link
         if known.seconds > 0:
             self._limiter.note_local_refusal(known)
-        return known.seconds
+        return known
 
     async def _locate_invite(self, scope: Scope, token: str, client_addr: str) -> None:
         """A join link's invite is looked up here, before the pages app: a flood of made-up

@@ -118,9 +118,9 @@ async def send_error(
 
 @functools.lru_cache(maxsize=1024)
 def _rate_limited_answer(
-    retry_after: int, as_json: bool, secure: bool, language: Language
+    retry_after: int, limit: str | None, as_json: bool, secure: bool, language: Language
 ) -> tuple[tuple[tuple[bytes, bytes], ...], bytes]:
-    error = RateLimited(retry_after)
+    error = RateLimited(retry_after, limit=limit)
     body, content_type = error_body(error, "", as_json=as_json, language=language)
     headers = error_headers(error, "", content_type, secure=secure)
     headers.append((b"content-length", str(len(body)).encode()))
@@ -128,16 +128,25 @@ def _rate_limited_answer(
 
 
 def rate_limited_answer(
-    wait: float, as_json: bool, secure: bool, language: Language = DEFAULT
+    wait: float,
+    as_json: bool,
+    secure: bool,
+    language: Language = DEFAULT,
+    limit: str | None = None,
 ) -> tuple[tuple[tuple[bytes, bytes], ...], bytes]:
     """The headers and body of the 429 for an attempt a replica refused before any other work:
-    rendered once per distinct Retry-After and kept (shared: not to be changed), without a
-    request id, as no log line is written for it."""
-    return _rate_limited_answer(retry_after_seconds(wait), as_json, secure, language)
+    rendered once per distinct limit and Retry-After and kept (shared: not to be changed),
+    without a request id, as no log line is written for it."""
+    return _rate_limited_answer(retry_after_seconds(wait), limit, as_json, secure, language)
 
 
-async def send_rate_limited(scope: Scope, send: Send, wait: float, *, secure: bool) -> None:
-    """Answer an attempt a replica refused before any other work with the kept 429."""
-    headers, body = rate_limited_answer(wait, wants_json(scope), secure, language_of(scope))
+async def send_rate_limited(
+    scope: Scope, send: Send, wait: float, *, secure: bool, limit: str | None = None
+) -> None:
+    """Answer an attempt a replica refused before any other work with the kept 429, naming
+    `limit` (the one that refused, as [rates] names it)."""
+    headers, body = rate_limited_answer(
+        wait, wants_json(scope), secure, language_of(scope), limit
+    )
     await send({"type": "http.response.start", "status": 429, "headers": headers})
     await send({"type": "http.response.body", "body": body if scope["method"] != "HEAD" else b""})

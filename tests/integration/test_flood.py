@@ -184,6 +184,7 @@ def test_repeat_attempts_are_answered_by_the_gate_itself(door_gateway: GatewaySe
         assert "x-request-id" not in repeat.headers
         assert 1 <= int(repeat.headers["retry-after"]) <= int(first.headers["retry-after"])
         assert "Too many attempts" in repeat.text and "try again in" in repeat.text
+        assert "from your internet address" in repeat.text
         assert "default-src 'none'" in repeat.headers["content-security-policy"]
     assert as_json.status_code == 429 and as_json.json()["error"] == "rate_limited"
     assert head.status_code == 429 and head.content == b""
