@@ -21,8 +21,8 @@ from typing import Protocol
 from gateway.admission.flood import FloodGuard, Proof
 from gateway.admission.identity import Path, VerifiedIdentity
 from gateway.admission.limits import Attempt, RateLimiter
+from gateway.admission.names import normalise
 from gateway.admission.policy import email_allowed
-from gateway.admission.rooms import clean_text
 from gateway.errors import InvalidInput, MeetgateError, NotAdmitted, RateLimited
 from gateway.settings import EmailCodeSettings
 from gateway.store import Store
@@ -287,9 +287,11 @@ class EmailCodes:
         )
 
     def display_name(self, address: str, given: str) -> str:
-        """The name the person gave on the code page (cleaned), or the address's local part."""
+        """The name the person gave on the code page, under the display-name rules that invite
+        and lobby names follow (InvalidInput if it cannot be shown), or the address's local
+        part."""
         if given.strip():
-            return clean_text(given, field="name", max_chars=MAX_NAME_CHARS)
+            return normalise(given)
         return address.split("@", 1)[0][:MAX_NAME_CHARS]
 
     async def _discard(self, key: str, raw: str) -> None:

@@ -271,7 +271,14 @@ def test_a_typed_name_is_checked_and_cannot_pass_for_a_hosts(
         with browser(email_gateway) as client:
             code = code_for(client, room, email, smtp_server)
             # A name that cannot be shown is refused, and burns nothing: the code still works.
-            for bad in ("Hilde\u202eHost", "\u2067Hilde Host", "Hilde\u200bHost", "x" * 65):
+            stacked = "Hi" + "\u0301" * 8 + "lde Host"
+            for bad in (
+                "Hilde\u202eHost",
+                "\u2067Hilde Host",
+                "Hilde\u200bHost",
+                "x" * 65,
+                stacked,
+            ):
                 refused = answer(client, room, email, code, name=bad)
                 assert refused.status_code == 400, bad
                 assert "<code>invalid_input</code>" in refused.text
