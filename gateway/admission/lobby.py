@@ -3,6 +3,8 @@ denies and bans; an approved request is collected once, by the browser that made
 
 Plain values in, plain values out; every record lives in the store with an expiry. A request's id
 names it to hosts; the waiting browser holds a separate secret, of which the store keeps a hash.
+A stored request or mark that does not parse is counted (kind `lobby`) and read as a refusal: no
+request, no grant, the address barred.
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import math
 import re
 import secrets
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import Any
+from typing import Any, Final
 
 from gateway.admission.identity import Path, VerifiedIdentity
 from gateway.admission.names import normalise
@@ -24,7 +28,7 @@ from gateway.admission.rooms import clean_text
 from gateway.errors import AdmissionBanned, NotFound, RateLimited
 from gateway.settings import LobbySettings
 from gateway.store import Store
-from gateway.store.records import Role, Room
+from gateway.store.records import CorruptRecord, RecordKind, Role, Room
 
 GUEST_MARKER = " (guest)"
 MAX_NAME_CHARS = 64
@@ -39,6 +43,8 @@ EXPIRED_KEPT_SECONDS = 300
 GUEST_ADDRESS_BAN_SECONDS = 12 * 3600
 # How long a knocker is told to wait when the lobby has no room for them.
 FULL_RETRY_SECONDS = 60
+# What the lobby's marks (waiting, granted, address barred) hold; anything else is corrupt.
+MARK: Final = "1"
 
 
 class LobbyState(StrEnum):
@@ -126,9 +132,73 @@ def _identity_to_json(verified: VerifiedIdentity) -> dict[str, Any]:
     return data
 
 
-def _identity_from_json(data: dict[str, Any]) -> VerifiedIdentity:
-    known = {f.name for f in dataclasses.fields(VerifiedIdentity)}
-    values = {k: v for k, v in data.items() if k in known}
+def _text(value: object) -> bool:
+    return isinstance(value, str)
+
+
+def _text_or_none(value: object) -> bool:
+    return value is None or isinstance(value, str)
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _texts(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
+def _one_of(values: type[StrEnum]) -> Callable[[object], bool]:
+    return lambda value: isinstance(value, str) and value in {v.value for v in values}
+
+
+# A stored request's fields, and its identity's: (required, check), as `encode` writes them.
+_REQUEST_JSON: Final[Mapping[str, tuple[bool, Callable[[object], bool]]]] = {
+    "id": (True, lambda value: isinstance(value, str) and bool(REQUEST_ID_SHAPE.fullmatch(value))),
+    "room": (True, _text),
+    "verified": (True, lambda value: isinstance(value, dict)),
+    "identity": (True, _text),
+    "message": (True, _text),
+    "client_addr": (True, _text),
+    "created_at": (True, _number),
+    "expires_at": (True, _number),
+    "waiter": (True, _text),
+    "state": (True, _one_of(LobbyState)),
+    "answered_at": (False, lambda value: value is None or _number(value)),
+    "answered_by": (False, _text),
+}
+_IDENTITY_JSON: Final[Mapping[str, tuple[bool, Callable[[object], bool]]]] = {
+    "path": (True, _one_of(Path)),
+    "subject": (True, _text),
+    "name": (True, _text),
+    "role": (False, _one_of(Role)),
+    "email": (False, _text_or_none),
+    "email_verified": (False, lambda value: isinstance(value, bool)),
+    "issuer": (False, _text_or_none),
+    "provider": (False, _text_or_none),
+    "groups": (False, _texts),
+    "guest": (False, lambda value: isinstance(value, bool)),
+}
+
+
+def _checked(
+    data: object, shape: Mapping[str, tuple[bool, Callable[[object], bool]]]
+) -> dict[str, Any]:
+    """`data` if it is an object with exactly the fields `shape` allows, each of its type;
+    CorruptRecord otherwise."""
+    if not isinstance(data, dict):
+        raise CorruptRecord(RecordKind.LOBBY)
+    for name, value in data.items():
+        rule = shape.get(name)
+        if rule is None or not rule[1](value):
+            raise CorruptRecord(RecordKind.LOBBY)
+    if any(required and name not in data for name, (required, _) in shape.items()):
+        raise CorruptRecord(RecordKind.LOBBY)
+    return dict(data)
+
+
+def _identity_from_json(data: object) -> VerifiedIdentity:
+    values = _checked(data, _IDENTITY_JSON)
     values["path"] = Path(values["path"])
     values["role"] = Role(values.get("role", Role.ATTENDEE.value))
     values["groups"] = tuple(values.get("groups", ()))
@@ -188,7 +258,12 @@ class LobbyRequest:
 
     @classmethod
     def decode(cls, raw: str) -> LobbyRequest:
-        data = json.loads(raw)
+        """The request `encode` wrote; CorruptRecord (kind `lobby`) for anything else."""
+        try:
+            parsed = json.loads(raw)
+        except (ValueError, RecursionError) as exc:
+            raise CorruptRecord(RecordKind.LOBBY) from exc
+        data = _checked(parsed, _REQUEST_JSON)
         data["verified"] = _identity_from_json(data["verified"])
         data["state"] = LobbyState(data["state"])
         return cls(**data)
@@ -235,6 +310,19 @@ class Lobby:
     def _guest_ban_key(ban_scope: str, client_addr: str) -> str:
         return f"lobby:barred:{ban_scope}:{address_key(client_addr)}"
 
+    def _corrupt(self) -> None:
+        self._store.health.corrupt(RecordKind.LOBBY)
+
+    def _is_mark(self, value: str | None) -> bool:
+        """Whether a mark read from the store is set: only ever to MARK; anything else there is
+        counted, and read as not set (no request pending, no grant)."""
+        if value is None:
+            return False
+        if value != MARK:
+            self._corrupt()
+            return False
+        return True
+
     def clean_message(self, value: str) -> str:
         return clean_text(
             value, field="message", max_chars=self._settings.max_message_chars, required=False
@@ -254,10 +342,13 @@ class Lobby:
         room has as many waiting as allowed; AdmissionBanned for a guest from a barred address.
 
         A guest's request id is the subject of its identity (one guest, one request)."""
-        if verified.guest and await self._store.get_value(
-            self._guest_ban_key(room.ban_scope, client_addr)
-        ):
-            raise AdmissionBanned()
+        if verified.guest:
+            barred = await self._store.get_value(self._guest_ban_key(room.ban_scope, client_addr))
+            # Any value bars: a bar that does not parse still holds (counted).
+            if barred is not None:
+                if barred != MARK:
+                    self._corrupt()
+                raise AdmissionBanned()
         if verified.path is Path.LOBBY and REQUEST_ID_SHAPE.fullmatch(verified.subject):
             request_id = verified.subject
         else:
@@ -289,7 +380,7 @@ class Lobby:
         if await self._store.index_size(by_room) > self._settings.max_waiting_per_room:
             await self._forget(request)
             raise LobbyRoomFull(FULL_RETRY_SECONDS)
-        await self._store.put_value(self._pending_key(request_id), "1", ttl)
+        await self._store.put_value(self._pending_key(request_id), MARK, ttl)
         return Queued(request=request, secret=secret)
 
     async def _forget(self, request: LobbyRequest) -> None:
@@ -299,10 +390,22 @@ class Lobby:
         await self._store.delete_value(self._record_key(request.id))
 
     async def get(self, request_id: str) -> LobbyRequest | None:
+        """The request `request_id` names; None if there is none, or if its record does not
+        parse (counted): a corrupt request is no request, so nobody is let in by it."""
         if REQUEST_ID_SHAPE.fullmatch(request_id) is None:
             return None
         raw = await self._store.get_value(self._record_key(request_id))
-        return LobbyRequest.decode(raw) if raw is not None else None
+        if raw is None:
+            return None
+        try:
+            request = LobbyRequest.decode(raw)
+        except CorruptRecord:
+            self._corrupt()
+            return None
+        if request.id != request_id:
+            self._corrupt()
+            return None
+        return request
 
     async def held(self, token: str | None, room: str) -> LobbyRequest:
         """The request of `room` that a browser's token (`<id>.<secret>`) names and proves;
@@ -319,6 +422,9 @@ class Lobby:
         """The room's unanswered, unexpired requests, oldest first."""
         found = []
         for request_id in await self._store.index_members(self._room_index(room)):
+            if REQUEST_ID_SHAPE.fullmatch(request_id) is None:
+                self._corrupt()
+                continue
             request = await self.get(request_id)
             if request is not None and request.state_at(now) is LobbyState.WAITING:
                 found.append(request)
@@ -338,17 +444,23 @@ class Lobby:
             return None
         if request.state_at(now) is not LobbyState.WAITING:
             return None
-        if await self._store.take_value(self._pending_key(request.id)) is None:
+        pending = await self._store.take_value(self._pending_key(request.id))
+        if pending is None:
+            return None
+        if not self._is_mark(pending) and answer is LobbyState.APPROVED:
+            # Nobody is let in on a mark that does not parse. Taken, the mark cannot let anyone
+            # in later either; the request goes, and its browser may knock again.
+            await self._forget(request)
             return None
         answered = replace(request, state=answer, answered_at=now, answered_by=host_name)
         if answer is LobbyState.APPROVED:
-            await self._store.put_value(self._grant_key(request.id), "1", ANSWER_KEPT_SECONDS)
+            await self._store.put_value(self._grant_key(request.id), MARK, ANSWER_KEPT_SECONDS)
         if answer is LobbyState.BANNED:
             await self._store.ban_identity(room.ban_scope, request.identity, None)
             if request.guest:
                 await self._store.put_value(
                     self._guest_ban_key(room.ban_scope, request.client_addr),
-                    "1",
+                    MARK,
                     GUEST_ADDRESS_BAN_SECONDS,
                 )
         await self._store.put_value(
@@ -362,7 +474,8 @@ class Lobby:
         """Take an approved request's approval, once: True for the one collector that gets it."""
         if request.state_at(now) is not LobbyState.APPROVED:
             return False
-        if await self._store.take_value(self._grant_key(request.id)) is None:
+        # Only a grant that parses lets anyone in; one that does not is counted and refused.
+        if not self._is_mark(await self._store.take_value(self._grant_key(request.id))):
             return False
         await self._store.put_value(
             self._record_key(request.id),
@@ -375,7 +488,11 @@ class Lobby:
         """The waiting person gives up: the request leaves the lobby. False if it was answered."""
         if request.state_at(now) is not LobbyState.WAITING:
             return False
-        if await self._store.take_value(self._pending_key(request.id)) is None:
+        pending = await self._store.take_value(self._pending_key(request.id))
+        if pending is None:
             return False
+        # Leaving lets nobody in: a mark that does not parse (counted) does not keep anyone
+        # on the hosts' list.
+        self._is_mark(pending)
         await self._forget(request)
         return True

@@ -174,6 +174,9 @@ class RecordKind(StrEnum):
     NAME = "name"
     AUDIT = "audit"
     PRESSURE = "pressure"
+    # A lobby request, or one of its marks (waiting, granted, address barred): plain values the
+    # lobby reads itself (gateway/admission/lobby.py).
+    LOBBY = "lobby"
 
 
 class CorruptRecord(ValueError):

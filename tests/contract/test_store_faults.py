@@ -1,10 +1,15 @@
 """Records that do not parse, on both backends: each kind is corrupted (Redis: in the real
-redis-server; memory: through its `write_raw` test seam, which holds the same stored forms) and
-no join, refresh or signalling check may pass on it. Each one is counted by kind."""
+redis-server; memory: through its `write_raw` test seam, which holds the same stored forms; the
+lobby's records are plain values, written with `put_value` on either) and no join, refresh,
+signalling check or lobby approval may pass on it. Each one is counted by kind, logged with its
+kind alone."""
 
 from __future__ import annotations
 
+import ipaddress
+import itertools
 import json
+import logging
 import math
 import time
 from collections.abc import AsyncIterator
@@ -15,12 +20,22 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.admission.flood import FloodGuard
+from gateway.admission.identity import Path, VerifiedIdentity
 from gateway.admission.invites import make_invite
 from gateway.admission.limits import RateLimiter
+from gateway.admission.lobby import (
+    ANSWERS,
+    Lobby,
+    LobbyRequest,
+    LobbyRequestUnknown,
+    LobbyState,
+    Queued,
+    new_request_id,
+)
 from gateway.admission.pipeline import AdmissionPipeline, Admitted
 from gateway.errors import AdmissionBanned, InviteError, NotAdmitted, RateLimited
 from gateway.metrics import Metrics
-from gateway.settings import ChallengeSettings, Rate, RateSettings
+from gateway.settings import ChallengeSettings, LobbySettings, Rate, RateSettings
 from gateway.store import Store
 from gateway.store.memory import MemoryStore
 from gateway.store.records import (
@@ -43,6 +58,18 @@ EXAMPLES = settings(
 
 # Fields records written before them lack (they take their defaults then).
 OPTIONAL = ("locked", "approval_required", "moved_to", "lineage", "pow_required")
+# A lobby request's fields with defaults, and its identity's; fields that are null in the records
+# below and may hold a value of another type (a time, a text).
+LOBBY_OPTIONAL = ("answered_at", "answered_by")
+LOBBY_NULLABLE = ("answered_at",)
+IDENTITY_OPTIONAL = ("role", "email", "email_verified", "issuer", "provider", "groups", "guest")
+IDENTITY_NULLABLE = ("email", "issuer", "provider")
+# Where the lobby keeps its records (gateway/admission/lobby.py's key layout).
+LOBBY_RECORD = "lobby:request:{}"
+LOBBY_PENDING = "lobby:pending:{}"
+LOBBY_GRANT = "lobby:grant:{}"
+LOBBY_ROOM = "lobby:room:{}"
+LOBBY_BARRED = "lobby:barred:{}:{}"
 
 # Any text, and text that looks almost right: what a bug, a bad migration or a hand edit leaves.
 garbage = st.one_of(
@@ -72,11 +99,14 @@ def _json_type(value: Any) -> str:
     return "number" if isinstance(value, int | float) else type(value).__name__
 
 
-def mutated_record(text: str) -> st.SearchStrategy[str]:
+def mutated_record(
+    text: str, optional: tuple[str, ...] = OPTIONAL, nullable: tuple[str, ...] = ()
+) -> st.SearchStrategy[str]:
     """A stored JSON record with one field dropped, given a wrong type, or one field added;
-    or plain garbage."""
+    or plain garbage. `nullable` fields, null in `text`, are not retyped (another type may be
+    theirs)."""
     data: dict[str, Any] = json.loads(text)
-    names = sorted(data)
+    names = sorted(name for name in data if name not in nullable)
 
     def drop(name: str) -> str:
         return json.dumps({k: v for k, v in data.items() if k != name})
@@ -84,12 +114,34 @@ def mutated_record(text: str) -> st.SearchStrategy[str]:
     def retype(name: str) -> st.SearchStrategy[str]:
         return _wrong_value(data[name]).map(lambda value: json.dumps({**data, name: value}))
 
-    required = [n for n in names if n not in OPTIONAL]
+    required = [n for n in names if n not in optional]
     return st.one_of(
         garbage,
         st.sampled_from(required).map(drop),
         st.sampled_from(names).flatmap(retype),
         st.just(json.dumps({**data, "admitted": True})),
+    )
+
+
+def mutated_lobby_request(request: LobbyRequest) -> st.SearchStrategy[str]:
+    """A stored lobby request mutated as `mutated_record` does, at its top level or in the
+    identity it carries."""
+    data: dict[str, Any] = json.loads(request.encode())
+
+    def with_identity(text: str) -> str:
+        try:
+            identity = json.loads(text)
+        except ValueError:
+            identity = text
+        return json.dumps({**data, "verified": identity})
+
+    nullable = tuple(name for name in LOBBY_NULLABLE if data[name] is None)
+    identity_nullable = tuple(name for name in IDENTITY_NULLABLE if data["verified"][name] is None)
+    return st.one_of(
+        mutated_record(request.encode(), LOBBY_OPTIONAL, nullable),
+        mutated_record(json.dumps(data["verified"]), IDENTITY_OPTIONAL, identity_nullable).map(
+            with_identity
+        ),
     )
 
 
@@ -281,3 +333,140 @@ async def test_an_unreadable_name_claim_keeps_the_name_taken(store: Store, value
     )
     assert await store.claim_name(room, claim) is None
     assert counted(store, RecordKind.NAME)
+
+
+def fresh_address() -> str:
+    """An address no other example knocked from (the lobby bounds each address's requests)."""
+    return str(ipaddress.IPv4Address(0x0A000000 + next(ADDRESSES)))
+
+
+ADDRESSES = itertools.count(1)
+
+
+def lobby_room() -> Room:
+    return Room(name=unique("room"), title="Call", created_at=time.time())
+
+
+async def knock(lobby: Lobby, room: Room, address: str, name: str = "Gina") -> Queued:
+    """A guest's request in `room`'s lobby, from `address`."""
+    verified = VerifiedIdentity(path=Path.LOBBY, subject=new_request_id(), name=name, guest=True)
+    return await lobby.queue(
+        verified,
+        identity=f"id-{verified.subject}",
+        room=room,
+        client_addr=address,
+        message="",
+        now=time.time(),
+    )
+
+
+@EXAMPLES
+@given(data=st.data())
+async def test_an_unreadable_lobby_request_lets_nobody_in(
+    store: Store, data: st.DataObject
+) -> None:
+    lobby = Lobby(store, LobbySettings())
+    room = lobby_room()
+    good = await knock(lobby, room, fresh_address(), name="Gina")
+    bad = await knock(lobby, room, fresh_address(), name="Mallory")
+    # Corrupted while it waits, or once a host approved it (its grant waiting to be collected).
+    stored = bad.request
+    if data.draw(st.booleans()):
+        approved = await lobby.answer(
+            room, bad.request.id, LobbyState.APPROVED, "Host", time.time()
+        )
+        assert approved is not None
+        stored = approved
+    record = data.draw(mutated_lobby_request(stored))
+    await store.put_value(LOBBY_RECORD.format(bad.request.id), record, HOUR)
+    # A member of the room's list that is no request id at all.
+    await store.index_add(LOBBY_ROOM.format(room.name), data.draw(garbage), HOUR)
+    now = time.time()
+    # The waiting browser's token names no request: its pages, status and stream, and the
+    # collection of an approval, all begin with `held`.
+    with pytest.raises(LobbyRequestUnknown):
+        await lobby.held(bad.token, room.name)
+    assert await lobby.get(bad.request.id) is None
+    for answer in ANSWERS:
+        assert await lobby.answer(room, bad.request.id, answer, "Host", now) is None
+    # The hosts' list still shows the good request, and nothing else.
+    assert [request.id for request in await lobby.waiting(room.name, now)] == [good.request.id]
+    assert await lobby.held(good.token, room.name) == good.request
+    assert counted(store, RecordKind.LOBBY)
+
+
+@EXAMPLES
+@given(value=garbage.filter(lambda text: text != "1"))
+async def test_an_unreadable_lobby_grant_lets_nobody_in(store: Store, value: str) -> None:
+    lobby = Lobby(store, LobbySettings())
+    room = lobby_room()
+    queued = await knock(lobby, room, fresh_address())
+    assert await lobby.answer(room, queued.request.id, LobbyState.APPROVED, "Host", time.time())
+    await store.put_value(LOBBY_GRANT.format(queued.request.id), value, HOUR)
+    now = time.time()
+    approved = await lobby.held(queued.token, room.name)
+    assert approved.state_at(now) is LobbyState.APPROVED
+    assert not await lobby.collect(approved, now)
+    # Nor later: the unreadable grant is gone, not left to be taken for a grant.
+    assert not await lobby.collect(approved, now)
+    assert counted(store, RecordKind.LOBBY)
+
+
+@EXAMPLES
+@given(value=garbage.filter(lambda text: text != "1"), answer=st.sampled_from(ANSWERS))
+async def test_an_unreadable_waiting_mark_approves_nobody_but_denies(
+    store: Store, value: str, answer: LobbyState
+) -> None:
+    lobby = Lobby(store, LobbySettings())
+    room = lobby_room()
+    queued = await knock(lobby, room, fresh_address())
+    await store.put_value(LOBBY_PENDING.format(queued.request.id), value, HOUR)
+    answered = await lobby.answer(room, queued.request.id, answer, "Host", time.time())
+    if answer is LobbyState.APPROVED:
+        assert answered is None
+        # The request is gone: its browser may knock again, through a host again.
+        with pytest.raises(LobbyRequestUnknown):
+            await lobby.held(queued.token, room.name)
+    else:
+        # A refusal still counts: a host's "deny and ban" is not lost to a bad mark.
+        assert answered is not None and answered.state is answer
+    assert await store.get_value(LOBBY_GRANT.format(queued.request.id)) is None
+    assert await lobby.waiting(room.name, time.time()) == []
+    assert counted(store, RecordKind.LOBBY)
+
+
+@EXAMPLES
+@given(value=garbage)
+async def test_an_unreadable_address_bar_still_bars(store: Store, value: str) -> None:
+    lobby = Lobby(store, LobbySettings())
+    room = lobby_room()
+    await store.put_value(LOBBY_BARRED.format(room.ban_scope, "192.0.2.7"), value, HOUR)
+    with pytest.raises(AdmissionBanned):
+        await knock(lobby, room, "192.0.2.7")
+    assert await lobby.waiting(room.name, time.time()) == []
+    assert counted(store, RecordKind.LOBBY) is (value != "1")
+
+
+async def test_a_corrupt_record_is_logged_by_kind_and_counted_in_the_metrics(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    metrics = Metrics()
+    metrics.watch_store(store.health)
+    lobby = Lobby(store, LobbySettings())
+    room = lobby_room()
+    queued = await knock(lobby, room, "192.0.2.77", name="Mallory Example")
+    private = (room.name, queued.request.id, queued.secret, "Mallory", "192.0.2.77")
+    with caplog.at_level(logging.ERROR, logger="meetgate.store"):
+        for _ in range(3):
+            await store.put_value(LOBBY_RECORD.format(queued.request.id), "{garbage", HOUR)
+            assert await lobby.get(queued.request.id) is None
+    lines = [r.getMessage() for r in caplog.records if r.name == "meetgate.store"]
+    # Logged once (at most once a minute per kind), naming the kind and nothing personal.
+    assert len(lines) == 1
+    assert "of kind lobby that does not parse" in lines[0]
+    assert not any(value in lines[0] for value in private)
+    text = metrics.render()
+    assert 'meetgate_store_corrupt_records_total{kind="lobby"} 3' in text
+    assert not any(value in text for value in private)
+    # Counted once each: a second rendering adds nothing.
+    assert 'meetgate_store_corrupt_records_total{kind="lobby"} 3' in metrics.render()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import re
 import secrets
 import time
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 
 from tests.fixtures.gateway_server import GENEROUS_LIMITS, GatewayServer, start_gateway
 from tests.fixtures.processes import stop_process
@@ -46,6 +48,22 @@ max_message_chars = 120
 """,
     )
     yield server
+    stop_process(proc)
+
+
+@pytest.fixture(scope="module")
+def redis_lobby_gateway(
+    tmp_path_factory: pytest.TempPathFactory, jitsi_web: Any, redis_server: str
+) -> Iterator[tuple[GatewayServer, str]]:
+    """The same gateway on the tests' own redis-server, whose URL comes with it."""
+    server, proc = start_gateway(
+        tmp_path_factory.mktemp("lobby-redis-gateway"),
+        upstream=jitsi_web.url,
+        store_url=redis_server,
+        top='trusted_proxies = ["127.0.0.1/32"]',
+        extra=GENEROUS_LIMITS,
+    )
+    yield server, redis_server
     stop_process(proc)
 
 
@@ -626,3 +644,46 @@ def test_a_locked_lobby_room_still_queues(
             gateway, host, "approve", request=request_of(gateway, host, "Patient Pat (guest)")
         )
         assert guest.get(f"/_meetgate/lobby/{room}/wait").status_code == 303
+
+
+def test_a_corrupt_lobby_request_lets_nobody_in_and_the_others_are_still_listed(
+    redis_lobby_gateway: tuple[GatewayServer, str],
+) -> None:
+    gateway, redis_url = redis_lobby_gateway
+    room = lobby_room(gateway)
+    host = admit(gateway, room, "Hilde Host", role="host")
+    store = redis.Redis.from_url(redis_url, decode_responses=True)
+    with browser(gateway) as good, browser(gateway) as approved, browser(gateway) as pending:
+        for guest, name in (
+            (good, "Gina Good"),
+            (approved, "Mallory One"),
+            (pending, "Mallory Two"),
+        ):
+            assert knock(guest, gateway, room, name).status_code == 303
+        request = request_of(gateway, host, "Mallory One (guest)")
+        assert host_action(gateway, host, "approve", request=request)["done"] is True
+        # Both Mallorys' records are replaced by what does not parse (in the Redis key layout:
+        # gateway/store/redis.py's values, the lobby's own keys).
+        for guest, bad in ((approved, "{}"), (pending, "not json")):
+            request_id = lobby_cookie(guest).split(".")[0]
+            assert store.set(f"meetgate:value:lobby:request:{request_id}", bad, keepttl=True)
+
+        # No way in: the approved one's check finds no request (404, not a 500), no ticket.
+        for guest in (approved, pending):
+            page = guest.get(f"/_meetgate/lobby/{room}/wait")
+            assert page.status_code == 404, page.text
+            assert "location" not in page.headers and "meetgate" not in guest.cookies
+            assert status(guest, room).status_code == 404
+        # The hosts' list renders, with the request that parses.
+        assert [w["name"] for w in waiting(gateway, host)] == ["Gina Good (guest)"]
+        dashboard = httpx.get(
+            f"{gateway.url}/_meetgate/host/{room}", cookies=host.cookies, trust_env=False
+        )
+        assert dashboard.status_code == 200 and "Gina Good (guest)" in dashboard.text
+    store.close()
+    with gateway.admin() as admin:
+        text = admin.get("/metrics").text
+    assert re.search(r'meetgate_store_corrupt_records_total\{kind="lobby"\} [1-9]', text)
+    log = gateway.log_path.read_text()
+    assert "record of kind lobby that does not parse" in log
+    assert "Mallory" not in log
