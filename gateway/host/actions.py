@@ -15,6 +15,7 @@ from gateway.admission.policy import describe_policy, policy_version
 from gateway.client_address import network_of
 from gateway.cuts import CUTS, Cut
 from gateway.errors import InvalidInput, NotHost, PolicyChanged, RoomNotFound
+from gateway.i18n import N_
 from gateway.store import Store
 from gateway.store.records import Admission, AuditEntry, Role, Room, RoomPolicy
 
@@ -87,7 +88,7 @@ class HostDesk:
         another room, or already gone; revoking twice is harmless."""
         await self._authorise(host, room_name, now)
         if admission_id == host.id:
-            raise InvalidInput("You cannot remove yourself; leave the meeting instead.")
+            raise InvalidInput(N_("You cannot remove yourself; leave the meeting instead."))
         target = await self._store.get_admission(admission_id)
         if target is None or target.room != room_name or not target.is_live(now):
             return False
@@ -108,9 +109,9 @@ class HostDesk:
         back until `until` (None: for good). False if the admission is unknown to this room."""
         room = await self._authorise(host, room_name, now)
         if admission_id == host.id:
-            raise InvalidInput("You cannot ban yourself.")
+            raise InvalidInput(N_("You cannot ban yourself."))
         if until is not None and until <= now:
-            raise InvalidInput("A ban must end in the future.")
+            raise InvalidInput(N_("A ban must end in the future."))
         target = await self._store.get_admission(admission_id)
         if target is None or target.room != room_name:
             return False

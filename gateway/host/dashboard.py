@@ -3,6 +3,7 @@
 Routes only parse, check the request (same origin, host admission, CSRF token), call HostDesk and
 render; every decision about who may do what lives in gateway/host/actions.py. Each action works
 without script: a form without `confirmed=1` gets a confirmation page repeating it with that field.
+What it says (questions, outcomes, the page's script's messages) is in the request's language.
 """
 
 from __future__ import annotations
@@ -31,10 +32,12 @@ from gateway.host.policy_form import (
     policy_from_form,
     policy_view,
 )
+from gateway.i18n import N_, gettext, translations
 from gateway.proxy.gate import cookie_name, read_cookie, request_id
 from gateway.settings import Settings
 from gateway.store.records import Admission, AuditEntry, Role, Room, RoomPolicy
 from gateway.web.forms import MAX_FORM_BYTES, MAX_FORM_FIELDS, read_form
+from gateway.web.languages import current
 from gateway.web.pages import same_origin
 from gateway.web.rendering import wants_json
 from gateway.web.templating import render
@@ -43,10 +46,10 @@ HOST_PREFIX = "/_meetgate/host"
 ADMISSION_ID_SHAPE = re.compile(r"[0-9a-f]{64}")
 # How long a ban lasts, as the form offers it (seconds, None for good; choice; phrase).
 BAN_DURATIONS: dict[str, tuple[float | None, str, str]] = {
-    "1h": (3600.0, "1 hour", "for 1 hour"),
-    "1d": (86400.0, "1 day", "for 1 day"),
-    "7d": (7 * 86400.0, "7 days", "for 7 days"),
-    "forever": (None, "for good", "for good"),
+    "1h": (3600.0, N_("1 hour"), N_("for 1 hour")),
+    "1d": (86400.0, N_("1 day"), N_("for 1 day")),
+    "7d": (7 * 86400.0, N_("7 days"), N_("for 7 days")),
+    "forever": (None, N_("for good"), N_("for good")),
 }
 AUDIT_SHOWN = 50
 # The lobby's answers, by the action that gives them.
@@ -59,11 +62,82 @@ LOBBY_ANSWERS = {
 # What the dashboard says after a form without script led back to it (`?done=<key>`): fixed
 # texts only, so a link cannot make the page say anything else.
 NOTICES = {
-    "policy": "The new policy is saved: it decides every join attempt from now on."
-    " People already in the meeting stay.",
+    "policy": N_(
+        "The new policy is saved: it decides every join attempt from now on."
+        " People already in the meeting stay."
+    ),
+}
+# What the page shows for a participant's role, the way they came in and each entry of the
+# host actions' log (the roster's JSON keeps the values themselves).
+ROLE_LABELS = {
+    # Translators: a participant's role on the host dashboard
+    "host": N_("host"),
+    "attendee": N_("attendee"),
+}
+VIA_LABELS = {
+    # Translators: how a participant was admitted, on the host dashboard: with an invite link,
+    # by signing in with an organisation's account (OpenID Connect), with an e-mail code, or
+    # let in from the lobby
+    "invite": N_("invite"),
+    "oidc": N_("oidc"),
+    "email": N_("email"),
+    "lobby": N_("lobby"),
+}
+AUDIT_ACTIONS = {
+    # Translators: an entry of the host dashboard's log reads "<host> revoke: <person>"
+    "revoke": N_("revoke"),
+    "ban": N_("ban"),
+    "lock": N_("lock"),
+    "unlock": N_("unlock"),
+    "lockdown": N_("lockdown"),
+    "move": N_("move"),
+    "change policy": N_("change policy"),
+    "approve": N_("approve"),
+    "deny": N_("deny"),
+    "deny and ban": N_("deny and ban"),
+}
+# What the dashboard's script says (templates/static/host.js), translated into the page.
+SCRIPT_MESSAGES = {
+    "revoke": N_("Remove {name} from the meeting?"),
+    "ban": N_("Remove and ban {name} {duration}?"),
+    "approve": N_("Let {name} in?"),
+    "deny": N_("Turn {name} away?"),
+    "deny-ban": N_("Turn {name} away and ban them from this meeting?"),
+    "proof_of_work": N_(
+        "Browsers must solve a proof-of-work (difficulty {difficulty}) before they are counted."
+    ),
+    "not_host": N_("You are no longer a host of this room."),
+    "roster_failed": N_("Could not update the roster ({status}); retrying."),
+    "updated": N_("Updated {time}"),
+    "lost_contact": N_("Lost contact with Meetgate; retrying."),
+    "action_failed": N_("The action failed ({status})."),
+    "action_lost": N_(
+        "Lost contact with Meetgate: the action may not have happened. Check the roster."
+    ),
 }
 
 RegistryCounts = Callable[[str], int]
+
+
+def shown(message: str, **values: object) -> str:
+    """`message` in the current request's language, its `{named}` values filled in after."""
+    translated = gettext(current.get(), message)
+    return translated.format(**values) if values else translated
+
+
+def script_messages() -> dict[str, Any]:
+    """The dashboard script's messages and labels in the current request's language."""
+    language = current.get()
+
+    def translated(messages: dict[str, str]) -> dict[str, str]:
+        return {key: gettext(language, message) for key, message in messages.items()}
+
+    return {
+        **translated(SCRIPT_MESSAGES),
+        "roles": translated(ROLE_LABELS),
+        "via": translated(VIA_LABELS),
+        "actions": translated(AUDIT_ACTIONS),
+    }
 
 
 def dashboard_path(room: str) -> str:
@@ -122,7 +196,9 @@ class ActionRequest:
     def target_name(self) -> str:
         if self.waiting is not None:
             return self.waiting.name
-        return self.target.name if self.target is not None else "this participant"
+        if self.target is not None:
+            return self.target.name
+        return shown(N_("this participant"))
 
 
 def participant_view(admission: Admission, connections: int) -> dict[str, Any]:
@@ -180,82 +256,107 @@ def iso_time(at: float) -> str:
 def _ban_duration(fields: dict[str, str]) -> tuple[float | None, str]:
     choice = BAN_DURATIONS.get(fields.get("duration", ""))
     if choice is None:
-        raise InvalidInput("Choose how long the ban lasts: 1h, 1d, 7d or forever.")
+        raise InvalidInput(N_("Choose how long the ban lasts: 1h, 1d, 7d or forever."))
     seconds, _, phrase = choice
-    return seconds, phrase
+    return seconds, shown(phrase)
 
 
 def _confirmation(action: str, request: ActionRequest) -> Confirmation:
+    """The question asking a host to confirm `action`, in the current request's language."""
     name = request.target_name
     if action == "revoke":
         return Confirmation(
-            f"Remove {name} from the meeting?",
-            "They drop out at once. Their invite cannot bring them back with this admission.",
-            "Remove",
+            shown(SCRIPT_MESSAGES["revoke"], name=name),
+            shown(
+                N_(
+                    "They drop out at once. Their invite cannot bring them back with this"
+                    " admission."
+                )
+            ),
+            shown(N_("Remove")),
             danger=True,
         )
     if action == "ban":
         _, label = _ban_duration(request.fields)
         return Confirmation(
-            f"Remove and ban {name} {label}?",
-            "They drop out at once and cannot come back into this meeting, even if it moves,"
-            " while the ban lasts.",
-            "Remove and ban",
+            shown(SCRIPT_MESSAGES["ban"], name=name, duration=label),
+            shown(
+                N_(
+                    "They drop out at once and cannot come back into this meeting, even if it"
+                    " moves, while the ban lasts."
+                )
+            ),
+            shown(N_("Remove and ban")),
             danger=True,
         )
     if action == "approve":
         return Confirmation(
-            f"Let {name} in?",
-            "They go straight into the meeting under the name shown here.",
-            "Let in",
+            shown(SCRIPT_MESSAGES["approve"], name=name),
+            shown(N_("They go straight into the meeting under the name shown here.")),
+            shown(N_("Let in")),
         )
     if action == "deny":
         return Confirmation(
-            f"Turn {name} away?",
-            "They see that a host did not let them in. They may ask again.",
-            "Turn away",
+            shown(SCRIPT_MESSAGES["deny"], name=name),
+            shown(N_("They see that a host did not let them in. They may ask again.")),
+            shown(N_("Turn away")),
             danger=True,
         )
     if action == "deny-ban":
         return Confirmation(
-            f"Turn {name} away and ban them?",
-            "They see that a host did not let them in, and cannot ask again or come in by any"
-            " other way while the meeting lasts, even if it moves.",
-            "Turn away and ban",
+            shown(N_("Turn {name} away and ban them?"), name=name),
+            shown(
+                N_(
+                    "They see that a host did not let them in, and cannot ask again or come in"
+                    " by any other way while the meeting lasts, even if it moves."
+                )
+            ),
+            shown(N_("Turn away and ban")),
             danger=True,
         )
     if action == "lock":
         return Confirmation(
-            "Lock the room?",
-            "Nobody new can join. Everyone already in the meeting stays.",
-            "Lock",
+            shown(N_("Lock the room?")),
+            shown(N_("Nobody new can join. Everyone already in the meeting stays.")),
+            shown(N_("Lock")),
         )
     if action == "unlock":
         return Confirmation(
-            "Unlock the room?",
-            "People with a valid invite can join again; this also ends a lockdown.",
-            "Unlock",
+            shown(N_("Unlock the room?")),
+            shown(N_("People with a valid invite can join again; this also ends a lockdown.")),
+            shown(N_("Unlock")),
         )
     if action == "policy" and request.policy is not None:
         return Confirmation(
-            "Change who may enter this room?",
-            f"From the next join attempt on: {describe_policy(request.policy)}."
-            " People already in the meeting stay.",
-            "Save the policy",
+            shown(N_("Change who may enter this room?")),
+            shown(
+                N_("From the next join attempt on: {policy}. People already in the meeting stay."),
+                policy=describe_policy(request.policy),
+            ),
+            shown(N_("Save the policy")),
         )
     if action == "lockdown":
         return Confirmation(
-            "Declare an emergency lockdown?",
-            "The room is locked and every attendee is removed at once. Hosts stay. Attendees"
-            " cannot come back on their own until a host unlocks the room.",
-            "Lockdown now",
+            shown(N_("Declare an emergency lockdown?")),
+            shown(
+                N_(
+                    "The room is locked and every attendee is removed at once. Hosts stay."
+                    " Attendees cannot come back on their own until a host unlocks the room."
+                )
+            ),
+            shown(N_("Lockdown now")),
             danger=True,
         )
     return Confirmation(
-        "Move the meeting to a fresh room?",
-        "Everyone still admitted is carried over to a new room with an unguessable name; their"
-        " browsers reconnect by themselves. Removed and banned people stay behind.",
-        "Move the meeting",
+        shown(N_("Move the meeting to a fresh room?")),
+        shown(
+            N_(
+                "Everyone still admitted is carried over to a new room with an unguessable"
+                " name; their browsers reconnect by themselves. Removed and banned people stay"
+                " behind."
+            )
+        ),
+        shown(N_("Move the meeting")),
     )
 
 
@@ -295,9 +396,9 @@ def create_dashboard_router(
             request.host, request.room, admission_id, request.now
         )
         message = (
-            f"{request.target_name} was removed from the meeting."
+            shown(N_("{name} was removed from the meeting."), name=request.target_name)
             if done
-            else "Nothing to do: this participant is no longer in the meeting."
+            else shown(N_("Nothing to do: this participant is no longer in the meeting."))
         )
         return Outcome(done, message, request.room)
 
@@ -309,44 +410,55 @@ def create_dashboard_router(
             request.host, request.room, admission_id, until, request.now
         )
         message = (
-            f"{request.target_name} was removed and banned {label}."
+            shown(
+                N_("{name} was removed and banned {duration}."),
+                name=request.target_name,
+                duration=label,
+            )
             if done
-            else "Nothing to do: this participant is not known in this meeting."
+            else shown(N_("Nothing to do: this participant is not known in this meeting."))
         )
         return Outcome(done, message, request.room, {"until": until})
 
     async def lock(request: ActionRequest) -> Outcome:
         room = await desk.set_locked(request.host, request.room, True, request.now)
-        return Outcome(
-            True, "The room is locked: nobody new can join.", room.name, {"locked": True}
-        )
+        message = shown(N_("The room is locked: nobody new can join."))
+        return Outcome(True, message, room.name, {"locked": True})
 
     async def unlock(request: ActionRequest) -> Outcome:
         room = await desk.set_locked(request.host, request.room, False, request.now)
-        return Outcome(True, "The room is open again.", room.name, {"locked": False})
+        message = shown(N_("The room is open again."))
+        return Outcome(True, message, room.name, {"locked": False})
 
     async def lockdown(request: ActionRequest) -> Outcome:
         removed = await desk.lockdown(request.host, request.room, request.now)
-        removed_text = "1 attendee was" if removed == 1 else f"{removed} attendees were"
-        message = f"Lockdown: the room is locked and {removed_text} removed."
+        message = (
+            translations(current.get())
+            .ngettext(
+                "Lockdown: the room is locked and {count} attendee was removed.",
+                "Lockdown: the room is locked and {count} attendees were removed.",
+                removed,
+            )
+            .format(count=removed)
+        )
         return Outcome(True, message, request.room, {"removed": removed})
 
     async def move(request: ActionRequest) -> Outcome:
         successor = await desk.move(request.host, request.room, request.now)
-        message = f"The meeting moved to the room {successor.name}."
+        message = shown(N_("The meeting moved to the room {room}."), room=successor.name)
         return Outcome(True, message, successor.name, {"room": successor.name})
 
     async def change_policy(request: ActionRequest) -> Outcome:
         if request.policy is None:
-            raise InvalidInput("The policy form could not be read.")
+            raise InvalidInput(N_("The policy form could not be read."))
         changed = await desk.set_policy(
             request.host, request.room, request.policy, request.fields["was"], request.now
         )
         view = policy_view(request.policy, providers)
         if changed is None:
-            message = "Nothing to do: the room already has this policy."
+            message = shown(N_("Nothing to do: the room already has this policy."))
             return Outcome(False, message, request.room, {"policy": view})
-        message = f"The new policy is saved ({view['summary']})."
+        message = shown(N_("The new policy is saved ({policy})."), policy=view["summary"])
         return Outcome(True, message, request.room, {"policy": view})
 
     async def answer(request: ActionRequest, action: str) -> Outcome:
@@ -358,15 +470,14 @@ def create_dashboard_router(
                 request.host, request.room, request_id, answer, request.now
             )
         if answered is None:
-            return Outcome(
-                False, "Nothing to do: this request was already answered or expired.", request.room
-            )
+            message = shown(N_("Nothing to do: this request was already answered or expired."))
+            return Outcome(False, message, request.room)
         if answer is LobbyState.APPROVED:
-            message = f"{answered.name} was let in."
+            message = shown(N_("{name} was let in."), name=answered.name)
         elif answer is LobbyState.DENIED:
-            message = f"{answered.name} was turned away."
+            message = shown(N_("{name} was turned away."), name=answered.name)
         else:
-            message = f"{answered.name} was turned away and banned."
+            message = shown(N_("{name} was turned away and banned."), name=answered.name)
         return Outcome(True, message, request.room)
 
     async def approve(request: ActionRequest) -> Outcome:
@@ -408,7 +519,7 @@ def create_dashboard_router(
         view = await roster_of(host, current, now)
         page = render(
             "host.html",
-            notice=NOTICES.get(done, ""),
+            notice=shown(NOTICES[done]) if done in NOTICES else "",
             policy=policy_view(current.policy, providers),
             room=view["room"],
             participants=view["participants"],
@@ -418,7 +529,11 @@ def create_dashboard_router(
             you=host.id,
             csrf=csrf.issue(host.id, current.name),
             prefix=HOST_PREFIX,
-            ban_durations=[(key, *labels) for key, (_, *labels) in BAN_DURATIONS.items()],
+            ban_durations=[
+                (key, shown(choice), shown(phrase))
+                for key, (_, choice, phrase) in BAN_DURATIONS.items()
+            ],
+            labels=script_messages(),
             clock=clock,
             iso_time=iso_time,
             request_id=request_id(request.scope),
@@ -452,13 +567,13 @@ def create_dashboard_router(
         target = None
         if action in ("revoke", "ban"):
             if "admission" not in fields:
-                raise InvalidInput("Say whose admission this is about (field 'admission').")
+                raise InvalidInput(N_("Say whose admission this is about (field 'admission')."))
             wanted = fields["admission"]
             target = await desk.participant(host, room, wanted, now)
         waiting = None
         if action in LOBBY_ANSWERS:
             if "request" not in fields:
-                raise InvalidInput("Say which request this is about (field 'request').")
+                raise InvalidInput(N_("Say which request this is about (field 'request')."))
             wanted = fields["request"]
             waiting = next(
                 (r for r in await desk.waiting(host, room, now) if r.id == wanted),

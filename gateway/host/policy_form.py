@@ -10,6 +10,7 @@ from typing import Any
 
 from gateway.admission.policy import describe_policy, make_policy, policy_version
 from gateway.errors import InvalidInput
+from gateway.i18n import N_
 from gateway.store.records import RoomPolicy
 
 # Long enough for a few thousand addresses; longer lists are the admin API's (or the CLI's).
@@ -48,7 +49,7 @@ def policy_from_form(fields: Mapping[str, str], providers: Sequence[str]) -> Roo
     """The policy the form asks for; InvalidInput for anything the admin API would refuse, an
     unknown provider, or a box that says neither ticked nor not."""
     if VERSION_FIELD not in fields:
-        raise InvalidInput("Say which policy this form changes (field 'was'): reload the page.")
+        raise InvalidInput(N_("Say which policy this form changes (field 'was'): reload the page."))
     chosen = [
         name.removeprefix(PROVIDER_FIELD)
         for name, value in fields.items()
@@ -75,7 +76,7 @@ def _flag(fields: Mapping[str, str], name: str) -> bool:
 def _ticked(name: str, value: str) -> bool:
     # An unticked box is not sent at all; anything but a ticked box's value is a forged form.
     if value not in TICKED:
-        raise InvalidInput(f"The box '{name[:60]}' can only be ticked or not.")
+        raise InvalidInput(N_("The box '{name}' can only be ticked or not."), name=name[:60])
     return True
 
 

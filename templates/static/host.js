@@ -1,7 +1,8 @@
 // Meetgate's host dashboard script: keeps the roster and the lobby live (polls their JSON every
-// 2 s) and asks before each action (a change of the room's policy too), then posts it with fetch. Without this script the page still works: every
-// button posts a plain form that leads to a confirmation page. Text is only ever set with
-// textContent, never parsed as HTML.
+// 2 s) and asks before each action (a change of the room's policy too), then posts it with fetch.
+// Without this script the page still works: every button posts a plain form that leads to a
+// confirmation page. Text is only ever set with textContent, never parsed as HTML. What it says
+// comes translated from the page (its data-messages); English only if that is missing.
 "use strict";
 
 (function () {
@@ -23,11 +24,38 @@
   let stopped = false;
   let inFlight = false;
   let troubled = false;
+  const messages = readMessages();
 
-  function say(text, kind) {
-    notice.textContent = text || "";
+  // What the script says, translated by the page (a JSON object in data-messages).
+  function readMessages() {
+    try {
+      return JSON.parse(root.dataset.messages || "{}") || {};
+    } catch (error) {
+      return {};
+    }
+  }
+
+  // The page's message `key` (else `english`) with its {named} values filled in, in one pass so
+  // that a value (a person's name) is never read as a placeholder.
+  function text(key, english, values) {
+    const message = typeof messages[key] === "string" ? messages[key] : english;
+    return message.replace(/\{(\w+)\}/g, function (placeholder, name) {
+      return values && Object.prototype.hasOwnProperty.call(values, name)
+        ? String(values[name])
+        : placeholder;
+    });
+  }
+
+  // A label of a value (a role, a way in, a host action) as the page names it.
+  function label(group, value) {
+    const labels = messages[group];
+    return labels && typeof labels[value] === "string" ? labels[value] : value;
+  }
+
+  function say(message, kind) {
+    notice.textContent = message || "";
     notice.dataset.kind = kind || "info";
-    notice.hidden = !text;
+    notice.hidden = !message;
   }
 
   function clock(seconds) {
@@ -47,10 +75,10 @@
     item.dataset.id = p.id;
     slot(item, "name").textContent = p.name;
     const role = slot(item, "role");
-    role.textContent = p.role;
+    role.textContent = label("roles", p.role);
     role.dataset.role = p.role;
     slot(item, "you").hidden = p.id !== you;
-    slot(item, "via").textContent = String(p.via).split(":")[0];
+    slot(item, "via").textContent = label("via", String(p.via).split(":")[0]);
     setTime(slot(item, "since"), p.since);
     slot(item, "connections").textContent = String(p.connections);
     slot(item, "address").textContent = p.address;
@@ -68,7 +96,7 @@
     const message = slot(item, "message");
     message.textContent = w.message || "";
     message.hidden = !w.message;
-    slot(item, "via").textContent = w.via;
+    slot(item, "via").textContent = label("via", w.via);
     setTime(slot(item, "since"), w.since);
     for (const form of item.querySelectorAll("form")) {
       form.querySelector('input[name="request"]').value = w.id;
@@ -170,7 +198,11 @@
     document.getElementById("attack-refused").textContent = String(attack.refused_10s);
     document.getElementById("attack-gate-refused").textContent = String(attack.gate_refused_10s);
     document.getElementById("attack-pow").textContent = attack.proof_of_work
-      ? "Browsers must solve a proof-of-work (difficulty " + attack.proof_of_work + ") before they are counted."
+      ? text(
+          "proof_of_work",
+          "Browsers must solve a proof-of-work (difficulty {difficulty}) before they are counted.",
+          { difficulty: attack.proof_of_work }
+        )
       : "";
   }
 
@@ -182,7 +214,8 @@
       setTime(time, entry.at);
       const actor = document.createElement("strong");
       actor.textContent = entry.actor_name;
-      item.append(time, " ", actor, " " + entry.action + (entry.detail ? ": " + entry.detail : ""));
+      const action = label("actions", entry.action);
+      item.append(time, " ", actor, " " + action + (entry.detail ? ": " + entry.detail : ""));
       return item;
     });
     audit.replaceChildren(...items);
@@ -243,9 +276,14 @@
       }
       if (!response.ok || !data) {
         if (response.status === 403 || response.status === 404) {
-          stop((data && data.message) || "You are no longer a host of this room.");
+          stop((data && data.message) || text("not_host", "You are no longer a host of this room."));
         } else {
-          say("Could not update the roster (" + response.status + "); retrying.", "error");
+          say(
+            text("roster_failed", "Could not update the roster ({status}); retrying.", {
+              status: response.status,
+            }),
+            "error"
+          );
           troubled = true;
         }
         return;
@@ -259,9 +297,11 @@
       showLobby(data.lobby);
       showAudit(data.audit);
       showAttack(data.attack);
-      document.getElementById("roster-updated").textContent = "Updated " + clock(Date.now() / 1000);
+      document.getElementById("roster-updated").textContent = text("updated", "Updated {time}", {
+        time: clock(Date.now() / 1000),
+      });
     } catch (error) {
-      say("Lost contact with Meetgate; retrying.", "error");
+      say(text("lost_contact", "Lost contact with Meetgate; retrying."), "error");
       troubled = true;
     } finally {
       inFlight = false;
@@ -284,21 +324,21 @@
     const action = form.dataset.action;
     const name = form.dataset.name;
     if (action === "revoke") {
-      return "Remove " + name + " from the meeting?";
+      return text("revoke", "Remove {name} from the meeting?", { name: name });
     }
     if (action === "ban") {
       const select = form.querySelector("select");
-      const label = select ? select.selectedOptions[0].dataset.phrase : "";
-      return "Remove and ban " + name + " " + label + "?";
+      const duration = select ? select.selectedOptions[0].dataset.phrase : "";
+      return text("ban", "Remove and ban {name} {duration}?", { name: name, duration: duration });
     }
     if (action === "approve") {
-      return "Let " + name + " in?";
+      return text("approve", "Let {name} in?", { name: name });
     }
     if (action === "deny") {
-      return "Turn " + name + " away?";
+      return text("deny", "Turn {name} away?", { name: name });
     }
     if (action === "deny-ban") {
-      return "Turn " + name + " away and ban them from this meeting?";
+      return text("deny-ban", "Turn {name} away and ban them from this meeting?", { name: name });
     }
     return form.dataset.confirm;
   }
@@ -321,7 +361,10 @@
         return null;
       });
       if (!response.ok || !data) {
-        say((data && data.message) || "The action failed (" + response.status + ").", "error");
+        const failed = text("action_failed", "The action failed ({status}).", {
+          status: response.status,
+        });
+        say((data && data.message) || failed, "error");
         return;
       }
       if (form.dataset.action === "move" && data.room) {
@@ -335,7 +378,13 @@
       say(data.message, data.done ? "ok" : "info");
       await refresh();
     } catch (error) {
-      say("Lost contact with Meetgate: the action may not have happened. Check the roster.", "error");
+      say(
+        text(
+          "action_lost",
+          "Lost contact with Meetgate: the action may not have happened. Check the roster."
+        ),
+        "error"
+      );
     } finally {
       buttons.forEach(function (button) {
         button.disabled = false;

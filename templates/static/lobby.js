@@ -1,6 +1,7 @@
 // Meetgate's lobby script: waits for a host's answer (Server-Sent Events, else polling the JSON
 // status every 2 s), then loads the waiting page again, which leads into the meeting or shows the
-// answer. Without this script the page's "Check again" button does the same by hand.
+// answer. Without this script the page's "Check again" button does the same by hand. What it says
+// comes translated from the page (its data-messages); English only if that is missing.
 "use strict";
 
 (function () {
@@ -13,10 +14,30 @@
   let done = false;
   let timer = null;
   let source = null;
+  const messages = readMessages();
 
-  function say(text) {
+  // What the script says, translated by the page (a JSON object in data-messages).
+  function readMessages() {
+    try {
+      return JSON.parse(root.dataset.messages || "{}") || {};
+    } catch (error) {
+      return {};
+    }
+  }
+
+  // The page's message `key` (else `english`) with its {named} values filled in.
+  function text(key, english, values) {
+    const message = typeof messages[key] === "string" ? messages[key] : english;
+    return message.replace(/\{(\w+)\}/g, function (placeholder, name) {
+      return values && Object.prototype.hasOwnProperty.call(values, name)
+        ? String(values[name])
+        : placeholder;
+    });
+  }
+
+  function say(message) {
     if (live) {
-      live.textContent = text;
+      live.textContent = message;
     }
   }
 
@@ -59,10 +80,14 @@
       if (response.ok && data) {
         seen(data.state);
       } else {
-        say("Could not check (" + response.status + "); trying again.");
+        say(
+          text("check_failed", "Could not check ({status}); trying again.", {
+            status: response.status,
+          })
+        );
       }
     } catch (error) {
-      say("Lost contact with Meetgate; trying again.");
+      say(text("lost_contact", "Lost contact with Meetgate; trying again."));
     }
     if (!done) {
       timer = setTimeout(poll, POLL_MS);
@@ -89,7 +114,12 @@
     });
   }
 
-  say("This page updates by itself: you go straight into the meeting once a host lets you in.");
+  say(
+    text(
+      "updates_itself",
+      "This page updates by itself: you go straight into the meeting once a host lets you in."
+    )
+  );
   if (window.EventSource) {
     stream();
   } else {

@@ -5,7 +5,8 @@
  * crypto.subtle is asynchronous (far too slow per hash) and missing on plain-http origins.
  * The search runs in a Web Worker started from this same file, so it is neither throttled in a
  * background tab nor freezing the page; if the page may not start workers it runs on the page in
- * small slices. No eval, no inline script: it works under `script-src 'self'`.
+ * small slices. No eval, no inline script: it works under `script-src 'self'`. What it says comes
+ * translated from the page (the form's data-messages); English only if that is missing.
  */
 (function (scope) {
   "use strict";
@@ -134,6 +135,26 @@
     var status = scope.document.querySelector("[data-pow-status]");
     var expected = Math.pow(2, difficulty);
     var done = false;
+    var messages = readMessages();
+
+    // What the script says, translated by the page (a JSON object in data-messages).
+    function readMessages() {
+      try {
+        return JSON.parse(form.getAttribute("data-messages") || "{}") || {};
+      } catch (error) {
+        return {};
+      }
+    }
+
+    // The page's message `key` (else `english`) with its {named} values filled in.
+    function text(key, english, values) {
+      var message = typeof messages[key] === "string" ? messages[key] : english;
+      return message.replace(/\{(\w+)\}/g, function (placeholder, name) {
+        return values && Object.prototype.hasOwnProperty.call(values, name)
+          ? String(values[name])
+          : placeholder;
+      });
+    }
 
     function show(tried) {
       var percent = done ? 100 : Math.min(99, Math.floor((100 * tried) / expected));
@@ -143,7 +164,9 @@
         progress.hidden = false;
       }
       if (status) {
-        status.textContent = "Checking your browser\u2026 " + percent + "%";
+        status.textContent = text("checking", "Checking your browser\u2026 {percent}", {
+          percent: percent + "%"
+        });
         status.hidden = false;
       }
     }
@@ -165,7 +188,7 @@
     }
 
     if (!/^[A-Za-z0-9_-]+$/.test(token) || !(difficulty >= 0 && difficulty <= 64)) {
-      fail("This check could not start. Please reload the page.");
+      fail(text("cannot_start", "This check could not start. Please reload the page."));
       return;
     }
 
