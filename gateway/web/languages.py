@@ -65,12 +65,13 @@ def language_of(scope: Scope, room_default: str | None = None) -> Language:
 
 
 def asked_for(scope: Scope) -> bool:
-    """Whether the visitor named a language of ours (a link, the cookie or their browser)."""
-    return (
-        linked_choice(scope) is not None
-        or chosen(cookie_choice(scope)) is not None
-        or from_accept_language(_header(scope, b"accept-language") or "") is not None
-    )
+    """Whether the visitor chose a language here (a link, the cookie), or their browser asked
+    for one of ours other than English (a browser asking for English gets it from Jitsi Meet
+    by itself)."""
+    if linked_choice(scope) is not None or chosen(cookie_choice(scope)) is not None:
+        return True
+    browser = from_accept_language(_header(scope, b"accept-language") or "")
+    return browser is not None and browser is not DEFAULT
 
 
 def jitsi_query() -> str:

@@ -72,3 +72,19 @@ def test_jitsi_opens_in_the_language_chosen_at_the_gate(gateway: GatewayServer) 
     with httpx.Client(base_url=gateway.url, trust_env=False) as browser:
         joined = browser.post(f"/j/{gateway.invite_token(made)}", headers={"origin": gateway.url})
         assert joined.headers["location"].startswith(f"/{room}#jwt=")
+
+
+def test_an_english_browser_leaves_jitsi_to_itself_unless_english_was_chosen(
+    gateway: GatewayServer,
+) -> None:
+    room = new_room(gateway)
+    for headers, expected in (
+        ({"accept-language": "en-US,en;q=0.9"}, f"/{room}#jwt="),
+        ({"accept-language": "zh-TW", "cookie": "meetgate_lang=en"}, f"/{room}?lang=en#jwt="),
+    ):
+        made = gateway.create_invite(room, "Ada")
+        with httpx.Client(base_url=gateway.url, trust_env=False, headers=headers) as browser:
+            joined = browser.post(
+                f"/j/{gateway.invite_token(made)}", headers={"origin": gateway.url}
+            )
+            assert joined.headers["location"].startswith(expected)
