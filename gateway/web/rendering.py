@@ -145,8 +145,6 @@ async def send_rate_limited(
 ) -> None:
     """Answer an attempt a replica refused before any other work with the kept 429, naming
     `limit` (the one that refused, as [rates] names it)."""
-    headers, body = rate_limited_answer(
-        wait, wants_json(scope), secure, language_of(scope), limit
-    )
+    headers, body = rate_limited_answer(wait, wants_json(scope), secure, language_of(scope), limit)
     await send({"type": "http.response.start", "status": 429, "headers": headers})
     await send({"type": "http.response.body", "body": body if scope["method"] != "HEAD" else b""})
