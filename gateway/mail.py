@@ -15,6 +15,7 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
 from gateway.errors import MeetgateError
+from gateway.i18n import N_
 from gateway.settings import SmtpSettings
 
 
@@ -23,8 +24,8 @@ class MailFailed(MeetgateError):
 
     status = 502
     code = "mail_failed"
-    title = "The e-mail could not be sent"
-    message = "Meetgate could not send the e-mail. Please try again in a few minutes."
+    title = N_("The e-mail could not be sent")
+    message = N_("Meetgate could not send the e-mail. Please try again in a few minutes.")
 
     def __init__(self, reason: str) -> None:
         super().__init__()

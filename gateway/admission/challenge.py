@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from gateway.errors import MeetgateError
+from gateway.i18n import N_
 
 DEFAULT_MAX_AGE_SECONDS: Final = 120.0
 # A browser clock is not involved, but replicas' clocks may disagree by a little.
@@ -63,8 +64,8 @@ class ChallengeFailed(MeetgateError):
 
     status = 403
     code = "challenge_failed"
-    title = "Browser check failed"
-    message = (
+    title = N_("Browser check failed")
+    message = N_(
         "Your browser's check did not succeed or took too long."
         " Reload the page to try again; the check needs JavaScript."
     )

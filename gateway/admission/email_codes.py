@@ -24,6 +24,7 @@ from gateway.admission.limits import Attempt, RateLimiter
 from gateway.admission.names import normalise
 from gateway.admission.policy import email_allowed
 from gateway.errors import InvalidInput, MeetgateError, NotAdmitted, RateLimited
+from gateway.i18n import N_
 from gateway.settings import EmailCodeSettings
 from gateway.store import Store
 from gateway.store.records import Room, RoomPolicy
@@ -48,35 +49,37 @@ class EmailCodeError(MeetgateError):
 
     status = 400
     code = "email_code_invalid"
-    title = "That code did not work"
+    title = N_("That code did not work")
 
 
 class InvalidAddress(InvalidInput):
     code = "email_address_invalid"
-    title = "Not an e-mail address"
-    message = "That is not an e-mail address Meetgate can send a code to. Check it and try again."
+    title = N_("Not an e-mail address")
+    message = N_(
+        "That is not an e-mail address Meetgate can send a code to. Check it and try again."
+    )
 
 
 class CodeWrong(EmailCodeError):
     code = "email_code_wrong"
-    message = "That code is not right."
+    message = N_("That code is not right.")
 
 
 class CodeExpired(EmailCodeError):
     status = 410
     code = "email_code_expired"
-    message = "This code has expired or has already been used: ask for a new one."
+    message = N_("This code has expired or has already been used: ask for a new one.")
 
 
 class TooManyWrongCodes(EmailCodeError):
     status = 403
     code = "email_code_attempts"
-    message = "Too many wrong codes: ask for a new one."
+    message = N_("Too many wrong codes: ask for a new one.")
 
 
 class TooManyCodes(RateLimited):
     code = "email_code_sends"
-    message = "Too many codes were asked for this address. Please wait before asking again."
+    message = N_("Too many codes were asked for this address. Please wait before asking again.")
 
 
 class CodeMailer(Protocol):

@@ -25,6 +25,7 @@ from gateway.admission.challenge import (
 )
 from gateway.admission.limits import Attempt, RateLimiter
 from gateway.errors import MeetgateError
+from gateway.i18n import N_
 from gateway.metrics import Metrics
 from gateway.settings import ChallengeSettings
 from gateway.store import Store
@@ -46,8 +47,8 @@ class ChallengeRequired(MeetgateError):
 
     status = 200
     code = "challenge_required"
-    title = "One moment"
-    message = "This meeting asks your browser for a short calculation before you join."
+    title = N_("One moment")
+    message = N_("This meeting asks your browser for a short calculation before you join.")
 
     def __init__(self, challenge: Challenge) -> None:
         super().__init__()

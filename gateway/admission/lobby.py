@@ -26,6 +26,7 @@ from gateway.admission.identity import Path, VerifiedIdentity
 from gateway.admission.names import normalise
 from gateway.admission.rooms import clean_text
 from gateway.errors import AdmissionBanned, NotFound, RateLimited
+from gateway.i18n import N_
 from gateway.settings import LobbySettings
 from gateway.store import Store
 from gateway.store.records import CorruptRecord, RecordKind, Role, Room
@@ -62,8 +63,8 @@ ANSWERS = (LobbyState.APPROVED, LobbyState.DENIED, LobbyState.BANNED)
 
 class LobbyRequestUnknown(NotFound):
     code = "lobby_request_unknown"
-    title = "No request waiting"
-    message = (
+    title = N_("No request waiting")
+    message = N_(
         "This browser has no request waiting for this meeting; it may have expired."
         " Open the meeting's link to ask again."
     )
@@ -71,15 +72,15 @@ class LobbyRequestUnknown(NotFound):
 
 class LobbyFull(RateLimited):
     code = "lobby_full"
-    title = "Too many waiting requests"
-    message = (
+    title = N_("Too many waiting requests")
+    message = N_(
         "Too many requests to join are waiting from your address already."
         " Wait for a host to answer them, or try again later."
     )
 
 
 class LobbyRoomFull(LobbyFull):
-    message = (
+    message = N_(
         "Too many people are waiting for this meeting's hosts right now."
         " Please try again in a few minutes."
     )

@@ -19,6 +19,7 @@ import jwt
 
 from gateway.admission.identity import Path, VerifiedIdentity
 from gateway.errors import MeetgateError, NotAdmitted
+from gateway.i18n import N_
 from gateway.settings import OidcProvider
 from gateway.store import Store
 from gateway.store.records import RoomPolicy
@@ -44,16 +45,18 @@ MAX_GROUP_CHARS = 256
 class SignInFailed(MeetgateError):
     status = 400
     code = "signin_failed"
-    title = "Sign-in did not work"
-    message = "The sign-in could not be completed. Go back to the meeting's page and sign in again."
+    title = N_("Sign-in did not work")
+    message = N_(
+        "The sign-in could not be completed. Go back to the meeting's page and sign in again."
+    )
 
 
 class SignInExpired(SignInFailed):
     """Login CSRF, a replayed or a stale callback: no sign-in of this browser is waiting."""
 
     code = "signin_expired"
-    title = "This sign-in is not valid here"
-    message = (
+    title = N_("This sign-in is not valid here")
+    message = N_(
         "This sign-in was not started in this browser, has already been used, or took too long."
         " Go back to the meeting's page and sign in again."
     )
@@ -62,8 +65,8 @@ class SignInExpired(SignInFailed):
 class SignInDenied(SignInFailed):
     status = 403
     code = "signin_denied"
-    title = "Sign-in cancelled"
-    message = (
+    title = N_("Sign-in cancelled")
+    message = N_(
         "The identity provider did not confirm who you are: the sign-in was cancelled or"
         " refused there. Go back to the meeting's page to try again."
     )
@@ -74,8 +77,8 @@ class SignInRejected(SignInFailed):
 
     status = 403
     code = "signin_rejected"
-    title = "Sign-in could not be verified"
-    message = (
+    title = N_("Sign-in could not be verified")
+    message = N_(
         "Meetgate could not verify the identity provider's answer, so it cannot let you in"
         " with it. Go back to the meeting's page and sign in again."
     )
@@ -88,8 +91,8 @@ class UnknownSigningKey(SignInRejected):
 class IdentityIncomplete(SignInFailed):
     status = 403
     code = "identity_incomplete"
-    title = "Your account has no name"
-    message = (
+    title = N_("Your account has no name")
+    message = N_(
         "Your account at the identity provider has no name Meetgate could show to the other"
         " participants. Set a name there and sign in again."
     )
@@ -97,15 +100,15 @@ class IdentityIncomplete(SignInFailed):
 
 class SignInNotOffered(NotAdmitted):
     code = "signin_not_offered"
-    title = "Sign-in is not a way into this meeting"
-    message = "This meeting does not offer sign-in with this provider."
+    title = N_("Sign-in is not a way into this meeting")
+    message = N_("This meeting does not offer sign-in with this provider.")
 
 
 class ProviderUnavailable(MeetgateError):
     status = 502
     code = "provider_unavailable"
-    title = "The identity provider does not answer"
-    message = (
+    title = N_("The identity provider does not answer")
+    message = N_(
         "Meetgate cannot reach the identity provider right now. Please try again in a minute;"
         " if it persists, tell the organisers."
     )
@@ -115,8 +118,8 @@ class ProviderUntrusted(ProviderUnavailable):
     """The discovery document does not describe the issuer Meetgate is configured for."""
 
     code = "provider_untrusted"
-    title = "The identity provider is not configured correctly"
-    message = (
+    title = N_("The identity provider is not configured correctly")
+    message = N_(
         "The identity provider's configuration does not match Meetgate's, so Meetgate does not"
         " use it. Please tell the organisers."
     )

@@ -36,6 +36,7 @@ from gateway.errors import (
     RoomLocked,
     StoreMemoryLost,
 )
+from gateway.i18n import N_
 from gateway.metrics import Metrics
 from gateway.store import Store
 from gateway.store.records import Admission, Invite, Role, Room
@@ -77,8 +78,8 @@ class LobbyRequired(MeetgateError):
 
     status = 202
     code = "lobby_required"
-    title = "Waiting for a host"
-    message = "A host of this meeting lets people in. Your request is waiting."
+    title = N_("Waiting for a host")
+    message = N_("A host of this meeting lets people in. Your request is waiting.")
 
     def __init__(self, verified: VerifiedIdentity, room: str) -> None:
         super().__init__()
