@@ -6,6 +6,12 @@ reconcile interval and a second; an outage of the store itself cuts nobody.
 Replica B reaches Redis through a forwarder that can hold a re-established pub/sub connection's
 SUBSCRIBE (tests/fixtures/tcp_proxy.py), so "revoked while B's pub/sub connection is
 reconnecting" happens on every run, not on a lucky one.
+
+The store faults here (`CLIENT KILL TYPE pubsub`, kill -9 and restart, SIGSTOP/SIGCONT) are part
+of the chaos suite (test_chaos.py has the rest): each checks that the revoked attendee's socket
+is closed within the bound, that an admitted attendee keeps theirs, that a ban made before the
+fault still refuses after it, and that every join and host action tried during the fault is
+answered within the store's request budget and an allowance.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
+import httpx
 import pytest
 import redis.asyncio
 
@@ -32,12 +39,15 @@ from tests.fixtures.tcp_proxy import SubscribeHoldingProxy
 from tests.fixtures.xmpp_client import XmppClient
 from tests.integration.journeys import (
     Admitted,
+    admission_id,
     admit,
+    csrf_token,
     host_action,
     new_room,
     signalling_query,
     ws_url,
 )
+from tests.integration.test_store_deadlines import ALLOWANCE, REQUEST_SECONDS
 
 pytestmark = pytest.mark.slow
 
@@ -48,6 +58,9 @@ REVOCATION = f"""
 [revocation]
 reconcile_seconds = {RECONCILE_SECONDS}
 """
+# The longest any request made during a fault may take: the store's request budget ([store]
+# request_seconds, default) plus an allowance for a loaded machine.
+ANSWER_WITHIN = REQUEST_SECONDS + ALLOWANCE
 # Replica C reconciles too seldom to matter in a test: what it cuts, it cuts on resubscribing.
 SELDOM = """
 [revocation]
@@ -122,6 +135,89 @@ async def still_talking(client: XmppClient, room_jid: str) -> None:
     await client.wait_for_message(lambda m: m.body == body, timeout=5)
 
 
+def join_tokens(gateway: GatewayServer, room: str, count: int) -> list[str]:
+    """Invite links made before a fault, to try joins with while it lasts."""
+    return [gateway.invite_token(gateway.create_invite(room, f"Guest {n}")) for n in range(count)]
+
+
+def timed_join(gateway: GatewayServer, token: str) -> tuple[int, float]:
+    with httpx.Client(base_url=gateway.url, trust_env=False, timeout=30) as client:
+        started = time.monotonic()
+        response = client.post(f"/j/{token}", headers={"origin": gateway.url})
+        seconds = time.monotonic() - started
+        return response.status_code, seconds
+
+
+def answered_promptly(answers: list[tuple[int, float]]) -> None:
+    """Every join tried during the fault got a clear answer within the budget."""
+    assert answers
+    for status, seconds in answers:
+        assert status in (303, 503), answers
+        assert seconds < ANSWER_WITHIN, answers
+
+
+def timed_revoke(
+    gateway: GatewayServer, host: Admitted, admission: str, csrf: str
+) -> tuple[httpx.Response, float]:
+    """One click on the dashboard's remove button (`csrf` from a dashboard loaded before)."""
+    with httpx.Client(
+        base_url=gateway.url, trust_env=False, cookies=host.cookies, timeout=30
+    ) as client:
+        started = time.monotonic()
+        response = client.post(
+            f"/_meetgate/host/{host.room}/revoke",
+            data={"csrf": csrf, "confirmed": "1", "admission": admission},
+            headers={"origin": gateway.url, "accept": "application/json"},
+        )
+        return response, time.monotonic() - started
+
+
+def revoke_until_answered(
+    gateway: GatewayServer, host: Admitted, admission: str, csrf: str, within: float
+) -> tuple[list[int], bool]:
+    """Revoke, again after each 503 (a host clicks again) for `within` seconds at most; each
+    answer within the budget. The statuses (the last one 200) and whether that last click
+    revoked (False: the admission was revoked already)."""
+    statuses: list[int] = []
+    deadline = time.monotonic() + within
+    while True:
+        response, seconds = timed_revoke(gateway, host, admission, csrf)
+        assert seconds < ANSWER_WITHIN, (statuses, seconds)
+        statuses.append(response.status_code)
+        if response.status_code == 200:
+            return statuses, bool(response.json()["done"])
+        assert response.status_code == 503, response.text
+        assert time.monotonic() < deadline, statuses
+        time.sleep(0.1)  # a host clicking again, not a wait for a condition
+
+
+def ban_before_the_fault(gateway: GatewayServer, host: Admitted) -> str:
+    """Mallory joins by a link of several uses and the host bans her for good; returns the link,
+    with which `still_banned` shows the ban kept after the fault."""
+    link = gateway.invite_token(gateway.create_invite(host.room, "Mallory", max_uses=50))
+    status, _ = timed_join(gateway, link)
+    assert status == 303
+    mallory = admission_id(gateway, host, "Mallory")
+    assert host_action(gateway, host, "ban", admission=mallory, duration="forever")["done"]
+    still_banned(gateway, link)
+    return link
+
+
+def ban_answer(gateway: GatewayServer, link: str) -> tuple[httpx.Response, float]:
+    """A join by the banned identity's own link (a ban keys on the identity the link names)."""
+    with httpx.Client(base_url=gateway.url, trust_env=False, timeout=30) as client:
+        started = time.monotonic()
+        response = client.post(f"/j/{link}", headers={"origin": gateway.url})
+        return response, time.monotonic() - started
+
+
+def still_banned(gateway: GatewayServer, link: str) -> None:
+    """The banned identity's own link is refused as barred, within the budget."""
+    response, seconds = ban_answer(gateway, link)
+    assert response.status_code == 403 and "barred" in response.text, response.status_code
+    assert seconds < ANSWER_WITHIN, seconds
+
+
 def store_up(gateway: GatewayServer) -> float:
     with gateway.admin() as admin:
         text = admin.get("/metrics").text
@@ -135,12 +231,23 @@ async def test_revoked_while_the_other_replicas_pubsub_reconnects(
     """B and C reach Redis through the forwarder, which holds their pub/sub connections'
     SUBSCRIBE once `CLIENT KILL TYPE pubsub` has dropped them: A's cut is published while
     neither is subscribed. B cuts within its interval; C (whose interval is a minute) as soon
-    as its subscription is back, by the sweep it runs before reading messages again."""
+    as its subscription is back, by the sweep it runs before reading messages again. Ada, on B
+    too, keeps talking; joins on every replica meanwhile are answered promptly; Mallory, banned
+    before, is still refused after."""
     a, b, c = deployment.a, deployment.b, deployment.c
     room = new_room(a)
+    room_jid = prosody.room_jid(room)
     host = admit(a, room, "Host", role="host")
+    ada = admit(a, room, "Ada")
     trolls = admit(a, room, "Troll"), admit(a, room, "Troll 2")
-    async with connected(b, trolls[0]) as on_b, connected(c, trolls[1]) as on_c:
+    banned = await asyncio.to_thread(ban_before_the_fault, a, host)
+    tokens = join_tokens(a, room, 3)
+    async with (
+        connected(b, ada) as ada_client,
+        connected(b, trolls[0]) as on_b,
+        connected(c, trolls[1]) as on_c,
+    ):
+        await ada_client.join(room_jid, "ada")
         deployment.proxy.hold_subscriptions()
         try:
             async with deployment.redis_client() as client:
@@ -151,11 +258,22 @@ async def test_revoked_while_the_other_replicas_pubsub_reconnects(
                     host_action, a, host, "revoke", admission=admission_id_for(troll.cookie)
                 )
                 assert answer["done"] is True
+            # The store itself answers: joins on the replicas without a subscription get in.
+            answers = [
+                await asyncio.to_thread(timed_join, gateway, token)
+                for gateway, token in zip((a, b, c), tokens, strict=True)
+            ]
+            answered_promptly(answers)
+            assert [status for status, _ in answers] == [303, 303, 303]
             await closed_by_the_gate(on_b)
             assert on_c.end is None  # its message was lost: nothing yet
         finally:
             deployment.proxy.release()
         await closed_by_the_gate(on_c, timeout=1.0)
+        # B has swept (it cut the troll) and resubscribed: Ada's socket is untouched.
+        await still_talking(ada_client, room_jid)
+    for gateway in (b, c):
+        await asyncio.to_thread(still_banned, gateway, banned)
 
 
 async def test_a_cut_whose_message_is_lost_entirely(deployment: Deployment, prosody: Any) -> None:
@@ -230,26 +348,57 @@ async def test_one_signalling_session_per_admission_across_replicas(
             await still_talking(newer, prosody.room_jid(room))
 
 
+def warnings_of_unanswered_sweeps(gateway: GatewayServer) -> int:
+    """How often the replica's sweep has found the store silent (logged once per outage)."""
+    return gateway.log_text().count("reconciliation: the store did not answer")
+
+
 async def test_a_redis_restart_cuts_nobody_and_later_revocations_apply(
     deployment: Deployment, prosody: Any
 ) -> None:
+    """Redis (AOF, fsync always) killed with kill -9 and restarted, Ada on A and the troll on B
+    in the meeting, Mallory banned before. While it is down nobody is cut, joins on both
+    replicas and the host's revoke get 503 within the budget; once it is back, the revoke
+    clicked again cuts the troll within the bound, Ada keeps talking, Mallory is still
+    refused."""
     a, b = deployment.a, deployment.b
     room = new_room(a)
     host = admit(a, room, "Host", role="host")
     ada, troll = admit(a, room, "Ada"), admit(a, room, "Troll")
+    banned = await asyncio.to_thread(ban_before_the_fault, a, host)
+    tokens = join_tokens(a, room, 4)
+    dashboard = await asyncio.to_thread(csrf_token, a, host)
+    troll_id = admission_id_for(troll.cookie)
     room_jid = prosody.room_jid(room)
     async with connected(a, ada) as ada_client, connected(b, troll) as troll_client:
         await ada_client.join(room_jid, "ada")
         await troll_client.join(room_jid, "troll")
         recovered = {g: g.log_text().count("every admission checked again") for g in (a, b)}
+        silent = {g: warnings_of_unanswered_sweeps(g) for g in (a, b)}
 
         os.kill(deployment.redis.proc.pid, signal.SIGKILL)
         deployment.redis.proc.wait(timeout=10)
-        # Both replicas have found the store gone (their sweeps could not answer)...
+        # Both replicas' sweeps have found the store gone...
         await asyncio.to_thread(
-            wait_until, lambda: store_up(a) == 0 and store_up(b) == 0, 10, "the outage seen"
+            wait_until,
+            lambda: (
+                all(store_up(g) == 0 for g in (a, b))
+                and all(warnings_of_unanswered_sweeps(g) > silent[g] for g in (a, b))
+            ),
+            10,
+            "the outage seen by both replicas' sweeps",
         )
         # ... and cut nobody for it.
+        assert ada_client.end is None and troll_client.end is None
+        # Joins on both replicas and the host's revoke are answered 503 within the budget.
+        answers = [
+            await asyncio.to_thread(timed_join, (a, b)[n % 2], token)
+            for n, token in enumerate(tokens)
+        ]
+        answered_promptly(answers)
+        assert {status for status, _ in answers} == {503}, answers
+        refused, seconds = await asyncio.to_thread(timed_revoke, a, host, troll_id, dashboard)
+        assert refused.status_code == 503 and seconds < ANSWER_WITHIN, (refused, seconds)
         assert ada_client.end is None and troll_client.end is None
 
         await asyncio.to_thread(deployment.redis.restart)
@@ -264,9 +413,80 @@ async def test_a_redis_restart_cuts_nobody_and_later_revocations_apply(
         await still_talking(ada_client, room_jid)
         await still_talking(troll_client, room_jid)
 
-        answer = await asyncio.to_thread(
-            host_action, a, host, "revoke", admission=admission_id_for(troll.cookie)
+        # The host clicks again: the store wrote nothing while it was down, so this revokes.
+        statuses, done = await asyncio.to_thread(
+            revoke_until_answered, a, host, troll_id, dashboard, BOUND
         )
-        assert answer["done"] is True
+        assert done, statuses
         await closed_by_the_gate(troll_client)
         await still_talking(ada_client, room_jid)
+    # The ban was on disk (AOF): kept.
+    for gateway in (a, b):
+        await asyncio.to_thread(still_banned, gateway, banned)
+
+
+async def test_a_paused_redis_cuts_nobody_and_answers_within_the_budget(
+    deployment: Deployment, prosody: Any
+) -> None:
+    """Redis paused (SIGSTOP) long enough for both replicas to sweep against the silent store,
+    then resumed (SIGCONT). Ada on A and the troll on B are in the meeting, Mallory banned
+    before. While the store is silent signalling keeps flowing, nobody is cut, joins on both
+    replicas and the host's revoke get 503 within the budget; once it answers, the revoke
+    (clicked again until answered) has cut the troll within the bound, Ada keeps talking,
+    Mallory is still refused."""
+    a, b = deployment.a, deployment.b
+    room = new_room(a)
+    host = admit(a, room, "Host", role="host")
+    ada, troll = admit(a, room, "Ada"), admit(a, room, "Troll")
+    banned = await asyncio.to_thread(ban_before_the_fault, a, host)
+    tokens = join_tokens(a, room, 4)
+    dashboard = await asyncio.to_thread(csrf_token, a, host)
+    troll_id = admission_id_for(troll.cookie)
+    room_jid = prosody.room_jid(room)
+    redis_pid = deployment.redis.proc.pid
+    async with connected(a, ada) as ada_client, connected(b, troll) as troll_client:
+        await ada_client.join(room_jid, "ada")
+        await troll_client.join(room_jid, "troll")
+        recovered = {g: g.log_text().count("every admission checked again") for g in (a, b)}
+        silent = {g: warnings_of_unanswered_sweeps(g) for g in (a, b)}
+
+        os.kill(redis_pid, signal.SIGSTOP)
+        try:
+            # Joins on both replicas and the host's revoke get 503 within the budget...
+            answers = [
+                await asyncio.to_thread(timed_join, (a, b)[n % 2], token)
+                for n, token in enumerate(tokens)
+            ]
+            answered_promptly(answers)
+            assert {status for status, _ in answers} == {503}, answers
+            refused, seconds = await asyncio.to_thread(timed_revoke, a, host, troll_id, dashboard)
+            assert refused.status_code == 503 and seconds < ANSWER_WITHIN, (refused, seconds)
+            # ... both replicas' sweeps have met the silent store...
+            await asyncio.to_thread(
+                wait_until,
+                lambda: all(warnings_of_unanswered_sweeps(g) > silent[g] for g in (a, b)),
+                10,
+                "both replicas' sweeps to find the store silent",
+            )
+            # ... and signalling flows, nobody cut.
+            await still_talking(ada_client, room_jid)
+            await still_talking(troll_client, room_jid)
+        finally:
+            os.kill(redis_pid, signal.SIGCONT)
+
+        # The revoke that got 503 may still have reached Redis (its command was sent before the
+        # gate gave up on the answer), without its cut message: then the click again finds
+        # nothing to do and the sweep cuts. Either way the socket goes within the bound.
+        await asyncio.to_thread(revoke_until_answered, a, host, troll_id, dashboard, BOUND)
+        await closed_by_the_gate(troll_client)
+        await asyncio.to_thread(
+            wait_until,
+            lambda: all(
+                g.log_text().count("every admission checked again") > recovered[g] for g in (a, b)
+            ),
+            10,
+            "a complete reconciliation on both replicas after the pause",
+        )
+        await still_talking(ada_client, room_jid)
+    for gateway in (a, b):
+        await asyncio.to_thread(still_banned, gateway, banned)
