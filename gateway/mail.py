@@ -7,6 +7,7 @@ translated here, once, into `MailFailed`, whose description never carries an add
 from __future__ import annotations
 
 import asyncio
+import email.policy
 import ipaddress
 import smtplib
 import ssl
@@ -17,6 +18,10 @@ from email.utils import formatdate, make_msgid
 from gateway.errors import MeetgateError
 from gateway.i18n import N_
 from gateway.settings import SmtpSettings
+
+# The standard policy, but a body that is not ASCII goes out quoted-printable or base64 (the
+# library picks the shorter), never as raw 8-bit bytes a server without 8BITMIME may mangle.
+MESSAGE_POLICY = email.policy.default.clone(cte_type="7bit")
 
 
 class MailFailed(MeetgateError):
@@ -90,22 +95,26 @@ class SmtpMailer:
         domain = settings.sender.rsplit("@", 1)[-1].strip("<> ") or "localhost"
         self._domain = domain
 
-    def compose(self, to: str, subject: str, body: str) -> EmailMessage:
-        message = EmailMessage()
+    def compose(self, to: str, subject: str, body: str, *, language: str = "en") -> EmailMessage:
+        """A plain-text message in UTF-8 (the subject encoded as RFC 2047 words where it is not
+        ASCII), its `Content-Language` the BCP 47 tag of the language it is written in."""
+        message = EmailMessage(policy=MESSAGE_POLICY)
         message["From"] = self._settings.sender
         message["To"] = to
         message["Subject"] = subject
         message["Date"] = formatdate(localtime=False, usegmt=True)
         message["Message-ID"] = make_msgid(domain=self._domain)
         message["Auto-Submitted"] = "auto-generated"
-        message.set_content(body)
+        message.set_content(body, charset="utf-8")
+        # After set_content, which replaces every Content-* header.
+        message["Content-Language"] = language
         return message
 
-    async def send(self, to: str, subject: str, body: str) -> None:
+    async def send(self, to: str, subject: str, body: str, *, language: str = "en") -> None:
         """Deliver one message; MailFailed if the server cannot be reached or refuses it."""
         plan = connection_plan(self._settings)
         try:
-            message = self.compose(to, subject, body)
+            message = self.compose(to, subject, body, language=language)
         except ValueError as exc:
             # A header that would not survive (a line break in the sender or the subject).
             raise MailFailed("message could not be composed") from exc

@@ -4,7 +4,8 @@ Only a keyed hash of each code is stored, bound to its room and address. A reque
 address the room does not allow stores a decoy that no code matches and sends nothing, so
 neither the answer, nor the attempts that follow, nor the store work tell an allowed address from
 another. Codes expire, die after `max_attempts` wrong tries, work once, and at most
-`max_sends_per_address` are sent to one address per hour. Sending happens in the background.
+`max_sends_per_address` are sent to one address per hour. Sending happens in the background, in
+the language of the page the code was asked for on.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from gateway.admission.limits import Attempt, RateLimiter
 from gateway.admission.names import normalise
 from gateway.admission.policy import email_allowed
 from gateway.errors import InvalidInput, MeetgateError, NotAdmitted, RateLimited
-from gateway.i18n import N_
+from gateway.i18n import ENGLISH, N_, Language, translations
 from gateway.settings import EmailCodeSettings
 from gateway.store import Store
 from gateway.store.records import Room, RoomPolicy
@@ -83,9 +84,39 @@ class TooManyCodes(RateLimited):
 
 
 class CodeMailer(Protocol):
-    """Delivers one plain-text message (gateway.mail.SmtpMailer); raises MeetgateError."""
+    """Delivers one plain-text message written in `language`, a BCP 47 tag
+    (gateway.mail.SmtpMailer); raises MeetgateError."""
 
-    async def send(self, to: str, subject: str, body: str) -> None: ...
+    async def send(self, to: str, subject: str, body: str, *, language: str = "en") -> None: ...
+
+
+# Translators: the subject of the e-mail with a code; {room} is a title in any language.
+CODE_SUBJECT = N_("Your code for {room}")
+# Translators: the e-mail's first line; the code follows on a line of its own.
+CODE_INTRO = N_("Your code to join {room}:")
+CODE_IGNORE = N_(
+    "If you did not ask for this code, ignore this e-mail. Nobody can join without the code."
+)
+
+
+def code_message(language: Language, room_title: str, code: str, minutes: int) -> tuple[str, str]:
+    """Pure: the subject and plain-text body of the e-mail that carries `code`, in `language`.
+    Short, for a phone: what the code is for, the code alone on an indented line (where a mail
+    app offers to copy it), how long it works, and what to do if it was not asked for. No
+    links."""
+    catalog = translations(language)
+    lasts = catalog.ngettext(
+        "It works once, for {minutes} minute.", "It works once, for {minutes} minutes.", minutes
+    )
+    lines = (
+        catalog.gettext(CODE_INTRO).format(room=room_title),
+        "",
+        f"    {code}",
+        "",
+        lasts.format(minutes=minutes),
+        catalog.gettext(CODE_IGNORE),
+    )
+    return catalog.gettext(CODE_SUBJECT).format(room=room_title), "\n".join(lines) + "\n"
 
 
 def normalise_address(raw: str) -> str:
@@ -195,9 +226,12 @@ class EmailCodes:
         client_addr: str,
         now: float,
         proof: Proof | None = None,
+        *,
+        language: Language = ENGLISH,
     ) -> str:
-        """Issue a code for `raw_address` to enter `room`, and send it if the room allows that
-        address. Returns the normalised address; the caller answers the same either way.
+        """Issue a code for `raw_address` to enter `room`, and send it, written in `language`,
+        if the room allows that address. Returns the normalised address; the caller answers the
+        same either way.
 
         Raises NotAdmitted (the room takes no codes), InvalidAddress, RateLimited, TooManyCodes,
         and ChallengeRequired/ChallengeFailed when the room demands proof-of-work.
@@ -224,7 +258,7 @@ class EmailCodes:
         # Replaces any earlier code: only the newest one sent works.
         await self._store.put_value(self._code_key(room.name, address_key), stored.dump(), ttl)
         if code is not None:
-            self._dispatch(address, code, room)
+            self._dispatch(address, code, room, language)
         return address
 
     async def verify(
@@ -302,24 +336,19 @@ class EmailCodes:
         if await self._store.get_value(key) == raw:
             await self._store.delete_value(key)
 
-    def _dispatch(self, address: str, code: str, room: Room) -> None:
+    def _dispatch(self, address: str, code: str, room: Room, language: Language) -> None:
         if len(self._sending) >= MAX_PENDING_SENDS:
             log.warning("e-mail code for room %s not sent: too many sends pending", room.name)
             return
-        task = asyncio.create_task(self._deliver(address, code, room))
+        task = asyncio.create_task(self._deliver(address, code, room, language))
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
 
-    async def _deliver(self, address: str, code: str, room: Room) -> None:
+    async def _deliver(self, address: str, code: str, room: Room, language: Language) -> None:
         minutes = max(1, self._settings.ttl_seconds // 60)
-        title = room.title or room.name
-        body = (
-            f"Your code to join {title}:\n\n    {code}\n\n"
-            f"It works once, for {minutes} minutes.\n"
-            "If you did not ask for it, ignore this e-mail: nobody can join without the code.\n"
-        )
+        subject, body = code_message(language, room.title or room.name, code, minutes)
         try:
-            await self._mailer.send(address, f"Your code for {title}", body)
+            await self._mailer.send(address, subject, body, language=language.tag)
         except MeetgateError as exc:
             # The mailer keeps addresses out of its reasons; scrubbed here all the same.
             reason = str(getattr(exc, "reason", exc.code))

@@ -1,7 +1,7 @@
 """The e-mail code pages: ask for a code (`…/send`), then enter it (`…/verify`) and go in.
 
 Thin over `EmailCodes`: parse the form, call, render. Asking for a code answers with the same
-page whether or not the address may join.
+page whether or not the address may join; the e-mail is written in the language of that page.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from gateway.settings import Settings
 from gateway.store.records import Room
 from gateway.web.entry import Entrance, client_addr
 from gateway.web.forms import read_form
+from gateway.web.languages import current as current_language
 from gateway.web.pages import same_origin
 from gateway.web.templating import render
 
@@ -84,7 +85,12 @@ def create_email_router(settings: Settings, entrance: Entrance, codes: EmailCode
         raw_address = form.get("email", "")
         try:
             address = await codes.request(
-                current, raw_address, client_addr(request), time.time(), _proof(form)
+                current,
+                raw_address,
+                client_addr(request),
+                time.time(),
+                _proof(form),
+                language=current_language.get(),
             )
         except ChallengeRequired as demand:
             fields = {"email": raw_address[:MAX_ADDRESS_CHARS]}

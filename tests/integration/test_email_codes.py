@@ -186,6 +186,62 @@ def test_sign_in_with_a_code_from_a_real_mail_server(
         assert refreshed.status_code == 303
 
 
+@pytest.mark.parametrize(
+    ("accept_language", "tag", "subject", "lines"),
+    [
+        (
+            None,
+            "en",
+            "Your code for Planning",
+            ["Your code to join Planning:", "It works once, for 10 minutes.", "ignore this e-mail"],
+        ),
+        (
+            "zh-TW,zh;q=0.9,en;q=0.5",
+            "zh-Hant",
+            "加入「Planning」的驗證碼",
+            ["這是你加入「Planning」的驗證碼", "10 分鐘內有效", "請忽略這封郵件"],
+        ),
+        (
+            "zh-CN,zh;q=0.9",
+            "zh-Hans",
+            "加入“Planning”的验证码",
+            ["这是你加入“Planning”的验证码", "10 分钟内有效", "请忽略这封邮件"],
+        ),
+    ],
+    ids=["no-accept-language", "zh-TW", "zh-CN"],
+)
+def test_the_email_speaks_the_language_of_the_page_it_was_asked_on(
+    email_gateway: GatewayServer,
+    smtp_server: SmtpServer,
+    accept_language: str | None,
+    tag: str,
+    subject: str,
+    lines: list[str],
+) -> None:
+    room = email_room(email_gateway)
+    email = fresh_email()
+    with browser(email_gateway) as client:
+        if accept_language is not None:
+            client.headers["accept-language"] = accept_language
+        page = ask(client, room, email)
+        assert page.status_code == 200 and f'<html lang="{tag}">' in page.text
+        [mail] = smtp_server.mailbox.wait_for(email)
+        message = mail.message
+        assert str(message["Subject"]) == subject
+        assert message["Content-Language"] == tag
+        assert message.get_content_type() == "text/plain"
+        assert message.get_content_charset() == "utf-8"
+        # Never raw 8-bit bytes, which a server without 8BITMIME may mangle.
+        assert message["Content-Transfer-Encoding"] in ("7bit", "quoted-printable", "base64")
+        body = mail.body
+        for line in lines:
+            assert line in body
+        assert "http" not in body and "<" not in body
+        code = mail.code()
+        assert f"    {code}" in body.splitlines()
+        assert answer(client, room, email, code).status_code == 303
+
+
 def test_without_a_name_the_local_part_is_shown(
     email_gateway: GatewayServer, smtp_server: SmtpServer
 ) -> None:

@@ -4,8 +4,11 @@ chooses its transport."""
 
 from __future__ import annotations
 
+import email
+import email.policy
 import logging
 import re
+from email.message import EmailMessage
 
 import pytest
 
@@ -16,6 +19,7 @@ from gateway.admission.email_codes import (
     InvalidAddress,
     TooManyCodes,
     TooManyWrongCodes,
+    code_message,
     may_receive_code,
     new_code,
     normalise_address,
@@ -23,6 +27,7 @@ from gateway.admission.email_codes import (
 from gateway.admission.identity import Path
 from gateway.admission.limits import RateLimiter
 from gateway.errors import InvalidInput, NotAdmitted, RateLimited
+from gateway.i18n import ENGLISH, LANGUAGES, SIMPLIFIED, TRADITIONAL, Language
 from gateway.mail import MailFailed, SmtpMailer, connection_plan
 from gateway.metrics import Metrics
 from gateway.settings import EmailCodeSettings, Rate, RateSettings, SmtpSettings
@@ -39,12 +44,14 @@ class Outbox:
 
     def __init__(self, fail: bool = False) -> None:
         self.sent: list[tuple[str, str, str]] = []
+        self.languages: list[str] = []
         self.fail = fail
 
-    async def send(self, to: str, subject: str, body: str) -> None:
+    async def send(self, to: str, subject: str, body: str, *, language: str = "en") -> None:
         if self.fail:
             raise MailFailed(f"recipient refused (550) for {to}: {body}")
         self.sent.append((to, subject, body))
+        self.languages.append(language)
 
     def code_for(self, address: str) -> str:
         bodies = [body for to, _, body in self.sent if to == address]
@@ -181,6 +188,7 @@ async def test_a_code_proves_the_address(codes: EmailCodes, outbox: Outbox) -> N
     code = await issued(codes, outbox, "Ann@Example.org")
     [(to, subject, body)] = outbox.sent
     assert to == "ann@example.org" and "Weekly call" in subject and "10 minutes" in body
+    assert outbox.languages == ["en"]
     verified = await codes.verify(room(), "ann@example.org", code, "203.0.113.5", NOW + 5)
     assert verified.path is Path.EMAIL
     assert verified.subject == verified.email == "ann@example.org"
@@ -457,3 +465,76 @@ def test_composed_message() -> None:
     assert message["Message-ID"].endswith("@meet.example.org>")
     assert message["Auto-Submitted"] == "auto-generated"
     assert "Café" in str(message["Subject"])
+
+
+# The e-mail in each language
+
+
+async def test_the_code_is_mailed_in_the_language_it_was_asked_in(
+    codes: EmailCodes, outbox: Outbox
+) -> None:
+    await codes.request(room(), "ann@example.org", "203.0.113.5", NOW, language=TRADITIONAL)
+    await codes.drain()
+    [(_, subject, body)] = outbox.sent
+    assert outbox.languages == ["zh-Hant"]
+    assert subject == "加入「Weekly call」的驗證碼"
+    assert body.startswith("這是你加入「Weekly call」的驗證碼\N{FULLWIDTH COLON}\n")
+    assert "10 分鐘內有效" in body and "請忽略這封郵件" in body
+    code = outbox.code_for("ann@example.org")
+    assert f"\n\n    {code}\n\n" in body
+    # The code is good whatever language it was sent in.
+    verified = await codes.verify(room(), "ann@example.org", code, "203.0.113.5", NOW + 5)
+    assert verified.email == "ann@example.org"
+
+
+@pytest.mark.parametrize("language", LANGUAGES, ids=lambda language: language.tag)
+def test_every_line_of_the_email_is_translated(language: Language) -> None:
+    subject, body = code_message(language, "会议 Planning", "01234567", 10)
+    english_subject, english_body = code_message(ENGLISH, "会议 Planning", "01234567", 10)
+    assert "会议 Planning" in subject and "会议 Planning" in body
+    lines = body.splitlines()
+    # The code alone on its line, indented, between blank lines; then how long, then what to do.
+    assert len(lines) == 6 and lines[1:4] == ["", "    01234567", ""]
+    assert "10" in lines[4]
+    if language is not ENGLISH:
+        assert subject != english_subject
+        for line, english in zip(lines, english_body.splitlines(), strict=True):
+            assert line != english or line.strip() in ("", "01234567")
+        assert not any(word in body for word in ("code", "e-mail", "minute"))
+
+
+def test_minutes_are_a_real_plural() -> None:
+    _, one = code_message(ENGLISH, "Weekly", "123456", 1)
+    _, ten = code_message(ENGLISH, "Weekly", "123456", 10)
+    assert "It works once, for 1 minute.\n" in one
+    assert "It works once, for 10 minutes.\n" in ten
+    _, simplified = code_message(SIMPLIFIED, "Weekly", "123456", 1)
+    assert "1 分钟内有效" in simplified
+
+
+def test_a_chinese_message_travels_as_7bit_mime_with_its_language() -> None:
+    mailer = SmtpMailer(SmtpSettings(sender="Meetgate <gate@meet.example.org>"))
+    subject, body = code_message(SIMPLIFIED, "周会", "12345678", 10)
+    message = mailer.compose("ann@example.org", subject, body, language="zh-Hans")
+    assert message["Content-Language"] == "zh-Hans"
+    assert message.get_content_charset() == "utf-8"
+    assert message["Content-Transfer-Encoding"] in ("base64", "quoted-printable")
+    wire = message.as_bytes()
+    assert wire.isascii(), "no raw 8-bit bytes for a server without 8BITMIME"
+    assert b"=?utf-8?" in wire  # the subject as RFC 2047 encoded words
+    parsed = email.message_from_bytes(wire, policy=email.policy.default)
+    assert str(parsed["Subject"]) == subject == "加入“周会”的验证码"
+    assert isinstance(parsed, EmailMessage) and parsed.get_content() == body
+
+
+def test_an_english_message_stays_readable_plain_text() -> None:
+    mailer = SmtpMailer(SmtpSettings(sender="gate@meet.example.org"))
+    subject, body = code_message(ENGLISH, "Weekly", "12345678", 10)
+    message = mailer.compose("ann@example.org", subject, body)
+    assert message["Content-Language"] == "en"
+    # ASCII, with a line past 78 characters: quoted-printable soft breaks, undone by any reader.
+    assert message["Content-Transfer-Encoding"] in ("7bit", "quoted-printable")
+    assert message.get_content_charset() == "utf-8"
+    parsed = email.message_from_bytes(message.as_bytes(), policy=email.policy.default)
+    assert isinstance(parsed, EmailMessage) and parsed.get_content() == body
+    assert "http" not in body and "    12345678\n" in body
