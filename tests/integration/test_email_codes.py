@@ -188,24 +188,26 @@ def test_sign_in_with_a_code_from_a_real_mail_server(
 
 @pytest.mark.parametrize(
     ("accept_language", "tag", "subject", "lines"),
+    # What each language's text must hold, whatever wording its translators settle on: the
+    # room's title quoted in its script's way, the glossary's word for the code, the minutes.
     [
         (
             None,
             "en",
-            "Your code for Planning",
+            ["Your code for Planning"],
             ["Your code to join Planning:", "It works once, for 10 minutes.", "ignore this e-mail"],
         ),
         (
             "zh-TW,zh;q=0.9,en;q=0.5",
             "zh-Hant",
-            "加入「Planning」的驗證碼",
-            ["這是你加入「Planning」的驗證碼", "10 分鐘內有效", "請忽略這封郵件"],
+            ["「Planning」", "驗證碼"],
+            ["「Planning」", "驗證碼", "10 分鐘", "郵件"],
         ),
         (
             "zh-CN,zh;q=0.9",
             "zh-Hans",
-            "加入“Planning”的验证码",
-            ["这是你加入“Planning”的验证码", "10 分钟内有效", "请忽略这封邮件"],
+            ["“Planning”", "验证码"],
+            ["“Planning”", "验证码", "10 分钟", "邮件"],
         ),
     ],
     ids=["no-accept-language", "zh-TW", "zh-CN"],
@@ -215,7 +217,7 @@ def test_the_email_speaks_the_language_of_the_page_it_was_asked_on(
     smtp_server: SmtpServer,
     accept_language: str | None,
     tag: str,
-    subject: str,
+    subject: list[str],
     lines: list[str],
 ) -> None:
     room = email_room(email_gateway)
@@ -227,7 +229,10 @@ def test_the_email_speaks_the_language_of_the_page_it_was_asked_on(
         assert page.status_code == 200 and f'<html lang="{tag}">' in page.text
         [mail] = smtp_server.mailbox.wait_for(email)
         message = mail.message
-        assert str(message["Subject"]) == subject
+        for part in subject:
+            assert part in str(message["Subject"])
+        if tag != "en":
+            assert "code" not in str(message["Subject"]) and "code" not in mail.body
         assert message["Content-Language"] == tag
         assert message.get_content_type() == "text/plain"
         assert message.get_content_charset() == "utf-8"
