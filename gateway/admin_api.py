@@ -51,6 +51,7 @@ from gateway.errors import (
     RoomNotFound,
     UnsupportedMediaType,
 )
+from gateway.i18n import N_
 from gateway.metrics import Metrics
 from gateway.proxy.gate import request_id
 from gateway.settings import Settings
@@ -269,7 +270,9 @@ def field_problems(errors: Iterable[Any]) -> list[FieldProblem]:
 
 def invalid_request(problems: Sequence[FieldProblem]) -> RequestInvalid:
     listed = "; ".join(f"{p.where}: {p.problem}" for p in problems)
-    return RequestInvalid(f"The request's values are not what this call takes: {listed}.")
+    return RequestInvalid(
+        N_("The request's values are not what this call takes: {listed}."), listed=listed
+    )
 
 
 class AdminAuth:
@@ -388,7 +391,7 @@ def create_admin_app(settings: Settings, store: Store, metrics: Metrics) -> Admi
     async def _http_error(request: Request, error: HTTPException) -> Response:
         rid = request_id(request.scope)
         if error.status_code == 404:
-            return problem_response(NotFound("The admin API has no such address."), rid)
+            return problem_response(NotFound(N_("The admin API has no such address.")), rid)
         if error.status_code == 405:
             allow = ", ".join(allowed_methods(app, request.scope))
             return problem_response(MethodNotAllowed(), rid, headers={"allow": allow})
@@ -502,7 +505,7 @@ def create_admin_app(settings: Settings, store: Store, metrics: Metrics) -> Admi
     )
     async def revoke_invite(invite_id: str) -> Response:
         if not await store.revoke_invite(invite_id):
-            raise NotFound("No invite has this id.")
+            raise NotFound(N_("No invite has this id."))
         return Response(status_code=204)
 
     @app.get("/api/v1/store/memory", dependencies=guarded)

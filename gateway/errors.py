@@ -2,14 +2,46 @@
 
 Messages here are shown to users, in the request's language (each is marked with `N_` for the
 catalogs and translated where it is rendered); they never carry a secret, a token or a trace. A
-message with `{named}` values takes them as keyword arguments, filled in after translation.
+message with `{named}` values takes them as keyword arguments, filled in after translation; a
+value that is itself words (a field's name) is a `Phrase`, translated with the message.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 
 from gateway.i18n import N_
+
+Translate = Callable[[str], str]
+
+
+class Phrase:
+    """A part of a message translated on its own, as the message is: a field's name, or one of
+    several problems (`message` marked N_, its `{named}` values filled in after translation)."""
+
+    __slots__ = ("message", "values")
+
+    def __init__(self, message: str, **values: object) -> None:
+        self.message = message
+        self.values = values
+
+    def shown(self, translate: Translate | None = None) -> str:
+        return _filled(self.message, self.values, translate)
+
+    def __repr__(self) -> str:
+        return f"Phrase({self.message!r})"
+
+
+def _filled(message: str, values: Mapping[str, object], translate: Translate | None) -> str:
+    text = translate(message) if translate is not None else message
+    if not values:
+        return text
+    return text.format(
+        **{
+            name: value.shown(translate) if isinstance(value, Phrase) else value
+            for name, value in values.items()
+        }
+    )
 
 
 class MeetgateError(Exception):
@@ -28,11 +60,10 @@ class MeetgateError(Exception):
         self.values = values
         super().__init__(self.shown())
 
-    def shown(self, translate: Callable[[str], str] | None = None) -> str:
+    def shown(self, translate: Translate | None = None) -> str:
         """The message as a user reads it: translated by `translate` (English without), with its
         values filled in."""
-        message = translate(self.message) if translate is not None else self.message
-        return message.format(**self.values) if self.values else message
+        return _filled(self.message, self.values, translate)
 
 
 class BadRequest(MeetgateError):
@@ -117,6 +148,27 @@ class InvalidRoomName(BadRequest):
 
 class InvalidInput(BadRequest):
     code = "invalid_input"
+
+
+class InvalidValues(InvalidInput):
+    """Every problem with what was asked for at once, each translated on its own and shown one
+    after another."""
+
+    def __init__(self, problems: Sequence[Phrase]) -> None:
+        self.problems = tuple(problems)
+        super().__init__()
+
+    def shown(self, translate: Translate | None = None) -> str:
+        text = ""
+        for problem in self.problems:
+            # A space between English sentences; none after a Chinese sentence's full stop.
+            space = " " if text and not text.endswith(FULL_STOPS) else ""
+            text += space + problem.shown(translate)
+        return text
+
+
+# The ideographic full stop and the full-width exclamation mark, question mark and semicolon.
+FULL_STOPS = ("\u3002", "\uff01", "\uff1f", "\uff1b")
 
 
 class NotFound(MeetgateError):

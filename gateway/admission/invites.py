@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from gateway.admission.names import normalise
 from gateway.admission.rooms import clean_text
 from gateway.errors import InvalidInput, InviteMalformed
+from gateway.i18n import N_
 from gateway.store.records import Invite, Role
 
 # 24 random bytes: 192 bits, 32 URL-safe characters.
@@ -42,7 +43,7 @@ def parse_token(raw: str) -> str:
 def validate_display_name(value: str) -> str:
     # The same rule admission applies, so a bad name is refused when the invite is made,
     # not when it is redeemed.
-    return normalise(clean_text(value, field="display name", max_chars=MAX_NAME_CHARS))
+    return normalise(clean_text(value, field=N_("display name"), max_chars=MAX_NAME_CHARS))
 
 
 def make_invite(
@@ -50,9 +51,9 @@ def make_invite(
 ) -> NewInvite:
     """Build a fresh invite for `room`; the caller stores `invite` and hands out `token`."""
     if not 1 <= max_uses <= MAX_USES:
-        raise InvalidInput(f"An invite allows between 1 and {MAX_USES} uses.")
+        raise InvalidInput(N_("An invite allows between 1 and {most} uses."), most=MAX_USES)
     if not 60 <= lifetime_seconds <= MAX_LIFETIME_SECONDS:
-        raise InvalidInput("An invite lives between one minute and one year.")
+        raise InvalidInput(N_("An invite lives between one minute and one year."))
     token = secrets.token_urlsafe(TOKEN_BYTES)
     invite = Invite(
         id=secrets.token_hex(8),

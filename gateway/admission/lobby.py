@@ -98,7 +98,7 @@ def clean_name(value: str) -> str:
     """The name a guest typed, as a host will see it; InvalidInput if it cannot be shown. The
     display-name rules every name passes (`normalise`: no stacked marks, blank look-alikes,
     runs of space), checked at the knock: a host must not approve a name the meeting refuses."""
-    return normalise(clean_text(value, field="name", max_chars=MAX_NAME_CHARS))
+    return normalise(clean_text(value, field=N_("name"), max_chars=MAX_NAME_CHARS))
 
 
 def shown_name(verified: VerifiedIdentity) -> str:
@@ -326,7 +326,7 @@ class Lobby:
 
     def clean_message(self, value: str) -> str:
         return clean_text(
-            value, field="message", max_chars=self._settings.max_message_chars, required=False
+            value, field=N_("message"), max_chars=self._settings.max_message_chars, required=False
         )
 
     async def queue(

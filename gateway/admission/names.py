@@ -15,6 +15,7 @@ from functools import lru_cache
 from itertools import islice
 
 from gateway.errors import InvalidInput
+from gateway.i18n import N_
 from gateway.store import Store
 from gateway.store.records import NameClaim, Role
 
@@ -162,24 +163,26 @@ def normalise(name: str) -> str:
     unassigned characters.
     """
     if len(name) > MAX_RAW_CHARS:
-        raise InvalidInput(f"A name can be at most {MAX_NAME_CHARS} characters long.")
+        raise InvalidInput(N_("A name can be at most {most} characters long."), most=MAX_NAME_CHARS)
     text = unicodedata.normalize("NFKC", name)
     for char in text:
         if unicodedata.category(char) in _REFUSED_CATEGORIES:
             raise InvalidInput(
-                "The name contains a character that is not allowed "
-                "(a control, invisible or text-direction character)."
+                N_(
+                    "The name contains a character that is not allowed "
+                    "(a control, invisible or text-direction character)."
+                )
             )
     text = " ".join(text.split())
     if not any(_is_visible(char) for char in text):
-        raise InvalidInput("Please give a name.")
+        raise InvalidInput(N_("Please give a name."))
     if len(text) > MAX_NAME_CHARS:
-        raise InvalidInput(f"A name can be at most {MAX_NAME_CHARS} characters long.")
+        raise InvalidInput(N_("A name can be at most {most} characters long."), most=MAX_NAME_CHARS)
     marks = 0
     for char in text:
         marks = marks + 1 if unicodedata.category(char) in ("Mn", "Me") else 0
         if marks > MAX_MARKS_PER_LETTER:
-            raise InvalidInput("The name has too many accents on one letter.")
+            raise InvalidInput(N_("The name has too many accents on one letter."))
     return text
 
 
@@ -354,4 +357,4 @@ async def claim_shown_name(
         index = await store.claim_name(room, batch.claim(holder, expires_at))
         if index is not None:
             return batch.names[index]
-    raise InvalidInput("This name cannot be used in this room right now.")
+    raise InvalidInput(N_("This name cannot be used in this room right now."))

@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from gateway.errors import InvalidInput, InvalidRoomName
+from gateway.errors import InvalidInput, InvalidRoomName, Phrase
+from gateway.i18n import N_
 from gateway.store import Store
 from gateway.store.records import Room
 
@@ -72,7 +73,9 @@ def validate_room_name(value: str) -> str:
     if not is_room_name(value):
         raise InvalidRoomName()
     if value in RESERVED_NAMES or any(name in value for name in SIGNALLING_NAMES):
-        raise InvalidRoomName(f"'{value}' is reserved for Jitsi's or Meetgate's own paths.")
+        raise InvalidRoomName(
+            N_("'{value}' is reserved for Jitsi's or Meetgate's own paths."), value=value
+        )
     return value
 
 
@@ -80,18 +83,24 @@ def clean_text(value: str, *, field: str, max_chars: int, required: bool = True)
     """Normalise a human-readable label (NFKC) and refuse control and bidi-override characters."""
     text = unicodedata.normalize("NFKC", value).strip()
     if required and not text:
-        raise InvalidInput(f"The {field} must not be empty.")
+        raise InvalidInput(N_("The {field} must not be empty."), field=Phrase(field))
     if len(text) > max_chars:
-        raise InvalidInput(f"The {field} must be at most {max_chars} characters long.")
+        raise InvalidInput(
+            N_("The {field} must be at most {max_chars} characters long."),
+            field=Phrase(field),
+            max_chars=max_chars,
+        )
     for char in text:
         # Cc: control characters; Cf: format characters such as RIGHT-TO-LEFT OVERRIDE.
         if unicodedata.category(char) in ("Cc", "Cf", "Cs", "Co", "Cn"):
-            raise InvalidInput(f"The {field} contains a character that is not allowed.")
+            raise InvalidInput(
+                N_("The {field} contains a character that is not allowed."), field=Phrase(field)
+            )
     return text
 
 
 def validate_title(value: str) -> str:
-    return clean_text(value, field="room title", max_chars=MAX_TITLE_CHARS)
+    return clean_text(value, field=N_("room title"), max_chars=MAX_TITLE_CHARS)
 
 
 async def current_room(store: Store, name: str) -> Room | None:

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from starlette.types import Receive, Scope, Send
 
 from gateway.errors import BadRequest, RequestAborted, RequestTooLarge
+from gateway.i18n import N_
 from gateway.proxy.headers import downstream_response_headers
 from gateway.proxy.upstream import ResponseCut, UpstreamClient
 
@@ -48,9 +49,9 @@ class HttpRelay:
                 try:
                     length = int(value)
                 except ValueError as exc:
-                    raise BadRequest("The Content-Length header is not valid.") from exc
+                    raise BadRequest(N_("The Content-Length header is not valid.")) from exc
                 if length < 0:
-                    raise BadRequest("The Content-Length header is not valid.")
+                    raise BadRequest(N_("The Content-Length header is not valid."))
                 return length
         return None
 

@@ -15,6 +15,7 @@ from urllib.parse import parse_qsl, urlencode
 
 from gateway.admission.rooms import JITSI_SERVICE_NAMES, SIGNALLING_NAMES, is_room_name
 from gateway.errors import BadRequest, DuplicateParameter, PathRefused, TicketInvalid
+from gateway.i18n import N_
 
 # The only spellings of signalling: lowercase, exact, at the root or under one tenant segment.
 SIGNALLING_PATH = re.compile(
@@ -50,7 +51,7 @@ OWNED_PARAMETERS = ("token", "room", "prefix", "previd")
 PREVID_SHAPE = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 MAX_QUERY_BYTES = 8192
 MAX_TOKEN_CHARS = 4096
-INVALID_PATH = "This address is not valid."
+INVALID_PATH = N_("This address is not valid.")
 
 
 class PathKind(Enum):
@@ -147,11 +148,11 @@ def query_rooms(query_string: bytes) -> list[str]:
 
 def _query_pairs(query_string: bytes) -> list[tuple[str, str]]:
     if len(query_string) > MAX_QUERY_BYTES:
-        raise BadRequest("The query string is too long.")
+        raise BadRequest(N_("The query string is too long."))
     try:
         return parse_qsl(query_string.decode("ascii"), keep_blank_values=True, strict_parsing=False)
     except (UnicodeDecodeError, ValueError) as exc:
-        raise BadRequest("The query string is not valid.") from exc
+        raise BadRequest(N_("The query string is not valid.")) from exc
 
 
 def parse_signalling_query(query_string: bytes) -> SignallingQuery:
@@ -160,14 +161,16 @@ def parse_signalling_query(query_string: bytes) -> SignallingQuery:
     for key, value in _query_pairs(query_string):
         if key in OWNED_PARAMETERS:
             if key in seen:
-                raise DuplicateParameter(f"The parameter '{key}' appears more than once.")
+                raise DuplicateParameter(
+                    N_("The parameter '{key}' appears more than once."), key=key
+                )
             seen[key] = value
     token = seen.get("token", "")
     if not token or len(token) > MAX_TOKEN_CHARS:
         raise TicketInvalid()
     previd = seen.get("previd") or None
     if previd is not None and PREVID_SHAPE.fullmatch(previd) is None:
-        raise BadRequest("The session to resume is not valid.")
+        raise BadRequest(N_("The session to resume is not valid."))
     return SignallingQuery(token=token, room=seen.get("room"), previd=previd)
 
 

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import httptools
 
 from gateway.errors import BadRequest, UpstreamUnreachable
+from gateway.i18n import N_
 
 # RFC 9110 §9.2.2. Only these, and only without a body, are sent again when a reused connection
 # turns out to have been closed by the server before it answered.
@@ -613,7 +614,7 @@ class UpstreamClient:
                 try:
                     declared = int(value)
                 except ValueError as exc:
-                    raise BadRequest("The Content-Length header is not valid.") from exc
+                    raise BadRequest(N_("The Content-Length header is not valid.")) from exc
             parts += (name, b": ", value, b"\r\n")
         if not has_host:
             parts[4:4] = (b"host: ", pool.authority, b"\r\n")
@@ -643,7 +644,7 @@ class UpstreamClient:
         if declared is not None and (
             len(first) > declared or (rest is None and len(first) != declared)
         ):
-            raise BadRequest("The request body does not match its Content-Length.")
+            raise BadRequest(N_("The request body does not match its Content-Length."))
         data = head + (_chunk(first) if first and declared is None else first)
 
         retry = body is None and method in IDEMPOTENT
@@ -716,7 +717,7 @@ class UpstreamClient:
             connection.transport.write(b"0\r\n\r\n")
         elif total != declared:
             # The client went away mid-body; the upstream would wait for the rest.
-            raise BadRequest("The request body is shorter than its Content-Length.")
+            raise BadRequest(N_("The request body is shorter than its Content-Length."))
         await self._drain(connection)
 
     async def _drain(self, connection: _Connection) -> None:

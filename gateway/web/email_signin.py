@@ -20,6 +20,7 @@ from gateway.admission.email_codes import (
 )
 from gateway.admission.flood import ChallengeRequired, Proof
 from gateway.errors import CrossSiteRequest
+from gateway.i18n import translations
 from gateway.proxy.gate import request_id
 from gateway.settings import Settings
 from gateway.store.records import Room
@@ -55,7 +56,7 @@ def create_email_router(settings: Settings, entrance: Entrance, codes: EmailCode
             display_name=name,
             digits=codes.settings.digits,
             minutes=minutes,
-            error=error.message if error else None,
+            error=error.shown(translations(current_language.get()).gettext) if error else None,
             can_retry=error is None or isinstance(error, CodeWrong),
             request_id=request_id(request.scope),
         )

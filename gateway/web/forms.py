@@ -11,6 +11,7 @@ from urllib.parse import parse_qsl
 from starlette.requests import Request
 
 from gateway.errors import BadRequest, DuplicateParameter, RequestTooLarge
+from gateway.i18n import N_
 
 MAX_FORM_BYTES = 4096
 MAX_FORM_FIELDS = 8
@@ -33,7 +34,7 @@ async def read_form(
         return {}
     content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if content_type != FORM_TYPE:
-        raise BadRequest("This form must be sent as application/x-www-form-urlencoded.")
+        raise BadRequest(N_("This form must be sent as application/x-www-form-urlencoded."))
     try:
         pairs = parse_qsl(
             body.decode("utf-8"),
@@ -42,7 +43,7 @@ async def read_form(
             max_num_fields=max_fields,
         )
     except (UnicodeDecodeError, ValueError) as exc:
-        raise BadRequest("This form could not be read.") from exc
+        raise BadRequest(N_("This form could not be read.")) from exc
     fields: dict[str, str] = {}
     for name, value in pairs:
         if name in fields:

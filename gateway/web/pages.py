@@ -27,6 +27,7 @@ from gateway.errors import (
     NotAdmitted,
     NotFound,
 )
+from gateway.i18n import N_
 from gateway.proxy.gate import LOCATED_INVITE, cookie_name, read_cookie, request_id
 from gateway.settings import Settings
 from gateway.store import Store
@@ -102,7 +103,7 @@ def create_pages_app(
     async def _unreadable(request: Request, _: Exception) -> Response:
         # A query value a route cannot take (a room name too long): the error page, not
         # FastAPI's JSON echoing what was sent.
-        unreadable = InvalidInput("This address carries a value Meetgate cannot read.")
+        unreadable = InvalidInput(N_("This address carries a value Meetgate cannot read."))
         return await _meetgate_error(request, unreadable)
 
     async def held_through_link(request: Request, token: str, now: float) -> Admission | None:

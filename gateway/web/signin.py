@@ -69,6 +69,7 @@ from gateway.errors import (
     NotFound,
     RoomNotFound,
 )
+from gateway.i18n import N_
 from gateway.proxy.gate import request_id
 from gateway.settings import OidcProvider, Settings
 from gateway.store import Store
@@ -262,7 +263,9 @@ def _callback_parameters(request: Request) -> dict[str, str]:
     for key, value in request.query_params.multi_items():
         if key in CALLBACK_PARAMETERS:
             if key in params:
-                raise DuplicateParameter(f"The parameter '{key}' appears more than once.")
+                raise DuplicateParameter(
+                    N_("The parameter '{key}' appears more than once."), key=key
+                )
             params[key] = value
     return params
 
