@@ -59,7 +59,7 @@ def assign_name(
 def refused(name: str) -> str:
     with pytest.raises(InvalidInput) as caught:
         normalise(name)
-    return caught.value.message
+    return caught.value.shown()
 
 
 # Normalisation
