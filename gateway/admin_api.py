@@ -448,7 +448,9 @@ def create_admin_app(settings: Settings, store: Store, metrics: Metrics) -> Admi
     async def set_policy(name: str, body: PolicyIn) -> RoomOut:
         """Takes effect for the next join attempt, on every replica, without a restart."""
         policy = make_policy(
-            **body.model_dump(), known_providers={provider.name for provider in settings.oidc}
+            **body.model_dump(),
+            known_providers={provider.name for provider in settings.oidc},
+            mail_configured=settings.mail_configured,
         )
         changed = await store.change_room(name, lambda room: replace(room, policy=policy))
         return _room_out(changed)

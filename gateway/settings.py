@@ -578,13 +578,18 @@ class Settings(_Section):
         # Without a server named, every code would go to 127.0.0.1:25 and, where nothing
         # listens there, be lost with only a log line: the attendee waits for a mail that never
         # comes. Naming 127.0.0.1 in [smtp] host is how a local mail server is chosen.
-        if "email_codes" in self.model_fields_set and "host" not in self.smtp.model_fields_set:
+        if "email_codes" in self.model_fields_set and not self.mail_configured:
             raise ValueError(
                 f"{_describe(('smtp', 'host'))}: required, because [email_codes] is set: codes"
                 " are sent by e-mail and no SMTP server is configured (add an [smtp] table with"
                 " host and sender, docs/configuration.md), or remove [email_codes]"
             )
         return self
+
+    @property
+    def mail_configured(self) -> bool:
+        """Whether an SMTP server is named ([smtp] host), so e-mail codes can be sent."""
+        return "host" in self.smtp.model_fields_set and bool(self.smtp.host.strip())
 
     @property
     def secure(self) -> bool:

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from enum import Enum
 
 from gateway.admission.identity import Path, VerifiedIdentity
-from gateway.errors import InvalidInput
+from gateway.errors import InvalidValues, Phrase
+from gateway.i18n import ENGLISH, N_, Language, translations
 from gateway.store.records import Role, RoomPolicy
 
 # How long a policy's lists may be, and each entry in them (the admin API, the CLI and the host
@@ -40,44 +41,59 @@ def make_policy(
     lobby: bool,
     host_emails: Iterable[str],
     known_providers: Collection[str],
+    mail_configured: bool,
 ) -> RoomPolicy:
-    """A room policy from what was asked for; InvalidInput naming every problem at once.
+    """A room policy from what was asked for; InvalidValues naming every problem at once.
 
     Addresses and domains are trimmed and lower-cased ("@" before a domain dropped), groups only
     trimmed (group claims are compared as they are); blank entries are dropped and repeats kept
-    once. `known_providers`: the configured OpenID Connect providers' names.
+    once. `known_providers`: the configured OpenID Connect providers' names. `mail_configured`:
+    whether the configuration names an SMTP server, without which no code could be sent.
     """
-    problems: list[str] = []
+    problems: list[Phrase] = []
     providers = _entries(oidc_providers, lower=False)
     unknown = [name for name in providers if name not in known_providers]
     if unknown:
         problems.append(
-            "No OpenID Connect provider is configured as "
-            f"{', '.join(name[:40] for name in sorted(unknown)[:5])}."
+            Phrase(
+                N_("No OpenID Connect provider is configured as {names}."),
+                names=", ".join(name[:40] for name in sorted(unknown)[:5]),
+            )
         )
     if not (invite or oidc or email_code or lobby):
-        problems.append("A room needs at least one way in.")
+        problems.append(Phrase(N_("A room needs at least one way in.")))
     if oidc and not known_providers:
-        problems.append("Sign-in needs an OpenID Connect provider in the configuration.")
+        problems.append(
+            Phrase(N_("Sign-in needs an OpenID Connect provider in the configuration."))
+        )
+    if email_code and not mail_configured:
+        problems.append(
+            Phrase(
+                N_(
+                    "E-mail codes need an SMTP server, and this Meetgate has none configured:"
+                    " an admin must set [smtp] host (MEETGATE_SMTP__HOST) first."
+                )
+            )
+        )
     emails = _entries(allowed_emails, lower=True)
     domains = _entries((d.strip().lstrip("@") for d in allowed_domains), lower=True)
     groups = _entries(allowed_groups, lower=False)
     hosts = _entries(host_emails, lower=True)
-    for label, values, most in (
-        ("providers", providers, MAX_PROVIDERS),
-        ("allowed addresses", emails, MAX_EMAILS),
-        ("allowed domains", domains, MAX_DOMAINS),
-        ("allowed groups", groups, MAX_GROUPS),
-        ("host addresses", hosts, MAX_HOST_EMAILS),
+    for too_many, values, most in (
+        (N_("At most {most} providers can be listed."), providers, MAX_PROVIDERS),
+        (N_("At most {most} allowed addresses can be listed."), emails, MAX_EMAILS),
+        (N_("At most {most} allowed domains can be listed."), domains, MAX_DOMAINS),
+        (N_("At most {most} allowed groups can be listed."), groups, MAX_GROUPS),
+        (N_("At most {most} host addresses can be listed."), hosts, MAX_HOST_EMAILS),
     ):
         if len(values) > most:
-            problems.append(f"At most {most} {label} can be listed.")
-    problems += _bad_entries("address", emails, MAX_ADDRESS_CHARS, _is_address)
-    problems += _bad_entries("host address", hosts, MAX_ADDRESS_CHARS, _is_address)
-    problems += _bad_entries("domain", domains, MAX_DOMAIN_CHARS, _is_domain)
-    problems += _bad_entries("group", groups, MAX_GROUP_CHARS, lambda _: True)
+            problems.append(Phrase(too_many, most=most))
+    problems += _bad_entries(_ADDRESS, emails, MAX_ADDRESS_CHARS, _is_address)
+    problems += _bad_entries(_HOST_ADDRESS, hosts, MAX_ADDRESS_CHARS, _is_address)
+    problems += _bad_entries(_DOMAIN, domains, MAX_DOMAIN_CHARS, _is_domain)
+    problems += _bad_entries(_GROUP, groups, MAX_GROUP_CHARS, lambda _: True)
     if problems:
-        raise InvalidInput(" ".join(problems))
+        raise InvalidValues(problems)
     return RoomPolicy(
         invite=invite,
         oidc=oidc,
@@ -101,17 +117,49 @@ def _entries(values: Iterable[str], *, lower: bool) -> tuple[str, ...]:
     return tuple(kept)
 
 
+@dataclass(frozen=True, slots=True)
+class _EntryProblems:
+    """What to say of an entry of one list that cannot be right (each a whole sentence, so that
+    every language can say it in its own order)."""
+
+    too_long: str
+    invisible: str
+    not_valid: str
+
+
+_ADDRESS = _EntryProblems(
+    N_("An address can be at most {most} characters long."),
+    N_("An address contains a control, invisible or line-break character."),
+    N_("This is not a valid address: {value}"),
+)
+_HOST_ADDRESS = _EntryProblems(
+    N_("A host address can be at most {most} characters long."),
+    N_("A host address contains a control, invisible or line-break character."),
+    N_("This is not a valid host address: {value}"),
+)
+_DOMAIN = _EntryProblems(
+    N_("A domain can be at most {most} characters long."),
+    N_("A domain contains a control, invisible or line-break character."),
+    N_("This is not a valid domain: {value}"),
+)
+_GROUP = _EntryProblems(
+    N_("A group can be at most {most} characters long."),
+    N_("A group contains a control, invisible or line-break character."),
+    N_("This is not a valid group: {value}"),
+)
+
+
 def _bad_entries(
-    label: str, values: tuple[str, ...], max_chars: int, shaped: Callable[[str], bool]
-) -> list[str]:
+    says: _EntryProblems, values: tuple[str, ...], max_chars: int, shaped: Callable[[str], bool]
+) -> list[Phrase]:
     """One problem for the first entry of a kind that cannot be right (not every one of 10 000)."""
     for value in values:
         if len(value) > max_chars:
-            return [f"A {label} can be at most {max_chars} characters long."]
+            return [Phrase(says.too_long, most=max_chars)]
         if any(unicodedata.category(char)[0] in "CZ" for char in value if char != " "):
-            return [f"A {label} contains a control, invisible or line-break character."]
+            return [Phrase(says.invisible)]
         if not shaped(value):
-            return [f"This is not a valid {label}: {value[:60]}"]
+            return [Phrase(says.not_valid, value=value[:60])]
     return []
 
 
@@ -131,33 +179,43 @@ def policy_version(policy: RoomPolicy) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def describe_policy(policy: RoomPolicy) -> str:
-    """The policy in one line, for the audit trail: the ways in and how long each list is (the
-    addresses themselves are not repeated there)."""
+def describe_policy(policy: RoomPolicy, language: Language = ENGLISH) -> str:
+    """The policy in one line, in `language`: the ways in and how long each list is (the
+    addresses themselves are not repeated there). In English for the audit trail, which keeps
+    it as written."""
+    words = translations(language)
     ways = []
     if policy.invite:
-        ways.append("invite")
-    if policy.oidc:
-        providers = ", ".join(policy.oidc_providers) or "any provider"
-        ways.append(f"sign-in ({providers})")
+        ways.append(words.gettext("invite"))
+    if policy.oidc and policy.oidc_providers:
+        providers = ", ".join(policy.oidc_providers)
+        ways.append(words.gettext("sign-in ({providers})").format(providers=providers))
+    elif policy.oidc:
+        ways.append(words.gettext("sign-in (any provider)"))
     if policy.email_code:
-        ways.append("e-mail code")
+        ways.append(words.gettext("e-mail code"))
     if policy.lobby:
-        ways.append("host approves")
-    counts = [
-        _count(len(policy.allowed_emails), "address", "addresses"),
-        _count(len(policy.allowed_domains), "domain", "domains"),
-        _count(len(policy.allowed_groups), "group", "groups"),
-        _count(len(policy.host_emails), "host address", "host addresses"),
-    ]
-    listed = ", ".join(count for count in counts if count)
-    return f"ways in: {', '.join(ways)}" + (f"; lists: {listed}" if listed else "")
-
-
-def _count(n: int, one: str, many: str) -> str:
-    if n == 0:
-        return ""
-    return f"1 {one}" if n == 1 else f"{n} {many}"
+        ways.append(words.gettext("host approves"))
+    sizes = (
+        len(policy.allowed_emails),
+        len(policy.allowed_domains),
+        len(policy.allowed_groups),
+        len(policy.host_emails),
+    )
+    counts = (
+        words.ngettext("{n} address", "{n} addresses", sizes[0]),
+        words.ngettext("{n} domain", "{n} domains", sizes[1]),
+        words.ngettext("{n} group", "{n} groups", sizes[2]),
+        words.ngettext("{n} host address", "{n} host addresses", sizes[3]),
+    )
+    # Translators: what separates the items of a list within a sentence.
+    separator = words.gettext(", ")
+    listed = separator.join(count.format(n=n) for n, count in zip(sizes, counts, strict=True) if n)
+    if not listed:
+        return words.gettext("ways in: {ways}").format(ways=separator.join(ways))
+    return words.gettext("ways in: {ways}; lists: {listed}").format(
+        ways=separator.join(ways), listed=listed
+    )
 
 
 class Verdict(Enum):

@@ -331,7 +331,7 @@ def _confirmation(action: str, request: ActionRequest) -> Confirmation:
             shown(N_("Change who may enter this room?")),
             shown(
                 N_("From the next join attempt on: {policy}. People already in the meeting stay."),
-                policy=describe_policy(request.policy),
+                policy=describe_policy(request.policy, current.get()),
             ),
             shown(N_("Save the policy")),
         )
@@ -563,7 +563,11 @@ def create_dashboard_router(
         else:
             fields = await read_form(request, limit=MAX_FORM_BYTES, max_fields=MAX_FORM_FIELDS)
         csrf.check(fields.get("csrf"), host.id, current.name)
-        policy = policy_from_form(fields, provider_names) if action == "policy" else None
+        policy = (
+            policy_from_form(fields, provider_names, mail_configured=settings.mail_configured)
+            if action == "policy"
+            else None
+        )
         target = None
         if action in ("revoke", "ban"):
             if "admission" not in fields:

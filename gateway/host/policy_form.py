@@ -12,6 +12,7 @@ from gateway.admission.policy import describe_policy, make_policy, policy_versio
 from gateway.errors import InvalidInput
 from gateway.i18n import N_
 from gateway.store.records import RoomPolicy
+from gateway.web.languages import current
 
 # Long enough for a few thousand addresses; longer lists are the admin API's (or the CLI's).
 POLICY_FORM_BYTES = 128 * 1024
@@ -45,9 +46,12 @@ def passed_on(fields: Mapping[str, str]) -> dict[str, str]:
     }
 
 
-def policy_from_form(fields: Mapping[str, str], providers: Sequence[str]) -> RoomPolicy:
+def policy_from_form(
+    fields: Mapping[str, str], providers: Sequence[str], *, mail_configured: bool
+) -> RoomPolicy:
     """The policy the form asks for; InvalidInput for anything the admin API would refuse, an
-    unknown provider, or a box that says neither ticked nor not."""
+    unknown provider, or a box that says neither ticked nor not. `mail_configured`: whether the
+    configuration names an SMTP server (e-mail codes need one)."""
     if VERSION_FIELD not in fields:
         raise InvalidInput(N_("Say which policy this form changes (field 'was'): reload the page."))
     chosen = [
@@ -66,6 +70,7 @@ def policy_from_form(fields: Mapping[str, str], providers: Sequence[str]) -> Roo
         lobby=_flag(fields, "lobby"),
         host_emails=_ADDRESS_SEPARATORS.split(fields.get("host_emails", "")),
         known_providers=providers,
+        mail_configured=mail_configured,
     )
 
 
@@ -96,6 +101,6 @@ def policy_view(policy: RoomPolicy, providers: Sequence[tuple[str, str]]) -> dic
         # Accepted by the policy but no longer configured: saving the form drops them.
         "gone_providers": [name for name in policy.oidc_providers if name not in configured],
         **{name: "\n".join(getattr(policy, name)) for name in LIST_FIELDS},
-        "summary": describe_policy(policy),
+        "summary": describe_policy(policy, current.get()),
         "version": policy_version(policy),
     }

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from gateway.host.dashboard import CsrfTokens
-from tests.fixtures.gateway_server import GatewayServer
+from tests.fixtures.gateway_server import INVITES_ONLY, GatewayServer
 from tests.fixtures.oidc import OidcSetup
 from tests.integration.journeys import Admitted, admit, csrf_token, new_room
 
@@ -151,10 +151,11 @@ def dashboard_page_at(gateway: GatewayServer, host: Admitted, location: str) -> 
     return page.text
 
 
-def test_with_script_the_answer_carries_the_saved_policy_and_its_version(
-    gateway: GatewayServer, meeting: tuple[str, Admitted, Admitted]
-) -> None:
-    room, host, _ = meeting
+def test_with_script_the_answer_carries_the_saved_policy_and_its_version(oidc: OidcSetup) -> None:
+    # This gateway names an SMTP server, so a room may offer e-mail codes.
+    gateway = oidc.gateway
+    room = new_room(gateway)
+    host = admit(gateway, room, "Hilde Host", role="host")
     fields = form(gateway, host, email_code="1", host_emails="Chair@Uni.Example")
     first = post_policy(gateway, host, room, fields)
     assert first.status_code == 200, first.text
@@ -197,6 +198,12 @@ def test_with_script_the_answer_carries_the_saved_policy_and_its_version(
             "At most 1000 allowed domains",
         ),
         ({"invite": "1", "allowed_groups": "staff\x00"}, "control, invisible"),
+        # This gateway names no SMTP server: no code could be sent.
+        (
+            {"email_code": "1"},
+            "E-mail codes need an SMTP server, and this Meetgate has none configured: an admin"
+            " must set [smtp] host (MEETGATE_SMTP__HOST) first.",
+        ),
     ],
 )
 def test_bad_policies_are_refused_and_change_nothing(
@@ -311,3 +318,34 @@ def test_the_dashboard_picks_sign_in_providers(oidc: OidcSetup) -> None:
     entry = entry_page(gateway, room)
     assert "Sign in with Other Login" in entry.text
     assert "University Login" not in entry.text
+
+
+def test_the_admin_api_refuses_e_mail_codes_without_an_smtp_server(
+    gateway: GatewayServer, oidc: OidcSetup
+) -> None:
+    room = new_room(gateway)
+    with gateway.admin() as client:
+        refused = client.put(
+            f"/api/v1/rooms/{room}/policy", json={**INVITES_ONLY, "email_code": True}
+        )
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["error"] == "invalid_input"
+    assert "[smtp] host (MEETGATE_SMTP__HOST)" in refused.json()["message"]
+    assert rules(gateway, room)["email_code"] is False
+    # Where the configuration names one, the same policy is taken.
+    named = oidc.gateway
+    other = new_room(named)
+    named.set_policy(other, email_code=True)
+    assert rules(named, other)["email_code"] is True
+
+
+def test_the_dashboard_says_in_chinese_why_e_mail_codes_cannot_be_offered(
+    gateway: GatewayServer, meeting: tuple[str, Admitted, Admitted]
+) -> None:
+    room, host, _ = meeting
+    fields = form(gateway, host, email_code="1", invite="1")
+    response = post_policy(gateway, host, room, fields, headers={"accept-language": "zh-TW"})
+    assert response.status_code == 400, response.text
+    message = response.json()["message"]
+    assert "郵件驗證碼" in message and "MEETGATE_SMTP__HOST" in message
+    assert "E-mail codes" not in message

@@ -9,12 +9,17 @@ import pytest
 
 from gateway.admission.policy import describe_policy, make_policy, policy_version
 from gateway.errors import InvalidInput
+from gateway.i18n import SIMPLIFIED, TRADITIONAL, gettext
 from gateway.store.records import RoomPolicy
 from tests.fixtures.gateway_server import INVITES_ONLY
 
 
 def ask(**changes: Any) -> RoomPolicy:
-    values: dict[str, Any] = {**INVITES_ONLY, "known_providers": ["uni", "authentik"]}
+    values: dict[str, Any] = {
+        **INVITES_ONLY,
+        "known_providers": ["uni", "authentik"],
+        "mail_configured": True,
+    }
     values.update(changes)
     return make_policy(**values)
 
@@ -22,7 +27,7 @@ def ask(**changes: Any) -> RoomPolicy:
 def refusal(**changes: Any) -> str:
     with pytest.raises(InvalidInput) as caught:
         ask(**changes)
-    return caught.value.message
+    return caught.value.shown()
 
 
 def test_lists_are_trimmed_lower_cased_and_kept_once() -> None:
@@ -97,3 +102,39 @@ def test_a_policy_in_one_line_names_no_address() -> None:
         " lists: 1 address, 2 domains, 1 host address"
     )
     assert "@" not in line
+
+
+def test_e_mail_codes_need_an_smtp_server_configured() -> None:
+    says = refusal(email_code=True, mail_configured=False)
+    assert "E-mail codes need an SMTP server" in says
+    assert "[smtp] host (MEETGATE_SMTP__HOST)" in says
+    # Codes are not asked for: no server is needed.
+    assert ask(lobby=True, mail_configured=False).lobby is True
+
+
+def test_every_problem_is_translated_on_its_own() -> None:
+    with pytest.raises(InvalidInput) as caught:
+        ask(
+            oidc=True,
+            known_providers=[],
+            email_code=True,
+            mail_configured=False,
+            allowed_domains=["a b"],
+        )
+    english = caught.value.shown()
+    assert english.startswith("Sign-in needs an OpenID Connect provider in the configuration. E-")
+    assert english.endswith(" first. This is not a valid domain: a b")
+    for language in (SIMPLIFIED, TRADITIONAL):
+        shown = caught.value.shown(lambda message, language=language: gettext(language, message))
+        assert "Sign-in needs" not in shown and "E-mail codes" not in shown
+        assert "MEETGATE_SMTP__HOST" in shown
+        # Sentences run on without a space after a full stop, as Chinese writes them.
+        assert "。 " not in shown
+
+
+def test_a_policy_in_one_line_speaks_the_pages_language() -> None:
+    policy = ask(lobby=True, allowed_emails=["ada@uni.example", "bob@uni.example"])
+    for language in (SIMPLIFIED, TRADITIONAL):
+        line = describe_policy(policy, language)
+        assert "ways in" not in line and "addresses" not in line and "2" in line
+    assert describe_policy(policy, SIMPLIFIED) != describe_policy(policy, TRADITIONAL)
