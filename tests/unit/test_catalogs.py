@@ -6,15 +6,20 @@ match."""
 from __future__ import annotations
 
 import ast
+import importlib
+import inspect
+import pkgutil
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from babel.messages.catalog import Catalog
 from babel.messages.pofile import read_po
 
+import gateway
 from gateway import errors
 from gateway.i18n import LANGUAGES, SIMPLIFIED, TRADITIONAL, gettext
 
@@ -163,3 +168,163 @@ def test_the_two_chinese_scripts_differ() -> None:
     assert gettext(SIMPLIFIED, sample) != sample
     assert gettext(TRADITIONAL, sample) != sample
     assert gettext(SIMPLIFIED, sample) != gettext(TRADITIONAL, sample)
+
+
+# Errors raised with a message that is neither a literal marked N_ nor a module-level constant
+# marked N_: each says why its words are translated anyway (or need not be).
+DYNAMIC_MESSAGES: set[tuple[str, str]] = {
+    # RateLimited: `message or RATE_LIMIT_MESSAGES.get(...)`, a table of N_-marked messages.
+    ("gateway/errors.py", "message or RATE_LIMIT_MESSAGES.get(limit or '')"),
+}
+
+
+def meetgate_errors() -> dict[str, inspect.Signature]:
+    """Every MeetgateError subclass in gateway/ by name, with its constructor's signature."""
+    for module in pkgutil.walk_packages(gateway.__path__, "gateway."):
+        importlib.import_module(module.name)
+    found: dict[str, inspect.Signature] = {}
+    todo = [errors.MeetgateError]
+    while todo:
+        cls = todo.pop()
+        found[cls.__name__] = inspect.signature(cls)
+        todo += cls.__subclasses__()
+    assert set(found) >= {
+        name
+        for name, cls in inspect.getmembers(errors, inspect.isclass)
+        if issubclass(cls, errors.MeetgateError)
+    }
+    return found
+
+
+def message_argument(call: ast.Call, signature: inspect.Signature) -> ast.expr | None:
+    """What a call passes as the error's `message` parameter, if it has one."""
+    names = list(signature.parameters)
+    if "message" not in names:
+        return None
+    for keyword in call.keywords:
+        if keyword.arg == "message":
+            return keyword.value
+    position = names.index("message")
+    if position < len(call.args) and not any(
+        isinstance(arg, ast.Starred) for arg in call.args[: position + 1]
+    ):
+        return call.args[position]
+    return None
+
+
+def is_marked(node: ast.expr) -> bool:
+    return isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "N_"
+
+
+def module_constants_marked(tree: ast.Module) -> set[str]:
+    return {
+        target.id
+        for statement in tree.body
+        if isinstance(statement, ast.Assign) and is_marked(statement.value)
+        for target in statement.targets
+        if isinstance(target, ast.Name)
+    }
+
+
+def error_calls(
+    tree: ast.Module, signatures: dict[str, inspect.Signature]
+) -> Iterator[tuple[ast.Call, inspect.Signature]]:
+    """Every call in `tree` that makes a MeetgateError: `SomeError(…)`, and `super().__init__(…)`
+    in an error's own constructor (with its base's signature)."""
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in signatures
+        ):
+            yield node, signatures[node.func.id]
+        if not (isinstance(node, ast.ClassDef) and node.name in signatures):
+            continue
+        bases = [base.id for base in node.bases if isinstance(base, ast.Name)]
+        if not bases or bases[0] not in signatures:
+            continue
+        for call in ast.walk(node):
+            if (
+                isinstance(call, ast.Call)
+                and isinstance(call.func, ast.Attribute)
+                and call.func.attr == "__init__"
+                and isinstance(call.func.value, ast.Call)
+                and isinstance(call.func.value.func, ast.Name)
+                and call.func.value.func.id == "super"
+            ):
+                yield call, signatures[bases[0]]
+
+
+def unmarked_error_messages() -> tuple[list[str], list[str]]:
+    """(literal messages not marked N_, dynamic messages not in DYNAMIC_MESSAGES), each as
+    `path:line: source`, for every call that makes a MeetgateError in gateway/."""
+    signatures = meetgate_errors()
+    literal, dynamic = [], []
+    for path in sorted((ROOT / "gateway").rglob("*.py")):
+        relative = path.relative_to(ROOT).as_posix()
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        constants = module_constants_marked(tree)
+        for call, signature in error_calls(tree, signatures):
+            message = message_argument(call, signature)
+            if message is None or is_marked(message):
+                continue
+            if isinstance(message, ast.Constant) and message.value is None:
+                continue
+            if isinstance(message, ast.Name) and message.id in constants:
+                continue
+            where = f"{relative}:{call.lineno}: {ast.unparse(call)[:100]}"
+            if isinstance(message, (ast.Constant, ast.JoinedStr)):
+                literal.append(where)
+            elif (relative, ast.unparse(message)) not in DYNAMIC_MESSAGES:
+                dynamic.append(where)
+    return literal, dynamic
+
+
+def test_every_error_message_raised_in_code_is_marked() -> None:
+    literal, dynamic = unmarked_error_messages()
+    assert literal == [], "a message not marked N_ (write N_('… {name} …'), name=…)"
+    assert dynamic == [], "a message built in code: translate its parts (errors.Phrase)"
+
+
+def test_every_error_title_and_message_in_gateway_is_marked() -> None:
+    # errors.py is checked above; the errors other modules define are shown the same way.
+    signatures = meetgate_errors()
+    unmarked = []
+    for path in sorted((ROOT / "gateway").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.ClassDef) or node.name not in signatures:
+                continue
+            for statement in node.body:
+                if (
+                    isinstance(statement, ast.Assign)
+                    and isinstance(statement.targets[0], ast.Name)
+                    and statement.targets[0].id in ("title", "message")
+                    and not is_marked(statement.value)
+                ):
+                    unmarked.append(f"{path.name}: {node.name}.{statement.targets[0].id}")
+    assert unmarked == []
+
+
+def test_the_marked_message_check_finds_what_it_should() -> None:
+    source = (
+        "raise InvalidInput('plain')\n"
+        "raise InvalidInput(f'The {field} is bad')\n"
+        "raise InvalidInput(' '.join(problems))\n"
+        "raise InvalidInput(N_('marked {x}'), x=1)\n"
+        "raise NotFound()\n"
+        "raise ChallengeFailed('malformed')\n"
+    )
+    signatures = meetgate_errors()
+    kinds = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            if node.func.id not in signatures:
+                continue
+            message = message_argument(node, signatures[node.func.id])
+            if message is None or is_marked(message):
+                kinds.append("fine")
+            elif isinstance(message, (ast.Constant, ast.JoinedStr)):
+                kinds.append("literal")
+            else:
+                kinds.append("dynamic")
+    assert kinds == ["literal", "literal", "dynamic", "fine", "fine", "fine"]
