@@ -3,13 +3,21 @@
 A Redis that restarts without its data (persistence off, a lost volume), or from an older
 snapshot, forgets bans, revocations and locks without a word: a banned troll would simply be let
 in again. So the store keeps a marker, `<epoch>:<generation>:<ok|lost>`: a random epoch written
-once, when the first replica finds no marker, and a generation every replica raises by one at each
-check (every `CHECK_SECONDS`). Each replica remembers the last marker it saw. The store has lost
-its memory when a replica that has seen a marker finds none, one of another epoch, one whose
-generation went back (a rollback), or one that does not parse. The replica then writes the loss
-into the marker itself (`lost`), so every replica, `meetgate doctor` and the admin API agree, and
-it stays so until an admin acknowledges it (`acknowledge_loss`), whatever replicas start or stop
-meanwhile.
+when the first replica finds no marker (and anew with each loss), and a generation every replica
+raises by one at each check (every `CHECK_SECONDS`). Each replica remembers the last marker it
+saw. The store has lost its memory when a replica that has seen a marker finds none, one of
+another epoch, one whose generation went back (a rollback), or one that does not parse. The
+replica then writes the loss into the marker itself (`lost`), so every replica, `meetgate doctor`
+and the admin API agree, and it stays so until an admin acknowledges it (`acknowledge_loss`),
+whatever replicas start or stop meanwhile.
+
+A loss is written under a new epoch, and only an acknowledgement turns a `lost` marker into an
+`ok` one of the same epoch: so an `ok` marker of the epoch a replica knows as lost can only be an
+admin's acknowledgement. Keeping the old epoch (as the previous release did) let any `ok` marker of
+that epoch pass for one: in a split brain (two masters taking writes), a replica alternating
+between the master it marked lost and the other, whose marker other replicas kept advancing as
+`ok`, cleared the loss and admitted joins at every switch. The marker's shape is unchanged, so
+replicas of both releases read each other's markers.
 
 What it cannot see (docs/operations.md): a loss while no replica runs (a replica that starts
 against a store without a marker takes it for a new store), and writes lost from less than one
@@ -99,15 +107,22 @@ class Continuity:
         marker = parse_marker(raw)
         if marker is None:
             return self._found("its memory marker does not parse", Marker.fresh(lost=True))
+        known = self._known
         if marker.lost:
-            self._known, self._pending = marker, False
-            self._lose(
+            reason = (
                 "its memory marker is gone: it restarted without its data or was emptied"
                 if created
                 else "its memory marker says so (found by a replica, not yet acknowledged)"
             )
+            if known is not None and not known.lost and marker.epoch == known.epoch:
+                # A loss under an epoch this replica saw `ok`: an older copy from before an
+                # acknowledgement, or a loss the previous release wrote (it kept the epoch). `ok`
+                # markers of that epoch may be about (another master's): give it an epoch of its
+                # own, so that none of them passes for its acknowledgement.
+                return self._found(reason, Marker.fresh(lost=True))
+            self._known, self._pending = marker, False
+            self._lose(reason)
             return None
-        known = self._known
         if created:
             self._known = marker
             log.info(
@@ -116,10 +131,13 @@ class Continuity:
             )
             return None
         if self.lost:
-            # An acknowledgement raises the lost marker's generation; the same marker with a
-            # generation not past the lost one's is an older copy of the store again.
+            # Only an acknowledgement writes an `ok` marker of a lost marker's epoch (each loss
+            # gets an epoch of its own), raising its generation; the same epoch with a generation
+            # not past the lost one's is an older copy of the store again. An `ok` marker of any
+            # other epoch (another master's, in a split brain) acknowledges nothing.
             acknowledged = (
                 known is not None
+                and known.lost
                 and marker.epoch == known.epoch
                 and marker.generation > known.generation
             )
@@ -127,20 +145,20 @@ class Continuity:
                 self._known = marker
                 self._clear()
                 return None
-            return self._found(self.reason, dataclasses.replace(marker, lost=True))
+            return self._found(self.reason, Marker.fresh(lost=True))
         if known is None:
             self._known = marker
             return None
         if marker.epoch != known.epoch:
             return self._found(
                 "its memory marker is not the one it held: it was emptied or replaced",
-                dataclasses.replace(marker, lost=True),
+                Marker.fresh(lost=True),
             )
         if marker.generation <= known.generation:
             return self._found(
                 f"its memory marker went back from generation {known.generation} to"
                 f" {marker.generation}: it was restored from an older copy",
-                dataclasses.replace(marker, lost=True),
+                Marker.fresh(lost=True),
             )
         self._known = marker
         return None

@@ -61,6 +61,43 @@ async def test_a_garbled_marker_is_a_lost_memory_until_acknowledged(
     assert stored is not None and not stored.lost
 
 
+async def test_an_ok_marker_of_another_master_is_no_acknowledgement(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A split brain (a Sentinel failover without min-replicas-to-write): this replica alternates
+    between the new master, whose marker went back and which it marked lost, and the old one,
+    whose marker other replicas keep advancing as `ok`, of the epoch before the loss and past the
+    lost generation. Only an admin's acknowledgement clears the loss."""
+    for _ in range(4):
+        assert not await check_memory(store)
+    before = parse_marker(await marker_of(store))
+    assert before is not None
+    epoch, generation = before.epoch, before.generation
+    # The new master: a copy from two checks back.
+    assert await store.replace_marker(await marker_of(store), f"{epoch}:{generation - 2}:ok")
+    with caplog.at_level(logging.INFO, logger="meetgate.store"):
+        assert await check_memory(store)
+        for switch in range(1, 6):
+            new_master = await marker_of(store)
+            assert (parse_marker(new_master) or before).lost
+            # The old master, advanced by the other replicas meanwhile.
+            old_master = f"{epoch}:{generation + 10 * switch}:ok"
+            assert await store.replace_marker(new_master, old_master)
+            assert await check_memory(store)
+            # It writes the loss into that master too, under an epoch of its own.
+            written = parse_marker(await marker_of(store))
+            assert written is not None and written.lost and written.epoch != epoch
+            assert await store.replace_marker(await marker_of(store), new_master)
+            assert await check_memory(store)
+    said = [r.getMessage() for r in caplog.records]
+    assert not [m for m in said if "acknowledged" in m], said
+    assert len([m for m in said if "lost its memory" in m]) == 1, said
+
+    assert await acknowledge_loss(store) is not None
+    assert not store.continuity.lost
+    assert not await check_memory(store)
+
+
 @pytest.fixture
 async def replicas(contract_redis_url: str) -> AsyncIterator[list[Store]]:
     """Three replicas' stores on one emptied Redis database, and a raw client to it."""
@@ -152,9 +189,10 @@ async def test_an_older_copy_coming_back_while_lost_is_no_acknowledgement(
         await client.set("meetgate:memory", older)
         assert await check_memory(a)
         found = parse_marker(await marker_of(a))
-        assert found is not None and found.lost and older.startswith(found.epoch)
-        # The same copy again, before any admin acknowledged: an ok marker of the same epoch,
-        # but not past the lost one's generation, is that copy, not an acknowledgement.
+        # The loss is written under an epoch of its own.
+        assert found is not None and found.lost and not older.startswith(found.epoch + ":")
+        # The same copy again, before any admin acknowledged: an ok marker, but of the epoch
+        # before the loss, is that copy, not an acknowledgement.
         await client.set("meetgate:memory", older)
     finally:
         await client.aclose()
@@ -172,6 +210,68 @@ async def test_acknowledging_an_intact_store_changes_nothing(replicas: list[Stor
     assert not await check_memory(a)
     stored = parse_marker(await marker_of(a))
     assert stored is not None and not stored.lost
+
+
+async def test_after_a_split_brain_one_acknowledgement_clears_every_replica(
+    replicas: list[Store], contract_redis_url: str
+) -> None:
+    a, b, c = replicas
+    for replica in (a, b, c):
+        assert not await check_memory(replica)
+    older = await marker_of(a)
+    for _ in range(3):
+        for replica in (a, b, c):
+            assert not await check_memory(replica)
+    advanced = parse_marker(await marker_of(a))
+    assert advanced is not None
+    client = redis.asyncio.Redis.from_url(contract_redis_url, decode_responses=True)
+    try:
+        await client.set("meetgate:memory", older)  # the new master, behind
+        assert await check_memory(b)
+        # The old master's marker, advanced as `ok` by replicas still writing to it.
+        await client.set("meetgate:memory", f"{advanced.epoch}:{advanced.generation + 20}:ok")
+        assert await check_memory(b)
+        assert await check_memory(a)
+        assert await check_memory(c)
+    finally:
+        await client.aclose()
+    # The split is over; every replica has checked the one marker left, and an admin acknowledges.
+    for replica in (a, b, c):
+        assert await check_memory(replica)
+    assert await acknowledge_loss(a) is not None
+    for replica in (a, b, c):
+        assert not await check_memory(replica)
+
+
+@pytest.mark.parametrize("seen_before", [False, True])
+async def test_a_loss_the_previous_release_wrote_is_acknowledged_as_before(
+    replicas: list[Store], contract_redis_url: str, seen_before: bool
+) -> None:
+    """The previous release wrote a loss under the epoch it found (`<epoch>:<n>:lost`, the same
+    shape): after an upgrade it still reads as a loss, and an acknowledgement clears it. A
+    replica that saw that epoch `ok` gives the loss an epoch of its own, so that no `ok` marker of
+    the old epoch passes for the acknowledgement."""
+    a, b, _ = replicas
+    epoch = "0123456789abcdef0123456789abcdef"
+    client = redis.asyncio.Redis.from_url(contract_redis_url, decode_responses=True)
+    try:
+        if seen_before:
+            await client.set("meetgate:memory", f"{epoch}:7:ok")
+            assert not await check_memory(a)
+            assert not await check_memory(b)
+        await client.set("meetgate:memory", f"{epoch}:9:lost")
+        assert await check_memory(a)
+        assert await check_memory(b)
+        stored = parse_marker(await marker_of(a))
+        assert stored is not None and stored.lost and (stored.epoch == epoch) is not seen_before
+        if seen_before:
+            await client.set("meetgate:memory", f"{epoch}:40:ok")
+            assert await check_memory(a)
+    finally:
+        await client.aclose()
+    assert await acknowledge_loss(b) is not None
+    for replica in (a, b):
+        assert not await check_memory(replica)
 
 
 def test_the_contract_database_is_not_the_gateways() -> None:
