@@ -17,7 +17,7 @@ from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse
 from fastapi.security import HTTPBearer
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -51,7 +51,7 @@ from gateway.errors import (
     RoomNotFound,
     UnsupportedMediaType,
 )
-from gateway.i18n import N_
+from gateway.i18n import LANGUAGES, N_
 from gateway.metrics import Metrics
 from gateway.proxy.gate import request_id
 from gateway.settings import Settings
@@ -68,6 +68,26 @@ def _json_number(value: object) -> object:
 
 # JSON Schema's integer: 60 and 60.0 (a number without a fraction), never "60" or true.
 JsonInt = Annotated[int, BeforeValidator(_json_number), Field(strict=False)]
+
+LANGUAGE_TAGS = tuple(language.tag for language in LANGUAGES)
+
+
+def _language_tag(value: str) -> str:
+    if value != "" and value not in LANGUAGE_TAGS:
+        raise ValueError(f'Input should be one of {", ".join(LANGUAGE_TAGS)}, or "" for none')
+    return value
+
+
+# A room's default language: the tag of one of the pages' languages, exactly as written.
+LanguageTag = Annotated[
+    str,
+    AfterValidator(_language_tag),
+    Field(
+        description="The language of the room's pages for a visitor who chose none of Meetgate's"
+        ' (their switcher choice or browser\'s language still comes first); "" for none',
+        json_schema_extra={"enum": ["", *LANGUAGE_TAGS]},
+    ),
+]
 
 
 class _Body(BaseModel):
@@ -87,6 +107,7 @@ class RoomIn(_Body):
         },
     )
     title: str = Field(default="", max_length=MAX_TITLE_CHARS, description="Shown on the join page")
+    language: LanguageTag | None = None
 
 
 class RoomOut(BaseModel):
@@ -98,6 +119,7 @@ class RoomOut(BaseModel):
     approval_required: bool
     pow_required: bool
     moved_to: str | None
+    language: str | None = Field(description="The room's default language (a tag), null for none")
     rules: PolicyIn
 
 
@@ -121,6 +143,8 @@ class RoomChange(_Body):
     pow_required: bool | None = Field(
         default=None, description="Every join attempt must carry a proof-of-work"
     )
+    # null or absent: unchanged; "": no default any more.
+    language: LanguageTag | None = None
 
 
 class InviteIn(_Body):
@@ -222,6 +246,7 @@ def _room_out(room: Room) -> RoomOut:
         approval_required=room.approval_required,
         pow_required=room.pow_required,
         moved_to=room.moved_to,
+        language=room.language or None,
         rules=PolicyIn.model_validate(asdict(room.policy), strict=False),
     )
 
@@ -415,7 +440,12 @@ def create_admin_app(settings: Settings, store: Store, metrics: Metrics) -> Admi
     @app.post("/api/v1/rooms", status_code=201, dependencies=guarded, responses=CONFLICT)
     async def create_room(body: RoomIn) -> RoomOut:
         name = validate_room_name(body.name)
-        room = Room(name=name, title=validate_title(body.title or name), created_at=time.time())
+        room = Room(
+            name=name,
+            title=validate_title(body.title or name),
+            created_at=time.time(),
+            language=body.language or "",
+        )
         await store.create_room(room)
         return _room_out(room)
 
@@ -440,6 +470,7 @@ def create_admin_app(settings: Settings, store: Store, metrics: Metrics) -> Admi
                 # Unlocking also lifts a lockdown's approval requirement, as on the dashboard.
                 approval_required=room.approval_required and body.locked is not False,
                 pow_required=room.pow_required if body.pow_required is None else body.pow_required,
+                language=room.language if body.language is None else body.language,
             ),
         )
         return _room_out(changed)

@@ -27,6 +27,7 @@ import httpx
 
 from gateway import log_privacy
 from gateway.errors import ConfigError
+from gateway.i18n import LANGUAGES
 from gateway.settings import Settings, find_config, load_settings
 
 if TYPE_CHECKING:
@@ -501,6 +502,10 @@ def _when(timestamp: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp))
 
 
+# `meetgate room … --language`: the pages' languages by tag, and the word for no default.
+LANGUAGE_TAGS = [language.tag for language in LANGUAGES]
+NO_LANGUAGE = "none"
+
 # The options of `meetgate room policy` that each key of the admin API's policy comes from.
 POLICY_OPTIONS = {
     "invite": "--no-invite",
@@ -521,10 +526,11 @@ def command_room(args: argparse.Namespace) -> int:
         room = client.call(
             "POST",
             "/api/v1/rooms",
-            {"name": args.name, "title": args.title or ""},
-            options={"name": "the room's name", "title": "--title"},
+            {"name": args.name, "title": args.title or "", "language": args.language},
+            options={"name": "the room's name", "title": "--title", "language": "--language"},
         )
-        print(f"created room {room['name']} ({room['title']})")
+        language = f", pages in {room['language']} by default" if room["language"] else ""
+        print(f"created room {room['name']} ({room['title']}){language}")
     elif args.action == "list":
         rooms = client.call("GET", "/api/v1/rooms")
         if not rooms:
@@ -537,17 +543,28 @@ def command_room(args: argparse.Namespace) -> int:
             change["locked"] = args.lock
         if args.challenge is not None:
             change["pow_required"] = args.challenge == "on"
+        if args.language is not None:
+            change["language"] = "" if args.language == NO_LANGUAGE else args.language
         if not change:
-            raise CliError("nothing to change: give --lock, --unlock or --challenge on|off")
+            raise CliError(
+                "nothing to change: give --lock, --unlock, --challenge on|off or --language"
+            )
         room = client.call(
             "PATCH",
             f"/api/v1/rooms/{args.name}",
             change,
-            options={"locked": "--lock/--unlock", "pow_required": "--challenge"},
+            options={
+                "locked": "--lock/--unlock",
+                "pow_required": "--challenge",
+                "language": "--language",
+            },
         )
         state = [
             "locked" if room["locked"] else "open",
             "proof-of-work on" if room["pow_required"] else "proof-of-work automatic",
+            f"pages in {room['language']} by default"
+            if room["language"]
+            else "no default language",
         ]
         print(f"room {room['name']}: {', '.join(state)}")
     elif args.action == "policy":
@@ -804,19 +821,33 @@ def build_parser() -> argparse.ArgumentParser:
         room_sub,
         "create",
         "create a room",
-        ["meetgate room create board --title 'Board meeting'"],
+        [
+            "meetgate room create board --title 'Board meeting'",
+            "meetgate room create taipei --title '台北例會' --language zh-Hant",
+        ],
         client,
     )
     create.add_argument("name", help="room name: a-z, 0-9, '-', '_'")
     create.add_argument("--title", help="shown on the join page")
+    create.add_argument(
+        "--language",
+        choices=LANGUAGE_TAGS,
+        help="the language of the room's pages for visitors whose browser asks for none of"
+        " these (their own choice still wins; default: English)",
+    )
     command(
         room_sub, "list", "list the rooms", ["meetgate room list --config meetgate.toml"], client
     )
     change = command(
         room_sub,
         "set",
-        "lock or unlock a room, or demand proof-of-work",
-        ["meetgate room set board --lock", "meetgate room set board --unlock --challenge off"],
+        "lock or unlock a room, demand proof-of-work, or set its default language",
+        [
+            "meetgate room set board --lock",
+            "meetgate room set board --unlock --challenge off",
+            "meetgate room set board --language zh-Hans",
+            "meetgate room set board --language none   # back to the visitor's browser, or English",
+        ],
         client,
     )
     change.add_argument("name", help="the room")
@@ -833,6 +864,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     change.add_argument(
         "--challenge", choices=["on", "off"], help="demand proof-of-work for every join attempt"
+    )
+    change.add_argument(
+        "--language",
+        choices=[*LANGUAGE_TAGS, NO_LANGUAGE],
+        help="the language of the room's pages for visitors whose browser asks for none of"
+        " these (their own choice still wins); none: no default",
     )
     policy = command(
         room_sub,

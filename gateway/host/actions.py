@@ -17,7 +17,7 @@ from gateway.cuts import CUTS, Cut
 from gateway.errors import InvalidInput, NotHost, PolicyChanged, RoomNotFound
 from gateway.i18n import N_
 from gateway.store import Store
-from gateway.store.records import Admission, AuditEntry, Role, Room, RoomPolicy
+from gateway.store.records import ROOM_LANGUAGES, Admission, AuditEntry, Role, Room, RoomPolicy
 
 
 def address_prefix(address: str) -> str:
@@ -166,6 +166,7 @@ class HostDesk:
             locked=room.locked,
             approval_required=room.approval_required,
             lineage=room.ban_scope,
+            language=room.language,
         )
         await self._store.create_room(successor)
         # Names come along, claimed in the new room before it is reachable (names were unique
@@ -213,6 +214,22 @@ class HostDesk:
 
         updated = await self._store.change_room(room_name, change)
         await self._audit(host, "change policy", now, detail=describe_policy(policy))
+        return updated
+
+    async def set_language(
+        self, host: Admission, room_name: str, language: str, now: float
+    ) -> Room | None:
+        """Set the language of the room's pages for visitors who chose none (a tag of
+        gateway.i18n.LANGUAGES; "" for none). None (and nothing done) if it already is."""
+        room = await self._authorise(host, room_name, now)
+        if language != "" and language not in ROOM_LANGUAGES:
+            raise InvalidInput(N_("Choose one of the languages offered."))
+        if language == room.language:
+            return None
+        updated = await self._store.change_room(
+            room_name, lambda current: replace(current, language=language)
+        )
+        await self._audit(host, "change language", now, detail=language)
         return updated
 
     async def waiting(self, host: Admission, room_name: str, now: float) -> list[LobbyRequest]:

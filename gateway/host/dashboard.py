@@ -32,7 +32,7 @@ from gateway.host.policy_form import (
     policy_from_form,
     policy_view,
 )
-from gateway.i18n import N_, gettext, translations
+from gateway.i18n import DEFAULT, N_, gettext, translations
 from gateway.proxy.gate import cookie_name, read_cookie, request_id
 from gateway.settings import Settings
 from gateway.store.records import Admission, AuditEntry, Role, Room, RoomPolicy
@@ -66,7 +66,13 @@ NOTICES = {
         "The new policy is saved: it decides every join attempt from now on."
         " People already in the meeting stay."
     ),
+    "language": N_(
+        "The room's language is saved: its pages speak it to everyone who has not chosen"
+        " a language of their own."
+    ),
 }
+# Actions done as soon as asked: nothing in them needs a second thought.
+WITHOUT_CONFIRMATION = frozenset({"language"})
 # What the page shows for a participant's role, the way they came in and each entry of the
 # host actions' log (the roster's JSON keeps the values themselves).
 ROLE_LABELS = {
@@ -92,6 +98,7 @@ AUDIT_ACTIONS = {
     "lockdown": N_("lockdown"),
     "move": N_("move"),
     "change policy": N_("change policy"),
+    "change language": N_("change language"),
     "approve": N_("approve"),
     "deny": N_("deny"),
     "deny and ban": N_("deny and ban"),
@@ -461,6 +468,14 @@ def create_dashboard_router(
         message = shown(N_("The new policy is saved ({policy})."), policy=view["summary"])
         return Outcome(True, message, request.room, {"policy": view})
 
+    async def change_language(request: ActionRequest) -> Outcome:
+        language = request.fields.get("language", "")
+        changed = await desk.set_language(request.host, request.room, language, request.now)
+        if changed is None:
+            message = shown(N_("Nothing to do: the room already has this language."))
+            return Outcome(False, message, request.room, {"language": language})
+        return Outcome(True, shown(NOTICES["language"]), request.room, {"language": language})
+
     async def answer(request: ActionRequest, action: str) -> Outcome:
         request_id = request.fields.get("request", "")
         answer = LOBBY_ANSWERS[action]
@@ -500,6 +515,7 @@ def create_dashboard_router(
         "deny": deny,
         "deny-ban": deny_ban,
         "policy": change_policy,
+        "language": change_language,
     }
 
     @router.get(HOST_PREFIX)
@@ -522,6 +538,7 @@ def create_dashboard_router(
             notice=shown(NOTICES[done]) if done in NOTICES else "",
             policy=policy_view(current.policy, providers),
             room=view["room"],
+            room_language=current.language or DEFAULT.tag,
             participants=view["participants"],
             lobby=view["lobby"],
             audit=view["audit"],
@@ -593,7 +610,7 @@ def create_dashboard_router(
             policy=policy,
         )
         as_json = wants_json(request.scope)
-        if fields.get("confirmed") != "1":
+        if fields.get("confirmed") != "1" and action not in WITHOUT_CONFIRMATION:
             confirmation = _confirmation(action, parsed)
             if as_json:
                 return JSONResponse({"ok": True, "done": False, "confirm": confirmation.question})
@@ -616,7 +633,7 @@ def create_dashboard_router(
                 {"ok": True, "done": outcome.done, "message": outcome.message, **outcome.extra}
             )
         if outcome.done:
-            after = "?done=policy" if action == "policy" else ""
+            after = f"?done={action}" if action in NOTICES else ""
             return RedirectResponse(dashboard_path(outcome.room) + after, status_code=303)
         page = render(
             "host_confirm.html",

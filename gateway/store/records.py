@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final
 
+from gateway.i18n import LANGUAGES
+
 
 class Role(StrEnum):
     HOST = "host"
@@ -47,7 +49,8 @@ class RoomPolicy:
 class Room:
     """A room and its live state. `locked`: no new admissions. `approval_required`: only hosts
     enter on their own (set by an emergency lockdown). `moved_to`: the meeting continues in that
-    room, and joins for this one are sent there."""
+    room, and joins for this one are sent there. `language`: the tag of the language its pages
+    speak to a visitor who chose none of ours (gateway/i18n.py), "" for none."""
 
     name: str
     title: str
@@ -60,6 +63,7 @@ class Room:
     lineage: str = ""
     # Switched on by a host or an admin: every join attempt must carry a proof-of-work.
     pow_required: bool = False
+    language: str = ""
 
     @property
     def ban_scope(self) -> str:
@@ -291,6 +295,7 @@ _ROOM_JSON: Final[Mapping[str, tuple[bool, _Check]]] = {
     "moved_to": (False, _text_or_none),
     "lineage": (False, _text),
     "pow_required": (False, _truth),
+    "language": (False, _text),
 }
 _POLICY_JSON: Final[Mapping[str, tuple[bool, _Check]]] = {
     "invite": (False, _truth),
@@ -365,10 +370,19 @@ def parse_invite(record: str | None, uses: str | None, revoked: str | None) -> I
     return Invite(**data, uses=int(uses), revoked=_flag(revoked, kind))
 
 
+# The tags a room's `language` may hold.
+ROOM_LANGUAGES: Final = frozenset(language.tag for language in LANGUAGES)
+
+
 def parse_room(record: str | None) -> Room:
     kind = RecordKind.ROOM
     data = _checked(_json(record, kind), _ROOM_JSON, kind)
     data["policy"] = RoomPolicy(**_checked(data["policy"], _POLICY_JSON, kind))
+    if data.get("language", "") not in ROOM_LANGUAGES:
+        # A text that names none of this release's languages (one since removed, a hand edit)
+        # is no default: the visitor's choice and English still answer, so the room is not
+        # refused for it and nothing is counted. A value that is not text is corrupt, as any.
+        data["language"] = ""
     return Room(**data)
 
 

@@ -27,6 +27,7 @@ from gateway.store.records import Room
 from gateway.web.entry import Entrance, client_addr
 from gateway.web.forms import read_form
 from gateway.web.languages import current as current_language
+from gateway.web.languages import use_room_language
 from gateway.web.pages import same_origin
 from gateway.web.templating import render
 
@@ -78,6 +79,7 @@ def create_email_router(settings: Settings, entrance: Entrance, codes: EmailCode
         if not same_origin(request, settings.public_url):
             raise CrossSiteRequest()
         current = await entrance.room_for_entry(room)
+        use_room_language(request.scope, current.language)
         return current, await read_form(request)
 
     @router.post(EMAIL_PREFIX + "/{room}/send")

@@ -23,7 +23,7 @@ from gateway.settings import Settings
 from gateway.store import Store
 from gateway.store.records import Admission, Role, Room
 from gateway.tickets import TicketAuthority
-from gateway.web.languages import jitsi_query
+from gateway.web.languages import jitsi_query, use_room_language
 from gateway.web.templating import render
 
 
@@ -137,6 +137,9 @@ def create_entry_router(settings: Settings, entrance: Entrance) -> APIRouter:
     @router.get(ENTER_PREFIX + "/{room}", response_class=HTMLResponse)
     async def enter(request: Request, room: str) -> HTMLResponse:
         current = await entrance.room_with_gate_page(room, client_addr(request))
+        # Only once the room is known to show this page: the refusal for an unknown room must
+        # read exactly as the one for a closed room, in the visitor's language.
+        use_room_language(request.scope, current.language)
         paths = offered_paths(current.policy)
         allowed = current.policy.oidc_providers or tuple(providers)
         page = render(

@@ -2,8 +2,9 @@
 
 `language_of(scope)` reads, in this order: `?lang=` (the switcher's links on every page), the
 `meetgate_lang` cookie (set by following such a link; it holds the language and nothing else),
-`Accept-Language`. `LanguageChoice` is the pure ASGI layer around the pages: it makes the
-request's language the current one for the templates and sets the cookie when a link chose one.
+`Accept-Language`, then (on a page of a room, `use_room_language`) the room's default language.
+`LanguageChoice` is the pure ASGI layer around the pages: it makes the request's language the
+current one for the templates and sets the cookie when a link chose one.
 """
 
 from __future__ import annotations
@@ -72,6 +73,19 @@ def asked_for(scope: Scope) -> bool:
         return True
     browser = from_accept_language(_header(scope, b"accept-language") or "")
     return browser is not None and browser is not DEFAULT
+
+
+def use_room_language(scope: Scope, room_default: str) -> Language:
+    """On a page of a room, once its record is read: the request's language negotiated again
+    with the room's default (the visitor's own choice and their browser's still come first),
+    made current for the rest of the request, error pages included (LanguageChoice restores
+    the context after it). Jitsi Meet is handed a non-English default too, as it cannot know
+    the room's."""
+    language = language_of(scope, room_default)
+    current.set(language)
+    # Without the visitor asking, a language other than English can only be the room's.
+    asked.set(asked_for(scope) or language is not DEFAULT)
+    return language
 
 
 def jitsi_query() -> str:

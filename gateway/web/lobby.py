@@ -43,6 +43,7 @@ from gateway.store import Store
 from gateway.store.records import Room
 from gateway.web.entry import Entrance, client_addr
 from gateway.web.forms import read_form
+from gateway.web.languages import use_room_language
 from gateway.web.pages import same_origin
 from gateway.web.templating import render
 
@@ -168,6 +169,7 @@ def create_lobby_router(
         if not same_origin(request, settings.public_url):
             raise CrossSiteRequest()
         current = await entrance.room_for_entry(room)
+        use_room_language(request.scope, current.language)
         form = await read_form(request)
         address = client_addr(request)
         now = time.time()
@@ -201,6 +203,8 @@ def create_lobby_router(
         state = waiting.state_at(now)
         found = await store.get_room(waiting.room)
         title = found.title if found is not None else waiting.room
+        if found is not None:
+            use_room_language(request.scope, found.language)
         if state is LobbyState.APPROVED and await lobby.collect(waiting, now):
             current = await current_room(store, waiting.room)
             if current is None:

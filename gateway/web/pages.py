@@ -36,6 +36,7 @@ from gateway.tickets import TicketAuthority
 from gateway.web.entry import Entrance, client_addr, meeting_url
 from gateway.web.forms import read_form
 from gateway.web.headers import SecurityHeaders
+from gateway.web.languages import asked, use_room_language
 from gateway.web.rendering import error_body, error_headers
 from gateway.web.templating import render, static_asset
 
@@ -48,6 +49,14 @@ def located_by_gate(request: Request) -> Located | None:
     """The invite the gate found for this join link before passing the request on."""
     located = request.scope.get("state", {}).get(LOCATED_INVITE)
     return located if isinstance(located, Located) else None
+
+
+def speak_the_links_room(request: Request) -> None:
+    """A join link's pages, its refusals after the invite was found included, are in the
+    language of the room it leads to when the visitor chose none."""
+    located = located_by_gate(request)
+    if located is not None:
+        use_room_language(request.scope, located.room.language)
 
 
 def same_origin(request: Request, public_url: str) -> bool:
@@ -124,6 +133,7 @@ def create_pages_app(
     async def join_landing(request: Request, token: str) -> Response:
         # Showing the page changes nothing: link previewers in chat apps must not burn an invite.
         now = time.time()
+        speak_the_links_room(request)
         try:
             invite, room = await pipeline.preview(
                 token, client_addr(request), now, located=located_by_gate(request)
@@ -146,6 +156,7 @@ def create_pages_app(
 
     @app.post("/j/{token}")
     async def join(request: Request, token: str) -> Response:
+        speak_the_links_room(request)
         if not same_origin(request, settings.public_url):
             raise CrossSiteRequest()
         # `next=dashboard`: the host invite page's second button, straight to the dashboard.
@@ -190,6 +201,11 @@ def create_pages_app(
             current = await current_room(store, room)
             if current is None or current.name != admission.room:
                 raise NotAdmitted()
+        if not asked.get():
+            # Jitsi Meet reopens in the room's default language, as it first opened.
+            room_now = await store.get_room(admission.room)
+            if room_now is not None:
+                use_room_language(request.scope, room_now.language)
         return RedirectResponse(meeting_url(admission.room, tickets.issue(admission, now)), 303)
 
     @app.get("/_meetgate/health")

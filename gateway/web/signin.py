@@ -75,6 +75,7 @@ from gateway.settings import OidcProvider, Settings
 from gateway.store import Store
 from gateway.web.entry import Entrance, client_addr
 from gateway.web.forms import read_form
+from gateway.web.languages import use_room_language
 from gateway.web.pages import same_origin
 from gateway.web.templating import render
 
@@ -300,6 +301,7 @@ def create_signin_router(
         except RoomNotFound:
             await limiter.charge(Attempt(address))
             raise
+        use_room_language(request.scope, current.language)
         try:
             await flood.check(proof, client_addr=address, room=current, now=time.time())
         except ChallengeRequired as demand:
@@ -349,6 +351,7 @@ def create_signin_router(
                 raise SignInExpired()
             await limiter.charge(Attempt(address, room=pending.room))
             room = await entrance.room_for_entry(pending.room)
+            use_room_language(request.scope, room.language)
             try:
                 if "error" in params:
                     raise SignInDenied()

@@ -45,7 +45,7 @@ from gateway.store import (
     Subscription,
 )
 from gateway.store.memory import MemoryStore
-from gateway.store.records import RecordKind
+from gateway.store.records import RecordKind, encode_record
 from gateway.store.redis import RedisStore
 from tests.fixtures.processes import free_port
 
@@ -268,6 +268,44 @@ async def test_updating_a_missing_room_raises_and_creates_nothing(store: Store) 
     with pytest.raises(RoomNotFound):
         await store.update_room(room)
     assert await store.list_rooms() == []
+
+
+async def test_a_rooms_default_language_is_kept_and_changed(store: Store) -> None:
+    room = dataclasses.replace(make_room(), language="zh-Hant")
+    await store.create_room(room)
+    assert await store.get_room(room.name) == room
+    simplified = await store.change_room(
+        room.name, lambda r: dataclasses.replace(r, language="zh-Hans")
+    )
+    assert simplified.language == "zh-Hans" and await store.get_room(room.name) == simplified
+    cleared = await store.change_room(room.name, lambda r: dataclasses.replace(r, language=""))
+    assert await store.list_rooms() == [cleared] and cleared.language == ""
+
+
+async def write_room_record(store: Store, name: str, record: str) -> None:
+    if isinstance(store, RedisStore):
+        await store.write_raw(RecordKind.ROOM, name, {"record": record})
+    else:
+        assert isinstance(store, MemoryStore)
+        store.write_raw(RecordKind.ROOM, name, {"record": record})
+
+
+async def test_a_stored_language_of_none_of_ours_is_no_default(store: Store) -> None:
+    # A language since dropped from the catalogs, or a hand edit: the room still opens, in the
+    # visitor's language or English, and nothing is counted as corrupt.
+    room = dataclasses.replace(make_room(), language="zh-Hant")
+    await store.create_room(room)
+    store.health.take_corrupt_counts()
+    for stored in ("fr", "ZH-HANT", " zh-Hant", "<script>", ""):
+        data = {**json.loads(encode_record(room)), "language": stored}
+        await write_room_record(store, room.name, json.dumps(data))
+        assert await store.get_room(room.name) == dataclasses.replace(room, language="")
+    assert store.health.take_corrupt_counts() == {}
+    # Not text at all: the record was not written by Meetgate, and is refused as any field.
+    data = {**json.loads(encode_record(room)), "language": ["zh-Hant"]}
+    await write_room_record(store, room.name, json.dumps(data))
+    assert await store.get_room(room.name) is None
+    assert store.health.take_corrupt_counts() == {RecordKind.ROOM: 1}
 
 
 async def test_deleting_a_locked_and_moved_room(store: Store) -> None:

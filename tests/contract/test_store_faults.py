@@ -57,7 +57,7 @@ EXAMPLES = settings(
 )
 
 # Fields records written before them lack (they take their defaults then).
-OPTIONAL = ("locked", "approval_required", "moved_to", "lineage", "pow_required")
+OPTIONAL = ("locked", "approval_required", "moved_to", "lineage", "pow_required", "language")
 # A lobby request's fields with defaults, and its identity's; fields that are null in the records
 # below and may hold a value of another type (a time, a text).
 LOBBY_OPTIONAL = ("answered_at", "answered_by")

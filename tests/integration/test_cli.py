@@ -415,3 +415,26 @@ def test_room_policy_refuses_a_bad_policy_and_keeps_the_old_one(
     assert "Traceback" not in result.stderr
     with gateway.admin() as admin:
         assert admin.get(f"/api/v1/rooms/{room}").json()["policy"] == ["invite", "lobby"]
+
+
+def test_room_language_is_set_changed_and_checked(gateway: GatewayServer) -> None:
+    args = admin_args(gateway)
+    name = f"cli-{secrets.token_hex(4)}"
+    created = meetgate("room", "create", name, "--language", "zh-Hant", *args)
+    assert created.returncode == 0, created.stderr
+    assert "pages in zh-Hant by default" in created.stdout
+    with gateway.admin() as admin:
+        assert admin.get(f"/api/v1/rooms/{name}").json()["language"] == "zh-Hant"
+    changed = meetgate("room", "set", name, "--language", "zh-Hans", *args)
+    assert changed.returncode == 0 and "pages in zh-Hans by default" in changed.stdout
+    cleared = meetgate("room", "set", name, "--language", "none", *args)
+    assert cleared.returncode == 0 and "no default language" in cleared.stdout
+    with gateway.admin() as admin:
+        assert admin.get(f"/api/v1/rooms/{name}").json()["language"] is None
+    for command in (["room", "create", f"{name}-x"], ["room", "set", name]):
+        refused = meetgate(*command, "--language", "fr", *args)
+        assert refused.returncode == 2
+        assert "--language: invalid choice: 'fr'" in refused.stderr
+        assert f"see `meetgate {' '.join(command[:2])} --help` for examples" in refused.stderr
+    assert "--language" in help_text("room", "set").partition("Example:")[2]
+    assert "--language zh-Hant" in help_text("room", "create").partition("Example:")[2]

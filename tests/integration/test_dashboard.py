@@ -603,3 +603,55 @@ def test_the_ticket_endpoint_refuses_a_revoked_admission(
     after = fresh_ticket(gateway, ada, room)
     assert after.status_code == 403
     assert "removed" in after.text and "#jwt=" not in after.headers.get("location", "")
+
+
+def test_the_host_sets_the_rooms_language_with_a_plain_form(
+    gateway: GatewayServer, meeting: tuple[str, Admitted, Admitted]
+) -> None:
+    room, host, ada = meeting
+    with as_browser(gateway, host) as client:
+        page = client.get(dashboard(gateway, room)).text
+    start = page.index('id="language-form"')
+    form = page[start : page.index("</form>", start)]
+    assert f'action="{dashboard(gateway, room)}/language"' in page
+    assert f'name="csrf" value="{csrf_token(gateway, host)}"' in form
+    # The three languages, each named in itself; no default yet reads as English.
+    assert '<option value="en" lang="en" selected>English</option>' in form
+    assert '<option value="zh-Hans" lang="zh-Hans">简体中文</option>' in form
+    assert '<option value="zh-Hant" lang="zh-Hant">繁體中文</option>' in form
+
+    token = csrf_token(gateway, host)
+    refused = [
+        post_action(gateway, host, room, "language", json=False, language="zh-Hant"),
+        post_action(gateway, host, room, "language", csrf=token, language="fr"),
+        post_action(gateway, ada, room, "language", csrf=token, language="zh-Hant"),
+        post_action(gateway, host, room, "language", origin="https://evil.example", csrf=token),
+    ]
+    assert [r.status_code for r in refused] == [403, 400, 403, 403]
+    with gateway.admin() as admin:
+        assert admin.get(f"/api/v1/rooms/{room}").json()["language"] is None
+
+    # No confirmation asked: the form's post does it and comes back to the dashboard.
+    done = post_action(gateway, host, room, "language", json=False, csrf=token, language="zh-Hant")
+    assert done.status_code == 303
+    assert done.headers["location"] == f"{dashboard(gateway, room)}?done=language"
+    with as_browser(gateway, host) as client:
+        page = client.get(done.headers["location"]).text
+    assert "The room&#39;s language is saved" in page
+    assert '<option value="zh-Hant" lang="zh-Hant" selected>繁體中文</option>' in page
+    with gateway.admin() as admin:
+        assert admin.get(f"/api/v1/rooms/{room}").json()["language"] == "zh-Hant"
+    audit = roster(gateway, host)["audit"]
+    assert [(e["action"], e["detail"]) for e in audit] == [("change language", "zh-Hant")]
+    # Saved again: nothing to do, nothing logged.
+    again = post_action(gateway, host, room, "language", csrf=token, language="zh-Hant")
+    assert again.json()["done"] is False and len(roster(gateway, host)["audit"]) == 1
+    # A visitor without a language of their own now gets the room's pages in it.
+    made = gateway.create_invite(room, "Grace")
+    with httpx.Client(base_url=gateway.url, trust_env=False) as browser:
+        landing = browser.get(f"/j/{made['link'].rsplit('/j/', 1)[1]}")
+    assert '<html lang="zh-Hant">' in landing.text
+    # A move carries the language over to the new room.
+    moved = host_action(gateway, host, "move")
+    with gateway.admin() as admin:
+        assert admin.get(f"/api/v1/rooms/{moved['room']}").json()["language"] == "zh-Hant"

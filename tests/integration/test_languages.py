@@ -4,6 +4,7 @@ browser, by the switcher's links (remembered in a cookie), handed on to Jitsi Me
 from __future__ import annotations
 
 import html
+import secrets
 
 import httpx
 
@@ -88,3 +89,101 @@ def test_an_english_browser_leaves_jitsi_to_itself_unless_english_was_chosen(
                 f"/j/{gateway.invite_token(made)}", headers={"origin": gateway.url}
             )
             assert joined.headers["location"].startswith(expected)
+
+
+def room_speaking(gateway: GatewayServer, language: str) -> str:
+    """A new room whose default language is `language`, set through the admin API."""
+    room = new_room(gateway)
+    with gateway.admin() as admin:
+        changed = admin.patch(f"/api/v1/rooms/{room}", json={"language": language})
+        assert changed.status_code == 200, changed.text
+        assert changed.json()["language"] == language
+    return room
+
+
+def test_a_rooms_pages_speak_its_default_language(gateway: GatewayServer) -> None:
+    room = room_speaking(gateway, TRADITIONAL.tag)
+    invited = html.escape(gettext(TRADITIONAL, "Join the meeting"))
+    # No Accept-Language at all (httpx sends none): the room's language, handed on to Jitsi.
+    link = f"/j/{gateway.invite_token(gateway.create_invite(room, 'Ada'))}"
+    with httpx.Client(base_url=gateway.url, trust_env=False) as browser:
+        landing = browser.get(link)
+        assert landing.status_code == 200
+        assert '<html lang="zh-Hant">' in landing.text and invited in landing.text
+        joined = browser.post(link, headers={"origin": gateway.url})
+        assert joined.headers["location"].startswith(f"/{room}?lang={TRADITIONAL.jitsi}#jwt=")
+        # A refusal after the link was found speaks it too: the link is used up now.
+        browser.cookies.clear()
+        used = browser.get(link)
+        assert used.status_code == 410 and '<html lang="zh-Hant">' in used.text
+    # A browser asking for one of ours is answered in it.
+    link = f"/j/{gateway.invite_token(gateway.create_invite(room, 'Grace'))}"
+    page = get(gateway, link, accept_language="zh-CN")
+    assert '<html lang="zh-Hans">' in page.text
+    assert html.escape(gettext(SIMPLIFIED, "Join the meeting")) in page.text
+    # A visitor who chose English with the switcher gets English, and so does Jitsi.
+    with httpx.Client(base_url=gateway.url, trust_env=False) as browser:
+        chosen = browser.get(f"{link}?lang=en")
+        assert '<html lang="en">' in chosen.text and "Join the meeting" in chosen.text
+        joined = browser.post(link, headers={"origin": gateway.url})
+        assert joined.headers["location"].startswith(f"/{room}?lang=en#jwt=")
+
+
+def test_a_room_without_a_default_leaves_the_visitor_in_english(gateway: GatewayServer) -> None:
+    room = room_speaking(gateway, TRADITIONAL.tag)
+    with gateway.admin() as admin:
+        cleared = admin.patch(f"/api/v1/rooms/{room}", json={"language": ""})
+        assert cleared.json()["language"] is None
+    made = gateway.create_invite(room, "Ada")
+    page = get(gateway, f"/j/{gateway.invite_token(made)}")
+    assert '<html lang="en">' in page.text
+
+
+def test_the_gate_page_and_the_lobby_speak_the_rooms_language(gateway: GatewayServer) -> None:
+    room = room_speaking(gateway, SIMPLIFIED.tag)
+    gateway.set_policy(room, lobby=True)
+    with httpx.Client(base_url=gateway.url, trust_env=False) as browser:
+        gate = browser.get(f"/_meetgate/enter/{room}", headers={"accept-language": "fr"})
+        assert gate.status_code == 200 and '<html lang="zh-Hans">' in gate.text
+        knocked = browser.post(
+            f"/_meetgate/lobby/{room}", data={"name": "Ada"}, headers={"origin": gateway.url}
+        )
+        assert knocked.status_code == 303
+        waiting = browser.get(knocked.headers["location"])
+        assert '<html lang="zh-Hans">' in waiting.text
+        assert html.escape(gettext(SIMPLIFIED, "Waiting for a host")) in waiting.text
+    # A room open to invitees only is refused exactly as a room that does not exist: in the
+    # visitor's language, not the room's, so the page tells nothing about which rooms exist.
+    closed = room_speaking(gateway, TRADITIONAL.tag)
+    refusals = [get(gateway, f"/_meetgate/enter/{name}") for name in (closed, "no-such-room")]
+    assert [r.status_code for r in refusals] == [403, 403]
+    assert all('<html lang="en">' in r.text for r in refusals)
+
+
+def test_the_admin_api_takes_only_our_languages_and_names_the_field(
+    gateway: GatewayServer,
+) -> None:
+    name = f"room-{secrets.token_hex(4)}"
+    with gateway.admin() as admin:
+        made = admin.post("/api/v1/rooms", json={"name": name, "language": "zh-Hant"})
+        assert made.status_code == 201 and made.json()["language"] == "zh-Hant"
+        assert admin.get(f"/api/v1/rooms/{name}").json()["language"] == "zh-Hant"
+        for bad in ("fr", "zh-hant", "zh_TW", " en", 7, ["en"]):
+            for method, path, body in (
+                ("POST", "/api/v1/rooms", {"name": f"{name}-x", "language": bad}),
+                ("PATCH", f"/api/v1/rooms/{name}", {"language": bad}),
+            ):
+                refused = admin.request(method, path, json=body)
+                assert refused.status_code == 422, (bad, refused.text)
+                problem = refused.json()
+                assert problem["error"] == "request_invalid"
+                assert [f["where"] for f in problem["fields"]] == ["body.language"]
+                assert "body.language" in problem["message"]
+        # Nothing was changed or made by the refused calls.
+        assert admin.get(f"/api/v1/rooms/{name}").json()["language"] == "zh-Hant"
+        assert admin.get(f"/api/v1/rooms/{name}-x").status_code == 404
+        # null leaves the language as it is; "" removes it.
+        kept = admin.patch(f"/api/v1/rooms/{name}", json={"language": None, "locked": True})
+        assert kept.json()["language"] == "zh-Hant"
+        cleared = admin.patch(f"/api/v1/rooms/{name}", json={"language": ""})
+        assert cleared.json()["language"] is None

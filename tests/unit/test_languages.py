@@ -3,10 +3,26 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
-from gateway.i18n import ENGLISH, SIMPLIFIED, TRADITIONAL, from_accept_language, negotiate
-from gateway.web.languages import COOKIE, choice_cookie, language_of
+from gateway.i18n import (
+    ENGLISH,
+    SIMPLIFIED,
+    TRADITIONAL,
+    Language,
+    from_accept_language,
+    negotiate,
+)
+from gateway.web.languages import (
+    COOKIE,
+    choice_cookie,
+    current,
+    jitsi_query,
+    language_of,
+    use_room_language,
+)
 
 
 @pytest.mark.parametrize(
@@ -84,3 +100,30 @@ def test_the_choice_cookie_holds_the_language_only() -> None:
     assert choice_cookie(TRADITIONAL, secure=True) == (
         b"meetgate_lang=zh-Hant; Max-Age=31536000; Path=/; SameSite=Lax; Secure"
     )
+
+
+@pytest.mark.parametrize(
+    ("headers", "room", "expected", "handed_to_jitsi"),
+    [
+        ({}, "zh-Hant", TRADITIONAL, True),  # the room's language decides: Jitsi is told
+        ({"accept_language": "fr"}, "zh-Hans", SIMPLIFIED, True),
+        ({}, "en", ENGLISH, False),  # English by default: Jitsi finds the browser's itself
+        ({}, "", ENGLISH, False),
+        ({}, "fr", ENGLISH, False),  # not one of ours: no default
+        ({"accept_language": "en-GB"}, "zh-Hant", ENGLISH, False),  # the browser asked
+        ({"accept_language": "zh-CN"}, "zh-Hant", SIMPLIFIED, True),
+        ({"cookie": f"{COOKIE}=en"}, "zh-Hant", ENGLISH, True),  # the visitor chose
+    ],
+)
+def test_a_rooms_language_answers_visitors_who_chose_none(
+    headers: dict[str, str], room: str, expected: Language, handed_to_jitsi: bool
+) -> None:
+    async def page() -> tuple[Language, str]:
+        use_room_language(scope(**headers), room)
+        return current.get(), jitsi_query()
+
+    language, query = asyncio.run(page())
+    assert language is expected
+    assert query == (f"?lang={expected.jitsi}" if handed_to_jitsi else "")
+    # Set for that request only: this context is untouched.
+    assert current.get() is ENGLISH and jitsi_query() == ""
