@@ -668,3 +668,27 @@ async def test_mailer_with_no_server() -> None:
     with pytest.raises(MailFailed) as failed:
         await mailer.send("ann@example.org", "Hello", "body")
     assert isinstance(failed.value, MeetgateError) and failed.value.status == 502
+
+
+def test_a_rooms_language_speaks_on_the_code_page_in_the_email_and_to_jitsi(
+    email_gateway: GatewayServer, smtp_server: SmtpServer
+) -> None:
+    room = email_room(email_gateway)
+    with email_gateway.admin() as admin:
+        assert admin.patch(f"/api/v1/rooms/{room}", json={"language": "zh-Hant"}).is_success
+    email = fresh_email()
+    with browser(email_gateway) as client:
+        # No Accept-Language: the room's language, on the page and in the e-mail.
+        page = ask(client, room, email)
+        assert page.status_code == 200 and '<html lang="zh-Hant">' in page.text
+        [mail] = smtp_server.mailbox.wait_for(email)
+        assert mail.message["Content-Language"] == "zh-Hant" and "驗證碼" in mail.body
+        joined = answer(client, room, email, mail.code())
+        assert joined.headers["location"].startswith(f"/{room}?lang=zhTW#jwt=")
+    # A browser asking for one of ours still gets its own.
+    email = fresh_email()
+    with browser(email_gateway) as client:
+        client.headers["accept-language"] = "zh-CN"
+        assert '<html lang="zh-Hans">' in ask(client, room, email).text
+        [mail] = smtp_server.mailbox.wait_for(email)
+        assert mail.message["Content-Language"] == "zh-Hans"
