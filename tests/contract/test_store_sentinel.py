@@ -99,7 +99,7 @@ async def test_the_store_follows_a_failover(redis_sentinel: SentinelRedis) -> No
                 timeout=30,
                 what="the Sentinel to discover the replica",
             )
-            assert sentinel.execute_command("SENTINEL FAILOVER", MASTER_NAME)
+        redis_sentinel.request_failover()
         wait_until(
             lambda: redis_sentinel.master_port_now() != old_master,
             timeout=30,

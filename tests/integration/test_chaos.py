@@ -194,8 +194,7 @@ async def test_a_sentinel_failover_during_a_revoke(
         await ada_client.join(room_jid, "ada")
         await troll_client.join(room_jid, "troll")
 
-        with redis_sentinel.sentinel() as sentinel:
-            assert sentinel.execute_command("SENTINEL FAILOVER", MASTER_NAME)
+        redis_sentinel.request_failover()
         if moment.startswith("replica-promoted"):
             await asyncio.to_thread(
                 wait_until,
