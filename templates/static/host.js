@@ -52,10 +52,11 @@
     return labels && typeof labels[value] === "string" ? labels[value] : value;
   }
 
+  // The notice is never hidden, only empty: a live region must be in the page before its text
+  // changes for a screen reader to read it out.
   function say(message, kind) {
     notice.textContent = message || "";
     notice.dataset.kind = kind || "info";
-    notice.hidden = !message;
   }
 
   function clock(seconds) {

@@ -54,6 +54,9 @@
   }
 
   function seen(state) {
+    if (state === "approved") {
+      say(text("let_in", "A host let you in. Opening the meeting\u2026"));
+    }
     if (state && state !== "waiting") {
       proceed();
     }

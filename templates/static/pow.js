@@ -156,6 +156,8 @@
       });
     }
 
+    var said = -1;
+
     function show(tried) {
       var percent = done ? 100 : Math.min(99, Math.floor((100 * tried) / expected));
       if (progress) {
@@ -163,7 +165,9 @@
         progress.value = percent;
         progress.hidden = false;
       }
-      if (status) {
+      // The status is a live region: it is read out every tenth of the way, not every chunk.
+      if (status && Math.floor(percent / 10) !== said) {
+        said = Math.floor(percent / 10);
         status.textContent = text("checking", "Checking your browser\u2026 {percent}", {
           percent: percent + "%"
         });
