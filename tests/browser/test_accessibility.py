@@ -379,10 +379,17 @@ def test_status_changes_are_announced_in_live_regions(site: Site, chromium: Brow
         card.get_by_role("button", name="Let in", exact=True).click()
         expect(page.locator("#notice")).to_contain_text("Nico Notice (guest) was let in")
         assert any("Nico Notice (guest) was let in" in text for text in said)
-        # The notice shown, the roster grown: still clean in both schemes.
+        # The notice shown, the roster grown, the room locked: still clean in both schemes.
+        page.once("dialog", lambda dialog: dialog.accept())
+        page.locator("form[data-action='lock'] button").click()
+        expect(page.locator("#room-state")).to_have_attribute("data-state", "locked")
+        expect(page.locator("#notice")).not_to_be_empty()
         audit = Audit("desktop")
-        audit.check(page, "dashboard with a notice")
+        audit.check(page, "dashboard, locked, with a notice")
         assert audit.found == [], "\n".join(audit.found)
+        page.once("dialog", lambda dialog: dialog.accept())
+        page.locator("form[data-action='unlock'] button").click()
+        expect(page.locator("#room-state")).to_have_attribute("data-state", "open")
     finally:
         context.close()
 
