@@ -21,6 +21,7 @@ from gateway.cli import build_parser
 from gateway.settings import load_settings
 from gateway.ticket_keys import load_rsa_private_key
 from tests.fixtures.gateway_server import GatewayServer
+from tests.fixtures.oidc import OidcSetup
 from tests.fixtures.processes import free_port, port_open, start_process, stop_process, wait_until
 
 pytestmark = pytest.mark.slow
@@ -344,7 +345,9 @@ def test_wrong_admin_token_is_a_clear_error(gateway: GatewayServer) -> None:
     assert "--admin-token, MEETGATE_ADMIN__TOKEN or --config" in result.stderr
 
 
-def test_room_policy_changes_who_may_enter_at_the_next_join(gateway: GatewayServer) -> None:
+def test_room_policy_changes_who_may_enter_at_the_next_join(oidc: OidcSetup) -> None:
+    # This gateway names an SMTP server, so a room may offer e-mail codes.
+    gateway = oidc.gateway
     args = admin_args(gateway)
     room = f"cli-policy-{secrets.token_hex(4)}"
     assert meetgate("room", "create", room, *args).returncode == 0
@@ -400,6 +403,8 @@ def test_room_policy_changes_who_may_enter_at_the_next_join(gateway: GatewayServ
         (["--allow-email", "not-an-address"], "This is not a valid address: not-an-address"),
         (["--allow-domain", "uni.example/evil"], "This is not a valid domain"),
         (["--host-email", "chair@uni.example\u202e"], "control, invisible"),
+        # This gateway names no SMTP server.
+        (["--email-code"], "an admin must set [smtp] host (MEETGATE_SMTP__HOST) first."),
     ],
 )
 def test_room_policy_refuses_a_bad_policy_and_keeps_the_old_one(
