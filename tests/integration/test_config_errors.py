@@ -158,6 +158,17 @@ CASES: dict[str, Callable[[], Case]] = {
         {"meetgate.toml": text(valid_config(top="[email_codes]\nttl_seconds = 300"))},
         "[smtp] host (MEETGATE_SMTP__HOST): required, because [email_codes] is set",
     ),
+    "values that contradict each other": lambda: Case(
+        {
+            "meetgate.toml": text(
+                valid_config(
+                    top="[limits]\nmax_connections = 100\nmax_connections_per_address = 101"
+                )
+            )
+        },
+        "[limits] (MEETGATE_LIMITS__…): max_connections_per_address must not exceed"
+        " max_connections",
+    ),
     "env wrong type": lambda: Case(
         {"meetgate.toml": text(valid_config())},
         "[listen] port (MEETGATE_LISTEN__PORT): Input should be a valid integer",
