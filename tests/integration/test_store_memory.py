@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
+import yaml
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
@@ -49,9 +50,35 @@ SWEEPS = f"""
 [revocation]
 reconcile_seconds = {RECONCILE_SECONDS}
 """
-# deploy/compose/docker-compose.yml and deploy/kubernetes/base/redis.yaml.
-DEPLOYED_PERSISTENCE = ("--appendonly", "yes", "--appendfsync", "everysec")
 REPO = Path(__file__).resolve().parents[2]
+PERSISTENCE_FLAGS = ("--appendonly", "--appendfsync", "--save")
+
+
+def persistence_flags(arguments: list[str]) -> tuple[str, ...]:
+    """The persistence flags among a redis-server command line's, with their values."""
+    found: list[str] = []
+    for flag in PERSISTENCE_FLAGS:
+        if flag in arguments:
+            found += [flag, arguments[arguments.index(flag) + 1]]
+    return tuple(found)
+
+
+def deployed_persistence() -> tuple[str, ...]:
+    """The persistence deploy/ runs Redis with, read from its files: Compose's and Kubernetes'
+    must agree, and the tests run Redis with exactly that."""
+    compose = yaml.safe_load((REPO / "deploy/compose/docker-compose.yml").read_text())
+    in_compose = persistence_flags(compose["services"]["redis"]["command"])
+    documents = yaml.safe_load_all((REPO / "deploy/kubernetes/base/redis.yaml").read_text())
+    (redis_set,) = [d for d in documents if d and d.get("kind") == "StatefulSet"]
+    containers = redis_set["spec"]["template"]["spec"]["containers"]
+    (server,) = [c for c in containers if c["name"] == "redis"]
+    in_kubernetes = persistence_flags(server["args"])
+    assert in_compose == in_kubernetes, (in_compose, in_kubernetes)
+    assert "--appendonly" in in_compose
+    return in_compose
+
+
+DEPLOYED_PERSISTENCE = deployed_persistence()
 
 
 @dataclass
