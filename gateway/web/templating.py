@@ -9,6 +9,7 @@ from importlib.resources import files
 from typing import Any
 
 from jinja2 import Environment, FunctionLoader, select_autoescape
+from markupsafe import Markup
 
 from gateway.i18n import LANGUAGES, Language, translations
 from gateway.web.languages import current
@@ -39,7 +40,14 @@ def environment(language: Language) -> Environment:
     # values (`_("%(name)s joined", name=…)`), and `{% trans count=n %}` picks the plural form.
     env.install_gettext_translations(translations(language), newstyle=True)  # type: ignore[attr-defined]  # added by the i18n extension
     env.globals.update(language=language, languages=LANGUAGES)
+    env.filters["bdi"] = bdi
     return env
+
+
+def bdi(value: object) -> Markup:
+    """A name or title as people wrote it, isolated from the sentence around it: an Arabic or
+    Hebrew name must not reorder an English or Chinese sentence (escaped like any value)."""
+    return Markup("<bdi>{}</bdi>").format(value)
 
 
 def render(name: str, **context: Any) -> str:

@@ -3,7 +3,9 @@ browser, by the switcher's links (remembered in a cookie), handed on to Jitsi Me
 
 from __future__ import annotations
 
+import base64
 import html
+import json
 import secrets
 
 import httpx
@@ -187,3 +189,37 @@ def test_the_admin_api_takes_only_our_languages_and_names_the_field(
         assert kept.json()["language"] == "zh-Hant"
         cleared = admin.patch(f"/api/v1/rooms/{name}", json={"language": ""})
         assert cleared.json()["language"] is None
+
+
+# Names as people write them: Chinese (both scripts), Arabic (right to left), Devanagari and
+# Thai (combining vowel signs), Cyrillic, Latin with diacritics, Japanese, Korean.
+NAMES = [
+    "陳大文",
+    "王小明",
+    "محمد علي",
+    "प्रिया शर्मा",
+    "สมชาย ใจดี",
+    "Иван Петров",
+    "Zoë Ünal-Nguyễn",
+    "佐藤 花子",
+    "김민준",
+]
+
+
+def ticket_name(location: str) -> str:
+    payload = location.split("#jwt=", 1)[1].split(".")[1]
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    return str(claims["context"]["user"]["name"])
+
+
+def test_names_in_any_script_are_shown_and_handed_on_intact(gateway: GatewayServer) -> None:
+    room = new_room(gateway)
+    for name in NAMES:
+        token = gateway.invite_token(gateway.create_invite(room, name))
+        with httpx.Client(base_url=gateway.url, trust_env=False) as browser:
+            page = browser.get(f"/j/{token}", headers={"accept-language": "zh-TW"})
+            # Isolated from the sentence around it (a right-to-left name must not reorder it).
+            assert f"<strong><bdi>{html.escape(name)}</bdi></strong>" in page.text
+            joined = browser.post(f"/j/{token}", headers={"origin": gateway.url})
+            assert joined.status_code == 303
+            assert ticket_name(joined.headers["location"]) == name
