@@ -9,9 +9,10 @@ current one for the templates and sets the cookie when a link chose one.
 
 from __future__ import annotations
 
+import re
 from contextvars import ContextVar
 from http.cookies import CookieError, SimpleCookie
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -25,6 +26,19 @@ COOKIE_SECONDS = 365 * 24 * 3600
 # the visitor asked for it (a link, the cookie, their browser) rather than getting the default.
 current: ContextVar[Language] = ContextVar("meetgate_language", default=DEFAULT)
 asked: ContextVar[bool] = ContextVar("meetgate_language_asked", default=False)
+# Where the switcher's links lead: this page again, as a GET (see `switch_target`).
+switching: ContextVar[tuple[str, tuple[tuple[str, str], ...]]] = ContextVar(
+    "meetgate_language_switch", default=("/", ())
+)
+
+# A page answered to a form (a POST) cannot be asked for again by a link: its links lead to the
+# page the form was sent from. Paths are the gate's allowlisted ASCII (gateway/proxy/paths.py).
+_AFTER_FORM = (
+    (re.compile(r"/_meetgate/email/([A-Za-z0-9._~-]+)/(?:send|verify)"), "/_meetgate/enter/{}"),
+    (re.compile(r"/_meetgate/lobby/([A-Za-z0-9._~-]+)(?:/leave)?"), "/_meetgate/lobby/{}/wait"),
+    (re.compile(r"/_meetgate/host/([A-Za-z0-9._~-]+)/[a-z-]+"), "/_meetgate/host/{}"),
+    (re.compile(r"/j/([A-Za-z0-9._~-]+)"), "/j/{}"),
+)
 
 
 def _header(scope: Scope, wanted: bytes) -> str | None:
@@ -88,6 +102,29 @@ def use_room_language(scope: Scope, room_default: str) -> Language:
     return language
 
 
+def switch_target(scope: Scope) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """The path and query the switcher's links lead to: a GET page itself with its query (less
+    `lang`); a page answered to a form, the page the form was on; else the home page."""
+    path = str(scope.get("path", "/"))
+    if scope.get("method", "GET") in ("GET", "HEAD"):
+        query = scope.get("query_string", b"").decode("latin-1")
+        kept = tuple(
+            (key, value) for key, value in parse_qsl(query, keep_blank_values=True) if key != "lang"
+        )
+        return path, kept
+    for pattern, target in _AFTER_FORM:
+        match = pattern.fullmatch(path)
+        if match is not None:
+            return target.format(match.group(1)), ()
+    return "/", ()
+
+
+def switch_link(language: Language) -> str:
+    """The switcher's link to this page in `language`."""
+    path, kept = switching.get()
+    return f"{path}?{urlencode((*kept, ('lang', language.tag)))}"
+
+
 def jitsi_query() -> str:
     """The query that opens Jitsi Meet's own interface in the current page's language (its
     `?lang=`, which it reads before its stored choice), when the visitor asked for one."""
@@ -114,6 +151,7 @@ class LanguageChoice:
             return
         token = current.set(language_of(scope))
         asked_token = asked.set(asked_for(scope))
+        switch_token = switching.set(switch_target(scope))
         try:
             link = linked_choice(scope) if scope["type"] == "http" else None
             if link is None:
@@ -131,3 +169,4 @@ class LanguageChoice:
         finally:
             current.reset(token)
             asked.reset(asked_token)
+            switching.reset(switch_token)

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import functools
+import html
 import json
 import logging
+from urllib.parse import urlencode
 
 from starlette.types import Scope, Send
 
 from gateway.errors import MeetgateError, RateLimited, retry_after_seconds
 from gateway.i18n import DEFAULT, Language, gettext
 from gateway.web.headers import security_headers
-from gateway.web.languages import current, language_of
+from gateway.web.languages import current, language_of, switch_target, switching
 from gateway.web.templating import render
 
 log = logging.getLogger("meetgate.errors")
@@ -26,9 +28,15 @@ def wants_json(scope: Scope) -> bool:
 
 
 def error_body(
-    error: MeetgateError, request_id: str, *, as_json: bool, language: Language | None = None
+    error: MeetgateError,
+    request_id: str,
+    *,
+    as_json: bool,
+    language: Language | None = None,
+    here: tuple[str, tuple[tuple[str, str], ...]] | None = None,
 ) -> tuple[bytes, bytes]:
-    """The page or JSON for `error`, in `language` (by default the current request's)."""
+    """The page or JSON for `error`, in `language` (by default the current request's), its
+    language links leading to `here` (by default the current request's switch target)."""
     language = language or current.get()
     retry_after = error.retry_after
     message = error.shown(functools.partial(gettext, language))
@@ -40,7 +48,15 @@ def error_body(
     page = _error_page(
         language, gettext(language, error.title), message, error.code, retry_after, bool(request_id)
     )
-    return page.replace(_REQUEST_ID_MARK, request_id.encode()), HTML
+    page = page.replace(_REQUEST_ID_MARK, request_id.encode())
+    return with_switch_links(page, here or switching.get()), HTML
+
+
+def with_switch_links(page: bytes, here: tuple[str, tuple[tuple[str, str], ...]]) -> bytes:
+    """A kept page's language links made to lead to `here` (rendered with a mark instead)."""
+    path, kept = here
+    start = f"{path}?{urlencode(kept)}&" if kept else f"{path}?"
+    return page.replace(_SWITCH_MARK + b"?", html.escape(start).encode())
 
 
 HTML = b"text/html; charset=utf-8"
@@ -48,6 +64,8 @@ JSON = b"application/json"
 
 
 _REQUEST_ID_MARK = b"meetgate-request-id-here"
+# Where a kept page's language links lead: filled in for each request (`with_switch_links`).
+_SWITCH_MARK = b"/meetgate-switch-here"
 
 
 @functools.lru_cache(maxsize=256)
@@ -59,8 +77,10 @@ def _error_page(
     retry_after: int | None,
     with_id: bool,
 ) -> bytes:
-    # Rendered once per kind of error and language; each request's id goes in where the mark is.
+    # Rendered once per kind of error and language; each request's id and the page its
+    # language links lead to go in where the marks are.
     token = current.set(language)
+    here = switching.set((_SWITCH_MARK.decode(), ()))
     try:
         page = render(
             "error.html",
@@ -72,6 +92,7 @@ def _error_page(
         )
     finally:
         current.reset(token)
+        switching.reset(here)
     return page.encode()
 
 
@@ -109,7 +130,9 @@ async def send_error(
         else:
             await send({"type": "websocket.close", "code": 1008, "reason": error.code})
         return
-    body, content_type = error_body(error, request_id, as_json=wants_json(scope), language=language)
+    body, content_type = error_body(
+        error, request_id, as_json=wants_json(scope), language=language, here=switch_target(scope)
+    )
     headers = error_headers(error, request_id, content_type, secure=secure)
     headers.append((b"content-length", str(len(body)).encode()))
     await send({"type": "http.response.start", "status": error.status, "headers": headers})
@@ -121,10 +144,10 @@ def _rate_limited_answer(
     retry_after: int, limit: str | None, as_json: bool, secure: bool, language: Language
 ) -> tuple[tuple[tuple[bytes, bytes], ...], bytes]:
     error = RateLimited(retry_after, limit=limit)
-    body, content_type = error_body(error, "", as_json=as_json, language=language)
-    headers = error_headers(error, "", content_type, secure=secure)
-    headers.append((b"content-length", str(len(body)).encode()))
-    return tuple(headers), body
+    # The language links keep their mark: each answer fills in its own page.
+    unfilled = (_SWITCH_MARK.decode(), ())
+    body, content_type = error_body(error, "", as_json=as_json, language=language, here=unfilled)
+    return tuple(error_headers(error, "", content_type, secure=secure)), body
 
 
 def rate_limited_answer(
@@ -133,11 +156,18 @@ def rate_limited_answer(
     secure: bool,
     language: Language = DEFAULT,
     limit: str | None = None,
+    here: tuple[str, tuple[tuple[str, str], ...]] = ("/", ()),
 ) -> tuple[tuple[tuple[bytes, bytes], ...], bytes]:
     """The headers and body of the 429 for an attempt a replica refused before any other work:
-    rendered once per distinct limit and Retry-After and kept (shared: not to be changed),
-    without a request id, as no log line is written for it."""
-    return _rate_limited_answer(retry_after_seconds(wait), limit, as_json, secure, language)
+    rendered once per distinct limit, Retry-After and language and kept (shared: not to be
+    changed), without a request id, as no log line is written for it; its language links lead
+    to `here`."""
+    headers, body = _rate_limited_answer(
+        retry_after_seconds(wait), limit, as_json, secure, language
+    )
+    if not as_json:
+        body = with_switch_links(body, here)
+    return (*headers, (b"content-length", str(len(body)).encode())), body
 
 
 async def send_rate_limited(
@@ -145,6 +175,8 @@ async def send_rate_limited(
 ) -> None:
     """Answer an attempt a replica refused before any other work with the kept 429, naming
     `limit` (the one that refused, as [rates] names it)."""
-    headers, body = rate_limited_answer(wait, wants_json(scope), secure, language_of(scope), limit)
+    headers, body = rate_limited_answer(
+        wait, wants_json(scope), secure, language_of(scope), limit, switch_target(scope)
+    )
     await send({"type": "http.response.start", "status": 429, "headers": headers})
     await send({"type": "http.response.body", "body": body if scope["method"] != "HEAD" else b""})

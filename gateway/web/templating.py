@@ -12,7 +12,7 @@ from jinja2 import Environment, FunctionLoader, select_autoescape
 from markupsafe import Markup
 
 from gateway.i18n import LANGUAGES, Language, translations
-from gateway.web.languages import current
+from gateway.web.languages import current, switch_link
 
 STATIC_TYPES = {
     ".css": "text/css; charset=utf-8",
@@ -41,6 +41,7 @@ def environment(language: Language) -> Environment:
     env.install_gettext_translations(translations(language), newstyle=True)  # type: ignore[attr-defined]  # added by the i18n extension
     env.globals.update(language=language, languages=LANGUAGES)
     env.filters["bdi"] = bdi
+    env.globals["switch_link"] = switch_link
     return env
 
 

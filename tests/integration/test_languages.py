@@ -32,8 +32,8 @@ def test_the_browsers_language_is_spoken(gateway: GatewayServer) -> None:
 def test_the_switcher_chooses_and_the_cookie_remembers(gateway: GatewayServer) -> None:
     page = get(gateway, "/", accept_language="zh-TW").text
     # Every other language is a plain link (no JavaScript), named in its own language.
-    assert 'href="?lang=zh-Hans" lang="zh-Hans" hreflang="zh-Hans">简体中文</a>' in page
-    assert 'href="?lang=en" lang="en" hreflang="en">English</a>' in page
+    assert 'href="/?lang=zh-Hans" lang="zh-Hans" hreflang="zh-Hans">简体中文</a>' in page
+    assert 'href="/?lang=en" lang="en" hreflang="en">English</a>' in page
     assert '<span lang="zh-Hant" aria-current="true">繁體中文</span>' in page
 
     with httpx.Client(base_url=gateway.url, trust_env=False) as browser:
@@ -51,6 +51,8 @@ def test_refusals_are_in_the_visitors_language(gateway: GatewayServer) -> None:
     page = get(gateway, "/j/not-a-real-link", accept_language="zh-HK")
     assert page.status_code == 404
     assert html.escape(gettext(TRADITIONAL, InviteUnknown.title)) in page.text
+    # A kept error page's language links lead back to the page it answered.
+    assert 'href="/j/not-a-real-link?lang=zh-Hans"' in page.text
     as_json = get(
         gateway, "/j/not-a-real-link", accept_language="zh-CN", accept="application/json"
     ).json()

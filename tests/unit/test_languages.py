@@ -21,6 +21,9 @@ from gateway.web.languages import (
     current,
     jitsi_query,
     language_of,
+    switch_link,
+    switch_target,
+    switching,
     use_room_language,
 )
 
@@ -127,3 +130,45 @@ def test_a_rooms_language_answers_visitors_who_chose_none(
     assert query == (f"?lang={expected.jitsi}" if handed_to_jitsi else "")
     # Set for that request only: this context is untouched.
     assert current.get() is ENGLISH and jitsi_query() == ""
+
+
+def request(method: str, path: str, query: bytes = b"") -> dict[str, object]:
+    return {"type": "http", "method": method, "path": path, "query_string": query, "headers": []}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "query", "expected"),
+    [
+        # A page asked for by a link leads to itself, its query kept, a former choice dropped.
+        (
+            "GET",
+            "/_meetgate/oidc/uni/login",
+            b"room=r1&lang=en",
+            ("/_meetgate/oidc/uni/login", (("room", "r1"),)),
+        ),
+        ("GET", "/j/abc", b"", ("/j/abc", ())),
+        ("HEAD", "/", b"", ("/", ())),
+        # A page answered to a form leads to the page the form was on.
+        ("POST", "/_meetgate/email/r1/send", b"", ("/_meetgate/enter/r1", ())),
+        ("POST", "/_meetgate/email/r1/verify", b"", ("/_meetgate/enter/r1", ())),
+        ("POST", "/_meetgate/lobby/r1", b"", ("/_meetgate/lobby/r1/wait", ())),
+        ("POST", "/_meetgate/lobby/r1/leave", b"", ("/_meetgate/lobby/r1/wait", ())),
+        ("POST", "/_meetgate/host/r1/ban", b"", ("/_meetgate/host/r1", ())),
+        ("POST", "/j/abc", b"", ("/j/abc", ())),
+        # Any other form: the home page, never somewhere a path could point.
+        ("POST", "/_meetgate/oidc/uni/login", b"", ("/", ())),
+        ("POST", "/_meetgate/email/r1/send/../../x", b"", ("/", ())),
+    ],
+)
+def test_the_switcher_leads_back_to_a_page_a_link_can_reach(
+    method: str, path: str, query: bytes, expected: object
+) -> None:
+    assert switch_target(request(method, path, query)) == expected
+
+
+def test_a_switch_link_carries_the_kept_query_escaped_by_urlencode() -> None:
+    token = switching.set(("/_meetgate/oidc/uni/login", (("room", "a&b"),)))
+    try:
+        assert switch_link(TRADITIONAL) == "/_meetgate/oidc/uni/login?room=a%26b&lang=zh-Hant"
+    finally:
+        switching.reset(token)
