@@ -15,7 +15,7 @@ from enum import Enum
 from gateway.admission.identity import Path, VerifiedIdentity
 from gateway.errors import InvalidValues, Phrase
 from gateway.i18n import ENGLISH, N_, Language, translations
-from gateway.store.records import Role, RoomPolicy
+from gateway.store.records import PolicyShape, Role, RoomPolicy
 
 # How long a policy's lists may be, and each entry in them (the admin API, the CLI and the host
 # dashboard share these).
@@ -179,37 +179,32 @@ def policy_version(policy: RoomPolicy) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def describe_policy(policy: RoomPolicy, language: Language = ENGLISH) -> str:
+def describe_policy(policy: RoomPolicy | PolicyShape, language: Language = ENGLISH) -> str:
     """The policy in one line, in `language`: the ways in and how long each list is (the
-    addresses themselves are not repeated there). In English for the audit trail, which keeps
-    it as written."""
+    addresses themselves are not repeated there; the host actions' log keeps only its shape)."""
+    shape = policy if isinstance(policy, PolicyShape) else PolicyShape.of(policy)
     words = translations(language)
+    # Translators: what separates the items of a list within a sentence.
+    separator = words.gettext(", ")
     ways = []
-    if policy.invite:
+    if shape.invite:
         ways.append(words.gettext("invite"))
-    if policy.oidc and policy.oidc_providers:
-        providers = ", ".join(policy.oidc_providers)
+    if shape.oidc and shape.oidc_providers:
+        providers = separator.join(shape.oidc_providers)
         ways.append(words.gettext("sign-in ({providers})").format(providers=providers))
-    elif policy.oidc:
+    elif shape.oidc:
         ways.append(words.gettext("sign-in (any provider)"))
-    if policy.email_code:
+    if shape.email_code:
         ways.append(words.gettext("e-mail code"))
-    if policy.lobby:
+    if shape.lobby:
         ways.append(words.gettext("host approves"))
-    sizes = (
-        len(policy.allowed_emails),
-        len(policy.allowed_domains),
-        len(policy.allowed_groups),
-        len(policy.host_emails),
-    )
+    sizes = (shape.allowed_emails, shape.allowed_domains, shape.allowed_groups, shape.host_emails)
     counts = (
         words.ngettext("{n} address", "{n} addresses", sizes[0]),
         words.ngettext("{n} domain", "{n} domains", sizes[1]),
         words.ngettext("{n} group", "{n} groups", sizes[2]),
         words.ngettext("{n} host address", "{n} host addresses", sizes[3]),
     )
-    # Translators: what separates the items of a list within a sentence.
-    separator = words.gettext(", ")
     listed = separator.join(count.format(n=n) for n, count in zip(sizes, counts, strict=True) if n)
     if not listed:
         return words.gettext("ways in: {ways}").format(ways=separator.join(ways))

@@ -11,13 +11,23 @@ from dataclasses import replace
 
 from gateway.admission.lobby import Lobby, LobbyRequest, LobbyState
 from gateway.admission.names import shown_claim
-from gateway.admission.policy import describe_policy, policy_version
+from gateway.admission.policy import policy_version
 from gateway.client_address import network_of
 from gateway.cuts import CUTS, Cut
 from gateway.errors import InvalidInput, NotHost, PolicyChanged, RoomNotFound
 from gateway.i18n import N_
 from gateway.store import Store
-from gateway.store.records import ROOM_LANGUAGES, Admission, AuditEntry, Role, Room, RoomPolicy
+from gateway.store.records import (
+    ROOM_LANGUAGES,
+    Admission,
+    AuditEntry,
+    AuditFacts,
+    AuditKind,
+    PolicyShape,
+    Role,
+    Room,
+    RoomPolicy,
+)
 
 
 def address_prefix(address: str) -> str:
@@ -45,8 +55,14 @@ class HostDesk:
         return room
 
     async def _audit(
-        self, host: Admission, action: str, now: float, target: str = "", detail: str = ""
+        self,
+        host: Admission,
+        action: str,
+        now: float,
+        target: str = "",
+        facts: AuditFacts | None = None,
     ) -> None:
+        # Values, not words: the dashboard says them in the language of whoever reads the log.
         await self._store.append_audit(
             AuditEntry(
                 at=now,
@@ -55,7 +71,7 @@ class HostDesk:
                 actor_name=host.name,
                 action=action,
                 target=target,
-                detail=detail,
+                facts=facts,
             )
         )
 
@@ -94,7 +110,8 @@ class HostDesk:
             return False
         await self._store.revoke_admission(admission_id)
         await self._cut(admission_id, "revoked")
-        await self._audit(host, "revoke", now, target=target.identity, detail=target.name)
+        facts = AuditFacts(AuditKind.NAME, name=target.name)
+        await self._audit(host, "revoke", now, target=target.identity, facts=facts)
         return True
 
     async def ban(
@@ -120,8 +137,12 @@ class HostDesk:
             if admission.identity == target.identity and not admission.revoked:
                 await self._store.revoke_admission(admission.id)
                 await self._cut(admission.id, "banned")
-        detail = target.name if until is None else f"{target.name} until {int(until)}"
-        await self._audit(host, "ban", now, target=target.identity, detail=detail)
+        facts = (
+            AuditFacts(AuditKind.NAME, name=target.name)
+            if until is None
+            else AuditFacts(AuditKind.BANNED_UNTIL, name=target.name, until=until)
+        )
+        await self._audit(host, "ban", now, target=target.identity, facts=facts)
         return True
 
     async def set_locked(self, host: Admission, room_name: str, locked: bool, now: float) -> Room:
@@ -149,7 +170,7 @@ class HostDesk:
             await self._store.revoke_admission(admission.id)
             await self._cut(admission.id, "lockdown")
             removed += 1
-        await self._audit(host, "lockdown", now, detail=f"{removed} removed")
+        await self._audit(host, "lockdown", now, facts=AuditFacts(AuditKind.REMOVED, count=removed))
         return removed
 
     async def move(self, host: Admission, room_name: str, now: float) -> Room:
@@ -189,7 +210,8 @@ class HostDesk:
             if await self._store.move_admission(admission.id, successor.name) is not None:
                 await self._cut(admission.id, "moved")
                 moved += 1
-        await self._audit(host, "move", now, target=successor.name, detail=f"{moved} moved")
+        facts = AuditFacts(AuditKind.MOVED, count=moved)
+        await self._audit(host, "move", now, target=successor.name, facts=facts)
         return successor
 
     async def _claim_name_in(self, room_name: str, admission: Admission) -> None:
@@ -213,7 +235,8 @@ class HostDesk:
             return replace(current, policy=policy)
 
         updated = await self._store.change_room(room_name, change)
-        await self._audit(host, "change policy", now, detail=describe_policy(policy))
+        facts = AuditFacts(AuditKind.POLICY, policy=PolicyShape.of(policy))
+        await self._audit(host, "change policy", now, facts=facts)
         return updated
 
     async def set_language(
@@ -229,7 +252,8 @@ class HostDesk:
         updated = await self._store.change_room(
             room_name, lambda current: replace(current, language=language)
         )
-        await self._audit(host, "change language", now, detail=language)
+        facts = AuditFacts(AuditKind.LANGUAGE, language=language)
+        await self._audit(host, "change language", now, facts=facts)
         return updated
 
     async def waiting(self, host: Admission, room_name: str, now: float) -> list[LobbyRequest]:
@@ -253,7 +277,8 @@ class HostDesk:
                 LobbyState.DENIED: "deny",
                 LobbyState.BANNED: "deny and ban",
             }[answer]
-            await self._audit(host, action, now, target=answered.identity, detail=answered.name)
+            facts = AuditFacts(AuditKind.NAME, name=answered.name)
+            await self._audit(host, action, now, target=answered.identity, facts=facts)
         return answered
 
     async def audit(self, host: Admission, room_name: str, now: float) -> list[AuditEntry]:

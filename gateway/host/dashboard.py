@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+from babel.dates import format_date, format_time, get_datetime_format
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
@@ -32,10 +33,10 @@ from gateway.host.policy_form import (
     policy_from_form,
     policy_view,
 )
-from gateway.i18n import DEFAULT, N_, gettext, translations
+from gateway.i18n import DEFAULT, N_, Language, chosen, gettext, translations
 from gateway.proxy.gate import cookie_name, read_cookie, request_id
 from gateway.settings import Settings
-from gateway.store.records import Admission, AuditEntry, Role, Room, RoomPolicy
+from gateway.store.records import Admission, AuditEntry, AuditKind, Role, Room, RoomPolicy
 from gateway.web.forms import MAX_FORM_BYTES, MAX_FORM_FIELDS, read_form
 from gateway.web.languages import current
 from gateway.web.pages import same_origin
@@ -121,6 +122,9 @@ SCRIPT_MESSAGES = {
     "action_lost": N_(
         "Lost contact with Meetgate: the action may not have happened. Check the roster."
     ),
+    # Translators: an entry of the host dashboard's log after the host's name: what they did
+    # and, after it, whom it was about or what came of it ("revoke: Ada", "lockdown: 3 removed")
+    "audit_entry": N_("{action}: {detail}"),
 }
 
 RegistryCounts = Callable[[str], int]
@@ -231,14 +235,59 @@ def lobby_view(request: LobbyRequest) -> dict[str, Any]:
     }
 
 
-def audit_view(entry: AuditEntry) -> dict[str, Any]:
+def audit_view(entry: AuditEntry, language: Language) -> dict[str, Any]:
     return {
         "at": entry.at,
         "actor_name": entry.actor_name,
         "action": entry.action,
         "target": entry.target,
-        "detail": entry.detail,
+        "detail": audit_detail(entry, language),
     }
+
+
+def audit_detail(entry: AuditEntry, language: Language) -> str:
+    """What a host action's log entry says after the action, in `language`. An entry written
+    before entries kept their facts as values has English text, shown as it was written."""
+    facts = entry.facts
+    if facts is None:
+        return entry.detail
+    words = translations(language)
+    if facts.kind is AuditKind.BANNED_UNTIL and facts.until is not None:
+        # Translators: the host dashboard's log, after "ban: ": whom, and when the ban ends (a
+        # date and time in UTC, as the language writes them)
+        message = words.gettext("{name} until {until} UTC")
+        return message.format(name=facts.name, until=moment(facts.until, language))
+    if facts.kind is AuditKind.REMOVED:
+        # Translators: the host dashboard's log, after "lockdown: ": how many attendees it removed
+        message = words.ngettext("{count} removed", "{count} removed", facts.count)
+        return message.format(count=facts.count)
+    if facts.kind is AuditKind.MOVED:
+        # Translators: the host dashboard's log, after "move: ": how many participants the move
+        # carried over to the new room
+        message = words.ngettext("{count} moved", "{count} moved", facts.count)
+        return message.format(count=facts.count)
+    if facts.kind is AuditKind.POLICY and facts.policy is not None:
+        return describe_policy(facts.policy, language)
+    if facts.kind is AuditKind.LANGUAGE:
+        named = chosen(facts.language)
+        return facts.language if named is None else named.name
+    return facts.name
+
+
+def moment(at: float, language: Language) -> str:
+    """A date and time (to the minute) as `language` writes them, in UTC: the page is the same
+    for every host, wherever they are, so it says which time it means."""
+    try:
+        when = datetime.fromtimestamp(at, UTC)
+    except (OverflowError, OSError, ValueError):
+        return f"{at:.0f}"  # no date a calendar holds (a hand edit): the number as it is
+    # Babel's own way of joining a date and a time (format_datetime), with a shorter time.
+    return (
+        str(get_datetime_format("medium", locale=language.locale))
+        .replace("'", "")
+        .replace("{0}", format_time(when, "short", tzinfo=UTC, locale=language.locale))
+        .replace("{1}", format_date(when, "medium", locale=language.locale))
+    )
 
 
 def room_view(room: Room) -> dict[str, Any]:
@@ -392,7 +441,7 @@ def create_dashboard_router(
         return {
             "room": room_view(room),
             "participants": [participant_view(a, registry_counts(a.id)) for a in admissions],
-            "audit": [audit_view(entry) for entry in audit[:AUDIT_SHOWN]],
+            "audit": [audit_view(entry, current.get()) for entry in audit[:AUDIT_SHOWN]],
             "attack": await attack_status(room),
             "lobby": [lobby_view(r) for r in await desk.waiting(host, room.name, now)],
         }

@@ -43,9 +43,11 @@ from gateway.store.records import (
     RecordKind,
     Room,
     admission_fields,
+    encode_audit,
     encode_record,
     invite_fields,
     parse_admission,
+    parse_audit,
     parse_ban,
     parse_invite,
     parse_rate_state,
@@ -121,7 +123,8 @@ class MemoryStore:
         self._names: dict[str, dict[tuple[str, str], list[tuple[float, str]]]] = {}
         self._name_calls = 0
         self._bans: dict[tuple[str, str], float | None] = {}
-        self._audit: dict[str, deque[AuditEntry]] = {}
+        # Each room's trail in its stored form, as Redis keeps it, so it is read back the same.
+        self._audit: dict[str, deque[str]] = {}
         self._rate_tat: dict[str, float] = {}
         self._rate_calls = 0
         self._recent: dict[tuple[str, int], tuple[int, int]] = {}  # -> (window index, count)
@@ -145,7 +148,8 @@ class MemoryStore:
         """Test seam: replace the stored form of a record by `fields`, merged over its stored
         form as Redis keeps it (fields `record`, `revoked`, and `uses` for an invite; `record`
         for a room; `value` for a ban, named `<room>:<identity>`, and for a rate limit's state,
-        in microseconds of this store's clock). ValueError for a kind kept in no such form."""
+        in microseconds of this store's clock; `record` for an audit entry, added as the newest
+        of the room `name`'s trail). ValueError for a kind kept in no such form."""
         base: dict[str, str] = {}
         if kind is RecordKind.ADMISSION and name in self._admissions:
             base = admission_fields(self._admissions[name])
@@ -153,6 +157,10 @@ class MemoryStore:
             base = invite_fields(self._invites[name])
         elif kind is RecordKind.ROOM and name in self._rooms:
             base = {"record": encode_record(self._rooms[name])}
+        elif kind is RecordKind.AUDIT:
+            entries = self._audit.setdefault(name, deque(maxlen=_AUDIT_KEEP))
+            entries.append(fields["record"])
+            return
         elif kind not in (
             RecordKind.ADMISSION,
             RecordKind.INVITE,
@@ -479,12 +487,18 @@ class MemoryStore:
 
     async def append_audit(self, entry: AuditEntry) -> None:
         entries = self._audit.setdefault(entry.room, deque(maxlen=_AUDIT_KEEP))
-        entries.append(entry)
+        entries.append(encode_audit(entry))
 
     async def list_audit(self, room: str, limit: int = 100) -> list[AuditEntry]:
         if limit <= 0:
             return []
-        return list(islice(reversed(self._audit.get(room, ())), limit))
+        entries = []
+        for text in islice(reversed(self._audit.get(room, ())), limit):
+            try:
+                entries.append(parse_audit(text))
+            except CorruptRecord as corrupt:
+                self.health.corrupt(corrupt.kind)
+        return entries
 
     # Rate limits and pressure
 

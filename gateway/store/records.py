@@ -152,8 +152,96 @@ class RateDecision:
 
 
 @dataclass(frozen=True, slots=True)
+class PolicyShape:
+    """A room policy as the host actions' log keeps it: its ways in, and how long each list is
+    rather than the addresses themselves (the log outlives the policy it tells of)."""
+
+    invite: bool
+    oidc: bool
+    oidc_providers: tuple[str, ...]
+    email_code: bool
+    lobby: bool
+    allowed_emails: int
+    allowed_domains: int
+    allowed_groups: int
+    host_emails: int
+
+    @classmethod
+    def of(cls, policy: RoomPolicy) -> PolicyShape:
+        return cls(
+            invite=policy.invite,
+            oidc=policy.oidc,
+            oidc_providers=policy.oidc_providers,
+            email_code=policy.email_code,
+            lobby=policy.lobby,
+            allowed_emails=len(policy.allowed_emails),
+            allowed_domains=len(policy.allowed_domains),
+            allowed_groups=len(policy.allowed_groups),
+            host_emails=len(policy.host_emails),
+        )
+
+
+class AuditKind(StrEnum):
+    """What the values of a host action's log entry tell (`AuditFacts`): the dashboard puts
+    them into words in the language of whoever reads the log."""
+
+    NAME = "name"  # whom the action was about: a removal, a ban for good, a lobby answer
+    BANNED_UNTIL = "banned until"  # whom, and when the ban ends
+    REMOVED = "removed"  # how many attendees a lockdown removed
+    MOVED = "moved"  # how many participants a move carried over
+    POLICY = "policy"  # the room's new policy
+    LANGUAGE = "language"  # the room's new language (a tag, "" for none)
+
+
+# The values each kind of entry holds: exactly these, no others.
+AUDIT_VALUES: Final[Mapping[AuditKind, frozenset[str]]] = {
+    AuditKind.NAME: frozenset({"name"}),
+    AuditKind.BANNED_UNTIL: frozenset({"name", "until"}),
+    AuditKind.REMOVED: frozenset({"count"}),
+    AuditKind.MOVED: frozenset({"count"}),
+    AuditKind.POLICY: frozenset({"policy"}),
+    AuditKind.LANGUAGE: frozenset({"language"}),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class AuditFacts:
+    """What a host action did, as values rather than words: `kind` says which of the others it
+    holds (AUDIT_VALUES); those it does not hold keep their defaults."""
+
+    kind: AuditKind
+    name: str = ""
+    count: int = 0
+    until: float | None = None
+    policy: PolicyShape | None = None
+    language: str = ""
+
+    def __post_init__(self) -> None:
+        # Checked when written, so that what one store keeps the other reads back the same.
+        held = AUDIT_VALUES[self.kind]
+        for name, default in _UNHELD.items():
+            value = getattr(self, name)
+            if (value is None) if name in held else (value != default):
+                raise ValueError(f"audit facts of kind {self.kind} hold exactly {sorted(held)}")
+
+
+# The values of AuditFacts, each with what it is in facts of a kind that does not hold it.
+_UNHELD: Final[Mapping[str, object]] = {
+    "name": "",
+    "count": 0,
+    "until": None,
+    "policy": None,
+    "language": "",
+}
+
+
+@dataclass(frozen=True, slots=True)
 class AuditEntry:
-    """One host action: who (pseudonymous identity and shown name), what, to whom, when."""
+    """One host action: who (pseudonymous identity and shown name), what, to whom, when.
+
+    `facts`: what it did, as values (None in entries written before there were any). `detail`:
+    those older entries' account of it, English text shown as it was written; "" in new ones.
+    """
 
     at: float
     room: str
@@ -162,6 +250,7 @@ class AuditEntry:
     action: str
     target: str = ""
     detail: str = ""
+    facts: AuditFacts | None = None
 
 
 # Stored forms
@@ -196,12 +285,24 @@ class CorruptRecord(ValueError):
 RATE_STATE: Final = re.compile(r"[0-9]{1,20}")
 
 
-def encode_record(
-    record: Room | Invite | Admission | AuditEntry, *, without: tuple[str, ...] = ()
-) -> str:
+def encode_record(record: Room | Invite | Admission, *, without: tuple[str, ...] = ()) -> str:
     data = dataclasses.asdict(record)
     for name in without:
         del data[name]
+    return json.dumps(data, separators=(",", ":"))
+
+
+def encode_audit(entry: AuditEntry) -> str:
+    """An audit entry's stored form: its facts with only the values of their kind, and none at
+    all in an entry without (so such an entry is stored as every entry was before facts)."""
+    data = dataclasses.asdict(entry)
+    del data["facts"]
+    if entry.facts is not None:
+        facts = dataclasses.asdict(entry.facts)
+        data["facts"] = {
+            "kind": entry.facts.kind.value,
+            **{name: facts[name] for name in sorted(AUDIT_VALUES[entry.facts.kind])},
+        }
     return json.dumps(data, separators=(",", ":"))
 
 
@@ -316,6 +417,28 @@ _AUDIT_JSON: Final[Mapping[str, tuple[bool, _Check]]] = {
     "action": (True, _text),
     "target": (False, _text),
     "detail": (False, _text),
+    "facts": (False, lambda value: isinstance(value, dict)),
+}
+AUDIT_KINDS: Final = frozenset(kind.value for kind in AuditKind)
+# An entry's facts: its kind, and the values AUDIT_VALUES gives that kind (checked apart).
+_AUDIT_FACTS_JSON: Final[Mapping[str, tuple[bool, _Check]]] = {
+    "kind": (True, lambda value: isinstance(value, str) and value in AUDIT_KINDS),
+    "name": (False, _text),
+    "count": (False, _count),
+    "until": (False, _number),
+    "policy": (False, lambda value: isinstance(value, dict)),
+    "language": (False, _text),
+}
+_POLICY_SHAPE_JSON: Final[Mapping[str, tuple[bool, _Check]]] = {
+    "invite": (True, _truth),
+    "oidc": (True, _truth),
+    "oidc_providers": (True, _texts),
+    "email_code": (True, _truth),
+    "lobby": (True, _truth),
+    "allowed_emails": (True, _count),
+    "allowed_domains": (True, _count),
+    "allowed_groups": (True, _count),
+    "host_emails": (True, _count),
 }
 
 
@@ -388,7 +511,24 @@ def parse_room(record: str | None) -> Room:
 
 def parse_audit(record: str | None) -> AuditEntry:
     kind = RecordKind.AUDIT
-    return AuditEntry(**_checked(_json(record, kind), _AUDIT_JSON, kind))
+    data = _checked(_json(record, kind), _AUDIT_JSON, kind)
+    if "facts" in data:
+        data["facts"] = _parse_audit_facts(data["facts"])
+    return AuditEntry(**data)
+
+
+def _parse_audit_facts(stored: object) -> AuditFacts:
+    kind = RecordKind.AUDIT
+    data = _checked(stored, _AUDIT_FACTS_JSON, kind)
+    about = AuditKind(data.pop("kind"))
+    # Exactly the values of its kind: facts missing one would be put into words wrongly.
+    if set(data) != AUDIT_VALUES[about]:
+        raise CorruptRecord(kind)
+    if "until" in data:
+        data["until"] = float(data["until"])
+    if "policy" in data:
+        data["policy"] = PolicyShape(**_checked(data["policy"], _POLICY_SHAPE_JSON, kind))
+    return AuditFacts(about, **data)
 
 
 def parse_ban(value: str, now: float) -> bool:

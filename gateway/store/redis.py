@@ -52,6 +52,7 @@ from gateway.store.records import (
     Room,
     admission_fields,
     ban_value,
+    encode_audit,
     encode_record,
     invite_fields,
     parse_admission,
@@ -395,7 +396,8 @@ class RedisStore:
         """Test seam (as MemoryStore.write_raw): overwrite fields of a record's stored form, to
         show what a record that does not parse does. `name` is the id (admission, invite), the
         room (room, name claims: fields are the claim hash's), `<room>:<identity>` (ban) or the
-        limit key (rate); `value` is the field of a plain value (ban, rate)."""
+        limit key (rate); `value` is the field of a plain value (ban, rate). An audit entry's
+        `record` is added as the newest of the room `name`'s trail."""
         mapping: dict[str | bytes, bytes | float | int | str] = dict(fields.items())
         async with self._call():
             if kind is RecordKind.ADMISSION:
@@ -410,6 +412,8 @@ class RedisStore:
                 await self._client.set(_BAN + name, fields["value"])
             elif kind is RecordKind.RATE:
                 await self._client.set(_RATE + name, fields["value"])
+            elif kind is RecordKind.AUDIT:
+                await self._client.lpush(_AUDIT + name, fields["record"])
             else:
                 raise ValueError(f"no stored form of {kind} records to write")
 
@@ -735,7 +739,7 @@ class RedisStore:
         key = _AUDIT + entry.room
         async with self._call():
             pipe = self._client.pipeline(transaction=True)
-            pipe.lpush(key, encode_record(entry))
+            pipe.lpush(key, encode_audit(entry))
             pipe.ltrim(key, 0, _AUDIT_KEEP - 1)
             await pipe.execute()
 

@@ -59,8 +59,16 @@
     notice.dataset.kind = kind || "info";
   }
 
+  // Times in the page's language (not the browser's), in the host's own time zone.
+  const pageLanguage = document.documentElement.lang || "en";
+
   function clock(seconds) {
-    return new Date(seconds * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    const when = new Date(seconds * 1000);
+    try {
+      return when.toLocaleTimeString(pageLanguage, { hour: "2-digit", minute: "2-digit" });
+    } catch (error) {
+      return when.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    }
   }
 
   function setTime(element, seconds) {
@@ -216,7 +224,10 @@
       const actor = document.createElement("strong");
       actor.textContent = entry.actor_name;
       const action = label("actions", entry.action);
-      item.append(time, " ", actor, " " + action + (entry.detail ? ": " + entry.detail : ""));
+      const said = entry.detail
+        ? text("audit_entry", "{action}: {detail}", { action: action, detail: entry.detail })
+        : action;
+      item.append(time, " ", actor, " " + said);
       return item;
     });
     audit.replaceChildren(...items);

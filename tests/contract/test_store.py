@@ -45,7 +45,14 @@ from gateway.store import (
     Subscription,
 )
 from gateway.store.memory import MemoryStore
-from gateway.store.records import RecordKind, encode_record
+from gateway.store.records import (
+    AuditFacts,
+    AuditKind,
+    PolicyShape,
+    RecordKind,
+    encode_audit,
+    encode_record,
+)
 from gateway.store.redis import RedisStore
 from tests.fixtures.processes import free_port
 
@@ -848,6 +855,92 @@ async def test_audit_trails_of_rooms_are_kept_apart(store: Store) -> None:
         await store.append_audit(entry)
     assert await store.list_audit(room) == mine[::-1]
     assert await store.list_audit(other, limit=100) == theirs[::-1]
+
+
+def every_kind_of_facts() -> list[AuditFacts]:
+    policy = RoomPolicy(
+        oidc=True,
+        oidc_providers=("campus", "staff"),
+        allowed_emails=("ada@example.org", "bo@example.org"),
+        allowed_domains=("example.org",),
+        lobby=True,
+    )
+    return [
+        AuditFacts(AuditKind.NAME, name="Émilie du Châtelet ✓"),
+        AuditFacts(AuditKind.BANNED_UNTIL, name="Troll", until=1767366245.25),
+        AuditFacts(AuditKind.REMOVED, count=3),
+        AuditFacts(AuditKind.MOVED, count=0),
+        AuditFacts(AuditKind.POLICY, policy=PolicyShape.of(policy)),
+        AuditFacts(AuditKind.LANGUAGE, language="zh-Hant"),
+        AuditFacts(AuditKind.LANGUAGE, language=""),
+    ]
+
+
+async def test_audit_facts_are_read_back_as_written(store: Store) -> None:
+    room = unique("room")
+    entries = [
+        make_audit(room, float(at), detail="", facts=facts)
+        for at, facts in enumerate(every_kind_of_facts())
+    ]
+    # An entry as every entry was written before facts: English text, shown as it is.
+    entries.append(make_audit(room, 99.0, action="lockdown", detail="3 removed"))
+    for entry in entries:
+        await store.append_audit(entry)
+    assert await store.list_audit(room) == entries[::-1]
+    # The log keeps how long the policy's lists are, never the addresses on them.
+    assert "example.org" not in encode_audit(entries[4])
+    # Facts hold exactly their kind's values, so both stores read back the same.
+    for wrong in (
+        lambda: AuditFacts(AuditKind.REMOVED, count=2, name="Ada"),
+        lambda: AuditFacts(AuditKind.BANNED_UNTIL, name="Troll"),
+        lambda: AuditFacts(AuditKind.POLICY),
+    ):
+        with pytest.raises(ValueError):
+            wrong()
+
+
+async def write_audit_record(store: Store, room: str, record: str) -> None:
+    if isinstance(store, RedisStore):
+        await store.write_raw(RecordKind.AUDIT, room, {"record": record})
+    else:
+        assert isinstance(store, MemoryStore)
+        store.write_raw(RecordKind.AUDIT, room, {"record": record})
+
+
+async def test_an_audit_entry_that_does_not_parse_is_skipped_and_counted(store: Store) -> None:
+    room = unique("room")
+    good = make_audit(room, 1.0, detail="", facts=AuditFacts(AuditKind.REMOVED, count=2))
+    await store.append_audit(good)
+    stored = json.loads(encode_audit(good))
+    shape = json.loads(encode_audit(make_audit(room, 2.0, facts=every_kind_of_facts()[4])))
+    policy = shape["facts"]["policy"]
+    bad_facts: list[object] = [
+        None,
+        [],
+        {},
+        {"kind": "removed"},  # without its count
+        {"kind": "removed", "count": 2, "name": "Ada"},  # a value of another kind
+        {"kind": "removed", "count": -1},
+        {"kind": "removed", "count": True},
+        {"kind": "banned until", "name": "Troll", "until": "tomorrow"},
+        {"kind": ["removed"], "count": 2},
+        {"kind": "Removed", "count": 2},
+        {"kind": "policy", "policy": {**policy, "allowed_emails": ["ada@example.org"]}},
+        {"kind": "policy", "policy": {k: v for k, v in policy.items() if k != "lobby"}},
+        {"kind": "language", "language": 1},
+    ]
+    store.health.take_corrupt_counts()
+    for facts in bad_facts:
+        await write_audit_record(store, room, json.dumps({**stored, "facts": facts}))
+    # What an earlier release wrote: no facts, the detail in English.
+    old = {**stored, "at": 3.0, "detail": "Troll until 1767366245"}
+    del old["facts"]
+    await write_audit_record(store, room, json.dumps(old))
+    assert await store.list_audit(room) == [
+        make_audit(room, 3.0, actor=good.actor, target=good.target, detail=old["detail"]),
+        good,
+    ]
+    assert store.health.take_corrupt_counts() == {RecordKind.AUDIT: len(bad_facts)}
 
 
 # Rate limits

@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import re
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
+import redis
 
 from tests.fixtures.gateway_server import GatewayServer
 from tests.fixtures.processes import wait_until
@@ -642,7 +645,8 @@ def test_the_host_sets_the_rooms_language_with_a_plain_form(
     with gateway.admin() as admin:
         assert admin.get(f"/api/v1/rooms/{room}").json()["language"] == "zh-Hant"
     audit = roster(gateway, host)["audit"]
-    assert [(e["action"], e["detail"]) for e in audit] == [("change language", "zh-Hant")]
+    # The language as it names itself, as the switcher does, in every page language.
+    assert [(e["action"], e["detail"]) for e in audit] == [("change language", "繁體中文")]
     # Saved again: nothing to do, nothing logged.
     again = post_action(gateway, host, room, "language", csrf=token, language="zh-Hant")
     assert again.json()["done"] is False and len(roster(gateway, host)["audit"]) == 1
@@ -655,3 +659,83 @@ def test_the_host_sets_the_rooms_language_with_a_plain_form(
     moved = host_action(gateway, host, "move")
     with gateway.admin() as admin:
         assert admin.get(f"/api/v1/rooms/{moved['room']}").json()["language"] == "zh-Hant"
+
+
+# The host actions' log (RUF001: the Chinese catalogs' full-width punctuation is meant)
+
+
+def test_the_log_is_put_into_words_in_the_pages_language(
+    gateway: GatewayServer, meeting: tuple[str, Admitted, Admitted]
+) -> None:
+    """The log keeps values, said in the language of whoever reads it: a ban's end as a date
+    and time as that language writes them (in UTC, which it says), a count with its plural."""
+    room, host, _ = meeting
+    admit(gateway, room, "Bo")
+    admit(gateway, room, "Cy")
+    ban = host_action(
+        gateway, host, "ban", admission=admission_id(gateway, host, "Ada"), duration="1d"
+    )
+    assert host_action(gateway, host, "lockdown")["removed"] == 2
+    end = datetime.fromtimestamp(ban["until"], UTC)
+    hant = {"accept-language": "zh-TW,zh;q=0.9,en;q=0.5"}
+    with as_browser(gateway, host) as client:
+        page = client.get(dashboard(gateway, room), headers=hant).text
+        entries = client.get(f"{dashboard(gateway, room)}/roster", headers=hant).json()["audit"]
+        english = client.get(f"{dashboard(gateway, room)}/roster").json()["audit"]
+    # Taiwan's medium date and short time: 2026年1月2日 下午3:04.
+    period = "上午" if end.hour < 12 else "下午"
+    ends = f"{end.year}年{end.month}月{end.day}日 {period}{end.hour % 12 or 12}:{end.minute:02d}"
+    assert [(e["action"], e["detail"]) for e in entries] == [
+        ("lockdown", "已移出 2 人"),
+        ("ban", f"Ada，到 {ends}（UTC）為止"),  # noqa: RUF001
+    ]
+    # The page joins action and detail as the language does (a full-width colon).
+    assert "<strong>Hilde Host</strong> 緊急封鎖：已移出 2 人</li>" in page  # noqa: RUF001
+    assert f"<strong>Hilde Host</strong> 移出並禁止加入：Ada，到 {ends}（UTC）為止</li>" in page  # noqa: RUF001
+    assert ": " not in page[page.index('id="audit"') : page.index('id="audit-empty"')]
+    # In English, as the log said it before, with a date in place of a raw timestamp.
+    assert english[0]["detail"] == "2 removed"
+    month = end.strftime("%b")
+    said = re.fullmatch(
+        rf"Ada until {month} {end.day}, {end.year}, (\d+):(\d\d)\s([AP]M) UTC", english[1]["detail"]
+    )
+    assert said is not None, english[1]
+    assert said.groups() == (str(end.hour % 12 or 12), f"{end.minute:02d}", end.strftime("%p"))
+
+
+def test_log_entries_written_before_it_kept_values_show_as_written(
+    redis_gateway: GatewayServer, redis_server: str
+) -> None:
+    """An entry an earlier release wrote (English text, a ban's end as a raw timestamp) is shown
+    as it is, in every language; one that does not parse is left out, not a broken page."""
+    gateway = redis_gateway
+    room = new_room(gateway)
+    host = admit(gateway, room, "Hilde Host", role="host")
+    host_action(gateway, host, "lock")
+    old = {"room": room, "actor": "h", "actor_name": "Old Host", "target": ""}
+    store = redis.Redis.from_url(redis_server, decode_responses=True)
+    try:
+        # In the Redis key layout (gateway/store/redis.py): the room's trail, newest first.
+        for stored in (
+            {**old, "at": time.time(), "action": "ban", "detail": "Troll until 1767366245"},
+            {**old, "at": time.time(), "action": "lockdown", "detail": "3 removed"},
+            {**old, "at": time.time(), "action": "lockdown", "facts": {"kind": "removed"}},
+        ):
+            store.lpush(f"meetgate:audit:{room}", json.dumps(stored))
+    finally:
+        store.close()
+    hant = {"accept-language": "zh-Hant"}
+    with as_browser(gateway, host) as client:
+        entries = client.get(f"{dashboard(gateway, room)}/roster", headers=hant).json()["audit"]
+        page = client.get(dashboard(gateway, room), headers=hant)
+        english = client.get(dashboard(gateway, room)).text
+    assert [(e["actor_name"], e["action"], e["detail"]) for e in entries] == [
+        ("Old Host", "lockdown", "3 removed"),
+        ("Old Host", "ban", "Troll until 1767366245"),
+        ("Hilde Host", "lock", ""),
+    ]
+    assert page.status_code == 200
+    assert "<strong>Old Host</strong> 緊急封鎖：3 removed</li>" in page.text  # noqa: RUF001
+    assert "<strong>Old Host</strong> 移出並禁止加入：Troll until 1767366245</li>" in page.text  # noqa: RUF001
+    assert "<strong>Hilde Host</strong> 鎖定</li>" in page.text
+    assert "<strong>Old Host</strong> lockdown: 3 removed</li>" in english
