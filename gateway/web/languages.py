@@ -31,6 +31,8 @@ switching: ContextVar[tuple[str, tuple[tuple[str, str], ...]]] = ContextVar(
     "meetgate_language_switch", default=("/", ())
 )
 
+# The query values a page needs to be itself again (the sign-in page's room).
+KEPT_QUERY = frozenset({"room"})
 # A page answered to a form (a POST) cannot be asked for again by a link: its links lead to the
 # page the form was sent from. Paths are the gate's allowlisted ASCII (gateway/proxy/paths.py).
 _AFTER_FORM = (
@@ -103,13 +105,16 @@ def use_room_language(scope: Scope, room_default: str) -> Language:
 
 
 def switch_target(scope: Scope) -> tuple[str, tuple[tuple[str, str], ...]]:
-    """The path and query the switcher's links lead to: a GET page itself with its query (less
-    `lang`); a page answered to a form, the page the form was on; else the home page."""
+    """The path and query the switcher's links lead to: a GET page itself with the query values
+    it needs to be itself (KEPT_QUERY, an allowlist: a notice or anything else a link added is
+    dropped); a page answered to a form, the page the form was on; else the home page."""
     path = str(scope.get("path", "/"))
     if scope.get("method", "GET") in ("GET", "HEAD"):
         query = scope.get("query_string", b"").decode("latin-1")
         kept = tuple(
-            (key, value) for key, value in parse_qsl(query, keep_blank_values=True) if key != "lang"
+            (key, value)
+            for key, value in parse_qsl(query, keep_blank_values=True)
+            if key in KEPT_QUERY
         )
         return path, kept
     for pattern, target in _AFTER_FORM:

@@ -143,7 +143,7 @@ def request(method: str, path: str, query: bytes = b"") -> dict[str, object]:
         (
             "GET",
             "/_meetgate/oidc/uni/login",
-            b"room=r1&lang=en",
+            b"room=r1&lang=en&done=%3Cb%3E",
             ("/_meetgate/oidc/uni/login", (("room", "r1"),)),
         ),
         ("GET", "/j/abc", b"", ("/j/abc", ())),
