@@ -24,31 +24,12 @@
   let stopped = false;
   let inFlight = false;
   let troubled = false;
-  const messages = readMessages();
-
-  // What the script says, translated by the page (a JSON object in data-messages).
-  function readMessages() {
-    try {
-      return JSON.parse(root.dataset.messages || "{}") || {};
-    } catch (error) {
-      return {};
-    }
-  }
-
-  // The page's message `key` (else `english`) with its {named} values filled in, in one pass so
-  // that a value (a person's name) is never read as a placeholder.
-  function text(key, english, values) {
-    const message = typeof messages[key] === "string" ? messages[key] : english;
-    return message.replace(/\{(\w+)\}/g, function (placeholder, name) {
-      return values && Object.prototype.hasOwnProperty.call(values, name)
-        ? String(values[name])
-        : placeholder;
-    });
-  }
+  const messages = window.meetgateMessages(root);
+  const text = messages.text;
 
   // A label of a value (a role, a way in, a host action) as the page names it.
   function label(group, value) {
-    const labels = messages[group];
+    const labels = messages.all[group];
     return labels && typeof labels[value] === "string" ? labels[value] : value;
   }
 

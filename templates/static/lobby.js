@@ -14,26 +14,7 @@
   let done = false;
   let timer = null;
   let source = null;
-  const messages = readMessages();
-
-  // What the script says, translated by the page (a JSON object in data-messages).
-  function readMessages() {
-    try {
-      return JSON.parse(root.dataset.messages || "{}") || {};
-    } catch (error) {
-      return {};
-    }
-  }
-
-  // The page's message `key` (else `english`) with its {named} values filled in.
-  function text(key, english, values) {
-    const message = typeof messages[key] === "string" ? messages[key] : english;
-    return message.replace(/\{(\w+)\}/g, function (placeholder, name) {
-      return values && Object.prototype.hasOwnProperty.call(values, name)
-        ? String(values[name])
-        : placeholder;
-    });
-  }
+  const text = window.meetgateMessages(root).text;
 
   function say(message) {
     if (live) {

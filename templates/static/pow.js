@@ -135,26 +135,7 @@
     var status = scope.document.querySelector("[data-pow-status]");
     var expected = Math.pow(2, difficulty);
     var done = false;
-    var messages = readMessages();
-
-    // What the script says, translated by the page (a JSON object in data-messages).
-    function readMessages() {
-      try {
-        return JSON.parse(form.getAttribute("data-messages") || "{}") || {};
-      } catch (error) {
-        return {};
-      }
-    }
-
-    // The page's message `key` (else `english`) with its {named} values filled in.
-    function text(key, english, values) {
-      var message = typeof messages[key] === "string" ? messages[key] : english;
-      return message.replace(/\{(\w+)\}/g, function (placeholder, name) {
-        return values && Object.prototype.hasOwnProperty.call(values, name)
-          ? String(values[name])
-          : placeholder;
-      });
-    }
+    var text = scope.meetgateMessages(form).text;
 
     var said = -1;
 

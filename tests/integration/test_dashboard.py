@@ -157,7 +157,10 @@ def test_dashboard_page_carries_the_csrf_token_and_only_own_script(
     assert forms >= 4 + 2 * 2  # room actions, and remove/ban for each participant (and template)
     assert page.text.count(f'name="csrf" value="{token}"') == forms
     scripts = re.findall(r"<script[^>]*>", page.text)
-    assert scripts == ['<script src="/_meetgate/static/host.js" defer>']
+    assert scripts == [
+        '<script src="/_meetgate/static/messages.js" defer>',
+        '<script src="/_meetgate/static/host.js" defer>',
+    ]
     assert "http://" not in page.text and "https://" not in page.text
     policy = page.headers["content-security-policy"]
     assert "script-src 'self'" in policy and "connect-src 'self'" in policy
