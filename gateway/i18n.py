@@ -1,51 +1,73 @@
 """Languages: which one a request gets, and the messages in it (issue 14).
 
-The pages speak English, Simplified Chinese and Traditional Chinese. Messages are written in
-English in templates and code and looked up in Babel message catalogs
-(`templates/locale/<locale>/LC_MESSAGES/messages.po`, compiled in memory when first used; see
-docs/translating.md). `N_("…")` marks a user-visible message written in code (a refusal's title,
-a page's heading) for extraction; it returns the English text unchanged, which is translated
-where it is shown, in the language of the request that shows it.
+Messages are written in English in templates and code and looked up in Babel message catalogs,
+one a language: `templates/locale/<locale>/LC_MESSAGES/messages.po`, compiled in memory when
+first used. The languages the pages speak are English and one for each catalog there: adding a
+language is adding its catalog (`scripts/i18n <locale>`, docs/translating.md). `N_("…")` marks a
+user-visible message written in code (a refusal's title, a page's heading) for extraction; it
+returns the English text unchanged, which is translated where it is shown, in the language of
+the request that shows it.
 """
 
 from __future__ import annotations
 
 import functools
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.resources import files
+from importlib.resources.abc import Traversable
 
+from babel import Locale
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.support import NullTranslations, Translations
+
+# Jitsi Meet names its Chinese interfaces by country (its lang/languages.json); every other
+# language by its Babel name without the underscore (ptBR, frCA), as Jitsi does.
+_JITSI_CODES = {"zh_Hans": "zhCN", "zh_Hant": "zhTW"}
 
 
 @dataclass(frozen=True, slots=True)
 class Language:
     tag: str  # BCP 47, as in <html lang="…">, the cookie and ?lang=
     locale: str  # Babel's name, the catalog's folder
-    name: str  # in the language itself, for the switcher
-    jitsi: str  # Jitsi Meet's code for its own interface (its lang/languages.json)
+    jitsi: str  # Jitsi Meet's code for its own interface
+
+    @property
+    def name(self) -> str:
+        """The language's name in itself, for the switcher."""
+        return own_name(self)
 
 
-ENGLISH = Language("en", "en", "English", "en")
-SIMPLIFIED = Language("zh-Hans", "zh_Hans", "简体中文", "zhCN")
-TRADITIONAL = Language("zh-Hant", "zh_Hant", "繁體中文", "zhTW")
-LANGUAGES: tuple[Language, ...] = (ENGLISH, SIMPLIFIED, TRADITIONAL)
+def language_of_catalog(locale: str) -> Language:
+    return Language(
+        locale.replace("_", "-"), locale, _JITSI_CODES.get(locale, locale.replace("_", ""))
+    )
+
+
+def discover(catalogs: Traversable) -> tuple[Language, ...]:
+    """English, then a language for each catalog under `catalogs`, in the order of their names."""
+    found = sorted(
+        entry.name
+        for entry in catalogs.iterdir()
+        if entry.is_dir() and entry.joinpath("LC_MESSAGES", "messages.po").is_file()
+    )
+    return (ENGLISH, *(language_of_catalog(locale) for locale in found))
+
+
+CATALOGS = files("meetgate_templates").joinpath("locale")
+ENGLISH = Language("en", "en", "en")
+LANGUAGES: tuple[Language, ...] = discover(CATALOGS)
 BY_TAG = {language.tag.lower(): language for language in LANGUAGES}
 DEFAULT = ENGLISH
+# The two Chinese scripts every release ships.
+SIMPLIFIED = BY_TAG["zh-hans"]
+TRADITIONAL = BY_TAG["zh-hant"]
 
-# What a browser's Accept-Language names, matched after lowercasing: Chinese by script where
-# it says so, else by region (Hong Kong, Macao and Taiwan write Traditional characters), and a
-# bare `zh` as Simplified, the script most Chinese readers learned first.
-_CHINESE_REGIONS = {
-    "tw": TRADITIONAL,
-    "hk": TRADITIONAL,
-    "mo": TRADITIONAL,
-    "cn": SIMPLIFIED,
-    "sg": SIMPLIFIED,
-    "my": SIMPLIFIED,
-}
+# Chinese written where a browser names only a region: Traditional characters in Taiwan, Hong
+# Kong and Macao, Simplified elsewhere (and for a bare `zh`, the script most readers learned).
+_CHINESE_REGION_SCRIPTS = {"tw": "hant", "hk": "hant", "mo": "hant"}
 MAX_ACCEPT_LANGUAGE = 512
 
 
@@ -76,27 +98,36 @@ def from_accept_language(header: str) -> Language | None:
                 continue
         if not 0 < weight <= 1:
             continue
-        language = _match(tag.strip().lower())
+        language = match(tag.strip().lower())
         if language is not None:
             ranked.append((-weight, position, language))
     return min(ranked)[2] if ranked else None
 
 
-def _match(tag: str) -> Language | None:
+@functools.cache
+def _parts(locale: str) -> tuple[str, str, str]:
+    """A catalog's language, script and territory, lowercased ("" where it names none)."""
+    parsed = Locale.parse(locale)
+    return parsed.language, (parsed.script or "").lower(), (parsed.territory or "").lower()
+
+
+def match(tag: str, languages: Sequence[Language] = LANGUAGES) -> Language | None:
+    """The one of `languages` a browser's language tag (lowercase) asks for: by its language,
+    then its script, then its region; None if it names none of their languages."""
     subtags = tag.replace("_", "-").split("-")
-    if subtags[0] == "en":
-        return ENGLISH
-    if subtags[0] != "zh":
-        return None
-    rest = subtags[1:]
-    if "hant" in rest:
-        return TRADITIONAL
-    if "hans" in rest:
-        return SIMPLIFIED
-    for subtag in rest:
-        if subtag in _CHINESE_REGIONS:
-            return _CHINESE_REGIONS[subtag]
-    return SIMPLIFIED
+    primary, rest = subtags[0], subtags[1:]
+    candidates = [language for language in languages if _parts(language.locale)[0] == primary]
+    if len(candidates) <= 1:
+        return candidates[0] if candidates else None
+    script = next((subtag for subtag in rest if len(subtag) == 4), "")
+    if not script and primary == "zh":
+        script = next(
+            (_CHINESE_REGION_SCRIPTS[s] for s in rest if s in _CHINESE_REGION_SCRIPTS), "hans"
+        )
+    by_script = [language for language in candidates if _parts(language.locale)[1] == script]
+    candidates = by_script or candidates
+    by_region = [language for language in candidates if _parts(language.locale)[2] in rest]
+    return (by_region or candidates)[0]
 
 
 def negotiate(
@@ -135,3 +166,14 @@ def gettext(language: Language, message: str) -> str:
 
 def ngettext(language: Language, singular: str, plural: str, count: int) -> str:
     return translations(language).ngettext(singular, plural, count)
+
+
+@functools.cache
+def own_name(language: Language) -> str:
+    """What the switcher calls `language`: its catalog's word for itself, else Babel's."""
+    # Translators: the name of this catalog's language, in the language itself, as the list of
+    # languages at the foot of every page shows it (for example 简体中文, 繁體中文, 日本語).
+    name = str(translations(language).pgettext("the language's own name", "English"))
+    if language is ENGLISH or name != "English":
+        return name
+    return str(Locale.parse(language.locale).get_display_name(language.locale) or language.tag)

@@ -4,15 +4,19 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
 from gateway.i18n import (
     ENGLISH,
+    LANGUAGES,
     SIMPLIFIED,
     TRADITIONAL,
     Language,
+    discover,
     from_accept_language,
+    match,
     negotiate,
 )
 from gateway.web.languages import (
@@ -172,3 +176,26 @@ def test_a_switch_link_carries_the_kept_query_escaped_by_urlencode() -> None:
         assert switch_link(TRADITIONAL) == "/_meetgate/oidc/uni/login?room=a%26b&lang=zh-Hant"
     finally:
         switching.reset(token)
+
+
+def test_adding_a_language_is_adding_its_catalog(tmp_path: Path) -> None:
+    # The catalogs' folder as `scripts/i18n ja pt_BR` leaves it, next to the two Chinese ones.
+    for locale in ("zh_Hant", "ja", "zh_Hans", "pt_BR"):
+        folder = tmp_path / locale / "LC_MESSAGES"
+        folder.mkdir(parents=True)
+        (folder / "messages.po").write_text('msgid ""\nmsgstr ""\n', encoding="utf-8")
+    (tmp_path / "not-a-catalog").mkdir()
+    languages = discover(tmp_path)
+    assert [language.tag for language in languages] == ["en", "ja", "pt-BR", "zh-Hans", "zh-Hant"]
+    by_tag = {language.tag: language for language in languages}
+    assert by_tag["ja"].jitsi == "ja" and by_tag["pt-BR"].jitsi == "ptBR"
+    assert by_tag["zh-Hant"].jitsi == "zhTW"
+    assert match("ja-jp", languages) is by_tag["ja"]
+    assert match("pt-br", languages) is by_tag["pt-BR"]
+    assert match("pt", languages) is by_tag["pt-BR"]
+    assert match("zh-hk", languages) is by_tag["zh-Hant"]
+    assert match("ko", languages) is None
+
+
+def test_the_switcher_names_each_language_in_itself() -> None:
+    assert [language.name for language in LANGUAGES] == ["English", "简体中文", "繁體中文"]
