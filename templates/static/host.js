@@ -285,11 +285,13 @@
         troubled = false;
         say("");
       }
+      const place = placeOf(document.activeElement);
       showRoom(data.room);
       showRoster(data.participants);
       showLobby(data.lobby);
       showAudit(data.audit);
       showAttack(data.attack);
+      keepFocus(place);
       document.getElementById("roster-updated").textContent = text("updated", "Updated {time}", {
         time: clock(Date.now() / 1000),
       });
@@ -336,12 +338,52 @@
     return form.dataset.confirm;
   }
 
-  async function submitAction(form) {
+  // An action or a roster update may take away the control that had the focus (a removed card,
+  // Lock swapped for Unlock, a button disabled while it posts): the focus would fall to the
+  // page's start and a keyboard user lose their place. Where it was is noted before the change
+  // (placeOf); after it, the focus goes back there, or to the control that took its place, or
+  // to the heading of the section it was in.
+  function placeOf(control) {
+    if (!control || control === document.body || !root.contains(control)) {
+      return null;
+    }
+    const form = control.closest("form");
+    return {
+      control: control,
+      action: form && form.dataset.action,
+      section: control.closest("section"),
+    };
+  }
+
+  function keepFocus(place) {
+    const active = document.activeElement;
+    if (!place || (active && active !== document.body && active.offsetParent !== null)) {
+      return;
+    }
+    if (place.control.isConnected && place.control.offsetParent !== null) {
+      place.control.focus();
+      return;
+    }
+    const swapped = { lock: "unlock", unlock: "lock" }[place.action];
+    const other = swapped && root.querySelector('form[data-action="' + swapped + '"] button');
+    if (other && other.offsetParent !== null) {
+      other.focus();
+      return;
+    }
+    const heading = place.section && place.section.querySelector("h2");
+    if (heading) {
+      heading.tabIndex = -1;
+      heading.focus();
+    }
+  }
+
+  async function submitAction(form, button) {
+    const place = placeOf(button);
     const body = new URLSearchParams(new FormData(form));
     body.set("confirmed", "1");
     const buttons = form.querySelectorAll("button");
-    buttons.forEach(function (button) {
-      button.disabled = true;
+    buttons.forEach(function (each) {
+      each.disabled = true;
     });
     try {
       const response = await fetch(form.action, {
@@ -379,9 +421,10 @@
         "error"
       );
     } finally {
-      buttons.forEach(function (button) {
-        button.disabled = false;
+      buttons.forEach(function (each) {
+        each.disabled = false;
       });
+      keepFocus(place);
     }
   }
 
@@ -392,7 +435,7 @@
     }
     event.preventDefault();
     if (window.confirm(question(form))) {
-      submitAction(form);
+      submitAction(form, event.submitter);
     }
   });
 
