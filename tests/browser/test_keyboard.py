@@ -24,7 +24,7 @@ from tests.fixtures.gateway_server import GENEROUS_LIMITS, GatewayServer, start_
 from tests.fixtures.oidc import OidcProviderServer, clients_for, oidc_table, start_oidc_provider
 from tests.fixtures.processes import free_port, stop_process
 from tests.fixtures.smtp import SmtpServer
-from tests.integration.journeys import admit
+from tests.integration.journeys import Admitted, admission_id, admit, host_action
 
 pytestmark = pytest.mark.slow
 
@@ -189,14 +189,22 @@ def accept_dialogs(page: Page) -> list[str]:
     return asked
 
 
-def board_room(gateway: GatewayServer) -> tuple[str, str]:
-    """A room with two attendees and someone else to lock out; its host's invite link."""
+@dataclass
+class Board:
+    room: str
+    link: str  # the keyboard host's invite link
+    cohost: Admitted
+
+
+def board_room(gateway: GatewayServer) -> Board:
+    """A room with four attendees and a co-host; the keyboard host's invite link."""
     room = f"keys-{secrets.token_hex(3)}"
     gateway.create_room(room, title="Keyboard board")
-    for name in ("Ada Attendee", "Bob Banned", "Cleo Cleared"):
+    for name in ("Ada Attendee", "Bob Banned", "Cleo Cleared", "Dora Dismissed"):
         admit(gateway, room, name)
+    cohost = admit(gateway, room, "Hanna Host", role="host")
     token = gateway.invite_token(gateway.create_invite(room, "Hilde Host", role="host"))
-    return room, f"{gateway.url}/j/{token}"
+    return Board(room, f"{gateway.url}/j/{token}", cohost)
 
 
 def card(page: Page, name: str) -> Locator:
@@ -208,18 +216,19 @@ def open_dashboard(page: Page, keys: Keyboard, link: str, room: str) -> None:
     keys.tab_to(page.get_by_role("button", name="Open the host dashboard"))
     page.keyboard.press("Enter")
     page.wait_for_url(f"**/_meetgate/host/{room}")
-    expect(page.locator("#participants > li")).to_have_count(4)
+    expect(page.locator("#participants > li")).to_have_count(6)
 
 
 def test_host_removes_bans_locks_and_locks_down_by_keyboard(site: Site, chromium: Browser) -> None:
-    room, link = board_room(site.gateway)
+    board = board_room(site.gateway)
+    room = board.room
     context = chromium.new_context(viewport=DESKTOP)
     try:
         page = context.new_page()
         page.set_default_timeout(10_000)
         asked = accept_dialogs(page)
         keys = Keyboard(page)
-        open_dashboard(page, keys, link, room)
+        open_dashboard(page, keys, board.link, room)
 
         keys.tab_to(card(page, "Ada Attendee").get_by_role("button", name="Remove", exact=True))
         page.keyboard.press("Enter")
@@ -243,6 +252,14 @@ def test_host_removes_bans_locks_and_locks_down_by_keyboard(site: Site, chromium
         assert asked[-1] == f"Remove and ban Bob Banned {phrase}?"
         keys.is_on(page.locator("#roster-heading"))
 
+        # Another host removes Cleo while the focus is on her card: the roster's update takes
+        # the card away, and the focus waits on the roster's heading again.
+        keys.tab_to(card(page, "Cleo Cleared").get_by_role("button", name="Remove", exact=True))
+        cleo = admission_id(site.gateway, board.cohost, "Cleo Cleared")
+        host_action(site.gateway, board.cohost, "revoke", admission=cleo)
+        expect(card(page, "Cleo Cleared")).to_have_count(0)
+        keys.is_on(page.locator("#roster-heading"))
+
         keys.tab_to(page.get_by_role("button", name="Lock", exact=True), back=True)
         page.keyboard.press("Enter")
         expect(page.locator("#room-state")).to_have_attribute("data-state", "locked")
@@ -253,7 +270,7 @@ def test_host_removes_bans_locks_and_locks_down_by_keyboard(site: Site, chromium
         keys.tab_to(lockdown, within=2)
         page.keyboard.press("Space")
         expect(page.locator("#room-state")).to_have_attribute("data-state", "lockdown")
-        expect(card(page, "Cleo Cleared")).to_have_count(0)
+        expect(card(page, "Dora Dismissed")).to_have_count(0)
         keys.is_on(lockdown)
         assert asked == [
             "Remove Ada Attendee from the meeting?",
@@ -274,14 +291,15 @@ def confirm_on_its_page(page: Page, keys: Keyboard, question: str, room: str) ->
 
 
 def test_host_acts_by_keyboard_without_script(site: Site, chromium: Browser) -> None:
-    room, link = board_room(site.gateway)
+    board = board_room(site.gateway)
+    room = board.room
     # In the dark scheme: its focus ring must show against the dark card as well.
     context = chromium.new_context(viewport=DESKTOP, java_script_enabled=False, color_scheme="dark")
     try:
         page = context.new_page()
         page.set_default_timeout(10_000)
         keys = Keyboard(page)
-        open_dashboard(page, keys, link, room)
+        open_dashboard(page, keys, board.link, room)
 
         keys.tab_to(card(page, "Ada Attendee").get_by_role("button", name="Remove", exact=True))
         page.keyboard.press("Enter")
@@ -311,6 +329,7 @@ def test_host_acts_by_keyboard_without_script(site: Site, chromium: Browser) -> 
         page.wait_for_url(re.compile(rf"/_meetgate/host/{room}(\?done=[a-z-]+)?$"))
         expect(page.locator("#room-state")).to_have_attribute("data-state", "lockdown")
         expect(card(page, "Cleo Cleared")).to_have_count(0)
+        expect(card(page, "Dora Dismissed")).to_have_count(0)
     finally:
         context.close()
 
