@@ -19,13 +19,19 @@ from importlib.resources import files
 from importlib.resources.abc import Traversable
 
 from babel import Locale
+from babel.core import get_global
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.support import NullTranslations, Translations
 
 # Jitsi Meet names its Chinese interfaces by country (its lang/languages.json); every other
 # language by its Babel name without the underscore (ptBR, frCA), as Jitsi does.
-_JITSI_CODES = {"zh_Hans": "zhCN", "zh_Hant": "zhTW"}
+_JITSI_CODES = {
+    "zh_Hans": "zhCN",
+    "zh_Hant": "zhTW",
+    # Jitsi has no Hong Kong interface: its Traditional one (Taiwan's words) is the nearest.
+    "zh_Hant_HK": "zhTW",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +119,8 @@ def _parts(locale: str) -> tuple[str, str, str]:
 
 def match(tag: str, languages: Sequence[Language] = LANGUAGES) -> Language | None:
     """The one of `languages` a browser's language tag (lowercase) asks for: by its language,
-    then its script, then its region; None if it names none of their languages."""
+    then its script, then its region (or the region CLDR says its usage follows); None if it
+    names none of their languages."""
     subtags = tag.replace("_", "-").split("-")
     primary, rest = subtags[0], subtags[1:]
     candidates = [language for language in languages if _parts(language.locale)[0] == primary]
@@ -126,8 +133,20 @@ def match(tag: str, languages: Sequence[Language] = LANGUAGES) -> Language | Non
         )
     by_script = [language for language in candidates if _parts(language.locale)[1] == script]
     candidates = by_script or candidates
-    by_region = [language for language in candidates if _parts(language.locale)[2] in rest]
-    return (by_region or candidates)[0]
+    regions = [*rest, *(_inherited_region(primary, script, subtag) for subtag in rest)]
+    for region in regions:
+        for language in candidates:
+            if region and _parts(language.locale)[2] == region:
+                return language
+    return candidates[0]
+
+
+def _inherited_region(primary: str, script: str, region: str) -> str:
+    """The region whose usage CLDR says `region`'s follows in this language and script (Macao's
+    Traditional Chinese: Hong Kong's), lowercased; "" when it names none."""
+    name = "_".join(part for part in (primary, script.title(), region.upper()) if part)
+    parent = get_global("parent_exceptions").get(name)
+    return _parts(parent)[2] if parent else ""
 
 
 def negotiate(

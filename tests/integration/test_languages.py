@@ -11,9 +11,11 @@ import secrets
 import httpx
 
 from gateway.errors import InviteUnknown
-from gateway.i18n import SIMPLIFIED, TRADITIONAL, gettext
+from gateway.i18n import BY_TAG, SIMPLIFIED, TRADITIONAL, gettext
 from tests.fixtures.gateway_server import GatewayServer
 from tests.integration.journeys import new_room
+
+HONG_KONG = BY_TAG["zh-hant-hk"]
 
 
 def get(gateway: GatewayServer, path: str, **headers: str) -> httpx.Response:
@@ -22,10 +24,18 @@ def get(gateway: GatewayServer, path: str, **headers: str) -> httpx.Response:
 
 
 def test_the_browsers_language_is_spoken(gateway: GatewayServer) -> None:
-    for header, language in (("zh-TW,zh;q=0.9,en;q=0.5", TRADITIONAL), ("zh-CN", SIMPLIFIED)):
+    for header, language in (
+        ("zh-TW,zh;q=0.9,en;q=0.5", TRADITIONAL),
+        ("zh-CN", SIMPLIFIED),
+        ("zh-HK,zh;q=0.9", HONG_KONG),
+        ("zh-MO", HONG_KONG),
+    ):
         page = get(gateway, "/", accept_language=header).text
         assert f'<html lang="{language.tag}">' in page
         assert html.escape(gettext(language, "This meeting server is gated")) in page
+    # Hong Kong's words where they differ from Taiwan's.
+    assert gettext(HONG_KONG, "This meeting server is gated") == "這部會議伺服器設有門禁"
+    assert gettext(TRADITIONAL, "This meeting server is gated") == "這台會議伺服器設有門禁"
     assert '<html lang="en">' in get(gateway, "/", accept_language="fr-FR").text
 
 
@@ -35,6 +45,10 @@ def test_the_switcher_chooses_and_the_cookie_remembers(gateway: GatewayServer) -
     assert 'href="/?lang=zh-Hans" lang="zh-Hans" hreflang="zh-Hans">简体中文</a>' in page
     assert 'href="/?lang=en" lang="en" hreflang="en">English</a>' in page
     assert '<span lang="zh-Hant" aria-current="true">繁體中文</span>' in page
+    assert (
+        'href="/?lang=zh-Hant-HK" lang="zh-Hant-HK" hreflang="zh-Hant-HK">繁體中文（香港）</a>'  # noqa: RUF001
+        in page
+    )
 
     with httpx.Client(base_url=gateway.url, trust_env=False) as browser:
         chosen = browser.get("/?lang=zh-Hans", headers={"accept-language": "zh-TW"})
@@ -49,8 +63,8 @@ def test_the_switcher_chooses_and_the_cookie_remembers(gateway: GatewayServer) -
 
 def test_refusals_are_in_the_visitors_language(gateway: GatewayServer) -> None:
     page = get(gateway, "/j/not-a-real-link", accept_language="zh-HK")
-    assert page.status_code == 404
-    assert html.escape(gettext(TRADITIONAL, InviteUnknown.title)) in page.text
+    assert page.status_code == 404 and '<html lang="zh-Hant-HK">' in page.text
+    assert html.escape(gettext(HONG_KONG, InviteUnknown.title)) in page.text
     # A kept error page's language links lead back to the page it answered.
     assert 'href="/j/not-a-real-link?lang=zh-Hans"' in page.text
     as_json = get(
@@ -69,7 +83,9 @@ def test_jitsi_opens_in_the_language_chosen_at_the_gate(gateway: GatewayServer) 
         joined = browser.post(f"/j/{gateway.invite_token(made)}", headers={"origin": gateway.url})
         assert joined.status_code == 303
         location = joined.headers["location"]
-        assert location.startswith(f"/{room}?lang={TRADITIONAL.jitsi}#jwt=")
+        # Jitsi Meet has no Hong Kong interface: Hong Kong's pages open its Traditional one.
+        assert HONG_KONG.jitsi == "zhTW"
+        assert location.startswith(f"/{room}?lang=zhTW#jwt=")
         # The meeting page passes the gate with it.
         assert browser.get(location.split("#", 1)[0]).status_code == 200
     # A visitor who asked for no language of ours leaves Jitsi to choose.
@@ -191,6 +207,9 @@ def test_the_admin_api_takes_only_our_languages_and_names_the_field(
         assert kept.json()["language"] == "zh-Hant"
         cleared = admin.patch(f"/api/v1/rooms/{name}", json={"language": ""})
         assert cleared.json()["language"] is None
+        # Every catalog's tag is one of ours, Hong Kong's too.
+        hong_kong = admin.patch(f"/api/v1/rooms/{name}", json={"language": "zh-Hant-HK"})
+        assert hong_kong.json()["language"] == "zh-Hant-HK"
 
 
 # Names as people write them: Chinese (both scripts), Arabic (right to left), Devanagari and

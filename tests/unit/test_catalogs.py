@@ -328,3 +328,49 @@ def test_the_marked_message_check_finds_what_it_should() -> None:
             else:
                 kinds.append("dynamic")
     assert kinds == ["literal", "literal", "dynamic", "fine", "fine", "fine"]
+
+
+# zh_Hant_HK is zh_Hant's text with Hong Kong's words where they differ (docs/translating.md's
+# glossary), in the order they are replaced: the longer phrases first.
+HONG_KONG_WORDS = [
+    ("電子郵件地址", "電郵地址"),
+    ("電子郵件", "電郵"),
+    ("這封郵件", "這封電郵"),
+    ("寄出郵件", "發出電郵"),
+    ("還沒收到郵件", "還沒收到電郵"),
+    ("郵件中的", "電郵中的"),
+    ("郵件無法寄出", "電郵無法發出"),
+    ("正寄往", "正發送到"),
+    ("寄送", "發送"),
+    ("身分", "身份"),
+    ("IP 位址", "IP 地址"),
+    ("相鄰位址", "相鄰地址"),
+    ("網路", "網絡"),
+    ("帳號", "帳戶"),
+    ("網域", "域名"),
+    ("表單", "表格"),
+    ("這台", "這部"),
+]
+
+
+def in_hong_kong(text: str) -> str:
+    for taiwan, hong_kong in HONG_KONG_WORDS:
+        text = text.replace(taiwan, hong_kong)
+    return text
+
+
+def test_the_hong_kong_catalog_keeps_in_step_with_the_traditional_one() -> None:
+    taiwan = catalog(LOCALE / "zh_Hant" / "LC_MESSAGES" / "messages.po", "zh_Hant")
+    hong_kong = catalog(LOCALE / "zh_Hant_HK" / "LC_MESSAGES" / "messages.po", "zh_Hant_HK")
+    apart = []
+    for message in taiwan:
+        if not message.id or message.context == "the language's own name":
+            continue
+        strings = message.string if isinstance(message.string, tuple) else (message.string,)
+        wanted = tuple(in_hong_kong(string) for string in strings)
+        found = hong_kong.get(message.id, message.context)
+        got = () if found is None else found.string
+        if (got if isinstance(got, tuple) else (got,)) != wanted:
+            apart.append((message.id, wanted))
+    # A change to zh_Hant is made to zh_Hant_HK too: this lists what it should read there.
+    assert apart == [], "zh_Hant_HK differs from zh_Hant in Hong Kong's words only"

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from gateway.i18n import (
+    BY_TAG,
     ENGLISH,
     LANGUAGES,
     SIMPLIFIED,
@@ -31,6 +32,9 @@ from gateway.web.languages import (
     use_room_language,
 )
 
+# Hong Kong's words in Traditional characters: a catalog of its own, kept in step with zh_Hant.
+HONG_KONG = BY_TAG["zh-hant-hk"]
+
 
 @pytest.mark.parametrize(
     ("header", "expected"),
@@ -41,15 +45,20 @@ from gateway.web.languages import (
         ("zh-Hans", SIMPLIFIED),
         ("zh-Hans-HK", SIMPLIFIED),  # the script says so, whatever the region
         ("zh-TW", TRADITIONAL),
-        ("zh-HK", TRADITIONAL),
-        ("zh-MO", TRADITIONAL),
+        ("zh-HK", HONG_KONG),
+        ("zh-MO", HONG_KONG),  # Macao's written usage follows Hong Kong's (CLDR)
+        ("zh-Hant-HK", HONG_KONG),
+        ("zh-Hant-MO", HONG_KONG),
+        ("zh_HK", HONG_KONG),
         ("zh-Hant", TRADITIONAL),
         ("zh-Hant-CN", TRADITIONAL),
         ("zh_TW", TRADITIONAL),
         ("ZH-tw", TRADITIONAL),
         ("en-US,en;q=0.9", ENGLISH),
         ("de-DE,zh-TW;q=0.5", TRADITIONAL),
-        ("en;q=0.4,zh-HK;q=0.8", TRADITIONAL),
+        ("en;q=0.4,zh-HK;q=0.8", HONG_KONG),
+        ("zh-HK;q=0.5,zh-TW;q=0.9", TRADITIONAL),
+        ("zh-TW;q=0.5,zh-HK", HONG_KONG),
         ("zh-CN;q=0.8,zh-TW;q=0.8", SIMPLIFIED),  # equal weights: the first named
         ("fr-FR,de;q=0.9", None),
         ("zh-TW;q=0,en", ENGLISH),  # q=0 means "not this one"
@@ -95,7 +104,7 @@ def test_a_link_beats_the_cookie_which_beats_the_browser() -> None:
     [f"{COOKIE}=", f"{COOKIE}=fr", f'{COOKIE}="\\x00"', "garbage;;;=", f"a=b; {COOKIE}"],
 )
 def test_a_cookie_that_chooses_nothing_of_ours_is_ignored(cookie: str) -> None:
-    assert language_of(scope(cookie=cookie, accept_language="zh-HK")) is TRADITIONAL
+    assert language_of(scope(cookie=cookie, accept_language="zh-HK")) is HONG_KONG
 
 
 @pytest.mark.parametrize("query", [b"lang=fr", b"lang=", b"lang=%00", b"lang=zh-Hant%0d%0aX: y"])
@@ -193,9 +202,24 @@ def test_adding_a_language_is_adding_its_catalog(tmp_path: Path) -> None:
     assert match("ja-jp", languages) is by_tag["ja"]
     assert match("pt-br", languages) is by_tag["pt-BR"]
     assert match("pt", languages) is by_tag["pt-BR"]
+    # Without a Hong Kong catalog, Hong Kong and Macao read the Traditional one.
     assert match("zh-hk", languages) is by_tag["zh-Hant"]
+    assert match("zh-mo", languages) is by_tag["zh-Hant"]
     assert match("ko", languages) is None
 
 
 def test_the_switcher_names_each_language_in_itself() -> None:
-    assert [language.name for language in LANGUAGES] == ["English", "简体中文", "繁體中文"]
+    assert [language.name for language in LANGUAGES] == [
+        "English",
+        "简体中文",
+        "繁體中文",
+        "繁體中文（香港）",  # noqa: RUF001  # the full-width brackets are meant
+    ]
+
+
+def test_hong_kong_has_its_own_catalog_and_taiwans_jitsi() -> None:
+    assert HONG_KONG.locale == "zh_Hant_HK" and HONG_KONG.tag == "zh-Hant-HK"
+    # Jitsi Meet has no Hong Kong interface: its Traditional Chinese one is the nearest.
+    assert HONG_KONG.jitsi == TRADITIONAL.jitsi == "zhTW"
+    assert negotiate("zh-Hant-HK", "zh-TW", None) is HONG_KONG
+    assert negotiate(None, "ja", "zh-Hant-HK") is HONG_KONG
