@@ -36,7 +36,8 @@ def error_body(
     here: tuple[str, tuple[tuple[str, str], ...]] | None = None,
 ) -> tuple[bytes, bytes]:
     """The page or JSON for `error`, in `language` (by default the current request's), its
-    language links leading to `here` (by default the current request's switch target)."""
+    language links leading to the path of `here` (by default the current request's switch
+    target)."""
     language = language or current.get()
     retry_after = error.retry_after
     message = error.shown(functools.partial(gettext, language))
@@ -49,7 +50,10 @@ def error_body(
         language, gettext(language, error.title), message, error.code, retry_after, bool(request_id)
     )
     page = page.replace(_REQUEST_ID_MARK, request_id.encode())
-    return with_switch_links(page, here or switching.get()), HTML
+    # An error page's language links lead to its path alone: the query it refused is not
+    # written back into the page.
+    path, _ = here or switching.get()
+    return with_switch_links(page, (path, ())), HTML
 
 
 def with_switch_links(page: bytes, here: tuple[str, tuple[tuple[str, str], ...]]) -> bytes:
@@ -166,7 +170,7 @@ def rate_limited_answer(
         retry_after_seconds(wait), limit, as_json, secure, language
     )
     if not as_json:
-        body = with_switch_links(body, here)
+        body = with_switch_links(body, (here[0], ()))
     return (*headers, (b"content-length", str(len(body)).encode())), body
 
 
