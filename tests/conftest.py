@@ -2,6 +2,7 @@
 
 pytest_plugins = [
     "tests.fixtures.processes",
+    "tests.fixtures.browser",
     "tests.fixtures.redis_server",
     "tests.fixtures.redis_sentinel",
     "tests.fixtures.prosody",

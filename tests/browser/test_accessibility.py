@@ -17,14 +17,14 @@ from typing import Any, Literal
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, Route, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, Route, expect
 
 from gateway.errors import RateLimited
 from gateway.i18n import ENGLISH, LANGUAGES, SIMPLIFIED, TRADITIONAL, Language
 from gateway.web.languages import COOKIE, current
 from gateway.web.rendering import error_body
 from gateway.web.templating import render
-from tests.browser.test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS, PHONE
+from tests.fixtures.browser import PHONE
 from tests.fixtures.gateway_server import GatewayServer, start_gateway
 from tests.fixtures.oidc import oidc_table
 from tests.fixtures.processes import free_port, stop_process
@@ -123,16 +123,6 @@ def site(
         )
     finally:
         stop_process(proc)
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 def new_context(browser: Browser, size: str) -> BrowserContext:

@@ -12,23 +12,12 @@ import httpx
 import pytest
 from playwright.sync_api import ConsoleMessage, Dialog, Page, expect, sync_playwright
 
+from tests.fixtures.browser import CHROMIUM, CHROMIUM_ARGS, PHONE
 from tests.fixtures.gateway_server import GatewayServer
 from tests.integration.journeys import admit, new_room
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-PHONE = {"width": 390, "height": 844}
 SCREENSHOT = Path(os.environ.get("MEETGATE_SCREENSHOT_DIR", "/tmp")) / "meetgate-dashboard.png"
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Dialog, Locator, expect, sync_playwright
+from playwright.sync_api import Browser, Dialog, Locator, expect
 
 from gateway.i18n import (
     ENGLISH,
@@ -34,7 +34,7 @@ from gateway.i18n import (
     translations,
 )
 from tests.browser.test_accessibility import AXE, RUN_AXE, WCAG_22_AA
-from tests.browser.test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS, PHONE
+from tests.fixtures.browser import PHONE
 from tests.fixtures.gateway_server import GENEROUS_LIMITS, GatewayServer, start_gateway
 from tests.fixtures.oidc import clients_for, oidc_table, start_oidc_provider
 from tests.fixtures.processes import free_port, stop_process
@@ -117,16 +117,6 @@ def site(
     finally:
         for proc in reversed(procs):
             stop_process(proc)
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 class Visitor:

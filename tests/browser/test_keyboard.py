@@ -17,9 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Dialog, Locator, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Dialog, Locator, Page, expect
 
-from tests.browser.test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS
 from tests.fixtures.gateway_server import GENEROUS_LIMITS, GatewayServer, start_gateway
 from tests.fixtures.oidc import OidcProviderServer, clients_for, oidc_table, start_oidc_provider
 from tests.fixtures.processes import free_port, stop_process
@@ -123,16 +122,6 @@ def site(
             stop_process(provider_proc)
     finally:
         stop_process(gateway_proc)
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 class Keyboard:

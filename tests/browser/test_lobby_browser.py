@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Dialog, Page, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Dialog, Page, expect
 
-from tests.browser.test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS, PHONE, BrowserLog
+from tests.browser.test_dashboard_browser import BrowserLog
+from tests.fixtures.browser import PHONE
 from tests.fixtures.gateway_server import GENEROUS_LIMITS, GatewayServer, start_gateway
 from tests.fixtures.processes import stop_process
 from tests.integration.journeys import admit, host_action
@@ -32,16 +32,6 @@ MEETING_MARKER = "Jitsi Meet test page"
 class Visitor:
     page: Page
     log: BrowserLog
-
-
-@pytest.fixture
-def chromium() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 def visitor(context: BrowserContext) -> Visitor:

@@ -32,6 +32,7 @@ from gateway.admission.challenge import (
     verify_solution,
 )
 from gateway.web.templating import render, static_asset
+from tests.fixtures.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.fixtures.processes import free_port, wait_until
 
 pytestmark = pytest.mark.slow
@@ -42,16 +43,6 @@ CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 # What pow.js tries between two progress reports.
 CHUNK = 20_000
 PROGRESS_TEXT = re.compile(r"Checking your browser… (\d+)%")
@@ -124,9 +115,7 @@ def site() -> Iterator[PowSite]:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS
-        )
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield chromium
         chromium.close()
 
