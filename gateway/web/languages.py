@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import re
 from contextvars import ContextVar
+from dataclasses import dataclass
 from http.cookies import CookieError, SimpleCookie
 from urllib.parse import parse_qsl, urlencode
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.i18n import DEFAULT, Language, chosen, from_accept_language, negotiate
+from gateway.i18n import DEFAULT, Language, chosen, from_accept_language
 
 COOKIE = "meetgate_lang"
 # A year: the choice is a preference, not a session.
@@ -26,6 +27,8 @@ COOKIE_SECONDS = 365 * 24 * 3600
 # the visitor asked for it (a link, the cookie, their browser) rather than getting the default.
 current: ContextVar[Language] = ContextVar("meetgate_language", default=DEFAULT)
 asked: ContextVar[bool] = ContextVar("meetgate_language_asked", default=False)
+# What the request asked for, read once by LanguageChoice (a room's page negotiates again with it).
+preferred: ContextVar[Preferences | None] = ContextVar("meetgate_language_wanted", default=None)
 # Where the switcher's links lead: this page again, as a GET (see `switch_target`).
 switching: ContextVar[tuple[str, tuple[tuple[str, str], ...]]] = ContextVar(
     "meetgate_language_switch", default=("/", ())
@@ -74,21 +77,44 @@ def cookie_choice(scope: Scope) -> str | None:
     return morsel.value if morsel is not None else None
 
 
+@dataclass(frozen=True, slots=True)
+class Preferences:
+    """What a request says of the language it wants, read once: a switcher link, the cookie,
+    the browser's Accept-Language (each None when it names none of ours)."""
+
+    link: Language | None
+    cookie: Language | None
+    browser: Language | None
+
+    def language(self, room_default: str | None = None) -> Language:
+        return self.link or self.cookie or self.browser or chosen(room_default) or DEFAULT
+
+    @property
+    def asked(self) -> bool:
+        """Whether the visitor chose a language here (a link, the cookie), or their browser
+        asked for one of ours other than English (a browser asking for English gets it from
+        Jitsi Meet by itself)."""
+        return (
+            self.link is not None
+            or self.cookie is not None
+            or (self.browser is not None and self.browser is not DEFAULT)
+        )
+
+
+def preferences(scope: Scope) -> Preferences:
+    return Preferences(
+        linked_choice(scope),
+        chosen(cookie_choice(scope)),
+        from_accept_language(_header(scope, b"accept-language") or ""),
+    )
+
+
 def language_of(scope: Scope, room_default: str | None = None) -> Language:
-    link = linked_choice(scope)
-    if link is not None:
-        return link
-    return negotiate(cookie_choice(scope), _header(scope, b"accept-language"), room_default)
+    return preferences(scope).language(room_default)
 
 
 def asked_for(scope: Scope) -> bool:
-    """Whether the visitor chose a language here (a link, the cookie), or their browser asked
-    for one of ours other than English (a browser asking for English gets it from Jitsi Meet
-    by itself)."""
-    if linked_choice(scope) is not None or chosen(cookie_choice(scope)) is not None:
-        return True
-    browser = from_accept_language(_header(scope, b"accept-language") or "")
-    return browser is not None and browser is not DEFAULT
+    return preferences(scope).asked
 
 
 def use_room_language(scope: Scope, room_default: str) -> Language:
@@ -97,10 +123,11 @@ def use_room_language(scope: Scope, room_default: str) -> Language:
     made current for the rest of the request, error pages included (LanguageChoice restores
     the context after it). Jitsi Meet is handed a non-English default too, as it cannot know
     the room's."""
-    language = language_of(scope, room_default)
+    wanted = preferred.get() or preferences(scope)
+    language = wanted.language(room_default)
     current.set(language)
     # Without the visitor asking, a language other than English can only be the room's.
-    asked.set(asked_for(scope) or language is not DEFAULT)
+    asked.set(wanted.asked or language is not DEFAULT)
     return language
 
 
@@ -154,11 +181,15 @@ class LanguageChoice:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        token = current.set(language_of(scope))
-        asked_token = asked.set(asked_for(scope))
-        switch_token = switching.set(switch_target(scope))
+        wanted = preferences(scope)
+        tokens = (
+            preferred.set(wanted),
+            current.set(wanted.language()),
+            asked.set(wanted.asked),
+            switching.set(switch_target(scope)),
+        )
         try:
-            link = linked_choice(scope) if scope["type"] == "http" else None
+            link = wanted.link if scope["type"] == "http" else None
             if link is None:
                 await self.app(scope, receive, send)
                 return
@@ -172,6 +203,7 @@ class LanguageChoice:
 
             await self.app(scope, receive, send_with_cookie)
         finally:
-            current.reset(token)
-            asked.reset(asked_token)
-            switching.reset(switch_token)
+            preferred.reset(tokens[0])
+            current.reset(tokens[1])
+            asked.reset(tokens[2])
+            switching.reset(tokens[3])
