@@ -43,6 +43,7 @@ BIG = 8 * 1024 * 1024
 STREAM_PARTS = (b"one,", b"two,", b"three")
 HEAD_BODY = b"hello world"
 DENIAL_BODY = b"denied by the app\n"
+SMUGGLED = b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\nsmuggled"
 
 
 # ------------------------------------------------------------------ what the app saw
@@ -169,6 +170,38 @@ async def http_app(scope: Scope, receive: Receive, send: Send) -> None:
                 ],
             }
         )
+        await send({"type": "http.response.body", "body": b""})
+    elif path == "/short-body":
+        # Declares 10 bytes, sends 5 and ends.
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"10")]}
+        )
+        await send({"type": "http.response.body", "body": b"12345"})
+    elif path == "/long-body":
+        # Declares 3 bytes, sends a whole response more: never to reach the client as one.
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"3")]}
+        )
+        await send({"type": "http.response.body", "body": b"abc" + SMUGGLED})
+    elif path == "/inject":
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"x-note", b"a\r\nx-injected: 1"), (b"content-length", b"0")],
+            }
+        )
+        await send({"type": "http.response.body", "body": b""})
+    elif path == "/no-response":
+        await read_body(receive)
+    elif path == "/no-content":
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+    elif path == "/no-content-with-body":
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b"must not be sent"})
+    elif path == "/not-modified":
+        await send({"type": "http.response.start", "status": 304, "headers": [(b"etag", b'"v1"')]})
         await send({"type": "http.response.body", "body": b""})
     elif path == "/no-read":
         await answer(send, 200, b"not read")
@@ -626,6 +659,62 @@ def test_app_raising_after_the_response_started_closes(port: int) -> None:
         assert found.body.startswith(b"partial")
         assert b"HTTP/1.1 500" not in found.body
         assert b"raised-after-start" not in found.body
+
+
+def test_app_returning_without_a_response_gives_500(port: int) -> None:
+    """Catches a client left waiting for ever when the app returns without answering."""
+    with Wire(port) as wire:
+        wire.send(get(b"/no-response"))
+        assert wire.response().status == 500
+
+
+def test_response_shorter_than_its_content_length_is_never_complete(port: int) -> None:
+    """The app declares 10 bytes and sends 5: catches a connection kept open (the client waits
+    for the rest for ever, or takes the next response's bytes for them) or the length rewritten
+    so that a truncated body looks whole. Sending nothing at all (ours) or the 5 bytes (uvicorn)
+    are both fine."""
+    with Wire(port) as wire:
+        wire.send(get(b"/short-body"))
+        sent = wire.rest()
+    head, _, body = sent.partition(b"\r\n\r\n")
+    if head:
+        assert b"\r\ncontent-length: 10\r\n" in head.lower() + b"\r\n"
+    assert len(body) < 10
+
+
+def test_response_longer_than_its_content_length_never_reaches_the_wire(port: int) -> None:
+    """The app sends more than it declared, and the extra bytes are a whole response: catches
+    a server that writes them (response splitting: the client would take them for the answer
+    to its next request)."""
+    with Wire(port) as wire:
+        wire.send(get(b"/long-body") + get(b"/after"))
+        sent = wire.rest()
+    assert b"smuggled" not in sent
+
+
+def test_header_injection_by_the_app_is_not_written(port: int) -> None:
+    """A header value with CR LF in it from the app: catches a server that writes it as is (an
+    injected header or response)."""
+    with Wire(port) as wire:
+        wire.send(get(b"/inject"))
+        sent = wire.rest()
+    assert b"x-injected" not in sent
+
+
+def test_no_content_and_not_modified_have_no_body(port: int) -> None:
+    """204 and 304 carry no body and no chunked framing: catches a server that frames them
+    (a `0` chunk the client reads as the start of the next response) or writes the body an app
+    sent with a 204."""
+    with Wire(port) as wire:
+        wire.send(get(b"/no-content") + get(b"/not-modified") + get(b"/after"))
+        assert wire.response().status == 204
+        not_modified = wire.response()
+        assert not_modified.status == 304
+        assert not_modified.header(b"etag") == b'"v1"'
+        assert echoed(wire.response())["path"] == "/after"
+    with Wire(port) as wire:
+        wire.send(get(b"/no-content-with-body"))
+        assert b"must not be sent" not in wire.rest()
 
 
 # ------------------------------------------------------------------ 8. disconnect
