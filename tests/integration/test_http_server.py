@@ -945,10 +945,20 @@ def handshake(wire: Wire, path: bytes) -> None:
     assert found.status == 101, found
 
 
-def masked(opcode: int, payload: bytes, mask: bytes = b"\x01\x02\x03\x04") -> bytes:
-    """One final client frame (payload under 126 bytes), masked as RFC 6455 requires."""
-    body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    return bytes([0x80 | opcode, 0x80 | len(payload)]) + mask + body
+def masked(
+    opcode: int, payload: bytes, *, fin: bool = True, mask: bytes = b"\x01\x02\x03\x04"
+) -> bytes:
+    """One client frame, masked as RFC 6455 requires (a zero mask keeps a large payload as is)."""
+    size = len(payload)
+    if size < 126:
+        length = bytes([0x80 | size])
+    elif size < 1 << 16:
+        length = bytes([0x80 | 126]) + size.to_bytes(2, "big")
+    else:
+        length = bytes([0x80 | 127]) + size.to_bytes(8, "big")
+    if mask != bytes(4):
+        payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return bytes([(0x80 if fin else 0) | opcode]) + length + mask + payload
 
 
 def close_code(wire: Wire) -> int:
@@ -968,6 +978,55 @@ def test_websocket_raw_ping_and_unmasked_frame(port: int) -> None:
         assert wire.exact(len(b"ping-data")) == b"ping-data"
         wire.send(b"\x81\x05hello")
         assert close_code(wire) == 1002
+
+
+ZERO_MASK = bytes(4)
+HALF_CAP = b"x" * (MAX_WEBSOCKET_MESSAGE_BYTES // 2 + 1)
+
+
+@pytest.mark.parametrize(
+    ("frames", "expected"),
+    [
+        (masked(0x1, b"hel", fin=False) + masked(0x0, b"lo"), b"\x81\x05hello"),
+        (
+            masked(0x1, b"a", fin=False) + masked(0x9, b"p") + masked(0x0, b"b"),
+            b"\x8a\x01p\x81\x02ab",
+        ),
+        (masked(0x8, b""), b"\x88\x00"),
+        (masked(0x8, b"\x03\xe8bye"), b"\x88\x05\x03\xe8bye"),
+        (
+            masked(0x2, HALF_CAP, fin=False, mask=ZERO_MASK)
+            + masked(0x0, HALF_CAP, mask=ZERO_MASK),
+            1009,
+        ),
+        (masked(0x1, b"\xff\xfe"), 1007),
+        (bytes([0xC1, 0x81]) + masked(0x1, b"a")[2:], 1002),
+        (masked(0x9, b"p" * 126), 1002),
+    ],
+    ids=[
+        "fragments-joined",
+        "ping-between-fragments",
+        "close-echoed",
+        "close-code-and-reason-echoed",
+        "fragments-over-the-cap",
+        "invalid-utf8",
+        "reserved-bit",
+        "control-frame-too-long",
+    ],
+)
+def test_websocket_raw_frames(port: int, frames: bytes, expected: bytes | int) -> None:
+    """Raw frames to the echo route: catches fragments not joined into one message, a ping
+    between fragments not answered at once, a client's close not echoed, a message over the cap
+    let through because each of its fragments is under it (1009), invalid UTF-8 handed to the
+    app as text (1007), and frames RFC 6455 forbids accepted (1002). The expected bytes are
+    what the server sends next, or the code of its close frame."""
+    with Wire(port) as wire:
+        handshake(wire, b"/ws/echo")
+        wire.send(frames)
+        if isinstance(expected, int):
+            assert close_code(wire) == expected
+        else:
+            assert wire.exact(len(expected)) == expected
 
 
 def test_websocket_frame_sent_with_the_handshake(served: ServedApp) -> None:
