@@ -821,6 +821,16 @@ def test_bad_chunk_size_gets_400(port: int) -> None:
 # ------------------------------------------------------------------ 10. head too large
 
 
+def test_head_just_under_the_cap_is_served(port: int) -> None:
+    """The other side of the cap: catches a cap counted too small (the request line and every
+    line's CR LF counted twice, say), which would refuse a browser with many cookies."""
+    field = b"x-big: " + b"a" * (MAX_HEADER_BYTES - 1024)
+    with Wire(port) as wire:
+        wire.send(get(b"/echo", field))
+        seen = echoed(wire.response())
+    assert ["x-big", "a" * (MAX_HEADER_BYTES - 1024)] in seen["headers"]
+
+
 def test_head_over_the_cap_is_refused(served: ServedApp) -> None:
     """A head that grows past max_header_bytes and is never finished: catches a server that
     keeps reading it (the memory a slow-loris costs) instead of answering. uvicorn's h11 answers
@@ -1042,6 +1052,17 @@ def test_websocket_frame_sent_with_the_handshake(served: ServedApp) -> None:
         assert wire.exact(2 + len(b"early")) == b"\x81\x05early"
 
 
+def test_websocket_many_messages_keep_their_order(port: int) -> None:
+    """300 messages of 16 KiB sent without waiting: catches messages lost, reordered or merged
+    when the server pauses reading (its queue for the app is full) and resumes."""
+    messages = [i.to_bytes(4, "big") * 4096 for i in range(300)]
+    with ws_connect(ws_url(port, "/ws/echo"), open_timeout=WITHIN) as ws:
+        for message in messages:
+            ws.send(message)
+        echoes = [ws.recv(WITHIN) for _ in messages]
+    assert echoes == messages
+
+
 def test_websocket_closed_before_accept_is_403(port: int) -> None:
     """Catches a handshake completed (101) for a WebSocket the app refused."""
     with Wire(port) as wire:
@@ -1092,6 +1113,17 @@ def test_websocket_client_close_reaches_the_app(port: int) -> None:
     with ws_connect(ws_url(port, f"/ws/wait-close?k={key}"), open_timeout=WITHIN) as ws:
         ws.close(code=4001, reason="leaving")
     assert SEEN.get(key) == 4001
+
+
+def test_websocket_close_without_a_code_reaches_the_app_as_1005(port: int) -> None:
+    """A close frame with no payload: catches the app told 1000 (a normal close the client never
+    said) or nothing at all; RFC 6455 names the absent code 1005."""
+    key = token()
+    with Wire(port) as wire:
+        handshake(wire, f"/ws/wait-close?k={key}".encode())
+        wire.send(masked(0x8, b""))
+        assert wire.exact(2) == b"\x88\x00"
+    assert SEEN.get(key) == 1005
 
 
 def test_websocket_message_over_the_cap_closes_with_1009(port: int) -> None:
