@@ -1,37 +1,51 @@
-"""Serves one of the benchmark's ASGI apps on the same uvicorn stack as `meetgate serve`.
+"""Serves one of the benchmark's ASGI apps on the same server as `meetgate serve`.
 
-`python -m bench.serve {bare,framework,upstream} PORT`: one process, one worker, uvicorn's
-access log off and the rest of the options `gateway.cli` passes, served the way `gateway.cli`
-serves (awaiting `Server.serve()` under `asyncio.run`, on uvloop's event loop when uvloop is
+`python -m bench.serve {bare,framework,upstream} PORT`: one process, Meetgate's own HTTP server
+(gateway/edge/server.py) with the rules and limits `gateway.cli` gives it at their defaults,
+served the way `gateway.cli` serves (under `asyncio.run`, on uvloop's event loop when uvloop is
 installed), so a baseline differs from Meetgate only in the app it runs.
+
+`--server uvicorn` serves the same app on uvicorn instead (its h11 protocol and the same limits,
+as `meetgate serve` ran until December 2026), for the comparison in docs/performance.md; it runs
+uvicorn's command, which the test extra installs.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-from typing import Any
+import os
+import socket
+import sys
 
-import uvicorn
 from starlette.types import ASGIApp
 
 from bench import bare, framework, upstream
+from gateway.edge.guard import Guarding, Rules
+from gateway.edge.server import HttpServer, ServerLimits
 from gateway.settings import LimitSettings
 
 APPS: dict[str, ASGIApp] = {"bare": bare.app, "framework": framework.app, "upstream": upstream.app}
 
 
-def meetgate_server_options() -> dict[str, Any]:
-    """The options `meetgate serve` gives uvicorn (gateway/cli.py), with default limits."""
+def meetgate_server(app: ASGIApp) -> HttpServer:
+    """The server `meetgate serve` runs the gate on (gateway/cli.py), with default limits."""
     limits = LimitSettings()
-    return {
-        "log_config": None,
-        "access_log": False,
-        "server_header": False,
-        "proxy_headers": False,
-        "ws_max_size": limits.max_websocket_message_bytes,
-        "h11_max_incomplete_event_size": limits.max_header_bytes,
-    }
+    rules = Rules(
+        header_read_seconds=limits.header_read_seconds,
+        body_read_seconds=limits.body_read_seconds,
+        max_header_bytes=limits.max_header_bytes,
+        max_connections=limits.max_connections,
+        max_connections_per_address=limits.max_connections_per_address,
+    )
+    return HttpServer(
+        app,
+        guarding=Guarding(rules),
+        limits=ServerLimits(
+            max_header_bytes=limits.max_header_bytes,
+            max_websocket_message_bytes=limits.max_websocket_message_bytes,
+        ),
+    )
 
 
 def use_meetgates_event_loop() -> str:
@@ -44,20 +58,33 @@ def use_meetgates_event_loop() -> str:
     return "uvloop's"
 
 
+async def _serve(app: ASGIApp, port: int) -> None:
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    await meetgate_server(app).start([sock])
+    await asyncio.Event().wait()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("app", choices=sorted(APPS))
     parser.add_argument("port", type=int)
+    parser.add_argument("--server", choices=("meetgate", "uvicorn"), default="meetgate")
     args = parser.parse_args()
-    config = uvicorn.Config(
-        APPS[args.app],
-        host="127.0.0.1",
-        port=args.port,
-        lifespan="off",
-        **meetgate_server_options(),
-    )
+    if args.server == "uvicorn":
+        limits = LimitSettings()
+        command = [
+            sys.executable, "-m", "uvicorn", f"bench.{args.app}:app",
+            "--host", "127.0.0.1", "--port", str(args.port), "--http", "h11",
+            "--lifespan", "off", "--no-access-log", "--no-server-header", "--no-proxy-headers",
+            "--log-level", "warning", "--loop", "uvloop",
+            "--ws-max-size", str(limits.max_websocket_message_bytes),
+            "--h11-max-incomplete-event-size", str(limits.max_header_bytes),
+        ]  # fmt: skip
+        os.execv(sys.executable, command)  # noqa: S606 (a fixed command, no shell)
     use_meetgates_event_loop()
-    asyncio.run(uvicorn.Server(config).serve())
+    asyncio.run(_serve(APPS[args.app], args.port))
 
 
 if __name__ == "__main__":

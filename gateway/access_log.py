@@ -1,9 +1,10 @@
 """One access-log line per request, with every secret in the path or query left out.
 
-uvicorn's own access log is off: it would print `?token=…` and `/j/<invite>` as they came. A
-query's values are written only for the parameters named here (an allowlist: a misspelt or
-percent-encoded `token` is left out like the real one), and the client's address only as its
-network, and only when the admin asks for it (`[logging] client_addresses = "truncated"`).
+The server (gateway/edge/server.py) writes no line of its own: a server's usual access log would
+print `?token=…` and `/j/<invite>` as they came. A query's values are written only for the
+parameters named here (an allowlist: a misspelt or percent-encoded `token` is left out like the
+real one), and the client's address only as its network, and only when the admin asks for it
+(`[logging] client_addresses = "truncated"`).
 """
 
 from __future__ import annotations

@@ -6,10 +6,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import json
 import logging
-import math
 import os
 import re
 import resource
@@ -241,13 +241,11 @@ async def _serve(settings: Settings) -> None:
 async def _serve_on(
     settings: Settings, gate_sockets: list[socket.socket], admin_sockets: list[socket.socket]
 ) -> None:
-    import uvicorn
-    from uvicorn.protocols.http.h11_impl import H11Protocol
-
     from gateway import serving
     from gateway.access_log import AccessLog
     from gateway.app import create_admin, create_app
-    from gateway.edge.guard import guarded
+    from gateway.edge.guard import Guarding
+    from gateway.edge.server import HttpServer, ServerLimits
     from gateway.metrics import Metrics
     from gateway.store import open_store
 
@@ -265,28 +263,26 @@ async def _serve_on(
     # of the collector's full passes, which a flood's garbage would otherwise make long.
     gc.collect()
     gc.freeze()
-    common: dict[str, Any] = {
-        "log_config": None,
-        "access_log": False,
-        "server_header": False,
-        "proxy_headers": False,
-        # h11, through uvicorn's public option: it caps the request head at
-        # h11_max_incomplete_event_size and keeps a chunked body's trailers out of the headers
-        # (RFC 9110 section 6.5); uvicorn's httptools protocol does neither.
-        "http": "h11",
-        "ws_max_size": settings.limits.max_websocket_message_bytes,
-        "h11_max_incomplete_event_size": settings.limits.max_header_bytes,
-        # The stop ends what is in flight itself, before this (gateway/serving.py).
-        "timeout_graceful_shutdown": math.ceil(settings.listen.shutdown_seconds) + 1,
-    }
+    limits = ServerLimits(
+        max_header_bytes=settings.limits.max_header_bytes,
+        max_websocket_message_bytes=settings.limits.max_websocket_message_bytes,
+    )
     addresses = settings.logging.client_addresses
     guarding = connection_guard(settings)
     metrics.watch_connections(guarding)
-    gate_config = uvicorn.Config(
-        AccessLog(gate, client_addresses=addresses),
-        **{**common, "http": guarded(H11Protocol, guarding)},
+    public = HttpServer(
+        AccessLog(gate, client_addresses=addresses), guarding=guarding, limits=limits
     )
-    admin_config = uvicorn.Config(AccessLog(admin, client_addresses=addresses), **common)
+    # The admin API's clients are the admins' own tools: the same deadlines and head cap, and no
+    # per-address cap (every client may be 127.0.0.1).
+    admin_guarding = Guarding(
+        dataclasses.replace(
+            guarding.rules, max_connections_per_address=guarding.rules.max_connections
+        )
+    )
+    admin_server = HttpServer(
+        AccessLog(admin, client_addresses=addresses), guarding=admin_guarding, limits=limits
+    )
     token_file: Path | None = None
     try:
         serving.listen(gate_sockets, "[listen] host, port")
@@ -305,11 +301,12 @@ async def _serve_on(
                 token_file,
                 json.dumps({"url": admin_url, "token": settings.admin.token.get_secret_value()}),
             )
+        await gate.start()
         await serving.run(
             gate,
-            gate_config,
+            public,
             gate_sockets,
-            admin_config,
+            admin_server,
             admin_sockets,
             shutdown_seconds=settings.listen.shutdown_seconds,
         )
@@ -367,8 +364,8 @@ def command_serve(args: argparse.Namespace) -> int:
     settings = load_settings(Path(args.config) if args.config else None)
     level = logging.getLevelNamesMapping()[settings.log_level.upper()]
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # uvicorn's per-connection lines (a WebSocket's path with its ticket, the peer's address)
-    # and the client libraries' request lines never reach the log; see gateway/log_privacy.py.
+    # The libraries' per-connection and request lines (a WebSocket's path with its ticket, the
+    # peer's address, upstream URLs) never reach the log; see gateway/log_privacy.py.
     log_privacy.install(logging.getLogger().handlers, level)
     if settings.ephemeral:
         banner = "!" * 72

@@ -1,10 +1,10 @@
 """What may be written to the log: a filter `meetgate serve` puts on its log handlers, and how a
 client's address is shown when the admin asks for addresses at all.
 
-The sources are closed first: below WARNING only Meetgate's own loggers and uvicorn's start and
-stop lines pass. Everything else a library says at INFO or DEBUG is per request or per frame
-(uvicorn's `"WebSocket /xmpp-websocket?…&token=…" [accepted]` with the peer's address, the
-WebSocket library's request lines and headers, the HTTP clients' upstream URLs) and is dropped.
+The sources are closed first: below WARNING only Meetgate's own loggers pass (its HTTP server,
+gateway/edge/server.py, is one of them and writes nothing about a request). Everything else a
+library says at INFO or DEBUG is per request or per frame (the WebSocket library's request lines
+and headers, the HTTP clients' upstream URLs) and is dropped.
 What does pass, warnings and tracebacks included, is scrubbed of anything shaped like a ticket,
 an invite link, a cookie, a credential or an e-mail address as a last resort.
 """
@@ -14,42 +14,12 @@ from __future__ import annotations
 import ipaddress
 import logging
 import re
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Literal
 
 ClientAddresses = Literal["off", "truncated"]
 
 OWN_LOGGER = "meetgate"
-SERVER_LOGGER = "uvicorn.error"
-# uvicorn's lines about the server itself; every other line it writes below WARNING is about one
-# connection. Matched on the message template, which holds no request data.
-SERVER_LIFECYCLE = (
-    "Started server process",
-    "Finished server process",
-    "Uvicorn running on",
-    "Waiting for application",
-    "Application startup complete",
-    "Application shutdown complete",
-    "ASGI 'lifespan' protocol appears unsupported",
-    "Shutting down",
-    "Waiting for connections to close",
-    "Waiting for background tasks",
-)
-# uvicorn 0.54's default WebSocket protocol (websockets-sansio) says this at ERROR after every
-# refusal sent as a denial response, as the gate refuses WebSockets (Kludex/uvicorn#3138): one
-# error line per refused attempt, which anyone could send by the thousand. A WebSocket the app
-# really left unanswered shows as status 0 in the access log.
-DENIAL_MISREPORTED = "ASGI callable returned without completing handshake."
-# uvicorn's warnings about a malformed request: any client can cause one per request, so each is
-# written at most once a second, with the count of those left out since.
-CLIENT_CAUSED = frozenset(
-    {
-        "Invalid HTTP request received.",
-        "Unsupported upgrade request.",
-    }
-)
-CLIENT_CAUSED_INTERVAL = 1.0
 # Libraries that write request URLs, headers or frames at INFO and DEBUG: not asked to at all.
 QUIET_LIBRARIES = (
     "httpx",
@@ -161,48 +131,23 @@ def client_network(address: str) -> str | None:
 
 
 def _may_inform(record: logging.LogRecord) -> bool:
-    """Whether a line below WARNING may be written: Meetgate's own, or uvicorn's about the
-    server itself."""
+    """Whether a line below WARNING may be written: Meetgate's own only."""
     name = record.name
-    if name == OWN_LOGGER or name.startswith(OWN_LOGGER + "."):
-        return True
-    return name == SERVER_LOGGER and str(record.msg).startswith(SERVER_LIFECYCLE)
+    return name == OWN_LOGGER or name.startswith(OWN_LOGGER + ".")
 
 
 class PrivateLog(logging.Filter):
     """Drops what no line may carry (see the module's doc) and scrubs what is left, the
     traceback included. Put on handlers, so it sees every logger's records."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self) -> None:
         super().__init__()
         self._tracebacks = logging.Formatter()
-        self._clock = clock
-        # message template -> (when last written, how many left out since)
-        self._client_caused: dict[str, tuple[float, int]] = {}
-
-    def _sampled(self, template: str) -> int | None:
-        """None to leave this line out, else how many like it were left out before it."""
-        now = self._clock()
-        last, left_out = self._client_caused.get(template, (float("-inf"), 0))
-        if now - last < CLIENT_CAUSED_INTERVAL:
-            self._client_caused[template] = (last, left_out + 1)
-            return None
-        self._client_caused[template] = (now, 0)
-        return left_out
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.WARNING and not _may_inform(record):
             return False
-        if record.name == SERVER_LOGGER and record.msg == DENIAL_MISREPORTED:
-            return False
-        message = record.getMessage()
-        if record.name == SERVER_LOGGER and record.msg in CLIENT_CAUSED:
-            left_out = self._sampled(str(record.msg))
-            if left_out is None:
-                return False
-            if left_out:
-                message += f" ({left_out} more like it since the last one written)"
-        record.msg, record.args = scrub(message), None
+        record.msg, record.args = scrub(record.getMessage()), None
         if record.exc_info and not record.exc_text:
             # Formatters use `exc_text` when it is set: the traceback is written scrubbed.
             record.exc_text = self._tracebacks.formatException(record.exc_info)
@@ -222,5 +167,3 @@ def install(handlers: Iterable[logging.Handler], level: int) -> None:
     quiet = max(level, logging.WARNING)
     for name in QUIET_LIBRARIES:
         logging.getLogger(name).setLevel(quiet)
-    # Its lines below INFO are all per connection (each frame, each header at DEBUG).
-    logging.getLogger(SERVER_LOGGER).setLevel(max(level, logging.INFO))

@@ -6,23 +6,20 @@ that must answer and does not) ends the start with one message and nothing liste
 their browsers (they resume through another replica), both servers close their listeners, what
 is in flight finishes or is ended, and the process exits within `[listen] shutdown_seconds`.
 
-uvicorn's own signal handling is left out (`capture_signals`): with two servers in one process it
-would stop only the one started last, close the gate's WebSockets with a bare 1012 before the
-gate could end their XMPP streams, and raise the signal again at exit, ending the process by
-SIGTERM (status 143) rather than with 0.
+Both servers are Meetgate's own (gateway/edge/server.py), so the signals, the order of the stop
+and its deadline are all this module's: the gate's WebSockets end with their XMPP streams closed
+before the listener closes, and the process exits with 0.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 import socket
-from collections.abc import Generator, Sequence
+from collections.abc import Sequence
 
-import uvicorn
-
+from gateway.edge.server import BACKLOG, HttpServer
 from gateway.errors import StoreUnavailable
 from gateway.proxy.gate import Gate
 from gateway.store import Store
@@ -30,8 +27,6 @@ from gateway.store.health import store_address
 
 log = logging.getLogger("meetgate")
 
-# uvicorn's default listen backlog.
-BACKLOG = 2048
 # The in-flight requests are ended this long before the stop's deadline (at most a quarter of
 # it), so they are answered before the server's own deadline would cancel them as failures.
 CUT_MARGIN_SECONDS = 1.0
@@ -39,13 +34,6 @@ CUT_MARGIN_SECONDS = 1.0
 
 class StartFailure(Exception):
     """The process cannot start; the message says why, naming the setting."""
-
-
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        # The process's signals are `run`'s (see the module's docstring).
-        yield
 
 
 def show_address(host: str, port: int) -> str:
@@ -111,68 +99,57 @@ async def require_store(store: Store, url: str) -> None:
 
 async def run(
     gate: Gate,
-    gate_config: uvicorn.Config,
+    public: HttpServer,
     gate_sockets: list[socket.socket],
-    admin_config: uvicorn.Config,
+    admin: HttpServer,
     admin_sockets: list[socket.socket],
     *,
     shutdown_seconds: float,
 ) -> None:
     """Serve the gate and the admin API on their listening sockets until SIGTERM or SIGINT, then
-    stop within `shutdown_seconds` (a second signal stops at once). StartFailure if either
-    server ends by itself (the other is stopped too)."""
+    stop within `shutdown_seconds` (a second signal stops at once)."""
     loop = asyncio.get_running_loop()
-    public, admin = _Server(gate_config), _Server(admin_config)
     stop = asyncio.Event()
+    forced = False
 
     def on_signal() -> None:
+        nonlocal forced
         if stop.is_set():
             # A second signal: whatever is left is ended now.
+            forced = True
             gate.cut_in_flight()
-            public.force_exit = admin.force_exit = True
+            public.abort()
+            admin.abort()
         stop.set()
 
     for number in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(number, on_signal)
-    serving = {
-        asyncio.create_task(public.serve(sockets=gate_sockets)): "the gate",
-        asyncio.create_task(admin.serve(sockets=admin_sockets)): "the admin API",
-    }
-    stopping = asyncio.create_task(stop.wait())
     try:
-        done, _ = await asyncio.wait([*serving, stopping], return_when=asyncio.FIRST_COMPLETED)
-        ended = [task for task in serving if task in done]
-        if ended:
-            public.should_exit = admin.should_exit = True
-            await asyncio.wait(serving)
-            failure = next((t.exception() for t in ended if t.exception() is not None), None)
-            why = f": {failure}" if failure is not None else ""
-            raise StartFailure(f"{serving[ended[0]]} stopped by itself{why}") from failure
-        cutting = await _stop(gate, public, admin, loop.time() + shutdown_seconds)
         try:
-            await asyncio.wait(serving)
+            await public.start(gate_sockets)
+            await admin.start(admin_sockets)
+        except OSError as exc:
+            raise StartFailure(f"cannot serve: {exc.strerror or exc}") from exc
+        await stop.wait()
+        deadline = loop.time() + shutdown_seconds
+        admin.close_listeners()
+        # Until the listener is closed (once the sockets are handed over), whatever still
+        # comes is told 503.
+        gate.stop_accepting()
+        handed = await gate.hand_over()
+        public.close_listeners()
+        log.info("stopping: %d WebSocket(s) handed over to other replicas", handed)
+        margin = min(CUT_MARGIN_SECONDS, max(deadline - loop.time(), 0.0) / 4)
+        cutting = loop.call_at(deadline - margin, _cut, gate)
+        try:
+            if forced:
+                deadline = loop.time()
+            await asyncio.gather(public.shutdown(deadline), admin.shutdown(deadline))
         finally:
             cutting.cancel()
     finally:
-        stopping.cancel()
         for number in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(number)
-
-
-async def _stop(
-    gate: Gate, public: uvicorn.Server, admin: uvicorn.Server, deadline: float
-) -> asyncio.TimerHandle:
-    """Begin the stop; returns the timer that ends what is still in flight before `deadline`."""
-    loop = asyncio.get_running_loop()
-    admin.should_exit = True
-    # Until the server closes its listener (once the sockets are handed over), whatever still
-    # comes is told 503.
-    gate.stop_accepting()
-    handed = await gate.hand_over()
-    public.should_exit = True
-    log.info("stopping: %d WebSocket(s) handed over to other replicas", handed)
-    margin = min(CUT_MARGIN_SECONDS, max(deadline - loop.time(), 0.0) / 4)
-    return loop.call_at(deadline - margin, _cut, gate)
 
 
 def _cut(gate: Gate) -> None:

@@ -195,7 +195,7 @@ class Gate:
         self._max_headers = settings.limits.max_header_bytes
         self._relayed = settings.jitsi.relayed_endpoints
         # Set by `stop_accepting`; the HTTP requests being answered, and those `cut_in_flight`
-        # ended (each by the task uvicorn runs it in).
+        # ended (each by the task the server runs it in).
         self._stopping = False
         self._in_flight: set[asyncio.Task[Any]] = set()
         self._cut: set[asyncio.Task[Any]] = set()

@@ -312,9 +312,6 @@ async def test_no_log_line_of_a_whole_journey_carries_a_secret_or_an_address(
 
     wait_until(all_logged, timeout=10, what="every step of the journey in the access log")
     lines = logged_gateway.lines()
-    # uvicorn's own lines reach the file (it is told the pre-bound sockets, so it names no
-    # address: Meetgate's start-up line does).
-    assert any("uvicorn.error: Application startup complete" in line for line in lines)
     assert any(f"gate on http://{GATE_HOST}:" in line for line in lines)
     kinds = {"ticket", "invite", "cookie", "csrf", "oidc", "e-mail", "e-mail code", "credential"}
     assert set(seen.values) == kinds
@@ -353,26 +350,26 @@ async def test_a_websocket_leaves_neither_its_ticket_nor_its_peer_in_the_log(
 
 
 def test_malformed_requests_cannot_flood_the_log(gateway: GatewayServer) -> None:
-    """Each malformed request made uvicorn write one WARNING: a flood of them, one line each.
-    Now at most one a second, carrying the count of those left out."""
+    """Each malformed request made the old server (uvicorn) write one WARNING: a flood of them,
+    one line each. Meetgate's own server (gateway/edge/server.py) answers 400, counts it in a
+    metric and writes nothing."""
     port = urlsplit(gateway.url).port
+    before = gateway.log_text().count("\n")
     for _ in range(200):
         with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
             sock.sendall(b"GET /libs/\xe9.js HTTP/1.1\r\nHost: x\r\n\r\n")
             with contextlib.suppress(OSError):
-                sock.recv(1024)  # the 400, or the close
+                assert sock.recv(1024).startswith(b"HTTP/1.1 400 ")
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         sock.sendall(b"GET /_meetgate/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         assert b" 200 " in sock.recv(1024)
     marker = "GET /_meetgate/health 200"
     wait_until(lambda: marker in gateway.log_text(), timeout=10, what="the health line")
-    warnings = [line for line in gateway.log_text().splitlines() if "Invalid HTTP request" in line]
-    assert len(warnings) < 50, warnings[:5]
-    # Most never reach uvicorn: the connection guard (gateway/edge/guard.py) answers a head its
-    # parser refuses with a 400 of its own, counted in a metric and never logged.
+    written = gateway.log_text().splitlines()[before:]
+    assert len(written) < 5, written[:5]
     with gateway.admin() as admin:
         metrics = admin.get("/metrics").text
     refused = re.search(
         r'^meetgate_client_connections_ended_total\{reason="bad_request"\} (\d+)', metrics, re.M
     )
-    assert warnings or (refused is not None and int(refused.group(1)) >= 200), metrics
+    assert refused is not None and int(refused.group(1)) >= 200, metrics
