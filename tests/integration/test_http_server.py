@@ -298,6 +298,9 @@ async def websocket_app(scope: Scope, receive: Receive, send: Send) -> None:
                 return
     else:
         await send({"type": "websocket.accept"})
+        if path == "/ws/slow-echo":
+            # Starts reading late: what the client sent meanwhile queues up (back-pressure).
+            await asyncio.sleep(0.5)
         while True:
             message = await receive()
             if message["type"] == "websocket.disconnect":
@@ -528,6 +531,36 @@ def test_pipelined_requests_are_answered_in_order(port: int) -> None:
     assert (first["path"], first["body"]) == ("/first", "one")
     assert (second["path"], second["body"]) == ("/second", "")
     assert third["path"] == "/third"
+
+
+def test_pipelined_request_completed_after_the_first_answer(port: int) -> None:
+    """The second request's head arrives in two parts, the second after the first answer:
+    catches a server that paused reading for the pipelined request and never resumes it (the
+    client waits for ever)."""
+    second = get(b"/second")
+    with Wire(port) as wire:
+        wire.send(get(b"/first") + second[:10])
+        assert echoed(wire.response())["path"] == "/first"
+        wire.send(second[10:])
+        assert echoed(wire.response())["path"] == "/second"
+
+
+def test_body_the_app_did_not_read_is_not_taken_for_a_request(port: int) -> None:
+    """The app answers without reading the body: catches the body's bytes parsed as the next
+    request (a 400, or a request the client never made). The server may read and drop the body
+    and serve the next request, or close after the answer."""
+    with Wire(port) as wire:
+        wire.send(
+            request(b"POST", b"/no-read", body=b"GET /evil HTTP/1.1\r\n\r\n") + get(b"/after")
+        )
+        found = wire.response()
+        assert (found.status, found.body) == (200, b"not read")
+        try:
+            after = wire.response()
+        except EOFError:
+            return  # closed after the answer
+        # The body read as a request would be answered here with its path, /evil.
+        assert echoed(after)["path"] == "/after"
 
 
 # ------------------------------------------------------------------ 3. request bodies
@@ -1053,10 +1086,11 @@ def test_websocket_frame_sent_with_the_handshake(served: ServedApp) -> None:
 
 
 def test_websocket_many_messages_keep_their_order(port: int) -> None:
-    """300 messages of 16 KiB sent without waiting: catches messages lost, reordered or merged
-    when the server pauses reading (its queue for the app is full) and resumes."""
+    """300 messages of 16 KiB sent without waiting to an app that starts reading late: catches
+    messages lost, reordered or merged when the server pauses reading (its queue for the app is
+    full), and reading never resumed."""
     messages = [i.to_bytes(4, "big") * 4096 for i in range(300)]
-    with ws_connect(ws_url(port, "/ws/echo"), open_timeout=WITHIN) as ws:
+    with ws_connect(ws_url(port, "/ws/slow-echo"), open_timeout=WITHIN) as ws:
         for message in messages:
             ws.send(message)
         echoes = [ws.recv(WITHIN) for _ in messages]
