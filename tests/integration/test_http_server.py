@@ -43,6 +43,10 @@ BIG = 8 * 1024 * 1024
 STREAM_PARTS = (b"one,", b"two,", b"three")
 HEAD_BODY = b"hello world"
 DENIAL_BODY = b"denied by the app\n"
+# 32 MiB: far more than a loopback connection's kernel buffers hold for a reader that reads
+# nothing (a send buffer up to tcp_wmem's 4 MiB, the receive buffer set to 64 KiB below).
+FLOOD_CHUNK = 256 * 1024
+FLOOD_CHUNKS = 128
 SMUGGLED = b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\nsmuggled"
 
 
@@ -229,6 +233,19 @@ async def http_app(scope: Scope, receive: Receive, send: Send) -> None:
             await send(
                 {"type": "http.response.body", "body": BIG_BODY[at : at + step], "more_body": more}
             )
+    elif path == "/flood":
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-length", str(FLOOD_CHUNKS * FLOOD_CHUNK).encode())],
+            }
+        )
+        for i in range(FLOOD_CHUNKS):
+            chunk = i.to_bytes(4, "big") + b"f" * (FLOOD_CHUNK - 4)
+            more = i + 1 < FLOOD_CHUNKS
+            await send({"type": "http.response.body", "body": chunk, "more_body": more})
+        SEEN.put(key_of(scope) + ":sent", True)
     elif path == "/sleep":
         SEEN.put(key_of(scope) + ":started", True)
         await asyncio.sleep(0.5)
@@ -340,8 +357,13 @@ class Answer:
 class Wire:
     """One client connection with a read buffer, so that responses are parsed byte-exact."""
 
-    def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=WITHIN)
+    def __init__(self, port: int, receive_buffer: int | None = None) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if receive_buffer is not None:
+            # Before connecting, so that the window the client offers stays this small.
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        self.sock.settimeout(WITHIN)
+        self.sock.connect(("127.0.0.1", port))
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buffer = b""
 
@@ -1197,6 +1219,34 @@ def test_large_response_to_a_slow_reader(port: int) -> None:
             received += data
     assert len(received) == len(BIG_BODY)
     assert hashlib.sha256(received).digest() == hashlib.sha256(BIG_BODY).digest()
+
+
+def test_response_to_a_reader_that_reads_nothing_holds_the_app(port: int) -> None:
+    """Flow control: while the client reads nothing, the app's `send` must wait (the server
+    pauses it once the socket's buffers are full) instead of the server buffering the whole
+    answer in memory; then everything arrives intact. Catches a server whose `send` never
+    waits (a client that stops reading would make it hold any amount of memory). The check
+    that the app is held waits 1 s for an end that must not come."""
+    key = token()
+    total = FLOOD_CHUNKS * FLOOD_CHUNK
+    with Wire(port, receive_buffer=64 * 1024) as stalled:
+        stalled.send(get(b"/flood?k=" + key.encode()))
+        with Wire(port) as other:
+            other.send(get(b"/meanwhile"))
+            assert echoed(other.response())["path"] == "/meanwhile"
+        with pytest.raises(TimeoutError):
+            SEEN.get(key + ":sent", timeout=1.0)
+        stalled.until(b"\r\n\r\n")
+        received = bytearray(stalled.buffer)
+        stalled.buffer = b""
+        while len(received) < total:
+            data = stalled.sock.recv(1 << 20)
+            assert data, f"closed after {len(received)} of {total} bytes"
+            received += data
+    assert len(received) == total
+    for i in range(FLOOD_CHUNKS):
+        assert received[i * FLOOD_CHUNK : i * FLOOD_CHUNK + 4] == i.to_bytes(4, "big")
+    assert SEEN.get(key + ":sent") is True
 
 
 def test_large_request_body_read_slowly(port: int) -> None:
