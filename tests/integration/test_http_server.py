@@ -303,6 +303,13 @@ async def websocket_app(scope: Scope, receive: Receive, send: Send) -> None:
         }
         await send({"type": "websocket.send", "text": json.dumps(seen)})
         await receive()
+    elif path == "/ws/flood":
+        await send({"type": "websocket.accept"})
+        for i in range(FLOOD_CHUNKS):
+            chunk = i.to_bytes(4, "big") + b"f" * (FLOOD_CHUNK - 4)
+            await send({"type": "websocket.send", "bytes": chunk})
+        SEEN.put(key_of(scope) + ":sent", True)
+        await receive()
     elif path == "/ws/close":
         await send({"type": "websocket.accept"})
         await send({"type": "websocket.close", "code": 4003, "reason": "room locked"})
@@ -1118,6 +1125,23 @@ def test_websocket_many_messages_keep_their_order(port: int) -> None:
             ws.send(message)
         echoes = [ws.recv(WITHIN) for _ in messages]
     assert echoes == messages
+
+
+def test_websocket_to_a_reader_that_reads_nothing_holds_the_app(port: int) -> None:
+    """Flow control for WebSockets, as for HTTP above: catches a server whose websocket.send never
+    waits for the client to read (memory without bound for every stalled client). Then every
+    message arrives in order."""
+    key = token()
+    frame = 10 + FLOOD_CHUNK  # a server's binary frame: 2 + 8 bytes of head, unmasked
+    with Wire(port, receive_buffer=64 * 1024) as stalled:
+        handshake(stalled, f"/ws/flood?k={key}".encode())
+        with pytest.raises(TimeoutError):
+            SEEN.get(key + ":sent", timeout=1.0)
+        for i in range(FLOOD_CHUNKS):
+            message = stalled.exact(frame)
+            assert message[:2] == b"\x82\x7f"
+            assert message[10:14] == i.to_bytes(4, "big")
+    assert SEEN.get(key + ":sent") is True
 
 
 def test_websocket_closed_before_accept_is_403(port: int) -> None:
