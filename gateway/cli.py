@@ -238,8 +238,49 @@ async def _serve(settings: Settings) -> None:
         serving.close([*gate_sockets, *admin_sockets])
 
 
+def _serve_workers(settings: Settings) -> int:
+    """Several serving processes under one supervisor (gateway/workers.py)."""
+    from gateway import serving, workers
+
+    admin_sockets = serving.bind(settings.admin.host, settings.admin.port, "[admin] host, port")
+    try:
+        serving.listen(admin_sockets, "[admin] host, port")
+
+        def run_worker(
+            index: int,
+            gate_sockets: list[socket.socket],
+            admin: list[socket.socket],
+            supervisor: int,
+        ) -> int:
+            with contextlib.suppress(KeyboardInterrupt):
+                asyncio.run(_serve_on(settings, gate_sockets, admin, supervisor=supervisor))
+            return 0
+
+        return workers.supervise(
+            settings.listen.host,
+            settings.listen.port,
+            admin_sockets,
+            settings.listen.workers,
+            run_worker,
+        )
+    finally:
+        serving.close(admin_sockets)
+
+
+async def _watch_supervisor(supervisor: int) -> None:
+    """A worker whose supervisor is gone (killed with -9) stops as on SIGTERM."""
+    while os.getppid() == supervisor:  # noqa: ASYNC110 (no event says a parent is gone)
+        await asyncio.sleep(1.0)
+    log.warning("the supervisor (process %d) is gone: stopping", supervisor)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
 async def _serve_on(
-    settings: Settings, gate_sockets: list[socket.socket], admin_sockets: list[socket.socket]
+    settings: Settings,
+    gate_sockets: list[socket.socket],
+    admin_sockets: list[socket.socket],
+    *,
+    supervisor: int | None = None,
 ) -> None:
     from gateway import serving
     from gateway.access_log import AccessLog
@@ -284,6 +325,7 @@ async def _serve_on(
         AccessLog(admin, client_addresses=addresses), guarding=admin_guarding, limits=limits
     )
     token_file: Path | None = None
+    watching: asyncio.Task[None] | None = None
     try:
         serving.listen(gate_sockets, "[listen] host, port")
         serving.listen(admin_sockets, "[admin] host, port")
@@ -302,6 +344,8 @@ async def _serve_on(
                 json.dumps({"url": admin_url, "token": settings.admin.token.get_secret_value()}),
             )
         await gate.start()
+        if supervisor is not None:
+            watching = asyncio.create_task(_watch_supervisor(supervisor))
         await serving.run(
             gate,
             public,
@@ -311,6 +355,8 @@ async def _serve_on(
             shutdown_seconds=settings.listen.shutdown_seconds,
         )
     finally:
+        if watching is not None:
+            watching.cancel()
         if token_file is not None:
             with contextlib.suppress(FileNotFoundError):
                 token_file.unlink()
@@ -361,7 +407,10 @@ def store_for_log(url: str) -> str:
 
 
 def command_serve(args: argparse.Namespace) -> int:
-    settings = load_settings(Path(args.config) if args.config else None)
+    environ = dict(os.environ)
+    if args.workers is not None:
+        environ["MEETGATE_LISTEN__WORKERS"] = str(args.workers)
+    settings = load_settings(Path(args.config) if args.config else None, environ=environ)
     level = logging.getLevelNamesMapping()[settings.log_level.upper()]
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # The libraries' per-connection and request lines (a WebSocket's path with its ticket, the
@@ -391,6 +440,8 @@ def command_serve(args: argparse.Namespace) -> int:
     from gateway.serving import StartFailure
 
     try:
+        if settings.listen.workers > 1:
+            return _serve_workers(settings)
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(_serve(settings))
     except StartFailure as exc:
@@ -738,6 +789,11 @@ def build_parser() -> argparse.ArgumentParser:
         ],
     )
     serve.add_argument("--config", help="TOML config file (default: ./meetgate.toml if present)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        help="serving processes ([listen] workers; more than one needs the Redis store)",
+    )
     serve.set_defaults(func=command_serve)
 
     init = command(

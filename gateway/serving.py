@@ -40,9 +40,10 @@ def show_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def bind(host: str, port: int, setting: str) -> list[socket.socket]:
+def bind(host: str, port: int, setting: str, *, reuse_port: bool = False) -> list[socket.socket]:
     """Sockets bound to every address `host` names (as asyncio's create_server binds them), not
-    yet listening. StartFailure, naming `setting`, if one cannot be bound."""
+    yet listening. StartFailure, naming `setting`, if one cannot be bound. With `reuse_port`,
+    several such sockets of this user share the port (gateway/workers.py)."""
     where = show_address(host, port)
     try:
         found = socket.getaddrinfo(
@@ -59,6 +60,8 @@ def bind(host: str, port: int, setting: str) -> list[socket.socket]:
             # A restart must not wait for the old process's connections in TIME_WAIT; a port
             # another process listens on is refused all the same.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.bind(address)

@@ -70,6 +70,8 @@ class ListenSettings(_Section):
     # On SIGTERM the process hands its relayed sessions back to their browsers, lets what is in
     # flight finish, and exits within this many seconds (docs/operations.md).
     shutdown_seconds: float = Field(default=10.0, gt=0, le=600)
+    # Serving processes (gateway/workers.py); more than one needs the Redis store.
+    workers: int = Field(default=1, ge=1, le=64)
 
 
 class AdminSettings(_Section):
@@ -583,6 +585,18 @@ class Settings(_Section):
                 f"{_describe(('smtp', 'host'))}: required, because [email_codes] is set: codes"
                 " are sent by e-mail and no SMTP server is configured (add an [smtp] table with"
                 " host and sender, docs/configuration.md), or remove [email_codes]"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _workers_share_a_store(self) -> Settings:
+        if self.listen.workers > 1 and not self.store.url.startswith(
+            ("redis://", "rediss://", "redis+sentinel://")
+        ):
+            raise ValueError(
+                f"{_describe(('listen', 'workers'))}: more than one worker needs the Redis store"
+                ' ([store] url = "redis://…"): with the memory store each worker would keep its'
+                " own bans, limits and admissions"
             )
         return self
 

@@ -1,0 +1,243 @@
+"""`meetgate serve --workers 2`: several processes on one port, sharing one Redis.
+
+The real command, a real redis-server of its own, real prosody and XMPP clients. Which worker
+takes a connection is the kernel's choice (SO_REUSEPORT); `ss` says which process holds each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.fixtures.gateway_server import GatewayServer, write_config
+from tests.fixtures.processes import free_port, port_open, start_process, stop_process, wait_until
+from tests.fixtures.redis_server import start_redis
+from tests.fixtures.xmpp_client import XmppClient
+from tests.integration.journeys import (
+    admission_id,
+    admit,
+    host_action,
+    new_room,
+    signalling_query,
+    ws_url,
+)
+
+pytestmark = pytest.mark.slow
+
+SERVE = [sys.executable, "-m", "gateway.cli", "serve"]
+
+
+@dataclass
+class Workers:
+    gateway: GatewayServer
+    proc: subprocess.Popen[bytes]
+    port: int
+
+    def children(self) -> set[int]:
+        found = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
+        return {int(pid) for pid in found.split()}
+
+    def holders(self) -> collections.Counter[int]:
+        """The process holding each established connection to the gate's port."""
+        listed = subprocess.run(
+            ["ss", "-tnpH", "state", "established", f"( sport = :{self.port} )"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        return collections.Counter(int(pid) for pid in re.findall(r"pid=(\d+)", listed))
+
+
+def start_workers(workdir: Path, *, upstream: str, signalling: str, store: str) -> Workers:
+    workdir.mkdir(parents=True, exist_ok=True)
+    port, admin_port = free_port(), free_port()
+    config = workdir / "meetgate.toml"
+    token = write_config(
+        config,
+        port=port,
+        admin_port=admin_port,
+        upstream=upstream,
+        signalling_upstream=signalling,
+        store_url=store,
+    )
+    log = workdir / "meetgate.log"
+    proc = start_process([*SERVE, "--config", str(config), "--workers", "2"], log, cwd=workdir)
+    server = GatewayServer(
+        url=f"http://127.0.0.1:{port}",
+        admin_url=f"http://127.0.0.1:{admin_port}",
+        admin_token=token,
+        config_path=config,
+        log_path=log,
+    )
+    workers = Workers(server, proc, port)
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"meetgate exited early:\n{log.read_text()}")
+        return (
+            port_open(port)
+            and port_open(admin_port)
+            and log.read_text().count("gate on http://") >= 2
+        )
+
+    wait_until(ready, timeout=30, what="two workers")
+    return workers
+
+
+@pytest.fixture(scope="module")
+def workers(
+    tmp_path_factory: pytest.TempPathFactory, jitsi_web: Any, prosody: Any
+) -> Iterator[Workers]:
+    redis = start_redis(tmp_path_factory.mktemp("workers-redis"))
+    try:
+        started = start_workers(
+            tmp_path_factory.mktemp("workers"),
+            upstream=jitsi_web.url,
+            signalling=f"http://127.0.0.1:{prosody.http_port}",
+            store=redis.url,
+        )
+        try:
+            yield started
+        finally:
+            stop_process(started.proc)
+    finally:
+        stop_process(redis.proc)
+
+
+async def test_a_revocation_cuts_the_socket_whichever_worker_holds_it(
+    workers: Workers, prosody: Any
+) -> None:
+    """Each worker has its own sockets and its own subscriber to the store's cuts: a revocation
+    through the admin API (worker 0) must close a socket held by either worker. Catches a cut
+    applied only in the process that made it."""
+    gateway = workers.gateway
+    room = new_room(gateway)
+    host = admit(gateway, room, "Host", role="host")
+    names = [f"Troll{i}" for i in range(8)]
+    trolls = [admit(gateway, room, name) for name in names]
+    async with AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(XmppClient.open(ws_url(gateway, signalling_query(t))))
+            for t in trolls
+        ]
+        for client, name in zip(clients, names, strict=True):
+            await client.join(prosody.room_jid(room), name.lower())
+        holders = workers.holders()
+        # Both workers hold some of the sockets (eight connections, two listening sockets).
+        assert len(holders) == 2 and set(holders) == workers.children(), holders
+        for client, name in zip(clients, names, strict=True):
+            target = await asyncio.to_thread(admission_id, gateway, host, name)
+            answer = await asyncio.to_thread(host_action, gateway, host, "revoke", admission=target)
+            assert answer["done"] is True
+            end = await client.wait_closed(timeout=5)
+            assert end.by_server
+
+
+def test_a_killed_worker_is_replaced_and_the_gate_keeps_answering(workers: Workers) -> None:
+    """A worker that dies (kill -9) takes its listening socket with it and is started again;
+    meanwhile the other answers every new connection. Catches a supervisor that keeps a copy of
+    a dead worker's socket (connections would wait in a queue nobody reads) or never restarts."""
+    before = workers.children()
+    victim = min(before)
+    os.kill(victim, signal.SIGKILL)
+    for _ in range(30):
+        response = httpx.get(f"{workers.gateway.url}/_meetgate/health", timeout=5)
+        assert response.status_code == 200
+    wait_until(
+        lambda: len(workers.children()) == 2 and victim not in workers.children(),
+        timeout=15,
+        what="the worker started again",
+    )
+    assert "ended by itself" in workers.gateway.log_text()
+    with workers.gateway.admin() as admin:
+        assert admin.get("/api/v1/rooms").status_code == 200
+
+
+def test_workers_stop_together_and_the_supervisor_exits_0(
+    tmp_path: Path, jitsi_web: Any, prosody: Any
+) -> None:
+    """SIGTERM to the supervisor drains every worker once and exits 0 (a terminal's Ctrl-C
+    reaches only the supervisor, which passes it on: a worker must not see it twice)."""
+    redis = start_redis(tmp_path / "redis")
+    try:
+        started = start_workers(
+            tmp_path / "gate",
+            upstream=jitsi_web.url,
+            signalling=f"http://127.0.0.1:{prosody.http_port}",
+            store=redis.url,
+        )
+        children = started.children()
+        started.proc.send_signal(signal.SIGTERM)
+        assert started.proc.wait(timeout=30) == 0
+        for pid in children:
+            assert (
+                not Path(f"/proc/{pid}").exists()
+                or "zombie" in Path(f"/proc/{pid}/status").read_text()
+            )
+        assert not port_open(started.port)
+        assert started.gateway.log_text().count("WebSocket(s) handed over") == 2
+    finally:
+        stop_process(redis.proc)
+
+
+def test_a_supervisor_killed_with_9_leaves_no_worker_behind(
+    tmp_path: Path, jitsi_web: Any, prosody: Any
+) -> None:
+    redis = start_redis(tmp_path / "redis")
+    try:
+        started = start_workers(
+            tmp_path / "gate",
+            upstream=jitsi_web.url,
+            signalling=f"http://127.0.0.1:{prosody.http_port}",
+            store=redis.url,
+        )
+        children = started.children()
+        started.proc.kill()
+        started.proc.wait(timeout=10)
+        wait_until(
+            lambda: not any(Path(f"/proc/{pid}").exists() for pid in children),
+            timeout=20,
+            what="the workers gone",
+        )
+        assert not port_open(started.port)
+    finally:
+        stop_process(redis.proc)
+
+
+def test_workers_need_the_redis_store(tmp_path: Path) -> None:
+    """With the memory store each worker would keep its own bans: refused before anything
+    listens, naming the setting."""
+    port = free_port()
+    write_config(
+        tmp_path / "meetgate.toml",
+        port=port,
+        admin_port=free_port(),
+        upstream="http://127.0.0.1:9",
+        signalling_upstream=None,
+        store_url="memory://",
+    )
+    done = subprocess.run(
+        [*SERVE, "--config", "meetgate.toml", "--workers", "2"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "[listen] workers" in done.stderr and "Redis store" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not port_open(port)
