@@ -1,0 +1,210 @@
+"""How much a join through an invite link costs a real Redis: the commands and round trips that
+POST /j/<invite> → 303 sends, as the server sees them (INFO commandstats and MONITOR).
+
+A gate of the test's own on a redis-server of its own: a few joins first (scripts loaded,
+connections open), then CONFIG RESETSTAT and N joins, each between two markers the test sends
+(ECHO), so that MONITOR tells which commands each join sent. A round trip is what a client waits
+for: one command, one script call (EVALSHA), or one MULTI … EXEC. Not counted: what the replica
+does on its own clock (its memory-marker check, once a second), and the read of a room's host
+invites a replica does at most once in five seconds (gateway/admission/host_names.py); they are
+reported apart.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from tests.fixtures.gateway_server import GatewayServer, start_gateway
+from tests.fixtures.processes import free_port, stop_process
+from tests.fixtures.redis_server import start_redis
+
+pytestmark = pytest.mark.slow
+
+ROOM = "round-trips"
+WARM_UP = 3
+JOINS = 24
+# Every third join is a namesake ("Ada", "Ada (2)", …): a numbered name costs no more.
+NAMESAKE_EVERY = 3
+# Round trips to Redis one join may cost (issue 15 asks for one; see docs/performance.md,
+# "Redis round trips per join", for what stands in the way of the second).
+ROUND_TRIP_BUDGET = 9
+MARK = "meetgate-test-mark:"
+# The replica's own memory check (gateway/store/continuity.py), not a join's work.
+MARKER_KEY = "meetgate:memory"
+HOST_INVITES = "meetgate:room-invites:"
+
+
+@dataclass
+class Segment:
+    """The commands Redis saw between two marks, by whom."""
+
+    sent: list[list[str]] = field(default_factory=list)
+    in_scripts: list[str] = field(default_factory=list)
+
+
+class CommandLog:
+    """MONITOR on a connection of its own, cut into segments by the test's ECHO marks."""
+
+    def __init__(self, port: int) -> None:
+        self._client = redis.Redis(port=port, decode_responses=True)
+        self._marks = redis.Redis(port=port, decode_responses=True)
+        self.segments: dict[str, Segment] = {}
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+        # MONITOR is on once it shows a mark sent after it started.
+        while not self._ready.wait(0.05):
+            self._marks.echo(MARK + "ready")
+
+    def _read(self) -> None:
+        current: Segment | None = None
+        with self._client.monitor() as monitor:
+            for seen in monitor.listen():
+                words = seen["command"].split(" ")
+                if words[0].upper() == "ECHO" and words[1].startswith(MARK):
+                    name = words[1].removeprefix(MARK)
+                    if name == "ready":
+                        self._ready.set()
+                        continue
+                    if name == "end":
+                        return
+                    current = self.segments.setdefault(name, Segment())
+                elif current is not None:
+                    if seen["client_type"] == "lua":
+                        current.in_scripts.append(words[0].upper())
+                    else:
+                        current.sent.append(words)
+
+    def mark(self, name: str) -> None:
+        self._marks.echo(MARK + name)
+
+    def close(self) -> None:
+        self.mark("end")
+        self._thread.join(timeout=30)
+        self._marks.close()
+
+
+@dataclass(frozen=True)
+class JoinCost:
+    round_trips: int
+    sent: Counter[str]
+    in_scripts: Counter[str]
+    background: int
+    host_invites_read: bool
+
+
+def cost_of(segment: Segment) -> JoinCost:
+    round_trips = background = 0
+    sent: Counter[str] = Counter()
+    in_transaction = False
+    host_invites_read = False
+    for words in segment.sent:
+        command = words[0].upper()
+        key = words[3] if command in ("EVALSHA", "EVAL") and len(words) > 3 else ""
+        if key == MARKER_KEY:
+            background += 1
+            continue
+        if command == "SMEMBERS" and words[1].startswith(HOST_INVITES):
+            host_invites_read = True
+        if host_invites_read and command in ("SMEMBERS", "HMGET"):
+            # The host-name read (list_invites): once in five seconds a room, not a join's own.
+            background += 1
+            continue
+        sent[command] += 1
+        # One MULTI … EXEC is one round trip; redis-py sends it in one write.
+        if command == "MULTI":
+            in_transaction = True
+            round_trips += 1
+        elif command in ("EXEC", "DISCARD"):
+            in_transaction = False
+        elif not in_transaction:
+            round_trips += 1
+    return JoinCost(round_trips, sent, Counter(segment.in_scripts), background, host_invites_read)
+
+
+def per_join(counts: Counter[str]) -> dict[str, float]:
+    return {command: round(count / JOINS, 2) for command, count in sorted(counts.items())}
+
+
+@pytest.fixture(scope="module")
+def gate_on_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GatewayServer, int]]:
+    workdir: Path = tmp_path_factory.mktemp("round-trips")
+    server = start_redis(workdir / "redis")
+    try:
+        # A join's answer is a redirect: Jitsi itself is never asked.
+        gate, proc = start_gateway(
+            workdir / "gate", upstream=f"http://127.0.0.1:{free_port()}", store_url=server.url
+        )
+        try:
+            yield gate, server.port
+        finally:
+            stop_process(proc)
+    finally:
+        stop_process(server.proc)
+
+
+def test_a_join_costs_redis_at_most_the_budget_in_round_trips(
+    gate_on_redis: tuple[GatewayServer, int],
+) -> None:
+    """Catches a join path that goes back to Redis once more (a lookup, a check, a write of
+    its own outside the one script): every join must stay within ROUND_TRIP_BUDGET."""
+    gate, port = gate_on_redis
+    gate.create_room(ROOM)
+    gate.set_policy(ROOM)
+    names = ["Ada" if n % NAMESAKE_EVERY == 0 else f"Attendee {n}" for n in range(WARM_UP + JOINS)]
+    tokens = [gate.invite_token(gate.create_invite(ROOM, name)) for name in names]
+    stats = redis.Redis(port=port, decode_responses=True)
+    with httpx.Client(
+        base_url=gate.url, headers={"origin": gate.url}, trust_env=False, timeout=30
+    ) as client:
+
+        def join(token: str) -> None:
+            # A browser of its own each time: no admission cookie carried over.
+            client.cookies.clear()
+            response = client.post(f"/j/{token}")
+            assert response.status_code == 303, response.text
+            assert "#jwt=" in response.headers["location"]
+
+        for token in tokens[:WARM_UP]:
+            join(token)
+        log = CommandLog(port)
+        try:
+            stats.config_resetstat()
+            for n, token in enumerate(tokens[WARM_UP:]):
+                log.mark(f"join-{n}")
+                join(token)
+            log.mark("after")
+            commandstats = stats.info("commandstats")
+        finally:
+            log.close()
+            stats.close()
+    costs = [cost_of(log.segments[f"join-{n}"]) for n in range(JOINS)]
+    calls: Counter[str] = Counter(
+        {
+            name.removeprefix("cmdstat_"): int(values["calls"])
+            for name, values in commandstats.items()
+            if name not in ("cmdstat_config|resetstat", "cmdstat_echo", "cmdstat_monitor")
+        }
+    )
+    sent: Counter[str] = sum((cost.sent for cost in costs), Counter())
+    in_scripts: Counter[str] = sum((cost.in_scripts for cost in costs), Counter())
+    report = (
+        f"round trips per join: {[cost.round_trips for cost in costs]}\n"
+        f"sent per join: {per_join(sent)}\n"
+        f"run in scripts per join: {per_join(in_scripts)}\n"
+        f"commandstats per join (scripts' commands included): {per_join(calls)}\n"
+        f"not counted: {sum(cost.background for cost in costs)} round trips of background work, "
+        f"host invites read in {sum(cost.host_invites_read for cost in costs)} joins"
+    )
+    print(report)
+    assert max(cost.round_trips for cost in costs) <= ROUND_TRIP_BUDGET, report
+    # What MONITOR saw agrees with the server's own counters: nothing was missed.
+    assert sent["EVALSHA"] <= calls["evalsha"], report
