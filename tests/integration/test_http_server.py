@@ -485,8 +485,6 @@ UPGRADE = (
 
 @pytest.fixture(scope="module", params=KINDS)
 def served(request: pytest.FixtureRequest) -> Iterator[ServedApp]:
-    if request.param == "meetgate":
-        pytest.importorskip("gateway.edge.server", reason="gateway/edge/server.py not there yet")
     server = serve_app(request.param, app)
     yield server
     server.stop()
@@ -1288,7 +1286,6 @@ def test_large_request_body_read_slowly(port: int) -> None:
 
 @pytest.fixture
 def ours() -> Iterator[ServedApp]:
-    pytest.importorskip("gateway.edge.server", reason="gateway/edge/server.py not there yet")
     server = serve_app("meetgate", app)
     yield server
     server.stop()
@@ -1314,6 +1311,7 @@ def test_shutdown_closes_idle_finishes_in_flight_and_cancels_the_rest(ours: Serv
         grace = 3.0
 
         async def stop() -> tuple[float, float]:
+            assert ours.server is not None
             loop = asyncio.get_running_loop()
             deadline = loop.time() + grace
             ours.server.close_listeners()
@@ -1350,6 +1348,7 @@ def test_shutdown_ends_an_open_websocket_at_the_deadline(ours: ServedApp) -> Non
     with ws_connect(ws_url(ours.port, f"/ws/wait-close?k={key}"), open_timeout=WITHIN) as ws:
 
         async def stop() -> None:
+            assert ours.server is not None
             ours.server.close_listeners()
             await ours.server.shutdown(asyncio.get_running_loop().time() + 1.0)
 
