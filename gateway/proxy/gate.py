@@ -21,7 +21,11 @@ from gateway.admission.invites import hash_token
 from gateway.admission.limits import RateLimiter
 from gateway.admission.local_limits import KnownWait
 from gateway.admission.oidc import SIGNIN_PREFIX
-from gateway.admission.pipeline import AdmissionPipeline
+from gateway.admission.pipeline import (
+    COOKIE_SECRET_SHAPE,
+    AdmissionPipeline,
+    admission_id_for,
+)
 from gateway.admission.policy import offered_paths
 from gateway.admission.rooms import current_room
 from gateway.client_address import ClientAddresses, parse_networks
@@ -44,6 +48,7 @@ from gateway.proxy.bosh_body import parse_body
 from gateway.proxy.headers import upstream_request_headers
 from gateway.proxy.http import HttpRelay, read_body
 from gateway.proxy.leases import REPLACED
+from gateway.proxy.live_admissions import LiveAdmissions
 from gateway.proxy.paths import (
     PathKind,
     classify,
@@ -197,6 +202,7 @@ class Gate:
         # Set by `stop_accepting`; the HTTP requests being answered, and those `cut_in_flight`
         # ended (each by the task the server runs it in).
         self._stopping = False
+        self._live = LiveAdmissions(settings.revocation.reconcile_seconds)
         self._in_flight: set[asyncio.Task[Any]] = set()
         self._cut: set[asyncio.Task[Any]] = set()
 
@@ -278,6 +284,8 @@ class Gate:
         task.add_done_callback(self._closing.discard)
 
     async def _catch_up(self) -> None:
+        # What was kept while no cut could be heard is read from the store again.
+        self._live.clear()
         try:
             await self.reconciler.sweep()
         except Exception:
@@ -286,6 +294,7 @@ class Gate:
 
     def _apply(self, cut: Cut) -> None:
         if cut.keep is None:
+            self._live.forget(cut.admission_id)
             self._metrics.revocations.inc(reason=cut.reason)
             self._in_background(self.registry.close_admission(cut.admission_id, cut.reason))
             return
@@ -598,7 +607,19 @@ class Gate:
             self._in_background(self.reconciler.claim(admission, slot))
 
     async def _cookie_access(self, scope: Scope, now: float) -> Admission:
-        return await self._pipeline.from_cookie(read_cookie(scope, self._cookie), now)
+        """The live admission the browser's cookie names: from this process's recent reads
+        (gateway/proxy/live_admissions.py) or the store."""
+        secret = read_cookie(scope, self._cookie)
+        if not secret or COOKIE_SECRET_SHAPE.fullmatch(secret) is None:
+            raise NotAdmitted()
+        admission_id = admission_id_for(secret)
+        known = self._live.get(admission_id, now)
+        if known is not None:
+            return known
+        generation = self._live.generation
+        admission = await self._pipeline.live(admission_id, now)
+        self._live.keep(admission, generation)
+        return admission
 
     async def _signalling_access(self, scope: Scope, now: float) -> tuple[Admission, str]:
         """The ticket alone admits here (mobile apps carry no cookie), but only while its admission
