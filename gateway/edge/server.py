@@ -282,6 +282,11 @@ class Connection(asyncio.Protocol):
         conn = self.h11
         transport = self.transport
         while conn is not None and transport is not None and not transport.is_closing():
+            if conn.their_state is h11.MUST_CLOSE:
+                # The client asked to close after this request: what it sent after it is
+                # ignored, never read as another request.
+                self.pause_reading()
+                return
             try:
                 event = conn.next_event()
             except h11.RemoteProtocolError as exc:
