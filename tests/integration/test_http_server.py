@@ -1327,6 +1327,9 @@ def test_shutdown_closes_idle_finishes_in_flight_and_cancels_the_rest(ours: Serv
             socket.create_connection(("127.0.0.1", ours.port), timeout=1).close()
         found = busy.response()
         assert (found.status, found.body) == (200, b"slept")
+        # Answered while stopping: the connection ends with this answer, and says so.
+        assert found.header(b"connection") == b"close"
+        assert busy.closed()
         deadline, finished = stopping.result(WITHIN + grace)
         assert SEEN.get(never + ":cancelled") >= deadline - 0.05
         assert finished >= deadline - 0.05
