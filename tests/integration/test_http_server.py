@@ -1,6 +1,6 @@
 """Meetgate's own HTTP/1.1 + WebSocket server (gateway/edge/server.py) behaves like a correct
 ASGI server: every case runs against uvicorn (h11 + websockets' sans-I/O protocol, the reference
-we did not write) and against ours, and asserts the same bytes on the wire.
+we did not write) and against ours, and asserts the same behaviour on the wire.
 
 Each server serves the test app below from a thread of its own; the tests speak raw HTTP/1.1
 over blocking sockets (exact bytes, so nothing hides what is on the wire) and use `websockets`'
@@ -10,11 +10,10 @@ ours only and its docstring says why."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import hashlib
 import json
-import os
+import secrets
 import socket
 import threading
 from collections.abc import Iterator
@@ -81,7 +80,7 @@ SEEN = Seen()
 
 
 def token() -> str:
-    return base64.urlsafe_b64encode(os.urandom(9)).decode()
+    return secrets.token_urlsafe(9)
 
 
 def big_body() -> bytes:
