@@ -1,8 +1,21 @@
 """Display names: the checks a name passes, its confusable skeleton, and the name a ticket shows.
 
-Pure functions, no I/O. The skeleton follows the idea of Unicode TS #39 with a small hand-written
-table for the look-alikes impersonators use; it is deliberately coarse (i, l, I and 1 are one
-letter to it), because a false collision only costs a visible " (2)".
+Pure functions, no I/O but reading Unicode's confusables data once, at the first skeleton.
+
+The skeleton is that of Unicode UTS #39 (section 4): the name in NFD, each character replaced by
+its prototype from Unicode's confusables data (`gateway/data/confusables.txt`), NFD again. Two
+names a reader could take for each other have the same skeleton. Meetgate's is deliberately
+coarser, because a false collision only costs a visible " (2)":
+
+- it is taken of the name in NFKC, the form `normalise` shows (full-width letters are plain ones);
+- case is ignored: capitals are mapped first (Greek capital eta is H, its small letter is not h),
+  then the text is casefolded and mapped again, so "ADA" is "ada";
+- i is l, like I, 1 and | (UTS #39 keeps i apart), and a few Greek and Cyrillic letters UTS #39
+  maps to rarer Latin forms (kappa to kra, tau to a small capital T) are the plain letter
+  (`_EXTRA_PROTOTYPES`); digits stay digits but for 0 (o) and 1 (l), as in UTS #39;
+- spaces, punctuation, invisible characters, combining marks and modifier symbols are dropped
+  after the mapping, so a letter UTS #39 takes for punctuation is dropped too;
+- "vv" is w and "cl" is d (UTS #39 maps m to "rn" already).
 """
 
 from __future__ import annotations
@@ -11,7 +24,8 @@ import re
 import unicodedata
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
+from importlib.resources import files
 from itertools import islice
 
 from gateway.errors import InvalidInput
@@ -19,6 +33,8 @@ from gateway.i18n import N_
 from gateway.store import Store
 from gateway.store.records import NameClaim, Role
 
+# Unicode's confusables data for UTS #39, in the package gateway.data.
+CONFUSABLES_FILE = "confusables.txt"
 MAX_NAME_CHARS = 64
 # Refused before any work: no name this long can shrink to MAX_NAME_CHARS under NFKC and
 # whitespace collapsing that a person would type.
@@ -39,111 +55,26 @@ _REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn"})
 # Letters that draw as nothing: a name made of them would show as blank.
 _BLANK_LETTERS = frozenset({"\u115f", "\u1160", "\u3164", "\uffa0", "\u2800"})
 
-# Case-sensitive look-alikes, applied before casefolding: capitals whose lowercase form no longer
-# looks like the Latin letter they imitate (Greek capital eta looks like H, its
-# lowercase like n).
-_CAPITALS = str.maketrans(
-    {
-        # Latin
-        "I": "l",
-        # Greek
-        "\N{GREEK CAPITAL LETTER ALPHA}": "a",
-        "\N{GREEK CAPITAL LETTER BETA}": "b",
-        "\N{GREEK CAPITAL LETTER EPSILON}": "e",
-        "\N{GREEK CAPITAL LETTER ZETA}": "z",
-        "\N{GREEK CAPITAL LETTER ETA}": "h",
-        "\N{GREEK CAPITAL LETTER IOTA}": "l",
-        "\N{GREEK CAPITAL LETTER KAPPA}": "k",
-        "\N{GREEK CAPITAL LETTER MU}": "m",
-        "\N{GREEK CAPITAL LETTER NU}": "n",
-        "\N{GREEK CAPITAL LETTER OMICRON}": "o",
-        "\N{GREEK CAPITAL LETTER RHO}": "p",
-        "\N{GREEK CAPITAL LETTER TAU}": "t",
-        "\N{GREEK CAPITAL LETTER UPSILON}": "y",
-        "\N{GREEK CAPITAL LETTER CHI}": "x",
-        "\N{GREEK CAPITAL LUNATE SIGMA SYMBOL}": "c",
-        "\N{GREEK CAPITAL LETTER YOT}": "j",
-        # Cyrillic
-        "\N{CYRILLIC CAPITAL LETTER A}": "a",
-        "\N{CYRILLIC CAPITAL LETTER VE}": "b",
-        "\N{CYRILLIC CAPITAL LETTER IE}": "e",
-        "\N{CYRILLIC CAPITAL LETTER ZE}": "3",
-        "\N{CYRILLIC CAPITAL LETTER EN}": "h",
-        "\N{CYRILLIC CAPITAL LETTER BYELORUSSIAN-UKRAINIAN I}": "l",
-        "\N{CYRILLIC CAPITAL LETTER JE}": "j",
-        "\N{CYRILLIC CAPITAL LETTER KA}": "k",
-        "\N{CYRILLIC CAPITAL LETTER EM}": "m",
-        "\N{CYRILLIC CAPITAL LETTER O}": "o",
-        "\N{CYRILLIC CAPITAL LETTER ER}": "p",
-        "\N{CYRILLIC CAPITAL LETTER ES}": "c",
-        "\N{CYRILLIC CAPITAL LETTER DZE}": "s",
-        "\N{CYRILLIC CAPITAL LETTER TE}": "t",
-        "\N{CYRILLIC CAPITAL LETTER U}": "y",
-        "\N{CYRILLIC CAPITAL LETTER STRAIGHT U}": "y",
-        "\N{CYRILLIC CAPITAL LETTER HA}": "x",
-        "\N{CYRILLIC CAPITAL LETTER KOMI DE}": "d",
-        "\N{CYRILLIC CAPITAL LETTER QA}": "q",
-        "\N{CYRILLIC CAPITAL LETTER WE}": "w",
-        "\N{CYRILLIC LETTER PALOCHKA}": "l",
-    }
-)
-
-# Look-alikes after casefolding, each mapped to its Latin prototype.
-_LETTERS = str.maketrans(
-    {
-        # Latin variants and digits
-        "0": "o",
-        "1": "l",
-        "i": "l",
-        "\N{LATIN SMALL LETTER DOTLESS I}": "l",
-        "\N{LATIN SMALL LETTER IOTA}": "l",
-        "\N{LATIN LETTER DENTAL CLICK}": "l",
-        "|": "l",
-        "\N{LATIN SMALL LETTER ALPHA}": "a",
-        "\N{LATIN SMALL LETTER SCRIPT G}": "g",
-        "\N{LATIN SMALL LETTER LONG S}": "s",
-        # Greek
-        "\N{GREEK SMALL LETTER ALPHA}": "a",
-        "\N{GREEK SMALL LETTER BETA}": "b",
-        "\N{GREEK SMALL LETTER EPSILON}": "e",
-        "\N{GREEK SMALL LETTER ETA}": "n",
-        "\N{GREEK SMALL LETTER IOTA}": "l",
-        "\N{GREEK SMALL LETTER KAPPA}": "k",
-        "\N{GREEK SMALL LETTER NU}": "v",
-        "\N{GREEK SMALL LETTER OMICRON}": "o",
-        "\N{GREEK SMALL LETTER RHO}": "p",
-        "\N{GREEK SMALL LETTER TAU}": "t",
-        "\N{GREEK SMALL LETTER UPSILON}": "u",
-        "\N{GREEK SMALL LETTER CHI}": "x",
-        "\N{GREEK SMALL LETTER OMEGA}": "w",
-        "\N{GREEK SMALL LETTER GAMMA}": "y",
-        "\N{GREEK LUNATE SIGMA SYMBOL}": "c",
-        "\N{GREEK LETTER YOT}": "j",
-        # Cyrillic
-        "\N{CYRILLIC SMALL LETTER A}": "a",
-        "\N{CYRILLIC SMALL LETTER IE}": "e",
-        "\N{CYRILLIC SMALL LETTER KA}": "k",
-        "\N{CYRILLIC SMALL LETTER O}": "o",
-        "\N{CYRILLIC SMALL LETTER PE}": "n",
-        "\N{CYRILLIC SMALL LETTER ER}": "p",
-        "\N{CYRILLIC SMALL LETTER ES}": "c",
-        "\N{CYRILLIC SMALL LETTER U}": "y",
-        "\N{CYRILLIC SMALL LETTER STRAIGHT U}": "y",
-        "\N{CYRILLIC SMALL LETTER HA}": "x",
-        "\N{CYRILLIC SMALL LETTER DZE}": "s",
-        "\N{CYRILLIC SMALL LETTER BYELORUSSIAN-UKRAINIAN I}": "l",
-        "\N{CYRILLIC SMALL LETTER JE}": "j",
-        "\N{CYRILLIC SMALL LETTER KOMI DE}": "d",
-        "\N{CYRILLIC SMALL LETTER QA}": "q",
-        "\N{CYRILLIC SMALL LETTER WE}": "w",
-        "\N{CYRILLIC SMALL LETTER SHHA}": "h",
-        "\N{CYRILLIC SMALL LETTER PALOCHKA}": "l",
-        "\N{LATIN SMALL LETTER BARRED O}": "o",
-    }
-)
-
-# Letter pairs that read as one letter; applied once the single letters are prototypes.
-_PAIRS = (("rn", "m"), ("vv", "w"), ("cl", "d"))
+# Look-alikes of Meetgate's own, beside Unicode's, each a prototype of Unicode's taken for the
+# Latin letter it passes for in a name. With case ignored, i must read as the l that Unicode
+# reads I as, or "IDA" and "Ida" would differ. The others keep what the hand-written table before
+# Unicode's data caught: Greek kappa and Cyrillic ka (Unicode's kra), tau (small capital T),
+# epsilon and Ukrainian ie (c with bar), chi, omega, and Cyrillic pe (pi).
+_EXTRA_PROTOTYPES = {
+    "i": "l",
+    "\N{LATIN SMALL LETTER KRA}": "k",
+    "\N{LATIN LETTER SMALL CAPITAL T}": "t",
+    "\N{LATIN SMALL LETTER C WITH BAR}": "e",
+    "\N{GREEK SMALL LETTER CHI}": "x",
+    "\N{GREEK SMALL LETTER OMEGA}": "w",
+    "\N{GREEK SMALL LETTER PI}": "n",
+}
+# Letter pairs that read as one letter (Unicode's data reads m as rn already); applied once the
+# single letters are prototypes and the ignored characters are gone.
+_PAIRS = (("vv", "w"), ("cl", "d"))
+# Rounds of mapping and casefolding a prototype takes to settle: two for any character in the
+# data (a small Cherokee letter folds to its capital, which maps to a Latin capital, which folds).
+_MAX_ROUNDS = 8
 
 # Dropped from a skeleton: spaces, punctuation, invisible characters, and the marks that draw on
 # a letter (Mn, Me) or beside it as a modifier (Sk); spacing vowel signs (Mc) are letters' own.
@@ -198,11 +129,46 @@ def _is_visible(char: str) -> bool:
 def skeleton(name: str) -> str:
     """What `name` looks like, reduced to a comparable string: two names that a reader could take
     for each other have the same skeleton. Total: it never raises, whatever the text."""
-    text = _without_ignored(unicodedata.normalize("NFKC", name))
-    text = _without_ignored(text.translate(_CAPITALS).casefold())
-    text = text.translate(_LETTERS)
+    prototypes = _prototypes()
+    text = unicodedata.normalize("NFD", unicodedata.normalize("NFKC", name))
+    # Capitals are mapped before casefolding (Greek capital eta is H, its small letter is not h);
+    # what casefolding then yields is mapped again, to prototypes that are settled.
+    text = _without_ignored(text.translate(prototypes).casefold().translate(prototypes))
     for pair, letter in _PAIRS:
         text = text.replace(pair, letter)
+    return text
+
+
+@cache
+def _prototypes() -> dict[int, str]:
+    """Each character Unicode's confusables data or `_EXTRA_PROTOTYPES` maps, to its settled
+    prototype: mapped, casefolded and in NFKD until that changes nothing. Read at the first
+    skeleton, once."""
+    source = files("gateway.data").joinpath(CONFUSABLES_FILE).read_text("utf-8-sig")
+    table = {ord(char): prototype for char, prototype in _confusables(source)}
+    table.update((ord(char), prototype) for char, prototype in _EXTRA_PROTOTYPES.items())
+    return {code: _settled(chr(code), table) for code in table}
+
+
+def _confusables(source: str) -> Iterator[tuple[str, str]]:
+    """The (character, prototype) pairs of confusables.txt: `<code> ; <codes> ; MA # comment`."""
+    for line in source.splitlines():
+        data = line.partition("#")[0].strip()
+        if data:
+            char, prototype, _kind = data.split(";")
+            yield chr(int(char, 16)), "".join(chr(int(code, 16)) for code in prototype.split())
+
+
+def _settled(char: str, table: dict[int, str]) -> str:
+    text = char
+    for _ in range(_MAX_ROUNDS):
+        # NFKD, not NFD: a few prototypes have compatibility forms ("%" is "º/₀"), and the
+        # skeleton of a name is taken of its NFKC form.
+        step = unicodedata.normalize("NFKD", text)
+        step = unicodedata.normalize("NFKD", step.translate(table).casefold())
+        if step == text:
+            break
+        text = step
     return text
 
 
@@ -250,8 +216,13 @@ def _reads_as_number(content: str) -> bool:
     """Digits, or letters a reader takes for digits ("l0" for 10)."""
     shape = skeleton(content)
     return bool(_MARKER_CONTENT.fullmatch(content)) or (
-        bool(shape) and all(char in "lo23456789" for char in shape)
+        bool(shape) and all(char in _digit_shapes() for char in shape)
     )
+
+
+@cache
+def _digit_shapes() -> frozenset[str]:
+    return frozenset(skeleton("0123456789"))
 
 
 def strip_markers(name: str) -> str:
