@@ -16,8 +16,8 @@ from urllib.parse import quote, unquote_plus
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.edge.requests import QUIET, REFUSED_ATTEMPT
 from gateway.log_privacy import ClientAddresses, client_network
-from gateway.proxy.gate import QUIET, REFUSED_ATTEMPT
 
 log = logging.getLogger("meetgate.access")
 

@@ -39,6 +39,7 @@ from gateway.admission.rooms import (
     validate_title,
 )
 from gateway.cuts import CUTS, Cut
+from gateway.edge.requests import request_id
 from gateway.errors import (
     AdminAuthFailed,
     BadRequest,
@@ -53,7 +54,6 @@ from gateway.errors import (
 )
 from gateway.i18n import LANGUAGES, N_
 from gateway.metrics import Metrics
-from gateway.proxy.gate import request_id
 from gateway.settings import Settings
 from gateway.store import Store
 from gateway.store.continuity import acknowledge_loss, check_memory

@@ -8,6 +8,7 @@ from gateway.admission.flood import FloodGuard
 from gateway.admission.limits import RateLimiter
 from gateway.admission.lobby import Lobby
 from gateway.admission.pipeline import AdmissionPipeline
+from gateway.edge.languages import LanguageChoice
 from gateway.host.actions import HostDesk
 from gateway.host.dashboard import create_dashboard_router
 from gateway.mail import SmtpMailer
@@ -21,7 +22,6 @@ from gateway.store import Store
 from gateway.tickets import TicketAuthority
 from gateway.web.email_signin import create_email_router
 from gateway.web.entry import Entrance, create_entry_router
-from gateway.web.languages import LanguageChoice
 from gateway.web.lobby import LobbyPages, create_lobby_router
 from gateway.web.pages import create_pages_app
 from gateway.web.signin import create_signin_router, with_signin_session

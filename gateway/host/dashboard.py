@@ -24,6 +24,10 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from gateway.admission.lobby import REQUEST_ID_SHAPE, LobbyRequest, LobbyState
 from gateway.admission.pipeline import AdmissionPipeline
 from gateway.admission.policy import describe_policy
+from gateway.edge.languages import current
+from gateway.edge.rendering import wants_json
+from gateway.edge.requests import cookie_name, read_cookie, request_id
+from gateway.edge.templating import render
 from gateway.errors import CrossSiteRequest, CsrfFailed, InvalidInput, NotFound, NotHost
 from gateway.host.actions import HostDesk, address_prefix
 from gateway.host.policy_form import (
@@ -34,14 +38,10 @@ from gateway.host.policy_form import (
     policy_view,
 )
 from gateway.i18n import DEFAULT, N_, Language, chosen, gettext, translations
-from gateway.proxy.gate import cookie_name, read_cookie, request_id
 from gateway.settings import Settings
 from gateway.store.records import Admission, AuditEntry, AuditKind, Role, Room, RoomPolicy
 from gateway.web.forms import MAX_FORM_BYTES, MAX_FORM_FIELDS, read_form
-from gateway.web.languages import current
 from gateway.web.pages import same_origin
-from gateway.web.rendering import wants_json
-from gateway.web.templating import render
 
 HOST_PREFIX = "/_meetgate/host"
 ADMISSION_ID_SHAPE = re.compile(r"[0-9a-f]{64}")

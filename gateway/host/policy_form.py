@@ -9,10 +9,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gateway.admission.policy import describe_policy, make_policy, policy_version
+from gateway.edge.languages import current
 from gateway.errors import InvalidInput
 from gateway.i18n import N_
 from gateway.store.records import RoomPolicy
-from gateway.web.languages import current
 
 # Long enough for a few thousand addresses; longer lists are the admin API's (or the CLI's).
 POLICY_FORM_BYTES = 128 * 1024

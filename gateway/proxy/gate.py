@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import time
 from collections.abc import Coroutine
 from typing import Any
@@ -30,6 +29,18 @@ from gateway.admission.policy import offered_paths
 from gateway.admission.rooms import current_room
 from gateway.client_address import ClientAddresses, parse_networks
 from gateway.cuts import CUTS, Cut
+from gateway.edge.rendering import send_error, send_rate_limited
+from gateway.edge.requests import (
+    EMAIL_PREFIX,
+    ENTER_PREFIX,
+    LOBBY_PREFIX,
+    LOCATED_INVITE,
+    QUIET,
+    REFUSED_ATTEMPT,
+    cookie_name,
+    read_cookie,
+    request_id,
+)
 from gateway.errors import (
     AdmissionRevoked,
     BoshBodyInvalid,
@@ -66,23 +77,11 @@ from gateway.store import Store, begin_request
 from gateway.store.continuity import watch_memory
 from gateway.store.records import Admission
 from gateway.tickets import TicketAuthority
-from gateway.web.rendering import send_error, send_rate_limited
 
 log = logging.getLogger("meetgate.gate")
 
 MEETGATE_PREFIXES = ("/_meetgate/", "/j/")
 FORWARD_AUTH = "/_meetgate/forward-auth"
-# The pages' own prefixes (gateway.web.lobby, gateway.web.email_signin import the gate's
-# request ids, so they are spelled out here; a test keeps them equal).
-LOBBY_PREFIX = "/_meetgate/lobby"
-ENTER_PREFIX = "/_meetgate/enter"
-EMAIL_PREFIX = "/_meetgate/email"
-# Marks a join attempt the gate refused, for the access log (which samples them in a flood)...
-REFUSED_ATTEMPT = "refused_attempt"
-# ... and one it refused before any other work (which the access log leaves out).
-QUIET = "quiet"
-# Where the gate leaves the invite it found for a join link, for the pages app.
-LOCATED_INVITE = "located_invite"
 FORWARD_AUTH_HEADERS = [(b"cache-control", b"no-store"), (b"content-length", b"0")]
 
 
@@ -102,25 +101,6 @@ def is_join_attempt(method: str, path: str) -> bool:
         # The request itself, not leaving the lobby: /_meetgate/lobby/<room>
         return path.count("/") == 3
     return path.startswith(EMAIL_PREFIX + "/") and path.endswith(("/send", "/verify"))
-
-
-def cookie_name(settings: Settings) -> str:
-    # `__Host-` cookies must be Secure, so the prefix is only used over TLS.
-    return "__Host-meetgate" if settings.secure else "meetgate"
-
-
-def read_cookie(scope: Scope, name: str) -> str | None:
-    """The value of one cookie. Meetgate's own values are URL-safe tokens, so a plain split is
-    exact for them; anything odd is left for the callers' shape checks to refuse."""
-    wanted = name.encode()
-    for header, value in scope["headers"]:
-        if header == b"cookie":
-            cookies: bytes = value
-            for part in cookies.split(b";"):
-                key, _, found = part.strip().partition(b"=")
-                if key == wanted:
-                    return found.decode("latin-1")
-    return None
 
 
 async def see_other(send: Send, location: str) -> None:
@@ -147,13 +127,6 @@ class TrackedSend:
     async def __call__(self, message: Message) -> None:
         self.started = True
         await self.send(message)
-
-
-def request_id(scope: Scope) -> str:
-    state = scope.setdefault("state", {})
-    if "request_id" not in state:
-        state["request_id"] = secrets.token_hex(8)
-    return str(state["request_id"])
 
 
 class Gate:

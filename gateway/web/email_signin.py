@@ -19,19 +19,17 @@ from gateway.admission.email_codes import (
     normalise_address,
 )
 from gateway.admission.flood import ChallengeRequired, Proof
+from gateway.edge.languages import current as current_language
+from gateway.edge.languages import use_room_language
+from gateway.edge.requests import EMAIL_PREFIX, request_id
+from gateway.edge.templating import render
 from gateway.errors import CrossSiteRequest
 from gateway.i18n import translations
-from gateway.proxy.gate import request_id
 from gateway.settings import Settings
 from gateway.store.records import Room
 from gateway.web.entry import Entrance, client_addr
 from gateway.web.forms import read_form
-from gateway.web.languages import current as current_language
-from gateway.web.languages import use_room_language
 from gateway.web.pages import same_origin
-from gateway.web.templating import render
-
-EMAIL_PREFIX = "/_meetgate/email"
 
 
 def _proof(form: dict[str, str]) -> Proof | None:

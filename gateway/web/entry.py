@@ -17,14 +17,14 @@ from gateway.admission.identity import Path, VerifiedIdentity
 from gateway.admission.pipeline import AdmissionPipeline, Admitted, LobbyRequired
 from gateway.admission.policy import offered_paths
 from gateway.admission.rooms import current_room, is_room_name
+from gateway.edge.languages import jitsi_query, use_room_language
+from gateway.edge.requests import ENTER_PREFIX, cookie_name, request_id
+from gateway.edge.templating import render
 from gateway.errors import ApprovalRequired, NotAdmitted, RoomNotFound
-from gateway.proxy.gate import ENTER_PREFIX, cookie_name, request_id
 from gateway.settings import Settings
 from gateway.store import Store
 from gateway.store.records import Admission, Role, Room
 from gateway.tickets import TicketAuthority
-from gateway.web.languages import jitsi_query, use_room_language
-from gateway.web.templating import render
 
 
 def client_addr(request: Request) -> str:

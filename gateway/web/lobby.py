@@ -36,18 +36,17 @@ from gateway.admission.lobby import (
 from gateway.admission.pipeline import AdmissionPipeline
 from gateway.admission.policy import offered_paths
 from gateway.admission.rooms import current_room, is_room_name
+from gateway.edge.languages import use_room_language
+from gateway.edge.requests import LOBBY_PREFIX, read_cookie, request_id
+from gateway.edge.templating import render
 from gateway.errors import CrossSiteRequest, NotAllowed, RateLimited, RoomNotFound, StoreUnavailable
-from gateway.proxy.gate import read_cookie, request_id
 from gateway.settings import Settings
 from gateway.store import Store
 from gateway.store.records import Room
 from gateway.web.entry import Entrance, client_addr
 from gateway.web.forms import read_form
-from gateway.web.languages import use_room_language
 from gateway.web.pages import same_origin
-from gateway.web.templating import render
 
-LOBBY_PREFIX = "/_meetgate/lobby"
 # The event stream: how often it looks at the request, how often it says something at least,
 # and how long one stream lasts before the browser's EventSource opens the next.
 STREAM_CHECK_SECONDS = 1.0

@@ -18,6 +18,11 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse,
 from gateway.admission.flood import ChallengeRequired, Proof
 from gateway.admission.pipeline import AdmissionPipeline, LobbyRequired, Located
 from gateway.admission.rooms import current_room, is_room_name
+from gateway.edge.headers import SecurityHeaders
+from gateway.edge.languages import asked, use_room_language
+from gateway.edge.rendering import error_body, error_headers
+from gateway.edge.requests import LOCATED_INVITE, cookie_name, read_cookie, request_id
+from gateway.edge.templating import render, static_asset
 from gateway.errors import (
     CrossSiteRequest,
     InvalidInput,
@@ -28,17 +33,12 @@ from gateway.errors import (
     NotFound,
 )
 from gateway.i18n import N_
-from gateway.proxy.gate import LOCATED_INVITE, cookie_name, read_cookie, request_id
 from gateway.settings import Settings
 from gateway.store import Store
 from gateway.store.records import Admission, Role
 from gateway.tickets import TicketAuthority
 from gateway.web.entry import Entrance, client_addr, meeting_url
 from gateway.web.forms import read_form
-from gateway.web.headers import SecurityHeaders
-from gateway.web.languages import asked, use_room_language
-from gateway.web.rendering import error_body, error_headers
-from gateway.web.templating import render, static_asset
 
 
 def _html(page: str, status: int = 200) -> HTMLResponse:

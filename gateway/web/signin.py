@@ -62,6 +62,9 @@ from gateway.admission.oidc import (
     verify_id_token,
     wants_userinfo,
 )
+from gateway.edge.languages import use_room_language
+from gateway.edge.requests import request_id
+from gateway.edge.templating import render
 from gateway.errors import (
     CrossSiteRequest,
     DuplicateParameter,
@@ -70,14 +73,11 @@ from gateway.errors import (
     RoomNotFound,
 )
 from gateway.i18n import N_
-from gateway.proxy.gate import request_id
 from gateway.settings import OidcProvider, Settings
 from gateway.store import Store
 from gateway.web.entry import Entrance, client_addr
 from gateway.web.forms import read_form
-from gateway.web.languages import use_room_language
 from gateway.web.pages import same_origin
-from gateway.web.templating import render
 
 with warnings.catch_warnings():
     # Authlib 1.9 warns at import, on every start, that it falls back to httpx because httpx2

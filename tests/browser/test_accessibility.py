@@ -19,11 +19,11 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Route, expect
 
+from gateway.edge.languages import COOKIE, current
+from gateway.edge.rendering import error_body
+from gateway.edge.templating import render
 from gateway.errors import RateLimited
 from gateway.i18n import ENGLISH, LANGUAGES, SIMPLIFIED, TRADITIONAL, Language
-from gateway.web.languages import COOKIE, current
-from gateway.web.rendering import error_body
-from gateway.web.templating import render
 from tests.fixtures.browser import PHONE
 from tests.fixtures.gateway_server import GatewayServer, start_gateway
 from tests.fixtures.oidc import oidc_table

@@ -31,7 +31,7 @@ from gateway.admission.challenge import (
     leading_zero_bits,
     verify_solution,
 )
-from gateway.web.templating import render, static_asset
+from gateway.edge.templating import render, static_asset
 from tests.fixtures.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.fixtures.processes import free_port, wait_until
 

@@ -1,5 +1,5 @@
 """Which language a page is in: the visitor's choice, their browser's, the room's, English
-(gateway/i18n.py, gateway/web/languages.py)."""
+(gateway/i18n.py, gateway/edge/languages.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,17 @@ from pathlib import Path
 
 import pytest
 
+from gateway.edge.languages import (
+    COOKIE,
+    choice_cookie,
+    current,
+    jitsi_query,
+    language_of,
+    switch_link,
+    switch_target,
+    switching,
+    use_room_language,
+)
 from gateway.i18n import (
     BY_TAG,
     ENGLISH,
@@ -19,17 +30,6 @@ from gateway.i18n import (
     from_accept_language,
     match,
     negotiate,
-)
-from gateway.web.languages import (
-    COOKIE,
-    choice_cookie,
-    current,
-    jitsi_query,
-    language_of,
-    switch_link,
-    switch_target,
-    switching,
-    use_room_language,
 )
 
 # Hong Kong's words in Traditional characters: a catalog of its own, kept in step with zh_Hant.

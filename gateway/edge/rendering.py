@@ -10,11 +10,11 @@ from urllib.parse import urlencode
 
 from starlette.types import Scope, Send
 
+from gateway.edge.headers import security_headers
+from gateway.edge.languages import current, language_of, switch_target, switching
+from gateway.edge.templating import render
 from gateway.errors import MeetgateError, RateLimited, retry_after_seconds
 from gateway.i18n import DEFAULT, Language, gettext
-from gateway.web.headers import security_headers
-from gateway.web.languages import current, language_of, switch_target, switching
-from gateway.web.templating import render
 
 log = logging.getLogger("meetgate.errors")
 

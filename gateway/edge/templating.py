@@ -1,6 +1,6 @@
 """The jinja2 environments for Meetgate's pages, one a language, loaded from the
 `meetgate_templates` package. A page is rendered in the language current for its request
-(gateway/web/languages.py)."""
+(gateway/edge/languages.py)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from typing import Any
 from jinja2 import Environment, FunctionLoader, select_autoescape
 from markupsafe import Markup
 
+from gateway.edge.languages import current, switch_link
 from gateway.i18n import LANGUAGES, Language, translations
-from gateway.web.languages import current, switch_link
 
 STATIC_TYPES = {
     ".css": "text/css; charset=utf-8",
