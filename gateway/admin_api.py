@@ -15,8 +15,8 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import PlainTextResponse
 from fastapi.security import HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
@@ -495,9 +495,9 @@ def create_admin_app(settings: Settings, store: Store, metrics: Metrics) -> Admi
         responses=PROMETHEUS_TEXT,
         response_model=None,
     )
-    async def prometheus() -> PlainTextResponse:
+    async def prometheus() -> Response:
         """Prometheus text format. Scrape with `authorization: {credentials: <admin token>}`."""
-        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     @app.delete("/api/v1/rooms/{name}", status_code=204, dependencies=guarded, responses=NOT_FOUND)
     async def delete_room(name: str) -> Response:

@@ -1,74 +1,123 @@
-"""Prometheus metrics, kept in-process and served as text on the admin listener.
+"""Prometheus metrics on prometheus_client, kept in a registry of each `Metrics` object's own and
+served by the admin listener.
 
-A deliberately small registry: counters and gauges with labels, no client library, nothing
-about individual attendees (labels are reasons, limits and room names, never addresses).
+Nothing here is about individual attendees: labels are reasons, limits, outcomes and room names,
+never addresses or names. Every labelled family is capped at `MAX_SERIES` label sets.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
+
+import prometheus_client
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 MAX_SERIES = 5000
 
+# A join's answer, from the gate's receipt of the POST: most take a few store round trips, a
+# proof-of-work check or a slow store can take seconds.
+JOIN_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+# A cut's closes: each connection says goodbye upstream first (bounded at 2 s twice).
+CLOSE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+# No `<name>_created` series beside each counter and histogram: Meetgate's exposition never had
+# them, and each is one more series per label set. The switch is the library's, process-wide.
+# (The library's function has no annotations.)
+prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
 class _Family:
-    kind = "untyped"
+    """One labelled family of prometheus_client's, with a bound on its label sets: a flood of
+    distinct room names must not grow memory without bound."""
 
-    def __init__(self, name: str, help_text: str) -> None:
-        self.name = name
-        self.help = help_text
-        self._values: dict[tuple[tuple[str, str], ...], float] = {}
+    def __init__(self, labelnames: Sequence[str]) -> None:
+        self._labelnames = tuple(labelnames)
+        self._seen: set[tuple[str, ...]] = set()
 
-    def _key(self, labels: dict[str, str]) -> tuple[tuple[str, str], ...]:
-        return tuple(sorted(labels.items()))
-
-    def _slot(self, labels: dict[str, str]) -> tuple[tuple[str, str], ...] | None:
-        key = self._key(labels)
-        if key not in self._values and len(self._values) >= MAX_SERIES:
-            return None  # a flood of distinct room names must not grow memory without bound
-        return key
-
-    def value(self, **labels: str) -> float:
-        return self._values.get(self._key(labels), 0.0)
-
-    def render(self) -> Iterator[str]:
-        yield f"# HELP {self.name} {self.help}"
-        yield f"# TYPE {self.name} {self.kind}"
-        for key, value in sorted(self._values.items()):
-            if key:
-                inner = ",".join(f'{k}="{_escape(v)}"' for k, v in key)
-                yield f"{self.name}{{{inner}}} {value:g}"
-            else:
-                yield f"{self.name} {value:g}"
+    def _admits(self, labels: dict[str, str]) -> bool:
+        if not self._labelnames:
+            return True
+        key = tuple(labels.get(name, "") for name in self._labelnames)
+        if key in self._seen:
+            return True
+        if len(self._seen) >= MAX_SERIES:
+            return False
+        self._seen.add(key)
+        return True
 
 
 class Counter(_Family):
-    kind = "counter"
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        name: str,
+        help_text: str,
+        labelnames: Sequence[str] = (),
+    ) -> None:
+        super().__init__(labelnames)
+        # prometheus_client drops a counter's `_total` and adds it back to the sample: the
+        # exposed name is `name` either way.
+        self._counter = prometheus_client.Counter(name, help_text, labelnames, registry=registry)
+        self._registry = registry
+        self._sample = name
 
     def inc(self, amount: float = 1.0, **labels: str) -> None:
-        key = self._slot(labels)
-        if key is not None:
-            self._values[key] = self._values.get(key, 0.0) + amount
+        if self._admits(labels):
+            (self._counter.labels(**labels) if labels else self._counter).inc(amount)
 
-    def set_total(self, total: float, **labels: str) -> None:
-        """Take a count kept elsewhere, which only grows, as this counter's value."""
-        key = self._slot(labels)
-        if key is not None:
-            self._values[key] = total
+    def value(self, **labels: str) -> float:
+        return self._registry.get_sample_value(self._sample, labels) or 0.0
 
 
 class Gauge(_Family):
-    kind = "gauge"
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        name: str,
+        help_text: str,
+        labelnames: Sequence[str] = (),
+    ) -> None:
+        super().__init__(labelnames)
+        self._gauge = prometheus_client.Gauge(name, help_text, labelnames, registry=registry)
+        self._registry = registry
+        self._sample = name
 
     def set(self, value: float, **labels: str) -> None:
-        key = self._slot(labels)
-        if key is not None:
-            self._values[key] = value
+        if self._admits(labels):
+            (self._gauge.labels(**labels) if labels else self._gauge).set(value)
+
+    def read_from(self, read: Callable[[], float]) -> None:
+        """Take the value `read` returns at each scrape (an unlabelled gauge only)."""
+        self._gauge.set_function(read)
+
+    def value(self, **labels: str) -> float:
+        return self._registry.get_sample_value(self._sample, labels) or 0.0
+
+
+class Histogram(_Family):
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        name: str,
+        help_text: str,
+        buckets: Sequence[float],
+        labelnames: Sequence[str] = (),
+    ) -> None:
+        super().__init__(labelnames)
+        self._histogram = prometheus_client.Histogram(
+            name, help_text, labelnames, registry=registry, buckets=buckets
+        )
+        self._registry = registry
+        self._name = name
+
+    def observe(self, seconds: float, **labels: str) -> None:
+        if self._admits(labels):
+            (self._histogram.labels(**labels) if labels else self._histogram).observe(seconds)
+
+    def count(self, **labels: str) -> float:
+        return self._registry.get_sample_value(self._name + "_count", labels) or 0.0
 
 
 class StoreHealthReadings(Protocol):
@@ -97,116 +146,167 @@ class ConnectionReadings(Protocol):
     def ended(self) -> dict[str, int]: ...
 
 
-class Metrics:
-    def __init__(self) -> None:
-        # Called before each rendering: counts kept elsewhere, cheaper to keep than to add here
-        # one by one (a flood's refusals), are added then. Until then `value()` does not see
-        # them. Each is added once, by a long-lived owner (the app's one RateLimiter).
-        self.collectors: list[Callable[[], None]] = []
-        self.admissions = Counter("meetgate_admissions_total", "Admissions granted, by path.")
-        self.rejections = Counter("meetgate_rejections_total", "Join attempts refused, by reason.")
-        self.rate_limited = Counter(
-            "meetgate_rate_limited_total",
-            "Join attempts refused by a rate limit, by the limit that refused them.",
-        )
-        self.challenges_issued = Counter(
-            "meetgate_pow_issued_total", "Proof-of-work challenges handed out."
-        )
-        self.challenges_solved = Counter(
-            "meetgate_pow_solved_total", "Proof-of-work answers accepted."
-        )
-        self.challenges_failed = Counter(
-            "meetgate_pow_failed_total", "Proof-of-work answers refused (wrong, stale, replayed)."
-        )
-        self.pressure = Gauge(
-            "meetgate_pressure", "Rejected join attempts in the current 10 s window, by room."
-        )
-        self.revocations = Counter(
-            "meetgate_cuts_total", "Admissions whose connections were cut, by reason."
-        )
-        self.open_connections = Gauge(
-            "meetgate_open_connections",
-            "Proxied WebSockets and BOSH sessions open on this replica.",
-        )
-        self.store_up = Gauge(
+class RelayedReadings(Protocol):
+    """What the metrics read of the live-connection registry
+    (gateway.proxy.registry.ConnectionRegistry)."""
+
+    def total(self) -> int: ...
+
+
+class _StoreHealthCollector:
+    """`meetgate_store_up` and the corrupt-record counts, read from the store at each scrape.
+    The store hands its counts over once (they are taken): the totals are kept here."""
+
+    def __init__(self, health: StoreHealthReadings) -> None:
+        self._health = health
+        self._corrupt: dict[str, float] = {}
+
+    def collect(self) -> Iterable[Metric]:
+        up = GaugeMetricFamily(
             "meetgate_store_up",
             "1 while the store answers this replica's calls within their deadline, else 0.",
+            value=1.0 if self._health.up else 0.0,
         )
-        self.store_memory_lost = Gauge(
+        for kind, count in self._health.take_corrupt_counts().items():
+            if kind in self._corrupt or len(self._corrupt) < MAX_SERIES:
+                self._corrupt[kind] = self._corrupt.get(kind, 0.0) + count
+        corrupt = CounterMetricFamily(
+            "meetgate_store_corrupt_records_total",
+            "Stored records that did not parse and were read as a refusal, by kind.",
+            labels=["kind"],
+        )
+        for kind, total in sorted(self._corrupt.items()):
+            corrupt.add_metric([kind], total)
+        return [up, corrupt]
+
+
+class _StoreMemoryCollector:
+    def __init__(self, continuity: StoreMemoryReadings) -> None:
+        self._continuity = continuity
+
+    def collect(self) -> Iterable[Metric]:
+        lost = GaugeMetricFamily(
             "meetgate_store_memory_lost",
             "1 while the store is known to have lost its memory (bans, revocations) and no admin"
             " has acknowledged it: joins and ticket refreshes are refused; else 0.",
+            value=1.0 if self._continuity.lost else 0.0,
         )
-        self.store_corrupt_records = Counter(
-            "meetgate_store_corrupt_records_total",
-            "Stored records that did not parse and were read as a refusal, by kind.",
-        )
+        return [lost]
 
-        self.client_connections = Gauge(
+
+class _ConnectionCollector:
+    def __init__(self, guarding: ConnectionReadings) -> None:
+        self._guarding = guarding
+
+    def collect(self) -> Iterable[Metric]:
+        open_now = GaugeMetricFamily(
             "meetgate_client_connections",
             "Client connections open on this replica's gate listener (WebSockets included).",
+            value=self._guarding.connections,
         )
-        self.client_connections_ended = Counter(
+        ended = CounterMetricFamily(
             "meetgate_client_connections_ended_total",
             "Client connections the gate ended itself, by reason: refused at accept over a"
             " connection cap (replica_full, address_full), a head or body not sent in time"
             " (header_timeout, body_timeout), a head over the size cap, a request that does not"
             " parse.",
+            labels=["reason"],
+        )
+        # The guard's counts only grow (and name a handful of reasons): taken as they are.
+        for reason, count in sorted(self._guarding.ended.items()):
+            ended.add_metric([reason], count)
+        return [open_now, ended]
+
+
+class Metrics:
+    def __init__(self) -> None:
+        # Never prometheus_client's global registry: one process holds many gates in tests.
+        self.registry = CollectorRegistry()
+        # Called before each scrape: counts kept elsewhere, cheaper to keep than to add here
+        # one by one (a flood's refusals), are added then. Until then `value()` does not see
+        # them. Each is added once, by a long-lived owner (the app's one RateLimiter).
+        self.collectors: list[Callable[[], None]] = []
+        registry = self.registry
+        self.admissions = Counter(
+            registry, "meetgate_admissions_total", "Admissions granted, by path.", ["via"]
+        )
+        self.rejections = Counter(
+            registry, "meetgate_rejections_total", "Join attempts refused, by reason.", ["reason"]
+        )
+        self.rate_limited = Counter(
+            registry,
+            "meetgate_rate_limited_total",
+            "Join attempts refused by a rate limit, by the limit that refused them.",
+            ["limit"],
+        )
+        self.challenges_issued = Counter(
+            registry, "meetgate_pow_issued_total", "Proof-of-work challenges handed out."
+        )
+        self.challenges_solved = Counter(
+            registry, "meetgate_pow_solved_total", "Proof-of-work answers accepted."
+        )
+        self.challenges_failed = Counter(
+            registry,
+            "meetgate_pow_failed_total",
+            "Proof-of-work answers refused (wrong, stale, replayed).",
+        )
+        self.pressure = Gauge(
+            registry,
+            "meetgate_pressure",
+            "Rejected join attempts in the current 10 s window, by room.",
+            ["room"],
+        )
+        self.revocations = Counter(
+            registry,
+            "meetgate_cuts_total",
+            "Admissions whose connections were cut, by reason.",
+            ["reason"],
+        )
+        self.open_connections = Gauge(
+            registry,
+            "meetgate_open_connections",
+            "Proxied WebSockets, BOSH sessions and relayed requests open on this replica.",
+        )
+        self.joins = Histogram(
+            registry,
+            "meetgate_join_seconds",
+            "Join attempts posted to the gate, from receipt to the answer sent, by outcome:"
+            " admitted (an admission cookie or a ticket into the meeting), refused (an error"
+            " answer), pending (a proof-of-work page, the lobby, an e-mail code sent).",
+            JOIN_BUCKETS,
+            ["outcome"],
+        )
+        self.revocation_closes = Histogram(
+            registry,
+            "meetgate_revocation_close_seconds",
+            "Cuts (revoked, banned, locked down, moved, room deleted) that closed connections on"
+            " this replica: from the cut's arrival here to the last of its connections closed.",
+            CLOSE_BUCKETS,
         )
 
-    def families(self) -> list[_Family]:
-        return [
-            self.admissions,
-            self.rejections,
-            self.rate_limited,
-            self.challenges_issued,
-            self.challenges_solved,
-            self.challenges_failed,
-            self.pressure,
-            self.revocations,
-            self.open_connections,
-            self.store_up,
-            self.store_memory_lost,
-            self.store_corrupt_records,
-            self.client_connections,
-            self.client_connections_ended,
-        ]
-
     def watch_store(self, health: StoreHealthReadings) -> None:
-        """Read the store's health into `meetgate_store_up` and the corrupt-record counts
-        before each rendering."""
-
-        def collect() -> None:
-            self.store_up.set(1.0 if health.up else 0.0)
-            for kind, count in health.take_corrupt_counts().items():
-                self.store_corrupt_records.inc(count, kind=kind)
-
-        collect()
-        self.collectors.append(collect)
+        """Read the store's health into `meetgate_store_up` and the corrupt-record counts at
+        each scrape."""
+        self.registry.register(_StoreHealthCollector(health))
 
     def watch_memory(self, continuity: StoreMemoryReadings) -> None:
-        """Read whether the store lost its memory into `meetgate_store_memory_lost` before each
-        rendering."""
-
-        def collect() -> None:
-            self.store_memory_lost.set(1.0 if continuity.lost else 0.0)
-
-        collect()
-        self.collectors.append(collect)
+        """Read whether the store lost its memory into `meetgate_store_memory_lost` at each
+        scrape."""
+        self.registry.register(_StoreMemoryCollector(continuity))
 
     def watch_connections(self, guarding: ConnectionReadings) -> None:
-        """Read the connection guard's counts before each rendering."""
+        """Read the connection guard's counts at each scrape."""
+        self.registry.register(_ConnectionCollector(guarding))
 
-        def collect() -> None:
-            self.client_connections.set(guarding.connections)
-            for reason, count in guarding.ended.items():
-                # The guard's counts only grow: the counter takes them as they are.
-                self.client_connections_ended.set_total(count, reason=reason)
+    def watch_relayed(self, connections: RelayedReadings) -> None:
+        """Read the relayed connections open into `meetgate_open_connections` at each scrape."""
+        self.open_connections.read_from(connections.total)
 
-        collect()
-        self.collectors.append(collect)
-
-    def render(self) -> str:
+    def exposition(self) -> bytes:
+        """Every metric in Prometheus' text format (prometheus_client.CONTENT_TYPE_LATEST)."""
         for collect in self.collectors:
             collect()
-        return "\n".join(line for family in self.families() for line in family.render()) + "\n"
+        return generate_latest(self.registry)
+
+    def render(self) -> str:
+        return self.exposition().decode()

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterable
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -129,6 +129,35 @@ class TrackedSend:
         await self.send(message)
 
 
+class JoinAnswer:
+    """A join attempt's `send`, noting the outcome of its answer for `meetgate_join_seconds`."""
+
+    __slots__ = ("cookie", "outcome", "send")
+
+    def __init__(self, send: Send, cookie: str) -> None:
+        self.send = send
+        self.cookie = cookie.encode() + b"="
+        self.outcome: str | None = None
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.outcome = join_outcome(message["status"], message.get("headers", ()), self.cookie)
+        await self.send(message)
+
+
+def join_outcome(status: int, headers: Iterable[tuple[bytes, bytes]], cookie: bytes) -> str:
+    """`admitted`: the answer sets the admission cookie or carries a ticket into the meeting;
+    `refused`: an error; `pending`: the join goes on elsewhere (proof-of-work, lobby, a code)."""
+    if status >= 400:
+        return "refused"
+    for name, value in headers:
+        if name == b"set-cookie" and value.startswith(cookie):
+            return "admitted"
+        if name == b"location" and b"#jwt=" in value:
+            return "admitted"
+    return "pending"
+
+
 class Gate:
     def __init__(
         self,
@@ -158,6 +187,7 @@ class Gate:
         self._http = http
         self._http_client = http_client
         self.registry = registry
+        metrics.watch_relayed(registry)
         self.reconciler = Reconciler(
             store,
             registry,
@@ -269,7 +299,7 @@ class Gate:
         if cut.keep is None:
             self._live.forget(cut.admission_id)
             self._metrics.revocations.inc(reason=cut.reason)
-            self._in_background(self.registry.close_admission(cut.admission_id, cut.reason))
+            self._in_background(self._close_cut(cut, time.perf_counter()))
             return
         # A newer signalling session of the admission opened on some replica: this replica's
         # goes, unless it is that one.
@@ -277,6 +307,11 @@ class Gate:
         if replaced is not None:
             self._metrics.revocations.inc(reason="replaced")
             self._in_background(replaced.close(cut.reason))
+
+    async def _close_cut(self, cut: Cut, arrived: float) -> None:
+        # Timed from the cut's arrival here: it carries no time of its publication.
+        if await self.registry.close_admission(cut.admission_id, cut.reason):
+            self._metrics.revocation_closes.observe(time.perf_counter() - arrived)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -291,6 +326,10 @@ class Gate:
         task = asyncio.current_task()
         assert task is not None  # an ASGI call always runs in a task
         self._in_flight.add(task)
+        join, started = None, 0.0
+        if scope["method"] == "POST" and is_join_attempt("POST", scope["path"]):
+            send = join = JoinAnswer(send, self._cookie)
+            started = time.perf_counter()
         tracked = TrackedSend(send)
         try:
             await self._answer(scope, receive, tracked)
@@ -306,6 +345,8 @@ class Gate:
         finally:
             self._in_flight.discard(task)
             self._cut.discard(task)
+            if join is not None and join.outcome is not None:
+                self._metrics.joins.observe(time.perf_counter() - started, outcome=join.outcome)
 
     async def _answer(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Every store call this request makes shares one budget (gateway/store/deadline.py).
