@@ -7,6 +7,7 @@ from gateway.admission.email_codes import EmailCodes
 from gateway.admission.flood import FloodGuard
 from gateway.admission.limits import RateLimiter
 from gateway.admission.lobby import Lobby
+from gateway.admission.names import skeleton
 from gateway.admission.pipeline import AdmissionPipeline
 from gateway.edge.languages import LanguageChoice
 from gateway.host.actions import HostDesk
@@ -32,6 +33,9 @@ def create_app(settings: Settings, store: Store, metrics: Metrics | None = None)
 
     Call `await gate.aclose()` when done (the lifespan shutdown does it under a server).
     """
+    # Unicode's confusables table is read now: a missing data file stops the start, and the first
+    # join does not pay for the read.
+    skeleton("")
     metrics = metrics or Metrics()
     metrics.watch_store(store.health)
     metrics.watch_memory(store.continuity)
