@@ -322,9 +322,14 @@ class Connection(asyncio.Protocol):
 
     def _on_request(self, event: h11.Request) -> None:
         raw_path, _, query = event.target.partition(b"?")
-        if not raw_path.isascii():
-            # Browsers percent-encode every other byte; what is left is not a path any
-            # route of the gate's allows.
+        if (
+            not raw_path.startswith(b"/")
+            or not raw_path.isascii()
+            or event.http_version not in (b"1.1", b"1.0")
+        ):
+            # Only a path (origin form) of HTTP/1.x: an absolute URL, `*` (OPTIONS, CONNECT's
+            # authority) or HTTP/2's preface is not a request any route of the gate's serves,
+            # and browsers percent-encode every byte that is not ASCII.
             self._bad_request(400)
             return
         headers = list(event.headers)
@@ -354,6 +359,11 @@ class Connection(asyncio.Protocol):
         self.state = BODY
         self.deadline = self.loop.time() + self.server.guarding.rules.body_read_seconds
         cycle = Cycle(self, scope, head=event.method == b"HEAD")
+        if _framed_twice(headers):
+            # Content-Length and Transfer-Encoding both: read by its chunks, and the connection
+            # closed after the answer (RFC 9112 section 6.1), so that a front that read it by
+            # its length cannot have smuggled a second request behind it.
+            cycle.keep_alive = False
         self.cycle = cycle
         cycle.task = self.loop.create_task(cycle.run())
 
@@ -641,10 +651,14 @@ class Cycle:
             headers = list(message.get("headers", ()))
             if not any(name.lower() == b"date" for name, _ in headers):
                 headers.append((b"date", connection.server.clock.date()))
-            if connection.server.stopping or conn.they_are_waiting_for_100_continue:
-                # The connection ends with this answer: stopping, or a client that holds its
-                # body back until told to send it (what it sends next cannot be told apart
-                # from the next request).
+            if (
+                not self.keep_alive
+                or connection.server.stopping
+                or conn.they_are_waiting_for_100_continue
+            ):
+                # The connection ends with this answer: a request framed twice, stopping, or a
+                # client that holds its body back until told to send it (what it sends next
+                # cannot be told apart from the next request).
                 self.keep_alive = False
                 headers.append((b"connection", b"close"))
             status = message["status"]
@@ -972,6 +986,11 @@ def _address(found: Any) -> tuple[str, int] | None:
     if isinstance(found, tuple) and len(found) >= 2:
         return (str(found[0]), int(found[1]))
     return None
+
+
+def _framed_twice(headers: list[tuple[bytes, bytes]]) -> bool:
+    names = {name for name, _ in headers}
+    return b"content-length" in names and b"transfer-encoding" in names
 
 
 def _is_websocket(method: bytes, headers: list[tuple[bytes, bytes]]) -> bool:

@@ -1358,3 +1358,43 @@ def test_shutdown_ends_an_open_websocket_at_the_deadline(ours: ServedApp) -> Non
         ours.run(stop(), timeout=WITHIN)
         with pytest.raises(websockets.ConnectionClosed):
             ws.recv(WITHIN)
+
+
+# ------------------------------------------------------------------ ours only: the allowlist
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"GET http://evil.test/x HTTP/1.1\r\nhost: evil.test\r\n\r\n",
+        b"OPTIONS * HTTP/1.1\r\nhost: x\r\n\r\n",
+        b"CONNECT evil.test:443 HTTP/1.1\r\nhost: evil.test:443\r\n\r\n",
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+    ],
+    ids=["absolute-form", "asterisk", "authority-form", "http2-preface"],
+)
+def test_only_a_path_of_http_1_reaches_the_app(ours: ServedApp, data: bytes) -> None:
+    """Ours only (uvicorn hands each of these to the app, with `path` an absolute URL or `*`
+    and `http_version` "2.0"): catches a target that is not a path, or a protocol that is not
+    HTTP/1.x, reaching an app whose routes all expect `/…`."""
+    with Wire(ours.port) as wire:
+        wire.send(data)
+        found = wire.response()
+        assert found.status == 400
+        assert wire.closed()
+
+
+def test_a_request_framed_twice_closes_the_connection_after_its_answer(ours: ServedApp) -> None:
+    """Ours only: Content-Length and Transfer-Encoding both (the request-smuggling shape) is read
+    by its chunks and the connection closed after the answer (RFC 9112 section 6.1), so what a
+    front framed differently cannot become a second request. Catches a connection kept open."""
+    with Wire(ours.port) as wire:
+        wire.send(
+            request(b"POST", b"/echo", (b"content-length: 5", b"transfer-encoding: chunked"))
+            + b"0\r\n\r\n"
+            + get(b"/second")
+        )
+        found = wire.response()
+        assert found.status == 200 and echoed(found)["body"] == ""
+        assert found.header(b"connection") == b"close"
+        assert wire.closed()
