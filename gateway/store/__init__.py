@@ -13,6 +13,7 @@ enters by it), a ban as holding, a rate limit as spent, a name claim as held by 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import urlsplit
 
@@ -36,6 +37,8 @@ __all__ = [
     "AuditEntry",
     "Continuity",
     "Invite",
+    "InviteJoin",
+    "InviteJoined",
     "LimitCharge",
     "NameClaim",
     "RateDecision",
@@ -49,6 +52,43 @@ __all__ = [
     "begin_request",
     "open_store",
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class InviteJoin:
+    """A join through an invite, for `Store.join_by_invite`: the limits to charge, the ban to
+    check, the invite to use (found by `token_hash` as `invite_id`), the names the admission may
+    show (`names[i]` is the name `claim.shapes[i]` stands for) and the admission to store, its
+    name to be replaced by the one claimed. `claim.holder` is `admission.id`, and `claim`
+    expires with it."""
+
+    token_hash: str
+    invite_id: str
+    now: float
+    charges: tuple[LimitCharge, ...]
+    ban_scope: str
+    claim: NameClaim
+    names: tuple[str, ...]
+    admission: Admission
+
+    def __post_init__(self) -> None:
+        if len(self.names) != len(self.claim.shapes) or not self.names:
+            raise ValueError("one name for each shape claimed, and at least one")
+        if (self.claim.holder, self.claim.expires_at) != (
+            self.admission.id,
+            self.admission.expires_at,
+        ):
+            raise ValueError("the claim must be the admission's")
+
+
+@dataclass(frozen=True, slots=True)
+class InviteJoined:
+    """What `Store.join_by_invite` did: refused by the limits (`limits.allowed` false, nothing
+    else done); found every name held (`admission` None: only the limits were charged); or
+    admitted (`admission` as stored, with the name it claimed)."""
+
+    limits: RateDecision
+    admission: Admission | None = None
 
 
 class Subscription(Protocol):
@@ -115,6 +155,13 @@ class Store(Protocol):
 
     async def find_invite(self, token_hash: str) -> Invite | None: ...
 
+    async def find_invite_and_room(
+        self, token_hash: str, max_moves: int
+    ) -> tuple[Invite | None, Room | None]:
+        """`find_invite`, and the room its meeting is in now, in one round trip: the invite's
+        room, or the room its `moved_to` names, and so on for at most `max_moves` moves (the
+        last one read is the answer). (None, None) when no invite has that token hash."""
+
     async def list_invites(self, room: str) -> list[Invite]: ...
 
     async def revoke_invite(self, invite_id: str) -> bool: ...
@@ -125,6 +172,16 @@ class Store(Protocol):
         Raise InviteUnknown, InviteRevoked, InviteExpired or InviteUsedUp and change nothing.
         Two racing redemptions of the last use: exactly one wins.
         """
+
+    async def join_by_invite(self, join: InviteJoin) -> InviteJoined:
+        """Everything a join through an invite writes, atomically and in this order, each step
+        only if the one before let the join through: charge `join.charges` (as
+        `charge_limits`); check the ban on `join.admission.identity` in `join.ban_scope` at
+        `join.now` (AdmissionBanned); check the invite (InviteUnknown, InviteRevoked,
+        InviteExpired or InviteUsedUp, as `redeem_invite`); claim the first free name (as
+        `claim_name` in `join.admission.room`); then count the invite's use and store the
+        admission with that name (as `add_admission`). A refusal leaves every later step undone;
+        limits that allowed the join stay charged."""
 
     # Admissions
     async def add_admission(self, admission: Admission) -> None:

@@ -22,6 +22,7 @@ from itertools import islice
 from typing import Final
 
 from gateway.errors import (
+    AdmissionBanned,
     InviteExpired,
     InviteRevoked,
     InviteUnknown,
@@ -30,6 +31,7 @@ from gateway.errors import (
     RoomNotFound,
     StoreUnavailable,
 )
+from gateway.store import InviteJoin, InviteJoined
 from gateway.store.continuity import Continuity, parse_marker
 from gateway.store.health import StoreHealth
 from gateway.store.records import (
@@ -317,6 +319,19 @@ class MemoryStore:
         # An invite re-added under its id with another token leaves the old index entry behind.
         return invite if invite is not None and invite.token_hash == token_hash else None
 
+    async def find_invite_and_room(
+        self, token_hash: str, max_moves: int
+    ) -> tuple[Invite | None, Room | None]:
+        invite = self._find_invite(token_hash)
+        if invite is None:
+            return None, None
+        room = self._room(invite.room)
+        for _ in range(max_moves):
+            if room is None or room.moved_to is None:
+                break
+            room = self._room(room.moved_to)
+        return invite, room
+
     async def list_invites(self, room: str) -> list[Invite]:
         found = (self._invite(i) for i in self._room_invites.get(room, ()))
         invites = [invite for invite in found if invite is not None]
@@ -332,6 +347,9 @@ class MemoryStore:
         return True
 
     async def redeem_invite(self, token_hash: str, now: float) -> Invite:
+        return self._use_invite(self._usable_invite(token_hash, now))
+
+    def _usable_invite(self, token_hash: str, now: float) -> Invite:
         invite = self._find_invite(token_hash)
         if invite is None:
             raise InviteUnknown()
@@ -341,10 +359,31 @@ class MemoryStore:
             raise InviteExpired()
         if invite.uses >= invite.max_uses:
             raise InviteUsedUp()
+        return invite
+
+    def _use_invite(self, invite: Invite) -> Invite:
         redeemed = dataclasses.replace(invite, uses=invite.uses + 1)
         self._raw.pop((RecordKind.INVITE, invite.id), None)
         self._invites[invite.id] = redeemed
         return redeemed
+
+    async def join_by_invite(self, join: InviteJoin) -> InviteJoined:
+        # Nothing below awaits anything that yields: no other task runs in between.
+        decision = await self.charge_limits(join.charges)
+        if not decision.allowed:
+            return InviteJoined(limits=decision)
+        if await self.is_banned(join.ban_scope, join.admission.identity, join.now):
+            raise AdmissionBanned()
+        invite = self._usable_invite(join.token_hash, join.now)
+        if invite.id != join.invite_id:
+            raise InviteUnknown()
+        index = await self.claim_name(join.admission.room, join.claim)
+        if index is None:
+            return InviteJoined(limits=decision)
+        self._use_invite(invite)
+        admission = dataclasses.replace(join.admission, name=join.names[index])
+        await self.add_admission(admission)
+        return InviteJoined(limits=decision, admission=admission)
 
     # Admissions
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import dataclasses
+import json
 import math
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
@@ -29,6 +30,7 @@ from redis.exceptions import RedisError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.errors import (
+    AdmissionBanned,
     InviteExpired,
     InviteRevoked,
     InviteUnknown,
@@ -37,6 +39,7 @@ from gateway.errors import (
     RoomNotFound,
     StoreUnavailable,
 )
+from gateway.store import InviteJoin, InviteJoined
 from gateway.store.continuity import Continuity
 from gateway.store.deadline import StoreOptions, store_deadline
 from gateway.store.health import StoreHealth, store_address
@@ -102,6 +105,7 @@ RECOVERY_PROBE_SECONDS: Final = 1.0
 _AUDIT_KEEP: Final = 10_000
 
 _INVITE_FIELDS: Final = ("record", "uses", "revoked")
+_ALLOWED: Final = RateDecision(allowed=True, retry_after=0.0)
 _ADMISSION_FIELDS: Final = ("record", "revoked")
 
 
@@ -114,8 +118,11 @@ def _translate_errors() -> Iterator[None]:
         raise StoreUnavailable() from exc
 
 
-def _script_text(name: str) -> str:
-    return resources.files("gateway.store").joinpath("scripts", f"{name}.lua").read_text("utf-8")
+def _script_text(name: str, *parts: str) -> str:
+    """The script `name`, after the `parts` it calls (files that define Lua functions: Redis
+    runs one text per script, so the functions several scripts share are put in front)."""
+    scripts = resources.files("gateway.store").joinpath("scripts")
+    return "\n".join(scripts.joinpath(f"{file}.lua").read_text("utf-8") for file in (*parts, name))
 
 
 def _milliseconds(timestamp: float) -> int:
@@ -296,16 +303,26 @@ class RedisStore:
         # replaced invite is still "unknown".
         self._invite_ids: dict[str, str] = {}
         self._add_invite: AsyncScript = client.register_script(_script_text("add_invite"))
-        self._redeem_invite: AsyncScript = client.register_script(_script_text("redeem_invite"))
+        self._redeem_invite: AsyncScript = client.register_script(
+            _script_text("redeem_invite", "invite_check")
+        )
         self._revoke: AsyncScript = client.register_script(_script_text("revoke"))
         self._update_room: AsyncScript = client.register_script(_script_text("update_room"))
         self._delete_room: AsyncScript = client.register_script(_script_text("delete_room"))
         self._move_admission: AsyncScript = client.register_script(_script_text("move_admission"))
-        self._charge_limits: AsyncScript = client.register_script(_script_text("charge_limits"))
+        self._charge_limits: AsyncScript = client.register_script(
+            _script_text("charge_limits", "gcra")
+        )
         self._count_recent: AsyncScript = client.register_script(_script_text("count_recent"))
         self._bump_value: AsyncScript = client.register_script(_script_text("bump_value"))
         self._index: AsyncScript = client.register_script(_script_text("index"))
-        self._claim_name: AsyncScript = client.register_script(_script_text("claim_name"))
+        self._claim_name: AsyncScript = client.register_script(
+            _script_text("claim_name", "name_claims")
+        )
+        self._locate_invite: AsyncScript = client.register_script(_script_text("locate_invite"))
+        self._join_by_invite: AsyncScript = client.register_script(
+            _script_text("join_by_invite", "gcra", "invite_check", "name_claims")
+        )
         self._advance_marker: AsyncScript = client.register_script(_script_text("advance_marker"))
         self._replace_marker: AsyncScript = client.register_script(_script_text("replace_marker"))
 
@@ -520,15 +537,47 @@ class RedisStore:
         # The index is read apart from the invite, which may have been replaced in between.
         return invite if invite is not None and invite.token_hash == token_hash else None
 
+    async def find_invite_and_room(
+        self, token_hash: str, max_moves: int
+    ) -> tuple[Invite | None, Room | None]:
+        async with self._call():
+            found: list[str | None] = await self._locate_invite(
+                keys=[_INVITE_INDEX + token_hash, _ROOMS], args=[_INVITE, max_moves]
+            )
+        if not found or found[0] is None:
+            return None, None
+        invite = self._invite_from_fields(found[1:4])
+        # The index is read apart from the invite, which may have been replaced in between.
+        if invite is None or invite.token_hash != token_hash:
+            return None, None
+        self._remember_invite_id(token_hash, found[0])
+        # The rooms the script read, in the order it followed their moves.
+        read = list(zip(found[4::2], found[5::2], strict=True))
+        name = invite.room
+        for step in range(max_moves + 1):
+            if step < len(read) and read[step][0] == name:
+                text = read[step][1]
+                room = None if text is None else self._room(text)
+            else:
+                # Where the script could not tell the way on (a record it did not parse).
+                room = await self.get_room(name)
+            if room is None or room.moved_to is None:
+                break
+            name = room.moved_to
+        return invite, room
+
+    def _remember_invite_id(self, token_hash: str, invite_id: str) -> None:
+        if len(self._invite_ids) >= MAX_KNOWN_INVITE_IDS:
+            self._invite_ids.clear()
+        self._invite_ids[token_hash] = invite_id
+
     async def _invite_id(self, token_hash: str) -> str | None:
         invite_id = self._invite_ids.get(token_hash)
         if invite_id is None:
             async with self._call():
                 invite_id = await self._client.get(_INVITE_INDEX + token_hash)
             if invite_id is not None:
-                if len(self._invite_ids) >= MAX_KNOWN_INVITE_IDS:
-                    self._invite_ids.clear()
-                self._invite_ids[token_hash] = invite_id
+                self._remember_invite_id(token_hash, invite_id)
         return invite_id
 
     async def list_invites(self, room: str) -> list[Invite]:
@@ -560,17 +609,85 @@ class RedisStore:
                 except CorruptRecord as corrupt:
                     self._corrupt(corrupt)
                     raise InviteUnknown() from corrupt
-            case ["corrupt"]:
-                self._corrupt(CorruptRecord(RecordKind.INVITE))
-                raise InviteUnknown()
-            case ["revoked"]:
-                raise InviteRevoked()
-            case ["expired"]:
-                raise InviteExpired()
-            case ["used_up"]:
-                raise InviteUsedUp()
+            case [str(code)]:
+                raise self._invite_refusal(code)
             case _:
                 raise InviteUnknown()
+
+    def _invite_refusal(self, code: str) -> Exception:
+        """What check_invite's (scripts/invite_check.lua) refusal `code` is raised as."""
+        if code == "corrupt":
+            self._corrupt(CorruptRecord(RecordKind.INVITE))
+        refusals: dict[str, type[Exception]] = {
+            "revoked": InviteRevoked,
+            "expired": InviteExpired,
+            "used_up": InviteUsedUp,
+        }
+        return refusals.get(code, InviteUnknown)()
+
+    async def join_by_invite(self, join: InviteJoin) -> InviteJoined:
+        admission = join.admission
+        claim = join.claim
+        # The admission's record as add_admission stores it, cut where its name goes.
+        placeholder = json.dumps("\0")
+        record = admission_fields(dataclasses.replace(admission, name="\0"))["record"]
+        before, after = record.split(placeholder)
+        args: list[str | int] = [
+            join.token_hash,
+            repr(join.now),
+            admission.id,
+            _milliseconds(admission.expires_at),
+            repr(admission.expires_at),
+            _ADMISSION,
+            claim.host_shape,
+            int(claim.host),
+            int(claim.first_yields_to_host),
+            before,
+            after,
+        ]
+        for charge in join.charges:
+            args += [repr(1_000_000 / charge.rate_per_second), charge.burst]
+        for shape, name in zip(claim.shapes, join.names, strict=True):
+            args += [shape, json.dumps(name)]
+        keys = [
+            _INVITE + join.invite_id,
+            f"{_BAN}{join.ban_scope}:{admission.identity}",
+            _NAMES + admission.room,
+            _ADMISSION + admission.id,
+            _ROOM_ADMISSIONS + admission.room,
+            *(_RATE + charge.key for charge in join.charges),
+        ]
+        async with self._call():
+            result: list[Any] = await self._join_by_invite(keys=keys, args=args)
+        match result:
+            case ["limited", int(retry_after_us), int(corrupt), *waits_us]:
+                for _ in range(corrupt):
+                    self._corrupt(CorruptRecord(RecordKind.RATE))
+                refused = RateDecision(
+                    allowed=False,
+                    retry_after=retry_after_us / 1_000_000,
+                    waits=tuple(int(wait) / 1_000_000 for wait in waits_us),
+                )
+                return InviteJoined(limits=refused)
+            case ["banned", int(corrupt)]:
+                if corrupt:
+                    self._corrupt(CorruptRecord(RecordKind.BAN))
+                raise AdmissionBanned()
+            case ["invite", str(code)]:
+                raise self._invite_refusal(code)
+            case ["names", int(corrupt)]:
+                self._names_corrupt(corrupt)
+                return InviteJoined(limits=_ALLOWED)
+            case ["ok", int(index), int(_uses), int(corrupt)]:
+                self._names_corrupt(corrupt)
+                named = dataclasses.replace(admission, name=join.names[index])
+                return InviteJoined(limits=_ALLOWED, admission=named)
+            case _:
+                raise StoreUnavailable()
+
+    def _names_corrupt(self, count: int) -> None:
+        for _ in range(count):
+            self._corrupt(CorruptRecord(RecordKind.NAME))
 
     def _invite_from_fields(self, fields: list[str | None]) -> Invite | None:
         """A stored invite; one that does not parse is as good as none (its link is unknown)."""
