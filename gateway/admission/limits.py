@@ -12,6 +12,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
+from typing import NoReturn
 
 from gateway.admission.local_limits import KnownRefusals, KnownWait
 from gateway.client_address import network_of
@@ -19,7 +20,7 @@ from gateway.errors import RateLimited, StoreUnavailable
 from gateway.metrics import Metrics
 from gateway.settings import Rate, RateSettings
 from gateway.store import Store
-from gateway.store.records import LimitCharge
+from gateway.store.records import LimitCharge, RateDecision
 
 PRESSURE_WINDOW_SECONDS = 10
 # A replica re-reads pressure at most this often: a flood must not double its own cost.
@@ -135,8 +136,13 @@ class RateLimiter:
     async def charge(self, attempt: Attempt) -> None:
         """Charge the attempt; RateLimited (with the wait) if any limit is exhausted."""
         decision = await self._store.charge_limits(self.charges(attempt))
-        if decision.allowed:
-            return
+        if not decision.allowed:
+            await self.refuse(attempt, decision)
+
+    async def refuse(self, attempt: Attempt, decision: RateDecision) -> NoReturn:
+        """Raise RateLimited for an attempt the store refused when it charged `charges(attempt)`
+        (by `charge_limits` or within a larger step), once the refusal is counted and
+        remembered."""
         # Each limit's own wait, by name (a limit named twice keeps its longer wait).
         waits: dict[str, float] = {}
         for name, wait in zip(self._names(attempt), decision.waits, strict=True):

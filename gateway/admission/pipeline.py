@@ -13,19 +13,22 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import islice
 
 from gateway.admission.flood import FloodGuard, Proof
 from gateway.admission.host_names import HostNames
 from gateway.admission.identity import Path, VerifiedIdentity
 from gateway.admission.invites import hash_token, parse_token
 from gateway.admission.limits import Attempt, RateLimiter
-from gateway.admission.names import claim_shown_name, name_choices
-from gateway.admission.policy import Verdict, decide
-from gateway.admission.rooms import current_room
+from gateway.admission.names import NameChoices, claim_shown_name, name_choices
+from gateway.admission.policy import Decision, Verdict, decide
+from gateway.admission.rooms import MAX_MOVES
 from gateway.errors import (
     AdmissionBanned,
     AdmissionRevoked,
+    InvalidInput,
     InviteExpired,
     InviteRevoked,
     InviteUnknown,
@@ -38,8 +41,8 @@ from gateway.errors import (
 )
 from gateway.i18n import N_
 from gateway.metrics import Metrics
-from gateway.store import Store
-from gateway.store.records import Admission, Invite, Role, Room
+from gateway.store import InviteJoin, Store
+from gateway.store.records import Admission, Invite, NameClaim, Role, Room
 
 COOKIE_SECRET_SHAPE = re.compile(r"[A-Za-z0-9_-]{43}")
 
@@ -115,8 +118,7 @@ class AdmissionPipeline:
         self.ensure_memory()
         try:
             token_hash = hash_token(parse_token(raw_token))
-            invite = await self._store.find_invite(token_hash)
-            room = await current_room(self._store, invite.room) if invite else None
+            invite, room = await self._store.find_invite_and_room(token_hash, MAX_MOVES)
             if invite is None or room is None:
                 raise InviteUnknown()
         except InviteUnknown as refused:
@@ -171,18 +173,86 @@ class AdmissionPipeline:
         verified = VerifiedIdentity(
             path=Path.INVITE, subject=found.id, name=found.name, role=found.role
         )
-        await self._limiter.charge(
-            Attempt(
-                client_addr,
-                room=room.name,
-                identity=self.identity_of(verified),
-                invite=found.id,
-                link=token_hash,
-            )
+        attempt = Attempt(
+            client_addr,
+            room=room.name,
+            identity=self.identity_of(verified),
+            invite=found.id,
+            link=token_hash,
         )
-        role = await self.admissible(verified, room, client_addr, now)
-        await self._store.redeem_invite(token_hash, now)
-        return await self._admit(verified, role, room, client_addr, now)
+        decision = decide(room.policy, verified)
+        role = None if decision.verdict is Verdict.REFUSE else self._unless_banned(room, decision)
+        if not isinstance(role, Role):
+            # Refused by the room's policy, its lock or lockdown, or sent to its lobby: step by
+            # step, as on every other path.
+            await self._limiter.charge(attempt)
+            role = await self.admissible(verified, room, client_addr, now)
+            await self._store.redeem_invite(token_hash, now)
+            return await self._admit(verified, role, room, client_addr, now)
+        return await self._join(verified, role, room, found, token_hash, attempt, now)
+
+    async def _join(
+        self,
+        verified: VerifiedIdentity,
+        role: Role,
+        room: Room,
+        invite: Invite,
+        token_hash: str,
+        attempt: Attempt,
+        now: float,
+    ) -> Admitted:
+        """Admit the holder of `invite` as `role` unless banned, in one store step: the limits,
+        the ban, the invite's use, the name and the admission (`Store.join_by_invite`)."""
+        self.ensure_memory()
+        cookie_secret = secrets.token_urlsafe(32)
+        admission = Admission(
+            id=admission_id_for(cookie_secret),
+            room=room.name,
+            identity=self.identity_of(verified),
+            name="",
+            role=role,
+            via=via_of(verified),
+            client_addr=attempt.client_addr,
+            created_at=now,
+            expires_at=now + self._ttl,
+        )
+        # The one step needs the names it may claim, so the names kept for the room's hosts are
+        # read before the limits are charged (a replica reads them once in 5 s a room).
+        batches = await self._name_choices(verified, role, room, now)
+        charges = tuple(self._limiter.charges(attempt))
+        # Two batches a step: the name as given and the first numbers are one round trip.
+        while step := list(islice(batches, 2)):
+            claim = NameClaim(
+                holder=admission.id,
+                shapes=tuple(shape for batch in step for shape in batch.shapes),
+                expires_at=admission.expires_at,
+                host_shape=step[0].host_shape,
+                host=step[0].host,
+                first_yields_to_host=step[0].yields_to_host,
+            )
+            join = InviteJoin(
+                token_hash=token_hash,
+                invite_id=invite.id,
+                now=now,
+                charges=charges,
+                ban_scope=room.ban_scope,
+                claim=claim,
+                names=tuple(name for batch in step for name in batch.names),
+                admission=admission,
+            )
+            try:
+                joined = await self._store.join_by_invite(join)
+            except AdmissionBanned as refused:
+                await self._limiter.note_rejection(room.name, refused.code)
+                raise
+            if not joined.limits.allowed:
+                await self._limiter.refuse(attempt, joined.limits)
+            if joined.admission is not None:
+                self._metrics.admissions.inc(via=verified.path.value)
+                return Admitted(cookie_secret=cookie_secret, admission=joined.admission)
+            # Every name so far is held; the next numbers. The limits are charged already.
+            charges = ()
+        raise InvalidInput(N_("This name cannot be used in this room right now."))
 
     async def held_through(
         self,
@@ -237,20 +307,33 @@ class AdmissionPipeline:
                 raise NotAllowed()
             if await self._store.is_banned(room.ban_scope, self.identity_of(verified), now):
                 raise AdmissionBanned()
-            if decision.role is Role.HOST or approved:
+            if approved:
                 return decision.role
-            # A lockdown sends everyone but hosts through the lobby; a lock queues them there
-            # when the room has one, and turns them away when it has not.
-            if room.approval_required or decision.verdict is Verdict.LOBBY:
-                raise LobbyRequired(verified, room.name)
-            if room.locked:
-                raise LobbyRequired(verified, room.name) if room.policy.lobby else RoomLocked()
-            return decision.role
+            role = self._unless_banned(room, decision)
+            if isinstance(role, Role):
+                return role
+            raise LobbyRequired(verified, room.name) if role is LobbyRequired else RoomLocked()
         except LobbyRequired:
             raise
         except MeetgateError as refused:
             await self._limiter.note_rejection(room.name, refused.code)
             raise
+
+    @staticmethod
+    def _unless_banned(
+        room: Room, decision: Decision
+    ) -> Role | type[LobbyRequired] | type[RoomLocked]:
+        """Who someone the room's policy lets in (`decision`) enters `room` as when no ban
+        holds them, or what turns them away then."""
+        if decision.role is Role.HOST:
+            return decision.role
+        # A lockdown sends everyone but hosts through the lobby; a lock queues them there
+        # when the room has one, and turns them away when it has not.
+        if room.approval_required or decision.verdict is Verdict.LOBBY:
+            return LobbyRequired
+        if room.locked:
+            return LobbyRequired if room.policy.lobby else RoomLocked
+        return decision.role
 
     async def enter(
         self,
@@ -301,12 +384,17 @@ class AdmissionPipeline:
         name (a host in the room, or one holding a host invite to it) only with a number
         Meetgate chose. One atomic claim decides, so look-alikes racing in cannot both win.
         """
+        choices = await self._name_choices(verified, role, room, now)
+        return await claim_shown_name(self._store, room.name, choices, admission_id, expires_at)
+
+    async def _name_choices(
+        self, verified: VerifiedIdentity, role: Role, room: Room, now: float
+    ) -> Iterator[NameChoices]:
         reserved = (
             frozenset() if role is Role.HOST else await self._host_names.reserved(room.name, now)
         )
         guest = verified.guest and role is not Role.HOST
-        choices = name_choices(verified.name, role=role, guest=guest, reserved=reserved)
-        return await claim_shown_name(self._store, room.name, choices, admission_id, expires_at)
+        return name_choices(verified.name, role=role, guest=guest, reserved=reserved)
 
     def ensure_memory(self) -> None:
         """Refuse (StoreMemoryLost) while the store is known to have lost its memory: a ban or

@@ -35,7 +35,7 @@ JOINS = 24
 NAMESAKE_EVERY = 3
 # Round trips to Redis one join may cost (issue 15 asks for one; see docs/performance.md,
 # "Redis round trips per join", for what stands in the way of the second).
-ROUND_TRIP_BUDGET = 9
+ROUND_TRIP_BUDGET = 2
 MARK = "meetgate-test-mark:"
 # The replica's own memory check (gateway/store/continuity.py), not a join's work.
 MARKER_KEY = "meetgate:memory"
