@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import os
 import re
 import signal
@@ -22,8 +23,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.fixtures.gateway_server import GatewayServer, write_config
-from tests.fixtures.processes import free_port, port_open, start_process, stop_process, wait_until
+from tests.fixtures.gateway_server import GatewayServer, start_gateway, write_config
+from tests.fixtures.processes import free_port, port_open, stop_process, wait_until
 from tests.fixtures.redis_server import start_redis
 from tests.fixtures.xmpp_client import XmppClient
 from tests.integration.journeys import (
@@ -61,60 +62,42 @@ class Workers:
         return collections.Counter(int(pid) for pid in re.findall(r"pid=(\d+)", listed))
 
 
-def start_workers(workdir: Path, *, upstream: str, signalling: str, store: str) -> Workers:
-    workdir.mkdir(parents=True, exist_ok=True)
-    port, admin_port = free_port(), free_port()
-    config = workdir / "meetgate.toml"
-    token = write_config(
-        config,
-        port=port,
-        admin_port=admin_port,
-        upstream=upstream,
-        signalling_upstream=signalling,
-        store_url=store,
-    )
-    log = workdir / "meetgate.log"
-    proc = start_process([*SERVE, "--config", str(config), "--workers", "2"], log, cwd=workdir)
-    server = GatewayServer(
-        url=f"http://127.0.0.1:{port}",
-        admin_url=f"http://127.0.0.1:{admin_port}",
-        admin_token=token,
-        config_path=config,
-        log_path=log,
-    )
-    workers = Workers(server, proc, port)
-
-    def ready() -> bool:
-        if proc.poll() is not None:
-            raise RuntimeError(f"meetgate exited early:\n{log.read_text()}")
-        return (
-            port_open(port)
-            and port_open(admin_port)
-            and log.read_text().count("gate on http://") >= 2
+@contextlib.contextmanager
+def running_workers(workdir: Path, *, upstream: str, signalling: str) -> Iterator[Workers]:
+    """`meetgate serve --workers 2` on a redis-server of its own, both stopped at the end."""
+    redis = start_redis(workdir / "redis")
+    try:
+        gateway, proc = start_gateway(
+            workdir / "gate",
+            upstream=upstream,
+            signalling_upstream=signalling,
+            store_url=redis.url,
+            serve_args=("--workers", "2"),
         )
-
-    wait_until(ready, timeout=30, what="two workers")
-    return workers
+        try:
+            started = Workers(gateway, proc, int(gateway.url.rsplit(":", 1)[1]))
+            wait_until(
+                lambda: gateway.log_text().count("gate on http://") >= 2,
+                timeout=30,
+                what="two workers",
+            )
+            yield started
+        finally:
+            stop_process(proc)
+    finally:
+        stop_process(redis.proc)
 
 
 @pytest.fixture(scope="module")
 def workers(
     tmp_path_factory: pytest.TempPathFactory, jitsi_web: Any, prosody: Any
 ) -> Iterator[Workers]:
-    redis = start_redis(tmp_path_factory.mktemp("workers-redis"))
-    try:
-        started = start_workers(
-            tmp_path_factory.mktemp("workers"),
-            upstream=jitsi_web.url,
-            signalling=f"http://127.0.0.1:{prosody.http_port}",
-            store=redis.url,
-        )
-        try:
-            yield started
-        finally:
-            stop_process(started.proc)
-    finally:
-        stop_process(redis.proc)
+    with running_workers(
+        tmp_path_factory.mktemp("workers"),
+        upstream=jitsi_web.url,
+        signalling=f"http://127.0.0.1:{prosody.http_port}",
+    ) as started:
+        yield started
 
 
 async def test_a_revocation_cuts_the_socket_whichever_worker_holds_it(
@@ -171,14 +154,9 @@ def test_workers_stop_together_and_the_supervisor_exits_0(
 ) -> None:
     """SIGTERM to the supervisor drains every worker once and exits 0 (a terminal's Ctrl-C
     reaches only the supervisor, which passes it on: a worker must not see it twice)."""
-    redis = start_redis(tmp_path / "redis")
-    try:
-        started = start_workers(
-            tmp_path / "gate",
-            upstream=jitsi_web.url,
-            signalling=f"http://127.0.0.1:{prosody.http_port}",
-            store=redis.url,
-        )
+    with running_workers(
+        tmp_path, upstream=jitsi_web.url, signalling=f"http://127.0.0.1:{prosody.http_port}"
+    ) as started:
         children = started.children()
         started.proc.send_signal(signal.SIGTERM)
         assert started.proc.wait(timeout=30) == 0
@@ -189,21 +167,14 @@ def test_workers_stop_together_and_the_supervisor_exits_0(
             )
         assert not port_open(started.port)
         assert started.gateway.log_text().count("WebSocket(s) handed over") == 2
-    finally:
-        stop_process(redis.proc)
 
 
 def test_a_supervisor_killed_with_9_leaves_no_worker_behind(
     tmp_path: Path, jitsi_web: Any, prosody: Any
 ) -> None:
-    redis = start_redis(tmp_path / "redis")
-    try:
-        started = start_workers(
-            tmp_path / "gate",
-            upstream=jitsi_web.url,
-            signalling=f"http://127.0.0.1:{prosody.http_port}",
-            store=redis.url,
-        )
+    with running_workers(
+        tmp_path, upstream=jitsi_web.url, signalling=f"http://127.0.0.1:{prosody.http_port}"
+    ) as started:
         children = started.children()
         started.proc.kill()
         started.proc.wait(timeout=10)
@@ -213,8 +184,6 @@ def test_a_supervisor_killed_with_9_leaves_no_worker_behind(
             what="the workers gone",
         )
         assert not port_open(started.port)
-    finally:
-        stop_process(redis.proc)
 
 
 def test_workers_need_the_redis_store(tmp_path: Path) -> None:
