@@ -8,7 +8,7 @@ never addresses or names. Every labelled family is capped at `MAX_SERIES` label 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 import prometheus_client
 from prometheus_client import CollectorRegistry, generate_latest
@@ -28,50 +28,38 @@ CLOSE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2
 prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
-class _Family:
-    """One labelled family of prometheus_client's, with a bound on its label sets: a flood of
-    distinct room names must not grow memory without bound."""
-
-    def __init__(self, labelnames: Sequence[str]) -> None:
-        self._labelnames = tuple(labelnames)
-        self._seen: set[tuple[str, ...]] = set()
-
-    def _admits(self, labels: dict[str, str]) -> bool:
-        if not self._labelnames:
-            return True
-        key = tuple(labels.get(name, "") for name in self._labelnames)
-        if key in self._seen:
-            return True
-        if len(self._seen) >= MAX_SERIES:
-            return False
-        self._seen.add(key)
-        return True
+_Metric = TypeVar(
+    "_Metric", prometheus_client.Counter, prometheus_client.Gauge, prometheus_client.Histogram
+)
 
 
-class Counter(_Family):
-    def __init__(
-        self,
-        registry: CollectorRegistry,
-        name: str,
-        help_text: str,
-        labelnames: Sequence[str] = (),
-    ) -> None:
-        super().__init__(labelnames)
-        # prometheus_client drops a counter's `_total` and adds it back to the sample: the
-        # exposed name is `name` either way.
-        self._counter = prometheus_client.Counter(name, help_text, labelnames, registry=registry)
+class _Family(Generic[_Metric]):
+    """One family of prometheus_client's, with a bound on its label sets (a flood of distinct
+    room names must not grow memory without bound) and its series kept at hand: looking one up
+    through the library validates its labels each time, three times the cost of the update."""
+
+    def __init__(self, metric: _Metric, registry: CollectorRegistry, sample: str) -> None:
+        self._metric: _Metric = metric
         self._registry = registry
-        self._sample = name
+        self._sample = sample
+        self._series: dict[tuple[tuple[str, str], ...], _Metric] = {}
 
-    def inc(self, amount: float = 1.0, **labels: str) -> None:
-        if self._admits(labels):
-            (self._counter.labels(**labels) if labels else self._counter).inc(amount)
+    def _series_for(self, labels: dict[str, str]) -> _Metric | None:
+        if not labels:
+            return self._metric
+        key = tuple(labels.items())
+        series = self._series.get(key)
+        if series is None:
+            if len(self._series) >= MAX_SERIES:
+                return None
+            series = self._series[key] = self._metric.labels(**labels)
+        return series
 
     def value(self, **labels: str) -> float:
         return self._registry.get_sample_value(self._sample, labels) or 0.0
 
 
-class Gauge(_Family):
+class Counter(_Family[prometheus_client.Counter]):
     def __init__(
         self,
         registry: CollectorRegistry,
@@ -79,24 +67,39 @@ class Gauge(_Family):
         help_text: str,
         labelnames: Sequence[str] = (),
     ) -> None:
-        super().__init__(labelnames)
-        self._gauge = prometheus_client.Gauge(name, help_text, labelnames, registry=registry)
-        self._registry = registry
-        self._sample = name
+        # prometheus_client drops a counter's `_total` and adds it back to the sample: the
+        # exposed name is `name` either way.
+        counter = prometheus_client.Counter(name, help_text, labelnames, registry=registry)
+        super().__init__(counter, registry, name)
+
+    def inc(self, amount: float = 1.0, **labels: str) -> None:
+        series = self._series_for(labels)
+        if series is not None:
+            series.inc(amount)
+
+
+class Gauge(_Family[prometheus_client.Gauge]):
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        name: str,
+        help_text: str,
+        labelnames: Sequence[str] = (),
+    ) -> None:
+        gauge = prometheus_client.Gauge(name, help_text, labelnames, registry=registry)
+        super().__init__(gauge, registry, name)
 
     def set(self, value: float, **labels: str) -> None:
-        if self._admits(labels):
-            (self._gauge.labels(**labels) if labels else self._gauge).set(value)
+        series = self._series_for(labels)
+        if series is not None:
+            series.set(value)
 
     def read_from(self, read: Callable[[], float]) -> None:
         """Take the value `read` returns at each scrape (an unlabelled gauge only)."""
-        self._gauge.set_function(read)
-
-    def value(self, **labels: str) -> float:
-        return self._registry.get_sample_value(self._sample, labels) or 0.0
+        self._metric.set_function(read)
 
 
-class Histogram(_Family):
+class Histogram(_Family[prometheus_client.Histogram]):
     def __init__(
         self,
         registry: CollectorRegistry,
@@ -105,19 +108,15 @@ class Histogram(_Family):
         buckets: Sequence[float],
         labelnames: Sequence[str] = (),
     ) -> None:
-        super().__init__(labelnames)
-        self._histogram = prometheus_client.Histogram(
+        histogram = prometheus_client.Histogram(
             name, help_text, labelnames, registry=registry, buckets=buckets
         )
-        self._registry = registry
-        self._name = name
+        super().__init__(histogram, registry, name + "_count")
 
     def observe(self, seconds: float, **labels: str) -> None:
-        if self._admits(labels):
-            (self._histogram.labels(**labels) if labels else self._histogram).observe(seconds)
-
-    def count(self, **labels: str) -> float:
-        return self._registry.get_sample_value(self._name + "_count", labels) or 0.0
+        series = self._series_for(labels)
+        if series is not None:
+            series.observe(seconds)
 
 
 class StoreHealthReadings(Protocol):
