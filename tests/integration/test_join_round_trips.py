@@ -4,7 +4,8 @@ POST /j/<invite> → 303 sends, as the server sees them (INFO commandstats and M
 A gate of the test's own on a redis-server of its own: a few joins first (scripts loaded,
 connections open), then CONFIG RESETSTAT and N joins, each between two markers the test sends
 (ECHO), so that MONITOR tells which commands each join sent. A round trip is what a client waits
-for: one command, one script call (EVALSHA), or one MULTI … EXEC. Not counted: what the replica
+for: one command, one script call (EVALSHA), or one MULTI … EXEC (a pipeline without MULTI
+counts as its commands: MONITOR does not tell it apart). Not counted: what the replica
 does on its own clock (its memory-marker check, once a second), and the read of a room's host
 invites a replica does at most once in five seconds (gateway/admission/host_names.py); they are
 reported apart.
