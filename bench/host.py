@@ -12,7 +12,8 @@ from bench.admin import Admitted, SetupError
 from bench.rawhttp import Connection, Response, host_port
 
 CSRF_MARKER = 'name="meetgate-csrf" content="'
-# uvicorn closes a keep-alive connection idle for 5 s (its default timeout_keep_alive).
+# Meetgate's server closes a keep-alive connection idle for 5 s (ServerLimits.keep_alive_seconds,
+# gateway/edge/server.py).
 IDLE_REOPEN_SECONDS = 4.0
 
 

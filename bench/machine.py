@@ -8,6 +8,12 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+# What `meetgate serve` runs on: its own server (gateway/edge/server.py) parses HTTP with h11
+# and WebSocket frames with websockets, on uvloop; httptools is the gate's upstream client's parser.
+PACKAGES = ("h11", "websockets", "uvloop", "httptools", "starlette", "fastapi", "httpx")
+# Served only as a comparison (`python -m bench.serve … --server uvicorn`).
+COMPARED = ("uvicorn",)
+
 
 @dataclass(frozen=True, slots=True)
 class Machine:
@@ -43,14 +49,14 @@ def _version(package: str) -> str:
 
 
 def this_machine(wrk: str) -> Machine:
-    packages = ("uvicorn", "uvloop", "httptools", "starlette", "fastapi", "httpx", "websockets")
-    stack = ", ".join(f"{name} {_version(name)}" for name in packages)
+    stack = ", ".join(f"{name} {_version(name)}" for name in PACKAGES)
+    compared = ", ".join(f"{name} {_version(name)}" for name in COMPARED)
     return Machine(
         cores=len(os.sched_getaffinity(0)),
         cpu_model=_cpu_model(),
         python=platform.python_version(),
         kernel=platform.release(),
-        stack=f"{stack}; {wrk}",
+        stack=f"{stack}; for comparison {compared}; {wrk}",
     )
 
 

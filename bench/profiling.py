@@ -21,14 +21,22 @@ PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("logging (the access log line)", ("Logger.info", "Logger._log")),
     ("admission pipeline and store", ("AdmissionPipeline.", "MemoryStore.", "RedisStore.")),
     ("rendering pages and error pages (jinja2)", ("(jinja2/", "(gateway/web/rendering")),
-    ("writing the response (uvicorn, socket)", ("RequestResponseCycle.send",)),
+    # Meetgate's own server (gateway/edge/server.py): `Cycle.send` and `WebSocket.send`, with
+    # the h11 or websockets framing they call and the socket writes (matched by name and file,
+    # whether or not py-spy prefixes the class).
+    (
+        "writing the response (Meetgate's server: Cycle.send, h11 framing, socket)",
+        ("send (gateway/edge/server",),
+    ),
     ("FastAPI and Starlette", ("(fastapi/", "(starlette/")),
     (
         "gate, pages, headers, access-log wrapper",
         ("(gateway/proxy/", "(gateway/web/", "(gateway/access_log", "(gateway/tickets"),
     ),
 )
-SERVER_LOOP = "uvicorn's parsing and the event loop"
+SERVER_LOOP = (
+    "Meetgate's server reading requests (Connection.data_received, h11's parser) and the event loop"
+)
 RATE_HZ = 100
 
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.upstream import RELAYED_ENDPOINT
 from tests.fixtures.gateway_server import GENEROUS_LIMITS, write_config
 from tests.fixtures.processes import free_port, port_open, start_process, stop_process, wait_until
 from tests.fixtures.prosody import DOMAIN, MUC_DOMAIN, prosody_config
@@ -207,6 +208,7 @@ class Servers:
             xmpp_domain=DOMAIN,
             extra=rates or GENEROUS_LIMITS,
             top=top,
+            jitsi=f'relayed_endpoints = ["{RELAYED_ENDPOINT}"]',
         )
         args = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config)]
         pid = self._start(name, args, (port, admin_port), env=GATEWAY_ENV if env is None else env)

@@ -52,6 +52,9 @@ SATURATED_SHARE = 0.85
 COOKIE = "meetgate"
 FORWARD_AUTH_PATH = "/_meetgate/forward-auth"
 FORWARD_AUTH_CONNECTIONS = 32
+# What a front says it is about to serve: the gate answers 204 only for a GET or HEAD of one of
+# Jitsi's static files (404 for anything else, or when the front does not say).
+FORWARD_AUTH_FRONT = {"x-forwarded-method": "GET", "x-forwarded-uri": "/libs/app.bundle.min.js"}
 FORWARD_AUTH_TARGET = 0.70
 IDLE_CUTS = 20
 # What `meetgate serve` runs on, and so every server here (bench/serve.py).
@@ -418,9 +421,9 @@ def measure_websocket_section(
 async def check_forward_auth(gate_url: str, bare_url: str, cookie: str) -> None:
     """Both sides answer the check's request with 204; the gate refuses it without a cookie."""
     for base, headers, expected in (
-        (gate_url, {"cookie": f"{COOKIE}={cookie}"}, 204),
-        (bare_url, {"cookie": f"{COOKIE}={cookie}"}, 204),
-        (gate_url, {}, 401),
+        (gate_url, {"cookie": f"{COOKIE}={cookie}", **FORWARD_AUTH_FRONT}, 204),
+        (bare_url, {"cookie": f"{COOKIE}={cookie}", **FORWARD_AUTH_FRONT}, 204),
+        (gate_url, FORWARD_AUTH_FRONT, 401),
     ):
         connection = await Connection.open(*host_port(base))
         try:
@@ -438,7 +441,10 @@ def measure_forward_auth_section(
     assert lab.bare is not None
     asyncio.run(check_forward_auth(gate.url, lab.bare, cookie))
     say("measuring the forward-auth check")
-    headers = (f"Cookie: {COOKIE}={cookie}",)
+    headers = (
+        f"Cookie: {COOKIE}={cookie}",
+        *(f"{name}: {value}" for name, value in FORWARD_AUTH_FRONT.items()),
+    )
     gated, bare = gate.url + FORWARD_AUTH_PATH, lab.bare + FORWARD_AUTH_PATH
     for name, url in (("bare-204", bare), ("forward-auth", gated)):
         run_wrk(
@@ -657,15 +663,16 @@ def method_notes(options: Options, pinned: bool, m: Measurements) -> list[str]:
             "access log on (log level info). "
             f"{REDEEM_CONNECTIONS} connections. Baselines: a bare ASGI app answering 303 with "
             "Location and Set-Cookie, and an empty FastAPI route of the join route's shape, "
-            "both on the same uvicorn options and event loop as `meetgate serve` (one worker, "
-            f"uvicorn's access log off, {EVENT_LOOP} event loop) and driven by the same wrk "
-            "script."
+            "both on the same server, limits and event loop as `meetgate serve` (Meetgate's own "
+            f"HTTP server, gateway/edge/server.py, one process, {EVENT_LOOP} event loop; "
+            "bench/serve.py) and driven by the same wrk script."
         )
     if m.has("gate-2k"):
         notes.append(
             "Proxy: the same GET (deterministic body, checked byte for byte first) with an "
             "admission cookie, through the gate vs straight to the upstream (a pure ASGI app on "
-            "the same uvicorn options); through the gate, gate and upstream share the server CPU."
+            "the same server as `meetgate serve`); through the gate, gate and upstream share "
+            "the server CPU."
         )
     if m.latency:
         notes.append(
@@ -675,7 +682,8 @@ def method_notes(options: Options, pinned: bool, m: Measurements) -> list[str]:
         )
     if m.has("forward-auth"):
         notes.append(
-            f"Forward-auth: `GET {FORWARD_AUTH_PATH}` with a live admission's cookie, as Caddy's "
+            f"Forward-auth: `GET {FORWARD_AUTH_PATH}` with a live admission's cookie and "
+            "`X-Forwarded-Method`/`X-Forwarded-Uri` naming a static file, as Caddy's "
             "`forward_auth` or nginx's `auth_request` sends it (checked first: 204, and 401 "
             "without the cookie), vs the bare ASGI app answering the same request with 204 and "
             f"`Cache-Control: no-store`; {FORWARD_AUTH_CONNECTIONS} connections, the same "

@@ -12,7 +12,11 @@ from starlette.types import Receive, Scope, Send
 
 SMALL_PATH = "/libs/bench-2k.bin"
 LARGE_PATH = "/libs/bench-3m.bin"
-ECHO_PATH = "/libs/bench-echo"
+# The gate relays WebSockets on signalling and on the relayed endpoints its config names only
+# (static paths are plain HTTP): the bench's gateways relay RELAYED_ENDPOINT (bench/servers.py),
+# as a deployment relays Jitsi's bridge channel.
+RELAYED_ENDPOINT = "/colibri-ws/"
+ECHO_PATH = RELAYED_ENDPOINT + "bench-echo"
 
 
 def body_of(size: int) -> bytes:
