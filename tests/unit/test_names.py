@@ -398,6 +398,8 @@ def valid(name: str) -> bool:
     return True
 
 
+# Each example runs a store on an event loop of its own: no deadline on a busy machine.
+@settings(deadline=None)
 @given(
     wanted=names,
     role=roles,
@@ -417,6 +419,8 @@ def test_an_assigned_name_never_looks_like_one_in_the_room(
         assert "(guest)" in shown
 
 
+# Each example runs a store on an event loop of its own: no deadline on a busy machine.
+@settings(deadline=None)
 @given(
     host=names.filter(valid),
     typed=st.sampled_from(["", " (2)", " (guest)", "\uff08\uff13\uff09", " (l0)"]),
