@@ -51,6 +51,7 @@ REASONS = (
     "address_full",
     "header_timeout",
     "body_timeout",
+    "write_timeout",
     "header_too_large",
     "bad_request",
 )
@@ -139,7 +140,9 @@ NEVER = float("inf")
 class Guarded(Protocol):
     """A connection the rules watch (gateway/edge/server.py's `Connection`)."""
 
-    deadline: float
+    @property
+    def deadline(self) -> float:
+        """When the sweep ends it (the loop's clock)."""
 
     def expire(self) -> None:
         """Its deadline passed: end it."""
@@ -147,5 +150,5 @@ class Guarded(Protocol):
     def shutdown(self) -> None:
         """The server is stopping: end it once it is idle."""
 
-    def abort(self) -> None:
-        """End it now."""
+    def abort(self) -> list[asyncio.Task[None]]:
+        """End it now; the application tasks this cancelled."""

@@ -43,7 +43,7 @@ from typing import Any, cast
 
 import h11
 from starlette.types import ASGIApp, Message
-from websockets.exceptions import InvalidHandshake
+from websockets.exceptions import InvalidHandshake, ProtocolError
 from websockets.frames import Close, Frame, Opcode
 from websockets.http11 import Request as HandshakeRequest
 from websockets.protocol import State
@@ -61,8 +61,16 @@ BODY_BUFFER_BYTES = 64 * 1024
 # first, resumes at the second.
 QUEUE_HIGH = 16
 QUEUE_LOW = 4
-# After the gate sends a WebSocket close, the client has this long to answer it.
+# Frames one WebSocket message may come in (browsers send one).
+MAX_FRAGMENTS = 1024
+# After the gate sends a WebSocket close, the client has this long to answer it; a connection
+# being closed has as long to take what is still to be written to it.
 CLOSE_SECONDS = 5.0
+# TCP keepalive on an open WebSocket: a peer gone without a word (a phone out of coverage) is
+# noticed after about IDLE + INTERVAL * COUNT seconds.
+KEEPALIVE_IDLE = 60
+KEEPALIVE_INTERVAL = 10
+KEEPALIVE_COUNT = 3
 
 ASGI_HTTP = {"version": "3.0", "spec_version": "2.3"}
 ASGI_WEBSOCKET = {"version": "3.0", "spec_version": "2.4"}
@@ -93,6 +101,10 @@ class ServerLimits:
     max_header_bytes: int = 16 * 1024
     max_websocket_message_bytes: int = 1024 * 1024
     keep_alive_seconds: float = 5.0
+    # A client whose connection takes no byte of what it is sent for this long is reset,
+    # whatever the application is doing (a download to a reader that stopped, a WebSocket never
+    # read).
+    write_stall_seconds: float = 30.0
 
 
 class _Clock:
@@ -152,23 +164,24 @@ class HttpServer:
         self.released()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._emptied.wait(), max(deadline - loop.time(), 0.0))
-        self.abort()
-        # The cancelled requests' tasks end (their `finally` blocks run) before this returns.
-        for _ in range(20):
-            if not self.guarding.open:
-                break
-            await asyncio.sleep(0)
+        cancelled = self.abort()
+        if cancelled:
+            # The cancelled requests' tasks end (their `finally` blocks run) before this returns.
+            await asyncio.wait(cancelled, timeout=1.0)
 
     def released(self) -> None:
         """A connection ended."""
         if self._emptied is not None and not self.guarding.open:
             self._emptied.set()
 
-    def abort(self) -> None:
-        """End every connection now (a second stop signal, or the stop's deadline)."""
+    def abort(self) -> list[asyncio.Task[None]]:
+        """End every connection now (a second stop signal, or the stop's deadline); the tasks
+        this cancelled."""
         self.stopping = True
+        cancelled: list[asyncio.Task[None]] = []
         for connection in list(self.guarding.open):
-            connection.abort()
+            cancelled += connection.abort()
+        return cancelled
 
 
 # Where a connection is.
@@ -177,6 +190,7 @@ BODY = 1  # reading a request's body (body_read_seconds)
 APP = 2  # the request was read; the application answers it (not timed)
 IDLE = 3  # answered; waiting for the next request (keep_alive_seconds)
 WEBSOCKET = 4  # upgraded (not timed, except the closing handshake)
+CLOSING = 5  # closed by the server; what is left to write has CLOSE_SECONDS to go
 
 
 class Connection(asyncio.Protocol):
@@ -185,7 +199,6 @@ class Connection(asyncio.Protocol):
     __slots__ = (
         "client",
         "cycle",
-        "deadline",
         "h11",
         "key",
         "local",
@@ -193,8 +206,10 @@ class Connection(asyncio.Protocol):
         "lost",
         "reading",
         "server",
+        "stalled_until",
         "state",
         "transport",
+        "until",
         "websocket",
         "writable",
     )
@@ -206,7 +221,9 @@ class Connection(asyncio.Protocol):
         self.h11: h11.Connection | None = None
         self.key: tuple[int, int] | None = None
         self.state = HEAD
-        self.deadline = NEVER
+        # The state's deadline, and the one a client that takes no bytes runs into.
+        self.until = NEVER
+        self.stalled_until = NEVER
         self.cycle: Cycle | None = None
         self.websocket: WebSocket | None = None
         self.client: tuple[str, int] | None = None
@@ -242,9 +259,11 @@ class Connection(asyncio.Protocol):
         self.h11 = h11.Connection(
             h11.SERVER, max_incomplete_event_size=self.server.limits.max_header_bytes
         )
-        self.deadline = self.loop.time() + rules.header_read_seconds
+        self.until = self.loop.time() + rules.header_read_seconds
 
     def data_received(self, data: bytes) -> None:
+        if self.state == CLOSING:
+            return
         if self.websocket is not None:
             self.websocket.feed(data)
             return
@@ -253,7 +272,7 @@ class Connection(asyncio.Protocol):
         if self.state == IDLE:
             # Any byte after an answer (a blank line too) starts the next head's clock.
             self.state = HEAD
-            self.deadline = self.loop.time() + self.server.guarding.rules.header_read_seconds
+            self.until = self.loop.time() + self.server.guarding.rules.header_read_seconds
         self.h11.receive_data(data)
         self._next_events()
 
@@ -267,14 +286,28 @@ class Connection(asyncio.Protocol):
         if self.writable is not None:
             self.writable.set()
 
+    @property
+    def deadline(self) -> float:
+        """When the guard's sweep ends the connection (gateway/edge/guard.py)."""
+        return min(self.until, self.stalled_until)
+
     def pause_writing(self) -> None:
         if self.writable is None:
             self.writable = asyncio.Event()
         self.writable.clear()
+        # However long the application may work, a client must take what it is sent.
+        self.stalled_until = self.loop.time() + self.server.limits.write_stall_seconds
+        if self.websocket is not None:
+            # What a WebSocket client sends may make writes (a pong for each ping): nothing more
+            # is read from one that does not read.
+            self.pause_reading()
 
     def resume_writing(self) -> None:
+        self.stalled_until = NEVER
         if self.writable is not None:
             self.writable.set()
+        if self.websocket is not None and self.websocket.wants_reading():
+            self.resume_reading()
 
     # ------------------------------------------------------------ reading requests
 
@@ -315,7 +348,7 @@ class Connection(asyncio.Protocol):
                     self._next_cycle()
                 else:
                     self.state = APP
-                    self.deadline = NEVER
+                    self.until = NEVER
             elif kind is h11.ConnectionClosed:
                 self._close()
                 return
@@ -357,7 +390,7 @@ class Connection(asyncio.Protocol):
         scope["type"] = "http"
         scope["method"] = event.method.decode("ascii")
         self.state = BODY
-        self.deadline = self.loop.time() + self.server.guarding.rules.body_read_seconds
+        self.until = self.loop.time() + self.server.guarding.rules.body_read_seconds
         cycle = Cycle(self, scope, head=event.method == b"HEAD")
         if _framed_twice(headers):
             # Content-Length and Transfer-Encoding both: read by its chunks, and the connection
@@ -373,10 +406,7 @@ class Connection(asyncio.Protocol):
         # Whatever follows the head belongs to the WebSocket (frames), never to h11.
         self.h11 = None
         self.state = WEBSOCKET
-        self.deadline = NEVER
-        # A WebSocket is kept open only for an admitted attendee: it stops counting toward its
-        # address's cap (it still counts toward the replica's).
-        self._release_address()
+        self.until = NEVER
         head = b"".join(
             [
                 b"GET ",
@@ -422,10 +452,10 @@ class Connection(asyncio.Protocol):
         if conn.trailing_data[0]:
             # Pipelined: the next head is (partly) here already.
             self.state = HEAD
-            self.deadline = self.loop.time() + self.server.guarding.rules.header_read_seconds
+            self.until = self.loop.time() + self.server.guarding.rules.header_read_seconds
         else:
             self.state = IDLE
-            self.deadline = self.loop.time() + self.server.limits.keep_alive_seconds
+            self.until = self.loop.time() + self.server.limits.keep_alive_seconds
 
     # ------------------------------------------------------------ writing
 
@@ -450,6 +480,8 @@ class Connection(asyncio.Protocol):
 
     def resume_reading(self) -> None:
         transport = self.transport
+        if self.websocket is not None and self.writable is not None and not self.writable.is_set():
+            return
         if not self.reading and transport is not None and not transport.is_closing():
             self.reading = True
             transport.resume_reading()
@@ -458,6 +490,15 @@ class Connection(asyncio.Protocol):
 
     def expire(self) -> None:
         """The deadline passed (called by the guard's sweep)."""
+        if self.stalled_until <= self.loop.time():
+            # Took no byte of what it was sent for write_stall_seconds.
+            self.server.guarding.end("write_timeout")
+            self.abort()
+            return
+        if self.state == CLOSING:
+            # A client that does not take the last bytes of its connection.
+            self.abort()
+            return
         if self.state == IDLE:
             # Idle after an answer: closed as any server closes a keep-alive connection.
             self._close()
@@ -473,24 +514,33 @@ class Connection(asyncio.Protocol):
         if self.websocket is None and (self.cycle is None or self.state == HEAD):
             self._close()
 
-    def abort(self) -> None:
+    def abort(self) -> list[asyncio.Task[None]]:
+        """Reset the connection and cancel its application task; the tasks cancelled."""
         self._release()
         current = asyncio.current_task()
+        cancelled: list[asyncio.Task[None]] = []
         for task in (
             self.cycle.task if self.cycle is not None else None,
             self.websocket.task if self.websocket is not None else None,
         ):
-            if task is not None and task is not current:
+            if task is not None and task is not current and not task.done():
                 task.cancel()
+                cancelled.append(task)
         if self.transport is not None:
             self.transport.abort()
+        return cancelled
 
     def closing_handshake(self) -> None:
         """The gate closed its WebSocket: the client has CLOSE_SECONDS to answer."""
-        self.deadline = self.loop.time() + CLOSE_SECONDS
+        self.until = self.loop.time() + CLOSE_SECONDS
 
     def _close(self) -> None:
-        self._release()
+        """Close once what is written has gone; the connection counts until then, and is reset
+        if the client will not take it within CLOSE_SECONDS."""
+        if self.state == CLOSING:
+            return
+        self.state = CLOSING
+        self.until = self.loop.time() + CLOSE_SECONDS
         if self.transport is not None:
             self.transport.close()
 
@@ -525,7 +575,7 @@ class Connection(asyncio.Protocol):
     def _release(self) -> None:
         self._release_address()
         self.server.guarding.open.discard(self)
-        self.deadline = NEVER
+        self.until = NEVER
         self.server.released()
 
 
@@ -596,26 +646,34 @@ class Cycle:
             await connection.server.app(self.scope, self.receive, self.send)
         except asyncio.CancelledError:
             # Ended by the stop's deadline or a second stop signal.
-            connection.abort()
+            self._abort()
             return
         except Exception:
             log.exception("the application failed on a request")
             if not self.started:
                 self._fail()
-            else:
-                connection.abort()
+            elif not self.complete:
+                self._abort()
+            # Complete: the answer went out whole (a background task failed after it); the
+            # connection goes on with its next request.
             return
         if not self.started:
             log.error("the application returned without answering a request")
             self._fail()
         elif not self.complete and not self.disconnected:
             log.error("the application returned before its answer was complete")
-            connection.abort()
+            self._abort()
+
+    def _abort(self) -> None:
+        # Only while this request is the connection's: a later one must not pay for it.
+        if self.connection.cycle is self:
+            self.connection.abort()
 
     def _fail(self) -> None:
         self.started = self.complete = True
-        self.connection.write(SERVER_ERROR)
-        self.connection._close()
+        if self.connection.cycle is self:
+            self.connection.write(SERVER_ERROR)
+            self.connection._close()
 
     async def receive(self) -> Message:
         connection = self.connection
@@ -680,15 +738,17 @@ class Cycle:
         if body and not self.head:
             out += conn.send_with_data_passthrough(h11.Data(data=body)) or []
         if not more:
-            self.complete = True
             out += conn.send_with_data_passthrough(h11.EndOfMessage()) or []
+            # Only once h11 has framed it whole (a body short of its length raises above).
+            self.complete = True
         if out:
             connection.writelines(out)
+        # A client that does not read holds its answer here, and no next request of its is
+        # read meanwhile (pipelined requests cannot pile answers up in the write buffer).
+        await connection.drain()
         if not more:
             self._wake()
             connection.answered(self.keep_alive)
-        else:
-            await connection.drain()
 
 
 class WebSocket:
@@ -700,6 +760,7 @@ class WebSocket:
         "connected",
         "connection",
         "done",
+        "fragment_count",
         "fragment_text",
         "fragments",
         "head",
@@ -731,7 +792,8 @@ class WebSocket:
         self.closed_by_app = False
         self.queue: deque[Message] = deque()
         self.wake: asyncio.Event | None = None
-        self.fragments: list[bytes] = []
+        self.fragments = bytearray()
+        self.fragment_count = 0
         self.fragment_text = False
 
     # ------------------------------------------------------------ the ASGI call
@@ -748,8 +810,8 @@ class WebSocket:
             code = 1011
         else:
             code = 1000
-        if not self.accepted and self.refusing is None and not self.done:
-            # Neither accepted nor refused: refused here.
+        if not self.accepted and not self.done:
+            # Neither accepted nor refused (or a refusal begun and left): refused here.
             connection.write(SERVER_ERROR)
             connection._close()
             self.done = True
@@ -845,6 +907,11 @@ class WebSocket:
         self.protocol = protocol
         self.accepted = True
         self.head = b""
+        # An open WebSocket is kept only for an admitted attendee: it stops counting toward its
+        # address's cap (it still counts toward the replica's), and a peer gone without a word is
+        # noticed by TCP keepalive.
+        connection._release_address()
+        _keep_alive(connection.transport)
         self._flush()
         if self.pending:
             pending = bytes(self.pending)
@@ -887,18 +954,24 @@ class WebSocket:
     def _close_frame(self, code: int, reason: str) -> None:
         protocol = self.protocol
         assert protocol is not None
-        self.closed_by_app = True
         if protocol.state is State.OPEN:
-            protocol.send_close(code, reason)
+            try:
+                protocol.send_close(code, reason)
+            except (ProtocolError, ValueError):
+                # A code the protocol does not allow on the wire (1005, 1006, 1016-2999...) or
+                # a reason over 123 bytes: the close says only that something went wrong.
+                protocol.send_close(1011, "")
             self._flush()
-            self.connection.closing_handshake()
+        self.closed_by_app = True
+        self.connection.closing_handshake()
 
     # ------------------------------------------------------------ from the connection
 
     def feed(self, data: bytes) -> None:
         if self.protocol is None:
+            # A client sends nothing before the handshake is answered; a little is kept.
             self.pending += data
-            if len(self.pending) > self.connection.server.limits.max_websocket_message_bytes:
+            if len(self.pending) > BODY_BUFFER_BYTES:
                 self.connection.pause_reading()
             return
         protocol = self.protocol
@@ -917,6 +990,10 @@ class WebSocket:
         if len(self.queue) > QUEUE_HIGH:
             self.connection.pause_reading()
 
+    def wants_reading(self) -> bool:
+        """Whether reading may go on: the application keeps up with what was read."""
+        return len(self.queue) <= QUEUE_LOW and len(self.pending) <= BODY_BUFFER_BYTES
+
     def lost(self) -> None:
         self.done = True
         self._wake()
@@ -924,16 +1001,23 @@ class WebSocket:
     def _on_frame(self, frame: Frame) -> None:
         opcode = frame.opcode
         if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
-            self.fragments = [bytes(frame.data)]
+            self.fragments = bytearray(frame.data)
+            self.fragment_count = 1
             self.fragment_text = opcode is Opcode.TEXT
         elif opcode is Opcode.CONT:
-            self.fragments.append(bytes(frame.data))
+            self.fragments += frame.data
+            self.fragment_count += 1
+            if self.fragment_count > MAX_FRAGMENTS:
+                # Empty fragments cost nothing against the size cap, but each costs a parse.
+                assert self.protocol is not None
+                self.protocol.fail(1009, "too many fragments")
+                return
         else:
             return
         if not frame.fin:
             return
-        data = b"".join(self.fragments)
-        self.fragments = []
+        data = bytes(self.fragments)
+        self.fragments = bytearray()
         if self.fragment_text:
             try:
                 text = data.decode()
@@ -968,6 +1052,17 @@ class WebSocket:
     def _wake(self) -> None:
         if self.wake is not None:
             self.wake.set()
+
+
+def _keep_alive(transport: asyncio.BaseTransport | None) -> None:
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None:
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE_IDLE)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_COUNT)
 
 
 def _reason(status: int) -> bytes:
