@@ -560,7 +560,9 @@ class MemoryStore:
             if stored is None:
                 stored = self._rate_state(charge.key, now, charge.burst * interval)
             tat = max(stored, now)
-            allow_at = tat + interval - charge.burst * interval
+            # Written so that a free key's wait is exactly 0: `tat + interval - burst * interval`
+            # rounds to a few 1e-13 s above `now` for some clocks, refusing a first request.
+            allow_at = tat - (charge.burst - 1) * interval
             waits.append(max(0.0, allow_at - now))
             charged[charge.key] = tat + interval
         wait = max(waits, default=0.0)

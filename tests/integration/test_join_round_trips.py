@@ -102,6 +102,10 @@ class JoinCost:
     host_invites_read: bool
 
 
+# What redis-py sends when it opens a connection.
+CONNECTION_SETUP = frozenset({"HELLO", "AUTH", "SELECT", "CLIENT"})
+
+
 def cost_of(segment: Segment) -> JoinCost:
     round_trips = background = 0
     sent: Counter[str] = Counter()
@@ -110,7 +114,9 @@ def cost_of(segment: Segment) -> JoinCost:
     for words in segment.sent:
         command = words[0].upper()
         key = words[3] if command in ("EVALSHA", "EVAL") and len(words) > 3 else ""
-        if key == MARKER_KEY:
+        if key == MARKER_KEY or command in CONNECTION_SETUP:
+            # The memory marker's check, and a new pooled connection's handshake (the pool opens
+            # one when all are busy): neither is the join's own.
             background += 1
             continue
         if command == "SMEMBERS" and words[1].startswith(HOST_INVITES):
