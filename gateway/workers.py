@@ -10,8 +10,8 @@ survives a restart of that worker); its `/metrics` are that worker's.
 Each worker is the one-process server (gateway/serving.py) on its own event loop, store
 connections and revocation subscriber: bans, limits, admissions and cuts are shared through the
 store, which is why several workers need the Redis store (gateway/settings.py refuses the memory
-store). A worker that exits by itself is started again; one that fails within its first seconds
-ends the whole start (the failure is the configuration's, not bad luck). SIGTERM or SIGINT is
+store). A worker that ends is started again; one that exits with a failure status within its first
+seconds ends the whole start (the failure is the configuration's, not bad luck). SIGTERM or SIGINT is
 passed on to every worker once; each drains as one process does; the supervisor exits 0 when all
 have. A worker whose supervisor disappears (killed with -9) stops by itself.
 """
@@ -32,7 +32,8 @@ from gateway.serving import StartFailure, bind, close, listen
 
 log = logging.getLogger("meetgate")
 
-# A worker that ends within this many seconds of its start failed to start.
+# A worker that ends with a failure status within this many seconds of its start failed to
+# start.
 START_SECONDS = 5.0
 # A worker that ends by itself is started again, at most this many times a minute.
 RESTARTS_PER_MINUTE = 10
@@ -126,7 +127,9 @@ def supervise(
                     status = 1
                 continue
             now = time.monotonic()
-            if now - started < START_SECONDS:
+            if code > 0 and now - started < START_SECONDS:
+                # Ended by itself, early, with a failure status: the start failed (a signal,
+                # kill -9 among them, is not the configuration's fault: it is started again).
                 supervisor.stopping = True
                 supervisor.signal_all(signal.SIGTERM)
                 raise StartFailure(f"worker {index} did not start (status {code}); see above")
