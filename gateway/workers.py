@@ -10,10 +10,10 @@ survives a restart of that worker); its `/metrics` are that worker's.
 Each worker is the one-process server (gateway/serving.py) on its own event loop, store
 connections and revocation subscriber: bans, limits, admissions and cuts are shared through the
 store, which is why several workers need the Redis store (gateway/settings.py refuses the memory
-store). A worker that ends is started again; one that exits with a failure status within its first
-seconds ends the whole start (the failure is the configuration's, not bad luck). SIGTERM or SIGINT is
-passed on to every worker once; each drains as one process does; the supervisor exits 0 when all
-have. A worker whose supervisor disappears (killed with -9) stops by itself.
+store). A worker that ends is started again; one that exits with a failure status within its
+first seconds ends the whole start (the failure is the configuration's, not bad luck). SIGTERM or
+SIGINT is passed on to every worker once; each drains as one process does; the supervisor exits 0
+when all have. A worker whose supervisor disappears (killed with -9) stops by itself.
 """
 
 from __future__ import annotations
