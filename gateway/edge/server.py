@@ -756,6 +756,8 @@ class WebSocket:
 
     __slots__ = (
         "accepted",
+        "close_received",
+        "close_sent",
         "closed_by_app",
         "connected",
         "connection",
@@ -790,6 +792,9 @@ class WebSocket:
         # Ended: closed both ways, refused, or the connection lost.
         self.done = False
         self.closed_by_app = False
+        # The close frames received and sent by the application.
+        self.close_received: Close | None = None
+        self.close_sent: Close | None = None
         self.queue: deque[Message] = deque()
         self.wake: asyncio.Event | None = None
         self.fragments = bytearray()
@@ -957,10 +962,12 @@ class WebSocket:
         if protocol.state is State.OPEN:
             try:
                 protocol.send_close(code, reason)
+                self.close_sent = Close(code, reason)
             except (ProtocolError, ValueError):
                 # A code the protocol does not allow on the wire (1005, 1006, 1016-2999...) or
                 # a reason over 123 bytes: the close says only that something went wrong.
                 protocol.send_close(1011, "")
+                self.close_sent = Close(1011, "")
             self._flush()
         self.closed_by_app = True
         self.connection.closing_handshake()
@@ -980,11 +987,12 @@ class WebSocket:
             if isinstance(event, Frame):
                 self._on_frame(event)
         self._flush()
-        if (protocol.close_rcvd is not None or protocol.state is State.CLOSED) and not self.done:
-            self.done = True
-            self._wake()
-        elif protocol.close_sent is not None and not self.done and not self.closed_by_app:
+        if not self.done and (
+            self.close_received is not None
+            or protocol.state is State.CLOSED
             # websockets failed the connection (a protocol error, a message over the cap).
+            or (protocol.state is not State.OPEN and not self.closed_by_app)
+        ):
             self.done = True
             self._wake()
         if len(self.queue) > QUEUE_HIGH:
@@ -1004,6 +1012,12 @@ class WebSocket:
             self.fragments = bytearray(frame.data)
             self.fragment_count = 1
             self.fragment_text = opcode is Opcode.TEXT
+        elif opcode is Opcode.CLOSE:
+            # websockets has answered it; what it said is kept for the application.
+            # One websockets refused has failed the connection: what it sent is reported.
+            with contextlib.suppress(ProtocolError, ValueError):
+                self.close_received = Close.parse(frame.data)
+            return
         elif opcode is Opcode.CONT:
             self.fragments += frame.data
             self.fragment_count += 1
@@ -1041,10 +1055,11 @@ class WebSocket:
                 self.connection._close()
 
     def _disconnect_message(self) -> Message:
-        protocol = self.protocol
-        close: Close | None = None
-        if protocol is not None:
-            close = protocol.close_rcvd or protocol.close_sent
+        close = self.close_received or self.close_sent
+        if close is None and self.protocol is not None and self.protocol.state is not State.OPEN:
+            # Closed by websockets itself (a protocol error, a message over the cap): the close
+            # frame it sent, as its documented ConnectionClosed carries it.
+            close = self.protocol.close_exc.sent
         if close is None:
             return {"type": "websocket.disconnect", "code": 1006, "reason": ""}
         return {"type": "websocket.disconnect", "code": int(close.code), "reason": close.reason}
