@@ -31,16 +31,9 @@ APPS: dict[str, ASGIApp] = {"bare": bare.app, "framework": framework.app, "upstr
 def meetgate_server(app: ASGIApp) -> HttpServer:
     """The server `meetgate serve` runs the gate on (gateway/cli.py), with default limits."""
     limits = LimitSettings()
-    rules = Rules(
-        header_read_seconds=limits.header_read_seconds,
-        body_read_seconds=limits.body_read_seconds,
-        max_header_bytes=limits.max_header_bytes,
-        max_connections=limits.max_connections,
-        max_connections_per_address=limits.max_connections_per_address,
-    )
     return HttpServer(
         app,
-        guarding=Guarding(rules),
+        guarding=Guarding(Rules.of(limits)),
         limits=ServerLimits(
             max_header_bytes=limits.max_header_bytes,
             max_websocket_message_bytes=limits.max_websocket_message_bytes,

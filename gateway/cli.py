@@ -387,16 +387,7 @@ def connection_guard(settings: Settings) -> Guarding:
                 needed,
                 soft,
             )
-    return Guarding(
-        Rules(
-            header_read_seconds=limits.header_read_seconds,
-            body_read_seconds=limits.body_read_seconds,
-            max_header_bytes=limits.max_header_bytes,
-            max_connections=limits.max_connections,
-            max_connections_per_address=limits.max_connections_per_address,
-            trusted_proxies=parse_networks(settings.trusted_proxies),
-        )
-    )
+    return Guarding(Rules.of(limits, parse_networks(settings.trusted_proxies)))
 
 
 def store_for_log(url: str) -> str:

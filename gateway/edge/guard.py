@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from gateway.client_address import IPNetwork
+from gateway.settings import LimitSettings
 
 log = logging.getLogger("meetgate")
 
@@ -65,6 +66,18 @@ class Rules:
     max_connections: int
     max_connections_per_address: int
     trusted_proxies: Sequence[IPNetwork] = ()
+
+    @classmethod
+    def of(cls, limits: LimitSettings, trusted_proxies: Sequence[IPNetwork] = ()) -> Rules:
+        """The rules `[limits]` sets (and the proxies exempt from the per-address cap)."""
+        return cls(
+            header_read_seconds=limits.header_read_seconds,
+            body_read_seconds=limits.body_read_seconds,
+            max_header_bytes=limits.max_header_bytes,
+            max_connections=limits.max_connections,
+            max_connections_per_address=limits.max_connections_per_address,
+            trusted_proxies=trusted_proxies,
+        )
 
 
 AddressKey = tuple[int, int]
