@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import socket
+import threading
 from collections.abc import Sequence
 
 from gateway.edge.server import BACKLOG, HttpServer
@@ -27,6 +29,9 @@ from gateway.store.health import store_address
 
 log = logging.getLogger("meetgate")
 
+# After the stop's deadline, this long for the rest (the store's and the upstreams' connections
+# to close) before the process ends regardless.
+EXIT_MARGIN_SECONDS = 5.0
 # The in-flight requests are ended this long before the stop's deadline (at most a quarter of
 # it), so they are answered before the server's own deadline would cancel them as failures.
 CUT_MARGIN_SECONDS = 1.0
@@ -135,6 +140,7 @@ async def run(
             raise StartFailure(f"cannot serve: {exc.strerror or exc}") from exc
         await stop.wait()
         deadline = loop.time() + shutdown_seconds
+        _exit_at_the_latest(shutdown_seconds + EXIT_MARGIN_SECONDS)
         admin.close_listeners()
         # Until the listener is closed (once the sockets are handed over), whatever still
         # comes is told 503.
@@ -153,6 +159,21 @@ async def run(
     finally:
         for number in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(number)
+
+
+def _exit_at_the_latest(seconds: float) -> None:
+    """The stop's last resort: whatever may hang after the deadline (a store connection that
+    never closes, an upstream that never answers its close), the process ends this many seconds
+    from now, from a thread of its own so that even a blocked event loop cannot hold it."""
+
+    def end() -> None:
+        log.error("stopping: still running %.0f s after the stop began; exiting now", seconds)
+        logging.shutdown()
+        os._exit(1)
+
+    timer = threading.Timer(seconds, end)
+    timer.daemon = True
+    timer.start()
 
 
 def _cut(gate: Gate) -> None:
