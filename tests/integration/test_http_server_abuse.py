@@ -7,6 +7,7 @@ buffers, its open-connection count) while a raw socket misbehaves.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import os
@@ -23,6 +24,8 @@ from gateway.edge.server import CLOSE_SECONDS, Connection
 from tests.fixtures.asgi_servers import ServedApp, serve_app
 
 BIG = b"x" * (8 << 20)
+# How long /slow-accept waits before it accepts its WebSocket.
+ACCEPT_AFTER_SECONDS = 1.5
 # How long a client may take no bytes, shortened for the tests (30 s by default).
 STALL_SECONDS = 3.0
 MIB = 1 << 20
@@ -35,6 +38,9 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if path == "/refuse-and-leave":
             await send({"type": "websocket.http.response.start", "status": 403, "headers": []})
             raise ValueError("the refusal's body never comes")
+        if path == "/slow-accept":
+            # The gate checks a ticket and opens its upstream before it accepts.
+            await asyncio.sleep(ACCEPT_AFTER_SECONDS)
         await send({"type": "websocket.accept"})
         if path == "/bad-close":
             await send({"type": "websocket.close", "code": 1005})
@@ -221,3 +227,30 @@ def test_a_failure_after_the_answer_leaves_the_next_request_alone(served: Served
         sock.sendall(b"GET /ok HTTP/1.1\r\nhost: x\r\n\r\n")
         second = sock.recv(4096)
         assert second.startswith(b"HTTP/1.1 200 ") and second.endswith(b"ok")
+
+
+def test_a_websocket_counts_toward_its_address_until_it_is_accepted() -> None:
+    """With two connections an address: two upgrade requests the app has not accepted yet still
+    hold both (a third connection is reset at accept); once accepted, a WebSocket no longer counts
+    toward its address. Catches the count released at the upgrade request, which let any number
+    of upgrade requests from one address sit untimed while the app worked on them."""
+    served = serve_app("meetgate", app, per_address=2)
+    try:
+        pending = [upgraded(served.port, b"/slow-accept") for _ in range(2)]
+        try:
+            time.sleep(0.3)
+            with socket.create_connection(("127.0.0.1", served.port), timeout=5) as third:
+                with contextlib.suppress(OSError):
+                    third.sendall(b"GET /ok HTTP/1.1\r\nhost: x\r\n\r\n")
+                assert read_until_closed(third, 5) == b""
+            for sock in pending:
+                sock.settimeout(5)
+                assert sock.recv(4096).startswith(b"HTTP/1.1 101 ")
+            with socket.create_connection(("127.0.0.1", served.port), timeout=5) as later:
+                later.sendall(b"GET /ok HTTP/1.1\r\nhost: x\r\n\r\n")
+                assert later.recv(4096).startswith(b"HTTP/1.1 200 ")
+        finally:
+            for sock in pending:
+                sock.close()
+    finally:
+        served.stop()
