@@ -149,10 +149,6 @@ class HttpServer:
         for listener in self._listeners:
             listener.close()
 
-    @property
-    def connections(self) -> set[Any]:
-        return self.guarding.open
-
     async def shutdown(self, deadline: float) -> None:
         """Close the idle connections now, let each request in flight finish (its connection
         closes after the answer) until `deadline` (the loop's clock), then end what is left."""
@@ -1099,8 +1095,14 @@ def _address(found: Any) -> tuple[str, int] | None:
 
 
 def _framed_twice(headers: list[tuple[bytes, bytes]]) -> bool:
-    names = {name for name, _ in headers}
-    return b"content-length" in names and b"transfer-encoding" in names
+    # One pass, no set: this runs on every request.
+    length = coding = False
+    for name, _ in headers:
+        if name == b"content-length":
+            length = True
+        elif name == b"transfer-encoding":
+            coding = True
+    return length and coding
 
 
 def _is_websocket(method: bytes, headers: list[tuple[bytes, bytes]]) -> bool:
