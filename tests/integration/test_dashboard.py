@@ -685,8 +685,11 @@ def test_the_log_is_put_into_words_in_the_pages_language(
         page = client.get(dashboard(gateway, room), headers=hant).text
         entries = client.get(f"{dashboard(gateway, room)}/roster", headers=hant).json()["audit"]
         english = client.get(f"{dashboard(gateway, room)}/roster").json()["audit"]
-    # Taiwan's medium date and short time: 2026年1月2日 下午3:04.
-    period = "上午" if end.hour < 12 else "下午"
+    # Taiwan's medium date and short time, "Bh:mm": 2026年1月2日 下午3:04. B is CLDR's flexible
+    # day period for zh-Hant, not AM/PM: the evening (19:00 on) is 晚上, the early hours 凌晨.
+    periods = ((5, "凌晨"), (8, "清晨"), (12, "上午"), (13, "中午"), (19, "下午"), (24, "晚上"))
+    period = next(name for upto, name in periods if end.hour < upto)
+    period = "午夜" if (end.hour, end.minute) == (0, 0) else period  # midnight itself
     ends = f"{end.year}年{end.month}月{end.day}日 {period}{end.hour % 12 or 12}:{end.minute:02d}"
     assert [(e["action"], e["detail"]) for e in entries] == [
         ("lockdown", "已移出 2 人"),
