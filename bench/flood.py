@@ -18,7 +18,7 @@ from bench.admin import AdminApi, admit
 from bench.load import FLOOD_SCRIPT, LoadResult, run_wrk_async, wrk_command
 from bench.machine import process_cpu_seconds
 from bench.rawhttp import Connection, host_port
-from bench.report import Figure
+from bench.report import Figure, Goal
 from bench.roundtrip import percentile
 from bench.servers import Gateway
 
@@ -42,11 +42,13 @@ mode = "off"
 ENV = {"MEETGATE_ADMISSION__TTL_SECONDS": "1800"}
 # 100 joins a phase (at the default 10 s): a nearest-rank p99 of 50 would be the slowest join.
 JOINS_PER_SECOND = 10
-# The quiet and flooded phases are measured this many times over, each with the flood afresh; the
-# figures are the repeat's with the median p99 ratio (a tail ratio of two phases of 100 joins
-# varies from run to run by more than the code changes it), every repeat's ratios in the details.
-FLOOD_REPEATS = 3
-FLOOD_CONNECTIONS = 32
+# The quiet and flooded phases are measured this many times over, each with the flood afresh (a
+# tail ratio of two phases of 100 joins varies from run to run by more than the code changes
+# it): the p99 goal must hold in every repeat, and its worst is reported; the other figures are
+# the repeat's with the median p99 ratio, every repeat's ratios in the details.
+FLOOD_REPEATS = 5
+# Issue 15's flood: 96 attacker connections.
+FLOOD_CONNECTIONS = 96
 # 8,192 attacking addresses, 128 in each of 64 /24 networks.
 ATTACK_ADDRESSES = 8192
 ATTACK_PER_NETWORK = 128
@@ -357,14 +359,6 @@ def flood_figures(f: Flood, repeats: list[Flood] | None = None) -> list[Figure]:
             comparison=f"{flooded.quantile(0.5) / quiet.quantile(0.5):.1f}x",
         ),
         Figure(
-            what="legitimate join latency p99 (landing GET + join POST), median repeat",
-            meetgate=f"{flooded.quantile(0.99):,.1f} ms",
-            baseline=f"{quiet.quantile(0.99):,.1f} ms quiet",
-            comparison=f"{flooded.quantile(0.99) / quiet.quantile(0.99):.1f}x",
-            target=f"≤ {P99_RATIO_TARGET:g}x quiet",
-            met=flooded.quantile(0.99) <= P99_RATIO_TARGET * quiet.quantile(0.99),
-        ),
-        Figure(
             what="gateway CPU per refused attack request (all repeats)",
             meetgate=f"{per_rejection_ms:.3f} ms",
             baseline=f"{per_request_ms:.2f} ms per admitted request",
@@ -373,6 +367,24 @@ def flood_figures(f: Flood, repeats: list[Flood] | None = None) -> list[Figure]:
             met=per_rejection_ms <= COST_RATIO_TARGET * per_request_ms,
         ),
     ]
+
+
+def p99_goal(repeats: list[Flood]) -> Goal:
+    """Issue 15's row: the flooded p99 against the quiet one, in every repeat."""
+    return Goal(
+        what=f"legitimate join p99 (landing GET + join POST) under a flood of "
+        f"{FLOOD_CONNECTIONS} attacker connections",
+        meetgate=[r.flooded.quantile(0.99) for r in repeats],
+        baseline=[r.quiet.quantile(0.99) for r in repeats],
+        unit="{:,.1f} ms",
+        baseline_name="quiet",
+        scores=[r.p99_ratio for r in repeats],
+        score_unit="{:.1f}x",
+        target=P99_RATIO_TARGET,
+        higher_is_better=False,
+        target_text=f"≤ {P99_RATIO_TARGET:g}x quiet, every repeat",
+        every_repeat=True,
+    )
 
 
 def _counts(result: LoadResult) -> str:
@@ -427,19 +439,22 @@ ATTACK_METHOD = (
     "page (200). CPU per request is the gateway's CPU over all the variant's requests."
 )
 
-METHOD = (
-    f"Flood: attendees join at {JOINS_PER_SECOND}/s (each with its own single-use invite and "
-    "its own address, in a /24 of its own, sent as `X-Forwarded-For` from the trusted "
-    "127.0.0.1; each a new connection, `GET /j/<token>` then the join POST), first alone "
-    f"(quiet), then while wrk ({FLOOD_CONNECTIONS} connections, niced so that the attendees' "
-    "client is not queued behind it on the client CPU) posts join attempts as fast as the "
-    f"gateway answers, from {ATTACK_ADDRESSES:,} addresses ({ATTACK_PER_NETWORK} in each of "
-    f"{ATTACK_ADDRESSES // ATTACK_PER_NETWORK} /24s of 198.18.0.0/15), 1 in {LINK_EVERY} with "
-    "the meeting's real, used-up invite, the others with unknown tokens. The gateway: memory "
-    "store, default per-address (30/min, burst 10), per-network (120/min, burst 40), per-room, "
-    "per-identity and per-invite limits, a gate-wide limit of 600,000/min (burst 60,000), "
-    "proof-of-work off. CPU is the gateway process's user + system time from /proc/<pid>/stat. "
-    f"Both phases are measured {FLOOD_REPEATS} times over on the same gateway (new meetings, "
-    "invites and leaked link each time); the latency and cost figures are the repeat's with "
-    "the median p99 ratio, the joins and the attack's answers are counted over all repeats."
-)
+
+def method(repeats: int) -> str:
+    return (
+        f"Flood: attendees join at {JOINS_PER_SECOND}/s (each with its own single-use invite and "
+        "its own address, in a /24 of its own, sent as `X-Forwarded-For` from the trusted "
+        "127.0.0.1; each a new connection, `GET /j/<token>` then the join POST), first alone "
+        f"(quiet), then while wrk ({FLOOD_CONNECTIONS} connections, niced so that the attendees' "
+        "client is not queued behind it on the client CPU) posts join attempts as fast as the "
+        f"gateway answers, from {ATTACK_ADDRESSES:,} addresses ({ATTACK_PER_NETWORK} in each of "
+        f"{ATTACK_ADDRESSES // ATTACK_PER_NETWORK} /24s of 198.18.0.0/15), 1 in {LINK_EVERY} with "
+        "the meeting's real, used-up invite, the others with unknown tokens. The gateway: memory "
+        "store, default per-address (30/min, burst 10), per-network (120/min, burst 40), per-room, "
+        "per-identity and per-invite limits, a gate-wide limit of 600,000/min (burst 60,000), "
+        "proof-of-work off. CPU is the gateway process's user + system time from /proc/<pid>/stat. "
+        f"Both phases are measured {repeats} times over on the same gateway (new meetings, "
+        "invites and leaked link each time); the p99 goal is checked in every repeat, the other "
+        "latency figures are the repeat's with the median p99 ratio, the joins and the attack's "
+        "answers are counted over all repeats."
+    )

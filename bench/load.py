@@ -52,10 +52,15 @@ class LoadResult:
         return self.bytes_read / self.seconds / 2**20
 
 
+# Debian puts daemons (nginx) in the sbin directories, which are not on every user's PATH.
+TOOL_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
+
+
 def ensure_tools(*commands: str) -> None:
-    """Install Debian's packages of the same names for any of `commands` not on PATH (wrk,
-    redis-server, prosody: each package is named after its command)."""
-    missing = [command for command in commands if shutil.which(command) is None]
+    """Install Debian's packages of the same names for any of `commands` not on PATH or in the
+    sbin directories (wrk, redis-server, prosody, nginx: each package is named after its
+    command)."""
+    missing = [command for command in commands if shutil.which(command, path=TOOL_PATH) is None]
     if not missing:
         return
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
@@ -68,7 +73,7 @@ def ensure_tools(*commands: str) -> None:
     if subprocess.run(install, env=env, capture_output=True, check=False).returncode != 0:
         subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True, check=True)
         subprocess.run(install, env=env, capture_output=True, check=True)
-    still = [command for command in missing if shutil.which(command) is None]
+    still = [command for command in missing if shutil.which(command, path=TOOL_PATH) is None]
     if still:
         raise LoadError(f"apt-get installed {', '.join(still)} but it is not on PATH")
 

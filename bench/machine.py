@@ -48,7 +48,9 @@ def _version(package: str) -> str:
         return "absent"
 
 
-def this_machine(wrk: str) -> Machine:
+def this_machine(tools: str) -> Machine:
+    """This machine, with `tools` (the load generator's and the reference servers' versions)
+    named after the Python stack."""
     stack = ", ".join(f"{name} {_version(name)}" for name in PACKAGES)
     compared = ", ".join(f"{name} {_version(name)}" for name in COMPARED)
     return Machine(
@@ -56,7 +58,7 @@ def this_machine(wrk: str) -> Machine:
         cpu_model=_cpu_model(),
         python=platform.python_version(),
         kernel=platform.release(),
-        stack=f"{stack}; for comparison {compared}; {wrk}",
+        stack=f"{stack}; for comparison {compared}; {tools}",
     )
 
 

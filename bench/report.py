@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+import statistics
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.machine import Machine
@@ -29,6 +30,64 @@ class Figure:
 
 
 @dataclass(frozen=True, slots=True)
+class Goal:
+    """One goal's row: a figure measured in several repeats, each against a baseline measured in
+    the same repeat, and the score (ratio, added latency, size) its target is set on.
+
+    The verdict is on the median score, or on the worst where the goal asks for every repeat.
+    """
+
+    what: str
+    # Meetgate's figure and the baseline's, per repeat, in `unit` (a format: "{:,.0f}/s").
+    meetgate: list[float]
+    baseline: list[float]
+    unit: str
+    baseline_name: str
+    # What the target is set on, per repeat, in `score_unit` (a format: "{:.0%}").
+    scores: list[float]
+    score_unit: str
+    target: float
+    higher_is_better: bool
+    target_text: str
+    every_repeat: bool = False
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.scores)
+
+    @property
+    def worst(self) -> float:
+        return min(self.scores) if self.higher_is_better else max(self.scores)
+
+    def meets(self, score: float) -> bool:
+        return score >= self.target if self.higher_is_better else score <= self.target
+
+    @property
+    def met(self) -> bool:
+        return self.meets(self.worst if self.every_repeat else self.median)
+
+    @property
+    def verdict(self) -> str:
+        if not self.met:
+            return "**missed**"
+        if not self.meets(self.worst):
+            return "met by the median, not by the worst repeat"
+        return "met"
+
+    def row(self) -> str:
+        baseline = (
+            f"{self.unit.format(statistics.median(self.baseline))} {self.baseline_name}"
+            if self.baseline
+            else self.baseline_name
+        )
+        return (
+            f"| {self.what} | {self.unit.format(statistics.median(self.meetgate))} | {baseline} "
+            f"| {self.score_unit.format(self.median)} | {self.score_unit.format(self.worst)} "
+            f"| {len(self.scores)} | {self.target_text} | {self.verdict} |"
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Report:
     command: str
     date: str
@@ -39,6 +98,17 @@ class Report:
     details: list[str]
     profiles: list[str]
     warnings: list[str]
+    # Issue 15's rows; other reports (the fault report) have none.
+    goals: list[Goal] = field(default_factory=list)
+
+    def goals_table(self) -> str:
+        lines = [
+            "| goal | Meetgate (median) | baseline, same run (median) | Meetgate vs baseline: "
+            "median | worst | repeats | target | |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | --- | --- |",
+        ]
+        lines += [goal.row() for goal in self.goals]
+        return "\n".join(lines)
 
     def table(self) -> str:
         lines = [
@@ -57,11 +127,19 @@ class Report:
             f"- Command: `{self.command}`",
             f"- Date: {self.date}",
             f"- Machine: {self.machine.describe()}",
-            "",
-            self.table(),
-            "",
-            *(f"- {line}" for line in self.method),
         ]
+        if self.goals:
+            parts += [
+                "",
+                "Issue 15's goals (each figure's median and worst over the repeats, each repeat "
+                "against its baseline measured just before or beside it):",
+                "",
+                self.goals_table(),
+            ]
+        if self.figures:
+            parts += ["", "Other figures (one run each unless they say otherwise):", ""]
+            parts.append(self.table())
+        parts += ["", *(f"- {line}" for line in self.method)]
         if self.runs:
             parts += ["", "Timed runs (wrk's own latency figures are under load, not round trips):"]
             parts += ["", *(f"- {line}" for line in self.runs)]
@@ -82,8 +160,8 @@ def ratio(part: float, whole: float) -> str:
 DOCS_TEMPLATE = """# Performance
 
 How fast Meetgate admits people and relays Jitsi's traffic, measured against baselines on the
-same machine in the same run. Reproduce with `python bench/run.py` (about two minutes;
-`--quick` takes about forty seconds; `--redis-server` adds the Redis store).
+same machine in the same run. Reproduce with `python bench/run.py` (about ten minutes;
+`--quick` takes about three).
 
 {begin}
 {end}

@@ -1,5 +1,6 @@
-"""The processes under test: upstream, baselines, redis-server, prosody and `meetgate serve`, each
-on free loopback ports, pinned to the server CPUs, and stopped by PID when the run ends."""
+"""The processes under test: upstream, baselines (bench's own and nginx), redis-server, prosody and
+`meetgate serve`, each on free loopback ports, pinned to the server CPUs (unless asked not to),
+and stopped by PID when the run ends."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ import http.client
 import os
 import resource
 import shutil
+import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench import nginx
 from bench.upstream import RELAYED_ENDPOINT
 from tests.fixtures.gateway_server import GENEROUS_LIMITS, write_config
 from tests.fixtures.processes import free_port, port_open, start_process, stop_process, wait_until
@@ -35,16 +38,31 @@ GATEWAY_ENV = {
 
 def raise_open_files(needed: int) -> int:
     """Raise this process's soft limit on open files to at least `needed` (processes started
-    afterwards inherit it); the limit now in force. RuntimeError if the hard limit is lower."""
+    afterwards inherit it), and its hard limit too where it is lower and the process may
+    (root); the limit now in force. RuntimeError if the hard limit stays lower."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < needed:
         if hard != resource.RLIM_INFINITY and hard < needed:
-            raise RuntimeError(
-                f"this needs {needed} open files but the hard limit is {hard} (ulimit -Hn)"
-            )
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (needed, needed))
+            except (ValueError, OSError) as exc:
+                raise RuntimeError(
+                    f"this needs {needed} open files but the hard limit is {hard} "
+                    "(ulimit -Hn), and this process may not raise it"
+                ) from exc
+            return needed
         resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
         soft = needed
     return soft
+
+
+def redis_version() -> str:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        return "redis-server absent"
+    done = subprocess.run([binary, "--version"], capture_output=True, text=True, check=False)
+    version = next((f for f in done.stdout.split() if f.startswith("v=")), "v=?")
+    return f"redis-server {version.removeprefix('v=')}"
 
 
 def pin(pid: int, cpus: set[int]) -> None:
@@ -101,6 +119,7 @@ class Servers:
         self._cpus = cpus
         self._stack = contextlib.ExitStack()
         self._starting: list[tuple[str, Callable[[], bool]]] = []
+        self._processes: dict[int, subprocess.Popen[bytes]] = {}
 
     def __enter__(self) -> Servers:
         return self
@@ -119,11 +138,13 @@ class Servers:
         env: dict[str, str] | None = None,
         serving: Callable[[], bool] | None = None,
         cwd: Path = ROOT,
+        pinned: bool = True,
     ) -> int:
         log = self._workdir / f"{name}.log"
         proc = start_process(args, log, env=env, cwd=cwd)
         self._stack.callback(stop_process, proc)
-        if self._cpus is not None:
+        self._processes[proc.pid] = proc
+        if self._cpus is not None and pinned:
             pin(proc.pid, self._cpus)
 
         def ready() -> bool:
@@ -138,6 +159,10 @@ class Servers:
         while self._starting:
             name, ready = self._starting.pop(0)
             wait_until(ready, timeout=timeout, what=name)
+
+    def stop(self, pid: int) -> None:
+        """Stop one process started here before the others (it is not stopped twice)."""
+        stop_process(self._processes[pid])
 
     def bench_app(self, app: str) -> str:
         """`bench.serve`'s `app` ("bare", "framework" or "upstream"); its base URL."""
@@ -155,6 +180,26 @@ class Servers:
         args += ["--appendonly", "no", "--dir", str(self._workdir)]
         self._start("redis-server", args, (port,))
         return f"redis://127.0.0.1:{port}/0"
+
+    def nginx_static(self, *, pinned: bool = True) -> str:
+        """An nginx serving the upstream's files (bench/nginx.py); its base URL. `pinned`
+        false leaves it on every CPU."""
+        port = free_port()
+        workdir = self._workdir / f"nginx-static-{port}"
+        config = nginx.static_config(workdir, port)
+        self._start(
+            f"nginx-static-{port}", nginx.command(config), (port,), cwd=workdir, pinned=pinned
+        )
+        return f"http://127.0.0.1:{port}"
+
+    def nginx_proxy(self, upstream: str) -> str:
+        """An nginx passing every request to `upstream`, WebSockets included (bench/nginx.py);
+        its base URL."""
+        port = free_port()
+        workdir = self._workdir / f"nginx-proxy-{port}"
+        config = nginx.proxy_config(workdir, port, upstream)
+        self._start(f"nginx-proxy-{port}", nginx.command(config), (port,), cwd=workdir)
+        return f"http://127.0.0.1:{port}"
 
     def prosody(self) -> Prosody:
         """A prosody of this run's own, configured as the tests' (tests/fixtures/prosody.py:
@@ -191,11 +236,13 @@ class Servers:
         env: dict[str, str] | None = None,
         top: str = "",
         rates: str = "",
+        pinned: bool = True,
     ) -> Gateway:
         """`meetgate serve` with a minimal config on `store_url` in front of `upstream` (and of
         prosody at `signalling`, if given). `env` (GATEWAY_ENV unless given) overrides the
         file; `top` is TOML before any table (`trusted_proxies`), `rates` replaces the tests'
-        generous `[rates]` and `[challenge]` tables."""
+        generous `[rates]` and `[challenge]` tables. `pinned` false leaves it on every CPU (a
+        gateway with several workers)."""
         port, admin_port = free_port(), free_port()
         config = self._workdir / f"{name}.toml"
         token = write_config(
@@ -211,7 +258,8 @@ class Servers:
             jitsi=f'relayed_endpoints = ["{RELAYED_ENDPOINT}"]',
         )
         args = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config)]
-        pid = self._start(name, args, (port, admin_port), env=GATEWAY_ENV if env is None else env)
+        env = GATEWAY_ENV if env is None else env
+        pid = self._start(name, args, (port, admin_port), env=env, pinned=pinned)
         return Gateway(
             url=f"http://127.0.0.1:{port}",
             admin_url=f"http://127.0.0.1:{admin_port}",

@@ -1,15 +1,18 @@
-"""Two processes against one: `python -m bench.workers [--seconds 10] [--runs 5]`.
+"""Two processes against one: `python -m bench.workers [--seconds 10] [--runs 5]`, and the
+workers section of `python bench/run.py`.
 
-Starts a redis-server, an upstream (bench.upstream) and `meetgate serve` twice on that Redis, once
-with one worker and once with two (`[listen] workers`), admits one browser, then drives each
-gate in turn with wrk (one thread, 64 connections) on two routes:
+Starts a redis-server, an upstream (nginx serving the upstream's files, as Jitsi's web server
+does; bench/nginx.py) and `meetgate serve` twice on that Redis, once with one worker and once
+with two (`[listen] workers`), admits one browser, then drives each gate in turn with wrk (one
+thread, 64 connections) on two routes:
 
 - **forward-auth**: `/_meetgate/forward-auth` with the admission cookie, as a TLS front asks
   before serving a static file (the per-process admission cache answers; no store round trip);
 - **page**: a proxied 2 KiB file of the upstream (a static path) on the same cookie.
 
 Runs alternate (one, two, one, two, …) so that drift on a shared machine falls on both sides.
-Prints requests per second, median and worst of the runs, and the ratio of the medians. Nothing
+Prints successful requests per second, median and worst of the runs, and the median and worst
+of the runs' ratios (each run of two workers over the run of one just before it). Nothing
 is pinned: the gate's workers, wrk and the upstream share the machine's cores, as they would on
 a small server; on two cores wrk itself takes a good part of one.
 """
@@ -21,16 +24,37 @@ import shutil
 import statistics
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
-from bench.load import run_wrk
+from bench.load import LoadResult, run_wrk
 from bench.servers import GATEWAY_ENV, Gateway, Servers
 from bench.upstream import SMALL_PATH
 
 CONNECTIONS = 64
 STATIC_ASKED = ("X-Forwarded-Uri: /libs/app.js", "X-Forwarded-Method: GET")
+ROUTES = {
+    "forward-auth": ("/_meetgate/forward-auth", STATIC_ASKED),
+    "page": (SMALL_PATH, ()),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Scaling:
+    """One route's requests/s with one worker and with two, run by run (runs alternated)."""
+
+    route: str
+    one: list[float]
+    two: list[float]
+    # Timed runs with refusals or socket errors, described.
+    errors: list[str]
+
+    @property
+    def ratios(self) -> list[float]:
+        """Two over one, run by run (each pair measured back to back)."""
+        return [two / one for one, two in zip(self.one, self.two, strict=True)]
 
 
 def admitted_cookie(gateway: Gateway) -> str:
@@ -51,6 +75,61 @@ def admitted_cookie(gateway: Gateway) -> str:
         return str(browser.cookies["meetgate"])
 
 
+def start_gates(servers: Servers, upstream: str, redis: str) -> tuple[Gateway, Gateway]:
+    """`meetgate serve` with one worker and with two on `redis`, on every CPU (not pinned);
+    started, not yet waited for."""
+    one = servers.gateway("workers-one", upstream=upstream, store_url=redis, pinned=False)
+    two = servers.gateway(
+        "workers-two",
+        upstream=upstream,
+        store_url=redis,
+        env={**GATEWAY_ENV, "MEETGATE_LISTEN__WORKERS": "2"},
+        pinned=False,
+    )
+    return one, two
+
+
+def measure_scaling(
+    wrk: str, one: Gateway, two: Gateway, *, seconds: int, runs: int, warm_up: int = 2
+) -> list[Scaling]:
+    """Each route on each gate, `runs` times, alternating one, two, one, two…"""
+    gates = {"one": one, "two": two}
+    cookies = {kind: admitted_cookie(gate) for kind, gate in gates.items()}
+
+    def load(kind: str, route: str, duration: int) -> LoadResult:
+        path, extra = ROUTES[route]
+        return run_wrk(
+            wrk,
+            gates[kind].url + path,
+            seconds=duration,
+            connections=CONNECTIONS,
+            headers=(f"Cookie: meetgate={cookies[kind]}", *extra),
+        )
+
+    # Warm: connections, the admission cache, each worker's first requests.
+    for kind in gates:
+        for route in ROUTES:
+            load(kind, route, warm_up)
+    rates: dict[tuple[str, str], list[float]] = {
+        (kind, route): [] for kind in gates for route in ROUTES
+    }
+    errors: dict[str, list[str]] = {route: [] for route in ROUTES}
+    for _ in range(runs):
+        for kind in gates:
+            for route in ROUTES:
+                found = load(kind, route, seconds)
+                if found.refused or found.socket_errors:
+                    errors[route].append(
+                        f"{kind} worker(s): {found.refused} refused, "
+                        f"{found.socket_errors} socket errors"
+                    )
+                rates[(kind, route)].append(found.per_second)
+    return [
+        Scaling(route, rates[("one", route)], rates[("two", route)], errors[route])
+        for route in ROUTES
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=int, default=10)
@@ -61,55 +140,22 @@ def main() -> None:
         sys.exit("wrk is not installed (apt-get install -y wrk)")
     with tempfile.TemporaryDirectory() as workdir, Servers(Path(workdir), None) as servers:
         redis = servers.redis()
-        upstream = servers.bench_app("upstream")
+        upstream = servers.nginx_static()
         servers.wait_ready()
-        gates = {
-            "one": servers.gateway("one", upstream=upstream, store_url=redis),
-            "two": servers.gateway(
-                "two",
-                upstream=upstream,
-                store_url=redis,
-                env={**GATEWAY_ENV, "MEETGATE_LISTEN__WORKERS": "2"},
-            ),
-        }
+        one, two = start_gates(servers, upstream, redis)
         servers.wait_ready()
-        routes = {
-            "forward-auth": ("/_meetgate/forward-auth", STATIC_ASKED),
-            "page": (SMALL_PATH, ()),
-        }
-        rates: dict[tuple[str, str], list[float]] = {}
-        cookies: dict[str, str] = {}
-        for kind, gate in gates.items():
-            cookies[kind] = admitted_cookie(gate)
-            for route, (path, extra) in routes.items():
-                # Warm: connections, the admission cache, each worker's first requests.
-                run_wrk(wrk, gate.url + path, seconds=2, connections=CONNECTIONS,
-                        headers=(f"Cookie: meetgate={cookies[kind]}", *extra))  # fmt: skip
-                rates[(kind, route)] = []
-        for _ in range(args.runs):
-            for kind, gate in gates.items():
-                cookie = cookies[kind]
-                for route, (path, extra) in routes.items():
-                    found = run_wrk(
-                        wrk,
-                        gate.url + path,
-                        seconds=args.seconds,
-                        connections=CONNECTIONS,
-                        headers=(f"Cookie: meetgate={cookie}", *extra),
-                    )
-                    if found.refused or found.socket_errors:
-                        print(f"  {kind} {route}: {found.refused} refused, "
-                              f"{found.socket_errors} socket errors")  # fmt: skip
-                    rates[(kind, route)].append(found.requests / found.seconds)
-        print("| route | one worker (median / worst) | two workers (median / worst) | ratio |")
-        print("| --- | --- | --- | --- |")
-        for route in routes:
-            one, two = rates[("one", route)], rates[("two", route)]
-            ratio = statistics.median(two) / statistics.median(one)
-            print(
-                f"| {route} | {statistics.median(one):,.0f} / {min(one):,.0f} req/s"
-                f" | {statistics.median(two):,.0f} / {min(two):,.0f} req/s | {ratio:.2f}x |"
-            )
+        found = measure_scaling(wrk, one, two, seconds=args.seconds, runs=args.runs)
+    print("| route | one worker (median / worst) | two workers (median / worst) | ratio |")
+    print("| --- | --- | --- | --- |")
+    for scaling in found:
+        one_rates, two_rates = scaling.one, scaling.two
+        for error in scaling.errors:
+            print(f"  {scaling.route}, {error}")
+        print(
+            f"| {scaling.route} | {statistics.median(one_rates):,.0f} / {min(one_rates):,.0f} "
+            f"req/s | {statistics.median(two_rates):,.0f} / {min(two_rates):,.0f} req/s | "
+            f"{statistics.median(scaling.ratios):.2f}x (worst {min(scaling.ratios):.2f}x) |"
+        )
 
 
 if __name__ == "__main__":
