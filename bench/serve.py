@@ -28,9 +28,17 @@ from gateway.settings import LimitSettings
 APPS: dict[str, ASGIApp] = {"bare": bare.app, "framework": framework.app, "upstream": upstream.app}
 
 
-def meetgate_server(app: ASGIApp) -> HttpServer:
-    """The server `meetgate serve` runs the gate on (gateway/cli.py), with default limits."""
+def meetgate_server(app: ASGIApp, max_connections: int | None = None) -> HttpServer:
+    """The server `meetgate serve` runs the gate on (gateway/cli.py), with default limits but
+    for `max_connections` (per address too), where given."""
     limits = LimitSettings()
+    if max_connections is not None:
+        limits = limits.model_copy(
+            update={
+                "max_connections": max_connections,
+                "max_connections_per_address": max_connections,
+            }
+        )
     return HttpServer(
         app,
         guarding=Guarding(Rules.of(limits)),
@@ -51,11 +59,11 @@ def use_meetgates_event_loop() -> str:
     return "uvloop's"
 
 
-async def _serve(app: ASGIApp, port: int) -> None:
+async def _serve(app: ASGIApp, port: int, max_connections: int | None) -> None:
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", port))
-    await meetgate_server(app).start([sock])
+    await meetgate_server(app, max_connections).start([sock])
     await asyncio.Event().wait()
 
 
@@ -64,6 +72,12 @@ def main() -> None:
     parser.add_argument("app", choices=sorted(APPS))
     parser.add_argument("port", type=int)
     parser.add_argument("--server", choices=("meetgate", "uvicorn"), default="meetgate")
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        help="client connections held at once, from one address too (the default [limits]' "
+        "4,096 and 256 otherwise): the upstream of thousands of relayed WebSockets",
+    )
     args = parser.parse_args()
     if args.server == "uvicorn":
         limits = LimitSettings()
@@ -77,7 +91,7 @@ def main() -> None:
         ]  # fmt: skip
         os.execv(sys.executable, command)  # noqa: S606 (a fixed command, no shell)
     use_meetgates_event_loop()
-    asyncio.run(_serve(APPS[args.app], args.port))
+    asyncio.run(_serve(APPS[args.app], args.port, args.max_connections))
 
 
 if __name__ == "__main__":

@@ -56,6 +56,16 @@ def raise_open_files(needed: int) -> int:
     return soft
 
 
+def open_files_up_to(needed: int) -> int:
+    """Raise this process's limit on open files toward `needed`, as far as the hard limit
+    allows (raising that too where the process may); the soft limit now in force."""
+    with contextlib.suppress(RuntimeError):
+        return raise_open_files(needed)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return int(hard)
+
+
 def redis_version() -> str:
     binary = shutil.which("redis-server")
     if binary is None:
@@ -164,10 +174,14 @@ class Servers:
         """Stop one process started here before the others (it is not stopped twice)."""
         stop_process(self._processes[pid])
 
-    def bench_app(self, app: str) -> str:
-        """`bench.serve`'s `app` ("bare", "framework" or "upstream"); its base URL."""
+    def bench_app(self, app: str, max_connections: int | None = None) -> str:
+        """`bench.serve`'s `app` ("bare", "framework" or "upstream"), holding up to
+        `max_connections` where given; its base URL."""
         port = free_port()
-        self._start(app, [sys.executable, "-m", "bench.serve", app, str(port)], (port,))
+        args = [sys.executable, "-m", "bench.serve", app, str(port)]
+        if max_connections is not None:
+            args += ["--max-connections", str(max_connections)]
+        self._start(f"{app}-{port}", args, (port,))
         return f"http://127.0.0.1:{port}"
 
     def redis(self) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import importlib.util
 import os
 import secrets
@@ -34,7 +35,7 @@ from bench.servers import (
     Gateway,
     Prosody,
     Servers,
-    raise_open_files,
+    open_files_up_to,
     redis_version,
 )
 from bench.workers import Scaling
@@ -70,6 +71,8 @@ FORWARD_AUTH_CONNECTIONS = 32
 # Jitsi's static files (404 for anything else, or when the front does not say).
 FORWARD_AUTH_FRONT = {"x-forwarded-method": "GET", "x-forwarded-uri": "/libs/app.bundle.min.js"}
 IDLE_CUTS = 20
+# Open files a gateway needs besides two per relayed WebSocket: listeners, logs, the store.
+SPARE_FILES = 256
 # What `meetgate serve` runs on, and so every server here (bench/serve.py).
 EVENT_LOOP = "uvloop's" if importlib.util.find_spec("uvloop") else "asyncio's"
 # The parts of a run, in the order they run (`--only` picks some).
@@ -144,6 +147,8 @@ class Measurements:
     scaling: list[Scaling] = field(default_factory=list)
     # Seconds each section took, for keeping the whole run within its budget.
     took: dict[str, float] = field(default_factory=dict)
+    # What the run had to change from what it was asked, said in the report.
+    warnings: list[str] = field(default_factory=list)
 
     def has(self, name: str) -> bool:
         return bool(self.runs.get(name))
@@ -567,12 +572,15 @@ def idle_gateway_env(count: int) -> dict[str, str]:
 def measure_idle_section(lab: Lab, options: Options, m: Measurements) -> None:
     """`idle_sockets` idle relayed WebSockets on a fresh gateway each repeat (memory a gateway
     has freed stays in its heap, so a second batch on the same one would cost less)."""
+    # The echo behind them, holding every one (the other sections' upstream keeps the default
+    # limits, as Jitsi's would).
+    echo = lab.servers.bench_app("upstream", max_connections=options.idle_sockets + 1024)
     for repeat in range(options.repeats):
         count = options.idle_sockets
         say(f"measuring {count:,} idle WebSockets ({repeat + 1} of {options.repeats})")
         gate = lab.servers.gateway(
             f"gate-idle-{repeat}",
-            upstream=lab.upstream,
+            upstream=echo,
             store_url="memory://",
             env=idle_gateway_env(options.idle_sockets),
         )
@@ -972,7 +980,7 @@ def method_notes(options: Options, pinned: bool, m: Measurements) -> list[str]:
         notes.append(
             f"Idle WebSockets: {options.idle_sockets:,} relayed WebSockets held open on a fresh "
             "gateway each repeat (the run raises its limit on open files to twice that plus "
-            "1,024, and the gateway's connection limits to that plus 1,024)."
+            f"{SPARE_FILES}, and the gateway's connection limits to that plus 1,024)."
         )
     if m.revocations:
         notes.append(revocation.METHOD)
@@ -990,7 +998,7 @@ def method_notes(options: Options, pinned: bool, m: Measurements) -> list[str]:
 
 
 def warnings_of(m: Measurements, other: OtherLoad) -> list[str]:
-    warnings = []
+    warnings = list(m.warnings)
     if m.profiles:
         warnings.append(
             "--profile: py-spy sampled the gateway during its first timed runs, which lowers "
@@ -1048,6 +1056,23 @@ def tools_in_use(wrk: str, sections: frozenset[str]) -> str:
     return ", ".join(tools)
 
 
+def fit_idle_sockets(options: Options, m: Measurements) -> Options:
+    """Raise the limit on open files for the idle WebSockets: each is a socket here, two in the
+    gateway (the browser's and the upstream's) and one in the upstream, and the servers inherit
+    this process's limit. Where the hard limit is too low and may not be raised, fewer sockets,
+    and a warning saying so."""
+    limit = open_files_up_to(2 * options.idle_sockets + SPARE_FILES)
+    fits = (limit - SPARE_FILES) // 2
+    if fits >= options.idle_sockets:
+        return options
+    m.warnings.append(
+        f"The limit on open files is {limit:,} and this process may not raise it (ulimit -Hn): "
+        f"{fits:,} idle WebSockets were held open instead of {options.idle_sockets:,}."
+    )
+    say(f"the limit on open files allows {fits:,} idle WebSockets, not {options.idle_sockets:,}")
+    return dataclasses.replace(options, idle_sockets=fits)
+
+
 def run(options: Options) -> Report:
     wrk = ensure_wrk()
     wanted = options.sections
@@ -1065,12 +1090,10 @@ def run(options: Options) -> Report:
     if client_cpus is not None:
         os.sched_setaffinity(0, client_cpus)
     say(f"machine: {machine.describe()}")
-    if "idle" in wanted:
-        # Each idle WebSocket is a socket here, two in the gateway (the browser's and the
-        # upstream's) and one in the upstream; the servers inherit this process's limit.
-        raise_open_files(2 * options.idle_sockets + 1024)
-    workdir = Path(tempfile.mkdtemp(prefix="meetgate-bench-"))
     m = Measurements()
+    if "idle" in wanted:
+        options = fit_idle_sockets(options, m)
+    workdir = Path(tempfile.mkdtemp(prefix="meetgate-bench-"))
     started, busy, own = time.monotonic(), busy_cpu_seconds(), own_cpu_seconds()
     try:
         with Servers(workdir, server_cpus) as servers:
