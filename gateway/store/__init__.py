@@ -40,6 +40,9 @@ __all__ = [
     "InviteJoin",
     "InviteJoined",
     "LimitCharge",
+    "LinkFound",
+    "LinkJoin",
+    "LinkUnknown",
     "NameClaim",
     "RateDecision",
     "Role",
@@ -89,6 +92,51 @@ class InviteJoined:
 
     limits: RateDecision
     admission: Admission | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LinkFound:
+    """Where a join link leads: its invite, the room its meeting is in now (following moves),
+    and `stamp`, which stands for that room's record as read (opaque, the backend's own): a
+    later `join_through_link` with this as `expected` admits only while the invite is the same
+    and the room's record is unchanged."""
+
+    invite: Invite
+    room: Room
+    stamp: str
+
+
+@dataclass(frozen=True, slots=True)
+class LinkUnknown:
+    """A join link that leads nowhere (no invite has its token hash, or its room is gone):
+    `limits` is what charging the link's `unknown_charges` decided."""
+
+    limits: RateDecision
+
+
+@dataclass(frozen=True, slots=True)
+class LinkJoin:
+    """One store call for a join link (`Store.join_through_link`): find where `token_hash`
+    leads, following at most `max_moves` moves; charge `unknown_charges` if it leads nowhere;
+    carry out `join` (as `join_by_invite`) if it leads to what `expected` says. Without `join`
+    the call only looks (and charges a link that leads nowhere)."""
+
+    token_hash: str
+    max_moves: int
+    unknown_charges: tuple[LimitCharge, ...]
+    expected: LinkFound | None = None
+    join: InviteJoin | None = None
+
+    def __post_init__(self) -> None:
+        if self.join is not None:
+            if self.expected is None:
+                raise ValueError("a join needs the invite and room it expects")
+            if (self.join.token_hash, self.join.invite_id, self.join.admission.room) != (
+                self.token_hash,
+                self.expected.invite.id,
+                self.expected.room.name,
+            ):
+                raise ValueError("the join must be through the expected invite, into its room")
 
 
 class Subscription(Protocol):
@@ -182,6 +230,14 @@ class Store(Protocol):
         `claim_name` in `join.admission.room`); then count the invite's use and store the
         admission with that name (as `add_admission`). A refusal leaves every later step undone;
         limits that allowed the join stay charged."""
+
+    async def join_through_link(self, link: LinkJoin) -> InviteJoined | LinkFound | LinkUnknown:
+        """A join link in one round trip, atomically. Find where `link.token_hash` leads (as
+        `find_invite_and_room`). If it leads nowhere, charge `link.unknown_charges` (as
+        `charge_limits`) and answer LinkUnknown. If there is no `link.join`, or the invite is
+        not `link.expected`'s or the room's record is not the one `link.expected.stamp` stands
+        for, answer LinkFound (nothing charged or written). Otherwise carry out `link.join` as
+        `join_by_invite` does, with its answers and refusals."""
 
     # Admissions
     async def add_admission(self, admission: Admission) -> None:

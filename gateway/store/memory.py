@@ -31,7 +31,7 @@ from gateway.errors import (
     RoomNotFound,
     StoreUnavailable,
 )
-from gateway.store import InviteJoin, InviteJoined
+from gateway.store import InviteJoin, InviteJoined, LinkFound, LinkJoin, LinkUnknown
 from gateway.store.continuity import Continuity, parse_marker
 from gateway.store.health import StoreHealth
 from gateway.store.records import (
@@ -384,6 +384,21 @@ class MemoryStore:
         admission = dataclasses.replace(join.admission, name=join.names[index])
         await self.add_admission(admission)
         return InviteJoined(limits=decision, admission=admission)
+
+    async def join_through_link(self, link: LinkJoin) -> InviteJoined | LinkFound | LinkUnknown:
+        # As join_by_invite: nothing below yields to another task.
+        invite, room = await self.find_invite_and_room(link.token_hash, link.max_moves)
+        if invite is None or room is None:
+            return LinkUnknown(await self.charge_limits(link.unknown_charges))
+        found = LinkFound(invite, room, encode_record(room))
+        expected = link.expected
+        if (
+            link.join is None
+            or expected is None
+            or (expected.invite.id, expected.stamp) != (invite.id, found.stamp)
+        ):
+            return found
+        return await self.join_by_invite(link.join)
 
     # Admissions
 

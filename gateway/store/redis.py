@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import dataclasses
+import hashlib
 import json
 import math
 import time
@@ -39,7 +40,7 @@ from gateway.errors import (
     RoomNotFound,
     StoreUnavailable,
 )
-from gateway.store import InviteJoin, InviteJoined
+from gateway.store import InviteJoin, InviteJoined, LinkFound, LinkJoin, LinkUnknown
 from gateway.store.continuity import Continuity
 from gateway.store.deadline import StoreOptions, store_deadline
 from gateway.store.health import StoreHealth, store_address
@@ -104,6 +105,8 @@ RECOVERY_PROBE_SECONDS: Final = 1.0
 # The most recent audit entries kept per room; older ones are trimmed as new ones arrive.
 _AUDIT_KEEP: Final = 10_000
 
+# The parts join_invite (scripts/invite_join.lua) calls, itself last.
+_JOIN_PARTS: Final = ("gcra", "invite_check", "name_claims", "invite_join")
 _INVITE_FIELDS: Final = ("record", "uses", "revoked")
 _ALLOWED: Final = RateDecision(allowed=True, retry_after=0.0)
 _ADMISSION_FIELDS: Final = ("record", "revoked")
@@ -123,6 +126,12 @@ def _script_text(name: str, *parts: str) -> str:
     runs one text per script, so the functions several scripts share are put in front)."""
     scripts = resources.files("gateway.store").joinpath("scripts")
     return "\n".join(scripts.joinpath(f"{file}.lua").read_text("utf-8") for file in (*parts, name))
+
+
+def _stamp(room_record: str) -> str:
+    """What join_link.lua compares a room's stored record by (`LinkFound.stamp`): a version
+    marker, not a secret."""
+    return hashlib.sha1(room_record.encode(), usedforsecurity=False).hexdigest()
 
 
 def _milliseconds(timestamp: float) -> int:
@@ -321,7 +330,10 @@ class RedisStore:
         )
         self._locate_invite: AsyncScript = client.register_script(_script_text("locate_invite"))
         self._join_by_invite: AsyncScript = client.register_script(
-            _script_text("join_by_invite", "gcra", "invite_check", "name_claims")
+            _script_text("join_by_invite", *_JOIN_PARTS)
+        )
+        self._join_link: AsyncScript = client.register_script(
+            _script_text("join_link", *_JOIN_PARTS)
         )
         self._advance_marker: AsyncScript = client.register_script(_script_text("advance_marker"))
         self._replace_marker: AsyncScript = client.register_script(_script_text("replace_marker"))
@@ -626,6 +638,85 @@ class RedisStore:
         return refusals.get(code, InviteUnknown)()
 
     async def join_by_invite(self, join: InviteJoin) -> InviteJoined:
+        keys, args = self._join_keys_args(join)
+        async with self._call():
+            result: list[Any] = await self._join_by_invite(keys=keys, args=args)
+        return self._joined(join, result)
+
+    async def join_through_link(self, link: LinkJoin) -> InviteJoined | LinkFound | LinkUnknown:
+        expected = link.expected
+        keys: list[str] = [_INVITE_INDEX + link.token_hash, _ROOMS]
+        args: list[str | int] = [
+            _INVITE,
+            link.max_moves,
+            link.token_hash,
+            len(link.unknown_charges),
+            expected.invite.id if expected else "",
+            expected.stamp if expected else "",
+        ]
+        keys += (_RATE + charge.key for charge in link.unknown_charges)
+        for charge in link.unknown_charges:
+            args += [repr(1_000_000 / charge.rate_per_second), charge.burst]
+        if link.join is not None:
+            join_keys, join_args = self._join_keys_args(link.join)
+            keys += join_keys
+            args += join_args
+        async with self._call():
+            result: list[Any] = await self._join_link(keys=keys, args=args)
+        match result:
+            case ["unknown", int(allowed), int(retry_after_us), int(corrupt), *waits_us]:
+                return LinkUnknown(self._rate_decision(allowed, retry_after_us, corrupt, waits_us))
+            case ["found", str(invite_id), *fields]:
+                found = await self._link_found(link, invite_id, fields)
+                if found is None:
+                    # A record the script read but that does not parse here: nowhere, charged
+                    # apart.
+                    return LinkUnknown(await self.charge_limits(link.unknown_charges))
+                return found
+            case _ if link.join is not None:
+                return self._joined(link.join, result)
+            case _:
+                raise StoreUnavailable()
+
+    async def _link_found(
+        self, link: LinkJoin, invite_id: str, fields: list[str | None]
+    ) -> LinkFound | None:
+        """What join_link.lua found: the invite, and the room its meeting is in now."""
+        invite = self._invite_from_fields(fields[0:3])
+        if invite is None or invite.token_hash != link.token_hash:
+            return None
+        self._remember_invite_id(link.token_hash, invite_id)
+        read = list(zip(fields[3::2], fields[4::2], strict=True))
+        name, stamp = invite.room, ""
+        for step in range(link.max_moves + 1):
+            if step < len(read) and read[step][0] == name:
+                text = read[step][1]
+                room = None if text is None else self._room(text)
+                stamp = "" if text is None else _stamp(text)
+            else:
+                # Where the script could not tell the way on (a record it did not parse): a
+                # stamp no record has, so a join through this link goes step by step.
+                room, stamp = await self.get_room(name), ""
+            if room is None or room.moved_to is None:
+                break
+            name = room.moved_to
+        return None if room is None else LinkFound(invite, room, stamp)
+
+    def _rate_decision(
+        self, allowed: int, retry_after_us: int, corrupt: int, waits_us: Sequence[int]
+    ) -> RateDecision:
+        for _ in range(corrupt):
+            self._corrupt(CorruptRecord(RecordKind.RATE))
+        if allowed:
+            return _ALLOWED
+        return RateDecision(
+            allowed=False,
+            retry_after=retry_after_us / 1_000_000,
+            waits=tuple(int(wait) / 1_000_000 for wait in waits_us),
+        )
+
+    def _join_keys_args(self, join: InviteJoin) -> tuple[list[str], list[str | int]]:
+        """The keys and arguments of join_invite (scripts/invite_join.lua) for `join`."""
         admission = join.admission
         claim = join.claim
         # The admission's record as add_admission stores it, cut where its name goes.
@@ -657,18 +748,15 @@ class RedisStore:
             _ROOM_ADMISSIONS + admission.room,
             *(_RATE + charge.key for charge in join.charges),
         ]
-        async with self._call():
-            result: list[Any] = await self._join_by_invite(keys=keys, args=args)
+        return keys, args
+
+    def _joined(self, join: InviteJoin, result: list[Any]) -> InviteJoined:
+        """What join_invite's answer `result` means for `join`."""
         match result:
             case ["limited", int(retry_after_us), int(corrupt), *waits_us]:
-                for _ in range(corrupt):
-                    self._corrupt(CorruptRecord(RecordKind.RATE))
-                refused = RateDecision(
-                    allowed=False,
-                    retry_after=retry_after_us / 1_000_000,
-                    waits=tuple(int(wait) / 1_000_000 for wait in waits_us),
+                return InviteJoined(
+                    limits=self._rate_decision(0, retry_after_us, corrupt, waits_us)
                 )
-                return InviteJoined(limits=refused)
             case ["banned", int(corrupt)]:
                 if corrupt:
                     self._corrupt(CorruptRecord(RecordKind.BAN))
@@ -680,7 +768,7 @@ class RedisStore:
                 return InviteJoined(limits=_ALLOWED)
             case ["ok", int(index), int(_uses), int(corrupt)]:
                 self._names_corrupt(corrupt)
-                named = dataclasses.replace(admission, name=join.names[index])
+                named = dataclasses.replace(join.admission, name=join.names[index])
                 return InviteJoined(limits=_ALLOWED, admission=named)
             case _:
                 raise StoreUnavailable()

@@ -1,6 +1,7 @@
-"""The `Store` contract for a join through an invite in one step (`join_by_invite`) and for what
-a join link leads to (`find_invite_and_room`): each refusal as the separate calls give it, each
-leaving every later step undone, on both backends."""
+"""The `Store` contract for a join through an invite in one step (`join_by_invite`), for what
+a join link leads to (`find_invite_and_room`), and for both in one call (`join_through_link`):
+each refusal as the separate calls give it, each leaving every later step undone, on both
+backends."""
 
 from __future__ import annotations
 
@@ -26,6 +27,9 @@ from gateway.store import (
     InviteJoin,
     InviteJoined,
     LimitCharge,
+    LinkFound,
+    LinkJoin,
+    LinkUnknown,
     NameClaim,
     Room,
     Store,
@@ -270,3 +274,104 @@ async def test_a_token_whose_room_is_gone_leads_nowhere(store: Store) -> None:
     await store.update_room(dataclasses.replace(room, moved_to=gone.name))
     await store.delete_room(gone.name, time.time())
     assert await store.find_invite_and_room(invite.token_hash, 16) == (invite, None)
+
+
+# A join link in one call
+
+
+def through_link(
+    found: LinkFound | None,
+    join: InviteJoin | None = None,
+    *,
+    token_hash: str | None = None,
+    unknown: tuple[LimitCharge, ...] = (),
+) -> LinkJoin:
+    token_hash = token_hash or (found.invite.token_hash if found else secrets.token_hex(32))
+    return LinkJoin(token_hash, 16, unknown, expected=found, join=join)
+
+
+async def look(store: Store, invite: Invite) -> LinkFound:
+    found = await store.join_through_link(through_link(None, token_hash=invite.token_hash))
+    assert isinstance(found, LinkFound)
+    return found
+
+
+async def test_a_link_that_leads_nowhere_is_charged_and_told(store: Store) -> None:
+    """Catches a made-up link that costs nothing (a flood of them would be free) or that is
+    charged against anything but the limits given for it."""
+    limit = spent_limit()
+    answer = await store.join_through_link(through_link(None, unknown=(limit,)))
+    assert isinstance(answer, LinkUnknown) and answer.limits.allowed
+    again = await store.join_through_link(through_link(None, unknown=(limit,)))
+    assert isinstance(again, LinkUnknown) and not again.limits.allowed
+    assert len(again.limits.waits) == 1
+    # An invite whose room is gone leads nowhere too.
+    room, invite = await room_with_invite(store)
+    await store.delete_room(room.name, time.time())
+    gone = await store.join_through_link(through_link(None, token_hash=invite.token_hash))
+    assert isinstance(gone, LinkUnknown) and gone.limits.allowed
+
+
+async def test_a_look_finds_the_invite_and_the_room_now(store: Store) -> None:
+    room, invite = await room_with_invite(store)
+    later = make_room()
+    await store.create_room(later)
+    await store.update_room(dataclasses.replace(room, moved_to=later.name))
+    limit = spent_limit()
+    found = await store.join_through_link(
+        through_link(None, token_hash=invite.token_hash, unknown=(limit,))
+    )
+    assert isinstance(found, LinkFound)
+    assert (found.invite, found.room) == (invite, later)
+    # A look charges nothing.
+    assert (await store.charge_limits([limit])).allowed
+
+
+async def test_a_join_through_the_link_as_expected_admits_in_one_call(store: Store) -> None:
+    room, invite = await room_with_invite(store, max_uses=2)
+    found = await look(store, invite)
+    limit = LimitCharge(unique("addr"), rate_per_second=0.001, burst=1)
+    join = join_of(room, invite, "Ada", charges=(limit,))
+    joined = await store.join_through_link(through_link(found, join))
+    assert isinstance(joined, InviteJoined) and joined.admission is not None
+    assert await store.get_admission(join.admission.id) == joined.admission
+    stored = await store.get_invite(invite.id)
+    assert stored is not None and stored.uses == 1
+    assert not (await store.charge_limits([limit])).allowed
+    # Refusals are join_by_invite's: a ban after the limits.
+    banned = join_of(room, invite)
+    await store.ban_identity(room.ban_scope, banned.admission.identity, None)
+    with pytest.raises(AdmissionBanned):
+        await store.join_through_link(through_link(found, banned))
+
+
+async def test_a_join_through_a_changed_room_is_sent_back_undone(store: Store) -> None:
+    """Catches a join decided on a room record that changed since (locked, its policy changed,
+    moved): the caller must decide again on the room as it is now."""
+    room, invite = await room_with_invite(store, max_uses=2)
+    found = await look(store, invite)
+    locked = dataclasses.replace(room, locked=True)
+    await store.update_room(locked)
+    limit = spent_limit()
+    join = join_of(room, invite, charges=(limit,))
+    answer = await store.join_through_link(through_link(found, join))
+    assert isinstance(answer, LinkFound) and answer.room == locked
+    assert answer.stamp != found.stamp
+    await assert_nothing_after_the_limits(store, join, uses=0)
+    assert (await store.charge_limits([limit])).allowed
+    # With what it found now: admitted.
+    joined = await store.join_through_link(through_link(answer, join_of(room, invite, "Grace")))
+    assert isinstance(joined, InviteJoined) and joined.admission is not None
+
+
+async def test_a_join_expecting_another_invite_is_sent_back_undone(store: Store) -> None:
+    room, invite = await room_with_invite(store)
+    _, other = await room_with_invite(store)
+    found = await look(store, invite)
+    # The stamp of the room is right; the invite is not the link's.
+    wrong = dataclasses.replace(found, invite=dataclasses.replace(invite, id=other.id))
+    join = join_of(room, dataclasses.replace(invite, id=other.id))
+    answer = await store.join_through_link(through_link(wrong, join))
+    assert isinstance(answer, LinkFound) and answer.invite == invite
+    for stored in (await store.get_invite(invite.id), await store.get_invite(other.id)):
+        assert stored is not None and stored.uses == 0

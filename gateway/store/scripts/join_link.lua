@@ -1,0 +1,81 @@
+-- A join link in one atomic step (invite_join.lua and the parts it calls loaded before this):
+-- find where the link leads, as locate_invite.lua does; if nowhere, charge the limits a link
+-- that leads nowhere is charged against; if to the invite and room record the caller expects,
+-- join through it (join_invite).
+-- KEYS[1] the token's index entry, KEYS[2] the rooms hash, then the states of the u limits for a
+-- link that leads nowhere, then join_invite's keys (none: only look).
+-- ARGV[1] the invite key prefix, ARGV[2] how many moves to follow at most, ARGV[3] the token hash,
+-- ARGV[4] u, ARGV[5] the expected invite id, ARGV[6] the SHA-1 of the expected room's record,
+-- then each of the u limits' emission interval (µs) and burst, then join_invite's arguments.
+-- Returns {'unknown', allowed (1 or 0), retry_after_us, corrupt, wait_1_us, ...} (as
+-- charge_limits) when the link leads nowhere; {'found', invite id, its record, uses, revoked,
+-- then a room name and its record for the invite's room and each room it moved to} (as
+-- locate_invite.lua) when the caller expected something else or only looks; else what
+-- join_invite returns.
+-- The invite and room keys are derived here, so this script needs a single Redis node (or
+-- Sentinel), not Cluster.
+local unknown = tonumber(ARGV[4])
+
+local function leads_nowhere()
+  local keys = {}
+  local args = {}
+  for i = 1, unknown do
+    keys[i] = KEYS[2 + i]
+    args[2 * i - 1] = ARGV[5 + 2 * i]
+    args[2 * i] = ARGV[6 + 2 * i]
+  end
+  local charged = charge_limits(keys, args)
+  table.insert(charged, 1, 'unknown')
+  return charged
+end
+
+local id = redis.call('GET', KEYS[1])
+if not id then
+  return leads_nowhere()
+end
+local fields = redis.call('HMGET', ARGV[1] .. id, 'record', 'uses', 'revoked')
+if not fields[1] then
+  return leads_nowhere()
+end
+local parsed, invite = pcall(cjson.decode, fields[1])
+if not parsed or type(invite) ~= 'table' or type(invite.room) ~= 'string'
+    or invite.token_hash ~= ARGV[3] then
+  return leads_nowhere()
+end
+
+local found = {'found', id, fields[1], fields[2], fields[3]}
+-- The room's record as it is now, once known: false while a record on the way does not parse.
+local final = false
+local name = invite.room
+for _ = 0, tonumber(ARGV[2]) do
+  local text = redis.call('HGET', KEYS[2], name)
+  found[#found + 1] = name
+  found[#found + 1] = text
+  if not text then
+    return leads_nowhere()
+  end
+  local readable, room = pcall(cjson.decode, text)
+  if not readable or type(room) ~= 'table' then
+    final = false
+    break
+  end
+  final = text
+  if type(room.moved_to) ~= 'string' then
+    break
+  end
+  name = room.moved_to
+end
+
+local first_join_key = 3 + unknown
+if #KEYS < first_join_key or not final or id ~= ARGV[5] or redis.sha1hex(final) ~= ARGV[6] then
+  return found
+end
+local join_keys = {}
+for i = first_join_key, #KEYS do
+  join_keys[#join_keys + 1] = KEYS[i]
+end
+local join_args = {}
+for i = 7 + 2 * unknown, #ARGV do
+  join_args[#join_args + 1] = ARGV[i]
+end
+return join_invite(join_keys, join_args)
