@@ -12,8 +12,10 @@ The server (gateway/edge/server.py) applies them as it reads each connection:
   answer; else the connection is reset. A silent socket, a half-sent head and a head trickled a
   byte at a time all end there.
 - **a body deadline**: a request's body must be complete within `body_read_seconds` of its head.
-- **a head size cap**: a head still incomplete after `max_header_bytes` is answered 431 and
-  closed at once, without reading the rest (at most one socket read past the cap is taken).
+- **a head size cap**: a head over `max_header_bytes`, whether it came whole or is still
+  arriving, is answered 431 and closed at once, without reading the rest (at most one socket
+  read past the cap is taken; one more for a head begun in the same read as the end of a
+  request before it, whose share of that read the parser does not tell).
 
 Nothing is timed while the application works on a request (a BOSH long poll may hold one for a
 minute). An open WebSocket counts toward the replica's cap until it closes, but no longer toward

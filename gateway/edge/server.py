@@ -5,10 +5,17 @@ application (gateway/edge/guard.py) and stop in its own order (gateway/serving.p
 server offered either through a public interface (docs/design/http-server.md). So the wire is
 parsed here, with documented libraries only:
 
-- **HTTP/1.1 through h11**, the sans-I/O parser: it caps the request head
-  (`max_header_bytes`, answered 431), validates every header it reads or is given to write,
-  keeps a chunked body's trailer fields out of the headers and frames responses (content-length,
-  chunked, or close-delimited for HTTP/1.0).
+- **HTTP/1.1 requests through httptools** (llhttp, in C; its public `HttpRequestParser` and
+  callbacks). llhttp checks the request line, header names and values (no control characters,
+  no obs-fold, no space before the colon), Content-Length (digits, never twice) and the chunked
+  framing. What it leaves to its user is checked here, as h11 did before: the head's size
+  (`max_header_bytes`, answered 431, counted as it arrives), Host (once, and required in
+  HTTP/1.1), Transfer-Encoding (exactly `chunked`), HTTP/1.0 or 1.1 only, a path (origin form)
+  only; a chunked body's trailer fields are dropped, never added to the headers.
+- **Responses are framed here**: the status line and the application's headers (each name and
+  value checked, as h11 checks them), then Content-Length as the application declared it (a body
+  shorter or longer than declared is never written as complete), chunked when it declared none,
+  or close-delimited for HTTP/1.0; no body for HEAD, 204 and 304.
 - **WebSockets through websockets' sans-I/O `ServerProtocol`**: the handshake is checked and
   answered by it, frames are parsed and written by it (masking, control frames, ping → pong,
   the closing handshake, the message size cap answered 1009).
@@ -24,6 +31,11 @@ replica's or its address's cap is reset at accept; a head that takes longer than
 application works on a request (a BOSH long poll may hold one for a minute); an idle keep-alive
 connection is closed after `keep_alive_seconds`. An open WebSocket counts toward the replica's
 cap, not its address's (attendees behind one NAT must not crowd each other out).
+
+llhttp parses everything it is given in one call, so requests pipelined behind the one being
+answered are read ahead: each waits, with its body, until the ones before it are answered, and
+reading pauses while any waits. At most PIPELINED_MAX wait on one connection; past that nothing
+more is read and the connection closes after their answers.
 """
 
 from __future__ import annotations
@@ -33,15 +45,16 @@ import contextlib
 import email.utils
 import http
 import logging
+import re
 import socket
 import time
 import urllib.parse
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-import h11
+import httptools
 from starlette.types import ASGIApp, Message
 from websockets.exceptions import InvalidHandshake, ProtocolError
 from websockets.frames import Close, Frame, Opcode
@@ -57,6 +70,9 @@ log = logging.getLogger("meetgate.server")
 BACKLOG = 2048
 # A request body buffered beyond this while the application does not read it pauses reading.
 BODY_BUFFER_BYTES = 64 * 1024
+# Requests read ahead of their answer on one connection (pipelined); past this, nothing more is
+# read and the connection closes once they are answered.
+PIPELINED_MAX = 32
 # WebSocket messages received and not yet read by the application: reading pauses above the
 # first, resumes at the second.
 QUEUE_HIGH = 16
@@ -71,12 +87,28 @@ CLOSE_SECONDS = 5.0
 KEEPALIVE_IDLE = 60
 KEEPALIVE_INTERVAL = 10
 KEEPALIVE_COUNT = 3
+# A response's head and body up to this size go to the socket as one write.
+JOINED_WRITE_BYTES = 16 * 1024
 
 ASGI_HTTP = {"version": "3.0", "spec_version": "2.3"}
 ASGI_WEBSOCKET = {"version": "3.0", "spec_version": "2.4"}
 WEBSOCKET_EXTENSIONS: dict[str, dict[str, Any]] = {"websocket.http.response": {}}
-# Reason phrases by status, as they are first used.
-REASONS: dict[int, bytes] = {}
+
+# What RFC 9110 allows in a field name (a token) and value, as h11 checks what it writes: no NUL,
+# CR, LF or other whitespace but spaces and tabs between visible characters.
+FIELD_NAME = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
+FIELD_VALUE = re.compile(rb"(?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?")
+CONTENT_LENGTH_DIGITS = 20
+# The request line's fixed part: two spaces, "HTTP/1.1" and CR LF; each header line's: ": " and
+# CR LF; the head's end: CR LF.
+REQUEST_LINE_BYTES = 12
+FIELD_LINE_BYTES = 4
+# Status lines by status, as they are first used.
+STATUS_LINES: dict[int, bytes] = {}
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+LAST_CHUNK = b"0\r\n\r\n"
+# Header fields the server writes itself.
+FRAMING = (b"content-length", b"transfer-encoding", b"connection")
 
 
 def _plain(status: int, reason: str, text: str) -> bytes:
@@ -96,6 +128,10 @@ class ClientDisconnected(OSError):
     """A WebSocket message sent after the client's connection has ended."""
 
 
+class _Refused(Exception):
+    """Raised from a parser callback to stop parsing a request the server answers itself."""
+
+
 @dataclass(frozen=True, slots=True)
 class ServerLimits:
     max_header_bytes: int = 16 * 1024
@@ -108,18 +144,19 @@ class ServerLimits:
 
 
 class _Clock:
-    """The `date` header's value, formatted once a second."""
+    """The `date` header line, formatted once a second."""
 
     def __init__(self) -> None:
         self._second = -1
-        self._value = b""
+        self._line = b""
 
     def date(self) -> bytes:
+        """`date: …` with its CR LF."""
         now = int(time.time())
         if now != self._second:
             self._second = now
-            self._value = email.utils.formatdate(now, usegmt=True).encode()
-        return self._value
+            self._line = b"date: " + email.utils.formatdate(now, usegmt=True).encode() + b"\r\n"
+        return self._line
 
 
 class HttpServer:
@@ -193,19 +230,28 @@ class Connection(asyncio.Protocol):
     """One client connection: the guard's rules, HTTP/1.1 requests, or one WebSocket."""
 
     __slots__ = (
+        "begun",
         "client",
         "cycle",
-        "h11",
+        "fields",
+        "head_bytes",
+        "in_head",
+        "in_message",
         "key",
         "local",
         "loop",
         "lost",
+        "parser",
+        "parsing",
+        "queued",
         "reading",
+        "refusal",
         "server",
         "stalled_until",
         "state",
         "transport",
         "until",
+        "url",
         "websocket",
         "writable",
     )
@@ -214,13 +260,18 @@ class Connection(asyncio.Protocol):
         self.server = server
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
-        self.h11: h11.Connection | None = None
+        # None once nothing more is to be parsed: upgraded, closing, or the rest ignored.
+        self.parser: httptools.HttpRequestParser | None = None
         self.key: tuple[int, int] | None = None
         self.state = HEAD
         # The state's deadline, and the one a client that takes no bytes runs into.
         self.until = NEVER
         self.stalled_until = NEVER
+        # The request being answered, the one being parsed (the same, or one read ahead), and
+        # those read ahead waiting for their turn.
         self.cycle: Cycle | None = None
+        self.parsing: Cycle | None = None
+        self.queued: list[Cycle] = []
         self.websocket: WebSocket | None = None
         self.client: tuple[str, int] | None = None
         self.local: tuple[str, int] | None = None
@@ -228,6 +279,16 @@ class Connection(asyncio.Protocol):
         # Set while the transport takes writes; cleared between pause_writing and resume_writing.
         self.writable: asyncio.Event | None = None
         self.lost = False
+        # The head being parsed: its target, its header fields as sent, the bytes it has taken.
+        self.url = b""
+        self.fields: list[tuple[bytes, bytes]] = []
+        self.head_bytes = 0
+        self.in_message = False
+        self.in_head = False
+        # Messages begun during the current `feed_data` call.
+        self.begun = 0
+        # The status a parser callback refused the request with (400 or 431).
+        self.refusal = 0
 
     # ------------------------------------------------------------ asyncio.Protocol
 
@@ -252,9 +313,11 @@ class Connection(asyncio.Protocol):
         guarding.watch(self.loop)
         self.client = _address(peer)
         self.local = _address(transport.get_extra_info("sockname"))
-        self.h11 = h11.Connection(
-            h11.SERVER, max_incomplete_event_size=self.server.limits.max_header_bytes
-        )
+        parser = httptools.HttpRequestParser(self)
+        # Content-Length beside Transfer-Encoding is read by its chunks and the connection
+        # closed after the answer (RFC 9112 section 6.1), rather than refused.
+        parser.set_dangerous_leniencies(lenient_chunked_length=True)
+        self.parser = parser
         self.until = self.loop.time() + rules.header_read_seconds
 
     def data_received(self, data: bytes) -> None:
@@ -263,17 +326,46 @@ class Connection(asyncio.Protocol):
         if self.websocket is not None:
             self.websocket.feed(data)
             return
-        if self.h11 is None:
+        parser = self.parser
+        if parser is None:
+            # The rest of the connection is ignored (the client asked to close after a request,
+            # or it is closing).
             return
         if self.state == IDLE:
             # Any byte after an answer (a blank line too) starts the next head's clock.
             self.state = HEAD
             self.until = self.loop.time() + self.server.guarding.rules.header_read_seconds
-        self.h11.receive_data(data)
-        self._next_events()
+        # A head already begun, or begun at this read's first byte, takes all of it; one begun
+        # behind another request in this read takes an unknown part, not counted (it is at most
+        # one read).
+        counted = not self.in_message
+        self.begun = 0
+        try:
+            parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            if self.websocket is not None:
+                # What follows the upgrade request's head belongs to the WebSocket.
+                rest = data[int(exc.args[0]) :]
+                if rest:
+                    self.websocket.feed(rest)
+            elif self.parser is not None:
+                # An upgrade the callbacks did not take (they stop parsing at every other).
+                self._bad_request(400)
+            return
+        except httptools.HttpParserError as exc:
+            if self.parser is not None:
+                self._parse_failed(exc)
+            return
+        if self.in_head and self.parser is not None:
+            if self.begun == 0 or (self.begun == 1 and counted):
+                self.head_bytes += len(data)
+            if self.head_bytes > self.server.limits.max_header_bytes:
+                self._bad_request(431)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
+        self.parser = None
+        self.queued.clear()
         self._release()
         if self.cycle is not None:
             self.cycle.disconnect()
@@ -305,153 +397,240 @@ class Connection(asyncio.Protocol):
         if self.websocket is not None and self.websocket.wants_reading():
             self.resume_reading()
 
-    # ------------------------------------------------------------ reading requests
+    # ------------------------------------------------------------ httptools' callbacks
 
-    def _next_events(self) -> None:
-        conn = self.h11
-        transport = self.transport
-        while conn is not None and transport is not None and not transport.is_closing():
-            if conn.their_state is h11.MUST_CLOSE:
-                # The client asked to close after this request: what it sent after it is
-                # ignored, never read as another request.
-                self.pause_reading()
-                return
-            try:
-                event = conn.next_event()
-            except h11.RemoteProtocolError as exc:
-                self._bad_request(exc.error_status_hint)
-                return
-            if event is h11.NEED_DATA:
-                return
-            if event is h11.PAUSED:
-                # The next request waits until this one is answered (pipelining).
-                self.pause_reading()
-                return
-            kind = type(event)
-            if kind is h11.Data:
-                assert self.cycle is not None
-                self.cycle.received(cast(h11.Data, event).data)
-            elif kind is h11.Request:
-                self._on_request(cast(h11.Request, event))
-                if self.websocket is not None:
-                    return
-            elif kind is h11.EndOfMessage:
-                cycle = self.cycle
-                assert cycle is not None
-                cycle.received_all()
-                if cycle.complete:
-                    # Answered before its body was read: the body is over, the next may come.
-                    self._next_cycle()
-                else:
-                    self.state = APP
-                    self.until = NEVER
-            elif kind is h11.ConnectionClosed:
-                self._close()
-                return
+    def on_message_begin(self) -> None:
+        if self.parser is None:
+            return
+        self.begun += 1
+        self.in_message = self.in_head = True
+        if self.state == IDLE:
+            # Begun behind an answer completed in the same read.
+            self.state = HEAD
+            self.until = self.loop.time() + self.server.guarding.rules.header_read_seconds
+        self.url = b""
+        self.fields = []
+        self.head_bytes = 0
 
-    def _on_request(self, event: h11.Request) -> None:
-        raw_path, _, query = event.target.partition(b"?")
+    def on_url(self, url: bytes) -> None:
+        if self.parser is not None:
+            self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        # After the head, a chunked body's trailer fields: dropped.
+        if self.in_head and self.parser is not None:
+            self.fields.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        if parser is None:
+            return
+        self.in_head = False
+        method = parser.get_method()
+        url = self.url
+        size = len(method) + len(url) + REQUEST_LINE_BYTES + 2
+        headers: list[tuple[bytes, bytes]] = []
+        hosts = 0
+        length = False
+        codings: list[bytes] = []
+        close = expect = websocket = False
+        for name, value in self.fields:
+            if value and value[-1] in b" \t":
+                # llhttp drops the whitespace before a value, not after it.
+                value = value.rstrip(b" \t")
+            size += len(name) + len(value) + FIELD_LINE_BYTES
+            name = name.lower()
+            headers.append((name, value))
+            if name == b"host":
+                hosts += 1
+            elif name == b"content-length":
+                length = True
+            elif name == b"transfer-encoding":
+                codings.append(value)
+            elif name == b"connection":
+                close = close or b"close" in _tokens(value)
+            elif name == b"expect":
+                expect = expect or b"100-continue" in _tokens(value)
+            elif name == b"upgrade":
+                websocket = websocket or value.lower() == b"websocket"
+        self.fields = []
+        if size > self.server.limits.max_header_bytes:
+            self._stop(431)
+        version = parser.get_http_version()
         if (
-            not raw_path.startswith(b"/")
-            or not raw_path.isascii()
-            or event.http_version not in (b"1.1", b"1.0")
+            version not in ("1.1", "1.0")
+            or not url.startswith(b"/")
+            or not url.isascii()
+            # Host exactly once in HTTP/1.1, at most once in 1.0 (RFC 9112 section 3.2).
+            or hosts > 1
+            or (hosts == 0 and version == "1.1")
+            # The one transfer coding the server reads (RFC 9112 section 6.1 allows no other
+            # that ends a request's body); llhttp would take `identity, chunked`.
+            or (codings and (len(codings) > 1 or codings[0].lower() != b"chunked"))
         ):
             # Only a path (origin form) of HTTP/1.x: an absolute URL, `*` (OPTIONS, CONNECT's
             # authority) or HTTP/2's preface is not a request any route of the gate's serves,
             # and browsers percent-encode every byte that is not ASCII.
-            self._bad_request(400)
-            return
-        headers = list(event.headers)
+            self._stop(400)
+        raw_path, _, query = url.partition(b"?")
+        path = raw_path.decode("ascii")
         scope: dict[str, Any] = {
             "asgi": ASGI_HTTP,
-            "http_version": event.http_version.decode("ascii"),
+            "http_version": version,
             "server": self.local,
             "client": self.client,
             "scheme": "http",
             "root_path": "",
-            "path": urllib.parse.unquote(raw_path.decode("ascii")),
+            "path": urllib.parse.unquote(path) if "%" in path else path,
             "raw_path": raw_path,
             "query_string": query,
             "headers": headers,
             "state": {},
         }
-        if _is_websocket(event.method, headers):
+        if websocket and method == b"GET":
+            if self.cycle is not None:
+                # An upgrade pipelined behind another request: nothing more is read, and the
+                # connection closes once the requests before it are answered.
+                self.parser = None
+                return
             scope["type"] = "websocket"
             scope["asgi"] = ASGI_WEBSOCKET
             scope["scheme"] = "ws"
             scope["subprotocols"] = _subprotocols(headers)
             scope["extensions"] = WEBSOCKET_EXTENSIONS
-            self._start_websocket(scope, event)
+            self._start_websocket(scope, method, url)
             return
+        upgrade = parser.should_upgrade()
+        if upgrade and (length or codings or method == b"CONNECT"):
+            # An upgrade to another protocol (h2c) with a body: llhttp stops at its head, so
+            # the body could not be told from the next request. Browsers send none.
+            self._stop(400)
         scope["type"] = "http"
-        scope["method"] = event.method.decode("ascii")
-        self.state = BODY
-        self.until = self.loop.time() + self.server.guarding.rules.body_read_seconds
-        cycle = Cycle(self, scope, head=event.method == b"HEAD")
-        if _framed_twice(headers):
-            # Content-Length and Transfer-Encoding both: read by its chunks, and the connection
-            # closed after the answer (RFC 9112 section 6.1), so that a front that read it by
-            # its length cannot have smuggled a second request behind it.
-            cycle.keep_alive = False
+        scope["method"] = method.decode("ascii")
+        cycle = Cycle(self, scope, head=method == b"HEAD")
+        # The connection ends with this request's answer: asked for, HTTP/1.0 (which the server
+        # does not keep alive), an upgrade to a protocol it does not speak (llhttp reads
+        # nothing after it), or Content-Length and Transfer-Encoding both, so that a front that
+        # read it by its length cannot have smuggled a second request behind it.
+        cycle.keep_alive = not (close or version == "1.0" or upgrade or (length and codings))
+        cycle.expect_continue = expect and version == "1.1"
+        self.parsing = cycle
+        if self.cycle is None:
+            self._serve(cycle)
+        else:
+            self.queued.append(cycle)
+            self.pause_reading()
+
+    def on_body(self, body: bytes) -> None:
+        cycle = self.parsing
+        if cycle is not None and self.parser is not None:
+            cycle.received(body)
+
+    def on_message_complete(self) -> None:
+        cycle = self.parsing
+        if cycle is None or self.parser is None:
+            return
+        self.parsing = None
+        self.in_message = False
+        cycle.received_all()
+        if not cycle.keep_alive or len(self.queued) >= PIPELINED_MAX:
+            # Nothing after this request is read as another request.
+            self.parser = None
+            self.pause_reading()
+        if cycle is self.cycle:
+            if cycle.complete:
+                # Answered before its body was read: the body is over, the next may come.
+                self._next_cycle()
+            else:
+                self.state = APP
+                self.until = NEVER
+
+    def _stop(self, status: int) -> None:
+        self.refusal = status
+        raise _Refused
+
+    # ------------------------------------------------------------ requests
+
+    def _serve(self, cycle: Cycle) -> None:
         self.cycle = cycle
+        if cycle.more_body:
+            self.state = BODY
+            self.until = self.loop.time() + self.server.guarding.rules.body_read_seconds
+        else:
+            self.state = APP
+            self.until = NEVER
         cycle.task = self.loop.create_task(cycle.run())
 
-    def _start_websocket(self, scope: dict[str, Any], event: h11.Request) -> None:
-        assert self.h11 is not None
-        pending, _ = self.h11.trailing_data
-        # Whatever follows the head belongs to the WebSocket (frames), never to h11.
-        self.h11 = None
+    def _start_websocket(self, scope: dict[str, Any], method: bytes, url: bytes) -> None:
+        # Whatever follows the head belongs to the WebSocket (frames), never to the parser.
+        self.parser = None
+        self.in_message = False
         self.state = WEBSOCKET
         self.until = NEVER
         head = b"".join(
             [
-                b"GET ",
-                event.target,
+                method,
+                b" ",
+                url,
                 b" HTTP/1.1\r\n",
-                *(name + b": " + value + b"\r\n" for name, value in event.headers.raw_items()),
+                *(name + b": " + value + b"\r\n" for name, value in scope["headers"]),
                 b"\r\n",
             ]
         )
         websocket = WebSocket(self, scope, head)
         self.websocket = websocket
         websocket.task = self.loop.create_task(websocket.run())
-        if pending:
-            websocket.feed(pending)
 
     def answered(self, keep_alive: bool) -> None:
         """The current request's answer was written in full: next request, or close."""
-        conn = self.h11
-        if conn is None or self.lost:
+        if self.lost or self.state == CLOSING:
             return
-        if not keep_alive or self.server.stopping or conn.our_state is not h11.DONE:
+        if not keep_alive or self.server.stopping:
             # Closing: asked for (by either side, or HTTP/1.0), or stopping.
             self._close()
             return
-        if conn.their_state is not h11.DONE:
+        cycle = self.cycle
+        if cycle is not None and cycle.more_body:
             # Answered before the request's body was read (a refusal): the rest of the body is
             # read and dropped, within the body's deadline; the next request follows it.
             self.resume_reading()
             return
         self._next_cycle()
-        if conn.trailing_data[0]:
-            self._next_events()
 
     def _next_cycle(self) -> None:
-        conn = self.h11
-        assert conn is not None
         self.cycle = None
         if self.server.stopping:
             self._close()
             return
-        conn.start_next_cycle()
+        if self.queued:
+            # Pipelined: the next request was read already.
+            self._serve(self.queued.pop(0))
+            if not self.queued:
+                self.resume_reading()
+            return
+        if self.parser is None:
+            # Nothing more is read on this connection.
+            self._close()
+            return
         self.resume_reading()
-        if conn.trailing_data[0]:
-            # Pipelined: the next head is (partly) here already.
+        if self.in_message:
+            # The next head is (partly) here already.
             self.state = HEAD
             self.until = self.loop.time() + self.server.guarding.rules.header_read_seconds
         else:
             self.state = IDLE
             self.until = self.loop.time() + self.server.limits.keep_alive_seconds
+
+    def _parse_failed(self, exc: httptools.HttpParserError) -> None:
+        status = self.refusal
+        if status == 0 and isinstance(exc, httptools.HttpParserCallbackError):
+            # One of the callbacks above failed: the server's fault, not the client's.
+            log.error("the server failed on a request's head", exc_info=exc.__context__)
+            if self.cycle is None:
+                self.write(SERVER_ERROR)
+            self._close()
+            return
+        self._bad_request(status or 400)
 
     # ------------------------------------------------------------ writing
 
@@ -477,6 +656,9 @@ class Connection(asyncio.Protocol):
     def resume_reading(self) -> None:
         transport = self.transport
         if self.websocket is not None and self.writable is not None and not self.writable.is_set():
+            return
+        if self.queued:
+            # Requests read ahead wait for their answers first.
             return
         if not self.reading and transport is not None and not transport.is_closing():
             self.reading = True
@@ -513,6 +695,7 @@ class Connection(asyncio.Protocol):
     def abort(self) -> list[asyncio.Task[None]]:
         """Reset the connection and cancel its application task; the tasks cancelled."""
         self._release()
+        self.parser = None
         current = asyncio.current_task()
         cancelled: list[asyncio.Task[None]] = []
         for task in (
@@ -536,6 +719,8 @@ class Connection(asyncio.Protocol):
         if self.state == CLOSING:
             return
         self.state = CLOSING
+        self.parser = None
+        self.queued.clear()
         self.until = self.loop.time() + CLOSE_SECONDS
         if self.transport is not None:
             self.transport.close()
@@ -546,7 +731,16 @@ class Connection(asyncio.Protocol):
         self.transport.abort()
 
     def _bad_request(self, status: int) -> None:
-        cycle = self.cycle
+        self.parser = None
+        self.server.guarding.end("header_too_large" if status == 431 else "bad_request")
+        cycle = self.parsing
+        if self.cycle is not None and cycle is not self.cycle:
+            # A request behind the one being answered went bad: it is dropped, the ones before
+            # it are answered, then the connection closes (an answer now would come before
+            # theirs).
+            if cycle is not None and self.queued and self.queued[-1] is cycle:
+                self.queued.pop()
+            return
         if cycle is not None:
             # The request being read went bad (its body's framing): the application is told the
             # client has gone; the answer it may have started cannot be followed by another.
@@ -554,7 +748,6 @@ class Connection(asyncio.Protocol):
             if cycle.started:
                 self.abort()
                 return
-        self.server.guarding.end("header_too_large" if status == 431 else "bad_request")
         self.write(TOO_LARGE if status == 431 else BAD_REQUEST)
         self._close()
 
@@ -580,15 +773,20 @@ class Cycle:
 
     __slots__ = (
         "body",
+        "chunked",
         "complete",
         "connection",
         "disconnected",
         "ended_body",
+        "expect_continue",
         "head",
         "keep_alive",
+        "length",
         "more_body",
+        "no_body",
         "pending",
         "scope",
+        "sent",
         "started",
         "task",
         "wake",
@@ -607,13 +805,22 @@ class Cycle:
         self.started = False
         self.complete = False
         self.keep_alive = True
+        # The client holds its body back until it is told to send it (`Expect: 100-continue`).
+        self.expect_continue = False
         # The response's head, written with the first part of its body.
-        self.pending: list[bytes] = []
+        self.pending = b""
+        # The response's framing: its declared length (None: chunked or close-delimited),
+        # whether it is chunked, whether it has no body at all, and the body bytes sent.
+        self.length: int | None = None
+        self.chunked = False
+        self.no_body = False
+        self.sent = 0
         self.wake: asyncio.Event | None = None
 
     # ------------------------------------------------------------ from the connection
 
     def received(self, data: bytes) -> None:
+        self.expect_continue = False
         if self.complete:
             # Answered already: what is left of the body is dropped.
             return
@@ -624,6 +831,7 @@ class Cycle:
 
     def received_all(self) -> None:
         self.more_body = False
+        self.expect_continue = False
         self._wake()
 
     def disconnect(self) -> None:
@@ -673,9 +881,9 @@ class Cycle:
 
     async def receive(self) -> Message:
         connection = self.connection
-        conn = connection.h11
-        if not self.started and conn is not None and conn.they_are_waiting_for_100_continue:
-            connection.write(conn.send(h11.InformationalResponse(status_code=100, headers=[])))
+        if self.expect_continue and not self.started:
+            self.expect_continue = False
+            connection.write(CONTINUE)
         while True:
             if self.disconnected or self.complete:
                 return {"type": "http.disconnect"}
@@ -696,32 +904,11 @@ class Cycle:
         if self.disconnected:
             return
         connection = self.connection
-        conn = connection.h11
-        assert conn is not None
         if not self.started:
             if kind != "http.response.start":
                 raise RuntimeError(f"expected http.response.start, got {kind!r}")
+            self.pending = self._head(message["status"], message.get("headers", ()))
             self.started = True
-            headers = list(message.get("headers", ()))
-            if not any(name.lower() == b"date" for name, _ in headers):
-                headers.append((b"date", connection.server.clock.date()))
-            if (
-                not self.keep_alive
-                or connection.server.stopping
-                or conn.they_are_waiting_for_100_continue
-            ):
-                # The connection ends with this answer: a request framed twice, stopping, or a
-                # client that holds its body back until told to send it (what it sends next
-                # cannot be told apart from the next request).
-                self.keep_alive = False
-                headers.append((b"connection", b"close"))
-            status = message["status"]
-            self.pending = (
-                conn.send_with_data_passthrough(
-                    h11.Response(status_code=status, headers=headers, reason=_reason(status))
-                )
-                or []
-            )
             return
         if self.complete:
             raise RuntimeError(f"the response is complete; got {kind!r}")
@@ -729,22 +916,84 @@ class Cycle:
             raise RuntimeError(f"expected http.response.body, got {kind!r}")
         body = message.get("body", b"")
         more = message.get("more_body", False)
-        out = self.pending
-        self.pending = []
-        if body and not self.head:
-            out += conn.send_with_data_passthrough(h11.Data(data=body)) or []
+        out = [self.pending] if self.pending else []
+        if self.no_body:
+            pass
+        elif self.length is not None:
+            sent = self.sent + len(body)
+            # Nothing of a body that does not match its declared length is written: a client
+            # must never take a truncated body for a whole one, nor extra bytes for an answer.
+            if sent > self.length:
+                raise RuntimeError("the response's body is longer than its content-length")
+            if not more and sent < self.length:
+                raise RuntimeError("the response's body is shorter than its content-length")
+            self.sent = sent
+            if body:
+                out.append(body)
+        elif self.chunked:
+            if body:
+                out += [b"%x\r\n" % len(body), body, b"\r\n"]
+            if not more:
+                out.append(LAST_CHUNK)
+        elif body:
+            out.append(body)
+        self.pending = b""
         if not more:
-            out += conn.send_with_data_passthrough(h11.EndOfMessage()) or []
-            # Only once h11 has framed it whole (a body short of its length raises above).
             self.complete = True
-        if out:
-            connection.writelines(out)
+        if len(out) == 1:
+            connection.write(out[0])
+        elif out:
+            if sum(map(len, out)) <= JOINED_WRITE_BYTES:
+                connection.write(b"".join(out))
+            else:
+                connection.writelines(out)
         # A client that does not read holds its answer here, and no next request of its is
         # read meanwhile (pipelined requests cannot pile answers up in the write buffer).
         await connection.drain()
         if not more:
             self._wake()
             connection.answered(self.keep_alive)
+
+    def _head(self, status: int, headers: Iterable[tuple[bytes, bytes]]) -> bytes:
+        """The response's head, its framing chosen as RFC 9112 section 6 says; RuntimeError for
+        a status or a header field that cannot be written."""
+        connection = self.connection
+        server = connection.server
+        version = self.scope["http_version"]
+        lines, length, chunked, close, dated = _fields(headers)
+        keep_alive = (
+            self.keep_alive
+            and not close
+            and not server.stopping
+            # A client that holds its body back until told to send it: what it sends next
+            # cannot be told apart from the next request.
+            and not self.expect_continue
+        )
+        if status in (204, 304):
+            self.no_body = True
+            if status == 304 and length is not None:
+                # The length a GET would have had (RFC 9110 section 8.6); never on a 204.
+                lines.append(b"content-length: %d\r\n" % length)
+        else:
+            self.no_body = self.head
+            if chunked or length is None:
+                if version == "1.1":
+                    # No length declared: chunked.
+                    self.chunked = not self.head
+                    lines.append(b"transfer-encoding: chunked\r\n")
+                elif not self.head:
+                    # HTTP/1.0 knows no chunks: the body ends with the connection.
+                    keep_alive = False
+            else:
+                self.length = length
+                lines.append(b"content-length: %d\r\n" % length)
+        if not dated:
+            lines.append(server.clock.date())
+        if not keep_alive:
+            self.keep_alive = False
+            lines.append(b"connection: close\r\n")
+        lines.append(b"\r\n")
+        return _status_line(status) + b"".join(lines)
 
 
 class WebSocket:
@@ -889,7 +1138,7 @@ class WebSocket:
             None,
         )
         if request is None:
-            # websockets could not read the head h11 took (a line over its own limits).
+            # websockets could not read the head the server took (a line over its own limits).
             self._end_handshake(protocol)
             return
         response = protocol.accept(request)
@@ -928,26 +1177,12 @@ class WebSocket:
 
     def _refuse(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         connection = self.connection
-        conn = h11.Connection(h11.SERVER)
-        # A throwaway h11 connection frames and checks the refusal: told it answers a GET.
-        conn.receive_data(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
-        conn.next_event()
-        headers = [
-            (name, value)
-            for name, value in headers
-            if name.lower() not in (b"content-length", b"connection", b"transfer-encoding")
-        ]
-        if not any(name.lower() == b"date" for name, _ in headers):
-            headers.append((b"date", connection.server.clock.date()))
-        headers += [(b"content-length", str(len(body)).encode()), (b"connection", b"close")]
-        out = conn.send_with_data_passthrough(
-            h11.Response(status_code=status, headers=headers, reason=_reason(status))
-        )
-        out = out or []
-        if body:
-            out += conn.send_with_data_passthrough(h11.Data(data=body)) or []
-        out += conn.send_with_data_passthrough(h11.EndOfMessage()) or []
-        connection.writelines(out)
+        # Framed as the answer to a GET; the application's framing fields are replaced.
+        lines, _, _, _, dated = _fields(headers)
+        if not dated:
+            lines.append(connection.server.clock.date())
+        lines.append(b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body))
+        connection.write(_status_line(status) + b"".join(lines) + body)
         connection._close()
         self.done = True
         self._wake()
@@ -1076,39 +1311,71 @@ def _keep_alive(transport: asyncio.BaseTransport | None) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_COUNT)
 
 
+def _status_line(status: int) -> bytes:
+    """`HTTP/1.1 <status> <reason>` with its CR LF; RuntimeError for a status a response cannot
+    have (an informational one included: only the server sends those)."""
+    line = STATUS_LINES.get(status)
+    if line is None:
+        if type(status) is not int or not 200 <= status < 1000:
+            raise RuntimeError(f"a response cannot have the status {status!r}")
+        line = b"HTTP/1.1 %d %s\r\n" % (status, _reason(status))
+        STATUS_LINES[status] = line
+    return line
+
+
 def _reason(status: int) -> bytes:
     """The status's reason phrase (empty for a status HTTP does not name)."""
-    found = REASONS.get(status)
-    if found is None:
-        try:
-            found = http.HTTPStatus(status).phrase.encode()
-        except ValueError:
-            found = b""
-        REASONS[status] = found
-    return found
+    try:
+        return http.HTTPStatus(status).phrase.encode()
+    except ValueError:
+        return b""
+
+
+def _fields(
+    headers: Iterable[tuple[bytes, bytes]],
+) -> tuple[list[bytes], int | None, bool, bool, bool]:
+    """The application's response header fields as lines, less those that frame the response;
+    with the length it declared, whether it asked for chunks, whether it asked to close, and
+    whether it gave a date. RuntimeError for a field that cannot be written as it is (a name
+    that is not a token, a value with CR, LF or NUL in it: an injected header or response)."""
+    lines: list[bytes] = []
+    length: int | None = None
+    chunked = close = dated = False
+    for name, value in headers:
+        if FIELD_NAME.fullmatch(name) is None or FIELD_VALUE.fullmatch(value) is None:
+            raise RuntimeError("a response header field that cannot be written")
+        lower = name.lower()
+        if lower in FRAMING:
+            if lower == b"content-length":
+                for part in value.split(b","):
+                    part = part.strip()
+                    if not part.isdigit() or len(part) > CONTENT_LENGTH_DIGITS:
+                        raise RuntimeError("a response content-length that is not a number")
+                    if length is not None and int(part) != length:
+                        raise RuntimeError("conflicting response content-lengths")
+                    length = int(part)
+            elif lower == b"transfer-encoding":
+                if chunked or value.lower() != b"chunked":
+                    raise RuntimeError("a response transfer-encoding other than chunked")
+                chunked = True
+            else:
+                close = close or b"close" in _tokens(value)
+            continue
+        if lower == b"date":
+            dated = True
+        lines.append(name + b": " + value + b"\r\n")
+    return lines, length, chunked, close, dated
+
+
+def _tokens(value: bytes) -> list[bytes]:
+    """A comma-separated header value's elements, lowercased."""
+    return [token.strip() for token in value.lower().split(b",")]
 
 
 def _address(found: Any) -> tuple[str, int] | None:
     if isinstance(found, tuple) and len(found) >= 2:
         return (str(found[0]), int(found[1]))
     return None
-
-
-def _framed_twice(headers: list[tuple[bytes, bytes]]) -> bool:
-    # One pass, no set: this runs on every request.
-    length = coding = False
-    for name, _ in headers:
-        if name == b"content-length":
-            length = True
-        elif name == b"transfer-encoding":
-            coding = True
-    return length and coding
-
-
-def _is_websocket(method: bytes, headers: list[tuple[bytes, bytes]]) -> bool:
-    if method != b"GET":
-        return False
-    return any(name == b"upgrade" and value.lower() == b"websocket" for name, value in headers)
 
 
 def _subprotocols(headers: list[tuple[bytes, bytes]]) -> list[str]:

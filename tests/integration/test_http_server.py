@@ -27,6 +27,7 @@ from starlette.types import Receive, Scope, Send
 from websockets.sync.client import connect as ws_connect
 from websockets.typing import Subprotocol
 
+from gateway.edge.server import PIPELINED_MAX
 from tests.fixtures.asgi_servers import (
     KEEP_ALIVE_SECONDS,
     KINDS,
@@ -590,6 +591,62 @@ def test_body_the_app_did_not_read_is_not_taken_for_a_request(port: int) -> None
         assert echoed(after)["path"] == "/after"
 
 
+def test_a_bad_request_behind_another_does_not_cut_into_its_answer(port: int) -> None:
+    """A malformed request pipelined behind a good one: catches a 400 written before or into
+    the first request's answer (the client would take it for that answer). The server may
+    answer the bad one 400 after it, or close."""
+    with Wire(port) as wire:
+        wire.send(get(b"/sleep?k=" + token().encode()) + b"GET / HTTP/1.1\r\nbad name: v\r\n\r\n")
+        first = wire.response()
+        assert (first.status, first.body) == (200, b"slept")
+        after = wire.rest()
+    assert after == b"" or after.startswith(b"HTTP/1.1 400 ")
+
+
+def test_a_head_behind_a_large_body_is_not_counted_with_it(port: int) -> None:
+    """A POST with a body larger than the head cap, and the next request's head begun in the
+    same write: catches a server that counts the body's bytes against the next head's cap (a
+    431 no client earned)."""
+    body = b"b" * (MAX_HEADER_BYTES + 4096)
+    second = get(b"/second")
+    with Wire(port) as wire:
+        wire.send(request(b"POST", b"/digest", body=body) + second[:20])
+        assert wire.response().status == 200
+        wire.send(second[20:])
+        assert echoed(wire.response())["path"] == "/second"
+
+
+def test_an_upgrade_to_another_protocol_is_served_as_http(port: int) -> None:
+    """`Upgrade: h2c` (what curl sends with --http2), which neither server speaks: catches the
+    request refused or left unanswered, or answered 101."""
+    with Wire(port) as wire:
+        wire.send(get(b"/plain", b"upgrade: h2c", b"connection: upgrade"))
+        assert echoed(wire.response())["path"] == "/plain"
+
+
+def test_a_body_behind_an_upgrade_head_is_never_a_request(port: int) -> None:
+    """A POST asking to upgrade to a protocol the server does not speak, its body a request: a
+    parser that stops at an upgrade head (llhttp does) leaves the body to be read as the next
+    request. Catches that request answered. Serving the POST with its body, or refusing it
+    with 400, are both fine."""
+    smuggled = get(b"/evil")
+    with Wire(port) as wire:
+        wire.send(
+            request(b"POST", b"/echo", (b"upgrade: h2c", b"connection: upgrade"), body=smuggled)
+        )
+        found = wire.response()
+        if found.status == 200:
+            assert echoed(found)["body"] == smuggled.decode()
+        else:
+            assert found.status == 400
+        wire.sock.settimeout(1.0)
+        try:
+            after = wire.rest()
+        except TimeoutError:
+            after = wire.buffer
+    assert b"/evil" not in after
+
+
 # ------------------------------------------------------------------ 3. request bodies
 
 
@@ -819,6 +876,10 @@ def test_client_disconnect_mid_body_reaches_the_app(port: int) -> None:
         b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: -1\r\n\r\n",
         b"POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: gzip\r\n\r\n",
         b"POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: identity, chunked\r\n\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked, chunked\r\n\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n"
+        b"transfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"GET / HTTP/1.1\r\nhost: x\r\nhost: y\r\n\r\n",
     ],
     ids=[
         "request-line",
@@ -833,6 +894,9 @@ def test_client_disconnect_mid_body_reaches_the_app(port: int) -> None:
         "negative-length",
         "unknown-coding",
         "identity-coding",
+        "chunked-twice",
+        "two-codings",
+        "two-hosts",
     ],
 )
 def test_malformed_request_gets_400(port: int, data: bytes) -> None:
@@ -1398,3 +1462,42 @@ def test_a_request_framed_twice_closes_the_connection_after_its_answer(ours: Ser
         assert found.status == 200 and echoed(found)["body"] == ""
         assert found.header(b"connection") == b"close"
         assert wire.closed()
+
+
+def test_a_head_over_the_cap_is_refused_when_it_comes_whole(ours: ServedApp) -> None:
+    """Ours only (uvicorn's h11 caps only a head it is still waiting for): a complete head over
+    max_header_bytes in one write is answered 431 like one that trickles in. Catches a cap that
+    depends on how the client's bytes were split into reads."""
+    with Wire(ours.port) as wire:
+        wire.send(get(b"/echo", b"x-big: " + b"a" * (MAX_HEADER_BYTES + 1024)))
+        assert wire.response().status == 431
+        assert wire.closed()
+
+
+@pytest.mark.parametrize(
+    "field",
+    [b"x-a: 1\r\n 2", b"x-a: 1\x012", b"x-a: 1\x7f2"],
+    ids=["obs-fold", "control-character", "delete"],
+)
+def test_header_fields_rfc_9110_forbids_are_refused(ours: ServedApp, field: bytes) -> None:
+    """Ours only (uvicorn's h11 joins a folded line and takes control characters but NUL, CR and
+    LF): a line folded into the previous field (obs-fold, RFC 9112 section 5.2 allows refusing
+    it) and a control character in a value are answered 400. Catches them passed on to the
+    app, where a front proxy may have read the same bytes differently."""
+    with Wire(ours.port) as wire:
+        wire.send(get(b"/echo", field))
+        assert wire.response().status == 400
+        assert wire.closed()
+
+
+def test_requests_read_ahead_are_capped(ours: ServedApp) -> None:
+    """Ours only: more pipelined requests in one write than the server reads ahead
+    (PIPELINED_MAX waiting behind the one answered): those read are answered in order, then the
+    connection closes. Catches requests parsed and held without a bound (each costs memory
+    until its turn) and answers out of order."""
+    count = PIPELINED_MAX + 8
+    with Wire(ours.port) as wire:
+        wire.send(b"".join(get(f"/n{i}".encode()) for i in range(count)))
+        paths = [echoed(wire.response())["path"] for _ in range(PIPELINED_MAX + 1)]
+        assert wire.closed()
+    assert paths == [f"/n{i}" for i in range(PIPELINED_MAX + 1)]
