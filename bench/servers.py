@@ -9,11 +9,13 @@ import http.client
 import os
 import resource
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from bench import nginx
 from bench.upstream import RELAYED_ENDPOINT
@@ -64,6 +66,32 @@ def open_files_up_to(needed: int) -> int:
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return int(hard)
+
+
+def redis_commands_processed(url: str) -> int:
+    """The commands a redis-server has processed since it started (INFO stats), asked over a
+    socket of its own (the benchmark's only Redis call: a client library adds nothing here)."""
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 6379), 5) as sock:
+        sock.sendall(b"INFO stats\r\n")
+        reply = b""
+        # A bulk string: `$<length>\r\n<text>\r\n`.
+        while b"\r\n" not in reply or len(reply) < _bulk_end(reply):
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise RuntimeError(f"{url} closed the connection during INFO")
+            reply += chunk
+    for line in reply.decode("latin-1").splitlines():
+        if line.startswith("total_commands_processed:"):
+            return int(line.split(":", 1)[1])
+    raise RuntimeError(f"{url} reported no total_commands_processed")
+
+
+def _bulk_end(reply: bytes) -> int:
+    head, _, _ = reply.partition(b"\r\n")
+    if not head.startswith(b"$"):
+        raise RuntimeError(f"unexpected reply to INFO: {head[:80]!r}")
+    return len(head) + 2 + int(head[1:]) + 2
 
 
 def redis_version() -> str:

@@ -36,6 +36,7 @@ from bench.servers import (
     Prosody,
     Servers,
     open_files_up_to,
+    redis_commands_processed,
     redis_version,
 )
 from bench.workers import Scaling
@@ -147,6 +148,8 @@ class Measurements:
     scaling: list[Scaling] = field(default_factory=list)
     # Seconds each section took, for keeping the whole run within its budget.
     took: dict[str, float] = field(default_factory=dict)
+    # Commands the run's redis-server processed during each timed Redis redemption run.
+    redis_commands: list[tuple[int, LoadResult]] = field(default_factory=list)
     # What the run had to change from what it was asked, said in the report.
     warnings: list[str] = field(default_factory=list)
 
@@ -321,6 +324,8 @@ class Redeeming:
     count: int = 0
     # On a Redis this run did not start, the run's rooms are deleted at the end.
     external: bool = False
+    # The redis-server to count the timed redemptions' commands on (the run's own).
+    counted: str | None = None
 
 
 def calibrate(wrk: str, r: Redeeming, workdir: Path, options: Options) -> None:
@@ -344,8 +349,11 @@ def timed_redemptions(
         tokens = asyncio.run(r.invites.make(r.count))
         m.invites[r.store] = m.invites.get(r.store, 0) + len(tokens)
         path = write_tokens(workdir / f"{r.store}-{repeat}-{attempt}.tokens", tokens)
+        before = redis_commands_processed(r.counted) if r.counted else 0
         with profiled(f"redeem-{r.store}", r.gateway, workdir, options, m):
             result = redeem_load(wrk, r.gateway.url, path, options.seconds)
+        if r.counted and not result.refused:
+            m.redis_commands.append((redis_commands_processed(r.counted) - before, result))
         if not result.refused:
             break
         # The invites ran out (the warm-up underestimated, e.g. on a busy machine).
@@ -374,7 +382,8 @@ def measure_redemption_section(
         external = store == "redis" and options.redis_url is not None
         prefix = f"bench-{secrets.token_hex(4)}" if external else "bench"
         invites = Invites(api, prefix, options.room_size)
-        stores.append(Redeeming(store, gateway, api, invites, external=external))
+        counted = lab.own_redis if store == "redis" and not external else None
+        stores.append(Redeeming(store, gateway, api, invites, external=external, counted=counted))
     try:
         for r in stores:
             calibrate(wrk, r, workdir, options)
@@ -848,6 +857,17 @@ def other_figures(m: Measurements) -> list[Figure]:
                 comparison=ratio(gate.mib_per_second, proxied.mib_per_second),
             )
         )
+    if m.redis_commands:
+        per_join = [commands / result.succeeded for commands, result in m.redis_commands]
+        figures.append(
+            Figure(
+                what="Redis commands per join, Redis store (the redis-server's "
+                "total_commands_processed over each timed run, per 303)",
+                meetgate=f"{statistics.median(per_join):.2f}",
+                baseline="—",
+                comparison=", ".join(f"{n:.2f}" for n in per_join) + " by repeat",
+            )
+        )
     figures += revocation.revocation_figures(m.revocations)
     if m.idle:
         figures += revocation.idle_figures(m.idle)
@@ -930,7 +950,8 @@ def method_notes(options: Options, pinned: bool, m: Measurements) -> list[str]:
     notes = [
         f"Client: wrk, 1 thread, the same connections and script for both sides of a ratio; a "
         f"warm-up of {options.warm_up} s, then {options.seconds} s timed per side and repeat, "
-        f"{options.repeats} repeats, each repeat's baseline measured just before its figure, "
+        f"{options.repeats} repeat{'' if options.repeats == 1 else 's'}, each repeat's baseline "
+        "measured just before its figure, "
         f"the ratios taken repeat by repeat; {placement}.",
     ]
     if m.has("bare"):
@@ -1051,7 +1072,7 @@ def detail_lines(m: Measurements) -> list[str]:
 def tools_in_use(wrk: str, sections: frozenset[str]) -> str:
     tools = [wrk_version(wrk)]
     if sections & {"proxy", "websocket", "workers"}:
-        tools.append(f"nginx {nginx.version()}")
+        tools.append(nginx.version())
     tools.append(redis_version())
     return ", ".join(tools)
 
