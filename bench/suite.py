@@ -861,8 +861,10 @@ def other_figures(m: Measurements) -> list[Figure]:
         per_join = [commands / result.succeeded for commands, result in m.redis_commands]
         figures.append(
             Figure(
-                what="Redis commands per join, Redis store (the redis-server's "
-                "total_commands_processed over each timed run, per 303)",
+                what="Redis commands executed per join, Redis store (the redis-server's "
+                "total_commands_processed over each timed run, per 303; the commands Lua "
+                "scripts call are counted too, so this is work, not round trips: "
+                "tests/integration/test_join_round_trips.py counts those)",
                 meetgate=f"{statistics.median(per_join):.2f}",
                 baseline="—",
                 comparison=", ".join(f"{n:.2f}" for n in per_join) + " by repeat",
