@@ -426,60 +426,71 @@ async def check_forward_auth(gate_url: str, bare_url: str, cookie: str) -> None:
             raise RuntimeError(f"GET {base}{FORWARD_AUTH_PATH} gave {response.status}")
 
 
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """One side of the forward-auth figures: a run name, a base URL, the cookie it is sent."""
+
+    name: str
+    url: str
+    cookie: str
+    gate: Gateway | None
+
+
 def measure_forward_auth_section(
     lab: Lab, wrk: str, workdir: Path, options: Options, m: Measurements
 ) -> None:
     """The bare endpoint, then the check on the memory store, then on Redis, each repeat."""
     assert lab.bare is not None
     say("measuring the forward-auth check")
-    targets: list[tuple[str, str, str, Gateway | None]] = [("bare-204", lab.bare, "", None)]
-    rooms: list[tuple[Gateway, str]] = []
-    for store in ("memory", "redis"):
-        gate = lab.gateways.get(store)
-        if gate is None:
-            continue
-        room = f"bench-auth-{secrets.token_hex(4)}"
-        cookie = admitted_cookie(gate, room)
-        rooms.append((gate, room))
-        asyncio.run(check_forward_auth(gate.url, lab.bare, cookie))
-        name = "forward-auth" if store == "redis" else "forward-auth-memory"
-        targets.append((name, gate.url, cookie, gate))
-    # The bare endpoint ignores the cookie; it gets the Redis gate's, so both send the same.
-    targets[0] = ("bare-204", lab.bare, targets[-1][2], None)
-
-    def load(url: str, cookie: str, seconds: int) -> LoadResult:
-        headers = (
-            f"Cookie: {COOKIE}={cookie}",
-            *(f"{name}: {value}" for name, value in FORWARD_AUTH_FRONT.items()),
-        )
-        return run_wrk(
-            wrk,
-            url + FORWARD_AUTH_PATH,
-            seconds=seconds,
-            connections=FORWARD_AUTH_CONNECTIONS,
-            headers=headers,
-        )
-
+    gates: list[Checked] = []
+    made: list[tuple[Gateway, str]] = []
     try:
-        for _, url, cookie, _ in targets:
-            load(url, cookie, options.warm_up)
+        for store, name in (("memory", "forward-auth-memory"), ("redis", "forward-auth")):
+            gate = lab.gateways.get(store)
+            if gate is None:
+                continue
+            room = f"bench-auth-{secrets.token_hex(4)}"
+            made.append((gate, room))
+            cookie = admitted_cookie(gate, room)
+            asyncio.run(check_forward_auth(gate.url, lab.bare, cookie))
+            gates.append(Checked(name, gate.url, cookie, gate))
+        # The bare endpoint ignores the cookie; it gets one all the same, so that every side
+        # is sent the same request.
+        every = [Checked("bare-204", lab.bare, gates[-1].cookie, None), *gates]
+        for side in every:
+            forward_auth_load(wrk, side, options.warm_up)
         for repeat in range(options.repeats):
             line = f"  repeat {repeat + 1}:"
-            for name, url, cookie, gate in targets:
+            for side in every:
                 sampling = (
                     contextlib.nullcontext()
-                    if gate is None
-                    else profiled(name, gate, workdir, options, m)
+                    if side.gate is None
+                    else profiled(side.name, side.gate, workdir, options, m)
                 )
                 with sampling:
-                    result = m.timed(name, load(url, cookie, options.seconds))
-                line += f" {name} {result.per_second:,.0f}/s"
+                    result = m.timed(side.name, forward_auth_load(wrk, side, options.seconds))
+                line += f" {side.name} {result.per_second:,.0f}/s"
             say(line)
     finally:
-        if options.redis_url is not None and "redis" in lab.gateways:
-            redis_gate = lab.gateways["redis"]
+        # On a Redis this run did not start, its room goes again.
+        redis_gate = lab.gateways.get("redis")
+        if options.redis_url is not None and redis_gate is not None:
             api = AdminApi(redis_gate.admin_url, redis_gate.admin_token)
-            asyncio.run(api.delete_rooms([room for gate, room in rooms if gate is redis_gate]))
+            asyncio.run(api.delete_rooms([room for gate, room in made if gate is redis_gate]))
+
+
+def forward_auth_load(wrk: str, side: Checked, seconds: int) -> LoadResult:
+    headers = (
+        f"Cookie: {COOKIE}={side.cookie}",
+        *(f"{name}: {value}" for name, value in FORWARD_AUTH_FRONT.items()),
+    )
+    return run_wrk(
+        wrk,
+        side.url + FORWARD_AUTH_PATH,
+        seconds=seconds,
+        connections=FORWARD_AUTH_CONNECTIONS,
+        headers=headers,
+    )
 
 
 async def check_bodies(bases: list[str], cookie: str) -> None:
