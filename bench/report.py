@@ -132,7 +132,7 @@ class Report:
             parts += [
                 "",
                 "Issue 15's goals (each figure's median and worst over the repeats, each repeat "
-                "against its baseline measured just before or beside it):",
+                "against its baseline measured next to it in the same run):",
                 "",
                 self.goals_table(),
             ]

@@ -72,8 +72,9 @@ FORWARD_AUTH_CONNECTIONS = 32
 # Jitsi's static files (404 for anything else, or when the front does not say).
 FORWARD_AUTH_FRONT = {"x-forwarded-method": "GET", "x-forwarded-uri": "/libs/app.bundle.min.js"}
 IDLE_CUTS = 20
-# Open files a gateway needs besides two per relayed WebSocket: listeners, logs, the store.
-SPARE_FILES = 256
+# Open files a gateway needs besides two per relayed WebSocket: listeners, its log, the event
+# loop's own (a few dozen).
+SPARE_FILES = 128
 # What `meetgate serve` runs on, and so every server here (bench/serve.py).
 EVENT_LOOP = "uvloop's" if importlib.util.find_spec("uvloop") else "asyncio's"
 # The parts of a run, in the order they run (`--only` picks some).
@@ -523,19 +524,22 @@ def measure_proxy_section(
 
     for base in (lab.nginx_page, gate.url):
         load(base, upstream.SMALL_PATH, SMALL_CONNECTIONS, options.warm_up)
+    sides = [("nginx-2k", lab.nginx_page), ("gate-2k", gate.url)]
     for repeat in range(options.repeats):
-        nginx_2k = m.timed(
-            "nginx-2k",
-            load(lab.nginx_page, upstream.SMALL_PATH, SMALL_CONNECTIONS, options.seconds),
-        )
-        with profiled("gate-2k", gate, workdir, options, m):
-            gate_2k = m.timed(
-                "gate-2k", load(gate.url, upstream.SMALL_PATH, SMALL_CONNECTIONS, options.seconds)
+        # The two sides take turns going first (see measure_websocket_section).
+        line = f"  repeat {repeat + 1}:"
+        for name, base in sides if repeat % 2 == 0 else sides[::-1]:
+            sampling = (
+                profiled(name, gate, workdir, options, m)
+                if name == "gate-2k"
+                else contextlib.nullcontext()
             )
-        say(
-            f"  repeat {repeat + 1}: 2 KiB through nginx {nginx_2k.per_second:,.0f}/s, "
-            f"through the gate {gate_2k.per_second:,.0f}/s"
-        )
+            with sampling:
+                result = m.timed(
+                    name, load(base, upstream.SMALL_PATH, SMALL_CONNECTIONS, options.seconds)
+                )
+            line += f" {name} {result.per_second:,.0f}/s"
+        say(line)
     for name, base in (("nginx-3m", lab.nginx_page), ("gate-3m", gate.url)):
         load(base, upstream.LARGE_PATH, LARGE_CONNECTIONS, options.warm_up)
         m.timed(name, load(base, upstream.LARGE_PATH, LARGE_CONNECTIONS, options.seconds))
@@ -564,7 +568,10 @@ def measure_websocket_section(lab: Lab, options: Options, m: Measurements) -> No
         m.latency.append(latency)
         line = f"  repeat {repeat + 1}: p50 gate {latency['gate'].p50_ms:.3f} ms, nginx "
         line += f"{latency['nginx'].p50_ms:.3f} ms, direct {latency['direct'].p50_ms:.3f} ms;"
-        for name in ("nginx", "gate", "direct") if repeat == 0 else ("nginx", "gate"):
+        # The two sides take turns going first, so that a drift of the machine's speed within
+        # a repeat does not always fall on the same one.
+        order = ["nginx", "gate"] if repeat % 2 == 0 else ["gate", "nginx"]
+        for name in [*order, "direct"] if repeat == 0 else order:
             found = asyncio.run(
                 ws_throughput.measure(
                     bases[name],
@@ -942,10 +949,10 @@ def relay_details(m: Measurements) -> list[str]:
         )
     if m.latency:
         added = "; ".join(
-            f"gate +{r['gate'].p50_ms - r['direct'].p50_ms:.3f} / "
-            f"+{r['gate'].p99_ms - r['direct'].p99_ms:.3f} ms, nginx "
-            f"+{r['nginx'].p50_ms - r['direct'].p50_ms:.3f} / "
-            f"+{r['nginx'].p99_ms - r['direct'].p99_ms:.3f} ms"
+            f"gate {r['gate'].p50_ms - r['direct'].p50_ms:+.3f} / "
+            f"{r['gate'].p99_ms - r['direct'].p99_ms:+.3f} ms, nginx "
+            f"{r['nginx'].p50_ms - r['direct'].p50_ms:+.3f} / "
+            f"{r['nginx'].p99_ms - r['direct'].p99_ms:+.3f} ms"
             for r in m.latency
         )
         lines.append(f"WebSocket round trips, added p50 / p99, repeat by repeat: {added}")
@@ -964,7 +971,8 @@ def method_notes(options: Options, pinned: bool, m: Measurements) -> list[str]:
         f"Client: wrk, 1 thread, the same connections and script for both sides of a ratio; a "
         f"warm-up of {options.warm_up} s, then {options.seconds} s timed per side and repeat, "
         f"{options.repeats} repeat{'' if options.repeats == 1 else 's'}, each repeat's baseline "
-        "measured just before its figure, "
+        "measured next to its figure (for the proxy and the WebSocket relay, the two taking "
+        "turns going first), "
         f"the ratios taken repeat by repeat; {placement}.",
     ]
     if m.has("bare"):

@@ -116,12 +116,15 @@ async def measure(
     CONNECTIONS connections to `url` + `path` opened with `cookie`."""
     frame, expected = _frames()
     counter = _Counter()
-    streams = [await _open(url, path, cookie) for _ in range(CONNECTIONS)]
-    tasks = [
-        asyncio.create_task(_drive(reader, writer, frame, expected, counter))
-        for reader, writer in streams
-    ]
+    streams: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    tasks: list[asyncio.Task[None]] = []
     try:
+        for _ in range(CONNECTIONS):
+            streams.append(await _open(url, path, cookie))
+        tasks = [
+            asyncio.create_task(_drive(reader, writer, frame, expected, counter))
+            for reader, writer in streams
+        ]
         await asyncio.sleep(warm_up)
         _raise_if_failed(tasks)
         messages, cpu, started = counter.messages, _cpu_seconds(), time.perf_counter()
