@@ -161,7 +161,7 @@ DOCS_TEMPLATE = """# Performance
 
 How fast Meetgate admits people and relays Jitsi's traffic, measured against baselines on the
 same machine in the same run. Reproduce with `python bench/run.py` (about ten minutes;
-`--quick` takes about three).
+`--quick` takes about two).
 
 {begin}
 {end}

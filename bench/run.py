@@ -31,7 +31,7 @@ from bench.suite import SECTIONS, Options, run
 def parse_options(argv: list[str]) -> Options:
     parser = argparse.ArgumentParser(prog="python bench/run.py", description=__doc__)
     parser.add_argument(
-        "--quick", action="store_true", help="short runs, one repeat (about three minutes)"
+        "--quick", action="store_true", help="short runs, one repeat (about two minutes)"
     )
     parser.add_argument(
         "--seconds", type=int, help="timed seconds per side and repeat (5; --quick 2)"
