@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Coroutine, Iterable
+from collections.abc import Coroutine, Iterable, Sequence
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -29,7 +29,8 @@ from gateway.admission.policy import offered_paths
 from gateway.admission.rooms import current_room
 from gateway.client_address import ClientAddresses, parse_networks
 from gateway.cuts import CUTS, Cut
-from gateway.edge.rendering import send_error, send_rate_limited
+from gateway.edge.languages import language_of, switch_target
+from gateway.edge.rendering import rate_limited_answer, send_error, send_rate_limited, wants_json
 from gateway.edge.requests import (
     EMAIL_PREFIX,
     ENTER_PREFIX,
@@ -418,6 +419,36 @@ class Gate:
         if known.seconds > 0:
             self._limiter.note_local_refusal(known)
         return known
+
+    def refuse_known(self, scope: Scope) -> tuple[int, Sequence[tuple[bytes, bytes]], bytes] | None:
+        """The server's check before the ASGI call (`HttpServer.refuse`, gateway/edge/server.py):
+        for a join attempt known to be refused, the kept 429 that `_answer` would send (the same
+        client address, resolved as `_answer` resolves it, the same bytes, counted the same way,
+        no log line); None for anything else, which the gate answers as usual."""
+        if self._stopping or scope["type"] != "http":
+            return None
+        method: str = scope["method"]
+        path: str = scope["path"]
+        if not is_join_attempt(method, path):
+            return None
+        client_addr = self._addresses.resolve(
+            (scope.get("client") or (None, 0))[0], scope["headers"]
+        )
+        known = self._known_refusal(method, path, client_addr)
+        if known.seconds <= 0:
+            return None
+        headers, body = rate_limited_answer(
+            known.seconds,
+            wants_json(scope),
+            self._secure,
+            language_of(scope),
+            known.limit,
+            switch_target(scope),
+        )
+        if method == "POST":
+            # As __call__ observes a join attempt's answer; this one took no time.
+            self._metrics.joins.observe(0.0, outcome="refused")
+        return 429, headers, body if method != "HEAD" else b""
 
     async def _locate_invite(self, scope: Scope, token: str, client_addr: str) -> None:
         """A join link's invite is looked up here, before the pages app: a flood of made-up
