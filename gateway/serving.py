@@ -119,6 +119,9 @@ async def run(
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     forced = False
+    # The join attempts the gate knows it refuses are answered by the server as soon as their
+    # head is read, without an ASGI call (HttpServer.refuse).
+    public.refuse = gate.refuse_known
 
     def on_signal() -> None:
         nonlocal forced

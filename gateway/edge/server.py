@@ -49,7 +49,7 @@ import re
 import socket
 import time
 import urllib.parse
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -158,11 +158,35 @@ class _Clock:
         return self._line
 
 
-class HttpServer:
-    """One ASGI application served on listening sockets, under one set of guard rules."""
+# A check of each HTTP request's scope before the application is called: None, or the status,
+# header fields and body to answer it with instead (see HttpServer).
+Refuse = Callable[[dict[str, Any]], tuple[int, Sequence[tuple[bytes, bytes]], bytes] | None]
 
-    def __init__(self, app: ASGIApp, *, guarding: Guarding, limits: ServerLimits) -> None:
+
+class HttpServer:
+    """One ASGI application served on listening sockets, under one set of guard rules.
+
+    `refuse`, when set, is called with each HTTP request's scope as soon as its head is read,
+    before the application. When it returns an answer (status, header fields, body), the server
+    sends that, framed as it frames the application's answers (Date, Content-Length or chunks,
+    Connection: close where the connection ends, no body for HEAD), the application is not
+    called and the request's body is read and dropped. It is what lets the gate answer a flood's
+    known refusals without an ASGI call (gateway/proxy/gate.py `Gate.refuse_known`). It runs on
+    the event loop between two reads, so it must be quick and must not block; it sees no body
+    and writes no log line. It is not asked while the server stops, nor for a client that is not
+    taking its answers (the application's path waits for it), nor for WebSockets.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        guarding: Guarding,
+        limits: ServerLimits,
+        refuse: Refuse | None = None,
+    ) -> None:
         self.app = app
+        self.refuse = refuse
         self.guarding = guarding
         self.limits = limits
         self.clock = _Clock()
@@ -558,7 +582,39 @@ class Connection(asyncio.Protocol):
         else:
             self.state = APP
             self.until = NEVER
+        refuse = self.server.refuse
+        if refuse is not None and self._refused(cycle, refuse):
+            return
         cycle.task = self.loop.create_task(cycle.run())
+
+    def _refused(self, cycle: Cycle, refuse: Refuse) -> bool:
+        """Whether `refuse` answered the request itself (then the application is not called)."""
+        writable = self.writable
+        if self.server.stopping or (writable is not None and not writable.is_set()):
+            # Stopping: the application answers every request (503). A client that is not
+            # taking its answers is held back by the application's path, which waits for it.
+            return False
+        try:
+            found = refuse(cycle.scope)
+        except Exception:
+            log.exception("the check before the application failed; the application answers")
+            return False
+        if found is None:
+            return False
+        try:
+            cycle.answer(*found)
+        except RuntimeError:
+            log.exception("the answer of the check before the application cannot be written")
+            cycle._fail()
+            return True
+        if not cycle.keep_alive:
+            self._close()
+        elif not cycle.more_body:
+            # Read whole already (pipelined): the next request's turn.
+            self._next_cycle()
+        # Else the rest of the body is read and dropped within the body's deadline; the next
+        # request follows it (`on_message_complete`).
+        return True
 
     def _start_websocket(self, scope: dict[str, Any], method: bytes, url: bytes) -> None:
         # Whatever follows the head belongs to the WebSocket (frames), never to the parser.
@@ -913,8 +969,34 @@ class Cycle:
             raise RuntimeError(f"the response is complete; got {kind!r}")
         if kind != "http.response.body":
             raise RuntimeError(f"expected http.response.body, got {kind!r}")
-        body = message.get("body", b"")
         more = message.get("more_body", False)
+        out = self._framed(message.get("body", b""), more)
+        if len(out) == 1:
+            connection.write(out[0])
+        elif out:
+            if sum(map(len, out)) <= JOINED_WRITE_BYTES:
+                connection.write(b"".join(out))
+            else:
+                connection.writelines(out)
+        # A client that does not read holds its answer here, and no next request of its is
+        # read meanwhile (pipelined requests cannot pile answers up in the write buffer).
+        await connection.drain()
+        if not more:
+            self._wake()
+            connection.answered(self.keep_alive)
+
+    def answer(self, status: int, headers: Iterable[tuple[bytes, bytes]], body: bytes) -> None:
+        """Answer at once, without the application (`HttpServer.refuse`); framed as its answer
+        would be. RuntimeError, before anything is written, for an answer that cannot be."""
+        head = self._head(status, headers)
+        self.started = True
+        self.pending = head
+        self.connection.write(b"".join(self._framed(body, False)))
+
+    def _framed(self, body: bytes, more: bool) -> list[bytes]:
+        """What goes on the wire for a part of the body: the head first if it has not gone yet,
+        the part framed as the response's head said. RuntimeError for a part over the declared
+        length, or a last part short of it."""
         out = [self.pending] if self.pending else []
         if self.no_body:
             pass
@@ -939,19 +1021,7 @@ class Cycle:
         self.pending = b""
         if not more:
             self.complete = True
-        if len(out) == 1:
-            connection.write(out[0])
-        elif out:
-            if sum(map(len, out)) <= JOINED_WRITE_BYTES:
-                connection.write(b"".join(out))
-            else:
-                connection.writelines(out)
-        # A client that does not read holds its answer here, and no next request of its is
-        # read meanwhile (pipelined requests cannot pile answers up in the write buffer).
-        await connection.drain()
-        if not more:
-            self._wake()
-            connection.answered(self.keep_alive)
+        return out
 
     def _head(self, status: int, headers: Iterable[tuple[bytes, bytes]]) -> bytes:
         """The response's head, its framing chosen as RFC 9112 section 6 says; RuntimeError for
