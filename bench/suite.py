@@ -1013,9 +1013,12 @@ def method_notes(options: Options, pinned: bool, m: Measurements) -> list[str]:
             f"(bench/upstream.py), each keeping {ws_throughput.IN_FLIGHT} {MESSAGE_BYTES}-byte "
             "text messages in flight, every echo checked byte for byte (bench/ws_throughput.py, "
             "raw sockets), through the gate vs through nginx's WebSocket proxy on the same "
-            f"upstream. Round trips: {options.round_trips} sequential echoes per target after "
-            f"{WS_WARM_UP} warm-up, the gate, nginx and the echo itself alternating in blocks "
-            "of 100, one `websockets` client connection each; added latency is the gate's "
+            "upstream, which shares the server CPU with either: the echo is a Python ASGI app "
+            "on Meetgate's server, so it takes most of that CPU on nginx's side (compare the "
+            "messages/s straight to the echo in the details), and a faster upstream would "
+            f"lower the ratio. Round trips: {options.round_trips} sequential echoes per target "
+            f"after {WS_WARM_UP} warm-up, the gate, nginx and the echo itself alternating in "
+            "blocks of 100, one `websockets` client connection each; added latency is the gate's "
             "percentile less the echo's own."
         )
     if m.idle:
