@@ -1,7 +1,7 @@
 """Meetgate's own HTTP server (gateway/edge/server.py) against uvicorn, on one machine:
 requests/s, the slow-client rules on the wire, and memory per idle WebSocket.
 
-    python -m bench.http_server throughput [--runs 5] [--seconds 10]
+    python -m bench.http_server throughput [--runs 5] [--seconds 10] [--before DIR]
     python -m bench.http_server slow-clients
     python -m bench.http_server idle-websockets [--count 1000] [--runs 3]
 
@@ -72,6 +72,8 @@ HALF_HEAD = b"GET / HTTP/1.1\r\nHost: x\r\n"
 OTHERS_LIMIT = 0.10
 LOAD_LIMIT = 1.5
 RETRIES = 5
+# Meetgate's server from the checkout `throughput --before` names.
+BEFORE = "meetgate-before"
 
 
 def _serve(app: str, port: int, server: str) -> list[str]:
@@ -88,9 +90,10 @@ def _serve(app: str, port: int, server: str) -> list[str]:
 
 
 @contextlib.contextmanager
-def _running(command: list[str], port: int, log: Path) -> Iterator[int]:
-    """`command` pinned to the server CPU until the block ends; its PID."""
-    proc = start_process(["taskset", "-c", SERVER_CPU, *command], log, cwd=ROOT)
+def _running(command: list[str], port: int, log: Path, cwd: Path = ROOT) -> Iterator[int]:
+    """`command` pinned to the server CPU, run in `cwd` (the checkout whose `gateway` and
+    `bench` it imports), until the block ends; its PID."""
+    proc = start_process(["taskset", "-c", SERVER_CPU, *command], log, cwd=cwd)
     try:
         wait_until(lambda: port_open(port) or proc.poll() is not None, 30, what=command[2])
         if proc.poll() is not None:
@@ -129,7 +132,15 @@ def _wrk(wrk: str, url: str, seconds: int, script: Path, args: tuple[str, ...]) 
     return ["taskset", "-c", CLIENT_CPU, *command]
 
 
-def _measure(wrk: str, app: str, server: str, seconds: int, workdir: Path, script: Path) -> Run:
+def _measure(
+    wrk: str,
+    app: str,
+    server: str,
+    seconds: int,
+    workdir: Path,
+    script: Path,
+    checkout: Path | None = None,
+) -> Run:
     port = free_port()
     url = f"http://127.0.0.1:{port}" + ("/j/bench" if app == "framework" else "/")
     args: tuple[str, ...] = ()
@@ -137,7 +148,10 @@ def _measure(wrk: str, app: str, server: str, seconds: int, workdir: Path, scrip
         tokens = workdir / "tokens"
         tokens.write_text("bench\n", encoding="utf-8")
         args = (str(tokens), f"http://127.0.0.1:{port}")
-    with _running(_serve(app, port, server), port, workdir / f"{server}.log") as pid:
+    # "meetgate-before": Meetgate's server as another checkout has it (`--before`).
+    command = _serve(app, port, "meetgate" if server == BEFORE else server)
+    cwd = checkout if server == BEFORE and checkout is not None else ROOT
+    with _running(command, port, workdir / f"{server}.log", cwd) as pid:
         subprocess.run(
             _wrk(wrk, url, WARM_UP_SECONDS, script, args), capture_output=True, check=True
         )
@@ -170,9 +184,15 @@ def _noisy(run: Run) -> bool:
     return run.others > OTHERS_LIMIT or run.load_before > LOAD_LIMIT
 
 
-def throughput(runs: int, seconds: int, apps: list[str], retries: int) -> None:
+def throughput(
+    runs: int, seconds: int, apps: list[str], retries: int, before: Path | None = None
+) -> None:
+    """Each server of a round once, in turn; with `before`, a checkout of an earlier commit
+    (`git archive <commit> | tar -x -C DIR`), its Meetgate server too, as "meetgate-before"."""
     wrk = ensure_wrk()
-    servers = ("meetgate", "uvicorn-h11", "uvicorn-httptools")
+    servers: tuple[str, ...] = ("meetgate", "uvicorn-h11", "uvicorn-httptools")
+    if before is not None:
+        servers = (BEFORE, *servers)
     scripts = {"bare": GET_SCRIPT, "framework": REDEEM_SCRIPT}
     with tempfile.TemporaryDirectory(prefix="meetgate-http-server-") as tmp:
         for app in apps:
@@ -182,7 +202,7 @@ def throughput(runs: int, seconds: int, apps: list[str], retries: int) -> None:
                 # One round: each server once. A round where something else took the machine is
                 # measured again (at most RETRIES times in all).
                 found = [
-                    _measure(wrk, app, server, seconds, Path(tmp), scripts[app])
+                    _measure(wrk, app, server, seconds, Path(tmp), scripts[app], before)
                     for server in servers
                 ]
                 retry = any(_noisy(run) for run in found) and dropped < retries
@@ -497,6 +517,8 @@ def main() -> None:
     speed.add_argument("--seconds", type=int, default=10)
     speed.add_argument("--apps", default="bare,framework", help="bare, framework or both")
     speed.add_argument("--retries", type=int, default=RETRIES, help="noisy rounds dropped at most")
+    speed.add_argument("--before", type=Path, help="a checkout of an earlier commit whose "
+                       "server runs in each round too, as meetgate-before")  # fmt: skip
     slow = commands.add_parser("slow-clients", help="the guard's rules on the wire")
     slow.add_argument("--port", type=int, help="a server already running on 127.0.0.1 (default: "
                       "start `meetgate serve` with its trial defaults)")  # fmt: skip
@@ -507,7 +529,7 @@ def main() -> None:
     args = parser.parse_args()
     print(f"machine: {this_machine(wrk_version(ensure_wrk())).describe()}", flush=True)
     if args.command == "throughput":
-        throughput(args.runs, args.seconds, args.apps.split(","), args.retries)
+        throughput(args.runs, args.seconds, args.apps.split(","), args.retries, args.before)
     elif args.command == "slow-clients":
         slow_clients(args.port, args.path)
     else:
