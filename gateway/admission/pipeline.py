@@ -13,14 +13,16 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import islice
+from typing import NoReturn
 
 from gateway.admission.flood import FloodGuard, Proof
 from gateway.admission.host_names import HostNames
 from gateway.admission.identity import Path, VerifiedIdentity
-from gateway.admission.invites import hash_token, parse_token
+from gateway.admission.invites import TOKEN_SHAPE, hash_token, parse_token
 from gateway.admission.limits import Attempt, RateLimiter
 from gateway.admission.names import NameChoices, claim_shown_name, name_choices
 from gateway.admission.policy import Decision, Verdict, decide
@@ -41,10 +43,24 @@ from gateway.errors import (
 )
 from gateway.i18n import N_
 from gateway.metrics import Metrics
-from gateway.store import InviteJoin, Store
-from gateway.store.records import Admission, Invite, NameClaim, Role, Room
+from gateway.store import InviteJoin, InviteJoined, LinkFound, LinkJoin, LinkUnknown, Store
+from gateway.store.records import (
+    Admission,
+    Invite,
+    LimitCharge,
+    NameClaim,
+    RateDecision,
+    Role,
+    Room,
+)
 
 COOKIE_SECRET_SHAPE = re.compile(r"[A-Za-z0-9_-]{43}")
+# What a replica remembers of the join links it has looked up (token hash -> what it found), so
+# that a join through one is a single store call; past this many it forgets the oldest.
+MAX_KNOWN_LINKS = 10_000
+# How often a join asks the store again when the room it expected has changed meanwhile (a lock,
+# a move) before it goes on step by step.
+LINK_TRIES = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +77,12 @@ class Located:
     token_hash: str
     invite: Invite
     room: Room
+    # The store's mark of the room's record as found (`LinkFound.stamp`).
+    stamp: str = ""
+
+    @property
+    def found(self) -> LinkFound:
+        return LinkFound(self.invite, self.room, self.stamp)
 
 
 def admission_id_for(cookie_secret: str) -> str:
@@ -108,24 +130,63 @@ class AdmissionPipeline:
         self._flood = flood
         self._metrics = metrics
         self._host_names = HostNames(store)
+        self._links: OrderedDict[str, LinkFound] = OrderedDict()
 
     async def locate(self, raw_token: str, client_addr: str) -> Located:
-        """Find the invite and the room its meeting is in now. A token that leads nowhere is
-        charged against the address and network limits before it is refused. The gate asks this
-        before the pages app sees a join link, so an unknown token costs no more than that.
-        While the store's memory is lost, every link is refused alike (it may have forgotten
-        the link as well as a ban)."""
+        """Find the invite and the room its meeting is in now, in one store call that also
+        charges a token that leads nowhere against the address and network limits before it is
+        refused. The gate asks this before the pages app sees a join link's page, so an unknown
+        token costs no more than that. While the store's memory is lost, every link is refused
+        alike (it may have forgotten the link as well as a ban)."""
         self.ensure_memory()
+        token_hash = await self._token_hash(raw_token, client_addr)
+        answer = await self._store.join_through_link(
+            LinkJoin(token_hash, MAX_MOVES, self._unknown_charges(client_addr))
+        )
+        if isinstance(answer, LinkUnknown):
+            await self._unknown(token_hash, client_addr, answer.limits)
+        assert isinstance(answer, LinkFound)  # no join was asked for
+        return self._remember(raw_token, token_hash, answer)
+
+    async def _token_hash(self, raw_token: str, client_addr: str) -> str:
         try:
-            token_hash = hash_token(parse_token(raw_token))
-            invite, room = await self._store.find_invite_and_room(token_hash, MAX_MOVES)
-            if invite is None or room is None:
-                raise InviteUnknown()
+            return hash_token(parse_token(raw_token))
         except InviteUnknown as refused:
             await self._limiter.charge(Attempt(client_addr))
             await self._limiter.note_rejection(None, refused.code)
             raise
-        return Located(raw_token, token_hash, invite, room)
+
+    def _unknown_charges(self, client_addr: str) -> tuple[LimitCharge, ...]:
+        return tuple(self._limiter.charges(Attempt(client_addr)))
+
+    async def _unknown(self, token_hash: str, client_addr: str, limits: RateDecision) -> NoReturn:
+        """A link that leads nowhere, its address and network charged with `limits`' outcome:
+        RateLimited when they refused, InviteUnknown else; counted as a rejection either way."""
+        self._links.pop(token_hash, None)
+        if not limits.allowed:
+            await self._limiter.refuse(Attempt(client_addr), limits)
+        refused = InviteUnknown()
+        await self._limiter.note_rejection(None, refused.code)
+        raise refused
+
+    def _remember(self, raw_token: str, token_hash: str, found: LinkFound) -> Located:
+        self._links[token_hash] = found
+        self._links.move_to_end(token_hash)
+        while len(self._links) > MAX_KNOWN_LINKS:
+            self._links.popitem(last=False)
+        return Located(raw_token, token_hash, found.invite, found.room, found.stamp)
+
+    def known_link(self, raw_token: str) -> Located | None:
+        """What this replica last found the join link `raw_token` to lead to, if anything; no
+        store call. The invite's uses and the room may have changed since: a join through it
+        (`redeem`) checks both in the store."""
+        if TOKEN_SHAPE.fullmatch(raw_token) is None:
+            return None
+        token_hash = hash_token(raw_token)
+        found = self._links.get(token_hash)
+        if found is None:
+            return None
+        return Located(raw_token, token_hash, found.invite, found.room, found.stamp)
 
     async def _locate(
         self, raw_token: str, client_addr: str, located: Located | None
@@ -165,45 +226,83 @@ class AdmissionPipeline:
     ) -> Admitted:
         """Count one use of the invite and admit its holder to the room the meeting is in now.
 
+        One store call when this replica knows where the link leads (it showed the link's page,
+        or admitted through it before) and the room is open to the holder: the call finds the
+        invite and the room again and admits only if the room's record is the one decided on.
         Proof-of-work (when demanded) is checked before the attempt is charged; the room's state
         before the use is counted, so a locked room or a banned identity does not burn the invite.
         """
-        token_hash, found, room = await self._locate(raw_token, client_addr, located)
-        await self._flood.check(proof, client_addr=client_addr, room=room, now=now)
-        verified = VerifiedIdentity(
-            path=Path.INVITE, subject=found.id, name=found.name, role=found.role
-        )
-        attempt = Attempt(
-            client_addr,
-            room=room.name,
-            identity=self.identity_of(verified),
-            invite=found.id,
-            link=token_hash,
-        )
-        decision = decide(room.policy, verified)
-        role = None if decision.verdict is Verdict.REFUSE else self._unless_banned(room, decision)
-        if not isinstance(role, Role):
-            # Refused by the room's policy, its lock or lockdown, or sent to its lobby: step by
-            # step, as on every other path.
-            await self._limiter.charge(attempt)
-            role = await self.admissible(verified, room, client_addr, now)
-            await self._store.redeem_invite(token_hash, now)
-            return await self._admit(verified, role, room, client_addr, now)
-        return await self._join(verified, role, room, found, token_hash, attempt, now)
+        self.ensure_memory()
+        if located is not None and located.token == raw_token:
+            found: LinkFound | None = located.found
+            token_hash = located.token_hash
+        else:
+            token_hash = await self._token_hash(raw_token, client_addr)
+            found = self._links.get(token_hash)
+        # Whether `found` was read for this join (else it is what this replica kept).
+        fresh = found is None
+        if found is None:
+            found = (await self.locate(raw_token, client_addr)).found
+        checked: str | None = None
+        tries = 1
+        while True:
+            invite, room = found.invite, found.room
+            if room.name != checked and (checked is None or proof is None):
+                await self._flood.check(proof, client_addr=client_addr, room=room, now=now)
+                checked = room.name
+            verified = VerifiedIdentity(
+                path=Path.INVITE, subject=invite.id, name=invite.name, role=invite.role
+            )
+            attempt = Attempt(
+                client_addr,
+                room=room.name,
+                identity=self.identity_of(verified),
+                invite=invite.id,
+                link=token_hash,
+            )
+            decision = decide(room.policy, verified)
+            role = (
+                None if decision.verdict is Verdict.REFUSE else self._unless_banned(room, decision)
+            )
+            if not isinstance(role, Role) and not fresh:
+                # Not open to the holder as this replica kept the room: as it is now, then.
+                found, fresh = (await self.locate(raw_token, client_addr)).found, True
+                continue
+            if not isinstance(role, Role):
+                # Refused by the room's policy, its lock or lockdown, or sent to its lobby: step
+                # by step, as on every other path.
+                await self._limiter.charge(attempt)
+                role = await self.admissible(verified, room, client_addr, now)
+                await self._store.redeem_invite(token_hash, now)
+                return await self._admit(verified, role, room, client_addr, now)
+            # The last try, should the room keep changing, expects nothing: the invite's join on
+            # the room last found, as before one call did it all.
+            expect = tries < LINK_TRIES
+            joined = await self._join(verified, role, found, token_hash, attempt, now, expect)
+            if isinstance(joined, Admitted):
+                return joined
+            # The room changed since this replica read it: decided again on the room as it is.
+            found, fresh = self._remember(raw_token, token_hash, joined).found, True
+            tries += 1
 
     async def _join(
         self,
         verified: VerifiedIdentity,
         role: Role,
-        room: Room,
-        invite: Invite,
+        found: LinkFound,
         token_hash: str,
         attempt: Attempt,
         now: float,
-    ) -> Admitted:
-        """Admit the holder of `invite` as `role` unless banned, in one store step: the limits,
-        the ban, the invite's use, the name and the admission (`Store.join_by_invite`)."""
+        expect: bool,
+    ) -> Admitted | LinkFound:
+        """Admit the holder of the link's invite as `role` unless banned, in one store step: the
+        limits, the ban, the invite's use, the name and the admission (`Store.join_by_invite`);
+        with `expect`, through `Store.join_through_link`, only while the link leads to what it
+        `found` (else LinkFound: where it leads now)."""
         self.ensure_memory()
+        room = found.room
+        expected = found if expect else None
+        invite_id = verified.subject
         cookie_secret = secrets.token_urlsafe(32)
         admission = Admission(
             id=admission_id_for(cookie_secret),
@@ -232,7 +331,7 @@ class AdmissionPipeline:
             )
             join = InviteJoin(
                 token_hash=token_hash,
-                invite_id=invite.id,
+                invite_id=invite_id,
                 now=now,
                 charges=charges,
                 ban_scope=room.ban_scope,
@@ -241,18 +340,39 @@ class AdmissionPipeline:
                 admission=admission,
             )
             try:
-                joined = await self._store.join_by_invite(join)
+                joined = await self._join_step(join, expected, attempt.client_addr)
             except AdmissionBanned as refused:
                 await self._limiter.note_rejection(room.name, refused.code)
                 raise
+            if isinstance(joined, LinkFound):
+                return joined
             if not joined.limits.allowed:
                 await self._limiter.refuse(attempt, joined.limits)
             if joined.admission is not None:
                 self._metrics.admissions.inc(via=verified.path.value)
                 return Admitted(cookie_secret=cookie_secret, admission=joined.admission)
-            # Every name so far is held; the next numbers. The limits are charged already.
-            charges = ()
+            # Every name so far is held; the next numbers. The limits are charged already, and
+            # the link's room is the one expected.
+            charges, expected = (), None
         raise InvalidInput(N_("This name cannot be used in this room right now."))
+
+    async def _join_step(
+        self, join: InviteJoin, expected: LinkFound | None, client_addr: str
+    ) -> InviteJoined | LinkFound:
+        if expected is None:
+            return await self._store.join_by_invite(join)
+        answer = await self._store.join_through_link(
+            LinkJoin(
+                join.token_hash,
+                MAX_MOVES,
+                self._unknown_charges(client_addr),
+                expected=expected,
+                join=join,
+            )
+        )
+        if isinstance(answer, LinkUnknown):
+            await self._unknown(join.token_hash, client_addr, answer.limits)
+        return answer
 
     async def held_through(
         self,

@@ -451,10 +451,11 @@ class Gate:
         return 429, headers, body if method != "HEAD" else b""
 
     async def _locate_invite(self, scope: Scope, token: str, client_addr: str) -> None:
-        """A join link's invite is looked up here, before the pages app: a flood of made-up
-        links is refused (and charged) for the price of one store read each. The pages reuse
-        what was found."""
-        if "/" in token or scope["method"] not in ("GET", "HEAD", "POST"):
+        """A join link's page: its invite is looked up here, before the pages app, so a flood of
+        made-up links is refused (and charged) for the price of one store call each; the page
+        reuses what was found. A join (POST) is not looked up here: its one store call finds the
+        invite and admits (gateway/web/join.py, answered before the pages' FastAPI app)."""
+        if "/" in token or scope["method"] not in ("GET", "HEAD"):
             return
         scope["state"][LOCATED_INVITE] = await self._pipeline.locate(token, client_addr)
 

@@ -79,11 +79,13 @@ class Entrance:
     def back_in(self, admission: Admission, *, to_dashboard: bool = False) -> RedirectResponse:
         """Send a browser holding the live `admission` on: to the meeting with a fresh ticket,
         or (a host who asked for it) to the host dashboard."""
+        return RedirectResponse(self.destination(admission, to_dashboard=to_dashboard), 303)
+
+    def destination(self, admission: Admission, *, to_dashboard: bool = False) -> str:
+        """Where `back_in` sends a browser holding `admission`."""
         if to_dashboard and admission.role is Role.HOST:
-            location = f"/_meetgate/host/{admission.room}"
-        else:
-            location = meeting_url(admission.room, self._tickets.issue(admission, time.time()))
-        return RedirectResponse(location, status_code=303)
+            return f"/_meetgate/host/{admission.room}"
+        return meeting_url(admission.room, self._tickets.issue(admission, time.time()))
 
     async def waiting_room(self, request: Request, demand: LobbyRequired) -> Response:
         """Where a LobbyRequired from any path ends: a place in the room's lobby."""

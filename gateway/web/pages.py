@@ -1,5 +1,6 @@
-"""Meetgate's page routes: the join link, the home page, the ticket refresh, static assets, and
-the public keys of RS256 tickets.
+"""Meetgate's page routes: the join link's page, the home page, static assets, and the public
+keys of RS256 tickets; the join link's form and the ticket refresh are plain ASGI in front of
+them (gateway/web/join.py).
 
 Routes are thin: parse, call the admission pipeline or the ticket authority, render.
 """
@@ -8,28 +9,22 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Annotated
-from urllib.parse import urlsplit
 
-from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 
-from gateway.admission.flood import ChallengeRequired, Proof
-from gateway.admission.pipeline import AdmissionPipeline, LobbyRequired, Located
-from gateway.admission.rooms import current_room, is_room_name
+from gateway.admission.pipeline import AdmissionPipeline, Located
 from gateway.edge.headers import SecurityHeaders
-from gateway.edge.languages import asked, use_room_language
+from gateway.edge.languages import use_room_language
 from gateway.edge.rendering import error_body, error_headers
 from gateway.edge.requests import LOCATED_INVITE, cookie_name, read_cookie, request_id
 from gateway.edge.templating import render, static_asset
 from gateway.errors import (
-    CrossSiteRequest,
     InvalidInput,
     InviteExpired,
     InviteUsedUp,
     MeetgateError,
-    NotAdmitted,
     NotFound,
 )
 from gateway.i18n import N_
@@ -37,8 +32,9 @@ from gateway.settings import Settings
 from gateway.store import Store
 from gateway.store.records import Admission, Role
 from gateway.tickets import TicketAuthority
-from gateway.web.entry import Entrance, client_addr, meeting_url
-from gateway.web.forms import read_form
+from gateway.web.entry import Entrance, client_addr
+from gateway.web.join import FastRoutes
+from gateway.web.join import same_origin as origin_allowed
 
 
 def _html(page: str, status: int = 200) -> HTMLResponse:
@@ -61,19 +57,7 @@ def speak_the_links_room(request: Request) -> None:
 
 def same_origin(request: Request, public_url: str) -> bool:
     """A form post must come from Meetgate's own pages: Origin (or Sec-Fetch-Site) says so."""
-    site = request.headers.get("sec-fetch-site")
-    if site in ("cross-site", "same-site"):
-        return False
-    origin = request.headers.get("origin")
-    if origin == "null":
-        # Our pages' `Referrer-Policy: no-referrer` makes browsers send `Origin: null` on their
-        # own posts; then only the browser-set Sec-Fetch-Site can vouch for them.
-        return site == "same-origin"
-    if origin is None:
-        return True
-    expected = urlsplit(public_url)
-    given = urlsplit(origin)
-    return (given.scheme, given.netloc) == (expected.scheme, expected.netloc)
+    return origin_allowed(request.scope, public_url)
 
 
 def create_pages_app(
@@ -154,60 +138,6 @@ def create_pages_app(
         )
         return _html(page)
 
-    @app.post("/j/{token}")
-    async def join(request: Request, token: str) -> Response:
-        speak_the_links_room(request)
-        if not same_origin(request, settings.public_url):
-            raise CrossSiteRequest()
-        # `next=dashboard`: the host invite page's second button, straight to the dashboard.
-        form = await read_form(request)
-        wants_dashboard = form.get("next") == "dashboard"
-        now = time.time()
-        proof = Proof(form["pow_token"], form.get("answer", "")) if "pow_token" in form else None
-        try:
-            admitted = await pipeline.redeem(
-                token, client_addr(request), now, proof, located=located_by_gate(request)
-            )
-        except LobbyRequired as demand:
-            return await entrance.waiting_room(request, demand)
-        except (InviteUsedUp, InviteExpired):
-            held = await held_through_link(request, token, now)
-            if held is None:
-                raise
-            return entrance.back_in(held, to_dashboard=wants_dashboard)
-        except ChallengeRequired as demand:
-            fields = {"next": "dashboard"} if wants_dashboard else {}
-            page = render(
-                "challenge.html",
-                action=f"/j/{token}",
-                challenge=demand.challenge,
-                fields=fields,
-                request_id=request_id(request.scope),
-            )
-            return _html(page)
-        return entrance.admitted(admitted, to_dashboard=wants_dashboard)
-
-    @app.get("/_meetgate/ticket")
-    async def fresh_ticket(
-        request: Request, room: Annotated[str, Query(max_length=64)] = ""
-    ) -> Response:
-        """Jitsi's `tokenAuthUrl`: a fresh ticket, only while the browser's admission is live."""
-        now = time.time()
-        admission = await pipeline.for_new_ticket(read_cookie(request.scope, cookie), now)
-        if room and not is_room_name(room):
-            raise NotAdmitted()
-        if room and room != admission.room:
-            # The meeting moved: a browser asking for the old room follows its admission.
-            current = await current_room(store, room)
-            if current is None or current.name != admission.room:
-                raise NotAdmitted()
-        if not asked.get():
-            # Jitsi Meet reopens in the room's default language, as it first opened.
-            room_now = await store.get_room(admission.room)
-            if room_now is not None:
-                use_room_language(request.scope, room_now.language)
-        return RedirectResponse(meeting_url(admission.room, tickets.issue(admission, now)), 303)
-
     @app.get("/_meetgate/health")
     async def health() -> PlainTextResponse:
         await store.ping()
@@ -241,4 +171,13 @@ def create_pages_app(
     # matched first. No router's path has the shape of one of these.
     for router in routers:
         app.include_router(router)
-    return SecurityHeaders(app, secure=settings.secure)
+    # The join link's form and the ticket refresh are answered before FastAPI is asked.
+    fast = FastRoutes(
+        app,
+        settings=settings,
+        store=store,
+        pipeline=pipeline,
+        tickets=tickets,
+        entrance=entrance,
+    )
+    return SecurityHeaders(fast, secure=settings.secure)
