@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from tests.fixtures.gateway_server import GatewayServer
+from tests.fixtures.http_clients import TLS
 from tests.fixtures.xmpp_client import XmppClient
 from tests.integration.journeys import (
     admission_id,
@@ -96,7 +97,7 @@ async def test_revocation_ends_the_real_session_of_a_decoy_body(
     ada, troll = admit(gateway, room, "Ada"), admit(gateway, room, "Troll")
     async with (
         XmppClient.open(ws_url(gateway, signalling_query(ada))) as ada_client,
-        httpx.AsyncClient(trust_env=False, timeout=20) as http,
+        httpx.AsyncClient(trust_env=False, timeout=20, verify=TLS) as http,
     ):
         await ada_client.join(prosody.room_jid(room), "ada")
         decoy = DecoyBoshClient(http, bosh_url(gateway, signalling_query(troll)), prosody.domain)

@@ -32,6 +32,7 @@ import pytest
 from gateway.admission.pipeline import admission_id_for
 from gateway.store import open_store
 from tests.fixtures.gateway_server import GENEROUS_LIMITS, GatewayServer, start_gateway
+from tests.fixtures.http_clients import TLS
 from tests.fixtures.processes import stop_process, wait_until
 from tests.fixtures.redis_sentinel import MASTER_NAME, SentinelRedis
 from tests.fixtures.redis_server import start_redis
@@ -359,7 +360,9 @@ async def test_a_replica_killed_mid_meeting(two_replicas: Replicas, prosody: Any
 
         # A's attendees come back through B: the troll with the ticket it had, Grace with a
         # fresh one from the refresh endpoint (Jitsi's tokenAuthUrl) on B.
-        with httpx.Client(base_url=b.url, trust_env=False, cookies=grace.cookies) as browser:
+        with httpx.Client(
+            base_url=b.url, trust_env=False, cookies=grace.cookies, verify=TLS
+        ) as browser:
             refreshed = browser.get("/_meetgate/ticket", params={"room": room})
         assert refreshed.status_code == 303, refreshed.text
         grace_again = Admitted(

@@ -21,6 +21,7 @@ from gateway.cli import build_parser
 from gateway.settings import load_settings
 from gateway.ticket_keys import load_rsa_private_key
 from tests.fixtures.gateway_server import GatewayServer
+from tests.fixtures.http_clients import TLS
 from tests.fixtures.oidc import OidcSetup
 from tests.fixtures.processes import free_port, port_open, start_process, stop_process, wait_until
 
@@ -270,7 +271,7 @@ def test_ephemeral_join_links_use_the_port_the_gate_listens_on(tmp_path: Path) -
         assert invite.returncode == 0, invite.stderr
         link = invite.stdout.strip().splitlines()[-1]
         assert link.startswith(f"http://127.0.0.1:{gate_port}/j/"), link
-        with httpx.Client(trust_env=False, timeout=10) as browser:
+        with httpx.Client(trust_env=False, timeout=10, verify=TLS) as browser:
             assert browser.get(link).status_code == 200
     finally:
         stop_process(server)
@@ -352,7 +353,7 @@ def test_room_policy_changes_who_may_enter_at_the_next_join(oidc: OidcSetup) -> 
     room = f"cli-policy-{secrets.token_hex(4)}"
     assert meetgate("room", "create", room, *args).returncode == 0
     link = gateway.invite_token(gateway.create_invite(room, "Ada Invited"))
-    with httpx.Client(base_url=gateway.url, trust_env=False, timeout=30) as browser:
+    with httpx.Client(base_url=gateway.url, trust_env=False, timeout=30, verify=TLS) as browser:
         # Invites only, the default: the gate page offers nobody else a way in.
         assert browser.get(f"/_meetgate/enter/{room}").status_code == 403
 

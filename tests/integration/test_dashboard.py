@@ -18,6 +18,7 @@ import pytest
 import redis
 
 from tests.fixtures.gateway_server import GatewayServer
+from tests.fixtures.http_clients import TLS
 from tests.fixtures.processes import wait_until
 from tests.fixtures.xmpp_client import XmppClient
 from tests.integration.journeys import (
@@ -40,7 +41,9 @@ ACTIONS = ["revoke", "ban", "lock", "unlock", "lockdown", "move"]
 
 def as_browser(gateway: GatewayServer, who: Admitted | None = None) -> httpx.Client:
     cookies = who.cookies if who is not None else None
-    return httpx.Client(base_url=gateway.url, trust_env=False, timeout=30, cookies=cookies)
+    return httpx.Client(
+        base_url=gateway.url, trust_env=False, timeout=30, cookies=cookies, verify=TLS
+    )
 
 
 def dashboard(gateway: GatewayServer, room: str) -> str:
@@ -655,7 +658,7 @@ def test_the_host_sets_the_rooms_language_with_a_plain_form(
     assert again.json()["done"] is False and len(roster(gateway, host)["audit"]) == 1
     # A visitor without a language of their own now gets the room's pages in it.
     made = gateway.create_invite(room, "Grace")
-    with httpx.Client(base_url=gateway.url, trust_env=False) as browser:
+    with httpx.Client(base_url=gateway.url, trust_env=False, verify=TLS) as browser:
         landing = browser.get(f"/j/{made['link'].rsplit('/j/', 1)[1]}")
     assert '<html lang="zh-Hant">' in landing.text
     # A move carries the language over to the new room.

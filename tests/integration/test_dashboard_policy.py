@@ -14,6 +14,7 @@ import pytest
 
 from gateway.host.dashboard import CsrfTokens
 from tests.fixtures.gateway_server import INVITES_ONLY, GatewayServer
+from tests.fixtures.http_clients import TLS
 from tests.fixtures.oidc import OidcSetup
 from tests.integration.journeys import Admitted, admit, csrf_token, new_room
 
@@ -25,7 +26,9 @@ PSEUDONYM_KEY = b"p" * 40
 
 def as_browser(gateway: GatewayServer, who: Admitted | None = None) -> httpx.Client:
     cookies = who.cookies if who is not None else None
-    return httpx.Client(base_url=gateway.url, trust_env=False, timeout=30, cookies=cookies)
+    return httpx.Client(
+        base_url=gateway.url, trust_env=False, timeout=30, cookies=cookies, verify=TLS
+    )
 
 
 def dashboard_page(gateway: GatewayServer, host: Admitted) -> str:

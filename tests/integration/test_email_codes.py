@@ -19,6 +19,7 @@ from gateway.errors import MeetgateError
 from gateway.mail import MailFailed, SmtpMailer
 from gateway.settings import SmtpSettings
 from tests.fixtures.gateway_server import GatewayServer, start_gateway
+from tests.fixtures.http_clients import TLS
 from tests.fixtures.processes import free_port, stop_process
 from tests.fixtures.smtp import SelfSignedCertificate, SmtpServer, start_smtp
 from tests.integration.journeys import admit, host_action
@@ -102,7 +103,9 @@ def fresh_email(domain: str = "example.org") -> str:
 
 def browser(gateway: GatewayServer, address: str | None = None) -> httpx.Client:
     headers = {"origin": gateway.url, "x-forwarded-for": address or fresh_client_address()}
-    return httpx.Client(base_url=gateway.url, trust_env=False, headers=headers, timeout=30)
+    return httpx.Client(
+        base_url=gateway.url, trust_env=False, headers=headers, timeout=30, verify=TLS
+    )
 
 
 def email_room(gateway: GatewayServer, **rules: Any) -> str:

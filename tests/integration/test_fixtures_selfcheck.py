@@ -11,6 +11,7 @@ import httpx
 import pytest
 import websockets
 
+from tests.fixtures.http_clients import TLS
 from tests.fixtures.jitsi_web import INDEX_MARKER, SMALL_SIZE, JitsiWeb
 from tests.fixtures.processes import wait_until
 from tests.fixtures.prosody import ProsodyServer
@@ -104,7 +105,9 @@ async def test_refused_bosh_request_reports_the_http_status(prosody: ProsodyServ
 
 
 async def test_jitsi_web_serves_the_bundle_rooms_and_echoes(jitsi_web: JitsiWeb) -> None:
-    async with httpx.AsyncClient(base_url=jitsi_web.url, trust_env=False, timeout=10) as client:
+    async with httpx.AsyncClient(
+        base_url=jitsi_web.url, trust_env=False, timeout=10, verify=TLS
+    ) as client:
         bundle = await client.get("/libs/app.bundle.min.js")
         assert bundle.status_code == 200
         assert len(bundle.content) == 3 * 1024 * 1024

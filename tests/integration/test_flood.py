@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from tests.fixtures.gateway_server import GatewayServer, start_gateway
+from tests.fixtures.http_clients import TLS
 from tests.fixtures.oidc import (
     OidcProviderServer,
     authorize,
@@ -132,7 +133,9 @@ def client(gateway: GatewayServer, address: str | None = None) -> httpx.Client:
     headers = {"origin": gateway.url}
     if address is not None:
         headers["x-forwarded-for"] = address
-    return httpx.Client(base_url=gateway.url, trust_env=False, headers=headers, timeout=30)
+    return httpx.Client(
+        base_url=gateway.url, trust_env=False, headers=headers, timeout=30, verify=TLS
+    )
 
 
 def invite_path(gateway: GatewayServer, room: str, **body: Any) -> str:
@@ -564,7 +567,7 @@ def test_metrics_count_rejections_and_proofs(pow_gateway: GatewayServer) -> None
         text = admin.get("/metrics").text
     assert "meetgate_pow_issued_total" in text
     assert re.search(r"meetgate_pow_failed_total \d+", text)
-    with httpx.Client(base_url=pow_gateway.admin_url, trust_env=False) as anonymous:
+    with httpx.Client(base_url=pow_gateway.admin_url, trust_env=False, verify=TLS) as anonymous:
         assert anonymous.get("/metrics").status_code == 401
 
 

@@ -21,6 +21,7 @@ import pytest
 import redis
 
 from tests.fixtures.gateway_server import GatewayServer, start_gateway
+from tests.fixtures.http_clients import TLS
 from tests.fixtures.processes import stop_process
 from tests.fixtures.redis_server import RedisProcess, start_redis
 from tests.integration.journeys import Admitted, admission_id, admit, host_action, new_room
@@ -64,7 +65,9 @@ def admitted(gateway: GatewayServer) -> tuple[httpx.Client, str, Admitted]:
     room = new_room(gateway)
     host = admit(gateway, room, "Host", role="host")
     ada = admit(gateway, room, "Ada")
-    client = httpx.Client(base_url=gateway.url, trust_env=False, timeout=30, cookies=ada.cookies)
+    client = httpx.Client(
+        base_url=gateway.url, trust_env=False, timeout=30, cookies=ada.cookies, verify=TLS
+    )
     return client, admission_id(gateway, host, "Ada"), host
 
 

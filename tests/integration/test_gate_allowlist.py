@@ -21,6 +21,7 @@ import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.fixtures.gateway_server import GatewayServer, start_gateway
+from tests.fixtures.http_clients import TLS
 from tests.fixtures.jitsi_web import JitsiWeb, start_jitsi_web
 from tests.fixtures.processes import stop_process, wait_until
 from tests.integration.journeys import Admitted, admission_id, admit, host_action, new_room
@@ -139,7 +140,9 @@ async def test_canonical_signalling_is_forwarded_with_the_verified_query(
     """The control for the test above: the canonical spellings do reach the upstream."""
     admitted = admit(probed, new_room(probed))
     query = f"room={admitted.room}&token={admitted.ticket}"
-    async with httpx.AsyncClient(base_url=probed.url, trust_env=False, timeout=10) as client:
+    async with httpx.AsyncClient(
+        base_url=probed.url, trust_env=False, timeout=10, verify=TLS
+    ) as client:
         for path in ("/http-bind", "/xmpp-websocket"):
             response = await client.get(f"{path}?{query}&probe=x")
             assert response.status_code == 200, path
@@ -214,7 +217,7 @@ async def test_a_relayed_long_poll_is_cut_on_revocation(
     troll = admit(probed, room, "Troll")
     marker = secrets.token_hex(8)
     async with httpx.AsyncClient(
-        base_url=probed.url, trust_env=False, timeout=30, cookies=troll.cookies
+        base_url=probed.url, trust_env=False, timeout=30, cookies=troll.cookies, verify=TLS
     ) as client:
         echoed = await client.post(f"/conference-request/v1?room={room}", content=b"{}")
         assert echoed.status_code == 200 and echoed.json()["path"] == "/conference-request/v1"
@@ -238,7 +241,9 @@ async def test_a_relayed_long_poll_is_cut_on_revocation(
 
 def test_forward_auth_offloads_static_files_only(probed: GatewayServer) -> None:
     admitted = admit(probed, new_room(probed))
-    with httpx.Client(base_url=probed.url, trust_env=False, cookies=admitted.cookies) as client:
+    with httpx.Client(
+        base_url=probed.url, trust_env=False, cookies=admitted.cookies, verify=TLS
+    ) as client:
 
         def asked(uri: str) -> int:
             headers = {"x-forwarded-uri": uri, "x-forwarded-method": "GET"}
@@ -247,7 +252,7 @@ def test_forward_auth_offloads_static_files_only(probed: GatewayServer) -> None:
         assert asked("/libs/app.bundle.min.js?v=1") == 204
         for uri in ("/LIBS/http-bind", "/libs/../http-bind", "/libs/http-bind", "/Rally"):
             assert asked(uri) == 404, uri
-    with httpx.Client(base_url=probed.url, trust_env=False) as stranger:
+    with httpx.Client(base_url=probed.url, trust_env=False, verify=TLS) as stranger:
         assert stranger.get("/_meetgate/forward-auth").status_code == 401
 
 
@@ -256,7 +261,9 @@ def test_a_room_page_is_for_the_admissions_room_only(
 ) -> None:
     room, other = new_room(probed), new_room(probed)
     admitted = admit(probed, room)
-    with httpx.Client(base_url=probed.url, trust_env=False, cookies=admitted.cookies) as client:
+    with httpx.Client(
+        base_url=probed.url, trust_env=False, cookies=admitted.cookies, verify=TLS
+    ) as client:
         assert client.get(f"/{room}").status_code == 200
         assert client.get(f"/tenant1/{room}").status_code == 200
         assert client.get(f"/{other}").status_code == 403

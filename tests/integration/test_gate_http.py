@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from tests.fixtures.gateway_server import GatewayServer, start_gateway
+from tests.fixtures.http_clients import TLS
 from tests.fixtures.processes import free_port, stop_process
 from tests.integration.journeys import admission_id, admit, host_action
 
@@ -30,7 +31,7 @@ def new_room(gateway: GatewayServer) -> str:
 
 
 def browser(gateway: GatewayServer) -> httpx.Client:
-    return httpx.Client(base_url=gateway.url, trust_env=False, timeout=30)
+    return httpx.Client(base_url=gateway.url, trust_env=False, timeout=30, verify=TLS)
 
 
 def join(
@@ -245,7 +246,7 @@ def test_cross_site_post_is_refused_and_the_invite_kept(gateway: GatewayServer) 
 async def test_racing_browsers_on_a_single_use_link(any_gateway: GatewayServer) -> None:
     room = new_room(any_gateway)
     token = any_gateway.invite_token(any_gateway.create_invite(room, "Ada"))
-    async with httpx.AsyncClient(base_url=any_gateway.url, trust_env=False) as client:
+    async with httpx.AsyncClient(base_url=any_gateway.url, trust_env=False, verify=TLS) as client:
         responses = await asyncio.gather(
             *(client.post(f"/j/{token}", headers={"origin": any_gateway.url}) for _ in range(12))
         )
@@ -320,7 +321,7 @@ def test_upstream_down_shows_a_clear_page(tmp_path: Any) -> None:
 @pytest.mark.parametrize("auth", [None, "Bearer wrong-token", "Basic YWRtaW46YWRtaW4=", "Bearer"])
 def test_admin_api_needs_the_token(gateway: GatewayServer, auth: str | None) -> None:
     headers = {"authorization": auth} if auth else {}
-    with httpx.Client(base_url=gateway.admin_url, trust_env=False) as client:
+    with httpx.Client(base_url=gateway.admin_url, trust_env=False, verify=TLS) as client:
         created = client.post("/api/v1/rooms", json={"name": "intruder"}, headers=headers)
         listed = client.get("/api/v1/rooms", headers=headers)
     assert created.status_code == 401 and listed.status_code == 401

@@ -15,6 +15,7 @@ import pytest
 
 from gateway.ticket_keys import hmac_key_id
 from tests.fixtures.gateway_server import GatewayServer, start_gateway
+from tests.fixtures.http_clients import TLS
 from tests.fixtures.processes import stop_process
 from tests.fixtures.xmpp_client import XmppClient, XmppConnectFailed
 from tests.integration.journeys import admit, bosh_url, new_room, ws_url
@@ -122,7 +123,7 @@ async def test_bad_tickets_are_refused_over_bosh_and_keepalive(gateway: GatewayS
     room = new_room(gateway)
     ticket = admit(gateway, room).ticket
     cases = bad_tickets(gateway, room, ticket)
-    async with httpx.AsyncClient(base_url=gateway.url, trust_env=False) as client:
+    async with httpx.AsyncClient(base_url=gateway.url, trust_env=False, verify=TLS) as client:
         for name, (query, status) in cases.items():
             bosh = await client.post(f"/http-bind?{query}", content=b"<body/>")
             assert bosh.status_code == status, f"BOSH: {name}"
@@ -137,7 +138,7 @@ async def test_bad_tickets_are_refused_over_bosh_and_keepalive(gateway: GatewayS
 async def test_keepalive_get_passes_with_a_valid_ticket(gateway: GatewayServer) -> None:
     room = new_room(gateway)
     ticket = admit(gateway, room).ticket
-    async with httpx.AsyncClient(base_url=gateway.url, trust_env=False) as client:
+    async with httpx.AsyncClient(base_url=gateway.url, trust_env=False, verify=TLS) as client:
         response = await client.get(f"/xmpp-websocket?room={room}&token={ticket}")
     assert response.status_code == 200
 
@@ -175,7 +176,7 @@ def test_upstream_receives_only_verified_query_values(tmp_path: Any, jitsi_web: 
     try:
         room = new_room(server)
         ticket = admit(server, room).ticket
-        with httpx.Client(base_url=server.url, trust_env=False) as client:
+        with httpx.Client(base_url=server.url, trust_env=False, verify=TLS) as client:
             response = client.get(
                 f"/http-bind?token={ticket}&prefix=evil&x=1&previd=sess-1",
                 headers={"authorization": "Bearer other"},

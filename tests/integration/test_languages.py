@@ -13,13 +13,14 @@ import httpx
 from gateway.errors import InviteUnknown
 from gateway.i18n import BY_TAG, SIMPLIFIED, TRADITIONAL, gettext
 from tests.fixtures.gateway_server import GatewayServer
+from tests.fixtures.http_clients import TLS
 from tests.integration.journeys import new_room
 
 HONG_KONG = BY_TAG["zh-hant-hk"]
 
 
 def get(gateway: GatewayServer, path: str, **headers: str) -> httpx.Response:
-    with httpx.Client(base_url=gateway.url, trust_env=False) as client:
+    with httpx.Client(base_url=gateway.url, trust_env=False, verify=TLS) as client:
         return client.get(path, headers={k.replace("_", "-"): v for k, v in headers.items()})
 
 
@@ -50,7 +51,7 @@ def test_the_switcher_chooses_and_the_cookie_remembers(gateway: GatewayServer) -
         in page
     )
 
-    with httpx.Client(base_url=gateway.url, trust_env=False) as browser:
+    with httpx.Client(base_url=gateway.url, trust_env=False, verify=TLS) as browser:
         chosen = browser.get("/?lang=zh-Hans", headers={"accept-language": "zh-TW"})
         assert '<html lang="zh-Hans">' in chosen.text
         cookie = chosen.headers["set-cookie"]
@@ -78,7 +79,7 @@ def test_jitsi_opens_in_the_language_chosen_at_the_gate(gateway: GatewayServer) 
     room = new_room(gateway)
     made = gateway.create_invite(room, "Ada")
     with httpx.Client(
-        base_url=gateway.url, trust_env=False, headers={"accept-language": "zh-HK"}
+        base_url=gateway.url, trust_env=False, headers={"accept-language": "zh-HK"}, verify=TLS
     ) as browser:
         joined = browser.post(f"/j/{gateway.invite_token(made)}", headers={"origin": gateway.url})
         assert joined.status_code == 303
@@ -90,7 +91,7 @@ def test_jitsi_opens_in_the_language_chosen_at_the_gate(gateway: GatewayServer) 
         assert browser.get(location.split("#", 1)[0]).status_code == 200
     # A visitor who asked for no language of ours leaves Jitsi to choose.
     made = gateway.create_invite(room, "Grace")
-    with httpx.Client(base_url=gateway.url, trust_env=False) as browser:
+    with httpx.Client(base_url=gateway.url, trust_env=False, verify=TLS) as browser:
         joined = browser.post(f"/j/{gateway.invite_token(made)}", headers={"origin": gateway.url})
         assert joined.headers["location"].startswith(f"/{room}#jwt=")
 
@@ -104,7 +105,9 @@ def test_an_english_browser_leaves_jitsi_to_itself_unless_english_was_chosen(
         ({"accept-language": "zh-TW", "cookie": "meetgate_lang=en"}, f"/{room}?lang=en#jwt="),
     ):
         made = gateway.create_invite(room, "Ada")
-        with httpx.Client(base_url=gateway.url, trust_env=False, headers=headers) as browser:
+        with httpx.Client(
+            base_url=gateway.url, trust_env=False, headers=headers, verify=TLS
+        ) as browser:
             joined = browser.post(
                 f"/j/{gateway.invite_token(made)}", headers={"origin": gateway.url}
             )
@@ -126,7 +129,7 @@ def test_a_rooms_pages_speak_its_default_language(gateway: GatewayServer) -> Non
     invited = html.escape(gettext(TRADITIONAL, "Join the meeting"))
     # No Accept-Language at all (httpx sends none): the room's language, handed on to Jitsi.
     link = f"/j/{gateway.invite_token(gateway.create_invite(room, 'Ada'))}"
-    with httpx.Client(base_url=gateway.url, trust_env=False) as browser:
+    with httpx.Client(base_url=gateway.url, trust_env=False, verify=TLS) as browser:
         landing = browser.get(link)
         assert landing.status_code == 200
         assert '<html lang="zh-Hant">' in landing.text and invited in landing.text
@@ -142,7 +145,7 @@ def test_a_rooms_pages_speak_its_default_language(gateway: GatewayServer) -> Non
     assert '<html lang="zh-Hans">' in page.text
     assert html.escape(gettext(SIMPLIFIED, "Join the meeting")) in page.text
     # A visitor who chose English with the switcher gets English, and so does Jitsi.
-    with httpx.Client(base_url=gateway.url, trust_env=False) as browser:
+    with httpx.Client(base_url=gateway.url, trust_env=False, verify=TLS) as browser:
         chosen = browser.get(f"{link}?lang=en")
         assert '<html lang="en">' in chosen.text and "Join the meeting" in chosen.text
         joined = browser.post(link, headers={"origin": gateway.url})
@@ -162,7 +165,7 @@ def test_a_room_without_a_default_leaves_the_visitor_in_english(gateway: Gateway
 def test_the_gate_page_and_the_lobby_speak_the_rooms_language(gateway: GatewayServer) -> None:
     room = room_speaking(gateway, SIMPLIFIED.tag)
     gateway.set_policy(room, lobby=True)
-    with httpx.Client(base_url=gateway.url, trust_env=False) as browser:
+    with httpx.Client(base_url=gateway.url, trust_env=False, verify=TLS) as browser:
         gate = browser.get(f"/_meetgate/enter/{room}", headers={"accept-language": "fr"})
         assert gate.status_code == 200 and '<html lang="zh-Hans">' in gate.text
         knocked = browser.post(
@@ -237,7 +240,7 @@ def test_names_in_any_script_are_shown_and_handed_on_intact(gateway: GatewayServ
     room = new_room(gateway)
     for name in NAMES:
         token = gateway.invite_token(gateway.create_invite(room, name))
-        with httpx.Client(base_url=gateway.url, trust_env=False) as browser:
+        with httpx.Client(base_url=gateway.url, trust_env=False, verify=TLS) as browser:
             page = browser.get(f"/j/{token}", headers={"accept-language": "zh-TW"})
             # Isolated from the sentence around it (a right-to-left name must not reorder it).
             assert f"<strong><bdi>{html.escape(name)}</bdi></strong>" in page.text

@@ -22,6 +22,7 @@ import pytest
 import redis
 
 from tests.fixtures.gateway_server import GENEROUS_LIMITS, GatewayServer, start_gateway
+from tests.fixtures.http_clients import TLS
 from tests.fixtures.processes import stop_process
 from tests.integration.journeys import Admitted, admit, csrf_token, host_action
 
@@ -83,6 +84,7 @@ def browser(gateway: GatewayServer, address: str | None = None) -> httpx.Client:
         trust_env=False,
         timeout=30,
         headers={"x-forwarded-for": address or new_address()},
+        verify=TLS,
     )
 
 
@@ -112,7 +114,9 @@ def status(client: httpx.Client, room: str) -> httpx.Response:
 
 
 def roster(gateway: GatewayServer, host: Admitted) -> dict[str, Any]:
-    with httpx.Client(base_url=gateway.url, trust_env=False, cookies=host.cookies) as client:
+    with httpx.Client(
+        base_url=gateway.url, trust_env=False, cookies=host.cookies, verify=TLS
+    ) as client:
         response = client.get(f"/_meetgate/host/{host.room}/roster")
     assert response.status_code == 200, response.text
     return dict(response.json())
@@ -136,7 +140,7 @@ def post_lobby_action(
     gateway: GatewayServer, who: Admitted | None, room: str, action: str, **fields: str
 ) -> httpx.Response:
     cookies = who.cookies if who is not None else None
-    with httpx.Client(base_url=gateway.url, trust_env=False, cookies=cookies) as client:
+    with httpx.Client(base_url=gateway.url, trust_env=False, cookies=cookies, verify=TLS) as client:
         return client.post(
             f"/_meetgate/host/{room}/{action}",
             data=fields,
@@ -323,7 +327,9 @@ def test_deny_and_ban_keeps_the_guest_from_knocking_again(
         knock(troll, gateway, room, "Wang Dan", "let me in")
         request = request_of(gateway, host, "Wang Dan (guest)")
         # Without confirmed=1 the script-less dashboard asks first, naming the person.
-        with httpx.Client(base_url=gateway.url, trust_env=False, cookies=host.cookies) as client:
+        with httpx.Client(
+            base_url=gateway.url, trust_env=False, cookies=host.cookies, verify=TLS
+        ) as client:
             ask = client.post(
                 f"/_meetgate/host/{room}/deny-ban",
                 data={"csrf": csrf_token(gateway, host), "request": request},
@@ -396,7 +402,9 @@ def test_lobby_answers_need_a_host_of_that_room_and_the_csrf_token(
             for csrf in ("", "0" * 64, token[:-1] + ("0" if token[-1] != "0" else "1")):
                 forged = post_lobby_action(gateway, host, room, action, csrf=csrf, **fields)
                 assert forged.status_code == 403 and forged.json()["error"] == "csrf_failed"
-            with httpx.Client(base_url=gateway.url, trust_env=False, cookies=host.cookies) as c:
+            with httpx.Client(
+                base_url=gateway.url, trust_env=False, cookies=host.cookies, verify=TLS
+            ) as c:
                 cross = c.post(
                     f"/_meetgate/host/{room}/{action}",
                     data={"csrf": token, **fields},
@@ -407,7 +415,9 @@ def test_lobby_answers_need_a_host_of_that_room_and_the_csrf_token(
         assert missing.status_code == 400 and missing.json()["error"] == "invalid_input"
         assert status(guest, room).json()["state"] == "waiting"
     assert [w["name"] for w in waiting(gateway, host)] == ["Carla Careful (guest)"]
-    with httpx.Client(base_url=gateway.url, trust_env=False, cookies=other_host.cookies) as c:
+    with httpx.Client(
+        base_url=gateway.url, trust_env=False, cookies=other_host.cookies, verify=TLS
+    ) as c:
         assert c.get(f"/_meetgate/host/{other_room}/roster").json()["lobby"] == []
 
 
@@ -566,7 +576,9 @@ def test_messages_are_short_and_clean(
         assert "<script>x" not in page.text and "&lt;script&gt;x" in page.text
     [request] = waiting(gateway, host)
     assert request["message"] == "<script>x</script>"
-    with httpx.Client(base_url=gateway.url, trust_env=False, cookies=host.cookies) as client:
+    with httpx.Client(
+        base_url=gateway.url, trust_env=False, cookies=host.cookies, verify=TLS
+    ) as client:
         dashboard = client.get(f"/_meetgate/host/{room}")
     assert "&lt;script&gt;x&lt;/script&gt;" in dashboard.text
 
@@ -681,7 +693,10 @@ def test_a_corrupt_lobby_request_lets_nobody_in_and_the_others_are_still_listed(
         # The hosts' list renders, with the request that parses.
         assert [w["name"] for w in waiting(gateway, host)] == ["Gina Good (guest)"]
         dashboard = httpx.get(
-            f"{gateway.url}/_meetgate/host/{room}", cookies=host.cookies, trust_env=False
+            f"{gateway.url}/_meetgate/host/{room}",
+            cookies=host.cookies,
+            trust_env=False,
+            verify=TLS,
         )
         assert dashboard.status_code == 200 and "Gina Good (guest)" in dashboard.text
     store.close()

@@ -25,6 +25,7 @@ import httpx
 import pytest
 
 from tests.fixtures.gateway_server import GENEROUS_LIMITS, GatewayServer, start_gateway
+from tests.fixtures.http_clients import TLS
 from tests.fixtures.oidc import (
     authorize,
     begin,
@@ -160,6 +161,7 @@ def browser(gateway: GatewayServer, **options: Any) -> httpx.Client:
         timeout=30,
         headers={"origin": gateway.url},
         **options,
+        verify=TLS,
     )
 
 

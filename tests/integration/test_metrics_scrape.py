@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from tests.fixtures.gateway_server import GatewayServer
+from tests.fixtures.http_clients import TLS
 from tests.fixtures.processes import wait_until
 from tests.fixtures.xmpp_client import XmppClient
 from tests.integration.journeys import (
@@ -92,7 +93,7 @@ async def test_a_join_and_a_revocation_show_in_the_histograms(
     troll = await asyncio.to_thread(admit, gateway, room, "Troll")
 
     def refused_join() -> int:
-        with httpx.Client(base_url=gateway.url, trust_env=False) as client:
+        with httpx.Client(base_url=gateway.url, trust_env=False, verify=TLS) as client:
             made_up = client.post("/j/not-an-invite-at-all", headers={"origin": gateway.url})
         return made_up.status_code
 

@@ -14,6 +14,7 @@ import pytest
 
 from gateway.admission.names import skeleton
 from tests.fixtures.gateway_server import GatewayServer
+from tests.fixtures.http_clients import TLS
 from tests.integration.journeys import Admitted, admission_id, admit, host_action, new_room
 
 pytestmark = pytest.mark.slow
@@ -30,7 +31,9 @@ def ticket_name(admitted: Admitted) -> str:
 
 
 def roster_names(gateway: GatewayServer, host: Admitted) -> list[str]:
-    with httpx.Client(base_url=gateway.url, trust_env=False, cookies=host.cookies) as client:
+    with httpx.Client(
+        base_url=gateway.url, trust_env=False, cookies=host.cookies, verify=TLS
+    ) as client:
         response = client.get(f"/_meetgate/host/{host.room}/roster")
     assert response.status_code == 200, response.text
     return [p["name"] for p in response.json()["participants"]]
@@ -77,7 +80,7 @@ def test_a_hosts_name_is_kept_for_the_host_before_they_arrive(any_gateway: Gatew
     assert ticket_name(typed) == "Hilde Host (4)"
     assert ticket_name(other) == "Hilde Hostess"
     # The host, arriving last, shows the plain name.
-    with httpx.Client(base_url=gateway.url, trust_env=False) as client:
+    with httpx.Client(base_url=gateway.url, trust_env=False, verify=TLS) as client:
         joined = client.post(
             f"/j/{gateway.invite_token(host_link)}", headers={"origin": gateway.url}
         )
@@ -112,7 +115,7 @@ async def test_look_alikes_racing_in_get_one_plain_name(redis_gateway: GatewaySe
     ]
 
     async def redeem(link: str) -> str:
-        async with httpx.AsyncClient(base_url=gateway.url, trust_env=False) as client:
+        async with httpx.AsyncClient(base_url=gateway.url, trust_env=False, verify=TLS) as client:
             response = await client.post(f"/j/{link}", headers={"origin": gateway.url})
         assert response.status_code == 303, response.text
         ticket = response.headers["location"].split("#jwt=", 1)[1]

@@ -26,6 +26,7 @@ from gateway.admission.oidc import (
     verify_id_token,
 )
 from tests.fixtures.gateway_server import TICKET_SECRET, GatewayServer
+from tests.fixtures.http_clients import TLS
 from tests.fixtures.jitsi_web import INDEX_MARKER
 from tests.fixtures.oidc import (
     CLIENT_ID,
@@ -188,7 +189,9 @@ def test_a_lobby_room_queues_the_signed_in_attendee(oidc: OidcSetup) -> None:
 
 
 def lobby_of(gateway: GatewayServer, host: Admitted) -> list[dict[str, Any]]:
-    with httpx.Client(base_url=gateway.url, trust_env=False, cookies=host.cookies) as client:
+    with httpx.Client(
+        base_url=gateway.url, trust_env=False, cookies=host.cookies, verify=TLS
+    ) as client:
         response = client.get(f"/_meetgate/host/{host.room}/roster")
     assert response.status_code == 200, response.text
     return list(response.json()["lobby"])

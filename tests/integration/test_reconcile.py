@@ -33,6 +33,7 @@ import redis.asyncio
 from gateway.admission.pipeline import admission_id_for
 from gateway.store import Store, open_store
 from tests.fixtures.gateway_server import GENEROUS_LIMITS, GatewayServer, start_gateway
+from tests.fixtures.http_clients import TLS
 from tests.fixtures.processes import stop_process, wait_until
 from tests.fixtures.redis_server import RedisProcess, start_redis
 from tests.fixtures.tcp_proxy import SubscribeHoldingProxy
@@ -141,7 +142,7 @@ def join_tokens(gateway: GatewayServer, room: str, count: int) -> list[str]:
 
 
 def timed_join(gateway: GatewayServer, token: str) -> tuple[int, float]:
-    with httpx.Client(base_url=gateway.url, trust_env=False, timeout=30) as client:
+    with httpx.Client(base_url=gateway.url, trust_env=False, timeout=30, verify=TLS) as client:
         started = time.monotonic()
         response = client.post(f"/j/{token}", headers={"origin": gateway.url})
         seconds = time.monotonic() - started
@@ -161,7 +162,7 @@ def timed_revoke(
 ) -> tuple[httpx.Response, float]:
     """One click on the dashboard's remove button (`csrf` from a dashboard loaded before)."""
     with httpx.Client(
-        base_url=gateway.url, trust_env=False, cookies=host.cookies, timeout=30
+        base_url=gateway.url, trust_env=False, cookies=host.cookies, timeout=30, verify=TLS
     ) as client:
         started = time.monotonic()
         response = client.post(
@@ -205,7 +206,7 @@ def ban_before_the_fault(gateway: GatewayServer, host: Admitted) -> str:
 
 def ban_answer(gateway: GatewayServer, link: str) -> tuple[httpx.Response, float]:
     """A join by the banned identity's own link (a ban keys on the identity the link names)."""
-    with httpx.Client(base_url=gateway.url, trust_env=False, timeout=30) as client:
+    with httpx.Client(base_url=gateway.url, trust_env=False, timeout=30, verify=TLS) as client:
         started = time.monotonic()
         response = client.post(f"/j/{link}", headers={"origin": gateway.url})
         return response, time.monotonic() - started

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from tests.fixtures.gateway_server import GatewayServer, start_gateway
+from tests.fixtures.http_clients import TLS
 from tests.fixtures.processes import stop_process
 from tests.fixtures.xmpp_client import XmppClient, XmppConnectFailed
 from tests.integration.journeys import (
@@ -135,7 +136,7 @@ async def test_ban_kills_every_ticket_and_bars_the_identity(
     token = gateway.invite_token(invite)
 
     def redeem() -> httpx.Response:
-        with httpx.Client(base_url=gateway.url, trust_env=False) as client:
+        with httpx.Client(base_url=gateway.url, trust_env=False, verify=TLS) as client:
             return client.post(f"/j/{token}", headers={"origin": gateway.url})
 
     first = redeem()

@@ -18,6 +18,7 @@ import pytest
 import websockets
 
 from tests.fixtures.gateway_server import GENEROUS_LIMITS, GatewayServer, start_gateway
+from tests.fixtures.http_clients import TLS
 from tests.fixtures.processes import stop_process, wait_until
 from tests.integration.journeys import admit, new_room, signalling_query, ws_url
 
@@ -327,7 +328,7 @@ async def hold_open(
 
 def join_from(gateway: GatewayServer, path: str, source: str) -> tuple[int, float]:
     """A browser's join from `source`: the invite page, then the POST. Its status and seconds."""
-    transport = httpx.HTTPTransport(local_address=source)
+    transport = httpx.HTTPTransport(local_address=source, verify=TLS)
     started = time.monotonic()
     with httpx.Client(
         base_url=gateway.url, transport=transport, trust_env=False, timeout=5

@@ -25,6 +25,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.fixtures.gateway_server import GatewayServer, write_config
+from tests.fixtures.http_clients import TLS
 from tests.fixtures.processes import (
     free_port,
     port_open,
@@ -157,7 +158,7 @@ def test_without_require_at_start_the_gate_starts_and_refuses_joins(
     replica = Replica(tmp_path, store_url=f"redis://127.0.0.1:{free_port()}/0")
     replicas.append(replica)
     replica.wait_serving()
-    with httpx.Client(base_url=replica.server.url, trust_env=False) as client:
+    with httpx.Client(base_url=replica.server.url, trust_env=False, verify=TLS) as client:
         assert client.get("/j/some-invite").status_code == 503
 
 
@@ -238,7 +239,7 @@ async def test_sigterm_stops_accepting_and_ends_what_is_in_flight_by_the_deadlin
     ada = admit(gateway, room, "Ada")
     marker = secrets.token_hex(8)
     async with httpx.AsyncClient(
-        base_url=gateway.url, trust_env=False, timeout=EXIT_WAIT, cookies=ada.cookies
+        base_url=gateway.url, trust_env=False, timeout=EXIT_WAIT, cookies=ada.cookies, verify=TLS
     ) as client:
         held = asyncio.create_task(client.get(f"/conference-request/v1?hold=1&probe={marker}"))
         await asyncio.to_thread(

@@ -23,6 +23,7 @@ import httpx
 import pytest
 
 from tests.fixtures.gateway_server import GatewayServer, start_gateway
+from tests.fixtures.http_clients import TLS
 from tests.fixtures.processes import stop_process, wait_until
 from tests.fixtures.redis_server import RedisProcess, start_redis
 
@@ -60,7 +61,9 @@ def deployment(tmp_path: Path, jitsi_web: Any) -> Iterator[Deployment]:
 
 
 def browser(gateway: GatewayServer) -> httpx.Client:
-    return httpx.Client(base_url=gateway.url, trust_env=False, timeout=30, follow_redirects=False)
+    return httpx.Client(
+        base_url=gateway.url, trust_env=False, timeout=30, follow_redirects=False, verify=TLS
+    )
 
 
 def admitted_browser(gateway: GatewayServer, room: str) -> httpx.Client:
@@ -162,7 +165,9 @@ def test_500_concurrent_joins_succeed_at_the_default_settings(deployment: Deploy
                 trust_env=False,
                 timeout=120,
                 limits=limits,
-                transport=httpx.AsyncHTTPTransport(local_address=f"127.0.1.{n + 1}", limits=limits),
+                transport=httpx.AsyncHTTPTransport(
+                    local_address=f"127.0.1.{n + 1}", limits=limits, verify=TLS
+                ),
             )
             for n in range(8)
         ]

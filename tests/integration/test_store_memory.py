@@ -29,6 +29,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from tests.fixtures.gateway_server import GENEROUS_LIMITS, GatewayServer, start_gateway
+from tests.fixtures.http_clients import TLS
 from tests.fixtures.processes import stop_process, wait_until
 from tests.fixtures.redis_server import RedisProcess, start_redis
 from tests.fixtures.xmpp_client import XmppClient
@@ -123,7 +124,9 @@ def metric(gateway: GatewayServer, name: str) -> float:
 
 def browser(gateway: GatewayServer, admitted: Admitted | None = None) -> httpx.Client:
     cookies = admitted.cookies if admitted else None
-    return httpx.Client(base_url=gateway.url, trust_env=False, cookies=cookies, timeout=10)
+    return httpx.Client(
+        base_url=gateway.url, trust_env=False, cookies=cookies, timeout=10, verify=TLS
+    )
 
 
 def join(gateway: GatewayServer, token: str, accept: str = "text/html") -> httpx.Response:

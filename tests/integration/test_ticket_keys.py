@@ -27,6 +27,7 @@ from gateway.ticket_keys import generate_private_pem, hmac_key_id, load_rsa_priv
 from gateway.tickets import TicketAuthority
 from tests.deploy.conftest import STANDIN_APP
 from tests.fixtures.gateway_server import GatewayServer, start_gateway
+from tests.fixtures.http_clients import TLS
 from tests.fixtures.processes import (
     free_port,
     port_open,
@@ -96,7 +97,7 @@ def test_prosody_verifies_a_real_ticket_with_the_served_key(rs_gateway: RsGatewa
     assert header == {"alg": "RS256", "typ": "JWT", "kid": rs_gateway.kids["r-new"]}
 
     # mod_auth_token: <asap_key_server>/<hex(sha256(kid))>.pem, over plain HTTP.
-    with httpx.Client(base_url=server.url, trust_env=False) as prosody:
+    with httpx.Client(base_url=server.url, trust_env=False, verify=TLS) as prosody:
         response = prosody.get(f"{KEYS_PATH}/{key_name(header['kid'])}")
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/x-pem-file"
@@ -116,7 +117,7 @@ def test_prosody_verifies_a_real_ticket_with_the_served_key(rs_gateway: RsGatewa
     assert claims["sub"] == "meet.test"
     # The other configured key is served too (tickets it signed stay valid while configured),
     # and it does not verify this ticket.
-    with httpx.Client(base_url=server.url, trust_env=False) as prosody:
+    with httpx.Client(base_url=server.url, trust_env=False, verify=TLS) as prosody:
         old = prosody.get(f"{KEYS_PATH}/{key_name(rs_gateway.kids['r-old'])}")
     assert old.status_code == 200
     assert old.content == public_pem(rs_gateway.keys["r-old"])
@@ -159,7 +160,7 @@ OTHER_NAMES = {
 @pytest.mark.parametrize("spelling", OTHER_NAMES)
 def test_key_endpoint_refuses_every_other_name(rs_gateway: RsGateway, spelling: str) -> None:
     name = OTHER_NAMES[spelling](key_name(rs_gateway.kids["r-new"]))
-    with httpx.Client(base_url=rs_gateway.server.url, trust_env=False) as client:
+    with httpx.Client(base_url=rs_gateway.server.url, trust_env=False, verify=TLS) as client:
         response = client.get(f"{KEYS_PATH}/{name}")
     assert response.status_code == 404
     assert b"PUBLIC KEY" not in response.content
@@ -186,7 +187,7 @@ def test_key_endpoint_path_tricks_find_nothing(rs_gateway: RsGateway, target: st
 
 def test_key_endpoint_only_answers_get(rs_gateway: RsGateway) -> None:
     name = key_name(rs_gateway.kids["r-new"])
-    with httpx.Client(base_url=rs_gateway.server.url, trust_env=False) as client:
+    with httpx.Client(base_url=rs_gateway.server.url, trust_env=False, verify=TLS) as client:
         for method in ("POST", "PUT", "DELETE"):
             response = client.request(method, f"{KEYS_PATH}/{name}")
             assert response.status_code == 404, method
@@ -194,7 +195,7 @@ def test_key_endpoint_only_answers_get(rs_gateway: RsGateway) -> None:
 
 def test_hs256_gateway_serves_no_key(gateway: GatewayServer) -> None:
     name = key_name(hmac_key_id(gateway.ticket_secret.encode()))
-    with httpx.Client(base_url=gateway.url, trust_env=False) as client:
+    with httpx.Client(base_url=gateway.url, trust_env=False, verify=TLS) as client:
         response = client.get(f"{KEYS_PATH}/{name}")
     assert response.status_code == 404
 

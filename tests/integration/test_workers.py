@@ -24,6 +24,7 @@ import httpx
 import pytest
 
 from tests.fixtures.gateway_server import GatewayServer, start_gateway, write_config
+from tests.fixtures.http_clients import TLS
 from tests.fixtures.processes import free_port, port_open, stop_process, wait_until
 from tests.fixtures.redis_server import start_redis
 from tests.fixtures.xmpp_client import XmppClient
@@ -150,7 +151,7 @@ def test_a_killed_worker_is_replaced_and_the_gate_keeps_answering(workers: Worke
     # net.ipv4.tcp_migrate_req is on, docs/operations.md); from its end on, none may be.
     wait_until(lambda: victim not in workers.children(), timeout=10, what="the worker reaped")
     for _ in range(30):
-        response = httpx.get(f"{workers.gateway.url}/_meetgate/health", timeout=5)
+        response = httpx.get(f"{workers.gateway.url}/_meetgate/health", timeout=5, verify=TLS)
         assert response.status_code == 200
     wait_until(
         lambda: len(workers.children()) == 2 and victim not in workers.children(),
