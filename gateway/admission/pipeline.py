@@ -79,6 +79,9 @@ class Located:
     room: Room
     # The store's mark of the room's record as found (`LinkFound.stamp`).
     stamp: str = ""
+    # Whether this is what the replica kept from an earlier request (`known_link`), rather
+    # than read for this one.
+    kept: bool = False
 
     @property
     def found(self) -> LinkFound:
@@ -186,7 +189,7 @@ class AdmissionPipeline:
         found = self._links.get(token_hash)
         if found is None:
             return None
-        return Located(raw_token, token_hash, found.invite, found.room, found.stamp)
+        return Located(raw_token, token_hash, found.invite, found.room, found.stamp, kept=True)
 
     async def _locate(
         self, raw_token: str, client_addr: str, located: Located | None
@@ -236,11 +239,12 @@ class AdmissionPipeline:
         if located is not None and located.token == raw_token:
             found: LinkFound | None = located.found
             token_hash = located.token_hash
+            # Whether `found` was read for this join (else it is what this replica kept).
+            fresh = not located.kept
         else:
             token_hash = await self._token_hash(raw_token, client_addr)
             found = self._links.get(token_hash)
-        # Whether `found` was read for this join (else it is what this replica kept).
-        fresh = found is None
+            fresh = found is None
         if found is None:
             found = (await self.locate(raw_token, client_addr)).found
         checked: str | None = None
