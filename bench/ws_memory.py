@@ -52,7 +52,7 @@ TRACE_FRAMES = 10
 # paths whose memory is not any socket's.
 WARM_UP_SOCKETS = 20
 # Descriptors the gateway holds besides its sockets (listeners, the event loop, logs), with room.
-SPARE_FILES = 64
+SPARE_FILES = 32
 ROOM_SIZE = 100
 
 
@@ -186,7 +186,7 @@ def one_run(workdir: Path, count: int, *, trace: bool) -> Reading:
         env["PYTHONPATH"] = os.pathsep.join([str(_hook_dir(workdir)), str(ROOT)])
         env[SNAPSHOT_ENV] = str(snapshots)
     with Servers(workdir, cpus=None) as servers:
-        upstream_url = servers.bench_app("upstream")
+        upstream_url = servers.bench_app("upstream", max_connections=2 * count + 1024)
         gate = servers.gateway("gate", upstream=upstream_url, store_url="memory://", env=env)
         servers.wait_ready()
         sockets: list[ClientConnection] = []
