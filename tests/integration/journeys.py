@@ -12,7 +12,6 @@ from typing import Any
 import httpx
 
 from tests.fixtures.gateway_server import GatewayServer
-from tests.fixtures.http_clients import TLS
 
 
 @dataclass
@@ -38,7 +37,7 @@ def admit(
     gateway: GatewayServer, room: str, name: str = "Ada", role: str = "attendee", **invite: Any
 ) -> Admitted:
     made = gateway.create_invite(room, name, role=role, **invite)
-    with httpx.Client(base_url=gateway.url, trust_env=False, verify=TLS) as client:
+    with gateway.client() as client:
         response = client.post(f"/j/{gateway.invite_token(made)}", headers={"origin": gateway.url})
         assert response.status_code == 303, response.text
         ticket = response.headers["location"].split("#jwt=", 1)[1]
@@ -58,9 +57,7 @@ def signalling_query(admitted: Admitted) -> str:
 
 
 def csrf_token(gateway: GatewayServer, host: Admitted) -> str:
-    with httpx.Client(
-        base_url=gateway.url, trust_env=False, cookies=host.cookies, verify=TLS
-    ) as client:
+    with gateway.client(cookies=host.cookies) as client:
         page = client.get(f"/_meetgate/host/{host.room}")
     assert page.status_code == 200, page.text
     marker = 'name="meetgate-csrf" content="'
@@ -73,9 +70,7 @@ def host_action(
 ) -> dict[str, Any]:
     """Do a host action as the dashboard's script does; return its JSON answer."""
     csrf = csrf_token(gateway, host)
-    with httpx.Client(
-        base_url=gateway.url, trust_env=False, cookies=host.cookies, verify=TLS
-    ) as client:
+    with gateway.client(cookies=host.cookies) as client:
         response = client.post(
             f"/_meetgate/host/{host.room}/{action}",
             data={"csrf": csrf, "confirmed": "1", **fields},
@@ -87,16 +82,12 @@ def host_action(
 
 def fresh_ticket(gateway: GatewayServer, admitted: Admitted, room: str) -> httpx.Response:
     """Ask the ticket refresh endpoint (Jitsi's tokenAuthUrl) as that browser."""
-    with httpx.Client(
-        base_url=gateway.url, trust_env=False, cookies=admitted.cookies, verify=TLS
-    ) as client:
+    with gateway.client(cookies=admitted.cookies) as client:
         return client.get("/_meetgate/ticket", params={"room": room})
 
 
 def admission_id(gateway: GatewayServer, host: Admitted, name: str) -> str:
-    with httpx.Client(
-        base_url=gateway.url, trust_env=False, cookies=host.cookies, verify=TLS
-    ) as client:
+    with gateway.client(cookies=host.cookies) as client:
         roster = client.get(f"/_meetgate/host/{host.room}/roster").json()
     return next(p["id"] for p in roster["participants"] if p["name"] == name)
 
@@ -104,6 +95,6 @@ def admission_id(gateway: GatewayServer, host: Admitted, name: str) -> str:
 def latecomer_lands_in_meeting(gateway: GatewayServer, room: str) -> bool:
     """Does a fresh invite for `room` get straight into the meeting (a ticket and a cookie)?"""
     made = gateway.create_invite(room, "Latecomer")
-    with httpx.Client(base_url=gateway.url, trust_env=False, verify=TLS) as client:
+    with gateway.client() as client:
         response = client.post(f"/j/{gateway.invite_token(made)}", headers={"origin": gateway.url})
     return "#jwt=" in response.headers.get("location", "")

@@ -1,5 +1,6 @@
-"""Every page in the visitor's language, through the real `meetgate serve`: chosen by their
-browser, by the switcher's links (remembered in a cookie), handed on to Jitsi Meet."""
+"""Every page in the visitor's language: chosen by their browser, by the switcher's links
+(remembered in a cookie), handed on to Jitsi Meet. Pages only: the gateway runs in the test
+process (tests/fixtures/in_process.py), in front of the test web server playing Jitsi."""
 
 from __future__ import annotations
 
@@ -7,20 +8,29 @@ import base64
 import html
 import json
 import secrets
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
+import pytest
 
 from gateway.errors import InviteUnknown
 from gateway.i18n import BY_TAG, SIMPLIFIED, TRADITIONAL, gettext
 from tests.fixtures.gateway_server import GatewayServer
-from tests.fixtures.http_clients import TLS
+from tests.fixtures.in_process import in_process_gateway
 from tests.integration.journeys import new_room
 
 HONG_KONG = BY_TAG["zh-hant-hk"]
 
 
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory, jitsi_web: Any) -> Iterator[GatewayServer]:
+    with in_process_gateway(tmp_path_factory.mktemp("languages"), upstream=jitsi_web.url) as gate:
+        yield gate
+
+
 def get(gateway: GatewayServer, path: str, **headers: str) -> httpx.Response:
-    with httpx.Client(base_url=gateway.url, trust_env=False, verify=TLS) as client:
+    with gateway.client() as client:
         return client.get(path, headers={k.replace("_", "-"): v for k, v in headers.items()})
 
 
@@ -51,7 +61,7 @@ def test_the_switcher_chooses_and_the_cookie_remembers(gateway: GatewayServer) -
         in page
     )
 
-    with httpx.Client(base_url=gateway.url, trust_env=False, verify=TLS) as browser:
+    with gateway.client() as browser:
         chosen = browser.get("/?lang=zh-Hans", headers={"accept-language": "zh-TW"})
         assert '<html lang="zh-Hans">' in chosen.text
         cookie = chosen.headers["set-cookie"]
@@ -78,9 +88,7 @@ def test_refusals_are_in_the_visitors_language(gateway: GatewayServer) -> None:
 def test_jitsi_opens_in_the_language_chosen_at_the_gate(gateway: GatewayServer) -> None:
     room = new_room(gateway)
     made = gateway.create_invite(room, "Ada")
-    with httpx.Client(
-        base_url=gateway.url, trust_env=False, headers={"accept-language": "zh-HK"}, verify=TLS
-    ) as browser:
+    with gateway.client(headers={"accept-language": "zh-HK"}) as browser:
         joined = browser.post(f"/j/{gateway.invite_token(made)}", headers={"origin": gateway.url})
         assert joined.status_code == 303
         location = joined.headers["location"]
@@ -91,7 +99,7 @@ def test_jitsi_opens_in_the_language_chosen_at_the_gate(gateway: GatewayServer) 
         assert browser.get(location.split("#", 1)[0]).status_code == 200
     # A visitor who asked for no language of ours leaves Jitsi to choose.
     made = gateway.create_invite(room, "Grace")
-    with httpx.Client(base_url=gateway.url, trust_env=False, verify=TLS) as browser:
+    with gateway.client() as browser:
         joined = browser.post(f"/j/{gateway.invite_token(made)}", headers={"origin": gateway.url})
         assert joined.headers["location"].startswith(f"/{room}#jwt=")
 
@@ -105,9 +113,7 @@ def test_an_english_browser_leaves_jitsi_to_itself_unless_english_was_chosen(
         ({"accept-language": "zh-TW", "cookie": "meetgate_lang=en"}, f"/{room}?lang=en#jwt="),
     ):
         made = gateway.create_invite(room, "Ada")
-        with httpx.Client(
-            base_url=gateway.url, trust_env=False, headers=headers, verify=TLS
-        ) as browser:
+        with gateway.client(headers=headers) as browser:
             joined = browser.post(
                 f"/j/{gateway.invite_token(made)}", headers={"origin": gateway.url}
             )
@@ -129,7 +135,7 @@ def test_a_rooms_pages_speak_its_default_language(gateway: GatewayServer) -> Non
     invited = html.escape(gettext(TRADITIONAL, "Join the meeting"))
     # No Accept-Language at all (httpx sends none): the room's language, handed on to Jitsi.
     link = f"/j/{gateway.invite_token(gateway.create_invite(room, 'Ada'))}"
-    with httpx.Client(base_url=gateway.url, trust_env=False, verify=TLS) as browser:
+    with gateway.client() as browser:
         landing = browser.get(link)
         assert landing.status_code == 200
         assert '<html lang="zh-Hant">' in landing.text and invited in landing.text
@@ -145,7 +151,7 @@ def test_a_rooms_pages_speak_its_default_language(gateway: GatewayServer) -> Non
     assert '<html lang="zh-Hans">' in page.text
     assert html.escape(gettext(SIMPLIFIED, "Join the meeting")) in page.text
     # A visitor who chose English with the switcher gets English, and so does Jitsi.
-    with httpx.Client(base_url=gateway.url, trust_env=False, verify=TLS) as browser:
+    with gateway.client() as browser:
         chosen = browser.get(f"{link}?lang=en")
         assert '<html lang="en">' in chosen.text and "Join the meeting" in chosen.text
         joined = browser.post(link, headers={"origin": gateway.url})
@@ -165,7 +171,7 @@ def test_a_room_without_a_default_leaves_the_visitor_in_english(gateway: Gateway
 def test_the_gate_page_and_the_lobby_speak_the_rooms_language(gateway: GatewayServer) -> None:
     room = room_speaking(gateway, SIMPLIFIED.tag)
     gateway.set_policy(room, lobby=True)
-    with httpx.Client(base_url=gateway.url, trust_env=False, verify=TLS) as browser:
+    with gateway.client() as browser:
         gate = browser.get(f"/_meetgate/enter/{room}", headers={"accept-language": "fr"})
         assert gate.status_code == 200 and '<html lang="zh-Hans">' in gate.text
         knocked = browser.post(
@@ -240,7 +246,7 @@ def test_names_in_any_script_are_shown_and_handed_on_intact(gateway: GatewayServ
     room = new_room(gateway)
     for name in NAMES:
         token = gateway.invite_token(gateway.create_invite(room, name))
-        with httpx.Client(base_url=gateway.url, trust_env=False, verify=TLS) as browser:
+        with gateway.client() as browser:
             page = browser.get(f"/j/{token}", headers={"accept-language": "zh-TW"})
             # Isolated from the sentence around it (a right-to-left name must not reorder it).
             assert f"<strong><bdi>{html.escape(name)}</bdi></strong>" in page.text

@@ -1,6 +1,7 @@
-"""The lobby over HTTP against the real `meetgate serve`: a guest knocks, a host answers on the
-dashboard, the waiting browser's next check lands it in the meeting (or on a clear page); the
-event stream; bounds on a flood; forged lobby cookies; names that cannot be shown.
+"""The lobby over HTTP: a guest knocks, a host answers on the dashboard, the waiting browser's
+next check lands it in the meeting (or on a clear page); the event stream; bounds on a flood;
+forged lobby cookies; names that cannot be shown. Pages only: the gateway runs in the test
+process (tests/fixtures/in_process.py), but for the one on Redis whose records a test corrupts.
 
 The gateway here believes X-Forwarded-For from the tests (a trusted proxy), so every test's
 browsers come from addresses of their own and the per-address bound stays each test's own.
@@ -23,6 +24,7 @@ import redis
 
 from tests.fixtures.gateway_server import GENEROUS_LIMITS, GatewayServer, start_gateway
 from tests.fixtures.http_clients import TLS
+from tests.fixtures.in_process import in_process_gateway
 from tests.fixtures.processes import stop_process
 from tests.integration.journeys import Admitted, admit, csrf_token, host_action
 
@@ -36,7 +38,7 @@ _addresses = itertools.count(1)
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory, jitsi_web: Any) -> Iterator[GatewayServer]:
-    server, proc = start_gateway(
+    with in_process_gateway(
         tmp_path_factory.mktemp("lobby-gateway"),
         upstream=jitsi_web.url,
         top='trusted_proxies = ["127.0.0.1/32"]',
@@ -51,9 +53,8 @@ max_message_chars = 120
 [smtp]
 host = "127.0.0.1"
 """,
-    )
-    yield server
-    stop_process(proc)
+    ) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -79,13 +80,7 @@ def new_address() -> str:
 
 def browser(gateway: GatewayServer, address: str | None = None) -> httpx.Client:
     """A browser of its own, from an address of its own."""
-    return httpx.Client(
-        base_url=gateway.url,
-        trust_env=False,
-        timeout=30,
-        headers={"x-forwarded-for": address or new_address()},
-        verify=TLS,
-    )
+    return gateway.client(timeout=30, headers={"x-forwarded-for": address or new_address()})
 
 
 def lobby_room(gateway: GatewayServer, **policy: Any) -> str:
@@ -114,9 +109,7 @@ def status(client: httpx.Client, room: str) -> httpx.Response:
 
 
 def roster(gateway: GatewayServer, host: Admitted) -> dict[str, Any]:
-    with httpx.Client(
-        base_url=gateway.url, trust_env=False, cookies=host.cookies, verify=TLS
-    ) as client:
+    with gateway.client(cookies=host.cookies) as client:
         response = client.get(f"/_meetgate/host/{host.room}/roster")
     assert response.status_code == 200, response.text
     return dict(response.json())
@@ -140,7 +133,7 @@ def post_lobby_action(
     gateway: GatewayServer, who: Admitted | None, room: str, action: str, **fields: str
 ) -> httpx.Response:
     cookies = who.cookies if who is not None else None
-    with httpx.Client(base_url=gateway.url, trust_env=False, cookies=cookies, verify=TLS) as client:
+    with gateway.client(cookies=cookies) as client:
         return client.post(
             f"/_meetgate/host/{room}/{action}",
             data=fields,
@@ -327,9 +320,7 @@ def test_deny_and_ban_keeps_the_guest_from_knocking_again(
         knock(troll, gateway, room, "Wang Dan", "let me in")
         request = request_of(gateway, host, "Wang Dan (guest)")
         # Without confirmed=1 the script-less dashboard asks first, naming the person.
-        with httpx.Client(
-            base_url=gateway.url, trust_env=False, cookies=host.cookies, verify=TLS
-        ) as client:
+        with gateway.client(cookies=host.cookies) as client:
             ask = client.post(
                 f"/_meetgate/host/{room}/deny-ban",
                 data={"csrf": csrf_token(gateway, host), "request": request},
@@ -402,9 +393,7 @@ def test_lobby_answers_need_a_host_of_that_room_and_the_csrf_token(
             for csrf in ("", "0" * 64, token[:-1] + ("0" if token[-1] != "0" else "1")):
                 forged = post_lobby_action(gateway, host, room, action, csrf=csrf, **fields)
                 assert forged.status_code == 403 and forged.json()["error"] == "csrf_failed"
-            with httpx.Client(
-                base_url=gateway.url, trust_env=False, cookies=host.cookies, verify=TLS
-            ) as c:
+            with gateway.client(cookies=host.cookies) as c:
                 cross = c.post(
                     f"/_meetgate/host/{room}/{action}",
                     data={"csrf": token, **fields},
@@ -415,9 +404,7 @@ def test_lobby_answers_need_a_host_of_that_room_and_the_csrf_token(
         assert missing.status_code == 400 and missing.json()["error"] == "invalid_input"
         assert status(guest, room).json()["state"] == "waiting"
     assert [w["name"] for w in waiting(gateway, host)] == ["Carla Careful (guest)"]
-    with httpx.Client(
-        base_url=gateway.url, trust_env=False, cookies=other_host.cookies, verify=TLS
-    ) as c:
+    with gateway.client(cookies=other_host.cookies) as c:
         assert c.get(f"/_meetgate/host/{other_room}/roster").json()["lobby"] == []
 
 
@@ -576,9 +563,7 @@ def test_messages_are_short_and_clean(
         assert "<script>x" not in page.text and "&lt;script&gt;x" in page.text
     [request] = waiting(gateway, host)
     assert request["message"] == "<script>x</script>"
-    with httpx.Client(
-        base_url=gateway.url, trust_env=False, cookies=host.cookies, verify=TLS
-    ) as client:
+    with gateway.client(cookies=host.cookies) as client:
         dashboard = client.get(f"/_meetgate/host/{room}")
     assert "&lt;script&gt;x&lt;/script&gt;" in dashboard.text
 
