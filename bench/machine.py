@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-# What `meetgate serve` runs on: its own server (gateway/edge/server.py) parses HTTP with h11
-# and WebSocket frames with websockets, on uvloop; httptools is the gate's upstream client's parser.
-PACKAGES = ("h11", "websockets", "uvloop", "httptools", "starlette", "fastapi", "httpx")
+# What `meetgate serve` runs on: its own server (gateway/edge/server.py) parses HTTP with
+# httptools (llhttp, also the upstream client's parser) and WebSocket frames with websockets,
+# on uvloop.
+PACKAGES = ("websockets", "uvloop", "httptools", "starlette", "fastapi", "httpx")
 # Served only as a comparison (`python -m bench.serve … --server uvicorn`).
 COMPARED = ("uvicorn",)
 

@@ -22,10 +22,10 @@ PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("admission pipeline and store", ("AdmissionPipeline.", "MemoryStore.", "RedisStore.")),
     ("rendering pages and error pages (jinja2)", ("(jinja2/", "(gateway/web/rendering")),
     # Meetgate's own server (gateway/edge/server.py): `Cycle.send` and `WebSocket.send`, with
-    # the h11 or websockets framing they call and the socket writes (matched by name and file,
-    # whether or not py-spy prefixes the class).
+    # the framing they do (the server's own, websockets') and the socket writes (matched by name
+    # and file, whether or not py-spy prefixes the class).
     (
-        "writing the response (Meetgate's server: Cycle.send, h11 framing, socket)",
+        "writing the response (Meetgate's server: Cycle.send, framing, socket)",
         ("send (gateway/edge/server",),
     ),
     ("FastAPI and Starlette", ("(fastapi/", "(starlette/")),
@@ -35,7 +35,8 @@ PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
 )
 SERVER_LOOP = (
-    "Meetgate's server reading requests (Connection.data_received, h11's parser) and the event loop"
+    "Meetgate's server reading requests (Connection.data_received, httptools' parser) and the "
+    "event loop"
 )
 RATE_HZ = 100
 
