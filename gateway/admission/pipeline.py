@@ -23,7 +23,7 @@ from gateway.admission.flood import FloodGuard, Proof
 from gateway.admission.host_names import HostNames
 from gateway.admission.identity import Path, VerifiedIdentity
 from gateway.admission.invites import TOKEN_SHAPE, hash_token, parse_token
-from gateway.admission.limits import Attempt, RateLimiter
+from gateway.admission.limits import GATE, PRESSURE_WINDOW_SECONDS, Attempt, RateLimiter
 from gateway.admission.names import NameChoices, claim_shown_name, name_choices
 from gateway.admission.policy import Decision, Verdict, decide
 from gateway.admission.rooms import MAX_MOVES
@@ -61,6 +61,9 @@ MAX_KNOWN_LINKS = 10_000
 # How often a join asks the store again when the room it expected has changed meanwhile (a lock,
 # a move) before it goes on step by step.
 LINK_TRIES = 3
+# Where a link that leads nowhere counts toward the gate's pressure (as RateLimiter.note_rejection
+# counts a refusal), in the store call that finds it leads nowhere.
+UNKNOWN_COUNTER = (f"reject:{GATE}", PRESSURE_WINDOW_SECONDS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +147,12 @@ class AdmissionPipeline:
         self.ensure_memory()
         token_hash = await self._token_hash(raw_token, client_addr)
         answer = await self._store.join_through_link(
-            LinkJoin(token_hash, MAX_MOVES, self._unknown_charges(client_addr))
+            LinkJoin(
+                token_hash,
+                MAX_MOVES,
+                self._unknown_charges(client_addr),
+                count_unknown=UNKNOWN_COUNTER,
+            )
         )
         if isinstance(answer, LinkUnknown):
             await self._unknown(token_hash, client_addr, answer.limits)
@@ -164,12 +172,14 @@ class AdmissionPipeline:
 
     async def _unknown(self, token_hash: str, client_addr: str, limits: RateDecision) -> NoReturn:
         """A link that leads nowhere, its address and network charged with `limits`' outcome:
-        RateLimited when they refused, InviteUnknown else; counted as a rejection either way."""
+        RateLimited when they refused, InviteUnknown else; counted as a rejection either way
+        (toward the gate's pressure by the store call that found it, when the limits allowed
+        it: a flood of made-up links costs one store call each)."""
         self._links.pop(token_hash, None)
         if not limits.allowed:
             await self._limiter.refuse(Attempt(client_addr), limits)
         refused = InviteUnknown()
-        await self._limiter.note_rejection(None, refused.code)
+        self._metrics.rejections.inc(reason=refused.code)
         raise refused
 
     def _remember(self, raw_token: str, token_hash: str, found: LinkFound) -> Located:
@@ -372,6 +382,7 @@ class AdmissionPipeline:
                 self._unknown_charges(client_addr),
                 expected=expected,
                 join=join,
+                count_unknown=UNKNOWN_COUNTER,
             )
         )
         if isinstance(answer, LinkUnknown):

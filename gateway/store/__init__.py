@@ -117,15 +117,18 @@ class LinkUnknown:
 @dataclass(frozen=True, slots=True)
 class LinkJoin:
     """One store call for a join link (`Store.join_through_link`): find where `token_hash`
-    leads, following at most `max_moves` moves; charge `unknown_charges` if it leads nowhere;
-    carry out `join` (as `join_by_invite`) if it leads to what `expected` says. Without `join`
-    the call only looks (and charges a link that leads nowhere)."""
+    leads, following at most `max_moves` moves; charge `unknown_charges` if it leads nowhere,
+    and then, if they allowed it, count it by one in the `count_recent` counter
+    `count_unknown` (key, window seconds); carry out `join` (as `join_by_invite`) if it leads to
+    what `expected` says. Without `join` the call only looks (and charges and counts a link that
+    leads nowhere)."""
 
     token_hash: str
     max_moves: int
     unknown_charges: tuple[LimitCharge, ...]
     expected: LinkFound | None = None
     join: InviteJoin | None = None
+    count_unknown: tuple[str, int] | None = None
 
     def __post_init__(self) -> None:
         if self.join is not None:
@@ -234,7 +237,8 @@ class Store(Protocol):
     async def join_through_link(self, link: LinkJoin) -> InviteJoined | LinkFound | LinkUnknown:
         """A join link in one round trip, atomically. Find where `link.token_hash` leads (as
         `find_invite_and_room`). If it leads nowhere, charge `link.unknown_charges` (as
-        `charge_limits`) and answer LinkUnknown. If there is no `link.join`, or the invite is
+        `charge_limits`), count it in `link.count_unknown` if they allowed it (as
+        `count_recent`), and answer LinkUnknown. If there is no `link.join`, or the invite is
         not `link.expected`'s or the room's record is not the one `link.expected.stamp` stands
         for, answer LinkFound (nothing charged or written). Otherwise carry out `link.join` as
         `join_by_invite` does, with its answers and refusals."""

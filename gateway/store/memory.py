@@ -389,7 +389,10 @@ class MemoryStore:
         # As join_by_invite: nothing below yields to another task.
         invite, room = await self.find_invite_and_room(link.token_hash, link.max_moves)
         if invite is None or room is None:
-            return LinkUnknown(await self.charge_limits(link.unknown_charges))
+            decision = await self.charge_limits(link.unknown_charges)
+            if decision.allowed and link.count_unknown is not None:
+                await self.count_recent(*link.count_unknown)
+            return LinkUnknown(decision)
         found = LinkFound(invite, room, encode_record(room))
         expected = link.expected
         if (

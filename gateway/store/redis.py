@@ -322,7 +322,9 @@ class RedisStore:
         self._charge_limits: AsyncScript = client.register_script(
             _script_text("charge_limits", "gcra")
         )
-        self._count_recent: AsyncScript = client.register_script(_script_text("count_recent"))
+        self._count_recent: AsyncScript = client.register_script(
+            _script_text("count_recent", "recent")
+        )
         self._bump_value: AsyncScript = client.register_script(_script_text("bump_value"))
         self._index: AsyncScript = client.register_script(_script_text("index"))
         self._claim_name: AsyncScript = client.register_script(
@@ -333,7 +335,7 @@ class RedisStore:
             _script_text("join_by_invite", *_JOIN_PARTS)
         )
         self._join_link: AsyncScript = client.register_script(
-            _script_text("join_link", *_JOIN_PARTS)
+            _script_text("join_link", "recent", *_JOIN_PARTS)
         )
         self._advance_marker: AsyncScript = client.register_script(_script_text("advance_marker"))
         self._replace_marker: AsyncScript = client.register_script(_script_text("replace_marker"))
@@ -645,7 +647,13 @@ class RedisStore:
 
     async def join_through_link(self, link: LinkJoin) -> InviteJoined | LinkFound | LinkUnknown:
         expected = link.expected
-        keys: list[str] = [_INVITE_INDEX + link.token_hash, _ROOMS]
+        index = _INVITE_INDEX + link.token_hash
+        counter, window = link.count_unknown or (None, 0)
+        keys: list[str] = [
+            index,
+            _ROOMS,
+            index if counter is None else f"{_RECENT}{window}:{counter}",
+        ]
         args: list[str | int] = [
             _INVITE,
             link.max_moves,
@@ -653,6 +661,7 @@ class RedisStore:
             len(link.unknown_charges),
             expected.invite.id if expected else "",
             expected.stamp if expected else "",
+            window,
         ]
         keys += (_RATE + charge.key for charge in link.unknown_charges)
         for charge in link.unknown_charges:
@@ -664,14 +673,26 @@ class RedisStore:
         async with self._call():
             result: list[Any] = await self._join_link(keys=keys, args=args)
         match result:
-            case ["unknown", int(allowed), int(retry_after_us), int(corrupt), *waits_us]:
+            case [
+                "unknown",
+                int(counter_corrupt),
+                int(allowed),
+                int(retry_after_us),
+                int(corrupt),
+                *waits_us,
+            ]:
+                if counter_corrupt:
+                    self._corrupt(CorruptRecord(RecordKind.PRESSURE))
                 return LinkUnknown(self._rate_decision(allowed, retry_after_us, corrupt, waits_us))
             case ["found", str(invite_id), *fields]:
                 found = await self._link_found(link, invite_id, fields)
                 if found is None:
                     # A record the script read but that does not parse here: nowhere, charged
-                    # apart.
-                    return LinkUnknown(await self.charge_limits(link.unknown_charges))
+                    # and counted apart.
+                    decision = await self.charge_limits(link.unknown_charges)
+                    if decision.allowed and link.count_unknown is not None:
+                        await self.count_recent(*link.count_unknown)
+                    return LinkUnknown(decision)
                 return found
             case _ if link.join is not None:
                 return self._joined(link.join, result)

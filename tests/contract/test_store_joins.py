@@ -285,9 +285,10 @@ def through_link(
     *,
     token_hash: str | None = None,
     unknown: tuple[LimitCharge, ...] = (),
+    counter: tuple[str, int] | None = None,
 ) -> LinkJoin:
     token_hash = token_hash or (found.invite.token_hash if found else secrets.token_hex(32))
-    return LinkJoin(token_hash, 16, unknown, expected=found, join=join)
+    return LinkJoin(token_hash, 16, unknown, expected=found, join=join, count_unknown=counter)
 
 
 async def look(store: Store, invite: Invite) -> LinkFound:
@@ -300,11 +301,15 @@ async def test_a_link_that_leads_nowhere_is_charged_and_told(store: Store) -> No
     """Catches a made-up link that costs nothing (a flood of them would be free) or that is
     charged against anything but the limits given for it."""
     limit = spent_limit()
-    answer = await store.join_through_link(through_link(None, unknown=(limit,)))
+    counter = (unique("rejected"), 10)
+    answer = await store.join_through_link(through_link(None, unknown=(limit,), counter=counter))
     assert isinstance(answer, LinkUnknown) and answer.limits.allowed
-    again = await store.join_through_link(through_link(None, unknown=(limit,)))
+    assert await store.read_recent(*counter) == 1
+    again = await store.join_through_link(through_link(None, unknown=(limit,), counter=counter))
     assert isinstance(again, LinkUnknown) and not again.limits.allowed
     assert len(again.limits.waits) == 1
+    # Refused by its limits, it is not counted here (the caller counts that refusal).
+    assert await store.read_recent(*counter) == 1
     # An invite whose room is gone leads nowhere too.
     room, invite = await room_with_invite(store)
     await store.delete_room(room.name, time.time())
@@ -318,13 +323,15 @@ async def test_a_look_finds_the_invite_and_the_room_now(store: Store) -> None:
     await store.create_room(later)
     await store.update_room(dataclasses.replace(room, moved_to=later.name))
     limit = spent_limit()
+    counter = (unique("rejected"), 10)
     found = await store.join_through_link(
-        through_link(None, token_hash=invite.token_hash, unknown=(limit,))
+        through_link(None, token_hash=invite.token_hash, unknown=(limit,), counter=counter)
     )
     assert isinstance(found, LinkFound)
     assert (found.invite, found.room) == (invite, later)
-    # A look charges nothing.
+    # A look charges and counts nothing.
     assert (await store.charge_limits([limit])).allowed
+    assert await store.read_recent(*counter) == 0
 
 
 async def test_a_join_through_the_link_as_expected_admits_in_one_call(store: Store) -> None:

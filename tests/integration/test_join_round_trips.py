@@ -17,6 +17,7 @@ reported apart.
 
 from __future__ import annotations
 
+import secrets
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -42,6 +43,8 @@ NAMESAKE_EVERY = 3
 # round trips per join"), and one whose link's page this replica did not show.
 ROUND_TRIP_BUDGET = 1
 UNSEEN_LINK_BUDGET = 2
+# Join links that lead nowhere, half of them looked at, half posted.
+MADE_UP = 6
 MARK = "meetgate-test-mark:"
 # The replica's own memory check (gateway/store/continuity.py), not a join's work.
 MARKER_KEY = "meetgate:memory"
@@ -244,3 +247,26 @@ def test_a_join_through_a_link_not_seen_costs_a_look_more(
     """A post whose link this replica has not looked up: the look, then the join."""
     gate, port = gate_on_redis
     measure_joins(gate, port, ROOM + "-unseen", page_first=False)
+
+
+def test_a_made_up_link_costs_one_round_trip(gate_on_redis: tuple[GatewayServer, int]) -> None:
+    """Catches a refusal of a link that leads nowhere that asks Redis more than once (a look-up,
+    then a charge, then a count): a flood of made-up links must cost one store call each."""
+    gate, port = gate_on_redis
+    with httpx.Client(
+        base_url=gate.url, headers={"origin": gate.url}, trust_env=False, timeout=30
+    ) as client:
+        log = CommandLog(port)
+        try:
+            for n in range(MADE_UP):
+                log.mark(f"made-up-{n}")
+                method = "POST" if n % 2 else "GET"
+                response = client.request(method, f"/j/{secrets.token_urlsafe(24)}")
+                log.mark(f"made-up-{n}-done")
+                assert response.status_code == 404, response.text
+        finally:
+            log.close()
+    costs = [cost_of(log.segments[f"made-up-{n}"]) for n in range(MADE_UP)]
+    report = f"round trips per made-up link (GET, POST, …): {[c.round_trips for c in costs]}"
+    print(report)
+    assert max(cost.round_trips for cost in costs) <= 1, report
