@@ -1,5 +1,9 @@
 """Standing up to a flood: rate limits by address, network, room and invite; trusted proxies;
-proof-of-work demanded by a host, an admin or the pressure itself; metrics."""
+proof-of-work demanded by a host, an admin or the pressure itself; metrics.
+
+Most of it is page logic, against the gateway in the test process
+(tests/fixtures/in_process.py); the gate's own answers to repeat attempts (on the wire, and in
+the access log) against the real `meetgate serve`."""
 
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ import pytest
 
 from tests.fixtures.gateway_server import GatewayServer, start_gateway
 from tests.fixtures.http_clients import TLS
+from tests.fixtures.in_process import in_process_gateway
 from tests.fixtures.oidc import (
     OidcProviderServer,
     authorize,
@@ -57,38 +62,44 @@ POW_ON = TIGHT.format(mode="on").replace(
 )
 
 
-def flood_gateway(
-    tmp_path_factory: pytest.TempPathFactory, jitsi_web: Any, name: str, extra: str
-) -> Iterator[GatewayServer]:
-    """A gateway that believes X-Forwarded-For from this machine, with `extra` as its limits."""
-    server, proc = start_gateway(
-        tmp_path_factory.mktemp(name), upstream=jitsi_web.url, extra=extra, top=TRUST_LOCAL_PROXY
-    )
-    yield server
-    stop_process(proc)
-
-
 @pytest.fixture(scope="module")
 def tight_gateway(
     tmp_path_factory: pytest.TempPathFactory, jitsi_web: Any
 ) -> Iterator[GatewayServer]:
-    yield from flood_gateway(tmp_path_factory, jitsi_web, "tight", TIGHT.format(mode="auto"))
+    """A gateway that believes X-Forwarded-For from this machine, with tight limits."""
+    with in_process_gateway(
+        tmp_path_factory.mktemp("tight"),
+        upstream=jitsi_web.url,
+        extra=TIGHT.format(mode="auto"),
+        top=TRUST_LOCAL_PROXY,
+    ) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
 def door_gateway(
     tmp_path_factory: pytest.TempPathFactory, jitsi_web: Any
 ) -> Iterator[GatewayServer]:
-    """For the gate's own answers to repeat attempts: their refusals add to the pressure, which
-    would switch proof-of-work on for the other tests' gateway."""
-    yield from flood_gateway(tmp_path_factory, jitsi_web, "door", TIGHT.format(mode="auto"))
+    """The same, served, for the gate's own answers to repeat attempts: their refusals add to
+    the pressure, which would switch proof-of-work on for the other tests' gateway."""
+    server, proc = start_gateway(
+        tmp_path_factory.mktemp("door"),
+        upstream=jitsi_web.url,
+        extra=TIGHT.format(mode="auto"),
+        top=TRUST_LOCAL_PROXY,
+    )
+    yield server
+    stop_process(proc)
 
 
 @pytest.fixture(scope="module")
 def pow_gateway(
     tmp_path_factory: pytest.TempPathFactory, jitsi_web: Any
 ) -> Iterator[GatewayServer]:
-    yield from flood_gateway(tmp_path_factory, jitsi_web, "pow", POW_ON)
+    with in_process_gateway(
+        tmp_path_factory.mktemp("pow"), upstream=jitsi_web.url, extra=POW_ON, top=TRUST_LOCAL_PROXY
+    ) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -97,13 +108,12 @@ def pow_signin(
 ) -> Iterator[tuple[GatewayServer, OidcProviderServer]]:
     """A gateway that always demands proof-of-work, with one real OpenID provider."""
     port = free_port()
-    server, proc = start_gateway(
+    with in_process_gateway(
         tmp_path_factory.mktemp("pow-signin"),
         upstream=jitsi_web.url,
         extra=POW_ON + oidc_table("idp", "University Login", f"http://127.0.0.1:{port}"),
         top=TRUST_LOCAL_PROXY,
-    )
-    try:
+    ) as server:
         provider, provider_proc = start_oidc_provider(
             tmp_path_factory.mktemp("pow-signin-idp"), port, clients=clients_for(server.url, "idp")
         )
@@ -111,8 +121,6 @@ def pow_signin(
             yield server, provider
         finally:
             stop_process(provider_proc)
-    finally:
-        stop_process(proc)
 
 
 counter = iter(range(1, 1_000_000))
@@ -133,9 +141,7 @@ def client(gateway: GatewayServer, address: str | None = None) -> httpx.Client:
     headers = {"origin": gateway.url}
     if address is not None:
         headers["x-forwarded-for"] = address
-    return httpx.Client(
-        base_url=gateway.url, trust_env=False, headers=headers, timeout=30, verify=TLS
-    )
+    return gateway.client(headers=headers, timeout=30)
 
 
 def invite_path(gateway: GatewayServer, room: str, **body: Any) -> str:
@@ -385,20 +391,15 @@ def test_spoofed_forwarded_for_from_an_untrusted_peer_is_ignored(
     gateway: GatewayServer, tmp_path: Path, jitsi_web: Any
 ) -> None:
     # This gateway trusts no proxy: every request is the socket's 127.0.0.1, whatever it claims.
-    server, proc = start_gateway(
-        tmp_path,
-        upstream=jitsi_web.url,
-        extra=TIGHT.format(mode="off"),
-    )
-    try:
+    with in_process_gateway(
+        tmp_path, upstream=jitsi_web.url, extra=TIGHT.format(mode="off")
+    ) as server:
         path = invite_path(server, room(server), max_uses=10)
         statuses = []
         for _ in range(5):
             with client(server, fresh_address()) as browser:
                 statuses.append(browser.get(path).status_code)
         assert statuses == [200, 200, 200, 429, 429]
-    finally:
-        stop_process(proc)
 
 
 def test_network_limit_groups_a_slash_24(tight_gateway: GatewayServer) -> None:
@@ -567,7 +568,12 @@ def test_metrics_count_rejections_and_proofs(pow_gateway: GatewayServer) -> None
         text = admin.get("/metrics").text
     assert "meetgate_pow_issued_total" in text
     assert re.search(r"meetgate_pow_failed_total \d+", text)
-    with httpx.Client(base_url=pow_gateway.admin_url, trust_env=False, verify=TLS) as anonymous:
+    with httpx.Client(
+        base_url=pow_gateway.admin_url,
+        trust_env=False,
+        verify=TLS,
+        transport=pow_gateway.admin_transport,
+    ) as anonymous:
         assert anonymous.get("/metrics").status_code == 401
 
 
