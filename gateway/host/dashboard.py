@@ -193,8 +193,10 @@ class Confirmation:
 
 @dataclass(frozen=True, slots=True)
 class ActionRequest:
-    """A parsed, checked action request: the acting host, the room, the form's fields."""
+    """A parsed, checked action request: the action, the acting host, the room, the form's
+    fields."""
 
+    action: str
     host: Admission
     room: str
     fields: dict[str, str]
@@ -317,138 +319,154 @@ def _ban_duration(fields: dict[str, str]) -> tuple[float | None, str]:
     return seconds, shown(phrase)
 
 
-def _confirmation(action: str, request: ActionRequest) -> Confirmation:
-    """The question asking a host to confirm `action`, in the current request's language."""
-    name = request.target_name
-    if action == "revoke":
-        return Confirmation(
-            shown(SCRIPT_MESSAGES["revoke"], name=name),
-            shown(
-                N_(
-                    "They drop out at once. Their invite cannot bring them back with this"
-                    " admission."
-                )
-            ),
-            shown(N_("Remove")),
-            danger=True,
-        )
-    if action == "ban":
-        _, label = _ban_duration(request.fields)
-        return Confirmation(
-            shown(SCRIPT_MESSAGES["ban"], name=name, duration=label),
-            shown(
-                N_(
-                    "They drop out at once and cannot come back into this meeting, even if it"
-                    " moves, while the ban lasts."
-                )
-            ),
-            shown(N_("Remove and ban")),
-            danger=True,
-        )
-    if action == "approve":
-        return Confirmation(
-            shown(SCRIPT_MESSAGES["approve"], name=name),
-            shown(N_("They go straight into the meeting under the name shown here.")),
-            shown(N_("Let in")),
-        )
-    if action == "deny":
-        return Confirmation(
-            shown(SCRIPT_MESSAGES["deny"], name=name),
-            shown(N_("They see that a host did not let them in. They may ask again.")),
-            shown(N_("Turn away")),
-            danger=True,
-        )
-    if action == "deny-ban":
-        return Confirmation(
-            shown(N_("Turn {name} away and ban them?"), name=name),
-            shown(
-                N_(
-                    "They see that a host did not let them in, and cannot ask again or come in"
-                    " by any other way while the meeting lasts, even if it moves."
-                )
-            ),
-            shown(N_("Turn away and ban")),
-            danger=True,
-        )
-    if action == "lock":
-        return Confirmation(
-            shown(N_("Lock the room?")),
-            shown(N_("Nobody new can join. Everyone already in the meeting stays.")),
-            shown(N_("Lock")),
-        )
-    if action == "unlock":
-        return Confirmation(
-            shown(N_("Unlock the room?")),
-            shown(N_("People with a valid invite can join again; this also ends a lockdown.")),
-            shown(N_("Unlock")),
-        )
-    if action == "policy" and request.policy is not None:
-        return Confirmation(
-            shown(N_("Change who may enter this room?")),
-            shown(
-                N_("From the next join attempt on: {policy}. People already in the meeting stay."),
-                policy=describe_policy(request.policy, current.get()),
-            ),
-            shown(N_("Save the policy")),
-        )
-    if action == "lockdown":
-        return Confirmation(
-            shown(N_("Declare an emergency lockdown?")),
-            shown(
-                N_(
-                    "The room is locked and every attendee is removed at once. Hosts stay."
-                    " Attendees cannot come back on their own until a host unlocks the room."
-                )
-            ),
-            shown(N_("Lockdown now")),
-            danger=True,
-        )
-    return Confirmation(
-        shown(N_("Move the meeting to a fresh room?")),
-        shown(
-            N_(
-                "Everyone still admitted is carried over to a new room with an unguessable"
-                " name; their browsers reconnect by themselves. Removed and banned people stay"
-                " behind."
-            )
+@dataclass(frozen=True, slots=True)
+class Question:
+    """How an action's confirmation reads, as messages: translated, and filled in with the
+    action's values (a name, a duration, a policy), when a page or the script asks it."""
+
+    question: str
+    explanation: str
+    button: str
+    danger: bool = False
+
+
+# What each action that needs a second thought asks before it is done.
+QUESTIONS = {
+    "revoke": Question(
+        SCRIPT_MESSAGES["revoke"],
+        N_("They drop out at once. Their invite cannot bring them back with this admission."),
+        N_("Remove"),
+        danger=True,
+    ),
+    "ban": Question(
+        SCRIPT_MESSAGES["ban"],
+        N_(
+            "They drop out at once and cannot come back into this meeting, even if it moves,"
+            " while the ban lasts."
         ),
-        shown(N_("Move the meeting")),
+        N_("Remove and ban"),
+        danger=True,
+    ),
+    "approve": Question(
+        SCRIPT_MESSAGES["approve"],
+        N_("They go straight into the meeting under the name shown here."),
+        N_("Let in"),
+    ),
+    "deny": Question(
+        SCRIPT_MESSAGES["deny"],
+        N_("They see that a host did not let them in. They may ask again."),
+        N_("Turn away"),
+        danger=True,
+    ),
+    "deny-ban": Question(
+        N_("Turn {name} away and ban them?"),
+        N_(
+            "They see that a host did not let them in, and cannot ask again or come in by any"
+            " other way while the meeting lasts, even if it moves."
+        ),
+        N_("Turn away and ban"),
+        danger=True,
+    ),
+    "lock": Question(
+        N_("Lock the room?"),
+        N_("Nobody new can join. Everyone already in the meeting stays."),
+        N_("Lock"),
+    ),
+    "unlock": Question(
+        N_("Unlock the room?"),
+        N_("People with a valid invite can join again; this also ends a lockdown."),
+        N_("Unlock"),
+    ),
+    "policy": Question(
+        N_("Change who may enter this room?"),
+        N_("From the next join attempt on: {policy}. People already in the meeting stay."),
+        N_("Save the policy"),
+    ),
+    "lockdown": Question(
+        N_("Declare an emergency lockdown?"),
+        N_(
+            "The room is locked and every attendee is removed at once. Hosts stay."
+            " Attendees cannot come back on their own until a host unlocks the room."
+        ),
+        N_("Lockdown now"),
+        danger=True,
+    ),
+    "move": Question(
+        N_("Move the meeting to a fresh room?"),
+        N_(
+            "Everyone still admitted is carried over to a new room with an unguessable"
+            " name; their browsers reconnect by themselves. Removed and banned people stay"
+            " behind."
+        ),
+        N_("Move the meeting"),
+    ),
+}
+
+
+def _confirmation(request: ActionRequest) -> Confirmation:
+    """The question asking a host to confirm the request's action, in the request's language."""
+    asked = QUESTIONS[request.action]
+    values = _question_values(request)
+    return Confirmation(
+        shown(asked.question, **values),
+        shown(asked.explanation, **values),
+        shown(asked.button),
+        danger=asked.danger,
     )
 
 
-def create_dashboard_router(
-    settings: Settings,
-    pipeline: AdmissionPipeline,
-    desk: HostDesk,
-    registry_counts: RegistryCounts,
-    attack_status: Callable[[Room], Awaitable[dict[str, Any]]],
-) -> APIRouter:
-    """The dashboard's routes under /_meetgate/host/…; `registry_counts(admission_id)` is the
-    number of connections that admission has open on this replica."""
-    router = APIRouter()
-    cookie = cookie_name(settings)
-    csrf = CsrfTokens(settings.admission.pseudonym_key.get_secret_value().encode())
-    providers = [(provider.name, provider.label) for provider in settings.oidc]
-    provider_names = [name for name, _ in providers]
+def _question_values(request: ActionRequest) -> dict[str, str]:
+    """What an action's question names: whom it is about, for how long, which policy."""
+    if request.action == "ban":
+        return {"name": request.target_name, "duration": _ban_duration(request.fields)[1]}
+    if request.action == "policy" and request.policy is not None:
+        return {"policy": describe_policy(request.policy, current.get())}
+    if request.action == "revoke" or request.action in LOBBY_ANSWERS:
+        return {"name": request.target_name}
+    return {}
 
-    async def host_of(request: Request, room: str, now: float) -> tuple[Admission, Room]:
-        host = await pipeline.from_cookie(read_cookie(request.scope, cookie), now)
-        return host, await desk.room(host, room, now)
 
-    async def roster_of(host: Admission, room: Room, now: float) -> dict[str, Any]:
-        admissions = await desk.roster(host, room.name, now)
-        audit = await desk.audit(host, room.name, now)
-        return {
-            "room": room_view(room),
-            "participants": [participant_view(a, registry_counts(a.id)) for a in admissions],
-            "audit": [audit_view(entry, current.get()) for entry in audit[:AUDIT_SHOWN]],
-            "attack": await attack_status(room),
-            "lobby": [lobby_view(r) for r in await desk.waiting(host, room.name, now)],
+def _confirmed_fields(request: ActionRequest) -> dict[str, str]:
+    """The fields the confirmation page posts again, with `confirmed=1` added by the page."""
+    if request.action == "policy":
+        return passed_on(request.fields)
+    return {k: v for k, v in request.fields.items() if k in ("admission", "duration", "request")}
+
+
+@dataclass(frozen=True, slots=True)
+class Unconfirmed:
+    """An action asked without `confirmed=1`: nothing is done, the host is asked first."""
+
+    confirmation: Confirmation
+
+
+ActionAnswer = Unconfirmed | Outcome
+
+
+class DashboardActions:
+    """The host actions as the dashboard offers them: each calls HostDesk and says what came of
+    it in the request's language."""
+
+    def __init__(self, desk: HostDesk, providers: list[tuple[str, str]]) -> None:
+        self._desk = desk
+        self._providers = providers
+        self.by_name: dict[str, Callable[[ActionRequest], Awaitable[Outcome]]] = {
+            "revoke": self.revoke,
+            "ban": self.ban,
+            "lock": self.lock,
+            "unlock": self.unlock,
+            "lockdown": self.lockdown,
+            "move": self.move,
+            "approve": self.answer_lobby,
+            "deny": self.answer_lobby,
+            "deny-ban": self.answer_lobby,
+            "policy": self.change_policy,
+            "language": self.change_language,
         }
 
-    async def revoke(request: ActionRequest) -> Outcome:
+    async def revoke(self, request: ActionRequest) -> Outcome:
         admission_id = request.fields.get("admission", "")
-        done = ADMISSION_ID_SHAPE.fullmatch(admission_id) is not None and await desk.revoke(
+        done = ADMISSION_ID_SHAPE.fullmatch(admission_id) is not None and await self._desk.revoke(
             request.host, request.room, admission_id, request.now
         )
         message = (
@@ -458,11 +476,11 @@ def create_dashboard_router(
         )
         return Outcome(done, message, request.room)
 
-    async def ban(request: ActionRequest) -> Outcome:
+    async def ban(self, request: ActionRequest) -> Outcome:
         admission_id = request.fields.get("admission", "")
         seconds, label = _ban_duration(request.fields)
         until = None if seconds is None else request.now + seconds
-        done = ADMISSION_ID_SHAPE.fullmatch(admission_id) is not None and await desk.ban(
+        done = ADMISSION_ID_SHAPE.fullmatch(admission_id) is not None and await self._desk.ban(
             request.host, request.room, admission_id, until, request.now
         )
         message = (
@@ -476,18 +494,18 @@ def create_dashboard_router(
         )
         return Outcome(done, message, request.room, {"until": until})
 
-    async def lock(request: ActionRequest) -> Outcome:
-        room = await desk.set_locked(request.host, request.room, True, request.now)
+    async def lock(self, request: ActionRequest) -> Outcome:
+        room = await self._desk.set_locked(request.host, request.room, True, request.now)
         message = shown(N_("The room is locked: nobody new can join."))
         return Outcome(True, message, room.name, {"locked": True})
 
-    async def unlock(request: ActionRequest) -> Outcome:
-        room = await desk.set_locked(request.host, request.room, False, request.now)
+    async def unlock(self, request: ActionRequest) -> Outcome:
+        room = await self._desk.set_locked(request.host, request.room, False, request.now)
         message = shown(N_("The room is open again."))
         return Outcome(True, message, room.name, {"locked": False})
 
-    async def lockdown(request: ActionRequest) -> Outcome:
-        removed = await desk.lockdown(request.host, request.room, request.now)
+    async def lockdown(self, request: ActionRequest) -> Outcome:
+        removed = await self._desk.lockdown(request.host, request.room, request.now)
         message = (
             translations(current.get())
             .ngettext(
@@ -499,38 +517,39 @@ def create_dashboard_router(
         )
         return Outcome(True, message, request.room, {"removed": removed})
 
-    async def move(request: ActionRequest) -> Outcome:
-        successor = await desk.move(request.host, request.room, request.now)
+    async def move(self, request: ActionRequest) -> Outcome:
+        successor = await self._desk.move(request.host, request.room, request.now)
         message = shown(N_("The meeting moved to the room {room}."), room=successor.name)
         return Outcome(True, message, successor.name, {"room": successor.name})
 
-    async def change_policy(request: ActionRequest) -> Outcome:
+    async def change_policy(self, request: ActionRequest) -> Outcome:
         if request.policy is None:
             raise InvalidInput(N_("The policy form could not be read."))
-        changed = await desk.set_policy(
+        changed = await self._desk.set_policy(
             request.host, request.room, request.policy, request.fields["was"], request.now
         )
-        view = policy_view(request.policy, providers)
+        view = policy_view(request.policy, self._providers)
         if changed is None:
             message = shown(N_("Nothing to do: the room already has this policy."))
             return Outcome(False, message, request.room, {"policy": view})
         message = shown(N_("The new policy is saved ({policy})."), policy=view["summary"])
         return Outcome(True, message, request.room, {"policy": view})
 
-    async def change_language(request: ActionRequest) -> Outcome:
+    async def change_language(self, request: ActionRequest) -> Outcome:
         language = request.fields.get("language", "")
-        changed = await desk.set_language(request.host, request.room, language, request.now)
+        changed = await self._desk.set_language(request.host, request.room, language, request.now)
         if changed is None:
             message = shown(N_("Nothing to do: the room already has this language."))
             return Outcome(False, message, request.room, {"language": language})
         return Outcome(True, shown(NOTICES["language"]), request.room, {"language": language})
 
-    async def answer(request: ActionRequest, action: str) -> Outcome:
+    async def answer_lobby(self, request: ActionRequest) -> Outcome:
+        """Approve, deny, or deny and ban a request waiting in the lobby."""
         request_id = request.fields.get("request", "")
-        answer = LOBBY_ANSWERS[action]
+        answer = LOBBY_ANSWERS[request.action]
         answered = None
         if REQUEST_ID_SHAPE.fullmatch(request_id) is not None:
-            answered = await desk.answer_lobby(
+            answered = await self._desk.answer_lobby(
                 request.host, request.room, request_id, answer, request.now
             )
         if answered is None:
@@ -544,48 +563,48 @@ def create_dashboard_router(
             message = shown(N_("{name} was turned away and banned."), name=answered.name)
         return Outcome(True, message, request.room)
 
-    async def approve(request: ActionRequest) -> Outcome:
-        return await answer(request, "approve")
 
-    async def deny(request: ActionRequest) -> Outcome:
-        return await answer(request, "deny")
+class Dashboard:
+    """The dashboard's routes, one method each, and what they share. `registry_counts(id)` is
+    the number of connections an admission has open on this replica."""
 
-    async def deny_ban(request: ActionRequest) -> Outcome:
-        return await answer(request, "deny-ban")
+    def __init__(
+        self,
+        settings: Settings,
+        pipeline: AdmissionPipeline,
+        desk: HostDesk,
+        registry_counts: RegistryCounts,
+        attack_status: Callable[[Room], Awaitable[dict[str, Any]]],
+    ) -> None:
+        self._settings = settings
+        self._pipeline = pipeline
+        self._desk = desk
+        self._registry_counts = registry_counts
+        self._attack_status = attack_status
+        self._cookie = cookie_name(settings)
+        self._csrf = CsrfTokens(settings.admission.pseudonym_key.get_secret_value().encode())
+        self._providers = [(provider.name, provider.label) for provider in settings.oidc]
+        self._actions = DashboardActions(desk, self._providers)
 
-    actions: dict[str, Callable[[ActionRequest], Awaitable[Outcome]]] = {
-        "revoke": revoke,
-        "ban": ban,
-        "lock": lock,
-        "unlock": unlock,
-        "lockdown": lockdown,
-        "move": move,
-        "approve": approve,
-        "deny": deny,
-        "deny-ban": deny_ban,
-        "policy": change_policy,
-        "language": change_language,
-    }
-
-    @router.get(HOST_PREFIX)
-    async def own_dashboard(request: Request) -> Response:
+    async def own_dashboard(self, request: Request) -> Response:
         """Where a host's admission is now (after a co-host moved the meeting, for instance)."""
-        host = await pipeline.from_cookie(read_cookie(request.scope, cookie), time.time())
+        host = await self._pipeline.from_cookie(
+            read_cookie(request.scope, self._cookie), time.time()
+        )
         if host.role is not Role.HOST:
             raise NotHost()
         return RedirectResponse(dashboard_path(host.room), status_code=303)
 
-    @router.get(HOST_PREFIX + "/{room}", response_class=HTMLResponse)
     async def dashboard(
-        request: Request, room: str, done: Annotated[str, Query()] = ""
+        self, request: Request, room: str, done: Annotated[str, Query()] = ""
     ) -> HTMLResponse:
         now = time.time()
-        host, current = await host_of(request, room, now)
-        view = await roster_of(host, current, now)
+        host, current = await self._host_of(request, room, now)
+        view = await self._roster_of(host, current, now)
         page = render(
             "host.html",
             notice=shown(NOTICES[done]) if done in NOTICES else "",
-            policy=policy_view(current.policy, providers),
+            policy=policy_view(current.policy, self._providers),
             room=view["room"],
             room_language=current.language or DEFAULT.tag,
             participants=view["participants"],
@@ -593,7 +612,7 @@ def create_dashboard_router(
             audit=view["audit"],
             attack=view["attack"],
             you=host.id,
-            csrf=csrf.issue(host.id, current.name),
+            csrf=self._csrf.issue(host.id, current.name),
             prefix=HOST_PREFIX,
             ban_durations=[
                 (key, shown(choice), shown(phrase))
@@ -606,93 +625,138 @@ def create_dashboard_router(
         )
         return HTMLResponse(page)
 
-    @router.get(HOST_PREFIX + "/{room}/roster")
-    async def roster(request: Request, room: str) -> JSONResponse:
+    async def roster(self, request: Request, room: str) -> JSONResponse:
         now = time.time()
-        host, current = await host_of(request, room, now)
-        return JSONResponse(await roster_of(host, current, now))
+        host, current = await self._host_of(request, room, now)
+        return JSONResponse(await self._roster_of(host, current, now))
 
-    @router.post(HOST_PREFIX + "/{room}/{action}")
-    async def act(request: Request, room: str, action: str) -> Response:
-        perform = actions.get(action)
+    async def act(self, request: Request, room: str, action: str) -> Response:
+        """A host action from the page's script (JSON) or a form without script (pages)."""
+        perform = self._actions.by_name.get(action)
         if perform is None:
             raise NotFound()
-        if not same_origin(request, settings.public_url):
+        if not same_origin(request, self._settings.public_url):
             raise CrossSiteRequest()
-        now = time.time()
-        # Hosts first, then the token: someone who is not a host learns only that.
-        host, current = await host_of(request, room, now)
-        if action == "policy":
-            fields = await read_form(
-                request, limit=POLICY_FORM_BYTES, max_fields=max_policy_fields(len(providers))
-            )
+        asked, current = await self._action_request(request, room, action)
+        if asked.fields.get("confirmed") != "1" and action not in WITHOUT_CONFIRMATION:
+            answer: ActionAnswer = Unconfirmed(_confirmation(asked))
         else:
-            fields = await read_form(request, limit=MAX_FORM_BYTES, max_fields=MAX_FORM_FIELDS)
-        csrf.check(fields.get("csrf"), host.id, current.name)
+            answer = await perform(asked)
+        return self._action_response(request, asked, current, answer)
+
+    async def _host_of(self, request: Request, room: str, now: float) -> tuple[Admission, Room]:
+        host = await self._pipeline.from_cookie(read_cookie(request.scope, self._cookie), now)
+        return host, await self._desk.room(host, room, now)
+
+    async def _roster_of(self, host: Admission, room: Room, now: float) -> dict[str, Any]:
+        admissions = await self._desk.roster(host, room.name, now)
+        audit = await self._desk.audit(host, room.name, now)
+        counts = self._registry_counts
+        return {
+            "room": room_view(room),
+            "participants": [participant_view(a, counts(a.id)) for a in admissions],
+            "audit": [audit_view(entry, current.get()) for entry in audit[:AUDIT_SHOWN]],
+            "attack": await self._attack_status(room),
+            "lobby": [lobby_view(r) for r in await self._desk.waiting(host, room.name, now)],
+        }
+
+    async def _action_request(
+        self, request: Request, room: str, action: str
+    ) -> tuple[ActionRequest, Room]:
+        """The checked action request and the room it is about. Hosts first, then the token:
+        someone who is not a host learns only that."""
+        now = time.time()
+        host, current = await self._host_of(request, room, now)
+        fields = await self._read_fields(request, action)
+        self._csrf.check(fields.get("csrf"), host.id, current.name)
         policy = (
-            policy_from_form(fields, provider_names, mail_configured=settings.mail_configured)
+            policy_from_form(
+                fields,
+                [name for name, _ in self._providers],
+                mail_configured=self._settings.mail_configured,
+            )
             if action == "policy"
             else None
         )
         target = None
         if action in ("revoke", "ban"):
-            if "admission" not in fields:
-                raise InvalidInput(N_("Say whose admission this is about (field 'admission')."))
-            wanted = fields["admission"]
-            target = await desk.participant(host, room, wanted, now)
+            target = await self._target(host, room, fields, now)
         waiting = None
         if action in LOBBY_ANSWERS:
-            if "request" not in fields:
-                raise InvalidInput(N_("Say which request this is about (field 'request')."))
-            wanted = fields["request"]
-            waiting = next(
-                (r for r in await desk.waiting(host, room, now) if r.id == wanted),
-                None,
-            )
-        parsed = ActionRequest(
-            host=host,
-            room=current.name,
-            fields=fields,
-            target=target,
-            now=now,
-            waiting=waiting,
-            policy=policy,
-        )
-        as_json = wants_json(request.scope)
-        if fields.get("confirmed") != "1" and action not in WITHOUT_CONFIRMATION:
-            confirmation = _confirmation(action, parsed)
-            if as_json:
-                return JSONResponse({"ok": True, "done": False, "confirm": confirmation.question})
-            page = render(
-                "host_confirm.html",
-                room=room_view(current),
-                action=action,
-                confirmation=confirmation,
-                fields=passed_on(fields)
-                if action == "policy"
-                else {k: v for k, v in fields.items() if k in ("admission", "duration", "request")},
-                csrf=fields["csrf"],
-                prefix=HOST_PREFIX,
-                request_id=request_id(request.scope),
-            )
-            return HTMLResponse(page)
-        outcome = await perform(parsed)
-        if as_json:
+            waiting = await self._waiting(host, room, fields, now)
+        asked = ActionRequest(action, host, current.name, fields, target, now, waiting, policy)
+        return asked, current
+
+    async def _read_fields(self, request: Request, action: str) -> dict[str, str]:
+        if action == "policy":
+            limit, max_fields = POLICY_FORM_BYTES, max_policy_fields(len(self._providers))
+        else:
+            limit, max_fields = MAX_FORM_BYTES, MAX_FORM_FIELDS
+        return await read_form(request, limit=limit, max_fields=max_fields)
+
+    async def _target(
+        self, host: Admission, room: str, fields: dict[str, str], now: float
+    ) -> Admission | None:
+        if "admission" not in fields:
+            raise InvalidInput(N_("Say whose admission this is about (field 'admission')."))
+        return await self._desk.participant(host, room, fields["admission"], now)
+
+    async def _waiting(
+        self, host: Admission, room: str, fields: dict[str, str], now: float
+    ) -> LobbyRequest | None:
+        if "request" not in fields:
+            raise InvalidInput(N_("Say which request this is about (field 'request')."))
+        wanted = fields["request"]
+        return next((r for r in await self._desk.waiting(host, room, now) if r.id == wanted), None)
+
+    def _action_response(
+        self, request: Request, asked: ActionRequest, current: Room, answer: ActionAnswer
+    ) -> Response:
+        """The one place an action's answer becomes HTTP: JSON for the page's script; without
+        script, the confirmation page, the dashboard again, or a page saying nothing was done."""
+        if wants_json(request.scope):
+            if isinstance(answer, Unconfirmed):
+                question = answer.confirmation.question
+                return JSONResponse({"ok": True, "done": False, "confirm": question})
             return JSONResponse(
-                {"ok": True, "done": outcome.done, "message": outcome.message, **outcome.extra}
+                {"ok": True, "done": answer.done, "message": answer.message, **answer.extra}
             )
-        if outcome.done:
-            after = f"?done={action}" if action in NOTICES else ""
-            return RedirectResponse(dashboard_path(outcome.room) + after, status_code=303)
+        if isinstance(answer, Outcome) and answer.done:
+            after = f"?done={asked.action}" if asked.action in NOTICES else ""
+            return RedirectResponse(dashboard_path(answer.room) + after, status_code=303)
+        if isinstance(answer, Unconfirmed):
+            said: dict[str, Any] = {
+                "confirmation": answer.confirmation,
+                "fields": _confirmed_fields(asked),
+                "csrf": asked.fields["csrf"],
+            }
+        else:
+            said = {"confirmation": None, "message": answer.message}
         page = render(
             "host_confirm.html",
             room=room_view(current),
-            action=action,
-            confirmation=None,
-            message=outcome.message,
+            action=asked.action,
             prefix=HOST_PREFIX,
             request_id=request_id(request.scope),
+            **said,
         )
         return HTMLResponse(page)
 
+
+def create_dashboard_router(
+    settings: Settings,
+    pipeline: AdmissionPipeline,
+    desk: HostDesk,
+    registry_counts: RegistryCounts,
+    attack_status: Callable[[Room], Awaitable[dict[str, Any]]],
+) -> APIRouter:
+    """The dashboard's routes under /_meetgate/host/…; see `Dashboard`."""
+    routes = Dashboard(settings, pipeline, desk, registry_counts, attack_status)
+    router = APIRouter()
+    router.add_api_route(HOST_PREFIX, routes.own_dashboard, methods=["GET"])
+    router.add_api_route(
+        HOST_PREFIX + "/{room}", routes.dashboard, methods=["GET"], response_class=HTMLResponse
+    )
+    router.add_api_route(HOST_PREFIX + "/{room}/roster", routes.roster, methods=["GET"])
+    router.add_api_route(HOST_PREFIX + "/{room}/{action}", routes.act, methods=["POST"])
     return router
