@@ -16,9 +16,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.fixtures.gateway_server import GatewayServer, start_gateway
+from tests.fixtures.gateway_server import GatewayServer
 from tests.fixtures.http_clients import TLS
-from tests.fixtures.processes import free_port, stop_process
+from tests.fixtures.in_process import in_process_gateway
+from tests.fixtures.processes import free_port
 from tests.integration.journeys import admission_id, admit, host_action
 
 pytestmark = pytest.mark.slow
@@ -31,7 +32,7 @@ def new_room(gateway: GatewayServer) -> str:
 
 
 def browser(gateway: GatewayServer) -> httpx.Client:
-    return httpx.Client(base_url=gateway.url, trust_env=False, timeout=30, verify=TLS)
+    return gateway.client(timeout=30)
 
 
 def join(
@@ -306,16 +307,14 @@ def test_oversized_headers_and_body(gateway: GatewayServer) -> None:
 
 
 def test_upstream_down_shows_a_clear_page(tmp_path: Any) -> None:
-    server, proc = start_gateway(tmp_path, upstream=f"http://127.0.0.1:{free_port()}")
-    try:
+    # A page of the gate's own: in the test process (tests/fixtures/in_process.py).
+    with in_process_gateway(tmp_path, upstream=f"http://127.0.0.1:{free_port()}") as server:
         room = new_room(server)
         with browser(server) as client:
             join(client, server, room)
             response = client.get(f"/{room}")
         assert response.status_code == 502
         assert "meeting server is unreachable" in response.text
-    finally:
-        stop_process(proc)
 
 
 @pytest.mark.parametrize("auth", [None, "Bearer wrong-token", "Basic YWRtaW46YWRtaW4=", "Bearer"])
