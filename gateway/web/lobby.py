@@ -14,7 +14,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -118,6 +118,187 @@ class LobbyPages:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """The waiting page, saying where the person's request stands."""
+
+    request: LobbyRequest
+    state: LobbyState
+    title: str
+
+
+@dataclass(frozen=True, slots=True)
+class Challenge:
+    """The proof-of-work page; solved, it posts `fields` to `action` again."""
+
+    action: str
+    demand: ChallengeRequired
+    fields: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Entered:
+    """What `Entrance.finish` answered: the way into the meeting, or a place in the lobby."""
+
+    response: Response
+
+
+LobbyAnswer = Waiting | Challenge | Entered
+
+
+class LobbyRoutes:
+    """The lobby's routes, one method each, and what they share: knock (POST), the waiting page
+    (GET, which also collects an approval), its JSON status, its event stream, and leaving."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        entrance: Entrance,
+        lobby: Lobby,
+        *,
+        door: LobbyPages,
+        store: Store,
+        limiter: RateLimiter,
+        flood: FloodGuard,
+    ) -> None:
+        self._settings = settings
+        self._entrance = entrance
+        self._lobby = lobby
+        self._door = door
+        self._store = store
+        self._limiter = limiter
+        self._flood = flood
+        self._streams: Counter[str] = Counter()
+
+    async def knock(self, request: Request, room: str) -> Response:
+        """The gate page's 'Ask to be let in': a guest's typed name and optional message."""
+        return self._respond(request, await self._knocked(request, room))
+
+    async def wait(self, request: Request, room: str) -> Response:
+        """The waiting page; once a host approved, the way into the meeting."""
+        return self._respond(request, await self._where_it_stands(request, room))
+
+    async def status(self, request: Request, room: str) -> JSONResponse:
+        """For the page's script when it cannot stream: where the request stands."""
+        waiting = await self._held(request, room)
+        state = waiting.state_at(time.time())
+        return JSONResponse({"state": state.value, "next": wait_path(waiting.room)})
+
+    async def events(self, request: Request, room: str) -> Response:
+        """Server-Sent Events: the request's state now and on every change, a heartbeat every
+        couple of seconds, and an end after a minute (the browser reconnects by itself)."""
+        waiting = await self._held(request, room)
+        if self._streams[waiting.id] >= MAX_STREAMS_PER_REQUEST:
+            raise RateLimited(STREAM_RETRY_MS / 1000)
+        return StreamingResponse(
+            _state_events(self._lobby, waiting, self._streams),
+            media_type="text/event-stream",
+            headers={"cache-control": "no-store", "x-accel-buffering": "no"},
+        )
+
+    async def leave(self, request: Request, room: str) -> Response:
+        """Stop waiting: the request leaves the hosts' list."""
+        if not same_origin(request, self._settings.public_url):
+            raise CrossSiteRequest()
+        await read_form(request)
+        waiting = await self._held(request, room)
+        await self._lobby.withdraw(waiting, time.time())
+        response = RedirectResponse(f"/_meetgate/enter/{waiting.room}", status_code=303)
+        self._door.forget_cookie(response)
+        return response
+
+    async def _held(self, request: Request, room: str) -> LobbyRequest:
+        if not is_room_name(room):
+            raise RoomNotFound()
+        return await self._lobby.held(read_cookie(request.scope, self._door.cookie), room)
+
+    async def _knocked(self, request: Request, room: str) -> LobbyAnswer:
+        if not same_origin(request, self._settings.public_url):
+            raise CrossSiteRequest()
+        current = await self._entrance.room_for_entry(room)
+        use_room_language(request.scope, current.language)
+        form = await read_form(request)
+        address = client_addr(request)
+        now = time.time()
+        proof = Proof(form["pow_token"], form.get("answer", "")) if "pow_token" in form else None
+        try:
+            await self._flood.check(proof, client_addr=address, room=current, now=now)
+        except ChallengeRequired as demand:
+            fields = {k: form.get(k, "") for k in ("name", "message")}
+            return Challenge(f"{LOBBY_PREFIX}/{current.name}", demand, fields)
+        await self._limiter.charge(Attempt(address, room=current.name))
+        if Path.LOBBY not in offered_paths(current.policy):
+            # Where the lobby is on top of sign-in or a code, a typed name is not enough.
+            raise NotAllowed()
+        name = clean_name(form.get("name", ""))
+        request.state.lobby_message = self._lobby.clean_message(form.get("message", ""))
+        request_no = new_request_id()
+        verified = VerifiedIdentity(path=Path.LOBBY, subject=request_no, name=name, guest=True)
+        return Entered(await self._entrance.finish(request, verified, current))
+
+    async def _where_it_stands(self, request: Request, room: str) -> LobbyAnswer:
+        waiting = await self._held(request, room)
+        now = time.time()
+        state = waiting.state_at(now)
+        found = await self._store.get_room(waiting.room)
+        title = found.title if found is not None else waiting.room
+        if found is not None:
+            use_room_language(request.scope, found.language)
+        if state is LobbyState.APPROVED and await self._lobby.collect(waiting, now):
+            return Entered(await self._enter_approved(request, waiting))
+        if state is LobbyState.APPROVED:
+            # Another tab of this browser collected the approval a moment ago.
+            state = LobbyState.ADMITTED
+        return Waiting(waiting, state, title)
+
+    async def _enter_approved(self, request: Request, waiting: LobbyRequest) -> Response:
+        """Into the meeting, where it is now, under the name the host saw."""
+        current = await current_room(self._store, waiting.room)
+        if current is None:
+            raise RoomNotFound()
+        verified = replace(waiting.verified, name=shown_name(waiting.verified))
+        response = await self._entrance.finish(request, verified, current, approved=True)
+        self._door.forget_cookie(response)
+        return response
+
+    def _respond(self, request: Request, answer: LobbyAnswer) -> Response:
+        """The one place a lobby route's answer becomes HTTP."""
+        if isinstance(answer, Entered):
+            return answer.response
+        if isinstance(answer, Challenge):
+            body = render(
+                "challenge.html",
+                action=answer.action,
+                challenge=answer.demand.challenge,
+                fields=answer.fields,
+                request_id=request_id(request.scope),
+            )
+            return HTMLResponse(body)
+        return self._waiting_page(request, answer)
+
+    def _waiting_page(self, request: Request, shown: Waiting) -> Response:
+        room = shown.request.room
+        body = render(
+            "lobby_wait.html",
+            state=shown.state.value,
+            room_name=room,
+            room_title=shown.title,
+            person=shown.request.name,
+            message=shown.request.message,
+            wait_url=wait_path(room),
+            status_url=f"{LOBBY_PREFIX}/{room}/status",
+            events_url=f"{LOBBY_PREFIX}/{room}/events",
+            leave_url=f"{LOBBY_PREFIX}/{room}/leave",
+            enter_url=f"/_meetgate/enter/{room}",
+            meeting_url=f"/_meetgate/ticket?room={room}",
+            request_id=request_id(request.scope),
+        )
+        response = HTMLResponse(body, status_code=STATUS_OF_STATE.get(shown.state, 200))
+        if shown.state in (LobbyState.DENIED, LobbyState.BANNED, LobbyState.EXPIRED):
+            self._door.forget_cookie(response)
+        return response
+
+
 def create_lobby_router(
     settings: Settings,
     entrance: Entrance,
@@ -128,127 +309,16 @@ def create_lobby_router(
     limiter: RateLimiter,
     flood: FloodGuard,
 ) -> APIRouter:
-    """The lobby's routes under /_meetgate/lobby/<room>: knock (POST), the waiting page (GET,
-    which also collects an approval), its JSON status, its event stream, and leaving."""
+    """The lobby's routes under /_meetgate/lobby/<room>; see `LobbyRoutes`."""
+    routes = LobbyRoutes(
+        settings, entrance, lobby, door=door, store=store, limiter=limiter, flood=flood
+    )
     router = APIRouter()
-    streams: Counter[str] = Counter()
-
-    def valid_room(room: str) -> str:
-        if not is_room_name(room):
-            raise RoomNotFound()
-        return room
-
-    async def held(request: Request, room: str) -> LobbyRequest:
-        return await lobby.held(read_cookie(request.scope, door.cookie), valid_room(room))
-
-    def page(request: Request, waiting: LobbyRequest, state: LobbyState, title: str) -> Response:
-        body = render(
-            "lobby_wait.html",
-            state=state.value,
-            room_name=waiting.room,
-            room_title=title,
-            person=waiting.name,
-            message=waiting.message,
-            wait_url=wait_path(waiting.room),
-            status_url=f"{LOBBY_PREFIX}/{waiting.room}/status",
-            events_url=f"{LOBBY_PREFIX}/{waiting.room}/events",
-            leave_url=f"{LOBBY_PREFIX}/{waiting.room}/leave",
-            enter_url=f"/_meetgate/enter/{waiting.room}",
-            meeting_url=f"/_meetgate/ticket?room={waiting.room}",
-            request_id=request_id(request.scope),
-        )
-        response = HTMLResponse(body, status_code=STATUS_OF_STATE.get(state, 200))
-        if state in (LobbyState.DENIED, LobbyState.BANNED, LobbyState.EXPIRED):
-            door.forget_cookie(response)
-        return response
-
-    @router.post(LOBBY_PREFIX + "/{room}")
-    async def knock(request: Request, room: str) -> Response:
-        """The gate page's 'Ask to be let in': a guest's typed name and optional message."""
-        if not same_origin(request, settings.public_url):
-            raise CrossSiteRequest()
-        current = await entrance.room_for_entry(room)
-        use_room_language(request.scope, current.language)
-        form = await read_form(request)
-        address = client_addr(request)
-        now = time.time()
-        proof = Proof(form["pow_token"], form.get("answer", "")) if "pow_token" in form else None
-        try:
-            await flood.check(proof, client_addr=address, room=current, now=now)
-        except ChallengeRequired as demand:
-            body = render(
-                "challenge.html",
-                action=f"{LOBBY_PREFIX}/{current.name}",
-                challenge=demand.challenge,
-                fields={k: form.get(k, "") for k in ("name", "message")},
-                request_id=request_id(request.scope),
-            )
-            return HTMLResponse(body)
-        await limiter.charge(Attempt(address, room=current.name))
-        if Path.LOBBY not in offered_paths(current.policy):
-            # Where the lobby is on top of sign-in or a code, a typed name is not enough.
-            raise NotAllowed()
-        name = clean_name(form.get("name", ""))
-        request.state.lobby_message = lobby.clean_message(form.get("message", ""))
-        request_no = new_request_id()
-        verified = VerifiedIdentity(path=Path.LOBBY, subject=request_no, name=name, guest=True)
-        return await entrance.finish(request, verified, current)
-
-    @router.get(LOBBY_PREFIX + "/{room}/wait")
-    async def wait(request: Request, room: str) -> Response:
-        """The waiting page; once a host approved, the way into the meeting."""
-        waiting = await held(request, room)
-        now = time.time()
-        state = waiting.state_at(now)
-        found = await store.get_room(waiting.room)
-        title = found.title if found is not None else waiting.room
-        if found is not None:
-            use_room_language(request.scope, found.language)
-        if state is LobbyState.APPROVED and await lobby.collect(waiting, now):
-            current = await current_room(store, waiting.room)
-            if current is None:
-                raise RoomNotFound()
-            verified = replace(waiting.verified, name=shown_name(waiting.verified))
-            response = await entrance.finish(request, verified, current, approved=True)
-            door.forget_cookie(response)
-            return response
-        if state is LobbyState.APPROVED:
-            # Another tab of this browser collected the approval a moment ago.
-            state = LobbyState.ADMITTED
-        return page(request, waiting, state, title)
-
-    @router.get(LOBBY_PREFIX + "/{room}/status")
-    async def status(request: Request, room: str) -> JSONResponse:
-        """For the page's script when it cannot stream: where the request stands."""
-        waiting = await held(request, room)
-        state = waiting.state_at(time.time())
-        return JSONResponse({"state": state.value, "next": wait_path(waiting.room)})
-
-    @router.get(LOBBY_PREFIX + "/{room}/events")
-    async def events(request: Request, room: str) -> Response:
-        """Server-Sent Events: the request's state now and on every change, a heartbeat every
-        couple of seconds, and an end after a minute (the browser reconnects by itself)."""
-        waiting = await held(request, room)
-        if streams[waiting.id] >= MAX_STREAMS_PER_REQUEST:
-            raise RateLimited(STREAM_RETRY_MS / 1000)
-        return StreamingResponse(
-            _state_events(lobby, waiting, streams),
-            media_type="text/event-stream",
-            headers={"cache-control": "no-store", "x-accel-buffering": "no"},
-        )
-
-    @router.post(LOBBY_PREFIX + "/{room}/leave")
-    async def leave(request: Request, room: str) -> Response:
-        """Stop waiting: the request leaves the hosts' list."""
-        if not same_origin(request, settings.public_url):
-            raise CrossSiteRequest()
-        await read_form(request)
-        waiting = await held(request, room)
-        await lobby.withdraw(waiting, time.time())
-        response = RedirectResponse(f"/_meetgate/enter/{waiting.room}", status_code=303)
-        door.forget_cookie(response)
-        return response
-
+    router.add_api_route(LOBBY_PREFIX + "/{room}", routes.knock, methods=["POST"])
+    router.add_api_route(LOBBY_PREFIX + "/{room}/wait", routes.wait, methods=["GET"])
+    router.add_api_route(LOBBY_PREFIX + "/{room}/status", routes.status, methods=["GET"])
+    router.add_api_route(LOBBY_PREFIX + "/{room}/events", routes.events, methods=["GET"])
+    router.add_api_route(LOBBY_PREFIX + "/{room}/leave", routes.leave, methods=["POST"])
     return router
 
 
