@@ -7,6 +7,7 @@ page whether or not the address may join; the e-mail is written in the language 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
@@ -36,56 +37,62 @@ def _proof(form: dict[str, str]) -> Proof | None:
     return Proof(form["pow_token"], form.get("answer", "")) if "pow_token" in form else None
 
 
-def create_email_router(settings: Settings, entrance: Entrance, codes: EmailCodes) -> APIRouter:
-    router = APIRouter()
-    minutes = max(1, codes.settings.ttl_seconds // 60)
+@dataclass(frozen=True, slots=True)
+class CodePage:
+    """The page to enter the code on, saying what was wrong with the last one if anything."""
 
-    def code_page(
-        request: Request,
-        room: Room,
-        address: str,
-        *,
-        name: str = "",
-        error: EmailCodeError | None = None,
-    ) -> HTMLResponse:
-        page = render(
-            "email_code.html",
-            room=room,
-            email=address,
-            display_name=name,
-            digits=codes.settings.digits,
-            minutes=minutes,
-            error=error.shown(translations(current_language.get()).gettext) if error else None,
-            can_retry=error is None or isinstance(error, CodeWrong),
-            request_id=request_id(request.scope),
-        )
-        return HTMLResponse(page, status_code=error.status if error else 200)
+    room: Room
+    address: str
+    name: str = ""
+    error: EmailCodeError | None = None
 
-    def challenge_page(
-        request: Request, action: str, demand: ChallengeRequired, fields: dict[str, str]
-    ) -> HTMLResponse:
-        page = render(
-            "challenge.html",
-            action=action,
-            challenge=demand.challenge,
-            fields=fields,
-            request_id=request_id(request.scope),
-        )
-        return HTMLResponse(page)
 
-    async def posted(request: Request, room: str) -> tuple[Room, dict[str, str]]:
-        if not same_origin(request, settings.public_url):
+@dataclass(frozen=True, slots=True)
+class Challenge:
+    """The proof-of-work page; solved, it posts `fields` to `action` again."""
+
+    action: str
+    demand: ChallengeRequired
+    fields: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Entered:
+    """What `Entrance.finish` answered: the way into the meeting, or a place in the lobby."""
+
+    response: Response
+
+
+EmailAnswer = CodePage | Challenge | Entered
+
+
+class EmailPages:
+    """The two e-mail code routes and what they share."""
+
+    def __init__(self, settings: Settings, entrance: Entrance, codes: EmailCodes) -> None:
+        self._settings = settings
+        self._entrance = entrance
+        self._codes = codes
+        self._minutes = max(1, codes.settings.ttl_seconds // 60)
+
+    async def send_code(self, request: Request, room: str) -> Response:
+        return self._respond(request, await self._send(request, room))
+
+    async def verify_code(self, request: Request, room: str) -> Response:
+        return self._respond(request, await self._verify(request, room))
+
+    async def _posted(self, request: Request, room: str) -> tuple[Room, dict[str, str]]:
+        if not same_origin(request, self._settings.public_url):
             raise CrossSiteRequest()
-        current = await entrance.room_for_entry(room)
+        current = await self._entrance.room_for_entry(room)
         use_room_language(request.scope, current.language)
         return current, await read_form(request)
 
-    @router.post(EMAIL_PREFIX + "/{room}/send")
-    async def send_code(request: Request, room: str) -> Response:
-        current, form = await posted(request, room)
+    async def _send(self, request: Request, room: str) -> EmailAnswer:
+        current, form = await self._posted(request, room)
         raw_address = form.get("email", "")
         try:
-            address = await codes.request(
+            address = await self._codes.request(
                 current,
                 raw_address,
                 client_addr(request),
@@ -95,15 +102,14 @@ def create_email_router(settings: Settings, entrance: Entrance, codes: EmailCode
             )
         except ChallengeRequired as demand:
             fields = {"email": raw_address[:MAX_ADDRESS_CHARS]}
-            return challenge_page(request, f"{EMAIL_PREFIX}/{current.name}/send", demand, fields)
-        return code_page(request, current, address)
+            return Challenge(f"{EMAIL_PREFIX}/{current.name}/send", demand, fields)
+        return CodePage(current, address)
 
-    @router.post(EMAIL_PREFIX + "/{room}/verify")
-    async def verify_code(request: Request, room: str) -> Response:
-        current, form = await posted(request, room)
+    async def _verify(self, request: Request, room: str) -> EmailAnswer:
+        current, form = await self._posted(request, room)
         raw_address, name = form.get("email", ""), form.get("name", "")
         try:
-            verified = await codes.verify(
+            verified = await self._codes.verify(
                 current,
                 raw_address,
                 form.get("code", ""),
@@ -114,11 +120,48 @@ def create_email_router(settings: Settings, entrance: Entrance, codes: EmailCode
             )
         except ChallengeRequired as demand:
             fields = {key: form.get(key, "") for key in ("email", "code", "name")}
-            return challenge_page(request, f"{EMAIL_PREFIX}/{current.name}/verify", demand, fields)
+            return Challenge(f"{EMAIL_PREFIX}/{current.name}/verify", demand, fields)
         except EmailCodeError as refused:
             # The address was read before any code error is raised.
             address = normalise_address(raw_address)
-            return code_page(request, current, address, name=name, error=refused)
-        return await entrance.finish(request, verified, current)
+            return CodePage(current, address, name=name, error=refused)
+        return Entered(await self._entrance.finish(request, verified, current))
 
+    def _respond(self, request: Request, answer: EmailAnswer) -> Response:
+        """The one place an e-mail code route's answer becomes HTTP."""
+        if isinstance(answer, Entered):
+            return answer.response
+        if isinstance(answer, Challenge):
+            page = render(
+                "challenge.html",
+                action=answer.action,
+                challenge=answer.demand.challenge,
+                fields=answer.fields,
+                request_id=request_id(request.scope),
+            )
+            return HTMLResponse(page)
+        return self._code_page(request, answer)
+
+    def _code_page(self, request: Request, shown: CodePage) -> HTMLResponse:
+        error = shown.error
+        page = render(
+            "email_code.html",
+            room=shown.room,
+            email=shown.address,
+            display_name=shown.name,
+            digits=self._codes.settings.digits,
+            minutes=self._minutes,
+            error=error.shown(translations(current_language.get()).gettext) if error else None,
+            can_retry=error is None or isinstance(error, CodeWrong),
+            request_id=request_id(request.scope),
+        )
+        return HTMLResponse(page, status_code=error.status if error else 200)
+
+
+def create_email_router(settings: Settings, entrance: Entrance, codes: EmailCodes) -> APIRouter:
+    """The e-mail code routes under /_meetgate/email/<room>; see `EmailPages`."""
+    pages = EmailPages(settings, entrance, codes)
+    router = APIRouter()
+    router.add_api_route(EMAIL_PREFIX + "/{room}/send", pages.send_code, methods=["POST"])
+    router.add_api_route(EMAIL_PREFIX + "/{room}/verify", pages.verify_code, methods=["POST"])
     return router
