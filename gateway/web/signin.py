@@ -75,6 +75,7 @@ from gateway.errors import (
 from gateway.i18n import N_
 from gateway.settings import OidcProvider, Settings
 from gateway.store import Store
+from gateway.store.records import Room
 from gateway.web.entry import Entrance, client_addr
 from gateway.web.forms import read_form
 from gateway.web.pages import same_origin
@@ -271,71 +272,96 @@ def _callback_parameters(request: Request) -> dict[str, str]:
     return params
 
 
-def create_signin_router(
-    settings: Settings, entrance: Entrance, store: Store, limiter: RateLimiter, flood: FloodGuard
-) -> APIRouter:
-    """The sign-in routes for every configured provider. Needs `with_signin_session` around
-    the app they are part of."""
-    router = APIRouter()
-    # authlib logs the PKCE verifier at debug level; Meetgate never logs a secret.
-    logging.getLogger("authlib").setLevel(logging.WARNING)
-    oauth = OAuth(cache=PendingSignIns(store))
-    clients = {
-        provider.name: ProviderClient(provider, oauth, settings.public_url)
-        for provider in settings.oidc
-    }
+@dataclass(frozen=True, slots=True)
+class Challenge:
+    """The proof-of-work page; solved, it posts the room to the provider's login again."""
 
-    def client_for(provider: str) -> ProviderClient:
-        client = clients.get(provider)
+    provider: str
+    room: str
+    demand: ChallengeRequired
+
+
+@dataclass(frozen=True, slots=True)
+class ToProvider:
+    """authlib's redirect to the provider's authorisation page."""
+
+    response: Response
+
+
+LoginAnswer = Challenge | ToProvider
+
+
+class SignInRoutes:
+    """The sign-in routes for every configured provider, one method each, and what they share."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        entrance: Entrance,
+        store: Store,
+        limiter: RateLimiter,
+        flood: FloodGuard,
+    ) -> None:
+        self._settings = settings
+        self._entrance = entrance
+        self._limiter = limiter
+        self._flood = flood
+        oauth = OAuth(cache=PendingSignIns(store))
+        self._clients = {
+            provider.name: ProviderClient(provider, oauth, settings.public_url)
+            for provider in settings.oidc
+        }
+
+    async def login(
+        self, request: Request, provider: str, room: Annotated[str, Query(max_length=64)] = ""
+    ) -> Response:
+        return self._respond(request, await self._start(request, provider, room, None))
+
+    async def login_with_proof(self, request: Request, provider: str) -> Response:
+        """The challenge page's answer: the same start, with the proof-of-work it solved."""
+        if not same_origin(request, self._settings.public_url):
+            raise CrossSiteRequest()
+        form = await read_form(request)
+        proof = Proof(form["pow_token"], form.get("answer", "")) if "pow_token" in form else None
+        started = await self._start(request, provider, form.get("room", ""), proof)
+        return self._respond(request, started)
+
+    async def callback(self, request: Request, provider: str) -> Response:
+        verified, room = await self._finish(request, provider)
+        return await self._entrance.finish(request, verified, room)
+
+    def _client_for(self, provider: str) -> ProviderClient:
+        client = self._clients.get(provider)
         if client is None:
             raise NotFound()
         return client
 
-    async def start(request: Request, provider: str, room: str, proof: Proof | None) -> Response:
+    async def _start(
+        self, request: Request, provider: str, room: str, proof: Proof | None
+    ) -> LoginAnswer:
         """Proof-of-work when the room's flood guard demands it (answered with the solver page,
         which posts back here), then the rate limits, then off to the provider."""
-        client = client_for(provider)
+        client = self._client_for(provider)
         address = client_addr(request)
         try:
-            current = await entrance.room_for_entry(room)
+            current = await self._entrance.room_for_entry(room)
         except RoomNotFound:
-            await limiter.charge(Attempt(address))
+            await self._limiter.charge(Attempt(address))
             raise
         use_room_language(request.scope, current.language)
         try:
-            await flood.check(proof, client_addr=address, room=current, now=time.time())
+            await self._flood.check(proof, client_addr=address, room=current, now=time.time())
         except ChallengeRequired as demand:
-            page = render(
-                "challenge.html",
-                action=f"{SIGNIN_PREFIX}/{provider}/login",
-                challenge=demand.challenge,
-                fields={"room": current.name},
-                request_id=request_id(request.scope),
-            )
-            return HTMLResponse(page, headers={"cache-control": "no-store"})
-        await limiter.charge(Attempt(address, room=current.name))
+            return Challenge(provider, current.name, demand)
+        await self._limiter.charge(Attempt(address, room=current.name))
         if not offers(current.policy, provider):
             raise SignInNotOffered()
-        return await client.start(request, current.name)
+        return ToProvider(await client.start(request, current.name))
 
-    @router.get(SIGNIN_PREFIX + "/{provider}/login")
-    async def login(
-        request: Request, provider: str, room: Annotated[str, Query(max_length=64)] = ""
-    ) -> Response:
-        return await start(request, provider, room, None)
-
-    @router.post(SIGNIN_PREFIX + "/{provider}/login")
-    async def login_with_proof(request: Request, provider: str) -> Response:
-        """The challenge page's answer: the same start, with the proof-of-work it solved."""
-        if not same_origin(request, settings.public_url):
-            raise CrossSiteRequest()
-        form = await read_form(request)
-        proof = Proof(form["pow_token"], form.get("answer", "")) if "pow_token" in form else None
-        return await start(request, provider, form.get("room", ""), proof)
-
-    @router.get(SIGNIN_PREFIX + "/{provider}/callback")
-    async def callback(request: Request, provider: str) -> Response:
-        client = client_for(provider)
+    async def _finish(self, request: Request, provider: str) -> tuple[VerifiedIdentity, Room]:
+        """The identity the provider's answer proves, and the room it was asked for. Whatever
+        the answer says, it ends the sign-in it answers."""
+        client = self._client_for(provider)
         address = client_addr(request)
         try:
             params = _callback_parameters(request)
@@ -347,21 +373,58 @@ def create_signin_router(
                 or not hmac.compare_digest(state.encode(), pending.state.encode())
             ):
                 # Login CSRF, a replay, a callback from another browser or an expired one.
-                await limiter.charge(Attempt(address))
+                await self._limiter.charge(Attempt(address))
                 raise SignInExpired()
-            await limiter.charge(Attempt(address, room=pending.room))
-            room = await entrance.room_for_entry(pending.room)
+            await self._limiter.charge(Attempt(address, room=pending.room))
+            room = await self._entrance.room_for_entry(pending.room)
             use_room_language(request.scope, room.language)
-            try:
-                if "error" in params:
-                    raise SignInDenied()
-                verified = await client.finish(request, pending, params.get("iss"))
-            except SignInFailed as failed:
-                await limiter.note_rejection(room.name, failed.code)
-                raise
+            return await self._verify(request, client, pending, params, room), room
         finally:
-            # A callback ends the sign-in it answers, whatever it says.
             request.session.clear()
-        return await entrance.finish(request, verified, room)
 
+    async def _verify(
+        self,
+        request: Request,
+        client: ProviderClient,
+        pending: PendingSignIn,
+        params: dict[str, str],
+        room: Room,
+    ) -> VerifiedIdentity:
+        """The provider's answer checked; a failure counts against the room's rejections."""
+        try:
+            if "error" in params:
+                raise SignInDenied()
+            return await client.finish(request, pending, params.get("iss"))
+        except SignInFailed as failed:
+            await self._limiter.note_rejection(room.name, failed.code)
+            raise
+
+    def _respond(self, request: Request, answer: LoginAnswer) -> Response:
+        """The one place a login's answer becomes HTTP."""
+        if isinstance(answer, ToProvider):
+            return answer.response
+        page = render(
+            "challenge.html",
+            action=f"{SIGNIN_PREFIX}/{answer.provider}/login",
+            challenge=answer.demand.challenge,
+            fields={"room": answer.room},
+            request_id=request_id(request.scope),
+        )
+        return HTMLResponse(page, headers={"cache-control": "no-store"})
+
+
+def create_signin_router(
+    settings: Settings, entrance: Entrance, store: Store, limiter: RateLimiter, flood: FloodGuard
+) -> APIRouter:
+    """The sign-in routes for every configured provider; see `SignInRoutes`. Needs
+    `with_signin_session` around the app they are part of."""
+    # authlib logs the PKCE verifier at debug level; Meetgate never logs a secret.
+    logging.getLogger("authlib").setLevel(logging.WARNING)
+    routes = SignInRoutes(settings, entrance, store, limiter, flood)
+    router = APIRouter()
+    router.add_api_route(SIGNIN_PREFIX + "/{provider}/login", routes.login, methods=["GET"])
+    router.add_api_route(
+        SIGNIN_PREFIX + "/{provider}/login", routes.login_with_proof, methods=["POST"]
+    )
+    router.add_api_route(SIGNIN_PREFIX + "/{provider}/callback", routes.callback, methods=["GET"])
     return router
