@@ -23,6 +23,7 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.admission.invites import make_invite
+from gateway.admission.pipeline import join_plan
 from gateway.admission.policy import (
     MAX_DOMAINS,
     MAX_EMAILS,
@@ -397,6 +398,7 @@ def create_admin_app(settings: Settings, store: Store, metrics: Metrics) -> Admi
         ),
         responses=COMMON_ERRORS,
     )
+    pseudonym_key = settings.admission.pseudonym_key.get_secret_value().encode()
     # Declared for the OpenAPI document; the check itself is AdminAuth, before any parsing.
     guarded = [Depends(HTTPBearer(auto_error=False))]
 
@@ -523,7 +525,9 @@ def create_admin_app(settings: Settings, store: Store, metrics: Metrics) -> Admi
             lifetime_seconds=body.expires_in_seconds,
             now=time.time(),
         )
-        await store.add_invite(made.invite)
+        # What a join through the link needs from the gate, worked out now so that a join can
+        # be one store call (Store.join_plainly).
+        await store.add_invite(made.invite, join_plan(made.invite, pseudonym_key))
         link = f"{settings.public_url}/j/{made.token}"
         return NewInviteOut(**_invite_out(made.invite).model_dump(), link=link)
 

@@ -23,7 +23,7 @@ from gateway.admission.challenge import (
     issue_challenge,
     verify_solution,
 )
-from gateway.admission.limits import Attempt, RateLimiter
+from gateway.admission.limits import PRESSURE_WINDOW_SECONDS, Attempt, RateLimiter
 from gateway.errors import MeetgateError
 from gateway.i18n import N_
 from gateway.metrics import Metrics
@@ -89,6 +89,18 @@ class FloodGuard:
             step=self._settings.difficulty_step,
             maximum=self._settings.max_difficulty,
         )
+
+    async def room_rule(self) -> tuple[int, int] | bool:
+        """When proof is demanded of an attempt on a room, so far as it depends on the room:
+        True for every room (always on, or the whole gate is flooded), False for none (off),
+        else (pressure window, threshold): of a room that asks for it, or whose rejections in
+        the window reach the threshold."""
+        mode = self._settings.mode
+        if mode == "off":
+            return False
+        if await self.demanded(None) is not None:
+            return True
+        return (PRESSURE_WINDOW_SECONDS, self._settings.pressure_threshold)
 
     async def status(self, room: Room) -> dict[str, Any]:
         """What a host sees about pressure on their room: refusals and the proof demanded."""

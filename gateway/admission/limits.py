@@ -19,7 +19,7 @@ from gateway.client_address import network_of
 from gateway.errors import RateLimited, StoreUnavailable
 from gateway.metrics import Metrics
 from gateway.settings import Rate, RateSettings
-from gateway.store import Store
+from gateway.store import PLAIN_LIMITS, Store
 from gateway.store.records import LimitCharge, RateDecision
 
 PRESSURE_WINDOW_SECONDS = 10
@@ -132,6 +132,17 @@ class RateLimiter:
                 LimitCharge(key=keys[name], rate_per_second=rate.per_second, burst=rate.burst)
             )
         return charges
+
+    def plain_rates(self) -> tuple[tuple[float, int], ...]:
+        """The gate's, a room's, an identity's and an invite's limits (`PlainJoin.rates`), for a
+        room without limits of its own (`varied_rooms`)."""
+        return tuple(
+            (self._defaults[name].per_second, self._defaults[name].burst) for name in PLAIN_LIMITS
+        )
+
+    def varied_rooms(self) -> frozenset[str]:
+        """The rooms whose limits differ from the defaults (settings: rates.rooms)."""
+        return frozenset(self._rates.rooms)
 
     async def charge(self, attempt: Attempt) -> None:
         """Charge the attempt; RateLimited (with the wait) if any limit is exhausted."""

@@ -13,18 +13,24 @@ import hashlib
 import hmac
 import re
 import secrets
+import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from itertools import islice
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 from gateway.admission.flood import FloodGuard, Proof
 from gateway.admission.host_names import HostNames
 from gateway.admission.identity import Path, VerifiedIdentity
 from gateway.admission.invites import TOKEN_SHAPE, hash_token, parse_token
 from gateway.admission.limits import GATE, PRESSURE_WINDOW_SECONDS, Attempt, RateLimiter
-from gateway.admission.names import NameChoices, claim_shown_name, name_choices
+from gateway.admission.names import (
+    NameChoices,
+    claim_shown_name,
+    host_shape,
+    name_choices,
+)
 from gateway.admission.policy import Decision, Verdict, decide
 from gateway.admission.rooms import MAX_MOVES
 from gateway.errors import (
@@ -40,13 +46,23 @@ from gateway.errors import (
     NotAllowed,
     RoomLocked,
     StoreMemoryLost,
+    StoreUnavailable,
 )
 from gateway.i18n import N_
 from gateway.metrics import Metrics
-from gateway.store import InviteJoin, InviteJoined, LinkFound, LinkJoin, LinkUnknown, Store
+from gateway.store import (
+    InviteJoin,
+    InviteJoined,
+    LinkFound,
+    LinkJoin,
+    LinkUnknown,
+    PlainJoin,
+    Store,
+)
 from gateway.store.records import (
     Admission,
     Invite,
+    JoinPlan,
     LimitCharge,
     NameClaim,
     RateDecision,
@@ -64,6 +80,13 @@ LINK_TRIES = 3
 # Where a link that leads nowhere counts toward the gate's pressure (as RateLimiter.note_rejection
 # counts a refusal), in the store call that finds it leads nowhere.
 UNKNOWN_COUNTER = (f"reject:{GATE}", PRESSURE_WINDOW_SECONDS)
+# How long a replica keeps the admission a join asked for when the store's answer was lost (it
+# may have been written: the invite's use is spent then), and for how many links at most.
+UNANSWERED_SECONDS = 60.0
+MAX_UNANSWERED = 1024
+MAX_UNANSWERED_PER_LINK = 4
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +112,30 @@ class Located:
     @property
     def found(self) -> LinkFound:
         return LinkFound(self.invite, self.room, self.stamp)
+
+
+def _ignore(_: str) -> None:
+    """A `room_language` that has no use for it."""
+
+
+def pseudonym(key: bytes, kind: str, subject: str) -> str:
+    """A stable identity that names nobody outside this deployment (keyed hash)."""
+    digest = hmac.new(key, f"{kind}:{subject}".encode(), hashlib.sha256)
+    return digest.hexdigest()[:32]
+
+
+def join_plan(invite: Invite, pseudonym_key: bytes) -> JoinPlan:
+    """What a join through `invite` needs that only the gate can work out (`JoinPlan`), worked
+    out once, when the invite is made: its holder's identity, and the names of the first claim
+    `AdmissionPipeline.redeem` makes when no host's name is reserved that looks like
+    the invite's (the name as given and the first numbers: two batches of `name_choices`)."""
+    batches = list(islice(name_choices(invite.name, role=invite.role, guest=False), 2))
+    return JoinPlan(
+        identity=pseudonym(pseudonym_key, Path.INVITE.value, invite.id),
+        host_shape=host_shape(invite.name),
+        shapes=tuple(shape for batch in batches for shape in batch.shapes),
+        names=tuple(name for batch in batches for name in batch.names),
+    )
 
 
 def admission_id_for(cookie_secret: str) -> str:
@@ -137,6 +184,9 @@ class AdmissionPipeline:
         self._metrics = metrics
         self._host_names = HostNames(store)
         self._links: OrderedDict[str, LinkFound] = OrderedDict()
+        # token hash -> [(until when by time.monotonic, cookie secret, admission id)]: joins
+        # whose store call went unanswered (`_unanswered_call`), oldest first.
+        self._unanswered: OrderedDict[str, list[tuple[float, str, str]]] = OrderedDict()
 
     async def locate(self, raw_token: str, client_addr: str) -> Located:
         """Find the invite and the room its meeting is in now, in one store call that also
@@ -210,8 +260,7 @@ class AdmissionPipeline:
 
     def pseudonym(self, kind: str, subject: str) -> str:
         """A stable identity that names nobody outside this deployment (keyed hash)."""
-        digest = hmac.new(self._pseudonym_key, f"{kind}:{subject}".encode(), hashlib.sha256)
-        return digest.hexdigest()[:32]
+        return pseudonym(self._pseudonym_key, kind, subject)
 
     async def preview(
         self, raw_token: str, client_addr: str, now: float, located: Located | None = None
@@ -236,15 +285,41 @@ class AdmissionPipeline:
         now: float,
         proof: Proof | None = None,
         located: Located | None = None,
+        room_language: Callable[[str], object] | None = None,
     ) -> Admitted:
         """Count one use of the invite and admit its holder to the room the meeting is in now.
 
         One store call when this replica knows where the link leads (it showed the link's page,
         or admitted through it before) and the room is open to the holder: the call finds the
         invite and the room again and admits only if the room's record is the one decided on.
+        One store call too for a link this replica knows nothing of, when its invite carries its
+        join plan and the room needs no decision here (`Store.join_plainly`); `room_language`
+        is then told the room's language as soon as the store names the room, before any
+        refusal (the caller's pages speak it).
         Proof-of-work (when demanded) is checked before the attempt is charged; the room's state
         before the use is counted, so a locked room or a banned identity does not burn the invite.
+
+        A join whose one store call went unanswered (StoreUnavailable) may have been carried out
+        all the same: the next join through the link on this replica, finding the invite used
+        up, is handed that admission if the store holds it (`UNANSWERED_SECONDS`).
         """
+        try:
+            return await self._redeem(raw_token, client_addr, now, proof, located, room_language)
+        except InviteUsedUp:
+            admitted = await self._unanswered_join(hash_token(raw_token), now)
+            if admitted is None:
+                raise
+            return admitted
+
+    async def _redeem(
+        self,
+        raw_token: str,
+        client_addr: str,
+        now: float,
+        proof: Proof | None,
+        located: Located | None,
+        room_language: Callable[[str], object] | None,
+    ) -> Admitted:
         self.ensure_memory()
         if located is not None and located.token == raw_token:
             found: LinkFound | None = located.found
@@ -256,7 +331,12 @@ class AdmissionPipeline:
             found = self._links.get(token_hash)
             fresh = found is None
         if found is None:
-            found = (await self.locate(raw_token, client_addr)).found
+            plain = await self._join_plainly(
+                raw_token, token_hash, client_addr, now, room_language or _ignore
+            )
+            if isinstance(plain, Admitted):
+                return plain
+            found = plain
         checked: str | None = None
         tries = 1
         while True:
@@ -299,6 +379,87 @@ class AdmissionPipeline:
             found, fresh = self._remember(raw_token, token_hash, joined).found, True
             tries += 1
 
+    async def _join_plainly(
+        self,
+        raw_token: str,
+        token_hash: str,
+        client_addr: str,
+        now: float,
+        room_language: Callable[[str], object],
+    ) -> Admitted | LinkFound:
+        """A join through a link this replica knows nothing of, in one store call when the
+        invite carries its join plan and the room needs no decision here
+        (`Store.join_plainly`): admitted then, or refused as the step-by-step join refuses.
+        Else where the link leads (LinkFound), for the join to go on as through a link looked
+        up (nothing was charged)."""
+        rule = await self._flood.room_rule()
+        if rule is True:
+            located = await self.locate(raw_token, client_addr)
+            room_language(located.room.language)
+            return located.found
+        cookie_secret = secrets.token_urlsafe(32)
+        blank = Admission(
+            id=admission_id_for(cookie_secret),
+            room="",
+            identity="",
+            name="",
+            role=Role.ATTENDEE,
+            via="",
+            client_addr=client_addr,
+            created_at=now,
+            expires_at=now + self._ttl,
+        )
+        plain = PlainJoin(
+            token_hash=token_hash,
+            max_moves=MAX_MOVES,
+            unknown_charges=self._unknown_charges(client_addr),
+            count_unknown=UNKNOWN_COUNTER,
+            now=now,
+            address_charges=tuple(self._limiter.charges(Attempt(client_addr))),
+            rates=self._limiter.plain_rates(),
+            varied_rooms=self._limiter.varied_rooms(),
+            pressure=rule if isinstance(rule, tuple) else None,
+            admission=blank,
+        )
+        answer = await self._unanswered_call(
+            token_hash, cookie_secret, blank.id, self._store.join_plainly(plain)
+        )
+        if isinstance(answer, LinkUnknown):
+            await self._unknown(token_hash, client_addr, answer.limits)
+        if isinstance(answer, LinkFound):
+            room_language(answer.room.language)
+            return self._remember(raw_token, token_hash, answer).found
+        room_language(answer.language)
+        if answer.invite_refusal is not None:
+            raise answer.invite_refusal
+        attempt = Attempt(
+            client_addr,
+            room=answer.room,
+            identity=answer.identity,
+            invite=answer.invite_id,
+            link=token_hash,
+        )
+        if answer.banned:
+            await self._limiter.note_rejection(answer.room, AdmissionBanned.code)
+            raise AdmissionBanned()
+        if not answer.limits.allowed:
+            await self._limiter.refuse(attempt, answer.limits)
+        if answer.admission is not None:
+            self._metrics.admissions.inc(via=Path.INVITE.value)
+            return Admitted(cookie_secret=cookie_secret, admission=answer.admission)
+        # Every name of the plan is held: the next numbers, step by step, on the room as it is
+        # now (the limits are charged already).
+        found = (await self.locate(raw_token, client_addr)).found
+        invite = found.invite
+        verified = VerifiedIdentity(
+            path=Path.INVITE, subject=invite.id, name=invite.name, role=invite.role
+        )
+        joined = await self._join(
+            verified, invite.role, found, token_hash, attempt, now, expect=False, first_step=False
+        )
+        assert isinstance(joined, Admitted)  # nothing was expected
+        return joined
+
     async def _join(
         self,
         verified: VerifiedIdentity,
@@ -308,11 +469,13 @@ class AdmissionPipeline:
         attempt: Attempt,
         now: float,
         expect: bool,
+        first_step: bool = True,
     ) -> Admitted | LinkFound:
         """Admit the holder of the link's invite as `role` unless banned, in one store step: the
         limits, the ban, the invite's use, the name and the admission (`Store.join_by_invite`);
         with `expect`, through `Store.join_through_link`, only while the link leads to what it
-        `found` (else LinkFound: where it leads now)."""
+        `found` (else LinkFound: where it leads now). Without `first_step`, the first claim
+        was made already (by `Store.join_plainly`, with the limits): from the next on."""
         self.ensure_memory()
         room = found.room
         expected = found if expect else None
@@ -333,6 +496,9 @@ class AdmissionPipeline:
         # read before the limits are charged (a replica reads them once in 5 s a room).
         batches = await self._name_choices(verified, role, room, now)
         charges = tuple(self._limiter.charges(attempt))
+        if not first_step:
+            batches = islice(batches, 2, None)
+            charges, expected = (), None
         # Two batches a step: the name as given and the first numbers are one round trip.
         while step := list(islice(batches, 2)):
             claim = NameClaim(
@@ -354,7 +520,12 @@ class AdmissionPipeline:
                 admission=admission,
             )
             try:
-                joined = await self._join_step(join, expected, attempt.client_addr)
+                joined = await self._unanswered_call(
+                    token_hash,
+                    cookie_secret,
+                    admission.id,
+                    self._join_step(join, expected, attempt.client_addr),
+                )
             except AdmissionBanned as refused:
                 await self._limiter.note_rejection(room.name, refused.code)
                 raise
@@ -369,6 +540,38 @@ class AdmissionPipeline:
             # the link's room is the one expected.
             charges, expected = (), None
         raise InvalidInput(N_("This name cannot be used in this room right now."))
+
+    async def _unanswered_call(
+        self, token_hash: str, cookie_secret: str, admission_id: str, call: Awaitable[_T]
+    ) -> _T:
+        """`call`'s answer; when it is StoreUnavailable and the store was not known to be down
+        (then nothing is sent), the admission it asked for is kept for `_unanswered_join`: the
+        store may have written it before its answer was lost."""
+        sent = self._store.health.up
+        try:
+            return await call
+        except StoreUnavailable:
+            if sent:
+                kept = self._unanswered.pop(token_hash, [])
+                kept = [entry for entry in kept if entry[0] > time.monotonic()]
+                kept.append((time.monotonic() + UNANSWERED_SECONDS, cookie_secret, admission_id))
+                self._unanswered[token_hash] = kept[-MAX_UNANSWERED_PER_LINK:]
+                while len(self._unanswered) > MAX_UNANSWERED:
+                    self._unanswered.popitem(last=False)
+            raise
+
+    async def _unanswered_join(self, token_hash: str, now: float) -> Admitted | None:
+        """The admission a join through this link lately asked the store for without an
+        answer, if the store holds it and it is live: handed out once, to whoever holds the
+        link (the capability it was asked with)."""
+        for until, cookie_secret, admission_id in self._unanswered.pop(token_hash, []):
+            if time.monotonic() >= until:
+                continue
+            admission = await self._store.get_admission(admission_id)
+            if admission is not None and admission.is_live(now):
+                self._metrics.admissions.inc(via=Path.INVITE.value)
+                return Admitted(cookie_secret=cookie_secret, admission=admission)
+        return None
 
     async def _join_step(
         self, join: InviteJoin, expected: LinkFound | None, client_addr: str

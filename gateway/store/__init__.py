@@ -12,11 +12,13 @@ enters by it), a ban as holding, a rate limit as spent, a name claim as held by 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import urlsplit
 
+from gateway.errors import MeetgateError
 from gateway.store.continuity import Continuity
 from gateway.store.deadline import StoreOptions, begin_request
 from gateway.store.health import StoreHealth
@@ -24,6 +26,7 @@ from gateway.store.records import (
     Admission,
     AuditEntry,
     Invite,
+    JoinPlan,
     LimitCharge,
     NameClaim,
     RateDecision,
@@ -39,11 +42,14 @@ __all__ = [
     "Invite",
     "InviteJoin",
     "InviteJoined",
+    "JoinPlan",
     "LimitCharge",
     "LinkFound",
     "LinkJoin",
+    "LinkJoined",
     "LinkUnknown",
     "NameClaim",
+    "PlainJoin",
     "RateDecision",
     "Role",
     "Room",
@@ -142,6 +148,127 @@ class LinkJoin:
                 raise ValueError("the join must be through the expected invite, into its room")
 
 
+@dataclass(frozen=True, slots=True)
+class PlainJoin:
+    """One store call for a join link nothing was known of (`Store.join_plainly`): find where
+    `token_hash` leads, as `LinkJoin` does (charging and counting a link that leads nowhere
+    alike); then, when the invite has a join plan (`JoinPlan`, stored with it) and the room
+    is one the store can judge on its own, join through it as `join_by_invite` would.
+
+    The limits it charges are those `limits.RateLimiter.charges` names for the join, in its
+    order: `address_charges` (the client's address and network, known before the call), then
+    the gate's, the room's, the identity's and the invite's, with the keys it names for them
+    (`GATE_LIMIT` and the prefixes below, completed by the room, the plan's identity and the
+    invite's id) and the rates of `rates` (per second, burst; in that order). A room whose
+    limits differ from those (`varied_rooms`) is left to the caller. So is a room where the
+    attendee's join needs a decision: an invite that is not a host's into a room whose policy
+    takes no invites, which is locked or in lockdown, or where a usable host invite's name
+    looks like the invite's; and, with `pressure` (window seconds, threshold), a room that
+    asks for proof-of-work or whose rejections in the window (`count_recent`'s counter
+    "reject:room:<room>") reach the threshold. `admission` is the admission to store, its room,
+    identity, name, role and `via` to be filled in ("invite:<invite id>")."""
+
+    token_hash: str
+    max_moves: int
+    unknown_charges: tuple[LimitCharge, ...]
+    count_unknown: tuple[str, int] | None
+    now: float
+    address_charges: tuple[LimitCharge, ...]
+    rates: tuple[tuple[float, int], ...]
+    varied_rooms: frozenset[str]
+    pressure: tuple[int, int] | None
+    admission: Admission
+
+    def __post_init__(self) -> None:
+        if len(self.rates) != len(PLAIN_LIMITS):
+            raise ValueError("one rate for each of the gate, room, identity and invite limits")
+
+    def charges(self, room: str, identity: str, invite_id: str) -> tuple[LimitCharge, ...]:
+        """The limits the join is charged against once its room, identity and invite are
+        known, in the order `RateLimiter.charges` names them."""
+        keys = (
+            GATE_LIMIT,
+            ROOM_LIMIT_PREFIX + room,
+            IDENTITY_LIMIT_PREFIX + identity,
+            INVITE_LIMIT_PREFIX + invite_id,
+        )
+        return self.address_charges + tuple(
+            LimitCharge(key=key, rate_per_second=per_second, burst=burst)
+            for key, (per_second, burst) in zip(keys, self.rates, strict=True)
+        )
+
+    def through(self, invite: Invite, room: Room, plan: JoinPlan) -> InviteJoin:
+        """The join through `invite` into `room` as `plan` has it (`join_by_invite`)."""
+        host = invite.role is Role.HOST
+        admission = dataclasses.replace(
+            self.admission,
+            room=room.name,
+            identity=plan.identity,
+            role=invite.role,
+            via=f"invite:{invite.id}",
+        )
+        return InviteJoin(
+            token_hash=self.token_hash,
+            invite_id=invite.id,
+            now=self.now,
+            charges=self.charges(room.name, plan.identity, invite.id),
+            ban_scope=room.ban_scope,
+            claim=NameClaim(
+                holder=admission.id,
+                shapes=plan.shapes,
+                expires_at=admission.expires_at,
+                host_shape=plan.host_shape,
+                host=host,
+                first_yields_to_host=not host,
+            ),
+            names=plan.names,
+            admission=admission,
+        )
+
+    def leaves_to_caller(
+        self, invite: Invite, room: Room, *, reserved: bool, room_pressure: int
+    ) -> bool:
+        """Whether the join through `invite` into `room` needs a decision the store does not
+        make: `reserved` when a usable host invite's name to the room looks like the invite's
+        (or the store cannot tell), `room_pressure` the room's rejections in the window."""
+        if room.name in self.varied_rooms:
+            return True
+        if self.pressure is not None and (room.pow_required or room_pressure >= self.pressure[1]):
+            return True
+        if invite.role is Role.HOST:
+            return False
+        return not room.policy.invite or room.locked or room.approval_required or reserved
+
+
+# The limits `PlainJoin` completes, in the order it charges them after the address's and the
+# network's, and the key each is charged by ("" + room, identity or invite id).
+PLAIN_LIMITS = ("gate", "room", "identity", "invite")
+GATE_LIMIT = "gate"
+ROOM_LIMIT_PREFIX = "room:"
+IDENTITY_LIMIT_PREFIX = "id:"
+INVITE_LIMIT_PREFIX = "invite:"
+
+
+@dataclass(frozen=True, slots=True)
+class LinkJoined:
+    """What `Store.join_plainly` did once it judged the room itself: the invite it went through,
+    the room (and its language) and the identity it joined as; then, as `InviteJoined`, refused
+    by the limits (`limits.allowed` false), refused by a ban (`banned`) or by the invite
+    (`invite_refusal`), every name held (`admission` None), or admitted."""
+
+    invite_id: str
+    room: str
+    identity: str
+    # The room's `language` (its pages speak it).
+    language: str
+    limits: RateDecision
+    banned: bool = False
+    # Why the invite cannot be used (InviteUnknown, InviteRevoked, InviteExpired or
+    # InviteUsedUp, as `redeem_invite` raises them), for the caller to raise.
+    invite_refusal: MeetgateError | None = None
+    admission: Admission | None = None
+
+
 class Subscription(Protocol):
     """Messages of one channel, from the moment `subscribe()` returned (Redis: once `ready()`)."""
 
@@ -199,8 +326,9 @@ class Store(Protocol):
         """Delete the room and its invites and revoke its admissions. False if it did not exist."""
 
     # Invites
-    async def add_invite(self, invite: Invite) -> None:
-        """Store a new invite for an existing room (RoomNotFound otherwise)."""
+    async def add_invite(self, invite: Invite, plan: JoinPlan | None = None) -> None:
+        """Store a new invite for an existing room (RoomNotFound otherwise), with the `plan`
+        for a join through it (`join_plainly`), if given."""
 
     async def get_invite(self, invite_id: str) -> Invite | None: ...
 
@@ -242,6 +370,14 @@ class Store(Protocol):
         not `link.expected`'s or the room's record is not the one `link.expected.stamp` stands
         for, answer LinkFound (nothing charged or written). Otherwise carry out `link.join` as
         `join_by_invite` does, with its answers and refusals."""
+
+    async def join_plainly(self, join: PlainJoin) -> LinkJoined | LinkFound | LinkUnknown:
+        """A join link in one round trip, atomically, with nothing known of it before
+        (`PlainJoin`). If it leads nowhere: as `join_through_link`. If its invite has no join
+        plan, or the room is one `PlainJoin` leaves to the caller: LinkFound, nothing charged
+        or written. Otherwise `join_by_invite` with the plan's identity, the first claim of
+        its names and the limits `PlainJoin` names, answered as LinkJoined (a ban and an
+        invite that cannot be used as values, not raised)."""
 
     # Admissions
     async def add_admission(self, admission: Admission) -> None:

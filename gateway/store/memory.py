@@ -31,7 +31,15 @@ from gateway.errors import (
     RoomNotFound,
     StoreUnavailable,
 )
-from gateway.store import InviteJoin, InviteJoined, LinkFound, LinkJoin, LinkUnknown
+from gateway.store import (
+    InviteJoin,
+    InviteJoined,
+    LinkFound,
+    LinkJoin,
+    LinkJoined,
+    LinkUnknown,
+    PlainJoin,
+)
 from gateway.store.continuity import Continuity, parse_marker
 from gateway.store.health import StoreHealth
 from gateway.store.records import (
@@ -39,10 +47,12 @@ from gateway.store.records import (
     AuditEntry,
     CorruptRecord,
     Invite,
+    JoinPlan,
     LimitCharge,
     NameClaim,
     RateDecision,
     RecordKind,
+    Role,
     Room,
     admission_fields,
     encode_audit,
@@ -119,6 +129,8 @@ class MemoryStore:
         self._invites: dict[str, Invite] = {}
         self._invite_by_token: dict[str, str] = {}
         self._room_invites: dict[str, set[str]] = {}
+        # invite id -> its join plan (Store.join_plainly), for invites stored with one.
+        self._plans: dict[str, JoinPlan] = {}
         self._admissions: dict[str, Admission] = {}
         self._room_admissions: dict[str, set[str]] = {}
         # room -> ("n", shape) or ("h", host shape) -> [(expires_at, holder admission id)]
@@ -282,6 +294,7 @@ class MemoryStore:
             return False
         for invite_id in self._room_invites.pop(name, set()):
             self._raw.pop((RecordKind.INVITE, invite_id), None)
+            self._plans.pop(invite_id, None)
             invite = self._invites.pop(invite_id, None)
             if invite is not None:
                 self._invite_by_token.pop(invite.token_hash, None)
@@ -299,9 +312,13 @@ class MemoryStore:
 
     # Invites
 
-    async def add_invite(self, invite: Invite) -> None:
+    async def add_invite(self, invite: Invite, plan: JoinPlan | None = None) -> None:
         if invite.room not in self._rooms:
             raise RoomNotFound()
+        if plan is None:
+            self._plans.pop(invite.id, None)
+        else:
+            self._plans[invite.id] = plan
         self._raw.pop((RecordKind.INVITE, invite.id), None)
         self._invites[invite.id] = invite
         self._invite_by_token[invite.token_hash] = invite.id
@@ -402,6 +419,58 @@ class MemoryStore:
         ):
             return found
         return await self.join_by_invite(link.join)
+
+    async def join_plainly(self, join: PlainJoin) -> LinkJoined | LinkFound | LinkUnknown:
+        # As join_by_invite: nothing below yields to another task.
+        found = await self.join_through_link(
+            LinkJoin(
+                join.token_hash,
+                join.max_moves,
+                join.unknown_charges,
+                count_unknown=join.count_unknown,
+            )
+        )
+        if not isinstance(found, LinkFound):
+            assert isinstance(found, LinkUnknown)  # no join was asked for
+            return found
+        invite, room = found.invite, found.room
+        plan = self._plans.get(invite.id)
+        if plan is None:
+            return found
+        pressure = 0
+        if join.pressure is not None:
+            pressure = await self.read_recent(f"reject:room:{room.name}", join.pressure[0])
+        reserved = self._reserved(room.name, plan.host_shape, join.now)
+        if join.leaves_to_caller(invite, room, reserved=reserved, room_pressure=pressure):
+            return found
+        through = join.through(invite, room, plan)
+        allowed = RateDecision(allowed=True, retry_after=0.0)
+        joined = LinkJoined(invite.id, room.name, plan.identity, room.language, limits=allowed)
+        try:
+            done = await self.join_by_invite(through)
+        except AdmissionBanned:
+            return dataclasses.replace(joined, banned=True)
+        except (InviteUnknown, InviteRevoked, InviteExpired, InviteUsedUp) as refused:
+            return dataclasses.replace(joined, invite_refusal=refused)
+        return dataclasses.replace(joined, limits=done.limits, admission=done.admission)
+
+    def _reserved(self, room: str, shape: str, now: float) -> bool:
+        """Whether a usable host invite to `room` has a name that looks like `shape`, or may
+        have: an invite stored without a join plan (as Redis's index of hosts' names, which
+        cannot tell then), or one that does not parse."""
+        for invite_id in self._room_invites.get(room, ()):
+            plan = self._plans.get(invite_id)
+            if plan is None:
+                return True
+            made = self._invites.get(invite_id)
+            if made is None or made.role is not Role.HOST:
+                continue
+            invite = self._invite(invite_id)
+            if invite is None:
+                return True
+            if not invite.revoked and now < invite.expires_at and plan.host_shape == shape:
+                return True
+        return False
 
     # Admissions
 

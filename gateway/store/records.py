@@ -91,6 +91,21 @@ class Invite:
 
 
 @dataclass(frozen=True, slots=True)
+class JoinPlan:
+    """What a join through an invite needs that only the gate can work out, worked out when the
+    invite is made, so that a store can carry out a join through its link on its own
+    (`Store.join_plainly`): the holder's `identity` (a keyed hash; the key stays with the gate),
+    the `host_shape` of the invite's name (as `names.host_shape`), and the names the holder
+    may show, best first, each with the shape it claims (`shapes[i]` for `names[i]`): the first
+    claim a join makes when no host's name is reserved that looks like the invite's."""
+
+    identity: str
+    host_shape: str
+    shapes: tuple[str, ...]
+    names: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Admission:
     """Who was let into which room; `id` is the hash of the secret in the browser's cookie."""
 
@@ -327,6 +342,41 @@ def invite_fields(invite: Invite) -> dict[str, str]:
     }
 
 
+def encode_plan(plan: JoinPlan) -> str:
+    """A join plan's stored form: JSON, its names as JSON texts (as the admission record that
+    takes one holds it)."""
+    return json.dumps(
+        {
+            "identity": plan.identity,
+            "host_shape": plan.host_shape,
+            "claims": [
+                [shape, json.dumps(name)]
+                for shape, name in zip(plan.shapes, plan.names, strict=True)
+            ],
+        },
+        separators=(",", ":"),
+    )
+
+
+def parse_plan(text: str) -> JoinPlan | None:
+    """A stored join plan, or None when it does not parse (the join then goes step by step)."""
+    try:
+        data = json.loads(text)
+        claims = data["claims"]
+        plan = JoinPlan(
+            identity=data["identity"],
+            host_shape=data["host_shape"],
+            shapes=tuple(shape for shape, _ in claims),
+            names=tuple(json.loads(name) for _, name in claims),
+        )
+    except (ValueError, TypeError, KeyError, RecursionError):
+        return None
+    texts = (plan.identity, plan.host_shape, *plan.shapes, *plan.names)
+    if not plan.shapes or not all(isinstance(text, str) for text in texts):
+        return None
+    return plan
+
+
 def ban_value(until: float | None) -> str:
     """A ban's stored form: when it ends, or "" for a ban without end."""
     return "" if until is None else repr(until)
@@ -408,6 +458,36 @@ _POLICY_JSON: Final[Mapping[str, tuple[bool, _Check]]] = {
     "allowed_groups": (False, _texts),
     "lobby": (False, _truth),
     "host_emails": (False, _texts),
+}
+
+# The fields of a stored room record and its policy, each with its kind as a store script checks
+# it before it judges a room on its own (scripts/join_plain.lua): s text, n number, b true or
+# false, l list of texts, o object, z text or null; "!" after the kind: required. Kept beside
+# _ROOM_JSON and _POLICY_JSON (a unit test compares them), so a record the script accepts is one
+# `parse_room` reads.
+ROOM_FIELD_KINDS: Final[Mapping[str, str]] = {
+    "name": "s!",
+    "title": "s!",
+    "created_at": "n!",
+    "hosts": "l!",
+    "policy": "o!",
+    "locked": "b",
+    "approval_required": "b",
+    "moved_to": "z",
+    "lineage": "s",
+    "pow_required": "b",
+    "language": "s",
+}
+POLICY_FIELD_KINDS: Final[Mapping[str, str]] = {
+    "invite": "b",
+    "oidc": "b",
+    "oidc_providers": "l",
+    "email_code": "b",
+    "allowed_emails": "l",
+    "allowed_domains": "l",
+    "allowed_groups": "l",
+    "lobby": "b",
+    "host_emails": "l",
 }
 _AUDIT_JSON: Final[Mapping[str, tuple[bool, _Check]]] = {
     "at": (True, _number),

@@ -36,27 +36,42 @@ from gateway.errors import (
     InviteRevoked,
     InviteUnknown,
     InviteUsedUp,
+    MeetgateError,
     RoomExists,
     RoomNotFound,
     StoreUnavailable,
 )
-from gateway.store import InviteJoin, InviteJoined, LinkFound, LinkJoin, LinkUnknown
+from gateway.store import (
+    InviteJoin,
+    InviteJoined,
+    LinkFound,
+    LinkJoin,
+    LinkJoined,
+    LinkUnknown,
+    PlainJoin,
+)
 from gateway.store.continuity import Continuity
 from gateway.store.deadline import StoreOptions, store_deadline
 from gateway.store.health import StoreHealth, store_address
 from gateway.store.records import (
+    POLICY_FIELD_KINDS,
+    ROOM_FIELD_KINDS,
+    ROOM_LANGUAGES,
     Admission,
     AuditEntry,
     CorruptRecord,
     Invite,
+    JoinPlan,
     LimitCharge,
     NameClaim,
     RateDecision,
     RecordKind,
+    Role,
     Room,
     admission_fields,
     ban_value,
     encode_audit,
+    encode_plan,
     encode_record,
     invite_fields,
     parse_admission,
@@ -76,6 +91,8 @@ _INVITE_INDEX: Final = "meetgate:invite-token:"  # + token hash: invite id
 # over.
 MAX_KNOWN_INVITE_IDS: Final = 10_000
 _ROOM_INVITES: Final = "meetgate:room-invites:"  # + room: set of invite ids
+# + room: hash of its host invites' name shapes, and how many invites had a plan (add_invite.lua)
+_ROOM_HOSTS: Final = "meetgate:room-hosts:"
 _ADMISSION: Final = "meetgate:admission:"  # + id: hash record (JSON), revoked; expires with it
 _ROOM_ADMISSIONS: Final = "meetgate:room-admissions:"  # + room: sorted set id -> expires_at
 _NAMES: Final = "meetgate:names:"  # + room: hash of name claims (scripts/claim_name.lua)
@@ -107,6 +124,10 @@ _AUDIT_KEEP: Final = 10_000
 
 # The parts join_invite (scripts/invite_join.lua) calls, itself last.
 _JOIN_PARTS: Final = ("gcra", "invite_check", "name_claims", "invite_join")
+# ... and those a join through a link calls, itself last.
+_LINK_PARTS: Final = ("recent", *_JOIN_PARTS, "link_lookup")
+# What stands in an admission's record for what join_plain.lua fills in, in the record's order.
+_PLAIN_BLANKS: Final = ("\0room", "\0identity", "\0name", "\0role", "\0via")
 _INVITE_FIELDS: Final = ("record", "uses", "revoked")
 _ALLOWED: Final = RateDecision(allowed=True, retry_after=0.0)
 _ADMISSION_FIELDS: Final = ("record", "revoked")
@@ -335,7 +356,10 @@ class RedisStore:
             _script_text("join_by_invite", *_JOIN_PARTS)
         )
         self._join_link: AsyncScript = client.register_script(
-            _script_text("join_link", "recent", *_JOIN_PARTS)
+            _script_text("join_link", *_LINK_PARTS)
+        )
+        self._join_plain: AsyncScript = client.register_script(
+            _script_text("join_plain", *_LINK_PARTS)
         )
         self._advance_marker: AsyncScript = client.register_script(_script_text("advance_marker"))
         self._replace_marker: AsyncScript = client.register_script(_script_text("replace_marker"))
@@ -517,14 +541,15 @@ class RedisStore:
     async def delete_room(self, name: str, now: float) -> bool:
         async with self._call():
             deleted = await self._delete_room(
-                keys=[_ROOMS, _ROOM_INVITES + name, _ROOM_ADMISSIONS + name],
+                keys=[_ROOMS, _ROOM_INVITES + name, _ROOM_ADMISSIONS + name, _ROOM_HOSTS + name],
                 args=[name, repr(now), _INVITE, _INVITE_INDEX, _ADMISSION],
             )
         return bool(deleted)
 
     # Invites
 
-    async def add_invite(self, invite: Invite) -> None:
+    async def add_invite(self, invite: Invite, plan: JoinPlan | None = None) -> None:
+        hosts = plan is not None and invite.role is Role.HOST
         async with self._call():
             added = await self._add_invite(
                 keys=[
@@ -532,8 +557,15 @@ class RedisStore:
                     _INVITE + invite.id,
                     _INVITE_INDEX + invite.token_hash,
                     _ROOM_INVITES + invite.room,
+                    _ROOM_HOSTS + invite.room,
                 ],
-                args=[invite.room, invite.id, *invite_fields(invite).values()],
+                args=[
+                    invite.room,
+                    invite.id,
+                    *invite_fields(invite).values(),
+                    "" if plan is None else encode_plan(plan),
+                    plan.host_shape if plan is not None and hosts else "",
+                ],
             )
         if not added:
             raise RoomNotFound()
@@ -628,11 +660,11 @@ class RedisStore:
             case _:
                 raise InviteUnknown()
 
-    def _invite_refusal(self, code: str) -> Exception:
+    def _invite_refusal(self, code: str) -> MeetgateError:
         """What check_invite's (scripts/invite_check.lua) refusal `code` is raised as."""
         if code == "corrupt":
             self._corrupt(CorruptRecord(RecordKind.INVITE))
-        refusals: dict[str, type[Exception]] = {
+        refusals: dict[str, type[MeetgateError]] = {
             "revoked": InviteRevoked,
             "expired": InviteExpired,
             "used_up": InviteUsedUp,
@@ -672,6 +704,12 @@ class RedisStore:
             args += join_args
         async with self._call():
             result: list[Any] = await self._join_link(keys=keys, args=args)
+        return await self._link_answer(link, result)
+
+    async def _link_answer(
+        self, link: LinkJoin, result: list[Any]
+    ) -> InviteJoined | LinkFound | LinkUnknown:
+        """What join_link.lua's (or join_plain.lua's) answer `result` to `link` means."""
         match result:
             case [
                 "unknown",
@@ -696,6 +734,139 @@ class RedisStore:
                 return found
             case _ if link.join is not None:
                 return self._joined(link.join, result)
+            case _:
+                raise StoreUnavailable()
+
+    async def join_plainly(self, join: PlainJoin) -> LinkJoined | LinkFound | LinkUnknown:
+        index = _INVITE_INDEX + join.token_hash
+        counter, window = join.count_unknown or (None, 0)
+        admission = join.admission
+        keys: list[str] = [
+            index,
+            _ROOMS,
+            index if counter is None else f"{_RECENT}{window}:{counter}",
+            *(_RATE + charge.key for charge in join.unknown_charges),
+            _ADMISSION + admission.id,
+        ]
+        args: list[str | int] = [
+            _INVITE,
+            join.max_moves,
+            join.token_hash,
+            len(join.unknown_charges),
+            window,
+        ]
+        for charge in join.unknown_charges:
+            args += [repr(1_000_000 / charge.rate_per_second), charge.burst]
+        args.append(json.dumps(self._plain_terms(join), separators=(",", ":")))
+        async with self._call():
+            result: list[Any] = await self._join_plain(keys=keys, args=args)
+        match result:
+            case [
+                "joined",
+                str(room),
+                str(language),
+                str(invite_id),
+                str(identity),
+                str(role),
+                *rest,
+            ]:
+                # A tag of no language of this release is none, as `parse_room` reads it.
+                known = language if language in ROOM_LANGUAGES else ""
+                joined = LinkJoined(invite_id, room, identity, known, limits=_ALLOWED)
+                return self._plain_joined(join, joined, role, rest)
+            case _:
+                link = LinkJoin(
+                    join.token_hash,
+                    join.max_moves,
+                    join.unknown_charges,
+                    count_unknown=join.count_unknown,
+                )
+                found = await self._link_answer(link, result)
+                assert not isinstance(found, InviteJoined)  # no join was asked for
+                return found
+
+    @staticmethod
+    def _plain_terms(join: PlainJoin) -> dict[str, Any]:
+        """The join as join_plain.lua reads it (its last argument, as JSON)."""
+        admission = join.admission
+        blank = dataclasses.replace(
+            admission,
+            room=_PLAIN_BLANKS[0],
+            identity=_PLAIN_BLANKS[1],
+            name=_PLAIN_BLANKS[2],
+            via=_PLAIN_BLANKS[4],
+        )
+        record = encode_record(blank, without=("revoked",))
+        # The role is not text in the dataclass: cut where its JSON value stands.
+        record = record.replace(json.dumps(admission.role.value), json.dumps(_PLAIN_BLANKS[3]), 1)
+        pieces = [record]
+        for placeholder in _PLAIN_BLANKS:
+            head, cut, tail = pieces[-1].partition(json.dumps(placeholder))
+            if not cut:
+                raise ValueError("an admission's record without one of its fields")
+            pieces[-1:] = [head, tail]
+        return {
+            "now": repr(join.now),
+            "admission": admission.id,
+            "expires_ms": str(_milliseconds(admission.expires_at)),
+            "expires_s": repr(admission.expires_at),
+            "record": pieces,
+            "address": [
+                [_RATE + charge.key, repr(1_000_000 / charge.rate_per_second), str(charge.burst)]
+                for charge in join.address_charges
+            ],
+            "rates": [
+                [repr(1_000_000 / per_second), str(burst)] for per_second, burst in join.rates
+            ],
+            "varied": sorted(join.varied_rooms),
+            "pressure": False if join.pressure is None else list(join.pressure),
+            "room_fields": ROOM_FIELD_KINDS,
+            "policy_fields": POLICY_FIELD_KINDS,
+            "prefixes": {
+                "admission": _ADMISSION,
+                "ban": _BAN,
+                "names": _NAMES,
+                "rate": _RATE,
+                "recent": _RECENT,
+                "room_admissions": _ROOM_ADMISSIONS,
+                "room_hosts": _ROOM_HOSTS,
+                "room_invites": _ROOM_INVITES,
+            },
+        }
+
+    def _plain_joined(
+        self,
+        join: PlainJoin,
+        joined: LinkJoined,
+        role: str,
+        answer: list[Any],
+    ) -> LinkJoined:
+        """What join_plain.lua's answer after 'joined' (join_invite's, and the name) means for
+        `joined`, the join as far as the answer's head tells."""
+        match answer:
+            case ["limited", int(retry_after_us), int(corrupt), *waits_us]:
+                limits = self._rate_decision(0, retry_after_us, corrupt, waits_us)
+                return dataclasses.replace(joined, limits=limits)
+            case ["banned", int(corrupt)]:
+                if corrupt:
+                    self._corrupt(CorruptRecord(RecordKind.BAN))
+                return dataclasses.replace(joined, banned=True)
+            case ["invite", str(code)]:
+                return dataclasses.replace(joined, invite_refusal=self._invite_refusal(code))
+            case ["names", int(corrupt)]:
+                self._names_corrupt(corrupt)
+                return joined
+            case ["ok", int(_index), int(_uses), int(corrupt), str(name)]:
+                self._names_corrupt(corrupt)
+                admission = dataclasses.replace(
+                    join.admission,
+                    room=joined.room,
+                    identity=joined.identity,
+                    name=json.loads(name),
+                    role=Role(role),
+                    via=f"invite:{joined.invite_id}",
+                )
+                return dataclasses.replace(joined, admission=admission)
             case _:
                 raise StoreUnavailable()
 

@@ -164,13 +164,16 @@ class FastRoutes:
 
     async def join(self, scope: Scope, receive: Receive, token: str) -> Answer:
         """The join link's form: count a use of the invite and admit its holder, or say why not.
-        What the link leads to is known first (an unknown link is refused before anything is
-        read), and its pages are in the language of its room."""
+        Its pages are in the language of its room. A link this replica knows nothing of is
+        looked up with the join itself, in one store call, once the form is read (a request
+        from another site: looked up first, and an unknown link refused before anything is
+        read)."""
         client_addr = str(scope["state"].get("client_addr", "unknown"))
-        located = self._pipeline.known_link(token) or await self._pipeline.locate(
-            token, client_addr
-        )
-        use_room_language(scope, located.room.language)
+        located = self._pipeline.known_link(token)
+        if located is None and not same_origin(scope, self._settings.public_url):
+            located = await self._pipeline.locate(token, client_addr)
+        if located is not None:
+            use_room_language(scope, located.room.language)
         if not same_origin(scope, self._settings.public_url):
             raise CrossSiteRequest()
         form = await read_form(Request(scope, receive))
@@ -179,7 +182,14 @@ class FastRoutes:
         now = time.time()
         proof = Proof(form["pow_token"], form.get("answer", "")) if "pow_token" in form else None
         try:
-            admitted = await self._pipeline.redeem(token, client_addr, now, proof, located)
+            admitted = await self._pipeline.redeem(
+                token,
+                client_addr,
+                now,
+                proof,
+                located,
+                room_language=lambda tag: use_room_language(scope, tag),
+            )
         except LobbyRequired as demand:
             return Delegated(await self._entrance.waiting_room(Request(scope, receive), demand))
         except (InviteUsedUp, InviteExpired):

@@ -1,5 +1,6 @@
 -- Delete a room with its invites and revoke its admissions, all at once.
--- KEYS[1] rooms hash, KEYS[2] the room's invite set, KEYS[3] the room's admission sorted set.
+-- KEYS[1] rooms hash, KEYS[2] the room's invite set, KEYS[3] the room's admission sorted set,
+-- KEYS[4] the room's host-name index (add_invite.lua).
 -- ARGV[1] room name, ARGV[2] now (seconds), ARGV[3] invite key prefix, ARGV[4] token index
 -- prefix, ARGV[5] admission key prefix. Returns 1, or 0 when the room did not exist.
 -- The invite and admission keys are derived here, so this script needs a single Redis node
@@ -19,7 +20,7 @@ for _, invite_id in ipairs(redis.call('SMEMBERS', KEYS[2])) do
     redis.call('DEL', invite_key)
   end
 end
-redis.call('DEL', KEYS[2])
+redis.call('DEL', KEYS[2], KEYS[4])
 -- Revoked admissions keep their TTL, so a browser holding one is told it was removed until the
 -- admission would have expired anyway.
 for _, admission_id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. ARGV[2], '+inf')) do

@@ -1,4 +1,4 @@
--- A join link in one atomic step (recent.lua, invite_join.lua and the parts it calls loaded
+-- A join link in one atomic step (link_lookup.lua, invite_join.lua and the parts they call loaded
 -- before this): find where the link leads, as locate_invite.lua does; if nowhere, charge the
 -- limits a link that leads nowhere is charged against and, when they allowed it, count it as a
 -- rejection; if to the invite and room record the caller expects, join through it (join_invite).
@@ -26,51 +26,12 @@ local function leads_nowhere()
     args[2 * i - 1] = ARGV[6 + 2 * i]
     args[2 * i] = ARGV[7 + 2 * i]
   end
-  local charged = charge_limits(keys, args)
-  local counter_corrupt = 0
-  if charged[1] == 1 and ARGV[7] ~= '0' then
-    counter_corrupt = count_recent(KEYS[3], ARGV[7], 1)[2]
-  end
-  table.insert(charged, 1, counter_corrupt)
-  table.insert(charged, 1, 'unknown')
-  return charged
+  return link_unknown(KEYS[3], ARGV[7], keys, args)
 end
 
-local id = redis.call('GET', KEYS[1])
-if not id then
+local found, id, _, final = find_link(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3])
+if not found then
   return leads_nowhere()
-end
-local fields = redis.call('HMGET', ARGV[1] .. id, 'record', 'uses', 'revoked')
-if not fields[1] then
-  return leads_nowhere()
-end
-local parsed, invite = pcall(cjson.decode, fields[1])
-if not parsed or type(invite) ~= 'table' or type(invite.room) ~= 'string'
-    or invite.token_hash ~= ARGV[3] then
-  return leads_nowhere()
-end
-
-local found = {'found', id, fields[1], fields[2], fields[3]}
--- The room's record as it is now, once known: false while a record on the way does not parse.
-local final = false
-local name = invite.room
-for _ = 0, tonumber(ARGV[2]) do
-  local text = redis.call('HGET', KEYS[2], name)
-  found[#found + 1] = name
-  found[#found + 1] = text
-  if not text then
-    return leads_nowhere()
-  end
-  local readable, room = pcall(cjson.decode, text)
-  if not readable or type(room) ~= 'table' then
-    final = false
-    break
-  end
-  final = text
-  if type(room.moved_to) ~= 'string' then
-    break
-  end
-  name = room.moved_to
 end
 
 local first_join_key = 4 + unknown
