@@ -1,7 +1,7 @@
 """The `Store` contract for a join through an invite in one step (`join_by_invite`), for what
-a join link leads to (`find_invite_and_room`), and for both in one call (`join_through_link`):
-each refusal as the separate calls give it, each leaving every later step undone, on both
-backends."""
+a join link leads to (`find_invite_and_room`), for both in one call (`join_through_link`), and
+for a link nothing was known of judged in the store (`join_plainly`): each refusal as the
+separate calls give it, each leaving every later step undone, on both backends."""
 
 from __future__ import annotations
 
@@ -26,16 +26,27 @@ from gateway.store import (
     Invite,
     InviteJoin,
     InviteJoined,
+    JoinPlan,
     LimitCharge,
     LinkFound,
     LinkJoin,
+    LinkJoined,
     LinkUnknown,
     NameClaim,
+    PlainJoin,
+    Role,
     Room,
+    RoomPolicy,
     Store,
 )
 from gateway.store.memory import MemoryStore
-from gateway.store.records import RecordKind
+from gateway.store.records import (
+    _POLICY_JSON,
+    _ROOM_JSON,
+    POLICY_FIELD_KINDS,
+    ROOM_FIELD_KINDS,
+    RecordKind,
+)
 from gateway.store.redis import RedisStore
 from tests.contract.test_store import HOUR, make_admission, make_invite, make_room, unique
 
@@ -382,3 +393,231 @@ async def test_a_join_expecting_another_invite_is_sent_back_undone(store: Store)
     assert isinstance(answer, LinkFound) and answer.invite == invite
     for stored in (await store.get_invite(invite.id), await store.get_invite(other.id)):
         assert stored is not None and stored.uses == 0
+
+
+# A join link nothing was known of (`join_plainly`).
+
+# One charge spends a limit of the join's own (address, network, identity, invite); the gate's
+# and the room's are shared with other tests and other joins, and left room enough.
+PLAIN_RATE = (0.001, 1)
+SHARED_RATE = (1000.0, 1000)
+
+
+def plan_for(invite: Invite, *, host_shape: str | None = None) -> JoinPlan:
+    """A join plan as the gate makes one, the shapes the names lower-cased."""
+    names = (invite.name, *(f"{invite.name} ({n})" for n in range(2, 4)))
+    return JoinPlan(
+        identity=unique("who"),
+        host_shape=invite.name.lower() if host_shape is None else host_shape,
+        shapes=tuple(name.lower() for name in names),
+        names=names,
+    )
+
+
+async def room_with_planned_invite(
+    store: Store, room: Room | None = None, **changes: object
+) -> tuple[Room, Invite, JoinPlan]:
+    room = room or make_room()
+    if await store.get_room(room.name) is None:
+        await store.create_room(room)
+    invite = make_invite(room.name, **changes)
+    plan = plan_for(invite)
+    await store.add_invite(invite, plan)
+    return room, invite, plan
+
+
+def plain_join(
+    invite: Invite,
+    *,
+    varied: frozenset[str] = frozenset(),
+    pressure: tuple[int, int] | None = None,
+    unknown: tuple[LimitCharge, ...] = (),
+    counter: tuple[str, int] | None = None,
+    token_hash: str | None = None,
+    strict: bool = True,
+) -> PlainJoin:
+    """A plain join through `invite`'s link from an address of its own; `strict`: the
+    identity's and the invite's limits allow one charge (else they are left room enough)."""
+    address = unique("addr")
+    own = PLAIN_RATE if strict else SHARED_RATE
+    blank = make_admission("", identity="", name="", via="")
+    return PlainJoin(
+        token_hash=invite.token_hash if token_hash is None else token_hash,
+        max_moves=16,
+        unknown_charges=unknown,
+        count_unknown=counter,
+        now=time.time(),
+        address_charges=(
+            LimitCharge(f"addr:{address}", *PLAIN_RATE),
+            LimitCharge(f"net:{address}", *PLAIN_RATE),
+        ),
+        rates=(SHARED_RATE, SHARED_RATE, own, own),
+        varied_rooms=varied,
+        pressure=pressure,
+        admission=blank,
+    )
+
+
+async def charged(store: Store, join: PlainJoin, room: str, identity: str, invite: str) -> int:
+    """How many of the join's own limits `join` names are spent (each allows one charge)."""
+    spent = 0
+    for charge in join.charges(room, identity, invite):
+        if charge.burst == PLAIN_RATE[1] and not (await store.charge_limits([charge])).allowed:
+            spent += 1
+    return spent
+
+
+async def test_a_plain_join_admits_as_the_plan_says(store: Store) -> None:
+    """Catches a join that takes the identity, name, role or room from anywhere but the
+    invite's plan and the room the link leads to now, or that skips a limit."""
+    room, invite, plan = await room_with_planned_invite(store, max_uses=2)
+    later = make_room()
+    await store.create_room(later)
+    await store.update_room(dataclasses.replace(room, moved_to=later.name))
+    join = plain_join(invite)
+    joined = await store.join_plainly(join)
+    assert isinstance(joined, LinkJoined) and joined.admission is not None
+    where = (joined.room, joined.identity, joined.invite_id)
+    assert where == (later.name, plan.identity, invite.id)
+    admission = joined.admission
+    assert (admission.room, admission.identity, admission.name, admission.role, admission.via) == (
+        later.name,
+        plan.identity,
+        invite.name,
+        invite.role,
+        f"invite:{invite.id}",
+    )
+    assert await store.get_admission(admission.id) == admission
+    assert admission.id in {a.id for a in await store.list_admissions(later.name)}
+    stored = await store.get_invite(invite.id)
+    assert stored is not None and stored.uses == 1
+    assert await charged(store, join, later.name, plan.identity, invite.id) == 4
+    # A namesake gets the plan's next name.
+    _, namesake, namesake_plan = await room_with_planned_invite(store, later)
+    again = await store.join_plainly(plain_join(namesake))
+    assert isinstance(again, LinkJoined) and again.admission is not None
+    assert again.admission.name == namesake_plan.names[1]
+
+
+@pytest.mark.parametrize(
+    "why",
+    [
+        "no plan",
+        "locked",
+        "lockdown",
+        "no invites",
+        "varied limits",
+        "proof asked",
+        "pressure",
+        "host name reserved",
+        "invite without plan",
+    ],
+)
+async def test_a_plain_join_leaves_what_needs_a_decision_undone(store: Store, why: str) -> None:
+    """Catches a room judged in the store that needs the gate's decision (its lobby, a lock, a
+    proof-of-work, limits of its own, a host's name kept): nothing charged, nothing used."""
+    room = make_room()
+    if why in ("locked", "lockdown", "no invites", "proof asked"):
+        room = dataclasses.replace(
+            room,
+            locked=why == "locked",
+            approval_required=why == "lockdown",
+            policy=RoomPolicy(invite=why != "no invites", lobby=why == "lockdown"),
+            pow_required=why == "proof asked",
+        )
+    await store.create_room(room)
+    invite = make_invite(room.name)
+    plan = plan_for(invite)
+    await store.add_invite(invite, None if why == "no plan" else plan)
+    if why == "host name reserved":
+        host = make_invite(room.name, role=Role.HOST, name="ADA LOVELACE")
+        await store.add_invite(host, plan_for(host, host_shape=plan.host_shape))
+    if why == "invite without plan":
+        await store.add_invite(make_invite(room.name, name="Grace"))
+    if why == "pressure":
+        await store.count_recent(f"reject:room:{room.name}", 10, 5)
+    join = plain_join(
+        invite,
+        varied=frozenset({room.name}) if why == "varied limits" else frozenset(),
+        pressure=(10, 5) if why in ("proof asked", "pressure") else None,
+    )
+    answer = await store.join_plainly(join)
+    assert isinstance(answer, LinkFound)
+    assert (answer.invite.id, answer.room.name) == (invite.id, room.name)
+    stored = await store.get_invite(invite.id)
+    assert stored is not None and stored.uses == 0
+    assert await charged(store, join, room.name, plan.identity, invite.id) == 0
+
+
+async def test_a_plain_join_goes_on_where_nothing_needs_a_decision(store: Store) -> None:
+    """Catches a join sent back for what does not hold it: a host's invite into a locked room
+    in lockdown, a host's name kept only by a revoked or expired host invite, pressure below
+    the threshold."""
+    room = dataclasses.replace(make_room(), locked=True, approval_required=True)
+    _, host_invite, _ = await room_with_planned_invite(store, room, role=Role.HOST)
+    joined = await store.join_plainly(plain_join(host_invite, pressure=(10, 5)))
+    assert isinstance(joined, LinkJoined) and joined.admission is not None
+    assert joined.admission.role is Role.HOST
+    open_room, invite, plan = await room_with_planned_invite(store)
+    now = time.time()
+    for changes in ({"revoked": True}, {"expires_at": now - 1, "created_at": now - 2}):
+        held = make_invite(open_room.name, role=Role.HOST, **changes)
+        await store.add_invite(held, plan_for(held, host_shape=plan.host_shape))
+    await store.count_recent(f"reject:room:{open_room.name}", 10, 4)
+    joined = await store.join_plainly(plain_join(invite, pressure=(10, 5)))
+    assert isinstance(joined, LinkJoined) and joined.admission is not None
+
+
+async def test_a_plain_join_refuses_as_a_join_by_invite(store: Store) -> None:
+    """Each refusal told apart, and nothing after it done: the limits, a ban, the invite, every
+    name held."""
+    room, invite, plan = await room_with_planned_invite(store, max_uses=3)
+    spent = plain_join(invite)
+    await store.charge_limits([spent.charges(room.name, plan.identity, invite.id)[4]])
+    limited = await store.join_plainly(spent)
+    assert isinstance(limited, LinkJoined) and not limited.limits.allowed
+    assert len(limited.limits.waits) == 6 and limited.limits.waits[4] > 0
+    other_room, other, other_plan = await room_with_planned_invite(store, max_uses=3)
+    await store.ban_identity(other_room.ban_scope, other_plan.identity, None)
+    banned = await store.join_plainly(plain_join(other, strict=False))
+    assert isinstance(banned, LinkJoined) and banned.banned and banned.admission is None
+    room, invite, plan = await room_with_planned_invite(store, max_uses=3)
+    for name in plan.names:
+        claim = NameClaim(
+            holder=secrets.token_hex(32),
+            shapes=(name.lower(),),
+            expires_at=time.time() + HOUR,
+            host_shape=name.lower(),
+        )
+        assert await store.claim_name(room.name, claim) == 0
+    held = await store.join_plainly(plain_join(invite, strict=False))
+    assert isinstance(held, LinkJoined) and held.limits.allowed and held.admission is None
+    for unused in (invite, other):
+        stored = await store.get_invite(unused.id)
+        assert stored is not None and stored.uses == 0
+    await store.revoke_invite(invite.id)
+    revoked = await store.join_plainly(plain_join(invite, strict=False))
+    assert isinstance(revoked, LinkJoined) and isinstance(revoked.invite_refusal, InviteRevoked)
+
+
+async def test_a_plain_join_through_a_link_that_leads_nowhere_is_charged_and_told(
+    store: Store,
+) -> None:
+    limit = spent_limit()
+    counter = (unique("rejected"), 10)
+    _, invite, _ = await room_with_planned_invite(store)
+    nowhere = plain_join(invite, unknown=(limit,), counter=counter, token_hash="0" * 64)
+    answer = await store.join_plainly(nowhere)
+    assert isinstance(answer, LinkUnknown) and answer.limits.allowed
+    assert await store.read_recent(*counter) == 1
+    again = await store.join_plainly(nowhere)
+    assert isinstance(again, LinkUnknown) and not again.limits.allowed
+
+
+def test_the_room_fields_a_script_checks_are_those_parse_room_reads() -> None:
+    """Catches a field added to a room record or its policy that join_plain.lua would refuse
+    (or one it would let through unchecked)."""
+    for kinds, shape in ((ROOM_FIELD_KINDS, _ROOM_JSON), (POLICY_FIELD_KINDS, _POLICY_JSON)):
+        assert set(kinds) == set(shape)
+        for name, (required, _) in shape.items():
+            assert kinds[name].endswith("!") == required, name
