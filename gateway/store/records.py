@@ -460,11 +460,12 @@ _POLICY_JSON: Final[Mapping[str, tuple[bool, _Check]]] = {
     "host_emails": (False, _texts),
 }
 
-# The fields of a stored room record and its policy, each with its kind as a store script checks
-# it before it judges a room on its own (scripts/join_plain.lua): s text, n number, b true or
-# false, l list of texts, o object, z text or null; "!" after the kind: required. Kept beside
-# _ROOM_JSON and _POLICY_JSON (a unit test compares them), so a record the script accepts is one
-# `parse_room` reads.
+# The fields of a stored room record, its policy and an invite record, each with its kind as a
+# store script checks it before it judges a room on its own (scripts/join_plain.lua): s text,
+# n number, b true or false, l list of texts, o object, z text or null; "!" after the kind:
+# required. Kept beside _ROOM_JSON, _POLICY_JSON and _INVITE_JSON (a contract test compares
+# them), so that a record the script accepts is one `parse_room` or `parse_invite` reads (the
+# script checks an invite's role, its counts and its flags apart, as invite_check.lua does).
 ROOM_FIELD_KINDS: Final[Mapping[str, str]] = {
     "name": "s!",
     "title": "s!",
@@ -477,6 +478,16 @@ ROOM_FIELD_KINDS: Final[Mapping[str, str]] = {
     "lineage": "s",
     "pow_required": "b",
     "language": "s",
+}
+INVITE_FIELD_KINDS: Final[Mapping[str, str]] = {
+    "id": "s!",
+    "token_hash": "s!",
+    "room": "s!",
+    "name": "s!",
+    "role": "s!",
+    "max_uses": "n!",
+    "expires_at": "n!",
+    "created_at": "n!",
 }
 POLICY_FIELD_KINDS: Final[Mapping[str, str]] = {
     "invite": "b",

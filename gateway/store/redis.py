@@ -54,6 +54,7 @@ from gateway.store.continuity import Continuity
 from gateway.store.deadline import StoreOptions, store_deadline
 from gateway.store.health import StoreHealth, store_address
 from gateway.store.records import (
+    INVITE_FIELD_KINDS,
     POLICY_FIELD_KINDS,
     ROOM_FIELD_KINDS,
     ROOM_LANGUAGES,
@@ -821,6 +822,7 @@ class RedisStore:
             "varied": sorted(join.varied_rooms),
             "pressure": False if join.pressure is None else list(join.pressure),
             "room_fields": ROOM_FIELD_KINDS,
+            "invite_fields": INVITE_FIELD_KINDS,
             "policy_fields": POLICY_FIELD_KINDS,
             "prefixes": {
                 "admission": _ADMISSION,

@@ -41,8 +41,10 @@ from gateway.store import (
 )
 from gateway.store.memory import MemoryStore
 from gateway.store.records import (
+    _INVITE_JSON,
     _POLICY_JSON,
     _ROOM_JSON,
+    INVITE_FIELD_KINDS,
     POLICY_FIELD_KINDS,
     ROOM_FIELD_KINDS,
     RecordKind,
@@ -614,10 +616,14 @@ async def test_a_plain_join_through_a_link_that_leads_nowhere_is_charged_and_tol
     assert isinstance(again, LinkUnknown) and not again.limits.allowed
 
 
-def test_the_room_fields_a_script_checks_are_those_parse_room_reads() -> None:
-    """Catches a field added to a room record or its policy that join_plain.lua would refuse
-    (or one it would let through unchecked)."""
-    for kinds, shape in ((ROOM_FIELD_KINDS, _ROOM_JSON), (POLICY_FIELD_KINDS, _POLICY_JSON)):
+def test_the_fields_a_script_checks_are_those_the_parsers_read() -> None:
+    """Catches a field added to a room record, its policy or an invite record that
+    join_plain.lua would refuse (or one it would let through unchecked)."""
+    for kinds, shape in (
+        (ROOM_FIELD_KINDS, _ROOM_JSON),
+        (POLICY_FIELD_KINDS, _POLICY_JSON),
+        (INVITE_FIELD_KINDS, _INVITE_JSON),
+    ):
         assert set(kinds) == set(shape)
         for name, (required, _) in shape.items():
             assert kinds[name].endswith("!") == required, name

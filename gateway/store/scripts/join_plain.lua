@@ -13,8 +13,8 @@
 -- identity, name, role and via (six texts), the address and network limits ([key, interval,
 -- burst]), the gate's, room's, identity's and invite's ([interval, burst]), the rooms whose
 -- limits differ, the pressure rule ([window, threshold], or false for none), the kinds of a room
--- record's and a policy's fields (records.ROOM_FIELD_KINDS, POLICY_FIELD_KINDS), and the key
--- prefixes.
+-- record's, a policy's and an invite record's fields (records.ROOM_FIELD_KINDS,
+-- POLICY_FIELD_KINDS, INVITE_FIELD_KINDS), and the key prefixes.
 -- Returns join_link's {'unknown', ...} or {'found', ...}; else {'joined', room, its language,
 -- invite id, identity, role, then what join_invite returns, then, after 'ok', the name's JSON
 -- text}.
@@ -92,6 +92,7 @@ if not readable or type(plan) ~= 'table' or type(plan.identity) ~= 'string'
   return found
 end
 if not fits(room, join.room_fields) or not fits(room.policy, join.policy_fields)
+    or not fits(invite, join.invite_fields)
     or (invite.role ~= 'host' and invite.role ~= 'attendee') then
   return found
 end
