@@ -19,7 +19,7 @@ from gateway.admission.email_codes import (
     EmailCodes,
     normalise_address,
 )
-from gateway.admission.flood import ChallengeRequired, Proof
+from gateway.admission.flood import ChallengeRequired
 from gateway.edge.languages import current as current_language
 from gateway.edge.languages import use_room_language
 from gateway.edge.requests import EMAIL_PREFIX, request_id
@@ -28,13 +28,10 @@ from gateway.errors import CrossSiteRequest
 from gateway.i18n import translations
 from gateway.settings import Settings
 from gateway.store.records import Room
+from gateway.web.challenge import Challenge, challenge_page, proof_in
 from gateway.web.entry import Entrance, client_addr
 from gateway.web.forms import read_form
 from gateway.web.pages import same_origin
-
-
-def _proof(form: dict[str, str]) -> Proof | None:
-    return Proof(form["pow_token"], form.get("answer", "")) if "pow_token" in form else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,15 +42,6 @@ class CodePage:
     address: str
     name: str = ""
     error: EmailCodeError | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Challenge:
-    """The proof-of-work page; solved, it posts `fields` to `action` again."""
-
-    action: str
-    demand: ChallengeRequired
-    fields: dict[str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +85,7 @@ class EmailPages:
                 raw_address,
                 client_addr(request),
                 time.time(),
-                _proof(form),
+                proof_in(form),
                 language=current_language.get(),
             )
         except ChallengeRequired as demand:
@@ -116,7 +104,7 @@ class EmailPages:
                 client_addr(request),
                 time.time(),
                 name=name,
-                proof=_proof(form),
+                proof=proof_in(form),
             )
         except ChallengeRequired as demand:
             fields = {key: form.get(key, "") for key in ("email", "code", "name")}
@@ -132,14 +120,7 @@ class EmailPages:
         if isinstance(answer, Entered):
             return answer.response
         if isinstance(answer, Challenge):
-            page = render(
-                "challenge.html",
-                action=answer.action,
-                challenge=answer.demand.challenge,
-                fields=answer.fields,
-                request_id=request_id(request.scope),
-            )
-            return HTMLResponse(page)
+            return challenge_page(request.scope, answer)
         return self._code_page(request, answer)
 
     def _code_page(self, request: Request, shown: CodePage) -> HTMLResponse:

@@ -1,9 +1,9 @@
 """The hot page routes as plain ASGI, answered before the pages' FastAPI app: the join link's
 form (POST /j/<token>) and Jitsi's ticket refresh (GET /_meetgate/ticket).
 
-Each route is a small function that returns its outcome as a value (a redirect, a page, a
-refusal, or a response of the lobby's); one function sends any of them. Refusals read exactly as
-the FastAPI app's error handler renders them.
+Each route is a small function that returns its outcome as a value (a redirect, a refusal, or a
+response another part of the pages made: the lobby's, the proof-of-work page); one function
+sends any of them. Refusals read exactly as the FastAPI app's error handler renders them.
 """
 
 from __future__ import annotations
@@ -19,13 +19,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.admission.flood import ChallengeRequired, Proof
+from gateway.admission.flood import ChallengeRequired
 from gateway.admission.pipeline import AdmissionPipeline, LobbyRequired
 from gateway.admission.rooms import current_room, is_room_name
 from gateway.edge.languages import asked, use_room_language
 from gateway.edge.rendering import error_body, error_headers
 from gateway.edge.requests import REFUSED_ATTEMPT, cookie_name, read_cookie, request_id
-from gateway.edge.templating import render
 from gateway.errors import (
     CrossSiteRequest,
     InvalidInput,
@@ -39,6 +38,7 @@ from gateway.settings import Settings
 from gateway.store import Store
 from gateway.store.records import Admission
 from gateway.tickets import TicketAuthority
+from gateway.web.challenge import Challenge, challenge_page, proof_in
 from gateway.web.entry import Entrance, meeting_url
 from gateway.web.forms import read_form
 
@@ -48,7 +48,6 @@ TICKET_PATH = "/_meetgate/ticket"
 MAX_ROOM_QUERY_CHARS = 64
 # What starlette's RedirectResponse leaves unquoted in a location.
 _LOCATION_SAFE = ":/%#?=@[]!$&'()*+,;"
-_HTML = b"text/html; charset=utf-8"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,23 +59,18 @@ class Redirect:
 
 
 @dataclass(frozen=True, slots=True)
-class Page:
-    html: str
-
-
-@dataclass(frozen=True, slots=True)
 class Refusal:
     error: MeetgateError
 
 
 @dataclass(frozen=True, slots=True)
 class Delegated:
-    """A response another part of the pages made (the lobby's)."""
+    """A response another part of the pages made (the lobby's, the proof-of-work page)."""
 
     response: Response
 
 
-Answer = Redirect | Page | Refusal | Delegated
+Answer = Redirect | Refusal | Delegated
 
 
 def header(scope: Scope, name: bytes) -> str | None:
@@ -180,13 +174,12 @@ class FastRoutes:
         # `next=dashboard`: the host invite page's second button, straight to the dashboard.
         wants_dashboard = form.get("next") == "dashboard"
         now = time.time()
-        proof = Proof(form["pow_token"], form.get("answer", "")) if "pow_token" in form else None
         try:
             admitted = await self._pipeline.redeem(
                 token,
                 client_addr,
                 now,
-                proof,
+                proof_in(form),
                 located,
                 room_language=lambda tag: use_room_language(scope, tag),
             )
@@ -199,28 +192,16 @@ class FastRoutes:
                 raise
             return Redirect(self._entrance.destination(held, to_dashboard=wants_dashboard))
         except ChallengeRequired as demand:
-            return self._challenge(scope, token, demand, wants_dashboard)
+            fields = {"next": "dashboard"} if wants_dashboard else {}
+            return Delegated(
+                challenge_page(scope, Challenge(f"{JOIN_PREFIX}{token}", demand, fields))
+            )
         admission = admitted.admission
         set_cookie = admission_cookie(
             self._cookie, admitted.cookie_secret, admission, secure=self._settings.secure
         )
         location = self._entrance.destination(admission, to_dashboard=wants_dashboard)
         return Redirect(location, set_cookie)
-
-    @staticmethod
-    def _challenge(
-        scope: Scope, token: str, demand: ChallengeRequired, wants_dashboard: bool
-    ) -> Page:
-        fields = {"next": "dashboard"} if wants_dashboard else {}
-        return Page(
-            render(
-                "challenge.html",
-                action=f"{JOIN_PREFIX}{token}",
-                challenge=demand.challenge,
-                fields=fields,
-                request_id=request_id(scope),
-            )
-        )
 
     async def ticket(self, scope: Scope) -> Answer:
         """Jitsi's `tokenAuthUrl`: a fresh ticket, only while the browser's admission is live."""
@@ -260,11 +241,6 @@ class FastRoutes:
                 headers.append((b"set-cookie", answer.cookie))
             await send({"type": "http.response.start", "status": 303, "headers": headers})
             await send({"type": "http.response.body", "body": b""})
-        elif isinstance(answer, Page):
-            body = answer.html.encode()
-            headers = [(b"content-length", str(len(body)).encode()), (b"content-type", _HTML)]
-            await send({"type": "http.response.start", "status": 200, "headers": headers})
-            await send({"type": "http.response.body", "body": body})
         elif isinstance(answer, Refusal):
             if join:
                 # For the access log, which samples refused join attempts in a flood.

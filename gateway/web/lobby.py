@@ -20,7 +20,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.responses import StreamingResponse
 
-from gateway.admission.flood import ChallengeRequired, FloodGuard, Proof
+from gateway.admission.flood import ChallengeRequired, FloodGuard
 from gateway.admission.identity import Path, VerifiedIdentity
 from gateway.admission.limits import Attempt, RateLimiter
 from gateway.admission.lobby import (
@@ -43,6 +43,7 @@ from gateway.errors import CrossSiteRequest, NotAllowed, RateLimited, RoomNotFou
 from gateway.settings import Settings
 from gateway.store import Store
 from gateway.store.records import Room
+from gateway.web.challenge import Challenge, challenge_page, proof_in
 from gateway.web.entry import Entrance, client_addr
 from gateway.web.forms import read_form
 from gateway.web.pages import same_origin
@@ -125,15 +126,6 @@ class Waiting:
     request: LobbyRequest
     state: LobbyState
     title: str
-
-
-@dataclass(frozen=True, slots=True)
-class Challenge:
-    """The proof-of-work page; solved, it posts `fields` to `action` again."""
-
-    action: str
-    demand: ChallengeRequired
-    fields: dict[str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,9 +212,8 @@ class LobbyRoutes:
         form = await read_form(request)
         address = client_addr(request)
         now = time.time()
-        proof = Proof(form["pow_token"], form.get("answer", "")) if "pow_token" in form else None
         try:
-            await self._flood.check(proof, client_addr=address, room=current, now=now)
+            await self._flood.check(proof_in(form), client_addr=address, room=current, now=now)
         except ChallengeRequired as demand:
             fields = {k: form.get(k, "") for k in ("name", "message")}
             return Challenge(f"{LOBBY_PREFIX}/{current.name}", demand, fields)
@@ -266,14 +257,7 @@ class LobbyRoutes:
         if isinstance(answer, Entered):
             return answer.response
         if isinstance(answer, Challenge):
-            body = render(
-                "challenge.html",
-                action=answer.action,
-                challenge=answer.demand.challenge,
-                fields=answer.fields,
-                request_id=request_id(request.scope),
-            )
-            return HTMLResponse(body)
+            return challenge_page(request.scope, answer)
         return self._waiting_page(request, answer)
 
     def _waiting_page(self, request: Request, shown: Waiting) -> Response:

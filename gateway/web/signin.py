@@ -30,7 +30,7 @@ from authlib.common.errors import AuthlibBaseError
 from authlib.deprecate import AuthlibDeprecationWarning
 from authlib.integrations.base_client import MismatchingStateError
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import Response
 from joserfc.errors import JoseError
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp
@@ -63,8 +63,6 @@ from gateway.admission.oidc import (
     wants_userinfo,
 )
 from gateway.edge.languages import use_room_language
-from gateway.edge.requests import request_id
-from gateway.edge.templating import render
 from gateway.errors import (
     CrossSiteRequest,
     DuplicateParameter,
@@ -76,6 +74,7 @@ from gateway.i18n import N_
 from gateway.settings import OidcProvider, Settings
 from gateway.store import Store
 from gateway.store.records import Room
+from gateway.web.challenge import Challenge, challenge_page, proof_in
 from gateway.web.entry import Entrance, client_addr
 from gateway.web.forms import read_form
 from gateway.web.pages import same_origin
@@ -273,15 +272,6 @@ def _callback_parameters(request: Request) -> dict[str, str]:
 
 
 @dataclass(frozen=True, slots=True)
-class Challenge:
-    """The proof-of-work page; solved, it posts the room to the provider's login again."""
-
-    provider: str
-    room: str
-    demand: ChallengeRequired
-
-
-@dataclass(frozen=True, slots=True)
 class ToProvider:
     """authlib's redirect to the provider's authorisation page."""
 
@@ -322,8 +312,7 @@ class SignInRoutes:
         if not same_origin(request, self._settings.public_url):
             raise CrossSiteRequest()
         form = await read_form(request)
-        proof = Proof(form["pow_token"], form.get("answer", "")) if "pow_token" in form else None
-        started = await self._start(request, provider, form.get("room", ""), proof)
+        started = await self._start(request, provider, form.get("room", ""), proof_in(form))
         return self._respond(request, started)
 
     async def callback(self, request: Request, provider: str) -> Response:
@@ -352,7 +341,8 @@ class SignInRoutes:
         try:
             await self._flood.check(proof, client_addr=address, room=current, now=time.time())
         except ChallengeRequired as demand:
-            return Challenge(provider, current.name, demand)
+            # Solved, the page posts the room to this provider's login again.
+            return Challenge(f"{SIGNIN_PREFIX}/{provider}/login", demand, {"room": current.name})
         await self._limiter.charge(Attempt(address, room=current.name))
         if not offers(current.policy, provider):
             raise SignInNotOffered()
@@ -403,14 +393,7 @@ class SignInRoutes:
         """The one place a login's answer becomes HTTP."""
         if isinstance(answer, ToProvider):
             return answer.response
-        page = render(
-            "challenge.html",
-            action=f"{SIGNIN_PREFIX}/{answer.provider}/login",
-            challenge=answer.demand.challenge,
-            fields={"room": answer.room},
-            request_id=request_id(request.scope),
-        )
-        return HTMLResponse(page, headers={"cache-control": "no-store"})
+        return challenge_page(request.scope, answer)
 
 
 def create_signin_router(
