@@ -29,7 +29,7 @@ from gateway.i18n import translations
 from gateway.settings import Settings
 from gateway.store.records import Room
 from gateway.web.challenge import Challenge, challenge_page, proof_in
-from gateway.web.entry import Entrance, client_addr
+from gateway.web.entry import Entered, Entrance, client_addr
 from gateway.web.forms import read_form
 from gateway.web.pages import same_origin
 
@@ -42,13 +42,6 @@ class CodePage:
     address: str
     name: str = ""
     error: EmailCodeError | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Entered:
-    """What `Entrance.finish` answered: the way into the meeting, or a place in the lobby."""
-
-    response: Response
 
 
 EmailAnswer = CodePage | Challenge | Entered

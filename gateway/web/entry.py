@@ -8,6 +8,7 @@ OpenID Connect provider, an e-mail code, or asking a host in the lobby.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Protocol
 
 from fastapi import APIRouter, Request
@@ -36,6 +37,13 @@ def meeting_url(room: str, ticket: str) -> str:
     # The fragment never reaches a server log or a Referer header. Jitsi opens in the language
     # the visitor chose here, if they chose one.
     return f"/{room}{jitsi_query()}#jwt={ticket}"
+
+
+@dataclass(frozen=True, slots=True)
+class Entered:
+    """What `Entrance.finish` answered: the way into the meeting, or a place in the lobby."""
+
+    response: Response
 
 
 class LobbyDoor(Protocol):

@@ -20,9 +20,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.responses import StreamingResponse
 
-from gateway.admission.flood import ChallengeRequired, FloodGuard
+from gateway.admission.flood import FloodGuard
 from gateway.admission.identity import Path, VerifiedIdentity
-from gateway.admission.limits import Attempt, RateLimiter
+from gateway.admission.limits import RateLimiter
 from gateway.admission.lobby import (
     Lobby,
     LobbyRequest,
@@ -43,8 +43,8 @@ from gateway.errors import CrossSiteRequest, NotAllowed, RateLimited, RoomNotFou
 from gateway.settings import Settings
 from gateway.store import Store
 from gateway.store.records import Room
-from gateway.web.challenge import Challenge, challenge_page, proof_in
-from gateway.web.entry import Entrance, client_addr
+from gateway.web.challenge import Challenge, EntryChecks, challenge_page, proof_in
+from gateway.web.entry import Entered, Entrance, client_addr
 from gateway.web.forms import read_form
 from gateway.web.pages import same_origin
 
@@ -128,13 +128,6 @@ class Waiting:
     title: str
 
 
-@dataclass(frozen=True, slots=True)
-class Entered:
-    """What `Entrance.finish` answered: the way into the meeting, or a place in the lobby."""
-
-    response: Response
-
-
 LobbyAnswer = Waiting | Challenge | Entered
 
 
@@ -150,16 +143,14 @@ class LobbyRoutes:
         *,
         door: LobbyPages,
         store: Store,
-        limiter: RateLimiter,
-        flood: FloodGuard,
+        checks: EntryChecks,
     ) -> None:
         self._settings = settings
         self._entrance = entrance
         self._lobby = lobby
         self._door = door
         self._store = store
-        self._limiter = limiter
-        self._flood = flood
+        self._checks = checks
         self._streams: Counter[str] = Counter()
 
     async def knock(self, request: Request, room: str) -> Response:
@@ -211,13 +202,12 @@ class LobbyRoutes:
         use_room_language(request.scope, current.language)
         form = await read_form(request)
         address = client_addr(request)
-        now = time.time()
-        try:
-            await self._flood.check(proof_in(form), client_addr=address, room=current, now=now)
-        except ChallengeRequired as demand:
+        demand = await self._checks.demand(
+            proof_in(form), client_addr=address, room=current, now=time.time()
+        )
+        if demand is not None:
             fields = {k: form.get(k, "") for k in ("name", "message")}
             return Challenge(f"{LOBBY_PREFIX}/{current.name}", demand, fields)
-        await self._limiter.charge(Attempt(address, room=current.name))
         if Path.LOBBY not in offered_paths(current.policy):
             # Where the lobby is on top of sign-in or a code, a typed name is not enough.
             raise NotAllowed()
@@ -294,9 +284,8 @@ def create_lobby_router(
     flood: FloodGuard,
 ) -> APIRouter:
     """The lobby's routes under /_meetgate/lobby/<room>; see `LobbyRoutes`."""
-    routes = LobbyRoutes(
-        settings, entrance, lobby, door=door, store=store, limiter=limiter, flood=flood
-    )
+    checks = EntryChecks(flood, limiter)
+    routes = LobbyRoutes(settings, entrance, lobby, door=door, store=store, checks=checks)
     router = APIRouter()
     router.add_api_route(LOBBY_PREFIX + "/{room}", routes.knock, methods=["POST"])
     router.add_api_route(LOBBY_PREFIX + "/{room}/wait", routes.wait, methods=["GET"])

@@ -35,7 +35,7 @@ from joserfc.errors import JoseError
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp
 
-from gateway.admission.flood import ChallengeRequired, FloodGuard, Proof
+from gateway.admission.flood import FloodGuard, Proof
 from gateway.admission.identity import VerifiedIdentity
 from gateway.admission.limits import Attempt, RateLimiter
 from gateway.admission.oidc import (
@@ -74,7 +74,7 @@ from gateway.i18n import N_
 from gateway.settings import OidcProvider, Settings
 from gateway.store import Store
 from gateway.store.records import Room
-from gateway.web.challenge import Challenge, challenge_page, proof_in
+from gateway.web.challenge import Challenge, EntryChecks, challenge_page, proof_in
 from gateway.web.entry import Entrance, client_addr
 from gateway.web.forms import read_form
 from gateway.web.pages import same_origin
@@ -295,7 +295,7 @@ class SignInRoutes:
         self._settings = settings
         self._entrance = entrance
         self._limiter = limiter
-        self._flood = flood
+        self._checks = EntryChecks(flood, limiter)
         oauth = OAuth(cache=PendingSignIns(store))
         self._clients = {
             provider.name: ProviderClient(provider, oauth, settings.public_url)
@@ -338,12 +338,12 @@ class SignInRoutes:
             await self._limiter.charge(Attempt(address))
             raise
         use_room_language(request.scope, current.language)
-        try:
-            await self._flood.check(proof, client_addr=address, room=current, now=time.time())
-        except ChallengeRequired as demand:
+        demand = await self._checks.demand(
+            proof, client_addr=address, room=current, now=time.time()
+        )
+        if demand is not None:
             # Solved, the page posts the room to this provider's login again.
             return Challenge(f"{SIGNIN_PREFIX}/{provider}/login", demand, {"room": current.name})
-        await self._limiter.charge(Attempt(address, room=current.name))
         if not offers(current.policy, provider):
             raise SignInNotOffered()
         return ToProvider(await client.start(request, current.name))
