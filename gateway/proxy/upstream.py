@@ -1,7 +1,8 @@
 """Meetgate's HTTP/1.1 client for the upstream: keep-alive connection pools, one per origin.
 
-httpx's pool costs O(pooled connections) per request (docs/performance.md, "Where the time
-goes"). Here an idle connection is taken in O(1), responses are parsed by llhttp (httptools) as
+httpx's pool costs O(pooled connections) per request (docs/performance-history.md, "Where the
+time goes"; this client against httpx and aiohttp: docs/performance.md, "Upstream HTTP client").
+Here an idle connection is taken in O(1), responses are parsed by llhttp (httptools) as
 the bytes arrive and handed on chunk by chunk, and no body is ever held whole.
 """
 
