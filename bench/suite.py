@@ -66,6 +66,8 @@ SATURATED_SHARE = 0.85
 # Above this share of its core, the WebSocket load client may be what sets the rate.
 CLIENT_BUSY_SHARE = 0.80
 COOKIE = "meetgate"
+# The forward-auth side whose every check reads the store.
+UNCACHED = "forward-auth-uncached"
 FORWARD_AUTH_PATH = "/_meetgate/forward-auth"
 FORWARD_AUTH_CONNECTIONS = 32
 # What a front says it is about to serve: the gate answers 204 only for a GET or HEAD of one of
@@ -455,9 +457,16 @@ def measure_forward_auth_section(
             cookie = admitted_cookie(gate, room)
             asyncio.run(check_forward_auth(gate.url, lab.bare, cookie))
             gates.append(Checked(name, gate.url, cookie, gate))
+        redis_gate = lab.gateways.get("redis")
+        if redis_gate is not None:
+            # The same check when the admission cache cannot answer: a cookie of the right shape
+            # that names no admission is read from Redis every time (nothing unknown is kept),
+            # and answered 401. "Measured both ways", as issue 15 asks.
+            unknown = secrets.token_urlsafe(32)
+            gates.append(Checked(UNCACHED, redis_gate.url, unknown, redis_gate))
         # The bare endpoint ignores the cookie; it gets one all the same, so that every side
         # is sent the same request.
-        every = [Checked("bare-204", lab.bare, gates[-1].cookie, None), *gates]
+        every = [Checked("bare-204", lab.bare, gates[0].cookie, None), *gates]
         for side in every:
             forward_auth_load(wrk, side, options.warm_up)
         for repeat in range(options.repeats):
@@ -470,7 +479,10 @@ def measure_forward_auth_section(
                 )
                 with sampling:
                     result = m.timed(side.name, forward_auth_load(wrk, side, options.seconds))
-                line += f" {side.name} {result.per_second:,.0f}/s"
+                rate = (
+                    result.requests / result.seconds if side.name == UNCACHED else result.per_second
+                )
+                line += f" {side.name} {rate:,.0f}/s"
             say(line)
     finally:
         # On a Redis this run did not start, its room goes again.
@@ -865,6 +877,22 @@ def other_figures(m: Measurements) -> list[Figure]:
                 comparison=_median_ratio(m, "forward-auth-memory", "bare-204"),
             )
         )
+    if m.has(UNCACHED):
+        # Every answer counts here: the uncached side's are all 401s.
+        answered = [result.requests / result.seconds for result in m.runs[UNCACHED]]
+        ratios = [a / b for a, b in zip(answered, m.rates("bare-204"), strict=True)]
+        figures.append(
+            Figure(
+                what=(
+                    f"forward-auth check, Redis store, the admission cache bypassed (a cookie "
+                    f"naming no admission: one Redis read each, 401), "
+                    f"{FORWARD_AUTH_CONNECTIONS} connections"
+                ),
+                meetgate=f"{statistics.median(answered):,.0f}/s",
+                baseline=f"{statistics.median(m.rates('bare-204')):,.0f}/s bare ASGI 204",
+                comparison=f"{statistics.median(ratios):.0%} (median of {len(ratios)})",
+            )
+        )
     if m.has("gate-3m"):
         [gate], [proxied] = m.runs["gate-3m"], m.runs["nginx-3m"]
         figures.append(
@@ -902,6 +930,7 @@ RUN_LABELS = {
     "bare-204": "bare ASGI 204 (the forward-auth baseline)",
     "forward-auth": "forward-auth check, through the gate on Redis",
     "forward-auth-memory": "forward-auth check, through the gate on the memory store",
+    UNCACHED: "forward-auth check on Redis, a cookie the admission cache cannot answer (401)",
     "flood": "the gateway under the join flood",
     "redeem-memory": "Meetgate redemptions, memory store",
     "redeem-redis": "Meetgate redemptions, Redis store",
@@ -923,11 +952,12 @@ def profile_lines(m: Measurements) -> list[str]:
 def run_details(m: Measurements) -> list[str]:
     lines = []
     for name, results in m.runs.items():
+        expected_401 = name == UNCACHED
         each = "; ".join(
-            f"{r.per_second:,.0f}/s"
+            (f"{r.requests / r.seconds:,.0f}/s (401)" if expected_401 else f"{r.per_second:,.0f}/s")
             + (f" ({r.mib_per_second:,.0f} MiB/s)" if r.mib_per_second >= 100 else "")
             + f", p50 {r.p50_ms:.2f} ms, p99 {r.p99_ms:.2f} ms"
-            + (f", {r.refused} refused" if r.refused else "")
+            + (f", {r.refused} refused" if r.refused and not expected_401 else "")
             + (f", {r.socket_errors} socket errors" if r.socket_errors else "")
             for r in results
         )
@@ -1069,7 +1099,7 @@ def warnings_of(m: Measurements, other: OtherLoad) -> list[str]:
         )
     for name, results in m.runs.items():
         for r in results:
-            if r.refused or r.socket_errors:
+            if (r.refused and name != UNCACHED) or r.socket_errors:
                 warnings.append(
                     f"{RUN_LABELS.get(name, name)}: {r.refused} refused and {r.socket_errors} "
                     "socket errors in a timed run (for redemptions, refusals past the pre-made "
