@@ -14,8 +14,11 @@ The server (gateway/edge/server.py) applies them as it reads each connection:
 - **a body deadline**: a request's body must be complete within `body_read_seconds` of its head.
 - **a head size cap**: a head over `max_header_bytes`, whether it came whole or is still
   arriving, is answered 431 and closed at once, without reading the rest (at most one socket
-  read past the cap is taken; one more for a head begun in the same read as the end of a
-  request before it, whose share of that read the parser does not tell).
+  read past the cap is taken). A head begun in the same read as the end of a request before it
+  is counted by what the parser reports of it (its target, each field that ended) and by the
+  line it is in at the read's end. Before its first field has ended, that line is taken as its
+  request line, less the end of the body before it: a client that sends a body with no line
+  feed, then a first field that does not end, can still read up to one read past the cap.
 
 Nothing is timed while the application works on a request (a BOSH long poll may hold one for a
 minute). An open WebSocket counts toward the replica's cap until it closes, but no longer toward

@@ -254,10 +254,12 @@ class Connection(asyncio.Protocol):
 
     __slots__ = (
         "begun",
+        "body_tail",
         "client",
         "cycle",
         "fields",
         "head_bytes",
+        "head_seen",
         "in_head",
         "in_message",
         "key",
@@ -302,10 +304,15 @@ class Connection(asyncio.Protocol):
         # Set while the transport takes writes; cleared between pause_writing and resume_writing.
         self.writable: asyncio.Event | None = None
         self.lost = False
-        # The head being parsed: its target, its header fields as sent, the bytes it has taken.
+        # The head being parsed: its target, its header fields as sent, the bytes it has taken
+        # (counted by the reads it came in), and those of its target and fields (counted by the
+        # parser's callbacks).
         self.url = b""
         self.fields: list[tuple[bytes, bytes]] = []
         self.head_bytes = 0
+        self.head_seen = 0
+        # The bytes at the end of the body read last that no line feed follows.
+        self.body_tail = 0
         self.in_message = False
         self.in_head = False
         # Messages begun during the current `feed_data` call.
@@ -358,10 +365,8 @@ class Connection(asyncio.Protocol):
             # Any byte after an answer (a blank line too) starts the next head's clock.
             self.state = HEAD
             self.until = self.loop.time() + self.server.guarding.rules.header_read_seconds
-        # A head already begun, or begun at this read's first byte, takes all of it; one begun
-        # behind another request in this read takes an unknown part, not counted (it is at most
-        # one read).
-        counted = not self.in_message
+        # A head already begun, or begun at this read's first byte, takes all of it.
+        whole = not self.in_message
         self.begun = 0
         try:
             parser.feed_data(data)
@@ -380,8 +385,20 @@ class Connection(asyncio.Protocol):
                 self._parse_failed(exc)
             return
         if self.in_head and self.parser is not None:
-            if self.begun == 0 or (self.begun == 1 and counted):
+            if self.begun == 0 or (self.begun == 1 and whole):
                 self.head_bytes += len(data)
+            else:
+                # Begun behind another request in this read, at a place the parser does not
+                # tell: its lines ended in this read are counted by the callbacks, and the line
+                # it is in (no line feed in it) is the end of the read after its last line feed.
+                # Before a field has ended, that line may be the request line, whose target the
+                # callbacks counted already, and it may follow the end of a body with no line
+                # feed in it, which is not the head's.
+                after = len(data) - data.rfind(b"\n") - 1
+                if self.fields:
+                    self.head_bytes = self.head_seen + after
+                else:
+                    self.head_bytes = max(self.head_seen, after - self.body_tail)
             if self.head_bytes > self.server.limits.max_header_bytes:
                 self._bad_request(431)
 
@@ -433,22 +450,33 @@ class Connection(asyncio.Protocol):
             self.until = self.loop.time() + self.server.guarding.rules.header_read_seconds
         self.url = b""
         self.fields = []
-        self.head_bytes = 0
+        self.head_bytes = self.head_seen = 0
 
     def on_url(self, url: bytes) -> None:
         if self.parser is not None:
             self.url += url
+            self._seen(len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
         # After the head, a chunked body's trailer fields: dropped.
         if self.in_head and self.parser is not None:
             self.fields.append((name, value))
+            self._seen(len(name) + len(value) + FIELD_LINE_BYTES)
+
+    def _seen(self, size: int) -> None:
+        """`size` more bytes of the head were parsed: over the cap, the head is refused at once,
+        whatever read they came in (one begun behind another request in the same read, whose
+        share of it the read's count cannot tell, included)."""
+        self.head_seen += size
+        if self.head_seen > self.server.limits.max_header_bytes:
+            self._stop(431)
 
     def on_headers_complete(self) -> None:
         parser = self.parser
         if parser is None:
             return
         self.in_head = False
+        self.body_tail = 0
         method = parser.get_method()
         url = self.url
         size = len(method) + len(url) + REQUEST_LINE_BYTES + 2
@@ -545,6 +573,8 @@ class Connection(asyncio.Protocol):
             self.pause_reading()
 
     def on_body(self, body: bytes) -> None:
+        end = body.rfind(b"\n")
+        self.body_tail = len(body) - end - 1 if end >= 0 else self.body_tail + len(body)
         cycle = self.parsing
         if cycle is not None and self.parser is not None:
             cycle.received(body)

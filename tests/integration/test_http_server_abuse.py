@@ -254,3 +254,43 @@ def test_a_websocket_counts_toward_its_address_until_it_is_accepted() -> None:
                 sock.close()
     finally:
         served.stop()
+
+
+def ended_too_large(served: ServedApp) -> int:
+    async def count() -> int:
+        assert served.server is not None
+        return served.server.guarding.ended["header_too_large"]
+
+    return int(served.run(count()))
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        # One field that has not ended (the parser keeps it until its line ends).
+        b"GET / HTTP/1.1\r\nhost: x\r\nx-a: " + b"a" * 20000,
+        # Fields that have ended, the head not.
+        b"GET / HTTP/1.1\r\nhost: x\r\n"
+        + b"".join(b"x-%d: %s\r\n" % (n, b"a" * 900) for n in range(20)),
+        # A request line that has not ended.
+        b"GET /" + b"a" * 20000,
+    ],
+    ids=["open-field", "ended-fields", "request-line"],
+)
+def test_a_head_over_the_cap_behind_a_request_in_the_same_read_is_refused(
+    served: ServedApp, head: bytes
+) -> None:
+    """A request, then in the same send a second head over the cap that never ends: the first is
+    answered and the connection closes as a head too large, at once. Catches a head begun behind
+    another request in one read that was not counted for that read (the review's 105 KB of head
+    read before the 431 against a 16 KB cap); the client sends nothing more, so without the
+    count only the head deadline would end it."""
+    before = ended_too_large(served)
+    sock = socket.create_connection(("127.0.0.1", served.port))
+    try:
+        sock.sendall(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n" + head)
+        answer = read_until_closed(sock, timeout=30)
+    finally:
+        sock.close()
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert ended_too_large(served) == before + 1
