@@ -61,6 +61,27 @@ def redact(path: str, query: str) -> str:
     return f"{path}?{'&'.join(_parameter(pair) for pair in query.split('&'))}"
 
 
+class _StatusSeen:
+    """A request's `send` that notes the status its answer carries (101 for an accepted
+    WebSocket, 403 for one closed before it was accepted, 0 for none)."""
+
+    __slots__ = ("send", "status")
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.status = 0
+
+    async def __call__(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.start" or kind == "websocket.http.response.start":
+            self.status = message["status"]
+        elif kind == "websocket.accept":
+            self.status = 101
+        elif kind == "websocket.close" and self.status == 0:
+            self.status = 403
+        await self.send(message)
+
+
 # Refused join attempts logged in one second, at most; the rest are counted in one line.
 REFUSED_LINES_PER_SECOND = 20
 
@@ -95,21 +116,9 @@ class AccessLog:
             await self._app(scope, receive, send)
             return
         started = time.perf_counter()
-        status = 0
-
-        async def observe(message: Message) -> None:
-            nonlocal status
-            kind = message["type"]
-            if kind in ("http.response.start", "websocket.http.response.start"):
-                status = message["status"]
-            elif kind == "websocket.accept":
-                status = 101
-            elif kind == "websocket.close" and status == 0:
-                status = 403
-            await send(message)
-
+        observed = _StatusSeen(send)
         try:
-            await self._app(scope, receive, observe)
+            await self._app(scope, receive, observed)
         finally:
             # The gate marks the join attempts it refused before any other work: in a flood,
             # a line each would cost more than the refusal and bury everything else.
@@ -120,7 +129,19 @@ class AccessLog:
                 elapsed_ms = (time.perf_counter() - started) * 1000
                 rid = state.get("request_id", "-")
                 where = f" from {self._network(scope, state)}" if self._networks else ""
-                log.info("%s %s %d %.1fms [%s]%s", method, target, status, elapsed_ms, rid, where)
+                # The record is made here rather than by `log.info`, which would first walk the
+                # stack for a caller the line does not show; handled alike from there on.
+                log.handle(
+                    log.makeRecord(
+                        log.name,
+                        logging.INFO,
+                        __file__,
+                        0,
+                        "%s %s %d %.1fms [%s]%s",
+                        (method, target, observed.status, elapsed_ms, rid, where),
+                        None,
+                    )
+                )
 
     @staticmethod
     def _network(scope: Scope, state: dict[str, object]) -> str:

@@ -42,12 +42,19 @@ WEBSOCKET_HANDSHAKE = frozenset(
 )
 
 
-def _connection_listed(headers: list[tuple[bytes, bytes]]) -> set[bytes]:
+# What is never passed on, as one set each way, so a request whose Connection header names no
+# further field costs no set built for it.
+_NOT_UPSTREAM = HOP_BY_HOP | CLIENT_CONTROLLED
+_NOT_UPSTREAM_WEBSOCKET = _NOT_UPSTREAM | WEBSOCKET_HANDSHAKE
+
+
+def _connection_listed(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
+    """The fields a Connection header names (RFC 9110 §7.6.1), also hop-by-hop."""
     listed: set[bytes] = set()
     for name, value in headers:
         if name.lower() == b"connection":
             listed.update(part.strip().lower() for part in value.split(b","))
-    return listed
+    return frozenset(listed)
 
 
 def upstream_request_headers(
@@ -60,9 +67,11 @@ def upstream_request_headers(
     websocket: bool = False,
 ) -> list[tuple[bytes, bytes]]:
     """Headers for the upstream request: no hop-by-hop, no Meetgate cookie, honest forwarding."""
-    dropped = HOP_BY_HOP | CLIENT_CONTROLLED | _connection_listed(headers)
-    if websocket:
-        dropped |= WEBSOCKET_HANDSHAKE
+    dropped = _NOT_UPSTREAM_WEBSOCKET if websocket else _NOT_UPSTREAM
+    listed = _connection_listed(headers)
+    if listed - dropped:
+        dropped = dropped | listed
+    own_cookie = cookie_name + b"="
     result: list[tuple[bytes, bytes]] = []
     for raw_name, value in headers:
         name = raw_name.lower()
@@ -72,7 +81,7 @@ def upstream_request_headers(
             kept = [
                 part
                 for part in (p.strip() for p in value.split(b";"))
-                if part and not part.startswith(cookie_name + b"=")
+                if part and not part.startswith(own_cookie)
             ]
             if not kept:
                 continue
@@ -88,5 +97,13 @@ def upstream_request_headers(
 
 
 def downstream_response_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    dropped = HOP_BY_HOP | _connection_listed(headers)
-    return [(name.lower(), value) for name, value in headers if name.lower() not in dropped]
+    dropped: frozenset[bytes] = HOP_BY_HOP
+    listed = _connection_listed(headers)
+    if listed - dropped:
+        dropped = dropped | listed
+    result: list[tuple[bytes, bytes]] = []
+    for raw_name, value in headers:
+        name = raw_name.lower()
+        if name not in dropped:
+            result.append((name, value))
+    return result
