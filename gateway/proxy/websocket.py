@@ -368,16 +368,20 @@ class UpstreamSocket(asyncio.Protocol):
 
     # ------------------------------------------------------------ ending
 
+    def begin_closing(self, code: int = 1000, reason: str = "") -> None:
+        """Send the upstream's side a close with `code`, not waiting for its answer."""
+        frames = self._frames
+        if not self._lost and frames is not None and frames.state is State.OPEN:
+            frames.send_close(code, reason)
+            self._flush(frames)
+            self._upstream_ended(frames)
+
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Close the upstream's side with `code`; wait for its end (CLOSE_TIMEOUT_SECONDS at
         most, then the connection is dropped)."""
         if self._lost:
             return
-        frames = self._frames
-        if frames is not None and frames.state is State.OPEN:
-            frames.send_close(code, reason)
-            self._flush(frames)
-            self._upstream_ended(frames)
+        self.begin_closing(code, reason)
         if self._closed is None:
             self._closed = self._loop.create_future()
         await asyncio.wait([self._closed], timeout=CLOSE_TIMEOUT_SECONDS)
@@ -408,15 +412,19 @@ class RelayedSocket:
         return self._upstream.silenced
 
     async def close(self, reason: str) -> None:
+        """Cut: the upstream is sent its `<close/>` (signalling) and a WebSocket close, the
+        browser its 4403, before the upstream's closing handshake is waited for (it may take
+        CLOSE_TIMEOUT_SECONDS, which the browser is not kept waiting)."""
         upstream = self._upstream
         if upstream.silenced:
             return
         upstream.stop_delivering()
         if self._signalling:
             upstream.send_text(XMPP_CLOSE)
-        await upstream.close()
+        upstream.begin_closing()
         with contextlib.suppress(Exception):
             await self._send({"type": "websocket.close", "code": CLOSE_REVOKED, "reason": reason})
+        await upstream.close()
 
     async def hand_over(self) -> None:
         """This replica is stopping: end the browser's side, leave prosody's session resumable.

@@ -115,9 +115,10 @@ async def test_an_upstream_gone_without_a_close_is_1011_at_the_browser() -> None
 
 
 @asynccontextmanager
-async def raw_upstream(after_101: bytes) -> AsyncIterator[str]:
+async def raw_upstream(after_101: bytes, received: bytearray | None = None) -> AsyncIterator[str]:
     """Accepts the handshake, sends `after_101` in the same write as the 101, then reads and
-    ignores everything (pings included) until the client goes."""
+    answers nothing (pings and closes included) until the client goes; what it read after the
+    handshake is added to `received`."""
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
@@ -131,8 +132,9 @@ async def raw_upstream(after_101: bytes) -> AsyncIterator[str]:
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n" + after_101
         )
-        while await reader.read(4096):
-            pass
+        while data := await reader.read(4096):
+            if received is not None:
+                received.extend(data)
         writer.close()
 
     server = await asyncio.start_server(answer, "127.0.0.1", 0)
@@ -176,3 +178,49 @@ async def test_an_upstream_that_answers_no_ping_is_closed_and_the_browser_told_1
         task = await relayed_to(url, browser)
         await asyncio.wait_for(task, WAIT)
     assert browser.sent == [{"type": "websocket.close", "code": 1011}]
+
+
+def opcodes(data: bytes) -> list[int]:
+    """The opcodes of the masked client frames in `data` (short ones only, as the gate sends)."""
+    found: list[int] = []
+    at = 0
+    while at + 6 <= len(data):
+        length = data[at + 1] & 0x7F
+        assert length < 126
+        found.append(data[at] & 0x0F)
+        at += 6 + length
+    return found
+
+
+async def test_a_cut_closes_the_browser_before_the_upstream_answers_its_close(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A revoked signalling socket whose upstream never answers the close: the browser gets its
+    4403 while the upstream's closing handshake is still waited for. Catches a browser told only
+    once the upstream's handshake is done or has timed out (up to CLOSE_TIMEOUT_SECONDS of a
+    revocation spent before the attendee is cut)."""
+    # The upstream's closing handshake cannot end by timing out during the test.
+    monkeypatch.setattr(relayed, "CLOSE_TIMEOUT_SECONDS", 3600.0)
+    browser = Browser()
+    received = bytearray()
+    async with raw_upstream(b"", received) as url:
+        upstream = await open_upstream(
+            url, {"type": "websocket"}, [], max_message_bytes=65536, open_timeout=WAIT
+        )
+        socket = RelayedSocket(upstream, browser.send, signalling=True)
+        relaying = asyncio.create_task(relay(socket, upstream, browser.receive, browser.send))
+        cutting = asyncio.create_task(socket.close("revoked"))
+        try:
+            await asyncio.wait_for(browser.closed.wait(), WAIT)
+            assert not cutting.done()
+            assert browser.sent == [
+                {"type": "websocket.close", "code": relayed.CLOSE_REVOKED, "reason": "revoked"}
+            ]
+            async with asyncio.timeout(WAIT):
+                while len(opcodes(bytes(received))) < 2:
+                    await asyncio.sleep(0.01)
+            # The XMPP `<close/>`, then the WebSocket close.
+            assert opcodes(bytes(received)) == [0x1, 0x8]
+        finally:
+            upstream.abort()
+            await asyncio.wait_for(asyncio.gather(cutting, relaying), WAIT)
