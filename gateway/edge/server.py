@@ -635,7 +635,7 @@ class Connection(asyncio.Protocol):
             cycle.answer(*found)
         except RuntimeError:
             log.exception("the answer of the check before the application cannot be written")
-            cycle._fail()
+            cycle.fail()
             return True
         if not cycle.keep_alive:
             self._close()
@@ -940,7 +940,7 @@ class Cycle:
         except Exception:
             log.exception("the application failed on a request")
             if not self.started:
-                self._fail()
+                self.fail()
             elif not self.complete:
                 self._abort()
             # Complete: the answer went out whole (a background task failed after it); the
@@ -948,7 +948,7 @@ class Cycle:
             return
         if not self.started:
             log.error("the application returned without answering a request")
-            self._fail()
+            self.fail()
         elif not self.complete and not self.disconnected:
             log.error("the application returned before its answer was complete")
             self._abort()
@@ -958,7 +958,9 @@ class Cycle:
         if self.connection.cycle is self:
             self.connection.abort()
 
-    def _fail(self) -> None:
+    def fail(self) -> None:
+        """Answer 500 in place of an answer that was never begun (the application's, or the
+        refusal's that cannot be written), and close the connection."""
         self.started = self.complete = True
         if self.connection.cycle is self:
             self.connection.write(SERVER_ERROR)

@@ -15,6 +15,7 @@ import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from starlette.types import Receive, Scope, Send
@@ -278,3 +279,34 @@ def test_the_hooks_refusals_are_counted_and_not_logged(
     assert served.metric(joins) == before[1] + 2
     lines = [r.getMessage() for r in caplog.records if r.name.startswith("meetgate")]
     assert len(lines) == 1 and "/_meetgate/health" in lines[0], lines
+
+
+def test_a_refusal_that_cannot_be_written_is_answered_500() -> None:
+    """The check answers with a header field that cannot be written (a CR LF in its value): the
+    client gets 500 and the connection closes, and the application is not called. Catches the
+    injected field written, or the request left unanswered."""
+    called: list[str] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        called.append(scope["path"])
+
+    def refuse(scope: dict[str, Any]) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        return 403, [(b"x-a", b"a\r\nset-cookie: x=1")], b"no\n"
+
+    server = serve_app("meetgate", app)
+    try:
+
+        async def hook() -> None:
+            assert server.server is not None
+            server.server.refuse = refuse
+
+        server.run(hook())
+        with Wire(server.port) as wire:
+            wire.sock.sendall(b"GET /x HTTP/1.1\r\nhost: a\r\n\r\n")
+            answer = wire.answer()
+            assert answer.startswith(b"HTTP/1.1 500 ")
+            assert b"set-cookie" not in answer
+            assert wire.sock.recv(65536) == b""
+    finally:
+        server.stop()
+    assert called == []
