@@ -9,6 +9,7 @@ which names the admission) never holds anything a thief could replay as a cookie
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import re
@@ -68,12 +69,20 @@ from gateway.store.records import (
     RateDecision,
     Role,
     Room,
+    RoomPolicy,
 )
 
 COOKIE_SECRET_SHAPE = re.compile(r"[A-Za-z0-9_-]{43}")
 # What a replica remembers of the join links it has looked up (token hash -> what it found), so
-# that a join through one is a single store call; past this many it forgets the oldest.
+# that a join through one is a single store call; past this many it forgets the oldest, and it
+# forgets each after KNOWN_LINK_SECONDS. A minute covers reading a link's page and pressing its
+# button, which is what the kept entry saves a store call for (a link not kept costs one store
+# call too, `Store.join_plainly`, unless its room needs the gate); past that nothing of a room
+# is kept for a link nobody follows, nor after the room is gone. Of a room's record only what a
+# join through an invite reads is kept (`_kept_room`): not its hosts or the addresses its policy
+# names.
 MAX_KNOWN_LINKS = 10_000
+KNOWN_LINK_SECONDS = 60.0
 # How often a join asks the store again when the room it expected has changed meanwhile (a lock,
 # a move) before it goes on step by step.
 LINK_TRIES = 3
@@ -114,6 +123,15 @@ class Located:
         return LinkFound(self.invite, self.room, self.stamp)
 
 
+def _kept_room(room: Room) -> Room:
+    """`room` as a replica keeps it for a join through an invite (`AdmissionPipeline.redeem`):
+    without its hosts and, of its policy, only whether it takes invites and has a lobby (what
+    `decide` reads of it for an invite). A join through it is carried out only while the room's
+    stored record is the one found (`LinkFound.stamp`), which this leaves as it was."""
+    policy = RoomPolicy(invite=room.policy.invite, lobby=room.policy.lobby)
+    return dataclasses.replace(room, hosts=(), policy=policy)
+
+
 def _ignore(_: str) -> None:
     """A `room_language` that has no use for it."""
 
@@ -124,14 +142,23 @@ def pseudonym(key: bytes, kind: str, subject: str) -> str:
     return digest.hexdigest()[:32]
 
 
+def key_fingerprint(pseudonym_key: bytes) -> str:
+    """Which pseudonym key this is, as a join plan names it (`JoinPlan.key`): a keyed hash of a
+    fixed text, so the store learns nothing of the key."""
+    return hmac.new(pseudonym_key, b"meetgate join plan key", hashlib.sha256).hexdigest()[:16]
+
+
 def join_plan(invite: Invite, pseudonym_key: bytes) -> JoinPlan:
     """What a join through `invite` needs that only the gate can work out (`JoinPlan`), worked
-    out once, when the invite is made: its holder's identity, and the names of the first claim
+    out once, when the invite is made: its holder's identity (and which key made it, so that a
+    join under another key goes step by step, naming the holder as the gate does then), and the
+    names of the first claim
     `AdmissionPipeline.redeem` makes when no host's name is reserved that looks like
     the invite's (the name as given and the first numbers: two batches of `name_choices`)."""
     batches = list(islice(name_choices(invite.name, role=invite.role, guest=False), 2))
     return JoinPlan(
         identity=pseudonym(pseudonym_key, Path.INVITE.value, invite.id),
+        key=key_fingerprint(pseudonym_key),
         host_shape=host_shape(invite.name),
         shapes=tuple(shape for batch in batches for shape in batch.shapes),
         names=tuple(name for batch in batches for name in batch.names),
@@ -175,15 +202,19 @@ class AdmissionPipeline:
         limiter: RateLimiter,
         flood: FloodGuard,
         metrics: Metrics,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
         self._pseudonym_key = pseudonym_key
+        self._key_fingerprint = key_fingerprint(pseudonym_key)
         self._ttl = admission_ttl_seconds
         self._limiter = limiter
         self._flood = flood
         self._metrics = metrics
         self._host_names = HostNames(store)
-        self._links: OrderedDict[str, LinkFound] = OrderedDict()
+        self._clock = clock
+        # token hash -> (when found, by `clock`; what was found), oldest first.
+        self._links: OrderedDict[str, tuple[float, LinkFound]] = OrderedDict()
         # token hash -> [(until when by time.monotonic, cookie secret, admission id)]: joins
         # whose store call went unanswered (`_unanswered_call`), oldest first.
         self._unanswered: OrderedDict[str, list[tuple[float, str, str]]] = OrderedDict()
@@ -233,8 +264,9 @@ class AdmissionPipeline:
         raise refused
 
     def _remember(self, raw_token: str, token_hash: str, found: LinkFound) -> Located:
-        self._links[token_hash] = found
-        self._links.move_to_end(token_hash)
+        self._links.pop(token_hash, None)
+        kept = LinkFound(found.invite, _kept_room(found.room), found.stamp)
+        self._links[token_hash] = (self._clock(), kept)
         while len(self._links) > MAX_KNOWN_LINKS:
             self._links.popitem(last=False)
         return Located(raw_token, token_hash, found.invite, found.room, found.stamp)
@@ -246,10 +278,22 @@ class AdmissionPipeline:
         if TOKEN_SHAPE.fullmatch(raw_token) is None:
             return None
         token_hash = hash_token(raw_token)
-        found = self._links.get(token_hash)
+        found = self._kept(token_hash)
         if found is None:
             return None
         return Located(raw_token, token_hash, found.invite, found.room, found.stamp, kept=True)
+
+    def _kept(self, token_hash: str) -> LinkFound | None:
+        """What this replica found `token_hash` to lead to within KNOWN_LINK_SECONDS, if
+        anything; an older entry is dropped (and every older one before it)."""
+        horizon = self._clock() - KNOWN_LINK_SECONDS
+        while self._links:
+            oldest = next(iter(self._links.values()))
+            if oldest[0] > horizon:
+                break
+            self._links.popitem(last=False)
+        kept = self._links.get(token_hash)
+        return None if kept is None else kept[1]
 
     async def _locate(
         self, raw_token: str, client_addr: str, located: Located | None
@@ -328,7 +372,7 @@ class AdmissionPipeline:
             fresh = not located.kept
         else:
             token_hash = await self._token_hash(raw_token, client_addr)
-            found = self._links.get(token_hash)
+            found = self._kept(token_hash)
             fresh = found is None
         if found is None:
             plain = await self._join_plainly(
@@ -337,13 +381,15 @@ class AdmissionPipeline:
             if isinstance(plain, Admitted):
                 return plain
             found = plain
-        checked: str | None = None
+        checked = False
         tries = 1
         while True:
             invite, room = found.invite, found.room
-            if room.name != checked and (checked is None or proof is None):
+            # Asked again whenever the room's record changed under this join (a host may have
+            # turned proof-of-work on): a proof given was checked once, for the first room.
+            if not checked or proof is None:
                 await self._flood.check(proof, client_addr=client_addr, room=room, now=now)
-                checked = room.name
+                checked = True
             verified = VerifiedIdentity(
                 path=Path.INVITE, subject=invite.id, name=invite.name, role=invite.role
             )
@@ -420,6 +466,7 @@ class AdmissionPipeline:
             varied_rooms=self._limiter.varied_rooms(),
             pressure=rule if isinstance(rule, tuple) else None,
             admission=blank,
+            key=self._key_fingerprint,
         )
         answer = await self._unanswered_call(
             token_hash, cookie_secret, blank.id, self._store.join_plainly(plain)

@@ -166,7 +166,9 @@ class PlainJoin:
     looks like the invite's; and, with `pressure` (window seconds, threshold), a room that
     asks for proof-of-work or whose rejections in the window (`count_recent`'s counter
     "reject:room:<room>") reach the threshold. `admission` is the admission to store, its room,
-    identity, name, role and `via` to be filled in ("invite:<invite id>")."""
+    identity, name, role and `via` to be filled in ("invite:<invite id>"). `key` names the
+    pseudonym key the gate uses now (as `JoinPlan.key`): a plan made under another is left to
+    the caller too."""
 
     token_hash: str
     max_moves: int
@@ -178,6 +180,7 @@ class PlainJoin:
     varied_rooms: frozenset[str]
     pressure: tuple[int, int] | None
     admission: Admission
+    key: str
 
     def __post_init__(self) -> None:
         if len(self.rates) != len(PLAIN_LIMITS):

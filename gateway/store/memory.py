@@ -435,7 +435,7 @@ class MemoryStore:
             return found
         invite, room = found.invite, found.room
         plan = self._plans.get(invite.id)
-        if plan is None:
+        if plan is None or plan.key != join.key:
             return found
         pressure = 0
         if join.pressure is not None:

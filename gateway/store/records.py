@@ -97,9 +97,14 @@ class JoinPlan:
     (`Store.join_plainly`): the holder's `identity` (a keyed hash; the key stays with the gate),
     the `host_shape` of the invite's name (as `names.host_shape`), and the names the holder
     may show, best first, each with the shape it claims (`shapes[i]` for `names[i]`): the first
-    claim a join makes when no host's name is reserved that looks like the invite's."""
+    claim a join makes when no host's name is reserved that looks like the invite's. `key`
+    tells which pseudonym key made `identity` (a fingerprint, not the key): a store joins
+    through the plan only while the gate names the same key (`PlainJoin.key`), since under
+    another key the gate names the holder otherwise, and bans and limits are kept under that
+    name."""
 
     identity: str
+    key: str
     host_shape: str
     shapes: tuple[str, ...]
     names: tuple[str, ...]
@@ -348,6 +353,7 @@ def encode_plan(plan: JoinPlan) -> str:
     return json.dumps(
         {
             "identity": plan.identity,
+            "key": plan.key,
             "host_shape": plan.host_shape,
             "claims": [
                 [shape, json.dumps(name)]
@@ -365,13 +371,15 @@ def parse_plan(text: str) -> JoinPlan | None:
         claims = data["claims"]
         plan = JoinPlan(
             identity=data["identity"],
+            # A plan stored before it named its key matches no key.
+            key=data.get("key", ""),
             host_shape=data["host_shape"],
             shapes=tuple(shape for shape, _ in claims),
             names=tuple(json.loads(name) for _, name in claims),
         )
     except (ValueError, TypeError, KeyError, RecursionError):
         return None
-    texts = (plan.identity, plan.host_shape, *plan.shapes, *plan.names)
+    texts = (plan.identity, plan.key, plan.host_shape, *plan.shapes, *plan.names)
     if not plan.shapes or not all(isinstance(text, str) for text in texts):
         return None
     return plan
@@ -462,10 +470,11 @@ _POLICY_JSON: Final[Mapping[str, tuple[bool, _Check]]] = {
 
 # The fields of a stored room record, its policy and an invite record, each with its kind as a
 # store script checks it before it judges a room on its own (scripts/join_plain.lua): s text,
-# n number, b true or false, l list of texts, o object, z text or null; "!" after the kind:
-# required. Kept beside _ROOM_JSON, _POLICY_JSON and _INVITE_JSON (a contract test compares
-# them), so that a record the script accepts is one `parse_room` or `parse_invite` reads (the
-# script checks an invite's role, its counts and its flags apart, as invite_check.lua does).
+# n number, c count (a whole number, not negative), b true or false, l list of texts, o object
+# (not empty), z text or null; "!" after the kind: required. Kept beside _ROOM_JSON,
+# _POLICY_JSON and _INVITE_JSON (a contract test compares them), so that a record the script
+# accepts is one `parse_room` or `parse_invite` reads (the script checks an invite's role, its
+# counts and its flags apart, as invite_check.lua does).
 ROOM_FIELD_KINDS: Final[Mapping[str, str]] = {
     "name": "s!",
     "title": "s!",
@@ -485,7 +494,7 @@ INVITE_FIELD_KINDS: Final[Mapping[str, str]] = {
     "room": "s!",
     "name": "s!",
     "role": "s!",
-    "max_uses": "n!",
+    "max_uses": "c!",
     "expires_at": "n!",
     "created_at": "n!",
 }

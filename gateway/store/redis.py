@@ -821,6 +821,7 @@ class RedisStore:
             ],
             "varied": sorted(join.varied_rooms),
             "pressure": False if join.pressure is None else list(join.pressure),
+            "key": join.key,
             "room_fields": ROOM_FIELD_KINDS,
             "invite_fields": INVITE_FIELD_KINDS,
             "policy_fields": POLICY_FIELD_KINDS,

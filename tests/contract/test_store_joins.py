@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
+import json
 import secrets
 import time
 
@@ -48,6 +49,7 @@ from gateway.store.records import (
     POLICY_FIELD_KINDS,
     ROOM_FIELD_KINDS,
     RecordKind,
+    encode_record,
 )
 from gateway.store.redis import RedisStore
 from tests.contract.test_store import HOUR, make_admission, make_invite, make_room, unique
@@ -403,6 +405,8 @@ async def test_a_join_expecting_another_invite_is_sent_back_undone(store: Store)
 # and the room's are shared with other tests and other joins, and left room enough.
 PLAIN_RATE = (0.001, 1)
 SHARED_RATE = (1000.0, 1000)
+# The fingerprint of the pseudonym key the plans and joins of these tests name.
+PLAN_KEY = "k" * 16
 
 
 def plan_for(invite: Invite, *, host_shape: str | None = None) -> JoinPlan:
@@ -410,6 +414,7 @@ def plan_for(invite: Invite, *, host_shape: str | None = None) -> JoinPlan:
     names = (invite.name, *(f"{invite.name} ({n})" for n in range(2, 4)))
     return JoinPlan(
         identity=unique("who"),
+        key=PLAN_KEY,
         host_shape=invite.name.lower() if host_shape is None else host_shape,
         shapes=tuple(name.lower() for name in names),
         names=names,
@@ -437,6 +442,7 @@ def plain_join(
     counter: tuple[str, int] | None = None,
     token_hash: str | None = None,
     strict: bool = True,
+    key: str = PLAN_KEY,
 ) -> PlainJoin:
     """A plain join through `invite`'s link from an address of its own; `strict`: the
     identity's and the invite's limits allow one charge (else they are left room enough)."""
@@ -457,6 +463,7 @@ def plain_join(
         varied_rooms=varied,
         pressure=pressure,
         admission=blank,
+        key=key,
     )
 
 
@@ -513,11 +520,14 @@ async def test_a_plain_join_admits_as_the_plan_says(store: Store) -> None:
         "pressure",
         "host name reserved",
         "invite without plan",
+        "plan of another key",
     ],
 )
 async def test_a_plain_join_leaves_what_needs_a_decision_undone(store: Store, why: str) -> None:
     """Catches a room judged in the store that needs the gate's decision (its lobby, a lock, a
-    proof-of-work, limits of its own, a host's name kept): nothing charged, nothing used."""
+    proof-of-work, limits of its own, a host's name kept), or a plan made under a pseudonym
+    key the gate no longer uses (the gate names the holder otherwise now, and keeps bans under
+    that name): nothing charged, nothing used."""
     room = make_room()
     if why in ("locked", "lockdown", "no invites", "proof asked"):
         room = dataclasses.replace(
@@ -542,6 +552,7 @@ async def test_a_plain_join_leaves_what_needs_a_decision_undone(store: Store, wh
         invite,
         varied=frozenset({room.name}) if why == "varied limits" else frozenset(),
         pressure=(10, 5) if why in ("proof asked", "pressure") else None,
+        key="n" * 16 if why == "plan of another key" else PLAN_KEY,
     )
     answer = await store.join_plainly(join)
     assert isinstance(answer, LinkFound)
@@ -614,6 +625,67 @@ async def test_a_plain_join_through_a_link_that_leads_nowhere_is_charged_and_tol
     assert await store.read_recent(*counter) == 1
     again = await store.join_plainly(nowhere)
     assert isinstance(again, LinkUnknown) and not again.limits.allowed
+
+
+async def write_raw(store: Store, kind: RecordKind, name: str, fields: dict[str, str]) -> None:
+    if isinstance(store, RedisStore):
+        await store.write_raw(kind, name, fields)
+    else:
+        assert isinstance(store, MemoryStore)
+        store.write_raw(kind, name, fields)
+
+
+def _corrupted(record: str, field: str, value: object, within: str | None = None) -> str:
+    data = json.loads(record)
+    if within is not None:
+        data[within][field] = value
+    elif value is _MISSING:
+        del data[field]
+    else:
+        data[field] = value
+    return json.dumps(data, separators=(",", ":"))
+
+
+_MISSING = object()
+# A room record or an invite record the parsers refuse though it decodes, each as
+# (which record, field, value, the object holding it): an empty list for an object and an empty
+# object for a list (Lua's cjson reads both as one empty table), a text for a number, a number
+# for a text, a count that is not whole, a required field missing.
+CORRUPT_FIELDS = [
+    ("room", "policy", [], None),
+    ("room", "hosts", {}, None),
+    ("room", "allowed_emails", {}, "policy"),
+    ("room", "invite", "true", "policy"),
+    ("room", "created_at", "1", None),
+    ("room", "moved_to", 5, None),
+    ("room", "title", _MISSING, None),
+    ("invite", "max_uses", 2.5, None),
+    ("invite", "expires_at", "9e99", None),
+    ("invite", "role", 1, None),
+]
+
+
+@pytest.mark.parametrize(("record", "field", "value", "within"), CORRUPT_FIELDS)
+async def test_a_plain_join_admits_nobody_through_a_record_the_parsers_refuse(
+    store: Store, record: str, field: str, value: object, within: str | None
+) -> None:
+    """Catches join_plain.lua judging a record the gate would count as corrupt and refuse
+    (`policy: []` read as a policy of defaults): nothing admitted, nothing used, the record
+    counted as corrupt."""
+    room, invite, _ = await room_with_planned_invite(store)
+    store.health.take_corrupt_counts()
+    if record == "room":
+        text = _corrupted(encode_record(room), field, value, within)
+        await write_raw(store, RecordKind.ROOM, room.name, {"record": text})
+    else:
+        text = _corrupted(encode_record(invite, without=("uses", "revoked")), field, value)
+        await write_raw(store, RecordKind.INVITE, invite.id, {"record": text})
+    answer = await store.join_plainly(plain_join(invite))
+    assert not isinstance(answer, LinkJoined)
+    assert not isinstance(answer, LinkFound)
+    kind = RecordKind.ROOM if record == "room" else RecordKind.INVITE
+    assert store.health.take_corrupt_counts() == {kind: 1}
+    assert not await store.list_admissions(room.name)
 
 
 def test_the_fields_a_script_checks_are_those_the_parsers_read() -> None:

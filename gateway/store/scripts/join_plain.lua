@@ -12,7 +12,8 @@
 -- admission's id, its expiry in ms and in seconds (as text), its record cut at its room,
 -- identity, name, role and via (six texts), the address and network limits ([key, interval,
 -- burst]), the gate's, room's, identity's and invite's ([interval, burst]), the rooms whose
--- limits differ, the pressure rule ([window, threshold], or false for none), the kinds of a room
+-- limits differ, the pressure rule ([window, threshold], or false for none), the fingerprint
+-- of the gate's pseudonym key (a plan made under another is left to the gate), the kinds of a room
 -- record's, a policy's and an invite record's fields (records.ROOM_FIELD_KINDS,
 -- POLICY_FIELD_KINDS, INVITE_FIELD_KINDS), and the key prefixes.
 -- Returns join_link's {'unknown', ...} or {'found', ...}; else {'joined', room, its language,
@@ -39,10 +40,24 @@ if not final then
   return found
 end
 
+-- Whether `text`, a record's JSON as the gate writes it (no spaces), holds `field` with the
+-- value written `value` at its own level (a quote right after a comma or a brace opens a key or
+-- a value: one inside a text is escaped), and nowhere with an object for its value.
+local function written(text, field, value)
+  local key = '"' .. field .. '":'
+  if string.find(text, key .. '{', 1, true) then
+    return false
+  end
+  return string.find(text, ',' .. key .. value, 1, true) ~= nil
+      or string.find(text, '{' .. key .. value, 1, true) ~= nil
+end
+
 -- Whether a decoded record has only the fields `kinds` names, each of its kind, and every one
--- it requires: what records.parse_room asks of one, as far as a decoded value tells (an empty
--- list and an empty object read alike here).
-local function fits(record, kinds)
+-- it requires: what records.parse_room and parse_invite ask of one. cjson decodes [] and {}
+-- alike, so an empty list must be written as one in `text`, the record's JSON, and an object
+-- must not be empty (the gate writes every field of a room's policy); a count is a whole
+-- number (cjson reads 1.0 as 1, where the parser refuses it: that record is judged here).
+local function fits(record, kinds, text)
   for field, value in pairs(record) do
     local kind = kinds[field]
     if type(field) ~= 'string' or kind == nil then
@@ -60,10 +75,15 @@ local function fits(record, kinds)
       if t ~= 'boolean' then return false end
     elseif letter == 'z' then
       if t ~= 'string' and value ~= cjson.null then return false end
+    elseif letter == 'c' then
+      if t ~= 'number' or value < 0 or value ~= math.floor(value) or value == math.huge then
+        return false
+      end
     elseif letter == 'o' then
-      if t ~= 'table' then return false end
+      if t ~= 'table' or next(value) == nil then return false end
     elseif letter == 'l' then
       if t ~= 'table' then return false end
+      if next(value) == nil and not written(text, field, '[]') then return false end
       local count = 0
       for _, item in pairs(value) do
         count = count + 1
@@ -88,12 +108,21 @@ if not plan_text then
 end
 local readable, plan = pcall(cjson.decode, plan_text)
 if not readable or type(plan) ~= 'table' or type(plan.identity) ~= 'string'
-    or type(plan.host_shape) ~= 'string' or type(plan.claims) ~= 'table' or #plan.claims == 0 then
+    or type(plan.host_shape) ~= 'string' or type(plan.claims) ~= 'table' or #plan.claims == 0
+    or type(plan.key) ~= 'string' or plan.key ~= join.key then
   return found
 end
-if not fits(room, join.room_fields) or not fits(room.policy, join.policy_fields)
-    or not fits(invite, join.invite_fields)
-    or (invite.role ~= 'host' and invite.role ~= 'attendee') then
+for _, claim in ipairs(plan.claims) do
+  if type(claim) ~= 'table' or type(claim[1]) ~= 'string' or type(claim[2]) ~= 'string' then
+    return found
+  end
+end
+-- A room whose record is not one the gate reads, or still says it moved (more moves than
+-- followed), is left to the gate: it parses, counts and refuses what is corrupt.
+if not fits(room, join.room_fields, final) or not fits(room.policy, join.policy_fields, final)
+    or not fits(invite, join.invite_fields, found[3])
+    or (invite.role ~= 'host' and invite.role ~= 'attendee')
+    or (room.moved_to ~= nil and room.moved_to ~= cjson.null) then
   return found
 end
 local name = room.name
