@@ -142,7 +142,7 @@ class FastRoutes:
                     answer = await self._answer(self.join(scope, receive, token))
                     await self._send(scope, receive, send, answer, join=True)
                     return
-            elif method == "GET" and path == TICKET_PATH:
+            elif method in ("GET", "HEAD") and path == TICKET_PATH:
                 answer = await self._answer(self.ticket(scope))
                 await self._send(scope, receive, send, answer)
                 return
@@ -257,4 +257,7 @@ class FastRoutes:
         headers = error_headers(error, rid, content_type, secure=self._settings.secure)
         headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": error.status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        # HEAD (the ticket refresh): GET's answer, its length included, without the body.
+        await send(
+            {"type": "http.response.body", "body": body if scope["method"] != "HEAD" else b""}
+        )

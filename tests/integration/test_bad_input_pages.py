@@ -192,3 +192,20 @@ async def test_any_form_on_any_page_gets_a_clear_answer(
     async with client(pages, origin=ORIGIN) as browser:
         response = await browser.post(pages.path(template, junk), content=body, headers=headers)
     assert_clear(response)
+
+
+@pytest.mark.parametrize("query", [{}, {"room": "rally"}, {"room": "a" * 65}])
+async def test_head_on_the_ticket_refresh_is_answered_as_get_is(
+    pages: Pages, query: dict[str, str]
+) -> None:
+    """HEAD on the ticket refresh (a route outside the pages' framework): GET's status and
+    header fields, no body. Catches the route answering GET only (HEAD fell through to the
+    pages' 404 once it left Starlette)."""
+    async with client(pages) as browser:
+        got = await browser.get("/_meetgate/ticket", params=query)
+        head = await browser.head("/_meetgate/ticket", params=query)
+    assert got.status_code in (400, 403)
+    assert head.status_code == got.status_code
+    for name in ("content-type", "content-length"):
+        assert head.headers[name] == got.headers[name]
+    assert head.content == b""
