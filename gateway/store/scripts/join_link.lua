@@ -10,8 +10,9 @@
 -- ARGV[7] the counter's window in seconds ('0': count nothing), then each of the u limits'
 -- emission interval (µs) and burst, then join_invite's arguments.
 -- Returns {'unknown', 1 if the counter did not parse, allowed (1 or 0), retry_after_us, corrupt,
--- wait_1_us, ...} (as charge_limits) when the link leads nowhere; {'found', invite id, its record, uses, revoked,
--- then a room name and its record for the invite's room and each room it moved to} (as
+-- wait_1_us, ...} (as charge_limits) when the link leads nowhere; {'found', invite id, its
+-- record, uses, revoked, then a room name and its record for the invite's room and each room it
+-- moved to} (as
 -- locate_invite.lua) when the caller expected something else or only looks; else what
 -- join_invite returns.
 -- The invite and room keys are derived here, so this script needs a single Redis node (or
