@@ -12,9 +12,8 @@
 -- Returns {'unknown', 1 if the counter did not parse, allowed (1 or 0), retry_after_us, corrupt,
 -- wait_1_us, ...} (as charge_limits) when the link leads nowhere; {'found', invite id, its
 -- record, uses, revoked, then a room name and its record for the invite's room and each room it
--- moved to} (as
--- locate_invite.lua) when the caller expected something else or only looks; else what
--- join_invite returns.
+-- moved to} (as locate_invite.lua) when the caller expected something else or only looks; else
+-- what join_invite returns.
 -- The invite and room keys are derived here, so this script needs a single Redis node (or
 -- Sentinel), not Cluster.
 local unknown = tonumber(ARGV[4])
