@@ -26,6 +26,7 @@ from gateway.errors import RateLimited
 from gateway.i18n import ENGLISH, LANGUAGES, SIMPLIFIED, TRADITIONAL, Language
 from tests.fixtures.browser import PHONE
 from tests.fixtures.gateway_server import GatewayServer, start_gateway
+from tests.fixtures.http_clients import TLS
 from tests.fixtures.oidc import oidc_table
 from tests.fixtures.processes import free_port, stop_process
 from tests.fixtures.smtp import SmtpServer
@@ -116,7 +117,7 @@ def site(
         gateway.create_room(dashboard, title="Board meeting")
         gateway.set_policy(dashboard, invite=True, lobby=True)
         admit(gateway, dashboard, "Ada Attendee")
-        with httpx.Client(base_url=gateway.url, trust_env=False) as guest:
+        with httpx.Client(base_url=gateway.url, trust_env=False, verify=TLS) as guest:
             assert knock(guest, gateway, dashboard, "Gina Guest", "Running late").status_code == 303
         yield Site(
             gateway, ways_in, lobby, proof, dashboard, admit(gateway, lobby, "Hilde", role="host")
@@ -238,7 +239,7 @@ def walk(page: Page, site: Site, language: Language, audit: Audit, host_link: st
         request=request_of(gateway, site.lobby_host, f"{name} again (guest)"),
     )
     lobby_cookie = next(c for c in page.context.cookies() if c["name"] == "meetgate-lobby")
-    with httpx.Client(base_url=url, trust_env=False) as other_tab:
+    with httpx.Client(base_url=url, trust_env=False, verify=TLS) as other_tab:
         other_tab.cookies.set("meetgate-lobby", lobby_cookie["value"])
         assert other_tab.get(wait_url).status_code == 303
     page.goto(wait_url)
@@ -372,7 +373,7 @@ def test_status_changes_are_announced_in_live_regions(site: Site, chromium: Brow
         page.get_by_role("button", name="Open the host dashboard").click()
         page.wait_for_url(f"**/_meetgate/host/{site.lobby}")
         is_live_region(page, "#notice")
-        with httpx.Client(base_url=url, trust_env=False) as guest:
+        with httpx.Client(base_url=url, trust_env=False, verify=TLS) as guest:
             assert knock(guest, gateway, site.lobby, "Nico Notice").status_code == 303
         card = page.locator("#lobby > li").filter(has_text="Nico Notice (guest)")
         page.once("dialog", lambda dialog: dialog.accept())

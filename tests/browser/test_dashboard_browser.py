@@ -14,6 +14,7 @@ from playwright.sync_api import ConsoleMessage, Dialog, Page, expect, sync_playw
 
 from tests.fixtures.browser import CHROMIUM, CHROMIUM_ARGS, PHONE
 from tests.fixtures.gateway_server import GatewayServer
+from tests.fixtures.http_clients import TLS
 from tests.integration.journeys import admit, new_room
 
 pytestmark = pytest.mark.slow
@@ -104,7 +105,9 @@ def test_host_removes_an_attendee_from_the_dashboard(
     expect(page.locator("#audit")).to_contain_text("Hilde Host revoke: Ada Attendee")
     assert log.dialogs == ["Remove Ada Attendee from the meeting?"] * 2
 
-    with httpx.Client(base_url=gateway.url, trust_env=False, cookies=ada.cookies) as client:
+    with httpx.Client(
+        base_url=gateway.url, trust_env=False, cookies=ada.cookies, verify=TLS
+    ) as client:
         after = client.get(f"/{room}")
     assert after.status_code == 403
     assert "A host removed you" in after.text
@@ -161,7 +164,9 @@ def test_without_script_every_action_goes_through_a_confirmation_page(
     assert log.dialogs == []
     assert not any(url.endswith("/roster") for url in log.requests)
 
-    with httpx.Client(base_url=gateway.url, trust_env=False, cookies=ada.cookies) as client:
+    with httpx.Client(
+        base_url=gateway.url, trust_env=False, cookies=ada.cookies, verify=TLS
+    ) as client:
         assert client.get(f"/{room}").status_code == 403
 
 

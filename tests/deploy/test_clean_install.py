@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.fixtures.http_clients import TLS
 from tests.fixtures.processes import free_port, port_open, start_process, stop_process, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -135,7 +136,7 @@ def test_config_less_serve_answers_its_health_page(
         )
         log = (tmp_path / "serve.log").read_text(errors="replace")
         assert proc.poll() is None, f"meetgate serve exited:\n{log}"
-        answer = httpx.get(f"http://127.0.0.1:{port}/_meetgate/health", timeout=10)
+        answer = httpx.get(f"http://127.0.0.1:{port}/_meetgate/health", timeout=10, verify=TLS)
         assert answer.status_code == 200
         assert answer.text == "ok"
     finally:
