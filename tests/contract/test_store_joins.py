@@ -203,6 +203,31 @@ async def test_an_unusable_invite_is_refused_as_redeem_invite_refuses_it(
     await assert_nothing_after_the_limits(store, join, uses=invite.uses)
 
 
+@pytest.mark.parametrize(
+    ("field", "text"),
+    [("max_uses", "2.5"), ("max_uses", "-1"), ("expires_at", "Infinity"), ("expires_at", "NaN")],
+)
+async def test_a_join_through_an_invite_record_the_parser_refuses_admits_nobody(
+    store: Store, field: str, text: str
+) -> None:
+    """Catches invite_check.lua using an invite record `parse_invite` refuses (a count that is
+    not whole, an expiry that never comes): refused as unknown and counted as corrupt."""
+    room, invite = await room_with_invite(store)
+    record = encode_record(invite, without=("uses", "revoked"))
+    data = json.loads(record)
+    written = json.dumps(data, separators=(",", ":")).replace(
+        f'"{field}":{json.dumps(data[field])}', f'"{field}":{text}'
+    )
+    assert written != record
+    await write_raw(store, RecordKind.INVITE, invite.id, {"record": written})
+    store.health.take_corrupt_counts()
+    join = join_of(room, invite)
+    with pytest.raises(InviteUnknown):
+        await store.join_by_invite(join)
+    assert store.health.take_corrupt_counts() == {RecordKind.INVITE: 1}
+    assert await store.get_admission(join.admission.id) is None
+
+
 async def test_a_token_that_is_not_the_invites_is_unknown(store: Store) -> None:
     room, invite = await room_with_invite(store)
     with pytest.raises(InviteUnknown):

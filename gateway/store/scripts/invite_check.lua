@@ -15,6 +15,13 @@ local function check_invite(invite_key, token_hash, now)
       or (fields[3] ~= '0' and fields[3] ~= '1') then
     return {'corrupt'}
   end
+  -- As records.parse_invite reads them: an expiry that is a finite number (cjson reads NaN and
+  -- Infinity), a whole count of uses allowed.
+  local expires_at, max_uses = invite.expires_at, invite.max_uses
+  if expires_at ~= expires_at or expires_at == math.huge or expires_at == -math.huge
+      or max_uses < 0 or max_uses ~= math.floor(max_uses) or max_uses == math.huge then
+    return {'corrupt'}
+  end
   -- The token index was read before this script ran; the invite may have been replaced since.
   if invite.token_hash ~= token_hash then
     return {'unknown'}
