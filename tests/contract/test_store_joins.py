@@ -546,6 +546,7 @@ async def test_a_plain_join_admits_as_the_plan_says(store: Store) -> None:
         "host name reserved",
         "invite without plan",
         "plan of another key",
+        "host invite corrupt",
     ],
 )
 async def test_a_plain_join_leaves_what_needs_a_decision_undone(store: Store, why: str) -> None:
@@ -566,9 +567,13 @@ async def test_a_plain_join_leaves_what_needs_a_decision_undone(store: Store, wh
     invite = make_invite(room.name)
     plan = plan_for(invite)
     await store.add_invite(invite, None if why == "no plan" else plan)
-    if why == "host name reserved":
+    if why in ("host name reserved", "host invite corrupt"):
         host = make_invite(room.name, role=Role.HOST, name="ADA LOVELACE")
         await store.add_invite(host, plan_for(host, host_shape=plan.host_shape))
+    if why == "host invite corrupt":
+        # A host's invite whose record does not parse may be one whose name is reserved.
+        record = encode_record(host, without=("uses", "revoked")).replace('"host"', '"HOST"')
+        await write_raw(store, RecordKind.INVITE, host.id, {"record": record})
     if why == "invite without plan":
         await store.add_invite(make_invite(room.name, name="Grace"))
     if why == "pressure":

@@ -173,7 +173,8 @@ if not host then
       return found
     end
     local parsed, held = pcall(cjson.decode, fields[1])
-    if not parsed or type(held) ~= 'table' or type(held.expires_at) ~= 'number' then
+    if not parsed or type(held) ~= 'table' or not fits(held, join.invite_fields, fields[1])
+        or (held.role ~= 'host' and held.role ~= 'attendee') then
       return found
     end
     if held.role == 'host' and fields[2] ~= '1' and tonumber(join.now) < held.expires_at then
