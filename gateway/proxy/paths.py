@@ -49,6 +49,8 @@ SAFE_PATH = re.compile(r"(?:/[A-Za-z0-9._~-]+)+")
 # prosody takes the last of duplicate keys, so a second copy could smuggle an unverified value.
 OWNED_PARAMETERS = ("token", "room", "prefix", "previd")
 PREVID_SHAPE = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+# Either signalling name anywhere in a lowered path (one search, not one per name).
+_SIGNALLING_NAME = re.compile("|".join(re.escape(name) for name in SIGNALLING_NAMES))
 MAX_QUERY_BYTES = 8192
 MAX_TOKEN_CHARS = 4096
 INVALID_PATH = N_("This address is not valid.")
@@ -75,8 +77,7 @@ class SignallingQuery:
 
 
 def mentions_signalling(text: str) -> bool:
-    lowered = text.lower()
-    return any(name in lowered for name in SIGNALLING_NAMES)
+    return _SIGNALLING_NAME.search(text.lower()) is not None
 
 
 def is_relayed(path: str, endpoints: Iterable[str]) -> bool:
@@ -114,7 +115,8 @@ def classify(path: str, raw_path: bytes | None = None, relayed: Collection[str] 
             return PathTarget(PathKind.RELAYED)
         raise BadRequest(INVALID_PATH)
     segments = path[1:].split("/")
-    if any(set(segment) == {"."} for segment in segments):
+    # A segment of dots alone (`.`, `..`, `...`) begins right after a slash.
+    if "/." in path and any(set(segment) == {"."} for segment in segments):
         raise BadRequest(INVALID_PATH)
     if mentions_signalling(path):
         canonical = SIGNALLING_PATH.fullmatch(path)
