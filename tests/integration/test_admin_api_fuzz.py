@@ -47,6 +47,20 @@ schema.config.checks.positive_data_acceptance.expected_statuses = [
     "409",
     "413",
 ]
+# A body the schema refuses must be refused. The body cap comes first: a list longer than its
+# maxItems, of long strings (a policy's `host_emails`), is larger than the cap and refused with a
+# 413 before it is parsed. schemathesis's own list of refusals has no 413, so it took that
+# answer for invalid data accepted.
+schema.config.checks.negative_data_rejection.expected_statuses = [
+    "400",
+    "401",
+    "404",
+    "405",
+    "409",
+    "413",
+    "415",
+    "422",
+]
 
 
 @schema.auth()
