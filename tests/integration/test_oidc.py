@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -25,7 +26,12 @@ from gateway.admission.oidc import (
     UnknownSigningKey,
     verify_id_token,
 )
-from tests.fixtures.gateway_server import TICKET_SECRET, GatewayServer
+from tests.fixtures.gateway_server import (
+    GENEROUS_LIMITS,
+    TICKET_SECRET,
+    GatewayServer,
+    start_gateway,
+)
 from tests.fixtures.http_clients import TLS
 from tests.fixtures.jitsi_web import INDEX_MARKER
 from tests.fixtures.oidc import (
@@ -38,12 +44,15 @@ from tests.fixtures.oidc import (
     browser,
     callback_path,
     code_directly,
+    oidc_table,
     query_of,
     sign_in,
+    start_tls_discovery,
     ticket_of,
     tokens_directly,
 )
-from tests.fixtures.processes import wait_until
+from tests.fixtures.processes import free_port, stop_process, wait_until
+from tests.fixtures.smtp import make_certificate
 from tests.integration.journeys import Admitted, admit, host_action
 from tests.integration.test_names import ticket_name
 
@@ -430,6 +439,33 @@ def test_an_unreachable_provider_gets_a_clear_page(oidc: OidcSetup) -> None:
     with browser(oidc.gateway) as client:
         response = client.get("/_meetgate/oidc/down/login", params={"room": room})
     refused(response, 502, "provider_unavailable")
+
+
+def test_a_provider_whose_certificate_is_not_trusted_is_not_believed(
+    tmp_path: Path, jitsi_web: Any
+) -> None:
+    """The provider calls check the certificate (one TLS context per provider, made at start):
+    a provider behind a self-signed certificate is unavailable, though its discovery document
+    is right for its issuer."""
+    certificate = make_certificate(tmp_path / "certificate")
+    issuer, provider = start_tls_discovery(tmp_path / "provider", free_port(), certificate)
+    gateway, proc = start_gateway(
+        tmp_path / "gateway",
+        upstream=jitsi_web.url,
+        extra=GENEROUS_LIMITS + oidc_table("selfsigned", "Self-signed Login", issuer),
+    )
+    try:
+        # The control: to a client that trusts the certificate, the provider answers.
+        with httpx.Client(verify=certificate.client_context(), trust_env=False) as trusting:
+            document = trusting.get(f"{issuer}/.well-known/openid-configuration")
+        assert document.json()["issuer"] == issuer
+        room = room_with(gateway, oidc_providers=["selfsigned"])
+        with browser(gateway) as client:
+            response = client.get("/_meetgate/oidc/selfsigned/login", params={"room": room})
+        refused(response, 502, "provider_unavailable")
+    finally:
+        stop_process(proc)
+        stop_process(provider)
 
 
 def test_real_tokens_not_issued_to_meetgate_fail_the_validator(oidc: OidcSetup) -> None:
