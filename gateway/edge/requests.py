@@ -1,5 +1,6 @@
-"""What every part of the request edge shares about one request: its id, the admission cookie,
-the marks the gate leaves for the pages and the access log, and the pages' own prefixes.
+"""What every part of the request edge shares about one request: its id, its header fields, the
+admission cookie, whether a form post came from the gate's own pages, the marks the gate leaves
+for the pages and the access log, and the pages' own prefixes.
 
 The gate (gateway/proxy/gate.py), the pages (gateway/web, gateway/host), the admin API and the
 access log all use these; none of them imports another for it (the layers are one-way: see the
@@ -9,6 +10,7 @@ import-linter contract in pyproject.toml).
 from __future__ import annotations
 
 import secrets
+from urllib.parse import urlsplit
 
 from starlette.types import Scope
 
@@ -51,3 +53,28 @@ def read_cookie(scope: Scope, name: str) -> str | None:
                 if key == wanted:
                     return found.decode("latin-1")
     return None
+
+
+def header(scope: Scope, name: bytes) -> str | None:
+    """The first value of the request header `name` (lower case), as starlette reads it."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+def same_origin(scope: Scope, public_url: str) -> bool:
+    """A form post must come from Meetgate's own pages: Origin (or Sec-Fetch-Site) says so."""
+    site = header(scope, b"sec-fetch-site")
+    if site in ("cross-site", "same-site"):
+        return False
+    origin = header(scope, b"origin")
+    if origin == "null":
+        # Our pages' `Referrer-Policy: no-referrer` makes browsers send `Origin: null` on their
+        # own posts; then only the browser-set Sec-Fetch-Site can vouch for them.
+        return site == "same-origin"
+    if origin is None:
+        return True
+    expected = urlsplit(public_url)
+    given = urlsplit(origin)
+    return (given.scheme, given.netloc) == (expected.scheme, expected.netloc)

@@ -26,7 +26,7 @@ from gateway.admission.pipeline import AdmissionPipeline
 from gateway.admission.policy import describe_policy
 from gateway.edge.languages import current
 from gateway.edge.rendering import wants_json
-from gateway.edge.requests import cookie_name, read_cookie, request_id
+from gateway.edge.requests import cookie_name, read_cookie, request_id, same_origin
 from gateway.edge.templating import render
 from gateway.errors import CrossSiteRequest, CsrfFailed, InvalidInput, NotFound, NotHost
 from gateway.host.actions import HostDesk, address_prefix
@@ -41,7 +41,6 @@ from gateway.i18n import DEFAULT, N_, Language, chosen, gettext, translations
 from gateway.settings import Settings
 from gateway.store.records import Admission, AuditEntry, AuditKind, Role, Room, RoomPolicy
 from gateway.web.forms import MAX_FORM_BYTES, MAX_FORM_FIELDS, read_form
-from gateway.web.pages import same_origin
 
 HOST_PREFIX = "/_meetgate/host"
 ADMISSION_ID_SHAPE = re.compile(r"[0-9a-f]{64}")
@@ -635,7 +634,7 @@ class Dashboard:
         perform = self._actions.by_name.get(action)
         if perform is None:
             raise NotFound()
-        if not same_origin(request, self._settings.public_url):
+        if not same_origin(request.scope, self._settings.public_url):
             raise CrossSiteRequest()
         asked, current = await self._action_request(request, room, action)
         if asked.fields.get("confirmed") != "1" and action not in WITHOUT_CONFIRMATION:

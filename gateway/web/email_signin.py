@@ -22,7 +22,7 @@ from gateway.admission.email_codes import (
 from gateway.admission.flood import ChallengeRequired
 from gateway.edge.languages import current as current_language
 from gateway.edge.languages import use_room_language
-from gateway.edge.requests import EMAIL_PREFIX, request_id
+from gateway.edge.requests import EMAIL_PREFIX, request_id, same_origin
 from gateway.edge.templating import render
 from gateway.errors import CrossSiteRequest
 from gateway.i18n import translations
@@ -31,7 +31,6 @@ from gateway.store.records import Room
 from gateway.web.challenge import Challenge, challenge_page, proof_in
 from gateway.web.entry import Entered, Entrance, client_addr
 from gateway.web.forms import read_form
-from gateway.web.pages import same_origin
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +62,7 @@ class EmailPages:
         return self._respond(request, await self._verify(request, room))
 
     async def _posted(self, request: Request, room: str) -> tuple[Room, dict[str, str]]:
-        if not same_origin(request, self._settings.public_url):
+        if not same_origin(request.scope, self._settings.public_url):
             raise CrossSiteRequest()
         current = await self._entrance.room_for_entry(room)
         use_room_language(request.scope, current.language)

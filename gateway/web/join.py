@@ -13,7 +13,7 @@ import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, quote, urlsplit
+from urllib.parse import parse_qsl, quote
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -24,7 +24,14 @@ from gateway.admission.pipeline import AdmissionPipeline, LobbyRequired
 from gateway.admission.rooms import current_room, is_room_name
 from gateway.edge.languages import asked, use_room_language
 from gateway.edge.rendering import error_body, error_headers
-from gateway.edge.requests import REFUSED_ATTEMPT, cookie_name, read_cookie, request_id
+from gateway.edge.requests import (
+    REFUSED_ATTEMPT,
+    cookie_name,
+    header,
+    read_cookie,
+    request_id,
+    same_origin,
+)
 from gateway.errors import (
     CrossSiteRequest,
     InvalidInput,
@@ -73,31 +80,6 @@ class Delegated:
 Answer = Redirect | Refusal | Delegated
 
 
-def header(scope: Scope, name: bytes) -> str | None:
-    """The first value of the request header `name` (lower case), as starlette reads it."""
-    for key, value in scope["headers"]:
-        if key == name:
-            return str(value.decode("latin-1"))
-    return None
-
-
-def same_origin(scope: Scope, public_url: str) -> bool:
-    """A form post must come from Meetgate's own pages: Origin (or Sec-Fetch-Site) says so."""
-    site = header(scope, b"sec-fetch-site")
-    if site in ("cross-site", "same-site"):
-        return False
-    origin = header(scope, b"origin")
-    if origin == "null":
-        # Our pages' `Referrer-Policy: no-referrer` makes browsers send `Origin: null` on their
-        # own posts; then only the browser-set Sec-Fetch-Site can vouch for them.
-        return site == "same-origin"
-    if origin is None:
-        return True
-    expected = urlsplit(public_url)
-    given = urlsplit(origin)
-    return (given.scheme, given.netloc) == (expected.scheme, expected.netloc)
-
-
 def admission_cookie(name: str, secret: str, admission: Admission, *, secure: bool) -> bytes:
     """The Set-Cookie value of an admission's cookie, as `Entrance.admitted` sets it."""
     cookie: http.cookies.SimpleCookie = http.cookies.SimpleCookie()
@@ -111,7 +93,7 @@ def admission_cookie(name: str, secret: str, admission: Admission, *, secure: bo
     return cookie.output(header="").strip().encode("latin-1")
 
 
-class FastRoutes:
+class JoinRoutes:
     """The join POST and the ticket refresh, in front of `pages` (everything else)."""
 
     def __init__(

@@ -37,7 +37,7 @@ from gateway.admission.pipeline import AdmissionPipeline
 from gateway.admission.policy import offered_paths
 from gateway.admission.rooms import current_room, is_room_name
 from gateway.edge.languages import use_room_language
-from gateway.edge.requests import LOBBY_PREFIX, read_cookie, request_id
+from gateway.edge.requests import LOBBY_PREFIX, read_cookie, request_id, same_origin
 from gateway.edge.templating import render
 from gateway.errors import CrossSiteRequest, NotAllowed, RateLimited, RoomNotFound, StoreUnavailable
 from gateway.settings import Settings
@@ -46,7 +46,6 @@ from gateway.store.records import Room
 from gateway.web.challenge import Challenge, EntryChecks, challenge_page, proof_in
 from gateway.web.entry import Entered, Entrance, client_addr
 from gateway.web.forms import read_form
-from gateway.web.pages import same_origin
 
 # The event stream: how often it looks at the request, how often it says something at least,
 # and how long one stream lasts before the browser's EventSource opens the next.
@@ -181,7 +180,7 @@ class LobbyRoutes:
 
     async def leave(self, request: Request, room: str) -> Response:
         """Stop waiting: the request leaves the hosts' list."""
-        if not same_origin(request, self._settings.public_url):
+        if not same_origin(request.scope, self._settings.public_url):
             raise CrossSiteRequest()
         await read_form(request)
         waiting = await self._held(request, room)
@@ -196,7 +195,7 @@ class LobbyRoutes:
         return await self._lobby.held(read_cookie(request.scope, self._door.cookie), room)
 
     async def _knocked(self, request: Request, room: str) -> LobbyAnswer:
-        if not same_origin(request, self._settings.public_url):
+        if not same_origin(request.scope, self._settings.public_url):
             raise CrossSiteRequest()
         current = await self._entrance.room_for_entry(room)
         use_room_language(request.scope, current.language)

@@ -33,8 +33,7 @@ from gateway.store import Store
 from gateway.store.records import Admission, Role
 from gateway.tickets import TicketAuthority
 from gateway.web.entry import Entrance, client_addr
-from gateway.web.join import FastRoutes
-from gateway.web.join import same_origin as origin_allowed
+from gateway.web.join import JoinRoutes
 
 
 def _html(page: str, status: int = 200) -> HTMLResponse:
@@ -53,11 +52,6 @@ def speak_the_links_room(request: Request) -> None:
     located = located_by_gate(request)
     if located is not None:
         use_room_language(request.scope, located.room.language)
-
-
-def same_origin(request: Request, public_url: str) -> bool:
-    """A form post must come from Meetgate's own pages: Origin (or Sec-Fetch-Site) says so."""
-    return origin_allowed(request.scope, public_url)
 
 
 def create_pages_app(
@@ -172,7 +166,7 @@ def create_pages_app(
     for router in routers:
         app.include_router(router)
     # The join link's form and the ticket refresh are answered before FastAPI is asked.
-    fast = FastRoutes(
+    join_routes = JoinRoutes(
         app,
         settings=settings,
         store=store,
@@ -180,4 +174,4 @@ def create_pages_app(
         tickets=tickets,
         entrance=entrance,
     )
-    return SecurityHeaders(fast, secure=settings.secure)
+    return SecurityHeaders(join_routes, secure=settings.secure)

@@ -63,6 +63,7 @@ from gateway.admission.oidc import (
     wants_userinfo,
 )
 from gateway.edge.languages import use_room_language
+from gateway.edge.requests import same_origin
 from gateway.errors import (
     CrossSiteRequest,
     DuplicateParameter,
@@ -77,7 +78,6 @@ from gateway.store.records import Room
 from gateway.web.challenge import Challenge, EntryChecks, challenge_page, proof_in
 from gateway.web.entry import Entrance, client_addr
 from gateway.web.forms import read_form
-from gateway.web.pages import same_origin
 
 with warnings.catch_warnings():
     # Authlib 1.9 warns at import, on every start, that it falls back to httpx because httpx2
@@ -316,7 +316,7 @@ class SignInRoutes:
 
     async def login_with_proof(self, request: Request, provider: str) -> Response:
         """The challenge page's answer: the same start, with the proof-of-work it solved."""
-        if not same_origin(request, self._settings.public_url):
+        if not same_origin(request.scope, self._settings.public_url):
             raise CrossSiteRequest()
         form = await read_form(request)
         started = await self._start(request, provider, form.get("room", ""), proof_in(form))
