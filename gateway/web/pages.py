@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.admission.pipeline import AdmissionPipeline, Located
 from gateway.edge.headers import SecurityHeaders
@@ -34,6 +35,35 @@ from gateway.store.records import Admission, Role
 from gateway.tickets import TicketAuthority
 from gateway.web.entry import Entrance, client_addr
 from gateway.web.join import JoinRoutes
+
+# The pages a link previewer or a front's health check may ask for with HEAD. FastAPI answers
+# only the methods a route names, so these get GET's answer without its body (the lobby's event
+# stream and the dashboard are left out: a HEAD there has nothing to learn).
+HEAD_AS_GET = ("/j/", "/_meetgate/health", "/_meetgate/keys/", "/_meetgate/static/")
+
+
+class HeadAsGet:
+    """HEAD on the home page, a join link's page, health, keys and static assets: GET's status and
+    header fields (its length included), no body."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self._app(scope, receive, send)
+            return
+        if path != "/" and not path.startswith(HEAD_AS_GET):
+            await self._app(scope, receive, send)
+            return
+
+        async def without_body(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        await self._app({**scope, "method": "GET"}, receive, without_body)
 
 
 def _html(page: str, status: int = 200) -> HTMLResponse:
@@ -167,7 +197,7 @@ def create_pages_app(
         app.include_router(router)
     # The join link's form and the ticket refresh are answered before FastAPI is asked.
     join_routes = JoinRoutes(
-        app,
+        HeadAsGet(app),
         settings=settings,
         store=store,
         pipeline=pipeline,

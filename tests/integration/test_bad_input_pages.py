@@ -209,3 +209,21 @@ async def test_head_on_the_ticket_refresh_is_answered_as_get_is(
     for name in ("content-type", "content-length"):
         assert head.headers[name] == got.headers[name]
     assert head.content == b""
+
+
+@pytest.mark.parametrize(
+    "template",
+    ["/", "/j/{token}", "/j/unknown-link", "/_meetgate/health", "/_meetgate/static/nothing.css"],
+)
+async def test_head_on_a_public_page_is_answered_as_get_is(pages: Pages, template: str) -> None:
+    """HEAD (a chat app's link previewer, a front's health check) on the pages FastAPI serves:
+    GET's status and header fields, no body. FastAPI answers only the methods a route names, so
+    HEAD fell through to a 404 before."""
+    path = pages.path(template, "")
+    async with client(pages) as browser:
+        got = await browser.get(path)
+        head = await browser.head(path)
+    assert head.status_code == got.status_code
+    for name in ("content-type", "content-length", "cache-control"):
+        assert head.headers.get(name) == got.headers.get(name)
+    assert head.content == b""
