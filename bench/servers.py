@@ -152,9 +152,14 @@ class Servers:
     until every one started so far listens on its ports.
     """
 
-    def __init__(self, workdir: Path, cpus: set[int] | None) -> None:
+    def __init__(
+        self, workdir: Path, cpus: set[int] | None, every_cpu: set[int] | None = None
+    ) -> None:
         self._workdir = workdir
         self._cpus = cpus
+        # What an unpinned server may use: a process inherits its parent's mask, and the run
+        # pins itself to the load generator's CPU, so "not pinned" must be said, not assumed.
+        self._every_cpu = every_cpu
         self._stack = contextlib.ExitStack()
         self._starting: list[tuple[str, Callable[[], bool]]] = []
         self._processes: dict[int, subprocess.Popen[bytes]] = {}
@@ -184,6 +189,8 @@ class Servers:
         self._processes[proc.pid] = proc
         if self._cpus is not None and pinned:
             pin(proc.pid, self._cpus)
+        elif not pinned and self._every_cpu is not None:
+            pin(proc.pid, self._every_cpu)
 
         def ready() -> bool:
             if proc.poll() is not None:

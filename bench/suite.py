@@ -1171,7 +1171,7 @@ def run(options: Options) -> Report:
     workdir = Path(tempfile.mkdtemp(prefix="meetgate-bench-"))
     started, busy, own = time.monotonic(), busy_cpu_seconds(), own_cpu_seconds()
     try:
-        with Servers(workdir, server_cpus) as servers:
+        with Servers(workdir, server_cpus, every_cpu) as servers:
             measure_everything(servers, wrk, workdir, options, m, every_cpu)
     except BaseException:
         say(f"the servers' logs are kept in {workdir}")
