@@ -455,13 +455,15 @@ class AdmissionPipeline:
             created_at=now,
             expires_at=now + self._ttl,
         )
+        # The address's and network's charges: an unknown link is charged them too.
+        address_charges = self._unknown_charges(client_addr)
         plain = PlainJoin(
             token_hash=token_hash,
             max_moves=MAX_MOVES,
-            unknown_charges=self._unknown_charges(client_addr),
+            unknown_charges=address_charges,
             count_unknown=UNKNOWN_COUNTER,
             now=now,
-            address_charges=tuple(self._limiter.charges(Attempt(client_addr))),
+            address_charges=address_charges,
             rates=self._limiter.plain_rates(),
             varied_rooms=self._limiter.varied_rooms(),
             pressure=rule if isinstance(rule, tuple) else None,

@@ -145,12 +145,13 @@ class JoinRoutes:
         from another site: looked up first, and an unknown link refused before anything is
         read)."""
         client_addr = str(scope["state"].get("client_addr", "unknown"))
+        cross_site = not same_origin(scope, self._settings.public_url)
         located = self._pipeline.known_link(token)
-        if located is None and not same_origin(scope, self._settings.public_url):
+        if located is None and cross_site:
             located = await self._pipeline.locate(token, client_addr)
         if located is not None:
             use_room_language(scope, located.room.language)
-        if not same_origin(scope, self._settings.public_url):
+        if cross_site:
             raise CrossSiteRequest()
         form = await read_form(Request(scope, receive))
         # `next=dashboard`: the host invite page's second button, straight to the dashboard.
