@@ -212,10 +212,18 @@ async def test_head_on_the_ticket_refresh_is_answered_as_get_is(
 
 
 @pytest.mark.parametrize(
-    "template",
-    ["/", "/j/{token}", "/j/unknown-link", "/_meetgate/health", "/_meetgate/static/nothing.css"],
+    ("template", "status"),
+    [
+        ("/", 200),
+        ("/j/{token}", 200),
+        ("/j/unknown-link", 404),
+        ("/_meetgate/health", 200),
+        ("/_meetgate/static/nothing.css", 404),
+    ],
 )
-async def test_head_on_a_public_page_is_answered_as_get_is(pages: Pages, template: str) -> None:
+async def test_head_on_a_public_page_is_answered_as_get_is(
+    pages: Pages, template: str, status: int
+) -> None:
     """HEAD (a chat app's link previewer, a front's health check) on the pages FastAPI serves:
     GET's status and header fields, no body. FastAPI answers only the methods a route names, so
     HEAD fell through to a 404 before."""
@@ -223,7 +231,8 @@ async def test_head_on_a_public_page_is_answered_as_get_is(pages: Pages, templat
     async with client(pages) as browser:
         got = await browser.get(path)
         head = await browser.head(path)
-    assert head.status_code == got.status_code
+    assert head.status_code == got.status_code == status
+    assert "content-type" in got.headers
     for name in ("content-type", "content-length", "cache-control"):
         assert head.headers.get(name) == got.headers.get(name)
     assert head.content == b""
