@@ -89,6 +89,11 @@ CLOSE_TASKS_SECONDS = 2.0
 FORWARD_AUTH_HEADERS = [(b"cache-control", b"no-store"), (b"content-length", b"0")]
 
 
+# Set in a request's state by Gate.refuse_known when it found no known refusal: the client
+# address it resolved.
+_CHECKED_ADDRESS = "gate_checked_address"
+
+
 def is_join_attempt(method: str, path: str) -> bool:
     """The requests the admission routes charge against the rate limits: the gate answers them
     itself while their address or network is known to have no budget left."""
@@ -363,11 +368,14 @@ class Gate:
             # Before the request id and address work: a front asks this once per static file.
             await self._forward_auth(scope, send)
             return
-        client_addr = self._addresses.resolve(
+        # The server's check before the application (refuse_known) resolved the address and
+        # found no known refusal already: neither is done twice.
+        checked = scope.get("state", {}).pop(_CHECKED_ADDRESS, None)
+        client_addr = checked or self._addresses.resolve(
             (scope.get("client") or (None, 0))[0], scope["headers"]
         )
         path: str = scope["path"]
-        if scope["type"] == "http" and is_join_attempt(scope["method"], path):
+        if checked is None and scope["type"] == "http" and is_join_attempt(scope["method"], path):
             known = self._known_refusal(scope["method"], path, client_addr)
             if known.seconds > 0:
                 # Refused before any other work: no request id, no log line, a kept answer.
@@ -436,6 +444,7 @@ class Gate:
         )
         known = self._known_refusal(method, path, client_addr)
         if known.seconds <= 0:
+            scope.setdefault("state", {})[_CHECKED_ADDRESS] = client_addr
             return None
         headers, body = rate_limited_answer(
             known.seconds,
