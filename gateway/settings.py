@@ -524,6 +524,46 @@ class LobbySettings(_Section):
     max_message_chars: int = Field(default=200, ge=0, le=1000)
 
 
+class GuardSettings(_Section):
+    """The signalling wire guard (gateway/proxy/wire_guard.py, docs/hosts.md "Chat limits"):
+    what it allows each admitted session by default; rooms may set their own chat limits.
+
+    Budgets are token buckets: `*_per_10s` stanzas every ten seconds on average, `*_burst` at
+    once. `strikes`: stanzas refused in one session before the sender is removed (0: never).
+    """
+
+    enabled: bool = True
+    chat_per_10s: int = Field(default=5, ge=1, le=10_000)
+    chat_burst: int = Field(default=10, ge=1, le=10_000)
+    chat_max_bytes: int = Field(default=2048, ge=64, le=1024 * 1024)
+    # Presence (mute state, raised hand, stats), IQs (pings, Jingle, disco, moderation) and
+    # messages without a body (polls, reactions, component requests): generous for normal use.
+    presence_per_10s: int = Field(default=60, ge=1, le=100_000)
+    presence_burst: int = Field(default=60, ge=1, le=100_000)
+    iq_per_10s: int = Field(default=200, ge=1, le=100_000)
+    iq_burst: int = Field(default=200, ge=1, le=100_000)
+    signal_per_10s: int = Field(default=100, ge=1, le=100_000)
+    signal_burst: int = Field(default=100, ge=1, le=100_000)
+    strikes: int = Field(default=30, ge=0, le=100_000)
+    # The element names, below the XMPP domain, of the Jitsi components a client may address
+    # (`focus` is `focus.<xmpp_domain>`); the MUC is `conference`, its lobby `lobby` and
+    # breakout rooms `breakout`.
+    components: tuple[str, ...] = (
+        "focus",
+        "speakerstats",
+        "conferenceduration",
+        "avmoderation",
+        "endconference",
+        "metadata",
+        "polls",
+        "visitors",
+        "filesharing",
+    )
+    muc: str = "conference"
+    lobby: str = "lobby"
+    breakout: str = "breakout"
+
+
 class LoggingSettings(_Section):
     # Off: no log line carries a client's address. Truncated: the access log names the /24
     # (IPv4) or /48 (IPv6) network a request came from, never the address itself.
@@ -549,6 +589,7 @@ class Settings(_Section):
     email_codes: EmailCodeSettings = EmailCodeSettings()
     lobby: LobbySettings = LobbySettings()
     challenge: ChallengeSettings = ChallengeSettings()
+    guard: GuardSettings = GuardSettings()
     # Peers whose X-Forwarded-For / Forwarded headers are believed (the TLS front, a load
     # balancer). Everyone else is limited by their socket address.
     trusted_proxies: list[str] = Field(default_factory=list)
