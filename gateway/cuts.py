@@ -1,6 +1,7 @@
-"""The message every replica receives when an admission's connections must be cut at once
-(revoked, banned, swept out by a lockdown, or carried over to a moved meeting), or when a newer
-signalling session of the admission replaces the one another replica holds."""
+"""The messages every replica receives on one channel: a `Cut` when an admission's connections
+must be cut at once (revoked, banned, swept out by a lockdown, or carried over to a moved
+meeting), or when a newer signalling session of the admission replaces the one another replica
+holds; a `RulesChanged` when a room's chat rules or hosts changed and every gate re-reads them."""
 
 from __future__ import annotations
 
@@ -30,8 +31,11 @@ class Cut:
 
     @classmethod
     def decode(cls, raw: str) -> Cut | None:
+        """The cut `raw` tells of; None for any other message (a RulesChanged among them)."""
         try:
             data = json.loads(raw)
+            if "admission" not in data:
+                return None
             keep = data.get("keep")
             return cls(
                 admission_id=str(data["admission"]),
@@ -40,3 +44,24 @@ class Cut:
             )
         except (ValueError, KeyError, TypeError, AttributeError):
             return None
+
+
+@dataclass(frozen=True, slots=True)
+class RulesChanged:
+    """A message to every replica: re-read this room's chat rules and hosts now
+    (gateway/proxy/room_rules.py), so a quiet switch holds on every gate at once."""
+
+    room: str
+
+    def encode(self) -> str:
+        return json.dumps({"rules": self.room})
+
+    @classmethod
+    def decode(cls, raw: str) -> RulesChanged | None:
+        """The change `raw` tells of; None for any other message (a Cut among them)."""
+        try:
+            data = json.loads(raw)
+            room = data["rules"]
+        except (ValueError, KeyError, TypeError):
+            return None
+        return cls(room) if isinstance(room, str) else None

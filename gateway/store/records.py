@@ -50,7 +50,13 @@ class Room:
     """A room and its live state. `locked`: no new admissions. `approval_required`: only hosts
     enter on their own (set by an emergency lockdown). `moved_to`: the meeting continues in that
     room, and joins for this one are sent there. `language`: the tag of the language its pages
-    speak to a visitor who chose none of ours (gateway/i18n.py), "" for none."""
+    speak to a visitor who chose none of ours (gateway/i18n.py), "" for none.
+
+    Chat rules, enforced on the signalling wire (gateway/proxy/room_rules.py): `quiet`, only
+    hosts chat (a host's switch, and every lockdown), with `quiet_private_to_hosts` attendees
+    may still write privately to a host. `chat_per_10s`, `chat_burst` and `chat_max_bytes`:
+    the room's own chat limits, 0 for the gate's ([guard] settings). `guard_strikes`: refused
+    stanzas before a sender is removed; None for the gate's default, 0 for never."""
 
     name: str
     title: str
@@ -64,6 +70,12 @@ class Room:
     # Switched on by a host or an admin: every join attempt must carry a proof-of-work.
     pow_required: bool = False
     language: str = ""
+    quiet: bool = False
+    quiet_private_to_hosts: bool = True
+    chat_per_10s: int = 0
+    chat_burst: int = 0
+    chat_max_bytes: int = 0
+    guard_strikes: int | None = None
 
     @property
     def ban_scope(self) -> str:
@@ -418,6 +430,10 @@ def _text_or_none(value: object) -> bool:
     return value is None or isinstance(value, str)
 
 
+def _count_or_none(value: object) -> bool:
+    return value is None or _count(value)
+
+
 _Check = Callable[[object], bool]
 
 # Each stored JSON record's fields: (required, check). Fields added since a record was written
@@ -455,6 +471,12 @@ _ROOM_JSON: Final[Mapping[str, tuple[bool, _Check]]] = {
     "lineage": (False, _text),
     "pow_required": (False, _truth),
     "language": (False, _text),
+    "quiet": (False, _truth),
+    "quiet_private_to_hosts": (False, _truth),
+    "chat_per_10s": (False, _count),
+    "chat_burst": (False, _count),
+    "chat_max_bytes": (False, _count),
+    "guard_strikes": (False, _count_or_none),
 }
 _POLICY_JSON: Final[Mapping[str, tuple[bool, _Check]]] = {
     "invite": (False, _truth),
@@ -470,11 +492,11 @@ _POLICY_JSON: Final[Mapping[str, tuple[bool, _Check]]] = {
 
 # The fields of a stored room record, its policy and an invite record, each with its kind as a
 # store script checks it before it judges a room on its own (scripts/join_plain.lua): s text,
-# n number, c count (a whole number, not negative), b true or false, l list of texts, o object
-# (not empty), z text or null; "!" after the kind: required. Kept beside _ROOM_JSON,
-# _POLICY_JSON and _INVITE_JSON (a contract test compares them), so that a record the script
-# accepts is one `parse_room` or `parse_invite` reads (the script checks an invite's role, its
-# counts and its flags apart, as invite_check.lua does).
+# n number, c count (a whole number, not negative), k count or null, b true or false, l list of
+# texts, o object (not empty), z text or null; "!" after the kind: required. Kept beside
+# _ROOM_JSON, _POLICY_JSON and _INVITE_JSON (a contract test compares them), so that a record the
+# script accepts is one `parse_room` or `parse_invite` reads (the script checks an invite's role,
+# its counts and its flags apart, as invite_check.lua does).
 ROOM_FIELD_KINDS: Final[Mapping[str, str]] = {
     "name": "s!",
     "title": "s!",
@@ -487,6 +509,12 @@ ROOM_FIELD_KINDS: Final[Mapping[str, str]] = {
     "lineage": "s",
     "pow_required": "b",
     "language": "s",
+    "quiet": "b",
+    "quiet_private_to_hosts": "b",
+    "chat_per_10s": "c",
+    "chat_burst": "c",
+    "chat_max_bytes": "c",
+    "guard_strikes": "k",
 }
 INVITE_FIELD_KINDS: Final[Mapping[str, str]] = {
     "id": "s!",

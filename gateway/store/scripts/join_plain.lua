@@ -79,6 +79,11 @@ local function fits(record, kinds, text)
       if t ~= 'number' or value < 0 or value ~= math.floor(value) or value == math.huge then
         return false
       end
+    elseif letter == 'k' then
+      if value ~= cjson.null and (t ~= 'number' or value < 0 or value ~= math.floor(value)
+          or value == math.huge) then
+        return false
+      end
     elseif letter == 'o' then
       if t ~= 'table' or next(value) == nil then return false end
     elseif letter == 'l' then

@@ -1,0 +1,86 @@
+"""A room's chat rules (quiet mode, chat limits, strikes) as both stores keep them: read back
+equal, read with their defaults from a record written before them, and judged by join_plain.lua
+as `parse_room` judges them."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+import pytest
+
+from gateway.store import LinkFound, LinkJoined, Store
+from gateway.store.records import RecordKind, encode_record
+from tests.contract.test_store import make_room, write_room_record
+from tests.contract.test_store_joins import plain_join, room_with_planned_invite, write_raw
+
+RULES: dict[str, Any] = {
+    "quiet": True,
+    "quiet_private_to_hosts": False,
+    "chat_per_10s": 3,
+    "chat_burst": 4,
+    "chat_max_bytes": 512,
+    "guard_strikes": 0,
+}
+
+
+async def test_a_rooms_chat_rules_read_back_equal(store: Store) -> None:
+    room = dataclasses.replace(make_room(), **RULES)
+    await store.create_room(room)
+    assert await store.get_room(room.name) == room
+    default = await store.change_room(
+        room.name, lambda r: dataclasses.replace(r, guard_strikes=None, quiet=False)
+    )
+    assert await store.get_room(room.name) == default and default.guard_strikes is None
+
+
+async def test_a_room_stored_before_its_chat_rules_reads_with_their_defaults(store: Store) -> None:
+    room = make_room()
+    await store.create_room(room)
+    data = json.loads(encode_record(room))
+    for name in RULES:
+        del data[name]
+    await write_room_record(store, room.name, json.dumps(data))
+    read = await store.get_room(room.name)
+    assert read == room
+    assert read is not None and not read.quiet and read.quiet_private_to_hosts
+    assert (read.chat_per_10s, read.chat_burst, read.chat_max_bytes) == (0, 0, 0)
+    assert read.guard_strikes is None
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("quiet", 1),
+        ("chat_per_10s", -1),
+        ("chat_burst", 2.5),
+        ("chat_max_bytes", "512"),
+        ("guard_strikes", -1),
+        ("guard_strikes", "default"),
+    ],
+)
+async def test_a_plain_join_admits_nobody_through_a_room_with_bad_chat_rules(
+    store: Store, field: str, value: object
+) -> None:
+    """Catches join_plain.lua letting through a room record `parse_room` refuses."""
+    room, invite, _ = await room_with_planned_invite(store)
+    store.health.take_corrupt_counts()
+    data = {**json.loads(encode_record(room)), field: value}
+    await write_raw(store, RecordKind.ROOM, room.name, {"record": json.dumps(data)})
+    answer = await store.join_plainly(plain_join(invite))
+    assert not isinstance(answer, LinkJoined | LinkFound)
+    assert store.health.take_corrupt_counts() == {RecordKind.ROOM: 1}
+    assert not await store.list_admissions(room.name)
+
+
+@pytest.mark.parametrize("strikes", [None, 0, 7])
+async def test_a_plain_join_admits_through_a_room_with_chat_rules(
+    store: Store, strikes: int | None
+) -> None:
+    """Catches join_plain.lua refusing a room record with the chat rules set (null included)."""
+    room = dataclasses.replace(make_room(), **{**RULES, "guard_strikes": strikes})
+    room, invite, _ = await room_with_planned_invite(store, room)
+    answer = await store.join_plainly(plain_join(invite))
+    assert isinstance(answer, LinkJoined) and answer.admission is not None
+    assert await store.get_room(room.name) == room

@@ -1,0 +1,216 @@
+"""The room rules cache on the memory store: a room's settings over the gate's defaults, re-read
+when old (injected clock) or when told, hosts shared between replicas, a silent store never
+raising, rooms nobody uses forgotten; and the RulesChanged message beside Cut."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from gateway.cuts import CUTS, Cut, RulesChanged
+from gateway.errors import StoreUnavailable
+from gateway.proxy import room_rules
+from gateway.proxy.room_rules import RoomRules, chat_rules
+from gateway.proxy.wire_guard import Budget, ChatRules
+from gateway.settings import GuardSettings
+from gateway.store.memory import MemoryStore
+from gateway.store.records import Room
+
+GUARD = GuardSettings(chat_per_10s=5, chat_burst=10, chat_max_bytes=2048, strikes=30)
+DEFAULTS = ChatRules(
+    quiet=False,
+    private_to_hosts_when_quiet=True,
+    chat=Budget(rate=0.5, burst=10),
+    chat_max_bytes=2048,
+    strikes=30,
+)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FlakyStore(MemoryStore):
+    """A memory store that can stop answering."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = False
+        self.reads = 0
+
+    async def get_room(self, name: str) -> Room | None:
+        self.reads += 1
+        if self.down:
+            raise StoreUnavailable()
+        return await super().get_room(name)
+
+    async def index_add(self, index: str, member: str, ttl_seconds: float) -> None:
+        if self.down:
+            raise StoreUnavailable()
+        await super().index_add(index, member, ttl_seconds)
+
+
+async def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.001)
+
+
+async def settle() -> None:
+    # Let the background re-reads started so far finish (the memory store answers at once).
+    for _ in range(10):
+        await asyncio.sleep(0)
+
+
+def a_room(name: str = "standup", **changes: Any) -> Room:
+    return Room(name=name, title="Stand-up", created_at=1.0, **changes)
+
+
+def test_a_rooms_settings_stand_over_the_gates_and_zero_is_the_gates() -> None:
+    assert chat_rules(None, GUARD) == DEFAULTS
+    assert chat_rules(a_room(), GUARD) == DEFAULTS
+    own = a_room(
+        quiet=True,
+        quiet_private_to_hosts=False,
+        chat_per_10s=20,
+        chat_burst=3,
+        chat_max_bytes=100,
+        guard_strikes=0,
+    )
+    assert chat_rules(own, GUARD) == ChatRules(
+        quiet=True,
+        private_to_hosts_when_quiet=False,
+        chat=Budget(rate=2.0, burst=3),
+        chat_max_bytes=100,
+        strikes=0,
+    )
+    assert chat_rules(a_room(guard_strikes=4), GUARD).strikes == 4
+
+
+async def test_a_loaded_room_has_its_rules_and_an_unknown_one_the_gates() -> None:
+    store = MemoryStore()
+    await store.create_room(a_room(quiet=True, chat_burst=2))
+    rules = RoomRules(store, GUARD, clock=Clock())
+    await rules.load("standup")
+    assert rules.rules("standup") == replace(DEFAULTS, quiet=True, chat=Budget(0.5, 2))
+    await rules.load("nowhere")
+    assert rules.rules("nowhere") == DEFAULTS
+    assert rules.hosts("standup") == frozenset()
+
+
+async def test_rules_are_reread_in_the_background_once_old() -> None:
+    store = FlakyStore()
+    await store.create_room(a_room())
+    clock = Clock()
+    rules = RoomRules(store, GUARD, clock=clock)
+    await rules.load("standup")
+    await store.change_room("standup", lambda room: replace(room, quiet=True))
+    clock.now += room_rules.MAX_AGE_SECONDS - 0.1
+    reads = store.reads
+    assert not rules.rules("standup").quiet
+    await settle()
+    assert store.reads == reads and not rules.rules("standup").quiet
+    clock.now += 0.1
+    # The old rules answer at once; one re-read is started however often they are asked for.
+    assert not rules.rules("standup").quiet
+    assert not rules.rules("standup").quiet
+    await eventually(lambda: rules.rules("standup").quiet)
+    assert store.reads == reads + 1
+
+
+async def test_a_change_is_read_at_once_when_told() -> None:
+    store = MemoryStore()
+    await store.create_room(a_room())
+    rules = RoomRules(store, GUARD, clock=Clock())
+    await rules.load("standup")
+    await store.change_room("standup", lambda room: replace(room, quiet=True, chat_per_10s=1))
+    rules.changed("standup")
+    await eventually(lambda: rules.rules("standup").quiet)
+    assert rules.rules("standup").chat == Budget(0.1, 10)
+    # A room no session here uses is not read.
+    rules.changed("elsewhere")
+    assert len(rules) == 1
+
+
+async def test_a_host_noted_on_one_replica_is_known_to_another_at_once() -> None:
+    store = MemoryStore()
+    await store.create_room(a_room())
+    here = RoomRules(store, GUARD, clock=Clock())
+    there = RoomRules(store, GUARD, clock=Clock())
+    await here.load("standup")
+    await there.load("standup")
+    subscription = store.subscribe(CUTS)
+    await subscription.ready()
+    jid = "standup@conference.meet.example/abcd1234"
+    await here.note_host("standup", jid)
+    assert here.hosts("standup") == {jid}
+    message = await asyncio.wait_for(subscription.__anext__(), 5)
+    assert RulesChanged.decode(message) == RulesChanged("standup")
+    assert Cut.decode(message) is None
+    there.changed("standup")
+    await eventually(lambda: there.hosts("standup") == {jid})
+    await subscription.aclose()
+
+
+async def test_a_silent_store_leaves_the_last_rules_and_never_raises() -> None:
+    store = FlakyStore()
+    await store.create_room(a_room(quiet=True))
+    clock = Clock()
+    rules = RoomRules(store, GUARD, clock=clock)
+    store.down = True
+    await rules.load("standup")
+    assert rules.rules("standup") == DEFAULTS
+    store.down = False
+    await rules.load("standup")
+    assert rules.rules("standup").quiet
+    store.down = True
+    await rules.load("standup")
+    rules.changed("standup")
+    clock.now += room_rules.MAX_AGE_SECONDS
+    assert rules.rules("standup").quiet
+    await settle()
+    assert rules.rules("standup").quiet
+    # A failed re-read is not tried again at every stanza, only once the rules are old again.
+    reads = store.reads
+    for _ in range(5):
+        rules.rules("standup")
+    await settle()
+    assert store.reads == reads
+    await rules.note_host("standup", "standup@conference.meet.example/host")
+    assert rules.hosts("standup") == {"standup@conference.meet.example/host"}
+
+
+async def test_rooms_nobody_asks_about_are_forgotten(monkeypatch: pytest.MonkeyPatch) -> None:
+    store = MemoryStore()
+    clock = Clock()
+    rules = RoomRules(store, GUARD, clock=clock)
+    await rules.load("a")
+    clock.now += room_rules.IDLE_SECONDS / 2
+    await rules.load("b")
+    clock.now += room_rules.IDLE_SECONDS / 2
+    rules.rules("b")
+    assert len(rules) == 1  # "a" idle for IDLE_SECONDS, "b" asked about since
+    monkeypatch.setattr(room_rules, "MAX_ROOMS", 3)
+    for name in ("c", "d", "e", "f"):
+        await rules.load(name)
+    assert len(rules) == 3
+    await settle()
+    await rules.aclose()
+
+
+def test_the_rules_message_and_a_cut_are_told_apart() -> None:
+    assert RulesChanged.decode(RulesChanged("r").encode()) == RulesChanged("r")
+    assert RulesChanged.decode(Cut("id", "revoked").encode()) is None
+    assert Cut.decode(Cut("id", "revoked").encode()) == Cut("id", "revoked")
+    for raw in ("", "[]", "5", '"rules"', '{"rules": 5}', "{"):
+        assert RulesChanged.decode(raw) is None
+        assert Cut.decode(raw) is None
