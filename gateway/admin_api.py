@@ -11,7 +11,8 @@ import logging
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, replace
-from typing import Annotated, Any
+from functools import partial
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -53,12 +54,25 @@ from gateway.errors import (
     RoomNotFound,
     UnsupportedMediaType,
 )
+from gateway.host.actions import check_chat_limits, rules_changed
 from gateway.i18n import LANGUAGES, N_
 from gateway.metrics import Metrics
 from gateway.settings import Settings
 from gateway.store import Store
 from gateway.store.continuity import acknowledge_loss, check_memory
-from gateway.store.records import Invite, Role, Room
+from gateway.store.records import (
+    CHAT_BURST_MAX,
+    CHAT_BYTES_MAX,
+    CHAT_PER_10S_MAX,
+    STRIKES_MAX,
+    AuditEntry,
+    AuditFacts,
+    AuditKind,
+    ChatLimits,
+    Invite,
+    Role,
+    Room,
+)
 
 
 def _json_number(value: object) -> object:
@@ -122,6 +136,22 @@ class RoomOut(BaseModel):
     moved_to: str | None
     language: str | None = Field(description="The room's default language (a tag), null for none")
     rules: PolicyIn
+    quiet: bool = Field(description="Quiet mode: only hosts can chat")
+    chat: ChatLimitsOut
+
+
+class ChatLimitsOut(BaseModel):
+    """A room's chat limits; 0 (and `guard_strikes` "default") is the gate's [guard] setting."""
+
+    quiet_private_to_hosts: bool = Field(
+        description="In quiet mode, attendees may still write privately to a host"
+    )
+    chat_per_10s: int = Field(description="Chat messages per 10 seconds, per participant")
+    chat_burst: int = Field(description="Chat messages at once")
+    chat_max_bytes: int = Field(description="The longest chat message, in bytes")
+    guard_strikes: int | Literal["default"] = Field(
+        description="Refused messages before the sender is removed; 0: never"
+    )
 
 
 class PolicyIn(_Body):
@@ -146,6 +176,38 @@ class RoomChange(_Body):
     )
     # null or absent: unchanged; "": no default any more.
     language: LanguageTag | None = None
+    # The chat rules (docs/hosts.md): null or absent, unchanged; a count of 0 and
+    # "default" for the strikes, the gate's [guard] setting.
+    quiet: bool | None = Field(default=None, description="Only hosts can chat")
+    quiet_private_to_hosts: bool | None = Field(
+        default=None, description="In quiet mode, attendees may still write privately to a host"
+    )
+    chat_per_10s: JsonInt | None = Field(
+        default=None, ge=0, le=CHAT_PER_10S_MAX, description="0: the gate's default"
+    )
+    chat_burst: JsonInt | None = Field(
+        default=None, ge=0, le=CHAT_BURST_MAX, description="0: the gate's default"
+    )
+    chat_max_bytes: JsonInt | None = Field(
+        default=None, ge=0, le=CHAT_BYTES_MAX, description="0: the gate's default; else 64 or more"
+    )
+    guard_strikes: Annotated[JsonInt, Field(ge=0, le=STRIKES_MAX)] | Literal["default"] | None = (
+        Field(default=None, description="Refused messages before removal; 0: never")
+    )
+
+    def chat_limits(self, room: Room) -> ChatLimits:
+        """The room's chat limits with this change's applied."""
+        was = ChatLimits.of(room)
+        strikes = was.strikes if self.guard_strikes is None else self.guard_strikes
+        return ChatLimits(
+            per_10s=was.per_10s if self.chat_per_10s is None else self.chat_per_10s,
+            burst=was.burst if self.chat_burst is None else self.chat_burst,
+            max_bytes=was.max_bytes if self.chat_max_bytes is None else self.chat_max_bytes,
+            strikes=None if strikes == "default" else strikes,
+            private_to_hosts=was.private_to_hosts
+            if self.quiet_private_to_hosts is None
+            else self.quiet_private_to_hosts,
+        )
 
 
 class InviteIn(_Body):
@@ -231,6 +293,8 @@ MAX_KEY_CHARS = 64
 JSON_TYPES = ("application/json",)
 
 log = logging.getLogger("meetgate.admin")
+# Who the room's log says made a change through the admin API.
+ADMIN = "admin"
 
 
 # The ways into a room, in the order `RoomOut.policy` lists those its policy allows.
@@ -249,6 +313,14 @@ def _room_out(room: Room) -> RoomOut:
         moved_to=room.moved_to,
         language=room.language or None,
         rules=PolicyIn.model_validate(asdict(room.policy), strict=False),
+        quiet=room.quiet,
+        chat=ChatLimitsOut(
+            quiet_private_to_hosts=room.quiet_private_to_hosts,
+            chat_per_10s=room.chat_per_10s,
+            chat_burst=room.chat_burst,
+            chat_max_bytes=room.chat_max_bytes,
+            guard_strikes="default" if room.guard_strikes is None else room.guard_strikes,
+        ),
     )
 
 
@@ -464,18 +536,43 @@ def create_admin_app(settings: Settings, store: Store, metrics: Metrics) -> Admi
 
     @app.patch("/api/v1/rooms/{name}", dependencies=guarded, responses=NOT_FOUND)
     async def change_room(name: str, body: RoomChange) -> RoomOut:
-        changed = await store.change_room(
-            name,
-            lambda room: replace(
-                room,
-                locked=room.locked if body.locked is None else body.locked,
-                # Unlocking also lifts a lockdown's approval requirement, as on the dashboard.
-                approval_required=room.approval_required and body.locked is not False,
-                pow_required=room.pow_required if body.pow_required is None else body.pow_required,
-                language=room.language if body.language is None else body.language,
-            ),
-        )
+        before: list[Room] = []
+
+        def change(room: Room) -> Room:
+            limits = body.chat_limits(room)
+            check_chat_limits(limits)
+            before[:] = [room]
+            return limits.applied_to(
+                replace(
+                    room,
+                    locked=room.locked if body.locked is None else body.locked,
+                    # Unlocking also lifts a lockdown's approval requirement, as on the dashboard.
+                    approval_required=room.approval_required and body.locked is not False,
+                    pow_required=room.pow_required
+                    if body.pow_required is None
+                    else body.pow_required,
+                    language=room.language if body.language is None else body.language,
+                    quiet=room.quiet if body.quiet is None else body.quiet,
+                )
+            )
+
+        changed = await store.change_room(name, change)
+        await _tell_rules(before[0], changed)
         return _room_out(changed)
+
+    async def _tell_rules(was: Room, now: Room) -> None:
+        """A change of the chat rules reaches every replica's gate at once, and the room's log
+        (the dashboard's) says an admin made it."""
+        limits = ChatLimits.of(now)
+        if was.quiet == now.quiet and ChatLimits.of(was) == limits:
+            return
+        await rules_changed(store, now.name)
+        entry = partial(AuditEntry, at=time.time(), room=now.name, actor="", actor_name=ADMIN)
+        if was.quiet != now.quiet:
+            await store.append_audit(entry(action="quiet on" if now.quiet else "quiet off"))
+        if ChatLimits.of(was) != limits:
+            facts = AuditFacts(AuditKind.CHAT_LIMITS, limits=limits)
+            await store.append_audit(entry(action="change chat limits", facts=facts))
 
     @app.put("/api/v1/rooms/{name}/policy", dependencies=guarded, responses=NOT_FOUND)
     async def set_policy(name: str, body: PolicyIn) -> RoomOut:

@@ -559,6 +559,56 @@ POLICY_OPTIONS = {
 }
 
 
+# The options of `meetgate room set` that each key of the admin API's room change comes from.
+ROOM_SET_OPTIONS = {
+    "locked": "--lock/--unlock",
+    "pow_required": "--challenge",
+    "language": "--language",
+    "chat_per_10s": "--chat-per-10s",
+    "chat_burst": "--chat-burst",
+    "chat_max_bytes": "--chat-max-bytes",
+    "guard_strikes": "--strikes",
+    "quiet_private_to_hosts": "--private-to-hosts",
+}
+
+
+def chat_state(room: dict[str, Any]) -> str:
+    """A room's chat rules as the admin API gives them, in a line."""
+    chat = room["chat"]
+
+    def value(key: str, unit: str = "") -> str:
+        return f"{chat[key]}{unit}" if chat[key] else "default"
+
+    strikes = chat["guard_strikes"]
+    removal = "never" if strikes == 0 else str(strikes)
+    private = "allowed" if chat["quiet_private_to_hosts"] else "refused"
+    return ", ".join(
+        [
+            "quiet mode on (only hosts can chat)" if room["quiet"] else "quiet mode off",
+            f"{value('chat_per_10s')} messages per 10 s",
+            f"burst {value('chat_burst')}",
+            f"longest {value('chat_max_bytes', ' bytes')}",
+            f"removal after {removal} refused",
+            f"private messages to hosts when quiet {private}",
+        ]
+    )
+
+
+def _strikes(text: str) -> int | str:
+    """--strikes: a count, 'never' (0) or 'default' (the gate's)."""
+    if text in ("default", "never"):
+        return 0 if text == "never" else "default"
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError("a whole number, 'never' or 'default'")
+    return int(text)
+
+
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError("a whole number (0: the gate's default)")
+    return int(text)
+
+
 def command_room(args: argparse.Namespace) -> int:
     client = admin_client(args)
     if args.action == "create":
@@ -584,20 +634,23 @@ def command_room(args: argparse.Namespace) -> int:
             change["pow_required"] = args.challenge == "on"
         if args.language is not None:
             change["language"] = "" if args.language == NO_LANGUAGE else args.language
+        for key, value in (
+            ("chat_per_10s", args.chat_per_10s),
+            ("chat_burst", args.chat_burst),
+            ("chat_max_bytes", args.chat_max_bytes),
+            ("guard_strikes", args.strikes),
+        ):
+            if value is not None:
+                change[key] = value
+        if args.private_to_hosts is not None:
+            change["quiet_private_to_hosts"] = args.private_to_hosts == "on"
         if not change:
             raise CliError(
-                "nothing to change: give --lock, --unlock, --challenge on|off or --language"
+                "nothing to change: give --lock, --unlock, --challenge on|off, --language,"
+                " --chat-per-10s, --chat-burst, --chat-max-bytes, --strikes or"
+                " --private-to-hosts on|off"
             )
-        room = client.call(
-            "PATCH",
-            f"/api/v1/rooms/{args.name}",
-            change,
-            options={
-                "locked": "--lock/--unlock",
-                "pow_required": "--challenge",
-                "language": "--language",
-            },
-        )
+        room = client.call("PATCH", f"/api/v1/rooms/{args.name}", change, options=ROOM_SET_OPTIONS)
         state = [
             "locked" if room["locked"] else "open",
             "proof-of-work on" if room["pow_required"] else "proof-of-work automatic",
@@ -606,6 +659,15 @@ def command_room(args: argparse.Namespace) -> int:
             else "no default language",
         ]
         print(f"room {room['name']}: {', '.join(state)}")
+        print(f"  chat: {chat_state(room)}")
+    elif args.action == "quiet":
+        room = client.call(
+            "PATCH",
+            f"/api/v1/rooms/{args.name}",
+            {"quiet": args.state == "on"},
+            options={"quiet": "on|off"},
+        )
+        print(f"room {room['name']}: chat: {chat_state(room)}")
     elif args.action == "policy":
         body = {
             "invite": not args.no_invite,
@@ -885,9 +947,10 @@ def build_parser() -> argparse.ArgumentParser:
     change = command(
         room_sub,
         "set",
-        "lock or unlock a room, demand proof-of-work, or set its default language",
+        "lock or unlock a room, demand proof-of-work, set its default language or its chat limits",
         [
             "meetgate room set board --lock",
+            "meetgate room set board --chat-per-10s 3 --chat-burst 5 --strikes never",
             "meetgate room set board --unlock --challenge off",
             "meetgate room set board --language zh-Hans",
             "meetgate room set board --language none   # back to the visitor's browser, or English",
@@ -915,6 +978,41 @@ def build_parser() -> argparse.ArgumentParser:
         help="the language of the room's pages for visitors whose browser asks for none of"
         " these (their own choice still wins); none: no default",
     )
+    change.add_argument(
+        "--chat-per-10s",
+        type=_count,
+        metavar="N",
+        help="chat messages each participant may send per 10 seconds (0: the gate's default)",
+    )
+    change.add_argument(
+        "--chat-burst", type=_count, metavar="N", help="chat messages at once (0: default)"
+    )
+    change.add_argument(
+        "--chat-max-bytes",
+        type=_count,
+        metavar="N",
+        help="the longest chat message, in bytes (0: default; else 64 or more)",
+    )
+    change.add_argument(
+        "--strikes",
+        type=_strikes,
+        metavar="N|never|default",
+        help="refused messages before the sender is removed",
+    )
+    change.add_argument(
+        "--private-to-hosts",
+        choices=["on", "off"],
+        help="in quiet mode, attendees may still write privately to a host",
+    )
+    quiet = command(
+        room_sub,
+        "quiet",
+        "quiet mode: only hosts can chat (a lockdown switches it on too)",
+        ["meetgate room quiet board on", "meetgate room quiet board off"],
+        client,
+    )
+    quiet.add_argument("name", help="the room")
+    quiet.add_argument("state", choices=["on", "off"], help="on: only hosts can chat")
     policy = command(
         room_sub,
         "policy",

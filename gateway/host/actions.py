@@ -13,16 +13,22 @@ from gateway.admission.lobby import Lobby, LobbyRequest, LobbyState
 from gateway.admission.names import shown_claim
 from gateway.admission.policy import policy_version
 from gateway.client_address import network_of
-from gateway.cuts import CUTS, Cut
+from gateway.cuts import CUTS, Cut, RulesChanged
 from gateway.errors import InvalidInput, NotHost, PolicyChanged, RoomNotFound
 from gateway.i18n import N_
 from gateway.store import Store
 from gateway.store.records import (
+    CHAT_BURST_MAX,
+    CHAT_BYTES_MAX,
+    CHAT_BYTES_MIN,
+    CHAT_PER_10S_MAX,
     ROOM_LANGUAGES,
+    STRIKES_MAX,
     Admission,
     AuditEntry,
     AuditFacts,
     AuditKind,
+    ChatLimits,
     PolicyShape,
     Role,
     Room,
@@ -39,6 +45,34 @@ def fresh_room_name(previous: str) -> str:
     # 96 random bits; the readable start helps hosts, the rest makes it unguessable.
     base = (previous.split("--")[0])[:30].rstrip("-_") or "room"
     return f"{base}--{secrets.token_hex(12)}"
+
+
+def check_chat_limits(limits: ChatLimits) -> None:
+    """InvalidInput, saying the bounds, for chat limits no room may have."""
+    if not 0 <= limits.per_10s <= CHAT_PER_10S_MAX:
+        raise InvalidInput(
+            N_("Messages per 10 seconds: 0 (the gate's default) to {most}."),
+            most=CHAT_PER_10S_MAX,
+        )
+    if not 0 <= limits.burst <= CHAT_BURST_MAX:
+        raise InvalidInput(
+            N_("Messages at once: 0 (the gate's default) to {most}."), most=CHAT_BURST_MAX
+        )
+    if limits.max_bytes != 0 and not CHAT_BYTES_MIN <= limits.max_bytes <= CHAT_BYTES_MAX:
+        raise InvalidInput(
+            N_("Longest message: 0 (the gate's default) or {least} to {most} bytes."),
+            least=CHAT_BYTES_MIN,
+            most=CHAT_BYTES_MAX,
+        )
+    if limits.strikes is not None and not 0 <= limits.strikes <= STRIKES_MAX:
+        raise InvalidInput(
+            N_("Refused messages before removal: 0 (never) to {most}."), most=STRIKES_MAX
+        )
+
+
+async def rules_changed(store: Store, room_name: str) -> None:
+    """Every replica's gate re-reads the room's chat rules now (gateway/proxy/room_rules.py)."""
+    await store.publish(CUTS, RulesChanged(room_name).encode())
 
 
 class HostDesk:
@@ -160,9 +194,11 @@ class HostDesk:
     async def lockdown(self, host: Admission, room_name: str, now: float) -> int:
         """Lock the room, revoke every non-host admission, require approval to come back."""
         await self._authorise(host, room_name, now)
+        # Quiet too: the hosts who stay speak, nobody who slipped back in chats.
         await self._store.change_room(
-            room_name, lambda room: replace(room, locked=True, approval_required=True)
+            room_name, lambda room: replace(room, locked=True, approval_required=True, quiet=True)
         )
+        await rules_changed(self._store, room_name)
         removed = 0
         for admission in await self._store.list_admissions(room_name):
             if admission.role is Role.HOST or not admission.is_live(now):
@@ -188,7 +224,9 @@ class HostDesk:
             approval_required=room.approval_required,
             lineage=room.ban_scope,
             language=room.language,
+            quiet=room.quiet,
         )
+        successor = ChatLimits.of(room).applied_to(successor)
         await self._store.create_room(successor)
         # Names come along, claimed in the new room before it is reachable (names were unique
         # in the old room, so each claim finds its name free): nobody arriving through an old
@@ -254,6 +292,32 @@ class HostDesk:
         )
         facts = AuditFacts(AuditKind.LANGUAGE, language=language)
         await self._audit(host, "change language", now, facts=facts)
+        return updated
+
+    async def set_quiet(self, host: Admission, room_name: str, on: bool, now: float) -> Room:
+        """Quiet mode: only hosts chat (attendees may still write privately to a host when the
+        room's chat limits allow it). Every replica's gate applies it to the next message."""
+        await self._authorise(host, room_name, now)
+        updated = await self._store.change_room(
+            room_name, lambda current: replace(current, quiet=on)
+        )
+        await rules_changed(self._store, room_name)
+        await self._audit(host, "quiet on" if on else "quiet off", now)
+        return updated
+
+    async def set_chat_limits(
+        self, host: Admission, room_name: str, limits: ChatLimits, now: float
+    ) -> Room | None:
+        """Set the room's chat limits (checked: InvalidInput says the bounds). None (and
+        nothing done) if it already has them."""
+        room = await self._authorise(host, room_name, now)
+        check_chat_limits(limits)
+        if limits == ChatLimits.of(room):
+            return None
+        updated = await self._store.change_room(room_name, limits.applied_to)
+        await rules_changed(self._store, room_name)
+        facts = AuditFacts(AuditKind.CHAT_LIMITS, limits=limits)
+        await self._audit(host, "change chat limits", now, facts=facts)
         return updated
 
     async def waiting(self, host: Admission, room_name: str, now: float) -> list[LobbyRequest]:

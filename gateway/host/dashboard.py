@@ -39,7 +39,15 @@ from gateway.host.policy_form import (
 )
 from gateway.i18n import DEFAULT, N_, Language, chosen, gettext, translations
 from gateway.settings import Settings
-from gateway.store.records import Admission, AuditEntry, AuditKind, Role, Room, RoomPolicy
+from gateway.store.records import (
+    Admission,
+    AuditEntry,
+    AuditKind,
+    ChatLimits,
+    Role,
+    Room,
+    RoomPolicy,
+)
 from gateway.web.forms import MAX_FORM_BYTES, MAX_FORM_FIELDS, read_form
 
 HOST_PREFIX = "/_meetgate/host"
@@ -70,9 +78,12 @@ NOTICES = {
         "The room's language is saved: its pages speak it to everyone who has not chosen"
         " a language of their own."
     ),
+    "chat-limits": N_("The chat limits are saved: they hold from the next message on."),
 }
 # Actions done as soon as asked: nothing in them needs a second thought.
-WITHOUT_CONFIRMATION = frozenset({"language"})
+WITHOUT_CONFIRMATION = frozenset({"language", "chat-limits"})
+# The chat limits form's fields, each a whole number; empty is the gate's default.
+CHAT_LIMIT_FIELDS = ("chat_per_10s", "chat_burst", "chat_max_bytes", "guard_strikes")
 # What the page shows for a participant's role, the way they came in and each entry of the
 # host actions' log (the roster's JSON keeps the values themselves).
 ROLE_LABELS = {
@@ -99,6 +110,9 @@ AUDIT_ACTIONS = {
     "move": N_("move"),
     "change policy": N_("change policy"),
     "change language": N_("change language"),
+    "quiet on": N_("quiet mode on"),
+    "quiet off": N_("quiet mode off"),
+    "change chat limits": N_("change chat limits"),
     "approve": N_("approve"),
     "deny": N_("deny"),
     "deny and ban": N_("deny and ban"),
@@ -272,7 +286,71 @@ def audit_detail(entry: AuditEntry, language: Language) -> str:
     if facts.kind is AuditKind.LANGUAGE:
         named = chosen(facts.language)
         return facts.language if named is None else named.name
+    if facts.kind is AuditKind.CHAT_LIMITS and facts.limits is not None:
+        return describe_chat_limits(facts.limits, language)
     return facts.name
+
+
+def describe_chat_limits(limits: ChatLimits, language: Language) -> str:
+    """A room's chat limits in words, in `language`: each limit, or that it is the gate's."""
+    words = translations(language)
+    default = words.gettext("the gate's default")
+    parts = [
+        # Translators: the host dashboard, a room's chat limits; each value is a number or
+        # "the gate's default"
+        words.gettext("messages per 10 seconds: {value}").format(value=limits.per_10s or default),
+        words.gettext("at once: {value}").format(value=limits.burst or default),
+        words.gettext("longest message: {value} bytes").format(value=limits.max_bytes or default)
+        if limits.max_bytes
+        else words.gettext("longest message: {value}").format(value=default),
+    ]
+    if limits.strikes is None:
+        parts.append(words.gettext("removal after refused messages: {value}").format(value=default))
+    elif limits.strikes == 0:
+        parts.append(words.gettext("never removed automatically"))
+    else:
+        parts.append(
+            words.gettext("removal after refused messages: {value}").format(value=limits.strikes)
+        )
+    parts.append(
+        words.gettext("in quiet mode, private messages to hosts allowed")
+        if limits.private_to_hosts
+        else words.gettext("in quiet mode, no private messages")
+    )
+    # Translators: the separator between the items of a list of chat limits
+    return words.gettext("; ").join(parts)
+
+
+def chat_limits_view(room: Room) -> dict[str, Any]:
+    """The chat limits form's values: empty for the gate's default."""
+    return {
+        "chat_per_10s": room.chat_per_10s or "",
+        "chat_burst": room.chat_burst or "",
+        "chat_max_bytes": room.chat_max_bytes or "",
+        "guard_strikes": "" if room.guard_strikes is None else room.guard_strikes,
+        "private_to_hosts": room.quiet_private_to_hosts,
+        "summary": describe_chat_limits(ChatLimits.of(room), current.get()),
+    }
+
+
+def chat_limits_from_form(fields: dict[str, str]) -> ChatLimits:
+    """The chat limits a form asks for; InvalidInput for a value that is not a whole number."""
+    numbers: dict[str, int | None] = {}
+    for name in CHAT_LIMIT_FIELDS:
+        text = fields.get(name, "").strip()
+        if text == "":
+            numbers[name] = None
+        elif text.isascii() and text.isdigit() and len(text) <= 9:
+            numbers[name] = int(text)
+        else:
+            raise InvalidInput(N_("Each chat limit is a whole number, or empty for the default."))
+    return ChatLimits(
+        per_10s=numbers["chat_per_10s"] or 0,
+        burst=numbers["chat_burst"] or 0,
+        max_bytes=numbers["chat_max_bytes"] or 0,
+        strikes=numbers["guard_strikes"],
+        private_to_hosts=fields.get("quiet_private_to_hosts") == "1",
+    )
 
 
 def moment(at: float, language: Language) -> str:
@@ -298,6 +376,7 @@ def room_view(room: Room) -> dict[str, Any]:
         "locked": room.locked,
         "approval_required": room.approval_required,
         "moved_to": room.moved_to,
+        "quiet": room.quiet,
     }
 
 
@@ -381,11 +460,24 @@ QUESTIONS = {
         N_("From the next join attempt on: {policy}. People already in the meeting stay."),
         N_("Save the policy"),
     ),
+    "quiet": Question(
+        N_("Switch on quiet mode?"),
+        N_(
+            "Only hosts can chat. Attendees' group and private messages are refused, except"
+            " private messages to hosts if the chat limits allow them."
+        ),
+        N_("Quiet mode on"),
+    ),
+    "unquiet": Question(
+        N_("Switch off quiet mode?"),
+        N_("Everyone can chat again, within the chat limits."),
+        N_("Quiet mode off"),
+    ),
     "lockdown": Question(
         N_("Declare an emergency lockdown?"),
         N_(
-            "The room is locked and every attendee is removed at once. Hosts stay."
-            " Attendees cannot come back on their own until a host unlocks the room."
+            "The room is locked, every attendee is removed at once and only hosts can chat."
+            " Hosts stay. Attendees cannot come back on their own until a host unlocks the room."
         ),
         N_("Lockdown now"),
         danger=True,
@@ -461,6 +553,9 @@ class DashboardActions:
             "deny-ban": self.answer_lobby,
             "policy": self.change_policy,
             "language": self.change_language,
+            "quiet": self.quiet,
+            "unquiet": self.unquiet,
+            "chat-limits": self.change_chat_limits,
         }
 
     async def revoke(self, request: ActionRequest) -> Outcome:
@@ -502,6 +597,24 @@ class DashboardActions:
         room = await self._desk.set_locked(request.host, request.room, False, request.now)
         message = shown(N_("The room is open again."))
         return Outcome(True, message, room.name, {"locked": False})
+
+    async def quiet(self, request: ActionRequest) -> Outcome:
+        room = await self._desk.set_quiet(request.host, request.room, True, request.now)
+        message = shown(N_("Quiet mode is on: only hosts can chat."))
+        return Outcome(True, message, room.name, {"quiet": True})
+
+    async def unquiet(self, request: ActionRequest) -> Outcome:
+        room = await self._desk.set_quiet(request.host, request.room, False, request.now)
+        message = shown(N_("Quiet mode is off: everyone can chat."))
+        return Outcome(True, message, room.name, {"quiet": False})
+
+    async def change_chat_limits(self, request: ActionRequest) -> Outcome:
+        limits = chat_limits_from_form(request.fields)
+        changed = await self._desk.set_chat_limits(request.host, request.room, limits, request.now)
+        if changed is None:
+            message = shown(N_("Nothing to do: the room already has these chat limits."))
+            return Outcome(False, message, request.room)
+        return Outcome(True, shown(NOTICES["chat-limits"]), request.room)
 
     async def lockdown(self, request: ActionRequest) -> Outcome:
         removed = await self._desk.lockdown(request.host, request.room, request.now)
@@ -606,6 +719,7 @@ class Dashboard:
             policy=policy_view(current.policy, self._providers),
             room=view["room"],
             room_language=current.language or DEFAULT.tag,
+            chat=chat_limits_view(current),
             participants=view["participants"],
             lobby=view["lobby"],
             audit=view["audit"],

@@ -213,6 +213,47 @@ class PolicyShape:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class ChatLimits:
+    """A room's chat limits as a host or an admin sets them (Room's fields of the same names):
+    a count of 0 and `strikes` None are the gate's defaults, `strikes` 0 never removes anyone."""
+
+    per_10s: int = 0
+    burst: int = 0
+    max_bytes: int = 0
+    strikes: int | None = None
+    private_to_hosts: bool = True
+
+    @classmethod
+    def of(cls, room: Room) -> ChatLimits:
+        return cls(
+            per_10s=room.chat_per_10s,
+            burst=room.chat_burst,
+            max_bytes=room.chat_max_bytes,
+            strikes=room.guard_strikes,
+            private_to_hosts=room.quiet_private_to_hosts,
+        )
+
+    def applied_to(self, room: Room) -> Room:
+        return dataclasses.replace(
+            room,
+            chat_per_10s=self.per_10s,
+            chat_burst=self.burst,
+            chat_max_bytes=self.max_bytes,
+            guard_strikes=self.strikes,
+            quiet_private_to_hosts=self.private_to_hosts,
+        )
+
+
+# The values a room's chat limits may take besides 0 (or None) for the gate's default, as
+# [guard] settings bound the gate's own.
+CHAT_PER_10S_MAX: Final = 10_000
+CHAT_BURST_MAX: Final = 10_000
+CHAT_BYTES_MIN: Final = 64
+CHAT_BYTES_MAX: Final = 1024 * 1024
+STRIKES_MAX: Final = 100_000
+
+
 class AuditKind(StrEnum):
     """What the values of a host action's log entry tell (`AuditFacts`): the dashboard puts
     them into words in the language of whoever reads the log."""
@@ -223,6 +264,7 @@ class AuditKind(StrEnum):
     MOVED = "moved"  # how many participants a move carried over
     POLICY = "policy"  # the room's new policy
     LANGUAGE = "language"  # the room's new language (a tag, "" for none)
+    CHAT_LIMITS = "chat limits"  # the room's new chat limits
 
 
 # The values each kind of entry holds: exactly these, no others.
@@ -233,6 +275,7 @@ AUDIT_VALUES: Final[Mapping[AuditKind, frozenset[str]]] = {
     AuditKind.MOVED: frozenset({"count"}),
     AuditKind.POLICY: frozenset({"policy"}),
     AuditKind.LANGUAGE: frozenset({"language"}),
+    AuditKind.CHAT_LIMITS: frozenset({"limits"}),
 }
 
 
@@ -247,6 +290,7 @@ class AuditFacts:
     until: float | None = None
     policy: PolicyShape | None = None
     language: str = ""
+    limits: ChatLimits | None = None
 
     def __post_init__(self) -> None:
         # Checked when written, so that what one store keeps the other reads back the same.
@@ -264,6 +308,7 @@ _UNHELD: Final[Mapping[str, object]] = {
     "until": None,
     "policy": None,
     "language": "",
+    "limits": None,
 }
 
 
@@ -556,6 +601,14 @@ _AUDIT_FACTS_JSON: Final[Mapping[str, tuple[bool, _Check]]] = {
     "until": (False, _number),
     "policy": (False, lambda value: isinstance(value, dict)),
     "language": (False, _text),
+    "limits": (False, lambda value: isinstance(value, dict)),
+}
+_CHAT_LIMITS_JSON: Final[Mapping[str, tuple[bool, _Check]]] = {
+    "per_10s": (True, _count),
+    "burst": (True, _count),
+    "max_bytes": (True, _count),
+    "strikes": (True, _count_or_none),
+    "private_to_hosts": (True, _truth),
 }
 _POLICY_SHAPE_JSON: Final[Mapping[str, tuple[bool, _Check]]] = {
     "invite": (True, _truth),
@@ -656,6 +709,8 @@ def _parse_audit_facts(stored: object) -> AuditFacts:
         data["until"] = float(data["until"])
     if "policy" in data:
         data["policy"] = PolicyShape(**_checked(data["policy"], _POLICY_SHAPE_JSON, kind))
+    if "limits" in data:
+        data["limits"] = ChatLimits(**_checked(data["limits"], _CHAT_LIMITS_JSON, kind))
     return AuditFacts(about, **data)
 
 

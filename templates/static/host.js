@@ -177,6 +177,13 @@
     document.getElementById("room-title").textContent = state.title || state.name;
     root.querySelector('form[data-action="lock"]').hidden = state.locked;
     root.querySelector('form[data-action="unlock"]').hidden = !state.locked;
+    const quiet = document.getElementById("quiet-state");
+    quiet.dataset.quiet = state.quiet ? "on" : "off";
+    for (const label of quiet.querySelectorAll(".state-label")) {
+      label.hidden = label.dataset.slot !== quiet.dataset.quiet;
+    }
+    root.querySelector('form[data-action="quiet"]').hidden = state.quiet;
+    root.querySelector('form[data-action="unquiet"]').hidden = !state.quiet;
   }
 
   function showAttack(attack) {
@@ -364,7 +371,9 @@
       place.control.focus();
       return;
     }
-    const swapped = { lock: "unlock", unlock: "lock" }[place.action];
+    const swapped = { lock: "unlock", unlock: "lock", quiet: "unquiet", unquiet: "quiet" }[
+      place.action
+    ];
     const other = swapped && root.querySelector('form[data-action="' + swapped + '"] button');
     if (other && other.offsetParent !== null) {
       other.focus();

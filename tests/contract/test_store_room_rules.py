@@ -11,7 +11,14 @@ from typing import Any
 import pytest
 
 from gateway.store import LinkFound, LinkJoined, Store
-from gateway.store.records import RecordKind, encode_record
+from gateway.store.records import (
+    AuditEntry,
+    AuditFacts,
+    AuditKind,
+    ChatLimits,
+    RecordKind,
+    encode_record,
+)
 from tests.contract.test_store import make_room, write_room_record
 from tests.contract.test_store_joins import plain_join, room_with_planned_invite, write_raw
 
@@ -84,3 +91,36 @@ async def test_a_plain_join_admits_through_a_room_with_chat_rules(
     answer = await store.join_plainly(plain_join(invite))
     assert isinstance(answer, LinkJoined) and answer.admission is not None
     assert await store.get_room(room.name) == room
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [ChatLimits(), ChatLimits(3, 4, 512, 0, private_to_hosts=False), ChatLimits(strikes=9)],
+)
+async def test_an_audit_entry_keeps_the_chat_limits_it_set(
+    store: Store, limits: ChatLimits
+) -> None:
+    room = make_room()
+    await store.create_room(room)
+    entry = AuditEntry(
+        at=1.5,
+        room=room.name,
+        actor="h",
+        actor_name="Hilde",
+        action="change chat limits",
+        facts=AuditFacts(AuditKind.CHAT_LIMITS, limits=limits),
+    )
+    await store.append_audit(entry)
+    assert await store.list_audit(room.name) == [entry]
+    with pytest.raises(ValueError, match="hold exactly"):
+        AuditFacts(AuditKind.CHAT_LIMITS)
+    with pytest.raises(ValueError, match="hold exactly"):
+        AuditFacts(AuditKind.REMOVED, count=1, limits=limits)
+
+
+def test_a_rooms_chat_limits_are_its_fields() -> None:
+    limits = ChatLimits(3, 4, 512, None, private_to_hosts=False)
+    room = limits.applied_to(make_room())
+    assert ChatLimits.of(room) == limits
+    assert (room.chat_per_10s, room.chat_burst, room.chat_max_bytes) == (3, 4, 512)
+    assert room.guard_strikes is None and not room.quiet_private_to_hosts
