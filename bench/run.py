@@ -2,11 +2,11 @@
 
 Starts everything it needs on loopback (an upstream, the baselines: a bare ASGI app and Debian's
 nginx, installed if missing; `meetgate serve` in the configurations the sections need, a
-redis-server, a prosody for the revocation section), measures each of issue 15's goals against
-its baseline in the same run, several times over, prints a markdown table with each goal's
-median and worst (`--write-docs`: also into docs/performance.md), and stops every process it
-started, also on Ctrl-C or an error. `--faults` runs the revocation fault report instead
-(bench/revocation_faults.py).
+redis-server, a prosody for the revocation section), measures each of issue 15's goals (and
+issue 16's: the wire guard's cost, `--only guard`) against its baseline in the same run, several
+times over, prints a markdown table with each goal's median and worst (`--write-docs`: also into
+docs/performance.md), and stops every process it started, also on Ctrl-C or an error.
+`--faults` runs the revocation fault report instead (bench/revocation_faults.py).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
-"""One benchmark run: start every server, measure each of issue 15's goals against its baseline in
-the same run, several times over, and report each goal's median and worst; the figures of the
-earlier issues (revocation, the flood's costs) beside them. docs/performance.md says what each
-figure means."""
+"""One benchmark run: start every server, measure each of issue 15's goals (and issue 16's wire
+guard) against its baseline in the same run, several times over, and report each goal's median
+and worst; the figures of the earlier issues (revocation, the flood's costs) beside them.
+docs/performance.md says what each figure means."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import flood, nginx, profiling, revocation, upstream, workers, ws_throughput
+from bench import flood, guard, nginx, profiling, revocation, upstream, workers, ws_throughput
 from bench.admin import AdminApi, Invites, redeem
 from bench.flood import Attack, Flood
 from bench.load import REDEEM_SCRIPT, LoadResult, ensure_tools, ensure_wrk, run_wrk, wrk_version
@@ -85,6 +85,7 @@ SECTIONS = (
     "forward-auth",
     "proxy",
     "websocket",
+    "guard",
     "idle",
     "revocation",
     "flood",
@@ -149,6 +150,8 @@ class Measurements:
     flood_repeats: list[Flood] = field(default_factory=list)
     attacks: list[Attack] = field(default_factory=list)
     scaling: list[Scaling] = field(default_factory=list)
+    # The wire guard on and off (issue 16).
+    guard: guard.GuardMeasurements = field(default_factory=guard.GuardMeasurements)
     # Seconds each section took, for keeping the whole run within its budget.
     took: dict[str, float] = field(default_factory=dict)
     # Commands the run's redis-server processed during each timed Redis redemption run.
@@ -232,6 +235,8 @@ class Lab:
     own_redis: str | None
     # Every CPU the run may use, for the sections that are not pinned (workers).
     every_cpu: set[int]
+    # The two gateways of the wire guard's section, the guard on and off.
+    guard_gates: guard.Gates | None = None
 
 
 def start_lab(servers: Servers, options: Options, every_cpu: set[int]) -> Lab:
@@ -283,6 +288,7 @@ def start_lab(servers: Servers, options: Options, every_cpu: set[int]) -> Lab:
                 top=flood.TRUSTED_PROXIES,
                 rates=rates,
             )
+    guard_gates = guard.start_gates(servers, upstream_url) if "guard" in wanted else None
     if "workers" in wanted and own_redis is not None:
         # Jitsi's web server has cores of its own to use: not pinned, like the workers.
         shared_static = servers.nginx_static(pinned=False)
@@ -302,6 +308,7 @@ def start_lab(servers: Servers, options: Options, every_cpu: set[int]) -> Lab:
         prosody=prosody,
         own_redis=own_redis,
         every_cpu=every_cpu,
+        guard_gates=guard_gates,
     )
 
 
@@ -598,6 +605,22 @@ def measure_websocket_section(lab: Lab, options: Options, m: Measurements) -> No
         say(line)
 
 
+def measure_guard_section(lab: Lab, options: Options, m: Measurements) -> None:
+    """Jitsi stanzas through the signalling relay with the wire guard on and off."""
+    assert lab.guard_gates is not None
+    say("measuring the wire guard")
+    guard.measure(
+        lab.guard_gates,
+        f"bench-guard-{secrets.token_hex(4)}",
+        options.repeats,
+        guard.Timing(
+            warm_up=options.warm_up, seconds=options.seconds, round_trips=options.round_trips
+        ),
+        say,
+        m.guard,
+    )
+
+
 def idle_gateway_env(count: int) -> dict[str, str]:
     """The benchmark gateway's settings, with room for `count` connections from one address."""
     room = str(count + 1024)
@@ -711,6 +734,7 @@ def measure_everything(
         "forward-auth": lambda: measure_forward_auth_section(lab, wrk, workdir, options, m),
         "proxy": lambda: measure_proxy_section(lab, wrk, workdir, options, m),
         "websocket": lambda: measure_websocket_section(lab, options, m),
+        "guard": lambda: measure_guard_section(lab, options, m),
         "idle": lambda: measure_idle_section(lab, options, m),
         "revocation": lambda: measure_revocation_section(lab, options, m),
         "flood": lambda: measure_flood_section(lab, wrk, workdir, options, m),
@@ -853,6 +877,8 @@ def all_goals(m: Measurements) -> list[Goal]:
         )
     if m.relay:
         goals += relay_goals(m)
+    if m.guard.relay:
+        goals += guard.goals(m.guard)
     if m.idle:
         goals.append(revocation.idle_goal(m.idle))
     if m.flood_repeats:
@@ -916,6 +942,8 @@ def other_figures(m: Measurements) -> list[Figure]:
                 comparison=", ".join(f"{n:.2f}" for n in per_join) + " by repeat",
             )
         )
+    if m.guard.relay:
+        figures += guard.figures(m.guard)
     figures += revocation.revocation_figures(m.revocations)
     if m.idle:
         figures += revocation.idle_figures(m.idle)
@@ -1051,6 +1079,8 @@ def method_notes(options: Options, pinned: bool, m: Measurements) -> list[str]:
             "blocks of 100, one `websockets` client connection each; added latency is the gate's "
             "percentile less the echo's own."
         )
+    if m.guard.relay:
+        notes.append(guard.method(options.round_trips))
     if m.idle:
         notes.append(
             f"Idle WebSockets: {options.idle_sockets:,} relayed WebSockets held open on a fresh "
@@ -1091,7 +1121,12 @@ def warnings_of(m: Measurements, other: OtherLoad) -> list[str]:
             "other processes took the rest of its CPU, so the flood's latencies and rate are "
             "worse than the code's own."
         )
-    busy = [t.client_cpu_share for found in m.relay.values() for t in found]
+    busy = [
+        t.client_cpu_share
+        for relay in (m.relay, m.guard.relay)
+        for found in relay.values()
+        for t in found
+    ]
     if busy and max(busy) > CLIENT_BUSY_SHARE:
         warnings.append(
             f"The WebSocket load client used {max(busy):.0%} of its core in a run: it may have "
@@ -1112,6 +1147,7 @@ def warnings_of(m: Measurements, other: OtherLoad) -> list[str]:
 
 def detail_lines(m: Measurements) -> list[str]:
     lines = relay_details(m)
+    lines += guard.details(m.guard)
     lines += revocation.details(m.revocations, m.idle)
     if m.flood is not None:
         lines += flood.details(m.flood, m.flood_repeats)

@@ -1,4 +1,5 @@
-"""The benchmark's stand-in for Jitsi's web server: two fixed bodies and a WebSocket echo.
+"""The benchmark's stand-in for Jitsi's web server: two fixed bodies and a WebSocket echo (on a
+relayed endpoint's path and on signalling's).
 
 A pure ASGI app, so the upstream costs as little as an ASGI server can; the bodies are
 deterministic so that a run can check it received every byte.
@@ -17,6 +18,9 @@ LARGE_PATH = "/libs/bench-3m.bin"
 # as a deployment relays Jitsi's bridge channel.
 RELAYED_ENDPOINT = "/colibri-ws/"
 ECHO_PATH = RELAYED_ENDPOINT + "bench-echo"
+# Signalling (`/xmpp-websocket`) echoes too, so that a gateway's signalling upstream can be this
+# app: the wire guard's cost is measured on it (bench/guard.py), without prosody's own work.
+SIGNALLING_PATH = "/xmpp-websocket"
 
 
 def body_of(size: int) -> bytes:
@@ -65,7 +69,7 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] == "http":
         await _http(scope, send)
     elif scope["type"] == "websocket":
-        if scope["path"] != ECHO_PATH:
+        if scope["path"] not in (ECHO_PATH, SIGNALLING_PATH):
             await send({"type": "websocket.close", "code": 1008})
             return
         await _echo(receive, send)
