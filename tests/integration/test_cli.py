@@ -24,6 +24,7 @@ from tests.fixtures.gateway_server import GatewayServer
 from tests.fixtures.http_clients import TLS
 from tests.fixtures.oidc import OidcSetup
 from tests.fixtures.processes import free_port, port_open, start_process, stop_process, wait_until
+from tests.integration.journeys import admit
 
 pytestmark = pytest.mark.slow
 
@@ -444,3 +445,76 @@ def test_room_language_is_set_changed_and_checked(gateway: GatewayServer) -> Non
         assert f"see `meetgate {' '.join(command[:2])} --help` for examples" in refused.stderr
     assert "--language" in help_text("room", "set").partition("Example:")[2]
     assert "--language zh-Hant" in help_text("room", "create").partition("Example:")[2]
+
+
+def test_room_quiet_and_chat_limits_are_set_and_checked(gateway: GatewayServer) -> None:
+    args = admin_args(gateway)
+    name = f"cli-{secrets.token_hex(4)}"
+    assert meetgate("room", "create", name, *args).returncode == 0
+    on = meetgate("room", "quiet", name, "on", *args)
+    assert on.returncode == 0, on.stderr
+    assert on.stdout.startswith(f"room {name}: chat: quiet mode on (only hosts can chat), ")
+    with gateway.admin() as admin:
+        assert admin.get(f"/api/v1/rooms/{name}").json()["quiet"] is True
+    off = meetgate("room", "quiet", name, "off", *args)
+    assert off.returncode == 0 and "quiet mode off" in off.stdout
+
+    changed = meetgate(
+        "room",
+        "set",
+        name,
+        "--chat-per-10s",
+        "3",
+        "--chat-max-bytes",
+        "512",
+        "--strikes",
+        "never",
+        "--private-to-hosts",
+        "off",
+        *args,
+    )
+    assert changed.returncode == 0, changed.stderr
+    assert (
+        "  chat: quiet mode off, 3 messages per 10 s, burst default, longest 512 bytes,"
+        " removal after never refused, private messages to hosts when quiet refused"
+    ) in changed.stdout
+    with gateway.admin() as admin:
+        room = admin.get(f"/api/v1/rooms/{name}").json()
+    assert room["chat"] == {
+        "quiet_private_to_hosts": False,
+        "chat_per_10s": 3,
+        "chat_burst": 0,
+        "chat_max_bytes": 512,
+        "guard_strikes": 0,
+    }
+    assert room["quiet"] is False
+    # The room's log, as its hosts read it on the dashboard, says the admin made each change.
+    host = admit(gateway, name, "Hilde Host", role="host")
+    with gateway.client(cookies=host.cookies) as client:
+        audit = client.get(f"/_meetgate/host/{name}/roster").json()["audit"]
+    assert [(e["actor_name"], e["action"]) for e in audit] == [
+        ("admin", "change chat limits"),
+        ("admin", "quiet off"),
+        ("admin", "quiet on"),
+    ]
+    back = meetgate("room", "set", name, "--strikes", "default", "--chat-per-10s", "0", *args)
+    assert back.returncode == 0 and "removal after default refused" in back.stdout
+    assert "0 messages" not in back.stdout and "default messages per 10 s" in back.stdout
+
+    # Refused: by the parser, by the API's bounds (named by the option), by Meetgate's rule.
+    for option, value, said in (
+        ("--strikes", "often", "--strikes: a whole number, 'never' or 'default'"),
+        ("--chat-burst", "-1", "--chat-burst: a whole number"),
+        ("--chat-burst", "10001", "meetgate: --chat-burst: Input should be less than or equal"),
+        ("--chat-max-bytes", "10", "Longest message: 0 (the gate's default) or 64 to"),
+    ):
+        refused = meetgate("room", "set", name, option, value, *args)
+        assert refused.returncode == 2, (option, value)
+        assert said in refused.stderr, refused.stderr
+        assert "Traceback" not in refused.stderr
+    with gateway.admin() as admin:
+        assert admin.get(f"/api/v1/rooms/{name}").json()["chat"]["chat_burst"] == 0
+    refused = meetgate("room", "quiet", name, "maybe", *args)
+    assert refused.returncode == 2 and "invalid choice: 'maybe'" in refused.stderr
+    assert "meetgate room quiet board on" in help_text("room", "quiet")
+    assert "--chat-per-10s" in help_text("room", "set").partition("Example:")[2]

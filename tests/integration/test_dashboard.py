@@ -36,7 +36,7 @@ from tests.integration.journeys import (
 
 pytestmark = pytest.mark.slow
 
-ACTIONS = ["revoke", "ban", "lock", "unlock", "lockdown", "move"]
+ACTIONS = ["revoke", "ban", "lock", "unlock", "lockdown", "move", "quiet", "unquiet"]
 
 
 def as_browser(gateway: GatewayServer, who: Admitted | None = None) -> httpx.Client:
@@ -111,6 +111,7 @@ def test_roster_shows_who_is_in_with_an_address_prefix_only(
         "locked": False,
         "approval_required": False,
         "moved_to": None,
+        "quiet": False,
     }
     people = data["participants"]
     assert [p["name"] for p in people] == ["Hilde Host", "Ada"]  # hosts first
@@ -499,6 +500,7 @@ def test_lockdown_removes_every_attendee_and_keeps_the_hosts(
     data = roster(gateway, host)
     assert [p["name"] for p in data["participants"]] == ["Hilde Host", "Co Host"]
     assert data["room"]["locked"] is True and data["room"]["approval_required"] is True
+    assert data["room"]["quiet"] is True  # and only the hosts who stay may chat
     for removed in (ada, bob):
         with as_browser(gateway, removed) as client:
             page = client.get(f"/{room}")
@@ -748,3 +750,145 @@ def test_log_entries_written_before_it_kept_values_show_as_written(
     assert "<strong>Old Host</strong> 移出並禁止加入：Troll until 1767366245</li>" in page.text  # noqa: RUF001
     assert "<strong>Hilde Host</strong> 鎖定</li>" in page.text
     assert "<strong>Old Host</strong> lockdown: 3 removed</li>" in english
+
+
+# Chat rules: quiet mode and chat limits (issue 16)
+
+
+def admin_room(gateway: GatewayServer, room: str) -> dict[str, Any]:
+    with gateway.admin() as admin:
+        return dict(admin.get(f"/api/v1/rooms/{room}").json())
+
+
+def test_the_quiet_switch_shows_its_state_and_is_for_hosts(
+    gateway: GatewayServer, meeting: tuple[str, Admitted, Admitted]
+) -> None:
+    room, host, ada = meeting
+    token = csrf_token(gateway, host)
+    with as_browser(gateway, host) as client:
+        page = client.get(dashboard(gateway, room)).text
+    assert "Quiet mode: only hosts can chat</button>" in page
+    assert 'id="quiet-state" data-quiet="off"' in page
+    assert f'action="{dashboard(gateway, room)}/quiet" data-action="quiet"' in page
+    refused = [
+        post_action(gateway, host, room, "quiet", json=False, confirmed="1"),
+        post_action(gateway, ada, room, "quiet", csrf=token, confirmed="1"),
+        post_action(gateway, host, room, "quiet", origin="https://evil.example", csrf=token),
+    ]
+    assert [r.status_code for r in refused] == [403, 403, 403]
+    asked = post_action(gateway, host, room, "quiet", csrf=token)
+    assert asked.json()["confirm"] == "Switch on quiet mode?"
+    assert admin_room(gateway, room)["quiet"] is False
+
+    # Without script: the confirmed form does it and comes back to the dashboard.
+    done = post_action(gateway, host, room, "quiet", json=False, csrf=token, confirmed="1")
+    assert done.status_code == 303 and done.headers["location"] == dashboard(gateway, room)
+    assert admin_room(gateway, room)["quiet"] is True
+    assert roster(gateway, host)["room"]["quiet"] is True
+    with as_browser(gateway, host) as client:
+        page = client.get(dashboard(gateway, room)).text
+        hant = client.get(dashboard(gateway, room), headers={"accept-language": "zh-TW"}).text
+    assert 'id="quiet-state" data-quiet="on"' in page
+    assert "<strong>Quiet mode</strong>: only hosts can chat." in page
+    assert "<strong>安靜模式</strong>：只有主持人可以聊天。" in hant  # noqa: RUF001
+    assert "<strong>Hilde Host</strong> 開啟安靜模式</li>" in hant
+
+    off = post_action(gateway, host, room, "unquiet", csrf=token, confirmed="1")
+    assert off.json() == {
+        "ok": True,
+        "done": True,
+        "message": "Quiet mode is off: everyone can chat.",
+        "quiet": False,
+    }
+    assert admin_room(gateway, room)["quiet"] is False
+    assert [e["action"] for e in roster(gateway, host)["audit"]] == ["quiet off", "quiet on"]
+
+
+def test_the_host_sets_the_chat_limits_with_a_plain_form(
+    gateway: GatewayServer, meeting: tuple[str, Admitted, Admitted]
+) -> None:
+    room, host, ada = meeting
+    token = csrf_token(gateway, host)
+    with as_browser(gateway, host) as client:
+        page = client.get(dashboard(gateway, room)).text
+    start = page.index('id="chat-form"')
+    form = page[start : page.index("</form>", start)]
+    assert 'name="chat_per_10s"' in form and 'name="guard_strikes" ' in form
+    assert 'name="quiet_private_to_hosts" value="1" checked' in form
+    assert admin_room(gateway, room)["chat"] == {
+        "quiet_private_to_hosts": True,
+        "chat_per_10s": 0,
+        "chat_burst": 0,
+        "chat_max_bytes": 0,
+        "guard_strikes": "default",
+    }
+    bad = [
+        {"chat_per_10s": "five"},
+        {"chat_per_10s": "-1"},
+        {"chat_burst": "10001"},
+        {"chat_max_bytes": "10"},
+        {"guard_strikes": "100001"},
+    ]
+    for fields in bad:
+        refused = post_action(gateway, host, room, "chat-limits", csrf=token, **fields)
+        assert refused.status_code == 400, fields
+    refused = post_action(gateway, ada, room, "chat-limits", csrf=token, chat_per_10s="1")
+    assert refused.status_code == 403
+    assert admin_room(gateway, room)["chat"]["chat_per_10s"] == 0
+
+    done = post_action(
+        gateway,
+        host,
+        room,
+        "chat-limits",
+        json=False,
+        csrf=token,
+        chat_per_10s="3",
+        chat_burst="",
+        chat_max_bytes="512",
+        guard_strikes="0",
+    )
+    assert done.status_code == 303
+    assert done.headers["location"] == f"{dashboard(gateway, room)}?done=chat-limits"
+    with as_browser(gateway, host) as client:
+        page = client.get(done.headers["location"]).text
+    assert "The chat limits are saved" in page
+    assert 'name="chat_per_10s" inputmode="numeric" pattern="[0-9]*" value="3"' in page
+    assert 'name="quiet_private_to_hosts" value="1">' in page  # unticked: not sent
+    assert admin_room(gateway, room)["chat"] == {
+        "quiet_private_to_hosts": False,
+        "chat_per_10s": 3,
+        "chat_burst": 0,
+        "chat_max_bytes": 512,
+        "guard_strikes": 0,
+    }
+    again = post_action(
+        gateway,
+        host,
+        room,
+        "chat-limits",
+        csrf=token,
+        chat_per_10s="3",
+        chat_max_bytes="512",
+        guard_strikes="0",
+    )
+    assert again.json()["done"] is False
+    with as_browser(gateway, host) as client:
+        english = client.get(f"{dashboard(gateway, room)}/roster").json()["audit"]
+        hans = client.get(
+            f"{dashboard(gateway, room)}/roster", headers={"accept-language": "zh-CN"}
+        ).json()["audit"]
+    assert [(e["action"], e["detail"]) for e in english] == [
+        (
+            "change chat limits",
+            "messages per 10 seconds: 3; at once: the gate's default; longest message: 512"
+            " bytes; never removed automatically; in quiet mode, no private messages",
+        )
+    ]
+    assert hans[0]["detail"] == (
+        "每 10 秒消息数：3；一次连续：Meetgate 的默认值；单条消息最大长度：512 字节；"  # noqa: RUF001
+        "从不自动移出；安静模式下不能发私信"  # noqa: RUF001
+    )
+    # A move carries the rules over to the new room.
+    moved = host_action(gateway, host, "move")
+    assert admin_room(gateway, moved["room"])["chat"]["chat_max_bytes"] == 512

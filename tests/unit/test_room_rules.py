@@ -5,6 +5,7 @@ raising, rooms nobody uses forgotten; and the RulesChanged message beside Cut.""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -12,13 +13,14 @@ from typing import Any
 import pytest
 
 from gateway.cuts import CUTS, Cut, RulesChanged
-from gateway.errors import StoreUnavailable
+from gateway.errors import InvalidInput, NotHost, StoreUnavailable
+from gateway.host.actions import HostDesk
 from gateway.proxy import room_rules
 from gateway.proxy.room_rules import RoomRules, chat_rules
 from gateway.proxy.wire_guard import Budget, ChatRules
 from gateway.settings import GuardSettings
 from gateway.store.memory import MemoryStore
-from gateway.store.records import Room
+from gateway.store.records import Admission, ChatLimits, Role, Room
 
 GUARD = GuardSettings(chat_per_10s=5, chat_burst=10, chat_max_bytes=2048, strikes=30)
 DEFAULTS = ChatRules(
@@ -214,3 +216,64 @@ def test_the_rules_message_and_a_cut_are_told_apart() -> None:
     for raw in ("", "[]", "5", '"rules"', '{"rules": 5}', "{"):
         assert RulesChanged.decode(raw) is None
         assert Cut.decode(raw) is None
+
+
+async def test_a_host_s_switches_reach_the_rules_of_every_gate_at_once() -> None:
+    """HostDesk's quiet switch, chat limits and lockdown each publish a RulesChanged, and a
+    gate told of it applies the room's new rules to the next stanza."""
+    store = MemoryStore()
+    await store.create_room(a_room())
+    now = time.time()
+    host = Admission(
+        id="h" * 64,
+        room="standup",
+        identity="hid",
+        name="Hilde",
+        role=Role.HOST,
+        via="invite",
+        client_addr="192.0.2.1",
+        created_at=now,
+        expires_at=now + 3600,
+    )
+    desk = HostDesk(store)
+    rules = RoomRules(store, GUARD, clock=Clock())
+    await rules.load("standup")
+    subscription = store.subscribe(CUTS)
+    await subscription.ready()
+
+    async def told() -> None:
+        message = await asyncio.wait_for(subscription.__anext__(), 5)
+        change = RulesChanged.decode(message)
+        assert change == RulesChanged("standup")
+        rules.changed(change.room)
+
+    await desk.set_quiet(host, "standup", True, now)
+    await told()
+    await eventually(lambda: rules.rules("standup").quiet)
+    await desk.set_chat_limits(host, "standup", ChatLimits(per_10s=1, strikes=0), now)
+    await told()
+    await eventually(lambda: rules.rules("standup").strikes == 0)
+    assert rules.rules("standup").chat == Budget(0.1, 10)
+    same = ChatLimits(per_10s=1, strikes=0)
+    assert await desk.set_chat_limits(host, "standup", same, now) is None
+    await desk.set_quiet(host, "standup", False, now)
+    await told()
+    await eventually(lambda: not rules.rules("standup").quiet)
+    await desk.lockdown(host, "standup", now)
+    await told()
+    await eventually(lambda: rules.rules("standup").quiet)
+    actions = [entry.action for entry in await store.list_audit("standup")]
+    assert actions == ["lockdown", "quiet off", "change chat limits", "quiet on"]
+    for wrong in (
+        ChatLimits(per_10s=10_001),
+        ChatLimits(burst=-1),
+        ChatLimits(max_bytes=63),
+        ChatLimits(max_bytes=1024 * 1024 + 1),
+        ChatLimits(strikes=-1),
+    ):
+        with pytest.raises(InvalidInput):
+            await desk.set_chat_limits(host, "standup", wrong, now)
+    attendee = replace(host, id="a" * 64, role=Role.ATTENDEE)
+    with pytest.raises(NotHost):
+        await desk.set_quiet(attendee, "standup", False, now)
+    await subscription.aclose()
