@@ -31,6 +31,10 @@ from bench.report import Figure, Goal
 from bench.roundtrip import Latency, percentile
 from bench.servers import GATEWAY_ENV, Gateway, Servers
 from bench.ws_throughput import Conversation, Throughput, text_frame
+from gateway.proxy.guarded import addresses_for, budgets_from
+from gateway.proxy.room_rules import chat_rules
+from gateway.proxy.wire_guard import Forward, Speaker, WireGuard
+from gateway.settings import GuardSettings
 from tests.fixtures.prosody import DOMAIN, MUC_DOMAIN
 
 # Issue 16's goals.
@@ -69,6 +73,10 @@ GUARD_ENV = {
     **GUARD_BUDGETS,
 }
 SIDES = {"on": "guard on", "off": "guard off", "direct": "straight to the echo"}
+KINDS = ("presence", "chat", "ping")
+# In-process timing of the guard alone: cycles of the three stanzas per batch, batches.
+INSPECT_CYCLES = 20_000
+INSPECT_BATCHES = 5
 
 
 def open_element() -> str:
@@ -188,6 +196,44 @@ async def throughput(
     )
 
 
+def inspect_cost(room: str, name: str) -> dict[str, float]:
+    """µs per `WireGuard.inspect` of each stanza, called in this process as the relay calls it
+    (the gateway's settings with the bench's budgets, the room's rules the gate's defaults):
+    the median of INSPECT_BATCHES batches. The guard's own cost, without relay or machine."""
+    settings = GuardSettings.model_validate(
+        {
+            key.removeprefix("MEETGATE_GUARD__").lower(): value
+            for key, value in GUARD_BUDGETS.items()
+        }
+    )
+    rules = chat_rules(None, settings)
+    guard = WireGuard(
+        Speaker("bench-admission", room, name, host=False),
+        addresses_for(DOMAIN, settings, None),
+        budgets_from(settings),
+        lambda: rules,
+        frozenset,
+    )
+    sent = stanzas(room)
+    now = 0.0
+    for stanza in sent:
+        if not isinstance(guard.inspect(stanza, now), Forward):
+            raise SetupError("the guard did not forward a stanza of the bench's")
+    batches: dict[str, list[float]] = {kind: [] for kind in KINDS}
+    for _ in range(INSPECT_BATCHES):
+        for kind, stanza in zip(KINDS, sent, strict=True):
+            inspect = guard.inspect
+            started = time.perf_counter_ns()
+            for _ in range(INSPECT_CYCLES):
+                # A few stanzas a millisecond, well within the raised budgets.
+                now += 0.001
+                inspect(stanza, now)
+            batches[kind].append((time.perf_counter_ns() - started) / INSPECT_CYCLES / 1000)
+        if guard.strikes:
+            raise SetupError("the guard refused a stanza of the bench's")
+    return {kind: statistics.median(found) for kind, found in batches.items()}
+
+
 async def _round_trip_ns(connection: ClientConnection, message: str, expected: str) -> int:
     started = time.perf_counter_ns()
     await connection.send(message)
@@ -268,6 +314,8 @@ class GuardMeasurements:
 
     latency: list[dict[str, Latency]] = field(default_factory=list)
     relay: dict[str, list[Throughput]] = field(default_factory=dict)
+    # µs per WireGuard.inspect by stanza kind, in this process, one dict per repeat.
+    inspect: list[dict[str, float]] = field(default_factory=list)
 
     def rates(self, side: str) -> list[float]:
         return [t.per_second for t in self.relay.get(side, [])]
@@ -344,6 +392,11 @@ def measure(
                 f" ({cpu:.1f} µs gateway CPU each)" if cpu is not None else ""
             )
         say(line)
+        m.inspect.append(inspect_cost(room, verified_name(on[0].ticket)))
+        say(
+            "    in-process WireGuard.inspect: "
+            + ", ".join(f"{kind} {us:.1f} µs" for kind, us in m.inspect[-1].items())
+        )
 
 
 def goals(m: GuardMeasurements) -> list[Goal]:
@@ -420,6 +473,21 @@ def figures(m: GuardMeasurements) -> list[Figure]:
                 + ", ".join(f"{x:+.1f}" for x in added)
                 + "); off/on "
                 + f"{statistics.median(b / a for a, b in zip(on_us, off_us, strict=True)):.0%}",
+            )
+        )
+    if m.inspect:
+        by_kind = {kind: [found[kind] for found in m.inspect] for kind in KINDS}
+        result.append(
+            Figure(
+                what="the guard alone: `WireGuard.inspect` called in the benchmark's process "
+                f"on the same stanzas (median of {INSPECT_BATCHES} batches of "
+                f"{INSPECT_CYCLES:,} each, per repeat)",
+                meetgate=", ".join(
+                    f"{kind} {statistics.median(us):.1f} µs" for kind, us in by_kind.items()
+                ),
+                baseline="—",
+                comparison="by repeat: "
+                + "; ".join(", ".join(f"{us:.1f}" for us in found.values()) for found in m.inspect),
             )
         )
     return result
