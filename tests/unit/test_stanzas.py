@@ -1,0 +1,178 @@
+"""The stanza reader: one element's name, attributes and children's exact byte spans, read as
+prosody's parser reads it, and the stream error for anything a client may not send."""
+
+from __future__ import annotations
+
+from xml.sax.saxutils import escape, quoteattr
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway.proxy.stanzas import (
+    CLIENT,
+    HTTPBIND,
+    MAX_DEPTH,
+    NOT_WELL_FORMED,
+    POLICY_VIOLATION,
+    RESTRICTED_XML,
+    Malformed,
+    Stanza,
+    parse_stanza,
+)
+
+LIMIT = 64 * 1024
+NICK = "http://jabber.org/protocol/nick"
+
+
+def read(data: str | bytes, limit: int = LIMIT) -> Stanza:
+    stanza = parse_stanza(data, max_bytes=limit)
+    assert isinstance(stanza, Stanza), stanza
+    return stanza
+
+
+def condition(data: str | bytes, limit: int = LIMIT) -> str:
+    refused = parse_stanza(data, max_bytes=limit)
+    assert isinstance(refused, Malformed), refused
+    return refused.condition
+
+
+def test_a_join_presence_is_read_with_its_children_spans() -> None:
+    text = (
+        "<presence to='room@conference.meet.test/a1b2c3d4' xmlns='jabber:client'>"
+        "<x xmlns='http://jabber.org/protocol/muc'/>"
+        "<stats-id>Rosalind-Xb2</stats-id>"
+        "<c hash='sha-1' node='https://jitsi.org/jitsi-meet' ver='cvjWXufsg4xT62Ec2mlATkFZ9lk=' "
+        "xmlns='http://jabber.org/protocol/caps'/>"
+        f"<nick xmlns='{NICK}'>Zoë &amp; co</nick>"
+        "<audiomuted>true</audiomuted></presence>"
+    )
+    stanza = read(text)
+    assert (stanza.namespace, stanza.name, stanza.qname) == (CLIENT, "presence", b"presence")
+    assert stanza.attributes == {"to": "room@conference.meet.test/a1b2c3d4"}
+    names = [(child.namespace, child.name) for child in stanza.children]
+    assert names == [
+        ("http://jabber.org/protocol/muc", "x"),
+        (CLIENT, "stats-id"),
+        ("http://jabber.org/protocol/caps", "c"),
+        (NICK, "nick"),
+        (CLIENT, "audiomuted"),
+    ]
+    raw = text.encode()
+    assert stanza.raw == raw
+    spans = [raw[child.start : child.end] for child in stanza.children]
+    assert b"".join(spans) == raw[raw.index(b"<x ") : raw.rindex(b"</presence>")]
+    assert spans[3] == f"<nick xmlns='{NICK}'>Zoë &amp; co</nick>".encode()
+    assert stanza.close == raw.rindex(b"</presence>")
+    assert stanza.body_bytes is None
+
+
+def test_an_empty_element_and_a_decoy_in_an_attribute_value() -> None:
+    stanza = read("<presence to='a/>b' xmlns='jabber:client'/>")
+    assert stanza.close is None and stanza.children == ()
+    assert stanza.raw[stanza.empty_end - 2 : stanza.empty_end] == b"/>"
+    nested = read("<iq><x a='/>'/><y>/></y><z></z></iq>")
+    assert [nested.raw[c.start : c.end] for c in nested.children] == [
+        b"<x a='/>'/>",
+        b"<y>/></y>",
+        b"<z></z>",
+    ]
+
+
+def test_without_a_namespace_or_in_httpbind_it_is_jabber_client() -> None:
+    bare = read("<message type='chat'><body>hi</body></message>")
+    assert bare.namespace == CLIENT and bare.children[0].namespace == CLIENT
+    assert bare.body_bytes == 2
+    bosh = read(f"<message xmlns='{HTTPBIND}'><body>hé</body></message>".encode())
+    assert bosh.namespace == CLIENT and bosh.children[0].namespace == CLIENT
+    assert bosh.body_bytes == 3
+    other = read("<message xmlns='jabber:server'><body>x</body></message>")
+    assert other.namespace == "jabber:server" and other.body_bytes is None
+
+
+def test_body_text_counts_utf8_bytes_after_entities_and_cdata() -> None:
+    stanza = read("<message><body>&lt;€<![CDATA[ab]]></body><body>x</body></message>")
+    assert stanza.body_bytes == 1 + 3 + 2 + 1
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        pytest.param(
+            '<!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;">]>'
+            "<message><body>&lol2;</body></message>",
+            RESTRICTED_XML,
+            id="billion-laughs",
+        ),
+        pytest.param(
+            '<!DOCTYPE m [<!ENTITY xxe SYSTEM "file:///etc/passwd">]><message>&xxe;</message>',
+            RESTRICTED_XML,
+            id="external-entity",
+        ),
+        pytest.param("<!DOCTYPE message><message/>", RESTRICTED_XML, id="doctype"),
+        pytest.param("<message><!-- hello --></message>", RESTRICTED_XML, id="comment"),
+        pytest.param("<message><?php x?></message>", RESTRICTED_XML, id="pi"),
+        pytest.param("<?xml version='1.0'?><message/>", RESTRICTED_XML, id="xml-declaration"),
+        pytest.param("<message>&undeclared;</message>", NOT_WELL_FORMED, id="undeclared-entity"),
+        pytest.param("<a>" * 1000 + "</a>" * 1000, POLICY_VIOLATION, id="depth-1000"),
+        pytest.param("<message><body>hi</body>", NOT_WELL_FORMED, id="truncated"),
+        pytest.param("<message/><message/>", NOT_WELL_FORMED, id="two-top-elements"),
+        pytest.param("hello<message/>", NOT_WELL_FORMED, id="text-before"),
+        pytest.param("<message/>hello", NOT_WELL_FORMED, id="text-after"),
+        pytest.param("", NOT_WELL_FORMED, id="empty"),
+        pytest.param("   ", NOT_WELL_FORMED, id="whitespace"),
+        pytest.param("<x:message/>", NOT_WELL_FORMED, id="unbound-prefix"),
+        pytest.param("<message a='1' a='2'/>", NOT_WELL_FORMED, id="duplicate-attribute"),
+        pytest.param(b"<message><body>\xff\xfe</body></message>", NOT_WELL_FORMED, id="bad-utf8"),
+        pytest.param(b"<message><body>\xe2\x82</body></message>", NOT_WELL_FORMED, id="split-utf8"),
+        pytest.param(b"<message><body>\xc0\xaf</body></message>", NOT_WELL_FORMED, id="overlong"),
+        pytest.param("<message>\ud800</message>", NOT_WELL_FORMED, id="lone-surrogate"),
+        pytest.param("<message>\x01</message>", NOT_WELL_FORMED, id="control-character"),
+    ],
+)
+def test_what_a_client_may_not_send(data: str | bytes, expected: str) -> None:
+    assert condition(data) == expected
+
+
+def test_depth_is_capped_where_the_limit_says() -> None:
+    deep = "<a>" * MAX_DEPTH + "</a>" * MAX_DEPTH
+    assert read(deep).name == "a"
+    deeper = "<a>" * (MAX_DEPTH + 1) + "</a>" * (MAX_DEPTH + 1)
+    assert condition(deeper) == POLICY_VIOLATION
+
+
+def test_size_is_capped_in_utf8_bytes() -> None:
+    text = "<message><body>" + "é" * 100 + "</body></message>"
+    size = len(text.encode())
+    assert read(text, limit=size).body_bytes == 200
+    assert condition(text, limit=size - 1) == POLICY_VIOLATION
+    assert condition(text.encode(), limit=size - 1) == POLICY_VIOLATION
+    assert condition("x" * 10_000, limit=100) == POLICY_VIOLATION
+
+
+def test_a_prefixed_top_element_keeps_its_written_name() -> None:
+    stanza = read("<c:presence xmlns:c='jabber:client'/>")
+    assert (stanza.namespace, stanza.name, stanza.qname) == (CLIENT, "presence", b"c:presence")
+
+
+NAMES = st.sampled_from(["a", "b", "nick", "body", "x"])
+# Markup characters, multi-byte ones and a decoy `/>`.
+TEXTS = st.text(st.sampled_from(list("ab <>&'\"/=é€\U0001f600\n")), max_size=8)
+
+
+@st.composite
+def children(draw: st.DrawFn) -> str:
+    name = draw(NAMES)
+    value = draw(TEXTS)
+    text = draw(TEXTS)
+    if draw(st.booleans()):
+        return f"<{name} v={quoteattr(value)}/>"
+    return f"<{name} v={quoteattr(value)}>{escape(text)}<i/></{name}>"
+
+
+@given(st.lists(children(), max_size=6), st.sampled_from(["", " ", "\n"]))
+def test_children_spans_cover_each_child_exactly(parts: list[str], gap: str) -> None:
+    text = "<message xmlns='jabber:client'>" + gap.join(parts) + "</message>"
+    stanza = read(text)
+    spans = [stanza.raw[c.start : c.end].decode() for c in stanza.children]
+    assert spans == parts
