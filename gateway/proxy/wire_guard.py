@@ -12,9 +12,13 @@ The guard is pure: it takes the stanza's bytes and the time, and returns a verdi
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
+from enum import Enum, StrEnum, auto
+from xml.sax.saxutils import escape
+
+from gateway.proxy.stanzas import CLIENT, Malformed, Stanza, parse_stanza
 
 
 class Traffic(StrEnum):
@@ -119,6 +123,151 @@ class EndStream:
 Verdict = Forward | Refuse | EndStream
 
 
+# Prosody's own cap on a client's stanza (c2s_stanza_size_limit's default): what prosody would
+# refuse anyway never takes the gate's time either.
+MAX_ELEMENT_BYTES = 256 * 1024
+
+FRAMING = "urn:ietf:params:xml:ns:xmpp-framing"
+SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
+STREAM_MANAGEMENT = "urn:xmpp:sm:3"
+NICK = "http://jabber.org/protocol/nick"
+# Prosody sets this for visitors' messages and Jitsi shows it as the sender's name.
+DISPLAY_NAME = "http://jitsi.org/protocol/display-name"
+STANZA_ERRORS = "urn:ietf:params:xml:ns:xmpp-stanzas"
+STREAMS = "http://etherx.jabber.org/streams"
+STREAM_ERRORS = "urn:ietf:params:xml:ns:xmpp-streams"
+
+# What a client may send besides stanzas: RFC 7395 framing, SASL, XEP-0198. Not budgeted:
+# each is part of a (re)connection, which the gate admits and limits before any byte flows.
+_CONTROL = frozenset(
+    {
+        (FRAMING, "open"),
+        (FRAMING, "close"),
+        (SASL, "auth"),
+        (SASL, "response"),
+        (SASL, "abort"),
+        (STREAM_MANAGEMENT, "enable"),
+        (STREAM_MANAGEMENT, "r"),
+        (STREAM_MANAGEMENT, "a"),
+        (STREAM_MANAGEMENT, "resume"),
+    }
+)
+_STANZAS = frozenset({"message", "presence", "iq"})
+# Presence children that make other browsers fetch or show what the sender chose (gravatar,
+# an image URL), or that only the server may set (mod_presence_identity's element).
+_STRIPPED = frozenset({"avatar-url", "email", "identity"})
+# Characters a JID's node may not hold (RFC 7622 §3.3.1), so a name is never read two ways.
+_NODE_FORBIDDEN = frozenset("\"&'/:<>@ \t\r\n")
+_ATTRIBUTE_ENTITIES = {"'": "&apos;", '"': "&quot;", "\n": "&#10;", "\r": "&#13;", "\t": "&#9;"}
+_XML_CHARACTER = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+# A result to the server, for an id it never asked: prosody counts it (XEP-0198) and ignores it.
+STAND_IN = "<iq xmlns='jabber:client' type='result' id='meetgate-dropped-{}'/>"
+
+TOO_FAST = "You are sending messages too fast."
+TOO_LONG = "Your message is too long."
+QUIET = "Only hosts can chat in this meeting now."
+
+_ANSWERS = ("result", "error")
+
+
+class _Place(Enum):
+    """What a stanza's `to` names."""
+
+    SERVER = auto()  # no `to`, or the domain
+    ROOM = auto()  # a room's bare JID (the meeting, its lobby, a breakout room)
+    OCCUPANT = auto()  # someone in one of those rooms
+    COMPONENT = auto()
+
+
+@dataclass(frozen=True, slots=True)
+class _Jid:
+    node: str | None
+    domain: str
+    resource: str | None
+
+
+def _parse_jid(text: str) -> _Jid | None:
+    """node@domain/resource, or None for anything else. The domain must be ASCII: one that
+    lower-cases to an allowed domain is then the very domain prosody routes to."""
+    bare, slash, resource = text.partition("/")
+    node, at, domain = bare.partition("@")
+    if not at:
+        node, domain = "", bare
+    elif not node or not _NODE_FORBIDDEN.isdisjoint(node):
+        return None
+    if slash and not resource:
+        return None
+    if not domain or not domain.isascii() or "@" in domain or " " in domain:
+        return None
+    return _Jid(_fold(node) if at else None, domain.lower(), resource if slash else None)
+
+
+def _fold(node: str) -> str:
+    """A node compared as prosody's nodeprep would, where lower-casing is sure to agree with it:
+    ASCII. Anything else must match exactly, so that no case mapping of Unicode's leads a
+    stanza to another room than the one the guard allowed."""
+    return node.lower() if node.isascii() else node
+
+
+def _occupant_key(text: str) -> tuple[str, str, str] | None:
+    jid = _parse_jid(text)
+    if jid is None or jid.node is None or jid.resource is None:
+        return None
+    return (jid.node, jid.domain, jid.resource)
+
+
+def _attribute(value: str) -> str:
+    return "'" + escape(value, _ATTRIBUTE_ENTITIES) + "'"
+
+
+def _stream_error(condition: str) -> str:
+    return f"<error xmlns='{STREAMS}'><{condition} xmlns='{STREAM_ERRORS}'/></error>"
+
+
+def _error_reply(
+    stanza: Stanza, sender: str | None, kind: str, condition: str, text: str | None
+) -> str:
+    """An error answer to `stanza`, as if `sender` had refused it (RFC 6120 §8.3)."""
+    attributes = ""
+    if sender is not None:
+        attributes += f" from={_attribute(sender)}"
+    stanza_id = stanza.attributes.get("id")
+    if stanza_id is not None:
+        attributes += f" id={_attribute(stanza_id)}"
+    words = f"<text xmlns='{STANZA_ERRORS}'>{escape(text)}</text>" if text is not None else ""
+    return (
+        f"<{stanza.name} xmlns='jabber:client' type='error'{attributes}>"
+        f"<error type='{kind}'><{condition} xmlns='{STANZA_ERRORS}'/>{words}</error>"
+        f"</{stanza.name}>"
+    )
+
+
+class _Bucket:
+    """A token bucket's state; its rate and burst are read at each use (a room's may change)."""
+
+    __slots__ = ("stamp", "tokens")
+
+    def __init__(self) -> None:
+        self.tokens: float | None = None
+        self.stamp = 0.0
+
+    def take(self, budget: Budget, now: float, floor: float = 0.0) -> bool:
+        if self.tokens is None:
+            tokens = float(budget.burst)
+        else:
+            # A clock that steps back refills nothing.
+            tokens = min(
+                float(budget.burst), self.tokens + max(0.0, now - self.stamp) * budget.rate
+            )
+        self.stamp = max(self.stamp, now)
+        if tokens - 1.0 >= floor:
+            self.tokens = tokens - 1.0
+            return True
+        self.tokens = tokens
+        return False
+
+
 class WireGuard:
     """One signalling session's guard: its budgets and its count of refused stanzas."""
 
@@ -133,20 +282,197 @@ class WireGuard:
         """`rules()` is the room's current ChatRules (it may change during the session);
         `hosts()` the MUC occupant JIDs (`room@muc/resource`) of the room's hosts as the
         guard has seen them join, for quiet mode's private messages to hosts."""
-        raise NotImplementedError
+        self._speaker = speaker
+        self._budgets = budgets
+        self._rules = rules
+        self._hosts = hosts
+        self._room = _fold(speaker.room)
+        self._domain = addresses.domain.lower()
+        self._muc = frozenset(d.lower() for d in addresses.muc_domains | addresses.lobby_domains)
+        # Breakout rooms get random names from jicofo/mod_muc_breakout_rooms, unknown to the gate:
+        # any room on the breakout domains may be addressed. Tying them to the meeting (the
+        # breakout rooms' list prosody sends) is the lead's decision to make.
+        self._breakout = frozenset(d.lower() for d in addresses.breakout_domains)
+        self._components = frozenset(d.lower() for d in addresses.components)
+        name = _XML_CHARACTER.sub("", speaker.name)
+        self._nick = f"<nick xmlns='{NICK}'>{escape(name)}</nick>".encode()
+        self._strikes = 0
+        self._chat = _Bucket()
+        self._signal = _Bucket()
+        self._presence = _Bucket()
+        self._iq = _Bucket()
 
     @property
     def strikes(self) -> int:
         """Stanzas refused in this session so far."""
-        raise NotImplementedError
+        return self._strikes
 
     @property
     def removable(self) -> bool:
         """Past the room's strike threshold: the sender is to be removed."""
-        raise NotImplementedError
+        threshold = self._rules().strikes
+        return threshold > 0 and self._strikes >= threshold
 
     def inspect(self, data: str | bytes, now: float) -> Verdict:
         """Judge one element the client sent: one WebSocket message (RFC 7395 framing: `<open/>`,
         `<close/>`, a stanza, a stream-management or SASL element), or one child of a BOSH
         `<body>` (its exact bytes)."""
-        raise NotImplementedError
+        stanza = parse_stanza(data, max_bytes=MAX_ELEMENT_BYTES)
+        if isinstance(stanza, Malformed):
+            return EndStream(_stream_error(stanza.condition), stanza.condition)
+        if stanza.namespace == CLIENT and stanza.name in _STANZAS:
+            return self._judge(stanza, data, now)
+        if (stanza.namespace, stanza.name) not in _CONTROL:
+            return EndStream(_stream_error("unsupported-stanza-type"), "unsupported-stanza-type")
+        if stanza.name == "open" and stanza.namespace == FRAMING:
+            to = stanza.attributes.get("to")
+            if to is None or to.lower() != self._domain:
+                return EndStream(_stream_error("host-unknown"), "host-unknown")
+        return Forward(data if isinstance(data, str) else stanza.raw.decode())
+
+    def _judge(self, stanza: Stanza, data: str | bytes, now: float) -> Verdict:
+        to = stanza.attributes.get("to")
+        kind = stanza.attributes.get("type")
+        jid = None if to is None else _parse_jid(to)
+        place = _Place.SERVER if to is None else self._place(jid)
+        if place is None:
+            reply = None
+            if stanza.name != "presence" and kind not in _ANSWERS:
+                sender = to if jid is not None else None
+                reply = _error_reply(stanza, sender, "cancel", "service-unavailable", None)
+            return self._refuse("address", reply)
+        if stanza.name == "iq":
+            if kind in _ANSWERS:
+                # Answers to the server's own questions (pings, Jingle from the focus) are never
+                # refused while a client behaves: they draw on the IQ budget and may overdraw it
+                # by one burst (starving the client's own requests, not anyone else), so that a
+                # flood of made-up answers is still bounded.
+                burst = float(self._budgets.iq.burst)
+                if not self._iq.take(self._budgets.iq, now, floor=-burst):
+                    return self._refuse("rate", None)
+            elif not self._iq.take(self._budgets.iq, now):
+                reply = _error_reply(stanza, to, "wait", "resource-constraint", None)
+                return self._refuse("rate", reply)
+            return self._forward(stanza, data, ())
+        if stanza.name == "presence":
+            if not self._presence.take(self._budgets.presence, now):
+                return self._refuse("rate", None)
+            return self._forward_presence(stanza, data, place, kind)
+        if stanza.body_bytes is None:
+            # Polls, reactions without text, component requests: their own budget, no reply
+            # (Jitsi would show an empty chat error for something the user did not type).
+            if not self._signal.take(self._budgets.signal, now):
+                return self._refuse("rate", None)
+            return self._forward_message(stanza, data)
+        return self._chat_message(stanza, data, now, stanza.body_bytes, jid, place, kind)
+
+    def _chat_message(
+        self,
+        stanza: Stanza,
+        data: str | bytes,
+        now: float,
+        body_bytes: int,
+        jid: _Jid | None,
+        place: _Place,
+        kind: str | None,
+    ) -> Verdict:
+        rules = self._rules()
+        to = stanza.attributes.get("to")
+        # lib-jitsi-meet shows an error message's text when it comes from the room's bare JID
+        # (ChatRoom.onMessage), for group and private chat alike.
+        sender = to.partition("/")[0] if to is not None else None
+        answer = kind != "error"
+        if body_bytes > rules.chat_max_bytes:
+            reply = _error_reply(stanza, sender, "modify", "policy-violation", TOO_LONG)
+            return self._refuse("size", reply if answer else None)
+        if rules.quiet and not self._speaker.host:
+            private = kind == "chat" or place is _Place.OCCUPANT
+            to_host = (
+                private
+                and rules.private_to_hosts_when_quiet
+                and place is _Place.OCCUPANT
+                and jid is not None
+                and (jid.node, jid.domain, jid.resource) in self._host_keys()
+            )
+            if not to_host:
+                reply = _error_reply(stanza, sender, "modify", "policy-violation", QUIET)
+                return self._refuse("quiet", reply if answer else None)
+        if not self._chat.take(rules.chat, now):
+            reply = _error_reply(stanza, sender, "wait", "resource-constraint", TOO_FAST)
+            return self._refuse("rate", reply if answer else None)
+        return self._forward_message(stanza, data)
+
+    def _host_keys(self) -> set[tuple[str, str, str] | None]:
+        return {_occupant_key(jid) for jid in self._hosts()}
+
+    def _place(self, jid: _Jid | None) -> _Place | None:
+        if jid is None:
+            return None
+        if jid.node is None:
+            if jid.resource is not None:
+                return None
+            if jid.domain == self._domain:
+                return _Place.SERVER
+            # The breakout rooms' component takes its commands at its bare domain
+            # (lib-jitsi-meet's BreakoutRooms._sendMessage).
+            if jid.domain in self._components or jid.domain in self._breakout:
+                return _Place.COMPONENT
+            return None
+        if jid.domain in self._muc:
+            if jid.node != self._room:
+                return None
+        elif jid.domain not in self._breakout:
+            return None
+        return _Place.ROOM if jid.resource is None else _Place.OCCUPANT
+
+    def _refuse(self, reason: str, reply: str | None) -> Refuse:
+        self._strikes += 1
+        stand_in = (
+            f"<iq xmlns='jabber:client' type='result' id='meetgate-dropped-{self._strikes}'/>"
+        )
+        return Refuse(stand_in=stand_in, reply=reply, reason=reason)
+
+    def _forward_presence(
+        self, stanza: Stanza, data: str | bytes, place: _Place, kind: str | None
+    ) -> Forward:
+        edits: list[tuple[int, int, bytes]] = []
+        named = False
+        for child in stanza.children:
+            if child.name in _STRIPPED:
+                edits.append((child.start, child.end, b""))
+            elif child.name == "nick" and child.namespace == NICK:
+                edits.append((child.start, child.end, b"" if named else self._nick))
+                named = True
+        joining = place in (_Place.SERVER, _Place.ROOM, _Place.OCCUPANT) and kind is None
+        if joining and not named:
+            if stanza.close is not None:
+                edits.append((stanza.close, stanza.close, self._nick))
+            else:
+                end = stanza.empty_end
+                edits.append((end - 2, end, b">" + self._nick + b"</" + stanza.qname + b">"))
+        return self._forward(stanza, data, edits)
+
+    def _forward_message(self, stanza: Stanza, data: str | bytes) -> Forward:
+        edits: list[tuple[int, int, bytes]] = []
+        for child in stanza.children:
+            if child.name == "nick" and child.namespace == NICK:
+                edits.append((child.start, child.end, self._nick))
+            elif child.name == "display-name" and child.namespace == DISPLAY_NAME:
+                edits.append((child.start, child.end, b""))
+        return self._forward(stanza, data, edits)
+
+    @staticmethod
+    def _forward(
+        stanza: Stanza, data: str | bytes, edits: Sequence[tuple[int, int, bytes]]
+    ) -> Forward:
+        if not edits:
+            return Forward(data if isinstance(data, str) else stanza.raw.decode())
+        raw = stanza.raw
+        parts: list[bytes] = []
+        position = 0
+        for start, end, replacement in sorted(edits):
+            parts.append(raw[position:start])
+            parts.append(replacement)
+            position = end
+        parts.append(raw[position:])
+        return Forward(b"".join(parts).decode())

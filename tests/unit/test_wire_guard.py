@@ -1,0 +1,744 @@
+"""The wire guard's decisions: what a client may send on the signalling wire, where to, how often
+and how big, with the verified name set in what others see; Jitsi's own stanzas (shapes from
+lib-jitsi-meet's source) pass as sent."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway.proxy.wire_guard import (
+    QUIET,
+    TOO_FAST,
+    TOO_LONG,
+    Addresses,
+    Budget,
+    ChatRules,
+    EndStream,
+    Forward,
+    Refuse,
+    Speaker,
+    Verdict,
+    WireBudgets,
+    WireGuard,
+)
+
+DOMAIN = "meet.test"
+MUC = "conference.meet.test"
+LOBBY = "lobby.meet.test"
+BREAKOUT = "breakout.meet.test"
+ROOM = f"room@{MUC}"
+FOCUS = f"focus.{DOMAIN}"
+NAME = "Ada Lovelace"
+NICK = "http://jabber.org/protocol/nick"
+STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
+STREAMS = "http://etherx.jabber.org/streams"
+FRAMING = "urn:ietf:params:xml:ns:xmpp-framing"
+ADDRESSES = Addresses(
+    domain=DOMAIN,
+    muc_domains=frozenset({MUC}),
+    lobby_domains=frozenset({LOBBY}),
+    breakout_domains=frozenset({BREAKOUT}),
+    components=frozenset(
+        {
+            FOCUS,
+            f"speakerstats.{DOMAIN}",
+            f"polls.{DOMAIN}",
+            f"endconference.{DOMAIN}",
+            f"avmoderation.{DOMAIN}",
+            f"metadata.{DOMAIN}",
+        }
+    ),
+)
+PLENTY = Budget(rate=1000.0, burst=1000)
+GENEROUS = WireBudgets(presence=PLENTY, iq=PLENTY, signal=PLENTY)
+OPEN = ChatRules(
+    quiet=False, private_to_hosts_when_quiet=True, chat=PLENTY, chat_max_bytes=2048, strikes=0
+)
+HOST_OCCUPANT = f"{ROOM}/h0st1d"
+
+
+def guard(
+    rules: ChatRules = OPEN,
+    budgets: WireBudgets = GENEROUS,
+    *,
+    host: bool = False,
+    name: str = NAME,
+    hosts: frozenset[str] = frozenset({HOST_OCCUPANT}),
+) -> WireGuard:
+    speaker = Speaker(admission_id="adm-1", room="room", name=name, host=host)
+    return WireGuard(speaker, ADDRESSES, budgets, lambda: rules, lambda: hosts)
+
+
+def element(data: str) -> ET.Element:
+    return ET.fromstring(data)  # noqa: S314 - the guard's own output and the tests' stanzas
+
+
+def forwarded(verdict: Verdict) -> str:
+    assert isinstance(verdict, Forward), verdict
+    return verdict.data
+
+
+def refused(verdict: Verdict, reason: str) -> Refuse:
+    assert isinstance(verdict, Refuse), verdict
+    assert verdict.reason == reason
+    stand_in = element(verdict.stand_in)
+    assert stand_in.tag == "{jabber:client}iq" and stand_in.get("type") == "result"
+    assert (stand_in.get("id") or "").startswith("meetgate-dropped-")
+    return verdict
+
+
+def reply_of(verdict: Refuse) -> ET.Element:
+    assert verdict.reply is not None
+    return element(verdict.reply)
+
+
+def error_text(reply: ET.Element) -> str | None:
+    text = reply.find(f"{{jabber:client}}error/{{{STANZAS}}}text")
+    return None if text is None else text.text
+
+
+def groupchat(body: str = "hello", *, to: str = ROOM, extra: str = "") -> str:
+    return (
+        f"<message to='{to}' type='groupchat' id='m1' xmlns='jabber:client'>"
+        f"<body>{body}</body><nick xmlns='{NICK}'>{NAME}</nick>{extra}</message>"
+    )
+
+
+def private(to: str, body: str = "psst") -> str:
+    return (
+        f"<message to='{to}' type='chat' id='p1' xmlns='jabber:client'>"
+        f"<body>{body}</body><nick xmlns='{NICK}'>{NAME}</nick></message>"
+    )
+
+
+JOIN = (
+    f"<presence to='{ROOM}/a1b2c3d4' xmlns='jabber:client'>"
+    "<x xmlns='http://jabber.org/protocol/muc'/>"
+    "<stats-id>Kaia-Yn5</stats-id>"
+    "<c hash='sha-1' node='https://jitsi.org/jitsi-meet' ver='u7k5ZfVqXmAAtnmyDPf0ffNh9GY='"
+    " xmlns='http://jabber.org/protocol/caps'/>"
+    "<features><feature var='https://jitsi.org/meet/e2ee'/></features>"
+    "<jitsi_participant_codecList>av1,vp9,vp8,h264</jitsi_participant_codecList>"
+    '<SourceInfo>{"a1b2c3d4-a0":{"muted":true},"a1b2c3d4-v0":{"muted":true}}</SourceInfo>'
+    "<audiomuted>true</audiomuted><videomuted>true</videomuted>"
+    f"<nick xmlns='{NICK}'>{NAME}</nick>"
+    "<jitsi_participant_region>eu</jitsi_participant_region>"
+    "</presence>"
+)
+JINGLE_ACCEPT = (
+    f"<iq to='{ROOM}/focus' type='set' id='a8c3:sendIQ' xmlns='jabber:client'>"
+    "<jingle action='session-accept' initiator='focus@auth.meet.test/focus' "
+    "responder='u1@meet.test/x' sid='4bmcl7ej5p0ju' xmlns='urn:xmpp:jingle:1'>"
+    "<content creator='initiator' name='audio' senders='both'>"
+    "<description media='audio' maxptime='60' xmlns='urn:xmpp:jingle:apps:rtp:1'>"
+    "<payload-type channels='2' clockrate='48000' id='111' name='opus'>"
+    "<parameter name='minptime' value='10'/>"
+    "<rtcp-fb type='transport-cc' xmlns='urn:xmpp:jingle:apps:rtp:rtcp-fb:0'/></payload-type>"
+    "<source name='a1b2c3d4-a0' ssrc='2779011616' xmlns='urn:xmpp:jingle:apps:rtp:ssma:0'>"
+    "<parameter name='msid' value='a1b2c3d4-audio-1 11d4'/></source>"
+    "<rtcp-mux/></description>"
+    "<transport pwd='CMtbGz7mRe4cbYpVWMRq4f+Q' ufrag='sn5L'"
+    " xmlns='urn:xmpp:jingle:transports:ice-udp:1'>"
+    "<fingerprint hash='sha-256' setup='active' xmlns='urn:xmpp:jingle:apps:dtls:0'>"
+    "9B:0E:1A:55</fingerprint></transport></content>"
+    "<group semantics='BUNDLE' xmlns='urn:xmpp:jingle:apps:grouping:0'>"
+    "<content name='audio'/></group></jingle></iq>"
+)
+
+# What lib-jitsi-meet sends in a meeting (ChatRoom, moderator, strophe.jingle, Polls,
+# BreakoutRooms, Lobby, SpeakerStats, AVModeration, the connection's set-up).
+JITSI = {
+    "open": f"<open to='{DOMAIN}' version='1.0' xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>",
+    "sasl": "<auth mechanism='PLAIN' xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>AGEAYg==</auth>",
+    "bind": (
+        "<iq type='set' id='_bind_auth_2' xmlns='jabber:client'>"
+        "<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>"
+    ),
+    "sm-enable": "<enable resume='true' xmlns='urn:xmpp:sm:3'/>",
+    "sm-r": "<r xmlns='urn:xmpp:sm:3'/>",
+    "sm-a": "<a h='12' xmlns='urn:xmpp:sm:3'/>",
+    "sm-resume": "<resume h='5' previd='a1-b2' xmlns='urn:xmpp:sm:3'/>",
+    "disco-server": (
+        f"<iq to='{DOMAIN}' type='get' id='info1' xmlns='jabber:client'>"
+        "<query xmlns='http://jabber.org/protocol/disco#info'/></iq>"
+    ),
+    "extdisco": (
+        f"<iq to='{DOMAIN}' type='get' id='ext1' xmlns='jabber:client'>"
+        "<services xmlns='urn:xmpp:extdisco:2'/></iq>"
+    ),
+    "short-term-credentials": (
+        f"<iq to='{DOMAIN}' type='get' id='cred1' xmlns='jabber:client'>"
+        "<credentials xmlns='urn:xmpp:extdisco:2'>"
+        "<service host='whiteboard.meet.test' type='short-lived-token'/></credentials></iq>"
+    ),
+    "ping": (
+        f"<iq to='{DOMAIN}' type='get' id='ping1' xmlns='jabber:client'>"
+        "<ping xmlns='urn:xmpp:ping'/></iq>"
+    ),
+    "pong": f"<iq to='{DOMAIN}' type='result' id='s2c1' xmlns='jabber:client'/>",
+    "conference-request": (
+        f"<iq to='{FOCUS}' type='set' id='c1' xmlns='jabber:client'>"
+        f"<conference machine-uid='0b7a' room='{ROOM}' xmlns='http://jitsi.org/protocol/focus'>"
+        "<property name='rtcstatsEnabled' value='false'/>"
+        "<property name='visitors-version' value='1'/></conference></iq>"
+    ),
+    "disco-room": (
+        f"<iq to='{ROOM}' type='get' id='info2' xmlns='jabber:client'>"
+        "<query xmlns='http://jabber.org/protocol/disco#info'/></iq>"
+    ),
+    "join": JOIN,
+    "raise-hand": JOIN.replace(
+        "</presence>",
+        "<jitsi_participant_raisedHand>1764892800000</jitsi_participant_raisedHand></presence>",
+    ),
+    "jingle-accept": JINGLE_ACCEPT,
+    "jingle-result": f"<iq to='{ROOM}/focus' type='result' id='jf1' xmlns='jabber:client'/>",
+    "mute-participant": (
+        f"<iq to='{ROOM}/focus' type='set' id='mu1' xmlns='jabber:client'>"
+        f"<mute jid='{ROOM}/e5f6' xmlns='http://jitsi.org/jitmeet/audio'>true</mute></iq>"
+    ),
+    "groupchat": groupchat("Hello &amp; welcome 👋"),
+    "private-chat": private(f"{ROOM}/e5f6a7b8"),
+    "reaction": (
+        f"<message to='{ROOM}' type='groupchat' id='r1' xmlns='jabber:client'>"
+        "<reactions id='m1' xmlns='urn:xmpp:reactions:0'><reaction>👍</reaction></reactions>"
+        "<store xmlns='urn:xmpp:hints'/></message>"
+    ),
+    "endpoint-message": (
+        f"<message to='{ROOM}' type='groupchat' xmlns='jabber:client'>"
+        "<json-message xmlns='http://jitsi.org/jitmeet'>{&quot;type&quot;:&quot;e2e-ping&quot;}"
+        "</json-message></message>"
+    ),
+    "poll": (
+        f"<message to='polls.{DOMAIN}' type='chat' xmlns='jabber:client'>"
+        "<json-message xmlns='http://jitsi.org/jitmeet'>"
+        '{"answers":[{"name":"yes"}],"command":"new-poll","pollId":"p1",'
+        '"question":"Lunch?","type":"polls"}</json-message></message>'
+    ),
+    "speakerstats": (
+        f"<message to='speakerstats.{DOMAIN}' xmlns='jabber:client'>"
+        f"<speakerstats room='{ROOM}' xmlns='http://jitsi.org/jitmeet'>"
+        "<faceLandmarks duration='10' faceExpression='happy' timestamp='1'/>"
+        "</speakerstats></message>"
+    ),
+    "av-moderation": (
+        f"<message to='avmoderation.{DOMAIN}' xmlns='jabber:client'>"
+        "<av_moderation xmlns='http://jitsi.org/jitmeet'>"
+        '{"type":"av_moderation","enable":true,"mediaType":"audio"}</av_moderation></message>'
+    ),
+    "end-conference": (
+        f"<message to='endconference.{DOMAIN}' xmlns='jabber:client'><end_conference/></message>"
+    ),
+    "kick": (
+        f"<iq to='{ROOM}' type='set' id='k1' xmlns='jabber:client'>"
+        "<query xmlns='http://jabber.org/protocol/muc#admin'>"
+        "<item nick='e5f6a7b8' role='none'><reason>You have been kicked.</reason></item>"
+        "</query></iq>"
+    ),
+    "grant-owner": (
+        f"<iq to='{ROOM}' type='set' id='g1' xmlns='jabber:client'>"
+        "<query xmlns='http://jabber.org/protocol/muc#admin'>"
+        f"<item affiliation='owner' jid='u2@{DOMAIN}'>"
+        "<reason>Your affiliation has been changed to 'owner'.</reason></item></query></iq>"
+    ),
+    "lobby-join": (
+        f"<presence to='room@{LOBBY}/a1b2c3d4' xmlns='jabber:client'>"
+        "<x xmlns='http://jabber.org/protocol/muc'/>"
+        f"<nick xmlns='{NICK}'>{NAME}</nick></presence>"
+    ),
+    "lobby-approve": (
+        f"<iq to='room@{LOBBY}' type='set' id='l1' xmlns='jabber:client'>"
+        "<query xmlns='http://jabber.org/protocol/muc#admin'>"
+        f"<item affiliation='member' jid='u3@{DOMAIN}'/></query></iq>"
+    ),
+    "lobby-message": (
+        f"<message to='room@{LOBBY}/e5f6' type='chat' xmlns='jabber:client'>"
+        "<json-message xmlns='http://jitsi.org/jitmeet'>{}</json-message></message>"
+    ),
+    "breakout-command": (
+        f"<message to='{BREAKOUT}' xmlns='jabber:client'>"
+        "<breakout_rooms subject='Group 1' type='features/breakout-rooms/add'/></message>"
+    ),
+    "breakout-join": (
+        f"<presence to='3f1e7c0a-2b4d-4e5f-9a8b-7c6d5e4f3a2b@{BREAKOUT}/a1b2c3d4'"
+        " xmlns='jabber:client'><x xmlns='http://jabber.org/protocol/muc'/>"
+        f"<nick xmlns='{NICK}'>{NAME}</nick></presence>"
+    ),
+    "leave": f"<presence to='{ROOM}/a1b2c3d4' type='unavailable' xmlns='jabber:client'/>",
+    "close": "<close xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>",
+}
+
+
+@pytest.mark.parametrize("name", JITSI)
+def test_jitsi_stanzas_pass_byte_identical(name: str) -> None:
+    text = JITSI[name]
+    assert forwarded(guard().inspect(text, 0.0)) == text
+    # The same element as a BOSH body's child: its exact bytes, in the httpbind namespace.
+    bosh = text.replace("xmlns='jabber:client'", "xmlns='http://jabber.org/protocol/httpbind'")
+    assert forwarded(guard().inspect(bosh.encode(), 0.0)) == bosh
+
+
+# -- what is not a stanza a client sends --
+
+
+def stream_error(verdict: Verdict, condition: str) -> None:
+    assert isinstance(verdict, EndStream), verdict
+    assert verdict.reason == condition
+    assert verdict.error == (
+        "<error xmlns='http://etherx.jabber.org/streams'>"
+        f"<{condition} xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></error>"
+    )
+
+
+@pytest.mark.parametrize(
+    ("data", "condition"),
+    [
+        (
+            '<!DOCTYPE m [<!ENTITY a "aaaa"><!ENTITY b "&a;&a;">]><message>&b;</message>',
+            "restricted-xml",
+        ),
+        (
+            '<!DOCTYPE m [<!ENTITY x SYSTEM "http://evil.test/">]><message>&x;</message>',
+            "restricted-xml",
+        ),
+        ("<message><!--x--></message>", "restricted-xml"),
+        ("<message><?x y?></message>", "restricted-xml"),
+        ("<a>" * 1000 + "</a>" * 1000, "policy-violation"),
+        ("<message><body>" + "x" * 300_000 + "</body></message>", "policy-violation"),
+        (b"<message><body>\xff</body></message>", "not-well-formed"),
+        ("<message><body>hi", "not-well-formed"),
+        ("<message/><message/>", "not-well-formed"),
+        ("hi<message/>", "not-well-formed"),
+        ("<foo xmlns='jabber:client'/>", "unsupported-stanza-type"),
+        ("<message xmlns='jabber:server'/>", "unsupported-stanza-type"),
+        ("<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>", "unsupported-stanza-type"),
+        ("<enabled xmlns='urn:xmpp:sm:3'/>", "unsupported-stanza-type"),
+        (
+            "<stream:features xmlns:stream='http://etherx.jabber.org/streams'/>",
+            "unsupported-stanza-type",
+        ),
+        (
+            "<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='other.test' version='1.0'/>",
+            "host-unknown",
+        ),
+        ("<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' version='1.0'/>", "host-unknown"),
+    ],
+)
+def test_input_that_is_not_a_client_element_ends_the_session(
+    data: str | bytes, condition: str
+) -> None:
+    session = guard()
+    stream_error(session.inspect(data, 0.0), condition)
+    assert session.strikes == 0
+
+
+def test_open_to_the_domain_is_compared_case_insensitively() -> None:
+    text = "<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='Meet.TEST' version='1.0'/>"
+    assert forwarded(guard().inspect(text, 0.0)) == text
+
+
+# -- addresses --
+
+
+@pytest.mark.parametrize(
+    "to",
+    [
+        DOMAIN,
+        "MEET.test",
+        ROOM,
+        "ROOM@Conference.Meet.Test/anyone",
+        f"{ROOM}/a/b@c",
+        f"room@{LOBBY}",
+        f"room@{LOBBY}/x",
+        f"any-random-name@{BREAKOUT}",
+        f"any-random-name@{BREAKOUT}/x",
+        BREAKOUT,
+        FOCUS,
+        f"Speakerstats.{DOMAIN}",
+    ],
+)
+def test_allowed_addresses(to: str) -> None:
+    text = f"<iq to='{to}' type='get' id='q' xmlns='jabber:client'><query xmlns='x'/></iq>"
+    assert forwarded(guard().inspect(text, 0.0)) == text
+
+
+@pytest.mark.parametrize(
+    "to",
+    [
+        "other.test",
+        f"evil.{DOMAIN}",
+        f"other@{MUC}",
+        f"other@{MUC}/x",
+        f"other@{LOBBY}/x",
+        "room@conference.other.test",
+        f"someone@{DOMAIN}",
+        f"someone@{DOMAIN}/res",
+        f"{DOMAIN}/res",
+        f"{FOCUS}/res",
+        f"node@{FOCUS}",
+        f"{MUC}",
+        "@meet.test",
+        "room@",
+        "room@conference.meet.test/",
+        "a@b@conference.meet.test",
+        "ro om@conference.meet.test",
+        "room@conférence.meet.test",
+        "",
+    ],
+)
+def test_other_addresses_are_refused(to: str) -> None:
+    session = guard()
+    iq = f"<iq to='{to}' type='get' id='q' xmlns='jabber:client'><query xmlns='x'/></iq>"
+    reply = reply_of(refused(session.inspect(iq, 0.0), "address"))
+    assert reply.tag == "{jabber:client}iq" and reply.get("type") == "error"
+    assert reply.get("id") == "q"
+    error = reply.find("{jabber:client}error")
+    assert error is not None and error.get("type") == "cancel"
+    assert error.find(f"{{{STANZAS}}}service-unavailable") is not None
+    message = f"<message to='{to}' type='chat' xmlns='jabber:client'><body>x</body></message>"
+    assert reply_of(refused(session.inspect(message, 0.0), "address")).get("type") == "error"
+    presence = f"<presence to='{to}' xmlns='jabber:client'/>"
+    assert refused(session.inspect(presence, 0.0), "address").reply is None
+    assert session.strikes == 3
+
+
+def test_a_room_name_outside_ascii_must_match_exactly() -> None:
+    speaker = Speaker(admission_id="adm-1", room="café", name=NAME, host=False)
+    session = WireGuard(speaker, ADDRESSES, GENEROUS, lambda: OPEN, lambda: frozenset())
+    exact = f"<presence to='café@{MUC}/a1' type='unavailable' xmlns='jabber:client'/>"
+    assert forwarded(session.inspect(exact, 0.0)) == exact
+    refused(session.inspect(exact.replace("café", "CAFÉ"), 0.0), "address")
+    # U+212A KELVIN SIGN lower-cases to an ASCII k: never taken for one.
+    kelvin = Speaker(admission_id="adm-2", room="kiosk", name=NAME, host=False)
+    other = WireGuard(kelvin, ADDRESSES, GENEROUS, lambda: OPEN, lambda: frozenset())
+    lookalike = f"<presence to='\u212aiosk@{MUC}/a1' xmlns='jabber:client'/>"
+    refused(other.inspect(lookalike, 0.0), "address")
+
+
+def test_answers_and_errors_are_never_answered() -> None:
+    session = guard()
+    for kind in ("result", "error"):
+        iq = f"<iq to='x@other.test' type='{kind}' id='q' xmlns='jabber:client'/>"
+        assert refused(session.inspect(iq, 0.0), "address").reply is None
+    message = (
+        "<message to='x@other.test' type='error' xmlns='jabber:client'><body>x</body></message>"
+    )
+    assert refused(session.inspect(message, 0.0), "address").reply is None
+
+
+def test_copied_attributes_are_escaped_in_replies() -> None:
+    to = "x@other.test/a'b\"<c>&amp;"
+    iq = (
+        "<iq to=\"x@other.test/a'b&quot;&lt;c>&amp;amp;\" type='set'"
+        " id='i&apos;&quot;&lt;' xmlns='jabber:client'/>"
+    )
+    reply = reply_of(refused(guard().inspect(iq, 0.0), "address"))
+    assert reply.get("from") == to
+    assert reply.get("id") == "i'\"<"
+
+
+# -- the error Jitsi shows --
+
+
+def test_the_room_refusal_has_the_shape_lib_jitsi_meet_shows() -> None:
+    rules = ChatRules(False, False, Budget(rate=0.0, burst=1), 2048, 0)
+    session = guard(rules)
+    forwarded(session.inspect(groupchat(), 0.0))
+    verdict = refused(session.inspect(groupchat(), 0.0), "rate")
+    assert verdict.reply == (
+        f"<message xmlns='jabber:client' type='error' from='{ROOM}' id='m1'>"
+        "<error type='wait'><resource-constraint xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>"
+        "<text xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'>You are sending messages too fast."
+        "</text></error></message>"
+    )
+    # ChatRoom.onMessage reads `:scope>error>text` of a type='error' message from the room.
+    assert error_text(reply_of(verdict)) == TOO_FAST
+
+
+def test_a_private_message_refusal_comes_from_the_room_bare_jid() -> None:
+    rules = ChatRules(True, False, PLENTY, 2048, 0)
+    reply = reply_of(refused(guard(rules).inspect(private(f"{ROOM}/e5f6"), 0.0), "quiet"))
+    assert reply.get("from") == ROOM and reply.get("id") == "p1"
+    assert error_text(reply) == QUIET
+
+
+def test_stand_ins_have_ids_of_their_own() -> None:
+    session = guard()
+    bad = "<presence to='x@other.test' xmlns='jabber:client'/>"
+    first = refused(session.inspect(bad, 0.0), "address").stand_in
+    second = refused(session.inspect(bad, 0.0), "address").stand_in
+    assert first != second
+    assert first == "<iq xmlns='jabber:client' type='result' id='meetgate-dropped-1'/>"
+
+
+# -- budgets --
+
+
+def test_chat_over_budget_is_refused_and_refills_with_time() -> None:
+    rules = ChatRules(False, False, Budget(rate=0.5, burst=3), 2048, 0)
+    session, other = guard(rules), guard(rules)
+    for _ in range(3):
+        forwarded(session.inspect(groupchat(), 100.0))
+    verdict = refused(session.inspect(groupchat(), 100.0), "rate")
+    assert error_text(reply_of(verdict)) == TOO_FAST
+    error = reply_of(verdict).find("{jabber:client}error")
+    assert error is not None and error.get("type") == "wait"
+    forwarded(other.inspect(groupchat(), 100.0))  # a second sender is unaffected
+    refused(session.inspect(groupchat(), 101.0), "rate")  # half a token back
+    forwarded(session.inspect(groupchat(), 102.0))
+    refused(session.inspect(groupchat(), 102.0), "rate")
+    # The burst is a cap: a long pause gives three, not more.
+    for _ in range(3):
+        forwarded(session.inspect(groupchat(), 10_000.0))
+    refused(session.inspect(groupchat(), 10_000.0), "rate")
+
+
+def test_a_clock_stepping_back_refills_nothing() -> None:
+    rules = ChatRules(False, False, Budget(rate=1.0, burst=1), 2048, 0)
+    session = guard(rules)
+    forwarded(session.inspect(groupchat(), 50.0))
+    refused(session.inspect(groupchat(), 10.0), "rate")
+    refused(session.inspect(groupchat(), 50.5), "rate")
+    forwarded(session.inspect(groupchat(), 51.0))
+
+
+def test_a_hundred_messages_in_a_second_only_the_budget_passes() -> None:
+    rules = ChatRules(False, False, Budget(rate=0.5, burst=10), 2048, 0)
+    session = guard(rules)
+    verdicts = [session.inspect(groupchat(), i / 100) for i in range(100)]
+    assert sum(isinstance(v, Forward) for v in verdicts) == 10
+    assert all(isinstance(v, Refuse) and v.reply for v in verdicts[10:])
+
+
+def tight(kind: str) -> WireBudgets:
+    one = Budget(rate=0.001, burst=2)
+    return WireBudgets(
+        presence=one if kind == "presence" else PLENTY,
+        iq=one if kind == "iq" else PLENTY,
+        signal=one if kind == "signal" else PLENTY,
+    )
+
+
+def test_presence_signal_and_iq_have_budgets_of_their_own() -> None:
+    presence = guard(budgets=tight("presence"))
+    for _ in range(2):
+        forwarded(presence.inspect(JOIN, 0.0))
+    assert refused(presence.inspect(JOIN, 0.0), "rate").reply is None
+    forwarded(presence.inspect(groupchat(), 0.0))
+    forwarded(presence.inspect(JITSI["ping"], 0.0))
+
+    signal = guard(budgets=tight("signal"))
+    for _ in range(2):
+        forwarded(signal.inspect(JITSI["reaction"], 0.0))
+    assert refused(signal.inspect(JITSI["poll"], 0.0), "rate").reply is None
+    forwarded(signal.inspect(groupchat(), 0.0))  # chat is not signal
+
+    iq = guard(budgets=tight("iq"))
+    for _ in range(2):
+        forwarded(iq.inspect(JITSI["ping"], 0.0))
+    reply = reply_of(refused(iq.inspect(JITSI["disco-room"], 0.0), "rate"))
+    assert reply.tag == "{jabber:client}iq" and reply.get("id") == "info2"
+    assert reply.get("from") == ROOM
+    assert reply.find(f"{{jabber:client}}error/{{{STANZAS}}}resource-constraint") is not None
+
+
+def test_answers_draw_on_the_iq_budget_but_only_a_flood_is_refused() -> None:
+    session = guard(budgets=tight("iq"))
+    result = JITSI["jingle-result"]
+    # Two from the burst, then an overdraft of one burst more: never a normal client's answer
+    # refused, but made-up answers are bounded.
+    for _ in range(4):
+        forwarded(session.inspect(result, 0.0))
+    assert refused(session.inspect(result, 0.0), "rate").reply is None
+    # The overdraft is the client's own loss: its requests wait.
+    refused(session.inspect(JITSI["ping"], 0.0), "rate")
+
+
+# -- size --
+
+
+def test_chat_size_is_capped_in_body_bytes() -> None:
+    rules = ChatRules(False, False, PLENTY, 10, 0)
+    session = guard(rules)
+    forwarded(session.inspect(groupchat("é" * 5), 0.0))
+    verdict = refused(session.inspect(groupchat("é" * 5 + "x"), 0.0), "size")
+    reply = reply_of(verdict)
+    assert error_text(reply) == TOO_LONG
+    error = reply.find("{jabber:client}error")
+    assert error is not None and error.get("type") == "modify"
+    assert error.find(f"{{{STANZAS}}}policy-violation") is not None
+    # Markup does not count, entities count as what they stand for.
+    forwarded(session.inspect(groupchat("&lt;&lt;&lt;&lt;&lt;&lt;&lt;&lt;&lt;&lt;"), 0.0))
+
+
+# -- quiet mode --
+
+
+def test_quiet_mode_refuses_attendees_chat_and_lets_hosts_speak() -> None:
+    state = {"rules": ChatRules(True, True, PLENTY, 2048, 0)}
+    speaker = Speaker(admission_id="adm-1", room="room", name=NAME, host=False)
+    session = WireGuard(
+        speaker, ADDRESSES, GENEROUS, lambda: state["rules"], lambda: frozenset({HOST_OCCUPANT})
+    )
+    verdict = refused(session.inspect(groupchat(), 0.0), "quiet")
+    reply = reply_of(verdict)
+    assert error_text(reply) == QUIET and reply.get("from") == ROOM
+    refused(session.inspect(private(f"{ROOM}/e5f6"), 0.0), "quiet")
+    # Private to a host stays allowed when the room says so (case of the room part aside).
+    forwarded(session.inspect(private("ROOM@conference.meet.test/h0st1d"), 0.0))
+    forwarded(session.inspect(JITSI["reaction"], 0.0))  # not chat
+    forwarded(session.inspect(JITSI["poll"], 0.0))
+    state["rules"] = ChatRules(True, False, PLENTY, 2048, 0)
+    refused(session.inspect(private(HOST_OCCUPANT), 0.0), "quiet")
+    state["rules"] = OPEN
+    forwarded(session.inspect(groupchat(), 0.0))
+    forwarded(session.inspect(private(f"{ROOM}/e5f6"), 0.0))
+    assert session.strikes == 3
+
+    host = guard(ChatRules(True, False, PLENTY, 2048, 0), host=True)
+    forwarded(host.inspect(groupchat(), 0.0))
+    forwarded(host.inspect(private(f"{ROOM}/e5f6"), 0.0))
+
+
+# -- names and tracking --
+
+
+def nicks(data: str) -> list[str | None]:
+    return [child.text for child in element(data) if child.tag == f"{{{NICK}}}nick"]
+
+
+def test_a_forged_name_is_replaced_by_the_verified_one() -> None:
+    forged = JOIN.replace(f">{NAME}</nick>", ">The Host</nick>")
+    out = forwarded(guard().inspect(forged, 0.0))
+    assert out == JOIN
+    assert nicks(out) == [NAME]
+
+
+def test_a_missing_name_is_added_and_duplicates_dropped() -> None:
+    session = guard(name="Bob <&> 'O\"Brien'")
+    bare = f"<presence to='{ROOM}/a1' xmlns='jabber:client'/>"
+    out = forwarded(session.inspect(bare, 0.0))
+    assert nicks(out) == ["Bob <&> 'O\"Brien'"]
+    assert out.startswith(f"<presence to='{ROOM}/a1' xmlns='jabber:client'><nick ")
+    assert out.endswith("</nick></presence>")
+    open_one = f"<presence to='{ROOM}/a1' xmlns='jabber:client'><x xmlns='muc'/></presence>"
+    assert nicks(forwarded(session.inspect(open_one, 0.0))) == ["Bob <&> 'O\"Brien'"]
+    two = (
+        f"<presence xmlns='jabber:client'><nick xmlns='{NICK}'>A</nick>"
+        f"<nick xmlns='{NICK}'>B</nick></presence>"
+    )
+    assert nicks(forwarded(session.inspect(two, 0.0))) == ["Bob <&> 'O\"Brien'"]
+    prefixed = "<c:presence xmlns:c='jabber:client'/>"
+    rewritten = element(forwarded(session.inspect(prefixed, 0.0)))
+    assert rewritten.tag == "{jabber:client}presence"
+    assert [c.text for c in rewritten] == ["Bob <&> 'O\"Brien'"]
+
+
+def test_leaving_and_component_presence_get_no_name_added() -> None:
+    session = guard()
+    leave = JITSI["leave"]
+    assert forwarded(session.inspect(leave, 0.0)) == leave
+
+
+def test_tracking_and_identity_elements_are_removed() -> None:
+    extra = (
+        "<avatar-url>https://evil.test/pixel.png</avatar-url>"
+        "<email>victim@example.test</email>"
+        "<identity><user><name>CEO</name></user></identity>"
+        "<avatar-url xmlns='other'>https://evil.test/2</avatar-url>"
+    )
+    forged = JOIN.replace("<audiomuted>", extra + "<audiomuted>")
+    out = forwarded(guard().inspect(forged, 0.0))
+    assert out == JOIN
+    lobby = JITSI["lobby-join"].replace("</presence>", extra + "</presence>")
+    assert forwarded(guard().inspect(lobby, 0.0)) == JITSI["lobby-join"]
+
+
+def test_a_message_carries_the_verified_name_only() -> None:
+    display = (
+        "<display-name source='visitor' xmlns='http://jitsi.org/protocol/display-name'>"
+        "The Host</display-name>"
+    )
+    forged = groupchat(extra=display).replace(f">{NAME}</nick>", ">The Host</nick>")
+    assert forwarded(guard().inspect(forged, 0.0)) == groupchat()
+
+
+# -- strikes --
+
+
+def test_strikes_count_refusals_and_past_the_threshold_the_sender_is_removable() -> None:
+    rules = ChatRules(False, False, Budget(rate=0.0, burst=1), 2048, 3)
+    session = guard(rules)
+    forwarded(session.inspect(groupchat(), 0.0))
+    for expected in (1, 2):
+        refused(session.inspect(groupchat(), 0.0), "rate")
+        assert session.strikes == expected and not session.removable
+    stream_error(session.inspect("<message>", 0.0), "not-well-formed")
+    assert session.strikes == 2 and not session.removable
+    refused(session.inspect(groupchat(), 0.0), "rate")
+    assert session.strikes == 3 and session.removable
+
+
+def test_no_threshold_never_removes() -> None:
+    rules = ChatRules(False, False, Budget(rate=0.0, burst=0), 2048, 0)
+    session = guard(rules)
+    for _ in range(50):
+        refused(session.inspect(groupchat(), 0.0), "rate")
+    assert session.strikes == 50 and not session.removable
+
+
+# -- any sequence of valid stanzas passes in order, meaning unchanged --
+
+BODY = st.text(st.sampled_from(list("ab <>&'\"é€👋\n")), min_size=1, max_size=30)
+
+
+def escaped(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+@st.composite
+def stanza(draw: st.DrawFn) -> tuple[str, bool]:
+    """A normal stanza, and whether it carries a forged name the guard must fix."""
+    kind = draw(st.sampled_from(["jitsi", "group", "private", "presence"]))
+    forged = draw(st.booleans())
+    nick = escaped(draw(BODY)) if forged else NAME
+    if kind == "jitsi":
+        return JITSI[draw(st.sampled_from(sorted(JITSI)))], False
+    if kind == "group":
+        text = groupchat(escaped(draw(BODY)))
+    elif kind == "private":
+        text = private(f"{ROOM}/{draw(st.sampled_from(['e5f6', 'h0st1d', 'x/y']))}")
+    else:
+        text = JOIN
+    return text.replace(f">{NAME}</nick>", f">{nick}</nick>"), forged
+
+
+def assert_same_meaning(sent: ET.Element, out: ET.Element) -> None:
+    """Equal elements, but for the name, which is the verified one."""
+    assert out.tag == sent.tag and out.attrib == sent.attrib
+    assert (out.text or "") == (sent.text or "")
+    assert len(out) == len(sent)
+    for a, b in zip(sent, out, strict=True):
+        if a.tag == f"{{{NICK}}}nick":
+            assert b.tag == a.tag and b.text == NAME
+        else:
+            assert_same_meaning(a, b)
+
+
+@given(st.lists(stanza(), max_size=20))
+def test_valid_stanzas_within_budgets_pass_in_order_unchanged(
+    sequence: list[tuple[str, bool]],
+) -> None:
+    session = guard()
+    outs = [forwarded(session.inspect(text, float(i))) for i, (text, _) in enumerate(sequence)]
+    assert len(outs) == len(sequence)
+    for (text, forged), out in zip(sequence, outs, strict=True):
+        if not forged:
+            assert out == text
+        else:
+            assert_same_meaning(element(text), element(out))
+    assert session.strikes == 0
