@@ -169,6 +169,22 @@ class PolicyIn(_Body):
     host_emails: list[str] = Field(default_factory=list, max_length=MAX_HOST_EMAILS)
 
 
+# JsonInt with bounds, the bounds first: within a union (`| None`), the schema states them as
+# JSON Schema's minimum and maximum only so.
+_ChatPer10s = Annotated[
+    int, Field(ge=0, le=CHAT_PER_10S_MAX), BeforeValidator(_json_number), Field(strict=False)
+]
+_ChatBurst = Annotated[
+    int, Field(ge=0, le=CHAT_BURST_MAX), BeforeValidator(_json_number), Field(strict=False)
+]
+_ChatBytes = Annotated[
+    int, Field(ge=0, le=CHAT_BYTES_MAX), BeforeValidator(_json_number), Field(strict=False)
+]
+_Strikes = Annotated[
+    int, Field(ge=0, le=STRIKES_MAX), BeforeValidator(_json_number), Field(strict=False)
+]
+
+
 class RoomChange(_Body):
     locked: bool | None = Field(default=None, description="No new admissions (hosts excepted)")
     pow_required: bool | None = Field(
@@ -182,17 +198,13 @@ class RoomChange(_Body):
     quiet_private_to_hosts: bool | None = Field(
         default=None, description="In quiet mode, attendees may still write privately to a host"
     )
-    chat_per_10s: JsonInt | None = Field(
-        default=None, ge=0, le=CHAT_PER_10S_MAX, description="0: the gate's default"
+    chat_per_10s: _ChatPer10s | None = Field(default=None, description="0: the gate's default")
+    chat_burst: _ChatBurst | None = Field(default=None, description="0: the gate's default")
+    chat_max_bytes: _ChatBytes | None = Field(
+        default=None, description="0: the gate's default; else 64 or more"
     )
-    chat_burst: JsonInt | None = Field(
-        default=None, ge=0, le=CHAT_BURST_MAX, description="0: the gate's default"
-    )
-    chat_max_bytes: JsonInt | None = Field(
-        default=None, ge=0, le=CHAT_BYTES_MAX, description="0: the gate's default; else 64 or more"
-    )
-    guard_strikes: Annotated[JsonInt, Field(ge=0, le=STRIKES_MAX)] | Literal["default"] | None = (
-        Field(default=None, description="Refused messages before removal; 0: never")
+    guard_strikes: _Strikes | Literal["default"] | None = Field(
+        default=None, description="Refused messages before removal; 0: never"
     )
 
     def chat_limits(self, room: Room) -> ChatLimits:
