@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import statistics
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -356,9 +358,11 @@ def measure(
     timing: Timing,
     say: Callable[[str], None],
     m: GuardMeasurements,
+    sampled: Callable[[str, Gateway], AbstractContextManager[None]] | None = None,
 ) -> None:
     """Round trips, then messages/s with the guard off and on (the two taking turns going
-    first; straight to the echo in the first repeat), `repeats` times."""
+    first; straight to the echo in the first repeat), `repeats` times. `sampled(side, gateway)`
+    wraps each gateway's messages/s run (the profiler of `--profile`)."""
     on = asyncio.run(admissions(gates.on, room, CONNECTIONS + 1))
     off = asyncio.run(admissions(gates.off, room, CONNECTIONS + 1))
     gateways = {"on": gates.on, "off": gates.off}
@@ -376,16 +380,22 @@ def measure(
         )
         order = ["off", "on"] if repeat % 2 == 0 else ["on", "off"]
         for side in [*order, "direct"] if repeat == 0 else order:
-            url = gates.upstream if side == "direct" else gateways[side].url
-            found = asyncio.run(
-                throughput(
-                    url,
-                    (on if side == "on" else off)[:CONNECTIONS],
-                    guarded=side == "on",
-                    pid=gateways[side].pid if side in gateways else None,
-                    options=timing,
-                )
+            gateway = gateways.get(side)
+            sampling = (
+                sampled(side, gateway)
+                if sampled is not None and gateway is not None
+                else contextlib.nullcontext()
             )
+            with sampling:
+                found = asyncio.run(
+                    throughput(
+                        gates.upstream if gateway is None else gateway.url,
+                        (on if side == "on" else off)[:CONNECTIONS],
+                        guarded=side == "on",
+                        pid=None if gateway is None else gateway.pid,
+                        options=timing,
+                    )
+                )
             m.relay.setdefault(side, []).append(found)
             cpu = found.server_cpu_per_message_us
             line += f"; {side} {found.per_second:,.0f} messages/s" + (

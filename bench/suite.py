@@ -605,7 +605,7 @@ def measure_websocket_section(lab: Lab, options: Options, m: Measurements) -> No
         say(line)
 
 
-def measure_guard_section(lab: Lab, options: Options, m: Measurements) -> None:
+def measure_guard_section(lab: Lab, workdir: Path, options: Options, m: Measurements) -> None:
     """Jitsi stanzas through the signalling relay with the wire guard on and off."""
     assert lab.guard_gates is not None
     say("measuring the wire guard")
@@ -618,6 +618,7 @@ def measure_guard_section(lab: Lab, options: Options, m: Measurements) -> None:
         ),
         say,
         m.guard,
+        lambda side, gate: profiled(f"guard-{side}", gate, workdir, options, m),
     )
 
 
@@ -734,7 +735,7 @@ def measure_everything(
         "forward-auth": lambda: measure_forward_auth_section(lab, wrk, workdir, options, m),
         "proxy": lambda: measure_proxy_section(lab, wrk, workdir, options, m),
         "websocket": lambda: measure_websocket_section(lab, options, m),
-        "guard": lambda: measure_guard_section(lab, options, m),
+        "guard": lambda: measure_guard_section(lab, workdir, options, m),
         "idle": lambda: measure_idle_section(lab, options, m),
         "revocation": lambda: measure_revocation_section(lab, options, m),
         "flood": lambda: measure_flood_section(lab, wrk, workdir, options, m),
@@ -966,6 +967,8 @@ RUN_LABELS = {
     "gate-2k": "2 KiB GET through the gate",
     "nginx-3m": "3 MiB GET through nginx proxy_pass",
     "gate-3m": "3 MiB GET through the gate",
+    "guard-on": "signalling relay, wire guard on",
+    "guard-off": "signalling relay, wire guard off",
 }
 
 
