@@ -266,6 +266,24 @@ class Metrics:
             "meetgate_open_connections",
             "Proxied WebSockets, BOSH sessions and relayed requests open on this replica.",
         )
+        self.guard_refused = Counter(
+            registry,
+            "meetgate_guard_refused_total",
+            "Stanzas the wire guard dropped, by rule: rate, size, quiet, address.",
+            ["reason"],
+        )
+        self.guard_ended = Counter(
+            registry,
+            "meetgate_guard_streams_ended_total",
+            "Signalling sessions the wire guard ended for input no client sends, by stream"
+            " error condition.",
+            ["reason"],
+        )
+        self.guard_removals = Counter(
+            registry,
+            "meetgate_guard_removals_total",
+            "Admissions the wire guard removed past their room's strike threshold.",
+        )
         self.joins = Histogram(
             registry,
             "meetgate_join_seconds",

@@ -545,9 +545,11 @@ class GuardSettings(_Section):
     signal_per_10s: int = Field(default=100, ge=1, le=100_000)
     signal_burst: int = Field(default=100, ge=1, le=100_000)
     strikes: int = Field(default=30, ge=0, le=100_000)
-    # The element names, below the XMPP domain, of the Jitsi components a client may address
-    # (`focus` is `focus.<xmpp_domain>`); the MUC is `conference`, its lobby `lobby` and
-    # breakout rooms `breakout`.
+    # The names, below the XMPP domain, of the Jitsi components a client may address (`focus`
+    # is `focus.<xmpp_domain>`; tests/fixtures/jitsi_stanzas.py says where each is read from).
+    # The MUC is `conference` in Jitsi's Debian packages and `muc` in docker-jitsi-meet (its
+    # XMPP_MUC_DOMAIN): either may be the room's. Lobby rooms are on `lobby`, breakout rooms on
+    # `breakout`.
     components: tuple[str, ...] = (
         "focus",
         "speakerstats",
@@ -559,7 +561,7 @@ class GuardSettings(_Section):
         "visitors",
         "filesharing",
     )
-    muc: str = "conference"
+    muc: tuple[str, ...] = ("conference", "muc")
     lobby: str = "lobby"
     breakout: str = "breakout"
 

@@ -28,7 +28,7 @@ from gateway.admission.pipeline import (
 from gateway.admission.policy import offered_paths
 from gateway.admission.rooms import current_room
 from gateway.client_address import ClientAddresses, parse_networks
-from gateway.cuts import CUTS, Cut
+from gateway.cuts import CUTS, Cut, RulesChanged
 from gateway.edge.languages import language_of, switch_target
 from gateway.edge.rendering import rate_limited_answer, send_error, send_rate_limited, wants_json
 from gateway.edge.requests import (
@@ -56,7 +56,8 @@ from gateway.errors import (
 )
 from gateway.metrics import Metrics
 from gateway.proxy.bosh import SID_SHAPE, BoshSession
-from gateway.proxy.bosh_body import parse_body
+from gateway.proxy.bosh_body import BoshBody, parse_body
+from gateway.proxy.guarded import GuardedWire
 from gateway.proxy.headers import upstream_request_headers
 from gateway.proxy.http import HttpRelay, read_body
 from gateway.proxy.leases import REPLACED
@@ -71,12 +72,14 @@ from gateway.proxy.paths import (
 from gateway.proxy.reconcile import Reconciler
 from gateway.proxy.registry import ConnectionRegistry
 from gateway.proxy.relayed import RelayedRequest
+from gateway.proxy.room_rules import RoomRules
 from gateway.proxy.upstream import UpstreamClient
 from gateway.proxy.websocket import RelayedSocket, open_upstream, relay
+from gateway.proxy.wire_guard import EndStream, Forward
 from gateway.settings import Settings
 from gateway.store import Store, begin_request
 from gateway.store.continuity import watch_memory
-from gateway.store.records import Admission
+from gateway.store.records import Admission, AuditEntry, AuditFacts, AuditKind
 from gateway.tickets import TicketAuthority
 
 log = logging.getLogger("meetgate.gate")
@@ -86,6 +89,10 @@ FORWARD_AUTH = "/_meetgate/forward-auth"
 # How long the gate's background tasks (cut follower, reconciliation, memory watch) have to end
 # once cancelled.
 CLOSE_TASKS_SECONDS = 2.0
+# The wire guard's removals: the cut's reason, the log's action, and who the log says acted.
+GUARD_REMOVAL = "guard removal"
+GUARD_ACTOR = "meetgate"
+GUARD_ACTOR_NAME = "Meetgate"
 FORWARD_AUTH_HEADERS = [(b"cache-control", b"no-store"), (b"content-length", b"0")]
 
 
@@ -215,6 +222,12 @@ class Gate:
         # ended (each by the task the server runs it in).
         self._stopping = False
         self._live = LiveAdmissions(settings.revocation.reconcile_seconds)
+        # The wire guard's view of each room's chat rules (None: the guard is off).
+        self.room_rules = (
+            RoomRules(store, settings.guard, hosts_ttl_seconds=settings.admission.ttl_seconds)
+            if settings.guard.enabled
+            else None
+        )
         self._in_flight: set[asyncio.Task[Any]] = set()
         self._cut: set[asyncio.Task[Any]] = set()
 
@@ -240,6 +253,8 @@ class Gate:
                 log.warning("stopping: %d background task(s) did not end when told to", len(left))
         self._follower = self._reconciling = self._memory_watch = None
         await self._limiter.aclose()
+        if self.room_rules is not None:
+            await self.room_rules.aclose()
         await self._http_client.aclose()
 
     def stop_accepting(self) -> None:
@@ -285,6 +300,10 @@ class Gate:
                     cut = Cut.decode(raw)
                     if cut is not None:
                         self._apply(cut)
+                        continue
+                    changed = RulesChanged.decode(raw)
+                    if changed is not None and self.room_rules is not None:
+                        self.room_rules.changed(changed.room)
             except StoreUnavailable:
                 log.warning("lost the store's cut channel; resubscribing in %.1fs", backoff)
             finally:
@@ -302,6 +321,8 @@ class Gate:
     async def _catch_up(self) -> None:
         # What was kept while no cut could be heard is read from the store again.
         self._live.clear()
+        if self.room_rules is not None:
+            self.room_rules.changed_all()
         try:
             await self.reconciler.sweep()
         except Exception:
@@ -568,9 +589,10 @@ class Gate:
                 headers,
                 admission,
                 signalling=target.kind is PathKind.SIGNALLING,
+                tenant=target.tenant,
             )
         elif target.kind is PathKind.SIGNALLING and scope["method"] == "POST":
-            await self._bosh(scope, receive, send, url, headers, admission)
+            await self._bosh(scope, receive, send, url, headers, admission, target.tenant)
         elif target.kind is PathKind.RELAYED:
             await self._relay_registered(scope, receive, send, url, headers, admission)
         else:
@@ -631,37 +653,157 @@ class Gate:
         url: str,
         headers: list[tuple[bytes, bytes]],
         admission: Admission,
+        tenant: str | None = None,
     ) -> None:
         """Relay one BOSH request, noting which session (sid) this admission uses. A body that
         is not one well-formed `<body>` with a rid, and a sid if any of prosody's shape, is
-        refused (BoshBodyInvalid), so every session the upstream sees is one the gate can end."""
+        refused (BoshBodyInvalid), so every session the upstream sees is one the gate can end.
+
+        Under the wire guard each stanza in the body is judged as on a WebSocket: what is
+        refused is replaced by its stand-in, and the errors for the sender are put into the
+        session's next response that passes here."""
         limit = self._settings.limits.max_body_bytes
         body = await read_body(receive, limit)
         parsed = parse_body(body, max_bytes=limit)
         sid, rid = parsed.sid, parsed.rid
         if rid is None or (sid is not None and not SID_SHAPE.fullmatch(sid)):
             raise BoshBodyInvalid()
+        session = None
         if sid is not None:
-            self._track_bosh(admission, url, sid, rid, parsed.terminates)
+            session = self._track_bosh(admission, url, sid, rid, parsed.terminates)
         else:
             # A new session (a running one's requests carry its sid): see `_proxy`.
             self._pipeline.ensure_memory()
+        if parsed.children and self.room_rules is not None:
+            # A body outside a tracked session (its first, its last) is judged all the same,
+            # by a guard of its own: it may not address another room either.
+            wire = session.wire if session is not None else None
+            if wire is None:
+                wire = await self._wire(admission, tenant)
+                if session is not None:
+                    session.wire = wire
+            assert wire is not None
+            judged = self._judge_bosh(wire, session, body, parsed)
+            if judged is None:
+                await self._end_bosh(send, session, admission)
+                return
+            body = judged
+        if session is not None and session.wire is not None:
+            # Any of the session's responses may carry the guard's errors: the one held
+            # longest is usually answered first.
+            send = session.answering(send)
         await self._http.relay(scope, receive, send, url, headers, body=body)
 
-    def _track_bosh(self, admission: Admission, url: str, sid: str, rid: int, ending: bool) -> None:
+    def _judge_bosh(
+        self, wire: GuardedWire, session: BoshSession | None, body: bytes, parsed: BoshBody
+    ) -> bytes | None:
+        """The body with each stanza as the guard lets it through; None if the guard ends the
+        session."""
+        now = asyncio.get_running_loop().time()
+        pieces: list[bytes] = []
+        at = 0
+        for child in parsed.children:
+            verdict = wire.judge(body[child.start : child.end], now)
+            if isinstance(verdict, EndStream):
+                return None
+            pieces.append(body[at : child.start])
+            if isinstance(verdict, Forward):
+                pieces.append(verdict.data.encode())
+            else:
+                pieces.append(verdict.stand_in.encode())
+                if verdict.reply is not None and session is not None:
+                    session.replies.append(verdict.reply)
+            at = child.end
+        pieces.append(body[at:])
+        return b"".join(pieces)
+
+    async def _end_bosh(
+        self, send: Send, session: BoshSession | None, admission: Admission
+    ) -> None:
+        """A BOSH body held what no client sends: the session ends on prosody, and the browser
+        is told its session is over (XEP-0124 §17.2: a terminal binding condition)."""
+        if session is not None:
+            self.registry.unregister(admission.id, session)
+            await session.close("guard")
+        payload = (
+            b"<body type='terminate' condition='policy-violation'"
+            b" xmlns='http://jabber.org/protocol/httpbind'/>"
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"text/xml; charset=utf-8"),
+                    (b"content-length", str(len(payload)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
+
+    async def _wire(self, admission: Admission, tenant: str | None) -> GuardedWire | None:
+        """The wire guard for a new signalling session of `admission` (None when it is off),
+        once the room's rules are known here."""
+        rules = self.room_rules
+        if rules is None:
+            return None
+        await rules.load(admission.room)
+        return GuardedWire.open(
+            admission,
+            settings=self._settings.guard,
+            domain=self._settings.jitsi.xmpp_domain,
+            tenant=tenant,
+            rules=rules,
+            metrics=self._metrics,
+            remove=self._remove_for_guard,
+            note_host=lambda room, jid: self._in_background(rules.note_host(room, jid)),
+        )
+
+    def _remove_for_guard(self, admission: Admission, reason: str) -> None:
+        self._in_background(self._guard_removes(admission, reason))
+
+    async def _guard_removes(self, admission: Admission, reason: str) -> None:
+        """Past the room's strike threshold the sender goes as a host's removal would: revoked,
+        its connections cut on every replica, and the room's log says why."""
+        try:
+            await self._store.revoke_admission(admission.id)
+            await self._store.publish(CUTS, Cut(admission.id, GUARD_REMOVAL).encode())
+            await self._store.append_audit(
+                AuditEntry(
+                    at=time.time(),
+                    room=admission.room,
+                    actor=GUARD_ACTOR,
+                    actor_name=GUARD_ACTOR_NAME,
+                    action=GUARD_REMOVAL,
+                    target=admission.identity,
+                    detail=reason,
+                    facts=AuditFacts(AuditKind.NAME, name=admission.name),
+                )
+            )
+        except StoreUnavailable:
+            # The session is still cut here; the admission stays until a host removes it.
+            log.warning("wire guard: could not record a removal (%s): the store is away", reason)
+            self._in_background(self.registry.close_admission(admission.id, GUARD_REMOVAL))
+            return
+        log.info("wire guard: removed an attendee past the strike threshold (%s)", reason)
+
+    def _track_bosh(
+        self, admission: Admission, url: str, sid: str, rid: int, ending: bool
+    ) -> BoshSession | None:
         for connection in self.registry.connections(admission.id):
             if isinstance(connection, BoshSession) and connection.sid == sid:
                 connection.saw(rid)
                 if ending:
                     self.registry.unregister(admission.id, connection)
-                return
+                return connection
         if ending:
-            return
+            return None
         session = BoshSession(self._http_client, url, sid, rid)
         # The sid names the session's lease: its requests may reach any replica.
         for old in self.registry.register(admission.id, session, holder=f"bosh:{sid}"):
             self._in_background(old.close(REPLACED))
         self._claim_lease(admission)
+        return session
 
     def _claim_lease(self, admission: Admission) -> None:
         slot = self.registry.signalling(admission.id)
@@ -705,10 +847,13 @@ class Gate:
         admission: Admission,
         *,
         signalling: bool,
+        tenant: str | None = None,
     ) -> None:
         connect_message = await receive()
         if connect_message["type"] != "websocket.connect":
             return
+        # Before the upstream is opened: the room's rules are read first (never an error).
+        wire = await self._wire(admission, tenant) if signalling else None
         ws_url = "ws" + url.removeprefix("http")
         upstream = await open_upstream(
             ws_url,
@@ -724,7 +869,7 @@ class Gate:
                 await old.close(REPLACED)
             if signalling:
                 self._claim_lease(admission)
-            await relay(socket, upstream, receive, send)
+            await relay(socket, upstream, receive, send, wire)
         finally:
             self.registry.unregister(admission.id, socket)
             with contextlib.suppress(Exception):

@@ -106,6 +106,12 @@ class RoomRules:
         if known is not None:
             self._start_read(room, known)
 
+    def changed_all(self) -> None:
+        """Re-read every room a session here uses (the change channel was lost a while: any
+        change may have been missed)."""
+        for room, known in list(self._rooms.items()):
+            self._start_read(room, known)
+
     async def note_host(self, room: str, occupant_jid: str) -> None:
         """A host's session joined the room's MUC as `occupant_jid`: every replica's guard
         lets quiet mode's private messages to it pass."""

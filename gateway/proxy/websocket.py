@@ -34,6 +34,8 @@ from websockets.typing import Subprotocol
 from websockets.uri import parse_uri
 
 from gateway.errors import UpstreamUnreachable
+from gateway.proxy.guarded import GuardedWire
+from gateway.proxy.wire_guard import Forward, Refuse
 
 log = logging.getLogger("meetgate.proxy")
 
@@ -313,6 +315,11 @@ class UpstreamSocket(asyncio.Protocol):
         if self._outbox and self._delivering is None:
             self._delivering = self._loop.create_task(self._deliver(send))
 
+    def reply(self, text: str) -> None:
+        """Send the browser a message of the gate's own (the wire guard's answer to a refused
+        stanza), in order with what the upstream sends."""
+        self._to_browser({"type": "websocket.send", "text": text})
+
     def stop_delivering(self) -> None:
         """The browser is gone: nothing more is handed to it."""
         self.silenced = True
@@ -426,6 +433,22 @@ class RelayedSocket:
             await self._send({"type": "websocket.close", "code": CLOSE_REVOKED, "reason": reason})
         await upstream.close()
 
+    async def end_stream(self, error: str) -> None:
+        """The browser sent what no XMPP client sends: it gets the stream error `error` and a
+        `<close/>` (RFC 7395 §3.6), prosody a `<close/>` that ends the session (nothing of it is
+        kept for resumption), and both sockets are closed."""
+        upstream = self._upstream
+        if upstream.silenced:
+            return
+        upstream.stop_delivering()
+        upstream.send_text(XMPP_CLOSE)
+        upstream.begin_closing()
+        with contextlib.suppress(Exception):
+            await self._send({"type": "websocket.send", "text": error})
+            await self._send({"type": "websocket.send", "text": XMPP_CLOSE})
+            await self._send({"type": "websocket.close", "code": 1000})
+        await upstream.close()
+
     async def hand_over(self) -> None:
         """This replica is stopping: end the browser's side, leave prosody's session resumable.
 
@@ -533,12 +556,21 @@ async def open_upstream(
 
 
 async def relay(
-    socket: RelayedSocket, upstream: UpstreamSocket, receive: Receive, send: Send
+    socket: RelayedSocket,
+    upstream: UpstreamSocket,
+    receive: Receive,
+    send: Send,
+    wire: GuardedWire | None = None,
 ) -> None:
     """Relay both ways; return when the browser has gone. The browser is read here, in the ASGI
     call's task; what the upstream sends reaches it through `UpstreamSocket.deliver_to`. When
-    the upstream ends, the browser is closed with its code and leaves in turn."""
+    the upstream ends, the browser is closed with its code and leaves in turn.
+
+    With `wire` (a signalling socket under the wire guard), each message the browser sends is
+    judged first: forwarded as sent or rewritten, refused (a stand-in goes upstream, an error to
+    the browser), or the stream is ended."""
     upstream.deliver_to(send)
+    clock = asyncio.get_running_loop().time
     try:
         while True:
             message = await receive()
@@ -548,7 +580,19 @@ async def relay(
             if kind != "websocket.receive" or socket.closing:
                 continue
             text = message.get("text")
-            if text is not None:
+            if wire is not None:
+                # RFC 7395 §3.2: XMPP over WebSocket is text frames only.
+                verdict = wire.judge(text, clock()) if text is not None else wire.binary()
+                if isinstance(verdict, Forward):
+                    upstream.send_text(verdict.data)
+                elif isinstance(verdict, Refuse):
+                    upstream.send_text(verdict.stand_in)
+                    if verdict.reply is not None:
+                        upstream.reply(verdict.reply)
+                else:
+                    await socket.end_stream(verdict.error)
+                    continue
+            elif text is not None:
                 upstream.send_text(text)
             else:
                 data = message.get("bytes")

@@ -297,6 +297,8 @@ class WireGuard:
         name = _XML_CHARACTER.sub("", speaker.name)
         self._nick = f"<nick xmlns='{NICK}'>{escape(name)}</nick>".encode()
         self._strikes = 0
+        # The room occupant JID (`room@muc/resource`) this session last joined as.
+        self.occupant: str | None = None
         self._chat = _Bucket()
         self._signal = _Bucket()
         self._presence = _Bucket()
@@ -357,6 +359,8 @@ class WireGuard:
         if stanza.name == "presence":
             if not self._presence.take(self._budgets.presence, now):
                 return self._refuse("rate", None)
+            if place is _Place.OCCUPANT and kind is None and to is not None:
+                self.occupant = to
             return self._forward_presence(stanza, data, place, kind)
         if stanza.body_bytes is None:
             # Polls, reactions without text, component requests: their own budget, no reply
