@@ -553,13 +553,12 @@ class GuardSettings(_Section):
     components: tuple[str, ...] = (
         "focus",
         "speakerstats",
-        "conferenceduration",
         "avmoderation",
         "endconference",
         "metadata",
         "polls",
-        "visitors",
         "filesharing",
+        "audiotranslation",
     )
     muc: tuple[str, ...] = ("conference", "muc")
     lobby: str = "lobby"
