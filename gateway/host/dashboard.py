@@ -116,6 +116,25 @@ AUDIT_ACTIONS = {
     "approve": N_("approve"),
     "deny": N_("deny"),
     "deny and ban": N_("deny and ban"),
+    # The wire guard's removals (gateway/proxy/gate.py, GUARD_ACTION: "guard: " and the rule
+    # broken), in the log as "Meetgate <action>: <person>".
+    # Translators: the host dashboard's log reads "Meetgate removed automatically for flooding
+    # the meeting: <person>": Meetgate removed someone who sent far too much, too fast (chat,
+    # reactions, raised hands)
+    "guard: rate": N_("removed automatically for flooding the meeting"),
+    # Translators: the host dashboard's log reads "Meetgate removed automatically …: <person>",
+    # for someone who kept sending messages longer than the room allows
+    "guard: size": N_("removed automatically for sending overlong messages"),
+    # Translators: the host dashboard's log reads "Meetgate removed automatically …: <person>",
+    # for an attendee who kept writing while only hosts could chat
+    "guard: quiet": N_("removed automatically for writing in quiet mode"),
+    # Translators: the host dashboard's log reads "Meetgate removed automatically …: <person>",
+    # for someone whose browser kept sending to places outside this meeting (other rooms,
+    # other servers), which no normal Jitsi client does
+    "guard: address": N_("removed automatically for sending outside the meeting"),
+    # Entries written before the log named the rule.
+    # Translators: the host dashboard's log reads "Meetgate removed automatically: <person>"
+    "guard removal": N_("removed automatically"),
 }
 # What the dashboard's script says (templates/static/host.js), translated into the page.
 SCRIPT_MESSAGES = {

@@ -89,10 +89,14 @@ FORWARD_AUTH = "/_meetgate/forward-auth"
 # How long the gate's background tasks (cut follower, reconciliation, memory watch) have to end
 # once cancelled.
 CLOSE_TASKS_SECONDS = 2.0
-# The wire guard's removals: the cut's reason, the log's action, and who the log says acted.
+# The wire guard's removals: the cut's reason, and who the log says acted.
 GUARD_REMOVAL = "guard removal"
 GUARD_ACTOR = "meetgate"
 GUARD_ACTOR_NAME = "Meetgate"
+# The log's action for a removal names the rule broken last (the guard's Refuse.reason: rate,
+# size, quiet, address), so that the dashboard says why in its reader's language
+# (gateway/host/dashboard.py, AUDIT_ACTIONS). Entries written before say GUARD_REMOVAL.
+GUARD_ACTION = "guard: {rule}"
 FORWARD_AUTH_HEADERS = [(b"cache-control", b"no-store"), (b"content-length", b"0")]
 
 
@@ -774,7 +778,7 @@ class Gate:
                     room=admission.room,
                     actor=GUARD_ACTOR,
                     actor_name=GUARD_ACTOR_NAME,
-                    action=GUARD_REMOVAL,
+                    action=GUARD_ACTION.format(rule=reason),
                     target=admission.identity,
                     detail=reason,
                     facts=AuditFacts(AuditKind.NAME, name=admission.name),

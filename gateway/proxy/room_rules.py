@@ -15,7 +15,8 @@ from typing import Final
 
 from gateway.cuts import CUTS, RulesChanged
 from gateway.errors import StoreUnavailable
-from gateway.proxy.wire_guard import Budget, ChatRules
+from gateway.i18n import DEFAULT, chosen, gettext
+from gateway.proxy.wire_guard import QUIET, TOO_FAST, TOO_LONG, Budget, ChatRules
 from gateway.settings import GuardSettings
 from gateway.store import Store
 from gateway.store.records import Room
@@ -34,16 +35,22 @@ MAX_ROOMS: Final = 10_000
 
 def chat_rules(room: Room | None, guard: GuardSettings) -> ChatRules:
     """A room's rules: its own settings over the gate's defaults (a count of 0 and strikes of
-    None are the gate's); an unknown room has the gate's."""
+    None are the gate's); an unknown room has the gate's. The refusals' texts are in the room's
+    language (English for none): the sender's own choice is not known on the wire, and the room's
+    is what its pages speak to everyone who made none."""
     if room is None:
         room = Room(name="", title="", created_at=0.0)
     per_10s = room.chat_per_10s or guard.chat_per_10s
+    language = chosen(room.language) or DEFAULT
     return ChatRules(
         quiet=room.quiet,
         private_to_hosts_when_quiet=room.quiet_private_to_hosts,
         chat=Budget(rate=per_10s / 10.0, burst=room.chat_burst or guard.chat_burst),
         chat_max_bytes=room.chat_max_bytes or guard.chat_max_bytes,
         strikes=guard.strikes if room.guard_strikes is None else room.guard_strikes,
+        too_fast=gettext(language, TOO_FAST),
+        too_long=gettext(language, TOO_LONG),
+        quiet_text=gettext(language, QUIET),
     )
 
 

@@ -18,7 +18,20 @@ from dataclasses import dataclass
 from enum import Enum, StrEnum, auto
 from xml.sax.saxutils import escape
 
+from gateway.i18n import N_
 from gateway.proxy.stanzas import CLIENT, Malformed, Stanza, parse_stanza
+
+# The error texts Jitsi shows in its chat to a sender whose message was refused, in English;
+# ChatRules carries them in the room's language (gateway/proxy/room_rules.py, chat_rules).
+# Translators: shown in the meeting's chat to someone whose message was not delivered because
+# they sent too many too quickly
+TOO_FAST = N_("You are sending messages too fast.")
+# Translators: shown in the meeting's chat to someone whose message was not delivered because
+# it is longer than the room allows
+TOO_LONG = N_("Your message is too long.")
+# Translators: shown in the meeting's chat to an attendee whose message was not delivered
+# because a host switched on quiet mode (or locked the meeting down)
+QUIET = N_("Only hosts can chat in this meeting now.")
 
 
 class Traffic(StrEnum):
@@ -45,6 +58,8 @@ class ChatRules:
     `quiet`: only hosts chat (a host's switch, and every lockdown); with
     `private_to_hosts_when_quiet`, attendees may still write privately to a host.
     `strikes`: refused stanzas before the sender is removed (0: never).
+    `too_fast`, `too_long`, `quiet_text`: the refusals' texts for the sender, in the room's
+    language.
     """
 
     quiet: bool
@@ -52,6 +67,9 @@ class ChatRules:
     chat: Budget
     chat_max_bytes: int
     strikes: int
+    too_fast: str = TOO_FAST
+    too_long: str = TOO_LONG
+    quiet_text: str = QUIET
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,10 +181,6 @@ _XML_CHARACTER = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ff
 
 # A result to the server, for an id it never asked: prosody counts it (XEP-0198) and ignores it.
 STAND_IN = "<iq xmlns='jabber:client' type='result' id='meetgate-dropped-{}'/>"
-
-TOO_FAST = "You are sending messages too fast."
-TOO_LONG = "Your message is too long."
-QUIET = "Only hosts can chat in this meeting now."
 
 _ANSWERS = ("result", "error")
 
@@ -387,7 +401,7 @@ class WireGuard:
         sender = to.partition("/")[0] if to is not None else None
         answer = kind != "error"
         if body_bytes > rules.chat_max_bytes:
-            reply = _error_reply(stanza, sender, "modify", "policy-violation", TOO_LONG)
+            reply = _error_reply(stanza, sender, "modify", "policy-violation", rules.too_long)
             return self._refuse("size", reply if answer else None)
         if rules.quiet and not self._speaker.host:
             private = kind == "chat" or place is _Place.OCCUPANT
@@ -399,10 +413,10 @@ class WireGuard:
                 and (jid.node, jid.domain, jid.resource) in self._host_keys()
             )
             if not to_host:
-                reply = _error_reply(stanza, sender, "modify", "policy-violation", QUIET)
+                reply = _error_reply(stanza, sender, "modify", "policy-violation", rules.quiet_text)
                 return self._refuse("quiet", reply if answer else None)
         if not self._chat.take(rules.chat, now):
-            reply = _error_reply(stanza, sender, "wait", "resource-constraint", TOO_FAST)
+            reply = _error_reply(stanza, sender, "wait", "resource-constraint", rules.too_fast)
             return self._refuse("rate", reply if answer else None)
         return self._forward_message(stanza, data)
 
