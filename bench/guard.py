@@ -537,9 +537,10 @@ def method(round_trips: int) -> str:
         "presence's nick rewritten to the ticket's verified name; the rest as sent); the "
         "guard's budgets raised so that nothing is refused (bench/guard.py). The guard off and "
         "on take turns going first; the echo shares the server CPU with either gateway, so the "
-        "ratio of messages/s holds the echo's cost too: the gateway's CPU per stanza is the "
-        f"guard's own cost. Round trips: {round_trips} sequential per side after "
-        f"{WARM_UP_ROUND_TRIPS} warm-up, the guard on, off and the echo itself alternating in "
+        "ratio of messages/s holds the echo's cost too; the gateway's CPU per stanza, on less "
+        "off, is the guard's cost without it. Round trips: "
+        f"{round_trips} sequential per side after {WARM_UP_ROUND_TRIPS} warm-up, the guard on, "
+        "off and the echo itself alternating in "
         f"blocks of {BLOCK}, one `websockets` client connection each; added latency is the "
         "gateway's percentile less the echo's own."
     )
