@@ -2,10 +2,11 @@
 the language picked the way a visitor's phone picks it (its locale and Accept-Language): an
 attendee from the invite link to the room; a guest waiting in the lobby until a host lets them in;
 a host removing and banning someone and locking the room down; sign-in with the OpenID provider;
-sign-in with an e-mail code. Every Meetgate page on the way is checked for its `<html lang>`, for
-text in the chosen language (read from the catalogs, so a translator's revision does not break
-the test) and by axe-core at WCAG 2.2 AA; each journey ends where it must, in the room (with
-Jitsi's own `?lang=`) or refused in the visitor's language.
+sign-in with an e-mail code; and a host's chat rules (issue 16): limits, quiet mode, and the log
+of Meetgate removing someone who kept writing. Every Meetgate page on the way is checked for its
+`<html lang>`, for text in the chosen language (read from the catalogs, so a translator's
+revision does not break the test) and by axe-core at WCAG 2.2 AA; each journey ends where it
+must, in the room (with Jitsi's own `?lang=`) or refused in the visitor's language.
 
 With MEETGATE_SCREENSHOTS set to a folder, each step is saved there as
 `<journey>-<step>-<language>.png`: the guides' pictures (`scripts/screenshots` makes them).
@@ -15,9 +16,11 @@ walked through, not audited or photographed.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,13 +36,15 @@ from gateway.i18n import (
     gettext,
     translations,
 )
+from gateway.proxy.gate import GUARD_ACTOR_NAME
 from tests.browser.test_accessibility import AXE, RUN_AXE, WCAG_22_AA
 from tests.fixtures.browser import PHONE
 from tests.fixtures.gateway_server import GENEROUS_LIMITS, GatewayServer, start_gateway
 from tests.fixtures.oidc import clients_for, oidc_table, start_oidc_provider
 from tests.fixtures.processes import free_port, stop_process
 from tests.fixtures.smtp import Mailbox, SmtpServer
-from tests.integration.journeys import admit
+from tests.fixtures.xmpp_client import XmppClient
+from tests.integration.journeys import admit, signalling_query, ws_url
 
 pytestmark = pytest.mark.slow
 
@@ -69,12 +74,14 @@ ATTENDEES = {ENGLISH: "Ada Lee", SIMPLIFIED: "李明", TRADITIONAL: "陳美玲"}
 LATECOMERS = {ENGLISH: "Bob Reyes", SIMPLIFIED: "王强", TRADITIONAL: "林志明"}
 OTHERS = {ENGLISH: "Cy Park", SIMPLIFIED: "赵丽", TRADITIONAL: "黃家豪"}
 HOSTS = {ENGLISH: "Hilde Host", SIMPLIFIED: "张主持", TRADITIONAL: "張主持"}
+TROLLS = {ENGLISH: "Max Noise", SIMPLIFIED: "刘大声", TRADITIONAL: "吳大聲"}
 
 
 @dataclass
 class Site:
     gateway: GatewayServer
     mailbox: Mailbox
+    prosody: Any
 
     def room(self, journey: str, language: Language, **policy: Any) -> str:
         """A fresh room for `journey` in `language`, with that policy (invite links only, but
@@ -92,14 +99,19 @@ class Site:
 
 @pytest.fixture(scope="module")
 def site(
-    tmp_path_factory: pytest.TempPathFactory, jitsi_web: Any, smtp_server: SmtpServer
+    tmp_path_factory: pytest.TempPathFactory,
+    jitsi_web: Any,
+    smtp_server: SmtpServer,
+    prosody: Any,
 ) -> Iterator[Site]:
     """One gateway for every journey: invite links, a lobby, sign-in with a real OpenID provider
-    (panva's oidc-provider) and e-mail codes through a real SMTP server."""
+    (panva's oidc-provider) and e-mail codes through a real SMTP server; signalling to a real
+    prosody, where the wire guard acts on what a client sends."""
     provider_port = free_port()
     gateway, gateway_proc = start_gateway(
         tmp_path_factory.mktemp("journeys"),
         upstream=jitsi_web.url,
+        signalling_upstream=f"http://127.0.0.1:{prosody.http_port}",
         extra=GENEROUS_LIMITS
         + SETTINGS.format(smtp_port=smtp_server.port)
         + oidc_table("idp", PROVIDER_LABEL, f"http://127.0.0.1:{provider_port}"),
@@ -113,7 +125,7 @@ def site(
             clients=clients_for(gateway.url, "idp"),
         )
         procs.append(provider_proc)
-        yield Site(gateway, smtp_server.mailbox)
+        yield Site(gateway, smtp_server.mailbox, prosody)
     finally:
         for proc in reversed(procs):
             stop_process(proc)
@@ -384,6 +396,75 @@ def test_a_host_removes_and_bans_someone_and_locks_the_room_down(
     latecomer.sees(latecomer._("Waiting for a host"))
     latecomer.check("lockdown-waiting")
     expect(host.page.locator("#lobby > li").filter(has_text=LATECOMERS[language])).to_have_count(1)
+
+
+# The host's chat limits as the picture shows them: a tight room, removal after a few refusals.
+CHAT_LIMITS = {
+    "chat_per_10s": "3",
+    "chat_burst": "5",
+    "chat_max_bytes": "1000",
+    "guard_strikes": "5",
+}
+
+
+async def keeps_writing(url: str, room_jid: str, refusals: int) -> None:
+    """An attendee who keeps writing in quiet mode, with a real XMPP client through the gate:
+    every message is refused, and past `refusals` Meetgate ends the session."""
+    # Without XEP-0198: the gate's error replies would upset its count (tests/integration/
+    # test_wire_guard.py, the strict xfail).
+    async with XmppClient.open(url, stream_management=False) as troll:
+        await troll.join(room_jid, "troll")
+        for n in range(refusals + 5):
+            if troll.end is not None:
+                break
+            await troll.send_groupchat(room_jid, f"noise {n}")
+        assert (await troll.wait_closed()).by_server
+
+
+@each_language
+def test_a_host_quiets_the_chat_and_meetgate_removes_who_keeps_writing(
+    site: Site, phone: Phone, language: Language
+) -> None:
+    room = site.room("chat", language)
+    host = phone(language, "host")
+    open_dashboard(host, room, photo=False)
+    page = host.page
+
+    # The chat limits: a form without script, opened from the chat section.
+    details = page.locator("#chat-details")
+    details.get_by_text(host._("Change the chat limits")).click()
+    for field, value in CHAT_LIMITS.items():
+        page.locator(f"#chat-form [name='{field}']").fill(value)
+    host.check("chat-limits", show=details)
+    page.get_by_role("button", name=host._("Save the chat limits")).click()
+    notice = page.locator("#notice")
+    expect(notice).to_have_text(
+        host._("The chat limits are saved: they hold from the next message on.")
+    )
+
+    # Quiet mode: only hosts can chat.
+    page.get_by_role("button", name=host._("Quiet mode: only hosts can chat")).click()
+    expect(page.locator("#quiet-state")).to_have_attribute("data-quiet", "on")
+    assert host.dialogs[-1] == host._("Switch on quiet mode? Only hosts can chat.")
+    host.check("quiet", show=page.locator("#chat-heading"))
+
+    # An attendee keeps writing: each message is refused, then Meetgate removes them, and the
+    # log says why, in the host's language.
+    troll = admit(site.gateway, room, TROLLS[language])
+    writing = keeps_writing(
+        ws_url(site.gateway, signalling_query(troll)),
+        site.prosody.room_jid(room),
+        int(CHAT_LIMITS["guard_strikes"]),
+    )
+    # In a thread of its own: Playwright's sync API keeps this one's event loop.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, writing).result(timeout=60)
+    why = host._("removed automatically for writing in quiet mode")
+    entry = page.locator("#audit > li").filter(has_text=TROLLS[language])
+    expect(entry).to_contain_text(
+        f"{GUARD_ACTOR_NAME} " + host._("{action}: {detail}", action=why, detail=TROLLS[language])
+    )
+    host.check("removed-log", show=page.locator("#audit-heading"))
 
 
 @each_language
