@@ -389,6 +389,71 @@ async def test_stanzas_to_another_meeting_domain_or_component_are_dropped(
         assert all("service-unavailable" in x for x in answered.values())
 
 
+LAUGHS = "".join(f"<!ENTITY lol{n} '{f'&lol{n - 1};' * 10 if n else 'lol'}'>" for n in range(10))
+MALFORMED = {
+    "billion-laughs": (
+        f"<!DOCTYPE m [{LAUGHS}]><message xmlns='jabber:client' to='{{room}}' id='laughs'>"
+        "<body>&lol9;</body></message>",
+        "restricted-xml",
+    ),
+    "external-entity": (
+        "<!DOCTYPE m [<!ENTITY x SYSTEM 'file:///etc/passwd'>]>"
+        "<message xmlns='jabber:client' to='{room}' id='xxe'><body>&x;</body></message>",
+        "restricted-xml",
+    ),
+    "deeply-nested": (
+        "<message xmlns='jabber:client' to='{room}' id='deep'>"
+        + "<a>" * 200
+        + "</a>" * 200
+        + "</message>",
+        "policy-violation",
+    ),
+    "oversized": (
+        "<message xmlns='jabber:client' to='{room}' id='huge'><json-message>"
+        + "x" * (300 * 1024)
+        + "</json-message></message>",
+        "policy-violation",
+    ),
+    "not-well-formed": ("<message xmlns='jabber:client' to='{room}' id='bad'></iq>", None),
+}
+
+
+def streams_ended(gateway: GatewayServer) -> float:
+    with gateway.admin() as admin:
+        text = admin.get("/metrics").text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("meetgate_guard_streams_ended_total{")
+    )
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+async def test_malformed_input_ends_only_its_own_session(
+    guarded: GatewayServer, prosody: Any, case: str
+) -> None:
+    payload, condition = MALFORMED[case]
+    room = new_room(guarded)
+    room_jid = prosody.room_jid(room)
+    before = streams_ended(guarded)
+    async with (
+        attendee(guarded, room, "Ada", role="host") as ada,
+        attendee(guarded, room, "Mallory") as mallory,
+    ):
+        await ada.join(room_jid, "ada")
+        await mallory.join(room_jid, "mal")
+        await mallory.send_raw_text(payload.replace("{room}", room_jid))
+        end = await mallory.wait_closed()
+        assert end.by_server
+        # Strophe names the stream error it was sent (not-well-formed for what it cannot read).
+        assert end.condition == (condition or "not-well-formed"), end
+        await ada.wait_for_presence(nick="mal", type="unavailable")
+        await sync(ada, prosody, "ada-unaffected")
+        assert ada.end is None
+    assert streams_ended(guarded) - before == 1
+    assert "lol9" not in prosody.log_text() and "file:///etc/passwd" not in prosody.log_text()
+
+
 def _reaches_peer(entry: JitsiStanza) -> bool:
     return (
         entry.stock
