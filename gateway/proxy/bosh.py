@@ -22,6 +22,8 @@ from gateway.proxy.upstream import UpstreamClient
 SID_SHAPE = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 # The largest response the gate holds back to put the wire guard's errors into.
 MAX_ANSWER_BYTES = 1024 * 1024
+# The guard's errors a session keeps waiting for a response; beyond them the oldest go.
+MAX_REPLIES = 20
 
 
 class BoshSession:
@@ -39,6 +41,11 @@ class BoshSession:
     @property
     def signalling(self) -> bool:
         return True
+
+    def reply(self, text: str) -> None:
+        """Keep one of the guard's errors for the session's next response."""
+        self.replies.append(text)
+        del self.replies[:-MAX_REPLIES]
 
     def answering(self, send: Send) -> Send:
         """`send` for one of this session's responses, with the errors waiting for the sender
@@ -83,6 +90,9 @@ class BoshSession:
         if not self.replies:
             return body
         replies = "".join(self.replies).encode()
+        if not body.lstrip().startswith(b"<body"):
+            # Not a BOSH body (an error page): the errors wait for the next.
+            return body
         end = body.rfind(b"</body>")
         if end >= 0:
             self.replies.clear()

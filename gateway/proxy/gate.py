@@ -57,7 +57,13 @@ from gateway.errors import (
 from gateway.metrics import Metrics
 from gateway.proxy.bosh import SID_SHAPE, BoshSession
 from gateway.proxy.bosh_body import BoshBody, parse_body
-from gateway.proxy.guarded import GuardedWire
+from gateway.proxy.guarded import (
+    GuardedWire,
+    WireStates,
+    addresses_for,
+    budgets_from,
+    earlier_strikes,
+)
 from gateway.proxy.headers import upstream_request_headers
 from gateway.proxy.http import HttpRelay, read_body
 from gateway.proxy.leases import REPLACED
@@ -75,11 +81,11 @@ from gateway.proxy.relayed import RelayedRequest
 from gateway.proxy.room_rules import RoomRules
 from gateway.proxy.upstream import UpstreamClient
 from gateway.proxy.websocket import RelayedSocket, open_upstream, relay
-from gateway.proxy.wire_guard import EndStream, Forward
+from gateway.proxy.wire_guard import EndStream, Forward, Speaker, WireGuard
 from gateway.settings import Settings
 from gateway.store import Store, begin_request
 from gateway.store.continuity import watch_memory
-from gateway.store.records import Admission, AuditEntry, AuditFacts, AuditKind
+from gateway.store.records import Admission, AuditEntry, AuditFacts, AuditKind, Role
 from gateway.tickets import TicketAuthority
 
 log = logging.getLogger("meetgate.gate")
@@ -232,6 +238,7 @@ class Gate:
             if settings.guard.enabled
             else None
         )
+        self._wires = WireStates(self.room_rules) if self.room_rules is not None else None
         self._in_flight: set[asyncio.Task[Any]] = set()
         self._cut: set[asyncio.Task[Any]] = set()
 
@@ -593,10 +600,9 @@ class Gate:
                 headers,
                 admission,
                 signalling=target.kind is PathKind.SIGNALLING,
-                tenant=target.tenant,
             )
         elif target.kind is PathKind.SIGNALLING and scope["method"] == "POST":
-            await self._bosh(scope, receive, send, url, headers, admission, target.tenant)
+            await self._bosh(scope, receive, send, url, headers, admission)
         elif target.kind is PathKind.RELAYED:
             await self._relay_registered(scope, receive, send, url, headers, admission)
         else:
@@ -657,7 +663,6 @@ class Gate:
         url: str,
         headers: list[tuple[bytes, bytes]],
         admission: Admission,
-        tenant: str | None = None,
     ) -> None:
         """Relay one BOSH request, noting which session (sid) this admission uses. A body that
         is not one well-formed `<body>` with a rid, and a sid if any of prosody's shape, is
@@ -682,10 +687,12 @@ class Gate:
             # A body outside a tracked session (its first, its last) is judged all the same,
             # by a guard of its own: it may not address another room either.
             wire = session.wire if session is not None else None
-            if wire is None:
-                wire = await self._wire(admission, tenant)
+            if wire is None or wire.removed:
+                wire = await self._wire(admission)
                 if session is not None:
                     session.wire = wire
+            elif self._wires is not None:
+                self._wires.touch(wire)
             assert wire is not None
             judged = self._judge_bosh(wire, session, body, parsed)
             if judged is None:
@@ -694,8 +701,9 @@ class Gate:
             body = judged
         if session is not None and session.wire is not None:
             # Any of the session's responses may carry the guard's errors: the one held
-            # longest is usually answered first.
+            # longest is usually answered first. Asked for uncompressed, so that it can.
             send = session.answering(send)
+            headers = [(n, v) for n, v in headers if n.lower() != b"accept-encoding"]
         await self._http.relay(scope, receive, send, url, headers, body=body)
 
     def _judge_bosh(
@@ -716,7 +724,7 @@ class Gate:
             else:
                 pieces.append(verdict.stand_in.encode())
                 if verdict.reply is not None and session is not None:
-                    session.replies.append(verdict.reply)
+                    session.reply(verdict.reply)
             at = child.end
         pieces.append(body[at:])
         return b"".join(pieces)
@@ -745,23 +753,40 @@ class Gate:
         )
         await send({"type": "http.response.body", "body": payload})
 
-    async def _wire(self, admission: Admission, tenant: str | None) -> GuardedWire | None:
-        """The wire guard for a new signalling session of `admission` (None when it is off),
-        once the room's rules are known here."""
-        rules = self.room_rules
-        if rules is None:
+    async def _wire(self, admission: Admission) -> GuardedWire | None:
+        """The wire guard for a new signalling session of `admission` (None when it is off):
+        the one its earlier sessions here used, or a new one once the room's rules and the
+        admission's strikes elsewhere are known here."""
+        rules, wires = self.room_rules, self._wires
+        if rules is None or wires is None:
             return None
-        await rules.load(admission.room)
-        return GuardedWire.open(
+        known = wires.find(admission)
+        if known is not None:
+            return known
+        room = admission.room
+        _, strikes = await asyncio.gather(
+            rules.load(room), earlier_strikes(self._store, admission.id)
+        )
+        guard = WireGuard(
+            Speaker(admission.id, room, admission.name, admission.role is Role.HOST),
+            addresses_for(self._settings.jitsi.xmpp_domain, self._settings.guard),
+            budgets_from(self._settings.guard),
+            lambda: rules.rules(room),
+            lambda: rules.hosts(room),
+        )
+        wire = GuardedWire(
+            guard,
             admission,
-            settings=self._settings.guard,
-            domain=self._settings.jitsi.xmpp_domain,
-            tenant=tenant,
             rules=rules,
+            store=self._store,
             metrics=self._metrics,
             remove=self._remove_for_guard,
             note_host=lambda room, jid: self._in_background(rules.note_host(room, jid)),
+            earlier_strikes=strikes,
+            strikes_ttl_seconds=self._settings.admission.ttl_seconds,
         )
+        wires.keep(wire)
+        return wire
 
     def _remove_for_guard(self, admission: Admission, reason: str) -> None:
         self._in_background(self._guard_removes(admission, reason))
@@ -851,13 +876,12 @@ class Gate:
         admission: Admission,
         *,
         signalling: bool,
-        tenant: str | None = None,
     ) -> None:
         connect_message = await receive()
         if connect_message["type"] != "websocket.connect":
             return
         # Before the upstream is opened: the room's rules are read first (never an error).
-        wire = await self._wire(admission, tenant) if signalling else None
+        wire = await self._wire(admission) if signalling else None
         ws_url = "ws" + url.removeprefix("http")
         upstream = await open_upstream(
             ws_url,
@@ -873,7 +897,14 @@ class Gate:
                 await old.close(REPLACED)
             if signalling:
                 self._claim_lease(admission)
-            await relay(socket, upstream, receive, send, wire)
+            if wire is not None:
+                wire.sessions += 1
+            try:
+                await relay(socket, upstream, receive, send, wire)
+            finally:
+                if wire is not None and self._wires is not None:
+                    wire.sessions -= 1
+                    self._wires.touch(wire)
         finally:
             self.registry.unregister(admission.id, socket)
             with contextlib.suppress(Exception):

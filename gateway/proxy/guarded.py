@@ -4,9 +4,14 @@ element the client sends and act on the answer."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
+from collections import OrderedDict
 from collections.abc import Callable
+from typing import Final
 
+from gateway.errors import StoreUnavailable
 from gateway.metrics import Metrics
 from gateway.proxy.room_rules import RoomRules
 from gateway.proxy.wire_guard import (
@@ -14,12 +19,12 @@ from gateway.proxy.wire_guard import (
     Budget,
     EndStream,
     Refuse,
-    Speaker,
     Verdict,
     WireBudgets,
     WireGuard,
 )
 from gateway.settings import GuardSettings
+from gateway.store import Store
 from gateway.store.records import Admission, Role
 
 log = logging.getLogger("meetgate.guard")
@@ -31,15 +36,23 @@ BINARY_REFUSED = EndStream(
 )
 
 
-def addresses_for(domain: str, guard: GuardSettings, tenant: str | None) -> Addresses:
-    """Where a session may send stanzas: on `domain`, and for a session opened under a
-    tenant's path (`/<tenant>/xmpp-websocket`) also the MUC on `<tenant>.<domain>`, as Jitsi's
-    domain mapper names a tenant's rooms (lobby and breakout rooms have no tenant form)."""
+# The store's count of an admission's refused stanzas, kept across its sessions and replicas.
+STRIKES_KEY: Final = "guard-strikes:"
+# A guard whose admission has no session here is forgotten after this long, the least recently
+# used first beyond MAX_WIRES.
+IDLE_SECONDS: Final = 900.0
+MAX_WIRES: Final = 100_000
+
+
+def addresses_for(domain: str, guard: GuardSettings) -> Addresses:
+    """Where a session may send stanzas: its room on the MUC of `domain`. A tenant's form
+    (`room@conference.<tenant>.<domain>`, which Jitsi's domain mapper turns into another room)
+    is never allowed: the tenant would come from a path the client chose, and a Meetgate room
+    has none."""
     domain = domain.lower()
-    bases = (domain,) if tenant is None else (domain, f"{tenant.lower()}.{domain}")
     return Addresses(
         domain=domain,
-        muc_domains=frozenset(f"{muc}.{base}" for muc in guard.muc for base in bases),
+        muc_domains=frozenset(f"{muc}.{domain}" for muc in guard.muc),
         lobby_domains=frozenset({f"{guard.lobby}.{domain}"}),
         breakout_domains=frozenset({f"{guard.breakout}.{domain}"}),
         components=frozenset(f"{name}.{domain}" for name in guard.components),
@@ -55,61 +68,79 @@ def budgets_from(guard: GuardSettings) -> WireBudgets:
 
 
 class GuardedWire:
-    """One session's guard, counted in the metrics; past the room's strike threshold the
-    sender is removed once (`remove`, given the admission and the rule it broke last)."""
+    """One admission's guard on this replica, counted in the metrics, kept for its next session
+    here (WireStates): past the room's strike threshold the sender is removed once (`remove`,
+    given the admission and the rule it broke last). Strikes are also kept in the store, so
+    that a session opened through another replica starts from them."""
 
-    __slots__ = ("_admission", "_guard", "_metrics", "_note_host", "_noted", "_remove", "removed")
+    __slots__ = (
+        "_admission",
+        "_flushing",
+        "_guard",
+        "_metrics",
+        "_note_host",
+        "_noted",
+        "_remove",
+        "_rules",
+        "_store",
+        "_ttl",
+        "earlier_strikes",
+        "removed",
+        "sessions",
+        "used_at",
+    )
 
     def __init__(
         self,
         guard: WireGuard,
         admission: Admission,
+        *,
+        rules: RoomRules,
+        store: Store,
         metrics: Metrics,
         remove: Callable[[Admission, str], None],
         note_host: Callable[[str, str], None] | None = None,
+        earlier_strikes: int = 0,
+        strikes_ttl_seconds: float = 12 * 3600,
     ) -> None:
         """`note_host(room, occupant_jid)` is told where a host's session joined the room's
-        MUC (quiet mode lets private messages to it pass)."""
+        MUC (quiet mode lets private messages to it pass). `earlier_strikes`: the admission's
+        refused stanzas in sessions before this guard."""
         self._guard = guard
         self._admission = admission
+        self._rules = rules
+        self._store = store
         self._metrics = metrics
         self._remove = remove
         self._note_host = note_host if admission.role is Role.HOST else None
         self._noted: str | None = None
+        self._flushing = False
+        self._ttl = strikes_ttl_seconds
+        self.earlier_strikes = earlier_strikes
         self.removed = False
+        # Open WebSocket sessions using it, and when it was last used (WireStates).
+        self.sessions = 0
+        self.used_at = 0.0
 
-    @classmethod
-    def open(
-        cls,
-        admission: Admission,
-        *,
-        settings: GuardSettings,
-        domain: str,
-        tenant: str | None,
-        rules: RoomRules,
-        metrics: Metrics,
-        remove: Callable[[Admission, str], None],
-        note_host: Callable[[str, str], None] | None = None,
-    ) -> GuardedWire:
-        room = admission.room
-        guard = WireGuard(
-            Speaker(admission.id, room, admission.name, admission.role is Role.HOST),
-            addresses_for(domain, settings, tenant),
-            budgets_from(settings),
-            lambda: rules.rules(room),
-            lambda: rules.hosts(room),
-        )
-        return cls(guard, admission, metrics, remove, note_host)
+    @property
+    def admission(self) -> Admission:
+        return self._admission
 
     @property
     def guard(self) -> WireGuard:
         return self._guard
 
+    @property
+    def strikes(self) -> int:
+        return self.earlier_strikes + self._guard.strikes
+
     def judge(self, data: str | bytes, now: float) -> Verdict:
         verdict = self._guard.inspect(data, now)
         if isinstance(verdict, Refuse):
             self._metrics.guard_refused.inc(reason=verdict.reason)
-            if self._guard.removable and not self.removed:
+            self._keep_strikes()
+            threshold = self._rules.rules(self._admission.room).strikes
+            if threshold > 0 and self.strikes >= threshold and not self.removed:
                 self.removed = True
                 self._metrics.guard_removals.inc()
                 self._remove(self._admission, verdict.reason)
@@ -126,3 +157,79 @@ class GuardedWire:
         §3.2)."""
         self._metrics.guard_ended.inc(reason=BINARY_REFUSED.reason)
         return BINARY_REFUSED
+
+    def _keep_strikes(self) -> None:
+        # One write in flight at a time; it writes the count as it is when it runs.
+        if self._flushing:
+            return
+        self._flushing = True
+        try:
+            asyncio.get_running_loop().create_task(self._write_strikes())
+        except RuntimeError:  # no loop (a unit test): the count stays in this process
+            self._flushing = False
+
+    async def _write_strikes(self) -> None:
+        try:
+            key = STRIKES_KEY + self._admission.id
+            await self._store.put_value(key, str(self.strikes), self._ttl)
+        except StoreUnavailable:
+            log.warning("wire guard: a session's strikes were not kept: the store is unavailable")
+        finally:
+            self._flushing = False
+
+
+class WireStates:
+    """This replica's guards, one per admission: a session that comes back here (a reload, a
+    resumption, a second tab replacing the first) keeps its budgets, strikes and count of the
+    gate's own replies (which XEP-0198's acknowledgements must leave out). A guard holds its
+    room's rules (RoomRules.hold) until it is forgotten, IDLE_SECONDS after its last use."""
+
+    def __init__(self, rules: RoomRules, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._rules = rules
+        self._clock = clock
+        self._wires: OrderedDict[str, GuardedWire] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._wires)
+
+    def find(self, admission: Admission) -> GuardedWire | None:
+        wire = self._wires.get(admission.id)
+        if wire is None or wire.admission.room != admission.room or wire.removed:
+            return None
+        self.touch(wire)
+        return wire
+
+    def keep(self, wire: GuardedWire) -> None:
+        old = self._wires.pop(wire.admission.id, None)
+        if old is not None:
+            self._rules.release(old.admission.room)
+        self._rules.hold(wire.admission.room)
+        self._wires[wire.admission.id] = wire
+        self.touch(wire)
+
+    def touch(self, wire: GuardedWire) -> None:
+        now = self._clock()
+        wire.used_at = now
+        if self._wires.get(wire.admission.id) is wire:
+            self._wires.move_to_end(wire.admission.id)
+        self._forget_idle(now)
+
+    def _forget_idle(self, now: float) -> None:
+        for _ in range(len(self._wires)):
+            admission_id, oldest = next(iter(self._wires.items()))
+            if len(self._wires) <= MAX_WIRES and now - oldest.used_at < IDLE_SECONDS:
+                break
+            if oldest.sessions > 0 and len(self._wires) <= MAX_WIRES:
+                self._wires.move_to_end(admission_id)
+                continue
+            del self._wires[admission_id]
+            self._rules.release(oldest.admission.room)
+
+
+async def earlier_strikes(store: Store, admission_id: str) -> int:
+    """The admission's refused stanzas in sessions elsewhere (0 when unknown or unreadable)."""
+    try:
+        value = await store.get_value(STRIKES_KEY + admission_id)
+    except StoreUnavailable:
+        return 0
+    return int(value) if value is not None and value.isdigit() else 0

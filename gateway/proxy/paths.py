@@ -67,8 +67,6 @@ class PathKind(Enum):
 class PathTarget:
     kind: PathKind
     room: str | None = None
-    # Signalling under a tenant's segment (`/<tenant>/xmpp-websocket`): that tenant.
-    tenant: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +122,7 @@ def classify(path: str, raw_path: bytes | None = None, relayed: Collection[str] 
         canonical = SIGNALLING_PATH.fullmatch(path)
         tenant = canonical.group("tenant") if canonical else None
         if canonical and tenant not in STATIC_DIRS and tenant not in JITSI_SERVICE_NAMES:
-            return PathTarget(PathKind.SIGNALLING, tenant=tenant)
+            return PathTarget(PathKind.SIGNALLING)
         raise PathRefused()
     if is_relayed(path, relayed):
         return PathTarget(PathKind.RELAYED)

@@ -58,6 +58,8 @@ def chat_rules(room: Room | None, guard: GuardSettings) -> ChatRules:
 class _Known:
     rules: ChatRules
     hosts: frozenset[str] = frozenset()
+    # Guards holding the room (RoomRules.hold): never forgotten while any does.
+    holders: int = 0
     read_at: float = -float("inf")
     used_at: float = 0.0
     # The newest read applied: a slow read that started earlier does not undo a later one.
@@ -113,6 +115,17 @@ class RoomRules:
         if known is not None:
             self._start_read(room, known)
 
+    def hold(self, room: str) -> None:
+        """A guard of this room exists here: keep the room's rules, however long its sessions
+        stay quiet (a room forgotten would read as the gate's defaults, not quiet, until read
+        again)."""
+        self._use(room).holders += 1
+
+    def release(self, room: str) -> None:
+        known = self._rooms.get(room)
+        if known is not None and known.holders > 0:
+            known.holders -= 1
+
     def changed_all(self) -> None:
         """Re-read every room a session here uses (the change channel was lost a while: any
         change may have been missed)."""
@@ -150,11 +163,15 @@ class RoomRules:
         return known
 
     def _forget_idle(self, now: float) -> None:
-        # Least recently used first: stop at the first room still in use.
-        while self._rooms:
+        # Least recently used first: stop at the first room still in use; a held room is
+        # passed over (moved to the end), each at most once.
+        for _ in range(len(self._rooms)):
             room, oldest = next(iter(self._rooms.items()))
             if len(self._rooms) <= MAX_ROOMS and now - oldest.used_at < IDLE_SECONDS:
                 break
+            if oldest.holders > 0:
+                self._rooms.move_to_end(room)
+                continue
             del self._rooms[room]
 
     def _refresh_if_old(self, room: str, known: _Known) -> None:
