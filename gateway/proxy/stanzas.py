@@ -20,7 +20,13 @@ NAMESPACE_SEPARATOR = " "
 # The deepest Jitsi stanza (a Jingle source's parameter) sits at 6; room to spare, but no stack of
 # a million open elements.
 MAX_DEPTH = 32
+# Elements in one element, at any depth: a Jingle offer holds a few hundred; 60,000 empty ones
+# cost a third of a second to read, so the count is capped where each starts.
+MAX_ELEMENTS = 1000
 XML_WHITESPACE = " \t\r\n"
+# A message's children whose text everyone in the room reads as chat: its body, and a subject
+# (the meeting's title), matched by local name as Jitsi matches them.
+_CHAT_CHILDREN = frozenset({"body", "subject"})
 
 # RFC 6120 §4.9.3 stream error conditions a parse can end in.
 NOT_WELL_FORMED = "not-well-formed"
@@ -30,12 +36,14 @@ POLICY_VIOLATION = "policy-violation"
 
 @dataclass(frozen=True, slots=True)
 class Child:
-    """An element directly inside the top one: its namespace, local name and bytes' span."""
+    """An element directly inside the top one: its namespace, local name, bytes' span and
+    attributes (as `Stanza.attributes`)."""
 
     namespace: str
     name: str
     start: int
     end: int
+    attributes: Mapping[str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,8 +54,12 @@ class Stanza:
 
     `attributes` holds the attributes without a namespace (`to`, `type`, `id`, `version`).
     `close`: where the top's end tag begins, or None when it is an empty-element tag, whose `/>`
-    then sits at `empty_end - 2`. `body_bytes`: the UTF-8 length of the text of a jabber:client
-    `body` child (None without one)."""
+    then sits at `empty_end - 2`. `body_bytes`: for a message, the UTF-8 length of all the text
+    inside its `body` and `subject` children, in any namespace (Jitsi finds them by tag name and
+    shows their textContent), summed; None without one. `text_bytes`: the UTF-8 length of all the
+    text inside the top element. `json_message`: for a message, the text inside its direct
+    `json-message` children in any namespace, joined as jQuery's `.text()` joins them (Jitsi's
+    polls, endpoint messages), or None without one."""
 
     raw: bytes
     namespace: str
@@ -58,6 +70,8 @@ class Stanza:
     close: int | None
     empty_end: int
     body_bytes: int | None
+    text_bytes: int
+    json_message: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +98,9 @@ class _Reader:
     __slots__ = (
         "_child",
         "_child_content",
+        "_elements",
         "_in_body",
+        "_in_json",
         "_inherited",
         "_parser",
         "attributes",
@@ -93,7 +109,10 @@ class _Reader:
         "close",
         "depth",
         "empty_end",
+        "json_message",
+        "json_parts",
         "raw",
+        "text_bytes",
         "top",
     )
 
@@ -107,9 +126,14 @@ class _Reader:
         self.close: int | None = None
         self.empty_end = 0
         self.body_bytes: int | None = None
-        self._child: tuple[str, str, int] | None = None
+        self.text_bytes = 0
+        self.json_message: str | None = None
+        self._elements = 0
+        self._child: tuple[str, str, int, dict[str, str]] | None = None
         self._child_content = False
         self._in_body = False
+        self._in_json = False
+        self.json_parts: list[str] = []
         # The top's own namespace when it stands for jabber:client (none, or httpbind).
         self._inherited: str | None = None
 
@@ -121,7 +145,8 @@ class _Reader:
 
     def start(self, name: str, attributes: dict[str, str]) -> None:
         self.depth += 1
-        if self.depth > MAX_DEPTH:
+        self._elements += 1
+        if self.depth > MAX_DEPTH or self._elements > MAX_ELEMENTS:
             raise _Stop(POLICY_VIOLATION)
         if self.depth == 1:
             namespace, _, local = name.rpartition(NAMESPACE_SEPARATOR)
@@ -132,21 +157,28 @@ class _Reader:
             self.attributes = attributes
         elif self.depth == 2:
             namespace, local = self._split(name)
-            self._child = (namespace, local, self._parser.CurrentByteIndex)
-            if local == "body" and namespace == CLIENT and self.top == (CLIENT, "message"):
-                self._in_body = True
-                if self.body_bytes is None:
-                    self.body_bytes = 0
+            self._child = (namespace, local, self._parser.CurrentByteIndex, attributes)
+            if self.top == (CLIENT, "message"):
+                if local in _CHAT_CHILDREN:
+                    self._in_body = True
+                    if self.body_bytes is None:
+                        self.body_bytes = 0
+                elif local == "json-message":
+                    self._in_json = True
+                    if self.json_message is None:
+                        self.json_message = ""
         # Whether anything comes between this start and the next end: see _empty.
         self._child_content = False
 
     def end(self, _name: str) -> None:
         index = self._parser.CurrentByteIndex
         if self.depth == 2 and self._child is not None:
-            namespace, local, start = self._child
-            self.children.append(Child(namespace, local, start, self._element_end(index)))
+            namespace, local, start, attributes = self._child
+            end = self._element_end(index)
+            self.children.append(Child(namespace, local, start, end, attributes))
             self._child = None
             self._in_body = False
+            self._in_json = False
         elif self.depth == 1:
             if self._empty(index):
                 self.empty_end = index
@@ -169,8 +201,12 @@ class _Reader:
 
     def text(self, data: str) -> None:
         self._child_content = True
-        if self._in_body and self.depth == 2 and self.body_bytes is not None:
-            self.body_bytes += len(data.encode("utf-8")) if not data.isascii() else len(data)
+        size = len(data) if data.isascii() else len(data.encode("utf-8"))
+        self.text_bytes += size
+        if self._in_body and self.body_bytes is not None:
+            self.body_bytes += size
+        elif self._in_json:
+            self.json_parts.append(data)
 
     def cdata(self) -> None:
         self._child_content = True
@@ -232,4 +268,6 @@ def parse_stanza(data: str | bytes, *, max_bytes: int) -> Stanza | Malformed:
         close=reader.close,
         empty_end=reader.empty_end,
         body_bytes=reader.body_bytes,
+        text_bytes=reader.text_bytes,
+        json_message=None if reader.json_message is None else "".join(reader.json_parts),
     )

@@ -13,6 +13,7 @@ from gateway.proxy.stanzas import (
     CLIENT,
     HTTPBIND,
     MAX_DEPTH,
+    MAX_ELEMENTS,
     NOT_WELL_FORMED,
     POLICY_VIOLATION,
     RESTRICTED_XML,
@@ -88,6 +89,46 @@ def test_without_a_namespace_or_in_httpbind_it_is_jabber_client() -> None:
     assert bosh.body_bytes == 3
     other = read("<message xmlns='jabber:server'><body>x</body></message>")
     assert other.namespace == "jabber:server" and other.body_bytes is None
+    presence = read("<presence><body>x</body></presence>")
+    assert presence.body_bytes is None and presence.text_bytes == 1
+
+
+def test_a_body_or_subject_in_any_namespace_counts_all_its_text() -> None:
+    # Jitsi finds a message's body by tag name (`:scope>body`) and shows its textContent.
+    foreign = read("<message><body xmlns='urn:x'>spam</body></message>")
+    assert foreign.body_bytes == 4
+    prefixed = read("<message xmlns:p='urn:p'><p:body>ab</p:body></message>")
+    assert prefixed.body_bytes == 2
+    nested = read("<message><body>a<b>bc<i>dé</i></b>f</body><x>not chat</x></message>")
+    assert nested.body_bytes == 1 + 2 + 3 + 1
+    assert nested.text_bytes == nested.body_bytes + len("not chat")
+    subject = read("<message><subject xmlns='urn:y'>Title</subject><body>x</body></message>")
+    assert subject.body_bytes == 6
+    deeper = read("<message><x><body>deep</body></x></message>")
+    assert deeper.body_bytes is None and deeper.text_bytes == 4
+
+
+def test_json_message_text_and_the_children_attributes() -> None:
+    stanza = read(
+        "<message><json-message xmlns='http://jitsi.org/jitmeet'>{&quot;a&quot;:<i>1</i>}"
+        "</json-message><json-message xmlns='urn:x'>,2</json-message>"
+        "<conference room='r@c' xmlns:p='urn:p' p:x='y'/></message>"
+    )
+    assert stanza.json_message == '{"a":1},2'
+    assert stanza.children[2].attributes == {"room": "r@c", "urn:p x": "y"}
+    assert read("<message><body>x</body></message>").json_message is None
+    assert read("<iq><json-message>x</json-message></iq>").json_message is None
+
+
+def test_elements_are_capped_where_they_start() -> None:
+    most = "<presence>" + "<c/>" * (MAX_ELEMENTS - 1) + "</presence>"
+    assert len(read(most).children) == MAX_ELEMENTS - 1
+    one_more = "<presence>" + "<c/>" * MAX_ELEMENTS + "</presence>"
+    assert condition(one_more) == POLICY_VIOLATION
+    nested = "<iq>" + "<a><b/><c/></a>" * (MAX_ELEMENTS // 3 + 1) + "</iq>"
+    assert condition(nested) == POLICY_VIOLATION
+    flood = "<r xmlns='urn:xmpp:sm:3'>" + "<x/>" * 60_000 + "</r>"
+    assert condition(flood, limit=len(flood)) == POLICY_VIOLATION
 
 
 def test_body_text_counts_utf8_bytes_after_entities_and_cdata() -> None:
@@ -155,24 +196,40 @@ def test_a_prefixed_top_element_keeps_its_written_name() -> None:
     assert (stanza.namespace, stanza.name, stanza.qname) == (CLIENT, "presence", b"c:presence")
 
 
-NAMES = st.sampled_from(["a", "b", "nick", "body", "x"])
+NAMES = st.sampled_from(["a", "b", "nick", "body", "subject", "x"])
+# The default namespace, another one, and a prefix bound on the child itself.
+NAMESPACES = st.sampled_from(["", " xmlns='urn:x'", " xmlns='jabber:client'", "p"])
 # Markup characters, multi-byte ones and a decoy `/>`.
 TEXTS = st.text(st.sampled_from(list("ab <>&'\"/=é€\U0001f600\n")), max_size=8)
 
 
 @st.composite
-def children(draw: st.DrawFn) -> str:
+def children(draw: st.DrawFn) -> tuple[str, int | None]:
+    """A child, and the UTF-8 bytes of its text if it is a body or a subject."""
     name = draw(NAMES)
+    namespace = draw(NAMESPACES)
+    if namespace == "p":
+        name, namespace = f"p:{name}", " xmlns:p='urn:p'"
     value = draw(TEXTS)
     text = draw(TEXTS)
+    inner = draw(TEXTS)
+    chat = name.rpartition(":")[2] in ("body", "subject")
     if draw(st.booleans()):
-        return f"<{name} v={quoteattr(value)}/>"
-    return f"<{name} v={quoteattr(value)}>{escape(text)}<i/></{name}>"
+        return f"<{name}{namespace} v={quoteattr(value)}/>", 0 if chat else None
+    element = (
+        f"<{name}{namespace} v={quoteattr(value)}>{escape(text)}<i>{escape(inner)}</i><i/></{name}>"
+    )
+    return element, len((text + inner).encode()) if chat else None
 
 
 @given(st.lists(children(), max_size=6), st.sampled_from(["", " ", "\n"]))
-def test_children_spans_cover_each_child_exactly(parts: list[str], gap: str) -> None:
+def test_children_spans_cover_each_child_exactly(
+    drawn: list[tuple[str, int | None]], gap: str
+) -> None:
+    parts = [part for part, _ in drawn]
     text = "<message xmlns='jabber:client'>" + gap.join(parts) + "</message>"
     stanza = read(text)
     spans = [stanza.raw[c.start : c.end].decode() for c in stanza.children]
     assert spans == parts
+    sizes = [size for _, size in drawn if size is not None]
+    assert stanza.body_bytes == (sum(sizes) if sizes else None)
