@@ -12,6 +12,7 @@ The guard is pure: it takes the stanza's bytes and the time, and returns a verdi
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from enum import Enum, StrEnum, auto
 from xml.sax.saxutils import escape
 
 from gateway.i18n import N_
-from gateway.proxy.stanzas import CLIENT, Malformed, Stanza, parse_stanza
+from gateway.proxy.stanzas import CLIENT, POLICY_VIOLATION, Malformed, Stanza, parse_stanza
 
 # The error texts Jitsi shows in its chat to a sender whose message was refused, in English;
 # ChatRules carries them in the room's language (gateway/proxy/room_rules.py, chat_rules).
@@ -74,11 +75,14 @@ class ChatRules:
 
 @dataclass(frozen=True, slots=True)
 class WireBudgets:
-    """The gate-wide budgets for what is not chat."""
+    """The gate-wide budgets for what is not chat. `control`: framing, SASL and stream
+    management elements, of which a client sends a few per (re)connection and one `<a/>` per
+    `<r/>` of the server's; past it the session ends, as no client sends that many."""
 
     presence: Budget
     iq: Budget
     signal: Budget
+    control: Budget = Budget(20.0, 100)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,14 +153,13 @@ FRAMING = "urn:ietf:params:xml:ns:xmpp-framing"
 SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
 STREAM_MANAGEMENT = "urn:xmpp:sm:3"
 NICK = "http://jabber.org/protocol/nick"
-# Prosody sets this for visitors' messages and Jitsi shows it as the sender's name.
-DISPLAY_NAME = "http://jitsi.org/protocol/display-name"
 STANZA_ERRORS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 STREAMS = "http://etherx.jabber.org/streams"
 STREAM_ERRORS = "urn:ietf:params:xml:ns:xmpp-streams"
+FOCUS = "http://jitsi.org/protocol/focus"
 
-# What a client may send besides stanzas: RFC 7395 framing, SASL, XEP-0198. Not budgeted:
-# each is part of a (re)connection, which the gate admits and limits before any byte flows.
+# What a client may send besides stanzas: RFC 7395 framing, SASL, XEP-0198. None holds an
+# element; only SASL's hold text (base64).
 _CONTROL = frozenset(
     {
         (FRAMING, "open"),
@@ -174,6 +177,23 @@ _STANZAS = frozenset({"message", "presence", "iq"})
 # Presence children that make other browsers fetch or show what the sender chose (gravatar,
 # an image URL), or that only the server may set (mod_presence_identity's element).
 _STRIPPED = frozenset({"avatar-url", "email", "identity"})
+# Children Jitsi reads as the sender's name, by local name whatever their namespace (the last
+# `nick` wins; a message's `display-name`, which prosody sets for visitors, is shown as its
+# sender's): all go, the verified nick takes the first one's place.
+_NAMES = frozenset({"nick", "display-name"})
+# Any message's text, JSON included, is capped at the room's chat size or this, if larger: a
+# poll or an endpoint message is small, but not every room allows long chat.
+MIN_TEXT_BYTES = 8192
+# Jitsi's command creating a poll (jitsi-meet react/features/polls/constants COMMAND_NEW_POLL),
+# which shows the poll in everyone's chat: quiet mode silences it. Answers still pass.
+NEW_POLL = "new-poll"
+# XEP-0198's `h` is an unsigned 32-bit count.
+_H_LIMIT = 2**32
+# An attribute of a start tag, in a well-formed element (expat has read it): its name and its
+# quoted value.
+_START_TAG_ATTRIBUTE = re.compile(
+    rb"""[ \t\r\n]+([^ \t\r\n=]+)[ \t\r\n]*=[ \t\r\n]*('[^']*'|"[^"]*")"""
+)
 # Characters a JID's node may not hold (RFC 7622 §3.3.1), so a name is never read two ways.
 _NODE_FORBIDDEN = frozenset("\"&'/:<>@ \t\r\n")
 _ATTRIBUTE_ENTITIES = {"'": "&apos;", '"': "&quot;", "\n": "&#10;", "\r": "&#13;", "\t": "&#9;"}
@@ -239,6 +259,45 @@ def _stream_error(condition: str) -> str:
     return f"<error xmlns='{STREAMS}'><{condition} xmlns='{STREAM_ERRORS}'/></error>"
 
 
+def _end(condition: str) -> EndStream:
+    return EndStream(_stream_error(condition), condition)
+
+
+def _attribute_span(stanza: Stanza, name: bytes) -> tuple[int, int] | None:
+    """Where the unprefixed attribute `name`'s quoted value lies in the top's start tag."""
+    raw = stanza.raw
+    position = len(raw) - len(raw.lstrip(b" \t\r\n")) + 1 + len(stanza.qname)
+    while match := _START_TAG_ATTRIBUTE.match(raw, position):
+        if match.group(1) == name:
+            return match.span(2)
+        position = match.end()
+    return None
+
+
+def _announces_poll(text: str) -> bool:
+    """Whether a json-message's text creates a poll, as its readers would decode it: the
+    command in plain sight, or any string in the JSON (escapes undone) that names it."""
+    if NEW_POLL in text:
+        return True
+    if "\\" not in text:
+        return False
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        return False
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if item == NEW_POLL:
+            return True
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
 def _error_reply(
     stanza: Stanza, sender: str | None, kind: str, condition: str, text: str | None
 ) -> str:
@@ -302,7 +361,8 @@ class WireGuard:
         self._hosts = hosts
         self._room = _fold(speaker.room)
         self._domain = addresses.domain.lower()
-        self._muc = frozenset(d.lower() for d in addresses.muc_domains | addresses.lobby_domains)
+        self._conference = frozenset(d.lower() for d in addresses.muc_domains)
+        self._muc = self._conference | frozenset(d.lower() for d in addresses.lobby_domains)
         # Breakout rooms get random names from jicofo/mod_muc_breakout_rooms, unknown to the gate:
         # any room on the breakout domains may be addressed. Tying them to the meeting (the
         # breakout rooms' list prosody sends) is the lead's decision to make.
@@ -317,6 +377,14 @@ class WireGuard:
         self._signal = _Bucket()
         self._presence = _Bucket()
         self._iq = _Bucket()
+        self._control = _Bucket()
+        # XEP-0198: each error reply the gate sends is a stanza the client counts as received
+        # from the server, which never sent it; the client's acknowledgements are lowered by
+        # these, never below what this guard already passed on (prosody ends a session whose
+        # `h` goes back or runs ahead of what it sent). Kept across reconnections: the lead
+        # reuses a guard for the admission's next session, whose `<resume/>` counts the old one.
+        self._injected = 0
+        self._acked = 0
 
     @property
     def strikes(self) -> int:
@@ -340,11 +408,42 @@ class WireGuard:
             return self._judge(stanza, data, now)
         if (stanza.namespace, stanza.name) not in _CONTROL:
             return EndStream(_stream_error("unsupported-stanza-type"), "unsupported-stanza-type")
-        if stanza.name == "open" and stanza.namespace == FRAMING:
+        return self._control_element(stanza, data, now)
+
+    def _control_element(self, stanza: Stanza, data: str | bytes, now: float) -> Verdict:
+        if not self._control.take(self._budgets.control, now):
+            return _end(POLICY_VIOLATION)
+        if stanza.children or (stanza.namespace != SASL and stanza.text_bytes):
+            return _end(POLICY_VIOLATION)
+        if stanza.namespace == FRAMING and stanza.name == "open":
             to = stanza.attributes.get("to")
             if to is None or to.lower() != self._domain:
-                return EndStream(_stream_error("host-unknown"), "host-unknown")
+                return _end("host-unknown")
+        if stanza.namespace == STREAM_MANAGEMENT:
+            if stanza.name == "enable":
+                # A new stream-management session: the client counts from zero again.
+                self._injected = 0
+                self._acked = 0
+            elif stanza.name in ("a", "resume"):
+                return self._acknowledge(stanza, data)
         return Forward(data if isinstance(data, str) else stanza.raw.decode())
+
+    def _acknowledge(self, stanza: Stanza, data: str | bytes) -> Verdict:
+        """The client's count of stanzas received, less the gate's own replies among them."""
+        value = stanza.attributes.get("h")
+        if value is None or not (value.isascii() and value.isdigit()) or int(value) >= _H_LIMIT:
+            return _end(POLICY_VIOLATION)
+        sent = int(value)
+        handled = max(sent - self._injected, self._acked)
+        self._acked = handled
+        if handled == sent:
+            return self._forward(stanza, data, ())
+        span = _attribute_span(stanza, b"h")
+        if span is None:  # expat read `h` without a namespace, so it is written there
+            return _end(POLICY_VIOLATION)
+        start, end = span
+        quote = stanza.raw[start : start + 1]
+        return self._forward(stanza, data, [(start, end, quote + str(handled).encode() + quote)])
 
     def _judge(self, stanza: Stanza, data: str | bytes, now: float) -> Verdict:
         to = stanza.attributes.get("to")
@@ -358,6 +457,11 @@ class WireGuard:
                 reply = _error_reply(stanza, sender, "cancel", "service-unavailable", None)
             return self._refuse("address", reply)
         if stanza.name == "iq":
+            if not self._names_own_room(stanza):
+                reply = None
+                if kind not in _ANSWERS:
+                    reply = _error_reply(stanza, to, "cancel", "not-allowed", None)
+                return self._refuse("address", reply)
             if kind in _ANSWERS:
                 # Answers to the server's own questions (pings, Jingle from the focus) are never
                 # refused while a client behaves: they draw on the IQ budget and may overdraw it
@@ -376,31 +480,60 @@ class WireGuard:
             if place is _Place.OCCUPANT and kind is None and to is not None:
                 self.occupant = to
             return self._forward_presence(stanza, data, place, kind)
+        rules = self._rules()
         if stanza.body_bytes is None:
             # Polls, reactions without text, component requests: their own budget, no reply
             # (Jitsi would show an empty chat error for something the user did not type).
+            if stanza.text_bytes > max(rules.chat_max_bytes, MIN_TEXT_BYTES):
+                return self._refuse("size", None)
+            if (
+                rules.quiet
+                and not self._speaker.host
+                and stanza.json_message is not None
+                and _announces_poll(stanza.json_message)
+            ):
+                return self._refuse("quiet", None)
             if not self._signal.take(self._budgets.signal, now):
                 return self._refuse("rate", None)
             return self._forward_message(stanza, data)
-        return self._chat_message(stanza, data, now, stanza.body_bytes, jid, place, kind)
+        return self._chat_message(stanza, data, now, rules, jid, place, kind)
+
+    def _names_own_room(self, stanza: Stanza) -> bool:
+        """A conference request to the focus names this session's room on the MUC: jicofo
+        would otherwise start (or report on) another meeting for it."""
+        for child in stanza.children:
+            if child.name == "conference" and child.namespace == FOCUS:
+                room = child.attributes.get("room")
+                jid = None if room is None else _parse_jid(room)
+                if (
+                    jid is None
+                    or jid.node != self._room
+                    or jid.resource is not None
+                    or jid.domain not in self._conference
+                ):
+                    return False
+        return True
 
     def _chat_message(
         self,
         stanza: Stanza,
         data: str | bytes,
         now: float,
-        body_bytes: int,
+        rules: ChatRules,
         jid: _Jid | None,
         place: _Place,
         kind: str | None,
     ) -> Verdict:
-        rules = self._rules()
         to = stanza.attributes.get("to")
         # lib-jitsi-meet shows an error message's text when it comes from the room's bare JID
         # (ChatRoom.onMessage), for group and private chat alike.
         sender = to.partition("/")[0] if to is not None else None
         answer = kind != "error"
-        if body_bytes > rules.chat_max_bytes:
+        # The body (and subject) as chat's limit; all the text, JSON and nested elements
+        # included, under the cap any message has.
+        body_bytes = stanza.body_bytes or 0
+        too_long = stanza.text_bytes > max(rules.chat_max_bytes, MIN_TEXT_BYTES)
+        if body_bytes > rules.chat_max_bytes or too_long:
             reply = _error_reply(stanza, sender, "modify", "policy-violation", rules.too_long)
             return self._refuse("size", reply if answer else None)
         if rules.quiet and not self._speaker.host:
@@ -445,6 +578,8 @@ class WireGuard:
 
     def _refuse(self, reason: str, reply: str | None) -> Refuse:
         self._strikes += 1
+        if reply is not None:
+            self._injected += 1
         stand_in = (
             f"<iq xmlns='jabber:client' type='result' id='meetgate-dropped-{self._strikes}'/>"
         )
@@ -453,14 +588,7 @@ class WireGuard:
     def _forward_presence(
         self, stanza: Stanza, data: str | bytes, place: _Place, kind: str | None
     ) -> Forward:
-        edits: list[tuple[int, int, bytes]] = []
-        named = False
-        for child in stanza.children:
-            if child.name in _STRIPPED:
-                edits.append((child.start, child.end, b""))
-            elif child.name == "nick" and child.namespace == NICK:
-                edits.append((child.start, child.end, b"" if named else self._nick))
-                named = True
+        edits, named = self._name_edits(stanza, _STRIPPED)
         joining = place in (_Place.SERVER, _Place.ROOM, _Place.OCCUPANT) and kind is None
         if joining and not named:
             if stanza.close is not None:
@@ -471,13 +599,23 @@ class WireGuard:
         return self._forward(stanza, data, edits)
 
     def _forward_message(self, stanza: Stanza, data: str | bytes) -> Forward:
-        edits: list[tuple[int, int, bytes]] = []
-        for child in stanza.children:
-            if child.name == "nick" and child.namespace == NICK:
-                edits.append((child.start, child.end, self._nick))
-            elif child.name == "display-name" and child.namespace == DISPLAY_NAME:
-                edits.append((child.start, child.end, b""))
+        edits, _ = self._name_edits(stanza, frozenset())
         return self._forward(stanza, data, edits)
+
+    def _name_edits(
+        self, stanza: Stanza, stripped: frozenset[str]
+    ) -> tuple[list[tuple[int, int, bytes]], bool]:
+        """Every name-bearing child (and each of `stripped`) removed, in any namespace, the
+        verified nick in the first `nick`'s place; and whether there was one."""
+        edits: list[tuple[int, int, bytes]] = []
+        named = False
+        for child in stanza.children:
+            if child.name == "nick" and not named:
+                edits.append((child.start, child.end, self._nick))
+                named = True
+            elif child.name in _NAMES or child.name in stripped:
+                edits.append((child.start, child.end, b""))
+        return edits, named
 
     @staticmethod
     def _forward(

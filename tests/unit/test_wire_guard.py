@@ -4,6 +4,8 @@ lib-jitsi-meet's source) pass as sent."""
 
 from __future__ import annotations
 
+import html
+import re
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -25,6 +27,7 @@ from gateway.proxy.wire_guard import (
     WireBudgets,
     WireGuard,
 )
+from tests.fixtures.jitsi_stanzas import CORPUS, JitsiStanza
 
 DOMAIN = "meet.test"
 MUC = "conference.meet.test"
@@ -273,6 +276,28 @@ JITSI = {
 }
 
 
+CORPUS_ADDRESSES = Addresses(
+    domain=DOMAIN,
+    muc_domains=ADDRESSES.muc_domains,
+    lobby_domains=ADDRESSES.lobby_domains,
+    breakout_domains=ADDRESSES.breakout_domains,
+    components=ADDRESSES.components | {f"filesharing.{DOMAIN}", f"audiotranslation.{DOMAIN}"},
+)
+
+
+@pytest.mark.parametrize("entry", CORPUS, ids=[entry.name for entry in CORPUS])
+def test_the_jitsi_corpus_passes_byte_identical(entry: JitsiStanza) -> None:
+    """tests/fixtures/jitsi_stanzas.py's corpus, with the name it carries as the verified one;
+    an e-mail (the lobby's knocking presence) is the one thing the guard takes out."""
+    text = entry.xml()
+    nick = re.search(r"<nick xmlns='http://jabber.org/protocol/nick'>([^<]*)</nick>", text)
+    name = html.unescape(nick.group(1)) if nick else NAME
+    speaker = Speaker(admission_id="adm-1", room="room", name=name, host=entry.moderator)
+    session = WireGuard(speaker, CORPUS_ADDRESSES, GENEROUS, lambda: OPEN, frozenset)
+    expected = re.sub(r"<email>[^<]*</email>", "", text)
+    assert forwarded(session.inspect(text, 0.0)) == expected
+
+
 @pytest.mark.parametrize("name", JITSI)
 def test_jitsi_stanzas_pass_byte_identical(name: str) -> None:
     text = JITSI[name]
@@ -334,6 +359,136 @@ def test_input_that_is_not_a_client_element_ends_the_session(
     session = guard()
     stream_error(session.inspect(data, 0.0), condition)
     assert session.strikes == 0
+
+
+SM = "urn:xmpp:sm:3"
+SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        f"<r xmlns='{SM}'>" + "<x/>" * 60_000 + "</r>",
+        f"<presence xmlns='jabber:client' to='{ROOM}/a1'>" + "<c/>" * 60_000 + "</presence>",
+        f"<r xmlns='{SM}'><x/></r>",
+        f"<a xmlns='{SM}' h='1'><x/></a>",
+        f"<enable xmlns='{SM}' resume='true'><x/></enable>",
+        f"<resume xmlns='{SM}' h='1' previd='p'><x/></resume>",
+        f"<open xmlns='{FRAMING}' to='{DOMAIN}' version='1.0'><x/></open>",
+        f"<close xmlns='{FRAMING}'><x/></close>",
+        f"<auth xmlns='{SASL}' mechanism='PLAIN'>AGEAYg==<x/></auth>",
+        f"<response xmlns='{SASL}'><x/></response>",
+        f"<abort xmlns='{SASL}'><x/></abort>",
+        f"<r xmlns='{SM}'>text</r>",
+        f"<close xmlns='{FRAMING}'>text</close>",
+    ],
+    ids=lambda data: data[:30],
+)
+def test_elements_flooded_with_children_end_the_session(data: str) -> None:
+    session = guard()
+    stream_error(session.inspect(data, 0.0), "policy-violation")
+    assert session.strikes == 0
+
+
+def test_control_elements_have_a_budget_of_their_own() -> None:
+    budgets = WireBudgets(PLENTY, PLENTY, PLENTY, control=Budget(rate=1.0, burst=3))
+    session = guard(budgets=budgets)
+    for _ in range(3):
+        forwarded(session.inspect(JITSI["sm-r"], 0.0))
+    stream_error(session.inspect(JITSI["sm-r"], 0.0), "policy-violation")
+    forwarded(session.inspect(JITSI["sm-r"], 1.0))
+    # Stanzas do not draw on it.
+    forwarded(session.inspect(JITSI["ping"], 1.0))
+    assert GENEROUS.control == Budget(20.0, 100)
+
+
+def refused_with_replies(session: WireGuard, count: int) -> None:
+    for _ in range(count):
+        assert refused(session.inspect(groupchat(), 0.0), "quiet").reply is not None
+
+
+def test_acknowledgements_leave_out_the_gates_own_replies() -> None:
+    session = guard(QUIET_RULES)
+    refused_with_replies(session, 3)
+    # Refusals without a reply are not counted by the client.
+    refused(session.inspect(JOIN.replace(ROOM, "other@conference.meet.test"), 0.0), "address")
+    assert forwarded(session.inspect(f"<a xmlns='{SM}' h='10'/>", 0.0)) == (
+        f"<a xmlns='{SM}' h='7'/>"
+    )
+    # Other attributes (and their quoting) stay as written; an entity-written h is read as such.
+    decoy = f"<a v=\"h='3'\" xmlns='{SM}'  h = \"&#49;2\" x='1'/>"
+    assert forwarded(session.inspect(decoy, 0.0)) == (
+        f"<a v=\"h='3'\" xmlns='{SM}'  h = \"9\" x='1'/>"
+    )
+    # Never lower than an h already passed on.
+    assert forwarded(session.inspect(f"<a xmlns='{SM}' h='11'/>", 0.0)) == (
+        f"<a xmlns='{SM}' h='9'/>"
+    )
+    refused_with_replies(session, 1)
+    assert forwarded(session.inspect(f"<a xmlns='{SM}' h='14'/>", 0.0)) == (
+        f"<a xmlns='{SM}' h='10'/>"
+    )
+
+
+def test_a_resumption_after_a_reconnection_is_rewritten_too() -> None:
+    session = guard(QUIET_RULES)
+    forwarded(session.inspect(JITSI["sm-enable"], 0.0))
+    refused_with_replies(session, 2)
+    resume = f"<resume xmlns='{SM}' previd='a1-b2' h='20'/>"
+    assert forwarded(session.inspect(resume, 0.0)) == resume.replace("'20'", "'18'")
+    # A new stream-management session counts from zero again.
+    forwarded(session.inspect(JITSI["sm-enable"], 0.0))
+    assert forwarded(session.inspect(f"<a xmlns='{SM}' h='1'/>", 0.0)) == (
+        f"<a xmlns='{SM}' h='1'/>"
+    )
+
+
+@pytest.mark.parametrize("h", ["-1", "", "x", "1.5", "4294967296", "\u0661", None])
+def test_an_acknowledgement_without_a_count_ends_the_session(h: str | None) -> None:
+    attribute = "" if h is None else f" h='{h}'"
+    stream_error(guard().inspect(f"<a xmlns='{SM}'{attribute}/>", 0.0), "policy-violation")
+    resume = f"<resume xmlns='{SM}' previd='p'{attribute}/>"
+    stream_error(guard().inspect(resume, 0.0), "policy-violation")
+    largest = f"<a xmlns='{SM}' h='4294967295'/>"
+    assert forwarded(guard().inspect(largest, 0.0)) == largest
+
+
+def conference(room: str | None) -> str:
+    named = "" if room is None else f" room='{room}'"
+    return (
+        f"<iq to='{FOCUS}' type='set' id='c1' xmlns='jabber:client'>"
+        f"<conference machine-uid='0b7a'{named} xmlns='http://jitsi.org/protocol/focus'>"
+        "<property name='visitors-version' value='1'/></conference></iq>"
+    )
+
+
+@pytest.mark.parametrize("room", [ROOM, "ROOM@Conference.MEET.test"])
+def test_a_conference_request_for_the_own_room_passes(room: str) -> None:
+    text = conference(room)
+    assert forwarded(guard().inspect(text, 0.0)) == text
+
+
+@pytest.mark.parametrize(
+    "room",
+    [
+        f"other@{MUC}",
+        f"room@{LOBBY}",
+        f"room@{BREAKOUT}",
+        f"{ROOM}/nick",
+        "room@conference.other.test",
+        MUC,
+        "",
+        None,
+    ],
+)
+def test_a_conference_request_for_another_room_is_refused(room: str | None) -> None:
+    session = guard()
+    reply = reply_of(refused(session.inspect(conference(room), 0.0), "address"))
+    assert reply.get("type") == "error" and reply.get("id") == "c1"
+    assert reply.get("from") == FOCUS
+    # Whatever it is sent to.
+    elsewhere = conference(room).replace(f"to='{FOCUS}'", f"to='{ROOM}/focus'")
+    refused(session.inspect(elsewhere, 0.0), "address")
 
 
 def test_open_to_the_domain_is_compared_case_insensitively() -> None:
@@ -591,7 +746,7 @@ def test_quiet_mode_refuses_attendees_chat_and_lets_hosts_speak() -> None:
     # Private to a host stays allowed when the room says so (case of the room part aside).
     forwarded(session.inspect(private("ROOM@conference.meet.test/h0st1d"), 0.0))
     forwarded(session.inspect(JITSI["reaction"], 0.0))  # not chat
-    forwarded(session.inspect(JITSI["poll"], 0.0))
+    forwarded(session.inspect(JITSI["poll"].replace("new-poll", "answer-poll"), 0.0))
     state["rules"] = ChatRules(True, False, PLENTY, 2048, 0)
     refused(session.inspect(private(HOST_OCCUPANT), 0.0), "quiet")
     state["rules"] = OPEN
@@ -602,6 +757,85 @@ def test_quiet_mode_refuses_attendees_chat_and_lets_hosts_speak() -> None:
     host = guard(ChatRules(True, False, PLENTY, 2048, 0), host=True)
     forwarded(host.inspect(groupchat(), 0.0))
     forwarded(host.inspect(private(f"{ROOM}/e5f6"), 0.0))
+
+
+QUIET_RULES = ChatRules(True, False, PLENTY, 2048, 0)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "<body xmlns='urn:x'>spam</body>",
+        "<p:body xmlns:p='urn:p'>spam</p:body>",
+        "<body><b>spam</b></body>",
+        "<subject>New title</subject>",
+        "<subject xmlns='urn:x'>New title</subject>",
+    ],
+)
+def test_a_body_or_subject_in_any_namespace_is_chat(body: str) -> None:
+    text = f"<message to='{ROOM}' type='groupchat' id='m1' xmlns='jabber:client'>{body}</message>"
+    reply = reply_of(refused(guard(QUIET_RULES).inspect(text, 0.0), "quiet"))
+    assert error_text(reply) == QUIET
+    # Chat's budget, not signal's.
+    rules = ChatRules(False, False, Budget(rate=0.0, burst=1), 2048, 0)
+    session = guard(rules)
+    assert forwarded(session.inspect(text, 0.0)) == text
+    refused(session.inspect(text, 0.0), "rate")
+
+
+def test_nested_text_in_a_body_counts_towards_its_size() -> None:
+    rules = ChatRules(False, False, PLENTY, 10, 0)
+    session = guard(rules)
+    nested = groupchat("<b>" + "x" * 100_000 + "</b>")
+    assert error_text(reply_of(refused(session.inspect(nested, 0.0), "size"))) == TOO_LONG
+    split = groupchat("12345").replace("</message>", "<body xmlns='urn:x'>678901</body></message>")
+    refused(session.inspect(split, 0.0), "size")
+    forwarded(session.inspect(groupchat("a<i>b</i>c"), 0.0))
+
+
+def test_any_message_text_is_capped() -> None:
+    session = guard()  # chat_max_bytes 2048: the cap is 8192
+    json = f"<message to='{ROOM}' type='groupchat' xmlns='jabber:client'><json-message>{{}}"
+    endpoint = json + "{}</json-message></message>"
+    forwarded(session.inspect(endpoint.replace("{}", "x" * 8190, 1), 0.0))
+    assert (
+        refused(session.inspect(endpoint.replace("{}", "x" * 8191, 1), 0.0), "size").reply is None
+    )
+    chat = groupchat("x").replace("</message>", "<x>" + "y" * 9000 + "</x></message>")
+    assert error_text(reply_of(refused(session.inspect(chat, 0.0), "size"))) == TOO_LONG
+    roomy = guard(ChatRules(False, False, PLENTY, 20_000, 0))
+    forwarded(roomy.inspect(endpoint.replace("{}", "x" * 19_000, 1), 0.0))
+
+
+def poll(command: str, *, to: str = f"polls.{DOMAIN}") -> str:
+    return (
+        f"<message to='{to}' type='chat' xmlns='jabber:client'>"
+        "<json-message xmlns='http://jitsi.org/jitmeet'>"
+        f'{{"answers":[true],"command":"{command}","pollId":"p1","type":"polls"}}'
+        "</json-message></message>"
+    )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        poll("new-poll"),
+        poll("new-poll", to=ROOM),
+        poll("new\\u002dpoll"),
+        poll("new-poll").replace('"', "&quot;"),
+        poll("new-poll").replace("xmlns='http://jitsi.org/jitmeet'", "xmlns='urn:x'"),
+        poll("new-poll").replace("new-poll", "new-<i/>poll"),
+    ],
+)
+def test_quiet_mode_refuses_a_new_poll_from_an_attendee(text: str) -> None:
+    assert refused(guard(QUIET_RULES).inspect(text, 0.0), "quiet").reply is None
+    assert forwarded(guard(QUIET_RULES, host=True).inspect(text, 0.0)) == text
+    assert forwarded(guard().inspect(text, 0.0)) == text
+
+
+def test_quiet_mode_lets_poll_answers_through() -> None:
+    answer = poll("answer-poll")
+    assert forwarded(guard(QUIET_RULES).inspect(answer, 0.0)) == answer
 
 
 # -- names and tracking --
@@ -658,6 +892,43 @@ def test_tracking_and_identity_elements_are_removed() -> None:
     assert forwarded(guard().inspect(lobby, 0.0)) == JITSI["lobby-join"]
 
 
+def test_every_name_in_any_namespace_gives_way_to_the_verified_one() -> None:
+    # Jitsi matches `nick` by tag name and the last one wins.
+    forged = JOIN.replace(
+        "<jitsi_participant_region>",
+        "<nick xmlns='urn:x'>The Organiser</nick><p:nick xmlns:p='urn:p'>Boss</p:nick>"
+        "<display-name>The Organiser</display-name><jitsi_participant_region>",
+    )
+    assert forwarded(guard().inspect(forged, 0.0)) == JOIN
+    first_foreign = JOIN.replace(f"<nick xmlns='{NICK}'>", "<nick xmlns='urn:x'>")
+    assert forwarded(guard().inspect(first_foreign, 0.0)) == JOIN
+    display = (
+        "<display-name xmlns:p='urn:p' p:xmlns='http://jitsi.org/protocol/display-name'>"
+        "The Organiser</display-name><q:display-name xmlns:q='urn:q'>X</q:display-name>"
+        "<nick xmlns='urn:x'>The Organiser</nick>"
+    )
+    assert forwarded(guard().inspect(groupchat(extra=display), 0.0)) == groupchat()
+    # A message without a name gets none added.
+    nameless = groupchat().replace(f"<nick xmlns='{NICK}'>{NAME}</nick>", "")
+    with_names = nameless.replace("</message>", display + "</message>")
+    assert forwarded(guard().inspect(with_names, 0.0)) == nameless.replace(
+        "</message>", f"<nick xmlns='{NICK}'>{NAME}</nick></message>"
+    )
+    no_nick = nameless.replace("</message>", "<display-name>X</display-name></message>")
+    assert forwarded(guard().inspect(no_nick, 0.0)) == nameless
+
+
+@pytest.mark.parametrize("namespace", ["", " xmlns='urn:x'", " xmlns='jabber:client'"])
+def test_tracking_elements_go_in_any_namespace(namespace: str) -> None:
+    extra = (
+        f"<avatar-url{namespace}>https://evil.test/1</avatar-url>"
+        f"<email{namespace}>a@b.test</email><identity{namespace}/>"
+        "<p:avatar-url xmlns:p='urn:p'>https://evil.test/2</p:avatar-url>"
+    )
+    forged = JOIN.replace("<audiomuted>", extra + "<audiomuted>")
+    assert forwarded(guard().inspect(forged, 0.0)) == JOIN
+
+
 def test_a_message_carries_the_verified_name_only() -> None:
     display = (
         "<display-name source='visitor' xmlns='http://jitsi.org/protocol/display-name'>"
@@ -700,31 +971,52 @@ def escaped(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+# A name's or a body's namespace: Jitsi's own, another, a prefixed one (Jitsi reads both by
+# local name).
+NICK_NAMESPACES = st.sampled_from(
+    [("nick", f" xmlns='{NICK}'"), ("nick", " xmlns='urn:x'"), ("p:nick", " xmlns:p='urn:p'")]
+)
+BODY_NAMESPACES = st.sampled_from(
+    [("body", ""), ("body", " xmlns='urn:x'"), ("p:body", " xmlns:p='urn:p'")]
+)
+
+
 @st.composite
 def stanza(draw: st.DrawFn) -> tuple[str, bool]:
     """A normal stanza, and whether it carries a forged name the guard must fix."""
     kind = draw(st.sampled_from(["jitsi", "group", "private", "presence"]))
-    forged = draw(st.booleans())
-    nick = escaped(draw(BODY)) if forged else NAME
     if kind == "jitsi":
         return JITSI[draw(st.sampled_from(sorted(JITSI)))], False
+    forged = draw(st.booleans())
+    nick = escaped(draw(BODY)) if forged else NAME
+    tag, namespace = draw(NICK_NAMESPACES) if forged else ("nick", f" xmlns='{NICK}'")
     if kind == "group":
-        text = groupchat(escaped(draw(BODY)))
+        body_tag, body_namespace = draw(BODY_NAMESPACES)
+        body = escaped(draw(BODY))
+        if draw(st.booleans()):  # nested text, as a hostile client may send it
+            body += f"<b>{escaped(draw(BODY))}<i/></b>"
+        text = (
+            groupchat(body)
+            .replace("<body>", f"<{body_tag}{body_namespace}>")
+            .replace("</body>", f"</{body_tag}>")
+        )
     elif kind == "private":
         text = private(f"{ROOM}/{draw(st.sampled_from(['e5f6', 'h0st1d', 'x/y']))}")
     else:
         text = JOIN
-    return text.replace(f">{NAME}</nick>", f">{nick}</nick>"), forged
+    sent = f"<{tag}{namespace}>{nick}</{tag}>"
+    return text.replace(f"<nick xmlns='{NICK}'>{NAME}</nick>", sent), forged
 
 
 def assert_same_meaning(sent: ET.Element, out: ET.Element) -> None:
     """Equal elements, but for the name, which is the verified one."""
     assert out.tag == sent.tag and out.attrib == sent.attrib
     assert (out.text or "") == (sent.text or "")
+    assert (out.tail or "") == (sent.tail or "")
     assert len(out) == len(sent)
     for a, b in zip(sent, out, strict=True):
-        if a.tag == f"{{{NICK}}}nick":
-            assert b.tag == a.tag and b.text == NAME
+        if a.tag.rpartition("}")[2] == "nick":
+            assert b.tag == f"{{{NICK}}}nick" and b.text == NAME
         else:
             assert_same_meaning(a, b)
 
