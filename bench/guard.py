@@ -211,7 +211,7 @@ def inspect_cost(room: str, name: str) -> dict[str, float]:
     rules = chat_rules(None, settings)
     guard = WireGuard(
         Speaker("bench-admission", room, name, host=False),
-        addresses_for(DOMAIN, settings, None),
+        addresses_for(DOMAIN, settings),
         budgets_from(settings),
         lambda: rules,
         frozenset,
