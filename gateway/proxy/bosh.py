@@ -22,8 +22,9 @@ from gateway.proxy.upstream import UpstreamClient
 SID_SHAPE = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 # The largest response the gate holds back to put the wire guard's errors into.
 MAX_ANSWER_BYTES = 1024 * 1024
-# The guard's errors a session keeps waiting for a response; beyond them the oldest go.
-MAX_REPLIES = 20
+# The guard's errors a session keeps waiting for a response (a body may hold a flood); beyond
+# them the oldest go.
+MAX_REPLIES = 100
 
 
 class BoshSession:
@@ -106,12 +107,14 @@ class BoshSession:
     def saw(self, rid: int) -> None:
         self.rid = max(self.rid, rid)
 
-    async def close(self, reason: str) -> None:
+    async def close(self, reason: str, *, rid: int | None = None) -> None:
+        """End the session on prosody with a terminate request numbered after the last request
+        it saw, or numbered `rid` (a request the gate refused: prosody expects its number)."""
         if self._closed:
             return
         self._closed = True
         body = (
-            f"<body rid='{self.rid + 1}' sid='{self.sid}' type='terminate'"
+            f"<body rid='{self.rid + 1 if rid is None else rid}' sid='{self.sid}' type='terminate'"
             " xmlns='http://jabber.org/protocol/httpbind'>"
             "<presence type='unavailable' xmlns='jabber:client'/></body>"
         )

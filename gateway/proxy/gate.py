@@ -673,7 +673,15 @@ class Gate:
         session's next response that passes here."""
         limit = self._settings.limits.max_body_bytes
         body = await read_body(receive, limit)
-        parsed = parse_body(body, max_bytes=limit)
+        try:
+            parsed = parse_body(body, max_bytes=limit)
+        except BoshBodyInvalid:
+            if self.room_rules is not None:
+                # Under the wire guard, input no client sends ends the sender's session, as on
+                # a WebSocket: which one this body meant cannot be read, so every BOSH session
+                # of the admission ends.
+                await self._end_bosh_sessions(admission)
+            raise
         sid, rid = parsed.sid, parsed.rid
         if rid is None or (sid is not None and not SID_SHAPE.fullmatch(sid)):
             raise BoshBodyInvalid()
@@ -696,7 +704,7 @@ class Gate:
             assert wire is not None
             judged = self._judge_bosh(wire, session, body, parsed)
             if judged is None:
-                await self._end_bosh(send, session, admission)
+                await self._end_bosh(send, session, admission, rid)
                 return
             body = judged
         if session is not None and session.wire is not None:
@@ -730,13 +738,15 @@ class Gate:
         return b"".join(pieces)
 
     async def _end_bosh(
-        self, send: Send, session: BoshSession | None, admission: Admission
+        self, send: Send, session: BoshSession | None, admission: Admission, rid: int
     ) -> None:
-        """A BOSH body held what no client sends: the session ends on prosody, and the browser
-        is told its session is over (XEP-0124 §17.2: a terminal binding condition)."""
+        """A BOSH body (request `rid`) held what no client sends: the session ends on prosody,
+        and the browser is told its session is over (XEP-0124 §17.2: a terminal binding
+        condition)."""
         if session is not None:
             self.registry.unregister(admission.id, session)
-            await session.close("guard")
+            # Prosody never saw this request: the terminate takes its number.
+            await session.close("guard", rid=rid)
         payload = (
             b"<body type='terminate' condition='policy-violation'"
             b" xmlns='http://jabber.org/protocol/httpbind'/>"
@@ -752,6 +762,15 @@ class Gate:
             }
         )
         await send({"type": "http.response.body", "body": payload})
+
+    async def _end_bosh_sessions(self, admission: Admission) -> None:
+        sessions = [
+            c for c in self.registry.connections(admission.id) if isinstance(c, BoshSession)
+        ]
+        for session in sessions:
+            self.registry.unregister(admission.id, session)
+            self._metrics.guard_ended.inc(reason="not-well-formed")
+        await asyncio.gather(*(s.close("guard") for s in sessions), return_exceptions=True)
 
     async def _wire(self, admission: Admission) -> GuardedWire | None:
         """The wire guard for a new signalling session of `admission` (None when it is off):

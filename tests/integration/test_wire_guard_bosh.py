@@ -160,25 +160,9 @@ async def test_a_malformed_body_never_reaches_prosody_nor_troubles_others(
 
 
 # Why each case does not end its session yet (strict: each must fail until it is fixed).
-NOT_ENDED = dict.fromkeys(
-    BODY_REFUSED,
-    "a body that is not well-formed gets a 400 and its session goes on (issue 16 asks for the"
-    " session to end, as on a WebSocket)",
-) | {
-    "unknown-element": "the gate's terminate to prosody carries the refused request's rid + 1,"
-    " but prosody never saw that request: it defers the terminate ('rid skipped') and the"
-    " session stays in the room",
-}
-
-
 @pytest.mark.parametrize(
     "case",
-    [
-        pytest.param(case, marks=pytest.mark.xfail(strict=True, reason=NOT_ENDED[case]))
-        if case in NOT_ENDED
-        else case
-        for case in sorted(MALFORMED)
-    ],
+    sorted(MALFORMED),
 )
 async def test_a_malformed_body_ends_its_session(
     guarded: GatewayServer, prosody: Any, case: str
