@@ -277,3 +277,26 @@ async def test_a_host_s_switches_reach_the_rules_of_every_gate_at_once() -> None
     with pytest.raises(NotHost):
         await desk.set_quiet(attendee, "standup", False, now)
     await subscription.aclose()
+
+
+async def test_a_held_room_is_never_forgotten(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A room forgotten would read as the gate's defaults (not quiet) until read again: a room
+    a guard holds stays, however long its sessions are silent, and goes once released."""
+    store = MemoryStore()
+    await store.create_room(a_room("hushed", quiet=True))
+    clock = Clock()
+    rules = RoomRules(store, GUARD, clock=clock)
+    await rules.load("hushed")
+    rules.hold("hushed")
+    monkeypatch.setattr(room_rules, "MAX_ROOMS", 2)
+    clock.now += 2 * room_rules.IDLE_SECONDS
+    for name in ("a", "b", "c"):
+        await rules.load(name)
+    await store.delete_room("hushed", clock.now)  # no re-read could bring "quiet" back
+    assert rules.rules("hushed").quiet
+    rules.release("hushed")
+    clock.now += 2 * room_rules.IDLE_SECONDS
+    await rules.load("d")
+    assert "hushed" not in rules._rooms
+    await settle()
+    await rules.aclose()

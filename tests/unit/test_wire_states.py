@@ -1,0 +1,122 @@
+"""The guards a replica keeps, one per admission (gateway/proxy/guarded.py WireStates): a session
+that comes back finds its budgets and strikes; guards are forgotten once idle, never while a
+session uses them; strikes reach the store for another replica to start from."""
+
+from __future__ import annotations
+
+import asyncio
+
+from gateway.metrics import Metrics
+from gateway.proxy import guarded
+from gateway.proxy.guarded import (
+    GuardedWire,
+    WireStates,
+    addresses_for,
+    budgets_from,
+    earlier_strikes,
+)
+from gateway.proxy.room_rules import RoomRules
+from gateway.proxy.wire_guard import Refuse, Speaker, WireGuard
+from gateway.settings import GuardSettings
+from gateway.store.memory import MemoryStore
+from gateway.store.records import Admission, Role
+
+GUARD = GuardSettings(strikes=3)
+DOMAIN = "meet.test"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def an_admission(admission_id: str = "a1", room: str = "standup") -> Admission:
+    return Admission(
+        id=admission_id,
+        room=room,
+        identity="id-" + admission_id,
+        name="Mallory",
+        role=Role.ATTENDEE,
+        via="invite",
+        client_addr="",
+        created_at=0.0,
+        expires_at=1e12,
+    )
+
+
+def a_wire(
+    store: MemoryStore, rules: RoomRules, admission: Admission, removed: list[str], earlier: int = 0
+) -> GuardedWire:
+    room = admission.room
+    guard = WireGuard(
+        Speaker(admission.id, room, admission.name, False),
+        addresses_for(DOMAIN, GUARD),
+        budgets_from(GUARD),
+        lambda: rules.rules(room),
+        lambda: rules.hosts(room),
+    )
+    return GuardedWire(
+        guard,
+        admission,
+        rules=rules,
+        store=store,
+        metrics=Metrics(),
+        remove=lambda a, reason: removed.append(reason),
+        earlier_strikes=earlier,
+    )
+
+
+def elsewhere(n: int) -> str:
+    return (
+        f"<message xmlns='jabber:client' to='other@conference.{DOMAIN}' id='m{n}'>"
+        "<body>x</body></message>"
+    )
+
+
+async def test_a_returning_admission_finds_its_guard_and_another_room_does_not() -> None:
+    store = MemoryStore()
+    rules = RoomRules(store, GUARD)
+    states = WireStates(rules)
+    admission = an_admission()
+    wire = a_wire(store, rules, admission, [])
+    states.keep(wire)
+    assert states.find(admission) is wire
+    assert states.find(an_admission("a2")) is None
+    moved = an_admission(room="elsewhere")
+    assert states.find(moved) is None
+
+
+async def test_idle_guards_are_forgotten_but_never_one_in_use() -> None:
+    store = MemoryStore()
+    clock = Clock()
+    rules = RoomRules(store, GUARD, clock=clock)
+    states = WireStates(rules, clock=clock)
+    busy, idle = an_admission("busy"), an_admission("idle")
+    busy_wire, idle_wire = a_wire(store, rules, busy, []), a_wire(store, rules, idle, [])
+    states.keep(busy_wire)
+    states.keep(idle_wire)
+    busy_wire.sessions = 1
+    clock.now += guarded.IDLE_SECONDS + 1
+    states.keep(a_wire(store, rules, an_admission("new"), []))
+    assert states.find(busy) is busy_wire
+    assert states.find(idle) is None
+    assert len(states) == 2
+
+
+async def test_strikes_start_from_the_store_and_reach_it() -> None:
+    store = MemoryStore()
+    rules = RoomRules(store, GUARD)
+    await rules.load("standup")
+    admission = an_admission()
+    removed: list[str] = []
+    wire = a_wire(store, rules, admission, removed, earlier=2)
+    verdict = wire.judge(elsewhere(1), 0.0)
+    assert isinstance(verdict, Refuse) and wire.strikes == 3
+    assert removed == ["address"]  # 2 before, 1 now: the threshold of 3
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert await earlier_strikes(store, admission.id) == 3
+    assert await earlier_strikes(store, "nobody") == 0
