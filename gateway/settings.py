@@ -529,7 +529,8 @@ class GuardSettings(_Section):
     what it allows each admitted session by default; rooms may set their own chat limits.
 
     Budgets are token buckets: `*_per_10s` stanzas every ten seconds on average, `*_burst` at
-    once. `strikes`: stanzas refused in one session before the sender is removed (0: never).
+    once. `strikes`: stanzas refused to one admission (all its sessions) before the sender is
+    removed (0: never).
     """
 
     enabled: bool = True
