@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import NamedTuple, NoReturn
 from xml.parsers import expat
 
 CLIENT = "jabber:client"
@@ -27,6 +27,8 @@ XML_WHITESPACE = " \t\r\n"
 # A message's children whose text everyone in the room reads as chat: its body, and a subject
 # (the meeting's title), matched by local name as Jitsi matches them.
 _CHAT_CHILDREN = frozenset({"body", "subject"})
+# Where a start tag's name ends (XML_WHITESPACE, `/`, `>`).
+_NAME_ENDS = b" \t\r\n/>"
 
 # RFC 6120 §4.9.3 stream error conditions a parse can end in.
 NOT_WELL_FORMED = "not-well-formed"
@@ -34,8 +36,10 @@ RESTRICTED_XML = "restricted-xml"
 POLICY_VIOLATION = "policy-violation"
 
 
-@dataclass(frozen=True, slots=True)
-class Child:
+# Child and Stanza are NamedTuples, not frozen dataclasses: one is built for every element and
+# child the gate relays, and a frozen dataclass's __init__ (an object.__setattr__ per field) cost
+# a third of the reader's time.
+class Child(NamedTuple):
     """An element directly inside the top one: its namespace, local name, bytes' span and
     attributes (as `Stanza.attributes`)."""
 
@@ -46,25 +50,24 @@ class Child:
     attributes: Mapping[str, str]
 
 
-@dataclass(frozen=True, slots=True)
-class Stanza:
+class Stanza(NamedTuple):
     """The top element. `namespace` is jabber:client for an element without one (prosody reads a
     WebSocket stanza so) and for a BOSH child in the httpbind namespace (prosody re-parents it);
     its children in that same default namespace are reported as jabber:client too.
 
-    `attributes` holds the attributes without a namespace (`to`, `type`, `id`, `version`).
-    `close`: where the top's end tag begins, or None when it is an empty-element tag, whose `/>`
-    then sits at `empty_end - 2`. `body_bytes`: for a message, the UTF-8 length of all the text
-    inside its `body` and `subject` children, in any namespace (Jitsi finds them by tag name and
-    shows their textContent), summed; None without one. `text_bytes`: the UTF-8 length of all the
-    text inside the top element. `json_message`: for a message, the text inside its direct
-    `json-message` children in any namespace, joined as jQuery's `.text()` joins them (Jitsi's
-    polls, endpoint messages), or None without one."""
+    `start`: where the top's start tag begins in `raw`. `attributes` holds the attributes without
+    a namespace (`to`, `type`, `id`, `version`). `close`: where the top's end tag begins, or None
+    when it is an empty-element tag, whose `/>` then sits at `empty_end - 2`. `body_bytes`: for a
+    message, the UTF-8 length of all the text inside its `body` and `subject` children, in any
+    namespace (Jitsi finds them by tag name and shows their textContent), summed; None without
+    one. `text_bytes`: the UTF-8 length of all the text inside the top element. `json_message`:
+    for a message, the text inside its direct `json-message` children in any namespace, joined
+    as jQuery's `.text()` joins them (Jitsi's polls, endpoint messages), or None without one."""
 
     raw: bytes
     namespace: str
     name: str
-    qname: bytes
+    start: int
     attributes: Mapping[str, str]
     children: tuple[Child, ...]
     close: int | None
@@ -72,6 +75,15 @@ class Stanza:
     body_bytes: int | None
     text_bytes: int
     json_message: str | None
+
+    @property
+    def qname(self) -> bytes:
+        """The top's name as written, its prefix included (read only when a rewrite needs it)."""
+        raw = self.raw
+        end = self.start + 1
+        while end < len(raw) and raw[end] not in _NAME_ENDS:
+            end += 1
+        return raw[self.start + 1 : end]
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,124 +104,129 @@ def _restricted(*_: object) -> NoReturn:
     raise _Stop(RESTRICTED_XML)
 
 
+# NamedTuple's own __new__ in C, without the generated Python function around it.
+_new = tuple.__new__
+# What a message's direct child holds, for `Stanza.body_bytes` and `Stanza.json_message`.
+_OTHER, _CHAT, _JSON = 0, 1, 2
+
+
 class _Reader:
-    """expat's callbacks for one element; `parse_stanza` drives it."""
+    """expat's callbacks for one element; `parse_stanza` drives it.
+
+    Only the top (depth 1) and its children (depth 2) are looked at; deeper elements are counted
+    and their depth kept, nothing more. Text is collected by `texts.append` (no Python call per
+    run of text); a child's and the top's share of it is found by where `texts` stood at their
+    start and end."""
 
     __slots__ = (
         "_child",
-        "_child_content",
-        "_elements",
-        "_in_body",
-        "_in_json",
         "_inherited",
+        "_message",
         "_parser",
+        "_raw",
         "attributes",
-        "body_bytes",
         "children",
         "close",
         "depth",
+        "elements",
         "empty_end",
-        "json_message",
-        "json_parts",
-        "raw",
-        "text_bytes",
+        "spans",
+        "start_index",
+        "texts",
         "top",
     )
 
     def __init__(self, parser: expat.XMLParserType, raw: bytes) -> None:
         self._parser = parser
-        self.raw = raw
+        self._raw = raw
         self.depth = 0
+        self.elements = 0
         self.top: tuple[str, str] | None = None
+        self.start_index = 0
         self.attributes: dict[str, str] = {}
         self.children: list[Child] = []
         self.close: int | None = None
         self.empty_end = 0
-        self.body_bytes: int | None = None
-        self.text_bytes = 0
-        self.json_message: str | None = None
-        self._elements = 0
-        self._child: tuple[str, str, int, dict[str, str]] | None = None
-        self._child_content = False
-        self._in_body = False
-        self._in_json = False
-        self.json_parts: list[str] = []
+        self.texts: list[str] = []
+        # (kind, first, last) for a message's body/subject and json-message children: their text
+        # is texts[first:last].
+        self.spans: list[tuple[int, int, int]] = []
+        # The child being read: namespace, local name, start, attributes, where `texts` and
+        # `elements` stood at its start, its kind.
+        self._child: tuple[str, str, int, dict[str, str], int, int, int] = (
+            "",
+            "",
+            0,
+            self.attributes,
+            0,
+            0,
+            _OTHER,
+        )
+        self._message = False
         # The top's own namespace when it stands for jabber:client (none, or httpbind).
         self._inherited: str | None = None
 
-    def _split(self, name: str) -> tuple[str, str]:
-        namespace, _, local = name.rpartition(NAMESPACE_SEPARATOR)
-        if namespace == self._inherited:
-            namespace = CLIENT
-        return namespace, local
-
     def start(self, name: str, attributes: dict[str, str]) -> None:
-        self.depth += 1
-        self._elements += 1
-        if self.depth > MAX_DEPTH or self._elements > MAX_ELEMENTS:
+        depth = self.depth + 1
+        self.depth = depth
+        elements = self.elements + 1
+        self.elements = elements
+        if depth > MAX_DEPTH or elements > MAX_ELEMENTS:
             raise _Stop(POLICY_VIOLATION)
-        if self.depth == 1:
+        if depth == 2:
+            namespace, _, local = name.rpartition(NAMESPACE_SEPARATOR)
+            if namespace == self._inherited:
+                namespace = CLIENT
+            kind = _OTHER
+            if self._message:
+                if local in _CHAT_CHILDREN:
+                    kind = _CHAT
+                elif local == "json-message":
+                    kind = _JSON
+            index = self._parser.CurrentByteIndex
+            self._child = (namespace, local, index, attributes, len(self.texts), elements, kind)
+        elif depth == 1:
             namespace, _, local = name.rpartition(NAMESPACE_SEPARATOR)
             if namespace in ("", HTTPBIND):
                 self._inherited = namespace
                 namespace = CLIENT
+            self._message = namespace == CLIENT and local == "message"
             self.top = (namespace, local)
             self.attributes = attributes
-        elif self.depth == 2:
-            namespace, local = self._split(name)
-            self._child = (namespace, local, self._parser.CurrentByteIndex, attributes)
-            if self.top == (CLIENT, "message"):
-                if local in _CHAT_CHILDREN:
-                    self._in_body = True
-                    if self.body_bytes is None:
-                        self.body_bytes = 0
-                elif local == "json-message":
-                    self._in_json = True
-                    if self.json_message is None:
-                        self.json_message = ""
-        # Whether anything comes between this start and the next end: see _empty.
-        self._child_content = False
+            self.start_index = self._parser.CurrentByteIndex
 
     def end(self, _name: str) -> None:
-        index = self._parser.CurrentByteIndex
-        if self.depth == 2 and self._child is not None:
-            namespace, local, start, attributes = self._child
-            end = self._element_end(index)
-            self.children.append(Child(namespace, local, start, end, attributes))
-            self._child = None
-            self._in_body = False
-            self._in_json = False
-        elif self.depth == 1:
-            if self._empty(index):
+        depth = self.depth
+        self.depth = depth - 1
+        if depth == 2:
+            index = self._parser.CurrentByteIndex
+            namespace, local, start, attributes, first, elements, kind = self._child
+            last = len(self.texts)
+            # expat reports an empty-element tag's end just after its `/>`, another element's at
+            # the start of its end tag; a start tag never ends in `/>` otherwise, and an element
+            # or text between would have been seen.
+            if (
+                elements == self.elements
+                and first == last
+                and self._raw[index - 2 : index] == b"/>"
+            ):
+                end = index
+            else:
+                # An end tag holds no attribute, so its first `>` closes it.
+                end = self._raw.index(b">", index) + 1
+            self.children.append(_new(Child, (namespace, local, start, end, attributes)))
+            if kind:
+                self.spans.append((kind, first, last))
+        elif depth == 1:
+            index = self._parser.CurrentByteIndex
+            if self.elements == 1 and not self.texts and self._raw[index - 2 : index] == b"/>":
                 self.empty_end = index
             else:
                 self.close = index
-        self.depth -= 1
-        self._child_content = True
 
-    def _empty(self, index: int) -> bool:
-        # expat reports an empty-element tag's end just after its `/>`, another element's at the
-        # start of its end tag; a start tag never ends in `/>` otherwise, and content between
-        # would have been seen.
-        return not self._child_content and self.raw[index - 2 : index] == b"/>"
 
-    def _element_end(self, index: int) -> int:
-        if self._empty(index):
-            return index
-        # An end tag holds no attribute, so its first `>` closes it.
-        return self.raw.index(b">", index) + 1
-
-    def text(self, data: str) -> None:
-        self._child_content = True
-        size = len(data) if data.isascii() else len(data.encode("utf-8"))
-        self.text_bytes += size
-        if self._in_body and self.body_bytes is not None:
-            self.body_bytes += size
-        elif self._in_json:
-            self.json_parts.append(data)
-
-    def cdata(self) -> None:
-        self._child_content = True
+def _utf8_length(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8"))
 
 
 def parse_stanza(data: str | bytes, *, max_bytes: int) -> Stanza | Malformed:
@@ -231,8 +248,7 @@ def parse_stanza(data: str | bytes, *, max_bytes: int) -> Stanza | Malformed:
     reader = _Reader(parser, raw)
     parser.StartElementHandler = reader.start
     parser.EndElementHandler = reader.end
-    parser.CharacterDataHandler = reader.text
-    parser.StartCdataSectionHandler = reader.cdata
+    parser.CharacterDataHandler = reader.texts.append
     # A DOCTYPE is refused where it starts, so no entity can be declared, let alone expanded;
     # the other declaration handlers cannot fire without one and refuse all the same. An XML
     # declaration belongs to a stream's head, never inside one.
@@ -251,23 +267,36 @@ def parse_stanza(data: str | bytes, *, max_bytes: int) -> Stanza | Malformed:
     except expat.ExpatError:
         # Syntax, invalid UTF-8, a second top element, text beside it, an unbound prefix.
         return Malformed(NOT_WELL_FORMED)
+    finally:
+        # The reader's methods hold the parser: without this cycle broken, each parser (and its
+        # buffers) would wait for the garbage collector, at twice the cost of a whole parse.
+        parser.StartElementHandler = None
+        parser.EndElementHandler = None
     if reader.top is None:
         return Malformed(NOT_WELL_FORMED)
     namespace, name = reader.top
-    start = len(raw) - len(raw.lstrip(XML_WHITESPACE.encode()))
-    qname_end = start + 1
-    while qname_end < len(raw) and raw[qname_end] not in b" \t\r\n/>":
-        qname_end += 1
-    return Stanza(
-        raw=raw,
-        namespace=namespace,
-        name=name,
-        qname=raw[start + 1 : qname_end],
-        attributes=reader.attributes,
-        children=tuple(reader.children),
-        close=reader.close,
-        empty_end=reader.empty_end,
-        body_bytes=reader.body_bytes,
-        text_bytes=reader.text_bytes,
-        json_message=None if reader.json_message is None else "".join(reader.json_parts),
+    texts = reader.texts
+    body_bytes: int | None = None
+    json_message: str | None = None
+    for kind, first, last in reader.spans:
+        text = "".join(texts[first:last])
+        if kind == _CHAT:
+            body_bytes = (body_bytes or 0) + _utf8_length(text)
+        else:
+            json_message = (json_message or "") + text
+    return _new(
+        Stanza,
+        (
+            raw,
+            namespace,
+            name,
+            reader.start_index,
+            reader.attributes,
+            tuple(reader.children),
+            reader.close,
+            reader.empty_end,
+            body_bytes,
+            _utf8_length("".join(texts)) if texts else 0,
+            json_message,
+        ),
     )

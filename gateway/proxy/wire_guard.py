@@ -203,6 +203,9 @@ _XML_CHARACTER = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ff
 STAND_IN = "<iq xmlns='jabber:client' type='result' id='meetgate-dropped-{}'/>"
 
 _ANSWERS = ("result", "error")
+# A session's addresses kept read (WireGuard._address): Jitsi's client uses a handful.
+_ADDRESSES_KEPT = 32
+_NOTHING_STRIPPED: frozenset[str] = frozenset()
 
 
 class _Place(Enum):
@@ -326,19 +329,27 @@ class _Bucket:
         self.stamp = 0.0
 
     def take(self, budget: Budget, now: float, floor: float = 0.0) -> bool:
-        if self.tokens is None:
-            tokens = float(budget.burst)
+        burst = float(budget.burst)
+        tokens = self.tokens
+        if tokens is None:
+            tokens = burst
         else:
             # A clock that steps back refills nothing.
-            tokens = min(
-                float(budget.burst), self.tokens + max(0.0, now - self.stamp) * budget.rate
-            )
-        self.stamp = max(self.stamp, now)
+            if now > self.stamp:
+                tokens += (now - self.stamp) * budget.rate
+            if tokens > burst:
+                tokens = burst
+        if now > self.stamp:
+            self.stamp = now
         if tokens - 1.0 >= floor:
             self.tokens = tokens - 1.0
             return True
         self.tokens = tokens
         return False
+
+
+# What a stanza without `to` addresses.
+_TO_SERVER: tuple[_Jid | None, _Place | None] = (None, _Place.SERVER)
 
 
 class WireGuard:
@@ -368,6 +379,9 @@ class WireGuard:
         # breakout rooms' list prosody sends) is the lead's decision to make.
         self._breakout = frozenset(d.lower() for d in addresses.breakout_domains)
         self._components = frozenset(d.lower() for d in addresses.components)
+        # Each `to` this session sent, read: a client addresses the same few (its room, the
+        # focus, the domain) over and over. Bounded, as the values are the client's.
+        self._addressed: dict[str, tuple[_Jid | None, _Place | None]] = {}
         name = _XML_CHARACTER.sub("", speaker.name)
         self._nick = f"<nick xmlns='{NICK}'>{escape(name)}</nick>".encode()
         self._strikes = 0
@@ -448,8 +462,7 @@ class WireGuard:
     def _judge(self, stanza: Stanza, data: str | bytes, now: float) -> Verdict:
         to = stanza.attributes.get("to")
         kind = stanza.attributes.get("type")
-        jid = None if to is None else _parse_jid(to)
-        place = _Place.SERVER if to is None else self._place(jid)
+        jid, place = _TO_SERVER if to is None else self._address(to)
         if place is None:
             reply = None
             if stanza.name != "presence" and kind not in _ANSWERS:
@@ -553,6 +566,16 @@ class WireGuard:
             return self._refuse("rate", reply if answer else None)
         return self._forward_message(stanza, data)
 
+    def _address(self, to: str) -> tuple[_Jid | None, _Place | None]:
+        found = self._addressed.get(to)
+        if found is None:
+            jid = _parse_jid(to)
+            found = (jid, self._place(jid))
+            if len(self._addressed) >= _ADDRESSES_KEPT:
+                self._addressed.clear()
+            self._addressed[to] = found
+        return found
+
     def _host_keys(self) -> set[tuple[str, str, str] | None]:
         return {_occupant_key(jid) for jid in self._hosts()}
 
@@ -599,7 +622,7 @@ class WireGuard:
         return self._forward(stanza, data, edits)
 
     def _forward_message(self, stanza: Stanza, data: str | bytes) -> Forward:
-        edits, _ = self._name_edits(stanza, frozenset())
+        edits, _ = self._name_edits(stanza, _NOTHING_STRIPPED)
         return self._forward(stanza, data, edits)
 
     def _name_edits(
