@@ -27,8 +27,8 @@ XML_WHITESPACE = " \t\r\n"
 # A message's children whose text everyone in the room reads as chat: its body, and a subject
 # (the meeting's title), matched by local name as Jitsi matches them.
 _CHAT_CHILDREN = frozenset({"body", "subject"})
-# Where a start tag's name ends (XML_WHITESPACE, `/`, `>`).
-_NAME_ENDS = b" \t\r\n/>"
+# Where a start tag's name ends.
+_NAME_ENDS = XML_WHITESPACE.encode() + b"/>"
 
 # RFC 6120 §4.9.3 stream error conditions a parse can end in.
 NOT_WELL_FORMED = "not-well-formed"
@@ -36,9 +36,9 @@ RESTRICTED_XML = "restricted-xml"
 POLICY_VIOLATION = "policy-violation"
 
 
-# Child and Stanza are NamedTuples, not frozen dataclasses: one is built for every element and
-# child the gate relays, and a frozen dataclass's __init__ (an object.__setattr__ per field) cost
-# a third of the reader's time.
+# Child and Stanza are NamedTuples, not frozen dataclasses: one is built for every stanza and
+# each of its children the gate relays, and a frozen dataclass's __init__ (an object.__setattr__
+# per field) cost ~0.6 µs a child and ~1.3 µs a stanza, a fifth of reading a presence.
 class Child(NamedTuple):
     """An element directly inside the top one: its namespace, local name, bytes' span and
     attributes (as `Stanza.attributes`)."""

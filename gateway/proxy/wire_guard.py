@@ -269,7 +269,7 @@ def _end(condition: str) -> EndStream:
 def _attribute_span(stanza: Stanza, name: bytes) -> tuple[int, int] | None:
     """Where the unprefixed attribute `name`'s quoted value lies in the top's start tag."""
     raw = stanza.raw
-    position = len(raw) - len(raw.lstrip(b" \t\r\n")) + 1 + len(stanza.qname)
+    position = stanza.start + 1 + len(stanza.qname)
     while match := _START_TAG_ATTRIBUTE.match(raw, position):
         if match.group(1) == name:
             return match.span(2)
@@ -647,6 +647,10 @@ class WireGuard:
         if not edits:
             return Forward(data if isinstance(data, str) else stanza.raw.decode())
         raw = stanza.raw
+        if len(edits) == 1:
+            # The common rewrite: a presence's nick.
+            start, end, replacement = edits[0]
+            return Forward((raw[:start] + replacement + raw[end:]).decode())
         parts: list[bytes] = []
         position = 0
         for start, end, replacement in sorted(edits):

@@ -196,6 +196,14 @@ def test_a_prefixed_top_element_keeps_its_written_name() -> None:
     assert (stanza.namespace, stanza.name, stanza.qname) == (CLIENT, "presence", b"c:presence")
 
 
+def test_the_top_is_found_after_a_byte_order_mark() -> None:
+    # The name was read from the first byte on: an empty presence after a BOM was rewritten
+    # with a mangled end tag and failed to decode.
+    stanza = read("\ufeff<presence to='r@c/x'/>")
+    assert (stanza.start, stanza.qname) == (3, b"presence")
+    assert stanza.raw[stanza.empty_end - 2 : stanza.empty_end] == b"/>"
+
+
 NAMES = st.sampled_from(["a", "b", "nick", "body", "subject", "x"])
 # The default namespace, another one, and a prefix bound on the child itself.
 NAMESPACES = st.sampled_from(["", " xmlns='urn:x'", " xmlns='jabber:client'", "p"])
