@@ -205,6 +205,8 @@ STAND_IN = "<iq xmlns='jabber:client' type='result' id='meetgate-dropped-{}'/>"
 _ANSWERS = ("result", "error")
 # A session's addresses kept read (WireGuard._address): Jitsi's client uses a handful.
 _ADDRESSES_KEPT = 32
+# ... and only short ones, so that a guard keeps kilobytes, not what a client chose to send.
+_ADDRESS_KEPT_CHARACTERS = 256
 _NOTHING_STRIPPED: frozenset[str] = frozenset()
 
 
@@ -571,9 +573,10 @@ class WireGuard:
         if found is None:
             jid = _parse_jid(to)
             found = (jid, self._place(jid))
-            if len(self._addressed) >= _ADDRESSES_KEPT:
-                self._addressed.clear()
-            self._addressed[to] = found
+            if len(to) <= _ADDRESS_KEPT_CHARACTERS:
+                if len(self._addressed) >= _ADDRESSES_KEPT:
+                    self._addressed.clear()
+                self._addressed[to] = found
         return found
 
     def _host_keys(self) -> set[tuple[str, str, str] | None]:
