@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Coroutine, Iterable, Sequence
 from typing import Any
+from xml.sax.saxutils import escape
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -239,6 +240,13 @@ class Gate:
             else None
         )
         self._wires = WireStates(self.room_rules) if self.room_rules is not None else None
+        # A BOSH body's stand-in for a refused stanza whose error is waiting: a ping to the
+        # server, which prosody answers at once (its answer is ignored by clients).
+        self._bosh_ping = (
+            "<iq xmlns='jabber:client' type='get' id='meetgate-answer' to='"
+            + escape(settings.jitsi.xmpp_domain, {"'": "&apos;"})
+            + "'><ping xmlns='urn:xmpp:ping'/></iq>"
+        ).encode()
         self._in_flight: set[asyncio.Task[Any]] = set()
         self._cut: set[asyncio.Task[Any]] = set()
 
@@ -722,6 +730,7 @@ class Gate:
         now = asyncio.get_running_loop().time()
         pieces: list[bytes] = []
         at = 0
+        answered = False
         for child in parsed.children:
             verdict = wire.judge(body[child.start : child.end], now)
             if isinstance(verdict, EndStream):
@@ -729,6 +738,13 @@ class Gate:
             pieces.append(body[at : child.start])
             if isinstance(verdict, Forward):
                 pieces.append(verdict.data.encode())
+            elif verdict.reply is not None and session is not None and not answered:
+                # A stand-in prosody answers at once: the request it holds for the session is
+                # answered now, carrying the error (a stand-in it ignores would leave the error
+                # waiting out a long poll in a silent meeting).
+                answered = True
+                session.reply(verdict.reply)
+                pieces.append(self._bosh_ping)
             else:
                 pieces.append(verdict.stand_in.encode())
                 if verdict.reply is not None and session is not None:
