@@ -151,6 +151,13 @@ def parse_body(data: bytes, *, max_bytes: int) -> BoshBody:
         parser.Parse(data, True)
     except expat.ExpatError as exc:
         raise BoshBodyInvalid() from exc
+    finally:
+        # The reader holds the parser and the parser its handlers: a cycle left to the garbage
+        # collector, with the parser's buffers, unless broken here.
+        parser.StartElementHandler = None
+        parser.EndElementHandler = None
+        parser.CharacterDataHandler = None
+        parser.StartCdataSectionHandler = None
     if reader.attributes is None:
         raise BoshBodyInvalid()
     return BoshBody(attributes=reader.attributes, children=tuple(reader.children))

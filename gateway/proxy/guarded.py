@@ -42,6 +42,33 @@ STRIKES_KEY: Final = "guard-strikes:"
 # used first beyond MAX_WIRES.
 IDLE_SECONDS: Final = 900.0
 MAX_WIRES: Final = 100_000
+# The guard's refusals are logged, as counts, at most this often.
+REFUSAL_LOG_SECONDS: Final = 60.0
+
+
+class RefusalLog:
+    """The process's log line for the guard's refusals: at most one a minute, counts by rule
+    only (a flood would otherwise write a line per stanza; nothing names a person or quotes a
+    message)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._counts: dict[str, int] = {}
+        self._since = clock()
+
+    def refused(self, reason: str) -> None:
+        self._counts[reason] = self._counts.get(reason, 0) + 1
+        now = self._clock()
+        if now - self._since >= REFUSAL_LOG_SECONDS:
+            counts = ", ".join(f"{rule} {n}" for rule, n in sorted(self._counts.items()))
+            log.info(
+                "wire guard: stanzas refused in the last %.0f s: %s", now - self._since, counts
+            )
+            self._counts.clear()
+            self._since = now
+
+
+REFUSALS = RefusalLog()
 
 
 def addresses_for(domain: str, guard: GuardSettings) -> Addresses:
@@ -138,6 +165,7 @@ class GuardedWire:
         verdict = self._guard.inspect(data, now)
         if isinstance(verdict, Refuse):
             self._metrics.guard_refused.inc(reason=verdict.reason)
+            REFUSALS.refused(verdict.reason)
             self._keep_strikes()
             threshold = self._rules.rules(self._admission.room).strikes
             if threshold > 0 and self.strikes >= threshold and not self.removed:
@@ -146,6 +174,7 @@ class GuardedWire:
                 self._remove(self._admission, verdict.reason)
         elif isinstance(verdict, EndStream):
             self._metrics.guard_ended.inc(reason=verdict.reason)
+            log.info("wire guard: a session ended for input no client sends (%s)", verdict.reason)
         elif self._note_host is not None and self._guard.occupant != self._noted:
             self._noted = self._guard.occupant
             if self._noted is not None:

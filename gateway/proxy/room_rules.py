@@ -29,6 +29,8 @@ HOSTS_INDEX: Final = "guard-hosts:"
 MAX_AGE_SECONDS: Final = 5.0
 # A room nobody asked about for this long is forgotten; a session asks at least once per stanza.
 IDLE_SECONDS: Final = 600.0
+# A room asked about again within this long is not moved in the order nor swept for.
+TOUCH_SECONDS: Final = 1.0
 # At most this many rooms are kept, the least recently used forgotten first.
 MAX_ROOMS: Final = 10_000
 
@@ -156,6 +158,10 @@ class RoomRules:
         if known is None:
             known = _Known(rules=self._defaults)
             self._rooms[room] = known
+        elif now - known.used_at < TOUCH_SECONDS:
+            # Asked about a moment ago (a chat message each time): its place in the order and
+            # the sweep can wait; this is on every judged chat message.
+            return known
         else:
             self._rooms.move_to_end(room)
         known.used_at = now

@@ -5,6 +5,9 @@ session uses them; strikes reach the store for another replica to start from."""
 from __future__ import annotations
 
 import asyncio
+import logging
+
+import pytest
 
 from gateway.metrics import Metrics
 from gateway.proxy import guarded
@@ -120,3 +123,20 @@ async def test_strikes_start_from_the_store_and_reach_it() -> None:
         await asyncio.sleep(0)
     assert await earlier_strikes(store, admission.id) == 3
     assert await earlier_strikes(store, "nobody") == 0
+
+
+def test_refusals_are_logged_as_counts_at_most_once_a_minute(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = Clock()
+    refusals = guarded.RefusalLog(clock)
+    with caplog.at_level(logging.INFO, logger="meetgate.guard"):
+        for _ in range(50):
+            refusals.refused("rate")
+        refusals.refused("quiet")
+        assert not caplog.records
+        clock.now += guarded.REFUSAL_LOG_SECONDS
+        refusals.refused("rate")
+    assert [r.getMessage() for r in caplog.records] == [
+        "wire guard: stanzas refused in the last 60 s: quiet 1, rate 51"
+    ]
