@@ -19,11 +19,9 @@ from typing import NoReturn
 from xml.parsers import expat
 
 from gateway.errors import BoshBodyInvalid, RequestTooLarge
+from gateway.proxy.xml_reading import NAMESPACE_SEPARATOR, restricted_parser
 
 HTTPBIND = "http://jabber.org/protocol/httpbind"
-# expat's namespace mode names an element or attribute "<namespace> <local name>"; a space never
-# occurs in a name, so an attribute without a namespace (`sid`) is told from one with (`xmpp:…`).
-NAMESPACE_SEPARATOR = " "
 ROOT = HTTPBIND + NAMESPACE_SEPARATOR + "body"
 # The deepest Jitsi stanza (a Jingle source's parameter) sits at 7 counting the body; room to
 # spare, but no stack of a million open elements.
@@ -127,26 +125,12 @@ def parse_body(data: bytes, *, max_bytes: int) -> BoshBody:
     well-formed `<body xmlns='http://jabber.org/protocol/httpbind'>` and nothing else."""
     if len(data) > max_bytes:
         raise RequestTooLarge()
-    # The encoding given here overrides any the document declares: BOSH is UTF-8 only.
-    parser = expat.ParserCreate(encoding="UTF-8", namespace_separator=NAMESPACE_SEPARATOR)
-    parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
+    parser = restricted_parser(_refuse)
     reader = _Reader(parser)
     parser.StartElementHandler = reader.start
     parser.EndElementHandler = reader.end
     parser.CharacterDataHandler = reader.text
     parser.StartCdataSectionHandler = reader.cdata
-    # A DOCTYPE is refused where it starts, so no entity can be declared, let alone expanded;
-    # the other declaration handlers cannot fire without one and refuse all the same.
-    parser.StartDoctypeDeclHandler = _refuse
-    parser.EntityDeclHandler = _refuse
-    parser.UnparsedEntityDeclHandler = _refuse
-    parser.NotationDeclHandler = _refuse
-    parser.ExternalEntityRefHandler = _refuse
-    parser.CommentHandler = _refuse
-    parser.ProcessingInstructionHandler = _refuse
-    # An XML declaration may name another encoding, which prosody would honour and this
-    # reader (UTF-8 only) would not: refused, as no BOSH client sends one.
-    parser.XmlDeclHandler = _refuse
     try:
         parser.Parse(data, True)
     except expat.ExpatError as exc:

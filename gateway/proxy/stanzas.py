@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from typing import NamedTuple, NoReturn
 from xml.parsers import expat
 
+from gateway.proxy.xml_reading import NAMESPACE_SEPARATOR, restricted_parser
+
 CLIENT = "jabber:client"
 HTTPBIND = "http://jabber.org/protocol/httpbind"
-NAMESPACE_SEPARATOR = " "
 # The deepest Jitsi stanza (a Jingle source's parameter) sits at 6; room to spare, but no stack of
 # a million open elements.
 MAX_DEPTH = 32
@@ -242,27 +243,13 @@ def parse_stanza(data: str | bytes, *, max_bytes: int) -> Stanza | Malformed:
         raw = data
     if len(raw) > max_bytes:
         return Malformed(POLICY_VIOLATION)
-    # The encoding given here overrides any the element declares: XMPP is UTF-8 only. Names are
-    # compared, never kept: interning them in a dict of the parser's own cost ~1 µs a presence.
-    parser = expat.ParserCreate(
-        encoding="UTF-8", namespace_separator=NAMESPACE_SEPARATOR, intern=None
-    )
-    parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
+    # Names are compared, never kept: interning them in a dict of the parser's own cost ~1 µs
+    # a presence.
+    parser = restricted_parser(_restricted, intern=False)
     reader = _Reader(parser, raw)
     parser.StartElementHandler = reader.start
     parser.EndElementHandler = reader.end
     parser.CharacterDataHandler = reader.texts.append
-    # A DOCTYPE is refused where it starts, so no entity can be declared, let alone expanded;
-    # the other declaration handlers cannot fire without one and refuse all the same. An XML
-    # declaration belongs to a stream's head, never inside one.
-    parser.StartDoctypeDeclHandler = _restricted
-    parser.EntityDeclHandler = _restricted
-    parser.UnparsedEntityDeclHandler = _restricted
-    parser.NotationDeclHandler = _restricted
-    parser.ExternalEntityRefHandler = _restricted
-    parser.CommentHandler = _restricted
-    parser.ProcessingInstructionHandler = _restricted
-    parser.XmlDeclHandler = _restricted
     try:
         parser.Parse(raw, True)
     except _Stop as stop:
