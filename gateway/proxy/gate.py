@@ -58,13 +58,7 @@ from gateway.errors import (
 from gateway.metrics import Metrics
 from gateway.proxy.bosh import SID_SHAPE, BoshSession
 from gateway.proxy.bosh_body import BoshBody, parse_body
-from gateway.proxy.guarded import (
-    GuardedWire,
-    WireStates,
-    addresses_for,
-    budgets_from,
-    earlier_strikes,
-)
+from gateway.proxy.guarded import GuardedWire, WireStates, addresses_for, budgets_from
 from gateway.proxy.headers import upstream_request_headers
 from gateway.proxy.http import HttpRelay, read_body
 from gateway.proxy.leases import REPLACED
@@ -799,12 +793,11 @@ class Gate:
         if known is not None:
             return known
         room = admission.room
-        _, strikes = await asyncio.gather(
-            rules.load(room), earlier_strikes(self._store, admission.id)
-        )
+        await rules.load(room)
+        addresses = addresses_for(self._settings.jitsi.xmpp_domain, self._settings.guard)
         guard = WireGuard(
             Speaker(admission.id, room, admission.name, admission.role is Role.HOST),
-            addresses_for(self._settings.jitsi.xmpp_domain, self._settings.guard),
+            addresses,
             budgets_from(self._settings.guard),
             lambda: rules.rules(room),
             lambda: rules.hosts(room),
@@ -817,7 +810,7 @@ class Gate:
             metrics=self._metrics,
             remove=self._remove_for_guard,
             note_host=lambda room, jid: self._in_background(rules.note_host(room, jid)),
-            earlier_strikes=strikes,
+            muc_domains=addresses.muc_domains,
             strikes_ttl_seconds=self._settings.admission.ttl_seconds,
         )
         wires.keep(wire)

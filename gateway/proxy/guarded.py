@@ -42,6 +42,8 @@ STRIKES_KEY: Final = "guard-strikes:"
 # used first beyond MAX_WIRES.
 IDLE_SECONDS: Final = 900.0
 MAX_WIRES: Final = 100_000
+# The longest host occupant JID noted for quiet mode's private messages.
+MAX_OCCUPANT_CHARS: Final = 256
 # The guard's refusals are logged, as counts, at most this often.
 REFUSAL_LOG_SECONDS: Final = 60.0
 
@@ -97,23 +99,27 @@ def budgets_from(guard: GuardSettings) -> WireBudgets:
 class GuardedWire:
     """One admission's guard on this replica, counted in the metrics, kept for its next session
     here (WireStates): past the room's strike threshold the sender is removed once (`remove`,
-    given the admission and the rule it broke last). Strikes are also kept in the store, so
-    that a session opened through another replica starts from them."""
+    given the admission and the rule it broke last). Each strike is also added to the store's
+    count for the admission (an atomic increment), so that sessions through other replicas add
+    up: the first refusal anywhere past the threshold removes the sender."""
 
     __slots__ = (
         "_admission",
-        "_flushing",
+        "_counting",
         "_guard",
+        "_hosts_noted",
         "_metrics",
+        "_muc",
         "_note_host",
         "_noted",
+        "_pending",
         "_remove",
         "_rules",
         "_store",
         "_ttl",
-        "earlier_strikes",
         "removed",
         "sessions",
+        "stored_strikes",
         "used_at",
     )
 
@@ -127,12 +133,11 @@ class GuardedWire:
         metrics: Metrics,
         remove: Callable[[Admission, str], None],
         note_host: Callable[[str, str], None] | None = None,
-        earlier_strikes: int = 0,
+        muc_domains: frozenset[str] = frozenset(),
         strikes_ttl_seconds: float = 12 * 3600,
     ) -> None:
         """`note_host(room, occupant_jid)` is told where a host's session joined the room's
-        MUC (quiet mode lets private messages to it pass). `earlier_strikes`: the admission's
-        refused stanzas in sessions before this guard."""
+        MUC (one of `muc_domains`; quiet mode lets private messages to it pass)."""
         self._guard = guard
         self._admission = admission
         self._rules = rules
@@ -140,10 +145,14 @@ class GuardedWire:
         self._metrics = metrics
         self._remove = remove
         self._note_host = note_host if admission.role is Role.HOST else None
+        self._muc = muc_domains
         self._noted: str | None = None
-        self._flushing = False
+        self._hosts_noted = 0
+        self._counting = False
+        self._pending = 0
         self._ttl = strikes_ttl_seconds
-        self.earlier_strikes = earlier_strikes
+        # The admission's strikes as the store last counted them (all replicas, all sessions).
+        self.stored_strikes = 0
         self.removed = False
         # Open WebSocket sessions using it, and when it was last used (WireStates).
         self.sessions = 0
@@ -159,25 +168,22 @@ class GuardedWire:
 
     @property
     def strikes(self) -> int:
-        return self.earlier_strikes + self._guard.strikes
+        return max(self.stored_strikes, self._guard.strikes)
 
     def judge(self, data: str | bytes, now: float) -> Verdict:
         verdict = self._guard.inspect(data, now)
         if isinstance(verdict, Refuse):
             self._metrics.guard_refused.inc(reason=verdict.reason)
             REFUSALS.refused(verdict.reason)
-            self._keep_strikes()
-            threshold = self._rules.rules(self._admission.room).strikes
-            if threshold > 0 and self.strikes >= threshold and not self.removed:
-                self.removed = True
-                self._metrics.guard_removals.inc()
-                self._remove(self._admission, verdict.reason)
+            self._count_strike(verdict.reason)
+            self._judge_strikes(verdict.reason)
         elif isinstance(verdict, EndStream):
             self._metrics.guard_ended.inc(reason=verdict.reason)
             log.info("wire guard: a session ended for input no client sends (%s)", verdict.reason)
         elif self._note_host is not None and self._guard.occupant != self._noted:
             self._noted = self._guard.occupant
-            if self._noted is not None:
+            if self._noted is not None and self._hostlike(self._noted):
+                self._hosts_noted += 1
                 self._note_host(self._admission.room, self._noted)
         return verdict
 
@@ -187,24 +193,44 @@ class GuardedWire:
         self._metrics.guard_ended.inc(reason=BINARY_REFUSED.reason)
         return BINARY_REFUSED
 
-    def _keep_strikes(self) -> None:
-        # One write in flight at a time; it writes the count as it is when it runs.
-        if self._flushing:
-            return
-        self._flushing = True
-        try:
-            asyncio.get_running_loop().create_task(self._write_strikes())
-        except RuntimeError:  # no loop (a unit test): the count stays in this process
-            self._flushing = False
+    def _hostlike(self, occupant: str) -> bool:
+        # Only the main room's occupants, short, and a few per session: a host's guard must not
+        # fill the room's list (each one noted makes every replica read the room again).
+        bare, _, _ = occupant.partition("/")
+        domain = bare.rpartition("@")[2].lower()
+        return domain in self._muc and len(occupant) <= MAX_OCCUPANT_CHARS and self._hosts_noted < 8
 
-    async def _write_strikes(self) -> None:
+    def _judge_strikes(self, reason: str) -> None:
+        threshold = self._rules.rules(self._admission.room).strikes
+        if threshold > 0 and self.strikes >= threshold and not self.removed:
+            self.removed = True
+            self._metrics.guard_removals.inc()
+            self._remove(self._admission, reason)
+
+    def _count_strike(self, reason: str) -> None:
+        # One increment task at a time, adding what is pending one by one.
+        self._pending += 1
+        if self._counting:
+            return
+        self._counting = True
         try:
-            key = STRIKES_KEY + self._admission.id
-            await self._store.put_value(key, str(self.strikes), self._ttl)
+            asyncio.get_running_loop().create_task(self._add_strikes(reason))
+        except RuntimeError:  # no loop (a unit test): the count stays in this process
+            self._counting = False
+
+    async def _add_strikes(self, reason: str) -> None:
+        key = STRIKES_KEY + self._admission.id
+        try:
+            while self._pending and not self.removed:
+                self._pending -= 1
+                total = await self._store.bump_value(key, self._ttl)
+                self.stored_strikes = max(self.stored_strikes, total)
+                self._judge_strikes(reason)
         except StoreUnavailable:
-            log.warning("wire guard: a session's strikes were not kept: the store is unavailable")
+            log.warning("wire guard: a strike was not counted: the store is unavailable")
         finally:
-            self._flushing = False
+            self._pending = 0
+            self._counting = False
 
 
 class WireStates:
@@ -234,13 +260,21 @@ class WireStates:
             self._rules.release(old.admission.room)
         self._rules.hold(wire.admission.room)
         self._wires[wire.admission.id] = wire
-        self.touch(wire)
-
-    def touch(self, wire: GuardedWire) -> None:
         now = self._clock()
         wire.used_at = now
-        if self._wires.get(wire.admission.id) is wire:
-            self._wires.move_to_end(wire.admission.id)
+        self._forget_idle(now)
+
+    def touch(self, wire: GuardedWire) -> None:
+        """`wire` is in use: moved to the end of the order; one forgotten meanwhile (a BOSH
+        session's, whose requests came further apart than IDLE_SECONDS) is kept again, with its
+        hold on the room's rules."""
+        if self._wires.get(wire.admission.id) is not wire:
+            if not wire.removed:
+                self.keep(wire)
+            return
+        now = self._clock()
+        wire.used_at = now
+        self._wires.move_to_end(wire.admission.id)
         self._forget_idle(now)
 
     def _forget_idle(self, now: float) -> None:
@@ -249,16 +283,9 @@ class WireStates:
             if len(self._wires) <= MAX_WIRES and now - oldest.used_at < IDLE_SECONDS:
                 break
             if oldest.sessions > 0 and len(self._wires) <= MAX_WIRES:
+                # In use: as good as used now (not looked at again for IDLE_SECONDS).
+                oldest.used_at = now
                 self._wires.move_to_end(admission_id)
                 continue
             del self._wires[admission_id]
             self._rules.release(oldest.admission.room)
-
-
-async def earlier_strikes(store: Store, admission_id: str) -> int:
-    """The admission's refused stanzas in sessions elsewhere (0 when unknown or unreadable)."""
-    try:
-        value = await store.get_value(STRIKES_KEY + admission_id)
-    except StoreUnavailable:
-        return 0
-    return int(value) if value is not None and value.isdigit() else 0

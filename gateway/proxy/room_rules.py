@@ -176,6 +176,8 @@ class RoomRules:
             if len(self._rooms) <= MAX_ROOMS and now - oldest.used_at < IDLE_SECONDS:
                 break
             if oldest.holders > 0:
+                # Held: as good as used now (not looked at again for IDLE_SECONDS).
+                oldest.used_at = now
                 self._rooms.move_to_end(room)
                 continue
             del self._rooms[room]

@@ -9,6 +9,7 @@ rewrites a stanza by splicing the original bytes at the offsets found here.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import NamedTuple, NoReturn
@@ -29,7 +30,7 @@ XML_WHITESPACE = " \t\r\n"
 # (the meeting's title), matched by local name as Jitsi matches them.
 _CHAT_CHILDREN = frozenset({"body", "subject"})
 # Where a start tag's name ends.
-_NAME_ENDS = XML_WHITESPACE.encode() + b"/>"
+_NAME = re.compile(rb"[^ \t\r\n/>]*")
 
 # RFC 6120 §4.9.3 stream error conditions a parse can end in.
 NOT_WELL_FORMED = "not-well-formed"
@@ -80,11 +81,9 @@ class Stanza(NamedTuple):
     @property
     def qname(self) -> bytes:
         """The top's name as written, its prefix included (read only when a rewrite needs it)."""
-        raw = self.raw
-        end = self.start + 1
-        while end < len(raw) and raw[end] not in _NAME_ENDS:
-            end += 1
-        return raw[self.start + 1 : end]
+        found = _NAME.match(self.raw, self.start + 1)
+        assert found is not None  # the pattern matches the empty name too
+        return found.group()
 
 
 @dataclass(frozen=True, slots=True)

@@ -82,7 +82,7 @@ class WireBudgets:
     presence: Budget
     iq: Budget
     signal: Budget
-    control: Budget = Budget(20.0, 100)
+    control: Budget = Budget(50.0, 200)
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +187,8 @@ MIN_TEXT_BYTES = 8192
 # Jitsi's command creating a poll (jitsi-meet react/features/polls/constants COMMAND_NEW_POLL),
 # which shows the poll in everyone's chat: quiet mode silences it. Answers still pass.
 NEW_POLL = "new-poll"
+# And answering one (COMMAND_ANSWER_POLL), the one thing quiet mode leaves an attendee there.
+ANSWER_POLL = "answer-poll"
 # XEP-0198's `h` is an unsigned 32-bit count.
 _H_LIMIT = 2**32
 # An attribute of a start tag, in a well-formed element (expat has read it): its name and its
@@ -277,6 +279,22 @@ def _attribute_span(stanza: Stanza, name: bytes) -> tuple[int, int] | None:
             return match.span(2)
         position = match.end()
     return None
+
+
+def _answers_poll(stanza: Stanza) -> bool:
+    """Whether a message to the polls component is one answer to a poll and nothing else: one
+    json-message whose text is a JSON object with the command `answer-poll` (read strictly: the
+    component's reader, cjson, takes more than Python's, and the first child only)."""
+    if sum(1 for child in stanza.children if child.name == "json-message") != 1:
+        return False
+    text = stanza.json_message or ""
+    if _announces_poll(text):
+        return False
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(value, dict) and value.get("command") == ANSWER_POLL
 
 
 def _announces_poll(text: str) -> bool:
@@ -381,6 +399,8 @@ class WireGuard:
         # breakout rooms' list prosody sends) is the lead's decision to make.
         self._breakout = frozenset(d.lower() for d in addresses.breakout_domains)
         self._components = frozenset(d.lower() for d in addresses.components)
+        # The polls component: in quiet mode an attendee may only answer there.
+        self._polls = "polls." + self._domain
         # Each `to` this session sent, read: a client addresses the same few (its room, the
         # focus, the domain) over and over. Bounded, as the values are the client's.
         self._addressed: dict[str, tuple[_Jid | None, _Place | None]] = {}
@@ -501,13 +521,14 @@ class WireGuard:
             # (Jitsi would show an empty chat error for something the user did not type).
             if stanza.text_bytes > max(rules.chat_max_bytes, MIN_TEXT_BYTES):
                 return self._refuse("size", None)
-            if (
-                rules.quiet
-                and not self._speaker.host
-                and stanza.json_message is not None
-                and _announces_poll(stanza.json_message)
-            ):
-                return self._refuse("quiet", None)
+            if rules.quiet and not self._speaker.host and stanza.json_message is not None:
+                to_polls = jid is not None and jid.node is None and jid.domain == self._polls
+                if (
+                    _announces_poll(stanza.json_message)
+                    if not to_polls
+                    else not _answers_poll(stanza)
+                ):
+                    return self._refuse("quiet", None)
             if not self._signal.take(self._budgets.signal, now):
                 return self._refuse("rate", None)
             return self._forward_message(stanza, data)

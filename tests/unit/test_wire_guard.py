@@ -399,7 +399,7 @@ def test_control_elements_have_a_budget_of_their_own() -> None:
     forwarded(session.inspect(JITSI["sm-r"], 1.0))
     # Stanzas do not draw on it.
     forwarded(session.inspect(JITSI["ping"], 1.0))
-    assert GENEROUS.control == Budget(20.0, 100)
+    assert GENEROUS.control == Budget(50.0, 200)
 
 
 def refused_with_replies(session: WireGuard, count: int) -> None:
@@ -836,6 +836,26 @@ def test_quiet_mode_refuses_a_new_poll_from_an_attendee(text: str) -> None:
 def test_quiet_mode_lets_poll_answers_through() -> None:
     answer = poll("answer-poll")
     assert forwarded(guard(QUIET_RULES).inspect(answer, 0.0)) == answer
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # The component reads the first json-message only, with cjson (hex numbers and all):
+        # what Python's reader does not take, or a second child, must not hide a new poll.
+        poll("new\\u002dpoll").replace(
+            "</json-message></message>", "</json-message><json-message>x</json-message></message>"
+        ),
+        poll("new\\u002dpoll").replace('"type":"polls"}', '"type":"polls","n":0x1}'),
+        poll("answer-poll").replace(
+            "</json-message></message>", "</json-message><json-message>{}</json-message></message>"
+        ),
+        poll("vote"),
+        poll("answer-poll").replace('"command"', '"cmd"'),
+    ],
+)
+def test_quiet_mode_lets_only_one_plain_answer_reach_the_polls(text: str) -> None:
+    refused(guard(QUIET_RULES).inspect(text, 0.0), "quiet")
 
 
 # -- names and tracking --
