@@ -57,7 +57,21 @@ EXAMPLES = settings(
 )
 
 # Fields records written before them lack (they take their defaults then).
-OPTIONAL = ("locked", "approval_required", "moved_to", "lineage", "pow_required", "language")
+OPTIONAL = (
+    "locked",
+    "approval_required",
+    "moved_to",
+    "lineage",
+    "pow_required",
+    "language",
+    # The wire guard's room settings (issue 16): a record written before them reads as defaults.
+    "quiet",
+    "quiet_private_to_hosts",
+    "chat_per_10s",
+    "chat_burst",
+    "chat_max_bytes",
+    "guard_strikes",
+)
 # A lobby request's fields with defaults, and its identity's; fields that are null in the records
 # below and may hold a value of another type (a time, a text).
 LOBBY_OPTIONAL = ("answered_at", "answered_by")
@@ -285,7 +299,8 @@ async def test_an_unreadable_room_admits_nobody(
 ) -> None:
     room, _, token = await room_with_invite(store)
     # A room not moved holds `moved_to: null`; another string there is a move, not garbage.
-    record = data.draw(mutated_record(encode_record(room), nullable=("moved_to",)))
+    # `guard_strikes: null` is the gate's default; a count there is the room's own.
+    record = data.draw(mutated_record(encode_record(room), nullable=("moved_to", "guard_strikes")))
     await write_raw(store, RecordKind.ROOM, room.name, {"record": record})
     with pytest.raises(InviteError):
         await pipeline.redeem(token, "192.0.2.7", time.time())
