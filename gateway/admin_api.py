@@ -40,7 +40,7 @@ from gateway.admission.rooms import (
     validate_room_name,
     validate_title,
 )
-from gateway.cuts import CUTS, Cut
+from gateway.cuts import Cut
 from gateway.edge.requests import request_id
 from gateway.errors import (
     AdminAuthFailed,
@@ -617,7 +617,7 @@ def create_admin_app(settings: Settings, store: Store, metrics: Metrics) -> Admi
             raise RoomNotFound()
         for admission in admissions:
             # Every replica cuts the deleted room's open connections at once.
-            await store.publish(CUTS, Cut(admission.id, "room deleted").encode())
+            await Cut(admission.id, "room deleted").send(store)
         return Response(status_code=204)
 
     @app.post(

@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gateway.store import Store
 
 CUTS = "cuts"
 
@@ -22,6 +26,10 @@ class Cut:
     admission_id: str
     reason: str
     keep: str | None = None
+
+    async def send(self, store: Store) -> None:
+        """Publish it to every replica."""
+        await store.publish(CUTS, self.encode())
 
     def encode(self) -> str:
         data = {"admission": self.admission_id, "reason": self.reason}
@@ -52,6 +60,10 @@ class RulesChanged:
     (gateway/proxy/room_rules.py), so a quiet switch holds on every gate at once."""
 
     room: str
+
+    async def send(self, store: Store) -> None:
+        """Publish it to every replica."""
+        await store.publish(CUTS, self.encode())
 
     def encode(self) -> str:
         return json.dumps({"rules": self.room})

@@ -13,7 +13,7 @@ from gateway.admission.lobby import Lobby, LobbyRequest, LobbyState
 from gateway.admission.names import shown_claim
 from gateway.admission.policy import policy_version
 from gateway.client_address import network_of
-from gateway.cuts import CUTS, Cut, RulesChanged
+from gateway.cuts import Cut, RulesChanged
 from gateway.errors import InvalidInput, NotHost, PolicyChanged, RoomNotFound
 from gateway.i18n import N_
 from gateway.store import Store
@@ -72,7 +72,7 @@ def check_chat_limits(limits: ChatLimits) -> None:
 
 async def rules_changed(store: Store, room_name: str) -> None:
     """Every replica's gate re-reads the room's chat rules now (gateway/proxy/room_rules.py)."""
-    await store.publish(CUTS, RulesChanged(room_name).encode())
+    await RulesChanged(room_name).send(store)
 
 
 class HostDesk:
@@ -110,7 +110,7 @@ class HostDesk:
         )
 
     async def _cut(self, admission_id: str, reason: str) -> None:
-        await self._store.publish(CUTS, Cut(admission_id, reason).encode())
+        await Cut(admission_id, reason).send(self._store)
 
     async def roster(self, host: Admission, room_name: str, now: float) -> list[Admission]:
         await self._authorise(host, room_name, now)

@@ -13,7 +13,6 @@ import logging
 import time
 from collections.abc import Coroutine, Iterable, Sequence
 from typing import Any
-from xml.sax.saxutils import escape
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -57,8 +56,8 @@ from gateway.errors import (
 )
 from gateway.metrics import Metrics
 from gateway.proxy.bosh import SID_SHAPE, BoshSession
-from gateway.proxy.bosh_body import BoshBody, parse_body
-from gateway.proxy.guarded import GuardedWire, WireStates, addresses_for, budgets_from
+from gateway.proxy.bosh_body import parse_body
+from gateway.proxy.guarded import WireGuarding
 from gateway.proxy.headers import upstream_request_headers
 from gateway.proxy.http import HttpRelay, read_body
 from gateway.proxy.leases import REPLACED
@@ -73,14 +72,12 @@ from gateway.proxy.paths import (
 from gateway.proxy.reconcile import Reconciler
 from gateway.proxy.registry import ConnectionRegistry
 from gateway.proxy.relayed import RelayedRequest
-from gateway.proxy.room_rules import RoomRules
 from gateway.proxy.upstream import UpstreamClient
 from gateway.proxy.websocket import RelayedSocket, open_upstream, relay
-from gateway.proxy.wire_guard import EndStream, Forward, Speaker, WireGuard
 from gateway.settings import Settings
 from gateway.store import Store, begin_request
 from gateway.store.continuity import watch_memory
-from gateway.store.records import Admission, AuditEntry, AuditFacts, AuditKind, Role
+from gateway.store.records import Admission
 from gateway.tickets import TicketAuthority
 
 log = logging.getLogger("meetgate.gate")
@@ -90,14 +87,6 @@ FORWARD_AUTH = "/_meetgate/forward-auth"
 # How long the gate's background tasks (cut follower, reconciliation, memory watch) have to end
 # once cancelled.
 CLOSE_TASKS_SECONDS = 2.0
-# The wire guard's removals: the cut's reason, and who the log says acted.
-GUARD_REMOVAL = "guard removal"
-GUARD_ACTOR = "meetgate"
-GUARD_ACTOR_NAME = "Meetgate"
-# The log's action for a removal names the rule broken last (the guard's Refuse.reason: rate,
-# size, quiet, address), so that the dashboard says why in its reader's language
-# (gateway/host/dashboard.py, AUDIT_ACTIONS). Entries written before say GUARD_REMOVAL.
-GUARD_ACTION = "guard: {rule}"
 FORWARD_AUTH_HEADERS = [(b"cache-control", b"no-store"), (b"content-length", b"0")]
 
 
@@ -227,20 +216,12 @@ class Gate:
         # ended (each by the task the server runs it in).
         self._stopping = False
         self._live = LiveAdmissions(settings.revocation.reconcile_seconds)
-        # The wire guard's view of each room's chat rules (None: the guard is off).
-        self.room_rules = (
-            RoomRules(store, settings.guard, hosts_ttl_seconds=settings.admission.ttl_seconds)
+        # The signalling wire guard (None: `[guard] enabled = false`).
+        self.guarding = (
+            WireGuarding(settings, store, metrics, self._in_background, registry.close_admission)
             if settings.guard.enabled
             else None
         )
-        self._wires = WireStates(self.room_rules) if self.room_rules is not None else None
-        # A BOSH body's stand-in for a refused stanza whose error is waiting: a ping to the
-        # server, which prosody answers at once (its answer is ignored by clients).
-        self._bosh_ping = (
-            "<iq xmlns='jabber:client' type='get' id='meetgate-answer' to='"
-            + escape(settings.jitsi.xmpp_domain, {"'": "&apos;"})
-            + "'><ping xmlns='urn:xmpp:ping'/></iq>"
-        ).encode()
         self._in_flight: set[asyncio.Task[Any]] = set()
         self._cut: set[asyncio.Task[Any]] = set()
 
@@ -266,8 +247,8 @@ class Gate:
                 log.warning("stopping: %d background task(s) did not end when told to", len(left))
         self._follower = self._reconciling = self._memory_watch = None
         await self._limiter.aclose()
-        if self.room_rules is not None:
-            await self.room_rules.aclose()
+        if self.guarding is not None:
+            await self.guarding.rules.aclose()
         await self._http_client.aclose()
 
     def stop_accepting(self) -> None:
@@ -315,8 +296,8 @@ class Gate:
                         self._apply(cut)
                         continue
                     changed = RulesChanged.decode(raw)
-                    if changed is not None and self.room_rules is not None:
-                        self.room_rules.changed(changed.room)
+                    if changed is not None and self.guarding is not None:
+                        self.guarding.rules.changed(changed.room)
             except StoreUnavailable:
                 log.warning("lost the store's cut channel; resubscribing in %.1fs", backoff)
             finally:
@@ -334,8 +315,8 @@ class Gate:
     async def _catch_up(self) -> None:
         # What was kept while no cut could be heard is read from the store again.
         self._live.clear()
-        if self.room_rules is not None:
-            self.room_rules.changed_all()
+        if self.guarding is not None:
+            self.guarding.rules.changed_all()
         try:
             await self.reconciler.sweep()
         except Exception:
@@ -678,7 +659,7 @@ class Gate:
         try:
             parsed = parse_body(body, max_bytes=limit)
         except BoshBodyInvalid:
-            if self.room_rules is not None:
+            if self.guarding is not None:
                 # Under the wire guard, input no client sends ends the sender's session, as on
                 # a WebSocket: which one this body meant cannot be read, so every BOSH session
                 # of the admission ends.
@@ -693,18 +674,20 @@ class Gate:
         else:
             # A new session (a running one's requests carry its sid): see `_proxy`.
             self._pipeline.ensure_memory()
-        if parsed.children and self.room_rules is not None:
+        if parsed.children and self.guarding is not None:
             # A body outside a tracked session (its first, its last) is judged all the same,
             # by a guard of its own: it may not address another room either.
-            wire = session.wire if session is not None else None
-            if wire is None or wire.removed:
-                wire = await self._wire(admission)
-                if session is not None:
-                    session.wire = wire
-            elif self._wires is not None:
-                self._wires.touch(wire)
-            assert wire is not None
-            judged = self._judge_bosh(wire, session, body, parsed)
+            wire = await self.guarding.wire_of_body(
+                admission, session.wire if session is not None else None
+            )
+            if session is not None:
+                session.wire = wire
+            judged = self.guarding.judge_body(
+                wire,
+                body,
+                ((child.start, child.end) for child in parsed.children),
+                session.reply if session is not None else None,
+            )
             if judged is None:
                 await self._end_bosh(send, session, admission, rid)
                 return
@@ -715,37 +698,6 @@ class Gate:
             send = session.answering(send)
             headers = [(n, v) for n, v in headers if n.lower() != b"accept-encoding"]
         await self._http.relay(scope, receive, send, url, headers, body=body)
-
-    def _judge_bosh(
-        self, wire: GuardedWire, session: BoshSession | None, body: bytes, parsed: BoshBody
-    ) -> bytes | None:
-        """The body with each stanza as the guard lets it through; None if the guard ends the
-        session."""
-        now = asyncio.get_running_loop().time()
-        pieces: list[bytes] = []
-        at = 0
-        answered = False
-        for child in parsed.children:
-            verdict = wire.judge(body[child.start : child.end], now)
-            if isinstance(verdict, EndStream):
-                return None
-            pieces.append(body[at : child.start])
-            if isinstance(verdict, Forward):
-                pieces.append(verdict.data.encode())
-            elif verdict.reply is not None and session is not None and not answered:
-                # A stand-in prosody answers at once: the request it holds for the session is
-                # answered now, carrying the error (a stand-in it ignores would leave the error
-                # waiting out a long poll in a silent meeting).
-                answered = True
-                session.reply(verdict.reply)
-                pieces.append(self._bosh_ping)
-            else:
-                pieces.append(verdict.stand_in.encode())
-                if verdict.reply is not None and session is not None:
-                    session.reply(verdict.reply)
-            at = child.end
-        pieces.append(body[at:])
-        return b"".join(pieces)
 
     async def _end_bosh(
         self, send: Send, session: BoshSession | None, admission: Admission, rid: int
@@ -781,68 +733,6 @@ class Gate:
             self.registry.unregister(admission.id, session)
             self._metrics.guard_ended.inc(reason="not-well-formed")
         await asyncio.gather(*(s.close("guard") for s in sessions), return_exceptions=True)
-
-    async def _wire(self, admission: Admission) -> GuardedWire | None:
-        """The wire guard for a new signalling session of `admission` (None when it is off):
-        the one its earlier sessions here used, or a new one once the room's rules and the
-        admission's strikes elsewhere are known here."""
-        rules, wires = self.room_rules, self._wires
-        if rules is None or wires is None:
-            return None
-        known = wires.find(admission)
-        if known is not None:
-            return known
-        room = admission.room
-        await rules.load(room)
-        addresses = addresses_for(self._settings.jitsi.xmpp_domain, self._settings.guard)
-        guard = WireGuard(
-            Speaker(admission.id, room, admission.name, admission.role is Role.HOST),
-            addresses,
-            budgets_from(self._settings.guard),
-            lambda: rules.rules(room),
-            lambda: rules.hosts(room),
-        )
-        wire = GuardedWire(
-            guard,
-            admission,
-            rules=rules,
-            store=self._store,
-            metrics=self._metrics,
-            remove=self._remove_for_guard,
-            note_host=lambda room, jid: self._in_background(rules.note_host(room, jid)),
-            muc_domains=addresses.muc_domains,
-            strikes_ttl_seconds=self._settings.admission.ttl_seconds,
-        )
-        wires.keep(wire)
-        return wire
-
-    def _remove_for_guard(self, admission: Admission, reason: str) -> None:
-        self._in_background(self._guard_removes(admission, reason))
-
-    async def _guard_removes(self, admission: Admission, reason: str) -> None:
-        """Past the room's strike threshold the sender goes as a host's removal would: revoked,
-        its connections cut on every replica, and the room's log says why."""
-        try:
-            await self._store.revoke_admission(admission.id)
-            await self._store.publish(CUTS, Cut(admission.id, GUARD_REMOVAL).encode())
-            await self._store.append_audit(
-                AuditEntry(
-                    at=time.time(),
-                    room=admission.room,
-                    actor=GUARD_ACTOR,
-                    actor_name=GUARD_ACTOR_NAME,
-                    action=GUARD_ACTION.format(rule=reason),
-                    target=admission.identity,
-                    detail=reason,
-                    facts=AuditFacts(AuditKind.NAME, name=admission.name),
-                )
-            )
-        except StoreUnavailable:
-            # The session is still cut here; the admission stays until a host removes it.
-            log.warning("wire guard: could not record a removal (%s): the store is away", reason)
-            self._in_background(self.registry.close_admission(admission.id, GUARD_REMOVAL))
-            return
-        log.info("wire guard: removed an attendee past the strike threshold (%s)", reason)
 
     def _track_bosh(
         self, admission: Admission, url: str, sid: str, rid: int, ending: bool
@@ -909,7 +799,8 @@ class Gate:
         if connect_message["type"] != "websocket.connect":
             return
         # Before the upstream is opened: the room's rules are read first (never an error).
-        wire = await self._wire(admission) if signalling else None
+        guarding = self.guarding if signalling else None
+        wire = await guarding.wire(admission) if guarding is not None else None
         ws_url = "ws" + url.removeprefix("http")
         upstream = await open_upstream(
             ws_url,
@@ -925,14 +816,14 @@ class Gate:
                 await old.close(REPLACED)
             if signalling:
                 self._claim_lease(admission)
-            if wire is not None:
-                wire.sessions += 1
+            if guarding is None or wire is None:
+                await relay(socket, upstream, receive, send)
+                return
+            guarding.opened(wire)
             try:
                 await relay(socket, upstream, receive, send, wire)
             finally:
-                if wire is not None and self._wires is not None:
-                    wire.sessions -= 1
-                    self._wires.touch(wire)
+                guarding.closed(wire)
         finally:
             self.registry.unregister(admission.id, socket)
             with contextlib.suppress(Exception):

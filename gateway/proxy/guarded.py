@@ -8,9 +8,11 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
-from typing import Final
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any, Final
+from xml.sax.saxutils import escape
 
+from gateway.cuts import Cut
 from gateway.errors import StoreUnavailable
 from gateway.metrics import Metrics
 from gateway.proxy.room_rules import RoomRules
@@ -19,13 +21,14 @@ from gateway.proxy.wire_guard import (
     Budget,
     EndStream,
     Refuse,
+    Speaker,
     Verdict,
     WireBudgets,
     WireGuard,
 )
-from gateway.settings import GuardSettings
+from gateway.settings import GuardSettings, Settings
 from gateway.store import Store
-from gateway.store.records import Admission, Role
+from gateway.store.records import Admission, AuditEntry, AuditFacts, AuditKind, Role
 
 log = logging.getLogger("meetgate.guard")
 # What a binary message on a guarded signalling socket gets.
@@ -36,6 +39,14 @@ BINARY_REFUSED = EndStream(
 )
 
 
+# The wire guard's removals: the cut's reason, and who the log says acted.
+GUARD_REMOVAL: Final = "guard removal"
+GUARD_ACTOR: Final = "meetgate"
+GUARD_ACTOR_NAME: Final = "Meetgate"
+# The log's action for a removal names the rule broken last (the guard's Refuse.reason: rate,
+# size, quiet, address), so that the dashboard says why in its reader's language
+# (gateway/host/dashboard.py, AUDIT_ACTIONS). Entries written before say GUARD_REMOVAL.
+GUARD_ACTION: Final = "guard: {rule}"
 # The store's count of an admission's refused stanzas, kept across its sessions and replicas.
 STRIKES_KEY: Final = "guard-strikes:"
 # A guard whose admission has no session here is forgotten after this long, the least recently
@@ -289,3 +300,143 @@ class WireStates:
                 continue
             del self._wires[admission_id]
             self._rules.release(oldest.admission.room)
+
+
+class WireGuarding:
+    """The gate's wire guard as a whole: each room's rules (RoomRules), each admission's guard on
+    this replica (WireStates), a BOSH body judged stanza by stanza, and the removal of a sender
+    past its room's threshold. The gate holds one when `[guard] enabled`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        metrics: Metrics,
+        in_background: Callable[[Coroutine[Any, Any, Any]], None],
+        cut_here: Callable[[str, str], Coroutine[Any, Any, Any]],
+    ) -> None:
+        """`in_background` runs a coroutine without waiting for it; `cut_here(admission_id,
+        reason)` closes an admission's connections on this replica."""
+        self._settings = settings
+        self._store = store
+        self._metrics = metrics
+        self._in_background = in_background
+        self._cut_here = cut_here
+        self.rules = RoomRules(
+            store, settings.guard, hosts_ttl_seconds=settings.admission.ttl_seconds
+        )
+        self._wires = WireStates(self.rules)
+        self._addresses = addresses_for(settings.jitsi.xmpp_domain, settings.guard)
+        self._budgets = budgets_from(settings.guard)
+        # A BOSH body's stand-in for a refused stanza whose error is waiting: a ping to the
+        # server, which prosody answers at once (its answer is ignored by clients).
+        self._bosh_ping = (
+            "<iq xmlns='jabber:client' type='get' id='meetgate-answer' to='"
+            + escape(settings.jitsi.xmpp_domain, {"'": "&apos;"})
+            + "'><ping xmlns='urn:xmpp:ping'/></iq>"
+        ).encode()
+
+    async def wire(self, admission: Admission) -> GuardedWire:
+        """The guard for a signalling session of `admission`: the one its earlier sessions here
+        used, or a new one once the room's rules are known here."""
+        known = self._wires.find(admission)
+        if known is not None:
+            return known
+        rules, room = self.rules, admission.room
+        await rules.load(room)
+        guard = WireGuard(
+            Speaker(admission.id, room, admission.name, admission.role is Role.HOST),
+            self._addresses,
+            self._budgets,
+            lambda: rules.rules(room),
+            lambda: rules.hosts(room),
+        )
+        wire = GuardedWire(
+            guard,
+            admission,
+            rules=rules,
+            store=self._store,
+            metrics=self._metrics,
+            remove=lambda admission, reason: self._in_background(self._remove(admission, reason)),
+            note_host=lambda room, jid: self._in_background(rules.note_host(room, jid)),
+            muc_domains=self._addresses.muc_domains,
+            strikes_ttl_seconds=self._settings.admission.ttl_seconds,
+        )
+        self._wires.keep(wire)
+        return wire
+
+    async def wire_of_body(self, admission: Admission, kept: GuardedWire | None) -> GuardedWire:
+        """The guard for a BOSH body: the session's own (`kept`), used again, or another."""
+        if kept is None or kept.removed:
+            return await self.wire(admission)
+        self._wires.touch(kept)
+        return kept
+
+    def opened(self, wire: GuardedWire) -> None:
+        wire.sessions += 1
+
+    def closed(self, wire: GuardedWire) -> None:
+        wire.sessions -= 1
+        self._wires.touch(wire)
+
+    def judge_body(
+        self,
+        wire: GuardedWire,
+        body: bytes,
+        children: Iterable[tuple[int, int]],
+        reply: Callable[[str], None] | None,
+    ) -> bytes | None:
+        """A BOSH body (its stanzas' spans, `children`) with each stanza as the guard lets it
+        through; None if the guard ends the session. Errors for the sender go to `reply` (the
+        session's next response), or nowhere for a body outside a tracked session."""
+        now = asyncio.get_running_loop().time()
+        pieces: list[bytes] = []
+        at = 0
+        answered = False
+        for start, end in children:
+            verdict = wire.judge(body[start:end], now)
+            if isinstance(verdict, EndStream):
+                return None
+            pieces.append(body[at:start])
+            if isinstance(verdict, Refuse):
+                if verdict.reply is not None and reply is not None:
+                    reply(verdict.reply)
+                    if not answered:
+                        # A stand-in prosody answers at once: the request it holds for the
+                        # session is answered now, carrying the error (a stand-in it ignores
+                        # would leave the error waiting out a long poll in a silent meeting).
+                        answered = True
+                        pieces.append(self._bosh_ping)
+                        at = end
+                        continue
+                pieces.append(verdict.stand_in.encode())
+            else:
+                pieces.append(verdict.data.encode())
+            at = end
+        pieces.append(body[at:])
+        return b"".join(pieces)
+
+    async def _remove(self, admission: Admission, reason: str) -> None:
+        """Past the room's strike threshold the sender goes as a host's removal would: revoked,
+        its connections cut on every replica, and the room's log says why."""
+        try:
+            await self._store.revoke_admission(admission.id)
+            await Cut(admission.id, GUARD_REMOVAL).send(self._store)
+            await self._store.append_audit(
+                AuditEntry(
+                    at=time.time(),
+                    room=admission.room,
+                    actor=GUARD_ACTOR,
+                    actor_name=GUARD_ACTOR_NAME,
+                    action=GUARD_ACTION.format(rule=reason),
+                    target=admission.identity,
+                    detail=reason,
+                    facts=AuditFacts(AuditKind.NAME, name=admission.name),
+                )
+            )
+        except StoreUnavailable:
+            # The session is still cut here; the admission stays until a host removes it.
+            log.warning("wire guard: could not record a removal (%s): the store is away", reason)
+            self._in_background(self._cut_here(admission.id, GUARD_REMOVAL))
+            return
+        log.info("wire guard: removed an attendee past the strike threshold (%s)", reason)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.cuts import CUTS, Cut
+from gateway.cuts import Cut
 from gateway.proxy.registry import SignallingSlot
 from gateway.store import Store
 from gateway.store.records import Admission
@@ -85,5 +85,5 @@ class SignallingLeases:
             return False
         await self._store.put_value(lease_key(admission.id), mine.encode(), ttl)
         if other or stored.corrupt:
-            await self._store.publish(CUTS, Cut(admission.id, REPLACED, keep=mine.holder).encode())
+            await Cut(admission.id, REPLACED, keep=mine.holder).send(self._store)
         return True

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
-from gateway.cuts import CUTS, RulesChanged
+from gateway.cuts import RulesChanged
 from gateway.errors import StoreUnavailable
 from gateway.i18n import DEFAULT, chosen, gettext
 from gateway.proxy.wire_guard import QUIET, TOO_FAST, TOO_LONG, Budget, ChatRules
@@ -141,7 +141,7 @@ class RoomRules:
         known.hosts = known.hosts | {occupant_jid}
         try:
             await self._store.index_add(HOSTS_INDEX + room, occupant_jid, self._hosts_ttl)
-            await self._store.publish(CUTS, RulesChanged(room).encode())
+            await RulesChanged(room).send(self._store)
         except StoreUnavailable:
             log.warning("a host's occupant address was not shared: the store is unavailable")
 

@@ -36,7 +36,7 @@ from gateway.i18n import (
     gettext,
     translations,
 )
-from gateway.proxy.gate import GUARD_ACTOR_NAME
+from gateway.proxy.guarded import GUARD_ACTOR_NAME
 from tests.browser.test_accessibility import AXE, RUN_AXE, WCAG_22_AA
 from tests.fixtures.browser import PHONE
 from tests.fixtures.gateway_server import GENEROUS_LIMITS, GatewayServer, start_gateway

@@ -12,7 +12,7 @@ import httpx
 import pytest
 import redis
 
-from gateway.proxy.gate import GUARD_ACTION, GUARD_ACTOR, GUARD_ACTOR_NAME, GUARD_REMOVAL
+from gateway.proxy.guarded import GUARD_ACTION, GUARD_ACTOR, GUARD_ACTOR_NAME, GUARD_REMOVAL
 from gateway.store.records import AuditEntry, AuditFacts, AuditKind, encode_audit
 from tests.fixtures.gateway_server import GatewayServer
 from tests.fixtures.http_clients import TLS

@@ -9,7 +9,7 @@ import pytest
 
 from gateway.host.dashboard import AUDIT_ACTIONS
 from gateway.i18n import LANGUAGES, gettext
-from gateway.proxy.gate import GUARD_ACTION, GUARD_REMOVAL
+from gateway.proxy.guarded import GUARD_ACTION, GUARD_REMOVAL
 from gateway.proxy.room_rules import chat_rules
 from gateway.proxy.wire_guard import (
     QUIET,
