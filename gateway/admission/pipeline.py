@@ -215,7 +215,7 @@ class AdmissionPipeline:
         self._clock = clock
         # token hash -> (when found, by `clock`; what was found), oldest first.
         self._links: OrderedDict[str, tuple[float, LinkFound]] = OrderedDict()
-        # token hash -> [(until when by time.monotonic, cookie secret, admission id)]: joins
+        # token hash -> [(until when by the pipeline's clock, cookie secret, admission id)]: joins
         # whose store call went unanswered (`_unanswered_call`), oldest first.
         self._unanswered: OrderedDict[str, list[tuple[float, str, str]]] = OrderedDict()
 
@@ -602,8 +602,9 @@ class AdmissionPipeline:
         except StoreUnavailable:
             if sent:
                 kept = self._unanswered.pop(token_hash, [])
-                kept = [entry for entry in kept if entry[0] > time.monotonic()]
-                kept.append((time.monotonic() + UNANSWERED_SECONDS, cookie_secret, admission_id))
+                now = self._clock()
+                kept = [entry for entry in kept if entry[0] > now]
+                kept.append((now + UNANSWERED_SECONDS, cookie_secret, admission_id))
                 self._unanswered[token_hash] = kept[-MAX_UNANSWERED_PER_LINK:]
                 while len(self._unanswered) > MAX_UNANSWERED:
                     self._unanswered.popitem(last=False)
@@ -614,7 +615,7 @@ class AdmissionPipeline:
         answer, if the store holds it and it is live: handed out once, to whoever holds the
         link (the capability it was asked with)."""
         for until, cookie_secret, admission_id in self._unanswered.pop(token_hash, []):
-            if time.monotonic() >= until:
+            if self._clock() >= until:
                 continue
             admission = await self._store.get_admission(admission_id)
             if admission is not None and admission.is_live(now):

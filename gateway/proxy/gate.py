@@ -386,9 +386,7 @@ class Gate:
         # The server's check before the application (refuse_known) resolved the address and
         # found no known refusal already: neither is done twice.
         checked = scope.get("state", {}).pop(_CHECKED_ADDRESS, None)
-        client_addr = checked or self._addresses.resolve(
-            (scope.get("client") or (None, 0))[0], scope["headers"]
-        )
+        client_addr = checked or self._resolve(scope)
         path: str = scope["path"]
         if checked is None and scope["type"] == "http" and is_join_attempt(scope["method"], path):
             known = self._known_refusal(scope["method"], path, client_addr)
@@ -426,6 +424,10 @@ class Gate:
             if not tracked.started:
                 await send_error(scope, send, MeetgateError(), rid, secure=self._secure)
 
+    def _resolve(self, scope: Scope) -> str:
+        """The client's address: the socket's peer, or what a trusted proxy says it is."""
+        return self._addresses.resolve((scope.get("client") or (None, 0))[0], scope["headers"])
+
     def _known_refusal(self, method: str, path: str, client_addr: str) -> KnownWait:
         """For a join attempt: how long it is known to be refused for (counted as refused), and
         by which limit; no seconds if it is not."""
@@ -454,9 +456,7 @@ class Gate:
         path: str = scope["path"]
         if not is_join_attempt(method, path):
             return None
-        client_addr = self._addresses.resolve(
-            (scope.get("client") or (None, 0))[0], scope["headers"]
-        )
+        client_addr = self._resolve(scope)
         known = self._known_refusal(method, path, client_addr)
         if known.seconds <= 0:
             scope.setdefault("state", {})[_CHECKED_ADDRESS] = client_addr
