@@ -896,6 +896,12 @@ def test_leaving_and_component_presence_get_no_name_added() -> None:
     session = guard()
     leave = JITSI["leave"]
     assert forwarded(session.inspect(leave, 0.0)) == leave
+    # A presence to a component (not a room's): no one there is shown a name.
+    for component in (
+        f"<presence to='{FOCUS}' xmlns='jabber:client'/>",
+        f"<presence to='{FOCUS}' xmlns='jabber:client'><x/></presence>",
+    ):
+        assert forwarded(session.inspect(component, 0.0)) == component
 
 
 def test_tracking_and_identity_elements_are_removed() -> None:
