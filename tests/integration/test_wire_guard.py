@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures.gateway_server import GENEROUS_LIMITS, GatewayServer, start_gateway
+from tests.fixtures.gateway_server import GENEROUS_LIMITS, GatewayServer
 from tests.fixtures.jitsi_stanzas import BY_NAME, CORPUS, JitsiStanza, Placeholders
-from tests.fixtures.processes import stop_process
 from tests.fixtures.xmpp_client import XmppClient, XmppConnectFailed, parse_stanza
+from tests.integration.guard_helpers import guarded_gateway, transport
 from tests.integration.journeys import (
     Admitted,
     admit,
@@ -29,6 +29,7 @@ from tests.integration.journeys import (
 )
 
 pytestmark = pytest.mark.slow
+__all__ = ["transport"]  # the fixture, for pytest
 
 CLIENT = "{jabber:client}"
 NICK = "{http://jabber.org/protocol/nick}nick"
@@ -59,15 +60,8 @@ strikes = 30
 def guarded(
     tmp_path_factory: pytest.TempPathFactory, jitsi_web: Any, prosody: Any
 ) -> Iterator[GatewayServer]:
-    """A gateway of its own (its guard metrics are this module's alone) in front of prosody."""
-    server, proc = start_gateway(
-        tmp_path_factory.mktemp("guarded"),
-        upstream=jitsi_web.url,
-        signalling_upstream=f"http://127.0.0.1:{prosody.http_port}",
-        extra=GUARD,
-    )
-    yield server
-    stop_process(proc)
+    with guarded_gateway(tmp_path_factory, "guarded", jitsi_web, prosody, GUARD) as (server, _):
+        yield server
 
 
 def removals(gateway: GatewayServer) -> float:
@@ -96,12 +90,6 @@ def set_room(gateway: GatewayServer, room: str, **change: Any) -> None:
     with gateway.admin() as admin:
         response = admin.patch(f"/api/v1/rooms/{room}", json=change)
     assert response.status_code == 200, response.text
-
-
-@pytest.fixture(params=["websocket", "bosh"])
-def transport(request: pytest.FixtureRequest) -> str:
-    """Each test over both of the client's transports: the guard reads each."""
-    return str(request.param)
 
 
 def signalling_url(gateway: GatewayServer, admitted: Admitted, transport: str) -> str:
@@ -175,17 +163,27 @@ def nicks(element: ET.Element) -> list[str | None]:
     return [n.text for n in element.iter(NICK)]
 
 
-async def test_a_forged_name_and_tracking_urls_never_reach_the_others(
-    guarded: GatewayServer, prosody: Any, transport: str
-) -> None:
-    room = new_room(guarded)
+@asynccontextmanager
+async def ada_and_mallory(
+    gateway: GatewayServer, prosody: Any, transport: str
+) -> AsyncIterator[tuple[str, Placeholders, XmppClient, XmppClient]]:
+    """A new room, its JID, Mallory's placeholders, the host Ada (joined) and Mallory (not
+    yet)."""
+    room = new_room(gateway)
     room_jid = prosody.room_jid(room)
     values = places(prosody, room, "mal", "ada")
     async with (
-        attendee(guarded, room, "Ada", role="host", transport=transport) as ada,
-        attendee(guarded, room, "Mallory", transport=transport) as mallory,
+        attendee(gateway, room, "Ada", role="host", transport=transport) as ada,
+        attendee(gateway, room, "Mallory", transport=transport) as mallory,
     ):
         await ada.join(room_jid, "ada")
+        yield room_jid, values, ada, mallory
+
+
+async def test_a_forged_name_and_tracking_urls_never_reach_the_others(
+    guarded: GatewayServer, prosody: Any, transport: str
+) -> None:
+    async with ada_and_mallory(guarded, prosody, transport) as (room_jid, values, ada, mallory):
         await mallory.send_raw(BY_NAME["join_forged_name_and_trackers"].xml(values))
         await mallory.wait_for_presence(lambda p: p.is_self)
         seen = parse_stanza(await ada.wait_for_stanza(is_from(f"{room_jid}/mal", "presence")))
@@ -316,14 +314,7 @@ async def test_refused_stanzas_leave_a_stream_managed_session_alive(
 async def test_an_oversized_message_never_arrives(
     guarded: GatewayServer, prosody: Any, transport: str
 ) -> None:
-    room = new_room(guarded)
-    room_jid = prosody.room_jid(room)
-    values = places(prosody, room, "mal", "ada")
-    async with (
-        attendee(guarded, room, "Ada", role="host", transport=transport) as ada,
-        attendee(guarded, room, "Mallory", transport=transport) as mallory,
-    ):
-        await ada.join(room_jid, "ada")
+    async with ada_and_mallory(guarded, prosody, transport) as (room_jid, values, ada, mallory):
         await mallory.join(room_jid, "mal")
         big = "x" * 2049
         await mallory.send_raw(

@@ -8,23 +8,23 @@ real gate to the real prosody and joins a room; a strophe.js attendee watches it
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.fixtures.gateway_server import GENEROUS_LIMITS, GatewayServer, start_gateway
+from tests.fixtures.gateway_server import GENEROUS_LIMITS, GatewayServer
 from tests.fixtures.http_clients import TLS
-from tests.fixtures.processes import stop_process
 from tests.fixtures.xmpp_client import XmppClient
+from tests.integration.guard_helpers import guarded_gateway
 from tests.integration.journeys import admit, bosh_url, new_room, signalling_query, ws_url
+from tests.integration.test_bosh_decoy import HTTPBIND, DecoyBoshClient
+from tests.integration.test_wire_guard import LAUGHS
 
 pytestmark = pytest.mark.slow
 
-HTTPBIND = "http://jabber.org/protocol/httpbind"
-XBOSH = "urn:xmpp:xbosh"
-LAUGHS = "".join(f"<!ENTITY lol{n} '{f'&lol{n - 1};' * 10 if n else 'lol'}'>" for n in range(10))
 # Each case: what comes before the <body> (a document type) and what goes inside it.
 MALFORMED = {
     "billion-laughs": (
@@ -55,25 +55,20 @@ BODY_REFUSED = {"billion-laughs", "external-entity", "deeply-nested", "not-well-
 def guarded(
     tmp_path_factory: pytest.TempPathFactory, jitsi_web: Any, prosody: Any
 ) -> Iterator[GatewayServer]:
-    server, proc = start_gateway(
-        tmp_path_factory.mktemp("guarded-bosh"),
-        upstream=jitsi_web.url,
-        signalling_upstream=f"http://127.0.0.1:{prosody.http_port}",
-        extra=GENEROUS_LIMITS,
-    )
-    yield server
-    stop_process(proc)
+    with guarded_gateway(tmp_path_factory, "guarded-bosh", jitsi_web, prosody, GENEROUS_LIMITS) as (
+        server,
+        _,
+    ):
+        yield server
 
 
-class HandBoshClient:
-    """XEP-0206 by hand, one request at a time."""
+class HandBoshClient(DecoyBoshClient):
+    """XEP-0206 by hand, one request at a time: test_bosh_decoy's client (its sign-in), with
+    plain bodies (no decoy) and a raw request for bodies prosody must never read."""
 
     def __init__(self, client: httpx.AsyncClient, url: str, domain: str) -> None:
-        self._client = client
-        self._url = url
-        self._domain = domain
+        super().__init__(client, url, domain)
         self.rid = 2_000_000
-        self.sid = ""
 
     async def request(
         self, inner: str = "", prologue: str = "", **attributes: str
@@ -95,19 +90,6 @@ class HandBoshClient:
         answer = ET.fromstring(response.content)  # noqa: S314 - prosody of the tests answers
         assert answer.get("type") != "terminate", response.text
         return answer
-
-    async def sign_in(self) -> None:
-        created = await self.post(
-            to=self._domain, wait="10", hold="1", xmpp_version="1.0", xmlns_xmpp=XBOSH
-        )
-        self.sid = created.attrib["sid"]
-        sasl = "urn:ietf:params:xml:ns:xmpp-sasl"
-        await self.post(f"<auth xmlns='{sasl}' mechanism='ANONYMOUS'/>")
-        await self.post(to=self._domain, xmpp_restart="true", xmlns_xmpp=XBOSH)
-        bind = "urn:ietf:params:xml:ns:xmpp-bind"
-        await self.post(
-            f"<iq type='set' id='bind1' xmlns='jabber:client'><bind xmlns='{bind}'/></iq>"
-        )
 
 
 async def sign_in_and_send(
@@ -137,44 +119,42 @@ def never_relayed(prosody: Any) -> None:
     assert "lol9" not in log and "file:///etc/passwd" not in log and "<a><a><a>" not in log
 
 
-@pytest.mark.parametrize("case", sorted(MALFORMED))
-async def test_a_malformed_body_never_reaches_prosody_nor_troubles_others(
-    guarded: GatewayServer, prosody: Any, case: str
-) -> None:
+@asynccontextmanager
+async def watched_room(
+    guarded: GatewayServer, prosody: Any
+) -> AsyncIterator[tuple[str, XmppClient, httpx.AsyncClient]]:
+    """A new room, its host Ada joined over WebSocket to watch it, and an HTTP client for the
+    hand-written BOSH one."""
     room = new_room(guarded)
-    room_jid = prosody.room_jid(room)
     ada = admit(guarded, room, "Ada", role="host")
     async with (
         XmppClient.open(ws_url(guarded, signalling_query(ada))) as watcher,
         httpx.AsyncClient(trust_env=False, timeout=20, verify=TLS) as http,
     ):
-        await watcher.join(room_jid, "ada")
+        await watcher.join(prosody.room_jid(room), "ada")
+        yield room, watcher, http
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+async def test_a_malformed_body_never_reaches_prosody_nor_troubles_others(
+    guarded: GatewayServer, prosody: Any, case: str
+) -> None:
+    async with watched_room(guarded, prosody) as (room, watcher, http):
         _, answer = await sign_in_and_send(guarded, prosody, case, room, watcher, http)
         refused = answer.status_code != 200 or (
             ET.fromstring(answer.content).get("type") == "terminate"  # noqa: S314
         )
         assert refused, answer.text
-        await watcher.send_groupchat(room_jid, "still here")
+        await watcher.send_groupchat(prosody.room_jid(room), "still here")
         await watcher.wait_for_message(lambda m: m.body == "still here")
     never_relayed(prosody)
 
 
-# Why each case does not end its session yet (strict: each must fail until it is fixed).
-@pytest.mark.parametrize(
-    "case",
-    sorted(MALFORMED),
-)
+@pytest.mark.parametrize("case", sorted(MALFORMED))
 async def test_a_malformed_body_ends_its_session(
     guarded: GatewayServer, prosody: Any, case: str
 ) -> None:
-    room = new_room(guarded)
-    room_jid = prosody.room_jid(room)
-    ada = admit(guarded, room, "Ada", role="host")
-    async with (
-        XmppClient.open(ws_url(guarded, signalling_query(ada))) as watcher,
-        httpx.AsyncClient(trust_env=False, timeout=20, verify=TLS) as http,
-    ):
-        await watcher.join(room_jid, "ada")
+    async with watched_room(guarded, prosody) as (room, watcher, http):
         hand, _ = await sign_in_and_send(guarded, prosody, case, room, watcher, http)
         await watcher.wait_for_presence(nick="mal", type="unavailable", timeout=5)
         after = await hand.request("")

@@ -17,11 +17,11 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.fixtures.gateway_server import GatewayServer, start_gateway
+from tests.fixtures.gateway_server import GatewayServer
 from tests.fixtures.http_clients import TLS
 from tests.fixtures.jitsi_stanzas import BY_NAME, Placeholders
-from tests.fixtures.processes import stop_process
 from tests.fixtures.xmpp_client import XmppClient, parse_stanza
+from tests.integration.guard_helpers import guarded_gateway, transport
 from tests.integration.journeys import (
     Admitted,
     admit,
@@ -46,6 +46,7 @@ from tests.integration.test_wire_guard import (
 from tests.integration.test_wire_guard_bosh import HandBoshClient
 
 pytestmark = pytest.mark.slow
+__all__ = ["transport"]  # the fixture, for pytest
 
 # The room speaks Simplified Chinese: the refusal must be in its words, not the gate's English.
 LANGUAGE = "zh-Hans"
@@ -63,25 +64,13 @@ def running(
     tmp_path_factory: pytest.TempPathFactory, jitsi_web: Any, prosody: Any
 ) -> Iterator[RunningGate]:
     """A gateway of its own in front of prosody, with its process id (its memory is measured)."""
-    server, proc = start_gateway(
-        tmp_path_factory.mktemp("guarded-quiet"),
-        upstream=jitsi_web.url,
-        signalling_upstream=f"http://127.0.0.1:{prosody.http_port}",
-        extra=GUARD,
-    )
-    yield RunningGate(server, proc.pid)
-    stop_process(proc)
+    with guarded_gateway(tmp_path_factory, "guarded-quiet", jitsi_web, prosody, GUARD) as gate:
+        yield RunningGate(*gate)
 
 
 @pytest.fixture
 def guarded(running: RunningGate) -> GatewayServer:
     return running.server
-
-
-@pytest.fixture(params=["websocket", "bosh"])
-def transport(request: pytest.FixtureRequest) -> str:
-    """Each test over both of the client's transports: the guard reads each."""
-    return str(request.param)
 
 
 def admin_room(gateway: GatewayServer, room: str) -> dict[str, Any]:
