@@ -30,7 +30,7 @@ from bench import upstream, ws_throughput
 from bench.admin import AdminApi, Admitted, SetupError, admit
 from bench.machine import process_cpu_seconds
 from bench.report import Figure, Goal
-from bench.roundtrip import Latency, percentile
+from bench.roundtrip import Latency, added_latency_goals, echo_ns, percentile
 from bench.servers import GATEWAY_ENV, Gateway, Servers
 from bench.ws_throughput import Conversation, Throughput, text_frame
 from gateway.proxy.guarded import addresses_for, budgets_from
@@ -41,8 +41,6 @@ from tests.fixtures.prosody import DOMAIN, MUC_DOMAIN
 
 # Issue 16's goals.
 THROUGHPUT_TARGET = 0.80
-ADDED_P50_TARGET_MS = 0.5
-ADDED_P99_TARGET_MS = 2.0
 CONNECTIONS = ws_throughput.CONNECTIONS
 # Sequential round trips per target and block, as bench/roundtrip.py takes them.
 BLOCK = 100
@@ -236,16 +234,6 @@ def inspect_cost(room: str, name: str) -> dict[str, float]:
     return {kind: statistics.median(found) for kind, found in batches.items()}
 
 
-async def _round_trip_ns(connection: ClientConnection, message: str, expected: str) -> int:
-    started = time.perf_counter_ns()
-    await connection.send(message)
-    answer = await connection.recv()
-    elapsed = time.perf_counter_ns() - started
-    if answer != expected:
-        raise SetupError("an echo came back different from what the guard forwarded")
-    return elapsed
-
-
 async def round_trips(
     targets: dict[str, tuple[str, Admitted, bool]], *, count: int
 ) -> dict[str, Latency]:
@@ -276,14 +264,12 @@ async def round_trips(
                 exchange.append((stanza, back))
             exchanges[name] = exchange
             for n in range(WARM_UP_ROUND_TRIPS):
-                await _round_trip_ns(connection, *exchange[n % len(exchange)])
+                await echo_ns(connection, *exchange[n % len(exchange)])
         while any(len(taken) < count for taken in samples.values()):
             for name, connection in connections.items():
                 exchange, taken = exchanges[name], samples[name]
                 for _ in range(min(BLOCK, count - len(taken))):
-                    taken.append(
-                        await _round_trip_ns(connection, *exchange[len(taken) % len(exchange)])
-                    )
+                    taken.append(await echo_ns(connection, *exchange[len(taken) % len(exchange)]))
     finally:
         for connection in connections.values():
             await connection.close()
@@ -427,27 +413,14 @@ def goals(m: GuardMeasurements) -> list[Goal]:
             target_text=f"≥ {THROUGHPUT_TARGET:.0%} of off",
         )
     ]
-    for label, attr, target in (
-        ("p50", "p50_ms", ADDED_P50_TARGET_MS),
-        ("p99", "p99_ms", ADDED_P99_TARGET_MS),
-    ):
-        through = [getattr(repeat["on"], attr) for repeat in m.latency]
-        direct = [getattr(repeat["direct"], attr) for repeat in m.latency]
-        result.append(
-            Goal(
-                what=f"wire guard: signalling relay with the guard on, added round-trip latency "
-                f"{label} (the same stanzas, one at a time)",
-                meetgate=through,
-                baseline=direct,
-                unit="{:.3f} ms",
-                baseline_name="straight to the echo",
-                scores=[t - d for t, d in zip(through, direct, strict=True)],
-                score_unit="{:+.3f} ms",
-                target=target,
-                higher_is_better=False,
-                target_text=f"≤ {target:g} ms added",
-            )
-        )
+    result += added_latency_goals(
+        m.latency,
+        "on",
+        lambda label: (
+            f"wire guard: signalling relay with the guard on, added round-trip latency "
+            f"{label} (the same stanzas, one at a time)"
+        ),
+    )
     return result
 
 

@@ -28,7 +28,7 @@ from bench.machine import busy_cpu_seconds, own_cpu_seconds, this_machine
 from bench.rawhttp import Connection, host_port
 from bench.report import Figure, Goal, Report, ratio, write_docs
 from bench.revocation import IdleSockets, Revocations
-from bench.roundtrip import MESSAGE_BYTES, Latency, measure
+from bench.roundtrip import MESSAGE_BYTES, Latency, added_latency_goals, measure
 from bench.servers import (
     GATEWAY_ENV,
     ROOT,
@@ -56,8 +56,6 @@ REDEMPTION_TARGETS = {"memory": 0.30, "redis": 0.20}
 FORWARD_AUTH_TARGET = 0.50
 PAGE_TARGET = 0.50
 RELAY_TARGET = 0.60
-ADDED_P50_TARGET_MS = 0.5
-ADDED_P99_TARGET_MS = 2.0
 WORKERS_TARGET = 1.7
 # Above this share of one core used by processes outside the run, the figures are suspect.
 OTHER_LOAD_WARNING = 0.10
@@ -791,27 +789,14 @@ def relay_goals(m: Measurements) -> list[Goal]:
             target_text=f"≥ {RELAY_TARGET:.0%} of nginx",
         )
     ]
-    for label, attr, target in (
-        ("p50", "p50_ms", ADDED_P50_TARGET_MS),
-        ("p99", "p99_ms", ADDED_P99_TARGET_MS),
-    ):
-        through = [getattr(repeat["gate"], attr) for repeat in m.latency]
-        direct = [getattr(repeat["direct"], attr) for repeat in m.latency]
-        goals.append(
-            Goal(
-                what=f"WebSocket relay, added round-trip latency {label} ({MESSAGE_BYTES} B, one "
-                "message at a time)",
-                meetgate=through,
-                baseline=direct,
-                unit="{:.3f} ms",
-                baseline_name="straight to the echo",
-                scores=[t - d for t, d in zip(through, direct, strict=True)],
-                score_unit="{:+.3f} ms",
-                target=target,
-                higher_is_better=False,
-                target_text=f"≤ {target:g} ms added",
-            )
-        )
+    goals += added_latency_goals(
+        m.latency,
+        "gate",
+        lambda label: (
+            f"WebSocket relay, added round-trip latency {label} ({MESSAGE_BYTES} B, one "
+            "message at a time)"
+        ),
+    )
     return goals
 
 
