@@ -83,6 +83,7 @@ def test_every_reply_is_translated_for_each_language() -> None:
         )
         if language.tag != "en":
             assert rules.too_fast != TOO_FAST and rules.too_long != TOO_LONG
+            assert rules.quiet_text != QUIET
 
 
 @pytest.mark.parametrize("rule", RULES)
