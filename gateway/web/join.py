@@ -124,7 +124,7 @@ class JoinRoutes:
                     answer = await self._answer(self.join(scope, receive, token))
                     await self._send(scope, receive, send, answer, join=True)
                     return
-            elif method in ("GET", "HEAD") and path == TICKET_PATH:
+            elif method == "GET" and path == TICKET_PATH:
                 answer = await self._answer(self.ticket(scope))
                 await self._send(scope, receive, send, answer)
                 return
@@ -240,7 +240,4 @@ class JoinRoutes:
         headers = error_headers(error, rid, content_type, secure=self._settings.secure)
         headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": error.status, "headers": headers})
-        # HEAD (the ticket refresh): GET's answer, its length included, without the body.
-        await send(
-            {"type": "http.response.body", "body": body if scope["method"] != "HEAD" else b""}
-        )
+        await send({"type": "http.response.body", "body": body})

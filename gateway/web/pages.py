@@ -34,17 +34,24 @@ from gateway.store import Store
 from gateway.store.records import Admission, Role
 from gateway.tickets import TicketAuthority
 from gateway.web.entry import Entrance, client_addr
-from gateway.web.join import JoinRoutes
+from gateway.web.join import TICKET_PATH, JoinRoutes
 
-# The pages a link previewer or a front's health check may ask for with HEAD. FastAPI answers
+# The pages a link previewer, a front's health check or Jitsi's ticket refresh may ask for with
+# HEAD. FastAPI answers
 # only the methods a route names, so these get GET's answer without its body (the lobby's event
 # stream and the dashboard are left out: a HEAD there has nothing to learn).
-HEAD_AS_GET = ("/j/", "/_meetgate/health", "/_meetgate/keys/", "/_meetgate/static/")
+HEAD_AS_GET = (
+    "/j/",
+    "/_meetgate/health",
+    "/_meetgate/keys/",
+    "/_meetgate/static/",
+    TICKET_PATH,
+)
 
 
 class HeadAsGet:
-    """HEAD on the home page, a join link's page, health, keys and static assets: GET's status and
-    header fields (its length included), no body."""
+    """HEAD on the home page, a join link's page, health, keys, static assets and the ticket
+    refresh: GET's status and header fields (its length included), no body."""
 
     def __init__(self, app: ASGIApp) -> None:
         self._app = app
@@ -197,11 +204,11 @@ def create_pages_app(
         app.include_router(router)
     # The join link's form and the ticket refresh are answered before FastAPI is asked.
     join_routes = JoinRoutes(
-        HeadAsGet(app),
+        app,
         settings=settings,
         store=store,
         pipeline=pipeline,
         tickets=tickets,
         entrance=entrance,
     )
-    return SecurityHeaders(join_routes, secure=settings.secure)
+    return SecurityHeaders(HeadAsGet(join_routes), secure=settings.secure)

@@ -236,3 +236,22 @@ async def test_head_on_a_public_page_is_answered_as_get_is(
     for name in ("content-type", "content-length", "cache-control"):
         assert head.headers.get(name) == got.headers.get(name)
     assert head.content == b""
+
+
+async def test_head_on_the_ticket_refresh_of_a_live_admission_is_answered_as_get_is(
+    pages: Pages,
+) -> None:
+    """The refresh Jitsi's page makes with a live admission: HEAD gets GET's status and its
+    header fields (the ticket's redirect), no body."""
+    async with client(pages) as browser:
+        joined = await browser.post(
+            f"/j/{pages.token}", content=b"", headers={"content-type": FORM, "origin": ORIGIN}
+        )
+        assert joined.status_code == 303, joined.text[:400]
+        got = await browser.get("/_meetgate/ticket", params={"room": "rally"})
+        head = await browser.head("/_meetgate/ticket", params={"room": "rally"})
+    assert got.status_code == 303, got.text[:400]
+    assert head.status_code == got.status_code
+    assert head.headers["location"].split("jwt=")[0] == got.headers["location"].split("jwt=")[0]
+    assert head.headers.keys() == got.headers.keys()
+    assert head.content == b""
