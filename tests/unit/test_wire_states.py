@@ -13,7 +13,7 @@ from gateway.metrics import Metrics
 from gateway.proxy import guarded
 from gateway.proxy.guarded import GuardedWire, WireStates, addresses_for, budgets_from
 from gateway.proxy.room_rules import RoomRules
-from gateway.proxy.wire_guard import Refuse, Speaker, WireGuard
+from gateway.proxy.wire_guard import EndStream, Refuse, Speaker, WireGuard
 from gateway.settings import GuardSettings
 from gateway.store.memory import MemoryStore
 from gateway.store.records import Admission, Role
@@ -135,3 +135,18 @@ def test_refusals_are_logged_as_counts_at_most_once_a_minute(
     assert [r.getMessage() for r in caplog.records] == [
         "wire guard: stanzas refused in the last 60 s: quiet 1, rate 51"
     ]
+
+
+def test_a_session_ended_for_malformed_input_is_logged_with_its_condition_only(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = MemoryStore()
+    rules = RoomRules(store, GUARD)
+    wire = a_wire(store, rules, an_admission(), [])
+    with caplog.at_level(logging.INFO, logger="meetgate.guard"):
+        verdict = wire.judge("<message xmlns='jabber:client'><body>secret words</message>", 0.0)
+    assert isinstance(verdict, EndStream) and verdict.reason == "not-well-formed"
+    assert [r.getMessage() for r in caplog.records] == [
+        "wire guard: a session ended for input no client sends (not-well-formed)"
+    ]
+    assert "secret" not in caplog.text and "Mallory" not in caplog.text
