@@ -192,6 +192,11 @@ class LobbyRequired(MeetgateError):
         self.room = room
 
 
+def invited(invite: Invite) -> VerifiedIdentity:
+    """Who an invite's holder is, verified by the link alone."""
+    return VerifiedIdentity(path=Path.INVITE, subject=invite.id, name=invite.name, role=invite.role)
+
+
 class AdmissionPipeline:
     def __init__(
         self,
@@ -390,9 +395,7 @@ class AdmissionPipeline:
             if not checked or proof is None:
                 await self._flood.check(proof, client_addr=client_addr, room=room, now=now)
                 checked = True
-            verified = VerifiedIdentity(
-                path=Path.INVITE, subject=invite.id, name=invite.name, role=invite.role
-            )
+            verified = invited(invite)
             attempt = Attempt(
                 client_addr,
                 room=room.name,
@@ -500,9 +503,7 @@ class AdmissionPipeline:
         # now (the limits are charged already).
         found = (await self.locate(raw_token, client_addr)).found
         invite = found.invite
-        verified = VerifiedIdentity(
-            path=Path.INVITE, subject=invite.id, name=invite.name, role=invite.role
-        )
+        verified = invited(invite)
         joined = await self._join(
             verified, invite.role, found, token_hash, attempt, now, expect=False, first_step=False
         )
@@ -663,8 +664,7 @@ class AdmissionPipeline:
         admission = await self._store.get_admission(admission_id_for(cookie_secret))
         if admission is None or not admission.is_live(now):
             return None
-        verified = VerifiedIdentity(path=Path.INVITE, subject=invite.id, name=invite.name)
-        if admission.room != room.name or admission.via != via_of(verified):
+        if admission.room != room.name or admission.via != via_of(invited(invite)):
             return None
         return admission
 
