@@ -173,14 +173,6 @@ class GuardedWire:
     def admission(self) -> Admission:
         return self._admission
 
-    @property
-    def guard(self) -> WireGuard:
-        return self._guard
-
-    @property
-    def strikes(self) -> int:
-        return max(self.stored_strikes, self._guard.strikes)
-
     def judge(self, data: str | bytes, now: float) -> Verdict:
         verdict = self._guard.inspect(data, now)
         if isinstance(verdict, Refuse):
@@ -212,8 +204,10 @@ class GuardedWire:
         return domain in self._muc and len(occupant) <= MAX_OCCUPANT_CHARS and self._hosts_noted < 8
 
     def _judge_strikes(self, reason: str) -> None:
+        # This guard's own count, or the store's for all the admission's guards.
         threshold = self._rules.rules(self._admission.room).strikes
-        if threshold > 0 and self.strikes >= threshold and not self.removed:
+        over = self._guard.removable or 0 < threshold <= self.stored_strikes
+        if over and not self.removed:
             self.removed = True
             self._metrics.guard_removals.inc()
             self._remove(self._admission, reason)

@@ -16,7 +16,7 @@ import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from enum import Enum, StrEnum, auto
+from enum import Enum, auto
 from xml.sax.saxutils import escape
 
 from gateway.i18n import N_
@@ -33,15 +33,6 @@ TOO_LONG = N_("Your message is too long.")
 # Translators: shown in the meeting's chat to an attendee whose message was not delivered
 # because a host switched on quiet mode (or locked the meeting down)
 QUIET = N_("Only hosts can chat in this meeting now.")
-
-
-class Traffic(StrEnum):
-    """What a stanza counts against."""
-
-    CHAT = "chat"  # a message with a body: group or private chat
-    SIGNAL = "signal"  # a message without one: polls, reactions, component requests
-    PRESENCE = "presence"
-    IQ = "iq"
 
 
 @dataclass(frozen=True, slots=True)
