@@ -891,4 +891,10 @@ def test_the_host_sets_the_chat_limits_with_a_plain_form(
     )
     # A move carries the rules over to the new room.
     moved = host_action(gateway, host, "move")
-    assert admin_room(gateway, moved["room"])["chat"]["chat_max_bytes"] == 512
+    assert admin_room(gateway, moved["room"])["chat"] == {
+        "quiet_private_to_hosts": False,
+        "chat_per_10s": 3,
+        "chat_burst": 0,
+        "chat_max_bytes": 512,
+        "guard_strikes": 0,
+    }
