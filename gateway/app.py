@@ -79,7 +79,9 @@ def create_app(settings: Settings, store: Store, metrics: Metrics | None = None)
         pipeline=pipeline,
         limiter=limiter,
         tickets=tickets,
-        http=HttpRelay(client, max_body_bytes=settings.limits.max_body_bytes),
+        http=HttpRelay(
+            client, max_body_bytes=settings.limits.max_body_bytes, secure=settings.secure
+        ),
         http_client=client,
         registry=registry,
         metrics=metrics,

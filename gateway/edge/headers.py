@@ -1,4 +1,5 @@
-"""Security headers for every response Meetgate renders itself (not for proxied Jitsi responses)."""
+"""Security headers: all of them for every response Meetgate renders itself, and the ones it
+shares with the Jitsi responses it relays (gateway/proxy/headers.py adds Jitsi's own there)."""
 
 from __future__ import annotations
 
@@ -10,22 +11,28 @@ CONTENT_SECURITY_POLICY = (
     "default-src 'none'; style-src 'self'; img-src 'self'; script-src 'self'; "
     "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
+# The same on every response of the gate's origin, its pages and Jitsi's alike: no type guessing,
+# no address (a room, a ticket in a query) told to another site, and HTTPS only once seen over it.
+NOSNIFF = (b"x-content-type-options", b"nosniff")
+NO_REFERRER = (b"referrer-policy", b"no-referrer")
+HSTS = (b"strict-transport-security", b"max-age=31536000; includeSubDomains")
+
+
+def origin_headers(*, secure: bool) -> list[tuple[bytes, bytes]]:
+    """The headers every response of the gate's origin carries, relayed ones too."""
+    return [NOSNIFF, NO_REFERRER, HSTS] if secure else [NOSNIFF, NO_REFERRER]
 
 
 def security_headers(*, secure: bool) -> list[tuple[bytes, bytes]]:
-    headers = [
+    return [
         (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
-        (b"x-content-type-options", b"nosniff"),
         (b"x-frame-options", b"DENY"),
-        (b"referrer-policy", b"no-referrer"),
         (b"cross-origin-opener-policy", b"same-origin"),
         (b"cross-origin-resource-policy", b"same-origin"),
         (b"permissions-policy", b"camera=(), microphone=(), geolocation=(), interest-cohort=()"),
         (b"cache-control", b"no-store"),
+        *origin_headers(secure=secure),
     ]
-    if secure:
-        headers.append((b"strict-transport-security", b"max-age=31536000; includeSubDomains"))
-    return headers
 
 
 class SecurityHeaders:

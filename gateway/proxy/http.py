@@ -14,7 +14,7 @@ from starlette.types import Receive, Scope, Send
 
 from gateway.errors import BadRequest, RequestAborted, RequestTooLarge
 from gateway.i18n import N_
-from gateway.proxy.headers import downstream_response_headers
+from gateway.proxy.headers import downstream_response_headers, jitsi_security_headers
 from gateway.proxy.upstream import ResponseCut, UpstreamClient
 
 
@@ -39,9 +39,14 @@ async def read_body(receive: Receive, limit: int) -> bytes:
 
 
 class HttpRelay:
-    def __init__(self, client: UpstreamClient, *, max_body_bytes: int) -> None:
+    """`secure`: the gate is served over TLS (an https public_url), so responses carry HSTS."""
+
+    def __init__(
+        self, client: UpstreamClient, *, max_body_bytes: int, secure: bool = False
+    ) -> None:
         self._client = client
         self._max_body = max_body_bytes
+        self._security = jitsi_security_headers(secure=secure)
 
     def _declared_length(self, scope: Scope) -> int | None:
         for name, value in scope["headers"]:
@@ -102,7 +107,7 @@ class HttpRelay:
                 {
                     "type": "http.response.start",
                     "status": response.status,
-                    "headers": downstream_response_headers(response.headers),
+                    "headers": downstream_response_headers(response.headers, self._security),
                 }
             )
             # Each piece goes on as it arrives; the last message (more_body False) waits for
