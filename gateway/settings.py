@@ -78,6 +78,8 @@ class AdminSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8001, ge=1, le=65535)
     token: SecretStr
+    # /docs: the operations as a plain page, behind the token like every other path (off: 404).
+    docs: bool = False
 
     @field_validator("token")
     @classmethod
