@@ -2,11 +2,14 @@
 
 Every answer that is not a success is a `Problem` (JSON), whatever went wrong: a refused token,
 a body too large or not JSON, values the call does not take, an unknown path or method.
+The schema (`/openapi.json`) and the optional `/docs` page are behind the token too, and load
+nothing from another origin (FastAPI's own docs pages would fetch their scripts from a CDN).
 """
 
 from __future__ import annotations
 
 import hmac
+import html
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -41,6 +44,7 @@ from gateway.admission.rooms import (
     validate_title,
 )
 from gateway.cuts import Cut
+from gateway.edge.headers import security_headers
 from gateway.edge.requests import request_id
 from gateway.errors import (
     AdminAuthFailed,
@@ -386,16 +390,16 @@ def invalid_request(problems: Sequence[FieldProblem]) -> RequestInvalid:
 
 
 class AdminAuth:
-    """Pure ASGI guard: every API call needs the admin token, checked before the body is read."""
-
-    OPEN_PATHS = frozenset({"/docs", "/openapi.json"})
+    """Pure ASGI guard: every path needs the admin token (the schema and the docs page too),
+    checked before the body is read. Only the Authorization header counts: a token anywhere
+    else (a query string, a cookie) is not looked at."""
 
     def __init__(self, app: ASGIApp, token: bytes) -> None:
         self._app = app
         self._expected = b"Bearer " + token
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] not in self.OPEN_PATHS:
+        if scope["type"] == "http":
             given = b""
             for name, value in scope["headers"]:
                 if name == b"authorization":
@@ -471,6 +475,30 @@ def allowed_methods(app: FastAPI, scope: Scope) -> list[str]:
     return sorted(methods)
 
 
+def docs_page(schema: dict[str, Any]) -> str:
+    """The admin API's operations as a plain HTML page: no script, no style, nothing fetched."""
+    rows = []
+    for path, operations in schema.get("paths", {}).items():
+        for method, operation in operations.items():
+            summary = operation.get("summary", "")
+            details = (operation.get("description") or "").strip()
+            rows.append(
+                f"<tr><td><code>{html.escape(method.upper())}</code></td>"
+                f"<td><code>{html.escape(path)}</code></td>"
+                f"<td>{html.escape(summary)}</td><td>{html.escape(details)}</td></tr>"
+            )
+    info = schema.get("info", {})
+    title = html.escape(f"{info.get('title', '')} {info.get('version', '')}".strip())
+    return (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
+        f"</head><body><h1>{title}</h1><p>{html.escape(info.get('description', ''))}</p>"
+        "<p>The whole schema, with every body and answer: <code>GET /openapi.json</code> with"
+        " the same <code>Authorization: Bearer</code> header.</p>"
+        "<table><thead><tr><th>method</th><th>path</th><th>summary</th><th>details</th></tr>"
+        f"</thead><tbody>{''.join(rows)}</tbody></table></body></html>"
+    )
+
+
 def create_admin_app(settings: Settings, store: Store, metrics: Metrics) -> AdminAuth:
     app = FastAPI(
         title="Meetgate admin API",
@@ -481,6 +509,9 @@ def create_admin_app(settings: Settings, store: Store, metrics: Metrics) -> Admi
             " `request_id` of the server's log line."
         ),
         responses=COMMON_ERRORS,
+        # FastAPI's Swagger UI and ReDoc load their scripts from a CDN: never served.
+        docs_url=None,
+        redoc_url=None,
     )
     pseudonym_key = settings.admission.pseudonym_key.get_secret_value().encode()
     # Declared for the OpenAPI document; the check itself is AdminAuth, before any parsing.
@@ -517,6 +548,16 @@ def create_admin_app(settings: Settings, store: Store, metrics: Metrics) -> Admi
         rid = request_id(request.scope)
         log.error("unexpected error [%s]: %s", rid, type(error).__name__)
         return problem_response(MeetgateError(), rid)
+
+    if settings.admin.docs:
+
+        @app.get("/docs", include_in_schema=False)
+        async def docs() -> Response:
+            return Response(
+                docs_page(app.openapi()),
+                headers={k.decode(): v.decode() for k, v in security_headers(secure=False)},
+                media_type="text/html",
+            )
 
     @app.get("/api/v1/health", dependencies=guarded)
     async def health() -> dict[str, str]:
