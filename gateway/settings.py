@@ -30,6 +30,7 @@ from pydantic import (
 from pydantic_core import core_schema
 
 from gateway.errors import ConfigError
+from gateway.evidence.signing import read_key_file as read_evidence_key
 from gateway.store.deadline import StoreOptions
 from gateway.store.sentinel_url import is_sentinel_url, parse_sentinel_url
 from gateway.ticket_keys import hmac_key_id, load_rsa_private_key, rsa_key_id
@@ -568,6 +569,38 @@ class GuardSettings(_Section):
     breakout: str = "breakout"
 
 
+class EvidenceSettings(_Section):
+    """The evidence log of attacks (gateway/evidence/, docs/evidence.md): the Ed25519 key that
+    signs it, how often a chain's head is signed, and, for the memory store, the directory its
+    chains are kept in (unset: in memory, gone at a restart). Relative paths are taken from the
+    config file's directory."""
+
+    key_file: Path | None = None
+    sign_every: int = Field(default=100, ge=1, le=100_000)
+    sign_seconds: float = Field(default=60.0, ge=1, le=86_400)
+    directory: Path | None = None
+    _private_pem: bytes | None = PrivateAttr(default=None)
+
+    @field_validator("key_file", "directory")
+    @classmethod
+    def _from_config_dir(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        config_dir = (info.context or {}).get("config_dir")
+        if value is not None and not value.is_absolute() and isinstance(config_dir, Path):
+            return config_dir / value
+        return value
+
+    @model_validator(mode="after")
+    def _key_readable(self) -> EvidenceSettings:
+        if self.key_file is not None:
+            self._private_pem = read_evidence_key(self.key_file)
+        return self
+
+    @property
+    def private_pem(self) -> bytes | None:
+        """The signing key's PEM, read and checked with the settings."""
+        return self._private_pem
+
+
 class LoggingSettings(_Section):
     # Off: no log line carries a client's address. Truncated: the access log names the /24
     # (IPv4) or /48 (IPv6) network a request came from, never the address itself.
@@ -594,6 +627,7 @@ class Settings(_Section):
     lobby: LobbySettings = LobbySettings()
     challenge: ChallengeSettings = ChallengeSettings()
     guard: GuardSettings = GuardSettings()
+    evidence: EvidenceSettings = EvidenceSettings()
     # Peers whose X-Forwarded-For / Forwarded headers are believed (the TLS front, a load
     # balancer). Everyone else is limited by their socket address.
     trusted_proxies: list[str] = Field(default_factory=list)
