@@ -1,5 +1,6 @@
 """`meetgate …`: `serve`, `init` and `doctor` run locally; `room`, `invite` and `store` call the
-admin API."""
+admin API; `evidence` reads the evidence log's files and checks its exports
+(gateway/evidence/commands.py)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ import httpx
 
 from gateway import log_privacy
 from gateway.errors import ConfigError
+from gateway.evidence.commands import add_commands as add_evidence_commands
 from gateway.i18n import LANGUAGES
 from gateway.settings import Settings, find_config, load_settings
 
@@ -1133,6 +1135,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     acknowledge.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     store.set_defaults(func=command_store)
+    add_evidence_commands(sub)
     return parser
 
 
