@@ -696,7 +696,6 @@ def doctor_tickets(settings: Settings, now: float) -> tuple[str, str]:
         name="meetgate doctor",
         role=Role.ATTENDEE,
         via="doctor",
-        client_addr="127.0.0.1",
         created_at=now,
         expires_at=now + 60,
     )

@@ -2,7 +2,9 @@
 
 Every admission route charges its attempt before any other work: one atomic store call checks
 and charges every key that applies (address, its /24 or /64, room, identity, invite, the whole
-gate). Rejections are counted per room and gate-wide; that pressure switches on proof-of-work.
+gate). The store sees an address or a network only as the day's keyed hash of it
+(gateway/admission/address_keys.py). Rejections are counted per room and gate-wide; that
+pressure switches on proof-of-work.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ import time
 from dataclasses import dataclass
 from typing import NoReturn
 
+from gateway.admission.address_keys import AddressHasher
 from gateway.admission.local_limits import KnownRefusals, KnownWait
-from gateway.client_address import network_of
 from gateway.errors import RateLimited, StoreUnavailable
 from gateway.metrics import Metrics
 from gateway.settings import Rate, RateSettings
@@ -59,8 +61,16 @@ LINK_LIMITS = frozenset({"gate", "room", "invite"})
 
 
 class RateLimiter:
-    def __init__(self, store: Store, rates: RateSettings, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        store: Store,
+        rates: RateSettings,
+        metrics: Metrics,
+        *,
+        addresses: AddressHasher | None = None,
+    ) -> None:
         self._store = store
+        self.addresses = addresses or AddressHasher(store)
         self._rates = rates
         self._metrics = metrics
         self._pressure: dict[str, tuple[float, int]] = {}
@@ -116,10 +126,10 @@ class RateLimiter:
             names.append("invite")
         return names
 
-    def charges(self, attempt: Attempt) -> list[LimitCharge]:
+    async def charges(self, attempt: Attempt) -> list[LimitCharge]:
         keys = {
-            "address": f"addr:{attempt.client_addr}",
-            "network": f"net:{network_of(attempt.client_addr)}",
+            "address": f"addr:{await self.addresses.address(attempt.client_addr)}",
+            "network": f"net:{await self.addresses.network(attempt.client_addr)}",
             "gate": GATE,
             "room": f"room:{attempt.room}",
             "identity": f"id:{attempt.identity}",
@@ -146,7 +156,7 @@ class RateLimiter:
 
     async def charge(self, attempt: Attempt) -> None:
         """Charge the attempt; RateLimited (with the wait) if any limit is exhausted."""
-        decision = await self._store.charge_limits(self.charges(attempt))
+        decision = await self._store.charge_limits(await self.charges(attempt))
         if not decision.allowed:
             await self.refuse(attempt, decision)
 

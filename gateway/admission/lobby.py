@@ -3,6 +3,7 @@ denies and bans; an approved request is collected once, by the browser that made
 
 Plain values in, plain values out; every record lives in the store with an expiry. A request's id
 names it to hosts; the waiting browser holds a separate secret, of which the store keeps a hash.
+Of the knocker's address the store keeps only the day's keyed hash (`AddressHasher`).
 A stored request or mark that does not parse is counted (kind `lobby`) and read as a refusal: no
 request, no grant, the address barred.
 """
@@ -22,6 +23,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any, Final
 
+from gateway.admission.address_keys import AddressHasher
 from gateway.admission.identity import Path, VerifiedIdentity
 from gateway.admission.names import normalise
 from gateway.admission.rooms import clean_text
@@ -160,7 +162,10 @@ _REQUEST_JSON: Final[Mapping[str, tuple[bool, Callable[[object], bool]]]] = {
     "verified": (True, lambda value: isinstance(value, dict)),
     "identity": (True, _text),
     "message": (True, _text),
-    "client_addr": (True, _text),
+    # The day's hash of `address_key`: what the lobby's per-address index counts it under.
+    "address": (False, _text),
+    # Written by earlier releases (the full address): read, and dropped, never written.
+    "client_addr": (False, _text),
     "created_at": (True, _number),
     "expires_at": (True, _number),
     "waiter": (True, _text),
@@ -209,17 +214,18 @@ def _identity_from_json(data: object) -> VerifiedIdentity:
 @dataclass(frozen=True, slots=True)
 class LobbyRequest:
     """One person waiting for a host. `identity` is the pseudonymous identity they would be
-    admitted (and banned) as; `waiter` the hash of the waiting browser's secret."""
+    admitted (and banned) as; `waiter` the hash of the waiting browser's secret; `address` the
+    day's keyed hash of where they knock from (`address_key`), "" when unknown."""
 
     id: str
     room: str
     verified: VerifiedIdentity
     identity: str
     message: str
-    client_addr: str
     created_at: float
     expires_at: float
     waiter: str
+    address: str = ""
     state: LobbyState = LobbyState.WAITING
     answered_at: float | None = None
     answered_by: str = ""
@@ -265,6 +271,7 @@ class LobbyRequest:
         except (ValueError, RecursionError) as exc:
             raise CorruptRecord(RecordKind.LOBBY) from exc
         data = _checked(parsed, _REQUEST_JSON)
+        data.pop("client_addr", None)
         data["verified"] = _identity_from_json(data["verified"])
         data["state"] = LobbyState(data["state"])
         return cls(**data)
@@ -283,9 +290,12 @@ class Queued:
 
 
 class Lobby:
-    def __init__(self, store: Store, settings: LobbySettings) -> None:
+    def __init__(
+        self, store: Store, settings: LobbySettings, *, addresses: AddressHasher | None = None
+    ) -> None:
         self._store = store
         self._settings = settings
+        self._addresses = addresses or AddressHasher(store)
 
     @staticmethod
     def _record_key(request_id: str) -> str:
@@ -304,12 +314,13 @@ class Lobby:
         return f"lobby:room:{room}"
 
     @staticmethod
-    def _address_index(client_addr: str) -> str:
-        return f"lobby:address:{address_key(client_addr)}"
+    def _address_index(address: str) -> str:
+        """`address`: a request's `address`, the day's hash of its `address_key`."""
+        return f"lobby:address:{address}"
 
     @staticmethod
-    def _guest_ban_key(ban_scope: str, client_addr: str) -> str:
-        return f"lobby:barred:{ban_scope}:{address_key(client_addr)}"
+    def _guest_ban_key(ban_scope: str, address: str) -> str:
+        return f"lobby:barred:{ban_scope}:{address}"
 
     def _corrupt(self) -> None:
         self._store.health.corrupt(RecordKind.LOBBY)
@@ -343,13 +354,18 @@ class Lobby:
         room has as many waiting as allowed; AdmissionBanned for a guest from a barred address.
 
         A guest's request id is the subject of its identity (one guest, one request)."""
+        address, *earlier = await self._addresses.addresses_since_yesterday(
+            address_key(client_addr)
+        )
         if verified.guest:
-            barred = await self._store.get_value(self._guest_ban_key(room.ban_scope, client_addr))
-            # Any value bars: a bar that does not parse still holds (counted).
-            if barred is not None:
-                if barred != MARK:
-                    self._corrupt()
-                raise AdmissionBanned()
+            # A bar is kept under the hash of its day: one set before midnight holds after it.
+            bars = [self._guest_ban_key(room.ban_scope, tag) for tag in (address, *earlier)]
+            for barred in await self._store.get_values(bars):
+                # Any value bars: a bar that does not parse still holds (counted).
+                if barred is not None:
+                    if barred != MARK:
+                        self._corrupt()
+                    raise AdmissionBanned()
         if verified.path is Path.LOBBY and REQUEST_ID_SHAPE.fullmatch(verified.subject):
             request_id = verified.subject
         else:
@@ -362,16 +378,16 @@ class Lobby:
             verified=verified,
             identity=identity,
             message=message,
-            client_addr=client_addr,
             created_at=now,
             expires_at=now + ttl,
             waiter=_secret_hash(secret),
+            address=address,
         )
         await self._store.put_value(
             self._record_key(request_id), request.encode(), ttl + EXPIRED_KEPT_SECONDS
         )
         # Counted after adding, so that racing knocks never leave more than the limit waiting.
-        by_address = self._address_index(client_addr)
+        by_address = self._address_index(address)
         by_room = self._room_index(room.name)
         await self._store.index_add(by_address, request_id, ttl)
         if await self._store.index_size(by_address) > self._settings.max_waiting_per_address:
@@ -385,7 +401,7 @@ class Lobby:
         return Queued(request=request, secret=secret)
 
     async def _forget(self, request: LobbyRequest) -> None:
-        await self._store.index_remove(self._address_index(request.client_addr), request.id)
+        await self._leave_address_index(request)
         await self._store.index_remove(self._room_index(request.room), request.id)
         await self._store.delete_value(self._pending_key(request.id))
         await self._store.delete_value(self._record_key(request.id))
@@ -458,9 +474,9 @@ class Lobby:
             await self._store.put_value(self._grant_key(request.id), MARK, ANSWER_KEPT_SECONDS)
         if answer is LobbyState.BANNED:
             await self._store.ban_identity(room.ban_scope, request.identity, None)
-            if request.guest:
+            if request.guest and request.address:
                 await self._store.put_value(
-                    self._guest_ban_key(room.ban_scope, request.client_addr),
+                    self._guest_ban_key(room.ban_scope, request.address),
                     MARK,
                     GUEST_ADDRESS_BAN_SECONDS,
                 )
@@ -468,8 +484,13 @@ class Lobby:
             self._record_key(request.id), answered.encode(), ANSWER_KEPT_SECONDS
         )
         await self._store.index_remove(self._room_index(request.room), request.id)
-        await self._store.index_remove(self._address_index(request.client_addr), request.id)
+        await self._leave_address_index(request)
         return answered
+
+    async def _leave_address_index(self, request: LobbyRequest) -> None:
+        # A request an earlier release stored has no hash: its entry there lapses on its own.
+        if request.address:
+            await self._store.index_remove(self._address_index(request.address), request.id)
 
     async def collect(self, request: LobbyRequest, now: float) -> bool:
         """Take an approved request's approval, once: True for the one collector that gets it."""

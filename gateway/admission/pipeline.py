@@ -236,7 +236,7 @@ class AdmissionPipeline:
             LinkJoin(
                 token_hash,
                 MAX_MOVES,
-                self._unknown_charges(client_addr),
+                await self._unknown_charges(client_addr),
                 count_unknown=UNKNOWN_COUNTER,
             )
         )
@@ -253,8 +253,8 @@ class AdmissionPipeline:
             await self._limiter.note_rejection(None, refused.code)
             raise
 
-    def _unknown_charges(self, client_addr: str) -> tuple[LimitCharge, ...]:
-        return tuple(self._limiter.charges(Attempt(client_addr)))
+    async def _unknown_charges(self, client_addr: str) -> tuple[LimitCharge, ...]:
+        return tuple(await self._limiter.charges(Attempt(client_addr)))
 
     async def _unknown(self, token_hash: str, client_addr: str, limits: RateDecision) -> NoReturn:
         """A link that leads nowhere, its address and network charged with `limits`' outcome:
@@ -454,12 +454,11 @@ class AdmissionPipeline:
             name="",
             role=Role.ATTENDEE,
             via="",
-            client_addr=client_addr,
             created_at=now,
             expires_at=now + self._ttl,
         )
         # The address's and network's charges: an unknown link is charged them too.
-        address_charges = self._unknown_charges(client_addr)
+        address_charges = await self._unknown_charges(client_addr)
         plain = PlainJoin(
             token_hash=token_hash,
             max_moves=MAX_MOVES,
@@ -538,14 +537,13 @@ class AdmissionPipeline:
             name="",
             role=role,
             via=via_of(verified),
-            client_addr=attempt.client_addr,
             created_at=now,
             expires_at=now + self._ttl,
         )
         # The one step needs the names it may claim, so the names kept for the room's hosts are
         # read before the limits are charged (a replica reads them once in 5 s a room).
         batches = await self._name_choices(verified, role, room, now)
-        charges = tuple(self._limiter.charges(attempt))
+        charges = tuple(await self._limiter.charges(attempt))
         if not first_step:
             batches = islice(batches, 2, None)
             charges, expected = (), None
@@ -633,7 +631,7 @@ class AdmissionPipeline:
             LinkJoin(
                 join.token_hash,
                 MAX_MOVES,
-                self._unknown_charges(client_addr),
+                await self._unknown_charges(client_addr),
                 expected=expected,
                 join=join,
                 count_unknown=UNKNOWN_COUNTER,
@@ -750,7 +748,6 @@ class AdmissionPipeline:
             name=name,
             role=role,
             via=via_of(verified),
-            client_addr=client_addr,
             created_at=now,
             expires_at=expires_at,
         )

@@ -12,7 +12,6 @@ from dataclasses import replace
 from gateway.admission.lobby import Lobby, LobbyRequest, LobbyState
 from gateway.admission.names import shown_claim
 from gateway.admission.policy import policy_version
-from gateway.client_address import network_of
 from gateway.cuts import Cut, RulesChanged
 from gateway.errors import InvalidInput, NotHost, PolicyChanged, RoomNotFound
 from gateway.i18n import N_
@@ -34,11 +33,6 @@ from gateway.store.records import (
     Room,
     RoomPolicy,
 )
-
-
-def address_prefix(address: str) -> str:
-    """What a host may see of an attendee's address: only the network it comes from."""
-    return network_of(address)
 
 
 def fresh_room_name(previous: str) -> str:

@@ -29,7 +29,7 @@ from gateway.edge.rendering import wants_json
 from gateway.edge.requests import cookie_name, read_cookie, request_id, same_origin
 from gateway.edge.templating import render
 from gateway.errors import CrossSiteRequest, CsrfFailed, InvalidInput, NotFound, NotHost
-from gateway.host.actions import HostDesk, address_prefix
+from gateway.host.actions import HostDesk
 from gateway.host.policy_form import (
     POLICY_FORM_BYTES,
     max_policy_fields,
@@ -254,7 +254,6 @@ def participant_view(admission: Admission, connections: int) -> dict[str, Any]:
         "via": admission.via,
         "since": admission.created_at,
         "connections": connections,
-        "address": address_prefix(admission.client_addr),
     }
 
 

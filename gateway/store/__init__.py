@@ -456,6 +456,13 @@ class Store(Protocol):
         """True for the first claim of `key` within `ttl_seconds`, False for any other claim
         before that time has passed. ValueError if the TTL is not positive."""
 
+    async def day_key(self, day: int, candidate: str | None) -> str | None:
+        """The secret every replica hashes client addresses with on UTC day `day` (days since
+        the epoch; gateway/admission/address_keys.py). With a `candidate`, the one stored, or
+        `candidate` stored now if there was none (of racing candidates, one wins and every
+        caller gets it); without, the one stored or None. Kept DAY_KEY_SECONDS at most from
+        when it was stored, never with anything that outlives it."""
+
     # Short-lived values (e-mail codes, lobby requests). Every TTL below must be positive and
     # finite (ValueError otherwise); a value, counter or member is gone once its TTL has passed.
     async def put_value(self, key: str, value: str, ttl_seconds: float) -> None:
@@ -500,6 +507,11 @@ class Store(Protocol):
     def subscribe(self, channel: str) -> Subscription:
         """Subscribe now; iterate the result for every message published on `channel`."""
         ...
+
+
+# How long a day's address key is kept from when it is stored: its day and the next (a key of
+# yesterday still hashes what was stored then, such as a guest's bar from the lobby).
+DAY_KEY_SECONDS = 2 * 86_400
 
 
 async def open_store(url: str, options: StoreOptions | None = None) -> Store:

@@ -144,6 +144,7 @@ class MemoryStore:
         self._recent: dict[tuple[str, int], tuple[int, int]] = {}  # -> (window index, count)
         self._recent_calls = 0
         self._claims: dict[str, float] = {}  # key -> when the claim lapses (monotonic)
+        self._day_keys: dict[int, str] = {}  # UTC day -> that day's address key
         self._claim_calls = 0
         # The short-lived values, counters and indexes: each entry with when it lapses (monotonic).
         self._values: dict[str, tuple[str, float]] = {}
@@ -709,6 +710,14 @@ class MemoryStore:
             return False
         self._claims[key] = now + ttl_seconds
         return True
+
+    async def day_key(self, day: int, candidate: str | None) -> str | None:
+        # Only today's and yesterday's are ever asked for: older days are dropped.
+        for old in [d for d in self._day_keys if d < day - 1]:
+            del self._day_keys[old]
+        if candidate is not None:
+            self._day_keys.setdefault(day, candidate)
+        return self._day_keys.get(day)
 
     # Short-lived values
 

@@ -124,7 +124,8 @@ class JoinPlan:
 
 @dataclass(frozen=True, slots=True)
 class Admission:
-    """Who was let into which room; `id` is the hash of the secret in the browser's cookie."""
+    """Who was let into which room; `id` is the hash of the secret in the browser's cookie.
+    Nothing of where they came from: no address, no network (docs/privacy.md)."""
 
     id: str
     room: str
@@ -132,7 +133,6 @@ class Admission:
     name: str
     role: Role
     via: str
-    client_addr: str
     created_at: float
     expires_at: float
     revoked: bool = False
@@ -490,7 +490,8 @@ _ADMISSION_JSON: Final[Mapping[str, tuple[bool, _Check]]] = {
     "name": (True, _text),
     "role": (True, _role),
     "via": (True, _text),
-    "client_addr": (True, _text),
+    # Written by earlier releases (the full client address): read, and dropped, never written.
+    "client_addr": (False, _text),
     "created_at": (True, _number),
     "expires_at": (True, _number),
 }
@@ -661,6 +662,7 @@ def _flag(value: str | None, kind: RecordKind) -> bool:
 def parse_admission(record: str | None, revoked: str | None) -> Admission:
     kind = RecordKind.ADMISSION
     data = _checked(_json(record, kind), _ADMISSION_JSON, kind)
+    data.pop("client_addr", None)
     data["role"] = Role(data["role"])
     return Admission(**data, revoked=_flag(revoked, kind))
 

@@ -42,6 +42,7 @@ from gateway.errors import (
     StoreUnavailable,
 )
 from gateway.store import (
+    DAY_KEY_SECONDS,
     InviteJoin,
     InviteJoined,
     LinkFound,
@@ -108,6 +109,7 @@ _VALUE: Final = "meetgate:value:"  # + key: a short-lived value; expires with it
 _COUNTER: Final = "meetgate:counter:"  # + key: a count; expires a TTL after its first bump
 _INDEX: Final = "meetgate:index:"  # + index: sorted set member -> expiry (microseconds)
 _CHANNEL: Final = "meetgate:channel:"  # + channel: pub/sub channel
+_DAY_KEY: Final = "meetgate:day-key:"  # + UTC day number: that day's address key; 2 days
 _MARKER: Final = "meetgate:memory"  # the memory marker (gateway/store/continuity.py); no TTL
 
 # A few quick retries ride out a failover blip; beyond that a join fails closed at once instead
@@ -1205,6 +1207,18 @@ class RedisStore:
                 _ONCE + key, "1", nx=True, px=_ttl_milliseconds(ttl_seconds)
             )
         return bool(claimed)
+
+    async def day_key(self, day: int, candidate: str | None) -> str | None:
+        key = f"{_DAY_KEY}{day}"
+        async with self._call():
+            if candidate is None:
+                stored: str | None = await self._client.get(key)
+                return stored
+            pipe = self._client.pipeline(transaction=True)
+            pipe.set(key, candidate, nx=True, ex=DAY_KEY_SECONDS)
+            pipe.get(key)
+            _, agreed = await pipe.execute()
+        return str(agreed)
 
     # Short-lived values
 

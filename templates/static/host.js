@@ -71,7 +71,6 @@
     slot(item, "via").textContent = label("via", String(p.via).split(":")[0]);
     setTime(slot(item, "since"), p.since);
     slot(item, "connections").textContent = String(p.connections);
-    slot(item, "address").textContent = p.address;
     slot(item, "actions").hidden = p.id === you;
     for (const form of item.querySelectorAll("form")) {
       form.querySelector('input[name="admission"]').value = p.id;

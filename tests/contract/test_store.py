@@ -32,6 +32,7 @@ from gateway.errors import (
     StoreUnavailable,
 )
 from gateway.store import (
+    DAY_KEY_SECONDS,
     Admission,
     AuditEntry,
     Invite,
@@ -103,7 +104,6 @@ def make_admission(room: str, **changes: Any) -> Admission:
         name="Grace Hopper",
         role=Role.ATTENDEE,
         via="invite",
-        client_addr="192.0.2.7",
         created_at=now,
         expires_at=now + HOUR,
     )
@@ -941,6 +941,33 @@ async def test_an_audit_entry_that_does_not_parse_is_skipped_and_counted(store: 
         good,
     ]
     assert store.health.take_corrupt_counts() == {RecordKind.AUDIT: len(bad_facts)}
+
+
+# The day's address key
+
+
+async def test_the_first_days_key_stored_is_the_one_every_caller_gets(store: Store) -> None:
+    day = secrets.randbelow(10**9) + 10**6
+    assert await store.day_key(day, None) is None
+    first, second = secrets.token_hex(32), secrets.token_hex(32)
+    agreed = await asyncio.gather(*(store.day_key(day, key) for key in (first, second)))
+    assert agreed[0] == agreed[1] and agreed[0] in (first, second)
+    assert await store.day_key(day, None) == agreed[0]
+    assert await store.day_key(day, secrets.token_hex(32)) == agreed[0]
+    assert await store.day_key(day + 1, None) is None
+
+
+async def test_a_days_address_key_is_kept_two_days_at_most(contract_redis_url: str) -> None:
+    store = await RedisStore.connect(contract_redis_url)
+    client = redis.asyncio.Redis.from_url(contract_redis_url)
+    try:
+        day = secrets.randbelow(10**9) + 10**6
+        await store.day_key(day, secrets.token_hex(32))
+        assert 0 < await client.ttl(f"meetgate:day-key:{day}") <= DAY_KEY_SECONDS
+        assert DAY_KEY_SECONDS <= 2 * 86_400
+    finally:
+        await client.aclose()
+        await store.close()
 
 
 # Rate limits

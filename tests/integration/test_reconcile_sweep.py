@@ -98,7 +98,6 @@ async def admitted(store: Store, room: Room, **changes: Any) -> Admission:
         name="Grace Hopper",
         role=Role.ATTENDEE,
         via="invite",
-        client_addr="192.0.2.7",
         created_at=now,
         expires_at=now + HOUR,
     )

@@ -237,7 +237,6 @@ async def test_a_host_s_switches_reach_the_rules_of_every_gate_at_once() -> None
         name="Hilde",
         role=Role.HOST,
         via="invite",
-        client_addr="192.0.2.1",
         created_at=now,
         expires_at=now + 3600,
     )

@@ -58,7 +58,6 @@ def make_admission(role: Role = Role.ATTENDEE, room: str = "team-call") -> Admis
         name="Ada Lovelace",
         role=role,
         via="invite",
-        client_addr="192.0.2.10",
         created_at=NOW - 60,
         expires_at=NOW + 3600,
     )

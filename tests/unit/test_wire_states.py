@@ -38,7 +38,6 @@ def an_admission(admission_id: str = "a1", room: str = "standup") -> Admission:
         name="Mallory",
         role=Role.ATTENDEE,
         via="invite",
-        client_addr="",
         created_at=0.0,
         expires_at=1e12,
     )
