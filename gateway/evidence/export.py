@@ -184,15 +184,6 @@ def _verify(data: bytes, expected_key: str | None) -> Verdict:
     except ChainBroken as exc:
         raise Invalid(str(exc)) from None
 
-    stated = header["summary"]
-    computed = summary(entries)
-    if stated != computed:
-        raise Invalid(
-            "the summary in the header (line 1) does not match the entries: it says"
-            f" {json.dumps(stated, ensure_ascii=False)}, the entries give"
-            f" {json.dumps(computed, ensure_ascii=False)}"
-        )
-
     if not heads:
         raise Invalid("the file holds no signed head: nothing vouches for its entries")
     by_seq = {entry.seq: entry for entry in entries}
@@ -209,7 +200,10 @@ def _verify(data: bytes, expected_key: str | None) -> Verdict:
         if signed.head == anchor and not entries:
             pass
         elif signed.seq not in by_seq:
-            raise Invalid(f"{what} names an entry this file does not hold")
+            raise Invalid(
+                f"{what} names an entry this file does not hold: entries were removed from"
+                " the end, or that head was altered"
+            )
         elif by_seq[signed.seq].hash != signed.hash:
             raise Invalid(
                 f"{what} does not match {by_seq[signed.seq].named()}: that entry was altered"
@@ -222,6 +216,14 @@ def _verify(data: bytes, expected_key: str | None) -> Verdict:
         raise Invalid(
             f"the last signed head is not over {tail}: entries were added after the signature,"
             " or the last entry was altered"
+        )
+
+    stated = header["summary"]
+    computed = summary(entries)
+    if stated != computed:
+        raise Invalid(
+            "the summary in the header (line 1) does not match the entries: it says"
+            f" {json.dumps(stated)[:300]}, the entries give {json.dumps(computed)[:300]}"
         )
 
     _check_signature(lines, data, public_key)
@@ -282,19 +284,27 @@ def _header(header: dict[str, object]) -> tuple[str, Head, str, str]:
 
 
 def _where(number: int, line: bytes, entries: list[SealedEntry], anchor: Head) -> str:
-    """Line `number` as a message names it: the entry it holds, if that much can be read, else
-    its place after the last good entry."""
+    """Line `number` as a message names it: the entry it holds, if that much can be read, and
+    the entry that should be there."""
+    expected = (entries[-1].seq if entries else anchor.seq) + 1
     try:
         loose = json.loads(line.decode("utf-8", "replace"))
     except (ValueError, RecursionError):
         loose = None
     if isinstance(loose, dict) and {"seq", "kind", "at"} <= set(loose):
-        seq, kind, at = (str(loose[k])[:40] for k in ("seq", "kind", "at"))
-        return f"line {number}, entry seq {seq} ({kind}, {at}),"
+        seq, kind, at = (_shown(loose[k]) for k in ("seq", "kind", "at"))
+        if seq == str(expected):
+            return f"line {number}, entry seq {seq} ({kind}, {at}),"
+        return f"line {number}, entry seq {seq} ({kind}, {at}) where seq {expected} should be,"
     if isinstance(loose, dict) and isinstance(loose.get("head"), dict):
         return f"line {number}, a signed head,"
-    after = entries[-1].named() if entries else f"the anchor (seq {anchor.seq})"
-    return f"line {number}, after {after},"
+    return f"line {number} (where entry seq {expected} or a signed head should be)"
+
+
+def _shown(value: object) -> str:
+    """A value read from a file that failed its check, as a message may quote it: short, and
+    nothing a terminal would act on."""
+    return "".join(c if c.isprintable() else "?" for c in str(value)[:40])
 
 
 def _check_signature(lines: list[bytes], data: bytes, public_key: ed25519.Ed25519PublicKey) -> None:
