@@ -29,6 +29,7 @@ import httpx
 from gateway import log_privacy
 from gateway.errors import ConfigError
 from gateway.evidence.commands import add_commands as add_evidence_commands
+from gateway.host.audit_commands import add_commands as add_audit_commands
 from gateway.i18n import LANGUAGES
 from gateway.settings import Settings, find_config, load_settings
 
@@ -292,7 +293,7 @@ async def _serve_on(
     from gateway.metrics import Metrics
     from gateway.store import open_store
 
-    store = await open_store(settings.store.url, settings.store.options())
+    store = await open_store(settings.store.url, settings.store_options())
     try:
         if settings.store.require_at_start:
             await serving.require_store(store, settings.store.url)
@@ -1136,6 +1137,7 @@ def build_parser() -> argparse.ArgumentParser:
     acknowledge.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     store.set_defaults(func=command_store)
     add_evidence_commands(sub)
+    add_audit_commands(sub)
     return parser
 
 

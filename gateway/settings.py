@@ -10,7 +10,7 @@ import re
 import secrets
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlsplit
@@ -607,6 +607,14 @@ class LoggingSettings(_Section):
     client_addresses: Literal["off", "truncated"] = "off"
 
 
+class PrivacySettings(_Section):
+    """How long the gate keeps what it must keep for a while (docs/privacy.md)."""
+
+    # The hosts' audit log of their actions: entries older than this go (and a room's whole
+    # log once it has had no new entry for this long). `meetgate audit purge` deletes sooner.
+    audit_retention_days: int = Field(default=30, ge=1, le=3650)
+
+
 class Settings(_Section):
     public_url: str = "http://127.0.0.1:8000"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -628,6 +636,7 @@ class Settings(_Section):
     challenge: ChallengeSettings = ChallengeSettings()
     guard: GuardSettings = GuardSettings()
     evidence: EvidenceSettings = EvidenceSettings()
+    privacy: PrivacySettings = PrivacySettings()
     # Peers whose X-Forwarded-For / Forwarded headers are believed (the TLS front, a load
     # balancer). Everyone else is limited by their socket address.
     trusted_proxies: list[str] = Field(default_factory=list)
@@ -678,6 +687,11 @@ class Settings(_Section):
                 " own bans, limits and admissions"
             )
         return self
+
+    def store_options(self) -> StoreOptions:
+        """How the store is driven: `[store]`'s options and how long it keeps audit entries."""
+        days = self.privacy.audit_retention_days
+        return replace(self.store.options(), audit_retention_seconds=days * 86_400.0)
 
     @property
     def mail_configured(self) -> bool:

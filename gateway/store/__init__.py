@@ -424,7 +424,14 @@ class Store(Protocol):
         trip."""
 
     # Audit trail of host actions (read by the evidence log)
-    async def append_audit(self, entry: AuditEntry) -> None: ...
+    async def append_audit(self, entry: AuditEntry) -> None:
+        """Add `entry` as the room's newest; entries of the room older than the retention
+        (`StoreOptions.audit_retention_seconds`) before it go, and the room's whole log goes
+        once that long has passed without a new entry."""
+
+    async def purge_audit(self, room: str | None, before: float) -> int:
+        """Delete the audit entries older than `before` (seconds since the epoch) of `room`,
+        or of every room for None, and those whose time cannot be read; how many went."""
 
     async def list_audit(self, room: str, limit: int = 100) -> list[AuditEntry]:
         """The room's most recent entries, newest first."""
@@ -522,7 +529,7 @@ async def open_store(url: str, options: StoreOptions | None = None) -> Store:
     if scheme == "memory":
         from gateway.store.memory import MemoryStore
 
-        return MemoryStore()
+        return MemoryStore(options)
     from gateway.store.redis import RedisStore
 
     return await RedisStore.connect(url, options)

@@ -41,15 +41,23 @@ class StoreOptions:
     `request_seconds`: how long all calls of one request may wait on such a store together.
     `pool_size`: connections per replica; a call that finds them all busy waits for one up to
     `pool_wait_seconds` instead of failing (a stall ends that wait at its deadline too).
+    `audit_retention_seconds`: how long an audit entry is kept after its time.
     """
 
     deadline_seconds: float = 0.5
     request_seconds: float = 1.0
     pool_size: int = 64
     pool_wait_seconds: float = 10.0
+    # How long a host action's audit entry is kept ([privacy] audit_retention_days).
+    audit_retention_seconds: float = 30 * 86_400.0
 
     def __post_init__(self) -> None:
-        for name in ("deadline_seconds", "request_seconds", "pool_wait_seconds"):
+        for name in (
+            "deadline_seconds",
+            "request_seconds",
+            "pool_wait_seconds",
+            "audit_retention_seconds",
+        ):
             if not 0 < getattr(self, name) < math.inf:
                 raise ValueError(f"{name} must be positive and finite")
         if self.pool_size < 1:

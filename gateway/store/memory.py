@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import math
 import time
 import weakref
@@ -41,6 +42,7 @@ from gateway.store import (
     PlainJoin,
 )
 from gateway.store.continuity import Continuity, parse_marker
+from gateway.store.deadline import StoreOptions
 from gateway.store.health import StoreHealth
 from gateway.store.records import (
     Admission,
@@ -120,11 +122,22 @@ class MemorySubscription(AsyncIterator[str]):
             self._deliver(_END)
 
 
+def _audit_older(text: str, cutoff: float) -> bool:
+    """Whether a stored audit entry's time is before `cutoff`, or cannot be read (as
+    scripts/audit_trim.lua judges it)."""
+    try:
+        at = json.loads(text).get("at")
+    except (ValueError, AttributeError, RecursionError):
+        return True
+    return not isinstance(at, int | float) or isinstance(at, bool) or at < cutoff
+
+
 class MemoryStore:
     """Every record in dictionaries of this process; lost when it exits."""
 
-    def __init__(self) -> None:
+    def __init__(self, options: StoreOptions | None = None) -> None:
         self._closed = False
+        self._audit_retention = (options or StoreOptions()).audit_retention_seconds
         self._rooms: dict[str, Room] = {}
         self._invites: dict[str, Invite] = {}
         self._invite_by_token: dict[str, str] = {}
@@ -139,6 +152,8 @@ class MemoryStore:
         self._bans: dict[tuple[str, str], float | None] = {}
         # Each room's trail in its stored form, as Redis keeps it, so it is read back the same.
         self._audit: dict[str, deque[str]] = {}
+        # room -> when its whole trail goes (monotonic): the retention after its newest entry.
+        self._audit_until: dict[str, float] = {}
         self._rate_tat: dict[str, float] = {}
         self._rate_calls = 0
         self._recent: dict[tuple[str, int], tuple[int, int]] = {}  # -> (window index, count)
@@ -613,14 +628,43 @@ class MemoryStore:
     # Audit trail
 
     async def append_audit(self, entry: AuditEntry) -> None:
-        entries = self._audit.setdefault(entry.room, deque(maxlen=_AUDIT_KEEP))
+        entries = self._live_audit(entry.room, time.monotonic())
+        if entries is None:
+            entries = self._audit[entry.room] = deque(maxlen=_AUDIT_KEEP)
         entries.append(encode_audit(entry))
+        self._audit_until[entry.room] = time.monotonic() + self._audit_retention
+        # As Redis does (scripts/audit_trim.lua): from the oldest end, while too old.
+        cutoff = entry.at - self._audit_retention
+        while entries and _audit_older(entries[0], cutoff):
+            entries.popleft()
+
+    def _live_audit(self, room: str, now: float) -> deque[str] | None:
+        """The room's trail, unless the retention has passed since its newest entry."""
+        if self._audit_until.get(room, math.inf) <= now:
+            self._audit.pop(room, None)
+            del self._audit_until[room]
+        return self._audit.get(room)
+
+    async def purge_audit(self, room: str | None, before: float) -> int:
+        dropped = 0
+        for name in list(self._audit) if room is None else [room]:
+            entries = self._live_audit(name, time.monotonic())
+            if entries is None:
+                continue
+            kept = [text for text in entries if not _audit_older(text, before)]
+            dropped += len(entries) - len(kept)
+            if kept:
+                self._audit[name] = deque(kept, maxlen=_AUDIT_KEEP)
+            else:
+                del self._audit[name]
+                self._audit_until.pop(name, None)
+        return dropped
 
     async def list_audit(self, room: str, limit: int = 100) -> list[AuditEntry]:
         if limit <= 0:
             return []
         entries = []
-        for text in islice(reversed(self._audit.get(room, ())), limit):
+        for text in islice(reversed(self._live_audit(room, time.monotonic()) or ()), limit):
             try:
                 entries.append(parse_audit(text))
             except CorruptRecord as corrupt:

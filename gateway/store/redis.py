@@ -336,6 +336,7 @@ class RedisStore:
         # replaced invite is still "unknown".
         self._invite_ids: dict[str, str] = {}
         self._add_invite: AsyncScript = client.register_script(_script_text("add_invite"))
+        self._audit_trim: AsyncScript = client.register_script(_script_text("audit_trim"))
         self._redeem_invite: AsyncScript = client.register_script(
             _script_text("redeem_invite", "invite_check")
         )
@@ -1138,12 +1139,34 @@ class RedisStore:
     # Audit trail
 
     async def append_audit(self, entry: AuditEntry) -> None:
-        key = _AUDIT + entry.room
+        keep = self._options.audit_retention_seconds
         async with self._call():
-            pipe = self._client.pipeline(transaction=True)
-            pipe.lpush(key, encode_audit(entry))
-            pipe.ltrim(key, 0, _AUDIT_KEEP - 1)
-            await pipe.execute()
+            await self._audit_trim(
+                keys=[_AUDIT + entry.room],
+                args=[
+                    encode_audit(entry),
+                    repr(entry.at - keep),
+                    _AUDIT_KEEP,
+                    _ttl_milliseconds(keep),
+                    "tail",
+                ],
+            )
+
+    async def purge_audit(self, room: str | None, before: float) -> int:
+        if room is not None:
+            keys = [_AUDIT + room]
+        else:
+            async with self._call():
+                keys = [key async for key in self._client.scan_iter(match=_AUDIT + "*", count=1000)]
+        dropped = 0
+        # A call a room: each within its own deadline, however many rooms there are.
+        for key in keys:
+            async with self._call():
+                trimmed = await self._audit_trim(
+                    keys=[key], args=["", repr(before), _AUDIT_KEEP, "", "all"]
+                )
+            dropped += int(trimmed)
+        return dropped
 
     async def list_audit(self, room: str, limit: int = 100) -> list[AuditEntry]:
         # LRANGE counts a negative stop from the end: a limit of 0 would read the whole list.

@@ -45,6 +45,7 @@ from gateway.store import (
     Store,
     Subscription,
 )
+from gateway.store.deadline import StoreOptions
 from gateway.store.memory import MemoryStore
 from gateway.store.records import (
     AuditFacts,
@@ -897,6 +898,65 @@ async def test_audit_facts_are_read_back_as_written(store: Store) -> None:
     ):
         with pytest.raises(ValueError):
             wrong()
+
+
+DAY = 86_400.0
+
+
+async def test_audit_entries_past_their_retention_go_when_the_next_comes(store: Store) -> None:
+    # The default retention: 30 days ([privacy] audit_retention_days).
+    room, now = unique("room"), time.time()
+    old = [make_audit(room, now - 40 * DAY), make_audit(room, now - 31 * DAY)]
+    young = make_audit(room, now - 29 * DAY)
+    for entry in [*old, young]:
+        await store.append_audit(entry)
+    # Each entry judged by the one added after it: nothing here was 30 days before another.
+    assert await store.list_audit(room) == [young, *old[::-1]]
+    newest = make_audit(room, now)
+    await store.append_audit(newest)
+    assert await store.list_audit(room) == [newest, young]
+
+
+async def test_the_audit_log_is_purged_by_room_and_by_age(store: Store) -> None:
+    rooms = [unique("room"), unique("room")]
+    now = time.time()
+    for room in rooms:
+        for days in (20, 10, 0):
+            await store.append_audit(make_audit(room, now - days * DAY))
+    first, second = rooms
+    await write_audit_record(store, second, "{not json")
+    assert await store.purge_audit(first, now - 15 * DAY) == 1
+    assert [e.at for e in await store.list_audit(first)] == [now, now - 10 * DAY]
+    assert len(await store.list_audit(second)) == 3
+    # Every room's, and what cannot be dated (nobody can show it) with them.
+    assert await store.purge_audit(None, now - 5 * DAY) >= 1 + 2 + 1
+    assert [e.at for e in await store.list_audit(first)] == [now]
+    assert [e.at for e in await store.list_audit(second)] == [now]
+    assert await store.purge_audit(first, now + 1) == 1
+    assert await store.list_audit(first) == []
+    assert await store.purge_audit(unique("room"), now) == 0
+
+
+async def test_a_rooms_audit_log_goes_a_retention_after_its_last_entry(
+    contract_redis_url: str,
+) -> None:
+    store = await RedisStore.connect(contract_redis_url, StoreOptions(audit_retention_seconds=DAY))
+    client = redis.asyncio.Redis.from_url(contract_redis_url)
+    try:
+        room = unique("room")
+        await store.append_audit(make_audit(room, time.time()))
+        assert DAY - 60 < await client.ttl(f"meetgate:audit:{room}") <= DAY
+    finally:
+        await client.aclose()
+        await store.close()
+
+
+async def test_the_memory_stores_audit_log_keeps_its_retention() -> None:
+    kept = MemoryStore(StoreOptions(audit_retention_seconds=DAY))
+    room, now = unique("room"), time.time()
+    await kept.append_audit(make_audit(room, now - 2 * DAY))
+    await kept.append_audit(make_audit(room, now))
+    assert [e.at for e in await kept.list_audit(room)] == [now]
 
 
 async def write_audit_record(store: Store, room: str, record: str) -> None:

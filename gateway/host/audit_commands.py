@@ -1,0 +1,110 @@
+"""`meetgate audit purge`: delete entries of the hosts' audit log from the store sooner than
+`[privacy] audit_retention_days` would (docs/privacy.md). It talks to the store the config names,
+not to the admin API: the memory store keeps the log inside the running server, where it goes
+with the process, so there is nothing to purge from outside.
+
+Exit codes: 0 done, 2 bad usage, a memory store, or a store that does not answer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Final, Protocol
+from urllib.parse import urlsplit
+
+from gateway.admission.rooms import is_room_name
+from gateway.errors import ConfigError, StoreUnavailable
+from gateway.settings import load_settings
+from gateway.store import open_store
+
+UNUSABLE: Final = 2
+DAY_SECONDS: Final = 86_400
+MAX_DAYS: Final = 36_500
+
+
+class Subcommands(Protocol):
+    """What `add_subparsers` returns, as far as `add_commands` uses it."""
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser: ...
+
+
+def add_commands(subparsers: Subcommands) -> None:
+    """Add `audit` and its one action, `purge`, to `meetgate`'s parser."""
+    audit = subparsers.add_parser(
+        "audit",
+        help="the hosts' audit log: delete entries before their retention ends",
+        description="The hosts' audit log: delete entries before their retention ends.",
+        epilog="Example:\n  meetgate audit purge --config /etc/meetgate/meetgate.toml --room board",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = audit.add_subparsers(
+        dest="action", required=True, metavar="ACTION", help="what to do"
+    )
+    purge = actions.add_parser(
+        "purge",
+        help="delete audit entries from the store (docs/privacy.md)",
+        description="Delete audit entries from the store: every entry of every room, or of one"
+        " room, or only those older than a number of days.",
+        epilog="Example:\n"
+        "  meetgate audit purge --config meetgate.toml --room board    # all of one room's\n"
+        "  meetgate audit purge --config meetgate.toml --older-than 7  # older than a week",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    purge.add_argument("--config", help="TOML config file (found as `serve` finds it)")
+    purge.add_argument("--room", help="only this room's entries (default: every room's)")
+    purge.add_argument(
+        "--older-than",
+        type=float,
+        default=0.0,
+        metavar="DAYS",
+        help="only entries older than this many days (default 0: every entry)",
+    )
+    audit.set_defaults(func=command_audit)
+
+
+def command_audit(args: argparse.Namespace) -> int:
+    try:
+        dropped = _purge(args.config, args.room, args.older_than)
+    except (_Unusable, ConfigError) as exc:
+        print(f"meetgate: {exc}", file=sys.stderr)
+        return UNUSABLE
+    where = f"room {args.room}" if args.room else "every room"
+    age = f" older than {args.older_than:g} days" if args.older_than else ""
+    print(f"deleted {dropped} audit entries of {where}{age}")
+    return 0
+
+
+class _Unusable(Exception):
+    """What stops the command before it can purge: said in one line, exit 2."""
+
+
+def _purge(config: str | None, room: str | None, older_than_days: float) -> int:
+    if room is not None and not is_room_name(room):
+        raise _Unusable(f"--room: not a room name: {room!r}")
+    # Written so that NaN is refused too.
+    if not 0 <= older_than_days <= MAX_DAYS:
+        raise _Unusable(f"--older-than: a number of days from 0 to {MAX_DAYS}")
+    settings = load_settings(Path(config) if config else None, environ=dict(os.environ))
+    if urlsplit(settings.store.url).scheme == "memory":
+        raise _Unusable(
+            "the memory store keeps the audit log inside the running server, and it goes when"
+            " the server stops: there is nothing to purge from here"
+        )
+    before = time.time() - older_than_days * DAY_SECONDS
+
+    async def purge() -> int:
+        store = await open_store(settings.store.url, settings.store_options())
+        try:
+            return await store.purge_audit(room, before)
+        finally:
+            await store.close()
+
+    try:
+        return asyncio.run(purge())
+    except StoreUnavailable as exc:
+        raise _Unusable("the store does not answer: nothing was deleted") from exc

@@ -1,0 +1,91 @@
+"""`meetgate audit purge` against a real Redis: a room's entries, every room's, by age; bad input
+and a memory store refused with exit 2, nothing deleted."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from gateway.store import AuditEntry
+from gateway.store.redis import RedisStore
+from tests.integration.test_cli import meetgate
+
+DAY = 86_400.0
+
+
+def entry(room: str, at: float) -> AuditEntry:
+    return AuditEntry(at=at, room=room, actor="host-id", actor_name="Ada", action="lock")
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "meetgate.toml"
+    made = meetgate("init", "--path", str(path))
+    assert made.returncode == 0, made.stderr
+    return path
+
+
+def environ(store_url: str) -> dict[str, str]:
+    env = {name: value for name, value in os.environ.items() if not name.startswith("MEETGATE_")}
+    return {**env, "MEETGATE_STORE__URL": store_url}
+
+
+async def test_purge_deletes_a_rooms_entries_then_every_rooms_by_age(
+    config: Path, contract_redis_url: str
+) -> None:
+    store = await RedisStore.connect(contract_redis_url)
+    try:
+        now = time.time()
+        board, other = f"board-{os.getpid()}", f"other-{os.getpid()}"
+        for room in (board, other):
+            for days in (9, 3, 0):
+                await store.append_audit(entry(room, now - days * DAY))
+        env = environ(contract_redis_url)
+        done = meetgate("audit", "purge", "--config", str(config), "--room", board, env=env)
+        assert done.returncode == 0, done.stderr
+        assert f"deleted 3 audit entries of room {board}" in done.stdout
+        assert await store.list_audit(board) == []
+        assert len(await store.list_audit(other)) == 3
+        done = meetgate("audit", "purge", "--config", str(config), "--older-than", "5", env=env)
+        assert done.returncode == 0, done.stderr
+        assert "of every room older than 5 days" in done.stdout
+        assert [e.at for e in await store.list_audit(other)] == [now, now - 3 * DAY]
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--room", "Board Room"], "not a room name"),
+        (["--room", "a:b"], "not a room name"),
+        (["--older-than", "-1"], "from 0 to"),
+        (["--older-than", "nan"], "from 0 to"),
+        (["--older-than", "1e9"], "from 0 to"),
+        (["--older-than", "week"], "invalid float value"),
+    ],
+)
+async def test_bad_input_deletes_nothing(
+    config: Path, contract_redis_url: str, argv: list[str], message: str
+) -> None:
+    store = await RedisStore.connect(contract_redis_url)
+    try:
+        room = f"kept-{os.getpid()}"
+        await store.append_audit(entry(room, time.time() - 100 * DAY))
+        env = environ(contract_redis_url)
+        done = meetgate("audit", "purge", "--config", str(config), *argv, env=env)
+        assert done.returncode == 2
+        assert message in done.stderr
+        assert len(await store.list_audit(room)) == 1
+        await store.purge_audit(room, time.time())
+    finally:
+        await store.close()
+
+
+def test_a_memory_store_has_nothing_to_purge_from_outside(config: Path) -> None:
+    done = meetgate("audit", "purge", "--config", str(config), env=environ("memory://"))
+    assert done.returncode == 2
+    assert "inside the running server" in done.stderr
