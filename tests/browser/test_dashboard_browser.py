@@ -10,9 +10,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import ConsoleMessage, Dialog, Page, expect, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Dialog, Page, expect
 
-from tests.fixtures.browser import CHROMIUM, CHROMIUM_ARGS, PHONE
+from tests.fixtures.browser import PHONE
 from tests.fixtures.gateway_server import GatewayServer
 from tests.fixtures.http_clients import TLS
 from tests.integration.journeys import admit, new_room
@@ -37,29 +37,27 @@ class BrowserLog:
 
 
 @pytest.fixture
-def phone(request: pytest.FixtureRequest) -> Iterator[tuple[Page, BrowserLog]]:
+def phone(chromium: Browser, request: pytest.FixtureRequest) -> Iterator[tuple[Page, BrowserLog]]:
     """A phone-sized page; `@pytest.mark.parametrize("phone", [False], indirect=True)` turns
     its script off."""
     script = bool(getattr(request, "param", True))
     log = BrowserLog()
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            context = browser.new_context(
-                viewport=PHONE,
-                device_scale_factor=2,
-                is_mobile=True,
-                has_touch=True,
-                java_script_enabled=script,
-            )
-            page = context.new_page()
-            page.set_default_timeout(10_000)
-            page.on("request", lambda request: log.requests.append(request.url))
-            page.on("console", log.console)
-            page.on("pageerror", lambda error: log.errors.append(str(error)))
-            yield page, log
-        finally:
-            browser.close()
+    context = chromium.new_context(
+        viewport=PHONE,
+        device_scale_factor=2,
+        is_mobile=True,
+        has_touch=True,
+        java_script_enabled=script,
+    )
+    try:
+        page = context.new_page()
+        page.set_default_timeout(10_000)
+        page.on("request", lambda request: log.requests.append(request.url))
+        page.on("console", log.console)
+        page.on("pageerror", lambda error: log.errors.append(str(error)))
+        yield page, log
+    finally:
+        context.close()
 
 
 def open_dashboard(page: Page, gateway: GatewayServer, room: str) -> None:

@@ -37,6 +37,7 @@ from gateway.i18n import (
     translations,
 )
 from gateway.proxy.guarded import GUARD_ACTOR_NAME
+from tests.browser.origins import OriginLog
 from tests.browser.test_accessibility import AXE, RUN_AXE, WCAG_22_AA
 from tests.fixtures.browser import PHONE
 from tests.fixtures.gateway_server import GENEROUS_LIMITS, GatewayServer, start_gateway
@@ -82,6 +83,7 @@ class Site:
     gateway: GatewayServer
     mailbox: Mailbox
     prosody: Any
+    provider_url: str
 
     def room(self, journey: str, language: Language, **policy: Any) -> str:
         """A fresh room for `journey` in `language`, with that policy (invite links only, but
@@ -125,7 +127,7 @@ def site(
             clients=clients_for(gateway.url, "idp"),
         )
         procs.append(provider_proc)
-        yield Site(gateway, smtp_server.mailbox, prosody)
+        yield Site(gateway, smtp_server.mailbox, prosody, f"http://127.0.0.1:{provider_port}")
     finally:
         for proc in reversed(procs):
             stop_process(proc)
@@ -469,8 +471,9 @@ def test_a_host_quiets_the_chat_and_meetgate_removes_who_keeps_writing(
 
 @each_language
 def test_sign_in_with_the_openid_provider_lands_in_the_room(
-    site: Site, phone: Phone, language: Language
+    site: Site, phone: Phone, language: Language, origins: OriginLog
 ) -> None:
+    origins.allow(site.provider_url)  # the sign-in the room asks for, an origin of its own
     room = site.room("signin", language, invite=False, oidc=True)
     ada = phone(language, "signin")
     ada.page.goto(f"{site.gateway.url}/{room}")  # the room's address: the way in is offered

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Dialog, Locator, Page, expect
 
+from tests.browser.origins import OriginLog
 from tests.fixtures.gateway_server import GENEROUS_LIMITS, GatewayServer, start_gateway
 from tests.fixtures.oidc import OidcProviderServer, clients_for, oidc_table, start_oidc_provider
 from tests.fixtures.processes import free_port, stop_process
@@ -382,7 +383,10 @@ def test_language_switcher_by_keyboard(site: Site, chromium: Browser) -> None:
         context.close()
 
 
-def test_sign_in_with_a_provider_by_keyboard(site: Site, chromium: Browser) -> None:
+def test_sign_in_with_a_provider_by_keyboard(
+    site: Site, chromium: Browser, origins: OriginLog
+) -> None:
+    origins.allow(site.provider.url)  # the provider's own pages, an origin of their own
     gateway = site.gateway
     room = f"sso-{secrets.token_hex(3)}"
     gateway.create_room(room, title="Staff meeting")

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import pytest
 import uvicorn
-from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Page
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
@@ -32,7 +32,6 @@ from gateway.admission.challenge import (
     verify_solution,
 )
 from gateway.edge.templating import render, static_asset
-from tests.fixtures.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.fixtures.processes import free_port, wait_until
 
 pytestmark = pytest.mark.slow
@@ -112,14 +111,6 @@ def site() -> Iterator[PowSite]:
     thread.join(timeout=10)
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
 @dataclass
 class Watched:
     """A page with its progress reports (as the user saw them) and its console errors."""
@@ -146,8 +137,8 @@ new MutationObserver(() => {
 
 
 @pytest.fixture
-def watched(browser: Browser) -> Iterator[Watched]:
-    context = browser.new_context()
+def watched(chromium: Browser) -> Iterator[Watched]:
+    context = chromium.new_context()
     page = context.new_page()
     result = Watched(page)
     page.expose_function(
@@ -263,10 +254,10 @@ def test_solver_works_where_workers_are_not_allowed(site: PowSite, watched: Watc
     assert all("worker" in error.lower() for error in watched.errors), watched.errors
 
 
-def test_page_without_javascript_says_it_needs_it(site: PowSite, browser: Browser) -> None:
+def test_page_without_javascript_says_it_needs_it(site: PowSite, chromium: Browser) -> None:
     room = "no-js"
     challenge = issue_challenge(KEY, client_addr=CLIENT, room=room, now=time.time(), difficulty=12)
-    context = browser.new_context(java_script_enabled=False)
+    context = chromium.new_context(java_script_enabled=False)
     try:
         page = context.new_page()
         page.goto(site.page_for(challenge, room))
