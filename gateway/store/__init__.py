@@ -516,6 +516,16 @@ class Store(Protocol):
         ...
 
 
+# An invite's record (with the invitee's name) and its link's index are kept this long past the
+# invite's expiry, so that its holder learns the link expired rather than that it is unknown.
+INVITE_KEPT_AFTER_EXPIRY = 86_400
+
+
+def invite_kept_seconds(invite: Invite, now: float) -> float:
+    """How long from `now` a store keeps `invite`: to its expiry, then INVITE_KEPT_AFTER_EXPIRY."""
+    return max(invite.expires_at - now, 0.0) + INVITE_KEPT_AFTER_EXPIRY
+
+
 # How long a day's address key is kept from when it is stored: its day and the next (a key of
 # yesterday still hashes what was stored then, such as a guest's bar from the lobby).
 DAY_KEY_SECONDS = 2 * 86_400

@@ -40,6 +40,7 @@ from gateway.store import (
     LinkJoined,
     LinkUnknown,
     PlainJoin,
+    invite_kept_seconds,
 )
 from gateway.store.continuity import Continuity, parse_marker
 from gateway.store.deadline import StoreOptions
@@ -142,6 +143,8 @@ class MemoryStore:
         self._invites: dict[str, Invite] = {}
         self._invite_by_token: dict[str, str] = {}
         self._room_invites: dict[str, set[str]] = {}
+        # invite id -> when its record goes (wall clock): `invite_kept_seconds`, as in Redis.
+        self._invite_until: dict[str, float] = {}
         # invite id -> its join plan (Store.join_plainly), for invites stored with one.
         self._plans: dict[str, JoinPlan] = {}
         self._admissions: dict[str, Admission] = {}
@@ -214,7 +217,23 @@ class MemoryStore:
             self.health.corrupt(corrupt.kind)
             return None
 
+    def _expired_invite(self, invite_id: str) -> bool:
+        """Whether the invite's record is past its keeping (`invite_kept_seconds`): then it is
+        forgotten, with its name, its plan and its link's index, as Redis lets them expire."""
+        if self._invite_until.get(invite_id, math.inf) > time.time():
+            return False
+        self._invite_until.pop(invite_id, None)
+        self._plans.pop(invite_id, None)
+        self._raw.pop((RecordKind.INVITE, invite_id), None)
+        invite = self._invites.pop(invite_id, None)
+        if invite is not None:
+            self._invite_by_token.pop(invite.token_hash, None)
+            self._room_invites.get(invite.room, set()).discard(invite_id)
+        return True
+
     def _invite(self, invite_id: str) -> Invite | None:
+        if self._expired_invite(invite_id):
+            return None
         raw = self._raw_form(RecordKind.INVITE, invite_id)
         if raw is None:
             return self._invites.get(invite_id)
@@ -311,6 +330,7 @@ class MemoryStore:
         for invite_id in self._room_invites.pop(name, set()):
             self._raw.pop((RecordKind.INVITE, invite_id), None)
             self._plans.pop(invite_id, None)
+            self._invite_until.pop(invite_id, None)
             invite = self._invites.pop(invite_id, None)
             if invite is not None:
                 self._invite_by_token.pop(invite.token_hash, None)
@@ -337,6 +357,8 @@ class MemoryStore:
             self._plans[invite.id] = plan
         self._raw.pop((RecordKind.INVITE, invite.id), None)
         self._invites[invite.id] = invite
+        now = time.time()
+        self._invite_until[invite.id] = now + invite_kept_seconds(invite, now)
         self._invite_by_token[invite.token_hash] = invite.id
         self._room_invites.setdefault(invite.room, set()).add(invite.id)
 
@@ -366,14 +388,14 @@ class MemoryStore:
         return invite, room
 
     async def list_invites(self, room: str) -> list[Invite]:
-        found = (self._invite(i) for i in self._room_invites.get(room, ()))
+        found = [self._invite(i) for i in list(self._room_invites.get(room, ()))]
         invites = [invite for invite in found if invite is not None]
         return sorted(invites, key=lambda invite: (invite.created_at, invite.id))
 
     async def revoke_invite(self, invite_id: str) -> bool:
         if self._revoke_raw(RecordKind.INVITE, invite_id):
             return True
-        invite = self._invites.get(invite_id)
+        invite = None if self._expired_invite(invite_id) else self._invites.get(invite_id)
         if invite is None:
             return False
         self._invites[invite_id] = dataclasses.replace(invite, revoked=True)
@@ -474,7 +496,9 @@ class MemoryStore:
         """Whether a usable host invite to `room` has a name that looks like `shape`, or may
         have: an invite stored without a join plan (as Redis's index of hosts' names, which
         cannot tell then), or one that does not parse."""
-        for invite_id in self._room_invites.get(room, ()):
+        for invite_id in list(self._room_invites.get(room, ())):
+            if self._expired_invite(invite_id):
+                continue
             plan = self._plans.get(invite_id)
             if plan is None:
                 return True

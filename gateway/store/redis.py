@@ -50,6 +50,7 @@ from gateway.store import (
     LinkJoined,
     LinkUnknown,
     PlainJoin,
+    invite_kept_seconds,
 )
 from gateway.store.continuity import Continuity
 from gateway.store.deadline import StoreOptions, store_deadline
@@ -569,6 +570,7 @@ class RedisStore:
                     *invite_fields(invite).values(),
                     "" if plan is None else encode_plan(plan),
                     plan.host_shape if plan is not None and hosts else "",
+                    _ttl_milliseconds(invite_kept_seconds(invite, time.time())),
                 ],
             )
         if not added:

@@ -33,6 +33,7 @@ from gateway.errors import (
 )
 from gateway.store import (
     DAY_KEY_SECONDS,
+    INVITE_KEPT_AFTER_EXPIRY,
     Admission,
     AuditEntry,
     Invite,
@@ -1687,6 +1688,32 @@ async def test_look_alikes_claimed_from_separate_clients_get_one_plain_name(
     finally:
         for store in stores:
             await store.close()
+
+
+async def test_an_invite_and_its_name_go_a_day_after_its_expiry(contract_redis_url: str) -> None:
+    store = await RedisStore.connect(contract_redis_url)
+    client = redis.asyncio.Redis.from_url(contract_redis_url)
+    try:
+        room = make_room()
+        await store.create_room(room)
+        invite = make_invite(room.name, max_uses=3)
+        await store.add_invite(invite)
+        expired = make_invite(room.name, expires_at=1000.0)
+        await store.add_invite(expired)
+        # Used and revoked, its record keeps its expiry: the name goes with it all the same.
+        await store.redeem_invite(invite.token_hash, time.time())
+        await store.revoke_invite(invite.id)
+        kept = (HOUR + INVITE_KEPT_AFTER_EXPIRY) * 1000
+        for key in (f"meetgate:invite:{invite.id}", f"meetgate:invite-token:{invite.token_hash}"):
+            assert kept - 60_000 < await client.pttl(key) <= kept
+        # One stored past its expiry is still told apart from an unknown link, for a day.
+        day = INVITE_KEPT_AFTER_EXPIRY * 1000
+        assert day - 60_000 < await client.pttl(f"meetgate:invite:{expired.id}") <= day
+        with pytest.raises(InviteExpired):
+            await store.redeem_invite(expired.token_hash, time.time())
+    finally:
+        await client.aclose()
+        await store.close()
 
 
 async def test_name_claims_go_with_their_room_when_nobody_is_left(contract_redis_url: str) -> None:

@@ -13,6 +13,7 @@ import secrets
 import time
 
 import pytest
+import redis.asyncio
 
 from gateway.errors import (
     AdmissionBanned,
@@ -729,3 +730,27 @@ def test_the_fields_a_script_checks_are_those_the_parsers_read() -> None:
         assert set(kinds) == set(shape)
         for name, (required, _) in shape.items():
             assert kinds[name].endswith("!") == required, name
+
+
+async def test_an_expired_host_invites_name_leaves_the_rooms_index(
+    contract_redis_url: str,
+) -> None:
+    store = await RedisStore.connect(contract_redis_url)
+    client = redis.asyncio.Redis.from_url(contract_redis_url, decode_responses=True)
+    try:
+        room, host, _ = await room_with_planned_invite(store, role=Role.HOST, name="Hilde")
+        _, guest, _ = await room_with_planned_invite(store, room)
+        index = f"meetgate:room-hosts:{room.name}"
+        assert (await client.hgetall(index)).get(host.id) == "hilde"
+        # As when the host invite's record expires (a day past its own expiry).
+        await client.delete(f"meetgate:invite:{host.id}")
+        await room_with_planned_invite(store, room)
+        kept = await client.hgetall(index)
+        assert host.id not in kept and "hilde" not in kept.values()
+        members = await client.smembers(f"meetgate:room-invites:{room.name}")
+        assert host.id not in members and guest.id in members
+        # The index still counts every invite of the room: a plain join needs no gate.
+        assert int(kept["#"]) == len(members) == 2
+    finally:
+        await client.aclose()
+        await store.close()
