@@ -234,16 +234,22 @@ class InviteIn(_Body):
     expires_in_seconds: JsonInt = Field(default=7 * 24 * 3600, ge=60, le=366 * 24 * 3600)
 
 
-class InviteOut(BaseModel):
+class InviteListed(BaseModel):
+    """An invite as a room's list shows it: without the invitee's name, so that no list of who
+    was invited can be read out (docs/privacy.md); the name is shown once, when it is made."""
+
     id: str
     room: str
-    name: str
     role: Role
     max_uses: int
     uses: int
     expires_at: float
     created_at: float
     revoked: bool
+
+
+class InviteOut(InviteListed):
+    name: str
 
 
 class NewInviteOut(InviteOut):
@@ -682,10 +688,13 @@ def create_admin_app(settings: Settings, store: Store, metrics: Metrics) -> Admi
         return NewInviteOut(**_invite_out(made.invite).model_dump(), link=link)
 
     @app.get("/api/v1/rooms/{name}/invites", dependencies=guarded, responses=NOT_FOUND)
-    async def list_invites(name: str) -> list[InviteOut]:
+    async def list_invites(name: str) -> list[InviteListed]:
         if await store.get_room(name) is None:
             raise RoomNotFound()
-        return [_invite_out(invite) for invite in await store.list_invites(name)]
+        return [
+            InviteListed(**_invite_out(invite).model_dump(exclude={"name"}))
+            for invite in await store.list_invites(name)
+        ]
 
     @app.delete(
         "/api/v1/invites/{invite_id}", status_code=204, dependencies=guarded, responses=NOT_FOUND

@@ -727,7 +727,7 @@ def command_invite(args: argparse.Namespace) -> int:
             state = "revoked" if invite["revoked"] else f"{invite['uses']}/{invite['max_uses']}"
             print(
                 f"{invite['id']}  {invite['role']:<8} {state:<9} "
-                f"expires {_when(invite['expires_at'])}  {invite['name']}"
+                f"expires {_when(invite['expires_at'])}"
             )
     elif args.action == "revoke":
         client.call(
@@ -1103,7 +1103,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing = command(
         invite_sub,
         "list",
-        "list a room's invites: id, role, uses, expiry, name",
+        "list a room's invites: id, role, uses, expiry (never the names: docs/privacy.md)",
         ["meetgate invite list --room board"],
         client,
     )

@@ -84,7 +84,7 @@ def error_code(response: httpx.Response) -> str:
 
 def invite_uses(gateway: GatewayServer, room: str) -> dict[str, int]:
     with gateway.admin() as admin:
-        return {i["name"]: i["uses"] for i in admin.get(f"/api/v1/rooms/{room}/invites").json()}
+        return {i["id"]: i["uses"] for i in admin.get(f"/api/v1/rooms/{room}/invites").json()}
 
 
 @pytest.fixture
@@ -468,11 +468,12 @@ def test_lock_keeps_newcomers_out_without_burning_their_invite(
     with as_browser(gateway, host) as client:
         assert "Locked" in client.get(dashboard(gateway, room)).text
 
-    late = gateway.invite_token(gateway.create_invite(room, "Latecomer"))
+    late_invite = gateway.create_invite(room, "Latecomer")
+    late = gateway.invite_token(late_invite)
     with as_browser(gateway) as client:
         refused = client.post(f"/j/{late}", headers={"origin": gateway.url})
     assert refused.status_code == 423 and "locked" in refused.text
-    assert invite_uses(gateway, room)["Latecomer"] == 0
+    assert invite_uses(gateway, room)[late_invite["id"]] == 0
     with as_browser(gateway, ada) as client:
         assert client.get(f"/{room}").status_code == 200  # who is in stays in
 
@@ -521,7 +522,8 @@ def test_lockdown_removes_every_attendee_and_keeps_the_hosts(
 def test_ban_bars_the_identity_from_coming_back(gateway: GatewayServer) -> None:
     room = new_room(gateway)
     host = admit(gateway, room, "Hilde Host", role="host")
-    link = gateway.invite_token(gateway.create_invite(room, "Troll", max_uses=2))
+    troll_invite = gateway.create_invite(room, "Troll", max_uses=2)
+    link = gateway.invite_token(troll_invite)
 
     def redeem() -> httpx.Response:
         with as_browser(gateway) as client:
@@ -540,7 +542,7 @@ def test_ban_bars_the_identity_from_coming_back(gateway: GatewayServer) -> None:
         assert client.get(f"/{room}").status_code == 403
     again = redeem()
     assert again.status_code == 403 and "barred" in again.text
-    assert invite_uses(gateway, room)["Troll"] == 1  # refused before the use was counted
+    assert invite_uses(gateway, room)[troll_invite["id"]] == 1  # refused before the use was counted
     audit = roster(gateway, host)["audit"]
     assert audit[0]["action"] == "ban" and audit[0]["detail"] == "Troll"
 
