@@ -141,3 +141,16 @@ def test_a_lobby_request_stored_with_its_address_reads_without_it() -> None:
     read = LobbyRequest.decode(json.dumps(old))
     assert read == request
     assert "2001:db8" not in read.encode()
+
+
+@pytest.mark.parametrize("stored", ["", "not hex", "zz" * 32, "é"])
+async def test_a_days_key_that_does_not_parse_leaves_this_replica_a_key_of_its_own(
+    stored: str,
+) -> None:
+    store = MemoryStore()
+    clock = Clock(BEFORE_MIDNIGHT)
+    await store.day_key(utc_day(clock.now), stored)
+    hasher = AddressHasher(store, clock=clock)
+    tag = await hasher.address("192.0.2.7")
+    assert len(tag) == 32 and tag == await hasher.address("192.0.2.7")
+    assert tag != await hasher.address("192.0.2.8")
