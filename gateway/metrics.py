@@ -284,6 +284,19 @@ class Metrics:
             "meetgate_guard_removals_total",
             "Admissions the wire guard removed past their room's strike threshold.",
         )
+        self.evidence_dropped = Counter(
+            registry,
+            "meetgate_evidence_dropped_total",
+            "Evidence records this replica could not keep, by reason: queue-full (its queue was"
+            " full while the store was away), unrecordable (values no entry may hold). Each"
+            " chain that lost some gets an `evidence lost` entry with the count.",
+            ["reason"],
+        )
+        self.evidence_queued = Gauge(
+            registry,
+            "meetgate_evidence_queued",
+            "Evidence records queued on this replica, not yet in the store.",
+        )
         self.joins = Histogram(
             registry,
             "meetgate_join_seconds",

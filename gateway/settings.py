@@ -579,6 +579,10 @@ class EvidenceSettings(_Section):
     sign_every: int = Field(default=100, ge=1, le=100_000)
     sign_seconds: float = Field(default=60.0, ge=1, le=86_400)
     directory: Path | None = None
+    # With the Redis store: entries older than this go as new ones come, and a chain's keys a
+    # retention after its last entry; a chain keeps `max_entries` at most (its newest).
+    retention_days: int = Field(default=90, ge=1, le=3650)
+    max_entries: int = Field(default=100_000, ge=100, le=10_000_000)
     _private_pem: bytes | None = PrivateAttr(default=None)
 
     @field_validator("key_file", "directory")

@@ -53,6 +53,9 @@ class Kind(StrEnum):
     QUIET_OFF = "quiet off"
     GUARD_REMOVAL = "guard removal"  # the wire guard removed a sender (gateway/proxy/guarded.py)
     CHAT_LIMITS = "chat limits"  # a host changed the room's chat limits
+    # Records the gate could not keep (its queue was full while the store was away, or the
+    # store lost entries it had kept): the export shows the hole and its size where known.
+    EVIDENCE_LOST = "evidence lost"
 
 
 class EvidenceError(Exception):
@@ -152,6 +155,7 @@ FIELDS: Final[Mapping[Kind, Mapping[str, tuple[Check, bool]]]] = {
     Kind.QUIET_OFF: {"actor": (ACTOR, True)},
     Kind.GUARD_REMOVAL: {"target": (TARGET, True), "rule": (_word, True), "name": (_name, False)},
     Kind.CHAT_LIMITS: {"actor": (ACTOR, True), "limits": (_limits, True)},
+    Kind.EVIDENCE_LOST: {"count": (_count, True), "reason": (_word, True)},
 }
 
 

@@ -4,7 +4,7 @@ every so many entries or seconds, slices read back for export.
 `EvidenceLog` holds the rules; a `Chains` backend only keeps bytes, and appends an entry only
 if the chain's head is still the one the entry was sealed after (compare-and-append), so that
 replicas sharing one backend never fork a chain: memory.py, files.py, and a Redis stream per
-room in the store.
+room (redis_chains.py).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Final, Protocol
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from gateway.evidence.entries import (
+    ChainBroken,
     EvidenceError,
     Head,
     Record,
@@ -62,6 +63,25 @@ class Chains(Protocol):
         ...
 
 
+class ChainRewound(ChainBroken):
+    """The backend holds a chain shorter than one this process saw: it lost entries (a store
+    flushed, or restored from an older copy). `seen` is the head seen, `stored` the one kept."""
+
+    def __init__(self, chain: str, seen: Head, stored: Head) -> None:
+        super().__init__(
+            f"the {chain} chain is kept up to seq {stored.seq}, but this gate saw it reach seq"
+            f" {seen.seq}: the store lost entries (flushed, or restored from an older copy)"
+        )
+        self.chain = chain
+        self.seen = seen
+        self.stored = stored
+
+    @property
+    def lost(self) -> int:
+        """How many entries are known to be gone."""
+        return max(0, self.seen.seq - self.stored.seq)
+
+
 @dataclass(frozen=True, slots=True)
 class SigningPolicy:
     """A chain's head is signed once `every` entries follow its last signature, or once an entry
@@ -90,17 +110,32 @@ class EvidenceLog:
         self._signed: dict[str, int] = {}
         self._unsigned_since: dict[str, float] = {}
 
-    async def append(self, chain: str, record: Record) -> SealedEntry:
-        """Seal `record` as the chain's next entry, now; sign the head if that is due."""
+    async def append(self, chain: str, record: Record, at: float | None = None) -> SealedEntry:
+        """Seal `record` as the chain's next entry, at `at` (seconds since the epoch; now when
+        None: the recorder passes when the event happened); sign the head if that is due."""
         check_chain_name(chain)
+        when = moment(self._clock() if at is None else at)
         for _ in range(APPEND_ATTEMPTS):
             head = await self._chains.head(chain)
-            entry = seal(head, record, moment(self._clock()))
+            entry = seal(head, record, when)
             if await self._chains.append(chain, head, entry):
                 break
             await asyncio.sleep(0)
         else:
             raise EvidenceError(f"the {chain} chain kept moving: {APPEND_ATTEMPTS} attempts lost")
+        self._unsigned_since.setdefault(chain, self._clock())
+        await self._sign_if_due(chain, entry.head)
+        return entry
+
+    async def bridge(self, lost: ChainRewound, record: Record) -> SealedEntry:
+        """Seal `record` (saying what was lost) after the head this process saw, in place of
+        the shorter chain the backend keeps: the chain goes on from what was seen, and a read
+        shows the hole (an anchor past the start, or a break after the entries that survived)
+        instead of a chain that silently starts over."""
+        chain = check_chain_name(lost.chain)
+        entry = seal(lost.seen, record, moment(self._clock()))
+        if not await self._chains.append(chain, lost.stored, entry):
+            raise EvidenceError(f"the {chain} chain moved while its loss was being recorded")
         self._unsigned_since.setdefault(chain, self._clock())
         await self._sign_if_due(chain, entry.head)
         return entry

@@ -1,0 +1,290 @@
+"""Recording evidence without slowing anything down: `EvidenceRecorder.record` only queues; one
+background task appends what is queued, in order, retrying with backoff while the backend is
+away, signs due chain heads every few seconds, and flushes refused joins counted per network and
+minute.
+
+What it keeps is bounded: past `bound` queued records, new ones are dropped and counted (a
+metric, one log line a minute, counts only), and an `evidence lost` entry with the count goes
+into each chain that lost some once the backend takes entries again, so the export shows the
+hole. At shutdown it drains what it can within a bounded wait; what is left is lost with the
+process (docs/evidence.md says what is lost when).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Final
+
+from gateway.errors import StoreUnavailable
+from gateway.evidence.entries import (
+    GATE_CHAIN,
+    EvidenceError,
+    Kind,
+    Record,
+    check_chain_name,
+    minute,
+)
+from gateway.evidence.log import ChainRewound, EvidenceLog
+from gateway.evidence.pseudonyms import Pseudonyms
+from gateway.metrics import Metrics
+
+log = logging.getLogger("meetgate.evidence")
+
+# Records queued at most: a few minutes of a heavy attack's entries while the store is away.
+QUEUE_BOUND: Final = 10_000
+# Networks counted at most per minute (refused joins): past it, refusals are counted as lost.
+MAX_TALLIES: Final = 10_000
+# How often due chain heads are signed and finished minutes of refusals flushed.
+TICK_SECONDS: Final = 2.0
+# Waiting for a backend that is away: from the first, doubling, up to the last.
+BACKOFF_FIRST: Final = 0.5
+BACKOFF_MOST: Final = 30.0
+# How long a stop waits for the queue to drain.
+DRAIN_SECONDS: Final = 5.0
+LOG_EVERY_SECONDS: Final = 60.0
+# Why records were lost, as `evidence lost` entries and the metric say it.
+QUEUE_FULL: Final = "queue-full"
+STORE_LOST: Final = "store-lost"
+UNRECORDABLE: Final = "unrecordable"
+
+
+class EvidenceRecorder:
+    """The gate's one way to record evidence. `record` never awaits nor raises."""
+
+    def __init__(
+        self,
+        log_: EvidenceLog,
+        pseudonyms: Pseudonyms,
+        metrics: Metrics | None = None,
+        *,
+        bound: int = QUEUE_BOUND,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.log = log_
+        self.pseudonyms = pseudonyms
+        self._metrics = metrics
+        self._bound = bound
+        self._clock = clock
+        # (chain, record, when it happened), oldest first.
+        self._queue: deque[tuple[str, Record, float]] = deque()
+        # Per chain and reason: records dropped and not yet said by an `evidence lost` entry.
+        self._dropped: dict[tuple[str, str], int] = {}
+        # Records queued and appended so far; drops are said once every record queued before
+        # the last of them (`_say_after`) is appended, so the gap sits where they were lost.
+        self._queued_total = 0
+        self._appended_total = 0
+        self._say_after = 0
+        self._unlogged = 0
+        self._logged_at = 0.0
+        # (chain, network pseudonym, minute) -> refused joins.
+        self._tallies: dict[tuple[str, str, str], int] = {}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._retry_at = 0.0
+        self._backoff = BACKOFF_FIRST
+        if metrics is not None:
+            metrics.evidence_queued.read_from(lambda: len(self._queue))
+
+    # What the gate calls: never awaits, never raises.
+
+    def record(self, chain: str, record: Record) -> None:
+        """Queue `record` for `chain`, stamped now."""
+        if len(self._queue) >= self._bound:
+            self._drop(chain, 1, QUEUE_FULL)
+            return
+        self._queue.append((chain, record, self._clock()))
+        self._queued_total += 1
+        self._wake.set()
+
+    def note(self, chain: str, kind: Kind, fields: dict[str, object]) -> None:
+        """`record` of a record made here: values it refuses (a name no entry may hold, say)
+        are counted as lost instead of failing the action that had them."""
+        try:
+            check_chain_name(chain)
+            made = Record(kind, fields)
+        except EvidenceError:
+            self._drop(chain if _is_chain(chain) else GATE_CHAIN, 1, UNRECORDABLE)
+            return
+        self.record(chain, made)
+
+    def refused_join(self, room: str | None, network: str) -> None:
+        """Count a join refused by a rate limit: per room (the gate's chain for none), network
+        (the limiter's keyed hash of it) and minute; one entry each when the minute is over."""
+        chain = room if room is not None and _is_chain(room) else GATE_CHAIN
+        key = (chain, self.pseudonyms.network(chain, network), minute(self._clock()))
+        if key not in self._tallies and len(self._tallies) >= MAX_TALLIES:
+            self._drop(chain, 1, QUEUE_FULL)
+            return
+        self._tallies[key] = self._tallies.get(key, 0) + 1
+
+    # Life
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name="meetgate evidence recorder"
+            )
+
+    async def aclose(self, drain_seconds: float = DRAIN_SECONDS) -> None:
+        """Stop, once what is queued (and every minute counted) is appended or `drain_seconds`
+        have passed."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+        self._flush_tallies(everything=True)
+        self._retry_at = 0.0
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(drain_seconds):
+                while self._queue or self._dropped:
+                    await self._step()
+                    if self._queue or self._dropped:
+                        await asyncio.sleep(min(self._backoff, 0.2))
+                        self._retry_at = 0.0
+        left = len(self._queue) + sum(self._dropped.values())
+        if left:
+            log.warning("evidence: %d record(s) not kept at the stop (the store was away)", left)
+        self._log_dropped(force=True)
+
+    async def flush(self) -> None:
+        """Append what is queued and every minute counted so far, now (tests, exports)."""
+        self._flush_tallies(everything=True)
+        self._retry_at = 0.0
+        await self._step()
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    # The task
+
+    async def _run(self) -> None:
+        while True:
+            wait = TICK_SECONDS
+            now = time.monotonic()
+            if self._retry_at > now:
+                await asyncio.sleep(self._retry_at - now)
+            else:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await self._wake.wait()
+            self._wake.clear()
+            try:
+                self._flush_tallies(everything=False)
+                await self._step()
+                await self._sign_due()
+            except Exception:
+                # Nothing waits on this task: the log is where a fault shows, and it goes on.
+                log.exception("evidence: recording failed")
+                self._away()
+            self._log_dropped()
+
+    async def _step(self) -> None:
+        """Append what is queued, oldest first, then say what was dropped; on a backend that is
+        away, stop and try again after the backoff."""
+        if self._retry_at > time.monotonic():
+            return
+        while self._queue:
+            chain, record, at = self._queue[0]
+            if not await self._append(chain, record, at):
+                return
+            self._queue.popleft()
+            self._appended_total += 1
+            if (
+                self._dropped
+                and self._appended_total >= self._say_after
+                and not await self._say_dropped()
+            ):
+                return
+        if self._dropped:
+            await self._say_dropped()
+
+    async def _say_dropped(self) -> bool:
+        """Append an `evidence lost` entry for each chain and reason with drops; False when the
+        backend is away."""
+        for key, count in list(self._dropped.items()):
+            chain, reason = key
+            record = Record(Kind.EVIDENCE_LOST, {"count": count, "reason": reason})
+            if not await self._append(chain, record, self._clock(), gap=True):
+                return False
+            # Drops since the entry was sealed stay counted for the next.
+            left = self._dropped.get(key, 0) - count
+            if left > 0:
+                self._dropped[key] = left
+            else:
+                self._dropped.pop(key, None)
+        return True
+
+    async def _append(self, chain: str, record: Record, at: float, *, gap: bool = False) -> bool:
+        """True once appended (or refused for good: counted, unless it is itself a `gap`
+        entry); False when the backend is away."""
+        try:
+            try:
+                await self.log.append(chain, record, at)
+            except ChainRewound as lost:
+                hole = Record(Kind.EVIDENCE_LOST, {"count": lost.lost, "reason": STORE_LOST})
+                log.warning("evidence: %s; the gap is recorded", lost)
+                await self.log.bridge(lost, hole)
+                await self.log.append(chain, record, at)
+        except (StoreUnavailable, OSError):
+            self._away()
+            return False
+        except EvidenceError as exc:
+            log.error("evidence: a %s record for %s is lost: %s", record.kind, chain, exc)
+            if not gap:
+                self._drop(chain, 1, UNRECORDABLE)
+            return True
+        self._backoff = BACKOFF_FIRST
+        return True
+
+    async def _sign_due(self) -> None:
+        with contextlib.suppress(StoreUnavailable, OSError, EvidenceError):
+            await self.log.sign_due()
+
+    def _away(self) -> None:
+        self._retry_at = time.monotonic() + self._backoff
+        self._backoff = min(self._backoff * 2, BACKOFF_MOST)
+
+    def _flush_tallies(self, *, everything: bool) -> None:
+        """Queue a `flood refused` entry for each network's minute that is over (or every one)."""
+        current = minute(self._clock())
+        for key in [k for k in self._tallies if everything or k[2] != current]:
+            chain, network, when = key
+            count = min(self._tallies.pop(key), 10**12)
+            fields: dict[str, object] = {"network": network, "minute": when, "count": count}
+            self.record(chain, Record(Kind.FLOOD_REFUSED, fields))
+
+    def _drop(self, chain: str, count: int, reason: str) -> None:
+        key = (chain, reason)
+        self._dropped[key] = self._dropped.get(key, 0) + count
+        self._say_after = self._queued_total
+        self._count_dropped(count, reason)
+
+    def _count_dropped(self, count: int, reason: str) -> None:
+        self._unlogged += count
+        if self._metrics is not None:
+            self._metrics.evidence_dropped.inc(count, reason=reason)
+
+    def _log_dropped(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if self._unlogged and (force or now - self._logged_at >= LOG_EVERY_SECONDS):
+            log.warning(
+                "evidence: %d record(s) dropped since the last report (queue full while the"
+                " store was away, or values no entry may hold)",
+                self._unlogged,
+            )
+            self._unlogged, self._logged_at = 0, now
+
+
+def _is_chain(name: str) -> bool:
+    try:
+        check_chain_name(name)
+    except EvidenceError:
+        return False
+    return True

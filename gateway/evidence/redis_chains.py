@@ -1,0 +1,231 @@
+"""Chains kept in Redis, for the Redis store: every replica appends to the same chains.
+
+Per chain a stream of entries (`meetgate:evidence:<chain>`, each entry's canonical line in
+field `e`), its head (`meetgate:evidence-head:<chain>`, "seq hash") and a list of signed heads
+(`meetgate:evidence-signed:<chain>`); a sorted set names the chains (`meetgate:evidence-chains`).
+One Lua script compares the head and appends, so replicas racing on a chain never fork it. Each
+append drops entries older than the retention (and past the bound on a chain's length) and keeps
+the chain's keys a retention after its last entry.
+
+Redis can lose what it kept (a flush, a restore from an older copy): the heads this process saw
+are remembered, and a chain found shorter raises ChainRewound (log.py) rather than starting over
+as if nothing had been; signed heads that no kept entry matches say the same on a read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, Final
+
+from redis.asyncio import Redis
+from redis.asyncio.sentinel import Sentinel
+from redis.commands.core import AsyncScript
+from redis.exceptions import RedisError
+
+from gateway.errors import StoreUnavailable
+from gateway.evidence.entries import (
+    HASH,
+    ChainBroken,
+    Head,
+    SealedEntry,
+    canonical,
+    genesis,
+    load_object,
+    parse_entry,
+)
+from gateway.evidence.log import ChainRewound
+from gateway.evidence.signing import SignedHead, parse_signed_head
+from gateway.store.redis import client_for, close_client
+
+ENTRIES: Final = "meetgate:evidence:"  # + chain: stream of entries, field e
+HEAD: Final = "meetgate:evidence-head:"  # + chain: "seq hash" of its last entry
+SIGNED: Final = "meetgate:evidence-signed:"  # + chain: list of signed heads, oldest first
+CHAINS: Final = "meetgate:evidence-chains"  # sorted set: chain -> its last append (ms)
+# Signed heads kept per chain: one per `sign_every` entries or `sign_seconds`, so a chain's
+# retention never needs more than this for its kept entries to be covered.
+MAX_SIGNATURES: Final = 20_000
+# Every call has a deadline: evidence waits for a store that is away in the recorder's queue,
+# never in a request.
+CALL_SECONDS: Final = 5.0
+_CONNECT_SECONDS: Final = 2.0
+
+# KEYS: head, stream, signed, chains. ARGV: expected head, the empty chain's head, new head,
+# the entry's line, chain, retention (ms), most entries kept. 1 appended, 0 the head moved.
+_APPEND: Final = """
+local head = redis.call('GET', KEYS[1]) or ARGV[2]
+if head ~= ARGV[1] then return 0 end
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local retention = tonumber(ARGV[6])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[7], '*', 'e', ARGV[4])
+redis.call('XTRIM', KEYS[2], 'MINID', tostring(now - retention))
+redis.call('SET', KEYS[1], ARGV[3], 'PX', retention)
+redis.call('PEXPIRE', KEYS[2], retention)
+redis.call('PEXPIRE', KEYS[3], retention)
+redis.call('ZADD', KEYS[4], now, ARGV[5])
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - retention)
+return 1
+"""
+
+
+def _head_text(head: Head) -> str:
+    return f"{head.seq} {head.hash}"
+
+
+def _parse_head(chain: str, text: str | None) -> Head:
+    if text is None:
+        return genesis(chain)
+    seq, _, hash_ = text.partition(" ")
+    if not seq.isdigit() or HASH.fullmatch(hash_) is None:
+        raise ChainBroken(f"the {chain} chain's head in Redis is not one")
+    return Head(int(seq), hash_)
+
+
+class RedisChains:
+    """The `Chains` kept in the Redis at `url` (`redis://`, `rediss://`, `unix://`,
+    `redis+sentinel://`). Failures to reach it raise StoreUnavailable, as the store's do."""
+
+    def __init__(
+        self,
+        client: Redis[str],
+        sentinel: Sentinel | None = None,
+        *,
+        retention_seconds: float,
+        max_entries: int,
+    ) -> None:
+        self._client = client
+        self._sentinel = sentinel
+        self._retention_ms = max(1, int(retention_seconds * 1000))
+        self._max_entries = max_entries
+        self._append: AsyncScript = client.register_script(_APPEND)
+        # The furthest head this process saw of each chain, and the number of its sighting: a
+        # read begun after it that finds a shorter chain found one cut short (a read begun
+        # before it may just be older than an append of this process).
+        self._seen: dict[str, tuple[Head, int]] = {}
+        self._sightings = 0
+
+    @classmethod
+    def connect(cls, url: str, *, retention_seconds: float, max_entries: int) -> RedisChains:
+        """A client for `url`; no I/O yet."""
+        client, sentinel = client_for(
+            url, socket_connect_timeout=_CONNECT_SECONDS, socket_timeout=CALL_SECONDS
+        )
+        return cls(client, sentinel, retention_seconds=retention_seconds, max_entries=max_entries)
+
+    async def aclose(self) -> None:
+        async with self._call():
+            await close_client(self._client, self._sentinel)
+
+    @asynccontextmanager
+    async def _call(self) -> AsyncIterator[None]:
+        try:
+            async with asyncio.timeout(CALL_SECONDS):
+                yield
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise StoreUnavailable() from exc
+
+    def _saw(self, chain: str, head: Head) -> None:
+        seen = self._seen.get(chain)
+        if seen is None or head.seq >= seen[0].seq:
+            self._sightings += 1
+            self._seen[chain] = (head, self._sightings)
+
+    def _check_kept(self, chain: str, stored: Head, began: int) -> None:
+        """ChainRewound when Redis keeps `chain` shorter than, or other than, what was seen
+        before the read that found `stored` began (`began`: the sightings by then)."""
+        seen = self._seen.get(chain)
+        if seen is None or seen[1] > began:
+            return
+        head = seen[0]
+        if stored.seq < head.seq or (stored.seq == head.seq and stored.hash != head.hash):
+            raise ChainRewound(chain, head, stored)
+
+    async def head(self, chain: str) -> Head:
+        began = self._sightings
+        async with self._call():
+            text = await self._client.get(HEAD + chain)
+        stored = _parse_head(chain, text)
+        self._check_kept(chain, stored, began)
+        self._saw(chain, stored)
+        return stored
+
+    async def append(self, chain: str, expected: Head, entry: SealedEntry) -> bool:
+        keys = [HEAD + chain, ENTRIES + chain, SIGNED + chain, CHAINS]
+        args: list[Any] = [
+            _head_text(expected),
+            _head_text(genesis(chain)),
+            _head_text(entry.head),
+            entry.line,
+            chain,
+            self._retention_ms,
+            self._max_entries,
+        ]
+        async with self._call():
+            appended = await self._append(keys=keys, args=args)
+        if appended == 1:
+            self._saw(chain, entry.head)
+            return True
+        return False
+
+    async def entries(self, chain: str) -> list[SealedEntry]:
+        began = self._sightings
+        async with self._call(), self._client.pipeline(transaction=True) as pipe:
+            pipe.xrange(ENTRIES + chain)
+            pipe.get(HEAD + chain)
+            pipe.lrange(SIGNED + chain, 0, -1)
+            kept, text, signed = await pipe.execute()
+        entries = []
+        for stream_id, values in kept:
+            try:
+                entries.append(parse_entry(str(values.get("e", "")).encode("utf-8")))
+            except ValueError as exc:
+                raise ChainBroken(
+                    f"the {chain} chain's stored entry {stream_id} is not one: {exc}"
+                ) from None
+        stored = _parse_head(chain, text)
+        last = entries[-1].head if entries else None
+        if last is not None and last != stored:
+            raise ChainBroken(
+                f"the {chain} chain's head in Redis (seq {stored.seq}) is not its last kept"
+                f" entry ({entries[-1].named()}): the store lost or gained entries"
+            )
+        self._check_kept(chain, stored, began)
+        self._saw(chain, stored)
+        hashes = {entry.seq: entry.hash for entry in entries}
+        first = entries[0].seq if entries else stored.seq + 1
+        for line in signed:
+            head = self._parse_signed(chain, line).head
+            if head.seq > stored.seq or (head.seq >= first and hashes.get(head.seq) != head.hash):
+                raise ChainBroken(
+                    f"the gate signed the {chain} chain's entry seq {head.seq}, which Redis no"
+                    " longer keeps as it was: the store lost entries or they were replaced"
+                )
+        return entries
+
+    async def add_signature(self, chain: str, signed: SignedHead) -> None:
+        async with self._call(), self._client.pipeline(transaction=True) as pipe:
+            pipe.rpush(SIGNED + chain, canonical(signed.record()))
+            pipe.ltrim(SIGNED + chain, -MAX_SIGNATURES, -1)
+            pipe.pexpire(SIGNED + chain, self._retention_ms)
+            await pipe.execute()
+
+    async def signatures(self, chain: str) -> list[SignedHead]:
+        async with self._call():
+            lines = await self._client.lrange(SIGNED + chain, 0, -1)
+        return [self._parse_signed(chain, line) for line in lines]
+
+    @staticmethod
+    def _parse_signed(chain: str, line: str) -> SignedHead:
+        try:
+            return parse_signed_head(load_object(line.encode("utf-8")))
+        except ValueError as exc:
+            raise ChainBroken(
+                f"a stored signed head of the {chain} chain is not one: {exc}"
+            ) from None
+
+    async def chains(self) -> list[str]:
+        async with self._call():
+            names = await self._client.zrange(CHAINS, 0, -1)
+        return sorted(names)

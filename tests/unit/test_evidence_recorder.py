@@ -1,0 +1,63 @@
+"""The evidence recorder over memory chains: records are appended in order, values no entry may
+hold never fail the caller but leave a counted gap, and a stop drains what is queued."""
+
+from __future__ import annotations
+
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from gateway.evidence.entries import Kind, Record
+from gateway.evidence.export import verify_export
+from gateway.evidence.log import EvidenceLog
+from gateway.evidence.memory import MemoryChains
+from gateway.evidence.pseudonyms import Pseudonyms
+from gateway.evidence.recorder import EvidenceRecorder
+from gateway.metrics import Metrics
+
+KEY = ed25519.Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+PSEUDONYMS = Pseudonyms(b"evidence tests' pseudonym key, 32+ bytes")
+HOST = PSEUDONYMS.host("board", "identity of a host")
+
+
+async def test_records_are_appended_in_order_at_the_stop() -> None:
+    chains = MemoryChains()
+    recorder = EvidenceRecorder(EvidenceLog(chains, KEY), PSEUDONYMS)
+    await recorder.start()
+    kinds = [Kind.LOCK, Kind.QUIET_ON, Kind.UNLOCK, Kind.QUIET_OFF] * 5
+    for kind in kinds:
+        recorder.record("board", Record(kind, {"actor": HOST}))
+    await recorder.aclose()
+    assert [e.kind for e in await chains.entries("board")] == kinds
+
+
+async def test_values_no_entry_may_hold_leave_a_counted_gap() -> None:
+    chains = MemoryChains()
+    metrics = Metrics()
+    log = EvidenceLog(chains, KEY)
+    recorder = EvidenceRecorder(log, PSEUDONYMS, metrics)
+    target = PSEUDONYMS.admission("board", "admission")
+    # A shown name with a control character, an unknown value, a chain that is no room's.
+    recorder.note("board", Kind.REMOVAL, {"actor": HOST, "target": target, "name": "a\x1bb"})
+    recorder.note("board", Kind.LOCK, {"actor": HOST, "email": "x@example.org"})
+    recorder.note("../etc", Kind.LOCK, {"actor": HOST})
+    recorder.note("board", Kind.REMOVAL, {"actor": HOST, "target": target, "name": "Troll"})
+    await recorder.flush()
+    board = await chains.entries("board")
+    assert [e.kind for e in board] == [Kind.REMOVAL, Kind.EVIDENCE_LOST]
+    assert board[0].fields["name"] == "Troll"
+    assert board[1].fields == {"count": 2, "reason": "unrecordable"}
+    gate = await chains.entries("_gate")
+    assert [e.fields for e in gate] == [{"count": 1, "reason": "unrecordable"}]
+    assert metrics.evidence_dropped.value(reason="unrecordable") == 3
+    assert verify_export(await log.export("board")).valid
+
+
+async def test_a_full_queue_drops_and_says_so_after_what_came_before() -> None:
+    chains = MemoryChains()
+    recorder = EvidenceRecorder(EvidenceLog(chains, KEY), PSEUDONYMS, bound=3)
+    for _ in range(5):
+        recorder.record("board", Record(Kind.LOCK, {"actor": HOST}))
+    assert recorder.queued == 3
+    await recorder.flush()
+    board = await chains.entries("board")
+    assert [e.kind for e in board] == [Kind.LOCK] * 3 + [Kind.EVIDENCE_LOST]
+    assert board[-1].fields == {"count": 2, "reason": "queue-full"}
