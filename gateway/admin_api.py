@@ -58,7 +58,9 @@ from gateway.errors import (
     RoomNotFound,
     UnsupportedMediaType,
 )
-from gateway.host.actions import check_chat_limits, rules_changed
+from gateway.evidence.entries import Kind
+from gateway.evidence.recorder import EvidenceRecorder
+from gateway.host.actions import check_chat_limits, evidence_limits, rules_changed
 from gateway.i18n import LANGUAGES, N_
 from gateway.metrics import Metrics
 from gateway.settings import Settings
@@ -317,6 +319,8 @@ JSON_TYPES = ("application/json",)
 log = logging.getLogger("meetgate.admin")
 # Who the room's log says made a change through the admin API.
 ADMIN = "admin"
+# What the evidence's pseudonym of the admin API is made from: no identity's pseudonym is.
+EVIDENCE_ACTOR = "the admin API"
 
 
 # The ways into a room, in the order `RoomOut.policy` lists those its policy allows.
@@ -505,7 +509,11 @@ def docs_page(schema: dict[str, Any]) -> str:
     )
 
 
-def create_admin_app(settings: Settings, store: Store, metrics: Metrics) -> AdminAuth:
+def create_admin_app(
+    settings: Settings, store: Store, metrics: Metrics, evidence: EvidenceRecorder | None = None
+) -> AdminAuth:
+    """The admin API; `evidence` records its locks and chat rules in each room's evidence (the
+    actor: the admin API, one pseudonym per room)."""
     app = FastAPI(
         title="Meetgate admin API",
         version="1",
@@ -616,8 +624,15 @@ def create_admin_app(settings: Settings, store: Store, metrics: Metrics) -> Admi
             )
 
         changed = await store.change_room(name, change)
+        if before[0].locked != changed.locked:
+            _record(name, Kind.LOCK if changed.locked else Kind.UNLOCK)
         await _tell_rules(before[0], changed)
         return _room_out(changed)
+
+    def _record(room: str, kind: Kind, **values: object) -> None:
+        if evidence is not None:
+            actor = evidence.pseudonyms.host(room, EVIDENCE_ACTOR)
+            evidence.note(room, kind, {"actor": actor, **values})
 
     async def _tell_rules(was: Room, now: Room) -> None:
         """A change of the chat rules reaches every replica's gate at once, and the room's log
@@ -628,8 +643,10 @@ def create_admin_app(settings: Settings, store: Store, metrics: Metrics) -> Admi
         await rules_changed(store, now.name)
         entry = partial(AuditEntry, at=time.time(), room=now.name, actor="", actor_name=ADMIN)
         if was.quiet != now.quiet:
+            _record(now.name, Kind.QUIET_ON if now.quiet else Kind.QUIET_OFF)
             await store.append_audit(entry(action="quiet on" if now.quiet else "quiet off"))
         if ChatLimits.of(was) != limits:
+            _record(now.name, Kind.CHAT_LIMITS, limits=evidence_limits(limits))
             facts = AuditFacts(AuditKind.CHAT_LIMITS, limits=limits)
             await store.append_audit(entry(action="change chat limits", facts=facts))
 

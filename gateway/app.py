@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from gateway.admin_api import AdminAuth, create_admin_app
 from gateway.admission.email_codes import EmailCodes
 from gateway.admission.flood import FloodGuard
@@ -10,6 +12,9 @@ from gateway.admission.lobby import Lobby
 from gateway.admission.names import skeleton
 from gateway.admission.pipeline import AdmissionPipeline
 from gateway.edge.languages import LanguageChoice
+from gateway.evidence.backend import open_evidence
+from gateway.evidence.pseudonyms import Pseudonyms
+from gateway.evidence.recorder import EvidenceRecorder
 from gateway.host.actions import HostDesk
 from gateway.host.dashboard import create_dashboard_router
 from gateway.mail import SmtpMailer
@@ -27,9 +32,27 @@ from gateway.web.lobby import LobbyPages, create_lobby_router
 from gateway.web.pages import create_pages_app
 from gateway.web.signin import create_signin_router, with_signin_session
 
+log = logging.getLogger("meetgate")
 
-def create_app(settings: Settings, store: Store, metrics: Metrics | None = None) -> Gate:
-    """The public ASGI app: Meetgate's pages plus the gated proxy to Jitsi.
+
+def create_evidence(settings: Settings, metrics: Metrics) -> EvidenceRecorder:
+    """The evidence log the settings name and its recorder (started and stopped with the gate);
+    what will not outlive the process is said in the log, once."""
+    backend = open_evidence(settings.evidence, settings.store.url)
+    for caveat in backend.caveats:
+        log.warning("%s", caveat)
+    secret = settings.admission.pseudonym_key.get_secret_value().encode()
+    return EvidenceRecorder(backend.log, Pseudonyms(secret), metrics, close_backend=backend.aclose)
+
+
+def create_app(
+    settings: Settings,
+    store: Store,
+    metrics: Metrics | None = None,
+    evidence: EvidenceRecorder | None = None,
+) -> Gate:
+    """The public ASGI app: Meetgate's pages plus the gated proxy to Jitsi. `evidence`: the
+    recorder (made from the settings when None; the gate's `evidence` either way).
 
     Call `await gate.aclose()` when done (the lifespan shutdown does it under a server).
     """
@@ -39,8 +62,9 @@ def create_app(settings: Settings, store: Store, metrics: Metrics | None = None)
     metrics = metrics or Metrics()
     metrics.watch_store(store.health)
     metrics.watch_memory(store.continuity)
+    evidence = evidence or create_evidence(settings, metrics)
     secret = settings.admission.pseudonym_key.get_secret_value().encode()
-    limiter = RateLimiter(store, settings.rates, metrics)
+    limiter = RateLimiter(store, settings.rates, metrics, evidence=evidence)
     flood = FloodGuard(store, limiter, settings.challenge, secret, metrics)
     pipeline = AdmissionPipeline(
         store,
@@ -68,7 +92,12 @@ def create_app(settings: Settings, store: Store, metrics: Metrics | None = None)
         flood=flood,
     )
     dashboard = create_dashboard_router(
-        settings, pipeline, HostDesk(store, lobby), registry.count, flood.status
+        settings,
+        pipeline,
+        HostDesk(store, lobby, evidence),
+        registry.count,
+        flood.status,
+        evidence=evidence.log,
     )
     lobby_router = create_lobby_router(
         settings, entrance, lobby, door=lobby_door, store=store, limiter=limiter, flood=flood
@@ -85,6 +114,7 @@ def create_app(settings: Settings, store: Store, metrics: Metrics | None = None)
         http_client=client,
         registry=registry,
         metrics=metrics,
+        evidence=evidence,
         pages=LanguageChoice(
             with_signin_session(
                 create_pages_app(
@@ -108,5 +138,9 @@ def create_app(settings: Settings, store: Store, metrics: Metrics | None = None)
     )
 
 
-def create_admin(settings: Settings, store: Store, metrics: Metrics) -> AdminAuth:
-    return create_admin_app(settings, store, metrics)
+def create_admin(
+    settings: Settings, store: Store, metrics: Metrics, evidence: EvidenceRecorder | None = None
+) -> AdminAuth:
+    """The admin API; `evidence`: the gate's recorder (`Gate.evidence`), so that its actions
+    are recorded with the gate's."""
+    return create_admin_app(settings, store, metrics, evidence)

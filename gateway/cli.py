@@ -299,7 +299,7 @@ async def _serve_on(
             await serving.require_store(store, settings.store.url)
         metrics = Metrics()
         gate = create_app(settings, store, metrics)
-        admin = create_admin(settings, store, metrics)
+        admin = create_admin(settings, store, metrics, gate.evidence)
     except BaseException:
         await store.close()
         raise

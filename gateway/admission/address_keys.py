@@ -79,6 +79,11 @@ class AddressHasher:
         """Today's hash of the address's network (`network_of`: its /24 or /64)."""
         return self._tag(await self.today(), "network", network_of(client_addr))
 
+    def known_network(self, client_addr: str) -> str | None:
+        """`network`'s hash without a store call: None while today's key is not at hand."""
+        key = self._keys.get(utc_day(self._clock()))
+        return None if key is None else self._tag(key, "network", network_of(client_addr))
+
     async def addresses_since_yesterday(self, client_addr: str) -> tuple[str, ...]:
         """The address's hash under today's key, then under yesterday's if there was one: what
         was stored for it within the last day, either side of midnight, is found under one."""

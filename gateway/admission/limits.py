@@ -19,6 +19,7 @@ from typing import NoReturn
 from gateway.admission.address_keys import AddressHasher
 from gateway.admission.local_limits import KnownRefusals, KnownWait
 from gateway.errors import RateLimited, StoreUnavailable
+from gateway.evidence.recorder import EvidenceRecorder
 from gateway.metrics import Metrics
 from gateway.settings import Rate, RateSettings
 from gateway.store import PLAIN_LIMITS, Store
@@ -68,8 +69,11 @@ class RateLimiter:
         metrics: Metrics,
         *,
         addresses: AddressHasher | None = None,
+        evidence: EvidenceRecorder | None = None,
     ) -> None:
+        """`evidence` counts refused joins per network and minute in the evidence log."""
         self._store = store
+        self.evidence = evidence
         self.addresses = addresses or AddressHasher(store)
         self._rates = rates
         self._metrics = metrics
@@ -178,6 +182,7 @@ class RateLimiter:
             self.known.address_refused(attempt.client_addr, address_wait, attempt.room, now)
         if network_wait > 0:
             self.known.network_refused(attempt.client_addr, network_wait, attempt.room, now)
+        self._witness(attempt.room, attempt.client_addr)
         link_limit = max(LINK_LIMITS, key=lambda name: waits.get(name, 0.0))
         link_wait = waits.get(link_limit, 0.0)
         if attempt.link is not None and link_wait > 0:
@@ -199,12 +204,20 @@ class RateLimiter:
         this replica's own refusals: the gate answers such attempts itself."""
         return self.known.wait(client_addr, time.monotonic())
 
-    def note_local_refusal(self, known: KnownWait) -> None:
+    def _witness(self, room: str | None, client_addr: str) -> None:
+        if self.evidence is not None:
+            network = self.addresses.known_network(client_addr)
+            if network is not None:
+                self.evidence.refused_join(room, network)
+
+    def note_local_refusal(self, known: KnownWait, client_addr: str | None = None) -> None:
         """Count an attempt the gate refused on `known_wait`: in the metrics (added when they are
         read), and in the pressure (the gate's, and the room of the refusal it knew) by a
         background store call a second at most, so a flood's refusals cost no store round trip
         each and wait for none."""
         self._uncounted[known.limit] = self._uncounted.get(known.limit, 0) + 1
+        if client_addr is not None:
+            self._witness(known.room, client_addr)
         self._unflushed[known.room] = self._unflushed.get(known.room, 0) + 1
         if self._flushing is None and time.monotonic() - self._flushed_at >= LOCAL_FLUSH_SECONDS:
             self._flushing = asyncio.get_running_loop().create_task(self._flush_local_refusals())

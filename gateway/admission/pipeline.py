@@ -9,6 +9,7 @@ which names the admission) never holds anything a thief could replay as a cookie
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import hmac
@@ -31,6 +32,7 @@ from gateway.admission.names import (
     claim_shown_name,
     host_shape,
     name_choices,
+    normalise,
 )
 from gateway.admission.policy import Decision, Verdict, decide
 from gateway.admission.rooms import MAX_MOVES
@@ -49,6 +51,7 @@ from gateway.errors import (
     StoreMemoryLost,
     StoreUnavailable,
 )
+from gateway.evidence.entries import Kind as EvidenceKind
 from gateway.i18n import N_
 from gateway.metrics import Metrics
 from gateway.store import (
@@ -72,6 +75,10 @@ from gateway.store.records import (
     RoomPolicy,
 )
 
+# Why a name was refused, as the evidence log says it: a name looking like one of the room's
+# hosts' was passed over, or every number for a look-alike was taken.
+LOOKS_LIKE_A_HOST = "looks-like-a-host"
+TOO_MANY_LOOK_ALIKES = "too-many-look-alikes"
 COOKIE_SECRET_SHAPE = re.compile(r"[A-Za-z0-9_-]{43}")
 # What a replica remembers of the join links it has looked up (token hash -> what it found), so
 # that a join through one is a single store call; past this many it forgets the oldest, and it
@@ -542,7 +549,7 @@ class AdmissionPipeline:
         )
         # The one step needs the names it may claim, so the names kept for the room's hosts are
         # read before the limits are charged (a replica reads them once in 5 s a room).
-        batches = await self._name_choices(verified, role, room, now)
+        batches = await self._name_choices(verified, role, room, now, attempt.client_addr)
         charges = tuple(await self._limiter.charges(attempt))
         if not first_step:
             batches = islice(batches, 2, None)
@@ -587,6 +594,7 @@ class AdmissionPipeline:
             # Every name so far is held; the next numbers. The limits are charged already, and
             # the link's room is the one expected.
             charges, expected = (), None
+        self._name_refused(room.name, attempt.client_addr, TOO_MANY_LOOK_ALIKES)
         raise InvalidInput(N_("This name cannot be used in this room right now."))
 
     async def _unanswered_call(
@@ -740,7 +748,9 @@ class AdmissionPipeline:
         cookie_secret = secrets.token_urlsafe(32)
         admission_id = admission_id_for(cookie_secret)
         expires_at = now + self._ttl
-        name = await self._shown_name(verified, role, room, admission_id, expires_at, now)
+        name = await self._shown_name(
+            verified, role, room, admission_id, expires_at, now, client_addr
+        )
         admission = Admission(
             id=admission_id,
             room=room.name,
@@ -763,23 +773,41 @@ class AdmissionPipeline:
         admission_id: str,
         expires_at: float,
         now: float,
+        client_addr: str,
     ) -> str:
         """The verified name as the room will see it, claimed in the store for the admission
         `admission_id`: unique up to look-alikes, guests marked, and a look-alike of a host's
         name (a host in the room, or one holding a host invite to it) only with a number
         Meetgate chose. One atomic claim decides, so look-alikes racing in cannot both win.
         """
-        choices = await self._name_choices(verified, role, room, now)
-        return await claim_shown_name(self._store, room.name, choices, admission_id, expires_at)
+        choices = await self._name_choices(verified, role, room, now, client_addr)
+        try:
+            return await claim_shown_name(self._store, room.name, choices, admission_id, expires_at)
+        except InvalidInput:
+            self._name_refused(room.name, client_addr, TOO_MANY_LOOK_ALIKES)
+            raise
 
     async def _name_choices(
-        self, verified: VerifiedIdentity, role: Role, room: Room, now: float
+        self, verified: VerifiedIdentity, role: Role, room: Room, now: float, client_addr: str
     ) -> Iterator[NameChoices]:
         reserved = (
             frozenset() if role is Role.HOST else await self._host_names.reserved(room.name, now)
         )
         guest = verified.guest and role is not Role.HOST
+        if reserved and self._limiter.evidence is not None:
+            with contextlib.suppress(InvalidInput):
+                if host_shape(normalise(verified.name)) in reserved:
+                    # Shown only with a number Meetgate chose: an attempt at a host's name.
+                    self._name_refused(room.name, client_addr, LOOKS_LIKE_A_HOST)
         return name_choices(verified.name, role=role, guest=guest, reserved=reserved)
+
+    def _name_refused(self, room: str, client_addr: str, reason: str) -> None:
+        """Record in the room's evidence that a name was refused, by the network it came from."""
+        evidence = self._limiter.evidence
+        network = self._limiter.addresses.known_network(client_addr)
+        if evidence is not None and network is not None:
+            fields = {"network": evidence.pseudonyms.network(room, network), "reason": reason}
+            evidence.note(room, EvidenceKind.NAME_REFUSED, fields)
 
     def ensure_memory(self) -> None:
         """Refuse (StoreMemoryLost) while the store is known to have lost its memory: a ban or

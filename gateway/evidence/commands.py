@@ -1,5 +1,6 @@
 """`meetgate evidence …`: `key` shows (or makes) the gate's evidence key, `export` writes a
-room's evidence to one file, `verify` checks such a file offline, with no config and no store.
+room's evidence to one file (from Redis with the Redis store, else from [evidence] directory),
+`verify` checks such a file offline, with no config and no store.
 
 Exit codes scripts rely on: 0 done (valid), 1 invalid, 2 bad usage or a file that cannot be
 read.
@@ -16,10 +17,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
+from gateway.errors import StoreUnavailable
+from gateway.evidence.backend import is_redis_url, open_evidence
 from gateway.evidence.entries import EvidenceError, check_chain_name, moment
 from gateway.evidence.export import verify_export
-from gateway.evidence.files import FileChains
-from gateway.evidence.log import EvidenceLog, SigningPolicy
 from gateway.evidence.signing import (
     fingerprint,
     generate_private_pem,
@@ -255,19 +256,29 @@ def command_export(args: argparse.Namespace) -> int:
     evidence = settings.evidence
     if evidence.private_pem is None:
         raise Unusable("no evidence key: set [evidence] key_file (`meetgate evidence key`)")
-    if evidence.directory is None:
+    if not is_redis_url(settings.store.url) and evidence.directory is None:
         raise Unusable(
-            "[evidence] directory is not set: this gate keeps no evidence on disk to export"
+            "[evidence] directory is not set and the store is memory://: this gate keeps no"
+            " evidence outside its own process to export"
         )
-    log = EvidenceLog(
-        FileChains(evidence.directory),
-        load_private_key(evidence.private_pem),
-        SigningPolicy(every=evidence.sign_every, seconds=evidence.sign_seconds),
-    )
     try:
-        data = asyncio.run(log.export(room, since, until))
+        backend = open_evidence(evidence, settings.store.url)
+    except EvidenceError as exc:
+        raise Unusable(str(exc)) from None
+    log = backend.log
+
+    async def export() -> bytes:
+        try:
+            return await log.export(room, since, until)
+        finally:
+            await backend.aclose()
+
+    try:
+        data = asyncio.run(export())
     except EvidenceError as exc:
         raise Unusable(f"the stored evidence of {room} cannot be exported: {exc}") from None
+    except StoreUnavailable:
+        raise Unusable(f"the store at [store] url cannot be reached: {room} not exported") from None
     try:
         fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except OSError as exc:

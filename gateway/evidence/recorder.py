@@ -17,7 +17,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Final
 
 from gateway.errors import StoreUnavailable
@@ -64,7 +64,10 @@ class EvidenceRecorder:
         *,
         bound: int = QUEUE_BOUND,
         clock: Callable[[], float] = time.time,
+        close_backend: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
+        """`close_backend` is awaited last at `aclose` (the chains' client)."""
+        self._close_backend = close_backend
         self.log = log_
         self.pseudonyms = pseudonyms
         self._metrics = metrics
@@ -81,7 +84,7 @@ class EvidenceRecorder:
         self._say_after = 0
         self._unlogged = 0
         self._logged_at = 0.0
-        # (chain, network pseudonym, minute) -> refused joins.
+        # (chain, the limiter's hash of the network, minute) -> refused joins.
         self._tallies: dict[tuple[str, str, str], int] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -101,7 +104,7 @@ class EvidenceRecorder:
         self._queued_total += 1
         self._wake.set()
 
-    def note(self, chain: str, kind: Kind, fields: dict[str, object]) -> None:
+    def note(self, chain: str, kind: Kind, fields: Mapping[str, object]) -> None:
         """`record` of a record made here: values it refuses (a name no entry may hold, say)
         are counted as lost instead of failing the action that had them."""
         try:
@@ -116,7 +119,8 @@ class EvidenceRecorder:
         """Count a join refused by a rate limit: per room (the gate's chain for none), network
         (the limiter's keyed hash of it) and minute; one entry each when the minute is over."""
         chain = room if room is not None and _is_chain(room) else GATE_CHAIN
-        key = (chain, self.pseudonyms.network(chain, network), minute(self._clock()))
+        # The pseudonym is made when the minute is flushed: one hash per network, not per join.
+        key = (chain, network, minute(self._clock()))
         if key not in self._tallies and len(self._tallies) >= MAX_TALLIES:
             self._drop(chain, 1, QUEUE_FULL)
             return
@@ -151,6 +155,9 @@ class EvidenceRecorder:
         if left:
             log.warning("evidence: %d record(s) not kept at the stop (the store was away)", left)
         self._log_dropped(force=True)
+        if self._close_backend is not None:
+            with contextlib.suppress(Exception):
+                await self._close_backend()
 
     async def flush(self) -> None:
         """Append what is queued and every minute counted so far, now (tests, exports)."""
@@ -257,7 +264,8 @@ class EvidenceRecorder:
         for key in [k for k in self._tallies if everything or k[2] != current]:
             chain, network, when = key
             count = min(self._tallies.pop(key), 10**12)
-            fields: dict[str, object] = {"network": network, "minute": when, "count": count}
+            pseudonym = self.pseudonyms.network(chain, network)
+            fields: dict[str, object] = {"network": pseudonym, "minute": when, "count": count}
             self.record(chain, Record(Kind.FLOOD_REFUSED, fields))
 
     def _drop(self, chain: str, count: int, reason: str) -> None:

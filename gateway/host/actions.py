@@ -14,6 +14,8 @@ from gateway.admission.names import shown_claim
 from gateway.admission.policy import policy_version
 from gateway.cuts import Cut, RulesChanged
 from gateway.errors import InvalidInput, NotHost, PolicyChanged, RoomNotFound
+from gateway.evidence.entries import Kind, moment
+from gateway.evidence.recorder import EvidenceRecorder
 from gateway.i18n import N_
 from gateway.store import Store
 from gateway.store.records import (
@@ -64,15 +66,51 @@ def check_chat_limits(limits: ChatLimits) -> None:
         )
 
 
+def evidence_limits(limits: ChatLimits) -> dict[str, object]:
+    """A room's chat limits as the evidence writes them: each a number, or null for the
+    gate's default."""
+    return {
+        "per_10s": limits.per_10s or None,
+        "burst": limits.burst or None,
+        "max_bytes": limits.max_bytes or None,
+        "strikes": limits.strikes,
+    }
+
+
 async def rules_changed(store: Store, room_name: str) -> None:
     """Every replica's gate re-reads the room's chat rules now (gateway/proxy/room_rules.py)."""
     await RulesChanged(room_name).send(store)
 
 
 class HostDesk:
-    def __init__(self, store: Store, lobby: Lobby | None = None) -> None:
+    def __init__(
+        self, store: Store, lobby: Lobby | None = None, evidence: EvidenceRecorder | None = None
+    ) -> None:
+        """`evidence`: where removals, bans, locks, lockdowns, moves and chat rules are
+        recorded (None: nowhere)."""
         self._store = store
         self._lobby = lobby
+        self._evidence = evidence
+
+    def _record(
+        self,
+        host: Admission,
+        kind: Kind,
+        whom: str | None = None,
+        name: str | None = None,
+        **values: object,
+    ) -> None:
+        """Record in the room's evidence what `host` did (to the admission `whom`, whose shown
+        `name` only if the host chose to record it)."""
+        evidence = self._evidence
+        if evidence is None:
+            return
+        fields: dict[str, object] = {"actor": evidence.pseudonyms.host(host.room, host.identity)}
+        if whom is not None:
+            fields["target"] = evidence.pseudonyms.admission(host.room, whom)
+        if name:
+            fields["name"] = name
+        evidence.note(host.room, kind, {**fields, **values})
 
     async def _authorise(self, host: Admission, room_name: str, now: float) -> Room:
         if host.role is not Role.HOST or host.room != room_name or not host.is_live(now):
@@ -127,9 +165,18 @@ class HostDesk:
     async def room(self, host: Admission, room_name: str, now: float) -> Room:
         return await self._authorise(host, room_name, now)
 
-    async def revoke(self, host: Admission, room_name: str, admission_id: str, now: float) -> bool:
+    async def revoke(
+        self,
+        host: Admission,
+        room_name: str,
+        admission_id: str,
+        now: float,
+        *,
+        record_name: bool = False,
+    ) -> bool:
         """Revoke one admission of this room. False (and nothing done) if it is unknown, of
-        another room, or already gone; revoking twice is harmless."""
+        another room, or already gone; revoking twice is harmless. `record_name`: the evidence
+        keeps the shown name too."""
         await self._authorise(host, room_name, now)
         if admission_id == host.id:
             raise InvalidInput(N_("You cannot remove yourself; leave the meeting instead."))
@@ -138,6 +185,7 @@ class HostDesk:
             return False
         await self._store.revoke_admission(admission_id)
         await self._cut(admission_id, "revoked")
+        self._record(host, Kind.REMOVAL, admission_id, target.name if record_name else None)
         facts = AuditFacts(AuditKind.NAME, name=target.name)
         await self._audit(host, "revoke", now, target=target.identity, facts=facts)
         return True
@@ -149,9 +197,12 @@ class HostDesk:
         admission_id: str,
         until: float | None,
         now: float,
+        *,
+        record_name: bool = False,
     ) -> bool:
         """Revoke every admission of the target's identity in this room and bar it from coming
-        back until `until` (None: for good). False if the admission is unknown to this room."""
+        back until `until` (None: for good). False if the admission is unknown to this room.
+        `record_name`: the evidence keeps the shown name too."""
         room = await self._authorise(host, room_name, now)
         if admission_id == host.id:
             raise InvalidInput(N_("You cannot ban yourself."))
@@ -165,6 +216,9 @@ class HostDesk:
             if admission.identity == target.identity and not admission.revoked:
                 await self._store.revoke_admission(admission.id)
                 await self._cut(admission.id, "banned")
+        ends = None if until is None else moment(until)
+        shown = target.name if record_name else None
+        self._record(host, Kind.BAN, admission_id, shown, until=ends)
         facts = (
             AuditFacts(AuditKind.NAME, name=target.name)
             if until is None
@@ -183,6 +237,7 @@ class HostDesk:
             ),
         )
         await self._audit(host, "lock" if locked else "unlock", now)
+        self._record(host, Kind.LOCK if locked else Kind.UNLOCK)
         return updated
 
     async def lockdown(self, host: Admission, room_name: str, now: float) -> int:
@@ -201,6 +256,7 @@ class HostDesk:
             await self._cut(admission.id, "lockdown")
             removed += 1
         await self._audit(host, "lockdown", now, facts=AuditFacts(AuditKind.REMOVED, count=removed))
+        self._record(host, Kind.LOCKDOWN, removed=removed)
         return removed
 
     async def move(self, host: Admission, room_name: str, now: float) -> Room:
@@ -244,6 +300,7 @@ class HostDesk:
                 moved += 1
         facts = AuditFacts(AuditKind.MOVED, count=moved)
         await self._audit(host, "move", now, target=successor.name, facts=facts)
+        self._record(host, Kind.MOVE, moved=moved)
         return successor
 
     async def _claim_name_in(self, room_name: str, admission: Admission) -> None:
@@ -297,6 +354,7 @@ class HostDesk:
         )
         await rules_changed(self._store, room_name)
         await self._audit(host, "quiet on" if on else "quiet off", now)
+        self._record(host, Kind.QUIET_ON if on else Kind.QUIET_OFF)
         return updated
 
     async def set_chat_limits(
@@ -312,6 +370,7 @@ class HostDesk:
         await rules_changed(self._store, room_name)
         facts = AuditFacts(AuditKind.CHAT_LIMITS, limits=limits)
         await self._audit(host, "change chat limits", now, facts=facts)
+        self._record(host, Kind.CHAT_LIMITS, limits=evidence_limits(limits))
         return updated
 
     async def waiting(self, host: Admission, room_name: str, now: float) -> list[LobbyRequest]:
@@ -337,6 +396,9 @@ class HostDesk:
             }[answer]
             facts = AuditFacts(AuditKind.NAME, name=answered.name)
             await self._audit(host, action, now, target=answered.identity, facts=facts)
+            if answer is LobbyState.BANNED:
+                # Turned away from the lobby for good: whom, by the lobby request (no admission).
+                self._record(host, Kind.BAN, f"lobby:{answered.id}", until=None)
         return answered
 
     async def audit(self, host: Admission, room_name: str, now: float) -> list[AuditEntry]:

@@ -28,7 +28,16 @@ from gateway.edge.languages import current
 from gateway.edge.rendering import wants_json
 from gateway.edge.requests import cookie_name, read_cookie, request_id, same_origin
 from gateway.edge.templating import render
-from gateway.errors import CrossSiteRequest, CsrfFailed, InvalidInput, NotFound, NotHost
+from gateway.errors import (
+    CrossSiteRequest,
+    CsrfFailed,
+    InvalidInput,
+    MeetgateError,
+    NotFound,
+    NotHost,
+)
+from gateway.evidence.entries import EvidenceError
+from gateway.evidence.log import EvidenceLog
 from gateway.host.actions import HostDesk
 from gateway.host.policy_form import (
     POLICY_FORM_BYTES,
@@ -51,6 +60,22 @@ from gateway.store.records import (
 from gateway.web.forms import MAX_FORM_BYTES, MAX_FORM_FIELDS, read_form
 
 HOST_PREFIX = "/_meetgate/host"
+# A room's evidence export, as its hosts download it: /_meetgate/host/<room>/evidence.
+EVIDENCE_PATH = "evidence"
+EVIDENCE_TYPE = "application/x-ndjson"
+
+
+class EvidenceBroken(MeetgateError):
+    """The room's stored evidence does not hold together: no file is made of it."""
+
+    code = "evidence_broken"
+    title = N_("The evidence cannot be exported")
+    message = N_(
+        "This room's evidence log does not hold together (entries were lost or changed where it"
+        " is kept), so no file was made. An admin can see why with meetgate evidence export."
+    )
+
+
 ADMISSION_ID_SHAPE = re.compile(r"[0-9a-f]{64}")
 # How long a ban lasts, as the form offers it (seconds, None for good; choice; phrase).
 BAN_DURATIONS: dict[str, tuple[float | None, str, str]] = {
@@ -539,7 +564,19 @@ def _confirmed_fields(request: ActionRequest) -> dict[str, str]:
     """The fields the confirmation page posts again, with `confirmed=1` added by the page."""
     if request.action == "policy":
         return passed_on(request.fields)
-    return {k: v for k, v in request.fields.items() if k in ("admission", "duration", "request")}
+    kept = ("admission", "duration", "request", "record_name")
+    return {k: v for k, v in request.fields.items() if k in kept}
+
+
+def _record_name(request: ActionRequest) -> bool:
+    """The host chose to keep the shown name in the evidence (the form's box, off unless
+    ticked)."""
+    return request.fields.get("record_name") == "1"
+
+
+def evidence_filename(room: str, at: float) -> str:
+    """What a room's export is saved as: the room (a-z, 0-9, - and _ only) and the time."""
+    return f"{room}-evidence-{datetime.fromtimestamp(at, UTC).strftime('%Y%m%dT%H%M%SZ')}.jsonl"
 
 
 @dataclass(frozen=True, slots=True)
@@ -579,7 +616,7 @@ class DashboardActions:
     async def revoke(self, request: ActionRequest) -> Outcome:
         admission_id = request.fields.get("admission", "")
         done = ADMISSION_ID_SHAPE.fullmatch(admission_id) is not None and await self._desk.revoke(
-            request.host, request.room, admission_id, request.now
+            request.host, request.room, admission_id, request.now, record_name=_record_name(request)
         )
         message = (
             shown(N_("{name} was removed from the meeting."), name=request.target_name)
@@ -593,7 +630,12 @@ class DashboardActions:
         seconds, label = _ban_duration(request.fields)
         until = None if seconds is None else request.now + seconds
         done = ADMISSION_ID_SHAPE.fullmatch(admission_id) is not None and await self._desk.ban(
-            request.host, request.room, admission_id, until, request.now
+            request.host,
+            request.room,
+            admission_id,
+            until,
+            request.now,
+            record_name=_record_name(request),
         )
         message = (
             shown(
@@ -705,8 +747,10 @@ class Dashboard:
         desk: HostDesk,
         registry_counts: RegistryCounts,
         attack_status: Callable[[Room], Awaitable[dict[str, Any]]],
+        evidence: EvidenceLog | None = None,
     ) -> None:
         self._settings = settings
+        self._evidence = evidence
         self._pipeline = pipeline
         self._desk = desk
         self._registry_counts = registry_counts
@@ -750,6 +794,7 @@ class Dashboard:
                 for key, (_, choice, phrase) in BAN_DURATIONS.items()
             ],
             labels=script_messages(),
+            evidence=self._evidence is not None,
             clock=clock,
             iso_time=iso_time,
             request_id=request_id(request.scope),
@@ -760,6 +805,30 @@ class Dashboard:
         now = time.time()
         host, current = await self._host_of(request, room, now)
         return JSONResponse(await self._roster_of(host, current, now))
+
+    async def evidence(self, request: Request, room: str) -> Response:
+        """The room's evidence export as a file, for its hosts only, from the gate's own pages
+        only (a link elsewhere cannot make a host's browser fetch it)."""
+        if self._evidence is None:
+            raise NotFound()
+        if not same_origin(request.scope, self._settings.public_url):
+            raise CrossSiteRequest()
+        now = time.time()
+        _, current = await self._host_of(request, room, now)
+        try:
+            data = await self._evidence.export(current.name)
+        except EvidenceError as exc:
+            raise EvidenceBroken() from exc
+        name = evidence_filename(current.name, now)
+        return Response(
+            data,
+            media_type=EVIDENCE_TYPE,
+            headers={
+                "content-disposition": f'attachment; filename="{name}"',
+                "cache-control": "no-store",
+                "x-content-type-options": "nosniff",
+            },
+        )
 
     async def act(self, request: Request, room: str, action: str) -> Response:
         """A host action from the page's script (JSON) or a form without script (pages)."""
@@ -880,14 +949,18 @@ def create_dashboard_router(
     desk: HostDesk,
     registry_counts: RegistryCounts,
     attack_status: Callable[[Room], Awaitable[dict[str, Any]]],
+    *,
+    evidence: EvidenceLog | None = None,
 ) -> APIRouter:
-    """The dashboard's routes under /_meetgate/host/…; see `Dashboard`."""
-    routes = Dashboard(settings, pipeline, desk, registry_counts, attack_status)
+    """The dashboard's routes under /_meetgate/host/…; see `Dashboard`. `evidence`: the log its
+    hosts download their room's export from (None: no download)."""
+    routes = Dashboard(settings, pipeline, desk, registry_counts, attack_status, evidence)
     router = APIRouter()
     router.add_api_route(HOST_PREFIX, routes.own_dashboard, methods=["GET"])
     router.add_api_route(
         HOST_PREFIX + "/{room}", routes.dashboard, methods=["GET"], response_class=HTMLResponse
     )
     router.add_api_route(HOST_PREFIX + "/{room}/roster", routes.roster, methods=["GET"])
+    router.add_api_route(HOST_PREFIX + "/{room}/" + EVIDENCE_PATH, routes.evidence, methods=["GET"])
     router.add_api_route(HOST_PREFIX + "/{room}/{action}", routes.act, methods=["POST"])
     return router

@@ -54,6 +54,7 @@ from gateway.errors import (
     StoreUnavailable,
     TicketInvalid,
 )
+from gateway.evidence.recorder import EvidenceRecorder
 from gateway.metrics import Metrics
 from gateway.proxy.bosh import SID_SHAPE, BoshSession
 from gateway.proxy.bosh_body import parse_body
@@ -182,8 +183,11 @@ class Gate:
         registry: ConnectionRegistry,
         metrics: Metrics,
         pages: ASGIApp,
+        evidence: EvidenceRecorder | None = None,
     ) -> None:
         self._settings = settings
+        # Started and stopped with the gate (None: nothing is recorded).
+        self.evidence = evidence
         self._store = store
         self._metrics = metrics
         self._addresses = ClientAddresses(parse_networks(settings.trusted_proxies))
@@ -218,7 +222,14 @@ class Gate:
         self._live = LiveAdmissions(settings.revocation.reconcile_seconds)
         # The signalling wire guard (None: `[guard] enabled = false`).
         self.guarding = (
-            WireGuarding(settings, store, metrics, self._in_background, registry.close_admission)
+            WireGuarding(
+                settings,
+                store,
+                metrics,
+                self._in_background,
+                registry.close_admission,
+                evidence=evidence,
+            )
             if settings.guard.enabled
             else None
         )
@@ -234,6 +245,8 @@ class Gate:
             self._reconciling = asyncio.create_task(self.reconciler.run_periodically())
         if self._memory_watch is None:
             self._memory_watch = asyncio.create_task(watch_memory(self._store))
+        if self.evidence is not None:
+            await self.evidence.start()
 
     async def aclose(self) -> None:
         tasks = [t for t in (self._follower, self._reconciling, self._memory_watch) if t]
@@ -249,6 +262,8 @@ class Gate:
         await self._limiter.aclose()
         if self.guarding is not None:
             await self.guarding.rules.aclose()
+        if self.evidence is not None:
+            await self.evidence.aclose()
         await self._http_client.aclose()
 
     def stop_accepting(self) -> None:
@@ -442,7 +457,7 @@ class Gate:
                 if link.limit != "invite" or method == "POST":
                     known = link
         if known.seconds > 0:
-            self._limiter.note_local_refusal(known)
+            self._limiter.note_local_refusal(known, client_addr)
         return known
 
     def refuse_known(self, scope: Scope) -> tuple[int, Sequence[tuple[bytes, bytes]], bytes] | None:

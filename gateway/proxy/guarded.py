@@ -14,6 +14,8 @@ from xml.sax.saxutils import escape
 
 from gateway.cuts import Cut
 from gateway.errors import StoreUnavailable
+from gateway.evidence.entries import Kind
+from gateway.evidence.recorder import EvidenceRecorder
 from gateway.metrics import Metrics
 from gateway.proxy.room_rules import RoomRules
 from gateway.proxy.wire_guard import (
@@ -308,10 +310,14 @@ class WireGuarding:
         metrics: Metrics,
         in_background: Callable[[Coroutine[Any, Any, Any]], None],
         cut_here: Callable[[str, str], Coroutine[Any, Any, Any]],
+        *,
+        evidence: EvidenceRecorder | None = None,
     ) -> None:
         """`in_background` runs a coroutine without waiting for it; `cut_here(admission_id,
-        reason)` closes an admission's connections on this replica."""
+        reason)` closes an admission's connections on this replica; `evidence` records each
+        removal in the room's evidence log."""
         self._settings = settings
+        self._evidence = evidence
         self._store = store
         self._metrics = metrics
         self._in_background = in_background
@@ -413,6 +419,10 @@ class WireGuarding:
     async def _remove(self, admission: Admission, reason: str) -> None:
         """Past the room's strike threshold the sender goes as a host's removal would: revoked,
         its connections cut on every replica, and the room's log says why."""
+        if self._evidence is not None:
+            target = self._evidence.pseudonyms.admission(admission.room, admission.id)
+            fields: dict[str, object] = {"target": target, "rule": reason}
+            self._evidence.note(admission.room, Kind.GUARD_REMOVAL, fields)
         try:
             await self._store.revoke_admission(admission.id)
             await Cut(admission.id, GUARD_REMOVAL).send(self._store)

@@ -6,6 +6,7 @@ sends (tests/fixtures/jitsi_stanzas.py) passes and reaches the others as sent.
 
 from __future__ import annotations
 
+import json
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -16,6 +17,7 @@ import pytest
 
 from tests.fixtures.gateway_server import GENEROUS_LIMITS, GatewayServer
 from tests.fixtures.jitsi_stanzas import BY_NAME, CORPUS, JitsiStanza, Placeholders
+from tests.fixtures.processes import wait_until
 from tests.fixtures.xmpp_client import XmppClient, XmppConnectFailed, parse_stanza
 from tests.integration.guard_helpers import guarded_gateway, transport
 from tests.integration.journeys import (
@@ -285,6 +287,20 @@ async def test_past_the_strike_threshold_the_sender_is_removed_and_cannot_come_b
     assert fresh_ticket(guarded, mallory_admitted, room).status_code == 403
     with pytest.raises(XmppConnectFailed):
         await XmppClient.connect(signalling_url(guarded, mallory_admitted, transport))
+    # The room's evidence says so: whom (a pseudonym) and the rule broken, no name.
+    host = admit(guarded, room, "Hilde", role="host")
+
+    def evidence() -> list[dict[str, Any]]:
+        with guarded.client(cookies=host.cookies) as client:
+            got = client.get(f"/_meetgate/host/{room}/evidence")
+        assert got.status_code == 200, got.text
+        lines = [json.loads(line) for line in got.content.splitlines() if b'"prev"' in line]
+        return [line for line in lines if line["kind"] == "guard removal"]
+
+    wait_until(lambda: bool(evidence()), what="the guard's removal in the evidence")
+    (removal,) = evidence()
+    assert removal["fields"]["rule"] == "rate" and removal["fields"]["target"].startswith("a-")
+    assert set(removal["fields"]) == {"rule", "target"}
 
 
 async def test_refused_stanzas_leave_a_stream_managed_session_alive(

@@ -1,0 +1,227 @@
+"""Issue 17's "done when" for the evidence log, through the real gate on a real Redis: a meeting
+is flooded (joins refused by the rate limits, from several networks), a look-alike of its host's
+name is refused, its host removes, bans, locks and quiets through the dashboard and an admin
+through the admin API; the room's hosts download its evidence from the dashboard, an admin
+exports it with `meetgate evidence export`; both verify with `meetgate evidence verify`, and
+flipping any byte fails verification, naming the entry where the byte was."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from gateway.evidence.export import verify_export
+from tests.fixtures.gateway_server import GatewayServer, start_gateway
+from tests.fixtures.processes import stop_process, wait_until
+from tests.fixtures.redis_server import RedisProcess, start_redis
+from tests.integration.journeys import Admitted, admission_id, admit, host_action, new_room
+
+pytestmark = pytest.mark.slow
+
+# Joins are tight per address and network; rooms, the gate and invites are not.
+RATES = """
+[rates]
+address = { per_minute = 60, burst = 4 }
+network = { per_minute = 60, burst = 8 }
+room = { per_minute = 1000000, burst = 100000 }
+identity = { per_minute = 1000000, burst = 100000 }
+invite = { per_minute = 1000000, burst = 100000 }
+gate = { per_minute = 1000000, burst = 100000 }
+[challenge]
+mode = "off"
+"""
+# The networks the flood comes from, as the trusted proxy (127.0.0.1) reports them.
+FLOOD_NETWORKS = ("198.51.100.", "203.0.113.")
+
+
+def meetgate(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {name: value for name, value in os.environ.items() if not name.startswith("MEETGATE_")}
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+        env={**env, "HOME": str(cwd)},
+        check=False,
+    )
+
+
+@pytest.fixture
+def redis_process(tmp_path: Path) -> Iterator[RedisProcess]:
+    process = start_redis(tmp_path / "redis")
+    try:
+        yield process
+    finally:
+        stop_process(process.proc)
+
+
+def start(tmp_path: Path, redis: RedisProcess, upstream: str) -> tuple[GatewayServer, Any]:
+    key = tmp_path / "evidence-key.pem"
+    if not key.exists():
+        made = meetgate("evidence", "key", "--generate", str(key), cwd=tmp_path)
+        assert made.returncode == 0, made.stderr
+    return start_gateway(
+        tmp_path / "gateway",
+        upstream=upstream,
+        store_url=redis.url,
+        top='trusted_proxies = ["127.0.0.1/32"]',
+        extra=RATES + f'[evidence]\nkey_file = "{key}"\nsign_every = 3\n',
+    )
+
+
+def flood(gateway: GatewayServer, room: str) -> int:
+    """Join attempts on the room's invite link from two networks until they are refused; how
+    many were refused."""
+    made = gateway.create_invite(room, "Shared link", max_uses=1000)
+    token = gateway.invite_token(made)
+    refused = 0
+    with gateway.client() as client:
+        for network in FLOOD_NETWORKS:
+            for host in range(1, 21):
+                response = client.post(
+                    f"/j/{token}",
+                    headers={"origin": gateway.url, "x-forwarded-for": f"{network}{host}"},
+                )
+                refused += response.status_code == 429
+    return refused
+
+
+def download(gateway: GatewayServer, host: Admitted, **headers: str) -> httpx.Response:
+    with gateway.client(cookies=host.cookies) as client:
+        return client.get(f"/_meetgate/host/{host.room}/evidence", headers=headers)
+
+
+def entries_of(data: bytes) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in data.splitlines() if b'"prev"' in line]
+
+
+def check_every_byte(data: bytes, path: Path, cwd: Path) -> None:
+    """Any flipped byte fails; in an entry's line, the failure names that entry (the CLI's
+    message for one byte of each entry, in-process for every byte)."""
+    lines = data.split(b"\n")
+    starts, offset = [], 0
+    for line in lines:
+        starts.append(offset)
+        offset += len(line) + 1
+    for index in range(len(data)):
+        flipped = bytearray(data)
+        flipped[index] ^= 0x01
+        verdict = verify_export(bytes(flipped))
+        assert not verdict.valid, f"byte {index} flipped still verifies"
+    for number, line in enumerate(lines):
+        if b'"prev"' not in line:
+            continue
+        seq = json.loads(line)["seq"]
+        flipped = bytearray(data)
+        flipped[starts[number] + len(line) // 2] ^= 0x01
+        path.write_bytes(bytes(flipped))
+        checked = meetgate("evidence", "verify", str(path), cwd=cwd)
+        assert checked.returncode == 1, checked.stdout + checked.stderr
+        assert f"seq {seq}" in checked.stdout, checked.stdout
+
+
+def test_a_flooded_and_moderated_meeting_exports_verifies_and_every_byte_counts(
+    tmp_path: Path, jitsi_web: Any, redis_process: RedisProcess
+) -> None:
+    gateway, proc = start(tmp_path, redis_process, jitsi_web.url)
+    try:
+        room = new_room(gateway)
+        host = admit(gateway, room, "Hilde Host", role="host")
+        troll = admit(gateway, room, "Troll")
+        admit(gateway, room, "Troll Two")
+        # A look-alike of the host's name: shown only with a number, and recorded.
+        gateway.create_invite(room, "Hilde Host", role="host")
+        admit(gateway, room, "H1lde Host")
+        assert flood(gateway, room) >= 20
+        # The dashboard: a removal with the shown name kept, a ban without it, a lock.
+        assert host_action(
+            gateway, host, "revoke", admission=admission_id(gateway, host, "Troll"), record_name="1"
+        )["done"]
+        ban = host_action(
+            gateway,
+            host,
+            "ban",
+            admission=admission_id(gateway, host, "Troll Two"),
+            duration="forever",
+        )
+        assert ban["done"]
+        assert host_action(gateway, host, "lock")["done"]
+        # The admin API: quiet mode.
+        with gateway.admin() as admin:
+            assert admin.patch(f"/api/v1/rooms/{room}", json={"quiet": True}).status_code == 200
+
+        # The hosts' download, once the recorder has appended what was done.
+        def recorded() -> bool:
+            got = download(gateway, host)
+            return got.status_code == 200 and b'"quiet on"' in got.content
+
+        wait_until(recorded, what="the dashboard's export to hold the host actions")
+        got = download(gateway, host)
+        assert got.headers["content-type"].startswith("application/x-ndjson")
+        disposition = got.headers["content-disposition"]
+        assert re.fullmatch(
+            rf'attachment; filename="{room}-evidence-\d{{8}}T\d{{6}}Z\.jsonl"', disposition
+        ), disposition
+        assert got.headers["cache-control"] == "no-store"
+        from_dashboard = tmp_path / "dashboard.jsonl"
+        from_dashboard.write_bytes(got.content)
+        checked = meetgate("evidence", "verify", str(from_dashboard), cwd=tmp_path)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        kinds = [entry["kind"] for entry in entries_of(got.content)]
+        for kind in ("name refused", "removal", "ban", "lock", "quiet on"):
+            assert kind in kinds, kinds
+        # Only the room's hosts, and only from the gate's own pages.
+        assert download(gateway, troll).status_code in (401, 403)
+        assert download(gateway, host, **{"sec-fetch-site": "cross-site"}).status_code == 403
+        with gateway.client() as client:
+            assert client.get(f"/_meetgate/host/{room}/evidence").status_code in (401, 403)
+    finally:
+        # The stop drains the recorder: the flood's counts of this minute go in too.
+        stop_process(proc)
+
+    exported = tmp_path / "cli.jsonl"
+    written = meetgate(
+        "evidence",
+        "export",
+        "--config",
+        str(gateway.config_path),
+        "--room",
+        room,
+        "--output",
+        str(exported),
+        cwd=tmp_path,
+    )
+    assert written.returncode == 0, written.stdout + written.stderr
+    data = exported.read_bytes()
+    checked = meetgate("evidence", "verify", str(exported), cwd=tmp_path)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    entries = entries_of(data)
+    by_kind: dict[str, list[dict[str, Any]]] = {}
+    for entry in entries:
+        by_kind.setdefault(entry["kind"], []).append(entry["fields"])
+    floods = by_kind["flood refused"]
+    assert len({f["network"] for f in floods}) == len(FLOOD_NETWORKS)
+    assert sum(f["count"] for f in floods) >= 20
+    assert by_kind["name refused"] == [
+        {"network": by_kind["name refused"][0]["network"], "reason": "looks-like-a-host"}
+    ]
+    (removal,) = by_kind["removal"]
+    assert removal["name"] == "Troll"
+    (banned,) = by_kind["ban"]
+    assert "name" not in banned and banned["until"] is None
+    assert banned["actor"] == removal["actor"] != by_kind["quiet on"][0]["actor"]
+    # Nothing of the attendees but pseudonyms and the one name the host chose to keep.
+    text = data.decode()
+    for never in ("Troll Two", "H1lde", "198.51.100", "203.0.113", "127.0.0.1"):
+        assert never not in text, never
+    check_every_byte(data, tmp_path / "flipped.jsonl", tmp_path)
