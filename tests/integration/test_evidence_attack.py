@@ -20,7 +20,8 @@ import httpx
 import pytest
 
 from gateway.evidence.export import verify_export
-from tests.fixtures.gateway_server import GatewayServer, start_gateway
+from tests.fixtures.gateway_server import GENEROUS_LIMITS, GatewayServer, start_gateway
+from tests.fixtures.in_process import in_process_gateway
 from tests.fixtures.processes import stop_process, wait_until
 from tests.fixtures.redis_server import RedisProcess, start_redis
 from tests.integration.journeys import Admitted, admission_id, admit, host_action, new_room
@@ -225,3 +226,53 @@ def test_a_flooded_and_moderated_meeting_exports_verifies_and_every_byte_counts(
     for never in ("Troll Two", "H1lde", "198.51.100", "203.0.113", "127.0.0.1"):
         assert never not in text, never
     check_every_byte(data, tmp_path / "flipped.jsonl", tmp_path)
+
+
+def test_only_the_rooms_live_hosts_download_its_evidence(tmp_path: Path, jitsi_web: Any) -> None:
+    with in_process_gateway(tmp_path / "gate", upstream=jitsi_web.url) as gateway:
+        room, other = new_room(gateway), new_room(gateway)
+        host = admit(gateway, room, "Hilde Host", role="host")
+        other_host = admit(gateway, other, "Olga Host", role="host")
+        attendee = admit(gateway, room, "Ada")
+        assert download(gateway, host).status_code == 200
+        # A host of another room, an attendee, nobody, a host from another site.
+        for refused in (
+            download(gateway, Admitted(room, other_host.ticket, other_host.cookie)),
+            download(gateway, attendee),
+            download(gateway, Admitted(room, "", "x" * 43)),
+            download(gateway, host, **{"sec-fetch-site": "same-site"}),
+            download(gateway, host, origin="https://elsewhere.example"),
+        ):
+            assert refused.status_code in (401, 403), refused.text
+            assert b'"prev"' not in refused.content
+        with gateway.client(cookies=host.cookies) as client:
+            # Not an action: nothing is done by posting to it, nor by another room's name.
+            posted = client.post(
+                f"/_meetgate/host/{room}/evidence",
+                data={"csrf": "x"},
+                headers={"origin": gateway.url},
+            )
+            assert posted.status_code == 404
+            for bad in ("../../etc", "%2e%2e", "Board", "a" * 65):
+                assert client.get(f"/_meetgate/host/{bad}/evidence").status_code in (403, 404)
+
+
+def test_the_start_says_once_what_will_not_outlive_the_process(
+    tmp_path: Path, jitsi_web: Any
+) -> None:
+    gateway, proc = start_gateway(tmp_path / "memory", upstream=jitsi_web.url)
+    try:
+        wait_until(lambda: "kept in memory" in gateway.log_text(), what="the start's warning")
+    finally:
+        stop_process(proc)
+    log = gateway.log_text()
+    assert log.count("the evidence log is kept in memory") == 1
+    assert log.count("no [evidence] key_file") == 1
+    key = tmp_path / "key.pem"
+    assert meetgate("evidence", "key", "--generate", str(key), cwd=tmp_path).returncode == 0
+    kept = f'[evidence]\nkey_file = "{key}"\ndirectory = "{tmp_path / "evidence"}"\n'
+    gateway, proc = start_gateway(
+        tmp_path / "files", upstream=jitsi_web.url, extra=GENEROUS_LIMITS + kept
+    )
+    stop_process(proc)
+    assert "evidence" not in gateway.log_text()

@@ -3,11 +3,16 @@ hold never fail the caller but leave a counted gap, and a stop drains what is qu
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from gateway.evidence.entries import Kind, Record
 from gateway.evidence.export import verify_export
-from gateway.evidence.log import EvidenceLog
+from gateway.evidence.log import EvidenceLog, SigningPolicy
 from gateway.evidence.memory import MemoryChains
 from gateway.evidence.pseudonyms import Pseudonyms
 from gateway.evidence.recorder import EvidenceRecorder
@@ -61,3 +66,27 @@ async def test_a_full_queue_drops_and_says_so_after_what_came_before() -> None:
     board = await chains.entries("board")
     assert [e.kind for e in board] == [Kind.LOCK] * 3 + [Kind.EVIDENCE_LOST]
     assert board[-1].fields == {"count": 2, "reason": "queue-full"}
+
+
+async def test_due_heads_are_signed_on_schedule() -> None:
+    chains = MemoryChains()
+    now = [1_796_000_000.0]
+    log = EvidenceLog(chains, KEY, SigningPolicy(every=100, seconds=60), clock=lambda: now[0])
+    recorder = EvidenceRecorder(log, PSEUDONYMS)
+    await recorder.start()
+    try:
+        recorder.record("board", Record(Kind.LOCK, {"actor": HOST}))
+        await poll(lambda: chains.entries("board"), "the entry")
+        assert await chains.signatures("board") == []
+        now[0] += 60
+        await poll(lambda: chains.signatures("board"), "the head signed")
+    finally:
+        await recorder.aclose()
+    assert [s.seq for s in await chains.signatures("board")] == [1]
+
+
+async def poll(check: Callable[[], Awaitable[list[Any]]], what: str) -> None:
+    deadline = time.monotonic() + 10
+    while not await check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)
