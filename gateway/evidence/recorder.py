@@ -86,6 +86,8 @@ class EvidenceRecorder:
         self._logged_at = 0.0
         # (chain, the limiter's hash of the network, minute) -> refused joins.
         self._tallies: dict[tuple[str, str, str], int] = {}
+        self._minute_number = -1
+        self._minute_text = ""
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._retry_at = 0.0
@@ -120,7 +122,7 @@ class EvidenceRecorder:
         (the limiter's keyed hash of it) and minute; one entry each when the minute is over."""
         chain = room if room is not None and _is_chain(room) else GATE_CHAIN
         # The pseudonym is made when the minute is flushed: one hash per network, not per join.
-        key = (chain, network, minute(self._clock()))
+        key = (chain, network, self._minute())
         if key not in self._tallies and len(self._tallies) >= MAX_TALLIES:
             self._drop(chain, 1, QUEUE_FULL)
             return
@@ -258,9 +260,16 @@ class EvidenceRecorder:
         self._retry_at = time.monotonic() + self._backoff
         self._backoff = min(self._backoff * 2, BACKOFF_MOST)
 
+    def _minute(self) -> str:
+        # Written once a minute, not once a refused join (a flood's cost is per join).
+        number = int(self._clock() // 60)
+        if number != self._minute_number:
+            self._minute_number, self._minute_text = number, minute(number * 60)
+        return self._minute_text
+
     def _flush_tallies(self, *, everything: bool) -> None:
         """Queue a `flood refused` entry for each network's minute that is over (or every one)."""
-        current = minute(self._clock())
+        current = self._minute()
         for key in [k for k in self._tallies if everything or k[2] != current]:
             chain, network, when = key
             count = min(self._tallies.pop(key), 10**12)
