@@ -31,6 +31,7 @@ from gateway.evidence.recorder import EvidenceRecorder
 from gateway.evidence.redis_chains import ENTRIES, HEAD, SIGNED, RedisChains
 from gateway.metrics import Metrics
 from tests.fixtures.processes import stop_process
+from tests.fixtures.redis_sentinel import SentinelRedis
 from tests.fixtures.redis_server import RedisProcess, start_redis
 
 KEY = ed25519.Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
@@ -272,3 +273,18 @@ async def test_refused_joins_are_counted_per_network_and_minute(server: RedisPro
     gate = await chains.entries("_gate")
     assert [e.fields["count"] for e in gate] == [3]
     await recorder.aclose()
+
+
+async def test_chains_behind_sentinel(redis_sentinel: SentinelRedis) -> None:
+    # A database of this test's own: the module's Sentinel pair is shared.
+    chains = RedisChains.connect(redis_sentinel.url(db=5), retention_seconds=DAY, max_entries=100)
+    with redis_sentinel.direct(redis_sentinel.master_port_now(), db=5) as direct:
+        direct.flushdb()
+    log = EvidenceLog(chains, KEY)
+    for _ in range(3):
+        await log.append("board", quiet())
+    verdict = verify_export(await log.export("board"))
+    assert verdict.valid and verdict.summary["entries"] == 3
+    with redis_sentinel.direct(redis_sentinel.master_port_now(), db=5) as direct:
+        assert direct.xlen(ENTRIES + "board") == 3
+    await chains.aclose()
