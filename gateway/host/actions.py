@@ -120,6 +120,15 @@ class HostDesk:
             raise RoomNotFound()
         return room
 
+    def _whom(self, host: Admission, admission_id: str) -> str:
+        """Whom an audit entry is about, as the room's evidence names them (a keyed hash of the
+        admission, of this room only): never the identity's pseudonym, which is the same in
+        every room and would let the hosts of two rooms find the same person in both. "" when
+        there is no evidence recorder, and so no key."""
+        if self._evidence is None:
+            return ""
+        return self._evidence.pseudonyms.admission(host.room, admission_id)
+
     async def _audit(
         self,
         host: Admission,
@@ -187,7 +196,7 @@ class HostDesk:
         await self._cut(admission_id, "revoked")
         self._record(host, Kind.REMOVAL, admission_id, target.name if record_name else None)
         facts = AuditFacts(AuditKind.NAME, name=target.name)
-        await self._audit(host, "revoke", now, target=target.identity, facts=facts)
+        await self._audit(host, "revoke", now, target=self._whom(host, admission_id), facts=facts)
         return True
 
     async def ban(
@@ -224,7 +233,7 @@ class HostDesk:
             if until is None
             else AuditFacts(AuditKind.BANNED_UNTIL, name=target.name, until=until)
         )
-        await self._audit(host, "ban", now, target=target.identity, facts=facts)
+        await self._audit(host, "ban", now, target=self._whom(host, admission_id), facts=facts)
         return True
 
     async def set_locked(self, host: Admission, room_name: str, locked: bool, now: float) -> Room:
@@ -394,11 +403,17 @@ class HostDesk:
                 LobbyState.DENIED: "deny",
                 LobbyState.BANNED: "deny and ban",
             }[answer]
-            facts = AuditFacts(AuditKind.NAME, name=answered.name)
-            await self._audit(host, action, now, target=answered.identity, facts=facts)
-            if answer is LobbyState.BANNED:
-                # Turned away from the lobby for good: whom, by the lobby request (no admission).
-                self._record(host, Kind.BAN, f"lobby:{answered.id}", until=None)
+            if answer is LobbyState.APPROVED:
+                # That a guest was let in, not who: names kept for a month would make the log a
+                # list of who attended. Names stay only on the actions against someone.
+                await self._audit(host, action, now)
+            else:
+                # Whom, by the lobby request (there is no admission), as the evidence names them.
+                whom = f"lobby:{answered.id}"
+                facts = AuditFacts(AuditKind.NAME, name=answered.name)
+                await self._audit(host, action, now, target=self._whom(host, whom), facts=facts)
+                if answer is LobbyState.BANNED:
+                    self._record(host, Kind.BAN, whom, until=None)
         return answered
 
     async def audit(self, host: Admission, room_name: str, now: float) -> list[AuditEntry]:

@@ -394,6 +394,9 @@ def test_revoking_twice_or_an_unknown_admission_is_harmless(
         ("revoke", "Hilde Host", "Ada")
     ]
     assert set(audit[0]) == {"at", "actor_name", "action", "target", "detail"}
+    # Whom, as this room's evidence names them: not the identity's pseudonym, which is the same
+    # in every room and would let the hosts of two rooms find one person in both.
+    assert re.fullmatch(r"a-[a-z2-7]{16}", audit[0]["target"]), audit[0]["target"]
     # The removed browser is told so, everywhere it turns.
     with as_browser(gateway, ada) as client:
         page = client.get(f"/{room}")
