@@ -40,8 +40,11 @@ def is_redis_url(store_url: str) -> bool:
     return urlsplit(store_url).scheme != "memory"
 
 
-def open_evidence(settings: EvidenceSettings, store_url: str) -> EvidenceBackend:
-    """The evidence log the settings describe (no I/O yet but making the directory)."""
+def open_evidence(
+    settings: EvidenceSettings, store_url: str, *, create: bool = True
+) -> EvidenceBackend:
+    """The evidence log the settings describe (no I/O yet but checking the directory, made if
+    missing unless `create` is False: an export only reads)."""
     caveats = []
     chains: Chains
     if is_redis_url(store_url):
@@ -51,7 +54,7 @@ def open_evidence(settings: EvidenceSettings, store_url: str) -> EvidenceBackend
             max_entries=settings.max_entries,
         )
     elif settings.directory is not None:
-        chains = FileChains(settings.directory)
+        chains = FileChains(settings.directory, create=create)
     else:
         chains = MemoryChains()
         caveats.append(

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
+import stat
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -20,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 from gateway.errors import StoreUnavailable
 from gateway.evidence.backend import is_redis_url, open_evidence
 from gateway.evidence.entries import EvidenceError, check_chain_name, moment
-from gateway.evidence.export import verify_export
+from gateway.evidence.export import MAX_EXPORT_BYTES, Verdict, verify_export, verify_stream
 from gateway.evidence.signing import (
     fingerprint,
     generate_private_pem,
@@ -35,9 +37,7 @@ if TYPE_CHECKING:
 VALID: Final = 0
 INVALID: Final = 1
 UNUSABLE: Final = 2
-# An export holds entries of 4 KiB at most: a file far beyond a year of a flooded room's is not
-# one, and is not read whole.
-MAX_EXPORT_BYTES: Final = 1024 * 1024 * 1024
+FINGERPRINT: Final = re.compile(r"[0-9a-fA-F]{64}")
 
 
 class Unusable(Exception):
@@ -146,13 +146,15 @@ def _unusable_exits(
 
 @_unusable_exits
 def command_verify(args: argparse.Namespace) -> int:
-    data = _read_export(Path(args.file))
     expected = args.key
-    if expected is not None and len(expected.replace(" ", "")) != 64:
+    if expected is not None and FINGERPRINT.fullmatch(expected.replace(" ", "")) is None:
         raise Unusable("--key must be a fingerprint: 64 hex digits (spaces allowed)")
-    verdict = verify_export(data, expected)
+    path = Path(args.file)
+    verdict = _verify_file(path, expected)
+    if not verdict.readable:
+        raise Unusable(f"{path} is not an export: {verdict.problem}")
     if verdict.problem is not None:
-        print(f"INVALID: {args.file}: {verdict.problem}")
+        print(f"INVALID: {_shown_path(path)}: {verdict.problem}")
         return INVALID
     facts = verdict.summary
     kinds = facts.get("kinds")
@@ -174,21 +176,41 @@ def command_verify(args: argparse.Namespace) -> int:
     return VALID
 
 
-def _read_export(path: Path) -> bytes:
+def _shown_path(path: Path) -> str:
+    return "".join(c if c.isprintable() else "?" for c in str(path))
+
+
+def _verify_file(path: Path, expected: str | None) -> Verdict:
+    """The verdict on the file at `path`, read line by line (never whole); Unusable when it
+    cannot be read, or when checking it fails in a way no file should make it fail."""
+    shown = _shown_path(path)
     try:
-        with path.open("rb") as handle:
-            data = handle.read(MAX_EXPORT_BYTES + 1)
+        # Not blocking on a FIFO or a device: only a regular file is read.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as handle:
+            facts = os.fstat(fd)
+            if stat.S_ISDIR(facts.st_mode):
+                raise Unusable(f"{shown} is a directory, not an export")
+            if not stat.S_ISREG(facts.st_mode):
+                raise Unusable(f"{shown} is not a regular file")
+            if facts.st_size > MAX_EXPORT_BYTES:
+                raise Unusable(
+                    f"{shown} is larger than any export ({MAX_EXPORT_BYTES // (1024 * 1024)} MiB)"
+                )
+            return verify_stream(handle, expected)
     except FileNotFoundError:
-        raise Unusable(f"{path} does not exist") from None
+        raise Unusable(f"{shown} does not exist") from None
     except IsADirectoryError:
-        raise Unusable(f"{path} is a directory, not an export") from None
+        raise Unusable(f"{shown} is a directory, not an export") from None
     except PermissionError:
-        raise Unusable(f"{path} cannot be read by this user") from None
+        raise Unusable(f"{shown} cannot be read by this user") from None
     except OSError as exc:
-        raise Unusable(f"{path} cannot be read: {exc.strerror or exc}") from None
-    if len(data) > MAX_EXPORT_BYTES:
-        raise Unusable(f"{path} is larger than any export ({MAX_EXPORT_BYTES} bytes)")
-    return data
+        raise Unusable(f"{shown} cannot be read: {exc.strerror or exc}") from None
+    except Unusable:
+        raise
+    except Exception as exc:
+        # A check that fails on some input is a bug; the file still gets an answer, not a trace.
+        raise Unusable(f"{shown} cannot be read as an export ({type(exc).__name__})") from None
 
 
 # ---------------------------------------------------------------- key
@@ -207,6 +229,9 @@ def command_key(args: argparse.Namespace) -> int:
             raise Unusable(f"{path} cannot be written: {exc.strerror or exc}") from None
         with os.fdopen(fd, "wb") as handle:
             handle.write(pem)
+            handle.flush()
+            os.fsync(handle.fileno())
+        _sync_directory(path.parent)
         print(f"wrote {path} (mode 0600); name it in the config: [evidence] key_file = {path}")
         _show_key(pem)
         return VALID
@@ -218,6 +243,19 @@ def command_key(args: argparse.Namespace) -> int:
         )
     _show_key(settings.evidence.private_pem)
     return VALID
+
+
+def _sync_directory(directory: Path) -> None:
+    """Make a file just created in `directory` outlive a power cut (its name is the
+    directory's)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _show_key(pem: bytes) -> None:
@@ -262,32 +300,49 @@ def command_export(args: argparse.Namespace) -> int:
             " evidence outside its own process to export"
         )
     try:
-        backend = open_evidence(evidence, settings.store.url)
+        backend = open_evidence(evidence, settings.store.url, create=False)
     except EvidenceError as exc:
         raise Unusable(str(exc)) from None
     log = backend.log
 
-    async def export() -> bytes:
+    async def export() -> tuple[bytes, int]:
         try:
-            return await log.export(room, since, until)
+            if room not in await log.chain_names():
+                raise Unusable(f"no evidence for room {room}: this gate keeps no chain of it")
+            part = await log.read(room, since, until)
+            return log.export_part(part, since, until), part.unchecked
         finally:
             await backend.aclose()
 
     try:
-        data = asyncio.run(export())
+        data, unchecked = asyncio.run(export())
     except EvidenceError as exc:
         raise Unusable(f"the stored evidence of {room} cannot be exported: {exc}") from None
     except StoreUnavailable:
         raise Unusable(f"the store at [store] url cannot be reached: {room} not exported") from None
+    # What this gate signs must verify as any reader will check it; if it does not, nothing
+    # is written that would pass for the evidence.
+    verdict = verify_export(data)
+    if not verdict.valid:
+        print(
+            f"meetgate: the export of {room} made from the stored evidence does not verify"
+            f" ({verdict.problem}); nothing written",
+            file=sys.stderr,
+        )
+        return INVALID
     try:
-        fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     except OSError as exc:
         raise Unusable(f"{output} cannot be written: {exc.strerror or exc}") from None
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
-    verdict = verify_export(data)
     print(f"wrote {output}: {verdict.summary.get('entries', 0)} entries of room {room}")
     print(f"verify it with: meetgate evidence verify {output}")
+    if unchecked:
+        print(
+            f"note: {unchecked} signed heads kept with the chain were made by another key (one"
+            " used before this one?): they cannot be checked here and were left out"
+        )
     return VALID
 
 

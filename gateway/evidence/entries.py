@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Final
+from typing import Final, TypeGuard
 
 # The name of the gate's own chain, beside one per room: a room's name never starts with "_"
 # (gateway/admission/rooms.py ROOM_NAME, the same pattern as CHAIN_NAME's room branch).
@@ -35,6 +35,11 @@ MAX_COUNT: Final = 10**12
 WORD: Final = re.compile(r"[a-z][a-z-]{0,31}")
 # An entry's canonical form is never larger: a line a reader can keep whole.
 MAX_ENTRY_BYTES: Final = 4096
+# No chain gets anywhere near it; a larger seq read from a file is hostile (a number of
+# thousands of digits that the next seq, or its text, cannot be made of).
+MAX_SEQ: Final = 2**53
+# The rules the wire guard removes someone for (gateway/proxy/wire_guard.py, Refuse.reason).
+GUARD_RULES: Final = frozenset({"rate", "size", "quiet", "address"})
 
 
 class Kind(StrEnum):
@@ -103,6 +108,17 @@ def _word(value: object) -> str | None:
     return "must be a short lowercase word (a-z, -)"
 
 
+def _guard_rule(value: object) -> str | None:
+    if isinstance(value, str) and value in GUARD_RULES:
+        return None
+    return f"must be one of {', '.join(sorted(GUARD_RULES))}"
+
+
+def is_seq(value: object, least: int = 0) -> TypeGuard[int]:
+    """Whether `value` is a seq: a whole number (not a bool) from `least` to MAX_SEQ."""
+    return type(value) is int and least <= value <= MAX_SEQ
+
+
 def _minute(value: object) -> str | None:
     if isinstance(value, str) and MINUTE.fullmatch(value) and _real_moment(value[:-1] + ":00"):
         return None
@@ -153,7 +169,8 @@ FIELDS: Final[Mapping[Kind, Mapping[str, tuple[Check, bool]]]] = {
     Kind.MOVE: {"actor": (ACTOR, True), "moved": (_count, True)},
     Kind.QUIET_ON: {"actor": (ACTOR, True)},
     Kind.QUIET_OFF: {"actor": (ACTOR, True)},
-    Kind.GUARD_REMOVAL: {"target": (TARGET, True), "rule": (_word, True), "name": (_name, False)},
+    # No host chose to record a name: the guard's removals never hold one.
+    Kind.GUARD_REMOVAL: {"target": (TARGET, True), "rule": (_guard_rule, True)},
     Kind.CHAT_LIMITS: {"actor": (ACTOR, True), "limits": (_limits, True)},
     Kind.EVIDENCE_LOST: {"count": (_count, True), "reason": (_word, True)},
 }
@@ -265,6 +282,8 @@ def seal(head: Head, record: Record, at: str) -> SealedEntry:
     """`record` as the entry after `head`, at moment `at`."""
     if not is_moment(at):
         raise EvidenceError("an entry's time must be a moment in UTC")
+    if not is_seq(head.seq + 1, 1):
+        raise EvidenceError(f"a chain holds {MAX_SEQ} entries at most")
     fields = dict(record.fields)
     data = {
         "at": at,
@@ -326,8 +345,8 @@ def parse_entry(line: bytes) -> SealedEntry:
     if set(data) != {"at", "fields", "kind", "prev", "seq"}:
         raise ValueError("not an entry (it must hold at, fields, kind, prev and seq)")
     seq, at, kind, fields, prev = (data[k] for k in ("seq", "at", "kind", "fields", "prev"))
-    if type(seq) is not int or seq < 1:
-        raise ValueError("its seq is not a whole number from 1")
+    if not is_seq(seq, 1):
+        raise ValueError(f"its seq is not a whole number from 1 to {MAX_SEQ}")
     if not isinstance(at, str) or not is_moment(at):
         raise ValueError("its time is not a moment in UTC")
     if not isinstance(prev, str) or HASH.fullmatch(prev) is None:
@@ -347,14 +366,22 @@ def parse_entry(line: bytes) -> SealedEntry:
     )
 
 
-def check_links(anchor: Head, entries: list[SealedEntry]) -> None:
-    """Raise ChainBroken, naming the first broken link, unless `entries` follow `anchor` one by
-    one, each linking to the hash of the one before."""
-    before: SealedEntry | None = None
-    head = anchor
-    for entry in entries:
+class Links:
+    """Follows a chain entry by entry from `anchor`: `follow` raises ChainBroken, naming the
+    first broken link, unless each entry is the next seq and links to the hash of the one
+    before (so a long chain is checked as it is read, never held whole)."""
+
+    def __init__(self, anchor: Head) -> None:
+        if not is_seq(anchor.seq):
+            raise ChainBroken(f"the anchor's seq is not a whole number from 0 to {MAX_SEQ}")
+        self.anchor = anchor
+        self.head = anchor
+        self.last: SealedEntry | None = None
+
+    def follow(self, entry: SealedEntry) -> None:
+        before, head = self.last, self.head
         if entry.seq != head.seq + 1:
-            after = before.named() if before else f"the anchor (seq {anchor.seq})"
+            after = before.named() if before else f"the anchor (seq {self.anchor.seq})"
             raise ChainBroken(
                 f"{entry.named()} follows {after}, which should be seq {head.seq + 1}:"
                 " entries were removed, inserted or reordered here"
@@ -362,13 +389,21 @@ def check_links(anchor: Head, entries: list[SealedEntry]) -> None:
         if entry.prev != head.hash:
             if before is None:
                 raise ChainBroken(
-                    f"{entry.named()} does not link to the anchor it follows (seq {anchor.seq}):"
-                    " the anchor or this entry was altered"
+                    f"{entry.named()} does not link to the anchor it follows"
+                    f" (seq {self.anchor.seq}): the anchor or this entry was altered"
                 )
             raise ChainBroken(
                 f"broken link between {before.named()} and {entry.named()}: the first is not"
                 " the entry the second was chained to (one of them was altered, or entries"
                 " were removed, inserted or reordered here)"
             )
-        before = entry
-        head = entry.head
+        self.last = entry
+        self.head = entry.head
+
+
+def check_links(anchor: Head, entries: list[SealedEntry]) -> None:
+    """Raise ChainBroken, naming the first broken link, unless `entries` follow `anchor` one by
+    one, each linking to the hash of the one before."""
+    links = Links(anchor)
+    for entry in entries:
+        links.follow(entry)

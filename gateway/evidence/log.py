@@ -10,6 +10,7 @@ room (redis_chains.py).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,11 +31,31 @@ from gateway.evidence.entries import (
     seal,
 )
 from gateway.evidence.export import Slice, build_export
-from gateway.evidence.signing import SignedHead, fingerprint, public_hex, sign_head
+from gateway.evidence.signing import (
+    SignedHead,
+    fingerprint,
+    head_signature_valid,
+    public_hex,
+    sign_head,
+)
+
+log = logging.getLogger("meetgate.evidence")
 
 # Attempts at appending while other writers keep moving the head; each loses only to an append
 # that succeeded, so running out means a writer storm, not a fault.
 APPEND_ATTEMPTS: Final = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Kept:
+    """What a backend keeps of a chain, read at one moment: `start` is the head its first kept
+    entry follows as the backend recorded it (the chain's genesis where nothing is ever
+    trimmed; where entries are trimmed, the head before the first kept one, or None when the
+    backend recorded none), the entries oldest first, the signed heads oldest first."""
+
+    start: Head | None
+    entries: list[SealedEntry]
+    signed: list[SignedHead]
 
 
 class Chains(Protocol):
@@ -50,6 +71,19 @@ class Chains(Protocol):
 
     async def entries(self, chain: str) -> list[SealedEntry]:
         """Every entry kept, oldest first."""
+        ...
+
+    async def tail(self, chain: str, count: int) -> list[SealedEntry]:
+        """The last `count` entries kept (fewer if there are not as many), oldest first."""
+        ...
+
+    async def kept(self, chain: str) -> Kept:
+        """The chain's start, entries and signed heads, as one read: no signed head in it is
+        over an entry the read does not hold."""
+        ...
+
+    async def last_signature(self, chain: str) -> SignedHead | None:
+        """The signed head kept last, if any."""
         ...
 
     async def add_signature(self, chain: str, signed: SignedHead) -> None: ...
@@ -136,8 +170,9 @@ class EvidenceLog:
         entry = seal(lost.seen, record, moment(self._clock()))
         if not await self._chains.append(chain, lost.stored, entry):
             raise EvidenceError(f"the {chain} chain moved while its loss was being recorded")
-        self._unsigned_since.setdefault(chain, self._clock())
-        await self._sign_if_due(chain, entry.head)
+        # Signed at once, whatever was signed before the loss: this gate vouches that the
+        # chain goes on from the head it saw, and later heads chain onto this one.
+        await self._sign_head(chain, entry.head)
         return entry
 
     async def sign_due(self) -> list[SignedHead]:
@@ -146,13 +181,59 @@ class EvidenceLog:
         signed = []
         for chain, since in list(self._unsigned_since.items()):
             if self._clock() - since >= self._policy.seconds:
+                last = await self._chains.last_signature(chain)
+                head = await self._chains.head(chain)
+                if last is not None and last.key == self.key_fingerprint and last.seq >= head.seq:
+                    # Another writer signed it meanwhile.
+                    self._signed[chain] = last.seq
+                    self._unsigned_since.pop(chain, None)
+                    continue
                 signed.append(await self.sign(chain))
         return signed
 
     async def sign(self, chain: str) -> SignedHead:
-        """Sign the chain's head now, and keep the signature with the chain."""
+        """Sign the chain's head now, and keep the signature with the chain: only a head that
+        chains onto the last one this key signed (or, with none to go by, a chain that reads
+        whole): a store whose entries were altered since is never vouched for."""
         check_chain_name(chain)
+        last = await self._chains.last_signature(chain)
+        if last is not None and last.key == self.key_fingerprint and last.chain == chain:
+            if not head_signature_valid(self._key.public_key(), last):
+                raise ChainBroken(
+                    f"the {chain} chain's last signed head (seq {last.seq}) carries a signature"
+                    " this gate's key did not make: the stored heads were altered"
+                )
+            head = await self._head_after(chain, last.head)
+        else:
+            head = (await self.read(chain)).head
+        return await self._sign_head(chain, head)
+
+    async def _head_after(self, chain: str, signed: Head) -> Head:
+        """The chain's head, once the entries after `signed` are checked to chain onto it."""
         head = await self._chains.head(chain)
+        for _ in range(APPEND_ATTEMPTS):
+            if head.seq < signed.seq:
+                raise ChainBroken(
+                    f"the {chain} chain is kept up to seq {head.seq}, but its head of seq"
+                    f" {signed.seq} was signed: entries were removed from its end"
+                )
+            following = await self._chains.tail(chain, head.seq - signed.seq)
+            if not following or following[0].seq <= signed.seq + 1:
+                break
+            # Appended to since the head was read: read further back.
+            head = following[-1].head
+        else:
+            raise EvidenceError(f"the {chain} chain kept moving: {APPEND_ATTEMPTS} attempts lost")
+        after = [entry for entry in following if entry.seq > signed.seq]
+        check_links(signed, after)
+        if not after and head != signed:
+            raise ChainBroken(
+                f"the {chain} chain's entry seq {signed.seq} is not the one its signed head is"
+                " over: it was altered, or the chain re-made after it was signed"
+            )
+        return after[-1].head if after else signed
+
+    async def _sign_head(self, chain: str, head: Head) -> SignedHead:
         signed = sign_head(self._key, chain, head, moment(self._clock()))
         await self._chains.add_signature(chain, signed)
         self._signed[chain] = head.seq
@@ -161,41 +242,113 @@ class EvidenceLog:
 
     async def _sign_if_due(self, chain: str, head: Head) -> None:
         if chain not in self._signed:
-            kept = await self._chains.signatures(chain)
-            self._signed[chain] = max((s.seq for s in kept), default=0)
+            last = await self._chains.last_signature(chain)
+            self._signed[chain] = last.seq if last is not None else 0
         waited = self._clock() - self._unsigned_since.get(chain, self._clock())
-        if head.seq - self._signed[chain] >= self._policy.every or waited >= self._policy.seconds:
+        if head.seq - self._signed[chain] < self._policy.every and waited < self._policy.seconds:
+            return
+        # Due by this process's count: due by the chain's, which other writers sign too?
+        last = await self._chains.last_signature(chain)
+        if last is not None and last.seq > self._signed[chain]:
+            self._signed[chain] = last.seq
+            if head.seq - last.seq < self._policy.every and waited < self._policy.seconds:
+                return
+        try:
             await self.sign(chain)
+        except ChainBroken as exc:
+            # The entry is appended; the break is the store's, and every read says it.
+            log.warning("evidence: the %s chain's head is not signed: %s", chain, exc)
 
     async def read(self, chain: str, since: str | None = None, until: str | None = None) -> Slice:
         """The entries from the first at or after `since` to the last before `until` (moments,
         as entries write them), with every entry between them: a contiguous slice. Raises
-        ChainBroken if what is kept does not chain."""
+        ChainBroken if what is kept does not chain, or does not match a head this key signed:
+        one altered, removed from either end, or re-chained after it was signed."""
         check_chain_name(chain)
-        entries = await self._chains.entries(chain)
-        start = genesis(chain)
-        if entries and entries[0].seq != 1:
-            # A backend bounded by retention keeps the latest entries; the first kept is trusted
-            # as far as it goes, its link checked against what follows.
-            start = Head(entries[0].seq - 1, entries[0].prev)
+        kept = await self._chains.kept(chain)
+        entries = kept.entries
+        own, unchecked = self._checked_heads(chain, kept.signed)
+        start = self._start(chain, kept, own)
         check_links(start, entries)
+        last = entries[-1].head if entries else start
+        hashes = {e.seq: e.hash for e in entries}
+        for signed in own:
+            what = f"the {chain} chain's signed head of seq {signed.seq}"
+            if signed.seq > last.seq:
+                raise ChainBroken(
+                    f"{what} is beyond its last stored entry (seq {last.seq}): entries were"
+                    " removed from its end"
+                )
+            if signed.seq in hashes and hashes[signed.seq] != signed.hash:
+                raise ChainBroken(
+                    f"{what} does not match the stored entry seq {signed.seq}: it was altered,"
+                    " or the chain re-made after it was signed"
+                )
+            if signed.seq == start.seq and signed.hash != start.hash:
+                raise ChainBroken(
+                    f"{what} does not match the head the first kept entry follows: the chain"
+                    " was re-made after it was signed"
+                )
         first = next(
             (i for i, e in enumerate(entries) if since is None or e.at >= since), len(entries)
         )
-        last = max((i for i, e in enumerate(entries) if until is None or e.at < until), default=-1)
-        chosen = entries[first : last + 1] if first <= last else []
-        anchor = entries[first - 1].head if first > 0 else start
-        seqs = {e.seq: e.hash for e in chosen}
-        signed = tuple(
-            s
-            for s in await self._chains.signatures(chain)
-            if s.key == self.key_fingerprint and seqs.get(s.seq) == s.hash
+        last_index = max(
+            (i for i, e in enumerate(entries) if until is None or e.at < until), default=-1
         )
-        return Slice(chain, anchor, tuple(chosen), signed)
+        chosen = entries[first : last_index + 1] if first <= last_index else []
+        anchor = entries[first - 1].head if first > 0 else start
+        seqs = {e.seq for e in chosen}
+        by_seq = {s.seq: s for s in reversed(own) if s.seq in seqs}
+        heads = tuple(by_seq[seq] for seq in sorted(by_seq))
+        return Slice(chain, anchor, tuple(chosen), heads, unchecked)
+
+    def _checked_heads(self, chain: str, stored: list[SignedHead]) -> tuple[list[SignedHead], int]:
+        """The stored heads this key signed, each signature checked (ChainBroken for one it did
+        not make), and how many another key signed: those cannot be checked here (a key used
+        before this one) and are left out of exports."""
+        public = self._key.public_key()
+        own = []
+        others = 0
+        for signed in stored:
+            if signed.chain != chain:
+                raise ChainBroken(
+                    f"a signed head kept with the {chain} chain is another room's (seq"
+                    f" {signed.seq}): the stored heads were altered"
+                )
+            if signed.key != self.key_fingerprint:
+                others += 1
+                continue
+            if not head_signature_valid(public, signed):
+                raise ChainBroken(
+                    f"the {chain} chain's signed head of seq {signed.seq} carries a signature"
+                    " this gate's key did not make: the stored heads were altered"
+                )
+            own.append(signed)
+        return own, others
+
+    def _start(self, chain: str, kept: Kept, own: list[SignedHead]) -> Head:
+        """The head the first kept entry follows, if the backend's record of its start or a
+        signed head vouches for it; ChainBroken if neither does."""
+        if not kept.entries:
+            return kept.start or genesis(chain)
+        first = kept.entries[0]
+        follows = Head(first.seq - 1, first.prev)
+        if follows == genesis(chain) or follows == kept.start:
+            return follows
+        if kept.start is None and any(s.head == follows for s in own):
+            return follows
+        raise ChainBroken(
+            f"the {chain} chain's first kept entry, {first.named()}, follows seq {first.seq - 1},"
+            " which neither the chain's start nor a signed head vouches for: entries were"
+            " removed from its front"
+        )
 
     async def export(self, chain: str, since: str | None = None, until: str | None = None) -> bytes:
         """The slice `read` gives, as one self-contained file signed now (export.py)."""
-        part = await self.read(chain, since, until)
+        return self.export_part(await self.read(chain, since, until), since, until)
+
+    def export_part(self, part: Slice, since: str | None = None, until: str | None = None) -> bytes:
+        """`part` (as `read` gives it for `since` and `until`) as one file signed now."""
         return build_export(part, self._key, moment(self._clock()), since, until)
 
     async def chain_names(self) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from gateway.evidence.entries import Head, SealedEntry, genesis
+from gateway.evidence.log import Kept
 from gateway.evidence.signing import SignedHead
 
 
@@ -25,6 +26,17 @@ class MemoryChains:
 
     async def entries(self, chain: str) -> list[SealedEntry]:
         return list(self._entries.get(chain, ()))
+
+    async def tail(self, chain: str, count: int) -> list[SealedEntry]:
+        return list(self._entries.get(chain, ())[-count:]) if count > 0 else []
+
+    async def kept(self, chain: str) -> Kept:
+        # Never trimmed: every chain starts at the start.
+        return Kept(genesis(chain), await self.entries(chain), await self.signatures(chain))
+
+    async def last_signature(self, chain: str) -> SignedHead | None:
+        kept = self._signatures.get(chain)
+        return kept[-1] if kept else None
 
     async def add_signature(self, chain: str, signed: SignedHead) -> None:
         self._signatures.setdefault(chain, []).append(signed)

@@ -15,6 +15,7 @@ as if nothing had been; signed heads that no kept entry matches say the same on 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, Final
@@ -32,10 +33,11 @@ from gateway.evidence.entries import (
     SealedEntry,
     canonical,
     genesis,
+    is_seq,
     load_object,
     parse_entry,
 )
-from gateway.evidence.log import ChainRewound
+from gateway.evidence.log import ChainRewound, Kept
 from gateway.evidence.signing import SignedHead, parse_signed_head
 from gateway.store.redis import client_for, close_client
 
@@ -43,6 +45,9 @@ ENTRIES: Final = "meetgate:evidence:"  # + chain: stream of entries, field e
 HEAD: Final = "meetgate:evidence-head:"  # + chain: "seq hash" of its last entry
 SIGNED: Final = "meetgate:evidence-signed:"  # + chain: list of signed heads, oldest first
 CHAINS: Final = "meetgate:evidence-chains"  # sorted set: chain -> its last append (ms)
+# + chain: "seq prev" of the first entry kept, set by every append after it trims: an entry
+# removed from the front by anything but the append's own trim leaves it behind.
+START: Final = "meetgate:evidence-start:"
 # Signed heads kept per chain: one per `sign_every` entries or `sign_seconds`, so a chain's
 # retention never needs more than this for its kept entries to be covered.
 MAX_SIGNATURES: Final = 20_000
@@ -51,7 +56,7 @@ MAX_SIGNATURES: Final = 20_000
 CALL_SECONDS: Final = 5.0
 _CONNECT_SECONDS: Final = 2.0
 
-# KEYS: head, stream, signed, chains. ARGV: expected head, the empty chain's head, new head,
+# KEYS: head, stream, signed, chains, start. ARGV: expected head, the empty chain's head, new head,
 # the entry's line, chain, retention (ms), most entries kept. 1 appended, 0 the head moved.
 _APPEND: Final = """
 local head = redis.call('GET', KEYS[1]) or ARGV[2]
@@ -64,10 +69,18 @@ redis.call('XTRIM', KEYS[2], 'MINID', tostring(now - retention))
 redis.call('SET', KEYS[1], ARGV[3], 'PX', retention)
 redis.call('PEXPIRE', KEYS[2], retention)
 redis.call('PEXPIRE', KEYS[3], retention)
+local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1]
+if first then
+  local prev, seq = string.match(first[2][2], '"prev":"(%x+)","seq":(%d+)}$')
+  if prev then redis.call('SET', KEYS[5], seq .. ' ' .. prev, 'PX', retention) end
+end
 redis.call('ZADD', KEYS[4], now, ARGV[5])
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - retention)
 return 1
 """
+
+
+SEQ_TEXT: Final = re.compile(r"[0-9]{1,16}")
 
 
 def _head_text(head: Head) -> str:
@@ -78,7 +91,7 @@ def _parse_head(chain: str, text: str | None) -> Head:
     if text is None:
         return genesis(chain)
     seq, _, hash_ = text.partition(" ")
-    if not seq.isdigit() or HASH.fullmatch(hash_) is None:
+    if SEQ_TEXT.fullmatch(seq) is None or not is_seq(int(seq)) or HASH.fullmatch(hash_) is None:
         raise ChainBroken(f"the {chain} chain's head in Redis is not one")
     return Head(int(seq), hash_)
 
@@ -152,7 +165,7 @@ class RedisChains:
         return stored
 
     async def append(self, chain: str, expected: Head, entry: SealedEntry) -> bool:
-        keys = [HEAD + chain, ENTRIES + chain, SIGNED + chain, CHAINS]
+        keys = [HEAD + chain, ENTRIES + chain, SIGNED + chain, CHAINS, START + chain]
         args: list[Any] = [
             _head_text(expected),
             _head_text(genesis(chain)),
@@ -170,20 +183,17 @@ class RedisChains:
         return False
 
     async def entries(self, chain: str) -> list[SealedEntry]:
+        return (await self.kept(chain)).entries
+
+    async def kept(self, chain: str) -> Kept:
         began = self._sightings
         async with self._call(), self._client.pipeline(transaction=True) as pipe:
             pipe.xrange(ENTRIES + chain)
             pipe.get(HEAD + chain)
             pipe.lrange(SIGNED + chain, 0, -1)
-            kept, text, signed = await pipe.execute()
-        entries = []
-        for stream_id, values in kept:
-            try:
-                entries.append(parse_entry(str(values.get("e", "")).encode("utf-8")))
-            except ValueError as exc:
-                raise ChainBroken(
-                    f"the {chain} chain's stored entry {stream_id} is not one: {exc}"
-                ) from None
+            pipe.get(START + chain)
+            kept, text, signed_lines, start_text = await pipe.execute()
+        entries = [self._parse_entry(chain, stream_id, values) for stream_id, values in kept]
         stored = _parse_head(chain, text)
         last = entries[-1].head if entries else None
         if last is not None and last != stored:
@@ -195,14 +205,39 @@ class RedisChains:
         self._saw(chain, stored)
         hashes = {entry.seq: entry.hash for entry in entries}
         first = entries[0].seq if entries else stored.seq + 1
-        for line in signed:
-            head = self._parse_signed(chain, line).head
+        signed = [self._parse_signed(chain, line) for line in signed_lines]
+        for head in (s.head for s in signed):
             if head.seq > stored.seq or (head.seq >= first and hashes.get(head.seq) != head.hash):
                 raise ChainBroken(
                     f"the gate signed the {chain} chain's entry seq {head.seq}, which Redis no"
                     " longer keeps as it was: the store lost entries or they were replaced"
                 )
-        return entries
+        start = None
+        if start_text is not None:
+            first_kept = _parse_head(chain, start_text)
+            start = Head(first_kept.seq - 1, first_kept.hash) if first_kept.seq >= 1 else None
+        return Kept(start, entries, signed)
+
+    async def tail(self, chain: str, count: int) -> list[SealedEntry]:
+        if count <= 0:
+            return []
+        async with self._call():
+            kept = await self._client.xrevrange(ENTRIES + chain, count=count)
+        return [self._parse_entry(chain, stream_id, values) for stream_id, values in kept[::-1]]
+
+    async def last_signature(self, chain: str) -> SignedHead | None:
+        async with self._call():
+            line = await self._client.lindex(SIGNED + chain, -1)
+        return None if line is None else self._parse_signed(chain, line)
+
+    @staticmethod
+    def _parse_entry(chain: str, stream_id: str, values: dict[str, str]) -> SealedEntry:
+        try:
+            return parse_entry(str(values.get("e", "")).encode("utf-8"))
+        except ValueError as exc:
+            raise ChainBroken(
+                f"the {chain} chain's stored entry {stream_id} is not one: {exc}"
+            ) from None
 
     async def add_signature(self, chain: str, signed: SignedHead) -> None:
         async with self._call(), self._client.pipeline(transaction=True) as pipe:

@@ -20,9 +20,11 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from gateway.evidence.entries import (
     CHAIN_NAME,
     HASH,
+    MAX_SEQ,
     Head,
     canonical,
     is_moment,
+    is_seq,
 )
 
 # A PEM private key is a few hundred bytes; a larger file is not one (and is not read whole).
@@ -157,8 +159,8 @@ def parse_signed_head(data: dict[str, object]) -> SignedHead:
     chain, seq, hash_, at, key = (statement[k] for k in ("room", "seq", "hash", "at", "key"))
     if not isinstance(chain, str) or CHAIN_NAME.fullmatch(chain) is None:
         raise ValueError("its room is not a room's name")
-    if type(seq) is not int or seq < 0:
-        raise ValueError("its seq is not a whole number")
+    if not is_seq(seq):
+        raise ValueError(f"its seq is not a whole number from 0 to {MAX_SEQ}")
     if not isinstance(hash_, str) or HASH.fullmatch(hash_) is None:
         raise ValueError("its hash is not a SHA-256 in lowercase hex")
     if not isinstance(at, str) or not is_moment(at):

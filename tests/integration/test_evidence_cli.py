@@ -11,7 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from gateway.evidence.entries import Kind, Record
+from gateway.evidence.entries import Kind, Record, genesis, parse_entry, seal
+from gateway.evidence.export import MAX_EXPORT_BYTES
 from gateway.evidence.files import FileChains
 from gateway.evidence.log import EvidenceLog, SigningPolicy
 from gateway.evidence.pseudonyms import Pseudonyms
@@ -135,15 +136,57 @@ def test_key_export_and_verify(tmp_path: Path) -> None:
     assert sliced.returncode == 0, sliced.stderr
     assert meetgate("evidence", "verify", str(part), cwd=elsewhere).returncode == 0
 
+    def export(room: str, to: str) -> subprocess.CompletedProcess[str]:
+        args = ("--config", str(config), "--room", room, "--output", to)
+        return meetgate("evidence", "export", *args, cwd=tmp_path)
+
+    # A room with no chain: said, and no file that would pass for its (empty) evidence.
+    unknown = export("nobody-here", "nobody.jsonl")
+    assert unknown.returncode != 0 and "no evidence for room nobody-here" in unknown.stderr
+    assert not (tmp_path / "nobody.jsonl").exists()
+    # The stored ban re-written and the chain re-made after it was signed (the repro of the
+    # review): no export, no file.
+    stored = tmp_path / "evidence" / "board.jsonl"
+    entries = [parse_entry(line) for line in stored.read_bytes().splitlines()]
+    head = genesis("board")
+    rewritten = []
+    for entry in entries:
+        fields = dict(entry.fields)
+        if entry.kind is Kind.BAN:
+            fields["target"] = PSEUDONYMS.admission("board", "a victim")
+        sealed = seal(head, Record(entry.kind, fields), entry.at)
+        rewritten.append(sealed.line + b"\n")
+        head = sealed.head
+    stored.write_bytes(b"".join(rewritten))
+    refused = export("board", "rewritten.jsonl")
+    assert refused.returncode != 0 and "seq 4" in refused.stderr, refused.stderr
+    assert not (tmp_path / "rewritten.jsonl").exists()
+    assert "Traceback" not in refused.stderr
+
 
 def test_verify_exit_codes_for_what_cannot_be_read(tmp_path: Path) -> None:
     (tmp_path / "garbage").write_bytes(b"\x00\xff not an export\n")
     (tmp_path / "folder").mkdir()
+    # One line of 1 MiB; newlines past the bound on an export's size (sparse: no disk).
+    (tmp_path / "huge-line").write_bytes(b"x" * (1024 * 1024) + b"\n")
+    with (tmp_path / "too-large").open("wb") as handle:
+        handle.write(b"\n" * 4096)
+        handle.truncate(MAX_EXPORT_BYTES + 1)
+    os.mkfifo(tmp_path / "fifo")
+    # An anchor of 4,300 digits (the str() of int limit): a verdict, never a trace.
+    (tmp_path / "big-seq").write_bytes(
+        b'{"anchor":{"hash":"' + b"0" * 64 + b'","seq":' + b"9" * 4300 + b"}}\n{}\n{}\n"
+    )
     cases = {
         ("evidence", "verify", "missing.jsonl"): (2, "does not exist"),
         ("evidence", "verify", "folder"): (2, "is a directory"),
         ("evidence", "verify"): (2, "required"),
         ("evidence", "verify", "garbage", "--key", "abc"): (2, "fingerprint"),
+        ("evidence", "verify", "garbage", "--key", "z" * 64): (2, "fingerprint"),
+        ("evidence", "verify", "huge-line"): (2, "longer than any line"),
+        ("evidence", "verify", "too-large"): (2, "larger than any export"),
+        ("evidence", "verify", "fifo"): (2, "not a regular file"),
+        ("evidence", "verify", "big-seq"): (1, "INVALID"),
         ("evidence", "verify", "garbage"): (1, "INVALID"),
         ("evidence", "export", "--room", "board", "--output", "x"): (2, ""),
         ("evidence", "export", "--room", "../etc", "--output", "x"): (2, "room"),

@@ -4,6 +4,7 @@ any one byte of an export fails its check with a message naming the entry it fel
 
 from __future__ import annotations
 
+import json
 import re
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -16,14 +17,16 @@ from gateway.evidence.entries import (
     Kind,
     Record,
     SealedEntry,
+    canonical,
     check_links,
+    digest,
     genesis,
     moment,
     seal,
 )
 from gateway.evidence.export import Slice, build_export, verify_export
 from gateway.evidence.pseudonyms import Pseudonyms
-from gateway.evidence.signing import fingerprint, public_hex, sign_head
+from gateway.evidence.signing import EXPORT_CONTEXT, fingerprint, public_hex, sign_head
 
 KEY = ed25519.Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
 OTHER_KEY = ed25519.Ed25519PrivateKey.from_private_bytes(bytes(range(1, 33)))
@@ -274,7 +277,6 @@ def test_a_head_signed_by_another_key_fails() -> None:
     lines = data.split(b"\n")
     stranger = sign_head(OTHER_KEY, ROOM, entries[1].head, NOW)
     # A head that claims the file's key but whose signature another key made.
-    from gateway.evidence.entries import canonical
     from gateway.evidence.signing import SignedHead
 
     claimed = SignedHead(
@@ -301,3 +303,52 @@ def test_any_damage_is_a_verdict_never_an_exception(junk: bytes, at: int, cut: i
         if damaged != data:
             assert not verdict.valid
             assert verdict.problem and "\n" not in verdict.problem
+
+
+def resigned(data: bytes, header: dict[str, object]) -> bytes:
+    """`data` with its header replaced by `header`, the file's checksum and signature made
+    again with the file's own key: what only the key's holder (or a bug) could write."""
+    lines = data.split(b"\n")
+    body = b"\n".join([canonical(header), *lines[1:-2]]) + b"\n"
+    file_hash = digest(body)
+    signature = KEY.sign(EXPORT_CONTEXT + bytes.fromhex(file_hash)).hex()
+    return body + canonical({"sha256": file_hash, "signature": signature}) + b"\n"
+
+
+def test_loose_values_in_a_header_signed_by_the_key_are_refused() -> None:
+    """An anchor at seq 0 is the room's own start; the version and the summary are compared as
+    written (true is not 1), seqs are bounded (issue 17 review)."""
+    data, _ = small_export()
+    header = json.loads(data.split(b"\n")[0])
+    assert verify_export(resigned(data, header)).valid
+    summary = dict(header["summary"])
+    loose = {
+        "the start of another room": {"anchor": {"seq": 0, "hash": genesis("other").hash}},
+        "version true": {"version": True},
+        "a count of true": {"summary": {**summary, "kinds": {**summary["kinds"], "ban": True}}},
+        "a seq of 4,300 digits": {"anchor": {"seq": int("9" * 4300), "hash": "0" * 64}},
+        "a seq past 2**53": {"anchor": {"seq": 2**53 + 1, "hash": "0" * 64}},
+    }
+    for case, change in loose.items():
+        verdict = verify_export(resigned(data, {**header, **change}))
+        assert not verdict.valid, case
+
+
+@given(st.sampled_from([2**53 + 1, 10**20, int("9" * 4300), -1]), st.sampled_from(range(4)))
+@settings(max_examples=30, deadline=None)
+def test_a_seq_out_of_bounds_anywhere_is_a_verdict(seq: int, where: int) -> None:
+    data, _ = small_export()
+    lines = data.split(b"\n")
+    header = json.loads(lines[0])
+    if where == 0:
+        damaged = resigned(data, {**header, "anchor": {"seq": seq, "hash": "0" * 64}})
+    elif where == 1:
+        damaged = data.replace(b'"seq":1}', b'"seq":%d}' % seq, 1)
+    elif where == 2:
+        damaged = data.replace(b'"seq":2},', b'"seq":%d},' % seq, 1)
+    else:
+        damaged = resigned(data, {**header, "version": seq})
+    assert damaged != data
+    verdict = verify_export(damaged)
+    assert not verdict.valid and verdict.problem and "\n" not in verdict.problem
+    assert len(verdict.problem) < 1000

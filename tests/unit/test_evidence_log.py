@@ -15,11 +15,14 @@ from gateway.evidence.entries import (
     GATE_CHAIN,
     ChainBroken,
     EvidenceError,
+    Head,
     Kind,
     Record,
+    SealedEntry,
     check_links,
     genesis,
     moment,
+    seal,
 )
 from gateway.evidence.export import verify_export
 from gateway.evidence.files import FileChains
@@ -35,6 +38,7 @@ from gateway.evidence.signing import (
 )
 
 KEY = ed25519.Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+OTHER_KEY = ed25519.Ed25519PrivateKey.from_private_bytes(bytes(range(1, 33)))
 PSEUDONYMS = Pseudonyms(b"evidence tests' pseudonym key, 32+ bytes")
 HOST = PSEUDONYMS.host("board", "identity of a host")
 
@@ -229,3 +233,129 @@ def test_key_files(tmp_path: Path) -> None:
     rsa.write_bytes(rsa_pem())
     with pytest.raises(ValueError, match="not an Ed25519 key"):
         read_key_file(rsa)
+
+
+async def test_stored_evidence_re_chained_or_cut_is_refused_not_signed(tmp_path: Path) -> None:
+    """Stored files rewritten by someone without the key (issue 17 review): an entry changed
+    and the rest re-chained, entries cut from either end, a head with a forged signature. Each
+    is refused by a read and by the signer, naming the seq."""
+    directory = tmp_path / "evidence"
+    log = EvidenceLog(FileChains(directory), KEY, SigningPolicy(every=1))
+    for removed in (4, 5, 6):
+        await log.append("board", Record(Kind.LOCKDOWN, {"actor": HOST, "removed": removed}))
+    path, heads = directory / "board.jsonl", directory / "board.heads.jsonl"
+    original, original_heads = path.read_bytes(), heads.read_bytes()
+    entries = await FileChains(directory).entries("board")
+
+    def rechain(kept: list[SealedEntry], edit: int | None = None) -> bytes:
+        head = genesis("board") if kept[0].seq == 1 else Head(kept[0].seq - 1, kept[0].prev)
+        lines = []
+        for entry in kept:
+            fields = dict(entry.fields)
+            if entry.seq == edit:
+                fields["removed"] = 0
+            sealed = seal(head, Record(entry.kind, fields), entry.at)
+            lines.append(sealed.line + b"\n")
+            head = sealed.head
+        return b"".join(lines)
+
+    cases = {
+        "an entry changed, the rest re-chained": (rechain(entries, edit=2), "seq 2"),
+        "the last entry removed": (rechain(entries[:2]), "seq 3 is beyond"),
+        "the first entry removed": (rechain(entries[1:]), "removed from its front"),
+        "the first entry removed, the rest re-chained as seq 1": (
+            rechain([seal(genesis("board"), Record(e.kind, e.fields), e.at) for e in entries[1:2]]),
+            "seq 1",
+        ),
+        "every entry removed": (b"", "beyond"),
+    }
+    for case, (stored, named) in cases.items():
+        path.write_bytes(stored)
+        fresh = EvidenceLog(FileChains(directory), KEY)
+        with pytest.raises(ChainBroken, match=named):
+            await fresh.export("board")
+        if case != "the first entry removed":
+            # (With the front cut, the head is still the one signed: signing it again vouches
+            # for nothing new.)
+            with pytest.raises(ChainBroken):
+                await fresh.sign("board")
+            assert heads.read_bytes() == original_heads, case
+    path.write_bytes(original)
+    # A head whose signature this key did not make, beside the real ones.
+    first = original_heads.splitlines()[0]
+    forged = first[: first.index(b'"signature":"') + 13] + b"0" * 128 + b'"}\n'
+    heads.write_bytes(original_heads + forged)
+    with pytest.raises(ChainBroken, match="signature"):
+        await EvidenceLog(FileChains(directory), KEY).export("board")
+    heads.write_bytes(original_heads)
+    assert verify_export(await EvidenceLog(FileChains(directory), KEY).export("board")).valid
+
+
+async def test_a_chain_without_retention_starts_at_seq_one(tmp_path: Path) -> None:
+    """Files and memory are never trimmed: a first entry past seq 1 is entries removed, even
+    with no signed head to tell (issue 17 review)."""
+    directory = tmp_path / "evidence"
+    log = EvidenceLog(FileChains(directory), KEY, SigningPolicy(every=1000))
+    for _ in range(3):
+        await log.append("board", quiet())
+    path = directory / "board.jsonl"
+    path.write_bytes(b"".join(line + b"\n" for line in path.read_bytes().splitlines()[1:]))
+    with pytest.raises(ChainBroken, match=r"entry seq 2 .* removed from its front"):
+        await EvidenceLog(FileChains(directory), KEY).read("board")
+
+
+async def test_heads_of_another_key_are_left_out_and_counted(tmp_path: Path) -> None:
+    directory = tmp_path / "evidence"
+    before = EvidenceLog(FileChains(directory), OTHER_KEY, SigningPolicy(every=1))
+    await before.append("board", quiet())
+    log = EvidenceLog(FileChains(directory), KEY, SigningPolicy(every=1))
+    await log.append("board", quiet())
+    part = await log.read("board")
+    assert part.unchecked == 1 and [s.seq for s in part.signed] == [2]
+    assert verify_export(await log.export("board")).valid
+
+
+async def test_writers_sign_when_the_chain_is_due_not_each_by_its_count(tmp_path: Path) -> None:
+    directory = tmp_path / "evidence"
+    writers = [EvidenceLog(FileChains(directory), KEY, SigningPolicy(every=4)) for _ in range(3)]
+    for number in range(24):
+        await writers[number % 3].append("board", quiet())
+    signed = [s.seq for s in await FileChains(directory).signatures("board")]
+    assert signed == [4, 8, 12, 16, 20, 24]
+
+
+async def test_the_directory_and_its_files_must_be_the_gates_alone(tmp_path: Path) -> None:
+    """Another local user cannot make the gate write through a link they planted, nor use a
+    directory others can write to (issue 17 review)."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    with pytest.raises(EvidenceError, match="written by other users"):
+        FileChains(shared)
+    directory = tmp_path / "evidence"
+    chains = FileChains(directory)
+    victim = tmp_path / "victim.conf"
+    victim.write_bytes(b"important=1")
+    (directory / "board.jsonl").symlink_to(victim)
+    (directory / "board.heads.jsonl").symlink_to(tmp_path / "made-by-the-gate")
+    log = EvidenceLog(chains, KEY, SigningPolicy(every=1))
+    with pytest.raises(EvidenceError, match="symbolic link"):
+        await log.append("board", quiet())
+    with pytest.raises(EvidenceError, match="symbolic link"):
+        await chains.signatures("board")
+    assert victim.read_bytes() == b"important=1"
+    assert not (tmp_path / "made-by-the-gate").exists()
+    # An export only reads: it never makes the directory.
+    with pytest.raises(EvidenceError, match="does not exist"):
+        FileChains(tmp_path / "missing", create=False)
+    assert not (tmp_path / "missing").exists()
+
+
+def test_the_guard_names_its_rule_and_never_a_name() -> None:
+    target = "a-" + "a" * 16
+    for rule in ("rate", "size", "quiet", "address"):
+        Record(Kind.GUARD_REMOVAL, {"target": target, "rule": rule})
+    with pytest.raises(EvidenceError, match="rule"):
+        Record(Kind.GUARD_REMOVAL, {"target": target, "rule": "spam"})
+    with pytest.raises(EvidenceError, match="no name"):
+        Record(Kind.GUARD_REMOVAL, {"target": target, "rule": "rate", "name": "Troll"})
