@@ -288,3 +288,17 @@ async def test_chains_behind_sentinel(redis_sentinel: SentinelRedis) -> None:
     with redis_sentinel.direct(redis_sentinel.master_port_now(), db=5) as direct:
         assert direct.xlen(ENTRIES + "board") == 3
     await chains.aclose()
+
+
+async def test_entries_cut_from_the_front_are_told_from_retention(
+    server: RedisProcess, raw: redis.asyncio.Redis
+) -> None:
+    """Redis keeps the first entry its appends' trim left: one removed by anything else (an
+    intruder's XDEL) fails a read, where a trimmed chain reads from its first kept entry."""
+    log = EvidenceLog(chains_on(server), KEY, SigningPolicy(every=1000))
+    for _ in range(4):
+        await log.append("board", quiet())
+    ids = [entry_id for entry_id, _ in await raw.xrange(ENTRIES + "board")]
+    await raw.xdel(ENTRIES + "board", ids[0])
+    with pytest.raises(ChainBroken, match="removed from its front"):
+        await EvidenceLog(chains_on(server), KEY).read("board")
