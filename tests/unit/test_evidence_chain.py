@@ -352,3 +352,15 @@ def test_a_seq_out_of_bounds_anywhere_is_a_verdict(seq: int, where: int) -> None
     verdict = verify_export(damaged)
     assert not verdict.valid and verdict.problem and "\n" not in verdict.problem
     assert len(verdict.problem) < 1000
+
+
+def test_an_anchor_at_seq_0_is_the_rooms_own_start() -> None:
+    """A chain's entries exported under another room's name, or after a made-up start, do not
+    pass for that room's whole chain (issue 17 review)."""
+    entries = chained([Record(Kind.LOCK, {"actor": PSEUDONYMS.host(ROOM, "h")})])
+    relabelled = build_export(Slice("quiz", genesis(ROOM), tuple(entries)), KEY, NOW)
+    assert not verify_export(relabelled).valid
+    made_up = Head(0, "ab" * 32)
+    other = seal(made_up, Record(Kind.LOCK, {"actor": PSEUDONYMS.host(ROOM, "h")}), NOW)
+    assert not verify_export(build_export(Slice(ROOM, made_up, (other,)), KEY, NOW)).valid
+    assert verify_export(build_export(Slice(ROOM, genesis(ROOM), tuple(entries)), KEY, NOW)).valid
