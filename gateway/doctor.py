@@ -39,6 +39,8 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from websockets.typing import Subprotocol
 
 from gateway.errors import ConfigError, StoreUnavailable
+from gateway.evidence.backend import is_redis_url
+from gateway.evidence.files import check_directory as check_evidence_directory
 from gateway.settings import Settings, find_config, load_settings
 from gateway.store import StoreOptions, open_store
 from gateway.store.continuity import parse_marker
@@ -174,6 +176,7 @@ def check_settings(settings: Settings, config_path: Path) -> list[Finding]:
                     " read the private key that signs tickets; chmod 600 it",
                 )
             )
+    findings += check_evidence(settings)
     if not settings.secure:
         host = urlsplit(settings.public_url).hostname or ""
         local = host in ("127.0.0.1", "localhost", "::1")
@@ -194,6 +197,33 @@ def check_settings(settings: Settings, config_path: Path) -> list[Finding]:
                 " connections that long; 120 s is the default",
             )
         )
+    return findings
+
+
+def check_evidence(settings: Settings) -> list[Finding]:
+    """The evidence key file readable by the gate's user alone, and the evidence directory the
+    gate's user's, written by nobody else (the gate refuses to start with it otherwise)."""
+    findings = []
+    key_file = settings.evidence.key_file
+    if key_file is not None:
+        try:
+            mode = stat.S_IMODE(key_file.stat().st_mode)
+        except OSError:
+            mode = 0
+        if mode & 0o077:
+            findings.append(
+                Finding(
+                    "evidence key mode",
+                    Verdict.WARN,
+                    f"{key_file} has mode {mode:04o}: others on the host can read the key that"
+                    " signs the evidence; chmod 600 it",
+                )
+            )
+    directory = settings.evidence.directory
+    if directory is not None and not is_redis_url(settings.store.url):
+        problem = check_evidence_directory(directory)
+        if problem is not None:
+            findings.append(Finding("evidence directory", Verdict.FAIL, problem))
     return findings
 
 

@@ -10,6 +10,8 @@ from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from gateway.errors import ConfigError
+from gateway.evidence.entries import EvidenceError
 from gateway.evidence.files import FileChains
 from gateway.evidence.log import Chains, EvidenceLog, SigningPolicy
 from gateway.evidence.memory import MemoryChains
@@ -44,7 +46,8 @@ def open_evidence(
     settings: EvidenceSettings, store_url: str, *, create: bool = True
 ) -> EvidenceBackend:
     """The evidence log the settings describe (no I/O yet but checking the directory, made if
-    missing unless `create` is False: an export only reads)."""
+    missing unless `create` is False: an export only reads). ConfigError names a directory the
+    gate must not use."""
     caveats = []
     chains: Chains
     if is_redis_url(store_url):
@@ -54,7 +57,11 @@ def open_evidence(
             max_entries=settings.max_entries,
         )
     elif settings.directory is not None:
-        chains = FileChains(settings.directory, create=create)
+        try:
+            chains = FileChains(settings.directory, create=create)
+        except EvidenceError as exc:
+            # Said at start, as the settings' problems are: the gate does not start with it.
+            raise ConfigError([f"[evidence] directory: {exc}"]) from None
     else:
         chains = MemoryChains()
         caveats.append(

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from gateway.errors import StoreUnavailable
+from gateway.errors import ConfigError, StoreUnavailable
 from gateway.evidence.backend import is_redis_url, open_evidence
 from gateway.evidence.entries import EvidenceError, check_chain_name, moment
 from gateway.evidence.export import MAX_EXPORT_BYTES, Verdict, verify_export, verify_stream
@@ -266,7 +266,6 @@ def _show_key(pem: bytes) -> None:
 
 def _settings(args: argparse.Namespace) -> Settings:
     # Read only by the commands that need the gate's config: verify never does.
-    from gateway.errors import ConfigError
     from gateway.settings import load_settings
 
     try:
@@ -301,7 +300,7 @@ def command_export(args: argparse.Namespace) -> int:
         )
     try:
         backend = open_evidence(evidence, settings.store.url, create=False)
-    except EvidenceError as exc:
+    except ConfigError as exc:
         raise Unusable(str(exc)) from None
     log = backend.log
 

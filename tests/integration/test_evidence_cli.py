@@ -11,12 +11,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from gateway.doctor import check_evidence
+from gateway.errors import ConfigError
+from gateway.evidence.backend import open_evidence
 from gateway.evidence.entries import Kind, Record, genesis, parse_entry, seal
 from gateway.evidence.export import MAX_EXPORT_BYTES
 from gateway.evidence.files import FileChains
 from gateway.evidence.log import EvidenceLog, SigningPolicy
 from gateway.evidence.pseudonyms import Pseudonyms
 from gateway.evidence.signing import load_private_key
+from gateway.settings import load_settings
 
 PSEUDONYMS = Pseudonyms(b"evidence tests' pseudonym key, 32+ bytes")
 
@@ -196,3 +202,32 @@ def test_verify_exit_codes_for_what_cannot_be_read(tmp_path: Path) -> None:
         assert done.returncode == code, (args, done.stdout, done.stderr)
         assert words in done.stdout + done.stderr, args
         assert "Traceback" not in done.stdout + done.stderr, args
+
+
+def test_a_directory_others_can_write_stops_the_gate_and_doctor_says_so(tmp_path: Path) -> None:
+    """The evidence directory must be the gate's user's alone: `serve` does not start with one
+    others can write (said in one line, no trace), and doctor fails it; doctor warns of a key
+    file others can read (issue 17 review)."""
+    config = tmp_path / "meetgate.toml"
+    made = meetgate("init", "--path", str(config), "--algorithm", "HS256", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    assert meetgate("evidence", "key", "--generate", "key.pem", cwd=tmp_path).returncode == 0
+    (tmp_path / "key.pem").chmod(0o644)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    with config.open("a", encoding="utf-8") as handle:
+        handle.write('\n[evidence]\nkey_file = "key.pem"\ndirectory = "shared"\n')
+    settings = load_settings(config, environ={}, allow_ephemeral=False)
+    found = {finding.check: finding for finding in check_evidence(settings)}
+    assert found["evidence directory"].verdict == "FAIL"
+    assert "written by other users" in found["evidence directory"].detail
+    assert found["evidence key mode"].verdict == "WARN"
+    with pytest.raises(ConfigError, match=r"\[evidence\] directory: .* other users"):
+        open_evidence(settings.evidence, settings.store.url)
+    refused = meetgate("serve", "--config", str(config), cwd=tmp_path)
+    assert refused.returncode == 2 and "written by other users" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    shared.chmod(0o700)
+    (tmp_path / "key.pem").chmod(0o600)
+    assert check_evidence(load_settings(config, environ={}, allow_ephemeral=False)) == []
