@@ -97,6 +97,20 @@ class Chains(Protocol):
         ...
 
 
+# A host's download reads and signs the room's whole chain (some 30 MB at the Redis store's
+# bound): one at a time per room, and this many at once in a process.
+MAX_EXPORTS: Final = 2
+# What a refused download is told to wait, in seconds.
+EXPORT_RETRY_SECONDS: Final = 5.0
+
+
+class ExportBusy(EvidenceError):
+    """An export of this chain, or as many exports as a process makes at once, is being made:
+    try again shortly."""
+
+    retry_after = EXPORT_RETRY_SECONDS
+
+
 class ChainRewound(ChainBroken):
     """The backend holds a chain shorter than one this process saw: it lost entries (a store
     flushed, or restored from an older copy). `seen` is the head seen, `stored` the one kept."""
@@ -143,6 +157,8 @@ class EvidenceLog:
         # Per chain: the seq last signed and when the oldest unsigned entry was appended here.
         self._signed: dict[str, int] = {}
         self._unsigned_since: dict[str, float] = {}
+        # The chains an export is being made of (export_one).
+        self._exporting: set[str] = set()
 
     async def append(self, chain: str, record: Record, at: float | None = None) -> SealedEntry:
         """Seal `record` as the chain's next entry, at `at` (seconds since the epoch; now when
@@ -350,6 +366,19 @@ class EvidenceLog:
     def export_part(self, part: Slice, since: str | None = None, until: str | None = None) -> bytes:
         """`part` (as `read` gives it for `since` and `until`) as one file signed now."""
         return build_export(part, self._key, moment(self._clock()), since, until)
+
+    async def export_one(self, chain: str) -> bytes:
+        """`export(chain)`, unless this process is making one of the chain already, or
+        MAX_EXPORTS of any: then ExportBusy (a download clicked again and again, or by many
+        hosts at once, makes one file at a time, not one a click)."""
+        check_chain_name(chain)
+        if chain in self._exporting or len(self._exporting) >= MAX_EXPORTS:
+            raise ExportBusy(f"an export of the {chain} chain is being made")
+        self._exporting.add(chain)
+        try:
+            return await self.export(chain)
+        finally:
+            self._exporting.discard(chain)
 
     async def chain_names(self) -> list[str]:
         return await self._chains.chains()

@@ -35,9 +35,10 @@ from gateway.errors import (
     MeetgateError,
     NotFound,
     NotHost,
+    RateLimited,
 )
 from gateway.evidence.entries import EvidenceError
-from gateway.evidence.log import EvidenceLog
+from gateway.evidence.log import EvidenceLog, ExportBusy
 from gateway.host.actions import HostDesk
 from gateway.host.policy_form import (
     POLICY_FORM_BYTES,
@@ -816,7 +817,10 @@ class Dashboard:
         now = time.time()
         _, current = await self._host_of(request, room, now)
         try:
-            data = await self._evidence.export(current.name)
+            data = await self._evidence.export_one(current.name)
+        except ExportBusy as exc:
+            # One file of a room at a time, not one a click: a clear "wait, then try again".
+            raise RateLimited(exc.retry_after) from None
         except EvidenceError as exc:
             raise EvidenceBroken() from exc
         name = evidence_filename(current.name, now)

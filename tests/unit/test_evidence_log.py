@@ -26,7 +26,7 @@ from gateway.evidence.entries import (
 )
 from gateway.evidence.export import verify_export
 from gateway.evidence.files import FileChains
-from gateway.evidence.log import Chains, EvidenceLog, SigningPolicy
+from gateway.evidence.log import Chains, EvidenceLog, ExportBusy, SigningPolicy
 from gateway.evidence.memory import MemoryChains
 from gateway.evidence.pseudonyms import Pseudonyms
 from gateway.evidence.signing import (
@@ -359,3 +359,22 @@ def test_the_guard_names_its_rule_and_never_a_name() -> None:
         Record(Kind.GUARD_REMOVAL, {"target": target, "rule": "spam"})
     with pytest.raises(EvidenceError, match="no name"):
         Record(Kind.GUARD_REMOVAL, {"target": target, "rule": "rate", "name": "Troll"})
+
+
+async def test_a_download_makes_one_export_of_a_room_at_a_time(tmp_path: Path) -> None:
+    """The hosts' download reads and signs the whole chain: clicked again while one is being
+    made (or by the hosts of many rooms at once), it is refused, not made twice (issue 17)."""
+    log = EvidenceLog(FileChains(tmp_path / "evidence"), KEY)
+    for room in ("board", "quiz", "choir"):
+        await log.append(room, Record(Kind.QUIET_ON, {"actor": PSEUDONYMS.host(room, "h")}))
+    made = await asyncio.gather(
+        log.export_one("board"), log.export_one("board"), return_exceptions=True
+    )
+    assert sum(isinstance(one, bytes) for one in made) == 1
+    assert sum(isinstance(one, ExportBusy) for one in made) == 1
+    made = await asyncio.gather(
+        *(log.export_one(room) for room in ("board", "quiz", "choir")), return_exceptions=True
+    )
+    assert [isinstance(one, ExportBusy) for one in made] == [False, False, True]
+    # One at a time is all: the next click, once the last file is made, makes one.
+    assert verify_export(await log.export_one("board")).valid
