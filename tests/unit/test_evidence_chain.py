@@ -293,7 +293,13 @@ def test_a_head_signed_by_another_key_fails() -> None:
     assert not verdict.valid and "signature" in (verdict.problem or "")
 
 
-@given(st.binary(max_size=64), st.integers(0, 2000), st.integers(0, 60))
+# Hostile numbers too: a seq of thousands of digits (the limit of int's text), or past 2**53.
+damage = st.binary(max_size=64) | st.sampled_from(
+    [b"9" * 4300, b'"seq":' + b"9" * 4300 + b"}", b'"seq":9007199254740993}', b"\n" * 5000]
+)
+
+
+@given(damage, st.integers(0, 2000), st.integers(0, 60))
 @settings(max_examples=300, deadline=None)
 def test_any_damage_is_a_verdict_never_an_exception(junk: bytes, at: int, cut: int) -> None:
     data, _ = small_export()
