@@ -13,11 +13,12 @@ import html
 import logging
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, replace
+from dataclasses import replace
 from functools import partial
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Request, Response
+from fastapi import Path as FastApiPath
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -29,6 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gateway.admission.invites import make_invite
 from gateway.admission.pipeline import join_plan
 from gateway.admission.policy import (
+    MAX_ADDRESS_CHARS,
     MAX_DOMAINS,
     MAX_EMAILS,
     MAX_GROUPS,
@@ -78,6 +80,7 @@ from gateway.store.records import (
     Invite,
     Role,
     Room,
+    RoomPolicy,
 )
 
 
@@ -141,7 +144,7 @@ class RoomOut(BaseModel):
     pow_required: bool
     moved_to: str | None
     language: str | None = Field(description="The room's default language (a tag), null for none")
-    rules: PolicyIn
+    rules: PolicyOut
     quiet: bool = Field(description="Quiet mode: only hosts can chat")
     chat: ChatLimitsOut
 
@@ -173,6 +176,48 @@ class PolicyIn(_Body):
     allowed_groups: list[str] = Field(default_factory=list, max_length=MAX_GROUPS)
     lobby: bool = False
     host_emails: list[str] = Field(default_factory=list, max_length=MAX_HOST_EMAILS)
+
+
+class PolicyOut(BaseModel):
+    """A room's policy as the API shows it: the e-mail addresses it lists are counted, never
+    listed (they are people's; `GET /api/v1/rooms/{name}/policy/emails/{address}` says whether
+    one is listed). Domains, groups and providers are shown: they name no one."""
+
+    invite: bool
+    oidc: bool
+    oidc_providers: list[str]
+    email_code: bool
+    allowed_email_count: int = Field(description="How many addresses `allowed_emails` lists")
+    allowed_domains: list[str]
+    allowed_groups: list[str]
+    lobby: bool
+    host_email_count: int = Field(description="How many addresses `host_emails` lists")
+
+    @classmethod
+    def of(cls, policy: RoomPolicy) -> PolicyOut:
+        return cls(
+            invite=policy.invite,
+            oidc=policy.oidc,
+            oidc_providers=list(policy.oidc_providers),
+            email_code=policy.email_code,
+            allowed_email_count=len(policy.allowed_emails),
+            allowed_domains=list(policy.allowed_domains),
+            allowed_groups=list(policy.allowed_groups),
+            lobby=policy.lobby,
+            host_email_count=len(policy.host_emails),
+        )
+
+
+class EmailListedOut(BaseModel):
+    """Whether a room's policy lists one e-mail address (compared as stored: trimmed and
+    lower-cased)."""
+
+    allowed: bool = Field(description="The address is in `allowed_emails`")
+    host: bool = Field(description="The address is in `host_emails`")
+
+
+# An address as a path segment: as long as the policy lets one be (longer ones are on no list).
+EmailAddress = Annotated[str, FastApiPath(min_length=1, max_length=MAX_ADDRESS_CHARS + 2)]
 
 
 # JsonInt with bounds, the bounds first: within a union (`| None`), the schema states them as
@@ -338,7 +383,7 @@ def _room_out(room: Room) -> RoomOut:
         pow_required=room.pow_required,
         moved_to=room.moved_to,
         language=room.language or None,
-        rules=PolicyIn.model_validate(asdict(room.policy), strict=False),
+        rules=PolicyOut.of(room.policy),
         quiet=room.quiet,
         chat=ChatLimitsOut(
             quiet_private_to_hosts=room.quiet_private_to_hosts,
@@ -660,6 +705,22 @@ def create_admin_app(
         )
         changed = await store.change_room(name, lambda room: replace(room, policy=policy))
         return _room_out(changed)
+
+    @app.get(
+        "/api/v1/rooms/{name}/policy/emails/{address:path}",
+        dependencies=guarded,
+        responses=NOT_FOUND,
+    )
+    async def email_listed(name: str, address: EmailAddress) -> EmailListedOut:
+        """Whether the room's policy lists this address, as allowed or as a host: the only way
+        the API tells of one, since it never lists them."""
+        room = await store.get_room(name)
+        if room is None:
+            raise RoomNotFound()
+        wanted = address.strip().lower()
+        return EmailListedOut(
+            allowed=wanted in room.policy.allowed_emails, host=wanted in room.policy.host_emails
+        )
 
     # A response class without a media type: the schema says text/plain for the metrics (as
     # PROMETHEUS_TEXT declares) and JSON for the errors.

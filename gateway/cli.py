@@ -23,6 +23,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
+from urllib.parse import quote
 
 import httpx
 
@@ -687,6 +688,17 @@ def command_room(args: argparse.Namespace) -> int:
         rules = room["rules"]
         ways = [way for way in ("invite", "oidc", "email_code", "lobby") if rules[way]]
         print(f"room {room['name']}: ways in: {', '.join(ways)}")
+    elif args.action == "check-email":
+        # The API never lists a policy's addresses; it says whether it lists one.
+        listed = client.call(
+            "GET", f"/api/v1/rooms/{args.name}/policy/emails/{quote(args.address, safe='')}"
+        )
+        lists = [what for what in ("allowed", "host") if listed[what]]
+        if not lists:
+            # Exit 1, as grep's for no match: an error (no such room, no API) exits 2.
+            print(f"room {args.name}'s policy lists no such address", file=sys.stderr)
+            return 1
+        print(f"room {args.name}'s policy lists it: {' and '.join(lists)}")
     elif args.action == "delete":
         client.call("DELETE", f"/api/v1/rooms/{args.name}")
         print(f"deleted room {args.name}; its invites and admissions are gone")
@@ -1063,6 +1075,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ADDRESS",
         help="this address, once proven, enters as host (repeatable)",
     )
+    check = command(
+        room_sub,
+        "check-email",
+        "whether the room's policy lists an address, as allowed or host (it shows no list)",
+        ["meetgate room check-email board chair@uni.example"],
+        client,
+    )
+    check.add_argument("name", help="the room")
+    check.add_argument("address", help="the e-mail address")
     delete = command(
         room_sub,
         "delete",

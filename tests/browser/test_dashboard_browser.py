@@ -224,8 +224,12 @@ def test_without_script_the_policy_is_changed_through_a_confirmation_page(
     )
     with gateway.admin() as admin:
         rules = admin.get(f"/api/v1/rooms/{room}").json()["rules"]
-    assert rules["lobby"] is True
-    assert rules["host_emails"] == ["chair@uni.example", "vice@uni.example"]
+        hosts = [
+            admin.get(f"/api/v1/rooms/{room}/policy/emails/{address}").json()["host"]
+            for address in ("chair@uni.example", "vice@uni.example", "ada@uni.example")
+        ]
+    assert rules["lobby"] is True and rules["host_email_count"] == 2
+    assert hosts == [True, True, False]
 
 
 def _answer(dialog: Dialog, log: BrowserLog, *, accept: bool) -> None:

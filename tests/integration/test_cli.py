@@ -393,9 +393,24 @@ def test_room_policy_changes_who_may_enter_at_the_next_join(oidc: OidcSetup) -> 
         saved = admin.get(f"/api/v1/rooms/{room}").json()
     assert saved["policy"] == ["invite", "email_code"]
     assert saved["rules"]["allowed_domains"] == ["uni.example"]
-    assert saved["rules"]["allowed_emails"] == ["guest@elsewhere.example"]
-    assert saved["rules"]["host_emails"] == ["chair@uni.example"]
     assert saved["rules"]["lobby"] is False
+    # The addresses are counted, never listed; one can be checked.
+    assert saved["rules"]["allowed_email_count"] == 1 and saved["rules"]["host_email_count"] == 1
+    assert "elsewhere" not in json.dumps(saved) and "chair" not in json.dumps(saved)
+    checks = {
+        address: meetgate("room", "check-email", room, address, *args)
+        for address in ("guest@elsewhere.example", "Chair@Uni.Example", "eve@uni.example", "a/b@x")
+    }
+    assert (
+        checks["guest@elsewhere.example"].stdout.strip()
+        == f"room {room}'s policy lists it: allowed"
+    )
+    assert checks["Chair@Uni.Example"].stdout.strip() == f"room {room}'s policy lists it: host"
+    for address in ("eve@uni.example", "a/b@x"):
+        assert checks[address].returncode == 1
+        assert "lists no such address" in checks[address].stderr, checks[address].stderr
+    unknown = meetgate("room", "check-email", "no-such-room", "a@b.example", *args)
+    assert unknown.returncode == 2 and "Traceback" not in unknown.stderr
 
 
 @pytest.mark.parametrize(

@@ -49,6 +49,14 @@ def rules(gateway: GatewayServer, room: str) -> dict[str, Any]:
         return dict(admin.get(f"/api/v1/rooms/{room}").json()["rules"])
 
 
+def listed(gateway: GatewayServer, room: str, address: str) -> dict[str, bool]:
+    """Whether the room's policy lists `address` (the admin API lists no address)."""
+    with gateway.admin() as admin:
+        answer = admin.get(f"/api/v1/rooms/{room}/policy/emails/{address}")
+    assert answer.status_code == 200, answer.text
+    return dict(answer.json())
+
+
 def post_policy(
     gateway: GatewayServer,
     who: Admitted | None,
@@ -130,7 +138,10 @@ def test_without_script_a_change_is_confirmed_saved_and_offered_at_the_next_join
     assert "ada@uni.example\nbob@uni.example</textarea>" in page
     saved = rules(gateway, room)
     assert saved["lobby"] is True and saved["invite"] is True
-    assert saved["allowed_emails"] == ["ada@uni.example", "bob@uni.example"]
+    assert saved["allowed_email_count"] == 2 and saved["host_email_count"] == 0
+    for address in ("ada@uni.example", "Bob@Uni.Example"):
+        assert listed(gateway, room, address) == {"allowed": True, "host": False}
+    assert listed(gateway, room, "eve@uni.example") == {"allowed": False, "host": False}
     assert saved["allowed_domains"] == ["staff.example"]
 
     # The next visitor is offered the lobby, without any restart.
@@ -145,6 +156,21 @@ def test_without_script_a_change_is_confirmed_saved_and_offered_at_the_next_join
     forged = "<b>pwned</b>" + "x" * 100
     other = dashboard_page_at(gateway, host, f"/_meetgate/host/{room}?done={forged}")
     assert "pwned" not in other and "The new policy is saved" not in other
+
+
+def test_checking_an_address_lists_nothing_and_refuses_bad_input(
+    gateway: GatewayServer, meeting: tuple[str, Admitted, Admitted]
+) -> None:
+    room, _, _ = meeting
+    base = f"/api/v1/rooms/{room}/policy/emails"
+    with gateway.admin() as admin:
+        assert admin.get(f"{base}/{'a' * 300}@x.example").status_code == 422
+        assert admin.get("/api/v1/rooms/no-such-room/policy/emails/a@b.example").status_code == 404
+        odd = admin.get(f"{base}/%00%E2%80%AE'--")
+        assert odd.status_code == 200 and odd.json() == {"allowed": False, "host": False}
+        assert admin.get(f"{base}/").status_code == 422
+        del admin.headers["authorization"]
+        assert admin.get(f"{base}/a@b.example").status_code == 401
 
 
 def dashboard_page_at(gateway: GatewayServer, host: Admitted, location: str) -> str:
@@ -301,7 +327,7 @@ def test_huge_policy_forms_are_refused(
             headers={"origin": gateway.url, "accept": "application/json"},
         )
     assert small.status_code == 413
-    assert rules(gateway, room)["allowed_emails"] == []
+    assert rules(gateway, room)["allowed_email_count"] == 0
 
 
 def test_the_dashboard_picks_sign_in_providers(oidc: OidcSetup) -> None:
