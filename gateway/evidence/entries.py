@@ -341,7 +341,11 @@ def load_object(line: bytes) -> dict[str, object]:
 
 def parse_entry(line: bytes) -> SealedEntry:
     """The entry `line` holds, checked value by value; ValueError says what is wrong."""
-    data = load_object(line)
+    return entry_of(load_object(line), line)
+
+
+def entry_of(data: dict[str, object], line: bytes) -> SealedEntry:
+    """The entry in `data`, what `load_object(line)` read; ValueError says what is wrong."""
     if set(data) != {"at", "fields", "kind", "prev", "seq"}:
         raise ValueError("not an entry (it must hold at, fields, kind, prev and seq)")
     seq, at, kind, fields, prev = (data[k] for k in ("seq", "at", "kind", "fields", "prev"))

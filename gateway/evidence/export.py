@@ -37,11 +37,11 @@ from gateway.evidence.entries import (
     SealedEntry,
     canonical,
     digest,
+    entry_of,
     genesis,
     is_moment,
     is_seq,
     load_object,
-    parse_entry,
 )
 from gateway.evidence.signing import (
     EXPORT_CONTEXT,
@@ -346,7 +346,7 @@ def _read_line(
         where = _where(number, line, seen.links.head)
         raise Invalid(f"{where} comes after the signed heads, where no entry may be")
     try:
-        entry = parse_entry(line)
+        entry = entry_of(data_line, line)
     except ValueError as exc:
         raise Invalid(f"{_where(number, line, seen.links.head)} {exc}") from None
     try:
