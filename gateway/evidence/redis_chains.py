@@ -70,8 +70,9 @@ redis.call('SET', KEYS[1], ARGV[3], 'PX', retention)
 redis.call('PEXPIRE', KEYS[2], retention)
 redis.call('PEXPIRE', KEYS[3], retention)
 local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1]
-if first then
-  local prev, seq = string.match(first[2][2], '"prev":"(%x+)","seq":(%d+)}$')
+local line = first and first[2][2]
+if type(line) == 'string' then
+  local prev, seq = string.match(line, '"prev":"(%x+)","seq":(%d+)}$')
   if prev then redis.call('SET', KEYS[5], seq .. ' ' .. prev, 'PX', retention) end
 end
 redis.call('ZADD', KEYS[4], now, ARGV[5])
