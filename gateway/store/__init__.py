@@ -463,12 +463,17 @@ class Store(Protocol):
         """True for the first claim of `key` within `ttl_seconds`, False for any other claim
         before that time has passed. ValueError if the TTL is not positive."""
 
-    async def day_key(self, day: int, candidate: str | None) -> str | None:
+    async def day_key(self, day: int, *, create: bool) -> str | None:
         """The secret every replica hashes client addresses with on UTC day `day` (days since
-        the epoch; gateway/admission/address_keys.py). With a `candidate`, the one stored, or
-        `candidate` stored now if there was none (of racing candidates, one wins and every
-        caller gets it); without, the one stored or None. Kept DAY_KEY_SECONDS at most from
-        when it was stored, never with anything that outlives it."""
+        the epoch; gateway/admission/address_keys.py), held only in memory, never in the
+        store's data (memory: this process's; Redis: the replicas', agreed over pub/sub by
+        day_keys.py). With `create`, one is made when no replica holds one; without, None
+        then. Replicas that made keys at the same moment converge on one within
+        day_keys.ANNOUNCE_SECONDS: ask again rather than keep the answer. Only today's,
+        yesterday's and tomorrow's are kept."""
+
+    def held_day_key(self, day: int) -> str | None:
+        """`day_key`'s answer if this replica holds the day's key now, without asking."""
 
     # Short-lived values (e-mail codes, lobby requests). Every TTL below must be positive and
     # finite (ValueError otherwise); a value, counter or member is gone once its TTL has passed.
@@ -524,11 +529,6 @@ INVITE_KEPT_AFTER_EXPIRY = 86_400
 def invite_kept_seconds(invite: Invite, now: float) -> float:
     """How long from `now` a store keeps `invite`: to its expiry, then INVITE_KEPT_AFTER_EXPIRY."""
     return max(invite.expires_at - now, 0.0) + INVITE_KEPT_AFTER_EXPIRY
-
-
-# How long a day's address key is kept from when it is stored: its day and the next (a key of
-# yesterday still hashes what was stored then, such as a guest's bar from the lobby).
-DAY_KEY_SECONDS = 2 * 86_400
 
 
 async def open_store(url: str, options: StoreOptions | None = None) -> Store:

@@ -15,6 +15,7 @@ import asyncio
 import dataclasses
 import json
 import math
+import secrets
 import time
 import weakref
 from collections import deque
@@ -779,12 +780,16 @@ class MemoryStore:
         self._claims[key] = now + ttl_seconds
         return True
 
-    async def day_key(self, day: int, candidate: str | None) -> str | None:
+    async def day_key(self, day: int, *, create: bool) -> str | None:
+        # This process is every replica there is: the key lives here, and nowhere else.
         # Only today's and yesterday's are ever asked for: older days are dropped.
         for old in [d for d in self._day_keys if d < day - 1]:
             del self._day_keys[old]
-        if candidate is not None:
-            self._day_keys.setdefault(day, candidate)
+        if create:
+            self._day_keys.setdefault(day, secrets.token_hex(32))
+        return self._day_keys.get(day)
+
+    def held_day_key(self, day: int) -> str | None:
         return self._day_keys.get(day)
 
     # Short-lived values

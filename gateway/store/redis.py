@@ -42,7 +42,6 @@ from gateway.errors import (
     StoreUnavailable,
 )
 from gateway.store import (
-    DAY_KEY_SECONDS,
     InviteJoin,
     InviteJoined,
     LinkFound,
@@ -53,6 +52,7 @@ from gateway.store import (
     invite_kept_seconds,
 )
 from gateway.store.continuity import Continuity
+from gateway.store.day_keys import DayKeys
 from gateway.store.deadline import StoreOptions, store_deadline
 from gateway.store.health import StoreHealth, store_address
 from gateway.store.records import (
@@ -110,7 +110,6 @@ _VALUE: Final = "meetgate:value:"  # + key: a short-lived value; expires with it
 _COUNTER: Final = "meetgate:counter:"  # + key: a count; expires a TTL after its first bump
 _INDEX: Final = "meetgate:index:"  # + index: sorted set member -> expiry (microseconds)
 _CHANNEL: Final = "meetgate:channel:"  # + channel: pub/sub channel
-_DAY_KEY: Final = "meetgate:day-key:"  # + UTC day number: that day's address key; 2 days
 _MARKER: Final = "meetgate:memory"  # the memory marker (gateway/store/continuity.py); no TTL
 
 # A few quick retries ride out a failover blip; beyond that a join fails closed at once instead
@@ -331,6 +330,8 @@ class RedisStore:
         self.continuity = Continuity(address)
         self._probe: asyncio.Task[None] | None = None
         self._subscriptions: set[RedisSubscription] = set()
+        # The day's address key: in the replicas' memory only, never in Redis (day_keys.py).
+        self._day_keys = DayKeys(self.publish, self.subscribe)
         # Which invite a token hash names: fixed for the invite's life (a token is made for one
         # invite and never moves), so a lookup here saves the index read. Whatever is read by
         # it is checked against the token hash, as after an index read, so a deleted or
@@ -478,6 +479,7 @@ class RedisStore:
                 raise ValueError(f"no stored form of {kind} records to write")
 
     async def close(self) -> None:
+        await self._day_keys.close()
         if self._probe is not None:
             self._probe.cancel()
             await asyncio.wait([self._probe])
@@ -1233,17 +1235,11 @@ class RedisStore:
             )
         return bool(claimed)
 
-    async def day_key(self, day: int, candidate: str | None) -> str | None:
-        key = f"{_DAY_KEY}{day}"
-        async with self._call():
-            if candidate is None:
-                stored: str | None = await self._client.get(key)
-                return stored
-            pipe = self._client.pipeline(transaction=True)
-            pipe.set(key, candidate, nx=True, ex=DAY_KEY_SECONDS)
-            pipe.get(key)
-            _, agreed = await pipe.execute()
-        return str(agreed)
+    async def day_key(self, day: int, *, create: bool) -> str | None:
+        return await self._day_keys.key(day, create=create)
+
+    def held_day_key(self, day: int) -> str | None:
+        return self._day_keys.held(day)
 
     # Short-lived values
 

@@ -20,6 +20,7 @@ import redis.asyncio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gateway.admission.address_keys import utc_day
 from gateway.admission.names import claim_shown_name, name_choices, skeleton
 from gateway.errors import (
     InviteError,
@@ -32,7 +33,6 @@ from gateway.errors import (
     StoreUnavailable,
 )
 from gateway.store import (
-    DAY_KEY_SECONDS,
     INVITE_KEPT_AFTER_EXPIRY,
     Admission,
     AuditEntry,
@@ -1007,28 +1007,14 @@ async def test_an_audit_entry_that_does_not_parse_is_skipped_and_counted(store: 
 # The day's address key
 
 
-async def test_the_first_days_key_stored_is_the_one_every_caller_gets(store: Store) -> None:
-    day = secrets.randbelow(10**9) + 10**6
-    assert await store.day_key(day, None) is None
-    first, second = secrets.token_hex(32), secrets.token_hex(32)
-    agreed = await asyncio.gather(*(store.day_key(day, key) for key in (first, second)))
-    assert agreed[0] == agreed[1] and agreed[0] in (first, second)
-    assert await store.day_key(day, None) == agreed[0]
-    assert await store.day_key(day, secrets.token_hex(32)) == agreed[0]
-    assert await store.day_key(day + 1, None) is None
-
-
-async def test_a_days_address_key_is_kept_two_days_at_most(contract_redis_url: str) -> None:
-    store = await RedisStore.connect(contract_redis_url)
-    client = redis.asyncio.Redis.from_url(contract_redis_url)
-    try:
-        day = secrets.randbelow(10**9) + 10**6
-        await store.day_key(day, secrets.token_hex(32))
-        assert 0 < await client.ttl(f"meetgate:day-key:{day}") <= DAY_KEY_SECONDS
-        assert DAY_KEY_SECONDS <= 2 * 86_400
-    finally:
-        await client.aclose()
-        await store.close()
+async def test_a_days_key_once_made_is_the_one_every_caller_gets(store: Store) -> None:
+    day = utc_day(time.time())
+    made = await asyncio.gather(*(store.day_key(day, create=True) for _ in range(5)))
+    assert len(set(made)) == 1 and made[0] is not None
+    assert len(made[0]) == 64 and int(made[0], 16) >= 0
+    assert store.held_day_key(day) == made[0]
+    assert await store.day_key(day, create=False) == made[0]
+    assert await store.day_key(day, create=True) == made[0]
 
 
 # Rate limits

@@ -1,6 +1,6 @@
 """What the store keeps of a client's address: the day's keyed hash, agreed by every replica
-through the store, a new random key each UTC day, and yesterday's still found; no address in
-any record."""
+(for Redis: tests/integration/test_address_keys_redis.py), a new random key each UTC day, and
+yesterday's still found; no address in any record."""
 
 from __future__ import annotations
 
@@ -42,7 +42,8 @@ async def test_replicas_agree_on_the_days_hash_and_it_hides_the_address() -> Non
     one, other = AddressHasher(store, clock=clock), AddressHasher(store, clock=clock)
     tag = await one.address("192.0.2.7")
     assert tag == await other.address("192.0.2.7")
-    assert len(tag) == 32 and "192" not in tag
+    # Hex digits only: nothing of the address is in it (a "192" may turn up by chance).
+    assert len(tag) == 32 and set(tag) <= set("0123456789abcdef")
     assert tag != await one.address("192.0.2.8")
     # An address and its network are hashed apart; a network's addresses share its hash.
     assert await one.network("192.0.2.7") == await other.network("192.0.2.200")
@@ -70,7 +71,7 @@ async def test_a_new_day_has_a_new_key_and_yesterdays_is_still_found() -> None:
     # Two days on, the first day's key is gone from the store.
     clock.now += DAY_SECONDS
     assert before not in await hasher.addresses_since_yesterday("192.0.2.7")
-    assert await store.day_key(utc_day(BEFORE_MIDNIGHT), None) is None
+    assert store.held_day_key(utc_day(BEFORE_MIDNIGHT)) is None
 
 
 async def test_a_guests_bar_set_before_midnight_holds_after_it() -> None:
@@ -141,16 +142,3 @@ def test_a_lobby_request_stored_with_its_address_reads_without_it() -> None:
     read = LobbyRequest.decode(json.dumps(old))
     assert read == request
     assert "2001:db8" not in read.encode()
-
-
-@pytest.mark.parametrize("stored", ["", "not hex", "zz" * 32, "é"])
-async def test_a_days_key_that_does_not_parse_leaves_this_replica_a_key_of_its_own(
-    stored: str,
-) -> None:
-    store = MemoryStore()
-    clock = Clock(BEFORE_MIDNIGHT)
-    await store.day_key(utc_day(clock.now), stored)
-    hasher = AddressHasher(store, clock=clock)
-    tag = await hasher.address("192.0.2.7")
-    assert len(tag) == 32 and tag == await hasher.address("192.0.2.7")
-    assert tag != await hasher.address("192.0.2.8")
