@@ -1,24 +1,31 @@
 """docs/privacy.md names everything the gate keeps, and the gate keeps no client address.
 
 A gateway on a Redis of its own is taken through every way in (invites, the lobby, e-mail
-codes, a signalling session) and every host action, from client addresses of its own (IPv4 and
-IPv6, through a trusted proxy). Then every key in Redis is read: each must belong to a key family
-privacy.md's table names, and no key, no value and no log line may hold a client's address in
-any of its textual forms. Statically: every key prefix gateway/store/redis.py declares, and every
-setting that says how long something is kept, is named in privacy.md.
+codes with a wrong try, an OpenID Connect sign-in, a signalling session whose guard refuses a
+stanza) and every host action, from client addresses of its own (IPv4 and IPv6, through a
+trusted proxy), while the Redis records every command it runs (MONITOR). Then every key in
+Redis is read (streams too): each must belong to a key family privacy.md's table names, and no
+key, no value, no command the gate sent (so not even a key written and deleted before the walk
+ends) and no log line may hold a client's address in any of its textual forms, nor an unkeyed
+hash of one. Statically: every key prefix gateway/store/redis.py declares, and every setting
+that says how long something is kept, is named in privacy.md.
 """
 
 from __future__ import annotations
 
 import ast
 import asyncio
+import base64
 import hashlib
 import ipaddress
 import re
 import secrets
-from collections.abc import Iterator
+import socket
+import threading
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -27,7 +34,8 @@ from pydantic import BaseModel
 
 from gateway.settings import Settings
 from tests.fixtures.gateway_server import GatewayServer, start_gateway
-from tests.fixtures.processes import stop_process
+from tests.fixtures.oidc import clients_for, oidc_table, sign_in, start_oidc_provider
+from tests.fixtures.processes import free_port, stop_process, wait_until
 from tests.fixtures.redis_server import start_redis
 from tests.fixtures.smtp import SmtpServer
 from tests.fixtures.xmpp_client import XmppClient
@@ -49,21 +57,93 @@ TROLL_ADDRESS = "2001:db8:66:9::66"
 ADDRESSES = (HOST_ADDRESS, ATTENDEE_ADDRESS, GUEST_ADDRESS, TROLL_ADDRESS, "127.0.0.1")
 
 
+def networks(address: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """The networks the gate groups an address in: the /24 of IPv4, the /64 and /48 of IPv6."""
+    parsed = ipaddress.ip_address(address)
+    bits = (24,) if isinstance(parsed, ipaddress.IPv4Address) else (64, 48)
+    return [ipaddress.ip_network(f"{parsed}/{n}", strict=False) for n in bits]
+
+
+def reversed_prefix(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> str:
+    """A network's reverse-DNS name: `100.51.198.in-addr.arpa`, or the nibbles of a /64 or /48
+    backwards under `ip6.arpa`."""
+    if isinstance(network, ipaddress.IPv4Network):
+        octets = str(network.network_address).split(".")[: network.prefixlen // 8]
+        return ".".join(reversed(octets)) + ".in-addr.arpa"
+    nibbles = network.network_address.exploded.replace(":", "")[: network.prefixlen // 4]
+    return ".".join(reversed(nibbles)) + ".ip6.arpa"
+
+
 def written_forms(address: str) -> set[str]:
     """Every way an address, or the network the gate groups it in, could be written down."""
     parsed = ipaddress.ip_address(address)
-    forms = {str(parsed), parsed.exploded}
+    forms = {str(parsed), parsed.exploded, parsed.reverse_pointer, str(int(parsed))}
+    forms |= {parsed.packed.hex(), parsed.packed.hex().upper()}
     if isinstance(parsed, ipaddress.IPv4Address):
-        network = ipaddress.ip_network(f"{parsed}/24", strict=False)
-        forms |= {f"::ffff:{parsed}", str(network.network_address), str(network)}
+        mapped = ipaddress.IPv6Address(f"::ffff:{parsed}")
+        forms |= {f"::ffff:{parsed}", mapped.compressed, mapped.exploded}
         forms.add(".".join(str(parsed).split(".")[:3]) + ".")
     else:
-        for bits in (48, 64):
-            network = ipaddress.ip_network(f"{parsed}/{bits}", strict=False)
-            forms |= {str(network), str(network.network_address).rstrip(":")}
-            forms.add(network.network_address.exploded[: 5 * bits // 16 - 1])
-        forms.add(parsed.packed.hex())
+        forms |= {str(parsed).upper(), parsed.exploded.upper()}
+    for network in networks(address):
+        forms |= {str(network), reversed_prefix(network)}
+        if isinstance(network, ipaddress.IPv6Network):
+            prefix = str(network.network_address).rstrip(":")
+            exploded = network.network_address.exploded[: 5 * network.prefixlen // 16 - 1]
+            forms |= {prefix, prefix.upper(), exploded, exploded.upper()}
+        else:
+            forms.add(str(network.network_address))
     return forms
+
+
+# Hashes a careless change could store instead of the day's keyed one, and how their first
+# 64 bits or more would be written.
+UNKEYED = ("md5", "sha1", "sha256", "sha512", "sha3_256", "blake2b")
+PREFIX_CHARS = 16
+
+
+def hashed_forms(address: str) -> set[str]:
+    """The first 16 characters of an unkeyed hash of each form of the address and its networks
+    (also as the gate's hashers frame them, `address\0…`, `network\0…`): in hex (either case),
+    base32 and base64, so that any longer prefix is found too."""
+    parsed = ipaddress.ip_address(address)
+    bases = {str(parsed), parsed.exploded, parsed.packed.hex()}
+    for network in networks(address):
+        bases |= {str(network), str(network.network_address)}
+    messages = [base.encode() for base in bases] + [parsed.packed]
+    for kind in ("address", "network", "addr", "net", "ip"):
+        for separator in ("\0", ":", "|", ""):
+            messages += [f"{kind}{separator}{base}".encode() for base in bases]
+    found = set()
+    for message in messages:
+        for name in UNKEYED:
+            digest = hashlib.new(name, message).digest()
+            found |= {digest.hex()[:PREFIX_CHARS], digest.hex()[:PREFIX_CHARS].upper()}
+            found.add(base64.b32encode(digest[:10]).decode().lower())
+            found.add(base64.b32encode(digest[:10]).decode())
+            found.add(base64.urlsafe_b64encode(digest[:12]).decode())
+            found.add(base64.b64encode(digest[:12]).decode())
+    return found
+
+
+def holding(plain: set[str], hashed: set[str], texts: dict[str, str]) -> dict[str, list[str]]:
+    """Which of `texts` (by name) hold which form: the `plain` ones by search, the `hashed`
+    16-character prefixes by looking up every 16-character window of the texts' long words."""
+    found: dict[str, list[str]] = {}
+    for name, text in texts.items():
+        for needle in plain:
+            if needle in text:
+                found.setdefault(needle, []).append(name)
+        for word in re.findall(r"[0-9A-Za-z+/_=-]{16,}", text):
+            for start in range(len(word) - PREFIX_CHARS + 1):
+                window = word[start : start + PREFIX_CHARS]
+                if window in hashed:
+                    found.setdefault(window, []).append(name)
+    return found
+
+
+# A URL of a listener on 127.0.0.1, as written or percent-encoded in another URL.
+LISTENER = re.compile(r"(https?:|%3A)(//|%2F%2F)127\.0\.0\.1(:|%3A)[0-9]+", re.IGNORECASE)
 
 
 def documented_families() -> list[re.Pattern[str]]:
@@ -81,9 +161,11 @@ def documented_families() -> list[re.Pattern[str]]:
 def deployment(
     tmp_path_factory: pytest.TempPathFactory, jitsi_web: Any, prosody: Any, smtp_server: SmtpServer
 ) -> Iterator[tuple[GatewayServer, str]]:
-    """A gateway on a Redis of its own (so that every key in it is this test's)."""
+    """A gateway on a Redis of its own (so that every key in it is this test's), with an OpenID
+    provider of its own (`idp`), started once the gateway's port is known."""
     workdir = tmp_path_factory.mktemp("privacy")
     store = start_redis(workdir / "redis")
+    provider_port = free_port()
     server, proc = start_gateway(
         workdir / "gateway",
         upstream=jitsi_web.url,
@@ -109,11 +191,18 @@ security = "none"
 sender = "Meetgate <gate@meet.test>"
 [email_codes]
 ttl_seconds = 600
-""",
+"""
+        + oidc_table("idp", "University Login", f"http://127.0.0.1:{provider_port}"),
     )
+    provider = None
     try:
+        _, provider = start_oidc_provider(
+            workdir / "idp", provider_port, clients=clients_for(server.url, "idp")
+        )
         yield server, store.url
     finally:
+        if provider is not None:
+            stop_process(provider)
         stop_process(proc)
         stop_process(store.proc)
 
@@ -142,19 +231,30 @@ def admission_of(admitted: Admitted) -> str:
 
 
 async def signal(gateway: GatewayServer, prosody: Any, admitted: Admitted, nick: str) -> None:
+    """A signalling session that joins the meeting and sends one stanza the wire guard refuses
+    (a message out of the room): a strike, counted in the store."""
     # From the trusted proxy's own address (XmppClient sets no header): 127.0.0.1 is checked too.
     async with XmppClient.open(ws_url(gateway, signalling_query(admitted))) as client:
         await client.join(prosody.room_jid(admitted.room), nick)
+        await client.send_raw(
+            "<message xmlns='jabber:client' to='x@conference.evil.example' type='groupchat'"
+            " id='stray'><body>out</body></message>"
+        )
+        await client.wait_for_stanza(lambda e: e.get("id") == "stray" and e.get("type") == "error")
         await client.close()
 
 
-def walk_every_way_in(gateway: GatewayServer, prosody: Any, smtp_server: SmtpServer) -> None:
-    # Invites: a host and an attendee, who opens a signalling session.
+def walk_every_way_in(
+    gateway: GatewayServer, prosody: Any, smtp_server: SmtpServer, store: redis.Redis
+) -> None:
+    # Invites: a host and an attendee, who opens a signalling session and earns a strike.
     room = f"agora-{secrets.token_hex(3)}"
     gateway.create_room(room, title="Agora")
     host = join_by_invite(gateway, room, "Hilde Host", HOST_ADDRESS, role="host")
     ada = join_by_invite(gateway, room, "Ada Attendee", ATTENDEE_ADDRESS)
     asyncio.run(signal(gateway, prosody, ada, "ada"))
+    strikes = f"meetgate:counter:guard-strikes:{admission_of(ada)}"
+    wait_until(lambda: store.exists(strikes), what="the wire guard's strike in the store")
     with client_from(gateway, GUEST_ADDRESS) as stranger:
         assert stranger.get("/j/" + "x" * 43).status_code == 404
 
@@ -181,10 +281,24 @@ def walk_every_way_in(gateway: GatewayServer, prosody: Any, smtp_server: SmtpSer
         sent = client.post(f"/_meetgate/email/{mail}/send", data={"email": email})
         assert sent.status_code == 200, sent.text
         code = smtp_server.mailbox.wait_for(email)[0].code()
+        wrong = f"{(int(code) + 1) % 10 ** len(code):0{len(code)}d}"
+        missed = client.post(
+            f"/_meetgate/email/{mail}/verify", data={"email": email, "code": wrong, "name": "Eve"}
+        )
+        assert missed.status_code in (400, 403), missed.text
         joined = client.post(
             f"/_meetgate/email/{mail}/verify", data={"email": email, "code": code, "name": "Eve"}
         )
         assert joined.status_code == 303, joined.text
+
+    # An OpenID Connect sign-in (only GETs: no Origin header, which is the gate's own).
+    campus = f"campus-{secrets.token_hex(3)}"
+    gateway.create_room(campus, title="Campus")
+    gateway.set_policy(campus, oidc=True, oidc_providers=["idp"])
+    headers = {"x-forwarded-for": TROLL_ADDRESS}
+    with gateway.client(timeout=30, headers=headers) as client:
+        back = sign_in(gateway, "idp", campus, "bob", client=client)
+        assert back.status_code == 303 and "#jwt=" in back.headers["location"], back.text
 
     # Host actions: quiet, lock, a removal and a ban, a move.
     for action in ("quiet", "lock", "unlock"):
@@ -197,7 +311,7 @@ def walk_every_way_in(gateway: GatewayServer, prosody: Any, smtp_server: SmtpSer
 
 def stored(client: redis.Redis) -> dict[str, str]:
     """Every key in the database, with its value as text (a hash, list, set or sorted set as
-    its members, and scores)."""
+    its members, and scores; a stream as its entries)."""
     found: dict[str, str] = {}
     for key in client.scan_iter(count=1000):
         kind = client.type(key)
@@ -211,36 +325,110 @@ def stored(client: redis.Redis) -> dict[str, str]:
             value = sorted(client.smembers(key))
         elif kind == "zset":
             value = client.zrange(key, 0, -1, withscores=True)
+        elif kind == "stream":
+            value = client.xrange(key)
         else:
-            value = f"<{kind}>"
+            raise AssertionError(f"{key} is a {kind}: read it here too")
         found[key] = repr(value)
     return found
+
+
+# MONITOR's escapes of a byte that is not printable, a quote and a backslash (sdscatrepr).
+_ESCAPE = re.compile(rb"\\(x[0-9a-f]{2}|.)")
+_ESCAPED = {b"n": b"\n", b"r": b"\r", b"t": b"\t", b"a": b"\a", b"b": b"\b"}
+
+
+class CommandLog:
+    """Every command a Redis runs while this is open (MONITOR, on a connection of its own),
+    with its arguments as sent: what a key held even if it was deleted before the walk ended."""
+
+    def __init__(self, url: str) -> None:
+        where = urlsplit(url)
+        self._socket = socket.create_connection((where.hostname, where.port), timeout=60)
+        self._socket.sendall(b"MONITOR\r\n")
+        self._lines = self._socket.makefile("rb")
+        assert self._lines.readline() == b"+OK\r\n"
+        self._seen: list[bytes] = []
+        self._end = f"inventory-walk-ends-{secrets.token_hex(8)}".encode()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self._lines:
+            if self._end in line:
+                return
+            self._seen.append(line)
+
+    def stop(self, client: redis.Redis) -> list[str]:
+        """The commands run until now, each as `"NAME" "arg" …` (who sent it left out: the
+        connection's own address is the test's)."""
+        client.echo(self._end.decode())
+        self._reader.join(timeout=60)
+        assert not self._reader.is_alive(), "MONITOR never showed the walk's end"
+        self._socket.close()
+        commands = []
+        for line in self._seen:
+            # +<time> [<db> <client address>|lua] "COMMAND" "arg" …
+            _, _, command = line.partition(b"] ")
+            commands.append(_ESCAPE.sub(_unescape, command).decode("utf-8", "replace"))
+        return commands
+
+
+def _unescape(escape: re.Match[bytes]) -> bytes:
+    what = escape[1]
+    if len(what) == 3 and what.startswith(b"x"):
+        return bytes.fromhex(what[1:].decode())
+    return _ESCAPED.get(what, what)
 
 
 def test_every_key_is_documented_and_none_holds_a_client_address(
     deployment: tuple[GatewayServer, str], prosody: Any, smtp_server: SmtpServer
 ) -> None:
     gateway, url = deployment
-    walk_every_way_in(gateway, prosody, smtp_server)
     client = redis.Redis.from_url(url, decode_responses=True)
     try:
+        monitor = CommandLog(url)
+        walk_every_way_in(gateway, prosody, smtp_server, client)
+        commands = monitor.stop(client)
         keys = stored(client)
     finally:
         client.close()
     families = documented_families()
     undocumented = sorted(key for key in keys if not any(f.fullmatch(key) for f in families))
     assert not undocumented, f"keys of families docs/privacy.md does not name: {undocumented}"
-    # The walk reached the families that hold people's data (else it proves little).
-    for needed in ("admission", "names", "invite", "value:lobby:request", "rate:addr", "audit"):
-        assert any(key.startswith(f"meetgate:{needed}:") for key in keys), needed
-    log = gateway.log_text()
+    # The walk reached the families that hold people's data (else it proves little), and the
+    # command log saw it happen.
+    for needed in (
+        "admission",
+        "names",
+        "invite",
+        "value:lobby:request",
+        "value:signin",
+        "rate:addr",
+        "rate:net",
+        "audit",
+        "counter:email:tries",
+        "counter:guard-strikes",
+        "evidence",
+    ):
+        written = f"meetgate:{needed}:"
+        assert any(key.startswith(written) for key in keys) or any(
+            written in command for command in commands
+        ), needed
+    assert len(commands) > 100 and any('"XADD"' in command for command in commands)
+    texts = {f"key {key}": f"{key} {value}" for key, value in keys.items()}
+    texts |= {f"command {n}: {command[:200]}": command for n, command in enumerate(commands)}
+    # The gate's and the OpenID provider's own URLs (a sign-in's state names both) are on
+    # 127.0.0.1 in these tests: a URL, with its port, is a listener's, not a client's address.
+    texts = {name: LISTENER.sub("<a listener>", text) for name, text in texts.items()}
+    log = {"the log": gateway.log_text()}
     for address in ADDRESSES:
-        for form in written_forms(address):
-            holding = [k for k, v in keys.items() if form in k or form in v]
-            assert not holding, f"{form} ({address}) is stored in {holding}"
-            # The log names the gate's own listeners, on 127.0.0.1: only the others are clients'.
-            if address != "127.0.0.1":
-                assert form not in log, f"{form} ({address}) is in the log"
+        plain, hashed = written_forms(address), hashed_forms(address)
+        found = holding(plain, hashed, texts)
+        assert not found, f"{address} is written down: {found}"
+        # The log names the gate's own listeners, on 127.0.0.1: only the others are clients'.
+        if address != "127.0.0.1":
+            assert not holding(plain, hashed, log), f"{address} is in the log"
 
 
 def key_prefixes(module: Path) -> list[str]:
@@ -265,27 +453,115 @@ def test_every_key_prefix_of_the_redis_store_is_documented() -> None:
     assert not missing, f"docs/privacy.md names no key of {missing}"
 
 
-# What a setting that keeps something, or says for how long, is called.
-KEEPING = re.compile(r"ttl|retention|keep|kept|max_age|lifetime|expir|client_addresses|directory")
+# The settings that decide what the gate keeps about people, or for how long: each is a row of
+# privacy.md's "Settings that keep data", and each row is one of these. `[rates] address` stands
+# for its per_minute and burst: together they set how long a limit's key lives.
+KEEPS_DATA = frozenset(
+    {
+        "[admission] ttl_seconds",
+        "[lobby] ttl_seconds",
+        "[email_codes] ttl_seconds",
+        "[tickets] ttl_seconds",
+        "[challenge] max_age_seconds",
+        "[privacy] audit_retention_days",
+        "[logging] client_addresses",
+        "[evidence] retention_days",
+        "[evidence] max_entries",
+        "[evidence] directory",
+        "[rates] address",
+        "[rates] network",
+        "[rates] room",
+        "[rates] identity",
+        "[rates] invite",
+        "[rates] gate",
+        "[rates] rooms",
+    }
+)
+# What a setting that keeps something, or says for how long, is called: each setting so called
+# is in KEEPS_DATA, or here with why it keeps nothing.
+KEEPING = re.compile(
+    r"ttl|retention|keep|kept|max_age|lifetime|expir|client_addresses|directory|_seconds|_days"
+    r"|burst|per_minute|max_entries"
+)
+KEEPS_NOTHING = {
+    "[listen] shutdown_seconds": "how long a stopping server waits for requests",
+    "[store] deadline_seconds": "how long a request waits for the store",
+    "[store] request_seconds": "how long one store call may take",
+    "[store] pool_wait_seconds": "how long a request waits for a store connection",
+    "[revocation] reconcile_seconds": "how often sockets are checked against the store",
+    "[jitsi] connect_timeout_seconds": "how long a connection to Jitsi may take to open",
+    "[tickets] clock_skew_seconds": "how far apart clocks may be",
+    "[limits] header_read_seconds": "how long a request's headers may take to arrive",
+    "[limits] body_read_seconds": "how long a request's body may take to arrive",
+    "[smtp] timeout_seconds": "how long the SMTP server may take",
+    "[evidence] sign_seconds": "how often the evidence's head is signed",
+    "[guard] chat_burst": "a signalling session's budget, in its replica's memory",
+    "[guard] presence_burst": "a signalling session's budget, in its replica's memory",
+    "[guard] iq_burst": "a signalling session's budget, in its replica's memory",
+    "[guard] signal_burst": "a signalling session's budget, in its replica's memory",
+}
 
 
-def keeping_settings(model: type[BaseModel], section: str = "") -> Iterator[str]:
+def setting_paths(model: type[BaseModel], path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    """Every setting's path in the TOML (`("rates", "address", "burst")`; a table of tables
+    by name, such as `[rates.rooms.<room>]`, with `*` for the name)."""
     for name, field in model.model_fields.items():
         annotation = field.annotation
+        arguments = getattr(annotation, "__args__", (annotation,))
         nested = [
-            kind
-            for kind in getattr(annotation, "__args__", (annotation,))
-            if isinstance(kind, type) and issubclass(kind, BaseModel)
+            kind for kind in arguments if isinstance(kind, type) and issubclass(kind, BaseModel)
         ]
+        here = (*path, name)
         if nested:
-            yield from keeping_settings(nested[0], name)
-        elif KEEPING.search(name):
-            yield f"[{section}] {name}" if section else name
+            named = getattr(annotation, "__origin__", None) is dict
+            yield from setting_paths(nested[0], (*here, "*") if named else here)
+        else:
+            yield here
+
+
+def setting_name(path: tuple[str, ...]) -> str:
+    """A setting as privacy.md writes it: `[section] key`, or `key` at the top."""
+    return f"[{'.'.join(path[:-1])}] {path[-1]}" if len(path) > 1 else path[0]
+
+
+def path_of(name: str) -> tuple[str, ...]:
+    section, _, key = name.partition("] ")
+    return (*section.lstrip("[").split("."), key)
+
+
+def listed_in(path: tuple[str, ...], names: Iterable[str]) -> str | None:
+    """The name in `names` that stands for the setting at `path` (itself, or its table)."""
+    for name in names:
+        if path[: len(path_of(name))] == path_of(name):
+            return name
+    return None
+
+
+def documented_settings() -> set[str]:
+    """The settings privacy.md's table "Settings that keep data" names in its first column."""
+    text = PRIVACY.read_text(encoding="utf-8")
+    table = text.split("## Settings that keep data", 1)[1].split("\n## ", 1)[0]
+    firsts = re.findall(r"^\|([^|]+)\|", table, flags=re.MULTILINE)
+    return {name for cell in firsts for name in re.findall(r"`(\[[^`]+)`", cell)}
 
 
 def test_every_setting_that_keeps_data_is_documented() -> None:
-    text = PRIVACY.read_text(encoding="utf-8")
-    found = sorted(set(keeping_settings(Settings)))
-    assert "[privacy] audit_retention_days" in found and "[admission] ttl_seconds" in found
-    missing = [name for name in found if f"`{name}`" not in text]
-    assert not missing, f"docs/privacy.md names no {missing}"
+    paths = list(setting_paths(Settings))
+    # Every name in the lists is a setting there is (a renamed one is not silently dropped).
+    for name in KEEPS_DATA | set(KEEPS_NOTHING):
+        wanted = path_of(name)
+        assert any(path[: len(wanted)] == wanted for path in paths), f"no setting {name}"
+    # Each setting called like one that keeps something is in one list or the other.
+    unsorted = [
+        setting_name(path)
+        for path in paths
+        if KEEPING.search(path[-1]) and not listed_in(path, KEEPS_DATA | set(KEEPS_NOTHING))
+    ]
+    assert not unsorted, (
+        f"keeps data (KEEPS_DATA and docs/privacy.md) or not (KEEPS_NOTHING)? {unsorted}"
+    )
+    assert not KEEPS_DATA & set(KEEPS_NOTHING)
+    # Both ways: every setting that keeps data has its row in privacy.md, and every row is one.
+    documented = documented_settings()
+    assert not KEEPS_DATA - documented, f"docs/privacy.md has no row for {KEEPS_DATA - documented}"
+    assert not documented - KEEPS_DATA, f"not in KEEPS_DATA: {documented - KEEPS_DATA}"
