@@ -44,6 +44,8 @@ FAMILIES = {
     "meetgate_guard_refused": "counter",
     "meetgate_guard_streams_ended": "counter",
     "meetgate_guard_removals": "counter",
+    "meetgate_evidence_dropped": "counter",
+    "meetgate_evidence_queued": "gauge",
     "meetgate_store_up": "gauge",
     "meetgate_store_memory_lost": "gauge",
     "meetgate_store_corrupt_records": "counter",
