@@ -431,10 +431,12 @@ class Store(Protocol):
 
     async def purge_audit(self, room: str | None, before: float) -> int:
         """Delete the audit entries older than `before` (seconds since the epoch) of `room`,
-        or of every room for None, and those whose time cannot be read; how many went."""
+        or of every room for None, and those whose time cannot be read; how many went. A room's
+        log left then goes the retention after its newest entry kept."""
 
     async def list_audit(self, room: str, limit: int = 100) -> list[AuditEntry]:
-        """The room's most recent entries, newest first."""
+        """The room's most recent entries, newest first; none past the retention, even before
+        a write or a purge drops it."""
 
     # Rate limits and pressure
     async def rate_limit(self, key: str, rate_per_second: float, burst: int) -> RateDecision:

@@ -678,8 +678,12 @@ class MemoryStore:
                 continue
             kept = [text for text in entries if not _audit_older(text, before)]
             dropped += len(entries) - len(kept)
-            if kept:
+            # As Redis does: kept the retention past the newest entry kept.
+            newest = max((float(json.loads(text)["at"]) for text in kept), default=-math.inf)
+            left = newest + self._audit_retention - time.time()
+            if kept and left > 0:
                 self._audit[name] = deque(kept, maxlen=_AUDIT_KEEP)
+                self._audit_until[name] = time.monotonic() + left
             else:
                 del self._audit[name]
                 self._audit_until.pop(name, None)
@@ -688,12 +692,17 @@ class MemoryStore:
     async def list_audit(self, room: str, limit: int = 100) -> list[AuditEntry]:
         if limit <= 0:
             return []
+        # An entry past the retention is not shown, even before a write or a purge drops it.
+        cutoff = time.time() - self._audit_retention
         entries = []
         for text in islice(reversed(self._live_audit(room, time.monotonic()) or ()), limit):
             try:
-                entries.append(parse_audit(text))
+                entry = parse_audit(text)
             except CorruptRecord as corrupt:
                 self.health.corrupt(corrupt.kind)
+                continue
+            if entry.at >= cutoff:
+                entries.append(entry)
         return entries
 
     # Rate limits and pressure

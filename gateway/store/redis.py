@@ -124,6 +124,8 @@ RECOVERY_PROBE_SECONDS: Final = 1.0
 
 # The most recent audit entries kept per room; older ones are trimmed as new ones arrive.
 _AUDIT_KEEP: Final = 10_000
+# How many keys one SCAN call looks at (a walk of every room's audit log: many calls).
+_SCAN_PAGE: Final = 10_000
 
 # The parts join_invite (scripts/invite_join.lua) calls, itself last.
 _JOIN_PARTS: Final = ("gcra", "invite_check", "name_claims", "invite_join")
@@ -1157,20 +1159,31 @@ class RedisStore:
             )
 
     async def purge_audit(self, room: str | None, before: float) -> int:
-        if room is not None:
-            keys = [_AUDIT + room]
-        else:
-            async with self._call():
-                keys = [key async for key in self._client.scan_iter(match=_AUDIT + "*", count=1000)]
+        keep = _ttl_milliseconds(self._options.audit_retention_seconds)
         dropped = 0
-        # A call a room: each within its own deadline, however many rooms there are.
-        for key in keys:
-            async with self._call():
-                trimmed = await self._audit_trim(
-                    keys=[key], args=["", repr(before), _AUDIT_KEEP, "", "all"]
-                )
-            dropped += int(trimmed)
+        async for keys in self._audit_keys(room):
+            # A call a room: each within its own deadline, however many rooms there are.
+            for key in keys:
+                async with self._call():
+                    trimmed = await self._audit_trim(
+                        keys=[key], args=["", repr(before), _AUDIT_KEEP, keep, "all"]
+                    )
+                dropped += int(trimmed)
         return dropped
+
+    async def _audit_keys(self, room: str | None) -> AsyncIterator[list[str]]:
+        """The audit lists of `room`, or of every room a page of SCAN at a time: each page a
+        call of its own, so a large keyspace is never walked within one deadline."""
+        if room is not None:
+            yield [_AUDIT + room]
+            return
+        cursor = 0
+        while True:
+            async with self._call():
+                cursor, keys = await self._client.scan(cursor, match=_AUDIT + "*", count=_SCAN_PAGE)
+            yield list(keys)
+            if int(cursor) == 0:
+                return
 
     async def list_audit(self, room: str, limit: int = 100) -> list[AuditEntry]:
         # LRANGE counts a negative stop from the end: a limit of 0 would read the whole list.
@@ -1178,12 +1191,17 @@ class RedisStore:
             return []
         async with self._call():
             texts: list[str] = await self._client.lrange(_AUDIT + room, 0, limit - 1)
+        # An entry past the retention is not shown, even before a write or a purge drops it.
+        cutoff = time.time() - self._options.audit_retention_seconds
         entries = []
         for text in texts:
             try:
-                entries.append(parse_audit(text))
+                entry = parse_audit(text)
             except CorruptRecord as corrupt:
                 self._corrupt(corrupt)
+                continue
+            if entry.at >= cutoff:
+                entries.append(entry)
         return entries
 
     # Rate limits and pressure

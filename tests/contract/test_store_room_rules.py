@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from typing import Any
 
 import pytest
@@ -103,7 +104,7 @@ async def test_an_audit_entry_keeps_the_chat_limits_it_set(
     room = make_room()
     await store.create_room(room)
     entry = AuditEntry(
-        at=1.5,
+        at=time.time(),
         room=room.name,
         actor="h",
         actor_name="Hilde",

@@ -97,7 +97,7 @@ async def test_bad_input_deletes_nothing(
     store = await RedisStore.connect(contract_redis_url)
     try:
         room = f"kept-{os.getpid()}"
-        await store.append_audit(entry(room, time.time() - 100 * DAY))
+        await store.append_audit(entry(room, time.time() - 10 * DAY))
         done = purge(config, contract_redis_url, *argv, "--yes")
         assert done.returncode == 2
         assert message in done.stderr

@@ -2,9 +2,10 @@
 -- KEYS[1] a room's audit list, newest first.
 -- ARGV[1] the entry's JSON to add ('' for none), ARGV[2] the cut-off: an entry whose `at` is
 -- below it goes, and so does one whose time cannot be read (nobody can show or date it),
--- ARGV[3] the most entries kept, ARGV[4] how long the list is kept from now, in ms ('' to leave
--- its expiry as it is), ARGV[5] 'tail' to look only at the oldest end (entries come in about
--- the order of their times: cheap, on every append) or 'all' to look at every entry (a purge).
+-- ARGV[3] the most entries kept, ARGV[4] the retention, in ms: with 'tail' the list is kept that
+-- long from now (an entry was just added), with 'all' that long past its newest entry's time,
+-- ARGV[5] 'tail' to look only at the oldest end (entries come in about the order of their
+-- times: cheap, on every append) or 'all' to look at every entry (a purge).
 -- Returns how many entries were dropped for their age.
 local key = KEYS[1]
 if ARGV[1] ~= '' then
@@ -19,6 +20,7 @@ local function old(text)
 end
 
 local dropped = 0
+local newest = nil
 if ARGV[5] == 'tail' then
   while true do
     local oldest = redis.call('LINDEX', key, -1)
@@ -36,6 +38,10 @@ else
       dropped = dropped + 1
     else
       kept[#kept + 1] = text
+      local at = cjson.decode(text).at
+      if newest == nil or at > newest then
+        newest = at
+      end
     end
   end
   if dropped > 0 then
@@ -45,7 +51,13 @@ else
     end
   end
 end
-if ARGV[4] ~= '' and redis.call('EXISTS', key) == 1 then
-  redis.call('PEXPIRE', key, ARGV[4])
+if redis.call('EXISTS', key) == 1 then
+  if ARGV[5] == 'tail' then
+    redis.call('PEXPIRE', key, ARGV[4])
+  else
+    -- Rewritten without an expiry: the retention past the newest entry kept, as if it had just
+    -- come (one already past it goes now).
+    redis.call('PEXPIREAT', key, math.floor(newest * 1000 + tonumber(ARGV[4])))
+  end
 end
 return dropped
