@@ -77,7 +77,8 @@ def reversed_prefix(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> s
 def written_forms(address: str) -> set[str]:
     """Every way an address, or the network the gate groups it in, could be written down."""
     parsed = ipaddress.ip_address(address)
-    forms = {str(parsed), parsed.exploded, parsed.reverse_pointer, str(int(parsed))}
+    forms = {str(parsed), parsed.exploded, str(int(parsed))}
+    forms |= {parsed.reverse_pointer, parsed.reverse_pointer.rsplit(".", 2)[0]}
     forms |= {parsed.packed.hex(), parsed.packed.hex().upper()}
     if isinstance(parsed, ipaddress.IPv4Address):
         mapped = ipaddress.IPv6Address(f"::ffff:{parsed}")
@@ -86,7 +87,8 @@ def written_forms(address: str) -> set[str]:
     else:
         forms |= {str(parsed).upper(), parsed.exploded.upper()}
     for network in networks(address):
-        forms |= {str(network), reversed_prefix(network)}
+        reverse = reversed_prefix(network)
+        forms |= {str(network), reverse, reverse.rsplit(".", 2)[0]}
         if isinstance(network, ipaddress.IPv6Network):
             prefix = str(network.network_address).rstrip(":")
             exploded = network.network_address.exploded[: 5 * network.prefixlen // 16 - 1]
