@@ -46,6 +46,8 @@ class Kind(StrEnum):
     """What happened. Each kind holds exactly the values FIELDS names for it."""
 
     FLOOD_REFUSED = "flood refused"  # joins refused from one network in one minute, counted
+    # A minute's refused joins from the networks past the most a minute names (recorder.py).
+    FLOOD_OTHERS = "flood refused, other networks"
     NAME_REFUSED = "name refused"  # a look-alike or impersonating name refused
     REMOVAL = "removal"  # a host removed someone
     BAN = "ban"  # a host banned someone (until a moment, or for good)
@@ -58,9 +60,16 @@ class Kind(StrEnum):
     QUIET_OFF = "quiet off"
     GUARD_REMOVAL = "guard removal"  # the wire guard removed a sender (gateway/proxy/guarded.py)
     CHAT_LIMITS = "chat limits"  # a host changed the room's chat limits
+    # An admin deleted the room: what follows in the chain is a room made later under its name.
+    ROOM_DELETED = "room deleted"
     # Records the gate could not keep (its queue was full while the store was away, or the
     # store lost entries it had kept): the export shows the hole and its size where known.
     EVIDENCE_LOST = "evidence lost"
+
+
+# What attackers can make many of: a chain keeps a bounded number of these (redis_chains.py),
+# never at the cost of the hosts', the admins' or the wire guard's entries.
+BOUNDED_KINDS: Final = frozenset({Kind.FLOOD_REFUSED, Kind.FLOOD_OTHERS, Kind.NAME_REFUSED})
 
 
 class EvidenceError(Exception):
@@ -154,6 +163,11 @@ FIELDS: Final[Mapping[Kind, Mapping[str, tuple[Check, bool]]]] = {
         "minute": (_minute, True),
         "count": (_count, True),
     },
+    Kind.FLOOD_OTHERS: {
+        "minute": (_minute, True),
+        "networks": (_count, True),
+        "count": (_count, True),
+    },
     Kind.NAME_REFUSED: {"network": (NETWORK, True), "reason": (_word, True)},
     Kind.REMOVAL: {"actor": (ACTOR, True), "target": (TARGET, True), "name": (_name, False)},
     Kind.BAN: {
@@ -172,6 +186,7 @@ FIELDS: Final[Mapping[Kind, Mapping[str, tuple[Check, bool]]]] = {
     # No host chose to record a name: the guard's removals never hold one.
     Kind.GUARD_REMOVAL: {"target": (TARGET, True), "rule": (_guard_rule, True)},
     Kind.CHAT_LIMITS: {"actor": (ACTOR, True), "limits": (_limits, True)},
+    Kind.ROOM_DELETED: {"actor": (ACTOR, True)},
     Kind.EVIDENCE_LOST: {"count": (_count, True), "reason": (_word, True)},
 }
 

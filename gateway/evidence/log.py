@@ -18,6 +18,7 @@ from typing import Final, Protocol
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from gateway.errors import StoreUnavailable
 from gateway.evidence.entries import (
     ChainBroken,
     EvidenceError,
@@ -111,6 +112,11 @@ class ExportBusy(EvidenceError):
     retry_after = EXPORT_RETRY_SECONDS
 
 
+class ChainFull(EvidenceError):
+    """The chain holds as many entries as it keeps, and the entry is of a kind an attacker makes
+    many of (entries.BOUNDED_KINDS): it is not kept, and nothing older is dropped for it."""
+
+
 class ChainRewound(ChainBroken):
     """The backend holds a chain shorter than one this process saw: it lost entries (a store
     flushed, or restored from an older copy). `seen` is the head seen, `stored` the one kept."""
@@ -159,16 +165,31 @@ class EvidenceLog:
         self._unsigned_since: dict[str, float] = {}
         # The chains an export is being made of (export_one).
         self._exporting: set[str] = set()
+        # Per chain: the entry whose append's reply was lost (it may be kept).
+        self._unsure: dict[str, SealedEntry] = {}
 
     async def append(self, chain: str, record: Record, at: float | None = None) -> SealedEntry:
         """Seal `record` as the chain's next entry, at `at` (seconds since the epoch; now when
         None: the recorder passes when the event happened); sign the head if that is due."""
         check_chain_name(chain)
         when = moment(self._clock() if at is None else at)
+        # The last attempt of this record's may have appended though its reply was lost: a
+        # head that is that very entry (its hash covers the record and the moment) is this
+        # record appended, not one to append twice.
+        tried = self._unsure.pop(chain, None)
         for _ in range(APPEND_ATTEMPTS):
             head = await self._chains.head(chain)
+            if tried is not None and head == tried.head:
+                entry = tried
+                break
+            tried = None
             entry = seal(head, record, when)
-            if await self._chains.append(chain, head, entry):
+            try:
+                appended = await self._chains.append(chain, head, entry)
+            except StoreUnavailable:
+                self._unsure[chain] = entry
+                raise
+            if appended:
                 break
             await asyncio.sleep(0)
         else:

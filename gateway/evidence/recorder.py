@@ -6,7 +6,10 @@ minute.
 What it keeps is bounded: past `bound` queued records, new ones are dropped and counted (a
 metric, one log line a minute, counts only), and an `evidence lost` entry with the count goes
 into each chain that lost some once the backend takes entries again, so the export shows the
-hole. At shutdown it drains what it can within a bounded wait; what is left is lost with the
+hole. What attackers make many of (floods, refused names) has a queue of its own, appended after
+the hosts' and the guard's records: a flood never crowds out a ban. A minute's refused joins are
+written as one entry for each of the FLOOD_NETWORKS networks that sent the most, and one for all
+the others. At shutdown it drains what it can within a bounded wait; what is left is lost with the
 process (docs/evidence.md says what is lost when).
 """
 
@@ -22,23 +25,31 @@ from typing import Final
 
 from gateway.errors import StoreUnavailable
 from gateway.evidence.entries import (
+    BOUNDED_KINDS,
     GATE_CHAIN,
+    MAX_COUNT,
     EvidenceError,
     Kind,
     Record,
     check_chain_name,
     minute,
 )
-from gateway.evidence.log import ChainRewound, EvidenceLog
+from gateway.evidence.log import ChainFull, ChainRewound, EvidenceLog
 from gateway.evidence.pseudonyms import Pseudonyms
 from gateway.metrics import Metrics
 
 log = logging.getLogger("meetgate.evidence")
 
-# Records queued at most: a few minutes of a heavy attack's entries while the store is away.
+# Records queued at most: a few minutes of a heavy attack's entries while the store is away;
+# as many again of the attackers' own (floods, refused names), in a queue of their own.
 QUEUE_BOUND: Final = 10_000
-# Networks counted at most per minute (refused joins): past it, refusals are counted as lost.
+# Networks counted at most per minute (refused joins), and per room: past it, a network's
+# refusals are counted with the others' (one entry), never dropped.
 MAX_TALLIES: Final = 10_000
+ROOM_TALLIES: Final = 1_000
+# Networks a room's minute of refused joins names, those that sent the most: the rest are one
+# `flood refused, other networks` entry.
+FLOOD_NETWORKS: Final = 20
 # How often due chain heads are signed and finished minutes of refusals flushed.
 TICK_SECONDS: Final = 2.0
 # Waiting for a backend that is away: from the first, doubling, up to the last.
@@ -51,6 +62,9 @@ LOG_EVERY_SECONDS: Final = 60.0
 QUEUE_FULL: Final = "queue-full"
 STORE_LOST: Final = "store-lost"
 UNRECORDABLE: Final = "unrecordable"
+# The chain holds as many entries as the store keeps (redis_chains.py): floods and refused names
+# past it are not kept, the hosts' entries always are.
+CHAIN_FULL: Final = "chain-full"
 
 
 class EvidenceRecorder:
@@ -73,8 +87,10 @@ class EvidenceRecorder:
         self._metrics = metrics
         self._bound = bound
         self._clock = clock
-        # (chain, record, when it happened), oldest first.
+        # (chain, record, when it happened), oldest first: the hosts', the admins' and the
+        # guard's, appended first; and the attackers' own (BOUNDED_KINDS), bounded apart.
         self._queue: deque[tuple[str, Record, float]] = deque()
+        self._floods: deque[tuple[str, Record, float]] = deque()
         # Per chain and reason: records dropped and not yet said by an `evidence lost` entry.
         self._dropped: dict[tuple[str, str], int] = {}
         # Records queued and appended so far; drops are said once every record queued before
@@ -84,8 +100,11 @@ class EvidenceRecorder:
         self._say_after = 0
         self._unlogged = 0
         self._logged_at = 0.0
-        # (chain, the limiter's hash of the network, minute) -> refused joins.
-        self._tallies: dict[tuple[str, str, str], int] = {}
+        # (chain, minute) -> the limiter's hash of a network -> refused joins; and per
+        # (chain, minute) the refusals of networks past the bounds.
+        self._tallies: dict[tuple[str, str], dict[str, int]] = {}
+        self._tallied = 0
+        self._untallied: dict[tuple[str, str], int] = {}
         self._minute_number = -1
         self._minute_text = ""
         self._wake = asyncio.Event()
@@ -93,16 +112,17 @@ class EvidenceRecorder:
         self._retry_at = 0.0
         self._backoff = BACKOFF_FIRST
         if metrics is not None:
-            metrics.evidence_queued.read_from(lambda: len(self._queue))
+            metrics.evidence_queued.read_from(lambda: len(self._queue) + len(self._floods))
 
     # What the gate calls: never awaits, never raises.
 
     def record(self, chain: str, record: Record) -> None:
         """Queue `record` for `chain`, stamped now."""
-        if len(self._queue) >= self._bound:
+        queue = self._floods if record.kind in BOUNDED_KINDS else self._queue
+        if len(queue) >= self._bound:
             self._drop(chain, 1, QUEUE_FULL)
             return
-        self._queue.append((chain, record, self._clock()))
+        queue.append((chain, record, self._clock()))
         self._queued_total += 1
         self._wake.set()
 
@@ -122,11 +142,19 @@ class EvidenceRecorder:
         (the limiter's keyed hash of it) and minute; one entry each when the minute is over."""
         chain = room if room is not None and _is_chain(room) else GATE_CHAIN
         # The pseudonym is made when the minute is flushed: one hash per network, not per join.
-        key = (chain, network, self._minute())
-        if key not in self._tallies and len(self._tallies) >= MAX_TALLIES:
-            self._drop(chain, 1, QUEUE_FULL)
-            return
-        self._tallies[key] = self._tallies.get(key, 0) + 1
+        key = (chain, self._minute())
+        networks = self._tallies.get(key)
+        if networks is None:
+            networks = self._tallies[key] = {}
+        count = networks.get(network)
+        if count is not None:
+            networks[network] = count + 1
+        elif len(networks) < ROOM_TALLIES and self._tallied < MAX_TALLIES:
+            networks[network] = 1
+            self._tallied += 1
+        else:
+            # Counted, not named: a flood from more networks than a minute's bound.
+            self._untallied[key] = self._untallied.get(key, 0) + 1
 
     # Life
 
@@ -148,12 +176,12 @@ class EvidenceRecorder:
         self._retry_at = 0.0
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(drain_seconds):
-                while self._queue or self._dropped:
+                while self.queued or self._dropped:
                     await self._step()
-                    if self._queue or self._dropped:
+                    if self.queued or self._dropped:
                         await asyncio.sleep(min(self._backoff, 0.2))
                         self._retry_at = 0.0
-        left = len(self._queue) + sum(self._dropped.values())
+        left = self.queued + sum(self._dropped.values())
         if left:
             log.warning("evidence: %d record(s) not kept at the stop (the store was away)", left)
         self._log_dropped(force=True)
@@ -169,7 +197,7 @@ class EvidenceRecorder:
 
     @property
     def queued(self) -> int:
-        return len(self._queue)
+        return len(self._queue) + len(self._floods)
 
     # The task
 
@@ -199,11 +227,13 @@ class EvidenceRecorder:
         away, stop and try again after the backoff."""
         if self._retry_at > time.monotonic():
             return
-        while self._queue:
-            chain, record, at = self._queue[0]
+        while self._queue or self._floods:
+            # The hosts' records first: a flood's minute never delays a ban.
+            queue = self._queue or self._floods
+            chain, record, at = queue[0]
             if not await self._append(chain, record, at):
                 return
-            self._queue.popleft()
+            queue.popleft()
             self._appended_total += 1
             if (
                 self._dropped
@@ -244,6 +274,10 @@ class EvidenceRecorder:
         except (StoreUnavailable, OSError):
             self._away()
             return False
+        except ChainFull:
+            if not gap:
+                self._drop(chain, 1, CHAIN_FULL)
+            return True
         except EvidenceError as exc:
             log.error("evidence: a %s record for %s is lost: %s", record.kind, chain, exc)
             if not gap:
@@ -268,14 +302,34 @@ class EvidenceRecorder:
         return self._minute_text
 
     def _flush_tallies(self, *, everything: bool) -> None:
-        """Queue a `flood refused` entry for each network's minute that is over (or every one)."""
+        """Queue each room's minute that is over (or every one): a `flood refused` entry for each
+        of the FLOOD_NETWORKS networks that sent the most, and one `flood refused, other
+        networks` entry for the rest."""
         current = self._minute()
-        for key in [k for k in self._tallies if everything or k[2] != current]:
-            chain, network, when = key
-            count = min(self._tallies.pop(key), 10**12)
-            pseudonym = self.pseudonyms.network(chain, network)
-            fields: dict[str, object] = {"network": pseudonym, "minute": when, "count": count}
-            self.record(chain, Record(Kind.FLOOD_REFUSED, fields))
+        over = {k for k in (*self._tallies, *self._untallied) if everything or k[1] != current}
+        for key in sorted(over):
+            chain, when = key
+            networks = self._tallies.pop(key, {})
+            self._tallied -= len(networks)
+            ranked = sorted(networks.items(), key=lambda item: (-item[1], item[0]))
+            for network, count in ranked[:FLOOD_NETWORKS]:
+                pseudonym = self.pseudonyms.network(chain, network)
+                fields: dict[str, object] = {
+                    "network": pseudonym,
+                    "minute": when,
+                    "count": min(count, MAX_COUNT),
+                }
+                self.record(chain, Record(Kind.FLOOD_REFUSED, fields))
+            rest = ranked[FLOOD_NETWORKS:]
+            untallied = self._untallied.pop(key, 0)
+            if rest or untallied:
+                # Networks past the bounds are counted among the attempts, not the networks.
+                others = {
+                    "minute": when,
+                    "networks": min(len(rest), MAX_COUNT),
+                    "count": min(sum(count for _, count in rest) + untallied, MAX_COUNT),
+                }
+                self.record(chain, Record(Kind.FLOOD_OTHERS, others))
 
     def _drop(self, chain: str, count: int, reason: str) -> None:
         key = (chain, reason)

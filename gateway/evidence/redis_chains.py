@@ -1,11 +1,12 @@
 """Chains kept in Redis, for the Redis store: every replica appends to the same chains.
 
 Per chain a stream of entries (`meetgate:evidence:<chain>`, each entry's canonical line in
-field `e`), its head (`meetgate:evidence-head:<chain>`, "seq hash") and a list of signed heads
+field `e`), its head (`meetgate:evidence-head:<chain>`, "seq hash token") and a list of signed heads
 (`meetgate:evidence-signed:<chain>`); a sorted set names the chains (`meetgate:evidence-chains`).
 One Lua script compares the head and appends, so replicas racing on a chain never fork it. Each
-append drops entries older than the retention (and past the bound on a chain's length) and keeps
-the chain's keys a retention after its last entry.
+append drops entries older than the retention and keeps the chain's keys a retention after its
+last entry; past the bound on a chain's length, entries an attacker makes (floods, refused names)
+are refused, never the older entries trimmed.
 
 Redis can lose what it kept (a flush, a restore from an older copy): the heads this process saw
 are remembered, and a chain found shorter raises ChainRewound (log.py) rather than starting over
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, Final
@@ -27,6 +29,7 @@ from redis.exceptions import RedisError
 
 from gateway.errors import StoreUnavailable
 from gateway.evidence.entries import (
+    BOUNDED_KINDS,
     HASH,
     ChainBroken,
     Head,
@@ -37,12 +40,13 @@ from gateway.evidence.entries import (
     load_object,
     parse_entry,
 )
-from gateway.evidence.log import ChainRewound, Kept
+from gateway.evidence.log import ChainFull, ChainRewound, Kept
 from gateway.evidence.signing import SignedHead, parse_signed_head
 from gateway.store.redis import client_for, close_client
 
 ENTRIES: Final = "meetgate:evidence:"  # + chain: stream of entries, field e
-HEAD: Final = "meetgate:evidence-head:"  # + chain: "seq hash" of its last entry
+# + chain: "seq hash" of its last entry, and the token of the append that made it.
+HEAD: Final = "meetgate:evidence-head:"
 SIGNED: Final = "meetgate:evidence-signed:"  # + chain: list of signed heads, oldest first
 CHAINS: Final = "meetgate:evidence-chains"  # sorted set: chain -> its last append (ms)
 # + chain: "seq prev" of the first entry kept, set by every append after it trims: an entry
@@ -57,24 +61,39 @@ CALL_SECONDS: Final = 5.0
 _CONNECT_SECONDS: Final = 2.0
 
 # KEYS: head, stream, signed, chains, start. ARGV: expected head, the empty chain's head, new head,
-# the entry's line, chain, retention (ms), most entries kept. 1 appended, 0 the head moved.
+# the entry's line, chain, retention (ms), most entries kept, "1" for an entry of a bounded kind,
+# the call's token (kept with the head: the client's retry of a call whose reply was lost finds
+# it there, appended). 1 appended, 0 the head moved, 2 refused: the chain holds the most entries
+# it keeps. Nothing is ever trimmed by count, only by age: a flood cannot push the hosts' entries
+# out (an entry of a bounded kind is refused instead; the recorder says how many, `evidence lost`).
 _APPEND: Final = """
-local head = redis.call('GET', KEYS[1]) or ARGV[2]
-if head ~= ARGV[1] then return 0 end
+local stored = redis.call('GET', KEYS[1])
+local head = stored and string.match(stored, '^%d+ %x+') or ARGV[2]
+if head ~= ARGV[1] then
+  if stored and string.match(stored, '^%d+ %x+ (%x+)$') == ARGV[9] then return 1 end
+  return 0
+end
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local retention = tonumber(ARGV[6])
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[7], '*', 'e', ARGV[4])
-redis.call('XTRIM', KEYS[2], 'MINID', tostring(now - retention))
+local function note_start()
+  local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1]
+  local line = first and first[2][2]
+  if type(line) == 'string' then
+    local prev, seq = string.match(line, '"prev":"(%x+)","seq":(%d+)}$')
+    if prev then redis.call('SET', KEYS[5], seq .. ' ' .. prev, 'PX', retention) end
+  end
+end
+local trimmed = redis.call('XTRIM', KEYS[2], 'MINID', tostring(now - retention))
+if ARGV[8] == '1' and redis.call('XLEN', KEYS[2]) >= tonumber(ARGV[7]) then
+  if trimmed > 0 then note_start() end
+  return 2
+end
+redis.call('XADD', KEYS[2], '*', 'e', ARGV[4])
 redis.call('SET', KEYS[1], ARGV[3], 'PX', retention)
 redis.call('PEXPIRE', KEYS[2], retention)
 redis.call('PEXPIRE', KEYS[3], retention)
-local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1]
-local line = first and first[2][2]
-if type(line) == 'string' then
-  local prev, seq = string.match(line, '"prev":"(%x+)","seq":(%d+)}$')
-  if prev then redis.call('SET', KEYS[5], seq .. ' ' .. prev, 'PX', retention) end
-end
+note_start()
 redis.call('ZADD', KEYS[4], now, ARGV[5])
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - retention)
 return 1
@@ -91,7 +110,9 @@ def _head_text(head: Head) -> str:
 def _parse_head(chain: str, text: str | None) -> Head:
     if text is None:
         return genesis(chain)
-    seq, _, hash_ = text.partition(" ")
+    # "seq hash", and the token of the append that made it.
+    seq, _, rest = text.partition(" ")
+    hash_ = rest.partition(" ")[0]
     if SEQ_TEXT.fullmatch(seq) is None or not is_seq(int(seq)) or HASH.fullmatch(hash_) is None:
         raise ChainBroken(f"the {chain} chain's head in Redis is not one")
     return Head(int(seq), hash_)
@@ -167,17 +188,25 @@ class RedisChains:
 
     async def append(self, chain: str, expected: Head, entry: SealedEntry) -> bool:
         keys = [HEAD + chain, ENTRIES + chain, SIGNED + chain, CHAINS, START + chain]
+        token = secrets.token_hex(8)
         args: list[Any] = [
             _head_text(expected),
             _head_text(genesis(chain)),
-            _head_text(entry.head),
+            f"{_head_text(entry.head)} {token}",
             entry.line,
             chain,
             self._retention_ms,
             self._max_entries,
+            "1" if entry.kind in BOUNDED_KINDS else "0",
+            token,
         ]
         async with self._call():
             appended = await self._append(keys=keys, args=args)
+        if appended == 2:
+            raise ChainFull(
+                f"the {chain} chain holds {self._max_entries} entries: a {entry.kind} entry is"
+                " not kept"
+            )
         if appended == 1:
             self._saw(chain, entry.head)
             return True

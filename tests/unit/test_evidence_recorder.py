@@ -90,3 +90,47 @@ async def poll(check: Callable[[], Awaitable[list[Any]]], what: str) -> None:
     while not await check():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         await asyncio.sleep(0.02)
+
+
+async def test_a_flood_from_many_networks_is_a_bounded_minute_and_never_crowds_out_a_ban() -> None:
+    chains = MemoryChains()
+    log = EvidenceLog(chains, KEY)
+    metrics = Metrics()
+    recorder = EvidenceRecorder(log, PSEUDONYMS, metrics, bound=10)
+    target = PSEUDONYMS.admission("board", "admission of a troll")
+    # 5,000 networks, two of them louder than the rest.
+    for _ in range(50):
+        recorder.refused_join("board", "loudest")
+        recorder.refused_join("board", "network 7")
+    for n in range(5_000):
+        recorder.refused_join("board", f"network {n}")
+    # The minute's flush fills the attackers' queue past its bound of 10 ...
+    # (the minute ending while the store is away: the queue holds it, unappended)
+    recorder._flush_tallies(everything=True)
+    recorder.note("board", Kind.BAN, {"actor": HOST, "target": target, "until": None})
+    await recorder.flush()
+    board = await chains.entries("board")
+    kinds = [e.kind for e in board]
+    # ... and the ban is kept all the same, before the floods.
+    assert kinds[0] == Kind.BAN
+    floods = [e for e in board if e.kind == Kind.FLOOD_REFUSED]
+    assert [e.fields["count"] for e in floods[:3]] == [51, 50, 1]
+    assert len(floods) + kinds.count(Kind.FLOOD_OTHERS) <= 10
+    lost = [e.fields for e in board if e.kind == Kind.EVIDENCE_LOST]
+    assert lost == [{"count": 11, "reason": "queue-full"}]
+    # With room in the queue, a minute is at most 21 entries and counts every attempt; a room
+    # flooded past its own bound of networks does not take the other rooms' share.
+    recorder = EvidenceRecorder(log, PSEUDONYMS, metrics)
+    for n in range(5_000):
+        recorder.refused_join("flooded", f"network {n}")
+    recorder.refused_join("quiet-room", "one network")
+    await recorder.flush()
+    flooded = await chains.entries("flooded")
+    assert [e.kind for e in flooded] == [Kind.FLOOD_REFUSED] * 20 + [Kind.FLOOD_OTHERS]
+    others = flooded[-1].fields
+    # The room's bound of networks told apart (1,000): 980 of them beyond the 20 named, the
+    # other 4,000 attempts counted but not as networks.
+    assert others["networks"] == 980 and others["count"] == 4_980
+    assert sum(int(str(e.fields["count"])) for e in flooded) == 5_000
+    assert [e.kind for e in await chains.entries("quiet-room")] == [Kind.FLOOD_REFUSED]
+    assert verify_export(await log.export("flooded")).valid
