@@ -31,6 +31,7 @@ from pydantic_core import core_schema
 
 from gateway.errors import ConfigError
 from gateway.evidence.signing import read_key_file as read_evidence_key
+from gateway.pem_keys import read_pem_file
 from gateway.store.deadline import StoreOptions
 from gateway.store.sentinel_url import is_sentinel_url, parse_sentinel_url
 from gateway.ticket_keys import hmac_key_id, load_rsa_private_key, rsa_key_id
@@ -38,8 +39,6 @@ from gateway.ticket_keys import hmac_key_id, load_rsa_private_key, rsa_key_id
 ENV_PREFIX = "MEETGATE_"
 DEFAULT_CONFIG_PATHS = (Path("meetgate.toml"), Path("/etc/meetgate/meetgate.toml"))
 MIN_SECRET_BYTES = 32
-# A PEM private key is a few KiB; a larger file is not one (and is not read whole).
-MAX_KEY_FILE_BYTES = 64 * 1024
 # Options of a redis:// URL's query that the Redis client reads as numbers (a value that is not
 # one would stop `meetgate serve` only when it opens the store).
 NUMERIC_STORE_OPTIONS = frozenset(
@@ -260,21 +259,7 @@ class PrivateKeyFile:
         config_dir = (info.context or {}).get("config_dir")
         if not path.is_absolute() and isinstance(config_dir, Path):
             path = config_dir / path
-        try:
-            with path.open("rb") as handle:
-                pem = handle.read(MAX_KEY_FILE_BYTES + 1)
-        except FileNotFoundError as exc:
-            raise ValueError(f"{path} does not exist") from exc
-        except PermissionError as exc:
-            raise ValueError(f"{path} cannot be read by this user (check its owner)") from exc
-        except OSError as exc:
-            raise ValueError(f"{path} cannot be read: {exc.strerror or exc}") from exc
-        if len(pem) > MAX_KEY_FILE_BYTES:
-            raise ValueError(f"{path} is too large for a PEM key")
-        try:
-            load_rsa_private_key(pem)
-        except ValueError as exc:
-            raise ValueError(f"{path} {exc}") from exc
+        pem = read_pem_file(path, load_rsa_private_key)
         return cls(path=path, pem=pem)
 
 

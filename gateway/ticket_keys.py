@@ -11,9 +11,10 @@ import hashlib
 import json
 import re
 
-from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+
+from gateway.pem_keys import load_private_pem
 
 MIN_RSA_BITS = 2048
 GENERATED_RSA_BITS = 2048
@@ -26,18 +27,7 @@ def load_rsa_private_key(pem: bytes) -> rsa.RSAPrivateKey:
 
     Raises ValueError with a message that completes "<setting> …" for the admin.
     """
-    try:
-        key = serialization.load_pem_private_key(pem, password=None)
-    except TypeError as exc:
-        raise ValueError(
-            "is encrypted with a passphrase; give Meetgate the key unencrypted"
-            " (and keep its file mode 0600)"
-        ) from exc
-    except (ValueError, UnsupportedAlgorithm) as exc:
-        raise ValueError(
-            "is not a PEM private key (-----BEGIN PRIVATE KEY-----); make one with"
-            " `openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048`"
-        ) from exc
+    key = load_private_pem(pem, "`openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048`")
     if not isinstance(key, rsa.RSAPrivateKey):
         raise ValueError("is not an RSA key: RS256 tickets need an RSA key")
     if key.key_size < MIN_RSA_BITS:

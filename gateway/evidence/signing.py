@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
@@ -26,9 +26,8 @@ from gateway.evidence.entries import (
     is_moment,
     is_seq,
 )
+from gateway.pem_keys import load_private_pem, read_pem_file
 
-# A PEM private key is a few hundred bytes; a larger file is not one (and is not read whole).
-MAX_KEY_FILE_BYTES: Final = 64 * 1024
 PUBLIC_KEY: Final = re.compile(r"[0-9a-f]{64}")
 SIGNATURE: Final = re.compile(r"[0-9a-f]{128}")
 # What each signature is over starts with its purpose, so that a signature made for one never
@@ -40,18 +39,7 @@ EXPORT_CONTEXT: Final = b"meetgate evidence export v1\n"
 def load_private_key(pem: bytes) -> ed25519.Ed25519PrivateKey:
     """The Ed25519 private key in `pem`. Raises ValueError with a message that completes
     "<file> …" for the admin."""
-    try:
-        key = serialization.load_pem_private_key(pem, password=None)
-    except TypeError as exc:
-        raise ValueError(
-            "is encrypted with a passphrase; give Meetgate the key unencrypted"
-            " (and keep its file mode 0600)"
-        ) from exc
-    except (ValueError, UnsupportedAlgorithm) as exc:
-        raise ValueError(
-            "is not a PEM private key (-----BEGIN PRIVATE KEY-----); make one with"
-            " `meetgate evidence key --generate`"
-        ) from exc
+    key = load_private_pem(pem, "`meetgate evidence key --generate`")
     if not isinstance(key, ed25519.Ed25519PrivateKey):
         raise ValueError("is not an Ed25519 key: the evidence log signs with Ed25519")
     return key
@@ -59,24 +47,9 @@ def load_private_key(pem: bytes) -> ed25519.Ed25519PrivateKey:
 
 def read_key_file(path: Path) -> bytes:
     """The PEM in the key file at `path`, checked; ValueError says what is wrong, naming it."""
-    try:
-        with path.open("rb") as handle:
-            pem = handle.read(MAX_KEY_FILE_BYTES + 1)
-    except FileNotFoundError as exc:
-        raise ValueError(
-            f"{path} does not exist (make it with `meetgate evidence key --generate`)"
-        ) from exc
-    except PermissionError as exc:
-        raise ValueError(f"{path} cannot be read by this user (check its owner)") from exc
-    except OSError as exc:
-        raise ValueError(f"{path} cannot be read: {exc.strerror or exc}") from exc
-    if len(pem) > MAX_KEY_FILE_BYTES:
-        raise ValueError(f"{path} is too large for a PEM key")
-    try:
-        load_private_key(pem)
-    except ValueError as exc:
-        raise ValueError(f"{path} {exc}") from exc
-    return pem
+    return read_pem_file(
+        path, load_private_key, when_missing=" (make it with `meetgate evidence key --generate`)"
+    )
 
 
 def generate_private_pem() -> bytes:
