@@ -743,6 +743,10 @@ def create_admin_app(
         for admission in admissions:
             # Every replica cuts the deleted room's open connections at once.
             await Cut(admission.id, "room deleted").send(store)
+        # Its hosts' log goes with it (all of it: a day ahead covers a clock a little off), so
+        # that a room made again under the name does not show its hosts the old one. Its bans
+        # stay (docs/privacy.md): the same name made again keeps its trolls out.
+        await store.purge_audit(name, time.time() + 86_400)
         return Response(status_code=204)
 
     @app.post(

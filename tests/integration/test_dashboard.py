@@ -492,6 +492,21 @@ def test_lock_keeps_newcomers_out_without_burning_their_invite(
     assert [e["action"] for e in roster(gateway, host)["audit"]] == ["unlock", "lock"]
 
 
+def test_deleting_a_room_deletes_its_hosts_actions_log(gateway: GatewayServer) -> None:
+    room = new_room(gateway)
+    host = admit(gateway, room, "Hilde Host", role="host")
+    for action in ("lock", "unlock"):
+        assert host_action(gateway, host, action)["ok"] is True
+    assert len(roster(gateway, host)["audit"]) == 2
+    with gateway.admin() as admin:
+        assert admin.delete(f"/api/v1/rooms/{room}").status_code == 204
+    # A room made again under the name starts with an empty log: the old one is gone, not
+    # merely out of reach.
+    gateway.create_room(room)
+    again = admit(gateway, room, "Other Host", role="host")
+    assert roster(gateway, again)["audit"] == []
+
+
 def test_lockdown_removes_every_attendee_and_keeps_the_hosts(
     gateway: GatewayServer, meeting: tuple[str, Admitted, Admitted]
 ) -> None:
