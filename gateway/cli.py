@@ -22,7 +22,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import quote
 
 import httpx
@@ -33,6 +33,7 @@ from gateway.evidence.commands import add_commands as add_evidence_commands
 from gateway.host.audit_commands import add_commands as add_audit_commands
 from gateway.i18n import LANGUAGES
 from gateway.settings import Settings, find_config, load_settings
+from gateway.subcommands import command
 
 if TYPE_CHECKING:
     from gateway.edge.guard import Guarding
@@ -808,30 +809,6 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
         self.exit(2, f"{self.prog}: error: {message}\n(see `{self.prog} --help` for examples)\n")
-
-
-class Commands(Protocol):
-    """What `add_subparsers` returns, as far as `command` uses it."""
-
-    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser: ...
-
-
-def command(
-    commands: Commands,
-    name: str,
-    summary: str,
-    examples: Sequence[str],
-    parents: Sequence[argparse.ArgumentParser] = (),
-) -> argparse.ArgumentParser:
-    """A subcommand whose `--help` gives its one-line summary and, at the end, its examples."""
-    return commands.add_parser(
-        name,
-        parents=list(parents),
-        help=summary,
-        description=summary,
-        epilog="Example:\n" + "\n".join(f"  {line}" for line in examples),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Final
 
 from gateway.errors import ConfigError, StoreUnavailable
 from gateway.evidence.backend import is_redis_url, open_evidence
@@ -30,6 +30,7 @@ from gateway.evidence.signing import (
     public_hex,
     shown_fingerprint,
 )
+from gateway.subcommands import Commands, command
 
 if TYPE_CHECKING:
     from gateway.settings import Settings
@@ -44,15 +45,9 @@ class Unusable(Exception):
     """What stops a command before it can answer: said in one line, exit 2."""
 
 
-class Subcommands(Protocol):
-    """What `add_subparsers` returns, as far as `add_commands` uses it."""
-
-    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser: ...
-
-
-def add_commands(subparsers: Subcommands) -> None:
+def add_commands(subparsers: Commands) -> None:
     """Add `evidence` and its actions to `meetgate`'s parser."""
-    evidence = _command(
+    evidence = command(
         subparsers,
         "evidence",
         "the signed evidence log of attacks: export a room's, verify an export, show the key",
@@ -64,7 +59,7 @@ def add_commands(subparsers: Subcommands) -> None:
     actions = evidence.add_subparsers(
         dest="action", required=True, metavar="ACTION", help="what to do"
     )
-    key = _command(
+    key = command(
         actions,
         "key",
         "show the evidence key's public half and fingerprint, or make a key file",
@@ -82,7 +77,7 @@ def add_commands(subparsers: Subcommands) -> None:
     )
     key.set_defaults(func=command_key)
 
-    export = _command(
+    export = command(
         actions,
         "export",
         "write a room's evidence to one signed file",
@@ -99,7 +94,7 @@ def add_commands(subparsers: Subcommands) -> None:
     export.add_argument("--until", help="up to this moment (ISO 8601, UTC unless it says)")
     export.set_defaults(func=command_export)
 
-    verify = _command(
+    verify = command(
         actions,
         "verify",
         "check an export offline: exit 0 valid, 1 invalid, 2 unreadable",
@@ -114,18 +109,6 @@ def add_commands(subparsers: Subcommands) -> None:
         help="the fingerprint the file must be signed with (as `meetgate evidence key` shows it)",
     )
     verify.set_defaults(func=command_verify)
-
-
-def _command(
-    commands: Subcommands, name: str, summary: str, examples: list[str]
-) -> argparse.ArgumentParser:
-    return commands.add_parser(
-        name,
-        help=summary,
-        description=summary,
-        epilog="Example:\n" + "\n".join(f"  {line}" for line in examples),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
 
 
 def _unusable_exits(

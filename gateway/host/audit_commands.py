@@ -18,13 +18,14 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import Final
 from urllib.parse import urlsplit
 
 from gateway.admission.rooms import is_room_name
 from gateway.errors import ConfigError, StoreUnavailable
 from gateway.settings import Settings, load_settings
 from gateway.store import open_store
+from gateway.subcommands import Commands, command
 
 NOT_CONFIRMED: Final = 1
 UNUSABLE: Final = 2
@@ -32,34 +33,28 @@ DAY_SECONDS: Final = 86_400
 MAX_DAYS: Final = 36_500
 
 
-class Subcommands(Protocol):
-    """What `add_subparsers` returns, as far as `add_commands` uses it."""
-
-    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser: ...
-
-
-def add_commands(subparsers: Subcommands) -> None:
+def add_commands(subparsers: Commands) -> None:
     """Add `audit` and its one action, `purge`, to `meetgate`'s parser."""
-    audit = subparsers.add_parser(
+    audit = command(
+        subparsers,
         "audit",
-        help="the hosts' audit log: delete entries before their retention ends",
-        description="The hosts' audit log: delete entries before their retention ends.",
-        epilog="Example:\n  meetgate audit purge --config /etc/meetgate/meetgate.toml --room board",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "the hosts' audit log: delete entries before their retention ends",
+        ["meetgate audit purge --config /etc/meetgate/meetgate.toml --room board"],
     )
     actions = audit.add_subparsers(
         dest="action", required=True, metavar="ACTION", help="what to do"
     )
-    purge = actions.add_parser(
+    purge = command(
+        actions,
         "purge",
-        help="delete audit entries from the store (docs/privacy.md)",
+        "delete audit entries from the store (docs/privacy.md)",
+        [
+            "meetgate audit purge --config meetgate.toml --room board          # all of one room's",
+            "meetgate audit purge --config meetgate.toml --all --older-than 7  # older than a week",
+        ],
         description="Delete audit entries from the store: of one room (--room) or of every room"
         " (--all), every entry or only those older than a number of days. Asks first unless"
         " --yes.",
-        epilog="Example:\n"
-        "  meetgate audit purge --config meetgate.toml --room board          # all of one room's\n"
-        "  meetgate audit purge --config meetgate.toml --all --older-than 7  # older than a week",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     purge.add_argument("--config", help="TOML config file (found as `serve` finds it)")
     whose = purge.add_mutually_exclusive_group(required=True)
