@@ -747,6 +747,9 @@ def create_admin_app(
         # that a room made again under the name does not show its hosts the old one. Its bans
         # stay (docs/privacy.md): the same name made again keeps its trolls out.
         await store.purge_audit(name, time.time() + 86_400)
+        # Its evidence stays (it may be needed after the room is gone); the chain says where
+        # the room ended, and a room made again under the name exports from its own start.
+        _record(name, Kind.ROOM_DELETED)
         return Response(status_code=204)
 
     @app.post(
