@@ -78,6 +78,7 @@ from gateway.proxy.websocket import RelayedSocket, open_upstream, relay
 from gateway.settings import Settings
 from gateway.store import Store, begin_request
 from gateway.store.continuity import watch_memory
+from gateway.store.housekeeping import Housekeeping
 from gateway.store.records import Admission
 from gateway.tickets import TicketAuthority
 
@@ -208,6 +209,7 @@ class Gate:
             metrics,
             self._in_background,
             interval_seconds=settings.revocation.reconcile_seconds,
+            housekeeping=Housekeeping(store, settings.store_options().audit_retention_seconds),
         )
         self._pages = pages
         self._cookie = cookie_name(settings)

@@ -10,7 +10,8 @@ ban is written before the host's revocations of that identity's admissions, and 
 revokes none); its signalling connection alone goes when another holds its lease.
 
 A store that cannot answer cuts nothing: running meetings stay up (docs/operations.md), and the
-sweep is tried again after `retry_seconds` instead of a whole interval.
+sweep is tried again after `retry_seconds` instead of a whole interval. After each periodic
+sweep the store's housekeeping runs what is due (gateway/store/housekeeping.py).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from gateway.proxy.leases import REPLACED, SignallingLeases, lease_key
 from gateway.proxy.registry import ConnectionRegistry, SignallingSlot
 from gateway.store import Store
 from gateway.store.continuity import check_memory
+from gateway.store.housekeeping import Housekeeping
 from gateway.store.records import Admission, Room
 
 log = logging.getLogger("meetgate.reconcile")
@@ -60,8 +62,10 @@ class Reconciler:
         *,
         interval_seconds: float,
         retry_seconds: float = 1.0,
+        housekeeping: Housekeeping | None = None,
     ) -> None:
         self._store = store
+        self._housekeeping = housekeeping
         self._registry = registry
         self._metrics = metrics
         # Closes run in the background: one slow peer must not hold up the sweep.
@@ -86,6 +90,13 @@ class Reconciler:
             except Exception:
                 # A bug must not end the bound on every later revocation.
                 log.exception("reconciliation failed")
+            if self._housekeeping is not None:
+                try:
+                    await self._housekeeping.run_due()
+                except StoreUnavailable:
+                    pass  # still due: tried again after the next sweep
+                except Exception:
+                    log.exception("the store's housekeeping failed")
 
     async def sweep(self) -> Sweep:
         """Check every admission with a connection here against the store; cut what must go."""

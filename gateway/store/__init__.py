@@ -13,6 +13,7 @@ enters by it), a ban as holding, a rate limit as spent, a name claim as held by 
 from __future__ import annotations
 
 import dataclasses
+import enum
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -38,6 +39,7 @@ from gateway.store.records import (
 __all__ = [
     "Admission",
     "AuditEntry",
+    "Compaction",
     "Continuity",
     "Invite",
     "InviteJoin",
@@ -285,6 +287,16 @@ class Subscription(Protocol):
     async def aclose(self) -> None: ...
 
 
+class Compaction(enum.Enum):
+    """What became of `Store.compact`."""
+
+    STARTED = "started"
+    # Nothing kept on disk to rewrite (memory; a Redis without the append-only file).
+    NOTHING_ON_DISK = "nothing on disk"
+    # The store would not do it (BGREWRITEAOF renamed away, refused, or one already running).
+    REFUSED = "refused"
+
+
 class Store(Protocol):
     # Whether the store answers, and the corrupt records it found (for logs and metrics).
     health: StoreHealth
@@ -433,6 +445,10 @@ class Store(Protocol):
         """Delete the audit entries older than `before` (seconds since the epoch) of `room`,
         or of every room for None, and those whose time cannot be read; how many went. A room's
         log left then goes the retention after its newest entry kept."""
+
+    async def compact(self) -> Compaction:
+        """Ask the store to rewrite what it keeps on disk, so that what was deleted or expired
+        leaves it (Redis: BGREWRITEAOF, started in the background)."""
 
     async def list_audit(self, room: str, limit: int = 100) -> list[AuditEntry]:
         """The room's most recent entries, newest first; none past the retention, even before

@@ -34,6 +34,7 @@ from gateway.errors import (
     StoreUnavailable,
 )
 from gateway.store import (
+    Compaction,
     InviteJoin,
     InviteJoined,
     LinkFound,
@@ -688,6 +689,9 @@ class MemoryStore:
                 del self._audit[name]
                 self._audit_until.pop(name, None)
         return dropped
+
+    async def compact(self) -> Compaction:
+        return Compaction.NOTHING_ON_DISK
 
     async def list_audit(self, room: str, limit: int = 100) -> list[AuditEntry]:
         if limit <= 0:

@@ -27,7 +27,7 @@ from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import EqualJitterBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, WatchError
+from redis.exceptions import RedisError, ResponseError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.errors import (
@@ -42,6 +42,7 @@ from gateway.errors import (
     StoreUnavailable,
 )
 from gateway.store import (
+    Compaction,
     InviteJoin,
     InviteJoined,
     LinkFound,
@@ -1184,6 +1185,19 @@ class RedisStore:
             yield list(keys)
             if int(cursor) == 0:
                 return
+
+    async def compact(self) -> Compaction:
+        async with self._call():
+            try:
+                persistence = await self._client.info("persistence")
+                if str(persistence.get("aof_enabled")) != "1":
+                    # BGREWRITEAOF would write the whole data set to a disk that had none of it.
+                    return Compaction.NOTHING_ON_DISK
+                await self._client.bgrewriteaof()
+            except ResponseError:
+                # Renamed away (`rename-command`), refused by an ACL, or one already running.
+                return Compaction.REFUSED
+        return Compaction.STARTED
 
     async def list_audit(self, room: str, limit: int = 100) -> list[AuditEntry]:
         # LRANGE counts a negative stop from the end: a limit of 0 would read the whole list.

@@ -248,6 +248,9 @@ def test_compose_validates_and_only_the_front_and_media_are_published(tmp_path: 
         assert services[name]["cap_drop"] == ["ALL"], name
     redis = services["redis"]["command"]
     assert redis[redis.index("--appendonly") + 1] == "yes"
+    # What expired leaves the AOF at a rewrite: one soon, not at Redis's 64 MB default.
+    assert redis[redis.index("--auto-aof-rewrite-min-size") + 1] == "1mb"
+    assert redis[redis.index("--auto-aof-rewrite-percentage") + 1] == "100"
     prosody = services["prosody"]["environment"]
     assert prosody["JWT_ALLOW_EMPTY"] == "0" and prosody["ENABLE_GUESTS"] == "0"
     assert prosody["JWT_ENABLE_DOMAIN_VERIFICATION"] == "1"
@@ -343,6 +346,7 @@ def test_kubernetes_overlays_build_and_validate(overlay: str) -> None:
     containers = {c["name"]: c for c in redis_set["template"]["spec"]["containers"]}
     redis = containers["redis"]
     assert redis["args"][redis["args"].index("--appendonly") + 1] == "yes"
+    assert redis["args"][redis["args"].index("--auto-aof-rewrite-min-size") + 1] == "1mb"
     assert redis["args"][redis["args"].index("--min-replicas-to-write") + 1] == "1"
     sentinel = containers["sentinel"]["command"][-1]
     assert "sentinel monitor meetgate $master 6379 2" in sentinel
