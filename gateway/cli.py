@@ -702,7 +702,7 @@ def command_room(args: argparse.Namespace) -> int:
         print(f"room {args.name}'s policy lists it: {' and '.join(lists)}")
     elif args.action == "delete":
         client.call("DELETE", f"/api/v1/rooms/{args.name}")
-        print(f"deleted room {args.name}; its invites and admissions are gone")
+        print(f"deleted room {args.name}; its invites, admissions and log are gone (bans stay)")
     return 0
 
 
