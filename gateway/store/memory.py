@@ -34,6 +34,7 @@ from gateway.errors import (
     StoreUnavailable,
 )
 from gateway.store import (
+    INVITE_KEPT_AFTER_EXPIRY,
     Compaction,
     InviteJoin,
     InviteJoined,
@@ -401,6 +402,10 @@ class MemoryStore:
         if invite is None:
             return False
         self._invites[invite_id] = dataclasses.replace(invite, revoked=True)
+        # As Redis does (scripts/revoke_invite.lua): the record, the invitee's name with it, is
+        # kept a grace from now at most, long enough to tell its holder it was revoked.
+        until = time.time() + INVITE_KEPT_AFTER_EXPIRY
+        self._invite_until[invite_id] = min(self._invite_until.get(invite_id, until), until)
         return True
 
     async def redeem_invite(self, token_hash: str, now: float) -> Invite:

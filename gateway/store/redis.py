@@ -42,6 +42,7 @@ from gateway.errors import (
     StoreUnavailable,
 )
 from gateway.store import (
+    INVITE_KEPT_AFTER_EXPIRY,
     Compaction,
     InviteJoin,
     InviteJoined,
@@ -346,6 +347,7 @@ class RedisStore:
             _script_text("redeem_invite", "invite_check")
         )
         self._revoke: AsyncScript = client.register_script(_script_text("revoke"))
+        self._revoke_invite: AsyncScript = client.register_script(_script_text("revoke_invite"))
         self._update_room: AsyncScript = client.register_script(_script_text("update_room"))
         self._delete_room: AsyncScript = client.register_script(_script_text("delete_room"))
         self._move_admission: AsyncScript = client.register_script(_script_text("move_admission"))
@@ -649,7 +651,16 @@ class RedisStore:
 
     async def revoke_invite(self, invite_id: str) -> bool:
         async with self._call():
-            return bool(await self._revoke(keys=[_INVITE + invite_id]))
+            revoked = await self._revoke_invite(
+                keys=[_INVITE + invite_id],
+                args=[
+                    invite_id,
+                    _ROOM_HOSTS,
+                    _INVITE_INDEX,
+                    _ttl_milliseconds(INVITE_KEPT_AFTER_EXPIRY),
+                ],
+            )
+        return bool(revoked)
 
     async def redeem_invite(self, token_hash: str, now: float) -> Invite:
         invite_id = await self._invite_id(token_hash)

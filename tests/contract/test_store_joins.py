@@ -24,6 +24,7 @@ from gateway.errors import (
     InviteUsedUp,
 )
 from gateway.store import (
+    INVITE_KEPT_AFTER_EXPIRY,
     Admission,
     Invite,
     InviteJoin,
@@ -53,7 +54,15 @@ from gateway.store.records import (
     encode_record,
 )
 from gateway.store.redis import RedisStore
-from tests.contract.test_store import HOUR, make_admission, make_invite, make_room, unique
+from tests.contract.test_store import (
+    HOUR,
+    make_admission,
+    make_invite,
+    make_room,
+    unique,
+)
+
+DAY = 86_400.0
 
 
 async def room_with_invite(store: Store, **changes: object) -> tuple[Room, Invite]:
@@ -754,3 +763,101 @@ async def test_an_expired_host_invites_name_leaves_the_rooms_index(
     finally:
         await client.aclose()
         await store.close()
+
+
+async def test_the_rooms_host_name_index_is_kept_as_long_as_its_invites(
+    contract_redis_url: str,
+) -> None:
+    """/tmp/rv/hosts_index.py: the index of host invites' name shapes had no expiry; it is kept
+    as long as the longest kept invite of the room (its expiry and a day), with the room's
+    invite set, so that both go together and still count the same invites."""
+    store = await RedisStore.connect(contract_redis_url)
+    client = redis.asyncio.Redis.from_url(contract_redis_url, decode_responses=True)
+    try:
+        room, _, _ = await room_with_planned_invite(
+            store, role=Role.HOST, name="Hilde", expires_at=time.time() + 3 * HOUR
+        )
+        index, members = f"meetgate:room-hosts:{room.name}", f"meetgate:room-invites:{room.name}"
+        kept = INVITE_KEPT_AFTER_EXPIRY + 3 * HOUR
+        for key in (index, members):
+            assert kept - 60 < await client.ttl(key) <= kept
+        # A shorter-lived invite added later does not shorten it; a longer-lived one lengthens.
+        await room_with_planned_invite(store, room)
+        assert kept - 60 < await client.ttl(index) <= kept
+        await store.add_invite(make_invite(room.name, expires_at=time.time() + 5 * HOUR))
+        longer = INVITE_KEPT_AFTER_EXPIRY + 5 * HOUR
+        for key in (index, members):
+            assert longer - 60 < await client.ttl(key) <= longer
+        # An index an earlier release kept for ever is given its invites' longest keeping.
+        await client.persist(index)
+        await client.persist(members)
+        await room_with_planned_invite(store, room)
+        for key in (index, members):
+            assert longer - 60 < await client.ttl(key) <= longer
+    finally:
+        await client.aclose()
+        await store.close()
+
+
+async def test_a_revoked_host_invites_name_leaves_the_index_and_its_record_goes_in_a_day(
+    contract_redis_url: str,
+) -> None:
+    store = await RedisStore.connect(contract_redis_url)
+    client = redis.asyncio.Redis.from_url(contract_redis_url, decode_responses=True)
+    try:
+        room, host, _ = await room_with_planned_invite(
+            store, role=Role.HOST, name="Hilde Hostovna", expires_at=time.time() + 30 * DAY
+        )
+        index = f"meetgate:room-hosts:{room.name}"
+        assert (await client.hgetall(index)).get(host.id) == "hilde hostovna"
+        assert await store.revoke_invite(host.id)
+        kept = await client.hgetall(index)
+        assert host.id not in kept and "hilde hostovna" not in kept.values()
+        # Its record (the name) and its link's index: a day to tell its holder, not 31 days.
+        for key in (f"meetgate:invite:{host.id}", f"meetgate:invite-token:{host.token_hash}"):
+            assert 0 < await client.ttl(key) <= INVITE_KEPT_AFTER_EXPIRY
+        stored = await store.get_invite(host.id)
+        assert stored is not None and stored.revoked
+        # The index still counts every invite of the room: a plain join needs no gate.
+        _, guest, _ = await room_with_planned_invite(store, room)
+        joined = await store.join_plainly(plain_join(guest))
+        assert isinstance(joined, LinkJoined) and joined.admission is not None
+        assert not await store.revoke_invite(unique("inv"))
+    finally:
+        await client.aclose()
+        await store.close()
+
+
+async def test_a_plain_join_drops_a_gone_host_invites_name_from_the_index(
+    contract_redis_url: str,
+) -> None:
+    store = await RedisStore.connect(contract_redis_url)
+    client = redis.asyncio.Redis.from_url(contract_redis_url, decode_responses=True)
+    try:
+        room, host, _ = await room_with_planned_invite(store, role=Role.HOST, name="Ada Lovelace")
+        _, guest, _ = await room_with_planned_invite(store, room)
+        index = f"meetgate:room-hosts:{room.name}"
+        # As when the host invite's record expires (a day past its own expiry).
+        await client.delete(f"meetgate:invite:{host.id}")
+        # The guest's name has the host's shape: read, the gone host's entry goes, and the join
+        # goes on (no host holds the name).
+        joined = await store.join_plainly(plain_join(guest))
+        assert isinstance(joined, LinkJoined) and joined.admission is not None
+        kept = await client.hgetall(index)
+        assert host.id not in kept and "ada lovelace" not in kept.values()
+        assert host.id not in await client.smembers(f"meetgate:room-invites:{room.name}")
+        assert int(kept["#"]) == await client.scard(f"meetgate:room-invites:{room.name}") == 1
+    finally:
+        await client.aclose()
+        await store.close()
+
+
+async def test_a_revoked_invite_is_kept_a_day_at_most_in_memory_too() -> None:
+    store = MemoryStore()
+    _, host, _ = await room_with_planned_invite(
+        store, role=Role.HOST, expires_at=time.time() + 30 * DAY
+    )
+    assert await store.revoke_invite(host.id)
+    stored = await store.get_invite(host.id)
+    assert stored is not None and stored.revoked
+    assert store._invite_until[host.id] <= time.time() + INVITE_KEPT_AFTER_EXPIRY

@@ -7,7 +7,10 @@
 -- (its name goes with them: a while past its expiry, docs/privacy.md).
 -- The host-name index (join_plain.lua reads it) holds '#': how many of the room's invites were
 -- stored with a plan, each host invite's id with its name's host shape, and '!' once an invite
--- was stored without a plan (the index can no longer tell every host's name).
+-- was stored without a plan (the index can no longer tell every host's name). The index and
+-- the room's invite set are kept as long as the longest kept of the room's invites, then go
+-- together (so '#' and the set's size still agree): no host's name shape outlives its invite
+-- by more than the invite's own keeping.
 -- Returns 1, or 0 when the room does not exist.
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then
   return 0
@@ -25,14 +28,39 @@ for i = 1, #indexed, 2 do
     end
   end
 end
+-- Both kept as long as the longest kept invite of the room, this one included. A set kept with
+-- no expiry (by an earlier release) is given the longest of its invites' records'.
+local keep = tonumber(ARGV[8])
+for _, key in ipairs({KEYS[4], KEYS[5]}) do
+  local left = redis.call('PTTL', key)
+  if left == -1 then
+    for _, id in ipairs(redis.call('SMEMBERS', KEYS[4])) do
+      local kept = redis.call('PTTL', prefix .. id)
+      if kept == -1 then
+        keep = nil
+        break
+      end
+      keep = math.max(keep, kept)
+    end
+    break
+  end
+  keep = math.max(keep, left)
+end
 redis.call('DEL', KEYS[2])
 redis.call('HSET', KEYS[2], 'record', ARGV[3], 'uses', ARGV[4], 'revoked', ARGV[5])
 redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[8])
 redis.call('PEXPIRE', KEYS[2], ARGV[8])
 local added = redis.call('SADD', KEYS[4], ARGV[2])
+local function kept()
+  if keep then
+    redis.call('PEXPIRE', KEYS[4], keep)
+    redis.call('PEXPIRE', KEYS[5], keep)
+  end
+  return 1
+end
 if ARGV[6] == '' then
   redis.call('HSET', KEYS[5], '!', '1')
-  return 1
+  return kept()
 end
 redis.call('HSET', KEYS[2], 'plan', ARGV[6])
 if added == 1 then
@@ -43,4 +71,4 @@ if ARGV[7] ~= '' then
 else
   redis.call('HDEL', KEYS[5], ARGV[2])
 end
-return 1
+return kept()

@@ -175,15 +175,21 @@ if not host then
   for _, host_id in ipairs(candidates) do
     local fields = redis.call('HMGET', ARGV[1] .. host_id, 'record', 'revoked')
     if not fields[1] then
-      return found
-    end
-    local parsed, held = pcall(cjson.decode, fields[1])
-    if not parsed or type(held) ~= 'table' or not fits(held, join.invite_fields, fields[1])
-        or (held.role ~= 'host' and held.role ~= 'attendee') then
-      return found
-    end
-    if held.role == 'host' and fields[2] ~= '1' and tonumber(join.now) < held.expires_at then
-      return found
+      -- Its invite's record has expired: its name's shape leaves the index (and its id the
+      -- room's invite set, so both count the same invites, as add_invite.lua does).
+      redis.call('HDEL', prefix.room_hosts .. name, host_id)
+      if redis.call('SREM', prefix.room_invites .. name, host_id) == 1 then
+        redis.call('HINCRBY', prefix.room_hosts .. name, '#', -1)
+      end
+    else
+      local parsed, held = pcall(cjson.decode, fields[1])
+      if not parsed or type(held) ~= 'table' or not fits(held, join.invite_fields, fields[1])
+          or (held.role ~= 'host' and held.role ~= 'attendee') then
+        return found
+      end
+      if held.role == 'host' and fields[2] ~= '1' and tonumber(join.now) < held.expires_at then
+        return found
+      end
     end
   end
 end
