@@ -37,6 +37,9 @@ ANSWER_WAIT_SECONDS: Final = 0.25
 ANNOUNCE_SECONDS: Final = 30.0
 # How long a replica whose subscription failed waits before it subscribes again.
 _RESUBSCRIBE_SECONDS: Final = 1.0
+# How long a replica that needs a key waits for its subscription before it gives up (the store
+# is then as unavailable as if a call had failed).
+_SUBSCRIBE_WAIT_SECONDS: Final = 2.0
 _DAY_SECONDS: Final = 86_400
 # "ask <day>" and "key <day> <when made, ms since the epoch> <64 hex digits>": anything else on
 # the channel is ignored.
@@ -129,7 +132,10 @@ class DayKeys:
             )
 
     async def _ready(self) -> None:
-        await self._subscribed.wait()
+        try:
+            await asyncio.wait_for(self._subscribed.wait(), _SUBSCRIBE_WAIT_SECONDS)
+        except TimeoutError as exc:
+            raise StoreUnavailable() from exc
         if self._failure is not None:
             raise self._failure
 

@@ -7,6 +7,8 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import os
+import signal
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -213,3 +215,29 @@ async def test_a_redis_restart_loses_no_key_the_replicas_hold(
         await asyncio.sleep(0.05)
     assert one.held_day_key(utc_day(time.time())) == held
     assert await AddressHasher(one).address("192.0.2.7") == tag
+
+
+async def test_a_replica_that_needs_a_key_of_a_paused_redis_fails_closed_in_bounded_time(
+    aof_redis: RedisProcess,
+) -> None:
+    store = await RedisStore.connect(aof_redis.url)
+    try:
+        os.kill(aof_redis.proc.pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable):
+                await AddressHasher(store).address("192.0.2.7")
+            assert time.monotonic() - started < 5
+        finally:
+            os.kill(aof_redis.proc.pid, signal.SIGCONT)
+        # Once Redis answers again, the key is made.
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                assert len(await AddressHasher(store).address("192.0.2.7")) == 32
+                break
+            except StoreUnavailable:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.1)
+    finally:
+        await store.close()
