@@ -80,6 +80,8 @@ class Slice:
     entries: tuple[SealedEntry, ...]
     signed: tuple[SignedHead, ...] = ()
     unchecked: int = 0
+    # Whether the slice starts after a break in the chain (entries a store lost) it leaves out.
+    after_break: bool = False
 
     @property
     def head(self) -> Head:
@@ -278,6 +280,9 @@ def _verify(lines: Iterator[bytes], expected_key: str | None) -> Verdict:
 
     if last_head is None:
         raise Invalid("the file holds no signed head: nothing vouches for its entries")
+    final = seen.links.last
+    if final is not None and isinstance(until, str) and final.at >= until:
+        raise Invalid(f"{final.named()} is not before the end of the header's range ({until})")
     last = seen.links.head
     if last_head.head != last:
         end = f"the last entry, {seen.links.last.named()}" if seen.links.last else "the anchor"
@@ -353,10 +358,11 @@ def _read_line(
         seen.add(entry)
     except ChainBroken as exc:
         raise Invalid(str(exc)) from None
-    if isinstance(since, str) and entry.at < since:
+    # The range selects from the first entry at or after `since` to the last before `until`,
+    # with every entry between them: entries between may be stamped a little out of order (each
+    # keeps the moment its event happened, appended as the recorder reached it).
+    if seen.count == 1 and isinstance(since, str) and entry.at < since:
         raise Invalid(f"{entry.named()} is before the range the header says ({since})")
-    if isinstance(until, str) and entry.at >= until:
-        raise Invalid(f"{entry.named()} is not before the end of the header's range ({until})")
     return None
 
 

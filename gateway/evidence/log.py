@@ -145,6 +145,29 @@ class SigningPolicy:
     seconds: float = 60.0
 
 
+@dataclass(frozen=True, slots=True)
+class HostExport:
+    """An export as a host downloads it: the file, and whether it starts after a break in the
+    chain (what comes before the break is left out)."""
+
+    data: bytes
+    after_break: bool
+
+
+def last_break(entries: list[SealedEntry]) -> int | None:
+    """The index of the entry after the last broken link among `entries` (one that is not the
+    next seq, or does not link to the entry before it), or None if every link holds."""
+    for index in range(len(entries) - 1, 0, -1):
+        if not follows(entries[index - 1], entries[index]):
+            return index
+    return None
+
+
+def follows(before: SealedEntry, entry: SealedEntry) -> bool:
+    """Whether `entry` is the next seq after `before` and links to it."""
+    return entry.seq == before.seq + 1 and entry.prev == before.hash
+
+
 class EvidenceLog:
     """Appends, signs and reads the evidence chains kept in `chains`."""
 
@@ -296,19 +319,59 @@ class EvidenceLog:
             # The entry is appended; the break is the store's, and every read says it.
             log.warning("evidence: the %s chain's head is not signed: %s", chain, exc)
 
-    async def read(self, chain: str, since: str | None = None, until: str | None = None) -> Slice:
+    async def read(
+        self,
+        chain: str,
+        since: str | None = None,
+        until: str | None = None,
+        *,
+        after_break: bool = False,
+    ) -> Slice:
         """The entries from the first at or after `since` to the last before `until` (moments,
-        as entries write them), with every entry between them: a contiguous slice. Raises
-        ChainBroken if what is kept does not chain, or does not match a head this key signed:
-        one altered, removed from either end, or re-chained after it was signed."""
+        as entries write them), with every entry between them: a contiguous slice, anchored on
+        the entry before it. With `after_break`, the slice starts no earlier than the entry
+        after the chain's last break (anchored on what that entry links to; `Slice.after_break`
+        says whether there was one). Raises ChainBroken if the slice does not chain, or does
+        not match a head this key signed: an entry altered, removed from either end, or
+        re-chained after it was signed. What lies outside the slice is not checked: a break
+        before it (entries a store lost) does not stop the export of what follows.
+
+        The backend's read is paged; the checks run in a thread, as long chains take seconds."""
         check_chain_name(chain)
         kept = await self._chains.kept(chain)
+        return await asyncio.to_thread(self._select, chain, kept, since, until, after_break)
+
+    def _select(
+        self, chain: str, kept: Kept, since: str | None, until: str | None, after_break: bool
+    ) -> Slice:
         entries = kept.entries
         own, unchecked = self._checked_heads(chain, kept.signed)
-        start = self._start(chain, kept, own)
-        check_links(start, entries)
-        last = entries[-1].head if entries else start
-        hashes = {e.seq: e.hash for e in entries}
+        first = next(
+            (i for i, e in enumerate(entries) if since is None or e.at >= since), len(entries)
+        )
+        broke = False
+        if after_break:
+            cut = last_break(entries)
+            if cut is not None:
+                broke = True
+                first = max(first, cut)
+        last_index = max(
+            (i for i, e in enumerate(entries) if until is None or e.at < until), default=-1
+        )
+        chosen = entries[first : last_index + 1] if first <= last_index else []
+        if first == 0 or not entries:
+            anchor = self._start(chain, kept, own)
+        elif first < len(entries) and not follows(entries[first - 1], entries[first]):
+            # A break just before the slice (entries a store lost) is not in it: the slice is
+            # anchored on what its first entry links to, and says nothing of what is lost.
+            anchor = Head(entries[first].seq - 1, entries[first].prev)
+        else:
+            anchor = entries[first - 1].head
+        check_links(anchor, chosen)
+        last = entries[-1].head if entries else anchor
+        end = chosen[-1].seq if chosen else anchor.seq
+        hashes = {e.seq: e.hash for e in chosen}
+        hashes[anchor.seq] = anchor.hash
         for signed in own:
             what = f"the {chain} chain's signed head of seq {signed.seq}"
             if signed.seq > last.seq:
@@ -316,28 +379,15 @@ class EvidenceLog:
                     f"{what} is beyond its last stored entry (seq {last.seq}): entries were"
                     " removed from its end"
                 )
-            if signed.seq in hashes and hashes[signed.seq] != signed.hash:
+            if anchor.seq <= signed.seq <= end and hashes.get(signed.seq) != signed.hash:
                 raise ChainBroken(
                     f"{what} does not match the stored entry seq {signed.seq}: it was altered,"
                     " or the chain re-made after it was signed"
                 )
-            if signed.seq == start.seq and signed.hash != start.hash:
-                raise ChainBroken(
-                    f"{what} does not match the head the first kept entry follows: the chain"
-                    " was re-made after it was signed"
-                )
-        first = next(
-            (i for i, e in enumerate(entries) if since is None or e.at >= since), len(entries)
-        )
-        last_index = max(
-            (i for i, e in enumerate(entries) if until is None or e.at < until), default=-1
-        )
-        chosen = entries[first : last_index + 1] if first <= last_index else []
-        anchor = entries[first - 1].head if first > 0 else start
         seqs = {e.seq for e in chosen}
         by_seq = {s.seq: s for s in reversed(own) if s.seq in seqs}
         heads = tuple(by_seq[seq] for seq in sorted(by_seq))
-        return Slice(chain, anchor, tuple(chosen), heads, unchecked)
+        return Slice(chain, anchor, tuple(chosen), heads, unchecked, after_break=broke)
 
     def _checked_heads(self, chain: str, stored: list[SignedHead]) -> tuple[list[SignedHead], int]:
         """The stored heads this key signed, each signature checked (ChainBroken for one it did
@@ -382,22 +432,32 @@ class EvidenceLog:
 
     async def export(self, chain: str, since: str | None = None, until: str | None = None) -> bytes:
         """The slice `read` gives, as one self-contained file signed now (export.py)."""
-        return self.export_part(await self.read(chain, since, until), since, until)
+        part = await self.read(chain, since, until)
+        return await asyncio.to_thread(self.export_part, part, since, until)
 
     def export_part(self, part: Slice, since: str | None = None, until: str | None = None) -> bytes:
         """`part` (as `read` gives it for `since` and `until`) as one file signed now."""
         return build_export(part, self._key, moment(self._clock()), since, until)
 
-    async def export_one(self, chain: str) -> bytes:
-        """`export(chain)`, unless this process is making one of the chain already, or
-        MAX_EXPORTS of any: then ExportBusy (a download clicked again and again, or by many
-        hosts at once, makes one file at a time, not one a click)."""
+    async def export_one(self, chain: str, since: str | None = None) -> HostExport:
+        """The export of the chain from `since` (a host's download), unless this process is
+        making one of the chain already, or MAX_EXPORTS of any: then ExportBusy (a download
+        clicked again and again, or by many hosts at once, makes one file at a time, not one a
+        click). A chain broken in that stretch (entries a store lost) is exported from after
+        its last break, and `HostExport.after_break` says so."""
         check_chain_name(chain)
         if chain in self._exporting or len(self._exporting) >= MAX_EXPORTS:
             raise ExportBusy(f"an export of the {chain} chain is being made")
         self._exporting.add(chain)
         try:
-            return await self.export(chain)
+            try:
+                part = await self.read(chain, since)
+            except ChainRewound:
+                raise
+            except ChainBroken:
+                part = await self.read(chain, since, after_break=True)
+            data = await asyncio.to_thread(self.export_part, part, since)
+            return HostExport(data, part.after_break)
         finally:
             self._exporting.discard(chain)
 

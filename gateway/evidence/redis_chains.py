@@ -52,6 +52,8 @@ CHAINS: Final = "meetgate:evidence-chains"  # sorted set: chain -> its last appe
 # + chain: "seq prev" of the first entry kept, set by every append after it trims: an entry
 # removed from the front by anything but the append's own trim leaves it behind.
 START: Final = "meetgate:evidence-start:"
+# Entries read at once: a long chain is read in pages, never in one reply.
+PAGE: Final = 1000
 # Signed heads kept per chain: one per `sign_every` entries or `sign_seconds`, so a chain's
 # retention never needs more than this for its kept entries to be covered.
 MAX_SIGNATURES: Final = 20_000
@@ -216,15 +218,26 @@ class RedisChains:
         return (await self.kept(chain)).entries
 
     async def kept(self, chain: str) -> Kept:
+        """Read in pages of PAGE entries (no one call holds Redis, or the event loop, for long),
+        up to the head read with the first page: entries appended meanwhile are left out."""
         began = self._sightings
         async with self._call(), self._client.pipeline(transaction=True) as pipe:
-            pipe.xrange(ENTRIES + chain)
+            pipe.xrange(ENTRIES + chain, count=PAGE)
             pipe.get(HEAD + chain)
             pipe.lrange(SIGNED + chain, 0, -1)
             pipe.get(START + chain)
-            kept, text, signed_lines, start_text = await pipe.execute()
-        entries = [self._parse_entry(chain, stream_id, values) for stream_id, values in kept]
+            page, text, signed_lines, start_text = await pipe.execute()
         stored = _parse_head(chain, text)
+        entries: list[SealedEntry] = []
+        while page:
+            parsed = await asyncio.to_thread(self._parse_page, chain, page)
+            entries.extend(entry for entry in parsed if entry.seq <= stored.seq)
+            if len(page) < PAGE or parsed[-1].seq >= stored.seq:
+                break
+            async with self._call():
+                page = await self._client.xrange(
+                    ENTRIES + chain, min="(" + str(page[-1][0]), count=PAGE
+                )
         last = entries[-1].head if entries else None
         if last is not None and last != stored:
             raise ChainBroken(
@@ -233,20 +246,18 @@ class RedisChains:
             )
         self._check_kept(chain, stored, began)
         self._saw(chain, stored)
-        hashes = {entry.seq: entry.hash for entry in entries}
-        first = entries[0].seq if entries else stored.seq + 1
-        signed = [self._parse_signed(chain, line) for line in signed_lines]
-        for head in (s.head for s in signed):
-            if head.seq > stored.seq or (head.seq >= first and hashes.get(head.seq) != head.hash):
-                raise ChainBroken(
-                    f"the gate signed the {chain} chain's entry seq {head.seq}, which Redis no"
-                    " longer keeps as it was: the store lost entries or they were replaced"
-                )
+        signed = await asyncio.to_thread(
+            lambda: [self._parse_signed(chain, line) for line in signed_lines]
+        )
         start = None
         if start_text is not None:
             first_kept = _parse_head(chain, start_text)
             start = Head(first_kept.seq - 1, first_kept.hash) if first_kept.seq >= 1 else None
         return Kept(start, entries, signed)
+
+    @classmethod
+    def _parse_page(cls, chain: str, page: list[Any]) -> list[SealedEntry]:
+        return [cls._parse_entry(chain, stream_id, values) for stream_id, values in page]
 
     async def tail(self, chain: str, count: int) -> list[SealedEntry]:
         if count <= 0:

@@ -35,9 +35,10 @@ from gateway.errors import (
     MeetgateError,
     NotFound,
     NotHost,
-    RateLimited,
+    retry_after_seconds,
 )
 from gateway.evidence.entries import EvidenceError
+from gateway.evidence.entries import moment as evidence_moment
 from gateway.evidence.log import EvidenceLog, ExportBusy
 from gateway.host.actions import HostDesk
 from gateway.host.policy_form import (
@@ -75,6 +76,31 @@ class EvidenceBroken(MeetgateError):
         "This room's evidence log does not hold together (entries were lost or changed where it"
         " is kept), so no file was made. An admin can see why with meetgate evidence export."
     )
+
+
+class EvidenceBeingPrepared(MeetgateError):
+    """An export of this room's evidence is being made (one at a time), or this host made one a
+    moment ago: not a second read and signature of the chain, a retry shortly."""
+
+    status = 429
+    code = "evidence_being_prepared"
+    title = N_("The evidence is being prepared")
+    message = N_(
+        "An export of this room's evidence is being prepared, or was made a moment ago. Please"
+        " try again in a moment."
+    )
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__()
+        self.retry_after = retry_after_seconds(retry_after)
+
+
+# The hosts' download holds the last days of the room's evidence (an admin exports any stretch
+# with meetgate evidence export), and a host downloads it once in so many seconds.
+EVIDENCE_DAYS = 7
+EVIDENCE_COOLDOWN_SECONDS = 3.0
+# Hosts remembered for the cool-down at most (entries past it are forgotten early).
+EVIDENCE_COOLDOWN_HOSTS = 10_000
 
 
 ADMISSION_ID_SHAPE = re.compile(r"[0-9a-f]{64}")
@@ -575,9 +601,11 @@ def _record_name(request: ActionRequest) -> bool:
     return request.fields.get("record_name") == "1"
 
 
-def evidence_filename(room: str, at: float) -> str:
-    """What a room's export is saved as: the room (a-z, 0-9, - and _ only) and the time."""
-    return f"{room}-evidence-{datetime.fromtimestamp(at, UTC).strftime('%Y%m%dT%H%M%SZ')}.jsonl"
+def evidence_filename(room: str, at: float, *, after_break: bool = False) -> str:
+    """What a room's export is saved as: the room (a-z, 0-9, - and _ only), `after-break` when
+    it holds only what follows a break in the chain, and the time."""
+    what = "evidence-after-break" if after_break else "evidence"
+    return f"{room}-{what}-{datetime.fromtimestamp(at, UTC).strftime('%Y%m%dT%H%M%SZ')}.jsonl"
 
 
 @dataclass(frozen=True, slots=True)
@@ -752,6 +780,8 @@ class Dashboard:
     ) -> None:
         self._settings = settings
         self._evidence = evidence
+        # Host admission id -> when (monotonic) they last downloaded the evidence.
+        self._downloaded: dict[str, float] = {}
         self._pipeline = pipeline
         self._desk = desk
         self._registry_counts = registry_counts
@@ -815,17 +845,21 @@ class Dashboard:
         if not same_origin(request.scope, self._settings.public_url):
             raise CrossSiteRequest()
         now = time.time()
-        _, current = await self._host_of(request, room, now)
+        host, current = await self._host_of(request, room, now)
+        self._cool_down(host.id)
+        # The last EVIDENCE_DAYS days, and nothing from before the room was made (a room
+        # deleted and made again under its name keeps one chain: the old room's is not theirs).
+        since = evidence_moment(max(current.created_at, now - EVIDENCE_DAYS * 86_400))
         try:
-            data = await self._evidence.export_one(current.name)
+            made = await self._evidence.export_one(current.name, since)
         except ExportBusy as exc:
             # One file of a room at a time, not one a click: a clear "wait, then try again".
-            raise RateLimited(exc.retry_after) from None
+            raise EvidenceBeingPrepared(exc.retry_after) from None
         except EvidenceError as exc:
             raise EvidenceBroken() from exc
-        name = evidence_filename(current.name, now)
+        name = evidence_filename(current.name, now, after_break=made.after_break)
         return Response(
-            data,
+            made.data,
             media_type=EVIDENCE_TYPE,
             headers={
                 "content-disposition": f'attachment; filename="{name}"',
@@ -833,6 +867,18 @@ class Dashboard:
                 "x-content-type-options": "nosniff",
             },
         )
+
+    def _cool_down(self, host_id: str) -> None:
+        """EvidenceBeingPrepared if this host downloaded the evidence a moment ago."""
+        now = time.monotonic()
+        last = self._downloaded.get(host_id)
+        if last is not None and now - last < EVIDENCE_COOLDOWN_SECONDS:
+            raise EvidenceBeingPrepared(EVIDENCE_COOLDOWN_SECONDS - (now - last))
+        if len(self._downloaded) >= EVIDENCE_COOLDOWN_HOSTS:
+            self._downloaded = {
+                k: t for k, t in self._downloaded.items() if now - t < EVIDENCE_COOLDOWN_SECONDS
+            }
+        self._downloaded[host_id] = now
 
     async def act(self, request: Request, room: str, action: str) -> Response:
         """A host action from the page's script (JSON) or a form without script (pages)."""

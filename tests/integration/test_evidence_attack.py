@@ -98,6 +98,19 @@ def flood(gateway: GatewayServer, room: str) -> int:
 
 
 def download(gateway: GatewayServer, host: Admitted, **headers: str) -> httpx.Response:
+    """The host's download, once past its cool-down (a host downloads once in a few seconds)."""
+    answers: list[httpx.Response] = []
+
+    def answered() -> bool:
+        with gateway.client(cookies=host.cookies) as client:
+            answers.append(client.get(f"/_meetgate/host/{host.room}/evidence", headers=headers))
+        return answers[-1].status_code != 429
+
+    wait_until(answered, what="the evidence download, past its cool-down")
+    return answers[-1]
+
+
+def download_once(gateway: GatewayServer, host: Admitted, **headers: str) -> httpx.Response:
     with gateway.client(cookies=host.cookies) as client:
         return client.get(f"/_meetgate/host/{host.room}/evidence", headers=headers)
 
@@ -276,3 +289,55 @@ def test_the_start_says_once_what_will_not_outlive_the_process(
     )
     stop_process(proc)
     assert "evidence" not in gateway.log_text()
+
+
+def test_a_download_clicked_again_is_told_to_wait(tmp_path: Path, jitsi_web: Any) -> None:
+    with in_process_gateway(tmp_path / "gate", upstream=jitsi_web.url) as gateway:
+        room = new_room(gateway)
+        host = admit(gateway, room, "Hilde Host", role="host")
+        other = admit(gateway, room, "Olga Host", role="host")
+        assert download(gateway, host).status_code == 200
+        again = download_once(gateway, host)
+        assert again.status_code == 429
+        assert 1 <= int(again.headers["retry-after"]) <= 3
+        assert b"being prepared" in again.content and b'"prev"' not in again.content
+        as_json = download_once(gateway, host, accept="application/json")
+        assert as_json.status_code == 429
+        assert as_json.json()["error"] == "evidence_being_prepared"
+        # Another host of the room has a cool-down of their own.
+        assert download_once(gateway, other).status_code == 200
+
+
+def test_a_room_made_again_under_a_deleted_rooms_name_exports_its_own_evidence(
+    tmp_path: Path, jitsi_web: Any
+) -> None:
+    with in_process_gateway(tmp_path / "gate", upstream=jitsi_web.url) as gateway:
+        room = "book-club"
+        gateway.create_room(room)
+        host = admit(gateway, room, "Hilde Host", role="host")
+        admit(gateway, room, "Secret Name")
+        removed = admission_id(gateway, host, "Secret Name")
+        assert host_action(gateway, host, "revoke", admission=removed, record_name="1")["done"]
+        wait_until(
+            lambda: b"Secret Name" in download(gateway, host).content, what="the removal recorded"
+        )
+        with gateway.admin() as admin:
+            assert admin.delete(f"/api/v1/rooms/{room}").status_code == 204
+        gateway.create_room(room)
+        new_host = admit(gateway, room, "Someone Else", role="host")
+        assert host_action(gateway, new_host, "lock")["done"]
+
+        seen: list[list[str]] = []
+
+        def locked() -> bool:
+            seen.append([e["kind"] for e in entries_of(download(gateway, new_host).content)])
+            return seen[-1] == ["lock"]
+
+        # The new room's hosts get the new room's entries only, never the old room's names.
+        try:
+            wait_until(locked, what="the new room's lock, alone, in its download")
+        except TimeoutError:
+            raise AssertionError(f"the new room's download held {seen[-1]}") from None
+        got = download(gateway, new_host)
+        assert b"Secret Name" not in got.content
+        assert verify_export(got.content).valid

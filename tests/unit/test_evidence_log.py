@@ -26,7 +26,7 @@ from gateway.evidence.entries import (
 )
 from gateway.evidence.export import verify_export
 from gateway.evidence.files import FileChains
-from gateway.evidence.log import Chains, EvidenceLog, ExportBusy, SigningPolicy
+from gateway.evidence.log import Chains, EvidenceLog, ExportBusy, HostExport, SigningPolicy
 from gateway.evidence.memory import MemoryChains
 from gateway.evidence.pseudonyms import Pseudonyms
 from gateway.evidence.signing import (
@@ -370,11 +370,28 @@ async def test_a_download_makes_one_export_of_a_room_at_a_time(tmp_path: Path) -
     made = await asyncio.gather(
         log.export_one("board"), log.export_one("board"), return_exceptions=True
     )
-    assert sum(isinstance(one, bytes) for one in made) == 1
+    assert sum(isinstance(one, HostExport) for one in made) == 1
     assert sum(isinstance(one, ExportBusy) for one in made) == 1
     made = await asyncio.gather(
         *(log.export_one(room) for room in ("board", "quiz", "choir")), return_exceptions=True
     )
     assert [isinstance(one, ExportBusy) for one in made] == [False, False, True]
     # One at a time is all: the next click, once the last file is made, makes one.
-    assert verify_export(await log.export_one("board")).valid
+    assert verify_export((await log.export_one("board")).data).valid
+
+
+async def test_entries_stamped_out_of_order_export_by_time() -> None:
+    """Each entry keeps the moment its event happened, appended as the recorder reached it (the
+    hosts' records before a minute's floods): a stretch by time holds every entry between its
+    first and last, and verifies though some between are stamped earlier (issue 17 review 2)."""
+    log = EvidenceLog(MemoryChains(), KEY, clock=Clock())
+    base = 1_796_000_000.0
+    for offset in (100, 50, 200, 150):
+        await log.append("board", quiet(), at=base + offset)
+    since, until = moment(base + 60), moment(base + 180)
+    data = await log.export("board", since=since, until=until)
+    verdict = verify_export(data)
+    assert verdict.valid, verdict.problem
+    # From the first at or after `since` (100) to the last before `until` (150), with the 50
+    # and the 200 between them.
+    assert verdict.summary["entries"] == 4
