@@ -135,7 +135,9 @@ class FloodGuard:
         if proof is None or not proof.token:
             # A challenge is not counted against the room's, the invite's or the gate's limits,
             # but against the asker's own address and network: challenges are not free to farm.
-            await self._limiter.charge(Attempt(client_addr))
+            # (A refusal goes in the room's evidence.)
+            self._limiter.room_seen(room.name)
+            await self._limiter.charge(Attempt(client_addr, named_room=room.name))
             raise ChallengeRequired(
                 self.challenge(
                     client_addr=client_addr, room=room.name, now=now, difficulty=difficulty
@@ -158,6 +160,7 @@ class FloodGuard:
             self._metrics.challenges_failed.inc()
             self._metrics.rejections.inc(reason="challenge")
             # Nor are wrong, stale or replayed answers free to send.
-            await self._limiter.charge(Attempt(client_addr))
+            self._limiter.room_seen(room.name)
+            await self._limiter.charge(Attempt(client_addr, named_room=room.name))
             raise
         self._metrics.challenges_solved.inc()

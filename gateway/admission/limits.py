@@ -13,8 +13,9 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 from gateway.admission.address_keys import AddressHasher
 from gateway.admission.local_limits import KnownRefusals, KnownWait
@@ -33,6 +34,10 @@ LOCAL_FLUSH_SECONDS = 1.0
 # ... and the log a line on them at most this often, instead of a line each.
 LOCAL_LOG_SECONDS = 60.0
 GATE = "gate"
+# Rooms remembered as seen to exist, for the evidence (newest kept).
+ROOMS_SEEN = 10_000
+# What the evidence counts refusals from a network under when its hash is not at hand yet.
+UNKNOWN_NETWORK = "unknown network"
 
 log = logging.getLogger("meetgate.limits")
 
@@ -40,6 +45,17 @@ log = logging.getLogger("meetgate.limits")
 def _tolerance(rate: Rate) -> float:
     """GCRA's burst tolerance: how far ahead of now a key's backlog may run, in seconds."""
     return (rate.burst - 1) / rate.per_second
+
+
+_T = TypeVar("_T")
+
+
+def _keep(seen: OrderedDict[str, _T], key: str, value: _T) -> None:
+    """Keep `key` as the newest of `seen`, forgetting the oldest past ROOMS_SEEN."""
+    seen[key] = value
+    seen.move_to_end(key)
+    if len(seen) > ROOMS_SEEN:
+        seen.popitem(last=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +69,10 @@ class Attempt:
     # The join link's token hash, when the attempt came through one: a refusal by the limits
     # every attempt through that link shares (LINK_LIMITS) is remembered by it.
     link: str | None = None
+    # The room the request names when it is charged before the room is looked up (a room's
+    # gate page): never charged (the limits' keys do not show which rooms exist), only the
+    # evidence's, and only once the room is known to exist (`room_seen`).
+    named_room: str | None = None
 
 
 # The limits that close one join link to everyone when they refuse it: the gate's and the room's
@@ -94,6 +114,11 @@ class RateLimiter:
             "invite": rates.invite,
         }
         self.known = KnownRefusals()
+        # Rooms this replica has seen exist (newest last), so that refusals of requests naming
+        # them go in their evidence, never in a chain of a name an attacker made up.
+        self._rooms_seen: OrderedDict[str, None] = OrderedDict()
+        # Join links (token hashes) seen to lead to a room, newest last: the same, for links.
+        self._link_rooms: OrderedDict[str, str] = OrderedDict()
         self._most_tolerance = {
             name: max(
                 _tolerance(rate)
@@ -160,6 +185,8 @@ class RateLimiter:
 
     async def charge(self, attempt: Attempt) -> None:
         """Charge the attempt; RateLimited (with the wait) if any limit is exhausted."""
+        if attempt.room:
+            self.room_seen(attempt.room, attempt.link)
         decision = await self._store.charge_limits(await self.charges(attempt))
         if not decision.allowed:
             await self.refuse(attempt, decision)
@@ -182,7 +209,7 @@ class RateLimiter:
             self.known.address_refused(attempt.client_addr, address_wait, attempt.room, now)
         if network_wait > 0:
             self.known.network_refused(attempt.client_addr, network_wait, attempt.room, now)
-        self._witness(attempt.room, attempt.client_addr)
+        self._witness(attempt.room or self._seen(attempt.named_room), attempt.client_addr)
         link_limit = max(LINK_LIMITS, key=lambda name: waits.get(name, 0.0))
         link_wait = waits.get(link_limit, 0.0)
         if attempt.link is not None and link_wait > 0:
@@ -204,20 +231,43 @@ class RateLimiter:
         this replica's own refusals: the gate answers such attempts itself."""
         return self.known.wait(client_addr, time.monotonic())
 
+    def room_seen(self, room: str, link: str | None = None) -> None:
+        """Note that `room` exists (it was looked up), and that the join link with the token
+        hash `link` leads to it: later refusals of requests naming either are recorded in its
+        evidence."""
+        _keep(self._rooms_seen, room, None)
+        if link is not None:
+            _keep(self._link_rooms, link, room)
+
+    def _seen(self, room: str | None) -> str | None:
+        return room if room is not None and room in self._rooms_seen else None
+
     def _witness(self, room: str | None, client_addr: str) -> None:
         if self.evidence is not None:
-            network = self.addresses.known_network(client_addr)
-            if network is not None:
-                self.evidence.refused_join(room, network)
+            # A network the hasher does not know yet (no day's key at hand) is counted as one.
+            network = self.addresses.known_network(client_addr) or UNKNOWN_NETWORK
+            self.evidence.refused_join(room, network)
 
-    def note_local_refusal(self, known: KnownWait, client_addr: str | None = None) -> None:
+    def note_local_refusal(
+        self,
+        known: KnownWait,
+        client_addr: str | None = None,
+        named_room: str | None = None,
+        link: str | None = None,
+    ) -> None:
         """Count an attempt the gate refused on `known_wait`: in the metrics (added when they are
         read), and in the pressure (the gate's, and the room of the refusal it knew) by a
         background store call a second at most, so a flood's refusals cost no store round trip
-        each and wait for none."""
+        each and wait for none. The evidence records it under the room this request names
+        (`named_room`, once seen to exist), or its join link's (`link`, a token hash seen to
+        lead to a room); else the gate's."""
         self._uncounted[known.limit] = self._uncounted.get(known.limit, 0) + 1
         if client_addr is not None:
-            self._witness(known.room, client_addr)
+            # A link's refusal is remembered with the link's room: the same for this request.
+            room = known.room if known.limit in LINK_LIMITS else self._seen(named_room)
+            if room is None and link is not None:
+                room = self._link_rooms.get(link)
+            self._witness(room, client_addr)
         self._unflushed[known.room] = self._unflushed.get(known.room, 0) + 1
         if self._flushing is None and time.monotonic() - self._flushed_at >= LOCAL_FLUSH_SECONDS:
             self._flushing = asyncio.get_running_loop().create_task(self._flush_local_refusals())

@@ -403,6 +403,7 @@ class AdmissionPipeline:
                 await self._flood.check(proof, client_addr=client_addr, room=room, now=now)
                 checked = True
             verified = invited(invite)
+            self._limiter.room_seen(room.name, token_hash)
             attempt = Attempt(
                 client_addr,
                 room=room.name,
@@ -490,6 +491,7 @@ class AdmissionPipeline:
         room_language(answer.language)
         if answer.invite_refusal is not None:
             raise answer.invite_refusal
+        self._limiter.room_seen(answer.room, token_hash)
         attempt = Attempt(
             client_addr,
             room=answer.room,
@@ -674,10 +676,16 @@ class AdmissionPipeline:
             return None
         return admission
 
-    async def charge_address(self, client_addr: str) -> None:
+    async def charge_address(self, client_addr: str, room: str | None = None) -> None:
         """Charge a look that leads to no invite yet (a room's gate page) against the address's
-        and the network's limits; RateLimited when they are out."""
-        await self._limiter.charge(Attempt(client_addr))
+        and the network's limits; RateLimited when they are out. `room`, the name the request
+        gives, is not charged (the limits do not tell which rooms exist): a refusal goes in its
+        evidence if the room is known to exist (`room_seen`)."""
+        await self._limiter.charge(Attempt(client_addr, named_room=room))
+
+    def room_seen(self, room: str) -> None:
+        """Note that the room exists (looked up): refusals naming it go in its evidence."""
+        self._limiter.room_seen(room)
 
     def identity_of(self, verified: VerifiedIdentity) -> str:
         return self.pseudonym(verified.path.value, verified.subject)

@@ -115,6 +115,15 @@ def is_join_attempt(method: str, path: str) -> bool:
     return path.startswith(EMAIL_PREFIX + "/") and path.endswith(("/send", "/verify"))
 
 
+def room_named_in(path: str) -> str | None:
+    """The room a join attempt's path names (a gate page, a lobby request, an e-mail code), if
+    any: for the evidence only, which records it only for a room known to exist."""
+    for prefix in (ENTER_PREFIX, LOBBY_PREFIX, EMAIL_PREFIX):
+        if path.startswith(prefix + "/"):
+            return path[len(prefix) + 1 :].partition("/")[0] or None
+    return None
+
+
 async def see_other(send: Send, location: str) -> None:
     await send(
         {
@@ -459,7 +468,9 @@ class Gate:
                 if link.limit != "invite" or method == "POST":
                     known = link
         if known.seconds > 0:
-            self._limiter.note_local_refusal(known, client_addr)
+            named = path.removeprefix("/j/") if path.startswith("/j/") else ""
+            through = hash_token(named) if named.isascii() and named else None
+            self._limiter.note_local_refusal(known, client_addr, room_named_in(path), through)
         return known
 
     def refuse_known(self, scope: Scope) -> tuple[int, Sequence[tuple[bytes, bytes]], bytes] | None:

@@ -130,11 +130,12 @@ class Entrance:
         against the address's and network's limits, and a room that does not exist is refused
         exactly as one open to invitees only (NotAdmitted): the page is no free oracle for which
         rooms exist."""
-        await self._pipeline.charge_address(client_addr)
+        await self._pipeline.charge_address(client_addr, name)
         try:
             room = await self.room_for_entry(name)
         except RoomNotFound:
             raise NotAdmitted() from None
+        self._pipeline.room_seen(name)
         if not offered_paths(room.policy):
             raise NotAdmitted()
         return room

@@ -341,3 +341,53 @@ def test_a_room_made_again_under_a_deleted_rooms_name_exports_its_own_evidence(
         got = download(gateway, new_host)
         assert b"Secret Name" not in got.content
         assert verify_export(got.content).valid
+
+
+def test_a_flood_of_a_rooms_gate_page_goes_in_that_rooms_evidence(
+    tmp_path: Path, redis_process: RedisProcess, jitsi_web: Any
+) -> None:
+    """The gate page is charged before its room is looked up (the limits do not tell which
+    rooms exist), and the gate answers an out-of-budget network itself: its refusals all the
+    same go in the evidence of the room the page is of, never in another room's (an earlier
+    refusal's) nor in a chain of a made-up name (issue 17 review 2)."""
+    gateway, proc = start(tmp_path, redis_process, jitsi_web.url)
+    try:
+        board, other = new_room(gateway), new_room(gateway)
+        # The room's host is in (the replica has seen the room exist by their join).
+        admit(gateway, board, "Hilde Host", role="host")
+        refused = {board: 0, other: 0, "no-such-room": 0}
+        with gateway.client() as client:
+            # The other room's page first, from the same networks: what they sent next must not
+            # be counted there.
+            for room in (other, board, "no-such-room"):
+                for network in FLOOD_NETWORKS:
+                    for host in range(1, 21):
+                        response = client.get(
+                            f"/_meetgate/enter/{room}",
+                            headers={"x-forwarded-for": f"{network}{host}"},
+                        )
+                        refused[room] += response.status_code == 429
+    finally:
+        stop_process(proc)
+    assert refused[board] == 40 and refused[other] > 0, refused
+    counted = {}
+    for room in (board, other, "no-such-room"):
+        exported = tmp_path / f"{room}.jsonl"
+        written = meetgate(
+            "evidence",
+            "export",
+            "--config",
+            str(gateway.config_path),
+            "--room",
+            room,
+            "--output",
+            str(exported),
+            cwd=tmp_path,
+        )
+        if room == "no-such-room":
+            assert "no evidence for room" in written.stdout + written.stderr
+            continue
+        assert written.returncode == 0, written.stdout + written.stderr
+        entries = entries_of(exported.read_bytes())
+        counted[room] = sum(e["fields"]["count"] for e in entries if e["kind"] == "flood refused")
+    assert counted == {board: refused[board], other: refused[other]}
