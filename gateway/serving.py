@@ -14,6 +14,7 @@ before the listener closes, and the process exits with 0.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -144,6 +145,10 @@ async def run(
         await stop.wait()
         deadline = loop.time() + shutdown_seconds
         _exit_at_the_latest(shutdown_seconds + EXIT_MARGIN_SECONDS)
+        # The evidence queued is written out beside the rest of the stop, by its deadline.
+        draining = asyncio.create_task(
+            gate.drain_evidence(max(shutdown_seconds - CUT_MARGIN_SECONDS, 0.0))
+        )
         admin.close_listeners()
         # Until the listener is closed (once the sockets are handed over), whatever still
         # comes is told 503.
@@ -159,6 +164,10 @@ async def run(
             await asyncio.gather(public.shutdown(deadline), admin.shutdown(deadline))
         finally:
             cutting.cancel()
+            if forced:
+                draining.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await draining
     finally:
         for number in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(number)

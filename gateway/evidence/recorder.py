@@ -164,9 +164,11 @@ class EvidenceRecorder:
                 self._run(), name="meetgate evidence recorder"
             )
 
-    async def aclose(self, drain_seconds: float = DRAIN_SECONDS) -> None:
-        """Stop, once what is queued (and every minute counted) is appended or `drain_seconds`
-        have passed."""
+    async def drain(self, seconds: float = DRAIN_SECONDS) -> int:
+        """Stop the task, then append what is queued (and every minute counted) until nothing
+        is left or `seconds` have passed: the stop of the gate begins with it, bounded by the
+        stop's deadline. Returns how many records are not kept, and says it in the log. Records
+        queued later (requests still finishing) wait for the next drain or `aclose`."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -175,7 +177,7 @@ class EvidenceRecorder:
         self._flush_tallies(everything=True)
         self._retry_at = 0.0
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(drain_seconds):
+            async with asyncio.timeout(max(seconds, 0.0)):
                 while self.queued or self._dropped:
                     await self._step()
                     if self.queued or self._dropped:
@@ -185,6 +187,12 @@ class EvidenceRecorder:
         if left:
             log.warning("evidence: %d record(s) not kept at the stop (the store was away)", left)
         self._log_dropped(force=True)
+        return left
+
+    async def aclose(self, drain_seconds: float = DRAIN_SECONDS) -> None:
+        """Stop, once what is queued (and every minute counted) is appended or `drain_seconds`
+        have passed."""
+        await self.drain(drain_seconds)
         if self._close_backend is not None:
             with contextlib.suppress(Exception):
                 await self._close_backend()

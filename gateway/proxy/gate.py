@@ -54,7 +54,7 @@ from gateway.errors import (
     StoreUnavailable,
     TicketInvalid,
 )
-from gateway.evidence.recorder import EvidenceRecorder
+from gateway.evidence.recorder import DRAIN_SECONDS, EvidenceRecorder
 from gateway.metrics import Metrics
 from gateway.proxy.bosh import SID_SHAPE, BoshSession
 from gateway.proxy.bosh_body import parse_body
@@ -246,6 +246,7 @@ class Gate:
         )
         self._in_flight: set[asyncio.Task[Any]] = set()
         self._cut: set[asyncio.Task[Any]] = set()
+        self._evidence_drained = False
 
     async def start(self) -> None:
         """Begin following cuts published by any replica (revocations, bans, moves), and
@@ -274,8 +275,16 @@ class Gate:
         if self.guarding is not None:
             await self.guarding.rules.aclose()
         if self.evidence is not None:
-            await self.evidence.aclose()
+            # Drained already when the stop began (`drain_evidence`): what came since, briefly.
+            await self.evidence.aclose(1.0 if self._evidence_drained else DRAIN_SECONDS)
         await self._http_client.aclose()
+
+    async def drain_evidence(self, seconds: float) -> None:
+        """Append the evidence queued (and this minute's counts) within `seconds`: the stop
+        begins with it, within its deadline, so that what is lost is said before any exit."""
+        if self.evidence is not None:
+            self._evidence_drained = True
+            await self.evidence.drain(seconds)
 
     def stop_accepting(self) -> None:
         """This replica is stopping: every request from now on is answered 503 (GateStopping),

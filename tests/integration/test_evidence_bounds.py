@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import time
 
 import pytest
@@ -250,3 +251,31 @@ async def test_an_export_of_a_long_chain_never_stalls_the_replica(
     # loop goes on serving meanwhile.
     assert max(gaps) < 0.25, f"the event loop stalled {max(gaps):.2f} s"
     await chains.aclose()
+
+
+async def test_the_stop_drains_within_its_deadline_and_says_what_is_not_kept(
+    server: RedisProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    chains = chains_on(server)
+    log = EvidenceLog(chains, KEY)
+    recorder = EvidenceRecorder(log, PSEUDONYMS)
+    await recorder.start()
+    recorder.record("board", Record(Kind.LOCK, {"actor": HOST}))
+    recorder.refused_join("board", "a network")
+    # The store hangs (not down: paused, every call waits for its timeout).
+    server.proc.send_signal(signal.SIGSTOP)
+    try:
+        began = time.monotonic()
+        left = await recorder.drain(1.0)
+        # Bounded by the stop's deadline, not by the store's call timeout (5 s) ...
+        assert time.monotonic() - began < 2.5
+        # ... and the count not kept (the record and the minute's flood) is in the log.
+        assert left == 2
+        assert "2 record(s) not kept at the stop" in caplog.text
+    finally:
+        server.proc.send_signal(signal.SIGCONT)
+    # What comes back in time is kept: a drain that the store answers leaves nothing.
+    assert await recorder.drain(10.0) == 0
+    kinds = [e.kind for e in (await log.read("board")).entries]
+    assert kinds == [Kind.LOCK, Kind.FLOOD_REFUSED]
+    await recorder.aclose()
