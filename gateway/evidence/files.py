@@ -139,6 +139,14 @@ class FileChains:
         kept = await self.signatures(chain)
         return kept[-1] if kept else None
 
+    async def replicated(self) -> bool:
+        # No replicas: what is appended is kept as it is.
+        return True
+
+    def forget(self, chain: str) -> None:
+        # Nothing is remembered of what was seen: a chain here is never found shorter.
+        return None
+
     async def chains(self) -> list[str]:
         names = await asyncio.to_thread(os.listdir, self._fd)
         return sorted(

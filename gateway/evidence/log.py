@@ -97,6 +97,16 @@ class Chains(Protocol):
         """The names of the chains that hold an entry."""
         ...
 
+    async def replicated(self) -> bool:
+        """Whether what was appended so far is kept by a replica of the store too (True where
+        the store has none): an append only the primary holds is lost by a failover."""
+        ...
+
+    def forget(self, chain: str) -> None:
+        """Forget the furthest head seen of `chain`: its loss is recorded, and the chain goes
+        on from the head the store keeps."""
+        ...
+
 
 # A host's download reads and signs the room's whole chain (some 30 MB at the Redis store's
 # bound): one at a time per room, and this many at once in a process.
@@ -229,11 +239,18 @@ class EvidenceLog:
         chain = check_chain_name(lost.chain)
         entry = seal(lost.seen, record, moment(self._clock()))
         if not await self._chains.append(chain, lost.stored, entry):
-            raise EvidenceError(f"the {chain} chain moved while its loss was being recorded")
+            # Another writer moved the chain meanwhile (it bridged from a head of its own, or
+            # appended): the loss is said at the chain's head as the store keeps it.
+            self._chains.forget(chain)
+            return await self.append(chain, record)
         # Signed at once, whatever was signed before the loss: this gate vouches that the
         # chain goes on from the head it saw, and later heads chain onto this one.
         await self._sign_head(chain, entry.head)
         return entry
+
+    async def replicated(self) -> bool:
+        """Whether the store's replicas hold what was appended (True without replicas)."""
+        return await self._chains.replicated()
 
     async def sign_due(self) -> list[SignedHead]:
         """Sign each chain whose oldest unsigned entry (appended here) waited `seconds`: run

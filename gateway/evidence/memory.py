@@ -44,5 +44,13 @@ class MemoryChains:
     async def signatures(self, chain: str) -> list[SignedHead]:
         return list(self._signatures.get(chain, ()))
 
+    async def replicated(self) -> bool:
+        # No replicas: what is appended is kept as it is.
+        return True
+
+    def forget(self, chain: str) -> None:
+        # Nothing is remembered of what was seen: a chain here is never found shorter.
+        return None
+
     async def chains(self) -> list[str]:
         return sorted(self._entries)

@@ -100,6 +100,8 @@ class EvidenceRecorder:
         self._say_after = 0
         self._unlogged = 0
         self._logged_at = 0.0
+        self._unreplicated = 0
+        self._unreplicated_logged_at = -LOG_EVERY_SECONDS
         # (chain, minute) -> the limiter's hash of a network -> refused joins; and per
         # (chain, minute) the refusals of networks past the bounds.
         self._tallies: dict[tuple[str, str], dict[str, int]] = {}
@@ -292,7 +294,28 @@ class EvidenceRecorder:
                 self._drop(chain, 1, UNRECORDABLE)
             return True
         self._backoff = BACKOFF_FIRST
+        await self._confirm()
         return True
+
+    async def _confirm(self) -> None:
+        """Wait for a replica of the store to hold what was appended (the store's primary may
+        fail over to a replica that lacks it: a loss only the seqs would show); asked twice,
+        then said in the log (a minute's count), the record kept as appended."""
+        for _ in range(2):
+            try:
+                if await self.log.replicated():
+                    return
+            except (StoreUnavailable, OSError):
+                pass
+        self._unreplicated += 1
+        now = time.monotonic()
+        if now - self._unreplicated_logged_at >= LOG_EVERY_SECONDS:
+            log.warning(
+                "evidence: %d append(s) not acknowledged by a replica of the store in time: a"
+                " failover now could lose them (an export would then fail at the gap)",
+                self._unreplicated,
+            )
+            self._unreplicated, self._unreplicated_logged_at = 0, now
 
     async def _sign_due(self) -> None:
         with contextlib.suppress(StoreUnavailable, OSError, EvidenceError):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import re
 import secrets
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, Final
@@ -52,6 +53,10 @@ CHAINS: Final = "meetgate:evidence-chains"  # sorted set: chain -> its last appe
 # + chain: "seq prev" of the first entry kept, set by every append after it trims: an entry
 # removed from the front by anything but the append's own trim leaves it behind.
 START: Final = "meetgate:evidence-start:"
+# How long an append waits for a replica to acknowledge it (WAIT), in ms; and how often the
+# primary is asked whether it has replicas at all.
+WAIT_MS: Final = 1000
+REPLICAS_SECONDS: Final = 30.0
 # Entries read at once: a long chain is read in pages, never in one reply.
 PAGE: Final = 1000
 # Signed heads kept per chain: one per `sign_every` entries or `sign_seconds`, so a chain's
@@ -142,6 +147,9 @@ class RedisChains:
         # before it may just be older than an append of this process).
         self._seen: dict[str, tuple[Head, int]] = {}
         self._sightings = 0
+        # How many replicas the primary had when last asked, and when (monotonic).
+        self._replicas = 0
+        self._replicas_checked = -REPLICAS_SECONDS
 
     @classmethod
     def connect(cls, url: str, *, retention_seconds: float, max_entries: int) -> RedisChains:
@@ -245,6 +253,17 @@ class RedisChains:
                 f" entry ({entries[-1].named()}): the store lost or gained entries"
             )
         self._check_kept(chain, stored, began)
+        seen = self._seen.get(chain)
+        if seen is not None and seen[1] <= began:
+            # The furthest head seen is still the entry of its seq: a chain replaced by another
+            # as long or longer (a restore of another copy) is not passed off as this one.
+            head = seen[0]
+            there = next((e for e in reversed(entries) if e.seq <= head.seq), None)
+            if there is not None and there.seq == head.seq and there.hash != head.hash:
+                raise ChainBroken(
+                    f"the {chain} chain's entry seq {head.seq} is not the one this gate saw"
+                    " there: the chain was replaced (restored from another copy)"
+                )
         self._saw(chain, stored)
         signed = await asyncio.to_thread(
             lambda: [self._parse_signed(chain, line) for line in signed_lines]
@@ -305,3 +324,22 @@ class RedisChains:
         async with self._call():
             names = await self._client.zrange(CHAINS, 0, -1)
         return sorted(names)
+
+    async def replicated(self) -> bool:
+        """WAIT for one replica to acknowledge every write so far (a failover to a replica that
+        lacks them loses them silently); True at once where the primary has no replica (asked
+        again every REPLICAS_SECONDS)."""
+        now = time.monotonic()
+        if now >= self._replicas_checked + REPLICAS_SECONDS:
+            async with self._call():
+                info = await self._client.info("replication")
+            self._replicas = int(info.get("connected_slaves", 0) or 0)
+            self._replicas_checked = now
+        if not self._replicas:
+            return True
+        async with self._call():
+            acknowledged = await self._client.wait(1, WAIT_MS)
+        return int(acknowledged) >= 1
+
+    def forget(self, chain: str) -> None:
+        self._seen.pop(chain, None)

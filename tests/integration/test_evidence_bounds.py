@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import signal
 import time
+from pathlib import Path
 
 import pytest
 import redis.asyncio
@@ -18,11 +19,11 @@ from redis.backoff import NoBackoff
 
 from gateway.evidence.entries import ChainBroken, Kind, Record, genesis, moment, parse_entry, seal
 from gateway.evidence.export import verify_export
-from gateway.evidence.log import EvidenceLog, SigningPolicy
+from gateway.evidence.log import ChainRewound, EvidenceLog, SigningPolicy
 from gateway.evidence.recorder import EvidenceRecorder
-from gateway.evidence.redis_chains import ENTRIES, HEAD, RedisChains
-from tests.fixtures.processes import free_port
-from tests.fixtures.redis_server import RedisProcess
+from gateway.evidence.redis_chains import ENTRIES, HEAD, SIGNED, START, RedisChains
+from tests.fixtures.processes import free_port, stop_process
+from tests.fixtures.redis_server import RedisProcess, start_redis
 from tests.integration.test_evidence_redis import (
     DAY,
     HOST,
@@ -279,3 +280,84 @@ async def test_the_stop_drains_within_its_deadline_and_says_what_is_not_kept(
     kinds = [e.kind for e in (await log.read("board")).entries]
     assert kinds == [Kind.LOCK, Kind.FLOOD_REFUSED]
     await recorder.aclose()
+
+
+async def test_appends_wait_for_a_replica_and_say_when_none_acknowledged(
+    server: RedisProcess, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    replica = start_redis(tmp_path / "replica", "--replicaof", "127.0.0.1", str(server.port))
+    try:
+        chains = chains_on(server)
+        log = EvidenceLog(chains, KEY)
+        recorder = EvidenceRecorder(log, PSEUDONYMS)
+        replica_client = redis.asyncio.Redis.from_url(replica.url, decode_responses=True)
+
+        async def linked() -> bool:
+            info = await replica_client.info("replication")
+            return bool(info.get("master_link_status") == "up")
+
+        deadline = time.monotonic() + 15
+        while not await linked():
+            assert time.monotonic() < deadline, "the replica never linked"
+            await asyncio.sleep(0.05)
+        recorder.record("board", Record(Kind.LOCK, {"actor": HOST}))
+        await recorder.flush()
+        assert await log.replicated()
+        assert "not acknowledged" not in caplog.text
+        # The replica hangs: the append is kept on the primary, and the log says it is not
+        # safe from a failover.
+        replica.proc.send_signal(signal.SIGSTOP)
+        try:
+            recorder.record("board", Record(Kind.UNLOCK, {"actor": HOST}))
+            await recorder.flush()
+            assert "1 append(s) not acknowledged by a replica" in caplog.text
+        finally:
+            replica.proc.send_signal(signal.SIGCONT)
+        kinds = [e.kind for e in (await log.read("board")).entries]
+        assert kinds == [Kind.LOCK, Kind.UNLOCK]
+        await replica_client.aclose()
+        await chains.aclose()
+    finally:
+        stop_process(replica.proc)
+
+
+async def test_a_loss_whose_bridge_lost_the_race_is_said_at_the_chains_head(
+    server: RedisProcess, raw: redis.asyncio.Redis
+) -> None:
+    chains = chains_on(server)
+    log = EvidenceLog(chains, KEY)
+    for _ in range(3):
+        await log.append("board", quiet())
+    seen = await chains.head("board")
+    await raw.flushdb()
+    # Another replica appended meanwhile (here: a log of its own, which saw nothing before).
+    other = chains_on(server)
+    await EvidenceLog(other, KEY).append("board", Record(Kind.LOCK, {"actor": HOST}))
+    stale = ChainRewound("board", seen, genesis("board"))
+    entry = await log.bridge(
+        stale, Record(Kind.EVIDENCE_LOST, {"count": 3, "reason": "store-lost"})
+    )
+    assert entry.seq == 2 and entry.fields == {"count": 3, "reason": "store-lost"}
+    # The chain goes on from the head the store keeps, whole.
+    await log.append("board", quiet())
+    part = await log.read("board")
+    assert [e.kind for e in part.entries] == [Kind.LOCK, Kind.EVIDENCE_LOST, Kind.QUIET_ON]
+    await chains.aclose()
+    await other.aclose()
+
+
+async def test_a_chain_replaced_by_a_longer_one_is_told(
+    server: RedisProcess, raw: redis.asyncio.Redis
+) -> None:
+    chains = chains_on(server)
+    log = EvidenceLog(chains, KEY)
+    for _ in range(3):
+        await log.append("board", quiet())
+    # Another copy, of other entries and longer, put in its place.
+    await raw.delete(ENTRIES + "board", HEAD + "board", SIGNED + "board", START + "board")
+    writer = EvidenceLog(chains_on(server), KEY)
+    for _ in range(5):
+        await writer.append("board", Record(Kind.LOCK, {"actor": HOST}))
+    with pytest.raises(ChainBroken, match="seq 3 is not the one this gate saw"):
+        await log.read("board")
+    await chains.aclose()
