@@ -56,6 +56,9 @@ class Kind(StrEnum):
     LOCKDOWN = "lockdown"  # emergency: locked, and every attendee removed
     UNLOCK = "unlock"
     MOVE = "move"  # the meeting moved to a fresh room (which is not named)
+    # The first entry of the room a meeting moved to: the seq and hash of the old room's `move`
+    # entry (which is not named), so that the two chains are one story.
+    MOVE_IN = "move in"
     QUIET_ON = "quiet on"
     QUIET_OFF = "quiet off"
     GUARD_REMOVAL = "guard removal"  # the wire guard removed a sender (gateway/proxy/guarded.py)
@@ -115,6 +118,12 @@ def _word(value: object) -> str | None:
     if isinstance(value, str) and WORD.fullmatch(value):
         return None
     return "must be a short lowercase word (a-z, -)"
+
+
+def _hash(value: object) -> str | None:
+    if isinstance(value, str) and HASH.fullmatch(value):
+        return None
+    return "must be a SHA-256 in lowercase hex"
 
 
 def _guard_rule(value: object) -> str | None:
@@ -181,6 +190,7 @@ FIELDS: Final[Mapping[Kind, Mapping[str, tuple[Check, bool]]]] = {
     Kind.LOCKDOWN: {"actor": (ACTOR, True), "removed": (_count, True)},
     Kind.UNLOCK: {"actor": (ACTOR, True)},
     Kind.MOVE: {"actor": (ACTOR, True), "moved": (_count, True)},
+    Kind.MOVE_IN: {"actor": (ACTOR, True), "from_seq": (_count, True), "from_hash": (_hash, True)},
     Kind.QUIET_ON: {"actor": (ACTOR, True)},
     Kind.QUIET_OFF: {"actor": (ACTOR, True)},
     # No host chose to record a name: the guard's removals never hold one.

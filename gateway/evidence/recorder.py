@@ -91,6 +91,10 @@ class EvidenceRecorder:
         # guard's, appended first; and the attackers' own (BOUNDED_KINDS), bounded apart.
         self._queue: deque[tuple[str, Record, float]] = deque()
         self._floods: deque[tuple[str, Record, float]] = deque()
+        # A `move` record's id -> the room moved to, and the host as its pseudonyms name them:
+        # its `move in` entry follows once the `move` entry is appended (`moved`).
+        self._follow_ups: dict[int, tuple[Record, str, str]] = {}
+        self._follow_up: tuple[str, Record, float] | None = None
         # Per chain and reason: records dropped and not yet said by an `evidence lost` entry.
         self._dropped: dict[tuple[str, str], int] = {}
         # Records queued and appended so far; drops are said once every record queued before
@@ -138,6 +142,22 @@ class EvidenceRecorder:
             self._drop(chain if _is_chain(chain) else GATE_CHAIN, 1, UNRECORDABLE)
             return
         self.record(chain, made)
+
+    def moved(self, room: str, to: str, actor: str, moved: int) -> None:
+        """Record a move: the `move` entry in `room`'s chain, then a `move in` entry in `to`'s
+        naming the seq and hash of that `move` entry (never the old room's name): `actor` is
+        the host, as the new room's pseudonyms name them."""
+        try:
+            check_chain_name(room)
+            check_chain_name(to)
+            record = Record(Kind.MOVE, {"actor": self.pseudonyms.host(room, actor), "moved": moved})
+        except EvidenceError:
+            self._drop(room if _is_chain(room) else GATE_CHAIN, 1, UNRECORDABLE)
+            return
+        if len(self._queue) < self._bound:
+            # (The record is kept with it: its id is never another's while it waits.)
+            self._follow_ups[id(record)] = (record, to, self.pseudonyms.host(to, actor))
+        self.record(room, record)
 
     def refused_join(self, room: str | None, network: str) -> None:
         """Count a join refused by a rate limit: per room (the gate's chain for none), network
@@ -245,6 +265,11 @@ class EvidenceRecorder:
                 return
             queue.popleft()
             self._appended_total += 1
+            if self._follow_up is not None:
+                # The new room's chain starts with where the old one moved.
+                self._queue.appendleft(self._follow_up)
+                self._queued_total += 1
+                self._follow_up = None
             if (
                 self._dropped
                 and self._appended_total >= self._say_after
@@ -275,12 +300,12 @@ class EvidenceRecorder:
         entry); False when the backend is away."""
         try:
             try:
-                await self.log.append(chain, record, at)
+                entry = await self.log.append(chain, record, at)
             except ChainRewound as lost:
                 hole = Record(Kind.EVIDENCE_LOST, {"count": lost.lost, "reason": STORE_LOST})
                 log.warning("evidence: %s; the gap is recorded", lost)
                 await self.log.bridge(lost, hole)
-                await self.log.append(chain, record, at)
+                entry = await self.log.append(chain, record, at)
         except (StoreUnavailable, OSError):
             self._away()
             return False
@@ -295,6 +320,13 @@ class EvidenceRecorder:
             return True
         self._backoff = BACKOFF_FIRST
         await self._confirm()
+        follow = self._follow_ups.get(id(record))
+        if follow is not None and follow[0] is record:
+            del self._follow_ups[id(record)]
+            _, to, actor = follow
+            fields = {"actor": actor, "from_seq": entry.seq, "from_hash": entry.hash}
+            # Next in line once this record leaves the queue (`_step`).
+            self._follow_up = (to, Record(Kind.MOVE_IN, fields), at)
         return True
 
     async def _confirm(self) -> None:

@@ -82,6 +82,10 @@ async def rules_changed(store: Store, room_name: str) -> None:
     await RulesChanged(room_name).send(store)
 
 
+# Moves followed back from a room to the one its meeting began in, at most.
+MAX_MOVES_FOLLOWED = 16
+
+
 class HostDesk:
     def __init__(
         self, store: Store, lobby: Lobby | None = None, evidence: EvidenceRecorder | None = None
@@ -173,6 +177,25 @@ class HostDesk:
 
     async def room(self, host: Admission, room_name: str, now: float) -> Room:
         return await self._authorise(host, room_name, now)
+
+    async def moved_from(self, host: Admission, room_name: str, now: float) -> Room:
+        """The room `room_name` the meeting `host` hosts moved away from (its moves followed to
+        the host's room), if the host was in the meeting before it moved here (admitted before
+        this room was made, so moved with it: they know the old room's unguessable name); its
+        evidence is theirs to download. NotHost else."""
+        current = await self._authorise(host, host.room, now)
+        if host.created_at >= current.created_at:
+            raise NotHost()
+        old = await self._store.get_room(room_name)
+        step = old
+        for _ in range(MAX_MOVES_FOLLOWED):
+            if step is None or not step.moved_to:
+                break
+            if step.moved_to == host.room:
+                assert old is not None
+                return old
+            step = await self._store.get_room(step.moved_to)
+        raise NotHost()
 
     async def revoke(
         self,
@@ -309,7 +332,9 @@ class HostDesk:
                 moved += 1
         facts = AuditFacts(AuditKind.MOVED, count=moved)
         await self._audit(host, "move", now, target=successor.name, facts=facts)
-        self._record(host, Kind.MOVE, moved=moved)
+        if self._evidence is not None:
+            # The old room's `move`, then the new room's `move in` naming it (not its name).
+            self._evidence.moved(room_name, successor.name, host.identity, moved)
         return successor
 
     async def _claim_name_in(self, room_name: str, admission: Admission) -> None:

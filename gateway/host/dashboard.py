@@ -845,7 +845,13 @@ class Dashboard:
         if not same_origin(request.scope, self._settings.public_url):
             raise CrossSiteRequest()
         now = time.time()
-        host, current = await self._host_of(request, room, now)
+        host = await self._pipeline.from_cookie(read_cookie(request.scope, self._cookie), now)
+        if host.room == room:
+            current = await self._desk.room(host, room, now)
+        else:
+            # A room the meeting moved away from: its hosts who moved with it download the
+            # evidence of what made them move.
+            current = await self._desk.moved_from(host, room, now)
         self._cool_down(host.id)
         # The last EVIDENCE_DAYS days, and nothing from before the room was made (a room
         # deleted and made again under its name keeps one chain: the old room's is not theirs).

@@ -7,6 +7,7 @@ flipping any byte fails verification, naming the entry where the byte was."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -391,3 +392,42 @@ def test_a_flood_of_a_rooms_gate_page_goes_in_that_rooms_evidence(
         entries = entries_of(exported.read_bytes())
         counted[room] = sum(e["fields"]["count"] for e in entries if e["kind"] == "flood refused")
     assert counted == {board: refused[board], other: refused[other]}
+
+
+def test_after_a_move_its_hosts_download_the_evidence_of_what_made_them_move(
+    tmp_path: Path, jitsi_web: Any
+) -> None:
+    with in_process_gateway(tmp_path / "gate", upstream=jitsi_web.url) as gateway:
+        room = new_room(gateway)
+        host = admit(gateway, room, "Hilde Host", role="host")
+        admit(gateway, room, "Troll")
+        removed = admission_id(gateway, host, "Troll")
+        assert host_action(gateway, host, "revoke", admission=removed, record_name="1")["done"]
+        wait_until(lambda: b"Troll" in download(gateway, host).content, what="the removal")
+        moved = host_action(gateway, host, "move")
+        new = moved["room"]
+        mover = Admitted(new, host.ticket, host.cookie)
+
+        def both() -> bool:
+            kinds = [e["kind"] for e in entries_of(download(gateway, mover).content)]
+            return kinds == ["move in"]
+
+        wait_until(both, what="the new room's first entry, its move in")
+        (move_in,) = entries_of(download(gateway, mover).content)
+        # The old room: downloaded by the host who moved with the meeting (they know its name).
+        old = download(gateway, host)
+        assert old.status_code == 200, old.text
+        assert verify_export(old.content).valid
+        old_entries = entries_of(old.content)
+        assert [e["kind"] for e in old_entries] == ["removal", "move"]
+        assert old_entries[0]["fields"]["name"] == "Troll"
+        # The new room's chain names the old room's move entry, not the old room.
+        move = old_entries[1]
+        old_line = next(line for line in old.content.splitlines() if b'"kind":"move"' in line)
+        assert move_in["fields"]["from_seq"] == move["seq"]
+        assert move_in["fields"]["from_hash"] == hashlib.sha256(old_line).hexdigest()
+        assert set(move_in["fields"]) == {"actor", "from_seq", "from_hash"}
+        # A host who came into the new room after the move has no way to the old one's.
+        later = admit(gateway, new, "Later Host", role="host")
+        refused = download_once(gateway, Admitted(room, later.ticket, later.cookie))
+        assert refused.status_code in (401, 403) and b'"prev"' not in refused.content
