@@ -49,6 +49,8 @@ GUARD_ACTOR_NAME: Final = "Meetgate"
 # size, quiet, address), so that the dashboard says why in its reader's language
 # (gateway/host/dashboard.py, AUDIT_ACTIONS). Entries written before say GUARD_REMOVAL.
 GUARD_ACTION: Final = "guard: {rule}"
+# Removals remembered as recorded in the evidence, so each is recorded once.
+RECORDED_REMOVALS: Final = 10_000
 # The store's count of an admission's refused stanzas, kept across its sessions and replicas.
 STRIKES_KEY: Final = "guard-strikes:"
 # A guard whose admission has no session here is forgotten after this long, the least recently
@@ -318,6 +320,8 @@ class WireGuarding:
         removal in the room's evidence log."""
         self._settings = settings
         self._evidence = evidence
+        # The admissions whose removal is in the evidence already (newest last).
+        self._recorded: OrderedDict[str, None] = OrderedDict()
         self._store = store
         self._metrics = metrics
         self._in_background = in_background
@@ -419,12 +423,16 @@ class WireGuarding:
     async def _remove(self, admission: Admission, reason: str) -> None:
         """Past the room's strike threshold the sender goes as a host's removal would: revoked,
         its connections cut on every replica, and the room's log says why."""
-        if self._evidence is not None:
-            target = self._evidence.pseudonyms.admission(admission.room, admission.id)
-            fields: dict[str, object] = {"target": target, "rule": reason}
-            self._evidence.note(admission.room, Kind.GUARD_REMOVAL, fields)
         try:
-            await self._store.revoke_admission(admission.id)
+            revoked = await self._store.revoke_admission(admission.id)
+            if revoked and self._evidence is not None and admission.id not in self._recorded:
+                # Once an admission, however many of its connections broke the rule at once.
+                self._recorded[admission.id] = None
+                if len(self._recorded) > RECORDED_REMOVALS:
+                    self._recorded.popitem(last=False)
+                target = self._evidence.pseudonyms.admission(admission.room, admission.id)
+                fields: dict[str, object] = {"target": target, "rule": reason}
+                self._evidence.note(admission.room, Kind.GUARD_REMOVAL, fields)
             await Cut(admission.id, GUARD_REMOVAL).send(self._store)
             await self._store.append_audit(
                 AuditEntry(
