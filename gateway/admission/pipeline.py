@@ -26,7 +26,13 @@ from gateway.admission.flood import FloodGuard, Proof
 from gateway.admission.host_names import HostNames
 from gateway.admission.identity import Path, VerifiedIdentity
 from gateway.admission.invites import TOKEN_SHAPE, hash_token, parse_token
-from gateway.admission.limits import GATE, PRESSURE_WINDOW_SECONDS, Attempt, RateLimiter
+from gateway.admission.limits import (
+    GATE,
+    PRESSURE_WINDOW_SECONDS,
+    UNKNOWN_NETWORK,
+    Attempt,
+    RateLimiter,
+)
 from gateway.admission.names import (
     NameChoices,
     claim_shown_name,
@@ -51,7 +57,6 @@ from gateway.errors import (
     StoreMemoryLost,
     StoreUnavailable,
 )
-from gateway.evidence.entries import Kind as EvidenceKind
 from gateway.i18n import N_
 from gateway.metrics import Metrics
 from gateway.store import (
@@ -812,10 +817,9 @@ class AdmissionPipeline:
     def _name_refused(self, room: str, client_addr: str, reason: str) -> None:
         """Record in the room's evidence that a name was refused, by the network it came from."""
         evidence = self._limiter.evidence
-        network = self._limiter.addresses.known_network(client_addr)
-        if evidence is not None and network is not None:
-            fields = {"network": evidence.pseudonyms.network(room, network), "reason": reason}
-            evidence.note(room, EvidenceKind.NAME_REFUSED, fields)
+        if evidence is not None:
+            network = self._limiter.addresses.known_network(client_addr) or UNKNOWN_NETWORK
+            evidence.refused_name(room, network, reason)
 
     def ensure_memory(self) -> None:
         """Refuse (StoreMemoryLost) while the store is known to have lost its memory: a ban or

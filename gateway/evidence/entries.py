@@ -177,7 +177,14 @@ FIELDS: Final[Mapping[Kind, Mapping[str, tuple[Check, bool]]]] = {
         "networks": (_count, True),
         "count": (_count, True),
     },
-    Kind.NAME_REFUSED: {"network": (NETWORK, True), "reason": (_word, True)},
+    # Counted per network, reason and minute (the minute and count are absent from entries
+    # written before they were).
+    Kind.NAME_REFUSED: {
+        "network": (NETWORK, True),
+        "reason": (_word, True),
+        "minute": (_minute, False),
+        "count": (_count, False),
+    },
     Kind.REMOVAL: {"actor": (ACTOR, True), "target": (TARGET, True), "name": (_name, False)},
     Kind.BAN: {
         "actor": (ACTOR, True),

@@ -23,6 +23,7 @@ from gateway.evidence.entries import (
     ChainBroken,
     EvidenceError,
     Head,
+    Kind,
     Record,
     SealedEntry,
     check_chain_name,
@@ -343,12 +344,15 @@ class EvidenceLog:
         until: str | None = None,
         *,
         after_break: bool = False,
+        after_deleted: bool = False,
     ) -> Slice:
         """The entries from the first at or after `since` to the last before `until` (moments,
         as entries write them), with every entry between them: a contiguous slice, anchored on
         the entry before it. With `after_break`, the slice starts no earlier than the entry
         after the chain's last break (anchored on what that entry links to; `Slice.after_break`
-        says whether there was one). Raises ChainBroken if the slice does not chain, or does
+        says whether there was one). With `after_deleted`, it starts after the chain's last
+        `room deleted` entry (a room made again under a deleted room's name: the old room's
+        entries are not its hosts'). Raises ChainBroken if the slice does not chain, or does
         not match a head this key signed: an entry altered, removed from either end, or
         re-chained after it was signed. What lies outside the slice is not checked: a break
         before it (entries a store lost) does not stop the export of what follows.
@@ -356,16 +360,35 @@ class EvidenceLog:
         The backend's read is paged; the checks run in a thread, as long chains take seconds."""
         check_chain_name(chain)
         kept = await self._chains.kept(chain)
-        return await asyncio.to_thread(self._select, chain, kept, since, until, after_break)
+        return await asyncio.to_thread(
+            self._select, chain, kept, since, until, after_break, after_deleted
+        )
 
     def _select(
-        self, chain: str, kept: Kept, since: str | None, until: str | None, after_break: bool
+        self,
+        chain: str,
+        kept: Kept,
+        since: str | None,
+        until: str | None,
+        after_break: bool,
+        after_deleted: bool = False,
     ) -> Slice:
         entries = kept.entries
         own, unchecked = self._checked_heads(chain, kept.signed)
         first = next(
             (i for i, e in enumerate(entries) if since is None or e.at >= since), len(entries)
         )
+        if after_deleted:
+            deleted = next(
+                (
+                    i
+                    for i in range(len(entries) - 1, -1, -1)
+                    if entries[i].kind == Kind.ROOM_DELETED
+                ),
+                None,
+            )
+            if deleted is not None:
+                first = max(first, deleted + 1)
         broke = False
         if after_break:
             cut = last_break(entries)
@@ -468,11 +491,11 @@ class EvidenceLog:
         self._exporting.add(chain)
         try:
             try:
-                part = await self.read(chain, since)
+                part = await self.read(chain, since, after_deleted=True)
             except ChainRewound:
                 raise
             except ChainBroken:
-                part = await self.read(chain, since, after_break=True)
+                part = await self.read(chain, since, after_break=True, after_deleted=True)
             data = await asyncio.to_thread(self.export_part, part, since)
             return HostExport(data, part.after_break)
         finally:

@@ -110,6 +110,8 @@ class EvidenceRecorder:
         # (chain, minute) the refusals of networks past the bounds.
         self._tallies: dict[tuple[str, str], dict[str, int]] = {}
         self._tallied = 0
+        # (room, the limiter's hash of a network, reason, minute) -> names refused.
+        self._names: dict[tuple[str, str, str, str], int] = {}
         self._untallied: dict[tuple[str, str], int] = {}
         self._minute_number = -1
         self._minute_text = ""
@@ -142,6 +144,19 @@ class EvidenceRecorder:
             self._drop(chain if _is_chain(chain) else GATE_CHAIN, 1, UNRECORDABLE)
             return
         self.record(chain, made)
+
+    def refused_name(self, room: str, network: str, reason: str) -> None:
+        """Count a name refused in `room` (a look-alike of a host's, every number taken), per
+        network (the limiter's keyed hash of it) and reason: one `name refused` entry each,
+        with the count, when the minute is over (a flood of look-alikes is no entry a try)."""
+        if not _is_chain(room):
+            self._drop(GATE_CHAIN, 1, UNRECORDABLE)
+            return
+        key = (room, network, reason, self._minute())
+        if key not in self._names and len(self._names) >= MAX_TALLIES:
+            self._drop(room, 1, QUEUE_FULL)
+            return
+        self._names[key] = self._names.get(key, 0) + 1
 
     def moved(self, room: str, to: str, actor: str, moved: int) -> None:
         """Record a move: the `move` entry in `room`'s chain, then a `move in` entry in `to`'s
@@ -369,6 +384,18 @@ class EvidenceRecorder:
         of the FLOOD_NETWORKS networks that sent the most, and one `flood refused, other
         networks` entry for the rest."""
         current = self._minute()
+        for named in [k for k in self._names if everything or k[3] != current]:
+            room, network, reason, when = named
+            named_fields: dict[str, object] = {
+                "network": self.pseudonyms.network(room, network),
+                "reason": reason,
+                "minute": when,
+                "count": min(self._names.pop(named), MAX_COUNT),
+            }
+            try:
+                self.record(room, Record(Kind.NAME_REFUSED, named_fields))
+            except EvidenceError:
+                self._drop(room, 1, UNRECORDABLE)
         over = {k for k in (*self._tallies, *self._untallied) if everything or k[1] != current}
         for key in sorted(over):
             chain, when = key

@@ -134,3 +134,28 @@ async def test_a_flood_from_many_networks_is_a_bounded_minute_and_never_crowds_o
     assert sum(int(str(e.fields["count"])) for e in flooded) == 5_000
     assert [e.kind for e in await chains.entries("quiet-room")] == [Kind.FLOOD_REFUSED]
     assert verify_export(await log.export("flooded")).valid
+
+
+async def test_refused_names_are_counted_per_network_and_minute() -> None:
+    chains = MemoryChains()
+    log = EvidenceLog(chains, KEY)
+    recorder = EvidenceRecorder(log, PSEUDONYMS)
+    for _ in range(500):
+        recorder.refused_name("board", "a network", "looks-like-a-host")
+    recorder.refused_name("board", "a network", "too-many-look-alikes")
+    recorder.refused_name("board", "another network", "looks-like-a-host")
+    recorder.refused_name("../x", "a network", "looks-like-a-host")
+    await recorder.flush()
+    board = [dict(e.fields) for e in await chains.entries("board")]
+    counts = sorted((f["reason"], f["count"]) for f in board)
+    # One entry a network, reason and minute, with the count: 500 tries are one entry.
+    assert counts == [
+        ("looks-like-a-host", 1),
+        ("looks-like-a-host", 500),
+        ("too-many-look-alikes", 1),
+    ]
+    assert {f["network"] for f in board} == {
+        PSEUDONYMS.network("board", "a network"),
+        PSEUDONYMS.network("board", "another network"),
+    }
+    assert verify_export(await log.export("board")).valid
