@@ -15,7 +15,7 @@ from gateway.evidence.entries import EvidenceError
 from gateway.evidence.files import FileChains
 from gateway.evidence.log import Chains, EvidenceLog, SigningPolicy
 from gateway.evidence.memory import MemoryChains
-from gateway.evidence.redis_chains import RedisChains
+from gateway.evidence.redis_chains import RedisChains, signatures_to_keep
 from gateway.evidence.signing import load_private_key
 
 if TYPE_CHECKING:
@@ -51,10 +51,14 @@ def open_evidence(
     caveats = []
     chains: Chains
     if is_redis_url(store_url):
+        retention = settings.retention_days * DAY_SECONDS
         chains = RedisChains.connect(
             store_url,
-            retention_seconds=settings.retention_days * DAY_SECONDS,
+            retention_seconds=retention,
             max_entries=settings.max_entries,
+            signatures_kept=signatures_to_keep(
+                retention, settings.max_entries, settings.sign_every, settings.sign_seconds
+            ),
         )
     elif settings.directory is not None:
         try:

@@ -16,6 +16,7 @@ as if nothing had been; signed heads that no kept entry matches say the same on 
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 import secrets
 import time
@@ -59,9 +60,23 @@ WAIT_MS: Final = 1000
 REPLICAS_SECONDS: Final = 30.0
 # Entries read at once: a long chain is read in pages, never in one reply.
 PAGE: Final = 1000
-# Signed heads kept per chain: one per `sign_every` entries or `sign_seconds`, so a chain's
-# retention never needs more than this for its kept entries to be covered.
+# Signed heads kept per chain, at least: one is made every `sign_every` entries or `sign_seconds`
+# (signatures_to_keep counts what a chain's retention needs), and at most (a chain's list is
+# bounded whatever the settings).
 MAX_SIGNATURES: Final = 20_000
+MOST_SIGNATURES: Final = 200_000
+
+
+def signatures_to_keep(
+    retention_seconds: float, max_entries: int, sign_every: int, sign_seconds: float
+) -> int:
+    """How many signed heads a chain makes within its retention at most (one per `sign_every`
+    of its `max_entries`, one per `sign_seconds`, others' chain-full and loss entries aside),
+    within MAX_SIGNATURES..MOST_SIGNATURES: so that heads cover the entries kept."""
+    made = math.ceil(retention_seconds / sign_seconds) + math.ceil(max_entries / sign_every) + 1
+    return min(max(made, MAX_SIGNATURES), MOST_SIGNATURES)
+
+
 # Every call has a deadline: evidence waits for a store that is away in the recorder's queue,
 # never in a request.
 CALL_SECONDS: Final = 5.0
@@ -136,8 +151,11 @@ class RedisChains:
         *,
         retention_seconds: float,
         max_entries: int,
+        signatures_kept: int = MAX_SIGNATURES,
     ) -> None:
+        """`signatures_kept`: signed heads kept per chain (signatures_to_keep)."""
         self._client = client
+        self._signatures_kept = max(1, signatures_kept)
         self._sentinel = sentinel
         self._retention_ms = max(1, int(retention_seconds * 1000))
         self._max_entries = max_entries
@@ -152,12 +170,25 @@ class RedisChains:
         self._replicas_checked = -REPLICAS_SECONDS
 
     @classmethod
-    def connect(cls, url: str, *, retention_seconds: float, max_entries: int) -> RedisChains:
+    def connect(
+        cls,
+        url: str,
+        *,
+        retention_seconds: float,
+        max_entries: int,
+        signatures_kept: int = MAX_SIGNATURES,
+    ) -> RedisChains:
         """A client for `url`; no I/O yet."""
         client, sentinel = client_for(
             url, socket_connect_timeout=_CONNECT_SECONDS, socket_timeout=CALL_SECONDS
         )
-        return cls(client, sentinel, retention_seconds=retention_seconds, max_entries=max_entries)
+        return cls(
+            client,
+            sentinel,
+            retention_seconds=retention_seconds,
+            max_entries=max_entries,
+            signatures_kept=signatures_kept,
+        )
 
     async def aclose(self) -> None:
         async with self._call():
@@ -302,7 +333,7 @@ class RedisChains:
     async def add_signature(self, chain: str, signed: SignedHead) -> None:
         async with self._call(), self._client.pipeline(transaction=True) as pipe:
             pipe.rpush(SIGNED + chain, canonical(signed.record()))
-            pipe.ltrim(SIGNED + chain, -MAX_SIGNATURES, -1)
+            pipe.ltrim(SIGNED + chain, -self._signatures_kept, -1)
             pipe.pexpire(SIGNED + chain, self._retention_ms)
             await pipe.execute()
 

@@ -21,7 +21,14 @@ from gateway.evidence.entries import ChainBroken, Kind, Record, genesis, moment,
 from gateway.evidence.export import verify_export
 from gateway.evidence.log import ChainRewound, EvidenceLog, SigningPolicy
 from gateway.evidence.recorder import EvidenceRecorder
-from gateway.evidence.redis_chains import ENTRIES, HEAD, SIGNED, START, RedisChains
+from gateway.evidence.redis_chains import (
+    ENTRIES,
+    HEAD,
+    SIGNED,
+    START,
+    RedisChains,
+    signatures_to_keep,
+)
 from tests.fixtures.processes import free_port, stop_process
 from tests.fixtures.redis_server import RedisProcess, start_redis
 from tests.integration.test_evidence_redis import (
@@ -360,4 +367,21 @@ async def test_a_chain_replaced_by_a_longer_one_is_told(
         await writer.append("board", Record(Kind.LOCK, {"actor": HOST}))
     with pytest.raises(ChainBroken, match="seq 3 is not the one this gate saw"):
         await log.read("board")
+    await chains.aclose()
+
+
+async def test_signed_heads_are_kept_for_the_retention(
+    server: RedisProcess, raw: redis.asyncio.Redis
+) -> None:
+    # 90 days of a head a minute (and one per 100 of 100,000 entries) are kept: 20,000 were not.
+    assert signatures_to_keep(90 * 86_400, 100_000, 100, 60) == 129_600 + 1_000 + 1
+    assert signatures_to_keep(86_400, 1_000, 100, 86_400) == 20_000
+    assert signatures_to_keep(365 * 86_400, 10_000_000, 1, 1) == 200_000
+    chains = RedisChains.connect(
+        server.url, retention_seconds=DAY, max_entries=1000, signatures_kept=3
+    )
+    log = EvidenceLog(chains, KEY, SigningPolicy(every=1))
+    for _ in range(5):
+        await log.append("board", quiet())
+    assert [s.seq for s in await chains.signatures("board")] == [3, 4, 5]
     await chains.aclose()
