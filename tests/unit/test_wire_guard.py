@@ -163,8 +163,11 @@ JITSI = {
     ),
     "sm-enable": "<enable resume='true' xmlns='urn:xmpp:sm:3'/>",
     "sm-r": "<r xmlns='urn:xmpp:sm:3'/>",
+    # One count for both: a client's count of stanzas received never goes back, and the guard
+    # holds an acknowledgement to what it already passed on (an `<a h='12'/>` then a
+    # `<resume h='5'/>` is lifted to 12), so any order of these passes as sent.
     "sm-a": "<a h='12' xmlns='urn:xmpp:sm:3'/>",
-    "sm-resume": "<resume h='5' previd='a1-b2' xmlns='urn:xmpp:sm:3'/>",
+    "sm-resume": "<resume h='12' previd='a1-b2' xmlns='urn:xmpp:sm:3'/>",
     "disco-server": (
         f"<iq to='{DOMAIN}' type='get' id='info1' xmlns='jabber:client'>"
         "<query xmlns='http://jabber.org/protocol/disco#info'/></iq>"
