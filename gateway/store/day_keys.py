@@ -37,9 +37,9 @@ ANSWER_WAIT_SECONDS: Final = 0.25
 ANNOUNCE_SECONDS: Final = 30.0
 # How long a replica whose subscription failed waits before it subscribes again.
 _RESUBSCRIBE_SECONDS: Final = 1.0
-# How long a replica that needs a key waits for its subscription before it gives up (the store
-# is then as unavailable as if a call had failed).
-_SUBSCRIBE_WAIT_SECONDS: Final = 2.0
+# How long a replica that needs a key waits for its subscription before it makes one of its own
+# (the store's deadline for a call, when the store gives one).
+SUBSCRIBE_WAIT_SECONDS: Final = 2.0
 _DAY_SECONDS: Final = 86_400
 # "ask <day>" and "key <day> <when made, ms since the epoch> <64 hex digits>": anything else on
 # the channel is ignored.
@@ -58,12 +58,14 @@ class DayKeys:
         clock: Callable[[], float] = time.time,
         answer_wait: float = ANSWER_WAIT_SECONDS,
         announce_every: float = ANNOUNCE_SECONDS,
+        subscribe_wait: float = SUBSCRIBE_WAIT_SECONDS,
     ) -> None:
         self._publish = publish
         self._subscribe = subscribe
         self._clock = clock
         self._answer_wait = answer_wait
         self._announce_every = announce_every
+        self._subscribe_wait = subscribe_wait
         self._keys: dict[int, tuple[int, str]] = {}  # day -> (when made, in ms; the key)
         self._latest = 0
         # Days this replica has asked about: it asks once and then relies on announcements.
@@ -95,8 +97,8 @@ class DayKeys:
 
     async def key(self, day: int, *, create: bool) -> str | None:
         """The key for `day`: the one held, else one another replica answers with, else (with
-        `create`) a new one, announced. Without `create`, None when no replica answers.
-        StoreUnavailable if the channel cannot be reached."""
+        `create`) a new one, announced when the channel can be reached. Without `create`, None
+        when no replica answers, StoreUnavailable if the channel cannot be reached."""
         self._latest = max(self._latest, day)
         self._forget_old()
         if day in self._keys:
@@ -107,10 +109,19 @@ class DayKeys:
             asking = self._asked[day] = asyncio.get_running_loop().create_task(
                 self._ask(day), name=f"meetgate day key {day}"
             )
-        await asyncio.shield(asking)
+        try:
+            await asyncio.shield(asking)
+        except StoreUnavailable:
+            if not create:
+                raise
+            # The channel is out of reach (Redis away, or this replica's subscription not back
+            # yet): a key of this replica's own, so that a join is judged by the store alone, as
+            # it would be without the channel. It is announced once the channel is back and
+            # gives way to an older key heard then (limits counted apart meanwhile).
         if day not in self._keys and create:
             self._adopt(day, (int(self._clock() * 1000), secrets.token_hex(32)))
-            await self._announce(day)
+            with contextlib.suppress(StoreUnavailable):
+                await self._announce(day)
         return self.held(day)
 
     async def _ask(self, day: int) -> None:
@@ -133,7 +144,7 @@ class DayKeys:
 
     async def _ready(self) -> None:
         try:
-            await asyncio.wait_for(self._subscribed.wait(), _SUBSCRIBE_WAIT_SECONDS)
+            await asyncio.wait_for(self._subscribed.wait(), self._subscribe_wait)
         except TimeoutError as exc:
             raise StoreUnavailable() from exc
         if self._failure is not None:

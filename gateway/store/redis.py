@@ -335,7 +335,9 @@ class RedisStore:
         self._probe: asyncio.Task[None] | None = None
         self._subscriptions: set[RedisSubscription] = set()
         # The day's address key: in the replicas' memory only, never in Redis (day_keys.py).
-        self._day_keys = DayKeys(self.publish, self.subscribe)
+        self._day_keys = DayKeys(
+            self.publish, self.subscribe, subscribe_wait=self._options.deadline_seconds
+        )
         # Which invite a token hash names: fixed for the invite's life (a token is made for one
         # invite and never moves), so a lookup here saves the index read. Whatever is read by
         # it is checked against the token hash, as after an index read, so a deleted or
@@ -1347,9 +1349,11 @@ class RedisStore:
 
     async def publish(self, channel: str, message: str) -> None:
         # This replica's own subscriptions to the channel must see the message.
+        # Bounded: a subscription Redis never confirms (a stalled connection) must not hold the
+        # message back; its own sweep makes up for what it misses.
         for subscription in [s for s in self._subscriptions if s.channel == channel]:
-            with suppress(StoreUnavailable):
-                await subscription.ready()
+            with suppress(StoreUnavailable, TimeoutError):
+                await asyncio.wait_for(subscription.ready(), self._options.deadline_seconds)
         async with self._call():
             await self._client.publish(_CHANNEL + channel, message)
 

@@ -217,16 +217,17 @@ async def test_a_redis_restart_loses_no_key_the_replicas_hold(
     assert await AddressHasher(one).address("192.0.2.7") == tag
 
 
-async def test_a_replica_that_needs_a_key_of_a_paused_redis_fails_closed_in_bounded_time(
+async def test_a_replica_that_needs_a_key_of_a_paused_redis_makes_its_own_in_bounded_time(
     aof_redis: RedisProcess,
 ) -> None:
+    """The channel out of reach does not stop joins by itself: the replica hashes with a key of
+    its own (the join's store calls then answer for the store, within their deadline)."""
     store = await RedisStore.connect(aof_redis.url)
     try:
         os.kill(aof_redis.proc.pid, signal.SIGSTOP)
         try:
             started = time.monotonic()
-            with pytest.raises(StoreUnavailable):
-                await AddressHasher(store).address("192.0.2.7")
+            assert len(await AddressHasher(store).address("192.0.2.7")) == 32
             assert time.monotonic() - started < 5
         finally:
             os.kill(aof_redis.proc.pid, signal.SIGCONT)
