@@ -506,7 +506,7 @@ class EmailCodeSettings(_Section):
 
 class LobbySettings(_Section):
     # A waiting request nobody answered expires after this long.
-    ttl_seconds: int = Field(default=900, ge=60, le=86400)
+    ttl_seconds: int = Field(default=900, ge=20, le=86400)
     max_waiting_per_room: int = Field(default=200, ge=1, le=100_000)
     max_waiting_per_address: int = Field(default=3, ge=1, le=1000)
     max_message_chars: int = Field(default=200, ge=0, le=1000)
