@@ -161,7 +161,7 @@ class EvidenceRecorder:
     def moved(self, room: str, to: str, actor: str, moved: int) -> None:
         """Record a move: the `move` entry in `room`'s chain, then a `move in` entry in `to`'s
         naming the seq and hash of that `move` entry (never the old room's name): `actor` is
-        the host, as the new room's pseudonyms name them."""
+        the host's identity (each room's pseudonyms name them)."""
         try:
             check_chain_name(room)
             check_chain_name(to)
