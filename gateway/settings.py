@@ -565,7 +565,9 @@ class EvidenceSettings(_Section):
     sign_seconds: float = Field(default=60.0, ge=1, le=86_400)
     directory: Path | None = None
     # With the Redis store: entries older than this go as new ones come, and a chain's keys a
-    # retention after its last entry; a chain keeps `max_entries` at most (its newest).
+    # retention after its last entry. A chain is never trimmed by count: once it holds
+    # `max_entries`, floods and refused names are turned away (an `evidence lost` entry says how
+    # many) and host, admin and guard entries are still kept.
     retention_days: int = Field(default=90, ge=1, le=3650)
     max_entries: int = Field(default=100_000, ge=100, le=10_000_000)
     _private_pem: bytes | None = PrivateAttr(default=None)
