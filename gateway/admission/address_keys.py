@@ -38,8 +38,11 @@ class AddressHasher:
         self._clock = clock
 
     async def today(self) -> bytes:
+        return await self._key_of(utc_day(self._clock()))
+
+    async def _key_of(self, day: int) -> bytes:
         # Asked every time, not kept here: replicas that made keys at once converge on one.
-        key = await self._store.day_key(utc_day(self._clock()), create=True)
+        key = await self._store.day_key(day, create=True)
         if key is None:  # a store that makes one never answers none
             raise StoreUnavailable()
         return bytes.fromhex(key)
@@ -51,11 +54,19 @@ class AddressHasher:
 
     async def address(self, client_addr: str) -> str:
         """Today's hash of the address itself."""
-        return self._tag(await self.today(), "address", client_addr)
+        return (await self.address_and_network(client_addr))[0]
 
     async def network(self, client_addr: str) -> str:
         """Today's hash of the address's network (`network_of`: its /24 or /64)."""
-        return self._tag(await self.today(), "network", network_of(client_addr))
+        return (await self.address_and_network(client_addr))[1]
+
+    async def address_and_network(self, client_addr: str) -> tuple[str, str]:
+        """`address` and `network` under one look-up of today's key (a join charges both)."""
+        key = await self.today()
+        return (
+            self._tag(key, "address", client_addr),
+            self._tag(key, "network", network_of(client_addr)),
+        )
 
     def known_network(self, client_addr: str) -> str | None:
         """`network`'s hash without waiting: None while today's key is not at hand."""
@@ -67,8 +78,9 @@ class AddressHasher:
     async def addresses_since_yesterday(self, client_addr: str) -> tuple[str, ...]:
         """The address's hash under today's key, then under yesterday's if there was one: what
         was stored for it within the last day, either side of midnight, is found under one."""
+        # One reading of the clock for both days: either side of midnight, they are a pair.
         day = utc_day(self._clock())
-        tags = [self._tag(await self.today(), "address", client_addr)]
+        tags = [self._tag(await self._key_of(day), "address", client_addr)]
         yesterday = await self._store.day_key(day - 1, create=False)
         if yesterday is not None:
             tags.append(self._tag(bytes.fromhex(yesterday), "address", client_addr))

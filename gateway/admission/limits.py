@@ -156,9 +156,10 @@ class RateLimiter:
         return names
 
     async def charges(self, attempt: Attempt) -> list[LimitCharge]:
+        address, network = await self.addresses.address_and_network(attempt.client_addr)
         keys = {
-            "address": f"addr:{await self.addresses.address(attempt.client_addr)}",
-            "network": f"net:{await self.addresses.network(attempt.client_addr)}",
+            "address": f"addr:{address}",
+            "network": f"net:{network}",
             "gate": GATE,
             "room": f"room:{attempt.room}",
             "identity": f"id:{attempt.identity}",

@@ -557,10 +557,12 @@ class AdmissionPipeline:
         # The one step needs the names it may claim, so the names kept for the room's hosts are
         # read before the limits are charged (a replica reads them once in 5 s a room).
         batches = await self._name_choices(verified, role, room, now, attempt.client_addr)
-        charges = tuple(await self._limiter.charges(attempt))
-        if not first_step:
+        charges: tuple[LimitCharge, ...] = ()
+        if first_step:
+            charges = tuple(await self._limiter.charges(attempt))
+        else:
             batches = islice(batches, 2, None)
-            charges, expected = (), None
+            expected = None
         # Two batches a step: the name as given and the first numbers are one round trip.
         while step := list(islice(batches, 2)):
             claim = NameClaim(

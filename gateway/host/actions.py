@@ -111,7 +111,7 @@ class HostDesk:
             return
         fields: dict[str, object] = {"actor": evidence.pseudonyms.host(host.room, host.identity)}
         if whom is not None:
-            fields["target"] = evidence.pseudonyms.admission(host.room, whom)
+            fields["target"] = self._whom(host, whom)
         if name:
             fields["name"] = name
         evidence.note(host.room, kind, {**fields, **values})

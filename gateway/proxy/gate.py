@@ -135,6 +135,12 @@ async def see_other(send: Send, location: str) -> None:
     await send({"type": "http.response.body", "body": b""})
 
 
+def _link_hash(path: str) -> str | None:
+    """The token hash of the join link `path` names (`/j/<token>`), or None."""
+    token = path.removeprefix("/j/") if path.startswith("/j/") else ""
+    return hash_token(token) if token and token.isascii() else None
+
+
 class TrackedSend:
     """A request's `send` that remembers whether the answer has begun (then an error can no
     longer be shown as a page)."""
@@ -467,18 +473,19 @@ class Gate:
         """For a join attempt: how long it is known to be refused for (counted as refused), and
         by which limit; no seconds if it is not."""
         known = self._limiter.known_wait(client_addr)
-        if not known.seconds and path.startswith("/j/") and self._limiter.knows_links():
+        # The join link's token hash, worked out once, and only when it is needed.
+        through: str | None = None
+        if not known.seconds and self._limiter.knows_links():
             # A join link whose invite, room or the gate is known to be out of budget; a look at
             # its landing page is not charged against the invite's limit, so only a join is
             # refused for that one.
-            token = path.removeprefix("/j/")
-            if token.isascii():
-                link = self._limiter.known_link_wait(hash_token(token))
+            through = _link_hash(path)
+            if through is not None:
+                link = self._limiter.known_link_wait(through)
                 if link.limit != "invite" or method == "POST":
                     known = link
         if known.seconds > 0:
-            named = path.removeprefix("/j/") if path.startswith("/j/") else ""
-            through = hash_token(named) if named.isascii() and named else None
+            through = through or _link_hash(path)
             self._limiter.note_local_refusal(known, client_addr, room_named_in(path), through)
         return known
 
