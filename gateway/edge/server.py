@@ -212,14 +212,14 @@ class HttpServer:
     async def shutdown(self, deadline: float) -> None:
         """Close the idle connections now, let each request in flight finish (its connection
         closes after the answer) until `deadline` (the loop's clock), then end what is left."""
-        loop = asyncio.get_running_loop()
         self.stopping = True
         self._emptied = asyncio.Event()
         for connection in list(self.guarding.open):
             connection.shutdown()
         self.released()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._emptied.wait(), max(deadline - loop.time(), 0.0))
+            async with asyncio.timeout_at(deadline):
+                await self._emptied.wait()
         cancelled = self.abort()
         if cancelled:
             # The cancelled requests' tasks end (their `finally` blocks run) before this returns.

@@ -129,7 +129,8 @@ class DayKeys:
         await self._ready()
         await self._publish(CHANNEL, f"ask {day}")
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(heard.wait(), self._answer_wait)
+            async with asyncio.timeout(self._answer_wait):
+                await heard.wait()
 
     async def _start(self) -> None:
         if self._listening is None or self._listening.done():
@@ -144,7 +145,8 @@ class DayKeys:
 
     async def _ready(self) -> None:
         try:
-            await asyncio.wait_for(self._subscribed.wait(), self._subscribe_wait)
+            async with asyncio.timeout(self._subscribe_wait):
+                await self._subscribed.wait()
         except TimeoutError as exc:
             raise StoreUnavailable() from exc
         if self._failure is not None:

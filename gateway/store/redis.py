@@ -1353,7 +1353,8 @@ class RedisStore:
         # message back; its own sweep makes up for what it misses.
         for subscription in [s for s in self._subscriptions if s.channel == channel]:
             with suppress(StoreUnavailable, TimeoutError):
-                await asyncio.wait_for(subscription.ready(), self._options.deadline_seconds)
+                async with asyncio.timeout(self._options.deadline_seconds):
+                    await subscription.ready()
         async with self._call():
             await self._client.publish(_CHANNEL + channel, message)
 
