@@ -36,9 +36,11 @@ from tests.fixtures.http_clients import TLS
 from tests.fixtures.jitsi_web import INDEX_MARKER
 from tests.fixtures.oidc import (
     CLIENT_ID,
+    NODE,
     OTHER_CLIENT_ID,
     OTHER_CLIENT_SECRET,
     OidcSetup,
+    SignInProvider,
     authorize,
     begin,
     browser,
@@ -81,12 +83,12 @@ def refused(response: httpx.Response, status: int, code: str) -> None:
 
 
 def test_signed_in_attendees_land_in_the_meeting_under_their_verified_names(
-    oidc: OidcSetup,
+    oidc: OidcSetup, idp: SignInProvider
 ) -> None:
     gateway = oidc.gateway
-    room = room_with(gateway, oidc_providers=["idp"], host_emails=["ada@uni.example"])
+    room = room_with(gateway, oidc_providers=[idp.name], host_emails=["ada@uni.example"])
     with browser(gateway) as ada:
-        answer = sign_in(gateway, "idp", room, "ada", client=ada)
+        answer = sign_in(gateway, idp.name, room, "ada", client=ada)
         host = ticket_user(ticket_of(answer, room))
         assert host["name"] == "Ada Lovelace" and host["moderator"] is True
         # The admission cookie opens the meeting itself.
@@ -94,7 +96,7 @@ def test_signed_in_attendees_land_in_the_meeting_under_their_verified_names(
         assert meeting.status_code == 200 and INDEX_MARKER in meeting.text
         # The sign-in cookie is spent.
         assert "meetgate_signin" not in ada.cookies
-    attendee = ticket_user(ticket_of(sign_in(gateway, "idp", room, "bob"), room))
+    attendee = ticket_user(ticket_of(sign_in(gateway, idp.name, room, "bob"), room))
     assert attendee["name"] == "Bob Marley" and attendee["moderator"] is False
     # The other provider puts its claims in the ID token itself (no userinfo call): same result.
     set_policy(gateway, room, oidc_providers=["other"])
@@ -102,12 +104,14 @@ def test_signed_in_attendees_land_in_the_meeting_under_their_verified_names(
     assert again["name"].startswith("Bob Marley")
 
 
-def test_a_signed_in_hosts_name_is_theirs_while_they_are_in(oidc: OidcSetup) -> None:
+def test_a_signed_in_hosts_name_is_theirs_while_they_are_in(
+    oidc: OidcSetup, idp: SignInProvider
+) -> None:
     # A host by address is known by name only once signed in; from then on, look-alikes are
     # numbered by Meetgate (docs/hosts.md, "Names").
     gateway = oidc.gateway
-    room = room_with(gateway, oidc_providers=["idp"], host_emails=["ada@uni.example"])
-    host = ticket_user(ticket_of(sign_in(gateway, "idp", room, "ada"), room))
+    room = room_with(gateway, oidc_providers=[idp.name], host_emails=["ada@uni.example"])
+    host = ticket_user(ticket_of(sign_in(gateway, idp.name, room, "ada"), room))
     assert host["name"] == "Ada Lovelace" and host["moderator"] is True
     for typed, shown in [
         ("Ada Lovelace", "Ada Lovelace (2)"),
@@ -116,28 +120,32 @@ def test_a_signed_in_hosts_name_is_theirs_while_they_are_in(oidc: OidcSetup) -> 
         assert ticket_name(admit(gateway, room, typed)) == shown
 
 
-def test_the_gate_page_offers_the_rooms_providers(oidc: OidcSetup) -> None:
+def test_the_gate_page_offers_the_rooms_providers(oidc: OidcSetup, idp: SignInProvider) -> None:
     gateway = oidc.gateway
-    room = room_with(gateway, oidc_providers=["idp", "other"])
+    room = room_with(gateway, oidc_providers=[idp.name, "other"])
     with browser(gateway) as client:
         page = client.get(f"/_meetgate/enter/{room}").text
-    assert "Sign in with University Login" in page and "Sign in with Other Login" in page
+    assert f"Sign in with {idp.label}" in page and "Sign in with Other Login" in page
     assert "Slow Clock Login" not in page
 
 
-def test_login_sends_the_exact_redirect_uri_with_pkce_state_and_nonce(oidc: OidcSetup) -> None:
+def test_login_sends_the_exact_redirect_uri_with_pkce_state_and_nonce(
+    oidc: OidcSetup, idp: SignInProvider
+) -> None:
     gateway = oidc.gateway
     room = room_with(gateway)
     with browser(gateway) as client:
         # A forged Host header changes nothing: the redirect URI comes from the public URL.
         response = client.get(
-            "/_meetgate/oidc/idp/login", params={"room": room}, headers={"host": "evil.example"}
+            f"/_meetgate/oidc/{idp.name}/login",
+            params={"room": room},
+            headers={"host": "evil.example"},
         )
     assert response.status_code == 302, response.text
     location = response.headers["location"]
-    assert location.startswith(oidc.providers["idp"].discovery()["authorization_endpoint"])
+    assert location.startswith(idp.server.discovery()["authorization_endpoint"])
     query = query_of(location)
-    assert query["redirect_uri"] == gateway.url + callback_path("idp")
+    assert query["redirect_uri"] == gateway.url + callback_path(idp.name)
     assert query["client_id"] == CLIENT_ID and query["response_type"] == "code"
     assert query["code_challenge_method"] == "S256" and len(query["code_challenge"]) == 43
     assert len(query["state"]) >= 32 and len(query["nonce"]) >= 32
@@ -150,49 +158,55 @@ def test_login_sends_the_exact_redirect_uri_with_pkce_state_and_nonce(oidc: Oidc
     assert "code_verifier" not in response.headers["set-cookie"]
 
 
-def test_policy_changes_take_effect_for_the_next_sign_in(oidc: OidcSetup) -> None:
+def test_policy_changes_take_effect_for_the_next_sign_in(
+    oidc: OidcSetup, idp: SignInProvider
+) -> None:
     gateway = oidc.gateway
     room = room_with(gateway, allowed_groups=["staff"])
-    refused(sign_in(gateway, "idp", room, "bob"), 403, "not_allowed")
+    refused(sign_in(gateway, idp.name, room, "bob"), 403, "not_allowed")
     set_policy(gateway, room, allowed_groups=["students"])
-    assert ticket_user(ticket_of(sign_in(gateway, "idp", room, "bob"), room))["name"]
+    assert ticket_user(ticket_of(sign_in(gateway, idp.name, room, "bob"), room))["name"]
     set_policy(gateway, room, oidc_providers=["other"])
     with browser(gateway) as client:
         refused(
-            client.get("/_meetgate/oidc/idp/login", params={"room": room}),
+            client.get(f"/_meetgate/oidc/{idp.name}/login", params={"room": room}),
             403,
             "signin_not_offered",
         )
     set_policy(gateway, room, host_emails=["bob@uni.example"])
-    assert ticket_user(ticket_of(sign_in(gateway, "idp", room, "bob"), room))["moderator"]
+    assert ticket_user(ticket_of(sign_in(gateway, idp.name, room, "bob"), room))["moderator"]
 
 
-def test_disallowed_domains_groups_and_unverified_addresses_are_refused(oidc: OidcSetup) -> None:
+def test_disallowed_domains_groups_and_unverified_addresses_are_refused(
+    oidc: OidcSetup, idp: SignInProvider
+) -> None:
     gateway = oidc.gateway
     by_domain = room_with(gateway, allowed_domains=["uni.example"])
-    refused(sign_in(gateway, "idp", by_domain, "eve"), 403, "not_allowed")
+    refused(sign_in(gateway, idp.name, by_domain, "eve"), 403, "not_allowed")
     # Mallory's provider never verified her address at the allowed domain.
-    refused(sign_in(gateway, "idp", by_domain, "mallory"), 403, "not_allowed")
-    assert ticket_of(sign_in(gateway, "idp", by_domain, "ada"), by_domain)
+    refused(sign_in(gateway, idp.name, by_domain, "mallory"), 403, "not_allowed")
+    assert ticket_of(sign_in(gateway, idp.name, by_domain, "ada"), by_domain)
     by_group = room_with(gateway, allowed_groups=["organisers"])
-    refused(sign_in(gateway, "idp", by_group, "eve"), 403, "not_allowed")
-    assert ticket_of(sign_in(gateway, "idp", by_group, "ada"), by_group)
+    refused(sign_in(gateway, idp.name, by_group, "eve"), 403, "not_allowed")
+    assert ticket_of(sign_in(gateway, idp.name, by_group, "ada"), by_group)
     # An address on the host list does not make an unverified one a host.
     hosts = room_with(gateway, host_emails=["mallory@uni.example"])
-    assert not ticket_user(ticket_of(sign_in(gateway, "idp", hosts, "mallory"), hosts))["moderator"]
+    assert not ticket_user(ticket_of(sign_in(gateway, idp.name, hosts, "mallory"), hosts))[
+        "moderator"
+    ]
 
 
-def test_an_account_without_a_name_is_told_so(oidc: OidcSetup) -> None:
+def test_an_account_without_a_name_is_told_so(oidc: OidcSetup, idp: SignInProvider) -> None:
     room = room_with(oidc.gateway)
-    refused(sign_in(oidc.gateway, "idp", room, "ghost"), 403, "identity_incomplete")
+    refused(sign_in(oidc.gateway, idp.name, room, "ghost"), 403, "identity_incomplete")
     # Without a name claim, the address's local part is the name.
-    nameless = ticket_user(ticket_of(sign_in(oidc.gateway, "idp", room, "nameless"), room))
+    nameless = ticket_user(ticket_of(sign_in(oidc.gateway, idp.name, room, "nameless"), room))
     assert nameless["name"] == "n"
 
 
-def test_a_lobby_room_queues_the_signed_in_attendee(oidc: OidcSetup) -> None:
+def test_a_lobby_room_queues_the_signed_in_attendee(oidc: OidcSetup, idp: SignInProvider) -> None:
     room = room_with(oidc.gateway, lobby=True)
-    answer = sign_in(oidc.gateway, "idp", room, "bob")
+    answer = sign_in(oidc.gateway, idp.name, room, "bob")
     assert answer.status_code == 303, answer.text
     assert answer.headers["location"].startswith("/_meetgate/lobby"), answer.headers["location"]
 
@@ -206,45 +220,49 @@ def lobby_of(gateway: GatewayServer, host: Admitted) -> list[dict[str, Any]]:
     return list(response.json()["lobby"])
 
 
-def test_in_a_lobby_hosts_see_who_signed_in_and_their_answer_holds(oidc: OidcSetup) -> None:
+def test_in_a_lobby_hosts_see_who_signed_in_and_their_answer_holds(
+    oidc: OidcSetup, idp: SignInProvider
+) -> None:
     gateway = oidc.gateway
-    room = room_with(gateway, lobby=True, oidc_providers=["idp"])
+    room = room_with(gateway, lobby=True, oidc_providers=[idp.name])
     host = admit(gateway, room, "Hilde Host", role="host")
     wait = f"/_meetgate/lobby/{room}/wait"
     with browser(gateway) as bob:
-        queued = sign_in(gateway, "idp", room, "bob", client=bob)
+        queued = sign_in(gateway, idp.name, room, "bob", client=bob)
         assert queued.status_code == 303 and queued.headers["location"] == wait
         # The host sees the identity the provider verified, not a typed name.
         [request] = lobby_of(gateway, host)
         assert request["name"] == "Bob Marley" and request["guest"] is False
-        assert request["via"] == "oidc:idp <bob@uni.example>"
+        assert request["via"] == f"oidc:{idp.name} <bob@uni.example>"
         assert host_action(gateway, host, "approve", request=request["id"])["done"] is True
         landed = ticket_user(ticket_of(bob.get(wait), room))
         assert landed["name"] == "Bob Marley" and landed["moderator"] is False
     # Denied and banned while waiting: that account stays out, whichever browser it comes from.
     with browser(gateway) as eve:
-        assert sign_in(gateway, "idp", room, "eve", client=eve).status_code == 303
+        assert sign_in(gateway, idp.name, room, "eve", client=eve).status_code == 303
         [request] = lobby_of(gateway, host)
-        assert request["via"] == "oidc:idp <eve@evil.example>"
+        assert request["via"] == f"oidc:{idp.name} <eve@evil.example>"
         assert host_action(gateway, host, "deny-ban", request=request["id"])["done"] is True
         barred = eve.get(wait)
         assert barred.status_code == 403 and "barred you" in barred.text
-    refused(sign_in(gateway, "idp", room, "eve"), 403, "admission_banned")
+    refused(sign_in(gateway, idp.name, room, "eve"), 403, "admission_banned")
     assert lobby_of(gateway, host) == []
     # A host by address walks past the lobby.
     set_policy(gateway, room, lobby=True, host_emails=["ada@uni.example"])
-    assert ticket_user(ticket_of(sign_in(gateway, "idp", room, "ada"), room))["moderator"]
+    assert ticket_user(ticket_of(sign_in(gateway, idp.name, room, "ada"), room))["moderator"]
 
 
-def test_a_name_a_provider_vouches_for_cannot_pass_for_a_hosts(oidc: OidcSetup) -> None:
+def test_a_name_a_provider_vouches_for_cannot_pass_for_a_hosts(
+    oidc: OidcSetup, idp: SignInProvider
+) -> None:
     gateway = oidc.gateway
-    room = room_with(gateway, oidc_providers=["idp"], host_emails=["ada@uni.example"])
-    host = ticket_user(ticket_of(sign_in(gateway, "idp", room, "ada"), room))
+    room = room_with(gateway, oidc_providers=[idp.name], host_emails=["ada@uni.example"])
+    host = ticket_user(ticket_of(sign_in(gateway, idp.name, room, "ada"), room))
     assert host["name"] == "Ada Lovelace" and host["moderator"] is True
-    impostor = ticket_user(ticket_of(sign_in(gateway, "idp", room, "impostor"), room))
+    impostor = ticket_user(ticket_of(sign_in(gateway, idp.name, room, "impostor"), room))
     assert impostor["name"] == "\N{CYRILLIC CAPITAL LETTER A}da Lovelace (2)"
     # Direction overrides and zero-width characters are dropped; what is left is Ada's name.
-    overrider = ticket_user(ticket_of(sign_in(gateway, "idp", room, "overrider"), room))
+    overrider = ticket_user(ticket_of(sign_in(gateway, idp.name, room, "overrider"), room))
     assert overrider["name"] == "Ada Lovelace (3)"
 
 
@@ -273,32 +291,34 @@ def test_login_refuses_unknown_providers_rooms_and_rooms_without_sign_in(oidc: O
         assert "meetgate_signin" not in client.cookies
 
 
-def test_login_csrf_a_callback_from_another_browser_fails(oidc: OidcSetup) -> None:
+def test_login_csrf_a_callback_from_another_browser_fails(
+    oidc: OidcSetup, idp: SignInProvider
+) -> None:
     gateway = oidc.gateway
     room = room_with(gateway)
     # The attacker signs in as Eve but stops before the callback, and gets the victim to open it.
     with browser(gateway) as attacker:
-        planted = authorize(attacker, begin(attacker, "idp", room), "eve")
+        planted = authorize(attacker, begin(attacker, idp.name, room), "eve")
     with browser(gateway) as fresh:
         refused(fresh.get(planted), 400, "signin_expired")
     with browser(gateway) as victim:
         # A victim with a sign-in of their own under way: the state is not theirs.
-        begin(victim, "idp", room)
+        begin(victim, idp.name, room)
         refused(victim.get(planted), 400, "signin_expired")
         # ...and the refused callback ended the victim's pending sign-in too.
         assert "meetgate_signin" not in victim.cookies
     # On another provider's callback path, a browser's own state does not count either.
     with browser(gateway) as client:
-        back = authorize(client, begin(client, "idp", room), "ada")
-        moved = back.replace(callback_path("idp"), callback_path("other"))
+        back = authorize(client, begin(client, idp.name, room), "ada")
+        moved = back.replace(callback_path(idp.name), callback_path("other"))
         refused(client.get(moved), 400, "signin_expired")
 
 
-def test_a_replayed_callback_fails(oidc: OidcSetup) -> None:
+def test_a_replayed_callback_fails(oidc: OidcSetup, idp: SignInProvider) -> None:
     gateway = oidc.gateway
     room = room_with(gateway)
     with browser(gateway) as client:
-        back = authorize(client, begin(client, "idp", room), "ada")
+        back = authorize(client, begin(client, idp.name, room), "ada")
         before = client.cookies["meetgate_signin"]
         assert ticket_of(client.get(back), room)
         refused(client.get(back), 400, "signin_expired")
@@ -310,63 +330,64 @@ def test_a_replayed_callback_fails(oidc: OidcSetup) -> None:
         refused(fresh.get(back), 400, "signin_expired")
 
 
-def test_forged_callbacks_fail(oidc: OidcSetup) -> None:
+def test_forged_callbacks_fail(oidc: OidcSetup, idp: SignInProvider) -> None:
     gateway = oidc.gateway
-    idp = oidc.providers["idp"]
     room = room_with(gateway)
-    callback = gateway.url + callback_path("idp")
+    callback = gateway.url + callback_path(idp.name)
 
     def callback_with(client: httpx.Client, **params: str) -> httpx.Response:
         return client.get(f"{callback}?{urlencode(params)}")
 
     with browser(gateway) as client:
         # No sign-in under way at all.
-        refused(callback_with(client, code="x", state="y", iss=idp.issuer), 400, "signin_expired")
-        # A code from nowhere, with the browser's own state.
-        state = query_of(begin(client, "idp", room))["state"]
-        exchanges = idp.requests("POST", "/token")
         refused(
-            callback_with(client, code="forged", state=state, iss=idp.issuer),
+            callback_with(client, code="x", state="y", iss=idp.server.issuer), 400, "signin_expired"
+        )
+        # A code from nowhere, with the browser's own state.
+        state = query_of(begin(client, idp.name, room))["state"]
+        exchanges = idp.server.requests("POST", "/token")
+        refused(
+            callback_with(client, code="forged", state=state, iss=idp.server.issuer),
             403,
             "signin_rejected",
         )
         # (The provider itself turned it down.)
-        assert idp.requests("POST", "/token") == exchanges + 1
+        assert idp.server.requests("POST", "/token") == exchanges + 1
         # A real code the provider issued to another application for this very callback.
-        state = query_of(begin(client, "idp", room))["state"]
-        foreign = code_directly(idp, "eve", client_id=OTHER_CLIENT_ID, redirect_uri=callback)
+        state = query_of(begin(client, idp.name, room))["state"]
+        foreign = code_directly(idp.server, "eve", client_id=OTHER_CLIENT_ID, redirect_uri=callback)
         refused(
-            callback_with(client, code=foreign.code, state=state, iss=idp.issuer),
+            callback_with(client, code=foreign.code, state=state, iss=idp.server.issuer),
             403,
             "signin_rejected",
         )
         # Meetgate's own code from the attacker's sign-in: PKCE binds it to their browser.
         with browser(gateway) as attacker:
-            stolen = query_of(authorize(attacker, begin(attacker, "idp", room), "eve"))
-        state = query_of(begin(client, "idp", room))["state"]
+            stolen = query_of(authorize(attacker, begin(attacker, idp.name, room), "eve"))
+        state = query_of(begin(client, idp.name, room))["state"]
         refused(
-            callback_with(client, code=stolen["code"], state=state, iss=idp.issuer),
+            callback_with(client, code=stolen["code"], state=state, iss=idp.server.issuer),
             403,
             "signin_rejected",
         )
         # Duplicated parameters are refused outright.
-        state = query_of(begin(client, "idp", room))["state"]
-        response = client.get(f"{callback}?code=a&code=b&state={state}&iss={idp.issuer}")
+        state = query_of(begin(client, idp.name, room))["state"]
+        response = client.get(f"{callback}?code=a&code=b&state={state}&iss={idp.server.issuer}")
         assert response.status_code == 400 and "duplicate_parameter" in response.text
 
 
-def test_the_provider_refusing_shows_a_clear_page(oidc: OidcSetup) -> None:
+def test_the_provider_refusing_shows_a_clear_page(oidc: OidcSetup, idp: SignInProvider) -> None:
     gateway = oidc.gateway
     room = room_with(gateway)
     with browser(gateway) as client:
-        back = authorize(client, begin(client, "idp", room), "ada", abort=True)
+        back = authorize(client, begin(client, idp.name, room), "ada", abort=True)
         assert query_of(back)["error"] == "access_denied"
         response = client.get(back)
     refused(response, 403, "signin_denied")
     assert "cancelled or refused" in response.text
 
 
-def test_a_callback_from_another_provider_is_refused(oidc: OidcSetup) -> None:
+def test_a_callback_from_another_provider_is_refused(oidc: OidcSetup, idp: SignInProvider) -> None:
     """Mix-up: the browser went to `idp`, the answer comes from `other` (another issuer)."""
     gateway = oidc.gateway
     room = room_with(gateway)
@@ -374,26 +395,31 @@ def test_a_callback_from_another_provider_is_refused(oidc: OidcSetup) -> None:
         answer = authorize(attacker, begin(attacker, "other", room), "eve")
         from_other = query_of(answer)
         assert from_other["iss"] == oidc.providers["other"].issuer
-        idp = oidc.providers["idp"]
-        exchanges = idp.requests("POST", "/token")
+        # RFC 9207: oidc-provider names itself on the way back; django-oidc-provider does not.
+        announces = idp.server.discovery().get("authorization_response_iss_parameter_supported")
+        assert announces is (True if idp.implementation == NODE else None)
+        exchanges = idp.server.requests("POST", "/token")
         with browser(gateway) as victim:
-            state = query_of(begin(victim, "idp", room))["state"]
+            state = query_of(begin(victim, idp.name, room))["state"]
             mixed = {**from_other, "state": state}
             refused(
-                victim.get(gateway.url + callback_path("idp") + "?" + urlencode(mixed)),
+                victim.get(gateway.url + callback_path(idp.name) + "?" + urlencode(mixed)),
                 403,
                 "signin_rejected",
             )
-            # Without the `iss` parameter `idp` announces, the answer is refused just the same.
-            state = query_of(begin(victim, "idp", room))["state"]
+            # Without the `iss` parameter, the answer is refused just the same.
+            state = query_of(begin(victim, idp.name, room))["state"]
             stripped = {"code": from_other["code"], "state": state}
             refused(
-                victim.get(gateway.url + callback_path("idp") + "?" + urlencode(stripped)),
+                victim.get(gateway.url + callback_path(idp.name) + "?" + urlencode(stripped)),
                 403,
                 "signin_rejected",
             )
-        # Both were refused before the code went anywhere: `idp` never saw it...
-        assert idp.requests("POST", "/token") == exchanges
+        # Both were refused. The first before the code went anywhere; the second too where `idp`
+        # announces the `iss` parameter. Where it does not, nothing tells the gate where the code
+        # came from: it goes to `idp` (the callback path is `idp`'s), whose token endpoint refuses
+        # a code it never issued. Either way `other`'s code never reached an attacker's endpoint.
+        assert idp.server.requests("POST", "/token") == exchanges + (0 if announces else 1)
         # ...and it was a good code: its own browser, on its own provider's callback, gets in.
         assert ticket_of(attacker.get(answer), room)
 
@@ -468,22 +494,28 @@ def test_a_provider_whose_certificate_is_not_trusted_is_not_believed(
         stop_process(provider)
 
 
-def test_real_tokens_not_issued_to_meetgate_fail_the_validator(oidc: OidcSetup) -> None:
-    idp, other = oidc.providers["idp"], oidc.providers["other"]
+def test_real_tokens_not_issued_to_meetgate_fail_the_validator(
+    oidc: OidcSetup, idp: SignInProvider
+) -> None:
+    other = oidc.providers["other"]
     algorithms = frozenset({"RS256"})
     now = time.time()
-    foreign = tokens_directly(idp, "ada")  # issued to OTHER_CLIENT_ID
+    foreign = tokens_directly(idp.server, "ada")  # issued to OTHER_CLIENT_ID
     expected = Expected(
-        issuer=idp.issuer, client_id=OTHER_CLIENT_ID, nonce=foreign.nonce, algorithms=algorithms
+        issuer=idp.server.issuer,
+        client_id=OTHER_CLIENT_ID,
+        nonce=foreign.nonce,
+        algorithms=algorithms,
     )
     # The control: for its own client, the token is fine...
-    assert verify_id_token(foreign.id_token, idp.jwks(), expected, now)["sub"] == "ada"
+    # (Its `sub` is the login at oidc-provider, the user's database id at django-oidc-provider.)
+    assert verify_id_token(foreign.id_token, idp.server.jwks(), expected, now)["sub"]
     # ...for Meetgate it has the wrong audience.
     with pytest.raises(SignInRejected):
         verify_id_token(
             foreign.id_token,
-            idp.jwks(),
-            Expected(idp.issuer, CLIENT_ID, foreign.nonce, algorithms),
+            idp.server.jwks(),
+            Expected(idp.server.issuer, CLIENT_ID, foreign.nonce, algorithms),
             now,
         )
     # A token from another issuer: not signed by a key of `idp`, and not `idp`'s issuer.
@@ -491,32 +523,32 @@ def test_real_tokens_not_issued_to_meetgate_fail_the_validator(oidc: OidcSetup) 
     with pytest.raises(UnknownSigningKey):
         verify_id_token(
             elsewhere.id_token,
-            idp.jwks(),
-            Expected(idp.issuer, OTHER_CLIENT_ID, elsewhere.nonce, algorithms),
+            idp.server.jwks(),
+            Expected(idp.server.issuer, OTHER_CLIENT_ID, elsewhere.nonce, algorithms),
             now,
         )
     with pytest.raises(SignInRejected):
         verify_id_token(
             elsewhere.id_token,
             other.jwks(),
-            Expected(idp.issuer, OTHER_CLIENT_ID, elsewhere.nonce, algorithms),
+            Expected(idp.server.issuer, OTHER_CLIENT_ID, elsewhere.nonce, algorithms),
             now,
         )
     # Nor is a real token accepted for another sign-in's nonce.
     with pytest.raises(SignInRejected):
         verify_id_token(
             foreign.id_token,
-            idp.jwks(),
-            Expected(idp.issuer, OTHER_CLIENT_ID, "another nonce", algorithms),
+            idp.server.jwks(),
+            Expected(idp.server.issuer, OTHER_CLIENT_ID, "another nonce", algorithms),
             now,
         )
 
 
-def test_codes_states_and_tokens_never_reach_the_log(oidc: OidcSetup) -> None:
+def test_codes_states_and_tokens_never_reach_the_log(oidc: OidcSetup, idp: SignInProvider) -> None:
     gateway = oidc.gateway
     room = room_with(gateway)
     with browser(gateway) as client:
-        authorization = begin(client, "idp", room)
+        authorization = begin(client, idp.name, room)
         back = authorize(client, authorization, "ada")
         ticket = ticket_of(client.get(back), room)
     secrets_seen = [
