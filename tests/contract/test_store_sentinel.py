@@ -93,7 +93,7 @@ async def test_the_store_follows_a_failover(redis_sentinel: SentinelRedis) -> No
         await store.create_room(before)
         old_master = redis_sentinel.master_port_now()
         with redis_sentinel.sentinel() as sentinel:
-            # The Sentinel learns about the replica from the master's INFO (every 10 s at first).
+            # The Sentinel learns about the replica from the master's INFO (every second here).
             wait_until(
                 lambda: len(sentinel.sentinel_slaves(MASTER_NAME)) == 1,
                 timeout=30,

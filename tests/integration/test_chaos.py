@@ -64,8 +64,9 @@ pytestmark = pytest.mark.slow
 
 # Sentinel's forced failover here promotes the replica within a second or two, but turns the old
 # master into a replica only once it has seen it report itself master for a while (8 s) on its
-# INFO polls (every 10 s): within this. The promise for a revocation made during a failover:
-# socket closed within the failover, a reconcile interval and a second.
+# INFO polls (every second here, every 10 s as deployed): within this. The promise for a
+# revocation made during a failover: socket closed within the failover, a reconcile interval and
+# a second.
 FAILOVER_SECONDS = 30.0
 FAILOVER_BOUND = FAILOVER_SECONDS + BOUND
 SENTINEL_DB = 3
@@ -161,7 +162,7 @@ async def test_a_sentinel_failover_during_a_revoke(
     banned = await asyncio.to_thread(ban_before_the_fault, a, host)
     room_jid = prosody.room_jid(room)
     with redis_sentinel.sentinel() as sentinel:
-        # The Sentinel learns about the replica from the master's INFO (every 10 s at first).
+        # The Sentinel learns about the replica from the master's INFO (every second here).
         await asyncio.to_thread(
             wait_until,
             lambda: len(sentinel.sentinel_slaves(MASTER_NAME)) == 1,
