@@ -1,6 +1,11 @@
-"""Sign-in with OpenID Connect against real providers (oidc-provider under Node): the way into
-the meeting under the verified name, policies by domain, group and provider, and every forged,
-replayed, mixed-up, expired or foreign answer refused with a clear page.
+"""Sign-in with OpenID Connect against real providers: the way into the meeting under the
+verified name, policies by domain, group and provider, and every forged, replayed, mixed-up,
+expired or foreign answer refused with a clear page.
+
+The tests that take the `idp` fixture run against two independent implementations in turn,
+oidc-provider under Node and django-oidc-provider under Django (docs/identity-providers.md,
+"Tested with"). The rest use the Node fixture's special providers (a slow clock, HS256 ID
+tokens, a discovery document naming another issuer), not repeated under Django, or none.
 
 Cases a real provider cannot be made to produce (an unsigned ID token: oidc-provider cannot sign
 with `none`; key confusion; a tampered token) are in tests/unit/test_oidc_claims.py; here the same
