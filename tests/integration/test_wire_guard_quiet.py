@@ -322,10 +322,13 @@ async def test_a_refused_message_is_answered_at_once_over_bosh_in_a_silent_meeti
 
 # Memory: a flood of malformed sessions, one after another, through one gate.
 WARM_UP = 20
-SESSIONS = 200
-# What 200 admissions' records take in the memory store is ~3 MiB (seen: 2.9); keeping each
-# 250 KiB payload would take ~16 MiB more.
-GROWTH_BOUND_KIB = 10 * 1024
+SESSIONS = 60
+# What an admission's records take in the memory store is ~14 KiB (seen: 2.7 MiB for 200
+# sessions, 0.8 MiB for 60), what a session would leak if it kept its 250 KiB payload ~83 KiB
+# (a third of the sessions carry one): ~5 MiB more over these 60. The bound lies between, as far
+# from each as 10 MiB lay from 200 sessions' 2.9 and 19 MiB; any leak of more than ~37 KiB a
+# session crosses it, as it crossed that.
+GROWTH_BOUND_KIB = 3 * 1024
 DEEP = 1000
 BIG = 250 * 1024
 # Each: what comes before a BOSH <body> (a document type; on a WebSocket it opens the message)
