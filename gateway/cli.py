@@ -788,14 +788,7 @@ def command_store(args: argparse.Namespace) -> int:
 def command_doctor(args: argparse.Namespace) -> int:
     from gateway import doctor
 
-    options = doctor.DoctorOptions(
-        public_url=args.public_url,
-        jitsi_config_url=args.jitsi_config_url,
-        cafile=args.cafile,
-        key_server=args.key_server,
-        timeout=args.timeout,
-    )
-    findings = doctor.run(Path(args.config) if args.config else None, options)
+    findings = doctor.run(Path(args.config) if args.config else None, doctor.options_from(args))
     print(doctor.render(findings))
     return doctor.exit_status(findings)
 
@@ -876,23 +869,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     init.set_defaults(func=command_init)
 
+    from gateway.doctor import add_arguments as add_doctor_arguments
+
     doctor = command(
         sub,
         "doctor",
         "check a live deployment; exit 1 if anything FAILs",
         [
-            "meetgate doctor --config /etc/meetgate/meetgate.toml --public-url https://meet.example.org"
+            "meetgate doctor --config /etc/meetgate/meetgate.toml --url https://meet.example.org",
+            "meetgate doctor --url https://meet.example.org    # no config: from outside only",
         ],
     )
-    doctor.add_argument("--config", help="TOML config file (found as `serve` finds it)")
-    doctor.add_argument("--public-url", help="check TLS and headers here (default: public_url)")
-    doctor.add_argument("--jitsi-config-url", help="default: <jitsi upstream>/config.js")
-    doctor.add_argument("--cafile", help="CA certificates to trust for the public URL")
-    doctor.add_argument(
-        "--key-server",
-        help="RS256: prosody's asap_key_server (default: /_meetgate/keys on the listen address)",
-    )
-    doctor.add_argument("--timeout", type=float, default=5.0, help="seconds per request (5)")
+    add_doctor_arguments(doctor)
     doctor.set_defaults(func=command_doctor)
 
     client_options = argparse.ArgumentParser(add_help=False)

@@ -7,20 +7,25 @@ CONFIG GET, or INFO persistence where CONFIG is not allowed) through `redis_pers
 rather than through the `Store` protocol, which has no reason to expose server configuration; the
 client comes from `store/redis.py` (Sentinel included). The store's memory marker is read through
 the `Store` (gateway/store/continuity.py).
+
+With `--url` and no config file, only the look from outside runs (gateway/doctor_outside.py:
+TLS, headers, bypass probes); with a config, that and everything else, the identity paths
+(OpenID providers, SMTP: gateway/doctor_identity.py) included.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
 import email.utils
 import hashlib
 import hmac
+import ipaddress
 import math
 import os
 import re
 import secrets
-import ssl
 import stat
 import time
 from collections import Counter
@@ -38,6 +43,11 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.typing import Subprotocol
 
+from gateway.doctor_findings import Finding as Finding
+from gateway.doctor_findings import Verdict as Verdict
+from gateway.doctor_findings import reason
+from gateway.doctor_identity import check_providers, check_smtp
+from gateway.doctor_outside import check_from_outside
 from gateway.errors import ConfigError, StoreUnavailable
 from gateway.evidence.backend import is_redis_url
 from gateway.evidence.files import check_directory as check_evidence_directory
@@ -53,21 +63,6 @@ from gateway.ticket_keys import (
     prosody_key_url,
 )
 from gateway.tickets import TicketAuthority
-
-
-class Verdict(StrEnum):
-    PASS = "PASS"  # noqa: S105 (a verdict, not a password)
-    WARN = "WARN"
-    FAIL = "FAIL"
-
-
-@dataclass(frozen=True, slots=True)
-class Finding:
-    """One line of the report: what was checked, the verdict, and why."""
-
-    check: str
-    verdict: Verdict
-    detail: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +172,7 @@ def check_settings(settings: Settings, config_path: Path) -> list[Finding]:
                 )
             )
     findings += check_evidence(settings)
+    findings.append(check_trusted_proxies(settings.trusted_proxies))
     if not settings.secure:
         host = urlsplit(settings.public_url).hostname or ""
         local = host in ("127.0.0.1", "localhost", "::1")
@@ -544,13 +540,13 @@ async def check_upstream(
     try:
         response = await client.get(upstream + "/")
     except httpx.HTTPError as exc:
-        return [Finding("jitsi web", Verdict.FAIL, f"{upstream} does not answer: {_reason(exc)}")]
+        return [Finding("jitsi web", Verdict.FAIL, f"{upstream} does not answer: {reason(exc)}")]
     findings = [Finding("jitsi web", Verdict.PASS, f"{upstream} answers ({response.status_code})")]
     try:
         config = await client.get(config_url)
     except httpx.HTTPError as exc:
         findings.append(
-            Finding("config.js", Verdict.FAIL, f"cannot fetch {config_url}: {_reason(exc)}")
+            Finding("config.js", Verdict.FAIL, f"cannot fetch {config_url}: {reason(exc)}")
         )
         return findings
     if config.status_code != 200:
@@ -712,7 +708,7 @@ async def bosh_login(
     except TimeoutError:
         return Login(LoginResult.UNREACHABLE, f"no answer within {seconds:g} s")
     except httpx.HTTPError as exc:
-        return Login(LoginResult.UNREACHABLE, f"cannot connect: {_reason(exc)}")
+        return Login(LoginResult.UNREACHABLE, f"cannot connect: {reason(exc)}")
 
 
 def doctor_tickets(settings: Settings, now: float) -> tuple[str, str]:
@@ -851,7 +847,7 @@ async def check_key_server(
             Finding(
                 "key endpoint",
                 Verdict.FAIL,
-                f"{url} does not answer ({_reason(exc)}): prosody cannot fetch the public key and"
+                f"{url} does not answer ({reason(exc)}): prosody cannot fetch the public key and"
                 " refuses every ticket (pass --key-server to check another address)" + hint,
             )
         ]
@@ -951,79 +947,54 @@ async def check_clock(client: httpx.AsyncClient, settings: Settings) -> Finding:
     return Finding("clock", Verdict.WARN, "no upstream sent a Date header to compare clocks with")
 
 
-# ---------------------------------------------------------------- from outside
+# ---------------------------------------------------------------- trusted proxies
 
-MIN_HSTS_SECONDS = 180 * 24 * 3600
-_MAX_AGE = re.compile(r"max-age\s*=\s*\"?(\d+)")
+# A public range narrower than this may be one's own front or load balancer; wider, it holds
+# other people's machines.
+NARROWEST_PUBLIC_PREFIX = {4: 24, 6: 48}
 
 
-async def check_public(public_url: str, cafile: str | None, seconds: float) -> list[Finding]:
-    """What a browser sees: HTTPS, HSTS and a Content-Security-Policy on Meetgate's own pages."""
-    url = public_url.rstrip("/") + "/_meetgate/health"
-    if urlsplit(public_url).scheme != "https":
-        return [
-            Finding(
-                "https",
-                Verdict.FAIL,
-                f"{public_url} is not HTTPS: browsers refuse camera and microphone, and every"
-                " cookie and ticket crosses the network in clear",
-            )
-        ]
-    verify: ssl.SSLContext | bool = True
-    if cafile is not None:
-        verify = ssl.create_default_context(cafile=cafile)
-    try:
-        async with httpx.AsyncClient(
-            verify=verify, timeout=seconds, trust_env=False, follow_redirects=False
-        ) as client:
-            response = await client.get(url)
-    except httpx.ConnectError as exc:
-        return [Finding("https", Verdict.FAIL, f"cannot connect to {url}: {_reason(exc)}")]
-    except httpx.HTTPError as exc:
-        return [Finding("https", Verdict.FAIL, f"{url}: {_reason(exc)}")]
-    findings = [Finding("https", Verdict.PASS, f"{public_url} serves a valid certificate")]
-    if response.status_code == 200 and response.text.strip() == "ok":
-        findings.append(Finding("gate", Verdict.PASS, "Meetgate answers through the TLS front"))
-    else:
-        findings.append(
-            Finding(
-                "gate",
-                Verdict.FAIL,
-                f"{url} answered {response.status_code}, not Meetgate's health page: is the TLS"
-                " front proxying to Meetgate, and is its store up?",
-            )
+def check_trusted_proxies(trusted: list[str]) -> Finding:
+    """Who may tell the gate a client's address (X-Forwarded-For): a range so wide that any
+    client is in it lets any client choose the address its limits and bans are keyed on."""
+    if not trusted:
+        return Finding(
+            "trusted proxies",
+            Verdict.PASS,
+            "none: every client is limited by its socket address (behind a TLS front on another"
+            " host, list the front's address)",
         )
-    hsts = response.headers.get("strict-transport-security")
-    max_age = _MAX_AGE.search(hsts or "")
-    if hsts is None or max_age is None:
-        findings.append(Finding("hsts", Verdict.FAIL, "no Strict-Transport-Security header"))
-    elif int(max_age.group(1)) < MIN_HSTS_SECONDS:
-        findings.append(
-            Finding("hsts", Verdict.WARN, f"Strict-Transport-Security is short: {hsts}")
+    problems: list[str] = []
+    warnings: list[str] = []
+    for cidr in trusted:
+        network = ipaddress.ip_network(cidr, strict=False)
+        if network.prefixlen == 0:
+            problems.append(f"{cidr} trusts every address, so every hop of X-Forwarded-For")
+        elif network.is_global and network.prefixlen < NARROWEST_PUBLIC_PREFIX[network.version]:
+            problems.append(f"{cidr} is a wide public range")
+        elif network.is_global:
+            warnings.append(f"{cidr} is public")
+    if problems:
+        return Finding(
+            "trusted proxies",
+            Verdict.FAIL,
+            "; ".join(problems) + ": a client there chooses the address it is limited, banned"
+            " and logged by; list only your TLS front's and load balancer's addresses",
         )
-    else:
-        findings.append(Finding("hsts", Verdict.PASS, hsts))
-    csp = response.headers.get("content-security-policy")
-    if csp and "default-src" in csp:
-        findings.append(Finding("csp", Verdict.PASS, "Content-Security-Policy present"))
-    else:
-        findings.append(
-            Finding(
-                "csp",
-                Verdict.FAIL,
-                "no Content-Security-Policy with a default-src: is something in front rewriting"
-                " Meetgate's headers?",
-            )
+    if warnings:
+        return Finding(
+            "trusted proxies",
+            Verdict.WARN,
+            "; ".join(warnings) + ": make sure only your own front or load balancer is in it",
         )
-    return findings
+    return Finding(
+        "trusted proxies",
+        Verdict.PASS,
+        f"{', '.join(trusted)}: private or loopback only",
+    )
 
 
 # ---------------------------------------------------------------- running it all
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text or type(exc).__name__
 
 
 async def _bounded(
@@ -1037,30 +1008,43 @@ async def _bounded(
         return [Finding(check, Verdict.FAIL, f"did not finish within {seconds:g} s")]
 
 
+def _group_seconds(options: DoctorOptions) -> float:
+    # Each group makes a few round trips at most; give it room beyond the per-request timeout.
+    return options.timeout * 4
+
+
 async def diagnose(settings: Settings, config_path: Path, options: DoctorOptions) -> list[Finding]:
     """Every check, in report order; the network ones run concurrently."""
     public_url = (options.public_url or settings.public_url).rstrip("/")
     config_url = options.jitsi_config_url or settings.jitsi.upstream + "/config.js"
     key_server = options.key_server or default_key_server(settings)
-    # Each group makes a few round trips at most; give it room beyond the per-request timeout.
-    group = options.timeout * 4
+    group = _group_seconds(options)
+    seconds = options.timeout
     async with httpx.AsyncClient(
-        timeout=options.timeout, trust_env=False, follow_redirects=False
+        timeout=seconds, trust_env=False, follow_redirects=False
     ) as client:
 
         async def clock() -> list[Finding]:
             return [await check_clock(client, settings)]
 
+        async def identity() -> list[Finding]:
+            return await check_providers(settings.oidc, settings.public_url, seconds)
+
+        async def mail() -> list[Finding]:
+            if not settings.mail_configured:
+                return []
+            return await check_smtp(settings.smtp, seconds)
+
         groups = await asyncio.gather(
-            _bounded("store", group, lambda: check_store(settings, options.timeout)),
+            _bounded("store", group, lambda: check_store(settings, seconds)),
             _bounded("jitsi web", group, lambda: check_upstream(client, settings, config_url)),
-            _bounded(
-                "signalling", group, lambda: check_signalling(client, settings, options.timeout)
-            ),
+            _bounded("signalling", group, lambda: check_signalling(client, settings, seconds)),
             _bounded("clock", group, clock),
             _bounded("key endpoint", group, lambda: check_key_server(client, settings, key_server)),
+            _bounded("oidc", group, identity),
+            _bounded("smtp", group, mail),
             _bounded(
-                "https", group, lambda: check_public(public_url, options.cafile, options.timeout)
+                "https", group * 2, lambda: check_from_outside(public_url, options.cafile, seconds)
             ),
         )
     findings = check_settings(settings, config_path)
@@ -1069,8 +1053,56 @@ async def diagnose(settings: Settings, config_path: Path, options: DoctorOptions
     return findings
 
 
+async def diagnose_outside(url: str, options: DoctorOptions) -> list[Finding]:
+    """Without a config: what the public address shows anyone, and config.js when given."""
+    group = _group_seconds(options)
+    findings = await _bounded(
+        "https", group * 2, lambda: check_from_outside(url, options.cafile, options.timeout)
+    )
+    if options.jitsi_config_url is None:
+        if any(f.verdict is Verdict.FAIL for f in findings):
+            return findings
+        findings.append(
+            Finding(
+                "config.js",
+                Verdict.WARN,
+                "not checked for third parties: the gate serves it to admitted browsers only;"
+                " pass --jitsi-config-url http://<jitsi web>/config.js from a host that reaches"
+                " Jitsi's web server, or run doctor with the config",
+            )
+        )
+        return findings
+    config_url = options.jitsi_config_url
+
+    async def config_js() -> list[Finding]:
+        async with httpx.AsyncClient(
+            timeout=options.timeout, trust_env=False, follow_redirects=False
+        ) as client:
+            try:
+                response = await client.get(config_url)
+            except httpx.HTTPError as exc:
+                return [
+                    Finding("config.js", Verdict.FAIL, f"cannot fetch {config_url}: {reason(exc)}")
+                ]
+        if response.status_code != 200:
+            return [
+                Finding("config.js", Verdict.FAIL, f"{config_url} answered {response.status_code}")
+            ]
+        return scan_jitsi_config(response.text, url.rstrip("/"))
+
+    return findings + await _bounded("config.js", group, config_js)
+
+
+def _no_config(config: Path | None) -> bool:
+    """Whether doctor runs without a config: none named and none found where `serve` looks."""
+    return config is None and find_config(None, os.environ) is None
+
+
 def run(config: Path | None, options: DoctorOptions) -> list[Finding]:
-    """Load the settings as `meetgate serve` would, then check the deployment they describe."""
+    """Load the settings as `meetgate serve` would, then check the deployment they describe.
+    With `--url` and no config file, only what can be checked from outside."""
+    if options.public_url is not None and _no_config(config):
+        return asyncio.run(diagnose_outside(options.public_url, options))
     path = find_config(config, os.environ)
     if path is None:
         return [
@@ -1078,7 +1110,8 @@ def run(config: Path | None, options: DoctorOptions) -> list[Finding]:
                 "config",
                 Verdict.FAIL,
                 "no config file (--config, $MEETGATE_CONFIG, ./meetgate.toml,"
-                " /etc/meetgate/meetgate.toml): write one with `meetgate init`",
+                " /etc/meetgate/meetgate.toml): write one with `meetgate init`, or check only"
+                " from outside with --url https://<your gate>",
             )
         ]
     try:
@@ -1106,3 +1139,45 @@ def render(findings: list[Finding]) -> str:
 def exit_status(findings: list[Finding]) -> int:
     """0 when nothing failed (warnings allowed), 1 otherwise."""
     return 1 if any(f.verdict is Verdict.FAIL for f in findings) else 0
+
+
+# ---------------------------------------------------------------- the command line
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`meetgate doctor`'s options (gateway/cli.py builds the command around them)."""
+    parser.add_argument(
+        "--config",
+        help="TOML config file (found as `serve` finds it); without one, --url checks only"
+        " what can be seen from outside",
+    )
+    parser.add_argument(
+        "--url",
+        "--public-url",
+        dest="public_url",
+        metavar="URL",
+        help="the gate's public address: TLS, headers and bypass probes are checked there"
+        " (default: the config's public_url)",
+    )
+    parser.add_argument("--jitsi-config-url", help="default: <jitsi upstream>/config.js")
+    parser.add_argument(
+        "--cafile", help="CA certificates to trust for the public URL (a private CA)"
+    )
+    parser.add_argument(
+        "--key-server",
+        help="RS256: prosody's asap_key_server (default: /_meetgate/keys on the listen address)",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=5.0, help="seconds per network operation (5)"
+    )
+
+
+def options_from(args: argparse.Namespace) -> DoctorOptions:
+    """DoctorOptions from the options `add_arguments` defined."""
+    return DoctorOptions(
+        public_url=args.public_url,
+        jitsi_config_url=args.jitsi_config_url,
+        cafile=args.cafile,
+        key_server=args.key_server,
+        timeout=args.timeout,
+    )

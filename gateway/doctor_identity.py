@@ -1,0 +1,418 @@
+"""`meetgate doctor` on the identity paths: each configured OpenID provider (discovery document,
+its keys, the client's credentials, the redirect URL as the gate builds it) and the SMTP server
+e-mail codes go through (reachable, STARTTLS, the login).
+
+Nothing here signs anyone in or sends mail. The token endpoint is asked to redeem a made-up code,
+so its error tells a refused client (`invalid_client`) from an accepted one whose code is bad
+(`invalid_grant`); the authorization endpoint is asked, as the gate asks it, whether it takes the
+gate's redirect URL; the SMTP server gets EHLO, STARTTLS, AUTH, MAIL FROM, RSET and QUIT. No
+secret, and no e-mail address, is ever part of a finding.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import secrets
+import smtplib
+import ssl
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import jwt
+
+from gateway.admission.oidc import SIGNING_ALGORITHMS, discovery_url, redirect_uri
+from gateway.doctor_findings import Finding, Verdict, reason
+from gateway.mail import MailFailed, connection_plan
+from gateway.settings import OidcProvider, SmtpSettings
+
+# ---------------------------------------------------------------- OpenID providers
+
+# The key type (and curve) each signing algorithm needs.
+_KEY_TYPES: dict[str, tuple[str, str | None]] = {
+    **{f"{family}{bits}": ("RSA", None) for family in ("RS", "PS") for bits in (256, 384, 512)},
+    "ES256": ("EC", "P-256"),
+    "ES384": ("EC", "P-384"),
+    "ES512": ("EC", "P-521"),
+    "EdDSA": ("OKP", None),
+}
+
+
+def key_usable(key: Mapping[str, Any], algorithm: str) -> bool:
+    """Whether a JWK can verify ID tokens signed with `algorithm`: its type (and curve), not an
+    encryption key, not pinned to another algorithm, and a key PyJWT can load."""
+    kty, crv = _KEY_TYPES.get(algorithm, ("", None))
+    if key.get("kty") != kty or (crv is not None and key.get("crv") != crv):
+        return False
+    if key.get("use", "sig") != "sig" or key.get("alg", algorithm) != algorithm:
+        return False
+    try:
+        jwt.PyJWK(dict(key), algorithm=algorithm)
+    except (jwt.PyJWKError, jwt.InvalidKeyError, ValueError, TypeError):
+        return False
+    return True
+
+
+def keys_finding(check: str, jwks: Any, algorithms: frozenset[str], where: str) -> Finding:
+    """The verdict on a provider's key set against the algorithms it advertises for ID tokens."""
+    keys = jwks.get("keys") if isinstance(jwks, dict) else None
+    if not isinstance(keys, list) or not keys:
+        return Finding(
+            check, Verdict.FAIL, f"{where} holds no keys: every ID token would be refused"
+        )
+    keys = [key for key in keys if isinstance(key, dict)]
+    covered = sorted(a for a in algorithms if any(key_usable(key, a) for key in keys))
+    missing = sorted(algorithms - set(covered))
+    if not covered:
+        return Finding(
+            check,
+            Verdict.FAIL,
+            f"none of the {len(keys)} keys at {where} verifies {', '.join(missing)} (the"
+            " algorithms the discovery document advertises): every ID token would be refused",
+        )
+    if missing:
+        return Finding(
+            check,
+            Verdict.WARN,
+            f"{len(keys)} keys verify {', '.join(covered)}, none {', '.join(missing)}: ID tokens"
+            " signed so would be refused; make the provider sign with one of the first",
+        )
+    return Finding(check, Verdict.PASS, f"{len(keys)} keys, verifying {', '.join(covered)}")
+
+
+async def _json(client: httpx.AsyncClient, url: str) -> tuple[Any, str | None]:
+    """The JSON document at `url`, or why there is none."""
+    try:
+        response = await client.get(url, headers={"accept": "application/json"})
+    except httpx.HTTPError as exc:
+        return None, f"cannot fetch {url}: {reason(exc)}"
+    if response.status_code != 200:
+        return None, f"{url} answered {response.status_code}"
+    try:
+        return response.json(), None
+    except ValueError:
+        return None, f"{url} is not JSON"
+
+
+def _client_basic(client_id: str, secret: str) -> str:
+    """HTTP Basic credentials as OAuth 2.0 clients send them (RFC 6749 2.3.1: each part
+    form-encoded first), which is how the gate's authlib client authenticates."""
+    raw = f"{quote(client_id, safe='')}:{quote(secret, safe='')}".encode()
+    return "Basic " + base64.b64encode(raw).decode("ascii")
+
+
+async def check_client(
+    client: httpx.AsyncClient, provider: OidcProvider, token_endpoint: str, redirect: str
+) -> Finding:
+    """Redeem a made-up code at the token endpoint with the configured client credentials."""
+    check = f"oidc {provider.name} client"
+    verifier = secrets.token_urlsafe(48)
+    try:
+        response = await client.post(
+            token_endpoint,
+            data={
+                "grant_type": "authorization_code",
+                "code": "meetgate-doctor-" + secrets.token_urlsafe(16),
+                "redirect_uri": redirect,
+                "code_verifier": verifier,
+            },
+            headers={
+                "authorization": _client_basic(
+                    provider.client_id, provider.client_secret.get_secret_value()
+                ),
+                "accept": "application/json",
+            },
+        )
+    except httpx.HTTPError as exc:
+        return Finding(check, Verdict.FAIL, f"cannot reach {token_endpoint}: {reason(exc)}")
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    error = body.get("error") if isinstance(body, dict) else None
+    if error == "invalid_grant":
+        return Finding(
+            check,
+            Verdict.PASS,
+            f"client_id {provider.client_id!r} and its secret accepted (the token endpoint"
+            " refused only the made-up code)",
+        )
+    if error == "invalid_client" or response.status_code == 401:
+        return Finding(
+            check,
+            Verdict.FAIL,
+            f"the token endpoint refused client_id {provider.client_id!r} with the configured"
+            " client_secret (invalid_client): nobody can sign in; copy the client's id and"
+            " secret from the provider again",
+        )
+    if error == "unauthorized_client":
+        return Finding(
+            check,
+            Verdict.FAIL,
+            f"client_id {provider.client_id!r} may not use the authorization code flow"
+            " (unauthorized_client): allow it at the provider",
+        )
+    if response.status_code >= 500:
+        return Finding(
+            check,
+            Verdict.FAIL,
+            f"the token endpoint answered {response.status_code}: sign-ins fail until it works",
+        )
+    said = f" ({error})" if isinstance(error, str) else ""
+    return Finding(
+        check,
+        Verdict.WARN,
+        f"cannot tell whether the credentials are accepted: the token endpoint answered"
+        f" {response.status_code}{said} to a made-up code",
+    )
+
+
+async def check_redirect(
+    client: httpx.AsyncClient, provider: OidcProvider, authorization_endpoint: str, redirect: str
+) -> Finding:
+    """Start an authorization as the gate does (PKCE, state, nonce, the gate's redirect URL)
+    and see whether the provider takes it; the URL is printed for the admin to compare."""
+    check = f"oidc {provider.name} redirect"
+    scopes = provider.scopes if "openid" in provider.scopes else ["openid", *provider.scopes]
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=")
+    params = {
+        "response_type": "code",
+        "client_id": provider.client_id,
+        "redirect_uri": redirect,
+        "scope": " ".join(scopes),
+        "state": secrets.token_urlsafe(16),
+        "nonce": secrets.token_urlsafe(16),
+        "code_challenge": challenge.decode("ascii"),
+        "code_challenge_method": "S256",
+    }
+    try:
+        response = await client.get(authorization_endpoint, params=params)
+    except httpx.HTTPError as exc:
+        return Finding(check, Verdict.FAIL, f"cannot reach {authorization_endpoint}: {reason(exc)}")
+    if response.status_code < 400:
+        return Finding(
+            check,
+            Verdict.PASS,
+            f"{redirect} (the provider accepts it; it must be registered exactly so)",
+        )
+    return Finding(
+        check,
+        Verdict.FAIL,
+        f"the provider refused the gate's sign-in request ({response.status_code}): register"
+        f" exactly {redirect} as the client's redirect URL (public_url decides it), and check"
+        " client_id and scopes",
+    )
+
+
+async def check_provider(
+    client: httpx.AsyncClient, provider: OidcProvider, public_url: str
+) -> list[Finding]:
+    """One provider: discovery, keys, client credentials, redirect URL."""
+    prefix = f"oidc {provider.name}"
+    url = discovery_url(provider.issuer)
+    document, problem = await _json(client, url)
+    if problem is not None:
+        return [
+            Finding(
+                f"{prefix} discovery",
+                Verdict.FAIL,
+                f"{problem}: is [[oidc]] issuer right, and does this host reach the provider?",
+            )
+        ]
+    if not isinstance(document, dict):
+        return [Finding(f"{prefix} discovery", Verdict.FAIL, f"{url} is not a JSON object")]
+    named = document.get("issuer")
+    if named not in (provider.issuer, provider.issuer + "/"):
+        return [
+            Finding(
+                f"{prefix} discovery",
+                Verdict.FAIL,
+                f"the discovery document names the issuer {named!r}, [[oidc]] {provider.name}"
+                f" says {provider.issuer!r}: the gate refuses this provider; set issuer to"
+                " exactly what the provider calls itself",
+            )
+        ]
+    endpoints = {}
+    for key in ("authorization_endpoint", "token_endpoint", "jwks_uri"):
+        value = document.get(key)
+        if not isinstance(value, str) or not value.startswith(("https://", "http://")):
+            return [Finding(f"{prefix} discovery", Verdict.FAIL, f"{url} names no valid {key}")]
+        endpoints[key] = value
+    advertised = document.get("id_token_signing_alg_values_supported") or ["RS256"]
+    if not isinstance(advertised, list):
+        advertised = []
+    algorithms = frozenset(a for a in advertised if isinstance(a, str)) & SIGNING_ALGORITHMS
+    if not algorithms:
+        return [
+            Finding(
+                f"{prefix} discovery",
+                Verdict.FAIL,
+                f"ID tokens are signed only with {', '.join(map(str, advertised)) or 'nothing'}:"
+                " Meetgate accepts signatures by the provider's own keys only (RS256, ES256,"
+                " EdDSA…); change the client's ID token signature algorithm",
+            )
+        ]
+    findings = [
+        Finding(
+            f"{prefix} discovery",
+            Verdict.PASS,
+            f"issuer {named} as configured; ID tokens signed with {', '.join(sorted(algorithms))}",
+        )
+    ]
+    jwks, problem = await _json(client, endpoints["jwks_uri"])
+    if problem is not None:
+        findings.append(Finding(f"{prefix} keys", Verdict.FAIL, problem))
+    else:
+        findings.append(keys_finding(f"{prefix} keys", jwks, algorithms, endpoints["jwks_uri"]))
+    redirect = redirect_uri(public_url, provider.name)
+    findings.append(await check_client(client, provider, endpoints["token_endpoint"], redirect))
+    findings.append(
+        await check_redirect(client, provider, endpoints["authorization_endpoint"], redirect)
+    )
+    return findings
+
+
+async def check_providers(
+    providers: list[OidcProvider], public_url: str, seconds: float
+) -> list[Finding]:
+    """Every configured provider, concurrently, each request bounded by `seconds`."""
+    async with httpx.AsyncClient(
+        timeout=seconds, trust_env=False, follow_redirects=False
+    ) as client:
+        found = await asyncio.gather(
+            *(check_provider(client, provider, public_url) for provider in providers)
+        )
+    return [finding for group in found for finding in group]
+
+
+# ---------------------------------------------------------------- SMTP
+
+
+def _smtp_status(exc: BaseException) -> str:
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return f"{exc.smtp_code}"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return exc.verify_message or "certificate not trusted"
+    if isinstance(exc, ssl.SSLError):
+        return exc.reason or type(exc).__name__
+    return reason(exc)
+
+
+def smtp_findings(settings: SmtpSettings, seconds: float) -> list[Finding]:
+    """Talk to the SMTP server as the gate's mailer does (gateway/mail.py), up to the point a
+    message would be sent, then reset and quit. Blocking: run it in a thread."""
+    where = f"{settings.host}:{settings.port}"
+    try:
+        plan = connection_plan(settings)
+    except MailFailed as exc:
+        return [Finding("smtp", Verdict.FAIL, f"{exc.reason}: set [smtp] security = starttls")]
+    tls = ssl.create_default_context()
+    findings: list[Finding] = []
+    client: smtplib.SMTP
+    try:
+        if plan.implicit_tls:
+            client = smtplib.SMTP_SSL(settings.host, settings.port, timeout=seconds, context=tls)
+        else:
+            client = smtplib.SMTP(settings.host, settings.port, timeout=seconds)
+    except ssl.SSLError as exc:
+        return [
+            Finding(
+                "smtp tls",
+                Verdict.FAIL,
+                f"{where}: TLS failed ({_smtp_status(exc)}): codes cannot be sent",
+            )
+        ]
+    except (smtplib.SMTPException, OSError) as exc:
+        return [
+            Finding(
+                "smtp",
+                Verdict.FAIL,
+                f"cannot reach {where} ({_smtp_status(exc)}): e-mail codes cannot be sent",
+            )
+        ]
+    findings.append(Finding("smtp", Verdict.PASS, f"{where} answers"))
+    step = "smtp"
+    try:
+        with client:
+            client.ehlo()
+            if plan.starttls:
+                step = "smtp tls"
+                if not client.has_extn("starttls"):
+                    findings.append(
+                        Finding(
+                            step,
+                            Verdict.FAIL,
+                            f"{where} does not offer STARTTLS: Meetgate never sends in clear, so"
+                            " every code fails; turn STARTTLS on there (or use security = tls"
+                            " on its TLS port)",
+                        )
+                    )
+                    return findings
+                client.starttls(context=tls)
+                client.ehlo()
+                findings.append(Finding(step, Verdict.PASS, "STARTTLS works, certificate trusted"))
+            elif plan.implicit_tls:
+                findings.append(Finding("smtp tls", Verdict.PASS, "TLS from the first byte"))
+            else:
+                local = settings.host in ("127.0.0.1", "localhost", "::1")
+                findings.append(
+                    Finding(
+                        "smtp tls",
+                        Verdict.PASS if local else Verdict.WARN,
+                        "security = none to a server on this machine"
+                        if local
+                        else "security = none: codes cross the network in clear; use starttls",
+                    )
+                )
+            if plan.login:
+                step = "smtp login"
+                password = settings.password.get_secret_value() if settings.password else ""
+                client.login(settings.username or "", password)
+                findings.append(
+                    Finding(step, Verdict.PASS, "[smtp] username and password accepted")
+                )
+            step = "smtp sender"
+            code, _ = client.mail(settings.sender)
+            client.rset()
+            if code != 250:
+                findings.append(
+                    Finding(
+                        step,
+                        Verdict.FAIL,
+                        f"the server refused [smtp] sender as the envelope sender ({code})"
+                        + (": it wants a login ([smtp] username)" if code == 530 else ""),
+                    )
+                )
+            else:
+                findings.append(Finding(step, Verdict.PASS, "accepted (no mail sent)"))
+    except smtplib.SMTPAuthenticationError as exc:
+        findings.append(
+            Finding(
+                step,
+                Verdict.FAIL,
+                f"the server refused [smtp] username and password ({exc.smtp_code}): set the"
+                " credentials again",
+            )
+        )
+    except smtplib.SMTPNotSupportedError:
+        findings.append(
+            Finding(
+                step,
+                Verdict.FAIL,
+                f"{where} offers no login (AUTH): remove [smtp] username, or use its"
+                " submission port",
+            )
+        )
+    except (smtplib.SMTPException, OSError) as exc:
+        findings.append(
+            Finding(step, Verdict.FAIL, f"{where}: {type(exc).__name__} ({_smtp_status(exc)})")
+        )
+    return findings
+
+
+async def check_smtp(settings: SmtpSettings, seconds: float) -> list[Finding]:
+    return await asyncio.to_thread(smtp_findings, settings, seconds)

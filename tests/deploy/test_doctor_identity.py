@@ -1,0 +1,304 @@
+"""`meetgate doctor` on the identity paths and the trusted proxies: the real CLI in a subprocess
+against real OpenID providers (panva's oidc-provider under Node, tests/fixtures/oidc.py: an honest
+one and one whose discovery document names another issuer) and real SMTP servers (aiosmtpd,
+tests/fixtures/smtp.py: STARTTLS with a self-signed certificate and a login, or plain)."""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from gateway.doctor import Verdict, check_trusted_proxies
+from gateway.doctor_identity import key_usable, keys_finding
+from tests.fixtures.oidc import (
+    CLIENT_ID,
+    CLIENT_SECRET,
+    SCOPES,
+    OidcProviderServer,
+    clients_for,
+    start_oidc_provider,
+)
+from tests.fixtures.processes import free_port, stop_process
+from tests.fixtures.smtp import SelfSignedCertificate, SmtpServer, start_smtp
+
+pytestmark = pytest.mark.slow
+
+PUBLIC_URL = "http://127.0.0.1:9"
+SMTP_LOGIN = ("doctor-mailer", "mail-password-" + "m" * 20)
+WRONG_SECRET = "not-the-client-secret-" + "w" * 24
+
+
+def oidc_table(name: str, issuer: str, secret: str = CLIENT_SECRET) -> str:
+    return (
+        f'[[oidc]]\nname = "{name}"\nlabel = "{name}"\nissuer = "{issuer}"\n'
+        f'client_id = "{CLIENT_ID}"\nclient_secret = "{secret}"\nscopes = {json.dumps(SCOPES)}\n'
+    )
+
+
+def smtp_table(server: SmtpServer, password: str, security: str = "starttls") -> str:
+    return (
+        f'[smtp]\nhost = "127.0.0.1"\nport = {server.port}\nsecurity = "{security}"\n'
+        f'username = "{SMTP_LOGIN[0]}"\npassword = "{password}"\n'
+        'sender = "meetgate@meet.example.org"\n'
+    )
+
+
+def write_config(path: Path, tables: str, top: str = "") -> Path:
+    """Everything but the identity paths points where nothing listens (those lines fail fast)."""
+    path.write_text(
+        f"""{top}
+public_url = "{PUBLIC_URL}"
+[admin]
+token = "{secrets.token_urlsafe(32)}"
+[jitsi]
+upstream = "http://127.0.0.1:9"
+xmpp_domain = "meet.test"
+[tickets]
+[[tickets.keys]]
+secret = "{secrets.token_urlsafe(48)}"
+[admission]
+pseudonym_key = "{secrets.token_urlsafe(32)}"
+{tables}
+""",
+        encoding="utf-8",
+    )
+    path.chmod(0o600)
+    return path
+
+
+def doctor(config: Path, trust: Path | None = None) -> tuple[int, str]:
+    # The gate's mailer trusts the system's store; SSL_CERT_FILE is how a test's certificate
+    # gets into it, for doctor as for `meetgate serve`.
+    env = {"PATH": "/usr/bin:/bin"} | ({"SSL_CERT_FILE": str(trust)} if trust else {})
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "doctor", "--config", str(config), "--timeout", "5"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    return result.returncode, result.stdout + result.stderr
+
+
+def lines(report: str) -> dict[str, str]:
+    """{check: whole line} of the report."""
+    found = {}
+    for line in report.splitlines():
+        match = re.match(r"(PASS|WARN|FAIL)  (\S.*?)\s{2,}", line)
+        if match:
+            found[match.group(2).strip()] = line
+    return found
+
+
+@dataclass(frozen=True)
+class Providers:
+    honest: OidcProviderServer
+    liar: OidcProviderServer
+
+
+@pytest.fixture(scope="module")
+def providers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Providers]:
+    """Two real providers whose client `meetgate` registered the gate's redirect URL for the
+    provider names `idp` and `wrong-secret`; `liar`'s discovery document names `localhost`
+    while it is configured (and reached) as 127.0.0.1."""
+    honest_port, liar_port = free_port(), free_port()
+    clients = clients_for(PUBLIC_URL, "idp")
+    clients[0]["redirect_uris"].append(f"{PUBLIC_URL}/_meetgate/oidc/wrong-secret/callback")
+    honest, honest_proc = start_oidc_provider(
+        tmp_path_factory.mktemp("doctor-idp"), honest_port, clients=clients
+    )
+    try:
+        liar, liar_proc = start_oidc_provider(
+            tmp_path_factory.mktemp("doctor-liar"),
+            liar_port,
+            clients=clients_for(PUBLIC_URL, "liar"),
+            issuer=f"http://localhost:{liar_port}",
+        )
+    except BaseException:
+        stop_process(honest_proc)
+        raise
+    yield Providers(honest, liar)
+    stop_process(liar_proc)
+    stop_process(honest_proc)
+
+
+@pytest.fixture(scope="module")
+def mail_server(smtp_certificate: SelfSignedCertificate) -> Iterator[SmtpServer]:
+    """STARTTLS required, then a login."""
+    server = start_smtp(starttls=smtp_certificate, login=SMTP_LOGIN)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def plain_mail_server() -> Iterator[SmtpServer]:
+    """No STARTTLS offered, no login."""
+    server = start_smtp()
+    yield server
+    server.stop()
+
+
+def test_honest_provider_and_mail_server_pass(
+    tmp_path: Path,
+    providers: Providers,
+    mail_server: SmtpServer,
+    smtp_certificate: SelfSignedCertificate,
+) -> None:
+    config = write_config(
+        tmp_path / "meetgate.toml",
+        oidc_table("idp", f"http://127.0.0.1:{providers.honest.port}")
+        + smtp_table(mail_server, SMTP_LOGIN[1]),
+        top='trusted_proxies = ["127.0.0.1/32", "10.0.0.0/8"]',
+    )
+    _, report = doctor(config, trust=smtp_certificate.cert_path)
+    print(report)
+    found = lines(report)
+    for check in (
+        "oidc idp discovery",
+        "oidc idp keys",
+        "oidc idp client",
+        "oidc idp redirect",
+        "smtp",
+        "smtp tls",
+        "smtp login",
+        "smtp sender",
+        "trusted proxies",
+    ):
+        assert found.get(check, "").startswith("PASS"), f"{check}:\n{report}"
+    # The redirect URL exactly as the gate builds it, for the admin to compare.
+    assert f"{PUBLIC_URL}/_meetgate/oidc/idp/callback" in found["oidc idp redirect"]
+    assert "RS256" in found["oidc idp keys"]
+    # No mail was sent, and no secret or address is in the report.
+    assert mail_server.mailbox.messages == []
+    for secret in (CLIENT_SECRET, SMTP_LOGIN[1], SMTP_LOGIN[0], "meetgate@meet.example.org"):
+        assert secret not in report
+    assert "Traceback" not in report
+
+
+def test_wrong_client_secret_wrong_issuer_and_unregistered_redirect_fail(
+    tmp_path: Path, providers: Providers
+) -> None:
+    honest = f"http://127.0.0.1:{providers.honest.port}"
+    config = write_config(
+        tmp_path / "meetgate.toml",
+        oidc_table("wrong-secret", honest, WRONG_SECRET)
+        + oidc_table("unregistered", honest)
+        + oidc_table("liar", f"http://127.0.0.1:{providers.liar.port}")
+        + oidc_table("down", f"http://127.0.0.1:{free_port()}"),
+    )
+    status, report = doctor(config)
+    print(report)
+    found = lines(report)
+    assert status == 1
+    # Wrong secret: the token endpoint says invalid_client; discovery and redirect are fine.
+    assert found["oidc wrong-secret client"].startswith("FAIL")
+    assert "invalid_client" in found["oidc wrong-secret client"]
+    assert found["oidc wrong-secret discovery"].startswith("PASS")
+    assert found["oidc wrong-secret redirect"].startswith("PASS")
+    # A name whose redirect URL the provider does not know: credentials fine, redirect refused.
+    assert found["oidc unregistered client"].startswith("PASS")
+    redirect = found["oidc unregistered redirect"]
+    assert redirect.startswith("FAIL")
+    assert f"{PUBLIC_URL}/_meetgate/oidc/unregistered/callback" in redirect
+    # The discovery document names another issuer: said, with both names.
+    liar = found["oidc liar discovery"]
+    assert liar.startswith("FAIL") and f"localhost:{providers.liar.port}" in liar
+    assert f"127.0.0.1:{providers.liar.port}" in liar
+    # Nothing listens: one clear line.
+    assert found["oidc down discovery"].startswith("FAIL") and "cannot fetch" in report
+    assert WRONG_SECRET not in report and CLIENT_SECRET not in report
+    assert "Traceback" not in report
+
+
+def test_smtp_without_starttls_fails(tmp_path: Path, plain_mail_server: SmtpServer) -> None:
+    config = write_config(tmp_path / "meetgate.toml", smtp_table(plain_mail_server, SMTP_LOGIN[1]))
+    status, report = doctor(config)
+    found = lines(report)
+    assert status == 1
+    assert found["smtp"].startswith("PASS")
+    assert found["smtp tls"].startswith("FAIL") and "does not offer STARTTLS" in report
+    # Credentials are never tried on a connection in clear.
+    assert "smtp login" not in found
+    assert plain_mail_server.mailbox.messages == []
+
+
+def test_smtp_wrong_password_fails(
+    tmp_path: Path, mail_server: SmtpServer, smtp_certificate: SelfSignedCertificate
+) -> None:
+    wrong = "wrong-mail-password-" + "z" * 20
+    config = write_config(tmp_path / "meetgate.toml", smtp_table(mail_server, wrong))
+    status, report = doctor(config, trust=smtp_certificate.cert_path)
+    found = lines(report)
+    assert status == 1
+    assert found["smtp tls"].startswith("PASS")
+    assert found["smtp login"].startswith("FAIL") and "refused" in found["smtp login"], report
+    assert wrong not in report and SMTP_LOGIN[0] not in report
+
+
+def test_smtp_certificate_not_trusted_fails(tmp_path: Path, mail_server: SmtpServer) -> None:
+    """The gate's mailer trusts the system's store only: a self-signed certificate fails there,
+    so doctor says so (it is not given the test's certificate here)."""
+    config = write_config(tmp_path / "meetgate.toml", smtp_table(mail_server, SMTP_LOGIN[1]))
+    status, report = doctor(config)
+    found = lines(report)
+    assert status == 1
+    assert found["smtp tls"].startswith("FAIL") and "certificate" in found["smtp tls"], report
+
+
+def test_smtp_nothing_listening_fails(tmp_path: Path) -> None:
+    port = free_port()
+    config = write_config(
+        tmp_path / "meetgate.toml",
+        f'[smtp]\nhost = "127.0.0.1"\nport = {port}\nsender = "m@meet.example.org"\n',
+    )
+    status, report = doctor(config)
+    found = lines(report)
+    assert status == 1 and found["smtp"].startswith("FAIL")
+    assert f"cannot reach 127.0.0.1:{port}" in found["smtp"] and "Traceback" not in report
+
+
+def test_wide_trusted_proxies_fail_through_the_cli(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "meetgate.toml", "", top='trusted_proxies = ["0.0.0.0/0"]')
+    status, report = doctor(config)
+    line = lines(report)["trusted proxies"]
+    assert status == 1 and line.startswith("FAIL") and "every address" in line, report
+
+
+@pytest.mark.parametrize(
+    ("trusted", "verdict"),
+    [
+        ([], Verdict.PASS),
+        (["127.0.0.1/32", "::1", "172.30.1.10/32", "10.0.0.0/8", "fd00::/8"], Verdict.PASS),
+        (["0.0.0.0/0"], Verdict.FAIL),
+        (["::/0"], Verdict.FAIL),
+        (["10.0.0.0/8", "8.0.0.0/8"], Verdict.FAIL),
+        (["2001:4860::/32"], Verdict.FAIL),
+        (["93.184.216.34/32"], Verdict.WARN),
+        (["2001:4860:4860::8888/128"], Verdict.WARN),
+    ],
+)
+def test_trusted_proxies_verdicts(trusted: list[str], verdict: Verdict) -> None:
+    assert check_trusted_proxies(trusted).verdict is verdict
+
+
+def test_keys_must_verify_the_advertised_algorithms(providers: Providers) -> None:
+    jwks = providers.honest.jwks()
+    rsa = next(key for key in jwks["keys"] if key["kty"] == "RSA")
+    assert key_usable(rsa, "RS256") and not key_usable(rsa, "ES256")
+    assert not key_usable({**rsa, "use": "enc"}, "RS256")
+    assert not key_usable({**rsa, "alg": "RS512"}, "RS256")
+    assert keys_finding("k", jwks, frozenset({"RS256"}), "x").verdict is Verdict.PASS
+    assert keys_finding("k", {"keys": []}, frozenset({"RS256"}), "x").verdict is Verdict.FAIL
+    assert keys_finding("k", "garbage", frozenset({"RS256"}), "x").verdict is Verdict.FAIL
+    rsa_only = {"keys": [rsa]}
+    assert keys_finding("k", rsa_only, frozenset({"ES256"}), "x").verdict is Verdict.FAIL
+    both = frozenset({"RS256", "ES384"})
+    assert keys_finding("k", rsa_only, both, "x").verdict is Verdict.WARN
