@@ -80,7 +80,8 @@ def keys_finding(check: str, jwks: Any, algorithms: frozenset[str], where: str) 
             f"{len(keys)} keys verify {', '.join(covered)}, none {', '.join(missing)}: ID tokens"
             " signed so would be refused; make the provider sign with one of the first",
         )
-    return Finding(check, Verdict.PASS, f"{len(keys)} keys, verifying {', '.join(covered)}")
+    plural = "" if len(keys) == 1 else "s"
+    return Finding(check, Verdict.PASS, f"{len(keys)} key{plural}, verifying {', '.join(covered)}")
 
 
 async def _json(client: httpx.AsyncClient, url: str) -> tuple[Any, str | None]:

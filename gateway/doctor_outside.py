@@ -29,8 +29,11 @@ from gateway.doctor_findings import Finding, Verdict, reason
 
 HEALTH_PATH = "/_meetgate/health"
 MIN_HSTS_SECONDS = 180 * 24 * 3600
-# Let's Encrypt renews 30 days before expiry: fewer than this left means renewal is failing.
+# Let's Encrypt renews its 90-day certificates 30 days before expiry, short-lived ones (6 days)
+# with a third of their life left: fewer days left than this, or than a quarter of the
+# certificate's lifetime, means renewal is failing.
 CERTIFICATE_WARN_DAYS = 21
+CERTIFICATE_WARN_SHARE = 0.25
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 # How many probes are in flight at once: the gate's rate limits count them.
 PROBE_CONCURRENCY = 4
@@ -203,6 +206,15 @@ def _verification_advice(exc: ssl.SSLCertVerificationError, host: str) -> str:
     return "browsers refuse this certificate"
 
 
+def warn_days(not_before: object, expires: float) -> float:
+    """How few days left make an expiry worth a warning: three weeks, or a quarter of the
+    certificate's lifetime when that is shorter (a certificate that lives days, by design)."""
+    if not isinstance(not_before, str):
+        return CERTIFICATE_WARN_DAYS
+    lifetime = (expires - ssl.cert_time_to_seconds(not_before)) / 86400
+    return min(CERTIFICATE_WARN_DAYS, lifetime * CERTIFICATE_WARN_SHARE)
+
+
 async def check_tls(target: Target, seconds: float) -> Finding:
     """The certificate: trusted, for this host name, and not about to expire."""
     assert target.tls is not None
@@ -239,7 +251,7 @@ async def check_tls(target: Target, seconds: float) -> Finding:
     expires = ssl.cert_time_to_seconds(not_after)
     days = (expires - time.time()) / 86400
     day = datetime.datetime.fromtimestamp(expires, datetime.UTC).date().isoformat()
-    if days < CERTIFICATE_WARN_DAYS:
+    if days < warn_days(certificate.get("notBefore"), expires):
         return Finding(
             "https",
             Verdict.WARN,

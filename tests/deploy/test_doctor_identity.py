@@ -221,6 +221,7 @@ def test_wrong_client_secret_wrong_issuer_and_unregistered_redirect_fail(
 def test_smtp_without_starttls_fails(tmp_path: Path, plain_mail_server: SmtpServer) -> None:
     config = write_config(tmp_path / "meetgate.toml", smtp_table(plain_mail_server, SMTP_LOGIN[1]))
     status, report = doctor(config)
+    print(report)
     found = lines(report)
     assert status == 1
     assert found["smtp"].startswith("PASS")
@@ -236,6 +237,7 @@ def test_smtp_wrong_password_fails(
     wrong = "wrong-mail-password-" + "z" * 20
     config = write_config(tmp_path / "meetgate.toml", smtp_table(mail_server, wrong))
     status, report = doctor(config, trust=smtp_certificate.cert_path)
+    print(report)
     found = lines(report)
     assert status == 1
     assert found["smtp tls"].startswith("PASS")

@@ -154,8 +154,13 @@ def test_signalling_routed_around_the_gate_fails(tmp_path: Path, leaky_front: Fr
 def test_a_certificate_about_to_expire_is_a_warning(
     tmp_path_factory: pytest.TempPathFactory, tmp_path: Path, jitsi_web: Any
 ) -> None:
+    """A 90-day certificate with 5 days left warns; one that lives a day by design does not
+    (short-lived certificates are renewed with a share of their life left)."""
     site, processes = start_fronted_gate(
-        tmp_path_factory.mktemp("expiring"), upstream=jitsi_web.url, certificate_days=5
+        tmp_path_factory.mktemp("expiring"),
+        upstream=jitsi_web.url,
+        certificate_days=5,
+        certificate_age=85,
     )
     try:
         status, report = doctor_outside(tmp_path, "--url", site.url, "--cafile", str(site.cafile))
@@ -165,6 +170,20 @@ def test_a_certificate_about_to_expire_is_a_warning(
     assert status == 0, report
     line = line_of(report, "https")
     assert line.startswith("WARN") and "in 5 days" in line, report
+
+
+def test_a_short_lived_certificate_is_not_a_warning(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path, jitsi_web: Any
+) -> None:
+    site, processes = start_fronted_gate(
+        tmp_path_factory.mktemp("short-lived"), upstream=jitsi_web.url, certificate_days=1
+    )
+    try:
+        status, report = doctor_outside(tmp_path, "--url", site.url, "--cafile", str(site.cafile))
+    finally:
+        for proc in processes:
+            stop_process(proc)
+    assert status == 0 and line_of(report, "https").startswith("PASS"), report
 
 
 @pytest.mark.parametrize("scheme", ["https", "http"])
