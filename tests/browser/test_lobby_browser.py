@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Dialog, Page, expect
+from playwright.sync_api import Browser, BrowserContext, Dialog, Locator, Page, expect
 
 from tests.browser.test_dashboard_browser import BrowserLog
 from tests.fixtures.browser import PHONE
 from tests.fixtures.gateway_server import GENEROUS_LIMITS, GatewayServer, start_gateway
 from tests.fixtures.processes import stop_process
-from tests.integration.journeys import admit, host_action
+from tests.integration.journeys import Admitted, admit, host_action
 from tests.integration.test_lobby import waiting
 
 pytestmark = pytest.mark.slow
@@ -188,15 +188,32 @@ def test_without_script_check_again_leads_into_the_meeting(
     only_own_requests(gateway, host, guest)
 
 
-# The shortest wait the settings allow: this test waits that long, idle.
+# The shortest wait the settings allow. The request that must expire is made as the module starts
+# (`patient`), so these seconds pass while the other tests run, not idle in the expiry test.
 LOBBY_TTL_SECONDS = 20
 
 
-def test_a_request_nobody_answers_expires_on_both_pages(
-    tmp_path: Path, jitsi_web: Any, chromium: Browser
-) -> None:
+@dataclass
+class Patient:
+    """A request nobody answers: the gate it waits at, both pages, and a co-host's view of it."""
+
+    server: GatewayServer
+    room: str
+    host: Visitor
+    guest: Visitor
+    card: Locator
+    co_host: Admitted
+    request: dict[str, Any]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def patient(
+    tmp_path_factory: pytest.TempPathFactory, jitsi_web: Any, chromium: Browser
+) -> Iterator[Patient]:
+    """The guest asks to join and the host's dashboard shows the request; nobody answers.
+    test_a_request_nobody_answers_expires_on_both_pages sees its end."""
     server, proc = start_gateway(
-        tmp_path,
+        tmp_path_factory.mktemp("lobby-ttl"),
         upstream=jitsi_web.url,
         extra=GENEROUS_LIMITS + f"\n[lobby]\nttl_seconds = {LOBBY_TTL_SECONDS}\n",
     )
@@ -210,28 +227,36 @@ def test_a_request_nobody_answers_expires_on_both_pages(
         expect(card).to_have_count(1)
         co_host = admit(server, room, "Co Host", role="host")
         [request] = waiting(server, co_host)
-
-        # Nobody answers. The guest's page follows the request to its end by itself...
-        expired = guest.page.get_by_role("heading", name="Your request expired")
-        expect(expired).to_be_visible(timeout=(LOBBY_TTL_SECONDS + 60) * 1000)
-        wait_url = f"{server.url}/_meetgate/lobby/{room}/wait"
-        assert guest.page.url == wait_url
-        # ...and it leaves the host's list by itself; a late answer changes nothing.
-        expect(card).to_have_count(0)
-        expect(host.page.locator("#lobby-empty")).to_be_visible()
-        late = host_action(server, co_host, "approve", request=request["id"])
-        assert late["done"] is False
-        assert waiting(server, co_host) == []
-
-        # The page's link asks again, from the gate page.
-        guest.page.get_by_role("link", name="Ask again").click()
-        guest.page.wait_for_url(f"{server.url}/_meetgate/enter/{room}")
-        ask_to_join(guest, server, room, "Paula Patient")
-        expect(card).to_have_count(1)
-        # The expired page says 410, which the browser notes in its console; nothing else may.
-        gone = f"the server responded with a status of 410 (Gone) ({wait_url})"
-        assert [e for e in guest.log.errors if e.endswith(gone)] != []
-        guest.log.errors = [e for e in guest.log.errors if not e.endswith(gone)]
-        only_own_requests(server, host, guest)
+        yield Patient(server, room, host, guest, card, co_host, request)
+        # Its pages go first: the gate's stop would wait for the guest's open event stream.
+        for seen in (guest, host):
+            seen.page.context.close()
     finally:
         stop_process(proc)
+
+
+def test_a_request_nobody_answers_expires_on_both_pages(patient: Patient) -> None:
+    server, room, card = patient.server, patient.room, patient.card
+    host, guest = patient.host, patient.guest
+    # Nobody answers. The guest's page follows the request to its end by itself...
+    expired = guest.page.get_by_role("heading", name="Your request expired")
+    expect(expired).to_be_visible(timeout=(LOBBY_TTL_SECONDS + 60) * 1000)
+    wait_url = f"{server.url}/_meetgate/lobby/{room}/wait"
+    assert guest.page.url == wait_url
+    # ...and it leaves the host's list by itself; a late answer changes nothing.
+    expect(card).to_have_count(0)
+    expect(host.page.locator("#lobby-empty")).to_be_visible()
+    late = host_action(server, patient.co_host, "approve", request=patient.request["id"])
+    assert late["done"] is False
+    assert waiting(server, patient.co_host) == []
+
+    # The page's link asks again, from the gate page.
+    guest.page.get_by_role("link", name="Ask again").click()
+    guest.page.wait_for_url(f"{server.url}/_meetgate/enter/{room}")
+    ask_to_join(guest, server, room, "Paula Patient")
+    expect(card).to_have_count(1)
+    # The expired page says 410, which the browser notes in its console; nothing else may.
+    gone = f"the server responded with a status of 410 (Gone) ({wait_url})"
+    assert [e for e in guest.log.errors if e.endswith(gone)] != []
+    guest.log.errors = [e for e in guest.log.errors if not e.endswith(gone)]
+    only_own_requests(server, host, guest)
