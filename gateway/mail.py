@@ -1,4 +1,6 @@
-"""Sending e-mail over SMTP (plain, STARTTLS or implicit TLS), the only module that speaks SMTP.
+"""Sending e-mail over SMTP (plain, STARTTLS or implicit TLS). The only module that sends mail;
+`meetgate doctor` (gateway/doctor_identity.py) speaks SMTP too, through `connection_plan` here,
+but only to check the server (STARTTLS, login, MAIL FROM then RSET): it sends nothing.
 
 `smtplib` blocks, so each message is sent in a worker thread; every failure it can raise is
 translated here, once, into `MailFailed`, whose description never carries an address.
