@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -40,15 +41,34 @@ MAX_SUBJECT_CHARS = 255
 MAX_EMAIL_CHARS = 254
 MAX_GROUPS = 256
 MAX_GROUP_CHARS = 256
+# A provider's discovery document (and with it its key set) is fetched again after this long...
+METADATA_MAX_AGE_SECONDS = 3600.0
+# ...or sooner when it may have changed (a call to the provider failed), but never sooner than
+# this after the last try: while a provider is down, at most one fetch in this long.
+METADATA_RETRY_SECONDS = 10.0
+# What of a provider's error code is logged: the codes RFC 6749 and OpenID Connect define, and
+# providers' own, are short ASCII words; anything else is not written as it came.
+_ERROR_CODE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+# Errors on the redirect back that are the provider's own failure (RFC 6749 §4.1.2.1), not a
+# refusal of this person.
+PROVIDER_FAULTS = frozenset({"server_error", "temporarily_unavailable"})
 
 
 class SignInFailed(MeetgateError):
+    """A sign-in that ends here. `reason` says why, for the log line (never the page): made of
+    Meetgate's own words, claim names, protocol error codes and status numbers only, never of
+    what a provider wrote in free text, nor of a code, token, state or address."""
+
     status = 400
     code = "signin_failed"
     title = N_("Sign-in did not work")
     message = N_(
         "The sign-in could not be completed. Go back to the meeting's page and sign in again."
     )
+
+    def __init__(self, reason: str = "") -> None:
+        super().__init__()
+        self.reason = reason or self.code
 
 
 class SignInExpired(SignInFailed):
@@ -105,12 +125,31 @@ class SignInNotOffered(NotAdmitted):
 
 
 class ProviderUnavailable(MeetgateError):
+    """Nothing answered: refused, reset, timed out, a TLS or DNS failure. `reason` as for
+    SignInFailed."""
+
     status = 502
     code = "provider_unavailable"
     title = N_("The identity provider does not answer")
     message = N_(
         "Meetgate cannot reach the identity provider right now. Please try again in a minute;"
         " if it persists, tell the organisers."
+    )
+
+    def __init__(self, reason: str = "") -> None:
+        super().__init__()
+        self.reason = reason or self.code
+
+
+class ProviderFailed(ProviderUnavailable):
+    """The provider answered, but with a failure: a 5xx, an error page, something that is not
+    the JSON the protocol asks for, or an error code that is its own fault."""
+
+    code = "provider_failed"
+    title = N_("The identity provider failed")
+    message = N_(
+        "The identity provider answered with an error, so the sign-in could not be completed."
+        " Please try again in a minute; if it persists, tell the organisers."
     )
 
 
@@ -123,6 +162,51 @@ class ProviderUntrusted(ProviderUnavailable):
         "The identity provider's configuration does not match Meetgate's, so Meetgate does not"
         " use it. Please tell the organisers."
     )
+
+
+def error_code(value: object) -> str:
+    """A provider's error code as a log line may show it: the code as sent when it is a short
+    ASCII word, else "unreadable" (free text could carry personal data)."""
+    if isinstance(value, str) and _ERROR_CODE.fullmatch(value):
+        return value
+    return "unreadable"
+
+
+def callback_error(value: object) -> MeetgateError:
+    """What an `error` on the redirect back means: the provider's own failure (ProviderFailed),
+    else a refusal there (SignInDenied: cancelled, not allowed, a login it wants)."""
+    code = error_code(value)
+    if code in PROVIDER_FAULTS:
+        return ProviderFailed(f"callback error {code}")
+    return SignInDenied(f"callback error {code}")
+
+
+@dataclass(slots=True)
+class MetadataSchedule:
+    """When a provider's discovery document is fetched: when it never was, when it is older
+    than METADATA_MAX_AGE_SECONDS, and when it is `suspect` (a call to an endpoint it names
+    failed: the provider may have moved), but never twice in METADATA_RETRY_SECONDS. Pure
+    bookkeeping: the times are passed in."""
+
+    fetched_at: float | None = None
+    tried_at: float | None = None
+    suspect: bool = False
+
+    def due(self, now: float) -> bool:
+        fresh = (
+            self.fetched_at is not None
+            and not self.suspect
+            and now - self.fetched_at < METADATA_MAX_AGE_SECONDS
+        )
+        if fresh:
+            return False
+        return self.tried_at is None or now - self.tried_at >= METADATA_RETRY_SECONDS
+
+    def tried(self, now: float, *, fetched: bool) -> None:
+        self.tried_at = now
+        if fetched:
+            self.fetched_at = now
+            self.suspect = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +251,7 @@ def offers(policy: RoomPolicy, provider: str) -> bool:
 def _endpoint(metadata: Mapping[str, Any], key: str) -> str:
     value = metadata.get(key)
     if not isinstance(value, str) or not value.startswith(("https://", "http://")):
-        raise ProviderUntrusted()
+        raise ProviderUntrusted(f"discovery lacks a usable {key}")
     return value
 
 
@@ -181,13 +265,13 @@ def check_discovery(metadata: Mapping[str, Any], issuer: str) -> ProviderMetadat
     """
     named = metadata.get("issuer")
     if not isinstance(named, str) or named not in (issuer, issuer + "/"):
-        raise ProviderUntrusted()
+        raise ProviderUntrusted("discovery names another issuer")
     advertised = metadata.get("id_token_signing_alg_values_supported") or ["RS256"]
     if not isinstance(advertised, list):
-        raise ProviderUntrusted()
+        raise ProviderUntrusted("discovery's signing algorithms are not a list")
     algorithms = frozenset(a for a in advertised if isinstance(a, str)) & SIGNING_ALGORITHMS
     if not algorithms:
-        raise ProviderUntrusted()
+        raise ProviderUntrusted("discovery offers no asymmetric signing algorithm")
     userinfo = metadata.get("userinfo_endpoint")
     return ProviderMetadata(
         issuer=named,
@@ -205,16 +289,16 @@ def check_response_issuer(iss: str | None, metadata: ProviderMetadata) -> None:
     went to. A provider that announces the `iss` parameter must send it."""
     if iss is None:
         if metadata.iss_parameter:
-            raise SignInRejected()
+            raise SignInRejected("callback without the iss parameter the provider announces")
         return
     if not hmac.compare_digest(iss.encode(), metadata.issuer.encode()):
-        raise SignInRejected()
+        raise SignInRejected("callback's iss parameter names another issuer")
 
 
 def _signing_key(alg: str, kid: object, jwks: Mapping[str, Any]) -> jwt.PyJWK:
     keys = jwks.get("keys")
     if not isinstance(keys, list):
-        raise SignInRejected()
+        raise SignInRejected("key set without keys")
     candidates = [
         key
         for key in keys
@@ -226,17 +310,17 @@ def _signing_key(alg: str, kid: object, jwks: Mapping[str, Any]) -> jwt.PyJWK:
     if len(candidates) != 1:
         # None: an unknown kid (a key rotated since the set was fetched). Several: without a
         # kid, guessing which key was meant is how signature checks get confused.
-        raise UnknownSigningKey()
+        raise UnknownSigningKey(f"{len(candidates)} published keys match the ID token's")
     try:
         return jwt.PyJWK(candidates[0], algorithm=alg)
     except jwt.PyJWTError as exc:
-        raise SignInRejected() from exc
+        raise SignInRejected("published key unusable") from exc
 
 
 def _number(claims: Mapping[str, Any], name: str) -> float:
     value = claims.get(name)
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise SignInRejected()
+        raise SignInRejected(f"ID token claim {name} is not a number")
     return float(value)
 
 
@@ -256,14 +340,14 @@ def verify_id_token(
     Raises SignInRejected (UnknownSigningKey when no published key matches).
     """
     if not isinstance(raw, str) or len(raw) > MAX_ID_TOKEN_CHARS:
-        raise SignInRejected()
+        raise SignInRejected("ID token missing or too long")
     try:
         header = jwt.get_unverified_header(raw)
     except jwt.PyJWTError as exc:
-        raise SignInRejected() from exc
+        raise SignInRejected("ID token unreadable") from exc
     alg = header.get("alg")
     if not isinstance(alg, str) or alg not in expected.algorithms & SIGNING_ALGORITHMS:
-        raise SignInRejected()
+        raise SignInRejected("ID token algorithm not allowed")
     key = _signing_key(alg, header.get("kid"), jwks)
     try:
         claims: dict[str, Any] = jwt.decode(
@@ -281,30 +365,30 @@ def verify_id_token(
             },
         )
     except jwt.PyJWTError as exc:
-        raise SignInRejected() from exc
+        raise SignInRejected("ID token signature") from exc
     if claims.get("iss") != expected.issuer:
-        raise SignInRejected()
+        raise SignInRejected("ID token claim iss")
     audience = claims.get("aud")
     audiences = [audience] if isinstance(audience, str) else audience
     if not isinstance(audiences, list) or expected.client_id not in audiences:
-        raise SignInRejected()
+        raise SignInRejected("ID token claim aud")
     azp = claims.get("azp")
     if (len(audiences) > 1 or azp is not None) and azp != expected.client_id:
-        raise SignInRejected()
+        raise SignInRejected("ID token claim azp")
     if now >= _number(claims, "exp") + leeway:
-        raise SignInRejected()
+        raise SignInRejected("ID token claim exp: expired")
     if _number(claims, "iat") > now + leeway:
-        raise SignInRejected()
+        raise SignInRejected("ID token claim iat: in the future")
     if "nbf" in claims and _number(claims, "nbf") > now + leeway:
-        raise SignInRejected()
+        raise SignInRejected("ID token claim nbf: not yet valid")
     nonce = claims.get("nonce")
     if not isinstance(nonce, str) or not hmac.compare_digest(
         nonce.encode(), expected.nonce.encode()
     ):
-        raise SignInRejected()
+        raise SignInRejected("ID token claim nonce")
     sub = claims.get("sub")
     if not isinstance(sub, str) or not sub or len(sub) > MAX_SUBJECT_CHARS:
-        raise SignInRejected()
+        raise SignInRejected("ID token claim sub")
     return claims
 
 
@@ -369,7 +453,7 @@ def identity_from_claims(
     if userinfo is not None:
         # OpenID Connect Core §5.3.2: a userinfo response for another subject is not used.
         if userinfo.get("sub") != sub:
-            raise SignInRejected()
+            raise SignInRejected("userinfo for another subject")
         for claim, value in userinfo.items():
             claims.setdefault(claim, value)
     email = _email(claims.get("email"))

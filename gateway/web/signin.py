@@ -15,23 +15,24 @@ Store holds the PKCE verifier and nonce (`PendingSignIns`), readable once.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
 import secrets
 import time
+import traceback
 import warnings
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
 import httpx
-from authlib.common.errors import AuthlibBaseError
 from authlib.deprecate import AuthlibDeprecationWarning
-from authlib.integrations.base_client import MismatchingStateError
+from authlib.integrations.base_client import MismatchingStateError, OAuthError
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
-from joserfc.errors import JoseError
+from joserfc.errors import ClaimError, JoseError
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp
 
@@ -43,19 +44,21 @@ from gateway.admission.oidc import (
     SIGNIN_PREFIX,
     SIGNIN_TTL_SECONDS,
     Expected,
+    MetadataSchedule,
     PendingSignIns,
+    ProviderFailed,
     ProviderMetadata,
     ProviderUnavailable,
-    ProviderUntrusted,
-    SignInDenied,
     SignInExpired,
     SignInFailed,
     SignInNotOffered,
     SignInRejected,
     UnknownSigningKey,
+    callback_error,
     check_discovery,
     check_response_issuer,
     discovery_url,
+    error_code,
     identity_from_claims,
     offers,
     redirect_uri,
@@ -63,7 +66,7 @@ from gateway.admission.oidc import (
     wants_userinfo,
 )
 from gateway.edge.languages import use_room_language
-from gateway.edge.requests import same_origin
+from gateway.edge.requests import request_id, same_origin
 from gateway.errors import (
     CrossSiteRequest,
     DuplicateParameter,
@@ -88,9 +91,9 @@ with warnings.catch_warnings():
     )
     from authlib.integrations.starlette_client import OAuth
 
+log = logging.getLogger("meetgate.signin")
+
 SESSION_KEY = "meetgate_signin"
-# A provider's discovery document (and with it its key set) is fetched again after this long.
-METADATA_MAX_AGE_SECONDS = 3600
 PROVIDER_TIMEOUT_SECONDS = 10.0
 CALLBACK_PARAMETERS = ("code", "state", "iss", "error", "error_description")
 
@@ -152,83 +155,202 @@ class PendingSignIn:
         }
 
 
-async def _translated(call: Awaitable[T], failure: type[MeetgateError] = SignInRejected) -> T:
-    """Await an authlib call; its and httpx's exceptions become `failure` or
-    ProviderUnavailable. Meetgate's own errors (StoreUnavailable) pass through."""
+def _answered_status(exc: BaseException) -> int | None:
+    """The HTTP status of the provider's answer an exception is about, if it is about one (an
+    httpx HTTPStatusError, and the same of another httpx that authlib may use instead)."""
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    return status if isinstance(status, int) and not isinstance(status, bool) else None
+
+
+def _transport_failure(exc: BaseException) -> bool:
+    """Nothing answered: httpx's TransportError (connect, read, TLS, timeouts), the same class
+    of another httpx (authlib uses `httpx2` when it is installed), or an OSError."""
+    if isinstance(exc, httpx.TransportError | OSError | TimeoutError):
+        return True
+    return any(kind.__name__ == "TransportError" for kind in type(exc).__mro__)
+
+
+def _requested_url(exc: BaseException) -> str | None:
     try:
-        return await call
-    except httpx.HTTPError as exc:
-        raise ProviderUnavailable() from exc
-    except MismatchingStateError as exc:
-        raise SignInExpired() from exc
-    except (AuthlibBaseError, JoseError, ValueError, KeyError, TypeError, RuntimeError) as exc:
-        # ValueError: a response that is not JSON; KeyError/TypeError: JSON of the wrong shape;
-        # RuntimeError: authlib's "Missing jwks_uri" and the like.
-        raise failure() from exc
+        request = getattr(exc, "request", None)
+    except RuntimeError:
+        # httpx: an exception made without its request.
+        return None
+    url = getattr(request, "url", None)
+    return None if url is None else str(url).split("?", 1)[0]
+
+
+def provider_failure(exc: Exception, step: str, endpoints: dict[str, str]) -> MeetgateError:
+    """What a failed call to a provider (through authlib or httpx, whatever they raise) means
+    for the attendee, with the reason for the log. `step` names the call; an HTTP failure is
+    named by the endpoint it reached (`endpoints`: URL to name), since authlib's code exchange
+    fetches the key set too."""
+    url = _requested_url(exc)
+    where = endpoints.get(url, step) if url is not None else step
+    status = _answered_status(exc)
+    if status is not None:
+        return ProviderFailed(f"{where} answered HTTP {status}")
+    if _transport_failure(exc):
+        return ProviderUnavailable(f"{where} unreachable ({type(exc).__name__})")
+    if isinstance(exc, MismatchingStateError):
+        return SignInExpired("state mismatch")
+    if isinstance(exc, OAuthError):
+        code = error_code(exc.error)
+        if code == "invalid_grant":
+            # The code was used already, expired, or was not issued for this sign-in.
+            return SignInExpired(f"{where} error {code}")
+        return ProviderFailed(f"{where} error {code}")
+    if isinstance(exc, ClaimError):
+        return SignInRejected(f"ID token {error_code(exc.error)} {error_code(exc.claim)}")
+    if isinstance(exc, JoseError):
+        return SignInRejected(f"ID token {error_code(exc.error)}")
+    if isinstance(exc, ValueError | KeyError | TypeError | AttributeError):
+        # authlib and httpx read the answer as JSON: an HTML page, a JSON that is not an
+        # object, or one of the wrong shape.
+        return ProviderFailed(f"{where} answer unreadable ({type(exc).__name__})")
+    return ProviderFailed(f"{where} failed ({type(exc).__name__})")
+
+
+class ProviderCall:
+    """One provider's calls through authlib, each translated here and only here: whatever
+    authlib or httpx raise becomes a Meetgate error with its reason, never a bare 500; a failure
+    that may mean the provider moved makes its discovery document suspect."""
+
+    def __init__(self, schedule: MetadataSchedule) -> None:
+        self.endpoints: dict[str, str] = {}
+        self._schedule = schedule
+
+    async def __call__(self, call: Awaitable[T], step: str) -> T:
+        try:
+            return await call
+        except MeetgateError:
+            raise
+        except Exception as exc:
+            failure = provider_failure(exc, step, self.endpoints)
+            if isinstance(failure, ProviderUnavailable):
+                self._schedule.suspect = True
+            raise failure from exc
 
 
 class ProviderClient:
-    """One configured provider: authlib's client, with discovery checked and refreshed."""
+    """One configured provider: authlib's client, with the discovery document fetched, checked
+    and refreshed (`MetadataSchedule`) by Meetgate, one fetch at a time."""
 
     def __init__(self, config: OidcProvider, oauth: OAuth, public_url: str) -> None:
         self.config = config
         self.redirect_uri = redirect_uri(public_url, config.name)
         scopes = config.scopes if "openid" in config.scopes else ["openid", *config.scopes]
+        # authlib makes an httpx client for every call to the provider (code exchange, keys,
+        # userinfo), and httpx a TLS context for each client it is not handed one: reading the
+        # root certificates cost 18 ms of CPU a time on an idle machine (twice that under load).
+        # This one is made once, by httpx, as it would make it for each of those clients (its
+        # CA bundle, hostname checked, certificate required).
+        self._tls = httpx.create_ssl_context(trust_env=False)
         oauth.register(
             name=config.name,
             client_id=config.client_id,
             client_secret=config.client_secret.get_secret_value(),
-            server_metadata_url=discovery_url(config.issuer),
+            # No `server_metadata_url`: Meetgate fetches the document itself (`metadata`), so
+            # that a refresh is one fetch at a time and authlib never starts one of its own.
             client_kwargs={
                 "scope": " ".join(scopes),
                 "code_challenge_method": "S256",
                 "timeout": PROVIDER_TIMEOUT_SECONDS,
                 # Settings are passed in; nothing is read from the environment (proxies).
                 "trust_env": False,
-                # authlib makes an httpx client for every call to the provider (discovery, code
-                # exchange, keys, userinfo), and httpx a TLS context for each client it is not
-                # handed one: reading the root certificates cost 18 ms of CPU a time on an idle
-                # machine (twice that under load).
-                # This one is made once, by httpx, as it would make it for each of those clients
-                # (its CA bundle, hostname checked, certificate required).
-                "verify": httpx.create_ssl_context(trust_env=False),
+                "verify": self._tls,
             },
         )
         # authlib has no types: the client stays Any here and nowhere else.
         self._app: Any = oauth.create_client(config.name)
         self._app.framework.expires_in = SIGNIN_TTL_SECONDS
         self._metadata: ProviderMetadata | None = None
-        self._loaded_at = 0.0
+        self._schedule = MetadataSchedule()
+        self._fetching = asyncio.Lock()
+        # Why the last fetch failed: raised again, without a fetch, until the next try is due.
+        self._failure: MeetgateError | None = None
+        self.call = ProviderCall(self._schedule)
 
-    async def metadata(self, now: float) -> ProviderMetadata:
-        if self._metadata is None or now - self._loaded_at > METADATA_MAX_AGE_SECONDS:
-            self._app.server_metadata.clear()
-            raw = await _translated(self._app.load_server_metadata(), ProviderUntrusted)
+    async def metadata(self) -> ProviderMetadata:
+        """The provider's checked discovery document, fetched when `MetadataSchedule` says so
+        by one request at a time (the others wait for its outcome). A failed refresh keeps the
+        document fetched before; without one, the failure is raised, and raised again without
+        a fetch until the next try is due."""
+        if not self._schedule.due(time.monotonic()):
+            return self._current()
+        async with self._fetching:
+            now = time.monotonic()
+            if not self._schedule.due(now):
+                # Fetched (or tried) by another request meanwhile.
+                return self._current()
             try:
-                self._metadata = check_discovery(raw, self.config.issuer)
-            except ProviderUntrusted:
-                self._app.server_metadata.clear()
-                raise
-            self._loaded_at = now
-        return self._metadata
+                metadata, raw = await self._fetch()
+            except MeetgateError as failure:
+                self._schedule.tried(now, fetched=False)
+                self._failure = failure
+                if self._metadata is None:
+                    raise
+                log.warning(
+                    "sign-in with %s: its discovery document could not be fetched again (%s);"
+                    " the one fetched before is used meanwhile",
+                    self.config.name,
+                    _reason(failure),
+                )
+                return self._metadata
+            self._schedule.tried(now, fetched=True)
+            self._failure = None
+            if self._metadata is not None and self._metadata != metadata:
+                log.info("sign-in with %s: its discovery document changed", self.config.name)
+            self._metadata = metadata
+            # authlib reads the endpoints from here, and never fetches a document itself while
+            # `_loaded_at` is set; the key set it keeps here is fetched again, from the new
+            # document's `jwks_uri`.
+            self._app.server_metadata = {**raw, "_loaded_at": time.time()}
+            named = {
+                "token endpoint": metadata.token_endpoint,
+                "keys": metadata.jwks_uri,
+                "userinfo": metadata.userinfo_endpoint,
+            }
+            self.call.endpoints = {url: name for name, url in named.items() if url is not None}
+            return metadata
+
+    def _current(self) -> ProviderMetadata:
+        if self._metadata is not None:
+            return self._metadata
+        raise self._failure or ProviderUnavailable("discovery not fetched")
+
+    async def _fetch(self) -> tuple[ProviderMetadata, dict[str, Any]]:
+        url = discovery_url(self.config.issuer)
+        try:
+            async with httpx.AsyncClient(
+                timeout=PROVIDER_TIMEOUT_SECONDS, trust_env=False, verify=self._tls
+            ) as client:
+                response = await client.get(url)
+                response.raise_for_status()
+                raw = response.json()
+        except Exception as exc:
+            raise provider_failure(exc, "discovery", {}) from exc
+        if not isinstance(raw, dict):
+            raise ProviderFailed("discovery answer is not a JSON object")
+        return check_discovery(raw, self.config.issuer), raw
 
     async def start(self, request: Request, room: str) -> Response:
         """Send the browser to the provider, remembering the room and the sign-in's nonce."""
-        await self.metadata(time.time())
+        await self.metadata()
         pending = PendingSignIn(
             provider=self.config.name,
             room=room,
             state=secrets.token_urlsafe(32),
             nonce=secrets.token_urlsafe(32),
         )
-        response = await _translated(
+        response = await self.call(
             self._app.authorize_redirect(
                 request, self.redirect_uri, state=pending.state, nonce=pending.nonce
             ),
-            SignInFailed,
+            "authorization request",
         )
         if not isinstance(response, Response):
-            raise SignInFailed()
+            raise SignInFailed("authorization request not made")
         request.session[SESSION_KEY] = pending.to_session()
         return response
 
@@ -236,34 +358,61 @@ class ProviderClient:
         self, request: Request, pending: PendingSignIn, iss: str | None
     ) -> VerifiedIdentity:
         """Exchange the code and check everything the provider said; the identity it proves."""
-        metadata = await self.metadata(time.time())
+        metadata = await self.metadata()
         check_response_issuer(iss, metadata)
+        # The key set first (kept once fetched): authlib's code exchange below checks the ID
+        # token with it too, and a failure to get it is named for what it is.
+        jwks = await self.call(self._app.fetch_jwk_set(), "keys")
         # Checks `state` against this browser's pending sign-in (taken from the store once),
-        # exchanges the code with the PKCE verifier, and validates the ID token its own way.
-        token = await _translated(
-            self._app.authorize_access_token(request, leeway=CLOCK_LEEWAY_SECONDS)
+        # exchanges the code with the PKCE verifier, and validates the ID token its own way:
+        # told the audience too (by itself authlib reads another client's token as one that
+        # lacks `azp`), so that the reason logged is the one that holds.
+        claims_options = {
+            "iss": {"essential": True, "values": [metadata.issuer]},
+            "aud": {"essential": True, "values": [self.config.client_id]},
+        }
+        token = await self.call(
+            self._app.authorize_access_token(
+                request, leeway=CLOCK_LEEWAY_SECONDS, claims_options=claims_options
+            ),
+            "token endpoint",
         )
         if not isinstance(token, dict) or not isinstance(token.get("id_token"), str):
-            raise SignInRejected()
+            raise SignInRejected("token endpoint answer without an ID token")
         expected = Expected(
             issuer=metadata.issuer,
             client_id=self.config.client_id,
             nonce=pending.nonce,
             algorithms=metadata.signing_algorithms,
         )
-        jwks = await _translated(self._app.fetch_jwk_set())
         try:
             claims = verify_id_token(token["id_token"], jwks, expected, time.time())
         except UnknownSigningKey:
-            jwks = await _translated(self._app.fetch_jwk_set(force=True))
+            jwks = await self.call(self._app.fetch_jwk_set(force=True), "keys")
             claims = verify_id_token(token["id_token"], jwks, expected, time.time())
         userinfo: dict[str, Any] | None = None
         if metadata.userinfo_endpoint and wants_userinfo(self.config, claims):
-            answer = await _translated(self._app.userinfo(token=token))
+            answer = await self.call(self._app.userinfo(token=token), "userinfo")
             if not isinstance(answer, dict):
-                raise SignInRejected()
+                raise ProviderFailed("userinfo answer is not a JSON object")
             userinfo = dict(answer)
         return identity_from_claims(self.config, claims, userinfo)
+
+
+def _reason(error: MeetgateError) -> str:
+    reason = getattr(error, "reason", None)
+    return reason if isinstance(reason, str) else error.code
+
+
+def _state_mismatch(pending: PendingSignIn | None, provider: str, state: str) -> str | None:
+    """Why a callback does not answer this browser's pending sign-in; None when it does."""
+    if pending is None:
+        return "state mismatch: no sign-in pending in this browser"
+    if pending.provider != provider:
+        return "state mismatch: the pending sign-in is with another provider"
+    if not hmac.compare_digest(state.encode(), pending.state.encode()):
+        return "state mismatch"
+    return None
 
 
 def _callback_parameters(request: Request) -> dict[str, str]:
@@ -312,19 +461,63 @@ class SignInRoutes:
     async def login(
         self, request: Request, provider: str, room: Annotated[str, Query(max_length=64)] = ""
     ) -> Response:
-        return self._respond(request, await self._start(request, provider, room, None))
+        started = await self._logged(
+            request, provider, "login", lambda: self._start(request, provider, room, None)
+        )
+        return self._respond(request, started)
 
     async def login_with_proof(self, request: Request, provider: str) -> Response:
         """The challenge page's answer: the same start, with the proof-of-work it solved."""
         if not same_origin(request.scope, self._settings.public_url):
             raise CrossSiteRequest()
         form = await read_form(request)
-        started = await self._start(request, provider, form.get("room", ""), proof_in(form))
-        return self._respond(request, started)
+
+        def start() -> Awaitable[LoginAnswer]:
+            return self._start(request, provider, form.get("room", ""), proof_in(form))
+
+        return self._respond(request, await self._logged(request, provider, "login", start))
 
     async def callback(self, request: Request, provider: str) -> Response:
-        verified, room = await self._finish(request, provider)
+        verified, room = await self._logged(
+            request, provider, "callback", lambda: self._finish(request, provider)
+        )
         return await self._entrance.finish(request, verified, room)
+
+    async def _logged(
+        self, request: Request, provider: str, stage: str, step: Callable[[], Awaitable[T]]
+    ) -> T:
+        """`step`'s outcome; a sign-in that fails is logged with its reason and the request id
+        its page shows, so that an attendee can quote it. A failure of a kind nobody foresaw (a
+        newer authlib or httpx raising something new) is a page too, never a bare 500."""
+        try:
+            return await step()
+        except (SignInFailed, ProviderUnavailable) as failed:
+            self._log_failure(request, provider, stage, failed)
+            raise
+        except MeetgateError:
+            raise
+        except Exception as exc:
+            # Its kind and place, not its text: that may quote what the provider sent.
+            frames = traceback.extract_tb(exc.__traceback__)
+            where = f" at {frames[-1].name}:{frames[-1].lineno}" if frames else ""
+            failure = ProviderFailed(f"unexpected {type(exc).__name__}{where}")
+            self._log_failure(request, provider, stage, failure)
+            raise failure from exc
+
+    def _log_failure(
+        self, request: Request, provider: str, stage: str, failure: MeetgateError
+    ) -> None:
+        # A provider's name as configured only: the path's is whatever a request wrote.
+        named = provider if provider in self._clients else "an unknown provider"
+        log.log(
+            logging.WARNING if isinstance(failure, ProviderUnavailable) else logging.INFO,
+            "sign-in with %s failed at %s: %s (%s) [%s]",
+            named,
+            stage,
+            failure.code,
+            _reason(failure),
+            request_id(request.scope),
+        )
 
     def _client_for(self, provider: str) -> ProviderClient:
         client = self._clients.get(provider)
@@ -364,14 +557,11 @@ class SignInRoutes:
             params = _callback_parameters(request)
             pending = PendingSignIn.from_session(request.session)
             state = params.get("state", "")
-            if (
-                pending is None
-                or pending.provider != provider
-                or not hmac.compare_digest(state.encode(), pending.state.encode())
-            ):
+            mismatch = _state_mismatch(pending, provider, state)
+            if mismatch is not None or pending is None:
                 # Login CSRF, a replay, a callback from another browser or an expired one.
                 await self._limiter.charge(Attempt(address))
-                raise SignInExpired()
+                raise SignInExpired(mismatch or "state mismatch")
             await self._limiter.charge(Attempt(address, room=pending.room))
             room = await self._entrance.room_for_entry(pending.room)
             use_room_language(request.scope, room.language)
@@ -390,7 +580,7 @@ class SignInRoutes:
         """The provider's answer checked; a failure counts against the room's rejections."""
         try:
             if "error" in params:
-                raise SignInDenied()
+                raise callback_error(params["error"])
             return await client.finish(request, pending, params.get("iss"))
         except SignInFailed as failed:
             await self._limiter.note_rejection(room.name, failed.code)
