@@ -42,6 +42,7 @@ from gateway.admission.names import (
 )
 from gateway.admission.policy import Decision, Verdict, decide
 from gateway.admission.rooms import MAX_MOVES
+from gateway.cuts import Cut
 from gateway.errors import (
     AdmissionBanned,
     AdmissionRevoked,
@@ -84,6 +85,8 @@ from gateway.store.records import (
 # hosts' was passed over, or every number for a look-alike was taken.
 LOOKS_LIKE_A_HOST = "looks-like-a-host"
 TOO_MANY_LOOK_ALIKES = "too-many-look-alikes"
+# Why an admission's connections are cut when its person signed in again (the cuts' metric label).
+SIGNED_IN_AGAIN = "signed-in-again"
 COOKIE_SECRET_SHAPE = re.compile(r"[A-Za-z0-9_-]{43}")
 # What a replica remembers of the join links it has looked up (token hash -> what it found), so
 # that a join through one is a single store call; past this many it forgets the oldest, and it
@@ -763,6 +766,9 @@ class AdmissionPipeline:
         cookie_secret = secrets.token_urlsafe(32)
         admission_id = admission_id_for(cookie_secret)
         expires_at = now + self._ttl
+        # Before the name is claimed: the earlier admission's claim ends with it, so the person
+        # keeps their own name rather than "Name (2)".
+        await self._replace_earlier(verified, room.name, now)
         name = await self._shown_name(
             verified, role, room, admission_id, expires_at, now, client_addr
         )
@@ -779,6 +785,21 @@ class AdmissionPipeline:
         await self._store.add_admission(admission)
         self._metrics.admissions.inc(via=verified.path.value)
         return Admitted(cookie_secret=cookie_secret, admission=admission)
+
+    async def _replace_earlier(self, verified: VerifiedIdentity, room: str, now: float) -> None:
+        """A person who signs in again (OpenID Connect, an e-mail code) to a room they are still
+        admitted to replaces their admission there: the earlier ones are revoked and their
+        connections cut on every replica, so one identity is one participant. Not for invites:
+        an invite's identity is the invite, which an n-use invite shares among its holders (the
+        same browser opening its own link again goes back in with its admission instead, see
+        `held_through`); not for the lobby's typed names, which prove no identity."""
+        if verified.path not in (Path.OIDC, Path.EMAIL):
+            return
+        identity = self.identity_of(verified)
+        for earlier in await self._store.list_admissions(room):
+            if earlier.identity == identity and earlier.is_live(now):
+                await self._store.revoke_admission(earlier.id)
+                await Cut(earlier.id, SIGNED_IN_AGAIN).send(self._store)
 
     async def _shown_name(
         self,
