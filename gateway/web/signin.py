@@ -197,8 +197,9 @@ def provider_failure(exc: Exception, step: str, endpoints: dict[str, str]) -> Me
     if isinstance(exc, OAuthError):
         code = error_code(exc.error)
         if code == "invalid_grant":
-            # The code was used already, expired, or was not issued for this sign-in.
-            return SignInExpired(f"{where} error {code}")
+            # The provider will not exchange the code: used already, expired, forged, issued to
+            # another client or for another browser's PKCE. The answer is refused, not failed.
+            return SignInRejected(f"{where} error {code}")
         return ProviderFailed(f"{where} error {code}")
     if isinstance(exc, ClaimError):
         return SignInRejected(f"ID token {error_code(exc.error)} {error_code(exc.claim)}")

@@ -138,8 +138,8 @@ def test_token_endpoint_failures_are_clear_pages_with_their_reason_logged(
         (
             "a code used already",
             lambda: front.faults.twice.add(token),
-            400,
-            "signin_expired",
+            403,
+            "signin_rejected",
             "token endpoint error invalid_grant",
         ),
         (
