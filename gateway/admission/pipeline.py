@@ -86,7 +86,7 @@ from gateway.store.records import (
 LOOKS_LIKE_A_HOST = "looks-like-a-host"
 TOO_MANY_LOOK_ALIKES = "too-many-look-alikes"
 # Why an admission's connections are cut when its person signed in again (the cuts' metric label).
-SIGNED_IN_AGAIN = "signed-in-again"
+SIGNED_IN_AGAIN = "signed in again"
 COOKIE_SECRET_SHAPE = re.compile(r"[A-Za-z0-9_-]{43}")
 # What a replica remembers of the join links it has looked up (token hash -> what it found), so
 # that a join through one is a single store call; past this many it forgets the oldest, and it

@@ -1,0 +1,146 @@
+"""The pure halves of how a provider's failures are read (issue 18): which error and reason a
+failed call becomes, what of a provider's error code may be logged, and when a provider's
+discovery document is fetched again. The same failures from real servers are in
+tests/integration/test_oidc_failures.py."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+from authlib.integrations.base_client import MismatchingStateError, OAuthError
+from joserfc.errors import BadSignatureError, InvalidClaimError
+
+from gateway.admission.oidc import (
+    METADATA_MAX_AGE_SECONDS,
+    METADATA_RETRY_SECONDS,
+    MetadataSchedule,
+    ProviderFailed,
+    ProviderUnavailable,
+    SignInDenied,
+    SignInExpired,
+    SignInRejected,
+    callback_error,
+    error_code,
+)
+from gateway.web.signin import provider_failure
+
+TOKEN = "https://login.example/token"
+KEYS = "https://login.example/jwks"
+ENDPOINTS = {TOKEN: "token endpoint", KEYS: "keys"}
+
+
+def answered(status: int, url: str = TOKEN) -> httpx.HTTPStatusError:
+    request = httpx.Request("POST", url)
+    response = httpx.Response(status, request=request, text="<html>oops</html>")
+    return httpx.HTTPStatusError("failed", request=request, response=response)
+
+
+class TransportError(Exception):
+    """As another httpx (authlib takes `httpx2` when it is installed) names its own."""
+
+
+class ConnectError(TransportError):
+    pass
+
+
+@pytest.mark.parametrize(
+    ("exc", "kind", "reason"),
+    [
+        (answered(503), ProviderFailed, "token endpoint answered HTTP 503"),
+        (answered(404, KEYS), ProviderFailed, "keys answered HTTP 404"),
+        (
+            httpx.ConnectError("refused", request=httpx.Request("GET", KEYS)),
+            ProviderUnavailable,
+            "keys unreachable (ConnectError)",
+        ),
+        (httpx.ReadTimeout("slow"), ProviderUnavailable, "token endpoint unreachable"),
+        (ConnectError("refused"), ProviderUnavailable, "token endpoint unreachable"),
+        (ConnectionResetError(), ProviderUnavailable, "token endpoint unreachable"),
+        (
+            json.JSONDecodeError("Expecting value", "<html>", 0),
+            ProviderFailed,
+            "token endpoint answer unreadable (JSONDecodeError)",
+        ),
+        (OAuthError(error="invalid_grant"), SignInRejected, "token endpoint error invalid_grant"),
+        (OAuthError(error="invalid_client"), ProviderFailed, "token endpoint error invalid_client"),
+        (OAuthError(error="bad code <ada@x>"), ProviderFailed, "token endpoint error unreadable"),
+        (MismatchingStateError(), SignInExpired, "state mismatch"),
+        (InvalidClaimError("aud"), SignInRejected, "ID token invalid_claim aud"),
+        (BadSignatureError(), SignInRejected, "ID token bad_signature"),
+        # A kind nobody foresaw is a page too.
+        (LookupError("?"), ProviderFailed, "token endpoint failed (LookupError)"),
+    ],
+)
+def test_a_failed_call_becomes_an_error_with_its_reason(
+    exc: Exception, kind: type, reason: str
+) -> None:
+    failure = provider_failure(exc, "token endpoint", ENDPOINTS)
+    assert type(failure) is kind
+    assert getattr(failure, "reason", "").startswith(reason)
+
+
+def test_a_5xx_is_the_provider_failing_not_unreachable() -> None:
+    failure = provider_failure(answered(502), "token endpoint", ENDPOINTS)
+    assert failure.code == "provider_failed" and failure.status == 502
+    assert isinstance(failure, ProviderUnavailable)  # caught wherever provider trouble is
+
+
+@pytest.mark.parametrize(
+    ("sent", "logged"),
+    [
+        ("access_denied", "access_denied"),
+        ("invalid_grant", "invalid_grant"),
+        ("ada@uni.example", "unreadable"),
+        ("two words", "unreadable"),
+        ("x" * 65, "unreadable"),
+        ("", "unreadable"),
+        (None, "unreadable"),
+        ("d\u00e9nied", "unreadable"),
+    ],
+)
+def test_only_a_short_ascii_error_code_is_logged(sent: object, logged: str) -> None:
+    assert error_code(sent) == logged
+
+
+def test_an_error_on_the_way_back_is_a_refusal_unless_the_provider_failed() -> None:
+    for code in ("access_denied", "login_required", "invalid_scope"):
+        refusal = callback_error(code)
+        assert isinstance(refusal, SignInDenied)
+        assert getattr(refusal, "reason", "") == f"callback error {code}"
+    for code in ("server_error", "temporarily_unavailable"):
+        assert isinstance(callback_error(code), ProviderFailed)
+
+
+def test_discovery_is_fetched_when_never_fetched_and_retried_at_most_once_an_interval() -> None:
+    schedule = MetadataSchedule()
+    assert schedule.due(0.0)
+    schedule.tried(0.0, fetched=False)
+    # A storm of sign-ins while the provider is down: no fetch until the interval has passed.
+    assert not schedule.due(0.0)
+    assert not schedule.due(METADATA_RETRY_SECONDS - 0.001)
+    assert schedule.due(METADATA_RETRY_SECONDS)
+    schedule.tried(METADATA_RETRY_SECONDS, fetched=True)
+    assert not schedule.due(METADATA_RETRY_SECONDS + 1)
+
+
+def test_discovery_is_fetched_again_on_schedule_and_after_a_failed_call() -> None:
+    schedule = MetadataSchedule()
+    schedule.tried(0.0, fetched=True)
+    assert not schedule.due(METADATA_MAX_AGE_SECONDS - 1)
+    assert schedule.due(METADATA_MAX_AGE_SECONDS)
+    # A refresh that fails keeps the old document; the next try waits the interval.
+    schedule.tried(METADATA_MAX_AGE_SECONDS, fetched=False)
+    assert not schedule.due(METADATA_MAX_AGE_SECONDS + 1)
+    assert schedule.due(METADATA_MAX_AGE_SECONDS + METADATA_RETRY_SECONDS)
+    # A call to an endpoint failed (the provider may have moved): fetched again, but not
+    # sooner than the interval after the last try.
+    fresh = MetadataSchedule()
+    fresh.tried(100.0, fetched=True)
+    fresh.suspect = True
+    assert not fresh.due(100.0 + METADATA_RETRY_SECONDS - 1)
+    assert fresh.due(100.0 + METADATA_RETRY_SECONDS)
+    fresh.tried(100.0 + METADATA_RETRY_SECONDS, fetched=True)
+    assert not fresh.suspect
+    assert not fresh.due(100.0 + 2 * METADATA_RETRY_SECONDS)
