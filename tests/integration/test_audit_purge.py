@@ -23,9 +23,11 @@ def entry(room: str, at: float) -> AuditEntry:
     return AuditEntry(at=at, room=room, actor="host-id", actor_name="Ada", action="lock")
 
 
-@pytest.fixture
-def config(tmp_path: Path) -> Path:
-    path = tmp_path / "meetgate.toml"
+@pytest.fixture(scope="module")
+def config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One `meetgate init` config for the module: the purges only read it (its store's URL comes
+    from the environment)."""
+    path = tmp_path_factory.mktemp("purge") / "meetgate.toml"
     made = meetgate("init", "--path", str(path))
     assert made.returncode == 0, made.stderr
     return path
