@@ -4,13 +4,17 @@ lets the person in (or into the lobby) through `Entrance.finish`. When the room'
 demands proof-of-work, the login answers with the solver page, which posts the solved proof back
 to the same login URL.
 
-authlib's Starlette client runs the protocol (discovery, PKCE, state, nonce, code exchange, its
-own ID token check); the stricter checks in `gateway/admission/oidc.py` run on top. authlib's
-and httpx's exceptions become Meetgate's errors here, and only here.
+authlib's Starlette client runs the protocol (PKCE, state, nonce, code exchange, its own ID
+token check); the stricter checks in `gateway/admission/oidc.py` run on top. Meetgate fetches
+the discovery document itself (`ProviderClient.metadata`: when first needed, hourly, after a
+failed call, one fetch at a time). authlib's and httpx's exceptions, whatever their kind,
+become Meetgate's errors here, and only here (`ProviderCall`), each with a reason that a log
+line gives under the request id its page shows.
 
-A pending sign-in lives in two halves: the browser holds a signed, HttpOnly, SameSite=Lax cookie
-scoped to `/_meetgate/oidc` (`with_signin_session`) naming the provider, room and state; the
-Store holds the PKCE verifier and nonce (`PendingSignIns`), readable once.
+A pending sign-in lives in two halves: the browser holds a signed (readable, not encrypted),
+HttpOnly, SameSite=Lax cookie scoped to `/_meetgate/oidc` (`with_signin_session`) naming the
+provider, room, state and nonce; the Store holds the PKCE verifier and a copy of the nonce
+(`PendingSignIns`), readable once.
 """
 
 from __future__ import annotations
@@ -318,7 +322,12 @@ class ProviderClient:
     def _current(self) -> ProviderMetadata:
         if self._metadata is not None:
             return self._metadata
-        raise self._failure or ProviderUnavailable("discovery not fetched")
+        failure = self._failure
+        if not isinstance(failure, SignInFailed | ProviderUnavailable):
+            raise ProviderUnavailable("discovery not fetched")
+        # A new error of the same kind and reason: the one kept is not raised again (each
+        # raise would add its frames to the one traceback it carries).
+        raise type(failure)(failure.reason)
 
     async def _fetch(self) -> tuple[ProviderMetadata, dict[str, Any]]:
         url = discovery_url(self.config.issuer)
