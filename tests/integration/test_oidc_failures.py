@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 
+from gateway.admission.oidc import METADATA_RETRY_SECONDS
 from tests.fixtures.gateway_server import GatewayServer
 from tests.fixtures.http_clients import TLS
 from tests.fixtures.oidc import (
@@ -398,11 +400,13 @@ def test_a_provider_down_at_start_is_used_once_it_answers_without_a_fetch_storm(
 
     wait_until(failing_as_503, timeout=60, what="the gate trying the provider again")
     # Meanwhile sign-ins keep coming: one fetch at most in the retry interval, not one each.
-    fetched = front.requests[DISCOVERY]
+    # (The bound is counted in retry intervals, so a slow machine does not fail it.)
+    fetched, started = front.requests[DISCOVERY], time.monotonic()
     with browser(gateway) as client:
         for _ in range(20):
             error_page(client.get(login, params={"room": room}), 502, "provider_failed")
-    assert front.requests[DISCOVERY] - fetched <= 2
+    intervals = (time.monotonic() - started) // METADATA_RETRY_SECONDS
+    assert front.requests[DISCOVERY] - fetched <= 1 + intervals < 20
     # Well again: the gate uses it without a restart.
     front.faults.status.pop(DISCOVERY)
 
