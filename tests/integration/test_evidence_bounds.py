@@ -250,14 +250,18 @@ async def test_an_export_of_a_long_chain_never_stalls_the_replica(
             last = now
 
     ticking = asyncio.create_task(ticks())
+    started = time.perf_counter()
     data = await log.export("board")
     # The ticker's last wait, over whatever the export did last, is counted too.
     await asyncio.sleep(0.05)
+    took = time.perf_counter() - started
     ticking.cancel()
     assert data.count(b"\n") > 40_000
     # Parsing, checking and signing 40,000 entries take seconds (once all on the loop); the
-    # loop goes on serving meanwhile.
-    assert max(gaps) < 0.25, f"the event loop stalled {max(gaps):.2f} s"
+    # loop goes on serving meanwhile. Measured against the export's own time, not a fixed bound:
+    # on a loaded machine both stretch (a fixed 0.25 s failed CI with a 0.33 s gap in a far longer
+    # export), while an export done on the loop is one gap as long as the export.
+    assert len(gaps) > 20 and max(gaps) < took / 5, f"stalled {max(gaps):.2f} s of {took:.2f} s"
     await chains.aclose()
 
 
