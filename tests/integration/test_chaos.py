@@ -63,10 +63,10 @@ from tests.integration.test_reconcile import (
 pytestmark = pytest.mark.slow
 
 # Sentinel's forced failover here promotes the replica within a second or two, but turns the old
-# master into a replica only once it has seen it report itself master for a while (8 s) on its
-# INFO polls (every second here, every 10 s as deployed): within this. The promise for a
-# revocation made during a failover: socket closed within the failover, a reconcile interval and
-# a second.
+# master into a replica only once it has seen it report itself master for a while (4 s here, 8 s
+# as deployed) on its INFO polls (every second here, every 10 s as deployed): within this. The
+# promise for a revocation made during a failover: socket closed within the failover, a
+# reconcile interval and a second.
 FAILOVER_SECONDS = 30.0
 FAILOVER_BOUND = FAILOVER_SECONDS + BOUND
 SENTINEL_DB = 3
