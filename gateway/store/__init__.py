@@ -431,6 +431,9 @@ class Store(Protocol):
 
     async def is_banned(self, room: str, identity: str, now: float) -> bool: ...
 
+    async def unban_identity(self, room: str, identity: str) -> bool:
+        """Lift the ban on `identity` in `room` (a ban scope); False if there was none."""
+
     async def are_banned(self, bans: Sequence[tuple[str, str]], now: float) -> list[bool]:
         """`is_banned(room, identity, now)` of each (room, identity), in order, in one round
         trip."""

@@ -638,6 +638,14 @@ class MemoryStore:
     async def are_banned(self, bans: Sequence[tuple[str, str]], now: float) -> list[bool]:
         return [await self.is_banned(room, identity, now) for room, identity in bans]
 
+    async def unban_identity(self, room: str, identity: str) -> bool:
+        raw = self._raw.pop((RecordKind.BAN, f"{room}:{identity}"), None)
+        if (room, identity) not in self._bans:
+            return raw is not None
+        until = self._bans.pop((room, identity))
+        # As Redis, whose key goes when the ban ends: an ended ban is none.
+        return raw is not None or until is None or until > time.time()
+
     async def is_banned(self, room: str, identity: str, now: float) -> bool:
         raw = self._raw_form(RecordKind.BAN, f"{room}:{identity}")
         if raw is not None:

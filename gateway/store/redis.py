@@ -1136,6 +1136,11 @@ class RedisStore:
             until: str | None = await self._client.get(f"{_BAN}{room}:{identity}")
         return self._ban_holds(until, now)
 
+    async def unban_identity(self, room: str, identity: str) -> bool:
+        async with self._call():
+            deleted: int = await self._client.delete(f"{_BAN}{room}:{identity}")
+        return deleted > 0
+
     async def are_banned(self, bans: Sequence[tuple[str, str]], now: float) -> list[bool]:
         if not bans:
             return []
