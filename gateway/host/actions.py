@@ -1,17 +1,19 @@
-"""Host actions on a room. Each checks that the actor is a live host of that room, changes the
-store, tells every replica which admissions to cut (pub/sub), and leaves an audit entry.
+"""Host actions on a room. Each checks that the actor is a live host of that room (or the admin,
+through the admin API), changes the store, tells every replica which admissions to cut (pub/sub),
+and leaves an audit entry.
 
-No HTTP here: the dashboard routes and the tests call these with plain values.
+No HTTP here: the dashboard routes, the admin API and the tests call these with plain values.
 """
 
 from __future__ import annotations
 
 import secrets
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from gateway.admission.lobby import Lobby, LobbyRequest, LobbyState
-from gateway.admission.names import shown_claim
+from gateway.admission.names import shown_claim, skeleton, strip_markers
 from gateway.admission.policy import policy_version
+from gateway.admission.rooms import validate_room_name
 from gateway.cuts import Cut, RulesChanged
 from gateway.errors import InvalidInput, NotHost, PolicyChanged, RoomNotFound
 from gateway.evidence.entries import Kind, moment
@@ -35,6 +37,31 @@ from gateway.store.records import (
     Room,
     RoomPolicy,
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Admin:
+    """The admin, acting through the admin API (`meetgate room …`): a host of every room, with
+    no admission of its own."""
+
+
+ADMIN = Admin()
+# Who the room's log says acted, when the admin did.
+ADMIN_NAME = "admin"
+# What the evidence's pseudonym of the admin is made from (per room, as a host's is): no
+# identity's pseudonym is this.
+ADMIN_EVIDENCE_ACTOR = "the admin API"
+
+# Who does a host action: a host, by their admission, or the admin.
+Actor = Admission | Admin
+
+
+def name_matches(wanted: str, shown: str) -> bool:
+    """Does `wanted`, as an admin types it, name the participant shown as `shown`? Look-alikes
+    and Meetgate's markers count: "Ada" names "Ada", "ADA (2)" and "Ada (guest)"; "Ada (2)" names
+    only "Ada (2)"."""
+    typed = skeleton(wanted)
+    return bool(typed) and typed in (skeleton(shown), skeleton(strip_markers(shown)))
 
 
 def fresh_room_name(previous: str) -> str:
@@ -98,44 +125,48 @@ class HostDesk:
 
     def _record(
         self,
-        host: Admission,
+        actor: Actor,
+        room: str,
         kind: Kind,
         whom: str | None = None,
         name: str | None = None,
         **values: object,
     ) -> None:
-        """Record in the room's evidence what `host` did (to the admission `whom`, whose shown
-        `name` only if the host chose to record it)."""
+        """Record in `room`'s evidence what `actor` did (to the admission `whom`, whose shown
+        `name` only if the actor chose to record it)."""
         evidence = self._evidence
         if evidence is None:
             return
-        fields: dict[str, object] = {"actor": evidence.pseudonyms.host(host.room, host.identity)}
+        fields: dict[str, object] = {"actor": evidence.pseudonyms.host(room, _identity(actor))}
         if whom is not None:
-            fields["target"] = self._whom(host, whom)
+            fields["target"] = self._whom(room, whom)
         if name:
             fields["name"] = name
-        evidence.note(host.room, kind, {**fields, **values})
+        evidence.note(room, kind, {**fields, **values})
 
-    async def _authorise(self, host: Admission, room_name: str, now: float) -> Room:
-        if host.role is not Role.HOST or host.room != room_name or not host.is_live(now):
+    async def _authorise(self, actor: Actor, room_name: str, now: float) -> Room:
+        if isinstance(actor, Admission) and (
+            actor.role is not Role.HOST or actor.room != room_name or not actor.is_live(now)
+        ):
             raise NotHost()
         room = await self._store.get_room(room_name)
         if room is None:
             raise RoomNotFound()
         return room
 
-    def _whom(self, host: Admission, admission_id: str) -> str:
+    def _whom(self, room: str, admission_id: str) -> str:
         """Whom an audit entry is about, as the room's evidence names them (a keyed hash of the
         admission, of this room only): never the identity's pseudonym, which is the same in
         every room and would let the hosts of two rooms find the same person in both. "" when
         there is no evidence recorder, and so no key."""
         if self._evidence is None:
             return ""
-        return self._evidence.pseudonyms.admission(host.room, admission_id)
+        return self._evidence.pseudonyms.admission(room, admission_id)
 
     async def _audit(
         self,
-        host: Admission,
+        actor: Actor,
+        room: str,
         action: str,
         now: float,
         target: str = "",
@@ -145,9 +176,10 @@ class HostDesk:
         await self._store.append_audit(
             AuditEntry(
                 at=now,
-                room=host.room,
-                actor=host.identity,
-                actor_name=host.name,
+                room=room,
+                # The admin has no identity: "" (as the admin API's other entries).
+                actor=actor.identity if isinstance(actor, Admission) else "",
+                actor_name=actor.name if isinstance(actor, Admission) else ADMIN_NAME,
                 action=action,
                 target=target,
                 facts=facts,
@@ -157,8 +189,8 @@ class HostDesk:
     async def _cut(self, admission_id: str, reason: str) -> None:
         await Cut(admission_id, reason).send(self._store)
 
-    async def roster(self, host: Admission, room_name: str, now: float) -> list[Admission]:
-        await self._authorise(host, room_name, now)
+    async def roster(self, actor: Actor, room_name: str, now: float) -> list[Admission]:
+        await self._authorise(actor, room_name, now)
         admissions = await self._store.list_admissions(room_name)
         return sorted(
             (a for a in admissions if a.is_live(now)),
@@ -166,17 +198,25 @@ class HostDesk:
         )
 
     async def participant(
-        self, host: Admission, room_name: str, admission_id: str, now: float
+        self, actor: Actor, room_name: str, admission_id: str, now: float
     ) -> Admission | None:
         """One live admission of this room, looked up by id (not by listing the room)."""
-        await self._authorise(host, room_name, now)
+        await self._authorise(actor, room_name, now)
         admission = await self._store.get_admission(admission_id)
         if admission is None or admission.room != room_name or not admission.is_live(now):
             return None
         return admission
 
-    async def room(self, host: Admission, room_name: str, now: float) -> Room:
-        return await self._authorise(host, room_name, now)
+    async def room(self, actor: Actor, room_name: str, now: float) -> Room:
+        return await self._authorise(actor, room_name, now)
+
+    async def named(self, actor: Actor, room_name: str, who: str, now: float) -> list[Admission]:
+        """The live admissions of this room that `who` names: the one whose id it is, else
+        those whose shown name it names (`name_matches`), newest first. Several: the caller
+        asks which one; none: nobody in the room is `who`."""
+        await self._authorise(actor, room_name, now)
+        live = [a for a in await self._store.list_admissions(room_name) if a.is_live(now)]
+        return _named(who, live)
 
     async def moved_from(self, host: Admission, room_name: str, now: float) -> Room:
         """The room `room_name` the meeting `host` hosts moved away from (its moves followed to
@@ -199,7 +239,7 @@ class HostDesk:
 
     async def revoke(
         self,
-        host: Admission,
+        actor: Actor,
         room_name: str,
         admission_id: str,
         now: float,
@@ -209,22 +249,24 @@ class HostDesk:
         """Revoke one admission of this room. False (and nothing done) if it is unknown, of
         another room, or already gone; revoking twice is harmless. `record_name`: the evidence
         keeps the shown name too."""
-        await self._authorise(host, room_name, now)
-        if admission_id == host.id:
+        await self._authorise(actor, room_name, now)
+        if isinstance(actor, Admission) and admission_id == actor.id:
             raise InvalidInput(N_("You cannot remove yourself; leave the meeting instead."))
         target = await self._store.get_admission(admission_id)
         if target is None or target.room != room_name or not target.is_live(now):
             return False
         await self._store.revoke_admission(admission_id)
         await self._cut(admission_id, "revoked")
-        self._record(host, Kind.REMOVAL, admission_id, target.name if record_name else None)
+        shown = target.name if record_name else None
+        self._record(actor, room_name, Kind.REMOVAL, admission_id, shown)
         facts = AuditFacts(AuditKind.NAME, name=target.name)
-        await self._audit(host, "revoke", now, target=self._whom(host, admission_id), facts=facts)
+        whom = self._whom(room_name, admission_id)
+        await self._audit(actor, room_name, "revoke", now, target=whom, facts=facts)
         return True
 
     async def ban(
         self,
-        host: Admission,
+        actor: Actor,
         room_name: str,
         admission_id: str,
         until: float | None,
@@ -235,8 +277,8 @@ class HostDesk:
         """Revoke every admission of the target's identity in this room and bar it from coming
         back until `until` (None: for good). False if the admission is unknown to this room.
         `record_name`: the evidence keeps the shown name too."""
-        room = await self._authorise(host, room_name, now)
-        if admission_id == host.id:
+        room = await self._authorise(actor, room_name, now)
+        if isinstance(actor, Admission) and admission_id == actor.id:
             raise InvalidInput(N_("You cannot ban yourself."))
         if until is not None and until <= now:
             raise InvalidInput(N_("A ban must end in the future."))
@@ -250,31 +292,58 @@ class HostDesk:
                 await self._cut(admission.id, "banned")
         ends = None if until is None else moment(until)
         shown = target.name if record_name else None
-        self._record(host, Kind.BAN, admission_id, shown, until=ends)
+        self._record(actor, room_name, Kind.BAN, admission_id, shown, until=ends)
         facts = (
             AuditFacts(AuditKind.NAME, name=target.name)
             if until is None
             else AuditFacts(AuditKind.BANNED_UNTIL, name=target.name, until=until)
         )
-        await self._audit(host, "ban", now, target=self._whom(host, admission_id), facts=facts)
+        whom = self._whom(room_name, admission_id)
+        await self._audit(actor, room_name, "ban", now, target=whom, facts=facts)
         return True
 
-    async def set_locked(self, host: Admission, room_name: str, locked: bool, now: float) -> Room:
+    async def banned(self, actor: Actor, room_name: str, who: str, now: float) -> list[Admission]:
+        """The admissions of this room, their identity banned now, that `who` names (by id or
+        shown name, as `named`) while their records live (until they would have expired): one
+        per identity, its newest."""
+        room = await self._authorise(actor, room_name, now)
+        admissions = await self._store.list_admissions(room_name)
+        bans = await self._store.are_banned([(room.ban_scope, a.identity) for a in admissions], now)
+        held = [a for a, ban in zip(admissions, bans, strict=True) if ban]
+        return _named(who, held, by_identity=True)
+
+    async def unban(self, actor: Actor, room_name: str, admission_id: str, now: float) -> bool:
+        """Lift the ban on the identity of this room's admission `admission_id`: it may come
+        back (through a new admission: the revoked ones stay revoked). False if the admission is
+        unknown to this room or its identity is not banned."""
+        room = await self._authorise(actor, room_name, now)
+        target = await self._store.get_admission(admission_id)
+        if target is None or target.room != room_name:
+            return False
+        if not await self._store.unban_identity(room.ban_scope, target.identity):
+            return False
+        self._record(actor, room_name, Kind.UNBAN, admission_id)
+        facts = AuditFacts(AuditKind.NAME, name=target.name)
+        whom = self._whom(room_name, admission_id)
+        await self._audit(actor, room_name, "unban", now, target=whom, facts=facts)
+        return True
+
+    async def set_locked(self, actor: Actor, room_name: str, locked: bool, now: float) -> Room:
         """Lock: nobody new is admitted. Unlock also lifts a lockdown's approval requirement."""
-        await self._authorise(host, room_name, now)
+        await self._authorise(actor, room_name, now)
         updated = await self._store.change_room(
             room_name,
             lambda room: replace(
                 room, locked=locked, approval_required=room.approval_required and locked
             ),
         )
-        await self._audit(host, "lock" if locked else "unlock", now)
-        self._record(host, Kind.LOCK if locked else Kind.UNLOCK)
+        await self._audit(actor, room_name, "lock" if locked else "unlock", now)
+        self._record(actor, room_name, Kind.LOCK if locked else Kind.UNLOCK)
         return updated
 
-    async def lockdown(self, host: Admission, room_name: str, now: float) -> int:
+    async def lockdown(self, actor: Actor, room_name: str, now: float) -> int:
         """Lock the room, revoke every non-host admission, require approval to come back."""
-        await self._authorise(host, room_name, now)
+        await self._authorise(actor, room_name, now)
         # Quiet too: the hosts who stay speak, nobody who slipped back in chats.
         await self._store.change_room(
             room_name, lambda room: replace(room, locked=True, approval_required=True, quiet=True)
@@ -287,17 +356,21 @@ class HostDesk:
             await self._store.revoke_admission(admission.id)
             await self._cut(admission.id, "lockdown")
             removed += 1
-        await self._audit(host, "lockdown", now, facts=AuditFacts(AuditKind.REMOVED, count=removed))
-        self._record(host, Kind.LOCKDOWN, removed=removed)
+        facts = AuditFacts(AuditKind.REMOVED, count=removed)
+        await self._audit(actor, room_name, "lockdown", now, facts=facts)
+        self._record(actor, room_name, Kind.LOCKDOWN, removed=removed)
         return removed
 
-    async def move(self, host: Admission, room_name: str, now: float) -> Room:
-        """Continue the meeting in a fresh, unguessable room. Every live admission is carried
-        over (revoked and banned ones are not live) and its connections are cut, so each
-        browser reconnects, is refused its old ticket and fetches a fresh one for the new room."""
-        room = await self._authorise(host, room_name, now)
+    async def move(
+        self, actor: Actor, room_name: str, now: float, *, to: str | None = None
+    ) -> Room:
+        """Continue the meeting in a fresh, unguessable room (or in the new room `to`, a valid
+        room name no room has: RoomExists else). Every live admission is carried over (revoked
+        and banned ones are not live) and its connections are cut, so each browser reconnects,
+        is refused its old ticket and fetches a fresh one for the new room."""
+        room = await self._authorise(actor, room_name, now)
         successor = Room(
-            name=fresh_room_name(room.name),
+            name=fresh_room_name(room.name) if to is None else validate_room_name(to),
             title=room.title,
             created_at=now,
             hosts=room.hosts,
@@ -331,10 +404,10 @@ class HostDesk:
                 await self._cut(admission.id, "moved")
                 moved += 1
         facts = AuditFacts(AuditKind.MOVED, count=moved)
-        await self._audit(host, "move", now, target=successor.name, facts=facts)
+        await self._audit(actor, room_name, "move", now, target=successor.name, facts=facts)
         if self._evidence is not None:
             # The old room's `move`, then the new room's `move in` naming it (not its name).
-            self._evidence.moved(room_name, successor.name, host.identity, moved)
+            self._evidence.moved(room_name, successor.name, _identity(actor), moved)
         return successor
 
     async def _claim_name_in(self, room_name: str, admission: Admission) -> None:
@@ -342,12 +415,12 @@ class HostDesk:
         await self._store.claim_name(room_name, claim)
 
     async def set_policy(
-        self, host: Admission, room_name: str, policy: RoomPolicy, was: str, now: float
+        self, actor: Actor, room_name: str, policy: RoomPolicy, was: str, now: float
     ) -> Room | None:
         """Replace the room's policy; it decides the next join attempt, on every replica. `was`
         is the version (`policy_version`) of the policy the host changed: PolicyChanged if the
         room's is another by now. None (and nothing done) if the room already has `policy`."""
-        room = await self._authorise(host, room_name, now)
+        room = await self._authorise(actor, room_name, now)
         if policy == room.policy:
             return None
 
@@ -359,15 +432,15 @@ class HostDesk:
 
         updated = await self._store.change_room(room_name, change)
         facts = AuditFacts(AuditKind.POLICY, policy=PolicyShape.of(policy))
-        await self._audit(host, "change policy", now, facts=facts)
+        await self._audit(actor, room_name, "change policy", now, facts=facts)
         return updated
 
     async def set_language(
-        self, host: Admission, room_name: str, language: str, now: float
+        self, actor: Actor, room_name: str, language: str, now: float
     ) -> Room | None:
         """Set the language of the room's pages for visitors who chose none (a tag of
         gateway.i18n.LANGUAGES; "" for none). None (and nothing done) if it already is."""
-        room = await self._authorise(host, room_name, now)
+        room = await self._authorise(actor, room_name, now)
         if language != "" and language not in ROOM_LANGUAGES:
             raise InvalidInput(N_("Choose one of the languages offered."))
         if language == room.language:
@@ -376,52 +449,53 @@ class HostDesk:
             room_name, lambda current: replace(current, language=language)
         )
         facts = AuditFacts(AuditKind.LANGUAGE, language=language)
-        await self._audit(host, "change language", now, facts=facts)
+        await self._audit(actor, room_name, "change language", now, facts=facts)
         return updated
 
-    async def set_quiet(self, host: Admission, room_name: str, on: bool, now: float) -> Room:
+    async def set_quiet(self, actor: Actor, room_name: str, on: bool, now: float) -> Room:
         """Quiet mode: only hosts chat (attendees may still write privately to a host when the
         room's chat limits allow it). Every replica's gate applies it to the next message."""
-        await self._authorise(host, room_name, now)
+        await self._authorise(actor, room_name, now)
         updated = await self._store.change_room(
             room_name, lambda current: replace(current, quiet=on)
         )
         await rules_changed(self._store, room_name)
-        await self._audit(host, "quiet on" if on else "quiet off", now)
-        self._record(host, Kind.QUIET_ON if on else Kind.QUIET_OFF)
+        await self._audit(actor, room_name, "quiet on" if on else "quiet off", now)
+        self._record(actor, room_name, Kind.QUIET_ON if on else Kind.QUIET_OFF)
         return updated
 
     async def set_chat_limits(
-        self, host: Admission, room_name: str, limits: ChatLimits, now: float
+        self, actor: Actor, room_name: str, limits: ChatLimits, now: float
     ) -> Room | None:
         """Set the room's chat limits (checked: InvalidInput says the bounds). None (and
         nothing done) if it already has them."""
-        room = await self._authorise(host, room_name, now)
+        room = await self._authorise(actor, room_name, now)
         check_chat_limits(limits)
         if limits == ChatLimits.of(room):
             return None
         updated = await self._store.change_room(room_name, limits.applied_to)
         await rules_changed(self._store, room_name)
         facts = AuditFacts(AuditKind.CHAT_LIMITS, limits=limits)
-        await self._audit(host, "change chat limits", now, facts=facts)
-        self._record(host, Kind.CHAT_LIMITS, limits=evidence_limits(limits))
+        await self._audit(actor, room_name, "change chat limits", now, facts=facts)
+        self._record(actor, room_name, Kind.CHAT_LIMITS, limits=evidence_limits(limits))
         return updated
 
-    async def waiting(self, host: Admission, room_name: str, now: float) -> list[LobbyRequest]:
+    async def waiting(self, actor: Actor, room_name: str, now: float) -> list[LobbyRequest]:
         """The room's lobby: who asks to be let in, oldest first."""
-        await self._authorise(host, room_name, now)
+        await self._authorise(actor, room_name, now)
         return [] if self._lobby is None else await self._lobby.waiting(room_name, now)
 
     async def answer_lobby(
-        self, host: Admission, room_name: str, request_id: str, answer: LobbyState, now: float
+        self, actor: Actor, room_name: str, request_id: str, answer: LobbyState, now: float
     ) -> LobbyRequest | None:
         """Let a waiting person in (APPROVED), turn them away (DENIED), or turn them away and
         bar their identity from the meeting for good (BANNED). None if the request is unknown
         to this room, expired or already answered."""
-        room = await self._authorise(host, room_name, now)
+        room = await self._authorise(actor, room_name, now)
         if self._lobby is None:
             return None
-        answered = await self._lobby.answer(room, request_id, answer, host.name, now)
+        by = actor.name if isinstance(actor, Admission) else ADMIN_NAME
+        answered = await self._lobby.answer(room, request_id, answer, by, now)
         if answered is not None:
             action = {
                 LobbyState.APPROVED: "approve",
@@ -431,16 +505,41 @@ class HostDesk:
             if answer is LobbyState.APPROVED:
                 # That a guest was let in, not who: names kept for a month would make the log a
                 # list of who attended. Names stay only on the actions against someone.
-                await self._audit(host, action, now)
+                await self._audit(actor, room_name, action, now)
             else:
                 # Whom, by the lobby request (there is no admission), as the evidence names them.
                 whom = f"lobby:{answered.id}"
                 facts = AuditFacts(AuditKind.NAME, name=answered.name)
-                await self._audit(host, action, now, target=self._whom(host, whom), facts=facts)
+                target = self._whom(room_name, whom)
+                await self._audit(actor, room_name, action, now, target=target, facts=facts)
                 if answer is LobbyState.BANNED:
-                    self._record(host, Kind.BAN, whom, until=None)
+                    self._record(actor, room_name, Kind.BAN, whom, until=None)
         return answered
 
-    async def audit(self, host: Admission, room_name: str, now: float) -> list[AuditEntry]:
-        await self._authorise(host, room_name, now)
+    async def audit(self, actor: Actor, room_name: str, now: float) -> list[AuditEntry]:
+        await self._authorise(actor, room_name, now)
         return await self._store.list_audit(room_name)
+
+
+def _identity(actor: Actor) -> str:
+    """What the evidence's pseudonym of `actor` is made from."""
+    return actor.identity if isinstance(actor, Admission) else ADMIN_EVIDENCE_ACTOR
+
+
+def _named(who: str, admissions: list[Admission], *, by_identity: bool = False) -> list[Admission]:
+    """The one of `admissions` whose id is `who`, else those whose shown name `who` names,
+    newest first (`by_identity`: the admissions of one identity are one person, and the newest
+    of them stands for them)."""
+    wanted = who.strip()
+    for admission in admissions:
+        if admission.id == wanted:
+            return [admission]
+    found = sorted(
+        (a for a in admissions if name_matches(wanted, a.name)), key=lambda a: -a.created_at
+    )
+    if not by_identity:
+        return found
+    newest: dict[str, Admission] = {}
+    for admission in found:
+        newest.setdefault(admission.identity, admission)
+    return list(newest.values())
