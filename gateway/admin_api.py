@@ -17,7 +17,7 @@ from dataclasses import replace
 from functools import partial
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi import Path as FastApiPath
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPBearer
@@ -62,8 +62,18 @@ from gateway.errors import (
 )
 from gateway.evidence.entries import Kind
 from gateway.evidence.recorder import EvidenceRecorder
-from gateway.host.actions import check_chat_limits, evidence_limits, rules_changed
-from gateway.i18n import LANGUAGES, N_
+from gateway.host.actions import (
+    ADMIN,
+    ADMIN_EVIDENCE_ACTOR,
+    ADMIN_NAME,
+    HostDesk,
+    check_chat_limits,
+    evidence_limits,
+    name_matches,
+    rules_changed,
+)
+from gateway.host.dashboard import audit_detail
+from gateway.i18n import DEFAULT, LANGUAGES, N_
 from gateway.metrics import Metrics
 from gateway.settings import Settings
 from gateway.store import Store
@@ -73,6 +83,7 @@ from gateway.store.records import (
     CHAT_BYTES_MAX,
     CHAT_PER_10S_MAX,
     STRIKES_MAX,
+    Admission,
     AuditEntry,
     AuditFacts,
     AuditKind,
@@ -362,10 +373,6 @@ MAX_KEY_CHARS = 64
 JSON_TYPES = ("application/json",)
 
 log = logging.getLogger("meetgate.admin")
-# Who the room's log says made a change through the admin API.
-ADMIN = "admin"
-# What the evidence's pseudonym of the admin API is made from: no identity's pseudonym is.
-EVIDENCE_ACTOR = "the admin API"
 
 
 # The ways into a room, in the order `RoomOut.policy` lists those its policy allows.
@@ -392,6 +399,149 @@ def _room_out(room: Room) -> RoomOut:
             chat_max_bytes=room.chat_max_bytes,
             guard_strikes="default" if room.guard_strikes is None else room.guard_strikes,
         ),
+    )
+
+
+# The emergency calls (docs/operations.md, "In an emergency"): what a host does on the dashboard.
+
+# Whom a call is about: an admission's id, or a shown name (look-alikes and " (2)" match too).
+Who = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=200,
+        description="An admission's id (as the roster shows it), or a shown name: look-alikes"
+        ' and Meetgate\'s markers match too ("Ada" names "Ada (2)"); a name that names several'
+        " is refused (400) with their ids",
+    ),
+]
+WhoQuery = Annotated[
+    str | None, Query(min_length=1, max_length=200, description="Only the one this names")
+]
+# A ban's length: a minute to a year and a day (the bounds first, as _ChatPer10s's).
+MAX_BAN_SECONDS = 366 * 24 * 3600
+_BanSeconds = Annotated[
+    int, Field(ge=60, le=MAX_BAN_SECONDS), BeforeValidator(_json_number), Field(strict=False)
+]
+
+
+class ParticipantOut(BaseModel):
+    """One live admission of a room, as the host dashboard's roster shows it."""
+
+    id: str = Field(description="The admission's id: what `who` takes")
+    name: str = Field(description="The name everyone sees")
+    role: Role
+    via: str = Field(description="How they came in: invite:<id>, oidc:<provider>, email, lobby")
+    since: float = Field(description="When they were admitted (seconds since the epoch)")
+
+
+class RemoveIn(_Body):
+    who: Who
+    ban: bool = Field(
+        default=False, description="Also bar their identity from the meeting (for good)"
+    )
+    ban_seconds: _BanSeconds | None = Field(
+        default=None, description="Also bar their identity from the meeting, for this long"
+    )
+
+
+class RemovedOut(BaseModel):
+    id: str
+    name: str
+    banned: bool
+    banned_until: float | None = Field(description="The ban's end; null for good or no ban")
+
+
+class UnbanIn(_Body):
+    who: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=200,
+            description="The id or shown name of a banned admission of this room, while its"
+            " record lives (until it would have expired)",
+        ),
+    ]
+
+
+class UnbannedOut(BaseModel):
+    id: str
+    name: str
+
+
+class LockdownOut(BaseModel):
+    room: RoomOut
+    removed: int = Field(description="How many attendees it removed")
+
+
+class MoveIn(_Body):
+    # The route checks the name (InvalidRoomName, 400), as a new room's.
+    to: str = Field(
+        max_length=64,
+        description="The new room's name: a-z, 0-9, '-', '_'; no room may have it",
+        json_schema_extra={"pattern": f"^{ROOM_NAME.pattern}$"},
+    )
+
+
+class AuditOut(BaseModel):
+    """One entry of a room's log of host actions, newest first."""
+
+    at: float
+    actor_name: str = Field(description="The host's shown name, or admin")
+    action: str
+    target: str = Field(description="Whom it was about, as the room's evidence names them")
+    detail: str = Field(description="What came of it, in words (English)")
+
+
+class InviteRevokeIn(_Body):
+    name: str = Field(
+        min_length=1,
+        max_length=200,
+        description="The invitee's name, as the invite was made for (look-alikes match too)",
+    )
+
+
+class InviteRevokedOut(BaseModel):
+    id: str
+
+
+def _refused(where: tuple[str, ...], problem: str) -> RequestValidationError:
+    """A value the call cannot take, answered as the schema's refusals are (422, its field
+    named): the problem in English, as pydantic's are."""
+    return RequestValidationError([{"loc": where, "msg": problem, "type": "value_error"}])
+
+
+def _several(count: int, what: str, found: Sequence[Admission | Invite]) -> str:
+    listed = "; ".join(
+        f"{one.id} ({one.name})" if isinstance(one, Admission) else one.id for one in found
+    )
+    return f"names {count} {what}, give one of their ids: {listed}"
+
+
+def _the_one(found: list[Admission], what: str) -> Admission | None:
+    """The one admission `who` names; None if none; refused (422) listing them if several."""
+    if len(found) > 1:
+        raise _refused(("body", "who"), _several(len(found), what, found))
+    return found[0] if found else None
+
+
+def _participant_out(admission: Admission) -> ParticipantOut:
+    return ParticipantOut(
+        id=admission.id,
+        name=admission.name,
+        role=admission.role,
+        via=admission.via,
+        since=admission.created_at,
+    )
+
+
+def _audit_out(entry: AuditEntry) -> AuditOut:
+    return AuditOut(
+        at=entry.at,
+        actor_name=entry.actor_name,
+        action=entry.action,
+        target=entry.target,
+        detail=audit_detail(entry, DEFAULT),
     )
 
 
@@ -676,7 +826,7 @@ def create_admin_app(
 
     def _record(room: str, kind: Kind, **values: object) -> None:
         if evidence is not None:
-            actor = evidence.pseudonyms.host(room, EVIDENCE_ACTOR)
+            actor = evidence.pseudonyms.host(room, ADMIN_EVIDENCE_ACTOR)
             evidence.note(room, kind, {"actor": actor, **values})
 
     async def _tell_rules(was: Room, now: Room) -> None:
@@ -686,7 +836,7 @@ def create_admin_app(
         if was.quiet == now.quiet and ChatLimits.of(was) == limits:
             return
         await rules_changed(store, now.name)
-        entry = partial(AuditEntry, at=time.time(), room=now.name, actor="", actor_name=ADMIN)
+        entry = partial(AuditEntry, at=time.time(), room=now.name, actor="", actor_name=ADMIN_NAME)
         if was.quiet != now.quiet:
             _record(now.name, Kind.QUIET_ON if now.quiet else Kind.QUIET_OFF)
             await store.append_audit(entry(action="quiet on" if now.quiet else "quiet off"))
@@ -788,6 +938,107 @@ def create_admin_app(
         if not await store.revoke_invite(invite_id):
             raise NotFound(N_("No invite has this id."))
         return Response(status_code=204)
+
+    desk = HostDesk(store, None, evidence)
+
+    @app.get("/api/v1/rooms/{name}/participants", dependencies=guarded, responses=NOT_FOUND)
+    async def roster(name: str, who: WhoQuery = None) -> list[ParticipantOut]:
+        """Who is in the meeting (live admissions), hosts first; with `who`, those it names:
+        the one whose id it is, else those whose shown name it names, newest first (none, one,
+        or several to choose from)."""
+        now = time.time()
+        if who is not None:
+            return [_participant_out(a) for a in await desk.named(ADMIN, name, who, now)]
+        return [_participant_out(a) for a in await desk.roster(ADMIN, name, now)]
+
+    @app.post("/api/v1/rooms/{name}/remove", dependencies=guarded, responses=NOT_FOUND)
+    async def remove(name: str, body: RemoveIn) -> RemovedOut:
+        """Remove a participant at once (every replica cuts their connections), and with
+        `ban` bar their identity from the meeting, even if it moves. 404 not_found: nobody in
+        the room is `who`; 422 (body.who) with their ids: a name that names several."""
+        now = time.time()
+        target = _the_one(await desk.named(ADMIN, name, body.who, now), "participants")
+        if target is None:
+            raise NotFound(N_("Nothing to do: this participant is no longer in the meeting."))
+        until = None if body.ban_seconds is None else now + body.ban_seconds
+        banning = body.ban or body.ban_seconds is not None
+        if banning:
+            done = await desk.ban(ADMIN, name, target.id, until, now)
+        else:
+            done = await desk.revoke(ADMIN, name, target.id, now)
+        if not done:
+            raise NotFound(N_("Nothing to do: this participant is no longer in the meeting."))
+        return RemovedOut(
+            id=target.id,
+            name=target.name,
+            banned=banning,
+            banned_until=until,
+        )
+
+    @app.post("/api/v1/rooms/{name}/unban", dependencies=guarded, responses=NOT_FOUND)
+    async def unban(name: str, body: UnbanIn) -> UnbannedOut:
+        """Lift a ban: the person may come back (with a new invite or sign-in; what was revoked
+        stays revoked). 404 not_found: no banned admission of the room is `who`; 422 (body.who)
+        with their ids: a name that names several people."""
+        now = time.time()
+        target = _the_one(await desk.banned(ADMIN, name, body.who, now), "banned people")
+        if target is None or not await desk.unban(ADMIN, name, target.id, now):
+            raise NotFound(N_("Nothing to do: this participant is not known in this meeting."))
+        return UnbannedOut(id=target.id, name=target.name)
+
+    @app.post("/api/v1/rooms/{name}/lockdown", dependencies=guarded, responses=NOT_FOUND)
+    async def lockdown(name: str) -> LockdownOut:
+        """Emergency: lock the room, remove every attendee at once (hosts stay), quiet mode on;
+        attendees come back only once the room is unlocked."""
+        now = time.time()
+        removed = await desk.lockdown(ADMIN, name, now)
+        return LockdownOut(room=_room_out(await desk.room(ADMIN, name, now)), removed=removed)
+
+    @app.post("/api/v1/rooms/{name}/lock", dependencies=guarded, responses=NOT_FOUND)
+    async def lock(name: str) -> RoomOut:
+        """Nobody new is admitted (hosts excepted); who is in stays."""
+        return _room_out(await desk.set_locked(ADMIN, name, True, time.time()))
+
+    @app.post("/api/v1/rooms/{name}/unlock", dependencies=guarded, responses=NOT_FOUND)
+    async def unlock(name: str) -> RoomOut:
+        """Let people join again; this also ends a lockdown (its approval requirement)."""
+        return _room_out(await desk.set_locked(ADMIN, name, False, time.time()))
+
+    @app.post(
+        "/api/v1/rooms/{name}/move", dependencies=guarded, responses={**NOT_FOUND, **CONFLICT}
+    )
+    async def move(name: str, body: MoveIn) -> RoomOut:
+        """Continue the meeting in the new room `to`: everyone still admitted is carried over
+        and their browsers reconnect there; removed and banned people stay behind, and the old
+        room stays locked. Answers the new room."""
+        return _room_out(await desk.move(ADMIN, name, time.time(), to=body.to))
+
+    @app.get("/api/v1/rooms/{name}/audit", dependencies=guarded, responses=NOT_FOUND)
+    async def audit(name: str) -> list[AuditOut]:
+        """The room's log of host actions (the admin's too), newest first."""
+        return [_audit_out(e) for e in await desk.audit(ADMIN, name, time.time())]
+
+    @app.post("/api/v1/rooms/{name}/invites/revoke", dependencies=guarded, responses=NOT_FOUND)
+    async def revoke_invite_by_name(name: str, body: InviteRevokeIn) -> InviteRevokedOut:
+        """Revoke the room's one unrevoked invite made for `name` (look-alikes match too). 404
+        not_found if none is; 422 (body.name) with their ids if several are."""
+        if await store.get_room(name) is None:
+            raise RoomNotFound()
+        now = time.time()
+        found = [
+            invite
+            for invite in await store.list_invites(name)
+            if not invite.revoked
+            and invite.expires_at > now
+            and name_matches(body.name, invite.name)
+        ]
+        if not found:
+            raise NotFound()
+        if len(found) > 1:
+            raise _refused(("body", "name"), _several(len(found), "invites", found))
+        if not await store.revoke_invite(found[0].id):
+            raise NotFound(N_("No invite has this id."))
+        return InviteRevokedOut(id=found[0].id)
 
     @app.get("/api/v1/store/memory", dependencies=guarded)
     async def store_memory() -> StoreMemoryOut:

@@ -45,7 +45,23 @@ UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
 class CliError(Exception):
-    """A problem to tell the user in one line, then exit non-zero."""
+    """A problem to tell the user in one line, then exit non-zero: 2, a usage error, a refusal
+    (the admin API's, or not confirmed) or an error."""
+
+    exit_code = 2
+
+
+class NothingMatched(CliError):
+    """Nothing is what the command names (nobody in the room is WHO, no invite has the id): exit
+    1, as grep's for no match."""
+
+    exit_code = 1
+
+
+class AdminUnreachable(CliError):
+    """The admin API does not answer (not started, wrong address): exit 3, worth a retry."""
+
+    exit_code = 3
 
 
 def parse_duration(text: str) -> int:
@@ -473,14 +489,17 @@ class AdminClient:
         *,
         options: dict[str, str] | None = None,
         next_steps: dict[str, str] | None = None,
+        matching: bool = False,
     ) -> Any:
         """The admin API's answer; CliError with its message and what to do next if it refused.
         `options`: the command-line option each key of `body` came from, to name a refused value
-        as the user wrote it; `next_steps`: this call's own advice by error code."""
+        as the user wrote it; `next_steps`: this call's own advice by error code; `matching`:
+        the call looks someone or something up, and its `not_found` is NothingMatched (exit 1).
+        AdminUnreachable if the admin API does not answer."""
         try:
             response = self._client.request(method, path, json=body)
         except httpx.HTTPError as exc:
-            raise CliError(
+            raise AdminUnreachable(
                 f"cannot reach the admin API at {self._client.base_url}: is `meetgate serve`"
                 " running? (else pass --config, or --admin-url and --admin-token)"
             ) from exc
@@ -501,7 +520,9 @@ class AdminClient:
                 if payload.get("error") == "request_invalid" and fields and options is not None:
                     message = "; ".join(refused_option(field, options) for field in fields)
                 step = {**NEXT_STEPS, **(next_steps or {})}.get(str(payload.get("error")))
-                raise CliError(f"{message}\n{step}" if step else message)
+                matched_nothing = matching and payload.get("error") == "not_found"
+                refusal = NothingMatched if matched_nothing else CliError
+                raise refusal(f"{message}\n{step}" if step else message)
             raise CliError(f"the admin API answered {response.status_code}")
         return payload
 
@@ -511,7 +532,7 @@ def refused_option(field: Any, options: dict[str, str]) -> str:
     greater than or equal to 1`, not `body.max_uses: …`."""
     where = str(field.get("where", "")) if isinstance(field, dict) else ""
     problem = str(field.get("problem", "")) if isinstance(field, dict) else ""
-    key = where.removeprefix("body.").partition(".")[0]
+    key = where.removeprefix("body.").removeprefix("query.").partition(".")[0]
     return f"{options.get(key, key)}: {problem}" if key and key != "body" else problem
 
 
@@ -615,6 +636,8 @@ def _count(text: str) -> int:
 
 
 def command_room(args: argparse.Namespace) -> int:
+    if args.action in EMERGENCY_ACTIONS:
+        return room_emergency(args)
     client = admin_client(args)
     if args.action == "create":
         room = client.call(
@@ -706,6 +729,264 @@ def command_room(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- in an emergency
+
+# `meetgate room …` that do what a host does on the dashboard (docs/operations.md, "In an
+# emergency"). Exit codes: 0 done, 1 nothing matched, 2 usage, refusal or error, 3 no admin API.
+EMERGENCY_ACTIONS = ("roster", "remove", "unban", "lockdown", "unlock", "move", "audit")
+EXIT_CODES = """\
+exit codes:
+  0  done
+  1  nothing matched (WHO is not in the room, or not banned there)
+  2  bad usage, not confirmed, or refused by the admin API (no such room; a name
+     that names several people: their ids are listed)
+  3  the admin API cannot be reached"""
+REMOVE_OPTIONS = {"who": "WHO", "ban": "--ban", "ban_seconds": "--ban"}
+# Those that remove, ban, lock or move: each asks first, unless --yes.
+ASKING_ACTIONS = ("remove", "lockdown", "move")
+
+
+def confirm(question: str, yes: bool) -> None:
+    """Ask `question` with [y/N] on the terminal, unless `yes`. CliError if not confirmed, and
+    at once, without asking, when stdin is no terminal: a script says --yes or is refused, it
+    never hangs on a question nobody sees."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise CliError(f"{question} Not done: no terminal to ask on; pass --yes to do it")
+    # On stderr: what --json prints on stdout stays the API's JSON alone.
+    print(f"{question} [y/N] ", end="", file=sys.stderr, flush=True)
+    answer = sys.stdin.readline()
+    if answer.strip().lower() not in ("y", "yes"):
+        raise CliError("not done: not confirmed")
+
+
+def ban_seconds(text: str) -> int | None:
+    """--ban: a duration (30m, 2h, 7d) or `forever` (None)."""
+    if text.strip().lower() == "forever":
+        return None
+    seconds = parse_duration(text)
+    if not 60 <= seconds <= 366 * 86400:
+        raise CliError(f"--ban {text}: a ban lasts from 1m to 366d, or forever")
+    return seconds
+
+
+def the_one_named(client: AdminClient, room: str, who: str) -> dict[str, Any]:
+    """The one participant of `room` that `who` names (an id, or a shown name): NothingMatched
+    if nobody, CliError listing them if several."""
+    found: list[dict[str, Any]] = client.call(
+        "GET",
+        _room_path(room, f"participants?who={quote(who, safe='')}"),
+        options={"who": "WHO"},
+    )
+    if not found:
+        raise NothingMatched(
+            f"nobody in room {room} has this id or name; `meetgate room roster {room}` shows who"
+            " is in, with their ids"
+        )
+    if len(found) > 1:
+        listed = "\n".join(f"  {p['id']}  {p['role']:<8}  {p['name']}" for p in found)
+        raise CliError(
+            f"{who!r} names {len(found)} people in room {room}; give one of their ids:\n{listed}"
+        )
+    return found[0]
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """Columns as wide as their widest cell; the last column unpadded."""
+    widths = [max(len(str(row[i])) for row in [headers, *rows]) for i in range(len(headers))]
+    for row in [headers, *rows]:
+        cells = [str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)]
+        print("  ".join(cells).rstrip())
+
+
+def _room_path(room: str, *rest: str) -> str:
+    return "/".join([f"/api/v1/rooms/{quote(room, safe='')}", *rest])
+
+
+def room_emergency(args: argparse.Namespace) -> int:
+    """roster, remove, unban, lockdown, unlock, move, audit: the host's dashboard actions."""
+    if args.action in ASKING_ACTIONS and not args.yes and not sys.stdin.isatty():
+        # Refused before anything is looked up: nobody could answer the question.
+        raise CliError(
+            f"`meetgate room {args.action}` asks first, and there is no terminal to ask on:"
+            " pass --yes to do it without asking"
+        )
+    seconds: int | None = None
+    if args.action == "remove" and args.ban is not None:
+        seconds = ban_seconds(args.ban)
+    client = admin_client(args)
+    result: Any
+    if args.action == "roster":
+        result = client.call("GET", _room_path(args.name, "participants"))
+        if not args.json:
+            rows = [[p["id"], p["role"], p["name"], p["via"], _when(p["since"])] for p in result]
+            print_table(["ID", "ROLE", "NAME", "VIA", "SINCE"], rows)
+    elif args.action == "remove":
+        found = the_one_named(client, args.name, args.who)
+        if args.ban is None:
+            what = "remove"
+        else:
+            what = "remove and ban " + ("for good" if seconds is None else f"for {args.ban}")
+        confirm(
+            f"{what.capitalize()} {found['name']} ({found['role']}, {found['id']}) in room"
+            f" {args.name}?",
+            args.yes,
+        )
+        body: dict[str, Any] = {"who": found["id"], "ban": args.ban is not None}
+        if seconds is not None:
+            body["ban_seconds"] = seconds
+        result = client.call(
+            "POST", _room_path(args.name, "remove"), body, options=REMOVE_OPTIONS, matching=True
+        )
+        if not args.json:
+            banned = ""
+            if result["banned"]:
+                until = result["banned_until"]
+                banned = " and banned " + ("for good" if until is None else f"until {_when(until)}")
+            print(f"removed {result['name']} ({result['id']}) from room {args.name}{banned}")
+    elif args.action == "unban":
+        result = client.call(
+            "POST",
+            _room_path(args.name, "unban"),
+            {"who": args.who},
+            options={"who": "WHO"},
+            matching=True,
+            next_steps={
+                "not_found": "WHO must name a banned admission of the room (by its id or shown"
+                " name) while its record lives; `meetgate room audit ROOM` shows the bans."
+            },
+        )
+        if not args.json:
+            print(f"lifted the ban on {result['name']} ({result['id']}) in room {args.name}")
+    elif args.action == "lockdown":
+        confirm(
+            f"Lock down room {args.name}: lock it, remove every attendee at once, quiet mode on?",
+            args.yes,
+        )
+        result = client.call("POST", _room_path(args.name, "lockdown"))
+        if not args.json:
+            print(
+                f"room {args.name} is locked down: {result['removed']} attendee(s) removed,"
+                " only hosts can chat; `meetgate room unlock` ends it"
+            )
+    elif args.action == "unlock":
+        result = client.call("POST", _room_path(args.name, "unlock"))
+        if not args.json:
+            print(f"room {args.name} is open again")
+    elif args.action == "move":
+        confirm(
+            f"Move the meeting in room {args.name} to the new room {args.new}? Everyone still"
+            " admitted is carried over.",
+            args.yes,
+        )
+        result = client.call(
+            "POST", _room_path(args.name, "move"), {"to": args.new}, options={"to": "NEW"}
+        )
+        if not args.json:
+            print(f"the meeting moved from room {args.name} to room {result['name']}")
+    else:
+        result = client.call("GET", _room_path(args.name, "audit"))
+        if not args.json:
+            rows = [
+                [_when(e["at"]), e["actor_name"], e["action"], e["detail"], e["target"]]
+                for e in result
+            ]
+            print_table(["AT", "BY", "ACTION", "DETAIL", "WHOM (PSEUDONYM)"], rows)
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False, indent=2))
+    return 0
+
+
+def add_emergency_commands(room_sub: Any, client: list[argparse.ArgumentParser]) -> None:
+    """`meetgate room roster|remove|unban|lockdown|unlock|move|audit`."""
+    output = argparse.ArgumentParser(add_help=False)
+    output.add_argument("--json", action="store_true", help="print the admin API's JSON answer")
+    asking = argparse.ArgumentParser(add_help=False)
+    asking.add_argument(
+        "--yes", action="store_true", help="do it without asking (needed without a terminal)"
+    )
+    parents = [*client, output]
+
+    def emergency(name: str, summary: str, examples: list[str], *more: Any) -> Any:
+        return command(
+            room_sub,
+            name,
+            summary,
+            examples,
+            [*parents, *more],
+            description=f"{summary[0].upper()}{summary[1:]}.\n\n{EXIT_CODES}",
+        )
+
+    roster = emergency(
+        "roster",
+        "who is in the meeting: id, role, name, how they came in, since when",
+        ["meetgate room roster board", "meetgate room roster board --json"],
+    )
+    roster.add_argument("name", help="the room")
+    remove = emergency(
+        "remove",
+        "remove someone from the meeting at once, and ban them with --ban (asks first)",
+        [
+            "meetgate room remove board 'Ada Lovelace (2)'",
+            "meetgate room remove board 3f9c…e1 --ban 2h   # the id from `meetgate room roster`",
+            "meetgate room remove board Troll --ban forever --yes",
+        ],
+        asking,
+    )
+    remove.add_argument("name", help="the room")
+    remove.add_argument(
+        "who",
+        metavar="WHO",
+        help="an admission id, or a shown name (look-alikes and ' (2)' match too; a name that"
+        " names several is refused with their ids)",
+    )
+    remove.add_argument(
+        "--ban",
+        metavar="DURATION|forever",
+        help="also bar them from the meeting, even if it moves: e.g. 30m, 2h, 7d, or forever",
+    )
+    unban = emergency(
+        "unban",
+        "lift a ban: the person may come back with a new invite or sign-in",
+        ["meetgate room unban board 'Ada Lovelace'", "meetgate room unban board 3f9c…e1"],
+    )
+    unban.add_argument("name", help="the room they were banned from")
+    unban.add_argument(
+        "who",
+        metavar="WHO",
+        help="the banned admission's id or shown name, while its record lives (until it would"
+        " have expired, [admission] ttl_seconds)",
+    )
+    lockdown = emergency(
+        "lockdown",
+        "lock the room, remove every attendee at once, quiet mode on; hosts stay (asks first)",
+        ["meetgate room lockdown board", "meetgate room lockdown board --yes --json"],
+        asking,
+    )
+    lockdown.add_argument("name", help="the room")
+    unlock = emergency(
+        "unlock",
+        "let people join again; this also ends a lockdown",
+        ["meetgate room unlock board"],
+    )
+    unlock.add_argument("name", help="the room")
+    move = emergency(
+        "move",
+        "move the meeting to a new room: everyone still admitted comes along (asks first)",
+        ["meetgate room move board board-2b7f9c"],
+        asking,
+    )
+    move.add_argument("name", help="the room the meeting is in")
+    move.add_argument("new", metavar="NEW", help="the new room's name: a-z, 0-9, '-', '_'")
+    audit = emergency(
+        "audit",
+        "the room's log of host actions (the admin's too), newest first",
+        ["meetgate room audit board", "meetgate room audit board --json"],
+    )
+    audit.add_argument("name", help="the room")
+
+
 def command_invite(args: argparse.Namespace) -> int:
     client = admin_client(args)
     if args.action == "create":
@@ -743,12 +1024,27 @@ def command_invite(args: argparse.Namespace) -> int:
                 f"expires {_when(invite['expires_at'])}"
             )
     elif args.action == "revoke":
-        client.call(
-            "DELETE",
-            f"/api/v1/invites/{args.id}",
-            next_steps={"not_found": "`meetgate invite list --room ROOM` shows the ids."},
-        )
-        print(f"revoked invite {args.id}")
+        if (args.id is None) == (args.name is None) or (args.name is not None) != (
+            args.room is not None
+        ):
+            raise CliError("give the invite's id, or --room and --name (not both)")
+        if args.id is not None:
+            client.call(
+                "DELETE",
+                f"/api/v1/invites/{quote(args.id, safe='')}",
+                next_steps={"not_found": "`meetgate invite list --room ROOM` shows the ids."},
+            )
+            print(f"revoked invite {args.id}")
+        else:
+            done = client.call(
+                "POST",
+                f"/api/v1/rooms/{quote(args.room, safe='')}/invites/revoke",
+                {"name": args.name},
+                options={"name": "--name"},
+                matching=True,
+                next_steps={"not_found": "No unrevoked invite of the room is made for this name."},
+            )
+            print(f"revoked invite {done['id']}")
     return 0
 
 
@@ -998,7 +1294,7 @@ def build_parser() -> argparse.ArgumentParser:
         "policy",
         "who may enter, and how (replaces the policy)",
         [
-            "meetgate room policy board --oidc uni --allow-domain uni.example",
+            "meetgate room policy board --oidc uni --allow-domain uni.example lab.example",
             "meetgate room policy board --no-invite --lobby",
             "meetgate room policy board --email-code --allow-domain uni.example \\",
             "    --host-email chair@uni.example",
@@ -1008,37 +1304,45 @@ def build_parser() -> argparse.ArgumentParser:
     policy.add_argument("name", help="the room")
     policy.add_argument("--no-invite", action="store_true", help="personal invites do not work")
     policy.add_argument(
-        "--oidc", nargs="+", metavar="PROVIDER", help="sign-in with these providers ('any')"
+        "--oidc",
+        action="extend",
+        nargs="+",
+        metavar="PROVIDER",
+        help="sign-in with these providers ('any': every one configured)",
     )
     policy.add_argument("--email-code", action="store_true", help="one-time codes by e-mail")
     policy.add_argument(
         "--allow-email",
-        action="append",
+        action="extend",
+        nargs="+",
         default=[],
         metavar="ADDRESS",
-        help="only this address gets in by sign-in or code (repeatable)",
+        help="only these addresses get in by sign-in or code (several, or the option repeated)",
     )
     policy.add_argument(
         "--allow-domain",
-        action="append",
+        action="extend",
+        nargs="+",
         default=[],
         metavar="DOMAIN",
-        help="only addresses at this domain get in by sign-in or code (repeatable)",
+        help="only addresses at these domains get in by sign-in or code (several, or repeated)",
     )
     policy.add_argument(
         "--allow-group",
-        action="append",
+        action="extend",
+        nargs="+",
         default=[],
         metavar="GROUP",
-        help="sign-in only: members of this group get in (repeatable)",
+        help="sign-in only: members of these groups get in (several, or repeated)",
     )
     policy.add_argument("--lobby", action="store_true", help="a host approves who comes in")
     policy.add_argument(
         "--host-email",
-        action="append",
+        action="extend",
+        nargs="+",
         default=[],
         metavar="ADDRESS",
-        help="this address, once proven, enters as host (repeatable)",
+        help="these addresses, once proven, enter as hosts (several, or repeated)",
     )
     check = command(
         room_sub,
@@ -1057,6 +1361,7 @@ def build_parser() -> argparse.ArgumentParser:
         client,
     )
     delete.add_argument("name", help="the room")
+    add_emergency_commands(room_sub, client)
     room.set_defaults(func=command_room)
 
     invite = command(
@@ -1097,11 +1402,22 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = command(
         invite_sub,
         "revoke",
-        "make a join link stop working",
-        ["meetgate invite revoke 3f9c2a1b7d4e5f60   # the id from `meetgate invite list`"],
+        "make a join link stop working, by its id or by the invitee's name",
+        [
+            "meetgate invite revoke 3f9c2a1b7d4e5f60   # the id from `meetgate invite list`",
+            "meetgate invite revoke --room board --name 'Ada Lovelace'",
+        ],
         client,
+        description="Make a join link stop working, by its id or by the invitee's name (several\n"
+        "unrevoked invites for the name are refused, with their ids).\n\n"
+        "exit codes: 0 done; 1 no invite for --name; 2 bad usage, refused, or no invite has the\n"
+        "id; 3 the admin API cannot be reached",
     )
-    revoke.add_argument("id", help="the invite's id, as `meetgate invite list` shows it")
+    revoke.add_argument("id", nargs="?", help="the invite's id, as `meetgate invite list` shows it")
+    revoke.add_argument("--room", help="with --name: the room the invite is for")
+    revoke.add_argument(
+        "--name", help="with --room: the name the invite was made for (look-alikes match too)"
+    )
     invite.set_defaults(func=command_invite)
 
     store = command(
@@ -1137,7 +1453,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except CliError as exc:
         print(f"meetgate: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code
     except ConfigError as exc:
         print(f"meetgate: {exc}", file=sys.stderr)
         return 2

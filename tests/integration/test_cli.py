@@ -338,7 +338,7 @@ def test_unreachable_admin_api_is_a_clear_error() -> None:
     result = meetgate(
         "room", "list", "--admin-url", f"http://127.0.0.1:{free_port()}", "--admin-token", "x" * 40
     )
-    assert result.returncode == 2
+    assert result.returncode == 3  # docs/operations.md: worth a retry, unlike a refusal
     assert "cannot reach the admin API" in result.stderr
 
 
@@ -439,6 +439,80 @@ def test_room_policy_refuses_a_bad_policy_and_keeps_the_old_one(
     assert "Traceback" not in result.stderr
     with gateway.admin() as admin:
         assert admin.get(f"/api/v1/rooms/{room}").json()["policy"] == ["invite", "lobby"]
+
+
+def test_room_policy_lists_take_several_values_after_a_flag_or_the_flag_repeated(
+    gateway: GatewayServer,
+) -> None:
+    """Issue 18: `--allow-domain a b` was refused (b read as a stray argument)."""
+    args = admin_args(gateway)
+    room = f"cli-policy-{secrets.token_hex(4)}"
+    assert meetgate("room", "create", room, *args).returncode == 0
+    result = meetgate(
+        "room",
+        "policy",
+        room,
+        "--allow-domain",
+        "a.example",
+        "B.example",
+        "--allow-group",
+        "staff",
+        "board",
+        "--allow-domain",
+        "c.example",
+        "--allow-email",
+        "x@a.example",
+        "y@b.example",
+        "--host-email",
+        "h@a.example",
+        "--host-email",
+        "i@b.example",
+        "j@c.example",
+        "--lobby",
+        *args,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"room {room}: ways in: invite, lobby"
+    with gateway.admin() as admin:
+        rules = admin.get(f"/api/v1/rooms/{room}").json()["rules"]
+    assert sorted(rules["allowed_domains"]) == ["a.example", "b.example", "c.example"]
+    assert sorted(rules["allowed_groups"]) == ["board", "staff"]
+    assert rules["allowed_email_count"] == 2 and rules["host_email_count"] == 3
+    with gateway.admin() as admin:
+        listed = admin.get(f"/api/v1/rooms/{room}/policy/emails/y@b.example").json()
+    assert listed == {"allowed": True, "host": False}
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--allow-domain"], "--allow-domain: expected at least one argument"),
+        (["--allow-email", "--lobby"], "--allow-email: expected at least one argument"),
+        (["--allow-group"], "--allow-group: expected at least one argument"),
+        (["--host-email"], "--host-email: expected at least one argument"),
+        (["--oidc"], "--oidc: expected at least one argument"),
+        (["--allow-domain", "a.example", "uni.example/evil"], "This is not a valid domain"),
+        (
+            ["--allow-email", "ok@a.example", "not-an-address", "--allow-email", "b@b.example"],
+            "This is not a valid address: not-an-address",
+        ),
+        (["--host-email", "h@a.example", "chair@uni.example\u202e"], "control, invisible"),
+    ],
+)
+def test_room_policy_refuses_a_bad_value_among_several(
+    gateway: GatewayServer, flags: list[str], message: str
+) -> None:
+    args = admin_args(gateway)
+    room = f"cli-policy-{secrets.token_hex(4)}"
+    assert meetgate("room", "create", room, *args).returncode == 0
+    assert meetgate("room", "policy", room, "--lobby", *args).returncode == 0
+    result = meetgate("room", "policy", room, *flags, *args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    with gateway.admin() as admin:
+        saved = admin.get(f"/api/v1/rooms/{room}").json()
+    assert saved["policy"] == ["invite", "lobby"] and saved["rules"]["allowed_domains"] == []
 
 
 def test_room_language_is_set_changed_and_checked(gateway: GatewayServer) -> None:
