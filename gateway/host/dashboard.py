@@ -156,6 +156,8 @@ AUDIT_ACTIONS = {
     # Translators: an entry of the host dashboard's log reads "<host> revoke: <person>"
     "revoke": N_("revoke"),
     "ban": N_("ban"),
+    # Translators: an admin let a banned person come back (`meetgate room unban`)
+    "unban": N_("lift ban"),
     "lock": N_("lock"),
     "unlock": N_("unlock"),
     "lockdown": N_("lockdown"),
