@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from gateway.doctor_findings import Finding, Verdict, reason
+from gateway.edge.headers import CONTENT_SECURITY_POLICY
 
 HEALTH_PATH = "/_meetgate/health"
 MIN_HSTS_SECONDS = 180 * 24 * 3600
@@ -100,10 +101,44 @@ class Target:
 
     @classmethod
     def of(cls, url: str, tls: ssl.SSLContext | None) -> Target:
+        """For a URL url_problem found nothing wrong with. `netloc` is the Host header's value,
+        a Unicode name in its IDNA (xn--) form."""
         parts = urlsplit(url)
         secure = parts.scheme == "https"
         port = parts.port or (443 if secure else 80)
-        return cls(parts.hostname or "", port, parts.netloc, tls if secure else None)
+        host = parts.hostname or ""
+        ascii_host = host if host.isascii() else host.encode("idna").decode("ascii")
+        shown = f"[{ascii_host}]" if ":" in ascii_host else ascii_host
+        netloc = shown if parts.port is None else f"{shown}:{parts.port}"
+        return cls(ascii_host, port, netloc, tls if secure else None)
+
+
+def url_problem(url: str) -> str | None:
+    """Why `url` is not a gate's public address to check (None: it is one). The same rule as
+    the public_url setting's (an origin: scheme, host, port), and no user name or password:
+    they would be printed and sent in every probe."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        return f"{url!r} is not a valid address ({reason(exc)})"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"{url!r} is not an http(s):// address"
+    if "@" in parts.netloc:
+        return (
+            "the address holds a user name or password: give it without them (they would be"
+            " printed and sent to the server)"
+        )
+    if port == 0:
+        return f"{url!r} names port 0"
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        return f"{url!r} is not an origin: give scheme, host and port only, without a path"
+    if not parts.hostname.isascii():
+        try:
+            parts.hostname.encode("idna")
+        except UnicodeError:
+            return f"{url!r}: the host name is not a valid international domain name"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,12 +224,12 @@ def tls_context(cafile: str | None) -> ssl.SSLContext:
 # OpenSSL's X509_V_ERR codes a report can explain.
 _EXPIRED = 10
 _SELF_SIGNED = (18, 19, 20, 21)
-_HOSTNAME_MISMATCH = 62
+_HOSTNAME_MISMATCH = (62, 64)  # a host name's, an IP address's
 
 
 def _verification_advice(exc: ssl.SSLCertVerificationError, host: str) -> str:
     code = exc.verify_code
-    if code == _HOSTNAME_MISMATCH:
+    if code in _HOSTNAME_MISMATCH:
         return f"the certificate is for another name than {host}: get one for {host}"
     if code == _EXPIRED:
         return "the certificate has expired: renew it (is the front's ACME renewal running?)"
@@ -274,24 +309,22 @@ def header_findings(headers: httpx.Headers, secure: bool) -> list[Finding]:
         max_age = _max_age(hsts or "")
         if hsts is None or max_age is None:
             findings.append(Finding("hsts", Verdict.FAIL, "no Strict-Transport-Security header"))
+        elif max_age == 0:
+            findings.append(
+                Finding(
+                    "hsts",
+                    Verdict.FAIL,
+                    f"Strict-Transport-Security: {hsts} tells browsers to forget HTTPS for this"
+                    " host: something in front overrides Meetgate's header",
+                )
+            )
         elif max_age < MIN_HSTS_SECONDS:
             findings.append(
                 Finding("hsts", Verdict.WARN, f"Strict-Transport-Security is short: {hsts}")
             )
         else:
             findings.append(Finding("hsts", Verdict.PASS, hsts))
-    csp = headers.get("content-security-policy")
-    if csp and "default-src" in csp:
-        findings.append(Finding("csp", Verdict.PASS, "Content-Security-Policy present"))
-    else:
-        findings.append(
-            Finding(
-                "csp",
-                Verdict.FAIL,
-                "no Content-Security-Policy with a default-src: is something in front rewriting"
-                " Meetgate's headers?",
-            )
-        )
+    findings.append(csp_finding(headers.get("content-security-policy")))
     wanted = {
         "x-content-type-options": "nosniff",
         "referrer-policy": "no-referrer",
@@ -316,6 +349,70 @@ def header_findings(headers: httpx.Headers, secure: bool) -> list[Finding]:
             Finding("headers", Verdict.PASS, "nosniff, no-referrer and frame denial present")
         )
     return findings
+
+
+# The directives whose sources decide what a page may run and reach; each may be no looser than
+# Meetgate's own (gateway/edge/headers.py).
+GUARDED_DIRECTIVES = ("default-src", "script-src", "connect-src", "object-src", "base-uri")
+
+
+def _directives(policy: str) -> dict[str, set[str]]:
+    """A policy's directives and their sources (lower-cased; the first of a repeated directive
+    counts, as in browsers)."""
+    found: dict[str, set[str]] = {}
+    for part in policy.split(";"):
+        words = part.strip().lower().split()
+        if words and words[0] not in found:
+            found[words[0]] = set(words[1:])
+    return found
+
+
+def _sources(directives: dict[str, set[str]], name: str) -> set[str] | None:
+    """The sources `name` allows: its own, else default-src's (fetch directives fall back to
+    it; base-uri does not). None: no restriction."""
+    if name in directives:
+        return directives[name]
+    if name.endswith("-src") and "default-src" in directives:
+        return directives["default-src"]
+    return None
+
+
+def csp_finding(policy: str | None) -> Finding:
+    """The Content-Security-Policy the gate's page arrives with, against Meetgate's own: a source
+    allowed beyond it (`*`, a scheme, another host, inline script) is a FAIL."""
+    if not policy:
+        return Finding(
+            "csp",
+            Verdict.FAIL,
+            "no Content-Security-Policy: is something in front rewriting Meetgate's headers?",
+        )
+    if policy.strip() == CONTENT_SECURITY_POLICY:
+        return Finding("csp", Verdict.PASS, "Content-Security-Policy as Meetgate sends it")
+    ours = _directives(CONTENT_SECURITY_POLICY)
+    theirs = _directives(policy)
+    looser = []
+    for name in GUARDED_DIRECTIVES:
+        allowed = _sources(theirs, name)
+        wanted = _sources(ours, name) or set()
+        if allowed is None:
+            looser.append(f"no {name}")
+            continue
+        extra = sorted(allowed - wanted - {"'none'"})
+        if extra:
+            looser.append(f"{name} {' '.join(extra)}")
+    if looser:
+        return Finding(
+            "csp",
+            Verdict.FAIL,
+            "the Content-Security-Policy is looser than Meetgate's ("
+            + "; ".join(looser)
+            + "): something in front replaces Meetgate's header; let it through unchanged",
+        )
+    return Finding(
+        "csp",
+        Verdict.PASS,
+        "Content-Security-Policy differs from Meetgate's but allows nothing more",
+    )
 
 
 def _max_age(hsts: str) -> int | None:
@@ -433,14 +530,14 @@ def probe_findings(results: Sequence[tuple[Probe, int | str]]) -> list[Finding]:
 async def check_from_outside(public_url: str, cafile: str | None, seconds: float) -> list[Finding]:
     """Everything one can check at the public address without the config: TLS, the gate's
     page and headers, then the bypass probes."""
+    problem = url_problem(public_url)
+    if problem is not None:
+        return [Finding("url", Verdict.FAIL, problem)]
     public_url = public_url.rstrip("/")
-    parts = urlsplit(public_url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return [Finding("url", Verdict.FAIL, f"{public_url!r} is not an http(s):// address")]
     target = Target.of(public_url, tls_context(cafile))
     findings = []
     if target.tls is None:
-        local = parts.hostname in LOOPBACK
+        local = target.host in LOOPBACK
         findings.append(
             Finding(
                 "https",

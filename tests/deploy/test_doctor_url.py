@@ -126,12 +126,13 @@ def test_a_certificate_nobody_trusts_fails(tmp_path: Path, fronted: FrontedGate)
 def leaky_front(
     tmp_path_factory: pytest.TempPathFactory, jitsi_web: Any, token_signalling: Signalling
 ) -> Iterator[FrontedGate]:
-    """nginx sending /http-bind and /xmpp-websocket straight to the signalling server, around
-    the gate: the hand-written site doctor exists to catch."""
+    """nginx sending /http-bind and /xmpp-websocket straight to the signalling server and
+    config.js to Jitsi's web server, around the gate, and dropping the gate's frame denial and
+    HSTS: the hand-written site doctor exists to catch."""
     site, processes = start_fronted_gate(
         tmp_path_factory.mktemp("leaky"),
         upstream=jitsi_web.url,
-        leaks=leak_to(token_signalling.url),
+        leaks=leak_to(token_signalling.url, jitsi=jitsi_web.url),
     )
     yield site
     for proc in processes:
@@ -147,8 +148,15 @@ def test_signalling_routed_around_the_gate_fails(tmp_path: Path, leaky_front: Fr
     line = line_of(report, "probe signalling")
     assert line.startswith("FAIL"), report
     assert "/http-bind -> 200" in line and "WebSocket /xmpp-websocket -> 101" in line, line
-    # What the gate itself answers is still refused.
-    assert verdicts(report)["probe jitsi"] == "PASS", report
+    # One of Jitsi's files served from behind the gate; the rest are still the gate's refusals.
+    jitsi = line_of(report, "probe jitsi")
+    assert jitsi.startswith("FAIL") and "/config.js -> 200" in jitsi, report
+    assert "external_api.js" not in jitsi
+    # The headers the front dropped.
+    assert line_of(report, "hsts").startswith("FAIL"), report
+    headers = line_of(report, "headers")
+    assert headers.startswith("WARN") and "x-frame-options" in headers, report
+    assert line_of(report, "csp").startswith("PASS"), report
 
 
 def test_a_certificate_about_to_expire_is_a_warning(
@@ -196,6 +204,28 @@ def test_nothing_listening_is_a_clear_failure(tmp_path: Path, scheme: str) -> No
     assert re.search(r"^FAIL  (https|gate) .*(cannot connect|cannot fetch)", report, re.M), report
     # No probe is reported as passed against an address that never answered.
     assert "probe" not in report
+
+
+@pytest.mark.parametrize(
+    "url", ["https://h:99999", "https://h:abc", "https://[zz]", "https://127.0.0.1:{port}/meet"]
+)
+def test_a_bad_url_is_one_clear_failure(tmp_path: Path, url: str) -> None:
+    status, report = doctor_outside(tmp_path, "--url", url.format(port=free_port()))
+    assert status == 1 and "Traceback" not in report
+    assert line_of(report, "url").startswith("FAIL"), report
+    assert "probe" not in report and "https" not in verdicts(report)
+
+
+def test_credentials_in_the_url_are_refused_not_printed_or_sent(
+    tmp_path: Path, fronted: FrontedGate
+) -> None:
+    url = fronted.url.replace("https://", "https://admin:hunter2@")
+    status, report = doctor_outside(tmp_path, "--url", url, "--cafile", str(fronted.cafile))
+    assert status == 1 and "Traceback" not in report
+    assert line_of(report, "url").startswith("FAIL") and "password" in report, report
+    assert "hunter2" not in report and "admin" not in report
+    # Nothing was asked of the front.
+    assert "probe" not in report and "gate" not in verdicts(report)
 
 
 def test_no_config_and_no_url_says_how_to_check_from_outside(tmp_path: Path) -> None:
