@@ -13,23 +13,38 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import secrets
 import smtplib
+import socket
 import ssl
+import threading
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote, urljoin, urlsplit
 
 import httpx
 import jwt
 
-from gateway.admission.oidc import SIGNING_ALGORITHMS, discovery_url, redirect_uri
+from gateway.admission.oidc import (
+    SIGNING_ALGORITHMS,
+    ProviderUntrusted,
+    check_discovery,
+    discovery_url,
+    redirect_uri,
+)
 from gateway.doctor_findings import Finding, Verdict, reason
 from gateway.mail import MailFailed, connection_plan
 from gateway.settings import OidcProvider, SmtpSettings
 
 # ---------------------------------------------------------------- OpenID providers
+
+# Signed with the client secret: the gate refuses these ID tokens (tickets are not the only
+# thing a leaked secret would then forge).
+SYMMETRIC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
+# JWK members only a private or secret key has (RFC 7518 6.2.2, 6.3.2, 6.4; RFC 8037).
+PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
 
 # The key type (and curve) each signing algorithm needs.
 _KEY_TYPES: dict[str, tuple[str, str | None]] = {
@@ -64,6 +79,15 @@ def keys_finding(check: str, jwks: Any, algorithms: frozenset[str], where: str) 
             check, Verdict.FAIL, f"{where} holds no keys: every ID token would be refused"
         )
     keys = [key for key in keys if isinstance(key, dict)]
+    private = [key for key in keys if any(member in key for member in PRIVATE_MEMBERS)]
+    if private:
+        return Finding(
+            check,
+            Verdict.FAIL,
+            f"{where} publishes {len(private)} private or secret key(s) (members d, k…): anyone"
+            " can sign ID tokens the gate accepts; replace the provider's keys and publish only"
+            " their public parts",
+        )
     covered = sorted(a for a in algorithms if any(key_usable(key, a) for key in keys))
     missing = sorted(algorithms - set(covered))
     if not covered:
@@ -106,9 +130,15 @@ def _client_basic(client_id: str, secret: str) -> str:
 
 
 async def check_client(
-    client: httpx.AsyncClient, provider: OidcProvider, token_endpoint: str, redirect: str
+    client: httpx.AsyncClient,
+    provider: OidcProvider,
+    token_endpoint: str,
+    redirect: str,
+    redirect_taken: bool = True,
 ) -> Finding:
-    """Redeem a made-up code at the token endpoint with the configured client credentials."""
+    """Redeem a made-up code at the token endpoint with the configured client credentials.
+    `redirect_taken`: whether the redirect check passed; some providers (django-oidc-provider)
+    answer `invalid_client` to a redirect URL they do not know, with the right secret."""
     check = f"oidc {provider.name} client"
     verifier = secrets.token_urlsafe(48)
     try:
@@ -142,12 +172,18 @@ async def check_client(
             " refused only the made-up code)",
         )
     if error == "invalid_client" or response.status_code == 401:
+        advice = (
+            "copy the client's id and secret from the provider again"
+            if redirect_taken
+            else f"either the client's id or secret is wrong (copy them from the provider again)"
+            f" or {redirect} is not registered as its redirect URL (some providers refuse the"
+            " client for that): see the redirect line"
+        )
         return Finding(
             check,
             Verdict.FAIL,
             f"the token endpoint refused client_id {provider.client_id!r} with the configured"
-            " client_secret (invalid_client): nobody can sign in; copy the client's id and"
-            " secret from the provider again",
+            f" client_secret (invalid_client): nobody can sign in; {advice}",
         )
     if error == "unauthorized_client":
         return Finding(
@@ -194,18 +230,46 @@ async def check_redirect(
         response = await client.get(authorization_endpoint, params=params)
     except httpx.HTTPError as exc:
         return Finding(check, Verdict.FAIL, f"cannot reach {authorization_endpoint}: {reason(exc)}")
-    if response.status_code < 400:
+    return redirect_finding(check, response.status_code, response.headers.get("location"), redirect)
+
+
+def redirect_finding(check: str, status: int, location: str | None, redirect: str) -> Finding:
+    """The verdict on the provider's answer to the gate's authorization request. Only a redirect
+    shows the request taken (to the provider's login, or back to the gate with a code); a
+    redirect back carrying `error=` is a refusal, and a page (some providers show their "redirect
+    URI error" with a 200) cannot be told from a login form."""
+    refused = (
+        f"register exactly {redirect} as the client's redirect URL (public_url decides it), and"
+        " check client_id and scopes"
+    )
+    if 300 <= status < 400 and location:
+        back = urlsplit(urljoin(redirect, location))
+        if back._replace(query="", fragment="").geturl() == redirect:
+            said = parse_qs(back.query).get("error") or parse_qs(back.fragment).get("error")
+            if said:
+                return Finding(
+                    check,
+                    Verdict.FAIL,
+                    f"the provider sent the gate's sign-in request back with error={said[0]!r}:"
+                    f" {refused}",
+                )
         return Finding(
             check,
             Verdict.PASS,
             f"{redirect} (the provider accepts it; it must be registered exactly so)",
         )
+    if status < 400:
+        return Finding(
+            check,
+            Verdict.WARN,
+            f"cannot tell whether the provider takes {redirect}: it answered {status} with a page,"
+            " not a redirect to its login (some providers show a redirect URI error so); make"
+            " sure it is registered exactly so",
+        )
     return Finding(
         check,
         Verdict.FAIL,
-        f"the provider refused the gate's sign-in request ({response.status_code}): register"
-        f" exactly {redirect} as the client's redirect URL (public_url decides it), and check"
-        " client_id and scopes",
+        f"the provider refused the gate's sign-in request ({status}): {refused}",
     )
 
 
@@ -237,12 +301,6 @@ async def check_provider(
                 " exactly what the provider calls itself",
             )
         ]
-    endpoints = {}
-    for key in ("authorization_endpoint", "token_endpoint", "jwks_uri"):
-        value = document.get(key)
-        if not isinstance(value, str) or not value.startswith(("https://", "http://")):
-            return [Finding(f"{prefix} discovery", Verdict.FAIL, f"{url} names no valid {key}")]
-        endpoints[key] = value
     advertised = document.get("id_token_signing_alg_values_supported") or ["RS256"]
     if not isinstance(advertised, list):
         advertised = []
@@ -257,23 +315,47 @@ async def check_provider(
                 " EdDSA…); change the client's ID token signature algorithm",
             )
         ]
-    findings = [
-        Finding(
+    try:
+        # The gate's own judgement of the document (endpoints, userinfo), after the causes
+        # above that doctor can explain better.
+        metadata = check_discovery(document, provider.issuer)
+    except ProviderUntrusted as exc:
+        return [Finding(f"{prefix} discovery", Verdict.FAIL, f"{url}: {exc.reason}")]
+    symmetric = sorted(a for a in advertised if isinstance(a, str) and a in SYMMETRIC_ALGORITHMS)
+    signed = f"issuer {named} as configured; ID tokens signed with {', '.join(sorted(algorithms))}"
+    if symmetric:
+        discovery = Finding(
             f"{prefix} discovery",
-            Verdict.PASS,
-            f"issuer {named} as configured; ID tokens signed with {', '.join(sorted(algorithms))}",
+            Verdict.WARN,
+            f"{signed}, but also {', '.join(symmetric)} (the client secret), which Meetgate"
+            " refuses: make sure this client's ID-token algorithm is asymmetric (RS256, ES256…),"
+            " or every sign-in fails",
         )
-    ]
+    else:
+        discovery = Finding(f"{prefix} discovery", Verdict.PASS, signed)
+    findings = [discovery]
+    endpoints = {
+        "authorization_endpoint": metadata.authorization_endpoint,
+        "token_endpoint": metadata.token_endpoint,
+        "jwks_uri": metadata.jwks_uri,
+    }
     jwks, problem = await _json(client, endpoints["jwks_uri"])
     if problem is not None:
         findings.append(Finding(f"{prefix} keys", Verdict.FAIL, problem))
     else:
         findings.append(keys_finding(f"{prefix} keys", jwks, algorithms, endpoints["jwks_uri"]))
     redirect = redirect_uri(public_url, provider.name)
-    findings.append(await check_client(client, provider, endpoints["token_endpoint"], redirect))
+    taken = await check_redirect(client, provider, endpoints["authorization_endpoint"], redirect)
     findings.append(
-        await check_redirect(client, provider, endpoints["authorization_endpoint"], redirect)
+        await check_client(
+            client,
+            provider,
+            endpoints["token_endpoint"],
+            redirect,
+            redirect_taken=taken.verdict is Verdict.PASS,
+        )
     )
+    findings.append(taken)
     return findings
 
 
@@ -303,9 +385,36 @@ def _smtp_status(exc: BaseException) -> str:
     return reason(exc)
 
 
-def smtp_findings(settings: SmtpSettings, seconds: float) -> list[Finding]:
+class SmtpDialogue:
+    """The connection doctor's SMTP thread holds, reachable from the event loop so that a
+    deadline can hang it up: smtplib's timeout bounds each read, not a server that keeps
+    sending continuation lines (`220-…`) forever."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._client: smtplib.SMTP | None = None
+        self.hung_up = False
+
+    def hold(self, client: smtplib.SMTP) -> None:
+        with self._lock:
+            self._client = client
+
+    def hang_up(self) -> None:
+        """Shut the socket down (from any thread): the thread's blocking read returns."""
+        with self._lock:
+            self.hung_up = True
+            client = self._client
+        connection = getattr(client, "sock", None)
+        if isinstance(connection, socket.socket):
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+
+
+def smtp_findings(
+    settings: SmtpSettings, seconds: float, dialogue: SmtpDialogue | None = None
+) -> list[Finding]:
     """Talk to the SMTP server as the gate's mailer does (gateway/mail.py), up to the point a
-    message would be sent, then reset and quit. Blocking: run it in a thread."""
+    message would be sent, then reset and quit. Blocking: run it in a thread (check_smtp)."""
     where = f"{settings.host}:{settings.port}"
     try:
         plan = connection_plan(settings)
@@ -319,6 +428,13 @@ def smtp_findings(settings: SmtpSettings, seconds: float) -> list[Finding]:
             client = smtplib.SMTP_SSL(settings.host, settings.port, timeout=seconds, context=tls)
         else:
             client = smtplib.SMTP(settings.host, settings.port, timeout=seconds)
+        # Held from here on (smtplib connects while it is made, and reads the greeting there:
+        # a server that never ends its greeting is left to the daemon thread, see check_smtp).
+        if dialogue is not None:
+            dialogue.hold(client)
+            if dialogue.hung_up:
+                client.close()
+                raise TimeoutError("doctor's deadline passed")
     except ssl.SSLError as exc:
         return [
             Finding(
@@ -416,4 +532,36 @@ def smtp_findings(settings: SmtpSettings, seconds: float) -> list[Finding]:
 
 
 async def check_smtp(settings: SmtpSettings, seconds: float) -> list[Finding]:
-    return await asyncio.to_thread(smtp_findings, settings, seconds)
+    """smtp_findings in a thread of its own. When the caller's deadline cancels this, the
+    connection is shut down once the thread holds it; and the thread is a daemon, so neither
+    `asyncio.run` (which waits for its executor's threads without a limit) nor the
+    interpreter's exit waits for a server that never stops talking."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[list[Finding]] = loop.create_future()
+    dialogue = SmtpDialogue()
+
+    def settle(findings: list[Finding] | None, failure: BaseException | None) -> None:
+        if done.done():
+            return
+        if failure is not None:
+            done.set_exception(failure)
+        else:
+            done.set_result(findings or [])
+
+    def talk() -> None:
+        findings: list[Finding] | None = None
+        failure: BaseException | None = None
+        try:
+            findings = smtp_findings(settings, seconds, dialogue)
+        except Exception as exc:  # handed to the loop, raised there
+            failure = exc
+        # The loop is closed when doctor gave up on this thread and finished.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(settle, findings, failure)
+
+    threading.Thread(target=talk, name="meetgate-doctor-smtp", daemon=True).start()
+    try:
+        return await done
+    finally:
+        if not done.done() or done.cancelled():
+            dialogue.hang_up()

@@ -1,15 +1,19 @@
 """`meetgate doctor` on the identity paths and the trusted proxies: the real CLI in a subprocess
-against real OpenID providers (panva's oidc-provider under Node, tests/fixtures/oidc.py: an honest
-one and one whose discovery document names another issuer) and real SMTP servers (aiosmtpd,
-tests/fixtures/smtp.py: STARTTLS with a self-signed certificate and a login, or plain)."""
+against real OpenID providers of both implementations the OpenID tests use (panva's oidc-provider
+under Node and django-oidc-provider, tests/fixtures/oidc.py: an honest one, one whose discovery
+document names another issuer, one that signs ID tokens with the client secret), real SMTP
+servers (aiosmtpd, tests/fixtures/smtp.py: STARTTLS with a self-signed certificate and a login,
+or plain) and one that never finishes its greeting."""
 
 from __future__ import annotations
 
 import json
 import re
 import secrets
+import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +25,12 @@ from gateway.doctor_identity import key_usable, keys_finding
 from tests.fixtures.oidc import (
     CLIENT_ID,
     CLIENT_SECRET,
+    DJANGO,
+    NODE,
     SCOPES,
     OidcProviderServer,
     clients_for,
+    start_django_oidc_provider,
     start_oidc_provider,
 )
 from tests.fixtures.processes import free_port, stop_process
@@ -74,12 +81,19 @@ pseudonym_key = "{secrets.token_urlsafe(32)}"
     return path
 
 
-def doctor(config: Path, trust: Path | None = None) -> tuple[int, str]:
+def doctor(
+    config: Path, trust: Path | None = None, timeout: float = 5, *args: str
+) -> tuple[int, str]:
     # The gate's mailer trusts the system's store; SSL_CERT_FILE is how a test's certificate
     # gets into it, for doctor as for `meetgate serve`.
     env = {"PATH": "/usr/bin:/bin"} | ({"SSL_CERT_FILE": str(trust)} if trust else {})
     result = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "doctor", "--config", str(config), "--timeout", "5"],
+        [
+            sys.executable,
+            *("-m", "gateway.cli", "doctor", "--config", str(config)),
+            *("--timeout", str(timeout)),
+            *args,
+        ],
         capture_output=True,
         text=True,
         timeout=120,
@@ -100,34 +114,46 @@ def lines(report: str) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Providers:
+    implementation: str
     honest: OidcProviderServer
     liar: OidcProviderServer
+    symmetric: OidcProviderServer
 
 
-@pytest.fixture(scope="module")
-def providers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Providers]:
-    """Two real providers whose client `meetgate` registered the gate's redirect URL for the
-    provider names `idp` and `wrong-secret`; `liar`'s discovery document names `localhost`
-    while it is configured (and reached) as 127.0.0.1."""
-    honest_port, liar_port = free_port(), free_port()
-    clients = clients_for(PUBLIC_URL, "idp")
-    clients[0]["redirect_uris"].append(f"{PUBLIC_URL}/_meetgate/oidc/wrong-secret/callback")
-    honest, honest_proc = start_oidc_provider(
-        tmp_path_factory.mktemp("doctor-idp"), honest_port, clients=clients
-    )
+@pytest.fixture(scope="module", params=[NODE, DJANGO])
+def providers(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Providers]:
+    """Three real providers of one implementation whose client `meetgate` registered the gate's
+    redirect URL for the provider names `idp` and `wrong-secret` (honest), `liar` (its discovery
+    document names `localhost` while it is configured, and reached, as 127.0.0.1) and
+    `symmetric` (it signs this client's ID tokens with the client secret, HS256)."""
+    implementation = request.param
+    start = start_django_oidc_provider if implementation == DJANGO else start_oidc_provider
+    honest = clients_for(PUBLIC_URL, "idp")
+    honest[0]["redirect_uris"].append(f"{PUBLIC_URL}/_meetgate/oidc/wrong-secret/callback")
+    started: list[tuple[OidcProviderServer, object]] = []
     try:
-        liar, liar_proc = start_oidc_provider(
-            tmp_path_factory.mktemp("doctor-liar"),
-            liar_port,
-            clients=clients_for(PUBLIC_URL, "liar"),
-            issuer=f"http://localhost:{liar_port}",
-        )
-    except BaseException:
-        stop_process(honest_proc)
-        raise
-    yield Providers(honest, liar)
-    stop_process(liar_proc)
-    stop_process(honest_proc)
+        for name, clients, options in (
+            ("idp", honest, {}),
+            ("liar", clients_for(PUBLIC_URL, "liar"), {"issuer": "localhost"}),
+            ("symmetric", clients_for(PUBLIC_URL, "symmetric"), {"id_token_alg": "HS256"}),
+        ):
+            port = free_port()
+            if options.get("issuer") == "localhost":
+                options = {"issuer": f"http://localhost:{port}"}
+            started.append(
+                start(
+                    tmp_path_factory.mktemp(f"doctor-{name}"),
+                    port,
+                    clients=clients,
+                    **options,
+                )
+            )
+        yield Providers(implementation, *(server for server, _ in started))
+    finally:
+        for _, proc in reversed(started):
+            stop_process(proc)
 
 
 @pytest.fixture(scope="module")
@@ -161,8 +187,14 @@ def test_honest_provider_and_mail_server_pass(
     _, report = doctor(config, trust=smtp_certificate.cert_path)
     print(report)
     found = lines(report)
+    # django-oidc-provider lists HS256 whatever its clients use: said, as for a provider that
+    # signs this client's tokens so (test_a_provider_offering_hs256_warns).
+    discovery = found["oidc idp discovery"]
+    if providers.implementation == DJANGO:
+        assert discovery.startswith("WARN") and "HS256" in discovery, report
+    else:
+        assert discovery.startswith("PASS"), report
     for check in (
-        "oidc idp discovery",
         "oidc idp keys",
         "oidc idp client",
         "oidc idp redirect",
@@ -199,15 +231,25 @@ def test_wrong_client_secret_wrong_issuer_and_unregistered_redirect_fail(
     found = lines(report)
     assert status == 1
     # Wrong secret: the token endpoint says invalid_client; discovery and redirect are fine.
-    assert found["oidc wrong-secret client"].startswith("FAIL")
-    assert "invalid_client" in found["oidc wrong-secret client"]
-    assert found["oidc wrong-secret discovery"].startswith("PASS")
+    wrong = found["oidc wrong-secret client"]
+    assert wrong.startswith("FAIL") and "invalid_client" in wrong
+    assert "copy the client's id and secret" in wrong and "not registered" not in wrong
+    assert found["oidc wrong-secret discovery"].startswith(("PASS", "WARN"))
     assert found["oidc wrong-secret redirect"].startswith("PASS")
-    # A name whose redirect URL the provider does not know: credentials fine, redirect refused.
-    assert found["oidc unregistered client"].startswith("PASS")
+    # A name whose redirect URL the provider does not know: never a PASS. oidc-provider refuses
+    # the authorization request (400) and accepts the credentials; django-oidc-provider shows
+    # its "Redirect URI Error" page with a 200 (doctor cannot tell) and its token endpoint
+    # answers invalid_client, so the client line names both causes.
     redirect = found["oidc unregistered redirect"]
-    assert redirect.startswith("FAIL")
+    client = found["oidc unregistered client"]
     assert f"{PUBLIC_URL}/_meetgate/oidc/unregistered/callback" in redirect
+    if providers.implementation == DJANGO:
+        assert redirect.startswith("WARN") and "cannot tell" in redirect, report
+        assert client.startswith("FAIL") and "not registered" in client, report
+        assert "/_meetgate/oidc/unregistered/callback" in client
+    else:
+        assert redirect.startswith("FAIL"), report
+        assert client.startswith("PASS"), report
     # The discovery document names another issuer: said, with both names.
     liar = found["oidc liar discovery"]
     assert liar.startswith("FAIL") and f"localhost:{providers.liar.port}" in liar
@@ -216,6 +258,20 @@ def test_wrong_client_secret_wrong_issuer_and_unregistered_redirect_fail(
     assert found["oidc down discovery"].startswith("FAIL") and "cannot fetch" in report
     assert WRONG_SECRET not in report and CLIENT_SECRET not in report
     assert "Traceback" not in report
+
+
+def test_a_provider_offering_hs256_warns(tmp_path: Path, providers: Providers) -> None:
+    """Every sign-in through a provider that signs the client's ID tokens with HS256 fails at the
+    gate: doctor cannot see the client's setting, but warns of the advertised algorithm."""
+    config = write_config(
+        tmp_path / "meetgate.toml",
+        oidc_table("symmetric", f"http://127.0.0.1:{providers.symmetric.port}"),
+    )
+    _, report = doctor(config)
+    print(report)
+    discovery = lines(report)["oidc symmetric discovery"]
+    assert discovery.startswith("WARN") and "HS256" in discovery, report
+    assert "asymmetric" in discovery
 
 
 def test_smtp_without_starttls_fails(tmp_path: Path, plain_mail_server: SmtpServer) -> None:
@@ -245,6 +301,73 @@ def test_smtp_wrong_password_fails(
     assert wrong not in report and SMTP_LOGIN[0] not in report
 
 
+def test_smtp_sender_refused_fails(
+    tmp_path: Path, mail_server: SmtpServer, smtp_certificate: SelfSignedCertificate
+) -> None:
+    """No [smtp] username for a server that requires a login: it refuses MAIL FROM (530)."""
+    config = write_config(
+        tmp_path / "meetgate.toml",
+        f'[smtp]\nhost = "127.0.0.1"\nport = {mail_server.port}\nsecurity = "starttls"\n'
+        'sender = "meetgate@meet.example.org"\n',
+    )
+    status, report = doctor(config, trust=smtp_certificate.cert_path)
+    found = lines(report)
+    assert status == 1
+    assert found["smtp tls"].startswith("PASS") and "smtp login" not in found, report
+    sender = found["smtp sender"]
+    assert sender.startswith("FAIL") and "530" in sender and "wants a login" in sender, report
+    assert "meetgate@meet.example.org" not in report
+    assert mail_server.mailbox.messages == []
+
+
+@pytest.fixture
+def endless_greeting() -> Iterator[int]:
+    """An SMTP server that never finishes its greeting: a `220-` continuation line every half
+    second, to whoever connects, until they hang up (each read is quick; the whole is not)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def talk(connection: socket.socket) -> None:
+        with connection:
+            while not stop.is_set():
+                try:
+                    connection.sendall(b"220-still greeting\r\n")
+                except OSError:
+                    return
+                stop.wait(0.5)
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=talk, args=(connection,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield listener.getsockname()[1]
+    stop.set()
+    listener.close()
+
+
+def test_an_smtp_server_that_never_finishes_cannot_hang_doctor(
+    tmp_path: Path, endless_greeting: int
+) -> None:
+    """smtplib's timeout bounds each read; doctor's deadline bounds the dialogue, and the
+    process ends with a report (it used to wait for the SMTP thread forever)."""
+    config = write_config(
+        tmp_path / "meetgate.toml",
+        f'[smtp]\nhost = "127.0.0.1"\nport = {endless_greeting}\nsecurity = "none"\n'
+        'sender = "meetgate@meet.example.org"\n',
+    )
+    status, report = doctor(config, timeout=1)
+    print(report)
+    assert status == 1
+    line = lines(report)["smtp"]
+    assert line.startswith("FAIL") and "did not finish" in line, report
+    assert "Traceback" not in report
+
+
 def test_smtp_certificate_not_trusted_fails(tmp_path: Path, mail_server: SmtpServer) -> None:
     """The gate's mailer trusts the system's store only: a self-signed certificate fails there,
     so doctor says so (it is not given the test's certificate here)."""
@@ -265,6 +388,16 @@ def test_smtp_nothing_listening_fails(tmp_path: Path) -> None:
     found = lines(report)
     assert status == 1 and found["smtp"].startswith("FAIL")
     assert f"cannot reach 127.0.0.1:{port}" in found["smtp"] and "Traceback" not in report
+
+
+@pytest.mark.parametrize("url", ["https://h:99999", "https://[zz]", "https://u:p@h"])
+def test_a_bad_url_with_a_config_is_one_failure_not_a_crash(tmp_path: Path, url: str) -> None:
+    config = write_config(tmp_path / "meetgate.toml", "")
+    status, report = doctor(config, None, 1, "--url", url)
+    assert status == 1 and "Traceback" not in report, report
+    assert lines(report)["url"].startswith("FAIL"), report
+    # The other checks still ran.
+    assert "trusted proxies" in lines(report) and "store" in lines(report), report
 
 
 def test_wide_trusted_proxies_fail_through_the_cli(tmp_path: Path) -> None:
