@@ -949,14 +949,40 @@ async def check_clock(client: httpx.AsyncClient, settings: Settings) -> Finding:
 
 # ---------------------------------------------------------------- trusted proxies
 
-# A public range narrower than this may be one's own front or load balancer; wider, it holds
-# other people's machines.
-NARROWEST_PUBLIC_PREFIX = {4: 24, 6: 48}
+# Public addresses a deployment's own fronts and load balancers may hold: one IPv4 /24, one IPv6
+# /48 in all. More, however split into small ranges, holds other people's machines.
+MOST_PUBLIC_ADDRESSES = {4: 2**8, 6: 2**80}
+# Where an IPv4 client appears on a dual-stack socket; a range there trusts IPv4 addresses.
+IPV4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+# Carrier-grade NAT and overlay networks (Tailscale): not the Internet, not only one's own.
+SHARED_ADDRESS_SPACE = ipaddress.IPv4Network("100.64.0.0/10")
+SHOWN_RANGES = 5
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _as_trusted(cidr: str) -> Network:
+    """The range a trusted_proxies entry covers, an IPv4-mapped IPv6 range as the IPv4 range it
+    maps."""
+    network = ipaddress.ip_network(cidr, strict=False)
+    if isinstance(network, ipaddress.IPv6Network) and network.subnet_of(IPV4_MAPPED):
+        return ipaddress.IPv4Network(
+            (int(network.network_address) & 0xFFFFFFFF, network.prefixlen - 96)
+        )
+    return network
+
+
+def _shown(networks: list[Network]) -> str:
+    """Ranges for a report line: the first few, then how many more."""
+    shown = ", ".join(str(network) for network in networks[:SHOWN_RANGES])
+    more = len(networks) - SHOWN_RANGES
+    return shown + (f" and {more} more" if more > 0 else "")
 
 
 def check_trusted_proxies(trusted: list[str]) -> Finding:
     """Who may tell the gate a client's address (X-Forwarded-For): a range so wide that any
-    client is in it lets any client choose the address its limits and bans are keyed on."""
+    client is in it lets any client choose the address its limits and bans are keyed on. Public
+    ranges are judged together (merged), so many small ones are as wide as one large one."""
     if not trusted:
         return Finding(
             "trusted proxies",
@@ -964,22 +990,47 @@ def check_trusted_proxies(trusted: list[str]) -> Finding:
             "none: every client is limited by its socket address (behind a TLS front on another"
             " host, list the front's address)",
         )
-    problems: list[str] = []
-    warnings: list[str] = []
+    public4: list[ipaddress.IPv4Network] = []
+    public6: list[ipaddress.IPv6Network] = []
+    shared: list[Network] = []
+    everything: list[str] = []
     for cidr in trusted:
-        network = ipaddress.ip_network(cidr, strict=False)
+        network = _as_trusted(cidr)
         if network.prefixlen == 0:
-            problems.append(f"{cidr} trusts every address, so every hop of X-Forwarded-For")
-        elif network.is_global and network.prefixlen < NARROWEST_PUBLIC_PREFIX[network.version]:
-            problems.append(f"{cidr} is a wide public range")
-        elif network.is_global:
-            warnings.append(f"{cidr} is public")
+            everything.append(cidr)
+        elif network.is_private or network.is_loopback or network.is_link_local:
+            continue
+        elif isinstance(network, ipaddress.IPv6Network):
+            public6.append(network)
+        elif network.subnet_of(SHARED_ADDRESS_SPACE):
+            shared.append(network)
+        else:
+            public4.append(network)
+    merged: dict[int, list[Network]] = {
+        4: list(ipaddress.collapse_addresses(public4)),
+        6: list(ipaddress.collapse_addresses(public6)),
+    }
+    problems = [
+        f"{cidr} trusts every address, so every hop of X-Forwarded-For" for cidr in everything
+    ]
+    for version, networks in merged.items():
+        count = sum(network.num_addresses for network in networks)
+        if count > MOST_PUBLIC_ADDRESSES[version]:
+            problems.append(f"{_shown(networks)}: {count:,} public addresses, a wide public range")
     if problems:
         return Finding(
             "trusted proxies",
             Verdict.FAIL,
             "; ".join(problems) + ": a client there chooses the address it is limited, banned"
             " and logged by; list only your TLS front's and load balancer's addresses",
+        )
+    warnings = []
+    if merged[4] or merged[6]:
+        warnings.append(f"{_shown(merged[4] + merged[6])} is public")
+    if shared:
+        warnings.append(
+            f"{_shown(shared)} is shared address space (carrier-grade NAT, overlay networks):"
+            " other people's machines may be in it"
         )
     if warnings:
         return Finding(
@@ -990,7 +1041,7 @@ def check_trusted_proxies(trusted: list[str]) -> Finding:
     return Finding(
         "trusted proxies",
         Verdict.PASS,
-        f"{', '.join(trusted)}: private or loopback only",
+        f"{_shown([_as_trusted(cidr) for cidr in trusted])}: private or loopback only",
     )
 
 
