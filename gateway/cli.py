@@ -1083,8 +1083,9 @@ def command_store(args: argparse.Namespace) -> int:
 
 def command_doctor(args: argparse.Namespace) -> int:
     from gateway import doctor
+    from gateway.doctor_options import options_from
 
-    findings = doctor.run(Path(args.config) if args.config else None, doctor.options_from(args))
+    findings = doctor.run(Path(args.config) if args.config else None, options_from(args))
     print(doctor.render(findings))
     return doctor.exit_status(findings)
 
@@ -1165,7 +1166,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     init.set_defaults(func=command_init)
 
-    from gateway.doctor import add_arguments as add_doctor_arguments
+    from gateway.doctor_options import add_arguments as add_doctor_arguments
 
     doctor = command(
         sub,

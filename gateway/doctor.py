@@ -15,7 +15,6 @@ TLS, headers, bypass probes); with a config, that and everything else, the ident
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import email.utils
@@ -47,6 +46,7 @@ from gateway.doctor_findings import Finding as Finding
 from gateway.doctor_findings import Verdict as Verdict
 from gateway.doctor_findings import reason
 from gateway.doctor_identity import check_providers, check_smtp
+from gateway.doctor_options import DoctorOptions
 from gateway.doctor_outside import check_from_outside
 from gateway.errors import ConfigError, StoreUnavailable
 from gateway.evidence.backend import is_redis_url
@@ -63,23 +63,6 @@ from gateway.ticket_keys import (
     prosody_key_url,
 )
 from gateway.tickets import TicketAuthority
-
-
-@dataclass(frozen=True, slots=True)
-class DoctorOptions:
-    """`public_url`: where to test TLS and headers from outside (default: the configured one).
-    `jitsi_config_url`: where to fetch Jitsi's config.js (default: `<upstream>/config.js`).
-    `cafile`: extra CA certificates to trust for the public URL (a private CA).
-    `key_server`: RS256: where prosody fetches the public keys (its `asap_key_server`; default:
-    `/_meetgate/keys` on the listen address).
-    `timeout`: seconds for each network operation."""
-
-    public_url: str | None = None
-    jitsi_config_url: str | None = None
-    cafile: str | None = None
-    key_server: str | None = None
-    timeout: float = 5.0
-
 
 # ---------------------------------------------------------------- secrets
 
@@ -1079,7 +1062,7 @@ async def diagnose(settings: Settings, config_path: Path, options: DoctorOptions
             return [await check_clock(client, settings)]
 
         async def identity() -> list[Finding]:
-            return await check_providers(settings.oidc, settings.public_url, seconds)
+            return await check_providers(settings.oidc, settings.public_url, seconds, group)
 
         async def mail() -> list[Finding]:
             if not settings.mail_configured:
@@ -1092,7 +1075,8 @@ async def diagnose(settings: Settings, config_path: Path, options: DoctorOptions
             _bounded("signalling", group, lambda: check_signalling(client, settings, seconds)),
             _bounded("clock", group, clock),
             _bounded("key endpoint", group, lambda: check_key_server(client, settings, key_server)),
-            _bounded("oidc", group, identity),
+            # Each provider is bounded by `group` itself; this only backs that up.
+            _bounded("oidc", group + seconds, identity),
             _bounded("smtp", group, mail),
             _bounded(
                 "https", group * 2, lambda: check_from_outside(public_url, options.cafile, seconds)
@@ -1190,45 +1174,3 @@ def render(findings: list[Finding]) -> str:
 def exit_status(findings: list[Finding]) -> int:
     """0 when nothing failed (warnings allowed), 1 otherwise."""
     return 1 if any(f.verdict is Verdict.FAIL for f in findings) else 0
-
-
-# ---------------------------------------------------------------- the command line
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """`meetgate doctor`'s options (gateway/cli.py builds the command around them)."""
-    parser.add_argument(
-        "--config",
-        help="TOML config file (found as `serve` finds it); without one, --url checks only"
-        " what can be seen from outside",
-    )
-    parser.add_argument(
-        "--url",
-        "--public-url",
-        dest="public_url",
-        metavar="URL",
-        help="the gate's public address: TLS, headers and bypass probes are checked there"
-        " (default: the config's public_url)",
-    )
-    parser.add_argument("--jitsi-config-url", help="default: <jitsi upstream>/config.js")
-    parser.add_argument(
-        "--cafile", help="CA certificates to trust for the public URL (a private CA)"
-    )
-    parser.add_argument(
-        "--key-server",
-        help="RS256: prosody's asap_key_server (default: /_meetgate/keys on the listen address)",
-    )
-    parser.add_argument(
-        "--timeout", type=float, default=5.0, help="seconds per network operation (5)"
-    )
-
-
-def options_from(args: argparse.Namespace) -> DoctorOptions:
-    """DoctorOptions from the options `add_arguments` defined."""
-    return DoctorOptions(
-        public_url=args.public_url,
-        jitsi_config_url=args.jitsi_config_url,
-        cafile=args.cafile,
-        key_server=args.key_server,
-        timeout=args.timeout,
-    )

@@ -360,15 +360,29 @@ async def check_provider(
 
 
 async def check_providers(
-    providers: list[OidcProvider], public_url: str, seconds: float
+    providers: list[OidcProvider], public_url: str, seconds: float, deadline: float
 ) -> list[Finding]:
-    """Every configured provider, concurrently, each request bounded by `seconds`."""
+    """Every configured provider, concurrently, each request bounded by `seconds` and each
+    provider by `deadline`: one slow provider costs its own lines only."""
     async with httpx.AsyncClient(
         timeout=seconds, trust_env=False, follow_redirects=False
     ) as client:
-        found = await asyncio.gather(
-            *(check_provider(client, provider, public_url) for provider in providers)
-        )
+
+        async def bounded(provider: OidcProvider) -> list[Finding]:
+            try:
+                async with asyncio.timeout(deadline):
+                    return await check_provider(client, provider, public_url)
+            except TimeoutError:
+                return [
+                    Finding(
+                        f"oidc {provider.name}",
+                        Verdict.FAIL,
+                        f"did not finish within {deadline:g} s: the provider answers too slowly"
+                        " for a sign-in",
+                    )
+                ]
+
+        found = await asyncio.gather(*(bounded(provider) for provider in providers))
     return [finding for group in found for finding in group]
 
 

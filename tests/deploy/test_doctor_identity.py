@@ -320,20 +320,21 @@ def test_smtp_sender_refused_fails(
     assert mail_server.mailbox.messages == []
 
 
-@pytest.fixture
-def endless_greeting() -> Iterator[int]:
-    """An SMTP server that never finishes its greeting: a `220-` continuation line every half
-    second, to whoever connects, until they hang up (each read is quick; the whole is not)."""
+def trickle(first: bytes, then: bytes) -> Iterator[int]:
+    """A server that sends `first`, then `then` every half second, to whoever connects, until
+    they hang up: each read is quick, the whole never ends. Yields its port."""
     listener = socket.create_server(("127.0.0.1", 0))
     stop = threading.Event()
 
     def talk(connection: socket.socket) -> None:
         with connection:
+            line = first
             while not stop.is_set():
                 try:
-                    connection.sendall(b"220-still greeting\r\n")
+                    connection.sendall(line)
                 except OSError:
                     return
+                line = then
                 stop.wait(0.5)
 
     def serve() -> None:
@@ -348,6 +349,18 @@ def endless_greeting() -> Iterator[int]:
     yield listener.getsockname()[1]
     stop.set()
     listener.close()
+
+
+@pytest.fixture
+def endless_greeting() -> Iterator[int]:
+    """An SMTP server that never finishes its greeting (`220-` continuation lines)."""
+    yield from trickle(b"220-still greeting\r\n", b"220-still greeting\r\n")
+
+
+@pytest.fixture
+def endless_headers() -> Iterator[int]:
+    """An HTTP server (an OpenID provider, say) that never finishes its answer's headers."""
+    yield from trickle(b"HTTP/1.1 200 OK\r\n", b"X-Still: coming\r\n")
 
 
 def test_an_smtp_server_that_never_finishes_cannot_hang_doctor(
@@ -366,6 +379,25 @@ def test_an_smtp_server_that_never_finishes_cannot_hang_doctor(
     line = lines(report)["smtp"]
     assert line.startswith("FAIL") and "did not finish" in line, report
     assert "Traceback" not in report
+
+
+def test_a_slow_provider_costs_only_its_own_lines(
+    tmp_path: Path, providers: Providers, endless_headers: int
+) -> None:
+    config = write_config(
+        tmp_path / "meetgate.toml",
+        oidc_table("idp", f"http://127.0.0.1:{providers.honest.port}")
+        + oidc_table("slow", f"http://127.0.0.1:{endless_headers}"),
+    )
+    status, report = doctor(config, None, 1)
+    print(report)
+    found = lines(report)
+    assert status == 1
+    assert found["oidc slow"].startswith("FAIL") and "did not finish" in found["oidc slow"]
+    for check in ("keys", "client", "redirect"):
+        assert found[f"oidc idp {check}"].startswith("PASS"), report
+    # Not one line for every provider.
+    assert "oidc" not in found, report
 
 
 def test_smtp_certificate_not_trusted_fails(tmp_path: Path, mail_server: SmtpServer) -> None:
