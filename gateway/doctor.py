@@ -1,8 +1,11 @@
 """`meetgate doctor`: checks a live deployment against the settings Meetgate runs with and reports
 one verdict per line (PASS, WARN or FAIL, with the reason), so an admin sees at once what is wrong.
 
-Every network check is bounded by a timeout. The checks only read: the one write-like step is a
-short XMPP login attempt against Jitsi's signalling, closed again at once. Redis is read (PING,
+Every network check is bounded by a timeout. The checks only read; the steps that come closest
+to writing are short XMPP login attempts against Jitsi's signalling, closed again at once, the
+refused bypass probes at the public address (counted by its rate limits), a made-up code offered
+to each OpenID provider's token endpoint and a sign-in started there and never finished, and an
+SMTP login and MAIL FROM undone by RSET (no mail is sent). Redis is read (PING,
 CONFIG GET, or INFO persistence where CONFIG is not allowed) through `redis_persistence` here
 rather than through the `Store` protocol, which has no reason to expose server configuration; the
 client comes from `store/redis.py` (Sentinel included). The store's memory marker is read through
