@@ -1045,9 +1045,12 @@ async def _bounded(
         return [Finding(check, Verdict.FAIL, f"did not finish within {seconds:g} s")]
 
 
+# Each group makes a few round trips at most; give it room beyond the per-request timeout.
+GROUP_ROUND_TRIPS = 4
+
+
 def _group_seconds(options: DoctorOptions) -> float:
-    # Each group makes a few round trips at most; give it room beyond the per-request timeout.
-    return options.timeout * 4
+    return options.timeout * GROUP_ROUND_TRIPS
 
 
 async def diagnose(settings: Settings, config_path: Path, options: DoctorOptions) -> list[Finding]:
@@ -1070,7 +1073,8 @@ async def diagnose(settings: Settings, config_path: Path, options: DoctorOptions
         async def mail() -> list[Finding]:
             if not settings.mail_configured:
                 return []
-            return await check_smtp(settings.smtp, seconds)
+            # As long as the gate's mailer waits, so doctor judges the server as it will.
+            return await check_smtp(settings.smtp, settings.smtp.timeout_seconds)
 
         groups = await asyncio.gather(
             _bounded("store", group, lambda: check_store(settings, seconds)),
@@ -1080,7 +1084,7 @@ async def diagnose(settings: Settings, config_path: Path, options: DoctorOptions
             _bounded("key endpoint", group, lambda: check_key_server(client, settings, key_server)),
             # Each provider is bounded by `group` itself; this only backs that up.
             _bounded("oidc", group + seconds, identity),
-            _bounded("smtp", group, mail),
+            _bounded("smtp", settings.smtp.timeout_seconds * GROUP_ROUND_TRIPS, mail),
             _bounded(
                 "https", group * 2, lambda: check_from_outside(public_url, options.cafile, seconds)
             ),

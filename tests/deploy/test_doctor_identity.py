@@ -367,17 +367,18 @@ def test_an_smtp_server_that_never_finishes_cannot_hang_doctor(
     tmp_path: Path, endless_greeting: int
 ) -> None:
     """smtplib's timeout bounds each read; doctor's deadline bounds the dialogue, and the
-    process ends with a report (it used to wait for the SMTP thread forever)."""
+    process ends with a report (it used to wait for the SMTP thread forever). The SMTP steps
+    wait as long as the gate's mailer does ([smtp] timeout_seconds, not --timeout)."""
     config = write_config(
         tmp_path / "meetgate.toml",
         f'[smtp]\nhost = "127.0.0.1"\nport = {endless_greeting}\nsecurity = "none"\n'
-        'sender = "meetgate@meet.example.org"\n',
+        'sender = "meetgate@meet.example.org"\ntimeout_seconds = 1\n',
     )
-    status, report = doctor(config, timeout=1)
+    status, report = doctor(config, timeout=5)
     print(report)
     assert status == 1
     line = lines(report)["smtp"]
-    assert line.startswith("FAIL") and "did not finish" in line, report
+    assert line.startswith("FAIL") and "did not finish within 4 s" in line, report
     assert "Traceback" not in report
 
 
