@@ -271,53 +271,60 @@ class ProviderClient:
         self._app.framework.expires_in = SIGNIN_TTL_SECONDS
         self._metadata: ProviderMetadata | None = None
         self._schedule = MetadataSchedule()
-        self._fetching = asyncio.Lock()
+        # The fetch in flight, if one is: every request that needs the document shares it.
+        self._refresh: asyncio.Task[None] | None = None
         # Why the last fetch failed: raised again, without a fetch, until the next try is due.
         self._failure: MeetgateError | None = None
         self.call = ProviderCall(self._schedule)
 
     async def metadata(self) -> ProviderMetadata:
-        """The provider's checked discovery document, fetched when `MetadataSchedule` says so
-        by one request at a time (the others wait for its outcome). A failed refresh keeps the
-        document fetched before; without one, the failure is raised, and raised again without
-        a fetch until the next try is due."""
-        if not self._schedule.due(time.monotonic()):
-            return self._current()
-        async with self._fetching:
-            now = time.monotonic()
-            if not self._schedule.due(now):
-                # Fetched (or tried) by another request meanwhile.
-                return self._current()
-            try:
-                metadata, raw = await self._fetch()
-            except MeetgateError as failure:
-                self._schedule.tried(now, fetched=False)
-                self._failure = failure
-                if self._metadata is None:
-                    raise
+        """The provider's checked discovery document, fetched when `MetadataSchedule` says so,
+        one fetch at a time. While a document is kept, it is served at once and the fetch runs
+        in the background (a failed one keeps it). Without one, every request waits for the
+        fetch in flight and takes its outcome, never starting another; a failure is raised, and
+        raised again without a fetch until the next try is due."""
+        if self._refresh is None and self._schedule.due(time.monotonic()):
+            self._refresh = asyncio.create_task(self._refreshed())
+        refresh = self._refresh
+        if refresh is not None and self._metadata is None:
+            # Shielded: a request that gives up does not end the fetch the others wait for.
+            await asyncio.shield(refresh)
+        return self._current()
+
+    async def _refreshed(self) -> None:
+        """One fetch of the discovery document, its outcome kept for every request. The try is
+        stamped when it ends, so a fetch that took the whole retry interval is not due again
+        for the requests that waited on it."""
+        try:
+            metadata, raw = await self._fetch()
+        except MeetgateError as failure:
+            self._schedule.tried(time.monotonic(), fetched=False)
+            self._failure = failure
+            if self._metadata is not None:
                 log.warning(
                     "sign-in with %s: its discovery document could not be fetched again (%s);"
                     " the one fetched before is used meanwhile",
                     self.config.name,
                     _reason(failure),
                 )
-                return self._metadata
-            self._schedule.tried(now, fetched=True)
-            self._failure = None
-            if self._metadata is not None and self._metadata != metadata:
-                log.info("sign-in with %s: its discovery document changed", self.config.name)
-            self._metadata = metadata
-            # authlib reads the endpoints from here, and never fetches a document itself while
-            # `_loaded_at` is set; the key set it keeps here is fetched again, from the new
-            # document's `jwks_uri`.
-            self._app.server_metadata = {**raw, "_loaded_at": time.time()}
-            named = {
-                "token endpoint": metadata.token_endpoint,
-                "keys": metadata.jwks_uri,
-                "userinfo": metadata.userinfo_endpoint,
-            }
-            self.call.endpoints = {url: name for name, url in named.items() if url is not None}
-            return metadata
+            return
+        finally:
+            self._refresh = None
+        self._schedule.tried(time.monotonic(), fetched=True)
+        self._failure = None
+        if self._metadata is not None and self._metadata != metadata:
+            log.info("sign-in with %s: its discovery document changed", self.config.name)
+        self._metadata = metadata
+        # authlib reads the endpoints from here, and never fetches a document itself while
+        # `_loaded_at` is set; the key set it keeps here is fetched again, from the new
+        # document's `jwks_uri`.
+        self._app.server_metadata = {**raw, "_loaded_at": time.time()}
+        named = {
+            "token endpoint": metadata.token_endpoint,
+            "keys": metadata.jwks_uri,
+            "userinfo": metadata.userinfo_endpoint,
+        }
+        self.call.endpoints = {url: name for name, url in named.items() if url is not None}
 
     def _current(self) -> ProviderMetadata:
         if self._metadata is not None:
@@ -332,12 +339,15 @@ class ProviderClient:
     async def _fetch(self) -> tuple[ProviderMetadata, dict[str, Any]]:
         url = discovery_url(self.config.issuer)
         try:
-            async with httpx.AsyncClient(
-                timeout=PROVIDER_TIMEOUT_SECONDS, trust_env=False, verify=self._tls
-            ) as client:
-                response = await client.get(url)
-                response.raise_for_status()
-                raw = response.json()
+            # httpx's timeout bounds each phase (connect, each read), not the whole: a provider
+            # trickling its answer would hold the fetch, and every request waiting on it.
+            async with asyncio.timeout(PROVIDER_TIMEOUT_SECONDS):
+                async with httpx.AsyncClient(
+                    timeout=PROVIDER_TIMEOUT_SECONDS, trust_env=False, verify=self._tls
+                ) as client:
+                    response = await client.get(url)
+                    response.raise_for_status()
+                    raw = response.json()
         except Exception as exc:
             raise provider_failure(exc, "discovery", {}) from exc
         if not isinstance(raw, dict):

@@ -41,6 +41,9 @@ ERROR_PAGE = b"<html><body><h1>502 Bad Gateway</h1>nginx</body></html>"
 class Faults:
     """What a front does instead of forwarding, by path; read on every request."""
 
+    # Hold the request unanswered while the path is listed (a blackholed provider), then carry
+    # on with the faults below.
+    hold: set[str] = field(default_factory=set)
     # Answer this status with an HTML error page (as a reverse proxy does).
     status: dict[str, int] = field(default_factory=dict)
     # Answer 200 with an HTML page where JSON belongs.
@@ -55,6 +58,7 @@ class Faults:
     replace: dict[str, Any] = field(default_factory=dict)
 
     def clear(self) -> None:
+        self.hold.clear()
         self.status.clear()
         self.html.clear()
         self.twice.clear()
@@ -71,6 +75,8 @@ class Front:
         self.port = port or free_port()
         self.faults = Faults()
         self.requests: collections.Counter[str] = collections.Counter()
+        # Requests held now (`Faults.hold`) whose client has not hung up, by path.
+        self.holding: collections.Counter[str] = collections.Counter()
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -136,6 +142,8 @@ class Front:
             if not message.get("more_body"):
                 break
         faults = self.faults
+        if path in faults.hold and not await self._held(path, receive):
+            return
         if path in faults.status:
             await _answer(send, faults.status[path], ERROR_PAGE, b"text/html")
             return
@@ -180,6 +188,21 @@ class Front:
             }
         )
         await send({"type": "http.response.body", "body": content})
+
+    async def _held(self, path: str, receive: Receive) -> bool:
+        """Hold while `path` is in `Faults.hold`; False if the client hung up meanwhile."""
+        self.holding[path] += 1
+        # With the body read, the server's next message is the client's disconnect.
+        gone = asyncio.ensure_future(receive())
+        try:
+            while path in self.faults.hold:
+                if gone.done():
+                    return False
+                await asyncio.sleep(0.02)
+            return True
+        finally:
+            self.holding[path] -= 1
+            gone.cancel()
 
 
 def _tampered(token: str) -> str:
@@ -243,6 +266,9 @@ def faulty_provider(workdir: Path, upstream: str, *, extra: str = "") -> Iterato
         try:
             yield FaultySetup(gateway, front, keys, document)
         finally:
+            # Held requests go on, so that the fronts can stop.
+            front.faults.clear()
+            keys.faults.clear()
             front.stop()
             keys.stop()
     finally:

@@ -17,6 +17,7 @@ import hashlib
 import secrets
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -416,6 +417,67 @@ def test_a_provider_down_at_start_is_used_once_it_answers_without_a_fetch_storm(
         return answer.status_code == 302
 
     wait_until(sends_browsers_there, timeout=60, what="the gate using the provider again")
+    assert signed_in(gateway, room)
+
+
+def test_sign_ins_waiting_on_a_blackholed_discovery_share_one_fetch(setup: FaultySetup) -> None:
+    gateway, front = setup.gateway, setup.front
+    room = room_for(gateway)
+    login = f"/_meetgate/oidc/{PROVIDER}/login"
+    # The gate has no document yet, and the provider takes the request and never answers.
+    front.faults.hold.add(DISCOVERY)
+
+    def attempt() -> httpx.Response:
+        with browser(gateway) as client:
+            return client.get(login, params={"room": room})
+
+    with ThreadPoolExecutor(4) as pool:
+        first = pool.submit(attempt)
+        wait_until(lambda: front.holding[DISCOVERY] == 1, timeout=30, what="the gate's fetch")
+        # Sign-ins arriving while that fetch hangs wait for its outcome: they start no fetch of
+        # their own, neither now nor one after another once it gives up.
+        answers = [first, *(pool.submit(attempt) for _ in range(3))]
+        request_ids = [error_page(a.result(), 502, "provider_unavailable") for a in answers]
+    assert front.requests[DISCOVERY] == 1
+    assert "(discovery unreachable" in logged(gateway, request_ids[-1])
+
+
+def test_a_kept_document_is_served_while_its_refresh_hangs_and_after_it_fails(
+    setup: FaultySetup,
+) -> None:
+    gateway, front = setup.gateway, setup.front
+    room = room_for(gateway)
+    login = f"/_meetgate/oidc/{PROVIDER}/login"
+    assert signed_in(gateway, room)
+    # The token endpoint does not answer: the document is suspect, fetched again once the retry
+    # interval has passed.
+    with browser(gateway) as client:
+        back = to_callback(gateway, client, room)
+        front.stop()
+        try:
+            response = client.get(back)
+        finally:
+            front.start()
+    error_page(response, 502, "provider_unavailable")
+    # That fetch hangs: sign-ins meanwhile are sent to the provider at once, with the document
+    # kept, while the fetch is still held.
+    front.faults.hold.add(DISCOVERY)
+
+    def served_while_the_fetch_hangs() -> bool:
+        with browser(gateway) as client:
+            answer = client.get(login, params={"room": room})
+        assert answer.status_code == 302, answer.text
+        return front.holding[DISCOVERY] == 1
+
+    wait_until(served_while_the_fetch_hangs, timeout=60, what="a sign-in served during the fetch")
+    # It fails (503): the document fetched before is still used.
+    front.faults.status[DISCOVERY] = 503
+    front.faults.hold.clear()
+    wait_until(
+        lambda: "could not be fetched again (discovery answered HTTP 503)" in gateway.log_text(),
+        timeout=30,
+        what="the failed fetch",
+    )
     assert signed_in(gateway, room)
 
 
