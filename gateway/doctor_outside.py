@@ -324,7 +324,8 @@ def header_findings(headers: httpx.Headers, secure: bool) -> list[Finding]:
             )
         else:
             findings.append(Finding("hsts", Verdict.PASS, hsts))
-    findings.append(csp_finding(headers.get("content-security-policy")))
+    # Several policies in one header are separated by commas (CSP 3, 2.2.1).
+    findings.append(csp_finding(headers.get_list("content-security-policy", split_commas=True)))
     wanted = {
         "x-content-type-options": "nosniff",
         "referrer-policy": "no-referrer",
@@ -377,15 +378,23 @@ def _sources(directives: dict[str, set[str]], name: str) -> set[str] | None:
     return None
 
 
-def csp_finding(policy: str | None) -> Finding:
-    """The Content-Security-Policy the gate's page arrives with, against Meetgate's own: a source
-    allowed beyond it (`*`, a scheme, another host, inline script) is a FAIL."""
-    if not policy:
+def csp_finding(policies: Sequence[str]) -> Finding:
+    """The Content-Security-Policies the gate's page arrives with (a front may add its own),
+    against Meetgate's own: a source allowed beyond it (`*`, a scheme, another host, inline
+    script) is a FAIL. A browser enforces every policy, so one as strict as Meetgate's is
+    enough."""
+    policies = [policy for policy in policies if policy.strip()]
+    if not policies:
         return Finding(
             "csp",
             Verdict.FAIL,
             "no Content-Security-Policy: is something in front rewriting Meetgate's headers?",
         )
+    findings = [_policy_finding(policy) for policy in policies]
+    return next((f for f in findings if f.verdict is Verdict.PASS), findings[0])
+
+
+def _policy_finding(policy: str) -> Finding:
     if policy.strip() == CONTENT_SECURITY_POLICY:
         return Finding("csp", Verdict.PASS, "Content-Security-Policy as Meetgate sends it")
     ours = _directives(CONTENT_SECURITY_POLICY)

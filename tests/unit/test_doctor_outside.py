@@ -136,7 +136,10 @@ def test_a_dropped_header_warns(dropped: str) -> None:
     ],
 )
 def test_a_looser_content_security_policy_fails(policy: str | None) -> None:
-    assert csp_finding(policy).verdict is Verdict.FAIL
+    policies = [] if policy is None else [policy]
+    assert csp_finding(policies).verdict is Verdict.FAIL
+    headers = httpx.Headers({**GOOD_HEADERS, "content-security-policy": policy or ""})
+    assert verdicts(header_findings(headers, secure=True))["csp"] is Verdict.FAIL
 
 
 @pytest.mark.parametrize(
@@ -149,7 +152,22 @@ def test_a_looser_content_security_policy_fails(policy: str | None) -> None:
     ],
 )
 def test_a_policy_no_looser_than_meetgates_passes(policy: str) -> None:
-    assert csp_finding(policy).verdict is Verdict.PASS
+    assert csp_finding([policy]).verdict is Verdict.PASS
+
+
+def test_a_front_adding_a_policy_of_its_own_still_passes() -> None:
+    """Browsers enforce every policy: Meetgate's, beside a looser one a front adds (as a second
+    header, or joined by a comma), still holds."""
+    loose = "default-src *"
+    joined = httpx.Headers(
+        {**GOOD_HEADERS, "content-security-policy": f"{loose}, {CONTENT_SECURITY_POLICY}"}
+    )
+    assert verdicts(header_findings(joined, secure=True))["csp"] is Verdict.PASS
+    two = httpx.Headers(
+        [*((k, v) for k, v in GOOD_HEADERS.items()), ("content-security-policy", loose)]
+    )
+    assert verdicts(header_findings(two, secure=True))["csp"] is Verdict.PASS
+    assert csp_finding([loose, loose]).verdict is Verdict.FAIL
 
 
 SIGNALLING = [Probe("bosh", "/http-bind?room=x"), Probe("websocket", "/xmpp-websocket?room=x")]
