@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
 import httpx
+from authlib.common.errors import AuthlibBaseError
 from authlib.deprecate import AuthlibDeprecationWarning
 from authlib.integrations.base_client import MismatchingStateError, OAuthError
 from fastapi import APIRouter, Query, Request
@@ -184,6 +185,12 @@ def _requested_url(exc: BaseException) -> str | None:
     return None if url is None else str(url).split("?", 1)[0]
 
 
+def _unreadable(exc: BaseException) -> bool:
+    """authlib and httpx read an answer as JSON: an HTML page, a JSON that is not an object, or
+    one of the wrong shape."""
+    return isinstance(exc, ValueError | KeyError | TypeError | AttributeError)
+
+
 def provider_failure(exc: Exception, step: str, endpoints: dict[str, str]) -> MeetgateError:
     """What a failed call to a provider (through authlib or httpx, whatever they raise) means
     for the attendee, with the reason for the log. `step` names the call; an HTTP failure is
@@ -198,28 +205,49 @@ def provider_failure(exc: Exception, step: str, endpoints: dict[str, str]) -> Me
         return ProviderUnavailable(f"{where} unreachable ({type(exc).__name__})")
     if isinstance(exc, MismatchingStateError):
         return SignInExpired("state mismatch")
-    if isinstance(exc, OAuthError):
+    if isinstance(exc, OAuthError) and type(exc) is OAuthError and "error" in vars(exc):
+        # An error code the provider answered with: authlib raises exactly this class for it,
+        # given the code (without one, the class's own default stands: authlib's refusal).
         code = error_code(exc.error)
         if code == "invalid_grant":
             # The provider will not exchange the code: used already, expired, forged, issued to
             # another client or for another browser's PKCE. The answer is refused, not failed.
             return SignInRejected(f"{where} error {code}")
         return ProviderFailed(f"{where} error {code}")
+    if isinstance(exc, AuthlibBaseError):
+        # What authlib refuses by itself (a callback without a code, a token answer without a
+        # token): the answer does not hold up; nothing failed at the provider.
+        return SignInRejected(f"{where} refused by authlib ({type(exc).__name__})")
     if isinstance(exc, ClaimError):
         return SignInRejected(f"ID token {error_code(exc.error)} {error_code(exc.claim)}")
     if isinstance(exc, JoseError):
         return SignInRejected(f"ID token {error_code(exc.error)}")
-    if isinstance(exc, ValueError | KeyError | TypeError | AttributeError):
-        # authlib and httpx read the answer as JSON: an HTML page, a JSON that is not an
-        # object, or one of the wrong shape.
+    if _unreadable(exc):
         return ProviderFailed(f"{where} answer unreadable ({type(exc).__name__})")
     return ProviderFailed(f"{where} failed ({type(exc).__name__})")
+
+
+def casts_doubt(exc: Exception, step: str, endpoints: dict[str, str]) -> bool:
+    """Whether a failed call may mean the provider moved, so that its discovery document is
+    fetched again: an endpoint the document names (`endpoints`: URL to name) did not answer, or
+    answered with a 5xx or something unreadable. Not an error code it answered with, nor what
+    authlib refused by itself: a fresh document mends neither, and anyone can cause them."""
+    url = _requested_url(exc)
+    at_endpoint = url in endpoints if url is not None else step in endpoints.values()
+    if not at_endpoint:
+        return False
+    if _transport_failure(exc):
+        return True
+    status = _answered_status(exc)
+    if status is not None:
+        return status >= 500
+    return _unreadable(exc)
 
 
 class ProviderCall:
     """One provider's calls through authlib, each translated here and only here: whatever
     authlib or httpx raise becomes a Meetgate error with its reason, never a bare 500; a failure
-    that may mean the provider moved makes its discovery document suspect."""
+    that may mean the provider moved (`casts_doubt`) makes its discovery document suspect."""
 
     def __init__(self, schedule: MetadataSchedule) -> None:
         self.endpoints: dict[str, str] = {}
@@ -231,10 +259,9 @@ class ProviderCall:
         except MeetgateError:
             raise
         except Exception as exc:
-            failure = provider_failure(exc, step, self.endpoints)
-            if isinstance(failure, ProviderUnavailable):
+            if casts_doubt(exc, step, self.endpoints):
                 self._schedule.suspect = True
-            raise failure from exc
+            raise provider_failure(exc, step, self.endpoints) from exc
 
 
 class ProviderClient:
@@ -601,6 +628,9 @@ class SignInRoutes:
         try:
             if "error" in params:
                 raise callback_error(params["error"])
+            if not params.get("code"):
+                # Refused here, before authlib (which would raise as if the provider failed).
+                raise SignInRejected("callback without a code")
             return await client.finish(request, pending, params.get("iss"))
         except SignInFailed as failed:
             await self._limiter.note_rejection(room.name, failed.code)

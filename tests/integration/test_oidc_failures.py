@@ -209,6 +209,15 @@ def test_a_provider_error_on_the_way_back_is_a_page_and_only_its_code_is_logged(
             url = callback_path(PROVIDER) + "?" + urlencode({**params, "state": state})
             request_id = error_page(client.get(url), status, code)
         assert f"({reason})" in logged(gateway, request_id)
+    # This browser's own sign-in answered without a code (as anyone can): refused before any
+    # call, logged at INFO, counted against the room, not the provider failing.
+    with browser(gateway) as client:
+        state = query_of(begin(client, PROVIDER, room))["state"]
+        params = {"state": state, "iss": setup.document["issuer"]}
+        url = callback_path(PROVIDER) + "?" + urlencode(params)
+        request_id = error_page(client.get(url), 403, "signin_rejected")
+    line = logged(gateway, request_id)
+    assert " INFO " in line and "(callback without a code)" in line, line
     # A state that is not this browser's sign-in's.
     with browser(gateway) as client:
         begin(client, PROVIDER, room)

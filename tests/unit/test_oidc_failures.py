@@ -9,7 +9,8 @@ import json
 
 import httpx
 import pytest
-from authlib.integrations.base_client import MismatchingStateError, OAuthError
+from authlib.integrations.base_client import MismatchingStateError, MissingTokenError, OAuthError
+from authlib.oauth2.rfc6749.errors import MissingCodeException
 from joserfc.errors import BadSignatureError, InvalidClaimError
 
 from gateway.admission.oidc import (
@@ -24,7 +25,7 @@ from gateway.admission.oidc import (
     callback_error,
     error_code,
 )
-from gateway.web.signin import provider_failure
+from gateway.web.signin import casts_doubt, provider_failure
 
 TOKEN = "https://login.example/token"
 KEYS = "https://login.example/jwks"
@@ -67,6 +68,22 @@ class ConnectError(TransportError):
         (OAuthError(error="invalid_client"), ProviderFailed, "token endpoint error invalid_client"),
         (OAuthError(error="bad code <ada@x>"), ProviderFailed, "token endpoint error unreadable"),
         (MismatchingStateError(), SignInExpired, "state mismatch"),
+        # What authlib refuses by itself is the answer not holding up, not the provider failing.
+        (
+            MissingCodeException(),
+            SignInRejected,
+            "token endpoint refused by authlib (MissingCodeException)",
+        ),
+        (
+            MissingTokenError(),
+            SignInRejected,
+            "token endpoint refused by authlib (MissingTokenError)",
+        ),
+        (
+            OAuthError(description='Missing "state" parameter'),
+            SignInRejected,
+            "token endpoint refused by authlib (OAuthError)",
+        ),
         (InvalidClaimError("aud"), SignInRejected, "ID token invalid_claim aud"),
         (BadSignatureError(), SignInRejected, "ID token bad_signature"),
         # A kind nobody foresaw is a page too.
@@ -85,6 +102,35 @@ def test_a_5xx_is_the_provider_failing_not_unreachable() -> None:
     failure = provider_failure(answered(502), "token endpoint", ENDPOINTS)
     assert failure.code == "provider_failed" and failure.status == 502
     assert isinstance(failure, ProviderUnavailable)  # caught wherever provider trouble is
+
+
+@pytest.mark.parametrize(
+    ("exc", "step", "doubt"),
+    [
+        # An endpoint the document names does not answer, or answers as if it were not there.
+        (answered(503), "token endpoint", True),
+        (answered(500, KEYS), "keys", True),
+        (httpx.ConnectError("refused", request=httpx.Request("GET", KEYS)), "keys", True),
+        (ConnectionResetError(), "token endpoint", True),
+        (json.JSONDecodeError("Expecting value", "<html>", 0), "token endpoint", True),
+        # Mended by no fresh document, and within anyone's reach.
+        (answered(400), "token endpoint", False),
+        (answered(404, KEYS), "keys", False),
+        (OAuthError(error="invalid_client"), "token endpoint", False),
+        (OAuthError(error="invalid_request"), "token endpoint", False),
+        (OAuthError(error="invalid_grant"), "token endpoint", False),
+        (MissingCodeException(), "token endpoint", False),
+        (MissingTokenError(), "userinfo", False),
+        (InvalidClaimError("aud"), "token endpoint", False),
+        # Not a call to an endpoint the document names.
+        (answered(503, "https://elsewhere.example/token"), "token endpoint", False),
+        (ConnectionResetError(), "authorization request", False),
+    ],
+)
+def test_only_a_failure_that_may_mean_the_provider_moved_casts_doubt_on_its_document(
+    exc: Exception, step: str, doubt: bool
+) -> None:
+    assert casts_doubt(exc, step, ENDPOINTS) is doubt
 
 
 @pytest.mark.parametrize(
