@@ -54,7 +54,10 @@ def gateway(
         extra=GENEROUS_LIMITS
         + oidc_table(PROVIDER, "University Login", issuer)
         + f'[smtp]\nhost = "127.0.0.1"\nport = {smtp_server.port}\nsecurity = "none"\n'
-        + 'sender = "Meetgate <gate@meet.test>"\n',
+        + 'sender = "Meetgate <gate@meet.test>"\n'
+        # The longest sweep allowed: a replaced admission's socket must be closed by its cut,
+        # not by the sweep that reconciles sockets with the store every few seconds.
+        + "[revocation]\nreconcile_seconds = 60\n",
     )
     procs = [proc]
     try:
