@@ -257,6 +257,17 @@ class AdmissionRevoked(NotAdmitted):
     message = N_("A host removed you from this meeting. You cannot rejoin with this link.")
 
 
+class AdmissionReplaced(AdmissionRevoked):
+    """Revoked because the same person signed in again elsewhere, not by a host."""
+
+    code = "admission_replaced"
+    title = N_("You joined from another browser")
+    message = N_(
+        "You joined this meeting from another browser or device, so this one was closed."
+        " To continue here instead, open the meeting's link and sign in again."
+    )
+
+
 class AdmissionBanned(NotAdmitted):
     code = "admission_banned"
     title = N_("You cannot join this meeting")

@@ -45,6 +45,7 @@ from gateway.admission.rooms import MAX_MOVES
 from gateway.cuts import Cut
 from gateway.errors import (
     AdmissionBanned,
+    AdmissionReplaced,
     AdmissionRevoked,
     InvalidInput,
     InviteExpired,
@@ -182,6 +183,11 @@ def join_plan(invite: Invite, pseudonym_key: bytes) -> JoinPlan:
 
 def admission_id_for(cookie_secret: str) -> str:
     return hashlib.sha256(cookie_secret.encode("ascii")).hexdigest()
+
+
+# The ways in whose identity is a person (`via_of`), so that signing in again replaces the
+# admission: not an invite's, which an n-use invite's holders share.
+REPLACEABLE_VIA = ("oidc:", Path.EMAIL.value)
 
 
 def via_of(verified: VerifiedIdentity) -> str:
@@ -867,5 +873,22 @@ class AdmissionPipeline:
         if admission is None or now >= admission.expires_at:
             raise NotAdmitted()
         if admission.revoked:
+            if await self._replaced(admission, now):
+                raise AdmissionReplaced()
             raise AdmissionRevoked()
         return admission
+
+    async def _replaced(self, admission: Admission, now: float) -> bool:
+        """Whether a revoked admission was replaced by its person signing in again
+        (`_replace_earlier`): a live admission of the same identity, made since, is in its
+        room. The store keeps no reason for a revocation; this tells the browser that no host
+        removed it."""
+        if not admission.via.startswith(REPLACEABLE_VIA):
+            return False
+        return any(
+            other.id != admission.id
+            and other.identity == admission.identity
+            and other.created_at >= admission.created_at
+            and other.is_live(now)
+            for other in await self._store.list_admissions(admission.room)
+        )
