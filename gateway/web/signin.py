@@ -432,6 +432,11 @@ class ProviderClient:
             nonce=pending.nonce,
             algorithms=metadata.signing_algorithms,
         )
+        # authlib's exchange checked the ID token with the key set it keeps, and fetched that
+        # again when the token's key was not in it (a rotated key): the set it keeps now.
+        kept = self._app.server_metadata.get("jwks")
+        if isinstance(kept, dict):
+            jwks = kept
         try:
             claims = verify_id_token(token["id_token"], jwks, expected, time.time())
         except UnknownSigningKey:

@@ -56,6 +56,8 @@ class Faults:
     # `id_token`) or answer with this JSON instead (`replace`: a key set).
     patch: dict[str, dict[str, Any]] = field(default_factory=dict)
     replace: dict[str, Any] = field(default_factory=dict)
+    # Answer with this JSON the next time only, then forward again (a key set before rotation).
+    once: dict[str, Any] = field(default_factory=dict)
 
     def clear(self) -> None:
         self.hold.clear()
@@ -65,6 +67,7 @@ class Faults:
         self.tamper.clear()
         self.patch.clear()
         self.replace.clear()
+        self.once.clear()
 
 
 class Front:
@@ -152,6 +155,10 @@ class Front:
             return
         if path in faults.replace:
             await _answer(send, 200, json.dumps(faults.replace[path]).encode(), b"application/json")
+            return
+        if path in faults.once:
+            once = faults.once.pop(path)
+            await _answer(send, 200, json.dumps(once).encode(), b"application/json")
             return
         headers = [
             (name.decode("latin-1"), value.decode("latin-1"))

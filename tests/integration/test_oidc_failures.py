@@ -260,6 +260,24 @@ def test_the_key_set_unreachable_or_failing_is_a_clear_page(setup: FaultySetup) 
     assert signed_in(gateway, room)
 
 
+def test_a_rotated_signing_key_costs_one_more_fetch_of_the_key_set(setup: FaultySetup) -> None:
+    gateway, keys = setup.gateway, setup.keys
+    room = room_for(gateway)
+    jwks = setup.path("jwks_uri")
+    with httpx.Client(trust_env=False, timeout=30) as client:
+        published = client.get(keys.url + jwks).json()
+    # The gate's first fetch gets the set from before the provider rotated its key: the key
+    # that signs the ID token is not in it yet.
+    keys.faults.once[jwks] = {
+        "keys": [{**key, "kid": f"{key['kid']}-before"} for key in published["keys"]]
+    }
+    fetched = keys.requests[jwks]
+    assert signed_in(gateway, room)
+    # That one, and one more for the key the token names: not one more each for authlib's
+    # check of the token and Meetgate's.
+    assert keys.requests[jwks] - fetched == 2
+
+
 def id_token(
     document: dict[str, Any],
     login: str,
