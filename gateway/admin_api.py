@@ -488,6 +488,9 @@ class AuditOut(BaseModel):
 
     at: float
     actor_name: str = Field(description="The host's shown name, or admin")
+    by_admin: bool = Field(
+        description='The admin did it (a host may be shown as "admin" too: this tells them apart)'
+    )
     action: str
     target: str = Field(description="Whom it was about, as the room's evidence names them")
     detail: str = Field(description="What came of it, in words (English)")
@@ -503,6 +506,7 @@ class InviteRevokeIn(_Body):
 
 class InviteRevokedOut(BaseModel):
     id: str
+    name: str = Field(description="The name the revoked invite was made for")
 
 
 def _refused(where: tuple[str, ...], problem: str) -> RequestValidationError:
@@ -539,6 +543,8 @@ def _audit_out(entry: AuditEntry) -> AuditOut:
     return AuditOut(
         at=entry.at,
         actor_name=entry.actor_name,
+        # The admin has no identity; a host and the wire guard have one.
+        by_admin=entry.actor == "" and entry.actor_name == ADMIN_NAME,
         action=entry.action,
         target=entry.target,
         detail=audit_detail(entry, DEFAULT),
@@ -725,6 +731,8 @@ def create_admin_app(
     pseudonym_key = settings.admission.pseudonym_key.get_secret_value().encode()
     # Declared for the OpenAPI document; the check itself is AdminAuth, before any parsing.
     guarded = [Depends(HTTPBearer(auto_error=False))]
+    # The admin's emergency calls act as a host does on the dashboard (gateway/host/actions.py).
+    desk = HostDesk(store, None, evidence)
 
     @app.exception_handler(MeetgateError)
     async def _error(request: Request, error: MeetgateError) -> Response:
@@ -821,6 +829,8 @@ def create_admin_app(
         changed = await store.change_room(name, change)
         if before[0].locked != changed.locked:
             _record(name, Kind.LOCK if changed.locked else Kind.UNLOCK)
+            # The hosts' log says it too, as for `meetgate room unlock`.
+            await desk.audit_admin(name, "lock" if changed.locked else "unlock", time.time())
         await _tell_rules(before[0], changed)
         return _room_out(changed)
 
@@ -939,8 +949,6 @@ def create_admin_app(
             raise NotFound(N_("No invite has this id."))
         return Response(status_code=204)
 
-    desk = HostDesk(store, None, evidence)
-
     @app.get("/api/v1/rooms/{name}/participants", dependencies=guarded, responses=NOT_FOUND)
     async def roster(name: str, who: WhoQuery = None) -> list[ParticipantOut]:
         """Who is in the meeting (live admissions), hosts first; with `who`, those it names:
@@ -1020,25 +1028,26 @@ def create_admin_app(
 
     @app.post("/api/v1/rooms/{name}/invites/revoke", dependencies=guarded, responses=NOT_FOUND)
     async def revoke_invite_by_name(name: str, body: InviteRevokeIn) -> InviteRevokedOut:
-        """Revoke the room's one unrevoked invite made for `name` (look-alikes match too). 404
-        not_found if none is; 422 (body.name) with their ids if several are."""
-        if await store.get_room(name) is None:
-            raise RoomNotFound()
+        """Revoke the room's one invite made for `name` (look-alikes match too) that still
+        works (not revoked, expired or used up), logged in the room's audit log as the admin's.
+        404 not_found if none is; 422 (body.name) with their ids if several are."""
         now = time.time()
+        await desk.room(ADMIN, name, now)
         found = [
             invite
             for invite in await store.list_invites(name)
             if not invite.revoked
             and invite.expires_at > now
+            and invite.uses < invite.max_uses
             and name_matches(body.name, invite.name)
         ]
         if not found:
             raise NotFound()
         if len(found) > 1:
             raise _refused(("body", "name"), _several(len(found), "invites", found))
-        if not await store.revoke_invite(found[0].id):
+        if not await desk.revoke_invite(ADMIN, name, found[0], now):
             raise NotFound(N_("No invite has this id."))
-        return InviteRevokedOut(id=found[0].id)
+        return InviteRevokedOut(id=found[0].id, name=found[0].name)
 
     @app.get("/api/v1/store/memory", dependencies=guarded)
     async def store_memory() -> StoreMemoryOut:

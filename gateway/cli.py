@@ -46,9 +46,19 @@ UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 class CliError(Exception):
     """A problem to tell the user in one line, then exit non-zero: 2, a usage error, a refusal
-    (the admin API's, or not confirmed) or an error."""
+    (the admin API's, or not confirmed) or an error. Under --json it is also printed as JSON on
+    stdout: `code` (the admin API's error code, or the CLI's own) and the `candidates` to choose
+    from when a name names several."""
 
     exit_code = 2
+    default_code = "refused"
+
+    def __init__(
+        self, message: str, *, code: str | None = None, candidates: Sequence[object] = ()
+    ) -> None:
+        super().__init__(message)
+        self.code = code or self.default_code
+        self.candidates = list(candidates)
 
 
 class NothingMatched(CliError):
@@ -56,12 +66,14 @@ class NothingMatched(CliError):
     1, as grep's for no match."""
 
     exit_code = 1
+    default_code = "not_found"
 
 
 class AdminUnreachable(CliError):
     """The admin API does not answer (not started, wrong address): exit 3, worth a retry."""
 
     exit_code = 3
+    default_code = "admin_unreachable"
 
 
 def parse_duration(text: str) -> int:
@@ -472,7 +484,11 @@ NEXT_STEPS = {
     " one.",
     "room_exists": "Choose another name; `meetgate room list` shows those taken.",
     "store_unavailable": "The store does not answer: `meetgate doctor` says why; try again then.",
+    "room_moved": "`meetgate room audit ROOM` still shows the old room's log, and `meetgate room"
+    " unban ROOM WHO` lifts a ban made there.",
 }
+# Errors of the admin API worth a retry, as an unreachable one: exit 3.
+RETRY_ERRORS = ("store_unavailable",)
 
 
 class AdminClient:
@@ -521,8 +537,11 @@ class AdminClient:
                     message = "; ".join(refused_option(field, options) for field in fields)
                 step = {**NEXT_STEPS, **(next_steps or {})}.get(str(payload.get("error")))
                 matched_nothing = matching and payload.get("error") == "not_found"
-                refusal = NothingMatched if matched_nothing else CliError
-                raise refusal(f"{message}\n{step}" if step else message)
+                refusal: type[CliError] = NothingMatched if matched_nothing else CliError
+                if payload.get("error") in RETRY_ERRORS:
+                    refusal = AdminUnreachable
+                code = str(payload.get("error"))
+                raise refusal(f"{message}\n{step}" if step else message, code=code)
             raise CliError(f"the admin API answered {response.status_code}")
         return payload
 
@@ -678,6 +697,8 @@ def command_room(args: argparse.Namespace) -> int:
                 " --chat-per-10s, --chat-burst, --chat-max-bytes, --strikes or"
                 " --private-to-hosts on|off"
             )
+        if args.lock:
+            confirm(f"Lock room {args.name}: nobody new gets in (hosts excepted)?", args.yes)
         room = client.call("PATCH", f"/api/v1/rooms/{args.name}", change, options=ROOM_SET_OPTIONS)
         state = [
             "locked" if room["locked"] else "open",
@@ -724,6 +745,11 @@ def command_room(args: argparse.Namespace) -> int:
             return 1
         print(f"room {args.name}'s policy lists it: {' and '.join(lists)}")
     elif args.action == "delete":
+        confirm(
+            f"Delete room {args.name}: everyone in it is removed at once, its invites and log"
+            " are gone?",
+            args.yes,
+        )
         client.call("DELETE", f"/api/v1/rooms/{args.name}")
         print(f"deleted room {args.name}; its invites, admissions and log are gone (bans stay)")
     return 0
@@ -737,10 +763,10 @@ EMERGENCY_ACTIONS = ("roster", "remove", "unban", "lockdown", "unlock", "move", 
 EXIT_CODES = """\
 exit codes:
   0  done
-  1  nothing matched (WHO is not in the room, or not banned there)
+  1  nothing matched (WHO is not in the room, or not banned there; no invite)
   2  bad usage, not confirmed, or refused by the admin API (no such room; a name
-     that names several people: their ids are listed)
-  3  the admin API cannot be reached"""
+     that names several people: their ids are listed; a meeting that moved on)
+  3  the admin API cannot be reached, or its store cannot answer: worth a retry"""
 REMOVE_OPTIONS = {"who": "WHO", "ban": "--ban", "ban_seconds": "--ban"}
 # Those that remove, ban, lock or move: each asks first, unless --yes.
 ASKING_ACTIONS = ("remove", "lockdown", "move")
@@ -753,12 +779,21 @@ def confirm(question: str, yes: bool) -> None:
     if yes:
         return
     if not sys.stdin.isatty():
-        raise CliError(f"{question} Not done: no terminal to ask on; pass --yes to do it")
-    # On stderr: what --json prints on stdout stays the API's JSON alone.
-    print(f"{question} [y/N] ", end="", file=sys.stderr, flush=True)
-    answer = sys.stdin.readline()
+        raise CliError(
+            f"{question} Not done: no terminal to ask on; pass --yes to do it",
+            code="not_confirmed",
+        )
+    try:
+        # On stderr: what --json prints on stdout stays the API's JSON alone.
+        print(f"{question} [y/N] ", end="", file=sys.stderr, flush=True)
+        answer = sys.stdin.readline()
+    except KeyboardInterrupt:
+        # Ctrl-C at the question is a no, said as one (exit 2), not a traceback.
+        answer = ""
     if answer.strip().lower() not in ("y", "yes"):
-        raise CliError("not done: not confirmed")
+        if not answer.endswith("\n"):
+            print(file=sys.stderr)  # Ctrl-C or Ctrl-D left the cursor after the question
+        raise CliError("not done: not confirmed", code="not_confirmed")
 
 
 def ban_seconds(text: str) -> int | None:
@@ -787,9 +822,20 @@ def the_one_named(client: AdminClient, room: str, who: str) -> dict[str, Any]:
     if len(found) > 1:
         listed = "\n".join(f"  {p['id']}  {p['role']:<8}  {p['name']}" for p in found)
         raise CliError(
-            f"{who!r} names {len(found)} people in room {room}; give one of their ids:\n{listed}"
+            f"{who!r} names {len(found)} people in room {room}; give one of their ids:\n{listed}",
+            code="several",
+            candidates=found,
         )
-    return found[0]
+    (one,) = found
+    if one["role"] == "host" and who.strip() not in (one["id"], one["name"]):
+        # A look-alike of a host's name must not remove the host.
+        raise CliError(
+            f"{who!r} is like the name of a host, {one['name']} ({one['id']}): to act on a host,"
+            " give their id or their shown name exactly",
+            code="host_needs_exact_name",
+            candidates=[one],
+        )
+    return one
 
 
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
@@ -810,7 +856,8 @@ def room_emergency(args: argparse.Namespace) -> int:
         # Refused before anything is looked up: nobody could answer the question.
         raise CliError(
             f"`meetgate room {args.action}` asks first, and there is no terminal to ask on:"
-            " pass --yes to do it without asking"
+            " pass --yes to do it without asking",
+            code="not_confirmed",
         )
     seconds: int | None = None
     if args.action == "remove" and args.ban is not None:
@@ -874,6 +921,12 @@ def room_emergency(args: argparse.Namespace) -> int:
         result = client.call("POST", _room_path(args.name, "unlock"))
         if not args.json:
             print(f"room {args.name} is open again")
+            if result["quiet"]:
+                # As on the dashboard: unlocking does not end quiet mode (a lockdown's too).
+                print(
+                    f"quiet mode is still on (only hosts can chat): `meetgate room quiet"
+                    f" {args.name} off` ends it"
+                )
     elif args.action == "move":
         confirm(
             f"Move the meeting in room {args.name} to the new room {args.new}? Everyone still"
@@ -967,7 +1020,7 @@ def add_emergency_commands(room_sub: Any, client: list[argparse.ArgumentParser])
     lockdown.add_argument("name", help="the room")
     unlock = emergency(
         "unlock",
-        "let people join again; this also ends a lockdown",
+        "let people join again; this also ends a lockdown (quiet mode stays on: `room quiet`)",
         ["meetgate room unlock board"],
     )
     unlock.add_argument("name", help="the room")
@@ -1032,19 +1085,29 @@ def command_invite(args: argparse.Namespace) -> int:
             client.call(
                 "DELETE",
                 f"/api/v1/invites/{quote(args.id, safe='')}",
+                matching=True,
                 next_steps={"not_found": "`meetgate invite list --room ROOM` shows the ids."},
             )
             print(f"revoked invite {args.id}")
         else:
+            confirm(
+                f"Revoke the invite to room {args.room} made for a name like {args.name!r}?",
+                args.yes,
+            )
             done = client.call(
                 "POST",
                 f"/api/v1/rooms/{quote(args.room, safe='')}/invites/revoke",
                 {"name": args.name},
                 options={"name": "--name"},
                 matching=True,
-                next_steps={"not_found": "No unrevoked invite of the room is made for this name."},
+                next_steps={
+                    "not_found": "No invite of the room that still works is made for this name."
+                },
             )
-            print(f"revoked invite {done['id']}")
+            if args.json:
+                print(json.dumps(done, ensure_ascii=False, indent=2))
+            else:
+                print(f"revoked invite {done['id']} (made for {done['name']})")
     return 0
 
 
@@ -1109,7 +1172,11 @@ def build_parser() -> argparse.ArgumentParser:
         "  meetgate serve --config meetgate.toml\n"
         "  meetgate room create board --title 'Board meeting'\n"
         "  meetgate invite create --room board --name 'Grace Hopper' --host\n"
-        "Each command's --help shows its options and examples.\n",
+        "Each command's --help shows its options and examples.\n\n"
+        "Exit codes of the commands that call the admin API: 0 done; 1 nothing matched (nobody\n"
+        "in the room is WHO, no such invite); 2 bad usage, not confirmed (a question answered\n"
+        "no, Ctrl-C or Ctrl-D at it, or no terminal and no --yes) or refused by the admin API;\n"
+        "3 the admin API cannot be reached or its store cannot answer: worth a retry.\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", help="what to do")
@@ -1235,6 +1302,9 @@ def build_parser() -> argparse.ArgumentParser:
         client,
     )
     change.add_argument("name", help="the room")
+    change.add_argument(
+        "--yes", action="store_true", help="--lock without asking (needed without a terminal)"
+    )
     locking = change.add_mutually_exclusive_group()
     locking.add_argument(
         "--lock",
@@ -1358,10 +1428,13 @@ def build_parser() -> argparse.ArgumentParser:
         room_sub,
         "delete",
         "delete a room with its invites and admissions",
-        ["meetgate room delete board"],
+        ["meetgate room delete board", "meetgate room delete board --yes   # in a script"],
         client,
     )
     delete.add_argument("name", help="the room")
+    delete.add_argument(
+        "--yes", action="store_true", help="do it without asking (needed without a terminal)"
+    )
     add_emergency_commands(room_sub, client)
     room.set_defaults(func=command_room)
 
@@ -1411,14 +1484,20 @@ def build_parser() -> argparse.ArgumentParser:
         client,
         description="Make a join link stop working, by its id or by the invitee's name (several\n"
         "unrevoked invites for the name are refused, with their ids).\n\n"
-        "exit codes: 0 done; 1 no invite for --name; 2 bad usage, refused, or no invite has the\n"
-        "id; 3 the admin API cannot be reached",
+        "exit codes: 0 done; 1 no invite has the id, or none that still works is for --name;\n"
+        "2 bad usage, not confirmed or refused; 3 the admin API or its store cannot answer",
     )
     revoke.add_argument("id", nargs="?", help="the invite's id, as `meetgate invite list` shows it")
     revoke.add_argument("--room", help="with --name: the room the invite is for")
     revoke.add_argument(
         "--name", help="with --room: the name the invite was made for (look-alikes match too)"
     )
+    revoke.add_argument(
+        "--yes",
+        action="store_true",
+        help="with --name: revoke without asking (needed without a terminal)",
+    )
+    revoke.add_argument("--json", action="store_true", help="with --name: print the API's answer")
     invite.set_defaults(func=command_invite)
 
     store = command(
@@ -1454,6 +1533,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except CliError as exc:
         print(f"meetgate: {exc}", file=sys.stderr)
+        if getattr(args, "json", False):
+            # A script reading stdout gets JSON whatever happened; the exit code says the same.
+            failed = {"error": exc.code, "message": str(exc), "candidates": exc.candidates}
+            print(json.dumps(failed, ensure_ascii=False, indent=2))
         return exc.exit_code
     except ConfigError as exc:
         print(f"meetgate: {exc}", file=sys.stderr)

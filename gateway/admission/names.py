@@ -49,6 +49,11 @@ GUEST_MARKER = "guest"
 MAX_NUMBER = 999
 FIRST_BATCH = 16
 
+# What an admission's id looks like (64 hex digits), in either case: no name may, or an attendee
+# could take another's id (which their own ticket shows them the shape of) as their name and draw
+# an admin's action by that id onto themselves, or pass for it on the roster.
+_ID_SHAPED = re.compile(r"[0-9a-f]{64}", re.IGNORECASE)
+
 # Cc control, Cf format (bidi overrides and isolates, zero-width joiners and spaces, tags),
 # Cs surrogates, Co private use, Cn unassigned.
 _REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn"})
@@ -89,9 +94,9 @@ _MARKER_CONTENT = re.compile(r"\d+")
 def normalise(name: str) -> str:
     """The name as shown: NFKC, runs of white space as one space, no space at either end.
 
-    Raises InvalidInput for an empty or blank name, one longer than MAX_NAME_CHARS, and one with
-    control, format (direction overrides, zero-width characters), private-use, surrogate or
-    unassigned characters.
+    Raises InvalidInput for an empty or blank name, one longer than MAX_NAME_CHARS, one shaped as
+    an admission's id (64 hex digits), and one with control, format (direction overrides,
+    zero-width characters), private-use, surrogate or unassigned characters.
     """
     if len(name) > MAX_RAW_CHARS:
         raise InvalidInput(N_("A name can be at most {most} characters long."), most=MAX_NAME_CHARS)
@@ -109,6 +114,8 @@ def normalise(name: str) -> str:
         raise InvalidInput(N_("Please give a name."))
     if len(text) > MAX_NAME_CHARS:
         raise InvalidInput(N_("A name can be at most {most} characters long."), most=MAX_NAME_CHARS)
+    if _ID_SHAPED.fullmatch(text):
+        raise InvalidInput(N_("This looks like a code, not a name. Please give your name."))
     marks = 0
     for char in text:
         marks = marks + 1 if unicodedata.category(char) in ("Mn", "Me") else 0

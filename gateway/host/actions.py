@@ -7,15 +7,16 @@ No HTTP here: the dashboard routes, the admin API and the tests call these with 
 
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import dataclass, replace
 
 from gateway.admission.lobby import Lobby, LobbyRequest, LobbyState
 from gateway.admission.names import shown_claim, skeleton, strip_markers
 from gateway.admission.policy import policy_version
-from gateway.admission.rooms import validate_room_name
+from gateway.admission.rooms import current_room, validate_room_name
 from gateway.cuts import Cut, RulesChanged
-from gateway.errors import InvalidInput, NotHost, PolicyChanged, RoomNotFound
+from gateway.errors import InvalidInput, MeetgateError, NotHost, PolicyChanged, RoomNotFound
 from gateway.evidence.entries import Kind, moment
 from gateway.evidence.recorder import EvidenceRecorder
 from gateway.i18n import N_
@@ -32,6 +33,7 @@ from gateway.store.records import (
     AuditFacts,
     AuditKind,
     ChatLimits,
+    Invite,
     PolicyShape,
     Role,
     Room,
@@ -54,6 +56,21 @@ ADMIN_EVIDENCE_ACTOR = "the admin API"
 
 # Who does a host action: a host, by their admission, or the admin.
 Actor = Admission | Admin
+
+# An admission's id: 64 lowercase hex digits. A `who` of this shape is an id and nothing else:
+# a shown name may not take it (gateway/admission/names.py refuses such names), and even one
+# admitted before that rule cannot be taken for the admission whose id it copies.
+ADMISSION_ID_SHAPE = re.compile(r"[0-9a-f]{64}")
+
+
+class RoomMoved(MeetgateError):
+    """The admin acted on a room whose meeting moved on: acting there would do nothing (nobody
+    is left in it) or split the meeting (a second move). Names the room the meeting is in now."""
+
+    status = 409
+    code = "room_moved"
+    title = N_("Meeting moved")
+    message = N_("The meeting in this room moved to room {room}: act on that room.")
 
 
 def name_matches(wanted: str, shown: str) -> bool:
@@ -144,7 +161,13 @@ class HostDesk:
             fields["name"] = name
         evidence.note(room, kind, {**fields, **values})
 
-    async def _authorise(self, actor: Actor, room_name: str, now: float) -> Room:
+    async def _authorise(
+        self, actor: Actor, room_name: str, now: float, *, moved_ok: bool = False
+    ) -> Room:
+        """The room, if `actor` may act on it. A host acts only on their own room, which has
+        not moved (their admission moves with the meeting). The admin may name any room, but
+        not one whose meeting moved away (RoomMoved, naming the room it is in now), unless
+        `moved_ok`: reading its log, lifting a ban made there."""
         if isinstance(actor, Admission) and (
             actor.role is not Role.HOST or actor.room != room_name or not actor.is_live(now)
         ):
@@ -152,6 +175,9 @@ class HostDesk:
         room = await self._store.get_room(room_name)
         if room is None:
             raise RoomNotFound()
+        if isinstance(actor, Admin) and room.moved_to is not None and not moved_ok:
+            now_in = await current_room(self._store, room_name)
+            raise RoomMoved(room=room.moved_to if now_in is None else now_in.name)
         return room
 
     def _whom(self, room: str, admission_id: str) -> str:
@@ -190,7 +216,11 @@ class HostDesk:
         await Cut(admission_id, reason).send(self._store)
 
     async def roster(self, actor: Actor, room_name: str, now: float) -> list[Admission]:
+        """Who is in the meeting now. The admin's reading is logged, so the hosts see that
+        the admin looked (docs/privacy.md)."""
         await self._authorise(actor, room_name, now)
+        if isinstance(actor, Admin):
+            await self._audit(actor, room_name, "view roster", now)
         admissions = await self._store.list_admissions(room_name)
         return sorted(
             (a for a in admissions if a.is_live(now)),
@@ -208,7 +238,7 @@ class HostDesk:
         return admission
 
     async def room(self, actor: Actor, room_name: str, now: float) -> Room:
-        return await self._authorise(actor, room_name, now)
+        return await self._authorise(actor, room_name, now, moved_ok=True)
 
     async def named(self, actor: Actor, room_name: str, who: str, now: float) -> list[Admission]:
         """The live admissions of this room that `who` names: the one whose id it is, else
@@ -305,8 +335,9 @@ class HostDesk:
     async def banned(self, actor: Actor, room_name: str, who: str, now: float) -> list[Admission]:
         """The admissions of this room, their identity banned now, that `who` names (by id or
         shown name, as `named`) while their records live (until they would have expired): one
-        per identity, its newest."""
-        room = await self._authorise(actor, room_name, now)
+        per identity, its newest. A moved room's too: its bans hold in the rooms it moved to,
+        and its banned admissions stayed behind in it."""
+        room = await self._authorise(actor, room_name, now, moved_ok=True)
         admissions = await self._store.list_admissions(room_name)
         bans = await self._store.are_banned([(room.ban_scope, a.identity) for a in admissions], now)
         held = [a for a, ban in zip(admissions, bans, strict=True) if ban]
@@ -316,7 +347,7 @@ class HostDesk:
         """Lift the ban on the identity of this room's admission `admission_id`: it may come
         back (through a new admission: the revoked ones stay revoked). False if the admission is
         unknown to this room or its identity is not banned."""
-        room = await self._authorise(actor, room_name, now)
+        room = await self._authorise(actor, room_name, now, moved_ok=True)
         target = await self._store.get_admission(admission_id)
         if target is None or target.room != room_name:
             return False
@@ -517,8 +548,27 @@ class HostDesk:
         return answered
 
     async def audit(self, actor: Actor, room_name: str, now: float) -> list[AuditEntry]:
-        await self._authorise(actor, room_name, now)
+        await self._authorise(actor, room_name, now, moved_ok=True)
         return await self._store.list_audit(room_name)
+
+    async def revoke_invite(self, actor: Actor, room_name: str, invite: Invite, now: float) -> bool:
+        """Revoke one of this room's invites, logged and recorded as a removal of the invite
+        (whom: the invite, as the evidence names it; the invitee's name in the log only). False
+        if it is of another room or was revoked already."""
+        await self._authorise(actor, room_name, now, moved_ok=True)
+        if invite.room != room_name or not await self._store.revoke_invite(invite.id):
+            return False
+        whom = f"invite:{invite.id}"
+        self._record(actor, room_name, Kind.REMOVAL, whom)
+        facts = AuditFacts(AuditKind.NAME, name=invite.name)
+        target = self._whom(room_name, whom)
+        await self._audit(actor, room_name, "revoke", now, target=target, facts=facts)
+        return True
+
+    async def audit_admin(self, room_name: str, action: str, now: float) -> None:
+        """Log in the room's audit log an admin action done outside the desk (the admin API's
+        room change)."""
+        await self._audit(ADMIN, room_name, action, now)
 
 
 def _identity(actor: Actor) -> str:
@@ -531,6 +581,10 @@ def _named(who: str, admissions: list[Admission], *, by_identity: bool = False) 
     newest first (`by_identity`: the admissions of one identity are one person, and the newest
     of them stands for them)."""
     wanted = who.strip()
+    if ADMISSION_ID_SHAPE.fullmatch(wanted):
+        # An id only: an attendee can read their own from their ticket, and a name copying
+        # someone's must not draw the admin's action onto its bearer.
+        return [admission for admission in admissions if admission.id == wanted]
     for admission in admissions:
         if admission.id == wanted:
             return [admission]

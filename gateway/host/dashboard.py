@@ -158,6 +158,9 @@ AUDIT_ACTIONS = {
     "ban": N_("ban"),
     # Translators: an admin let a banned person come back (`meetgate room unban`)
     "unban": N_("lift ban"),
+    # Translators: an entry of the host dashboard's log reads "admin viewed the roster": an
+    # admin read the list of who is in the meeting (`meetgate room roster`)
+    "view roster": N_("viewed the roster"),
     "lock": N_("lock"),
     "unlock": N_("unlock"),
     "lockdown": N_("lockdown"),
