@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -40,7 +39,7 @@ from gateway.errors import (
 from gateway.evidence.entries import EvidenceError
 from gateway.evidence.entries import moment as evidence_moment
 from gateway.evidence.log import EvidenceLog, ExportBusy
-from gateway.host.actions import HostDesk
+from gateway.host.actions import ADMISSION_ID_SHAPE, HostDesk
 from gateway.host.policy_form import (
     POLICY_FORM_BYTES,
     max_policy_fields,
@@ -102,8 +101,6 @@ EVIDENCE_COOLDOWN_SECONDS = 3.0
 # Hosts remembered for the cool-down at most (entries past it are forgotten early).
 EVIDENCE_COOLDOWN_HOSTS = 10_000
 
-
-ADMISSION_ID_SHAPE = re.compile(r"[0-9a-f]{64}")
 # How long a ban lasts, as the form offers it (seconds, None for good; choice; phrase).
 BAN_DURATIONS: dict[str, tuple[float | None, str, str]] = {
     "1h": (3600.0, N_("1 hour"), N_("for 1 hour")),
