@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import json
 import logging
 import secrets
 import time
@@ -100,6 +101,8 @@ log = logging.getLogger("meetgate.signin")
 
 SESSION_KEY = "meetgate_signin"
 PROVIDER_TIMEOUT_SECONDS = 10.0
+# A discovery document is a few KiB; one far larger is not read to its end.
+MAX_DISCOVERY_BYTES = 256 * 1024
 CALLBACK_PARAMETERS = ("code", "state", "iss", "error", "error_description")
 
 T = TypeVar("T")
@@ -342,10 +345,10 @@ class ProviderClient:
         if self._metadata is not None and self._metadata != metadata:
             log.info("sign-in with %s: its discovery document changed", self.config.name)
         self._metadata = metadata
-        # authlib reads the endpoints from here, and never fetches a document itself while
-        # `_loaded_at` is set; the key set it keeps here is fetched again, from the new
-        # document's `jwks_uri`.
-        self._app.server_metadata = {**raw, "_loaded_at": time.time()}
+        # authlib reads the endpoints from here (registered without `server_metadata_url`, it
+        # never fetches a document itself); the key set it keeps here is fetched again, from
+        # the new document's `jwks_uri`.
+        self._app.server_metadata = dict(raw)
         named = {
             "token endpoint": metadata.token_endpoint,
             "keys": metadata.jwks_uri,
@@ -369,12 +372,22 @@ class ProviderClient:
             # httpx's timeout bounds each phase (connect, each read), not the whole: a provider
             # trickling its answer would hold the fetch, and every request waiting on it.
             async with asyncio.timeout(PROVIDER_TIMEOUT_SECONDS):
-                async with httpx.AsyncClient(
-                    timeout=PROVIDER_TIMEOUT_SECONDS, trust_env=False, verify=self._tls
-                ) as client:
-                    response = await client.get(url)
+                async with (
+                    httpx.AsyncClient(
+                        timeout=PROVIDER_TIMEOUT_SECONDS, trust_env=False, verify=self._tls
+                    ) as client,
+                    client.stream("GET", url) as response,
+                ):
                     response.raise_for_status()
-                    raw = response.json()
+                    body = bytearray()
+                    # Read up to the cap, never the whole of whatever is sent.
+                    async for chunk in response.aiter_bytes():
+                        body += chunk
+                        if len(body) > MAX_DISCOVERY_BYTES:
+                            raise ProviderFailed("discovery answer too large")
+            raw = json.loads(body)
+        except MeetgateError:
+            raise
         except Exception as exc:
             raise provider_failure(exc, "discovery", {}) from exc
         if not isinstance(raw, dict):

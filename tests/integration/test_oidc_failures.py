@@ -508,6 +508,17 @@ def test_a_kept_document_is_served_while_its_refresh_hangs_and_after_it_fails(
     assert signed_in(gateway, room)
 
 
+def test_a_discovery_document_far_too_large_is_not_read_to_its_end(setup: FaultySetup) -> None:
+    gateway, front = setup.gateway, setup.front
+    room = room_for(gateway)
+    # A valid document, but 1 MiB: no provider's is more than a few KiB.
+    front.faults.patch[DISCOVERY] = {**front.faults.patch[DISCOVERY], "padding": "x" * 2**20}
+    with browser(gateway) as client:
+        response = client.get(f"/_meetgate/oidc/{PROVIDER}/login", params={"room": room})
+    request_id = error_page(response, 502, "provider_failed")
+    assert "(discovery answer too large)" in logged(gateway, request_id)
+
+
 def test_a_provider_whose_endpoints_move_is_followed(setup: FaultySetup) -> None:
     gateway, front = setup.gateway, setup.front
     room = room_for(gateway)
