@@ -945,7 +945,9 @@ def create_admin_app(
         "/api/v1/invites/{invite_id}", status_code=204, dependencies=guarded, responses=NOT_FOUND
     )
     async def revoke_invite(invite_id: str) -> Response:
-        if not await store.revoke_invite(invite_id):
+        """Revoke an invite by its id, logged in its room's audit log as the admin's."""
+        invite = await store.get_invite(invite_id)
+        if invite is None or not await desk.revoke_invite(ADMIN, invite.room, invite, time.time()):
             raise NotFound(N_("No invite has this id."))
         return Response(status_code=204)
 

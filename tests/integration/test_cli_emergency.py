@@ -557,8 +557,12 @@ def test_invite_revoke_by_name(gate: GatewayServer) -> None:
         assert client.post(f"/j/{token}", headers={"origin": gateway.url}).status_code != 303
     assert meetgate(gateway, *by_name, "Ada Lovelace").returncode == 1  # none unrevoked left
     assert meetgate(gateway, *by_name, "Nobody").returncode == 1
-    # By id as before; an unknown id matches nothing.
+    # By id as before, and logged as the admin's too; an unknown id matches nothing.
     assert meetgate(gateway, "invite", "revoke", first["id"]).returncode == 0
+    assert [(e["actor_name"], e["action"], e["detail"]) for e in audit(gateway, room)][:2] == [
+        ("admin", "revoke", "Grace Hopper"),
+        ("admin", "revoke", "Ada Lovelace"),
+    ]
     assert meetgate(gateway, "invite", "revoke", "0" * 16).returncode == 1  # as for --name
     # Now the name names one.
     last = meetgate(gateway, *by_name, "Grace Hopper")
