@@ -806,6 +806,9 @@ def create_admin_app(
 
     @app.patch("/api/v1/rooms/{name}", dependencies=guarded, responses=NOT_FOUND)
     async def change_room(name: str, body: RoomChange) -> RoomOut:
+        """Change a room's settings; 409 room_moved if its meeting moved on (a change there
+        would reach nobody)."""
+        await desk.current(ADMIN, name, time.time())
         before: list[Room] = []
 
         def change(room: Room) -> Room:

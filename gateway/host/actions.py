@@ -240,6 +240,10 @@ class HostDesk:
     async def room(self, actor: Actor, room_name: str, now: float) -> Room:
         return await self._authorise(actor, room_name, now, moved_ok=True)
 
+    async def current(self, actor: Actor, room_name: str, now: float) -> Room:
+        """The room, if `actor` may change it: for the admin, RoomMoved if its meeting moved."""
+        return await self._authorise(actor, room_name, now)
+
     async def named(self, actor: Actor, room_name: str, who: str, now: float) -> list[Admission]:
         """The live admissions of this room that `who` names: the one whose id it is, else
         those whose shown name it names (`name_matches`), newest first. Several: the caller

@@ -602,6 +602,8 @@ def test_a_moved_room_is_refused_naming_where_the_meeting_is(gate: GatewayServer
         ["remove", room, "Ada", "--yes"],
         ["roster", room],
         ["unlock", room],
+        ["set", room, "--lock", "--yes"],
+        ["quiet", room, "on"],
     ):
         refused = meetgate(gateway, "room", *command)
         assert refused.returncode == 2, (command, refused.stdout, refused.stderr)
