@@ -7,9 +7,10 @@ to the same login URL.
 authlib's Starlette client runs the protocol (PKCE, state, nonce, code exchange, its own ID
 token check); the stricter checks in `gateway/admission/oidc.py` run on top. Meetgate fetches
 the discovery document itself (`ProviderClient.metadata`: when first needed, hourly, after a
-failed call, one fetch at a time). authlib's and httpx's exceptions, whatever their kind,
-become Meetgate's errors here, and only here (`ProviderCall`), each with a reason that a log
-line gives under the request id its page shows.
+call that may mean the provider moved; one fetch at a time, shared by every request waiting).
+authlib's and httpx's exceptions, whatever their kind, become Meetgate's errors here, and only
+here (`ProviderCall`), each with a reason that a log line gives under the request id its page
+shows.
 
 A pending sign-in lives in two halves: the browser holds a signed (readable, not encrypted),
 HttpOnly, SameSite=Lax cookie scoped to `/_meetgate/oidc` (`with_signin_session`) naming the
