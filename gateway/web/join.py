@@ -20,7 +20,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.admission.flood import ChallengeRequired
-from gateway.admission.pipeline import AdmissionPipeline, LobbyRequired
+from gateway.admission.pipeline import COOKIE_SECRET_SHAPE, AdmissionPipeline, LobbyRequired
 from gateway.admission.rooms import current_room, is_room_name
 from gateway.edge.languages import asked, use_room_language
 from gateway.edge.rendering import error_body, error_headers
@@ -157,6 +157,17 @@ class JoinRoutes:
         # `next=dashboard`: the host invite page's second button, straight to the dashboard.
         wants_dashboard = form.get("next") == "dashboard"
         now = time.time()
+        cookie = read_cookie(scope, self._cookie)
+        if cookie is not None and COOKIE_SECRET_SHAPE.fullmatch(cookie) is not None:
+            # This browser may be in the meeting through this very link already (the form sent
+            # again, the host page's second button after the first): it goes back in as itself,
+            # as it would once the link is used up, not in again as "Name (2)" by another use.
+            # One store read more for a form that carries a cookie; what this replica knows of
+            # the link may be seconds old, which lets in no one a ticket refresh would not.
+            located = located or await self._pipeline.locate(token, client_addr)
+            held = await self._pipeline.held_through(token, cookie, client_addr, now, located)
+            if held is not None:
+                return Redirect(self._entrance.destination(held, to_dashboard=wants_dashboard))
         try:
             admitted = await self._pipeline.redeem(
                 token,
@@ -169,7 +180,7 @@ class JoinRoutes:
         except LobbyRequired as demand:
             return Delegated(await self._entrance.waiting_room(Request(scope, receive), demand))
         except (InviteUsedUp, InviteExpired):
-            cookie = read_cookie(scope, self._cookie)
+            # Looked up afresh: the link's invite may have been revoked a moment ago.
             held = await self._pipeline.held_through(token, cookie, client_addr, now)
             if held is None:
                 raise

@@ -192,6 +192,41 @@ def test_reopening_ones_own_used_link_goes_back_into_the_meeting(
     assert sorted(invite_uses(any_gateway, room)) == [1, 1]
 
 
+def test_sending_a_shared_links_form_again_goes_back_in_as_oneself(
+    any_gateway: GatewayServer,
+) -> None:
+    # A link for several people (max_uses 3) sent again by a browser admitted through it: the
+    # same participant, not "Linus (2)" by a second use. Another holder is another participant;
+    # a browser whose admission was removed uses the link afresh (while it has uses left).
+    room = new_room(any_gateway)
+    host = admit(any_gateway, room, "Hilde", role="host")
+    token = any_gateway.invite_token(any_gateway.create_invite(room, "Linus", max_uses=3))
+    with browser(any_gateway) as linus:
+        first = linus.post(f"/j/{token}", headers=origin(any_gateway))
+        assert first.status_code == 303
+        admitted_as = jwt_claims(first.headers["location"])["adm"]
+        again = linus.post(f"/j/{token}", headers=origin(any_gateway))
+        assert again.status_code == 303, again.text
+        assert jwt_claims(again.headers["location"])["adm"] == admitted_as
+        assert "set-cookie" not in again.headers
+        assert sorted(invite_uses(any_gateway, room)) == [1, 1]  # the host's and Linus's
+        with browser(any_gateway) as another:
+            other = another.post(f"/j/{token}", headers=origin(any_gateway))
+            assert other.status_code == 303
+            assert jwt_claims(other.headers["location"])["adm"] != admitted_as
+        assert sorted(invite_uses(any_gateway, room)) == [1, 2]
+        cookie_name = next(iter(linus.cookies.keys()))
+        host_action(any_gateway, host, "revoke", admission=admitted_as)
+        fresh = linus.post(f"/j/{token}", headers=origin(any_gateway))
+        assert fresh.status_code == 303
+        assert jwt_claims(fresh.headers["location"])["adm"] != admitted_as
+    assert sorted(invite_uses(any_gateway, room)) == [1, 3]
+    # A cookie of the right shape that names no admission opens nothing: the link is used up.
+    with browser(any_gateway) as forger:
+        forged = {**origin(any_gateway), "cookie": f"{cookie_name}={'A' * 43}"}
+        assert forger.post(f"/j/{token}", headers=forged).status_code == 410
+
+
 def origin(gateway: GatewayServer) -> dict[str, str]:
     return {"origin": gateway.url}
 
