@@ -190,6 +190,11 @@ def admission_id_for(cookie_secret: str) -> str:
 REPLACEABLE_VIA = ("oidc:", Path.EMAIL.value)
 
 
+def replaced_key(admission_id: str) -> str:
+    """The short-lived value that marks an admission replaced by its person signing in again."""
+    return f"replaced:{admission_id}"
+
+
 def via_of(verified: VerifiedIdentity) -> str:
     """How someone was admitted, as hosts see it: never an address or a personal detail."""
     if verified.path is Path.INVITE:
@@ -804,6 +809,10 @@ class AdmissionPipeline:
         identity = self.identity_of(verified)
         for earlier in await self._store.list_admissions(room):
             if earlier.identity == identity and earlier.is_live(now):
+                # Why, for that browser's next page or ticket (`from_cookie`): kept as long as
+                # the admission would have lived, and no longer.
+                ttl = max(earlier.expires_at - now, 1.0)
+                await self._store.put_value(replaced_key(earlier.id), "1", ttl)
                 await self._store.revoke_admission(earlier.id)
                 await Cut(earlier.id, SIGNED_IN_AGAIN).send(self._store)
 
@@ -866,29 +875,25 @@ class AdmissionPipeline:
         """The live admission a cookie names; NotAdmitted or AdmissionRevoked otherwise."""
         if not cookie_secret or COOKIE_SECRET_SHAPE.fullmatch(cookie_secret) is None:
             raise NotAdmitted()
-        return await self.live(admission_id_for(cookie_secret), now)
+        return await self.live(admission_id_for(cookie_secret), now, why=True)
 
-    async def live(self, admission_id: str, now: float) -> Admission:
+    async def live(self, admission_id: str, now: float, *, why: bool = False) -> Admission:
+        """The live admission `admission_id`; NotAdmitted or AdmissionRevoked otherwise. `why`
+        (a page or a ticket, which the person reads): AdmissionReplaced for one replaced by its
+        person signing in again, at one store read more; never on the gate's hot path, where
+        a refused request must cost one read."""
         admission = await self._store.get_admission(admission_id)
         if admission is None or now >= admission.expires_at:
             raise NotAdmitted()
         if admission.revoked:
-            if await self._replaced(admission, now):
+            if why and await self._replaced(admission):
                 raise AdmissionReplaced()
             raise AdmissionRevoked()
         return admission
 
-    async def _replaced(self, admission: Admission, now: float) -> bool:
+    async def _replaced(self, admission: Admission) -> bool:
         """Whether a revoked admission was replaced by its person signing in again
-        (`_replace_earlier`): a live admission of the same identity, made since, is in its
-        room. The store keeps no reason for a revocation; this tells the browser that no host
-        removed it."""
+        (`_replace_earlier` marks it so, beside the revocation): no host removed it."""
         if not admission.via.startswith(REPLACEABLE_VIA):
             return False
-        return any(
-            other.id != admission.id
-            and other.identity == admission.identity
-            and other.created_at >= admission.created_at
-            and other.is_live(now)
-            for other in await self._store.list_admissions(admission.room)
-        )
+        return await self._store.get_value(replaced_key(admission.id)) is not None
