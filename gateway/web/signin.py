@@ -189,6 +189,32 @@ def _requested_url(exc: BaseException) -> str | None:
     return None if url is None else str(url).split("?", 1)[0]
 
 
+def _url_key(url: str) -> tuple[str, str, int | None, str] | None:
+    """A URL as a provider's endpoint is told apart: scheme, host (lower case, IDNA), port
+    (none when the scheme's default) and path; not the query, which some providers' key set
+    URLs carry (`?p=policy`). None if it does not parse."""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError, ValueError):
+        return None
+    return parsed.scheme, parsed.raw_host.decode("ascii").lower(), parsed.port, parsed.path
+
+
+def _endpoint_named(url: str | None, endpoints: dict[str, str]) -> str | None:
+    """The name of the endpoint in `endpoints` (URL to name) that `url` reached, if any."""
+    key = None if url is None else _url_key(url)
+    if key is None:
+        return None
+    for known, name in endpoints.items():
+        if _url_key(known) == key:
+            return name
+    return None
+
+
+# Answers that may mean an endpoint moved: a redirect (httpx and authlib follow none), gone.
+_MOVED_STATUSES = frozenset({301, 302, 303, 307, 308, 404, 405, 410})
+
+
 def _unreadable(exc: BaseException) -> bool:
     """authlib and httpx read an answer as JSON: an HTML page, a JSON that is not an object, or
     one of the wrong shape."""
@@ -200,8 +226,7 @@ def provider_failure(exc: Exception, step: str, endpoints: dict[str, str]) -> Me
     for the attendee, with the reason for the log. `step` names the call; an HTTP failure is
     named by the endpoint it reached (`endpoints`: URL to name), since authlib's code exchange
     fetches the key set too."""
-    url = _requested_url(exc)
-    where = endpoints.get(url, step) if url is not None else step
+    where = _endpoint_named(_requested_url(exc), endpoints) or step
     status = _answered_status(exc)
     if status is not None:
         return ProviderFailed(f"{where} answered HTTP {status}")
@@ -233,18 +258,23 @@ def provider_failure(exc: Exception, step: str, endpoints: dict[str, str]) -> Me
 
 def casts_doubt(exc: Exception, step: str, endpoints: dict[str, str]) -> bool:
     """Whether a failed call may mean the provider moved, so that its discovery document is
-    fetched again: an endpoint the document names (`endpoints`: URL to name) did not answer, or
-    answered with a 5xx or something unreadable. Not an error code it answered with, nor what
+    fetched again: an endpoint the document names (`endpoints`: URL to name, compared as
+    `_url_key` does) did not answer, or answered with a 5xx, a redirect, a "not found" or "gone",
+    or something unreadable. Not an error code it answered with, nor what
     authlib refused by itself: a fresh document mends neither, and anyone can cause them."""
     url = _requested_url(exc)
-    at_endpoint = url in endpoints if url is not None else step in endpoints.values()
+    at_endpoint = (
+        _endpoint_named(url, endpoints) is not None
+        if url is not None
+        else step in endpoints.values()
+    )
     if not at_endpoint:
         return False
     if _transport_failure(exc):
         return True
     status = _answered_status(exc)
     if status is not None:
-        return status >= 500
+        return status >= 500 or status in _MOVED_STATUSES
     return _unreadable(exc)
 
 

@@ -113,9 +113,17 @@ def test_a_5xx_is_the_provider_failing_not_unreachable() -> None:
         (httpx.ConnectError("refused", request=httpx.Request("GET", KEYS)), "keys", True),
         (ConnectionResetError(), "token endpoint", True),
         (json.JSONDecodeError("Expecting value", "<html>", 0), "token endpoint", True),
+        # Moved: a redirect (followed by neither httpx nor authlib), not found, gone.
+        (answered(404, KEYS), "keys", True),
+        (answered(301, KEYS), "keys", True),
+        (answered(410), "token endpoint", True),
+        # The same endpoint however the URL is spelt: the scheme's port, the host's case, a
+        # query (as some providers' key set URLs carry).
+        (answered(503, "https://login.example:443/jwks"), "keys", True),
+        (answered(503, "https://LOGIN.example/jwks"), "keys", True),
+        (answered(503, "https://login.example/jwks?p=b2c_1_signin"), "keys", True),
         # Mended by no fresh document, and within anyone's reach.
         (answered(400), "token endpoint", False),
-        (answered(404, KEYS), "keys", False),
         (OAuthError(error="invalid_client"), "token endpoint", False),
         (OAuthError(error="invalid_request"), "token endpoint", False),
         (OAuthError(error="invalid_grant"), "token endpoint", False),
@@ -190,3 +198,18 @@ def test_discovery_is_fetched_again_on_schedule_and_after_a_failed_call() -> Non
     fresh.tried(100.0 + METADATA_RETRY_SECONDS, fetched=True)
     assert not fresh.suspect
     assert not fresh.due(100.0 + 2 * METADATA_RETRY_SECONDS)
+
+
+@pytest.mark.parametrize(
+    "named",
+    [
+        "https://login.example:443/jwks",
+        "https://LOGIN.example/jwks",
+        "https://login.example/jwks?p=b2c_1_signin",
+    ],
+)
+def test_an_endpoint_is_known_however_the_document_spells_it(named: str) -> None:
+    endpoints = {TOKEN: "token endpoint", named: "keys"}
+    assert casts_doubt(answered(503, KEYS), "token endpoint", endpoints)
+    failure = provider_failure(answered(503, KEYS), "token endpoint", endpoints)
+    assert getattr(failure, "reason", "") == "keys answered HTTP 503"
