@@ -20,6 +20,7 @@ import pytest
 from gateway.errors import BadRequest, RequestAborted, RequestTooLarge, UpstreamUnreachable
 from gateway.proxy.http import HttpRelay, read_body
 from gateway.proxy.upstream import ResponseCut, UpstreamClient, UpstreamLimits
+from tests.fixtures.processes import free_port
 
 DEADLINE = 5.0
 
@@ -170,12 +171,6 @@ async def eventually(condition: Callable[[], bool], what: str) -> None:
         while not condition():
             await asyncio.sleep(0.001)
     assert condition(), what
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def reset(writer: asyncio.StreamWriter) -> None:
