@@ -54,6 +54,12 @@ FIRST_BATCH = 16
 # an admin's action by that id onto themselves, or pass for it on the roster.
 _ID_SHAPED = re.compile(r"[0-9a-f]{64}", re.IGNORECASE)
 
+
+def id_shaped(text: str) -> bool:
+    """Whether `text` looks like an admission's id, which no name may (`normalise` refuses it)."""
+    return _ID_SHAPED.fullmatch(text) is not None
+
+
 # Cc control, Cf format (bidi overrides and isolates, zero-width joiners and spaces, tags),
 # Cs surrogates, Co private use, Cn unassigned.
 _REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn"})
@@ -114,7 +120,7 @@ def normalise(name: str) -> str:
         raise InvalidInput(N_("Please give a name."))
     if len(text) > MAX_NAME_CHARS:
         raise InvalidInput(N_("A name can be at most {most} characters long."), most=MAX_NAME_CHARS)
-    if _ID_SHAPED.fullmatch(text):
+    if id_shaped(text):
         raise InvalidInput(N_("This looks like a code, not a name. Please give your name."))
     marks = 0
     for char in text:

@@ -19,6 +19,7 @@ from typing import Any
 import jwt
 
 from gateway.admission.identity import Path, VerifiedIdentity
+from gateway.admission.names import id_shaped
 from gateway.errors import MeetgateError, NotAdmitted
 from gateway.i18n import N_
 from gateway.settings import OidcProvider
@@ -404,7 +405,9 @@ def display_name(value: object) -> str | None:
         if char.isspace() or unicodedata.category(char) not in ("Cc", "Cf", "Cs", "Co", "Cn")
     )
     name = " ".join(kept.split())[:MAX_NAME_CHARS].strip()
-    return name or None
+    # A hashed id as the name (some providers' default subject, used as the name claim) is no
+    # name: the next claim is tried instead of a sign-in refused after the provider's round trip.
+    return name if name and not id_shaped(name) else None
 
 
 def _email(value: object) -> str | None:

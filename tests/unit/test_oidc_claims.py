@@ -334,6 +334,13 @@ def test_the_name_claim_and_its_fallbacks() -> None:
     for nameless in ({"sub": "s"}, {"sub": "s", "name": "\u202e\u200b\n"}, {"sub": "s", "name": 5}):
         with pytest.raises(IdentityIncomplete):
             identity_from_claims(PROVIDER, nameless)
+    # A hashed id as the name claim (no name may look like an admission's id): the next claim.
+    hashed = "9F" * 32
+    claims = {"sub": "s", "name": hashed, "preferred_username": "ada"}
+    assert identity_from_claims(PROVIDER, claims).name == "ada"
+    claims = {"sub": "s", "name": hashed, "email": hashed.lower() + "@uni.example"}
+    with pytest.raises(IdentityIncomplete):
+        identity_from_claims(PROVIDER, claims)
 
 
 def test_names_are_cleaned_of_controls_and_overrides() -> None:
