@@ -210,6 +210,24 @@ class MetadataSchedule:
             self.suspect = False
 
 
+@dataclass(slots=True)
+class KeySetRefetches:
+    """When a provider's key set is fetched again because an ID token's signature did not
+    verify with the key its `kid` names (a key replaced under the same kid, or keys without
+    one): at most once in METADATA_RETRY_SECONDS, whichever sign-in asks, since a forged token
+    fails the same way and must not make the gate fetch at will. Pure bookkeeping: the times
+    are passed in."""
+
+    taken_at: float | None = None
+
+    def take(self, now: float) -> bool:
+        """Whether a fetch may be made now; if so, it is counted from `now`."""
+        if self.taken_at is not None and now - self.taken_at < METADATA_RETRY_SECONDS:
+            return False
+        self.taken_at = now
+        return True
+
+
 @dataclass(frozen=True, slots=True)
 class ProviderMetadata:
     """The parts of a provider's discovery document Meetgate relies on, checked."""

@@ -7,10 +7,11 @@ to the same login URL.
 authlib's Starlette client runs the protocol (PKCE, state, nonce, code exchange, its own ID
 token check); the stricter checks in `gateway/admission/oidc.py` run on top. Meetgate fetches
 the discovery document itself (`ProviderClient.metadata`: when first needed, hourly, after a
-call that may mean the provider moved; one fetch at a time, shared by every request waiting).
-authlib's and httpx's exceptions, whatever their kind, become Meetgate's errors here, and only
-here (`ProviderCall`), each with a reason that a log line gives under the request id its page
-shows.
+call that may mean the provider moved; one fetch at a time, shared by every request waiting),
+and the key set again for an ID token whose signature fails (`OpenIDApp`, at most once in the
+retry interval). authlib's and httpx's exceptions, whatever their kind, become Meetgate's
+errors here, and only here (`ProviderCall`), each with a reason that a log line gives under the
+request id its page shows.
 
 A pending sign-in lives in two halves: the browser holds a signed (readable, not encrypted),
 HttpOnly, SameSite=Lax cookie scoped to `/_meetgate/oidc` (`with_signin_session`) naming the
@@ -39,7 +40,7 @@ from authlib.deprecate import AuthlibDeprecationWarning
 from authlib.integrations.base_client import MismatchingStateError, OAuthError
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
-from joserfc.errors import ClaimError, JoseError
+from joserfc.errors import BadSignatureError, ClaimError, JoseError
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp
 
@@ -51,6 +52,7 @@ from gateway.admission.oidc import (
     SIGNIN_PREFIX,
     SIGNIN_TTL_SECONDS,
     Expected,
+    KeySetRefetches,
     MetadataSchedule,
     PendingSignIns,
     ProviderFailed,
@@ -96,7 +98,7 @@ with warnings.catch_warnings():
     warnings.filterwarnings(
         "ignore", message="The httpx module is deprecated", category=AuthlibDeprecationWarning
     )
-    from authlib.integrations.starlette_client import OAuth
+    from authlib.integrations.starlette_client import OAuth, StarletteOAuth2App
 
 log = logging.getLogger("meetgate.signin")
 
@@ -298,6 +300,33 @@ class ProviderCall:
             raise provider_failure(exc, step, self.endpoints) from exc
 
 
+class OpenIDApp(StarletteOAuth2App):  # type: ignore[misc]  # authlib has no types
+    """authlib's Starlette client, which fetches the key set again when an ID token names a key
+    it lacks (a new `kid`), and here also when the signature fails with the key its `kid` names
+    (a key replaced under the same kid, or keys without one): else every sign-in would fail until
+    the hourly refresh. Bounded by `key_set_refetches` (one fetch in the retry interval, per
+    provider); the token is checked once more with the set fetched, and a second bad signature
+    is a refusal."""
+
+    key_set_refetches: KeySetRefetches
+
+    async def parse_id_token(
+        self,
+        token: Any,
+        nonce: Any,
+        claims_options: Any = None,
+        claims_cls: Any = None,
+        leeway: Any = 120,
+    ) -> Any:
+        try:
+            return await super().parse_id_token(token, nonce, claims_options, claims_cls, leeway)
+        except BadSignatureError:
+            if not self.key_set_refetches.take(time.monotonic()):
+                raise
+        await self.fetch_jwk_set(force=True)
+        return await super().parse_id_token(token, nonce, claims_options, claims_cls, leeway)
+
+
 class ProviderClient:
     """One configured provider: authlib's client, with the discovery document fetched, checked
     and refreshed (`MetadataSchedule`) by Meetgate, one fetch at a time."""
@@ -316,6 +345,7 @@ class ProviderClient:
             name=config.name,
             client_id=config.client_id,
             client_secret=config.client_secret.get_secret_value(),
+            client_cls=OpenIDApp,
             # No `server_metadata_url`: Meetgate fetches the document itself (`metadata`), so
             # that a refresh is one fetch at a time and authlib never starts one of its own.
             client_kwargs={
@@ -330,6 +360,7 @@ class ProviderClient:
         # authlib has no types: the client stays Any here and nowhere else.
         self._app: Any = oauth.create_client(config.name)
         self._app.framework.expires_in = SIGNIN_TTL_SECONDS
+        self._app.key_set_refetches = KeySetRefetches()
         self._metadata: ProviderMetadata | None = None
         self._schedule = MetadataSchedule()
         # The fetch in flight, if one is: every request that needs the document shares it.
@@ -386,6 +417,17 @@ class ProviderClient:
             "userinfo": metadata.userinfo_endpoint,
         }
         self.call.endpoints = {url: name for name, url in named.items() if url is not None}
+
+    async def aclose(self) -> None:
+        """End the discovery fetch in flight, if one is (a background refresh), and wait for
+        it: nothing of this provider's outlives the gate's stop."""
+        refresh = self._refresh
+        if refresh is None:
+            return
+        refresh.cancel()
+        # asyncio.wait, unlike awaiting the task, leaves a cancellation of aclose() itself
+        # intact; the fetch is bounded by PROVIDER_TIMEOUT_SECONDS whatever it does.
+        await asyncio.wait({refresh})
 
     def _current(self) -> ProviderMetadata:
         if self._metadata is not None:
@@ -554,6 +596,11 @@ class SignInRoutes:
             for provider in settings.oidc
         }
 
+    async def aclose(self) -> None:
+        """End every provider's discovery fetch in flight; call once the server has stopped."""
+        for client in self._clients.values():
+            await client.aclose()
+
     async def login(
         self, request: Request, provider: str, room: Annotated[str, Query(max_length=64)] = ""
     ) -> Response:
@@ -697,9 +744,14 @@ def create_signin_router(
 ) -> APIRouter:
     """The sign-in routes for every configured provider; see `SignInRoutes`. Needs
     `with_signin_session` around the app they are part of."""
+    return signin_router(SignInRoutes(settings, entrance, store, limiter, flood))
+
+
+def signin_router(routes: SignInRoutes) -> APIRouter:
+    """The router for `routes`, made by whoever closes them (`SignInRoutes.aclose`) at the
+    stop. Needs `with_signin_session` around the app they are part of."""
     # authlib logs the PKCE verifier at debug level; Meetgate never logs a secret.
     logging.getLogger("authlib").setLevel(logging.WARNING)
-    routes = SignInRoutes(settings, entrance, store, limiter, flood)
     router = APIRouter()
     router.add_api_route(SIGNIN_PREFIX + "/{provider}/login", routes.login, methods=["GET"])
     router.add_api_route(

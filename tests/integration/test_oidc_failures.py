@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import secrets
 import time
 from collections.abc import Callable, Iterator
@@ -24,6 +25,8 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from gateway.admission.oidc import METADATA_RETRY_SECONDS
 from tests.fixtures.gateway_server import GatewayServer
@@ -276,6 +279,52 @@ def test_a_rotated_signing_key_costs_one_more_fetch_of_the_key_set(setup: Faulty
     # That one, and one more for the key the token names: not one more each for authlib's
     # check of the token and Meetgate's.
     assert keys.requests[jwks] - fetched == 2
+
+
+def replaced(key: dict[str, Any]) -> dict[str, Any]:
+    """`key` with another key's public numbers under the same kid, alg and use: the key as it
+    was before the provider replaced it (an RSA or EC key; any other is kept)."""
+    if key["kty"] == "RSA":
+        other = json.loads(RSAAlgorithm.to_jwk(rsa.generate_private_key(65537, 2048).public_key()))
+    elif key["kty"] == "EC":
+        curves = {"P-256": ec.SECP256R1(), "P-384": ec.SECP384R1(), "P-521": ec.SECP521R1()}
+        other = json.loads(
+            ECAlgorithm.to_jwk(ec.generate_private_key(curves[key["crv"]]).public_key())
+        )
+    else:
+        return key
+    return {**key, **{k: v for k, v in other.items() if k not in ("kid", "alg", "use", "key_ops")}}
+
+
+def test_a_key_replaced_under_the_same_kid_is_fetched_again_at_most_once_an_interval(
+    setup: FaultySetup,
+) -> None:
+    gateway, front, keys = setup.gateway, setup.front, setup.keys
+    room = room_for(gateway)
+    jwks = setup.path("jwks_uri")
+    with httpx.Client(trust_env=False, timeout=30) as client:
+        published = client.get(keys.url + jwks).json()
+    # The gate's first fetch gets the set from before the provider replaced its key under the
+    # same kid: the ID token's signature fails with the key its kid names (no unknown kid to
+    # make authlib fetch the set again). Refused until the hourly refresh, before.
+    keys.faults.once[jwks] = {"keys": [replaced(key) for key in published["keys"]]}
+    fetched = keys.requests[jwks]
+    assert signed_in(gateway, room)
+    assert keys.requests[jwks] - fetched == 2
+    # Tokens whose signature is not their own (forged, as far as the gate can tell) are refused
+    # after one more check at most, and make at most one fetch in the retry interval, not one
+    # each. (The bound is counted in retry intervals, so a slow machine does not fail it.)
+    front.faults.tamper.add(setup.path("token_endpoint"))
+    fetched, started = keys.requests[jwks], time.monotonic()
+    for _ in range(3):
+        with browser(gateway) as client:
+            response = client.get(to_callback(gateway, client, room))
+        request_id = error_page(response, 403, "signin_rejected")
+        assert "(ID token bad_signature)" in logged(gateway, request_id)
+    intervals = (time.monotonic() - started) // METADATA_RETRY_SECONDS
+    assert keys.requests[jwks] - fetched <= 1 + intervals
+    front.faults.tamper.clear()
+    assert signed_in(gateway, room)
 
 
 def id_token(

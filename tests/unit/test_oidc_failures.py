@@ -1,11 +1,14 @@
 """The pure halves of how a provider's failures are read (issue 18): which error and reason a
 failed call becomes, what of a provider's error code may be logged, and when a provider's
-discovery document is fetched again. The same failures from real servers are in
+discovery document and key set are fetched again; and that closing a provider's client ends its
+discovery fetch. The same failures from real servers are in
 tests/integration/test_oidc_failures.py."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import socket
 
 import httpx
 import pytest
@@ -16,6 +19,7 @@ from joserfc.errors import BadSignatureError, InvalidClaimError
 from gateway.admission.oidc import (
     METADATA_MAX_AGE_SECONDS,
     METADATA_RETRY_SECONDS,
+    KeySetRefetches,
     MetadataSchedule,
     ProviderFailed,
     ProviderUnavailable,
@@ -25,7 +29,10 @@ from gateway.admission.oidc import (
     callback_error,
     error_code,
 )
-from gateway.web.signin import casts_doubt, provider_failure
+from gateway.settings import OidcProvider
+
+# authlib's client as signin.py imports it (without the warning authlib gives at import).
+from gateway.web.signin import OAuth, ProviderClient, casts_doubt, provider_failure
 
 TOKEN = "https://login.example/token"
 KEYS = "https://login.example/jwks"
@@ -213,3 +220,43 @@ def test_an_endpoint_is_known_however_the_document_spells_it(named: str) -> None
     assert casts_doubt(answered(503, KEYS), "token endpoint", endpoints)
     failure = provider_failure(answered(503, KEYS), "token endpoint", endpoints)
     assert getattr(failure, "reason", "") == "keys answered HTTP 503"
+
+
+def test_a_bad_signature_fetches_the_key_set_again_at_most_once_an_interval() -> None:
+    refetches = KeySetRefetches()
+    assert refetches.take(50.0)
+    # Forged tokens, one after another, or sign-ins at once during a rotation: no more fetches
+    # until the interval has passed since the last one.
+    assert not refetches.take(50.0)
+    assert not refetches.take(50.0 + METADATA_RETRY_SECONDS - 0.001)
+    assert refetches.take(50.0 + METADATA_RETRY_SECONDS)
+    assert not refetches.take(50.0 + METADATA_RETRY_SECONDS + 1)
+
+
+async def test_closing_ends_a_discovery_fetch_that_hangs() -> None:
+    # A provider that takes the connection (the kernel's backlog) and never answers.
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        issuer = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        provider = OidcProvider(
+            name="silent",
+            label="Silent",
+            issuer=issuer,
+            client_id="meetgate",
+            client_secret="client-secret",  # type: ignore[arg-type]  # pydantic converts it
+        )
+        client = ProviderClient(provider, OAuth(), "https://meet.example")
+        # A sign-in waits on the fetch and gives up; the fetch, shared and shielded, goes on.
+        waiting = asyncio.create_task(client.metadata())
+        while not [
+            task for task in asyncio.all_tasks() if task not in (waiting, asyncio.current_task())
+        ]:
+            await asyncio.sleep(0)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        fetching = asyncio.all_tasks() - {asyncio.current_task()}
+        assert fetching and not any(task.done() for task in fetching)
+        await client.aclose()
+        assert all(task.cancelled() for task in fetching)
+        # Closed twice (nothing in flight): nothing to do.
+        await client.aclose()
