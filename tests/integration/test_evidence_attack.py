@@ -90,6 +90,9 @@ def flood(gateway: GatewayServer, room: str) -> int:
     with gateway.client() as client:
         for network in FLOOD_NETWORKS:
             for host in range(1, 21):
+                # Each attempt a browser of its own: one admitted through the link and sending
+                # the form again would go back in as itself, uncharged (gateway/web/join.py).
+                client.cookies.clear()
                 response = client.post(
                     f"/j/{token}",
                     headers={"origin": gateway.url, "x-forwarded-for": f"{network}{host}"},
