@@ -70,6 +70,7 @@ from gateway.host.actions import (
     check_chat_limits,
     evidence_limits,
     name_matches,
+    reaches,
     rules_changed,
 )
 from gateway.host.dashboard import audit_detail
@@ -509,6 +510,34 @@ class InviteRevokedOut(BaseModel):
     name: str = Field(description="The name the revoked invite was made for")
 
 
+InviteNameQuery = Annotated[
+    str | None,
+    Query(
+        alias="name",
+        min_length=1,
+        max_length=200,
+        description="Only the invites that still work made for this name (look-alikes match"
+        " too), with their names",
+    ),
+]
+
+
+def _working_invites(
+    invites: Iterable[Invite], name: str, now: float | None = None
+) -> list[Invite]:
+    """The invites that still work (not revoked, expired or used up) made for a name that
+    `name` names."""
+    at = time.time() if now is None else now
+    return [
+        invite
+        for invite in invites
+        if not invite.revoked
+        and invite.expires_at > at
+        and invite.uses < invite.max_uses
+        and name_matches(name, invite.name)
+    ]
+
+
 def _refused(where: tuple[str, ...], problem: str) -> RequestValidationError:
     """A value the call cannot take, answered as the schema's refusals are (422, its field
     named): the problem in English, as pydantic's are."""
@@ -936,9 +965,16 @@ def create_admin_app(
         return NewInviteOut(**_invite_out(made.invite).model_dump(), link=link)
 
     @app.get("/api/v1/rooms/{name}/invites", dependencies=guarded, responses=NOT_FOUND)
-    async def list_invites(name: str) -> list[InviteListed]:
+    async def list_invites(
+        name: str, named: InviteNameQuery = None
+    ) -> list[InviteOut | InviteListed]:
+        """The room's invites, without names. With `name`: only the invites that
+        `invites/revoke` would revoke for it (still working, made for a name it names), with
+        their names, so that a revocation can say whose invite it is before it is done."""
         if await store.get_room(name) is None:
             raise RoomNotFound()
+        if named is not None:
+            return [_invite_out(i) for i in _working_invites(await store.list_invites(name), named)]
         return [
             InviteListed(**_invite_out(invite).model_dump(exclude={"name"}))
             for invite in await store.list_invites(name)
@@ -968,11 +1004,19 @@ def create_admin_app(
     async def remove(name: str, body: RemoveIn) -> RemovedOut:
         """Remove a participant at once (every replica cuts their connections), and with
         `ban` bar their identity from the meeting, even if it moves. 404 not_found: nobody in
-        the room is `who`; 422 (body.who) with their ids: a name that names several."""
+        the room is `who`; 422 (body.who) with their ids: a name that names several, or a
+        host named by anything but their id or their shown name exactly."""
         now = time.time()
-        target = _the_one(await desk.named(ADMIN, name, body.who, now), "participants")
+        found = await desk.named(ADMIN, name, body.who, now, reading=False)
+        target = _the_one(found, "participants")
         if target is None:
             raise NotFound(N_("Nothing to do: this participant is no longer in the meeting."))
+        if not reaches(body.who, target):
+            raise _refused(
+                ("body", "who"),
+                f"is like the name of a host, {target.name} ({target.id}): to act on a host,"
+                " give their id or their shown name exactly",
+            )
         until = None if body.ban_seconds is None else now + body.ban_seconds
         banning = body.ban or body.ban_seconds is not None
         if banning:
@@ -1038,14 +1082,7 @@ def create_admin_app(
         404 not_found if none is; 422 (body.name) with their ids if several are."""
         now = time.time()
         await desk.room(ADMIN, name, now)
-        found = [
-            invite
-            for invite in await store.list_invites(name)
-            if not invite.revoked
-            and invite.expires_at > now
-            and invite.uses < invite.max_uses
-            and name_matches(body.name, invite.name)
-        ]
+        found = _working_invites(await store.list_invites(name), body.name, now)
         if not found:
             raise NotFound()
         if len(found) > 1:

@@ -827,7 +827,7 @@ def the_one_named(client: AdminClient, room: str, who: str) -> dict[str, Any]:
             candidates=found,
         )
     (one,) = found
-    if one["role"] == "host" and who.strip() not in (one["id"], one["name"]):
+    if one["role"] == "host" and who.strip() != one["name"] and who.strip().lower() != one["id"]:
         # A look-alike of a host's name must not remove the host.
         raise CliError(
             f"{who!r} is like the name of a host, {one['name']} ({one['id']}): to act on a host,"
@@ -1090,20 +1090,46 @@ def command_invite(args: argparse.Namespace) -> int:
             )
             print(f"revoked invite {args.id}")
         else:
+            if not args.yes and not sys.stdin.isatty():
+                # Refused before anything is looked up, as `meetgate room remove`.
+                raise CliError(
+                    "`meetgate invite revoke --name` asks first, and there is no terminal to ask"
+                    " on: pass --yes to do it without asking",
+                    code="not_confirmed",
+                )
+            # Looked up first (as the admin API's invites/revoke would find it), so that the
+            # question says whose invite it is; then revoked by its id.
+            found: list[dict[str, Any]] = client.call(
+                "GET",
+                _room_path(args.room, f"invites?name={quote(args.name, safe='')}"),
+                options={"name": "--name"},
+            )
+            if not found:
+                raise NothingMatched(
+                    f"no invite of room {args.room} that still works is made for this name;"
+                    f" `meetgate invite list --room {args.room}` shows the ids"
+                )
+            if len(found) > 1:
+                listed = "\n".join(f"  {i['id']}  {i['role']}" for i in found)
+                raise CliError(
+                    f"{args.name!r} names {len(found)} invites of room {args.room} that still"
+                    f" work; give one of their ids:\n{listed}",
+                    code="several",
+                    candidates=[{"id": i["id"], "role": i["role"]} for i in found],
+                )
+            (invite,) = found
             confirm(
-                f"Revoke the invite to room {args.room} made for a name like {args.name!r}?",
+                f"Revoke the invite of {invite['name']} ({invite['role']}, {invite['id']}) to"
+                f" room {args.room}?",
                 args.yes,
             )
-            done = client.call(
-                "POST",
-                f"/api/v1/rooms/{quote(args.room, safe='')}/invites/revoke",
-                {"name": args.name},
-                options={"name": "--name"},
+            client.call(
+                "DELETE",
+                f"/api/v1/invites/{quote(invite['id'], safe='')}",
                 matching=True,
-                next_steps={
-                    "not_found": "No invite of the room that still works is made for this name."
-                },
+                next_steps={"not_found": "It was revoked meanwhile, or its room deleted."},
             )
+            done = {"id": invite["id"], "name": invite["name"]}
             if args.json:
                 print(json.dumps(done, ensure_ascii=False, indent=2))
             else:

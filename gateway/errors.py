@@ -309,6 +309,17 @@ class NotHost(MeetgateError):
     message = N_("Only a host of this meeting can do this. Open your host invite link first.")
 
 
+class RoomMoved(MeetgateError):
+    """The admin acted on a room whose meeting moved on: acting there would do nothing (nobody
+    is left in it) or split the meeting (a second move). Names the room the meeting is in now,
+    or says that the room it moved to was deleted since."""
+
+    status = 409
+    code = "room_moved"
+    title = N_("Meeting moved")
+    message = N_("The meeting in this room moved to room {room}: act on that room.")
+
+
 class CsrfFailed(MeetgateError):
     status = 403
     code = "csrf_failed"

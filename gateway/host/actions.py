@@ -16,7 +16,7 @@ from gateway.admission.names import shown_claim, skeleton, strip_markers
 from gateway.admission.policy import policy_version
 from gateway.admission.rooms import current_room, validate_room_name
 from gateway.cuts import Cut, RulesChanged
-from gateway.errors import InvalidInput, MeetgateError, NotHost, PolicyChanged, RoomNotFound
+from gateway.errors import InvalidInput, NotHost, PolicyChanged, RoomMoved, RoomNotFound
 from gateway.evidence.entries import Kind, moment
 from gateway.evidence.recorder import EvidenceRecorder
 from gateway.i18n import N_
@@ -57,20 +57,16 @@ ADMIN_EVIDENCE_ACTOR = "the admin API"
 # Who does a host action: a host, by their admission, or the admin.
 Actor = Admission | Admin
 
-# An admission's id: 64 lowercase hex digits. A `who` of this shape is an id and nothing else:
-# a shown name may not take it (gateway/admission/names.py refuses such names), and even one
-# admitted before that rule cannot be taken for the admission whose id it copies.
+# An admission's id: 64 lowercase hex digits. A `who` of this shape (in either case: an id
+# pasted in upper case is still the id) is an id and nothing else: a shown name may not take it
+# (gateway/admission/names.py refuses such names), and even one admitted before that rule cannot
+# be taken for the admission whose id it copies.
 ADMISSION_ID_SHAPE = re.compile(r"[0-9a-f]{64}")
 
-
-class RoomMoved(MeetgateError):
-    """The admin acted on a room whose meeting moved on: acting there would do nothing (nobody
-    is left in it) or split the meeting (a second move). Names the room the meeting is in now."""
-
-    status = 409
-    code = "room_moved"
-    title = N_("Meeting moved")
-    message = N_("The meeting in this room moved to room {room}: act on that room.")
+# How often, at most, the admin's readings of one room's roster are logged (per replica: each
+# keeps its own clock of the last entry). `watch meetgate room roster` must not push the hosts'
+# real actions out of the dashboard's newest entries.
+ROSTER_LOG_SECONDS = 300.0
 
 
 def name_matches(wanted: str, shown: str) -> bool:
@@ -79,6 +75,22 @@ def name_matches(wanted: str, shown: str) -> bool:
     only "Ada (2)"."""
     typed = skeleton(wanted)
     return bool(typed) and typed in (skeleton(shown), skeleton(strip_markers(shown)))
+
+
+def as_id(who: str) -> str | None:
+    """The admission id `who` is, as the store writes ids (lower case); None if `who` is not
+    of an id's shape."""
+    wanted = who.strip().lower()
+    return wanted if ADMISSION_ID_SHAPE.fullmatch(wanted) else None
+
+
+def reaches(who: str, admission: Admission) -> bool:
+    """May the admin's `who` act on `admission`? An attendee by any name that names them; a
+    host only by their id or their shown name exactly: a troll who joins as a look-alike of the
+    host's name must not get the host removed by whoever types the name as they read it."""
+    if admission.role is not Role.HOST:
+        return True
+    return as_id(who) == admission.id or who.strip() == admission.name
 
 
 def fresh_room_name(previous: str) -> str:
@@ -139,6 +151,8 @@ class HostDesk:
         self._store = store
         self._lobby = lobby
         self._evidence = evidence
+        # Room -> when this replica last logged the admin reading its roster.
+        self._roster_logged: dict[str, float] = {}
 
     def _record(
         self,
@@ -177,7 +191,17 @@ class HostDesk:
             raise RoomNotFound()
         if isinstance(actor, Admin) and room.moved_to is not None and not moved_ok:
             now_in = await current_room(self._store, room_name)
-            raise RoomMoved(room=room.moved_to if now_in is None else now_in.name)
+            if now_in is None:
+                # The room it moved to (or one after it) was deleted: naming it as where the
+                # meeting is would send the admin to a room that does not exist.
+                raise RoomMoved(
+                    N_(
+                        "The meeting in this room moved to room {room}, which has since been"
+                        " deleted."
+                    ),
+                    room=room.moved_to,
+                )
+            raise RoomMoved(room=now_in.name)
         return room
 
     def _whom(self, room: str, admission_id: str) -> str:
@@ -215,12 +239,26 @@ class HostDesk:
     async def _cut(self, admission_id: str, reason: str) -> None:
         await Cut(admission_id, reason).send(self._store)
 
+    async def _log_roster_read(self, actor: Actor, room_name: str, now: float) -> None:
+        """The admin read the room's roster (or looked someone up in it): logged, so the hosts
+        see that the admin looked (docs/privacy.md), at most once per room in
+        ROSTER_LOG_SECONDS on this replica."""
+        if not isinstance(actor, Admin):
+            return
+        last = self._roster_logged.get(room_name)
+        if last is not None and 0 <= now - last < ROSTER_LOG_SECONDS:
+            return
+        await self._audit(actor, room_name, "view roster", now)
+        # Forget the rooms whose time is up, so the map holds only recently read rooms.
+        self._roster_logged = {
+            room: at for room, at in self._roster_logged.items() if now - at < ROSTER_LOG_SECONDS
+        }
+        self._roster_logged[room_name] = now
+
     async def roster(self, actor: Actor, room_name: str, now: float) -> list[Admission]:
-        """Who is in the meeting now. The admin's reading is logged, so the hosts see that
-        the admin looked (docs/privacy.md)."""
+        """Who is in the meeting now. The admin's reading is logged (`_log_roster_read`)."""
         await self._authorise(actor, room_name, now)
-        if isinstance(actor, Admin):
-            await self._audit(actor, room_name, "view roster", now)
+        await self._log_roster_read(actor, room_name, now)
         admissions = await self._store.list_admissions(room_name)
         return sorted(
             (a for a in admissions if a.is_live(now)),
@@ -244,11 +282,18 @@ class HostDesk:
         """The room, if `actor` may change it: for the admin, RoomMoved if its meeting moved."""
         return await self._authorise(actor, room_name, now)
 
-    async def named(self, actor: Actor, room_name: str, who: str, now: float) -> list[Admission]:
+    async def named(
+        self, actor: Actor, room_name: str, who: str, now: float, *, reading: bool = True
+    ) -> list[Admission]:
         """The live admissions of this room that `who` names: the one whose id it is, else
         those whose shown name it names (`name_matches`), newest first. Several: the caller
-        asks which one; none: nobody in the room is `who`."""
+        asks which one; none: nobody in the room is `who`. A host is among them even when only
+        a look-alike names them: the caller refuses to act on one that `who` does not
+        `reach`. `reading`: the admin is shown the answer, a reading of the roster (logged as
+        `roster`'s); not when it only finds whom an action is on (the action is logged)."""
         await self._authorise(actor, room_name, now)
+        if reading:
+            await self._log_roster_read(actor, room_name, now)
         live = [a for a in await self._store.list_admissions(room_name) if a.is_live(now)]
         return _named(who, live)
 
@@ -585,10 +630,11 @@ def _named(who: str, admissions: list[Admission], *, by_identity: bool = False) 
     newest first (`by_identity`: the admissions of one identity are one person, and the newest
     of them stands for them)."""
     wanted = who.strip()
-    if ADMISSION_ID_SHAPE.fullmatch(wanted):
+    admission_id = as_id(wanted)
+    if admission_id is not None:
         # An id only: an attendee can read their own from their ticket, and a name copying
         # someone's must not draw the admin's action onto its bearer.
-        return [admission for admission in admissions if admission.id == wanted]
+        return [admission for admission in admissions if admission.id == admission_id]
     for admission in admissions:
         if admission.id == wanted:
             return [admission]

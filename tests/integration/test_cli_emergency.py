@@ -580,6 +580,27 @@ def test_invite_revoke_by_name(gate: GatewayServer) -> None:
     assert unknown_room.returncode == 2 and "This room does not exist" in unknown_room.stderr
 
 
+def test_invite_revoke_by_name_asks_naming_whose_invite_it_is(gate: GatewayServer) -> None:
+    gateway = gate
+    room = new_room(gateway)
+    grace = gateway.create_invite(room, "Grace Hopper", role="host")
+    asking = ["invite", "revoke", "--room", room, "--name", "grace hopper"]
+    declined = meetgate_on_terminal(gateway, "n", *asking)
+    assert declined.returncode == 2 and "not confirmed" in declined.stderr
+    assert f"Revoke the invite of Grace Hopper (host, {grace['id']}) to room {room}?" in (
+        declined.stderr
+    )
+    with gateway.admin() as admin:
+        listed = admin.get(f"/api/v1/rooms/{room}/invites").json()
+    assert [i["revoked"] for i in listed] == [False] and "name" not in listed[0]
+    confirmed = meetgate_on_terminal(gateway, "y", *asking)
+    assert confirmed.returncode == 0, confirmed.stderr
+    assert confirmed.stdout.strip() == f"revoked invite {grace['id']} (made for Grace Hopper)"
+    # Nothing that still works is left to name: nothing asked, exit 1.
+    again = meetgate_on_terminal(gateway, "y", *asking)
+    assert again.returncode == 1 and "[y/N]" not in again.stderr
+
+
 # The review's findings (issue 18): each test fails without its fix
 
 
@@ -624,18 +645,35 @@ def test_a_moved_room_is_refused_naming_where_the_meeting_is(gate: GatewayServer
     lifted = meetgate(gateway, "room", "unban", room, "Troll")
     assert lifted.returncode == 0, lifted.stderr
     assert troll.redeem().status_code == 303
+    # The room it moved to deleted: the old room is not said to hold the meeting elsewhere.
+    assert meetgate(gateway, "room", "delete", f"{room}-b", "--yes").returncode == 0
+    gone = meetgate(gateway, "room", "lockdown", room, "--yes")
+    assert gone.returncode == 2, gone.stdout
+    assert f"moved to room {room}-b, which has since been deleted" in gone.stderr
 
 
-def test_each_roster_read_is_in_the_rooms_log(gate: GatewayServer) -> None:
+def test_roster_reads_are_in_the_rooms_log_once_in_5_minutes(gate: GatewayServer) -> None:
+    """`watch meetgate room roster` must not push the hosts' own actions out of the dashboard's
+    newest entries: reading the roster, or looking someone up in it, is logged once per room
+    in 5 minutes (the gate has one replica here)."""
     gateway = gate
     room = new_room(gateway)
     admit(gateway, room, "Ada")
     assert meetgate(gateway, "room", "roster", room).returncode == 0
     roster(gateway, room)
+    with gateway.admin() as admin:
+        looked_up = admin.get(f"/api/v1/rooms/{room}/participants", params={"who": "ada"})
+    assert looked_up.status_code == 200 and len(looked_up.json()) == 1
     entries = audit(gateway, room, roster_reads=True)
     assert [(e["actor_name"], e["action"], e["by_admin"]) for e in entries] == [
         ("admin", "view roster", True)
-    ] * 2
+    ]
+    # A lookup is a reading too: the first one in a room is logged.
+    other = new_room(gateway)
+    admit(gateway, other, "Ada")
+    with gateway.admin() as admin:
+        assert admin.get(f"/api/v1/rooms/{other}/participants?who=ada").status_code == 200
+    assert [e["action"] for e in audit(gateway, other, roster_reads=True)] == ["view roster"]
     # The hosts read it on their dashboard in their language.
     host = admit(gateway, room, "Hilde Host", role="host")
     with gateway.client(cookies=host.cookies) as client:
@@ -657,7 +695,8 @@ def test_an_id_shaped_who_names_only_the_admission_with_that_id(gate: GatewaySer
         pytest.skip("an id without a 0 or a 1")
     look_alike = first_id.replace(digit, {"0": "o", "1": "l"}[digit], 1)
     admit(gateway, room, look_alike)
-    removed = meetgate(gateway, "room", "remove", room, first_id, "--yes", "--json")
+    # Pasted in upper case, it is still the id.
+    removed = meetgate(gateway, "room", "remove", room, first_id.upper(), "--yes", "--json")
     assert removed.returncode == 0, removed.stderr
     assert json.loads(removed.stdout)["name"] == "Troll One"
     again = meetgate(gateway, "room", "remove", room, first_id, "--ban", "forever", "--yes")
@@ -680,6 +719,13 @@ def test_a_look_alike_of_a_hosts_name_does_not_remove_the_host(gate: GatewayServ
         assert refused.returncode == 2, refused.stdout
         assert "give their id or their shown name exactly" in refused.stderr
         assert host_id in refused.stderr
+    assert set(roster(gateway, room)) == {"Hilde Host"}
+    # The admin API refuses it too, whoever calls it: only the id or the exact name reach a host.
+    with gateway.admin() as admin:
+        for who in ("hilde host", "HILDE HOST", "H1LDE H0ST"):
+            answer = admin.post(f"/api/v1/rooms/{room}/remove", json={"who": who})
+            assert answer.status_code == 422, (who, answer.text)
+            assert answer.json()["fields"][0]["where"] == "body.who" and host_id in answer.text
     assert set(roster(gateway, room)) == {"Hilde Host"}
     exact = meetgate(gateway, "room", "remove", room, "Hilde Host", "--yes")
     assert exact.returncode == 0, exact.stderr
