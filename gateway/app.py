@@ -30,7 +30,7 @@ from gateway.web.email_signin import create_email_router
 from gateway.web.entry import Entrance, create_entry_router
 from gateway.web.lobby import LobbyPages, create_lobby_router
 from gateway.web.pages import create_pages_app
-from gateway.web.signin import create_signin_router, with_signin_session
+from gateway.web.signin import SignInRoutes, signin_router, with_signin_session
 
 log = logging.getLogger("meetgate")
 
@@ -99,6 +99,7 @@ def create_app(
         flood.status,
         evidence=evidence.log,
     )
+    signin = SignInRoutes(settings, entrance, store, limiter, flood)
     lobby_router = create_lobby_router(
         settings, entrance, lobby, door=lobby_door, store=store, limiter=limiter, flood=flood
     )
@@ -128,13 +129,14 @@ def create_app(
                         create_entry_router(settings, entrance),
                         lobby_router,
                         create_email_router(settings, entrance, email_codes),
-                        create_signin_router(settings, entrance, store, limiter, flood),
+                        signin_router(signin),
                     ],
                 ),
                 settings,
             ),
             secure=settings.secure,
         ),
+        close_pages=signin.aclose,
     )
 
 

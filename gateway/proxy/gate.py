@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -200,10 +200,13 @@ class Gate:
         metrics: Metrics,
         pages: ASGIApp,
         evidence: EvidenceRecorder | None = None,
+        close_pages: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._settings = settings
         # Started and stopped with the gate (None: nothing is recorded).
         self.evidence = evidence
+        # What the pages keep running (the sign-in's discovery refresh), ended at `aclose`.
+        self._close_pages = close_pages
         self._store = store
         self._metrics = metrics
         self._addresses = ClientAddresses(parse_networks(settings.trusted_proxies))
@@ -277,6 +280,8 @@ class Gate:
             if left:
                 log.warning("stopping: %d background task(s) did not end when told to", len(left))
         self._follower = self._reconciling = self._memory_watch = None
+        if self._close_pages is not None:
+            await self._close_pages()
         await self._limiter.aclose()
         if self.guarding is not None:
             await self.guarding.rules.aclose()
