@@ -529,12 +529,7 @@ def _working_invites(
     `name` names."""
     at = time.time() if now is None else now
     return [
-        invite
-        for invite in invites
-        if not invite.revoked
-        and invite.expires_at > at
-        and invite.uses < invite.max_uses
-        and name_matches(name, invite.name)
+        invite for invite in invites if invite.is_usable(at) and name_matches(name, invite.name)
     ]
 
 

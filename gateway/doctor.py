@@ -528,19 +528,20 @@ async def check_upstream(
     except httpx.HTTPError as exc:
         return [Finding("jitsi web", Verdict.FAIL, f"{upstream} does not answer: {reason(exc)}")]
     findings = [Finding("jitsi web", Verdict.PASS, f"{upstream} answers ({response.status_code})")]
+    return findings + await config_js_findings(client, config_url, settings.public_url)
+
+
+async def config_js_findings(
+    client: httpx.AsyncClient, config_url: str, public_url: str
+) -> list[Finding]:
+    """Fetch Jitsi's config.js and name the third-party hosts it makes browsers reach."""
     try:
-        config = await client.get(config_url)
+        response = await client.get(config_url)
     except httpx.HTTPError as exc:
-        findings.append(
-            Finding("config.js", Verdict.FAIL, f"cannot fetch {config_url}: {reason(exc)}")
-        )
-        return findings
-    if config.status_code != 200:
-        findings.append(
-            Finding("config.js", Verdict.FAIL, f"{config_url} answered {config.status_code}")
-        )
-        return findings
-    return findings + scan_jitsi_config(config.text, settings.public_url)
+        return [Finding("config.js", Verdict.FAIL, f"cannot fetch {config_url}: {reason(exc)}")]
+    if response.status_code != 200:
+        return [Finding("config.js", Verdict.FAIL, f"{config_url} answered {response.status_code}")]
+    return scan_jitsi_config(response.text, public_url)
 
 
 # ---------------------------------------------------------------- signalling bypass
@@ -1120,17 +1121,7 @@ async def diagnose_outside(url: str, options: DoctorOptions) -> list[Finding]:
         async with httpx.AsyncClient(
             timeout=options.timeout, trust_env=False, follow_redirects=False
         ) as client:
-            try:
-                response = await client.get(config_url)
-            except httpx.HTTPError as exc:
-                return [
-                    Finding("config.js", Verdict.FAIL, f"cannot fetch {config_url}: {reason(exc)}")
-                ]
-        if response.status_code != 200:
-            return [
-                Finding("config.js", Verdict.FAIL, f"{config_url} answered {response.status_code}")
-            ]
-        return scan_jitsi_config(response.text, url.rstrip("/"))
+            return await config_js_findings(client, config_url, url.rstrip("/"))
 
     return findings + await _bounded("config.js", group, config_js)
 

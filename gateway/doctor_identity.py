@@ -33,6 +33,7 @@ from gateway.admission.oidc import (
     check_discovery,
     discovery_url,
     redirect_uri,
+    requested_scopes,
 )
 from gateway.doctor_findings import Finding, Verdict, reason
 from gateway.mail import MailFailed, connection_plan
@@ -213,7 +214,7 @@ async def check_redirect(
     """Start an authorization as the gate does (PKCE, state, nonce, the gate's redirect URL)
     and see whether the provider takes it; the URL is printed for the admin to compare."""
     check = f"oidc {provider.name} redirect"
-    scopes = provider.scopes if "openid" in provider.scopes else ["openid", *provider.scopes]
+    scopes = requested_scopes(provider)
     verifier = secrets.token_urlsafe(48)
     challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=")
     params = {
@@ -334,23 +335,18 @@ async def check_provider(
     else:
         discovery = Finding(f"{prefix} discovery", Verdict.PASS, signed)
     findings = [discovery]
-    endpoints = {
-        "authorization_endpoint": metadata.authorization_endpoint,
-        "token_endpoint": metadata.token_endpoint,
-        "jwks_uri": metadata.jwks_uri,
-    }
-    jwks, problem = await _json(client, endpoints["jwks_uri"])
+    jwks, problem = await _json(client, metadata.jwks_uri)
     if problem is not None:
         findings.append(Finding(f"{prefix} keys", Verdict.FAIL, problem))
     else:
-        findings.append(keys_finding(f"{prefix} keys", jwks, algorithms, endpoints["jwks_uri"]))
+        findings.append(keys_finding(f"{prefix} keys", jwks, algorithms, metadata.jwks_uri))
     redirect = redirect_uri(public_url, provider.name)
-    taken = await check_redirect(client, provider, endpoints["authorization_endpoint"], redirect)
+    taken = await check_redirect(client, provider, metadata.authorization_endpoint, redirect)
     findings.append(
         await check_client(
             client,
             provider,
-            endpoints["token_endpoint"],
+            metadata.token_endpoint,
             redirect,
             redirect_taken=taken.verdict is Verdict.PASS,
         )

@@ -459,6 +459,11 @@ def wants_userinfo(provider: OidcProvider, claims: Mapping[str, Any]) -> bool:
     return any(name not in claims for name in ("email", provider.name_claim, provider.groups_claim))
 
 
+def requested_scopes(provider: OidcProvider) -> list[str]:
+    """The scopes a sign-in asks `provider` for: the configured ones, `openid` always among them."""
+    return provider.scopes if "openid" in provider.scopes else ["openid", *provider.scopes]
+
+
 def identity_from_claims(
     provider: OidcProvider,
     id_claims: Mapping[str, Any],

@@ -635,9 +635,6 @@ def _named(who: str, admissions: list[Admission], *, by_identity: bool = False) 
         # An id only: an attendee can read their own from their ticket, and a name copying
         # someone's must not draw the admin's action onto its bearer.
         return [admission for admission in admissions if admission.id == admission_id]
-    for admission in admissions:
-        if admission.id == wanted:
-            return [admission]
     found = sorted(
         (a for a in admissions if name_matches(wanted, a.name)), key=lambda a: -a.created_at
     )

@@ -71,6 +71,7 @@ from gateway.admission.oidc import (
     identity_from_claims,
     offers,
     redirect_uri,
+    requested_scopes,
     verify_id_token,
     wants_userinfo,
 )
@@ -334,7 +335,7 @@ class ProviderClient:
     def __init__(self, config: OidcProvider, oauth: OAuth, public_url: str) -> None:
         self.config = config
         self.redirect_uri = redirect_uri(public_url, config.name)
-        scopes = config.scopes if "openid" in config.scopes else ["openid", *config.scopes]
+        scopes = requested_scopes(config)
         # authlib makes an httpx client for every call to the provider (code exchange, keys,
         # userinfo), and httpx a TLS context for each client it is not handed one: reading the
         # root certificates cost 18 ms of CPU a time on an idle machine (twice that under load).
