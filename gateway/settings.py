@@ -554,6 +554,47 @@ class GuardSettings(_Section):
     breakout: str = "breakout"
 
 
+class RegistrationSettings(_Section):
+    """Registration with host review (gateway/admission/registrations.py, docs/hosts.md): how
+    long what a registrant gave is kept, and the limits that keep the hosts' list readable.
+
+    A registration (name, address, note) is gone `kept_after_meeting_seconds` after its room's
+    meeting ends, or, for a room with no end time set, `kept_seconds` after it last changed.
+    """
+
+    kept_after_meeting_seconds: int = Field(default=24 * 3600, ge=0, le=30 * 24 * 3600)
+    kept_seconds: int = Field(default=7 * 24 * 3600, ge=3600, le=90 * 24 * 3600)
+    # A registration not confirmed by its code within this long is gone.
+    confirm_ttl_seconds: int = Field(default=1800, ge=300, le=86400)
+    max_note_chars: int = Field(default=500, ge=0, le=2000)
+    # Registrations one room holds at once (waiting, approved or denied); past it, new ones are
+    # refused with a page that says so, never silently dropped.
+    max_per_room: int = Field(default=2000, ge=1, le=100_000)
+    # Registrations from one network (an IPv4 /24, an IPv6 /48) within the window at or past
+    # which each of them is flagged to the hosts as part of a burst.
+    burst_window_seconds: int = Field(default=600, ge=60, le=86400)
+    burst_threshold: int = Field(default=5, ge=2, le=10_000)
+    # Keyed hashes of the addresses (and domains) admitted to a room or its series, kept this
+    # long to tell hosts "seen before"; never the addresses themselves.
+    seen_kept_days: int = Field(default=400, ge=1, le=3650)
+
+
+class OutboxSettings(_Section):
+    """The queue that sends invitations by e-mail (gateway/admission/outbox.py): as fast as the
+    mail server accepts, retried when it fails, each message sent once."""
+
+    # Messages every minute, across all replicas, and how many may go at once after a pause.
+    per_minute: float = Field(default=60, gt=0, le=100_000)
+    burst: int = Field(default=10, ge=1, le=10_000)
+    # Tries of one message before it is reported failed; the wait after the first failure,
+    # doubled after each, up to the most.
+    max_attempts: int = Field(default=8, ge=1, le=100)
+    retry_seconds: float = Field(default=30, ge=0.1, le=3600)
+    retry_max_seconds: float = Field(default=1800, ge=1, le=86400)
+    # A batch's progress (counts only, no address) is kept this long after its last change.
+    batch_kept_seconds: int = Field(default=7 * 24 * 3600, ge=3600, le=90 * 24 * 3600)
+
+
 class EvidenceSettings(_Section):
     """The evidence log of attacks (gateway/evidence/, docs/evidence.md): the Ed25519 key that
     signs it, how often a chain's head is signed, and, for the memory store, the directory its
@@ -624,6 +665,8 @@ class Settings(_Section):
     smtp: SmtpSettings = SmtpSettings()
     email_codes: EmailCodeSettings = EmailCodeSettings()
     lobby: LobbySettings = LobbySettings()
+    registration: RegistrationSettings = RegistrationSettings()
+    outbox: OutboxSettings = OutboxSettings()
     challenge: ChallengeSettings = ChallengeSettings()
     guard: GuardSettings = GuardSettings()
     evidence: EvidenceSettings = EvidenceSettings()
