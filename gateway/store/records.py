@@ -56,7 +56,14 @@ class Room:
     hosts chat (a host's switch, and every lockdown), with `quiet_private_to_hosts` attendees
     may still write privately to a host. `chat_per_10s`, `chat_burst` and `chat_max_bytes`:
     the room's own chat limits, 0 for the gate's ([guard] settings). `guard_strikes`: refused
-    stanzas before a sender is removed; None for the gate's default, 0 for never."""
+    stanzas before a sender is removed; None for the gate's default, 0 for never.
+
+    Registration (gateway/admission/registrations.py): `registration`, the room takes
+    registrations at /_meetgate/register/<room>; a confirmed address in `auto_approve_emails`
+    or of a domain in `auto_approve_domains` is approved at once. `series`: the rooms of one
+    conference share "seen before" under it ("": the room's `ban_scope`). `starts_at` and
+    `ends_at`: the meeting's time (UTC epoch seconds, None unknown), for an invitation's
+    calendar entry and for how long registrations are kept."""
 
     name: str
     title: str
@@ -76,6 +83,12 @@ class Room:
     chat_burst: int = 0
     chat_max_bytes: int = 0
     guard_strikes: int | None = None
+    registration: bool = False
+    auto_approve_domains: tuple[str, ...] = ()
+    auto_approve_emails: tuple[str, ...] = ()
+    series: str = ""
+    starts_at: float | None = None
+    ends_at: float | None = None
 
     @property
     def ban_scope(self) -> str:
@@ -479,6 +492,10 @@ def _count_or_none(value: object) -> bool:
     return value is None or _count(value)
 
 
+def _number_or_none(value: object) -> bool:
+    return value is None or _number(value)
+
+
 _Check = Callable[[object], bool]
 
 # Each stored JSON record's fields: (required, check). Fields added since a record was written
@@ -523,6 +540,12 @@ _ROOM_JSON: Final[Mapping[str, tuple[bool, _Check]]] = {
     "chat_burst": (False, _count),
     "chat_max_bytes": (False, _count),
     "guard_strikes": (False, _count_or_none),
+    "registration": (False, _truth),
+    "auto_approve_domains": (False, _texts),
+    "auto_approve_emails": (False, _texts),
+    "series": (False, _text),
+    "starts_at": (False, _number_or_none),
+    "ends_at": (False, _number_or_none),
 }
 _POLICY_JSON: Final[Mapping[str, tuple[bool, _Check]]] = {
     "invite": (False, _truth),
@@ -538,11 +561,11 @@ _POLICY_JSON: Final[Mapping[str, tuple[bool, _Check]]] = {
 
 # The fields of a stored room record, its policy and an invite record, each with its kind as a
 # store script checks it before it judges a room on its own (scripts/join_plain.lua): s text,
-# n number, c count (a whole number, not negative), k count or null, b true or false, l list of
-# texts, o object (not empty), z text or null; "!" after the kind: required. Kept beside
-# _ROOM_JSON, _POLICY_JSON and _INVITE_JSON (a contract test compares them), so that a record the
-# script accepts is one `parse_room` or `parse_invite` reads (the script checks an invite's role,
-# its counts and its flags apart, as invite_check.lua does).
+# n number, m number or null, c count (a whole number, not negative), k count or null, b true
+# or false, l list of texts, o object (not empty), z text or null; "!" after the kind:
+# required. Kept beside _ROOM_JSON, _POLICY_JSON and _INVITE_JSON (a contract test compares
+# them), so that a record the script accepts is one `parse_room` or `parse_invite` reads (the
+# script checks an invite's role, its counts and its flags apart, as invite_check.lua does).
 ROOM_FIELD_KINDS: Final[Mapping[str, str]] = {
     "name": "s!",
     "title": "s!",
@@ -561,6 +584,12 @@ ROOM_FIELD_KINDS: Final[Mapping[str, str]] = {
     "chat_burst": "c",
     "chat_max_bytes": "c",
     "guard_strikes": "k",
+    "registration": "b",
+    "auto_approve_domains": "l",
+    "auto_approve_emails": "l",
+    "series": "s",
+    "starts_at": "m",
+    "ends_at": "m",
 }
 INVITE_FIELD_KINDS: Final[Mapping[str, str]] = {
     "id": "s!",

@@ -653,6 +653,25 @@ async def test_a_plain_join_refuses_as_a_join_by_invite(store: Store) -> None:
     assert isinstance(revoked, LinkJoined) and isinstance(revoked.invite_refusal, InviteRevoked)
 
 
+async def test_a_plain_join_reads_a_room_that_takes_registrations(store: Store) -> None:
+    """Catches join_plain.lua refusing a room record with the registration fields set (a
+    meeting's time, its allow-lists): such a room is joined through its link as any."""
+    room = dataclasses.replace(
+        make_room(),
+        registration=True,
+        auto_approve_domains=("example.org",),
+        series="conference",
+        starts_at=1_900_000_000,
+        ends_at=1_900_003_600.5,
+    )
+    _, invite, _ = await room_with_planned_invite(store, room)
+    store.health.take_corrupt_counts()
+    joined = await store.join_plainly(plain_join(invite))
+    assert isinstance(joined, LinkJoined) and joined.admission is not None
+    assert store.health.take_corrupt_counts() == {}
+    assert await store.get_room(room.name) == room
+
+
 async def test_a_plain_join_through_a_link_that_leads_nowhere_is_charged_and_told(
     store: Store,
 ) -> None:
@@ -699,6 +718,10 @@ CORRUPT_FIELDS = [
     ("room", "created_at", "1", None),
     ("room", "moved_to", 5, None),
     ("room", "title", _MISSING, None),
+    ("room", "ends_at", "1", None),
+    ("room", "starts_at", False, None),
+    ("room", "auto_approve_domains", {}, None),
+    ("room", "registration", 1, None),
     ("invite", "max_uses", 2.5, None),
     ("invite", "expires_at", "9e99", None),
     ("invite", "role", 1, None),

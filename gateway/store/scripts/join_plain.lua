@@ -71,6 +71,11 @@ local function fits(record, kinds, text)
       if t ~= 'number' or value ~= value or value == math.huge or value == -math.huge then
         return false
       end
+    elseif letter == 'm' then
+      if value ~= cjson.null and (t ~= 'number' or value ~= value or value == math.huge
+          or value == -math.huge) then
+        return false
+      end
     elseif letter == 'b' then
       if t ~= 'boolean' then return false end
     elseif letter == 'z' then
