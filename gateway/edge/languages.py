@@ -40,6 +40,8 @@ KEPT_QUERY = frozenset({"room"})
 # page the form was sent from. Paths are the gate's allowlisted ASCII (gateway/proxy/paths.py).
 _AFTER_FORM = (
     (re.compile(r"/_meetgate/email/([A-Za-z0-9._~-]+)/(?:send|verify)"), "/_meetgate/enter/{}"),
+    (re.compile(r"/_meetgate/register/([A-Za-z0-9._~-]+)/send"), "/_meetgate/register/{}"),
+    (re.compile(r"/_meetgate/register/([A-Za-z0-9._~-]+)/confirm"), "/_meetgate/register/{}/code"),
     (re.compile(r"/_meetgate/lobby/([A-Za-z0-9._~-]+)(?:/leave)?"), "/_meetgate/lobby/{}/wait"),
     (re.compile(r"/_meetgate/host/([A-Za-z0-9._~-]+)/[a-z-]+"), "/_meetgate/host/{}"),
     (re.compile(r"/j/([A-Za-z0-9._~-]+)"), "/j/{}"),

@@ -21,6 +21,7 @@ from gateway.settings import Settings
 LOBBY_PREFIX = "/_meetgate/lobby"
 ENTER_PREFIX = "/_meetgate/enter"
 EMAIL_PREFIX = "/_meetgate/email"
+REGISTER_PREFIX = "/_meetgate/register"
 # Marks a join attempt the gate refused, for the access log (which samples them in a flood)...
 REFUSED_ATTEMPT = "refused_attempt"
 # ... and one it refused before any other work (which the access log leaves out).

@@ -38,6 +38,7 @@ from gateway.edge.requests import (
     LOCATED_INVITE,
     QUIET,
     REFUSED_ATTEMPT,
+    REGISTER_PREFIX,
     cookie_name,
     read_cookie,
     request_id,
@@ -107,6 +108,12 @@ def is_join_attempt(method: str, path: str) -> bool:
     if path.startswith(ENTER_PREFIX + "/"):
         # A room's gate page: a look, charged so that nobody can probe for rooms for free.
         return method == "GET"
+    if path.startswith(REGISTER_PREFIX + "/"):
+        # A room's registration form (a look, charged like the gate page), and sending it or
+        # its code: /_meetgate/register/<room>[/send|/confirm]
+        if method == "GET":
+            return path.count("/") == 3
+        return method == "POST" and path.endswith(("/send", "/confirm"))
     if method != "POST":
         return False
     if path.startswith(LOBBY_PREFIX + "/"):
@@ -116,9 +123,10 @@ def is_join_attempt(method: str, path: str) -> bool:
 
 
 def room_named_in(path: str) -> str | None:
-    """The room a join attempt's path names (a gate page, a lobby request, an e-mail code), if
-    any: for the evidence only, which records it only for a room known to exist."""
-    for prefix in (ENTER_PREFIX, LOBBY_PREFIX, EMAIL_PREFIX):
+    """The room a join attempt's path names (a gate page, a lobby request, an e-mail code, a
+    registration), if any: for the evidence only, which records it only for a room known to
+    exist."""
+    for prefix in (ENTER_PREFIX, LOBBY_PREFIX, EMAIL_PREFIX, REGISTER_PREFIX):
         if path.startswith(prefix + "/"):
             return path[len(prefix) + 1 :].partition("/")[0] or None
     return None
