@@ -13,6 +13,7 @@ import email.policy
 import ipaddress
 import smtplib
 import ssl
+from collections.abc import Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
@@ -24,6 +25,10 @@ from gateway.settings import SmtpSettings
 # The standard policy, but a body that is not ASCII goes out quoted-printable or base64 (the
 # library picks the shorter), never as raw 8-bit bytes a server without 8BITMIME may mangle.
 MESSAGE_POLICY = email.policy.default.clone(cte_type="7bit")
+
+# One file sent with a message: its name, its content type (with parameters: "text/calendar;
+# method=PUBLISH; charset=UTF-8") and its bytes.
+Attachment = tuple[str, str, bytes]
 
 
 class MailFailed(MeetgateError):
@@ -85,8 +90,22 @@ def _reason(exc: Exception) -> str:
     return type(exc).__name__
 
 
+def _content_type(value: str) -> tuple[str, str, dict[str, str]]:
+    """ "text/calendar; method=PUBLISH; charset=UTF-8" as ("text", "calendar", {…})."""
+    kind, *rest = (part.strip() for part in value.split(";"))
+    maintype, _, subtype = kind.partition("/")
+    params = {}
+    for part in rest:
+        key, _, param = part.partition("=")
+        params[key.strip().lower()] = param.strip().strip('"')
+    if not maintype or not subtype:
+        raise ValueError("not a content type")
+    return maintype.lower(), subtype.lower(), params
+
+
 class SmtpMailer:
-    """Sends plain-text messages from `[smtp] sender` through the configured server."""
+    """Sends plain-text messages (with files attached, if any) from `[smtp] sender` through the
+    configured server."""
 
     def __init__(
         self, settings: SmtpSettings, *, tls_context: ssl.SSLContext | None = None
@@ -97,9 +116,18 @@ class SmtpMailer:
         domain = settings.sender.rsplit("@", 1)[-1].strip("<> ") or "localhost"
         self._domain = domain
 
-    def compose(self, to: str, subject: str, body: str, *, language: str = "en") -> EmailMessage:
+    def compose(
+        self,
+        to: str,
+        subject: str,
+        body: str,
+        *,
+        language: str = "en",
+        attachments: Sequence[Attachment] = (),
+    ) -> EmailMessage:
         """A plain-text message in UTF-8 (the subject encoded as RFC 2047 words where it is not
-        ASCII), its `Content-Language` the BCP 47 tag of the language it is written in."""
+        ASCII), its `Content-Language` the BCP 47 tag of the language it is written in; with
+        `attachments`, multipart/mixed: the text first, then each file (base64)."""
         message = EmailMessage(policy=MESSAGE_POLICY)
         message["From"] = self._settings.sender
         message["To"] = to
@@ -108,15 +136,28 @@ class SmtpMailer:
         message["Message-ID"] = make_msgid(domain=self._domain)
         message["Auto-Submitted"] = "auto-generated"
         message.set_content(body, charset="utf-8")
-        # After set_content, which replaces every Content-* header.
+        for filename, content_type, data in attachments:
+            maintype, subtype, params = _content_type(content_type)
+            message.add_attachment(
+                data, maintype=maintype, subtype=subtype, filename=filename, params=params
+            )
+        # After set_content and add_attachment, which replace or move every Content-* header.
         message["Content-Language"] = language
         return message
 
-    async def send(self, to: str, subject: str, body: str, *, language: str = "en") -> None:
+    async def send(
+        self,
+        to: str,
+        subject: str,
+        body: str,
+        *,
+        language: str = "en",
+        attachments: Sequence[Attachment] = (),
+    ) -> None:
         """Deliver one message; MailFailed if the server cannot be reached or refuses it."""
         plan = connection_plan(self._settings)
         try:
-            message = self.compose(to, subject, body, language=language)
+            message = self.compose(to, subject, body, language=language, attachments=attachments)
         except ValueError as exc:
             # A header that would not survive (a line break in the sender or the subject).
             raise MailFailed("message could not be composed") from exc
