@@ -11,9 +11,12 @@ from __future__ import annotations
 import hmac
 import html
 import logging
+import re
 import time
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
+from datetime import UTC, datetime
 from functools import partial
 from typing import Annotated, Any, Literal
 
@@ -27,10 +30,12 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.admission.email_codes import InvalidAddress, normalise_address
 from gateway.admission.invites import make_invite
 from gateway.admission.pipeline import join_plan
 from gateway.admission.policy import (
     MAX_ADDRESS_CHARS,
+    MAX_DOMAIN_CHARS,
     MAX_DOMAINS,
     MAX_EMAILS,
     MAX_GROUPS,
@@ -42,6 +47,7 @@ from gateway.admission.rooms import (
     MAX_TITLE_CHARS,
     RESERVED_NAMES,
     ROOM_NAME,
+    is_room_name,
     validate_room_name,
     validate_title,
 )
@@ -51,6 +57,7 @@ from gateway.edge.requests import request_id
 from gateway.errors import (
     AdminAuthFailed,
     BadRequest,
+    InvalidInput,
     MalformedJson,
     MeetgateError,
     MethodNotAllowed,
@@ -159,6 +166,22 @@ class RoomOut(BaseModel):
     rules: PolicyOut
     quiet: bool = Field(description="Quiet mode: only hosts can chat")
     chat: ChatLimitsOut
+    registration: bool = Field(
+        description="The room takes registrations (/_meetgate/register/<room>), for hosts to review"
+    )
+    auto_approve_domains: list[str] = Field(
+        description="A registration confirmed from an address at one of these is approved at once"
+    )
+    auto_approve_email_count: int = Field(
+        description="How many addresses `auto_approve_emails` lists (never listed: they are"
+        " people's)"
+    )
+    series: str = Field(
+        description='The series whose rooms share "seen before" for registrations; "" for the'
+        " room's own meeting"
+    )
+    starts_at: float | None = Field(description="The meeting's start (seconds since the epoch)")
+    ends_at: float | None = Field(description="The meeting's end (seconds since the epoch)")
 
 
 class ChatLimitsOut(BaseModel):
@@ -248,6 +271,10 @@ _Strikes = Annotated[
 ]
 
 
+# A meeting's time as text (parse_moment): ISO 8601 is at most some 40 characters.
+_MomentText = Annotated[str, Field(max_length=64)]
+
+
 class RoomChange(_Body):
     locked: bool | None = Field(default=None, description="No new admissions (hosts excepted)")
     pow_required: bool | None = Field(
@@ -269,6 +296,41 @@ class RoomChange(_Body):
     guard_strikes: _Strikes | Literal["default"] | None = Field(
         default=None, description="Refused messages before removal; 0: never"
     )
+    # Registration (docs/operations.md, "Registration"): null or absent, unchanged; a list
+    # replaces the room's ([] empties it); "" clears a series or a time.
+    registration: bool | None = Field(
+        default=None,
+        description="Take registrations for hosts to review; needs an SMTP server ([smtp] host)"
+        " and personal invites in the room's policy",
+    )
+    auto_approve_domains: list[str] | None = Field(
+        default=None,
+        max_length=MAX_DOMAINS,
+        description="Replaces the list: a registration confirmed from an address at one of these"
+        " domains is approved at once; [] for none",
+    )
+    auto_approve_emails: list[str] | None = Field(
+        default=None,
+        max_length=MAX_EMAILS,
+        description="Replaces the list: a registration confirmed from one of these addresses is"
+        " approved at once; [] for none",
+    )
+    series: str | None = Field(
+        default=None,
+        max_length=64,
+        description="Rooms of one series share \"seen before\" for registrations: a-z, 0-9, '-',"
+        " '_'; \"\" for none",
+    )
+    starts_at: float | _MomentText | None = Field(
+        default=None,
+        description="The meeting's start: ISO 8601 with an offset (2026-12-20T14:00+08:00, or Z)"
+        ' or seconds since the epoch; "" for none',
+    )
+    ends_at: float | _MomentText | None = Field(
+        default=None,
+        description="The meeting's end, as `starts_at`: after it, at most 7 days after the start,"
+        ' not past; "" for none',
+    )
 
     def chat_limits(self, room: Room) -> ChatLimits:
         """The room's chat limits with this change's applied."""
@@ -283,6 +345,195 @@ class RoomChange(_Body):
             if self.quiet_private_to_hosts is None
             else self.quiet_private_to_hosts,
         )
+
+
+# A meeting's time: between these (a mistyped year is refused, not kept), and at most a week long.
+EARLIEST_MOMENT = 946_684_800.0  # 2000-01-01T00:00Z
+LATEST_MOMENT = 4_102_444_800.0  # 2100-01-01T00:00Z
+MAX_MEETING_SECONDS = 7 * 86_400
+EPOCH_SECONDS = re.compile(r"\d{1,12}(?:\.\d{1,6})?")
+
+
+def parse_moment(value: float | str) -> float | None:
+    """A meeting's time in seconds since the epoch, from a number of them (as a number or as
+    text) or from ISO 8601 text that names its offset: a time without one would be read in the
+    server's zone, which no organiser means. "" is None (no time). ValueError, in words, for
+    anything else and for a time not between 2000 and 2100."""
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return None
+        if EPOCH_SECONDS.fullmatch(text):
+            seconds = float(text)
+        else:
+            try:
+                moment = datetime.fromisoformat(text)
+            except ValueError:
+                raise ValueError(
+                    "is not a time: give ISO 8601 with an offset (2026-12-20T14:00+08:00, or Z"
+                    " for UTC) or seconds since the epoch"
+                ) from None
+            if moment.tzinfo is None:
+                raise ValueError(
+                    "has no offset: add the meeting's (+08:00, or Z for UTC), else no one knows"
+                    " which zone it is in"
+                )
+            seconds = moment.timestamp()
+    else:
+        seconds = value
+    # Written so that NaN is refused too.
+    if not EARLIEST_MOMENT <= seconds <= LATEST_MOMENT:
+        raise ValueError("is not a time between the years 2000 and 2100")
+    return seconds
+
+
+def _is_mail_domain(value: str) -> bool:
+    """A domain an address a code is sent to can have (email_codes.normalise_address's rule)."""
+    if "@" in value or any(unicodedata.category(char)[0] in "CZ" for char in value):
+        return False
+    try:
+        normalise_address(f"x@{value}")
+    except InvalidAddress:
+        return False
+    return True
+
+
+def auto_approve_domains(values: Sequence[str]) -> tuple[str, ...]:
+    """The domains as kept (trimmed, lower-cased, "@" before one dropped, blanks dropped,
+    repeats kept once, as a policy's `allowed_domains`); ValueError naming the first that no
+    address could have (by its place in the list, not echoed)."""
+    kept: dict[str, None] = {}
+    for place, value in enumerate(values, 1):
+        domain = value.strip().lstrip("@").lower()
+        if not domain:
+            continue
+        if len(domain) > MAX_DOMAIN_CHARS or not _is_mail_domain(domain):
+            raise ValueError(
+                f"entry {place} is not a domain an e-mail address can have (like example.org)"
+            )
+        kept[domain] = None
+    return tuple(kept)
+
+
+def auto_approve_emails(values: Sequence[str]) -> tuple[str, ...]:
+    """The addresses as kept (normalise_address: trimmed, lower-cased; blanks dropped, repeats
+    kept once); ValueError naming the first that is not a plain address, by its place."""
+    kept: dict[str, None] = {}
+    for place, value in enumerate(values, 1):
+        if not value.strip():
+            continue
+        try:
+            kept[normalise_address(value)] = None
+        except InvalidAddress:
+            raise ValueError(
+                f"entry {place} is not a plain e-mail address (like ada@example.org)"
+            ) from None
+    return tuple(kept)
+
+
+class RoomValuesRefused(InvalidInput):
+    """Values of a room change that the schema allows and Meetgate's rules refuse (400), each
+    named in the Problem's `fields` as the body names it."""
+
+    message = N_("The room's new values are refused: {listed}.")
+
+    def __init__(self, problems: Sequence[FieldProblem]) -> None:
+        self.problems = tuple(problems)
+        super().__init__(listed="; ".join(f"{p.where}: {p.problem}" for p in problems))
+
+
+def registration_changed(
+    body: RoomChange, room: Room, *, now: float, mail_configured: bool
+) -> Room:
+    """`room` with the change's registration settings applied; RoomValuesRefused naming every
+    refused value at once. Turning registration on needs an SMTP server (the codes that confirm
+    an address, and the invitations, are e-mail) and invites in the room's policy (an approved
+    registration is sent one). A meeting's end comes after its start, within a week of it, and
+    is not past (registrations are kept until a while after it: a past end would drop them)."""
+    problems: list[FieldProblem] = []
+
+    def refuse(key: str, problem: str) -> None:
+        problems.append(FieldProblem(where=f"body.{key}", problem=problem))
+
+    if body.registration:
+        if not mail_configured:
+            refuse(
+                "registration",
+                "needs an SMTP server, and this Meetgate has none configured (codes and"
+                " invitations are sent by e-mail): an admin must set [smtp] host"
+                " (MEETGATE_SMTP__HOST) first",
+            )
+        if not room.policy.invite:
+            refuse(
+                "registration",
+                "needs personal invites in the room's policy: an approved registration is sent one",
+            )
+    changed: dict[str, Any] = {}
+    if body.registration is not None:
+        changed["registration"] = body.registration
+    for key, normalised in (
+        ("auto_approve_domains", auto_approve_domains),
+        ("auto_approve_emails", auto_approve_emails),
+    ):
+        given = getattr(body, key)
+        if given is not None:
+            try:
+                changed[key] = normalised(given)
+            except ValueError as exc:
+                refuse(key, str(exc))
+    if body.series is not None:
+        series = body.series.strip()
+        if series and not is_room_name(series):
+            refuse("series", "is named as a room is: a-z, 0-9, '-', '_', at most 64 characters")
+        changed["series"] = series
+    times = {"starts_at": room.starts_at, "ends_at": room.ends_at}
+    for key in times:
+        given = getattr(body, key)
+        if given is not None:
+            try:
+                times[key] = changed[key] = parse_moment(given)
+            except ValueError as exc:
+                refuse(key, str(exc))
+    starts, ends = times["starts_at"], times["ends_at"]
+    if not problems and ends is not None:
+        if body.ends_at is not None and ends <= now:
+            refuse("ends_at", "is past: registrations would be dropped at once")
+        if starts is not None and ends <= starts:
+            refuse("ends_at", "is not after the meeting's start (starts_at)")
+        elif starts is not None and ends - starts > MAX_MEETING_SECONDS:
+            refuse("ends_at", "is more than 7 days after the meeting's start (starts_at)")
+    if problems:
+        raise RoomValuesRefused(problems)
+    return replace(room, **changed)
+
+
+def _utc(moment: float | None) -> str:
+    if moment is None:
+        return "none"
+    return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def registration_audit(was: Room, now: Room) -> list[tuple[str, str]]:
+    """The room's log entries (action, what it is now) for a change of its registration
+    settings: counts and domains, never an address."""
+    entries = []
+    if was.registration != now.registration:
+        entries.append(("registration on" if now.registration else "registration off", ""))
+    if (was.auto_approve_domains, was.auto_approve_emails) != (
+        now.auto_approve_domains,
+        now.auto_approve_emails,
+    ):
+        domains = ", ".join(now.auto_approve_domains) or "no domain"
+        count = len(now.auto_approve_emails)
+        addresses = f"{count} address" if count == 1 else f"{count} addresses"
+        entries.append(("change auto-approval", f"{domains}; {addresses}"))
+    if was.series != now.series:
+        entries.append(("change series", now.series or "none"))
+    if (was.starts_at, was.ends_at) != (now.starts_at, now.ends_at):
+        entries.append(
+            ("change meeting time", f"from {_utc(now.starts_at)} to {_utc(now.ends_at)}")
+        )
+    return entries
 
 
 class InviteIn(_Body):
@@ -400,6 +651,12 @@ def _room_out(room: Room) -> RoomOut:
             chat_max_bytes=room.chat_max_bytes,
             guard_strikes="default" if room.guard_strikes is None else room.guard_strikes,
         ),
+        registration=room.registration,
+        auto_approve_domains=list(room.auto_approve_domains),
+        auto_approve_email_count=len(room.auto_approve_emails),
+        series=room.series,
+        starts_at=room.starts_at,
+        ends_at=room.ends_at,
     )
 
 
@@ -760,7 +1017,8 @@ def create_admin_app(
 
     @app.exception_handler(MeetgateError)
     async def _error(request: Request, error: MeetgateError) -> Response:
-        return problem_response(error, request_id(request.scope))
+        fields = error.problems if isinstance(error, RoomValuesRefused) else ()
+        return problem_response(error, request_id(request.scope), fields)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, error: RequestValidationError) -> Response:
@@ -832,16 +1090,20 @@ def create_admin_app(
     async def change_room(name: str, body: RoomChange) -> RoomOut:
         """Change a room's settings; 409 room_moved if its meeting moved on (a change there
         would reach nobody)."""
-        await desk.current(ADMIN, name, time.time())
+        now = time.time()
+        await desk.current(ADMIN, name, now)
         before: list[Room] = []
 
         def change(room: Room) -> Room:
             limits = body.chat_limits(room)
             check_chat_limits(limits)
+            registering = registration_changed(
+                body, room, now=now, mail_configured=settings.mail_configured
+            )
             before[:] = [room]
             return limits.applied_to(
                 replace(
-                    room,
+                    registering,
                     locked=room.locked if body.locked is None else body.locked,
                     # Unlocking also lifts a lockdown's approval requirement, as on the dashboard.
                     approval_required=room.approval_required and body.locked is not False,
@@ -859,6 +1121,17 @@ def create_admin_app(
             # The hosts' log says it too, as for `meetgate room unlock`.
             await desk.audit_admin(name, "lock" if changed.locked else "unlock", time.time())
         await _tell_rules(before[0], changed)
+        for action, detail in registration_audit(before[0], changed):
+            await store.append_audit(
+                AuditEntry(
+                    at=now,
+                    room=name,
+                    actor="",
+                    actor_name=ADMIN_NAME,
+                    action=action,
+                    detail=detail,
+                )
+            )
         return _room_out(changed)
 
     def _record(room: str, kind: Kind, **values: object) -> None:

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import quote
@@ -533,7 +534,9 @@ class AdminClient:
             if isinstance(payload, dict) and "message" in payload:
                 message = str(payload["message"])
                 fields = payload.get("fields")
-                if payload.get("error") == "request_invalid" and fields and options is not None:
+                # request_invalid (the schema's refusals) and invalid_input (Meetgate's rules,
+                # a room change's) name the values they refuse.
+                if fields and options is not None:
                     message = "; ".join(refused_option(field, options) for field in fields)
                 step = {**NEXT_STEPS, **(next_steps or {})}.get(str(payload.get("error")))
                 matched_nothing = matching and payload.get("error") == "not_found"
@@ -614,7 +617,74 @@ ROOM_SET_OPTIONS = {
     "chat_max_bytes": "--chat-max-bytes",
     "guard_strikes": "--strikes",
     "quiet_private_to_hosts": "--private-to-hosts",
+    "registration": "--registration",
+    "auto_approve_domains": "--auto-approve-domain",
+    "auto_approve_emails": "--auto-approve-email",
+    "series": "--series",
+    "starts_at": "--starts-at",
+    "ends_at": "--ends-at",
 }
+# `--series none`, `--starts-at none`: no series, no time.
+NO_VALUE = "none"
+
+
+def _moment(text: str) -> float | str:
+    """--starts-at, --ends-at: passed on for the admin API to read (ISO 8601 with an offset, or
+    seconds since the epoch); `none` clears."""
+    if text.strip().lower() == NO_VALUE:
+        return ""
+    return float(text) if text.isdigit() else text
+
+
+def _shown_moment(moment: float | None) -> str:
+    """A meeting's time in this machine's zone, with its offset (as --starts-at takes it)."""
+    if moment is None:
+        return "not set"
+    return datetime.fromtimestamp(moment).astimezone().isoformat(timespec="minutes")
+
+
+def registration_state(room: dict[str, Any]) -> str:
+    """A room's registration settings as the admin API gives them, in a line (never an
+    address: the API only counts them)."""
+    count = room["auto_approve_email_count"]
+    approving = [*room["auto_approve_domains"]]
+    if count:
+        approving.append(f"{count} address" if count == 1 else f"{count} addresses")
+    return ", ".join(
+        [
+            "registration on" if room["registration"] else "registration off",
+            f"auto-approved: {', '.join(approving)}" if approving else "no auto-approval",
+            f"series {room['series']}" if room["series"] else "no series",
+            f"starts {_shown_moment(room['starts_at'])}",
+            f"ends {_shown_moment(room['ends_at'])}",
+        ]
+    )
+
+
+def registration_change(args: argparse.Namespace) -> dict[str, Any]:
+    """What `meetgate room set`'s registration options ask of the admin API's room change."""
+    change: dict[str, Any] = {}
+    if args.registration is not None:
+        change["registration"] = args.registration == "on"
+    if args.no_auto_approve:
+        if args.auto_approve_domain is not None or args.auto_approve_email is not None:
+            raise CliError(
+                "--no-auto-approve empties both lists: give it alone, or give"
+                " --auto-approve-domain and --auto-approve-email (each replaces its list)"
+            )
+        change["auto_approve_domains"] = []
+        change["auto_approve_emails"] = []
+    if args.auto_approve_domain is not None:
+        change["auto_approve_domains"] = args.auto_approve_domain
+    if args.auto_approve_email is not None:
+        change["auto_approve_emails"] = args.auto_approve_email
+    if args.series is not None:
+        change["series"] = "" if args.series.strip().lower() == NO_VALUE else args.series
+    if args.starts_at is not None:
+        change["starts_at"] = args.starts_at
+    if args.ends_at is not None:
+        change["ends_at"] = args.ends_at
+    return change
 
 
 def chat_state(room: dict[str, Any]) -> str:
@@ -637,6 +707,28 @@ def chat_state(room: dict[str, Any]) -> str:
             f"private messages to hosts when quiet {private}",
         ]
     )
+
+
+def room_description(room: dict[str, Any]) -> str:
+    """`meetgate room show`: a room's settings as the admin API gives them, a line each."""
+    rules = room["rules"]
+    ways = [way for way in ("invite", "oidc", "email_code", "lobby") if rules[way]]
+    state = "locked" if room["locked"] else "open"
+    if room["approval_required"]:
+        state += " (locked down: only hosts enter on their own)"
+    lines = [
+        f"room {room['name']} ({room['title']}), created {_when(room['created_at'])}",
+        f"  {state}; proof-of-work {'on' if room['pow_required'] else 'automatic'}",
+        f"  ways in: {', '.join(ways)}",
+        f"  pages in {room['language']} by default"
+        if room["language"]
+        else "  no default language",
+        f"  chat: {chat_state(room)}",
+        f"  {registration_state(room)}",
+    ]
+    if room["moved_to"]:
+        lines.append(f"  the meeting moved to room {room['moved_to']}")
+    return "\n".join(lines)
 
 
 def _strikes(text: str) -> int | str:
@@ -691,11 +783,13 @@ def command_room(args: argparse.Namespace) -> int:
                 change[key] = value
         if args.private_to_hosts is not None:
             change["quiet_private_to_hosts"] = args.private_to_hosts == "on"
+        change.update(registration_change(args))
         if not change:
             raise CliError(
                 "nothing to change: give --lock, --unlock, --challenge on|off, --language,"
-                " --chat-per-10s, --chat-burst, --chat-max-bytes, --strikes or"
-                " --private-to-hosts on|off"
+                " --chat-per-10s, --chat-burst, --chat-max-bytes, --strikes,"
+                " --private-to-hosts on|off, --registration on|off, --auto-approve-domain,"
+                " --auto-approve-email, --no-auto-approve, --series, --starts-at or --ends-at"
             )
         if args.lock:
             confirm(f"Lock room {args.name}: nobody new gets in (hosts excepted)?", args.yes)
@@ -709,6 +803,13 @@ def command_room(args: argparse.Namespace) -> int:
         ]
         print(f"room {room['name']}: {', '.join(state)}")
         print(f"  chat: {chat_state(room)}")
+        print(f"  {registration_state(room)}")
+    elif args.action == "show":
+        room = client.call("GET", _room_path(args.name))
+        if args.json:
+            print(json.dumps(room, ensure_ascii=False, indent=2))
+        else:
+            print(room_description(room))
     elif args.action == "quiet":
         room = client.call(
             "PATCH",
@@ -949,6 +1050,50 @@ def room_emergency(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, ensure_ascii=False, indent=2))
     return 0
+
+
+def add_registration_options(change: argparse.ArgumentParser) -> None:
+    """`meetgate room set`'s registration options (docs/operations.md, "Registration")."""
+    change.add_argument(
+        "--registration",
+        choices=["on", "off"],
+        help="take registrations (/_meetgate/register/ROOM) for hosts to review; needs an SMTP"
+        " server",
+    )
+    change.add_argument(
+        "--auto-approve-domain",
+        action="extend",
+        nargs="+",
+        metavar="DOMAIN",
+        help="replaces the list: registrations confirmed from addresses at these domains are"
+        " approved at once (several, or the option repeated)",
+    )
+    change.add_argument(
+        "--auto-approve-email",
+        action="extend",
+        nargs="+",
+        metavar="ADDRESS",
+        help="replaces the list: registrations confirmed from these addresses are approved at"
+        " once (several, or repeated)",
+    )
+    change.add_argument(
+        "--no-auto-approve",
+        action="store_true",
+        help="empty both auto-approval lists: every registration waits for a host",
+    )
+    change.add_argument(
+        "--series",
+        metavar="NAME|none",
+        help="rooms of one series (a-z, 0-9, '-', '_') share 'seen before' for registrations",
+    )
+    for option, which in (("--starts-at", "start"), ("--ends-at", "end")):
+        change.add_argument(
+            option,
+            type=_moment,
+            metavar="TIME|none",
+            help=f"the meeting's {which}: ISO 8601 with an offset, e.g. 2026-12-20T14:00+08:00"
+            " (Z for UTC), or seconds since the epoch; none clears it",
+        )
 
 
 def add_emergency_commands(room_sub: Any, client: list[argparse.ArgumentParser]) -> None:
@@ -1317,13 +1462,18 @@ def build_parser() -> argparse.ArgumentParser:
     change = command(
         room_sub,
         "set",
-        "lock or unlock a room, demand proof-of-work, set its default language or its chat limits",
+        "lock or unlock a room, demand proof-of-work, set its default language, its chat limits"
+        " or its registration",
         [
             "meetgate room set board --lock",
             "meetgate room set board --chat-per-10s 3 --chat-burst 5 --strikes never",
             "meetgate room set board --unlock --challenge off",
             "meetgate room set board --language zh-Hans",
             "meetgate room set board --language none   # back to the visitor's browser, or English",
+            "meetgate room set conf --registration on --auto-approve-domain uni.example \\",
+            "    --series conf-2026 --starts-at 2026-12-20T14:00+08:00 \\",
+            "    --ends-at 2026-12-20T18:00+08:00",
+            "meetgate room set conf --no-auto-approve --starts-at none --ends-at none",
         ],
         client,
     )
@@ -1377,6 +1527,16 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["on", "off"],
         help="in quiet mode, attendees may still write privately to a host",
     )
+    add_registration_options(change)
+    show = command(
+        room_sub,
+        "show",
+        "a room's settings: state, ways in, language, chat rules, registration, meeting time",
+        ["meetgate room show board", "meetgate room show board --json"],
+        client,
+    )
+    show.add_argument("name", help="the room")
+    show.add_argument("--json", action="store_true", help="print the admin API's JSON answer")
     quiet = command(
         room_sub,
         "quiet",
