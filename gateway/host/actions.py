@@ -138,6 +138,31 @@ async def rules_changed(store: Store, room_name: str) -> None:
     await RulesChanged(room_name).send(store)
 
 
+@dataclass(frozen=True, slots=True)
+class MeetingSettings:
+    """What the hosts set of a room's meeting (issue 19): whether it takes registrations, the
+    domains whose confirmed addresses are approved at once, and its time (UTC epoch seconds,
+    None unknown), which the invitations' calendar entry and the registrations' expiry use."""
+
+    registration: bool
+    auto_approve_domains: tuple[str, ...]
+    starts_at: float | None
+    ends_at: float | None
+
+    @classmethod
+    def of(cls, room: Room) -> MeetingSettings:
+        return cls(room.registration, room.auto_approve_domains, room.starts_at, room.ends_at)
+
+    def applied_to(self, room: Room) -> Room:
+        return replace(
+            room,
+            registration=self.registration,
+            auto_approve_domains=self.auto_approve_domains,
+            starts_at=self.starts_at,
+            ends_at=self.ends_at,
+        )
+
+
 # Moves followed back from a room to the one its meeting began in, at most.
 MAX_MOVES_FOLLOWED = 16
 
@@ -221,6 +246,7 @@ class HostDesk:
         now: float,
         target: str = "",
         facts: AuditFacts | None = None,
+        detail: str = "",
     ) -> None:
         # Values, not words: the dashboard says them in the language of whoever reads the log.
         await self._store.append_audit(
@@ -232,6 +258,7 @@ class HostDesk:
                 actor_name=actor.name if isinstance(actor, Admission) else ADMIN_NAME,
                 action=action,
                 target=target,
+                detail=detail,
                 facts=facts,
             )
         )
@@ -613,6 +640,27 @@ class HostDesk:
         target = self._whom(room_name, whom)
         await self._audit(actor, room_name, "revoke", now, target=target, facts=facts)
         return True
+
+    async def log_count(
+        self, actor: Actor, room_name: str, action: str, count: int, now: float
+    ) -> None:
+        """Log in the room's audit log an action on people by how many it concerned, never
+        whom (registrations answered, invitations made): names kept with the log would make it
+        a list of who was invited."""
+        await self._authorise(actor, room_name, now)
+        await self._audit(actor, room_name, action, now, detail=str(count))
+
+    async def set_meeting(
+        self, actor: Actor, room_name: str, meeting: MeetingSettings, now: float
+    ) -> Room | None:
+        """Set the room's registration and the meeting's time (`MeetingSettings`, checked by
+        its maker). None (and nothing done) if the room already has them."""
+        room = await self._authorise(actor, room_name, now)
+        if meeting == MeetingSettings.of(room):
+            return None
+        updated = await self._store.change_room(room_name, meeting.applied_to)
+        await self._audit(actor, room_name, "change meeting", now)
+        return updated
 
     async def audit_admin(self, room_name: str, action: str, now: float) -> None:
         """Log in the room's audit log an admin action done outside the desk (the admin API's

@@ -170,6 +170,20 @@ AUDIT_ACTIONS = {
     "approve": N_("approve"),
     "deny": N_("deny"),
     "deny and ban": N_("deny and ban"),
+    # Issue 19's invitations page (gateway/host/invitation_pages.py): each entry says how many
+    # people it concerned, never whom.
+    # Translators: the host dashboard's log reads "<host> approved registrations: 5"
+    "approve registrations": N_("approved registrations"),
+    "deny registrations": N_("denied registrations"),
+    # Translators: the host dashboard's log reads "<host> invited by e-mail: 1"
+    "invite by e-mail": N_("invited by e-mail"),
+    # Translators: the host dashboard's log reads "<host> made a personal link: 1"
+    "invite with a link": N_("made a personal link"),
+    # Translators: the host dashboard's log reads "<host> imported a list to send: 120"
+    "import and send": N_("imported a list to send"),
+    "import as links": N_("imported a list as links"),
+    # Translators: a host changed the room's registration or the meeting's time
+    "change meeting": N_("change the meeting's registration or time"),
     # The wire guard's removals (gateway/proxy/gate.py, GUARD_ACTION: "guard: " and the rule
     # broken), in the log as "Meetgate <action>: <person>".
     # Translators: the host dashboard's log reads "Meetgate removed automatically for flooding
