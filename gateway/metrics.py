@@ -297,6 +297,22 @@ class Metrics:
             "meetgate_evidence_queued",
             "Evidence records queued on this replica, not yet in the store.",
         )
+        self.invitations_sent = Counter(
+            registry,
+            "meetgate_invitations_sent_total",
+            "Invitation e-mails the outbox handed to the mail server.",
+        )
+        self.invitations_retried = Counter(
+            registry,
+            "meetgate_invitations_retried_total",
+            "Invitation e-mails the mail server did not take, to be tried again.",
+        )
+        self.invitations_failed = Counter(
+            registry,
+            "meetgate_invitations_failed_total",
+            "Invitation e-mails given up: tried as often as [outbox] max_attempts allows, or"
+            " their invite revoked or expired, or their room gone, before they went.",
+        )
         self.joins = Histogram(
             registry,
             "meetgate_join_seconds",

@@ -1,0 +1,662 @@
+"""The invitation outbox (`Outbox`, an InvitationQueue): makes each invitation's invite, queues
+its e-mail, and sends the queue as the mail server allows, from any replica, each message once.
+
+What the store holds for one invitation (an item, `outbox:item:<id>`) is the batch, the room,
+the invite's id, the language, and the address with the link's token *sealed*: AES-GCM under a
+key derived from the pseudonym key, the item's id as associated data, so a dump of the store
+alone neither shows the address nor gives a working link. Once the e-mail is sent the sealed
+part is erased; the item keeps its state and counts for the batch's progress, and the address
+lives on only as the keyed hash the `seen` callback keeps (gateway.admission.invitations).
+
+Nothing is half made. An item is written first, *held* (never sent in that state); then its
+invite is stored; then the item is rewritten *queued* and put in the queue (`outbox:queue`),
+the only place the senders look. An enqueue that stops between those steps leaves a held item
+that no sender sees: its invite may be missing, or stored with a token that only the sealed item
+knows, so no link to it exists anywhere else; progress counts such an item failed after
+`HELD_SECONDS`. A store error in the middle is undone for that item (its invite revoked, the
+item deleted) and raised; the items before it are whole and go.
+
+Sending: each replica reads the queue, shuffles what is due (so replicas seldom reach for the
+same item), and for each item charges the shared rate limit (`[outbox] per_minute`, `burst`,
+one limit across replicas), then claims it for a lease (`claim_once` on the item and its attempt
+number) and reads it again; only the claimer sends it, and marks it sent or failed well before
+the lease ends. A MailFailed is retried after `retry_seconds`, doubled each time up to
+`retry_max_seconds`; after `max_attempts` the item is failed. A replica that dies between the
+server's acceptance and its mark leaves the item to be sent again after the lease: at least once
+then, never twice otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from gateway.admission.calendar import CONTENT_TYPE, FILENAME
+from gateway.admission.email_codes import normalise_address
+from gateway.admission.invitation_mail import invitation_text, language_of
+from gateway.admission.invitations import BatchProgress, Invitation, Queued
+from gateway.admission.invites import MAX_LIFETIME_SECONDS, make_invite
+from gateway.admission.pipeline import join_plan
+from gateway.errors import InvalidInput, MeetgateError, NotFound
+from gateway.i18n import N_
+from gateway.mail import Attachment, MailFailed
+from gateway.metrics import Metrics
+from gateway.settings import OutboxSettings
+from gateway.store import Store
+from gateway.store.records import Invite, Room
+
+log = logging.getLogger("meetgate.outbox")
+
+# An invite made for a meeting whose end is unknown lives this long.
+DEFAULT_LIFETIME_SECONDS = 30 * 24 * 3600
+# A claimed item is the claimer's this long: far beyond what one SMTP delivery may take.
+LEASE_SECONDS = 600.0
+# A held item (an enqueue that never finished) counts as failed after this long.
+HELD_SECONDS = 300.0
+# The longest a sending loop waits before it looks at the queue again (items other replicas
+# queued; a retry falling due).
+POLL_SECONDS = 5.0
+# Messages one replica sends at once.
+CONCURRENCY = 4
+RATE_KEY = "outbox:send"
+QUEUE = "outbox:queue"
+CALENDAR_TYPE = f"{CONTENT_TYPE}; method=PUBLISH; charset=UTF-8"
+
+# An item's states. Held: being made, never sent. Queued: waiting to be sent (or retried).
+HELD, QUEUED, SENT, FAILED, REVOKED = "held", "queued", "sent", "failed", "revoked"
+_STATES = (HELD, QUEUED, SENT, FAILED, REVOKED)
+
+Seen = Callable[[str, str, float], Awaitable[None]]
+
+
+class InvitationMailer(Protocol):
+    """Delivers one message (gateway.mail.SmtpMailer); raises MailFailed."""
+
+    async def send(
+        self,
+        to: str,
+        subject: str,
+        body: str,
+        *,
+        language: str = "en",
+        attachments: Sequence[Attachment] = (),
+    ) -> None: ...
+
+
+class BatchUnknown(NotFound):
+    code = "invitation_batch_unknown"
+    message = N_("There is no such batch of invitations for this room.")
+
+
+class InvitationUnknown(NotFound):
+    code = "invitation_unknown"
+    message = N_("No invitation e-mail was queued for this invite.")
+
+
+class InvitationSent(MeetgateError):
+    status = 409
+    code = "invitation_sent"
+    title = N_("Already sent")
+    message = N_(
+        "This invitation was sent already, and its e-mail address is no longer kept: make a new"
+        " invite to send the link again."
+    )
+
+
+class InvitationRevoked(MeetgateError):
+    status = 410
+    code = "invitation_revoked"
+    title = N_("Invite no longer works")
+    message = N_("This invite was revoked or has expired: make a new one.")
+
+
+class MeetingOver(InvalidInput):
+    code = "meeting_over"
+    message = N_("This meeting has ended: there is nothing to invite to.")
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One queued invitation e-mail as stored. `sealed` holds the address and the link's token
+    (None once sent); `attempts` only grows (a claim is per attempt), the item is failed when it
+    reaches `limit`."""
+
+    id: str
+    batch: str
+    room: str
+    invite: str
+    language: str
+    state: str
+    created_at: float
+    attempts: int = 0
+    limit: int = 1
+    retry_at: float | None = None
+    sealed: str | None = None
+    failure: str = ""
+
+    def dump(self) -> str:
+        return json.dumps(
+            {
+                "batch": self.batch,
+                "room": self.room,
+                "invite": self.invite,
+                "language": self.language,
+                "state": self.state,
+                "created_at": self.created_at,
+                "attempts": self.attempts,
+                "limit": self.limit,
+                "retry_at": self.retry_at,
+                "sealed": self.sealed,
+                "failure": self.failure,
+            },
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def load(cls, item_id: str, raw: str) -> Item | None:
+        """The item, or None for a record that does not parse (read as nothing to send)."""
+        try:
+            data: Any = json.loads(raw)
+            item = cls(
+                id=item_id,
+                batch=str(data["batch"]),
+                room=str(data["room"]),
+                invite=str(data["invite"]),
+                language=str(data["language"]),
+                state=str(data["state"]),
+                created_at=float(data["created_at"]),
+                attempts=int(data["attempts"]),
+                limit=int(data["limit"]),
+                retry_at=None if data["retry_at"] is None else float(data["retry_at"]),
+                sealed=None if data["sealed"] is None else str(data["sealed"]),
+                failure=str(data["failure"]),
+            )
+        except (ValueError, TypeError, KeyError):
+            return None
+        return item if item.state in _STATES else None
+
+    def waiting(self, now: float) -> bool:
+        return self.state == QUEUED or (self.state == HELD and now < self.created_at + HELD_SECONDS)
+
+    def due(self, now: float) -> bool:
+        return self.state == QUEUED and (self.retry_at is None or self.retry_at <= now)
+
+    def stripped(self, state: str, failure: str = "") -> Item:
+        """The item without its address and token: what is left once it is done with."""
+        return replace(self, state=state, sealed=None, retry_at=None, failure=failure)
+
+
+def _item_key(item_id: str) -> str:
+    return f"outbox:item:{item_id}"
+
+
+def _batch_key(batch: str) -> str:
+    return f"outbox:batch:{batch}"
+
+
+def _batch_items(batch: str) -> str:
+    return f"outbox:items:{batch}"
+
+
+def _invite_key(invite_id: str) -> str:
+    return f"outbox:invite:{invite_id}"
+
+
+class Sealer:
+    """AES-GCM over an item's address and token, its id bound as associated data (a sealed
+    blob copied into another item does not open)."""
+
+    def __init__(self, key: bytes) -> None:
+        derived = HKDF(
+            algorithm=hashes.SHA256(), length=32, salt=None, info=b"meetgate outbox seal"
+        ).derive(key)
+        self._aead = AESGCM(derived)
+
+    def seal(self, item_id: str, address: str, token: str) -> str:
+        nonce = secrets.token_bytes(12)
+        plain = json.dumps([address, token]).encode()
+        sealed = self._aead.encrypt(nonce, plain, item_id.encode())
+        return base64.urlsafe_b64encode(nonce + sealed).decode("ascii")
+
+    def open(self, item_id: str, sealed: str) -> tuple[str, str] | None:
+        """The address and token, or None if the blob is not this key's for this item."""
+        try:
+            raw = base64.urlsafe_b64decode(sealed.encode("ascii"))
+            plain = self._aead.decrypt(raw[:12], raw[12:], item_id.encode())
+            address, token = json.loads(plain)
+        except (InvalidTag, ValueError, TypeError):
+            return None
+        if not isinstance(address, str) or not isinstance(token, str):
+            return None
+        return address, token
+
+
+class _Outcome:
+    SENT, RETRY, FAILED, SKIPPED, LIMITED = range(5)
+
+
+class Outbox:
+    """The invitation queue (InvitationQueue) and its sending loop (`start`/`aclose`)."""
+
+    def __init__(
+        self,
+        store: Store,
+        settings: OutboxSettings,
+        *,
+        key: bytes,
+        mailer: InvitationMailer,
+        public_url: str,
+        metrics: Metrics | None = None,
+        seen: Seen | None = None,
+        admission_ttl_seconds: float = 12 * 3600,
+        lease_seconds: float = LEASE_SECONDS,
+        concurrency: int = CONCURRENCY,
+    ) -> None:
+        self._store = store
+        self._settings = settings
+        self._key = key
+        self._sealer = Sealer(key)
+        self._mailer = mailer
+        self._public_url = public_url.rstrip("/")
+        self._metrics = metrics
+        self._seen = seen
+        self._admission_ttl = admission_ttl_seconds
+        self._lease = lease_seconds
+        self._concurrency = max(1, concurrency)
+        self._loop: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        # When this replica should look again: the rate limit's wait, or the next retry.
+        self._next_look: float | None = None
+        self._random = secrets.SystemRandom()
+
+    # Queueing
+
+    def _lifetime(self, room: Room, now: float) -> float:
+        if room.ends_at is None:
+            return DEFAULT_LIFETIME_SECONDS
+        lifetime = room.ends_at + self._admission_ttl - now
+        if lifetime < 60:
+            raise MeetingOver()
+        return min(lifetime, MAX_LIFETIME_SECONDS)
+
+    async def enqueue(
+        self, room: Room, invitations: Sequence[Invitation], *, now: float, batch: str | None = None
+    ) -> Queued:
+        """Make every invitation's invite and queue its e-mail (see the module's doc for the
+        order). Everything is checked before anything is written: InvalidInput (a name, an
+        address, an invitation for another room), MeetingOver, BatchUnknown."""
+        lifetime = self._lifetime(room, now)
+        made = []
+        for invitation in invitations:
+            if invitation.room != room.name:
+                raise InvalidInput(N_("An invitation is for another room."))
+            address = normalise_address(invitation.address)
+            new = make_invite(
+                room=room.name,
+                name=invitation.name,
+                role=invitation.role,
+                max_uses=invitation.max_uses,
+                lifetime_seconds=lifetime,
+                now=now,
+            )
+            made.append((invitation, address, new))
+        kept = self._settings.batch_kept_seconds
+        if batch is None:
+            batch = secrets.token_hex(8)
+        else:
+            known = await self._store.get_value(_batch_key(batch))
+            if known is None or _batch_room(known) != room.name:
+                raise BatchUnknown()
+        await self._store.put_value(_batch_key(batch), _batch_record(room.name, now), kept)
+        ids = []
+        for invitation, address, new in made:
+            item_id = secrets.token_hex(12)
+            item = Item(
+                id=item_id,
+                batch=batch,
+                room=room.name,
+                invite=new.invite.id,
+                language=invitation.language,
+                state=HELD,
+                created_at=now,
+                limit=self._settings.max_attempts,
+                sealed=self._sealer.seal(item_id, address, new.token),
+            )
+            await self._make(item, new.invite)
+            ids.append(new.invite.id)
+        log.info(
+            "outbox: batch %s: %d invitation(s) queued for room %s", batch, len(ids), room.name
+        )
+        self._wake.set()
+        return Queued(batch=batch, invite_ids=tuple(ids))
+
+    async def _make(self, item: Item, invite: Invite) -> None:
+        kept = self._settings.batch_kept_seconds
+        store = self._store
+        await store.put_value(_item_key(item.id), item.dump(), kept)
+        invite_stored = False
+        try:
+            await store.index_add(_batch_items(item.batch), item.id, kept)
+            await store.add_invite(invite, join_plan(invite, self._key))
+            invite_stored = True
+            await store.put_value(_invite_key(invite.id), item.id, kept)
+            await store.put_value(_item_key(item.id), replace(item, state=QUEUED).dump(), kept)
+            await store.index_add(QUEUE, item.id, kept)
+        except BaseException:
+            # Undone as far as the store lets us; what stays is a held item no sender sees.
+            with contextlib.suppress(Exception):
+                if invite_stored:
+                    await store.revoke_invite(invite.id)
+                await store.index_remove(QUEUE, item.id)
+                await store.delete_value(_item_key(item.id))
+            raise
+
+    # Progress, revocation, sending again
+
+    async def progress(self, batch: str) -> BatchProgress | None:
+        """Counts of the batch (never who); None for a batch unknown or forgotten."""
+        record = await self._store.get_value(_batch_key(batch))
+        if record is None:
+            return None
+        now = time.time()
+        ids = await self._store.index_members(_batch_items(batch))
+        raws = await self._store.get_values([_item_key(i) for i in ids]) if ids else []
+        sent = failed = waiting = 0
+        retry_at: float | None = None
+        for item_id, raw in zip(ids, raws, strict=True):
+            item = Item.load(item_id, raw) if raw is not None else None
+            if item is None:
+                failed += 1
+            elif item.state == SENT:
+                sent += 1
+            elif item.waiting(now):
+                waiting += 1
+                if item.state == QUEUED and item.retry_at is not None and item.attempts:
+                    retry_at = item.retry_at if retry_at is None else min(retry_at, item.retry_at)
+            else:
+                failed += 1
+        return BatchProgress(
+            batch=batch,
+            room=_batch_room(record),
+            total=len(ids),
+            sent=sent,
+            failed=failed,
+            waiting=waiting,
+            retry_at=retry_at,
+        )
+
+    async def _item_of_invite(self, invite_id: str) -> Item | None:
+        item_id = await self._store.get_value(_invite_key(invite_id))
+        if item_id is None:
+            return None
+        raw = await self._store.get_value(_item_key(item_id))
+        return Item.load(item_id, raw) if raw is not None else None
+
+    async def revoke(self, invite_id: str) -> bool:
+        """Revoke the invite and, if its e-mail has not gone yet, forget it unsent (its address
+        and token erased). False if there was no such invite."""
+        revoked = await self._store.revoke_invite(invite_id)
+        item = await self._item_of_invite(invite_id)
+        if item is not None and item.state in (HELD, QUEUED, FAILED):
+            await self._store.index_remove(QUEUE, item.id)
+            await self._save(item.stripped(REVOKED, "revoked"))
+            log.info("outbox: batch %s: an invitation was revoked before it went", item.batch)
+        return revoked
+
+    async def resend(self, invite_id: str, *, now: float) -> None:
+        """Queue a failed or still waiting invitation's e-mail again, due at once, with a fresh
+        count of attempts. InvitationUnknown; InvitationSent (a sent one's address is gone);
+        InvitationRevoked (its invite is revoked or expired)."""
+        item = await self._item_of_invite(invite_id)
+        if item is None:
+            raise InvitationUnknown()
+        if item.state == SENT:
+            raise InvitationSent()
+        invite = await self._store.get_invite(invite_id)
+        if item.state == REVOKED or item.sealed is None or invite is None:
+            raise InvitationRevoked()
+        if not invite.is_usable(now):
+            raise InvitationRevoked()
+        again = replace(
+            item,
+            state=QUEUED,
+            retry_at=None,
+            limit=item.attempts + self._settings.max_attempts,
+            failure="",
+        )
+        await self._save(again)
+        await self._store.index_add(QUEUE, item.id, self._settings.batch_kept_seconds)
+        self._wake.set()
+
+    async def _save(self, item: Item) -> None:
+        """Write the item, and keep its batch as long again from now."""
+        kept = self._settings.batch_kept_seconds
+        await self._store.put_value(_item_key(item.id), item.dump(), kept)
+        await self._store.put_value(_invite_key(item.invite), item.id, kept)
+        await self._store.index_add(_batch_items(item.batch), item.id, kept)
+        record = await self._store.get_value(_batch_key(item.batch))
+        if record is not None:
+            await self._store.put_value(_batch_key(item.batch), record, kept)
+
+    # Sending
+
+    async def send_due(self, now: float) -> int:
+        """One pass over the queue: send what is due, as the rate limit allows; how many went."""
+        ids = await self._store.index_members(QUEUE)
+        raws = await self._store.get_values([_item_key(i) for i in ids]) if ids else []
+        due: list[str] = []
+        next_retry: float | None = None
+        for item_id, raw in zip(ids, raws, strict=True):
+            item = Item.load(item_id, raw) if raw is not None else None
+            if item is None or item.state != QUEUED:
+                # Done with (or gone): out of the queue.
+                await self._store.index_remove(QUEUE, item_id)
+            elif item.due(now):
+                due.append(item_id)
+            elif item.retry_at is not None:
+                next_retry = item.retry_at if next_retry is None else min(next_retry, item.retry_at)
+        self._random.shuffle(due)
+        pending = iter(due)
+        sent = 0
+        limited: float | None = None
+        errors: list[Exception] = []
+
+        async def work() -> None:
+            nonlocal sent, limited
+            for item_id in pending:
+                if limited is not None or errors:
+                    return
+                try:
+                    outcome, wait = await self._attempt(item_id, now)
+                except Exception as exc:
+                    errors.append(exc)
+                    return
+                if outcome == _Outcome.SENT:
+                    sent += 1
+                elif outcome == _Outcome.LIMITED:
+                    limited = wait
+
+        async with asyncio.TaskGroup() as group:
+            for _ in range(min(self._concurrency, len(due))):
+                group.create_task(work())
+        if limited is not None:
+            self._next_look = time.time() + limited
+        else:
+            self._next_look = None if next_retry is None else time.time() + (next_retry - now)
+        if errors:
+            raise errors[0]
+        return sent
+
+    async def _read(self, item_id: str) -> Item | None:
+        raw = await self._store.get_value(_item_key(item_id))
+        return Item.load(item_id, raw) if raw is not None else None
+
+    async def _attempt(self, item_id: str, now: float) -> tuple[int, float]:
+        store = self._store
+        item = await self._read(item_id)
+        if item is None or not item.due(now):
+            return _Outcome.SKIPPED, 0.0
+        per_second = self._settings.per_minute / 60
+        decision = await store.rate_limit(RATE_KEY, per_second, self._settings.burst)
+        if not decision.allowed:
+            return _Outcome.LIMITED, decision.retry_after
+        if not await store.claim_once(f"outbox:lease:{item.id}:{item.attempts}", self._lease):
+            return _Outcome.SKIPPED, 0.0
+        # Read again under the claim: another replica may have finished it meanwhile.
+        claimed = await self._read(item_id)
+        if claimed is None or not claimed.due(now) or claimed.attempts != item.attempts:
+            return _Outcome.SKIPPED, 0.0
+        return await self._deliver(claimed, now), 0.0
+
+    async def _deliver(self, item: Item, now: float) -> int:
+        invite = await self._store.get_invite(item.invite)
+        room = await self._store.get_room(item.room)
+        opened = self._sealer.open(item.id, item.sealed) if item.sealed is not None else None
+        if invite is None or not invite.is_usable(now):
+            return await self._give_up(item, "invite revoked or expired")
+        if room is None:
+            return await self._give_up(item, "room gone")
+        if opened is None:
+            # Sealed under another pseudonym key, or tampered with.
+            return await self._give_up(item, "sealed item unreadable")
+        address, token = opened
+        language = language_of(item.language)
+        text = invitation_text(
+            language,
+            room_title=room.title or room.name,
+            name=invite.name,
+            role=invite.role,
+            link=f"{self._public_url}/j/{token}",
+            max_uses=invite.max_uses,
+            starts_at=room.starts_at,
+            ends_at=room.ends_at,
+            uid=f"{invite.id}@meetgate",
+            now=now,
+        )
+        files: tuple[Attachment, ...] = ()
+        if text.calendar is not None:
+            files = ((FILENAME, CALENDAR_TYPE, text.calendar),)
+        try:
+            await self._mailer.send(
+                address, text.subject, text.body, language=language.tag, attachments=files
+            )
+        except MailFailed as exc:
+            return await self._failed_try(item, now, _scrubbed(exc.reason, address, token))
+        await self._store.index_remove(QUEUE, item.id)
+        await self._save(replace(item.stripped(SENT), attempts=item.attempts + 1))
+        if self._metrics is not None:
+            self._metrics.invitations_sent.inc()
+        log.debug("outbox: batch %s: an invitation was sent", item.batch)
+        if self._seen is not None:
+            try:
+                await self._seen(item.room, address, now)
+            except Exception as exc:
+                # The e-mail went: only "seen before" misses it. Never the text (an address).
+                log.warning(
+                    "outbox: batch %s: seen not recorded: %s", item.batch, type(exc).__name__
+                )
+        return _Outcome.SENT
+
+    async def _failed_try(self, item: Item, now: float, reason: str) -> int:
+        attempts = item.attempts + 1
+        if attempts >= item.limit:
+            log.warning(
+                "outbox: batch %s: an invitation failed after %d attempts: %s",
+                item.batch,
+                attempts,
+                reason,
+            )
+            await self._store.index_remove(QUEUE, item.id)
+            await self._save(
+                replace(item, state=FAILED, attempts=attempts, retry_at=None, failure=reason)
+            )
+            if self._metrics is not None:
+                self._metrics.invitations_failed.inc()
+            return _Outcome.FAILED
+        settings = self._settings
+        wait = min(settings.retry_seconds * 2 ** (attempts - 1), settings.retry_max_seconds)
+        log.info(
+            "outbox: batch %s: sending failed (%s), attempt %d, retried in %.0f s",
+            item.batch,
+            reason,
+            attempts,
+            wait,
+        )
+        await self._save(replace(item, attempts=attempts, retry_at=now + wait, failure=reason))
+        if self._metrics is not None:
+            self._metrics.invitations_retried.inc()
+        return _Outcome.RETRY
+
+    async def _give_up(self, item: Item, reason: str) -> int:
+        log.warning("outbox: batch %s: an invitation was not sent: %s", item.batch, reason)
+        await self._store.index_remove(QUEUE, item.id)
+        await self._save(replace(item, state=FAILED, retry_at=None, failure=reason))
+        if self._metrics is not None:
+            self._metrics.invitations_failed.inc()
+        return _Outcome.FAILED
+
+    # The loop
+
+    async def start(self) -> None:
+        """Begin sending in the background (once; again after `aclose`)."""
+        if self._loop is None:
+            self._loop = asyncio.create_task(self._run())
+
+    async def aclose(self) -> None:
+        """Stop sending. A message being handed to the server finishes in its thread; its item
+        is sent again after the lease if its mark was not written."""
+        loop, self._loop = self._loop, None
+        if loop is not None:
+            loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop
+
+    async def _run(self) -> None:
+        backoff = 1.0
+        while True:
+            self._wake.clear()
+            try:
+                await self.send_due(time.time())
+                backoff = 1.0
+                wait = POLL_SECONDS
+                if self._next_look is not None:
+                    wait = min(wait, max(0.05, self._next_look - time.time()))
+            except MeetgateError as exc:
+                log.warning("outbox: sending paused: %s", exc.code)
+                wait, backoff = backoff, min(backoff * 2, 30.0)
+            except Exception as exc:
+                log.error("outbox: sending paused: %s", type(exc).__name__)
+                wait, backoff = backoff, min(backoff * 2, 30.0)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await self._wake.wait()
+
+
+def _batch_record(room: str, now: float) -> str:
+    return json.dumps({"room": room, "created_at": now}, separators=(",", ":"))
+
+
+def _batch_room(record: str) -> str:
+    try:
+        data: Any = json.loads(record)
+        return str(data["room"])
+    except (ValueError, TypeError, KeyError):
+        return ""
+
+
+def _scrubbed(reason: str, address: str, token: str) -> str:
+    """The mailer keeps addresses out of its reasons; scrubbed here all the same."""
+    return reason.replace(address, "[address]").replace(token, "[link]")
