@@ -30,7 +30,9 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.admin_invitations import invitation_routes
 from gateway.admission.email_codes import InvalidAddress, normalise_address
+from gateway.admission.invitations import InvitationQueue
 from gateway.admission.invites import make_invite
 from gateway.admission.pipeline import join_plan
 from gateway.admission.policy import (
@@ -613,6 +615,13 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {
 CONFLICT: dict[int | str, dict[str, Any]] = {
     409: {"model": Problem, "description": "A room with this name exists"}
 }
+IMPORT_CONFLICT: dict[int | str, dict[str, Any]] = {
+    409: {
+        "model": Problem,
+        "description": "room_moved: the meeting moved on; mail_not_configured: `send` without"
+        " [smtp]",
+    }
+}
 PROMETHEUS_TEXT: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "Every metric, in Prometheus' text format",
@@ -992,10 +1001,15 @@ def docs_page(schema: dict[str, Any]) -> str:
 
 
 def create_admin_app(
-    settings: Settings, store: Store, metrics: Metrics, evidence: EvidenceRecorder | None = None
+    settings: Settings,
+    store: Store,
+    metrics: Metrics,
+    evidence: EvidenceRecorder | None = None,
+    invitations: InvitationQueue | None = None,
 ) -> AdminAuth:
     """The admin API; `evidence` records its locks and chat rules in each room's evidence (the
-    actor: the admin API, one pseudonym per room)."""
+    actor: the admin API, one pseudonym per room); `invitations`: the queue that sends invitation
+    e-mails (None: none is sent, an import with `send` is refused)."""
     app = FastAPI(
         title="Meetgate admin API",
         version="1",
@@ -1358,6 +1372,18 @@ def create_admin_app(
         if not await desk.revoke_invite(ADMIN, name, found[0], now):
             raise NotFound(N_("No invite has this id."))
         return InviteRevokedOut(id=found[0].id, name=found[0].name)
+
+    app.include_router(
+        invitation_routes(
+            settings,
+            store,
+            desk,
+            invitations,
+            guarded=guarded,
+            import_errors={**NOT_FOUND, **IMPORT_CONFLICT},
+            progress_errors=NOT_FOUND,
+        )
+    )
 
     @app.get("/api/v1/store/memory", dependencies=guarded)
     async def store_memory() -> StoreMemoryOut:
