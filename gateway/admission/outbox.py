@@ -79,7 +79,9 @@ CALENDAR_TYPE = f"{CONTENT_TYPE}; method=PUBLISH; charset=UTF-8"
 HELD, QUEUED, SENT, FAILED, REVOKED = "held", "queued", "sent", "failed", "revoked"
 _STATES = (HELD, QUEUED, SENT, FAILED, REVOKED)
 
-Seen = Callable[[str, str, float], Awaitable[None]]
+# Called after each send with the room (as read for the e-mail), the address and the time
+# (gateway.admission.registrations.Registrations.remember: "seen before" keeps its keyed hash).
+Seen = Callable[[Room, str, float], Awaitable[None]]
 
 
 class InvitationMailer(Protocol):
@@ -562,7 +564,7 @@ class Outbox:
         log.debug("outbox: batch %s: an invitation was sent", item.batch)
         if self._seen is not None:
             try:
-                await self._seen(item.room, address, now)
+                await self._seen(room, address, now)
             except Exception as exc:
                 # The e-mail went: only "seen before" misses it. Never the text (an address).
                 log.warning(

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -193,6 +193,14 @@ def join_outcome(status: int, headers: Iterable[tuple[bytes, bytes]], cookie: by
     return "pending"
 
 
+class Background(Protocol):
+    """Something the gate starts and stops with itself (gateway.admission.outbox.Outbox)."""
+
+    async def start(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
 class Gate:
     def __init__(
         self,
@@ -209,12 +217,16 @@ class Gate:
         pages: ASGIApp,
         evidence: EvidenceRecorder | None = None,
         close_pages: Callable[[], Awaitable[None]] | None = None,
+        background: Sequence[Background] = (),
     ) -> None:
         self._settings = settings
         # Started and stopped with the gate (None: nothing is recorded).
         self.evidence = evidence
         # What the pages keep running (the sign-in's discovery refresh), ended at `aclose`.
         self._close_pages = close_pages
+        # Work that runs beside the gate (the invitation outbox's sending loop): started with
+        # it, stopped at `aclose`.
+        self._background = tuple(background)
         self._store = store
         self._metrics = metrics
         self._addresses = ClientAddresses(parse_networks(settings.trusted_proxies))
@@ -276,8 +288,12 @@ class Gate:
             self._memory_watch = asyncio.create_task(watch_memory(self._store))
         if self.evidence is not None:
             await self.evidence.start()
+        for service in self._background:
+            await service.start()
 
     async def aclose(self) -> None:
+        for service in self._background:
+            await service.aclose()
         tasks = [t for t in (self._follower, self._reconciling, self._memory_watch) if t]
         for task in tasks:
             task.cancel()

@@ -51,8 +51,8 @@ LINK = re.compile(r"^https://meet\.example\.org/j/([A-Za-z0-9_-]{32})\r?$", re.M
 class Seen:
     calls: list[tuple[str, str, float]] = field(default_factory=list)
 
-    async def __call__(self, room: str, address: str, now: float) -> None:
-        self.calls.append((room, address, now))
+    async def __call__(self, room: Room, address: str, now: float) -> None:
+        self.calls.append((room.name, address, now))
 
 
 @pytest.fixture
