@@ -34,6 +34,7 @@ from gateway.admin_invitations import invitation_routes
 from gateway.admission.email_codes import InvalidAddress, normalise_address
 from gateway.admission.invitations import InvitationQueue
 from gateway.admission.invites import make_invite
+from gateway.admission.outbox import Outbox
 from gateway.admission.pipeline import join_plan
 from gateway.admission.policy import (
     MAX_ADDRESS_CHARS,
@@ -84,6 +85,7 @@ from gateway.host.actions import (
 )
 from gateway.host.dashboard import audit_detail
 from gateway.i18n import DEFAULT, LANGUAGES, N_
+from gateway.mail import SmtpMailer
 from gateway.metrics import Metrics
 from gateway.settings import Settings
 from gateway.store import Store
@@ -1009,7 +1011,8 @@ def create_admin_app(
 ) -> AdminAuth:
     """The admin API; `evidence` records its locks and chat rules in each room's evidence (the
     actor: the admin API, one pseudonym per room); `invitations`: the queue that sends invitation
-    e-mails (None: none is sent, an import with `send` is refused)."""
+    e-mails (the gate's; None: one of its own with an SMTP server, without one an import with
+    `send` is refused)."""
     app = FastAPI(
         title="Meetgate admin API",
         version="1",
@@ -1024,6 +1027,17 @@ def create_admin_app(
         redoc_url=None,
     )
     pseudonym_key = settings.admission.pseudonym_key.get_secret_value().encode()
+    if invitations is None and settings.mail_configured:
+        # Queues into the store only: the gate's sending loop (its own Outbox) sends them.
+        invitations = Outbox(
+            store,
+            settings.outbox,
+            key=pseudonym_key,
+            mailer=SmtpMailer(settings.smtp),
+            public_url=settings.public_url,
+            metrics=metrics,
+            admission_ttl_seconds=settings.admission.ttl_seconds,
+        )
     # Declared for the OpenAPI document; the check itself is AdminAuth, before any parsing.
     guarded = [Depends(HTTPBearer(auto_error=False))]
     # The admin's emergency calls act as a host does on the dashboard (gateway/host/actions.py).
