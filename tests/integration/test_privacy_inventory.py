@@ -477,6 +477,7 @@ KEEPS_DATA = frozenset(
         "[rates] invite",
         "[rates] gate",
         "[rates] rooms",
+        "[outbox] batch_kept_seconds",
     }
 )
 # What a setting that keeps something, or says for how long, is called: each setting so called
@@ -486,6 +487,10 @@ KEEPING = re.compile(
     r"|burst|per_minute|max_entries"
 )
 KEEPS_NOTHING = {
+    "[outbox] per_minute": "how fast invitations are sent (its limit's key holds no one's data)",
+    "[outbox] burst": "how many invitations may go at once after a pause",
+    "[outbox] retry_seconds": "the wait before an invitation is tried again",
+    "[outbox] retry_max_seconds": "the longest such wait",
     "[listen] shutdown_seconds": "how long a stopping server waits for requests",
     "[store] deadline_seconds": "how long a request waits for the store",
     "[store] request_seconds": "how long one store call may take",
