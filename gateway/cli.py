@@ -20,11 +20,12 @@ import socket
 import subprocess
 import sys
 import time
+import unicodedata
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import httpx
 
@@ -856,6 +857,230 @@ def command_room(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- registrations
+
+# `meetgate registration list|approve|deny` (docs/operations.md, "Registration"): a page at a
+# time, never a whole list (there is no export).
+REGISTRATION_PAGE = 20
+REGISTRATION_STATES = ["waiting", "approved", "denied"]
+REGISTRATION_FLAGS = ["seen_address", "seen_domain", "looks_like", "burst", "updated"]
+MIN_ID_PREFIX = 8
+REGISTRATION_ID = re.compile(r"[0-9a-fA-F]{8,32}")
+REGISTRATION_EXIT_CODES = """\
+exit codes:
+  0  done
+  1  nothing matched: no such page, no waiting registration for the filter, or an ID
+     that names none, several, or one answered already (the others are answered)
+  2  bad usage, not confirmed, or refused by the admin API (no such room, a meeting
+     that moved on or is over, no SMTP server)
+  3  the admin API cannot be reached, or its store cannot answer: worth a retry"""
+ANSWER_OPTIONS = {"ids": "ID", "filter": "--flag"}
+
+
+def _shown_text(text: str, most: int) -> str:
+    """A registrant's words on one terminal line: no control character, at most `most`."""
+    flat = "".join(" " if unicodedata.category(c)[0] == "C" else c for c in text).strip()
+    return flat if len(flat) <= most else flat[: most - 1] + "…"
+
+
+def _registrations_path(room: str, *rest: str) -> str:
+    return _room_path(room, "registrations", *rest)
+
+
+def registration_list(client: AdminClient, args: argparse.Namespace) -> int:
+    offset = (args.page - 1) * REGISTRATION_PAGE
+    query = {"offset": str(offset), "limit": str(REGISTRATION_PAGE)}
+    if args.state:
+        query["state"] = args.state
+    if args.flag:
+        query["flag"] = args.flag
+    page = client.call(
+        "GET",
+        _registrations_path(args.name) + "?" + urlencode(query),
+        options={"state": "--state", "flag": "--flag", "offset": "--page"},
+    )
+    pages = max(1, -(-page["total"] // REGISTRATION_PAGE))
+    if not page["items"] and args.page > 1 and page["total"]:
+        raise NothingMatched(f"there is no page {args.page}: {pages} page(s)")
+    if args.json:
+        print(json.dumps(page, ensure_ascii=False, indent=2))
+        return 0
+    if page["items"]:
+        rows = [
+            [
+                r["id"][:12],
+                _shown_text(r["name"], 40),
+                r["domain"],
+                ",".join(r["flags"]) or "-",
+                r["state"],
+                _shown_text(r["note"], 40),
+            ]
+            for r in page["items"]
+        ]
+        print_table(["ID", "NAME", "DOMAIN", "FLAGS", "STATE", "NOTE"], rows)
+    states = ", ".join(f"{count} {state}" for state, count in page["counts"]["states"].items())
+    matching = f"{page['total']} matching"
+    print(f"page {args.page} of {pages}: {matching}; in room {args.name}: {states}")
+    return 0
+
+
+def _answer_body(args: argparse.Namespace) -> dict[str, Any]:
+    filtering = getattr(args, "all_waiting", False) or args.flag is not None
+    if args.ids and filtering:
+        raise CliError("give IDs, or a filter (--all-waiting, --flag), not both")
+    if not args.ids and not filtering:
+        what = "IDs, --all-waiting or --flag" if args.action == "approve" else "IDs or --flag"
+        raise CliError(f"which registrations? give {what}")
+    for given in args.ids:
+        if REGISTRATION_ID.fullmatch(given) is None:
+            raise CliError(
+                f"ID {given!r}: a registration's id, or {MIN_ID_PREFIX} or more of its first"
+                f" hex digits, as `meetgate registration list {args.name}` shows it"
+            )
+    if args.ids:
+        return {"ids": args.ids}
+    return {"filter": {"state": "waiting", "flag": args.flag}}
+
+
+def registration_answer(client: AdminClient, args: argparse.Namespace) -> int:
+    """approve, deny: asks first (an e-mail cannot be called back), unless --yes."""
+    body = _answer_body(args)
+    verb = args.action
+    consequence = (
+        "each is sent a personal invitation by e-mail"
+        if verb == "approve"
+        else "their addresses are dropped, and they are not told"
+    )
+    if "filter" in body:
+        query = {"state": "waiting", "limit": "1", **({"flag": args.flag} if args.flag else {})}
+        waiting = client.call("GET", _registrations_path(args.name) + "?" + urlencode(query))
+        count = waiting["total"]
+        flagged = f" flagged {args.flag}" if args.flag else ""
+        if not count:
+            raise NothingMatched(f"no waiting registration{flagged} in room {args.name}")
+        question = f"{verb.capitalize()} all {count} waiting registration(s){flagged}"
+    else:
+        question = f"{verb.capitalize()} {len(args.ids)} registration(s)"
+    confirm(f"{question} in room {args.name}: {consequence}?", args.yes)
+    result = client.call("POST", _registrations_path(args.name, verb), body, options=ANSWER_OPTIONS)
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False, indent=2))
+    else:
+        done = "approved" if verb == "approve" else "denied"
+        print(f"{done} {result['answered']} registration(s) in room {args.name}")
+        if result["batch"]:
+            print(
+                f"invitations queued in batch {result['batch']}: `meetgate invite progress"
+                f" {result['batch']} --follow` shows how sending goes"
+            )
+    for refused in result["refused"]:
+        print(f"not {verb}d: {refused['id']}: {refused['message']}", file=sys.stderr)
+    return 1 if result["refused"] or not result["answered"] else 0
+
+
+def command_registration(args: argparse.Namespace) -> int:
+    if args.action != "list" and not args.yes and not sys.stdin.isatty():
+        # Refused before anything is looked up: nobody could answer the question.
+        raise CliError(
+            f"`meetgate registration {args.action}` asks first, and there is no terminal to ask"
+            " on: pass --yes to do it without asking",
+            code="not_confirmed",
+        )
+    client = admin_client(args)
+    if args.action == "list":
+        return registration_list(client, args)
+    return registration_answer(client, args)
+
+
+def _page_number(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError("a page number, 1 or more")
+    return int(text)
+
+
+def add_registration_commands(sub: Any, client: list[argparse.ArgumentParser]) -> None:
+    """`meetgate registration list|approve|deny`."""
+    registration = command(
+        sub,
+        "registration",
+        "review a room's registrations: list a page, approve, deny",
+        ["meetgate registration list conf", "meetgate registration approve conf 3f9c2a1b"],
+    )
+    actions = registration.add_subparsers(
+        dest="action", required=True, metavar="ACTION", help="what to do"
+    )
+    output = argparse.ArgumentParser(add_help=False)
+    output.add_argument("--json", action="store_true", help="print the admin API's JSON answer")
+
+    def action(name: str, summary: str, examples: list[str]) -> Any:
+        made = command(
+            actions,
+            name,
+            summary,
+            examples,
+            [*client, output],
+            description=f"{summary[0].upper()}{summary[1:]}.\n\n{REGISTRATION_EXIT_CODES}",
+        )
+        made.add_argument("name", help="the room")
+        return made
+
+    listing = action(
+        "list",
+        f"a page of a room's registrations ({REGISTRATION_PAGE} a page, oldest first): id,"
+        " name, the address's domain (never the address), flags, state, note; there is no"
+        " export",
+        [
+            "meetgate registration list conf",
+            "meetgate registration list conf --state waiting --flag burst --page 2",
+            "meetgate registration list conf --json",
+        ],
+    )
+    listing.add_argument("--state", choices=REGISTRATION_STATES, help="only those in this state")
+    listing.add_argument("--flag", choices=REGISTRATION_FLAGS, help="only those with this flag")
+    listing.add_argument("--page", type=_page_number, default=1, metavar="N", help="which page (1)")
+    for verb, summary, examples in (
+        (
+            "approve",
+            "approve registrations: each person is sent a personal invitation by e-mail (asks"
+            " first)",
+            [
+                "meetgate registration approve conf 3f9c2a1b 77d0e4c5",
+                "meetgate registration approve conf --all-waiting --yes",
+                "meetgate registration approve conf --all-waiting --flag seen_domain",
+            ],
+        ),
+        (
+            "deny",
+            "deny registrations: nobody is told, their addresses are dropped (asks first)",
+            [
+                "meetgate registration deny conf 3f9c2a1b",
+                "meetgate registration deny conf --flag burst",
+            ],
+        ),
+    ):
+        answer = action(verb, summary, examples)
+        answer.add_argument(
+            "ids",
+            nargs="*",
+            metavar="ID",
+            help=f"a registration's id, or its first {MIN_ID_PREFIX} or more hex digits (as"
+            " `list` shows them)",
+        )
+        if verb == "approve":
+            answer.add_argument(
+                "--all-waiting",
+                action="store_true",
+                help="every waiting registration (with --flag: those with the flag)",
+            )
+        answer.add_argument(
+            "--flag", choices=REGISTRATION_FLAGS, help="every waiting registration with this flag"
+        )
+        answer.add_argument(
+            "--yes", action="store_true", help="do it without asking (needed without a terminal)"
+        )
+    registration.set_defaults(func=command_registration)
+
+
 # ---------------------------------------------------------------- in an emergency
 
 # `meetgate room …` that do what a host does on the dashboard (docs/operations.md, "In an
@@ -1623,6 +1848,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_emergency_commands(room_sub, client)
     room.set_defaults(func=command_room)
+    add_registration_commands(sub, client)
 
     invite = command(
         sub,
