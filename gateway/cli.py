@@ -1,5 +1,5 @@
-"""`meetgate …`: `serve`, `init` and `doctor` run locally; `room`, `invite` and `store` call the
-admin API; `evidence` reads the evidence log's files and checks its exports
+"""`meetgate …`: `serve`, `init` and `doctor` run locally; `room`, `invite`, `registration` and
+`store` call the admin API; `evidence` reads the evidence log's files and checks its exports
 (gateway/evidence/commands.py)."""
 
 from __future__ import annotations
@@ -1570,7 +1570,8 @@ def build_parser() -> argparse.ArgumentParser:
         "  meetgate invite create --room board --name 'Grace Hopper' --host\n"
         "Each command's --help shows its options and examples.\n\n"
         "Exit codes of the commands that call the admin API: 0 done; 1 nothing matched (nobody\n"
-        "in the room is WHO, no such invite); 2 bad usage, not confirmed (a question answered\n"
+        "in the room is WHO, no such invite; a registration ID that names none, several or one\n"
+        "answered already, no such page); 2 bad usage, not confirmed (a question answered\n"
         "no, Ctrl-C or Ctrl-D at it, or no terminal and no --yes) or refused by the admin API;\n"
         "3 the admin API cannot be reached or its store cannot answer: worth a retry.\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
