@@ -72,6 +72,13 @@ OPTIONAL = (
     "chat_burst",
     "chat_max_bytes",
     "guard_strikes",
+    # Registration (issue 19).
+    "registration",
+    "auto_approve_domains",
+    "auto_approve_emails",
+    "series",
+    "starts_at",
+    "ends_at",
 )
 # A lobby request's fields with defaults, and its identity's; fields that are null in the records
 # below and may hold a value of another type (a time, a text).
@@ -301,7 +308,8 @@ async def test_an_unreadable_room_admits_nobody(
     room, _, token = await room_with_invite(store)
     # A room not moved holds `moved_to: null`; another string there is a move, not garbage.
     # `guard_strikes: null` is the gate's default; a count there is the room's own.
-    record = data.draw(mutated_record(encode_record(room), nullable=("moved_to", "guard_strikes")))
+    nullable = ("moved_to", "guard_strikes", "starts_at", "ends_at")
+    record = data.draw(mutated_record(encode_record(room), nullable=nullable))
     await write_raw(store, RecordKind.ROOM, room.name, {"record": record})
     with pytest.raises(InviteError):
         await pipeline.redeem(token, "192.0.2.7", time.time())
