@@ -17,13 +17,15 @@ knows, so no link to it exists anywhere else; progress counts such an item faile
 item deleted) and raised; the items before it are whole and go.
 
 Sending: each replica reads the queue, shuffles what is due (so replicas seldom reach for the
-same item), and for each item charges the shared rate limit (`[outbox] per_minute`, `burst`,
-one limit across replicas), then claims it for a lease (`claim_once` on the item and its attempt
-number) and reads it again; only the claimer sends it, and marks it sent or failed well before
-the lease ends. A MailFailed is retried after `retry_seconds`, doubled each time up to
-`retry_max_seconds`; after `max_attempts` the item is failed. A replica that dies between the
-server's acceptance and its mark leaves the item to be sent again after the lease: at least once
-then, never twice otherwise.
+same item), and for each item claims it for a lease (`claim_once` on the item and its round, a
+number that grows each time a claimer lets it go), reads it again, and only then charges the
+shared rate limit (`[outbox] per_minute`, `burst`, one limit across replicas), so two replicas
+reaching for one item spend one charge, not two. Refused by the limit, the claimer lets the item
+go (its round raised, so the next claim is a new one); otherwise only the claimer sends it, and
+marks it sent or failed well before the lease ends. A MailFailed is retried after
+`retry_seconds`, doubled each time up to `retry_max_seconds`; after `max_attempts` the item is
+failed. A replica that dies between the server's acceptance and its mark leaves the item to be
+sent again after the lease: at least once then, never twice otherwise.
 """
 
 from __future__ import annotations
@@ -133,8 +135,8 @@ class MeetingOver(InvalidInput):
 @dataclass(frozen=True, slots=True)
 class Item:
     """One queued invitation e-mail as stored. `sealed` holds the address and the link's token
-    (None once sent); `attempts` only grows (a claim is per attempt), the item is failed when it
-    reaches `limit`."""
+    (None once sent); the item is failed when its `attempts` reach `limit`. `round` names the
+    lease a sender claims: raised each time a claimer lets the item go, never otherwise."""
 
     id: str
     batch: str
@@ -148,6 +150,7 @@ class Item:
     retry_at: float | None = None
     sealed: str | None = None
     failure: str = ""
+    round: int = 0
 
     def dump(self) -> str:
         return json.dumps(
@@ -163,6 +166,7 @@ class Item:
                 "retry_at": self.retry_at,
                 "sealed": self.sealed,
                 "failure": self.failure,
+                "round": self.round,
             },
             separators=(",", ":"),
         )
@@ -185,6 +189,7 @@ class Item:
                 retry_at=None if data["retry_at"] is None else float(data["retry_at"]),
                 sealed=None if data["sealed"] is None else str(data["sealed"]),
                 failure=str(data["failure"]),
+                round=int(data["round"]),
             )
         except (ValueError, TypeError, KeyError):
             return None
@@ -511,17 +516,21 @@ class Outbox:
         item = await self._read(item_id)
         if item is None or not item.due(now):
             return _Outcome.SKIPPED, 0.0
-        per_second = self._settings.per_minute / 60
-        decision = await store.rate_limit(RATE_KEY, per_second, self._settings.burst)
-        if not decision.allowed:
-            return _Outcome.LIMITED, decision.retry_after
-        if not await store.claim_once(f"outbox:lease:{item.id}:{item.attempts}", self._lease):
+        if not await store.claim_once(f"outbox:lease:{item.id}:{item.round}", self._lease):
             return _Outcome.SKIPPED, 0.0
         # Read again under the claim: another replica may have finished it meanwhile.
         claimed = await self._read(item_id)
-        if claimed is None or not claimed.due(now) or claimed.attempts != item.attempts:
+        if claimed is None or not claimed.due(now) or claimed.round != item.round:
             return _Outcome.SKIPPED, 0.0
-        return await self._deliver(claimed, now), 0.0
+        per_second = self._settings.per_minute / 60
+        decision = await store.rate_limit(RATE_KEY, per_second, self._settings.burst)
+        if not decision.allowed:
+            # Let it go for a later pass, of any replica: the next claim is of the next round.
+            released = replace(claimed, round=claimed.round + 1)
+            kept = self._settings.batch_kept_seconds
+            await store.put_value(_item_key(item.id), released.dump(), kept)
+            return _Outcome.LIMITED, decision.retry_after
+        return await self._deliver(replace(claimed, round=claimed.round + 1), now), 0.0
 
     async def _deliver(self, item: Item, now: float) -> int:
         invite = await self._store.get_invite(item.invite)
