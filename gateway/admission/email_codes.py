@@ -138,6 +138,20 @@ def may_receive_code(policy: RoomPolicy, address: str) -> bool:
     return email_allowed(policy, address) or address in (e.lower() for e in policy.host_emails)
 
 
+def code_address_key(key: bytes, address: str) -> str:
+    """The keyed hash that names a normalised address in the codes' store keys and rate limits;
+    `key` is `[admission] pseudonym_key`."""
+    codes_key = hmac.new(key, b"meetgate e-mail codes", hashlib.sha256).digest()
+    digest = hmac.new(codes_key, f"address:{address}".encode(), hashlib.sha256)
+    return digest.hexdigest()[:32]
+
+
+def sent_counter_key(address_key: str) -> str:
+    """The counter of codes sent to one address within SEND_WINDOW_SECONDS, shared by e-mail
+    codes and registration codes: `address_key` is `code_address_key`'s."""
+    return f"email:sent:{address_key}"
+
+
 def new_code(digits: int) -> str:
     return f"{secrets.randbelow(10**digits):0{digits}d}"
 
@@ -177,6 +191,7 @@ class EmailCodes:
     ) -> None:
         self._store = store
         self._settings = settings
+        self._pseudonym_key = key
         # A key of its own, so a code hash can never pass for a pseudonym or a challenge.
         self._key = hmac.new(key, b"meetgate e-mail codes", hashlib.sha256).digest()
         self._limiter = limiter
@@ -190,8 +205,7 @@ class EmailCodes:
 
     def address_key(self, address: str) -> str:
         """The keyed hash that names an address in store keys and rate limits."""
-        digest = hmac.new(self._key, f"address:{address}".encode(), hashlib.sha256)
-        return digest.hexdigest()[:32]
+        return code_address_key(self._pseudonym_key, address)
 
     def _digest(self, code_id: str, room: str, address: str, code: str) -> str:
         message = f"code:{code_id}:{room}:{address}:{code}".encode()
@@ -242,7 +256,7 @@ class EmailCodes:
         address, address_key = await self._address_charged(
             room, raw_address, client_addr, now, proof
         )
-        sends = await self._store.bump_value(f"email:sent:{address_key}", SEND_WINDOW_SECONDS)
+        sends = await self._store.bump_value(sent_counter_key(address_key), SEND_WINDOW_SECONDS)
         if sends > self._settings.max_sends_per_address:
             raise await self._reject(room, TooManyCodes(SEND_WINDOW_SECONDS))
         code_id = secrets.token_hex(8)

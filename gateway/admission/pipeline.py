@@ -41,6 +41,7 @@ from gateway.admission.names import (
     normalise,
 )
 from gateway.admission.policy import Decision, Verdict, decide
+from gateway.admission.registrations import Registrations
 from gateway.admission.rooms import MAX_MOVES
 from gateway.cuts import Cut
 from gateway.errors import (
@@ -234,9 +235,13 @@ class AdmissionPipeline:
         flood: FloodGuard,
         metrics: Metrics,
         clock: Callable[[], float] = time.monotonic,
+        registrations: Registrations | None = None,
     ) -> None:
+        """`registrations`: told of each address an admission proves (an e-mail code, a sign-in
+        with a verified address), for its hosts' "seen before" (`Registrations.remember`)."""
         self._store = store
         self._pseudonym_key = pseudonym_key
+        self._registrations = registrations
         self._key_fingerprint = key_fingerprint(pseudonym_key)
         self._ttl = admission_ttl_seconds
         self._limiter = limiter
@@ -795,7 +800,19 @@ class AdmissionPipeline:
         )
         await self._store.add_admission(admission)
         self._metrics.admissions.inc(via=verified.path.value)
+        await self._seen(verified, room, now)
         return Admitted(cookie_secret=cookie_secret, admission=admission)
+
+    async def _seen(self, verified: VerifiedIdentity, room: Room, now: float) -> None:
+        """A proven address of someone admitted to a room that takes registrations, or one of a
+        series, is "seen before" there from now on (as keyed hashes only)."""
+        proven = verified.email_verified or verified.path is Path.EMAIL
+        if self._registrations is None or not verified.email or not proven:
+            return
+        if room.registration or room.series:
+            # Only a hint for hosts: a store that fails here does not undo the admission.
+            with contextlib.suppress(StoreUnavailable):
+                await self._registrations.remember(room, verified.email, now)
 
     async def _replace_earlier(self, verified: VerifiedIdentity, room: str, now: float) -> None:
         """A person who signs in again (OpenID Connect, an e-mail code) to a room they are still

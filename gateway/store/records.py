@@ -360,6 +360,9 @@ class RecordKind(StrEnum):
     # A lobby request, or one of its marks (waiting, granted, address barred): plain values the
     # lobby reads itself (gateway/admission/lobby.py).
     LOBBY = "lobby"
+    # A registration, one awaiting its code, or one of their marks: plain values the
+    # registrations read themselves (gateway/admission/registrations.py).
+    REGISTRATION = "registration"
 
 
 class CorruptRecord(ValueError):

@@ -478,6 +478,11 @@ KEEPS_DATA = frozenset(
         "[rates] gate",
         "[rates] rooms",
         "[outbox] batch_kept_seconds",
+        "[registration] kept_after_meeting_seconds",
+        "[registration] kept_seconds",
+        "[registration] confirm_ttl_seconds",
+        "[registration] burst_window_seconds",
+        "[registration] seen_kept_days",
     }
 )
 # What a setting that keeps something, or says for how long, is called: each setting so called
@@ -491,6 +496,7 @@ KEEPS_NOTHING = {
     "[outbox] burst": "how many invitations may go at once after a pause",
     "[outbox] retry_seconds": "the wait before an invitation is tried again",
     "[outbox] retry_max_seconds": "the longest such wait",
+    "[registration] burst_threshold": "how many registrations from one network make a burst",
     "[listen] shutdown_seconds": "how long a stopping server waits for requests",
     "[store] deadline_seconds": "how long a request waits for the store",
     "[store] request_seconds": "how long one store call may take",

@@ -1,0 +1,1145 @@
+"""Registrations with host review (issue 19): a person registers for a room with a name, an
+address and a note, confirms the address with a one-time code, and waits for a host to approve
+(an invitation is then sent) or deny.
+
+Plain values in, plain values out; every record lives in the store with an expiry. One
+registration per address per room: its id is a keyed hash of the room and the address's key
+(`mail_address_key`), so confirming again updates it and racing confirmations cannot make two.
+A registration awaiting its code is a record of its own, named by a random id; its browser holds
+a secret of which the store keeps a hash. Sending the form answers the same whatever the
+address: whether it registered before is only looked at once the code proves the address.
+
+What hosts are shown to judge a registration (flags, worked out when it is confirmed): the
+address or its domain was admitted to the room or its series before (`seen_*`: keyed hashes kept
+by `remember`, never the addresses), several registrations came from one network in a short time
+(`burst`: a day-keyed hash of the network), the name looks like a host's or another registrant's
+(`looks_like`: the confusable skeletons of gateway/admission/names.py), a waiting registration
+was sent again (`updated`).
+
+Once a registration is answered its address is gone from the store: approving hands it to the
+returned Invitation (the outbox sends it, then forgets it), denying drops it. Every record of a
+registrant goes `kept_after_meeting_seconds` after the meeting's end (`kept_seconds` after its
+last change for a room without one). A stored record or mark that does not parse is counted
+(kind `registration`) and read as a refusal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import hmac
+import ipaddress
+import json
+import logging
+import math
+import re
+import secrets
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import Any, Final
+
+from gateway.admission.email_codes import (
+    MAX_PENDING_SENDS,
+    SEND_WINDOW_SECONDS,
+    CodeMailer,
+    InvalidAddress,
+    TooManyCodes,
+    code_address_key,
+    new_code,
+    normalise_address,
+    sent_counter_key,
+)
+from gateway.admission.flood import FloodGuard, Proof
+from gateway.admission.invitations import Invitation, mail_address_key, mail_domain_key
+from gateway.admission.limits import Attempt, RateLimiter
+from gateway.admission.names import host_shape, normalise
+from gateway.admission.rooms import clean_text
+from gateway.client_address import parse_address
+from gateway.errors import InvalidInput, MeetgateError, NotAdmitted
+from gateway.i18n import ENGLISH, N_, Language, translations
+from gateway.settings import EmailCodeSettings, RegistrationSettings
+from gateway.store import Store
+from gateway.store.records import CorruptRecord, RecordKind, Role, Room
+
+log = logging.getLogger("meetgate.registration")
+
+REGISTRATION_ID_SHAPE: Final = re.compile(r"[0-9a-f]{32}")
+SECRET_SHAPE: Final = re.compile(r"[A-Za-z0-9_-]{43}")
+# The most registrations one page shows.
+MAX_PAGE: Final = 100
+# Records read from the store in one round trip when a page is put together.
+READ_BATCH: Final = 300
+# What a registration's marks (waiting for an answer, part of a burst, a look-alike) hold.
+MARK: Final = "1"
+DAY_SECONDS: Final = 86_400
+# The invitation an approved registration is sent was asked for by that person.
+ORIGIN: Final = "registration"
+
+
+class RegistrationState(StrEnum):
+    WAITING = "waiting"
+    APPROVED = "approved"
+    DENIED = "denied"
+
+
+class RegistrationFlag(StrEnum):
+    """What a host is shown beside a registration; each is a field of `Registration`."""
+
+    SEEN_ADDRESS = "seen_address"
+    SEEN_DOMAIN = "seen_domain"
+    LOOKS_LIKE = "looks_like"
+    BURST = "burst"
+    UPDATED = "updated"
+
+
+class RegistrationClosed(NotAdmitted):
+    code = "registration_closed"
+    title = N_("Registration is closed")
+    message = N_("This meeting does not take registrations now.")
+
+
+class RegistrationsFull(MeetgateError):
+    status = 409
+    code = "registrations_full"
+    title = N_("Registration is full")
+    message = N_(
+        "This meeting has as many registrations as it can take. Please contact the organisers."
+    )
+
+
+class RegistrationCodeError(MeetgateError):
+    """A code that confirms no registration; the code page shows the message, and lets the
+    person try another code only when `can_retry`."""
+
+    status = 400
+    code = "registration_code_invalid"
+    title = N_("That code did not work")
+    can_retry = False
+
+
+class RegistrationUnknown(RegistrationCodeError):
+    status = 404
+    code = "registration_unknown"
+    title = N_("No registration waiting")
+    message = N_(
+        "This browser has no registration waiting for a code for this meeting; it may have"
+        " expired. Please register again."
+    )
+
+
+class RegistrationCodeWrong(RegistrationCodeError):
+    code = "registration_code_wrong"
+    message = N_("That code is not right.")
+    can_retry = True
+
+
+class RegistrationCodeExpired(RegistrationCodeError):
+    status = 410
+    code = "registration_code_expired"
+    message = N_("This code has expired or has already been used. Please register again.")
+
+
+class TooManyWrongRegistrationCodes(RegistrationCodeError):
+    status = 403
+    code = "registration_code_attempts"
+    message = N_("Too many wrong codes. Please register again.")
+
+
+# The e-mail that carries a registration's code.
+# Translators: the subject of the e-mail with a code; {room} is a title in any language.
+REGISTRATION_SUBJECT = N_("Confirm your registration for {room}")
+# Translators: the e-mail's first line; the code follows on a line of its own.
+REGISTRATION_INTRO = N_("Your code to confirm your registration for {room}:")
+REGISTRATION_IGNORE = N_(
+    "If you did not register, ignore this e-mail: without the code nothing is kept."
+)
+
+
+def registration_code_message(
+    language: Language, room_title: str, code: str, minutes: int
+) -> tuple[str, str]:
+    """Pure: the subject and plain-text body of the e-mail that carries a registration's
+    `code`, in `language`, laid out as an e-mail code's (email_codes.code_message)."""
+    catalog = translations(language)
+    lasts = catalog.ngettext(
+        "It works once, for {minutes} minute.", "It works once, for {minutes} minutes.", minutes
+    )
+    lines = (
+        catalog.gettext(REGISTRATION_INTRO).format(room=room_title),
+        "",
+        f"    {code}",
+        "",
+        lasts.format(minutes=minutes),
+        catalog.gettext(REGISTRATION_IGNORE),
+    )
+    return catalog.gettext(REGISTRATION_SUBJECT).format(room=room_title), "\n".join(lines) + "\n"
+
+
+def network_of_registrant(client_addr: str) -> str:
+    """The network a registration counts toward a burst in: an IPv4 /24, an IPv6 /48 (a site's
+    allocation), "unknown" for what is no address."""
+    parsed = parse_address(client_addr)
+    if parsed is None:
+        return "unknown"
+    bits = 24 if parsed.version == 4 else 48
+    return str(ipaddress.ip_network(f"{parsed}/{bits}", strict=False))
+
+
+def domain_of(address: str) -> str:
+    return address.rpartition("@")[2]
+
+
+def _secret_hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode("ascii")).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """One person's registration for a room, as hosts see it: never the address (`domain`, the
+    address's domain, and `address_key`, its keyed hash, stand for it)."""
+
+    id: str
+    room: str
+    name: str
+    note: str
+    # The tag of the language the person registered in (their invitation's).
+    language: str
+    domain: str
+    address_key: str
+    state: RegistrationState
+    created_at: float
+    updated_at: float
+    updated: bool = False
+    seen_address: bool = False
+    seen_domain: bool = False
+    burst: bool = False
+    looks_like: bool = False
+    answered_at: float | None = None
+    answered_by: str = ""
+
+    @property
+    def flags(self) -> frozenset[RegistrationFlag]:
+        return frozenset(flag for flag in RegistrationFlag if getattr(self, flag.value))
+
+    def __repr__(self) -> str:
+        # Never a name or a note in a log line or a traceback.
+        return f"Registration(id={self.id!r}, room={self.room!r}, state={self.state.value})"
+
+
+@dataclass(frozen=True, slots=True)
+class Registering:
+    """A registration awaiting its code, and the secret its browser keeps (only in a cookie)."""
+
+    id: str
+    secret: str
+    expires_at: float
+
+    @property
+    def token(self) -> str:
+        return f"{self.id}.{self.secret}"
+
+    def __repr__(self) -> str:
+        return f"Registering(id={self.id!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class Confirmed:
+    """A registration just confirmed; `invitation` set when it was approved at once (the
+    room's auto-approve lists): the caller enqueues it."""
+
+    registration: Registration
+    invitation: Invitation | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrationPage:
+    """One page of a room's registrations, oldest first: `total` match the filter; `states`
+    counts every registration of the room by state, `flags` those in the filter's state (every
+    state without one) by flag."""
+
+    items: tuple[Registration, ...]
+    total: int
+    offset: int
+    limit: int
+    states: Mapping[str, int]
+    flags: Mapping[str, int]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """`states` and `flags` in one mapping (no flag is named as a state)."""
+        return {**self.states, **self.flags}
+
+
+def _text(value: object) -> bool:
+    return isinstance(value, str)
+
+
+def _truth(value: object) -> bool:
+    return isinstance(value, bool)
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _shaped(shape: re.Pattern[str]) -> Callable[[object], bool]:
+    return lambda value: isinstance(value, str) and shape.fullmatch(value) is not None
+
+
+_Check = Callable[[object], bool]
+# A stored registration's fields (required, check), as `_encode` writes them: the public ones
+# and the address (until it is answered).
+_RECORD_JSON: Final[Mapping[str, tuple[bool, _Check]]] = {
+    "id": (True, _shaped(REGISTRATION_ID_SHAPE)),
+    "room": (True, _text),
+    "name": (True, _text),
+    "note": (True, _text),
+    "language": (True, _text),
+    "domain": (True, _text),
+    "address_key": (True, _text),
+    "state": (True, lambda value: value in {state.value for state in RegistrationState}),
+    "created_at": (True, _number),
+    "updated_at": (True, _number),
+    "updated": (False, _truth),
+    "seen_address": (False, _truth),
+    "seen_domain": (False, _truth),
+    "burst": (False, _truth),
+    "looks_like": (False, _truth),
+    "answered_at": (False, lambda value: value is None or _number(value)),
+    "answered_by": (False, _text),
+    "address": (False, _text),
+}
+# A registration awaiting its code.
+_PENDING_JSON: Final[Mapping[str, tuple[bool, _Check]]] = {
+    "id": (True, _shaped(REGISTRATION_ID_SHAPE)),
+    "room": (True, _text),
+    "name": (True, _text),
+    "address": (True, _text),
+    "note": (True, _text),
+    "language": (True, _text),
+    "created_at": (True, _number),
+    "expires_at": (True, _number),
+    "holder": (True, _text),
+    "digest": (True, _text),
+    "network": (True, _text),
+}
+
+
+def _checked(raw: str | None, shape: Mapping[str, tuple[bool, _Check]]) -> dict[str, Any]:
+    """The JSON object `raw` if it has exactly the fields `shape` allows, each of its type."""
+    if raw is None:
+        raise CorruptRecord(RecordKind.REGISTRATION)
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise CorruptRecord(RecordKind.REGISTRATION) from exc
+    if not isinstance(data, dict):
+        raise CorruptRecord(RecordKind.REGISTRATION)
+    for name, value in data.items():
+        rule = shape.get(name)
+        if rule is None or not rule[1](value):
+            raise CorruptRecord(RecordKind.REGISTRATION)
+    if any(required and name not in data for name, (required, _) in shape.items()):
+        raise CorruptRecord(RecordKind.REGISTRATION)
+    return data
+
+
+def _encode(registration: Registration, address: str) -> str:
+    data = {f.name: getattr(registration, f.name) for f in dataclasses.fields(registration)}
+    data["state"] = registration.state.value
+    if address:
+        data["address"] = address
+    return json.dumps(data, separators=(",", ":"))
+
+
+def _decode(raw: str | None) -> tuple[Registration, str]:
+    """A stored registration and its address ("" once answered); CorruptRecord otherwise."""
+    data = _checked(raw, _RECORD_JSON)
+    address = data.pop("address", "")
+    data["state"] = RegistrationState(data["state"])
+    return Registration(**data), address
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    id: str
+    room: str
+    name: str
+    address: str
+    note: str
+    language: str
+    created_at: float
+    expires_at: float
+    holder: str
+    digest: str
+    network: str
+
+    def encode(self) -> str:
+        return json.dumps(dataclasses.asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def decode(cls, raw: str) -> _Pending:
+        return cls(**_checked(raw, _PENDING_JSON))
+
+    def __repr__(self) -> str:
+        return f"_Pending(id={self.id!r}, room={self.room!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class _Flags:
+    seen_address: bool
+    seen_domain: bool
+    burst: bool
+    looks_like: bool
+
+
+class Registrations:
+    def __init__(
+        self,
+        store: Store,
+        settings: RegistrationSettings,
+        *,
+        key: bytes,
+        limiter: RateLimiter,
+        mailer: CodeMailer,
+        flood: FloodGuard | None = None,
+        codes: EmailCodeSettings | None = None,
+    ) -> None:
+        """`key`: `[admission] pseudonym_key`; `codes`: the e-mail codes' settings (digits,
+        attempts, the sends to one address per hour, which both kinds of code share)."""
+        self._store = store
+        self._settings = settings
+        self._codes = codes or EmailCodeSettings()
+        self._pseudonym_key = key
+        # Keys of its own, so that a registration's hashes can never pass for anything else.
+        self._key = hmac.new(key, b"meetgate registrations", hashlib.sha256).digest()
+        self._limiter = limiter
+        self._mailer = mailer
+        self._flood = flood
+        self._sending: set[asyncio.Task[None]] = set()
+
+    @property
+    def settings(self) -> RegistrationSettings:
+        return self._settings
+
+    @property
+    def code_digits(self) -> int:
+        return self._codes.digits
+
+    # Keys
+
+    @staticmethod
+    def _pending_key(pending_id: str) -> str:
+        return f"registration:pending:{pending_id}"
+
+    @staticmethod
+    def _tries_key(pending_id: str) -> str:
+        return f"registration:tries:{pending_id}"
+
+    @staticmethod
+    def _pending_index(room: str) -> str:
+        return f"registration:pending-room:{room}"
+
+    @staticmethod
+    def _record_key(registration_id: str) -> str:
+        return f"registration:record:{registration_id}"
+
+    @staticmethod
+    def _waiting_key(registration_id: str) -> str:
+        """Set while the registration waits: answering it takes the mark, so of two racing
+        answers (or an answer and an update) exactly one goes ahead."""
+        return f"registration:waiting:{registration_id}"
+
+    @staticmethod
+    def _burst_key(registration_id: str) -> str:
+        return f"registration:burst:{registration_id}"
+
+    @staticmethod
+    def _alike_key(registration_id: str) -> str:
+        return f"registration:alike:{registration_id}"
+
+    @staticmethod
+    def _room_index(room: str) -> str:
+        return f"registration:room:{room}"
+
+    @staticmethod
+    def _shape_index(room: str) -> str:
+        """Members `<keyed hash of the name's shape>.<registration id>`: look-alikes among a
+        room's registrations, without the names."""
+        return f"registration:shapes:{room}"
+
+    @staticmethod
+    def _network_index(room: str, network: str) -> str:
+        return f"registration:network:{room}:{network}"
+
+    @staticmethod
+    def _seen_key(scope: str, kind: str, key: str) -> str:
+        return f"registration:seen:{scope}:{kind}:{key}"
+
+    def _keyed(self, purpose: str, value: str) -> str:
+        message = f"{purpose}\0{value}".encode("utf-8", "surrogatepass")
+        return hmac.new(self._key, message, hashlib.sha256).hexdigest()[:32]
+
+    def registration_id(self, room: str, address_key: str) -> str:
+        """The id of the one registration an address has in a room."""
+        return self._keyed("registration", f"{room}\0{address_key}")
+
+    def _shape_tag(self, name: str) -> str:
+        return self._keyed("shape", host_shape(name))
+
+    def _digest(self, pending_id: str, room: str, address: str, code: str) -> str:
+        return self._keyed("code", f"{pending_id}\0{room}\0{address}\0{code}")
+
+    async def _network_tag(self, client_addr: str) -> str:
+        # Under the day's key (never stored): nobody can tell which network a tag stood for.
+        day_key = await self._limiter.addresses.today()
+        text = f"registration-network\0{network_of_registrant(client_addr)}".encode()
+        return hmac.new(day_key, text, hashlib.sha256).hexdigest()[:32]
+
+    def _corrupt(self) -> None:
+        self._store.health.corrupt(RecordKind.REGISTRATION)
+
+    @staticmethod
+    def series_of(room: Room) -> str:
+        """What "seen before" is shared under: the room's series, or its meeting's own name."""
+        return room.series or room.ban_scope
+
+    def kept_seconds(self, room: Room, now: float) -> float | None:
+        """How long a registration of `room` changed at `now` is kept: until a while after the
+        meeting's end, or for `kept_seconds`; None when that is already past."""
+        if room.ends_at is None:
+            return float(self._settings.kept_seconds)
+        ttl = room.ends_at + self._settings.kept_after_meeting_seconds - now
+        return ttl if ttl > 0 else None
+
+    async def _room(self, room: Room | str) -> Room | None:
+        return room if isinstance(room, Room) else await self._store.get_room(room)
+
+    async def _reject(self, room: Room, error: MeetgateError) -> MeetgateError:
+        await self._limiter.note_rejection(room.name, error.code)
+        return error
+
+    # Registering
+
+    async def register(
+        self,
+        room: Room,
+        name: str,
+        raw_address: str,
+        note: str,
+        client_addr: str,
+        now: float,
+        proof: Proof | None = None,
+        *,
+        language: Language = ENGLISH,
+    ) -> Registering:
+        """Register for `room` and send a code to the address, written in `language`. The
+        answer is the same whether the address registered before (that is looked at only once
+        the code proves the address, in `confirm`).
+
+        Raises RegistrationClosed (the room takes none, or its meeting is over), InvalidAddress,
+        InvalidInput (the name or the note), RateLimited, TooManyCodes, and
+        ChallengeRequired/ChallengeFailed when the room demands proof-of-work."""
+        kept = self.kept_seconds(room, now)
+        if not room.registration or kept is None:
+            await self._limiter.charge(Attempt(client_addr, room=room.name))
+            raise RegistrationClosed()
+        if self._flood is not None:
+            await self._flood.check(proof, client_addr=client_addr, room=room, now=now)
+        try:
+            address = normalise_address(raw_address)
+        except InvalidAddress as refused:
+            await self._limiter.charge(Attempt(client_addr, room=room.name))
+            raise await self._reject(room, refused) from None
+        address_key = mail_address_key(self._pseudonym_key, address)
+        await self._limiter.charge(Attempt(client_addr, room=room.name, identity=address_key))
+        try:
+            shown = normalise(name)
+            kept_note = self.clean_note(note)
+        except InvalidInput as refused:
+            raise await self._reject(room, refused) from None
+        sends = await self._store.bump_value(
+            sent_counter_key(code_address_key(self._pseudonym_key, address)),
+            SEND_WINDOW_SECONDS,
+        )
+        if sends > self._codes.max_sends_per_address:
+            raise await self._reject(room, TooManyCodes(SEND_WINDOW_SECONDS))
+        pending_id = secrets.token_hex(16)
+        secret = secrets.token_urlsafe(32)
+        code = new_code(self._codes.digits)
+        ttl = min(float(self._settings.confirm_ttl_seconds), kept)
+        pending = _Pending(
+            id=pending_id,
+            room=room.name,
+            name=shown,
+            address=address,
+            note=kept_note,
+            language=language.tag,
+            created_at=now,
+            expires_at=now + ttl,
+            holder=_secret_hash(secret),
+            digest=self._digest(pending_id, room.name, address, code),
+            network=await self._network_tag(client_addr),
+        )
+        await self._store.put_value(self._pending_key(pending_id), pending.encode(), ttl)
+        await self._store.index_add(self._pending_index(room.name), pending_id, ttl)
+        self._dispatch(address, code, room, language, ttl)
+        return Registering(id=pending_id, secret=secret, expires_at=now + ttl)
+
+    def clean_note(self, note: str) -> str:
+        """The note as hosts will read it; InvalidInput if it cannot be shown or is too long."""
+        return clean_text(
+            note, field=N_("note"), max_chars=self._settings.max_note_chars, required=False
+        )
+
+    async def confirm(
+        self, room: Room, registration_id: str, secret: str, code: str, now: float
+    ) -> Confirmed:
+        """Check the code sent for the registration `registration_id` (held by the browser's
+        `secret`) and count the registration: a new one, or the address's earlier one in this
+        room updated (name, note and language, marked `updated`, while it waits; an answered
+        one keeps its answer and is returned as it is). Approved at once when the address or
+        its domain is on the room's auto-approve lists (`Confirmed.invitation`).
+
+        Raises RegistrationUnknown (no such registration awaiting a code in this browser),
+        RegistrationCodeWrong, RegistrationCodeExpired (also for a code used before),
+        TooManyWrongRegistrationCodes (each a RegistrationCodeError), RegistrationClosed,
+        RegistrationsFull."""
+        if not room.registration:
+            raise RegistrationClosed()
+        pending, raw = await self._held(room, registration_id, secret)
+        candidate = re.sub(r"[\s-]", "", code)
+        if len(candidate) != self._codes.digits or not (
+            candidate.isascii() and candidate.isdigit()
+        ):
+            raise await self._reject(room, RegistrationCodeWrong())
+        key = self._pending_key(pending.id)
+        if now >= pending.expires_at:
+            await self._discard(pending, raw)
+            raise await self._reject(room, RegistrationCodeExpired())
+        ttl = self._settings.confirm_ttl_seconds
+        tries = await self._store.bump_value(self._tries_key(pending.id), ttl)
+        limit = self._codes.max_attempts
+        if tries > limit:
+            await self._discard(pending, raw)
+            raise await self._reject(room, TooManyWrongRegistrationCodes())
+        expected = self._digest(pending.id, room.name, pending.address, candidate)
+        if not hmac.compare_digest(expected, pending.digest):
+            if tries >= limit:
+                await self._discard(pending, raw)
+                raise await self._reject(room, TooManyWrongRegistrationCodes())
+            raise await self._reject(room, RegistrationCodeWrong())
+        # Works once: of two racing right answers exactly one takes the registration.
+        if await self._store.take_value(key) != raw:
+            raise await self._reject(room, RegistrationCodeExpired())
+        await self._store.index_remove(self._pending_index(pending.room), pending.id)
+        return await self._counted(room, pending, now)
+
+    async def _held(self, room: Room, pending_id: str, secret: str) -> tuple[_Pending, str]:
+        if REGISTRATION_ID_SHAPE.fullmatch(pending_id) is None or not SECRET_SHAPE.fullmatch(
+            secret
+        ):
+            raise RegistrationUnknown()
+        raw = await self._store.get_value(self._pending_key(pending_id))
+        if raw is None:
+            raise RegistrationUnknown()
+        try:
+            pending = _Pending.decode(raw)
+        except CorruptRecord:
+            self._corrupt()
+            raise RegistrationUnknown() from None
+        if pending.id != pending_id:
+            self._corrupt()
+            raise RegistrationUnknown()
+        held = hmac.compare_digest(_secret_hash(secret), pending.holder)
+        if not held or pending.room != room.name:
+            raise RegistrationUnknown()
+        return pending, raw
+
+    async def _discard(self, pending: _Pending, raw: str) -> None:
+        key = self._pending_key(pending.id)
+        if await self._store.get_value(key) == raw:
+            await self._store.delete_value(key)
+        await self._store.index_remove(self._pending_index(pending.room), pending.id)
+
+    async def _counted(self, room: Room, pending: _Pending, now: float) -> Confirmed:
+        """The confirmed registration stored: new, or the address's earlier one updated."""
+        kept = self.kept_seconds(room, now)
+        if kept is None:
+            raise RegistrationClosed()
+        address_key = mail_address_key(self._pseudonym_key, pending.address)
+        registration_id = self.registration_id(room.name, address_key)
+        earlier = await self._read(registration_id)
+        if earlier is not None and earlier[0].room != room.name:
+            self._corrupt()
+            raise RegistrationUnknown()
+        if earlier is not None:
+            registration, address = earlier
+            if registration.state is not RegistrationState.WAITING:
+                return Confirmed(registration)
+            # Held while it is updated: a host's answer meanwhile finds it taken and leaves it.
+            mark = await self._store.take_value(self._waiting_key(registration_id))
+            if mark is None:
+                return Confirmed(registration)
+            if mark != MARK:
+                self._corrupt()
+            try:
+                flags = await self._flags(
+                    room, pending, registration_id, registration.name, kept, now
+                )
+                registration = replace(
+                    registration,
+                    name=pending.name,
+                    note=pending.note,
+                    language=pending.language,
+                    updated_at=now,
+                    updated=True,
+                    seen_address=flags.seen_address,
+                    seen_domain=flags.seen_domain,
+                    burst=registration.burst or flags.burst,
+                    looks_like=flags.looks_like,
+                )
+                await self._write(registration, address or pending.address, kept)
+            finally:
+                await self._store.put_value(self._waiting_key(registration_id), MARK, kept)
+        else:
+            registration = await self._first(room, pending, registration_id, address_key, now)
+        if self._auto_approved(room, pending.address):
+            invitations = await self.approve(room, [registration_id], "auto-approve", now)
+            answered = await self._read(registration_id)
+            if invitations and answered is not None:
+                return Confirmed(answered[0], invitations[0])
+        return Confirmed(registration)
+
+    async def _first(
+        self, room: Room, pending: _Pending, registration_id: str, address_key: str, now: float
+    ) -> Registration:
+        """A new registration, refused (RegistrationsFull) past the room's limit."""
+        kept = self.kept_seconds(room, now)
+        if kept is None:
+            raise RegistrationClosed()
+        index = self._room_index(room.name)
+        # Counted after adding, so that racing confirmations never leave more than the limit.
+        await self._store.index_add(index, registration_id, kept)
+        if await self._store.index_size(index) > self._settings.max_per_room:
+            await self._store.index_remove(index, registration_id)
+            raise await self._reject(room, RegistrationsFull())
+        flags = await self._flags(room, pending, registration_id, None, kept, now)
+        registration = Registration(
+            id=registration_id,
+            room=room.name,
+            name=pending.name,
+            note=pending.note,
+            language=pending.language,
+            domain=domain_of(pending.address),
+            address_key=address_key,
+            state=RegistrationState.WAITING,
+            created_at=now,
+            updated_at=now,
+            seen_address=flags.seen_address,
+            seen_domain=flags.seen_domain,
+            burst=flags.burst,
+            looks_like=flags.looks_like,
+        )
+        await self._write(registration, pending.address, kept)
+        await self._store.put_value(self._waiting_key(registration_id), MARK, kept)
+        return registration
+
+    async def _write(self, registration: Registration, address: str, kept: float) -> None:
+        await self._store.put_value(
+            self._record_key(registration.id), _encode(registration, address), kept
+        )
+        await self._store.index_add(self._room_index(registration.room), registration.id, kept)
+
+    async def _flags(
+        self,
+        room: Room,
+        pending: _Pending,
+        registration_id: str,
+        earlier_name: str | None,
+        kept: float,
+        now: float,
+    ) -> _Flags:
+        """The flags of a registration confirmed now: seen before, part of a burst (every
+        registration of the burst is marked), a look-alike of a host's or another registrant's
+        name (the other one is marked too)."""
+        scope = self.series_of(room)
+        address_key = mail_address_key(self._pseudonym_key, pending.address)
+        domain_key = mail_domain_key(self._pseudonym_key, domain_of(pending.address))
+        seen_address, seen_domain = await self._store.get_values(
+            [
+                self._seen_key(scope, "address", address_key),
+                self._seen_key(scope, "domain", domain_key),
+            ]
+        )
+        return _Flags(
+            seen_address=self._marked(seen_address),
+            seen_domain=self._marked(seen_domain),
+            burst=await self._burst(room, pending.network, registration_id, kept),
+            looks_like=await self._alike(
+                room, pending.name, registration_id, earlier_name, kept, now
+            ),
+        )
+
+    async def _burst(self, room: Room, network: str, registration_id: str, kept: float) -> bool:
+        index = self._network_index(room.name, network)
+        # The index is the window: each member lapses `burst_window_seconds` after it came.
+        await self._store.index_add(index, registration_id, self._settings.burst_window_seconds)
+        members = await self._store.index_members(index)
+        if len(members) < self._settings.burst_threshold:
+            return False
+        for member in members:
+            if member != registration_id and REGISTRATION_ID_SHAPE.fullmatch(member):
+                await self._store.put_value(self._burst_key(member), MARK, kept)
+        return True
+
+    async def _alike(
+        self,
+        room: Room,
+        name: str,
+        registration_id: str,
+        earlier_name: str | None,
+        kept: float,
+        now: float,
+    ) -> bool:
+        shape = host_shape(name)
+        index = self._shape_index(room.name)
+        if earlier_name is not None:
+            await self._store.index_remove(
+                index, f"{self._shape_tag(earlier_name)}.{registration_id}"
+            )
+        tag = self._shape_tag(name)
+        await self._store.index_add(index, f"{tag}.{registration_id}", kept)
+        alike = False
+        for member in await self._store.index_members(index):
+            other_tag, _, other = member.partition(".")
+            if other_tag == tag and other != registration_id:
+                alike = True
+                if REGISTRATION_ID_SHAPE.fullmatch(other):
+                    await self._store.put_value(self._alike_key(other), MARK, kept)
+        return alike or shape in await self._host_shapes(room.name, now)
+
+    async def _host_shapes(self, room: str, now: float) -> frozenset[str]:
+        """The shapes of the names of `room`'s hosts: on its usable host invites, and of the
+        hosts admitted to it."""
+        shapes = {
+            host_shape(invite.name)
+            for invite in await self._store.list_invites(room)
+            if invite.role is Role.HOST and invite.is_usable(now)
+        }
+        shapes.update(
+            host_shape(admission.name)
+            for admission in await self._store.list_admissions(room)
+            if admission.role is Role.HOST and admission.is_live(now)
+        )
+        return frozenset(shapes)
+
+    @staticmethod
+    def _auto_approved(room: Room, address: str) -> bool:
+        domain = domain_of(address)
+        emails = {email.strip().lower() for email in room.auto_approve_emails}
+        domains = {d.strip().lower().lstrip("@") for d in room.auto_approve_domains}
+        return address in emails or domain in domains
+
+    # Reading
+
+    async def _read(self, registration_id: str) -> tuple[Registration, str] | None:
+        """A stored registration and its address; None if there is none, or if its record does
+        not parse (counted): a corrupt registration is none, so nobody is invited by it."""
+        raw = await self._store.get_value(self._record_key(registration_id))
+        if raw is None:
+            return None
+        return self._parsed(registration_id, raw)
+
+    def _parsed(self, registration_id: str, raw: str) -> tuple[Registration, str] | None:
+        try:
+            registration, address = _decode(raw)
+        except CorruptRecord:
+            self._corrupt()
+            return None
+        if registration.id != registration_id:
+            self._corrupt()
+            return None
+        return registration, address
+
+    def _marked(self, value: str | None) -> bool:
+        if value is None:
+            return False
+        if value != MARK:
+            self._corrupt()
+            return False
+        return True
+
+    async def _all(self, room: str) -> list[Registration]:
+        """Every registration of `room`, with the marks others set on it, oldest first."""
+        ids = [
+            member
+            for member in await self._store.index_members(self._room_index(room))
+            if REGISTRATION_ID_SHAPE.fullmatch(member) is not None
+        ]
+        found: list[Registration] = []
+        for start in range(0, len(ids), READ_BATCH):
+            batch = ids[start : start + READ_BATCH]
+            keys = [
+                key
+                for registration_id in batch
+                for key in (
+                    self._record_key(registration_id),
+                    self._burst_key(registration_id),
+                    self._alike_key(registration_id),
+                )
+            ]
+            values = await self._store.get_values(keys)
+            for i, registration_id in enumerate(batch):
+                raw, burst, alike = values[3 * i : 3 * i + 3]
+                if raw is None:
+                    continue
+                parsed = self._parsed(registration_id, raw)
+                if parsed is None or parsed[0].room != room:
+                    continue
+                registration = parsed[0]
+                if self._marked(burst):
+                    registration = replace(registration, burst=True)
+                if self._marked(alike):
+                    registration = replace(registration, looks_like=True)
+                found.append(registration)
+        found.sort(key=lambda registration: (registration.created_at, registration.id))
+        return found
+
+    async def get(self, room: str, registration_id: str) -> Registration | None:
+        """One registration of `room`, as a host sees it; None if there is none."""
+        if REGISTRATION_ID_SHAPE.fullmatch(registration_id) is None:
+            return None
+        read = await self._read(registration_id)
+        if read is None or read[0].room != room:
+            return None
+        return read[0]
+
+    async def page(
+        self,
+        room: Room | str,
+        *,
+        state: RegistrationState | str | None = None,
+        flag: RegistrationFlag | str | None = None,
+        offset: int = 0,
+        limit: int = 50,
+        now: float,
+    ) -> RegistrationPage:
+        """One page of `room`'s registrations in `state` with `flag` (None: any), oldest first;
+        `limit` at most MAX_PAGE. A waiting registration whose name looks like that of someone
+        in the room now is flagged `looks_like` too. InvalidInput for an unknown state or flag."""
+        name = room.name if isinstance(room, Room) else room
+        wanted_state = self._state(state)
+        wanted_flag = self._flag(flag)
+        limit = max(0, min(limit, MAX_PAGE))
+        offset = max(0, offset)
+        every = await self._all(name)
+        if any(r.state is RegistrationState.WAITING and not r.looks_like for r in every):
+            present = await self._present_shapes(name, now)
+            every = [
+                replace(registration, looks_like=True)
+                if registration.state is RegistrationState.WAITING
+                and not registration.looks_like
+                and host_shape(registration.name) in present
+                else registration
+                for registration in every
+            ]
+        states = {state.value: 0 for state in RegistrationState}
+        for registration in every:
+            states[registration.state.value] += 1
+        in_state = [r for r in every if wanted_state is None or r.state is wanted_state]
+        flags = {flag.value: 0 for flag in RegistrationFlag}
+        for registration in in_state:
+            for each in registration.flags:
+                flags[each.value] += 1
+        matching = [r for r in in_state if wanted_flag is None or wanted_flag in r.flags]
+        return RegistrationPage(
+            items=tuple(matching[offset : offset + limit]),
+            total=len(matching),
+            offset=offset,
+            limit=limit,
+            states=states,
+            flags=flags,
+        )
+
+    async def _present_shapes(self, room: str, now: float) -> frozenset[str]:
+        """The shapes of the names of everyone in `room` now, and of its hosts to come."""
+        shapes = {
+            host_shape(admission.name)
+            for admission in await self._store.list_admissions(room)
+            if admission.is_live(now)
+        }
+        return frozenset(shapes) | await self._host_shapes(room, now)
+
+    @staticmethod
+    def _state(value: RegistrationState | str | None) -> RegistrationState | None:
+        if value is None or value == "":
+            return None
+        try:
+            return RegistrationState(value)
+        except ValueError:
+            raise InvalidInput(N_("There is no such state of a registration.")) from None
+
+    @staticmethod
+    def _flag(value: RegistrationFlag | str | None) -> RegistrationFlag | None:
+        if value is None or value == "":
+            return None
+        try:
+            return RegistrationFlag(value)
+        except ValueError:
+            raise InvalidInput(N_("There is no such flag of a registration.")) from None
+
+    # Answering
+
+    async def approve(
+        self, room: Room | str, ids: Iterable[str], actor: str, now: float
+    ) -> list[Invitation]:
+        """Approve each of `ids` that waits in `room`: its address moves into the returned
+        Invitation (an attendee's, in the registrant's language) and out of the store. Ids
+        unknown, of another room, already answered or being answered are passed over."""
+        answered = await self._answer(room, ids, RegistrationState.APPROVED, actor, now)
+        return [
+            Invitation(
+                room=registration.room,
+                name=registration.name,
+                address=address,
+                role=Role.ATTENDEE,
+                language=registration.language,
+                origin=ORIGIN,
+            )
+            for registration, address in answered
+        ]
+
+    async def deny(self, room: Room | str, ids: Iterable[str], actor: str, now: float) -> int:
+        """Deny each of `ids` that waits in `room` (its address dropped; the same address
+        registering again finds it denied). How many were denied."""
+        return len(await self._answer(room, ids, RegistrationState.DENIED, actor, now))
+
+    async def _answer(
+        self,
+        room: Room | str,
+        ids: Iterable[str],
+        state: RegistrationState,
+        actor: str,
+        now: float,
+    ) -> list[tuple[Registration, str]]:
+        current = await self._room(room)
+        if current is None:
+            return []
+        kept = self.kept_seconds(current, now)
+        answered: list[tuple[Registration, str]] = []
+        for registration_id in dict.fromkeys(ids):
+            if REGISTRATION_ID_SHAPE.fullmatch(registration_id) is None:
+                continue
+            read = await self._read(registration_id)
+            if read is None:
+                continue
+            registration, address = read
+            if registration.room != current.name:
+                continue
+            if registration.state is not RegistrationState.WAITING or not address:
+                continue
+            mark = await self._store.take_value(self._waiting_key(registration_id))
+            if mark is None:
+                continue
+            if mark != MARK:
+                # Nobody is invited on a mark that does not parse (counted); denying still is
+                # a denial.
+                self._corrupt()
+                if state is RegistrationState.APPROVED:
+                    continue
+            if kept is None:
+                # The meeting is over, and with it what was kept of its registrations.
+                await self._drop(current.name, registration)
+                continue
+            changed = replace(
+                registration, state=state, updated_at=now, answered_at=now, answered_by=actor
+            )
+            await self._write(changed, "", kept)
+            answered.append((changed, address))
+        return answered
+
+    async def _drop(self, room: str, registration: Registration) -> None:
+        await self._store.delete_value(self._record_key(registration.id))
+        await self._store.delete_value(self._waiting_key(registration.id))
+        await self._store.delete_value(self._burst_key(registration.id))
+        await self._store.delete_value(self._alike_key(registration.id))
+        await self._store.index_remove(self._room_index(room), registration.id)
+        await self._store.index_remove(
+            self._shape_index(room), f"{self._shape_tag(registration.name)}.{registration.id}"
+        )
+
+    # Seen before, and forgetting
+
+    async def remember(self, room: Room, address: str, now: float) -> None:
+        """Note that `address` was admitted to (or invited into) `room`: its keyed hash and its
+        domain's go in the room's series' "seen" index for `seen_kept_days`. An address that is
+        not one a code can be sent to is passed over."""
+        try:
+            address = normalise_address(address)
+        except InvalidAddress:
+            return
+        scope = self.series_of(room)
+        ttl = self._settings.seen_kept_days * DAY_SECONDS
+        address_key = mail_address_key(self._pseudonym_key, address)
+        domain_key = mail_domain_key(self._pseudonym_key, domain_of(address))
+        await self._store.put_value(self._seen_key(scope, "address", address_key), MARK, ttl)
+        await self._store.put_value(self._seen_key(scope, "domain", domain_key), MARK, ttl)
+
+    async def forget_room(self, room: str) -> int:
+        """Drop every registration of `room` and those awaiting a code (the room is deleted);
+        how many registrations there were. The series' "seen" hashes stay."""
+        count = 0
+        for registration_id in await self._store.index_members(self._room_index(room)):
+            read = await self._read(registration_id)
+            if read is not None:
+                await self._drop(room, read[0])
+                count += 1
+            else:
+                await self._store.index_remove(self._room_index(room), registration_id)
+                await self._store.delete_value(self._waiting_key(registration_id))
+                await self._store.delete_value(self._burst_key(registration_id))
+                await self._store.delete_value(self._alike_key(registration_id))
+        for member in await self._store.index_members(self._shape_index(room)):
+            await self._store.index_remove(self._shape_index(room), member)
+        for pending_id in await self._store.index_members(self._pending_index(room)):
+            await self._store.delete_value(self._pending_key(pending_id))
+            await self._store.index_remove(self._pending_index(room), pending_id)
+        return count
+
+    # Sending codes
+
+    def _dispatch(
+        self, address: str, code: str, room: Room, language: Language, ttl: float
+    ) -> None:
+        if len(self._sending) >= MAX_PENDING_SENDS:
+            log.warning("registration code for room %s not sent: too many sends pending", room.name)
+            return
+        task = asyncio.create_task(self._deliver(address, code, room, language, ttl))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _deliver(
+        self, address: str, code: str, room: Room, language: Language, ttl: float
+    ) -> None:
+        minutes = max(1, int(ttl // 60))
+        subject, body = registration_code_message(language, room.title or room.name, code, minutes)
+        try:
+            await self._mailer.send(address, subject, body, language=language.tag)
+        except MeetgateError as exc:
+            # The mailer keeps addresses out of its reasons; scrubbed here all the same.
+            reason = str(getattr(exc, "reason", exc.code))
+            reason = reason.replace(address, "[address]").replace(code, "[code]")
+            log.warning("registration code for room %s not sent: %s", room.name, reason)
+        except Exception as exc:
+            # Never the exception's text or traceback: it may quote the address or the body.
+            log.error("registration code for room %s not sent: %s", room.name, type(exc).__name__)
+        else:
+            log.info("registration code sent for room %s", room.name)
+
+    async def drain(self) -> None:
+        """Wait for the codes being sent now (tests; an orderly shutdown)."""
+        while self._sending:
+            await asyncio.gather(*self._sending, return_exceptions=True)
