@@ -1088,6 +1088,41 @@ class Registrations:
         await self._store.put_value(self._seen_key(scope, "address", address_key), MARK, ttl)
         await self._store.put_value(self._seen_key(scope, "domain", domain_key), MARK, ttl)
 
+    async def retime(self, room: Room, now: float) -> int:
+        """Keep `room`'s registrations as its meeting's time says now (call it when the end
+        time changes): each one's expiry is set anew, and every one is dropped when the
+        meeting's retention has passed already. How many were kept or dropped."""
+        kept = self.kept_seconds(room, now)
+        count = 0
+        for registration_id in await self._store.index_members(self._room_index(room.name)):
+            if REGISTRATION_ID_SHAPE.fullmatch(registration_id) is None:
+                continue
+            # Held, as an update holds it: an answer meanwhile must not be written over.
+            mark = await self._store.take_value(self._waiting_key(registration_id))
+            try:
+                read = await self._read(registration_id)
+                if read is None or read[0].room != room.name:
+                    continue
+                registration, address = read
+                if registration.state is RegistrationState.WAITING and mark is None:
+                    # Being answered right now: its answer is written with the new time.
+                    continue
+                count += 1
+                if kept is None:
+                    await self._drop(room.name, registration)
+                    mark = None
+                    continue
+                await self._write(registration, address, kept)
+                shape = f"{self._shape_tag(registration.name)}.{registration.id}"
+                await self._store.index_add(self._shape_index(room.name), shape, kept)
+                for key in (self._burst_key(registration_id), self._alike_key(registration_id)):
+                    if self._marked(await self._store.get_value(key)):
+                        await self._store.put_value(key, MARK, kept)
+            finally:
+                if mark is not None and kept is not None:
+                    await self._store.put_value(self._waiting_key(registration_id), mark, kept)
+        return count
+
     async def forget_room(self, room: str) -> int:
         """Drop every registration of `room` and those awaiting a code (the room is deleted);
         how many registrations there were. The series' "seen" hashes stay."""

@@ -958,6 +958,39 @@ async def test_without_a_meeting_end_a_registrant_is_kept_no_longer_than_kept_se
         await store.close()
 
 
+async def test_a_meeting_end_moved_earlier_shortens_what_is_kept(
+    store: Store, request: pytest.FixtureRequest
+) -> None:
+    """Catches registrations kept as long as the meeting's first end time said after the end
+    was moved earlier (the admin's room change calls `retime`)."""
+    desk = make_desk(store, kept_after_meeting_seconds=0, burst_threshold=2)
+    room = await stored_room(store, ends_at=time.time() + 30 * 86_400)
+    people = list(registrants(3))
+    client = fresh_client()
+    made = [
+        (await desk.registered(room, name, address, note, client=client)).registration
+        for name, address, note in people
+    ]
+    await desk.registrations.approve(room.name, [made[0].id], "H", time.time())
+    sooner = dataclasses.replace(room, ends_at=time.time() + 2)
+    await store.update_room(sooner)
+    assert await desk.registrations.retime(sooner, time.time()) == 3
+    # Still there, and still answerable, until then.
+    listed = await desk.registrations.page(room.name, now=time.time())
+    assert listed.counts["waiting"] == 2 and listed.counts["burst"] == 3
+    assert len(await desk.registrations.approve(sooner, [made[1].id], "H", time.time())) == 1
+    await wait_until_gone(store, request, [d for person in people for d in person])
+
+
+async def test_a_meeting_long_over_drops_its_registrations_at_once(desk: Desk) -> None:
+    room = await stored_room(desk.store)
+    for name, address, note in registrants(2):
+        await desk.registered(room, name, address, note)
+    over = dataclasses.replace(room, ends_at=time.time() - 7 * 86_400)
+    assert await desk.registrations.retime(over, time.time()) == 2
+    assert (await desk.registrations.page(room.name, now=time.time())).total == 0
+
+
 async def test_a_deleted_rooms_registrations_are_forgotten(
     desk: Desk, request: pytest.FixtureRequest
 ) -> None:
