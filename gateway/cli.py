@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import dataclasses
 import gc
@@ -15,6 +16,7 @@ import os
 import re
 import resource
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -1412,6 +1414,10 @@ def add_emergency_commands(room_sub: Any, client: list[argparse.ArgumentParser])
 
 def command_invite(args: argparse.Namespace) -> int:
     client = admin_client(args)
+    if args.action == "import":
+        return invite_import(client, args)
+    if args.action == "progress":
+        return invite_progress(client, args)
     if args.action == "create":
         body = {
             "name": args.name,
@@ -1505,6 +1511,278 @@ def command_invite(args: argparse.Namespace) -> int:
             else:
                 print(f"revoked invite {done['id']} (made for {done['name']})")
     return 0
+
+
+# ---------------------------------------------------------------- invite import
+
+# `meetgate invite import` (docs/operations.md, "Importing a list of invitees") and
+# `meetgate invite progress`.
+IMPORT_EXIT_CODES = """\
+exit codes:
+  0  every row made an invite (and, followed to its end, every e-mail was sent)
+  1  some rows were refused (each printed with its line and reason), or, followed to
+     its end, some e-mails could not be sent; the others were made
+  2  nothing was made: every row refused, an empty file, a file over a limit, bad
+     usage, or refused by the admin API (no such room, a meeting that moved on, --send
+     without an SMTP server)
+  3  the admin API cannot be reached, or its store cannot answer: worth a retry"""
+IMPORT_OPTIONS = {
+    "csv": "FILE",
+    "base64": "FILE",
+    "delimiter": "--delimiter",
+    "language": "--language",
+    "uses": "--uses",
+    "expires": "--expires (in seconds)",
+}
+# How often a followed batch is read again: on a terminal, to move the bar; in a log, a line
+# is printed only when the counts change.
+FOLLOW_SECONDS = 1.0
+BAR_CELLS = 30
+MIN_BAR_CELLS = 5
+
+
+def read_list_file(name: str) -> bytes:
+    """The file's bytes (`-`: standard input), refused here if over the admin API's limit."""
+    from gateway.admission.invite_import import MAX_FILE_BYTES
+
+    try:
+        if name == "-":
+            data = sys.stdin.buffer.read(MAX_FILE_BYTES + 1)
+        else:
+            with open(name, "rb") as handle:
+                data = handle.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise CliError(f"cannot read {name}: {exc.strerror or exc}", code="unreadable") from exc
+    if len(data) > MAX_FILE_BYTES:
+        raise CliError(
+            f"{name} is larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB: nothing was made;"
+            " split it into several files",
+            code="invite_list_refused",
+        )
+    return data
+
+
+def progress_counts(progress: dict[str, Any], now: float) -> str:
+    """A batch's counts in words: `312/500 sent, 2 failed, 186 waiting (…)`."""
+    text = (
+        f"{progress['sent']}/{progress['total']} sent, {progress['failed']} failed,"
+        f" {progress['waiting']} waiting"
+    )
+    retry_at = progress.get("retry_at")
+    if retry_at is not None and progress["waiting"]:
+        seconds = max(0, round(retry_at - now))
+        text += f" (mail server failing: next try in {seconds} s)"
+    return text
+
+
+def progress_bar(progress: dict[str, Any], now: float, width: int) -> str:
+    """One line for a terminal `width` columns wide: a bar of sent (#) and failed (!) as wide as
+    the counts leave room for (none on a narrow one), then the counts."""
+    text = progress_counts(progress, now)
+    cells = min(BAR_CELLS, width - len(text) - 4)
+    if cells < MIN_BAR_CELLS:
+        return text[: max(10, width - 1)]
+    total = max(1, progress["total"])
+    sent = progress["sent"] * cells // total
+    failed = min(cells - sent, progress["failed"] * cells // total)
+    return f"[{'#' * sent}{'!' * failed}{'.' * (cells - sent - failed)}] {text}"
+
+
+def follow_batch(client: AdminClient, batch: str, *, show: bool) -> dict[str, Any]:
+    """Read the batch's progress until it is done, shown as a bar redrawn on a terminal or as
+    a line each time the counts change (`show`: else silently). Ctrl-C stops following only:
+    KeyboardInterrupt is raised with the last progress read in `last` (see follow's caller)."""
+    terminal = sys.stdout.isatty()
+    printed = ""
+    progress: dict[str, Any] = client.call("GET", f"/api/v1/outbox/{quote(batch, safe='')}")
+    try:
+        while True:
+            now = time.time()
+            if show and terminal:
+                width = shutil.get_terminal_size().columns
+                print(f"\r{progress_bar(progress, now, width)}\x1b[K", end="", flush=True)
+            elif show:
+                line = progress_counts({**progress, "retry_at": None}, now)
+                if line != printed:
+                    print(line, flush=True)
+                    printed = line
+            if progress["done"]:
+                break
+            time.sleep(FOLLOW_SECONDS)
+            progress = client.call("GET", f"/api/v1/outbox/{quote(batch, safe='')}")
+    except KeyboardInterrupt as exc:
+        raise StoppedFollowing(progress) from exc
+    finally:
+        if show and terminal:
+            print(flush=True)
+    return progress
+
+
+class StoppedFollowing(Exception):
+    """Ctrl-C while a batch was followed: the server goes on sending."""
+
+    def __init__(self, last: dict[str, Any]) -> None:
+        super().__init__("stopped following")
+        self.last = last
+
+
+def invite_import(client: AdminClient, args: argparse.Namespace) -> int:
+    data = read_list_file(args.file)
+    body: dict[str, Any] = {
+        # Sent as bytes, in base64: a line that is not UTF-8 is then reported on its own.
+        "csv": base64.b64encode(data).decode("ascii"),
+        "base64": True,
+        "send": args.send,
+        "uses": args.uses,
+        "expires": parse_duration(args.expires),
+    }
+    if args.delimiter is not None:
+        body["delimiter"] = args.delimiter
+    if args.language is not None:
+        body["language"] = args.language
+    answer: dict[str, Any] = client.call(
+        "POST",
+        _room_path(args.room, "invites", "import"),
+        body,
+        options=IMPORT_OPTIONS,
+        next_steps={
+            "mail_not_configured": "Import without --send to get the links, or set [smtp] in"
+            " the config and restart the gate."
+        },
+    )
+    problems = answer["problems"]
+    for problem in problems:
+        print(f"line {problem['line']}: {problem['reason']}", file=sys.stderr)
+    refused = f"; {len(problems)} row(s) refused (above)" if problems else ""
+    progress: dict[str, Any] | None = None
+    stopped = False
+    if not args.send:
+        if not args.json and answer["links"]:
+            rows = [[str(x["line"]), x["role"], x["link"], x["name"]] for x in answer["links"]]
+            print_table(["LINE", "ROLE", "LINK", "NAME"], rows)
+        print(
+            f"made {answer['created']} invite(s) in room {args.room}{refused}. Each link lets"
+            " its holder in under the name beside it: give each only to its person.",
+            file=sys.stderr,
+        )
+    else:
+        print(
+            f"queued {answer['created']} invitation(s) to room {args.room} (batch"
+            f" {answer['batch']}){refused}",
+            file=sys.stderr,
+        )
+        if answer["batch"] is not None and not args.no_wait:
+            try:
+                progress = follow_batch(client, answer["batch"], show=not args.json)
+            except StoppedFollowing as stop:
+                progress, stopped = stop.last, True
+                print(
+                    "stopped following: the gate goes on sending; `meetgate invite progress"
+                    f" {answer['batch']}` shows how far it got",
+                    file=sys.stderr,
+                )
+    if args.json:
+        print(json.dumps({**answer, "progress": progress}, ensure_ascii=False, indent=2))
+    if answer["created"] == 0:
+        if not problems:
+            print("the file lists nobody: nothing was made", file=sys.stderr)
+        return 2
+    undelivered = progress is not None and not stopped and progress["failed"] > 0
+    if undelivered and progress is not None:
+        print(
+            f"{progress['failed']} e-mail(s) could not be sent (the mail server refused them"
+            " or kept failing); the gate's log says why, by batch",
+            file=sys.stderr,
+        )
+    return 1 if problems or undelivered else 0
+
+
+def invite_progress(client: AdminClient, args: argparse.Namespace) -> int:
+    path = f"/api/v1/outbox/{quote(args.batch, safe='')}"
+    if not args.follow:
+        progress: dict[str, Any] = client.call(
+            "GET",
+            path,
+            matching=True,
+            next_steps={"not_found": "A batch is known for [outbox] batch_kept_seconds."},
+        )
+    else:
+        try:
+            progress = follow_batch(client, args.batch, show=not args.json)
+        except StoppedFollowing as stop:
+            progress = stop.last
+            print("stopped following: the gate goes on sending", file=sys.stderr)
+    if args.json:
+        print(json.dumps(progress, ensure_ascii=False, indent=2))
+    elif not args.follow:
+        print(progress_counts(progress, time.time()))
+    return 1 if progress["done"] and progress["failed"] else 0
+
+
+def add_import_commands(invite_sub: Any, client: list[argparse.ArgumentParser]) -> None:
+    """`meetgate invite import` and `meetgate invite progress`."""
+    importing = command(
+        invite_sub,
+        "import",
+        "make invites for a list (CSV: name, e-mail, optional role): links printed, or sent",
+        [
+            "meetgate invite import --room board invitees.csv   # prints a link per row",
+            "meetgate invite import --room board invitees.csv --send --language zh-Hant",
+            "meetgate invite import --room board - --send --no-wait < invitees.csv",
+        ],
+        client,
+        description="Make a personal invite for each row of a CSV file: name, e-mail address,"
+        " optional role\n(attendee or host); a header row (name, e-mail, role, in any order)"
+        " optional; comma\nor semicolon separated; UTF-8. Each row is checked first; a refused"
+        " row is printed\nwith its line number and reason, and a file over 2 MiB or 5,000 rows"
+        " is refused whole.\n\nWithout --send, a table of LINE, ROLE, LINK, NAME is printed:"
+        " the links are secrets,\neach lets its holder in under that name; deliver each only"
+        " to its person. With\n--send, each link goes by e-mail (the gate needs [smtp]) and"
+        " the sending is followed\n(a bar on a terminal, a line per change otherwise) until"
+        " done; Ctrl-C stops following,\nnot sending.\n\n" + IMPORT_EXIT_CODES,
+    )
+    importing.add_argument("file", metavar="FILE", help="the CSV file; - for standard input")
+    importing.add_argument("--room", required=True, help="the room the links open")
+    importing.add_argument(
+        "--send", action="store_true", help="e-mail each invitee their link (needs [smtp])"
+    )
+    importing.add_argument(
+        "--language",
+        choices=LANGUAGE_TAGS,
+        help="with --send: the e-mails' language (default: the room's, else English)",
+    )
+    importing.add_argument("--uses", type=int, default=1, help="how often each link works (1)")
+    importing.add_argument(
+        "--expires",
+        default="7d",
+        help="printed links: lifetime, e.g. 2h, 7d (7d); sent ones last until the meeting ends",
+    )
+    importing.add_argument(
+        "--delimiter", choices=[",", ";"], help="the separator (default: found from the rows)"
+    )
+    importing.add_argument(
+        "--no-wait", action="store_true", help="with --send: do not follow the sending"
+    )
+    importing.add_argument(
+        "--json",
+        action="store_true",
+        help="print the admin API's answer (with the links, and the last progress) as JSON",
+    )
+    progress = command(
+        invite_sub,
+        "progress",
+        "how far a batch of e-mailed invitations got (counts only)",
+        ["meetgate invite progress 3f9c2a1b7d4e5f60", "meetgate invite progress 3f9c… --follow"],
+        client,
+        description="How far a batch of e-mailed invitations got: sent, failed, waiting.\n\n"
+        "exit codes: 0 read (or followed); 1 no such batch, or done with some e-mails not\n"
+        "sent; 2 bad usage or refused; 3 the admin API or its store cannot answer",
+    )
+    progress.add_argument("batch", metavar="BATCH", help="the batch `invite import` printed")
+    progress.add_argument(
+        "--follow", action="store_true", help="follow it until done (Ctrl-C stops following)"
+    )
+    progress.add_argument("--json", action="store_true", help="print the admin API's answer")
 
 
 def command_store(args: argparse.Namespace) -> int:
@@ -1854,9 +2132,10 @@ def build_parser() -> argparse.ArgumentParser:
     invite = command(
         sub,
         "invite",
-        "create, list and revoke personal join links",
+        "create, import, list and revoke personal join links",
         [
             "meetgate invite create --room board --name 'Grace Hopper' --host",
+            "meetgate invite import --room board invitees.csv --send",
             "meetgate invite list --room board",
         ],
     )
@@ -1911,6 +2190,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --name: revoke without asking (needed without a terminal)",
     )
     revoke.add_argument("--json", action="store_true", help="with --name: print the API's answer")
+    add_import_commands(invite_sub, client)
     invite.set_defaults(func=command_invite)
 
     store = command(
