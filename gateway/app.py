@@ -10,13 +10,17 @@ from gateway.admission.flood import FloodGuard
 from gateway.admission.limits import RateLimiter
 from gateway.admission.lobby import Lobby
 from gateway.admission.names import skeleton
+from gateway.admission.outbox import Outbox
 from gateway.admission.pipeline import AdmissionPipeline
+from gateway.admission.registrations import Registrations
 from gateway.edge.languages import LanguageChoice
 from gateway.evidence.backend import open_evidence
 from gateway.evidence.pseudonyms import Pseudonyms
 from gateway.evidence.recorder import EvidenceRecorder
 from gateway.host.actions import HostDesk
 from gateway.host.dashboard import create_dashboard_router
+from gateway.host.invitation_pages import create_invitations_router
+from gateway.host.invitations import InvitationDesk
 from gateway.mail import SmtpMailer
 from gateway.metrics import Metrics
 from gateway.proxy.gate import Gate
@@ -91,13 +95,42 @@ def create_app(
         mailer=SmtpMailer(settings.smtp),
         flood=flood,
     )
+    # Registrations and invitations are mail (codes, links): none without a mail server.
+    registrations = outbox = None
+    if settings.mail_configured:
+        registrations = Registrations(
+            store,
+            settings.registration,
+            key=secret,
+            limiter=limiter,
+            mailer=SmtpMailer(settings.smtp),
+            flood=flood,
+            codes=settings.email_codes,
+        )
+        outbox = Outbox(
+            store,
+            settings.outbox,
+            key=secret,
+            mailer=SmtpMailer(settings.smtp),
+            public_url=settings.public_url,
+            metrics=metrics,
+            admission_ttl_seconds=settings.admission.ttl_seconds,
+        )
+    host_desk = HostDesk(store, lobby, evidence)
     dashboard = create_dashboard_router(
+        settings, pipeline, host_desk, registry.count, flood.status, evidence=evidence.log
+    )
+    invitations = create_invitations_router(
         settings,
         pipeline,
-        HostDesk(store, lobby, evidence),
-        registry.count,
-        flood.status,
-        evidence=evidence.log,
+        InvitationDesk(
+            store,
+            host_desk,
+            public_url=settings.public_url,
+            registrations=registrations,
+            queue=outbox,
+            batch_kept_seconds=settings.outbox.batch_kept_seconds,
+        ),
     )
     signin = SignInRoutes(settings, entrance, store, limiter, flood)
     lobby_router = create_lobby_router(
@@ -126,6 +159,7 @@ def create_app(
                     entrance,
                     routers=[
                         dashboard,
+                        invitations,
                         create_entry_router(settings, entrance),
                         lobby_router,
                         create_email_router(settings, entrance, email_codes),
@@ -137,6 +171,8 @@ def create_app(
             secure=settings.secure,
         ),
         close_pages=signin.aclose,
+        # The outbox's sending loop runs beside the gate, started and stopped with it.
+        background=() if outbox is None else (outbox,),
     )
 
 

@@ -1,0 +1,352 @@
+"""What a room's hosts do about who is invited (issue 19): review the registrations a page at a
+time, invite one person, import a list, follow the sending of each batch of invitations.
+
+No HTTP here (gateway/host/invitation_pages.py is the dashboard's side). Every call first checks
+that the actor is a live host of the room through HostDesk, and nothing here returns a list of
+addresses: the registrations' pages show a domain, the batches counts.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from gateway.admission.email_codes import normalise_address
+from gateway.admission.invitations import BatchProgress, Invitation, InvitationQueue
+from gateway.admission.invite_import import RowProblem, read_invite_list
+from gateway.admission.invites import make_invite, validate_display_name
+from gateway.admission.outbox import MeetingOver
+from gateway.admission.registrations import Registration, RegistrationPage, Registrations
+from gateway.errors import InvalidInput, MeetgateError
+from gateway.host.actions import Actor, HostDesk, MeetingSettings
+from gateway.i18n import N_
+from gateway.store import Store
+from gateway.store.records import Admission, Role, Room
+
+log = logging.getLogger("meetgate.host")
+
+# Registrations on one page of the dashboard.
+PAGE_SIZE = 25
+# "All matching the filter" answers at most this many at once (a room holds at most
+# [registration] max_per_room; the host presses again for the rest, told how many are left).
+MOST_AT_ONCE = 2000
+# A link shown to a host (no address given, or "show links") works this long when the meeting
+# has no end time; with one, until the end and a day after.
+LINK_LIFETIME_SECONDS = 30 * 86_400
+AFTER_MEETING_SECONDS = 86_400
+# Batches of a room the dashboard follows (the newest first).
+BATCHES_SHOWN = 10
+_BATCH_INDEX = "host:batches:"
+
+
+class SendingUnavailable(MeetgateError):
+    """No mail server is configured: invitations cannot go by e-mail."""
+
+    status = 409
+    code = "sending_unavailable"
+    title = N_("Invitations cannot be sent by e-mail")
+    message = N_(
+        "Meetgate has no mail server configured, so invitations cannot be sent by e-mail."
+        " Leave the address empty (or choose 'show links') and give the links yourself, or ask"
+        " the admin to configure [smtp]."
+    )
+
+
+class RegistrationUnavailable(MeetgateError):
+    """The gate was started without registrations (no mail server: codes and invitations are
+    mail)."""
+
+    status = 409
+    code = "registration_unavailable"
+    title = N_("Registration is not available")
+    message = N_(
+        "Registration needs a mail server (confirmation codes and invitations go by e-mail),"
+        " and Meetgate has none configured. Ask the admin to configure [smtp]."
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Answered:
+    """What approving or denying registrations did: how many changed, how many of those asked
+    were left as they were (answered already, or gone), the invitations' batch (approving), and
+    how many matching the filter are still waiting (past MOST_AT_ONCE)."""
+
+    count: int
+    unchanged: int
+    batch: str | None = None
+    left: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """A personal link made for a host to hand over themselves: shown once, never stored."""
+
+    name: str
+    role: Role
+    url: str
+    line: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Imported:
+    """What importing a list made: a batch of invitations to send, or links to show, and the
+    lines refused."""
+
+    created: int
+    problems: tuple[RowProblem, ...]
+    batch: str | None = None
+    links: tuple[Link, ...] = ()
+
+
+class InvitationDesk:
+    """The hosts' registrations, invitations and sending. `registrations` and `queue` are None
+    when the gate has no mail server: the review and every e-mail are refused then, and links
+    are still made."""
+
+    def __init__(
+        self,
+        store: Store,
+        desk: HostDesk,
+        *,
+        public_url: str,
+        registrations: Registrations | None = None,
+        queue: InvitationQueue | None = None,
+        batch_kept_seconds: float = 7 * 86_400,
+    ) -> None:
+        self._store = store
+        self._desk = desk
+        self._public_url = public_url.rstrip("/")
+        self._registrations = registrations
+        self._queue = queue
+        self._batch_kept = batch_kept_seconds
+
+    @property
+    def sends_mail(self) -> bool:
+        return self._queue is not None
+
+    @property
+    def reviews(self) -> bool:
+        return self._registrations is not None
+
+    async def room(self, actor: Actor, room: str, now: float) -> Room:
+        """The room, if `actor` is its host."""
+        return await self._desk.room(actor, room, now)
+
+    async def set_meeting(
+        self, actor: Actor, room: str, meeting: MeetingSettings, now: float
+    ) -> bool:
+        """Set the room's registration and the meeting's time; False if it already has them."""
+        return await self._desk.set_meeting(actor, room, meeting, now) is not None
+
+    # Registrations
+
+    async def registrations(
+        self,
+        actor: Actor,
+        room: str,
+        *,
+        state: str | None,
+        flag: str | None,
+        offset: int,
+        now: float,
+    ) -> RegistrationPage:
+        """One page (PAGE_SIZE) of the room's registrations in `state`, with `flag`."""
+        await self._desk.current(actor, room, now)
+        return await self._reviewing().page(
+            room, state=state, flag=flag, offset=max(0, offset), limit=PAGE_SIZE, now=now
+        )
+
+    async def answer(
+        self,
+        actor: Actor,
+        room: str,
+        ids: Sequence[str],
+        *,
+        approve: bool,
+        now: float,
+        flag: str | None = None,
+        every_waiting: bool = False,
+    ) -> Answered:
+        """Approve or deny the waiting registrations `ids`, or (`every_waiting`) every waiting
+        one with `flag` (None: every waiting one), at most MOST_AT_ONCE. Approving queues each
+        one's invitation in one batch."""
+        current = await self._desk.current(actor, room, now)
+        reviewing = self._reviewing()
+        if approve and self._queue is None:
+            raise SendingUnavailable()
+        wanted = list(dict.fromkeys(ids))
+        left = 0
+        if every_waiting:
+            wanted, left = await self._every_waiting(room, flag, now)
+        if not wanted:
+            return Answered(0, 0, left=left)
+        by = _actor_name(actor)
+        if not approve:
+            count = await reviewing.deny(room, wanted, by, now)
+            await self._desk.log_count(actor, room, "deny registrations", count, now)
+            return Answered(count, len(wanted) - count, left=left)
+        if current.ends_at is not None and current.ends_at <= now:
+            # Approving takes each address out of its registration for its invitation: checked
+            # first, so that none is taken for an invitation the outbox would refuse.
+            raise MeetingOver()
+        invitations = await reviewing.approve(room, wanted, by, now)
+        batch = None
+        if invitations:
+            batch = await self._enqueue(current, invitations, now)
+        await self._desk.log_count(actor, room, "approve registrations", len(invitations), now)
+        return Answered(len(invitations), len(wanted) - len(invitations), batch, left)
+
+    async def _every_waiting(
+        self, room: str, flag: str | None, now: float
+    ) -> tuple[list[str], int]:
+        reviewing = self._reviewing()
+        ids: list[str] = []
+        total = 0
+        while len(ids) < MOST_AT_ONCE:
+            page = await reviewing.page(
+                room, state="waiting", flag=flag, offset=len(ids), limit=100, now=now
+            )
+            total = page.total
+            ids += [item.id for item in page.items]
+            if not page.items or len(ids) >= page.total:
+                break
+        ids = ids[:MOST_AT_ONCE]
+        return ids, max(0, total - len(ids))
+
+    def _reviewing(self) -> Registrations:
+        if self._registrations is None:
+            raise RegistrationUnavailable()
+        return self._registrations
+
+    # Invitations
+
+    async def invite_one(
+        self,
+        actor: Actor,
+        room: str,
+        *,
+        name: str,
+        address: str,
+        role: Role,
+        language: str,
+        now: float,
+    ) -> Link | str:
+        """Invite one person: with an address, their invitation goes by e-mail (the batch's id
+        is returned); without, a personal link for the host to hand over (shown once)."""
+        current = await self._desk.current(actor, room, now)
+        name = validate_display_name(name)
+        if address.strip():
+            if self._queue is None:
+                raise SendingUnavailable()
+            invitation = Invitation(
+                room=current.name,
+                name=name,
+                address=normalise_address(address),
+                role=role,
+                language=language,
+                origin="host",
+            )
+            batch = await self._enqueue(current, [invitation], now)
+            await self._desk.log_count(actor, room, "invite by e-mail", 1, now)
+            return batch
+        link = await self._make_link(current, name, role, now)
+        await self._desk.log_count(actor, room, "invite with a link", 1, now)
+        return link
+
+    async def import_list(
+        self, actor: Actor, room: str, data: bytes, *, send: bool, language: str, now: float
+    ) -> Imported:
+        """Read a list (CSV: name, e-mail, optional role) and invite each good line: by e-mail
+        in one batch (`send`), or as links for the host to hand over. Refused lines are told by
+        number and reason. Nothing is made unless the file as a whole could be read."""
+        current = await self._desk.current(actor, room, now)
+        if send and self._queue is None:
+            raise SendingUnavailable()
+        read = read_invite_list(data)
+        problems = read.problems
+        if not read.invitees:
+            return Imported(0, problems)
+        if send:
+            invitations = [
+                Invitation(
+                    room=current.name,
+                    name=row.name,
+                    address=row.address,
+                    role=row.role,
+                    language=language,
+                    origin="import",
+                )
+                for row in read.invitees
+            ]
+            batch = await self._enqueue(current, invitations, now)
+            await self._desk.log_count(actor, room, "import and send", len(invitations), now)
+            return Imported(len(invitations), problems, batch=batch)
+        links = [
+            replace(await self._make_link(current, row.name, row.role, now), line=row.line)
+            for row in read.invitees
+        ]
+        await self._desk.log_count(actor, room, "import as links", len(links), now)
+        return Imported(len(links), problems, links=tuple(links))
+
+    async def _make_link(self, room: Room, name: str, role: Role, now: float) -> Link:
+        lifetime = float(LINK_LIFETIME_SECONDS)
+        if room.ends_at is not None and room.ends_at > now:
+            lifetime = min(room.ends_at + AFTER_MEETING_SECONDS - now, lifetime * 12)
+        made = make_invite(
+            room=room.name,
+            name=name,
+            role=role,
+            max_uses=1,
+            lifetime_seconds=max(60.0, lifetime),
+            now=now,
+        )
+        await self._store.add_invite(made.invite)
+        return Link(made.invite.name, role, f"{self._public_url}/j/{made.token}")
+
+    async def _enqueue(self, room: Room, invitations: Sequence[Invitation], now: float) -> str:
+        assert self._queue is not None
+        queued = await self._queue.enqueue(room, invitations, now=now)
+        # The room's batches, newest first by the time in front: ids and times, nobody's name.
+        await self._store.index_add(
+            _BATCH_INDEX + room.name, f"{now:015.3f}:{queued.batch}", self._batch_kept
+        )
+        log.info("host queued invitations: batch %s, %d", queued.batch, len(invitations))
+        return queued.batch
+
+    # Sending
+
+    async def batches(self, actor: Actor, room: str, now: float) -> list[BatchProgress]:
+        """How the room's newest batches of invitations are going (BATCHES_SHOWN at most)."""
+        await self._desk.current(actor, room, now)
+        if self._queue is None:
+            return []
+        members = sorted(await self._store.index_members(_BATCH_INDEX + room), reverse=True)
+        found: list[BatchProgress] = []
+        for member in members[:BATCHES_SHOWN]:
+            progress = await self._queue.progress(member.partition(":")[2])
+            if progress is not None and progress.room == room:
+                found.append(progress)
+        return found
+
+    async def batch(self, actor: Actor, room: str, batch: str, now: float) -> BatchProgress:
+        """One batch of this room; InvalidInput for a batch of another room or none."""
+        await self._desk.current(actor, room, now)
+        progress = None if self._queue is None else await self._queue.progress(batch)
+        if progress is None or progress.room != room:
+            raise InvalidInput(N_("There is no such batch of invitations in this room."))
+        return progress
+
+
+def registration_flags(item: Registration) -> list[str]:
+    """The flags a registration carries, by their names on the page's filter."""
+    return [flag for flag in FLAGS if flag in item.flags]
+
+
+# The flags a host filters by, in the order the page shows them.
+FLAGS = ("seen_address", "seen_domain", "looks_like", "burst", "updated")
+STATES = ("waiting", "approved", "denied")
+
+
+def _actor_name(actor: Actor) -> str:
+    return actor.name if isinstance(actor, Admission) else "admin"
