@@ -31,9 +31,11 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.admin_invitations import invitation_routes
+from gateway.admin_registrations import registration_routes
 from gateway.admission.email_codes import InvalidAddress, normalise_address
 from gateway.admission.invitations import InvitationQueue
 from gateway.admission.invites import make_invite
+from gateway.admission.limits import RateLimiter
 from gateway.admission.outbox import Outbox
 from gateway.admission.pipeline import join_plan
 from gateway.admission.policy import (
@@ -46,6 +48,7 @@ from gateway.admission.policy import (
     MAX_PROVIDERS,
     make_policy,
 )
+from gateway.admission.registrations import Registrations
 from gateway.admission.rooms import (
     MAX_TITLE_CHARS,
     RESERVED_NAMES,
@@ -624,6 +627,13 @@ IMPORT_CONFLICT: dict[int | str, dict[str, Any]] = {
         " [smtp]",
     }
 }
+REGISTRATION_CONFLICT: dict[int | str, dict[str, Any]] = {
+    409: {
+        "model": Problem,
+        "description": "room_moved: the meeting moved on; mail_not_configured: no [smtp], so no"
+        " registrations; meeting_over: approve after the meeting's end",
+    }
+}
 PROMETHEUS_TEXT: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "Every metric, in Prometheus' text format",
@@ -1008,11 +1018,13 @@ def create_admin_app(
     metrics: Metrics,
     evidence: EvidenceRecorder | None = None,
     invitations: InvitationQueue | None = None,
+    registrations: Registrations | None = None,
 ) -> AdminAuth:
     """The admin API; `evidence` records its locks and chat rules in each room's evidence (the
     actor: the admin API, one pseudonym per room); `invitations`: the queue that sends invitation
     e-mails (the gate's; None: one of its own with an SMTP server, without one an import with
-    `send` is refused)."""
+    `send` is refused); `registrations`: the gate's (None: one of its own with an SMTP server,
+    which reviews what the store holds; without one the registration calls answer 409)."""
     app = FastAPI(
         title="Meetgate admin API",
         version="1",
@@ -1037,6 +1049,16 @@ def create_admin_app(
             public_url=settings.public_url,
             metrics=metrics,
             admission_ttl_seconds=settings.admission.ttl_seconds,
+        )
+    if registrations is None and settings.mail_configured:
+        # Reviewing reads and answers what the store holds: nothing here sends a code.
+        registrations = Registrations(
+            store,
+            settings.registration,
+            key=pseudonym_key,
+            limiter=RateLimiter(store, settings.rates, metrics),
+            mailer=SmtpMailer(settings.smtp),
+            codes=settings.email_codes,
         )
     # Declared for the OpenAPI document; the check itself is AdminAuth, before any parsing.
     guarded = [Depends(HTTPBearer(auto_error=False))]
@@ -1396,6 +1418,16 @@ def create_admin_app(
             guarded=guarded,
             import_errors={**NOT_FOUND, **IMPORT_CONFLICT},
             progress_errors=NOT_FOUND,
+        )
+    )
+    app.include_router(
+        registration_routes(
+            store,
+            desk,
+            registrations,
+            invitations,
+            guarded=guarded,
+            errors={**NOT_FOUND, **REGISTRATION_CONFLICT},
         )
     )
 
