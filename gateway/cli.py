@@ -1640,16 +1640,23 @@ def invite_import(client: AdminClient, args: argparse.Namespace) -> int:
         body["delimiter"] = args.delimiter
     if args.language is not None:
         body["language"] = args.language
-    answer: dict[str, Any] = client.call(
-        "POST",
-        _room_path(args.room, "invites", "import"),
-        body,
-        options=IMPORT_OPTIONS,
-        next_steps={
-            "mail_not_configured": "Import without --send to get the links, or set [smtp] in"
-            " the config and restart the gate."
-        },
-    )
+    try:
+        answer: dict[str, Any] = client.call(
+            "POST",
+            _room_path(args.room, "invites", "import"),
+            body,
+            options=IMPORT_OPTIONS,
+            next_steps={
+                "mail_not_configured": "Import without --send to get the links, or set [smtp]"
+                " in the config and restart the gate.",
+                "import_interrupted": "Import the same file again once the store answers.",
+            },
+        )
+    except CliError as exc:
+        if exc.code == "import_interrupted":
+            # The store failed on the way (what was made is revoked): worth a retry.
+            raise AdminUnreachable(str(exc), code=exc.code) from exc
+        raise
     problems = answer["problems"]
     for problem in problems:
         print(f"line {problem['line']}: {problem['reason']}", file=sys.stderr)
@@ -1758,7 +1765,10 @@ def add_import_commands(invite_sub: Any, client: list[argparse.ArgumentParser]) 
         help="printed links: lifetime, e.g. 2h, 7d (7d); sent ones last until the meeting ends",
     )
     importing.add_argument(
-        "--delimiter", choices=[",", ";"], help="the separator (default: found from the rows)"
+        "--delimiter",
+        choices=[",", ";"],
+        metavar="',' or ';'",
+        help="the separator (default: found from the first rows)",
     )
     importing.add_argument(
         "--no-wait", action="store_true", help="with --send: do not follow the sending"
