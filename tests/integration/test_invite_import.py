@@ -250,14 +250,6 @@ def test_refused_by_the_admin_api(gate: GatewayServer, tmp_path: Path) -> None:
     assert invites(gate, room) == []
 
 
-# The gate's sending loop: the Outbox is made in gateway/app.py but not yet started with the gate
-# (Gate(background=(outbox,))); until it is, nothing imported with --send is sent.
-NOT_SENDING = pytest.mark.xfail(
-    reason="the gate does not start the outbox's sending loop yet (gateway/app.py)", strict=False
-)
-
-
-@NOT_SENDING
 def test_sent_by_mail_each_once_and_progress_reaches_done(
     gate: GatewayServer, smtp: SmtpServer, tmp_path: Path
 ) -> None:
@@ -287,7 +279,6 @@ def test_sent_by_mail_each_once_and_progress_reaches_done(
     assert len(invites(gate, room)) == len(good)
 
 
-@NOT_SENDING
 def test_progress_bar_on_a_terminal_and_ctrl_c_leaves_sending_going(
     gate: GatewayServer, smtp: SmtpServer, tmp_path: Path
 ) -> None:
