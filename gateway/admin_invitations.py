@@ -36,7 +36,7 @@ from gateway.admission.invite_import import (
 )
 from gateway.admission.invites import MAX_LIFETIME_SECONDS, MAX_USES, NewInvite, make_invite
 from gateway.admission.pipeline import join_plan
-from gateway.errors import InvalidInput, MeetgateError, NotFound, StoreUnavailable
+from gateway.errors import InvalidInput, MeetgateError, NotFound, Phrase, StoreUnavailable
 from gateway.host.actions import ADMIN, HostDesk
 from gateway.i18n import DEFAULT, LANGUAGES, N_
 from gateway.settings import Settings
@@ -270,9 +270,9 @@ def invitation_routes(
                 made=len(stored),
                 total=len(built),
                 line=_undone_lines(stored, invitees),
-                undone="revoked"
+                undone=Phrase(N_("revoked"))
                 if undone
-                else "left unrevoked but unusable (nobody has their links)",
+                else Phrase(N_("left unrevoked but unusable (nobody was given their links)")),
             ) from exc
         links = [
             PrintedLinkOut(
