@@ -857,9 +857,13 @@ async def test_a_room_under_proof_of_work_asks_for_it(store: Store) -> None:
     with pytest.raises(ChallengeRequired) as demanded:
         await desk.registrations.register(room, "Ada", address, "", client, time.time())
     challenge = demanded.value.challenge
+    # An answer that does not solve it (at this low difficulty, one in 16 would).
+    unsolved = next(
+        str(n) for n in range(100) if not solves(challenge.token, challenge.difficulty, n)
+    )
     with pytest.raises(ChallengeFailed):
         await desk.registrations.register(
-            room, "Ada", address, "", client, time.time(), Proof(challenge.token, "1")
+            room, "Ada", address, "", client, time.time(), Proof(challenge.token, unsolved)
         )
     await desk.registrations.drain()
     assert not desk.mailbox.sent
@@ -871,12 +875,13 @@ async def test_a_room_under_proof_of_work_asks_for_it(store: Store) -> None:
     assert len(desk.mailbox.sent) == 1
 
 
+def solves(token: str, difficulty: int, answer: int) -> bool:
+    digest = hashlib.sha256(f"{token}:{answer}".encode()).digest()
+    return int.from_bytes(digest, "big") >> (256 - difficulty) == 0
+
+
 def solve(token: str, difficulty: int) -> str:
-    for answer in range(10_000_000):
-        digest = hashlib.sha256(f"{token}:{answer}".encode()).digest()
-        if int.from_bytes(digest, "big") >> (256 - difficulty) == 0:
-            return str(answer)
-    raise AssertionError("no answer")
+    return str(next(n for n in range(10_000_000) if solves(token, difficulty, n)))
 
 
 # Corrupt records
