@@ -279,6 +279,24 @@ def test_sent_by_mail_each_once_and_progress_reaches_done(
     assert len(invites(gate, room)) == len(good)
 
 
+def test_send_without_waiting_and_as_json(gate: GatewayServer, smtp: SmtpServer) -> None:
+    room = new_room(gate)
+    data = b"Ada,ada.nowait@example.org\nGrace,grace.nowait@example.org,host\n"
+    queued = meetgate(
+        gate, "invite", "import", "--room", room, "-", "--send", "--no-wait", "--json", stdin=data
+    )
+    assert queued.returncode == 0, queued.stderr
+    answer = json.loads(queued.stdout)
+    assert answer["created"] == 2 and answer["links"] == [] and answer["progress"] is None
+    # Followed to its end as JSON: the last progress read is in the answer.
+    followed = meetgate(gate, "invite", "progress", answer["batch"], "--follow", "--json")
+    assert followed.returncode == 0, followed.stderr
+    progress = json.loads(followed.stdout)
+    assert (progress["sent"], progress["failed"], progress["done"]) == (2, 0, True)
+    assert len(smtp.mailbox.to("ada.nowait@example.org")) == 1
+    assert len(smtp.mailbox.to("grace.nowait@example.org")) == 1
+
+
 def test_progress_bar_on_a_terminal_and_ctrl_c_leaves_sending_going(
     gate: GatewayServer, smtp: SmtpServer, tmp_path: Path
 ) -> None:
