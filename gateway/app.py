@@ -34,6 +34,7 @@ from gateway.web.email_signin import create_email_router
 from gateway.web.entry import Entrance, create_entry_router
 from gateway.web.lobby import LobbyPages, create_lobby_router
 from gateway.web.pages import create_pages_app
+from gateway.web.registration import create_registration_router
 from gateway.web.signin import SignInRoutes, signin_router, with_signin_session
 
 log = logging.getLogger("meetgate")
@@ -163,6 +164,9 @@ def create_app(
                         create_entry_router(settings, entrance),
                         lobby_router,
                         create_email_router(settings, entrance, email_codes),
+                        create_registration_router(
+                            settings, entrance, registrations, limiter=limiter, invitations=outbox
+                        ),
                         signin_router(signin),
                     ],
                 ),
