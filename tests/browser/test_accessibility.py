@@ -10,6 +10,7 @@ One gateway, one browser, one context per size: each page is reached the way a p
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,7 @@ from tests.fixtures.gateway_server import GatewayServer, start_gateway
 from tests.fixtures.http_clients import TLS
 from tests.fixtures.oidc import oidc_table
 from tests.fixtures.processes import free_port, stop_process
-from tests.fixtures.smtp import SmtpServer
+from tests.fixtures.smtp import Mailbox, SmtpServer
 from tests.integration.journeys import Admitted, admit, host_action
 from tests.integration.test_lobby import knock, request_of
 
@@ -88,6 +89,8 @@ class Site:
     proof: str  # proof-of-work always on
     dashboard: str  # a room with someone admitted and someone waiting
     lobby_host: Admitted
+    registration: str  # a room taking registrations
+    mailbox: Mailbox
 
 
 @pytest.fixture(scope="module")
@@ -119,8 +122,25 @@ def site(
         admit(gateway, dashboard, "Ada Attendee")
         with httpx.Client(base_url=gateway.url, trust_env=False, verify=TLS) as guest:
             assert knock(guest, gateway, dashboard, "Gina Guest", "Running late").status_code == 303
+        registration = f"register-{suffix}"
+        gateway.create_room(registration, title="Tenants' conference")
+        gateway.set_policy(registration, invite=True)
+        starts = int(time.time()) + 2 * 86400
+        with gateway.admin() as client:
+            changed = client.patch(
+                f"/api/v1/rooms/{registration}",
+                json={"registration": True, "starts_at": starts, "ends_at": starts + 7200},
+            )
+            assert changed.status_code == 200, changed.text
         yield Site(
-            gateway, ways_in, lobby, proof, dashboard, admit(gateway, lobby, "Hilde", role="host")
+            gateway,
+            ways_in,
+            lobby,
+            proof,
+            dashboard,
+            admit(gateway, lobby, "Hilde", role="host"),
+            registration,
+            smtp_server.mailbox,
         )
     finally:
         stop_process(proc)
@@ -207,6 +227,31 @@ def walk(page: Page, site: Site, language: Language, audit: Audit, host_link: st
     page.locator("#address ~ button").click()
     expect(page.locator("#code")).to_be_visible()
     audit.check(page, "e-mail code")
+
+    # Registering: the form, sent with mistakes, the code page, a wrong code, the thanks.
+    page.goto(f"{url}/_meetgate/register/{site.registration}")
+    audit.check(page, "registration form")
+    address = f"reg-{secrets.token_hex(4)}@example.org"
+    page.locator("#name").fill("Ada")
+    page.locator("#email").fill("ada@localhost")
+    page.locator("#note").fill("Hi \u202e")
+    page.locator("form button[type=submit]").click()
+    expect(page.locator("#email-error")).to_be_visible()
+    audit.check(page, "registration form with errors")
+    page.locator("#email").fill(address)
+    page.locator("#note").fill("From the tenants' union")
+    page.locator("form button[type=submit]").click()
+    page.wait_for_url(f"**/_meetgate/register/{site.registration}/code")
+    audit.check(page, "registration code")
+    code = site.mailbox.wait_for(address)[0].code()
+    page.locator("#code").fill(f"{(int(code) + 1) % 10 ** len(code):0{len(code)}d}")
+    page.locator("form button[type=submit]").click()
+    expect(page.locator("#code-error")).to_be_visible()
+    audit.check(page, "registration code, wrong")
+    page.locator("#code").fill(code)
+    page.locator("form button[type=submit]").click()
+    page.wait_for_url(f"**/_meetgate/register/{site.registration}/done")
+    audit.check(page, "registration thanks")
 
     # The lobby: waiting, then turned away by a host (the page follows by itself).
     name = f"Gina {secrets.token_hex(2)}"
@@ -308,7 +353,7 @@ def test_every_page_passes_axe(site: Site, chromium: Browser, size: str) -> None
             audit.check(page, "enter (sign-in, e-mail)")
     finally:
         context.close()
-    assert audit.pages == len(WALKED) * 15 + len(GLANCED)
+    assert audit.pages == len(WALKED) * 20 + len(GLANCED)
     assert audit.found == [], "\n".join(audit.found)
 
 
