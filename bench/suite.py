@@ -20,7 +20,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import flood, guard, nginx, profiling, revocation, upstream, workers, ws_throughput
+from bench import (
+    flood,
+    guard,
+    invitations,
+    nginx,
+    profiling,
+    revocation,
+    upstream,
+    workers,
+    ws_throughput,
+)
 from bench.admin import AdminApi, Invites, redeem
 from bench.flood import Attack, Flood
 from bench.load import REDEEM_SCRIPT, LoadResult, ensure_tools, ensure_wrk, run_wrk, wrk_version
@@ -88,6 +98,7 @@ SECTIONS = (
     "revocation",
     "flood",
     "workers",
+    "invitations",
 )
 
 
@@ -150,6 +161,8 @@ class Measurements:
     scaling: list[Scaling] = field(default_factory=list)
     # The wire guard on and off (issue 16).
     guard: guard.GuardMeasurements = field(default_factory=guard.GuardMeasurements)
+    # Invitations by e-mail and the joins beside them (issue 19).
+    invitations: invitations.Measurements = field(default_factory=invitations.Measurements)
     # Seconds each section took, for keeping the whole run within its budget.
     took: dict[str, float] = field(default_factory=dict)
     # Commands the run's redis-server processed during each timed Redis redemption run.
@@ -235,6 +248,8 @@ class Lab:
     every_cpu: set[int]
     # The two gateways of the wire guard's section, the guard on and off.
     guard_gates: guard.Gates | None = None
+    # The invitations section's gateways, which send to a mail server of the section's own.
+    invitation_gates: invitations.Gates | None = None
 
 
 def start_lab(servers: Servers, options: Options, every_cpu: set[int]) -> Lab:
@@ -242,7 +257,9 @@ def start_lab(servers: Servers, options: Options, every_cpu: set[int]) -> Lab:
     # One redis-server of the run's own: the Redis store's redemptions and forward-auth (unless
     # --redis names another), the two replicas of the revocation section, the workers.
     needs_redis = bool(wanted & {"redemption", "forward-auth"})
-    own = (needs_redis and options.redis_url is None) or bool(wanted & {"revocation", "workers"})
+    own = (needs_redis and options.redis_url is None) or bool(
+        wanted & {"revocation", "workers", "invitations"}
+    )
     own_redis = servers.redis() if own else None
     redis_url = options.redis_url or own_redis
     servers.wait_ready()  # Redis gateways connect to it as they start
@@ -287,6 +304,11 @@ def start_lab(servers: Servers, options: Options, every_cpu: set[int]) -> Lab:
                 rates=rates,
             )
     guard_gates = guard.start_gates(servers, upstream_url) if "guard" in wanted else None
+    invitation_gates = (
+        invitations.start_gates(servers, upstream_url, own_redis)
+        if "invitations" in wanted
+        else None
+    )
     if "workers" in wanted and own_redis is not None:
         # Jitsi's web server has cores of its own to use: not pinned, like the workers.
         shared_static = servers.nginx_static(pinned=False)
@@ -307,6 +329,7 @@ def start_lab(servers: Servers, options: Options, every_cpu: set[int]) -> Lab:
         own_redis=own_redis,
         every_cpu=every_cpu,
         guard_gates=guard_gates,
+        invitation_gates=invitation_gates,
     )
 
 
@@ -718,6 +741,15 @@ def measure_workers_section(lab: Lab, wrk: str, options: Options, m: Measurement
         say(f"  {scaling.route}: " + ", ".join(f"{r:.2f}x" for r in scaling.ratios))
 
 
+def measure_invitations_section(lab: Lab, workdir: Path, options: Options, m: Measurements) -> None:
+    """500 invitations sent through each store's gateway, and the joins beside them."""
+    assert lab.invitation_gates is not None
+    say(f"measuring {invitations.INVITATIONS} invitations by e-mail and the joins meanwhile")
+    invitations.measure(
+        lab.invitation_gates, workdir, options.repeats, options.room_size, say, m.invitations
+    )
+
+
 def measure_everything(
     servers: Servers,
     wrk: str,
@@ -738,6 +770,7 @@ def measure_everything(
         "revocation": lambda: measure_revocation_section(lab, options, m),
         "flood": lambda: measure_flood_section(lab, wrk, workdir, options, m),
         "workers": lambda: measure_workers_section(lab, wrk, options, m),
+        "invitations": lambda: measure_invitations_section(lab, workdir, options, m),
     }
     for section in SECTIONS:
         if section in options.sections:
@@ -936,6 +969,7 @@ def other_figures(m: Measurements) -> list[Figure]:
     if m.flood is not None:
         figures += flood.flood_figures(m.flood, m.flood_repeats)
         figures += flood.attack_figures(m.flood_repeats, m.attacks)
+    figures += invitations.figures(m.invitations)
     return figures
 
 
@@ -1080,6 +1114,8 @@ def method_notes(options: Options, pinned: bool, m: Measurements) -> list[str]:
     if m.flood_repeats:
         notes.append(flood.method(len(m.flood_repeats)))
         notes.append(flood.ATTACK_METHOD)
+    if m.invitations.repeats:
+        notes.append(invitations.method(options.repeats))
     if m.scaling:
         notes.append(
             "Workers: `meetgate serve` with `[listen] workers = 1` and `= 2` on the run's "
@@ -1091,7 +1127,7 @@ def method_notes(options: Options, pinned: bool, m: Measurements) -> list[str]:
 
 
 def warnings_of(m: Measurements, other: OtherLoad) -> list[str]:
-    warnings = list(m.warnings)
+    warnings = list(m.warnings) + invitations.warnings(m.invitations)
     if m.profiles:
         warnings.append(
             "--profile: py-spy sampled the gateway during its first timed runs, which lowers "
@@ -1139,6 +1175,7 @@ def detail_lines(m: Measurements) -> list[str]:
     lines += revocation.details(m.revocations, m.idle)
     if m.flood is not None:
         lines += flood.details(m.flood, m.flood_repeats)
+    lines += invitations.details(m.invitations)
     if m.took:
         lines.append(
             "Sections took: "
