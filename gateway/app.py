@@ -71,32 +71,10 @@ def create_app(
     secret = settings.admission.pseudonym_key.get_secret_value().encode()
     limiter = RateLimiter(store, settings.rates, metrics, evidence=evidence)
     flood = FloodGuard(store, limiter, settings.challenge, secret, metrics)
-    pipeline = AdmissionPipeline(
-        store,
-        pseudonym_key=secret,
-        admission_ttl_seconds=settings.admission.ttl_seconds,
-        limiter=limiter,
-        flood=flood,
-        metrics=metrics,
-    )
-    tickets = TicketAuthority.from_settings(settings)
-    # The other limits (a 180 s wait for BOSH long-polls among them) are UpstreamLimits' defaults.
-    client = UpstreamClient(UpstreamLimits(connect_timeout=settings.jitsi.connect_timeout_seconds))
-    # One registry for the gate (files sockets) and the dashboard (counts them).
-    registry = ConnectionRegistry()
-    entrance = Entrance(settings, store, pipeline, tickets)
-    lobby = Lobby(store, settings.lobby)
-    lobby_door = LobbyPages(settings, store, pipeline, lobby)
-    entrance.lobby = lobby_door
-    email_codes = EmailCodes(
-        store,
-        settings.email_codes,
-        key=secret,
-        limiter=limiter,
-        mailer=SmtpMailer(settings.smtp),
-        flood=flood,
-    )
-    # Registrations and invitations are mail (codes, links): none without a mail server.
+    # Registrations and invitations are mail (codes, links): none without a mail server. One of
+    # each per process, shared by the pipeline (what it admits is "seen before"), the pages, the
+    # dashboard and the admin API (create_admin gets the gate's), so that what the admin queues
+    # is sent by this process's loop at once, not at its next look.
     registrations = outbox = None
     if settings.mail_configured:
         registrations = Registrations(
@@ -115,8 +93,35 @@ def create_app(
             mailer=SmtpMailer(settings.smtp),
             public_url=settings.public_url,
             metrics=metrics,
+            seen=registrations.remember,
             admission_ttl_seconds=settings.admission.ttl_seconds,
         )
+    pipeline = AdmissionPipeline(
+        store,
+        pseudonym_key=secret,
+        admission_ttl_seconds=settings.admission.ttl_seconds,
+        limiter=limiter,
+        flood=flood,
+        metrics=metrics,
+        registrations=registrations,
+    )
+    tickets = TicketAuthority.from_settings(settings)
+    # The other limits (a 180 s wait for BOSH long-polls among them) are UpstreamLimits' defaults.
+    client = UpstreamClient(UpstreamLimits(connect_timeout=settings.jitsi.connect_timeout_seconds))
+    # One registry for the gate (files sockets) and the dashboard (counts them).
+    registry = ConnectionRegistry()
+    entrance = Entrance(settings, store, pipeline, tickets)
+    lobby = Lobby(store, settings.lobby)
+    lobby_door = LobbyPages(settings, store, pipeline, lobby)
+    entrance.lobby = lobby_door
+    email_codes = EmailCodes(
+        store,
+        settings.email_codes,
+        key=secret,
+        limiter=limiter,
+        mailer=SmtpMailer(settings.smtp),
+        flood=flood,
+    )
     host_desk = HostDesk(store, lobby, evidence)
     dashboard = create_dashboard_router(
         settings, pipeline, host_desk, registry.count, flood.status, evidence=evidence.log
@@ -177,12 +182,30 @@ def create_app(
         close_pages=signin.aclose,
         # The outbox's sending loop runs beside the gate, started and stopped with it.
         background=() if outbox is None else (outbox,),
+        registrations=registrations,
+        invitations=outbox,
     )
 
 
 def create_admin(
-    settings: Settings, store: Store, metrics: Metrics, evidence: EvidenceRecorder | None = None
+    settings: Settings,
+    store: Store,
+    metrics: Metrics,
+    evidence: EvidenceRecorder | None = None,
+    *,
+    gate: Gate | None = None,
 ) -> AdminAuth:
     """The admin API; `evidence`: the gate's recorder (`Gate.evidence`), so that its actions
-    are recorded with the gate's."""
-    return create_admin_app(settings, store, metrics, evidence)
+    are recorded with the gate's; `gate`: the gate of this process, whose registrations and
+    invitation outbox the admin API uses (its approvals and imports then go out with the gate's
+    sending loop at once)."""
+    if gate is None:
+        return create_admin_app(settings, store, metrics, evidence)
+    return create_admin_app(
+        settings,
+        store,
+        metrics,
+        evidence,
+        invitations=gate.invitations,
+        registrations=gate.registrations,
+    )

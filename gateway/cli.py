@@ -333,7 +333,7 @@ async def _serve_on(
             await serving.require_store(store, settings.store.url)
         metrics = Metrics()
         gate = create_app(settings, store, metrics)
-        admin = create_admin(settings, store, metrics, gate.evidence)
+        admin = create_admin(settings, store, metrics, gate.evidence, gate=gate)
     except BaseException:
         await store.close()
         raise

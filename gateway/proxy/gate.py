@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.admission.invitations import InvitationQueue
 from gateway.admission.invites import hash_token
 from gateway.admission.limits import RateLimiter
 from gateway.admission.local_limits import KnownWait
@@ -26,6 +27,7 @@ from gateway.admission.pipeline import (
     admission_id_for,
 )
 from gateway.admission.policy import offered_paths
+from gateway.admission.registrations import Registrations
 from gateway.admission.rooms import current_room
 from gateway.client_address import ClientAddresses, parse_networks
 from gateway.cuts import CUTS, Cut, RulesChanged
@@ -218,8 +220,14 @@ class Gate:
         evidence: EvidenceRecorder | None = None,
         close_pages: Callable[[], Awaitable[None]] | None = None,
         background: Sequence[Background] = (),
+        registrations: Registrations | None = None,
+        invitations: InvitationQueue | None = None,
     ) -> None:
+        """`registrations`, `invitations`: this process's (None without a mail server), for
+        the admin API built beside the gate (gateway.app.create_admin) to share."""
         self._settings = settings
+        self.registrations = registrations
+        self.invitations = invitations
         # Started and stopped with the gate (None: nothing is recorded).
         self.evidence = evidence
         # What the pages keep running (the sign-in's discovery refresh), ended at `aclose`.
