@@ -39,11 +39,14 @@ class MailFailed(MeetgateError):
     title = N_("The e-mail could not be sent")
     message = N_("Meetgate could not send the e-mail. Please try again in a few minutes.")
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, *, permanent: bool = False) -> None:
         super().__init__()
         # For the log: a kind of failure and an SMTP status, never an address or the text of
         # the server's reply (which often quotes the recipient).
         self.reason = reason
+        # The server refused this message or its recipient for good (a 5xx reply): sending it
+        # again cannot help. A 4xx reply, a lost connection or TLS trouble may pass.
+        self.permanent = permanent
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +91,19 @@ def _reason(exc: Exception) -> str:
     if isinstance(exc, TimeoutError):
         return "timed out"
     return type(exc).__name__
+
+
+def _permanent(exc: Exception) -> bool:
+    """Whether the server refused this message for good: its recipient refused with a 5xx reply
+    (every one of them), or the message itself refused (5xx after DATA). A 5xx to the sender or
+    to our login says the gate's settings are wrong, for every message alike: retried, so that
+    the queue goes once an admin fixes them."""
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        codes = [code for code, _ in exc.recipients.values()]
+        return bool(codes) and all(500 <= code < 600 for code in codes)
+    if isinstance(exc, smtplib.SMTPDataError):
+        return 500 <= exc.smtp_code < 600
+    return False
 
 
 def _content_type(value: str) -> tuple[str, str, dict[str, str]]:
@@ -190,4 +206,4 @@ class SmtpMailer:
                     client.login(settings.username or "", password)
                 client.send_message(message)
         except (smtplib.SMTPException, OSError) as exc:
-            raise MailFailed(_reason(exc)) from exc
+            raise MailFailed(_reason(exc), permanent=_permanent(exc)) from exc

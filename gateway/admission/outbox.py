@@ -24,8 +24,10 @@ reaching for one item spend one charge, not two. Refused by the limit, the claim
 go (its round raised, so the next claim is a new one); otherwise only the claimer sends it, and
 marks it sent or failed well before the lease ends. A MailFailed is retried after
 `retry_seconds`, doubled each time up to `retry_max_seconds`; after `max_attempts` the item is
-failed. A replica that dies between the server's acceptance and its mark leaves the item to be
-sent again after the lease: at least once then, never twice otherwise.
+failed, and at once when the server refused it for good (a 5xx reply to its recipient or its
+message: `MailFailed.permanent`). A replica that dies between the server's acceptance and its
+mark leaves the item to be sent again after the lease: at least once then, never twice
+otherwise.
 """
 
 from __future__ import annotations
@@ -565,7 +567,11 @@ class Outbox:
                 address, text.subject, text.body, language=language.tag, attachments=files
             )
         except MailFailed as exc:
-            return await self._failed_try(item, now, _scrubbed(exc.reason, address, token))
+            reason = _scrubbed(exc.reason, address, token)
+            if exc.permanent:
+                # Refused for good (the recipient unknown, the message refused): no retry helps.
+                item = replace(item, limit=item.attempts + 1)
+            return await self._failed_try(item, now, reason)
         await self._store.index_remove(QUEUE, item.id)
         await self._save(replace(item.stripped(SENT), attempts=item.attempts + 1))
         if self._metrics is not None:

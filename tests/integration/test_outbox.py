@@ -607,3 +607,50 @@ async def test_a_sealed_item_under_another_key_is_not_sent(memory: Store, smtp: 
     progress = await other.progress(queued.batch)
     assert progress is not None and progress.failed == 1
     assert smtp.mailbox.messages == []
+
+
+class Refusing(_Handler):
+    """Answers RCPT TO as a real server does for an unknown mailbox (550, for good) and for
+    one it cannot take now (451, try later); counts the attempts at each address."""
+
+    def __init__(self, mailbox: Mailbox, refused: str, deferred: str) -> None:
+        super().__init__(mailbox)
+        self.answers = {refused: "550 5.1.1 No such user", deferred: "451 4.3.0 Try again later"}
+        self.tried: dict[str, int] = {}
+
+    async def handle_RCPT(
+        self, server: object, session: object, envelope: object, address: str, options: object
+    ) -> str:
+        self.tried[address] = self.tried.get(address, 0) + 1
+        answer = self.answers.get(address)
+        if answer is not None:
+            return answer
+        envelope.rcpt_tos.append(address)  # type: ignore[attr-defined]  # aiosmtpd's Envelope
+        return "250 OK"
+
+
+async def test_a_permanent_refusal_fails_at_once_and_a_temporary_one_is_retried(
+    memory: Store,
+) -> None:
+    room = await make_room(memory)
+    good, refused, deferred = invitations(room, 3)
+    mailbox = Mailbox()
+    handler = Refusing(mailbox, refused.address, deferred.address)
+    controller = Controller(handler, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    try:
+        settings = OutboxSettings(retry_seconds=0.1, retry_max_seconds=1, max_attempts=4)
+        metrics = Metrics()
+        box = outbox(memory, mailer(controller.port), settings, metrics=metrics)
+        queued = await box.enqueue(room, [good, refused, deferred], now=START - 86_400)
+        await drain(box, batch=queued.batch, clock=[START - 86_400])
+    finally:
+        controller.stop()
+    progress = await box.progress(queued.batch)
+    assert progress is not None
+    assert (progress.sent, progress.failed, progress.waiting) == (1, 2, 0)
+    assert handler.tried[refused.address] == 1
+    assert handler.tried[deferred.address] == 4
+    assert [m.rcpt_tos for m in mailbox.messages] == [(good.address,)]
+    assert metrics.invitations_retried.value() == 3
+    assert metrics.invitations_failed.value() == 2
