@@ -11,12 +11,9 @@ from __future__ import annotations
 import hmac
 import html
 import logging
-import re
 import time
-import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
 from functools import partial
 from typing import Annotated, Any, Literal
 
@@ -32,15 +29,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.admin_invitations import invitation_routes
 from gateway.admin_registrations import registration_routes
-from gateway.admission.email_codes import InvalidAddress, normalise_address
 from gateway.admission.invitations import InvitationQueue
 from gateway.admission.invites import make_invite
 from gateway.admission.limits import RateLimiter
+from gateway.admission.meeting import MeetingChange, MeetingRefused, meeting_audit, meeting_changed
 from gateway.admission.outbox import Outbox
 from gateway.admission.pipeline import join_plan
 from gateway.admission.policy import (
     MAX_ADDRESS_CHARS,
-    MAX_DOMAIN_CHARS,
     MAX_DOMAINS,
     MAX_EMAILS,
     MAX_GROUPS,
@@ -53,7 +49,6 @@ from gateway.admission.rooms import (
     MAX_TITLE_CHARS,
     RESERVED_NAMES,
     ROOM_NAME,
-    is_room_name,
     validate_room_name,
     validate_title,
 )
@@ -354,90 +349,6 @@ class RoomChange(_Body):
         )
 
 
-# A meeting's time: between these (a mistyped year is refused, not kept), and at most a week long.
-EARLIEST_MOMENT = 946_684_800.0  # 2000-01-01T00:00Z
-LATEST_MOMENT = 4_102_444_800.0  # 2100-01-01T00:00Z
-MAX_MEETING_SECONDS = 7 * 86_400
-EPOCH_SECONDS = re.compile(r"\d{1,12}(?:\.\d{1,6})?")
-
-
-def parse_moment(value: float | str) -> float | None:
-    """A meeting's time in seconds since the epoch, from a number of them (as a number or as
-    text) or from ISO 8601 text that names its offset: a time without one would be read in the
-    server's zone, which no organiser means. "" is None (no time). ValueError, in words, for
-    anything else and for a time not between 2000 and 2100."""
-    if isinstance(value, str):
-        text = value.strip()
-        if not text:
-            return None
-        if EPOCH_SECONDS.fullmatch(text):
-            seconds = float(text)
-        else:
-            try:
-                moment = datetime.fromisoformat(text)
-            except ValueError:
-                raise ValueError(
-                    "is not a time: give ISO 8601 with an offset (2026-12-20T14:00+08:00, or Z"
-                    " for UTC) or seconds since the epoch"
-                ) from None
-            if moment.tzinfo is None:
-                raise ValueError(
-                    "has no offset: add the meeting's (+08:00, or Z for UTC), else no one knows"
-                    " which zone it is in"
-                )
-            seconds = moment.timestamp()
-    else:
-        seconds = value
-    # Written so that NaN is refused too.
-    if not EARLIEST_MOMENT <= seconds <= LATEST_MOMENT:
-        raise ValueError("is not a time between the years 2000 and 2100")
-    return seconds
-
-
-def _is_mail_domain(value: str) -> bool:
-    """A domain an address a code is sent to can have (email_codes.normalise_address's rule)."""
-    if "@" in value or any(unicodedata.category(char)[0] in "CZ" for char in value):
-        return False
-    try:
-        normalise_address(f"x@{value}")
-    except InvalidAddress:
-        return False
-    return True
-
-
-def auto_approve_domains(values: Sequence[str]) -> tuple[str, ...]:
-    """The domains as kept (trimmed, lower-cased, "@" before one dropped, blanks dropped,
-    repeats kept once, as a policy's `allowed_domains`); ValueError naming the first that no
-    address could have (by its place in the list, not echoed)."""
-    kept: dict[str, None] = {}
-    for place, value in enumerate(values, 1):
-        domain = value.strip().lstrip("@").lower()
-        if not domain:
-            continue
-        if len(domain) > MAX_DOMAIN_CHARS or not _is_mail_domain(domain):
-            raise ValueError(
-                f"entry {place} is not a domain an e-mail address can have (like example.org)"
-            )
-        kept[domain] = None
-    return tuple(kept)
-
-
-def auto_approve_emails(values: Sequence[str]) -> tuple[str, ...]:
-    """The addresses as kept (normalise_address: trimmed, lower-cased; blanks dropped, repeats
-    kept once); ValueError naming the first that is not a plain address, by its place."""
-    kept: dict[str, None] = {}
-    for place, value in enumerate(values, 1):
-        if not value.strip():
-            continue
-        try:
-            kept[normalise_address(value)] = None
-        except InvalidAddress:
-            raise ValueError(
-                f"entry {place} is not a plain e-mail address (like ada@example.org)"
-            ) from None
-    return tuple(kept)
-
-
 class RoomValuesRefused(InvalidInput):
     """Values of a room change that the schema allows and Meetgate's rules refuse (400), each
     named in the Problem's `fields` as the body names it."""
@@ -452,95 +363,25 @@ class RoomValuesRefused(InvalidInput):
 def registration_changed(
     body: RoomChange, room: Room, *, now: float, mail_configured: bool
 ) -> Room:
-    """`room` with the change's registration settings applied; RoomValuesRefused naming every
-    refused value at once. Turning registration on needs an SMTP server (the codes that confirm
-    an address, and the invitations, are e-mail) and invites in the room's policy (an approved
-    registration is sent one). A meeting's end comes after its start, within a week of it, and
-    is not past (registrations are kept until a while after it: a past end would drop them)."""
-    problems: list[FieldProblem] = []
-
-    def refuse(key: str, problem: str) -> None:
-        problems.append(FieldProblem(where=f"body.{key}", problem=problem))
-
-    if body.registration:
-        if not mail_configured:
-            refuse(
-                "registration",
-                "needs an SMTP server, and this Meetgate has none configured (codes and"
-                " invitations are sent by e-mail): an admin must set [smtp] host"
-                " (MEETGATE_SMTP__HOST) first",
-            )
-        if not room.policy.invite:
-            refuse(
-                "registration",
-                "needs personal invites in the room's policy: an approved registration is sent one",
-            )
-    changed: dict[str, Any] = {}
-    if body.registration is not None:
-        changed["registration"] = body.registration
-    for key, normalised in (
-        ("auto_approve_domains", auto_approve_domains),
-        ("auto_approve_emails", auto_approve_emails),
-    ):
-        given = getattr(body, key)
-        if given is not None:
-            try:
-                changed[key] = normalised(given)
-            except ValueError as exc:
-                refuse(key, str(exc))
-    if body.series is not None:
-        series = body.series.strip()
-        if series and not is_room_name(series):
-            refuse("series", "is named as a room is: a-z, 0-9, '-', '_', at most 64 characters")
-        changed["series"] = series
-    times = {"starts_at": room.starts_at, "ends_at": room.ends_at}
-    for key in times:
-        given = getattr(body, key)
-        if given is not None:
-            try:
-                times[key] = changed[key] = parse_moment(given)
-            except ValueError as exc:
-                refuse(key, str(exc))
-    starts, ends = times["starts_at"], times["ends_at"]
-    if not problems and ends is not None:
-        if body.ends_at is not None and ends <= now:
-            refuse("ends_at", "is past: registrations would be dropped at once")
-        if starts is not None and ends <= starts:
-            refuse("ends_at", "is not after the meeting's start (starts_at)")
-        elif starts is not None and ends - starts > MAX_MEETING_SECONDS:
-            refuse("ends_at", "is more than 7 days after the meeting's start (starts_at)")
-    if problems:
-        raise RoomValuesRefused(problems)
-    return replace(room, **changed)
-
-
-def _utc(moment: float | None) -> str:
-    if moment is None:
-        return "none"
-    return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
-def registration_audit(was: Room, now: Room) -> list[tuple[str, str]]:
-    """The room's log entries (action, what it is now) for a change of its registration
-    settings: counts and domains, never an address."""
-    entries = []
-    if was.registration != now.registration:
-        entries.append(("registration on" if now.registration else "registration off", ""))
-    if (was.auto_approve_domains, was.auto_approve_emails) != (
-        now.auto_approve_domains,
-        now.auto_approve_emails,
-    ):
-        domains = ", ".join(now.auto_approve_domains) or "no domain"
-        count = len(now.auto_approve_emails)
-        addresses = f"{count} address" if count == 1 else f"{count} addresses"
-        entries.append(("change auto-approval", f"{domains}; {addresses}"))
-    if was.series != now.series:
-        entries.append(("change series", now.series or "none"))
-    if (was.starts_at, was.ends_at) != (now.starts_at, now.ends_at):
-        entries.append(
-            ("change meeting time", f"from {_utc(now.starts_at)} to {_utc(now.ends_at)}")
-        )
-    return entries
+    """`room` with the change's meeting settings applied, by the meeting's rules (gateway/
+    admission/meeting.py, as the hosts' dashboard); RoomValuesRefused naming every refused
+    value at once, as the body names it, in English."""
+    change = MeetingChange(
+        registration=body.registration,
+        auto_approve_domains=body.auto_approve_domains,
+        auto_approve_emails=body.auto_approve_emails,
+        series=body.series,
+        starts_at=body.starts_at,
+        ends_at=body.ends_at,
+    )
+    try:
+        return meeting_changed(change, room, now=now, mail_configured=mail_configured)
+    except MeetingRefused as refused:
+        problems = [
+            FieldProblem(where=f"body.{each.setting}", problem=each.problem.shown())
+            for each in refused.problems
+        ]
+        raise RoomValuesRefused(problems) from None
 
 
 class InviteIn(_Body):
@@ -1171,17 +1012,8 @@ def create_admin_app(
             # The hosts' log says it too, as for `meetgate room unlock`.
             await desk.audit_admin(name, "lock" if changed.locked else "unlock", time.time())
         await _tell_rules(before[0], changed)
-        for action, detail in registration_audit(before[0], changed):
-            await store.append_audit(
-                AuditEntry(
-                    at=now,
-                    room=name,
-                    actor="",
-                    actor_name=ADMIN_NAME,
-                    action=action,
-                    detail=detail,
-                )
-            )
+        for action, facts in meeting_audit(before[0], changed):
+            await desk.audit_admin(name, action, now, facts)
         return _room_out(changed)
 
     def _record(room: str, kind: Kind, **values: object) -> None:

@@ -41,7 +41,7 @@ from gateway.host.actions import ADMIN, HostDesk
 from gateway.i18n import DEFAULT, LANGUAGES, N_
 from gateway.settings import Settings
 from gateway.store import Store
-from gateway.store.records import Role, Room
+from gateway.store.records import AuditFacts, AuditKind, Role, Room
 
 log = logging.getLogger("meetgate.admin")
 
@@ -354,7 +354,10 @@ def invitation_routes(
             answer = await printed(room, found, body, now)
             action = "import invites"
         if answer.created:
-            await desk.audit_admin(room.name, action, now)
+            facts = AuditFacts(
+                AuditKind.INVITATIONS, count=answer.created, refused=len(answer.problems)
+            )
+            await desk.audit_admin(room.name, action, now, facts)
         log.info(
             "admin %s into room %s: %d made, %d rows refused%s",
             "sent an invite list" if body.send else "imported an invite list",

@@ -32,7 +32,7 @@ from gateway.errors import MeetgateError
 from gateway.host.actions import ADMIN, ADMIN_NAME, HostDesk
 from gateway.i18n import N_
 from gateway.store import Store
-from gateway.store.records import AuditEntry, Room
+from gateway.store.records import AuditEntry, AuditFacts, AuditKind, Room
 
 # The shortest id prefix taken: 8 hex digits tell apart some 4 billion ids, and a room keeps at
 # most [registration] max_per_room (2,000 by default).
@@ -252,11 +252,11 @@ def registration_routes(
     router = APIRouter()
     read_logged: dict[str, float] = {}
 
-    async def audit(room: str, action: str, detail: str, now: float) -> None:
+    async def audit(room: str, action: str, now: float, facts: AuditFacts | None = None) -> None:
         # As the admin's other actions: no identity, the admin's name; counts only.
         await store.append_audit(
             AuditEntry(
-                at=now, room=room, actor="", actor_name=ADMIN_NAME, action=action, detail=detail
+                at=now, room=room, actor="", actor_name=ADMIN_NAME, action=action, facts=facts
             )
         )
 
@@ -289,7 +289,7 @@ def registration_routes(
         )
         if now - read_logged.get(name, -READING_LOGGED_SECONDS) >= READING_LOGGED_SECONDS:
             read_logged[name] = now
-            await audit(name, "view registrations", "", now)
+            await audit(name, "view registrations", now)
         return RegistrationPageOut(
             items=[registration_out(r) for r in found.items],
             total=found.total,
@@ -344,7 +344,7 @@ def registration_routes(
         done, changed = await answered(name, ids, RegistrationState.APPROVED, now)
         refused += changed
         if done:
-            await audit(name, "approve registrations", _counted(len(done), len(refused)), now)
+            await audit(name, "approve registrations", now, _counted(len(done), len(refused)))
         return AnsweredOut(answered=len(done), ids=done, refused=refused, batch=batch)
 
     @router.post(
@@ -365,13 +365,12 @@ def registration_routes(
         done, changed = await answered(name, ids, RegistrationState.DENIED, now)
         refused += changed
         if done:
-            await audit(name, "deny registrations", _counted(len(done), len(refused)), now)
+            await audit(name, "deny registrations", now, _counted(len(done), len(refused)))
         return AnsweredOut(answered=len(done), ids=done, refused=refused, batch=None)
 
     return router
 
 
-def _counted(done: int, refused: int) -> str:
-    """A log entry's detail: how many, never who."""
-    text = f"{done} registration" if done == 1 else f"{done} registrations"
-    return f"{text}, {refused} not answered" if refused else text
+def _counted(done: int, refused: int) -> AuditFacts:
+    """A log entry's facts: how many were answered and how many not, never who."""
+    return AuditFacts(AuditKind.REGISTRATIONS, count=done, refused=refused)

@@ -12,6 +12,7 @@ import secrets
 from dataclasses import dataclass, replace
 
 from gateway.admission.lobby import Lobby, LobbyRequest, LobbyState
+from gateway.admission.meeting import meeting_audit
 from gateway.admission.names import shown_claim, skeleton, strip_markers
 from gateway.admission.policy import policy_version
 from gateway.admission.rooms import current_room, validate_room_name
@@ -642,13 +643,23 @@ class HostDesk:
         return True
 
     async def log_count(
-        self, actor: Actor, room_name: str, action: str, count: int, now: float
+        self,
+        actor: Actor,
+        room_name: str,
+        action: str,
+        count: int,
+        now: float,
+        *,
+        kind: AuditKind = AuditKind.INVITATIONS,
+        refused: int = 0,
     ) -> None:
         """Log in the room's audit log an action on people by how many it concerned, never
-        whom (registrations answered, invitations made): names kept with the log would make it
-        a list of who was invited."""
+        whom: `kind` REGISTRATIONS (answered) or INVITATIONS (made, sent again, revoked), and
+        how many asked for were `refused` (not answered, lines refused). Names kept with the
+        log would make it a list of who was invited."""
         await self._authorise(actor, room_name, now)
-        await self._audit(actor, room_name, action, now, detail=str(count))
+        facts = AuditFacts(kind, count=count, refused=refused)
+        await self._audit(actor, room_name, action, now, facts=facts)
 
     async def set_meeting(
         self, actor: Actor, room_name: str, meeting: MeetingSettings, now: float
@@ -659,13 +670,17 @@ class HostDesk:
         if meeting == MeetingSettings.of(room):
             return None
         updated = await self._store.change_room(room_name, meeting.applied_to)
-        await self._audit(actor, room_name, "change meeting", now)
+        # As the admin's changes are logged: one entry per setting changed, with its values.
+        for action, facts in meeting_audit(room, updated):
+            await self._audit(actor, room_name, action, now, facts=facts)
         return updated
 
-    async def audit_admin(self, room_name: str, action: str, now: float) -> None:
+    async def audit_admin(
+        self, room_name: str, action: str, now: float, facts: AuditFacts | None = None
+    ) -> None:
         """Log in the room's audit log an admin action done outside the desk (the admin API's
-        room change)."""
-        await self._audit(ADMIN, room_name, action, now)
+        room change, registrations, invite lists), with what it did as `facts`."""
+        await self._audit(ADMIN, room_name, action, now, facts=facts)
 
 
 def _identity(actor: Actor) -> str:

@@ -52,6 +52,7 @@ from gateway.settings import Settings
 from gateway.store.records import (
     Admission,
     AuditEntry,
+    AuditFacts,
     AuditKind,
     ChatLimits,
     Role,
@@ -182,8 +183,32 @@ AUDIT_ACTIONS = {
     # Translators: the host dashboard's log reads "<host> imported a list to send: 120"
     "import and send": N_("imported a list to send"),
     "import as links": N_("imported a list as links"),
+    # Entries written before each setting had its own: a host changed the room's registration
+    # or the meeting's time.
     # Translators: a host changed the room's registration or the meeting's time
     "change meeting": N_("change the meeting's registration or time"),
+    # Translators: the host dashboard's log reads "admin viewed the registrations": an admin
+    # read a page of the room's registrations (`meetgate registration list`)
+    "view registrations": N_("viewed the registrations"),
+    # Translators: the room started taking registrations on its registration page
+    "registration on": N_("registration on"),
+    "registration off": N_("registration off"),
+    # Translators: the host dashboard's log reads "<host> change auto-approval: uni.example;
+    # 2 addresses": the domains and addresses whose registrations are approved at once
+    "change auto-approval": N_("change auto-approval"),
+    # Translators: the host dashboard's log reads "admin change series: conf-2026": rooms of
+    # one series share what registrations were seen before
+    "change series": N_("change series"),
+    # Translators: the host dashboard's log reads "<host> change the meeting's time: from … to …"
+    "change meeting time": N_("change the meeting's time"),
+    # The admin's lists of invitees (`meetgate invite import`), as the hosts' above.
+    "import invites": N_("imported a list as links"),
+    "send invites": N_("imported a list to send"),
+    # Translators: the host dashboard's log reads "<host> sent failed invitations again: 3"
+    "resend invitations": N_("sent failed invitations again"),
+    # Translators: the host dashboard's log reads "<host> revoked a batch's invitations: 40":
+    # their links stop working
+    "revoke invitations": N_("revoked a batch's invitations"),
     # The wire guard's removals (gateway/proxy/gate.py, GUARD_ACTION: "guard: " and the rule
     # broken), in the log as "Meetgate <action>: <person>".
     # Translators: the host dashboard's log reads "Meetgate removed automatically for flooding
@@ -374,7 +399,59 @@ def audit_detail(entry: AuditEntry, language: Language) -> str:
         return facts.language if named is None else named.name
     if facts.kind is AuditKind.CHAT_LIMITS and facts.limits is not None:
         return describe_chat_limits(facts.limits, language)
+    if facts.kind in COUNTED:
+        return counted(facts, language)
+    if facts.kind is AuditKind.AUTO_APPROVAL:
+        # Translators: the host dashboard's log, after "change auto-approval: " when no domain
+        # is approved at once
+        domains = words.gettext(", ").join(facts.domains) or words.gettext("no domain")
+        # Translators: the host dashboard's log, after "change auto-approval: ": the domains,
+        # then how many addresses are approved at once (never which)
+        addresses = words.ngettext("{count} address", "{count} addresses", facts.count)
+        return words.gettext("{domains}; {addresses}").format(
+            domains=domains, addresses=addresses.format(count=facts.count)
+        )
+    if facts.kind is AuditKind.SERIES:
+        # Translators: the host dashboard's log, after "change series: " when the room left its
+        # series
+        return facts.series or words.gettext("no series")
+    if facts.kind is AuditKind.MEETING_TIME:
+        # Translators: the host dashboard's log, a meeting without a start or an end
+        unset = words.gettext("not set")
+        starts = unset if facts.starts is None else moment(facts.starts, language)
+        ends = unset if facts.ends is None else moment(facts.ends, language)
+        # Translators: the host dashboard's log, after "change the meeting's time: ": its start
+        # and end (dates and times in UTC, as the language writes them, or "not set")
+        return words.gettext("from {starts} to {ends} UTC").format(starts=starts, ends=ends)
     return facts.name
+
+
+# The kinds of entry that say how many people an action concerned (never whom).
+COUNTED = frozenset({AuditKind.REGISTRATIONS, AuditKind.INVITATIONS})
+
+
+def counted(facts: AuditFacts, language: Language) -> str:
+    """How many registrations or invitations an entry concerned, and how many asked for were
+    not (registrations not answered, lines of a list refused), in `language`."""
+    words = translations(language)
+    if facts.kind is AuditKind.REGISTRATIONS:
+        # Translators: the host dashboard's log, after "approved registrations: "
+        text = words.ngettext("{count} registration", "{count} registrations", facts.count)
+        # Translators: the host dashboard's log: "3 registrations, 1 not answered" (it had
+        # been answered or changed meanwhile)
+        more = words.ngettext(
+            "{done}, {refused} not answered", "{done}, {refused} not answered", facts.refused
+        )
+    else:
+        # Translators: the host dashboard's log, after "imported a list to send: "
+        text = words.ngettext("{count} invitation", "{count} invitations", facts.count)
+        # Translators: the host dashboard's log: "120 invitations, 3 lines refused" (lines of
+        # an imported list that were not an invitee)
+        more = words.ngettext(
+            "{done}, {refused} line refused", "{done}, {refused} lines refused", facts.refused
+        )
+    text = text.format(count=facts.count)
+    return more.format(done=text, refused=facts.refused) if facts.refused else text
 
 
 def describe_chat_limits(limits: ChatLimits, language: Language) -> str:

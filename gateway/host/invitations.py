@@ -22,7 +22,7 @@ from gateway.errors import InvalidInput, MeetgateError
 from gateway.host.actions import Actor, HostDesk, MeetingSettings
 from gateway.i18n import N_
 from gateway.store import Store
-from gateway.store.records import Admission, Role, Room
+from gateway.store.records import Admission, AuditKind, Role, Room
 
 log = logging.getLogger("meetgate.host")
 
@@ -184,7 +184,15 @@ class InvitationDesk:
         by = _actor_name(actor)
         if not approve:
             count = await reviewing.deny(room, wanted, by, now)
-            await self._desk.log_count(actor, room, "deny registrations", count, now)
+            await self._desk.log_count(
+                actor,
+                room,
+                "deny registrations",
+                count,
+                now,
+                kind=AuditKind.REGISTRATIONS,
+                refused=len(wanted) - count,
+            )
             return Answered(count, len(wanted) - count, left=left)
         if current.ends_at is not None and current.ends_at <= now:
             # Approving takes each address out of its registration for its invitation: checked
@@ -194,7 +202,15 @@ class InvitationDesk:
         batch = None
         if invitations:
             batch = await self._enqueue(current, invitations, now)
-        await self._desk.log_count(actor, room, "approve registrations", len(invitations), now)
+        await self._desk.log_count(
+            actor,
+            room,
+            "approve registrations",
+            len(invitations),
+            now,
+            kind=AuditKind.REGISTRATIONS,
+            refused=len(wanted) - len(invitations),
+        )
         return Answered(len(invitations), len(wanted) - len(invitations), batch, left)
 
     async def _every_waiting(
@@ -280,13 +296,17 @@ class InvitationDesk:
                 for row in read.invitees
             ]
             batch = await self._enqueue(current, invitations, now)
-            await self._desk.log_count(actor, room, "import and send", len(invitations), now)
+            await self._desk.log_count(
+                actor, room, "import and send", len(invitations), now, refused=len(problems)
+            )
             return Imported(len(invitations), problems, batch=batch)
         links = [
             replace(await self._make_link(current, row.name, row.role, now), line=row.line)
             for row in read.invitees
         ]
-        await self._desk.log_count(actor, room, "import as links", len(links), now)
+        await self._desk.log_count(
+            actor, room, "import as links", len(links), now, refused=len(problems)
+        )
         return Imported(len(links), problems, links=tuple(links))
 
     async def _make_link(self, room: Room, name: str, role: Role, now: float) -> Link:

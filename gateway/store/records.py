@@ -278,6 +278,12 @@ class AuditKind(StrEnum):
     POLICY = "policy"  # the room's new policy
     LANGUAGE = "language"  # the room's new language (a tag, "" for none)
     CHAT_LIMITS = "chat limits"  # the room's new chat limits
+    # Issue 19: actions on people say how many they concerned, never whom.
+    REGISTRATIONS = "registrations"  # how many answered (or read), and how many were not
+    INVITATIONS = "invitations"  # how many made, sent again or revoked; and lines refused
+    AUTO_APPROVAL = "auto-approval"  # the domains approved at once, how many addresses
+    SERIES = "series"  # the series the room is now in ("" for none)
+    MEETING_TIME = "meeting time"  # the meeting's new start and end (None: not set)
 
 
 # The values each kind of entry holds: exactly these, no others.
@@ -289,7 +295,14 @@ AUDIT_VALUES: Final[Mapping[AuditKind, frozenset[str]]] = {
     AuditKind.POLICY: frozenset({"policy"}),
     AuditKind.LANGUAGE: frozenset({"language"}),
     AuditKind.CHAT_LIMITS: frozenset({"limits"}),
+    AuditKind.REGISTRATIONS: frozenset({"count", "refused"}),
+    AuditKind.INVITATIONS: frozenset({"count", "refused"}),
+    AuditKind.AUTO_APPROVAL: frozenset({"domains", "count"}),
+    AuditKind.SERIES: frozenset({"series"}),
+    AuditKind.MEETING_TIME: frozenset({"starts", "ends"}),
 }
+# Values a kind holds that may be None: a meeting without a start or an end.
+_MAY_BE_NONE: Final = frozenset({"starts", "ends"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,13 +317,19 @@ class AuditFacts:
     policy: PolicyShape | None = None
     language: str = ""
     limits: ChatLimits | None = None
+    refused: int = 0
+    domains: tuple[str, ...] = ()
+    series: str = ""
+    starts: float | None = None
+    ends: float | None = None
 
     def __post_init__(self) -> None:
         # Checked when written, so that what one store keeps the other reads back the same.
         held = AUDIT_VALUES[self.kind]
         for name, default in _UNHELD.items():
             value = getattr(self, name)
-            if (value is None) if name in held else (value != default):
+            missing = value is None and name not in _MAY_BE_NONE
+            if missing if name in held else value != default:
                 raise ValueError(f"audit facts of kind {self.kind} hold exactly {sorted(held)}")
 
 
@@ -322,6 +341,11 @@ _UNHELD: Final[Mapping[str, object]] = {
     "policy": None,
     "language": "",
     "limits": None,
+    "refused": 0,
+    "domains": (),
+    "series": "",
+    "starts": None,
+    "ends": None,
 }
 
 
@@ -635,6 +659,11 @@ _AUDIT_FACTS_JSON: Final[Mapping[str, tuple[bool, _Check]]] = {
     "policy": (False, lambda value: isinstance(value, dict)),
     "language": (False, _text),
     "limits": (False, lambda value: isinstance(value, dict)),
+    "refused": (False, _count),
+    "domains": (False, _texts),
+    "series": (False, _text),
+    "starts": (False, _number_or_none),
+    "ends": (False, _number_or_none),
 }
 _CHAT_LIMITS_JSON: Final[Mapping[str, tuple[bool, _Check]]] = {
     "per_10s": (True, _count),
@@ -739,8 +768,9 @@ def _parse_audit_facts(stored: object) -> AuditFacts:
     # Exactly the values of its kind: facts missing one would be put into words wrongly.
     if set(data) != AUDIT_VALUES[about]:
         raise CorruptRecord(kind)
-    if "until" in data:
-        data["until"] = float(data["until"])
+    for moment in ("until", "starts", "ends"):
+        if data.get(moment) is not None:
+            data[moment] = float(data[moment])
     if "policy" in data:
         data["policy"] = PolicyShape(**_checked(data["policy"], _POLICY_SHAPE_JSON, kind))
     if "limits" in data:
