@@ -111,10 +111,13 @@ def is_join_attempt(method: str, path: str) -> bool:
         # A room's gate page: a look, charged so that nobody can probe for rooms for free.
         return method == "GET"
     if path.startswith(REGISTER_PREFIX + "/"):
-        # A room's registration form (a look, charged like the gate page), and sending it or
-        # its code: /_meetgate/register/<room>[/send|/confirm]
+        # A room's registration form, its code page and its thanks (looks, charged like the
+        # gate page: each tells a room that takes registrations from one that does not), and
+        # sending the form or the code: /_meetgate/register/<room>[/code|/done|/send|/confirm]
         if method == "GET":
-            return path.count("/") == 3
+            return path.count("/") == 3 or (
+                path.count("/") == 4 and path.endswith(("/code", "/done"))
+            )
         return method == "POST" and path.endswith(("/send", "/confirm"))
     if method != "POST":
         return False

@@ -178,7 +178,7 @@ class Held:
 
 
 # What the thank-you page can say, by the confirmed registration's outcome.
-OUTCOMES = frozenset({"waiting", "approved", "updated", "updated-approved", "answered"})
+OUTCOMES = frozenset({"waiting", "approved", "updated", "updated-approved"})
 
 
 def outcome_of(confirmed: Confirmed, now: float) -> str:
@@ -188,11 +188,10 @@ def outcome_of(confirmed: Confirmed, now: float) -> str:
         return "approved"
     if registration.created_at < now:
         # The address's earlier registration in this room: updated while it waits, else kept.
-        if registration.state is RegistrationState.WAITING:
-            return "updated"
+        # A denied one reads as one still waiting: a denial is never told to the person.
         if registration.state is RegistrationState.APPROVED:
             return "updated-approved"
-        return "answered"
+        return "updated"
     if registration.state is RegistrationState.APPROVED:
         return "approved"
     return "waiting"
@@ -259,7 +258,9 @@ class RegistrationPages:
         return self._respond(request, await self._sent(request, room))
 
     async def code(self, request: Request, room: str) -> Response:
-        """GET: the page to enter the code on."""
+        """GET: the page to enter the code on. A look, charged as the form's is: it too tells
+        a room that takes registrations from one that does not."""
+        await self._limiter.charge(Attempt(client_addr(request), named_room=room))
         current, _ = await self._open_room(request, room)
         held = Held.load(read_cookie(request.scope, self.cookie))
         if held is not None and (held.room != current.name or held.outcome):
@@ -271,7 +272,9 @@ class RegistrationPages:
         return self._respond(request, await self._confirmed(request, room))
 
     async def done(self, request: Request, room: str) -> Response:
-        """GET: the thank-you page, for the browser that confirmed a registration."""
+        """GET: the thank-you page, for the browser that confirmed a registration; a look,
+        charged as the form's is."""
+        await self._limiter.charge(Attempt(client_addr(request), named_room=room))
         current, _ = await self._open_room(request, room)
         held = Held.load(read_cookie(request.scope, self.cookie))
         if held is None or held.room != current.name or not held.outcome:

@@ -530,6 +530,45 @@ def test_looking_at_forms_is_charged_whether_or_not_the_room_exists(site: Site) 
     assert statuses[:2] == [404, 200] and statuses[-2:] == [429, 429]
 
 
+@pytest.mark.parametrize("page", ["code", "done"])
+def test_looking_at_code_and_thanks_pages_is_charged_whether_or_not_the_room_exists(
+    site: Site, page: str
+) -> None:
+    # A room that takes registrations shows these pages, any other answers 404: each look costs
+    # the address what a look at the form does, or they would tell the rooms apart for free.
+    room, unknown = site.room(), f"reg-{secrets.token_hex(4)}"
+    with site.browser() as browser:
+        statuses = [
+            browser.get(f"{form(room if n % 2 else unknown)}/{page}").status_code for n in range(14)
+        ]
+    assert statuses[:2] == [404, 200] and statuses[-2:] == [429, 429]
+
+
+def test_a_denied_registration_reads_as_one_still_waiting(site: Site) -> None:
+    room = site.room()
+    denied, waiting = fresh_email(), fresh_email()
+    for email in (denied, waiting):
+        with site.browser() as browser:
+            assert (
+                confirm(browser, room, registered(site, browser, room, email).code()).status_code
+                == 303
+            )
+    registrations = site.gate.registrations
+    assert registrations is not None
+    page = site.loop.run(registrations.page(room, now=time.time()))
+    first = next(r for r in page.items if r.created_at == min(i.created_at for i in page.items))
+    assert site.loop.run(registrations.deny(room, [first.id], "host", time.time())) == 1
+    # Each registers again: the denied one and the waiting one read the same thanks.
+    thanks = []
+    for email in (denied, waiting):
+        with site.browser() as browser:
+            code = registered(site, browser, room, email, name="Ada again").code()
+            assert confirm(browser, room, code).status_code == 303
+            thanks.append(browser.get(f"{form(room)}/done"))
+    assert [outcome(t) for t in thanks] == ["updated", "updated"]
+    assert without_request_ids(thanks[0].text) == without_request_ids(thanks[1].text)
+
+
 def solve(token: str, difficulty: int) -> str:
     answer = 0
     while True:

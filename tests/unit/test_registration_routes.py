@@ -33,18 +33,20 @@ def test_the_prefix_has_one_definition() -> None:
 @pytest.mark.parametrize(
     ("method", "path", "attempt"),
     [
-        # A look at a form is charged like a gate page's; sending it or its code is an attempt.
+        # A look at a form, its code page or its thanks is charged like a gate page's (each
+        # tells a room that takes registrations from one that does not); sending the form or
+        # its code is an attempt.
         ("GET", "/_meetgate/register/agora", True),
         ("POST", "/_meetgate/register/agora/send", True),
         ("POST", "/_meetgate/register/agora/confirm", True),
-        # The code page and the thanks only read the browser's cookie.
-        ("GET", "/_meetgate/register/agora/code", False),
-        ("GET", "/_meetgate/register/agora/done", False),
+        ("GET", "/_meetgate/register/agora/code", True),
+        ("GET", "/_meetgate/register/agora/done", True),
+        ("GET", "/_meetgate/register/agora/code/x", False),
         ("GET", "/_meetgate/register/agora/send", False),
         ("POST", "/_meetgate/register/agora", False),
         ("GET", "/_meetgate/register", False),
     ],
-    ids=["form", "send", "confirm", "code", "done", "get-send", "post-form", "bare"],
+    ids=["form", "send", "confirm", "code", "done", "code-deeper", "get-send", "post-form", "bare"],
 )
 def test_which_registration_requests_are_join_attempts(
     method: str, path: str, attempt: bool
@@ -161,7 +163,8 @@ INVITATION = Invitation("r1", "Ada", "ada@example.org", Role.ATTENDEE, "en", "re
         (RegistrationState.WAITING, True, False, "updated"),
         (RegistrationState.APPROVED, True, True, "approved"),
         (RegistrationState.APPROVED, True, False, "updated-approved"),
-        (RegistrationState.DENIED, True, False, "answered"),
+        # A denial is never told: the person reads what a waiting registration's would.
+        (RegistrationState.DENIED, True, False, "updated"),
     ],
     ids=["new", "auto", "updated", "updated-auto", "earlier-approved", "earlier-denied"],
 )
