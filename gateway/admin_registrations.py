@@ -337,10 +337,9 @@ def registration_routes(
         if room.ends_at is not None and room.ends_at <= now:
             raise MeetingEnded()
         ids, refused = await chosen(room, body, now)
-        batch = None
-        invitations = await usable().approve(room, ids, ADMIN_NAME, now) if ids else []
-        if invitations:
-            batch = (await queue.enqueue(room, invitations, now=now)).batch
+        # Approved and invited in one step: nobody is approved without their invitation queued.
+        approved = await usable().approve(room, ids, ADMIN_NAME, now, queue=queue)
+        batch = approved.batch
         done, changed = await answered(name, ids, RegistrationState.APPROVED, now)
         refused += changed
         if done:

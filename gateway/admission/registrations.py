@@ -16,8 +16,13 @@ by `remember`, never the addresses), several registrations came from one network
 (`looks_like`: the confusable skeletons of gateway/admission/names.py), a waiting registration
 was sent again (`updated`).
 
-Once a registration is answered its address is gone from the store: approving hands it to the
-returned Invitation (the outbox sends it, then forgets it), denying drops it. Every record of a
+Once a registration is answered its address is gone from the store: denying drops it, and
+approving (`approve`, the one way to approve, with the queue that sends the invitation) hands it
+to the invitation queue first and erases it only once that is queued. Approving marks the
+registration approved with its invitation pending (`inviting`, the address kept), queues the
+invitation, then erases the address: a failure in between leaves the person waiting or pending,
+never approved and uninvited, and the next approval in the room queues what is pending (under a
+lease, so two approvals never queue one person twice). Every record of a
 registrant goes `kept_after_meeting_seconds` after the meeting's end (`kept_seconds` after its
 last change for a room without one). A stored record or mark that does not parse is counted
 (kind `registration`) and read as a refusal.
@@ -26,6 +31,7 @@ last change for a room without one). A stored record or mark that does not parse
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import hmac
@@ -52,7 +58,12 @@ from gateway.admission.email_codes import (
     sent_counter_key,
 )
 from gateway.admission.flood import FloodGuard, Proof
-from gateway.admission.invitations import Invitation, mail_address_key, mail_domain_key
+from gateway.admission.invitations import (
+    Invitation,
+    InvitationQueue,
+    mail_address_key,
+    mail_domain_key,
+)
 from gateway.admission.limits import Attempt, RateLimiter
 from gateway.admission.names import host_shape, normalise
 from gateway.admission.rooms import clean_text
@@ -76,6 +87,9 @@ MARK: Final = "1"
 DAY_SECONDS: Final = 86_400
 # The invitation an approved registration is sent was asked for by that person.
 ORIGIN: Final = "registration"
+# An approval holds a registration whose invitation it queues this long: far beyond what queueing
+# takes; past it, an approval that stopped half-way is taken up by the next one.
+INVITING_LEASE_SECONDS: Final = 300.0
 
 
 class RegistrationState(StrEnum):
@@ -218,6 +232,10 @@ class Registration:
     looks_like: bool = False
     answered_at: float | None = None
     answered_by: str = ""
+    # Approved, and its invitation not yet known to be queued: the address is still kept.
+    # `invite_round` names the lease of the approval queueing it (raised when one lets go).
+    inviting: bool = False
+    invite_round: int = 0
 
     @property
     def flags(self) -> frozenset[RegistrationFlag]:
@@ -246,11 +264,20 @@ class Registering:
 
 @dataclass(frozen=True, slots=True)
 class Confirmed:
-    """A registration just confirmed; `invitation` set when it was approved at once (the
-    room's auto-approve lists): the caller enqueues it."""
+    """A registration just confirmed; `approved` when it was approved at once (the room's
+    auto-approve lists), its invitation queued."""
 
     registration: Registration
-    invitation: Invitation | None = None
+    approved: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Approved:
+    """What approving did: the registrations this call approved and whose invitations it
+    queued (those an earlier approval left pending among them), and their batch."""
+
+    ids: tuple[str, ...]
+    batch: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,6 +336,8 @@ _RECORD_JSON: Final[Mapping[str, tuple[bool, _Check]]] = {
     "looks_like": (False, _truth),
     "answered_at": (False, lambda value: value is None or _number(value)),
     "answered_by": (False, _text),
+    "inviting": (False, _truth),
+    "invite_round": (False, lambda value: isinstance(value, int) and not isinstance(value, bool)),
     "address": (False, _text),
 }
 # A registration awaiting its code.
@@ -453,6 +482,15 @@ class Registrations:
         return f"registration:waiting:{registration_id}"
 
     @staticmethod
+    def _inviting_index(room: str) -> str:
+        """A room's approved registrations whose invitations are not yet known to be queued."""
+        return f"registration:inviting:{room}"
+
+    @staticmethod
+    def _lease_key(registration_id: str, invite_round: int) -> str:
+        return f"registration:lease:{registration_id}:{invite_round}"
+
+    @staticmethod
     def _burst_key(registration_id: str) -> str:
         return f"registration:burst:{registration_id}"
 
@@ -595,13 +633,21 @@ class Registrations:
         )
 
     async def confirm(
-        self, room: Room, registration_id: str, secret: str, code: str, now: float
+        self,
+        room: Room,
+        registration_id: str,
+        secret: str,
+        code: str,
+        now: float,
+        *,
+        queue: InvitationQueue | None = None,
     ) -> Confirmed:
         """Check the code sent for the registration `registration_id` (held by the browser's
         `secret`) and count the registration: a new one, or the address's earlier one in this
         room updated (name, note and language, marked `updated`, while it waits; an answered
-        one keeps its answer and is returned as it is). Approved at once when the address or
-        its domain is on the room's auto-approve lists (`Confirmed.invitation`).
+        one keeps its answer and is returned as it is). Approved at once, its invitation
+        queued in `queue`, when the address or its domain is on the room's auto-approve lists
+        (`Confirmed.approved`); without a queue it waits for a host.
 
         Raises RegistrationUnknown (no such registration awaiting a code in this browser),
         RegistrationCodeWrong, RegistrationCodeExpired (also for a code used before),
@@ -635,7 +681,7 @@ class Registrations:
         if await self._store.take_value(key) != raw:
             raise await self._reject(room, RegistrationCodeExpired())
         await self._store.index_remove(self._pending_index(pending.room), pending.id)
-        return await self._counted(room, pending, now)
+        return await self._counted(room, pending, now, queue)
 
     async def _held(self, room: Room, pending_id: str, secret: str) -> tuple[_Pending, str]:
         if REGISTRATION_ID_SHAPE.fullmatch(pending_id) is None or not SECRET_SHAPE.fullmatch(
@@ -664,7 +710,9 @@ class Registrations:
             await self._store.delete_value(key)
         await self._store.index_remove(self._pending_index(pending.room), pending.id)
 
-    async def _counted(self, room: Room, pending: _Pending, now: float) -> Confirmed:
+    async def _counted(
+        self, room: Room, pending: _Pending, now: float, queue: InvitationQueue | None
+    ) -> Confirmed:
         """The confirmed registration stored: new, or the address's earlier one updated."""
         kept = self.kept_seconds(room, now)
         if kept is None:
@@ -706,11 +754,11 @@ class Registrations:
                 await self._store.put_value(self._waiting_key(registration_id), MARK, kept)
         else:
             registration = await self._first(room, pending, registration_id, address_key, now)
-        if self._auto_approved(room, pending.address):
-            invitations = await self.approve(room, [registration_id], "auto-approve", now)
+        if queue is not None and self._auto_approved(room, pending.address):
+            approved = await self.approve(room, [registration_id], "auto-approve", now, queue=queue)
             answered = await self._read(registration_id)
-            if invitations and answered is not None:
-                return Confirmed(answered[0], invitations[0])
+            if registration_id in approved.ids and answered is not None:
+                return Confirmed(answered[0], approved=True)
         return Confirmed(registration)
 
     async def _first(
@@ -994,14 +1042,136 @@ class Registrations:
     # Answering
 
     async def approve(
-        self, room: Room | str, ids: Iterable[str], actor: str, now: float
-    ) -> list[Invitation]:
-        """Approve each of `ids` that waits in `room`: its address moves into the returned
-        Invitation (an attendee's, in the registrant's language) and out of the store. Ids
-        unknown, of another room, already answered or being answered are passed over."""
-        answered = await self._answer(room, ids, RegistrationState.APPROVED, actor, now)
-        return [
-            Invitation(
+        self,
+        room: Room | str,
+        ids: Iterable[str],
+        actor: str,
+        now: float,
+        *,
+        queue: InvitationQueue,
+    ) -> Approved:
+        """Approve each of `ids` that waits in `room` and queue its invitation (an attendee's,
+        in the registrant's language) in `queue`, all in one batch; the address leaves the
+        store once its invitation is queued. Ids unknown, of another room, answered or being
+        answered are passed over. Those an earlier approval of the room left pending (a store
+        or queue failure on the way) are queued now too, whichever ids are given.
+
+        In order, for each: the waiting mark taken (of racing answers one goes ahead) and a
+        lease on queueing it; the record rewritten approved with its invitation pending, the
+        address kept; then its invitation queued; then the address erased. A failure raises,
+        leaving each person waiting, pending (queued by the next approval) or invited; only a
+        failure between queueing and erasing may have the next approval queue a second
+        invitation (sent, never lost)."""
+        current = await self._room(room)
+        if current is None:
+            return Approved(())
+        kept = self.kept_seconds(current, now)
+        pending = [
+            member
+            for member in await self._store.index_members(self._inviting_index(current.name))
+            if REGISTRATION_ID_SHAPE.fullmatch(member) is not None
+        ]
+        held: list[tuple[Registration, str]] = []
+        try:
+            for registration_id in dict.fromkeys([*pending, *ids]):
+                taken = await self._take_for_invitation(current, registration_id, actor, kept, now)
+                if taken is not None:
+                    held.append(taken)
+            return await self._invite(current, held, queue, kept, now)
+        except BaseException:
+            # What is held and not invited is let go, so that the next approval takes it up
+            # now rather than once the lease has passed (the lease lets it go otherwise).
+            for registration, address in held:
+                with contextlib.suppress(Exception):
+                    if registration.inviting and kept is not None:
+                        let_go = replace(registration, invite_round=registration.invite_round + 1)
+                        current_raw = await self._read(registration.id)
+                        if current_raw is not None and current_raw[0].inviting:
+                            await self._write(let_go, address, kept)
+            raise
+
+    async def _take_for_invitation(
+        self,
+        room: Room,
+        registration_id: str,
+        actor: str,
+        kept: float | None,
+        now: float,
+    ) -> tuple[Registration, str] | None:
+        """The registration, approved with its invitation pending and held under a lease for
+        this approval to queue; None if it is not one to approve now."""
+        if REGISTRATION_ID_SHAPE.fullmatch(registration_id) is None:
+            return None
+        read = await self._read(registration_id)
+        if read is None:
+            await self._store.index_remove(self._inviting_index(room.name), registration_id)
+            return None
+        registration, address = read
+        if registration.room != room.name or not address:
+            return None
+        if registration.inviting:
+            # Left pending by an approval that stopped: taken up once its lease is let go.
+            lease = self._lease_key(registration_id, registration.invite_round)
+            if kept is None or not await self._store.claim_once(lease, INVITING_LEASE_SECONDS):
+                return None
+            return registration, address
+        if registration.state is not RegistrationState.WAITING:
+            return None
+        mark = await self._store.take_value(self._waiting_key(registration_id))
+        if mark is None:
+            return None
+        if mark != MARK:
+            # Nobody is invited on a mark that does not parse (counted).
+            self._corrupt()
+            return None
+        if kept is None:
+            # The meeting is over, and with it what was kept of its registrations.
+            await self._drop(room.name, registration)
+            return None
+        approved = replace(
+            registration,
+            state=RegistrationState.APPROVED,
+            updated_at=now,
+            answered_at=now,
+            answered_by=actor,
+            inviting=True,
+        )
+        written = False
+        try:
+            leased = await self._store.claim_once(
+                self._lease_key(registration_id, approved.invite_round), INVITING_LEASE_SECONDS
+            )
+            if not leased:
+                approved = replace(approved, invite_round=approved.invite_round + 1)
+                await self._store.claim_once(
+                    self._lease_key(registration_id, approved.invite_round),
+                    INVITING_LEASE_SECONDS,
+                )
+            await self._write(approved, address, kept)
+            written = True
+            await self._store.index_add(self._inviting_index(room.name), registration_id, kept)
+        except BaseException:
+            if not written:
+                # Still waiting, with its address: answerable again.
+                with contextlib.suppress(Exception):
+                    await self._store.put_value(self._waiting_key(registration_id), MARK, kept)
+            raise
+        return approved, address
+
+    async def _invite(
+        self,
+        room: Room,
+        held: list[tuple[Registration, str]],
+        queue: InvitationQueue,
+        kept: float | None,
+        now: float,
+    ) -> Approved:
+        """Queue each held registration's invitation (one batch), erasing its address after."""
+        done: list[str] = []
+        batch: str | None = None
+        while held:
+            registration, address = held[0]
+            invitation = Invitation(
                 room=registration.room,
                 name=registration.name,
                 address=address,
@@ -1009,8 +1179,24 @@ class Registrations:
                 language=registration.language,
                 origin=ORIGIN,
             )
-            for registration, address in answered
-        ]
+            queued = await queue.enqueue(room, [invitation], now=now, batch=batch)
+            batch = queued.batch
+            held.pop(0)
+            done.append(registration.id)
+            try:
+                await self._invited(room, registration, kept)
+            except Exception:
+                # Invited: its lease stays, so no approval queues it again meanwhile. Tried once
+                # more; failing again, the address goes with the meeting's retention, and an
+                # approval after the lease may send a second invitation (never none).
+                await self._invited(room, registration, kept)
+        return Approved(tuple(done), batch)
+
+    async def _invited(self, room: Room, registration: Registration, kept: float | None) -> None:
+        """Its invitation is queued: the address erased, the registration no longer pending."""
+        if kept is not None:
+            await self._write(replace(registration, inviting=False), "", kept)
+        await self._store.index_remove(self._inviting_index(room.name), registration.id)
 
     async def deny(self, room: Room | str, ids: Iterable[str], actor: str, now: float) -> int:
         """Deny each of `ids` that waits in `room` (its address dropped; the same address
@@ -1045,11 +1231,8 @@ class Registrations:
             if mark is None:
                 continue
             if mark != MARK:
-                # Nobody is invited on a mark that does not parse (counted); denying still is
-                # a denial.
+                # Counted; denying still is a denial.
                 self._corrupt()
-                if state is RegistrationState.APPROVED:
-                    continue
             if kept is None:
                 # The meeting is over, and with it what was kept of its registrations.
                 await self._drop(current.name, registration)
@@ -1067,6 +1250,7 @@ class Registrations:
         await self._store.delete_value(self._burst_key(registration.id))
         await self._store.delete_value(self._alike_key(registration.id))
         await self._store.index_remove(self._room_index(room), registration.id)
+        await self._store.index_remove(self._inviting_index(room), registration.id)
         await self._store.index_remove(
             self._shape_index(room), f"{self._shape_tag(registration.name)}.{registration.id}"
         )
@@ -1137,8 +1321,9 @@ class Registrations:
                 await self._store.delete_value(self._waiting_key(registration_id))
                 await self._store.delete_value(self._burst_key(registration_id))
                 await self._store.delete_value(self._alike_key(registration_id))
-        for member in await self._store.index_members(self._shape_index(room)):
-            await self._store.index_remove(self._shape_index(room), member)
+        for index in (self._shape_index(room), self._inviting_index(room)):
+            for member in await self._store.index_members(index):
+                await self._store.index_remove(index, member)
         for pending_id in await self._store.index_members(self._pending_index(room)):
             await self._store.delete_value(self._pending_key(pending_id))
             await self._store.index_remove(self._pending_index(room), pending_id)

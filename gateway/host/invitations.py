@@ -198,10 +198,15 @@ class InvitationDesk:
             # Approving takes each address out of its registration for its invitation: checked
             # first, so that none is taken for an invitation the outbox would refuse.
             raise MeetingOver()
-        invitations = await reviewing.approve(room, wanted, by, now)
+        queue = self._queue
+        if queue is None:
+            raise SendingUnavailable()
+        # Approved and invited in one step: nobody is approved without their invitation queued.
+        approved = await reviewing.approve(room, wanted, by, now, queue=queue)
+        invitations = approved.ids
         batch = None
-        if invitations:
-            batch = await self._enqueue(current, invitations, now)
+        if approved.batch is not None:
+            batch = await self._keep_batch(current, approved.batch, len(invitations), now)
         await self._desk.log_count(
             actor,
             room,
@@ -327,12 +332,16 @@ class InvitationDesk:
     async def _enqueue(self, room: Room, invitations: Sequence[Invitation], now: float) -> str:
         assert self._queue is not None
         queued = await self._queue.enqueue(room, invitations, now=now)
+        return await self._keep_batch(room, queued.batch, len(invitations), now)
+
+    async def _keep_batch(self, room: Room, batch: str, count: int, now: float) -> str:
+        """Note a batch queued for the room, for the sending the page shows."""
         # The room's batches, newest first by the time in front: ids and times, nobody's name.
         await self._store.index_add(
-            _BATCH_INDEX + room.name, f"{now:015.3f}:{queued.batch}", self._batch_kept
+            _BATCH_INDEX + room.name, f"{now:015.3f}:{batch}", self._batch_kept
         )
-        log.info("host queued invitations: batch %s, %d", queued.batch, len(invitations))
-        return queued.batch
+        log.info("host queued invitations: batch %s, %d", batch, count)
+        return batch
 
     # Sending
 

@@ -184,7 +184,7 @@ OUTCOMES = frozenset({"waiting", "approved", "updated", "updated-approved"})
 def outcome_of(confirmed: Confirmed, now: float) -> str:
     """Pure: what the thank-you page says of the registration confirmed at `now`."""
     registration = confirmed.registration
-    if confirmed.invitation is not None:
+    if confirmed.approved:
         return "approved"
     if registration.created_at < now:
         # The address's earlier registration in this room: updated while it waits, else kept.
@@ -357,7 +357,12 @@ class RegistrationPages:
             return CodePage(current, None, status=409)
         try:
             confirmed = await registrations.confirm(
-                current, held.registration_id, held.secret, form.get("code", ""), now
+                current,
+                held.registration_id,
+                held.secret,
+                form.get("code", ""),
+                now,
+                queue=self._invitations,
             )
         except RegistrationCodeError as refused:
             return CodePage(
@@ -367,8 +372,6 @@ class RegistrationPages:
                 can_retry=refused.can_retry,
                 status=refused.status,
             )
-        if confirmed.invitation is not None and self._invitations is not None:
-            await self._invitations.enqueue(current, [confirmed.invitation], now=now)
         outcome = outcome_of(confirmed, now)
         response = RedirectResponse(f"{form_path(current.name)}/done", status_code=303)
         self._keep(response, Held(current.name, outcome=outcome), DONE_SECONDS)
