@@ -1014,6 +1014,10 @@ def create_admin_app(
         await _tell_rules(before[0], changed)
         for action, facts in meeting_audit(before[0], changed):
             await desk.audit_admin(name, action, now, facts)
+        if registrations is not None and before[0].ends_at != changed.ends_at:
+            # Its registrations are kept as the meeting's new time says (gone at once if that
+            # is past already).
+            await registrations.retime(changed, now)
         return _room_out(changed)
 
     def _record(room: str, kind: Kind, **values: object) -> None:
@@ -1089,6 +1093,9 @@ def create_admin_app(
         # that a room made again under the name does not show its hosts the old one. Its bans
         # stay (docs/privacy.md): the same name made again keeps its trolls out.
         await store.purge_audit(name, time.time() + 86_400)
+        # Its registrations go with it: names, notes and the addresses of those waiting.
+        if registrations is not None:
+            await registrations.forget_room(name)
         # Its evidence stays (it may be needed after the room is gone); the chain says where
         # the room ended, and a room made again under the name exports from its own start.
         _record(name, Kind.ROOM_DELETED)

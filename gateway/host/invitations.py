@@ -137,7 +137,14 @@ class InvitationDesk:
         self, actor: Actor, room: str, meeting: MeetingSettings, now: float
     ) -> bool:
         """Set the room's registration and the meeting's time; False if it already has them."""
-        return await self._desk.set_meeting(actor, room, meeting, now) is not None
+        updated = await self._desk.set_meeting(actor, room, meeting, now)
+        if updated is None:
+            return False
+        if self._registrations is not None:
+            # Its registrations are kept as the meeting's time says now (an end moved earlier
+            # shortens what is kept; one already past drops them).
+            await self._registrations.retime(updated, now)
+        return True
 
     # Registrations
 

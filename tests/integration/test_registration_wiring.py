@@ -79,3 +79,27 @@ def test_an_address_admitted_or_invited_before_is_flagged_seen_when_it_registers
     assert "seen_address" in flags["Ivy Ives"]
     assert "seen_address" not in flags["Nora New"]
     assert "seen_domain" not in flags["Nora New"]
+
+
+def test_a_deleted_rooms_registrations_go_with_it(
+    gateway: GatewayServer, smtp_server: SmtpServer
+) -> None:
+    room = f"wiring-{secrets.token_hex(4)}"
+
+    def opened() -> None:
+        gateway.create_room(room, title="Open assembly")
+        with gateway.admin() as admin:
+            changed = admin.patch(f"/api/v1/rooms/{room}", json={"registration": True})
+            assert changed.status_code == 200, changed.text
+
+    opened()
+    register(gateway, smtp_server, room, "Old Registrant", f"old-{secrets.token_hex(4)}@x.example")
+    with gateway.admin() as admin:
+        listed = admin.get(f"/api/v1/rooms/{room}/registrations")
+        assert listed.json()["total"] == 1
+        assert admin.delete(f"/api/v1/rooms/{room}").status_code == 204
+    # A room made again under the name starts with none of the old one's registrants.
+    opened()
+    with gateway.admin() as admin:
+        listed = admin.get(f"/api/v1/rooms/{room}/registrations")
+        assert listed.status_code == 200 and listed.json()["total"] == 0
