@@ -104,16 +104,16 @@ def meeting_time(room: Room, language: Language) -> MeetingTime | None:
     start = format_time(starts, "HH:mm", tzinfo=UTC, locale=locale)
     if ends is None or ends <= starts:
         # Translators: a meeting's date and start time; UTC is said as such, not translated.
-        text = gettext(N_("{date}, {start} UTC")).format(date=day, start=start)
+        text = gettext("{date}, {start} UTC").format(date=day, start=start)
     elif ends.date() == starts.date():
         end = format_time(ends, "HH:mm", tzinfo=UTC, locale=locale)
         # Translators: a meeting's date, start and end time (the same day), in UTC.
-        text = gettext(N_("{date}, {start}\u2013{end} UTC")).format(date=day, start=start, end=end)
+        text = gettext("{date}, {start}\u2013{end} UTC").format(date=day, start=start, end=end)
     else:
         last_day = format_date(ends, "full", locale=locale)
         end = format_time(ends, "HH:mm", tzinfo=UTC, locale=locale)
         # Translators: a meeting over several days: its start and its end, in UTC.
-        text = gettext(N_("{date}, {start} UTC to {last_date}, {end} UTC")).format(
+        text = gettext("{date}, {start} UTC to {last_date}, {end} UTC").format(
             date=day, start=start, last_date=last_day, end=end
         )
     return MeetingTime(
