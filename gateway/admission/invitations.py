@@ -83,6 +83,11 @@ class InvitationQueue(Protocol):
 
     async def progress(self, batch: str) -> BatchProgress | None: ...
 
+    async def batches(self, room: str, limit: int) -> list[str]:
+        """The ids of the room's newest batches (`limit` at most), newest first: every batch
+        queued for the room, whoever queued it."""
+        ...
+
 
 def _keyed(key: bytes, purpose: str, value: str) -> str:
     secret = hmac.new(key, b"meetgate mail addresses", hashlib.sha256).digest()

@@ -16,16 +16,25 @@ knows, so no link to it exists anywhere else; progress counts such an item faile
 `HELD_SECONDS`. A store error in the middle is undone for that item (its invite revoked, the
 item deleted) and raised; the items before it are whole and go.
 
-Sending: each replica reads the queue, shuffles what is due (so replicas seldom reach for the
-same item), and for each item claims it for a lease (`claim_once` on the item and its round, a
-number that grows each time a claimer lets it go), reads it again, and only then charges the
-shared rate limit (`[outbox] per_minute`, `burst`, one limit across replicas), so two replicas
-reaching for one item spend one charge, not two. Refused by the limit, the claimer lets the item
-go (its round raised, so the next claim is a new one); otherwise only the claimer sends it, and
-marks it sent or failed well before the lease ends. A MailFailed is retried after
-`retry_seconds`, doubled each time up to `retry_max_seconds`; after `max_attempts` the item is
-failed, and at once when the server refused it for good (a 5xx reply to its recipient or its
-message: `MailFailed.permanent`). A replica that dies between the server's acceptance and its
+Each room has its queue (`outbox:queue:<room>`, oldest first; an item tried again goes to its
+end) and holds at most `max_unsent_per_room` unsent items: past that an enqueue is refused whole
+(OutboxFull, 409), so one room's flood cannot fill the store. The rooms with items to send are
+in `outbox:rooms`; a room's batches, newest first, in `outbox:batches:<room>` (what the hosts'
+page follows, whoever queued them: the dashboard, an approval, an import).
+
+Sending is fair between rooms: a pass takes items round-robin from the rooms' queues (the rooms
+in a new random order each pass), at most what the rate limit may let go in one pass, and reads
+only those items, so one room's thousands never hold up another's few. For each item it claims
+it for a lease (`claim_once` on the item and its round, a number that grows each time a claimer
+lets it go), reads it again, and only then charges the shared rate limit (`[outbox] per_minute`,
+`burst`, one limit across replicas), so two replicas reaching for one item spend one charge, not
+two. Refused by the limit, the claimer lets the item go (its round raised, so the next claim is
+a new one); otherwise only the claimer sends it, and marks it sent or failed well before the
+lease ends. A MailFailed is retried after `retry_seconds`, doubled each time up to
+`retry_max_seconds`; after `max_attempts` the item is failed, and at once when the server
+refused it for good (a 5xx reply to its recipient or its message: `MailFailed.permanent`); an
+item that can never be sent (refused for good, its invite or room gone, its seal unreadable) is
+failed without its address and link. A replica that dies between the server's acceptance and its
 mark leaves the item to be sent again after the lease: at least once then, never twice
 otherwise.
 """
@@ -76,7 +85,12 @@ POLL_SECONDS = 5.0
 # Messages one replica sends at once.
 CONCURRENCY = 4
 RATE_KEY = "outbox:send"
-QUEUE = "outbox:queue"
+# The rooms that have items to send; each room's queue; each room's batches.
+ROOMS = "outbox:rooms"
+QUEUE = "outbox:queue:"
+BATCHES = "outbox:batches:"
+# Unsent items one room may have at once (what an admin's largest import makes).
+MAX_UNSENT_PER_ROOM = 5000
 CALENDAR_TYPE = f"{CONTENT_TYPE}; method=PUBLISH; charset=UTF-8"
 
 # An item's states. Held: being made, never sent. Queued: waiting to be sent (or retried).
@@ -127,6 +141,16 @@ class InvitationRevoked(MeetgateError):
     code = "invitation_revoked"
     title = N_("Invite no longer works")
     message = N_("This invite was revoked or has expired: make a new one.")
+
+
+class OutboxFull(MeetgateError):
+    status = 409
+    code = "outbox_full"
+    title = N_("Too many invitations waiting")
+    message = N_(
+        "This room has too many invitation e-mails waiting to be sent. Wait until more of them"
+        " have gone, then try again."
+    )
 
 
 class MeetingOver(InvalidInput):
@@ -273,6 +297,7 @@ class Outbox:
         admission_ttl_seconds: float = 12 * 3600,
         lease_seconds: float = LEASE_SECONDS,
         concurrency: int = CONCURRENCY,
+        max_unsent_per_room: int = MAX_UNSENT_PER_ROOM,
     ) -> None:
         self._store = store
         self._settings = settings
@@ -285,6 +310,7 @@ class Outbox:
         self._admission_ttl = admission_ttl_seconds
         self._lease = lease_seconds
         self._concurrency = max(1, concurrency)
+        self._max_unsent = max_unsent_per_room
         self._loop: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         # When this replica should look again: the rate limit's wait, or the next retry.
@@ -306,7 +332,8 @@ class Outbox:
     ) -> Queued:
         """Make every invitation's invite and queue its e-mail (see the module's doc for the
         order). Everything is checked before anything is written: InvalidInput (a name, an
-        address, an invitation for another room), MeetingOver, BatchUnknown."""
+        address, an invitation for another room), MeetingOver, BatchUnknown, OutboxFull (the
+        room's unsent items would pass `max_unsent_per_room`)."""
         lifetime = self._lifetime(room, now)
         made = []
         for invitation in invitations:
@@ -322,9 +349,13 @@ class Outbox:
                 now=now,
             )
             made.append((invitation, address, new))
+        if made and await self._store.index_size(QUEUE + room.name) + len(made) > self._max_unsent:
+            raise OutboxFull()
         kept = self._settings.batch_kept_seconds
         if batch is None:
             batch = secrets.token_hex(8)
+            # The room's batches, newest first by the time in front: ids and times, nobody's.
+            await self._store.index_add(BATCHES + room.name, f"{now:015.3f}:{batch}", kept)
         else:
             known = await self._store.get_value(_batch_key(batch))
             if known is None or _batch_room(known) != room.name:
@@ -363,15 +394,26 @@ class Outbox:
             invite_stored = True
             await store.put_value(_invite_key(invite.id), item.id, kept)
             await store.put_value(_item_key(item.id), replace(item, state=QUEUED).dump(), kept)
-            await store.index_add(QUEUE, item.id, kept)
+            await self._queue(item)
         except BaseException:
             # Undone as far as the store lets us; what stays is a held item no sender sees.
             with contextlib.suppress(Exception):
                 if invite_stored:
                     await store.revoke_invite(invite.id)
-                await store.index_remove(QUEUE, item.id)
+                await store.index_remove(QUEUE + item.room, item.id)
                 await store.delete_value(_item_key(item.id))
             raise
+
+    async def _queue(self, item: Item) -> None:
+        """Put the item at the end of its room's queue, and the room among those to send."""
+        kept = self._settings.batch_kept_seconds
+        await self._store.index_add(QUEUE + item.room, item.id, kept)
+        await self._store.index_add(ROOMS, item.room, kept)
+
+    async def batches(self, room: str, limit: int) -> list[str]:
+        """The ids of the room's newest batches (`limit` at most), newest first."""
+        members = sorted(await self._store.index_members(BATCHES + room), reverse=True)
+        return [member.partition(":")[2] for member in members[: max(0, limit)]]
 
     # Progress, revocation, sending again
 
@@ -420,7 +462,7 @@ class Outbox:
         revoked = await self._store.revoke_invite(invite_id)
         item = await self._item_of_invite(invite_id)
         if item is not None and item.state in (HELD, QUEUED, FAILED):
-            await self._store.index_remove(QUEUE, item.id)
+            await self._store.index_remove(QUEUE + item.room, item.id)
             await self._save(item.stripped(REVOKED, "revoked"))
             log.info("outbox: batch %s: an invitation was revoked before it went", item.batch)
         return revoked
@@ -447,7 +489,7 @@ class Outbox:
             failure="",
         )
         await self._save(again)
-        await self._store.index_add(QUEUE, item.id, self._settings.batch_kept_seconds)
+        await self._queue(again)
         self._wake.set()
 
     async def _save(self, item: Item) -> None:
@@ -463,21 +505,21 @@ class Outbox:
     # Sending
 
     async def send_due(self, now: float) -> int:
-        """One pass over the queue: send what is due, as the rate limit allows; how many went."""
-        ids = await self._store.index_members(QUEUE)
-        raws = await self._store.get_values([_item_key(i) for i in ids]) if ids else []
+        """One pass over the queues: send what is due, as the rate limit allows, taking items
+        round-robin by room; how many went."""
+        picked, more = await self._pick()
+        raws = await self._store.get_values([_item_key(i) for _, i in picked]) if picked else []
         due: list[str] = []
         next_retry: float | None = None
-        for item_id, raw in zip(ids, raws, strict=True):
+        for (room, item_id), raw in zip(picked, raws, strict=True):
             item = Item.load(item_id, raw) if raw is not None else None
             if item is None or item.state != QUEUED:
                 # Done with (or gone): out of the queue.
-                await self._store.index_remove(QUEUE, item_id)
+                await self._store.index_remove(QUEUE + room, item_id)
             elif item.due(now):
                 due.append(item_id)
             elif item.retry_at is not None:
                 next_retry = item.retry_at if next_retry is None else min(next_retry, item.retry_at)
-        self._random.shuffle(due)
         pending = iter(due)
         sent = 0
         limited: float | None = None
@@ -503,11 +545,37 @@ class Outbox:
                 group.create_task(work())
         if limited is not None:
             self._next_look = time.time() + limited
+        elif more and due:
+            # Items this pass did not read may be due: the next pass comes at once.
+            self._next_look = time.time()
         else:
             self._next_look = None if next_retry is None else time.time() + (next_retry - now)
         if errors:
             raise errors[0]
         return sent
+
+    async def _pick(self) -> tuple[list[tuple[str, str]], bool]:
+        """The items one pass looks at, as (room, item id): round-robin from the rooms' queues
+        (oldest first in each, the rooms in a new random order), no more than the rate limit may
+        let go in one pass; and whether any queued item was left out."""
+        budget = max(self._concurrency, self._settings.burst)
+        rooms = await self._store.index_members(ROOMS)
+        self._random.shuffle(rooms)
+        queues: list[tuple[str, list[str]]] = []
+        for room in rooms:
+            ids = await self._store.index_members(QUEUE + room)
+            if ids:
+                queues.append((room, ids))
+            else:
+                await self._store.index_remove(ROOMS, room)
+        picked: list[tuple[str, str]] = []
+        depth = 0
+        while len(picked) < budget and any(depth < len(ids) for _, ids in queues):
+            for room, ids in queues:
+                if depth < len(ids) and len(picked) < budget:
+                    picked.append((room, ids[depth]))
+            depth += 1
+        return picked, sum(len(ids) for _, ids in queues) > len(picked)
 
     async def _read(self, item_id: str) -> Item | None:
         raw = await self._store.get_value(_item_key(item_id))
@@ -571,8 +639,8 @@ class Outbox:
             if exc.permanent:
                 # Refused for good (the recipient unknown, the message refused): no retry helps.
                 item = replace(item, limit=item.attempts + 1)
-            return await self._failed_try(item, now, reason)
-        await self._store.index_remove(QUEUE, item.id)
+            return await self._failed_try(item, now, reason, permanent=exc.permanent)
+        await self._store.index_remove(QUEUE + item.room, item.id)
         await self._save(replace(item.stripped(SENT), attempts=item.attempts + 1))
         if self._metrics is not None:
             self._metrics.invitations_sent.inc()
@@ -587,7 +655,9 @@ class Outbox:
                 )
         return _Outcome.SENT
 
-    async def _failed_try(self, item: Item, now: float, reason: str) -> int:
+    async def _failed_try(
+        self, item: Item, now: float, reason: str, *, permanent: bool = False
+    ) -> int:
         attempts = item.attempts + 1
         if attempts >= item.limit:
             log.warning(
@@ -596,10 +666,12 @@ class Outbox:
                 attempts,
                 reason,
             )
-            await self._store.index_remove(QUEUE, item.id)
-            await self._save(
-                replace(item, state=FAILED, attempts=attempts, retry_at=None, failure=reason)
-            )
+            await self._store.index_remove(QUEUE + item.room, item.id)
+            failed = replace(item, state=FAILED, attempts=attempts, retry_at=None, failure=reason)
+            if permanent:
+                # Never to be sent: its address and link are kept no longer.
+                failed = replace(item.stripped(FAILED, reason), attempts=attempts)
+            await self._save(failed)
             if self._metrics is not None:
                 self._metrics.invitations_failed.inc()
             return _Outcome.FAILED
@@ -613,14 +685,18 @@ class Outbox:
             wait,
         )
         await self._save(replace(item, attempts=attempts, retry_at=now + wait, failure=reason))
+        # To the end of its room's queue: the items behind it come first meanwhile.
+        await self._queue(item)
         if self._metrics is not None:
             self._metrics.invitations_retried.inc()
         return _Outcome.RETRY
 
     async def _give_up(self, item: Item, reason: str) -> int:
         log.warning("outbox: batch %s: an invitation was not sent: %s", item.batch, reason)
-        await self._store.index_remove(QUEUE, item.id)
-        await self._save(replace(item, state=FAILED, retry_at=None, failure=reason))
+        await self._store.index_remove(QUEUE + item.room, item.id)
+        # It can never be sent (its invite or room gone, its seal unreadable): its address and
+        # link are kept no longer.
+        await self._save(item.stripped(FAILED, reason))
         if self._metrics is not None:
             self._metrics.invitations_failed.inc()
         return _Outcome.FAILED

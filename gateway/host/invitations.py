@@ -18,7 +18,7 @@ from gateway.admission.invite_import import RowProblem, read_invite_list
 from gateway.admission.invites import make_invite, validate_display_name
 from gateway.admission.outbox import MeetingOver
 from gateway.admission.registrations import Registration, RegistrationPage, Registrations
-from gateway.errors import InvalidInput, MeetgateError
+from gateway.errors import InvalidInput, MeetgateError, RateLimited
 from gateway.host.actions import Actor, HostDesk, MeetingSettings
 from gateway.i18n import N_
 from gateway.store import Store
@@ -37,7 +37,9 @@ LINK_LIFETIME_SECONDS = 30 * 86_400
 AFTER_MEETING_SECONDS = 86_400
 # Batches of a room the dashboard follows (the newest first).
 BATCHES_SHOWN = 10
-_BATCH_INDEX = "host:batches:"
+# What a room's hosts may invite, together, as (per second, burst): people one at a time (by
+# e-mail or a link), and lists imported. The outbox caps what waits to be sent besides.
+HOST_RATES = {"invite": (120 / 3600, 30), "import": (6 / 3600, 3)}
 
 
 class SendingUnavailable(MeetgateError):
@@ -264,6 +266,7 @@ class InvitationDesk:
         is returned); without, a personal link for the host to hand over (shown once)."""
         current = await self._desk.current(actor, room, now)
         name = validate_display_name(name)
+        await self._charge("invite", current)
         if address.strip():
             if self._queue is None:
                 raise SendingUnavailable()
@@ -291,6 +294,7 @@ class InvitationDesk:
         current = await self._desk.current(actor, room, now)
         if send and self._queue is None:
             raise SendingUnavailable()
+        await self._charge("import", current)
         read = read_invite_list(data)
         problems = read.problems
         if not read.invitees:
@@ -321,6 +325,19 @@ class InvitationDesk:
         )
         return Imported(len(links), problems, links=tuple(links))
 
+    async def _charge(self, kind: str, room: Room) -> None:
+        """Charge the room's hosts for one invitation or one list (HOST_RATES); RateLimited."""
+        per_second, burst = HOST_RATES[kind]
+        decision = await self._store.rate_limit(f"host:{kind}:{room.name}", per_second, burst)
+        if not decision.allowed:
+            raise RateLimited(
+                decision.retry_after,
+                N_(
+                    "This room's hosts have invited many people in a short time. Please wait,"
+                    " then try again."
+                ),
+            )
+
     async def _make_link(self, room: Room, name: str, role: Role, now: float) -> Link:
         lifetime = float(LINK_LIFETIME_SECONDS)
         if room.ends_at is not None and room.ends_at > now:
@@ -342,11 +359,7 @@ class InvitationDesk:
         return await self._keep_batch(room, queued.batch, len(invitations), now)
 
     async def _keep_batch(self, room: Room, batch: str, count: int, now: float) -> str:
-        """Note a batch queued for the room, for the sending the page shows."""
-        # The room's batches, newest first by the time in front: ids and times, nobody's name.
-        await self._store.index_add(
-            _BATCH_INDEX + room.name, f"{now:015.3f}:{batch}", self._batch_kept
-        )
+        """Log a batch queued for the room (the outbox keeps the room's batches for the page)."""
         log.info("host queued invitations: batch %s, %d", batch, count)
         return batch
 
@@ -357,10 +370,11 @@ class InvitationDesk:
         await self._desk.current(actor, room, now)
         if self._queue is None:
             return []
-        members = sorted(await self._store.index_members(_BATCH_INDEX + room), reverse=True)
         found: list[BatchProgress] = []
-        for member in members[:BATCHES_SHOWN]:
-            progress = await self._queue.progress(member.partition(":")[2])
+        # The outbox keeps the room's batches, whoever queued them (this page, an approval on
+        # the registration page or the admin API, an import).
+        for batch in await self._queue.batches(room, BATCHES_SHOWN):
+            progress = await self._queue.progress(batch)
             if progress is not None and progress.room == room:
                 found.append(progress)
         return found

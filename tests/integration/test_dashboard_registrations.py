@@ -18,12 +18,14 @@ from typing import Any
 import httpx
 import pytest
 
+from gateway.admission.invitations import Invitation
 from gateway.admission.invites import make_invite
 from gateway.admission.limits import RateLimiter
 from gateway.admission.outbox import Outbox
 from gateway.admission.registrations import Registrations
 from gateway.app import create_app
 from gateway.host.dashboard import CsrfTokens
+from gateway.host.invitations import HOST_RATES
 from gateway.mail import SmtpMailer
 from gateway.metrics import Metrics
 from gateway.proxy.gate import Gate
@@ -581,3 +583,46 @@ async def test_approving_after_the_meeting_is_refused_and_keeps_them_waiting(des
         counts = (await host.get(f"{BASE}/registrations", headers=json_headers())).json()
     assert refused.status_code == 400 and refused.json()["error"] == "meeting_over"
     assert counts["states"]["waiting"] == 1
+
+
+# Sending, and what the hosts may queue
+
+
+async def test_the_sending_shows_batches_queued_anywhere(desk: Desk) -> None:
+    # A batch queued by the admin API, an auto-approval or `invite import --send` (not from
+    # this page) is the room's as much as the page's own.
+    room = await desk.store.get_room(ROOM)
+    assert room is not None
+    elsewhere = Invitation(ROOM, "Grace", "grace@lab.example", Role.ATTENDEE, "en", "import")
+    queued = await desk.outbox.enqueue(room, [elsewhere], now=time.time())
+    await desk.send_all()
+    host = await desk.admitted("Hilde Host", Role.HOST)
+    async with host:
+        progress = (await host.get(f"{BASE}/progress", headers=json_headers())).json()
+        page = await host.get(BASE)
+    assert [b["batch"] for b in progress["batches"]] == [queued.batch]
+    assert progress["batches"][0]["sent"] == 1
+    assert "1 sent, 0 failed, 0 waiting of 1" in page.text
+
+
+async def test_a_rooms_hosts_invite_at_a_bounded_rate(desk: Desk) -> None:
+    host = await desk.admitted("Hilde Host", Role.HOST)
+    async with host:
+        token = desk.csrf(host)
+        answers = [
+            await host.post(
+                f"{BASE}/invite",
+                data={"csrf": token, "name": f"Guest {n}", "role": "attendee", "language": "en"},
+                headers=json_headers(),
+            )
+            for n in range(HOST_RATES["invite"][1] + 1)
+        ]
+        lists = [
+            await upload(host, token, CSV, "links") for _ in range(HOST_RATES["import"][1] + 1)
+        ]
+    assert [a.status_code for a in answers[:-1]] == [200] * HOST_RATES["invite"][1]
+    assert answers[-1].status_code == 429, answers[-1].text
+    assert int(answers[-1].headers["retry-after"]) > 0
+    assert [a.status_code for a in lists[:-1]] == [200] * HOST_RATES["import"][1]
+    assert lists[-1].status_code == 429
+    assert "invited many people in a short time" in lists[-1].text

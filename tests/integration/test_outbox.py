@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 
@@ -27,6 +28,7 @@ from gateway.admission.outbox import (
     InvitationSent,
     MeetingOver,
     Outbox,
+    OutboxFull,
 )
 from gateway.errors import InvalidInput
 from gateway.mail import Attachment, SmtpMailer
@@ -654,3 +656,110 @@ async def test_a_permanent_refusal_fails_at_once_and_a_temporary_one_is_retried(
     assert [m.rcpt_tos for m in mailbox.messages] == [(good.address,)]
     assert metrics.invitations_retried.value() == 3
     assert metrics.invitations_failed.value() == 2
+
+
+class CountedReads:
+    """Counts the item records each get_values call of a store reads."""
+
+    def __init__(self, store: Store) -> None:
+        self.reads: list[int] = []
+        read = store.get_values
+
+        async def counted(keys: Sequence[str]) -> list[str | None]:
+            self.reads.append(sum(key.startswith("outbox:item:") for key in keys))
+            return await read(keys)
+
+        store.get_values = counted  # type: ignore[method-assign]  # counted, then the store's
+
+
+async def test_one_rooms_flood_does_not_hold_up_another_rooms_few(
+    memory: Store, smtp: SmtpServer
+) -> None:
+    flooded, small = await make_room(memory), await make_room(memory)
+    # Ten a pass at most (the burst), sixty a minute after it.
+    box = outbox(memory, mailer(smtp), OutboxSettings(per_minute=60, burst=10))
+    await box.enqueue(flooded, invitations(flooded, 300), now=time.time())
+    few = invitations(small, 3)
+    await box.enqueue(small, few, now=time.time())
+    reads = CountedReads(memory)
+    assert await box.send_due(time.time()) == 10
+    # The small room's three went in the first pass, beside seven of the flood.
+    received = [to for message in smtp.mailbox.messages for to in message.rcpt_tos]
+    assert sorted(a for a in received if a in {i.address for i in few}) == sorted(
+        i.address for i in few
+    )
+    # The pass read what it could send, not the whole queue.
+    assert reads.reads and max(reads.reads) <= 10
+
+
+async def test_a_rooms_unsent_invitations_are_capped(memory: Store, smtp: SmtpServer) -> None:
+    room, other = await make_room(memory), await make_room(memory)
+    box = Outbox(
+        memory, FAST, key=KEY, mailer=mailer(smtp), public_url=PUBLIC, max_unsent_per_room=5
+    )
+    await box.enqueue(room, invitations(room, 3), now=time.time())
+    over = invitations(room, 3)
+    with pytest.raises(OutboxFull) as refused:
+        await box.enqueue(room, over, now=time.time())
+    assert refused.value.status == 409 and "too many invitation e-mails" in refused.value.message
+    # Refused whole: none of them made.
+    assert len(await memory.list_invites(room.name)) == 3
+    # Another room is not held up; once some are sent, the room takes more.
+    await box.enqueue(other, invitations(other, 5), now=time.time())
+    await box.enqueue(room, invitations(room, 2), now=time.time())
+    assert await box.send_due(time.time()) == 10
+    await box.enqueue(room, over, now=time.time())
+
+
+async def sealed_of(store: Store, invite_id: str) -> str | None:
+    item_id = await store.get_value(f"outbox:invite:{invite_id}")
+    assert item_id is not None
+    raw = await store.get_value(f"outbox:item:{item_id}")
+    assert raw is not None
+    sealed: str | None = json.loads(raw)["sealed"]
+    return sealed
+
+
+async def test_an_invitation_that_can_never_go_keeps_no_address(
+    memory: Store, smtp: SmtpServer
+) -> None:
+    room = await make_room(memory)
+    box = outbox(memory, mailer(smtp))
+    queued = await box.enqueue(room, invitations(room, 2), now=time.time())
+    # Its invite revoked behind the outbox's back (the item still queued): never sent.
+    await memory.revoke_invite(queued.invite_ids[0])
+    assert await box.send_due(time.time()) == 1
+    assert await sealed_of(memory, queued.invite_ids[0]) is None
+    progress = await box.progress(queued.batch)
+    assert progress is not None and (progress.sent, progress.failed) == (1, 1)
+
+
+async def test_a_permanent_refusal_keeps_no_address_and_a_temporary_one_keeps_it_to_resend(
+    memory: Store,
+) -> None:
+    room = await make_room(memory)
+    refused, deferred = invitations(room, 2)
+    handler = Refusing(Mailbox(), refused.address, deferred.address)
+    controller = Controller(handler, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    try:
+        settings = OutboxSettings(retry_seconds=0.1, retry_max_seconds=1, max_attempts=2)
+        box = outbox(memory, mailer(controller.port), settings)
+        queued = await box.enqueue(room, [refused, deferred], now=START - 86_400)
+        await drain(box, batch=queued.batch, clock=[START - 86_400])
+    finally:
+        controller.stop()
+    assert await sealed_of(memory, queued.invite_ids[0]) is None
+    assert await sealed_of(memory, queued.invite_ids[1]) is not None
+
+
+async def test_every_batch_of_a_room_is_kept_for_its_hosts(memory: Store, smtp: SmtpServer) -> None:
+    room, other = await make_room(memory), await make_room(memory)
+    box = outbox(memory, mailer(smtp))
+    first = await box.enqueue(room, invitations(room, 1), now=time.time())
+    # One batch filled by several calls (an approval's) is one batch.
+    second = await box.enqueue(room, invitations(room, 1), now=time.time() + 1)
+    await box.enqueue(room, invitations(room, 1), now=time.time() + 2, batch=second.batch)
+    await box.enqueue(other, invitations(other, 1), now=time.time())
+    assert await box.batches(room.name, 10) == [second.batch, first.batch]
+    assert await box.batches(room.name, 1) == [second.batch]
