@@ -90,6 +90,9 @@ ORIGIN: Final = "registration"
 # An approval holds a registration whose invitation it queues this long: far beyond what queueing
 # takes; past it, an approval that stopped half-way is taken up by the next one.
 INVITING_LEASE_SECONDS: Final = 300.0
+# The pending invitations one reading of a room's registrations queues (`resume`): bounded work
+# for a page read; what is left is queued by the next reading or approval.
+RESUMED_AT_ONCE: Final = 50
 
 
 class RegistrationState(StrEnum):
@@ -106,6 +109,27 @@ class RegistrationFlag(StrEnum):
     LOOKS_LIKE = "looks_like"
     BURST = "burst"
     UPDATED = "updated"
+
+
+class ResembledKind(StrEnum):
+    """Whose name a look-alike registration's name looks like."""
+
+    HOST = "host"
+    PARTICIPANT = "participant"
+    REGISTRANT = "registrant"
+
+
+@dataclass(frozen=True, slots=True)
+class Resemblance:
+    """The name a registration's name looks like, and whose it is: a host's (on a host invite or
+    in the room), a participant's in the room now, or another registrant's of the room; names
+    the room's hosts see anyway. Worked out when a page is read, never stored."""
+
+    name: str
+    kind: ResembledKind
+
+    def __repr__(self) -> str:
+        return f"Resemblance(kind={self.kind.value})"
 
 
 class RegistrationClosed(NotAdmitted):
@@ -236,6 +260,8 @@ class Registration:
     # `invite_round` names the lease of the approval queueing it (raised when one lets go).
     inviting: bool = False
     invite_round: int = 0
+    # Whom the name looks like, when `looks_like` and a page found it (not stored).
+    resembles: Resemblance | None = None
 
     @property
     def flags(self) -> frozenset[RegistrationFlag]:
@@ -376,7 +402,11 @@ def _checked(raw: str | None, shape: Mapping[str, tuple[bool, _Check]]) -> dict[
 
 
 def _encode(registration: Registration, address: str) -> str:
-    data = {f.name: getattr(registration, f.name) for f in dataclasses.fields(registration)}
+    data = {
+        f.name: getattr(registration, f.name)
+        for f in dataclasses.fields(registration)
+        if f.name != "resembles"
+    }
     data["state"] = registration.state.value
     if address:
         data["address"] = address
@@ -977,23 +1007,17 @@ class Registrations:
     ) -> RegistrationPage:
         """One page of `room`'s registrations in `state` with `flag` (None: any), oldest first;
         `limit` at most MAX_PAGE. A waiting registration whose name looks like that of someone
-        in the room now is flagged `looks_like` too. InvalidInput for an unknown state or flag."""
+        in the room now is flagged `looks_like` too, and each one flagged says whom it resembles
+        when a name of the room's still does (`resembles`). InvalidInput for an unknown state or
+        flag."""
         name = room.name if isinstance(room, Room) else room
         wanted_state = self._state(state)
         wanted_flag = self._flag(flag)
         limit = max(0, min(limit, MAX_PAGE))
         offset = max(0, offset)
         every = await self._all(name)
-        if any(r.state is RegistrationState.WAITING and not r.looks_like for r in every):
-            present = await self._present_shapes(name, now)
-            every = [
-                replace(registration, looks_like=True)
-                if registration.state is RegistrationState.WAITING
-                and not registration.looks_like
-                and host_shape(registration.name) in present
-                else registration
-                for registration in every
-            ]
+        if every:
+            every = await self._resembling(name, every, now)
         states = {state.value: 0 for state in RegistrationState}
         for registration in every:
             states[registration.state.value] += 1
@@ -1012,14 +1036,49 @@ class Registrations:
             flags=flags,
         )
 
-    async def _present_shapes(self, room: str, now: float) -> frozenset[str]:
-        """The shapes of the names of everyone in `room` now, and of its hosts to come."""
-        shapes = {
-            host_shape(admission.name)
-            for admission in await self._store.list_admissions(room)
-            if admission.is_live(now)
-        }
-        return frozenset(shapes) | await self._host_shapes(room, now)
+    async def _resembling(
+        self, room: str, every: list[Registration], now: float
+    ) -> list[Registration]:
+        """`every` with whom each look-alike resembles: a host's name first, then a
+        participant's in the room now, then the earliest other registrant's of a like name. A
+        waiting one like a host's or a participant's is flagged `looks_like` here too."""
+        known = await self._known_names(room, now)
+        shapes = [host_shape(registration.name) for registration in every]
+        alike: dict[str, list[Registration]] = {}
+        for shape, registration in zip(shapes, every, strict=True):
+            alike.setdefault(shape, []).append(registration)
+        found: list[Registration] = []
+        for shape, registration in zip(shapes, every, strict=True):
+            waiting = registration.state is RegistrationState.WAITING
+            if registration.looks_like or (waiting and shape in known):
+                resembles = known.get(shape)
+                if resembles is None:
+                    other = next((r for r in alike[shape] if r.id != registration.id), None)
+                    if other is not None:
+                        resembles = Resemblance(other.name, ResembledKind.REGISTRANT)
+                registration = replace(registration, looks_like=True, resembles=resembles)
+            found.append(registration)
+        return found
+
+    async def _known_names(self, room: str, now: float) -> dict[str, Resemblance]:
+        """The names of `room`'s hosts (on their usable invites, and in the room) and of its
+        participants now, by shape; a host's where a participant's is alike."""
+        admissions = [a for a in await self._store.list_admissions(room) if a.is_live(now)]
+        hosts = [
+            invite.name
+            for invite in await self._store.list_invites(room)
+            if invite.role is Role.HOST and invite.is_usable(now)
+        ]
+        hosts += [admission.name for admission in admissions if admission.role is Role.HOST]
+        known: dict[str, Resemblance] = {}
+        for name in hosts:
+            known.setdefault(host_shape(name), Resemblance(name, ResembledKind.HOST))
+        for admission in admissions:
+            known.setdefault(
+                host_shape(admission.name),
+                Resemblance(admission.name, ResembledKind.PARTICIPANT),
+            )
+        return known
 
     @staticmethod
     def _state(value: RegistrationState | str | None) -> RegistrationState | None:
@@ -1065,16 +1124,52 @@ class Registrations:
         current = await self._room(room)
         if current is None:
             return Approved(())
-        kept = self.kept_seconds(current, now)
-        pending = [
+        pending = await self._pending(current.name)
+        return await self._queue_held(current, [*pending, *ids], actor, now, queue=queue)
+
+    async def resume(
+        self, room: Room | str, now: float, *, queue: InvitationQueue, most: int = RESUMED_AT_ONCE
+    ) -> Approved:
+        """Queue the invitations that approvals of `room` left pending (a queue or a store
+        failing on the way, a gate stopped half-way), at most `most`, without waiting for the
+        next approval in the room: called when its hosts' page or the admin's list reads the
+        room. Each under its lease, as `approve` takes it (one an approval holds now is left to
+        it); nobody waiting is approved. None once the meeting has ended (the outbox takes no
+        invitation to it then)."""
+        current = await self._room(room)
+        if current is None or (current.ends_at is not None and current.ends_at <= now):
+            return Approved(())
+        pending = (await self._pending(current.name))[: max(0, most)]
+        if not pending:
+            return Approved(())
+        return await self._queue_held(current, pending, "", now, queue=queue, waiting=False)
+
+    async def _pending(self, room: str) -> list[str]:
+        return [
             member
-            for member in await self._store.index_members(self._inviting_index(current.name))
+            for member in await self._store.index_members(self._inviting_index(room))
             if REGISTRATION_ID_SHAPE.fullmatch(member) is not None
         ]
+
+    async def _queue_held(
+        self,
+        current: Room,
+        ids: Iterable[str],
+        actor: str,
+        now: float,
+        *,
+        queue: InvitationQueue,
+        waiting: bool = True,
+    ) -> Approved:
+        """Take each of `ids` (pending ones, and with `waiting` waiting ones) and queue their
+        invitations in one batch."""
+        kept = self.kept_seconds(current, now)
         held: list[tuple[Registration, str]] = []
         try:
-            for registration_id in dict.fromkeys([*pending, *ids]):
-                taken = await self._take_for_invitation(current, registration_id, actor, kept, now)
+            for registration_id in dict.fromkeys(ids):
+                taken = await self._take_for_invitation(
+                    current, registration_id, actor, kept, now, waiting=waiting
+                )
                 if taken is not None:
                     held.append(taken)
             return await self._invite(current, held, queue, kept, now)
@@ -1097,9 +1192,12 @@ class Registrations:
         actor: str,
         kept: float | None,
         now: float,
+        *,
+        waiting: bool = True,
     ) -> tuple[Registration, str] | None:
         """The registration, approved with its invitation pending and held under a lease for
-        this approval to queue; None if it is not one to approve now."""
+        this approval to queue; None if it is not one to approve now (with `waiting` False,
+        only a pending one is)."""
         if REGISTRATION_ID_SHAPE.fullmatch(registration_id) is None:
             return None
         read = await self._read(registration_id)
@@ -1116,6 +1214,10 @@ class Registrations:
                 return None
             return registration, address
         if registration.state is not RegistrationState.WAITING:
+            # Answered for good: no longer pending, if an erasure left it in the index.
+            await self._store.index_remove(self._inviting_index(room.name), registration_id)
+            return None
+        if not waiting:
             return None
         mark = await self._store.take_value(self._waiting_key(registration_id))
         if mark is None:
@@ -1184,18 +1286,24 @@ class Registrations:
             held.pop(0)
             done.append(registration.id)
             try:
-                await self._invited(room, registration, kept)
+                await self._invited(room, registration, now)
             except Exception:
                 # Invited: its lease stays, so no approval queues it again meanwhile. Tried once
                 # more; failing again, the address goes with the meeting's retention, and an
                 # approval after the lease may send a second invitation (never none).
-                await self._invited(room, registration, kept)
+                await self._invited(room, registration, now)
         return Approved(tuple(done), batch)
 
-    async def _invited(self, room: Room, registration: Registration, kept: float | None) -> None:
-        """Its invitation is queued: the address erased, the registration no longer pending."""
-        if kept is not None:
-            await self._write(replace(registration, inviting=False), "", kept)
+    async def _invited(self, room: Room, registration: Registration, now: float) -> None:
+        """Its invitation is queued: the address erased, the registration no longer pending,
+        kept as the meeting's time says now (`retime` passes over a pending one an approval
+        holds; a room deleted meanwhile takes it along)."""
+        current = await self._store.get_room(room.name)
+        kept = None if current is None else self.kept_seconds(current, now)
+        if kept is None:
+            await self._drop(room.name, registration)
+            return
+        await self._write(replace(registration, inviting=False), "", kept)
         await self._store.index_remove(self._inviting_index(room.name), registration.id)
 
     async def deny(self, room: Room | str, ids: Iterable[str], actor: str, now: float) -> int:
@@ -1291,6 +1399,13 @@ class Registrations:
                 if registration.state is RegistrationState.WAITING and mark is None:
                     # Being answered right now: its answer is written with the new time.
                     continue
+                if registration.inviting:
+                    held = await self._hold_pending(registration)
+                    if held is None:
+                        # An approval is queueing its invitation: it writes the record (its
+                        # address erased) with the meeting's time as it reads it then.
+                        continue
+                    registration, address = held
                 count += 1
                 if kept is None:
                     await self._drop(room.name, registration)
@@ -1306,6 +1421,24 @@ class Registrations:
                 if mark is not None and kept is not None:
                     await self._store.put_value(self._waiting_key(registration_id), mark, kept)
         return count
+
+    async def _hold_pending(self, registration: Registration) -> tuple[Registration, str] | None:
+        """For `retime`, a pending registration to rewrite, read under the lease an approval
+        queueing it holds, so that its erased address is never written back: taken (and let go
+        again by the round raised, so the next approval queues it at once), or found no longer
+        pending; None while an approval holds it."""
+        lease = self._lease_key(registration.id, registration.invite_round)
+        taken = await self._store.claim_once(lease, INVITING_LEASE_SECONDS)
+        read = await self._read(registration.id)
+        if read is None or read[0].room != registration.room:
+            return None
+        again, address = read
+        if not again.inviting:
+            # Queued meanwhile: approved for good, its address gone; nothing changes it now.
+            return again, address
+        if not taken or again.invite_round != registration.invite_round:
+            return None
+        return replace(again, invite_round=again.invite_round + 1), address
 
     async def forget_room(self, room: str) -> int:
         """Drop every registration of `room` and those awaiting a code (the room is deleted);
