@@ -30,6 +30,7 @@ from gateway.admission.registrations import (
 )
 from gateway.errors import MeetgateError
 from gateway.host.actions import ADMIN, ADMIN_NAME, HostDesk
+from gateway.host.invitations import resume_pending
 from gateway.i18n import N_
 from gateway.store import Store
 from gateway.store.records import AuditEntry, AuditFacts, AuditKind, Room
@@ -75,6 +76,16 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+class ResemblanceOut(BaseModel):
+    """Whom a look-alike's name resembles: a name of the room's (its hosts see it anyway)."""
+
+    name: str
+    kind: Literal["host", "participant", "registrant"] = Field(
+        description="A host's name (on a host invite or in the room), a participant's in the room"
+        " now, or another registrant's of the room"
+    )
+
+
 class RegistrationOut(BaseModel):
     """One registration as a host sees it: the address's domain, never the address."""
 
@@ -92,6 +103,16 @@ class RegistrationOut(BaseModel):
     created_at: float
     updated_at: float
     answered_at: float | None = Field(description="When it was approved or denied")
+    invitation_pending: bool = Field(
+        default=False,
+        description="Approved, its invitation not yet queued (an approval stopped half-way):"
+        " the address is kept until it is, and reading the room's registrations queues it",
+    )
+    resembles: ResemblanceOut | None = Field(
+        default=None,
+        description="With looks_like: whom the name looks like, when a name of the room's"
+        " still does",
+    )
 
 
 class RegistrationCounts(BaseModel):
@@ -192,6 +213,15 @@ def registration_out(registration: Registration) -> RegistrationOut:
         created_at=registration.created_at,
         updated_at=registration.updated_at,
         answered_at=registration.answered_at,
+        invitation_pending=registration.state is RegistrationState.APPROVED
+        and registration.inviting,
+        resembles=(
+            None
+            if registration.resembles is None
+            else ResemblanceOut(
+                name=registration.resembles.name, kind=registration.resembles.kind.value
+            )
+        ),
     )
 
 
@@ -283,7 +313,10 @@ def registration_routes(
         export), with how many match and the room's counts by state and flag. Each shows the
         address's domain, never the address."""
         now = time.time()
-        await desk.room(ADMIN, name, now)
+        room = await desk.room(ADMIN, name, now)
+        if queue is not None:
+            # What approvals left pending is queued now (a bounded number), not at the next one.
+            await resume_pending(usable(), room, queue, now)
         found = await usable().page(
             name, state=state, flag=flag, offset=offset, limit=limit, now=now
         )

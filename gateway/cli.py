@@ -889,6 +889,19 @@ def _registrations_path(room: str, *rest: str) -> str:
     return _room_path(room, "registrations", *rest)
 
 
+def _registration_flags(registration: dict[str, Any]) -> str:
+    """A registration's flags on one line, looks_like with whom it resembles when known:
+    'looks_like Ada Lovelace (host)'."""
+    shown = []
+    resembles = registration.get("resembles")
+    for flag in registration["flags"]:
+        if flag == "looks_like" and isinstance(resembles, dict):
+            name = _shown_text(str(resembles.get("name", "")), 40)
+            flag = f"looks_like {name} ({resembles.get('kind', '')})"
+        shown.append(flag)
+    return ",".join(shown) or "-"
+
+
 def registration_list(client: AdminClient, args: argparse.Namespace) -> int:
     offset = (args.page - 1) * REGISTRATION_PAGE
     query = {"offset": str(offset), "limit": str(REGISTRATION_PAGE)}
@@ -913,8 +926,8 @@ def registration_list(client: AdminClient, args: argparse.Namespace) -> int:
                 r["id"][:12],
                 _shown_text(r["name"], 40),
                 r["domain"],
-                ",".join(r["flags"]) or "-",
-                r["state"],
+                _registration_flags(r),
+                "invitation pending" if r.get("invitation_pending") else r["state"],
                 _shown_text(r["note"], 40),
             ]
             for r in page["items"]

@@ -23,7 +23,7 @@ from starlette.types import Message
 from gateway.admission.invitations import BatchProgress
 from gateway.admission.invite_import import MAX_FILE_BYTES
 from gateway.admission.pipeline import AdmissionPipeline
-from gateway.admission.registrations import Registration, RegistrationPage
+from gateway.admission.registrations import Registration, RegistrationPage, RegistrationState
 from gateway.edge.languages import current
 from gateway.edge.rendering import wants_json
 from gateway.edge.requests import cookie_name, read_cookie, request_id, same_origin
@@ -118,7 +118,15 @@ def registration_view(item: Registration) -> dict[str, Any]:
         "domain": item.domain,
         "note": item.note,
         "state": item.state.value,
+        # Approved, its invitation not yet queued (the next reading of the room queues it).
+        "pending": item.state is RegistrationState.APPROVED and item.inviting,
         "flags": registration_flags(item),
+        # Whom "looks like" means: a name the room's hosts see anyway, and whose it is.
+        "resembles": (
+            {"name": item.resembles.name, "kind": item.resembles.kind.value}
+            if item.resembles is not None
+            else None
+        ),
         "at": item.updated_at,
     }
 

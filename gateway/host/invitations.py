@@ -160,9 +160,13 @@ class InvitationDesk:
         offset: int,
         now: float,
     ) -> RegistrationPage:
-        """One page (PAGE_SIZE) of the room's registrations in `state`, with `flag`."""
-        await self._desk.current(actor, room, now)
-        return await self._reviewing().page(
+        """One page (PAGE_SIZE) of the room's registrations in `state`, with `flag`; the
+        invitations an approval left pending are queued first (a bounded number)."""
+        current = await self._desk.current(actor, room, now)
+        reviewing = self._reviewing()
+        if self._queue is not None:
+            await resume_pending(reviewing, current, self._queue, now)
+        return await reviewing.page(
             room, state=state, flag=flag, offset=max(0, offset), limit=PAGE_SIZE, now=now
         )
 
@@ -386,6 +390,21 @@ class InvitationDesk:
         if progress is None or progress.room != room:
             raise InvalidInput(N_("There is no such batch of invitations in this room."))
         return progress
+
+
+async def resume_pending(
+    registrations: Registrations, room: Room, queue: InvitationQueue, now: float
+) -> None:
+    """Queue what approvals of `room` left pending (Registrations.resume), for a reading of its
+    registrations: a refusal (the outbox full, the store failing) leaves them pending for the
+    next reading or approval, and the reading goes on."""
+    try:
+        resumed = await registrations.resume(room, now, queue=queue)
+    except MeetgateError as exc:
+        log.warning("pending invitations of room %s not queued: %s", room.name, exc.code)
+        return
+    if resumed.ids:
+        log.info("pending invitations queued: batch %s, %d", resumed.batch, len(resumed.ids))
 
 
 def registration_flags(item: Registration) -> list[str]:

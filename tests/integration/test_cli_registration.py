@@ -7,6 +7,7 @@ against the admin API of a real `meetgate serve`, on a real Redis with a real SM
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import pty
@@ -27,6 +28,7 @@ from gateway.admin_registrations import resolve
 from gateway.admission.limits import RateLimiter
 from gateway.admission.outbox import Outbox
 from gateway.admission.registrations import Registration, Registrations, RegistrationState
+from gateway.errors import StoreUnavailable
 from gateway.i18n import ENGLISH
 from gateway.mail import SmtpMailer
 from gateway.metrics import Metrics
@@ -563,6 +565,8 @@ def test_list_pages_and_shows_no_address(admin: Admin) -> None:
         "created_at",
         "updated_at",
         "answered_at",
+        "invitation_pending",
+        "resembles",
     }
     assert first["items"][0]["domain"] == "uni0.example"
     second = listed(admin, room, "--page", "2")
@@ -605,6 +609,53 @@ def test_flags_filter_and_deny_by_flag(admin: Admin) -> None:
     assert [i["id"] for i in waiting["items"]] == [calm]
     none_left = admin.cli("registration", "deny", room, "--flag", "burst", "--yes")
     assert none_left.returncode == 1 and "no waiting registration flagged burst" in none_left.stderr
+
+
+class BrokenQueue:
+    """An InvitationQueue whose store is down."""
+
+    async def enqueue(self, room: Any, invitations: Any, *, now: float, batch: Any = None) -> Any:
+        raise StoreUnavailable()
+
+    async def progress(self, batch: str) -> None:
+        return None
+
+
+def test_list_says_whom_a_name_looks_like_and_which_invitations_are_pending(
+    admin: Admin,
+) -> None:
+    """Catches a list that says only "looks_like", and one that shows an approval whose queue
+    failed as plainly approved and leaves it unsent until another approval: listing queues it
+    (but for one an approval holds now, shown as "invitation pending")."""
+    room = admin.room()
+    first = admin.register(room, "Rosa Luxemburg", "rosa@one.example")
+    admin.register(room, "Rosa Luxernburg", "fake@two.example")
+    ids = [admin.register(room, f"Pending {i}", f"pending{i}@three.example") for i in range(2)]
+
+    async def left_pending() -> str:
+        with contextlib.suppress(StoreUnavailable):
+            await admin.registrations.approve(room, ids, "Hilde", time.time(), queue=BrokenQueue())
+        held = await admin.registrations.get(room, ids[0])
+        assert held is not None and held.inviting
+        # As an approval queueing it right now holds it.
+        lease = f"registration:lease:{held.id}:{held.invite_round}"
+        assert await admin.store.claim_once(lease, 300)
+        return lease
+
+    admin.run(left_pending())
+    page = listed(admin, room)
+    items = {item["id"]: item for item in page["items"]}
+    assert items[first]["resembles"] == {"name": "Rosa Luxernburg", "kind": "registrant"}
+    assert items[ids[0]]["invitation_pending"] is True
+    # Listing queued the one nobody holds: approved, its invitation no longer pending.
+    assert items[ids[1]]["state"] == "approved" and items[ids[1]]["invitation_pending"] is False
+    done = admin.run(admin.registrations.get(room, ids[1]))
+    assert done is not None and not done.inviting
+    table = admin.cli("registration", "list", room)
+    assert table.returncode == 0, table.stderr
+    assert "looks_like Rosa Luxernburg (registrant)" in table.stdout
+    (row,) = [line for line in table.stdout.splitlines() if line.startswith(ids[0][:12])]
+    assert "invitation pending" in row
 
 
 def test_approve_by_prefix_sends_the_invitation(admin: Admin, smtp_server: Any) -> None:

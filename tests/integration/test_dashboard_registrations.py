@@ -180,6 +180,8 @@ async def test_a_host_sees_the_waiting_registrations_a_page_at_a_time(desk: Desk
         "note",
         "state",
         "flags",
+        "pending",
+        "resembles",
         "at",
     }
     for answer in (first, second, as_json):
