@@ -567,8 +567,8 @@ class RegistrationSettings(_Section):
     # A registration not confirmed by its code within this long is gone.
     confirm_ttl_seconds: int = Field(default=1800, ge=300, le=86400)
     max_note_chars: int = Field(default=500, ge=0, le=2000)
-    # Registrations one room holds at once (waiting, approved or denied); past it, new ones are
-    # refused with a page that says so, never silently dropped.
+    # Registrations waiting for an answer one room holds at once (answered ones do not count);
+    # past it, new ones are refused with a page that says so, never silently dropped.
     max_per_room: int = Field(default=2000, ge=1, le=100_000)
     # Registrations from one network (an IPv4 /24, an IPv6 /48) within the window at or past
     # which each of them is flagged to the hosts as part of a burst.

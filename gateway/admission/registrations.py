@@ -51,11 +51,8 @@ from gateway.admission.email_codes import (
     SEND_WINDOW_SECONDS,
     CodeMailer,
     InvalidAddress,
-    TooManyCodes,
-    code_address_key,
     new_code,
     normalise_address,
-    sent_counter_key,
 )
 from gateway.admission.flood import FloodGuard, Proof
 from gateway.admission.invitations import (
@@ -136,6 +133,11 @@ class RegistrationClosed(NotAdmitted):
     code = "registration_closed"
     title = N_("Registration is closed")
     message = N_("This meeting does not take registrations now.")
+
+
+class RegistrationEnded(RegistrationClosed):
+    code = "registration_ended"
+    message = N_("This meeting has ended, so it takes no more registrations.")
 
 
 class RegistrationsFull(MeetgateError):
@@ -467,7 +469,7 @@ class Registrations:
         codes: EmailCodeSettings | None = None,
     ) -> None:
         """`key`: `[admission] pseudonym_key`; `codes`: the e-mail codes' settings (digits,
-        attempts, the sends to one address per hour, which both kinds of code share)."""
+        attempts, the sends to one address per hour; registration codes are counted apart)."""
         self._store = store
         self._settings = settings
         self._codes = codes or EmailCodeSettings()
@@ -519,6 +521,17 @@ class Registrations:
     @staticmethod
     def _lease_key(registration_id: str, invite_round: int) -> str:
         return f"registration:lease:{registration_id}:{invite_round}"
+
+    @staticmethod
+    def _sends_key(address_key: str) -> str:
+        """Registration codes sent to one address (its keyed hash) in SEND_WINDOW_SECONDS."""
+        return f"registration:sends:{address_key}"
+
+    @staticmethod
+    def _waiting_index(room: str) -> str:
+        """A room's registrations that came in waiting: those still waiting count against
+        `max_per_room` (answered ones do not, so a flood once denied does not close it)."""
+        return f"registration:waiting-room:{room}"
 
     @staticmethod
     def _burst_key(registration_id: str) -> str:
@@ -574,6 +587,11 @@ class Registrations:
         """What "seen before" is shared under: the room's series, or its meeting's own name."""
         return room.series or room.ban_scope
 
+    def open_at(self, room: Room, now: float) -> bool:
+        """Whether `room` takes registrations (and their codes) at `now`: while registration is
+        on, until its meeting's end, if it has one (what is kept after the end is only kept)."""
+        return room.registration and (room.ends_at is None or now < room.ends_at)
+
     def kept_seconds(self, room: Room, now: float) -> float | None:
         """How long a registration of `room` changed at `now` is kept: until a while after the
         meeting's end, or for `kept_seconds`; None when that is already past."""
@@ -611,9 +629,9 @@ class Registrations:
         InvalidInput (the name or the note), RateLimited, TooManyCodes, and
         ChallengeRequired/ChallengeFailed when the room demands proof-of-work."""
         kept = self.kept_seconds(room, now)
-        if not room.registration or kept is None:
+        if not self.open_at(room, now) or kept is None:
             await self._limiter.charge(Attempt(client_addr, room=room.name))
-            raise RegistrationClosed()
+            raise RegistrationEnded() if room.registration else RegistrationClosed()
         if self._flood is not None:
             await self._flood.check(proof, client_addr=client_addr, room=room, now=now)
         try:
@@ -628,15 +646,20 @@ class Registrations:
             kept_note = self.clean_note(note)
         except InvalidInput as refused:
             raise await self._reject(room, refused) from None
-        sends = await self._store.bump_value(
-            sent_counter_key(code_address_key(self._pseudonym_key, address)),
-            SEND_WINDOW_SECONDS,
-        )
-        if sends > self._codes.max_sends_per_address:
-            raise await self._reject(room, TooManyCodes(SEND_WINDOW_SECONDS))
+        # A counter of registration codes of its own: registering cannot lock anyone out of
+        # signing in by e-mail code. Past it no code is sent, and the answer is the same (a
+        # decoy awaits a code that never comes): it tells nothing of the address's activity.
+        sends = await self._store.bump_value(self._sends_key(address_key), SEND_WINDOW_SECONDS)
+        send = sends <= self._codes.max_sends_per_address
+        if not send:
+            await self._limiter.note_rejection(room.name, "registration_code_sends")
         pending_id = secrets.token_hex(16)
         secret = secrets.token_urlsafe(32)
         code = new_code(self._codes.digits)
+        digest = self._digest(pending_id, room.name, address, code)
+        if not send:
+            # A decoy's: matched by no code (2^-128 odds).
+            digest = secrets.token_hex(16)
         ttl = min(float(self._settings.confirm_ttl_seconds), kept)
         pending = _Pending(
             id=pending_id,
@@ -648,12 +671,13 @@ class Registrations:
             created_at=now,
             expires_at=now + ttl,
             holder=_secret_hash(secret),
-            digest=self._digest(pending_id, room.name, address, code),
+            digest=digest,
             network=await self._network_tag(client_addr),
         )
         await self._store.put_value(self._pending_key(pending_id), pending.encode(), ttl)
         await self._store.index_add(self._pending_index(room.name), pending_id, ttl)
-        self._dispatch(address, code, room, language, ttl)
+        if send:
+            self._dispatch(address, code, room, language, ttl)
         return Registering(id=pending_id, secret=secret, expires_at=now + ttl)
 
     def clean_note(self, note: str) -> str:
@@ -683,8 +707,8 @@ class Registrations:
         RegistrationCodeWrong, RegistrationCodeExpired (also for a code used before),
         TooManyWrongRegistrationCodes (each a RegistrationCodeError), RegistrationClosed,
         RegistrationsFull."""
-        if not room.registration:
-            raise RegistrationClosed()
+        if not self.open_at(room, now):
+            raise RegistrationEnded() if room.registration else RegistrationClosed()
         pending, raw = await self._held(room, registration_id, secret)
         candidate = re.sub(r"[\s-]", "", code)
         if len(candidate) != self._codes.digits or not (
@@ -798,10 +822,10 @@ class Registrations:
         kept = self.kept_seconds(room, now)
         if kept is None:
             raise RegistrationClosed()
-        index = self._room_index(room.name)
+        index = self._waiting_index(room.name)
         # Counted after adding, so that racing confirmations never leave more than the limit.
         await self._store.index_add(index, registration_id, kept)
-        if await self._store.index_size(index) > self._settings.max_per_room:
+        if await self._waiting_count(index, registration_id) > self._settings.max_per_room:
             await self._store.index_remove(index, registration_id)
             raise await self._reject(room, RegistrationsFull())
         flags = await self._flags(room, pending, registration_id, None, kept, now)
@@ -824,6 +848,20 @@ class Registrations:
         await self._write(registration, pending.address, kept)
         await self._store.put_value(self._waiting_key(registration_id), MARK, kept)
         return registration
+
+    async def _waiting_count(self, index: str, registration_id: str) -> int:
+        """How many of the index's registrations still wait (`registration_id`, being made, is
+        one); at the limit, those answered or gone are taken out of it first (their waiting
+        marks are gone)."""
+        size = await self._store.index_size(index)
+        if size <= self._settings.max_per_room:
+            return size
+        members = [m for m in await self._store.index_members(index) if m != registration_id]
+        marks = await self._store.get_values([self._waiting_key(m) for m in members])
+        for member, mark in zip(members, marks, strict=True):
+            if mark is None:
+                await self._store.index_remove(index, member)
+        return await self._store.index_size(index)
 
     async def _write(self, registration: Registration, address: str, kept: float) -> None:
         await self._store.put_value(

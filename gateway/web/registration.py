@@ -27,8 +27,8 @@ from gateway.admission.limits import Attempt, RateLimiter
 from gateway.admission.names import MAX_NAME_CHARS, normalise
 from gateway.admission.registrations import (
     Confirmed,
-    RegistrationClosed,
     RegistrationCodeError,
+    RegistrationEnded,
     Registrations,
     RegistrationState,
 )
@@ -301,9 +301,10 @@ class RegistrationPages:
         if not room.registration:
             raise RegistrationNotOpen()
         use_room_language(request.scope, room.language)
-        if registrations.kept_seconds(room, time.time()) is None:
-            # The meeting is over: the room is known to take registrations, so this can say so.
-            raise RegistrationClosed()
+        if not registrations.open_at(room, time.time()):
+            # The meeting has ended: the room is known to take registrations, so this can say
+            # so (in the reader's language).
+            raise RegistrationEnded()
         return room, registrations
 
     async def _posted(

@@ -399,7 +399,7 @@ def test_a_meeting_over_takes_no_registrations(site: Site) -> None:
     with site.browser() as browser:
         page = browser.get(form(room))
         assert page.status_code == 403
-        assert "does not take registrations now" in page.text
+        assert "This meeting has ended, so it takes no more registrations." in page.text
 
 
 # Each a field's value and the message beside that field.
