@@ -384,6 +384,10 @@ RATE_LIMIT_MESSAGES: dict[str, str] = {
         "Too many people are trying to join meetings on this server at the same moment."
         " Please wait, then try again."
     ),
+    "registration": N_(
+        "Too many people are registering for this meeting at the same moment."
+        " Please wait, then try again."
+    ),
 }
 
 

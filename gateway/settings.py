@@ -436,6 +436,7 @@ class RoomRates(_Section):
     room: Rate | None = None
     identity: Rate | None = None
     invite: Rate | None = None
+    registration: Rate | None = None
 
 
 class RateSettings(_Section):
@@ -447,6 +448,10 @@ class RateSettings(_Section):
     identity: Rate = Rate(per_minute=20, burst=6)
     invite: Rate = Rate(per_minute=20, burst=6)
     gate: Rate = Rate(per_minute=6000, burst=600)
+    # A room's registration page (sending the form, then its code: two charges a registration),
+    # apart from the room's joins: a registration flood never spends what the invited need to
+    # get in. About 300 registrations an hour, 30 at once.
+    registration: Rate = Rate(per_minute=10, burst=60)
     rooms: dict[str, RoomRates] = Field(default_factory=dict)
 
 

@@ -2,7 +2,8 @@
 
 Every admission route charges its attempt before any other work: one atomic store call checks
 and charges every key that applies (address, its /24 or /64, room, identity, invite, the whole
-gate). The store sees an address or a network only as the day's keyed hash of it
+gate; for a registration, the room's registration key instead of the room's and the gate's).
+The store sees an address or a network only as the day's keyed hash of it
 (gateway/admission/address_keys.py). Rejections are counted per room and gate-wide; that
 pressure switches on proof-of-work.
 """
@@ -73,6 +74,19 @@ class Attempt:
     # gate page): never charged (the limits' keys do not show which rooms exist), only the
     # evidence's, and only once the room is known to exist (`room_seen`).
     named_room: str | None = None
+    # The room whose registration page this is (sending the form or its code): charged against
+    # that room's registration limit, never the room's nor the gate's, so a registration flood
+    # costs no join; the evidence names the room. Not with `room`.
+    registration: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.room is not None and self.registration is not None:
+            raise ValueError("an attempt is a join or a registration, not both")
+
+    @property
+    def of_room(self) -> str | None:
+        """The room the attempt is charged for (a join's or a registration's)."""
+        return self.room if self.room is not None else self.registration
 
 
 # The limits that close one join link to everyone when they refuse it: the gate's and the room's
@@ -112,6 +126,7 @@ class RateLimiter:
             "room": rates.room,
             "identity": rates.identity,
             "invite": rates.invite,
+            "registration": rates.registration,
         }
         self.known = KnownRefusals()
         # Rooms this replica has seen exist (newest last), so that refusals of requests naming
@@ -149,6 +164,8 @@ class RateLimiter:
             # Only attempts that lead to a room share the gate-wide budget: a flood of bogus
             # links from many networks must not use up the real attendees' share of it.
             names += ["gate", "room"]
+        elif attempt.registration is not None:
+            names.append("registration")
         if attempt.identity is not None:
             names.append("identity")
         if attempt.invite is not None:
@@ -164,10 +181,11 @@ class RateLimiter:
             "room": f"room:{attempt.room}",
             "identity": f"id:{attempt.identity}",
             "invite": f"invite:{attempt.invite}",
+            "registration": f"register:{attempt.registration}",
         }
         charges = []
         for name in self._names(attempt):
-            rate = self._rate(name, attempt.room)
+            rate = self._rate(name, attempt.of_room)
             charges.append(
                 LimitCharge(key=keys[name], rate_per_second=rate.per_second, burst=rate.burst)
             )
@@ -186,8 +204,8 @@ class RateLimiter:
 
     async def charge(self, attempt: Attempt) -> None:
         """Charge the attempt; RateLimited (with the wait) if any limit is exhausted."""
-        if attempt.room:
-            self.room_seen(attempt.room, attempt.link)
+        if attempt.of_room:
+            self.room_seen(attempt.of_room, attempt.link)
         decision = await self._store.charge_limits(await self.charges(attempt))
         if not decision.allowed:
             await self.refuse(attempt, decision)
@@ -204,18 +222,19 @@ class RateLimiter:
         refused_by = max(waits, key=waits.__getitem__)
         self._metrics.rate_limited.inc(limit=refused_by)
         now = time.monotonic()
-        address_wait = waits["address"] - self._slack("address", attempt.room)
-        network_wait = waits["network"] - self._slack("network", attempt.room)
+        room = attempt.of_room
+        address_wait = waits["address"] - self._slack("address", room)
+        network_wait = waits["network"] - self._slack("network", room)
         if address_wait > 0:
-            self.known.address_refused(attempt.client_addr, address_wait, attempt.room, now)
+            self.known.address_refused(attempt.client_addr, address_wait, room, now)
         if network_wait > 0:
-            self.known.network_refused(attempt.client_addr, network_wait, attempt.room, now)
-        self._witness(attempt.room or self._seen(attempt.named_room), attempt.client_addr)
+            self.known.network_refused(attempt.client_addr, network_wait, room, now)
+        self._witness(room or self._seen(attempt.named_room), attempt.client_addr)
         link_limit = max(LINK_LIMITS, key=lambda name: waits.get(name, 0.0))
         link_wait = waits.get(link_limit, 0.0)
         if attempt.link is not None and link_wait > 0:
             self.known.link_refused(attempt.link, link_wait, attempt.room, link_limit, now)
-        await self.note_rejection(attempt.room, "rate_limited")
+        await self.note_rejection(room, "rate_limited")
         raise RateLimited(decision.retry_after, limit=refused_by)
 
     def knows_links(self) -> bool:

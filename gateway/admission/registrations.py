@@ -630,17 +630,19 @@ class Registrations:
         ChallengeRequired/ChallengeFailed when the room demands proof-of-work."""
         kept = self.kept_seconds(room, now)
         if not self.open_at(room, now) or kept is None:
-            await self._limiter.charge(Attempt(client_addr, room=room.name))
+            await self._limiter.charge(Attempt(client_addr, registration=room.name))
             raise RegistrationEnded() if room.registration else RegistrationClosed()
         if self._flood is not None:
             await self._flood.check(proof, client_addr=client_addr, room=room, now=now)
         try:
             address = normalise_address(raw_address)
         except InvalidAddress as refused:
-            await self._limiter.charge(Attempt(client_addr, room=room.name))
+            await self._limiter.charge(Attempt(client_addr, registration=room.name))
             raise await self._reject(room, refused) from None
         address_key = mail_address_key(self._pseudonym_key, address)
-        await self._limiter.charge(Attempt(client_addr, room=room.name, identity=address_key))
+        await self._limiter.charge(
+            Attempt(client_addr, registration=room.name, identity=address_key)
+        )
         try:
             shown = normalise(name)
             kept_note = self.clean_note(note)

@@ -352,7 +352,7 @@ class RegistrationPages:
         current, registrations, form = await self._posted(request, room)
         now = time.time()
         # A code is a guess at a secret: charged, like every join attempt.
-        await self._limiter.charge(Attempt(client_addr(request), room=current.name))
+        await self._limiter.charge(Attempt(client_addr(request), registration=current.name))
         held = Held.load(read_cookie(request.scope, self.cookie))
         if held is None or held.room != current.name or held.outcome:
             return CodePage(current, None, status=409)

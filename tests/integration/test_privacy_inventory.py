@@ -476,6 +476,7 @@ KEEPS_DATA = frozenset(
         "[rates] identity",
         "[rates] invite",
         "[rates] gate",
+        "[rates] registration",
         "[rates] rooms",
         "[outbox] batch_kept_seconds",
         "[registration] kept_after_meeting_seconds",

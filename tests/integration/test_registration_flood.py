@@ -4,7 +4,8 @@ from one network, each reading its code from the real SMTP server (aiosmtpd) and
 a person would. The limits refuse the flood with 429 pages; the hosts' list (the dashboard's,
 as a host reads it) holds no more registrations than the limits let through; the one-network
 bots are flagged as a burst, the many-network ones are not; someone from elsewhere still
-registers in the room the one network flooded.
+registers in the room the one network flooded; and the people holding invites join the room
+all through a flood, which spends the registrations' budget, never the joins'.
 
 The limits are shrunk and barely refill (a token every 1,000 minutes), so what they let through
 is counted exactly, whatever the machine's speed.
@@ -27,9 +28,10 @@ from tests.integration.journeys import Admitted, admit
 
 pytestmark = pytest.mark.slow
 
-# What the limits let through: the room's budget is spent twice per registration (the form and
-# the code), the network's too.
-ROOM_BURST = 60
+# What the limits let through: the room's registration budget is spent twice per registration
+# (the form and the code), the network's too; the room's join budget is the invited's alone.
+REGISTRATION_BURST = 60
+ROOM_BURST = 8
 NETWORK_BURST = 10
 BURST_THRESHOLD = 3
 NEVER = 0.001
@@ -41,6 +43,7 @@ room = {{ per_minute = {NEVER}, burst = {ROOM_BURST} }}
 identity = {{ per_minute = 1000000, burst = 100000 }}
 invite = {{ per_minute = 1000000, burst = 100000 }}
 gate = {{ per_minute = 1000000, burst = 100000 }}
+registration = {{ per_minute = {NEVER}, burst = {REGISTRATION_BURST} }}
 [challenge]
 mode = "off"
 [registration]
@@ -145,19 +148,19 @@ def test_many_networks_are_refused_by_the_room_limit_and_not_flagged_a_burst(
     gateway: GatewayServer, smtp_server: SmtpServer
 ) -> None:
     room = registration_room(gateway)
-    # In before the flood: a join spends the room's budget too (a flood keeps newcomers out).
-    host = admit(gateway, room, "Hilde Host", role="host")
     tally = Tally()
     for i in range(NETWORKS):
         bot(gateway, smtp_server, room, f"10.{i // 200}.{i % 200}.7", f"Bot {i}", tally)
+    # After the flood: it spent the room's registration budget, not its joins'.
+    host = admit(gateway, room, "Hilde Host", role="host")
 
-    # The room's budget went on the first registrations; the rest of the flood was refused.
-    assert tally.sent + tally.confirmed <= ROOM_BURST - 1
-    assert tally.confirmed >= ROOM_BURST // 2 - 2
+    # The room's registration budget went on the first registrations; the rest was refused.
+    assert tally.sent + tally.confirmed <= REGISTRATION_BURST
+    assert tally.confirmed >= REGISTRATION_BURST // 2 - 1
     assert tally.refused == NETWORKS - tally.confirmed
     listed = hosts_list(gateway, host)
     # The hosts' list holds what was let through, no more.
-    assert len(listed) == tally.confirmed <= ROOM_BURST // 2
+    assert len(listed) == tally.confirmed <= REGISTRATION_BURST // 2
     assert {item["state"] for item in listed} == {"waiting"}
     # One bot a network: no burst, however many networks.
     assert [item["flags"] for item in listed if "burst" in item["flags"]] == []
@@ -186,3 +189,40 @@ def test_one_network_is_refused_by_its_limit_and_flagged_a_burst(
     burst = {item["name"] for item in listed if "burst" in item["flags"]}
     assert burst == {f"Bot {i}" for i in range(tally.confirmed)}
     assert {item["name"] for item in hosts_list(gateway, host, flag="burst")} == burst
+
+
+def join(gateway: GatewayServer, invite: dict[str, Any], client: str) -> httpx.Response:
+    """The invited person from `client` (as the proxy says) follows their link into the room."""
+    headers = {"origin": gateway.url, "x-forwarded-for": client}
+    with gateway.client(headers=headers, timeout=30) as browser:
+        return browser.post(f"/j/{gateway.invite_token(invite)}")
+
+
+def test_the_invited_join_all_through_a_registration_flood_from_many_networks(
+    gateway: GatewayServer, smtp_server: SmtpServer
+) -> None:
+    room = registration_room(gateway)
+    # As many invites as the room's join budget takes: one join spent by the flood would
+    # refuse the last of them.
+    invites = [
+        gateway.create_invite(room, f"Invited {i}", role="host" if i == 0 else "attendee")
+        for i in range(ROOM_BURST)
+    ]
+    tally = Tally()
+    every = NETWORKS // ROOM_BURST
+    for i in range(NETWORKS):
+        # Networks of their own: the other tests' bots spent theirs.
+        bot(gateway, smtp_server, room, f"10.{10 + i // 200}.{i % 200}.9", f"Bot {i}", tally)
+        # One of the invited joins every few bots, from the flood's start, while it is let
+        # through, to its end.
+        if i % every == 0 and i // every < ROOM_BURST:
+            joined = join(gateway, invites[i // every], f"172.16.{i // every}.1")
+            # Admitted, sent into the meeting: never "too many attempts" at the door.
+            assert joined.status_code == 303, joined.text
+            assert "#jwt=" in joined.headers["location"]
+
+    # The flood was refused by the registrations' own limit.
+    assert tally.refused == NETWORKS - tally.confirmed >= NETWORKS - REGISTRATION_BURST // 2
+    # The invited took the room's whole join budget: one more join is refused.
+    extra = gateway.create_invite(room, "One Too Many")
+    assert join(gateway, extra, "172.17.0.1").status_code == 429

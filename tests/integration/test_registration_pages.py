@@ -40,6 +40,7 @@ ENVIRON = {
     "MEETGATE_RATES__ROOM": '{"per_minute": 1000000, "burst": 100000}',
     "MEETGATE_RATES__IDENTITY": '{"per_minute": 600, "burst": 60}',
     "MEETGATE_RATES__GATE": '{"per_minute": 1000000, "burst": 100000}',
+    "MEETGATE_RATES__REGISTRATION": '{"per_minute": 1000000, "burst": 100000}',
     "MEETGATE_CHALLENGE__MODE": "auto",
     "MEETGATE_CHALLENGE__PRESSURE_THRESHOLD": "8",
     "MEETGATE_CHALLENGE__BASE_DIFFICULTY": "8",
