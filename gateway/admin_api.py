@@ -1096,6 +1096,9 @@ def create_admin_app(
         # Its registrations go with it: names, notes and the addresses of those waiting.
         if registrations is not None:
             await registrations.forget_room(name)
+        # And its invitations not sent yet: never sent, their addresses erased.
+        if invitations is not None:
+            await invitations.forget_room(name)
         # Its evidence stays (it may be needed after the room is gone); the chain says where
         # the room ended, and a room made again under the name exports from its own start.
         _record(name, Kind.ROOM_DELETED)
@@ -1145,6 +1148,9 @@ def create_admin_app(
         invite = await store.get_invite(invite_id)
         if invite is None or not await desk.revoke_invite(ADMIN, invite.room, invite, time.time()):
             raise NotFound(N_("No invite has this id."))
+        if invitations is not None:
+            # Its invitation e-mail, if one waits to be sent, never goes (its address erased).
+            await invitations.revoke(invite_id)
         return Response(status_code=204)
 
     @app.get("/api/v1/rooms/{name}/participants", dependencies=guarded, responses=NOT_FOUND)
@@ -1246,6 +1252,8 @@ def create_admin_app(
             raise _refused(("body", "name"), _several(len(found), "invites", found))
         if not await desk.revoke_invite(ADMIN, name, found[0], now):
             raise NotFound(N_("No invite has this id."))
+        if invitations is not None:
+            await invitations.revoke(found[0].id)
         return InviteRevokedOut(id=found[0].id, name=found[0].name)
 
     app.include_router(

@@ -64,6 +64,15 @@ class BatchProgress:
     waiting: int
     # When the next retry is due, if one waits for the mail server to come back.
     retry_at: float | None = None
+    # Of the failed, those whose address is still kept (sealed): a host may try them again.
+    retryable: int = 0
+    # Invitations revoked, sent or not (those not sent are counted failed too).
+    revoked: int = 0
+
+    @property
+    def revocable(self) -> int:
+        """The batch's invitations not revoked yet."""
+        return self.total - self.revoked
 
     @property
     def done(self) -> bool:
@@ -86,6 +95,27 @@ class InvitationQueue(Protocol):
     async def batches(self, room: str, limit: int) -> list[str]:
         """The ids of the room's newest batches (`limit` at most), newest first: every batch
         queued for the room, whoever queued it."""
+        ...
+
+    async def retry_failed(self, room: str, batch: str, *, now: float) -> int:
+        """Queue again the room's batch's failed invitations whose address is still kept, with
+        a fresh count of attempts; how many. A sent invitation's address is gone: never sent
+        again. BatchUnknown for a batch of another room, or none."""
+        ...
+
+    async def revoke_batch(self, room: str, batch: str) -> int:
+        """Revoke every invite of the room's batch: the e-mails not sent yet never go (their
+        addresses erased), the links sent stop working; how many were revoked. BatchUnknown."""
+        ...
+
+    async def revoke(self, invite_id: str) -> bool:
+        """Revoke one invite; its e-mail, if not sent yet, never goes (its address erased).
+        False if there was no such invite (or it was revoked already)."""
+        ...
+
+    async def forget_room(self, room: str) -> int:
+        """A deleted room's invitations not sent yet never go: their addresses erased, the
+        room's batches forgotten; how many were erased."""
         ...
 
 

@@ -37,6 +37,11 @@ item that can never be sent (refused for good, its invite or room gone, its seal
 failed without its address and link. A replica that dies between the server's acceptance and its
 mark leaves the item to be sent again after the lease: at least once then, never twice
 otherwise.
+
+A batch's hosts may queue its failed items again (`retry_failed`: only those whose address is
+still sealed; a sent one's is gone) or revoke the batch whole (`revoke_batch`: the unsent never
+go, their sealed parts erased; a sent item revoked keeps state sent and says so). A deleted
+room's unsent items are erased at once (`forget_room`), not when a sender comes to them.
 """
 
 from __future__ import annotations
@@ -226,6 +231,11 @@ class Item:
 
     def due(self, now: float) -> bool:
         return self.state == QUEUED and (self.retry_at is None or self.retry_at <= now)
+
+    @property
+    def revoked(self) -> bool:
+        """Revoked: before it was sent (its state), or after (a sent one's `failure` says so)."""
+        return self.state == REVOKED or (self.state == SENT and self.failure == REVOKED)
 
     def stripped(self, state: str, failure: str = "") -> Item:
         """The item without its address and token: what is left once it is done with."""
@@ -425,10 +435,12 @@ class Outbox:
         now = time.time()
         ids = await self._store.index_members(_batch_items(batch))
         raws = await self._store.get_values([_item_key(i) for i in ids]) if ids else []
-        sent = failed = waiting = 0
+        sent = failed = waiting = retryable = revoked = 0
         retry_at: float | None = None
         for item_id, raw in zip(ids, raws, strict=True):
             item = Item.load(item_id, raw) if raw is not None else None
+            if item is not None and item.revoked:
+                revoked += 1
             if item is None:
                 failed += 1
             elif item.state == SENT:
@@ -439,6 +451,7 @@ class Outbox:
                     retry_at = item.retry_at if retry_at is None else min(retry_at, item.retry_at)
             else:
                 failed += 1
+                retryable += item.state == FAILED and item.sealed is not None
         return BatchProgress(
             batch=batch,
             room=_batch_room(record),
@@ -447,7 +460,84 @@ class Outbox:
             failed=failed,
             waiting=waiting,
             retry_at=retry_at,
+            retryable=retryable,
+            revoked=revoked,
         )
+
+    # What a batch's hosts do: see its invitations' states, retry the failed, revoke them all
+
+    async def batch_items(self, room: str, batch: str) -> list[tuple[str, str]]:
+        """The room's batch's invitations as (invite id, state), never a name or an address:
+        "held", "queued", "sent", "failed" or "revoked" (a sent one revoked since reads
+        "revoked"). BatchUnknown for a batch of another room, or none."""
+        return [
+            (item.invite, REVOKED if item.revoked else item.state)
+            for item in await self._batch(room, batch)
+        ]
+
+    async def retry_failed(self, room: str, batch: str, *, now: float) -> int:
+        """Queue again the batch's failed invitations whose address is still sealed, due at
+        once with a fresh count of attempts (`resend`); how many. Those refused for good or
+        never sendable kept no address, a sent one's is gone, and one whose invite was revoked
+        or has expired stays failed. BatchUnknown."""
+        count = 0
+        for item in await self._batch(room, batch):
+            if item.state != FAILED or item.sealed is None:
+                continue
+            try:
+                await self.resend(item.invite, now=now)
+            except (InvitationUnknown, InvitationSent, InvitationRevoked):
+                continue
+            count += 1
+        return count
+
+    async def revoke_batch(self, room: str, batch: str) -> int:
+        """Revoke every invite of the batch: an e-mail not sent yet never goes (its address and
+        token erased, as `revoke` does), a link sent stops working; how many were revoked now.
+        An e-mail being handed to the mail server as this runs may still arrive: its link
+        refuses. BatchUnknown."""
+        count = 0
+        for item in await self._batch(room, batch):
+            if not item.revoked:
+                await self.revoke(item.invite)
+                count += 1
+        if count:
+            log.info("outbox: batch %s: %d invitations revoked", batch, count)
+        return count
+
+    async def forget_room(self, room: str) -> int:
+        """The room was deleted: its invitations not sent yet never go (each one's address and
+        token erased, failed "room deleted"), and its queue and batches are forgotten, so that
+        a room made again under the name shows none of them; how many were erased."""
+        ids: dict[str, None] = {}
+        for member in await self._store.index_members(BATCHES + room):
+            batch = member.partition(":")[2]
+            ids.update(dict.fromkeys(await self._store.index_members(_batch_items(batch))))
+            await self._store.index_remove(BATCHES + room, member)
+        ids.update(dict.fromkeys(await self._store.index_members(QUEUE + room)))
+        erased = 0
+        for item_id in ids:
+            item = await self._read(item_id)
+            # Held or queued, or failed with its address kept (for a retry): erased.
+            unsent = item is not None and (item.state in (HELD, QUEUED) or item.sealed is not None)
+            if item is not None and unsent and item.room == room:
+                await self._save(item.stripped(FAILED, "room deleted"))
+                erased += 1
+            await self._store.index_remove(QUEUE + room, item_id)
+        await self._store.index_remove(ROOMS, room)
+        if erased:
+            log.info("outbox: a deleted room's %d unsent invitations were erased", erased)
+        return erased
+
+    async def _batch(self, room: str, batch: str) -> list[Item]:
+        """The items of the room's batch; BatchUnknown for another room's, or none."""
+        record = await self._store.get_value(_batch_key(batch))
+        if record is None or _batch_room(record) != room:
+            raise BatchUnknown()
+        ids = await self._store.index_members(_batch_items(batch))
+        raws = await self._store.get_values([_item_key(i) for i in ids]) if ids else []
+        items = [Item.load(i, raw) for i, raw in zip(ids, raws, strict=True) if raw is not None]
+        return [item for item in items if item is not None and item.room == room]
 
     async def _item_of_invite(self, invite_id: str) -> Item | None:
         item_id = await self._store.get_value(_invite_key(invite_id))
@@ -465,6 +555,9 @@ class Outbox:
             await self._store.index_remove(QUEUE + item.room, item.id)
             await self._save(item.stripped(REVOKED, "revoked"))
             log.info("outbox: batch %s: an invitation was revoked before it went", item.batch)
+        elif item is not None and item.state == SENT and not item.revoked:
+            # Its batch's hosts see it revoked (its address went with the e-mail).
+            await self._save(replace(item, failure=REVOKED))
         return revoked
 
     async def resend(self, invite_id: str, *, now: float) -> None:

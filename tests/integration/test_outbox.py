@@ -763,3 +763,138 @@ async def test_every_batch_of_a_room_is_kept_for_its_hosts(memory: Store, smtp: 
     await box.enqueue(other, invitations(other, 1), now=time.time())
     assert await box.batches(room.name, 10) == [second.batch, first.batch]
     assert await box.batches(room.name, 1) == [second.batch]
+
+
+# What a batch's hosts do: retry the failed, revoke them all; and a deleted room's mail
+
+
+async def test_a_batchs_failed_invitations_retried_once_the_server_is_back_each_go_once(
+    memory: Store,
+) -> None:
+    port = free_port()  # nothing listens at first: every attempt fails
+    room = await make_room(memory)
+    settings = OutboxSettings(retry_seconds=0.1, retry_max_seconds=1, max_attempts=2)
+    box = outbox(memory, mailer(port), settings)
+    batch = invitations(room, 3)
+    queued = await box.enqueue(room, batch, now=START - 86_400)
+    clock = [START - 86_400]
+    await drain(box, batch=queued.batch, clock=clock)
+    progress = await box.progress(queued.batch)
+    assert progress is not None and (progress.failed, progress.retryable) == (3, 3)
+    assert sorted(await box.batch_items(room.name, queued.batch)) == sorted(
+        (invite, "failed") for invite in queued.invite_ids
+    )
+    # One of them revoked meanwhile: it stays failed, the others go once each.
+    assert await box.revoke(queued.invite_ids[2])
+    server = start_smtp()
+    try:
+        box = outbox(memory, mailer(server), settings)
+        assert await box.retry_failed(room.name, queued.batch, now=clock[0]) == 2
+        progress = await box.progress(queued.batch)
+        assert progress is not None and (progress.waiting, progress.retryable) == (2, 0)
+        # A second press while they wait changes nothing: nobody gets two.
+        assert await box.retry_failed(room.name, queued.batch, now=clock[0]) == 0
+        await drain(box, batch=queued.batch, clock=clock)
+        one_each(server.mailbox, [batch[0].address, batch[1].address])
+        progress = await box.progress(queued.batch)
+        assert progress is not None and (progress.sent, progress.failed) == (2, 1)
+        # Sent: nothing left to retry (the addresses are gone).
+        assert await box.retry_failed(room.name, queued.batch, now=clock[0]) == 0
+    finally:
+        server.stop()
+
+
+async def test_revoking_a_batch_stops_its_queued_mail_and_its_links(
+    memory: Store, smtp: SmtpServer
+) -> None:
+    room = await make_room(memory)
+    box = outbox(memory, mailer(smtp))
+    sent = invitations(room, 2)
+    queued = await box.enqueue(room, sent, now=time.time())
+    await drain(box, batch=queued.batch)
+    received = one_each(smtp.mailbox, [i.address for i in sent])
+    waiting = invitations(room, 3)
+    more = await box.enqueue(room, waiting, now=time.time(), batch=queued.batch)
+    assert await box.revoke_batch(room.name, queued.batch) == 5
+    assert await box.send_due(time.time()) == 0
+    # The queued e-mails never went, and kept no address; the links sent no longer work.
+    one_each(smtp.mailbox, [i.address for i in sent])
+    for invite_id in more.invite_ids:
+        assert await sealed_of(memory, invite_id) is None
+    for message in received.values():
+        invite = await memory.find_invite(hash_token(link_token(message)))
+        assert invite is not None and invite.revoked
+    for invite_id in (*queued.invite_ids, *more.invite_ids):
+        invite = await memory.get_invite(invite_id)
+        assert invite is not None and not invite.is_usable(time.time())
+    progress = await box.progress(queued.batch)
+    assert progress is not None
+    assert (progress.sent, progress.failed, progress.revoked, progress.revocable) == (2, 3, 5, 0)
+    assert progress.done
+    assert (
+        sorted(state for _, state in await box.batch_items(room.name, queued.batch))
+        == ["revoked"] * 5
+    )
+    # Again: nothing more to revoke.
+    assert await box.revoke_batch(room.name, queued.batch) == 0
+
+
+async def test_a_batch_is_its_own_rooms_only(memory: Store, smtp: SmtpServer) -> None:
+    room, other = await make_room(memory), await make_room(memory)
+    box = outbox(memory, mailer(smtp))
+    queued = await box.enqueue(room, invitations(room, 2), now=time.time())
+    for call in (
+        box.revoke_batch(other.name, queued.batch),
+        box.retry_failed(other.name, queued.batch, now=time.time()),
+        box.batch_items(other.name, queued.batch),
+        box.revoke_batch(room.name, "0123456789abcdef"),
+    ):
+        with pytest.raises(BatchUnknown):
+            await call
+    progress = await box.progress(queued.batch)
+    assert progress is not None and (progress.waiting, progress.revoked) == (2, 0)
+
+
+async def test_a_deleted_rooms_unsent_invitations_leave_nothing_in_the_store(
+    redis_url: str,
+) -> None:
+    store = await open_store(redis_url)
+    port = free_port()  # nothing listens: some fail for good, some wait for a retry
+    try:
+        room, other = await make_room(store), await make_room(store)
+        settings = OutboxSettings(retry_seconds=3600, retry_max_seconds=3600, max_attempts=1)
+        box = outbox(store, mailer(port), settings)
+        failed = invitations(room, 2)
+        first = await box.enqueue(room, failed, now=time.time())
+        await box.send_due(time.time())
+        progress = await box.progress(first.batch)
+        assert progress is not None and progress.retryable == 2
+        waiting = invitations(room, 3)
+        second = await box.enqueue(room, waiting, now=time.time())
+        kept = invitations(other, 1)
+        await box.enqueue(other, kept, now=time.time())
+        before = await dump(redis_url)
+        assert before.count(b'"sealed":"') == 6
+        assert await store.delete_room(room.name, time.time())
+        assert await box.forget_room(room.name) == 5
+        after = await dump(redis_url)
+        # The other room's one is still sealed; nothing of the deleted room's.
+        assert after.count(b'"sealed":"') == 1
+        assert f"outbox:queue:{room.name}".encode() not in after
+        assert f"outbox:batches:{room.name}".encode() not in after
+        for batch in (first.batch, second.batch):
+            progress = await box.progress(batch)
+            assert progress is not None and progress.waiting == 0 and progress.retryable == 0
+        assert await box.batches(room.name, 10) == []
+        for invitation in failed + waiting:
+            assert invitation.address.encode() not in after
+        # A room made again under the name inherits none of them: only the other room's goes.
+        await store.create_room(dataclasses.replace(room, created_at=time.time()))
+        server = start_smtp()
+        try:
+            assert await outbox(store, mailer(server), settings).send_due(time.time()) == 1
+            one_each(server.mailbox, [kept[0].address])
+        finally:
+            server.stop()
+    finally:
+        await store.close()
