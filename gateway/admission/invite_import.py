@@ -108,10 +108,6 @@ def _problem(line: int, code: str, message: str, **values: object) -> RowProblem
     return RowProblem(line, code, Phrase(message, **values))
 
 
-def _refused(message: str, **values: object) -> InviteListRefused:
-    return InviteListRefused(message, **values)
-
-
 @dataclass(slots=True)
 class _Lines:
     """The file's physical lines, decoded one by one: a line that is not UTF-8 is decoded with
@@ -156,7 +152,7 @@ def _records(lines: Sequence[str], delimiter: Delimiter) -> Iterator[_Record]:
         except StopIteration:
             return
         except csv.Error as exc:
-            raise _refused(
+            raise InviteListRefused(
                 N_(
                     "Line {line}: a field is longer than {most} characters (a quote left open?);"
                     " nothing was made."
@@ -229,7 +225,7 @@ def sniff_delimiter(lines: Sequence[str]) -> Delimiter:
 
 def _check_field_lengths(record: _Record) -> None:
     if any(len(field) > MAX_FIELD_CHARS for field in record.fields):
-        raise _refused(
+        raise InviteListRefused(
             N_(
                 "Line {line}: a field is longer than {most} characters (a quote left open?);"
                 " nothing was made."
@@ -269,7 +265,7 @@ def read_invite_list(data: bytes, delimiter: Delimiter | None = None) -> InviteL
     """The invitees `data` lists and the rows it refuses. `delimiter`: None to find it from the
     first rows. InviteListRefused if the file is over a limit or its header cannot be read."""
     if len(data) > MAX_FILE_BYTES:
-        raise _refused(
+        raise InviteListRefused(
             N_("The file is larger than {most} MiB; nothing was made. Split it."),
             most=MAX_FILE_BYTES // (1024 * 1024),
         )
@@ -295,7 +291,7 @@ def read_invite_list(data: bytes, delimiter: Delimiter | None = None) -> InviteL
                 continue
         rows += 1
         if rows > MAX_ROWS:
-            raise _refused(
+            raise InviteListRefused(
                 N_("The file has more than {most} rows; nothing was made. Split it."),
                 most=MAX_ROWS,
             )
@@ -317,7 +313,7 @@ def read_invite_list(data: bytes, delimiter: Delimiter | None = None) -> InviteL
 def _checked_header(columns: list[Column | None]) -> list[Column | None]:
     for index, column in enumerate(columns, start=1):
         if column is None:
-            raise _refused(
+            raise InviteListRefused(
                 N_(
                     "Column {column} of the header row is not name, e-mail or role; nothing was"
                     " made."
@@ -325,7 +321,7 @@ def _checked_header(columns: list[Column | None]) -> list[Column | None]:
                 column=index,
             )
         if columns.count(column) > 1:
-            raise _refused(
+            raise InviteListRefused(
                 N_("The header row names the {what} column twice; nothing was made."),
                 what=column,
             )
