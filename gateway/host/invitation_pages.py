@@ -11,6 +11,7 @@ InvitationDesk and render; nothing here lists an address, and no route exports a
 from __future__ import annotations
 
 import math
+import re
 import time
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -63,6 +64,12 @@ NOTICES = {
     "import": N_("The list's invitations are being sent (progress below)."),
     "meeting": N_("The meeting's settings are saved."),
     "nothing": N_("Nothing to do: none of those registrations was waiting."),
+    "retried": N_("The failed invitations are being sent again (progress below)."),
+    "revoked": N_(
+        "The batch's invitations are revoked: their links no longer work, and those not sent"
+        " yet will not go."
+    ),
+    "no_change": N_("Nothing to do: no invitation of that batch could be changed."),
 }
 # The flags as a host reads them ("looks like" is followed by the name it looks like when the
 # registration says which).
@@ -97,7 +104,20 @@ SCRIPT_MESSAGES = {
     "retry": N_("The mail server is not answering; next try at {time}."),
     "done": N_("done"),
     "lost_contact": N_("Lost contact with Meetgate; retrying."),
+    "batch_retry": N_("Send the {count} failed invitations of this batch again?"),
+    "batch_revoke": N_(
+        "Revoke these {count} invitations? Their links stop working, and those not sent yet"
+        " will not go."
+    ),
+    # A batch's buttons and what it revoked, as the script updates them.
+    "retry_button": N_("Retry the {count} failed"),
+    "revoke_button": N_("Revoke these {count} invitations"),
+    "revoked": N_("{count} revoked"),
 }
+# A batch's actions on the page (`…/invitations/batches/<batch>/<action>`) and the notice each
+# leads back to; a batch's id as the outbox makes it.
+BATCH_ACTIONS = {"retry": "retried", "revoke": "revoked"}
+BATCH_ID = re.compile(r"[0-9a-f]{16}")
 ROLES = {"attendee": Role.ATTENDEE, "host": Role.HOST}
 
 
@@ -140,6 +160,9 @@ def batch_view(progress: BatchProgress) -> dict[str, Any]:
         "waiting": progress.waiting,
         "retry_at": progress.retry_at,
         "done": progress.done,
+        "retryable": progress.retryable,
+        "revoked": progress.revoked,
+        "revocable": progress.revocable,
     }
 
 
@@ -338,6 +361,75 @@ class InvitationPages:
         return RedirectResponse(
             invitations_path(room) + "?" + urlencode({"done": key}), status_code=303
         )
+
+    async def batch(self, request: Request, room: str, batch: str, action: str) -> Response:
+        """Send a batch's failed invitations again (`retry`) or revoke them all (`revoke`).
+        Without `confirmed=1`: a page asking first (the script asks in a dialog)."""
+        if action not in BATCH_ACTIONS or not BATCH_ID.fullmatch(batch):
+            raise NotFound()
+        host, current_room, fields = await self._posted(request, room, max_fields=4)
+        now = time.time()
+        progress = await self._desk.batch(host, room, batch, now)
+        if fields.get("confirmed") != "1":
+            return self._ask_batch(request, current_room, batch, action, progress, fields)
+        if action == "retry":
+            count = await self._desk.retry_failed(host, room, batch, now)
+        else:
+            count = await self._desk.revoke_batch(host, room, batch, now)
+        key = BATCH_ACTIONS[action] if count else "no_change"
+        if wants_json(request.scope):
+            return JSONResponse(
+                {"ok": True, "done": count > 0, "count": count, "message": shown(NOTICES[key])}
+            )
+        return RedirectResponse(
+            invitations_path(room) + "?" + urlencode({"done": key}), status_code=303
+        )
+
+    def _ask_batch(
+        self,
+        request: Request,
+        room: Room,
+        batch: str,
+        action: str,
+        progress: BatchProgress,
+        fields: dict[str, str],
+    ) -> Response:
+        retry = action == "retry"
+        count = progress.retryable if retry else progress.revocable
+        question = shown(SCRIPT_MESSAGES["batch_" + action], count=count)
+        if wants_json(request.scope):
+            return JSONResponse({"ok": True, "done": False, "confirm": question})
+        explanation = (
+            shown(
+                N_(
+                    "Only those the mail server did not take are sent again: a sent invitation's"
+                    " e-mail address is no longer kept."
+                )
+            )
+            if retry
+            else shown(
+                N_(
+                    "To invite one of them again, invite the person anew, or let them register"
+                    " again."
+                )
+            )
+        )
+        page = render(
+            "host_confirm.html",
+            room=room_view(room),
+            action=f"{INVITATIONS}/batches/{batch}/{action}",
+            prefix=HOST_PREFIX,
+            confirmation={
+                "question": question,
+                "explanation": explanation,
+                "button": shown(N_("Send again") if retry else N_("Revoke")),
+                "danger": not retry,
+            },
+            fields={},
+            csrf=fields["csrf"],
+            request_id=request_id(request.scope),
+        )
+        return HTMLResponse(page)
 
     async def invite(self, request: Request, room: str) -> Response:
         """Invite one person: by e-mail with an address, else a link shown once."""
@@ -559,5 +651,6 @@ def create_invitations_router(
     router.add_api_route(base + "/invite", pages.invite, methods=["POST"])
     router.add_api_route(base + "/import", pages.import_list, methods=["POST"])
     router.add_api_route(base + "/meeting", pages.meeting, methods=["POST"])
+    router.add_api_route(base + "/batches/{batch}/{action}", pages.batch, methods=["POST"])
     router.add_api_route(base + "/{answer}", pages.answer, methods=["POST"])
     return router

@@ -383,6 +383,29 @@ class InvitationDesk:
                 found.append(progress)
         return found
 
+    async def retry_failed(self, actor: Actor, room: str, batch: str, now: float) -> int:
+        """Send the batch's failed invitations again (those whose address is still kept), logged
+        by how many; InvalidInput for a batch of another room or none."""
+        await self.batch(actor, room, batch, now)
+        queue = self._sending()
+        count = await queue.retry_failed(room, batch, now=now)
+        await self._desk.log_count(actor, room, "resend invitations", count, now)
+        return count
+
+    async def revoke_batch(self, actor: Actor, room: str, batch: str, now: float) -> int:
+        """Revoke every invitation of the batch (those not sent never go, the links sent stop
+        working), logged by how many; InvalidInput for a batch of another room or none."""
+        await self.batch(actor, room, batch, now)
+        queue = self._sending()
+        count = await queue.revoke_batch(room, batch)
+        await self._desk.log_count(actor, room, "revoke invitations", count, now)
+        return count
+
+    def _sending(self) -> InvitationQueue:
+        if self._queue is None:
+            raise SendingUnavailable()
+        return self._queue
+
     async def batch(self, actor: Actor, room: str, batch: str, now: float) -> BatchProgress:
         """One batch of this room; InvalidInput for a batch of another room or none."""
         await self._desk.current(actor, room, now)

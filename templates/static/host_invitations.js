@@ -68,6 +68,52 @@
   const list = document.getElementById("batches");
   const empty = document.getElementById("batches-empty");
 
+  // A batch's "retry the failed" and "revoke": ask, then post the form as confirmed.
+  if (list) {
+    list.addEventListener("click", function (event) {
+      const button = event.target.closest("button[data-batch-action]");
+      if (!button) {
+        return;
+      }
+      event.preventDefault();
+      const english = {
+        retry: "Send the {count} failed invitations of this batch again?",
+        revoke:
+          "Revoke these {count} invitations? Their links stop working, and those not sent yet will not go.",
+      };
+      const action = button.dataset.batchAction;
+      const question = text("batch_" + action, english[action], { count: button.dataset.count });
+      if (!window.confirm(question)) {
+        return;
+      }
+      const confirmed = document.createElement("input");
+      confirmed.type = "hidden";
+      confirmed.name = "confirmed";
+      confirmed.value = "1";
+      button.form.appendChild(confirmed);
+      button.form.submit();
+    });
+  }
+
+  // A batch's buttons, as its counts change (rows the script adds have none: a reload shows them).
+  function buttons(item, batch) {
+    const labels = {
+      retry: ["retry_button", "Retry the {count} failed", batch.retryable],
+      revoke: ["revoke_button", "Revoke these {count} invitations", batch.revocable],
+    };
+    for (const button of item.querySelectorAll("button[data-batch-action]")) {
+      const [key, english, count] = labels[button.dataset.batchAction];
+      button.dataset.count = String(count);
+      button.textContent = text(key, english, { count: count });
+      button.form.hidden = !count;
+    }
+    const revoked = item.querySelector('[data-slot="revoked"]');
+    if (revoked) {
+      revoked.hidden = !batch.revoked;
+      revoked.textContent = text("revoked", "{count} revoked", { count: batch.revoked });
+    }
+  }
+
   function retryTime(seconds) {
     const when = new Date(seconds * 1000);
     return when.toLocaleTimeString(document.documentElement.lang || [], {
@@ -117,6 +163,7 @@
           })
         : "";
       item.querySelector('[data-slot="done"]').hidden = !batch.done;
+      buttons(item, batch);
       item.dataset.done = batch.done ? "yes" : "no";
       busy = busy || !batch.done;
     }

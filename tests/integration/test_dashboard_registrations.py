@@ -31,7 +31,8 @@ from gateway.metrics import Metrics
 from gateway.proxy.gate import Gate
 from gateway.settings import Settings, load_settings
 from gateway.store.memory import MemoryStore
-from gateway.store.records import Role, Room
+from gateway.store.records import AuditFacts, AuditKind, Role, Room
+from tests.fixtures.processes import free_port
 from tests.fixtures.smtp import SmtpServer, start_smtp
 
 ORIGIN = "http://127.0.0.1:8000"
@@ -262,6 +263,9 @@ async def test_approving_some_sends_each_one_invitation_and_denying_sends_none(
         "waiting": 0,
         "retry_at": None,
         "done": True,
+        "retryable": 0,
+        "revoked": 0,
+        "revocable": 2,
     }
     assert counts["states"] == {"waiting": 1, "approved": 2, "denied": 1}
     # Each approved one got exactly one invitation, with a personal link; the others none.
@@ -628,3 +632,177 @@ async def test_a_rooms_hosts_invite_at_a_bounded_rate(desk: Desk) -> None:
     assert [a.status_code for a in lists[:-1]] == [200] * HOST_RATES["import"][1]
     assert lists[-1].status_code == 429
     assert "invited many people in a short time" in lists[-1].text
+
+
+# A batch's failed invitations retried, its invitations revoked
+
+
+def failing_outbox(desk: Desk) -> Outbox:
+    """An outbox whose mail server is not there: every invitation fails at its first try."""
+    settings = desk.settings.outbox.model_copy(update={"max_attempts": 1})
+    smtp = desk.settings.smtp.model_copy(update={"port": free_port(), "timeout_seconds": 2})
+    return Outbox(
+        desk.store, settings, key=KEY.encode(), mailer=SmtpMailer(smtp), public_url=ORIGIN
+    )
+
+
+def guests(count: int, tag: str) -> list[Invitation]:
+    return [
+        Invitation(ROOM, f"Guest {i}", f"guest{i}.{tag}@lab.example", Role.ATTENDEE, "en", "host")
+        for i in range(count)
+    ]
+
+
+def batch_of(progress: dict[str, Any], batch: str) -> dict[str, Any]:
+    found: dict[str, Any] = next(b for b in progress["batches"] if b["batch"] == batch)
+    return found
+
+
+async def test_a_host_retries_a_batchs_failed_invitations_and_each_goes_once(desk: Desk) -> None:
+    room = await desk.store.get_room(ROOM)
+    assert room is not None
+    invited = guests(3, "retry")
+    failing = failing_outbox(desk)
+    queued = await failing.enqueue(room, invited, now=time.time())
+    while await failing.send_due(time.time()):
+        pass
+    host = await desk.admitted("Hilde Host", Role.HOST)
+    async with host:
+        page = await host.get(BASE)
+        assert "Retry the 3 failed" in page.text and "Revoke these 3 invitations" in page.text
+        assert "Only failed invitations can be sent again" in page.text
+        path = f"{BASE}/batches/{queued.batch}/retry"
+        token = desk.csrf(host)
+        # Without confirmed=1: a page asking first (no script needed), nothing queued.
+        asked = await host.post(path, data={"csrf": token})
+        assert asked.status_code == 200 and "Send the 3 failed invitations" in asked.text
+        assert f'action="/_meetgate/host/{ROOM}/invitations/batches/{queued.batch}/retry"' in (
+            asked.text
+        )
+        as_json = await host.post(path, data={"csrf": token}, headers=json_headers())
+        assert as_json.json()["confirm"].startswith("Send the 3 failed")
+        before = batch_of((await host.get(f"{BASE}/progress")).json(), queued.batch)
+        assert (before["failed"], before["retryable"], before["waiting"]) == (3, 3, 0)
+        done = await host.post(path, data={"csrf": token, "confirmed": "1"})
+        assert done.status_code == 303 and done.headers["location"] == f"{BASE}?done=retried"
+        # Pressed twice (a second tab): the second finds nothing failed.
+        again = await host.post(
+            path, data={"csrf": token, "confirmed": "1"}, headers=json_headers()
+        )
+        assert again.json()["count"] == 0
+        await desk.send_all()
+        after = batch_of((await host.get(f"{BASE}/progress")).json(), queued.batch)
+    assert (after["sent"], after["failed"], after["retryable"]) == (3, 0, 0)
+    for invitation in invited:
+        assert len(_invitations(desk, invitation.address)) == 1
+    facts = [e.facts for e in await desk.store.list_audit(ROOM) if e.action == "resend invitations"]
+    # Newest first: the second press changed nothing.
+    assert facts == [
+        AuditFacts(AuditKind.INVITATIONS, count=0),
+        AuditFacts(AuditKind.INVITATIONS, count=3),
+    ]
+
+
+async def test_a_host_revokes_a_batch_its_queued_mail_never_goes_and_its_links_refuse(
+    desk: Desk,
+) -> None:
+    room = await desk.store.get_room(ROOM)
+    assert room is not None
+    sent, waiting = guests(2, "sent"), guests(2, "waiting")
+    queued = await desk.outbox.enqueue(room, sent, now=time.time())
+    await desk.send_all()
+    links = [_link(_invitations(desk, i.address)[0].body) for i in sent]
+    await desk.outbox.enqueue(room, waiting, now=time.time(), batch=queued.batch)
+    host = await desk.admitted("Hilde Host", Role.HOST)
+    async with host:
+        path = f"{BASE}/batches/{queued.batch}/revoke"
+        token = desk.csrf(host)
+        asked = await host.post(path, data={"csrf": token})
+        assert asked.status_code == 200 and "Revoke these 4 invitations" in asked.text
+        done = await host.post(path, data={"csrf": token, "confirmed": "1"})
+        assert done.status_code == 303 and done.headers["location"] == f"{BASE}?done=revoked"
+        await desk.send_all()
+        batch = batch_of((await host.get(f"{BASE}/progress")).json(), queued.batch)
+        page = await host.get(BASE, params={"done": "revoked"})
+    assert (batch["sent"], batch["revoked"], batch["revocable"], batch["waiting"]) == (2, 4, 0, 0)
+    assert "4 revoked" in page.text and "their links no longer work" in page.text
+    for invitation in waiting:
+        assert _invitations(desk, invitation.address) == []
+    for link in links:
+        async with desk.browser(origin=ORIGIN) as joining:
+            refused = await joining.post(link.removeprefix(ORIGIN))
+        assert refused.status_code != 303, refused.text
+        assert "set-cookie" not in refused.headers
+    facts = [e.facts for e in await desk.store.list_audit(ROOM) if e.action == "revoke invitations"]
+    assert facts == [AuditFacts(AuditKind.INVITATIONS, count=4)]
+
+
+def _link(body: str) -> str:
+    found = re.findall(r"https?://\S+/j/[A-Za-z0-9_-]+", body)
+    assert len(found) == 1, body
+    return str(found[0])
+
+
+async def test_a_batch_is_retried_or_revoked_by_its_rooms_hosts_only(desk: Desk) -> None:
+    room = await desk.store.get_room(ROOM)
+    other = await desk.store.get_room("other")
+    assert room is not None and other is not None
+    queued = await desk.outbox.enqueue(room, guests(1, "mine"), now=time.time())
+    elsewhere = Invitation("other", "Otto", "otto@lab.example", Role.ATTENDEE, "en", "host")
+    theirs = await desk.outbox.enqueue(other, [elsewhere], now=time.time())
+    host = await desk.admitted("Hilde Host", Role.HOST)
+    attendee = await desk.admitted("Ada", Role.ATTENDEE)
+    stranger = await desk.admitted("Other Host", Role.HOST, room="other")
+    async with host, attendee, stranger:
+        token = desk.csrf(host)
+        for action in ("retry", "revoke"):
+            path = f"{BASE}/batches/{queued.batch}/{action}"
+            fields = {"csrf": token, "confirmed": "1"}
+            for who in (attendee, stranger):
+                refused = await who.post(path, data=fields, headers=json_headers())
+                assert refused.status_code == 403, (action, refused.text)
+            # The other room's host, on their own room's page, naming this room's batch.
+            own = {"csrf": desk.csrf(stranger, "other"), "confirmed": "1"}
+            cross_room = await stranger.post(
+                f"/_meetgate/host/other/invitations/batches/{queued.batch}/{action}", data=own
+            )
+            assert cross_room.status_code == 400, cross_room.text
+            # This room's host, naming the other room's batch.
+            wrong = await host.post(f"{BASE}/batches/{theirs.batch}/{action}", data=fields)
+            assert wrong.status_code == 400
+            cross = await host.post(path, data=fields, headers={"origin": "https://evil.example"})
+            assert cross.status_code == 403
+            for bad in ("", "0" * 64):
+                forged = await host.post(path, data={**fields, "csrf": bad})
+                assert forged.status_code == 403, bad
+            async with desk.browser(origin=ORIGIN) as nobody:
+                assert (await nobody.post(path, data=fields)).status_code == 403
+        progress = (await host.get(f"{BASE}/progress")).json()
+    assert batch_of(progress, queued.batch)["revoked"] == 0
+    theirs_now = await desk.outbox.progress(theirs.batch)
+    assert theirs_now is not None and theirs_now.revoked == 0
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "batches/0123456789abcdef/resend",
+        "batches/0123456789ABCDEF/revoke",
+        "batches/0123456789abcde/revoke",
+        "batches/..%2F..%2Fapprove/revoke",
+        "batches/0123456789abcdef0/retry",
+        "batches//retry",
+    ],
+    ids=["unknown-action", "upper-case", "short", "dots", "long", "empty"],
+)
+async def test_malformed_batch_actions_are_refused(desk: Desk, path: str) -> None:
+    host = await desk.admitted("Hilde Host", Role.HOST)
+    async with host:
+        answer = await host.post(f"{BASE}/{path}", data={"csrf": desk.csrf(host), "confirmed": "1"})
+        unknown = await host.post(
+            f"{BASE}/batches/0123456789abcdef/revoke",
+            data={"csrf": desk.csrf(host), "confirmed": "1"},
+        )
+    assert answer.status_code in (400, 404, 405), answer.text
+    # A well-formed id no batch has: refused as no such batch of this room.
+    assert unknown.status_code == 400
