@@ -890,6 +890,7 @@ def create_admin_app(
             public_url=settings.public_url,
             metrics=metrics,
             admission_ttl_seconds=settings.admission.ttl_seconds,
+            kept_after_meeting_seconds=settings.registration.kept_after_meeting_seconds,
         )
     if registrations is None and settings.mail_configured:
         # Reviewing reads and answers what the store holds: nothing here sends a code.

@@ -95,6 +95,7 @@ def create_app(
             metrics=metrics,
             seen=registrations.remember,
             admission_ttl_seconds=settings.admission.ttl_seconds,
+            kept_after_meeting_seconds=settings.registration.kept_after_meeting_seconds,
         )
     pipeline = AdmissionPipeline(
         store,

@@ -308,7 +308,11 @@ class Outbox:
         lease_seconds: float = LEASE_SECONDS,
         concurrency: int = CONCURRENCY,
         max_unsent_per_room: int = MAX_UNSENT_PER_ROOM,
+        kept_after_meeting_seconds: float | None = None,
     ) -> None:
+        """`kept_after_meeting_seconds` ([registration]'s): an invite made for a room with an
+        end time is forgotten that long after it (or at its expiry, if later), as the room's
+        registrations are; None: as every invite is."""
         self._store = store
         self._settings = settings
         self._key = key
@@ -318,6 +322,7 @@ class Outbox:
         self._metrics = metrics
         self._seen = seen
         self._admission_ttl = admission_ttl_seconds
+        self._kept_after_meeting = kept_after_meeting_seconds
         self._lease = lease_seconds
         self._concurrency = max(1, concurrency)
         self._max_unsent = max_unsent_per_room
@@ -358,6 +363,11 @@ class Outbox:
                 lifetime_seconds=lifetime,
                 now=now,
             )
+            if room.ends_at is not None and self._kept_after_meeting is not None:
+                # Nothing of the invitee (their name) outlives the meeting's retention, but the
+                # link works until its expiry.
+                forget_at = max(room.ends_at + self._kept_after_meeting, new.invite.expires_at)
+                new = replace(new, invite=replace(new.invite, forget_at=forget_at))
             made.append((invitation, address, new))
         if made and await self._store.index_size(QUEUE + room.name) + len(made) > self._max_unsent:
             raise OutboxFull()

@@ -547,9 +547,17 @@ class Store(Protocol):
 INVITE_KEPT_AFTER_EXPIRY = 86_400
 
 
+# What is left of a record's keeping once its `forget_at` has passed: a TTL must be positive.
+INVITE_FORGOTTEN_SECONDS = 0.001
+
+
 def invite_kept_seconds(invite: Invite, now: float) -> float:
-    """How long from `now` a store keeps `invite`: to its expiry, then INVITE_KEPT_AFTER_EXPIRY."""
-    return max(invite.expires_at - now, 0.0) + INVITE_KEPT_AFTER_EXPIRY
+    """How long from `now` a store keeps `invite`: to its expiry, then INVITE_KEPT_AFTER_EXPIRY,
+    but no later than its `forget_at`, if it has one."""
+    kept = max(invite.expires_at - now, 0.0) + INVITE_KEPT_AFTER_EXPIRY
+    if invite.forget_at is not None:
+        kept = min(kept, max(invite.forget_at - now, INVITE_FORGOTTEN_SECONDS))
+    return kept
 
 
 async def open_store(url: str, options: StoreOptions | None = None) -> Store:

@@ -110,6 +110,10 @@ class Invite:
     expires_at: float
     created_at: float
     revoked: bool = False
+    # When the record (the invitee's name with it) is forgotten, if sooner than a while after
+    # its expiry (`invite_kept_seconds`): an invitation to a registrant goes with the meeting's
+    # retention. Never before `expires_at`.
+    forget_at: float | None = None
 
     def is_usable(self, now: float) -> bool:
         return not self.revoked and self.uses < self.max_uses and now < self.expires_at
@@ -436,9 +440,11 @@ def admission_fields(admission: Admission) -> dict[str, str]:
 
 
 def invite_fields(invite: Invite) -> dict[str, str]:
-    """An invite's stored form: its record, and its use count and revocation flag apart."""
+    """An invite's stored form: its record, and its use count and revocation flag apart (an
+    invite forgotten as every invite is, without `forget_at`, stored as before it existed)."""
+    without = ("uses", "revoked") + (("forget_at",) if invite.forget_at is None else ())
     return {
-        "record": encode_record(invite, without=("uses", "revoked")),
+        "record": encode_record(invite, without=without),
         "uses": str(invite.uses),
         "revoked": flag(invite.revoked),
     }
@@ -548,6 +554,7 @@ _INVITE_JSON: Final[Mapping[str, tuple[bool, _Check]]] = {
     "max_uses": (True, _count),
     "expires_at": (True, _number),
     "created_at": (True, _number),
+    "forget_at": (False, _number_or_none),
 }
 _ROOM_JSON: Final[Mapping[str, tuple[bool, _Check]]] = {
     "name": (True, _text),
@@ -627,6 +634,7 @@ INVITE_FIELD_KINDS: Final[Mapping[str, str]] = {
     "max_uses": "c!",
     "expires_at": "n!",
     "created_at": "n!",
+    "forget_at": "m",
 }
 POLICY_FIELD_KINDS: Final[Mapping[str, str]] = {
     "invite": "b",

@@ -439,6 +439,37 @@ async def test_an_invite_expires_at_its_expiry_time(store: Store) -> None:
         await store.redeem_invite(invite.token_hash, 5000.0)
 
 
+async def test_an_invite_is_forgotten_at_its_forget_time_with_its_name(store: Store) -> None:
+    """Catches a store keeping an invite (its invitee's name) a day past its expiry though it
+    is to be forgotten sooner (`Invite.forget_at`: an invitation to a registrant goes with the
+    meeting's retention), or a revocation keeping it longer."""
+    room = make_room()
+    await store.create_room(room)
+    now = time.time()
+    soon = make_invite(room.name, expires_at=now + 0.4, forget_at=now + 0.4)
+    revoked = make_invite(room.name, expires_at=now + 0.4, forget_at=now + 0.4)
+    past = make_invite(room.name, expires_at=now - 10, forget_at=now - 10)
+    kept = make_invite(room.name, expires_at=now - 10)
+    for invite in (soon, revoked, past, kept):
+        await store.add_invite(invite)
+    assert await store.get_invite(soon.id) == soon
+    assert (await store.find_invite(soon.token_hash)) == soon
+    await store.revoke_invite(revoked.id)
+
+    async def forgotten() -> bool:
+        return all([await store.get_invite(i.id) is None for i in (soon, revoked, past)])
+
+    await eventually(forgotten)
+    for invite in (soon, revoked, past):
+        assert await store.find_invite(invite.token_hash) is None
+        with pytest.raises(InviteUnknown):
+            await store.redeem_invite(invite.token_hash, time.time())
+    # One without a forget time is kept a day past its expiry, as every invite is.
+    assert await store.list_invites(room.name) == [kept]
+    with pytest.raises(InviteExpired):
+        await store.redeem_invite(kept.token_hash, time.time())
+
+
 async def _race(redeem: Callable[[], Awaitable[Invite]], racers: int) -> list[Invite]:
     results = await asyncio.gather(*(redeem() for _ in range(racers)), return_exceptions=True)
     losers = [r for r in results if not isinstance(r, Invite)]
@@ -1798,6 +1829,40 @@ async def test_an_invite_and_its_name_go_a_day_after_its_expiry(contract_redis_u
         assert day - 60_000 < await client.pttl(f"meetgate:invite:{expired.id}") <= day
         with pytest.raises(InviteExpired):
             await store.redeem_invite(expired.token_hash, time.time())
+    finally:
+        await client.aclose()
+        await store.close()
+
+
+async def test_an_invite_with_a_forget_time_goes_then_not_a_day_after_its_expiry(
+    contract_redis_url: str,
+) -> None:
+    store = await RedisStore.connect(contract_redis_url)
+    client = redis.asyncio.Redis.from_url(contract_redis_url)
+    try:
+        room = make_room()
+        await store.create_room(room)
+        now = time.time()
+        invite = make_invite(room.name, max_uses=3, expires_at=now + HOUR, forget_at=now + 2 * HOUR)
+        await store.add_invite(invite)
+        plain = make_invite(room.name)
+        await store.add_invite(plain)
+        keys = (f"meetgate:invite:{invite.id}", f"meetgate:invite-token:{invite.token_hash}")
+        kept = 2 * HOUR * 1000
+        # Redeemed and revoked, it is kept no longer.
+        for step in ("added", "redeemed", "revoked"):
+            if step == "redeemed":
+                await store.redeem_invite(invite.token_hash, time.time())
+            elif step == "revoked":
+                await store.revoke_invite(invite.id)
+            for key in keys:
+                assert kept - 60_000 < await client.pttl(key) <= kept, (step, key)
+        record = json.loads(await client.hget(keys[0], "record") or "")
+        assert record["forget_at"] == invite.forget_at
+        # An invite without one is stored as every invite was before there were any.
+        assert "forget_at" not in json.loads(
+            await client.hget(f"meetgate:invite:{plain.id}", "record") or ""
+        )
     finally:
         await client.aclose()
         await store.close()

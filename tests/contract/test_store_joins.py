@@ -672,6 +672,17 @@ async def test_a_plain_join_reads_a_room_that_takes_registrations(store: Store) 
     assert await store.get_room(room.name) == room
 
 
+async def test_a_plain_join_reads_an_invite_with_a_forget_time(store: Store) -> None:
+    """Catches join_plain.lua refusing an invite record with its forget time set (an
+    invitation to a registrant): it is joined through as any."""
+    _, invite, _ = await room_with_planned_invite(store, forget_at=time.time() + HOUR)
+    store.health.take_corrupt_counts()
+    joined = await store.join_plainly(plain_join(invite))
+    assert isinstance(joined, LinkJoined) and joined.admission is not None
+    assert store.health.take_corrupt_counts() == {}
+    assert await store.get_invite(invite.id) == dataclasses.replace(invite, uses=1)
+
+
 async def test_a_plain_join_through_a_link_that_leads_nowhere_is_charged_and_told(
     store: Store,
 ) -> None:
@@ -725,6 +736,7 @@ CORRUPT_FIELDS = [
     ("invite", "max_uses", 2.5, None),
     ("invite", "expires_at", "9e99", None),
     ("invite", "role", 1, None),
+    ("invite", "forget_at", "1", None),
 ]
 
 
