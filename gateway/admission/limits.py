@@ -199,8 +199,13 @@ class RateLimiter:
         )
 
     def varied_rooms(self) -> frozenset[str]:
-        """The rooms whose limits differ from the defaults (settings: rates.rooms)."""
-        return frozenset(self._rates.rooms)
+        """The rooms whose join limits differ from the defaults (settings: rates.rooms); a room
+        that only sets its registrations' limit is joined as any."""
+        return frozenset(
+            name
+            for name, rates in self._rates.rooms.items()
+            if rates.model_dump(exclude={"registration"}, exclude_none=True)
+        )
 
     async def charge(self, attempt: Attempt) -> None:
         """Charge the attempt; RateLimited (with the wait) if any limit is exhausted."""

@@ -94,6 +94,18 @@ async def test_a_registration_is_still_charged_to_its_address_network_and_identi
         assert refused.value.limit == limit
 
 
+def test_a_room_that_only_sets_its_registrations_limit_is_joined_as_any() -> None:
+    # Rooms whose join limits vary are joined step by step (no store-side plain join): one
+    # that varies only the registrations' need not be.
+    limits = limiter(
+        rooms={
+            "assembly": RoomRates(registration=NEVER),
+            "forum": RoomRates(registration=NEVER, room=NEVER),
+        }
+    )
+    assert limits.varied_rooms() == frozenset({"forum"})
+
+
 def test_an_attempt_is_a_join_or_a_registration_not_both() -> None:
     with pytest.raises(ValueError, match="not both"):
         Attempt("198.51.100.1", room="agora", registration="agora")
