@@ -47,7 +47,6 @@ room's unsent items are erased at once (`forget_room`), not when a sender comes 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import logging
@@ -57,11 +56,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
+from gateway.admission import sealing
 from gateway.admission.calendar import CONTENT_TYPE, FILENAME
 from gateway.admission.email_codes import normalise_address
 from gateway.admission.invitation_mail import invitation_text, language_of
@@ -97,6 +92,8 @@ BATCHES = "outbox:batches:"
 # Unsent items one room may have at once (what an admin's largest import makes).
 MAX_UNSENT_PER_ROOM = 5000
 CALENDAR_TYPE = f"{CONTENT_TYPE}; method=PUBLISH; charset=UTF-8"
+# The items' sealing key's purpose (HKDF info): as items were always sealed, so they still open.
+SEAL_PURPOSE = b"meetgate outbox seal"
 
 # An item's states. Held: being made, never sent. Queued: waiting to be sent (or retried).
 HELD, QUEUED, SENT, FAILED, REVOKED = "held", "queued", "sent", "failed", "revoked"
@@ -259,29 +256,21 @@ def _invite_key(invite_id: str) -> str:
 
 
 class Sealer:
-    """AES-GCM over an item's address and token, its id bound as associated data (a sealed
-    blob copied into another item does not open)."""
+    """An item's address and token sealed (gateway.admission.sealing), its id bound as associated
+    data (a sealed blob copied into another item does not open)."""
 
     def __init__(self, key: bytes) -> None:
-        derived = HKDF(
-            algorithm=hashes.SHA256(), length=32, salt=None, info=b"meetgate outbox seal"
-        ).derive(key)
-        self._aead = AESGCM(derived)
+        self._sealer = sealing.Sealer(key, SEAL_PURPOSE)
 
     def seal(self, item_id: str, address: str, token: str) -> str:
-        nonce = secrets.token_bytes(12)
-        plain = json.dumps([address, token]).encode()
-        sealed = self._aead.encrypt(nonce, plain, item_id.encode())
-        return base64.urlsafe_b64encode(nonce + sealed).decode("ascii")
+        return self._sealer.seal(item_id, [address, token])
 
     def open(self, item_id: str, sealed: str) -> tuple[str, str] | None:
         """The address and token, or None if the blob is not this key's for this item."""
-        try:
-            raw = base64.urlsafe_b64decode(sealed.encode("ascii"))
-            plain = self._aead.decrypt(raw[:12], raw[12:], item_id.encode())
-            address, token = json.loads(plain)
-        except (InvalidTag, ValueError, TypeError):
+        opened = self._sealer.open(item_id, sealed)
+        if not isinstance(opened, list) or len(opened) != 2:
             return None
+        address, token = opened
         if not isinstance(address, str) or not isinstance(token, str):
             return None
         return address, token

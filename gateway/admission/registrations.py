@@ -26,6 +26,13 @@ lease, so two approvals never queue one person twice). Every record of a
 registrant goes `kept_after_meeting_seconds` after the meeting's end (`kept_seconds` after its
 last change for a room without one). A stored record or mark that does not parse is counted
 (kind `registration`) and read as a refusal.
+
+A registrant's name, note and address are sealed in both records (the registration, and the
+one awaiting its code): AES-GCM under a key of their own derived from the pseudonym key
+(gateway.admission.sealing, `SEAL_PURPOSE`), bound to the record's key, so a dump of the store
+shows none of them; a sealed part that does not open there makes the record corrupt. What the
+store compares stays out of them as keyed hashes (`address_key`, the shapes of names, the
+networks); the address's domain is kept in clear, as hosts are shown it.
 """
 
 from __future__ import annotations
@@ -64,6 +71,7 @@ from gateway.admission.invitations import (
 from gateway.admission.limits import Attempt, RateLimiter
 from gateway.admission.names import host_shape, normalise
 from gateway.admission.rooms import clean_text
+from gateway.admission.sealing import Sealer
 from gateway.client_address import parse_address
 from gateway.errors import InvalidInput, MeetgateError, NotAdmitted
 from gateway.i18n import ENGLISH, N_, Language, translations
@@ -90,6 +98,9 @@ INVITING_LEASE_SECONDS: Final = 300.0
 # The pending invitations one reading of a room's registrations queues (`resume`): bounded work
 # for a page read; what is left is queued by the next reading or approval.
 RESUMED_AT_ONCE: Final = 50
+# The sealing key's purpose (HKDF info): a registration's sealed part never opens as an outbox
+# item's (gateway.admission.outbox.SEAL_PURPOSE), nor the reverse.
+SEAL_PURPOSE: Final = b"meetgate registration seal"
 
 
 class RegistrationState(StrEnum):
@@ -344,13 +355,11 @@ def _shaped(shape: re.Pattern[str]) -> Callable[[object], bool]:
 
 
 _Check = Callable[[object], bool]
-# A stored registration's fields (required, check), as `_encode` writes them: the public ones
-# and the address (until it is answered).
+# A stored registration's fields (required, check), as `_encode` writes them: the public ones,
+# and the name, the note and the address (until it is answered) sealed (`_SEALED_JSON`).
 _RECORD_JSON: Final[Mapping[str, tuple[bool, _Check]]] = {
     "id": (True, _shaped(REGISTRATION_ID_SHAPE)),
     "room": (True, _text),
-    "name": (True, _text),
-    "note": (True, _text),
     "language": (True, _text),
     "domain": (True, _text),
     "address_key": (True, _text),
@@ -366,21 +375,25 @@ _RECORD_JSON: Final[Mapping[str, tuple[bool, _Check]]] = {
     "answered_by": (False, _text),
     "inviting": (False, _truth),
     "invite_round": (False, lambda value: isinstance(value, int) and not isinstance(value, bool)),
-    "address": (False, _text),
+    "sealed": (True, _text),
 }
 # A registration awaiting its code.
 _PENDING_JSON: Final[Mapping[str, tuple[bool, _Check]]] = {
     "id": (True, _shaped(REGISTRATION_ID_SHAPE)),
     "room": (True, _text),
-    "name": (True, _text),
-    "address": (True, _text),
-    "note": (True, _text),
     "language": (True, _text),
     "created_at": (True, _number),
     "expires_at": (True, _number),
     "holder": (True, _text),
     "digest": (True, _text),
     "network": (True, _text),
+    "sealed": (True, _text),
+}
+# What a record's sealed part holds: a registrant's own details (the address "" once answered).
+_SEALED_JSON: Final[Mapping[str, tuple[bool, _Check]]] = {
+    "name": (True, _text),
+    "note": (True, _text),
+    "address": (True, _text),
 }
 
 
@@ -392,6 +405,10 @@ def _checked(raw: str | None, shape: Mapping[str, tuple[bool, _Check]]) -> dict[
         data = json.loads(raw)
     except (ValueError, RecursionError) as exc:
         raise CorruptRecord(RecordKind.REGISTRATION) from exc
+    return _fields(data, shape)
+
+
+def _fields(data: object, shape: Mapping[str, tuple[bool, _Check]]) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise CorruptRecord(RecordKind.REGISTRATION)
     for name, value in data.items():
@@ -403,24 +420,44 @@ def _checked(raw: str | None, shape: Mapping[str, tuple[bool, _Check]]) -> dict[
     return data
 
 
-def _encode(registration: Registration, address: str) -> str:
+def _record_key(registration_id: str) -> str:
+    return f"registration:record:{registration_id}"
+
+
+def _pending_key(pending_id: str) -> str:
+    return f"registration:pending:{pending_id}"
+
+
+def _sealed(sealer: Sealer, key: str, name: str, note: str, address: str) -> str:
+    """A registrant's details sealed to the record under `key` (its kind and id)."""
+    return sealer.seal(key, {"name": name, "note": note, "address": address})
+
+
+def _opened(sealer: Sealer, key: str, sealed: str) -> dict[str, Any]:
+    """The details sealed to the record under `key`; CorruptRecord if they do not open there."""
+    return _fields(sealer.open(key, sealed), _SEALED_JSON)
+
+
+def _encode(sealer: Sealer, registration: Registration, address: str) -> str:
     data = {
         f.name: getattr(registration, f.name)
         for f in dataclasses.fields(registration)
-        if f.name != "resembles"
+        if f.name not in ("resembles", "name", "note")
     }
     data["state"] = registration.state.value
-    if address:
-        data["address"] = address
+    key = _record_key(registration.id)
+    data["sealed"] = _sealed(sealer, key, registration.name, registration.note, address)
     return json.dumps(data, separators=(",", ":"))
 
 
-def _decode(raw: str | None) -> tuple[Registration, str]:
-    """A stored registration and its address ("" once answered); CorruptRecord otherwise."""
+def _decode(sealer: Sealer, raw: str | None) -> tuple[Registration, str]:
+    """A stored registration and its address ("" once answered); CorruptRecord otherwise (also
+    for a sealed part that does not open as this record's)."""
     data = _checked(raw, _RECORD_JSON)
-    address = data.pop("address", "")
+    details = _opened(sealer, _record_key(data["id"]), data.pop("sealed"))
     data["state"] = RegistrationState(data["state"])
-    return Registration(**data), address
+    registration = Registration(**data, name=details["name"], note=details["note"])
+    return registration, details["address"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -437,12 +474,19 @@ class _Pending:
     digest: str
     network: str
 
-    def encode(self) -> str:
-        return json.dumps(dataclasses.asdict(self), separators=(",", ":"))
+    def encode(self, sealer: Sealer) -> str:
+        data = dataclasses.asdict(self)
+        for name in _SEALED_JSON:
+            del data[name]
+        key = _pending_key(self.id)
+        data["sealed"] = _sealed(sealer, key, self.name, self.note, self.address)
+        return json.dumps(data, separators=(",", ":"))
 
     @classmethod
-    def decode(cls, raw: str) -> _Pending:
-        return cls(**_checked(raw, _PENDING_JSON))
+    def decode(cls, sealer: Sealer, raw: str) -> _Pending:
+        data = _checked(raw, _PENDING_JSON)
+        details = _opened(sealer, _pending_key(data["id"]), data.pop("sealed"))
+        return cls(**data, **details)
 
     def __repr__(self) -> str:
         return f"_Pending(id={self.id!r}, room={self.room!r})"
@@ -476,6 +520,8 @@ class Registrations:
         self._pseudonym_key = key
         # Keys of its own, so that a registration's hashes can never pass for anything else.
         self._key = hmac.new(key, b"meetgate registrations", hashlib.sha256).digest()
+        # A registrant's name, note and address are sealed in every record (a key of its own).
+        self._sealer = Sealer(key, SEAL_PURPOSE)
         self._limiter = limiter
         self._mailer = mailer
         self._flood = flood
@@ -493,7 +539,7 @@ class Registrations:
 
     @staticmethod
     def _pending_key(pending_id: str) -> str:
-        return f"registration:pending:{pending_id}"
+        return _pending_key(pending_id)
 
     @staticmethod
     def _tries_key(pending_id: str) -> str:
@@ -505,7 +551,7 @@ class Registrations:
 
     @staticmethod
     def _record_key(registration_id: str) -> str:
-        return f"registration:record:{registration_id}"
+        return _record_key(registration_id)
 
     @staticmethod
     def _waiting_key(registration_id: str) -> str:
@@ -676,7 +722,9 @@ class Registrations:
             digest=digest,
             network=await self._network_tag(client_addr),
         )
-        await self._store.put_value(self._pending_key(pending_id), pending.encode(), ttl)
+        await self._store.put_value(
+            self._pending_key(pending_id), pending.encode(self._sealer), ttl
+        )
         await self._store.index_add(self._pending_index(room.name), pending_id, ttl)
         if send:
             self._dispatch(address, code, room, language, ttl)
@@ -748,7 +796,7 @@ class Registrations:
         if raw is None:
             raise RegistrationUnknown()
         try:
-            pending = _Pending.decode(raw)
+            pending = _Pending.decode(self._sealer, raw)
         except CorruptRecord:
             self._corrupt()
             raise RegistrationUnknown() from None
@@ -867,7 +915,7 @@ class Registrations:
 
     async def _write(self, registration: Registration, address: str, kept: float) -> None:
         await self._store.put_value(
-            self._record_key(registration.id), _encode(registration, address), kept
+            self._record_key(registration.id), _encode(self._sealer, registration, address), kept
         )
         await self._store.index_add(self._room_index(registration.room), registration.id, kept)
 
@@ -973,7 +1021,7 @@ class Registrations:
 
     def _parsed(self, registration_id: str, raw: str) -> tuple[Registration, str] | None:
         try:
-            registration, address = _decode(raw)
+            registration, address = _decode(self._sealer, raw)
         except CorruptRecord:
             self._corrupt()
             return None

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import json
 import re
 import secrets
 import time
@@ -21,7 +22,9 @@ from gateway.admission.email_codes import EmailCodes, InvalidAddress
 from gateway.admission.flood import ChallengeRequired, FloodGuard, Proof
 from gateway.admission.invitations import BatchProgress, Invitation, Queued, mail_address_key
 from gateway.admission.limits import RateLimiter
+from gateway.admission.outbox import SEAL_PURPOSE as OUTBOX_SEAL_PURPOSE
 from gateway.admission.registrations import (
+    SEAL_PURPOSE,
     Confirmed,
     Registering,
     RegistrationClosed,
@@ -34,6 +37,7 @@ from gateway.admission.registrations import (
     TooManyWrongRegistrationCodes,
     network_of_registrant,
 )
+from gateway.admission.sealing import Sealer
 from gateway.errors import InvalidInput, RateLimited, StoreUnavailable
 from gateway.i18n import ENGLISH, SIMPLIFIED, Language
 from gateway.metrics import Metrics
@@ -223,10 +227,32 @@ def desk(store: Store) -> Desk:
     return make_desk(store)
 
 
-# What the store holds, every key and value, to look for a registrant's details in.
+# What the store holds, every key and value, to look for a registrant's details in: in clear
+# (what a dump shows), and with the registrations' sealed parts opened (what is kept at all).
+
+SEALED = Sealer(KEY, SEAL_PURPOSE)
+SEALED_RECORD = re.compile(r"registration:(?:record|pending):[0-9a-f]{32}")
+
+
+def opened(key: str, raw: str | None) -> str:
+    """A registration's record (or one awaiting its code) with its sealed part opened."""
+    if raw is None:
+        return ""
+    found = SEALED_RECORD.search(key)
+    if found is None:
+        return raw
+    details = SEALED.open(found.group(0), json.loads(raw)["sealed"])
+    assert isinstance(details, dict), key
+    return raw + json.dumps(details, ensure_ascii=False)
 
 
 async def store_text(store: Store, request: pytest.FixtureRequest) -> str:
+    text = await clear_text(store, request)
+    keys = sorted(set(SEALED_RECORD.findall(text)))
+    return "\n".join([text, *[opened(key, await store.get_value(key)) for key in keys]])
+
+
+async def clear_text(store: Store, request: pytest.FixtureRequest) -> str:
     if isinstance(store, RedisStore):
         client = redis.asyncio.Redis.from_url(
             request.getfixturevalue("contract_redis_url"), decode_responses=True
@@ -519,7 +545,7 @@ async def test_a_store_failing_half_way_through_an_approval_loses_nobody(
     assert [invitation.address for _, invitation in desk.queue.made] == [address]
     done = await desk.registrations.get(room.name, registration.id)
     assert done is not None and done.state is RegistrationState.APPROVED
-    assert (address in (await store.get_value(record) or "")) is (times == 2)
+    assert (address in opened(record, await store.get_value(record))) is (times == 2)
 
 
 async def test_racing_approvals_of_a_pending_registration_invite_once(desk: Desk) -> None:
@@ -1021,6 +1047,121 @@ def solve(token: str, difficulty: int) -> str:
     return str(next(n for n in range(10_000_000) if solves(token, difficulty, n)))
 
 
+# Sealed
+
+
+async def test_a_registrants_details_are_sealed_in_the_store(
+    desk: Desk, request: pytest.FixtureRequest
+) -> None:
+    """Catches a registration, or one awaiting its code, that keeps a name, an address or a note
+    in clear: a dump of the store shows none of them (the domain only), the pages all."""
+    room = await stored_room(desk.store)
+    tag = secrets.token_hex(4)
+    waiting = (f"Zoë Wåiting{tag}", f"waiter{tag}@sealed{tag}.example", f"Nöte wait {tag}")
+    awaiting = (f"李 Awaiting{tag}", f"awaiter{tag}@sealed{tag}.example", f"Nöte code {tag}")
+    confirmed = (await desk.registered(room, *waiting)).registration
+    await desk.register(room, *awaiting)
+    clear = await clear_text(desk.store, request)
+    details = [*waiting, *awaiting, f"waiter{tag}", f"awaiter{tag}"]
+    escaped = [json.dumps(detail)[1:-1] for detail in details]
+    assert [detail for detail in details + escaped if detail in clear] == []
+    assert f"sealed{tag}.example" in clear
+    kept = await store_text(desk.store, request)
+    assert all(detail in kept for detail in details)
+    shown = await desk.registrations.get(room.name, confirmed.id)
+    assert shown is not None and (shown.name, shown.note) == (waiting[0], waiting[2])
+
+
+def sealed_for(case: str, key: str, others: dict[str, str]) -> str:
+    """A sealed part that does not open as the record under `key`'s."""
+    details = {"name": "Mallory", "note": "", "address": "mallory@evil.example"}
+    if case == "another registration's":
+        return str(json.loads(others["record"])["sealed"])
+    if case == "one awaiting a code's":
+        return str(json.loads(others["pending"])["sealed"])
+    if case == "an outbox item's key":
+        return Sealer(KEY, OUTBOX_SEAL_PURPOSE).seal(key, details)
+    if case == "another pseudonym key's":
+        return Sealer(b"q" * 32, SEAL_PURPOSE).seal(key, details)
+    if case == "without an address":
+        return SEALED.seal(key, {"name": "Mallory", "note": ""})
+    if case == "a number for a name":
+        return SEALED.seal(key, {**details, "name": 7})
+    if case == "not base64":
+        return "not base64!"
+    assert case == "too short"
+    return "AAAA"
+
+
+SEALED_CASES = [
+    "another registration's",
+    "one awaiting a code's",
+    "an outbox item's key",
+    "another pseudonym key's",
+    "without an address",
+    "a number for a name",
+    "not base64",
+    "too short",
+]
+
+
+async def sealed_others(desk: Desk, room: Room) -> dict[str, str]:
+    other = (await desk.registered(room, "Other", fresh_address())).registration
+    awaiting = await desk.register(room, "Awaiting", fresh_address())
+    found = {
+        "record": await desk.store.get_value(f"registration:record:{other.id}"),
+        "pending": await desk.store.get_value(f"registration:pending:{awaiting.id}"),
+    }
+    return {kind: raw for kind, raw in found.items() if raw is not None}
+
+
+@pytest.mark.parametrize("case", SEALED_CASES)
+async def test_a_registration_whose_sealed_part_does_not_open_is_counted_and_invites_nobody(
+    store: Store, case: str
+) -> None:
+    desk = make_desk(store)
+    room = await stored_room(desk.store)
+    registration = (await desk.registered(room, "Ada", fresh_address())).registration
+    others = await sealed_others(desk, room)
+    key = f"registration:record:{registration.id}"
+    raw = await desk.store.get_value(key)
+    assert raw is not None
+    data = json.loads(raw)
+    data["sealed"] = sealed_for(case, key, others)
+    await desk.store.put_value(key, json.dumps(data), HOUR)
+    desk.store.health.take_corrupt_counts()
+    assert await desk.registrations.get(room.name, registration.id) is None
+    page = await desk.registrations.page(room.name, now=time.time())
+    assert registration.id not in {item.id for item in page.items}
+    assert await desk.approve(room.name, [registration.id], "H", time.time()) == []
+    assert await desk.registrations.deny(room.name, [registration.id], "H", time.time()) == 0
+    counts = desk.store.health.take_corrupt_counts()
+    assert counts.get(RecordKind.REGISTRATION, 0) >= 3
+
+
+@pytest.mark.parametrize("case", SEALED_CASES)
+async def test_one_awaiting_its_code_whose_sealed_part_does_not_open_counts_nothing(
+    store: Store, case: str
+) -> None:
+    desk = make_desk(store)
+    room = await stored_room(desk.store)
+    address = fresh_address()
+    started = await desk.register(room, "Ada", address)
+    others = await sealed_others(desk, room)
+    key = f"registration:pending:{started.id}"
+    raw = await desk.store.get_value(key)
+    assert raw is not None
+    data = json.loads(raw)
+    data["sealed"] = sealed_for(case, key, others)
+    await desk.store.put_value(key, json.dumps(data), HOUR)
+    desk.store.health.take_corrupt_counts()
+    with pytest.raises(RegistrationUnknown):
+        await desk.confirm(room, started, address)
+    assert desk.store.health.take_corrupt_counts().get(RecordKind.REGISTRATION) == 1
+    page = await desk.registrations.page(room.name, now=time.time())
+    assert page.total == 1  # the other one only
+
+
 # Corrupt records
 
 
@@ -1094,7 +1235,7 @@ async def test_without_a_meeting_end_a_registrant_is_kept_no_longer_than_kept_se
             # An index's key lasts until its last member lapses, rounded up to the millisecond
             # (gateway/store/scripts/index.lua keeps members' expiries in microseconds).
             assert 0 < ttl <= 7200 * 1000 + 1, key
-            if await client.type(key) == "string" and name in (await client.get(key) or ""):
+            if await client.type(key) == "string" and name in opened(key, await client.get(key)):
                 holding.append(key)
         assert len(holding) == 1
     finally:
