@@ -147,8 +147,9 @@ def code_address_key(key: bytes, address: str) -> str:
 
 
 def sent_counter_key(address_key: str) -> str:
-    """The counter of codes sent to one address within SEND_WINDOW_SECONDS, shared by e-mail
-    codes and registration codes: `address_key` is `code_address_key`'s."""
+    """The counter of e-mail codes sent to one address within SEND_WINDOW_SECONDS:
+    `address_key` is `code_address_key`'s. Registration codes are counted apart
+    (gateway.admission.registrations), so registering never locks anyone out of signing in."""
     return f"email:sent:{address_key}"
 
 

@@ -206,13 +206,18 @@ REGISTRATION_INTRO = N_("Your code to confirm your registration for {room}:")
 REGISTRATION_IGNORE = N_(
     "If you did not register, ignore this e-mail: without the code nothing is kept."
 )
+# Translators: {page} is the address of the page that asks for the code.
+REGISTRATION_WHERE = N_(
+    "Enter it on the registration page, in the browser you registered in: {page}"
+)
 
 
 def registration_code_message(
-    language: Language, room_title: str, code: str, minutes: int
+    language: Language, room_title: str, code: str, minutes: int, page: str = ""
 ) -> tuple[str, str]:
     """Pure: the subject and plain-text body of the e-mail that carries a registration's
-    `code`, in `language`, laid out as an e-mail code's (email_codes.code_message)."""
+    `code`, in `language`, laid out as an e-mail code's (email_codes.code_message); with the
+    `page` to enter it on (its address) when given."""
     catalog = translations(language)
     lasts = catalog.ngettext(
         "It works once, for {minutes} minute.", "It works once, for {minutes} minutes.", minutes
@@ -223,6 +228,7 @@ def registration_code_message(
         f"    {code}",
         "",
         lasts.format(minutes=minutes),
+        *([catalog.gettext(REGISTRATION_WHERE).format(page=page)] if page else []),
         catalog.gettext(REGISTRATION_IGNORE),
     )
     return catalog.gettext(REGISTRATION_SUBJECT).format(room=room_title), "\n".join(lines) + "\n"
@@ -666,10 +672,12 @@ class Registrations:
         proof: Proof | None = None,
         *,
         language: Language = ENGLISH,
+        code_page: str = "",
     ) -> Registering:
-        """Register for `room` and send a code to the address, written in `language`. The
-        answer is the same whether the address registered before (that is looked at only once
-        the code proves the address, in `confirm`).
+        """Register for `room` and send a code to the address, written in `language`, saying
+        where to enter it (`code_page`, the code page's address, when given). The answer is
+        the same whether the address registered before (that is looked at only once the code
+        proves the address, in `confirm`).
 
         Raises RegistrationClosed (the room takes none, or its meeting is over), InvalidAddress,
         InvalidInput (the name or the note), RateLimited, TooManyCodes, and
@@ -727,7 +735,7 @@ class Registrations:
         )
         await self._store.index_add(self._pending_index(room.name), pending_id, ttl)
         if send:
-            self._dispatch(address, code, room, language, ttl)
+            self._dispatch(address, code, room, language, ttl, code_page)
         return Registering(id=pending_id, secret=secret, expires_at=now + ttl)
 
     def clean_note(self, note: str) -> str:
@@ -1553,20 +1561,21 @@ class Registrations:
     # Sending codes
 
     def _dispatch(
-        self, address: str, code: str, room: Room, language: Language, ttl: float
+        self, address: str, code: str, room: Room, language: Language, ttl: float, page: str
     ) -> None:
         if len(self._sending) >= MAX_PENDING_SENDS:
             log.warning("registration code for room %s not sent: too many sends pending", room.name)
             return
-        task = asyncio.create_task(self._deliver(address, code, room, language, ttl))
+        task = asyncio.create_task(self._deliver(address, code, room, language, ttl, page))
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
 
     async def _deliver(
-        self, address: str, code: str, room: Room, language: Language, ttl: float
+        self, address: str, code: str, room: Room, language: Language, ttl: float, page: str
     ) -> None:
         minutes = max(1, int(ttl // 60))
-        subject, body = registration_code_message(language, room.title or room.name, code, minutes)
+        title = room.title or room.name
+        subject, body = registration_code_message(language, title, code, minutes, page)
         try:
             await self._mailer.send(address, subject, body, language=language.tag)
         except MeetgateError as exc:

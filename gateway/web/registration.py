@@ -328,6 +328,7 @@ class RegistrationPages:
                 time.time(),
                 proof_in(form),
                 language=current_language.get(),
+                code_page=f"{self._settings.public_url.rstrip('/')}{form_path(current.name)}/code",
             )
         except ChallengeRequired as demand:
             return Challenge(f"{form_path(current.name)}/send", demand, values)

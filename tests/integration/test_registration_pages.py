@@ -206,6 +206,9 @@ def test_register_confirm_and_thanks(site: Site) -> None:
         code_page = browser.get(f"{form(room)}/code")
         assert code_page.status_code == 200
         assert 'id="code"' in code_page.text and "on its way" in code_page.text
+        # The e-mail says where the code goes: this page, in this browser.
+        where = f"in the browser you registered in: {ORIGIN}{form(room)}/code"
+        assert [line for line in message.body.splitlines() if line.endswith(where)]
 
         done = confirm(browser, room, message.code())
         assert done.status_code == 303, done.text
