@@ -184,6 +184,11 @@ class RoomOut(BaseModel):
     )
     starts_at: float | None = Field(description="The meeting's start (seconds since the epoch)")
     ends_at: float | None = Field(description="The meeting's end (seconds since the epoch)")
+    registration_page: str | None = Field(
+        default=None,
+        description="The page to announce, where people register (the public URL's"
+        " /_meetgate/register/<room>); null while the room takes no registrations",
+    )
 
 
 class ChatLimitsOut(BaseModel):
@@ -493,7 +498,7 @@ log = logging.getLogger("meetgate.admin")
 WAYS_IN = ("invite", "oidc", "email_code", "lobby")
 
 
-def _room_out(room: Room) -> RoomOut:
+def _room_out(room: Room, public_url: str) -> RoomOut:
     return RoomOut(
         name=room.name,
         title=room.title,
@@ -519,6 +524,9 @@ def _room_out(room: Room) -> RoomOut:
         series=room.series,
         starts_at=room.starts_at,
         ends_at=room.ends_at,
+        registration_page=f"{public_url}/_meetgate/register/{room.name}"
+        if room.registration
+        else None,
     )
 
 
@@ -879,6 +887,10 @@ def create_admin_app(
         docs_url=None,
         redoc_url=None,
     )
+
+    def room_out(room: Room) -> RoomOut:
+        return _room_out(room, settings.public_url)
+
     pseudonym_key = settings.admission.pseudonym_key.get_secret_value().encode()
     if invitations is None and settings.mail_configured:
         # Queues into the store only: the gate's sending loop (its own Outbox) sends them.
@@ -965,18 +977,18 @@ def create_admin_app(
             language=body.language or "",
         )
         await store.create_room(room)
-        return _room_out(room)
+        return room_out(room)
 
     @app.get("/api/v1/rooms", dependencies=guarded)
     async def list_rooms() -> list[RoomOut]:
-        return [_room_out(room) for room in await store.list_rooms()]
+        return [room_out(room) for room in await store.list_rooms()]
 
     @app.get("/api/v1/rooms/{name}", dependencies=guarded, responses=NOT_FOUND)
     async def get_room(name: str) -> RoomOut:
         room = await store.get_room(name)
         if room is None:
             raise RoomNotFound()
-        return _room_out(room)
+        return room_out(room)
 
     @app.patch("/api/v1/rooms/{name}", dependencies=guarded, responses=NOT_FOUND)
     async def change_room(name: str, body: RoomChange) -> RoomOut:
@@ -1019,7 +1031,7 @@ def create_admin_app(
             # Its registrations are kept as the meeting's new time says (gone at once if that
             # is past already).
             await registrations.retime(changed, now)
-        return _room_out(changed)
+        return room_out(changed)
 
     def _record(room: str, kind: Kind, **values: object) -> None:
         if evidence is not None:
@@ -1051,7 +1063,7 @@ def create_admin_app(
             mail_configured=settings.mail_configured,
         )
         changed = await store.change_room(name, lambda room: replace(room, policy=policy))
-        return _room_out(changed)
+        return room_out(changed)
 
     @app.get(
         "/api/v1/rooms/{name}/policy/emails/{address:path}",
@@ -1213,17 +1225,17 @@ def create_admin_app(
         attendees come back only once the room is unlocked."""
         now = time.time()
         removed = await desk.lockdown(ADMIN, name, now)
-        return LockdownOut(room=_room_out(await desk.room(ADMIN, name, now)), removed=removed)
+        return LockdownOut(room=room_out(await desk.room(ADMIN, name, now)), removed=removed)
 
     @app.post("/api/v1/rooms/{name}/lock", dependencies=guarded, responses=NOT_FOUND)
     async def lock(name: str) -> RoomOut:
         """Nobody new is admitted (hosts excepted); who is in stays."""
-        return _room_out(await desk.set_locked(ADMIN, name, True, time.time()))
+        return room_out(await desk.set_locked(ADMIN, name, True, time.time()))
 
     @app.post("/api/v1/rooms/{name}/unlock", dependencies=guarded, responses=NOT_FOUND)
     async def unlock(name: str) -> RoomOut:
         """Let people join again; this also ends a lockdown (its approval requirement)."""
-        return _room_out(await desk.set_locked(ADMIN, name, False, time.time()))
+        return room_out(await desk.set_locked(ADMIN, name, False, time.time()))
 
     @app.post(
         "/api/v1/rooms/{name}/move", dependencies=guarded, responses={**NOT_FOUND, **CONFLICT}
@@ -1232,7 +1244,7 @@ def create_admin_app(
         """Continue the meeting in the new room `to`: everyone still admitted is carried over
         and their browsers reconnect there; removed and banned people stay behind, and the old
         room stays locked. Answers the new room."""
-        return _room_out(await desk.move(ADMIN, name, time.time(), to=body.to))
+        return room_out(await desk.move(ADMIN, name, time.time(), to=body.to))
 
     @app.get("/api/v1/rooms/{name}/audit", dependencies=guarded, responses=NOT_FOUND)
     async def audit(name: str) -> list[AuditOut]:

@@ -664,6 +664,12 @@ def registration_state(room: dict[str, Any]) -> str:
     )
 
 
+def registration_page(room: dict[str, Any]) -> list[str]:
+    """The page to announce while the room takes registrations, as a line (none otherwise)."""
+    page = room.get("registration_page")
+    return [f"  announce the registration page: {page}"] if page else []
+
+
 def registration_change(args: argparse.Namespace) -> dict[str, Any]:
     """What `meetgate room set`'s registration options ask of the admin API's room change."""
     change: dict[str, Any] = {}
@@ -728,6 +734,7 @@ def room_description(room: dict[str, Any]) -> str:
         else "  no default language",
         f"  chat: {chat_state(room)}",
         f"  {registration_state(room)}",
+        *registration_page(room),
     ]
     if room["moved_to"]:
         lines.append(f"  the meeting moved to room {room['moved_to']}")
@@ -807,6 +814,8 @@ def command_room(args: argparse.Namespace) -> int:
         print(f"room {room['name']}: {', '.join(state)}")
         print(f"  chat: {chat_state(room)}")
         print(f"  {registration_state(room)}")
+        for line in registration_page(room):
+            print(line)
     elif args.action == "show":
         room = client.call("GET", _room_path(args.name))
         if args.json:

@@ -187,6 +187,11 @@ def test_room_set_registration_round_trip(mailing: GatewayServer) -> None:
     assert f"room {room}" in text.stdout
     assert "registration on, auto-approved: uni.example, lab.example, 1 address" in text.stdout
     assert "series conf-2026" in text.stdout
+    # The page to announce, said where registration is turned on and where the room is shown.
+    page = f"{load_settings(mailing.config_path).public_url}/_meetgate/register/{room}"
+    assert room_now["registration_page"] == page
+    for output in (done.stdout, text.stdout):
+        assert f"announce the registration page: {page}\n" in output
     actions = [entry["action"] for entry in audit(mailing, room)]
     for action in (
         "registration on",
@@ -220,6 +225,9 @@ def test_room_set_registration_round_trip(mailing: GatewayServer) -> None:
     assert room_now["auto_approve_domains"] == [] and room_now["auto_approve_email_count"] == 0
     assert room_now["series"] == "" and room_now["starts_at"] is None
     assert room_now["ends_at"] is None
+    assert room_now["registration_page"] is None
+    assert "announce" not in cleared.stdout
+    assert "announce" not in meetgate(mailing, "room", "show", room).stdout
     assert "registration off" in [entry["action"] for entry in audit(mailing, room)]
 
 
