@@ -325,6 +325,7 @@ class InvitationPages:
             },
             fields=kept,
             csrf=fields["csrf"],
+            back=f"{HOST_PREFIX}/{room.name}/{INVITATIONS}",
             request_id=request_id(request.scope),
         )
         return HTMLResponse(page)
@@ -427,6 +428,7 @@ class InvitationPages:
             },
             fields={},
             csrf=fields["csrf"],
+            back=f"{HOST_PREFIX}/{room.name}/{INVITATIONS}",
             request_id=request_id(request.scope),
         )
         return HTMLResponse(page)

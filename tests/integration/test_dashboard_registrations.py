@@ -223,6 +223,8 @@ async def test_approving_some_sends_each_one_invitation_and_denying_sends_none(
             f"{BASE}/approve", data={"csrf": token, f"pick.{ids[0]}": "1", f"pick.{ids[1]}": "1"}
         )
         assert asked.status_code == 200 and "Approve 2 registrations" in asked.text
+        # Cancel goes back where the question came from: the invitations page.
+        assert f'<a href="{BASE}">Cancel and go back to the invitations</a>' in asked.text
         assert (await host.get(f"{BASE}/registrations", headers=json_headers())).json()["states"][
             "waiting"
         ] == 4
@@ -676,6 +678,7 @@ async def test_a_host_retries_a_batchs_failed_invitations_and_each_goes_once(des
         # Without confirmed=1: a page asking first (no script needed), nothing queued.
         asked = await host.post(path, data={"csrf": token})
         assert asked.status_code == 200 and "Send the 3 failed invitations" in asked.text
+        assert f'<a href="{BASE}">Cancel and go back to the invitations</a>' in asked.text
         assert f'action="/_meetgate/host/{ROOM}/invitations/batches/{queued.batch}/retry"' in (
             asked.text
         )
