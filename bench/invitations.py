@@ -10,6 +10,10 @@ button's POST, each on a connection of its own, each with a fresh single-use inv
 the clock; while sending, they run from the import's request until the last invitation is
 delivered. The mail server runs on the load generator's CPU at the lowest priority (as wrk does
 in the flood), so that it neither takes the gate's CPU nor delays the joins' client.
+
+The realistic case besides: the same 500 imported on a gateway left at the default `[outbox]
+per_minute` (60, burst 10), and the joins measured for PACED_SECONDS while it sends at that
+pace, against its own quiet joins; the room is then deleted, which drops what it had not sent.
 """
 
 from __future__ import annotations
@@ -46,6 +50,8 @@ POLL_SECONDS = 0.02
 # The mail server's priority on the client CPU (as wrk's in the flood, bench/flood.py).
 SINK_NICE = 19
 STORES = ("memory", "redis")
+# The realistic case: joins measured this long while the default rate sends.
+PACED_SECONDS = 30
 # What the section's gateways add to the benchmark's: a mail server, and the outbox's rate far
 # above it (the largest the settings allow).
 SETTINGS = """
@@ -58,6 +64,14 @@ sender = "Meetgate bench <gate@bench.test>"
 per_minute = 100000
 burst = 10000
 """
+# The realistic case's gateways: the mail server, and the outbox at its defaults.
+PACED_SETTINGS = """
+[smtp]
+host = "127.0.0.1"
+port = {port}
+security = "none"
+sender = "Meetgate bench <gate@bench.test>"
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +80,8 @@ class Gates:
 
     smtp_port: int
     gates: dict[str, Gateway]
+    # The same stores' gateways at the default [outbox] rate (60 a minute).
+    paced: dict[str, Gateway] = field(default_factory=dict)
 
 
 def start_gates(servers: Servers, upstream: str, redis_url: str | None) -> Gates:
@@ -78,11 +94,28 @@ def start_gates(servers: Servers, upstream: str, redis_url: str | None) -> Gates
             "gate-invitations-memory", upstream=upstream, store_url="memory://", rates=extra
         )
     }
+    paced_extra = GENEROUS_LIMITS + PACED_SETTINGS.format(port=port)
+    paced = {
+        "memory": servers.gateway(
+            "gate-invitations-paced-memory",
+            upstream=upstream,
+            store_url="memory://",
+            rates=paced_extra,
+        )
+    }
     if redis_url is not None:
         gates["redis"] = servers.gateway(
             "gate-invitations-redis", upstream=upstream, store_url=redis_url, rates=extra
         )
-    return Gates(smtp_port=port, gates=gates)
+        # A database of its own: gateways on one store are replicas of one gate, sharing its
+        # queue and its rate, and the default rate would pace the other's sending.
+        paced["redis"] = servers.gateway(
+            "gate-invitations-paced-redis",
+            upstream=upstream,
+            store_url=redis_url.rsplit("/", 1)[0] + "/1",
+            rates=paced_extra,
+        )
+    return Gates(smtp_port=port, gates=gates, paced=paced)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,9 +172,29 @@ class Sending:
         return max(0.0, self.sending.cpu_seconds - joins) / self.delivered * 1000
 
 
+@dataclass(frozen=True, slots=True)
+class PacedSending:
+    """One repeat of the realistic case on one store: joins for PACED_SECONDS while the 500 go
+    out at the default rate, and the quiet joins; how many were delivered in that time."""
+
+    store: str
+    delivered: int
+    quiet: Phase
+    sending: Phase
+
+    @property
+    def p50_ratio(self) -> float:
+        return self.sending.quantile(0.5) / self.quiet.quantile(0.5)
+
+    @property
+    def p99_ratio(self) -> float:
+        return self.sending.quantile(0.99) / self.quiet.quantile(0.99)
+
+
 @dataclass
 class Measurements:
     repeats: list[Sending] = field(default_factory=list)
+    paced: list[PacedSending] = field(default_factory=list)
 
 
 class Mailbox:
@@ -308,13 +361,51 @@ async def one_repeat(
     )
 
 
-async def warm_up(store: str, gate: Gateway, mailbox: Mailbox, room_size: int) -> None:
+async def one_paced_repeat(
+    store: str, gate: Gateway, repeat: int, mailbox: Mailbox, room_size: int
+) -> PacedSending:
+    """The realistic case: 500 imported with send at the default rate, joins for PACED_SECONDS
+    meanwhile; then the room deleted (its unsent e-mails go with it) so the next phase is
+    quiet. The phases take turns going first."""
+    api = AdminApi(gate.admin_url, gate.admin_token)
+    room = f"bench-paced-{store}-{repeat}"
+    await api.create_rooms([room])
+    invites = Invites(api, f"bench-paced-joins-{store}-{repeat}", room_size)
+    quiet_tokens = await invites.make(QUIET_JOINS)
+    sending_tokens = await invites.make(PACED_SECONDS * JOINS_PER_SECOND)
+    tag = f"p{repeat}-{store}"
+    quiet = await paced_joins(gate, quiet_tokens[:QUIET_JOINS]) if repeat % 2 == 0 else None
+    body = {"csv": invitee_list(tag, INVITATIONS), "send": True, "language": "en"}
+    started = time.monotonic()
+    answer = await call(gate, "POST", f"/api/v1/rooms/{room}/invites/import", body)
+    if answer.get("created") != INVITATIONS or answer.get("problems"):
+        raise RuntimeError(f"the import made {answer.get('created')} of {INVITATIONS}")
+    sending = await paced_joins(
+        gate, sending_tokens, lambda: time.monotonic() - started >= PACED_SECONDS
+    )
+    mailbox.read()
+    delivered = len(mailbox.of(tag))
+    await api.delete_rooms([room])
+    if quiet is None:
+        quiet = await paced_joins(gate, quiet_tokens[:QUIET_JOINS])
+    return PacedSending(store=store, delivered=delivered, quiet=quiet, sending=sending)
+
+
+async def warm_up(
+    store: str,
+    gate: Gateway,
+    mailbox: Mailbox,
+    room_size: int,
+    *,
+    count: int = WARM_UP_INVITATIONS,
+    kind: str = "send",
+) -> None:
     """A small batch and a few joins: the first e-mail's and join's one-time costs."""
     api = AdminApi(gate.admin_url, gate.admin_token)
-    room = f"bench-send-{store}-warm-up"
+    room = f"bench-{kind}-{store}-warm-up"
     await api.create_rooms([room])
-    await send_batch(gate, room, f"warm-{store}", WARM_UP_INVITATIONS, mailbox, [])
-    tokens = await Invites(api, f"bench-joins-{store}-warm-up", room_size).make(10)
+    await send_batch(gate, room, f"warm-{kind}-{store}", count, mailbox, [])
+    tokens = await Invites(api, f"bench-{kind}-joins-{store}-warm-up", room_size).make(10)
     await paced_joins(gate, tokens[:10])
 
 
@@ -359,6 +450,20 @@ def measure(
                     f"{found.quiet.quantile(0.99):.1f} → {found.sending.quantile(0.99):.1f} ms;"
                 )
             say(line.rstrip(";"))
+        for store, gate in gates.paced.items():
+            # Within the default burst (10): no wait for the rate.
+            asyncio.run(warm_up(store, gate, mailbox, room_size, count=5, kind="paced"))
+        for repeat in range(repeats):
+            line = f"  at the default rate, repeat {repeat + 1}:"
+            for store, gate in gates.paced.items():
+                paced = asyncio.run(one_paced_repeat(store, gate, repeat, mailbox, room_size))
+                m.paced.append(paced)
+                line += (
+                    f" {store} {paced.delivered} sent in {PACED_SECONDS} s, joins p50 "
+                    f"{paced.quiet.quantile(0.5):.1f} → {paced.sending.quantile(0.5):.1f} ms, p99 "
+                    f"{paced.quiet.quantile(0.99):.1f} → {paced.sending.quantile(0.99):.1f} ms;"
+                )
+            say(line.rstrip(";"))
     finally:
         stop_process(sink)
 
@@ -399,6 +504,25 @@ def figures(m: Measurements) -> list[Figure]:
                     comparison=_median_worst(ratio, "{:.2f}x", False),
                 )
             )
+    for store in STORES:
+        paced = [p for p in m.paced if p.store == store]
+        if not paced:
+            continue
+        for label, fraction, ratio in (
+            ("p50", 0.5, [p.p50_ratio for p in paced]),
+            ("p99", 0.99, [p.p99_ratio for p in paced]),
+        ):
+            sending = [p.sending.quantile(fraction) for p in paced]
+            quiet = [p.quiet.quantile(fraction) for p in paced]
+            rows.append(
+                Figure(
+                    what=f"join latency {label} while {INVITATIONS} are sent at the default "
+                    f"[outbox] per_minute (60) vs nothing sending, {store} store",
+                    meetgate=_median_worst(sending, "{:.1f} ms", False),
+                    baseline=f"{statistics.median(quiet):.1f} ms nothing sending",
+                    comparison=_median_worst(ratio, "{:.2f}x", False),
+                )
+            )
     return rows
 
 
@@ -417,6 +541,16 @@ def details(m: Measurements) -> list[str]:
             + (f"; failed joins {failures}" if failures else "")
             + (f"; {s.duplicates} recipients got two" if s.duplicates else "")
         )
+    for p in m.paced:
+        failures = {**p.quiet.failures, **p.sending.failures}
+        lines.append(
+            f"Invitations at the default rate, {p.store} store: {p.delivered} delivered in "
+            f"{PACED_SECONDS} s; joins {len(p.quiet.latencies_ms)} quiet (p50 "
+            f"{p.quiet.quantile(0.5):.1f}, p99 {p.quiet.quantile(0.99):.1f} ms), "
+            f"{len(p.sending.latencies_ms)} while sending (p50 {p.sending.quantile(0.5):.1f}, "
+            f"p99 {p.sending.quantile(0.99):.1f} ms)"
+            + (f"; failed joins {failures}" if failures else "")
+        )
     return lines
 
 
@@ -427,6 +561,11 @@ def warnings(m: Measurements) -> list[str]:
             found.append(f"Invitations, {s.store}: {s.duplicates} recipients received two.")
         if s.quiet.failures or s.sending.failures:
             found.append(f"Invitations, {s.store}: some joins failed (see the details).")
+    for p in m.paced:
+        if p.quiet.failures or p.sending.failures:
+            found.append(
+                f"Invitations at the default rate, {p.store}: some joins failed (see the details)."
+            )
     return found
 
 
@@ -446,5 +585,9 @@ def method(repeats: int) -> str:
         f"section's attendees), {QUIET_JOINS} with nothing sending and as many as fit while "
         f"the batch is sent, the two phases taking turns going first; {repeats} "
         f"repeat{'' if repeats == 1 else 's'} per store after a warm-up batch of "
-        f"{WARM_UP_INVITATIONS} (bench/invitations.py)."
+        f"{WARM_UP_INVITATIONS} (bench/invitations.py). At the default rate: the same "
+        f"{INVITATIONS} imported with `send` on a gateway of each store left at `[outbox] "
+        f"per_minute = 60` (burst 10), the joins measured for {PACED_SECONDS} s from the "
+        f"import's request while it sends at that pace, against {QUIET_JOINS} quiet joins; the "
+        "room is then deleted (its unsent e-mails with it), the phases taking turns going first."
     )
