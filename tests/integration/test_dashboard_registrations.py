@@ -209,6 +209,28 @@ async def test_a_host_filters_by_flag(desk: Desk) -> None:
     assert bad.status_code == 400 and bad_state.status_code == 400
 
 
+async def test_with_none_waiting_the_page_says_so_and_how_many_were_answered(
+    desk: Desk,
+) -> None:
+    """Catches "No registration here" shown for a room whose registrations are all answered."""
+    host = await desk.admitted("Hilde Host", Role.HOST)
+    async with host:
+        empty = await host.get(BASE)
+        assert "No registration here." in empty.text and "None waiting" not in empty.text
+        await register_many(desk, 3)
+        ids = ids_on((await host.get(BASE)).text)
+        for answer, picked in (("approve", ids[:1]), ("deny", ids[1:])):
+            fields = {f"pick.{each}": "1" for each in picked}
+            done = await host.post(
+                f"{BASE}/{answer}", data={"csrf": desk.csrf(host), "confirmed": "1", **fields}
+            )
+            assert done.status_code == 303, done.text
+        answered = await host.get(BASE)
+    assert not ids_on(answered.text)
+    assert "No registration here." not in answered.text
+    assert "None waiting: every registration is answered (1 approved, 2 denied)." in answered.text
+
+
 async def test_approving_some_sends_each_one_invitation_and_denying_sends_none(
     desk: Desk,
 ) -> None:
