@@ -82,6 +82,8 @@ HELD_SECONDS = 300.0
 # The longest a sending loop waits before it looks at the queue again (items other replicas
 # queued; a retry falling due).
 POLL_SECONDS = 5.0
+# An enqueue lets the event loop run other work after this many invitations.
+YIELD_EVERY = 25
 # Messages one replica sends at once.
 CONCURRENCY = 4
 RATE_KEY = "outbox:send"
@@ -340,7 +342,9 @@ class Outbox:
         room's unsent items would pass `max_unsent_per_room`)."""
         lifetime = self._lifetime(room, now)
         made = []
-        for invitation in invitations:
+        for number, invitation in enumerate(invitations):
+            if number and number % YIELD_EVERY == 0:
+                await asyncio.sleep(0)
             if invitation.room != room.name:
                 raise InvalidInput(N_("An invitation is for another room."))
             address = normalise_address(invitation.address)
@@ -371,7 +375,11 @@ class Outbox:
                 raise BatchUnknown()
         await self._store.put_value(_batch_key(batch), _batch_record(room.name, now), kept)
         ids = []
-        for invitation, address, new in made:
+        for number, (invitation, address, new) in enumerate(made):
+            if number and number % YIELD_EVERY == 0:
+                # A store that never suspends (memory) would hold the event loop, and every
+                # join on it, for the whole list otherwise.
+                await asyncio.sleep(0)
             item_id = secrets.token_hex(12)
             item = Item(
                 id=item_id,
