@@ -16,7 +16,9 @@ import hmac
 import logging
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 from typing import Protocol
 
 from gateway.admission.flood import FloodGuard, Proof
@@ -157,6 +159,87 @@ def new_code(digits: int) -> str:
     return f"{secrets.randbelow(10**digits):0{digits}d}"
 
 
+def typed_code(raw_code: str, digits: int) -> str | None:
+    """The code as typed, spaces and dashes dropped, if it is `digits` ASCII digits; else None."""
+    candidate = re.sub(r"[\s-]", "", raw_code)
+    if len(candidate) != digits or not (candidate.isascii() and candidate.isdigit()):
+        return None
+    return candidate
+
+
+class CodeTry(Enum):
+    RIGHT = "right"
+    WRONG = "wrong"
+    # Too many wrong tries: the code is discarded.
+    SPENT = "spent"
+
+
+def judge_try(tries: int, limit: int, expected: str, stored: str) -> CodeTry:
+    """Pure: the `tries`-th try at a code that allows `limit` (the try's digest `expected`
+    against the `stored` one, in constant time). Past the limit nothing matches, and the last
+    allowed try, if wrong, spends the code."""
+    if tries > limit:
+        return CodeTry.SPENT
+    if hmac.compare_digest(expected, stored):
+        return CodeTry.RIGHT
+    return CodeTry.SPENT if tries >= limit else CodeTry.WRONG
+
+
+class CodeSender:
+    """Sends code e-mails in the background, so a page never waits on the mail server: at most
+    MAX_PENDING_SENDS at once (past it a code is dropped, and that logged), and a failure
+    logged with neither the address nor the code. `what` names the codes in the log lines."""
+
+    def __init__(self, mailer: CodeMailer, logger: logging.Logger, what: str) -> None:
+        self._mailer = mailer
+        self._log = logger
+        self._what = what
+        self._sending: set[asyncio.Task[None]] = set()
+
+    def send(
+        self,
+        address: str,
+        code: str,
+        room: str,
+        language: Language,
+        message: Callable[[], tuple[str, str]],
+    ) -> None:
+        """Send `message()` (its subject and body, composed in the background) to `address`."""
+        if len(self._sending) >= MAX_PENDING_SENDS:
+            self._log.warning("%s for room %s not sent: too many sends pending", self._what, room)
+            return
+        task = asyncio.create_task(self._deliver(address, code, room, language, message))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _deliver(
+        self,
+        address: str,
+        code: str,
+        room: str,
+        language: Language,
+        message: Callable[[], tuple[str, str]],
+    ) -> None:
+        subject, body = message()
+        try:
+            await self._mailer.send(address, subject, body, language=language.tag)
+        except MeetgateError as exc:
+            # The mailer keeps addresses out of its reasons; scrubbed here all the same.
+            reason = str(getattr(exc, "reason", exc.code))
+            reason = reason.replace(address, "[address]").replace(code, "[code]")
+            self._log.warning("%s for room %s not sent: %s", self._what, room, reason)
+        except Exception as exc:
+            # Never log the exception's text or traceback: it may quote the address or the body.
+            self._log.error("%s for room %s not sent: %s", self._what, room, type(exc).__name__)
+        else:
+            self._log.info("%s sent for room %s", self._what, room)
+
+    async def drain(self) -> None:
+        """Wait for the codes being sent now (tests; an orderly shutdown)."""
+        while self._sending:
+            await asyncio.gather(*self._sending, return_exceptions=True)
+
+
 @dataclass(frozen=True, slots=True)
 class StoredCode:
     """What the store holds for one address in one room: never the code itself."""
@@ -198,7 +281,7 @@ class EmailCodes:
         self._limiter = limiter
         self._mailer = mailer
         self._flood = flood
-        self._sending: set[asyncio.Task[None]] = set()
+        self._sender = CodeSender(mailer, log, "e-mail code")
 
     @property
     def settings(self) -> EmailCodeSettings:
@@ -298,10 +381,8 @@ class EmailCodes:
         )
         # Checked before the code is touched: a bad name must not burn a good code.
         display_name = self.display_name(address, name)
-        candidate = re.sub(r"[\s-]", "", raw_code)
-        if len(candidate) != self._settings.digits or not (
-            candidate.isascii() and candidate.isdigit()
-        ):
+        candidate = typed_code(raw_code, self._settings.digits)
+        if candidate is None:
             raise await self._reject(room, CodeWrong())
         key = self._code_key(room.name, address_key)
         raw = await self._store.get_value(key)
@@ -313,15 +394,12 @@ class EmailCodes:
         tries = await self._store.bump_value(
             f"email:tries:{stored.code_id}", self._settings.ttl_seconds
         )
-        limit = self._settings.max_attempts
-        if tries > limit:
+        expected = self._digest(stored.code_id, room.name, address, candidate)
+        judged = judge_try(tries, self._settings.max_attempts, expected, stored.digest)
+        if judged is CodeTry.SPENT:
             await self._discard(key, raw)
             raise await self._reject(room, TooManyWrongCodes())
-        expected = self._digest(stored.code_id, room.name, address, candidate)
-        if not hmac.compare_digest(expected, stored.digest):
-            if tries >= limit:
-                await self._discard(key, raw)
-                raise await self._reject(room, TooManyWrongCodes())
+        if judged is CodeTry.WRONG:
             raise await self._reject(room, CodeWrong())
         # Single use: of two racing right answers exactly one takes the code.
         if await self._store.take_value(key) != raw:
@@ -352,30 +430,12 @@ class EmailCodes:
             await self._store.delete_value(key)
 
     def _dispatch(self, address: str, code: str, room: Room, language: Language) -> None:
-        if len(self._sending) >= MAX_PENDING_SENDS:
-            log.warning("e-mail code for room %s not sent: too many sends pending", room.name)
-            return
-        task = asyncio.create_task(self._deliver(address, code, room, language))
-        self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
-
-    async def _deliver(self, address: str, code: str, room: Room, language: Language) -> None:
         minutes = max(1, self._settings.ttl_seconds // 60)
-        subject, body = code_message(language, room.title or room.name, code, minutes)
-        try:
-            await self._mailer.send(address, subject, body, language=language.tag)
-        except MeetgateError as exc:
-            # The mailer keeps addresses out of its reasons; scrubbed here all the same.
-            reason = str(getattr(exc, "reason", exc.code))
-            reason = reason.replace(address, "[address]").replace(code, "[code]")
-            log.warning("e-mail code for room %s not sent: %s", room.name, reason)
-        except Exception as exc:
-            # Never log the exception's text or traceback: it may quote the address or the body.
-            log.error("e-mail code for room %s not sent: %s", room.name, type(exc).__name__)
-        else:
-            log.info("e-mail code sent for room %s", room.name)
+        title = room.title or room.name
+        self._sender.send(
+            address, code, room.name, language, lambda: code_message(language, title, code, minutes)
+        )
 
     async def drain(self) -> None:
         """Wait for the codes being sent now (tests; an orderly shutdown)."""
-        while self._sending:
-            await asyncio.gather(*self._sending, return_exceptions=True)
+        await self._sender.drain()

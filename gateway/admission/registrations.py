@@ -37,7 +37,6 @@ networks); the address's domain is kept in clear, as hosts are shown it.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import hashlib
@@ -54,12 +53,15 @@ from enum import StrEnum
 from typing import Any, Final
 
 from gateway.admission.email_codes import (
-    MAX_PENDING_SENDS,
     SEND_WINDOW_SECONDS,
     CodeMailer,
+    CodeSender,
+    CodeTry,
     InvalidAddress,
+    judge_try,
     new_code,
     normalise_address,
+    typed_code,
 )
 from gateway.admission.flood import FloodGuard, Proof
 from gateway.admission.invitations import (
@@ -531,7 +533,7 @@ class Registrations:
         self._limiter = limiter
         self._mailer = mailer
         self._flood = flood
-        self._sending: set[asyncio.Task[None]] = set()
+        self._sender = CodeSender(mailer, log, "registration code")
 
     @property
     def settings(self) -> RegistrationSettings:
@@ -768,10 +770,8 @@ class Registrations:
         if not self.open_at(room, now):
             raise RegistrationEnded() if room.registration else RegistrationClosed()
         pending, raw = await self._held(room, registration_id, secret)
-        candidate = re.sub(r"[\s-]", "", code)
-        if len(candidate) != self._codes.digits or not (
-            candidate.isascii() and candidate.isdigit()
-        ):
+        candidate = typed_code(code, self._codes.digits)
+        if candidate is None:
             raise await self._reject(room, RegistrationCodeWrong())
         key = self._pending_key(pending.id)
         if now >= pending.expires_at:
@@ -779,15 +779,12 @@ class Registrations:
             raise await self._reject(room, RegistrationCodeExpired())
         ttl = self._settings.confirm_ttl_seconds
         tries = await self._store.bump_value(self._tries_key(pending.id), ttl)
-        limit = self._codes.max_attempts
-        if tries > limit:
+        expected = self._digest(pending.id, room.name, pending.address, candidate)
+        judged = judge_try(tries, self._codes.max_attempts, expected, pending.digest)
+        if judged is CodeTry.SPENT:
             await self._discard(pending, raw)
             raise await self._reject(room, TooManyWrongRegistrationCodes())
-        expected = self._digest(pending.id, room.name, pending.address, candidate)
-        if not hmac.compare_digest(expected, pending.digest):
-            if tries >= limit:
-                await self._discard(pending, raw)
-                raise await self._reject(room, TooManyWrongRegistrationCodes())
+        if judged is CodeTry.WRONG:
             raise await self._reject(room, RegistrationCodeWrong())
         # Works once: of two racing right answers exactly one takes the registration.
         if await self._store.take_value(key) != raw:
@@ -1563,33 +1560,16 @@ class Registrations:
     def _dispatch(
         self, address: str, code: str, room: Room, language: Language, ttl: float, page: str
     ) -> None:
-        if len(self._sending) >= MAX_PENDING_SENDS:
-            log.warning("registration code for room %s not sent: too many sends pending", room.name)
-            return
-        task = asyncio.create_task(self._deliver(address, code, room, language, ttl, page))
-        self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
-
-    async def _deliver(
-        self, address: str, code: str, room: Room, language: Language, ttl: float, page: str
-    ) -> None:
         minutes = max(1, int(ttl // 60))
         title = room.title or room.name
-        subject, body = registration_code_message(language, title, code, minutes, page)
-        try:
-            await self._mailer.send(address, subject, body, language=language.tag)
-        except MeetgateError as exc:
-            # The mailer keeps addresses out of its reasons; scrubbed here all the same.
-            reason = str(getattr(exc, "reason", exc.code))
-            reason = reason.replace(address, "[address]").replace(code, "[code]")
-            log.warning("registration code for room %s not sent: %s", room.name, reason)
-        except Exception as exc:
-            # Never the exception's text or traceback: it may quote the address or the body.
-            log.error("registration code for room %s not sent: %s", room.name, type(exc).__name__)
-        else:
-            log.info("registration code sent for room %s", room.name)
+        self._sender.send(
+            address,
+            code,
+            room.name,
+            language,
+            lambda: registration_code_message(language, title, code, minutes, page),
+        )
 
     async def drain(self) -> None:
         """Wait for the codes being sent now (tests; an orderly shutdown)."""
-        while self._sending:
-            await asyncio.gather(*self._sending, return_exceptions=True)
+        await self._sender.drain()
