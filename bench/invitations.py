@@ -23,7 +23,7 @@ import json
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -157,14 +157,6 @@ class Sending:
         return self.delivered / self.delivered_seconds
 
     @property
-    def p50_ratio(self) -> float:
-        return self.sending.quantile(0.5) / self.quiet.quantile(0.5)
-
-    @property
-    def p99_ratio(self) -> float:
-        return self.sending.quantile(0.99) / self.quiet.quantile(0.99)
-
-    @property
     def cpu_per_invitation_ms(self) -> float:
         """The gateway's CPU while sending, less the joins' at the quiet phase's cost, per
         invitation (making its invite, queueing, composing and sending its e-mail)."""
@@ -181,14 +173,6 @@ class PacedSending:
     delivered: int
     quiet: Phase
     sending: Phase
-
-    @property
-    def p50_ratio(self) -> float:
-        return self.sending.quantile(0.5) / self.quiet.quantile(0.5)
-
-    @property
-    def p99_ratio(self) -> float:
-        return self.sending.quantile(0.99) / self.quiet.quantile(0.99)
 
 
 @dataclass
@@ -409,6 +393,15 @@ async def warm_up(
     await paced_joins(gate, tokens[:10])
 
 
+def _joins_moved(run: Sending | PacedSending) -> str:
+    """How the joins' p50 and p99 went from the quiet phase to the one while sending."""
+    quiet, sending = run.quiet, run.sending
+    return (
+        f"joins p50 {quiet.quantile(0.5):.1f} → {sending.quantile(0.5):.1f} ms, "
+        f"p99 {quiet.quantile(0.99):.1f} → {sending.quantile(0.99):.1f} ms"
+    )
+
+
 def measure(
     gates: Gates,
     workdir: Path,
@@ -444,11 +437,7 @@ def measure(
             for store, gate in gates.gates.items():
                 found = asyncio.run(one_repeat(store, gate, repeat, mailbox, room_size))
                 m.repeats.append(found)
-                line += (
-                    f" {store} {found.per_second:,.0f} invitations/s, joins p50 "
-                    f"{found.quiet.quantile(0.5):.1f} → {found.sending.quantile(0.5):.1f} ms, p99 "
-                    f"{found.quiet.quantile(0.99):.1f} → {found.sending.quantile(0.99):.1f} ms;"
-                )
+                line += f" {store} {found.per_second:,.0f} invitations/s, {_joins_moved(found)};"
             say(line.rstrip(";"))
         for store, gate in gates.paced.items():
             # Within the default burst (10): no wait for the rate.
@@ -459,9 +448,7 @@ def measure(
                 paced = asyncio.run(one_paced_repeat(store, gate, repeat, mailbox, room_size))
                 m.paced.append(paced)
                 line += (
-                    f" {store} {paced.delivered} sent in {PACED_SECONDS} s, joins p50 "
-                    f"{paced.quiet.quantile(0.5):.1f} → {paced.sending.quantile(0.5):.1f} ms, p99 "
-                    f"{paced.quiet.quantile(0.99):.1f} → {paced.sending.quantile(0.99):.1f} ms;"
+                    f" {store} {paced.delivered} sent in {PACED_SECONDS} s, {_joins_moved(paced)};"
                 )
             say(line.rstrip(";"))
     finally:
@@ -471,6 +458,26 @@ def measure(
 def _median_worst(values: list[float], unit: str, higher_is_better: bool) -> str:
     worst = min(values) if higher_is_better else max(values)
     return f"{unit.format(statistics.median(values))} (worst {unit.format(worst)})"
+
+
+def _join_latency_figures(
+    runs: Sequence[Sending] | Sequence[PacedSending], sent: str
+) -> list[Figure]:
+    """The joins' p50 and p99 while `sent` (what was sent, against what), over `runs`."""
+    rows = []
+    for label, fraction in (("p50", 0.5), ("p99", 0.99)):
+        sending = [r.sending.quantile(fraction) for r in runs]
+        quiet = [r.quiet.quantile(fraction) for r in runs]
+        ratio = [s / q for s, q in zip(sending, quiet, strict=True)]
+        rows.append(
+            Figure(
+                what=f"join latency {label} while {sent}",
+                meetgate=_median_worst(sending, "{:.1f} ms", False),
+                baseline=f"{statistics.median(quiet):.1f} ms nothing sending",
+                comparison=_median_worst(ratio, "{:.2f}x", False),
+            )
+        )
+    return rows
 
 
 def figures(m: Measurements) -> list[Figure]:
@@ -489,40 +496,20 @@ def figures(m: Measurements) -> list[Figure]:
                 comparison=", ".join(f"{r:,.0f}" for r in rates) + " by repeat",
             )
         )
-        for label, fraction, ratio in (
-            ("p50", 0.5, [s.p50_ratio for s in found]),
-            ("p99", 0.99, [s.p99_ratio for s in found]),
-        ):
-            sending = [s.sending.quantile(fraction) for s in found]
-            quiet = [s.quiet.quantile(fraction) for s in found]
-            rows.append(
-                Figure(
-                    what=f"join latency {label} while the {INVITATIONS} are sent vs nothing "
-                    f"sending ({JOINS_PER_SECOND} joins/s through invite links), {store} store",
-                    meetgate=_median_worst(sending, "{:.1f} ms", False),
-                    baseline=f"{statistics.median(quiet):.1f} ms nothing sending",
-                    comparison=_median_worst(ratio, "{:.2f}x", False),
-                )
-            )
+        rows += _join_latency_figures(
+            found,
+            f"the {INVITATIONS} are sent vs nothing sending ({JOINS_PER_SECOND} joins/s through "
+            f"invite links), {store} store",
+        )
     for store in STORES:
         paced = [p for p in m.paced if p.store == store]
         if not paced:
             continue
-        for label, fraction, ratio in (
-            ("p50", 0.5, [p.p50_ratio for p in paced]),
-            ("p99", 0.99, [p.p99_ratio for p in paced]),
-        ):
-            sending = [p.sending.quantile(fraction) for p in paced]
-            quiet = [p.quiet.quantile(fraction) for p in paced]
-            rows.append(
-                Figure(
-                    what=f"join latency {label} while {INVITATIONS} are sent at the default "
-                    f"[outbox] per_minute (60) vs nothing sending, {store} store",
-                    meetgate=_median_worst(sending, "{:.1f} ms", False),
-                    baseline=f"{statistics.median(quiet):.1f} ms nothing sending",
-                    comparison=_median_worst(ratio, "{:.2f}x", False),
-                )
-            )
+        rows += _join_latency_figures(
+            paced,
+            f"{INVITATIONS} are sent at the default [outbox] per_minute (60) vs nothing "
+            f"sending, {store} store",
+        )
     return rows
 
 
