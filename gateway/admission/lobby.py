@@ -15,10 +15,9 @@ import hashlib
 import hmac
 import ipaddress
 import json
-import math
 import re
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any, Final
@@ -31,6 +30,7 @@ from gateway.errors import AdmissionBanned, NotFound, RateLimited
 from gateway.i18n import N_
 from gateway.settings import LobbySettings
 from gateway.store import Store
+from gateway.store.record_fields import RecordShape, checked_fields, is_number, is_text
 from gateway.store.records import CorruptRecord, RecordKind, Role, Room
 
 GUEST_MARKER = " (guest)"
@@ -135,16 +135,8 @@ def _identity_to_json(verified: VerifiedIdentity) -> dict[str, Any]:
     return data
 
 
-def _text(value: object) -> bool:
-    return isinstance(value, str)
-
-
 def _text_or_none(value: object) -> bool:
     return value is None or isinstance(value, str)
-
-
-def _number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _texts(value: object) -> bool:
@@ -156,27 +148,27 @@ def _one_of(values: type[StrEnum]) -> Callable[[object], bool]:
 
 
 # A stored request's fields, and its identity's: (required, check), as `encode` writes them.
-_REQUEST_JSON: Final[Mapping[str, tuple[bool, Callable[[object], bool]]]] = {
+_REQUEST_JSON: Final[RecordShape] = {
     "id": (True, lambda value: isinstance(value, str) and bool(REQUEST_ID_SHAPE.fullmatch(value))),
-    "room": (True, _text),
+    "room": (True, is_text),
     "verified": (True, lambda value: isinstance(value, dict)),
-    "identity": (True, _text),
-    "message": (True, _text),
+    "identity": (True, is_text),
+    "message": (True, is_text),
     # The day's hash of `address_key`: what the lobby's per-address index counts it under.
-    "address": (False, _text),
+    "address": (False, is_text),
     # Written by earlier releases (the full address): read, and dropped, never written.
-    "client_addr": (False, _text),
-    "created_at": (True, _number),
-    "expires_at": (True, _number),
-    "waiter": (True, _text),
+    "client_addr": (False, is_text),
+    "created_at": (True, is_number),
+    "expires_at": (True, is_number),
+    "waiter": (True, is_text),
     "state": (True, _one_of(LobbyState)),
-    "answered_at": (False, lambda value: value is None or _number(value)),
-    "answered_by": (False, _text),
+    "answered_at": (False, lambda value: value is None or is_number(value)),
+    "answered_by": (False, is_text),
 }
-_IDENTITY_JSON: Final[Mapping[str, tuple[bool, Callable[[object], bool]]]] = {
+_IDENTITY_JSON: Final[RecordShape] = {
     "path": (True, _one_of(Path)),
-    "subject": (True, _text),
-    "name": (True, _text),
+    "subject": (True, is_text),
+    "name": (True, is_text),
     "role": (False, _one_of(Role)),
     "email": (False, _text_or_none),
     "email_verified": (False, lambda value: isinstance(value, bool)),
@@ -187,20 +179,8 @@ _IDENTITY_JSON: Final[Mapping[str, tuple[bool, Callable[[object], bool]]]] = {
 }
 
 
-def _checked(
-    data: object, shape: Mapping[str, tuple[bool, Callable[[object], bool]]]
-) -> dict[str, Any]:
-    """`data` if it is an object with exactly the fields `shape` allows, each of its type;
-    CorruptRecord otherwise."""
-    if not isinstance(data, dict):
-        raise CorruptRecord(RecordKind.LOBBY)
-    for name, value in data.items():
-        rule = shape.get(name)
-        if rule is None or not rule[1](value):
-            raise CorruptRecord(RecordKind.LOBBY)
-    if any(required and name not in data for name, (required, _) in shape.items()):
-        raise CorruptRecord(RecordKind.LOBBY)
-    return dict(data)
+def _checked(data: object, shape: RecordShape) -> dict[str, Any]:
+    return checked_fields(data, shape, RecordKind.LOBBY)
 
 
 def _identity_from_json(data: object) -> VerifiedIdentity:

@@ -44,7 +44,6 @@ import hmac
 import ipaddress
 import json
 import logging
-import math
 import re
 import secrets
 from collections.abc import Callable, Iterable, Mapping
@@ -79,6 +78,7 @@ from gateway.errors import InvalidInput, MeetgateError, NotAdmitted
 from gateway.i18n import ENGLISH, N_, Language, translations
 from gateway.settings import EmailCodeSettings, RegistrationSettings
 from gateway.store import Store
+from gateway.store.record_fields import RecordShape, checked_fields, is_number, is_text
 from gateway.store.records import CorruptRecord, RecordKind, Role, Room
 
 log = logging.getLogger("meetgate.registration")
@@ -346,66 +346,57 @@ class RegistrationPage:
         return {**self.states, **self.flags}
 
 
-def _text(value: object) -> bool:
-    return isinstance(value, str)
-
-
 def _truth(value: object) -> bool:
     return isinstance(value, bool)
-
-
-def _number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _shaped(shape: re.Pattern[str]) -> Callable[[object], bool]:
     return lambda value: isinstance(value, str) and shape.fullmatch(value) is not None
 
 
-_Check = Callable[[object], bool]
 # A stored registration's fields (required, check), as `_encode` writes them: the public ones,
 # and the name, the note and the address (until it is answered) sealed (`_SEALED_JSON`).
-_RECORD_JSON: Final[Mapping[str, tuple[bool, _Check]]] = {
+_RECORD_JSON: Final[RecordShape] = {
     "id": (True, _shaped(REGISTRATION_ID_SHAPE)),
-    "room": (True, _text),
-    "language": (True, _text),
-    "domain": (True, _text),
-    "address_key": (True, _text),
+    "room": (True, is_text),
+    "language": (True, is_text),
+    "domain": (True, is_text),
+    "address_key": (True, is_text),
     "state": (True, lambda value: value in {state.value for state in RegistrationState}),
-    "created_at": (True, _number),
-    "updated_at": (True, _number),
+    "created_at": (True, is_number),
+    "updated_at": (True, is_number),
     "updated": (False, _truth),
     "seen_address": (False, _truth),
     "seen_domain": (False, _truth),
     "burst": (False, _truth),
     "looks_like": (False, _truth),
-    "answered_at": (False, lambda value: value is None or _number(value)),
-    "answered_by": (False, _text),
+    "answered_at": (False, lambda value: value is None or is_number(value)),
+    "answered_by": (False, is_text),
     "inviting": (False, _truth),
     "invite_round": (False, lambda value: isinstance(value, int) and not isinstance(value, bool)),
-    "sealed": (True, _text),
+    "sealed": (True, is_text),
 }
 # A registration awaiting its code.
-_PENDING_JSON: Final[Mapping[str, tuple[bool, _Check]]] = {
+_PENDING_JSON: Final[RecordShape] = {
     "id": (True, _shaped(REGISTRATION_ID_SHAPE)),
-    "room": (True, _text),
-    "language": (True, _text),
-    "created_at": (True, _number),
-    "expires_at": (True, _number),
-    "holder": (True, _text),
-    "digest": (True, _text),
-    "network": (True, _text),
-    "sealed": (True, _text),
+    "room": (True, is_text),
+    "language": (True, is_text),
+    "created_at": (True, is_number),
+    "expires_at": (True, is_number),
+    "holder": (True, is_text),
+    "digest": (True, is_text),
+    "network": (True, is_text),
+    "sealed": (True, is_text),
 }
 # What a record's sealed part holds: a registrant's own details (the address "" once answered).
-_SEALED_JSON: Final[Mapping[str, tuple[bool, _Check]]] = {
-    "name": (True, _text),
-    "note": (True, _text),
-    "address": (True, _text),
+_SEALED_JSON: Final[RecordShape] = {
+    "name": (True, is_text),
+    "note": (True, is_text),
+    "address": (True, is_text),
 }
 
 
-def _checked(raw: str | None, shape: Mapping[str, tuple[bool, _Check]]) -> dict[str, Any]:
+def _checked(raw: str | None, shape: RecordShape) -> dict[str, Any]:
     """The JSON object `raw` if it has exactly the fields `shape` allows, each of its type."""
     if raw is None:
         raise CorruptRecord(RecordKind.REGISTRATION)
@@ -416,16 +407,8 @@ def _checked(raw: str | None, shape: Mapping[str, tuple[bool, _Check]]) -> dict[
     return _fields(data, shape)
 
 
-def _fields(data: object, shape: Mapping[str, tuple[bool, _Check]]) -> dict[str, Any]:
-    if not isinstance(data, dict):
-        raise CorruptRecord(RecordKind.REGISTRATION)
-    for name, value in data.items():
-        rule = shape.get(name)
-        if rule is None or not rule[1](value):
-            raise CorruptRecord(RecordKind.REGISTRATION)
-    if any(required and name not in data for name, (required, _) in shape.items()):
-        raise CorruptRecord(RecordKind.REGISTRATION)
-    return data
+def _fields(data: object, shape: RecordShape) -> dict[str, Any]:
+    return checked_fields(data, shape, RecordKind.REGISTRATION)
 
 
 def _record_key(registration_id: str) -> str:
