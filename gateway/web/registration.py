@@ -312,7 +312,14 @@ class RegistrationPages:
     ) -> tuple[Room, Registrations, dict[str, str]]:
         if not same_origin(request.scope, self._settings.public_url):
             raise CrossSiteRequest()
-        current, registrations = await self._open_room(request, room)
+        try:
+            current, registrations = await self._open_room(request, room)
+        except (RegistrationNotOpen, RegistrationEnded):
+            # Charged as a look is, so that posting is no free oracle for which rooms take
+            # registrations: a room that takes them charges the post itself (the form's
+            # registration, the code's guess), one charge to the address either way.
+            await self._limiter.charge(Attempt(client_addr(request), named_room=room))
+            raise
         return current, registrations, await read_form(request, limit=self._max_form)
 
     async def _sent(self, request: Request, room: str) -> RegistrationAnswer:
