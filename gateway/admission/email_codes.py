@@ -19,6 +19,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+from gettext import NullTranslations
 from typing import Protocol
 
 from gateway.admission.flood import FloodGuard, Proof
@@ -107,18 +108,22 @@ def code_message(language: Language, room_title: str, code: str, minutes: int) -
     app offers to copy it), how long it works, and what to do if it was not asked for. No
     links."""
     catalog = translations(language)
+    intro = catalog.gettext(CODE_INTRO).format(room=room_title)
+    body = code_mail_body(catalog, intro, code, minutes, (catalog.gettext(CODE_IGNORE),))
+    return catalog.gettext(CODE_SUBJECT).format(room=room_title), body
+
+
+def code_mail_body(
+    catalog: NullTranslations, intro: str, code: str, minutes: int, notes: tuple[str, ...]
+) -> str:
+    """Pure: the plain-text body of an e-mail that carries a code, the e-mail codes' and the
+    registrations' alike: `intro` (translated), the code alone on an indented line, how long
+    it works, then the `notes` (translated), a line each."""
     lasts = catalog.ngettext(
         "It works once, for {minutes} minute.", "It works once, for {minutes} minutes.", minutes
     )
-    lines = (
-        catalog.gettext(CODE_INTRO).format(room=room_title),
-        "",
-        f"    {code}",
-        "",
-        lasts.format(minutes=minutes),
-        catalog.gettext(CODE_IGNORE),
-    )
-    return catalog.gettext(CODE_SUBJECT).format(room=room_title), "\n".join(lines) + "\n"
+    lines = (intro, "", f"    {code}", "", lasts.format(minutes=minutes), *notes)
+    return "\n".join(lines) + "\n"
 
 
 def normalise_address(raw: str) -> str:

@@ -57,6 +57,7 @@ from gateway.admission.email_codes import (
     CodeSender,
     CodeTry,
     InvalidAddress,
+    code_mail_body,
     judge_try,
     new_code,
     normalise_address,
@@ -221,19 +222,13 @@ def registration_code_message(
     `code`, in `language`, laid out as an e-mail code's (email_codes.code_message); with the
     `page` to enter it on (its address) when given."""
     catalog = translations(language)
-    lasts = catalog.ngettext(
-        "It works once, for {minutes} minute.", "It works once, for {minutes} minutes.", minutes
-    )
-    lines = (
-        catalog.gettext(REGISTRATION_INTRO).format(room=room_title),
-        "",
-        f"    {code}",
-        "",
-        lasts.format(minutes=minutes),
+    intro = catalog.gettext(REGISTRATION_INTRO).format(room=room_title)
+    notes = (
         *([catalog.gettext(REGISTRATION_WHERE).format(page=page)] if page else []),
         catalog.gettext(REGISTRATION_IGNORE),
     )
-    return catalog.gettext(REGISTRATION_SUBJECT).format(room=room_title), "\n".join(lines) + "\n"
+    body = code_mail_body(catalog, intro, code, minutes, notes)
+    return catalog.gettext(REGISTRATION_SUBJECT).format(room=room_title), body
 
 
 def network_of_registrant(client_addr: str) -> str:
