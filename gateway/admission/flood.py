@@ -71,13 +71,19 @@ class FloodGuard:
         self._key = hmac.new(secret, b"meetgate proof-of-work", hashlib.sha256).digest()
         self._metrics = metrics
 
-    async def demanded(self, room: Room | None) -> int | None:
-        """The difficulty an attempt on `room` must prove now, or None."""
+    async def demanded(self, room: Room | None, *, registration: bool = False) -> int | None:
+        """The difficulty an attempt on `room` must prove now, or None. A join reads its room's
+        joins' refusals; with `registration`, a registration reads its room's registration
+        pages' too (a registration flood asks proof of registrations, never of joins)."""
         mode = self._settings.mode
         if mode == "off":
             return None
         gate_pressure = await self._limiter.pressure(None)
         room_pressure = await self._limiter.pressure(room.name) if room is not None else 0
+        if room is not None and registration:
+            room_pressure = max(
+                room_pressure, await self._limiter.pressure(room.name, registration=True)
+            )
         threshold = self._settings.pressure_threshold
         flooded = room_pressure >= threshold or gate_pressure >= threshold * GATE_PRESSURE_FACTOR
         if mode == "auto" and not flooded and not (room is not None and room.pow_required):
@@ -126,10 +132,19 @@ class FloodGuard:
             max_age_seconds=self._settings.max_age_seconds,
         )
 
-    async def check(self, proof: Proof | None, *, client_addr: str, room: Room, now: float) -> None:
+    async def check(
+        self,
+        proof: Proof | None,
+        *,
+        client_addr: str,
+        room: Room,
+        now: float,
+        registration: bool = False,
+    ) -> None:
         """Pass if no proof is demanded or `proof` is a fresh, unused, right answer for this
-        room and address; ChallengeRequired (with a new challenge) or ChallengeFailed else."""
-        difficulty = await self.demanded(room)
+        room and address; ChallengeRequired (with a new challenge) or ChallengeFailed else.
+        `registration`: the attempt is a registration (`demanded`)."""
+        difficulty = await self.demanded(room, registration=registration)
         if difficulty is None:
             return
         if proof is None or not proof.token:

@@ -5,7 +5,9 @@ and charges every key that applies (address, its /24 or /64, room, identity, inv
 gate; for a registration, the room's registration key instead of the room's and the gate's).
 The store sees an address or a network only as the day's keyed hash of it
 (gateway/admission/address_keys.py). Rejections are counted per room and gate-wide; that
-pressure switches on proof-of-work.
+pressure switches on proof-of-work. A registration's refusals are counted apart, by room only
+(`reject:register:<room>`): a registration flood asks proof of that room's registration form,
+never of the invited at the door.
 """
 
 from __future__ import annotations
@@ -57,6 +59,12 @@ def _keep(seen: OrderedDict[str, _T], key: str, value: _T) -> None:
     seen.move_to_end(key)
     if len(seen) > ROOMS_SEEN:
         seen.popitem(last=False)
+
+
+def _pressure_key(room: str, registration: bool) -> str:
+    """Where a room's refusals are counted: its joins' (which the store's plain join reads too)
+    or its registration pages'."""
+    return f"reject:register:{room}" if registration else f"reject:room:{room}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,16 +238,20 @@ class RateLimiter:
         room = attempt.of_room
         address_wait = waits["address"] - self._slack("address", room)
         network_wait = waits["network"] - self._slack("network", room)
+        # The address's later refusals count toward the pressure of a join's room only: a
+        # registration's would switch on proof-of-work for the room's joins.
         if address_wait > 0:
-            self.known.address_refused(attempt.client_addr, address_wait, room, now)
+            self.known.address_refused(attempt.client_addr, address_wait, attempt.room, now)
         if network_wait > 0:
-            self.known.network_refused(attempt.client_addr, network_wait, room, now)
+            self.known.network_refused(attempt.client_addr, network_wait, attempt.room, now)
         self._witness(room or self._seen(attempt.named_room), attempt.client_addr)
         link_limit = max(LINK_LIMITS, key=lambda name: waits.get(name, 0.0))
         link_wait = waits.get(link_limit, 0.0)
         if attempt.link is not None and link_wait > 0:
             self.known.link_refused(attempt.link, link_wait, attempt.room, link_limit, now)
-        await self.note_rejection(room, "rate_limited")
+        await self.note_rejection(
+            room, "rate_limited", registration=attempt.registration is not None
+        )
         raise RateLimited(decision.retry_after, limit=refused_by)
 
     def knows_links(self) -> bool:
@@ -339,17 +351,27 @@ class RateLimiter:
                     key = f"reject:room:{name}"
                     await self._store.count_recent(key, PRESSURE_WINDOW_SECONDS, count)
 
-    async def note_rejection(self, room: str | None, reason: str) -> None:
+    async def note_rejection(
+        self, room: str | None, reason: str, *, registration: bool = False
+    ) -> None:
         """Count a refused attempt: in the metrics, and in the pressure that switches on
-        proof-of-work for its room and, in numbers, for the whole gate."""
+        proof-of-work for its room and, in numbers, for the whole gate. With `registration`, a
+        refusal on the room's registration pages: counted under its room's key of its own, and
+        not in the gate's, which every join reads (a registration flood asks proof of that
+        room's registrations only)."""
         self._metrics.rejections.inc(reason=reason)
+        if registration:
+            if room is not None:
+                await self._store.count_recent(_pressure_key(room, True), PRESSURE_WINDOW_SECONDS)
+            return
         await self._store.count_recent(f"reject:{GATE}", PRESSURE_WINDOW_SECONDS)
         if room is not None:
-            await self._store.count_recent(f"reject:room:{room}", PRESSURE_WINDOW_SECONDS)
+            await self._store.count_recent(_pressure_key(room, False), PRESSURE_WINDOW_SECONDS)
 
-    async def pressure(self, room: str | None) -> int:
-        """Rejections in the current 10-second window: the room's, or the whole gate's."""
-        key = f"reject:room:{room}" if room else f"reject:{GATE}"
+    async def pressure(self, room: str | None, *, registration: bool = False) -> int:
+        """Rejections in the current 10-second window: the room's joins' (with `registration`,
+        its registration pages'), or the whole gate's."""
+        key = _pressure_key(room, registration) if room else f"reject:{GATE}"
         now = time.monotonic()
         cached = self._pressure.get(key)
         if cached is not None and now - cached[0] < PRESSURE_CACHE_SECONDS:

@@ -636,7 +636,7 @@ class Registrations:
         return room if isinstance(room, Room) else await self._store.get_room(room)
 
     async def _reject(self, room: Room, error: MeetgateError) -> MeetgateError:
-        await self._limiter.note_rejection(room.name, error.code)
+        await self._limiter.note_rejection(room.name, error.code, registration=True)
         return error
 
     # Registering
@@ -667,7 +667,9 @@ class Registrations:
             await self._limiter.charge(Attempt(client_addr, registration=room.name))
             raise RegistrationEnded() if room.registration else RegistrationClosed()
         if self._flood is not None:
-            await self._flood.check(proof, client_addr=client_addr, room=room, now=now)
+            await self._flood.check(
+                proof, client_addr=client_addr, room=room, now=now, registration=True
+            )
         try:
             address = normalise_address(raw_address)
         except InvalidAddress as refused:
@@ -688,7 +690,9 @@ class Registrations:
         sends = await self._store.bump_value(self._sends_key(address_key), SEND_WINDOW_SECONDS)
         send = sends <= self._codes.max_sends_per_address
         if not send:
-            await self._limiter.note_rejection(room.name, "registration_code_sends")
+            await self._limiter.note_rejection(
+                room.name, "registration_code_sends", registration=True
+            )
         pending_id = secrets.token_hex(16)
         secret = secrets.token_urlsafe(32)
         code = new_code(self._codes.digits)
