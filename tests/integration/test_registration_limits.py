@@ -8,52 +8,23 @@ by e-mail code nor tell when it was last used.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import httpx
 import pytest
 
-from gateway.app import create_app
-from gateway.metrics import Metrics
-from gateway.proxy.gate import Gate
-from gateway.settings import load_settings
-from gateway.store.memory import MemoryStore
 from gateway.store.records import RoomPolicy
-from tests.fixtures.in_process import EventLoopThread
 from tests.fixtures.smtp import SmtpServer
 from tests.integration.test_registration_pages import (
-    ENVIRON,
     Site,
     confirm,
     form,
     fresh_email,
     outcome,
     registered,
+    running_site,
     send,
     without_request_ids,
 )
-
-
-@contextmanager
-def site_with(smtp_server: SmtpServer, **environ: str) -> Iterator[Site]:
-    settings = load_settings(
-        None, environ={**ENVIRON, **environ, "MEETGATE_SMTP__PORT": str(smtp_server.port)}
-    )
-    loop = EventLoopThread()
-    store = MemoryStore()
-
-    async def build() -> Gate:
-        gate = create_app(settings, store, Metrics())
-        await gate.start()
-        return gate
-
-    gate = loop.run(build())
-    try:
-        yield Site(gate, store, loop, smtp_server.mailbox)
-    finally:
-        loop.run(gate.aclose())
-        loop.close()
 
 
 def register_and_confirm(site: Site, room: str, email: str, name: str = "Ada") -> httpx.Response:
@@ -65,7 +36,7 @@ def register_and_confirm(site: Site, room: str, email: str, name: str = "Ada") -
 
 
 def test_denied_registrations_do_not_fill_the_room(smtp_server: SmtpServer) -> None:
-    with site_with(smtp_server, MEETGATE_REGISTRATION__MAX_PER_ROOM="3") as site:
+    with running_site(smtp_server, MEETGATE_REGISTRATION__MAX_PER_ROOM="3") as site:
         room = site.room()
         junk = [fresh_email() for _ in range(3)]
         for email in junk:
@@ -90,7 +61,7 @@ def test_denied_registrations_do_not_fill_the_room(smtp_server: SmtpServer) -> N
 
 @pytest.mark.parametrize("language", ["en", "zh-Hans"])
 def test_registration_closes_when_the_meeting_ends(smtp_server: SmtpServer, language: str) -> None:
-    with site_with(smtp_server) as site:
+    with running_site(smtp_server) as site:
         # Ended a minute ago: what was registered is still kept (a day by default), but nobody
         # registers any more.
         room = site.room(starts_at=time.time() - 3600, ends_at=time.time() - 60)
@@ -119,7 +90,7 @@ def test_registration_closes_when_the_meeting_ends(smtp_server: SmtpServer, lang
 def test_registering_locks_nobody_out_of_e_mail_codes_and_tells_nothing(
     smtp_server: SmtpServer,
 ) -> None:
-    with site_with(smtp_server) as site:
+    with running_site(smtp_server) as site:
         room = site.room()
         site.set_room(room, policy=RoomPolicy(invite=True, email_code=True))
         victim = fresh_email()

@@ -97,10 +97,11 @@ class Site:
 
 
 @contextmanager
-def running_site(smtp_server: SmtpServer) -> Iterator[Site]:
-    """The gate in this process, on a memory store of its own, sending to `smtp_server`."""
+def running_site(smtp_server: SmtpServer, **environ: str) -> Iterator[Site]:
+    """The gate in this process, on a memory store of its own, sending to `smtp_server`;
+    `environ`'s settings over ENVIRON's."""
     settings = load_settings(
-        None, environ={**ENVIRON, "MEETGATE_SMTP__PORT": str(smtp_server.port)}
+        None, environ={**ENVIRON, **environ, "MEETGATE_SMTP__PORT": str(smtp_server.port)}
     )
     loop = EventLoopThread()
     store = MemoryStore()
