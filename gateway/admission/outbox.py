@@ -16,11 +16,15 @@ knows, so no link to it exists anywhere else; progress counts such an item faile
 `HELD_SECONDS`. A store error in the middle is undone for that item (its invite revoked, the
 item deleted) and raised; the items before it are whole and go.
 
-Each room has its queue (`outbox:queue:<room>`, oldest first; an item tried again goes to its
-end) and holds at most `max_unsent_per_room` unsent items: past that an enqueue is refused whole
-(OutboxFull, 409), so one room's flood cannot fill the store. The rooms with items to send are
-in `outbox:rooms`; a room's batches, newest first, in `outbox:batches:<room>` (what the hosts'
-page follows, whoever queued them: the dashboard, an approval, an import).
+Each room has its queue (`outbox:queue:<room>`, oldest first) of the items due to be sent, and
+holds at most `max_unsent_per_room` unsent items: past that an enqueue is refused whole
+(OutboxFull, 409), so one room's flood cannot fill the store. The rooms with items to send are in
+`outbox:rooms`; a room's batches, newest first, in `outbox:batches:<room>` (what the hosts' page
+follows, whoever queued them: the dashboard, an approval, an import). An item waiting to be
+tried again is out of its room's queue until its retry time: in `outbox:retrying`, one index for
+all rooms, as `<due time in ms>:<item id>:<room>`; each pass puts those that have fallen due back
+at the end of their rooms' queues, so items waiting for a retry (a greylisting server's 451) never
+stand in front of newer ones, and a pass reads only items it may send.
 
 Sending is fair between rooms: a pass takes items round-robin from the rooms' queues (the rooms
 in a new random order each pass), at most what the rate limit may let go in one pass, and reads
@@ -30,13 +34,17 @@ lets it go), reads it again, and only then charges the shared rate limit (`[outb
 `burst`, one limit across replicas), so two replicas reaching for one item spend one charge, not
 two. Refused by the limit, the claimer lets the item go (its round raised, so the next claim is
 a new one); otherwise only the claimer sends it, and marks it sent or failed well before the
-lease ends. A MailFailed is retried after `retry_seconds`, doubled each time up to
-`retry_max_seconds`; after `max_attempts` the item is failed, and at once when the server
-refused it for good (a 5xx reply to its recipient or its message: `MailFailed.permanent`); an
-item that can never be sent (refused for good, its invite or room gone, its seal unreadable) is
-failed without its address and link. A replica that dies between the server's acceptance and its
-mark leaves the item to be sent again after the lease: at least once then, never twice
-otherwise.
+lease ends. Just before writing that mark the sender reads the item again: one revoked or
+erased (its room deleted) while its e-mail was with the server keeps what `revoke` or
+`forget_room` wrote, so it never regains its address nor returns to the queue (one sent
+meanwhile reads "sent", revoked since); and after writing its mark it looks at the invite (and
+the room) again, for a revoke or a deletion that came between that read and the write.
+A MailFailed is retried after `retry_seconds`, doubled each time up to `retry_max_seconds`;
+after `max_attempts` the item is failed, and at once when the server refused it for good (a 5xx
+reply to its recipient or its message: `MailFailed.permanent`); an item that can never be sent
+(refused for good, its invite or room gone, its seal unreadable) is failed without its address
+and link. A replica that dies between the server's acceptance and its mark leaves the item to be
+sent again after the lease: at least once then, never twice otherwise.
 
 A batch's hosts may queue its failed items again (`retry_failed`: only those whose address is
 still sealed; a sent one's is gone) or revoke the batch whole (`revoke_batch`: the unsent never
@@ -50,6 +58,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -84,12 +93,17 @@ HELD_SECONDS = 300.0
 POLL_SECONDS = 5.0
 # An enqueue lets the event loop run other work after this many invitations.
 YIELD_EVERY = 25
+# Items waiting to be tried again one pass puts back in their rooms' queues, at most (more: the
+# next pass comes at once).
+REQUEUE_PER_PASS = 500
 # Messages one replica sends at once.
 CONCURRENCY = 4
 RATE_KEY = "outbox:send"
 # The rooms that have items to send; each room's queue; each room's batches.
 ROOMS = "outbox:rooms"
 QUEUE = "outbox:queue:"
+# The items waiting for their retry time, of every room (see the module's doc).
+RETRYING = "outbox:retrying"
 BATCHES = "outbox:batches:"
 # Unsent items one room may have at once (what an admin's largest import makes).
 MAX_UNSENT_PER_ROOM = 5000
@@ -411,7 +425,7 @@ class Outbox:
             invite_stored = True
             await store.put_value(_invite_key(invite.id), item.id, kept)
             await store.put_value(_item_key(item.id), replace(item, state=QUEUED).dump(), kept)
-            await self._queue(item)
+            await self._queue(item.room, item.id)
         except BaseException:
             # Undone as far as the store lets us; what stays is a held item no sender sees.
             with contextlib.suppress(Exception):
@@ -421,11 +435,18 @@ class Outbox:
                 await store.delete_value(_item_key(item.id))
             raise
 
-    async def _queue(self, item: Item) -> None:
+    async def _queue(self, room: str, item_id: str) -> None:
         """Put the item at the end of its room's queue, and the room among those to send."""
         kept = self._settings.batch_kept_seconds
-        await self._store.index_add(QUEUE + item.room, item.id, kept)
-        await self._store.index_add(ROOMS, item.room, kept)
+        await self._store.index_add(QUEUE + room, item_id, kept)
+        await self._store.index_add(ROOMS, room, kept)
+
+    async def _unqueue(self, item: Item) -> None:
+        """Take the item out of its room's queue and, if it waits for a retry, out of those."""
+        await self._store.index_remove(QUEUE + item.room, item.id)
+        member = _retry_member(item)
+        if member is not None:
+            await self._store.index_remove(RETRYING, member)
 
     async def batches(self, room: str, limit: int) -> list[str]:
         """The ids of the room's newest batches (`limit` at most), newest first."""
@@ -528,6 +549,7 @@ class Outbox:
             # Held or queued, or failed with its address kept (for a retry): erased.
             unsent = item is not None and (item.state in (HELD, QUEUED) or item.sealed is not None)
             if item is not None and unsent and item.room == room:
+                await self._unqueue(item)
                 await self._save(item.stripped(FAILED, "room deleted"))
                 erased += 1
             await self._store.index_remove(QUEUE + room, item_id)
@@ -559,7 +581,7 @@ class Outbox:
         revoked = await self._store.revoke_invite(invite_id)
         item = await self._item_of_invite(invite_id)
         if item is not None and item.state in (HELD, QUEUED, FAILED):
-            await self._store.index_remove(QUEUE + item.room, item.id)
+            await self._unqueue(item)
             await self._save(item.stripped(REVOKED, "revoked"))
             log.info("outbox: batch %s: an invitation was revoked before it went", item.batch)
         elif item is not None and item.state == SENT and not item.revoked:
@@ -588,8 +610,9 @@ class Outbox:
             limit=item.attempts + self._settings.max_attempts,
             failure="",
         )
+        await self._unqueue(item)
         await self._save(again)
-        await self._queue(again)
+        await self._queue(again.room, again.id)
         self._wake.set()
 
     async def _save(self, item: Item) -> None:
@@ -605,12 +628,12 @@ class Outbox:
     # Sending
 
     async def send_due(self, now: float) -> int:
-        """One pass over the queues: send what is due, as the rate limit allows, taking items
-        round-robin by room; how many went."""
+        """One pass over the queues: put back the items whose retry has fallen due, then send
+        what is due, as the rate limit allows, taking items round-robin by room; how many went."""
+        next_retry, more_due = await self._requeue_due(now)
         picked, more = await self._pick()
         raws = await self._store.get_values([_item_key(i) for _, i in picked]) if picked else []
         due: list[str] = []
-        next_retry: float | None = None
         for (room, item_id), raw in zip(picked, raws, strict=True):
             item = Item.load(item_id, raw) if raw is not None else None
             if item is None or item.state != QUEUED:
@@ -619,6 +642,9 @@ class Outbox:
             elif item.due(now):
                 due.append(item_id)
             elif item.retry_at is not None:
+                # Queued before retries were kept apart, or put back by a replica whose clock
+                # runs ahead: apart until it is due.
+                await self._wait_for_retry(item)
                 next_retry = item.retry_at if next_retry is None else min(next_retry, item.retry_at)
         pending = iter(due)
         sent = 0
@@ -645,14 +671,43 @@ class Outbox:
                 group.create_task(work())
         if limited is not None:
             self._next_look = time.time() + limited
-        elif more and due:
-            # Items this pass did not read may be due: the next pass comes at once.
+        elif (more and picked) or more_due:
+            # Items this pass did not read or put back may be due: the next pass comes at once.
             self._next_look = time.time()
         else:
             self._next_look = None if next_retry is None else time.time() + (next_retry - now)
         if errors:
             raise errors[0]
         return sent
+
+    async def _requeue_due(self, now: float) -> tuple[float | None, bool]:
+        """Put the items whose retry has fallen due back at the end of their rooms' queues,
+        soonest due first, `REQUEUE_PER_PASS` at most; the next retry time of those left, and
+        whether some due ones were left for the next pass."""
+        entries: list[tuple[float, str, str, str]] = []
+        for member in await self._store.index_members(RETRYING):
+            entry = _retry_entry(member)
+            if entry is None:
+                await self._store.index_remove(RETRYING, member)
+            else:
+                entries.append((*entry, member))
+        entries.sort()
+        due = [entry for entry in entries if entry[0] <= now]
+        for _, item_id, room, member in due[:REQUEUE_PER_PASS]:
+            # Queued first, then taken from the retries: a stop between leaves it in both (its
+            # entry put back again, harmlessly), never in neither.
+            await self._queue(room, item_id)
+            await self._store.index_remove(RETRYING, member)
+        if len(due) > REQUEUE_PER_PASS:
+            return None, True
+        return (entries[len(due)][0] if len(entries) > len(due) else None), False
+
+    async def _wait_for_retry(self, item: Item) -> None:
+        """Out of its room's queue, among those waiting for their retry time."""
+        member = _retry_member(item)
+        if member is not None:
+            await self._store.index_add(RETRYING, member, self._settings.batch_kept_seconds)
+            await self._store.index_remove(QUEUE + item.room, item.id)
 
     async def _pick(self) -> tuple[list[tuple[str, str]], bool]:
         """The items one pass looks at, as (room, item id): round-robin from the rooms' queues
@@ -696,11 +751,39 @@ class Outbox:
         decision = await store.rate_limit(RATE_KEY, per_second, self._settings.burst)
         if not decision.allowed:
             # Let it go for a later pass, of any replica: the next claim is of the next round.
-            released = replace(claimed, round=claimed.round + 1)
-            kept = self._settings.batch_kept_seconds
-            await store.put_value(_item_key(item.id), released.dump(), kept)
+            await self._mark(replace(claimed, round=claimed.round + 1))
             return _Outcome.LIMITED, decision.retry_after
         return await self._deliver(replace(claimed, round=claimed.round + 1), now), 0.0
+
+    async def _mark(self, marked: Item) -> bool:
+        """Write the sender's mark on its claimed item, unless the item was revoked or erased
+        (its room deleted) since the sender read it: what `revoke` or `forget_room` wrote stands
+        then, and False. A revoke or a deletion that comes between this read and the write is
+        caught after it: a mark that keeps the address is undone (the address erased, False),
+        a sent one says it was revoked since."""
+        current = await self._read(marked.id)
+        if current is None or current.state != QUEUED or current.sealed is None:
+            return False
+        await self._save(marked)
+        if marked.sealed is None and marked.state != SENT:
+            return True
+        invite = await self._store.get_invite(marked.invite)
+        revoked = invite is None or invite.revoked
+        if marked.state == SENT:
+            if revoked:
+                await self._save(replace(marked, failure=REVOKED))
+            return True
+        if invite is None:
+            undone = marked.stripped(FAILED, "invite revoked or expired")
+        elif invite.revoked:
+            undone = marked.stripped(REVOKED, "revoked")
+        elif await self._store.get_room(marked.room) is None:
+            undone = marked.stripped(FAILED, "room deleted")
+        else:
+            return True
+        await self._unqueue(marked)
+        await self._save(undone)
+        return False
 
     async def _deliver(self, item: Item, now: float) -> int:
         invite = await self._store.get_invite(item.invite)
@@ -741,9 +824,12 @@ class Outbox:
                 item = replace(item, limit=item.attempts + 1)
             return await self._failed_try(item, now, reason, permanent=exc.permanent)
         await self._store.index_remove(QUEUE + item.room, item.id)
-        await self._save(replace(item.stripped(SENT), attempts=item.attempts + 1))
         if self._metrics is not None:
             self._metrics.invitations_sent.inc()
+        sent = replace(item.stripped(SENT), attempts=item.attempts + 1)
+        if not await self._mark(sent):
+            await self._sent_after_all(sent)
+            return _Outcome.SENT
         log.debug("outbox: batch %s: an invitation was sent", item.batch)
         if self._seen is not None:
             try:
@@ -755,28 +841,41 @@ class Outbox:
                 )
         return _Outcome.SENT
 
+    async def _sent_after_all(self, sent: Item) -> None:
+        """The e-mail went, but its item was revoked (or its room deleted) while it was with
+        the server: a revoked one reads "sent", revoked since (its link refuses); an erased
+        one stays as `forget_room` left it. Its invitee is not remembered as seen."""
+        log.info("outbox: batch %s: an invitation was revoked while it was being sent", sent.batch)
+        current = await self._read(sent.id)
+        if current is not None and current.state == REVOKED:
+            await self._save(replace(sent, failure=REVOKED))
+
     async def _failed_try(
         self, item: Item, now: float, reason: str, *, permanent: bool = False
     ) -> int:
         attempts = item.attempts + 1
         if attempts >= item.limit:
+            await self._store.index_remove(QUEUE + item.room, item.id)
+            failed = replace(item, state=FAILED, attempts=attempts, retry_at=None, failure=reason)
+            if permanent:
+                # Never to be sent: its address and link are kept no longer.
+                failed = replace(item.stripped(FAILED, reason), attempts=attempts)
+            if not await self._mark(failed):
+                return _Outcome.SKIPPED
             log.warning(
                 "outbox: batch %s: an invitation failed after %d attempts: %s",
                 item.batch,
                 attempts,
                 reason,
             )
-            await self._store.index_remove(QUEUE + item.room, item.id)
-            failed = replace(item, state=FAILED, attempts=attempts, retry_at=None, failure=reason)
-            if permanent:
-                # Never to be sent: its address and link are kept no longer.
-                failed = replace(item.stripped(FAILED, reason), attempts=attempts)
-            await self._save(failed)
             if self._metrics is not None:
                 self._metrics.invitations_failed.inc()
             return _Outcome.FAILED
         settings = self._settings
         wait = min(settings.retry_seconds * 2 ** (attempts - 1), settings.retry_max_seconds)
+        retrying = replace(item, attempts=attempts, retry_at=now + wait, failure=reason)
+        if not await self._mark(retrying):
+            return _Outcome.SKIPPED
         log.info(
             "outbox: batch %s: sending failed (%s), attempt %d, retried in %.0f s",
             item.batch,
@@ -784,19 +883,19 @@ class Outbox:
             attempts,
             wait,
         )
-        await self._save(replace(item, attempts=attempts, retry_at=now + wait, failure=reason))
-        # To the end of its room's queue: the items behind it come first meanwhile.
-        await self._queue(item)
+        # Apart until its retry time: the items behind it come first meanwhile.
+        await self._wait_for_retry(retrying)
         if self._metrics is not None:
             self._metrics.invitations_retried.inc()
         return _Outcome.RETRY
 
     async def _give_up(self, item: Item, reason: str) -> int:
-        log.warning("outbox: batch %s: an invitation was not sent: %s", item.batch, reason)
         await self._store.index_remove(QUEUE + item.room, item.id)
         # It can never be sent (its invite or room gone, its seal unreadable): its address and
         # link are kept no longer.
-        await self._save(item.stripped(FAILED, reason))
+        if not await self._mark(item.stripped(FAILED, reason)):
+            return _Outcome.SKIPPED
+        log.warning("outbox: batch %s: an invitation was not sent: %s", item.batch, reason)
         if self._metrics is not None:
             self._metrics.invitations_failed.inc()
         return _Outcome.FAILED
@@ -848,6 +947,25 @@ def _batch_room(record: str) -> str:
         return str(data["room"])
     except (ValueError, TypeError, KeyError):
         return ""
+
+
+def _retry_member(item: Item) -> str | None:
+    """The item's entry among those waiting for their retry time; None if it has no retry
+    time. Its due time in whole milliseconds, rounded up: never due before the item is."""
+    if item.retry_at is None:
+        return None
+    return f"{math.floor(item.retry_at * 1000) + 1}:{item.id}:{item.room}"
+
+
+def _retry_entry(member: str) -> tuple[float, str, str] | None:
+    """(due time, item id, room) of a retry entry; None for one that does not parse."""
+    due_ms, _, rest = member.partition(":")
+    item_id, _, room = rest.partition(":")
+    try:
+        due_at = int(due_ms) / 1000
+    except ValueError:
+        return None
+    return (due_at, item_id, room) if item_id and room else None
 
 
 def _scrubbed(reason: str, address: str, token: str) -> str:
