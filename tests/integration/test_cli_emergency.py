@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.fixtures.cli import environment, meetgate, meetgate_on_terminal
 from tests.fixtures.gateway_server import GENEROUS_LIMITS, GatewayServer, start_gateway
 from tests.fixtures.http_clients import TLS
 from tests.fixtures.processes import free_port, stop_process, wait_until
@@ -70,45 +71,6 @@ def gate(
 
 
 MEETGATE = (sys.executable, "-m", "gateway.cli")
-
-
-def environment() -> dict[str, str]:
-    return {name: value for name, value in os.environ.items() if not name.startswith("MEETGATE_")}
-
-
-def meetgate(gateway: GatewayServer, *args: str) -> subprocess.CompletedProcess[str]:
-    """`meetgate …` against `gateway`'s admin API, its stdin no terminal."""
-    return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", *args, "--config", str(gateway.config_path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-        env=environment(),
-        check=False,
-    )
-
-
-def meetgate_on_terminal(
-    gateway: GatewayServer, answer: str, *args: str
-) -> subprocess.CompletedProcess[str]:
-    """`meetgate …` whose stdin is a terminal (a pseudo-terminal), on which `answer` is typed."""
-    typing_end, terminal = pty.openpty()
-    try:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", *args, "--config", str(gateway.config_path)],
-            stdin=terminal,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=environment(),
-        )
-        os.close(terminal)
-        os.write(typing_end, answer.encode() + b"\n")
-        out, err = process.communicate(timeout=60)
-    finally:
-        os.close(typing_end)
-    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
 
 def roster(gateway: GatewayServer, room: str) -> dict[str, dict[str, Any]]:

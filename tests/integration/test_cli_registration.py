@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import json
 import os
-import pty
 import re
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from gateway.metrics import Metrics
 from gateway.settings import load_settings
 from gateway.store import Store, open_store
 from tests.fixtures.asgi_servers import ServedApp
+from tests.fixtures.cli import environment, meetgate, on_terminal
 from tests.fixtures.gateway_server import (
     GENEROUS_LIMITS,
     GatewayServer,
@@ -83,45 +83,6 @@ def mailless(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayServer
     )
     yield server
     stop_process(proc)
-
-
-def environment() -> dict[str, str]:
-    return {name: value for name, value in os.environ.items() if not name.startswith("MEETGATE_")}
-
-
-def meetgate(gateway: GatewayServer, *args: str) -> subprocess.CompletedProcess[str]:
-    """`meetgate …` against `gateway`'s admin API, its stdin no terminal."""
-    return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", *args, "--config", str(gateway.config_path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-        env=environment(),
-        check=False,
-    )
-
-
-def meetgate_on_terminal(
-    gateway: GatewayServer, answer: str, *args: str
-) -> subprocess.CompletedProcess[str]:
-    """`meetgate …` whose stdin is a terminal (a pseudo-terminal), on which `answer` is typed."""
-    typing_end, terminal = pty.openpty()
-    try:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", *args, "--config", str(gateway.config_path)],
-            stdin=terminal,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=environment(),
-        )
-        os.close(terminal)
-        os.write(typing_end, answer.encode() + b"\n")
-        out, err = process.communicate(timeout=60)
-    finally:
-        os.close(typing_end)
-    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
 
 _made = iter(range(1_000_000))
@@ -419,7 +380,8 @@ class Admin:
         return self.served.run(coro)
 
     def cli(self, *args: str, terminal: str | None = None) -> subprocess.CompletedProcess[str]:
-        command = [*args, "--admin-url", self.url, "--admin-token", self.token]
+        # One argument: a token may begin with "-".
+        command = [*args, "--admin-url", self.url, f"--admin-token={self.token}"]
         if terminal is not None:
             return on_terminal(terminal, command)
         return subprocess.run(
@@ -460,25 +422,6 @@ class Admin:
             return confirmed.registration.id
 
         return str(self.run(registered()))
-
-
-def on_terminal(answer: str, command: list[str]) -> subprocess.CompletedProcess[str]:
-    typing_end, terminal = pty.openpty()
-    try:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", *command],
-            stdin=terminal,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=environment(),
-        )
-        os.close(terminal)
-        os.write(typing_end, answer.encode() + b"\n")
-        out, err = process.communicate(timeout=60)
-    finally:
-        os.close(typing_end)
-    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
 
 def start_admin(workdir: Path, store_url: str, smtp_port: int) -> Admin:

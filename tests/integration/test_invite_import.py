@@ -29,6 +29,7 @@ from gateway.metrics import Metrics
 from gateway.settings import load_settings
 from gateway.store.memory import MemoryStore
 from gateway.store.records import Invite
+from tests.fixtures.cli import environment
 from tests.fixtures.gateway_server import GENEROUS_LIMITS, GatewayServer, start_gateway
 from tests.fixtures.http_clients import TLS
 from tests.fixtures.processes import stop_process, wait_until
@@ -65,10 +66,6 @@ def gate(
     )
     yield server
     stop_process(proc)
-
-
-def environment() -> dict[str, str]:
-    return {name: value for name, value in os.environ.items() if not name.startswith("MEETGATE_")}
 
 
 def meetgate(

@@ -21,11 +21,11 @@ import httpx
 import pytest
 from aiosmtpd.controller import Controller
 
+from tests.fixtures.cli import environment
 from tests.fixtures.gateway_server import GENEROUS_LIMITS, GatewayServer, start_gateway
 from tests.fixtures.processes import free_port, stop_process, wait_until
 from tests.fixtures.smtp import Mailbox, _Handler
 from tests.integration.test_invite_import import (
-    environment,
     invitee_list,
     invites,
     new_room,

@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 import redis
 
+from tests.fixtures.cli import meetgate
 from tests.fixtures.gateway_server import GENEROUS_LIMITS, GatewayServer, start_gateway
 from tests.fixtures.processes import stop_process
 from tests.fixtures.smtp import SmtpServer
 from tests.integration.journeys import admit
-from tests.integration.test_cli_registration import meetgate
 from tests.integration.test_registration_flood import hosts_list
 from tests.integration.test_registration_review import SETTINGS, register, registration_room
 
