@@ -101,6 +101,9 @@ INVITING_LEASE_SECONDS: Final = 300.0
 # The pending invitations one reading of a room's registrations queues (`resume`): bounded work
 # for a page read; what is left is queued by the next reading or approval.
 RESUMED_AT_ONCE: Final = 50
+# The queue's refusal of an invitation past the room's unsent limit (gateway.admission.outbox.
+# OutboxFull: not imported here, as the outbox imports the pipeline, which imports this module).
+OUTBOX_FULL: Final = "outbox_full"
 # The sealing key's purpose (HKDF info): a registration's sealed part never opens as an outbox
 # item's (gateway.admission.outbox.SEAL_PURPOSE), nor the reverse.
 SEAL_PURPOSE: Final = b"meetgate registration seal"
@@ -320,6 +323,9 @@ class Approved:
 
     ids: tuple[str, ...]
     batch: str | None = None
+    # The room's outbox took no more: those past it were left as they were (waiting, or pending
+    # for the next approval), none of them approved without its invitation queued.
+    full: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -1188,7 +1194,9 @@ class Registrations:
         in the registrant's language) in `queue`, all in one batch; the address leaves the
         store once its invitation is queued. Ids unknown, of another room, answered or being
         answered are passed over. Those an earlier approval of the room left pending (a store
-        or queue failure on the way) are queued now too, whichever ids are given.
+        or queue failure on the way) are queued now too, at most RESUMED_AT_ONCE of them,
+        whichever ids are given. Once the room's outbox takes no more (its OutboxFull), the rest
+        are left as they were, waiting or pending (`Approved.full`).
 
         In order, for each: the waiting mark taken (of racing answers one goes ahead) and a
         lease on queueing it; the record rewritten approved with its invitation pending, the
@@ -1199,7 +1207,7 @@ class Registrations:
         current = await self._room(room)
         if current is None:
             return Approved(())
-        pending = await self._pending(current.name)
+        pending = (await self._pending(current.name))[:RESUMED_AT_ONCE]
         return await self._queue_held(current, [*pending, *ids], actor, now, queue=queue)
 
     async def resume(
@@ -1237,9 +1245,11 @@ class Registrations:
         waiting: bool = True,
     ) -> Approved:
         """Take each of `ids` (pending ones, and with `waiting` waiting ones) and queue their
-        invitations in one batch."""
+        invitations in one batch. Once the room's outbox refuses one as full, it and those after
+        it are given back as they were (waiting, or pending); any other failure leaves each one
+        not queued pending (let go) and raises."""
         kept = self.kept_seconds(current, now)
-        held: list[tuple[Registration, str]] = []
+        held: list[tuple[Registration, str, Registration | None]] = []
         try:
             for registration_id in dict.fromkeys(ids):
                 taken = await self._take_for_invitation(
@@ -1247,18 +1257,59 @@ class Registrations:
                 )
                 if taken is not None:
                     held.append(taken)
-            return await self._invite(current, held, queue, kept, now)
+            done: list[str] = []
+            batch: str | None = None
+            while held:
+                registration, address, _ = held[0]
+                try:
+                    batch = await self._invite(current, registration, address, queue, batch, now)
+                except MeetgateError as refused:
+                    if refused.code != OUTBOX_FULL:
+                        raise
+                    for each in held:
+                        await self._give_back(current, *each, kept)
+                    held.clear()
+                    return Approved(tuple(done), batch, full=True)
+                held.pop(0)
+                done.append(registration.id)
+                try:
+                    await self._invited(current, registration, now)
+                except Exception:
+                    # Invited: its lease stays, so no approval queues it again meanwhile. Tried
+                    # once more; failing again, the address goes with the meeting's retention,
+                    # and an approval after the lease may send a second invitation (never none).
+                    await self._invited(current, registration, now)
+            return Approved(tuple(done), batch)
         except BaseException:
             # What is held and not invited is let go, so that the next approval takes it up
             # now rather than once the lease has passed (the lease lets it go otherwise).
-            for registration, address in held:
-                with contextlib.suppress(Exception):
-                    if registration.inviting and kept is not None:
-                        let_go = replace(registration, invite_round=registration.invite_round + 1)
-                        current_raw = await self._read(registration.id)
-                        if current_raw is not None and current_raw[0].inviting:
-                            await self._write(let_go, address, kept)
+            for registration, address, _ in held:
+                await self._give_back(current, registration, address, None, kept)
             raise
+
+    async def _give_back(
+        self,
+        room: Room,
+        registration: Registration,
+        address: str,
+        before: Registration | None,
+        kept: float | None,
+    ) -> None:
+        """A registration taken for an invitation that was not queued, given back: one taken
+        waiting (`before`, as it was) waits again, its address kept, for a host to answer; one
+        left pending before is let go (its round raised), so that the next approval takes it up
+        now rather than once the lease has passed."""
+        with contextlib.suppress(Exception):
+            read = await self._read(registration.id)
+            if kept is None or read is None or not read[0].inviting:
+                return
+            if before is None:
+                let_go = replace(registration, invite_round=registration.invite_round + 1)
+                await self._write(let_go, address, kept)
+                return
+            await self._write(before, address, kept)
+            await self._store.index_remove(self._inviting_index(room.name), registration.id)
+            await self._store.put_value(self._waiting_key(registration.id), MARK, kept)
 
     async def _take_for_invitation(
         self,
@@ -1269,10 +1320,11 @@ class Registrations:
         now: float,
         *,
         waiting: bool = True,
-    ) -> tuple[Registration, str] | None:
+    ) -> tuple[Registration, str, Registration | None] | None:
         """The registration, approved with its invitation pending and held under a lease for
-        this approval to queue; None if it is not one to approve now (with `waiting` False,
-        only a pending one is)."""
+        this approval to queue, its address, and the registration as it was when it waited
+        (None: it was pending already); None if it is not one to approve now (with `waiting`
+        False, only a pending one is)."""
         if REGISTRATION_ID_SHAPE.fullmatch(registration_id) is None:
             return None
         read = await self._read(registration_id)
@@ -1287,7 +1339,7 @@ class Registrations:
             lease = self._lease_key(registration_id, registration.invite_round)
             if kept is None or not await self._store.claim_once(lease, INVITING_LEASE_SECONDS):
                 return None
-            return registration, address
+            return registration, address, None
         if registration.state is not RegistrationState.WAITING:
             # Answered for good: no longer pending, if an erasure left it in the index.
             await self._store.index_remove(self._inviting_index(room.name), registration_id)
@@ -1333,41 +1385,27 @@ class Registrations:
                 with contextlib.suppress(Exception):
                     await self._store.put_value(self._waiting_key(registration_id), MARK, kept)
             raise
-        return approved, address
+        return approved, address, registration
 
     async def _invite(
         self,
         room: Room,
-        held: list[tuple[Registration, str]],
+        registration: Registration,
+        address: str,
         queue: InvitationQueue,
-        kept: float | None,
+        batch: str | None,
         now: float,
-    ) -> Approved:
-        """Queue each held registration's invitation (one batch), erasing its address after."""
-        done: list[str] = []
-        batch: str | None = None
-        while held:
-            registration, address = held[0]
-            invitation = Invitation(
-                room=registration.room,
-                name=registration.name,
-                address=address,
-                role=Role.ATTENDEE,
-                language=registration.language,
-                origin=ORIGIN,
-            )
-            queued = await queue.enqueue(room, [invitation], now=now, batch=batch)
-            batch = queued.batch
-            held.pop(0)
-            done.append(registration.id)
-            try:
-                await self._invited(room, registration, now)
-            except Exception:
-                # Invited: its lease stays, so no approval queues it again meanwhile. Tried once
-                # more; failing again, the address goes with the meeting's retention, and an
-                # approval after the lease may send a second invitation (never none).
-                await self._invited(room, registration, now)
-        return Approved(tuple(done), batch)
+    ) -> str:
+        """Queue a held registration's invitation (into `batch`, if given); the batch's id."""
+        invitation = Invitation(
+            room=registration.room,
+            name=registration.name,
+            address=address,
+            role=Role.ATTENDEE,
+            language=registration.language,
+            origin=ORIGIN,
+        )
+        return (await queue.enqueue(room, [invitation], now=now, batch=batch)).batch
 
     async def _invited(self, room: Room, registration: Registration, now: float) -> None:
         """Its invitation is queued: the address erased, the registration no longer pending,

@@ -16,7 +16,7 @@ from gateway.admission.email_codes import normalise_address
 from gateway.admission.invitations import BatchProgress, Invitation, InvitationQueue
 from gateway.admission.invite_import import RowProblem, read_invite_list
 from gateway.admission.invites import make_invite, validate_display_name
-from gateway.admission.outbox import MeetingOver
+from gateway.admission.outbox import MeetingOver, OutboxFull
 from gateway.admission.registrations import Registration, RegistrationPage, Registrations
 from gateway.errors import InvalidInput, MeetgateError, RateLimited
 from gateway.host.actions import Actor, HostDesk, MeetingSettings
@@ -183,7 +183,8 @@ class InvitationDesk:
     ) -> Answered:
         """Approve or deny the waiting registrations `ids`, or (`every_waiting`) every waiting
         one with `flag` (None: every waiting one), at most MOST_AT_ONCE. Approving queues each
-        one's invitation in one batch."""
+        one's invitation in one batch; OutboxFull (logged with how many were approved) once the
+        room's outbox takes no more, the rest left waiting."""
         current = await self._desk.current(actor, room, now)
         reviewing = self._reviewing()
         if approve and self._queue is None:
@@ -229,6 +230,9 @@ class InvitationDesk:
             kind=AuditKind.REGISTRATIONS,
             refused=len(wanted) - len(invitations),
         )
+        if approved.full:
+            # Logged first, what was done: the rest wait, and the host is told why.
+            raise OutboxFull()
         return Answered(len(invitations), len(wanted) - len(invitations), batch, left)
 
     async def _every_waiting(
