@@ -1117,6 +1117,31 @@ class Registrations:
             flags=flags,
         )
 
+    async def waiting_ids(
+        self,
+        room: Room | str,
+        *,
+        flag: RegistrationFlag | str | None = None,
+        most: int,
+        now: float,
+    ) -> tuple[list[str], int]:
+        """The ids of `room`'s waiting registrations with `flag` (None: any), oldest first, at
+        most `most`, and how many there are: what `page` would list over every page, read in one
+        scan (the room's registrations, its invites and admissions read once). InvalidInput for
+        an unknown flag."""
+        name = room.name if isinstance(room, Room) else room
+        wanted_flag = self._flag(flag)
+        every = await self._all(name)
+        if every:
+            every = await self._resembling(name, every, now)
+        matching = [
+            r.id
+            for r in every
+            if r.state is RegistrationState.WAITING
+            and (wanted_flag is None or wanted_flag in r.flags)
+        ]
+        return matching[: max(0, most)], len(matching)
+
     async def _resembling(
         self, room: str, every: list[Registration], now: float
     ) -> list[Registration]:

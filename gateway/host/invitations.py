@@ -238,18 +238,11 @@ class InvitationDesk:
     async def _every_waiting(
         self, room: str, flag: str | None, now: float
     ) -> tuple[list[str], int]:
-        reviewing = self._reviewing()
-        ids: list[str] = []
-        total = 0
-        while len(ids) < MOST_AT_ONCE:
-            page = await reviewing.page(
-                room, state="waiting", flag=flag, offset=len(ids), limit=100, now=now
-            )
-            total = page.total
-            ids += [item.id for item in page.items]
-            if not page.items or len(ids) >= page.total:
-                break
-        ids = ids[:MOST_AT_ONCE]
+        # One scan of the room's registrations, not a page read (each listing the room's
+        # invites and admissions) per hundred.
+        ids, total = await self._reviewing().waiting_ids(
+            room, flag=flag, most=MOST_AT_ONCE, now=now
+        )
         return ids, max(0, total - len(ids))
 
     def _reviewing(self) -> Registrations:
