@@ -638,6 +638,11 @@ class Registrations:
         ttl = room.ends_at + self._settings.kept_after_meeting_seconds - now
         return ttl if ttl > 0 else None
 
+    async def _kept_now(self, room: str, now: float) -> float | None:
+        """`kept_seconds` of the room as the store has it now (None: gone, or past)."""
+        current = await self._store.get_room(room)
+        return None if current is None else self.kept_seconds(current, now)
+
     async def _room(self, room: Room | str) -> Room | None:
         return room if isinstance(room, Room) else await self._store.get_room(room)
 
@@ -1292,7 +1297,7 @@ class Registrations:
                     if refused.code != OUTBOX_FULL:
                         raise
                     for each in held:
-                        await self._give_back(current, *each, kept)
+                        await self._give_back(current, *each, kept, now)
                     held.clear()
                     return Approved(tuple(done), batch, full=True)
                 held.pop(0)
@@ -1309,7 +1314,7 @@ class Registrations:
             # What is held and not invited is let go, so that the next approval takes it up
             # now rather than once the lease has passed (the lease lets it go otherwise).
             for registration, address, _ in held:
-                await self._give_back(current, registration, address, None, kept)
+                await self._give_back(current, registration, address, None, kept, now)
             raise
 
     async def _give_back(
@@ -1319,6 +1324,7 @@ class Registrations:
         address: str,
         before: Registration | None,
         kept: float | None,
+        now: float,
     ) -> None:
         """A registration taken for an invitation that was not queued, given back: one taken
         waiting (`before`, as it was) waits again, its address kept, for a host to answer; one
@@ -1327,6 +1333,10 @@ class Registrations:
         with contextlib.suppress(Exception):
             read = await self._read(registration.id)
             if kept is None or read is None or not read[0].inviting:
+                return
+            # Re-read: a retime meanwhile passed over this one, held by the approval.
+            kept = await self._kept_now(room.name, now)
+            if kept is None:
                 return
             if before is None:
                 let_go = replace(registration, invite_round=registration.invite_round + 1)
@@ -1479,6 +1489,9 @@ class Registrations:
             if mark != MARK:
                 # Counted; denying still is a denial.
                 self._corrupt()
+            # The room's time as it is now: a retime since the start passed over this one (its
+            # mark was taken), and must not be undone with the longer time read before.
+            kept = await self._kept_now(current.name, now)
             if kept is None:
                 # The meeting is over, and with it what was kept of its registrations.
                 await self._drop(current.name, registration)
@@ -1550,6 +1563,14 @@ class Registrations:
                     mark = None
                     continue
                 await self._write(registration, address, kept)
+                if registration.state is RegistrationState.WAITING:
+                    await self._store.index_add(
+                        self._waiting_index(room.name), registration_id, kept
+                    )
+                if registration.inviting:
+                    await self._store.index_add(
+                        self._inviting_index(room.name), registration_id, kept
+                    )
                 shape = f"{self._shape_tag(registration.name)}.{registration.id}"
                 await self._store.index_add(self._shape_index(room.name), shape, kept)
                 for key in (self._burst_key(registration_id), self._alike_key(registration_id)):
