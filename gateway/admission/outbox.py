@@ -633,14 +633,14 @@ class Outbox:
         next_retry, more_due = await self._requeue_due(now)
         picked, more = await self._pick()
         raws = await self._store.get_values([_item_key(i) for _, i in picked]) if picked else []
-        due: list[str] = []
+        due: list[Item] = []
         for (room, item_id), raw in zip(picked, raws, strict=True):
             item = Item.load(item_id, raw) if raw is not None else None
             if item is None or item.state != QUEUED:
                 # Done with (or gone): out of the queue.
                 await self._store.index_remove(QUEUE + room, item_id)
             elif item.due(now):
-                due.append(item_id)
+                due.append(item)
             elif item.retry_at is not None:
                 # Queued before retries were kept apart, or put back by a replica whose clock
                 # runs ahead: apart until it is due.
@@ -653,11 +653,11 @@ class Outbox:
 
         async def work() -> None:
             nonlocal sent, limited
-            for item_id in pending:
+            for item in pending:
                 if limited is not None or errors:
                     return
                 try:
-                    outcome, wait = await self._attempt(item_id, now)
+                    outcome, wait = await self._attempt(item, now)
                 except Exception as exc:
                     errors.append(exc)
                     return
@@ -736,15 +736,14 @@ class Outbox:
         raw = await self._store.get_value(_item_key(item_id))
         return Item.load(item_id, raw) if raw is not None else None
 
-    async def _attempt(self, item_id: str, now: float) -> tuple[int, float]:
+    async def _attempt(self, item: Item, now: float) -> tuple[int, float]:
+        """Claim the due `item` as `send_due` read it, then send it unless the claim or a read
+        under it says another sender has it (or has done with it) since."""
         store = self._store
-        item = await self._read(item_id)
-        if item is None or not item.due(now):
-            return _Outcome.SKIPPED, 0.0
         if not await store.claim_once(f"outbox:lease:{item.id}:{item.round}", self._lease):
             return _Outcome.SKIPPED, 0.0
         # Read again under the claim: another replica may have finished it meanwhile.
-        claimed = await self._read(item_id)
+        claimed = await self._read(item.id)
         if claimed is None or not claimed.due(now) or claimed.round != item.round:
             return _Outcome.SKIPPED, 0.0
         per_second = self._settings.per_minute / 60
