@@ -530,20 +530,12 @@ class Registrations:
     # Keys
 
     @staticmethod
-    def _pending_key(pending_id: str) -> str:
-        return _pending_key(pending_id)
-
-    @staticmethod
     def _tries_key(pending_id: str) -> str:
         return f"registration:tries:{pending_id}"
 
     @staticmethod
     def _pending_index(room: str) -> str:
         return f"registration:pending-room:{room}"
-
-    @staticmethod
-    def _record_key(registration_id: str) -> str:
-        return _record_key(registration_id)
 
     @staticmethod
     def _waiting_key(registration_id: str) -> str:
@@ -725,9 +717,7 @@ class Registrations:
             digest=digest,
             network=await self._network_tag(client_addr),
         )
-        await self._store.put_value(
-            self._pending_key(pending_id), pending.encode(self._sealer), ttl
-        )
+        await self._store.put_value(_pending_key(pending_id), pending.encode(self._sealer), ttl)
         await self._store.index_add(self._pending_index(room.name), pending_id, ttl)
         if send:
             self._dispatch(address, code, room, language, ttl, code_page)
@@ -766,7 +756,7 @@ class Registrations:
         candidate = typed_code(code, self._codes.digits)
         if candidate is None:
             raise await self._reject(room, RegistrationCodeWrong())
-        key = self._pending_key(pending.id)
+        key = _pending_key(pending.id)
         if now >= pending.expires_at:
             await self._discard(pending, raw)
             raise await self._reject(room, RegistrationCodeExpired())
@@ -790,7 +780,7 @@ class Registrations:
             secret
         ):
             raise RegistrationUnknown()
-        raw = await self._store.get_value(self._pending_key(pending_id))
+        raw = await self._store.get_value(_pending_key(pending_id))
         if raw is None:
             raise RegistrationUnknown()
         try:
@@ -807,7 +797,7 @@ class Registrations:
         return pending, raw
 
     async def _discard(self, pending: _Pending, raw: str) -> None:
-        key = self._pending_key(pending.id)
+        key = _pending_key(pending.id)
         if await self._store.get_value(key) == raw:
             await self._store.delete_value(key)
         await self._store.index_remove(self._pending_index(pending.room), pending.id)
@@ -913,7 +903,7 @@ class Registrations:
 
     async def _write(self, registration: Registration, address: str, kept: float) -> None:
         await self._store.put_value(
-            self._record_key(registration.id), _encode(self._sealer, registration, address), kept
+            _record_key(registration.id), _encode(self._sealer, registration, address), kept
         )
         await self._store.index_add(self._room_index(registration.room), registration.id, kept)
 
@@ -1012,7 +1002,7 @@ class Registrations:
     async def _read(self, registration_id: str) -> tuple[Registration, str] | None:
         """A stored registration and its address; None if there is none, or if its record does
         not parse (counted): a corrupt registration is none, so nobody is invited by it."""
-        raw = await self._store.get_value(self._record_key(registration_id))
+        raw = await self._store.get_value(_record_key(registration_id))
         if raw is None:
             return None
         return self._parsed(registration_id, raw)
@@ -1050,7 +1040,7 @@ class Registrations:
                 key
                 for registration_id in batch
                 for key in (
-                    self._record_key(registration_id),
+                    _record_key(registration_id),
                     self._burst_key(registration_id),
                     self._alike_key(registration_id),
                 )
@@ -1504,7 +1494,7 @@ class Registrations:
         return answered
 
     async def _drop(self, room: str, registration: Registration) -> None:
-        await self._store.delete_value(self._record_key(registration.id))
+        await self._store.delete_value(_record_key(registration.id))
         await self._store.delete_value(self._waiting_key(registration.id))
         await self._store.delete_value(self._burst_key(registration.id))
         await self._store.delete_value(self._alike_key(registration.id))
@@ -1617,7 +1607,7 @@ class Registrations:
             for member in await self._store.index_members(index):
                 await self._store.index_remove(index, member)
         for pending_id in await self._store.index_members(self._pending_index(room)):
-            await self._store.delete_value(self._pending_key(pending_id))
+            await self._store.delete_value(_pending_key(pending_id))
             await self._store.index_remove(self._pending_index(room), pending_id)
         return count
 
