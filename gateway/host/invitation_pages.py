@@ -30,7 +30,14 @@ from gateway.edge.rendering import wants_json
 from gateway.edge.requests import cookie_name, read_cookie, request_id, same_origin
 from gateway.edge.templating import render
 from gateway.errors import BadRequest, CrossSiteRequest, InvalidInput, NotFound, RequestTooLarge
-from gateway.host.dashboard import HOST_PREFIX, CsrfTokens, dashboard_path, moment, room_view
+from gateway.host.dashboard import (
+    HOST_PREFIX,
+    Confirmation,
+    CsrfTokens,
+    dashboard_path,
+    moment,
+    room_view,
+)
 from gateway.host.invitations import (
     FLAGS,
     PAGE_SIZE,
@@ -302,8 +309,6 @@ class InvitationPages:
             question = shown(SCRIPT_MESSAGES["approve_all" if approve else "deny_all"])
         else:
             question = shown(SCRIPT_MESSAGES["approve" if approve else "deny"], count=count)
-        if wants_json(request.scope):
-            return JSONResponse({"ok": True, "done": False, "confirm": question})
         explanation = (
             shown(N_("Each one gets their personal link by e-mail, in their language."))
             if approve
@@ -312,23 +317,9 @@ class InvitationPages:
         if every and flag:
             explanation += " " + shown(N_("Filter: {flag}."), flag=shown(FLAG_LABELS[flag]))
         kept = {k: v for k, v in fields.items() if k.startswith(PICK) or k in ("every", "flag")}
-        page = render(
-            "host_confirm.html",
-            room=room_view(room),
-            action=f"{INVITATIONS}/{answer}",
-            prefix=HOST_PREFIX,
-            confirmation={
-                "question": question,
-                "explanation": explanation,
-                "button": shown(N_("Approve") if approve else N_("Deny")),
-                "danger": not approve,
-            },
-            fields=kept,
-            csrf=fields["csrf"],
-            back=f"{HOST_PREFIX}/{room.name}/{INVITATIONS}",
-            request_id=request_id(request.scope),
-        )
-        return HTMLResponse(page)
+        button = shown(N_("Approve") if approve else N_("Deny"))
+        asked = Confirmation(question, explanation, button, danger=not approve)
+        return _confirm(request, room, f"{INVITATIONS}/{answer}", asked, kept, fields["csrf"])
 
     def _answered(self, request: Request, room: str, answer: str, done: Answered) -> Response:
         if answer == "approve":
@@ -398,8 +389,6 @@ class InvitationPages:
         retry = action == "retry"
         count = progress.retryable if retry else progress.revocable
         question = shown(SCRIPT_MESSAGES["batch_" + action], count=count)
-        if wants_json(request.scope):
-            return JSONResponse({"ok": True, "done": False, "confirm": question})
         explanation = (
             shown(
                 N_(
@@ -415,23 +404,10 @@ class InvitationPages:
                 )
             )
         )
-        page = render(
-            "host_confirm.html",
-            room=room_view(room),
-            action=f"{INVITATIONS}/batches/{batch}/{action}",
-            prefix=HOST_PREFIX,
-            confirmation={
-                "question": question,
-                "explanation": explanation,
-                "button": shown(N_("Send again") if retry else N_("Revoke")),
-                "danger": not retry,
-            },
-            fields={},
-            csrf=fields["csrf"],
-            back=f"{HOST_PREFIX}/{room.name}/{INVITATIONS}",
-            request_id=request_id(request.scope),
-        )
-        return HTMLResponse(page)
+        button = shown(N_("Send again") if retry else N_("Revoke"))
+        asked = Confirmation(question, explanation, button, danger=not retry)
+        path = f"{INVITATIONS}/batches/{batch}/{action}"
+        return _confirm(request, room, path, asked, {}, fields["csrf"])
 
     async def invite(self, request: Request, room: str) -> Response:
         """Invite one person: by e-mail with an address, else a link shown once."""
@@ -578,6 +554,32 @@ class InvitationPages:
         if not data:
             raise InvalidInput(N_("Choose a file (CSV: name, e-mail, optional role)."))
         return fields, data
+
+
+def _confirm(
+    request: Request,
+    room: Room,
+    action: str,
+    asked: Confirmation,
+    fields: dict[str, str],
+    csrf: str,
+) -> Response:
+    """Ask a host before an invitations action, as the dashboard's actions do: the question for
+    the page's script, else the confirmation page posting `fields` again to `action`."""
+    if wants_json(request.scope):
+        return JSONResponse({"ok": True, "done": False, "confirm": asked.question})
+    page = render(
+        "host_confirm.html",
+        room=room_view(room),
+        action=action,
+        prefix=HOST_PREFIX,
+        confirmation=asked,
+        fields=fields,
+        csrf=csrf,
+        back=f"{HOST_PREFIX}/{room.name}/{INVITATIONS}",
+        request_id=request_id(request.scope),
+    )
+    return HTMLResponse(page)
 
 
 def _replay(body: bytes) -> Any:
