@@ -80,7 +80,7 @@ from gateway.i18n import ENGLISH, N_, Language, translations
 from gateway.settings import EmailCodeSettings, RegistrationSettings
 from gateway.store import Store
 from gateway.store.record_fields import RecordShape, checked_fields, is_number, is_text
-from gateway.store.records import CorruptRecord, RecordKind, Role, Room
+from gateway.store.records import CorruptRecord, RecordKind, Role, Room, parsed_record
 
 log = logging.getLogger("meetgate.registration")
 
@@ -399,13 +399,7 @@ _SEALED_JSON: Final[RecordShape] = {
 
 def _checked(raw: str | None, shape: RecordShape) -> dict[str, Any]:
     """The JSON object `raw` if it has exactly the fields `shape` allows, each of its type."""
-    if raw is None:
-        raise CorruptRecord(RecordKind.REGISTRATION)
-    try:
-        data = json.loads(raw)
-    except (ValueError, RecursionError) as exc:
-        raise CorruptRecord(RecordKind.REGISTRATION) from exc
-    return _fields(data, shape)
+    return _fields(parsed_record(raw, RecordKind.REGISTRATION), shape)
 
 
 def _fields(data: object, shape: RecordShape) -> dict[str, Any]:

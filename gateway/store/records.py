@@ -710,7 +710,8 @@ def _checked(
     }
 
 
-def _json(text: str | None, kind: RecordKind) -> object:
+def parsed_record(text: str | None, kind: RecordKind) -> object:
+    """The JSON a stored record holds; CorruptRecord(kind) if it is missing or not JSON."""
     if text is None:
         raise CorruptRecord(kind)
     try:
@@ -730,7 +731,7 @@ def _flag(value: str | None, kind: RecordKind) -> bool:
 
 def parse_admission(record: str | None, revoked: str | None) -> Admission:
     kind = RecordKind.ADMISSION
-    data = _checked(_json(record, kind), _ADMISSION_JSON, kind)
+    data = _checked(parsed_record(record, kind), _ADMISSION_JSON, kind)
     data.pop("client_addr", None)
     data["role"] = Role(data["role"])
     return Admission(**data, revoked=_flag(revoked, kind))
@@ -738,7 +739,7 @@ def parse_admission(record: str | None, revoked: str | None) -> Admission:
 
 def parse_invite(record: str | None, uses: str | None, revoked: str | None) -> Invite:
     kind = RecordKind.INVITE
-    data = _checked(_json(record, kind), _INVITE_JSON, kind)
+    data = _checked(parsed_record(record, kind), _INVITE_JSON, kind)
     data["role"] = Role(data["role"])
     if uses is None or not uses.isascii() or not uses.isdigit() or len(uses) > 18:
         raise CorruptRecord(kind)
@@ -751,7 +752,7 @@ ROOM_LANGUAGES: Final = frozenset(language.tag for language in LANGUAGES)
 
 def parse_room(record: str | None) -> Room:
     kind = RecordKind.ROOM
-    data = _checked(_json(record, kind), _ROOM_JSON, kind)
+    data = _checked(parsed_record(record, kind), _ROOM_JSON, kind)
     data["policy"] = RoomPolicy(**_checked(data["policy"], _POLICY_JSON, kind))
     if data.get("language", "") not in ROOM_LANGUAGES:
         # A text that names none of this release's languages (one since removed, a hand edit)
@@ -763,7 +764,7 @@ def parse_room(record: str | None) -> Room:
 
 def parse_audit(record: str | None) -> AuditEntry:
     kind = RecordKind.AUDIT
-    data = _checked(_json(record, kind), _AUDIT_JSON, kind)
+    data = _checked(parsed_record(record, kind), _AUDIT_JSON, kind)
     if "facts" in data:
         data["facts"] = _parse_audit_facts(data["facts"])
     return AuditEntry(**data)
