@@ -361,8 +361,9 @@ class InvitationPages:
             raise NotFound()
         host, current_room, fields = await self._posted(request, room, max_fields=4)
         now = time.time()
-        progress = await self._desk.batch(host, room, batch, now)
         if fields.get("confirmed") != "1":
+            # The batch is read here only to ask: the confirmed action checks it itself.
+            progress = await self._desk.batch(host, room, batch, now)
             return self._ask_batch(request, current_room, batch, action, progress, fields)
         if action == "retry":
             count = await self._desk.retry_failed(host, room, batch, now)
