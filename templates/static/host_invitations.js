@@ -22,6 +22,16 @@
     notice.dataset.kind = kind || "info";
   }
 
+  // Post a form the host said yes to, as its confirmation page would: with confirmed=1.
+  function submitConfirmed(form) {
+    const confirmed = document.createElement("input");
+    confirmed.type = "hidden";
+    confirmed.name = "confirmed";
+    confirmed.value = "1";
+    form.appendChild(confirmed);
+    form.submit();
+  }
+
   // Every registration of the page at once.
   const all = document.getElementById("pick-all");
   if (all) {
@@ -54,13 +64,8 @@
       if (!window.confirm(text(answer, english[answer], { count: picked }))) {
         return;
       }
-      const confirmed = document.createElement("input");
-      confirmed.type = "hidden";
-      confirmed.name = "confirmed";
-      confirmed.value = "1";
-      form.appendChild(confirmed);
       form.action = button.getAttribute("formaction") || form.action;
-      form.submit();
+      submitConfirmed(form);
     });
   }
 
@@ -86,12 +91,7 @@
       if (!window.confirm(question)) {
         return;
       }
-      const confirmed = document.createElement("input");
-      confirmed.type = "hidden";
-      confirmed.name = "confirmed";
-      confirmed.value = "1";
-      button.form.appendChild(confirmed);
-      button.form.submit();
+      submitConfirmed(button.form);
     });
   }
 
