@@ -1489,14 +1489,18 @@ class Registrations:
 
     async def _drop(self, room: str, registration: Registration) -> None:
         await self._store.delete_value(_record_key(registration.id))
-        await self._store.delete_value(self._waiting_key(registration.id))
-        await self._store.delete_value(self._burst_key(registration.id))
-        await self._store.delete_value(self._alike_key(registration.id))
+        await self._drop_marks(registration.id)
         await self._store.index_remove(self._room_index(room), registration.id)
         await self._store.index_remove(self._inviting_index(room), registration.id)
         await self._store.index_remove(
             self._shape_index(room), f"{self._shape_tag(registration.name)}.{registration.id}"
         )
+
+    async def _drop_marks(self, registration_id: str) -> None:
+        """Delete a registration's waiting, burst and look-alike marks."""
+        await self._store.delete_value(self._waiting_key(registration_id))
+        await self._store.delete_value(self._burst_key(registration_id))
+        await self._store.delete_value(self._alike_key(registration_id))
 
     # Seen before, and forgetting
 
@@ -1594,9 +1598,7 @@ class Registrations:
                 count += 1
             else:
                 await self._store.index_remove(self._room_index(room), registration_id)
-                await self._store.delete_value(self._waiting_key(registration_id))
-                await self._store.delete_value(self._burst_key(registration_id))
-                await self._store.delete_value(self._alike_key(registration_id))
+                await self._drop_marks(registration_id)
         for index in (self._shape_index(room), self._inviting_index(room)):
             for member in await self._store.index_members(index):
                 await self._store.index_remove(index, member)
