@@ -14,7 +14,6 @@ import random
 import secrets
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from gateway.metrics import Metrics
 from gateway.settings import load_settings
 from gateway.store.memory import MemoryStore
 from gateway.store.records import Invite
-from tests.fixtures.cli import environment
+from tests.fixtures.cli import command, environment
 from tests.fixtures.gateway_server import GENEROUS_LIMITS, GatewayServer, start_gateway
 from tests.fixtures.http_clients import TLS
 from tests.fixtures.processes import stop_process, wait_until
@@ -72,7 +71,7 @@ def meetgate(
     gateway: GatewayServer, *args: str, stdin: bytes | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", *args, "--config", str(gateway.config_path)],
+        command(gateway, *args),
         capture_output=True,
         input=stdin,
         timeout=timeout,
@@ -305,19 +304,7 @@ def test_progress_bar_on_a_terminal_and_ctrl_c_leaves_sending_going(
     reading, terminal = pty.openpty()
     try:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gateway.cli",
-                "invite",
-                "import",
-                "--room",
-                room,
-                str(path),
-                "--send",
-                "--config",
-                str(gate.config_path),
-            ],
+            command(gate, "invite", "import", "--room", room, str(path), "--send"),
             stdin=subprocess.DEVNULL,
             stdout=terminal,
             stderr=subprocess.PIPE,

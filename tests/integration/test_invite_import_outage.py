@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +20,7 @@ import httpx
 import pytest
 from aiosmtpd.controller import Controller
 
-from tests.fixtures.cli import environment
+from tests.fixtures.cli import command, environment
 from tests.fixtures.gateway_server import GENEROUS_LIMITS, GatewayServer, start_gateway
 from tests.fixtures.processes import free_port, stop_process, wait_until
 from tests.fixtures.smtp import Mailbox, _Handler
@@ -123,19 +122,7 @@ def test_an_outage_mid_batch_resumes_and_nobody_gets_two(
     path.write_bytes(data)
     assert len(good) > BEFORE_OUTAGE * 2
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gateway.cli",
-            "invite",
-            "import",
-            "--room",
-            room,
-            str(path),
-            "--send",
-            "--config",
-            str(gate.config_path),
-        ],
+        command(gate, "invite", "import", "--room", room, str(path), "--send"),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
