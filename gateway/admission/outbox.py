@@ -570,10 +570,7 @@ class Outbox:
 
     async def _item_of_invite(self, invite_id: str) -> Item | None:
         item_id = await self._store.get_value(_invite_key(invite_id))
-        if item_id is None:
-            return None
-        raw = await self._store.get_value(_item_key(item_id))
-        return Item.load(item_id, raw) if raw is not None else None
+        return None if item_id is None else await self._read(item_id)
 
     async def revoke(self, invite_id: str) -> bool:
         """Revoke the invite and, if its e-mail has not gone yet, forget it unsent (its address
