@@ -1003,13 +1003,8 @@ def registration_answer(client: AdminClient, args: argparse.Namespace) -> int:
 
 
 def command_registration(args: argparse.Namespace) -> int:
-    if args.action != "list" and not args.yes and not sys.stdin.isatty():
-        # Refused before anything is looked up: nobody could answer the question.
-        raise CliError(
-            f"`meetgate registration {args.action}` asks first, and there is no terminal to ask"
-            " on: pass --yes to do it without asking",
-            code="not_confirmed",
-        )
+    if args.action != "list":
+        refuse_unaskable(f"meetgate registration {args.action}", args.yes)
     client = admin_client(args)
     if args.action == "list":
         return registration_list(client, args)
@@ -1146,6 +1141,17 @@ def confirm(question: str, yes: bool) -> None:
         raise CliError("not done: not confirmed", code="not_confirmed")
 
 
+def refuse_unaskable(command: str, yes: bool) -> None:
+    """For a command that will ask (`confirm`): refused at once, before anything is looked up,
+    when there is no --yes and no terminal to ask on, since nobody could answer the question."""
+    if not yes and not sys.stdin.isatty():
+        raise CliError(
+            f"`{command}` asks first, and there is no terminal to ask on: pass --yes to do it"
+            " without asking",
+            code="not_confirmed",
+        )
+
+
 def ban_seconds(text: str) -> int | None:
     """--ban: a duration (30m, 2h, 7d) or `forever` (None)."""
     if text.strip().lower() == "forever":
@@ -1202,13 +1208,8 @@ def _room_path(room: str, *rest: str) -> str:
 
 def room_emergency(args: argparse.Namespace) -> int:
     """roster, remove, unban, lockdown, unlock, move, audit: the host's dashboard actions."""
-    if args.action in ASKING_ACTIONS and not args.yes and not sys.stdin.isatty():
-        # Refused before anything is looked up: nobody could answer the question.
-        raise CliError(
-            f"`meetgate room {args.action}` asks first, and there is no terminal to ask on:"
-            " pass --yes to do it without asking",
-            code="not_confirmed",
-        )
+    if args.action in ASKING_ACTIONS:
+        refuse_unaskable(f"meetgate room {args.action}", args.yes)
     seconds: int | None = None
     if args.action == "remove" and args.ban is not None:
         seconds = ban_seconds(args.ban)
@@ -1488,13 +1489,7 @@ def command_invite(args: argparse.Namespace) -> int:
             )
             print(f"revoked invite {args.id}")
         else:
-            if not args.yes and not sys.stdin.isatty():
-                # Refused before anything is looked up, as `meetgate room remove`.
-                raise CliError(
-                    "`meetgate invite revoke --name` asks first, and there is no terminal to ask"
-                    " on: pass --yes to do it without asking",
-                    code="not_confirmed",
-                )
+            refuse_unaskable("meetgate invite revoke --name", args.yes)
             # Looked up first (as the admin API's invites/revoke would find it), so that the
             # question says whose invite it is; then revoked by its id.
             found: list[dict[str, Any]] = client.call(
