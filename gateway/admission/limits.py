@@ -348,7 +348,7 @@ class RateLimiter:
             await self._store.count_recent(f"reject:{GATE}", PRESSURE_WINDOW_SECONDS, total)
             for name, count in counts.items():
                 if name is not None:
-                    key = f"reject:room:{name}"
+                    key = _pressure_key(name, False)
                     await self._store.count_recent(key, PRESSURE_WINDOW_SECONDS, count)
 
     async def note_rejection(
