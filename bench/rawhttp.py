@@ -7,6 +7,7 @@ writes a request and reads a Content-Length response, which is all the set-up ne
 from __future__ import annotations
 
 import asyncio
+import ssl as tls
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -33,8 +34,9 @@ class Connection:
         self._writer = writer
 
     @classmethod
-    async def open(cls, host: str, port: int) -> Connection:
-        reader, writer = await asyncio.open_connection(host, port)
+    async def open(cls, host: str, port: int, ssl: tls.SSLContext | None = None) -> Connection:
+        """A connection to `host`:`port`, over TLS when `ssl` is given (a front's https)."""
+        reader, writer = await asyncio.open_connection(host, port, ssl=ssl)
         return cls(reader, writer)
 
     async def request(
