@@ -1,11 +1,13 @@
-"""A minimal XMPP client over WebSocket (RFC 7395), for timing revocations.
+"""A minimal XMPP client over WebSocket (RFC 7395), for timing revocations and for the attack
+replay's attendees and trolls.
 
-Only what the revocation benchmark needs: anonymous SASL, resource binding, stream management
-(XEP-0198, resumable, as Jitsi's client asks for it, so that an unclean cut would leave prosody
-holding the session), joining a MUC room and noting, with the arrival time, every presence and
-the moment the socket closes. It runs in the benchmark's own event loop, so those times are on
-the same clock as the host's revoke request, and a client starts in milliseconds where the
-tests' strophe.js client needs a Node process each.
+Anonymous SASL, resource binding, stream management (XEP-0198, resumable, as Jitsi's client asks
+for it, so that an unclean cut would leave prosody holding the session), joining a MUC room,
+sending groupchat, presences or any stanza, and noting, with the arrival time, every message and
+presence heard (`heard`, bounded), the stream error if the server sent one and the moment the
+socket closes. It runs in the benchmark's own event loop, so those times are on the same clock
+as the host's revoke request, and a client starts in milliseconds where the tests' strophe.js
+client needs a Node process each.
 """
 
 from __future__ import annotations
@@ -13,10 +15,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import ssl as tls
 import time
 import xml.etree.ElementTree as ET
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from xml.sax.saxutils import quoteattr
+from typing import Any
+from xml.sax.saxutils import escape, quoteattr
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -29,6 +35,13 @@ SM = "urn:xmpp:sm:3"
 CLIENT = "jabber:client"
 MUC = "http://jabber.org/protocol/muc"
 MUC_USER = "http://jabber.org/protocol/muc#user"
+NICK = "http://jabber.org/protocol/nick"
+STREAMS = "http://etherx.jabber.org/streams"
+STREAM_ERRORS = "urn:ietf:params:xml:ns:xmpp-streams"
+STANZA_ERRORS = "urn:ietf:params:xml:ns:xmpp-stanzas"
+PING = "urn:xmpp:ping"
+# The most messages and presences one client keeps in `heard` (the oldest go first).
+HEARD_LIMIT = 20_000
 # Stanzas counted for stream management's acknowledgements.
 STANZAS = {f"{{{CLIENT}}}{kind}" for kind in ("message", "presence", "iq")}
 
@@ -46,8 +59,64 @@ class Seen:
     at: float
 
 
+@dataclass(frozen=True, slots=True)
+class Heard:
+    """A message or presence as it arrived (`at`: perf_counter). `kind` is "message",
+    "presence" or "error" (either of type error: `body` is then the error's condition, as
+    "policy-violation"). `sender` is the full `from`; `nick_text` the text of a XEP-0172
+    `<nick>`; `body` a message's body or a presence's status; `extras` the local names of the
+    stanza's children (as "nick", "avatar-url", "email"); `stanza_id` its id attribute."""
+
+    at: float
+    kind: str
+    sender: str
+    nick_text: str
+    body: str
+    extras: tuple[str, ...]
+    stanza_id: str = ""
+
+    @property
+    def resource(self) -> str:
+        """The sender's resource: an occupant's MUC nick."""
+        return self.sender.partition("/")[2]
+
+
+def heard_from(element: ET.Element, at: float) -> Heard:
+    """A `message` or `presence` element as a Heard record."""
+    kind = "message" if element.tag == f"{{{CLIENT}}}message" else "presence"
+    if element.get("type") == "error":
+        kind = "error"
+        error = element.find(f"{{{CLIENT}}}error")
+        body = "" if error is None else _condition(error, STANZA_ERRORS)
+    elif kind == "message":
+        body = element.findtext(f"{{{CLIENT}}}body") or ""
+    else:
+        body = element.findtext(f"{{{CLIENT}}}status") or ""
+    return Heard(
+        at=at,
+        kind=kind,
+        sender=element.get("from", ""),
+        nick_text=element.findtext(f"{{{NICK}}}nick") or "",
+        body=body,
+        extras=tuple(dict.fromkeys(child.tag.rpartition("}")[2] for child in element)),
+        stanza_id=element.get("id", ""),
+    )
+
+
+def _condition(error: ET.Element, namespace: str) -> str:
+    """The local name of an error element's condition child (not its `<text>`)."""
+    conditions = (
+        child.tag.rpartition("}")[2]
+        for child in error
+        if child.tag.startswith(f"{{{namespace}}}") and child.tag != f"{{{namespace}}}text"
+    )
+    return next(conditions, "")
+
+
 class XmppClient:
-    """One anonymous session. `presences` and `closed_at` fill in as events arrive."""
+    """One anonymous session. `presences`, `heard`, `stream_error` and `closed_at` fill in as
+    events arrive; `on_heard`, if set, is called (in the reader, synchronously) with each
+    message or presence as it is noted."""
 
     def __init__(self, connection: ClientConnection, domain: str) -> None:
         self._connection = connection
@@ -57,7 +126,11 @@ class XmppClient:
         self._changed = asyncio.Condition()
         self._handled = 0
         self._counting = False
+        self._set_up_done = False
         self.presences: list[Seen] = []
+        self.heard: deque[Heard] = deque(maxlen=HEARD_LIMIT)
+        self.on_heard: Callable[[Heard], None] | None = None
+        self.stream_error: str | None = None
         self.closed_at: float | None = None
         self.close_code: int | None = None
         self.jid = ""
@@ -65,15 +138,25 @@ class XmppClient:
 
     @classmethod
     async def connect(
-        cls, url: str, *, domain: str, stream_management: bool, timeout: float = 10.0
+        cls,
+        url: str,
+        *,
+        domain: str,
+        stream_management: bool,
+        timeout: float = 10.0,
+        ssl: tls.SSLContext | None = None,
     ) -> XmppClient:
-        """Open the WebSocket and set up a bound session (resumable if `stream_management`)."""
+        """Open the WebSocket (`ssl`: the context for a wss:// URL, e.g. one trusting the TLS
+        front's CA) and set up a bound session (resumable if `stream_management`)."""
+        # websockets refuses an `ssl` argument with a ws:// URL: pass it only when given.
+        tls_options: dict[str, Any] = {} if ssl is None else {"ssl": ssl}
         connection = await connect(
             url,
             subprotocols=[Subprotocol("xmpp")],
             compression=None,
             open_timeout=timeout,
             proxy=None,
+            **tls_options,
         )
         client = cls(connection, domain)
         try:
@@ -107,6 +190,7 @@ class XmppClient:
             if enabled.tag != f"{{{SM}}}enabled":
                 raise XmppFailed(f"stream management refused: {ET.tostring(enabled)!r}")
             self._counting = True
+        self._set_up_done = True
 
     async def _open_stream(self) -> ET.Element:
         """Send `<open/>`; the server's features (after its own `<open/>`)."""
@@ -126,6 +210,28 @@ class XmppClient:
         answer = await self._first(nick, {"available", "error"}, timeout)
         if answer.type == "error":
             raise XmppFailed(f"the room refused {occupant}")
+
+    def _stanza_id(self) -> str:
+        return f"s{next(self._ids)}"
+
+    async def send_raw(self, xml: str) -> None:
+        """Send one whole stanza (or any top-level element) as it is written."""
+        await self._send(xml)
+
+    async def send_chat(self, room_jid: str, body: str, *, stanza_id: str | None = None) -> None:
+        """Send a groupchat message to the room."""
+        sid = stanza_id or self._stanza_id()
+        await self._send(
+            f'<message xmlns="{CLIENT}" to={quoteattr(room_jid)} type="groupchat"'
+            f" id={quoteattr(sid)}><body>{escape(body)}</body></message>"
+        )
+
+    async def send_presence(self, occupant_jid: str, inner_xml: str) -> None:
+        """Send a presence to `occupant_jid` (room/nick) carrying `inner_xml` as its children."""
+        await self._send(
+            f'<presence xmlns="{CLIENT}" to={quoteattr(occupant_jid)}'
+            f" id={quoteattr(self._stanza_id())}>{inner_xml}</presence>"
+        )
 
     async def wait_for(self, nick: str, kind: str, timeout: float) -> float:
         """When a presence of `nick` of type `kind` ("available", "unavailable") arrived,
@@ -192,9 +298,18 @@ class XmppClient:
                 if element.tag == f"{{{SM}}}r":
                     await self._send(f'<a xmlns="{SM}" h="{self._handled}"/>')
                 elif element.tag == f"{{{CLIENT}}}presence":
+                    self._note_heard(element)
                     await self._note_presence(element)
-                else:
+                elif element.tag == f"{{{CLIENT}}}message":
+                    self._note_heard(element)
+                elif element.tag == f"{{{STREAMS}}}error":
+                    self._note_stream_error(element)
+                elif not self._set_up_done:
                     self._inbox.put_nowait(element)
+                elif (
+                    element.tag == f"{{{CLIENT}}}iq" and element.find(f"{{{PING}}}ping") is not None
+                ):
+                    await self._answer_ping(element)
         except ConnectionClosed:
             pass
         finally:
@@ -202,6 +317,23 @@ class XmppClient:
             self.close_code = self._connection.close_code
             async with self._changed:
                 self._changed.notify_all()
+
+    def _note_heard(self, element: ET.Element) -> None:
+        heard = heard_from(element, time.perf_counter())
+        self.heard.append(heard)
+        if self.on_heard is not None:
+            self.on_heard(heard)
+
+    def _note_stream_error(self, element: ET.Element) -> None:
+        self.stream_error = _condition(element, STREAM_ERRORS) or "undefined-condition"
+        if not self._set_up_done:
+            self._inbox.put_nowait(element)
+
+    async def _answer_ping(self, element: ET.Element) -> None:
+        reply = f'<iq xmlns="{CLIENT}" type="result" id={quoteattr(element.get("id", ""))}'
+        if element.get("from"):
+            reply += f" to={quoteattr(element.get('from', ''))}"
+        await self._send(reply + "/>")
 
     async def _note_presence(self, element: ET.Element) -> None:
         at = time.perf_counter()
