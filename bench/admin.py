@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl as tls
 from collections.abc import Sequence
 from dataclasses import dataclass
 from http.cookies import SimpleCookie
@@ -114,6 +115,14 @@ class Invites:
         return await self._api.create_invites(names, self._room_size)
 
 
+class RedeemRefused(SetupError):
+    """The gateway answered a redemption with something other than a meeting's address."""
+
+    def __init__(self, status: int, body: bytes) -> None:
+        super().__init__(f"redeeming an invite gave {status}: {body[:300]!r}")
+        self.status = status
+
+
 @dataclass(frozen=True, slots=True)
 class Admitted:
     """A browser that redeemed an invite: its admission cookie and its first ticket."""
@@ -128,10 +137,12 @@ async def admit(
     token: str,
     cookie_name: str = "meetgate",
     headers: dict[str, str] | None = None,
+    ssl: tls.SSLContext | None = None,
 ) -> Admitted:
-    """Redeem one invite as a browser would (`headers` added, e.g. `x-forwarded-for`)."""
+    """Redeem one invite as a browser would (`headers` added, e.g. `x-forwarded-for`; `ssl`
+    for an https front). RedeemRefused if it is not let into the meeting."""
     host, port = host_port(gate_url)
-    connection = await Connection.open(host, port)
+    connection = await Connection.open(host, port, ssl=ssl)
     try:
         response = await connection.request(
             "POST", f"/j/{token}", {"origin": gate_url, **(headers or {})}
@@ -140,7 +151,7 @@ async def admit(
         await connection.close()
     location = response.headers.get("location", "")
     if response.status != 303 or "#jwt=" not in location:
-        raise SetupError(f"redeeming an invite gave {response.status}: {response.body[:300]!r}")
+        raise RedeemRefused(response.status, response.body)
     jar: SimpleCookie = SimpleCookie()
     jar.load(response.headers.get("set-cookie", ""))
     if cookie_name not in jar:
