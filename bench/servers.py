@@ -9,6 +9,7 @@ import http.client
 import os
 import resource
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -208,6 +209,15 @@ class Servers:
     def stop(self, pid: int) -> None:
         """Stop one process started here before the others (it is not stopped twice)."""
         stop_process(self._processes[pid])
+
+    def kill(self, pid: int) -> None:
+        """Kill one process started here (and its group) with SIGKILL, as a crash would, and
+        return once it is gone; it is not stopped again at the end."""
+        proc = self._processes[pid]
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
 
     def bench_app(self, app: str, max_connections: int | None = None) -> str:
         """`bench.serve`'s `app` ("bare", "framework" or "upstream"), holding up to
