@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
-import base64
 import hashlib
-import ipaddress
 import re
 import secrets
 import socket
@@ -35,6 +33,7 @@ from pydantic import BaseModel
 from gateway.settings import Settings
 from tests.fixtures.gateway_server import GatewayServer, start_gateway
 from tests.fixtures.oidc import clients_for, oidc_table, sign_in, start_oidc_provider
+from tests.fixtures.privacy_scan import hashed_forms, holding, stored, written_forms
 from tests.fixtures.processes import free_port, stop_process, wait_until
 from tests.fixtures.redis_server import start_redis
 from tests.fixtures.smtp import SmtpServer
@@ -55,93 +54,6 @@ GUEST_ADDRESS = "198.51.100.201"
 TROLL_ADDRESS = "2001:db8:66:9::66"
 # The proxy's own address is a client's too (the admin API's, a socket's without a header).
 ADDRESSES = (HOST_ADDRESS, ATTENDEE_ADDRESS, GUEST_ADDRESS, TROLL_ADDRESS, "127.0.0.1")
-
-
-def networks(address: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-    """The networks the gate groups an address in: the /24 of IPv4, the /64 and /48 of IPv6."""
-    parsed = ipaddress.ip_address(address)
-    bits = (24,) if isinstance(parsed, ipaddress.IPv4Address) else (64, 48)
-    return [ipaddress.ip_network(f"{parsed}/{n}", strict=False) for n in bits]
-
-
-def reversed_prefix(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> str:
-    """A network's reverse-DNS name: `100.51.198.in-addr.arpa`, or the nibbles of a /64 or /48
-    backwards under `ip6.arpa`."""
-    if isinstance(network, ipaddress.IPv4Network):
-        octets = str(network.network_address).split(".")[: network.prefixlen // 8]
-        return ".".join(reversed(octets)) + ".in-addr.arpa"
-    nibbles = network.network_address.exploded.replace(":", "")[: network.prefixlen // 4]
-    return ".".join(reversed(nibbles)) + ".ip6.arpa"
-
-
-def written_forms(address: str) -> set[str]:
-    """Every way an address, or the network the gate groups it in, could be written down."""
-    parsed = ipaddress.ip_address(address)
-    forms = {str(parsed), parsed.exploded, str(int(parsed))}
-    forms |= {parsed.reverse_pointer, parsed.reverse_pointer.rsplit(".", 2)[0]}
-    forms |= {parsed.packed.hex(), parsed.packed.hex().upper()}
-    if isinstance(parsed, ipaddress.IPv4Address):
-        mapped = ipaddress.IPv6Address(f"::ffff:{parsed}")
-        forms |= {f"::ffff:{parsed}", mapped.compressed, mapped.exploded}
-        forms.add(".".join(str(parsed).split(".")[:3]) + ".")
-    else:
-        forms |= {str(parsed).upper(), parsed.exploded.upper()}
-    for network in networks(address):
-        reverse = reversed_prefix(network)
-        forms |= {str(network), reverse, reverse.rsplit(".", 2)[0]}
-        if isinstance(network, ipaddress.IPv6Network):
-            prefix = str(network.network_address).rstrip(":")
-            exploded = network.network_address.exploded[: 5 * network.prefixlen // 16 - 1]
-            forms |= {prefix, prefix.upper(), exploded, exploded.upper()}
-        else:
-            forms.add(str(network.network_address))
-    return forms
-
-
-# Hashes a careless change could store instead of the day's keyed one, and how their first
-# 64 bits or more would be written.
-UNKEYED = ("md5", "sha1", "sha256", "sha512", "sha3_256", "blake2b")
-PREFIX_CHARS = 16
-
-
-def hashed_forms(address: str) -> set[str]:
-    """The first 16 characters of an unkeyed hash of each form of the address and its networks
-    (also as the gate's hashers frame them, `address\0…`, `network\0…`): in hex (either case),
-    base32 and base64, so that any longer prefix is found too."""
-    parsed = ipaddress.ip_address(address)
-    bases = {str(parsed), parsed.exploded, parsed.packed.hex()}
-    for network in networks(address):
-        bases |= {str(network), str(network.network_address)}
-    messages = [base.encode() for base in bases] + [parsed.packed]
-    for kind in ("address", "network", "addr", "net", "ip"):
-        for separator in ("\0", ":", "|", ""):
-            messages += [f"{kind}{separator}{base}".encode() for base in bases]
-    found = set()
-    for message in messages:
-        for name in UNKEYED:
-            digest = hashlib.new(name, message).digest()
-            found |= {digest.hex()[:PREFIX_CHARS], digest.hex()[:PREFIX_CHARS].upper()}
-            found.add(base64.b32encode(digest[:10]).decode().lower())
-            found.add(base64.b32encode(digest[:10]).decode())
-            found.add(base64.urlsafe_b64encode(digest[:12]).decode())
-            found.add(base64.b64encode(digest[:12]).decode())
-    return found
-
-
-def holding(plain: set[str], hashed: set[str], texts: dict[str, str]) -> dict[str, list[str]]:
-    """Which of `texts` (by name) hold which form: the `plain` ones by search, the `hashed`
-    16-character prefixes by looking up every 16-character window of the texts' long words."""
-    found: dict[str, list[str]] = {}
-    for name, text in texts.items():
-        for needle in plain:
-            if needle in text:
-                found.setdefault(needle, []).append(name)
-        for word in re.findall(r"[0-9A-Za-z+/_=-]{16,}", text):
-            for start in range(len(word) - PREFIX_CHARS + 1):
-                window = word[start : start + PREFIX_CHARS]
-                if window in hashed:
-                    found.setdefault(window, []).append(name)
-    return found
 
 
 # A URL of a listener on 127.0.0.1, as written or percent-encoded in another URL.
@@ -309,30 +221,6 @@ def walk_every_way_in(
     assert host_action(gateway, host, "revoke", admission=admission_of(bob))["ok"] is True
     assert host_action(gateway, host, "ban", admission=admission_of(ada), duration="1d")["ok"]
     assert host_action(gateway, host, "move")["ok"] is True
-
-
-def stored(client: redis.Redis) -> dict[str, str]:
-    """Every key in the database, with its value as text (a hash, list, set or sorted set as
-    its members, and scores; a stream as its entries)."""
-    found: dict[str, str] = {}
-    for key in client.scan_iter(count=1000):
-        kind = client.type(key)
-        if kind == "string":
-            value: Any = client.get(key)
-        elif kind == "hash":
-            value = client.hgetall(key)
-        elif kind == "list":
-            value = client.lrange(key, 0, -1)
-        elif kind == "set":
-            value = sorted(client.smembers(key))
-        elif kind == "zset":
-            value = client.zrange(key, 0, -1, withscores=True)
-        elif kind == "stream":
-            value = client.xrange(key)
-        else:
-            raise AssertionError(f"{key} is a {kind}: read it here too")
-        found[key] = repr(value)
-    return found
 
 
 # MONITOR's escapes of a byte that is not printable, a quote and a backslash (sdscatrepr).

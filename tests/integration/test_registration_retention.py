@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-import redis
 
 from tests.fixtures.gateway_server import GENEROUS_LIMITS, GatewayServer, start_gateway
+from tests.fixtures.privacy_scan import everything_in, expires_at
 from tests.fixtures.processes import stop_process, wait_until
 from tests.fixtures.redis_server import RedisProcess, start_redis
 from tests.fixtures.smtp import SmtpServer
@@ -115,41 +115,6 @@ def register(
         if confirm:
             done = browser.post(f"/_meetgate/register/{room}/confirm", data={"code": code})
             assert done.status_code == 303, done.text
-
-
-def everything_in(url: str) -> list[tuple[bytes, bytes]]:
-    """Every key in the Redis with all it holds (strings, hashes, sets, sorted sets, lists,
-    streams), as bytes."""
-    client = redis.Redis.from_url(url)
-    found = []
-    try:
-        for key in client.scan_iter(count=1000):
-            kind = client.type(key).decode()
-            held = b""
-            if kind == "string":
-                held = client.get(key) or b""
-            elif kind == "hash":
-                held = b" ".join(k + b"=" + v for k, v in client.hgetall(key).items())
-            elif kind == "set":
-                held = b" ".join(client.smembers(key))
-            elif kind == "zset":
-                held = b" ".join(client.zrange(key, 0, -1))
-            elif kind == "list":
-                held = b" ".join(client.lrange(key, 0, -1))
-            elif kind == "stream":
-                held = repr(client.xrange(key)).encode()
-            found.append((key, held))
-    finally:
-        client.close()
-    return found
-
-
-def expires_at(url: str, key: bytes) -> int:
-    client = redis.Redis.from_url(url)
-    try:
-        return int(client.execute_command("EXPIRETIME", key))
-    finally:
-        client.close()
 
 
 def test_after_the_meetings_retention_no_registrant_is_left(
