@@ -24,7 +24,9 @@ HOST_REMOVE = "host_remove"  # a host sent a removal (who: the troll; detail: "d
 GUARD_THRESHOLD = "guard_threshold"  # a troll sent the stanza that is its strike number N
 SOCKET_CLOSED = "socket_closed"  # a client's socket ended (detail: "asked" or "unasked")
 RETRY = "retry"  # a removed troll's attempt back (detail: "<way>\t<outcome>"; outcome "refused"
-#                  or "ALIVE")
+#                  or "ALIVE"; value: the HTTP status, 0 for none)
+IMPERSONATION = "impersonation"  # a troll's presence with another's name or a tracker (detail:
+#                  "<way>\t<what the room reflected to the troll>", as "verified" or "FORGED")
 FAULT = "fault"  # detail: "failover", "kill-b", "lockdown", "move"
 RECONNECTED = "reconnected"  # an attendee back after an unasked close (value: seconds away)
 FLOOD = "flood"  # the flood's summary (detail: "<requests>\t<per second>\t<statuses>")
