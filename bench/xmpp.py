@@ -114,9 +114,9 @@ def _condition(error: ET.Element, namespace: str) -> str:
 
 
 class XmppClient:
-    """One anonymous session. `presences`, `heard`, `stream_error` and `closed_at` fill in as
-    events arrive; `on_heard`, if set, is called (in the reader, synchronously) with each
-    message or presence as it is noted."""
+    """One anonymous session. `presences`, `heard`, `stream_error`, `closed_at`, `close_code`
+    and `close_reason` fill in as events arrive; `on_heard`, if set, is called (in the reader,
+    synchronously) with each message or presence as it is noted."""
 
     def __init__(self, connection: ClientConnection, domain: str) -> None:
         self._connection = connection
@@ -133,6 +133,8 @@ class XmppClient:
         self.stream_error: str | None = None
         self.closed_at: float | None = None
         self.close_code: int | None = None
+        # The close frame's reason: a gate's cut (code 4403) says why ("revoked", "moved", …).
+        self.close_reason: str | None = None
         self.jid = ""
         self._reader = asyncio.create_task(self._read())
 
@@ -315,6 +317,7 @@ class XmppClient:
         finally:
             self.closed_at = time.perf_counter()
             self.close_code = self._connection.close_code
+            self.close_reason = self._connection.close_reason
             async with self._changed:
                 self._changed.notify_all()
 
