@@ -19,6 +19,7 @@ pytestmark = pytest.mark.slow
 
 TROLL = "198.18.7.9"
 CLEAN = "198.19.200.4"
+TICKET = "eyJh.eyJi.c2lnbmF0dXJlLW9mLWEtdGlja2V0"
 
 
 @pytest.fixture
@@ -45,14 +46,14 @@ def test_a_planted_secret_is_found_where_it_is_and_a_clean_one_is_not(
         client.set("meetgate:ban:board:x", "1")  # for ever, by design
         client.set("meetgate:rooms", "{}")
     log = tmp_path / "gate-a.log"
-    log.write_text("started\njoin refused\nticket eyJh.eyJi.c2lnbmF0dXJlLW9mLWEtdGlja2V0\n")
+    log.write_text(f"started\njoin refused\nticket {TICKET}\n")
     found = scan_left_behind(
         store.url,
         [log],
         Secrets(
             addresses=[TROLL, CLEAN],
             names=["Ada Lovelace", "Cyd Clean"],
-            tickets=["eyJh.eyJi.c2lnbmF0dXJlLW9mLWEtdGlja2V0", "eyJh.eyJi.bm90LWhlcmUtYXQtYWxsLW5v"],
+            tickets=[TICKET, "eyJh.eyJi.bm90LWhlcmUtYXQtYWxsLW5v"],
             cookies=["k" * 43],
         ),
     )
