@@ -1,0 +1,509 @@
+"""The attack replay's trolls (issue 20; plan in docs/design/attack-replay.md): each enters with
+a leaked link from a network of its own, spams the room's chat, tries on a host's name, and once
+removed tries every way back, recording into the shared `Events` what it sent, what the gate
+refused and what came back.
+
+A troll records only what it sees itself; whether anyone else saw its chat or a forged name is
+read from the other clients' `heard` logs by the caller. Nothing it records holds a ticket, a
+cookie, its link's token or an address: a way back is named by its path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import ssl as tls
+import time
+import zlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import partial
+from urllib.parse import urlsplit
+from xml.sax.saxutils import escape
+
+from bench.admin import Admitted, RedeemRefused, admit
+from bench.attack_events import (
+    CHAT_REFUSED,
+    CHAT_SENT,
+    CONNECTED,
+    GUARD_THRESHOLD,
+    IMPERSONATION,
+    RETRY,
+    SOCKET_CLOSED,
+    Events,
+    Stage,
+)
+from bench.guard import verified_name
+from bench.xmpp import Heard, XmppClient
+from tests.fixtures.jitsi_stanzas import BY_NAME, Placeholders
+
+ALIVE = "ALIVE"
+REFUSED = "refused"
+# How long one attempt back may take, and how long a troll waits for the room's answer to a
+# presence or the guard's to the last chat line.
+ATTEMPT_SECONDS = 5.0
+ANSWER_SECONDS = 3.0
+# Respellings of the signalling paths (the front and the gate must answer each as the canonical
+# path or refuse it): the brief's, and kin from tests/spellings.py (not imported: it needs
+# hypothesis, a test dependency). `{room}` is the troll's room, as a tenant segment.
+WEBSOCKET_SPELLINGS = (
+    "//xmpp-websocket",
+    "/xmpp-websocket/",
+    "/%78mpp-websocket",
+    "/XMPP-WEBSOCKET",
+    "/Xmpp-Websocket",
+    "/./xmpp-websocket",
+    "/libs/../xmpp-websocket",
+    "/xmpp%2Dwebsocket",
+    "/xmpp-websocket;x",
+    "/foo/xmpp-websocket/x",
+    "/static/x/xmpp-websocket",
+    "/{room}/xmpp-websocket",
+)
+BOSH_SPELLINGS = (
+    "/http-bind/",
+    "/%2Fhttp-bind",
+    "//http-bind",
+    "/HTTP-BIND",
+    "/Rally/http-bind",
+    "/a/b/http-bind",
+    "/./http-bind",
+    "/%68ttp-bind",
+    "/http-bind;x",
+    "/libs/%2e%2e/http-bind",
+    "/{room}/http-bind",
+)
+# A BOSH session's creation as strophe.js sends it (Strophe.Bosh._buildBody, _connect).
+BOSH_CREATE = (
+    "<body rid='{rid}' xmlns='http://jabber.org/protocol/httpbind' to='{domain}' xml:lang='en'"
+    " wait='60' hold='1' content='text/xml; charset=utf-8' ver='1.6' xmpp:version='1.0'"
+    " xmlns:xmpp='urn:xmpp:xbosh'/>"
+)
+# Latin letters and the Cyrillic ones that look the same.
+LOOK_ALIKES = str.maketrans(
+    "aceopxyACEHKMOPTBX",
+    (
+        "\u0430\u0441\u0435\u043e\u0440\u0445\u0443\u0410\u0421"
+        "\u0415\u041d\u041a\u041c\u041e\u0420\u0422\u0412\u0425"
+    ),
+)
+TRACKER = "https://tracker.example/p.png?u=1"
+NICK_NS = "http://jabber.org/protocol/nick"
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """The head of an HTTP answer (`status` 0: no answer) and what of its body arrived."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+def look_alike(name: str) -> str:
+    """`name` with every Latin letter that has a Cyrillic twin replaced by it."""
+    return name.translate(LOOK_ALIKES)
+
+
+class Troll:
+    """One troll: `enter`, then `spam` and `impersonate` in any order, `try_back` once removed,
+    and `close` at the end. `closed_at` has every socket's end, in the order they opened."""
+
+    def __init__(self, name: str, leaked_token: str, stage: Stage, events: Events) -> None:
+        self.name = name
+        self._token = leaked_token
+        self._stage = stage
+        self._events = events
+        # A /24 of its own in 100.64.0.0/10, stable for the troll's name.
+        self._network = zlib.crc32(name.encode()) % 250
+        self._fresh = 0
+        self._tls = _client_tls(stage)
+        self.admitted: Admitted | None = None
+        self.verified = ""
+        self.resource = secrets.token_hex(4)  # as Jitsi's client makes a MUC nick
+        self.client: XmppClient | None = None
+        self._clients: list[XmppClient] = []
+        self._asked: set[int] = set()
+        self._watchers: list[asyncio.Task[None]] = []
+        self._sent: dict[str, float] = {}  # marker -> send time (perf_counter)
+        self._answered: dict[str, str] = {}  # marker -> "echoed" / "refused"
+        self._refused: list[str] = []
+        self._strikes = 0
+        self._threshold_noted = False
+        self._chat_number = 0
+        self._heard_changed = asyncio.Event()
+
+    @property
+    def closed_at(self) -> list[float | None]:
+        return [client.closed_at for client in self._clients]
+
+    @property
+    def room(self) -> str:
+        assert self.admitted is not None, "enter() first"
+        return self.admitted.room
+
+    def _address(self) -> str:
+        """A fresh address: the troll's own /24 first, then one new network per call."""
+        self._fresh += 1
+        if self._fresh == 1:
+            return f"100.64.{self._network}.7"
+        return f"100.{65 + self._fresh % 60}.{self._network}.{1 + self._fresh % 250}"
+
+    def _signalling_url(self, base: str, path: str, ticket: str) -> str:
+        scheme = "wss" if base.startswith("https") else "ws"
+        host = base.split("://", 1)[1]
+        return f"{scheme}://{host}{path}?room={self.room}&token={ticket}"
+
+    async def enter(self) -> None:
+        """Redeem the leaked link through the front from the troll's network, connect over the
+        front's WebSocket and join the room (the gate puts the verified name on the join)."""
+        front = self._stage.front_url
+        self.admitted = await admit(
+            front,
+            self._token,
+            self._stage.cookie_name,
+            headers={"x-forwarded-for": self._address()},
+            ssl=self._tls,
+        )
+        self.verified = verified_name(self.admitted.ticket)
+        client = await XmppClient.connect(
+            self._signalling_url(front, "/xmpp-websocket", self.admitted.ticket),
+            domain=self._stage.prosody_domain,
+            stream_management=True,
+            ssl=self._tls,
+        )
+        self._keep(client)
+        client.on_heard = self._on_heard
+        self.client = client
+        await client.join(self._stage.room_jid(self.room), self.resource)
+        self._events.add(CONNECTED, self.name, "front")
+
+    def _keep(self, client: XmppClient) -> None:
+        self._clients.append(client)
+        self._watchers.append(asyncio.create_task(self._watch(client)))
+
+    async def _watch(self, client: XmppClient) -> None:
+        with contextlib.suppress(Exception):
+            await client.wait_closed(timeout=24 * 3600)
+        if client.closed_at is not None:
+            how = "asked" if id(client) in self._asked else "unasked"
+            self._events.add(SOCKET_CLOSED, self.name, how, at=client.closed_at)
+
+    def _on_heard(self, heard: Heard) -> None:
+        marker = heard.stanza_id
+        if marker in self._sent and marker not in self._answered:
+            if heard.kind == "error":
+                self._answered[marker] = "refused"
+                self._refused.append(marker)
+                self._events.add(CHAT_REFUSED, self.name, marker, at=heard.at)
+                self._note_threshold()
+            elif heard.kind == "message":
+                self._answered[marker] = "echoed"
+        self._heard_changed.set()
+
+    def _note_threshold(self, marker: str | None = None) -> None:
+        """GUARD_THRESHOLD at the send of the stanza that is strike number `strikes`: the
+        `strikes`-th refused, or (`marker`) the one the socket closed on before its answer."""
+        if self._threshold_noted or self._strikes <= 0:
+            return
+        if marker is None:
+            if len(self._refused) < self._strikes:
+                return
+            marker = self._refused[self._strikes - 1]
+        self._threshold_noted = True
+        self._events.add(GUARD_THRESHOLD, self.name, marker, at=self._sent[marker])
+
+    async def _until(self, done: Callable[[], bool], timeout: float) -> bool:
+        """Wait for something heard to make `done()` true, the socket's end, or `timeout`."""
+        deadline = time.perf_counter() + timeout
+        while not done():
+            left = deadline - time.perf_counter()
+            if left <= 0 or self.client is None or self.client.closed_at is not None:
+                return done()
+            self._heard_changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._heard_changed.wait(), min(left, 0.5))
+        return True
+
+    async def spam(self, count: int, per_second: float, *, strikes: int = 0) -> int:
+        """Send up to `count` groupchat lines at `per_second`, each body and id a unique marker
+        "t:<who>:<n>" (CHAT_SENT), noting the guard's error answers (CHAT_REFUSED) and, given
+        the room's `strikes`, the send of strike number `strikes` (GUARD_THRESHOLD). Stops
+        when the socket ends; the number refused so far."""
+        client = self.client
+        assert client is not None, "enter() first"
+        self._strikes = strikes
+        room_jid = self._stage.room_jid(self.room)
+        start = time.perf_counter()
+        for n in range(count):
+            if client.closed_at is not None:
+                break
+            marker = f"t:{self.name}:{self._chat_number}"
+            self._chat_number += 1
+            at = time.perf_counter()
+            try:
+                await client.send_chat(room_jid, marker, stanza_id=marker)
+            except Exception:  # the socket ended under the send: the guard's removal
+                break
+            self._sent[marker] = at
+            self._events.add(CHAT_SENT, self.name, marker, at=at)
+            pause = start + (n + 1) / per_second - time.perf_counter()
+            if pause > 0:
+                await asyncio.sleep(pause)
+        await self._until(lambda: len(self._answered) == len(self._sent), ANSWER_SECONDS)
+        if client.closed_at is not None and len(self._refused) == self._strikes - 1:
+            # The socket ended before the answer to the last strike arrived: the first line sent
+            # after the last refused one, and never answered, is it.
+            last = self._refused[-1] if self._refused else None
+            order = list(self._sent)
+            after = order[order.index(last) + 1 :] if last is not None else order
+            pending = [m for m in after if m not in self._answered]
+            if pending:
+                self._note_threshold(pending[0])
+        return len(self._refused)
+
+    async def _presence(self, way: str, to: str, xml: str) -> None:
+        """Send a presence, wait for the room's reflection of it to the troll, and record what
+        the room showed: the nick (verified or FORGED), and any tracker kept."""
+        client = self.client
+        assert client is not None, "enter() first"
+        sent = time.perf_counter()
+        occupant = to.partition("/")[2]
+        room_jid = self._stage.room_jid(self.room)
+
+        def reflected() -> Heard | None:
+            return next(
+                (
+                    h
+                    for h in reversed(client.heard)
+                    if h.at >= sent
+                    and h.sender.partition("/")[0] == room_jid
+                    and (h.resource == occupant or h.kind == "error")
+                    and h.kind != "message"
+                ),
+                None,
+            )
+
+        await client.send_raw(xml)
+        await self._until(lambda: reflected() is not None, ANSWER_SECONDS)
+        seen = reflected()
+        if seen is None:
+            outcome = "unseen"
+        elif seen.kind == "error":
+            outcome = f"error {seen.body}"
+        else:
+            named = "verified" if seen.nick_text == self.verified else "FORGED"
+            kept = [x for x in ("avatar-url", "email") if x in seen.extras]
+            outcome = named + ("; KEPT " + ",".join(kept) if kept else "")
+            if "tracker.example" in seen.body:
+                outcome += "; status URL passed"
+            if occupant != self.resource:
+                # The room took the nick change: the troll's occupant JID now ends in it (Jitsi
+                # shows the `<nick>`, and the gate wrote the verified one there).
+                outcome += "; MUC nick changed"
+                self.resource = occupant
+        self._events.add(IMPERSONATION, self.name, f"{way}\t{outcome}", at=sent)
+
+    async def impersonate(self, host_name: str) -> None:
+        """A host's verified name as the presence's `<nick>`, then look-alikes, then tracking
+        URLs, then the host's name as the troll's MUC nick (a nick change); each recorded
+        (IMPERSONATION, "<way>\t<what the room reflected>")."""
+        values = Placeholders(
+            domain=self._stage.prosody_domain,
+            muc=self._stage.muc_domain,
+            room=self.room,
+            me=self.resource,
+        )
+        update = BY_NAME["presence_raise_hand"].xml(values)
+        me = f"{self._stage.room_jid(self.room)}/{self.resource}"
+
+        def named(name: str) -> str:
+            return update.replace(">Alice Example<", f">{escape(name)}<")
+
+        await self._presence("nick", me, named(host_name))
+        await self._presence("nick look-alike", me, named(look_alike(host_name)))
+        await self._presence("nick extra space", me, named(host_name.replace(" ", "  ", 1) + " "))
+        trackers = (
+            f"<presence xmlns='jabber:client' to='{escape(me)}'>"
+            f"<nick xmlns='{NICK_NS}'>{escape(host_name)}</nick>"
+            f"<avatar-url>{escape(TRACKER)}</avatar-url>"
+            "<email>x@tracker.example</email>"
+            "<status>my slides: https://tracker.example/s?u=1</status></presence>"
+        )
+        await self._presence("trackers", me, trackers)
+        moved = f"{self._stage.room_jid(self.room)}/{host_name}"
+        # Jitsi's update shape sent to another occupant JID: a MUC nick change.
+        await self._presence(
+            "muc nick", moved, update.replace(f"/{self.resource}'", f"/{escape(host_name)}'")
+        )
+
+    async def try_back(self, seconds: float, every: float = 1.0) -> None:
+        """For `seconds` after its removal, every way back in rounds `every` seconds apart,
+        each attempt recorded (RETRY, "<way>\t<refused|ALIVE>", value: the HTTP status). A way
+        that let the troll back in is recorded once and not tried again."""
+        assert self.admitted is not None, "enter() first"
+        ways = self._ways()
+        deadline = time.perf_counter() + seconds
+        while ways and time.perf_counter() < deadline:
+            started = time.perf_counter()
+            for way, attempt in list(ways.items()):
+                at = time.perf_counter()
+                try:
+                    alive, status = await asyncio.wait_for(attempt(), ATTEMPT_SECONDS)
+                except Exception:
+                    alive, status = False, 0
+                outcome = ALIVE if alive else REFUSED
+                self._events.add(RETRY, self.name, f"{way}\t{outcome}", float(status), at=at)
+                if alive:
+                    del ways[way]
+            pause = started + every - time.perf_counter()
+            if pause > 0 and time.perf_counter() + pause < deadline:
+                await asyncio.sleep(pause)
+            elif pause > 0:
+                break
+
+    def _ways(self) -> dict[str, Callable[[], Awaitable[tuple[bool, int]]]]:
+        assert self.admitted is not None
+        old = self.admitted
+        front = self._stage.front_url
+        ways: dict[str, Callable[[], Awaitable[tuple[bool, int]]]] = {
+            "wss /xmpp-websocket old ticket": partial(
+                self._websocket, front, "/xmpp-websocket", old.ticket
+            ),
+            "bosh /http-bind old ticket": partial(self._bosh, front, "/http-bind", old.ticket),
+        }
+        for spelling in WEBSOCKET_SPELLINGS:
+            path = spelling.format(room=old.room)
+            ways[f"wss {spelling}"] = partial(self._websocket, front, path, old.ticket)
+        for spelling in BOSH_SPELLINGS:
+            path = spelling.format(room=old.room)
+            ways[f"bosh {spelling}"] = partial(self._bosh, front, path, old.ticket)
+        ways["redeem again, fresh session"] = partial(self._redeem, None)
+        ways["redeem again, old cookie"] = partial(self._redeem, old.cookie)
+        ways["ticket refresh, old cookie"] = partial(self._refresh, front, old.cookie)
+        for name, replica in sorted(self._stage.replicas.items()):
+            ways[f"replica {name} /xmpp-websocket"] = partial(
+                self._websocket, replica.url, "/xmpp-websocket", old.ticket
+            )
+            ways[f"replica {name} /http-bind"] = partial(
+                self._bosh, replica.url, "/http-bind", old.ticket
+            )
+            ways[f"replica {name} ticket refresh"] = partial(self._refresh, replica.url, old.cookie)
+        return ways
+
+    async def _websocket(self, base: str, path: str, ticket: str) -> tuple[bool, int]:
+        """ALIVE: a 101 to the upgrade as sent (this spelling, byte for byte), then an XMPP
+        session bound on the same path."""
+        target = f"{path}?room={self.room}&token={ticket}"
+        headers = {
+            "upgrade": "websocket",
+            "connection": "Upgrade",
+            "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==",
+            "sec-websocket-version": "13",
+            "sec-websocket-protocol": "xmpp",
+            "origin": self._stage.front_url,
+        }
+        answer = await self._ask(base, "GET", target, headers)
+        if answer.status != 101:
+            return False, answer.status
+        try:
+            client = await XmppClient.connect(
+                self._signalling_url(base, path, ticket),
+                domain=self._stage.prosody_domain,
+                stream_management=False,
+                ssl=self._tls if base.startswith("https") else None,
+                timeout=ATTEMPT_SECONDS,
+            )
+        except Exception:
+            return False, 101
+        self._keep(client)
+        self._asked.add(id(client))
+        await client.close()
+        return True, 101
+
+    async def _bosh(self, base: str, path: str, ticket: str) -> tuple[bool, int]:
+        """ALIVE: a 200 carrying a session id (prosody made a BOSH session)."""
+        body = BOSH_CREATE.format(
+            rid=secrets.randbelow(2**32), domain=self._stage.prosody_domain
+        ).encode()
+        headers = {"content-type": "text/xml; charset=utf-8", "origin": self._stage.front_url}
+        answer = await self._ask(
+            base, "POST", f"{path}?room={self.room}&token={ticket}", headers, body
+        )
+        return answer.status == 200 and b"sid=" in answer.body, answer.status
+
+    async def _redeem(self, cookie: str | None) -> tuple[bool, int]:
+        """ALIVE: a 303 into the meeting with a ticket."""
+        headers = {"x-forwarded-for": self._address()}
+        if cookie is not None:
+            headers["cookie"] = f"{self._stage.cookie_name}={cookie}"
+        try:
+            await admit(
+                self._stage.front_url,
+                self._token,
+                self._stage.cookie_name,
+                headers=headers,
+                ssl=self._tls,
+            )
+        except RedeemRefused as refused:
+            return False, refused.status
+        return True, 303
+
+    async def _refresh(self, base: str, cookie: str) -> tuple[bool, int]:
+        """ALIVE: a fresh ticket (Jitsi's tokenAuthUrl answers with a 303 carrying one)."""
+        headers = {"cookie": f"{self._stage.cookie_name}={cookie}"}
+        answer = await self._ask(base, "GET", f"/_meetgate/ticket?room={self.room}", headers)
+        ticket = "#jwt=" in answer.headers.get("location", "")
+        return (answer.status in (200, 303) and ticket), answer.status
+
+    async def _ask(
+        self, base: str, method: str, target: str, headers: dict[str, str], body: bytes = b""
+    ) -> Answer:
+        """One request on a connection of its own, the target written exactly as given; the
+        answer's head and (unless a 101) its body up to the connection's end."""
+        parts = urlsplit(base)
+        host, port = parts.hostname or "127.0.0.1", parts.port or 443
+        context = self._tls if parts.scheme == "https" else None
+        reader, writer = await asyncio.open_connection(host, port, ssl=context)
+        try:
+            lines = [f"{method} {target} HTTP/1.1", f"host: {parts.netloc}"]
+            lines += [f"{name}: {value}" for name, value in headers.items()]
+            if "upgrade" not in headers:
+                lines.append("connection: close")
+            lines.append(f"content-length: {len(body)}")
+            writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+            head = await reader.readuntil(b"\r\n\r\n")
+            status_line, *header_lines = head.decode("latin-1").split("\r\n")
+            found = {}
+            for line in header_lines:
+                if line:
+                    key, _, value = line.partition(":")
+                    found[key.strip().lower()] = value.strip()
+            status = int(status_line.split(" ", 2)[1])
+            payload = b""
+            if status != 101:
+                with contextlib.suppress(Exception):
+                    payload = await asyncio.wait_for(reader.read(65536), ATTEMPT_SECONDS)
+            return Answer(status, found, payload)
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def close(self) -> None:
+        """Close what is still open (as asked) and stop watching."""
+        for client in self._clients:
+            if client.closed_at is None:
+                self._asked.add(id(client))
+                await client.close()
+        for watcher in self._watchers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(watcher, 2.0)
+
+
+def _client_tls(stage: Stage) -> tls.SSLContext | None:
+    """A context trusting the stage's front, when the front speaks TLS."""
+    if not stage.front_url.startswith("https"):
+        return None
+    return tls.create_default_context(cafile=str(stage.cafile))
