@@ -1,0 +1,415 @@
+"""The attack replay's figures (issue 20's "What it measures"), each computed from `Events` alone,
+and the Markdown report that shows them with what was left behind and the evidence's counts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+
+from bench.attack_aftermath import Leftovers
+from bench.attack_events import (
+    CHAT_HEARD,
+    CHAT_SENT,
+    CONNECTED,
+    FAULT,
+    GUARD_THRESHOLD,
+    HOST_REMOVE,
+    JOIN_OK,
+    JOIN_REFUSED,
+    PRESENCE_HEARD,
+    RECONNECTED,
+    RETRY,
+    SOCKET_CLOSED,
+    Event,
+    Events,
+)
+from bench.report import Figure, Goal
+from gateway.admission.names import skeleton
+
+TROLL_MARKER = "t:"  # a troll's chat marker's prefix (a legitimate one's is "m:")
+# Faults that close attendees' sockets the scenario did not ask to close; a lockdown or a move
+# closes them on purpose.
+INFRASTRUCTURE_FAULTS = ("failover", "kill-b")
+# A removed troll heard this long after its removal counts as alive (in flight before it).
+HEARD_GRACE = 1.0
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The nearest-rank percentile (q in 0..100) of `values`; NaN for none."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+def _ms(seconds: float) -> str:
+    return "—" if math.isnan(seconds) else f"{seconds * 1000:,.0f} ms"
+
+
+def _seconds(seconds: float) -> str:
+    return "—" if math.isnan(seconds) else f"{seconds:,.2f} s"
+
+
+def _is_troll(who: str, troll_prefix: str) -> bool:
+    return who.startswith(troll_prefix)
+
+
+# ---------------------------------------------------------------- joins
+
+
+def _refusal_phase(event: Event, attack_phase: str) -> tuple[str, str]:
+    """(phase, status) of a JOIN_REFUSED: its detail is "<phase>\\t<status>", or the status
+    alone (then counted against the attack)."""
+    phase, tab, status = event.detail.partition("\t")
+    return (phase, status) if tab else (attack_phase, event.detail)
+
+
+def _joins(events: Events, phase: str, attack_phase: str, expected: int | None) -> Figure:
+    admitted = {e.who for e in events.of(JOIN_OK) if e.detail == phase}
+    refused = {
+        e.who for e in events.of(JOIN_REFUSED) if _refusal_phase(e, attack_phase)[0] == phase
+    }
+    tried = expected if expected is not None else len(admitted | refused)
+    share = f"{len(admitted) / tried:.0%}" if tried else "—"
+    return Figure(
+        what=f"Legitimate joins admitted, {phase} run",
+        meetgate=f"{len(admitted)} of {tried} ({share})",
+        baseline="—",
+        comparison="—",
+        target="100%",
+        met=tried > 0 and len(admitted) >= tried,
+    )
+
+
+def _latency(events: Events, phase: str) -> list[float]:
+    return [e.value for e in events.of(JOIN_OK) if e.detail == phase]
+
+
+def _join_latency(events: Events, quiet_phase: str, attack_phase: str) -> list[Figure]:
+    quiet, attack = _latency(events, quiet_phase), _latency(events, attack_phase)
+    rows = []
+    for q in (50, 99):
+        under, calm = percentile(attack, q), percentile(quiet, q)
+        ratio = under / calm if calm and not math.isnan(under + calm) else math.nan
+        rows.append(
+            Figure(
+                what=f"Join latency p{q}, {attack_phase} run vs {quiet_phase} run",
+                meetgate=_ms(under),
+                baseline=f"{_ms(calm)} ({quiet_phase})",
+                comparison="—" if math.isnan(ratio) else f"{ratio:.2f}x",
+            )
+        )
+    return rows
+
+
+# ---------------------------------------------------------------- removals
+
+
+def closing_times(events: Events, start_kind: str) -> tuple[list[float], int]:
+    """For each `start_kind` event (a host's removal, the guard's threshold), the seconds until
+    the last of that troll's sockets closed after it and before its first retry; and how many
+    removals saw no socket close."""
+    times, never = [], 0
+    for start in events.of(start_kind):
+        retries = [e.at for e in events.of(RETRY, start.who) if e.at >= start.at]
+        until = min(retries, default=math.inf)
+        closed = [e.at for e in events.of(SOCKET_CLOSED, start.who) if start.at <= e.at < until]
+        if closed:
+            times.append(max(closed) - start.at)
+        else:
+            never += 1
+    return times, never
+
+
+def _removal(events: Events, start_kind: str, what: str, goal: float) -> Figure:
+    times, never = closing_times(events, start_kind)
+    p50, p99 = percentile(times, 50), percentile(times, 99)
+    counted = len(times) + never
+    figure = f"p50 {_ms(p50)}, p99 {_ms(p99)} ({counted} removals)"
+    if never:
+        figure += f"; {never} never closed"
+    return Figure(
+        what=what,
+        meetgate=figure if counted else "no removal",
+        baseline="—",
+        comparison="—",
+        target=f"<= {goal:g} s",
+        met=counted > 0 and never == 0 and p99 <= goal,
+    )
+
+
+def _removed_at(events: Events) -> dict[str, float]:
+    """Each removed troll's first removal (by a host or the guard)."""
+    removed: dict[str, float] = {}
+    for event in [*events.of(HOST_REMOVE), *events.of(GUARD_THRESHOLD)]:
+        removed[event.who] = min(event.at, removed.get(event.who, math.inf))
+    return removed
+
+
+def _senders(events: Events) -> dict[str, str]:
+    return {e.detail: e.who for e in events.of(CHAT_SENT)}
+
+
+def _alive(events: Events) -> Figure:
+    retries = events.of(RETRY)
+    alive = [e for e in retries if e.detail.rpartition("\t")[2] == "ALIVE"]
+    removed, senders = _removed_at(events), _senders(events)
+    heard_late = {
+        e.detail
+        for e in events.of(CHAT_HEARD)
+        if (sender := senders.get(e.detail)) in removed
+        and e.at > removed[sender] + HEARD_GRACE
+        and e.who != sender
+    }
+    ways = sorted({e.detail.partition("\t")[0] for e in alive})
+    figure = f"{len(alive)} of {len(retries)} retries"
+    if ways:
+        figure += f" (back by {', '.join(ways)})"
+    if heard_late:
+        figure += f"; {len(heard_late)} messages heard after the removal"
+    return Figure(
+        what="Troll sessions alive after their removal",
+        meetgate=figure,
+        baseline="—",
+        comparison="—",
+        target="0",
+        met=bool(retries) and not alive and not heard_late,
+    )
+
+
+# ---------------------------------------------------------------- what others saw
+
+
+def impersonations(
+    events: Events, verified: Mapping[str, str], troll_prefix: str
+) -> list[tuple[str, str]]:
+    """(listener, occupant) of each presence a legitimate client heard whose shown name looks
+    like (gateway.admission.names.skeleton) a host's or attendee's verified name, while the
+    occupant is not that person. `verified`: occupant (MUC resource) -> that person's name."""
+    shapes = {skeleton(name) for name in verified.values()}
+    seen = []
+    for event in events.of(PRESENCE_HEARD):
+        if _is_troll(event.who, troll_prefix):
+            continue
+        occupant, _, shown = event.detail.partition("\t")
+        shape = skeleton(shown)
+        own = verified.get(occupant)
+        if shape in shapes and (own is None or skeleton(own) != shape):
+            seen.append((event.who, occupant))
+    return seen
+
+
+def _impersonated(events: Events, verified: Mapping[str, str], troll_prefix: str) -> Figure:
+    seen = impersonations(events, verified, troll_prefix)
+    listeners = {who for who, _ in seen}
+    heard = len(events.of(PRESENCE_HEARD))
+    return Figure(
+        what="Occupants who saw an impersonated name",
+        meetgate=f"{len(listeners)} ({len(seen)} of {heard} presences)",
+        baseline="—",
+        comparison="—",
+        target="0",
+        met=heard > 0 and not listeners,
+    )
+
+
+def _inside(events: Events, who: str) -> float:
+    """A troll's seconds in the meeting: its first connection to its last socket's close (or the
+    record's last event)."""
+    connected = [e.at for e in events.of(CONNECTED, who)]
+    if not connected:
+        return 0.0
+    end = max((e.at for e in events.items), default=connected[0])
+    closed = [e.at for e in events.of(SOCKET_CLOSED, who)]
+    return max(closed, default=end) - min(connected)
+
+
+def troll_chat(
+    events: Events, troll_prefix: str, chat_per_10s: float, chat_burst: float
+) -> tuple[int, float]:
+    """(troll messages another client heard, the guard's budget for the trolls' time inside)."""
+    senders = _senders(events)
+    heard = {
+        e.detail
+        for e in events.of(CHAT_HEARD)
+        if e.detail.startswith(TROLL_MARKER) and senders.get(e.detail, e.who) != e.who
+    }
+    trolls = {e.who for e in events.of(CONNECTED) if _is_troll(e.who, troll_prefix)}
+    budget = sum(chat_burst + chat_per_10s * _inside(events, who) / 10 for who in trolls)
+    return len(heard), budget
+
+
+def _chat(events: Events, troll_prefix: str, chat_per_10s: float, chat_burst: float) -> Figure:
+    heard, budget = troll_chat(events, troll_prefix, chat_per_10s, chat_burst)
+    sent = sum(1 for e in events.of(CHAT_SENT) if e.detail.startswith(TROLL_MARKER))
+    return Figure(
+        what="Troll chat messages that reached others",
+        meetgate=f"{heard} of {sent} sent",
+        baseline=f"budget {budget:,.0f}",
+        comparison=f"{heard / budget:.0%} of the budget" if budget else "—",
+        target="<= budget",
+        met=heard <= budget,
+    )
+
+
+# ---------------------------------------------------------------- faults, CPU
+
+
+def fault_closes(events: Events, troll_prefix: str) -> tuple[list[Event], list[float]]:
+    """Legitimate clients' unasked closes whose latest earlier fault is an infrastructure one,
+    and for each that came back, the seconds away (RECONNECTED's value)."""
+    faults = sorted(events.of(FAULT), key=lambda e: e.at)
+    closes, away = [], []
+    for close in events.of(SOCKET_CLOSED):
+        if close.detail != "unasked" or _is_troll(close.who, troll_prefix):
+            continue
+        before = [f for f in faults if f.at <= close.at]
+        if not before or before[-1].detail not in INFRASTRUCTURE_FAULTS:
+            continue
+        closes.append(close)
+        back = [e for e in events.of(RECONNECTED, close.who) if e.at >= close.at]
+        if back:
+            away.append(min(back, key=lambda e: e.at).value)
+    return closes, away
+
+
+def _faults(events: Events, troll_prefix: str) -> Figure:
+    closes, away = fault_closes(events, troll_prefix)
+    kinds = ", ".join(e.detail for e in events.of(FAULT) if e.detail in INFRASTRUCTURE_FAULTS)
+    return Figure(
+        what=f"Attendees disconnected by the faults ({kinds or 'none'}), and back",
+        meetgate=f"{len(closes)} disconnected, {len(away)} back",
+        baseline="—",
+        comparison=f"back in p50 {_seconds(percentile(away, 50))}, max "
+        f"{_seconds(max(away, default=math.nan))}",
+        target="all back",
+        met=len(away) == len(closes),
+    )
+
+
+def _cpu(cpu_per_refusal_ms: float | None) -> Figure:
+    return Figure(
+        what="Gate CPU per refused attempt (both replicas)",
+        meetgate="not measured" if cpu_per_refusal_ms is None else f"{cpu_per_refusal_ms:.3f} ms",
+        baseline="—",
+        comparison="—",
+    )
+
+
+def figures(
+    events: Events,
+    quiet_phase: str = "quiet",
+    attack_phase: str = "attack",
+    *,
+    verified: Mapping[str, str] | None = None,
+    attendees: Mapping[str, int] | None = None,
+    cpu_per_refusal_ms: float | None = None,
+    chat_per_10s: float = 5,
+    chat_burst: float = 10,
+    troll_prefix: str = "troll",
+) -> list[Goal | Figure]:
+    """Every figure of issue 20's "What it measures", from `events`.
+
+    `verified`: each host's and attendee's occupant (MUC resource) -> their verified name (for
+    impersonations); `attendees`: how many legitimate joins each phase tried (else those the
+    events name); `chat_per_10s`/`chat_burst`: the guard's chat budget the stage ran with.
+    """
+    expected = attendees or {}
+    rows: list[Goal | Figure] = [
+        _joins(events, phase, attack_phase, expected.get(phase))
+        for phase in (quiet_phase, attack_phase)
+    ]
+    rows += _join_latency(events, quiet_phase, attack_phase)
+    rows.append(
+        _removal(events, HOST_REMOVE, "Host action -> troll's sockets closed (p50, p99)", 1.0)
+    )
+    rows.append(
+        _removal(events, GUARD_THRESHOLD, "Wire guard threshold -> sockets closed (p50, p99)", 2.0)
+    )
+    rows.append(_alive(events))
+    rows.append(_impersonated(events, verified or {}, troll_prefix))
+    rows.append(_chat(events, troll_prefix, chat_per_10s, chat_burst))
+    rows.append(_faults(events, troll_prefix))
+    rows.append(_cpu(cpu_per_refusal_ms))
+    return rows
+
+
+# ---------------------------------------------------------------- the report
+
+MAX_FINDINGS = 40
+
+
+def _figures_table(rows: Iterable[Figure]) -> list[str]:
+    lines = [
+        "| measure | figure | baseline | comparison | goal | |",
+        "| --- | ---: | ---: | ---: | --- | --- |",
+    ]
+    lines += [
+        f"| {f.what} | {f.meetgate} | {f.baseline} | {f.comparison} | {f.target} | {f.verdict} |"
+        for f in rows
+    ]
+    return lines
+
+
+def _goals_table(rows: Iterable[Goal]) -> list[str]:
+    lines = [
+        "| goal | figure (median) | baseline (median) | median | worst | repeats | target | |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- | --- |",
+    ]
+    return lines + [goal.row() for goal in rows]
+
+
+def _leftovers(leftovers: Leftovers) -> list[str]:
+    scanned = f"{leftovers.keys:,} Redis keys and {leftovers.log_lines:,} log lines scanned"
+    if leftovers.clean:
+        return [f"Nothing left behind: {scanned}; every key within its docs/privacy.md bound."]
+    lines = [f"{scanned}:", ""]
+    for title, found in (
+        ("holding a secret", leftovers.secrets),
+        ("past their docs/privacy.md bound", leftovers.lifetimes),
+    ):
+        if not found:
+            continue
+        lines.append(f"- **{len(found)} {title}** (the secret's kind, never the secret):")
+        lines += [f"  - `{f.where}`: {f.what}" for f in found[:MAX_FINDINGS]]
+        if len(found) > MAX_FINDINGS:
+            lines.append(f"  - … and {len(found) - MAX_FINDINGS} more")
+    return lines
+
+
+def _evidence(rows: Sequence[tuple[str, int, int]]) -> list[str]:
+    if not rows:
+        return ["No evidence export was compared."]
+    lines = ["| count | evidence export | scenario | |", "| --- | ---: | ---: | --- |"]
+    lines += [
+        f"| {what} | {exported:,} | {ours:,} | {'equal' if exported == ours else '**differs**'} |"
+        for what, exported, ours in rows
+    ]
+    return lines
+
+
+def markdown_report(
+    figures: Sequence[Goal | Figure],
+    leftovers: Leftovers,
+    evidence_rows: Sequence[tuple[str, int, int]],
+    stage_notes: Sequence[str],
+    command: str,
+) -> str:
+    """The report: the command, the figures against their goals, what was left behind, the
+    evidence's counts against the scenario's, and what the stage was."""
+    plain = [f for f in figures if isinstance(f, Figure)]
+    goals = [f for f in figures if isinstance(f, Goal)]
+    missed = [f.what for f in figures if f.met is False]
+    parts = [f"- Command: `{command}`", ""]
+    if goals:
+        parts += [*_goals_table(goals), ""]
+    parts += [*_figures_table(plain), ""]
+    parts.append(
+        f"Goals missed: {'; '.join(missed)}." if missed else "Every goal with a target was met."
+    )
+    parts += ["", "### Left behind after the meeting", "", *_leftovers(leftovers)]
+    parts += ["", "### Evidence export against the scenario", "", *_evidence(evidence_rows)]
+    if stage_notes:
+        parts += ["", "### The stage", "", *(f"- {note}" for note in stage_notes)]
+    return "\n".join(parts) + "\n"
