@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
+import re
 import resource
 import shutil
 import signal
@@ -296,12 +297,14 @@ class Servers:
         top: str = "",
         rates: str = "",
         pinned: bool = True,
+        public_url: str | None = None,
     ) -> Gateway:
         """`meetgate serve` with a minimal config on `store_url` in front of `upstream` (and of
         prosody at `signalling`, if given). `env` (GATEWAY_ENV unless given) overrides the
         file; `top` is TOML before any table (`trusted_proxies`), `rates` replaces the tests'
         generous `[rates]` and `[challenge]` tables. `pinned` false leaves it on every CPU (a
-        gateway with several workers)."""
+        gateway with several workers). `public_url` (else its own listener) is the address
+        attendees use, a TLS front's."""
         port, admin_port = free_port(), free_port()
         config = self._workdir / f"{name}.toml"
         token = write_config(
@@ -316,6 +319,10 @@ class Servers:
             top=top,
             jitsi=f'relayed_endpoints = ["{RELAYED_ENDPOINT}"]',
         )
+        if public_url is not None:
+            text = config.read_text(encoding="utf-8")
+            text = re.sub(r'(?m)^public_url = ".*"$', f'public_url = "{public_url}"', text)
+            config.write_text(text, encoding="utf-8")
         args = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config)]
         env = GATEWAY_ENV if env is None else env
         pid = self._start(name, args, (port, admin_port), env=env, pinned=pinned)
