@@ -215,7 +215,7 @@ def _bound_of(key: str, bounds: Sequence[Bound]) -> Bound | None:
 
 
 def _lifetimes(
-    client: redis.Redis[str], keys: Iterable[str], bounds: Sequence[Bound], now: float
+    client: redis.Redis[str], keys: Iterable[str], bounds: Sequence[Bound]
 ) -> list[Finding]:
     found = []
     for key in keys:
@@ -255,7 +255,7 @@ def scan_left_behind(
             prefix = "" if db is None else f"db{db}:"
             texts |= {f"{prefix}{key}": f"{key} {value}" for key, value in keys.items()}
             leftovers.keys += len(keys)
-            leftovers.lifetimes += _lifetimes(client, keys, bounds, time.time())
+            leftovers.lifetimes += _lifetimes(client, keys, bounds)
         finally:
             if client is not redis_url_or_client:
                 client.close()
