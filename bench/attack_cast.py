@@ -2,7 +2,8 @@
 event loop, reaching the meeting as Jitsi's web client does.
 
 An attendee redeems its invite through the front (timed: its join latency), opens the gate's
-`/xmpp-websocket` with its ticket, joins the room under its verified name, chats, and when its
+`/xmpp-websocket` with its ticket, joins the room as lib-jitsi-meet does (a random occupant
+resource for each session, its verified name in `<nick>`), chats, and when its
 socket closes without its asking fetches a fresh ticket from the gate's `tokenAuthUrl` and
 comes back, following the meeting wherever a host moved it. A host is an attendee with a host
 invite and the dashboard open beside it. Everything they see or do goes into `Events`.
@@ -14,12 +15,14 @@ import asyncio
 import contextlib
 import random
 import re
+import secrets
 import ssl as tls
 import sys
 import time
 from collections import deque
 from collections.abc import Sequence
 from functools import partial
+from xml.sax.saxutils import escape
 
 from websockets.exceptions import WebSocketException
 
@@ -43,7 +46,7 @@ from bench.guard import verified_name
 from bench.host import HostDesk, revoked
 from bench.rawhttp import Connection, host_port
 from bench.revocation import bounded_gather
-from bench.xmpp import HEARD_LIMIT, Heard, XmppClient, XmppFailed
+from bench.xmpp import HEARD_LIMIT, NICK, Heard, XmppClient, XmppFailed
 from tests.fixtures.cli import environment
 
 TICKET_PATH = "/_meetgate/ticket"
@@ -112,7 +115,12 @@ class Attendee:
         self._tls = client_tls(stage)
         self.admitted: Admitted | None = None
         self.room = ""
-        self.nick = ""
+        # The verified name the invite carries (what the room shows), and the occupant
+        # resources its sessions used: a random one each, as lib-jitsi-meet's (a resource
+        # kept across sessions would be refused while prosody holds a cut session's occupant).
+        self.shown_name = ""
+        self.resource = ""
+        self.resources: set[str] = set()
         self.ticket = ""
         self.client: XmppClient | None = None
         self.removed = False
@@ -133,8 +141,8 @@ class Attendee:
 
     @property
     def occupant(self) -> str:
-        """Its occupant JID in the room (the resource is its verified name)."""
-        return f"{self.stage.room_jid(self.room)}/{self.nick}"
+        """Its occupant JID in the room now."""
+        return f"{self.stage.room_jid(self.room)}/{self.resource}"
 
     async def join(self, phase: str) -> bool:
         """Redeem, connect and enter the room; whether it got in (JOIN_OK or JOIN_REFUSED,
@@ -150,7 +158,7 @@ class Attendee:
         self.events.add(JOIN_OK, self.name, phase, latency)
         self.admitted = admitted
         self.room, self.ticket = admitted.room, admitted.ticket
-        self.nick = verified_name(admitted.ticket)
+        self.shown_name = verified_name(admitted.ticket)
         deadline = time.perf_counter() + COME_BACK_SECONDS
         return await self._connect_until(deadline)
 
@@ -164,11 +172,15 @@ class Attendee:
             ssl=self._tls,
         )
         client.on_heard = self._on_heard
+        resource = secrets.token_hex(4)
+        nick = f'<nick xmlns="{NICK}">{escape(self.shown_name)}</nick>'
         try:
-            await client.join(self.stage.room_jid(self.room), self.nick, CONNECT_TIMEOUT)
+            await client.join(self.stage.room_jid(self.room), resource, CONNECT_TIMEOUT, nick)
         except BaseException:
             await client.abort()
             raise
+        self.resource = resource
+        self.resources.add(resource)
         return client
 
     async def _connect_until(self, deadline: float, *, fresh_first: bool = False) -> bool:

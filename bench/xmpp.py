@@ -202,12 +202,16 @@ class XmppClient:
             raise XmppFailed(f"no stream opened: {ET.tostring(opened)!r}")
         return await self._next()
 
-    async def join(self, room_jid: str, nick: str, timeout: float = 10.0) -> None:
-        """Enter a MUC room; return once the room answered with our presence as `nick`, or
-        raise XmppFailed if it answered with an error."""
+    async def join(
+        self, room_jid: str, nick: str, timeout: float = 10.0, inner_xml: str = ""
+    ) -> None:
+        """Enter a MUC room as occupant `nick` (its resource), the presence carrying
+        `inner_xml` too (as Jitsi's `<nick>`); return once the room answered with our presence,
+        or raise XmppFailed if it answered with an error."""
         occupant = f"{room_jid}/{nick}"
         await self._send(
-            f'<presence xmlns="{CLIENT}" to={quoteattr(occupant)}><x xmlns="{MUC}"/></presence>'
+            f'<presence xmlns="{CLIENT}" to={quoteattr(occupant)}><x xmlns="{MUC}"/>'
+            f"{inner_xml}</presence>"
         )
         answer = await self._first(nick, {"available", "error"}, timeout)
         if answer.type == "error":
