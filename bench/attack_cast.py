@@ -116,11 +116,14 @@ class Attendee:
         self.admitted: Admitted | None = None
         self.room = ""
         # The verified name the invite carries (what the room shows), and the occupant
-        # resources its sessions used: a random one each, as lib-jitsi-meet's (a resource
+        # resource of its session now: a random one each, as lib-jitsi-meet's (a resource
         # kept across sessions would be refused while prosody holds a cut session's occupant).
-        self.shown_name = ""
+        self.nick = ""
         self.resource = ""
-        self.resources: set[str] = set()
+        # Every occupant JID (room/resource) any of its sessions had -> its verified name: what
+        # an impersonation check must take as this person's own (a cut session's occupant
+        # lingers while prosody holds it).
+        self.occupants: dict[str, str] = {}
         self.ticket = ""
         self.client: XmppClient | None = None
         self.removed = False
@@ -158,7 +161,7 @@ class Attendee:
         self.events.add(JOIN_OK, self.name, phase, latency)
         self.admitted = admitted
         self.room, self.ticket = admitted.room, admitted.ticket
-        self.shown_name = verified_name(admitted.ticket)
+        self.nick = verified_name(admitted.ticket)
         deadline = time.perf_counter() + COME_BACK_SECONDS
         return await self._connect_until(deadline)
 
@@ -173,14 +176,14 @@ class Attendee:
         )
         client.on_heard = self._on_heard
         resource = secrets.token_hex(4)
-        nick = f'<nick xmlns="{NICK}">{escape(self.shown_name)}</nick>'
+        nick = f'<nick xmlns="{NICK}">{escape(self.nick)}</nick>'
         try:
             await client.join(self.stage.room_jid(self.room), resource, CONNECT_TIMEOUT, nick)
         except BaseException:
             await client.abort()
             raise
         self.resource = resource
-        self.resources.add(resource)
+        self.occupants[self.occupant] = self.nick
         return client
 
     async def _connect_until(self, deadline: float, *, fresh_first: bool = False) -> bool:
