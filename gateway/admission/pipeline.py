@@ -688,7 +688,12 @@ class AdmissionPipeline:
         """The live admission this browser's cookie names, if it came in through this join
         link's invite and is for the room the meeting is in now: the holder re-opening their
         own link once it is used up or expired goes back in (as a ticket refresh would let
-        them), where another browser is refused. None otherwise."""
+        them), where another browser is refused. None otherwise.
+
+        AdmissionRevoked when the cookie names an admission made through this link's invite
+        that was removed before it expired (by a host, the wire guard or a lockdown: an
+        invite's admission is never replaced): that browser does not get back in by another
+        use of a multi-use link. A browser without the cookie is not recognised."""
         if not cookie_secret or COOKIE_SECRET_SHAPE.fullmatch(cookie_secret) is None:
             return None
         _, invite, room = await self._locate(raw_token, client_addr, located)
@@ -696,9 +701,14 @@ class AdmissionPipeline:
             return None
         self.ensure_memory()
         admission = await self._store.get_admission(admission_id_for(cookie_secret))
-        if admission is None or not admission.is_live(now):
+        if admission is None or now >= admission.expires_at:
             return None
-        if admission.room != room.name or admission.via != via_of(invited(invite)):
+        if admission.via != via_of(invited(invite)):
+            return None
+        if admission.revoked:
+            # Whichever room of the meeting it was removed from: a move leaves it behind.
+            raise AdmissionRevoked()
+        if admission.room != room.name:
             return None
         return admission
 

@@ -161,7 +161,8 @@ class JoinRoutes:
         if cookie is not None and COOKIE_SECRET_SHAPE.fullmatch(cookie) is not None:
             # This browser may be in the meeting through this very link already (the form sent
             # again, the host page's second button after the first): it goes back in as itself,
-            # as it would once the link is used up, not in again as "Name (2)" by another use.
+            # as it would once the link is used up, not in again as "Name (2)" by another use;
+            # one a host removed is told so (AdmissionRevoked), counting no use.
             # One store read more for a form that carries a cookie; what this replica knows of
             # the link may be seconds old, which lets in no one a ticket refresh would not.
             located = located or await self._pipeline.locate(token, client_addr)

@@ -158,6 +158,10 @@ def create_pages_app(
             if held is None:
                 raise
             return entrance.back_in(held)
+        if read_cookie(request.scope, cookie) is not None:
+            # A browser a host removed through this link is told so, not shown its form again
+            # (AdmissionRevoked); one that holds a live admission through it sees the form.
+            await held_through_link(request, token, now)
         page = render(
             "join.html",
             room_title=room.title,

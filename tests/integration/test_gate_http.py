@@ -170,7 +170,8 @@ def test_reopening_ones_own_used_link_goes_back_into_the_meeting(
     any_gateway: GatewayServer,
 ) -> None:
     # The browser still admitted through the link is sent back in with a fresh ticket, as the
-    # ticket refresh would; any other browser, and this one once removed, gets the 410.
+    # ticket refresh would; any other browser gets the 410, and this one once removed the page
+    # saying a host removed it.
     room = new_room(any_gateway)
     host = admit(any_gateway, room, "Hilde", role="host")
     token = any_gateway.invite_token(any_gateway.create_invite(room, "Ada"))
@@ -187,8 +188,11 @@ def test_reopening_ones_own_used_link_goes_back_into_the_meeting(
             assert another.get(f"/j/{token}").status_code == 410
             assert another.post(f"/j/{token}", headers=origin(any_gateway)).status_code == 410
         host_action(any_gateway, host, "revoke", admission=admission_id(any_gateway, host, "Ada"))
-        assert ada.get(f"/j/{token}").status_code == 410
-        assert ada.post(f"/j/{token}", headers=origin(any_gateway)).status_code == 410
+        for removed in (
+            ada.get(f"/j/{token}"),
+            ada.post(f"/j/{token}", headers=origin(any_gateway)),
+        ):
+            assert removed.status_code == 403 and "removed you" in removed.text
     assert sorted(invite_uses(any_gateway, room)) == [1, 1]
 
 
@@ -197,7 +201,7 @@ def test_sending_a_shared_links_form_again_goes_back_in_as_oneself(
 ) -> None:
     # A link for several people (max_uses 3) sent again by a browser admitted through it: the
     # same participant, not "Linus (2)" by a second use. Another holder is another participant;
-    # a browser whose admission was removed uses the link afresh (while it has uses left).
+    # a browser whose admission was removed is refused, counting no use (test_removed_relink).
     room = new_room(any_gateway)
     host = admit(any_gateway, room, "Hilde", role="host")
     token = any_gateway.invite_token(any_gateway.create_invite(room, "Linus", max_uses=3))
@@ -217,9 +221,11 @@ def test_sending_a_shared_links_form_again_goes_back_in_as_oneself(
         assert sorted(invite_uses(any_gateway, room)) == [1, 2]
         cookie_name = next(iter(linus.cookies.keys()))
         host_action(any_gateway, host, "revoke", admission=admitted_as)
-        fresh = linus.post(f"/j/{token}", headers=origin(any_gateway))
-        assert fresh.status_code == 303
-        assert jwt_claims(fresh.headers["location"])["adm"] != admitted_as
+        removed = linus.post(f"/j/{token}", headers=origin(any_gateway))
+        assert removed.status_code == 403 and "removed you" in removed.text
+        assert sorted(invite_uses(any_gateway, room)) == [1, 2]
+    with browser(any_gateway) as third:
+        assert third.post(f"/j/{token}", headers=origin(any_gateway)).status_code == 303
     assert sorted(invite_uses(any_gateway, room)) == [1, 3]
     # A cookie of the right shape that names no admission opens nothing: the link is used up.
     with browser(any_gateway) as forger:
