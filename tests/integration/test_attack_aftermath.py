@@ -1,19 +1,26 @@
 """bench/attack_aftermath.py's scan on a real redis-server: a planted secret is found, in a key,
 a value, an unkeyed hash and a log line, and only there; a key without its TTL, or past its
-docs/privacy.md bound, is reported."""
+docs/privacy.md bound, is reported. Its evidence export, through a real gate, verifies and its
+counts are set beside the scenario's."""
 
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 
-from bench.attack_aftermath import Secrets, scan_left_behind
+from bench.attack_aftermath import Secrets, compare, export_evidence, scan_left_behind
+from bench.attack_events import FAULT, HOST_REMOVE, Events, Replica
+from tests.fixtures.gateway_server import GENEROUS_LIMITS, start_gateway
 from tests.fixtures.processes import stop_process
 from tests.fixtures.redis_server import RedisProcess, start_redis
+from tests.integration.journeys import admission_id, admit, host_action, new_room
 
 pytestmark = pytest.mark.slow
 
@@ -69,3 +76,40 @@ def test_a_planted_secret_is_found_where_it_is_and_a_clean_one_is_not(
     lifetimes = {f.where for f in found.lifetimes}
     assert lifetimes == {"meetgate:admission:a2", "meetgate:rate:gate"}
     assert found.keys == 7 and found.log_lines == 3 and not found.clean
+
+
+def test_the_evidence_export_is_verified_and_counted_against_the_scenario(
+    store: RedisProcess, tmp_path: Path, jitsi_web: Any
+) -> None:
+    key = tmp_path / "evidence-key.pem"
+    made = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "evidence", "key", "--generate", str(key)],
+        capture_output=True,
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr
+    gateway, proc = start_gateway(
+        tmp_path / "gate",
+        upstream=jitsi_web.url,
+        store_url=store.url,
+        extra=GENEROUS_LIMITS + f'[evidence]\nkey_file = "{key}"\n',
+    )
+    events = Events()
+    try:
+        room = new_room(gateway)
+        host = admit(gateway, room, "Hilde Host", role="host")
+        admit(gateway, room, "Troll")
+        events.add(HOST_REMOVE, "troll-0", "dashboard")
+        troll = admission_id(gateway, host, "Troll")
+        assert host_action(gateway, host, "revoke", admission=troll)["done"]
+        assert host_action(gateway, host, "lockdown")["done"]
+        events.add(FAULT, "stage", "lockdown")
+    finally:
+        stop_process(proc)  # the recorder drains at the stop
+    replica = Replica("a", gateway.url, "", "", proc.pid, gateway.log_path, gateway.config_path)
+    evidence = export_evidence(replica, room, tmp_path / "export")
+    assert evidence.valid and evidence.verdict.startswith("valid: room"), evidence.verdict
+    assert evidence.kinds["removal"] == 1 and evidence.kinds["lockdown"] == 1
+    rows = {what: (exported, ours) for what, exported, ours in compare(evidence, events)}
+    assert rows["removals and bans"] == (1, 1) and rows["lockdowns"] == (1, 1)
+    assert rows["guard removals"] == (0, 0)
