@@ -765,6 +765,8 @@ class Gate:
                 admission, session.wire if session is not None else None
             )
             if session is not None:
+                if session.wire is None:
+                    wire.connected()  # a BOSH session new to this replica
                 session.wire = wire
             judged = self.guarding.judge_body(
                 wire,

@@ -194,6 +194,10 @@ class GuardedWire:
                 self._note_host(self._admission.room, self._noted)
         return verdict
 
+    def connected(self) -> None:
+        """A new connection uses this guard (WireGuard.connected)."""
+        self._guard.connected()
+
     def binary(self) -> EndStream:
         """A binary message on the signalling socket: XMPP over WebSocket is text only (RFC 7395
         §3.2)."""
@@ -378,6 +382,7 @@ class WireGuarding:
 
     def opened(self, wire: GuardedWire) -> None:
         wire.sessions += 1
+        wire.connected()
 
     def closed(self, wire: GuardedWire) -> None:
         wire.sessions -= 1

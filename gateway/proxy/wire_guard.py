@@ -12,10 +12,13 @@ The guard is pure: it takes the stanza's bytes and the time, and returns a verdi
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
+from encodings.idna import nameprep
 from enum import Enum, auto
 from xml.sax.saxutils import escape
 
@@ -201,6 +204,13 @@ _ADDRESSES_KEPT = 32
 # ... and only short ones, so that a guard keeps kilobytes, not what a client chose to send.
 _ADDRESS_KEPT_CHARACTERS = 256
 _NOTHING_STRIPPED: frozenset[str] = frozenset()
+# The MUC resource Jitsi's client joins a room as: 8 lower-case hex digits, derived from the
+# session's JID or random (lib-jitsi-meet JitsiConference.resourceCreator; xmpp.ts createRoom for
+# the lobby), fixed for as long as it is in the room (ChatRoom.myroomjid). Never a name.
+_JITSI_RESOURCE = re.compile("[0-9a-f]{8}")
+# The rooms a session's guard keeps its resource in (WireGuard._keeps_resource): Jitsi's client
+# is in two or three at once (the meeting or a breakout room, the lobby).
+_ROOMS_KEPT = 32
 
 
 class _Place(Enum):
@@ -247,6 +257,21 @@ def _occupant_key(text: str) -> tuple[str, str, str] | None:
     if jid is None or jid.node is None or jid.resource is None:
         return None
     return (jid.node, jid.domain, jid.resource)
+
+
+def _room_key(jid: _Jid) -> bytes:
+    """A room's bare JID as prosody's nodeprep reads its node (a Unicode node spelled another way
+    is the same breakout room), as a short digest: the names are the client's."""
+    node = jid.node or ""
+    if not node.isascii():
+        # A node nameprep refuses, prosody refuses too: such a room is only ever this spelling.
+        with suppress(UnicodeError):
+            node = nameprep(node)
+    return _digest(node + "@" + jid.domain)
+
+
+def _digest(text: str) -> bytes:
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
 def _attribute(value: str) -> str:
@@ -398,6 +423,10 @@ class WireGuard:
         name = _XML_CHARACTER.sub("", speaker.name)
         self._nick = f"<nick xmlns='{NICK}'>{escape(name)}</nick>".encode()
         self._strikes = 0
+        # Each room this session is in: the resource it joined as (digests, _room_key); and
+        # those of the connections before, which a `<resume/>` takes up again (`connected`).
+        self._resources: dict[bytes, bytes] = {}
+        self._resumable: dict[bytes, bytes] = {}
         # The room occupant JID (`room@muc/resource`) this session last joined as.
         self.occupant: str | None = None
         self._chat = _Bucket()
@@ -423,6 +452,16 @@ class WireGuard:
         """Past the room's strike threshold: the sender is to be removed."""
         threshold = self._rules().strikes
         return threshold > 0 and self._strikes >= threshold
+
+    def connected(self) -> None:
+        """A new connection of the admission (the relay's, never the client's word): a new XMPP
+        session, in no room yet, unless it resumes the one before (XEP-0198), whose rooms and
+        resources it then keeps (which session it resumes is not read: any earlier one's)."""
+        earlier = self._resumable | self._resources
+        while len(earlier) > _ROOMS_KEPT:
+            del earlier[next(iter(earlier))]
+        self._resumable = earlier
+        self._resources = {}
 
     def inspect(self, data: str | bytes, now: float) -> Verdict:
         """Judge one element the client sent: one WebSocket message (RFC 7395 framing: `<open/>`,
@@ -452,6 +491,8 @@ class WireGuard:
                 self._injected = 0
                 self._acked = 0
             elif stanza.name in ("a", "resume"):
+                if stanza.name == "resume":
+                    self._resources = self._resumable | self._resources
                 return self._acknowledge(stanza, data)
         return Forward(data if isinstance(data, str) else stanza.raw.decode())
 
@@ -503,6 +544,11 @@ class WireGuard:
         if stanza.name == "presence":
             if not self._presence.take(self._budgets.presence, now):
                 return self._refuse("rate", None)
+            if place is _Place.OCCUPANT and jid is not None and not self._keeps_resource(jid, kind):
+                # A MUC nick change (XEP-0045 §7.6): the sender would be known in the room by a
+                # resource of its choosing, a host's name, say. Answered as the MUC would.
+                reply = _error_reply(stanza, to, "cancel", "not-acceptable", None)
+                return self._refuse("address", reply)
             if place is _Place.OCCUPANT and kind is None and to is not None:
                 self.occupant = to
             return self._forward_presence(stanza, data, place, kind)
@@ -590,6 +636,30 @@ class WireGuard:
                     self._addressed.clear()
                 self._addressed[to] = found
         return found
+
+    def _keeps_resource(self, jid: _Jid, kind: str | None) -> bool:
+        """Whether a presence to an occupant of a room leaves the session's resource there as it
+        joined. The first available presence to a room fixes it; one to another resource of that
+        room is refused unless the resource is Jitsi's own shape, which its client takes when it
+        joins again without having left (after a reload, or a lobby destroyed or a knock
+        denied: the server ended its stay, not the client) and which names no one. An
+        unavailable presence to its own resource (leaving) frees the room: a new first join
+        there is a new occupant. Other types prosody bounces or takes as the sender's leaving."""
+        resource = jid.resource or ""
+        room = _room_key(jid)
+        joined = self._resources.get(room)
+        if kind == "unavailable":
+            if joined == _digest(resource):
+                del self._resources[room]
+            return True
+        if kind is not None or joined == _digest(resource):
+            return True
+        if joined is None and len(self._resources) >= _ROOMS_KEPT:
+            return False
+        if joined is None or _JITSI_RESOURCE.fullmatch(resource):
+            self._resources[room] = _digest(resource)
+            return True
+        return False
 
     def _host_keys(self) -> set[tuple[str, str, str] | None]:
         return {_occupant_key(jid) for jid in self._hosts()}

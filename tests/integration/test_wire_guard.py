@@ -399,6 +399,36 @@ async def test_stanzas_to_another_meeting_domain_or_component_are_dropped(
         assert all("service-unavailable" in x for x in answered.values())
 
 
+async def test_a_nick_change_never_reaches_the_others(
+    guarded: GatewayServer, prosody: Any, transport: str
+) -> None:
+    async with ada_and_mallory(guarded, prosody, transport) as (room_jid, values, ada, mallory):
+        await mallory.join(room_jid, "mal")
+        before = refused(guarded, "address")
+        # Jitsi's presence update sent to another occupant JID: a MUC nick change (XEP-0045
+        # §7.6) to the host's name, which every occupant would know Mallory by.
+        update = BY_NAME["presence_raise_hand"].xml(values)
+        moved = update.replace(f"{room_jid}/mal'", f"{room_jid}/Ada Host' id='nick'")
+        assert moved != update
+        await mallory.send_raw(moved)
+        error = parse_stanza(await mallory.wait_for_stanza(error_to("nick")))
+        assert error.tag == CLIENT + "presence" and error.get("from") == f"{room_jid}/Ada Host"
+        # Her own resource still works, and is still how the room knows her.
+        await mallory.send_raw(update)
+        await ada.wait_for_stanza(
+            lambda e: (
+                is_from(f"{room_jid}/mal", "presence")(e)
+                and any(c.tag.endswith("raisedHand") for c in e)
+            )
+        )
+        await sync(mallory, prosody, "after-nick")
+        assert refused(guarded, "address") - before == 1
+        assert not ada.stanzas_matching(lambda e: (e.get("from") or "").endswith("/Ada Host"))
+        assert not ada.stanzas_matching(
+            lambda e: is_from(f"{room_jid}/mal", "presence")(e) and e.get("type") == "unavailable"
+        )
+
+
 LAUGHS = "".join(f"<!ENTITY lol{n} '{f'&lol{n - 1};' * 10 if n else 'lol'}'>" for n in range(10))
 MALFORMED = {
     "billion-laughs": (

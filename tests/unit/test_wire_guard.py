@@ -577,6 +577,93 @@ def test_a_room_name_outside_ascii_must_match_exactly() -> None:
     refused(other.inspect(lookalike, 0.0), "address")
 
 
+def presence_to(occupant: str, kind: str | None = None) -> str:
+    typed = "" if kind is None else f" type='{kind}'"
+    return f"<presence to='{occupant}'{typed} id='n1' xmlns='jabber:client'/>"
+
+
+@pytest.mark.parametrize(
+    "room",
+    [ROOM, f"room@{LOBBY}", f"6b1a2cf4-1d3e-4a55-9a7e-0c9a1f2b3c4d@{BREAKOUT}"],
+    ids=["meeting", "lobby", "breakout"],
+)
+def test_a_joined_room_keeps_the_resource_the_session_joined_as(room: str) -> None:
+    session = guard()
+    forwarded(session.inspect(presence_to(f"{room}/abcd1234"), 0.0))
+    forwarded(session.inspect(presence_to(f"{room}/abcd1234"), 0.0))
+    # A nick change (XEP-0045 §7.6) to a host's name: dropped, answered as the MUC would.
+    for nick in ("Hilde Host", "ABCD1234", "abcd1234 ", "abcd12345"):
+        verdict = refused(session.inspect(presence_to(f"{room}/{nick}"), 0.0), "address")
+        reply = reply_of(verdict)
+        assert reply.tag == "{jabber:client}presence" and reply.get("type") == "error"
+        assert reply.get("from") == f"{room}/{nick}" and reply.get("id") == "n1"
+        error = reply.find("{jabber:client}error")
+        assert error is not None and error.get("type") == "cancel"
+        assert error.find(f"{{{STANZAS}}}not-acceptable") is not None
+    assert session.strikes == 4
+    forwarded(session.inspect(presence_to(f"{room}/abcd1234"), 0.0))
+
+
+def test_a_breakout_room_spelled_another_way_is_the_same_room() -> None:
+    session = guard()
+    forwarded(session.inspect(presence_to(f"abc-1@{BREAKOUT}/abcd1234"), 0.0))
+    # Fullwidth letters: prosody's nodeprep reads them as `abc-1`.
+    refused(session.inspect(presence_to(f"\uff41\uff42\uff43-1@{BREAKOUT}/Hilde"), 0.0), "address")
+
+
+def test_leaving_frees_the_room_and_jitsis_own_rejoin_passes() -> None:
+    session = guard()
+    forwarded(session.inspect(presence_to(f"{ROOM}/alice"), 0.0))
+    # Leaving as another occupant frees nothing.
+    forwarded(session.inspect(presence_to(f"{ROOM}/Hilde Host", "unavailable"), 0.0))
+    refused(session.inspect(presence_to(f"{ROOM}/Hilde Host"), 0.0), "address")
+    # Other types are prosody's to bounce; they change nothing.
+    forwarded(session.inspect(presence_to(f"{ROOM}/Hilde Host", "probe"), 0.0))
+    # Jitsi joins again in its own shape without having left (a reload, a lobby destroyed):
+    # that resource is then the one kept.
+    forwarded(session.inspect(presence_to(f"{ROOM}/0f1e2d3c"), 0.0))
+    refused(session.inspect(presence_to(f"{ROOM}/alice"), 0.0), "address")
+    forwarded(session.inspect(presence_to(f"{ROOM}/0f1e2d3c", "unavailable"), 0.0))
+    # Left: the next join is a new occupant, whatever its resource.
+    forwarded(session.inspect(presence_to(f"{ROOM}/bob"), 0.0))
+    refused(session.inspect(presence_to(f"{ROOM}/alice"), 0.0), "address")
+    assert session.strikes == 3
+
+
+def test_a_new_connection_is_a_new_session_unless_it_resumes() -> None:
+    session = guard()
+    forwarded(session.inspect(presence_to(f"{ROOM}/alice"), 0.0))
+    # A second tab, or a reload: the relay's new connection binds a session of its own.
+    session.connected()
+    forwarded(session.inspect(presence_to(f"{ROOM}/alice2"), 0.0))
+    refused(session.inspect(presence_to(f"{ROOM}/Hilde Host"), 0.0), "address")
+    # A third connection resumes an earlier session (XEP-0198): its rooms are kept.
+    session.connected()
+    resume = "<resume xmlns='urn:xmpp:sm:3' h='0' previd='s1'/>"
+    forwarded(session.inspect(resume, 0.0))
+    refused(session.inspect(presence_to(f"{ROOM}/Hilde Host"), 0.0), "address")
+    forwarded(session.inspect(presence_to(f"{ROOM}/alice2"), 0.0))
+    # The client's own word starts nothing: a second stream header, SASL or bind.
+    for element in (
+        f"<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='{DOMAIN}' version='1.0'/>",
+        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='ANONYMOUS'/>",
+        "<iq type='set' id='b1' xmlns='jabber:client'>"
+        "<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>",
+    ):
+        forwarded(session.inspect(element, 0.0))
+    refused(session.inspect(presence_to(f"{ROOM}/Hilde Host"), 0.0), "address")
+
+
+def test_a_session_is_in_a_bounded_number_of_rooms() -> None:
+    session = guard()
+    rooms = [f"room-{n}@{BREAKOUT}" for n in range(33)]
+    for room in rooms[:32]:
+        forwarded(session.inspect(presence_to(f"{room}/abcd1234"), 0.0))
+    refused(session.inspect(presence_to(f"{rooms[32]}/abcd1234"), 0.0), "address")
+    forwarded(session.inspect(presence_to(f"{rooms[0]}/abcd1234", "unavailable"), 0.0))
+    forwarded(session.inspect(presence_to(f"{rooms[32]}/abcd1234"), 0.0))
+
+
 def test_answers_and_errors_are_never_answered() -> None:
     session = guard()
     for kind in ("result", "error"):
