@@ -1,0 +1,527 @@
+"""The attack that started Meetgate, replayed (issue 20; plan in docs/design/attack-replay.md).
+
+    python -m bench.attack_replay [--quick] [--write-docs] [--workdir DIR]
+
+One meeting on loopback: two gate replicas behind Debian's nginx with deploy/'s site, Redis
+under Sentinel, prosody, Jitsi's web server. A quiet run of the attendees' joins first (the
+baseline), then the day itself on a timeline: hosts and attendees join and chat, a join flood
+from over a thousand /24s hits the room's link and leaked invite links, trolls admitted through
+leaked links spam the chat and try a host's name, hosts remove some and the wire guard the rest,
+each removed troll tries every way back, the Redis master fails over and a replica is killed,
+a host locks the room down and moves the meeting; the attendees are invited to the new room.
+Then what was left behind, the evidence export, the figures, the plot and the report.
+
+`run_scenario()` is the whole of it for a `Scale`; tests/integration/test_attack_replay.py runs
+it scaled down (`SMALL`) and asserts its outcomes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import platform
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TypeVar
+
+from bench.admin import AdminApi, SetupError
+from bench.attack_aftermath import (
+    Evidence,
+    Leftovers,
+    Secrets,
+    compare,
+    export_evidence,
+    privacy_bounds,
+    scan_left_behind,
+)
+from bench.attack_cast import Attendee, Host, Removed, join_wave, redeem_through
+from bench.attack_events import FAULT, FLOOD, GUARD_THRESHOLD, Events, Stage
+from bench.attack_figures import figures, markdown_report
+from bench.attack_flood import FloodResult, run_flood, small_flood
+from bench.attack_stage import fail_over, kill_replica, start_stage
+from bench.attack_troll import Troll
+from bench.report import Figure, Goal
+from tests.fixtures.cli import environment
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs" / "attack-replay.md"
+PLOT = ROOT / "docs" / "attack-replay.png"
+COMMAND = "python -m bench.attack_replay --write-docs"
+# Names as the meeting's people have them: Chinese and Latin, as the gate's users do.
+SURNAMES = ("王", "李", "張", "陳", "Nguyen", "Kowalski", "Okafor", "García")
+GIVEN = ("芳", "偉", "Mei", "Lan", "Anna", "Tomás", "Jun", "Sina", "Ola", "Yusuf")
+HOST_NAMES = ("Hilde Host", "林 主持", "Ruth Organiser")
+# Each attendee's browser has an address of its own (10.<n>.<m>.5: one per /24), so that the
+# per-address and per-network limits judge it as they would a real one.
+# Joins through the front before the timed ones (two a replica, as the front alternates).
+WARM_UPS = 4
+
+
+Person = TypeVar("Person", bound=Attendee)
+
+
+@dataclass(frozen=True, slots=True)
+class Scale:
+    """How big the day is and how long each phase lasts (seconds)."""
+
+    attendees: int
+    trolls: int
+    leaked: int  # leaked invite links (the trolls' come first)
+    host_removals: int  # trolls removed by hosts (the first one by the CLI when > 1); the rest
+    #                     are left to the wire guard
+    strikes: int  # [guard] strikes (0: the gate's default)
+    quiet_stay: float  # how long the quiet run's attendees stay before leaving
+    flood_seconds: float
+    flood_requests: int  # > 0: small_flood (Python) instead of wrk, this many attempts
+    chat_every: tuple[float, float]
+    spam: int  # chat lines each troll sends
+    spam_per_second: float
+    retry_seconds: float  # how long each removed troll tries to get back
+    settle: float  # pauses between phases
+
+
+FULL = Scale(
+    attendees=100,
+    trolls=5,
+    leaked=20,
+    host_removals=2,
+    strikes=0,
+    quiet_stay=20,
+    flood_seconds=90,
+    flood_requests=0,
+    chat_every=(20.0, 40.0),
+    spam=60,
+    spam_per_second=10,
+    retry_seconds=30,
+    settle=5,
+)
+QUICK = replace(FULL, quiet_stay=10, flood_seconds=40, retry_seconds=15, settle=3)
+SMALL = Scale(
+    attendees=10,
+    trolls=2,
+    leaked=2,
+    host_removals=1,
+    strikes=5,
+    quiet_stay=2,
+    flood_seconds=0,
+    flood_requests=300,
+    chat_every=(2.0, 4.0),
+    spam=30,
+    spam_per_second=20,
+    retry_seconds=3,
+    settle=1,
+)
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What the scenario did and found; every figure comes from `events`."""
+
+    scale: Scale
+    events: Events
+    stage_notes: list[str]
+    verified: dict[str, str]  # every legitimate occupant (MUC resource) -> its verified name
+    attendees: dict[str, int]  # legitimate joins tried per phase
+    trolls: list[str]  # the trolls' actor names
+    troll_names: dict[str, str]  # troll actor -> its verified name
+    host_names: list[str]
+    rooms: dict[str, str]  # "quiet", "attack", "moved" -> room name
+    flood: FloodResult | None = None
+    leftovers: Leftovers = field(default_factory=Leftovers)
+    evidence: Evidence | None = None
+    evidence_rows: list[tuple[str, int, int]] = field(default_factory=list)
+    rows: list[Goal | Figure] = field(default_factory=list)
+    report: str = ""
+    people: list[Attendee] = field(default_factory=list)  # the legitimate cast
+
+
+def people(count: int, prefix: str) -> list[str]:
+    """`count` distinct names, most of them with Chinese characters."""
+    names = []
+    for n in range(count):
+        surname, given = SURNAMES[n % len(SURNAMES)], GIVEN[(n // len(SURNAMES)) % len(GIVEN)]
+        names.append(f"{surname}{given} {prefix}{n}")
+    return names
+
+
+def gate_toml(scale: Scale, evidence_key: Path) -> str:
+    """The replicas' settings beyond the stage's: the gate's own defaults for every limit (the
+    scenario tests Meetgate as shipped), an evidence key, and the guard's strikes if scaled."""
+    toml = f'[evidence]\nkey_file = "{evidence_key}"\nsign_every = 50\n'
+    if scale.strikes:
+        toml += f"[guard]\nstrikes = {scale.strikes}\n"
+    # The stage writes generous limits unless the caller gives [rates]: give the defaults.
+    toml += "[rates]\n[challenge]\n"
+    return toml
+
+
+def evidence_key(workdir: Path) -> Path:
+    key = workdir / "evidence-key.pem"
+    if not key.exists():
+        made = subprocess.run(
+            [sys.executable, "-m", "gateway.cli", "evidence", "key", "--generate", str(key)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=workdir,
+            env=environment(),
+            check=False,
+        )
+        if made.returncode != 0:
+            raise SetupError(f"meetgate evidence key --generate failed: {made.stderr[-300:]}")
+    return key
+
+
+async def retried(call: Callable[[], Awaitable[object]], seconds: float = 20.0) -> object:
+    """`call()` again every 0.2 s while the store is failing over (503) or a replica is gone,
+    for up to `seconds`."""
+    deadline = time.perf_counter() + seconds
+    while True:
+        try:
+            return await call()
+        except (SetupError, OSError):
+            if time.perf_counter() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+
+
+async def make_invites(
+    api: AdminApi, room: str, names: list[str], role: str = "attendee"
+) -> list[str]:
+    """One single-use invite per name (in order); their tokens."""
+    tokens: list[str] = []
+    for name in names:
+        made = await api.create_invites([room], 1, connections=1, name=name, role=role)
+        tokens += made
+    return tokens
+
+
+def addressed(person: Person, number: int) -> Person:
+    """Give a legitimate browser an address of its own, one /24 each (10.x.y.5)."""
+    person.address = f"10.{20 + number // 250}.{number % 250}.5"
+    return person
+
+
+def note(outcome: Outcome, person: Attendee) -> None:
+    """Remember a legitimate person: once the run is over, every occupant it was (each session
+    has its own) goes into `verified`, so that the impersonation check tells a person's own
+    presence from another's showing its name."""
+    outcome.people.append(person)
+
+
+async def warm_up(stage: Stage, api: AdminApi, room: str) -> None:
+    """A few joins through the front before any is timed: each replica's first join pays for
+    what every later one finds ready (store scripts, pools, templates); untimed, unrecorded."""
+    await api.create_rooms([room])
+    for token in await make_invites(api, room, [f"Warm-up {n}" for n in range(WARM_UPS)]):
+        await redeem_through(stage, token, headers={"x-forwarded-for": "10.250.0.5"})
+    await api.delete_rooms([room])
+
+
+async def quiet_run(stage: Stage, api: AdminApi, outcome: Outcome, room: str) -> None:
+    """The baseline: the attendees join a room nobody attacks, in the same two waves as in
+    the attack run, stay a while, and leave."""
+    events, scale = outcome.events, outcome.scale
+    names = people(scale.attendees, "q")
+    await api.create_rooms([room])
+    tokens = await make_invites(api, room, names)
+    cast = [
+        addressed(Attendee(f"quiet-{n}", token, stage, events), n) for n, token in enumerate(tokens)
+    ]
+    half = scale.attendees // 2
+    await join_wave(cast[:half], "quiet")
+    await asyncio.sleep(scale.settle)
+    await join_wave(cast[half:], "quiet")
+    for person in cast:
+        note(outcome, person)
+    await asyncio.sleep(scale.quiet_stay)
+    await asyncio.gather(*(person.leave() for person in cast))
+
+
+async def attack_run(stage: Stage, events: Events, scale: Scale, outcome: Outcome) -> None:
+    replica_a = stage.replicas["a"]
+    api = AdminApi(replica_a.admin_url, replica_a.admin_token)
+    room = outcome.rooms["attack"]
+    await api.create_rooms([room])
+    hosts = [
+        addressed(Host(f"host-{n}", token, stage, events), 240 + n)
+        for n, token in enumerate(await make_invites(api, room, list(HOST_NAMES), role="host"))
+    ]
+    names = people(scale.attendees, "a")
+    cast = [
+        addressed(Attendee(f"attendee-{n}", token, stage, events), n)
+        for n, token in enumerate(await make_invites(api, room, names))
+    ]
+    leaked = await make_invites(api, room, [f"Guest {n}" for n in range(scale.leaked)])
+    trolls = [Troll(f"troll-{n}", leaked[n], stage, events) for n in range(scale.trolls)]
+    outcome.trolls = [troll.name for troll in trolls]
+    outcome.attendees["attack"] = scale.attendees
+    outcome.host_names = list(HOST_NAMES)
+    stop = asyncio.Event()
+    background: list[asyncio.Task[object]] = []
+
+    def keep(person: Attendee) -> None:
+        background.append(asyncio.create_task(person.stay(stop)))
+        background.append(asyncio.create_task(person.chat_loop(stop, scale.chat_every)))
+
+    # The hosts, then the first half of the attendees, in the calm before.
+    for host in hosts:
+        if not await host.join("hosts"):
+            raise SetupError(f"{host.name} could not join the meeting")
+        keep(host)
+    first, second = cast[: scale.attendees // 2], cast[scale.attendees // 2 :]
+    await join_wave(first, "attack")
+    for person in [*hosts, *first]:
+        note(outcome, person)
+    for person in first:
+        keep(person)
+    await asyncio.sleep(scale.settle)
+
+    # The flood, with the second half joining under it and the trolls coming in through
+    # their leaked links.
+    # The trolls had the leaked links first: they are in as the flood starts (its attempts on
+    # their links find them used; on the other leaked links, the first attempt gets in).
+    for troll in trolls:
+        await troll.enter()
+    flood_task = asyncio.create_task(flood(stage, scale, room, leaked))
+    await asyncio.sleep(scale.settle)
+    joined = asyncio.create_task(join_wave(second, "attack"))
+    await asyncio.gather(*(troll.impersonate(HOST_NAMES[0]) for troll in trolls))
+    outcome.troll_names = {troll.name: troll.verified for troll in trolls}
+    await removals(hosts[0], trolls, scale, events)
+    await joined
+    for person in second:
+        note(outcome, person)
+        keep(person)
+    result = await flood_task
+    outcome.flood = result
+    events.add(FLOOD, "flood", result.detail())
+
+    # Infrastructure trouble: a Sentinel failover, then replica b killed.
+    await asyncio.sleep(scale.settle)
+    events.add(FAULT, "stage", "failover")
+    await asyncio.to_thread(fail_over, stage)
+    await asyncio.sleep(scale.settle)
+    events.add(FAULT, "stage", "kill-b")
+    await asyncio.to_thread(kill_replica, stage, "b")
+    await asyncio.sleep(scale.settle * 2)
+    # Every attendee refreshes its ticket mid-meeting, as Jitsi's client does.
+    for person in [*hosts, *cast]:
+        if person.admitted is not None and not person.removed:
+            with contextlib.suppress(SetupError, OSError, Removed):
+                await retried(person.refresh, 10)
+
+    # The end: a lockdown, the move to a fresh room, the attendees invited there anew.
+    # Both in one click each; a click answered 503 (the store still settling after the
+    # failover) is clicked again, as a host would.
+    desk = hosts[0].desk
+    assert desk is not None
+    events.add(FAULT, hosts[0].name, "lockdown")
+    await retried(desk.lockdown)
+    await asyncio.sleep(scale.settle)
+    events.add(FAULT, hosts[0].name, "move")
+    moved = str(await retried(desk.move))
+    outcome.rooms["moved"] = moved
+    # The new room inherits the lockdown's lock and quiet mode: the hosts open it to the
+    # attendees they invite there anew, and let them talk.
+    await retried(desk.unlock)
+    await retried(desk.unquiet)
+    await asyncio.sleep(scale.settle)
+    again = [
+        addressed(Attendee(f"moved-{n}", token, stage, events), 120 + n)
+        for n, token in enumerate(await make_invites(api, moved, names))
+    ]
+    outcome.attendees["moved"] = scale.attendees
+    await join_wave(again, "moved")
+    for person in [*hosts, *again]:
+        note(outcome, person)
+    await asyncio.sleep(scale.settle)
+    stop.set()
+    await asyncio.gather(*(person.leave() for person in [*hosts, *cast, *again]))
+    await asyncio.gather(*(troll.close() for troll in trolls))
+    for task in background:
+        task.cancel()
+    await asyncio.gather(*background, return_exceptions=True)
+
+
+async def flood(stage: Stage, scale: Scale, room: str, leaked: list[str]) -> FloodResult:
+    pids = [replica.pid for replica in stage.replicas.values()]
+    if scale.flood_requests:
+        return await small_flood(
+            stage.front_url,
+            stage.cafile,
+            room_path=f"/{room}",
+            leaked_tokens=leaked,
+            requests=scale.flood_requests,
+            gate_pids=pids,
+        )
+    return await run_flood(
+        stage.front_url,
+        stage.cafile,
+        room_path=f"/{room}",
+        leaked_tokens=leaked,
+        seconds=scale.flood_seconds,
+        gate_pids=pids,
+    )
+
+
+async def removals(host: Host, trolls: list[Troll], scale: Scale, events: Events) -> None:
+    """The first `host_removals` trolls spam and are removed by a host (the second through the
+    CLI with a ban); the others spam until the wire guard removes them. Every removed troll
+    then tries every way back."""
+    tries: list[asyncio.Task[None]] = []
+
+    async def by_host(number: int, troll: Troll) -> None:
+        await troll.spam(min(scale.spam, 8), 2)
+        admission = await retried(lambda: host.admission_of(troll.verified))
+        if number == 1:
+            done = await host.remove_by_cli(str(admission), target=troll.name, ban="1h")
+        else:
+            done = await host.remove(str(admission), target=troll.name)
+        if not done:
+            raise SetupError(f"the host could not remove {troll.name}")
+        await closed(troll, 10)
+        tries.append(asyncio.create_task(troll.try_back(scale.retry_seconds)))
+
+    async def by_guard(troll: Troll) -> None:
+        strikes = scale.strikes or 30
+        await troll.spam(scale.spam, scale.spam_per_second, strikes=strikes)
+        await closed(troll, 10)
+        if events.of(GUARD_THRESHOLD, troll.name):
+            tries.append(asyncio.create_task(troll.try_back(scale.retry_seconds)))
+
+    await asyncio.gather(
+        *(
+            by_host(n, troll) if n < scale.host_removals else by_guard(troll)
+            for n, troll in enumerate(trolls)
+        )
+    )
+    await asyncio.gather(*tries)
+
+
+async def closed(troll: Troll, seconds: float) -> bool:
+    """Whether the troll's session has ended, waiting up to `seconds` for it."""
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        if troll.client is None or troll.client.closed_at is not None:
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+def secrets_of(outcome: Outcome, stage: Stage) -> Secrets:
+    """What must not be left behind: the flood's and the trolls' networks, every name."""
+    addresses = [f"198.18.{n // 256}.{n % 256}" for n in range(0, 1024, 97)]
+    addresses += [f"100.64.{n}.7" for n in range(250)][:50]
+    addresses += [f"10.{20 + n // 250}.{n % 250}.5" for n in range(outcome.scale.attendees)]
+    names = [*outcome.host_names, *outcome.verified.values(), *outcome.troll_names.values()]
+    return Secrets(addresses=addresses, names=sorted(set(names)))
+
+
+def aftermath(stage: Stage, outcome: Outcome, workdir: Path) -> None:
+    """The evidence export of the attacked room, and what the meeting left behind."""
+    replica = stage.replicas["a"]
+    outcome.evidence = export_evidence(replica, outcome.rooms["attack"], workdir / "evidence")
+    outcome.evidence_rows = compare(outcome.evidence, outcome.events)
+    logs = [r.log for r in stage.replicas.values()]
+    outcome.leftovers = scan_left_behind(
+        stage.redis_url, logs, secrets_of(outcome, stage), bounds=privacy_bounds()
+    )
+
+
+async def scenario(stage: Stage, scale: Scale, workdir: Path) -> Outcome:
+    events = Events()
+    token = random.randrange(16**6)
+    outcome = Outcome(
+        scale=scale,
+        events=events,
+        stage_notes=list(stage.notes),
+        verified={},
+        attendees={"quiet": scale.attendees},
+        trolls=[],
+        troll_names={},
+        host_names=[],
+        rooms={"quiet": f"quiet-{token:06x}", "attack": f"meeting-{token:06x}"},
+    )
+    replica_a = stage.replicas["a"]
+    api = AdminApi(replica_a.admin_url, replica_a.admin_token)
+    await warm_up(stage, api, f"warm-{token:06x}")
+    await quiet_run(stage, api, outcome, outcome.rooms["quiet"])
+    await attack_run(stage, events, scale, outcome)
+    for person in outcome.people:
+        outcome.verified.update(person.occupants)
+    return outcome
+
+
+def dump_events(events: Events, path: Path) -> None:
+    """Every event, one a line (time, kind, who, detail, value): the run's raw record, kept
+    in the work directory beside the processes' logs (it holds no secret)."""
+    lines = [
+        f"{e.at:.3f}\t{e.kind}\t{e.who}\t{e.detail}\t{e.value:g}"
+        for e in sorted(events.items, key=lambda e: e.at)
+    ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def run_scenario(scale: Scale, workdir: Path) -> Outcome:
+    """The whole day at `scale`, in `workdir`; stops every process it started."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    key = evidence_key(workdir)
+    with start_stage(workdir / "stage", gate_toml=gate_toml(scale, key)) as stage:
+        outcome = asyncio.run(scenario(stage, scale, workdir))
+        dump_events(outcome.events, workdir / "events.tsv")
+        aftermath(stage, outcome, workdir)
+    outcome.rows = figures(
+        outcome.events,
+        verified=outcome.verified,
+        attendees=outcome.attendees,
+        cpu_per_refusal_ms=outcome.flood.cpu_per_refusal_ms if outcome.flood else None,
+        chat_per_10s=5,
+        chat_burst=10,
+    )
+    outcome.report = markdown_report(
+        outcome.rows, outcome.leftovers, outcome.evidence_rows, outcome.stage_notes, COMMAND
+    )
+    return outcome
+
+
+@contextlib.contextmanager
+def _workdir(given: str | None) -> Iterator[Path]:
+    if given:
+        yield Path(given)
+        return
+    with tempfile.TemporaryDirectory(prefix="meetgate-attack-") as made:
+        yield Path(made)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.attack_replay", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="shorter phases (about half)")
+    parser.add_argument("--small", action="store_true", help="the test's scale: 10 and 2")
+    parser.add_argument("--write-docs", action="store_true", help=f"write {DOCS.name} and the plot")
+    parser.add_argument("--workdir", help="keep the processes' files here (default: a temp dir)")
+    args = parser.parse_args()
+    scale = SMALL if args.small else QUICK if args.quick else FULL
+    started = time.perf_counter()
+    with _workdir(args.workdir) as workdir:
+        outcome = run_scenario(scale, workdir)
+        took = time.perf_counter() - started
+        print(outcome.report)
+        print(f"took {took:.0f} s on {platform.node() or 'this machine'} ({os.cpu_count()} CPUs)")
+        if args.write_docs:
+            from bench.attack_docs import write_docs
+
+            write_docs(outcome, took, DOCS, PLOT)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
