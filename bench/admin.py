@@ -4,15 +4,22 @@ redemption to get an admission cookie, over the raw keep-alive client."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import re
 import ssl as tls
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from http.cookies import SimpleCookie
+from urllib.parse import urlencode
 
 from bench.rawhttp import Connection, host_port
 
 INVITE_LIFETIME_SECONDS = 3600
+# A proof-of-work page's challenge (templates/challenge.html).
+POW_TOKEN = re.compile(rb'data-pow-token="([^"]+)"')
+POW_BITS = re.compile(rb'data-pow-difficulty="(\d+)"')
 
 
 class SetupError(RuntimeError):
@@ -130,6 +137,30 @@ class Admitted:
     cookie: str
     ticket: str
     room: str
+    # The proof-of-work the gate asked for first (its difficulty in bits), 0 if none.
+    proof_bits: int = 0
+
+
+def _solve(token: str, difficulty: int) -> str:
+    """What the challenge page's script (templates/static/pow.js) finds: the first counter
+    whose SHA-256 of "<token>:<counter>" starts with `difficulty` zero bits."""
+    answer = 0
+    while True:
+        digest = hashlib.sha256(f"{token}:{answer}".encode()).digest()
+        if int.from_bytes(digest, "big") >> (256 - difficulty) == 0:
+            return str(answer)
+        answer += 1
+
+
+_SOLVERS: list[ProcessPoolExecutor] = []
+
+
+async def solve_challenge(token: str, difficulty: int) -> str:
+    """Solve a proof-of-work challenge in a worker process (as a browser's script does it
+    beside the page, the event loop goes on meanwhile)."""
+    if not _SOLVERS:
+        _SOLVERS.append(ProcessPoolExecutor(max_workers=2))
+    return await asyncio.get_running_loop().run_in_executor(_SOLVERS[0], _solve, token, difficulty)
 
 
 async def admit(
@@ -138,15 +169,27 @@ async def admit(
     cookie_name: str = "meetgate",
     headers: dict[str, str] | None = None,
     ssl: tls.SSLContext | None = None,
+    *,
+    solve: bool = False,
 ) -> Admitted:
     """Redeem one invite as a browser would (`headers` added, e.g. `x-forwarded-for`; `ssl`
-    for an https front). RedeemRefused if it is not let into the meeting."""
+    for an https front); with `solve`, a proof-of-work page is solved and sent back as the
+    page's script does. RedeemRefused if it is not let into the meeting."""
     host, port = host_port(gate_url)
     connection = await Connection.open(host, port, ssl=ssl)
+    bits = 0
     try:
-        response = await connection.request(
-            "POST", f"/j/{token}", {"origin": gate_url, **(headers or {})}
-        )
+        asked = {"origin": gate_url, **(headers or {})}
+        response = await connection.request("POST", f"/j/{token}", asked)
+        challenge = POW_TOKEN.search(response.body) if response.status == 200 else None
+        difficulty = POW_BITS.search(response.body) if challenge else None
+        if solve and challenge is not None and difficulty is not None:
+            bits = int(difficulty.group(1))
+            pow_token = challenge.group(1).decode()
+            answer = await solve_challenge(pow_token, bits)
+            form = urlencode({"pow_token": pow_token, "answer": answer}).encode()
+            asked = {**asked, "content-type": "application/x-www-form-urlencoded"}
+            response = await connection.request("POST", f"/j/{token}", asked, form)
     finally:
         await connection.close()
     location = response.headers.get("location", "")
@@ -157,7 +200,7 @@ async def admit(
     if cookie_name not in jar:
         raise SetupError("redeeming an invite set no admission cookie")
     room, _, ticket = location.removeprefix("/").partition("#jwt=")
-    return Admitted(cookie=jar[cookie_name].value, ticket=ticket, room=room)
+    return Admitted(cookie=jar[cookie_name].value, ticket=ticket, room=room, proof_bits=bits)
 
 
 async def redeem(gate_url: str, token: str, cookie_name: str = "meetgate") -> str:

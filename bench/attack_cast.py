@@ -28,6 +28,7 @@ from websockets.exceptions import WebSocketException
 
 from bench.admin import Admitted, RedeemRefused, SetupError, admit
 from bench.attack_events import (
+    CHALLENGED,
     CHAT_HEARD,
     CHAT_REFUSED,
     CHAT_SENT,
@@ -95,7 +96,12 @@ async def redeem_through(
     and the seconds from the request's start to the 303. RedeemRefused if refused."""
     started = time.perf_counter()
     admitted = await admit(
-        stage.front_url, token, stage.cookie_name, headers=headers, ssl=client_tls(stage)
+        stage.front_url,
+        token,
+        stage.cookie_name,
+        headers=headers,
+        ssl=client_tls(stage),
+        solve=True,
     )
     return admitted, time.perf_counter() - started
 
@@ -124,6 +130,9 @@ class Attendee:
         # an impersonation check must take as this person's own (a cut session's occupant
         # lingers while prosody holds it).
         self.occupants: dict[str, str] = {}
+        # The browser's address, as the load balancer before the front would report it ("":
+        # the front's own view, 127.0.0.1).
+        self.address = ""
         self.ticket = ""
         self.client: XmppClient | None = None
         self.removed = False
@@ -136,6 +145,11 @@ class Attendee:
         self._chat_ids: dict[str, str] = {}
         self._staying = False
         self._watcher: asyncio.Task[None] | None = None
+
+    def _forwarded(self) -> dict[str, str]:
+        """The browser's own address as a CDN before the front reports it (the stage's front
+        believes X-Forwarded-For from 127.0.0.1); none if it has no address of its own."""
+        return {"x-forwarded-for": self.address} if self.address else {}
 
     @property
     def connected(self) -> XmppClient | None:
@@ -151,14 +165,18 @@ class Attendee:
         """Redeem, connect and enter the room; whether it got in (JOIN_OK or JOIN_REFUSED,
         then CONNECTED once in the room)."""
         try:
-            admitted, latency = await redeem_through(self.stage, self._token)
+            admitted, latency = await redeem_through(
+                self.stage, self._token, headers=self._forwarded()
+            )
         except RedeemRefused as refused:
-            self.events.add(JOIN_REFUSED, self.name, str(refused.status))
+            self.events.add(JOIN_REFUSED, self.name, f"{phase}\t{refused.status}")
             return False
         except (OSError, SetupError) as failed:
-            self.events.add(JOIN_REFUSED, self.name, type(failed).__name__)
+            self.events.add(JOIN_REFUSED, self.name, f"{phase}\t{type(failed).__name__}")
             return False
         self.events.add(JOIN_OK, self.name, phase, latency)
+        if admitted.proof_bits:
+            self.events.add(CHALLENGED, self.name, phase, admitted.proof_bits)
         self.admitted = admitted
         self.room, self.ticket = admitted.room, admitted.ticket
         self.nick = verified_name(admitted.ticket)
@@ -173,6 +191,7 @@ class Attendee:
             stream_management=True,
             timeout=CONNECT_TIMEOUT,
             ssl=self._tls,
+            headers=self._forwarded(),
         )
         client.on_heard = self._on_heard
         resource = secrets.token_hex(4)
@@ -250,7 +269,7 @@ class Attendee:
         connection = await Connection.open(*host_port(self.stage.front_url), ssl=self._tls)
         try:
             answer = await connection.request(
-                "GET", f"{TICKET_PATH}?room={self.room}", {"cookie": cookie}
+                "GET", f"{TICKET_PATH}?room={self.room}", {"cookie": cookie, **self._forwarded()}
             )
         finally:
             await connection.close()

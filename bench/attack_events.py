@@ -14,6 +14,8 @@ from pathlib import Path
 
 # Event kinds. `who` is an actor's name ("attendee-7", "host-0", "troll-2", "flood", "stage").
 JOIN_OK = "join_ok"  # an invite redeemed (detail: phase, "quiet" or "attack"; value: latency s)
+CHALLENGED = "challenged"  # a legitimate join was asked for proof-of-work first (detail: phase;
+#                           value: its difficulty in bits; the solving is in JOIN_OK's latency)
 JOIN_REFUSED = "join_refused"  # a legitimate redemption refused (detail: the HTTP status)
 CONNECTED = "connected"  # an XMPP session bound and the room joined (detail: replica name)
 CHAT_SENT = "chat_sent"  # a groupchat message sent (detail: its unique marker)

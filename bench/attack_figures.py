@@ -362,12 +362,18 @@ def _goals_table(rows: Iterable[Goal]) -> list[str]:
 
 def _leftovers(leftovers: Leftovers) -> list[str]:
     scanned = f"{leftovers.keys:,} Redis keys and {leftovers.log_lines:,} log lines scanned"
+    lines = [f"{scanned}.", ""]
     if leftovers.clean:
-        return [f"Nothing left behind: {scanned}; every key within its docs/privacy.md bound."]
-    lines = [f"{scanned}:", ""]
+        lines += [
+            "Nothing left once the TTLs pass: no key or log line holds an attendee's name, an "
+            "address, a link, a cookie or a ticket beyond its key's own expiry, and every key "
+            "expires within its docs/privacy.md bound.",
+            "",
+        ]
     for title, found in (
-        ("holding a secret", leftovers.secrets),
+        ("holding a secret and outliving its TTLs", leftovers.secrets),
         ("past their docs/privacy.md bound", leftovers.lifetimes),
+        ("holding a name or link until their own TTL (the meeting's records)", leftovers.expiring),
     ):
         if not found:
             continue

@@ -90,6 +90,17 @@ LOOK_ALIKES = str.maketrans(
 )
 TRACKER = "https://tracker.example/p.png?u=1"
 NICK_NS = "http://jabber.org/protocol/nick"
+# The stanza errors the wire guard answers a refused stanza with (gateway/proxy/wire_guard.py);
+# each refusal is a strike.
+GUARD_CONDITIONS = frozenset(
+    {
+        "not-acceptable",
+        "not-allowed",
+        "service-unavailable",
+        "policy-violation",
+        "resource-constraint",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +176,7 @@ class Troll:
             self._stage.cookie_name,
             headers={"x-forwarded-for": self._address()},
             ssl=self._tls,
+            solve=True,
         )
         self.verified = verified_name(self.admitted.ticket)
         client = await XmppClient.connect(
@@ -292,6 +304,11 @@ class Troll:
             outcome = "unseen"
         elif seen.kind == "error":
             outcome = f"error {seen.body}"
+            if seen.body in GUARD_CONDITIONS:
+                # The guard refused it: a strike, counted toward the threshold as chat's are.
+                marker = f"presence:{way}"
+                self._sent[marker] = sent
+                self._refused.append(marker)
         else:
             named = "verified" if seen.nick_text == self.verified else "FORGED"
             kept = [x for x in ("avatar-url", "email") if x in seen.extras]
@@ -445,6 +462,8 @@ class Troll:
                 self._stage.cookie_name,
                 headers=headers,
                 ssl=self._tls,
+                # A troll's browser runs the proof-of-work page's script like anyone's.
+                solve=True,
             )
         except RedeemRefused as refused:
             return False, refused.status

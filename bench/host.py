@@ -109,6 +109,20 @@ class HostDesk:
         self._used = time.monotonic()
         return room
 
+    async def unlock(self) -> None:
+        """Open the room again to those with a link (a lockdown's lock lifted)."""
+        await self._done("unlock")
+
+    async def unquiet(self) -> None:
+        """Let everyone chat again (quiet mode, which a lockdown turns on, off)."""
+        await self._done("unquiet")
+
+    async def _done(self, action: str) -> None:
+        await self.ready()
+        answer = await self._post(action)
+        if not revoked(answer):
+            raise SetupError(f"{action} was not done: {answer.status} {answer.body[:300]!r}")
+
     async def _post(self, action: str, **fields: str) -> Response:
         """POST a confirmed dashboard action as its script does; the raw answer."""
         body = urlencode({"csrf": self._csrf, **fields, "confirmed": "1"})

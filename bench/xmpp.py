@@ -147,9 +147,11 @@ class XmppClient:
         stream_management: bool,
         timeout: float = 10.0,
         ssl: tls.SSLContext | None = None,
+        headers: dict[str, str] | None = None,
     ) -> XmppClient:
         """Open the WebSocket (`ssl`: the context for a wss:// URL, e.g. one trusting the TLS
-        front's CA) and set up a bound session (resumable if `stream_management`)."""
+        front's CA; `headers` added to the upgrade) and set up a bound session (resumable if
+        `stream_management`)."""
         # websockets refuses an `ssl` argument with a ws:// URL: pass it only when given.
         tls_options: dict[str, Any] = {} if ssl is None else {"ssl": ssl}
         connection = await connect(
@@ -158,6 +160,7 @@ class XmppClient:
             compression=None,
             open_timeout=timeout,
             proxy=None,
+            additional_headers=headers,
             **tls_options,
         )
         client = cls(connection, domain)
