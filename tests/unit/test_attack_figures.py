@@ -156,10 +156,14 @@ def test_the_report_shows_figures_leftovers_evidence_and_the_stage() -> None:
     assert "| Troll sessions alive after their removal | 1 of 2 retries" in text
     assert "Goals missed: " in text and "Troll sessions alive after their removal" in text
     assert "120 Redis keys and 3,400 log lines scanned" in text
-    assert "- **1 holding a secret and outliving its TTLs**" in text and "`log:gate-b.log:12`: address" in text
+    assert (
+        "- **1 holding a secret and outliving its TTLs**" in text
+        and "`log:gate-b.log:12`: address" in text
+    )
     assert "| removals and bans | 2 | 2 | equal |" in text
     assert "| guard removals | 0 | 1 | **differs** |" in text
     assert "- prosody logs in anonymously" in text
     clean = markdown_report(figures(attack()), Leftovers(keys=3), [], [], "x")
-    assert "Nothing left behind: 3 Redis keys and 0 log lines scanned" in clean
+    assert "3 Redis keys and 0 log lines scanned." in clean
+    assert "Nothing left once the TTLs pass" in clean
     assert "No evidence export was compared." in clean
