@@ -99,7 +99,8 @@ _ROOM_INVITES: Final = "meetgate:room-invites:"  # + room: set of invite ids
 # + room: hash of its host invites' name shapes, and how many invites had a plan (add_invite.lua)
 _ROOM_HOSTS: Final = "meetgate:room-hosts:"
 _ADMISSION: Final = "meetgate:admission:"  # + id: hash record (JSON), revoked; expires with it
-_ROOM_ADMISSIONS: Final = "meetgate:room-admissions:"  # + room: sorted set id -> expires_at
+# + room: sorted set id -> expires_at; lasts as long as its latest entry (room_admissions.lua)
+_ROOM_ADMISSIONS: Final = "meetgate:room-admissions:"
 _NAMES: Final = "meetgate:names:"  # + room: hash of name claims (scripts/claim_name.lua)
 _BAN: Final = "meetgate:ban:"  # + room:identity: until, or "" for ever
 _AUDIT: Final = "meetgate:audit:"  # + room: list of AuditEntry JSON, newest first
@@ -130,7 +131,7 @@ _AUDIT_KEEP: Final = 10_000
 _SCAN_PAGE: Final = 10_000
 
 # The parts join_invite (scripts/invite_join.lua) calls, itself last.
-_JOIN_PARTS: Final = ("gcra", "invite_check", "name_claims", "invite_join")
+_JOIN_PARTS: Final = ("gcra", "invite_check", "name_claims", "room_admissions", "invite_join")
 # ... and those a join through a link calls, itself last.
 _LINK_PARTS: Final = ("recent", *_JOIN_PARTS, "link_lookup")
 # What stands in an admission's record for what join_plain.lua fills in, in the record's order.
@@ -352,7 +353,12 @@ class RedisStore:
         self._revoke_invite: AsyncScript = client.register_script(_script_text("revoke_invite"))
         self._update_room: AsyncScript = client.register_script(_script_text("update_room"))
         self._delete_room: AsyncScript = client.register_script(_script_text("delete_room"))
-        self._move_admission: AsyncScript = client.register_script(_script_text("move_admission"))
+        self._add_admission: AsyncScript = client.register_script(
+            _script_text("add_admission", "room_admissions")
+        )
+        self._move_admission: AsyncScript = client.register_script(
+            _script_text("move_admission", "room_admissions")
+        )
         self._charge_limits: AsyncScript = client.register_script(
             _script_text("charge_limits", "gcra")
         )
@@ -1009,20 +1015,19 @@ class RedisStore:
     # Admissions
 
     async def add_admission(self, admission: Admission) -> None:
-        key = _ADMISSION + admission.id
-        room_key = _ROOM_ADMISSIONS + admission.room
+        stored = admission_fields(admission)
         async with self._call():
-            pipe = self._client.pipeline(transaction=True)
-            pipe.delete(key)
-            stored: dict[str | bytes, bytes | float | int | str] = dict(
-                admission_fields(admission).items()
+            await self._add_admission(
+                keys=[_ADMISSION + admission.id, _ROOM_ADMISSIONS + admission.room],
+                args=[
+                    stored["record"],
+                    stored["revoked"],
+                    _milliseconds(admission.expires_at),
+                    admission.id,
+                    repr(admission.expires_at),
+                    repr(time.time()),
+                ],
             )
-            pipe.hset(key, mapping=stored)
-            # An expiry already past deletes the key at once, which is what an expired record is.
-            pipe.pexpireat(key, _milliseconds(admission.expires_at))
-            pipe.zadd(room_key, {admission.id: admission.expires_at})
-            pipe.zremrangebyscore(room_key, "-inf", time.time())
-            await pipe.execute()
 
     async def get_admission(self, admission_id: str) -> Admission | None:
         async with self._call():
@@ -1078,6 +1083,7 @@ class RedisStore:
                         admission_fields(moved)["record"],
                         admission_id,
                         repr(admission.expires_at),
+                        repr(time.time()),
                     ],
                 )
             if outcome == "moved":

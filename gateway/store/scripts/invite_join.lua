@@ -1,8 +1,8 @@
 -- A part, not a script of its own: join_invite(keys, args), for the scripts that join through an
--- invite (gcra.lua, invite_check.lua and name_claims.lua loaded before this). A join in one
--- atomic step: charge every limit, check the ban, check the invite, claim the first free name,
--- then count the invite's use and store the admission. A refusal at any step leaves every later
--- one undone; the limits stay charged once they allowed the attempt.
+-- invite (gcra.lua, invite_check.lua, name_claims.lua and room_admissions.lua loaded before this).
+-- A join in one atomic step: charge every limit, check the ban, check the invite, claim the first
+-- free name, then count the invite's use and store the admission. A refusal at any step leaves
+-- every later one undone; the limits stay charged once they allowed the attempt.
 -- keys[1] the invite hash, keys[2] the ban, keys[3] the room's name claims, keys[4] the
 -- admission, keys[5] the room's admissions (sorted set), keys[6..] the limits' states.
 -- args[1] the token hash the invite was looked up by, args[2] now (seconds), args[3] the
@@ -70,7 +70,6 @@ local function join_invite(keys, args)
   redis.call('DEL', keys[4])
   redis.call('HSET', keys[4], 'record', args[10] .. names[index + 1] .. args[11], 'revoked', '0')
   redis.call('PEXPIREAT', keys[4], args[4])
-  redis.call('ZADD', keys[5], args[5], args[3])
-  redis.call('ZREMRANGEBYSCORE', keys[5], '-inf', args[2])
+  index_admission(keys[5], args[3], args[5], args[2])
   return {'ok', index, uses, corrupt}
 end
