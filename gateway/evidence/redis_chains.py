@@ -4,9 +4,9 @@ Per chain a stream of entries (`meetgate:evidence:<chain>`, each entry's canonic
 field `e`), its head (`meetgate:evidence-head:<chain>`, "seq hash token") and a list of signed heads
 (`meetgate:evidence-signed:<chain>`); a sorted set names the chains (`meetgate:evidence-chains`).
 One Lua script compares the head and appends, so replicas racing on a chain never fork it. Each
-append drops entries older than the retention and keeps the chain's keys a retention after its
-last entry; past the bound on a chain's length, entries an attacker makes (floods, refused names)
-are refused, never the older entries trimmed.
+append drops entries older than the retention and keeps the chain's keys, and the set naming the
+chains, a retention after its last entry; past the bound on a chain's length, entries an attacker
+makes (floods, refused names) are refused, never the older entries trimmed.
 
 Redis can lose what it kept (a flush, a restore from an older copy): the heads this process saw
 are remembered, and a chain found shorter raises ChainRewound (log.py) rather than starting over
@@ -50,7 +50,9 @@ ENTRIES: Final = "meetgate:evidence:"  # + chain: stream of entries, field e
 # + chain: "seq hash" of its last entry, and the token of the append that made it.
 HEAD: Final = "meetgate:evidence-head:"
 SIGNED: Final = "meetgate:evidence-signed:"  # + chain: list of signed heads, oldest first
-CHAINS: Final = "meetgate:evidence-chains"  # sorted set: chain -> its last append (ms)
+# sorted set: chain -> its last append (ms); a chain's name goes at the first append after its
+# keys expired, the whole set a retention after the last append.
+CHAINS: Final = "meetgate:evidence-chains"
 # + chain: "seq prev" of the first entry kept, set by every append after it trims: an entry
 # removed from the front by anything but the append's own trim leaves it behind.
 START: Final = "meetgate:evidence-start:"
@@ -117,7 +119,10 @@ redis.call('PEXPIRE', KEYS[2], retention)
 redis.call('PEXPIRE', KEYS[3], retention)
 note_start()
 redis.call('ZADD', KEYS[4], now, ARGV[5])
+-- The index names a chain only while its keys last, and goes a retention after the last append
+-- to any chain (its names, room names among them, are not kept past what they name).
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - retention)
+redis.call('PEXPIRE', KEYS[4], retention)
 return 1
 """
 

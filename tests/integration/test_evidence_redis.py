@@ -28,7 +28,7 @@ from gateway.evidence.export import verify_export
 from gateway.evidence.log import ChainRewound, EvidenceLog, SigningPolicy
 from gateway.evidence.pseudonyms import Pseudonyms
 from gateway.evidence.recorder import EvidenceRecorder
-from gateway.evidence.redis_chains import ENTRIES, HEAD, SIGNED, RedisChains
+from gateway.evidence.redis_chains import CHAINS, ENTRIES, HEAD, SIGNED, RedisChains
 from gateway.metrics import Metrics
 from tests.fixtures.processes import stop_process
 from tests.fixtures.redis_sentinel import SentinelRedis
@@ -302,3 +302,39 @@ async def test_entries_cut_from_the_front_are_told_from_retention(
     await raw.xdel(ENTRIES + "board", ids[0])
     with pytest.raises(ChainBroken, match="removed from its front"):
         await EvidenceLog(chains_on(server), KEY).read("board")
+
+
+async def test_the_chains_index_lasts_a_retention_after_the_last_append(
+    server: RedisProcess, raw: redis.asyncio.Redis
+) -> None:
+    """Catches an index of the chains kept for ever (found by the attack replay): it names
+    rooms, so it goes with the chains it names, and names none whose keys are gone."""
+    chains = chains_on(server)
+    log = EvidenceLog(chains, KEY, SigningPolicy(every=1000))
+    # An index an earlier release kept: no expiry, the name of a chain a retention gone.
+    now_ms = int(time.time() * 1000)
+    await raw.zadd(CHAINS, {"board": now_ms, "long-gone": now_ms - int(DAY * 1000) - 60_000})
+    await log.append("board", quiet())
+    assert await chains.chains() == ["board"]
+    await log.append("lobby", quiet())
+    index_ttl = await raw.pttl(CHAINS)
+    assert DAY * 1000 - 60_000 < index_ttl <= DAY * 1000
+    for chain in ("board", "lobby"):
+        assert 0 < await raw.pttl(HEAD + chain) <= index_ttl
+    await chains.aclose()
+
+
+async def test_an_idle_chains_index_goes_with_its_chains(
+    server: RedisProcess, raw: redis.asyncio.Redis
+) -> None:
+    chains = chains_on(server, retention=0.3)
+    log = EvidenceLog(chains, KEY, SigningPolicy(every=1000))
+    await log.append("board", quiet())
+    assert 0 < await raw.pttl(CHAINS) <= 300
+
+    async def gone() -> bool:
+        return not await raw.exists(CHAINS, HEAD + "board", ENTRIES + "board")
+
+    await poll(gone, "the chains and their index to expire")
+    assert await chains.chains() == []
+    await chains.aclose()
