@@ -185,6 +185,12 @@ def kill_replica(stage: Stage, name: str) -> None:
     _running(stage).servers.kill(stage.replicas[name].pid)
 
 
+def stop_replica(stage: Stage, name: str) -> None:
+    """Stop replica `name` as its service manager would (SIGTERM): it finishes what it holds
+    (the evidence log's tallies of the current minute among them) and exits."""
+    _running(stage).servers.stop(stage.replicas[name].pid)
+
+
 def _port(url: str) -> int:
     return int(url.rsplit(":", 1)[1].split("/", 1)[0])
 

@@ -9,7 +9,6 @@ others saw, what was left behind, and that the evidence export agrees with the s
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -34,9 +33,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def outcome(tmp_path_factory: pytest.TempPathFactory) -> Outcome:
-    for tool in ("prosody", "redis-server", "redis-sentinel"):
-        if shutil.which(tool) is None:
-            pytest.skip(f"{tool} is not installed (scripts/test installs it)")
+    # prosody, redis-server and nginx come from scripts/test: a missing one fails here.
     return run_scenario(SMALL, tmp_path_factory.mktemp("attack-replay") / "run")
 
 
@@ -104,7 +101,11 @@ def test_nothing_names_an_attendee_or_holds_an_address_after_the_meeting(
 
 def test_the_evidence_export_verifies_and_agrees_with_the_scenario(outcome: Outcome) -> None:
     assert outcome.evidence is not None and outcome.evidence.valid, outcome.evidence
-    for what, exported, ours in outcome.evidence_rows:
+    rows = {what: (exported, ours) for what, exported, ours in outcome.evidence_rows}
+    exported, ours = rows.pop("flood refused")
+    # Replica b died (SIGKILL) with its minute's tallies unwritten; replica a stopped cleanly.
+    assert 0 < exported <= ours
+    for what, (exported, ours) in rows.items():
         assert exported == ours, (what, exported, ours)
 
 
