@@ -125,9 +125,10 @@ class Invites:
 class RedeemRefused(SetupError):
     """The gateway answered a redemption with something other than a meeting's address."""
 
-    def __init__(self, status: int, body: bytes) -> None:
+    def __init__(self, status: int, body: bytes, retry_after: float | None = None) -> None:
         super().__init__(f"redeeming an invite gave {status}: {body[:300]!r}")
         self.status = status
+        self.retry_after = retry_after  # the answer's Retry-After (seconds), if it had one
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,25 +177,33 @@ async def admit(
     for an https front); with `solve`, a proof-of-work page is solved and sent back as the
     page's script does. RedeemRefused if it is not let into the meeting."""
     host, port = host_port(gate_url)
-    connection = await Connection.open(host, port, ssl=ssl)
     bits = 0
+    asked = {"origin": gate_url, **(headers or {})}
+    connection = await Connection.open(host, port, ssl=ssl)
     try:
-        asked = {"origin": gate_url, **(headers or {})}
         response = await connection.request("POST", f"/j/{token}", asked)
-        challenge = POW_TOKEN.search(response.body) if response.status == 200 else None
-        difficulty = POW_BITS.search(response.body) if challenge else None
-        if solve and challenge is not None and difficulty is not None:
-            bits = int(difficulty.group(1))
-            pow_token = challenge.group(1).decode()
-            answer = await solve_challenge(pow_token, bits)
-            form = urlencode({"pow_token": pow_token, "answer": answer}).encode()
-            asked = {**asked, "content-type": "application/x-www-form-urlencoded"}
-            response = await connection.request("POST", f"/j/{token}", asked, form)
     finally:
         await connection.close()
+    challenge = POW_TOKEN.search(response.body) if response.status == 200 else None
+    difficulty = POW_BITS.search(response.body) if challenge else None
+    if solve and challenge is not None and difficulty is not None:
+        bits = int(difficulty.group(1))
+        pow_token = challenge.group(1).decode()
+        answer = await solve_challenge(pow_token, bits)
+        form = urlencode({"pow_token": pow_token, "answer": answer}).encode()
+        asked = {**asked, "content-type": "application/x-www-form-urlencoded"}
+        # On a new connection: the first may have been closed as idle while the proof was
+        # found (a browser reconnects for the form's POST as well).
+        connection = await Connection.open(host, port, ssl=ssl)
+        try:
+            response = await connection.request("POST", f"/j/{token}", asked, form)
+        finally:
+            await connection.close()
     location = response.headers.get("location", "")
     if response.status != 303 or "#jwt=" not in location:
-        raise RedeemRefused(response.status, response.body)
+        wait = response.headers.get("retry-after", "")
+        retry_after = float(wait) if wait.isdigit() else None
+        raise RedeemRefused(response.status, response.body, retry_after)
     jar: SimpleCookie = SimpleCookie()
     jar.load(response.headers.get("set-cookie", ""))
     if cookie_name not in jar:

@@ -63,6 +63,10 @@ CLI_TIMEOUT = 60.0
 # A wait with no end worth naming: the session's end, watched for as long as it lasts.
 FOREVER = 7 * 24 * 3600.0
 JOIN_CONCURRENCY = 10
+# A join refused with 429 is tried again after its Retry-After (at most this long), as a
+# person clicks again once the page says they may; this many tries in all.
+JOIN_ATTEMPTS = 3
+JOIN_WAIT_MOST = 30.0
 # A chat line's marker: "m:<who>:<n>" (attendees) or "t:<who>:<n>" (trolls).
 MARKER = re.compile(r"[a-z]:[\w.-]+:\d+")
 BODY_PREFIX = 40
@@ -164,16 +168,25 @@ class Attendee:
     async def join(self, phase: str) -> bool:
         """Redeem, connect and enter the room; whether it got in (JOIN_OK or JOIN_REFUSED,
         then CONNECTED once in the room)."""
-        try:
-            admitted, latency = await redeem_through(
-                self.stage, self._token, headers=self._forwarded()
-            )
-        except RedeemRefused as refused:
-            self.events.add(JOIN_REFUSED, self.name, f"{phase}\t{refused.status}")
-            return False
-        except (OSError, SetupError) as failed:
-            self.events.add(JOIN_REFUSED, self.name, f"{phase}\t{type(failed).__name__}")
-            return False
+        started = time.perf_counter()
+        for attempt in range(1, JOIN_ATTEMPTS + 1):
+            try:
+                admitted, _ = await redeem_through(
+                    self.stage, self._token, headers=self._forwarded()
+                )
+                break
+            except RedeemRefused as refused:
+                self.events.add(JOIN_REFUSED, self.name, f"{phase}\t{refused.status}")
+                # A person refused "too many attempts, try again in N s" waits and clicks
+                # again; anything else is final.
+                if refused.status != 429 or attempt == JOIN_ATTEMPTS:
+                    return False
+                wait = min(refused.retry_after or BACKOFF_MOST, JOIN_WAIT_MOST)
+                await self._pause(random.uniform(wait, wait + 1.0))
+            except (OSError, EOFError, SetupError) as failed:
+                self.events.add(JOIN_REFUSED, self.name, f"{phase}\t{type(failed).__name__}")
+                return False
+        latency = time.perf_counter() - started
         self.events.add(JOIN_OK, self.name, phase, latency)
         if admitted.proof_bits:
             self.events.add(CHALLENGED, self.name, phase, admitted.proof_bits)
@@ -291,7 +304,9 @@ class Attendee:
         if heard.kind == "presence":
             shown = heard.nick_text or heard.resource
             self.events.add(PRESENCE_HEARD, self.name, f"{heard.sender}\t{shown}", at=heard.at)
-        elif heard.kind == "message" and heard.body:
+        elif heard.kind == "message" and heard.body and "delay" not in heard.extras:
+            # (A message with a XEP-0203 <delay> is the room's history, replayed to a newcomer:
+            # said before, not heard live.)
             marker = marker_of(heard.body)
             if not marker.startswith(f"m:{self.name}:"):
                 self.events.add(CHAT_HEARD, self.name, marker, at=heard.at)

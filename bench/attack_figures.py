@@ -72,9 +72,14 @@ def _joins(events: Events, phase: str, attack_phase: str, expected: int | None) 
     }
     tried = expected if expected is not None else len(admitted | refused)
     share = f"{len(admitted) / tried:.0%}" if tried else "—"
+    figure = f"{len(admitted)} of {tried} ({share})"
+    waited = admitted & refused
+    if waited:
+        # Refused first (429), in after waiting the Retry-After the page gave, as a person does.
+        figure += f"; {len(waited)} of them refused first and in after the wait it named"
     return Figure(
         what=f"Legitimate joins admitted, {phase} run",
-        meetgate=f"{len(admitted)} of {tried} ({share})",
+        meetgate=figure,
         baseline="—",
         comparison="—",
         target="100%",
@@ -106,12 +111,16 @@ def _join_latency(events: Events, quiet_phase: str, attack_phase: str) -> list[F
 # ---------------------------------------------------------------- removals
 
 
-def closing_times(events: Events, start_kind: str) -> tuple[list[float], int]:
-    """For each `start_kind` event (a host's removal, the guard's threshold), the seconds until
-    the last of that troll's sockets closed after it and before its first retry; and how many
-    removals saw no socket close."""
+def closing_times(
+    events: Events, start_kind: str, via: str | None = None
+) -> tuple[list[float], int]:
+    """For each `start_kind` event (a host's removal, the guard's threshold; of those whose
+    detail is `via` if given), the seconds until the last of that troll's sockets closed after
+    it and before its first retry; and how many removals saw no socket close."""
     times, never = [], 0
     for start in events.of(start_kind):
+        if via is not None and start.detail != via:
+            continue
         retries = [e.at for e in events.of(RETRY, start.who) if e.at >= start.at]
         until = min(retries, default=math.inf)
         closed = [e.at for e in events.of(SOCKET_CLOSED, start.who) if start.at <= e.at < until]
@@ -122,8 +131,10 @@ def closing_times(events: Events, start_kind: str) -> tuple[list[float], int]:
     return times, never
 
 
-def _removal(events: Events, start_kind: str, what: str, goal: float) -> Figure:
-    times, never = closing_times(events, start_kind)
+def _removal(
+    events: Events, start_kind: str, what: str, goal: float, via: str | None = None
+) -> Figure:
+    times, never = closing_times(events, start_kind, via)
     p50, p99 = percentile(times, 50), percentile(times, 99)
     counted = len(times) + never
     figure = f"p50 {_ms(p50)}, p99 {_ms(p99)} ({counted} removals)"
@@ -322,8 +333,25 @@ def figures(
     ]
     rows += _join_latency(events, quiet_phase, attack_phase)
     rows.append(
-        _removal(events, HOST_REMOVE, "Host action -> troll's sockets closed (p50, p99)", 1.0)
+        _removal(
+            events,
+            HOST_REMOVE,
+            "Host's Remove on the dashboard -> troll's sockets closed (p50, p99)",
+            1.0,
+            "dashboard",
+        )
     )
+    if any(e.detail == "cli" for e in events.of(HOST_REMOVE)):
+        rows.append(
+            _removal(
+                events,
+                HOST_REMOVE,
+                "`meetgate room remove` started -> troll's sockets closed (p50, p99; the "
+                "command's own start-up included)",
+                2.0,
+                "cli",
+            )
+        )
     rows.append(
         _removal(events, GUARD_THRESHOLD, "Wire guard threshold -> sockets closed (p50, p99)", 2.0)
     )

@@ -296,7 +296,7 @@ async def attack_run(stage: Stage, events: Events, scale: Scale, outcome: Outcom
     joined = asyncio.create_task(join_wave(second, "attack"))
     await asyncio.gather(*(troll.impersonate(HOST_NAMES[0]) for troll in trolls))
     outcome.troll_names = {troll.name: troll.verified for troll in trolls}
-    await removals(hosts[0], trolls, scale, events)
+    await removals(hosts, trolls, scale, events)
     await joined
     for person in second:
         note(outcome, person)
@@ -373,13 +373,16 @@ async def flood(stage: Stage, scale: Scale, room: str, leaked: list[str]) -> Flo
     )
 
 
-async def removals(host: Host, trolls: list[Troll], scale: Scale, events: Events) -> None:
+async def removals(hosts: list[Host], trolls: list[Troll], scale: Scale, events: Events) -> None:
     """The first `host_removals` trolls spam and are removed by a host (the second through the
     CLI with a ban); the others spam until the wire guard removes them. Every removed troll
     then tries every way back."""
     tries: list[asyncio.Task[None]] = []
 
     async def by_host(number: int, troll: Troll) -> None:
+        # Each removal by a host of its own: a dashboard's connection carries one request at
+        # a time.
+        host = hosts[number % len(hosts)]
         await troll.spam(min(scale.spam, 8), 2)
         admission = await retried(lambda: host.admission_of(troll.verified))
         if number == 1:
@@ -446,8 +449,7 @@ def aftermath(stage: Stage, outcome: Outcome, workdir: Path) -> None:
     )
 
 
-async def scenario(stage: Stage, scale: Scale, workdir: Path) -> Outcome:
-    events = Events()
+async def scenario(stage: Stage, scale: Scale, events: Events) -> Outcome:
     token = random.randrange(16**6)
     outcome = Outcome(
         scale=scale,
@@ -484,9 +486,12 @@ def run_scenario(scale: Scale, workdir: Path) -> Outcome:
     """The whole day at `scale`, in `workdir`; stops every process it started."""
     workdir.mkdir(parents=True, exist_ok=True)
     key = evidence_key(workdir)
+    events = Events()
     with start_stage(workdir / "stage", gate_toml=gate_toml(scale, key)) as stage:
-        outcome = asyncio.run(scenario(stage, scale, workdir))
-        dump_events(outcome.events, workdir / "events.tsv")
+        try:
+            outcome = asyncio.run(scenario(stage, scale, events))
+        finally:
+            dump_events(events, workdir / "events.tsv")
         aftermath(stage, outcome, workdir)
     outcome.rows = figures(
         outcome.events,

@@ -98,7 +98,7 @@ def test_figures_of_an_attack_the_gate_held() -> None:
     assert p50.meetgate == "200 ms" and p50.baseline == "200 ms (quiet)"
     assert p50.comparison == "1.00x"
     assert rows["Join latency p99"].comparison == "1.33x"
-    host = rows["Host action -> troll's sockets closed"]
+    host = rows["Host's Remove on the dashboard -> troll's sockets closed"]
     assert host.meetgate == "p50 400 ms, p99 400 ms (1 removals)" and host.met is True
     guard = rows["Wire guard threshold -> sockets closed"]
     assert guard.meetgate == "p50 500 ms, p99 500 ms (1 removals)" and guard.met is True
@@ -120,7 +120,7 @@ def test_figures_of_an_attack_the_gate_held() -> None:
 def test_each_failure_is_a_missed_goal() -> None:
     made = figures(attack(slow_close=True, alive=True, impersonated=True), verified=VERIFIED)
     rows = by_what(made)
-    host = rows["Host action -> troll's sockets closed"]
+    host = rows["Host's Remove on the dashboard -> troll's sockets closed"]
     assert host.meetgate.startswith("p50 1,500 ms") and host.met is False
     alive = rows["Troll sessions alive after their removal"]
     assert alive.meetgate == "1 of 2 retries (back by other replica)" and alive.met is False
@@ -133,8 +133,12 @@ def test_a_removal_whose_sockets_never_close_is_missed() -> None:
     line.at(1, HOST_REMOVE, "troll-0", "cli")
     line.at(2, RETRY, "troll-0", "old ticket\trefused")
     line.at(3, SOCKET_CLOSED, "troll-0", "unasked")
-    host = by_what(figures(line.events))["Host action -> troll's sockets closed"]
-    assert host.meetgate.endswith("1 never closed") and host.met is False
+    rows = by_what(figures(line.events))
+    cli = rows["`meetgate room remove` started -> troll's sockets closed"]
+    assert cli.meetgate.endswith("1 never closed") and cli.met is False
+    # No removal from the dashboard at all: its goal is not met either.
+    dashboard = rows["Host's Remove on the dashboard -> troll's sockets closed"]
+    assert dashboard.meetgate == "no removal" and dashboard.met is False
 
 
 def test_the_report_shows_figures_leftovers_evidence_and_the_stage() -> None:
