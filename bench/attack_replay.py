@@ -61,6 +61,8 @@ GIVEN = ("芳", "偉", "Mei", "Lan", "Anna", "Tomás", "Jun", "Sina", "Ola", "Yu
 HOST_NAMES = ("Hilde Host", "林 主持", "Ruth Organiser")
 # Each attendee's browser has an address of its own (10.<n>.<m>.5: one per /24), so that the
 # per-address and per-network limits judge it as they would a real one.
+# How long the meeting waits for everyone cut by the replica's death to be back.
+BACK_WITHIN = 60.0
 # Joins through the front before the timed ones (two a replica, as the front alternates).
 WARM_UPS = 4
 
@@ -312,7 +314,9 @@ async def attack_run(stage: Stage, events: Events, scale: Scale, outcome: Outcom
     await asyncio.sleep(scale.settle)
     events.add(FAULT, "stage", "kill-b")
     await asyncio.to_thread(kill_replica, stage, "b")
-    await asyncio.sleep(scale.settle * 2)
+    await asyncio.sleep(scale.settle)
+    # The meeting goes on once everyone cut by the kill is back (or a minute has passed).
+    await all_back([*hosts, *cast], BACK_WITHIN)
     # Every attendee refreshes its ticket mid-meeting, as Jitsi's client does.
     for person in [*hosts, *cast]:
         if person.admitted is not None and not person.removed:
@@ -408,6 +412,18 @@ async def removals(hosts: list[Host], trolls: list[Troll], scale: Scale, events:
         )
     )
     await asyncio.gather(*tries)
+
+
+async def all_back(people: list[Host] | list[Attendee], seconds: float) -> bool:
+    """Wait until every admitted person not removed has a live session again, for up to
+    `seconds`; whether they all have."""
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        away = [p for p in people if p.admitted and not p.removed and p.connected is None]
+        if not away:
+            return True
+        await asyncio.sleep(0.2)
+    return False
 
 
 async def closed(troll: Troll, seconds: float) -> bool:
