@@ -5,9 +5,10 @@ and the Markdown report that shows them with what was left behind and the eviden
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 
-from bench.attack_aftermath import Leftovers
+from bench.attack_aftermath import Finding, Leftovers
 from bench.attack_events import (
     CHAT_HEARD,
     CHAT_SENT,
@@ -398,10 +399,15 @@ def _leftovers(leftovers: Leftovers) -> list[str]:
             "expires within its docs/privacy.md bound.",
             "",
         ]
+    if leftovers.expiring:
+        lines += [
+            f"- **{len(leftovers.expiring):,} keys holding a name or an address until their own "
+            "TTL** (the meeting's records, by family; the secret's kind, never the secret):",
+            *_families(leftovers.expiring),
+        ]
     for title, found in (
         ("holding a secret and outliving its TTLs", leftovers.secrets),
         ("past their docs/privacy.md bound", leftovers.lifetimes),
-        ("holding a name or link until their own TTL (the meeting's records)", leftovers.expiring),
     ):
         if not found:
             continue
@@ -410,6 +416,30 @@ def _leftovers(leftovers: Leftovers) -> list[str]:
         if len(found) > MAX_FINDINGS:
             lines.append(f"  - … and {len(found) - MAX_FINDINGS} more")
     return lines
+
+
+def _families(found: Sequence[Finding]) -> list[str]:
+    """Expiring findings summed up by key family (`meetgate:admission:*`) and kind: how many
+    keys, and the longest time left ("name, gone with its key within 12.0 hours")."""
+    families: dict[tuple[str, str], tuple[int, str]] = {}
+    for finding in found:
+        family = re.sub(r"[^:]+$", "*", finding.where, count=1)
+        kind, _, left = finding.what.partition(", ")
+        count, longest = families.get((family, kind), (0, ""))
+        families[(family, kind)] = (count + 1, max(longest, left, key=_left_seconds))
+    return [
+        f"  - `{family}`: {count:,} keys with a {kind}, {longest}"
+        for (family, kind), (count, longest) in sorted(families.items())
+    ]
+
+
+def _left_seconds(text: str) -> float:
+    """ "gone with its key within 12.0 hours" -> seconds (0 for none)."""
+    found = re.search(r"([\d,.]+) (days|hours|s)$", text)
+    if found is None:
+        return 0.0
+    unit = {"days": 86_400, "hours": 3600, "s": 1}[found.group(2)]
+    return float(found.group(1).replace(",", "")) * unit
 
 
 def _evidence(rows: Sequence[tuple[str, int, int]]) -> list[str]:

@@ -130,6 +130,13 @@ def spoofed_address(number: int, networks: int) -> str:
     return f"198.{18 + network // 256 % 2}.{network % 256}.{number // networks % 254 + 1}"
 
 
+def wrk_address(index: int) -> str:
+    """The index-th of wrk's ADDRESSES attacking addresses, as attack_flood.lua's
+    `address_of` writes it (PER_NETWORK in each /24 of 198.18.0.0/15)."""
+    network = index // PER_NETWORK
+    return f"198.{18 + network // 256}.{network % 256}.{index % PER_NETWORK + 1}"
+
+
 class GateCpu:
     """The gates' CPU seconds since it was made, read again at every `sample()`, so that a gate
     killed during the run counts up to its last reading."""

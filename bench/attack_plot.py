@@ -81,7 +81,9 @@ def plot(
     )
     joins.set_ylabel("joins / s")
     # Lines, not bars: a bar from 0 has no bottom on a log scale.
-    refusals.step(x, data["flood refused"], where="post", color="tab:red", label="flood refused")
+    refusals.step(
+        x, data["flood refused"], where="post", color="tab:red", label="flood attempts answered"
+    )
     refusals.step(
         x, data["joins refused"], where="post", color="tab:orange", label="legitimate refused"
     )

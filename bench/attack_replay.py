@@ -43,9 +43,18 @@ from bench.attack_aftermath import (
     scan_left_behind,
 )
 from bench.attack_cast import Attendee, Host, Removed, join_wave, redeem_through
-from bench.attack_events import FAULT, FLOOD, GUARD_THRESHOLD, Events, Stage
+from bench.attack_events import CHALLENGED, FAULT, FLOOD, GUARD_THRESHOLD, Events, Stage
 from bench.attack_figures import figures, markdown_report
-from bench.attack_flood import FloodResult, run_flood, small_flood
+from bench.attack_flood import (
+    ADDRESSES as FLOOD_ADDRESSES,
+)
+from bench.attack_flood import (
+    FloodResult,
+    run_flood,
+    small_flood,
+    spoofed_address,
+    wrk_address,
+)
 from bench.attack_stage import fail_over, kill_replica, start_stage, stop_replica
 from bench.attack_troll import Troll
 from bench.report import Figure, Goal
@@ -61,6 +70,8 @@ GIVEN = ("芳", "偉", "Mei", "Lan", "Anna", "Tomás", "Jun", "Sina", "Ola", "Yu
 HOST_NAMES = ("Hilde Host", "林 主持", "Ruth Organiser")
 # Each attendee's browser has an address of its own (10.<n>.<m>.5: one per /24), so that the
 # per-address and per-network limits judge it as they would a real one.
+# The small flood's networks (the test's scale; wrk's are attack_flood.ADDRESSES in /24s of 4).
+SMALL_FLOOD_NETWORKS = 100
 # How long the meeting waits for everyone cut by the replica's death to be back.
 BACK_WITHIN = 60.0
 # Joins through the front before the timed ones (two a replica, as the front alternates).
@@ -143,6 +154,7 @@ class Outcome:
     rows: list[Goal | Figure] = field(default_factory=list)
     report: str = ""
     people: list[Attendee] = field(default_factory=list)  # the legitimate cast
+    troll_addresses: set[str] = field(default_factory=set)
 
 
 def people(count: int, prefix: str) -> list[str]:
@@ -351,6 +363,8 @@ async def attack_run(stage: Stage, events: Events, scale: Scale, outcome: Outcom
     stop.set()
     await asyncio.gather(*(person.leave() for person in [*hosts, *cast, *again]))
     await asyncio.gather(*(troll.close() for troll in trolls))
+    for troll in trolls:
+        outcome.troll_addresses |= troll.addresses
     for task in background:
         task.cancel()
     await asyncio.gather(*background, return_exceptions=True)
@@ -365,6 +379,7 @@ async def flood(stage: Stage, scale: Scale, room: str, leaked: list[str]) -> Flo
             room_path=f"/{room}",
             leaked_tokens=leaked,
             requests=scale.flood_requests,
+            networks=SMALL_FLOOD_NETWORKS,
             gate_pids=pids,
         )
     return await run_flood(
@@ -436,13 +451,19 @@ async def closed(troll: Troll, seconds: float) -> bool:
     return False
 
 
-def secrets_of(outcome: Outcome, stage: Stage) -> Secrets:
-    """What must not be left behind: the flood's and the trolls' networks, every name."""
-    addresses = [f"198.18.{n // 256}.{n % 256}" for n in range(0, 1024, 97)]
-    addresses += [f"100.64.{n}.7" for n in range(250)][:50]
-    addresses += [f"10.{20 + n // 250}.{n % 250}.5" for n in range(outcome.scale.attendees)]
-    names = [*outcome.host_names, *outcome.verified.values(), *outcome.troll_names.values()]
-    return Secrets(addresses=addresses, names=sorted(set(names)))
+def secrets_of(outcome: Outcome) -> Secrets:
+    """What must not be left behind: every address the run used (the flood's, the trolls',
+    each legitimate browser's) and every host's and attendee's name."""
+    addresses = set(outcome.troll_addresses)
+    if outcome.flood is not None and outcome.scale.flood_requests:
+        addresses |= {
+            spoofed_address(n, SMALL_FLOOD_NETWORKS) for n in range(outcome.scale.flood_requests)
+        }
+    elif outcome.flood is not None:
+        addresses |= {wrk_address(n) for n in range(FLOOD_ADDRESSES)}
+    addresses |= {person.address for person in outcome.people if person.address}
+    names = [*outcome.host_names, *outcome.verified.values()]
+    return Secrets(addresses=sorted(addresses), names=sorted(set(names)))
 
 
 def aftermath(stage: Stage, outcome: Outcome, workdir: Path) -> None:
@@ -461,7 +482,7 @@ def aftermath(stage: Stage, outcome: Outcome, workdir: Path) -> None:
     )
     logs = [r.log for r in stage.replicas.values()]
     outcome.leftovers = scan_left_behind(
-        stage.redis_url, logs, secrets_of(outcome, stage), bounds=privacy_bounds()
+        stage.redis_url, logs, secrets_of(outcome), bounds=privacy_bounds()
     )
 
 
@@ -486,6 +507,41 @@ async def scenario(stage: Stage, scale: Scale, events: Events) -> Outcome:
     for person in outcome.people:
         outcome.verified.update(person.occupants)
     return outcome
+
+
+def scenario_rows(outcome: Outcome) -> list[Goal | Figure]:
+    """What the attack was (the flood as the load tool saw it) and what it cost the invited
+    (proof-of-work asked of them): figures without a goal, beside those with one."""
+    rows: list[Goal | Figure] = []
+    flood = outcome.flood
+    if flood is not None:
+        tool = "Python, on 8 connections" if outcome.scale.flood_requests else "wrk, 64 connections"
+        rows.append(
+            Figure(
+                what=f"The join flood through the front ({tool})",
+                meetgate=(
+                    f"{flood.requests:,} attempts in {flood.seconds:,.1f} s ({flood.rate:,.0f}/s) "
+                    f"from {flood.networks:,} /24s: {flood.mix()}"
+                ),
+                baseline="—",
+                comparison="—",
+            )
+        )
+    asked = outcome.events.of(CHALLENGED)
+    attack = [e for e in asked if e.detail == "attack"]
+    bits = sorted({int(e.value) for e in attack})
+    rows.append(
+        Figure(
+            what="Legitimate joins asked for proof-of-work first, attack run",
+            meetgate=(
+                f"{len(attack)} of {outcome.attendees.get('attack', 0)}"
+                + (f" (difficulty {bits[0]} to {bits[-1]} bits)" if bits else "")
+            ),
+            baseline=f"{len(asked) - len(attack)} (other runs)",
+            comparison="—",
+        )
+    )
+    return rows
 
 
 def dump_events(events: Events, path: Path) -> None:
@@ -517,6 +573,7 @@ def run_scenario(scale: Scale, workdir: Path) -> Outcome:
         chat_per_10s=5,
         chat_burst=10,
     )
+    outcome.rows[2:2] = scenario_rows(outcome)
     outcome.report = markdown_report(
         outcome.rows, outcome.leftovers, outcome.evidence_rows, outcome.stage_notes, COMMAND
     )

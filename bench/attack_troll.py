@@ -129,6 +129,7 @@ class Troll:
         # A /24 of its own in 100.64.0.0/10, stable for the troll's name.
         self._network = zlib.crc32(name.encode()) % 250
         self._fresh = 0
+        self.addresses: set[str] = set()  # every address it came from (for the privacy scan)
         self._tls = _client_tls(stage)
         self.admitted: Admitted | None = None
         self.verified = ""
@@ -158,8 +159,11 @@ class Troll:
         """A fresh address: the troll's own /24 first, then one new network per call."""
         self._fresh += 1
         if self._fresh == 1:
-            return f"100.64.{self._network}.7"
-        return f"100.{65 + self._fresh % 60}.{self._network}.{1 + self._fresh % 250}"
+            address = f"100.64.{self._network}.7"
+        else:
+            address = f"100.{65 + self._fresh % 60}.{self._network}.{1 + self._fresh % 250}"
+        self.addresses.add(address)
+        return address
 
     def _signalling_url(self, base: str, path: str, ticket: str) -> str:
         scheme = "wss" if base.startswith("https") else "ws"
