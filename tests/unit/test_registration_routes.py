@@ -93,7 +93,8 @@ def test_the_meetings_time_in_each_language_in_utc() -> None:
     assert (shown.starts, shown.ends) == ("2026-12-12T14:00+00:00", "2026-12-12T16:30+00:00")
     simplified = meeting_time(room(STARTS, None), SIMPLIFIED)
     assert simplified is not None and simplified.text.startswith("2026年12月12日星期六")
-    assert simplified.text.endswith("14:00（UTC）") and simplified.ends is None
+    # Fullwidth brackets: what the Chinese date format writes around the zone.
+    assert simplified.text.endswith("14:00（UTC）") and simplified.ends is None  # noqa: RUF001
     traditional = meeting_time(room(STARTS, STARTS + 86400 + 3600), TRADITIONAL)
     assert traditional is not None
     assert "2026年12月12日" in traditional.text and "2026年12月13日" in traditional.text
