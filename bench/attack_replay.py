@@ -43,8 +43,16 @@ from bench.attack_aftermath import (
     scan_left_behind,
 )
 from bench.attack_cast import Attendee, Host, Removed, join_wave, redeem_through
-from bench.attack_events import CHALLENGED, FAULT, FLOOD, GUARD_THRESHOLD, Events, Stage
-from bench.attack_figures import figures, markdown_report
+from bench.attack_events import (
+    CHALLENGED,
+    FAULT,
+    FLOOD,
+    GUARD_THRESHOLD,
+    SOCKET_CLOSED,
+    Events,
+    Stage,
+)
+from bench.attack_figures import figures, markdown_report, percentile
 from bench.attack_flood import (
     ADDRESSES as FLOOD_ADDRESSES,
 )
@@ -299,10 +307,9 @@ async def attack_run(stage: Stage, events: Events, scale: Scale, outcome: Outcom
         keep(person)
     await asyncio.sleep(scale.settle)
 
-    # The flood, with the second half joining under it and the trolls coming in through
-    # their leaked links.
     # The trolls had the leaked links first: they are in as the flood starts (its attempts on
-    # their links find them used; on the other leaked links, the first attempt gets in).
+    # their links find them used; on the other leaked links, the first attempt gets in). The
+    # second half of the attendees joins under the flood.
     for troll in trolls:
         await troll.enter()
     flood_task = asyncio.create_task(flood(stage, scale, room, leaked))
@@ -351,8 +358,9 @@ async def attack_run(stage: Stage, events: Events, scale: Scale, outcome: Outcom
     await retried(desk.unlock)
     await retried(desk.unquiet)
     await asyncio.sleep(scale.settle)
+    # The same people, from the same browsers (addresses), through their new links.
     again = [
-        addressed(Attendee(f"moved-{n}", token, stage, events), 120 + n)
+        addressed(Attendee(f"moved-{n}", token, stage, events), n)
         for n, token in enumerate(await make_invites(api, moved, names))
     ]
     outcome.attendees["moved"] = scale.attendees
@@ -527,6 +535,19 @@ def scenario_rows(outcome: Outcome) -> list[Goal | Figure]:
                 comparison="—",
             )
         )
+    rows.append(lockdown_figure(outcome.events))
+    evidence = outcome.evidence
+    if evidence is not None:
+        rows.append(
+            Figure(
+                what="The attacked room's evidence export (`meetgate evidence verify`)",
+                meetgate=f"{evidence.verdict} ({evidence.entries:,} entries)",
+                baseline="—",
+                comparison="—",
+                target="verifies",
+                met=evidence.valid,
+            )
+        )
     asked = outcome.events.of(CHALLENGED)
     attack = [e for e in asked if e.detail == "attack"]
     bits = sorted({int(e.value) for e in attack})
@@ -542,6 +563,30 @@ def scenario_rows(outcome: Outcome) -> list[Goal | Figure]:
         )
     )
     return rows
+
+
+def lockdown_figure(events: Events) -> Figure:
+    """The host's lockdown -> each non-host's socket closed: the same promise as a removal's,
+    over everyone in the room at once."""
+    started = [e.at for e in events.of(FAULT) if e.detail == "lockdown"]
+    times = [
+        e.at - started[0]
+        for e in events.of(SOCKET_CLOSED)
+        if started and e.at >= started[0] and e.detail == "cut:lockdown"
+    ]
+    p50, p99 = percentile(times, 50), percentile(times, 99)
+    return Figure(
+        what="Host's lockdown -> every attendee's socket closed (p50, p99)",
+        meetgate=(
+            f"p50 {p50 * 1000:,.0f} ms, p99 {p99 * 1000:,.0f} ms ({len(times)} sockets)"
+            if times
+            else "no socket closed"
+        ),
+        baseline="—",
+        comparison="—",
+        target="<= 1 s",
+        met=bool(times) and p99 <= 1.0,
+    )
 
 
 def dump_events(events: Events, path: Path) -> None:
