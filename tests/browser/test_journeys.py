@@ -369,6 +369,14 @@ def test_a_host_removes_and_bans_someone_and_locks_the_room_down(
         ada._("A host removed you from this meeting. You cannot rejoin with this link."),
     )
     ada.check("removed")
+    # Her link says so too while her browser holds the removed admission's cookie; without it,
+    # the ban bars the link itself.
+    ada.page.goto(link)
+    ada.sees(
+        ada._("You were removed from this meeting"),
+        ada._("A host removed you from this meeting. You cannot rejoin with this link."),
+    )
+    ada.page.context.clear_cookies()
     ada.page.goto(link)
     ada.page.get_by_role("button", name=ada._("Join the meeting")).click()
     ada.sees(
