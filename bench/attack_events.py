@@ -29,6 +29,8 @@ RETRY = "retry"  # a removed troll's attempt back (detail: "<way>\t<outcome>"; o
 #                  or "ALIVE"; value: the HTTP status, 0 for none)
 IMPERSONATION = "impersonation"  # a troll's presence with another's name or a tracker (detail:
 #                  "<way>\t<what the room reflected to the troll>", as "verified" or "FORGED")
+STORE_BUSY = "store_busy"  # a host's action answered 503 and clicked again (detail: the action;
+#                           value: seconds from the first click to the one that was done)
 FAULT = "fault"  # detail: "failover", "kill-b", "lockdown", "move"
 RECONNECTED = "reconnected"  # an attendee back after an unasked close (value: seconds away)
 FLOOD = "flood"  # the flood's summary (detail: "<requests>\t<per second>\t<statuses>")

@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.attack_events import Replica, Stage
-from bench.redis_sentinel import SentinelRedis
+from bench.redis_sentinel import FAILOVER_SECONDS, SentinelRedis
 from bench.servers import ROOT, Servers
 from tests.fixtures.gateway_server import GENEROUS_LIMITS
 from tests.fixtures.jitsi_nginx import NGINX, start_jitsi_nginx
-from tests.fixtures.processes import free_port, start_listening, stop_process
+from tests.fixtures.processes import free_port, start_listening, stop_process, wait_until
 from tests.fixtures.prosody import DOMAIN, MUC_DOMAIN
 from tests.fixtures.tls_front import make_certificate
 
@@ -171,12 +171,17 @@ def client_tls(stage: Stage) -> ssl.SSLContext:
 
 
 def fail_over(stage: Stage) -> None:
-    """A Sentinel failover of the stage's Redis; blocks until the replica is master and the old
-    master its replica (run it in a thread beside the event loop)."""
+    """A Sentinel failover of the stage's Redis; blocks until the Sentinel names the replica as
+    master, which is when clients move (the old master's turning into its replica goes on in
+    the background). Run it in a thread beside the event loop."""
     sentinel = _running(stage).sentinel
     old_master = sentinel.master_port_now()
     sentinel.fail_over()
-    sentinel.wait_failed_over(old_master)
+    wait_until(
+        lambda: sentinel.master_port_now() != old_master,
+        timeout=FAILOVER_SECONDS,
+        what="the Sentinel to name a new master",
+    )
 
 
 def kill_replica(stage: Stage, name: str) -> None:
