@@ -25,8 +25,8 @@ PRESENCE_HEARD = "presence_heard"  # `who` heard a presence (detail: "<occupant>
 HOST_REMOVE = "host_remove"  # a host sent a removal (who: the troll; detail: "dashboard"/"cli")
 GUARD_THRESHOLD = "guard_threshold"  # a troll sent the stanza that is its strike number N
 SOCKET_CLOSED = "socket_closed"  # a client's socket ended (detail: "asked" or "unasked")
-RETRY = "retry"  # a removed troll's attempt back (detail: "<way>\t<outcome>"; outcome "refused"
-#                  or "ALIVE"; value: the HTTP status, 0 for none)
+RETRY = "retry"  # a removed troll's attempt back (detail: "<way>\t<outcome>"; outcome "refused",
+#                  "ALIVE" or "error": the attempt itself failed; value: the HTTP status, 0 none)
 IMPERSONATION = "impersonation"  # a troll's presence with another's name or a tracker (detail:
 #                  "<way>\t<what the room reflected to the troll>", as "verified" or "FORGED")
 STORE_BUSY = "store_busy"  # a host's action answered 503 and clicked again (detail: the action;
@@ -34,6 +34,9 @@ STORE_BUSY = "store_busy"  # a host's action answered 503 and clicked again (det
 FAULT = "fault"  # detail: "failover", "kill-b", "lockdown", "move"
 RECONNECTED = "reconnected"  # an attendee back after an unasked close (value: seconds away)
 FLOOD = "flood"  # the flood's summary (detail: "<requests>\t<per second>\t<statuses>")
+BENCH_ERROR = "bench_error"  # the bench itself failed: a figure around it cannot be trusted
+#                              (detail: "<where>\t<error type>")
+LEFT_HEARD = "left_heard"  # `who` heard an occupant leave (detail: its full occupant JID)
 
 
 @dataclass(frozen=True, slots=True)
