@@ -565,6 +565,7 @@ def test_nginx_sites_pass_nginx_t(site: Path, tmp_path: Path) -> None:
     text = site.read_text()
     text = text.replace("/etc/ssl/meet/fullchain.pem", str(cert))
     text = text.replace("/etc/ssl/meet/privkey.pem", str(key))
+    text = text.replace("/var/log/nginx/error.log", f"{tmp_path}/logs/error.log")
     (tmp_path / "site.conf").write_text(text)
     (tmp_path / "logs").mkdir()
     main = tmp_path / "nginx.conf"

@@ -75,6 +75,24 @@ def test_nginx_sites_mirror_the_gates_limits(site: Path) -> None:
         assert 0 < int(keepalive.rstrip("s")) <= 75
 
 
+@pytest.mark.parametrize("site", NGINX_SITES, ids=lambda p: p.name)
+def test_nginx_sites_write_no_client_to_the_error_log(site: Path) -> None:
+    """nginx's error log names the client's address and the request line (invite tokens,
+    tickets) on every failed upstream request (level error) and client fault (info): each
+    public server logs nginx's own serious faults only."""
+    for block in server_blocks(uncommented(site)):
+        (error_log,) = directive(block, "error_log")
+        assert error_log.split()[-1] in {"crit", "alert", "emerg"}, error_log
+        assert directive(block, "access_log") == ["off"]
+
+
+def test_ingress_writes_no_client_down() -> None:
+    ingress = yaml.safe_load((DEPLOY / "kubernetes/overlays/ingress/ingress.yaml").read_text())
+    annotations = ingress["metadata"]["annotations"]
+    assert annotations["nginx.ingress.kubernetes.io/enable-access-log"] == "false"
+    assert 'error-log-level: "crit"' in (DEPLOY / "kubernetes" / "README.md").read_text()
+
+
 @pytest.mark.parametrize("caddyfile", CADDYFILES, ids=lambda p: str(p.relative_to(DEPLOY)))
 def test_caddyfiles_mirror_the_gates_limits(caddyfile: Path) -> None:
     text = uncommented(caddyfile)

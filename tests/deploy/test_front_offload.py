@@ -139,6 +139,7 @@ def nginx_front(tmp_path_factory: pytest.TempPathFactory, gate_standin: int) -> 
     text = replace_once(text, "root /usr/share/jitsi-meet;", f"root {root};")
     text = replace_once(text, "/etc/ssl/meet/fullchain.pem", str(cert))
     text = replace_once(text, "/etc/ssl/meet/privkey.pem", str(key))
+    text = text.replace("/var/log/nginx/error.log", f"{work}/logs/error.log")
     (work / "site.conf").write_text(text, encoding="utf-8")
     (work / "logs").mkdir()
     # Run as root (a CI container), the workers would be `nobody`, who cannot read tmp_path.
