@@ -514,7 +514,11 @@ def aftermath(stage: Stage, outcome: Outcome, workdir: Path) -> None:
         "killed in (SIGKILL) were never written, so the export's `flood refused` can be below "
         "the scenario's count; every other count must be equal."
     )
-    logs = [r.log for r in stage.replicas.values()]
+    # Every process's log: the replicas', the front's, prosody's, Jitsi's web server's, Redis's.
+    logs = sorted(
+        {r.log for r in stage.replicas.values()}
+        | {*stage.workdir.glob("*.log"), *stage.workdir.glob("*/*.log")}
+    )
     outcome.leftovers = scan_left_behind(
         stage.redis_url, logs, secrets_of(outcome), bounds=privacy_bounds()
     )

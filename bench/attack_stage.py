@@ -254,6 +254,7 @@ def _front_config(
     text = _replace_once(text, "    server 127.0.0.1:8000;\n", servers)
     text = _replace_once(text, "/etc/ssl/meet/fullchain.pem", str(cert))
     text = _replace_once(text, "/etc/ssl/meet/privkey.pem", str(key))
+    text = text.replace("/var/log/nginx/error.log", str(work / "error.log"))
     for sub in ("logs", "temp"):
         (work / sub).mkdir(parents=True, exist_ok=True)
     (work / "site.conf").write_text(text, encoding="utf-8")
