@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
 import re
 import secrets
@@ -28,6 +29,7 @@ from websockets.exceptions import WebSocketException
 
 from bench.admin import Admitted, RedeemRefused, SetupError, admit
 from bench.attack_events import (
+    BENCH_ERROR,
     CHALLENGED,
     CHAT_HEARD,
     CHAT_REFUSED,
@@ -37,6 +39,7 @@ from bench.attack_events import (
     HOST_REMOVE,
     JOIN_OK,
     JOIN_REFUSED,
+    LEFT_HEARD,
     PRESENCE_HEARD,
     RECONNECTED,
     SOCKET_CLOSED,
@@ -54,6 +57,8 @@ TICKET_PATH = "/_meetgate/ticket"
 SIGNALLING_PATH = "/xmpp-websocket"
 # The gate's close code for a cut (revoked, banned, lockdown, moved, guard removal).
 CUT_CLOSE_CODE = 4403
+# SOCKET_CLOSED's detail when the attendee's own client failed (BENCH_ERROR says how).
+BENCH_ERROR_CLOSE = "bench-error"
 # How long an attendee keeps trying to come back after an unasked close, and its backoff.
 COME_BACK_SECONDS = 60.0
 BACKOFF_FIRST = 0.1
@@ -71,7 +76,7 @@ JOIN_WAIT_MOST = 30.0
 MARKER = re.compile(r"[a-z]:[\w.-]+:\d+")
 BODY_PREFIX = 40
 # Errors a connection attempt may end in that are worth another try.
-CONNECT_ERRORS = (OSError, TimeoutError, XmppFailed, WebSocketException)
+CONNECT_ERRORS = (OSError, EOFError, TimeoutError, XmppFailed, WebSocketException)
 
 
 def client_tls(stage: Stage) -> tls.SSLContext | None:
@@ -257,16 +262,22 @@ class Attendee:
         if client is not self.client:
             return
         self._back.clear()
+        if client.reader_error is not None:
+            detail = f"attendee xmpp reader\t{client.reader_error}"
+            self.events.add(BENCH_ERROR, self.name, detail, at=client.closed_at)
         self.events.add(SOCKET_CLOSED, self.name, self._close_kind(client), at=client.closed_at)
         self._dropped.set()
 
     def _close_kind(self, client: XmppClient) -> str:
-        """ "asked" (it left), "cut:<reason>" (the gate cut it: revoked, lockdown, moved…) or
+        """ "asked" (it left), "bench-error" (its own client failed), "cut:<reason>" (the gate
+        cut it: revoked, lockdown, moved…; "cut:unknown" if the close gave no reason) or
         "unasked" (anything else: a replica gone, the front, the network)."""
         if self._leaving:
             return "asked"
+        if client.reader_error is not None:
+            return BENCH_ERROR_CLOSE
         if client.close_code == CUT_CLOSE_CODE:
-            return f"cut:{client.close_reason or ''}"
+            return f"cut:{client.close_reason or 'unknown'}"
         return "unasked"
 
     async def _pause(self, seconds: float) -> None:
@@ -296,14 +307,22 @@ class Attendee:
 
     async def refresh(self) -> None:
         """Fetch a fresh ticket now, as Jitsi's client does mid-meeting; the next connection
-        uses it."""
-        self.room, self.ticket = await self._fresh_ticket()
+        uses it. Raises Removed (the gate refused it: 403), SetupError (any other answer, or
+        one that could not be read) or OSError (no answer: the connection failed or ended)."""
+        try:
+            self.room, self.ticket = await self._fresh_ticket()
+        except (EOFError, asyncio.IncompleteReadError) as ended:
+            raise ConnectionResetError("the connection ended before the answer") from ended
+        except (ValueError, asyncio.LimitOverrunError) as unreadable:
+            raise SetupError("a fresh ticket's answer could not be read") from unreadable
 
     def _on_heard(self, heard: Heard) -> None:
         self.heard.append(heard)
         if heard.kind == "presence":
             shown = heard.nick_text or heard.resource
             self.events.add(PRESENCE_HEARD, self.name, f"{heard.sender}\t{shown}", at=heard.at)
+            if heard.type == "unavailable":
+                self.events.add(LEFT_HEARD, self.name, heard.sender, at=heard.at)
         elif heard.kind == "message" and heard.body and "delay" not in heard.extras:
             # (A message with a XEP-0203 <delay> is the room's history, replayed to a newcomer:
             # said before, not heard live.)
@@ -413,6 +432,9 @@ class Host(Attendee):
     def __init__(self, name: str, token: str, stage: Stage, events: Events) -> None:
         super().__init__(name, token, stage, events)
         self.desk: HostDesk | None = None
+        # Why the last `remove_by_cli` failed: its exit code and the CLI's error code (the
+        # CLI's messages may name people: not kept), or that it timed out.
+        self.cli_failure = ""
 
     async def join(self, phase: str) -> bool:
         if not await super().join(phase):
@@ -451,7 +473,7 @@ class Host(Attendee):
     ) -> bool:
         """`meetgate room remove ROOM WHO [--ban ban] --yes --json` against a replica's admin
         API, as an admin types it (HOST_REMOVE "cli" just before it starts); whether it
-        exited 0."""
+        exited 0 (if not, `cli_failure` says how). Cancelled, it kills the CLI."""
         config = self.stage.replicas[replica].config
         args = [sys.executable, "-m", "gateway.cli", "room", "remove", self._desk().room, who]
         if ban is not None:
@@ -465,12 +487,19 @@ class Host(Attendee):
             stderr=asyncio.subprocess.PIPE,
             env=environment(),
         )
+        self.cli_failure = ""
         try:
-            await asyncio.wait_for(process.communicate(), CLI_TIMEOUT)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
-            return False
+            stdout, _ = await asyncio.wait_for(process.communicate(), CLI_TIMEOUT)
+        except BaseException as stopped:
+            if process.returncode is None:
+                process.kill()
+                await asyncio.shield(process.wait())
+            if isinstance(stopped, TimeoutError):
+                self.cli_failure = f"timed out after {CLI_TIMEOUT:g} s"
+                return False
+            raise
+        if process.returncode != 0:
+            self.cli_failure = f"exit {process.returncode}{cli_error_code(stdout)}"
         return process.returncode == 0
 
     async def lockdown(self) -> int:
@@ -493,6 +522,17 @@ class Host(Attendee):
         await super().leave()
         if self.desk is not None:
             await self.desk.close()
+
+
+def cli_error_code(stdout: bytes) -> str:
+    """ " (<code>)" from the CLI's --json failure (`{"error": code, …}`), "" if none: the code
+    is a stable word, where the message may name a participant."""
+    try:
+        answer = json.loads(stdout)
+    except ValueError:
+        return ""
+    code = answer.get("error") if isinstance(answer, dict) else None
+    return f" ({code})" if isinstance(code, str) and re.fullmatch(r"[a-z_]+", code) else ""
 
 
 async def join_wave(

@@ -22,8 +22,11 @@ from functools import partial
 from urllib.parse import urlsplit
 from xml.sax.saxutils import escape
 
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
 from bench.admin import Admitted, RedeemRefused, admit
 from bench.attack_events import (
+    BENCH_ERROR,
     CHAT_REFUSED,
     CHAT_SENT,
     CONNECTED,
@@ -34,15 +37,20 @@ from bench.attack_events import (
     Events,
     Stage,
 )
+from bench.attack_flood import KNOCK_FORM, room_knock
 from bench.guard import verified_name
-from bench.xmpp import Heard, XmppClient
+from bench.xmpp import MUC, Heard, XmppClient, XmppFailed
 from tests.fixtures.jitsi_stanzas import BY_NAME, Placeholders
 
+# A way back's outcomes: it let the troll in, the gate (or the room) refused it, or the attempt
+# failed on the troll's side (a timeout, an exception of its own): proof of neither.
 ALIVE = "ALIVE"
 REFUSED = "refused"
-# How long one attempt back may take, and how long a troll waits for the room's answer to a
-# presence or the guard's to the last chat line.
+ERROR = "error"
+# How long one attempt back may take (a redemption solves a proof-of-work first: longer), and
+# how long a troll waits for the room's answer to a presence or the guard's to the last chat line.
 ATTEMPT_SECONDS = 5.0
+REDEEM_SECONDS = 30.0
 ANSWER_SECONDS = 3.0
 # Respellings of the signalling paths (the front and the gate must answer each as the canonical
 # path or refuse it): the brief's, and kin from tests/spellings.py (not imported: it needs
@@ -80,6 +88,18 @@ BOSH_CREATE = (
     " wait='60' hold='1' content='text/xml; charset=utf-8' ver='1.6' xmpp:version='1.0'"
     " xmlns:xmpp='urn:xmpp:xbosh'/>"
 )
+# A connection the server refused or ended after the upgrade (anything else: the troll's side).
+SERVER_ENDED = (
+    InvalidHandshake,
+    ConnectionClosed,
+    XmppFailed,
+    ConnectionError,
+    EOFError,
+)
+# The impersonation's last attempt, and what it adds when the room kept the host's name as the
+# troll's occupant resource.
+REJOIN = "rejoin as host's name"
+RESOURCE_IS_HOST = "; RESOURCE is the host's name"
 # Latin letters and the Cyrillic ones that look the same.
 LOOK_ALIKES = str.maketrans(
     "aceopxyACEHKMOPTBX",
@@ -117,9 +137,13 @@ def look_alike(name: str) -> str:
     return name.translate(LOOK_ALIKES)
 
 
+Attempt = Callable[[], Awaitable[tuple[str, int]]]
+
+
 class Troll:
     """One troll: `enter`, then `spam` and `impersonate` in any order, `try_back` once removed,
-    and `close` at the end. `closed_at` has every socket's end, in the order they opened."""
+    and `close` at the end. `closed_at` has every socket's end, in the order they opened;
+    `occupants` every occupant JID (room/resource) it was in the room as."""
 
     def __init__(self, name: str, leaked_token: str, stage: Stage, events: Events) -> None:
         self.name = name
@@ -134,6 +158,7 @@ class Troll:
         self.admitted: Admitted | None = None
         self.verified = ""
         self.resource = secrets.token_hex(4)  # as Jitsi's client makes a MUC nick
+        self.occupants: set[str] = set()
         self.client: XmppClient | None = None
         self._clients: list[XmppClient] = []
         self._asked: set[int] = set()
@@ -154,6 +179,11 @@ class Troll:
     def room(self) -> str:
         assert self.admitted is not None, "enter() first"
         return self.admitted.room
+
+    @property
+    def occupant(self) -> str:
+        """Its occupant JID in the room now."""
+        return f"{self._stage.room_jid(self.room)}/{self.resource}"
 
     def _address(self) -> str:
         """A fresh address: the troll's own /24 first, then one new network per call."""
@@ -193,6 +223,7 @@ class Troll:
         client.on_heard = self._on_heard
         self.client = client
         await client.join(self._stage.room_jid(self.room), self.resource)
+        self.occupants.add(self.occupant)
         self._events.add(CONNECTED, self.name, "front")
 
     def _keep(self, client: XmppClient) -> None:
@@ -202,7 +233,11 @@ class Troll:
     async def _watch(self, client: XmppClient) -> None:
         with contextlib.suppress(Exception):
             await client.wait_closed(timeout=24 * 3600)
-        if client.closed_at is not None:
+        if client.reader_error is not None:
+            # The troll's own client failed: no removal to count.
+            detail = f"troll xmpp reader\t{client.reader_error}"
+            self._events.add(BENCH_ERROR, self.name, detail, at=client.closed_at)
+        elif client.closed_at is not None:
             how = "asked" if id(client) in self._asked else "unasked"
             self._events.add(SOCKET_CLOSED, self.name, how, at=client.closed_at)
 
@@ -279,13 +314,14 @@ class Troll:
                 self._note_threshold(pending[0])
         return len(self._refused)
 
-    async def _presence(self, way: str, to: str, xml: str) -> None:
+    async def _presence(self, way: str, xml: str) -> None:
         """Send a presence, wait for the room's reflection of it to the troll, and record what
-        the room showed: the nick (verified or FORGED), and any tracker kept."""
+        the room showed: the nick (verified or FORGED), and any tracker kept. The reflection is
+        the room's presence of the troll's own occupant (status 110): another's, under the name
+        the troll asked for, is not it."""
         client = self.client
         assert client is not None, "enter() first"
         sent = time.perf_counter()
-        occupant = to.partition("/")[2]
         room_jid = self._stage.room_jid(self.room)
 
         def reflected() -> Heard | None:
@@ -295,8 +331,7 @@ class Troll:
                     for h in reversed(client.heard)
                     if h.at >= sent
                     and h.sender.partition("/")[0] == room_jid
-                    and (h.resource == occupant or h.kind == "error")
-                    and h.kind != "message"
+                    and ((h.self_presence and h.type != "unavailable") or h.kind == "error")
                 ),
                 None,
             )
@@ -308,28 +343,34 @@ class Troll:
             outcome = "unseen"
         elif seen.kind == "error":
             outcome = f"error {seen.body}"
-            if seen.body in GUARD_CONDITIONS:
-                # The guard refused it: a strike, counted toward the threshold as chat's are.
-                marker = f"presence:{way}"
-                self._sent[marker] = sent
-                self._refused.append(marker)
+            self._strike(seen, way, sent)
         else:
             named = "verified" if seen.nick_text == self.verified else "FORGED"
             kept = [x for x in ("avatar-url", "email") if x in seen.extras]
             outcome = named + ("; KEPT " + ",".join(kept) if kept else "")
             if "tracker.example" in seen.body:
                 outcome += "; status URL passed"
-            if occupant != self.resource:
+            if seen.resource != self.resource:
                 # The room took the nick change: the troll's occupant JID now ends in it (Jitsi
                 # shows the `<nick>`, and the gate wrote the verified one there).
                 outcome += "; MUC nick changed"
-                self.resource = occupant
+                self.resource = seen.resource
+                self.occupants.add(self.occupant)
         self._events.add(IMPERSONATION, self.name, f"{way}\t{outcome}", at=sent)
+
+    def _strike(self, error: Heard, way: str, sent: float) -> None:
+        """A presence the guard refused is a strike, counted toward the threshold as chat's."""
+        if error.body in GUARD_CONDITIONS:
+            marker = f"presence:{way}"
+            self._sent[marker] = sent
+            self._refused.append(marker)
 
     async def impersonate(self, host_name: str) -> None:
         """A host's verified name as the presence's `<nick>`, then look-alikes, then tracking
-        URLs, then the host's name as the troll's MUC nick (a nick change); each recorded
-        (IMPERSONATION, "<way>\t<what the room reflected>")."""
+        URLs, then the host's name as the troll's MUC nick (a nick change), then a rejoin with
+        it as the occupant resource (REJOIN); each recorded (IMPERSONATION, "<way>\t<what the
+        room reflected>": "verified" or "FORGED", "; KEPT <children>", "; MUC nick changed",
+        RESOURCE_IS_HOST)."""
         values = Placeholders(
             domain=self._stage.prosody_domain,
             muc=self._stage.muc_domain,
@@ -342,9 +383,9 @@ class Troll:
         def named(name: str) -> str:
             return update.replace(">Alice Example<", f">{escape(name)}<")
 
-        await self._presence("nick", me, named(host_name))
-        await self._presence("nick look-alike", me, named(look_alike(host_name)))
-        await self._presence("nick extra space", me, named(host_name.replace(" ", "  ", 1) + " "))
+        await self._presence("nick", named(host_name))
+        await self._presence("nick look-alike", named(look_alike(host_name)))
+        await self._presence("nick extra space", named(host_name.replace(" ", "  ", 1) + " "))
         trackers = (
             f"<presence xmlns='jabber:client' to='{escape(me)}'>"
             f"<nick xmlns='{NICK_NS}'>{escape(host_name)}</nick>"
@@ -352,43 +393,119 @@ class Troll:
             "<email>x@tracker.example</email>"
             "<status>my slides: https://tracker.example/s?u=1</status></presence>"
         )
-        await self._presence("trackers", me, trackers)
-        moved = f"{self._stage.room_jid(self.room)}/{host_name}"
+        await self._presence("trackers", trackers)
         # Jitsi's update shape sent to another occupant JID: a MUC nick change.
         await self._presence(
-            "muc nick", moved, update.replace(f"/{self.resource}'", f"/{escape(host_name)}'")
+            "muc nick", update.replace(f"/{self.resource}'", f"/{escape(host_name)}'")
         )
+        await self._rejoin_as(host_name)
+
+    async def _rejoin_as(self, host_name: str) -> None:
+        """Leave the room and join it again with `host_name` as the occupant resource (and the
+        `<nick>`), as a first join may name itself; record (IMPERSONATION, REJOIN) what the room
+        reflected: the nick as for the others, and RESOURCE_IS_HOST if the occupant JID the
+        others see ends in the host's name. The troll stays in the room as what it got."""
+        client = self.client
+        assert client is not None, "enter() first"
+        room_jid = self._stage.room_jid(self.room)
+        leaving = self.resource
+        left_at = time.perf_counter()
+        await client.send_raw(
+            f"<presence xmlns='jabber:client' to='{escape(self.occupant)}' type='unavailable'/>"
+        )
+
+        def left() -> bool:
+            return any(
+                h.at >= left_at
+                and h.sender == f"{room_jid}/{leaving}"
+                and h.type in ("unavailable", "error")
+                for h in client.heard
+            )
+
+        gone = await self._until(left, ANSWER_SECONDS)
+        sent = time.perf_counter()
+        await client.send_raw(
+            f"<presence xmlns='jabber:client' to='{escape(f'{room_jid}/{host_name}')}'>"
+            f"<x xmlns='{MUC}'/><nick xmlns='{NICK_NS}'>{escape(host_name)}</nick></presence>"
+        )
+
+        def reflected() -> Heard | None:
+            return next(
+                (
+                    h
+                    for h in client.heard
+                    if h.at >= sent
+                    and h.sender.partition("/")[0] == room_jid
+                    and h.type != "unavailable"
+                    and (h.self_presence or h.kind == "error")
+                ),
+                None,
+            )
+
+        await self._until(lambda: reflected() is not None, ANSWER_SECONDS)
+        seen = reflected()
+        outcome = "" if gone else "leave unseen; "
+        if seen is not None and seen.kind != "error":
+            outcome += "verified" if seen.nick_text == self.verified else "FORGED"
+            kept = [x for x in ("avatar-url", "email") if x in seen.extras]
+            outcome += "; KEPT " + ",".join(kept) if kept else ""
+            if seen.resource == host_name:
+                outcome += RESOURCE_IS_HOST
+            self.resource = seen.resource
+            self.occupants.add(self.occupant)
+        else:
+            outcome += "unseen" if seen is None else f"error {seen.body}"
+            if seen is not None:
+                self._strike(seen, REJOIN, sent)
+            # Out of the room now (another troll may hold the name): back in as Jitsi's client
+            # comes, a random resource, so that what it does next is done as an occupant.
+            resource = secrets.token_hex(4)
+            try:
+                await client.join(room_jid, resource, ANSWER_SECONDS)
+            except (XmppFailed, TimeoutError):
+                outcome += "; not back in the room"
+            else:
+                self.resource = resource
+                self.occupants.add(self.occupant)
+        self._events.add(IMPERSONATION, self.name, f"{REJOIN}\t{outcome}", at=sent)
 
     async def try_back(self, seconds: float, every: float = 1.0) -> None:
         """For `seconds` after its removal, every way back in rounds `every` seconds apart,
-        each attempt recorded (RETRY, "<way>\t<refused|ALIVE>", value: the HTTP status). A way
-        that let the troll back in is recorded once and not tried again."""
+        each attempt recorded (RETRY, "<way>\t<ALIVE|refused|error>", value: the HTTP status,
+        0 for none; "error": the attempt failed on the troll's side, timed out included). A way
+        that let the troll back in is recorded once and not tried again. Every way is tried
+        once; no attempt starts after `seconds`, though one started may run its own limit
+        (ATTEMPT_SECONDS, REDEEM_SECONDS for a redemption) past it."""
         assert self.admitted is not None, "enter() first"
         ways = self._ways()
         deadline = time.perf_counter() + seconds
-        while ways and time.perf_counter() < deadline:
+        first = True
+        while ways and (first or time.perf_counter() < deadline):
             started = time.perf_counter()
             for way, attempt in list(ways.items()):
                 at = time.perf_counter()
+                if not first and at >= deadline:
+                    break
+                limit = REDEEM_SECONDS if way.startswith("redeem") else ATTEMPT_SECONDS
                 try:
-                    alive, status = await asyncio.wait_for(attempt(), ATTEMPT_SECONDS)
+                    outcome, status = await asyncio.wait_for(attempt(), limit)
                 except Exception:
-                    alive, status = False, 0
-                outcome = ALIVE if alive else REFUSED
+                    outcome, status = ERROR, 0
                 self._events.add(RETRY, self.name, f"{way}\t{outcome}", float(status), at=at)
-                if alive:
+                if outcome == ALIVE:
                     del ways[way]
+            first = False
             pause = started + every - time.perf_counter()
             if pause > 0 and time.perf_counter() + pause < deadline:
                 await asyncio.sleep(pause)
             elif pause > 0:
                 break
 
-    def _ways(self) -> dict[str, Callable[[], Awaitable[tuple[bool, int]]]]:
+    def _ways(self) -> dict[str, Attempt]:
         assert self.admitted is not None
         old = self.admitted
         front = self._stage.front_url
-        ways: dict[str, Callable[[], Awaitable[tuple[bool, int]]]] = {
+        ways: dict[str, Attempt] = {
             "wss /xmpp-websocket old ticket": partial(
                 self._websocket, front, "/xmpp-websocket", old.ticket
             ),
@@ -403,6 +520,7 @@ class Troll:
         ways["redeem again, fresh session"] = partial(self._redeem, None)
         ways["redeem again, old cookie"] = partial(self._redeem, old.cookie)
         ways["ticket refresh, old cookie"] = partial(self._refresh, front, old.cookie)
+        ways["knock room link"] = self._knock
         for name, replica in sorted(self._stage.replicas.items()):
             ways[f"replica {name} /xmpp-websocket"] = partial(
                 self._websocket, replica.url, "/xmpp-websocket", old.ticket
@@ -413,9 +531,10 @@ class Troll:
             ways[f"replica {name} ticket refresh"] = partial(self._refresh, replica.url, old.cookie)
         return ways
 
-    async def _websocket(self, base: str, path: str, ticket: str) -> tuple[bool, int]:
+    async def _websocket(self, base: str, path: str, ticket: str) -> tuple[str, int]:
         """ALIVE: a 101 to the upgrade as sent (this spelling, byte for byte), then an XMPP
-        session bound on the same path."""
+        session bound on the same path; refused if the server refused or ended either; error
+        if the session failed on the troll's side (a timeout among them)."""
         target = f"{path}?room={self.room}&token={ticket}"
         headers = {
             "upgrade": "websocket",
@@ -427,7 +546,7 @@ class Troll:
         }
         answer = await self._ask(base, "GET", target, headers)
         if answer.status != 101:
-            return False, answer.status
+            return REFUSED, answer.status
         try:
             client = await XmppClient.connect(
                 self._signalling_url(base, path, ticket),
@@ -436,14 +555,18 @@ class Troll:
                 ssl=self._tls if base.startswith("https") else None,
                 timeout=ATTEMPT_SECONDS,
             )
+        except InvalidStatus as refused:
+            return REFUSED, refused.response.status_code
+        except SERVER_ENDED:
+            return REFUSED, 101
         except Exception:
-            return False, 101
+            return ERROR, 101
         self._keep(client)
         self._asked.add(id(client))
         await client.close()
-        return True, 101
+        return ALIVE, 101
 
-    async def _bosh(self, base: str, path: str, ticket: str) -> tuple[bool, int]:
+    async def _bosh(self, base: str, path: str, ticket: str) -> tuple[str, int]:
         """ALIVE: a 200 carrying a session id (prosody made a BOSH session)."""
         body = BOSH_CREATE.format(
             rid=secrets.randbelow(2**32), domain=self._stage.prosody_domain
@@ -452,9 +575,9 @@ class Troll:
         answer = await self._ask(
             base, "POST", f"{path}?room={self.room}&token={ticket}", headers, body
         )
-        return answer.status == 200 and b"sid=" in answer.body, answer.status
+        return _outcome(answer.status == 200 and b"sid=" in answer.body), answer.status
 
-    async def _redeem(self, cookie: str | None) -> tuple[bool, int]:
+    async def _redeem(self, cookie: str | None) -> tuple[str, int]:
         """ALIVE: a 303 into the meeting with a ticket."""
         headers = {"x-forwarded-for": self._address()}
         if cookie is not None:
@@ -470,15 +593,30 @@ class Troll:
                 solve=True,
             )
         except RedeemRefused as refused:
-            return False, refused.status
-        return True, 303
+            return REFUSED, refused.status
+        return ALIVE, 303
 
-    async def _refresh(self, base: str, cookie: str) -> tuple[bool, int]:
+    async def _refresh(self, base: str, cookie: str) -> tuple[str, int]:
         """ALIVE: a fresh ticket (Jitsi's tokenAuthUrl answers with a 303 carrying one)."""
         headers = {"cookie": f"{self._stage.cookie_name}={cookie}"}
         answer = await self._ask(base, "GET", f"/_meetgate/ticket?room={self.room}", headers)
         ticket = "#jwt=" in answer.headers.get("location", "")
-        return (answer.status in (200, 303) and ticket), answer.status
+        return _outcome(answer.status in (200, 303) and ticket), answer.status
+
+    async def _knock(self) -> tuple[str, int]:
+        """The room link's lobby knock, as a stranger's browser sends the gate page's form
+        (a fresh address, no cookie). ALIVE only with a ticket (a 303 into the meeting); one
+        queued in the lobby waits for a host to admit it: refused."""
+        parts = urlsplit(self._stage.front_url)
+        headers = {
+            "origin": f"{parts.scheme}://{parts.netloc}",
+            "content-type": "application/x-www-form-urlencoded",
+            "x-forwarded-for": self._address(),
+        }
+        target = room_knock(f"/{self.room}")
+        answer = await self._ask(self._stage.front_url, "POST", target, headers, KNOCK_FORM)
+        ticket = "#jwt=" in answer.headers.get("location", "")
+        return _outcome(answer.status == 303 and ticket), answer.status
 
     async def _ask(
         self, base: str, method: str, target: str, headers: dict[str, str], body: bytes = b""
@@ -523,6 +661,10 @@ class Troll:
         for watcher in self._watchers:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(watcher, 2.0)
+
+
+def _outcome(alive: bool) -> str:
+    return ALIVE if alive else REFUSED
 
 
 def _client_tls(stage: Stage) -> tls.SSLContext | None:

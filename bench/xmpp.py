@@ -65,7 +65,9 @@ class Heard:
     "presence" or "error" (either of type error: `body` is then the error's condition, as
     "policy-violation"). `sender` is the full `from`; `nick_text` the text of a XEP-0172
     `<nick>`; `body` a message's body or a presence's status; `extras` the local names of the
-    stanza's children (as "nick", "avatar-url", "email"); `stanza_id` its id attribute."""
+    stanza's children (as "nick", "avatar-url", "email"); `stanza_id` its id attribute;
+    `type` its type attribute (as "unavailable"; "" when it has none); `self_presence` whether
+    it is the room's presence of the receiving client's own occupant (MUC status code 110)."""
 
     at: float
     kind: str
@@ -74,6 +76,8 @@ class Heard:
     body: str
     extras: tuple[str, ...]
     stanza_id: str = ""
+    type: str = ""
+    self_presence: bool = False
 
     @property
     def resource(self) -> str:
@@ -100,6 +104,9 @@ def heard_from(element: ET.Element, at: float) -> Heard:
         body=body,
         extras=tuple(dict.fromkeys(child.tag.rpartition("}")[2] for child in element)),
         stanza_id=element.get("id", ""),
+        type=element.get("type", ""),
+        self_presence=kind == "presence"
+        and element.find(f"{{{MUC_USER}}}x/{{{MUC_USER}}}status[@code='110']") is not None,
     )
 
 
@@ -116,7 +123,9 @@ def _condition(error: ET.Element, namespace: str) -> str:
 class XmppClient:
     """One anonymous session. `presences`, `heard`, `stream_error`, `closed_at`, `close_code`
     and `close_reason` fill in as events arrive; `on_heard`, if set, is called (in the reader,
-    synchronously) with each message or presence as it is noted."""
+    synchronously) with each message or presence as it is noted. `reader_error` is the type
+    name of an exception that ended the reader (a frame it could not parse, an `on_heard` that
+    raised): the client itself failed, not the server, and the connection was aborted."""
 
     def __init__(self, connection: ClientConnection, domain: str) -> None:
         self._connection = connection
@@ -135,6 +144,8 @@ class XmppClient:
         self.close_code: int | None = None
         # The close frame's reason: a gate's cut (code 4403) says why ("revoked", "moved", …).
         self.close_reason: str | None = None
+        # The type name only: an exception's message may quote a stanza.
+        self.reader_error: str | None = None
         self.jid = ""
         self._reader = asyncio.create_task(self._read())
 
@@ -321,8 +332,17 @@ class XmppClient:
                     await self._answer_ping(element)
         except ConnectionClosed:
             pass
-        finally:
+        except Exception as exc:
+            # Not the server's doing: record it (the watchers report it as the bench's own
+            # failure) and end the socket for real, so that nothing keeps a half-read session.
             self.closed_at = time.perf_counter()
+            self.reader_error = type(exc).__name__
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._connection.close(code=1011), 2.0)
+            self._connection.transport.abort()
+        finally:
+            if self.closed_at is None:
+                self.closed_at = time.perf_counter()
             self.close_code = self._connection.close_code
             self.close_reason = self._connection.close_reason
             async with self._changed:
