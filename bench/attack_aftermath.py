@@ -267,7 +267,9 @@ def scan_left_behind(
     for path in log_paths:
         lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
         leftovers.log_lines += len(lines)
-        texts |= {f"log:{path.name}:{n}": line for n, line in enumerate(lines, start=1)}
+        # Named with their folder: the front's and Jitsi's nginx both write an error.log.
+        where = f"log:{path.parent.name}/{path.name}"
+        texts |= {f"{where}:{n}": line for n, line in enumerate(lines, start=1)}
     needles = _needles(secrets)
     found = [
         Finding(where, kind)

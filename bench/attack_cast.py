@@ -319,10 +319,13 @@ class Attendee:
     def _on_heard(self, heard: Heard) -> None:
         self.heard.append(heard)
         if heard.kind == "presence":
-            shown = heard.nick_text or heard.resource
-            self.events.add(PRESENCE_HEARD, self.name, f"{heard.sender}\t{shown}", at=heard.at)
             if heard.type == "unavailable":
                 self.events.add(LEFT_HEARD, self.name, heard.sender, at=heard.at)
+            else:
+                # The name Jitsi shows is the <nick> (without one, its stock "Fellow Jitster",
+                # never the occupant's resource); the resource is kept beside it.
+                detail = f"{heard.sender}\t{heard.nick_text}"
+                self.events.add(PRESENCE_HEARD, self.name, detail, at=heard.at)
         elif heard.kind == "message" and heard.body and "delay" not in heard.extras:
             # (A message with a XEP-0203 <delay> is the room's history, replayed to a newcomer:
             # said before, not heard live.)

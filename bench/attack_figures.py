@@ -10,14 +10,17 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from bench.attack_aftermath import Finding, Leftovers
 from bench.attack_events import (
+    BENCH_ERROR,
     CHAT_HEARD,
     CHAT_SENT,
     CONNECTED,
     FAULT,
     GUARD_THRESHOLD,
     HOST_REMOVE,
+    IMPERSONATION,
     JOIN_OK,
     JOIN_REFUSED,
+    LEFT_HEARD,
     PRESENCE_HEARD,
     RECONNECTED,
     RETRY,
@@ -166,6 +169,8 @@ def _senders(events: Events) -> dict[str, str]:
 def _alive(events: Events) -> Figure:
     retries = events.of(RETRY)
     alive = [e for e in retries if e.detail.rpartition("\t")[2] == "ALIVE"]
+    # An attempt that failed on the bench's side proves nothing either way.
+    failed = [e for e in retries if e.detail.rpartition("\t")[2] == "error"]
     removed, senders = _removed_at(events), _senders(events)
     heard_late = {
         e.detail
@@ -180,13 +185,15 @@ def _alive(events: Events) -> Figure:
         figure += f" (back by {', '.join(ways)})"
     if heard_late:
         figure += f"; {len(heard_late)} messages heard after the removal"
+    if failed:
+        figure += f"; {len(failed)} attempts failed on the bench's side (not counted either way)"
     return Figure(
         what="Troll sessions alive after their removal",
         meetgate=figure,
         baseline="—",
         comparison="—",
         target="0",
-        met=bool(retries) and not alive and not heard_late,
+        met=bool(retries) and not alive and not heard_late and not failed,
     )
 
 
@@ -212,17 +219,68 @@ def impersonations(
     return seen
 
 
-def _impersonated(events: Events, verified: Mapping[str, str], troll_prefix: str) -> Figure:
+# What a troll's impersonation attempt may find the room reflecting that counts as a failure:
+# a nick it chose shown to others, a tracker kept, its occupant address changed to a chosen name.
+REFLECTED_FAILURES = ("FORGED", "KEPT", "MUC nick changed")
+
+
+def resource_lookalikes(events: Events, verified: Mapping[str, str], troll_prefix: str) -> set[str]:
+    """The occupant addresses legitimate clients heard whose resource (the part after the
+    room's address, which Jitsi never shows but other XMPP clients do) looks like a host's or
+    attendee's verified name while the occupant is not that person."""
+    shapes = {skeleton(name) for name in verified.values()}
+    found = set()
+    for event in events.of(PRESENCE_HEARD):
+        if _is_troll(event.who, troll_prefix):
+            continue
+        occupant = event.detail.partition("\t")[0]
+        resource = occupant.partition("/")[2]
+        own = verified.get(occupant)
+        if skeleton(resource) in shapes and (own is None or skeleton(own) != skeleton(resource)):
+            found.add(occupant)
+    return found
+
+
+def _impersonated(
+    events: Events,
+    verified: Mapping[str, str],
+    troll_prefix: str,
+    occupants: Mapping[str, set[str]],
+) -> Figure:
+    """No legitimate client saw another's name on a troll, no attempt was reflected with a
+    chosen nick, a kept tracker or a changed occupant address, and the trolls' presences were
+    heard at all (else the check saw nothing). `occupants`: each troll's occupant JIDs."""
     seen = impersonations(events, verified, troll_prefix)
     listeners = {who for who, _ in seen}
     heard = len(events.of(PRESENCE_HEARD))
+    troll_jids = {jid for jids in occupants.values() for jid in jids}
+    heard_trolls = sum(
+        1
+        for e in events.of(PRESENCE_HEARD)
+        if not _is_troll(e.who, troll_prefix) and e.detail.partition("\t")[0] in troll_jids
+    )
+    failed = [
+        e.detail
+        for e in events.of(IMPERSONATION)
+        if any(word in e.detail for word in REFLECTED_FAILURES)
+    ]
+    figure = f"{len(listeners)} ({len(seen)} of {heard} presences, {heard_trolls} of them trolls')"
+    if failed:
+        figure += "; reflected to the troll: " + "; ".join(sorted(set(failed)))
+    resources = resource_lookalikes(events, verified, troll_prefix)
+    if resources:
+        # Known and not a Jitsi user's view (see docs/attack-replay.md, "Found and left").
+        figure += (
+            f"; {len(resources)} occupant address(es) with another's name as their resource, "
+            "shown by non-Jitsi XMPP clients only"
+        )
     return Figure(
         what="Occupants who saw an impersonated name",
-        meetgate=f"{len(listeners)} ({len(seen)} of {heard} presences)",
+        meetgate=figure,
         baseline="—",
         comparison="—",
         target="0",
-        met=heard > 0 and not listeners,
+        met=heard_trolls > 0 and not listeners and not failed,
     )
 
 
@@ -239,29 +297,38 @@ def _inside(events: Events, who: str) -> float:
 
 def troll_chat(
     events: Events, troll_prefix: str, chat_per_10s: float, chat_burst: float
-) -> tuple[int, float]:
-    """(troll messages another client heard, the guard's budget for the trolls' time inside)."""
+) -> dict[str, tuple[int, float]]:
+    """Per troll: (its messages another client heard live, the guard's budget for its time
+    inside: the burst and the rate over its seconds in the meeting)."""
     senders = _senders(events)
-    heard = {
-        e.detail
-        for e in events.of(CHAT_HEARD)
-        if e.detail.startswith(TROLL_MARKER) and senders.get(e.detail, e.who) != e.who
+    heard: dict[str, set[str]] = {}
+    for e in events.of(CHAT_HEARD):
+        sender = senders.get(e.detail)
+        if e.detail.startswith(TROLL_MARKER) and sender is not None and sender != e.who:
+            heard.setdefault(sender, set()).add(e.detail)
+    trolls = sorted({e.who for e in events.of(CONNECTED) if _is_troll(e.who, troll_prefix)})
+    return {
+        who: (
+            len(heard.get(who, ())),
+            chat_burst + chat_per_10s * _inside(events, who) / 10,
+        )
+        for who in trolls
     }
-    trolls = {e.who for e in events.of(CONNECTED) if _is_troll(e.who, troll_prefix)}
-    budget = sum(chat_burst + chat_per_10s * _inside(events, who) / 10 for who in trolls)
-    return len(heard), budget
 
 
 def _chat(events: Events, troll_prefix: str, chat_per_10s: float, chat_burst: float) -> Figure:
-    heard, budget = troll_chat(events, troll_prefix, chat_per_10s, chat_burst)
+    per_troll = troll_chat(events, troll_prefix, chat_per_10s, chat_burst)
+    heard = sum(n for n, _ in per_troll.values())
+    budget = sum(b for _, b in per_troll.values())
+    over = [who for who, (n, b) in per_troll.items() if n > b]
     sent = sum(1 for e in events.of(CHAT_SENT) if e.detail.startswith(TROLL_MARKER))
     return Figure(
-        what="Troll chat messages that reached others",
-        meetgate=f"{heard} of {sent} sent",
-        baseline=f"budget {budget:,.0f}",
-        comparison=f"{heard / budget:.0%} of the budget" if budget else "—",
-        target="<= budget",
-        met=heard <= budget,
+        what="Troll chat messages that reached others (each troll against its own budget)",
+        meetgate=f"{heard} of {sent} sent" + (f"; over budget: {', '.join(over)}" if over else ""),
+        baseline=f"budgets {budget:,.0f} in all",
+        comparison=f"{heard / budget:.0%} of the budgets" if budget else "—",
+        target="<= each budget",
+        met=bool(per_troll) and not over,
     )
 
 
@@ -296,7 +363,64 @@ def _faults(events: Events, troll_prefix: str) -> Figure:
         comparison=f"back in p50 {_seconds(percentile(away, 50))}, max "
         f"{_seconds(max(away, default=math.nan))}",
         target="all back",
-        met=len(away) == len(closes),
+        # A replica's death cuts the sessions it held: none cut means the fault missed the
+        # meeting, and "all back" would say nothing.
+        met=bool(closes) and len(away) == len(closes),
+    )
+
+
+# The gate's cuts of legitimate people the scenario asked for (every attendee at the lockdown,
+# everyone at the move); any other cut of a host or attendee is the gate removing the wrong one.
+ASKED_CUTS = ("cut:lockdown", "cut:moved")
+
+
+def _wrongly_cut(events: Events, troll_prefix: str) -> Figure:
+    cuts = [
+        e
+        for e in events.of(SOCKET_CLOSED)
+        if not _is_troll(e.who, troll_prefix)
+        and e.detail.startswith("cut:")
+        and e.detail not in ASKED_CUTS
+    ]
+    reasons = sorted({e.detail for e in cuts})
+    return Figure(
+        what="Legitimate people cut by the gate (other than by the lockdown and the move)",
+        meetgate=f"{len(cuts)}" + (f" ({', '.join(reasons)})" if reasons else ""),
+        baseline="—",
+        comparison="—",
+        target="0",
+        met=not cuts,
+    )
+
+
+def _left(events: Events, occupants: Mapping[str, set[str]], troll_prefix: str) -> Figure:
+    """Each removed troll seen leaving: of the legitimate clients that heard its presence, how
+    many heard it go (its occupant's `unavailable`) after its removal, and how soon."""
+    removed = _removed_at(events)
+    listeners = expected = 0
+    delays: list[float] = []
+    for troll, at in removed.items():
+        jids = occupants.get(troll, set())
+        heard_by = {
+            e.who
+            for e in events.of(PRESENCE_HEARD)
+            if not _is_troll(e.who, troll_prefix) and e.detail.partition("\t")[0] in jids
+        }
+        left: dict[str, float] = {}
+        for e in events.of(LEFT_HEARD):
+            if e.who in heard_by and e.detail in jids and e.at >= at - HEARD_GRACE:
+                left[e.who] = min(e.at - at, left.get(e.who, math.inf))
+        expected += len(heard_by)
+        listeners += len(left)
+        delays += [max(0.0, d) for d in left.values()]
+    p99 = percentile(delays, 99)
+    return Figure(
+        what="Removed trolls seen leaving by those who had seen them (p50, p99 after removal)",
+        meetgate=f"{listeners} of {expected}; p50 {_ms(percentile(delays, 50))}, p99 {_ms(p99)}",
+        baseline="—",
+        comparison="—",
+        target="all, <= 2 s",
+        met=expected > 0 and listeners == expected and p99 <= 2.0,
     )
 
 
@@ -320,17 +444,20 @@ def figures(
     chat_per_10s: float = 5,
     chat_burst: float = 10,
     troll_prefix: str = "troll",
+    troll_occupants: Mapping[str, set[str]] | None = None,
 ) -> list[Goal | Figure]:
     """Every figure of issue 20's "What it measures", from `events`.
 
     `verified`: each host's and attendee's occupant (MUC resource) -> their verified name (for
-    impersonations); `attendees`: how many legitimate joins each phase tried (else those the
-    events name); `chat_per_10s`/`chat_burst`: the guard's chat budget the stage ran with.
+    impersonations); `attendees`: how many legitimate joins each phase tried, in the order
+    to show them (else the quiet and attack phases, counting those the events name);
+    `chat_per_10s`/`chat_burst`: the guard's chat budget the stage ran with;
+    `troll_occupants`: each troll's occupant JIDs (its leaving, heard by others).
     """
     expected = attendees or {}
+    phases = list(dict.fromkeys([*expected, quiet_phase, attack_phase]))
     rows: list[Goal | Figure] = [
-        _joins(events, phase, attack_phase, expected.get(phase))
-        for phase in (quiet_phase, attack_phase)
+        _joins(events, phase, attack_phase, expected.get(phase)) for phase in phases
     ]
     rows += _join_latency(events, quiet_phase, attack_phase)
     rows.append(
@@ -357,9 +484,23 @@ def figures(
         _removal(events, GUARD_THRESHOLD, "Wire guard threshold -> sockets closed (p50, p99)", 2.0)
     )
     rows.append(_alive(events))
-    rows.append(_impersonated(events, verified or {}, troll_prefix))
+    rows.append(_left(events, troll_occupants or {}, troll_prefix))
+    rows.append(_impersonated(events, verified or {}, troll_prefix, troll_occupants or {}))
     rows.append(_chat(events, troll_prefix, chat_per_10s, chat_burst))
     rows.append(_faults(events, troll_prefix))
+    rows.append(_wrongly_cut(events, troll_prefix))
+    bench_errors = events.of(BENCH_ERROR)
+    rows.append(
+        Figure(
+            what="The bench's own failures (a figure around one cannot be trusted)",
+            meetgate=f"{len(bench_errors)}"
+            + (f" ({'; '.join(sorted({e.detail for e in bench_errors}))})" if bench_errors else ""),
+            baseline="—",
+            comparison="—",
+            target="0",
+            met=not bench_errors,
+        )
+    )
     rows.append(_cpu(cpu_per_refusal_ms))
     return rows
 

@@ -23,6 +23,7 @@ import contextlib
 import os
 import platform
 import random
+import signal
 import subprocess
 import sys
 import tempfile
@@ -44,7 +45,9 @@ from bench.attack_aftermath import (
 )
 from bench.attack_cast import Attendee, Host, Removed, join_wave, redeem_through
 from bench.attack_events import (
+    BENCH_ERROR,
     CHALLENGED,
+    CONNECTED,
     FAULT,
     FLOOD,
     GUARD_THRESHOLD,
@@ -130,9 +133,9 @@ FULL = Scale(
 QUICK = replace(FULL, quiet_stay=10, flood_seconds=40, retry_seconds=15, settle=3)
 SMALL = Scale(
     attendees=10,
-    trolls=2,
-    leaked=2,
-    host_removals=1,
+    trolls=3,
+    leaked=3,
+    host_removals=2,
     strikes=5,
     quiet_stay=2,
     flood_seconds=0,
@@ -166,6 +169,10 @@ class Outcome:
     report: str = ""
     people: list[Attendee] = field(default_factory=list)  # the legitimate cast
     troll_addresses: set[str] = field(default_factory=set)
+    troll_occupants: dict[str, set[str]] = field(default_factory=dict)
+    tokens: set[str] = field(default_factory=set)  # every invite token the run made
+    credentials: set[str] = field(default_factory=set)  # trolls' cookies and tickets
+    refreshes: list[bool] = field(default_factory=list)  # each mid-meeting ticket refresh
 
 
 def people(count: int, prefix: str) -> list[str]:
@@ -244,13 +251,22 @@ async def retried(call: Callable[[], Awaitable[object]], seconds: float = 20.0) 
 
 
 async def make_invites(
-    api: AdminApi, room: str, names: list[str], role: str = "attendee"
+    api: AdminApi,
+    room: str,
+    names: list[str],
+    role: str = "attendee",
+    made: set[str] | None = None,
+    max_uses: int = 1,
 ) -> list[str]:
-    """One single-use invite per name (in order); their tokens."""
+    """One invite per name (in order; single-use unless `max_uses`); their tokens, also added
+    to `made` (what the privacy scan looks for)."""
     tokens: list[str] = []
     for name in names:
-        made = await api.create_invites([room], 1, connections=1, name=name, role=role)
-        tokens += made
+        tokens += await api.create_invites(
+            [room], 1, connections=1, name=name, role=role, max_uses=max_uses
+        )
+    if made is not None:
+        made.update(tokens)
     return tokens
 
 
@@ -282,7 +298,7 @@ async def quiet_run(stage: Stage, api: AdminApi, outcome: Outcome, room: str) ->
     events, scale = outcome.events, outcome.scale
     names = people(scale.attendees, "q")
     await api.create_rooms([room])
-    tokens = await make_invites(api, room, names)
+    tokens = await make_invites(api, room, names, made=outcome.tokens)
     cast = [
         addressed(Attendee(f"quiet-{n}", token, stage, events), n) for n, token in enumerate(tokens)
     ]
@@ -303,17 +319,27 @@ async def attack_run(stage: Stage, events: Events, scale: Scale, outcome: Outcom
     await api.create_rooms([room])
     hosts = [
         addressed(Host(f"host-{n}", token, stage, events), 240 + n)
-        for n, token in enumerate(await make_invites(api, room, list(HOST_NAMES), role="host"))
+        for n, token in enumerate(
+            await make_invites(api, room, list(HOST_NAMES), role="host", made=outcome.tokens)
+        )
     ]
     names = people(scale.attendees, "a")
     cast = [
         addressed(Attendee(f"attendee-{n}", token, stage, events), n)
-        for n, token in enumerate(await make_invites(api, room, names))
+        for n, token in enumerate(await make_invites(api, room, names, made=outcome.tokens))
     ]
-    leaked = await make_invites(api, room, [f"Guest {n}" for n in range(scale.leaked)])
+    guests = [f"Guest {n}" for n in range(scale.leaked)]
+    # The links of the troll a host removes with a ban (the second) is a shared one, of three
+    # uses: removed and banned, it must stay out though uses are left (found by the replay).
+    leaked = await make_invites(api, room, guests[:1], made=outcome.tokens)
+    leaked += await make_invites(api, room, guests[1:2], made=outcome.tokens, max_uses=3)
+    leaked += await make_invites(api, room, guests[2:], made=outcome.tokens)
     trolls = [Troll(f"troll-{n}", leaked[n], stage, events) for n in range(scale.trolls)]
     outcome.trolls = [troll.name for troll in trolls]
-    outcome.attendees["attack"] = scale.attendees
+    # The first half joins in the calm before; the second under the flood (the attack run's
+    # figures are theirs).
+    outcome.attendees["calm"] = scale.attendees // 2
+    outcome.attendees["attack"] = scale.attendees - scale.attendees // 2
     outcome.host_names = list(HOST_NAMES)
     stop = asyncio.Event()
     background: list[asyncio.Task[object]] = []
@@ -328,7 +354,7 @@ async def attack_run(stage: Stage, events: Events, scale: Scale, outcome: Outcom
             raise SetupError(f"{host.name} could not join the meeting")
         keep(host)
     first, second = cast[: scale.attendees // 2], cast[scale.attendees // 2 :]
-    await join_wave(first, "attack")
+    await join_wave(first, "calm")
     for person in [*hosts, *first]:
         note(outcome, person)
     for person in first:
@@ -343,18 +369,18 @@ async def attack_run(stage: Stage, events: Events, scale: Scale, outcome: Outcom
     flood_task = asyncio.create_task(flood(stage, scale, room, leaked))
     await asyncio.sleep(scale.settle)
     joined = asyncio.create_task(join_wave(second, "attack"))
-    await asyncio.gather(*(troll.impersonate(HOST_NAMES[0]) for troll in trolls))
+    # The first host's name as the gate shows it (her verified name), and look-alikes of it.
+    await asyncio.gather(*(troll.impersonate(hosts[0].nick) for troll in trolls))
     outcome.troll_names = {troll.name: troll.verified for troll in trolls}
     await removals(hosts, trolls, scale, events)
     await joined
     for person in second:
         note(outcome, person)
         keep(person)
-    result = await flood_task
-    outcome.flood = result
-    events.add(FLOOD, "flood", result.detail())
 
-    # Infrastructure trouble: a Sentinel failover, then replica b killed.
+    # Infrastructure trouble in the middle, under the flood while it lasts: a Sentinel
+    # failover, then replica b killed. The meeting goes on once everyone it cut is back (or a
+    # minute has passed).
     await asyncio.sleep(scale.settle)
     events.add(FAULT, "stage", "failover")
     await asyncio.to_thread(fail_over, stage)
@@ -362,13 +388,19 @@ async def attack_run(stage: Stage, events: Events, scale: Scale, outcome: Outcom
     events.add(FAULT, "stage", "kill-b")
     await asyncio.to_thread(kill_replica, stage, "b")
     await asyncio.sleep(scale.settle)
-    # The meeting goes on once everyone cut by the kill is back (or a minute has passed).
     await all_back([*hosts, *cast], BACK_WITHIN)
+    result = await flood_task
+    outcome.flood = result
+    events.add(FLOOD, "flood", result.detail())
     # Every attendee refreshes its ticket mid-meeting, as Jitsi's client does.
     for person in [*hosts, *cast]:
         if person.admitted is not None and not person.removed:
-            with contextlib.suppress(SetupError, OSError, Removed):
+            try:
                 await retried(person.refresh, 10)
+            except (SetupError, OSError, EOFError, Removed):
+                outcome.refreshes.append(False)
+            else:
+                outcome.refreshes.append(True)
 
     # The end: a lockdown, the move to a fresh room, the attendees invited there anew.
     # Both in one click each; a click answered 503 (the store still settling after the
@@ -387,7 +419,7 @@ async def attack_run(stage: Stage, events: Events, scale: Scale, outcome: Outcom
     # The same people, from the same browsers (addresses), through their new links.
     again = [
         addressed(Attendee(f"moved-{n}", token, stage, events), n)
-        for n, token in enumerate(await make_invites(api, moved, names))
+        for n, token in enumerate(await make_invites(api, moved, names, made=outcome.tokens))
     ]
     outcome.attendees["moved"] = scale.attendees
     await join_wave(again, "moved")
@@ -399,9 +431,14 @@ async def attack_run(stage: Stage, events: Events, scale: Scale, outcome: Outcom
     await asyncio.gather(*(troll.close() for troll in trolls))
     for troll in trolls:
         outcome.troll_addresses |= troll.addresses
+        outcome.troll_occupants[troll.name] = set(troll.occupants)
+        if troll.admitted is not None:
+            outcome.credentials |= {troll.admitted.cookie, troll.admitted.ticket}
     for task in background:
         task.cancel()
-    await asyncio.gather(*background, return_exceptions=True)
+    for ended in await asyncio.gather(*background, return_exceptions=True):
+        if isinstance(ended, Exception):
+            events.add(BENCH_ERROR, "attendee", f"stay or chat\t{type(ended).__name__}")
 
 
 async def flood(stage: Stage, scale: Scale, room: str, leaked: list[str]) -> FloodResult:
@@ -450,17 +487,23 @@ async def removals(hosts: list[Host], trolls: list[Troll], scale: Scale, events:
     async def by_guard(troll: Troll) -> None:
         strikes = scale.strikes or 30
         await troll.spam(scale.spam, scale.spam_per_second, strikes=strikes)
-        await closed(troll, 10)
-        if events.of(GUARD_THRESHOLD, troll.name):
-            tries.append(asyncio.create_task(troll.try_back(scale.retry_seconds)))
+        if not await closed(troll, 10):
+            return  # not removed: the guard's figure counts one removal fewer
+        if not events.of(GUARD_THRESHOLD, troll.name):
+            # Removed, but the troll never saw which stanza was its last strike: the guard's
+            # timing misses one, and the report says the bench failed there.
+            events.add(BENCH_ERROR, troll.name, "guard threshold\tnot seen")
+        tries.append(asyncio.create_task(troll.try_back(scale.retry_seconds)))
 
-    await asyncio.gather(
-        *(
-            by_host(n, troll) if n < scale.host_removals else by_guard(troll)
-            for n, troll in enumerate(trolls)
+    try:
+        await asyncio.gather(
+            *(
+                by_host(n, troll) if n < scale.host_removals else by_guard(troll)
+                for n, troll in enumerate(trolls)
+            )
         )
-    )
-    await asyncio.gather(*tries)
+    finally:
+        await asyncio.gather(*tries)
 
 
 async def all_back(people: list[Host] | list[Attendee], seconds: float) -> bool:
@@ -497,7 +540,16 @@ def secrets_of(outcome: Outcome) -> Secrets:
         addresses |= {wrk_address(n) for n in range(FLOOD_ADDRESSES)}
     addresses |= {person.address for person in outcome.people if person.address}
     names = [*outcome.host_names, *outcome.verified.values()]
-    return Secrets(addresses=sorted(addresses), names=sorted(set(names)))
+    cookies = {p.admitted.cookie for p in outcome.people if p.admitted is not None}
+    tickets = {p.ticket for p in outcome.people if p.ticket}
+    tickets |= {p.admitted.ticket for p in outcome.people if p.admitted is not None}
+    return Secrets(
+        addresses=sorted(addresses),
+        names=sorted(set(names)),
+        invite_tokens=sorted(outcome.tokens),
+        cookies=sorted(cookies | {c for c in outcome.credentials if "." not in c}),
+        tickets=sorted(tickets | {t for t in outcome.credentials if t.count(".") == 2}),
+    )
 
 
 def aftermath(stage: Stage, outcome: Outcome, workdir: Path) -> None:
@@ -566,6 +618,45 @@ def scenario_rows(outcome: Outcome) -> list[Goal | Figure]:
             )
         )
     rows.append(lockdown_figure(outcome.events))
+    done = sum(outcome.refreshes)
+    rows.append(
+        Figure(
+            what="Tickets refreshed mid-meeting (Jitsi's tokenAuthUrl), after the faults",
+            meetgate=f"{done} of {len(outcome.refreshes)}",
+            baseline="—",
+            comparison="—",
+            target="all",
+            met=bool(outcome.refreshes) and done == len(outcome.refreshes),
+        )
+    )
+    leftovers = outcome.leftovers
+    rows.append(
+        Figure(
+            what="Left once the TTLs pass: a name, address, link, cookie or ticket; a key past "
+            "its docs/privacy.md bound",
+            meetgate=f"{len(leftovers.secrets)} and {len(leftovers.lifetimes)} "
+            f"({leftovers.keys:,} keys, {leftovers.log_lines:,} log lines searched)",
+            baseline="—",
+            comparison="—",
+            target="none",
+            met=leftovers.keys > 0 and leftovers.clean,
+        )
+    )
+    differ = [what for what, exported, ours in outcome.evidence_rows if exported != ours]
+    rows.append(
+        Figure(
+            what="The evidence export's counts against the scenario's",
+            meetgate="equal" if not differ else "differ: " + ", ".join(differ),
+            baseline="—",
+            comparison="—",
+            target="equal (the flood's: at most the scenario's, see the stage's notes)",
+            met=all(
+                exported == ours or (what == "flood refused" and 0 < exported <= ours)
+                for what, exported, ours in outcome.evidence_rows
+            )
+            and bool(outcome.evidence_rows),
+        )
+    )
     busy = outcome.events.of(STORE_BUSY)
     rows.append(
         Figure(
@@ -608,33 +699,54 @@ def scenario_rows(outcome: Outcome) -> list[Goal | Figure]:
     return rows
 
 
+def connected_at(events: Events, at: float) -> set[str]:
+    """Who had a live session at `at`: their last CONNECTED before it is later than their last
+    SOCKET_CLOSED before it."""
+    last: dict[str, tuple[float, bool]] = {}
+    for e in sorted(events.items, key=lambda e: e.at):
+        if e.at > at:
+            break
+        if e.kind == CONNECTED:
+            last[e.who] = (e.at, True)
+        elif e.kind == SOCKET_CLOSED:
+            last[e.who] = (e.at, False)
+    return {who for who, (_, live) in last.items() if live}
+
+
 def lockdown_figure(events: Events) -> Figure:
-    """The host's lockdown -> each non-host's socket closed: the same promise as a removal's,
-    over everyone in the room at once."""
+    """The host's lockdown -> each attendee's socket closed: the same promise as a removal's,
+    over everyone in the room at once; anyone connected at the click and never cut counts
+    against it."""
     started = [e.at for e in events.of(FAULT) if e.detail == "lockdown"]
-    times = [
-        e.at - started[0]
-        for e in events.of(SOCKET_CLOSED)
-        if started and e.at >= started[0] and e.detail == "cut:lockdown"
-    ]
+    if not started:
+        return Figure("Host's lockdown -> every attendee's socket closed", "no lockdown", "—", "—")
+    at = started[0]
+    inside = {who for who in connected_at(events, at) if who.startswith(("attendee", "troll"))}
+    closes = {
+        e.who: e.at - at
+        for e in sorted(events.of(SOCKET_CLOSED), key=lambda e: -e.at)
+        if e.at >= at and e.who in inside
+    }
+    times = list(closes.values())
+    never = len(inside - closes.keys())
     p50, p99 = percentile(times, 50), percentile(times, 99)
+    figure = f"p50 {p50 * 1000:,.0f} ms, p99 {p99 * 1000:,.0f} ms ({len(times)} sockets)"
+    if never:
+        figure += f"; {never} never closed"
     return Figure(
         what="Host's lockdown -> every attendee's socket closed (p50, p99)",
-        meetgate=(
-            f"p50 {p50 * 1000:,.0f} ms, p99 {p99 * 1000:,.0f} ms ({len(times)} sockets)"
-            if times
-            else "no socket closed"
-        ),
+        meetgate=figure if times else "no socket closed",
         baseline="—",
         comparison="—",
         target="<= 1 s",
-        met=bool(times) and p99 <= 1.0,
+        met=bool(times) and not never and p99 <= 1.0,
     )
 
 
 def dump_events(events: Events, path: Path) -> None:
     """Every event, one a line (time, kind, who, detail, value): the run's raw record, kept
-    in the work directory beside the processes' logs (it holds no secret)."""
+    in the work directory beside the processes' logs. It holds the cast's names (what each
+    heard) but no address, link, cookie or ticket."""
     lines = [
         f"{e.at:.3f}\t{e.kind}\t{e.who}\t{e.detail}\t{e.value:g}"
         for e in sorted(events.items, key=lambda e: e.at)
@@ -658,6 +770,7 @@ def run_scenario(scale: Scale, workdir: Path) -> Outcome:
         verified=outcome.verified,
         attendees=outcome.attendees,
         cpu_per_refusal_ms=outcome.flood.cpu_per_refusal_ms if outcome.flood else None,
+        troll_occupants=outcome.troll_occupants,
         chat_per_10s=5,
         chat_burst=10,
     )
@@ -677,7 +790,18 @@ def _workdir(given: str | None) -> Iterator[Path]:
         yield Path(made)
 
 
+def _stop_on_sigterm() -> None:
+    """SIGTERM (a `timeout`, a `kill`) ends the run as Ctrl-C does: every process the stage
+    started is stopped on the way out, not left running."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def main() -> int:
+    _stop_on_sigterm()
     parser = argparse.ArgumentParser(prog="python -m bench.attack_replay", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="shorter phases (about half)")
     parser.add_argument("--small", action="store_true", help="the test's scale: 10 and 2")

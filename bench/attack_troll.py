@@ -19,12 +19,12 @@ import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 from xml.sax.saxutils import escape
 
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from bench.admin import Admitted, RedeemRefused, admit
+from bench.admin import POW_BITS, POW_TOKEN, Admitted, RedeemRefused, admit, solve_challenge
 from bench.attack_events import (
     BENCH_ERROR,
     CHAT_REFUSED,
@@ -486,7 +486,8 @@ class Troll:
                 at = time.perf_counter()
                 if not first and at >= deadline:
                     break
-                limit = REDEEM_SECONDS if way.startswith("redeem") else ATTEMPT_SECONDS
+                solving = way.startswith(("redeem", "knock"))
+                limit = REDEEM_SECONDS if solving else ATTEMPT_SECONDS
                 try:
                     outcome, status = await asyncio.wait_for(attempt(), limit)
                 except Exception:
@@ -615,6 +616,14 @@ class Troll:
         }
         target = room_knock(f"/{self.room}")
         answer = await self._ask(self._stage.front_url, "POST", target, headers, KNOCK_FORM)
+        challenge = POW_TOKEN.search(answer.body) if answer.status == 200 else None
+        bits = POW_BITS.search(answer.body) if challenge else None
+        if challenge is not None and bits is not None:
+            # A troll's browser runs the proof-of-work page's script like anyone's.
+            token = challenge.group(1).decode()
+            solved = await solve_challenge(token, int(bits.group(1)))
+            form = KNOCK_FORM + b"&" + urlencode({"pow_token": token, "answer": solved}).encode()
+            answer = await self._ask(self._stage.front_url, "POST", target, headers, form)
         ticket = "#jwt=" in answer.headers.get("location", "")
         return _outcome(answer.status == 303 and ticket), answer.status
 

@@ -66,7 +66,10 @@ def test_a_planted_secret_is_found_where_it_is_and_a_clean_one_is_not(
     )
     # What outlives the TTLs: a key kept for ever and a log line.
     secrets = {(f.where, f.what) for f in found.secrets}
-    assert secrets == {("meetgate:ban:board:x", "name"), ("log:gate-a.log:3", "ticket")}
+    assert secrets == {
+        ("meetgate:ban:board:x", "name"),
+        (f"log:{tmp_path.name}/gate-a.log:3", "ticket"),
+    }
     # What goes with its key's own TTL, within its bound.
     expiring = {(f.where, f.what.partition(",")[0]) for f in found.expiring}
     assert expiring == {

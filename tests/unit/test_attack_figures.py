@@ -76,6 +76,10 @@ def attack(*, slow_close: bool = False, alive: bool = False, impersonated: bool 
     return line.events
 
 
+# Each troll's occupant JIDs, as PRESENCE_HEARD names them above.
+TROLLS = {"troll-0": {"troll0"}, "troll-1": {"troll1"}}
+
+
 def by_what(rows: Sequence[object]) -> dict[str, Figure]:
     return {f.what.split(" (")[0].split(",")[0]: f for f in rows if isinstance(f, Figure)}
 
@@ -87,7 +91,13 @@ def test_percentile_is_nearest_rank() -> None:
 
 
 def test_figures_of_an_attack_the_gate_held() -> None:
-    made = figures(attack(), verified=VERIFIED, attendees={"quiet": 3}, cpu_per_refusal_ms=0.0421)
+    made = figures(
+        attack(),
+        verified=VERIFIED,
+        attendees={"quiet": 3},
+        cpu_per_refusal_ms=0.0421,
+        troll_occupants=TROLLS,
+    )
     quiet, under = made[0], made[1]
     assert isinstance(quiet, Figure) and isinstance(under, Figure)
     assert quiet.what == "Legitimate joins admitted, quiet run"
@@ -105,11 +115,12 @@ def test_figures_of_an_attack_the_gate_held() -> None:
     alive = rows["Troll sessions alive after their removal"]
     assert alive.meetgate == "0 of 2 retries" and alive.met is True
     seen = rows["Occupants who saw an impersonated name"]
-    assert seen.meetgate == "0 (0 of 2 presences)" and seen.met is True
+    assert seen.meetgate == "0 (0 of 2 presences, 1 of them trolls')" and seen.met is True
     chat = rows["Troll chat messages that reached others"]
     # Budget: each troll's burst (10) and 5 per 10 s over its time inside (troll-0 70..83 s,
     # troll-1 70..90.5 s).
-    assert chat.meetgate == "2 of 3 sent" and chat.baseline == "budget 37" and chat.met is True
+    assert chat.meetgate == "2 of 3 sent" and chat.baseline == "budgets 37 in all"
+    assert chat.met is True
     faults = rows["Attendees disconnected by the faults"]
     assert faults.what.startswith("Attendees disconnected by the faults (failover)")
     assert faults.meetgate == "2 disconnected, 2 back" and faults.met is True
@@ -118,14 +129,18 @@ def test_figures_of_an_attack_the_gate_held() -> None:
 
 
 def test_each_failure_is_a_missed_goal() -> None:
-    made = figures(attack(slow_close=True, alive=True, impersonated=True), verified=VERIFIED)
+    made = figures(
+        attack(slow_close=True, alive=True, impersonated=True),
+        verified=VERIFIED,
+        troll_occupants=TROLLS,
+    )
     rows = by_what(made)
     host = rows["Host's Remove on the dashboard -> troll's sockets closed"]
     assert host.meetgate.startswith("p50 1,500 ms") and host.met is False
     alive = rows["Troll sessions alive after their removal"]
     assert alive.meetgate == "1 of 2 retries (back by other replica)" and alive.met is False
     seen = rows["Occupants who saw an impersonated name"]
-    assert seen.meetgate == "1 (1 of 2 presences)" and seen.met is False
+    assert seen.meetgate == "1 (1 of 2 presences, 1 of them trolls')" and seen.met is False
 
 
 def test_a_removal_whose_sockets_never_close_is_missed() -> None:
