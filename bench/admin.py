@@ -8,6 +8,7 @@ import hashlib
 import json
 import re
 import ssl as tls
+import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -140,6 +141,8 @@ class Admitted:
     room: str
     # The proof-of-work the gate asked for first (its difficulty in bits), 0 if none.
     proof_bits: int = 0
+    # How long finding the proof took (the browser's own work, not the gate's), 0 if none.
+    proof_seconds: float = 0.0
 
 
 def _solve(token: str, difficulty: int) -> str:
@@ -177,7 +180,7 @@ async def admit(
     for an https front); with `solve`, a proof-of-work page is solved and sent back as the
     page's script does. RedeemRefused if it is not let into the meeting."""
     host, port = host_port(gate_url)
-    bits = 0
+    bits, solved = 0, 0.0
     asked = {"origin": gate_url, **(headers or {})}
     connection = await Connection.open(host, port, ssl=ssl)
     try:
@@ -189,7 +192,9 @@ async def admit(
     if solve and challenge is not None and difficulty is not None:
         bits = int(difficulty.group(1))
         pow_token = challenge.group(1).decode()
+        solving = time.perf_counter()
         answer = await solve_challenge(pow_token, bits)
+        solved = time.perf_counter() - solving
         form = urlencode({"pow_token": pow_token, "answer": answer}).encode()
         asked = {**asked, "content-type": "application/x-www-form-urlencoded"}
         # On a new connection: the first may have been closed as idle while the proof was
@@ -209,7 +214,13 @@ async def admit(
     if cookie_name not in jar:
         raise SetupError("redeeming an invite set no admission cookie")
     room, _, ticket = location.removeprefix("/").partition("#jwt=")
-    return Admitted(cookie=jar[cookie_name].value, ticket=ticket, room=room, proof_bits=bits)
+    return Admitted(
+        cookie=jar[cookie_name].value,
+        ticket=ticket,
+        room=room,
+        proof_bits=bits,
+        proof_seconds=solved,
+    )
 
 
 async def redeem(gate_url: str, token: str, cookie_name: str = "meetgate") -> str:

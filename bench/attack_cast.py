@@ -39,6 +39,7 @@ from bench.attack_events import (
     HOST_REMOVE,
     JOIN_OK,
     JOIN_REFUSED,
+    JOIN_WAITED,
     LEFT_HEARD,
     PRESENCE_HEARD,
     RECONNECTED,
@@ -174,6 +175,7 @@ class Attendee:
         """Redeem, connect and enter the room; whether it got in (JOIN_OK or JOIN_REFUSED,
         then CONNECTED once in the room)."""
         started = time.perf_counter()
+        waited = 0.0
         for attempt in range(1, JOIN_ATTEMPTS + 1):
             try:
                 admitted, _ = await redeem_through(
@@ -187,7 +189,9 @@ class Attendee:
                 if refused.status != 429 or attempt == JOIN_ATTEMPTS:
                     return False
                 wait = min(refused.retry_after or BACKOFF_MOST, JOIN_WAIT_MOST)
+                paused = time.perf_counter()
                 await self._pause(random.uniform(wait, wait + 1.0))
+                waited += time.perf_counter() - paused
             except (OSError, EOFError, SetupError) as failed:
                 self.events.add(JOIN_REFUSED, self.name, f"{phase}\t{type(failed).__name__}")
                 return False
@@ -195,6 +199,10 @@ class Attendee:
         self.events.add(JOIN_OK, self.name, phase, latency)
         if admitted.proof_bits:
             self.events.add(CHALLENGED, self.name, phase, admitted.proof_bits)
+        if waited or admitted.proof_seconds:
+            # The part of the latency that is not the gate's: the browser finding its proof,
+            # the person waiting the Retry-After a refusal named.
+            self.events.add(JOIN_WAITED, self.name, phase, waited + admitted.proof_seconds)
         self.admitted = admitted
         self.room, self.ticket = admitted.room, admitted.ticket
         self.nick = verified_name(admitted.ticket)

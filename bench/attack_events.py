@@ -16,6 +16,8 @@ from pathlib import Path
 JOIN_OK = "join_ok"  # an invite redeemed (detail: phase, "quiet" or "attack"; value: latency s)
 CHALLENGED = "challenged"  # a legitimate join was asked for proof-of-work first (detail: phase;
 #                           value: its difficulty in bits; the solving is in JOIN_OK's latency)
+JOIN_WAITED = "join_waited"  # the part of a JOIN_OK's latency that is not the gate's (detail:
+#                             phase; value: seconds solving proof-of-work and waiting Retry-After)
 JOIN_REFUSED = "join_refused"  # a legitimate redemption refused (detail: the HTTP status)
 CONNECTED = "connected"  # an XMPP session bound and the room joined (detail: replica name)
 CHAT_SENT = "chat_sent"  # a groupchat message sent (detail: its unique marker)
