@@ -142,8 +142,24 @@ class _Needles:
         for start in range(len(text) - NEEDLE_PREFIX + 1):
             candidates = by_prefix.get(text[start : start + NEEDLE_PREFIX])
             if candidates:
-                found |= {k for needle, k in candidates if text.startswith(needle, start)}
+                found |= {
+                    k
+                    for needle, k in candidates
+                    if text.startswith(needle, start) and _standalone(text, needle, start)
+                }
         return found
+
+
+def _standalone(text: str, needle: str, start: int) -> bool:
+    """Whether a needle of letters and digits only (an address as 8 hex digits or as one
+    integer) found at `start` is a word of its own: inside a longer run of them (a random
+    request id, say), it is chance, not the address. Other needles always count."""
+    if not needle.isalnum():
+        return True
+    end = start + len(needle)
+    before = text[start - 1] if start else ""
+    after = text[end] if end < len(text) else ""
+    return not before.isalnum() and not after.isalnum()
 
 
 def _needles(secrets: Secrets) -> _Needles:
