@@ -130,6 +130,8 @@ class RedeemRefused(SetupError):
         super().__init__(f"redeeming an invite gave {status}: {body[:300]!r}")
         self.status = status
         self.retry_after = retry_after  # the answer's Retry-After (seconds), if it had one
+        # The proof-of-work found before this refusal, if one was asked (the browser's time).
+        self.proof_seconds = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,7 +210,9 @@ async def admit(
     if response.status != 303 or "#jwt=" not in location:
         wait = response.headers.get("retry-after", "")
         retry_after = float(wait) if wait.isdigit() else None
-        raise RedeemRefused(response.status, response.body, retry_after)
+        refused = RedeemRefused(response.status, response.body, retry_after)
+        refused.proof_seconds = solved
+        raise refused
     jar: SimpleCookie = SimpleCookie()
     jar.load(response.headers.get("set-cookie", ""))
     if cookie_name not in jar:

@@ -183,6 +183,7 @@ class Attendee:
                 )
                 break
             except RedeemRefused as refused:
+                waited += refused.proof_seconds
                 self.events.add(JOIN_REFUSED, self.name, f"{phase}\t{refused.status}")
                 # A person refused "too many attempts, try again in N s" waits and clicks
                 # again; anything else is final.
