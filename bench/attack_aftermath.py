@@ -145,15 +145,17 @@ class _Needles:
                 found |= {
                     k
                     for needle, k in candidates
-                    if text.startswith(needle, start) and _standalone(text, needle, start)
+                    if text.startswith(needle, start)
+                    and (k != "address" or _standalone(text, needle, start))
                 }
         return found
 
 
 def _standalone(text: str, needle: str, start: int) -> bool:
-    """Whether a needle of letters and digits only (an address as 8 hex digits or as one
-    integer) found at `start` is a word of its own: inside a longer run of them (a random
-    request id, say), it is chance, not the address. Other needles always count."""
+    """Whether an address's needle of letters and digits only (8 hex digits, one integer)
+    found at `start` is a word of its own: inside a longer run of them (a random request id,
+    say), it is chance, not the address. Other address forms always count; links, cookies and
+    tickets are long enough to count wherever they stand."""
     if not needle.isalnum():
         return True
     end = start + len(needle)

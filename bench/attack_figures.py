@@ -408,11 +408,11 @@ def _left(events: Events, occupants: Mapping[str, set[str]], troll_prefix: str) 
         }
         left: dict[str, float] = {}
         for e in events.of(LEFT_HEARD):
-            if e.who in heard_by and e.detail in jids and e.at >= at - HEARD_GRACE:
+            if e.who in heard_by and e.detail in jids and e.at >= at:
                 left[e.who] = min(e.at - at, left.get(e.who, math.inf))
         expected += len(heard_by)
         listeners += len(left)
-        delays += [max(0.0, d) for d in left.values()]
+        delays += list(left.values())
     p99 = percentile(delays, 99)
     return Figure(
         what="Removed trolls seen leaving by those who had seen them (p50, p99 after removal)",

@@ -92,6 +92,7 @@ STORE_BUSY_MOST = 60.0
 BACK_WITHIN = 60.0
 # Joins through the front before the timed ones (two a replica, as the front alternates).
 WARM_UPS = 4
+WARM_UP_ADDRESS = "10.250.0.5"
 
 
 Person = TypeVar("Person", bound=Attendee)
@@ -285,12 +286,13 @@ def note(outcome: Outcome, person: Attendee) -> None:
     outcome.people.append(person)
 
 
-async def warm_up(stage: Stage, api: AdminApi, room: str) -> None:
+async def warm_up(stage: Stage, api: AdminApi, room: str, made: set[str]) -> None:
     """A few joins through the front before any is timed: each replica's first join pays for
     what every later one finds ready (store scripts, pools, templates); untimed, unrecorded."""
     await api.create_rooms([room])
-    for token in await make_invites(api, room, [f"Warm-up {n}" for n in range(WARM_UPS)]):
-        await redeem_through(stage, token, headers={"x-forwarded-for": "10.250.0.5"})
+    names = [f"Warm-up {n}" for n in range(WARM_UPS)]
+    for token in await make_invites(api, room, names, made=made):
+        await redeem_through(stage, token, headers={"x-forwarded-for": WARM_UP_ADDRESS})
     await api.delete_rooms([room])
 
 
@@ -497,15 +499,18 @@ async def removals(hosts: list[Host], trolls: list[Troll], scale: Scale, events:
             events.add(BENCH_ERROR, troll.name, "guard threshold\tnot seen")
         tries.append(asyncio.create_task(troll.try_back(scale.retry_seconds)))
 
-    try:
-        await asyncio.gather(
-            *(
-                by_host(n, troll) if n < scale.host_removals else by_guard(troll)
-                for n, troll in enumerate(trolls)
-            )
-        )
-    finally:
-        await asyncio.gather(*tries)
+    ended = await asyncio.gather(
+        *(
+            by_host(n, troll) if n < scale.host_removals else by_guard(troll)
+            for n, troll in enumerate(trolls)
+        ),
+        return_exceptions=True,
+    )
+    # Every removal has ended (none still adding retries) before they are awaited.
+    await asyncio.gather(*tries)
+    for failed in ended:
+        if isinstance(failed, BaseException):
+            raise failed
 
 
 async def all_back(people: list[Host] | list[Attendee], seconds: float) -> bool:
@@ -541,6 +546,7 @@ def secrets_of(outcome: Outcome) -> Secrets:
     elif outcome.flood is not None:
         addresses |= {wrk_address(n) for n in range(FLOOD_ADDRESSES)}
     addresses |= {person.address for person in outcome.people if person.address}
+    addresses.add(WARM_UP_ADDRESS)
     names = [*outcome.host_names, *outcome.verified.values()]
     cookies = {p.admitted.cookie for p in outcome.people if p.admitted is not None}
     tickets = {p.ticket for p in outcome.people if p.ticket}
@@ -593,7 +599,7 @@ async def scenario(stage: Stage, scale: Scale, events: Events) -> Outcome:
     )
     replica_a = stage.replicas["a"]
     api = AdminApi(replica_a.admin_url, replica_a.admin_token)
-    await warm_up(stage, api, f"warm-{token:06x}")
+    await warm_up(stage, api, f"warm-{token:06x}", outcome.tokens)
     await quiet_run(stage, api, outcome, outcome.rooms["quiet"])
     await attack_run(stage, events, scale, outcome)
     for person in outcome.people:
@@ -764,11 +770,11 @@ def lockdown_figure(events: Events) -> Figure:
     if not started:
         return Figure("Host's lockdown -> every attendee's socket closed", "no lockdown", "—", "—")
     at = started[0]
-    inside = {who for who in connected_at(events, at) if who.startswith(("attendee", "troll"))}
+    inside = {who for who in connected_at(events, at) if who.startswith("attendee")}
     closes = {
         e.who: e.at - at
         for e in sorted(events.of(SOCKET_CLOSED), key=lambda e: -e.at)
-        if e.at >= at and e.who in inside
+        if e.at >= at and e.who in inside and e.detail == "cut:lockdown"
     }
     times = list(closes.values())
     never = len(inside - closes.keys())

@@ -29,7 +29,7 @@ from bench.attack_events import (
 )
 from bench.attack_figures import impersonations, troll_chat
 from bench.attack_replay import SMALL, Outcome, run_scenario
-from bench.attack_troll import REFUSED
+from bench.attack_troll import ALIVE, REFUSED
 from bench.report import Figure
 
 pytestmark = pytest.mark.slow
@@ -72,12 +72,16 @@ def test_no_removed_troll_got_back_by_any_way(outcome: Outcome) -> None:
         retries = outcome.events.of(RETRY, troll)
         # Every way was tried (old ticket on WebSocket and BOSH, path spellings, the link
         # again with and without its cookie, the room's knock, each replica directly, a ticket
-        # refresh), each answered by the gate, and none let it back: troll-1's link is shared
-        # (three uses) and it was banned.
-        assert len({e.detail.partition("\t")[0] for e in retries}) >= 20, troll
-        outcomes = {e.detail.rpartition("\t")[2] for e in retries}
-        assert outcomes == {REFUSED}, (troll, outcomes)
-        assert all(400 <= e.value < 500 for e in retries), troll
+        # refresh), each was refused at least once, and none let it back: troll-1's link is
+        # shared (three uses) and it was banned. (An attempt that failed on the bench's side,
+        # a timeout on a crowded machine, proves nothing either way: not asserted.)
+        ways: dict[str, set[str]] = {}
+        for e in retries:
+            way, _, result = e.detail.rpartition("\t")
+            ways.setdefault(way, set()).add(result)
+        assert len(ways) >= 20, troll
+        assert not [way for way, results in ways.items() if ALIVE in results], troll
+        assert all(REFUSED in results for results in ways.values()), (troll, ways)
 
 
 def test_removed_trolls_were_seen_leaving(outcome: Outcome) -> None:
