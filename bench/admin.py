@@ -4,7 +4,6 @@ redemption to get an admission cookie, over the raw keep-alive client."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import re
 import ssl as tls
@@ -16,6 +15,7 @@ from http.cookies import SimpleCookie
 from urllib.parse import urlencode
 
 from bench.rawhttp import Connection, host_port
+from tests.fixtures.proof_of_work import solve as solve_proof
 
 INVITE_LIFETIME_SECONDS = 3600
 # A proof-of-work page's challenge (templates/challenge.html).
@@ -147,17 +147,6 @@ class Admitted:
     proof_seconds: float = 0.0
 
 
-def _solve(token: str, difficulty: int) -> str:
-    """What the challenge page's script (templates/static/pow.js) finds: the first counter
-    whose SHA-256 of "<token>:<counter>" starts with `difficulty` zero bits."""
-    answer = 0
-    while True:
-        digest = hashlib.sha256(f"{token}:{answer}".encode()).digest()
-        if int.from_bytes(digest, "big") >> (256 - difficulty) == 0:
-            return str(answer)
-        answer += 1
-
-
 _SOLVERS: list[ProcessPoolExecutor] = []
 
 
@@ -166,7 +155,9 @@ async def solve_challenge(token: str, difficulty: int) -> str:
     beside the page, the event loop goes on meanwhile)."""
     if not _SOLVERS:
         _SOLVERS.append(ProcessPoolExecutor(max_workers=2))
-    return await asyncio.get_running_loop().run_in_executor(_SOLVERS[0], _solve, token, difficulty)
+    return await asyncio.get_running_loop().run_in_executor(
+        _SOLVERS[0], solve_proof, token, difficulty
+    )
 
 
 async def admit(

@@ -9,7 +9,6 @@ A finding names where (a key, or `log:<file>:<line>`) and what kind of secret, n
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from redis.sentinel import Sentinel
 from bench.attack_events import GUARD_THRESHOLD, HOST_REMOVE, RETRY, Events, Replica
 from gateway.store import INVITE_KEPT_AFTER_EXPIRY
 from gateway.store.sentinel_url import is_sentinel_url, parse_sentinel_url
+from tests.fixtures.cli import environment
 from tests.fixtures.privacy_scan import PREFIX_CHARS, hashed_forms, stored, written_forms
 
 DAY = 86_400
@@ -359,7 +359,7 @@ class Evidence:
 def _meetgate(*args: str, cwd: Path, env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
     """The CLI as an admin runs it: the replica's config file, none of the caller's MEETGATE_
     variables unless `env` names them."""
-    clean = {name: value for name, value in os.environ.items() if not name.startswith("MEETGATE_")}
+    clean = environment()
     return subprocess.run(
         [sys.executable, "-m", "gateway.cli", *args],
         capture_output=True,

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from typing import Any
 
-from gateway.store.records import CorruptRecord, RecordKind
+from gateway.store.records import checked_fields
 
 FieldCheck = Callable[[object], bool]
 # Each field a record may have: (required, check).
 RecordShape = Mapping[str, tuple[bool, FieldCheck]]
+# The check itself lives beside the records it guards (gateway/store/records.py).
+__all__ = ["FieldCheck", "RecordShape", "checked_fields", "is_number", "is_text"]
 
 
 def is_text(value: object) -> bool:
@@ -22,17 +23,3 @@ def is_text(value: object) -> bool:
 def is_number(value: object) -> bool:
     """A finite int or float, never a bool."""
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def checked_fields(data: object, shape: RecordShape, kind: RecordKind) -> dict[str, Any]:
-    """`data` (a copy) if it is an object with exactly the fields `shape` allows, each of its
-    kind and the required ones present; CorruptRecord(kind) otherwise."""
-    if not isinstance(data, dict):
-        raise CorruptRecord(kind)
-    for name, value in data.items():
-        rule = shape.get(name)
-        if rule is None or not rule[1](value):
-            raise CorruptRecord(kind)
-    if any(required and name not in data for name, (required, _) in shape.items()):
-        raise CorruptRecord(kind)
-    return dict(data)

@@ -693,10 +693,12 @@ _POLICY_SHAPE_JSON: Final[Mapping[str, tuple[bool, _Check]]] = {
 }
 
 
-def _checked(
+def checked_fields(
     data: object, shape: Mapping[str, tuple[bool, _Check]], kind: RecordKind
 ) -> dict[str, Any]:
-    """`data` if it is an object with exactly the fields `shape` allows, each of its type."""
+    """`data` (a copy) if it is an object with exactly the fields `shape` allows, each of its
+    kind and the required ones present; CorruptRecord(kind) otherwise. Every stored JSON
+    record's fields pass it (gateway/store/record_fields.py names the shapes' parts)."""
     if not isinstance(data, dict):
         raise CorruptRecord(kind)
     for name, value in data.items():
@@ -705,8 +707,16 @@ def _checked(
             raise CorruptRecord(kind)
     if any(required and name not in data for name, (required, _) in shape.items()):
         raise CorruptRecord(kind)
+    return dict(data)
+
+
+def _checked(
+    data: object, shape: Mapping[str, tuple[bool, _Check]], kind: RecordKind
+) -> dict[str, Any]:
+    """`checked_fields`, its lists made tuples (the records' frozen fields)."""
     return {
-        name: tuple(value) if isinstance(value, list) else value for name, value in data.items()
+        name: tuple(value) if isinstance(value, list) else value
+        for name, value in checked_fields(data, shape, kind).items()
     }
 
 

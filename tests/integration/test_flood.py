@@ -7,7 +7,6 @@ the access log) against the real `meetgate serve`."""
 
 from __future__ import annotations
 
-import hashlib
 import re
 import secrets
 import socket
@@ -31,6 +30,7 @@ from tests.fixtures.oidc import (
     start_oidc_provider,
 )
 from tests.fixtures.processes import free_port, stop_process
+from tests.fixtures.proof_of_work import solve
 
 pytestmark = pytest.mark.slow
 
@@ -456,15 +456,6 @@ def test_looking_at_a_join_link_is_not_a_use(tight_gateway: GatewayServer) -> No
     with tight_gateway.admin() as admin:
         uses = [i["uses"] for i in admin.get(f"/api/v1/rooms/{name}/invites").json()]
     assert uses == [2]
-
-
-def solve(token: str, difficulty: int) -> str:
-    answer = 0
-    while True:
-        digest = hashlib.sha256(f"{token}:{answer}".encode()).digest()
-        if int.from_bytes(digest, "big") >> (256 - difficulty) == 0:
-            return str(answer)
-        answer += 1
 
 
 def challenge_of(page: str) -> tuple[str, int]:

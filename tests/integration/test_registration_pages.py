@@ -7,7 +7,6 @@ input; the rate limits and the proof-of-work under a flood; the pages and the e-
 
 from __future__ import annotations
 
-import hashlib
 import re
 import secrets
 import time
@@ -26,6 +25,7 @@ from gateway.settings import load_settings
 from gateway.store.memory import MemoryStore
 from gateway.store.records import Room, RoomPolicy
 from tests.fixtures.in_process import EventLoopThread, LoopTransport
+from tests.fixtures.proof_of_work import solve
 from tests.fixtures.smtp import Received, SmtpServer
 
 ORIGIN = "http://127.0.0.1:8000"
@@ -574,15 +574,6 @@ def test_a_denied_registration_reads_as_one_still_waiting(site: Site) -> None:
             thanks.append(browser.get(f"{form(room)}/done"))
     assert [outcome(t) for t in thanks] == ["updated", "updated"]
     assert without_request_ids(thanks[0].text) == without_request_ids(thanks[1].text)
-
-
-def solve(token: str, difficulty: int) -> str:
-    answer = 0
-    while True:
-        digest = hashlib.sha256(f"{token}:{answer}".encode()).digest()
-        if int.from_bytes(digest, "big") >> (256 - difficulty) == 0:
-            return str(answer)
-        answer += 1
 
 
 def challenge_of(page: httpx.Response) -> tuple[str, int] | None:
