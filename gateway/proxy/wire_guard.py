@@ -648,16 +648,18 @@ class WireGuard:
         resource = jid.resource or ""
         room = _room_key(jid)
         joined = self._resources.get(room)
+        # (Hashed once: every presence update to the room, a mute or a raised hand, asks.)
+        own = _digest(resource)
         if kind == "unavailable":
-            if joined == _digest(resource):
+            if joined == own:
                 del self._resources[room]
             return True
-        if kind is not None or joined == _digest(resource):
+        if kind is not None or joined == own:
             return True
         if joined is None and len(self._resources) >= _ROOMS_KEPT:
             return False
         if joined is None or _JITSI_RESOURCE.fullmatch(resource):
-            self._resources[room] = _digest(resource)
+            self._resources[room] = own
             return True
         return False
 
