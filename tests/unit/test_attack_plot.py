@@ -1,12 +1,9 @@
-"""bench/attack_plot.py: the panels' one-second bins from `Events`, and the PNG where matplotlib
-(the `bench` extra) is installed."""
+"""bench/attack_plot.py: the panels' one-second bins from `Events`, and the PNG (matplotlib, the
+`bench` extra, which scripts/test installs with the test extra)."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
-
-import pytest
 
 from bench.attack_plot import plot, series
 from tests.unit.test_attack_figures import attack
@@ -22,9 +19,6 @@ def test_each_panel_counts_its_events_per_second() -> None:
     assert sum(data["troll chat heard"]) == 3 and sum(data["legitimate chat heard"]) == 1
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("matplotlib") is None, reason="matplotlib: the bench extra"
-)
 def test_the_plot_is_a_png(tmp_path: Path) -> None:
     path = tmp_path / "plot.png"
     plot(attack(), path, flood_series=[(55.0, 900)])
