@@ -894,16 +894,7 @@ def create_admin_app(
     pseudonym_key = settings.admission.pseudonym_key.get_secret_value().encode()
     if invitations is None and settings.mail_configured:
         # Queues into the store only: the gate's sending loop (its own Outbox) sends them.
-        invitations = Outbox(
-            store,
-            settings.outbox,
-            key=pseudonym_key,
-            mailer=SmtpMailer(settings.smtp),
-            public_url=settings.public_url,
-            metrics=metrics,
-            admission_ttl_seconds=settings.admission.ttl_seconds,
-            kept_after_meeting_seconds=settings.registration.kept_after_meeting_seconds,
-        )
+        invitations = Outbox.from_settings(store, settings, metrics=metrics)
     if registrations is None and settings.mail_configured:
         # Reviewing reads and answers what the store holds: nothing here sends a code.
         registrations = Registrations(

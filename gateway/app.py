@@ -86,17 +86,7 @@ def create_app(
             flood=flood,
             codes=settings.email_codes,
         )
-        outbox = Outbox(
-            store,
-            settings.outbox,
-            key=secret,
-            mailer=SmtpMailer(settings.smtp),
-            public_url=settings.public_url,
-            metrics=metrics,
-            seen=registrations.remember,
-            admission_ttl_seconds=settings.admission.ttl_seconds,
-            kept_after_meeting_seconds=settings.registration.kept_after_meeting_seconds,
-        )
+        outbox = Outbox.from_settings(store, settings, metrics=metrics, seen=registrations.remember)
     pipeline = AdmissionPipeline(
         store,
         pseudonym_key=secret,

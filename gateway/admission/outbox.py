@@ -74,9 +74,9 @@ from gateway.admission.invites import MAX_LIFETIME_SECONDS, make_invite
 from gateway.admission.pipeline import join_plan
 from gateway.errors import InvalidInput, MeetgateError, NotFound
 from gateway.i18n import N_
-from gateway.mail import Attachment, MailFailed
+from gateway.mail import Attachment, MailFailed, SmtpMailer
 from gateway.metrics import Metrics
-from gateway.settings import OutboxSettings
+from gateway.settings import OutboxSettings, Settings
 from gateway.store import Store
 from gateway.store.records import Invite, Room
 
@@ -333,9 +333,28 @@ class Outbox:
         self._max_unsent = max_unsent_per_room
         self._loop: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+
         # When this replica should look again: the rate limit's wait, or the next retry.
         self._next_look: float | None = None
         self._random = secrets.SystemRandom()
+
+    @classmethod
+    def from_settings(
+        cls, store: Store, settings: Settings, *, metrics: Metrics | None, seen: Seen | None = None
+    ) -> Outbox:
+        """The outbox a gate's settings describe, sending through [smtp]: the one the gate's
+        sending loop runs and the one the admin API only queues into are made alike."""
+        return cls(
+            store,
+            settings.outbox,
+            key=settings.admission.pseudonym_key.get_secret_value().encode(),
+            mailer=SmtpMailer(settings.smtp),
+            public_url=settings.public_url,
+            metrics=metrics,
+            seen=seen,
+            admission_ttl_seconds=settings.admission.ttl_seconds,
+            kept_after_meeting_seconds=settings.registration.kept_after_meeting_seconds,
+        )
 
     # Queueing
 
