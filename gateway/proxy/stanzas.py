@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import ModuleType
 from typing import NamedTuple, NoReturn
 from xml.parsers import expat
 
@@ -20,9 +21,11 @@ from gateway.proxy.xml_reading import NAMESPACE_SEPARATOR, restricted_parser
 try:
     # The same reading with expat's callbacks in C (gateway/proxy/_reader.c), built when the
     # package is installed where a compiler and libexpat's headers are; about three times as fast.
-    from gateway.proxy import _reader as _compiled
+    from gateway.proxy import _reader
+
+    _compiled: ModuleType | None = _reader
 except ImportError:  # pragma: no cover - an install without it reads in Python
-    _compiled = None  # type: ignore[assignment]
+    _compiled = None
 
 # Which reader `parse_stanza` uses: "compiled" (gateway/proxy/_reader.c) or "python" (`_Reader`).
 READER = "python" if _compiled is None else "compiled"

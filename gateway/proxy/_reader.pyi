@@ -1,0 +1,8 @@
+"""gateway/proxy/_reader.c: the wire guard's stanza reader, compiled."""
+
+from typing import Any
+
+def read(
+    raw: bytes, stanza_type: type[Any], child_type: type[Any], max_depth: int, max_elements: int, /
+) -> Any: ...
+def expat_version() -> str: ...
