@@ -20,6 +20,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from encodings.idna import nameprep
 from enum import Enum, auto
+from typing import NamedTuple
 from xml.sax.saxutils import escape
 
 from gateway.i18n import N_
@@ -229,6 +230,17 @@ class _Jid:
     resource: str | None
 
 
+class _Address(NamedTuple):
+    """What a `to` always yields, kept per session (WireGuard._addressed): the JID read, what it
+    names, and for an occupant the digests its presence is checked with (_keeps_resource), so
+    that a presence update to a room already addressed hashes nothing."""
+
+    jid: _Jid | None
+    place: _Place | None
+    # An occupant's room (_room_key) and resource (_digest), or None for any other place.
+    keys: tuple[bytes, bytes] | None
+
+
 def _parse_jid(text: str) -> _Jid | None:
     """node@domain/resource, or None for anything else. The domain must be ASCII: one that
     lower-cases to an allowed domain is then the very domain prosody routes to."""
@@ -385,7 +397,7 @@ class _Bucket:
 
 
 # What a stanza without `to` addresses.
-_TO_SERVER: tuple[_Jid | None, _Place | None] = (None, _Place.SERVER)
+_TO_SERVER = _Address(None, _Place.SERVER, None)
 
 
 class WireGuard:
@@ -419,7 +431,7 @@ class WireGuard:
         self._polls = "polls." + self._domain
         # Each `to` this session sent, read: a client addresses the same few (its room, the
         # focus, the domain) over and over. Bounded, as the values are the client's.
-        self._addressed: dict[str, tuple[_Jid | None, _Place | None]] = {}
+        self._addressed: dict[str, _Address] = {}
         name = _XML_CHARACTER.sub("", speaker.name)
         self._nick = f"<nick xmlns='{NICK}'>{escape(name)}</nick>".encode()
         self._strikes = 0
@@ -516,7 +528,8 @@ class WireGuard:
     def _judge(self, stanza: Stanza, data: str | bytes, now: float) -> Verdict:
         to = stanza.attributes.get("to")
         kind = stanza.attributes.get("type")
-        jid, place = _TO_SERVER if to is None else self._address(to)
+        address = _TO_SERVER if to is None else self._address(to)
+        jid, place, keys = address
         if place is None:
             reply = None
             if stanza.name != "presence" and kind not in _ANSWERS:
@@ -544,7 +557,7 @@ class WireGuard:
         if stanza.name == "presence":
             if not self._presence.take(self._budgets.presence, now):
                 return self._refuse("rate", None)
-            if place is _Place.OCCUPANT and jid is not None and not self._keeps_resource(jid, kind):
+            if keys is not None and jid is not None and not self._keeps_resource(jid, keys, kind):
                 # A MUC nick change (XEP-0045 §7.6): the sender would be known in the room by a
                 # resource of its choosing, a host's name, say. Answered as the MUC would.
                 reply = _error_reply(stanza, to, "cancel", "not-acceptable", None)
@@ -626,18 +639,22 @@ class WireGuard:
             return self._refuse("rate", reply if answer else None)
         return self._forward_message(stanza, data)
 
-    def _address(self, to: str) -> tuple[_Jid | None, _Place | None]:
+    def _address(self, to: str) -> _Address:
         found = self._addressed.get(to)
         if found is None:
             jid = _parse_jid(to)
-            found = (jid, self._place(jid))
+            place = self._place(jid)
+            keys = None
+            if place is _Place.OCCUPANT and jid is not None:
+                keys = (_room_key(jid), _digest(jid.resource or ""))
+            found = _Address(jid, place, keys)
             if len(to) <= _ADDRESS_KEPT_CHARACTERS:
                 if len(self._addressed) >= _ADDRESSES_KEPT:
                     self._addressed.clear()
                 self._addressed[to] = found
         return found
 
-    def _keeps_resource(self, jid: _Jid, kind: str | None) -> bool:
+    def _keeps_resource(self, jid: _Jid, keys: tuple[bytes, bytes], kind: str | None) -> bool:
         """Whether a presence to an occupant of a room leaves the session's resource there as it
         joined. The first available presence to a room fixes it; one to another resource of that
         room is refused unless the resource is Jitsi's own shape, which its client takes when it
@@ -645,11 +662,8 @@ class WireGuard:
         denied: the server ended its stay, not the client) and which names no one. An
         unavailable presence to its own resource (leaving) frees the room: a new first join
         there is a new occupant. Other types prosody bounces or takes as the sender's leaving."""
-        resource = jid.resource or ""
-        room = _room_key(jid)
+        room, own = keys
         joined = self._resources.get(room)
-        # (Hashed once: every presence update to the room, a mute or a raised hand, asks.)
-        own = _digest(resource)
         if kind == "unavailable":
             if joined == own:
                 del self._resources[room]
@@ -658,7 +672,7 @@ class WireGuard:
             return True
         if joined is None and len(self._resources) >= _ROOMS_KEPT:
             return False
-        if joined is None or _JITSI_RESOURCE.fullmatch(resource):
+        if joined is None or _JITSI_RESOURCE.fullmatch(jid.resource or ""):
             self._resources[room] = own
             return True
         return False
