@@ -420,7 +420,7 @@ class WireGuarding:
                         continue
                 pieces.append(verdict.stand_in.encode())
             else:
-                pieces.append(verdict.data.encode())
+                pieces.append(verdict.data)
             at = end
         pieces.append(body[at:])
         return b"".join(pieces)

@@ -330,10 +330,12 @@ class UpstreamSocket(asyncio.Protocol):
 
     # ------------------------------------------------------------ browser to upstream
 
-    def send_text(self, text: str) -> None:
+    def send_text(self, text: str | bytes) -> None:
+        """Send a text message upstream: `text`, or its UTF-8 (the wire guard's forwarded
+        stanzas, read as UTF-8 already)."""
         frames = self._frames
         if frames is not None and frames.state is State.OPEN and not self._lost:
-            frames.send_text(text.encode())
+            frames.send_text(text if isinstance(text, bytes) else text.encode())
             self._flush(frames)
 
     def send_binary(self, data: bytes) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from encodings.idna import nameprep
@@ -111,9 +111,10 @@ class Addresses:
 
 @dataclass(frozen=True, slots=True)
 class Forward:
-    """Pass `data` on to the server: the stanza as sent, or rewritten."""
+    """Pass `data` on to the server: the stanza's UTF-8 as sent, or rewritten (the relays send
+    bytes: nothing is decoded to be encoded again)."""
 
-    data: str
+    data: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +177,8 @@ _STRIPPED = frozenset({"avatar-url", "email", "identity"})
 # `nick` wins; a message's `display-name`, which prosody sets for visitors, is shown as its
 # sender's): all go, the verified nick takes the first one's place.
 _NAMES = frozenset({"nick", "display-name"})
+# What a presence loses: both.
+_PRESENCE_REMOVED = _NAMES | _STRIPPED
 # Any message's text, JSON included, is capped at the room's chat size or this, if larger: a
 # poll or an endpoint message is small, but not every room allows long chat.
 MIN_TEXT_BYTES = 8192
@@ -204,7 +207,6 @@ _ANSWERS = ("result", "error")
 _ADDRESSES_KEPT = 32
 # ... and only short ones, so that a guard keeps kilobytes, not what a client chose to send.
 _ADDRESS_KEPT_CHARACTERS = 256
-_NOTHING_STRIPPED: frozenset[str] = frozenset()
 # The MUC resource Jitsi's client joins a room as: 8 lower-case hex digits, derived from the
 # session's JID or random (lib-jitsi-meet JitsiConference.resourceCreator; xmpp.ts createRoom for
 # the lobby), fixed for as long as it is in the room (ChatRoom.myroomjid). Never a name.
@@ -483,12 +485,12 @@ class WireGuard:
         if isinstance(stanza, Malformed):
             return EndStream(_stream_error(stanza.condition), stanza.condition)
         if stanza.namespace == CLIENT and stanza.name in _STANZAS:
-            return self._judge(stanza, data, now)
+            return self._judge(stanza, now)
         if (stanza.namespace, stanza.name) not in _CONTROL:
             return EndStream(_stream_error("unsupported-stanza-type"), "unsupported-stanza-type")
-        return self._control_element(stanza, data, now)
+        return self._control_element(stanza, now)
 
-    def _control_element(self, stanza: Stanza, data: str | bytes, now: float) -> Verdict:
+    def _control_element(self, stanza: Stanza, now: float) -> Verdict:
         if not self._control.take(self._budgets.control, now):
             return _end(POLICY_VIOLATION)
         if stanza.children or (stanza.namespace != SASL and stanza.text_bytes):
@@ -505,10 +507,10 @@ class WireGuard:
             elif stanza.name in ("a", "resume"):
                 if stanza.name == "resume":
                     self._resources = self._resumable | self._resources
-                return self._acknowledge(stanza, data)
-        return Forward(data if isinstance(data, str) else stanza.raw.decode())
+                return self._acknowledge(stanza)
+        return Forward(stanza.raw)
 
-    def _acknowledge(self, stanza: Stanza, data: str | bytes) -> Verdict:
+    def _acknowledge(self, stanza: Stanza) -> Verdict:
         """The client's count of stanzas received, less the gate's own replies among them."""
         value = stanza.attributes.get("h")
         if value is None or not (value.isascii() and value.isdigit()) or int(value) >= _H_LIMIT:
@@ -516,16 +518,17 @@ class WireGuard:
         sent = int(value)
         handled = max(sent - self._injected, self._acked)
         self._acked = handled
+        raw = stanza.raw
         if handled == sent:
-            return self._forward(stanza, data, ())
+            return Forward(raw)
         span = _attribute_span(stanza, b"h")
         if span is None:  # expat read `h` without a namespace, so it is written there
             return _end(POLICY_VIOLATION)
         start, end = span
-        quote = stanza.raw[start : start + 1]
-        return self._forward(stanza, data, [(start, end, quote + str(handled).encode() + quote)])
+        quote = raw[start : start + 1]
+        return Forward(raw[:start] + quote + str(handled).encode() + quote + raw[end:])
 
-    def _judge(self, stanza: Stanza, data: str | bytes, now: float) -> Verdict:
+    def _judge(self, stanza: Stanza, now: float) -> Verdict:
         to = stanza.attributes.get("to")
         kind = stanza.attributes.get("type")
         address = _TO_SERVER if to is None else self._address(to)
@@ -553,7 +556,7 @@ class WireGuard:
             elif not self._iq.take(self._budgets.iq, now):
                 reply = _error_reply(stanza, to, "wait", "resource-constraint", None)
                 return self._refuse("rate", reply)
-            return self._forward(stanza, data, ())
+            return Forward(stanza.raw)
         if stanza.name == "presence":
             if not self._presence.take(self._budgets.presence, now):
                 return self._refuse("rate", None)
@@ -564,7 +567,9 @@ class WireGuard:
                 return self._refuse("address", reply)
             if place is _Place.OCCUPANT and kind is None and to is not None:
                 self.occupant = to
-            return self._forward_presence(stanza, data, place, kind)
+            # Joining or staying (no type) where a name shows: the verified nick goes in.
+            joining = kind is None and place is not _Place.COMPONENT
+            return Forward(self._rewritten(stanza, _PRESENCE_REMOVED, joining))
         rules = self._rules()
         if stanza.body_bytes is None:
             # Polls, reactions without text, component requests: their own budget, no reply
@@ -581,8 +586,8 @@ class WireGuard:
                     return self._refuse("quiet", None)
             if not self._signal.take(self._budgets.signal, now):
                 return self._refuse("rate", None)
-            return self._forward_message(stanza, data)
-        return self._chat_message(stanza, data, now, rules, jid, place, kind)
+            return Forward(self._rewritten(stanza, _NAMES, False))
+        return self._chat_message(stanza, now, rules, jid, place, kind)
 
     def _names_own_room(self, stanza: Stanza) -> bool:
         """A conference request to the focus names this session's room on the MUC: jicofo
@@ -603,7 +608,6 @@ class WireGuard:
     def _chat_message(
         self,
         stanza: Stanza,
-        data: str | bytes,
         now: float,
         rules: ChatRules,
         jid: _Jid | None,
@@ -637,7 +641,7 @@ class WireGuard:
         if not self._chat.take(rules.chat, now):
             reply = _error_reply(stanza, sender, "wait", "resource-constraint", rules.too_fast)
             return self._refuse("rate", reply if answer else None)
-        return self._forward_message(stanza, data)
+        return Forward(self._rewritten(stanza, _NAMES, False))
 
     def _address(self, to: str) -> _Address:
         found = self._addressed.get(to)
@@ -709,54 +713,33 @@ class WireGuard:
         )
         return Refuse(stand_in=stand_in, reply=reply, reason=reason)
 
-    def _forward_presence(
-        self, stanza: Stanza, data: str | bytes, place: _Place, kind: str | None
-    ) -> Forward:
-        edits, named = self._name_edits(stanza, _STRIPPED)
-        joining = place in (_Place.SERVER, _Place.ROOM, _Place.OCCUPANT) and kind is None
+    def _rewritten(self, stanza: Stanza, removed: frozenset[str], joining: bool) -> bytes:
+        """The stanza with every child in `removed` (by local name, in any namespace) taken out,
+        the verified nick in the first `nick`'s place; with `joining` and no `nick`, the
+        verified one added as the last child. The stanza's own bytes when nothing changes."""
+        raw = stanza.raw
+        pieces: list[bytes] = []
+        position = 0
+        named = False
+        # Direct children, in the order they are written: their spans never overlap.
+        for _, name, start, end, _ in stanza.children:
+            if name in removed:
+                pieces.append(raw[position:start])
+                if name == "nick" and not named:
+                    pieces.append(self._nick)
+                    named = True
+                position = end
         if joining and not named:
             if stanza.close is not None:
-                edits.append((stanza.close, stanza.close, self._nick))
+                pieces.append(raw[position : stanza.close])
+                pieces.append(self._nick)
+                position = stanza.close
             else:
                 end = stanza.empty_end
-                edits.append((end - 2, end, b">" + self._nick + b"</" + stanza.qname + b">"))
-        return self._forward(stanza, data, edits)
-
-    def _forward_message(self, stanza: Stanza, data: str | bytes) -> Forward:
-        edits, _ = self._name_edits(stanza, _NOTHING_STRIPPED)
-        return self._forward(stanza, data, edits)
-
-    def _name_edits(
-        self, stanza: Stanza, stripped: frozenset[str]
-    ) -> tuple[list[tuple[int, int, bytes]], bool]:
-        """Every name-bearing child (and each of `stripped`) removed, in any namespace, the
-        verified nick in the first `nick`'s place; and whether there was one."""
-        edits: list[tuple[int, int, bytes]] = []
-        named = False
-        for child in stanza.children:
-            if child.name == "nick" and not named:
-                edits.append((child.start, child.end, self._nick))
-                named = True
-            elif child.name in _NAMES or child.name in stripped:
-                edits.append((child.start, child.end, b""))
-        return edits, named
-
-    @staticmethod
-    def _forward(
-        stanza: Stanza, data: str | bytes, edits: Sequence[tuple[int, int, bytes]]
-    ) -> Forward:
-        if not edits:
-            return Forward(data if isinstance(data, str) else stanza.raw.decode())
-        raw = stanza.raw
-        if len(edits) == 1:
-            # The common rewrite: a presence's nick.
-            start, end, replacement = edits[0]
-            return Forward((raw[:start] + replacement + raw[end:]).decode())
-        parts: list[bytes] = []
-        position = 0
-        for start, end, replacement in sorted(edits):
-            parts.append(raw[position:start])
-            parts.append(replacement)
-            position = end
-        parts.append(raw[position:])
-        return Forward(b"".join(parts).decode())
+                pieces.append(raw[position : end - 2])
+                pieces.append(b">" + self._nick + b"</" + stanza.qname + b">")
+                position = end
+        if not pieces:
+            return raw
+        pieces.append(raw[position:])
+        return b"".join(pieces)

@@ -82,7 +82,8 @@ def element(data: str) -> ET.Element:
 
 def forwarded(verdict: Verdict) -> str:
     assert isinstance(verdict, Forward), verdict
-    return verdict.data
+    assert isinstance(verdict.data, bytes)
+    return verdict.data.decode()
 
 
 def refused(verdict: Verdict, reason: str) -> Refuse:
@@ -308,6 +309,19 @@ def test_jitsi_stanzas_pass_byte_identical(name: str) -> None:
     # The same element as a BOSH body's child: its exact bytes, in the httpbind namespace.
     bosh = text.replace("xmlns='jabber:client'", "xmlns='http://jabber.org/protocol/httpbind'")
     assert forwarded(guard().inspect(bosh.encode(), 0.0)) == bosh
+
+
+def test_what_passes_is_the_utf8_of_what_was_sent() -> None:
+    """The relays send a forwarded stanza's bytes as they are: the UTF-8 of the text the client
+    sent (a WebSocket message) or the body's own bytes (BOSH), outside ASCII too."""
+    chat = groupchat("Grüße aus 東京 🎉")
+    for sent in (chat, chat.encode()):
+        verdict = guard().inspect(sent, 0.0)
+        assert isinstance(verdict, Forward) and verdict.data == chat.encode()
+    forged = JOIN.replace(f">{NAME}</nick>", ">Zoë 👑</nick>")
+    verdict = guard(name="Åsa Øster 東").inspect(forged, 0.0)
+    assert isinstance(verdict, Forward)
+    assert verdict.data == JOIN.replace(f">{NAME}</nick>", ">Åsa Øster 東</nick>").encode()
 
 
 # -- what is not a stanza a client sends --
