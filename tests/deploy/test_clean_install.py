@@ -2,6 +2,8 @@
 nothing of this machine's packages, `pip install .` of the project (no test extra), then every
 module of `gateway` imported, `meetgate --help`, and a config-less `meetgate serve` that answers
 its health page. An import that is not declared fails here, whatever the machine already has.
+The wire guard's stanza reader (gateway/proxy/_reader.c) is compiled by that install, as the
+Dockerfile requires: the test command installs gcc and libexpat1-dev first.
 """
 
 from __future__ import annotations
@@ -96,6 +98,40 @@ def test_every_gateway_module_imports(installed: tuple[Path, dict[str, str]]) ->
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert int(done.stdout.split()[0]) > 30
+
+
+# Run in the new environment with -I (not the checkout, which may hold a build of its own): which
+# reader the guard uses and from where, and what it makes of a stanza and of hostile input.
+READER_CHECK = """
+from gateway.proxy import _reader, stanzas
+print(stanzas.READER, _reader.__file__)
+message = b"<message to='room@conference.meet.example' type='groupchat'><body>hi</body></message>"
+read = stanzas.parse_stanza(message, max_bytes=4096)
+print(read.name, read.attributes["type"], read.body_bytes)
+laughs = b"<!DOCTYPE m [<!ENTITY a 'aaaaaaaa'><!ENTITY b '&a;&a;&a;&a;'>]><message>&b;</message>"
+for hostile in (laughs, b"<message><body>\\xff</body></message>", b"<iq>" * 64, b"<message>"):
+    print(stanzas.parse_stanza(hostile, max_bytes=4096).condition)
+"""
+
+
+def test_the_install_compiled_the_stanza_reader(installed: tuple[Path, dict[str, str]]) -> None:
+    target, env = installed
+    done = subprocess.run(
+        [str(target / "bin" / "python"), "-I", "-c", READER_CHECK],
+        env=env,
+        cwd=target,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    reader, path = lines[0].split()
+    assert reader == "compiled"
+    assert Path(path).is_relative_to(target)
+    assert Path(path).suffix == ".so"
+    assert lines[1] == "message groupchat 2"
+    assert lines[2:] == ["restricted-xml", "not-well-formed", "policy-violation", "not-well-formed"]
 
 
 def test_meetgate_help_runs(installed: tuple[Path, dict[str, str]]) -> None:

