@@ -179,6 +179,7 @@ def test_correct_setup_passes(
         "probe signalling",
         "probe jitsi",
         "trusted proxies",
+        "stanza reader",  # the checkout's compiled reader, built by `pip install -e .`
     ):
         assert found.get(check) == "PASS", f"{check} missing or not PASS:\n{report}"
 
