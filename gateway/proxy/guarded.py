@@ -22,6 +22,7 @@ from gateway.proxy.wire_guard import (
     Addresses,
     Budget,
     EndStream,
+    Forward,
     Refuse,
     Speaker,
     Verdict,
@@ -179,7 +180,14 @@ class GuardedWire:
 
     def judge(self, data: str | bytes, now: float) -> Verdict:
         verdict = self._guard.inspect(data, now)
-        if isinstance(verdict, Refuse):
+        if type(verdict) is Forward:
+            # The common case first: only a host's guard notes where it joined.
+            if self._note_host is not None and self._guard.occupant != self._noted:
+                self._noted = self._guard.occupant
+                if self._noted is not None and self._hostlike(self._noted):
+                    self._hosts_noted += 1
+                    self._note_host(self._admission.room, self._noted)
+        elif isinstance(verdict, Refuse):
             self._metrics.guard_refused.inc(reason=verdict.reason)
             REFUSALS.refused(verdict.reason)
             self._count_strike(verdict.reason)
@@ -187,11 +195,6 @@ class GuardedWire:
         elif isinstance(verdict, EndStream):
             self._metrics.guard_ended.inc(reason=verdict.reason)
             log.info("wire guard: a session ended for input no client sends (%s)", verdict.reason)
-        elif self._note_host is not None and self._guard.occupant != self._noted:
-            self._noted = self._guard.occupant
-            if self._noted is not None and self._hostlike(self._noted):
-                self._hosts_noted += 1
-                self._note_host(self._admission.room, self._noted)
         return verdict
 
     def connected(self) -> None:

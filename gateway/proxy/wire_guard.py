@@ -109,16 +109,18 @@ class Addresses:
     components: frozenset[str]
 
 
-@dataclass(frozen=True, slots=True)
-class Forward:
+# The verdicts are NamedTuples, not frozen dataclasses: one is built for every stanza a client
+# sends, and a frozen dataclass's __init__ (object.__setattr__ per field) costs twice what
+# tuple.__new__ does (_new, on the guard's common paths). Compare them by type, never with ==
+# (a tuple of the same fields would be equal).
+class Forward(NamedTuple):
     """Pass `data` on to the server: the stanza's UTF-8 as sent, or rewritten (the relays send
     bytes: nothing is decoded to be encoded again)."""
 
     data: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class Refuse:
+class Refuse(NamedTuple):
     """Drop the stanza. `stand_in` goes to the server in its place (a stanza the server counts
     and ignores, so that XEP-0198's count of handled stanzas stays exact); `reply` goes to the
     sender (an XMPP error stanza Jitsi shows), or nothing. `reason` names the rule (a metric
@@ -129,8 +131,7 @@ class Refuse:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class EndStream:
+class EndStream(NamedTuple):
     """End the session: `error` (an RFC 7395 stream error element) goes to the sender, then the
     connection is closed both ways. `reason` as for Refuse."""
 
@@ -139,6 +140,8 @@ class EndStream:
 
 
 Verdict = Forward | Refuse | EndStream
+# NamedTuple's own __new__ in C, without the generated Python function around it.
+_new = tuple.__new__
 
 
 # Prosody's own cap on a client's stanza (c2s_stanza_size_limit's default): what prosody would
@@ -351,6 +354,14 @@ def _announces_poll(text: str) -> bool:
     return False
 
 
+def _room_of(stanza: Stanza) -> str | None:
+    """Whom a chat message's refusal comes from: the bare JID of its `to` (lib-jitsi-meet shows
+    an error message's text when it comes from the room's bare JID, ChatRoom.onMessage, for
+    group and private chat alike)."""
+    to = stanza.attributes.get("to")
+    return to.partition("/")[0] if to is not None else None
+
+
 def _error_reply(
     stanza: Stanza, sender: str | None, kind: str, condition: str, text: str | None
 ) -> str:
@@ -529,17 +540,20 @@ class WireGuard:
         return Forward(raw[:start] + quote + str(handled).encode() + quote + raw[end:])
 
     def _judge(self, stanza: Stanza, now: float) -> Verdict:
-        to = stanza.attributes.get("to")
-        kind = stanza.attributes.get("type")
-        address = _TO_SERVER if to is None else self._address(to)
+        attributes = stanza.attributes
+        to = attributes.get("to")
+        kind = attributes.get("type")
+        # A `to` seen before: one look-up (an _Address, a non-empty tuple, is never false).
+        address = _TO_SERVER if to is None else self._addressed.get(to) or self._address(to)
         jid, place, keys = address
+        name = stanza.name
         if place is None:
             reply = None
-            if stanza.name != "presence" and kind not in _ANSWERS:
+            if name != "presence" and kind not in _ANSWERS:
                 sender = to if jid is not None else None
                 reply = _error_reply(stanza, sender, "cancel", "service-unavailable", None)
             return self._refuse("address", reply)
-        if stanza.name == "iq":
+        if name == "iq":
             if not self._names_own_room(stanza):
                 reply = None
                 if kind not in _ANSWERS:
@@ -556,8 +570,8 @@ class WireGuard:
             elif not self._iq.take(self._budgets.iq, now):
                 reply = _error_reply(stanza, to, "wait", "resource-constraint", None)
                 return self._refuse("rate", reply)
-            return Forward(stanza.raw)
-        if stanza.name == "presence":
+            return _new(Forward, (stanza.raw,))
+        if name == "presence":
             if not self._presence.take(self._budgets.presence, now):
                 return self._refuse("rate", None)
             if keys is not None and jid is not None and not self._keeps_resource(jid, keys, kind):
@@ -569,7 +583,7 @@ class WireGuard:
                 self.occupant = to
             # Joining or staying (no type) where a name shows: the verified nick goes in.
             joining = kind is None and place is not _Place.COMPONENT
-            return Forward(self._rewritten(stanza, _PRESENCE_REMOVED, joining))
+            return _new(Forward, (self._rewritten(stanza, _PRESENCE_REMOVED, joining),))
         rules = self._rules()
         if stanza.body_bytes is None:
             # Polls, reactions without text, component requests: their own budget, no reply
@@ -586,7 +600,7 @@ class WireGuard:
                     return self._refuse("quiet", None)
             if not self._signal.take(self._budgets.signal, now):
                 return self._refuse("rate", None)
-            return Forward(self._rewritten(stanza, _NAMES, False))
+            return _new(Forward, (self._rewritten(stanza, _NAMES, False),))
         return self._chat_message(stanza, now, rules, jid, place, kind)
 
     def _names_own_room(self, stanza: Stanza) -> bool:
@@ -614,16 +628,14 @@ class WireGuard:
         place: _Place,
         kind: str | None,
     ) -> Verdict:
-        to = stanza.attributes.get("to")
-        # lib-jitsi-meet shows an error message's text when it comes from the room's bare JID
-        # (ChatRoom.onMessage), for group and private chat alike.
-        sender = to.partition("/")[0] if to is not None else None
         answer = kind != "error"
         # The body (and subject) as chat's limit; all the text, JSON and nested elements
         # included, under the cap any message has.
         body_bytes = stanza.body_bytes or 0
-        too_long = stanza.text_bytes > max(rules.chat_max_bytes, MIN_TEXT_BYTES)
-        if body_bytes > rules.chat_max_bytes or too_long:
+        limit = rules.chat_max_bytes
+        too_long = stanza.text_bytes > (limit if limit > MIN_TEXT_BYTES else MIN_TEXT_BYTES)
+        if body_bytes > limit or too_long:
+            sender = _room_of(stanza)
             reply = _error_reply(stanza, sender, "modify", "policy-violation", rules.too_long)
             return self._refuse("size", reply if answer else None)
         if rules.quiet and not self._speaker.host:
@@ -636,12 +648,14 @@ class WireGuard:
                 and (jid.node, jid.domain, jid.resource) in self._host_keys()
             )
             if not to_host:
+                sender = _room_of(stanza)
                 reply = _error_reply(stanza, sender, "modify", "policy-violation", rules.quiet_text)
                 return self._refuse("quiet", reply if answer else None)
         if not self._chat.take(rules.chat, now):
+            sender = _room_of(stanza)
             reply = _error_reply(stanza, sender, "wait", "resource-constraint", rules.too_fast)
             return self._refuse("rate", reply if answer else None)
-        return Forward(self._rewritten(stanza, _NAMES, False))
+        return _new(Forward, (self._rewritten(stanza, _NAMES, False),))
 
     def _address(self, to: str) -> _Address:
         found = self._addressed.get(to)
