@@ -1052,6 +1052,12 @@ static PyObject *read_element(PyObject *const *args, Py_ssize_t nargs, int scann
     if (length > INT_MAX) {
         return Py_NewRef(s_policy_violation);
     }
+    const char *bytes = PyBytes_AS_STRING(raw);
+    if (memchr(bytes, 0x00, (size_t)length) != NULL || memchr(bytes, 0xFE, (size_t)length) != NULL
+        || memchr(bytes, 0xFF, (size_t)length) != NULL) {
+        /* Never in UTF-8 XML, and expat would read UTF-16 (xml_reading.foreign_bytes). */
+        return Py_NewRef(s_not_well_formed);
+    }
     Reader r;
     if (reader_start(&r, PyBytes_AS_STRING(raw), length, max_depth, max_elements, child_type)
         < 0) {

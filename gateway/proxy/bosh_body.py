@@ -19,7 +19,7 @@ from typing import NoReturn
 from xml.parsers import expat
 
 from gateway.errors import BoshBodyInvalid, RequestTooLarge
-from gateway.proxy.xml_reading import NAMESPACE_SEPARATOR, restricted_parser
+from gateway.proxy.xml_reading import NAMESPACE_SEPARATOR, foreign_bytes, restricted_parser
 
 HTTPBIND = "http://jabber.org/protocol/httpbind"
 ROOT = HTTPBIND + NAMESPACE_SEPARATOR + "body"
@@ -125,6 +125,8 @@ def parse_body(data: bytes, *, max_bytes: int) -> BoshBody:
     well-formed `<body xmlns='http://jabber.org/protocol/httpbind'>` and nothing else."""
     if len(data) > max_bytes:
         raise RequestTooLarge()
+    if foreign_bytes(data):
+        raise BoshBodyInvalid()
     parser = restricted_parser(_refuse)
     reader = _Reader(parser)
     parser.StartElementHandler = reader.start

@@ -16,7 +16,7 @@ from types import ModuleType
 from typing import NamedTuple, NoReturn
 from xml.parsers import expat
 
-from gateway.proxy.xml_reading import NAMESPACE_SEPARATOR, restricted_parser
+from gateway.proxy.xml_reading import NAMESPACE_SEPARATOR, foreign_bytes, restricted_parser
 
 try:
     # The same reading in C (gateway/proxy/_reader.c: a scanner for the plain shape Jitsi's
@@ -273,6 +273,8 @@ def parse_stanza(data: str | bytes, *, max_bytes: int) -> Stanza | Malformed:
 def read_in_python(raw: bytes) -> Stanza | Malformed:
     """`raw` read by expat driven from Python: what gateway/proxy/_reader.c does in C, and the
     reading of an install without it."""
+    if foreign_bytes(raw):
+        return _MALFORMED[NOT_WELL_FORMED]
     # Names are compared, never kept: interning them in a dict of the parser's own cost ~1 µs
     # a presence.
     parser = restricted_parser(_restricted, intern=False)

@@ -12,6 +12,16 @@ from xml.parsers import expat
 # expat's namespace mode names an element or attribute "<namespace> <local name>"; a space never
 # occurs in a name, so an attribute without a namespace (`sid`) is told from one with (`xmpp:…`).
 NAMESPACE_SEPARATOR = " "
+# Bytes that never occur in UTF-8 XML (a NUL is no XML character; 0xFE and 0xFF are no UTF-8 at
+# all) but that make expat read UTF-16 whatever encoding it was given: a byte-order mark, or a
+# NUL beside the first `<` (xmltok.c's initScan). Input holding one is refused before expat sees
+# it, or the gate would read an element prosody reads otherwise.
+_NOT_UTF8 = (b"\x00", b"\xfe", b"\xff")
+
+
+def foreign_bytes(data: bytes) -> bool:
+    """Whether `data` holds a byte that no UTF-8 XML holds and that expat may take for UTF-16."""
+    return any(byte in data for byte in _NOT_UTF8)
 
 
 def restricted_parser(

@@ -121,6 +121,12 @@ REFUSED = {
     "junk after": f"<body rid='1' {XMLNS}/>x",
     "not utf-8": b"<body sid='\xff' rid='1' " + XMLNS.encode() + b"/>",
     "too deep": (f"<body rid='1' {XMLNS}>" + "<a>" * MAX_DEPTH + "</a>" * MAX_DEPTH + "</body>"),
+    # expat reads these as UTF-16 whatever encoding it was given: a byte-order mark, or a NUL
+    # beside the first `<`; the body's spans would then be of bytes prosody reads otherwise.
+    "utf-16 with a byte-order mark": f"\ufeff<body rid='1' {XMLNS}/>".encode("utf-16-le"),
+    "utf-16 big-endian": f"\ufeff<body rid='1' {XMLNS}/>".encode("utf-16-be"),
+    "utf-16 without a mark": f"<body rid='1' {XMLNS}/>".encode("utf-16-le"),
+    "a nul byte": f"<body rid='1' {XMLNS}>\x00</body>",
 }
 
 
