@@ -1080,6 +1080,56 @@ static PyObject *read_element(PyObject *const *args, Py_ssize_t nargs, int scann
     return reader_answer(&r, raw, stanza_type);
 }
 
+/* read_text(stanza_type, child_type, max_depth, max_elements, data, max_bytes): stanzas.py's
+ * parse_stanza with the condition as a str: `data` a str (encoded as UTF-8) or bytes, refused
+ * past `max_bytes`. */
+static PyObject *reader_read_text(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError,
+                        "read_text(stanza_type, child_type, max_depth, max_elements, data, "
+                        "max_bytes)");
+        return NULL;
+    }
+    Py_ssize_t max_bytes = PyLong_AsSsize_t(args[5]);
+    if (max_bytes == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    PyObject *data = args[4];
+    PyObject *raw;
+    if (PyUnicode_CheckExact(data)) {
+        if (PyUnicode_GET_LENGTH(data) > max_bytes) {
+            return Py_NewRef(s_policy_violation);
+        }
+        Py_ssize_t size;
+        const char *utf8 = PyUnicode_AsUTF8AndSize(data, &size);
+        if (utf8 == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) {
+                return NULL;
+            }
+            PyErr_Clear(); /* a lone surrogate: no UTF-8 */
+            return Py_NewRef(s_not_well_formed);
+        }
+        raw = PyBytes_FromStringAndSize(utf8, size);
+        if (raw == NULL) {
+            return NULL;
+        }
+    } else if (PyBytes_CheckExact(data)) {
+        raw = Py_NewRef(data);
+    } else {
+        PyErr_SetString(PyExc_TypeError, "read_text: data must be str or bytes");
+        return NULL;
+    }
+    if (PyBytes_GET_SIZE(raw) > max_bytes) {
+        Py_DECREF(raw);
+        return Py_NewRef(s_policy_violation);
+    }
+    PyObject *rest[5] = {raw, args[0], args[1], args[2], args[3]};
+    PyObject *result = read_element(rest, 5, 1);
+    Py_DECREF(raw);
+    return result;
+}
+
 static PyObject *reader_read(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     (void)module;
     return read_element(args, nargs, 1);
@@ -1099,6 +1149,9 @@ static PyMethodDef methods[] = {
     {"read", (PyCFunction)(void (*)(void))reader_read, METH_FASTCALL,
      "read(raw, stanza_type, child_type, max_depth, max_elements): one element, or the stream "
      "error condition it ends the session with."},
+    {"read_text", (PyCFunction)(void (*)(void))reader_read_text, METH_FASTCALL,
+     "read_text(stanza_type, child_type, max_depth, max_elements, data, max_bytes): as "
+     "stanzas.parse_stanza, the condition a str."},
     {"read_expat", (PyCFunction)(void (*)(void))reader_read_expat, METH_FASTCALL,
      "read_expat(raw, stanza_type, child_type, max_depth, max_elements): as read, always by "
      "expat (the reference the tests hold read to)."},

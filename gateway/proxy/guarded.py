@@ -179,7 +179,22 @@ class GuardedWire:
         return self._admission
 
     def judge(self, data: str | bytes, now: float) -> Verdict:
-        verdict = self._guard.inspect(data, now)
+        return self.judged(self._guard.inspect(data, now))
+
+    @property
+    def inspect(self) -> Callable[[str | bytes, float], Verdict]:
+        """The guard's own judgement, with nothing counted: a caller that saves a call a stanza
+        hands every verdict to `judged`, a Forward too when `notes_hosts`."""
+        return self._guard.inspect
+
+    @property
+    def notes_hosts(self) -> bool:
+        """Whether a forwarded stanza is noted too (a host's guard notes where it joined)."""
+        return self._note_host is not None
+
+    def judged(self, verdict: Verdict) -> Verdict:
+        """`verdict` counted: refusals as strikes (and the removal past the threshold), ends in
+        the metrics, a host's joins noted."""
         if type(verdict) is Forward:
             # The common case first: only a host's guard notes where it joined.
             if self._note_host is not None and self._guard.occupant != self._noted:

@@ -35,7 +35,7 @@ from websockets.uri import parse_uri
 
 from gateway.errors import UpstreamUnreachable
 from gateway.proxy.guarded import GuardedWire
-from gateway.proxy.wire_guard import Forward, Refuse
+from gateway.proxy.wire_guard import Forward, Refuse, Verdict
 
 log = logging.getLogger("meetgate.proxy")
 
@@ -573,6 +573,9 @@ async def relay(
     the browser), or the stream is ended."""
     upstream.deliver_to(send)
     clock = asyncio.get_running_loop().time
+    # An attendee's forwarded stanza needs nothing counted: judged without GuardedWire's call.
+    inspect = wire.inspect if wire is not None else None
+    counts_forwards = wire is not None and wire.notes_hosts
     try:
         while True:
             message = await receive()
@@ -584,7 +587,14 @@ async def relay(
             text = message.get("text")
             if wire is not None:
                 # RFC 7395 §3.2: XMPP over WebSocket is text frames only.
-                verdict = wire.judge(text, clock()) if text is not None else wire.binary()
+                verdict: Verdict
+                if text is None:
+                    verdict = wire.binary()
+                else:
+                    assert inspect is not None
+                    verdict = inspect(text, clock())
+                    if counts_forwards or type(verdict) is not Forward:
+                        verdict = wire.judged(verdict)
                 if isinstance(verdict, Forward):
                     upstream.send_text(verdict.data)
                 elif isinstance(verdict, Refuse):

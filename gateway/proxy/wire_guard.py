@@ -24,7 +24,7 @@ from typing import NamedTuple
 from xml.sax.saxutils import escape
 
 from gateway.i18n import N_
-from gateway.proxy.stanzas import CLIENT, POLICY_VIOLATION, Malformed, Stanza, parse_stanza
+from gateway.proxy.stanzas import CLIENT, POLICY_VIOLATION, Stanza, read_or_condition
 
 # The error texts Jitsi shows in its chat to a sender whose message was refused, in English;
 # ChatRules carries them in the room's language (gateway/proxy/room_rules.py, chat_rules).
@@ -492,9 +492,9 @@ class WireGuard:
         """Judge one element the client sent: one WebSocket message (RFC 7395 framing: `<open/>`,
         `<close/>`, a stanza, a stream-management or SASL element), or one child of a BOSH
         `<body>` (its exact bytes)."""
-        stanza = parse_stanza(data, max_bytes=MAX_ELEMENT_BYTES)
-        if isinstance(stanza, Malformed):
-            return EndStream(_stream_error(stanza.condition), stanza.condition)
+        stanza = read_or_condition(data, MAX_ELEMENT_BYTES)
+        if isinstance(stanza, str):
+            return EndStream(_stream_error(stanza), stanza)
         if stanza.namespace == CLIENT and stanza.name in _STANZAS:
             return self._judge(stanza, now)
         if (stanza.namespace, stanza.name) not in _CONTROL:

@@ -964,3 +964,35 @@ def test_the_compiled_reader_is_the_one_in_use() -> None:
     assert stanzas.READER == "compiled", (
         "the compiled reader was not built: install gcc and libexpat1-dev"
     )
+
+
+# The wire guard reads through stanzas.read_or_condition: parse_stanza's answer with a refusal as
+# its condition, str or bytes, with the size bound (the compiled read_text when built).
+TEXTS: list[str | bytes] = [
+    "<message xmlns='jabber:client'><body>你好 &amp; bye</body></message>",
+    b"<presence xmlns='jabber:client'><nick xmlns='http://jabber.org/protocol/nick'>A</nick>"
+    b"</presence>",
+    "<message><body>\ud800</body></message>",  # a lone surrogate: no UTF-8 at all
+    "<iq/>" + " " * 10,
+    "x" * 65,
+    b"x" * 65,
+    "é" * 40,  # 40 characters, 80 bytes
+    b"",
+    "",
+    "<a>\x00</a>",
+]
+
+
+@compiled
+@pytest.mark.parametrize("data", TEXTS)
+def test_the_guard_reads_as_parse_stanza_does(data: str | bytes) -> None:
+    expected = normalised(stanzas.parse_stanza(data, max_bytes=64))
+    assert normalised(stanzas.read_or_condition(data, 64)) == expected
+    assert normalised(stanzas._read_in_python_or_condition(data, 64)) == expected
+
+
+@compiled
+@pytest.mark.parametrize("data", [None, 1, bytearray(b"<a/>"), memoryview(b"<a/>")])
+def test_the_guard_reads_only_str_and_bytes(data: object) -> None:
+    with pytest.raises(TypeError):
+        stanzas.read_or_condition(data, 64)  # type: ignore[arg-type]
