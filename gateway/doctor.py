@@ -986,10 +986,10 @@ def check_stanza_reader(guard_enabled: bool, reader: str) -> Finding:
     return Finding(
         "stanza reader",
         Verdict.WARN,
-        "the wire guard reads each signalling stanza in Python, for about twice the CPU it adds"
-        " to a stanza: its compiled reader (gateway/proxy/_reader.c) was not built when"
-        " Meetgate was installed; install gcc and libexpat1-dev (Debian's names), then Meetgate"
-        " again with the same pip install",
+        "the wire guard reads each signalling stanza in Python, adding about five times the CPU"
+        " to a stanza that the compiled reader adds (docs/performance.md): that reader"
+        " (gateway/proxy/_reader.c) was not built when Meetgate was installed; install gcc and"
+        " libexpat1-dev (Debian's names), then Meetgate again with the same pip install",
     )
 
 

@@ -326,7 +326,8 @@ def read_in_python(raw: bytes) -> Stanza | Malformed:
     )
 
 
-def _read_in_python_or_condition(data: str | bytes, max_bytes: int) -> Stanza | str:
+def parse_or_condition(data: str | bytes, max_bytes: int) -> Stanza | str:
+    """parse_stanza, a refusal as its condition."""
     found = parse_stanza(data, max_bytes=max_bytes)
     return found.condition if isinstance(found, Malformed) else found
 
@@ -334,7 +335,7 @@ def _read_in_python_or_condition(data: str | bytes, max_bytes: int) -> Stanza | 
 # parse_stanza with a refusal as its condition: the wire guard's own reading, with one Python
 # call less a stanza when compiled.
 read_or_condition: Callable[[str | bytes, int], Stanza | str] = (
-    _read_in_python_or_condition
+    parse_or_condition
     if _compiled is None
     else partial(_compiled.read_text, Stanza, Child, MAX_DEPTH, MAX_ELEMENTS)
 )

@@ -18,7 +18,7 @@ def test_the_python_reader_under_the_guard_is_a_warning_that_says_what_to_instal
     finding = check_stanza_reader(True, "python")
     assert finding.verdict is Verdict.WARN
     assert finding.check == "stanza reader"
-    for named in ("in Python", "twice", "gateway/proxy/_reader.c", "gcc", "libexpat1-dev"):
+    for named in ("in Python", "five times", "gateway/proxy/_reader.c", "gcc", "libexpat1-dev"):
         assert named in finding.detail
 
 

@@ -7,11 +7,13 @@ from __future__ import annotations
 import html
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gateway.proxy import stanzas, wire_guard
 from gateway.proxy.wire_guard import (
     QUIET,
     TOO_FAST,
@@ -28,6 +30,18 @@ from gateway.proxy.wire_guard import (
     WireGuard,
 )
 from tests.fixtures.jitsi_stanzas import CORPUS, JitsiStanza
+
+
+@pytest.fixture(autouse=True, scope="module", params=["compiled", "python"])
+def reader(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every test of this module twice: with the compiled stanza reader the test command builds,
+    and with the Python reading an install without a compiler has."""
+    with pytest.MonkeyPatch.context() as patch:
+        if request.param == "python":
+            patch.setattr(stanzas, "_compiled", None)
+            patch.setattr(wire_guard, "read_or_condition", stanzas.parse_or_condition)
+        yield str(request.param)
+
 
 DOMAIN = "meet.test"
 MUC = "conference.meet.test"
