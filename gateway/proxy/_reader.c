@@ -154,6 +154,15 @@ static PyObject *name_text(const char *text, Py_ssize_t length) {
     return found;
 }
 
+/* dict[key] = value, taking both references (either NULL after a failed call): 0, or -1 with a
+ * Python error set. */
+static int put_item(PyObject *dict, PyObject *key, PyObject *value) {
+    int failed = key == NULL || value == NULL || PyDict_SetItem(dict, key, value) < 0;
+    Py_XDECREF(key);
+    Py_XDECREF(value);
+    return failed ? -1 : 0;
+}
+
 /* ------------------------------------------------------------------ what both readers report */
 
 /* An element starts: counted, and whether it is to be looked at (depth 1 or 2: 1; deeper: 0;
@@ -337,19 +346,13 @@ static PyObject *expat_attributes(const XML_Char **atts) {
     }
     for (; atts[0] != NULL; atts += 2) {
         PyObject *key = name_text(atts[0], (Py_ssize_t)strlen(atts[0]));
-        if (key == NULL) {
+        PyObject *value =
+            key == NULL ? NULL
+                        : PyUnicode_DecodeUTF8(atts[1], (Py_ssize_t)strlen(atts[1]), "strict");
+        if (put_item(dict, key, value) < 0) {
             Py_DECREF(dict);
             return NULL;
         }
-        PyObject *value = PyUnicode_DecodeUTF8(atts[1], (Py_ssize_t)strlen(atts[1]), "strict");
-        if (value == NULL || PyDict_SetItem(dict, key, value) < 0) {
-            Py_DECREF(key);
-            Py_XDECREF(value);
-            Py_DECREF(dict);
-            return NULL;
-        }
-        Py_DECREF(key);
-        Py_DECREF(value);
     }
     return dict;
 }
@@ -701,14 +704,10 @@ static PyObject *scanned_attributes(const Attribute *attributes, int count) {
         }
         PyObject *key = name_text(attribute->name, attribute->name_length);
         PyObject *value = key == NULL ? NULL : value_text(attribute);
-        if (value == NULL || PyDict_SetItem(dict, key, value) < 0) {
-            Py_XDECREF(key);
-            Py_XDECREF(value);
+        if (put_item(dict, key, value) < 0) {
             Py_DECREF(dict);
             return NULL;
         }
-        Py_DECREF(key);
-        Py_DECREF(value);
     }
     return dict;
 }
