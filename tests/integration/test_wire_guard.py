@@ -458,13 +458,15 @@ MALFORMED = {
 }
 
 
-def streams_ended(gateway: GatewayServer) -> float:
+def streams_ended(gateway: GatewayServer, reason: str | None = None) -> float:
+    """meetgate_guard_streams_ended_total for `reason`, or summed over every reason."""
     with gateway.admin() as admin:
         text = admin.get("/metrics").text
     return sum(
         float(line.rsplit(" ", 1)[1])
         for line in text.splitlines()
         if line.startswith("meetgate_guard_streams_ended_total{")
+        and (reason is None or f'reason="{reason}"' in line)
     )
 
 
