@@ -4,7 +4,9 @@ The gate decides from a body which session it belongs to, so it must see the att
 sees: a real parser (the standard library's expat, which prosody's own parser also wraps), never
 a pattern that a decoy attribute value can fool. Only what an XMPP body may hold is accepted
 (RFC 6120 §11.1): no DTD, so no entity declared or expanded and nothing external fetched; no
-comment or processing instruction; a bounded depth. Anything else is refused, not forwarded.
+comment or processing instruction; a bounded depth. Anything else is refused, not forwarded,
+with the RFC 6120 stream error condition it earns (BodyRefused): under the wire guard the
+sender's sessions end for it, counted and logged as a WebSocket stream's end is.
 
 The root's attributes are read now; each child element's exact bytes are kept as a span so the
 stanzas can be read one by one later without a second parse.
@@ -19,6 +21,7 @@ from typing import NoReturn
 from xml.parsers import expat
 
 from gateway.errors import BoshBodyInvalid, RequestTooLarge
+from gateway.proxy.stanzas import NOT_WELL_FORMED, POLICY_VIOLATION, RESTRICTED_XML
 from gateway.proxy.xml_reading import NAMESPACE_SEPARATOR, foreign_bytes, restricted_parser
 
 HTTPBIND = "http://jabber.org/protocol/httpbind"
@@ -66,8 +69,19 @@ class BoshBody:
         return self.attributes.get("type") == "terminate"
 
 
+class BodyRefused(BoshBodyInvalid):
+    """A body that is not one well-formed, safe httpbind `<body>`, and the stream error
+    condition a stanza as bad would end a WebSocket session with: `restricted-xml` (a DTD, an
+    entity declaration, a comment, a processing instruction, an XML declaration),
+    `policy-violation` (too deep, too many elements), `not-well-formed` (everything else)."""
+
+    def __init__(self, condition: str = NOT_WELL_FORMED) -> None:
+        super().__init__()
+        self.condition = condition
+
+
 def _refuse(*_: object) -> NoReturn:
-    raise BoshBodyInvalid()
+    raise BodyRefused(RESTRICTED_XML)
 
 
 class _Reader:
@@ -95,10 +109,10 @@ class _Reader:
         self.depth += 1
         self.elements += 1
         if self.depth > MAX_DEPTH or self.elements > MAX_ELEMENTS:
-            raise BoshBodyInvalid()
+            raise BodyRefused(POLICY_VIOLATION)
         if self.depth == 1:
             if name != ROOT:
-                raise BoshBodyInvalid()
+                raise BodyRefused()
             self.attributes = attributes
         elif self.depth == 2:
             self._open_child = (name, self._parser.CurrentByteIndex)
@@ -114,19 +128,19 @@ class _Reader:
         self._close_ended_child()
         # Between the stanzas only whitespace: the body carries elements, not text.
         if self.depth == 1 and data.strip(XML_WHITESPACE):
-            raise BoshBodyInvalid()
+            raise BodyRefused()
 
     def cdata(self) -> None:
         self._close_ended_child()
 
 
 def parse_body(data: bytes, *, max_bytes: int) -> BoshBody:
-    """The body's root attributes and child spans; BoshBodyInvalid unless `data` is one
+    """The body's root attributes and child spans; BodyRefused unless `data` is one
     well-formed `<body xmlns='http://jabber.org/protocol/httpbind'>` and nothing else."""
     if len(data) > max_bytes:
         raise RequestTooLarge()
     if foreign_bytes(data):
-        raise BoshBodyInvalid()
+        raise BodyRefused()
     parser = restricted_parser(_refuse)
     reader = _Reader(parser)
     parser.StartElementHandler = reader.start
@@ -136,7 +150,7 @@ def parse_body(data: bytes, *, max_bytes: int) -> BoshBody:
     try:
         parser.Parse(data, True)
     except expat.ExpatError as exc:
-        raise BoshBodyInvalid() from exc
+        raise BodyRefused() from exc
     finally:
         # The reader holds the parser and the parser its handlers: a cycle left to the garbage
         # collector, with the parser's buffers, unless broken here.
@@ -145,5 +159,5 @@ def parse_body(data: bytes, *, max_bytes: int) -> BoshBody:
         parser.CharacterDataHandler = None
         parser.StartCdataSectionHandler = None
     if reader.attributes is None:
-        raise BoshBodyInvalid()
+        raise BodyRefused()
     return BoshBody(attributes=reader.attributes, children=tuple(reader.children))

@@ -60,7 +60,7 @@ from gateway.errors import (
 from gateway.evidence.recorder import DRAIN_SECONDS, EvidenceRecorder
 from gateway.metrics import Metrics
 from gateway.proxy.bosh import SID_SHAPE, BoshSession
-from gateway.proxy.bosh_body import parse_body
+from gateway.proxy.bosh_body import BodyRefused, parse_body
 from gateway.proxy.guarded import WireGuarding
 from gateway.proxy.headers import upstream_request_headers
 from gateway.proxy.http import HttpRelay, read_body
@@ -742,12 +742,12 @@ class Gate:
         body = await read_body(receive, limit)
         try:
             parsed = parse_body(body, max_bytes=limit)
-        except BoshBodyInvalid:
+        except BodyRefused as refused:
             if self.guarding is not None:
                 # Under the wire guard, input no client sends ends the sender's session, as on
                 # a WebSocket: which one this body meant cannot be read, so every BOSH session
                 # of the admission ends.
-                await self._end_bosh_sessions(admission)
+                await self._end_bosh_sessions(admission, self.guarding, refused.condition)
             raise
         sid, rid = parsed.sid, parsed.rid
         if rid is None or (sid is not None and not SID_SHAPE.fullmatch(sid)):
@@ -811,13 +811,17 @@ class Gate:
         )
         await send({"type": "http.response.body", "body": payload})
 
-    async def _end_bosh_sessions(self, admission: Admission) -> None:
+    async def _end_bosh_sessions(
+        self, admission: Admission, guarding: WireGuarding, condition: str
+    ) -> None:
+        """End every BOSH session of `admission` for a body no client sends, each counted and
+        logged with the body's stream error `condition` as a WebSocket stream's end is."""
         sessions = [
             c for c in self.registry.connections(admission.id) if isinstance(c, BoshSession)
         ]
         for session in sessions:
             self.registry.unregister(admission.id, session)
-            self._metrics.guard_ended.inc(reason="not-well-formed")
+            guarding.ended(condition)
         await asyncio.gather(*(s.close("guard") for s in sessions), return_exceptions=True)
 
     def _track_bosh(

@@ -89,6 +89,13 @@ class RefusalLog:
 REFUSALS = RefusalLog()
 
 
+def note_ended(metrics: Metrics, condition: str) -> None:
+    """A signalling session ended for input no client sends: counted, and logged with its stream
+    error condition only (never the input, nor whose it was)."""
+    metrics.guard_ended.inc(reason=condition)
+    log.info("wire guard: a session ended for input no client sends (%s)", condition)
+
+
 def addresses_for(domain: str, guard: GuardSettings) -> Addresses:
     """Where a session may send stanzas: its room on the MUC of `domain`. A tenant's form
     (`room@conference.<tenant>.<domain>`, which Jitsi's domain mapper turns into another room)
@@ -208,8 +215,7 @@ class GuardedWire:
             self._count_strike(verdict.reason)
             self._judge_strikes(verdict.reason)
         elif isinstance(verdict, EndStream):
-            self._metrics.guard_ended.inc(reason=verdict.reason)
-            log.info("wire guard: a session ended for input no client sends (%s)", verdict.reason)
+            note_ended(self._metrics, verdict.reason)
         return verdict
 
     def connected(self) -> None:
@@ -397,6 +403,11 @@ class WireGuarding:
             return await self.wire(admission)
         self._wires.touch(kept)
         return kept
+
+    def ended(self, condition: str) -> None:
+        """A BOSH session ended for a body no client sends (refused before its stanzas are
+        judged, with the stream error `condition` it earns)."""
+        note_ended(self._metrics, condition)
 
     def opened(self, wire: GuardedWire) -> None:
         wire.sessions += 1

@@ -1,5 +1,6 @@
 """The wire guard on BOSH (issue 16): a body carrying what no XMPP client sends ends the
-sender's session, not anyone else's, and prosody never reads it.
+sender's session, not anyone else's, and prosody never reads it; the end is counted and logged
+with its stream error condition, as a WebSocket stream's end is.
 
 A hand-written XEP-0206 client (strophe.js builds only well-formed bodies) signs in through the
 real gate to the real prosody and joins a room; a strophe.js attendee watches it leave.
@@ -7,6 +8,7 @@ real gate to the real prosody and joins a room; a strophe.js attendee watches it
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -17,16 +19,18 @@ import pytest
 
 from tests.fixtures.gateway_server import GENEROUS_LIMITS, GatewayServer
 from tests.fixtures.http_clients import TLS
+from tests.fixtures.processes import wait_until
 from tests.fixtures.xmpp_client import XmppClient
 from tests.integration.guard_helpers import guarded_gateway
 from tests.integration.journeys import admit, bosh_url, new_room, signalling_query, ws_url
 from tests.integration.test_bosh_decoy import HTTPBIND, DecoyBoshClient
-from tests.integration.test_wire_guard import LAUGHS
+from tests.integration.test_wire_guard import LAUGHS, streams_ended
 
 pytestmark = pytest.mark.slow
 
+EURO = "€".encode()  # three bytes: e2 82 ac
 # Each case: what comes before the <body> (a document type) and what goes inside it.
-MALFORMED = {
+MALFORMED: dict[str, tuple[str, str | bytes]] = {
     "billion-laughs": (
         f"<!DOCTYPE body [{LAUGHS}]>",
         "<message xmlns='jabber:client' to='{room}' type='groupchat'><body>&lol9;</body></message>",
@@ -43,12 +47,52 @@ MALFORMED = {
         + "</message>",
     ),
     "not-well-formed": ("", "<message xmlns='jabber:client' to='{room}'><body>lol9</iq>"),
-    # Well-formed, but no client sends it: the guard's own refusal.
+    "invalid-utf8": (
+        "",
+        b"<message xmlns='jabber:client' to='{room}' type='groupchat'><body>lol9 caf\xc3(</body>"
+        b"</message>",
+    ),
+    "cut-inside-a-character": (
+        "",
+        b"<message xmlns='jabber:client' to='{room}' type='groupchat'><body>lol9 "
+        + EURO[:2]
+        + b"</body></message>",
+    ),
+    # Well-formed, but no client sends it: the guard's own refusals. A stanza over the guard's
+    # cap (MAX_ELEMENT_BYTES, 256 KiB, prosody's own) in a body under the gate's (1 MiB).
     "unknown-element": ("", "<lol9 xmlns='jabber:client' to='{room}'/>"),
+    "oversized-stanza": (
+        "",
+        "<message xmlns='jabber:client' to='{room}' type='groupchat'><body>lol9</body>"
+        + "<json-message xmlns='http://jitsi.org/jitmeet'>"
+        + "x" * (300 * 1024)
+        + "</json-message></message>",
+    ),
 }
-# A body that is not well-formed XML is refused whole (400, BoshBodyInvalid) before the guard
-# reads its stanzas, and the session it names goes on.
-BODY_REFUSED = {"billion-laughs", "external-entity", "deeply-nested", "not-well-formed"}
+# What the gate counts and logs each case's end as: the stream error condition a WebSocket
+# session would end with.
+CONDITION = {
+    "billion-laughs": "restricted-xml",
+    "external-entity": "restricted-xml",
+    "deeply-nested": "policy-violation",
+    "not-well-formed": "not-well-formed",
+    "invalid-utf8": "not-well-formed",
+    "cut-inside-a-character": "not-well-formed",
+    "unknown-element": "unsupported-stanza-type",
+    "oversized-stanza": "policy-violation",
+}
+# A body that is not one well-formed, safe <body> is refused whole (400, BoshBodyInvalid) before
+# the guard reads its stanzas; the others are answered with the end of the session (XEP-0124
+# §17.2, a terminal binding condition).
+BODY_REFUSED = {
+    "billion-laughs",
+    "external-entity",
+    "deeply-nested",
+    "not-well-formed",
+    "invalid-utf8",
+    "cut-inside-a-character",
+}
+ENDED_LOG = "wire guard: a session ended for input no client sends ({})"
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +115,7 @@ class HandBoshClient(DecoyBoshClient):
         self.rid = 2_000_000
 
     async def request(
-        self, inner: str = "", prologue: str = "", **attributes: str
+        self, inner: str | bytes = "", prologue: str = "", **attributes: str
     ) -> httpx.Response:
         self.rid += 1
         spelled = "".join(
@@ -79,9 +123,12 @@ class HandBoshClient(DecoyBoshClient):
         )
         if self.sid:
             spelled = f" sid='{self.sid}'" + spelled
-        body = f"{prologue}<body rid='{self.rid}'{spelled} xmlns='{HTTPBIND}'>{inner}</body>"
+        head = f"{prologue}<body rid='{self.rid}'{spelled} xmlns='{HTTPBIND}'>".encode()
+        inside = inner if isinstance(inner, bytes) else inner.encode()
         return await self._client.post(
-            self._url, content=body.encode(), headers={"content-type": "text/xml; charset=utf-8"}
+            self._url,
+            content=head + inside + b"</body>",
+            headers={"content-type": "text/xml; charset=utf-8"},
         )
 
     async def post(self, inner: str = "", **attributes: str) -> ET.Element:
@@ -90,6 +137,26 @@ class HandBoshClient(DecoyBoshClient):
         answer = ET.fromstring(response.content)  # noqa: S314 - prosody of the tests answers
         assert answer.get("type") != "terminate", response.text
         return answer
+
+
+async def signed_in(
+    guarded: GatewayServer,
+    prosody: Any,
+    room: str,
+    watcher: XmppClient,
+    http: httpx.AsyncClient,
+) -> HandBoshClient:
+    """Mallory, signed in over BOSH by hand, in the watcher's room."""
+    mallory = admit(guarded, room, "Mallory")
+    hand = HandBoshClient(http, bosh_url(guarded, signalling_query(mallory)), prosody.domain)
+    await hand.sign_in()
+    muc = "http://jabber.org/protocol/muc"
+    await hand.post(
+        f"<presence to='{prosody.room_jid(room)}/mal' xmlns='jabber:client'>"
+        f"<x xmlns='{muc}'/></presence>"
+    )
+    await watcher.wait_for_presence(nick="mal", type="available")
+    return hand
 
 
 async def sign_in_and_send(
@@ -103,14 +170,9 @@ async def sign_in_and_send(
     """Mallory joins the watcher's room over BOSH by hand, then sends the case's body."""
     prologue, inner = MALFORMED[case]
     room_jid = prosody.room_jid(room)
-    mallory = admit(guarded, room, "Mallory")
-    hand = HandBoshClient(http, bosh_url(guarded, signalling_query(mallory)), prosody.domain)
-    await hand.sign_in()
-    muc = "http://jabber.org/protocol/muc"
-    await hand.post(
-        f"<presence to='{room_jid}/mal' xmlns='jabber:client'><x xmlns='{muc}'/></presence>"
-    )
-    await watcher.wait_for_presence(nick="mal", type="available")
+    hand = await signed_in(guarded, prosody, room, watcher, http)
+    if isinstance(inner, bytes):
+        return hand, await hand.request(inner.replace(b"{room}", room_jid.encode()), prologue)
     return hand, await hand.request(inner.replace("{room}", room_jid), prologue)
 
 
@@ -141,10 +203,13 @@ async def test_a_malformed_body_never_reaches_prosody_nor_troubles_others(
 ) -> None:
     async with watched_room(guarded, prosody) as (room, watcher, http):
         _, answer = await sign_in_and_send(guarded, prosody, case, room, watcher, http)
-        refused = answer.status_code != 200 or (
-            ET.fromstring(answer.content).get("type") == "terminate"  # noqa: S314
-        )
-        assert refused, answer.text
+        if case in BODY_REFUSED:
+            assert answer.status_code == 400, answer.text
+        else:
+            assert answer.status_code == 200, answer.text
+            ended = ET.fromstring(answer.content)  # noqa: S314 - the gate's own answer
+            assert ended.get("type") == "terminate", answer.text
+            assert ended.get("condition") == "policy-violation", answer.text
         await watcher.send_groupchat(prosody.room_jid(room), "still here")
         await watcher.wait_for_message(lambda m: m.body == "still here")
     never_relayed(prosody)
@@ -154,8 +219,49 @@ async def test_a_malformed_body_never_reaches_prosody_nor_troubles_others(
 async def test_a_malformed_body_ends_its_session(
     guarded: GatewayServer, prosody: Any, case: str
 ) -> None:
+    condition = CONDITION[case]
+    before = streams_ended(guarded, condition)
+    logged = logged_ends(guarded, condition)
     async with watched_room(guarded, prosody) as (room, watcher, http):
         hand, _ = await sign_in_and_send(guarded, prosody, case, room, watcher, http)
         await watcher.wait_for_presence(nick="mal", type="unavailable", timeout=5)
         after = await hand.request("")
         assert after.status_code != 200 or b"terminate" in after.content, after.text
+    # Counted and logged once, with the condition the input earns and nothing of it.
+    assert streams_ended(guarded, condition) - before == 1
+    wait_until(
+        lambda: logged_ends(guarded, condition) == logged + 1,
+        what=f"the log line for a session ended ({condition})",
+    )
+    assert "lol9" not in guarded.log_text()
+
+
+def logged_ends(gateway: GatewayServer, condition: str) -> int:
+    return len(re.findall(re.escape(ENDED_LOG.format(condition)), gateway.log_text()))
+
+
+async def test_a_body_over_the_gates_cap_is_refused_and_the_session_goes_on(
+    guarded: GatewayServer, prosody: Any
+) -> None:
+    """A body over `[limits] max_body_bytes` (1 MiB) is refused before anything reads it (413):
+    it is not judged, so it ends nothing, and the session goes on."""
+    before = streams_ended(guarded)
+    async with watched_room(guarded, prosody) as (room, watcher, http):
+        room_jid = prosody.room_jid(room)
+        hand = await signed_in(guarded, prosody, room, watcher, http)
+        huge = (
+            f"<message xmlns='jabber:client' to='{room_jid}' type='groupchat'><body>"
+            + "x" * (1024 * 1024)
+            + "</body></message>"
+        )
+        answer = await hand.request(huge)
+        assert answer.status_code == 413, answer.text[:200]
+        hand.rid -= 1  # prosody never saw that request: its number is used again
+        await hand.post(
+            f"<message xmlns='jabber:client' to='{room_jid}' type='groupchat'>"
+            "<body>after the refusal</body></message>"
+        )
+        await watcher.wait_for_message(lambda m: m.body == "after the refusal")
+        assert not watcher.stanzas_matching(lambda e: "xxxxxxxx" in ET.tostring(e, "unicode"))
+        assert not [p for p in watcher.presences if p.nick == "mal" and p.type == "unavailable"]
+    assert streams_ended(guarded) == before

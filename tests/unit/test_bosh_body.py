@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.errors import BoshBodyInvalid, RequestTooLarge
-from gateway.proxy.bosh_body import HTTPBIND, MAX_DEPTH, MAX_ELEMENTS, parse_body
+from gateway.proxy.bosh_body import HTTPBIND, MAX_DEPTH, MAX_ELEMENTS, BodyRefused, parse_body
 
 LIMIT = 64 * 1024
 XMLNS = f"xmlns='{HTTPBIND}'"
@@ -127,13 +127,48 @@ REFUSED = {
     "utf-16 big-endian": f"\ufeff<body rid='1' {XMLNS}/>".encode("utf-16-be"),
     "utf-16 without a mark": f"<body rid='1' {XMLNS}/>".encode("utf-16-le"),
     "a nul byte": f"<body rid='1' {XMLNS}>\x00</body>",
+    "invalid utf-8 in a stanza": (
+        f"<body rid='1' {XMLNS}><message xmlns='jabber:client'><body>".encode()
+        + b"caf\xc3(</body></message></body>"
+    ),
+    "cut inside a character": (
+        f"<body rid='1' {XMLNS}><message xmlns='jabber:client'><body>".encode()
+        + "€".encode()[:2]
+        + b"</body></message></body>"
+    ),
 }
 
 
+# The stream error each earns (the wire guard counts and logs it as a WebSocket stream's end):
+# what a DTD, comment or processing instruction starts is restricted-xml, a body past a bound a
+# policy violation; everything else, the wrong root or text beside the stanzas too, is not a
+# well-formed BOSH body.
+RESTRICTED = {
+    "doctype",
+    "internal subset",
+    "billion laughs",
+    "external entity",
+    "parameter entity",
+    "comment",
+    "comment before",
+    "processing instruction",
+}
+OVER_A_BOUND = {"too deep"}
+
+
 @pytest.mark.parametrize("name", sorted(REFUSED))
-def test_malformed_or_unsafe_bodies_are_refused(name: str) -> None:
-    with pytest.raises(BoshBodyInvalid):
+def test_malformed_or_unsafe_bodies_are_refused_with_their_condition(name: str) -> None:
+    with pytest.raises(BodyRefused) as refused:
         parse(REFUSED[name])
+    assert isinstance(refused.value, BoshBodyInvalid)
+    expected = (
+        "restricted-xml"
+        if name in RESTRICTED
+        else "policy-violation"
+        if name in OVER_A_BOUND
+        else "not-well-formed"
+    )
+    assert refused.value.condition == expected
 
 
 def test_depth_up_to_the_bound_is_read() -> None:
@@ -152,8 +187,9 @@ def test_an_xml_declaration_is_refused(declaration: str) -> None:
     # prosody honours a declared encoding, the gate reads UTF-8 only: the two could read the
     # same bytes differently, and no BOSH client sends one.
     raw = f"{declaration}<body sid='\u00e9' rid='1' {XMLNS}/>"
-    with pytest.raises(BoshBodyInvalid):
+    with pytest.raises(BodyRefused) as refused:
         parse_body(raw.encode(), max_bytes=LIMIT)
+    assert refused.value.condition == "restricted-xml"
 
 
 def test_a_body_over_the_limit_is_not_parsed() -> None:
@@ -253,21 +289,23 @@ def test_a_cut_body_is_refused(
 ) -> None:
     raw = case[0]
     cut = data.draw(st.integers(min_value=0, max_value=len(raw) - 1))
-    with pytest.raises(BoshBodyInvalid):
+    with pytest.raises(BodyRefused):
         parse_body(raw[:cut], max_bytes=LIMIT)
 
 
 @given(st.binary(max_size=200))
 def test_arbitrary_bytes_raise_nothing_but_the_refusal(raw: bytes) -> None:
-    # Anything else escaping (a decoding error, a parser's own exception) would be a 500.
-    with pytest.raises(BoshBodyInvalid):
+    # Anything else escaping (a decoding error, a parser's own exception) would be a 500; a
+    # BoshBodyInvalid without its condition would end no session under the wire guard.
+    with pytest.raises(BodyRefused):
         parse_body(raw, max_bytes=LIMIT)
 
 
 def test_a_body_of_too_many_elements_is_refused() -> None:
     # Each element is a callback: tens of thousands of empty ones cost CPU for nothing.
     inside = "<x/>" * MAX_ELEMENTS
-    with pytest.raises(BoshBodyInvalid):
+    with pytest.raises(BodyRefused) as refused:
         parse_body(f"<body rid='1' {XMLNS}>{inside}</body>".encode(), max_bytes=LIMIT)
+    assert refused.value.condition == "policy-violation"
     fits = "<x/>" * (MAX_ELEMENTS - 1)
     assert parse_body(f"<body rid='1' {XMLNS}>{fits}</body>".encode(), max_bytes=LIMIT).rid == 1
