@@ -1398,8 +1398,9 @@ class WebSocket:
         close = self.close_received or self.close_sent
         if close is None and self.protocol is not None and self.protocol.state is not State.OPEN:
             # Closed by websockets itself (a protocol error, a message over the cap): the close
-            # frame it sent, as its documented ConnectionClosed carries it.
-            close = self.protocol.close_exc.sent
+            # frame it sent. (Its close_exc would say the same, but only once the connection is
+            # closed: asked while closing, it raised in the application's receive.)
+            close = self.protocol.close_sent
         if close is None:
             return {"type": "websocket.disconnect", "code": 1006, "reason": ""}
         return {"type": "websocket.disconnect", "code": int(close.code), "reason": close.reason}

@@ -44,6 +44,10 @@ XMPP_CLOSE = '<close xmlns="urn:ietf:params:xml:ns:xmpp-framing"/>'
 CLOSE_REVOKED = 4403
 # RFC 6455 "going away": the server is stopping.
 CLOSE_GOING_AWAY = 1001
+# A socket closed for breaking the WebSocket protocol (RFC 6455 §7.4.1: a protocol error, a text
+# frame that is not UTF-8, a message over the cap), which the gate's server answers so: under
+# the wire guard its XMPP session ends with it, as one ended for input no client sends.
+PROTOCOL_BROKEN = frozenset({1002, 1007, 1009})
 # Close codes the wire does not carry (RFC 6455 7.4.1): the upstream went away abnormally, and
 # the browser is told 1011.
 UNSENDABLE_CLOSE_CODES = (1005, 1006, 1015)
@@ -581,6 +585,9 @@ async def relay(
             message = await receive()
             kind = message["type"]
             if kind == "websocket.disconnect":
+                if wire is not None and message.get("code") in PROTOCOL_BROKEN:
+                    # Not a dropped connection prosody should keep for resumption.
+                    upstream.send_text(XMPP_CLOSE)
                 break
             if kind != "websocket.receive" or socket.closing:
                 continue

@@ -186,12 +186,6 @@ async def test_invalid_utf8_closes_the_socket_with_1007_and_ends_only_its_sessio
     assert streams_ended(guarded) == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="after a 1007 the relay closes prosody's socket without an RFC 7395 <close/>"
-    " (gateway/proxy/websocket.py relay): a stream-managed session hibernates, and Mallory"
-    " stays in the room for smacks_hibernation_time",
-)
 async def test_invalid_utf8_ends_the_prosody_session(guarded: GatewayServer, prosody: Any) -> None:
     async with mallory_beside_ada(guarded, prosody) as (room_jid, mallory, watcher):
         for frames in INVALID_UTF8["invalid-byte"](room_jid):
