@@ -225,7 +225,7 @@ class GuardedWire:
     def binary(self) -> EndStream:
         """A binary message on the signalling socket: XMPP over WebSocket is text only (RFC 7395
         §3.2)."""
-        self._metrics.guard_ended.inc(reason=BINARY_REFUSED.reason)
+        note_ended(self._metrics, BINARY_REFUSED.reason)
         return BINARY_REFUSED
 
     def _hostlike(self, occupant: str) -> bool:
