@@ -6,7 +6,7 @@ Shared by the integration tests; everything goes through the gateway's public HT
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -19,8 +19,10 @@ class Admitted:
     """A browser that redeemed an invite: its first ticket and its admission cookie."""
 
     room: str
-    ticket: str
-    cookie: str
+    # Kept out of repr: pytest prints a failed test's arguments, and no test output may show a
+    # ticket or a cookie.
+    ticket: str = field(repr=False)
+    cookie: str = field(repr=False)
 
     @property
     def cookies(self) -> dict[str, str]:
