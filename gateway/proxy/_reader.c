@@ -180,32 +180,35 @@ static int element_begins(Reader *r) {
     return depth <= 2;
 }
 
+/* The str of an element's namespace (`namespace` bytes; empty: none) as stanzas.py reports it:
+ * jabber:client for a top element without one or in httpbind's (noted as what its children
+ * inherit), and for a child in that same inherited namespace. */
+static PyObject *namespace_text(Reader *r, const char *namespace, Py_ssize_t length) {
+    if (r->depth == 1) {
+        r->inherited = length == 0 ? "" : same(namespace, length, HTTPBIND) ? HTTPBIND : NULL;
+        if (r->inherited != NULL) {
+            return Py_NewRef(s_client);
+        }
+    } else if (r->inherited != NULL && same(namespace, length, r->inherited)) {
+        return Py_NewRef(s_client);
+    }
+    return length == 0 ? Py_NewRef(s_empty) : name_text(namespace, length);
+}
+
 /* The element just begun (depth 1 or 2): its namespace (`namespace` bytes; NULL or empty: none),
  * local name, attributes (a new reference, taken) and where its start tag begins. */
 static void element_start(Reader *r, const char *namespace, Py_ssize_t namespace_length,
                           const char *local, Py_ssize_t local_length, PyObject *attributes,
                           Py_ssize_t index) {
     PyObject *name = name_text(local, local_length);
-    PyObject *space = NULL;
-    if (name == NULL) {
+    PyObject *space = name == NULL ? NULL : namespace_text(r, namespace, namespace_length);
+    if (space == NULL) {
+        Py_XDECREF(name);
         Py_DECREF(attributes);
         halt(r, STOP_ERROR);
         return;
     }
     if (r->depth == 2) {
-        if (r->inherited != NULL && same(namespace, namespace_length, r->inherited)) {
-            space = Py_NewRef(s_client);
-        } else if (namespace_length == 0) {
-            space = Py_NewRef(s_empty);
-        } else {
-            space = name_text(namespace, namespace_length);
-        }
-        if (space == NULL) {
-            Py_DECREF(name);
-            Py_DECREF(attributes);
-            halt(r, STOP_ERROR);
-            return;
-        }
         enum kind kind = KIND_OTHER;
         if (r->message) {
             if (same(local, local_length, "body") || same(local, local_length, "subject")) {
@@ -224,22 +227,6 @@ static void element_start(Reader *r, const char *namespace, Py_ssize_t namespace
         r->child_elements = r->elements;
         r->child_kind = kind;
         return;
-    }
-    if (namespace_length == 0) {
-        r->inherited = "";
-        space = Py_NewRef(s_client);
-    } else if (same(namespace, namespace_length, HTTPBIND)) {
-        r->inherited = HTTPBIND;
-        space = Py_NewRef(s_client);
-    } else {
-        r->inherited = NULL;
-        space = name_text(namespace, namespace_length);
-        if (space == NULL) {
-            Py_DECREF(name);
-            Py_DECREF(attributes);
-            halt(r, STOP_ERROR);
-            return;
-        }
     }
     r->message = (r->inherited != NULL || same(namespace, namespace_length, CLIENT))
                  && same(local, local_length, "message");
