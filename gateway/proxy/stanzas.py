@@ -255,21 +255,26 @@ def _utf8_length(text: str) -> int:
 
 def parse_stanza(data: str | bytes, *, max_bytes: int) -> Stanza | Malformed:
     """The one element in `data`, or why it is not acceptable."""
+    found = read_or_condition(data, max_bytes)
+    return _MALFORMED[found] if isinstance(found, str) else found
+
+
+def read_text_in_python(data: str | bytes, max_bytes: int) -> Stanza | str:
+    """`data` (a str, read as UTF-8, or bytes) read in Python, a refusal as its condition: what
+    the compiled reader's `read_text` does, and the reading of an install without it."""
     if isinstance(data, str):
         if len(data) > max_bytes:
-            return _MALFORMED[POLICY_VIOLATION]
+            return POLICY_VIOLATION
         try:
             raw = data.encode("utf-8")
         except UnicodeEncodeError:
-            return _MALFORMED[NOT_WELL_FORMED]
+            return NOT_WELL_FORMED
     else:
         raw = data
     if len(raw) > max_bytes:
-        return _MALFORMED[POLICY_VIOLATION]
-    if _compiled is None:
-        return read_in_python(raw)
-    found = _compiled.read(raw, Stanza, Child, MAX_DEPTH, MAX_ELEMENTS)
-    return _MALFORMED[found] if isinstance(found, str) else found
+        return POLICY_VIOLATION
+    found = read_in_python(raw)
+    return found.condition if isinstance(found, Malformed) else found
 
 
 def read_in_python(raw: bytes) -> Stanza | Malformed:
@@ -326,16 +331,10 @@ def read_in_python(raw: bytes) -> Stanza | Malformed:
     )
 
 
-def parse_or_condition(data: str | bytes, max_bytes: int) -> Stanza | str:
-    """parse_stanza, a refusal as its condition."""
-    found = parse_stanza(data, max_bytes=max_bytes)
-    return found.condition if isinstance(found, Malformed) else found
-
-
-# parse_stanza with a refusal as its condition: the wire guard's own reading, with one Python
-# call less a stanza when compiled.
+# One element read, a refusal as its condition (`parse_stanza` as the wire guard reads, one Python
+# call less a stanza when compiled).
 read_or_condition: Callable[[str | bytes, int], Stanza | str] = (
-    parse_or_condition
+    read_text_in_python
     if _compiled is None
     else partial(_compiled.read_text, Stanza, Child, MAX_DEPTH, MAX_ELEMENTS)
 )

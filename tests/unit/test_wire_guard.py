@@ -38,8 +38,7 @@ def reader(request: pytest.FixtureRequest) -> Iterator[str]:
     and with the Python reading an install without a compiler has."""
     with pytest.MonkeyPatch.context() as patch:
         if request.param == "python":
-            patch.setattr(stanzas, "_compiled", None)
-            patch.setattr(wire_guard, "read_or_condition", stanzas.parse_or_condition)
+            patch.setattr(wire_guard, "read_or_condition", stanzas.read_text_in_python)
         yield str(request.param)
 
 
