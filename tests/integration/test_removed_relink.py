@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from gateway.admission.pipeline import COOKIE_SECRET_SHAPE
 from tests.fixtures.gateway_server import GatewayServer
 from tests.integration.journeys import admission_id, admit, host_action, new_room
 
@@ -112,6 +113,13 @@ def test_a_lockdown_s_removed_browser_is_refused_and_the_lock_holds_the_rest(
     assert uses(gateway, room, invite["id"]) == 1
 
 
+REAL_SHAPED = "Qm9ndXMtYnV0LXJlYWwtc2hhcGVkLWNvb2tpZS12YWx"
+
+
+def test_the_real_shaped_cookie_has_a_real_cookies_shape() -> None:
+    assert COOKIE_SECRET_SHAPE.fullmatch(REAL_SHAPED) is not None
+
+
 @pytest.mark.parametrize(
     "cookie",
     [
@@ -119,9 +127,10 @@ def test_a_lockdown_s_removed_browser_is_refused_and_the_lock_holds_the_rest(
         "",
         "x" * 4000,
         "\u00e9t\u00e9",
-        # The shape of a real one, naming no admission (fixed: pytest-xdist's workers must
-        # collect the same test ids).
-        "Qm9ndXMtYnV0LXJlYWwtc2hhcGVkLWNvb2tpZS12YWx1ZQ",
+        # The shape of a real one (COOKIE_SECRET_SHAPE: 43 URL-safe characters), naming no
+        # admission, so that the store is asked (fixed: pytest-xdist's workers must collect the
+        # same test ids).
+        REAL_SHAPED,
     ],
 )
 def test_a_forged_cookie_on_a_join_link_just_redeems(gateway: GatewayServer, cookie: str) -> None:
