@@ -445,6 +445,7 @@ def figures(
     chat_burst: float = 10,
     troll_prefix: str = "troll",
     troll_occupants: Mapping[str, set[str]] | None = None,
+    scenario: Sequence[Goal | Figure] = (),
 ) -> list[Goal | Figure]:
     """Every figure of issue 20's "What it measures", from `events`.
 
@@ -452,13 +453,15 @@ def figures(
     impersonations); `attendees`: how many legitimate joins each phase tried, in the order
     to show them (else the quiet and attack phases, counting those the events name);
     `chat_per_10s`/`chat_burst`: the guard's chat budget the stage ran with;
-    `troll_occupants`: each troll's occupant JIDs (its leaving, heard by others).
+    `troll_occupants`: each troll's occupant JIDs (its leaving, heard by others); `scenario`:
+    rows on what the attack was, shown right after the joins.
     """
     expected = attendees or {}
     phases = list(dict.fromkeys([*expected, quiet_phase, attack_phase]))
     rows: list[Goal | Figure] = [
         _joins(events, phase, attack_phase, expected.get(phase)) for phase in phases
     ]
+    rows += scenario
     rows += _join_latency(events, quiet_phase, attack_phase)
     rows.append(
         _removal(

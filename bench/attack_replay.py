@@ -72,7 +72,10 @@ from bench.attack_flood import (
 from bench.attack_stage import fail_over, kill_replica, start_stage, stop_replica
 from bench.attack_troll import Troll
 from bench.report import Figure, Goal
+from gateway.settings import GuardSettings
 from tests.fixtures.cli import environment
+
+DEFAULT_GUARD = GuardSettings()
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "attack-replay.md"
@@ -820,10 +823,11 @@ def run_scenario(scale: Scale, workdir: Path) -> Outcome:
         attendees=outcome.attendees,
         cpu_per_refusal_ms=outcome.flood.cpu_per_refusal_ms if outcome.flood else None,
         troll_occupants=outcome.troll_occupants,
-        chat_per_10s=5,
-        chat_burst=10,
+        # The stage runs the gate's default guard settings.
+        chat_per_10s=DEFAULT_GUARD.chat_per_10s,
+        chat_burst=DEFAULT_GUARD.chat_burst,
+        scenario=scenario_rows(outcome),
     )
-    outcome.rows[2:2] = scenario_rows(outcome)
     outcome.report = markdown_report(
         outcome.rows, outcome.leftovers, outcome.evidence_rows, outcome.stage_notes, COMMAND
     )
