@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import ssl as tls
 import time
 from collections.abc import Sequence
@@ -15,12 +14,11 @@ from http.cookies import SimpleCookie
 from urllib.parse import urlencode
 
 from bench.rawhttp import Connection, host_port
+from tests.fixtures.proof_of_work import challenge
 from tests.fixtures.proof_of_work import solve as solve_proof
 
 INVITE_LIFETIME_SECONDS = 3600
 # A proof-of-work page's challenge (templates/challenge.html).
-POW_TOKEN = re.compile(rb'data-pow-token="([^"]+)"')
-POW_BITS = re.compile(rb'data-pow-difficulty="(\d+)"')
 
 
 class SetupError(RuntimeError):
@@ -180,11 +178,9 @@ async def admit(
         response = await connection.request("POST", f"/j/{token}", asked)
     finally:
         await connection.close()
-    challenge = POW_TOKEN.search(response.body) if response.status == 200 else None
-    difficulty = POW_BITS.search(response.body) if challenge else None
-    if solve and challenge is not None and difficulty is not None:
-        bits = int(difficulty.group(1))
-        pow_token = challenge.group(1).decode()
+    asked_for = challenge(response.body) if response.status == 200 else None
+    if solve and asked_for is not None:
+        pow_token, bits = asked_for
         solving = time.perf_counter()
         answer = await solve_challenge(pow_token, bits)
         solved = time.perf_counter() - solving

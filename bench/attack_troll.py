@@ -24,7 +24,7 @@ from xml.sax.saxutils import escape
 
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from bench.admin import POW_BITS, POW_TOKEN, Admitted, RedeemRefused, admit, solve_challenge
+from bench.admin import Admitted, RedeemRefused, admit, solve_challenge
 from bench.attack_events import (
     BENCH_ERROR,
     CHAT_REFUSED,
@@ -41,6 +41,7 @@ from bench.attack_flood import KNOCK_FORM, room_knock
 from bench.guard import verified_name
 from bench.xmpp import MUC, Heard, XmppClient, XmppFailed
 from tests.fixtures.jitsi_stanzas import BY_NAME, Placeholders
+from tests.fixtures.proof_of_work import challenge
 
 # A way back's outcomes: it let the troll in, the gate (or the room) refused it, or the attempt
 # failed on the troll's side (a timeout, an exception of its own): proof of neither.
@@ -616,12 +617,11 @@ class Troll:
         }
         target = room_knock(f"/{self.room}")
         answer = await self._ask(self._stage.front_url, "POST", target, headers, KNOCK_FORM)
-        challenge = POW_TOKEN.search(answer.body) if answer.status == 200 else None
-        bits = POW_BITS.search(answer.body) if challenge else None
-        if challenge is not None and bits is not None:
+        asked_for = challenge(answer.body) if answer.status == 200 else None
+        if asked_for is not None:
             # A troll's browser runs the proof-of-work page's script like anyone's.
-            token = challenge.group(1).decode()
-            solved = await solve_challenge(token, int(bits.group(1)))
+            token, bits = asked_for
+            solved = await solve_challenge(token, bits)
             form = KNOCK_FORM + b"&" + urlencode({"pow_token": token, "answer": solved}).encode()
             answer = await self._ask(self._stage.front_url, "POST", target, headers, form)
         ticket = "#jwt=" in answer.headers.get("location", "")

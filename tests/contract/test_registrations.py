@@ -52,6 +52,7 @@ from gateway.store import Store
 from gateway.store.memory import _SWEEP_EVERY, MemoryStore
 from gateway.store.records import Invite, RecordKind, Role, Room, RoomPolicy
 from gateway.store.redis import RedisStore
+from tests.fixtures.proof_of_work import solve
 
 HOUR = 3600.0
 KEY = b"p" * 32
@@ -1041,10 +1042,6 @@ async def test_a_room_under_proof_of_work_asks_for_it(store: Store) -> None:
 def solves(token: str, difficulty: int, answer: int) -> bool:
     digest = hashlib.sha256(f"{token}:{answer}".encode()).digest()
     return int.from_bytes(digest, "big") >> (256 - difficulty) == 0
-
-
-def solve(token: str, difficulty: int) -> str:
-    return str(next(n for n in range(10_000_000) if solves(token, difficulty, n)))
 
 
 # Sealed

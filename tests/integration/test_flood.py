@@ -30,7 +30,7 @@ from tests.fixtures.oidc import (
     start_oidc_provider,
 )
 from tests.fixtures.processes import free_port, stop_process
-from tests.fixtures.proof_of_work import solve
+from tests.fixtures.proof_of_work import challenge, solve
 
 pytestmark = pytest.mark.slow
 
@@ -459,10 +459,9 @@ def test_looking_at_a_join_link_is_not_a_use(tight_gateway: GatewayServer) -> No
 
 
 def challenge_of(page: str) -> tuple[str, int]:
-    token = re.search(r'data-pow-token="([^"]+)"', page)
-    difficulty = re.search(r'data-pow-difficulty="(\d+)"', page)
-    assert token and difficulty, page
-    return token.group(1), int(difficulty.group(1))
+    found = challenge(page)
+    assert found is not None, page
+    return found
 
 
 def test_proof_of_work_is_demanded_and_checked(pow_gateway: GatewayServer) -> None:

@@ -25,7 +25,7 @@ from gateway.settings import load_settings
 from gateway.store.memory import MemoryStore
 from gateway.store.records import Room, RoomPolicy
 from tests.fixtures.in_process import EventLoopThread, LoopTransport
-from tests.fixtures.proof_of_work import solve
+from tests.fixtures.proof_of_work import challenge, solve
 from tests.fixtures.smtp import Received, SmtpServer
 
 ORIGIN = "http://127.0.0.1:8000"
@@ -577,11 +577,7 @@ def test_a_denied_registration_reads_as_one_still_waiting(site: Site) -> None:
 
 
 def challenge_of(page: httpx.Response) -> tuple[str, int] | None:
-    token = re.search(r'data-pow-token="([^"]+)"', page.text)
-    difficulty = re.search(r'data-pow-difficulty="(\d+)"', page.text)
-    if page.status_code != 200 or token is None or difficulty is None:
-        return None
-    return token.group(1), int(difficulty.group(1))
+    return challenge(page.text) if page.status_code == 200 else None
 
 
 def test_under_a_flood_the_form_asks_for_proof_of_work(flooded_site: Site) -> None:
