@@ -129,6 +129,17 @@ class BoshBodyInvalid(BadRequest):
     )
 
 
+class BodyRefused(BoshBodyInvalid):
+    """A body that is not one well-formed, safe httpbind `<body>`, and the stream error
+    condition a stanza as bad would end a WebSocket session with: `restricted-xml` (a DTD, an
+    entity declaration, a comment, a processing instruction, an XML declaration),
+    `policy-violation` (too deep, too many elements), `not-well-formed` (everything else)."""
+
+    def __init__(self, condition: str = "not-well-formed") -> None:
+        super().__init__()
+        self.condition = condition
+
+
 class RequestAborted(BadRequest):
     """The client went away before its request body ended: nothing of it is completed upstream.
     (Nobody is left to read this; the status is for the access log.)"""

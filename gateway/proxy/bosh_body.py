@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from typing import NoReturn
 from xml.parsers import expat
 
-from gateway.errors import BoshBodyInvalid, RequestTooLarge
-from gateway.proxy.stanzas import NOT_WELL_FORMED, POLICY_VIOLATION, RESTRICTED_XML
+from gateway.errors import BodyRefused, RequestTooLarge
+from gateway.proxy.stanzas import POLICY_VIOLATION, RESTRICTED_XML
 from gateway.proxy.xml_reading import NAMESPACE_SEPARATOR, foreign_bytes, restricted_parser
 
 HTTPBIND = "http://jabber.org/protocol/httpbind"
@@ -67,17 +67,6 @@ class BoshBody:
     @property
     def terminates(self) -> bool:
         return self.attributes.get("type") == "terminate"
-
-
-class BodyRefused(BoshBodyInvalid):
-    """A body that is not one well-formed, safe httpbind `<body>`, and the stream error
-    condition a stanza as bad would end a WebSocket session with: `restricted-xml` (a DTD, an
-    entity declaration, a comment, a processing instruction, an XML declaration),
-    `policy-violation` (too deep, too many elements), `not-well-formed` (everything else)."""
-
-    def __init__(self, condition: str = NOT_WELL_FORMED) -> None:
-        super().__init__()
-        self.condition = condition
 
 
 def _refuse(*_: object) -> NoReturn:

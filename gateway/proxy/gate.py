@@ -47,6 +47,7 @@ from gateway.edge.requests import (
 )
 from gateway.errors import (
     AdmissionRevoked,
+    BodyRefused,
     BoshBodyInvalid,
     GateStopping,
     HeadersTooLarge,
@@ -60,7 +61,7 @@ from gateway.errors import (
 from gateway.evidence.recorder import DRAIN_SECONDS, EvidenceRecorder
 from gateway.metrics import Metrics
 from gateway.proxy.bosh import SID_SHAPE, BoshSession
-from gateway.proxy.bosh_body import BodyRefused, parse_body
+from gateway.proxy.bosh_body import parse_body
 from gateway.proxy.guarded import WireGuarding
 from gateway.proxy.headers import upstream_request_headers
 from gateway.proxy.http import HttpRelay, read_body

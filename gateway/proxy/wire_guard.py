@@ -658,18 +658,17 @@ class WireGuard:
         return _new(Forward, (self._rewritten(stanza, _NAMES, False),))
 
     def _address(self, to: str) -> _Address:
-        found = self._addressed.get(to)
-        if found is None:
-            jid = _parse_jid(to)
-            place = self._place(jid)
-            keys = None
-            if place is _Place.OCCUPANT and jid is not None:
-                keys = (_room_key(jid), _digest(jid.resource or ""))
-            found = _Address(jid, place, keys)
-            if len(to) <= _ADDRESS_KEPT_CHARACTERS:
-                if len(self._addressed) >= _ADDRESSES_KEPT:
-                    self._addressed.clear()
-                self._addressed[to] = found
+        """`to` read (the caller looked in `_addressed` first), and kept for the next time."""
+        jid = _parse_jid(to)
+        place = self._place(jid)
+        keys = None
+        if place is _Place.OCCUPANT and jid is not None:
+            keys = (_room_key(jid), _digest(jid.resource or ""))
+        found = _Address(jid, place, keys)
+        if len(to) <= _ADDRESS_KEPT_CHARACTERS:
+            if len(self._addressed) >= _ADDRESSES_KEPT:
+                self._addressed.clear()
+            self._addressed[to] = found
         return found
 
     def _keeps_resource(self, jid: _Jid, keys: tuple[bytes, bytes], kind: str | None) -> bool:
