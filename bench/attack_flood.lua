@@ -2,8 +2,9 @@
 -- on the room's link (the gate page's lobby form, POST ROOM_KNOCK); the others POST /j/<token>
 -- for the leaked invites of TOKENS_FILE in turn, as a browser does (the gate's Origin). Each
 -- request comes from the next of ADDRESSES client addresses (X-Forwarded-For, believed from the
--- trusted front), PER_NETWORK of them in each /24 of 198.18.0.0/15 (RFC 2544's benchmarking
--- range); the THREADS threads take the addresses in turn.
+-- trusted front), PER_NETWORK of them in each /24 from 198.18.0.0 upward (RFC 2544's
+-- benchmarking range, 198.18.0.0/15, then public space past its 512 /24s; headers on loopback
+-- only); the THREADS threads take the addresses in turn.
 -- args: ORIGIN ROOM_KNOCK TOKENS_FILE ADDRESSES PER_NETWORK THREADS
 -- Reports one BENCH-RESULT line: every answer counted by kind (its status, or "303 meeting",
 -- "303 lobby", "challenge" for a proof-of-work page), answers per wall-clock second, and the

@@ -34,7 +34,9 @@ from bench.suite import write_tokens
 from gateway.edge.requests import LOBBY_PREFIX
 
 FLOOD_SCRIPT = Path(__file__).resolve().parent / "attack_flood.lua"
-# 4,096 attacking addresses, 4 in each of 1,024 /24s of 198.18.0.0/15 (as bench/flood.lua).
+# 4,096 attacking addresses, 4 in each of 1,024 /24s from 198.18.0.0 up to 198.21.255.0: a /15
+# holds only 512, so past RFC 2544's benchmarking range (198.18.0.0/15) they run into public
+# space (198.20.0.0/15). They travel only as X-Forwarded-For headers on loopback.
 ADDRESSES = 4096
 PER_NETWORK = 4
 # wrk shares the two cores with the gates, the front and the scenario's clients: it yields to
@@ -132,7 +134,7 @@ def spoofed_address(number: int, networks: int) -> str:
 
 def wrk_address(index: int) -> str:
     """The index-th of wrk's ADDRESSES attacking addresses, as attack_flood.lua's
-    `address_of` writes it (PER_NETWORK in each /24 of 198.18.0.0/15)."""
+    `address_of` writes it (PER_NETWORK in each /24 from 198.18.0.0 upward: see ADDRESSES)."""
     network = index // PER_NETWORK
     return f"198.{18 + network // 256}.{network % 256}.{index % PER_NETWORK + 1}"
 
