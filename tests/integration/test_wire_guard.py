@@ -19,7 +19,13 @@ from tests.fixtures.gateway_server import GENEROUS_LIMITS, GatewayServer
 from tests.fixtures.jitsi_stanzas import BY_NAME, CORPUS, JitsiStanza, Placeholders
 from tests.fixtures.processes import wait_until
 from tests.fixtures.xmpp_client import XmppClient, XmppConnectFailed, parse_stanza
-from tests.integration.guard_helpers import guarded_gateway, transport
+from tests.integration.guard_helpers import (
+    LAUGHS,
+    guarded_gateway,
+    streams_ended,
+    sync,
+    transport,
+)
 from tests.integration.journeys import (
     Admitted,
     admit,
@@ -131,15 +137,6 @@ def is_from(jid: str, name: str = "") -> Any:
         return element.get("from") == jid and (not name or element.tag == CLIENT + name)
 
     return match
-
-
-async def sync(client: XmppClient, prosody: Any, mark: str) -> None:
-    """Wait until the server has handled all `client` sent before: its answer to a ping."""
-    await client.send_raw(
-        f"<iq xmlns='jabber:client' to='{prosody.domain}' type='get' id='{mark}'>"
-        "<ping xmlns='urn:xmpp:ping'/></iq>"
-    )
-    await client.wait_for_stanza(lambda e: e.get("id") == mark and e.get("type") == "result")
 
 
 def error_to(stanza_id: str) -> Any:
@@ -429,7 +426,6 @@ async def test_a_nick_change_never_reaches_the_others(
         )
 
 
-LAUGHS = "".join(f"<!ENTITY lol{n} '{f'&lol{n - 1};' * 10 if n else 'lol'}'>" for n in range(10))
 MALFORMED = {
     "billion-laughs": (
         f"<!DOCTYPE m [{LAUGHS}]><message xmlns='jabber:client' to='{{room}}' id='laughs'>"
@@ -456,18 +452,6 @@ MALFORMED = {
     ),
     "not-well-formed": ("<message xmlns='jabber:client' to='{room}' id='bad'></iq>", None),
 }
-
-
-def streams_ended(gateway: GatewayServer, reason: str | None = None) -> float:
-    """meetgate_guard_streams_ended_total for `reason`, or summed over every reason."""
-    with gateway.admin() as admin:
-        text = admin.get("/metrics").text
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("meetgate_guard_streams_ended_total{")
-        and (reason is None or f'reason="{reason}"' in line)
-    )
 
 
 @pytest.mark.parametrize("case", sorted(MALFORMED))

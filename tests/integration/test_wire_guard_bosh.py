@@ -21,10 +21,9 @@ from tests.fixtures.gateway_server import GENEROUS_LIMITS, GatewayServer
 from tests.fixtures.http_clients import TLS
 from tests.fixtures.processes import wait_until
 from tests.fixtures.xmpp_client import XmppClient
-from tests.integration.guard_helpers import guarded_gateway
+from tests.integration.guard_helpers import LAUGHS, guarded_gateway, streams_ended
 from tests.integration.journeys import admit, bosh_url, new_room, signalling_query, ws_url
 from tests.integration.test_bosh_decoy import HTTPBIND, DecoyBoshClient
-from tests.integration.test_wire_guard import LAUGHS, streams_ended
 
 pytestmark = pytest.mark.slow
 

@@ -23,9 +23,8 @@ from websockets.typing import Subprotocol
 
 from tests.fixtures.gateway_server import GENEROUS_LIMITS, GatewayServer
 from tests.fixtures.xmpp_client import XmppClient
-from tests.integration.guard_helpers import guarded_gateway
+from tests.integration.guard_helpers import guarded_gateway, streams_ended, sync
 from tests.integration.journeys import admit, new_room, signalling_query, ws_url
-from tests.integration.test_wire_guard import streams_ended, sync
 
 pytestmark = pytest.mark.slow
 

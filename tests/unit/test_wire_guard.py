@@ -29,6 +29,23 @@ from gateway.proxy.wire_guard import (
     WireBudgets,
     WireGuard,
 )
+from tests.fixtures.guard_stanzas import (
+    BREAKOUT,
+    DOMAIN,
+    FOCUS,
+    JITSI,
+    JOIN,
+    LOBBY,
+    MUC,
+    NAME,
+    NICK,
+    ROOM,
+    assert_same_meaning,
+    element,
+    groupchat,
+    private,
+    stanza,
+)
 from tests.fixtures.jitsi_stanzas import CORPUS, JitsiStanza
 
 
@@ -42,14 +59,6 @@ def reader(request: pytest.FixtureRequest) -> Iterator[str]:
         yield str(request.param)
 
 
-DOMAIN = "meet.test"
-MUC = "conference.meet.test"
-LOBBY = "lobby.meet.test"
-BREAKOUT = "breakout.meet.test"
-ROOM = f"room@{MUC}"
-FOCUS = f"focus.{DOMAIN}"
-NAME = "Ada Lovelace"
-NICK = "http://jabber.org/protocol/nick"
 STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 STREAMS = "http://etherx.jabber.org/streams"
 FRAMING = "urn:ietf:params:xml:ns:xmpp-framing"
@@ -89,10 +98,6 @@ def guard(
     return WireGuard(speaker, ADDRESSES, budgets, lambda: rules, lambda: hosts)
 
 
-def element(data: str) -> ET.Element:
-    return ET.fromstring(data)  # noqa: S314 - the guard's own output and the tests' stanzas
-
-
 def forwarded(verdict: Verdict) -> str:
     assert isinstance(verdict, Forward), verdict
     assert isinstance(verdict.data, bytes)
@@ -116,181 +121,6 @@ def reply_of(verdict: Refuse) -> ET.Element:
 def error_text(reply: ET.Element) -> str | None:
     text = reply.find(f"{{jabber:client}}error/{{{STANZAS}}}text")
     return None if text is None else text.text
-
-
-def groupchat(body: str = "hello", *, to: str = ROOM, extra: str = "") -> str:
-    return (
-        f"<message to='{to}' type='groupchat' id='m1' xmlns='jabber:client'>"
-        f"<body>{body}</body><nick xmlns='{NICK}'>{NAME}</nick>{extra}</message>"
-    )
-
-
-def private(to: str, body: str = "psst") -> str:
-    return (
-        f"<message to='{to}' type='chat' id='p1' xmlns='jabber:client'>"
-        f"<body>{body}</body><nick xmlns='{NICK}'>{NAME}</nick></message>"
-    )
-
-
-JOIN = (
-    f"<presence to='{ROOM}/a1b2c3d4' xmlns='jabber:client'>"
-    "<x xmlns='http://jabber.org/protocol/muc'/>"
-    "<stats-id>Kaia-Yn5</stats-id>"
-    "<c hash='sha-1' node='https://jitsi.org/jitsi-meet' ver='u7k5ZfVqXmAAtnmyDPf0ffNh9GY='"
-    " xmlns='http://jabber.org/protocol/caps'/>"
-    "<features><feature var='https://jitsi.org/meet/e2ee'/></features>"
-    "<jitsi_participant_codecList>av1,vp9,vp8,h264</jitsi_participant_codecList>"
-    '<SourceInfo>{"a1b2c3d4-a0":{"muted":true},"a1b2c3d4-v0":{"muted":true}}</SourceInfo>'
-    "<audiomuted>true</audiomuted><videomuted>true</videomuted>"
-    f"<nick xmlns='{NICK}'>{NAME}</nick>"
-    "<jitsi_participant_region>eu</jitsi_participant_region>"
-    "</presence>"
-)
-JINGLE_ACCEPT = (
-    f"<iq to='{ROOM}/focus' type='set' id='a8c3:sendIQ' xmlns='jabber:client'>"
-    "<jingle action='session-accept' initiator='focus@auth.meet.test/focus' "
-    "responder='u1@meet.test/x' sid='4bmcl7ej5p0ju' xmlns='urn:xmpp:jingle:1'>"
-    "<content creator='initiator' name='audio' senders='both'>"
-    "<description media='audio' maxptime='60' xmlns='urn:xmpp:jingle:apps:rtp:1'>"
-    "<payload-type channels='2' clockrate='48000' id='111' name='opus'>"
-    "<parameter name='minptime' value='10'/>"
-    "<rtcp-fb type='transport-cc' xmlns='urn:xmpp:jingle:apps:rtp:rtcp-fb:0'/></payload-type>"
-    "<source name='a1b2c3d4-a0' ssrc='2779011616' xmlns='urn:xmpp:jingle:apps:rtp:ssma:0'>"
-    "<parameter name='msid' value='a1b2c3d4-audio-1 11d4'/></source>"
-    "<rtcp-mux/></description>"
-    "<transport pwd='CMtbGz7mRe4cbYpVWMRq4f+Q' ufrag='sn5L'"
-    " xmlns='urn:xmpp:jingle:transports:ice-udp:1'>"
-    "<fingerprint hash='sha-256' setup='active' xmlns='urn:xmpp:jingle:apps:dtls:0'>"
-    "9B:0E:1A:55</fingerprint></transport></content>"
-    "<group semantics='BUNDLE' xmlns='urn:xmpp:jingle:apps:grouping:0'>"
-    "<content name='audio'/></group></jingle></iq>"
-)
-
-# What lib-jitsi-meet sends in a meeting (ChatRoom, moderator, strophe.jingle, Polls,
-# BreakoutRooms, Lobby, SpeakerStats, AVModeration, the connection's set-up).
-JITSI = {
-    "open": f"<open to='{DOMAIN}' version='1.0' xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>",
-    "sasl": "<auth mechanism='PLAIN' xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>AGEAYg==</auth>",
-    "bind": (
-        "<iq type='set' id='_bind_auth_2' xmlns='jabber:client'>"
-        "<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>"
-    ),
-    "sm-enable": "<enable resume='true' xmlns='urn:xmpp:sm:3'/>",
-    "sm-r": "<r xmlns='urn:xmpp:sm:3'/>",
-    # One count for both: a client's count of stanzas received never goes back, and the guard
-    # holds an acknowledgement to what it already passed on (an `<a h='12'/>` then a
-    # `<resume h='5'/>` is lifted to 12), so any order of these passes as sent.
-    "sm-a": "<a h='12' xmlns='urn:xmpp:sm:3'/>",
-    "sm-resume": "<resume h='12' previd='a1-b2' xmlns='urn:xmpp:sm:3'/>",
-    "disco-server": (
-        f"<iq to='{DOMAIN}' type='get' id='info1' xmlns='jabber:client'>"
-        "<query xmlns='http://jabber.org/protocol/disco#info'/></iq>"
-    ),
-    "extdisco": (
-        f"<iq to='{DOMAIN}' type='get' id='ext1' xmlns='jabber:client'>"
-        "<services xmlns='urn:xmpp:extdisco:2'/></iq>"
-    ),
-    "short-term-credentials": (
-        f"<iq to='{DOMAIN}' type='get' id='cred1' xmlns='jabber:client'>"
-        "<credentials xmlns='urn:xmpp:extdisco:2'>"
-        "<service host='whiteboard.meet.test' type='short-lived-token'/></credentials></iq>"
-    ),
-    "ping": (
-        f"<iq to='{DOMAIN}' type='get' id='ping1' xmlns='jabber:client'>"
-        "<ping xmlns='urn:xmpp:ping'/></iq>"
-    ),
-    "pong": f"<iq to='{DOMAIN}' type='result' id='s2c1' xmlns='jabber:client'/>",
-    "conference-request": (
-        f"<iq to='{FOCUS}' type='set' id='c1' xmlns='jabber:client'>"
-        f"<conference machine-uid='0b7a' room='{ROOM}' xmlns='http://jitsi.org/protocol/focus'>"
-        "<property name='rtcstatsEnabled' value='false'/>"
-        "<property name='visitors-version' value='1'/></conference></iq>"
-    ),
-    "disco-room": (
-        f"<iq to='{ROOM}' type='get' id='info2' xmlns='jabber:client'>"
-        "<query xmlns='http://jabber.org/protocol/disco#info'/></iq>"
-    ),
-    "join": JOIN,
-    "raise-hand": JOIN.replace(
-        "</presence>",
-        "<jitsi_participant_raisedHand>1764892800000</jitsi_participant_raisedHand></presence>",
-    ),
-    "jingle-accept": JINGLE_ACCEPT,
-    "jingle-result": f"<iq to='{ROOM}/focus' type='result' id='jf1' xmlns='jabber:client'/>",
-    "mute-participant": (
-        f"<iq to='{ROOM}/focus' type='set' id='mu1' xmlns='jabber:client'>"
-        f"<mute jid='{ROOM}/e5f6' xmlns='http://jitsi.org/jitmeet/audio'>true</mute></iq>"
-    ),
-    "groupchat": groupchat("Hello &amp; welcome 👋"),
-    "private-chat": private(f"{ROOM}/e5f6a7b8"),
-    "reaction": (
-        f"<message to='{ROOM}' type='groupchat' id='r1' xmlns='jabber:client'>"
-        "<reactions id='m1' xmlns='urn:xmpp:reactions:0'><reaction>👍</reaction></reactions>"
-        "<store xmlns='urn:xmpp:hints'/></message>"
-    ),
-    "endpoint-message": (
-        f"<message to='{ROOM}' type='groupchat' xmlns='jabber:client'>"
-        "<json-message xmlns='http://jitsi.org/jitmeet'>{&quot;type&quot;:&quot;e2e-ping&quot;}"
-        "</json-message></message>"
-    ),
-    "poll": (
-        f"<message to='polls.{DOMAIN}' type='chat' xmlns='jabber:client'>"
-        "<json-message xmlns='http://jitsi.org/jitmeet'>"
-        '{"answers":[{"name":"yes"}],"command":"new-poll","pollId":"p1",'
-        '"question":"Lunch?","type":"polls"}</json-message></message>'
-    ),
-    "speakerstats": (
-        f"<message to='speakerstats.{DOMAIN}' xmlns='jabber:client'>"
-        f"<speakerstats room='{ROOM}' xmlns='http://jitsi.org/jitmeet'>"
-        "<faceLandmarks duration='10' faceExpression='happy' timestamp='1'/>"
-        "</speakerstats></message>"
-    ),
-    "av-moderation": (
-        f"<message to='avmoderation.{DOMAIN}' xmlns='jabber:client'>"
-        "<av_moderation xmlns='http://jitsi.org/jitmeet'>"
-        '{"type":"av_moderation","enable":true,"mediaType":"audio"}</av_moderation></message>'
-    ),
-    "end-conference": (
-        f"<message to='endconference.{DOMAIN}' xmlns='jabber:client'><end_conference/></message>"
-    ),
-    "kick": (
-        f"<iq to='{ROOM}' type='set' id='k1' xmlns='jabber:client'>"
-        "<query xmlns='http://jabber.org/protocol/muc#admin'>"
-        "<item nick='e5f6a7b8' role='none'><reason>You have been kicked.</reason></item>"
-        "</query></iq>"
-    ),
-    "grant-owner": (
-        f"<iq to='{ROOM}' type='set' id='g1' xmlns='jabber:client'>"
-        "<query xmlns='http://jabber.org/protocol/muc#admin'>"
-        f"<item affiliation='owner' jid='u2@{DOMAIN}'>"
-        "<reason>Your affiliation has been changed to 'owner'.</reason></item></query></iq>"
-    ),
-    "lobby-join": (
-        f"<presence to='room@{LOBBY}/a1b2c3d4' xmlns='jabber:client'>"
-        "<x xmlns='http://jabber.org/protocol/muc'/>"
-        f"<nick xmlns='{NICK}'>{NAME}</nick></presence>"
-    ),
-    "lobby-approve": (
-        f"<iq to='room@{LOBBY}' type='set' id='l1' xmlns='jabber:client'>"
-        "<query xmlns='http://jabber.org/protocol/muc#admin'>"
-        f"<item affiliation='member' jid='u3@{DOMAIN}'/></query></iq>"
-    ),
-    "lobby-message": (
-        f"<message to='room@{LOBBY}/e5f6' type='chat' xmlns='jabber:client'>"
-        "<json-message xmlns='http://jitsi.org/jitmeet'>{}</json-message></message>"
-    ),
-    "breakout-command": (
-        f"<message to='{BREAKOUT}' xmlns='jabber:client'>"
-        "<breakout_rooms subject='Group 1' type='features/breakout-rooms/add'/></message>"
-    ),
-    "breakout-join": (
-        f"<presence to='3f1e7c0a-2b4d-4e5f-9a8b-7c6d5e4f3a2b@{BREAKOUT}/a1b2c3d4'"
-        " xmlns='jabber:client'><x xmlns='http://jabber.org/protocol/muc'/>"
-        f"<nick xmlns='{NICK}'>{NAME}</nick></presence>"
-    ),
-    "leave": f"<presence to='{ROOM}/a1b2c3d4' type='unavailable' xmlns='jabber:client'/>",
-    "close": "<close xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>",
-}
 
 
 CORPUS_ADDRESSES = Addresses(
@@ -671,13 +501,13 @@ def test_a_new_connection_is_a_new_session_unless_it_resumes() -> None:
     refused(session.inspect(presence_to(f"{ROOM}/Hilde Host"), 0.0), "address")
     forwarded(session.inspect(presence_to(f"{ROOM}/alice2"), 0.0))
     # The client's own word starts nothing: a second stream header, SASL or bind.
-    for element in (
+    for text in (
         f"<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='{DOMAIN}' version='1.0'/>",
         "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='ANONYMOUS'/>",
         "<iq type='set' id='b1' xmlns='jabber:client'>"
         "<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>",
     ):
-        forwarded(session.inspect(element, 0.0))
+        forwarded(session.inspect(text, 0.0))
     refused(session.inspect(presence_to(f"{ROOM}/Hilde Host"), 0.0), "address")
 
 
@@ -1103,65 +933,6 @@ def test_no_threshold_never_removes() -> None:
     for _ in range(50):
         refused(session.inspect(groupchat(), 0.0), "rate")
     assert session.strikes == 50 and not session.removable
-
-
-# -- any sequence of valid stanzas passes in order, meaning unchanged --
-
-BODY = st.text(st.sampled_from(list("ab <>&'\"é€👋\n")), min_size=1, max_size=30)
-
-
-def escaped(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-# A name's or a body's namespace: Jitsi's own, another, a prefixed one (Jitsi reads both by
-# local name).
-NICK_NAMESPACES = st.sampled_from(
-    [("nick", f" xmlns='{NICK}'"), ("nick", " xmlns='urn:x'"), ("p:nick", " xmlns:p='urn:p'")]
-)
-BODY_NAMESPACES = st.sampled_from(
-    [("body", ""), ("body", " xmlns='urn:x'"), ("p:body", " xmlns:p='urn:p'")]
-)
-
-
-@st.composite
-def stanza(draw: st.DrawFn) -> tuple[str, bool]:
-    """A normal stanza, and whether it carries a forged name the guard must fix."""
-    kind = draw(st.sampled_from(["jitsi", "group", "private", "presence"]))
-    if kind == "jitsi":
-        return JITSI[draw(st.sampled_from(sorted(JITSI)))], False
-    forged = draw(st.booleans())
-    nick = escaped(draw(BODY)) if forged else NAME
-    tag, namespace = draw(NICK_NAMESPACES) if forged else ("nick", f" xmlns='{NICK}'")
-    if kind == "group":
-        body_tag, body_namespace = draw(BODY_NAMESPACES)
-        body = escaped(draw(BODY))
-        if draw(st.booleans()):  # nested text, as a hostile client may send it
-            body += f"<b>{escaped(draw(BODY))}<i/></b>"
-        text = (
-            groupchat(body)
-            .replace("<body>", f"<{body_tag}{body_namespace}>")
-            .replace("</body>", f"</{body_tag}>")
-        )
-    elif kind == "private":
-        text = private(f"{ROOM}/{draw(st.sampled_from(['e5f6', 'h0st1d', 'x/y']))}")
-    else:
-        text = JOIN
-    sent = f"<{tag}{namespace}>{nick}</{tag}>"
-    return text.replace(f"<nick xmlns='{NICK}'>{NAME}</nick>", sent), forged
-
-
-def assert_same_meaning(sent: ET.Element, out: ET.Element) -> None:
-    """Equal elements, but for the name, which is the verified one."""
-    assert out.tag == sent.tag and out.attrib == sent.attrib
-    assert (out.text or "") == (sent.text or "")
-    assert (out.tail or "") == (sent.tail or "")
-    assert len(out) == len(sent)
-    for a, b in zip(sent, out, strict=True):
-        if a.tag.rpartition("}")[2] == "nick":
-            assert b.tag == f"{{{NICK}}}nick" and b.text == NAME
-        else:
-            assert_same_meaning(a, b)
 
 
 @given(st.lists(stanza(), max_size=20))
