@@ -120,3 +120,27 @@ def test_the_evidence_export_is_verified_and_counted_against_the_scenario(
     rows = {what: (exported, ours) for what, exported, ours in compare(evidence, events)}
     assert rows["removals and bans"] == (1, 1) and rows["lockdowns"] == (1, 1)
     assert rows["guard removals"] == (0, 0)
+
+
+def test_an_address_written_as_hex_or_an_integer_counts_only_as_a_word_of_its_own(
+    store: RedisProcess, tmp_path: Path
+) -> None:
+    flood = "198.18.7.9"  # c6120709 in hex, 3323070217 as an integer
+    log = tmp_path / "gate-b.log"
+    log.write_text(
+        "request 9f3ac6120709e1d2 refused\n"  # inside a random request id: chance
+        "request c6120709e1d2 refused\n"  # at its start
+        "request 9f3ac6120709 refused\n"  # at its end
+        "request 133230702175 refused\n"  # inside a longer run of digits: chance
+        "refused c6120709 at the gate\n"
+        "refused C6120709 at the gate\n"
+        "peer=3323070217; refused\n"
+    )
+    found = scan_left_behind(store.url, [log], Secrets(addresses=[flood]))
+    where = f"log:{tmp_path.name}/gate-b.log"
+    assert {(f.where, f.what) for f in found.secrets} == {
+        (f"{where}:5", "address"),
+        (f"{where}:6", "address"),
+        (f"{where}:7", "address"),
+    }
+    assert found.log_lines == 7 and not found.expiring
