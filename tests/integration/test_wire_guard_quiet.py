@@ -21,7 +21,7 @@ from tests.fixtures.gateway_server import GatewayServer
 from tests.fixtures.http_clients import TLS
 from tests.fixtures.jitsi_stanzas import BY_NAME, Placeholders
 from tests.fixtures.xmpp_client import XmppClient, parse_stanza
-from tests.integration.guard_helpers import guarded_gateway, transport
+from tests.integration.guard_helpers import LAUGHS, guarded_gateway, sync, transport
 from tests.integration.journeys import (
     Admitted,
     admit,
@@ -33,7 +33,6 @@ from tests.integration.journeys import (
 )
 from tests.integration.test_wire_guard import (
     GUARD,
-    LAUGHS,
     STANZA_ERRORS,
     attendee,
     error_to,
@@ -41,7 +40,6 @@ from tests.integration.test_wire_guard import (
     refused,
     set_room,
     signalling_url,
-    sync,
 )
 from tests.integration.test_wire_guard_bosh import HandBoshClient
 
