@@ -37,6 +37,7 @@ STREAM_ERRORS = "urn:ietf:params:xml:ns:xmpp-streams"
 TIMEOUT = 10.0
 # RFC 6455 §7.4.1: a text message whose data is not UTF-8.
 INVALID_DATA = 1007
+TOO_BIG = 1009
 EURO = "€".encode()  # three bytes: e2 82 ac
 
 
@@ -191,6 +192,19 @@ async def test_invalid_utf8_ends_the_prosody_session(guarded: GatewayServer, pro
             await mallory.socket.send(frames, text=True)
         await mallory.received_until_closed()
         assert mallory.socket.close_code == INVALID_DATA
+        await assert_session_ended(watcher, prosody, mallory.jid)
+
+
+async def test_a_message_over_the_cap_ends_the_prosody_session(
+    guarded: GatewayServer, prosody: Any
+) -> None:
+    """A message over the gate's WebSocket cap (1 MiB) is closed with 1009, and the sender's
+    prosody session ends with it as after invalid UTF-8 (the same close path: 1002, 1007, 1009)."""
+    async with mallory_beside_ada(guarded, prosody) as (room_jid, mallory, watcher):
+        body = "x" * (1024 * 1024 + 10)
+        await mallory.socket.send(groupchat(room_jid, body.encode()).decode())
+        await mallory.received_until_closed()
+        assert mallory.socket.close_code == TOO_BIG
         await assert_session_ended(watcher, prosody, mallory.jid)
 
 
